@@ -1,0 +1,98 @@
+//! Map names, keys and values shared by the kernel programs and user space.
+//!
+//! Every map is pinned by name under `<bpffs-root>/maps/`. Each type is `#[repr(C)]` with
+//! explicit padding so that its layout is the same on both sides.
+
+/// Clock offsets, an `ARRAY` of `u64` (see [`CLOCK_SLOT_TEST_OFFSET`]).
+pub const MAP_CLOCK: &str = "SW_CLOCK";
+/// Index in [`MAP_CLOCK`]: nanoseconds added to `bpf_ktime_get_ns()` by every program.
+/// Zero in production; tests move time forward by raising it instead of sleeping.
+pub const CLOCK_SLOT_TEST_OFFSET: u32 = 0;
+/// Index in [`MAP_CLOCK`]: `CLOCK_REALTIME - CLOCK_MONOTONIC` in ns, written and refreshed
+/// by the daemon, so kernel programs can produce epoch timestamps.
+pub const CLOCK_SLOT_EPOCH_OFFSET: u32 = 1;
+/// Number of slots in [`MAP_CLOCK`].
+pub const CLOCK_SLOTS: u32 = 2;
+
+/// Gate stage: protected ports, an `ARRAY` of `u8` indexed by port; each entry is a bit
+/// set of [`GATE_TCP`] / [`GATE_UDP`]. Slot [`GATE_SUMMARY_SLOT`] holds the OR of all ports.
+pub const MAP_GATE_PORTS: &str = "SW_GATE_PORTS";
+/// Entries in [`MAP_GATE_PORTS`]: every port plus the summary slot.
+pub const GATE_PORTS_LEN: u32 = 65537;
+/// Slot of [`MAP_GATE_PORTS`] holding the OR of every port's bits.
+pub const GATE_SUMMARY_SLOT: u32 = 65536;
+/// Port bit: TCP to this port is protected.
+pub const GATE_TCP: u8 = 1;
+/// Port bit: UDP to this port is protected.
+pub const GATE_UDP: u8 = 2;
+/// Gate stage: grants, a preallocated `HASH` of [`GrantKey`] -> [`GrantValue`].
+pub const MAP_GATE_GRANTS: &str = "SW_GATE_GRANTS";
+/// Gate stage: per-CPU counters, a `PERCPU_ARRAY` of `u64` indexed by [`GateCounter`].
+pub const MAP_GATE_STATS: &str = "SW_GATE_STATS";
+/// Parser probe output (tests only): an `ARRAY` with one [`crate::parse::PacketInfo`].
+pub const MAP_PARSE_OUT: &str = "SW_PARSE_OUT";
+
+/// Address family tags used in keys.
+pub const FAMILY_V4: u8 = 4;
+/// IPv6 family tag.
+pub const FAMILY_V6: u8 = 6;
+
+/// Key of a grant: this source may open new flows to (`proto`, `port`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct GrantKey {
+    /// Source address; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Destination port, host byte order.
+    pub port: u16,
+}
+
+/// Value of a grant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GrantValue {
+    /// Expiry, in the kernel clock (monotonic ns plus the test offset).
+    pub expires_ns: u64,
+    /// Who granted it: [`GRANT_BY_API`], later knock doors and SPA actions.
+    pub origin: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Grant created by hand (CLI or API).
+pub const GRANT_BY_API: u32 = 1;
+
+/// Counters of the gate stage (index into [`MAP_GATE_STATS`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateCounter {
+    /// Packets the stage looked at.
+    Seen = 0,
+    /// Packets to a protected port let through by a live grant.
+    Granted = 1,
+    /// Packets to a protected port dropped for want of a grant.
+    Dropped = 2,
+    /// Malformed IP packets (status MALFORMED) dropped by the gate when they could be
+    /// aimed at a protected port (dropped; fail closed).
+    Malformed = 3,
+}
+
+/// Number of gate counters.
+pub const GATE_COUNTERS: u32 = 4;
+/// Names of the gate counters, in index order, as they appear in `/metrics` and the API.
+pub const GATE_COUNTER_NAMES: [&str; GATE_COUNTERS as usize] =
+    ["seen", "granted", "dropped", "malformed"];
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, repr(C), explicit padding, any bit pattern valid.
+    unsafe impl aya::Pod for super::GrantKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GrantValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::parse::PacketInfo {}
+}

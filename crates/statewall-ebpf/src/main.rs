@@ -1,0 +1,119 @@
+//! statewall's kernel programs, one ELF object for `bpfel-unknown-none`.
+//!
+//! Every tc program returns `TCX_NEXT` or `TC_ACT_SHOT`, never `TC_ACT_OK`, so that the
+//! stages after it on the tcx hook still run. Programs:
+//!
+//! | program | hook | what |
+//! | --- | --- | --- |
+//! | `sw_gate` | tcx | protected ports: drop unless a grant exists |
+//! | `sw_gate_xdp` | xdp | the same on the XDP ingress hook |
+//! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
+//! | `sw_empty_tc`, `sw_empty_xdp` | bench baseline | do nothing |
+#![no_std]
+#![no_main]
+
+mod clock;
+mod gate;
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, map, xdp},
+    maps::Array,
+    programs::{TcContext, XdpContext},
+};
+use statewall_common::{parse::PacketInfo, TCX_NEXT};
+
+use crate::parse::Cursor;
+
+/// Bytes pulled into the linear area when a tc packet's headers are not all there.
+const PULL_LEN: u32 = 640;
+
+#[map(name = "SW_PARSE_OUT")]
+static SW_PARSE_OUT: Array<PacketInfo> = Array::with_max_entries(1, 0);
+
+/// Parses a tc packet, pulling non-linear headers in first.
+#[inline(always)]
+pub(crate) fn parse_tc(ctx: &TcContext, p: &mut PacketInfo) {
+    let len = ctx.len();
+    let want = if len < PULL_LEN { len } else { PULL_LEN };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
+    let c = Cursor {
+        start: ctx.data(),
+        end: ctx.data_end(),
+        len: len as usize,
+    };
+    parse::parse(&c, p);
+}
+
+/// Parses an XDP frame.
+#[inline(always)]
+pub(crate) fn parse_xdp(ctx: &XdpContext, p: &mut PacketInfo) {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let c = Cursor {
+        start,
+        end,
+        len: end - start,
+    };
+    parse::parse(&c, p);
+}
+
+#[classifier]
+pub fn sw_gate(ctx: TcContext) -> i32 {
+    let mut p = PacketInfo::default();
+    parse_tc(&ctx, &mut p);
+    gate::run(&p)
+}
+
+#[xdp]
+pub fn sw_gate_xdp(ctx: XdpContext) -> u32 {
+    let mut p = PacketInfo::default();
+    parse_xdp(&ctx, &mut p);
+    if gate::run(&p) == TCX_NEXT {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+#[classifier]
+pub fn sw_parse_tc(ctx: TcContext) -> i32 {
+    if let Some(out) = SW_PARSE_OUT.get_ptr_mut(0) {
+        let out = unsafe { &mut *out };
+        *out = PacketInfo::default();
+        parse_tc(&ctx, out);
+    }
+    TCX_NEXT
+}
+
+#[xdp]
+pub fn sw_parse_xdp(ctx: XdpContext) -> u32 {
+    if let Some(out) = SW_PARSE_OUT.get_ptr_mut(0) {
+        let out = unsafe { &mut *out };
+        *out = PacketInfo::default();
+        parse_xdp(&ctx, out);
+    }
+    xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn sw_empty_tc(_ctx: TcContext) -> i32 {
+    TCX_NEXT
+}
+
+#[xdp]
+pub fn sw_empty_xdp(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

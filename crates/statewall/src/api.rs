@@ -1,0 +1,251 @@
+//! The REST API, served on the Unix socket (and optionally TCP with a bearer token).
+//!
+//! Endpoints (all JSON):
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | GET | `/api/v1/status` | interfaces, attached programs in run order, links, maps and their fill |
+//! | POST | `/api/v1/reload` | re-read the config file; 400 with the error and nothing changed if invalid |
+//! | GET | `/api/v1/gate` | protected ports and gate counters |
+//! | GET | `/api/v1/gate/grants` | live grants with seconds left |
+//! | POST | `/api/v1/gate/grants` | `{"addr", "proto", "port", "seconds"}`: let a source in |
+//! | DELETE | `/api/v1/gate/grants?addr=&proto=&port=` | revoke a grant |
+//!
+//! Bodies are parsed without looking at `Content-Type` (clients that send none are served);
+//! a body that does not parse gets a 400 naming the field. The `/metrics` endpoint lives on
+//! its own listener ([`crate::metrics`]).
+
+use std::{net::IpAddr, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::json;
+use statewall_common::maps::{GrantKey, FAMILY_V4, FAMILY_V6, GRANT_BY_API};
+
+use crate::daemon::Shared;
+
+/// An API error: status and message.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl ApiError {
+    /// 400 with a message.
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+    /// 500 with a message.
+    pub fn internal(msg: impl std::fmt::Display) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.to_string())
+    }
+}
+
+/// Parses a JSON body whatever its Content-Type, naming the offending field on error.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::bad(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::bad(format!("invalid JSON body at `{path}`: {inner}"))
+        }
+    })
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The router for the native API.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/gate", get(gate))
+        .route(
+            "/api/v1/gate/grants",
+            get(grants).post(grant).delete(revoke),
+        )
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(shared)
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::daemon::Inner> {
+    s.inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
+    let st = crate::daemon::status(&lock(&s));
+    Ok(Json(st).into_response())
+}
+
+async fn reload(State(s): State<Arc<Shared>>) -> ApiResult {
+    match crate::daemon::reload(&s) {
+        Ok(()) => Ok(Json(json!({"reloaded": true})).into_response()),
+        Err(e) => Err(ApiError::bad(format!(
+            "{e:#} (the previous config stays in force)"
+        ))),
+    }
+}
+
+async fn gate(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let protected: Vec<String> = g
+        .engine
+        .protected()
+        .map_err(ApiError::internal)?
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let counters: serde_json::Map<String, serde_json::Value> = g
+        .engine
+        .gate_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    Ok(Json(json!({"protected": protected, "counters": counters})).into_response())
+}
+
+/// A grant as the API shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GrantView {
+    /// Source address.
+    pub addr: IpAddr,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Destination port.
+    pub port: u16,
+    /// Seconds left (0 = expired, awaiting the sweeper).
+    pub seconds_left: f64,
+}
+
+/// Body of `POST /api/v1/gate/grants`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// Source address to let in.
+    pub addr: IpAddr,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Protected port.
+    pub port: u16,
+    /// How long new connections are let in.
+    pub seconds: u64,
+}
+
+/// Key for (addr, proto, port).
+pub fn grant_key(addr: IpAddr, proto: &str, port: u16) -> Result<GrantKey, ApiError> {
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => 6,
+        "udp" => 17,
+        other => return Err(ApiError::bad(format!("proto: {other:?} is not tcp or udp"))),
+    };
+    let mut k = GrantKey {
+        proto,
+        port,
+        ..Default::default()
+    };
+    match addr {
+        IpAddr::V4(a) => {
+            k.family = FAMILY_V4;
+            k.addr[..4].copy_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            // An IPv4-mapped address is the IPv4 host.
+            if let Some(v4) = a.to_ipv4_mapped() {
+                k.family = FAMILY_V4;
+                k.addr[..4].copy_from_slice(&v4.octets());
+            } else {
+                k.family = FAMILY_V6;
+                k.addr = a.octets();
+            }
+        }
+    }
+    Ok(k)
+}
+
+/// The address in a key.
+pub fn key_addr(k: &GrantKey) -> IpAddr {
+    if k.family == FAMILY_V4 {
+        IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
+    } else {
+        IpAddr::from(k.addr)
+    }
+}
+
+async fn grants(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let now = g.engine.kernel_now();
+    let v: Vec<GrantView> = g
+        .engine
+        .grants()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| GrantView {
+            addr: key_addr(&k),
+            proto: if k.proto == 17 {
+                "udp".into()
+            } else {
+                "tcp".into()
+            },
+            port: k.port,
+            seconds_left: v.expires_ns.saturating_sub(now) as f64 / 1e9,
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+async fn grant(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let r: GrantRequest = parse_body(&body)?;
+    if r.port == 0 {
+        return Err(ApiError::bad("port: must be 1-65535"));
+    }
+    if r.seconds == 0 || r.seconds > 7 * 86400 {
+        return Err(ApiError::bad("seconds: must be 1-604800"));
+    }
+    let key = grant_key(r.addr, &r.proto, r.port)?;
+    let mut g = lock(&s);
+    g.engine
+        .grant(key, r.seconds, GRANT_BY_API)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+    tracing::info!(addr = %r.addr, proto = %r.proto, port = r.port, seconds = r.seconds, "grant added by API");
+    Ok((StatusCode::CREATED, Json(json!({"granted": true}))).into_response())
+}
+
+/// Query of `DELETE /api/v1/gate/grants`.
+#[derive(Deserialize)]
+pub struct RevokeQuery {
+    addr: IpAddr,
+    proto: String,
+    port: u16,
+}
+
+async fn revoke(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<RevokeQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))?;
+    let key = grant_key(q.addr, &q.proto, q.port)?;
+    let mut g = lock(&s);
+    if g.engine.revoke(&key).map_err(ApiError::internal)? {
+        Ok(Json(json!({"revoked": true})).into_response())
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no grant for {} {}/{}", q.addr, q.proto, q.port),
+        ))
+    }
+}

@@ -1,0 +1,81 @@
+//! HTTP over the daemon's Unix socket, for the CLI and tests.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Bytes, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+/// A response: status code and body.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("daemon sent non-JSON: {}", self.body))
+    }
+    /// Fails with the daemon's error message unless the status is 2xx.
+    pub fn ok(self) -> anyhow::Result<Reply> {
+        if (200..300).contains(&self.status) {
+            return Ok(self);
+        }
+        let msg = serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or(self.body.clone());
+        bail!("daemon answered {}: {}", self.status, msg)
+    }
+}
+
+/// Sends one request over the socket.
+pub async fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<Reply> {
+    let stream = UnixStream::connect(socket).await.with_context(|| {
+        format!("cannot reach the daemon at {} (is `statewall daemon` running? --socket selects another)", socket.display())
+    })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "statewall");
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let res = sender.send_request(req).await?;
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    Ok(Reply {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+/// Blocking wrapper, for tests and simple tools.
+pub fn request_blocking(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<Reply> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(request(socket, method, path, body))
+}

@@ -1,0 +1,375 @@
+//! `statewall daemon`: lifecycle around the [`Engine`].
+//!
+//! - Start: load the config (or the defaults), adopt or load the kernel side, attach what
+//!   the config asks for, write the gate's tables, then serve the API.
+//! - SIGHUP (or `POST /api/v1/reload`): re-read the config; an invalid file is rejected
+//!   and the running config stays in force.
+//! - SIGTERM / SIGINT: stop serving and exit, leaving programs, links and pins in place:
+//!   enforcement goes on while no daemon runs. `statewall teardown` removes everything.
+//! - A sweeper removes expired grants every second.
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use axum::{
+    extract::Request,
+    http::StatusCode,
+    middleware::{self, Next},
+    response::Response,
+    Router,
+};
+use serde::Serialize;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::{
+    config::Config,
+    engine::{Engine, HookState, LinkState, MapState},
+    pins::Pins,
+};
+
+/// Command-line overrides of `[daemon]` keys.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--bpffs-root`.
+    pub bpffs_root: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--token-file`.
+    pub token_file: Option<PathBuf>,
+    /// `--no-auth`.
+    pub no_auth: bool,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Overrides {
+    /// Applies the overrides to a config.
+    pub fn apply(&self, cfg: &mut Config) {
+        let d = &mut cfg.daemon;
+        if let Some(v) = &self.bpffs_root {
+            d.bpffs_root = v.clone();
+        }
+        if let Some(v) = &self.state_dir {
+            d.state_dir = v.clone();
+        }
+        if let Some(v) = &self.socket {
+            d.socket = v.clone();
+        }
+        if let Some(v) = self.listen {
+            d.listen = Some(v);
+        }
+        if let Some(v) = &self.token_file {
+            d.token_file = Some(v.clone());
+        }
+        if self.no_auth {
+            d.no_auth = true;
+        }
+        if let Some(v) = self.metrics_listen {
+            d.metrics_listen = Some(v);
+        }
+    }
+}
+
+/// Loads the config file (or the defaults) and applies the overrides.
+pub fn load_config(path: Option<&std::path::Path>, ov: &Overrides) -> anyhow::Result<Config> {
+    let mut cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    ov.apply(&mut cfg);
+    cfg.validate(
+        &path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(command line)".into()),
+    )?;
+    Ok(cfg)
+}
+
+/// What the handlers share.
+pub struct Shared {
+    /// The mutable part.
+    pub inner: Mutex<Inner>,
+    /// Config file, re-read on reload.
+    pub config_path: Option<PathBuf>,
+    /// Command-line overrides, re-applied on reload.
+    pub overrides: Overrides,
+}
+
+/// Daemon state behind the lock.
+pub struct Inner {
+    /// Kernel side.
+    pub engine: Engine,
+    /// Config in force.
+    pub config: Config,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Serialize, Debug)]
+pub struct Status {
+    /// statewall version.
+    pub version: &'static str,
+    /// Id of the kernel object of this build.
+    pub object_id: String,
+    /// Whether this daemon adopted pinned programs at start.
+    pub adopted: bool,
+    /// bpffs root.
+    pub bpffs_root: PathBuf,
+    /// Per interface and hook, the programs the kernel runs, in order.
+    pub hooks: Vec<HookState>,
+    /// statewall's pinned links.
+    pub links: Vec<LinkState>,
+    /// Maps with ids and fill levels.
+    pub maps: Vec<MapState>,
+}
+
+/// Builds the status.
+pub fn status(g: &Inner) -> Status {
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        object_id: format!("{:016x}", crate::ebpf::object_id()),
+        adopted: g.engine.adopted,
+        bpffs_root: g.engine.pins.root.clone(),
+        hooks: g.engine.hook_states(&g.config),
+        links: g.engine.link_states(),
+        maps: g.engine.map_states(),
+    }
+}
+
+/// Re-reads the config and applies it; on any error nothing changes.
+pub fn reload(s: &Shared) -> anyhow::Result<()> {
+    let new = load_config(s.config_path.as_deref(), &s.overrides)?;
+    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    if new.daemon != g.config.daemon {
+        tracing::warn!("[daemon] changes (paths, listeners) take effect at the next start");
+    }
+    if new.gate.grants_max != g.config.gate.grants_max {
+        tracing::warn!(
+            "[gate] grants_max changes take effect after `statewall teardown` and a start"
+        );
+    }
+    g.engine.reconcile(&new).context("attaching")?;
+    g.engine
+        .apply_gate(&new)
+        .context("writing the gate's tables")?;
+    g.config = new;
+    tracing::info!("config reloaded");
+    Ok(())
+}
+
+/// Sets up logging: `tracing` with the given filter, aya's `log` records bridged in.
+pub fn init_logging(filter: &str) {
+    let _ = tracing_log::LogTracer::init();
+    let f = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(f)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn bearer_auth(token: Arc<String>, req: Request, next: Next) -> Result<Response, StatusCode> {
+    let ok = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        .unwrap_or(false);
+    if ok {
+        Ok(next.run(req).await)
+    } else {
+        Err(StatusCode::UNAUTHORIZED)
+    }
+}
+
+/// Compares in time independent of where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Binds the Unix socket with mode 0600, refusing to steal one a live daemon serves.
+fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "{} is in use: another statewall daemon is running with this socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    // Create it with no permissions for others from the start.
+    // SAFETY: umask is process-wide and restored right after bind.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let l = l.with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    let cfg = load_config(config_path.as_deref(), &overrides)?;
+    init_logging(&cfg.daemon.log_level);
+    std::fs::create_dir_all(&cfg.daemon.state_dir)
+        .with_context(|| format!("creating state dir {}", cfg.daemon.state_dir.display()))?;
+    let pins = Pins::new(&cfg.daemon.bpffs_root);
+    let mut engine = Engine::open(&pins, &cfg)?;
+    tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
+    engine.reconcile(&cfg)?;
+    engine.apply_gate(&cfg)?;
+
+    let token = match (
+        &cfg.daemon.listen,
+        &cfg.daemon.token_file,
+        cfg.daemon.no_auth,
+    ) {
+        (Some(_), Some(f), false) => Some(Arc::new(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading token file {}", f.display()))?
+                .trim()
+                .to_string(),
+        )),
+        _ => None,
+    };
+    if token.as_ref().is_some_and(|t| t.is_empty()) {
+        bail!("token file is empty");
+    }
+    let unix = bind_unix(&cfg.daemon.socket)?;
+    let tcp = match cfg.daemon.listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding {a}"))?,
+        ),
+        None => None,
+    };
+    let metrics = match cfg.daemon.metrics_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding metrics {a}"))?,
+        ),
+        None => None,
+    };
+    let socket_path = cfg.daemon.socket.clone();
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            engine,
+            config: cfg,
+        }),
+        config_path,
+        overrides,
+    });
+
+    let app = crate::api::router(shared.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let app = app.clone();
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    if let Some(l) = tcp {
+        let app: Router = match token {
+            Some(t) => app.clone().layer(middleware::from_fn(move |req, next| {
+                bearer_auth(t.clone(), req, next)
+            })),
+            None => app.clone(),
+        };
+        let rx = stop_rx.clone();
+        tracing::info!(addr = %l.local_addr()?, "REST API on TCP");
+        tasks.spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    if let Some(l) = metrics {
+        let app = crate::metrics::router(shared.clone());
+        let rx = stop_rx.clone();
+        tracing::info!(addr = %l.local_addr()?, "metrics");
+        tasks.spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    {
+        let s = shared.clone();
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped(rx.clone()) => return Ok(()),
+                }
+                let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+                match g.engine.sweep_grants() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "grants expired"),
+                    Err(e) => tracing::warn!("sweeping grants: {e}"),
+                }
+            }
+        });
+    }
+    tracing::info!(socket = %socket_path.display(), "statewall daemon ready");
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let Err(e) = reload(&shared) {
+                    tracing::error!("reload rejected, previous config stays in force: {e:#}");
+                }
+            }
+            Some(r) = tasks.join_next() => {
+                if let Ok(Err(e)) = r { tracing::error!("server stopped: {e:#}"); }
+            }
+        }
+    }
+    tracing::info!(
+        "stopping; programs, links and pins stay in place (statewall teardown removes them)"
+    );
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! The embedded kernel object and the names of what it holds.
+
+use aya::{Ebpf, EbpfLoader};
+
+/// The compiled `statewall-ebpf` object (built by `build.rs`).
+pub static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/statewall.bpf.o"));
+
+/// tc program of the gate stage.
+pub const PROG_GATE: &str = "sw_gate";
+/// XDP program of the gate stage.
+pub const PROG_GATE_XDP: &str = "sw_gate_xdp";
+/// Parser probe (tc), test-run only.
+pub const PROG_PARSE_TC: &str = "sw_parse_tc";
+/// Parser probe (XDP), test-run only.
+pub const PROG_PARSE_XDP: &str = "sw_parse_xdp";
+/// Empty tc program: the benchmark baseline.
+pub const PROG_EMPTY_TC: &str = "sw_empty_tc";
+/// Empty XDP program: the benchmark baseline.
+pub const PROG_EMPTY_XDP: &str = "sw_empty_xdp";
+
+/// Maps the daemon pins (all but the test-only probe output).
+pub const PINNED_MAPS: &[&str] = &[
+    statewall_common::maps::MAP_CLOCK,
+    statewall_common::maps::MAP_GATE_PORTS,
+    statewall_common::maps::MAP_GATE_GRANTS,
+    statewall_common::maps::MAP_GATE_STATS,
+];
+
+/// A short stable identifier of the embedded object (FNV-1a 64 of its bytes), recorded in
+/// the pins so that a restart can tell whether the pinned programs are this build's.
+pub fn object_id() -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in OBJECT {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Loads the object with private, unpinned maps (tests and benchmarks).
+pub fn load_private() -> Result<Ebpf, aya::EbpfError> {
+    EbpfLoader::new().load(OBJECT)
+}

@@ -1,0 +1,683 @@
+//! The kernel side as the daemon holds it: pinned maps, pinned programs and pinned links.
+//!
+//! [`Engine::open`] adopts what is pinned when the pinned programs are this build's (same
+//! object id: program, map and link ids stay the same across a restart); otherwise it loads
+//! the object, reusing every pinned map (state survives), pins the new programs and moves
+//! any pinned link to its new program with `BPF_LINK_UPDATE` (no moment with no program).
+//! [`Engine::reconcile`] makes the pinned links match the config; [`teardown`] removes all.
+//!
+//! Attach order on a hook follows the stage order documented in README; every statewall
+//! program goes before any foreign program already on the hook.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        xdp::{XdpLink, XdpMode},
+        LinkOrder, SchedClassifier, TcAttachType, Xdp,
+    },
+    EbpfLoader,
+};
+use serde::Serialize;
+use statewall_common::maps::{
+    GrantKey, GrantValue, GATE_COUNTERS, GATE_COUNTER_NAMES, GATE_PORTS_LEN, GATE_SUMMARY_SLOT,
+    GATE_TCP, GATE_UDP, MAP_CLOCK, MAP_GATE_GRANTS, MAP_GATE_PORTS, MAP_GATE_STATS,
+};
+
+use crate::{
+    config::{Config, IngressHook, PortSpec},
+    ebpf::{self, PROG_GATE, PROG_GATE_XDP},
+    netns::in_netns,
+    pins::{LinkSpot, Pins},
+};
+
+/// Errors of the kernel side, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// bpffs is not mounted where the pins should go.
+    #[error("{0} is not on a bpf filesystem: mount one (`mount -t bpf bpf /sys/fs/bpf`, done by scripts/setup.sh)")]
+    NoBpffs(PathBuf),
+    /// Loading the object or a program failed (the verifier log is in the message).
+    #[error("loading the eBPF object: {0}")]
+    Load(String),
+    /// A pin could not be made, opened or removed.
+    #[error("{what} {path}: {msg}")]
+    Pin {
+        /// What was being done.
+        what: &'static str,
+        /// The pin path.
+        path: PathBuf,
+        /// The error.
+        msg: String,
+    },
+    /// Attaching or detaching failed.
+    #[error("attaching {program} to {ifname} ({hook}{ns}): {msg}")]
+    Attach {
+        /// Program.
+        program: String,
+        /// Interface.
+        ifname: String,
+        /// Hook.
+        hook: String,
+        /// Namespace note.
+        ns: String,
+        /// The error.
+        msg: String,
+    },
+    /// A map operation failed.
+    #[error("map {map}: {msg}")]
+    Map {
+        /// Map name.
+        map: String,
+        /// The error.
+        msg: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+fn pin_err(what: &'static str, path: &Path, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Pin {
+        what,
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+fn map_err(map: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Map {
+        map: map.into(),
+        msg: e.to_string(),
+    }
+}
+
+/// The programs statewall attaches, in chain order per hook.
+pub fn desired_links(cfg: &Config) -> Vec<LinkSpot> {
+    let mut v = Vec::new();
+    for ifc in &cfg.interfaces {
+        let spot = |hook: &str, program: &str| LinkSpot {
+            netns: ifc.netns.clone(),
+            ifname: ifc.name.clone(),
+            hook: hook.into(),
+            program: program.into(),
+        };
+        match ifc.ingress {
+            IngressHook::Tcx => v.push(spot("ingress", PROG_GATE)),
+            IngressHook::Xdp => v.push(spot("xdp", PROG_GATE_XDP)),
+            IngressHook::Off => {}
+        }
+    }
+    v
+}
+
+/// Chain order of the programs on a tcx hook (lower first).
+fn chain_rank(program: &str) -> u32 {
+    match program {
+        PROG_GATE => 40,
+        _ => 100,
+    }
+}
+
+/// One attachment as seen in the kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkState {
+    /// Where.
+    #[serde(flatten)]
+    pub spot: LinkSpot,
+    /// Kernel link id.
+    pub link_id: u32,
+    /// Kernel program id.
+    pub program_id: u32,
+}
+
+/// One map and how full it is.
+#[derive(Clone, Debug, Serialize)]
+pub struct MapState {
+    /// Name.
+    pub name: String,
+    /// Kernel map id.
+    pub id: u32,
+    /// Kernel map type, as aya names it.
+    pub kind: String,
+    /// Entries in use (hash maps: keys present; arrays: their size).
+    pub entries: u32,
+    /// Capacity.
+    pub max_entries: u32,
+}
+
+/// Attached programs on one hook, in the order the kernel runs them.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookState {
+    /// Namespace (None = the daemon's).
+    pub netns: Option<String>,
+    /// Interface.
+    pub ifname: String,
+    /// `ingress` / `egress` / `xdp`.
+    pub hook: String,
+    /// Program names (and ids) in run order, foreign ones included.
+    pub programs: Vec<(String, u32)>,
+}
+
+/// The kernel side of one statewall instance.
+pub struct Engine {
+    /// Pin layout.
+    pub pins: Pins,
+    maps: BTreeMap<&'static str, Map>,
+    gate_tc: SchedClassifier,
+    gate_xdp: Xdp,
+    /// True when the programs were adopted from pins rather than loaded.
+    pub adopted: bool,
+}
+
+fn prog_dir(pins: &Pins) -> PathBuf {
+    pins.progs().join(format!("{:016x}", ebpf::object_id()))
+}
+
+impl Engine {
+    /// Adopts the pinned state or loads the object (see the module doc).
+    pub fn open(pins: &Pins, cfg: &Config) -> Result<Engine> {
+        if !pins.on_bpffs() {
+            return Err(EngineError::NoBpffs(pins.root.clone()));
+        }
+        pins.create()
+            .map_err(|e| pin_err("creating", &pins.root, e))?;
+        let dir = prog_dir(pins);
+        let have = [PROG_GATE, PROG_GATE_XDP]
+            .iter()
+            .all(|p| dir.join(p).exists())
+            && ebpf::PINNED_MAPS.iter().all(|m| pins.map(m).exists());
+        let adopted = have;
+        if !have {
+            Self::load_and_pin(pins, cfg, &dir)?;
+        }
+        let mut maps = BTreeMap::new();
+        for m in ebpf::PINNED_MAPS {
+            let p = pins.map(m);
+            let md = MapData::from_pin(&p).map_err(|e| pin_err("opening pinned map", &p, e))?;
+            let map = Map::from_map_data(md).map_err(|e| pin_err("opening pinned map", &p, e))?;
+            maps.insert(*m, map);
+        }
+        let gate_tc = SchedClassifier::from_pin(dir.join(PROG_GATE))
+            .map_err(|e| pin_err("opening pinned program", &dir.join(PROG_GATE), e))?;
+        let gate_xdp = Xdp::from_pin(
+            dir.join(PROG_GATE_XDP),
+            aya_obj::programs::XdpAttachType::Interface,
+        )
+        .map_err(|e| pin_err("opening pinned program", &dir.join(PROG_GATE_XDP), e))?;
+        let mut eng = Engine {
+            pins: pins.clone(),
+            maps,
+            gate_tc,
+            gate_xdp,
+            adopted,
+        };
+        if !adopted {
+            eng.relink_all()?;
+            // Older builds' programs are no longer referenced by any link.
+            if let Ok(rd) = std::fs::read_dir(pins.progs()) {
+                for e in rd.flatten() {
+                    if e.path() != dir {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let mut clock: Array<&mut MapData, u64> =
+            Array::try_from(eng.maps.get_mut(MAP_CLOCK).unwrap())
+                .map_err(|e| map_err(MAP_CLOCK, e))?;
+        crate::clock::refresh_epoch_offset(&mut clock).map_err(|e| map_err(MAP_CLOCK, e))?;
+        Ok(eng)
+    }
+
+    fn load_and_pin(pins: &Pins, cfg: &Config, dir: &Path) -> Result<()> {
+        let mut loader = EbpfLoader::new();
+        for m in ebpf::PINNED_MAPS {
+            loader.map_pin_path(m, pins.map(m));
+        }
+        loader.map_max_entries(MAP_GATE_GRANTS, cfg.gate.grants_max);
+        let mut obj = loader
+            .load(ebpf::OBJECT)
+            .map_err(|e| EngineError::Load(format!("{e:#}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| pin_err("creating", dir, e))?;
+        for name in [PROG_GATE, PROG_GATE_XDP] {
+            let prog = obj
+                .program_mut(name)
+                .ok_or_else(|| EngineError::Load(format!("no program {name}")))?;
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            match prog {
+                aya::programs::Program::SchedClassifier(p) => {
+                    p.load()
+                        .map_err(|e| EngineError::Load(format!("{name}: {e:#}")))?;
+                    p.pin(&path).map_err(|e| pin_err("pinning", &path, e))?;
+                }
+                aya::programs::Program::Xdp(p) => {
+                    p.load()
+                        .map_err(|e| EngineError::Load(format!("{name}: {e:#}")))?;
+                    p.pin(&path).map_err(|e| pin_err("pinning", &path, e))?;
+                }
+                _ => {
+                    return Err(EngineError::Load(format!(
+                        "{name}: unexpected program type"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Points every pinned link at this build's program (after a load).
+    fn relink_all(&mut self) -> Result<()> {
+        for spot in self.pins.list_links() {
+            let path = self.pins.link(&spot);
+            let link = PinnedLink::from_pin(&path)
+                .map_err(|e| pin_err("opening pinned link", &path, e))?;
+            let fd: FdLink = link.into();
+            let res = match spot.hook.as_str() {
+                "xdp" if spot.program == PROG_GATE_XDP => XdpLink::try_from(fd)
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| {
+                        self.gate_xdp
+                            .attach_to_link(l)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }),
+                "ingress" | "egress" if spot.program == PROG_GATE => {
+                    SchedClassifierLink::try_from(fd)
+                        .map_err(|e| e.to_string())
+                        .and_then(|l| {
+                            self.gate_tc
+                                .attach_to_link(l)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        })
+                }
+                _ => Err(format!("unknown program {}", spot.program)),
+            };
+            if let Err(msg) = res {
+                // A link this build does not know: leave it to reconcile, which removes it.
+                tracing::warn!(link = %path.display(), "cannot move link to the new program: {msg}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the pinned links match the config: detaches what is no longer wanted, attaches
+    /// what is missing, in chain order.
+    pub fn reconcile(&mut self, cfg: &Config) -> Result<()> {
+        let want = desired_links(cfg);
+        for have in self.pins.list_links() {
+            if !want.contains(&have) {
+                self.detach(&have)?;
+            }
+        }
+        for spot in &want {
+            if !self.pins.link(spot).exists() {
+                self.attach(spot, &want)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, spot: &LinkSpot, all: &[LinkSpot]) -> Result<()> {
+        let path = self.pins.link(spot);
+        std::fs::create_dir_all(path.parent().unwrap())
+            .map_err(|e| pin_err("creating", &path, e))?;
+        let aerr = |msg: String| EngineError::Attach {
+            program: spot.program.clone(),
+            ifname: spot.ifname.clone(),
+            hook: spot.hook.clone(),
+            ns: spot
+                .netns
+                .as_ref()
+                .map(|n| format!(" in netns {n}"))
+                .unwrap_or_default(),
+            msg,
+        };
+        // Order: after the attached statewall program ranked just before this one, else
+        // before the one ranked just after, else first on the hook.
+        let same_hook: Vec<&LinkSpot> = all
+            .iter()
+            .filter(|s| {
+                s.netns == spot.netns
+                    && s.ifname == spot.ifname
+                    && s.hook == spot.hook
+                    && s != &spot
+            })
+            .filter(|s| self.pins.link(s).exists())
+            .collect();
+        let rank = chain_rank(&spot.program);
+        let prev = same_hook
+            .iter()
+            .filter(|s| chain_rank(&s.program) < rank)
+            .max_by_key(|s| chain_rank(&s.program));
+        let next = same_hook
+            .iter()
+            .filter(|s| chain_rank(&s.program) > rank)
+            .min_by_key(|s| chain_rank(&s.program));
+        let neighbour = |s: &LinkSpot| -> Result<SchedClassifierLink> {
+            let p = self.pins.link(s);
+            let l = PinnedLink::from_pin(&p).map_err(|e| pin_err("opening pinned link", &p, e))?;
+            SchedClassifierLink::try_from(FdLink::from(l))
+                .map_err(|e| pin_err("opening pinned link", &p, e))
+        };
+        let order = if let Some(p) = prev {
+            LinkOrder::after_link(&neighbour(p)?).map_err(|e| aerr(e.to_string()))?
+        } else if let Some(n) = next {
+            LinkOrder::before_link(&neighbour(n)?).map_err(|e| aerr(e.to_string()))?
+        } else {
+            LinkOrder::first()
+        };
+        let ifname = spot.ifname.clone();
+        let hook = spot.hook.clone();
+        let gate_tc = &mut self.gate_tc;
+        let gate_xdp = &mut self.gate_xdp;
+        let fd: std::result::Result<FdLink, String> =
+            in_netns(spot.netns.as_deref(), move || match hook.as_str() {
+                "ingress" | "egress" => {
+                    let t = if hook == "ingress" {
+                        TcAttachType::Ingress
+                    } else {
+                        TcAttachType::Egress
+                    };
+                    let id = gate_tc
+                        .attach_with_options(&ifname, t, TcAttachOptions::TcxOrder(order))
+                        .map_err(|e| format!("{e:#}"))?;
+                    let l = gate_tc.take_link(id).map_err(|e| e.to_string())?;
+                    FdLink::try_from(l).map_err(|e| e.to_string())
+                }
+                "xdp" => {
+                    let id = gate_xdp
+                        .attach(&ifname, XdpMode::Default)
+                        .map_err(|e| format!("{e:#}"))?;
+                    let l = gate_xdp.take_link(id).map_err(|e| e.to_string())?;
+                    FdLink::try_from(l).map_err(|e| e.to_string())
+                }
+                other => Err(format!("unknown hook {other}")),
+            })
+            .map_err(|e| aerr(e.to_string()))?;
+        let fd = fd.map_err(aerr)?;
+        fd.pin(&path)
+            .map_err(|e| pin_err("pinning link", &path, e))?;
+        tracing::info!(program = %spot.program, ifname = %spot.ifname, hook = %spot.hook, netns = ?spot.netns, "attached");
+        Ok(())
+    }
+
+    fn detach(&mut self, spot: &LinkSpot) -> Result<()> {
+        let path = self.pins.link(spot);
+        detach_pin(&path)?;
+        tracing::info!(program = %spot.program, ifname = %spot.ifname, hook = %spot.hook, netns = ?spot.netns, "detached");
+        Ok(())
+    }
+
+    /// Writes the protected-port table from the config: additions first, then removals, so
+    /// no port that stays protected is ever open in between; the summary slot last.
+    pub fn apply_gate(&mut self, cfg: &Config) -> Result<()> {
+        let mut want = vec![0u8; 65536];
+        for PortSpec { proto, port } in &cfg.gate.protected {
+            want[*port as usize] |= if *proto == 17 { GATE_UDP } else { GATE_TCP };
+        }
+        let summary = want.iter().fold(0u8, |a, b| a | b);
+        let md = self.maps.get_mut(MAP_GATE_PORTS).unwrap();
+        let mut arr: Array<&mut MapData, u8> =
+            Array::try_from(md).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        let cur_summary = arr.get(&GATE_SUMMARY_SLOT, 0).unwrap_or(0);
+        arr.set(GATE_SUMMARY_SLOT, cur_summary | summary, 0)
+            .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        for pass in 0..2 {
+            for port in 0..65536u32 {
+                let cur = arr.get(&port, 0).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+                let w = want[port as usize];
+                let adding = w & !cur != 0;
+                if cur != w && ((pass == 0 && adding) || (pass == 1 && !adding)) {
+                    let v = if pass == 0 { cur | w } else { w };
+                    arr.set(port, v, 0)
+                        .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+                }
+            }
+        }
+        arr.set(GATE_SUMMARY_SLOT, summary, 0)
+            .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        let _ = GATE_PORTS_LEN;
+        Ok(())
+    }
+
+    /// The protected ports as the kernel has them.
+    pub fn protected(&self) -> Result<Vec<PortSpec>> {
+        let md = self.maps.get(MAP_GATE_PORTS).unwrap();
+        let arr: Array<&MapData, u8> =
+            Array::try_from(md).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        let mut v = Vec::new();
+        for port in 1..65536u32 {
+            let b = arr.get(&port, 0).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+            if b & GATE_TCP != 0 {
+                v.push(PortSpec {
+                    proto: 6,
+                    port: port as u16,
+                });
+            }
+            if b & GATE_UDP != 0 {
+                v.push(PortSpec {
+                    proto: 17,
+                    port: port as u16,
+                });
+            }
+        }
+        Ok(v)
+    }
+
+    /// The kernel clock now.
+    pub fn kernel_now(&self) -> u64 {
+        let arr: Array<&MapData, u64> = Array::try_from(self.maps.get(MAP_CLOCK).unwrap()).unwrap();
+        crate::clock::kernel_now(&arr)
+    }
+
+    /// Adds or extends a grant. A full table refuses it.
+    pub fn grant(&mut self, key: GrantKey, seconds: u64, origin: u32) -> Result<u64> {
+        let expires_ns = self.kernel_now() + seconds * 1_000_000_000;
+        let md = self.maps.get_mut(MAP_GATE_GRANTS).unwrap();
+        let mut h: BpfHashMap<&mut MapData, GrantKey, GrantValue> =
+            BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
+        h.insert(
+            key,
+            GrantValue {
+                expires_ns,
+                origin,
+                _pad: 0,
+            },
+            0,
+        )
+        .map_err(|e| match e {
+            aya::maps::MapError::SyscallError(ref s)
+                if s.io_error.raw_os_error() == Some(libc::E2BIG) =>
+            {
+                map_err(MAP_GATE_GRANTS, "grant table full: grant refused")
+            }
+            e => map_err(MAP_GATE_GRANTS, e),
+        })?;
+        Ok(expires_ns)
+    }
+
+    /// Removes a grant; false when there was none.
+    pub fn revoke(&mut self, key: &GrantKey) -> Result<bool> {
+        let md = self.maps.get_mut(MAP_GATE_GRANTS).unwrap();
+        let mut h: BpfHashMap<&mut MapData, GrantKey, GrantValue> =
+            BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
+        match h.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(s))
+                if s.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(MAP_GATE_GRANTS, e)),
+        }
+    }
+
+    /// Every grant with its expiry (kernel clock).
+    pub fn grants(&self) -> Result<Vec<(GrantKey, GrantValue)>> {
+        let md = self.maps.get(MAP_GATE_GRANTS).unwrap();
+        let h: BpfHashMap<&MapData, GrantKey, GrantValue> =
+            BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
+        let mut v: Vec<_> = h.iter().filter_map(|r| r.ok()).collect();
+        v.sort_by_key(|(k, _)| *k);
+        Ok(v)
+    }
+
+    /// Removes grants that expired more than `grace_ns` ago; returns how many.
+    pub fn sweep_grants(&mut self) -> Result<usize> {
+        let now = self.kernel_now();
+        let dead: Vec<GrantKey> = self
+            .grants()?
+            .into_iter()
+            .filter(|(_, v)| v.expires_ns <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            self.revoke(k)?;
+        }
+        Ok(dead.len())
+    }
+
+    /// Gate counters summed over CPUs, by name.
+    pub fn gate_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        let md = self.maps.get(MAP_GATE_STATS).unwrap();
+        let a: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(md).map_err(|e| map_err(MAP_GATE_STATS, e))?;
+        let mut v = Vec::new();
+        for i in 0..GATE_COUNTERS {
+            let per = a.get(&i, 0).map_err(|e| map_err(MAP_GATE_STATS, e))?;
+            v.push((GATE_COUNTER_NAMES[i as usize], per.iter().sum()));
+        }
+        Ok(v)
+    }
+
+    /// The maps with ids and fill levels.
+    pub fn map_states(&self) -> Vec<MapState> {
+        let mut v = Vec::new();
+        for name in self.maps.keys() {
+            let Ok(md) = MapData::from_pin(self.pins.map(name)) else {
+                continue;
+            };
+            let Ok(info) = md.info() else { continue };
+            let kind = info
+                .map_type()
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_else(|_| "unknown".into());
+            let is_hash = kind.contains("Hash");
+            let entries = if is_hash {
+                use std::os::fd::{AsFd, AsRawFd};
+                crate::sys::count_keys(md.fd().as_fd().as_raw_fd(), info.key_size() as usize)
+                    .unwrap_or(0)
+            } else {
+                info.max_entries()
+            };
+            v.push(MapState {
+                name: name.to_string(),
+                id: info.id(),
+                kind,
+                entries,
+                max_entries: info.max_entries(),
+            });
+        }
+        v
+    }
+
+    /// Ids of the pinned links.
+    pub fn link_states(&self) -> Vec<LinkState> {
+        self.pins
+            .list_links()
+            .into_iter()
+            .filter_map(|spot| {
+                let l = PinnedLink::from_pin(self.pins.link(&spot)).ok()?;
+                let fd: FdLink = l.into();
+                let info = fd.info().ok()?;
+                Some(LinkState {
+                    spot,
+                    link_id: info.id(),
+                    program_id: info.program_id(),
+                })
+            })
+            .collect()
+    }
+
+    /// What runs on each configured hook, in order (from the kernel, foreign programs too).
+    pub fn hook_states(&self, cfg: &Config) -> Vec<HookState> {
+        let mut v = Vec::new();
+        for ifc in &cfg.interfaces {
+            for (hook, t) in [
+                ("ingress", TcAttachType::Ingress),
+                ("egress", TcAttachType::Egress),
+            ] {
+                let name = ifc.name.clone();
+                let progs = in_netns(ifc.netns.as_deref(), move || {
+                    SchedClassifier::query_tcx(&name, t)
+                })
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|(_, infos)| {
+                    infos
+                        .iter()
+                        .map(|i| (i.name_as_str().unwrap_or("?").to_string(), i.id()))
+                        .collect()
+                })
+                .unwrap_or_default();
+                v.push(HookState {
+                    netns: ifc.netns.clone(),
+                    ifname: ifc.name.clone(),
+                    hook: hook.into(),
+                    programs: progs,
+                });
+            }
+            let xdp: Vec<(String, u32)> = self
+                .link_states()
+                .into_iter()
+                .filter(|l| {
+                    l.spot.hook == "xdp" && l.spot.ifname == ifc.name && l.spot.netns == ifc.netns
+                })
+                .map(|l| (l.spot.program, l.program_id))
+                .collect();
+            if !xdp.is_empty() {
+                v.push(HookState {
+                    netns: ifc.netns.clone(),
+                    ifname: ifc.name.clone(),
+                    hook: "xdp".into(),
+                    programs: xdp,
+                });
+            }
+        }
+        v
+    }
+
+    /// A pinned map, for tests and tools.
+    pub fn map(&self, name: &str) -> Option<&Map> {
+        self.maps.get(name)
+    }
+}
+
+fn detach_pin(path: &Path) -> Result<()> {
+    let l = PinnedLink::from_pin(path).map_err(|e| pin_err("opening pinned link", path, e))?;
+    let fd = l.unpin().map_err(|e| pin_err("unpinning link", path, e))?;
+    drop(fd);
+    Ok(())
+}
+
+/// Detaches every pinned link and removes every pin under the root.
+pub fn teardown(pins: &Pins) -> Result<usize> {
+    let mut n = 0;
+    for spot in pins.list_links() {
+        detach_pin(&pins.link(&spot))?;
+        n += 1;
+    }
+    if pins.root.exists() {
+        std::fs::remove_dir_all(&pins.root).map_err(|e| pin_err("removing", &pins.root, e))?;
+    }
+    Ok(n)
+}

@@ -1,0 +1,40 @@
+//! statewall: stateful packet processing with eBPF.
+//!
+//! This crate is the user side: the library that the `statewall` binary, the tests and the
+//! benchmarks share. The kernel programs live in `crates/statewall-ebpf` and are embedded
+//! here ([`ebpf::OBJECT`]); the types and reference logic both sides share live in
+//! `statewall-common`.
+//!
+//! - [`engine`]: the kernel side as the daemon holds it (pins, attach, adopt, teardown).
+//! - [`daemon`], [`api`], [`metrics`], [`client`]: the daemon, its REST API, `/metrics`,
+//!   and the client the CLI uses.
+//! - [`config`]: the TOML config.
+//! - [`testrun`], [`packet`], [`netns`]: test harnesses (BPF_PROG_TEST_RUN on crafted
+//!   frames; network namespaces joined by veth pairs).
+//! - [`bench`], [`demo`]: `statewall bench` and `statewall demo`.
+//!
+//! ```no_run
+//! // Run the real gate program on a crafted SYN.
+//! use statewall::{packet::Packet, testrun::TestBed};
+//! let mut bed = TestBed::new();
+//! let syn = Packet::tcp("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 40000, 22, 0x02).build();
+//! let verdict = bed.run_tc(statewall::ebpf::PROG_GATE, &syn);
+//! assert_eq!(verdict, statewall_common::TCX_NEXT); // nothing protected yet
+//! ```
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod bench;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod ebpf;
+pub mod engine;
+pub mod metrics;
+pub mod netns;
+pub mod packet;
+pub mod pins;
+pub mod sys;
+pub mod testrun;

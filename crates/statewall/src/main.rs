@@ -1,0 +1,325 @@
+//! The `statewall` command: daemon, CLI, demo and benchmarks in one binary.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use statewall::{client, daemon};
+
+#[derive(Parser)]
+#[command(
+    name = "statewall",
+    version,
+    about = "Stateful packet processing with eBPF"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Paths {
+    /// bpffs directory holding statewall's pins.
+    #[arg(long, global = true, env = "STATEWALL_BPFFS_ROOT")]
+    bpffs_root: Option<PathBuf>,
+    /// Directory for durable state (replay cache, used one-time sequences).
+    #[arg(long, global = true, env = "STATEWALL_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "STATEWALL_SOCKET")]
+    socket: Option<PathBuf>,
+}
+
+impl Paths {
+    fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| "/run/statewall/api.sock".into())
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon: attach, serve the API, enforce. SIGHUP reloads; SIGTERM exits and
+    /// leaves enforcement in place.
+    Daemon {
+        /// Config file (TOML); without it the documented defaults apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        paths: Paths,
+        /// Also serve the API on this TCP address (loopback advised).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// File holding the bearer token the TCP listener requires.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Serve the TCP listener without a token.
+        #[arg(long)]
+        no_auth: bool,
+        /// Serve /metrics on this TCP address.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Interfaces, attached programs in run order, links and map fill levels.
+    Status {
+        #[command(flatten)]
+        paths: Paths,
+        /// Print the JSON the API returns.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the daemon to re-read its config (same as SIGHUP, but reports errors).
+    Reload {
+        #[command(flatten)]
+        paths: Paths,
+    },
+    /// Detach every statewall program and remove every pin. Stop the daemon first.
+    Teardown {
+        #[command(flatten)]
+        paths: Paths,
+    },
+    /// Protected ports and grants.
+    Gate {
+        #[command(subcommand)]
+        cmd: GateCmd,
+        #[command(flatten)]
+        paths: Paths,
+    },
+    /// Run the demo in two fresh network namespaces (no daemon needed).
+    Demo {
+        /// Leave the namespaces and pins in place afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Run the benchmarks; print the table, write JSON; exit 1 if a target is missed.
+    Bench {
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "target/bench/latest.json")]
+        out: PathBuf,
+        /// Test-run repetitions per measurement.
+        #[arg(long, default_value_t = statewall::bench::REPEAT)]
+        repeat: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum GateCmd {
+    /// Protected ports and counters.
+    Show,
+    /// List live grants.
+    Grants,
+    /// Let ADDR open new connections to PROTO/PORT for SECONDS.
+    Grant {
+        /// Source address.
+        addr: std::net::IpAddr,
+        /// `tcp/22` or `udp/9922`.
+        port: statewall::config::PortSpec,
+        /// How long, in seconds.
+        #[arg(long = "for", default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Remove a grant.
+    Revoke {
+        /// Source address.
+        addr: std::net::IpAddr,
+        /// `tcp/22` or `udp/9922`.
+        port: statewall::config::PortSpec,
+    },
+}
+
+fn proto_name(p: u8) -> &'static str {
+    if p == 17 {
+        "udp"
+    } else {
+        "tcp"
+    }
+}
+
+fn print_status(v: &serde_json::Value) {
+    println!(
+        "statewall {} (object {}), pins under {}",
+        v["version"].as_str().unwrap_or("?"),
+        v["object_id"].as_str().unwrap_or("?"),
+        v["bpffs_root"].as_str().unwrap_or("?")
+    );
+    println!(
+        "programs {}",
+        if v["adopted"].as_bool() == Some(true) {
+            "adopted from pins"
+        } else {
+            "loaded at start"
+        }
+    );
+    println!("\nhooks (programs in the order the kernel runs them):");
+    for h in v["hooks"].as_array().into_iter().flatten() {
+        let ns = h["netns"]
+            .as_str()
+            .map(|n| format!(" (netns {n})"))
+            .unwrap_or_default();
+        let progs: Vec<String> = h["programs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}#{}", p[0].as_str().unwrap_or("?"), p[1]))
+            .collect();
+        println!(
+            "  {}{} {}: {}",
+            h["ifname"].as_str().unwrap_or("?"),
+            ns,
+            h["hook"].as_str().unwrap_or("?"),
+            if progs.is_empty() {
+                "-".into()
+            } else {
+                progs.join(" -> ")
+            }
+        );
+    }
+    println!("\nmaps:");
+    println!(
+        "  {:<20} {:>6} {:<14} {:>10} {:>10}",
+        "name", "id", "type", "entries", "max"
+    );
+    for m in v["maps"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<20} {:>6} {:<14} {:>10} {:>10}",
+            m["name"].as_str().unwrap_or("?"),
+            m["id"],
+            m["kind"].as_str().unwrap_or("?"),
+            m["entries"],
+            m["max_entries"]
+        );
+    }
+}
+
+async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Daemon {
+            config,
+            paths,
+            listen,
+            token_file,
+            no_auth,
+            metrics_listen,
+        } => {
+            let ov = daemon::Overrides {
+                bpffs_root: paths.bpffs_root,
+                state_dir: paths.state_dir,
+                socket: paths.socket,
+                listen,
+                token_file,
+                no_auth,
+                metrics_listen,
+            };
+            daemon::run(config, ov).await?;
+        }
+        Cmd::Status { paths, json } => {
+            let r = client::request(&paths.socket(), "GET", "/api/v1/status", None)
+                .await?
+                .ok()?;
+            let v = r.json()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+        }
+        Cmd::Reload { paths } => {
+            client::request(&paths.socket(), "POST", "/api/v1/reload", None)
+                .await?
+                .ok()?;
+            println!("reloaded");
+        }
+        Cmd::Teardown { paths } => {
+            let root = paths
+                .bpffs_root
+                .clone()
+                .unwrap_or_else(|| statewall::pins::DEFAULT_ROOT.into());
+            if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
+                eprintln!(
+                    "warning: a daemon still answers on {}; it will not re-attach until restarted",
+                    paths.socket().display()
+                );
+            }
+            let n = statewall::engine::teardown(&statewall::pins::Pins::new(&root))
+                .with_context(|| format!("tearing down {}", root.display()))?;
+            println!("detached {n} link(s), removed {}", root.display());
+        }
+        Cmd::Gate { cmd, paths } => {
+            let s = paths.socket();
+            match cmd {
+                GateCmd::Show => {
+                    let v = client::request(&s, "GET", "/api/v1/gate", None)
+                        .await?
+                        .ok()?
+                        .json()?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                GateCmd::Grants => {
+                    let v = client::request(&s, "GET", "/api/v1/gate/grants", None)
+                        .await?
+                        .ok()?
+                        .json()?;
+                    for g in v.as_array().into_iter().flatten() {
+                        println!(
+                            "{} {}/{} {:.0}s left",
+                            g["addr"].as_str().unwrap_or("?"),
+                            g["proto"].as_str().unwrap_or("?"),
+                            g["port"],
+                            g["seconds_left"].as_f64().unwrap_or(0.0)
+                        );
+                    }
+                }
+                GateCmd::Grant {
+                    addr,
+                    port,
+                    seconds,
+                } => {
+                    let body = serde_json::json!({"addr": addr, "proto": proto_name(port.proto), "port": port.port, "seconds": seconds});
+                    client::request(&s, "POST", "/api/v1/gate/grants", Some(body.to_string()))
+                        .await?
+                        .ok()?;
+                    println!("granted {addr} {port} for {seconds}s");
+                }
+                GateCmd::Revoke { addr, port } => {
+                    let q = format!(
+                        "/api/v1/gate/grants?addr={addr}&proto={}&port={}",
+                        proto_name(port.proto),
+                        port.port
+                    );
+                    client::request(&s, "DELETE", &q, None).await?.ok()?;
+                    println!("revoked {addr} {port}");
+                }
+            }
+        }
+        Cmd::Demo { keep } => {
+            tokio::task::spawn_blocking(move || statewall::demo::run(keep)).await??;
+        }
+        Cmd::Bench { out, repeat } => {
+            let report =
+                tokio::task::spawn_blocking(move || statewall::bench::run(&out, repeat)).await??;
+            statewall::bench::print(&report);
+            if report.rows.iter().any(|r| r.met == Some(false)) {
+                eprintln!("\nsome targets were MISSED");
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(cli_main(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("statewall: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

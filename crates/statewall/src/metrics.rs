@@ -1,0 +1,118 @@
+//! `/metrics` on its own listener: Prometheus text format 0.0.4 by default, OpenMetrics
+//! 1.0 when the scraper asks for it (`Accept: application/openmetrics-text`).
+//!
+//! Families: `statewall_up`, `statewall_gate_packets` (counter, label `outcome`),
+//! `statewall_map_entries` and `statewall_map_capacity` (gauges, label `map`).
+
+use std::{fmt::Write, sync::Arc};
+
+use axum::{
+    http::{header, HeaderMap},
+    response::IntoResponse,
+    routing::get,
+    Router,
+};
+
+use crate::daemon::Shared;
+
+/// The metrics router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move |headers: HeaderMap| {
+            let s = shared.clone();
+            async move {
+                let om = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("application/openmetrics-text"));
+                let body = render(&s, om);
+                let ct = if om {
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                } else {
+                    "text/plain; version=0.0.4; charset=utf-8"
+                };
+                ([(header::CONTENT_TYPE, ct)], body).into_response()
+            }
+        }),
+    )
+}
+
+/// One metric family being written.
+struct Family<'a> {
+    out: &'a mut String,
+    om: bool,
+}
+
+impl Family<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+    fn counter(&mut self, name: &str, help: &str, samples: &[(String, u64)]) {
+        // OpenMetrics names the family without `_total`; 0.0.4 names it as its samples.
+        let sample = format!("{name}_total");
+        let family = if self.om {
+            name.to_string()
+        } else {
+            sample.clone()
+        };
+        self.head(&family, "counter", help);
+        for (labels, v) in samples {
+            let _ = writeln!(self.out, "{sample}{labels} {v}");
+        }
+    }
+    fn gauge(&mut self, name: &str, help: &str, samples: &[(String, u64)]) {
+        self.head(name, "gauge", help);
+        for (labels, v) in samples {
+            let _ = writeln!(self.out, "{name}{labels} {v}");
+        }
+    }
+}
+
+/// Renders every metric.
+pub fn render(s: &Shared, openmetrics: bool) -> String {
+    let mut out = String::new();
+    let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    {
+        let mut f = Family {
+            out: &mut out,
+            om: openmetrics,
+        };
+        f.gauge(
+            "statewall_up",
+            "1 while the daemon serves.",
+            &[(String::new(), 1)],
+        );
+        if let Ok(c) = g.engine.gate_counters() {
+            let samples: Vec<_> = c
+                .iter()
+                .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
+                .collect();
+            f.counter(
+                "statewall_gate_packets",
+                "Packets seen by the gate stage, by outcome.",
+                &samples,
+            );
+        }
+        let maps = g.engine.map_states();
+        let e: Vec<_> = maps
+            .iter()
+            .map(|m| (format!("{{map=\"{}\"}}", m.name), m.entries as u64))
+            .collect();
+        let c: Vec<_> = maps
+            .iter()
+            .map(|m| (format!("{{map=\"{}\"}}", m.name), m.max_entries as u64))
+            .collect();
+        f.gauge(
+            "statewall_map_entries",
+            "Entries in use in each map (arrays: their size).",
+            &e,
+        );
+        f.gauge("statewall_map_capacity", "Capacity of each map.", &c);
+    }
+    if openmetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Idempotent setup for statewall on a Debian bookworm machine with rustup (see
+# ../shared/TOOLCHAIN.md). Installs the BPF toolchain, bpf-linker, runtime and test peers,
+# and mounts bpffs. Skips what is already present; fails loudly on what cannot be done.
+set -euo pipefail
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (installs Debian packages, mounts bpffs)"
+
+# Debian packages: BPF toolchain (Debian's rustc ships a prebuilt core for bpfel-unknown-none),
+# LLVM 22 for bpf-linker, and the real peers the tests drive.
+PKGS=(
+  rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
+  iproute2 iperf3 nftables knockd fwknop-client curl tcpdump tmux
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null || die "apt-get update failed"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install failed for: ${missing[*]}"
+else
+  say "Debian packages present"
+fi
+
+[ -x /usr/bin/rustc ] || die "/usr/bin/rustc missing after installing rustc-web"
+LLVM_MAJOR=$(/usr/bin/rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+[ "$LLVM_MAJOR" = 22 ] || die "Debian rustc uses LLVM $LLVM_MAJOR, expected 22 (bpf-linker feature llvm-22)"
+ls /usr/lib/rustlib/bpfel-unknown-none/lib/libcore-*.rlib >/dev/null 2>&1 \
+  || die "no prebuilt core for bpfel-unknown-none under /usr/lib/rustlib (libstd-rust-web-dev-bpf)"
+
+# bpf-linker 0.13.0 built against Debian's LLVM 22.
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+if "$CARGO_BIN/bpf-linker" --version 2>/dev/null | grep -q '0\.13\.0'; then
+  say "bpf-linker 0.13.0 present"
+else
+  say "building bpf-linker 0.13.0 against LLVM 22 (about a minute)"
+  LLVM_PREFIX=/usr/lib/llvm-22 PATH=/usr/lib/llvm-22/bin:$PATH \
+    cargo install bpf-linker@0.13.0 --locked --no-default-features --features llvm-22 \
+    || die "cargo install bpf-linker failed"
+fi
+
+# cargo-nextest is not needed: make test uses cargo test.
+
+# bpffs: not mounted at boot on this machine kind.
+if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
+  say "mounting bpffs at /sys/fs/bpf"
+  mount -t bpf bpf /sys/fs/bpf || die "cannot mount bpffs at /sys/fs/bpf"
+fi
+mkdir -p /var/lib/statewall /run/statewall
+
+say "ready"
