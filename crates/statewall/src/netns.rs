@@ -32,10 +32,10 @@ pub fn in_netns<R: Send>(name: Option<&str>, f: impl FnOnce() -> R + Send) -> io
         s.spawn(|| {
             // SAFETY: setns on this thread only, with a valid namespace fd.
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::Other,
-                    format!("setns {path}: {}", io::Error::last_os_error()),
-                ));
+                return Err(io::Error::other(format!(
+                    "setns {path}: {}",
+                    io::Error::last_os_error()
+                )));
             }
             Ok(f())
         })

@@ -153,7 +153,7 @@ impl Packet {
     /// IPv4 options bytes (padded to a multiple of 4 with zeros).
     pub fn ipv4_options(mut self, opts: &[u8]) -> Self {
         let mut o = opts.to_vec();
-        while o.len() % 4 != 0 {
+        while !o.len().is_multiple_of(4) {
             o.push(0);
         }
         self.ipv4_options = o;

@@ -1,0 +1,128 @@
+//! Attachment with real traffic: XDP mode, and tcx ordering next to a program statewall
+//! does not own (statewall's stages go first; the foreign program keeps running after).
+
+mod common;
+
+use std::net::SocketAddr;
+
+use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
+use common::*;
+use statewall::{config::Config, engine::Engine, netns::Pair, pins::Pins};
+
+fn cfg(pair: &Pair, ingress: &str) -> Config {
+    Config::parse(
+        &format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\ningress = \"{ingress}\"\n[gate]\nprotected = [\"udp/9922\"]\n",
+            pair.server_if, pair.server.name
+        ),
+        "test",
+    )
+    .unwrap()
+}
+
+#[test]
+fn xdp_ingress_enforces_and_switches_back_to_tcx() {
+    let pair = Pair::new("xdp");
+    let p = Paths::new("xdp");
+    let pins = Pins::new(&p.root);
+    let c = cfg(&pair, "xdp");
+    let mut eng = Engine::open(&pins, &c).unwrap();
+    eng.reconcile(&c).unwrap();
+    eng.apply_gate(&c).unwrap();
+    let links = eng.link_states();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].spot.hook, "xdp");
+
+    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
+    let open = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9923)));
+    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
+    assert!(udp_passes(
+        &cl,
+        &open,
+        SocketAddr::from((pair.server_v4, 9923)),
+        b"a"
+    ));
+    assert!(!udp_passes(
+        &cl,
+        &srv,
+        SocketAddr::from((pair.server_v4, 9922)),
+        b"b"
+    ));
+    let k = statewall::api::grant_key(pair.client_v4.into(), "udp", 9922).unwrap();
+    eng.grant(k, 60, 1).unwrap();
+    assert!(udp_passes(
+        &cl,
+        &srv,
+        SocketAddr::from((pair.server_v4, 9922)),
+        b"c"
+    ));
+
+    // Reconcile to tcx: the XDP link goes, the tcx link comes, enforcement holds.
+    let c2 = cfg(&pair, "tcx");
+    eng.reconcile(&c2).unwrap();
+    let links = eng.link_states();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].spot.hook, "ingress");
+    eng.revoke(&k).unwrap();
+    assert!(!udp_passes(
+        &cl,
+        &srv,
+        SocketAddr::from((pair.server_v4, 9922)),
+        b"d"
+    ));
+    statewall::engine::teardown(&pins).unwrap();
+}
+
+#[test]
+fn statewall_goes_first_before_foreign_programs() {
+    let pair = Pair::new("order");
+    let p = Paths::new("order");
+    // A foreign program already on the hook.
+    let mut bed = statewall::testrun::TestBed::new();
+    let foreign: &mut SchedClassifier = bed
+        .ebpf
+        .program_mut(statewall::ebpf::PROG_EMPTY_TC)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    foreign.load().unwrap();
+    let ifname = pair.server_if.clone();
+    pair.server.run(|| {
+        foreign
+            .attach_with_options(
+                &ifname,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .unwrap()
+    });
+
+    let pins = Pins::new(&p.root);
+    let c = cfg(&pair, "tcx");
+    let mut eng = Engine::open(&pins, &c).unwrap();
+    eng.reconcile(&c).unwrap();
+    eng.apply_gate(&c).unwrap();
+    let hooks = eng.hook_states(&c);
+    let ingress = hooks.iter().find(|h| h.hook == "ingress").unwrap();
+    let names: Vec<&str> = ingress.programs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["sw_gate", "sw_empty_tc"], "run order");
+
+    // The gate still drops (SHOT ends the chain) and passes the rest (NEXT runs the foreign one).
+    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
+    let open = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9923)));
+    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
+    assert!(!udp_passes(
+        &cl,
+        &srv,
+        SocketAddr::from((pair.server_v4, 9922)),
+        b"x"
+    ));
+    assert!(udp_passes(
+        &cl,
+        &open,
+        SocketAddr::from((pair.server_v4, 9923)),
+        b"y"
+    ));
+    statewall::engine::teardown(&pins).unwrap();
+    drop(bed);
+}

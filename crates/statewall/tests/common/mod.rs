@@ -1,0 +1,194 @@
+//! Helpers shared by the integration tests: a daemon under its own bpffs root, state dir
+//! and socket, stopped and torn down on drop (also when the test panics).
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use statewall::{client, netns::NetNs};
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_statewall")
+}
+
+/// Unique scratch paths for one daemon.
+pub struct Paths {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub scratch: PathBuf,
+}
+
+impl Paths {
+    pub fn new(tag: &str) -> Self {
+        let id = format!(
+            "{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let scratch = std::env::temp_dir().join(format!("statewall-test-{id}"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        Paths {
+            root: PathBuf::from(format!("/sys/fs/bpf/statewall-test-{id}")),
+            state: scratch.join("state"),
+            socket: scratch.join("api.sock"),
+            config: scratch.join("statewall.toml"),
+            scratch,
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--bpffs-root".into(),
+            self.root.display().to_string(),
+            "--state-dir".into(),
+            self.state.display().to_string(),
+            "--socket".into(),
+            self.socket.display().to_string(),
+        ]
+    }
+}
+
+impl Drop for Paths {
+    fn drop(&mut self) {
+        let _ = statewall::engine::teardown(&statewall::pins::Pins::new(&self.root));
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `statewall daemon --config <p.config>` plus `extra` and waits until its API answers.
+    pub fn start(p: &Paths, extra: &[&str]) -> Daemon {
+        let log = std::fs::File::create(
+            p.scratch
+                .join(format!("daemon-{}.log", N.fetch_add(1, Ordering::Relaxed))),
+        )
+        .unwrap();
+        let child = Command::new(bin())
+            .arg("daemon")
+            .arg("--config")
+            .arg(&p.config)
+            .args(p.args())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        let mut d = Daemon {
+            child,
+            socket: p.socket.clone(),
+        };
+        // A hang guard, not a performance limit.
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = d.child.try_wait().unwrap() {
+                panic!("daemon exited early with {st}: {}", logs(p));
+            }
+            if let Ok(r) = client::request_blocking(&p.socket, "GET", "/api/v1/status", None) {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "daemon not ready: {}",
+                logs(p)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let r = client::request_blocking(&self.socket, "GET", path, None).unwrap();
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r.json().unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let st = self.child.wait().unwrap();
+        std::mem::forget(self);
+        st.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn logs(p: &Paths) -> String {
+    let mut s = String::new();
+    if let Ok(rd) = std::fs::read_dir(&p.scratch) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".log") {
+                s += &std::fs::read_to_string(e.path()).unwrap_or_default();
+            }
+        }
+    }
+    s
+}
+
+/// Runs the CLI with the paths' socket and root; returns (exit code, stdout, stderr).
+pub fn cli(p: &Paths, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .args(p.args())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A UDP socket bound inside a namespace, with a short read timeout.
+pub fn udp_in(ns: &NetNs, addr: SocketAddr) -> UdpSocket {
+    let s = ns.run(|| UdpSocket::bind(addr)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s
+}
+
+/// Sends `msg` from `from` to `to` and reports whether `srv` received it.
+pub fn udp_passes(from: &UdpSocket, srv: &UdpSocket, to: SocketAddr, msg: &[u8]) -> bool {
+    // Drain anything stale first.
+    let mut buf = [0u8; 256];
+    srv.set_nonblocking(true).unwrap();
+    while srv.recv_from(&mut buf).is_ok() {}
+    srv.set_nonblocking(false).unwrap();
+    from.send_to(msg, to).unwrap();
+    match srv.recv_from(&mut buf) {
+        Ok((n, _)) => &buf[..n] == msg,
+        Err(_) => false,
+    }
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,103 @@
+//! The example config loads and documents every key; bad configs give errors that say
+//! what and where.
+
+use statewall::config::{Config, IngressHook};
+
+fn example() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/statewall.toml"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn example_loads_and_documents_every_key() {
+    let cfg = Config::parse(&example(), "examples/statewall.toml").unwrap();
+    assert_eq!(cfg.interfaces.len(), 1);
+    assert_eq!(cfg.interfaces[0].ingress, IngressHook::Tcx);
+    assert_eq!(cfg.gate.grants_max, 4096);
+    // Every key of the full config, serialised, appears in the example (set or commented).
+    let mut full = Config::default();
+    full.daemon.listen = Some("127.0.0.1:9000".parse().unwrap());
+    full.daemon.token_file = Some("/t".into());
+    full.daemon.metrics_listen = Some("127.0.0.1:9090".parse().unwrap());
+    full.interfaces = cfg.interfaces.clone();
+    full.interfaces[0].netns = Some("x".into());
+    let v: toml::Value = toml::Value::try_from(&full).unwrap();
+    let text = example();
+    fn keys(v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            toml::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    keys(&v, &mut all);
+    for k in all {
+        let k = if k == "interfaces" {
+            "interface".to_string()
+        } else {
+            k
+        };
+        assert!(
+            text.contains(&format!("{k} ="))
+                || text.contains(&format!("[{k}]"))
+                || text.contains(&format!("[[{k}]]")),
+            "example config does not document `{k}`"
+        );
+    }
+}
+
+#[test]
+fn errors_say_what_and_where() {
+    let e = Config::parse("[daemon]\nbpffs_root = 3\n", "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("a.toml:") && e.contains("line 2"), "{e}");
+    let e = Config::parse("[gate]\nprotectd = []\n", "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("protectd") && e.contains("line 2"), "{e}");
+    let e = Config::parse("[gate]\nprotected = [\"sctp/5\"]\n", "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sctp"), "{e}");
+    let e = Config::parse("[gate]\nprotected = [\"tcp/0\"]\n", "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tcp/0"), "{e}");
+    let e = Config::parse(
+        "[[interface]]\nname = \"averyveryverylongname\"\n",
+        "a.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("[[interface]] #1 name"), "{e}");
+    let e = Config::parse(
+        "[[interface]]\nname = \"eth0\"\n[[interface]]\nname = \"eth0\"\n",
+        "a.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("#2") && e.contains("twice"), "{e}");
+    let e = Config::parse(
+        "[[interface]]\nname = \"eth0\"\ningress = \"tc\"\n",
+        "a.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ingress") || e.contains("tc"), "{e}");
+    let e = Config::parse("[daemon]\nlisten = \"127.0.0.1:9000\"\n", "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("token_file"), "{e}");
+    // VLAN sub-interfaces have dots; they are fine.
+    Config::parse("[[interface]]\nname = \"eth0.100\"\n", "a.toml").unwrap();
+}
