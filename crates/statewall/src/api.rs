@@ -68,6 +68,45 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// Refuses what a web browser could send cross-site: any request with an `Origin` header,
+/// and bodies typed as HTML forms or plain text (sent without a CORS preflight). API
+/// clients send `application/json` or, like Polycube's scripts, no Content-Type at all.
+pub async fn refuse_browsers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header::{CONTENT_TYPE, ORIGIN};
+    if req.headers().contains_key(ORIGIN) {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "requests from web pages (with an Origin header) are refused".into(),
+        )
+        .into_response();
+    }
+    if let Some(ct) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        let ct = ct.to_ascii_lowercase();
+        if [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ]
+        .iter()
+        .any(|t| ct.starts_with(t))
+        {
+            return ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {ct} is refused: send application/json (or no Content-Type)"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// The router for the native API.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -79,6 +118,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(grants).post(grant).delete(revoke),
         )
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::from_fn(refuse_browsers))
         .with_state(shared)
 }
 
@@ -142,7 +182,8 @@ pub struct GrantRequest {
     pub proto: String,
     /// Protected port.
     pub port: u16,
-    /// How long new connections are let in.
+    /// How long the source may reach the port. (Flows opened during a grant outliving it
+    /// come with connection tracking in the knocking and SPA stages.)
     pub seconds: u64,
 }
 
@@ -218,9 +259,27 @@ async fn grant(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     }
     let key = grant_key(r.addr, &r.proto, r.port)?;
     let mut g = lock(&s);
+    let protected = g.engine.protected().map_err(ApiError::internal)?;
+    if !protected
+        .iter()
+        .any(|p| p.port == r.port && p.proto == key.proto)
+    {
+        let list: Vec<String> = protected.iter().map(|p| p.to_string()).collect();
+        return Err(ApiError::bad(format!(
+            "port: {}/{} is not protected, a grant would do nothing (protected: [{}])",
+            r.proto.to_ascii_lowercase(),
+            r.port,
+            list.join(", ")
+        )));
+    }
     g.engine
         .grant(key, r.seconds, GRANT_BY_API)
-        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+        .map_err(|e| match e {
+            crate::engine::EngineError::TableFull { .. } => {
+                ApiError(StatusCode::CONFLICT, e.to_string())
+            }
+            e => ApiError::internal(e),
+        })?;
     tracing::info!(addr = %r.addr, proto = %r.proto, port = r.port, seconds = r.seconds, "grant added by API");
     Ok((StatusCode::CREATED, Json(json!({"granted": true}))).into_response())
 }

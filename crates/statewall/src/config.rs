@@ -257,6 +257,29 @@ impl Config {
                 return Err(bad("[gate] protected".into(), format!("{p} listed twice")));
             }
         }
+        if self.daemon.token_file.is_some() && self.daemon.no_auth {
+            return Err(bad(
+                "[daemon] no_auth".into(),
+                "no_auth = true with a token_file: say which one you mean (the token would be ignored)".into(),
+            ));
+        }
+        let level_ok = |d: &str| {
+            let d = d.trim();
+            matches!(d, "error" | "warn" | "info" | "debug" | "trace" | "off")
+                || (d.contains('=') && !d.starts_with('='))
+        };
+        if self.daemon.log_level.trim().is_empty()
+            || !self.daemon.log_level.split(',').all(level_ok)
+            || tracing_subscriber::EnvFilter::try_new(&self.daemon.log_level).is_err()
+        {
+            return Err(bad(
+                "[daemon] log_level".into(),
+                format!(
+                    "{:?} is not a log filter (error, warn, info, debug, trace)",
+                    self.daemon.log_level
+                ),
+            ));
+        }
         if self.daemon.listen.is_some() && self.daemon.token_file.is_none() && !self.daemon.no_auth
         {
             return Err(bad(

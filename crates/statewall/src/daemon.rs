@@ -145,22 +145,43 @@ pub fn status(g: &Inner) -> Status {
     }
 }
 
-/// Re-reads the config and applies it; on any error nothing changes.
+/// Re-reads the config and applies it. A config that does not load changes nothing; a
+/// kernel error while applying rolls back to the previous config.
 pub fn reload(s: &Shared) -> anyhow::Result<()> {
-    let new = load_config(s.config_path.as_deref(), &s.overrides)?;
+    let mut new = load_config(s.config_path.as_deref(), &s.overrides)?;
     let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
     if new.daemon != g.config.daemon {
         tracing::warn!("[daemon] changes (paths, listeners) take effect at the next start");
+        new.daemon = g.config.daemon.clone();
     }
     if new.gate.grants_max != g.config.gate.grants_max {
         tracing::warn!(
             "[gate] grants_max changes take effect after `statewall teardown` and a start"
         );
+        new.gate.grants_max = g.config.gate.grants_max;
     }
-    g.engine.reconcile(&new).context("attaching")?;
-    g.engine
-        .apply_gate(&new)
-        .context("writing the gate's tables")?;
+    let applied = g
+        .engine
+        .reconcile(&new)
+        .context("attaching")
+        .and_then(|()| {
+            g.engine
+                .apply_gate(&new)
+                .context("writing the gate's tables")
+        });
+    if let Err(e) = applied {
+        let old = g.config.clone();
+        let back = g
+            .engine
+            .reconcile(&old)
+            .and_then(|()| g.engine.apply_gate(&old));
+        return Err(match back {
+            Ok(()) => e.context("rolled back to the previous config"),
+            Err(b) => e.context(format!(
+                "rolling back to the previous config failed too: {b}"
+            )),
+        });
+    }
     g.config = new;
     tracing::info!("config reloaded");
     Ok(())
@@ -231,12 +252,8 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     init_logging(&cfg.daemon.log_level);
     std::fs::create_dir_all(&cfg.daemon.state_dir)
         .with_context(|| format!("creating state dir {}", cfg.daemon.state_dir.display()))?;
-    let pins = Pins::new(&cfg.daemon.bpffs_root);
-    let mut engine = Engine::open(&pins, &cfg)?;
-    tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
-    engine.reconcile(&cfg)?;
-    engine.apply_gate(&cfg)?;
-
+    // Everything that can refuse to start is checked before the kernel side is touched.
+    let unix = bind_unix(&cfg.daemon.socket)?;
     let token = match (
         &cfg.daemon.listen,
         &cfg.daemon.token_file,
@@ -253,7 +270,18 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     if token.as_ref().is_some_and(|t| t.is_empty()) {
         bail!("token file is empty");
     }
-    let unix = bind_unix(&cfg.daemon.socket)?;
+    let pins = Pins::new(&cfg.daemon.bpffs_root);
+    if !pins.on_bpffs() {
+        bail!(crate::engine::EngineError::NoBpffs(pins.root.clone()));
+    }
+    std::fs::create_dir_all(&pins.root)
+        .with_context(|| format!("creating {}", pins.root.display()))?;
+    let _lock = crate::sys::lock_exclusive(&pins.root).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is in use by another statewall daemon ({e}); stop it first",
+            pins.root.display()
+        )
+    })?;
     let tcp = match cfg.daemon.listen {
         Some(a) => Some(
             TcpListener::bind(a)
@@ -270,6 +298,10 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         ),
         None => None,
     };
+    let mut engine = Engine::open(&pins, &cfg)?;
+    tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
+    engine.reconcile(&cfg)?;
+    engine.apply_gate(&cfg)?;
     let socket_path = cfg.daemon.socket.clone();
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
@@ -328,12 +360,27 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         let rx = stop_rx.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last_err: Option<String> = None;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stopped(rx.clone()) => return Ok(()),
                 }
                 let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+                // Interfaces that were removed and came back get their programs again.
+                let cfg = g.config.clone();
+                match g.engine.reconcile(&cfg) {
+                    Ok(()) => last_err = None,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if last_err.as_deref() != Some(msg.as_str()) {
+                            tracing::error!(
+                                "keeping the config attached: {msg} (retrying every second)"
+                            );
+                            last_err = Some(msg);
+                        }
+                    }
+                }
                 match g.engine.sweep_grants() {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "grants expired"),

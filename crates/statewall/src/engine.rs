@@ -70,6 +70,12 @@ pub enum EngineError {
         /// The error.
         msg: String,
     },
+    /// A preallocated table is full: the new entry was refused (fail closed).
+    #[error("{map} is full: entry refused")]
+    TableFull {
+        /// Map name.
+        map: String,
+    },
     /// A map operation failed.
     #[error("map {map}: {msg}")]
     Map {
@@ -164,13 +170,21 @@ pub struct HookState {
     pub programs: Vec<(String, u32)>,
 }
 
+/// The programs the daemon loads, pins and attaches: (name, is XDP).
+pub const PROGRAMS: &[(&str, bool)] = &[(PROG_GATE, false), (PROG_GATE_XDP, true)];
+
+/// A loaded (or adopted) program.
+enum Prog {
+    Tc(SchedClassifier),
+    Xdp(Xdp),
+}
+
 /// The kernel side of one statewall instance.
 pub struct Engine {
     /// Pin layout.
     pub pins: Pins,
     maps: BTreeMap<&'static str, Map>,
-    gate_tc: SchedClassifier,
-    gate_xdp: Xdp,
+    progs: BTreeMap<&'static str, Prog>,
     /// True when the programs were adopted from pins rather than loaded.
     pub adopted: bool,
 }
@@ -188,37 +202,58 @@ impl Engine {
         pins.create()
             .map_err(|e| pin_err("creating", &pins.root, e))?;
         let dir = prog_dir(pins);
-        let have = [PROG_GATE, PROG_GATE_XDP]
-            .iter()
-            .all(|p| dir.join(p).exists())
+        let have = PROGRAMS.iter().all(|(p, _)| dir.join(p).exists())
             && ebpf::PINNED_MAPS.iter().all(|m| pins.map(m).exists());
         let adopted = have;
         if !have {
             Self::load_and_pin(pins, cfg, &dir)?;
         }
+        let obj =
+            aya_obj::Object::parse(ebpf::OBJECT).map_err(|e| EngineError::Load(e.to_string()))?;
         let mut maps = BTreeMap::new();
         for m in ebpf::PINNED_MAPS {
             let p = pins.map(m);
             let md = MapData::from_pin(&p).map_err(|e| pin_err("opening pinned map", &p, e))?;
+            // A pinned map from another build must have this build's layout.
+            if let (Ok(info), Some(want)) = (md.info(), obj.maps.get(*m)) {
+                if info.key_size() != want.key_size() || info.value_size() != want.value_size() {
+                    return Err(pin_err(
+                        "checking pinned map",
+                        &p,
+                        format!(
+                            "key/value sizes {}/{} differ from this build's {}/{}: it was made by an incompatible build; \
+                             `statewall teardown` removes it (and the state in it)",
+                            info.key_size(),
+                            info.value_size(),
+                            want.key_size(),
+                            want.value_size()
+                        ),
+                    ));
+                }
+            }
             let map = Map::from_map_data(md).map_err(|e| pin_err("opening pinned map", &p, e))?;
             maps.insert(*m, map);
         }
-        let gate_tc = SchedClassifier::from_pin(dir.join(PROG_GATE))
-            .map_err(|e| pin_err("opening pinned program", &dir.join(PROG_GATE), e))?;
-        let gate_xdp = Xdp::from_pin(
-            dir.join(PROG_GATE_XDP),
-            aya_obj::programs::XdpAttachType::Interface,
-        )
-        .map_err(|e| pin_err("opening pinned program", &dir.join(PROG_GATE_XDP), e))?;
+        let mut progs = BTreeMap::new();
+        for (name, xdp) in PROGRAMS {
+            let path = dir.join(name);
+            let prog = if *xdp {
+                Xdp::from_pin(&path, aya_obj::programs::XdpAttachType::Interface).map(Prog::Xdp)
+            } else {
+                SchedClassifier::from_pin(&path).map(Prog::Tc)
+            }
+            .map_err(|e| pin_err("opening pinned program", &path, e))?;
+            progs.insert(*name, prog);
+        }
         let mut eng = Engine {
             pins: pins.clone(),
             maps,
-            gate_tc,
-            gate_xdp,
+            progs,
             adopted,
         };
+        // Every link runs this build's program (also after a start that died half-way).
+        eng.relink_all()?;
         if !adopted {
-            eng.relink_all()?;
             // Older builds' programs are no longer referenced by any link.
             if let Ok(rd) = std::fs::read_dir(pins.progs()) {
                 for e in rd.flatten() {
@@ -245,7 +280,8 @@ impl Engine {
             .load(ebpf::OBJECT)
             .map_err(|e| EngineError::Load(format!("{e:#}")))?;
         std::fs::create_dir_all(dir).map_err(|e| pin_err("creating", dir, e))?;
-        for name in [PROG_GATE, PROG_GATE_XDP] {
+        for (name, _) in PROGRAMS {
+            let name = *name;
             let prog = obj
                 .program_mut(name)
                 .ok_or_else(|| EngineError::Load(format!("no program {name}")))?;
@@ -279,47 +315,99 @@ impl Engine {
             let link = PinnedLink::from_pin(&path)
                 .map_err(|e| pin_err("opening pinned link", &path, e))?;
             let fd: FdLink = link.into();
-            let res = match spot.hook.as_str() {
-                "xdp" if spot.program == PROG_GATE_XDP => XdpLink::try_from(fd)
-                    .map_err(|e| e.to_string())
-                    .and_then(|l| {
-                        self.gate_xdp
-                            .attach_to_link(l)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    }),
-                "ingress" | "egress" if spot.program == PROG_GATE => {
+            let linked = fd.info().map(|i| i.program_id()).unwrap_or(0);
+            let res = match (
+                spot.hook.as_str(),
+                self.progs.get_mut(spot.program.as_str()),
+            ) {
+                ("xdp", Some(Prog::Xdp(p))) => {
+                    if p.info().map(|i| i.id()).unwrap_or(0) == linked {
+                        continue;
+                    }
+                    XdpLink::try_from(fd)
+                        .map_err(|e| e.to_string())
+                        .and_then(|l| {
+                            let id = p.attach_to_link(l).map_err(|e| e.to_string())?;
+                            // The pin keeps the link; drop the program's own copy of the fd.
+                            p.take_link(id).map(drop).map_err(|e| e.to_string())
+                        })
+                }
+                ("ingress" | "egress", Some(Prog::Tc(p))) => {
+                    if p.info().map(|i| i.id()).unwrap_or(0) == linked {
+                        continue;
+                    }
                     SchedClassifierLink::try_from(fd)
                         .map_err(|e| e.to_string())
                         .and_then(|l| {
-                            self.gate_tc
-                                .attach_to_link(l)
-                                .map(|_| ())
-                                .map_err(|e| e.to_string())
+                            let id = p.attach_to_link(l).map_err(|e| e.to_string())?;
+                            p.take_link(id).map(drop).map_err(|e| e.to_string())
                         })
                 }
-                _ => Err(format!("unknown program {}", spot.program)),
+                _ => Err(format!(
+                    "unknown program {} for hook {}",
+                    spot.program, spot.hook
+                )),
             };
-            if let Err(msg) = res {
-                // A link this build does not know: leave it to reconcile, which removes it.
-                tracing::warn!(link = %path.display(), "cannot move link to the new program: {msg}");
+            match res {
+                Ok(()) => {
+                    tracing::info!(link = %path.display(), "link moved to this build's program")
+                }
+                // A link this build does not know: reconcile removes it if unwanted.
+                Err(msg) => {
+                    tracing::warn!(link = %path.display(), "cannot move link to this build's program: {msg}")
+                }
             }
         }
         Ok(())
     }
 
+    /// True when the pinned link of `spot` is attached to the interface that has that name
+    /// now (a removed or recreated interface leaves a defunct link behind).
+    fn link_alive(&self, spot: &LinkSpot) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(fd) = crate::sys::obj_get(&self.pins.link(spot)) else {
+            return false;
+        };
+        let linked = crate::sys::link_ifindex(fd.as_raw_fd()).unwrap_or(0);
+        if linked == 0 {
+            return false;
+        }
+        let name = spot.ifname.clone();
+        let now = in_netns(spot.netns.as_deref(), move || {
+            let c = std::ffi::CString::new(name).unwrap_or_default();
+            // SAFETY: valid C string.
+            unsafe { libc::if_nametoindex(c.as_ptr()) }
+        })
+        .unwrap_or(0);
+        now == linked
+    }
+
     /// Makes the pinned links match the config: detaches what is no longer wanted, attaches
     /// what is missing, in chain order.
     pub fn reconcile(&mut self, cfg: &Config) -> Result<()> {
-        let want = desired_links(cfg);
+        self.reconcile_links(&desired_links(cfg))
+    }
+
+    /// Makes the pinned links exactly `want` (in chain order per hook).
+    pub fn reconcile_links(&mut self, want: &[LinkSpot]) -> Result<()> {
+        let want = want.to_vec();
+        // Attach first, detach after: switching a hook (tcx to XDP) never leaves a gap, and a
+        // failed attach leaves the old links in place.
+        for spot in &want {
+            let path = self.pins.link(spot);
+            if path.exists() {
+                if self.link_alive(spot) {
+                    continue;
+                }
+                tracing::warn!(program = %spot.program, ifname = %spot.ifname, hook = %spot.hook, netns = ?spot.netns,
+                    "link is defunct (interface removed or recreated): attaching again");
+                detach_pin(&path)?;
+            }
+            self.attach(spot, &want)?;
+        }
         for have in self.pins.list_links() {
             if !want.contains(&have) {
                 self.detach(&have)?;
-            }
-        }
-        for spot in &want {
-            if !self.pins.link(spot).exists() {
-                self.attach(spot, &want)?;
             }
         }
         Ok(())
@@ -367,42 +455,49 @@ impl Engine {
             SchedClassifierLink::try_from(FdLink::from(l))
                 .map_err(|e| pin_err("opening pinned link", &p, e))
         };
-        let order = if let Some(p) = prev {
-            LinkOrder::after_link(&neighbour(p)?).map_err(|e| aerr(e.to_string()))?
-        } else if let Some(n) = next {
-            LinkOrder::before_link(&neighbour(n)?).map_err(|e| aerr(e.to_string()))?
-        } else {
-            LinkOrder::first()
+        // The neighbour's fd must stay open until the attach: LinkOrder holds its number.
+        let nb = match (prev, next) {
+            (Some(p), _) => Some((true, neighbour(p)?)),
+            (None, Some(n)) => Some((false, neighbour(n)?)),
+            _ => None,
+        };
+        let order = match &nb {
+            Some((true, l)) => LinkOrder::after_link(l).map_err(|e| aerr(e.to_string()))?,
+            Some((false, l)) => LinkOrder::before_link(l).map_err(|e| aerr(e.to_string()))?,
+            None => LinkOrder::first(),
         };
         let ifname = spot.ifname.clone();
         let hook = spot.hook.clone();
-        let gate_tc = &mut self.gate_tc;
-        let gate_xdp = &mut self.gate_xdp;
+        let prog = self
+            .progs
+            .get_mut(spot.program.as_str())
+            .ok_or_else(|| aerr(format!("unknown program {}", spot.program)))?;
         let fd: std::result::Result<FdLink, String> =
-            in_netns(spot.netns.as_deref(), move || match hook.as_str() {
-                "ingress" | "egress" => {
+            in_netns(spot.netns.as_deref(), move || match (hook.as_str(), prog) {
+                ("ingress" | "egress", Prog::Tc(p)) => {
                     let t = if hook == "ingress" {
                         TcAttachType::Ingress
                     } else {
                         TcAttachType::Egress
                     };
-                    let id = gate_tc
+                    let id = p
                         .attach_with_options(&ifname, t, TcAttachOptions::TcxOrder(order))
                         .map_err(|e| format!("{e:#}"))?;
-                    let l = gate_tc.take_link(id).map_err(|e| e.to_string())?;
+                    let l = p.take_link(id).map_err(|e| e.to_string())?;
                     FdLink::try_from(l).map_err(|e| e.to_string())
                 }
-                "xdp" => {
-                    let id = gate_xdp
+                ("xdp", Prog::Xdp(p)) => {
+                    let id = p
                         .attach(&ifname, XdpMode::Default)
                         .map_err(|e| format!("{e:#}"))?;
-                    let l = gate_xdp.take_link(id).map_err(|e| e.to_string())?;
+                    let l = p.take_link(id).map_err(|e| e.to_string())?;
                     FdLink::try_from(l).map_err(|e| e.to_string())
                 }
-                other => Err(format!("unknown hook {other}")),
+                (hook, _) => Err(format!("program does not fit hook {hook}")),
             })
             .map_err(|e| aerr(e.to_string()))?;
         let fd = fd.map_err(aerr)?;
+        drop(nb);
         fd.pin(&path)
             .map_err(|e| pin_err("pinning link", &path, e))?;
         tracing::info!(program = %spot.program, ifname = %spot.ifname, hook = %spot.hook, netns = ?spot.netns, "attached");
@@ -480,10 +575,14 @@ impl Engine {
 
     /// Adds or extends a grant. A full table refuses it.
     pub fn grant(&mut self, key: GrantKey, seconds: u64, origin: u32) -> Result<u64> {
-        let expires_ns = self.kernel_now() + seconds * 1_000_000_000;
+        let mut expires_ns = self.kernel_now() + seconds * 1_000_000_000;
         let md = self.maps.get_mut(MAP_GATE_GRANTS).unwrap();
         let mut h: BpfHashMap<&mut MapData, GrantKey, GrantValue> =
             BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
+        // Extending never shortens a grant.
+        if let Ok(cur) = h.get(&key, 0) {
+            expires_ns = expires_ns.max(cur.expires_ns);
+        }
         h.insert(
             key,
             GrantValue {
@@ -497,7 +596,9 @@ impl Engine {
             aya::maps::MapError::SyscallError(ref s)
                 if s.io_error.raw_os_error() == Some(libc::E2BIG) =>
             {
-                map_err(MAP_GATE_GRANTS, "grant table full: grant refused")
+                EngineError::TableFull {
+                    map: MAP_GATE_GRANTS.into(),
+                }
             }
             e => map_err(MAP_GATE_GRANTS, e),
         })?;

@@ -78,6 +78,9 @@ enum Cmd {
     Teardown {
         #[command(flatten)]
         paths: Paths,
+        /// Tear down even though a daemon still answers on the socket.
+        #[arg(long)]
+        force: bool,
     },
     /// Protected ports and grants.
     Gate {
@@ -230,14 +233,14 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                 .ok()?;
             println!("reloaded");
         }
-        Cmd::Teardown { paths } => {
+        Cmd::Teardown { paths, force } => {
             let root = paths
                 .bpffs_root
                 .clone()
                 .unwrap_or_else(|| statewall::pins::DEFAULT_ROOT.into());
-            if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
-                eprintln!(
-                    "warning: a daemon still answers on {}; it will not re-attach until restarted",
+            if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() && !force {
+                anyhow::bail!(
+                    "a daemon still answers on {}: stop it first (it would attach again and start with empty tables), or pass --force",
                     paths.socket().display()
                 );
             }

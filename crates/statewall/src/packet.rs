@@ -258,11 +258,12 @@ impl Packet {
     pub fn build(&self) -> Vec<u8> {
         let (l4proto, mut l4) = self.l4_bytes();
         // L4 checksum (not for non-first fragments, where it is meaningless here).
-        let ck_off = match l4proto {
-            proto::TCP => Some(16),
-            proto::UDP => Some(6),
-            proto::ICMP | proto::ICMPV6 => Some(2),
-            _ => None,
+        // Raw payloads are written as given, whatever protocol number they carry.
+        let ck_off = match self.l4 {
+            L4::Tcp { .. } => Some(16),
+            L4::Udp { .. } => Some(6),
+            L4::Icmp { .. } => Some(2),
+            L4::Raw(_) => None,
         };
         if let Some(o) = ck_off {
             let mut s = if l4proto == proto::ICMP {

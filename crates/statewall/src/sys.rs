@@ -58,3 +58,84 @@ pub fn count_keys(fd: RawFd, key_size: usize) -> io::Result<u32> {
         }
     }
 }
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The interface index a tcx or XDP link is attached to (`bpf_link_info.tcx.ifindex` /
+/// `.xdp.ifindex`); 0 when the link is defunct (its interface was removed).
+pub fn link_ifindex(fd: RawFd) -> io::Result<u32> {
+    // struct bpf_link_info: type, id, prog_id, then an 8-byte aligned union at offset 16
+    // whose tcx and xdp members both start with the ifindex.
+    let mut buf = [0u64; 32];
+    let mut a = InfoAttr {
+        bpf_fd: fd as u32,
+        info_len: std::mem::size_of_val(&buf) as u32,
+        info: buf.as_mut_ptr() as u64,
+    };
+    // SAFETY: valid attr and buffer for BPF_OBJ_GET_INFO_BY_FD.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut a as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((buf[2] & 0xffff_ffff) as u32)
+}
+
+/// Takes an exclusive, non-blocking `flock` on `path` (a directory or file); the lock lives
+/// as long as the returned file.
+pub fn lock_exclusive(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: flock on a valid fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Opens a pinned BPF object (`BPF_OBJ_GET`).
+pub fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd, unix::ffi::OsStrExt};
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut a = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: valid attr with a NUL-terminated path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut a as *mut ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+}

@@ -126,3 +126,58 @@ fn statewall_goes_first_before_foreign_programs() {
     statewall::engine::teardown(&pins).unwrap();
     drop(bed);
 }
+
+#[test]
+fn egress_hook_attach_enforce_and_detach() {
+    use statewall::pins::LinkSpot;
+    let pair = Pair::new("egr");
+    let p = Paths::new("egr");
+    let pins = Pins::new(&p.root);
+    let c = cfg(&pair, "off");
+    let mut eng = Engine::open(&pins, &c).unwrap();
+    eng.apply_gate(&c).unwrap();
+    // The gate on the client's egress: packets leaving the client for udp/9922 are dropped.
+    let spot = LinkSpot {
+        netns: Some(pair.client.name.clone()),
+        ifname: pair.client_if.clone(),
+        hook: "egress".into(),
+        program: statewall::ebpf::PROG_GATE.into(),
+    };
+    eng.reconcile_links(std::slice::from_ref(&spot)).unwrap();
+    assert!(pins.link(&spot).exists());
+    let ifname = pair.client_if.clone();
+    let names: Vec<String> = pair.client.run(|| {
+        SchedClassifier::query_tcx(&ifname, TcAttachType::Egress)
+            .unwrap()
+            .1
+            .iter()
+            .map(|i| i.name_as_str().unwrap().to_string())
+            .collect()
+    });
+    assert_eq!(names, ["sw_gate"]);
+    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
+    let open = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9923)));
+    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
+    assert!(!udp_passes(
+        &cl,
+        &srv,
+        SocketAddr::from((pair.server_v4, 9922)),
+        b"e1"
+    ));
+    assert!(udp_passes(
+        &cl,
+        &open,
+        SocketAddr::from((pair.server_v4, 9923)),
+        b"e2"
+    ));
+    // Detach by reconciling to nothing: traffic flows again.
+    eng.reconcile_links(&[]).unwrap();
+    assert!(!pins.link(&spot).exists());
+    assert!(udp_passes(
+        &cl,
+        &srv,
+        SocketAddr::from((pair.server_v4, 9922)),
+        b"e3"
+    ));
+    statewall::engine::teardown(&pins).unwrap();
+}

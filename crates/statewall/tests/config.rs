@@ -98,6 +98,15 @@ fn errors_say_what_and_where() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("token_file"), "{e}");
+    let e = Config::parse("[daemon]\nlog_level = \"verbose\"\n", "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("log_level") && e.contains("verbose"), "{e}");
+    Config::parse("[daemon]\nlog_level = \"info,statewall=debug\"\n", "a.toml").unwrap();
+    let e = Config::parse("[daemon]\ntoken_file = \"/t\"\nno_auth = true\n", "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no_auth"), "{e}");
     // VLAN sub-interfaces have dots; they are fine.
     Config::parse("[[interface]]\nname = \"eth0.100\"\n", "a.toml").unwrap();
 }

@@ -249,6 +249,8 @@ fn tcp_listener_token_and_metrics() {
                 "-s",
                 "-H",
                 "Authorization: Bearer s3cret-token",
+                "-H",
+                "Content-Type: application/json",
                 "-d",
                 body,
                 &format!("http://{api}/api/v1/gate/grants"),
@@ -314,4 +316,233 @@ fn listen_without_token_is_refused_unless_no_auth() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token_file"), "{err}");
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    // A hang guard, not a performance limit.
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn ingress_programs(d: &Daemon) -> Vec<String> {
+    let st = d.get("/api/v1/status");
+    st["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["hook"] == "ingress")
+        .flat_map(|h| {
+            h["programs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[0].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn recreated_interface_second_daemon_browsers_and_teardown_guard() {
+    let pair = Pair::new("hard");
+    let p = Paths::new("hard");
+    write_config(&p, &pair, "");
+    let d = Daemon::start(&p, &[]);
+    assert_eq!(ingress_programs(&d), ["sw_gate"]);
+
+    // The interface goes away and comes back: the daemon attaches again by itself.
+    pair.server.exec_ok(&["ip", "link", "del", &pair.server_if]);
+    let out = std::process::Command::new("ip")
+        .args([
+            "link",
+            "add",
+            &pair.client_if,
+            "netns",
+            &pair.client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.server_if,
+            "netns",
+            &pair.server.name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (ns, ifn, a4, a6) in [
+        (
+            &pair.client,
+            &pair.client_if,
+            pair.client_v4,
+            pair.client_v6,
+        ),
+        (
+            &pair.server,
+            &pair.server_if,
+            pair.server_v4,
+            pair.server_v6,
+        ),
+    ] {
+        ns.exec_ok(&["ip", "addr", "add", &format!("{a4}/24"), "dev", ifn]);
+        ns.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{a6}/64"),
+            "dev",
+            ifn,
+            "nodad",
+        ]);
+        ns.exec_ok(&["ip", "link", "set", ifn, "up"]);
+    }
+    wait_until("sw_gate on the recreated interface", || {
+        ingress_programs(&d) == ["sw_gate"]
+    });
+    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
+    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
+    assert!(
+        !udp_passes(&cl, &srv, SocketAddr::from((pair.server_v4, 9922)), b"x"),
+        "recreated interface unprotected"
+    );
+
+    // A second daemon on the same bpffs root is refused and changes nothing.
+    let before = d.get("/api/v1/status")["links"].clone();
+    let other_sock = p.scratch.join("other.sock");
+    let out = std::process::Command::new(bin())
+        .args([
+            "daemon",
+            "--config",
+            p.config.to_str().unwrap(),
+            "--bpffs-root",
+            p.root.to_str().unwrap(),
+            "--socket",
+            other_sock.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.get("/api/v1/status")["links"], before);
+
+    // Grants only for protected ports; browser-style requests are refused.
+    let post = |ct: Option<&str>, origin: bool, body: &str| {
+        let mut c = std::process::Command::new("curl");
+        c.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+            p.socket.to_str().unwrap(),
+            "-X",
+            "POST",
+            "--data-binary",
+            body,
+        ]);
+        if let Some(ct) = ct {
+            c.args(["-H", &format!("Content-Type: {ct}")]);
+        } else {
+            c.args(["-H", "Content-Type:"]);
+        }
+        if origin {
+            c.args(["-H", "Origin: http://evil.example"]);
+        }
+        c.arg("http://localhost/api/v1/gate/grants");
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    let ok = format!(
+        r#"{{"addr": "{}", "proto": "udp", "port": 9922, "seconds": 5}}"#,
+        pair.client_v4
+    );
+    assert_eq!(post(Some("text/plain"), false, &ok), "415");
+    assert_eq!(
+        post(Some("application/x-www-form-urlencoded"), false, &ok),
+        "415"
+    );
+    assert_eq!(post(Some("application/json"), true, &ok), "403");
+    assert_eq!(post(None, false, &ok), "201", "no Content-Type is accepted");
+    let unprot = r#"{"addr": "10.0.0.1", "proto": "udp", "port": 9999, "seconds": 5}"#;
+    assert_eq!(post(Some("application/json"), false, unprot), "400");
+
+    // Teardown refuses while the daemon answers.
+    let (code, _, err) = cli(&p, &["teardown"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("stop it first"), "{err}");
+    assert!(p.root.join("links").exists());
+    drop(d);
+}
+
+#[test]
+fn upgrade_moves_links_to_new_programs_without_a_gap() {
+    let pair = Pair::new("upg");
+    let p = Paths::new("upg");
+    write_config(&p, &pair, "");
+    let d = Daemon::start(&p, &[]);
+    let (links0, progs0, maps0) = ids(&d.get("/api/v1/status"));
+    let (code, _, err) = cli(
+        &p,
+        &[
+            "gate",
+            "grant",
+            &pair.client_v4.to_string(),
+            "udp/9922",
+            "--for",
+            "600",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(d.stop(), 0);
+    // Pretend the pinned programs came from another build.
+    let progs_dir = p.root.join("progs");
+    let cur = std::fs::read_dir(&progs_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::rename(&cur, progs_dir.join("0000000000000000")).unwrap();
+
+    let d = Daemon::start(&p, &[]);
+    let st = d.get("/api/v1/status");
+    assert_eq!(st["adopted"], false);
+    let (links1, progs1, maps1) = ids(&st);
+    assert_eq!(links0, links1, "links were recreated instead of updated");
+    assert_eq!(maps0, maps1, "maps were recreated: state lost");
+    assert_ne!(progs0, progs1, "links still run the old programs");
+    assert!(
+        !progs_dir.join("0000000000000000").exists(),
+        "old programs left pinned"
+    );
+    // The grant survived and the new program enforces.
+    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
+    let shut = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9926)));
+    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
+    assert!(udp_passes(
+        &cl,
+        &srv,
+        SocketAddr::from((pair.server_v4, 9922)),
+        b"granted"
+    ));
+    assert!(!udp_passes(
+        &cl,
+        &shut,
+        SocketAddr::from((pair.server_v4, 9926)),
+        b"shut"
+    ));
+    drop(d);
 }

@@ -208,8 +208,16 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         })
 }
 
+/// Property-test cases, multiplied by `STATEWALL_SOAK` (set by `make soak`).
+fn soak_cases(n: u32) -> u32 {
+    n * std::env::var("STATEWALL_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: soak_cases(200), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn kernel_gate_equals_reference(sc in scenario()) {

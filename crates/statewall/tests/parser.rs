@@ -255,6 +255,8 @@ fn corpus_matches_twin_and_expectations() {
             | "ipv4 wrong version"
             | "ipv4 total length < header"
             | "udp length < 8"
+            | "tcp protocol with a 14-byte segment"
+            | "udp protocol with a 5-byte datagram"
             | "icmp echo cut to 4 bytes" => assert_eq!(status, Status::Malformed as u8, "{name}"),
             _ => assert_eq!(status, Status::Ip as u8, "{name}: {p:?}"),
         }
@@ -388,8 +390,16 @@ fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// Property-test cases, multiplied by `STATEWALL_SOAK` (set by `make soak`).
+fn soak_cases(n: u32) -> u32 {
+    n * std::env::var("STATEWALL_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: soak_cases(3000), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_frames_match_twin(frame in arb_packet(), cut in any::<proptest::sample::Index>(), flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..3)) {
