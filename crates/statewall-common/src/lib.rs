@@ -8,6 +8,8 @@
 //! - [`maps`]: `#[repr(C)]` keys and values of every map, with explicit padding, and the
 //!   map names user space opens by.
 //! - [`gate`]: the reference decision of the `gate` stage (protected ports and grants).
+//! - [`xfsm`]: the OpenState engine's tables and its decision logic, run by the kernel
+//!   program over BPF maps and by tests over plain maps.
 //!
 //! ```
 //! use statewall_common::parse::{parse_packet, Status};
@@ -22,6 +24,7 @@
 pub mod gate;
 pub mod maps;
 pub mod parse;
+pub mod xfsm;
 
 /// tcx verdict: hand the packet to the next program on the hook. Every stage returns this
 /// or [`TC_ACT_SHOT`], never `TC_ACT_OK`/`TCX_PASS`, which would end the chain.

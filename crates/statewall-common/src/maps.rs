@@ -11,8 +11,11 @@ pub const CLOCK_SLOT_TEST_OFFSET: u32 = 0;
 /// Index in [`MAP_CLOCK`]: `CLOCK_REALTIME - CLOCK_MONOTONIC` in ns, written and refreshed
 /// by the daemon, so kernel programs can produce epoch timestamps.
 pub const CLOCK_SLOT_EPOCH_OFFSET: u32 = 1;
+/// Index in [`MAP_CLOCK`]: when non-zero, the kernel clock is frozen at this value (tests
+/// that compare the kernel with the reference need both to see the same instant).
+pub const CLOCK_SLOT_FROZEN: u32 = 2;
 /// Number of slots in [`MAP_CLOCK`].
-pub const CLOCK_SLOTS: u32 = 2;
+pub const CLOCK_SLOTS: u32 = 3;
 
 /// Gate stage: protected ports, an `ARRAY` of `u8` indexed by port; each entry is a bit
 /// set of [`GATE_TCP`] / [`GATE_UDP`]. Slot [`GATE_SUMMARY_SLOT`] holds the OR of all ports.
@@ -65,6 +68,8 @@ pub struct GrantValue {
 
 /// Grant created by hand (CLI or API).
 pub const GRANT_BY_API: u32 = 1;
+/// Grant created by an xfsm transition (a knock door); the grant set id is added.
+pub const GRANT_BY_XFSM: u32 = 0x100;
 
 /// Counters of the gate stage (index into [`MAP_GATE_STATS`]).
 #[repr(u32)]

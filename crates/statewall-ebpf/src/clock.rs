@@ -1,7 +1,7 @@
 //! The one clock every kernel program reads.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::Array};
-use statewall_common::maps::{CLOCK_SLOTS, CLOCK_SLOT_TEST_OFFSET};
+use statewall_common::maps::{CLOCK_SLOTS, CLOCK_SLOT_FROZEN, CLOCK_SLOT_TEST_OFFSET};
 
 #[map(name = "SW_CLOCK")]
 static SW_CLOCK: Array<u64> = Array::with_max_entries(CLOCK_SLOTS, 0);
@@ -10,6 +10,11 @@ static SW_CLOCK: Array<u64> = Array::with_max_entries(CLOCK_SLOTS, 0);
 /// forward by raising the offset, so timeouts are tested without sleeping.
 #[inline(always)]
 pub fn now_ns() -> u64 {
+    if let Some(f) = SW_CLOCK.get(CLOCK_SLOT_FROZEN) {
+        if *f != 0 {
+            return *f;
+        }
+    }
     let off = match SW_CLOCK.get(CLOCK_SLOT_TEST_OFFSET) {
         Some(v) => *v,
         None => 0,

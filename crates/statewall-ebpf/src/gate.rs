@@ -22,7 +22,8 @@ static SW_GATE_PORTS: Array<u8> = Array::with_max_entries(GATE_PORTS_LEN, 0);
 
 /// Preallocated (no BPF_F_NO_PREALLOC, not LRU): a full table refuses new grants.
 #[map(name = "SW_GATE_GRANTS")]
-static SW_GATE_GRANTS: HashMap<GrantKey, GrantValue> = HashMap::with_max_entries(4096, 0);
+pub(crate) static SW_GATE_GRANTS: HashMap<GrantKey, GrantValue> =
+    HashMap::with_max_entries(4096, 0);
 
 #[map(name = "SW_GATE_STATS")]
 static SW_GATE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GATE_COUNTERS, 0);

@@ -5,8 +5,9 @@
 //!
 //! | program | hook | what |
 //! | --- | --- | --- |
+//! | `sw_xfsm` | tcx ingress | OpenState engine (work in progress: not yet verifiable) |
 //! | `sw_gate` | tcx | protected ports: drop unless a grant exists |
-//! | `sw_gate_xdp` | xdp | the same on the XDP ingress hook |
+//! | `sw_xdp_ingress` | xdp | the ingress stages in one program (gate today) |
 //! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
 //! | `sw_empty_tc`, `sw_empty_xdp` | bench baseline | do nothing |
 #![no_std]
@@ -15,6 +16,7 @@
 mod clock;
 mod gate;
 mod parse;
+mod xfsm;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -22,7 +24,7 @@ use aya_ebpf::{
     maps::Array,
     programs::{TcContext, XdpContext},
 };
-use statewall_common::{parse::PacketInfo, TCX_NEXT};
+use statewall_common::{parse::PacketInfo, TCX_NEXT, TC_ACT_SHOT};
 
 use crate::parse::Cursor;
 
@@ -67,8 +69,21 @@ pub fn sw_gate(ctx: TcContext) -> i32 {
     gate::run(&p)
 }
 
+#[classifier]
+pub fn sw_xfsm(ctx: TcContext) -> i32 {
+    let mut p = PacketInfo::default();
+    parse_tc(&ctx, &mut p);
+    if xfsm::run(&p, clock::now_ns()) {
+        TCX_NEXT
+    } else {
+        TC_ACT_SHOT
+    }
+}
+
+/// XDP ingress: the ingress stages in chain order in one program (parse once). The xfsm
+/// stage joins when it passes the verifier.
 #[xdp]
-pub fn sw_gate_xdp(ctx: XdpContext) -> u32 {
+pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     let mut p = PacketInfo::default();
     parse_xdp(&ctx, &mut p);
     if gate::run(&p) == TCX_NEXT {

@@ -8,8 +8,11 @@ pub static OBJECT: &[u8] =
 
 /// tc program of the gate stage.
 pub const PROG_GATE: &str = "sw_gate";
-/// XDP program of the gate stage.
-pub const PROG_GATE_XDP: &str = "sw_gate_xdp";
+/// tc program of the xfsm stage (OpenState engine; port knocking). Work in progress: it
+/// does not pass the verifier yet (1M-instruction limit), so nothing loads or attaches it.
+pub const PROG_XFSM: &str = "sw_xfsm";
+/// XDP ingress program: the ingress stages (xfsm, gate) in chain order.
+pub const PROG_XDP_INGRESS: &str = "sw_xdp_ingress";
 /// Parser probe (tc), test-run only.
 pub const PROG_PARSE_TC: &str = "sw_parse_tc";
 /// Parser probe (XDP), test-run only.

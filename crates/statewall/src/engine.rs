@@ -32,7 +32,7 @@ use statewall_common::maps::{
 
 use crate::{
     config::{Config, IngressHook, PortSpec},
-    ebpf::{self, PROG_GATE, PROG_GATE_XDP},
+    ebpf::{self, PROG_GATE, PROG_XDP_INGRESS},
     netns::in_netns,
     pins::{LinkSpot, Pins},
 };
@@ -115,7 +115,7 @@ pub fn desired_links(cfg: &Config) -> Vec<LinkSpot> {
         };
         match ifc.ingress {
             IngressHook::Tcx => v.push(spot("ingress", PROG_GATE)),
-            IngressHook::Xdp => v.push(spot("xdp", PROG_GATE_XDP)),
+            IngressHook::Xdp => v.push(spot("xdp", PROG_XDP_INGRESS)),
             IngressHook::Off => {}
         }
     }
@@ -125,6 +125,7 @@ pub fn desired_links(cfg: &Config) -> Vec<LinkSpot> {
 /// Chain order of the programs on a tcx hook (lower first).
 fn chain_rank(program: &str) -> u32 {
     match program {
+        ebpf::PROG_XFSM => 30,
         PROG_GATE => 40,
         _ => 100,
     }
@@ -171,7 +172,8 @@ pub struct HookState {
 }
 
 /// The programs the daemon loads, pins and attaches: (name, is XDP).
-pub const PROGRAMS: &[(&str, bool)] = &[(PROG_GATE, false), (PROG_GATE_XDP, true)];
+/// (`sw_xfsm` joins this list once it passes the verifier: see `statewall-common/src/xfsm.rs`.)
+pub const PROGRAMS: &[(&str, bool)] = &[(PROG_GATE, false), (PROG_XDP_INGRESS, true)];
 
 /// A loaded (or adopted) program.
 enum Prog {

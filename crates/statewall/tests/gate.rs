@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use proptest::prelude::*;
-use statewall::{ebpf::PROG_GATE, ebpf::PROG_GATE_XDP, packet::Packet, testrun::TestBed};
+use statewall::{ebpf::PROG_GATE, ebpf::PROG_XDP_INGRESS, packet::Packet, testrun::TestBed};
 use statewall_common::{
     gate::{decide, GateVerdict},
     maps::*,
@@ -79,13 +79,13 @@ fn protected_ports_need_a_grant_that_expires() {
         TCX_NEXT,
         "port 80 is not protected"
     );
-    assert_eq!(bed.run_xdp(PROG_GATE_XDP, &syn22), XDP_DROP);
-    assert_eq!(bed.run_xdp(PROG_GATE_XDP, &syn80), XDP_PASS);
+    assert_eq!(bed.run_xdp(PROG_XDP_INGRESS, &syn22), XDP_DROP);
+    assert_eq!(bed.run_xdp(PROG_XDP_INGRESS, &syn80), XDP_PASS);
 
     let now = bed.kernel_now();
     grant(&mut bed, key(c, 6, 22), now + 30_000_000_000);
     assert_eq!(bed.run_tc(PROG_GATE, &syn22), TCX_NEXT, "granted source");
-    assert_eq!(bed.run_xdp(PROG_GATE_XDP, &syn22), XDP_PASS);
+    assert_eq!(bed.run_xdp(PROG_XDP_INGRESS, &syn22), XDP_PASS);
     let other = Packet::tcp(ip("10.0.0.9"), s, 40000, 22, 0x02).build();
     assert_eq!(
         bed.run_tc(PROG_GATE, &other),

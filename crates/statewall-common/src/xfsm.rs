@@ -1,0 +1,956 @@
+//! The `xfsm` stage: an OpenState/BEBA extended finite state machine per packet.
+//!
+//! Tables (all in the kernel, written by user space):
+//! - **machines** ([`Machine`], up to [`MAX_MACHINES`] per generation): lookup and update
+//!   scopes, lockout parameters.
+//! - **transitions** ([`TransKey`] -> [`Trans`]): match on (machine, state, L4 protocol, dst
+//!   port) with wildcards (protocol 0 = any, port 0 = any), searched most specific first:
+//!   (proto, port), (proto, any), (any, any). An entry also requires
+//!   `tcp_flags & flags_mask == flags_value` for TCP; when that fails the next, less specific,
+//!   key is tried.
+//! - **port prefilter**: per destination port, the machines with a transition on it
+//!   (TCP in the low byte, UDP in the high byte), so that a packet no machine cares about
+//!   costs one array lookup.
+//! - **grant sets** ([`GrantSet`]): the (protocol, port)s a transition opens in the gate.
+//!
+//! Tables come in two generations; user space writes the inactive one and switches
+//! [`CTL_GEN`] with one array update, so no packet sees half a table.
+//!
+//! State (not replaced on a switch): the **state table** ([`StateKey`] -> [`StateVal`], LRU:
+//! an evicted entry is a source back in DEFAULT), the **lock table** ([`LockKey`] ->
+//! [`LockVal`], preallocated: a full table refuses new records and, while full, sources
+//! without a record cannot leave DEFAULT: fail closed), and the **activity filter**: per
+//! bucket of key hashes, the time until which a non-default state may live there, so that a
+//! packet from a source with no state costs no hash lookup.
+//!
+//! [`step`] is the reference: the kernel program does the same, and tests compare them.
+
+use crate::maps::{GrantKey, FAMILY_V4, FAMILY_V6};
+use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
+use crate::proto;
+
+/// Machines per generation.
+pub const MAX_MACHINES: usize = 8;
+/// The state every key is in until a transition moves it.
+pub const STATE_DEFAULT: u8 = 0;
+/// `next_state` value: stay in the current state.
+pub const NEXT_STAY: u8 = 0xff;
+/// Protected (protocol, port) pairs one grant set can open.
+pub const GRANT_SET_PORTS: usize = 8;
+/// Grant sets per generation.
+pub const MAX_GRANT_SETS: u32 = 64;
+/// Buckets of the activity filter.
+pub const ACTIVE_BUCKETS: u32 = 4096;
+/// Per-transition counters.
+pub const MAX_TRANS_COUNTERS: u32 = 4096;
+/// Entries of the port prefilter per generation (every port).
+pub const PORTS_PER_GEN: u32 = 65536;
+
+/// Map names.
+pub const MAP_MACHINES: &str = "SW_XFSM_MACH";
+/// Transition table.
+pub const MAP_TRANS: &str = "SW_XFSM_TRANS";
+/// Port prefilter.
+pub const MAP_PORTS: &str = "SW_XFSM_PORTS";
+/// Grant sets.
+pub const MAP_GRANT_SETS: &str = "SW_XFSM_GSETS";
+/// Control words ([`CTL_GEN`], [`CTL_LOCK_FULL`]).
+pub const MAP_CTL: &str = "SW_XFSM_CTL";
+/// State table.
+pub const MAP_STATES: &str = "SW_XFSM_STATES";
+/// Lock table.
+pub const MAP_LOCKS: &str = "SW_XFSM_LOCKS";
+/// Activity filter.
+pub const MAP_ACTIVE: &str = "SW_XFSM_ACTIVE";
+/// Stage counters ([`Counter`]).
+pub const MAP_STATS: &str = "SW_XFSM_STATS";
+/// Per-transition counters.
+pub const MAP_TCOUNT: &str = "SW_XFSM_TCOUNT";
+/// Events ring buffer ([`Event`]).
+pub const MAP_EVENTS: &str = "SW_XFSM_EVENTS";
+
+/// Index in the control array: the active generation (0 or 1).
+pub const CTL_GEN: u32 = 0;
+/// Index in the control array: non-zero while the lock table is full.
+pub const CTL_LOCK_FULL: u32 = 1;
+/// Index in the control array: bit set of the enabled machines of generation 0 (`+1` for
+/// generation 1).
+pub const CTL_MASK_BASE: u32 = 2;
+/// Control words.
+pub const CTL_LEN: u32 = 4;
+
+/// Scope fields. A scope is a list of them; the i-th address field of a scope goes to
+/// `addrs[i]` of the [`StateKey`], the i-th port field to `ports[i]` (see [`Scope::compile`]).
+pub mod field {
+    /// Source address.
+    pub const SRC_IP: u8 = 1;
+    /// Destination address.
+    pub const DST_IP: u8 = 2;
+    /// L4 protocol.
+    pub const PROTO: u8 = 3;
+    /// Source port.
+    pub const SRC_PORT: u8 = 4;
+    /// Destination port.
+    pub const DST_PORT: u8 = 5;
+}
+
+/// A scope compiled to masks, so that building a key has no branches (the verifier
+/// would otherwise walk every combination of fields).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// `addrs[i]` takes the source address where `a_src[i]` is 0xff ...
+    pub a_src: [u8; 2],
+    /// ... and the destination address where `a_dst[i]` is 0xff.
+    pub a_dst: [u8; 2],
+    /// 0xff when the protocol is in scope.
+    pub proto: u8,
+    /// 0xff when an address is in scope (the family goes into the key).
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+    /// `ports[i]` takes the source port where `p_src[i]` is 0xffff ...
+    pub p_src: [u16; 2],
+    /// ... and the destination port where `p_dst[i]` is 0xffff.
+    pub p_dst: [u16; 2],
+}
+
+impl Scope {
+    /// Compiles a list of [`field`] ids. Returns `None` for an unknown id, more than two
+    /// address or port fields, or a field listed twice.
+    pub fn compile(fields: &[u8]) -> Option<Scope> {
+        let mut s = Scope::default();
+        let (mut na, mut np, mut seen) = (0usize, 0usize, 0u8);
+        for &f in fields {
+            if f == 0 || f > 5 || seen & (1 << f) != 0 {
+                return None;
+            }
+            seen |= 1 << f;
+            match f {
+                field::SRC_IP | field::DST_IP => {
+                    if na == 2 {
+                        return None;
+                    }
+                    if f == field::SRC_IP {
+                        s.a_src[na] = 0xff;
+                    } else {
+                        s.a_dst[na] = 0xff;
+                    }
+                    s.family = 0xff;
+                    na += 1;
+                }
+                field::SRC_PORT | field::DST_PORT => {
+                    if np == 2 {
+                        return None;
+                    }
+                    if f == field::SRC_PORT {
+                        s.p_src[np] = 0xffff;
+                    } else {
+                        s.p_dst[np] = 0xffff;
+                    }
+                    np += 1;
+                }
+                _ => s.proto = 0xff,
+            }
+        }
+        Some(s)
+    }
+
+    /// (address fields, port fields, protocol) counts: two scopes give keys of the same
+    /// shape when these are equal.
+    pub fn shape(&self) -> (u8, u8, bool) {
+        let a = (0..2)
+            .filter(|&i| self.a_src[i] | self.a_dst[i] != 0)
+            .count() as u8;
+        let p = (0..2)
+            .filter(|&i| self.p_src[i] | self.p_dst[i] != 0)
+            .count() as u8;
+        (a, p, self.proto != 0)
+    }
+}
+
+/// Machine flag: some DEFAULT-state transition matches any port, so the port prefilter
+/// cannot rule the machine out.
+pub const M_ANY_PORT: u8 = 1;
+/// Machine flag: some non-default state has no hard timeout, so the activity filter cannot
+/// rule a key out (every interesting packet looks the state up).
+pub const M_UNBOUNDED: u8 = 2;
+
+/// One machine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Machine {
+    /// The lookup key's scope.
+    pub lookup: Scope,
+    /// The update key's scope (same shape as `lookup`).
+    pub update: Scope,
+    /// Non-zero when the machine runs.
+    pub enabled: u8,
+    /// `M_*` flags.
+    pub flags: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+    /// Failures within `fail_window_ns` that lock a source out; 0 = no lockout.
+    pub fail_max: u32,
+    /// Window for counting failures.
+    pub fail_window_ns: u64,
+    /// How long a lockout lasts.
+    pub lock_ns: u64,
+}
+
+/// Transition key. `proto` 0 = any protocol (then `port` is 0), `port` 0 = any port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransKey {
+    /// Table generation.
+    pub generation: u8,
+    /// Machine.
+    pub machine: u8,
+    /// State the key is in.
+    pub state: u8,
+    /// L4 protocol, 0 = any.
+    pub proto: u8,
+    /// Destination port, 0 = any.
+    pub port: u16,
+    /// Explicit padding.
+    pub _pad: u16,
+}
+
+/// Action: hand the packet on to the next stage.
+pub const ACT_NEXT: u8 = 0;
+/// Action: drop the packet.
+pub const ACT_DROP: u8 = 1;
+
+/// Effect: open the transition's grant set for the packet's source.
+pub const E_GRANT: u8 = 1;
+/// Effect: revoke the grant set for the packet's source.
+pub const E_REVOKE: u8 = 2;
+/// Effect: count a failure for the source (lockout).
+pub const E_FAIL: u8 = 4;
+/// Effect: keep the current hard deadline (the sequence's timer keeps running).
+pub const E_KEEP_HARD: u8 = 8;
+/// Effect: keep the current idle deadline (retransmissions do not extend the step timer).
+pub const E_KEEP_IDLE: u8 = 16;
+
+/// A transition.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trans {
+    /// TCP flags that must be ...
+    pub flags_mask: u8,
+    /// ... equal to these (TCP packets only).
+    pub flags_value: u8,
+    /// `ACT_*`.
+    pub action: u8,
+    /// State to go to, or [`NEXT_STAY`].
+    pub next_state: u8,
+    /// `E_*` bits.
+    pub effects: u8,
+    /// Grant set for [`E_GRANT`] / [`E_REVOKE`].
+    pub grant_set: u8,
+    /// State after the idle timeout.
+    pub idle_rollback: u8,
+    /// State after the hard timeout.
+    pub hard_rollback: u8,
+    /// Idle timeout to arm (0 = none, unless kept).
+    pub idle_ns: u64,
+    /// Hard timeout to arm (0 = none, unless kept).
+    pub hard_ns: u64,
+    /// Index of this transition's counter.
+    pub counter: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// What a grant set opens, and for how long.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GrantSet {
+    /// Entries used.
+    pub len: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// How long the grants live.
+    pub open_ns: u64,
+    /// (protocol, port) pairs, `protos[i]` with `ports[i]`.
+    pub protos: [u8; GRANT_SET_PORTS],
+    /// Ports.
+    pub ports: [u16; GRANT_SET_PORTS],
+}
+
+/// State table key: the scope fields of a packet, per machine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StateKey {
+    /// Machine.
+    pub machine: u8,
+    /// Address family of the address fields (0 if none).
+    pub family: u8,
+    /// L4 protocol, when in scope.
+    pub proto: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+    /// Port fields in scope order.
+    pub ports: [u16; 2],
+    /// Address fields in scope order.
+    pub addrs: [[u8; 16]; 2],
+}
+
+/// State table value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateVal {
+    /// Current state.
+    pub state: u8,
+    /// State after the idle deadline.
+    pub idle_rollback: u8,
+    /// State after the hard deadline.
+    pub hard_rollback: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 5],
+    /// Idle deadline (kernel clock), 0 = none.
+    pub idle_deadline: u64,
+    /// Hard deadline, 0 = none.
+    pub hard_deadline: u64,
+}
+
+/// Lock table key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockKey {
+    /// Machine.
+    pub machine: u8,
+    /// Address family.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+    /// Source address.
+    pub addr: [u8; 16],
+}
+
+/// Lock table value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockVal {
+    /// Failures in the current window.
+    pub fails: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Start of the current window.
+    pub window_start: u64,
+    /// Locked until this time (0 = not locked).
+    pub locked_until: u64,
+}
+
+/// Why an event was sent.
+pub mod reason {
+    /// A transition changed the state.
+    pub const TRANSITION: u8 = 1;
+    /// The idle timeout rolled the state back.
+    pub const IDLE_TIMEOUT: u8 = 2;
+    /// The hard timeout rolled the state back.
+    pub const HARD_TIMEOUT: u8 = 3;
+    /// The source was locked out.
+    pub const LOCKOUT: u8 = 4;
+    /// A grant was refused because the grant table is full.
+    pub const GRANT_REFUSED: u8 = 5;
+    /// A grant set was opened.
+    pub const GRANTED: u8 = 6;
+    /// A grant set was revoked.
+    pub const REVOKED: u8 = 7;
+}
+
+/// An event, sent to user space by ring buffer on state changes (never per packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Kernel clock.
+    pub time_ns: u64,
+    /// Source address of the packet.
+    pub addr: [u8; 16],
+    /// Address family.
+    pub family: u8,
+    /// Machine.
+    pub machine: u8,
+    /// State before.
+    pub old_state: u8,
+    /// State after.
+    pub new_state: u8,
+    /// [`reason`] code.
+    pub reason: u8,
+    /// L4 protocol of the packet.
+    pub proto: u8,
+    /// Destination port of the packet.
+    pub port: u16,
+    /// Grant set (for grant events).
+    pub grant_set: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Stage counters (index into [`MAP_STATS`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets the stage looked at.
+    Seen = 0,
+    /// State table lookups made (the activity filter saved the others).
+    Lookups = 1,
+    /// Transitions taken.
+    Transitions = 2,
+    /// Failures counted (wrong knocks in strict mode).
+    Failures = 3,
+    /// Sources locked out.
+    Lockouts = 4,
+    /// Packets ignored because their source is locked out.
+    LockedPackets = 5,
+    /// Grants opened.
+    Grants = 6,
+    /// Grants refused: grant table full.
+    GrantsRefused = 7,
+    /// Failure records refused: lock table full (fail closed).
+    LockTableFull = 8,
+    /// Events lost: ring buffer full.
+    EventsLost = 9,
+    /// Packets dropped by a transition's action.
+    Dropped = 10,
+    /// Timeout rollbacks.
+    Timeouts = 11,
+}
+
+/// Number of stage counters.
+pub const COUNTERS: u32 = 12;
+/// Counter names, in index order.
+pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
+    "seen",
+    "lookups",
+    "transitions",
+    "failures",
+    "lockouts",
+    "locked_packets",
+    "grants",
+    "grants_refused",
+    "lock_table_full",
+    "events_lost",
+    "dropped",
+    "timeouts",
+];
+
+/// Builds the key of `scope` for packet `p` and machine `m`.
+pub fn build_key(scope: &Scope, p: &PacketInfo, m: u8) -> StateKey {
+    let mut k = StateKey {
+        machine: 0,
+        family: 0,
+        proto: 0,
+        _pad: 0,
+        ports: [0; 2],
+        addrs: [[0; 16]; 2],
+    };
+    build_key_into(scope, p, m, &mut k);
+    k
+}
+
+#[inline(always)]
+fn word(a: &[u8; 16], i: usize) -> u32 {
+    u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+}
+
+/// Fills `k` with the key of `scope` for packet `p` and machine `m`, with no branches (the
+/// masks select the fields), and returns the key's activity bucket.
+#[inline(never)]
+pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) -> u32 {
+    let mut a = 0;
+    while a < 2 {
+        let ms = (scope.a_src[a] as u32).wrapping_mul(0x0101_0101);
+        let md = (scope.a_dst[a] as u32).wrapping_mul(0x0101_0101);
+        let mut i = 0;
+        while i < 4 {
+            let w = (word(&p.saddr, i) & ms) | (word(&p.daddr, i) & md);
+            let b = w.to_ne_bytes();
+            k.addrs[a][4 * i] = b[0];
+            k.addrs[a][4 * i + 1] = b[1];
+            k.addrs[a][4 * i + 2] = b[2];
+            k.addrs[a][4 * i + 3] = b[3];
+            i += 1;
+        }
+        a += 1;
+    }
+    k.machine = m;
+    k.family = p.family & scope.family;
+    k.proto = p.l4proto & scope.proto;
+    k._pad = 0;
+    k.ports = [
+        (p.sport & scope.p_src[0]) | (p.dport & scope.p_dst[0]),
+        (p.sport & scope.p_src[1]) | (p.dport & scope.p_dst[1]),
+    ];
+    bucket(k)
+}
+
+/// Activity-filter bucket of a key (a multiplicative hash of its words).
+#[inline(always)]
+pub fn bucket(k: &StateKey) -> u32 {
+    let mut h: u32 = (k.machine as u32) | (k.family as u32) << 8 | (k.proto as u32) << 16;
+    h = h.wrapping_mul(0x9e37_79b1) ^ (k.ports[0] as u32 | (k.ports[1] as u32) << 16);
+    let mut a = 0;
+    while a < 2 {
+        let mut i = 0;
+        while i < 4 {
+            h = h.wrapping_mul(0x9e37_79b1) ^ word(&k.addrs[a], i);
+            i += 1;
+        }
+        a += 1;
+    }
+    h = h.wrapping_mul(0x9e37_79b1);
+    (h >> 16) % ACTIVE_BUCKETS
+}
+
+/// The lock key of a packet's source for machine `m`.
+pub fn lock_key(p: &PacketInfo, m: u8) -> LockKey {
+    LockKey {
+        machine: m,
+        family: p.family,
+        _pad: [0; 2],
+        addr: p.saddr,
+    }
+}
+
+/// Prefilter bit of machine `m` for an L4 protocol.
+pub fn port_bit(l4proto: u8, m: usize) -> u16 {
+    match l4proto {
+        proto::TCP => 1 << m,
+        proto::UDP => 1 << (m + 8),
+        _ => 0,
+    }
+}
+
+/// Everything [`step`] reads and writes. User space implements it over plain maps for the
+/// reference model; the kernel program does the same things on BPF maps.
+pub trait Tables {
+    /// Control word.
+    fn ctl(&self, idx: u32) -> u32;
+    /// Sets a control word.
+    fn set_ctl(&mut self, idx: u32, v: u32);
+    /// Machine `m` of a generation.
+    fn machine(&self, generation: u32, m: usize) -> Machine;
+    /// Prefilter bits of a port in a generation.
+    fn ports(&self, generation: u32, port: u16) -> u16;
+    /// A transition.
+    fn trans(&self, k: &TransKey) -> Option<Trans>;
+    /// A grant set.
+    fn grant_set(&self, generation: u32, set: u8) -> GrantSet;
+    /// Activity filter bucket.
+    fn active(&self, b: u32) -> u64;
+    /// Sets an activity filter bucket.
+    fn set_active(&mut self, b: u32, until: u64);
+    /// State lookup.
+    fn state(&mut self, k: &StateKey) -> Option<StateVal>;
+    /// State write.
+    fn put_state(&mut self, k: &StateKey, v: &StateVal);
+    /// State delete.
+    fn del_state(&mut self, k: &StateKey);
+    /// Lock record.
+    fn lock(&self, k: &LockKey) -> Option<LockVal>;
+    /// Writes a lock record; false when the table is full (a new record refused).
+    fn put_lock(&mut self, k: &LockKey, v: &LockVal) -> bool;
+    /// Inserts or extends a grant; false when the grant table is full.
+    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool;
+    /// Deletes a grant.
+    fn revoke(&mut self, k: &GrantKey);
+    /// Adds one to a stage counter.
+    fn count(&mut self, c: Counter);
+    /// Adds one to a transition counter.
+    fn count_trans(&mut self, idx: u32);
+    /// Sends an event.
+    fn event(&mut self, e: &Event);
+}
+
+/// Per-packet context handed to [`run_machine`] (BPF calls take at most 5 arguments).
+pub struct Ctx<'a> {
+    /// The packet.
+    pub p: &'a PacketInfo,
+    /// Kernel time.
+    pub now: u64,
+    /// Active table generation.
+    pub generation: u32,
+    /// Port prefilter bits of the packet's destination port.
+    pub pbits: u16,
+    /// Enabled machines.
+    pub mask: u32,
+}
+
+#[inline(never)]
+fn find_trans<T: Tables>(t: &T, generation: u8, m: u8, state: u8, p: &PacketInfo) -> Option<Trans> {
+    let mut i = 0;
+    while i < 3 {
+        let k = TransKey {
+            generation,
+            machine: m,
+            state,
+            proto: if i < 2 { p.l4proto } else { 0 },
+            port: if i == 0 { p.dport } else { 0 },
+            _pad: 0,
+        };
+        if let Some(tr) = t.trans(&k) {
+            if p.l4proto != proto::TCP || p.tcp_flags & tr.flags_mask == tr.flags_value {
+                return Some(tr);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Sends an event; `what` packs machine, old state, new state and reason, one byte each.
+#[inline(never)]
+fn emit<T: Tables>(t: &mut T, c: &Ctx<'_>, what: u32, set: u32) {
+    let e = Event {
+        time_ns: c.now,
+        addr: c.p.saddr,
+        family: c.p.family,
+        machine: what as u8,
+        old_state: (what >> 8) as u8,
+        new_state: (what >> 16) as u8,
+        reason: (what >> 24) as u8,
+        proto: c.p.l4proto,
+        port: c.p.dport,
+        grant_set: set,
+        _pad: 0,
+    };
+    t.event(&e);
+}
+
+fn what(m: u8, old: u8, new: u8, reason: u8) -> u32 {
+    m as u32 | (old as u32) << 8 | (new as u32) << 16 | (reason as u32) << 24
+}
+
+/// Grant key for a packet's source and one entry of a grant set.
+pub fn grant_key(p: &PacketInfo, proto: u8, port: u16) -> GrantKey {
+    let family = if p.family == 6 { FAMILY_V6 } else { FAMILY_V4 };
+    GrantKey {
+        addr: p.saddr,
+        family,
+        proto,
+        port,
+    }
+}
+
+/// Records a failure; returns true when the source is now locked out.
+#[inline(never)]
+fn record_failure<T: Tables>(t: &mut T, mach: &Machine, lk: &LockKey, now: u64) -> bool {
+    t.count(Counter::Failures);
+    let mut v = t.lock(lk).unwrap_or_default();
+    if v.fails == 0 || now.saturating_sub(v.window_start) > mach.fail_window_ns {
+        v.fails = 0;
+        v.window_start = now;
+    }
+    v.fails += 1;
+    let locked = v.fails >= mach.fail_max;
+    if locked {
+        v.locked_until = now + mach.lock_ns;
+        v.fails = 0;
+    }
+    if !t.put_lock(lk, &v) {
+        t.count(Counter::LockTableFull);
+        t.set_ctl(CTL_LOCK_FULL, 1);
+        return false;
+    }
+    if locked {
+        t.count(Counter::Lockouts);
+    }
+    locked
+}
+
+/// Opens or revokes a grant set for the packet's source; returns the event reason.
+#[inline(never)]
+fn apply_grants<T: Tables>(t: &mut T, c: &Ctx<'_>, set: u8, revoke: bool) -> u8 {
+    let gs = t.grant_set(c.generation, set);
+    let mut refused = false;
+    let mut i = 0usize;
+    while i < GRANT_SET_PORTS {
+        if i as u32 >= gs.len {
+            break;
+        }
+        let gk = grant_key(c.p, gs.protos[i], gs.ports[i]);
+        if revoke {
+            t.revoke(&gk);
+        } else if t.grant(&gk, c.now + gs.open_ns) {
+            t.count(Counter::Grants);
+        } else {
+            t.count(Counter::GrantsRefused);
+            refused = true;
+        }
+        i += 1;
+    }
+    if revoke {
+        reason::REVOKED
+    } else if refused {
+        reason::GRANT_REFUSED
+    } else {
+        reason::GRANTED
+    }
+}
+
+/// Writes the state after a transition under the update key.
+#[inline(never)]
+fn write_state<T: Tables>(
+    t: &mut T,
+    mach: &Machine,
+    m: u8,
+    c: &Ctx<'_>,
+    nv: &StateVal,
+    had_entry: bool,
+) {
+    let mut ukey = StateKey {
+        machine: 0,
+        family: 0,
+        proto: 0,
+        _pad: 0,
+        ports: [0; 2],
+        addrs: [[0; 16]; 2],
+    };
+    let ub = build_key_into(&mach.update, c.p, m, &mut ukey);
+    if nv.state == STATE_DEFAULT {
+        if had_entry || mach.update != mach.lookup {
+            t.del_state(&ukey);
+        }
+        return;
+    }
+    t.put_state(&ukey, nv);
+    // The entry can only be non-default until its first deadline (bounded machines roll
+    // back to DEFAULT); unbounded machines are always looked up.
+    let until = if mach.flags & M_UNBOUNDED != 0 || nv.hard_deadline == 0 {
+        u64::MAX
+    } else if nv.idle_deadline != 0 && nv.idle_deadline < nv.hard_deadline {
+        nv.idle_deadline
+    } else {
+        nv.hard_deadline
+    };
+    if t.active(ub) < until {
+        t.set_active(ub, until);
+    }
+}
+
+/// `run_machine` result bits: drop the packet.
+pub const RUN_DROP: u64 = 1;
+/// A grant set is to be opened (set id in bits 8..16, event `what` in bits 32..).
+pub const RUN_GRANT: u64 = 2;
+/// ... revoked rather than opened.
+pub const RUN_REVOKE: u64 = 4;
+
+/// Runs machine `m` on the packet; returns `RUN_*` bits. The machine must be enabled
+/// (`c.mask`); callers loop over them in index order.
+#[inline(never)]
+pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize) -> u64 {
+    let p = c.p;
+    let now = c.now;
+    let mach = t.machine(c.generation, m);
+    let mm = m as u8;
+    let mut key = StateKey {
+        machine: 0,
+        family: 0,
+        proto: 0,
+        _pad: 0,
+        ports: [0; 2],
+        addrs: [[0; 16]; 2],
+    };
+    let b = build_key_into(&mach.lookup, p, mm, &mut key);
+    let interested = c.pbits & port_bit(p.l4proto, m) != 0 || mach.flags & M_ANY_PORT != 0;
+    let maybe_active = mach.flags & M_UNBOUNDED != 0 || t.active(b) > now;
+    if !interested && !maybe_active {
+        return 0;
+    }
+    let lk = lock_key(p, mm);
+    let mut has_lock_record = false;
+    if mach.fail_max > 0 {
+        if let Some(l) = t.lock(&lk) {
+            has_lock_record = true;
+            if l.locked_until > now {
+                t.count(Counter::LockedPackets);
+                return 0;
+            }
+        }
+    }
+    let cur = if maybe_active {
+        t.count(Counter::Lookups);
+        t.state(&key)
+    } else {
+        None
+    };
+    let mut state = STATE_DEFAULT;
+    let mut val = StateVal {
+        state: 0,
+        idle_rollback: 0,
+        hard_rollback: 0,
+        _pad: [0; 5],
+        idle_deadline: 0,
+        hard_deadline: 0,
+    };
+    let mut expired = 0u8;
+    if let Some(v) = cur {
+        val = v;
+        state = v.state;
+        if v.hard_deadline != 0 && now >= v.hard_deadline {
+            state = v.hard_rollback;
+            expired = reason::HARD_TIMEOUT;
+        } else if v.idle_deadline != 0 && now >= v.idle_deadline {
+            state = v.idle_rollback;
+            expired = reason::IDLE_TIMEOUT;
+        }
+        if expired != 0 {
+            t.count(Counter::Timeouts);
+            emit(t, c, what(mm, v.state, state, expired), 0);
+            val.idle_deadline = 0;
+            val.hard_deadline = 0;
+            // The expired entry rolls back in place.
+            if state == STATE_DEFAULT {
+                t.del_state(&key);
+            } else {
+                val.state = state;
+                t.put_state(&key, &val);
+            }
+        }
+    }
+    // Fail closed while the lock table is full: no new sequences from unknown sources.
+    if state == STATE_DEFAULT && mach.fail_max > 0 && !has_lock_record && t.ctl(CTL_LOCK_FULL) != 0
+    {
+        return 0;
+    }
+    let tr = match find_trans(t, c.generation as u8, mm, state, p) {
+        Some(tr) => tr,
+        None => return 0,
+    };
+    t.count(Counter::Transitions);
+    t.count_trans(tr.counter);
+    let new_state = if tr.next_state == NEXT_STAY {
+        state
+    } else {
+        tr.next_state
+    };
+    let pass = tr.action != ACT_DROP;
+    if !pass {
+        t.count(Counter::Dropped);
+    }
+    if tr.effects & E_FAIL != 0 && mach.fail_max > 0 && record_failure(t, &mach, &lk, now) {
+        emit(t, c, what(mm, state, STATE_DEFAULT, reason::LOCKOUT), 0);
+    }
+    let mut out = if pass { 0 } else { RUN_DROP };
+    if tr.effects & (E_GRANT | E_REVOKE) != 0 {
+        // Applied by `step` after the machine loop (keeps each machine's body small for
+        // the verifier): grant set, revoke flag, states for the event.
+        out |= RUN_GRANT
+            | ((tr.effects & E_REVOKE != 0) as u64 * RUN_REVOKE)
+            | (tr.grant_set as u64) << 8
+            | (what(mm, state, new_state, 0) as u64) << 32;
+    } else if new_state != state {
+        emit(t, c, what(mm, state, new_state, reason::TRANSITION), 0);
+    }
+    // Timers: armed by the transition, or kept.
+    let mut nv = StateVal {
+        state: new_state,
+        idle_rollback: tr.idle_rollback,
+        hard_rollback: tr.hard_rollback,
+        _pad: [0; 5],
+        idle_deadline: 0,
+        hard_deadline: 0,
+    };
+    if tr.effects & E_KEEP_IDLE != 0 {
+        nv.idle_deadline = val.idle_deadline;
+        nv.idle_rollback = val.idle_rollback;
+    } else if tr.idle_ns != 0 {
+        nv.idle_deadline = now + tr.idle_ns;
+    }
+    if tr.effects & E_KEEP_HARD != 0 {
+        nv.hard_deadline = val.hard_deadline;
+        nv.hard_rollback = val.hard_rollback;
+    } else if tr.hard_ns != 0 {
+        nv.hard_deadline = now + tr.hard_ns;
+    }
+    // Nothing to write for a DEFAULT -> DEFAULT transition with no entry.
+    if new_state != STATE_DEFAULT || cur.is_some() || mach.update != mach.lookup {
+        // An entry exists at the lookup key unless there was none or it expired to DEFAULT.
+        let exists = cur.is_some() && (expired == 0 || state != STATE_DEFAULT);
+        write_state(t, &mach, mm, c, &nv, exists);
+    }
+    out
+}
+
+/// Starts a packet: counts it and returns the context, or `None` when no machine can
+/// care about it (not L4, a non-first fragment, or no machine enabled).
+#[inline(always)]
+pub fn begin<'a, T: Tables>(t: &mut T, p: &'a PacketInfo, now: u64) -> Option<Ctx<'a>> {
+    t.count(Counter::Seen);
+    if !p.is_ip() || p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
+        return None;
+    }
+    let generation = t.ctl(CTL_GEN) & 1;
+    let mask = t.ctl(CTL_MASK_BASE + generation);
+    if mask == 0 {
+        return None;
+    }
+    Some(Ctx {
+        p,
+        now,
+        generation,
+        pbits: t.ports(generation, p.dport),
+        mask,
+    })
+}
+
+/// Ends a packet: applies the pending grant action (`grant`: the last machine's
+/// [`RUN_GRANT`] result, or 0), so that at most one grant set changes per packet.
+#[inline(never)]
+pub fn finish<T: Tables>(t: &mut T, c: &Ctx<'_>, grant: u64) {
+    if grant & RUN_GRANT == 0 {
+        return;
+    }
+    let set = (grant >> 8) as u8;
+    let r = apply_grants(t, c, set, grant & RUN_REVOKE != 0);
+    emit(t, c, (grant >> 32) as u32 | (r as u32) << 24, set as u32);
+}
+
+/// Runs the stage on one parsed packet at kernel time `now`: `true` = hand on, `false` =
+/// drop. (The kernel runs the same pieces, with `bpf_loop` driving the machines.)
+pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, now: u64) -> bool {
+    let Some(c) = begin(t, p, now) else {
+        return true;
+    };
+    let mut pass = true;
+    let mut grant = 0u64;
+    let mut m = 0usize;
+    while m < MAX_MACHINES {
+        if c.mask & (1 << m) != 0 {
+            let r = run_machine(t, &c, m);
+            if r & RUN_DROP != 0 {
+                pass = false;
+            }
+            if r & RUN_GRANT != 0 {
+                grant = r;
+            }
+        }
+        m += 1;
+    }
+    finish(t, &c, grant);
+    pass
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, repr(C), explicit padding.
+    unsafe impl aya::Pod for super::Machine {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TransKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Trans {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GrantSet {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StateKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StateVal {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LockKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LockVal {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Event {}
+}

@@ -1,0 +1,201 @@
+//! The `xfsm` stage: runs `statewall_common::xfsm::step` (the same code the tests use as the
+//! reference) over the BPF maps below.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::bpf_loop,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use statewall_common::{
+    maps::{GrantKey, GrantValue, GRANT_BY_XFSM},
+    parse::PacketInfo,
+    xfsm::{
+        begin, finish, run_machine, Counter, Ctx, Event, GrantSet, LockKey, LockVal, Machine,
+        StateKey, StateVal, Tables, Trans, TransKey, ACTIVE_BUCKETS, COUNTERS, CTL_LEN,
+        MAX_GRANT_SETS, MAX_MACHINES, MAX_TRANS_COUNTERS, PORTS_PER_GEN, RUN_DROP, RUN_GRANT,
+    },
+};
+
+use crate::gate::SW_GATE_GRANTS;
+
+#[map(name = "SW_XFSM_MACH")]
+static SW_XFSM_MACH: Array<Machine> = Array::with_max_entries(2 * MAX_MACHINES as u32, 0);
+#[map(name = "SW_XFSM_TRANS")]
+static SW_XFSM_TRANS: HashMap<TransKey, Trans> = HashMap::with_max_entries(8192, 0);
+#[map(name = "SW_XFSM_PORTS")]
+static SW_XFSM_PORTS: Array<u16> = Array::with_max_entries(2 * PORTS_PER_GEN, 0);
+#[map(name = "SW_XFSM_GSETS")]
+static SW_XFSM_GSETS: Array<GrantSet> = Array::with_max_entries(2 * MAX_GRANT_SETS, 0);
+#[map(name = "SW_XFSM_CTL")]
+static SW_XFSM_CTL: Array<u32> = Array::with_max_entries(CTL_LEN, 0);
+/// LRU: eviction sends a source back to DEFAULT (a knock in progress starts over).
+#[map(name = "SW_XFSM_STATES")]
+static SW_XFSM_STATES: LruHashMap<StateKey, StateVal> = LruHashMap::with_max_entries(65536, 0);
+/// Preallocated, not LRU: a flood cannot evict a lockout.
+#[map(name = "SW_XFSM_LOCKS")]
+static SW_XFSM_LOCKS: HashMap<LockKey, LockVal> = HashMap::with_max_entries(16384, 0);
+#[map(name = "SW_XFSM_ACTIVE")]
+static SW_XFSM_ACTIVE: Array<u64> = Array::with_max_entries(ACTIVE_BUCKETS, 0);
+#[map(name = "SW_XFSM_STATS")]
+static SW_XFSM_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+#[map(name = "SW_XFSM_TCOUNT")]
+static SW_XFSM_TCOUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_TRANS_COUNTERS, 0);
+#[map(name = "SW_XFSM_EVENTS")]
+static SW_XFSM_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+const E2BIG: i32 = 7;
+
+struct Maps;
+
+#[inline(always)]
+fn arr<T: Copy + Default>(a: &Array<T>, i: u32) -> T {
+    match a.get(i) {
+        Some(v) => *v,
+        None => T::default(),
+    }
+}
+
+impl Tables for Maps {
+    #[inline(always)]
+    fn ctl(&self, idx: u32) -> u32 {
+        arr(&SW_XFSM_CTL, idx)
+    }
+    #[inline(always)]
+    fn set_ctl(&mut self, idx: u32, v: u32) {
+        if let Some(p) = SW_XFSM_CTL.get_ptr_mut(idx) {
+            unsafe { *p = v };
+        }
+    }
+    #[inline(always)]
+    fn machine(&self, generation: u32, m: usize) -> Machine {
+        arr(&SW_XFSM_MACH, generation * MAX_MACHINES as u32 + m as u32)
+    }
+    #[inline(always)]
+    fn ports(&self, generation: u32, port: u16) -> u16 {
+        arr(&SW_XFSM_PORTS, generation * PORTS_PER_GEN + port as u32)
+    }
+    #[inline(always)]
+    fn trans(&self, k: &TransKey) -> Option<Trans> {
+        unsafe { SW_XFSM_TRANS.get(k) }.copied()
+    }
+    #[inline(always)]
+    fn grant_set(&self, generation: u32, set: u8) -> GrantSet {
+        arr(&SW_XFSM_GSETS, generation * MAX_GRANT_SETS + set as u32)
+    }
+    #[inline(always)]
+    fn active(&self, b: u32) -> u64 {
+        arr(&SW_XFSM_ACTIVE, b)
+    }
+    #[inline(always)]
+    fn set_active(&mut self, b: u32, until: u64) {
+        if let Some(p) = SW_XFSM_ACTIVE.get_ptr_mut(b) {
+            unsafe { *p = until };
+        }
+    }
+    #[inline(always)]
+    fn state(&mut self, k: &StateKey) -> Option<StateVal> {
+        unsafe { SW_XFSM_STATES.get(k) }.copied()
+    }
+    #[inline(always)]
+    fn put_state(&mut self, k: &StateKey, v: &StateVal) {
+        let _ = SW_XFSM_STATES.insert(k, v, 0);
+    }
+    #[inline(always)]
+    fn del_state(&mut self, k: &StateKey) {
+        let _ = SW_XFSM_STATES.remove(k);
+    }
+    #[inline(always)]
+    fn lock(&self, k: &LockKey) -> Option<LockVal> {
+        unsafe { SW_XFSM_LOCKS.get(k) }.copied()
+    }
+    #[inline(always)]
+    fn put_lock(&mut self, k: &LockKey, v: &LockVal) -> bool {
+        SW_XFSM_LOCKS.insert(k, v, 0).is_ok()
+    }
+    #[inline(always)]
+    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool {
+        let mut exp = expires_ns;
+        if let Some(cur) = unsafe { SW_GATE_GRANTS.get(k) } {
+            if cur.expires_ns > exp {
+                exp = cur.expires_ns;
+            }
+        }
+        let v = GrantValue {
+            expires_ns: exp,
+            origin: GRANT_BY_XFSM,
+            _pad: 0,
+        };
+        match SW_GATE_GRANTS.insert(k, &v, 0) {
+            Ok(()) => true,
+            Err(e) => e != -E2BIG && false,
+        }
+    }
+    #[inline(always)]
+    fn revoke(&mut self, k: &GrantKey) {
+        let _ = SW_GATE_GRANTS.remove(k);
+    }
+    #[inline(always)]
+    fn count(&mut self, c: Counter) {
+        if let Some(p) = SW_XFSM_STATS.get_ptr_mut(c as u32) {
+            unsafe { *p += 1 };
+        }
+    }
+    #[inline(always)]
+    fn count_trans(&mut self, idx: u32) {
+        if let Some(p) = SW_XFSM_TCOUNT.get_ptr_mut(idx) {
+            unsafe { *p += 1 };
+        }
+    }
+    #[inline(always)]
+    fn event(&mut self, e: &Event) {
+        if SW_XFSM_EVENTS.output::<Event>(e, 0).is_err() {
+            self.count(Counter::EventsLost);
+        }
+    }
+}
+
+struct LoopCtx<'a> {
+    c: Ctx<'a>,
+    drop: u64,
+    grant: u64,
+}
+
+/// `bpf_loop` callback: machine `i`. The verifier checks it with `i` unknown, so the
+/// machine body is verified once rather than once per machine.
+extern "C" fn machine_cb(i: u64, lc: *mut c_void) -> i64 {
+    let lc = unsafe { &mut *(lc as *mut LoopCtx<'_>) };
+    let m = (i as usize) & (MAX_MACHINES - 1);
+    if lc.c.mask & (1 << m) != 0 {
+        let r = run_machine(&mut Maps, &lc.c, m);
+        lc.drop |= r & RUN_DROP;
+        if r & RUN_GRANT != 0 {
+            lc.grant = r;
+        }
+    }
+    0
+}
+
+/// Runs the stage: true = hand on, false = drop. Same pieces as
+/// `statewall_common::xfsm::step`, with `bpf_loop` driving the machines.
+#[inline(always)]
+pub fn run(p: &PacketInfo, now: u64) -> bool {
+    let Some(c) = begin(&mut Maps, p, now) else {
+        return true;
+    };
+    let mut lc = LoopCtx {
+        c,
+        drop: 0,
+        grant: 0,
+    };
+    unsafe {
+        bpf_loop(
+            MAX_MACHINES as u32,
+            machine_cb as *mut c_void,
+            &mut lc as *mut LoopCtx<'_> as *mut c_void,
+            0,
+        )
+    };
+    finish(&mut Maps, &lc.c, lc.grant);
+    lc.drop == 0
+}
