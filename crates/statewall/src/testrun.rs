@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aya::{
     maps::{Array, Map, MapData},
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
     Ebpf,
 };
 use statewall_common::{
@@ -44,32 +44,42 @@ impl TestBed {
         TestBed { ebpf }
     }
 
-    fn tc(&mut self, name: &str) -> &mut SchedClassifier {
-        let p: &mut SchedClassifier = self
+    /// Loads (verifies) program `name` on first use and runs it `repeat` times on `frame`.
+    fn exec(
+        &mut self,
+        name: &str,
+        xdp: bool,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunResult, aya::programs::ProgramError> {
+        let prog = self
             .ebpf
             .program_mut(name)
-            .unwrap_or_else(|| panic!("no program {name}"))
-            .try_into()
-            .unwrap_or_else(|e| panic!("{name} is not a tc program: {e}"));
-        if p.fd().is_err() {
-            p.load()
-                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
+            .unwrap_or_else(|| panic!("no program {name}"));
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        if xdp {
+            let p: &mut Xdp = prog
+                .try_into()
+                .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
+            if p.fd().is_err() {
+                p.load()
+                    .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
+            }
+            p.test_run(opts)
+        } else {
+            let p: &mut SchedClassifier = prog
+                .try_into()
+                .unwrap_or_else(|e| panic!("{name} is not a tc program: {e}"));
+            if p.fd().is_err() {
+                p.load()
+                    .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
+            }
+            p.test_run(opts)
         }
-        p
-    }
-
-    fn xdp(&mut self, name: &str) -> &mut Xdp {
-        let p: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("no program {name}"))
-            .try_into()
-            .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
-        if p.fd().is_err() {
-            p.load()
-                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
-        }
-        p
     }
 
     /// Runs a tc program once; returns its verdict as the program returned it
@@ -85,48 +95,26 @@ impl TestBed {
         name: &str,
         frame: &[u8],
     ) -> Result<i32, aya::programs::ProgramError> {
-        let p = self.tc(name);
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::new()
-        };
-        Ok(p.test_run(opts)?.return_value as i32)
+        Ok(self.exec(name, false, frame, 1)?.return_value as i32)
     }
 
     /// Runs an XDP program once; returns its action.
     pub fn run_xdp(&mut self, name: &str, frame: &[u8]) -> u32 {
-        let p = self.xdp(name);
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::new()
-        };
-        p.test_run(opts)
+        self.exec(name, true, frame, 1)
             .unwrap_or_else(|e| panic!("test-run of {name}: {e}"))
             .return_value
     }
 
     /// Mean run time of a tc program over `repeat` runs inside the kernel.
     pub fn time_tc(&mut self, name: &str, frame: &[u8], repeat: u32) -> Duration {
-        let p = self.tc(name);
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::new()
-        };
-        p.test_run(opts)
+        self.exec(name, false, frame, repeat)
             .unwrap_or_else(|e| panic!("test-run of {name}: {e}"))
             .duration
     }
 
     /// Mean run time of an XDP program over `repeat` runs inside the kernel.
     pub fn time_xdp(&mut self, name: &str, frame: &[u8], repeat: u32) -> Duration {
-        let p = self.xdp(name);
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::new()
-        };
-        p.test_run(opts)
+        self.exec(name, true, frame, repeat)
             .unwrap_or_else(|e| panic!("test-run of {name}: {e}"))
             .duration
     }

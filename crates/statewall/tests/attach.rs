@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
 use common::*;
 use statewall::{config::Config, engine::Engine, netns::Pair, pins::Pins};
@@ -33,29 +31,12 @@ fn xdp_ingress_enforces_and_switches_back_to_tcx() {
     assert_eq!(links.len(), 1);
     assert_eq!(links[0].spot.hook, "xdp");
 
-    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
-    let open = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9923)));
-    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
-    assert!(udp_passes(
-        &cl,
-        &open,
-        SocketAddr::from((pair.server_v4, 9923)),
-        b"a"
-    ));
-    assert!(!udp_passes(
-        &cl,
-        &srv,
-        SocketAddr::from((pair.server_v4, 9922)),
-        b"b"
-    ));
+    let udp = Udp::new(&pair, &[9922, 9923]);
+    assert!(udp.passes(9923, b"a"));
+    assert!(!udp.passes(9922, b"b"));
     let k = statewall::api::grant_key(pair.client_v4.into(), "udp", 9922).unwrap();
     eng.grant(k, 60, 1).unwrap();
-    assert!(udp_passes(
-        &cl,
-        &srv,
-        SocketAddr::from((pair.server_v4, 9922)),
-        b"c"
-    ));
+    assert!(udp.passes(9922, b"c"));
 
     // Reconcile to tcx: the XDP link goes, the tcx link comes, enforcement holds.
     let c2 = cfg(&pair, "tcx");
@@ -64,12 +45,7 @@ fn xdp_ingress_enforces_and_switches_back_to_tcx() {
     assert_eq!(links.len(), 1);
     assert_eq!(links[0].spot.hook, "ingress");
     eng.revoke(&k).unwrap();
-    assert!(!udp_passes(
-        &cl,
-        &srv,
-        SocketAddr::from((pair.server_v4, 9922)),
-        b"d"
-    ));
+    assert!(!udp.passes(9922, b"d"));
     statewall::engine::teardown(&pins).unwrap();
 }
 
@@ -108,21 +84,9 @@ fn statewall_goes_first_before_foreign_programs() {
     assert_eq!(names, ["sw_gate", "sw_empty_tc"], "run order");
 
     // The gate still drops (SHOT ends the chain) and passes the rest (NEXT runs the foreign one).
-    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
-    let open = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9923)));
-    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
-    assert!(!udp_passes(
-        &cl,
-        &srv,
-        SocketAddr::from((pair.server_v4, 9922)),
-        b"x"
-    ));
-    assert!(udp_passes(
-        &cl,
-        &open,
-        SocketAddr::from((pair.server_v4, 9923)),
-        b"y"
-    ));
+    let udp = Udp::new(&pair, &[9922, 9923]);
+    assert!(!udp.passes(9922, b"x"));
+    assert!(udp.passes(9923, b"y"));
     statewall::engine::teardown(&pins).unwrap();
     drop(bed);
 }
@@ -155,29 +119,12 @@ fn egress_hook_attach_enforce_and_detach() {
             .collect()
     });
     assert_eq!(names, ["sw_gate"]);
-    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
-    let open = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9923)));
-    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
-    assert!(!udp_passes(
-        &cl,
-        &srv,
-        SocketAddr::from((pair.server_v4, 9922)),
-        b"e1"
-    ));
-    assert!(udp_passes(
-        &cl,
-        &open,
-        SocketAddr::from((pair.server_v4, 9923)),
-        b"e2"
-    ));
+    let udp = Udp::new(&pair, &[9922, 9923]);
+    assert!(!udp.passes(9922, b"e1"));
+    assert!(udp.passes(9923, b"e2"));
     // Detach by reconciling to nothing: traffic flows again.
     eng.reconcile_links(&[]).unwrap();
     assert!(!pins.link(&spot).exists());
-    assert!(udp_passes(
-        &cl,
-        &srv,
-        SocketAddr::from((pair.server_v4, 9922)),
-        b"e3"
-    ));
+    assert!(udp.passes(9922, b"e3"));
     statewall::engine::teardown(&pins).unwrap();
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{net::SocketAddr, os::unix::fs::PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 use statewall::netns::Pair;
@@ -72,18 +72,10 @@ fn lifecycle_reload_restart_adopt_teardown() {
     );
 
     // Real traffic: 9922 is protected, 9923 is not.
-    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
-    let srv_open = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9923)));
-    let cli_sock = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
-    let to = SocketAddr::from((pair.server_v4, 9922));
-    assert!(udp_passes(
-        &cli_sock,
-        &srv_open,
-        SocketAddr::from((pair.server_v4, 9923)),
-        b"open"
-    ));
+    let udp = Udp::new(&pair, &[9922, 9923, 9926]);
+    assert!(udp.passes(9923, b"open"));
     assert!(
-        !udp_passes(&cli_sock, &srv, to, b"shut"),
+        !udp.passes(9922, b"shut"),
         "protected port let through without a grant"
     );
 
@@ -100,7 +92,7 @@ fn lifecycle_reload_restart_adopt_teardown() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(udp_passes(&cli_sock, &srv, to, b"granted"));
+    assert!(udp.passes(9922, b"granted"));
     let grants = d.get("/api/v1/gate/grants");
     assert_eq!(grants.as_array().unwrap().len(), 1);
 
@@ -118,7 +110,7 @@ fn lifecycle_reload_restart_adopt_teardown() {
         .unwrap()
         .iter()
         .any(|v| v == "udp/9922"));
-    assert!(udp_passes(&cli_sock, &srv, to, b"still-granted"));
+    assert!(udp.passes(9922, b"still-granted"));
     write_config(&p, &pair, "");
 
     // SIGTERM: the daemon exits 0, enforcement stays.
@@ -128,18 +120,12 @@ fn lifecycle_reload_restart_adopt_teardown() {
     let seen0 = seen(&d);
     assert_eq!(d.stop(), 0);
     assert!(p.root.join("links").exists(), "pins removed by SIGTERM");
-    let shut = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9926)));
     assert!(
-        !udp_passes(
-            &cli_sock,
-            &shut,
-            SocketAddr::from((pair.server_v4, 9926)),
-            b"down"
-        ),
+        !udp.passes(9926, b"down"),
         "protected port opened while the daemon is down"
     );
     assert!(
-        udp_passes(&cli_sock, &srv, to, b"granted-while-down"),
+        udp.passes(9922, b"granted-while-down"),
         "grant lost while the daemon is down"
     );
     std::fs::write(
@@ -192,7 +178,7 @@ fn lifecycle_reload_restart_adopt_teardown() {
         "sw_gate still attached"
     );
     assert!(
-        udp_passes(&cli_sock, &srv, to, b"after-teardown"),
+        udp.passes(9922, b"after-teardown"),
         "traffic still filtered after teardown"
     );
 }
@@ -408,12 +394,8 @@ fn recreated_interface_second_daemon_browsers_and_teardown_guard() {
     wait_until("sw_gate on the recreated interface", || {
         ingress_programs(&d) == ["sw_gate"]
     });
-    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
-    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
-    assert!(
-        !udp_passes(&cl, &srv, SocketAddr::from((pair.server_v4, 9922)), b"x"),
-        "recreated interface unprotected"
-    );
+    let udp = Udp::new(&pair, &[9922]);
+    assert!(!udp.passes(9922, b"x"), "recreated interface unprotected");
 
     // A second daemon on the same bpffs root is refused and changes nothing.
     let before = d.get("/api/v1/status")["links"].clone();
@@ -529,20 +511,8 @@ fn upgrade_moves_links_to_new_programs_without_a_gap() {
         "old programs left pinned"
     );
     // The grant survived and the new program enforces.
-    let srv = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9922)));
-    let shut = udp_in(&pair.server, SocketAddr::from((pair.server_v4, 9926)));
-    let cl = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
-    assert!(udp_passes(
-        &cl,
-        &srv,
-        SocketAddr::from((pair.server_v4, 9922)),
-        b"granted"
-    ));
-    assert!(!udp_passes(
-        &cl,
-        &shut,
-        SocketAddr::from((pair.server_v4, 9926)),
-        b"shut"
-    ));
+    let udp = Udp::new(&pair, &[9922, 9926]);
+    assert!(udp.passes(9922, b"granted"));
+    assert!(!udp.passes(9926, b"shut"));
     drop(d);
 }

@@ -2,6 +2,9 @@
 //! clock (no sleeping), and random packets drawn from the config compared with the
 //! reference decision in `statewall_common::gate`.
 
+mod common;
+
+use common::soak_cases;
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
@@ -206,14 +209,6 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             grants,
             packets,
         })
-}
-
-/// Property-test cases, multiplied by `STATEWALL_SOAK` (set by `make soak`).
-fn soak_cases(n: u32) -> u32 {
-    n * std::env::var("STATEWALL_SOAK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
 }
 
 proptest! {

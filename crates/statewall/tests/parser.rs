@@ -2,6 +2,9 @@
 //! user-side twin: equal results on a corpus of crafted frames, on every truncation of each,
 //! and on random frames and byte mutations.
 
+mod common;
+
+use common::soak_cases;
 use std::net::IpAddr;
 
 use proptest::prelude::*;
@@ -388,14 +391,6 @@ fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
                 },
             )
     })
-}
-
-/// Property-test cases, multiplied by `STATEWALL_SOAK` (set by `make soak`).
-fn soak_cases(n: u32) -> u32 {
-    n * std::env::var("STATEWALL_SOAK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
 }
 
 proptest! {

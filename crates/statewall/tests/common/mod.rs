@@ -192,3 +192,57 @@ pub fn udp_passes(from: &UdpSocket, srv: &UdpSocket, to: SocketAddr, msg: &[u8])
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Property-test cases, multiplied by `STATEWALL_SOAK` (set by `make soak`).
+pub fn soak_cases(n: u32) -> u32 {
+    n * std::env::var("STATEWALL_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// UDP servers on the server side of a pair (one per port) and a client socket.
+pub struct Udp {
+    /// Server sockets, in the order of the ports given.
+    pub servers: Vec<(u16, UdpSocket)>,
+    /// The client's socket.
+    pub client: UdpSocket,
+    /// The server's address.
+    pub server_ip: std::net::Ipv4Addr,
+}
+
+impl Udp {
+    /// Binds `ports` on the server and an ephemeral port on the client.
+    pub fn new(pair: &statewall::netns::Pair, ports: &[u16]) -> Udp {
+        let servers = ports
+            .iter()
+            .map(|&p| {
+                (
+                    p,
+                    udp_in(&pair.server, SocketAddr::from((pair.server_v4, p))),
+                )
+            })
+            .collect();
+        Udp {
+            servers,
+            client: udp_in(&pair.client, "0.0.0.0:0".parse().unwrap()),
+            server_ip: pair.server_v4,
+        }
+    }
+
+    /// Sends `msg` to `port` and reports whether that port's server received it.
+    pub fn passes(&self, port: u16, msg: &[u8]) -> bool {
+        let srv = &self
+            .servers
+            .iter()
+            .find(|(p, _)| *p == port)
+            .expect("no server on that port")
+            .1;
+        udp_passes(
+            &self.client,
+            srv,
+            SocketAddr::from((self.server_ip, port)),
+            msg,
+        )
+    }
+}
