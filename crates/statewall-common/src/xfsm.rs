@@ -634,22 +634,22 @@ pub fn grant_key(p: &PacketInfo, proto: u8, port: u16) -> GrantKey {
     }
 }
 
-/// Records a failure; returns true when the source is now locked out.
+/// Records a failure for `w.lk`; returns true when the source is now locked out.
 #[inline(never)]
-fn record_failure<T: Tables>(t: &mut T, mach: &Machine, lk: &LockKey, now: u64) -> bool {
+fn record_failure<T: Tables>(t: &mut T, w: &mut Work, now: u64) -> bool {
     t.count(Counter::Failures);
-    let mut v = t.lock(lk).unwrap_or_default();
-    if v.fails == 0 || now.saturating_sub(v.window_start) > mach.fail_window_ns {
-        v.fails = 0;
-        v.window_start = now;
+    w.lock = t.lock(&w.lk).unwrap_or_default();
+    if w.lock.fails == 0 || now.saturating_sub(w.lock.window_start) > w.mach.fail_window_ns {
+        w.lock.fails = 0;
+        w.lock.window_start = now;
     }
-    v.fails += 1;
-    let locked = v.fails >= mach.fail_max;
+    w.lock.fails += 1;
+    let locked = w.lock.fails >= w.mach.fail_max;
     if locked {
-        v.locked_until = now + mach.lock_ns;
-        v.fails = 0;
+        w.lock.locked_until = now + w.mach.lock_ns;
+        w.lock.fails = 0;
     }
-    if !t.put_lock(lk, &v) {
+    if !t.put_lock(&w.lk, &w.lock) {
         t.count(Counter::LockTableFull);
         t.set_ctl(CTL_LOCK_FULL, 1);
         return false;
@@ -690,44 +690,37 @@ fn apply_grants<T: Tables>(t: &mut T, c: &Ctx<'_>, set: u8, revoke: bool) -> u8 
     }
 }
 
-/// Writes the state after a transition under the update key.
-#[inline(never)]
-fn write_state<T: Tables>(
-    t: &mut T,
-    mach: &Machine,
-    m: u8,
-    c: &Ctx<'_>,
-    nv: &StateVal,
-    had_entry: bool,
-) {
-    let mut ukey = StateKey {
-        machine: 0,
-        family: 0,
-        proto: 0,
-        _pad: 0,
-        ports: [0; 2],
-        addrs: [[0; 16]; 2],
-    };
-    let ub = build_key_into(&mach.update, c.p, m, &mut ukey);
-    if nv.state == STATE_DEFAULT {
-        if had_entry || mach.update != mach.lookup {
-            t.del_state(&ukey);
-        }
-        return;
-    }
-    t.put_state(&ukey, nv);
-    // The entry can only be non-default until its first deadline (bounded machines roll
-    // back to DEFAULT); unbounded machines are always looked up.
-    let until = if mach.flags & M_UNBOUNDED != 0 || nv.hard_deadline == 0 {
-        u64::MAX
-    } else if nv.idle_deadline != 0 && nv.idle_deadline < nv.hard_deadline {
-        nv.idle_deadline
-    } else {
-        nv.hard_deadline
-    };
-    if t.active(ub) < until {
-        t.set_active(ub, until);
-    }
+/// Working memory of one machine step. The kernel keeps it in a per-CPU map slot (the
+/// BPF stack is 512 bytes for the whole call chain), the reference on its stack.
+/// [`run_machine`] decides and fills it; [`commit_machine`] writes the state it holds (two
+/// calls, so that the kernel's call chain never holds both).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Work {
+    /// The machine.
+    pub mach: Machine,
+    /// Lookup key.
+    pub key: StateKey,
+    /// Update key (built by the commit).
+    pub ukey: StateKey,
+    /// Lock key.
+    pub lk: LockKey,
+    /// Non-zero when the commit has something to write.
+    pub write: u8,
+    /// Non-zero when an entry exists at the lookup key.
+    pub exists: u8,
+    /// Non-zero when there is a lock record for the source.
+    pub has_lock: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+    /// The entry looked up (zero if none).
+    pub val: StateVal,
+    /// The state to write.
+    pub nv: StateVal,
+    /// The transition taken.
+    pub tr: Trans,
+    /// A lock record.
+    pub lock: LockVal,
 }
 
 /// `run_machine` result bits: drop the packet.
@@ -738,140 +731,156 @@ pub const RUN_GRANT: u64 = 2;
 pub const RUN_REVOKE: u64 = 4;
 
 /// Runs machine `m` on the packet; returns `RUN_*` bits. The machine must be enabled
-/// (`c.mask`); callers loop over them in index order.
+/// (`c.mask`); callers loop over them in index order and call [`commit_machine`] after each.
 #[inline(never)]
-pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize) -> u64 {
+pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u64 {
+    w.write = 0;
     let p = c.p;
     let now = c.now;
-    let mach = t.machine(c.generation, m);
     let mm = m as u8;
-    let mut key = StateKey {
-        machine: 0,
-        family: 0,
-        proto: 0,
-        _pad: 0,
-        ports: [0; 2],
-        addrs: [[0; 16]; 2],
-    };
-    let b = build_key_into(&mach.lookup, p, mm, &mut key);
-    let interested = c.pbits & port_bit(p.l4proto, m) != 0 || mach.flags & M_ANY_PORT != 0;
-    let maybe_active = mach.flags & M_UNBOUNDED != 0 || t.active(b) > now;
+    w.mach = t.machine(c.generation, m);
+    let b = build_key_into(&w.mach.lookup, p, mm, &mut w.key);
+    let interested = c.pbits & port_bit(p.l4proto, m) != 0 || w.mach.flags & M_ANY_PORT != 0;
+    let maybe_active = w.mach.flags & M_UNBOUNDED != 0 || t.active(b) > now;
     if !interested && !maybe_active {
         return 0;
     }
-    let lk = lock_key(p, mm);
-    let mut has_lock_record = false;
-    if mach.fail_max > 0 {
-        if let Some(l) = t.lock(&lk) {
-            has_lock_record = true;
+    w.lk = lock_key(p, mm);
+    w.has_lock = 0;
+    if w.mach.fail_max > 0 {
+        if let Some(l) = t.lock(&w.lk) {
+            w.has_lock = 1;
             if l.locked_until > now {
                 t.count(Counter::LockedPackets);
                 return 0;
             }
         }
     }
-    let cur = if maybe_active {
+    let mut found = false;
+    w.val = StateVal::default();
+    if maybe_active {
         t.count(Counter::Lookups);
-        t.state(&key)
-    } else {
-        None
-    };
+        if let Some(v) = t.state(&w.key) {
+            w.val = v;
+            found = true;
+        }
+    }
     let mut state = STATE_DEFAULT;
-    let mut val = StateVal {
-        state: 0,
-        idle_rollback: 0,
-        hard_rollback: 0,
-        _pad: [0; 5],
-        idle_deadline: 0,
-        hard_deadline: 0,
-    };
     let mut expired = 0u8;
-    if let Some(v) = cur {
-        val = v;
-        state = v.state;
-        if v.hard_deadline != 0 && now >= v.hard_deadline {
-            state = v.hard_rollback;
+    if found {
+        let old = w.val.state;
+        state = old;
+        if w.val.hard_deadline != 0 && now >= w.val.hard_deadline {
+            state = w.val.hard_rollback;
             expired = reason::HARD_TIMEOUT;
-        } else if v.idle_deadline != 0 && now >= v.idle_deadline {
-            state = v.idle_rollback;
+        } else if w.val.idle_deadline != 0 && now >= w.val.idle_deadline {
+            state = w.val.idle_rollback;
             expired = reason::IDLE_TIMEOUT;
         }
         if expired != 0 {
             t.count(Counter::Timeouts);
-            emit(t, c, what(mm, v.state, state, expired), 0);
-            val.idle_deadline = 0;
-            val.hard_deadline = 0;
+            emit(t, c, what(mm, old, state, expired), 0);
+            w.val.idle_deadline = 0;
+            w.val.hard_deadline = 0;
             // The expired entry rolls back in place.
             if state == STATE_DEFAULT {
-                t.del_state(&key);
+                t.del_state(&w.key);
             } else {
-                val.state = state;
-                t.put_state(&key, &val);
+                w.val.state = state;
+                t.put_state(&w.key, &w.val);
             }
         }
     }
     // Fail closed while the lock table is full: no new sequences from unknown sources.
-    if state == STATE_DEFAULT && mach.fail_max > 0 && !has_lock_record && t.ctl(CTL_LOCK_FULL) != 0
+    if state == STATE_DEFAULT && w.mach.fail_max > 0 && w.has_lock == 0 && t.ctl(CTL_LOCK_FULL) != 0
     {
         return 0;
     }
-    let tr = match find_trans(t, c.generation as u8, mm, state, p) {
-        Some(tr) => tr,
+    match find_trans(t, c.generation as u8, mm, state, p) {
+        Some(tr) => w.tr = tr,
         None => return 0,
-    };
+    }
     t.count(Counter::Transitions);
-    t.count_trans(tr.counter);
-    let new_state = if tr.next_state == NEXT_STAY {
+    t.count_trans(w.tr.counter);
+    let new_state = if w.tr.next_state == NEXT_STAY {
         state
     } else {
-        tr.next_state
+        w.tr.next_state
     };
-    let pass = tr.action != ACT_DROP;
-    if !pass {
+    let mut out = 0;
+    if w.tr.action == ACT_DROP {
+        out |= RUN_DROP;
         t.count(Counter::Dropped);
     }
-    if tr.effects & E_FAIL != 0 && mach.fail_max > 0 && record_failure(t, &mach, &lk, now) {
+    if w.tr.effects & E_FAIL != 0 && w.mach.fail_max > 0 && record_failure(t, w, now) {
         emit(t, c, what(mm, state, STATE_DEFAULT, reason::LOCKOUT), 0);
     }
-    let mut out = if pass { 0 } else { RUN_DROP };
-    if tr.effects & (E_GRANT | E_REVOKE) != 0 {
-        // Applied by `step` after the machine loop (keeps each machine's body small for
+    if w.tr.effects & (E_GRANT | E_REVOKE) != 0 {
+        // Applied by `finish` after the machine loop (keeps each machine's body small for
         // the verifier): grant set, revoke flag, states for the event.
         out |= RUN_GRANT
-            | ((tr.effects & E_REVOKE != 0) as u64 * RUN_REVOKE)
-            | (tr.grant_set as u64) << 8
+            | ((w.tr.effects & E_REVOKE != 0) as u64 * RUN_REVOKE)
+            | (w.tr.grant_set as u64) << 8
             | (what(mm, state, new_state, 0) as u64) << 32;
     } else if new_state != state {
         emit(t, c, what(mm, state, new_state, reason::TRANSITION), 0);
     }
     // Timers: armed by the transition, or kept.
-    let mut nv = StateVal {
+    w.nv = StateVal {
         state: new_state,
-        idle_rollback: tr.idle_rollback,
-        hard_rollback: tr.hard_rollback,
+        idle_rollback: w.tr.idle_rollback,
+        hard_rollback: w.tr.hard_rollback,
         _pad: [0; 5],
         idle_deadline: 0,
         hard_deadline: 0,
     };
-    if tr.effects & E_KEEP_IDLE != 0 {
-        nv.idle_deadline = val.idle_deadline;
-        nv.idle_rollback = val.idle_rollback;
-    } else if tr.idle_ns != 0 {
-        nv.idle_deadline = now + tr.idle_ns;
+    if w.tr.effects & E_KEEP_IDLE != 0 {
+        w.nv.idle_deadline = w.val.idle_deadline;
+        w.nv.idle_rollback = w.val.idle_rollback;
+    } else if w.tr.idle_ns != 0 {
+        w.nv.idle_deadline = now + w.tr.idle_ns;
     }
-    if tr.effects & E_KEEP_HARD != 0 {
-        nv.hard_deadline = val.hard_deadline;
-        nv.hard_rollback = val.hard_rollback;
-    } else if tr.hard_ns != 0 {
-        nv.hard_deadline = now + tr.hard_ns;
+    if w.tr.effects & E_KEEP_HARD != 0 {
+        w.nv.hard_deadline = w.val.hard_deadline;
+        w.nv.hard_rollback = w.val.hard_rollback;
+    } else if w.tr.hard_ns != 0 {
+        w.nv.hard_deadline = now + w.tr.hard_ns;
     }
     // Nothing to write for a DEFAULT -> DEFAULT transition with no entry.
-    if new_state != STATE_DEFAULT || cur.is_some() || mach.update != mach.lookup {
+    if new_state != STATE_DEFAULT || found || w.mach.update != w.mach.lookup {
         // An entry exists at the lookup key unless there was none or it expired to DEFAULT.
-        let exists = cur.is_some() && (expired == 0 || state != STATE_DEFAULT);
-        write_state(t, &mach, mm, c, &nv, exists);
+        w.exists = (found && (expired == 0 || state != STATE_DEFAULT)) as u8;
+        w.write = 1;
     }
     out
+}
+
+/// Writes the state [`run_machine`] decided for machine `m` (held in `w`).
+#[inline(never)]
+pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) {
+    if w.write == 0 {
+        return;
+    }
+    let ub = build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
+    if w.nv.state == STATE_DEFAULT {
+        if w.exists != 0 || w.mach.update != w.mach.lookup {
+            t.del_state(&w.ukey);
+        }
+        return;
+    }
+    t.put_state(&w.ukey, &w.nv);
+    // The entry can only be non-default until its first deadline (bounded machines roll
+    // back to DEFAULT); unbounded machines are always looked up.
+    let until = if w.mach.flags & M_UNBOUNDED != 0 || w.nv.hard_deadline == 0 {
+        u64::MAX
+    } else if w.nv.idle_deadline != 0 && w.nv.idle_deadline < w.nv.hard_deadline {
+        w.nv.idle_deadline
+    } else {
+        w.nv.hard_deadline
+    };
+    if t.active(ub) < until {
+        t.set_active(ub, until);
+    }
 }
 
 /// Starts a packet: counts it and returns the context, or `None` when no machine can
@@ -917,9 +926,11 @@ pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, now: u64) -> bool {
     let mut pass = true;
     let mut grant = 0u64;
     let mut m = 0usize;
+    let mut w = Work::default();
     while m < MAX_MACHINES {
         if c.mask & (1 << m) != 0 {
-            let r = run_machine(t, &c, m);
+            let r = run_machine(t, &c, m, &mut w);
+            commit_machine(t, &c, m, &mut w);
             if r & RUN_DROP != 0 {
                 pass = false;
             }
@@ -953,4 +964,6 @@ mod pod {
     unsafe impl aya::Pod for super::LockVal {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Work {}
 }

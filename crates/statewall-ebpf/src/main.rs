@@ -5,7 +5,7 @@
 //!
 //! | program | hook | what |
 //! | --- | --- | --- |
-//! | `sw_xfsm` | tcx ingress | OpenState engine (work in progress: not yet verifiable) |
+//! | `sw_xfsm` | tcx ingress | OpenState engine (verifies; not attached by the daemon yet) |
 //! | `sw_gate` | tcx | protected ports: drop unless a grant exists |
 //! | `sw_xdp_ingress` | xdp | the ingress stages in one program (gate today) |
 //! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
@@ -21,7 +21,7 @@ mod xfsm;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{classifier, map, xdp},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use statewall_common::{parse::PacketInfo, TCX_NEXT, TC_ACT_SHOT};
@@ -69,11 +69,19 @@ pub fn sw_gate(ctx: TcContext) -> i32 {
     gate::run(&p)
 }
 
+/// Per-CPU room for the parsed packet of stages whose call chains need the stack.
+#[map(name = "SW_SCRATCH")]
+pub(crate) static SW_SCRATCH: PerCpuArray<PacketInfo> = PerCpuArray::with_max_entries(1, 0);
+
 #[classifier]
 pub fn sw_xfsm(ctx: TcContext) -> i32 {
-    let mut p = PacketInfo::default();
-    parse_tc(&ctx, &mut p);
-    if xfsm::run(&p, clock::now_ns()) {
+    let Some(p) = SW_SCRATCH.get_ptr_mut(0) else {
+        return TCX_NEXT;
+    };
+    let p = unsafe { &mut *p };
+    *p = PacketInfo::default();
+    parse_tc(&ctx, p);
+    if xfsm::run(p, clock::now_ns()) {
         TCX_NEXT
     } else {
         TC_ACT_SHOT
@@ -81,7 +89,7 @@ pub fn sw_xfsm(ctx: TcContext) -> i32 {
 }
 
 /// XDP ingress: the ingress stages in chain order in one program (parse once). The xfsm
-/// stage joins when it passes the verifier.
+/// stage joins when the daemon attaches it.
 #[xdp]
 pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     let mut p = PacketInfo::default();

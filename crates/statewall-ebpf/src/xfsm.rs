@@ -11,9 +11,10 @@ use statewall_common::{
     maps::{GrantKey, GrantValue, GRANT_BY_XFSM},
     parse::PacketInfo,
     xfsm::{
-        begin, finish, run_machine, Counter, Ctx, Event, GrantSet, LockKey, LockVal, Machine,
-        StateKey, StateVal, Tables, Trans, TransKey, ACTIVE_BUCKETS, COUNTERS, CTL_LEN,
-        MAX_GRANT_SETS, MAX_MACHINES, MAX_TRANS_COUNTERS, PORTS_PER_GEN, RUN_DROP, RUN_GRANT,
+        begin, commit_machine, finish, run_machine, Counter, Ctx, Event, GrantSet, LockKey,
+        LockVal, Machine, StateKey, StateVal, Tables, Trans, TransKey, Work, ACTIVE_BUCKETS,
+        COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES, MAX_TRANS_COUNTERS, PORTS_PER_GEN,
+        RUN_DROP, RUN_GRANT,
     },
 };
 
@@ -155,19 +156,43 @@ impl Tables for Maps {
     }
 }
 
-struct LoopCtx<'a> {
-    c: Ctx<'a>,
+/// State of one packet's machine loop (no pointers: the callback finds the packet in the
+/// per-CPU scratch slot, which keeps every frame of the call chain small).
+struct LoopCtx {
+    now: u64,
+    /// generation | pbits << 8 | mask << 32
+    packed: u64,
     drop: u64,
     grant: u64,
 }
 
-/// `bpf_loop` callback: machine `i`. The verifier checks it with `i` unknown, so the
-/// machine body is verified once rather than once per machine.
+/// Per-CPU working memory of a machine step (kept off the stack).
+#[map(name = "SW_XFSM_WORK")]
+static SW_XFSM_WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(1, 0);
+
+fn ctx_of(p: &PacketInfo, now: u64, packed: u64) -> Ctx<'_> {
+    Ctx {
+        p,
+        now,
+        generation: (packed & 1) as u32,
+        pbits: (packed >> 8) as u16,
+        mask: (packed >> 32) as u32,
+    }
+}
+
+/// `bpf_loop` callback: machine `i`. The verifier checks it with `i` unknown.
 extern "C" fn machine_cb(i: u64, lc: *mut c_void) -> i64 {
-    let lc = unsafe { &mut *(lc as *mut LoopCtx<'_>) };
-    let m = (i as usize) & (MAX_MACHINES - 1);
-    if lc.c.mask & (1 << m) != 0 {
-        let r = run_machine(&mut Maps, &lc.c, m);
+    let lc = unsafe { &mut *(lc as *mut LoopCtx) };
+    let m = i & (MAX_MACHINES as u64 - 1);
+    if (lc.packed >> 32) & (1 << m) != 0 {
+        let Some(p) = crate::SW_SCRATCH.get_ptr(0) else {
+            return 1;
+        };
+        let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) else {
+            return 1;
+        };
+        let r = sw_xfsm_machine(p, lc.now, lc.packed, m, w);
+        sw_xfsm_commit(p, m, w);
         lc.drop |= r & RUN_DROP;
         if r & RUN_GRANT != 0 {
             lc.grant = r;
@@ -176,15 +201,58 @@ extern "C" fn machine_cb(i: u64, lc: *mut c_void) -> i64 {
     0
 }
 
-/// Runs the stage: true = hand on, false = drop. Same pieces as
-/// `statewall_common::xfsm::step`, with `bpf_loop` driving the machines.
+/// One machine, as a BPF global function: the verifier checks its body once, on its own,
+/// instead of inside every path of its caller (which exceeded the 1M-instruction budget).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sw_xfsm_machine(
+    p: *const PacketInfo,
+    now: u64,
+    packed: u64,
+    m: u64,
+    w: *mut Work,
+) -> u64 {
+    if p.is_null() || w.is_null() {
+        return 0;
+    }
+    let c = ctx_of(unsafe { &*p }, now, packed);
+    run_machine(
+        &mut Maps,
+        &c,
+        (m & (MAX_MACHINES as u64 - 1)) as usize,
+        unsafe { &mut *w },
+    )
+}
+
+/// The state write of one machine, as a global function of its own.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sw_xfsm_commit(p: *const PacketInfo, m: u64, w: *mut Work) -> u64 {
+    if p.is_null() || w.is_null() {
+        return 0;
+    }
+    // Only the packet is read: the machine, deadlines and keys are in `w`.
+    let c = ctx_of(unsafe { &*p }, 0, 0);
+    commit_machine(
+        &mut Maps,
+        &c,
+        (m & (MAX_MACHINES as u64 - 1)) as usize,
+        unsafe { &mut *w },
+    );
+    0
+}
+
+/// Runs the stage on the packet in the scratch slot: true = hand on, false = drop. Same
+/// pieces as `statewall_common::xfsm::step`, with `bpf_loop` driving the machines.
 #[inline(always)]
 pub fn run(p: &PacketInfo, now: u64) -> bool {
-    let Some(c) = begin(&mut Maps, p, now) else {
-        return true;
+    let packed = match begin(&mut Maps, p, now) {
+        Some(c) => c.generation as u64 | (c.pbits as u64) << 8 | (c.mask as u64) << 32,
+        None => return true,
     };
     let mut lc = LoopCtx {
-        c,
+        now,
+        packed,
         drop: 0,
         grant: 0,
     };
@@ -192,10 +260,10 @@ pub fn run(p: &PacketInfo, now: u64) -> bool {
         bpf_loop(
             MAX_MACHINES as u32,
             machine_cb as *mut c_void,
-            &mut lc as *mut LoopCtx<'_> as *mut c_void,
+            &mut lc as *mut LoopCtx as *mut c_void,
             0,
         )
     };
-    finish(&mut Maps, &lc.c, lc.grant);
+    finish(&mut Maps, &ctx_of(p, now, packed), lc.grant);
     lc.drop == 0
 }

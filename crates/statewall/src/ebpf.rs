@@ -8,8 +8,8 @@ pub static OBJECT: &[u8] =
 
 /// tc program of the gate stage.
 pub const PROG_GATE: &str = "sw_gate";
-/// tc program of the xfsm stage (OpenState engine; port knocking). Work in progress: it
-/// does not pass the verifier yet (1M-instruction limit), so nothing loads or attaches it.
+/// tc program of the xfsm stage (OpenState engine; port knocking). It verifies and runs;
+/// the daemon does not attach it yet (the knock compiler and table writer come next).
 pub const PROG_XFSM: &str = "sw_xfsm";
 /// XDP ingress program: the ingress stages (xfsm, gate) in chain order.
 pub const PROG_XDP_INGRESS: &str = "sw_xdp_ingress";

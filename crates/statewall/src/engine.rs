@@ -172,7 +172,7 @@ pub struct HookState {
 }
 
 /// The programs the daemon loads, pins and attaches: (name, is XDP).
-/// (`sw_xfsm` joins this list once it passes the verifier: see `statewall-common/src/xfsm.rs`.)
+/// (`sw_xfsm` joins this list with the knock compiler and the xfsm table writer.)
 pub const PROGRAMS: &[(&str, bool)] = &[(PROG_GATE, false), (PROG_XDP_INGRESS, true)];
 
 /// A loaded (or adopted) program.
