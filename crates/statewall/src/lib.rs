@@ -11,6 +11,7 @@
 //! - [`config`]: the TOML config.
 //! - [`testrun`], [`packet`], [`netns`]: test harnesses (BPF_PROG_TEST_RUN on crafted
 //!   frames; network namespaces joined by veth pairs).
+//! - [`xfsm`]: knock doors compiled to OpenState tables, the table writer, the reference tables.
 //! - [`bench`], [`demo`]: `statewall bench` and `statewall demo`.
 //!
 //! ```no_run
@@ -38,3 +39,4 @@ pub mod packet;
 pub mod pins;
 pub mod sys;
 pub mod testrun;
+pub mod xfsm;

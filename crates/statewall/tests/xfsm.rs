@@ -1,0 +1,273 @@
+//! The xfsm kernel program (BPF_PROG_TEST_RUN, real BPF maps) against the reference model
+//! (`statewall_common::xfsm::step` over plain maps) on random knock doors and packet
+//! streams drawn from them: every verdict, and at the end the state, lock and grant
+//! tables, the counters and the events, must be equal. Time is a frozen kernel clock
+//! that both sides read, moved forward between packets so that timeouts fire.
+
+mod common;
+
+use std::{collections::HashSet, net::IpAddr};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use common::soak_cases;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use statewall::{
+    packet::Packet,
+    testrun::TestBed,
+    xfsm::{compile, write_tables, KnockDoor, RefTables},
+};
+use statewall_common::{
+    maps::{GrantKey, GrantValue, CLOCK_SLOT_FROZEN, MAP_CLOCK, MAP_GATE_GRANTS},
+    parse::{parse_packet, tcp},
+    proto,
+    xfsm::{
+        step, Event, LockKey, LockVal, StateKey, StateVal, COUNTERS, MAP_EVENTS, MAP_LOCKS,
+        MAP_STATES, MAP_STATS, MAP_TCOUNT,
+    },
+    TCX_NEXT,
+};
+
+const SEC: u64 = 1_000_000_000;
+
+fn freeze(bed: &mut TestBed, t: u64) {
+    let mut a: Array<&mut MapData, u64> = bed.map(MAP_CLOCK).try_into().unwrap();
+    a.set(CLOCK_SLOT_FROZEN, t, 0).unwrap();
+}
+
+fn random_doors(rng: &mut StdRng) -> Vec<KnockDoor> {
+    let n = rng.random_range(1..=3);
+    (0..n)
+        .map(|i| {
+            let len = rng.random_range(1..=4);
+            let sequence = (0..len)
+                .map(|_| {
+                    (
+                        if rng.random_bool(0.7) {
+                            proto::TCP
+                        } else {
+                            proto::UDP
+                        },
+                        7000 + rng.random_range(0..6) as u16,
+                    )
+                })
+                .collect();
+            KnockDoor {
+                name: format!("door{i}"),
+                sequence,
+                protected: vec![(proto::TCP, 22 + i as u16)],
+                tcp_mask: tcp::SYN | tcp::ACK,
+                tcp_value: tcp::SYN,
+                step_timeout_ns: rng.random_range(1..=4) * SEC,
+                seq_timeout_ns: rng.random_range(3..=10) * SEC,
+                open_for_ns: rng.random_range(2..=20) * SEC,
+                strict: rng.random_bool(0.8),
+                lockout: if rng.random_bool(0.5) {
+                    Some((rng.random_range(2..=3), 30 * SEC, 10 * SEC))
+                } else {
+                    None
+                },
+            }
+        })
+        .collect()
+}
+
+struct Dump {
+    states: Vec<(StateKey, StateVal)>,
+    locks: Vec<(LockKey, LockVal)>,
+    grants: Vec<(GrantKey, u64)>,
+    counters: Vec<u64>,
+    tcount: Vec<u64>,
+}
+
+fn kernel_dump(bed: &mut TestBed, ntrans: usize) -> Dump {
+    let s: BpfHashMap<&MapData, StateKey, StateVal> = (&*bed.map(MAP_STATES)).try_into().unwrap();
+    let mut states: Vec<_> = s.iter().map(|r| r.unwrap()).collect();
+    states.sort_by_key(|(k, _)| *k);
+    let l: BpfHashMap<&MapData, LockKey, LockVal> = (&*bed.map(MAP_LOCKS)).try_into().unwrap();
+    let mut locks: Vec<_> = l.iter().map(|r| r.unwrap()).collect();
+    locks.sort_by_key(|(k, _)| *k);
+    let g: BpfHashMap<&MapData, GrantKey, GrantValue> =
+        (&*bed.map(MAP_GATE_GRANTS)).try_into().unwrap();
+    let mut grants: Vec<_> = g
+        .iter()
+        .map(|r| r.unwrap())
+        .map(|(k, v)| (k, v.expires_ns))
+        .collect();
+    grants.sort_by_key(|(k, _)| *k);
+    let c: PerCpuArray<&MapData, u64> = (&*bed.map(MAP_STATS)).try_into().unwrap();
+    let counters = (0..COUNTERS)
+        .map(|i| c.get(&i, 0).unwrap().iter().sum())
+        .collect();
+    let t: PerCpuArray<&MapData, u64> = (&*bed.map(MAP_TCOUNT)).try_into().unwrap();
+    let tcount = (0..ntrans as u32)
+        .map(|i| t.get(&i, 0).unwrap().iter().sum())
+        .collect();
+    Dump {
+        states,
+        locks,
+        grants,
+        counters,
+        tcount,
+    }
+}
+
+fn kernel_events(bed: &mut TestBed) -> Vec<Event> {
+    let mut rb: RingBuf<&mut MapData> = bed.map(MAP_EVENTS).try_into().unwrap();
+    let mut v = Vec::new();
+    while let Some(item) = rb.next() {
+        assert_eq!(item.len(), std::mem::size_of::<Event>());
+        // SAFETY: the kernel wrote exactly one Event.
+        v.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) });
+    }
+    v
+}
+
+/// Runs one random scenario; returns the names of the transitions taken.
+fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let doors = random_doors(&mut rng);
+    let compiled = compile(&doors).unwrap();
+    let mut bed = TestBed::new();
+    write_tables(&mut bed, &compiled, Some(&[])).unwrap();
+    let mut r = RefTables::new(16384, 4096);
+    r.load(&compiled);
+
+    let sources: Vec<IpAddr> = vec![
+        "10.9.0.1".parse().unwrap(),
+        "10.9.0.2".parse().unwrap(),
+        "fd00:9::3".parse().unwrap(),
+    ];
+    let server = |s: &IpAddr| -> IpAddr {
+        if s.is_ipv4() {
+            "10.9.0.100".parse().unwrap()
+        } else {
+            "fd00:9::100".parse().unwrap()
+        }
+    };
+    // Each source walks a door's sequence, with mistakes, repeats and pauses.
+    let mut walk: Vec<(usize, usize)> = sources.iter().map(|_| (0, 0)).collect();
+    let mut now = 1_000 * SEC;
+    let mut events_ref = 0usize;
+    let mut kernel_events_all = Vec::new();
+    for i in 0..packets {
+        now += match rng.random_range(0..10) {
+            0 => rng.random_range(1..12) * SEC,
+            1..=3 => rng.random_range(1..1500) * 1_000_000,
+            _ => rng.random_range(0..50) * 1_000_000,
+        };
+        let si = rng.random_range(0..sources.len());
+        let src = sources[si];
+        let (ref mut door, ref mut pos) = walk[si];
+        let d = &doors[*door];
+        let (p, port) = match rng.random_range(0..20) {
+            0..=12 => {
+                let st = d.sequence[(*pos).min(d.sequence.len() - 1)];
+                *pos += 1;
+                if *pos > d.sequence.len() || rng.random_bool(0.1) {
+                    *pos = 0;
+                    *door = rng.random_range(0..doors.len());
+                }
+                st
+            }
+            13 => d.sequence[(*pos).saturating_sub(1).min(d.sequence.len() - 1)], // a repeat
+            14..=15 => d.protected[0],
+            16..=17 => (proto::TCP, 7000 + rng.random_range(0..6) as u16),
+            _ => (
+                if rng.random_bool(0.5) {
+                    proto::TCP
+                } else {
+                    proto::UDP
+                },
+                rng.random_range(1..65535),
+            ),
+        };
+        let flags = if rng.random_bool(0.85) {
+            tcp::SYN
+        } else {
+            rng.random()
+        };
+        let frame = if p == proto::TCP {
+            Packet::tcp(src, server(&src), 40000 + si as u16, port, flags)
+        } else {
+            Packet::udp(src, server(&src), 40000 + si as u16, port)
+        }
+        .build();
+        freeze(&mut bed, now);
+        let got = bed.run_tc(statewall::ebpf::PROG_XFSM, &frame);
+        let want = step(&mut r, &parse_packet(&frame), now);
+        assert_eq!(
+            got == TCX_NEXT,
+            want,
+            "seed {seed} packet {i}: verdict differs"
+        );
+        if i % 64 == 0 {
+            kernel_events_all.extend(kernel_events(&mut bed));
+        }
+        events_ref = r.events.len();
+    }
+    kernel_events_all.extend(kernel_events(&mut bed));
+    let k = kernel_dump(&mut bed, compiled.counter_names.len());
+    let mut states: Vec<_> = r.states.iter().map(|(k, v)| (*k, *v)).collect();
+    states.sort_by_key(|(k, _)| *k);
+    let mut locks: Vec<_> = r.locks.iter().map(|(k, v)| (*k, *v)).collect();
+    locks.sort_by_key(|(k, _)| *k);
+    let mut grants: Vec<_> = r.grants.iter().map(|(k, v)| (*k, *v)).collect();
+    grants.sort_by_key(|(k, _)| *k);
+    assert_eq!(k.states, states, "seed {seed}: state tables differ");
+    assert_eq!(k.locks, locks, "seed {seed}: lock tables differ");
+    assert_eq!(k.grants, grants, "seed {seed}: grants differ");
+    assert_eq!(
+        k.counters,
+        r.counters.to_vec(),
+        "seed {seed}: counters differ"
+    );
+    let tref: Vec<u64> = (0..compiled.counter_names.len() as u32)
+        .map(|i| r.tcount.get(&i).copied().unwrap_or(0))
+        .collect();
+    assert_eq!(k.tcount, tref, "seed {seed}: transition counters differ");
+    assert_eq!(
+        kernel_events_all.len(),
+        events_ref,
+        "seed {seed}: event counts differ"
+    );
+    assert_eq!(kernel_events_all, r.events, "seed {seed}: events differ");
+    let hit = tref
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, _)| {
+            let n = &compiled.counter_names[i];
+            n.split(": ")
+                .nth(1)
+                .unwrap_or(n)
+                .split(" (")
+                .next()
+                .unwrap()
+                .split(' ')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    (packets, hit)
+}
+
+#[test]
+fn kernel_engine_equals_reference_on_random_doors() {
+    let cases = soak_cases(100) as u64;
+    let mut total = 0;
+    let mut kinds = HashSet::new();
+    for seed in 0..cases {
+        let (n, hit) = scenario(0x5eed_0000 + seed, 1000);
+        total += n;
+        kinds.extend(hit);
+    }
+    assert!(total >= 100_000, "only {total} packets");
+    // Every kind of transition the compiler emits was taken somewhere.
+    for k in ["step 1", "repeat of", "wrong knock"] {
+        assert!(
+            kinds.iter().any(|h| h.starts_with(k)),
+            "no '{k}' transition taken: {kinds:?}"
+        );
+    }
+}
