@@ -26,8 +26,8 @@ use aya::{
 };
 use serde::Serialize;
 use statewall_common::maps::{
-    GrantKey, GrantValue, GATE_COUNTERS, GATE_COUNTER_NAMES, GATE_PORTS_LEN, GATE_SUMMARY_SLOT,
-    GATE_TCP, GATE_UDP, MAP_CLOCK, MAP_GATE_GRANTS, MAP_GATE_PORTS, MAP_GATE_STATS,
+    GrantKey, GrantValue, GATE_COUNTERS, GATE_COUNTER_NAMES, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP,
+    MAP_CLOCK, MAP_GATE_GRANTS, MAP_GATE_PORTS, MAP_GATE_STATS,
 };
 
 use crate::{
@@ -541,7 +541,6 @@ impl Engine {
         }
         arr.set(GATE_SUMMARY_SLOT, summary, 0)
             .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
-        let _ = GATE_PORTS_LEN;
         Ok(())
     }
 

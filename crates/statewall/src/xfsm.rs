@@ -66,6 +66,25 @@ pub struct Compiled {
 }
 
 impl Compiled {
+    /// The transitions with their full keys in generation `generation`.
+    pub fn trans_entries(&self, generation: u32) -> impl Iterator<Item = (TransKey, Trans)> + '_ {
+        self.trans
+            .iter()
+            .map(move |(&(machine, state, proto, port), t)| {
+                (
+                    TransKey {
+                        generation: generation as u8,
+                        machine,
+                        state,
+                        proto,
+                        port,
+                        _pad: 0,
+                    },
+                    *t,
+                )
+            })
+    }
+
     /// Bit set of enabled machines.
     pub fn mask(&self) -> u32 {
         self.machines
@@ -305,16 +324,8 @@ pub fn write_tables(
         for k in stale {
             h.remove(&k).map_err(|e| merr(MAP_TRANS, e))?;
         }
-        for ((m, state, p, port), t) in &c.trans {
-            let k = TransKey {
-                generation: new as u8,
-                machine: *m,
-                state: *state,
-                proto: *p,
-                port: *port,
-                _pad: 0,
-            };
-            h.insert(k, *t, 0).map_err(|e| merr(MAP_TRANS, e))?;
+        for (k, t) in c.trans_entries(new) {
+            h.insert(k, t, 0).map_err(|e| merr(MAP_TRANS, e))?;
         }
     }
     let mut a: Array<&mut MapData, u32> =
@@ -385,17 +396,7 @@ impl RefTables {
             self.ports.insert((new, *p), *v);
         }
         self.trans.retain(|k, _| k.generation as u32 != new);
-        for ((m, state, p, port), t) in &c.trans {
-            let k = TransKey {
-                generation: new as u8,
-                machine: *m,
-                state: *state,
-                proto: *p,
-                port: *port,
-                _pad: 0,
-            };
-            self.trans.insert(k, *t);
-        }
+        self.trans.extend(c.trans_entries(new));
         self.ctl[(CTL_MASK_BASE + new) as usize] = c.mask();
         self.ctl[CTL_GEN as usize] = new;
     }

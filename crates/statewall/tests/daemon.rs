@@ -37,6 +37,22 @@ fn ids(status: &serde_json::Value) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     )
 }
 
+/// `statewall gate grant <client> udp/9922 --for 600`, which must succeed.
+fn grant_udp_9922(p: &Paths, pair: &Pair) {
+    let (code, _, err) = cli(
+        p,
+        &[
+            "gate",
+            "grant",
+            &pair.client_v4.to_string(),
+            "udp/9922",
+            "--for",
+            "600",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 fn seen(d: &Daemon) -> u64 {
     d.get("/api/v1/gate")["counters"]["seen"].as_u64().unwrap()
 }
@@ -80,18 +96,7 @@ fn lifecycle_reload_restart_adopt_teardown() {
     );
 
     // A grant through the CLI opens it for this source only.
-    let (code, _, err) = cli(
-        &p,
-        &[
-            "gate",
-            "grant",
-            &pair.client_v4.to_string(),
-            "udp/9922",
-            "--for",
-            "600",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    grant_udp_9922(&p, &pair);
     assert!(udp.passes(9922, b"granted"));
     let grants = d.get("/api/v1/gate/grants");
     assert_eq!(grants.as_array().unwrap().len(), 1);
@@ -476,18 +481,7 @@ fn upgrade_moves_links_to_new_programs_without_a_gap() {
     write_config(&p, &pair, "");
     let d = Daemon::start(&p, &[]);
     let (links0, progs0, maps0) = ids(&d.get("/api/v1/status"));
-    let (code, _, err) = cli(
-        &p,
-        &[
-            "gate",
-            "grant",
-            &pair.client_v4.to_string(),
-            "udp/9922",
-            "--for",
-            "600",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    grant_udp_9922(&p, &pair);
     assert_eq!(d.stop(), 0);
     // Pretend the pinned programs came from another build.
     let progs_dir = p.root.join("progs");
