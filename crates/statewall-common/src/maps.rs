@@ -8,8 +8,9 @@ pub const MAP_CLOCK: &str = "SW_CLOCK";
 /// Index in [`MAP_CLOCK`]: nanoseconds added to `bpf_ktime_get_ns()` by every program.
 /// Zero in production; tests move time forward by raising it instead of sleeping.
 pub const CLOCK_SLOT_TEST_OFFSET: u32 = 0;
-/// Index in [`MAP_CLOCK`]: `CLOCK_REALTIME - CLOCK_MONOTONIC` in ns, written and refreshed
-/// by the daemon, so kernel programs can produce epoch timestamps.
+/// Index in [`MAP_CLOCK`]: `CLOCK_REALTIME - CLOCK_MONOTONIC` in ns, written by the
+/// daemon when it starts, so kernel programs can produce epoch timestamps (periodic refresh,
+/// for wall-clock steps, comes with the monitors that use it).
 pub const CLOCK_SLOT_EPOCH_OFFSET: u32 = 1;
 /// Index in [`MAP_CLOCK`]: when non-zero, the kernel clock is frozen at this value (tests
 /// that compare the kernel with the reference need both to see the same instant).
