@@ -62,6 +62,9 @@ pub const MAP_STATES: &str = "SW_XFSM_STATES";
 pub const MAP_LOCKS: &str = "SW_XFSM_LOCKS";
 /// Activity filter.
 pub const MAP_ACTIVE: &str = "SW_XFSM_ACTIVE";
+/// Address filter: per bucket of address hashes, the time until which a state keyed by
+/// such an address may live (checked once per packet, before any machine runs).
+pub const MAP_ADDR_ACTIVE: &str = "SW_XFSM_AACT";
 /// Stage counters ([`Counter`]).
 pub const MAP_STATS: &str = "SW_XFSM_STATS";
 /// Per-transition counters.
@@ -69,15 +72,18 @@ pub const MAP_TCOUNT: &str = "SW_XFSM_TCOUNT";
 /// Events ring buffer ([`Event`]).
 pub const MAP_EVENTS: &str = "SW_XFSM_EVENTS";
 
-/// Index in the control array: the active generation (0 or 1).
+/// Index in the control array: the active generation (bit 0), [`CTL_SLOW`], and the bit set
+/// of its enabled machines (bits 8..16), switched together by one update.
 pub const CTL_GEN: u32 = 0;
 /// Index in the control array: non-zero while the lock table is full.
 pub const CTL_LOCK_FULL: u32 = 1;
-/// Index in the control array: bit set of the enabled machines of generation 0 (`+1` for
-/// generation 1).
-pub const CTL_MASK_BASE: u32 = 2;
 /// Control words.
 pub const CTL_LEN: u32 = 4;
+/// [`CTL_GEN`] bit: some machine can act on any port or keys no address, so the per-packet
+/// fast path (port prefilter and address filter) cannot rule a packet out.
+pub const CTL_SLOW: u32 = 2;
+/// Buckets of the address filter.
+pub const ADDR_BUCKETS: u32 = 4096;
 
 /// Scope fields. A scope is a list of them; the i-th address field of a scope goes to
 /// `addrs[i]` of the [`StateKey`], the i-th port field to `ports[i]` (see [`Scope::compile`]).
@@ -486,6 +492,18 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) ->
     bucket(k)
 }
 
+/// Address-filter bucket of an address.
+#[inline(always)]
+pub fn addr_bucket(a: &[u8; 16]) -> u32 {
+    let mut h: u32 = 0x2545_f491;
+    let mut i = 0;
+    while i < 4 {
+        h = (h ^ word(a, i)).wrapping_mul(0x9e37_79b1);
+        i += 1;
+    }
+    (h >> 16) % ADDR_BUCKETS
+}
+
 /// Activity-filter bucket of a key (a multiplicative hash of its words).
 #[inline(always)]
 pub fn bucket(k: &StateKey) -> u32 {
@@ -542,6 +560,10 @@ pub trait Tables {
     fn active(&self, b: u32) -> u64;
     /// Sets an activity filter bucket.
     fn set_active(&mut self, b: u32, until: u64);
+    /// Address filter bucket.
+    fn addr_active(&self, b: u32) -> u64;
+    /// Sets an address filter bucket.
+    fn set_addr_active(&mut self, b: u32, until: u64);
     /// State lookup.
     fn state(&mut self, k: &StateKey) -> Option<StateVal>;
     /// State write.
@@ -780,8 +802,12 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         if expired != 0 {
             t.count(Counter::Timeouts);
             emit(t, c, what(mm, old, state, expired), 0);
+            // The idle rollback keeps the hard deadline (it still bounds the state rolled
+            // back to); the hard rollback ends both.
             w.val.idle_deadline = 0;
-            w.val.hard_deadline = 0;
+            if expired == reason::HARD_TIMEOUT {
+                w.val.hard_deadline = 0;
+            }
             // The expired entry rolls back in place.
             if state == STATE_DEFAULT {
                 t.del_state(&w.key);
@@ -869,38 +895,87 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
         return;
     }
     t.put_state(&w.ukey, &w.nv);
-    // The entry can only be non-default until its first deadline (bounded machines roll
-    // back to DEFAULT); unbounded machines are always looked up.
-    let until = if w.mach.flags & M_UNBOUNDED != 0 || w.nv.hard_deadline == 0 {
-        u64::MAX
-    } else if w.nv.idle_deadline != 0 && w.nv.idle_deadline < w.nv.hard_deadline {
-        w.nv.idle_deadline
-    } else {
-        w.nv.hard_deadline
-    };
+    // The entry is non-default at most until the first deadline that rolls it back to
+    // DEFAULT (a later packet that extends it marks the filters again).
+    let mut until = u64::MAX;
+    if w.nv.idle_deadline != 0 && w.nv.idle_rollback == STATE_DEFAULT {
+        until = w.nv.idle_deadline;
+    }
+    if w.nv.hard_deadline != 0 && w.nv.hard_rollback == STATE_DEFAULT && w.nv.hard_deadline < until
+    {
+        until = w.nv.hard_deadline;
+    }
+    if w.mach.flags & M_UNBOUNDED != 0 {
+        until = u64::MAX;
+    }
     if t.active(ub) < until {
         t.set_active(ub, until);
+    }
+    // Mark the key's addresses in the address filter.
+    let mut i = 0;
+    while i < 2 {
+        if w.mach.update.a_src[i] | w.mach.update.a_dst[i] != 0 {
+            let ab = addr_bucket(&w.ukey.addrs[i]);
+            if t.addr_active(ab) < until {
+                t.set_addr_active(ab, until);
+            }
+        }
+        i += 1;
     }
 }
 
 /// Starts a packet: counts it and returns the context, or `None` when no machine can
-/// care about it (not L4, a non-first fragment, or no machine enabled).
+/// care about it (not L4, a non-first fragment, no machine enabled, or the fast path rules
+/// it out). The clock is read only when needed (`now`).
 #[inline(always)]
-pub fn begin<'a, T: Tables>(t: &mut T, p: &'a PacketInfo, now: u64) -> Option<Ctx<'a>> {
+pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
+    t: &mut T,
+    p: &'a PacketInfo,
+    now: F,
+) -> Option<Ctx<'a>> {
     t.count(Counter::Seen);
     if !p.is_ip() || p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
         return None;
     }
-    let generation = t.ctl(CTL_GEN) & 1;
-    let mask = t.ctl(CTL_MASK_BASE + generation);
+    let g = t.ctl(CTL_GEN);
+    let generation = g & 1;
+    let mask = (g >> 8) & 0xff;
     if mask == 0 {
         return None;
     }
+    let pbits = t.ports(generation, p.dport);
+    // Fast path: no machine has a transition on this (protocol, port) from DEFAULT and no
+    // state can exist for the packet's addresses: nothing to look up.
+    let proto_bits = match p.l4proto {
+        proto::TCP => pbits as u32 & 0xff,
+        proto::UDP => (pbits >> 8) as u32,
+        _ => 0,
+    };
+    // (A bucket never marked is 0: no clock read needed.)
+    if g & CTL_SLOW == 0 && proto_bits & mask == 0 {
+        let a = t.addr_active(addr_bucket(&p.saddr));
+        let b = t.addr_active(addr_bucket(&p.daddr));
+        if a == 0 && b == 0 {
+            return None;
+        }
+        let now = now();
+        if a <= now && b <= now {
+            return None;
+        }
+        return Some(Ctx {
+            p,
+            now,
+            generation,
+            pbits,
+            mask,
+        });
+    }
+    let now = now();
     Some(Ctx {
         p,
         now,
         generation,
-        pbits: t.ports(generation, p.dport),
+        pbits,
         mask,
     })
 }
@@ -920,7 +995,7 @@ pub fn finish<T: Tables>(t: &mut T, c: &Ctx<'_>, grant: u64) {
 /// Runs the stage on one parsed packet at kernel time `now`: `true` = hand on, `false` =
 /// drop. (The kernel runs the same pieces, with `bpf_loop` driving the machines.)
 pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, now: u64) -> bool {
-    let Some(c) = begin(t, p, now) else {
+    let Some(c) = begin(t, p, || now) else {
         return true;
     };
     let mut pass = true;

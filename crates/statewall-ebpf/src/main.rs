@@ -81,7 +81,7 @@ pub fn sw_xfsm(ctx: TcContext) -> i32 {
     let p = unsafe { &mut *p };
     *p = PacketInfo::default();
     parse_tc(&ctx, p);
-    if xfsm::run(p, clock::now_ns()) {
+    if xfsm::run(p) {
         TCX_NEXT
     } else {
         TC_ACT_SHOT

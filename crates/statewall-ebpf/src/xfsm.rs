@@ -13,8 +13,8 @@ use statewall_common::{
     xfsm::{
         begin, commit_machine, finish, run_machine, Counter, Ctx, Event, GrantSet, LockKey,
         LockVal, Machine, StateKey, StateVal, Tables, Trans, TransKey, Work, ACTIVE_BUCKETS,
-        COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES, MAX_TRANS_COUNTERS, PORTS_PER_GEN,
-        RUN_DROP, RUN_GRANT,
+        ADDR_BUCKETS, COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES, MAX_TRANS_COUNTERS,
+        PORTS_PER_GEN, RUN_DROP, RUN_GRANT,
     },
 };
 
@@ -38,6 +38,8 @@ static SW_XFSM_STATES: LruHashMap<StateKey, StateVal> = LruHashMap::with_max_ent
 static SW_XFSM_LOCKS: HashMap<LockKey, LockVal> = HashMap::with_max_entries(16384, 0);
 #[map(name = "SW_XFSM_ACTIVE")]
 static SW_XFSM_ACTIVE: Array<u64> = Array::with_max_entries(ACTIVE_BUCKETS, 0);
+#[map(name = "SW_XFSM_AACT")]
+static SW_XFSM_AACT: Array<u64> = Array::with_max_entries(ADDR_BUCKETS, 0);
 #[map(name = "SW_XFSM_STATS")]
 static SW_XFSM_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 #[map(name = "SW_XFSM_TCOUNT")]
@@ -91,6 +93,16 @@ impl Tables for Maps {
     #[inline(always)]
     fn set_active(&mut self, b: u32, until: u64) {
         if let Some(p) = SW_XFSM_ACTIVE.get_ptr_mut(b) {
+            unsafe { *p = until };
+        }
+    }
+    #[inline(always)]
+    fn addr_active(&self, b: u32) -> u64 {
+        arr(&SW_XFSM_AACT, b)
+    }
+    #[inline(always)]
+    fn set_addr_active(&mut self, b: u32, until: u64) {
+        if let Some(p) = SW_XFSM_AACT.get_ptr_mut(b) {
             unsafe { *p = until };
         }
     }
@@ -245,9 +257,12 @@ pub extern "C" fn sw_xfsm_commit(p: *const PacketInfo, m: u64, w: *mut Work) -> 
 /// Runs the stage on the packet in the scratch slot: true = hand on, false = drop. Same
 /// pieces as `statewall_common::xfsm::step`, with `bpf_loop` driving the machines.
 #[inline(always)]
-pub fn run(p: &PacketInfo, now: u64) -> bool {
-    let packed = match begin(&mut Maps, p, now) {
-        Some(c) => c.generation as u64 | (c.pbits as u64) << 8 | (c.mask as u64) << 32,
+pub fn run(p: &PacketInfo) -> bool {
+    let (packed, now) = match begin(&mut Maps, p, crate::clock::now_ns) {
+        Some(c) => (
+            c.generation as u64 | (c.pbits as u64) << 8 | (c.mask as u64) << 32,
+            c.now,
+        ),
         None => return true,
     };
     let mut lc = LoopCtx {
@@ -256,9 +271,11 @@ pub fn run(p: &PacketInfo, now: u64) -> bool {
         drop: 0,
         grant: 0,
     };
+    // Machines up to the highest enabled one.
+    let n = 32 - ((packed >> 32) as u32).leading_zeros();
     unsafe {
         bpf_loop(
-            MAX_MACHINES as u32,
+            n,
             machine_cb as *mut c_void,
             &mut lc as *mut LoopCtx as *mut c_void,
             0,

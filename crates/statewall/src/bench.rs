@@ -186,18 +186,12 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
     // xfsm with one knock door (7000, 8000/udp, 9000 -> tcp/22): a packet from a source with
     // no state to a port in no sequence, then a knock (the first step; repeated runs of it
     // take the "repeat" transition of the state it leads to).
-    let door = crate::xfsm::KnockDoor {
-        name: "bench".into(),
-        sequence: vec![(6, 7000), (17, 8000), (6, 9000)],
-        protected: vec![(6, 22)],
-        tcp_mask: 0x12,
-        tcp_value: 0x02,
-        step_timeout_ns: 5_000_000_000,
-        seq_timeout_ns: 25_000_000_000,
-        open_for_ns: 30_000_000_000,
-        strict: true,
-        lockout: Some((5, 60_000_000_000, 300_000_000_000)),
-    };
+    let mut door = crate::xfsm::KnockDoor::new(
+        "bench",
+        vec![(6, 7000), (17, 8000), (6, 9000)],
+        vec![(6, 22)],
+    );
+    door.lockout = Some((5, 60_000_000_000, 300_000_000_000));
     let compiled = crate::xfsm::compile(&[door]).expect("bench door");
     crate::xfsm::write_tables(&mut bed, &compiled, Some(&[])).expect("write tables");
     let (base, x) = interleave(

@@ -55,6 +55,271 @@ pub struct Config {
     pub interfaces: Vec<InterfaceConfig>,
     /// `[gate]`: protected ports.
     pub gate: GateConfig,
+    /// `[[knock]]`: port-knocking doors (compiled to xfsm machines).
+    #[serde(rename = "knock")]
+    pub knocks: Vec<KnockConfig>,
+}
+
+/// A duration written `"500ms"`, `"5s"`, `"2m"`, `"1h"` or a bare number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub std::time::Duration);
+
+impl Dur {
+    /// Whole seconds.
+    pub const fn secs(s: u64) -> Dur {
+        Dur(std::time::Duration::from_secs(s))
+    }
+    /// Nanoseconds (saturating).
+    pub fn ns(&self) -> u64 {
+        self.0.as_nanos().min(u64::MAX as u128) as u64
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            write!(f, "{ms}ms")
+        } else {
+            write!(f, "{}s", ms / 1000)
+        }
+    }
+}
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (like 500ms, 5s, 2m, 1h)"))?;
+        let ms = match unit.trim() {
+            "ms" => n,
+            "" | "s" => n.saturating_mul(1000),
+            "m" | "min" => n.saturating_mul(60_000),
+            "h" => n.saturating_mul(3_600_000),
+            u => return Err(format!("unknown unit {u:?} in {s:?} (ms, s, m, h)")),
+        };
+        Ok(Dur(std::time::Duration::from_millis(ms)))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Dur::secs(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One knock step: a port and protocol, written knockd's way: `7000`, `8000:udp`,
+/// `9000:tcp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Step(pub PortSpec);
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = if self.0.proto == 17 { "udp" } else { "tcp" };
+        write!(f, "{}:{p}", self.0.port)
+    }
+}
+
+impl std::str::FromStr for Step {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (port, proto) = t.split_once(':').unwrap_or((t, "tcp"));
+        let spec: PortSpec = format!("{}/{}", proto.trim(), port.trim())
+            .parse()
+            .map_err(|e: String| format!("knock step {s:?}: {e}"))?;
+        Ok(Step(spec))
+    }
+}
+
+/// A knock sequence: a list of steps, written as a TOML list or knockd's comma-separated
+/// string (`"7000,8000:udp,9000"`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Sequence(pub Vec<Step>);
+
+impl Sequence {
+    /// Parses knockd's syntax.
+    pub fn parse(s: &str) -> Result<Sequence, String> {
+        s.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<Step>, String>>()
+            .map(Sequence)
+    }
+}
+
+impl fmt::Display for Sequence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v: Vec<String> = self.0.iter().map(|s| s.to_string()).collect();
+        f.write_str(&v.join(","))
+    }
+}
+
+impl Serialize for Sequence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sequence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            L(Vec<toml::Value>),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::L(l) => l
+                .iter()
+                .map(|v| match v {
+                    toml::Value::Integer(i) => Ok(i.to_string()),
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(format!("knock step {other}: a port or \"port:proto\"")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(serde::de::Error::custom)?
+                .join(","),
+        };
+        Sequence::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Brute-force cut-off: `failures` wrong knocks within `within` lock the source out for
+/// `duration`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Lockout {
+    /// Failures that lock a source out.
+    pub failures: u32,
+    /// Window in which they are counted.
+    pub within: Dur,
+    /// How long the lockout lasts.
+    pub duration: Dur,
+}
+
+/// `[[knock]]`: one door.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KnockConfig {
+    /// Door name (events, logs, API).
+    pub name: String,
+    /// Knock sequence: `"7000,8000:udp,9000"` or `[7000, "8000:udp", 9000]`.
+    pub sequence: Sequence,
+    /// Ports the door opens for the knocking source (`tcp/22`, `udp/9922`); they are
+    /// protected (dropped for everyone else).
+    pub protected: Vec<PortSpec>,
+    /// TCP flags a TCP knock must carry, knockd's syntax (`syn,!ack`; `!` = must be clear).
+    #[serde(default = "default_tcpflags")]
+    pub tcpflags: String,
+    /// Time allowed between consecutive knocks.
+    #[serde(default = "default_step_timeout")]
+    pub step_timeout: Dur,
+    /// Time allowed for the whole sequence from its first knock (knockd's `seq_timeout`).
+    #[serde(default = "default_seq_timeout")]
+    pub seq_timeout: Dur,
+    /// How long the door stays open for new connections (established ones keep working).
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
+    /// Reset a source part-way through on a packet to any other port.
+    #[serde(default = "default_true")]
+    pub strict: bool,
+    /// A sequence that closes the door again (revokes the source's grants).
+    #[serde(default)]
+    pub close_sequence: Option<Sequence>,
+    /// The sequence opens the door, and the same sequence knocked while open closes it.
+    #[serde(default)]
+    pub toggle: bool,
+    /// Brute-force cut-off (absent = none).
+    #[serde(default)]
+    pub lockout: Option<Lockout>,
+    /// Command run when the door opens, as an argument vector; `%IP%` is the source.
+    #[serde(default)]
+    pub start_command: Option<Vec<String>>,
+    /// Command run when the door closes (window over), as an argument vector.
+    #[serde(default)]
+    pub stop_command: Option<Vec<String>>,
+    /// Time limit for each command (killed after it).
+    #[serde(default = "default_cmd_timeout")]
+    pub cmd_timeout: Dur,
+    /// User the commands run as (absent = the daemon's user).
+    #[serde(default)]
+    pub run_as: Option<String>,
+}
+
+fn default_tcpflags() -> String {
+    "syn,!ack".into()
+}
+fn default_step_timeout() -> Dur {
+    Dur::secs(5)
+}
+fn default_seq_timeout() -> Dur {
+    Dur::secs(25)
+}
+fn default_open_for() -> Dur {
+    Dur::secs(30)
+}
+fn default_cmd_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_true() -> bool {
+    true
+}
+
+/// TCP flag bits by knockd name.
+const TCP_FLAG_NAMES: [(&str, u8); 6] = [
+    ("fin", 0x01),
+    ("syn", 0x02),
+    ("rst", 0x04),
+    ("psh", 0x08),
+    ("ack", 0x10),
+    ("urg", 0x20),
+];
+
+/// Parses knockd's `tcpflags` (`syn,!ack`): returns (mask, value).
+pub fn parse_tcpflags(s: &str) -> Result<(u8, u8), String> {
+    let (mut mask, mut value) = (0u8, 0u8);
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (neg, name) = match part.strip_prefix('!') {
+            Some(n) => (true, n.trim()),
+            None => (false, part),
+        };
+        let bit = TCP_FLAG_NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                format!("unknown TCP flag {name:?} in {s:?} (fin, syn, rst, psh, ack, urg)")
+            })?;
+        if mask & bit != 0 {
+            return Err(format!("TCP flag {name:?} named twice in {s:?}"));
+        }
+        mask |= bit;
+        if !neg {
+            value |= bit;
+        }
+    }
+    Ok((mask, value))
 }
 
 /// `[daemon]`.
@@ -257,6 +522,7 @@ impl Config {
                 return Err(bad("[gate] protected".into(), format!("{p} listed twice")));
             }
         }
+        self.validate_knocks(&bad)?;
         if self.daemon.token_file.is_some() && self.daemon.no_auth {
             return Err(bad(
                 "[daemon] no_auth".into(),
@@ -288,5 +554,146 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_knocks(
+        &self,
+        bad: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let max = statewall_common::xfsm::MAX_MACHINES;
+        if self.knocks.len() > max {
+            return Err(bad(
+                format!("[[knock]] #{}", max + 1),
+                format!("{} doors: at most {max}", self.knocks.len()),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, k) in self.knocks.iter().enumerate() {
+            let at = |key: &str| format!("[[knock]] #{} ({}) {key}", i + 1, k.name);
+            if k.name.is_empty()
+                || !k
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(bad(
+                    format!("[[knock]] #{} name", i + 1),
+                    format!("{:?}: use letters, digits, '-' and '_'", k.name),
+                ));
+            }
+            if !names.insert(k.name.clone()) {
+                return Err(bad(at("name"), "two doors with this name".into()));
+            }
+            let n = k.sequence.0.len();
+            if n == 0 || n > 32 {
+                return Err(bad(at("sequence"), format!("{n} steps: 1 to 32")));
+            }
+            if k.strict && n >= 2 {
+                let d: Vec<i32> = k
+                    .sequence
+                    .0
+                    .windows(2)
+                    .map(|w| w[1].0.port as i32 - w[0].0.port as i32)
+                    .collect();
+                if d.iter().all(|&x| x == 1) || d.iter().all(|&x| x == -1) {
+                    return Err(bad(
+                        at("sequence"),
+                        format!(
+                            "{} is consecutive ports in order: a port scan would walk through it",
+                            k.sequence
+                        ),
+                    ));
+                }
+            }
+            let gmax = statewall_common::xfsm::GRANT_SET_PORTS;
+            if k.protected.is_empty() || k.protected.len() > gmax {
+                return Err(bad(
+                    at("protected"),
+                    format!("{} ports: 1 to {gmax}", k.protected.len()),
+                ));
+            }
+            for p in &k.protected {
+                if k.sequence.0.iter().any(|s| s.0 == *p) {
+                    return Err(bad(
+                        at("protected"),
+                        format!("{p} is also a step of the sequence"),
+                    ));
+                }
+            }
+            parse_tcpflags(&k.tcpflags).map_err(|e| bad(at("tcpflags"), e))?;
+            for (key, d) in [
+                ("step_timeout", k.step_timeout),
+                ("seq_timeout", k.seq_timeout),
+                ("open_for", k.open_for),
+                ("cmd_timeout", k.cmd_timeout),
+            ] {
+                if d.0.is_zero() || d.0 > std::time::Duration::from_secs(86400 * 365) {
+                    return Err(bad(at(key), format!("{d}: from 1ms to 365 days")));
+                }
+            }
+            if let Some(l) = &k.lockout {
+                if l.failures == 0 || l.within.0.is_zero() || l.duration.0.is_zero() {
+                    return Err(bad(
+                        at("lockout"),
+                        "failures, within and duration must all be above zero (leave lockout out to turn it off)".into(),
+                    ));
+                }
+            }
+            for (key, c) in [
+                ("start_command", &k.start_command),
+                ("stop_command", &k.stop_command),
+            ] {
+                if let Some(c) = c {
+                    if c.is_empty() || c[0].is_empty() {
+                        return Err(bad(at(key), "an empty command".into()));
+                    }
+                }
+            }
+            if let Some(u) = &k.run_as {
+                if u.is_empty() {
+                    return Err(bad(at("run_as"), "an empty user name".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every protected (protocol, port): `[gate] protected` and the doors' ports.
+    pub fn protected_ports(&self) -> Vec<PortSpec> {
+        let mut all: BTreeSet<PortSpec> = self.gate.protected.iter().copied().collect();
+        for k in &self.knocks {
+            all.extend(k.protected.iter().copied());
+        }
+        all.into_iter().collect()
+    }
+
+    /// The doors, ready for [`crate::xfsm::compile`] (the config must be valid).
+    pub fn doors(&self) -> Vec<crate::xfsm::KnockDoor> {
+        self.knocks
+            .iter()
+            .map(|k| {
+                let (tcp_mask, tcp_value) = parse_tcpflags(&k.tcpflags).unwrap_or((0x12, 0x02));
+                let steps = |s: &Sequence| -> Vec<(u8, u16)> {
+                    s.0.iter().map(|s| (s.0.proto, s.0.port)).collect()
+                };
+                crate::xfsm::KnockDoor {
+                    name: k.name.clone(),
+                    sequences: vec![steps(&k.sequence)],
+                    close: k.close_sequence.iter().map(steps).collect(),
+                    toggle: k.toggle,
+                    protected: k.protected.iter().map(|p| (p.proto, p.port)).collect(),
+                    tcp_mask,
+                    tcp_value,
+                    step_timeout_ns: k.step_timeout.ns(),
+                    seq_timeout_ns: k.seq_timeout.ns(),
+                    open_for_ns: k.open_for.ns(),
+                    strict: k.strict,
+                    lockout: k
+                        .lockout
+                        .as_ref()
+                        .map(|l| (l.failures, l.within.ns(), l.duration.ns())),
+                }
+            })
+            .collect()
     }
 }

@@ -103,6 +103,8 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// Command-line overrides, re-applied on reload.
     pub overrides: Overrides,
+    /// Knock doors: events, open sources, triggers.
+    pub doors: crate::doors::Doors,
 }
 
 /// Daemon state behind the lock.
@@ -160,21 +162,10 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         );
         new.gate.grants_max = g.config.gate.grants_max;
     }
-    let applied = g
-        .engine
-        .reconcile(&new)
-        .context("attaching")
-        .and_then(|()| {
-            g.engine
-                .apply_gate(&new)
-                .context("writing the gate's tables")
-        });
+    let applied = apply(&mut g.engine, &new);
     if let Err(e) = applied {
         let old = g.config.clone();
-        let back = g
-            .engine
-            .reconcile(&old)
-            .and_then(|()| g.engine.apply_gate(&old));
+        let back = apply(&mut g.engine, &old);
         return Err(match back {
             Ok(()) => e.context("rolled back to the previous config"),
             Err(b) => e.context(format!(
@@ -184,6 +175,17 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
     }
     g.config = new;
     tracing::info!("config reloaded");
+    Ok(())
+}
+
+/// Writes a config into the kernel: xfsm tables (before the program that reads them is
+/// attached), attachments, then the protected ports.
+pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
+    engine.apply_xfsm(cfg).context("writing the xfsm tables")?;
+    engine.reconcile(cfg).context("attaching")?;
+    engine
+        .apply_gate(cfg)
+        .context("writing the gate's tables")?;
     Ok(())
 }
 
@@ -300,8 +302,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     };
     let mut engine = Engine::open(&pins, &cfg)?;
     tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
-    engine.reconcile(&cfg)?;
-    engine.apply_gate(&cfg)?;
+    apply(&mut engine, &cfg)?;
     let socket_path = cfg.daemon.socket.clone();
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
@@ -310,6 +311,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         }),
         config_path,
         overrides,
+        doors: Default::default(),
     });
 
     let app = crate::api::router(shared.clone());
@@ -355,6 +357,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
                 .map_err(anyhow::Error::from)
         });
     }
+    tasks.spawn(crate::doors::read_events(shared.clone(), stop_rx.clone()));
     {
         let s = shared.clone();
         let rx = stop_rx.clone();
@@ -381,6 +384,13 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
                         }
                     }
                 }
+                if let Err(e) = g.engine.sweep_locks(&cfg) {
+                    tracing::warn!("sweeping lock records: {e}");
+                }
+                drop(g);
+                // Doors whose window ended (stop commands) before their grants are swept.
+                s.doors.sweep(&s);
+                let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
                 match g.engine.sweep_grants() {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "grants expired"),

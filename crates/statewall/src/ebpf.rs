@@ -8,8 +8,7 @@ pub static OBJECT: &[u8] =
 
 /// tc program of the gate stage.
 pub const PROG_GATE: &str = "sw_gate";
-/// tc program of the xfsm stage (OpenState engine; port knocking). It verifies and runs;
-/// the daemon does not attach it yet (the knock compiler and table writer come next).
+/// tc program of the xfsm stage (OpenState engine; port knocking), before the gate.
 pub const PROG_XFSM: &str = "sw_xfsm";
 /// XDP ingress program: the ingress stages (xfsm, gate) in chain order.
 pub const PROG_XDP_INGRESS: &str = "sw_xdp_ingress";
@@ -28,6 +27,18 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::maps::MAP_GATE_PORTS,
     statewall_common::maps::MAP_GATE_GRANTS,
     statewall_common::maps::MAP_GATE_STATS,
+    statewall_common::xfsm::MAP_MACHINES,
+    statewall_common::xfsm::MAP_TRANS,
+    statewall_common::xfsm::MAP_PORTS,
+    statewall_common::xfsm::MAP_GRANT_SETS,
+    statewall_common::xfsm::MAP_CTL,
+    statewall_common::xfsm::MAP_STATES,
+    statewall_common::xfsm::MAP_LOCKS,
+    statewall_common::xfsm::MAP_ACTIVE,
+    statewall_common::xfsm::MAP_ADDR_ACTIVE,
+    statewall_common::xfsm::MAP_STATS,
+    statewall_common::xfsm::MAP_TCOUNT,
+    statewall_common::xfsm::MAP_EVENTS,
 ];
 
 /// A short stable identifier of the embedded object (FNV-1a 64 of its bytes), recorded in

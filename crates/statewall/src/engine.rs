@@ -114,7 +114,12 @@ pub fn desired_links(cfg: &Config) -> Vec<LinkSpot> {
             program: program.into(),
         };
         match ifc.ingress {
-            IngressHook::Tcx => v.push(spot("ingress", PROG_GATE)),
+            IngressHook::Tcx => {
+                if !cfg.knocks.is_empty() {
+                    v.push(spot("ingress", ebpf::PROG_XFSM));
+                }
+                v.push(spot("ingress", PROG_GATE));
+            }
             IngressHook::Xdp => v.push(spot("xdp", PROG_XDP_INGRESS)),
             IngressHook::Off => {}
         }
@@ -172,8 +177,11 @@ pub struct HookState {
 }
 
 /// The programs the daemon loads, pins and attaches: (name, is XDP).
-/// (`sw_xfsm` joins this list with the knock compiler and the xfsm table writer.)
-pub const PROGRAMS: &[(&str, bool)] = &[(PROG_GATE, false), (PROG_XDP_INGRESS, true)];
+pub const PROGRAMS: &[(&str, bool)] = &[
+    (ebpf::PROG_XFSM, false),
+    (PROG_GATE, false),
+    (PROG_XDP_INGRESS, true),
+];
 
 /// A loaded (or adopted) program.
 enum Prog {
@@ -189,6 +197,18 @@ pub struct Engine {
     progs: BTreeMap<&'static str, Prog>,
     /// True when the programs were adopted from pins rather than loaded.
     pub adopted: bool,
+    /// The xfsm tables written last (None until [`Engine::apply_xfsm`]).
+    pub xfsm: Option<crate::xfsm::Compiled>,
+    /// Ports with prefilter bits in each xfsm generation (None = unknown).
+    xfsm_ports: [Option<Vec<u16>>; 2],
+}
+
+impl crate::xfsm::MapAccess for Engine {
+    fn map_mut(&mut self, name: &str) -> &mut Map {
+        self.maps
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("map {name} is not pinned"))
+    }
 }
 
 fn prog_dir(pins: &Pins) -> PathBuf {
@@ -252,6 +272,8 @@ impl Engine {
             maps,
             progs,
             adopted,
+            xfsm: None,
+            xfsm_ports: [None, None],
         };
         // Every link runs this build's program (also after a start that died half-way).
         eng.relink_all()?;
@@ -517,7 +539,7 @@ impl Engine {
     /// no port that stays protected is ever open in between; the summary slot last.
     pub fn apply_gate(&mut self, cfg: &Config) -> Result<()> {
         let mut want = vec![0u8; 65536];
-        for PortSpec { proto, port } in &cfg.gate.protected {
+        for PortSpec { proto, port } in &cfg.protected_ports() {
             want[*port as usize] |= if *proto == 17 { GATE_UDP } else { GATE_TCP };
         }
         let summary = want.iter().fold(0u8, |a, b| a | b);
@@ -542,6 +564,137 @@ impl Engine {
         arr.set(GATE_SUMMARY_SLOT, summary, 0)
             .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
         Ok(())
+    }
+
+    /// Compiles the config's doors and writes them into the inactive xfsm generation, then
+    /// switches to it (one array update: no packet sees half a table).
+    pub fn apply_xfsm(&mut self, cfg: &Config) -> Result<()> {
+        let compiled = crate::xfsm::compile(&cfg.doors()).map_err(EngineError::Load)?;
+        let ctl: Array<&MapData, u32> =
+            Array::try_from(self.maps.get(statewall_common::xfsm::MAP_CTL).unwrap())
+                .map_err(|e| map_err(statewall_common::xfsm::MAP_CTL, e))?;
+        let cur = ctl.get(&statewall_common::xfsm::CTL_GEN, 0).unwrap_or(0) & 1;
+        let shadow = (cur ^ 1) as usize;
+        let known = self.xfsm_ports[shadow].take();
+        let new = crate::xfsm::write_tables(self, &compiled, known.as_deref()).map_err(|e| {
+            EngineError::Map {
+                map: "xfsm tables".into(),
+                msg: e,
+            }
+        })?;
+        self.xfsm_ports[new as usize] = Some(compiled.ports.keys().copied().collect());
+        self.xfsm = Some(compiled);
+        Ok(())
+    }
+
+    /// xfsm stage counters summed over CPUs, by name.
+    pub fn xfsm_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        use statewall_common::xfsm::{COUNTERS, COUNTER_NAMES, MAP_STATS};
+        let a: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.maps.get(MAP_STATS).unwrap())
+                .map_err(|e| map_err(MAP_STATS, e))?;
+        let mut v = Vec::new();
+        for i in 0..COUNTERS {
+            let per = a.get(&i, 0).map_err(|e| map_err(MAP_STATS, e))?;
+            v.push((COUNTER_NAMES[i as usize], per.iter().sum()));
+        }
+        Ok(v)
+    }
+
+    /// Per-transition counters of the current tables: (name, packets).
+    pub fn xfsm_transition_counters(&self) -> Result<Vec<(String, u64)>> {
+        use statewall_common::xfsm::MAP_TCOUNT;
+        let Some(c) = &self.xfsm else {
+            return Ok(Vec::new());
+        };
+        let a: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.maps.get(MAP_TCOUNT).unwrap())
+                .map_err(|e| map_err(MAP_TCOUNT, e))?;
+        let mut v = Vec::new();
+        for (i, name) in c.counter_names.iter().enumerate() {
+            let per = a.get(&(i as u32), 0).map_err(|e| map_err(MAP_TCOUNT, e))?;
+            v.push((name.clone(), per.iter().sum()));
+        }
+        Ok(v)
+    }
+
+    /// The xfsm state entries: (machine, source, state, idle deadline, hard deadline).
+    pub fn xfsm_states(
+        &self,
+    ) -> Result<
+        Vec<(
+            statewall_common::xfsm::StateKey,
+            statewall_common::xfsm::StateVal,
+        )>,
+    > {
+        use statewall_common::xfsm::{StateKey, StateVal, MAP_STATES};
+        let h: BpfHashMap<&MapData, StateKey, StateVal> =
+            BpfHashMap::try_from(self.maps.get(MAP_STATES).unwrap())
+                .map_err(|e| map_err(MAP_STATES, e))?;
+        Ok(h.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Lock records: (key, value).
+    pub fn xfsm_locks(
+        &self,
+    ) -> Result<
+        Vec<(
+            statewall_common::xfsm::LockKey,
+            statewall_common::xfsm::LockVal,
+        )>,
+    > {
+        use statewall_common::xfsm::{LockKey, LockVal, MAP_LOCKS};
+        let h: BpfHashMap<&MapData, LockKey, LockVal> =
+            BpfHashMap::try_from(self.maps.get(MAP_LOCKS).unwrap())
+                .map_err(|e| map_err(MAP_LOCKS, e))?;
+        Ok(h.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Removes lock records whose lockout and failure window are over (so that a full lock
+    /// table drains), and clears the table-full flag when there is room again; returns how
+    /// many records went.
+    pub fn sweep_locks(&mut self, cfg: &Config) -> Result<usize> {
+        use statewall_common::xfsm::{LockKey, LockVal, CTL_LOCK_FULL, MAP_CTL, MAP_LOCKS};
+        let now = self.kernel_now();
+        let windows: Vec<u64> = cfg
+            .knocks
+            .iter()
+            .map(|k| k.lockout.as_ref().map(|l| l.within.ns()).unwrap_or(0))
+            .collect();
+        let locks = self.xfsm_locks()?;
+        let total = locks.len();
+        let dead: Vec<LockKey> = locks
+            .into_iter()
+            .filter(|(k, v)| {
+                let w = windows.get(k.machine as usize).copied().unwrap_or(0);
+                v.locked_until <= now && v.window_start.saturating_add(w) <= now
+            })
+            .map(|(k, _)| k)
+            .collect();
+        {
+            let mut h: BpfHashMap<&mut MapData, LockKey, LockVal> =
+                BpfHashMap::try_from(self.maps.get_mut(MAP_LOCKS).unwrap())
+                    .map_err(|e| map_err(MAP_LOCKS, e))?;
+            for k in &dead {
+                let _ = h.remove(k);
+            }
+        }
+        let cap = self
+            .maps
+            .get(MAP_LOCKS)
+            .and_then(|_| MapData::from_pin(self.pins.map(MAP_LOCKS)).ok())
+            .and_then(|md| md.info().ok().map(|i| i.max_entries()))
+            .unwrap_or(0) as usize;
+        if total - dead.len() < cap {
+            let mut ctl: Array<&mut MapData, u32> =
+                Array::try_from(self.maps.get_mut(MAP_CTL).unwrap())
+                    .map_err(|e| map_err(MAP_CTL, e))?;
+            if ctl.get(&CTL_LOCK_FULL, 0).unwrap_or(0) != 0 {
+                ctl.set(CTL_LOCK_FULL, 0, 0)
+                    .map_err(|e| map_err(MAP_CTL, e))?;
+            }
+        }
+        Ok(dead.len())
     }
 
     /// The protected ports as the kernel has them.

@@ -12,6 +12,7 @@
 //! - [`testrun`], [`packet`], [`netns`]: test harnesses (BPF_PROG_TEST_RUN on crafted
 //!   frames; network namespaces joined by veth pairs).
 //! - [`xfsm`]: knock doors compiled to OpenState tables, the table writer, the reference tables.
+//! - [`doors`]: knock doors in the daemon (events, open sources, trigger commands).
 //! - [`bench`], [`demo`]: `statewall bench` and `statewall demo`.
 //!
 //! ```no_run
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod doors;
 pub mod ebpf;
 pub mod engine;
 pub mod metrics;

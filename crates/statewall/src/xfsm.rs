@@ -2,13 +2,17 @@
 //! tables into the kernel (shadow generation, then one switch), and [`RefTables`], the
 //! plain-map implementation of [`Tables`] that runs the reference model in tests.
 //!
-//! A knock door with sequence s1..sn compiles to one machine keyed by source address:
-//! DEFAULT --s1--> 1 --s2--> ... --sn--> OPEN, where the last step opens the door's grant set
-//! in the gate. The first step arms the sequence timer (`seq_timeout`, kept by later
-//! steps), every step arms the step timer (`step_timeout`); both roll back to DEFAULT.
-//! OPEN lasts `open_for`. A repeated packet of the step just taken (a retransmitted SYN)
-//! keeps the state and its timers. In strict mode, any other knock-like packet (UDP, or
-//! TCP with the door's flags) from a source part-way through resets it and counts a failure.
+//! A knock door compiles to one machine keyed by source address. Its sequences form a trie
+//! from DEFAULT: DEFAULT --s1--> a --s2--> b ... --sn--> OPEN, where the last step of an open
+//! sequence opens the door's grant set in the gate, and the last step of a close sequence
+//! revokes it (back to DEFAULT). The first step arms the sequence timer (`seq_timeout`,
+//! kept by later steps), every step arms the step timer (`step_timeout`); both roll back
+//! to where the path started. OPEN lasts `open_for`; from OPEN the first steps work as from
+//! DEFAULT (knocking again while open), except in toggle mode, where the open sequence
+//! knocked again from OPEN is the close path (its timeouts roll back to OPEN, whose own
+//! deadline keeps running). A repeated packet of the step just taken (a retransmitted SYN)
+//! keeps the state and its timers. In strict mode, any other knock-like packet (UDP, or TCP
+//! with the door's flags) from a source part-way through resets it and counts a failure.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,9 +22,9 @@ use statewall_common::{
     proto,
     xfsm::{
         field, Counter, Event, GrantSet, LockKey, LockVal, Machine, Scope, StateKey, StateVal,
-        Tables, Trans, TransKey, ACT_NEXT, COUNTERS, CTL_GEN, CTL_LEN, CTL_MASK_BASE, E_FAIL,
-        E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES,
-        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, NEXT_STAY, PORTS_PER_GEN,
+        Tables, Trans, TransKey, ACT_NEXT, COUNTERS, CTL_GEN, CTL_LEN, CTL_SLOW, E_FAIL, E_GRANT,
+        E_KEEP_HARD, E_KEEP_IDLE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES,
+        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, M_ANY_PORT, NEXT_STAY, PORTS_PER_GEN,
         STATE_DEFAULT,
     },
 };
@@ -30,8 +34,13 @@ use statewall_common::{
 pub struct KnockDoor {
     /// Name (config section).
     pub name: String,
-    /// Steps: (protocol, port).
-    pub sequence: Vec<(u8, u16)>,
+    /// Open sequences, steps as (protocol, port): usually one (time-based doors have the
+    /// neighbouring windows' too).
+    pub sequences: Vec<Vec<(u8, u16)>>,
+    /// Close sequences (revoke the source's grants).
+    pub close: Vec<Vec<(u8, u16)>>,
+    /// The open sequence knocked while open closes the door.
+    pub toggle: bool,
     /// Protected (protocol, port)s the door opens.
     pub protected: Vec<(u8, u16)>,
     /// TCP flags that must be set ...
@@ -50,6 +59,27 @@ pub struct KnockDoor {
     pub lockout: Option<(u32, u64, u64)>,
 }
 
+impl KnockDoor {
+    /// A door with one open sequence and the defaults of the config (5 s step timeout,
+    /// 25 s sequence timeout, 30 s open, strict, SYN without ACK).
+    pub fn new(name: &str, sequence: Vec<(u8, u16)>, protected: Vec<(u8, u16)>) -> KnockDoor {
+        KnockDoor {
+            name: name.into(),
+            sequences: vec![sequence],
+            close: Vec::new(),
+            toggle: false,
+            protected,
+            tcp_mask: 0x12,
+            tcp_value: 0x02,
+            step_timeout_ns: 5_000_000_000,
+            seq_timeout_ns: 25_000_000_000,
+            open_for_ns: 30_000_000_000,
+            strict: true,
+            lockout: None,
+        }
+    }
+}
+
 /// Compiled tables for one generation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Compiled {
@@ -63,6 +93,8 @@ pub struct Compiled {
     pub grant_sets: Vec<GrantSet>,
     /// Human names of the transition counters, by index.
     pub counter_names: Vec<String>,
+    /// Names of the states of each machine (index = state id).
+    pub state_names: Vec<Vec<String>>,
 }
 
 impl Compiled {
@@ -93,14 +125,172 @@ impl Compiled {
             .filter(|(_, m)| m.enabled != 0)
             .fold(0, |a, (i, _)| a | 1 << i)
     }
+
+    /// True when the per-packet fast path cannot be used: some enabled machine acts on any
+    /// port from DEFAULT, or keys no address.
+    pub fn slow(&self) -> bool {
+        self.machines
+            .iter()
+            .any(|m| m.enabled != 0 && (m.flags & M_ANY_PORT != 0 || m.lookup.shape().0 == 0))
+    }
+
+    /// The [`CTL_GEN`] word that switches to generation `generation` holding these tables.
+    pub fn ctl_word(&self, generation: u32) -> u32 {
+        generation | if self.slow() { CTL_SLOW } else { 0 } | self.mask() << 8
+    }
+
+    /// The name of a state of machine `m`.
+    pub fn state_name(&self, m: usize, state: u8) -> String {
+        self.state_names
+            .get(m)
+            .and_then(|v| v.get(state as usize))
+            .cloned()
+            .unwrap_or_else(|| format!("state {state}"))
+    }
 }
 
-/// State id of a door's OPEN state.
-pub fn open_state(door: &KnockDoor) -> u8 {
-    door.sequence.len() as u8
+/// State id of every door's OPEN state.
+pub const OPEN: u8 = 1;
+
+fn step_name((p, port): (u8, u16)) -> String {
+    format!("{}/{port}", if p == proto::UDP { "udp" } else { "tcp" })
 }
 
-/// Compiles doors (at most [`MAX_MACHINES`], sequences of 1..=32 steps).
+/// Builds one door's machine.
+struct DoorBuilder<'a> {
+    c: &'a mut Compiled,
+    d: &'a KnockDoor,
+    m: u8,
+    names: Vec<String>,
+    /// Edges that lead to an intermediate state (trie), by (from, proto, port).
+    inner: BTreeMap<(u8, u8, u16), u8>,
+}
+
+/// How a path ends.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    Open,
+    Close,
+}
+
+impl DoorBuilder<'_> {
+    fn add(&mut self, state: u8, p: u8, port: u16, mut t: Trans, name: String) {
+        if p == proto::TCP {
+            t.flags_mask = self.d.tcp_mask;
+            t.flags_value = self.d.tcp_value;
+        }
+        t.counter = self.c.counter_names.len() as u32;
+        self.c.counter_names.push(name);
+        self.c.trans.insert((self.m, state, p, port), t);
+        if port != 0 {
+            *self.c.ports.entry(port).or_default() |=
+                statewall_common::xfsm::port_bit(p, self.m as usize);
+        }
+    }
+
+    fn new_state(&mut self, name: String) -> Result<u8, String> {
+        if self.names.len() >= 254 {
+            return Err(format!(
+                "door {}: more than 253 states (too many or too long sequences)",
+                self.d.name
+            ));
+        }
+        self.names.push(name);
+        Ok((self.names.len() - 1) as u8)
+    }
+
+    /// Adds a path from `root` (DEFAULT or OPEN).
+    fn path(&mut self, root: u8, seq: &[(u8, u16)], end: End, label: &str) -> Result<(), String> {
+        let d = self.d;
+        let (n, m) = (seq.len(), self.m);
+        let mut cur = root;
+        for (k, &(p, port)) in seq.iter().enumerate() {
+            let name = format!(
+                "{}: {label} step {} ({})",
+                d.name,
+                k + 1,
+                step_name((p, port))
+            );
+            let taken = self.c.trans.contains_key(&(m, cur, p, port));
+            if k + 1 == n {
+                if taken {
+                    return Err(format!(
+                        "door {}: {label} {} is a prefix of, or equal to, another sequence",
+                        d.name,
+                        seq_text(seq)
+                    ));
+                }
+                let t = match end {
+                    End::Open => Trans {
+                        next_state: OPEN,
+                        effects: E_GRANT,
+                        grant_set: m,
+                        hard_ns: d.open_for_ns,
+                        ..Default::default()
+                    },
+                    End::Close => Trans {
+                        next_state: STATE_DEFAULT,
+                        effects: E_REVOKE,
+                        grant_set: m,
+                        ..Default::default()
+                    },
+                };
+                self.add(cur, p, port, t, name);
+                return Ok(());
+            }
+            if let Some(&next) = self.inner.get(&(cur, p, port)) {
+                cur = next;
+                continue;
+            }
+            if taken {
+                return Err(format!(
+                    "door {}: another sequence ends where {label} {} goes on",
+                    d.name,
+                    seq_text(seq)
+                ));
+            }
+            let next = self.new_state(format!("{label} {}/{n}", k + 1))?;
+            let t = if root == OPEN {
+                // Toggle close path: the OPEN deadline keeps running; a step timeout goes
+                // back to OPEN.
+                Trans {
+                    next_state: next,
+                    effects: E_KEEP_HARD,
+                    idle_ns: d.step_timeout_ns,
+                    idle_rollback: OPEN,
+                    ..Default::default()
+                }
+            } else if cur == root {
+                Trans {
+                    next_state: next,
+                    idle_ns: d.step_timeout_ns,
+                    hard_ns: d.seq_timeout_ns,
+                    ..Default::default()
+                }
+            } else {
+                Trans {
+                    next_state: next,
+                    effects: E_KEEP_HARD,
+                    idle_ns: d.step_timeout_ns,
+                    ..Default::default()
+                }
+            };
+            self.add(cur, p, port, t, name);
+            self.inner.insert((cur, p, port), next);
+            cur = next;
+        }
+        Ok(())
+    }
+}
+
+fn seq_text(seq: &[(u8, u16)]) -> String {
+    seq.iter()
+        .map(|s| step_name(*s))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Compiles doors (at most [`MAX_MACHINES`]; at most 253 states each).
 pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
     if doors.len() > MAX_MACHINES {
         return Err(format!("{} doors: at most {MAX_MACHINES}", doors.len()));
@@ -108,9 +298,16 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
     let src = Scope::compile(&[field::SRC_IP]).unwrap();
     let mut c = Compiled::default();
     for (mi, d) in doors.iter().enumerate() {
-        let n = d.sequence.len();
-        if n == 0 || n > 32 {
-            return Err(format!("door {}: the sequence needs 1 to 32 steps", d.name));
+        if d.sequences.is_empty()
+            || d.sequences
+                .iter()
+                .chain(&d.close)
+                .any(|s| s.is_empty() || s.len() > 32)
+        {
+            return Err(format!(
+                "door {}: every sequence needs 1 to 32 steps",
+                d.name
+            ));
         }
         if d.protected.is_empty() || d.protected.len() > GRANT_SET_PORTS {
             return Err(format!(
@@ -140,98 +337,89 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
             gs.ports[i] = *port;
         }
         c.grant_sets.push(gs);
-        let open = open_state(d);
-        let flags = |p: u8| {
-            if p == proto::TCP {
-                (d.tcp_mask, d.tcp_value)
-            } else {
-                (0, 0)
-            }
+        let mut b = DoorBuilder {
+            c: &mut c,
+            d,
+            m,
+            names: vec!["DEFAULT".into(), "OPEN".into()],
+            inner: BTreeMap::new(),
         };
-        let add = |c: &mut Compiled, state: u8, p: u8, port: u16, mut t: Trans, name: String| {
-            let (fm, fv) = flags(p);
-            t.flags_mask = fm;
-            t.flags_value = fv;
-            t.counter = c.counter_names.len() as u32;
-            c.counter_names.push(name);
-            c.trans.insert((m, state, p, port), t);
-        };
-        for k in 0..n {
-            let (p, port) = d.sequence[k];
-            *c.ports.entry(port).or_default() |= statewall_common::xfsm::port_bit(p, mi);
-            let last = k + 1 == n;
-            let t = if last {
-                Trans {
-                    next_state: open,
-                    effects: E_GRANT,
-                    grant_set: mi as u8,
-                    hard_ns: d.open_for_ns,
-                    ..Default::default()
-                }
+        for (i, seq) in d.sequences.iter().enumerate() {
+            let label = if d.sequences.len() > 1 {
+                format!("open#{}", i + 1)
             } else {
-                Trans {
-                    next_state: (k + 1) as u8,
-                    effects: if k == 0 { 0 } else { E_KEEP_HARD },
-                    idle_ns: d.step_timeout_ns,
-                    hard_ns: if k == 0 { d.seq_timeout_ns } else { 0 },
-                    ..Default::default()
-                }
+                "open".into()
             };
-            let name = format!(
-                "{}: step {} ({}/{})",
-                d.name,
-                k + 1,
-                if p == proto::UDP { "udp" } else { "tcp" },
-                port
-            );
-            add(&mut c, k as u8, p, port, t, name.clone());
-            if k == 0 {
-                // Knocking the sequence again while open starts it over (the door stays open
-                // until its grant ends).
-                add(&mut c, open, p, port, t, format!("{name} (while open)"));
+            b.path(STATE_DEFAULT, seq, End::Open, &label)?;
+        }
+        for (i, seq) in d.close.iter().enumerate() {
+            b.path(STATE_DEFAULT, seq, End::Close, &format!("close#{}", i + 1))?;
+        }
+        if d.toggle {
+            for (i, seq) in d.sequences.iter().enumerate() {
+                b.path(OPEN, seq, End::Close, &format!("toggle#{}", i + 1))?;
+            }
+        } else {
+            // From OPEN, the first steps work as from DEFAULT: knocking again while open
+            // starts over (the door stays open until its grant ends).
+            let firsts: Vec<((u8, u8, u8, u16), Trans)> =
+                b.c.trans
+                    .range((m, STATE_DEFAULT, 0, 0)..=(m, STATE_DEFAULT, u8::MAX, u16::MAX))
+                    .map(|(k, t)| (*k, *t))
+                    .collect();
+            for ((_, _, p, port), t) in firsts {
+                let name = format!("{}: {} from OPEN", d.name, step_name((p, port)));
+                b.add(OPEN, p, port, t, name);
+                if let Some(&next) = b.inner.get(&(STATE_DEFAULT, p, port)) {
+                    b.inner.insert((OPEN, p, port), next);
+                }
             }
         }
         // Retransmissions of the step just taken keep the state and its timers.
-        for k in 1..=n {
-            let (p, port) = d.sequence[k - 1];
-            let state = if k == n { open } else { k as u8 };
-            if c.trans.contains_key(&(m, state, p, port)) {
+        let edges: Vec<((u8, u8, u8, u16), Trans)> =
+            b.c.trans
+                .range((m, 0, 0, 0)..=(m, u8::MAX, u8::MAX, u16::MAX))
+                .map(|(k, t)| (*k, *t))
+                .collect();
+        for ((_, _, p, port), t) in edges {
+            if t.next_state == STATE_DEFAULT || t.next_state == NEXT_STAY || port == 0 {
+                continue;
+            }
+            let to = t.next_state;
+            if b.c.trans.contains_key(&(m, to, p, port)) {
                 continue; // the next step uses the same port: it takes precedence
             }
-            let t = Trans {
+            let keep = Trans {
                 next_state: NEXT_STAY,
                 effects: E_KEEP_HARD | E_KEEP_IDLE,
                 ..Default::default()
             };
-            add(
-                &mut c,
-                state,
-                p,
-                port,
-                t,
-                format!("{}: repeat of step {k}", d.name),
+            let name = format!(
+                "{}: repeat of {} in {}",
+                d.name,
+                step_name((p, port)),
+                b.names[to as usize]
             );
+            b.add(to, p, port, keep, name);
         }
         if d.strict {
-            for k in 1..n {
+            for st in 2..b.names.len() as u8 {
+                // A wrong knock resets: to DEFAULT, or to OPEN on a toggle close path.
+                let toggle_path = b.names[st as usize].starts_with("toggle");
                 for p in [proto::TCP, proto::UDP] {
                     let t = Trans {
-                        next_state: STATE_DEFAULT,
-                        effects: E_FAIL,
+                        next_state: if toggle_path { OPEN } else { STATE_DEFAULT },
+                        effects: E_FAIL | if toggle_path { E_KEEP_HARD } else { 0 },
                         action: ACT_NEXT,
                         ..Default::default()
                     };
-                    add(
-                        &mut c,
-                        k as u8,
-                        p,
-                        0,
-                        t,
-                        format!("{}: wrong knock after step {k}", d.name),
-                    );
+                    let name = format!("{}: wrong knock in {}", d.name, b.names[st as usize]);
+                    b.add(st, p, 0, t, name);
                 }
             }
         }
+        let names = std::mem::take(&mut b.names);
+        c.state_names.push(names);
     }
     Ok(c)
 }
@@ -330,10 +518,9 @@ pub fn write_tables(
     }
     let mut a: Array<&mut MapData, u32> =
         Array::try_from(acc.map_mut(MAP_CTL)).map_err(|e| merr(MAP_CTL, e))?;
-    a.set(CTL_MASK_BASE + new, c.mask(), 0)
-        .map_err(|e| merr(MAP_CTL, e))?;
     // The switch: one array update.
-    a.set(CTL_GEN, new, 0).map_err(|e| merr(MAP_CTL, e))?;
+    a.set(CTL_GEN, c.ctl_word(new), 0)
+        .map_err(|e| merr(MAP_CTL, e))?;
     Ok(new)
 }
 
@@ -353,6 +540,8 @@ pub struct RefTables {
     pub grant_sets: HashMap<(u32, u8), GrantSet>,
     /// Activity filter.
     pub active: HashMap<u32, u64>,
+    /// Address filter.
+    pub addr_active: HashMap<u32, u64>,
     /// States.
     pub states: HashMap<StateKey, StateVal>,
     /// Locks and their capacity.
@@ -397,8 +586,7 @@ impl RefTables {
         }
         self.trans.retain(|k, _| k.generation as u32 != new);
         self.trans.extend(c.trans_entries(new));
-        self.ctl[(CTL_MASK_BASE + new) as usize] = c.mask();
-        self.ctl[CTL_GEN as usize] = new;
+        self.ctl[CTL_GEN as usize] = c.ctl_word(new);
     }
 }
 
@@ -434,6 +622,12 @@ impl Tables for RefTables {
     }
     fn set_active(&mut self, b: u32, until: u64) {
         self.active.insert(b, until);
+    }
+    fn addr_active(&self, b: u32) -> u64 {
+        self.addr_active.get(&b).copied().unwrap_or(0)
+    }
+    fn set_addr_active(&mut self, b: u32, until: u64) {
+        self.addr_active.insert(b, until);
     }
     fn state(&mut self, k: &StateKey) -> Option<StateVal> {
         self.states.get(k).copied()

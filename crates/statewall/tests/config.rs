@@ -24,6 +24,21 @@ fn example_loads_and_documents_every_key() {
     full.daemon.metrics_listen = Some("127.0.0.1:9090".parse().unwrap());
     full.interfaces = cfg.interfaces.clone();
     full.interfaces[0].netns = Some("x".into());
+    full.knocks = Config::parse(
+        r#"[[knock]]
+name = "d"
+sequence = "7000,8000:udp"
+protected = ["tcp/22"]
+close_sequence = "9000"
+lockout = { failures = 3, within = "60s", duration = "10m" }
+start_command = ["/bin/true"]
+stop_command = ["/bin/true"]
+run_as = "nobody"
+"#,
+        "t",
+    )
+    .unwrap()
+    .knocks;
     let v: toml::Value = toml::Value::try_from(&full).unwrap();
     let text = example();
     fn keys(v: &toml::Value, out: &mut Vec<String>) {

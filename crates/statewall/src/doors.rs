@@ -1,0 +1,424 @@
+//! The daemon's side of the knock doors: reading xfsm events from the ring buffer (logs,
+//! the server-sent event stream, counters), tracking which sources each door has open,
+//! running `start_command` / `stop_command`, and manual open and close.
+//!
+//! The kernel decides every packet on its own (exact expiry); what user space shows follows
+//! within a second: the sweeper ([`Doors::sweep`]) notices grants that ended and closes the
+//! door for that source (stop command, `closed` event).
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use aya::maps::{Map, MapData, RingBuf};
+use serde::Serialize;
+use statewall_common::{
+    maps::{GrantKey, FAMILY_V4, FAMILY_V6, GRANT_BY_API},
+    xfsm::{reason, Event, MAP_EVENTS},
+};
+use tokio::{io::unix::AsyncFd, sync::broadcast};
+
+use crate::{config::KnockConfig, daemon::Shared};
+
+/// An event as the API and the logs show it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DoorEvent {
+    /// Unix time, seconds.
+    pub time: f64,
+    /// Door name.
+    pub door: String,
+    /// Source address.
+    pub source: IpAddr,
+    /// What happened: `transition`, `idle_timeout`, `hard_timeout`, `lockout`, `opened`,
+    /// `closed`, `grant_refused`, `window_end`.
+    pub kind: String,
+    /// State before.
+    pub from: String,
+    /// State after.
+    pub to: String,
+    /// The packet's protocol and destination port (`tcp/7000`), when a packet caused it.
+    pub packet: Option<String>,
+}
+
+/// Names of the event kinds, by [`reason`] code.
+pub fn reason_name(r: u8) -> &'static str {
+    match r {
+        reason::TRANSITION => "transition",
+        reason::IDLE_TIMEOUT => "idle_timeout",
+        reason::HARD_TIMEOUT => "hard_timeout",
+        reason::LOCKOUT => "lockout",
+        reason::GRANT_REFUSED => "grant_refused",
+        reason::GRANTED => "opened",
+        reason::REVOKED => "closed",
+        _ => "unknown",
+    }
+}
+
+/// A source a door is open for.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpenDoor {
+    /// Door.
+    pub door: String,
+    /// Source.
+    pub source: IpAddr,
+    /// Unix time it opened.
+    pub since: f64,
+    /// How: `knock` or `api`.
+    pub by: String,
+}
+
+/// Door bookkeeping shared by the event reader, the sweeper and the API.
+pub struct Doors {
+    /// Live event stream (server-sent events subscribe here).
+    pub events: broadcast::Sender<DoorEvent>,
+    open: Mutex<BTreeMap<(String, IpAddr), OpenDoor>>,
+    /// Events received, by kind.
+    pub counts: Mutex<BTreeMap<String, u64>>,
+    /// Commands that failed (non-zero exit, timeout, or could not start).
+    pub command_failures: std::sync::Arc<AtomicU64>,
+    /// Commands run.
+    pub commands: AtomicU64,
+}
+
+impl Default for Doors {
+    fn default() -> Self {
+        Doors {
+            events: broadcast::channel(1024).0,
+            open: Mutex::new(BTreeMap::new()),
+            counts: Mutex::new(BTreeMap::new()),
+            command_failures: Default::default(),
+            commands: AtomicU64::new(0),
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The source address of an event.
+pub fn event_source(e: &Event) -> IpAddr {
+    if e.family == 6 {
+        IpAddr::from(e.addr)
+    } else {
+        IpAddr::from([e.addr[0], e.addr[1], e.addr[2], e.addr[3]])
+    }
+}
+
+/// Gate keys of a door's protected ports for a source.
+pub fn door_keys(k: &KnockConfig, source: IpAddr) -> Vec<GrantKey> {
+    let (family, addr) = match source {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (FAMILY_V4, b)
+        }
+        IpAddr::V6(a) => (FAMILY_V6, a.octets()),
+    };
+    k.protected
+        .iter()
+        .map(|p| GrantKey {
+            addr,
+            family,
+            proto: p.proto,
+            port: p.port,
+        })
+        .collect()
+}
+
+impl Doors {
+    /// The sources each door is open for.
+    pub fn open_doors(&self) -> Vec<OpenDoor> {
+        self.open.lock().unwrap().values().cloned().collect()
+    }
+
+    fn publish(&self, e: DoorEvent) {
+        tracing::info!(
+            door = %e.door, source = %e.source, from = %e.from, to = %e.to,
+            packet = e.packet.as_deref().unwrap_or("-"), "knock {}", e.kind
+        );
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry(e.kind.clone())
+            .or_default() += 1;
+        let _ = self.events.send(e);
+    }
+
+    /// Handles one kernel event.
+    pub fn on_kernel_event(&self, s: &Shared, e: &Event) {
+        let (door, from, to) = {
+            let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(c) = &g.engine.xfsm else { return };
+            let m = e.machine as usize;
+            let Some(k) = g.config.knocks.get(m) else {
+                return;
+            };
+            (
+                k.clone(),
+                c.state_name(m, e.old_state),
+                c.state_name(m, e.new_state),
+            )
+        };
+        let source = event_source(e);
+        let packet = match e.proto {
+            6 => Some(format!("tcp/{}", e.port)),
+            17 => Some(format!("udp/{}", e.port)),
+            _ => None,
+        };
+        self.publish(DoorEvent {
+            time: unix_now(),
+            door: door.name.clone(),
+            source,
+            kind: reason_name(e.reason).into(),
+            from,
+            to,
+            packet,
+        });
+        match e.reason {
+            reason::GRANTED => self.opened(&door, source, "knock"),
+            reason::REVOKED => self.closed(&door, source, false),
+            _ => {}
+        }
+    }
+
+    /// Records an opening and runs the start command (once per opening).
+    pub fn opened(&self, door: &KnockConfig, source: IpAddr, by: &str) {
+        let fresh = self
+            .open
+            .lock()
+            .unwrap()
+            .insert(
+                (door.name.clone(), source),
+                OpenDoor {
+                    door: door.name.clone(),
+                    source,
+                    since: unix_now(),
+                    by: by.into(),
+                },
+            )
+            .is_none();
+        if fresh {
+            if let Some(cmd) = &door.start_command {
+                self.run(door, cmd, source);
+            }
+        }
+    }
+
+    /// Records a closing and runs the stop command (when the door was open).
+    pub fn closed(&self, door: &KnockConfig, source: IpAddr, window_end: bool) {
+        let was = self
+            .open
+            .lock()
+            .unwrap()
+            .remove(&(door.name.clone(), source))
+            .is_some();
+        if !was {
+            return;
+        }
+        if window_end {
+            self.publish(DoorEvent {
+                time: unix_now(),
+                door: door.name.clone(),
+                source,
+                kind: "window_end".into(),
+                from: "OPEN".into(),
+                to: "DEFAULT".into(),
+                packet: None,
+            });
+        }
+        if let Some(cmd) = &door.stop_command {
+            self.run(door, cmd, source);
+        }
+    }
+
+    /// Closes doors whose grants have all ended (called every second).
+    pub fn sweep(&self, s: &Shared) {
+        let (live, knocks) = {
+            let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let now = g.engine.kernel_now();
+            let live: Vec<GrantKey> = g
+                .engine
+                .grants()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, v)| v.expires_ns > now)
+                .map(|(k, _)| k)
+                .collect();
+            (live, g.config.knocks.clone())
+        };
+        let open: Vec<(String, IpAddr)> = self.open.lock().unwrap().keys().cloned().collect();
+        for (name, source) in open {
+            match knocks.iter().find(|k| k.name == name) {
+                Some(k) => {
+                    if !door_keys(k, source).iter().any(|key| live.contains(key)) {
+                        self.closed(k, source, true);
+                    }
+                }
+                // The door left the config: forget it.
+                None => {
+                    self.open.lock().unwrap().remove(&(name, source));
+                }
+            }
+        }
+    }
+
+    /// Opens a door for a source by hand (API/CLI): grants its ports for `seconds` (the
+    /// door's `open_for` when absent) and runs the start command.
+    pub fn manual_open(
+        &self,
+        s: &Shared,
+        door: &str,
+        source: IpAddr,
+        seconds: Option<u64>,
+    ) -> Result<(KnockConfig, u64), String> {
+        let k = {
+            let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let k = g
+                .config
+                .knocks
+                .iter()
+                .find(|k| k.name == door)
+                .cloned()
+                .ok_or_else(|| format!("no door {door:?}"))?;
+            let secs = seconds.unwrap_or_else(|| k.open_for.0.as_secs().max(1));
+            for key in door_keys(&k, source) {
+                g.engine
+                    .grant(key, secs, GRANT_BY_API)
+                    .map_err(|e| e.to_string())?;
+            }
+            (k, secs)
+        };
+        self.opened(&k.0, source, "api");
+        Ok(k)
+    }
+
+    /// Closes a door for a source by hand: revokes its ports and runs the stop command.
+    pub fn manual_close(&self, s: &Shared, door: &str, source: IpAddr) -> Result<bool, String> {
+        let (k, any) = {
+            let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let k = g
+                .config
+                .knocks
+                .iter()
+                .find(|k| k.name == door)
+                .cloned()
+                .ok_or_else(|| format!("no door {door:?}"))?;
+            let mut any = false;
+            for key in door_keys(&k, source) {
+                any |= g.engine.revoke(&key).map_err(|e| e.to_string())?;
+            }
+            (k, any)
+        };
+        self.closed(&k, source, false);
+        Ok(any)
+    }
+
+    /// Runs a trigger command in the background (argument vector, `%IP%` replaced).
+    fn run(&self, door: &KnockConfig, argv: &[String], source: IpAddr) {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| a.replace("%IP%", &source.to_string()))
+            .collect();
+        let name = door.name.clone();
+        let failures = self.command_failures.clone();
+        let fut = run_command(argv.clone(), door.run_as.clone(), door.cmd_timeout.0);
+        tokio::spawn(async move {
+            match fut.await {
+                Ok(()) => tracing::info!(door = %name, cmd = %argv[0], "command done"),
+                Err(e) => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(door = %name, cmd = ?argv, "command failed: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// Runs `argv` (no shell) as `user` if given, killing it after `timeout`.
+pub async fn run_command(
+    argv: Vec<String>,
+    user: Option<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(u) = &user {
+        let (uid, gid) = lookup_user(u)?;
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", argv[0]))?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(st)) if st.success() => Ok(()),
+        Ok(Ok(st)) => Err(format!("exited with {st}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(format!(
+                "killed after cmd_timeout ({} ms)",
+                timeout.as_millis()
+            ))
+        }
+    }
+}
+
+/// uid and gid of a user name.
+pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+    let c = std::ffi::CString::new(name).map_err(|_| format!("bad user name {name:?}"))?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return Err(format!("no user {name:?}"));
+    }
+    // SAFETY: non-null as checked.
+    let pw = unsafe { &*pw };
+    Ok((pw.pw_uid, pw.pw_gid))
+}
+
+/// Reads kernel events from the pinned ring buffer until `stop` and hands them to
+/// [`Doors::on_kernel_event`].
+pub async fn read_events(
+    s: std::sync::Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let path = {
+        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.engine.pins.map(MAP_EVENTS)
+    };
+    let md = MapData::from_pin(&path)?;
+    let rb: RingBuf<MapData> = RingBuf::try_from(Map::RingBuf(md))?;
+    // SAFETY: the AsyncFd owns the ring buffer, so the fd stays open while registered.
+    let mut fd = unsafe { AsyncFd::register(rb) }
+        .map_err(|_| anyhow::anyhow!("registering the event ring buffer with the runtime"))?;
+    loop {
+        tokio::select! {
+            r = fd.readable_mut() => {
+                let mut guard = r?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    if item.len() >= std::mem::size_of::<Event>() {
+                        // SAFETY: the kernel wrote one Event (repr(C), plain data).
+                        let e = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+                        drop(item);
+                        s.doors.on_kernel_event(&s, &e);
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+    }
+}
