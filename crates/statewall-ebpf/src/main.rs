@@ -5,7 +5,7 @@
 //!
 //! | program | hook | what |
 //! | --- | --- | --- |
-//! | `sw_xfsm` | tcx ingress | OpenState engine (verifies; not attached by the daemon yet) |
+//! | `sw_xfsm` | tcx ingress | OpenState engine (port knocking), before the gate |
 //! | `sw_gate` | tcx | protected ports: drop unless a grant exists |
 //! | `sw_xdp_ingress` | xdp | the ingress stages in one program (gate today) |
 //! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
@@ -88,13 +88,16 @@ pub fn sw_xfsm(ctx: TcContext) -> i32 {
     }
 }
 
-/// XDP ingress: the ingress stages in chain order in one program (parse once). The xfsm
-/// stage joins when the daemon attaches it.
+/// XDP ingress: the ingress stages in chain order in one program (parse once): xfsm, gate.
 #[xdp]
 pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
-    let mut p = PacketInfo::default();
-    parse_xdp(&ctx, &mut p);
-    if gate::run(&p) == TCX_NEXT {
+    let Some(p) = SW_SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let p = unsafe { &mut *p };
+    *p = PacketInfo::default();
+    parse_xdp(&ctx, p);
+    if xfsm::run(p) && gate::run(p) == TCX_NEXT {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP

@@ -10,6 +10,11 @@
 //! | GET | `/api/v1/gate/grants` | live grants with seconds left |
 //! | POST | `/api/v1/gate/grants` | `{"addr", "proto", "port", "seconds"}`: let a source in |
 //! | DELETE | `/api/v1/gate/grants?addr=&proto=&port=` | revoke a grant |
+//! | GET | `/api/v1/doors` | knock doors: open sources, sources part-way through, lockouts |
+//! | POST | `/api/v1/doors/{door}/open` | `{"source", "seconds"?}`: open a door by hand |
+//! | POST | `/api/v1/doors/{door}/close` | `{"source"}`: close a door by hand |
+//! | GET | `/api/v1/xfsm` | xfsm stage counters and per-transition counters |
+//! | GET | `/api/v1/xfsm/events` | door events as server-sent events (`data: {json}`) |
 //!
 //! Bodies are parsed without looking at `Content-Type` (clients that send none are served);
 //! a body that does not parse gets a 400 naming the field. The `/metrics` endpoint lives on
@@ -117,6 +122,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/api/v1/gate/grants",
             get(grants).post(grant).delete(revoke),
         )
+        .route("/api/v1/doors", get(doors))
+        .route("/api/v1/doors/{door}/open", post(door_open))
+        .route("/api/v1/doors/{door}/close", post(door_close))
+        .route("/api/v1/xfsm", get(xfsm))
+        .route("/api/v1/xfsm/events", get(xfsm_events))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::from_fn(refuse_browsers))
         .with_state(shared)
@@ -307,4 +317,159 @@ async fn revoke(
             format!("no grant for {} {}/{}", q.addr, q.proto, q.port),
         ))
     }
+}
+
+fn addr_of(family: u8, a: &[u8; 16]) -> IpAddr {
+    if family == 6 || family == FAMILY_V6 {
+        IpAddr::from(*a)
+    } else {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}
+
+async fn doors(State(s): State<Arc<Shared>>) -> ApiResult {
+    let open = s.doors.open_doors();
+    let g = lock(&s);
+    let now = g.engine.kernel_now();
+    let states = g.engine.xfsm_states().map_err(ApiError::internal)?;
+    let locks = g.engine.xfsm_locks().map_err(ApiError::internal)?;
+    let secs = |t: u64| t.saturating_sub(now) as f64 / 1e9;
+    let mut out = Vec::new();
+    for (m, k) in g.config.knocks.iter().enumerate() {
+        let name = |st: u8| {
+            g.engine
+                .xfsm
+                .as_ref()
+                .map(|c| c.state_name(m, st))
+                .unwrap_or_default()
+        };
+        let in_progress: Vec<_> = states
+            .iter()
+            .filter(|(key, v)| {
+                key.machine as usize == m
+                    && (v.hard_deadline == 0 || v.hard_deadline > now)
+                    && (v.idle_deadline == 0 || v.idle_deadline > now)
+            })
+            .map(|(key, v)| {
+                json!({
+                    "source": addr_of(key.family, &key.addrs[0]),
+                    "state": name(v.state),
+                    "idle_left": if v.idle_deadline == 0 { None } else { Some(secs(v.idle_deadline)) },
+                    "hard_left": if v.hard_deadline == 0 { None } else { Some(secs(v.hard_deadline)) },
+                })
+            })
+            .collect();
+        let locked: Vec<_> = locks
+            .iter()
+            .filter(|(key, v)| key.machine as usize == m && v.locked_until > now)
+            .map(|(key, v)| json!({"source": addr_of(key.family, &key.addr), "seconds_left": secs(v.locked_until)}))
+            .collect();
+        out.push(json!({
+            "name": k.name,
+            "sequence": k.sequence.to_string(),
+            "close_sequence": k.close_sequence.as_ref().map(|c| c.to_string()),
+            "toggle": k.toggle,
+            "protected": k.protected,
+            "open_for": k.open_for.to_string(),
+            "open": open.iter().filter(|o| o.door == k.name).collect::<Vec<_>>(),
+            "in_progress": in_progress,
+            "locked_out": locked,
+        }));
+    }
+    Ok(Json(json!(out)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DoorReq {
+    source: IpAddr,
+    #[serde(default)]
+    seconds: Option<u64>,
+}
+
+async fn door_open(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(door): axum::extract::Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let r: DoorReq = parse_body(&body)?;
+    if r.seconds == Some(0) || r.seconds.is_some_and(|n| n > 86400 * 365) {
+        return Err(ApiError::bad("seconds: from 1 to 31536000"));
+    }
+    let (k, secs) = s
+        .doors
+        .manual_open(&s, &door, r.source, r.seconds)
+        .map_err(|e| {
+            if e.starts_with("no door") {
+                ApiError(StatusCode::NOT_FOUND, e)
+            } else if e.contains("full") {
+                ApiError(StatusCode::CONFLICT, e)
+            } else {
+                ApiError::internal(e)
+            }
+        })?;
+    Ok(
+        Json(
+            json!({"door": k.name, "source": r.source, "seconds": secs, "protected": k.protected}),
+        )
+        .into_response(),
+    )
+}
+
+async fn door_close(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(door): axum::extract::Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let r: DoorReq = parse_body(&body)?;
+    let was_open = s.doors.manual_close(&s, &door, r.source).map_err(|e| {
+        if e.starts_with("no door") {
+            ApiError(StatusCode::NOT_FOUND, e)
+        } else {
+            ApiError::internal(e)
+        }
+    })?;
+    Ok(Json(json!({"door": door, "source": r.source, "was_open": was_open})).into_response())
+}
+
+async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let counters: serde_json::Map<String, serde_json::Value> = g
+        .engine
+        .xfsm_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let trans: Vec<_> = g
+        .engine
+        .xfsm_transition_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(n, v)| json!({"transition": n, "packets": v}))
+        .collect();
+    Ok(Json(json!({"counters": counters, "transitions": trans})).into_response())
+}
+
+async fn xfsm_events(
+    State(s): State<Arc<Shared>>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    let rx = s.doors.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    let ev = axum::response::sse::Event::default()
+                        .event(e.kind.clone())
+                        .data(serde_json::to_string(&e).unwrap_or_default());
+                    return Some((Ok(ev), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    axum::response::sse::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default())
 }

@@ -79,3 +79,38 @@ pub fn request_blocking(
         .build()?
         .block_on(request(socket, method, path, body))
 }
+
+/// Streams a GET response line by line (server-sent events) until the daemon ends it.
+pub async fn stream_lines(
+    socket: &Path,
+    path: &str,
+    mut each: impl FnMut(&str),
+) -> anyhow::Result<()> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("cannot reach the daemon at {}", socket.display()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("host", "statewall")
+        .body(Full::new(Bytes::new()))?;
+    let mut res = sender.send_request(req).await?;
+    if !res.status().is_success() {
+        bail!("daemon answered {}", res.status());
+    }
+    let mut buf = Vec::new();
+    while let Some(frame) = res.body_mut().frame().await {
+        if let Some(data) = frame?.data_ref() {
+            buf.extend_from_slice(data);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                each(String::from_utf8_lossy(&line).trim_end());
+            }
+        }
+    }
+    Ok(())
+}

@@ -35,8 +35,8 @@ pub struct DoorEvent {
     pub door: String,
     /// Source address.
     pub source: IpAddr,
-    /// What happened: `transition`, `idle_timeout`, `hard_timeout`, `lockout`, `opened`,
-    /// `closed`, `grant_refused`, `window_end`.
+    /// What happened: `transition`, `reset` (a wrong knock), `idle_timeout`,
+    /// `hard_timeout`, `lockout`, `opened`, `closed`, `grant_refused`, `window_end`.
     pub kind: String,
     /// State before.
     pub from: String,
@@ -44,6 +44,16 @@ pub struct DoorEvent {
     pub to: String,
     /// The packet's protocol and destination port (`tcp/7000`), when a packet caused it.
     pub packet: Option<String>,
+}
+
+/// The kind of an event as users see it: its [`reason_name`], except that a transition
+/// back to DEFAULT is a `reset` (a wrong knock).
+pub fn event_kind(e: &Event) -> &'static str {
+    if e.reason == reason::TRANSITION && e.new_state == 0 && e.old_state != 0 {
+        "reset"
+    } else {
+        reason_name(e.reason)
+    }
 }
 
 /// Names of the event kinds, by [`reason`] code.
@@ -180,7 +190,7 @@ impl Doors {
             time: unix_now(),
             door: door.name.clone(),
             source,
-            kind: reason_name(e.reason).into(),
+            kind: event_kind(e).into(),
             from,
             to,
             packet,

@@ -201,6 +201,7 @@ pub struct Engine {
     pub xfsm: Option<crate::xfsm::Compiled>,
     /// Ports with prefilter bits in each xfsm generation (None = unknown).
     xfsm_ports: [Option<Vec<u16>>; 2],
+    door_sigs: Vec<String>,
 }
 
 impl crate::xfsm::MapAccess for Engine {
@@ -274,6 +275,7 @@ impl Engine {
             adopted,
             xfsm: None,
             xfsm_ports: [None, None],
+            door_sigs: Vec::new(),
         };
         // Every link runs this build's program (also after a start that died half-way).
         eng.relink_all()?;
@@ -569,7 +571,18 @@ impl Engine {
     /// Compiles the config's doors and writes them into the inactive xfsm generation, then
     /// switches to it (one array update: no packet sees half a table).
     pub fn apply_xfsm(&mut self, cfg: &Config) -> Result<()> {
-        let compiled = crate::xfsm::compile(&cfg.doors()).map_err(EngineError::Load)?;
+        let doors = cfg.doors();
+        let compiled = crate::xfsm::compile(&doors).map_err(EngineError::Load)?;
+        // A machine whose door changed (or whose previous door is unknown: the first write
+        // of this process) starts with no states: an old state id means nothing in the new
+        // machine. Lock records stay (they are per source and door index).
+        let sigs: Vec<String> = doors.iter().map(|d| format!("{d:?}")).collect();
+        let stale: Vec<u8> = (0..statewall_common::xfsm::MAX_MACHINES as u8)
+            .filter(|&m| {
+                let m = m as usize;
+                self.xfsm.is_none() || self.door_sigs.get(m) != sigs.get(m)
+            })
+            .collect();
         let ctl: Array<&MapData, u32> =
             Array::try_from(self.maps.get(statewall_common::xfsm::MAP_CTL).unwrap())
                 .map_err(|e| map_err(statewall_common::xfsm::MAP_CTL, e))?;
@@ -584,7 +597,42 @@ impl Engine {
         })?;
         self.xfsm_ports[new as usize] = Some(compiled.ports.keys().copied().collect());
         self.xfsm = Some(compiled);
+        self.door_sigs = sigs;
+        if !stale.is_empty() {
+            use statewall_common::xfsm::{StateKey, StateVal, MAP_STATES};
+            let mut h: BpfHashMap<&mut MapData, StateKey, StateVal> =
+                BpfHashMap::try_from(self.maps.get_mut(MAP_STATES).unwrap())
+                    .map_err(|e| map_err(MAP_STATES, e))?;
+            let keys: Vec<StateKey> = h
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| stale.contains(&k.machine))
+                .collect();
+            for k in keys {
+                let _ = h.remove(&k);
+            }
+        }
         Ok(())
+    }
+
+    /// Takes the xfsm events waiting in the ring buffer (tools and tests; the daemon reads
+    /// them asynchronously from its own handle).
+    pub fn drain_events(&mut self) -> Vec<statewall_common::xfsm::Event> {
+        use statewall_common::xfsm::{Event, MAP_EVENTS};
+        let Some(m) = self.maps.get_mut(MAP_EVENTS) else {
+            return Vec::new();
+        };
+        let Ok(mut rb) = aya::maps::RingBuf::try_from(m) else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        while let Some(item) = rb.next() {
+            if item.len() >= std::mem::size_of::<Event>() {
+                // SAFETY: the kernel wrote one Event (repr(C), plain data).
+                v.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) });
+            }
+        }
+        v
     }
 
     /// xfsm stage counters summed over CPUs, by name.

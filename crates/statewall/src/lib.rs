@@ -12,6 +12,9 @@
 //! - [`testrun`], [`packet`], [`netns`]: test harnesses (BPF_PROG_TEST_RUN on crafted
 //!   frames; network namespaces joined by veth pairs).
 //! - [`xfsm`]: knock doors compiled to OpenState tables, the table writer, the reference tables.
+//! - [`knockd`]: converts a knockd.conf into a statewall config (doors, protected ports).
+//! - [`knockclient`]: the knock client (TCP SYNs, UDP datagrams) and derived sequences
+//!   (time- and counter-based knocking) shared by the client and the daemon.
 //! - [`doors`]: knock doors in the daemon (events, open sources, trigger commands).
 //! - [`bench`], [`demo`]: `statewall bench` and `statewall demo`.
 //!
@@ -35,6 +38,8 @@ pub mod demo;
 pub mod doors;
 pub mod ebpf;
 pub mod engine;
+pub mod knockclient;
+pub mod knockd;
 pub mod metrics;
 pub mod netns;
 pub mod packet;

@@ -89,6 +89,57 @@ enum Cmd {
         #[command(flatten)]
         paths: Paths,
     },
+    /// Knock doors: list them with open sources and sources part-way through; open or
+    /// close one for a source by hand.
+    Door {
+        #[command(subcommand)]
+        cmd: DoorCmd,
+        #[command(flatten)]
+        paths: Paths,
+    },
+    /// Knock on a host: `statewall knock HOST 7000 8000:udp 9000`, or compute the current
+    /// sequence from a secret (`--time-secret FILE` / `--counter-secret FILE --counter N`).
+    Knock {
+        /// Host to knock on.
+        host: String,
+        /// Steps, knockd's syntax: `PORT[:tcp|:udp]`.
+        steps: Vec<statewall::config::Step>,
+        /// Milliseconds between knocks.
+        #[arg(short = 'd', long = "delay", default_value_t = 0)]
+        delay_ms: u64,
+        /// Every step is UDP (like `knock -u`).
+        #[arg(short = 'u', long)]
+        udp: bool,
+        /// Use IPv4 only.
+        #[arg(short = '4', conflicts_with = "v6")]
+        v4: bool,
+        /// Use IPv6 only.
+        #[arg(short = '6')]
+        v6: bool,
+        /// Time-based sequence from this secret file (the door's `time_secret`).
+        #[arg(long, conflicts_with = "counter_secret")]
+        time_secret: Option<PathBuf>,
+        /// Counter-based sequence from this secret file (the door's `counter_secret`).
+        #[arg(long, requires = "counter")]
+        counter_secret: Option<PathBuf>,
+        /// Counter value for `--counter-secret`.
+        #[arg(long)]
+        counter: Option<u64>,
+        /// Length of a derived sequence.
+        #[arg(long, default_value_t = 4)]
+        derived_steps: usize,
+        /// Period of time-based sequences, seconds.
+        #[arg(long, default_value_t = 30)]
+        period: u64,
+        /// Payload of UDP knocks.
+        #[arg(long)]
+        payload: Option<String>,
+    },
+    /// Convert other tools' configs.
+    Import {
+        #[command(subcommand)]
+        cmd: ImportCmd,
+    },
     /// Run the demo in two fresh network namespaces (no daemon needed).
     Demo {
         /// Leave the namespaces and pins in place afterwards.
@@ -103,6 +154,43 @@ enum Cmd {
         /// Test-run repetitions per measurement.
         #[arg(long, default_value_t = statewall::bench::REPEAT)]
         repeat: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum DoorCmd {
+    /// Doors, open sources, sources part-way through, lockouts.
+    List,
+    /// Open DOOR for ADDR (its protected ports, for `open_for` or --for seconds).
+    Open {
+        /// Door name.
+        door: String,
+        /// Source address.
+        addr: std::net::IpAddr,
+        /// How long, in seconds (default: the door's open_for).
+        #[arg(long = "for")]
+        seconds: Option<u64>,
+    },
+    /// Close DOOR for ADDR (revoke its grants, run the stop command).
+    Close {
+        /// Door name.
+        door: String,
+        /// Source address.
+        addr: std::net::IpAddr,
+    },
+    /// Follow door events (server-sent events) until interrupted.
+    Events,
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Convert a knockd.conf into statewall config (printed on stdout; notes on stderr).
+    Knockd {
+        /// The knockd.conf file.
+        file: PathBuf,
+        /// Ports to protect for doors whose commands do not name them (`tcp/22`).
+        #[arg(long)]
+        protect: Vec<statewall::config::PortSpec>,
     },
 }
 
@@ -295,6 +383,128 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
+        Cmd::Door { cmd, paths } => {
+            let s = paths.socket();
+            match cmd {
+                DoorCmd::List => {
+                    let v = client::request(&s, "GET", "/api/v1/doors", None)
+                        .await?
+                        .ok()?
+                        .json()?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                DoorCmd::Open {
+                    door,
+                    addr,
+                    seconds,
+                } => {
+                    let body = serde_json::json!({"source": addr, "seconds": seconds});
+                    let v = client::request(
+                        &s,
+                        "POST",
+                        &format!("/api/v1/doors/{door}/open"),
+                        Some(body.to_string()),
+                    )
+                    .await?
+                    .ok()?
+                    .json()?;
+                    println!("door {door} open for {addr} ({}s)", v["seconds"]);
+                }
+                DoorCmd::Close { door, addr } => {
+                    let body = serde_json::json!({ "source": addr });
+                    client::request(
+                        &s,
+                        "POST",
+                        &format!("/api/v1/doors/{door}/close"),
+                        Some(body.to_string()),
+                    )
+                    .await?
+                    .ok()?;
+                    println!("door {door} closed for {addr}");
+                }
+                DoorCmd::Events => {
+                    client::stream_lines(&s, "/api/v1/xfsm/events", |line| {
+                        if let Some(d) = line.strip_prefix("data: ") {
+                            println!("{d}");
+                        }
+                    })
+                    .await?;
+                }
+            }
+        }
+        Cmd::Knock {
+            host,
+            steps,
+            delay_ms,
+            udp,
+            v4,
+            v6,
+            time_secret,
+            counter_secret,
+            counter,
+            derived_steps,
+            period,
+            payload,
+        } => {
+            use statewall::knockclient;
+            let addr = resolve(&host, v4, v6)?;
+            let proto = if udp { 17 } else { 6 };
+            let mut steps = steps;
+            if udp {
+                for s in &mut steps {
+                    s.0.proto = 17;
+                }
+            }
+            if !(1..=knockclient::DERIVE_MAX_STEPS).contains(&derived_steps) {
+                anyhow::bail!(
+                    "--derived-steps {derived_steps}: 1 to {}",
+                    knockclient::DERIVE_MAX_STEPS
+                );
+            }
+            if let Some(f) = &time_secret {
+                let secret = knockclient::read_secret(f).map_err(anyhow::Error::msg)?;
+                if period == 0 {
+                    anyhow::bail!("--period 0: at least 1 second");
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs();
+                steps = knockclient::derive(
+                    &secret,
+                    knockclient::time_counter(now, period),
+                    derived_steps,
+                    proto,
+                );
+            } else if let Some(f) = &counter_secret {
+                let secret = knockclient::read_secret(f).map_err(anyhow::Error::msg)?;
+                steps = knockclient::derive(&secret, counter.unwrap_or(0), derived_steps, proto);
+            }
+            if steps.is_empty() {
+                anyhow::bail!("no knock steps: give ports, --time-secret or --counter-secret");
+            }
+            let payload = payload.map(|p| p.into_bytes());
+            knockclient::knock(
+                addr,
+                &steps,
+                std::time::Duration::from_millis(delay_ms),
+                payload.as_deref(),
+            )
+            .with_context(|| format!("knocking on {addr}"))?;
+            let list: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+            println!("knocked on {addr}: {}", list.join(" "));
+        }
+        Cmd::Import { cmd } => match cmd {
+            ImportCmd::Knockd { file, protect } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let imp = statewall::knockd::import(&text, &file.display().to_string(), &protect)
+                    .map_err(anyhow::Error::msg)?;
+                for n in &imp.notes {
+                    eprintln!("note: {n}");
+                }
+                print!("{}", toml::to_string(&imp.config)?);
+            }
+        },
         Cmd::Demo { keep } => {
             tokio::task::spawn_blocking(move || statewall::demo::run(keep)).await??;
         }
@@ -309,6 +519,22 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Resolves a host name or address, honouring -4 / -6.
+fn resolve(host: &str, v4: bool, v6: bool) -> anyhow::Result<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::IpAddr> = (host, 0)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .map(|a| a.ip())
+        .collect();
+    addrs
+        .into_iter()
+        .find(|a| (!v4 || a.is_ipv4()) && (!v6 || a.is_ipv6()))
+        .ok_or_else(|| {
+            anyhow::anyhow!("{host} has no {} address", if v6 { "IPv6" } else { "IPv4" })
+        })
 }
 
 fn main() {

@@ -2,7 +2,11 @@
 //! 1.0 when the scraper asks for it (`Accept: application/openmetrics-text`).
 //!
 //! Families: `statewall_up`, `statewall_gate_packets` (counter, label `outcome`),
-//! `statewall_map_entries` and `statewall_map_capacity` (gauges, label `map`).
+//! `statewall_xfsm` (counter, label `what`), `statewall_xfsm_transition_packets` (counter,
+//! label `transition`), `statewall_door_events` (counter, label `kind`),
+//! `statewall_door_open_sources` (gauge, label `door`), `statewall_door_commands` (counter,
+//! label `outcome`), `statewall_map_entries` and `statewall_map_capacity` (gauges, label
+//! `map`).
 
 use std::{fmt::Write, sync::Arc};
 
@@ -95,6 +99,70 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
                 &samples,
             );
         }
+        if let Ok(c) = g.engine.xfsm_counters() {
+            let samples: Vec<_> = c
+                .iter()
+                .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+                .collect();
+            f.counter(
+                "statewall_xfsm",
+                "xfsm stage counters (packets seen, lookups, transitions, failures, lockouts, ...).",
+                &samples,
+            );
+        }
+        if let Ok(c) = g.engine.xfsm_transition_counters() {
+            let samples: Vec<_> = c
+                .iter()
+                .map(|(k, v)| (format!("{{transition=\"{}\"}}", label(k)), *v))
+                .collect();
+            f.counter(
+                "statewall_xfsm_transition_packets",
+                "Packets that took each transition of the xfsm tables.",
+                &samples,
+            );
+        }
+        let ev: Vec<_> = s
+            .doors
+            .counts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v))
+            .collect();
+        f.counter(
+            "statewall_door_events",
+            "Door events (state changes, openings, closings, lockouts), by kind.",
+            &ev,
+        );
+        let open = s.doors.open_doors();
+        let per: Vec<_> = g
+            .config
+            .knocks
+            .iter()
+            .map(|k| {
+                (
+                    format!("{{door=\"{}\"}}", k.name),
+                    open.iter().filter(|o| o.door == k.name).count() as u64,
+                )
+            })
+            .collect();
+        f.gauge(
+            "statewall_door_open_sources",
+            "Sources each door is open for.",
+            &per,
+        );
+        use std::sync::atomic::Ordering::Relaxed;
+        f.counter(
+            "statewall_door_commands",
+            "start/stop commands run, by outcome.",
+            &[
+                ("{outcome=\"run\"}".into(), s.doors.commands.load(Relaxed)),
+                (
+                    "{outcome=\"failed\"}".into(),
+                    s.doors.command_failures.load(Relaxed),
+                ),
+            ],
+        );
         let maps = g.engine.map_states();
         let e: Vec<_> = maps
             .iter()
@@ -115,4 +183,11 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
         out.push_str("# EOF\n");
     }
     out
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

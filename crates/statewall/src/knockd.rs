@@ -1,0 +1,1610 @@
+//! Converts a knockd configuration (`knockd.conf`) into a statewall [`Config`].
+//!
+//! knockd opens ports by running commands, usually firewall commands that let the knocking
+//! address in (`iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT`). statewall opens
+//! ports itself, in the gate, so such commands are recognised and replaced: the ports they
+//! name become the door's protected ports. Commands that are not firewall commands are
+//! kept as argument vectors (through `/bin/sh` when they use shell syntax), with the
+//! knocking address passed as an argument, never spliced into shell text.
+//!
+//! knockd pairs opening and closing as two doors with their own sequences; a door whose
+//! command closes what another door opens becomes that door's `close_sequence` (or makes
+//! it a toggle when both sequences are the same).
+//!
+//! Whatever is changed, dropped or defaulted is reported in [`Import::notes`]; what cannot
+//! be converted safely is an error naming the file and line.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{
+    parse_tcpflags, Config, Dur, InterfaceConfig, KnockConfig, PortSpec, Sequence,
+};
+
+/// A converted knockd configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Import {
+    /// The statewall configuration (already validated).
+    pub config: Config,
+    /// What was converted differently from a one-to-one copy, dropped or defaulted, one
+    /// sentence each, in file order.
+    pub notes: Vec<String>,
+}
+
+/// knockd's interface when `Interface` is not given.
+const KNOCKD_DEFAULT_INTERFACE: &str = "eth0";
+/// knockd's `seq_timeout` default, in seconds.
+const KNOCKD_DEFAULT_SEQ_TIMEOUT: u64 = 25;
+/// knockd's `cmd_timeout` default (delay before `stop_command`), in seconds.
+const KNOCKD_DEFAULT_CMD_TIMEOUT: u64 = 10;
+/// How long a converted door stays open when knockd had no `stop_command` (knockd left
+/// the port open until something else closed it), in seconds.
+pub const DEFAULT_OPEN_FOR_WITHOUT_STOP: u64 = 30;
+/// The name `$0` of the shell that runs a converted shell command.
+const SHELL_ARGV0: &str = "statewall-knock";
+
+/// `[options]` keys: lower-case spelling, knockd's spelling.
+const OPTION_KEYS: [(&str, &str); 4] = [
+    ("usesyslog", "UseSyslog"),
+    ("logfile", "LogFile"),
+    ("pidfile", "PidFile"),
+    ("interface", "Interface"),
+];
+
+/// Door keys: lower-case spelling (aliases included), the key it stands for.
+const DOOR_KEYS: [(&str, &str); 13] = [
+    ("sequence", "sequence"),
+    ("one_time_sequences", "one_time_sequences"),
+    ("seq_timeout", "seq_timeout"),
+    ("timeout", "seq_timeout"),
+    ("tcpflags", "tcpflags"),
+    ("start_command", "start_command"),
+    ("command", "start_command"),
+    ("start_command_6", "start_command_6"),
+    ("command_6", "start_command_6"),
+    ("cmd_timeout", "cmd_timeout"),
+    ("stop_command", "stop_command"),
+    ("stop_command_6", "stop_command_6"),
+    ("target", "target"),
+];
+
+/// Converts knockd.conf text; `origin` names it in errors (`origin:LINE: message`) and
+/// `protect` gives the ports to protect for doors whose commands do not name them (an
+/// nft set element, a rule opening every port, a script).
+pub fn import(text: &str, origin: &str, protect: &[PortSpec]) -> Result<Import, String> {
+    let err = |line: usize, msg: String| format!("{origin}:{line}: {msg}");
+    let parsed = parse(text, &err)?;
+    let mut notes = Vec::new();
+    let protect: Vec<PortSpec> = {
+        let set: BTreeSet<PortSpec> = protect.iter().copied().collect();
+        set.into_iter().collect()
+    };
+
+    // [options]
+    let mut config = Config::default();
+    for (key, value) in &parsed.dropped_options {
+        let why = match *key {
+            "UseSyslog" => "statewall logs to standard error (filter: [daemon] log_level)",
+            "LogFile" => "statewall logs to standard error; redirect it or use the journal",
+            _ => "statewall keeps no pid file (use `statewall status` or the service manager)",
+        };
+        let shown = if value.is_empty() {
+            String::new()
+        } else {
+            format!(" = {value}")
+        };
+        notes.push(format!("[options] {key}{shown} dropped: {why}."));
+    }
+    let ifname = match &parsed.interface {
+        Some(name) => name.clone(),
+        None => {
+            notes.push(format!(
+                "[options] no Interface: using knockd's default {KNOCKD_DEFAULT_INTERFACE}."
+            ));
+            KNOCKD_DEFAULT_INTERFACE.to_string()
+        }
+    };
+    config.interfaces.push(InterfaceConfig {
+        name: ifname,
+        netns: None,
+        ingress: Default::default(),
+    });
+
+    // Which doors close what another door opens.
+    let closers = pair_close_doors(&parsed.doors, &protect, &mut notes);
+
+    let mut names = BTreeSet::new();
+    for (i, door) in parsed.doors.iter().enumerate() {
+        if closers.closing.contains(&i) {
+            continue;
+        }
+        let Some(k) = convert_door(door, &protect, &err, &mut notes)? else {
+            continue;
+        };
+        let mut k = k;
+        k.name = unique_name(&door.section, &mut names, &mut notes);
+        if let Some(&c) = closers.closer_of.get(&i) {
+            let close = &parsed.doors[c];
+            let (close_seq, _) = close.sequence.clone().expect("closing doors have one");
+            if close_seq == k.sequence {
+                k.toggle = true;
+                notes.push(format!(
+                    "[{}] closes what [{}] opens with the same sequence: the door is a toggle (the sequence opens it, and closes it while open).",
+                    close.section, door.section
+                ));
+            } else {
+                notes.push(format!(
+                    "[{}] closes what [{}] opens: its sequence {} is the door's close_sequence.",
+                    close.section, door.section, close_seq
+                ));
+                k.close_sequence = Some(close_seq);
+            }
+            note_close_door_extras(close, door, &protect, &mut notes);
+        }
+        config.knocks.push(k);
+    }
+
+    config.validate(origin).map_err(|e| e.to_string())?;
+    Ok(Import { config, notes })
+}
+
+/// One `[door]` section as read.
+#[derive(Debug, Default)]
+struct Door {
+    section: String,
+    line: usize,
+    sequence: Option<(Sequence, usize)>,
+    one_time_sequences: Option<String>,
+    seq_timeout: Option<u64>,
+    tcpflags: Option<String>,
+    cmd_timeout: Option<(u64, usize)>,
+    start: Option<Command>,
+    start6: Option<Command>,
+    stop: Option<Command>,
+    stop6: Option<Command>,
+    target: Option<String>,
+}
+
+/// The file as read: options and doors in order.
+#[derive(Debug, Default)]
+struct Parsed {
+    interface: Option<String>,
+    dropped_options: Vec<(&'static str, String)>,
+    doors: Vec<Door>,
+}
+
+/// Where `key = value` lines go.
+enum Section {
+    Nothing,
+    Options,
+    Door(usize),
+}
+
+fn parse(text: &str, err: &dyn Fn(usize, String) -> String) -> Result<Parsed, String> {
+    let mut out = Parsed::default();
+    let mut section = Section::Nothing;
+    // Keys seen in the current section (canonical name -> line), and door names seen.
+    let mut seen: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut options_seen: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut door_lines: BTreeMap<String, usize> = BTreeMap::new();
+
+    for (idx, raw) in text.lines().enumerate() {
+        let n = idx + 1;
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let name = rest
+                .strip_suffix(']')
+                .ok_or_else(|| err(n, format!("{line:?}: a section header ends with ']'")))?
+                .trim();
+            if name.is_empty() {
+                return Err(err(n, "an empty section name".into()));
+            }
+            if name.eq_ignore_ascii_case("options") {
+                section = Section::Options;
+            } else {
+                if let Some(first) = door_lines.insert(name.to_string(), n) {
+                    return Err(err(
+                        n,
+                        format!("door [{name}] defined twice (first at line {first})"),
+                    ));
+                }
+                out.doors.push(Door {
+                    section: name.to_string(),
+                    line: n,
+                    ..Door::default()
+                });
+                section = Section::Door(out.doors.len() - 1);
+                seen.clear();
+            }
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (line, None),
+        };
+        let lower = key.to_ascii_lowercase();
+        match section {
+            Section::Nothing => {
+                return Err(err(
+                    n,
+                    format!(
+                    "{line:?} before any section (knockd.conf starts with [options] or a [door])"
+                ),
+                ))
+            }
+            Section::Options => {
+                let Some(&(_, name)) = OPTION_KEYS.iter().find(|(k, _)| *k == lower) else {
+                    return Err(err(
+                        n,
+                        match value {
+                            Some(_) => format!(
+                                "unknown key {key:?} in [options] (UseSyslog, LogFile, PidFile, Interface)"
+                            ),
+                            None => format!("{line:?} is not `key = value`"),
+                        },
+                    ));
+                };
+                if let Some(first) = options_seen.insert(name, n) {
+                    return Err(err(
+                        n,
+                        format!("{name} given twice in [options] (first at line {first})"),
+                    ));
+                }
+                // UseSyslog is a bare flag; every other key needs a value.
+                let value = match value {
+                    Some(v) => v,
+                    None if name == "UseSyslog" => "",
+                    None => return Err(err(n, format!("{line:?} is not `key = value`"))),
+                };
+                if name == "Interface" {
+                    if value.is_empty() {
+                        return Err(err(n, "Interface has no value".into()));
+                    }
+                    out.interface = Some(value.to_string());
+                } else {
+                    out.dropped_options.push((name, value.to_string()));
+                }
+            }
+            Section::Door(d) => {
+                let door = &mut out.doors[d];
+                let Some(value) = value else {
+                    return Err(err(n, format!("{line:?} is not `key = value`")));
+                };
+                let Some(&(_, canon)) = DOOR_KEYS.iter().find(|(k, _)| *k == lower) else {
+                    return Err(err(
+                        n,
+                        format!(
+                            "unknown key {key:?} in door [{}] (sequence, one_time_sequences, seq_timeout, tcpflags, start_command, start_command_6, cmd_timeout, stop_command, stop_command_6, target)",
+                            door.section
+                        ),
+                    ));
+                };
+                if let Some(first) = seen.insert(canon, n) {
+                    return Err(err(
+                        n,
+                        format!(
+                            "{canon} given twice in door [{}] (first at line {first})",
+                            door.section
+                        ),
+                    ));
+                }
+                if value.is_empty() {
+                    return Err(err(n, format!("{key} has no value")));
+                }
+                read_door_key(door, canon, value, n).map_err(|m| err(n, m))?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Cuts a `#` comment: one at the start of the line or after whitespace (a `#` inside a
+/// word is kept).
+fn strip_comment(line: &str) -> &str {
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        if c == '#' && prev_space {
+            return &line[..i];
+        }
+        prev_space = c.is_whitespace();
+    }
+    line
+}
+
+fn read_door_key(door: &mut Door, key: &str, value: &str, line: usize) -> Result<(), String> {
+    let secs = |v: &str| -> Result<u64, String> {
+        match v.parse::<u64>() {
+            Ok(0) => Err(format!("{key} = 0: at least 1 second")),
+            Ok(s) if s > 86400 * 365 => Err(format!("{key} = {s}: at most 365 days")),
+            Ok(s) => Ok(s),
+            Err(_) => Err(format!("{key} = {v}: a number of seconds")),
+        }
+    };
+    match key {
+        "sequence" => {
+            let seq = Sequence::parse(value).map_err(|e| format!("sequence: {e}"))?;
+            if seq.0.is_empty() {
+                return Err("sequence: no steps".into());
+            }
+            door.sequence = Some((seq, line));
+        }
+        "one_time_sequences" => door.one_time_sequences = Some(value.to_string()),
+        "seq_timeout" => door.seq_timeout = Some(secs(value)?),
+        "cmd_timeout" => door.cmd_timeout = Some((secs(value)?, line)),
+        "tcpflags" => {
+            parse_tcpflags(value).map_err(|e| format!("tcpflags: {e}"))?;
+            door.tcpflags = Some(value.to_string());
+        }
+        "target" => door.target = Some(value.to_string()),
+        _ => {
+            let cmd = Command::read(value, line).map_err(|e| format!("{key}: {e}"))?;
+            let slot = match key {
+                "start_command" => &mut door.start,
+                "start_command_6" => &mut door.start6,
+                "stop_command" => &mut door.stop,
+                _ => &mut door.stop6,
+            };
+            *slot = Some(cmd);
+        }
+    }
+    Ok(())
+}
+
+/// A firewall front end whose commands are recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tool {
+    /// iptables and ip6tables (legacy or nft back end).
+    Iptables,
+    Nft,
+    Ufw,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Iptables => "iptables",
+            Tool::Nft => "nft",
+            Tool::Ufw => "ufw",
+        }
+    }
+}
+
+/// What a recognised firewall command lets the knocking address reach.
+#[derive(Clone, Debug, PartialEq)]
+enum Reach {
+    /// These ports.
+    Ports(Vec<PortSpec>),
+    /// Every port (a rule that names none).
+    AllPorts,
+    /// Whatever an nft set (`family table set`) is used for elsewhere.
+    Set(String),
+    /// A ufw application profile.
+    App(String),
+}
+
+/// A recognised firewall command: opening (add/insert) or closing (delete) access for the
+/// knocking address.
+#[derive(Clone, Debug, PartialEq)]
+struct FwRule {
+    tool: Tool,
+    open: bool,
+    reach: Reach,
+}
+
+impl FwRule {
+    /// The ports to protect: the named ones, else `protect` (None when that is empty).
+    fn ports(&self, protect: &[PortSpec]) -> Option<Vec<PortSpec>> {
+        match &self.reach {
+            Reach::Ports(p) => Some(p.clone()),
+            _ if protect.is_empty() => None,
+            _ => Some(protect.to_vec()),
+        }
+    }
+
+    /// Whether `other` acts on the same access as `self` (same tool, same set or same
+    /// ports), whatever the direction.
+    fn same_target(&self, other: &FwRule, protect: &[PortSpec]) -> bool {
+        if self.tool != other.tool {
+            return false;
+        }
+        match (&self.reach, &other.reach) {
+            (Reach::Set(a), Reach::Set(b)) => a == b,
+            (Reach::App(a), Reach::App(b)) => a == b,
+            (Reach::Set(_), _) | (_, Reach::Set(_)) => false,
+            _ => match (self.ports(protect), other.ports(protect)) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        let what = match &self.reach {
+            Reach::Ports(p) => join_ports(p),
+            Reach::AllPorts => "every port".into(),
+            Reach::Set(s) => format!("nft set {s}"),
+            Reach::App(a) => format!("ufw application {a}"),
+        };
+        let verb = if self.open { "opening" } else { "closing" };
+        format!("an {} command {verb} {what}", self.tool.name())
+    }
+}
+
+/// A knockd command, classified.
+#[derive(Clone, Debug)]
+struct Command {
+    text: String,
+    line: usize,
+    kind: CmdKind,
+}
+
+#[derive(Clone, Debug)]
+enum CmdKind {
+    /// A recognised firewall command (replaced by the gate), and its words.
+    Firewall(FwRule, Vec<String>),
+    /// A simple command: its arguments, `%IP%` left for the daemon to fill in.
+    Argv(Vec<String>),
+    /// A command using shell syntax: `/bin/sh -c SCRIPT statewall-knock %IP%`.
+    Shell(Vec<String>),
+}
+
+impl Command {
+    fn read(text: &str, line: usize) -> Result<Command, String> {
+        let scan = scan(text)?;
+        let kind = if scan.shell {
+            CmdKind::Shell(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                scan.script,
+                SHELL_ARGV0.into(),
+                "%IP%".into(),
+            ])
+        } else if scan.words.is_empty() {
+            return Err("an empty command".into());
+        } else {
+            match recognise(&scan.words)? {
+                Some(rule) => CmdKind::Firewall(rule, scan.words),
+                None => CmdKind::Argv(scan.words),
+            }
+        };
+        Ok(Command {
+            text: text.to_string(),
+            line,
+            kind,
+        })
+    }
+
+    fn rule(&self) -> Option<&FwRule> {
+        match &self.kind {
+            CmdKind::Firewall(r, _) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The argument vector, for a command that is kept.
+    fn argv(&self) -> Vec<String> {
+        match &self.kind {
+            CmdKind::Firewall(_, v) | CmdKind::Argv(v) | CmdKind::Shell(v) => v.clone(),
+        }
+    }
+}
+
+/// A command split into words the way `/bin/sh` would for a simple command.
+struct Scan {
+    words: Vec<String>,
+    /// Whether it uses shell syntax beyond quoting (so words alone would change it).
+    shell: bool,
+    /// The text with each `%IP%` replaced by a quoted `$1`, fit for `sh -c`.
+    script: String,
+}
+
+/// Splits on unquoted whitespace, honouring single and double quotes, and notes shell
+/// syntax: pipes, lists, redirections, expansions, globs, escapes, subshells.
+fn scan(text: &str) -> Result<Scan, String> {
+    #[derive(PartialEq)]
+    enum Quote {
+        No,
+        Single,
+        Double,
+    }
+    let mut quote = Quote::No;
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut shell = false;
+    let mut script = String::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("%IP%") {
+            // $1 expanded inside double quotes: one argument, never parsed as shell text.
+            script.push_str(match quote {
+                Quote::No => "\"$1\"",
+                Quote::Double => "$1",
+                Quote::Single => "'\"$1\"'",
+            });
+            word.push_str("%IP%");
+            in_word = true;
+            rest = after;
+            continue;
+        }
+        script.push(c);
+        rest = &rest[c.len_utf8()..];
+        match quote {
+            Quote::Single => {
+                if c == '\'' {
+                    quote = Quote::No;
+                } else {
+                    word.push(c);
+                }
+            }
+            Quote::Double => match c {
+                '"' => quote = Quote::No,
+                '$' | '`' | '\\' => {
+                    shell = true;
+                    word.push(c);
+                }
+                _ => word.push(c),
+            },
+            Quote::No => match c {
+                '\'' => {
+                    quote = Quote::Single;
+                    in_word = true;
+                }
+                '"' => {
+                    quote = Quote::Double;
+                    in_word = true;
+                }
+                c if c.is_whitespace() => {
+                    if c == '\n' {
+                        shell = true;
+                    }
+                    if in_word {
+                        words.push(std::mem::take(&mut word));
+                        in_word = false;
+                    }
+                }
+                '|' | '&' | ';' | '<' | '>' | '$' | '`' | '\\' | '(' | ')' | '*' | '?' | '['
+                | '~' => {
+                    shell = true;
+                    word.push(c);
+                    in_word = true;
+                }
+                _ => {
+                    word.push(c);
+                    in_word = true;
+                }
+            },
+        }
+    }
+    if quote != Quote::No {
+        return Err(format!("unterminated quote in {text:?}"));
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(Scan {
+        words,
+        shell,
+        script,
+    })
+}
+
+/// Recognises iptables/ip6tables, nft and ufw commands that give or take away the knocking
+/// address's access. `Ok(None)`: not such a command (kept as a command).
+fn recognise(words: &[String]) -> Result<Option<FwRule>, String> {
+    let mut w = words;
+    if w.len() > 1 && basename(&w[0]) == "sudo" {
+        w = &w[1..];
+    }
+    let args = &w[1..];
+    match basename(&w[0]) {
+        "iptables" | "ip6tables" | "iptables-legacy" | "ip6tables-legacy" | "iptables-nft"
+        | "ip6tables-nft" => iptables(args),
+        "nft" => nft(args),
+        "ufw" => ufw(args),
+        _ => Ok(None),
+    }
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn has_ip(s: &str) -> bool {
+    s.contains("%IP%")
+}
+
+fn protocol(name: &str) -> Option<u8> {
+    match name.to_ascii_lowercase().as_str() {
+        "tcp" | "6" => Some(6),
+        "udp" | "17" => Some(17),
+        _ => None,
+    }
+}
+
+/// Parses a port list (`22`, `22,80`, `6000:6003` with `range` as the range mark).
+fn port_list(text: &str, proto: u8, range: char) -> Result<Vec<PortSpec>, String> {
+    let gmax = statewall_common::xfsm::GRANT_SET_PORTS;
+    let bad = || format!("{text:?} is not a port list");
+    let port = |s: &str| -> Result<u16, String> {
+        match s.trim().parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(bad()),
+        }
+    };
+    let mut out = BTreeSet::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (lo, hi) = match item.split_once(range) {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(item)?, port(item)?),
+        };
+        if lo > hi || (hi - lo) as usize >= gmax {
+            return Err(format!(
+                "port range {item}: a door opens at most {gmax} ports"
+            ));
+        }
+        out.extend((lo..=hi).map(|port| PortSpec { proto, port }));
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    if out.len() > gmax {
+        return Err(format!(
+            "{text}: {} ports, a door opens at most {gmax}",
+            out.len()
+        ));
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// `iptables -A|-I|-D CHAIN -s %IP% [-p tcp|udp [--dport N | -m multiport --dports L]] -j ACCEPT`.
+fn iptables(args: &[String]) -> Result<Option<FwRule>, String> {
+    let (mut open, mut from_ip, mut accept) = (None, false, false);
+    let (mut proto, mut dports) = (None::<String>, None::<String>);
+    let mut i = 0;
+    while i < args.len() {
+        let next = args.get(i + 1).map(String::as_str).unwrap_or("");
+        let mut step = 2;
+        match args[i].as_str() {
+            "-A" | "--append" | "-I" | "--insert" | "-D" | "--delete" => {
+                if open.is_some() {
+                    return Ok(None);
+                }
+                open = Some(!matches!(args[i].as_str(), "-D" | "--delete"));
+                // `-I CHAIN 1`: a rule number may follow the chain.
+                if args.get(i + 2).is_some_and(|n| n.parse::<u32>().is_ok()) {
+                    step = 3;
+                }
+            }
+            "-s" | "--source" | "--src" => from_ip = has_ip(next),
+            "-p" | "--protocol" => proto = Some(next.to_string()),
+            "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
+                dports = Some(next.to_string())
+            }
+            "-j" | "--jump" => accept = next.eq_ignore_ascii_case("ACCEPT"),
+            "-t" | "--table" if next != "filter" => return Ok(None),
+            // A negation changes what the rule matches: leave such rules alone.
+            "!" => return Ok(None),
+            _ => step = 1,
+        }
+        i += step;
+    }
+    let Some(open) = open else { return Ok(None) };
+    if !from_ip || !accept {
+        return Ok(None);
+    }
+    let reach = match (proto.as_deref(), dports) {
+        (None | Some("all"), None) => Reach::AllPorts,
+        (Some(p), None) if protocol(p).is_some() => Reach::AllPorts,
+        (Some(p), Some(list)) => match protocol(p) {
+            Some(proto) => Reach::Ports(port_list(&list, proto, ':')?),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(FwRule {
+        tool: Tool::Iptables,
+        open,
+        reach,
+    }))
+}
+
+/// nft's words, braces and commas split off (nft reads its arguments as one line).
+fn nft_words(args: &[String]) -> Vec<String> {
+    let joined = args.join(" ");
+    let spaced: String = joined
+        .chars()
+        .flat_map(|c| match c {
+            '{' | '}' | ',' => vec![' ', c, ' '],
+            _ => vec![c],
+        })
+        .collect();
+    spaced.split_whitespace().map(str::to_string).collect()
+}
+
+const NFT_FAMILIES: [&str; 6] = ["ip", "ip6", "inet", "arp", "bridge", "netdev"];
+
+/// `nft add|delete element [FAMILY] TABLE SET { %IP% }` and
+/// `nft add|insert rule [FAMILY] TABLE CHAIN ... saddr %IP% [tcp|udp dport P] accept`.
+fn nft(args: &[String]) -> Result<Option<FwRule>, String> {
+    let words = nft_words(args);
+    let w: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
+        .skip_while(|a| a.starts_with('-'))
+        .collect();
+    if w.len() < 3 {
+        return Ok(None);
+    }
+    let open = match w[0] {
+        "add" | "insert" | "create" => true,
+        "delete" | "destroy" => false,
+        _ => return Ok(None),
+    };
+    match w[1] {
+        "element" => {
+            let Some(brace) = w.iter().position(|a| *a == "{") else {
+                return Ok(None);
+            };
+            let mut set: Vec<&str> = w[2..brace].to_vec();
+            if set.len() == 2 {
+                set.insert(0, "ip");
+            }
+            if set.len() != 3 || !NFT_FAMILIES.contains(&set[0]) {
+                return Ok(None);
+            }
+            // The element must be the knocking address itself (maybe with a timeout), not
+            // a concatenation that also holds other fields.
+            let elems = &w[brace + 1..];
+            let ip_elem = elems.first().is_some_and(|e| *e == "%IP%") && !elems.contains(&".");
+            if !ip_elem {
+                return Ok(None);
+            }
+            Ok(Some(FwRule {
+                tool: Tool::Nft,
+                open,
+                reach: Reach::Set(set.join(" ")),
+            }))
+        }
+        "rule" if open => {
+            let from_ip = w.windows(2).any(|p| p[0] == "saddr" && p[1] == "%IP%");
+            if !from_ip || w.last() != Some(&"accept") {
+                return Ok(None);
+            }
+            let mut ports = Vec::new();
+            let mut i = 0;
+            while i < w.len() {
+                if w[i] == "dport" {
+                    let Some(proto) = i.checked_sub(1).and_then(|j| protocol(w[j])) else {
+                        return Ok(None);
+                    };
+                    let list = match w.get(i + 1) {
+                        Some(&"{") => {
+                            let end = w[i + 1..]
+                                .iter()
+                                .position(|a| *a == "}")
+                                .map(|e| i + 1 + e)
+                                .ok_or_else(|| "an nft set without '}'".to_string())?;
+                            let items = w[i + 2..end].concat();
+                            i = end;
+                            items
+                        }
+                        Some(p) => {
+                            i += 1;
+                            p.to_string()
+                        }
+                        None => return Ok(None),
+                    };
+                    ports.extend(port_list(&list, proto, '-')?);
+                }
+                i += 1;
+            }
+            let reach = if ports.is_empty() {
+                Reach::AllPorts
+            } else {
+                let set: BTreeSet<PortSpec> = ports.into_iter().collect();
+                Reach::Ports(set.into_iter().collect())
+            };
+            Ok(Some(FwRule {
+                tool: Tool::Nft,
+                open,
+                reach,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `ufw [delete|insert N] allow [in] [on IF] from %IP% [to ADDR] [port P] [proto tcp|udp]`
+/// (also `app NAME`).
+fn ufw(args: &[String]) -> Result<Option<FwRule>, String> {
+    let mut w: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut open = true;
+    match w.first() {
+        Some(&"delete") => {
+            open = false;
+            w.remove(0);
+        }
+        Some(&"insert") if w.len() > 1 => {
+            w.drain(..2);
+        }
+        Some(&"prepend") => {
+            w.remove(0);
+        }
+        _ => {}
+    }
+    if w.first() != Some(&"allow") {
+        return Ok(None);
+    }
+    let (mut from_ip, mut port, mut proto, mut app) = (false, None, None, None);
+    let mut i = 1;
+    while i < w.len() {
+        let next = w.get(i + 1).copied();
+        match (w[i], next) {
+            ("in", _) => {
+                i += 1;
+                continue;
+            }
+            ("out", _) => return Ok(None),
+            ("on" | "to" | "comment", Some(_)) => {}
+            ("from", Some(a)) => from_ip = has_ip(a),
+            ("port", Some(p)) => port = Some(p),
+            ("proto", Some(p)) => match protocol(p) {
+                Some(n) => proto = Some(n),
+                None => return Ok(None),
+            },
+            ("app", Some(a)) => app = Some(a),
+            _ => return Ok(None),
+        }
+        i += 2;
+    }
+    if !from_ip {
+        return Ok(None);
+    }
+    let reach = match (port, app) {
+        (Some(list), None) => {
+            // ufw opens both protocols when none is named.
+            let mut ports = Vec::new();
+            for p in proto.map_or(vec![6, 17], |p| vec![p]) {
+                ports.extend(port_list(list, p, ':')?);
+            }
+            let gmax = statewall_common::xfsm::GRANT_SET_PORTS;
+            if ports.len() > gmax {
+                return Err(format!(
+                    "port {list} on tcp and udp: {} ports, a door opens at most {gmax}",
+                    ports.len()
+                ));
+            }
+            ports.sort();
+            Reach::Ports(ports)
+        }
+        (None, Some(a)) => Reach::App(a.to_string()),
+        (None, None) => Reach::AllPorts,
+        (Some(_), Some(_)) => return Ok(None),
+    };
+    Ok(Some(FwRule {
+        tool: Tool::Ufw,
+        open,
+        reach,
+    }))
+}
+
+/// Doors that close another door's access, and which door each closes.
+#[derive(Default)]
+struct Closers {
+    closing: BTreeSet<usize>,
+    closer_of: BTreeMap<usize, usize>,
+}
+
+fn pair_close_doors(doors: &[Door], protect: &[PortSpec], notes: &mut Vec<String>) -> Closers {
+    let mut out = Closers::default();
+    for (c, close) in doors.iter().enumerate() {
+        let Some(rule) = close.start.as_ref().and_then(Command::rule) else {
+            continue;
+        };
+        if rule.open {
+            continue;
+        }
+        out.closing.insert(c);
+        if close.sequence.is_none() {
+            notes.push(format!(
+                "[{}] closes access but has no sequence (one_time_sequences is not converted): not converted.",
+                close.section
+            ));
+            continue;
+        }
+        let opener = doors.iter().enumerate().find(|(_, d)| {
+            d.sequence.is_some()
+                && d.start
+                    .as_ref()
+                    .and_then(Command::rule)
+                    .is_some_and(|o| o.open && o.same_target(rule, protect))
+        });
+        match opener {
+            Some((o, _)) if out.closer_of.contains_key(&o) => notes.push(format!(
+                "[{}] closes what [{}] opens, like [{}] before it: a door has one close sequence, [{}] is not converted.",
+                close.section, doors[o].section, doors[out.closer_of[&o]].section, close.section
+            )),
+            Some((o, _)) => {
+                out.closer_of.insert(o, c);
+            }
+            None => notes.push(format!(
+                "[{}] runs {} that no door opens: not converted.",
+                close.section,
+                rule.describe()
+            )),
+        }
+    }
+    out
+}
+
+/// Notes what a closing door had that its merge into the opening door leaves out.
+fn note_close_door_extras(
+    close: &Door,
+    open: &Door,
+    protect: &[PortSpec],
+    notes: &mut Vec<String>,
+) {
+    let s = &close.section;
+    if close.tcpflags != open.tcpflags || close.seq_timeout != open.seq_timeout {
+        notes.push(format!(
+            "[{s}]'s tcpflags and seq_timeout are not kept: the close sequence uses [{}]'s.",
+            open.section
+        ));
+    }
+    for (key, cmd) in [
+        ("stop_command", &close.stop),
+        ("stop_command_6", &close.stop6),
+    ] {
+        if let Some(c) = cmd {
+            notes.push(format!(
+                "[{s}] {key} (line {}) dropped: a close sequence runs no command of its own: {}",
+                c.line, c.text
+            ));
+        }
+    }
+    if let (Some(c), Some(rule)) = (&close.start6, close.start.as_ref().and_then(Command::rule)) {
+        match c.rule() {
+            Some(r6)
+                if !r6.open
+                    && r6
+                        .ports(protect)
+                        .is_some_and(|p| Some(p) == rule.ports(protect)) =>
+            {
+                notes.push(format!(
+                    "[{s}] start_command_6 closes the same ports: the gate covers IPv6 too."
+                ))
+            }
+            _ => notes.push(format!(
+                "[{s}] start_command_6 (line {}) not converted: {}",
+                c.line, c.text
+            )),
+        }
+    }
+    if close.one_time_sequences.is_some() {
+        notes.push(format!("[{s}] one_time_sequences not converted."));
+    }
+    if close.target.is_some() {
+        notes.push(format!("[{s}] target not converted."));
+    }
+}
+
+/// Converts an opening (or ordinary) door; `Ok(None)` when it is left out (with a note).
+fn convert_door(
+    door: &Door,
+    protect: &[PortSpec],
+    err: &dyn Fn(usize, String) -> String,
+    notes: &mut Vec<String>,
+) -> Result<Option<KnockConfig>, String> {
+    let s = &door.section;
+    if let Some(file) = &door.one_time_sequences {
+        notes.push(format!(
+            "[{s}] one_time_sequences = {file} not converted (statewall's one-time sequences are not available yet)."
+        ));
+    }
+    if let Some(t) = &door.target {
+        notes.push(format!(
+            "[{s}] target = {t} not converted: the door listens on every address of the interface."
+        ));
+    }
+    let Some((sequence, _)) = door.sequence.clone() else {
+        if door.one_time_sequences.is_some() {
+            notes.push(format!(
+                "[{s}] has only one_time_sequences: the door is not converted."
+            ));
+            return Ok(None);
+        }
+        return Err(err(door.line, format!("door [{s}] has no sequence")));
+    };
+
+    // Protected ports: those the opening firewall command names, else --protect.
+    let start_rule = door.start.as_ref().and_then(Command::rule);
+    let protected = match start_rule {
+        Some(rule) if rule.open => {
+            let ports = rule.ports(protect).ok_or_else(|| {
+                err(
+                    door.start.as_ref().map_or(door.line, |c| c.line),
+                    format!(
+                        "door [{s}]: its start_command is {}, which does not say which ports to protect: pass --protect tcp/22 (the ports the door opens)",
+                        rule.describe()
+                    ),
+                )
+            })?;
+            let how = match rule.reach {
+                Reach::Ports(_) => String::new(),
+                _ => " (from --protect)".into(),
+            };
+            notes.push(format!(
+                "[{s}] start_command is {}: replaced by the gate, protected = {}{how}.",
+                rule.describe(),
+                join_ports(&ports)
+            ));
+            if matches!(rule.reach, Reach::Ports(_)) && !protect.is_empty() && ports != protect {
+                notes.push(format!(
+                    "[{s}] --protect not used: the command names the ports."
+                ));
+            }
+            ports
+        }
+        _ => {
+            if protect.is_empty() {
+                let why = match &door.start {
+                    None => "it runs no command".to_string(),
+                    Some(c) => match c.rule() {
+                        Some(r) => format!("its start_command is {}", r.describe()),
+                        None => format!("its start_command is not a firewall command ({})", c.text),
+                    },
+                };
+                return Err(err(
+                    door.start.as_ref().map_or(door.line, |c| c.line),
+                    format!(
+                        "door [{s}]: cannot tell which ports it opens ({why}): pass --protect tcp/22 (the ports the door opens)"
+                    ),
+                ));
+            }
+            notes.push(format!(
+                "[{s}] protected = {} (from --protect).",
+                join_ports(protect)
+            ));
+            protect.to_vec()
+        }
+    };
+    let start_command = match &door.start {
+        Some(_) if start_rule.is_some_and(|r| r.open) => None,
+        Some(c) => {
+            note_kept(s, "start_command", c, notes);
+            Some(c.argv())
+        }
+        None => None,
+    };
+
+    // Timing: knockd runs stop_command cmd_timeout after start_command.
+    let cmd_timeout = door.cmd_timeout.map(|(t, _)| t);
+    let (open_for, stop_command) = match &door.stop {
+        Some(stop) => {
+            let open_for = cmd_timeout.unwrap_or(KNOCKD_DEFAULT_CMD_TIMEOUT);
+            let kept = match stop.rule() {
+                Some(r) if !r.open => {
+                    notes.push(format!(
+                        "[{s}] stop_command is {}: dropped, the gate closes the door after open_for = {open_for}s.",
+                        r.describe()
+                    ));
+                    None
+                }
+                _ => {
+                    note_kept(s, "stop_command", stop, notes);
+                    Some(stop.argv())
+                }
+            };
+            if cmd_timeout.is_none() {
+                notes.push(format!(
+                    "[{s}] open_for = {open_for}s: knockd's default cmd_timeout."
+                ));
+            }
+            (open_for, kept)
+        }
+        None => {
+            let open_for = match cmd_timeout {
+                Some(t) => {
+                    notes.push(format!(
+                        "[{s}] has no stop_command: open_for = cmd_timeout = {t}s."
+                    ));
+                    t
+                }
+                None => {
+                    notes.push(format!(
+                        "[{s}] has no stop_command (knockd leaves the port open): open_for = {DEFAULT_OPEN_FOR_WITHOUT_STOP}s, statewall's default; set it as needed."
+                    ));
+                    DEFAULT_OPEN_FOR_WITHOUT_STOP
+                }
+            };
+            (open_for, None)
+        }
+    };
+
+    for (key, cmd, open) in [
+        ("start_command_6", &door.start6, true),
+        ("stop_command_6", &door.stop6, false),
+    ] {
+        let Some(c) = cmd else { continue };
+        let same = c
+            .rule()
+            .and_then(|r| (r.open == open).then(|| r.ports(protect)))
+            .flatten()
+            .is_some_and(|p| p == protected);
+        if same {
+            notes.push(format!(
+                "[{s}] {key} acts on the same ports: the gate covers IPv6 too."
+            ));
+        } else {
+            notes.push(format!(
+                "[{s}] {key} (line {}) not converted (statewall runs start_command and stop_command for IPv4 and IPv6 knockers): {}",
+                c.line, c.text
+            ));
+        }
+    }
+
+    let tcpflags = match &door.tcpflags {
+        Some(f) => f.clone(),
+        None => {
+            notes.push(format!(
+                "[{s}] no tcpflags (knockd checks none): statewall's default syn,!ack applies, so only connection attempts count as knocks."
+            ));
+            "syn,!ack".into()
+        }
+    };
+    let seq_timeout = Dur::secs(door.seq_timeout.unwrap_or(KNOCKD_DEFAULT_SEQ_TIMEOUT));
+    let strict = !consecutive(&sequence);
+    if !strict {
+        notes.push(format!(
+            "[{s}] sequence {sequence} is consecutive ports: strict = false (a packet to another port does not reset a knocker part-way), as statewall refuses strict doors a port scan walks through."
+        ));
+    }
+
+    Ok(Some(KnockConfig {
+        name: String::new(),
+        sequence,
+        protected,
+        tcpflags,
+        // knockd only bounds the whole sequence.
+        step_timeout: seq_timeout,
+        seq_timeout,
+        open_for: Dur::secs(open_for),
+        strict,
+        close_sequence: None,
+        toggle: false,
+        lockout: None,
+        start_command,
+        stop_command,
+        cmd_timeout: Dur::secs(cmd_timeout.unwrap_or(KNOCKD_DEFAULT_CMD_TIMEOUT)),
+        run_as: None,
+    }))
+}
+
+/// Notes a command kept as a command (and how, when it goes through the shell).
+fn note_kept(section: &str, key: &str, c: &Command, notes: &mut Vec<String>) {
+    match &c.kind {
+        CmdKind::Shell(_) => notes.push(format!(
+            "[{section}] {key} uses shell syntax: it runs as /bin/sh -c SCRIPT {SHELL_ARGV0} %IP%, with %IP% replaced by \"$1\" in SCRIPT (the address is an argument, never shell text)."
+        )),
+        CmdKind::Argv(_) => notes.push(format!(
+            "[{section}] {key} is not a firewall command statewall recognises: kept as a command."
+        )),
+        CmdKind::Firewall(r, _) => notes.push(format!(
+            "[{section}] {key} is {}: kept as a command.",
+            r.describe()
+        )),
+    }
+}
+
+/// Whether every step is the previous port plus one, or every step minus one.
+fn consecutive(seq: &Sequence) -> bool {
+    let s = &seq.0;
+    s.len() >= 2
+        && (s
+            .windows(2)
+            .all(|w| w[1].0.port as i32 - w[0].0.port as i32 == 1)
+            || s.windows(2)
+                .all(|w| w[1].0.port as i32 - w[0].0.port as i32 == -1))
+}
+
+/// The section name made a door name (letters, digits, `-`, `_`), distinct from the others.
+fn unique_name(section: &str, taken: &mut BTreeSet<String>, notes: &mut Vec<String>) -> String {
+    let base: String = section
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    if name != section {
+        notes.push(format!("[{section}] is named {name:?}."));
+    }
+    taken.insert(name.clone());
+    name
+}
+
+fn join_ports(p: &[PortSpec]) -> String {
+    p.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(port: u16) -> PortSpec {
+        PortSpec { proto: 6, port }
+    }
+
+    fn seq(s: &str) -> Sequence {
+        Sequence::parse(s).unwrap()
+    }
+
+    /// The imported config written as TOML loads back as the same config.
+    fn round_trip(imp: &Import) {
+        let text = toml::to_string(&imp.config).unwrap();
+        let back = Config::parse(&text, "round-trip").unwrap();
+        assert_eq!(back, imp.config, "{text}");
+    }
+
+    const DEBIAN: &str = "\
+[options]
+\tUseSyslog
+
+[openSSH]
+\tsequence    = 7000,8000,9000
+\tseq_timeout = 5
+\tcommand     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+
+[closeSSH]
+\tsequence    = 9000,8000,7000
+\tseq_timeout = 5
+\tcommand     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+";
+
+    #[test]
+    fn debian_default() {
+        let imp = import(DEBIAN, "knockd.conf", &[]).unwrap();
+        let c = &imp.config;
+        assert_eq!(c.interfaces.len(), 1);
+        assert_eq!(c.interfaces[0].name, "eth0");
+        assert_eq!(c.knocks.len(), 1);
+        let k = &c.knocks[0];
+        assert_eq!(k.name, "openSSH");
+        assert_eq!(k.sequence, seq("7000,8000,9000"));
+        assert_eq!(k.protected, vec![tcp(22)]);
+        assert_eq!(k.close_sequence, Some(seq("9000,8000,7000")));
+        assert!(!k.toggle);
+        assert_eq!(k.tcpflags, "syn");
+        assert_eq!(k.seq_timeout, Dur::secs(5));
+        assert_eq!(k.step_timeout, Dur::secs(5));
+        assert_eq!(k.open_for, Dur::secs(DEFAULT_OPEN_FOR_WITHOUT_STOP));
+        assert_eq!(k.cmd_timeout, Dur::secs(10));
+        assert!(k.strict);
+        assert_eq!(k.start_command, None);
+        assert_eq!(k.stop_command, None);
+        let notes = imp.notes.join("\n");
+        for want in [
+            "UseSyslog dropped",
+            "replaced by the gate, protected = tcp/22",
+            "[closeSSH] closes what [openSSH] opens",
+            "open_for = 30s",
+            "default eth0",
+        ] {
+            assert!(notes.contains(want), "{want:?} not in:\n{notes}");
+        }
+        round_trip(&imp);
+    }
+
+    #[test]
+    fn compat_nft_set_example_needs_protect() {
+        let text = "\
+[options]
+    interface = enp1s0
+    logfile = /var/log/knockd.log
+
+[openSSH]
+    sequence      = 7000,8000:udp,9000
+    seq_timeout   = 5
+    tcpflags      = syn
+    start_command = /usr/sbin/nft add element inet filter allowed { %IP% }
+    cmd_timeout   = 10
+    stop_command  = /usr/sbin/nft delete element inet filter allowed { %IP% }
+";
+        let e = import(text, "k.conf", &[]).unwrap_err();
+        assert!(e.starts_with("k.conf:9: "), "{e}");
+        assert!(
+            e.contains("--protect tcp/22") && e.contains("[openSSH]"),
+            "{e}"
+        );
+
+        let imp = import(text, "k.conf", &[tcp(22)]).unwrap();
+        let c = &imp.config;
+        assert_eq!(c.interfaces[0].name, "enp1s0");
+        let k = &c.knocks[0];
+        assert_eq!(k.sequence, seq("7000,8000:udp,9000"));
+        assert_eq!(k.sequence.0[1].0.proto, 17);
+        assert_eq!(k.protected, vec![tcp(22)]);
+        assert_eq!(k.open_for, Dur::secs(10));
+        assert_eq!(k.cmd_timeout, Dur::secs(10));
+        assert_eq!(k.start_command, None);
+        assert_eq!(k.stop_command, None);
+        assert_eq!(k.close_sequence, None);
+        let notes = imp.notes.join("\n");
+        assert!(
+            notes.contains("LogFile = /var/log/knockd.log dropped"),
+            "{notes}"
+        );
+        assert!(notes.contains("nft set inet filter allowed"), "{notes}");
+        assert!(notes.contains("(from --protect)"), "{notes}");
+        assert!(
+            notes.contains("stop_command is an nft command closing"),
+            "{notes}"
+        );
+        round_trip(&imp);
+    }
+
+    #[test]
+    fn shell_commands_pass_the_address_as_an_argument() {
+        let text = "\
+[options]
+  Interface = eth1
+[web]
+  sequence = 2222:udp,3333,4444
+  start_command = /usr/local/bin/open-web %IP% && logger \"knock from %IP%\" # trailing
+  stop_command = /usr/local/bin/close-web '%IP%' 443
+  cmd_timeout = 20
+";
+        let imp = import(text, "w.conf", &[tcp(443), tcp(80)]).unwrap();
+        let k = &imp.config.knocks[0];
+        assert_eq!(k.protected, vec![tcp(80), tcp(443)]);
+        assert_eq!(
+            k.start_command.as_deref().unwrap(),
+            [
+                "/bin/sh",
+                "-c",
+                "/usr/local/bin/open-web \"$1\" && logger \"knock from $1\"",
+                "statewall-knock",
+                "%IP%"
+            ]
+        );
+        // No shell syntax: split into words, quotes removed, %IP% left for the daemon.
+        assert_eq!(
+            k.stop_command.as_deref().unwrap(),
+            ["/usr/local/bin/close-web", "%IP%", "443"]
+        );
+        assert_eq!(k.open_for, Dur::secs(20));
+        assert_eq!(k.cmd_timeout, Dur::secs(20));
+        assert_eq!(k.tcpflags, "syn,!ack");
+        let notes = imp.notes.join("\n");
+        assert!(notes.contains("start_command uses shell syntax"), "{notes}");
+        assert!(notes.contains("no tcpflags"), "{notes}");
+        round_trip(&imp);
+
+        // The script never holds the address: single-quoted %IP% becomes a quoted "$1" too.
+        let s = scan("echo '%IP% knocked' >> /tmp/log").unwrap();
+        assert!(s.shell);
+        assert_eq!(s.script, "echo ''\"$1\"' knocked' >> /tmp/log");
+        assert!(scan("a 'b").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = import("[door]\n  sequence = 1,x\n", "f", &[tcp(22)]).unwrap_err();
+        assert!(e.starts_with("f:2: sequence: "), "{e}");
+        let e = import("# c\n\n[d]\nsequence 7000\n", "f", &[tcp(22)]).unwrap_err();
+        assert_eq!(e, "f:4: \"sequence 7000\" is not `key = value`");
+        let e = import("sequence = 1,2\n", "f", &[tcp(22)]).unwrap_err();
+        assert!(e.starts_with("f:1: "), "{e}");
+        let e = import("[d]\nsequence = 7,9\nseq_timeout = 5s\n", "f", &[tcp(22)]).unwrap_err();
+        assert_eq!(e, "f:3: seq_timeout = 5s: a number of seconds");
+        let e = import(
+            "[d]\nsequence = 7,9\ntcpflags = syn,bogus\n",
+            "f",
+            &[tcp(22)],
+        )
+        .unwrap_err();
+        assert!(e.starts_with("f:3: tcpflags: "), "{e}");
+        let e = import(
+            "[d]\nsequence = 7,9\ncommand = a\nstart_command = b\n",
+            "f",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "f:4: start_command given twice in door [d] (first at line 3)"
+        );
+        let e = import("[d]\nseq_timeout = 5\n", "f", &[tcp(22)]).unwrap_err();
+        assert_eq!(e, "f:1: door [d] has no sequence");
+        let e = import("[d]\nsequence = 7,9\ncommand = /opt/open %IP%\n", "f", &[]).unwrap_err();
+        assert!(
+            e.starts_with("f:3: door [d]: cannot tell which ports") && e.contains("--protect"),
+            "{e}"
+        );
+        // Validation errors of the result come back too (a protected port knocked on).
+        let e = import("[d]\nsequence = 22,23,25\n", "f", &[tcp(22)]).unwrap_err();
+        assert!(e.contains("also a step of the sequence"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = import("[options]\n  UseSyslog\n  Foo = 1\n", "f", &[]).unwrap_err();
+        assert!(
+            e.starts_with("f:3: unknown key \"Foo\" in [options]"),
+            "{e}"
+        );
+        let e = import(
+            "[a]\n  Sequence = 7,9\n  Timeout = 5\n  colour = blue\n",
+            "f",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("f:4: unknown key \"colour\" in door [a]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keys_are_case_insensitive_and_aliases_work() {
+        let text = "[Options]\nINTERFACE = eth2\n[x y]\nSEQUENCE = 5000,6000,7000\nTIMEOUT = 7\nCommand = iptables -I INPUT 1 -s %IP% -p udp -m multiport --dports 53,5353 -j ACCEPT\n";
+        let imp = import(text, "f", &[]).unwrap();
+        let k = &imp.config.knocks[0];
+        assert_eq!(k.name, "x_y");
+        assert_eq!(k.seq_timeout, Dur::secs(7));
+        assert_eq!(
+            k.protected,
+            vec![
+                PortSpec {
+                    proto: 17,
+                    port: 53
+                },
+                PortSpec {
+                    proto: 17,
+                    port: 5353
+                }
+            ]
+        );
+        assert_eq!(imp.config.interfaces[0].name, "eth2");
+    }
+
+    #[test]
+    fn same_sequence_close_door_makes_a_toggle() {
+        let text = "\
+[on]
+sequence = 4000,4100,4050
+command = ufw allow from %IP% to any port 22 proto tcp
+[off]
+sequence = 4000,4100,4050
+command = ufw delete allow from %IP% to any port 22 proto tcp
+";
+        let imp = import(text, "f", &[]).unwrap();
+        assert_eq!(imp.config.knocks.len(), 1);
+        let k = &imp.config.knocks[0];
+        assert!(k.toggle);
+        assert_eq!(k.close_sequence, None);
+        assert_eq!(k.protected, vec![tcp(22)]);
+        round_trip(&imp);
+    }
+
+    #[test]
+    fn consecutive_sequences_are_not_strict() {
+        let text = "[d]\nsequence = 7000,7001,7002\ncommand = nft add rule inet filter input ip saddr %IP% tcp dport { 22, 2222 } accept\nstop_command = /usr/bin/logger closed\n";
+        let imp = import(text, "f", &[]).unwrap();
+        let k = &imp.config.knocks[0];
+        assert!(!k.strict);
+        assert_eq!(k.protected, vec![tcp(22), tcp(2222)]);
+        assert_eq!(
+            k.stop_command.as_deref().unwrap(),
+            ["/usr/bin/logger", "closed"]
+        );
+        assert_eq!(k.open_for, Dur::secs(10));
+        assert!(imp.notes.iter().any(|n| n.contains("strict = false")));
+        round_trip(&imp);
+    }
+
+    #[test]
+    fn ipv6_commands_and_unconverted_keys() {
+        let text = "\
+[ssh]
+sequence = 1111,2222,3333
+command = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+command_6 = ip6tables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+stop_command = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+stop_command_6 = /usr/local/bin/v6-close %IP%
+one_time_sequences = /etc/knockd/ssh.seq
+target = 192.0.2.1
+";
+        let imp = import(text, "f", &[]).unwrap();
+        let notes = imp.notes.join("\n");
+        assert!(
+            notes.contains("start_command_6 acts on the same ports"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("stop_command_6 (line 6) not converted"),
+            "{notes}"
+        );
+        assert!(notes.contains("one_time_sequences = /etc/knockd/ssh.seq not converted"));
+        assert!(notes.contains("target = 192.0.2.1 not converted"));
+        let k = &imp.config.knocks[0];
+        assert_eq!(k.stop_command, None);
+        assert_eq!(k.protected, vec![tcp(22)]);
+    }
+
+    #[test]
+    fn recognises_firewall_commands() {
+        let r = |s: &str| recognise(&scan(s).unwrap().words).unwrap();
+        let rule = r(
+            "/usr/sbin/iptables -t filter -I INPUT -s %IP%/32 -p tcp --dport 6000:6002 -j ACCEPT",
+        )
+        .unwrap();
+        assert!(rule.open);
+        assert_eq!(
+            rule.reach,
+            Reach::Ports(vec![tcp(6000), tcp(6001), tcp(6002)])
+        );
+        assert_eq!(
+            r("iptables -D INPUT -s %IP% -j ACCEPT").unwrap(),
+            FwRule {
+                tool: Tool::Iptables,
+                open: false,
+                reach: Reach::AllPorts
+            }
+        );
+        // Not about the knocking address, negated, or not an accept: not recognised.
+        assert!(r("iptables -A INPUT -p tcp --dport 22 -j ACCEPT").is_none());
+        assert!(r("iptables -A INPUT ! -s %IP% -p tcp --dport 22 -j DROP").is_none());
+        assert!(r("iptables -A INPUT -s %IP% -p tcp --dport 22 -j LOG").is_none());
+        assert_eq!(
+            r("nft 'add element ip filter knocked { %IP% timeout 30s }'")
+                .unwrap()
+                .reach,
+            Reach::Set("ip filter knocked".into())
+        );
+        assert_eq!(
+            r("nft add element filter knocked {%IP%}").unwrap().reach,
+            Reach::Set("ip filter knocked".into())
+        );
+        assert_eq!(
+            r("ufw allow from %IP% to any port 53").unwrap().reach,
+            Reach::Ports(vec![
+                tcp(53),
+                PortSpec {
+                    proto: 17,
+                    port: 53
+                }
+            ])
+        );
+        assert!(
+            !r("sudo ufw delete allow from %IP% app OpenSSH")
+                .unwrap()
+                .open
+        );
+        assert!(r("ufw allow 22/tcp").is_none());
+        assert!(r("/usr/local/bin/open %IP%").is_none());
+        let too_many = recognise(
+            &scan("iptables -A INPUT -s %IP% -p tcp --dport 1000:2000 -j ACCEPT")
+                .unwrap()
+                .words,
+        );
+        assert!(too_many.unwrap_err().contains("at most 8"));
+    }
+}
