@@ -1,0 +1,300 @@
+//! Port knocking end to end, with real traffic between two namespaces the tests create:
+//! the demo's outcomes, Debian's `knock` client against an imported knockd.conf, full port
+//! scans that must never open a door, a spoofed flood that must not lift a lockout, and
+//! knock ports that answer like any closed port.
+
+mod common;
+
+use std::{
+    io::ErrorKind,
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use statewall::{
+    config::{Config, InterfaceConfig, Step},
+    engine::{self, Engine},
+    knockclient,
+    netns::Pair,
+    packet::Packet,
+    pins::Pins,
+};
+
+/// An engine under its own bpffs root, torn down on drop (also when the test panics).
+struct Kernel {
+    eng: Engine,
+    pins: Pins,
+}
+
+impl Kernel {
+    fn new(tag: &str, cfg: &Config) -> Kernel {
+        let root = format!("/sys/fs/bpf/statewall-test-{}-{tag}", std::process::id());
+        let pins = Pins::new(&root);
+        let mut eng = Engine::open(&pins, cfg).expect("engine");
+        statewall::daemon::apply(&mut eng, cfg).expect("apply config");
+        Kernel { eng, pins }
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.eng
+            .xfsm_counters()
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+    }
+
+    fn live_grants(&self) -> usize {
+        let now = self.eng.kernel_now();
+        self.eng
+            .grants()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v.expires_ns > now)
+            .count()
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = engine::teardown(&self.pins);
+    }
+}
+
+fn config(pair: &Pair, knocks: &str) -> Config {
+    let mut cfg = Config::parse(knocks, "test").unwrap();
+    cfg.interfaces = vec![InterfaceConfig {
+        name: pair.server_if.clone(),
+        netns: Some(pair.server.name.clone()),
+        ingress: Default::default(),
+    }];
+    cfg
+}
+
+/// TCP connect from the client namespace: true when the server answered.
+fn connects(pair: &Pair, to: SocketAddr) -> bool {
+    pair.client
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_millis(400)))
+        .is_ok()
+}
+
+fn steps(spec: &str) -> Vec<Step> {
+    statewall::config::Sequence::parse(spec).unwrap().0
+}
+
+#[test]
+fn demo_outcomes() {
+    statewall::demo::run(false).expect("every demo outcome as expected");
+}
+
+/// Debian's default knockd.conf, imported, opened and closed by Debian's `knock` client.
+#[test]
+fn debian_knock_client_opens_an_imported_door() {
+    let conf = "[options]\n\tUseSyslog\n\n[openSSH]\n\tsequence    = 7000,8000,9000\n\tseq_timeout = 5\n\tcommand     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\ttcpflags    = syn\n\n[closeSSH]\n\tsequence    = 9000,8000,7000\n\tseq_timeout = 5\n\tcommand     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\ttcpflags    = syn\n";
+    let imported = statewall::knockd::import(conf, "knockd.conf", &[]).unwrap();
+    let pair = Pair::new("kd");
+    let mut cfg = imported.config;
+    assert_eq!(cfg.knocks.len(), 1, "open and close doors merge");
+    cfg.interfaces = vec![InterfaceConfig {
+        name: pair.server_if.clone(),
+        netns: Some(pair.server.name.clone()),
+        ingress: Default::default(),
+    }];
+    let k = Kernel::new("kd", &cfg);
+    let sv = pair.server_v4;
+    let _l = pair
+        .server
+        .run(|| TcpListener::bind((sv, 22)))
+        .expect("ssh stand-in");
+    let ssh = SocketAddr::from((sv, 22));
+    assert!(!connects(&pair, ssh), "tcp/22 is protected before knocking");
+    let out = pair
+        .client
+        .exec(&["knock", "-d", "50", &sv.to_string(), "7000", "8000", "9000"]);
+    assert!(out.status.success(), "knock: {out:?}");
+    assert!(connects(&pair, ssh), "the knock client opened the door");
+    assert_eq!(k.live_grants(), 1);
+    let out = pair
+        .client
+        .exec(&["knock", "-d", "50", &sv.to_string(), "9000", "8000", "7000"]);
+    assert!(out.status.success(), "knock: {out:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(k.live_grants(), 0, "the close sequence revoked the grant");
+    assert!(!connects(&pair, ssh), "closed again");
+}
+
+/// Strict mode (set to false to see the scans open the doors).
+const STRICT: bool = true;
+
+/// With the lockout off, full scans of every TCP and UDP port, ascending and in random
+/// order, never open a door.
+#[test]
+fn port_scans_never_open_a_door() {
+    let pair = Pair::new("scan");
+    let cfg = config(
+        &pair,
+        &format!("[[knock]]\nname = \"tcp\"\nsequence = \"7000,8000,9000\"\nprotected = [\"tcp/22\"]\nstrict = {STRICT}\n\
+         [[knock]]\nname = \"udp\"\nsequence = \"1111:udp,2222:udp,3333:udp\"\nprotected = [\"udp/53\"]\nstrict = {STRICT}\n"),
+    );
+    let k = Kernel::new("scan", &cfg);
+    let sv = IpAddr::V4(pair.server_v4);
+    let mut all: Vec<u16> = (1..=65535).collect();
+    let mut rng = StdRng::seed_from_u64(0x5ca7);
+    for order in ["ascending", "random"] {
+        if order == "random" {
+            all.shuffle(&mut rng);
+        }
+        for proto in ["tcp", "udp"] {
+            let scan: Vec<Step> = all
+                .iter()
+                .map(|p| format!("{p}:{proto}").parse().unwrap())
+                .collect();
+            pair.client
+                .run(|| knockclient::knock(sv, &scan, Duration::ZERO, None))
+                .unwrap();
+            assert_eq!(
+                k.counter("grants"),
+                0,
+                "a {order} {proto} scan opened a door"
+            );
+        }
+    }
+    // The scans did walk into the sequences, and were reset (two transitions each) ...
+    let c = k.eng.xfsm_counters().unwrap();
+    assert!(k.counter("transitions") >= 8, "{c:?}");
+    assert_eq!(k.live_grants(), 0);
+    // ... while the real sequences still open the doors.
+    for seq in ["7000,8000,9000", "1111:udp,2222:udp,3333:udp"] {
+        pair.client
+            .run(|| knockclient::knock(sv, &steps(seq), Duration::ZERO, None))
+            .unwrap();
+    }
+    assert_eq!(k.counter("grants"), 2);
+}
+
+/// A locked-out source stays locked out while spoofed sources flood the lock table past
+/// its capacity (no eviction), and the full table fails closed.
+#[test]
+fn spoofed_flood_does_not_lift_a_lockout() {
+    let pair = Pair::new("flood");
+    let cfg = config(
+        &pair,
+        "[[knock]]\nname = \"ssh\"\nsequence = \"7000:udp,8000:udp,9000:udp\"\nprotected = [\"udp/53\"]\nlockout = { failures = 2, within = \"10m\", duration = \"10m\" }\n",
+    );
+    let k = Kernel::new("flood", &cfg);
+    let sv = IpAddr::V4(pair.server_v4);
+    // Two wrong sequences lock the client out.
+    pair.client
+        .run(|| knockclient::knock(sv, &steps("7000:udp,9000:udp,7000:udp,9000:udp"), Duration::ZERO, None))
+        .unwrap();
+    assert_eq!(k.counter("lockouts"), 1);
+    // 20000 spoofed sources (more than the 16384 lock records) each make a failure.
+    let ifname = pair.client_if.clone();
+    let sent = pair.client.run(|| {
+        let sock = raw_socket(&ifname);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut n = 0;
+        for _ in 0..20000 {
+            let src = IpAddr::from([10, rng.random_range(100..=200), rng.random(), rng.random()]);
+            for port in [7000, 9000] {
+                let f = Packet::udp(src, sv, 40000, port).build();
+                send_raw(&sock, &f);
+                n += 1;
+            }
+        }
+        n
+    });
+    assert_eq!(sent, 40000);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        k.counter("lock_table_full") > 0,
+        "the flood filled the lock table"
+    );
+    // The real client's right sequence is still ignored.
+    let before = k.counter("locked_packets");
+    pair.client
+        .run(|| knockclient::knock(sv, &steps("7000:udp,8000:udp,9000:udp"), Duration::ZERO, None))
+        .unwrap();
+    assert_eq!(k.live_grants(), 0, "the lockout was lifted");
+    assert!(k.counter("locked_packets") >= before + 3);
+    let me = k
+        .eng
+        .xfsm_locks()
+        .unwrap()
+        .into_iter()
+        .find(|(key, _)| key.addr[..4] == pair.client_v4.octets());
+    assert!(me.is_some_and(|(_, v)| v.locked_until > k.eng.kernel_now()));
+}
+
+fn raw_socket(ifname: &str) -> i32 {
+    // SAFETY: plain socket calls; the fd is closed by the process exit of the test.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "AF_PACKET socket");
+        let name = std::ffi::CString::new(ifname).unwrap();
+        let idx = libc::if_nametoindex(name.as_ptr());
+        assert!(idx > 0);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = idx as i32;
+        let r = libc::bind(
+            fd,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(r, 0, "bind AF_PACKET");
+        fd
+    }
+}
+
+fn send_raw(fd: &i32, frame: &[u8]) {
+    // SAFETY: sending a buffer we own.
+    let r = unsafe { libc::send(*fd, frame.as_ptr() as *const _, frame.len(), 0) };
+    assert_eq!(r as usize, frame.len());
+}
+
+/// A knock port answers exactly like a random closed port: TCP with a reset, UDP with
+/// ICMP port unreachable (both seen by the client as "connection refused").
+#[test]
+fn knock_ports_look_like_closed_ports() {
+    let pair = Pair::new("look");
+    let cfg = config(
+        &pair,
+        "[[knock]]\nname = \"ssh\"\nsequence = \"7000,8000:udp,9000\"\nprotected = [\"tcp/22\"]\n",
+    );
+    let _k = Kernel::new("look", &cfg);
+    let sv = pair.server_v4;
+    let tcp = |port: u16| -> ErrorKind {
+        match pair.client.run(|| {
+            TcpStream::connect_timeout(&SocketAddr::from((sv, port)), Duration::from_millis(500))
+        }) {
+            Ok(_) => ErrorKind::Other,
+            Err(e) => e.kind(),
+        }
+    };
+    let udp = |port: u16| -> ErrorKind {
+        pair.client.run(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect((sv, port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            s.send(b"x").unwrap();
+            let mut b = [0u8; 8];
+            match s.recv(&mut b) {
+                Ok(_) => ErrorKind::Other,
+                Err(e) => e.kind(),
+            }
+        })
+    };
+    for (knock, closed) in [(7000, 7777), (9000, 40123)] {
+        let (a, b) = (tcp(knock), tcp(closed));
+        assert_eq!(a, b, "tcp/{knock} answers differently from tcp/{closed}");
+        assert_eq!(a, ErrorKind::ConnectionRefused);
+    }
+    let (a, b) = (udp(8000), udp(8888));
+    assert_eq!(a, b, "udp/8000 answers differently from udp/8888");
+    assert_eq!(a, ErrorKind::ConnectionRefused);
+    // The protected port, for contrast, says nothing (dropped).
+    assert_eq!(tcp(22), ErrorKind::TimedOut);
+}
