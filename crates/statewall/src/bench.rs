@@ -270,6 +270,7 @@ pub fn run(out: &Path, repeat: u32) -> anyhow::Result<Report> {
         ..Default::default()
     };
     report.rows.extend(testrun_rows(repeat));
+    report.rows.extend(crate::bench_open::rows()?);
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;
     }

@@ -16,7 +16,8 @@
 //! - [`knockclient`]: the knock client (TCP SYNs, UDP datagrams) and derived sequences
 //!   (time- and counter-based knocking) shared by the client and the daemon.
 //! - [`doors`]: knock doors in the daemon (events, open sources, trigger commands).
-//! - [`bench`], [`demo`]: `statewall bench` and `statewall demo`.
+//! - [`bench`], [`bench_open`], [`demo`]: `statewall bench` (per-packet costs, time to
+//!   open against knockd) and `statewall demo`.
 //!
 //! ```no_run
 //! // Run the real gate program on a crafted SYN.
@@ -30,6 +31,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_open;
 pub mod client;
 pub mod clock;
 pub mod config;

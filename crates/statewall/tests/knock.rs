@@ -187,7 +187,14 @@ fn spoofed_flood_does_not_lift_a_lockout() {
     let sv = IpAddr::V4(pair.server_v4);
     // Two wrong sequences lock the client out.
     pair.client
-        .run(|| knockclient::knock(sv, &steps("7000:udp,9000:udp,7000:udp,9000:udp"), Duration::ZERO, None))
+        .run(|| {
+            knockclient::knock(
+                sv,
+                &steps("7000:udp,9000:udp,7000:udp,9000:udp"),
+                Duration::ZERO,
+                None,
+            )
+        })
         .unwrap();
     assert_eq!(k.counter("lockouts"), 1);
     // 20000 spoofed sources (more than the 16384 lock records) each make a failure.
@@ -215,7 +222,14 @@ fn spoofed_flood_does_not_lift_a_lockout() {
     // The real client's right sequence is still ignored.
     let before = k.counter("locked_packets");
     pair.client
-        .run(|| knockclient::knock(sv, &steps("7000:udp,8000:udp,9000:udp"), Duration::ZERO, None))
+        .run(|| {
+            knockclient::knock(
+                sv,
+                &steps("7000:udp,8000:udp,9000:udp"),
+                Duration::ZERO,
+                None,
+            )
+        })
         .unwrap();
     assert_eq!(k.live_grants(), 0, "the lockout was lifted");
     assert!(k.counter("locked_packets") >= before + 3);
@@ -278,7 +292,8 @@ fn knock_ports_look_like_closed_ports() {
         pair.client.run(|| {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
             s.connect((sv, port)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
             s.send(b"x").unwrap();
             let mut b = [0u8; 8];
             match s.recv(&mut b) {
