@@ -97,8 +97,7 @@ enum Cmd {
         #[command(flatten)]
         paths: Paths,
     },
-    /// Knock on a host: `statewall knock HOST 7000 8000:udp 9000`, or compute the current
-    /// sequence from a secret (`--time-secret FILE` / `--counter-secret FILE --counter N`).
+    /// Knock on a host: `statewall knock HOST 7000 8000:udp 9000`.
     Knock {
         /// Host to knock on.
         host: String,
@@ -116,21 +115,6 @@ enum Cmd {
         /// Use IPv6 only.
         #[arg(short = '6')]
         v6: bool,
-        /// Time-based sequence from this secret file (the door's `time_secret`).
-        #[arg(long, conflicts_with = "counter_secret")]
-        time_secret: Option<PathBuf>,
-        /// Counter-based sequence from this secret file (the door's `counter_secret`).
-        #[arg(long, requires = "counter")]
-        counter_secret: Option<PathBuf>,
-        /// Counter value for `--counter-secret`.
-        #[arg(long)]
-        counter: Option<u64>,
-        /// Length of a derived sequence.
-        #[arg(long, default_value_t = 4)]
-        derived_steps: usize,
-        /// Period of time-based sequences, seconds.
-        #[arg(long, default_value_t = 30)]
-        period: u64,
         /// Payload of UDP knocks.
         #[arg(long)]
         payload: Option<String>,
@@ -439,48 +423,18 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             udp,
             v4,
             v6,
-            time_secret,
-            counter_secret,
-            counter,
-            derived_steps,
-            period,
             payload,
         } => {
             use statewall::knockclient;
             let addr = resolve(&host, v4, v6)?;
-            let proto = if udp { 17 } else { 6 };
             let mut steps = steps;
             if udp {
                 for s in &mut steps {
                     s.0.proto = 17;
                 }
             }
-            if !(1..=knockclient::DERIVE_MAX_STEPS).contains(&derived_steps) {
-                anyhow::bail!(
-                    "--derived-steps {derived_steps}: 1 to {}",
-                    knockclient::DERIVE_MAX_STEPS
-                );
-            }
-            if let Some(f) = &time_secret {
-                let secret = knockclient::read_secret(f).map_err(anyhow::Error::msg)?;
-                if period == 0 {
-                    anyhow::bail!("--period 0: at least 1 second");
-                }
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_secs();
-                steps = knockclient::derive(
-                    &secret,
-                    knockclient::time_counter(now, period),
-                    derived_steps,
-                    proto,
-                );
-            } else if let Some(f) = &counter_secret {
-                let secret = knockclient::read_secret(f).map_err(anyhow::Error::msg)?;
-                steps = knockclient::derive(&secret, counter.unwrap_or(0), derived_steps, proto);
-            }
             if steps.is_empty() {
-                anyhow::bail!("no knock steps: give ports, --time-secret or --counter-secret");
+                anyhow::bail!("no knock steps: give PORT[:proto]...");
             }
             let payload = payload.map(|p| p.into_bytes());
             knockclient::knock(

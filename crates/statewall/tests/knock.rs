@@ -313,3 +313,105 @@ fn knock_ports_look_like_closed_ports() {
     // The protected port, for contrast, says nothing (dropped).
     assert_eq!(tcp(22), ErrorKind::TimedOut);
 }
+
+/// Waits for a condition (a hang guard, not a performance limit).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The daemon with a door: `statewall knock` from the client opens it, the start command
+/// runs with the source address, the door shows in the API, events stream, the window
+/// ends and the stop command runs; manual open and close from the CLI; metrics.
+#[test]
+fn daemon_runs_doors_end_to_end() {
+    use common::{cli, Daemon, Paths};
+    let p = Paths::new("door");
+    let pair = Pair::new("door");
+    let marks = p.scratch.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let conf = format!(
+        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[[knock]]\nname = \"ssh\"\nsequence = \"7000,8000:udp,9000\"\nprotected = [\"tcp/22\"]\nopen_for = \"1s\"\nstart_command = [\"/usr/bin/touch\", \"{m}/opened-%IP%\"]\nstop_command = [\"/usr/bin/touch\", \"{m}/closed-%IP%\"]\n",
+        pair.server_if,
+        pair.server.name,
+        m = marks.display()
+    );
+    std::fs::write(&p.config, conf).unwrap();
+    let d = Daemon::start(&p, &[]);
+    // Follow the event stream in the background.
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let events = events.clone();
+        let sock = p.socket.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = rt.block_on(statewall::client::stream_lines(
+                &sock,
+                "/api/v1/xfsm/events",
+                |l| {
+                    if let Some(j) = l.strip_prefix("data: ") {
+                        events.lock().unwrap().push(j.to_string());
+                    }
+                },
+            ));
+        });
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let client = pair.client_v4.to_string();
+    let out = pair.client.exec(&[
+        common::bin(),
+        "knock",
+        &pair.server_v4.to_string(),
+        "7000",
+        "8000:udp",
+        "9000",
+    ]);
+    assert!(out.status.success(), "statewall knock: {out:?}");
+    let opened = marks.join(format!("opened-{client}"));
+    let closed = marks.join(format!("closed-{client}"));
+    eventually("start command ran", || opened.exists());
+    let doors = d.get("/api/v1/doors");
+    assert_eq!(doors[0]["name"], "ssh");
+    // The window is 1 s: the sweeper closes the door and runs the stop command.
+    eventually("stop command ran", || closed.exists());
+    eventually("events streamed", || {
+        let e = events.lock().unwrap();
+        let kinds: Vec<String> = e
+            .iter()
+            .map(|j| serde_json::from_str::<serde_json::Value>(j).unwrap()["kind"].to_string())
+            .collect();
+        ["\"transition\"", "\"opened\"", "\"window_end\""]
+            .iter()
+            .all(|k| kinds.iter().any(|x| x == k))
+    });
+    // Manual open and close.
+    std::fs::remove_file(&opened).unwrap();
+    let (code, _, err) = cli(&p, &["door", "open", "ssh", &client, "--for", "60"]);
+    assert_eq!(code, 0, "{err}");
+    eventually("start command ran again", || opened.exists());
+    let v = d.get("/api/v1/doors");
+    assert_eq!(v[0]["open"][0]["source"], client.as_str());
+    std::fs::remove_file(&closed).unwrap();
+    let (code, _, err) = cli(&p, &["door", "close", "ssh", &client]);
+    assert_eq!(code, 0, "{err}");
+    eventually("stop command ran again", || closed.exists());
+    assert!(d.get("/api/v1/doors")[0]["open"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let (code, _, err) = cli(&p, &["door", "open", "nope", &client]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no door"), "{err}");
+    let x = d.get("/api/v1/xfsm");
+    assert!(x["counters"]["transitions"].as_u64().unwrap() >= 3);
+    drop(d);
+}
