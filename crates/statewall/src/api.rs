@@ -204,6 +204,12 @@ pub fn grant_key(addr: IpAddr, proto: &str, port: u16) -> Result<GrantKey, ApiEr
         "udp" => 17,
         other => return Err(ApiError::bad(format!("proto: {other:?} is not tcp or udp"))),
     };
+    Ok(key_for(addr, proto, port))
+}
+
+/// The gate key of a source and (protocol number, port); an IPv4-mapped IPv6 address is
+/// the IPv4 host.
+pub fn key_for(addr: IpAddr, proto: u8, port: u16) -> GrantKey {
     let mut k = GrantKey {
         proto,
         port,
@@ -225,15 +231,21 @@ pub fn grant_key(addr: IpAddr, proto: &str, port: u16) -> Result<GrantKey, ApiEr
             }
         }
     }
-    Ok(k)
+    k
 }
 
 /// The address in a key.
 pub fn key_addr(k: &GrantKey) -> IpAddr {
-    if k.family == FAMILY_V4 {
-        IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
+    addr_ip(k.family, &k.addr)
+}
+
+/// An address as the kernel's keys and events hold it: `family` [`FAMILY_V6`] (6) or
+/// IPv4 (4, in the first 4 bytes).
+pub fn addr_ip(family: u8, a: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V6 {
+        IpAddr::from(*a)
     } else {
-        IpAddr::from(k.addr)
+        IpAddr::from([a[0], a[1], a[2], a[3]])
     }
 }
 
@@ -319,14 +331,6 @@ async fn revoke(
     }
 }
 
-fn addr_of(family: u8, a: &[u8; 16]) -> IpAddr {
-    if family == 6 || family == FAMILY_V6 {
-        IpAddr::from(*a)
-    } else {
-        IpAddr::from([a[0], a[1], a[2], a[3]])
-    }
-}
-
 async fn doors(State(s): State<Arc<Shared>>) -> ApiResult {
     let open = s.doors.open_doors();
     let g = lock(&s);
@@ -352,7 +356,7 @@ async fn doors(State(s): State<Arc<Shared>>) -> ApiResult {
             })
             .map(|(key, v)| {
                 json!({
-                    "source": addr_of(key.family, &key.addrs[0]),
+                    "source": addr_ip(key.family, &key.addrs[0]),
                     "state": name(v.state),
                     "idle_left": if v.idle_deadline == 0 { None } else { Some(secs(v.idle_deadline)) },
                     "hard_left": if v.hard_deadline == 0 { None } else { Some(secs(v.hard_deadline)) },
@@ -362,7 +366,7 @@ async fn doors(State(s): State<Arc<Shared>>) -> ApiResult {
         let locked: Vec<_> = locks
             .iter()
             .filter(|(key, v)| key.machine as usize == m && v.locked_until > now)
-            .map(|(key, v)| json!({"source": addr_of(key.family, &key.addr), "seconds_left": secs(v.locked_until)}))
+            .map(|(key, v)| json!({"source": addr_ip(key.family, &key.addr), "seconds_left": secs(v.locked_until)}))
             .collect();
         out.push(json!({
             "name": k.name,

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 
 use crate::{
     bench::{median, Row, RUNS},
-    config::{Config, InterfaceConfig, Sequence},
+    config::{Config, Sequence},
     engine::{self, Engine},
     knockclient,
     netns::Pair,
@@ -110,11 +110,7 @@ fn statewall_runs(pair: &Pair) -> anyhow::Result<Vec<f64>> {
         ),
         "bench",
     )?;
-    cfg.interfaces.push(InterfaceConfig {
-        name: pair.server_if.clone(),
-        netns: Some(pair.server.name.clone()),
-        ingress: Default::default(),
-    });
+    cfg.interfaces.push(pair.server_interface());
     let res = (|| -> anyhow::Result<Vec<f64>> {
         let mut eng = Engine::open(&pins, &cfg)?;
         crate::daemon::apply(&mut eng, &cfg)?;

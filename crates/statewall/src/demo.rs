@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, Context};
 
 use crate::{
-    config::{Config, Dur, InterfaceConfig, KnockConfig, Lockout, PortSpec, Sequence},
+    config::{Config, Dur, KnockConfig, Lockout, PortSpec, Sequence},
     doors::{event_kind, event_source},
     engine::{self, Engine},
     netns::Pair,
@@ -42,11 +42,7 @@ fn recv(sock: &UdpSocket) -> Option<String> {
 /// The demo's config: the server side of the pair, one door.
 pub fn demo_config(pair: &Pair) -> Config {
     let mut cfg = Config::default();
-    cfg.interfaces.push(InterfaceConfig {
-        name: pair.server_if.clone(),
-        netns: Some(pair.server.name.clone()),
-        ingress: Default::default(),
-    });
+    cfg.interfaces.push(pair.server_interface());
     let seq = KNOCKS
         .iter()
         .map(|p| format!("{p}:udp"))

@@ -19,7 +19,7 @@ use std::{
 use aya::maps::{Map, MapData, RingBuf};
 use serde::Serialize;
 use statewall_common::{
-    maps::{GrantKey, FAMILY_V4, FAMILY_V6, GRANT_BY_API},
+    maps::{GrantKey, GRANT_BY_API},
     xfsm::{reason, Event, MAP_EVENTS},
 };
 use tokio::{io::unix::AsyncFd, sync::broadcast};
@@ -117,32 +117,25 @@ fn unix_now() -> f64 {
 
 /// The source address of an event.
 pub fn event_source(e: &Event) -> IpAddr {
-    if e.family == 6 {
-        IpAddr::from(e.addr)
-    } else {
-        IpAddr::from([e.addr[0], e.addr[1], e.addr[2], e.addr[3]])
-    }
+    crate::api::addr_ip(e.family, &e.addr)
 }
 
 /// Gate keys of a door's protected ports for a source.
 pub fn door_keys(k: &KnockConfig, source: IpAddr) -> Vec<GrantKey> {
-    let (family, addr) = match source {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (FAMILY_V4, b)
-        }
-        IpAddr::V6(a) => (FAMILY_V6, a.octets()),
-    };
     k.protected
         .iter()
-        .map(|p| GrantKey {
-            addr,
-            family,
-            proto: p.proto,
-            port: p.port,
-        })
+        .map(|p| crate::api::key_for(source, p.proto, p.port))
         .collect()
+}
+
+/// The door called `name` in the config in force.
+fn find_door(g: &crate::daemon::Inner, name: &str) -> Result<KnockConfig, String> {
+    g.config
+        .knocks
+        .iter()
+        .find(|k| k.name == name)
+        .cloned()
+        .ok_or_else(|| format!("no door {name:?}"))
 }
 
 impl Doors {
@@ -294,13 +287,7 @@ impl Doors {
     ) -> Result<(KnockConfig, u64), String> {
         let k = {
             let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-            let k = g
-                .config
-                .knocks
-                .iter()
-                .find(|k| k.name == door)
-                .cloned()
-                .ok_or_else(|| format!("no door {door:?}"))?;
+            let k = find_door(&g, door)?;
             let secs = seconds.unwrap_or_else(|| k.open_for.0.as_secs().max(1));
             for key in door_keys(&k, source) {
                 g.engine
@@ -317,13 +304,7 @@ impl Doors {
     pub fn manual_close(&self, s: &Shared, door: &str, source: IpAddr) -> Result<bool, String> {
         let (k, any) = {
             let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-            let k = g
-                .config
-                .knocks
-                .iter()
-                .find(|k| k.name == door)
-                .cloned()
-                .ok_or_else(|| format!("no door {door:?}"))?;
+            let k = find_door(&g, door)?;
             let mut any = false;
             for key in door_keys(&k, source) {
                 any |= g.engine.revoke(&key).map_err(|e| e.to_string())?;

@@ -638,14 +638,29 @@ impl Engine {
     /// xfsm stage counters summed over CPUs, by name.
     pub fn xfsm_counters(&self) -> Result<Vec<(&'static str, u64)>> {
         use statewall_common::xfsm::{COUNTERS, COUNTER_NAMES, MAP_STATS};
+        let sums = self.percpu_sums(MAP_STATS, COUNTERS)?;
+        Ok(COUNTER_NAMES.into_iter().zip(sums).collect())
+    }
+
+    /// Entries `0..n` of a per-CPU counter array, each summed over CPUs.
+    fn percpu_sums(&self, map: &str, n: u32) -> Result<Vec<u64>> {
         let a: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.maps.get(MAP_STATS).unwrap())
-                .map_err(|e| map_err(MAP_STATS, e))?;
-        let mut v = Vec::new();
-        for i in 0..COUNTERS {
-            let per = a.get(&i, 0).map_err(|e| map_err(MAP_STATS, e))?;
-            v.push((COUNTER_NAMES[i as usize], per.iter().sum()));
-        }
+            PerCpuArray::try_from(self.maps.get(map).unwrap()).map_err(|e| map_err(map, e))?;
+        (0..n)
+            .map(|i| {
+                a.get(&i, 0)
+                    .map(|per| per.iter().sum())
+                    .map_err(|e| map_err(map, e))
+            })
+            .collect()
+    }
+
+    /// Every entry of a hash map, sorted by key.
+    fn hash_entries<K: aya::Pod + Ord, V: aya::Pod>(&self, map: &str) -> Result<Vec<(K, V)>> {
+        let h: BpfHashMap<&MapData, K, V> =
+            BpfHashMap::try_from(self.maps.get(map).unwrap()).map_err(|e| map_err(map, e))?;
+        let mut v: Vec<_> = h.iter().filter_map(|r| r.ok()).collect();
+        v.sort_by_key(|(k, _)| *k);
         Ok(v)
     }
 
@@ -655,15 +670,8 @@ impl Engine {
         let Some(c) = &self.xfsm else {
             return Ok(Vec::new());
         };
-        let a: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.maps.get(MAP_TCOUNT).unwrap())
-                .map_err(|e| map_err(MAP_TCOUNT, e))?;
-        let mut v = Vec::new();
-        for (i, name) in c.counter_names.iter().enumerate() {
-            let per = a.get(&(i as u32), 0).map_err(|e| map_err(MAP_TCOUNT, e))?;
-            v.push((name.clone(), per.iter().sum()));
-        }
-        Ok(v)
+        let sums = self.percpu_sums(MAP_TCOUNT, c.counter_names.len() as u32)?;
+        Ok(c.counter_names.iter().cloned().zip(sums).collect())
     }
 
     /// The xfsm state entries: (machine, source, state, idle deadline, hard deadline).
@@ -675,11 +683,7 @@ impl Engine {
             statewall_common::xfsm::StateVal,
         )>,
     > {
-        use statewall_common::xfsm::{StateKey, StateVal, MAP_STATES};
-        let h: BpfHashMap<&MapData, StateKey, StateVal> =
-            BpfHashMap::try_from(self.maps.get(MAP_STATES).unwrap())
-                .map_err(|e| map_err(MAP_STATES, e))?;
-        Ok(h.iter().filter_map(|r| r.ok()).collect())
+        self.hash_entries(statewall_common::xfsm::MAP_STATES)
     }
 
     /// Lock records: (key, value).
@@ -691,11 +695,7 @@ impl Engine {
             statewall_common::xfsm::LockVal,
         )>,
     > {
-        use statewall_common::xfsm::{LockKey, LockVal, MAP_LOCKS};
-        let h: BpfHashMap<&MapData, LockKey, LockVal> =
-            BpfHashMap::try_from(self.maps.get(MAP_LOCKS).unwrap())
-                .map_err(|e| map_err(MAP_LOCKS, e))?;
-        Ok(h.iter().filter_map(|r| r.ok()).collect())
+        self.hash_entries(statewall_common::xfsm::MAP_LOCKS)
     }
 
     /// Removes lock records whose lockout and failure window are over (so that a full lock
@@ -719,20 +719,16 @@ impl Engine {
             })
             .map(|(k, _)| k)
             .collect();
-        {
+        let cap = {
+            use aya::maps::IterableMap;
             let mut h: BpfHashMap<&mut MapData, LockKey, LockVal> =
                 BpfHashMap::try_from(self.maps.get_mut(MAP_LOCKS).unwrap())
                     .map_err(|e| map_err(MAP_LOCKS, e))?;
             for k in &dead {
                 let _ = h.remove(k);
             }
-        }
-        let cap = self
-            .maps
-            .get(MAP_LOCKS)
-            .and_then(|_| MapData::from_pin(self.pins.map(MAP_LOCKS)).ok())
-            .and_then(|md| md.info().ok().map(|i| i.max_entries()))
-            .unwrap_or(0) as usize;
+            h.map().info().map(|i| i.max_entries()).unwrap_or(0) as usize
+        };
         if total - dead.len() < cap {
             let mut ctl: Array<&mut MapData, u32> =
                 Array::try_from(self.maps.get_mut(MAP_CTL).unwrap())
@@ -826,12 +822,7 @@ impl Engine {
 
     /// Every grant with its expiry (kernel clock).
     pub fn grants(&self) -> Result<Vec<(GrantKey, GrantValue)>> {
-        let md = self.maps.get(MAP_GATE_GRANTS).unwrap();
-        let h: BpfHashMap<&MapData, GrantKey, GrantValue> =
-            BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
-        let mut v: Vec<_> = h.iter().filter_map(|r| r.ok()).collect();
-        v.sort_by_key(|(k, _)| *k);
-        Ok(v)
+        self.hash_entries(MAP_GATE_GRANTS)
     }
 
     /// Removes grants that expired more than `grace_ns` ago; returns how many.
@@ -851,15 +842,8 @@ impl Engine {
 
     /// Gate counters summed over CPUs, by name.
     pub fn gate_counters(&self) -> Result<Vec<(&'static str, u64)>> {
-        let md = self.maps.get(MAP_GATE_STATS).unwrap();
-        let a: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(md).map_err(|e| map_err(MAP_GATE_STATS, e))?;
-        let mut v = Vec::new();
-        for i in 0..GATE_COUNTERS {
-            let per = a.get(&i, 0).map_err(|e| map_err(MAP_GATE_STATS, e))?;
-            v.push((GATE_COUNTER_NAMES[i as usize], per.iter().sum()));
-        }
-        Ok(v)
+        let sums = self.percpu_sums(MAP_GATE_STATS, GATE_COUNTERS)?;
+        Ok(GATE_COUNTER_NAMES.into_iter().zip(sums).collect())
     }
 
     /// The maps with ids and fill levels.

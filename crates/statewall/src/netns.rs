@@ -175,6 +175,15 @@ pub struct Pair {
 }
 
 impl Pair {
+    /// The server side as a config `[[interface]]` (tcx ingress).
+    pub fn server_interface(&self) -> crate::config::InterfaceConfig {
+        crate::config::InterfaceConfig {
+            name: self.server_if.clone(),
+            netns: Some(self.server.name.clone()),
+            ingress: Default::default(),
+        }
+    }
+
     /// Creates both namespaces and the link: client 10.77.0.1/24 + fd00:77::1/64, server
     /// 10.77.0.2/24 + fd00:77::2/64 (the addresses exist only inside these namespaces).
     pub fn new(tag: &str) -> Self {

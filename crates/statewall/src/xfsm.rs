@@ -162,6 +162,9 @@ struct DoorBuilder<'a> {
     d: &'a KnockDoor,
     m: u8,
     names: Vec<String>,
+    /// The state each path state's path started from (DEFAULT, or OPEN for a toggle close
+    /// path), by state id.
+    roots: Vec<u8>,
     /// Edges that lead to an intermediate state (trie), by (from, proto, port).
     inner: BTreeMap<(u8, u8, u16), u8>,
 }
@@ -188,7 +191,7 @@ impl DoorBuilder<'_> {
         }
     }
 
-    fn new_state(&mut self, name: String) -> Result<u8, String> {
+    fn new_state(&mut self, name: String, root: u8) -> Result<u8, String> {
         if self.names.len() >= 254 {
             return Err(format!(
                 "door {}: more than 253 states (too many or too long sequences)",
@@ -196,6 +199,7 @@ impl DoorBuilder<'_> {
             ));
         }
         self.names.push(name);
+        self.roots.push(root);
         Ok((self.names.len() - 1) as u8)
     }
 
@@ -249,7 +253,7 @@ impl DoorBuilder<'_> {
                     seq_text(seq)
                 ));
             }
-            let next = self.new_state(format!("{label} {}/{n}", k + 1))?;
+            let next = self.new_state(format!("{label} {}/{n}", k + 1), root)?;
             let t = if root == OPEN {
                 // Toggle close path: the OPEN deadline keeps running; a step timeout goes
                 // back to OPEN.
@@ -342,6 +346,7 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
             d,
             m,
             names: vec!["DEFAULT".into(), "OPEN".into()],
+            roots: vec![STATE_DEFAULT, STATE_DEFAULT],
             inner: BTreeMap::new(),
         };
         for (i, seq) in d.sequences.iter().enumerate() {
@@ -404,12 +409,13 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
         }
         if d.strict {
             for st in 2..b.names.len() as u8 {
-                // A wrong knock resets: to DEFAULT, or to OPEN on a toggle close path.
-                let toggle_path = b.names[st as usize].starts_with("toggle");
+                // A wrong knock resets to where the path started: DEFAULT, or OPEN on a
+                // toggle close path (whose deadline keeps running).
+                let root = b.roots[st as usize];
                 for p in [proto::TCP, proto::UDP] {
                     let t = Trans {
-                        next_state: if toggle_path { OPEN } else { STATE_DEFAULT },
-                        effects: E_FAIL | if toggle_path { E_KEEP_HARD } else { 0 },
+                        next_state: root,
+                        effects: E_FAIL | if root == OPEN { E_KEEP_HARD } else { 0 },
                         action: ACT_NEXT,
                         ..Default::default()
                     };

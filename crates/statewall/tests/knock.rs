@@ -13,7 +13,7 @@ use std::{
 
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use statewall::{
-    config::{Config, InterfaceConfig, Step},
+    config::{Config, Step},
     engine::{self, Engine},
     knockclient,
     netns::Pair,
@@ -65,11 +65,7 @@ impl Drop for Kernel {
 
 fn config(pair: &Pair, knocks: &str) -> Config {
     let mut cfg = Config::parse(knocks, "test").unwrap();
-    cfg.interfaces = vec![InterfaceConfig {
-        name: pair.server_if.clone(),
-        netns: Some(pair.server.name.clone()),
-        ingress: Default::default(),
-    }];
+    cfg.interfaces = vec![pair.server_interface()];
     cfg
 }
 
@@ -97,11 +93,7 @@ fn debian_knock_client_opens_an_imported_door() {
     let pair = Pair::new("kd");
     let mut cfg = imported.config;
     assert_eq!(cfg.knocks.len(), 1, "open and close doors merge");
-    cfg.interfaces = vec![InterfaceConfig {
-        name: pair.server_if.clone(),
-        netns: Some(pair.server.name.clone()),
-        ingress: Default::default(),
-    }];
+    cfg.interfaces = vec![pair.server_interface()];
     let k = Kernel::new("kd", &cfg);
     let sv = pair.server_v4;
     let _l = pair
