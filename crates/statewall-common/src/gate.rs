@@ -2,9 +2,10 @@
 //!
 //! The gate enforces protected ports: a packet to a protected (protocol, port) passes only
 //! when a live grant exists for (source address, protocol, port). Everything else goes on to
-//! the next stage. Grants come from the API today, and from knock doors and SPA later.
+//! the next stage. Grants come from the API, knock doors and (later) SPA; connections opened
+//! under a grant are tracked so that they outlive it (see [`decide`]).
 
-use crate::maps::{GrantKey, GATE_TCP, GATE_UDP};
+use crate::maps::{FlowKey, FlowValue, GateConf, GrantKey, GATE_TCP, GATE_UDP};
 use crate::parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG};
 use crate::proto;
 
@@ -15,6 +16,11 @@ pub enum GateVerdict {
     Next,
     /// Protected and granted: next stage.
     Granted,
+    /// Protected and granted, but the flow table was full: next stage, the flow lives only
+    /// as long as the grant.
+    GrantedUntracked,
+    /// Protected, no live grant, but part of a flow opened under one: next stage.
+    Flow,
     /// Protected and not granted: drop.
     Drop,
     /// Malformed IP: drop (fail closed, it could be aimed at a protected port).
@@ -40,27 +46,94 @@ pub fn grant_key(p: &PacketInfo) -> GrantKey {
     }
 }
 
-/// Decides one packet. `port_bits(port)` reads the protected-port table;
-/// `grant_expiry(key)` returns the expiry of a grant if one exists; `now` is the kernel clock.
+/// TCP flag bits the gate looks at.
+pub mod tcp {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
+/// Builds the flow key of a packet.
+pub fn flow_key(p: &PacketInfo) -> FlowKey {
+    FlowKey {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        sport: p.sport,
+        dport: p.dport,
+        family: p.family,
+        proto: p.l4proto,
+        _pad: [0; 2],
+    }
+}
+
+/// True for a TCP packet that starts a connection (SYN without ACK): it needs a live
+/// grant, a flow entry is not enough (the 5-tuple may be reused after the flow closed).
+pub fn opens_connection(l4proto: u8, tcp_flags: u8) -> bool {
+    l4proto == proto::TCP && tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN
+}
+
+/// True for a TCP packet that closes its connection (FIN or RST).
+pub fn closes_connection(l4proto: u8, tcp_flags: u8) -> bool {
+    l4proto == proto::TCP && tcp_flags & (tcp::FIN | tcp::RST) != 0
+}
+
+/// Idle timeout of a flow of the packet's protocol, closing or not; 0 = not tracked.
+pub fn flow_idle(c: &GateConf, l4proto: u8, closing: bool) -> u64 {
+    if l4proto == proto::UDP {
+        c.udp_idle_ns
+    } else if c.tcp_idle_ns == 0 {
+        0
+    } else if closing {
+        c.tcp_closing_ns
+    } else {
+        c.tcp_idle_ns
+    }
+}
+
+/// Everything [`decide`] reads and writes: the reference implements it over plain maps;
+/// the kernel program does the same on BPF maps.
+pub trait GateTables {
+    /// Whether any port of the protocols in `bits` is protected (the summary slot
+    /// [`crate::maps::GATE_SUMMARY_SLOT`] of the port table).
+    fn any_protected(&self, bits: u8) -> bool;
+    /// Protected-port bits of a port.
+    fn port_bits(&self, port: u16) -> u8;
+    /// Expiry of a grant, if one exists.
+    fn grant_expiry(&self, k: &GrantKey) -> Option<u64>;
+    /// Flow timeouts.
+    fn conf(&self) -> GateConf;
+    /// A flow.
+    fn flow(&self, k: &FlowKey) -> Option<FlowValue>;
+    /// Writes a flow; false when the table is full and the flow is new.
+    fn put_flow(&mut self, k: &FlowKey, v: &FlowValue) -> bool;
+    /// Deletes a flow.
+    fn del_flow(&mut self, k: &FlowKey);
+}
+
+/// Decides one packet at kernel time `now`.
 ///
-/// `any_protected(bits)` tells whether any port of the protocols in `bits` is protected
-/// (the summary slot [`crate::maps::GATE_SUMMARY_SLOT`] of the port table).
 /// Non-first fragments carry no ports: the gate cannot tell where they go, so they are
 /// dropped when any port of their protocol is protected. Malformed IP packets are dropped
 /// when any port at all is protected.
-pub fn decide(
-    p: &PacketInfo,
-    now: u64,
-    any_protected: impl Fn(u8) -> bool,
-    port_bits: impl Fn(u16) -> u8,
-    grant_expiry: impl Fn(&GrantKey) -> Option<u64>,
-) -> GateVerdict {
+///
+/// A packet to a protected port passes with a live grant for (source, protocol, port), and
+/// records its flow (5-tuple) unless tracking is off for the protocol. Without a grant, a
+/// packet of a recorded flow that has not idled out passes too, except a TCP SYN without
+/// ACK: connections opened while the grant lived outlast it, new ones need a grant. Each
+/// packet of a flow pushes its expiry forward; a FIN or RST shortens it to the closing
+/// timeout. An idle flow met by a packet is deleted.
+pub fn decide<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict {
     if p.status == Status::NonIp as u8 {
         return GateVerdict::Next;
     }
     if p.status == Status::Malformed as u8 {
         // Fail closed, but only when the gate protects something at all.
-        return if any_protected(GATE_TCP | GATE_UDP) {
+        return if t.any_protected(GATE_TCP | GATE_UDP) {
             GateVerdict::DropMalformed
         } else {
             GateVerdict::Next
@@ -71,17 +144,63 @@ pub fn decide(
         return GateVerdict::Next;
     }
     if p.flags & FLAG_NONFIRST_FRAG != 0 || p.flags & FLAG_L4 == 0 {
-        return if any_protected(bit) {
+        return if t.any_protected(bit) {
             GateVerdict::Drop
         } else {
             GateVerdict::Next
         };
     }
-    if port_bits(p.dport) & bit == 0 {
+    if t.port_bits(p.dport) & bit == 0 {
         return GateVerdict::Next;
     }
-    match grant_expiry(&grant_key(p)) {
-        Some(exp) if exp > now => GateVerdict::Granted,
-        _ => GateVerdict::Drop,
+    let granted = matches!(t.grant_expiry(&grant_key(p)), Some(exp) if exp > now);
+    if !granted && opens_connection(p.l4proto, p.tcp_flags) {
+        // A new connection needs a grant, whatever flows exist (the SYN-flood path: one
+        // lookup).
+        return GateVerdict::Drop;
+    }
+    let conf = t.conf();
+    if flow_idle(&conf, p.l4proto, false) == 0 {
+        return if granted {
+            GateVerdict::Granted
+        } else {
+            GateVerdict::Drop
+        };
+    }
+    let fk = flow_key(p);
+    let closes = closes_connection(p.l4proto, p.tcp_flags);
+    match t.flow(&fk) {
+        Some(mut v) if v.expires_ns > now => {
+            if opens_connection(p.l4proto, p.tcp_flags) {
+                // A new connection on a reused 5-tuple (granted): not closing any more.
+                v.closing = 0;
+            }
+            v.closing |= closes as u8;
+            v.expires_ns = now + flow_idle(&conf, p.l4proto, v.closing != 0);
+            t.put_flow(&fk, &v);
+            if granted {
+                GateVerdict::Granted
+            } else {
+                GateVerdict::Flow
+            }
+        }
+        found => {
+            if found.is_some() {
+                t.del_flow(&fk);
+            }
+            if !granted {
+                return GateVerdict::Drop;
+            }
+            let v = FlowValue {
+                expires_ns: now + flow_idle(&conf, p.l4proto, closes),
+                closing: closes as u8,
+                _pad: [0; 7],
+            };
+            if t.put_flow(&fk, &v) {
+                GateVerdict::Granted
+            } else {
+                GateVerdict::GrantedUntracked
+            }
+        }
     }
 }

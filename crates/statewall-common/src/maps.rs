@@ -9,8 +9,8 @@ pub const MAP_CLOCK: &str = "SW_CLOCK";
 /// Zero in production; tests move time forward by raising it instead of sleeping.
 pub const CLOCK_SLOT_TEST_OFFSET: u32 = 0;
 /// Index in [`MAP_CLOCK`]: `CLOCK_REALTIME - CLOCK_MONOTONIC` in ns, written by the
-/// daemon when it starts, so kernel programs can produce epoch timestamps (periodic refresh,
-/// for wall-clock steps, comes with the monitors that use it).
+/// daemon when it starts and again every second (so wall-clock steps reach the kernel
+/// within a second), so kernel programs can produce epoch timestamps.
 pub const CLOCK_SLOT_EPOCH_OFFSET: u32 = 1;
 /// Index in [`MAP_CLOCK`]: when non-zero, the kernel clock is frozen at this value (tests
 /// that compare the kernel with the reference need both to see the same instant).
@@ -31,6 +31,12 @@ pub const GATE_TCP: u8 = 1;
 pub const GATE_UDP: u8 = 2;
 /// Gate stage: grants, a preallocated `HASH` of [`GrantKey`] -> [`GrantValue`].
 pub const MAP_GATE_GRANTS: &str = "SW_GATE_GRANTS";
+/// Gate stage: flows opened under a grant, a preallocated `HASH` of [`FlowKey`] ->
+/// [`FlowValue`]. They outlive the grant until idle (not LRU: only granted sources create
+/// entries, and a full table refuses new flows rather than evicting live ones).
+pub const MAP_GATE_FLOWS: &str = "SW_GATE_FLOWS";
+/// Gate stage: flow timeouts, an `ARRAY` with one [`GateConf`].
+pub const MAP_GATE_CONF: &str = "SW_GATE_CONF";
 /// Gate stage: per-CPU counters, a `PERCPU_ARRAY` of `u64` indexed by [`GateCounter`].
 pub const MAP_GATE_STATS: &str = "SW_GATE_STATS";
 /// Parser probe output (tests only): an `ARRAY` with one [`crate::parse::PacketInfo`].
@@ -67,6 +73,52 @@ pub struct GrantValue {
     pub _pad: u32,
 }
 
+/// Key of a flow opened through the gate: the packet's 5-tuple as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Source address; IPv4 in the first 4 bytes, the rest zero.
+    pub saddr: [u8; 16],
+    /// Destination address, same layout.
+    pub daddr: [u8; 16],
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+
+/// Value of a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// The flow lets packets through until then (kernel clock); every packet of it
+    /// pushes this forward by the idle timeout of its protocol and stage.
+    pub expires_ns: u64,
+    /// Non-zero once a TCP FIN or RST was seen: the short closing timeout applies.
+    pub closing: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 7],
+}
+
+/// Flow timeouts of the gate (one entry of [`MAP_GATE_CONF`]). A zero idle timeout turns
+/// flow tracking off for that protocol: connections then live only as long as the grant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GateConf {
+    /// Idle timeout of a TCP flow, ns.
+    pub tcp_idle_ns: u64,
+    /// Idle timeout of a TCP flow after a FIN or RST, ns.
+    pub tcp_closing_ns: u64,
+    /// Idle timeout of a UDP flow, ns.
+    pub udp_idle_ns: u64,
+}
+
 /// Grant created by hand (CLI or API).
 pub const GRANT_BY_API: u32 = 1;
 /// Grant created by an xfsm transition (a knock door); the grant set id is added.
@@ -85,13 +137,25 @@ pub enum GateCounter {
     /// Malformed IP packets (status MALFORMED) dropped by the gate when they could be
     /// aimed at a protected port (dropped; fail closed).
     Malformed = 3,
+    /// Packets to a protected port let through by a flow opened under a grant that has
+    /// since ended.
+    Flow = 4,
+    /// Flows a granted packet could not record because the flow table was full (the
+    /// packet passed; the flow lives only as long as its grant).
+    FlowsFull = 5,
 }
 
 /// Number of gate counters.
-pub const GATE_COUNTERS: u32 = 4;
+pub const GATE_COUNTERS: u32 = 6;
 /// Names of the gate counters, in index order, as they appear in `/metrics` and the API.
-pub const GATE_COUNTER_NAMES: [&str; GATE_COUNTERS as usize] =
-    ["seen", "granted", "dropped", "malformed"];
+pub const GATE_COUNTER_NAMES: [&str; GATE_COUNTERS as usize] = [
+    "seen",
+    "granted",
+    "dropped",
+    "malformed",
+    "flow",
+    "flows_full",
+];
 
 #[cfg(feature = "user")]
 mod pod {
@@ -101,4 +165,10 @@ mod pod {
     unsafe impl aya::Pod for super::GrantValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::parse::PacketInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GateConf {}
 }

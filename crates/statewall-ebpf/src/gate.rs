@@ -1,15 +1,15 @@
-//! The `gate` stage: protected ports open only to sources holding a grant.
-//! Same decision as `statewall_common::gate::decide`.
+//! The `gate` stage: protected ports open only to sources holding a grant, and to the
+//! flows opened while they held one. Same decision as `statewall_common::gate::decide`.
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
 use statewall_common::{
-    gate::{grant_key, port_bit},
+    gate::{closes_connection, flow_idle, flow_key, grant_key, opens_connection, port_bit},
     maps::{
-        GateCounter, GrantKey, GrantValue, GATE_COUNTERS, GATE_PORTS_LEN, GATE_SUMMARY_SLOT,
-        GATE_TCP, GATE_UDP,
+        FlowKey, FlowValue, GateConf, GateCounter, GrantKey, GrantValue, GATE_COUNTERS,
+        GATE_PORTS_LEN, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP,
     },
     parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG},
     TCX_NEXT, TC_ACT_SHOT,
@@ -24,6 +24,13 @@ static SW_GATE_PORTS: Array<u8> = Array::with_max_entries(GATE_PORTS_LEN, 0);
 #[map(name = "SW_GATE_GRANTS")]
 pub(crate) static SW_GATE_GRANTS: HashMap<GrantKey, GrantValue> =
     HashMap::with_max_entries(4096, 0);
+
+/// Preallocated, not LRU: a full table refuses new flows, live ones are never evicted.
+#[map(name = "SW_GATE_FLOWS")]
+static SW_GATE_FLOWS: HashMap<FlowKey, FlowValue> = HashMap::with_max_entries(16384, 0);
+
+#[map(name = "SW_GATE_CONF")]
+static SW_GATE_CONF: Array<GateConf> = Array::with_max_entries(1, 0);
 
 #[map(name = "SW_GATE_STATS")]
 static SW_GATE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GATE_COUNTERS, 0);
@@ -72,13 +79,72 @@ pub fn run(p: &PacketInfo) -> i32 {
     if bits(p.dport as u32) & bit == 0 {
         return TCX_NEXT;
     }
+    protected(p)
+}
+
+/// A packet to a protected port (`p` is in map memory: see `scratch` in main.rs).
+#[inline(never)]
+fn protected(p: &PacketInfo) -> i32 {
+    let now = now_ns();
     let key = grant_key(p);
-    if let Some(g) = unsafe { SW_GATE_GRANTS.get(&key) } {
-        if g.expires_ns > now_ns() {
-            count(GateCounter::Granted);
+    let (l4proto, tcp_flags) = (p.l4proto, p.tcp_flags);
+    let granted = match unsafe { SW_GATE_GRANTS.get(&key) } {
+        Some(g) => g.expires_ns > now,
+        None => false,
+    };
+    if !granted && opens_connection(l4proto, tcp_flags) {
+        count(GateCounter::Dropped);
+        return TC_ACT_SHOT;
+    }
+    let conf = match SW_GATE_CONF.get(0) {
+        Some(c) => *c,
+        None => GateConf::default(),
+    };
+    if flow_idle(&conf, l4proto, false) == 0 {
+        return verdict(granted);
+    }
+    let fk = &flow_key(p);
+    let closes = closes_connection(l4proto, tcp_flags);
+    if let Some(v) = SW_GATE_FLOWS.get_ptr_mut(fk) {
+        let v = unsafe { &mut *v };
+        if v.expires_ns > now {
+            if opens_connection(l4proto, tcp_flags) {
+                v.closing = 0;
+            }
+            v.closing |= closes as u8;
+            v.expires_ns = now + flow_idle(&conf, l4proto, v.closing != 0);
+            if granted {
+                count(GateCounter::Granted);
+            } else {
+                count(GateCounter::Flow);
+            }
             return TCX_NEXT;
         }
+        let _ = SW_GATE_FLOWS.remove(fk);
     }
-    count(GateCounter::Dropped);
-    TC_ACT_SHOT
+    if !granted {
+        count(GateCounter::Dropped);
+        return TC_ACT_SHOT;
+    }
+    let v = FlowValue {
+        expires_ns: now + flow_idle(&conf, l4proto, closes),
+        closing: closes as u8,
+        _pad: [0; 7],
+    };
+    if SW_GATE_FLOWS.insert(fk, &v, 0).is_err() {
+        count(GateCounter::FlowsFull);
+    }
+    count(GateCounter::Granted);
+    TCX_NEXT
+}
+
+#[inline(always)]
+fn verdict(granted: bool) -> i32 {
+    if granted {
+        count(GateCounter::Granted);
+        TCX_NEXT
+    } else {
+        count(GateCounter::Dropped);
+        TC_ACT_SHOT
+    }
 }

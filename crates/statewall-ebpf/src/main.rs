@@ -62,24 +62,42 @@ pub(crate) fn parse_xdp(ctx: &XdpContext, p: &mut PacketInfo) {
     parse::parse(&c, p);
 }
 
-#[classifier]
-pub fn sw_gate(ctx: TcContext) -> i32 {
-    let mut p = PacketInfo::default();
-    parse_tc(&ctx, &mut p);
-    gate::run(&p)
-}
-
-/// Per-CPU room for the parsed packet of stages whose call chains need the stack.
+/// Per-CPU room for the parsed packet: kept out of the stack, where LLVM would either
+/// split it into byte-sized scalars or zero it with a byte-at-a-time `memset` call.
 #[map(name = "SW_SCRATCH")]
 pub(crate) static SW_SCRATCH: PerCpuArray<PacketInfo> = PerCpuArray::with_max_entries(1, 0);
 
+/// The per-CPU parsed-packet slot, zeroed with word stores (not `memset`).
+#[inline(always)]
+fn scratch() -> Option<&'static mut PacketInfo> {
+    const WORDS: usize = core::mem::size_of::<PacketInfo>() / 8;
+    const _: () = assert!(core::mem::size_of::<PacketInfo>() % 8 == 0);
+    let p = SW_SCRATCH.get_ptr_mut(0)?;
+    let w = p as *mut u64;
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: `p` points to a map value of `WORDS` u64s, 8-byte aligned.
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+        i += 1;
+    }
+    // SAFETY: a per-CPU map value; programs do not nest on one CPU for these hooks.
+    Some(unsafe { &mut *p })
+}
+
 #[classifier]
-pub fn sw_xfsm(ctx: TcContext) -> i32 {
-    let Some(p) = SW_SCRATCH.get_ptr_mut(0) else {
+pub fn sw_gate(ctx: TcContext) -> i32 {
+    let Some(p) = scratch() else {
         return TCX_NEXT;
     };
-    let p = unsafe { &mut *p };
-    *p = PacketInfo::default();
+    parse_tc(&ctx, p);
+    gate::run(p)
+}
+
+#[classifier]
+pub fn sw_xfsm(ctx: TcContext) -> i32 {
+    let Some(p) = scratch() else {
+        return TCX_NEXT;
+    };
     parse_tc(&ctx, p);
     if xfsm::run(p) {
         TCX_NEXT
@@ -91,11 +109,9 @@ pub fn sw_xfsm(ctx: TcContext) -> i32 {
 /// XDP ingress: the ingress stages in chain order in one program (parse once): xfsm, gate.
 #[xdp]
 pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
-    let Some(p) = SW_SCRATCH.get_ptr_mut(0) else {
+    let Some(p) = scratch() else {
         return xdp_action::XDP_PASS;
     };
-    let p = unsafe { &mut *p };
-    *p = PacketInfo::default();
     parse_xdp(&ctx, p);
     if xfsm::run(p) && gate::run(p) == TCX_NEXT {
         xdp_action::XDP_PASS

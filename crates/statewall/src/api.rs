@@ -20,7 +20,10 @@
 //! a body that does not parse gets a 400 naming the field. The `/metrics` endpoint lives on
 //! its own listener ([`crate::metrics`]).
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     body::Bytes,
@@ -122,6 +125,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/api/v1/gate/grants",
             get(grants).post(grant).delete(revoke),
         )
+        .route("/api/v1/gate/flows", get(flows))
         .route("/api/v1/doors", get(doors))
         .route("/api/v1/doors/{door}/open", post(door_open))
         .route("/api/v1/doors/{door}/close", post(door_close))
@@ -192,8 +196,8 @@ pub struct GrantRequest {
     pub proto: String,
     /// Protected port.
     pub port: u16,
-    /// How long the source may reach the port. (Flows opened during a grant outliving it
-    /// come with connection tracking in the knocking and SPA stages.)
+    /// How long the source may open new connections to the port (those it opened keep
+    /// working after that until idle, see `[gate] flow_idle_tcp`).
     pub seconds: u64,
 }
 
@@ -265,6 +269,40 @@ async fn grants(State(s): State<Arc<Shared>>) -> ApiResult {
                 "tcp".into()
             },
             port: k.port,
+            seconds_left: v.expires_ns.saturating_sub(now) as f64 / 1e9,
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+/// A flow opened under a grant, as the API shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FlowView {
+    /// Source address and port.
+    pub src: SocketAddr,
+    /// Destination address and port.
+    pub dst: SocketAddr,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// True once a FIN or RST was seen.
+    pub closing: bool,
+    /// Seconds until it idles out (0 = idle, awaiting the sweeper).
+    pub seconds_left: f64,
+}
+
+async fn flows(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let now = g.engine.kernel_now();
+    let v: Vec<FlowView> = g
+        .engine
+        .flows()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| FlowView {
+            src: SocketAddr::new(addr_ip(k.family, &k.saddr), k.sport),
+            dst: SocketAddr::new(addr_ip(k.family, &k.daddr), k.dport),
+            proto: if k.proto == 17 { "udp" } else { "tcp" }.into(),
+            closing: v.closing != 0,
             seconds_left: v.expires_ns.saturating_sub(now) as f64 / 1e9,
         })
         .collect();

@@ -397,6 +397,16 @@ pub struct GateConfig {
     pub protected: Vec<PortSpec>,
     /// Size of the grant table (preallocated; a full table refuses new grants).
     pub grants_max: u32,
+    /// Size of the table of flows opened under a grant (preallocated; when full, a granted
+    /// connection still opens but lives only as long as its grant, counted as `flows_full`).
+    pub flows_max: u32,
+    /// A TCP connection opened under a grant keeps working after the grant ends until it
+    /// has been idle this long; `0` = connections live only as long as the grant.
+    pub flow_idle_tcp: Dur,
+    /// The same after a FIN or RST was seen.
+    pub flow_closing_tcp: Dur,
+    /// The same for UDP flows.
+    pub flow_idle_udp: Dur,
 }
 
 impl Default for GateConfig {
@@ -404,6 +414,10 @@ impl Default for GateConfig {
         GateConfig {
             protected: Vec::new(),
             grants_max: 4096,
+            flows_max: 16384,
+            flow_idle_tcp: Dur::secs(7200),
+            flow_closing_tcp: Dur::secs(10),
+            flow_idle_udp: Dur::secs(60),
         }
     }
 }
@@ -514,6 +528,18 @@ impl Config {
             return Err(bad(
                 "[gate] grants_max".into(),
                 format!("{} is out of range 1..=1048576", self.gate.grants_max),
+            ));
+        }
+        if self.gate.flows_max == 0 || self.gate.flows_max > 1 << 22 {
+            return Err(bad(
+                "[gate] flows_max".into(),
+                format!("{} is out of range 1..=4194304", self.gate.flows_max),
+            ));
+        }
+        if !self.gate.flow_idle_tcp.0.is_zero() && self.gate.flow_closing_tcp.0.is_zero() {
+            return Err(bad(
+                "[gate] flow_closing_tcp".into(),
+                "must be above 0 while flow_idle_tcp is (a closing connection would be cut at once)".into(),
             ));
         }
         let mut ports = BTreeSet::new();

@@ -156,11 +156,14 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         tracing::warn!("[daemon] changes (paths, listeners) take effect at the next start");
         new.daemon = g.config.daemon.clone();
     }
-    if new.gate.grants_max != g.config.gate.grants_max {
+    if new.gate.grants_max != g.config.gate.grants_max
+        || new.gate.flows_max != g.config.gate.flows_max
+    {
         tracing::warn!(
-            "[gate] grants_max changes take effect after `statewall teardown` and a start"
+            "[gate] grants_max and flows_max changes take effect after `statewall teardown` and a start"
         );
         new.gate.grants_max = g.config.gate.grants_max;
+        new.gate.flows_max = g.config.gate.flows_max;
     }
     let applied = apply(&mut g.engine, &new);
     if let Err(e) = applied {
@@ -387,11 +390,27 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
                 if let Err(e) = g.engine.sweep_locks(&cfg) {
                     tracing::warn!("sweeping lock records: {e}");
                 }
+                if let Err(e) = g.engine.refresh_clock() {
+                    tracing::warn!("refreshing the epoch offset: {e}");
+                }
+                match g.engine.sweep_flows() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(idle = n, "flows idled out"),
+                    Err(e) => tracing::warn!("sweeping flows: {e}"),
+                }
+                // One read of the grant table serves the doors and the grant sweeper.
+                let now = g.engine.kernel_now();
+                let grants = g.engine.grants().unwrap_or_default();
                 drop(g);
+                let live: Vec<_> = grants
+                    .iter()
+                    .filter(|(_, v)| v.expires_ns > now)
+                    .map(|(k, _)| *k)
+                    .collect();
                 // Doors whose window ended (stop commands) before their grants are swept.
-                s.doors.sweep(&s);
+                s.doors.sweep(&s, &live);
                 let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-                match g.engine.sweep_grants() {
+                match g.engine.sweep_grants(&grants, now) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "grants expired"),
                     Err(e) => tracing::warn!("sweeping grants: {e}"),

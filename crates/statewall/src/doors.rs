@@ -246,19 +246,10 @@ impl Doors {
     }
 
     /// Closes doors whose grants have all ended (called every second).
-    pub fn sweep(&self, s: &Shared) {
-        let (live, knocks) = {
+    pub fn sweep(&self, s: &Shared, live: &[GrantKey]) {
+        let knocks = {
             let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-            let now = g.engine.kernel_now();
-            let live: Vec<GrantKey> = g
-                .engine
-                .grants()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(_, v)| v.expires_ns > now)
-                .map(|(k, _)| k)
-                .collect();
-            (live, g.config.knocks.clone())
+            g.config.knocks.clone()
         };
         let open: Vec<(String, IpAddr)> = self.open.lock().unwrap().keys().cloned().collect();
         for (name, source) in open {

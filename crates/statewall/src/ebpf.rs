@@ -27,6 +27,8 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::maps::MAP_GATE_PORTS,
     statewall_common::maps::MAP_GATE_GRANTS,
     statewall_common::maps::MAP_GATE_STATS,
+    statewall_common::maps::MAP_GATE_FLOWS,
+    statewall_common::maps::MAP_GATE_CONF,
     statewall_common::xfsm::MAP_MACHINES,
     statewall_common::xfsm::MAP_TRANS,
     statewall_common::xfsm::MAP_PORTS,
@@ -54,5 +56,14 @@ pub fn object_id() -> u64 {
 
 /// Loads the object with private, unpinned maps (tests and benchmarks).
 pub fn load_private() -> Result<Ebpf, aya::EbpfError> {
-    EbpfLoader::new().load(OBJECT)
+    load_private_sized(&[])
+}
+
+/// The same, with some maps resized (`(name, max_entries)`).
+pub fn load_private_sized(sizes: &[(&str, u32)]) -> Result<Ebpf, aya::EbpfError> {
+    let mut l = EbpfLoader::new();
+    for (name, n) in sizes {
+        l.map_max_entries(name, *n);
+    }
+    l.load(OBJECT)
 }

@@ -26,8 +26,9 @@ use aya::{
 };
 use serde::Serialize;
 use statewall_common::maps::{
-    GrantKey, GrantValue, GATE_COUNTERS, GATE_COUNTER_NAMES, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP,
-    MAP_CLOCK, MAP_GATE_GRANTS, MAP_GATE_PORTS, MAP_GATE_STATS,
+    FlowKey, FlowValue, GateConf, GrantKey, GrantValue, GATE_COUNTERS, GATE_COUNTER_NAMES,
+    GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP, MAP_CLOCK, MAP_GATE_CONF, MAP_GATE_FLOWS,
+    MAP_GATE_GRANTS, MAP_GATE_PORTS, MAP_GATE_STATS,
 };
 
 use crate::{
@@ -302,6 +303,7 @@ impl Engine {
             loader.map_pin_path(m, pins.map(m));
         }
         loader.map_max_entries(MAP_GATE_GRANTS, cfg.gate.grants_max);
+        loader.map_max_entries(MAP_GATE_FLOWS, cfg.gate.flows_max);
         let mut obj = loader
             .load(ebpf::OBJECT)
             .map_err(|e| EngineError::Load(format!("{e:#}")))?;
@@ -565,6 +567,16 @@ impl Engine {
         }
         arr.set(GATE_SUMMARY_SLOT, summary, 0)
             .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        let g = &cfg.gate;
+        let conf = GateConf {
+            tcp_idle_ns: g.flow_idle_tcp.0.as_nanos() as u64,
+            tcp_closing_ns: g.flow_closing_tcp.0.as_nanos() as u64,
+            udp_idle_ns: g.flow_idle_udp.0.as_nanos() as u64,
+        };
+        let md = self.maps.get_mut(MAP_GATE_CONF).unwrap();
+        let mut arr: Array<&mut MapData, GateConf> =
+            Array::try_from(md).map_err(|e| map_err(MAP_GATE_CONF, e))?;
+        arr.set(0, conf, 0).map_err(|e| map_err(MAP_GATE_CONF, e))?;
         Ok(())
     }
 
@@ -825,19 +837,61 @@ impl Engine {
         self.hash_entries(MAP_GATE_GRANTS)
     }
 
-    /// Removes grants that expired more than `grace_ns` ago; returns how many.
-    pub fn sweep_grants(&mut self) -> Result<usize> {
-        let now = self.kernel_now();
-        let dead: Vec<GrantKey> = self
-            .grants()?
-            .into_iter()
+    /// Removes the grants of `grants` (a dump of the table) that had expired at `now`;
+    /// returns how many. A grant extended since the dump stays.
+    pub fn sweep_grants(&mut self, grants: &[(GrantKey, GrantValue)], now: u64) -> Result<usize> {
+        let dead = grants
+            .iter()
             .filter(|(_, v)| v.expires_ns <= now)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead {
-            self.revoke(k)?;
+            .map(|(k, _)| *k);
+        self.remove_expired(MAP_GATE_GRANTS, dead, |v: &GrantValue| v.expires_ns <= now)
+    }
+
+    /// Removes the entries at `keys` of hash map `name` that are still `expired` (a packet
+    /// may have revived one since the caller looked); returns how many.
+    fn remove_expired<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+        keys: impl Iterator<Item = K>,
+        expired: impl Fn(&V) -> bool,
+    ) -> Result<usize> {
+        let md = self.maps.get_mut(name).unwrap();
+        let mut h: BpfHashMap<&mut MapData, K, V> =
+            BpfHashMap::try_from(md).map_err(|e| map_err(name, e))?;
+        let mut n = 0;
+        for k in keys {
+            let dead = matches!(h.get(&k, 0), Ok(v) if expired(&v));
+            if dead && h.remove(&k).is_ok() {
+                n += 1;
+            }
         }
-        Ok(dead.len())
+        Ok(n)
+    }
+
+    /// Writes `CLOCK_REALTIME - CLOCK_MONOTONIC` again (the daemon does it every second, so
+    /// epoch timestamps follow wall-clock steps).
+    pub fn refresh_clock(&mut self) -> Result<()> {
+        let mut clock: Array<&mut MapData, u64> =
+            Array::try_from(self.maps.get_mut(MAP_CLOCK).unwrap())
+                .map_err(|e| map_err(MAP_CLOCK, e))?;
+        crate::clock::refresh_epoch_offset(&mut clock).map_err(|e| map_err(MAP_CLOCK, e))
+    }
+
+    /// Every flow opened under a grant, with its expiry (kernel clock).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>> {
+        self.hash_entries(MAP_GATE_FLOWS)
+    }
+
+    /// Removes flows that idled out; returns how many. (The gate ignores them already; this
+    /// frees their room.)
+    pub fn sweep_flows(&mut self) -> Result<usize> {
+        let now = self.kernel_now();
+        let flows = self.flows()?;
+        let dead = flows
+            .iter()
+            .filter(|(_, v)| v.expires_ns <= now)
+            .map(|(k, _)| *k);
+        self.remove_expired(MAP_GATE_FLOWS, dead, |v: &FlowValue| v.expires_ns <= now)
     }
 
     /// Gate counters summed over CPUs, by name.

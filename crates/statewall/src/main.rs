@@ -138,6 +138,9 @@ enum Cmd {
         /// Test-run repetitions per measurement.
         #[arg(long, default_value_t = statewall::bench::REPEAT)]
         repeat: u32,
+        /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
+        #[arg(long)]
+        testrun_only: bool,
     },
 }
 
@@ -462,9 +465,15 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Demo { keep } => {
             tokio::task::spawn_blocking(move || statewall::demo::run(keep)).await??;
         }
-        Cmd::Bench { out, repeat } => {
-            let report =
-                tokio::task::spawn_blocking(move || statewall::bench::run(&out, repeat)).await??;
+        Cmd::Bench {
+            out,
+            repeat,
+            testrun_only,
+        } => {
+            let report = tokio::task::spawn_blocking(move || {
+                statewall::bench::run(&out, repeat, !testrun_only)
+            })
+            .await??;
             statewall::bench::print(&report);
             if report.rows.iter().any(|r| r.met == Some(false)) {
                 eprintln!("\nsome targets were MISSED");

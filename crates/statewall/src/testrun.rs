@@ -44,6 +44,14 @@ impl TestBed {
         TestBed { ebpf }
     }
 
+    /// Loads the object with some maps resized (`(name, max_entries)`), e.g. a small table
+    /// to test what happens when it is full.
+    pub fn with_sizes(sizes: &[(&str, u32)]) -> Self {
+        let ebpf = ebpf::load_private_sized(sizes)
+            .unwrap_or_else(|e| panic!("loading the eBPF object: {e:#?}"));
+        TestBed { ebpf }
+    }
+
     /// Loads (verifies) program `name` on first use and runs it `repeat` times on `frame`.
     fn exec(
         &mut self,

@@ -1,17 +1,22 @@
 //! The gate stage under BPF_PROG_TEST_RUN: every branch, grant expiry by moving the kernel
 //! clock (no sleeping), and random packets drawn from the config compared with the
-//! reference decision in `statewall_common::gate`.
+//! reference decision in `statewall_common::gate`, flow table included.
 
 mod common;
 
 use common::soak_cases;
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use proptest::prelude::*;
 use statewall::{ebpf::PROG_GATE, ebpf::PROG_XDP_INGRESS, packet::Packet, testrun::TestBed};
 use statewall_common::{
-    gate::{decide, GateVerdict},
+    gate::{decide, GateTables, GateVerdict},
     maps::*,
     parse::parse_packet,
     TCX_NEXT, TC_ACT_SHOT, XDP_DROP, XDP_PASS,
@@ -161,6 +166,170 @@ fn fragments_malformed_and_ipv6() {
     );
 }
 
+fn set_conf(bed: &mut TestBed, c: GateConf) {
+    let mut a: Array<&mut MapData, GateConf> = bed.map(MAP_GATE_CONF).try_into().unwrap();
+    a.set(0, c, 0).unwrap();
+}
+
+fn freeze(bed: &mut TestBed, t: u64) {
+    let mut a: Array<&mut MapData, u64> = bed.map(MAP_CLOCK).try_into().unwrap();
+    a.set(CLOCK_SLOT_FROZEN, t, 0).unwrap();
+}
+
+fn kernel_flows(bed: &mut TestBed) -> BTreeMap<FlowKey, FlowValue> {
+    let h: BpfHashMap<&MapData, FlowKey, FlowValue> =
+        (&*bed.map(MAP_GATE_FLOWS)).try_into().unwrap();
+    h.iter().map(|r| r.unwrap()).collect()
+}
+
+const SECOND: u64 = 1_000_000_000;
+
+fn conf(tcp: u64, closing: u64, udp: u64) -> GateConf {
+    GateConf {
+        tcp_idle_ns: tcp * SECOND,
+        tcp_closing_ns: closing * SECOND,
+        udp_idle_ns: udp * SECOND,
+    }
+}
+
+/// A connection opened under a grant outlives it until idle; a new connection needs a
+/// grant; FIN shortens the idle timeout; with tracking off, connections die with the grant.
+#[test]
+fn flows_opened_under_a_grant_outlive_it() {
+    let mut bed = TestBed::new();
+    let (c, s) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    protect(&mut bed, &[(GATE_TCP, 22), (GATE_UDP, 53)]);
+    set_conf(&mut bed, conf(100, 5, 20));
+    let syn = Packet::tcp(c, s, 40000, 22, 0x02).build();
+    let ack = Packet::tcp(c, s, 40000, 22, 0x10).build();
+    let syn_other = Packet::tcp(c, s, 40001, 22, 0x02).build();
+    let ack_other = Packet::tcp(c, s, 40001, 22, 0x10).build();
+    let fin = Packet::tcp(c, s, 40000, 22, 0x11).build();
+    let udp = Packet::udp(c, s, 5000, 53).build();
+    let t0 = bed.kernel_now();
+    freeze(&mut bed, t0);
+    grant(&mut bed, key(c, 6, 22), t0 + 10 * SECOND);
+    grant(&mut bed, key(c, 17, 53), t0 + 10 * SECOND);
+    assert_eq!(bed.run_tc(PROG_GATE, &syn), TCX_NEXT, "granted SYN");
+    assert_eq!(bed.run_tc(PROG_GATE, &udp), TCX_NEXT, "granted UDP");
+    assert_eq!(kernel_flows(&mut bed).len(), 2, "both flows recorded");
+
+    // The grant has ended: the connection goes on, a new one is refused.
+    freeze(&mut bed, t0 + 60 * SECOND);
+    assert_eq!(bed.run_tc(PROG_GATE, &ack), TCX_NEXT, "established flow");
+    assert_eq!(
+        bed.run_tc(PROG_GATE, &ack_other),
+        TC_ACT_SHOT,
+        "unknown flow"
+    );
+    assert_eq!(
+        bed.run_tc(PROG_GATE, &syn_other),
+        TC_ACT_SHOT,
+        "new connection"
+    );
+    assert_eq!(
+        bed.run_tc(PROG_GATE, &syn),
+        TC_ACT_SHOT,
+        "a SYN on the flow's 5-tuple"
+    );
+    assert_eq!(
+        bed.run_tc(PROG_GATE, &udp),
+        TC_ACT_SHOT,
+        "UDP idled out after 20 s"
+    );
+    assert_eq!(counter(&mut bed, GateCounter::Flow), 1);
+
+    // Each packet pushes the expiry: 90 s later still alive (idle 100 s).
+    freeze(&mut bed, t0 + 150 * SECOND);
+    assert_eq!(bed.run_tc(PROG_GATE, &ack), TCX_NEXT, "90 s idle < 100 s");
+    // FIN: the closing timeout (5 s) applies from now on.
+    assert_eq!(bed.run_tc(PROG_GATE, &fin), TCX_NEXT, "FIN of the flow");
+    freeze(&mut bed, t0 + 154 * SECOND);
+    assert_eq!(bed.run_tc(PROG_GATE, &ack), TCX_NEXT, "last ACK within 5 s");
+    freeze(&mut bed, t0 + 160 * SECOND);
+    assert_eq!(
+        bed.run_tc(PROG_GATE, &ack),
+        TC_ACT_SHOT,
+        "closed flow idled out"
+    );
+    assert!(
+        kernel_flows(&mut bed).len() <= 1,
+        "the idle TCP flow was deleted on sight"
+    );
+
+    // Tracking off: a connection lives only as long as its grant.
+    set_conf(&mut bed, conf(0, 0, 0));
+    grant(&mut bed, key(c, 6, 22), t0 + 170 * SECOND);
+    assert_eq!(bed.run_tc(PROG_GATE, &syn_other), TCX_NEXT);
+    freeze(&mut bed, t0 + 171 * SECOND);
+    assert_eq!(
+        bed.run_tc(PROG_GATE, &ack_other),
+        TC_ACT_SHOT,
+        "no tracking"
+    );
+}
+
+/// A full flow table: the granted connection opens, is counted, and dies with its grant;
+/// recorded flows are never evicted.
+#[test]
+fn full_flow_table_fails_closed() {
+    let mut bed = TestBed::with_sizes(&[(MAP_GATE_FLOWS, 2)]);
+    let (c, s) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    protect(&mut bed, &[(GATE_TCP, 22)]);
+    set_conf(&mut bed, conf(100, 5, 20));
+    let t0 = bed.kernel_now();
+    freeze(&mut bed, t0);
+    grant(&mut bed, key(c, 6, 22), t0 + 10 * SECOND);
+    for sport in [1000, 1001, 1002] {
+        let syn = Packet::tcp(c, s, sport, 22, 0x02).build();
+        assert_eq!(bed.run_tc(PROG_GATE, &syn), TCX_NEXT, "granted SYN {sport}");
+    }
+    assert_eq!(counter(&mut bed, GateCounter::FlowsFull), 1);
+    freeze(&mut bed, t0 + 30 * SECOND);
+    for (sport, want) in [(1000, TCX_NEXT), (1001, TCX_NEXT), (1002, TC_ACT_SHOT)] {
+        let ack = Packet::tcp(c, s, sport, 22, 0x10).build();
+        assert_eq!(bed.run_tc(PROG_GATE, &ack), want, "flow from port {sport}");
+    }
+}
+
+/// The reference's tables over plain maps.
+struct Ref<'a> {
+    summary: u8,
+    table: &'a [u8],
+    grants: &'a HashMap<GrantKey, u64>,
+    conf: GateConf,
+    flows: BTreeMap<FlowKey, FlowValue>,
+    cap: usize,
+}
+
+impl GateTables for Ref<'_> {
+    fn any_protected(&self, bits: u8) -> bool {
+        self.summary & bits != 0
+    }
+    fn port_bits(&self, port: u16) -> u8 {
+        self.table[port as usize]
+    }
+    fn grant_expiry(&self, k: &GrantKey) -> Option<u64> {
+        self.grants.get(k).copied()
+    }
+    fn conf(&self) -> GateConf {
+        self.conf
+    }
+    fn flow(&self, k: &FlowKey) -> Option<FlowValue> {
+        self.flows.get(k).copied()
+    }
+    fn put_flow(&mut self, k: &FlowKey, v: &FlowValue) -> bool {
+        if !self.flows.contains_key(k) && self.flows.len() >= self.cap {
+            return false;
+        }
+        self.flows.insert(*k, *v);
+        true
+    }
+    fn del_flow(&mut self, k: &FlowKey) {
+        self.flows.remove(k);
+    }
+}
+
 /// The config under test: a few protected ports and grants; packets are drawn mostly from
 /// them so that most exercise a rule.
 #[derive(Debug, Clone)]
@@ -168,7 +337,10 @@ struct Scenario {
     ports: Vec<(u8, u16)>,
     sources: Vec<IpAddr>,
     grants: Vec<(usize, usize, i64)>, // (source, port index, seconds from now, maybe past)
-    packets: Vec<(usize, usize, u8, bool, bool)>, // (source, port idx, tcp flags, fragment, mangle)
+    /// Flow timeouts (TCP idle, closing, UDP idle), seconds; 0 = off.
+    timeouts: (u64, u64, u64),
+    /// (source, port idx, source port, tcp flags, fragment, mangle, seconds before it)
+    packets: Vec<(usize, usize, u16, u8, bool, bool, u64)>,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -182,73 +354,149 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 any::<[u8; 4]>().prop_map(IpAddr::from),
                 any::<[u8; 16]>().prop_map(IpAddr::from)
             ],
-            1..5,
+            1..4,
         ),
+        prop_oneof![
+            1 => Just((0u64, 0u64, 0u64)),
+            4 => (1u64..40, 1u64..10, 0u64..30)
+        ],
     )
-        .prop_flat_map(|(ports, sources)| {
+        .prop_flat_map(|(ports, sources, timeouts)| {
             let (np, ns) = (ports.len(), sources.len());
             (
                 Just(ports),
                 Just(sources),
-                proptest::collection::vec((0..ns, 0..np + 1, -10i64..60), 0..6),
+                proptest::collection::vec((0..ns, 0..np + 1, prop_oneof![-10i64..60, 5i64..30]), 0..10),
+                Just(timeouts),
                 proptest::collection::vec(
                     (
                         0..ns,
                         0..np + 1,
-                        any::<u8>(),
+                        1234u16..1237,
+                        prop_oneof![2 => Just(0x02u8), 4 => Just(0x10), 1 => Just(0x11), 1 => Just(0x14), 1 => any::<u8>()],
                         proptest::bool::weighted(0.1),
                         proptest::bool::weighted(0.05),
+                        prop_oneof![Just(0u64), 0u64..3, 0u64..20],
                     ),
-                    1..40,
+                    10..80,
                 ),
             )
         })
-        .prop_map(|(ports, sources, grants, packets)| Scenario {
+        .prop_map(|(ports, sources, grants, timeouts, packets)| Scenario {
             ports,
             sources,
             grants,
+            timeouts,
             packets,
         })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: soak_cases(200), failure_persistence: None, ..ProptestConfig::default() })]
+/// A small flow table, so that scenarios fill it.
+const FLOWS_CAP: u32 = 3;
 
-    #[test]
-    fn kernel_gate_equals_reference(sc in scenario()) {
-        let mut bed = TestBed::new();
+/// Verdict kinds seen over all cases: the test fails unless each was hit.
+static SEEN: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+#[test]
+fn kernel_gate_equals_reference() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: soak_cases(200),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner.run(&scenario(), check).unwrap();
+    let seen: Vec<u64> = SEEN.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    eprintln!("verdicts (next, granted, untracked, flow, drop, malformed): {seen:?}");
+    assert!(seen.iter().all(|&n| n > 0), "every verdict hit: {seen:?}");
+}
+
+fn check(sc: Scenario) -> Result<(), TestCaseError> {
+    {
+        let mut bed = TestBed::with_sizes(&[(MAP_GATE_FLOWS, FLOWS_CAP)]);
         protect(&mut bed, &sc.ports);
-        let now = bed.kernel_now();
+        let (tcp, closing, udp) = sc.timeouts;
+        set_conf(&mut bed, conf(tcp, closing, udp));
+        let mut now = bed.kernel_now();
+        freeze(&mut bed, now);
         let port_of = |i: usize| sc.ports.get(i).map(|p| p.1).unwrap_or(4242);
         let mut grants: HashMap<GrantKey, u64> = HashMap::new();
         for &(si, pi, secs) in &sc.grants {
-            let proto = if sc.ports.get(pi).map(|p| p.0) == Some(GATE_UDP) { 17 } else { 6 };
+            let proto = if sc.ports.get(pi).map(|p| p.0) == Some(GATE_UDP) {
+                17
+            } else {
+                6
+            };
             let k = key(sc.sources[si], proto, port_of(pi));
             let exp = (now as i64 + secs * 1_000_000_000) as u64;
             grant(&mut bed, k, exp);
             grants.insert(k, exp);
         }
         let mut table = vec![0u8; 65536];
-        for &(b, p) in &sc.ports { table[p as usize] |= b; }
+        for &(b, p) in &sc.ports {
+            table[p as usize] |= b;
+        }
         let summary = table.iter().fold(0, |a, b| a | b);
-        let server = |src: &IpAddr| if src.is_ipv4() { ip("192.0.2.1") } else { ip("2001:db8::1") };
-        for &(si, pi, flags, frag, mangle) in &sc.packets {
+        let mut r = Ref {
+            summary,
+            table: &table,
+            grants: &grants,
+            conf: conf(tcp, closing, udp),
+            flows: BTreeMap::new(),
+            cap: FLOWS_CAP as usize,
+        };
+        let server = |src: &IpAddr| {
+            if src.is_ipv4() {
+                ip("192.0.2.1")
+            } else {
+                ip("2001:db8::1")
+            }
+        };
+        for &(si, pi, sport, flags, frag, mangle, dt) in &sc.packets {
+            now += dt * SECOND;
+            freeze(&mut bed, now);
             let src = sc.sources[si];
             let udp = sc.ports.get(pi).map(|p| p.0) == Some(GATE_UDP);
             let mut p = if udp {
-                Packet::udp(src, server(&src), 1234, port_of(pi))
+                Packet::udp(src, server(&src), sport, port_of(pi))
             } else {
-                Packet::tcp(src, server(&src), 1234, port_of(pi), flags)
+                Packet::tcp(src, server(&src), sport, port_of(pi), flags)
             };
-            if frag { p = p.fragment(3, false); }
+            if frag {
+                p = p.fragment(3, false);
+            }
             let mut f = p.build();
-            if mangle { let n = f.len(); f[n / 2] ^= 0xff; f.truncate(n - 3); }
+            if mangle {
+                let n = f.len();
+                f[n / 2] ^= 0xff;
+                f.truncate(n - 3);
+            }
             let info = parse_packet(&f);
-            let t = bed.kernel_now();
-            let want = decide(&info, t, |b| summary & b != 0, |port| table[port as usize], |k| grants.get(k).copied());
+            let want = decide(&info, now, &mut r);
             let got = bed.run_tc(PROG_GATE, &f);
-            let want_code = match want { GateVerdict::Next | GateVerdict::Granted => TCX_NEXT, _ => TC_ACT_SHOT };
+            let want_code = match want {
+                GateVerdict::Next
+                | GateVerdict::Granted
+                | GateVerdict::GrantedUntracked
+                | GateVerdict::Flow => TCX_NEXT,
+                _ => TC_ACT_SHOT,
+            };
+            SEEN[match want {
+                GateVerdict::Next => 0,
+                GateVerdict::Granted => 1,
+                GateVerdict::GrantedUntracked => 2,
+                GateVerdict::Flow => 3,
+                GateVerdict::Drop => 4,
+                GateVerdict::DropMalformed => 5,
+            }]
+            .fetch_add(1, Ordering::Relaxed);
             prop_assert_eq!(got, want_code, "packet {:?} -> reference {:?}", info, want);
+            prop_assert_eq!(
+                &kernel_flows(&mut bed),
+                &r.flows,
+                "flow table after {:?}",
+                info
+            );
         }
     }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Port knocking end to end, with real traffic between two namespaces the tests create:
 //! the demo's outcomes, Debian's `knock` client against an imported knockd.conf, full port
-//! scans that must never open a door, a spoofed flood that must not lift a lockout, and
+//! scans that must never open a door, a connection that outlives the door's window, a spoofed flood that must not lift a lockout, and
 //! knock ports that answer like any closed port.
 
 mod common;
@@ -115,6 +115,98 @@ fn debian_knock_client_opens_an_imported_door() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(k.live_grants(), 0, "the close sequence revoked the grant");
     assert!(!connects(&pair, ssh), "closed again");
+}
+
+/// A connection opened while the door is open keeps working after the window ends
+/// (the gate tracks it), while new connections are refused again; with flow tracking off
+/// the same connection is cut.
+#[test]
+fn established_connection_survives_window_end() {
+    for track in [true, false] {
+        let pair = Pair::new(if track { "flow" } else { "noflow" });
+        let idle = if track { "\"2h\"" } else { "0" };
+        let cfg = config(
+            &pair,
+            &format!("[gate]\nflow_idle_tcp = {idle}\n\n[[knock]]\nname = \"ssh\"\nsequence = \"7000,8000,9000\"\nprotected = [\"tcp/22\"]\nopen_for = \"1s\"\n"),
+        );
+        let k = Kernel::new(if track { "flow" } else { "noflow" }, &cfg);
+        let sv = pair.server_v4;
+        let listener = pair
+            .server
+            .run(|| TcpListener::bind((sv, 22)))
+            .expect("ssh stand-in");
+        // An echo server: one line in, the same line out, until the peer closes.
+        let echo = std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader, Write};
+            let (s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut w = s.try_clone().unwrap();
+            for line in BufReader::new(s).lines() {
+                let Ok(line) = line else { break };
+                if w.write_all(format!("{line}\n").as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+        let ssh = SocketAddr::from((sv, 22));
+        pair.client
+            .run(|| {
+                knockclient::knock(
+                    IpAddr::V4(sv),
+                    &steps("7000,8000,9000"),
+                    Duration::ZERO,
+                    None,
+                )
+            })
+            .unwrap();
+        let conn = pair
+            .client
+            .run(|| TcpStream::connect_timeout(&ssh, Duration::from_millis(500)))
+            .expect("connect while the door is open");
+        conn.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let roundtrip = |msg: &str| -> bool {
+            use std::io::{BufRead, BufReader, Write};
+            let mut w = &conn;
+            if w.write_all(format!("{msg}\n").as_bytes()).is_err() {
+                return false;
+            }
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).is_ok() && line == format!("{msg}\n")
+        };
+        assert!(roundtrip("in the window"), "echo while the door is open");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(k.live_grants(), 0, "the window has ended");
+        assert!(
+            !connects(&pair, ssh),
+            "a new connection after the window is refused"
+        );
+        if track {
+            for i in 0..3 {
+                assert!(
+                    roundtrip(&format!("after the window {i}")),
+                    "the established connection lives on"
+                );
+            }
+            assert_eq!(k.eng.flows().unwrap().len(), 1, "one flow tracked");
+            let flow = k
+                .eng
+                .gate_counters()
+                .unwrap()
+                .into_iter()
+                .find(|(n, _)| *n == "flow")
+                .unwrap()
+                .1;
+            assert!(flow >= 3, "packets passed on the flow: {flow}");
+        } else {
+            assert!(
+                !roundtrip("after the window"),
+                "without flow tracking the connection is cut"
+            );
+        }
+        drop(conn);
+        let _ = echo.join();
+    }
 }
 
 /// Strict mode (set to false to see the scans open the doors).
