@@ -71,6 +71,12 @@ pub const MAP_STATS: &str = "SW_XFSM_STATS";
 pub const MAP_TCOUNT: &str = "SW_XFSM_TCOUNT";
 /// Events ring buffer ([`Event`]).
 pub const MAP_EVENTS: &str = "SW_XFSM_EVENTS";
+/// Unused one-time sequences: a preallocated `HASH` of `u64` key -> `u8`. A transition with
+/// [`E_ONCE`] deletes its key; the delete succeeds for one packet only (atomic in the map),
+/// so a one-time sequence opens at most once, across CPUs and table generations.
+pub const MAP_ONCE: &str = "SW_XFSM_ONCE";
+/// Capacity of [`MAP_ONCE`].
+pub const ONCE_MAX: u32 = 4096;
 
 /// Index in the control array: the active generation (bit 0), [`CTL_SLOW`], and the bit set
 /// of its enabled machines (bits 8..16), switched together by one update.
@@ -237,6 +243,9 @@ pub const E_FAIL: u8 = 4;
 pub const E_KEEP_HARD: u8 = 8;
 /// Effect: keep the current idle deadline (retransmissions do not extend the step timer).
 pub const E_KEEP_IDLE: u8 = 16;
+/// Effect: a one-time transition: taken only if its key ([`Trans::once`]) is still in
+/// [`MAP_ONCE`] (and then removed from it); otherwise a failed attempt back to DEFAULT.
+pub const E_ONCE: u8 = 32;
 
 /// A transition.
 #[repr(C)]
@@ -262,6 +271,8 @@ pub struct Trans {
     pub idle_ns: u64,
     /// Hard timeout to arm (0 = none, unless kept).
     pub hard_ns: u64,
+    /// Key in [`MAP_ONCE`] for [`E_ONCE`].
+    pub once: u64,
     /// Index of this transition's counter.
     pub counter: u32,
     /// Explicit padding.
@@ -422,10 +433,12 @@ pub enum Counter {
     Dropped = 10,
     /// Timeout rollbacks.
     Timeouts = 11,
+    /// One-time sequences knocked again after their use (refused, counted as failures).
+    OnceRefused = 12,
 }
 
 /// Number of stage counters.
-pub const COUNTERS: u32 = 12;
+pub const COUNTERS: u32 = 13;
 /// Counter names, in index order.
 pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "seen",
@@ -440,6 +453,7 @@ pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "events_lost",
     "dropped",
     "timeouts",
+    "once_refused",
 ];
 
 /// Builds the key of `scope` for packet `p` and machine `m`.
@@ -578,6 +592,8 @@ pub trait Tables {
     fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool;
     /// Deletes a grant.
     fn revoke(&mut self, k: &GrantKey);
+    /// Removes a one-time key; true when it was there (this packet used it).
+    fn take_once(&mut self, key: u64) -> bool;
     /// Adds one to a stage counter.
     fn count(&mut self, c: Counter);
     /// Adds one to a transition counter.
@@ -828,6 +844,14 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     }
     t.count(Counter::Transitions);
     t.count_trans(w.tr.counter);
+    if w.tr.effects & E_ONCE != 0 && !t.take_once(w.tr.once) {
+        // Used already (by anyone): a failed attempt, back to DEFAULT.
+        t.count(Counter::OnceRefused);
+        w.tr.effects = E_FAIL;
+        w.tr.next_state = STATE_DEFAULT;
+        w.tr.idle_ns = 0;
+        w.tr.hard_ns = 0;
+    }
     let new_state = if w.tr.next_state == NEXT_STAY {
         state
     } else {

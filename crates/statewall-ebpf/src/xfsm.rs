@@ -14,7 +14,7 @@ use statewall_common::{
         begin, commit_machine, finish, run_machine, Counter, Ctx, Event, GrantSet, LockKey,
         LockVal, Machine, StateKey, StateVal, Tables, Trans, TransKey, Work, ACTIVE_BUCKETS,
         ADDR_BUCKETS, COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES, MAX_TRANS_COUNTERS,
-        PORTS_PER_GEN, RUN_DROP, RUN_GRANT,
+        ONCE_MAX, PORTS_PER_GEN, RUN_DROP, RUN_GRANT,
     },
 };
 
@@ -36,6 +36,8 @@ static SW_XFSM_STATES: LruHashMap<StateKey, StateVal> = LruHashMap::with_max_ent
 /// Preallocated, not LRU: a flood cannot evict a lockout.
 #[map(name = "SW_XFSM_LOCKS")]
 static SW_XFSM_LOCKS: HashMap<LockKey, LockVal> = HashMap::with_max_entries(16384, 0);
+#[map(name = "SW_XFSM_ONCE")]
+static SW_XFSM_ONCE: HashMap<u64, u8> = HashMap::with_max_entries(ONCE_MAX, 0);
 #[map(name = "SW_XFSM_ACTIVE")]
 static SW_XFSM_ACTIVE: Array<u64> = Array::with_max_entries(ACTIVE_BUCKETS, 0);
 #[map(name = "SW_XFSM_AACT")]
@@ -125,6 +127,10 @@ impl Tables for Maps {
     #[inline(always)]
     fn put_lock(&mut self, k: &LockKey, v: &LockVal) -> bool {
         SW_XFSM_LOCKS.insert(k, v, 0).is_ok()
+    }
+    #[inline(always)]
+    fn take_once(&mut self, key: u64) -> bool {
+        SW_XFSM_ONCE.remove(&key).is_ok()
     }
     #[inline(always)]
     fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool {

@@ -224,8 +224,36 @@ pub struct Lockout {
 pub struct KnockConfig {
     /// Door name (events, logs, API).
     pub name: String,
-    /// Knock sequence: `"7000,8000:udp,9000"` or `[7000, "8000:udp", 9000]`.
+    /// Knock sequence: `"7000,8000:udp,9000"` or `[7000, "8000:udp", 9000]`. May be left
+    /// out when the door has one-time, time-based or counter-based sequences.
+    #[serde(default)]
     pub sequence: Sequence,
+    /// knockd's one-time sequences: a file with one sequence a line; each opens once, and
+    /// its line is then overwritten with `#` (knockd's marking).
+    #[serde(default)]
+    pub one_time_sequences: Option<PathBuf>,
+    /// Time-based sequences: a file holding a shared secret; the sequence of the current
+    /// `time_period` (and of the neighbouring ones, for clock skew) opens the door.
+    #[serde(default)]
+    pub time_secret: Option<PathBuf>,
+    /// Length of a time window.
+    #[serde(default = "default_time_period")]
+    pub time_period: Dur,
+    /// Counter-based sequences: a file holding a shared secret; the sequences of the next
+    /// `counter_window` counters open the door, each once, and using one moves the counter
+    /// past it (kept under the state directory).
+    #[serde(default)]
+    pub counter_secret: Option<PathBuf>,
+    /// How many counters ahead are accepted (a client that knocked without reaching the
+    /// door is not lost).
+    #[serde(default = "default_counter_window")]
+    pub counter_window: u32,
+    /// Steps of a derived (time- or counter-based) sequence.
+    #[serde(default = "default_derived_steps")]
+    pub derived_steps: usize,
+    /// Protocol of derived steps: `tcp` or `udp`.
+    #[serde(default = "default_derived_proto")]
+    pub derived_proto: String,
     /// Ports the door opens for the knocking source (`tcp/22`, `udp/9922`); they are
     /// protected (dropped for everyone else).
     pub protected: Vec<PortSpec>,
@@ -267,6 +295,36 @@ pub struct KnockConfig {
     pub run_as: Option<String>,
 }
 
+impl KnockConfig {
+    /// A door with every key at its default and no sequence or port yet.
+    pub fn new(name: &str) -> KnockConfig {
+        KnockConfig {
+            name: name.into(),
+            sequence: Sequence::default(),
+            one_time_sequences: None,
+            time_secret: None,
+            time_period: default_time_period(),
+            counter_secret: None,
+            counter_window: default_counter_window(),
+            derived_steps: default_derived_steps(),
+            derived_proto: default_derived_proto(),
+            protected: Vec::new(),
+            tcpflags: default_tcpflags(),
+            step_timeout: default_step_timeout(),
+            seq_timeout: default_seq_timeout(),
+            open_for: default_open_for(),
+            strict: true,
+            close_sequence: None,
+            toggle: false,
+            lockout: None,
+            start_command: None,
+            stop_command: None,
+            cmd_timeout: default_cmd_timeout(),
+            run_as: None,
+        }
+    }
+}
+
 fn default_tcpflags() -> String {
     "syn,!ack".into()
 }
@@ -281,6 +339,27 @@ fn default_open_for() -> Dur {
 }
 fn default_cmd_timeout() -> Dur {
     Dur::secs(10)
+}
+fn default_time_period() -> Dur {
+    Dur::secs(30)
+}
+fn default_counter_window() -> u32 {
+    3
+}
+fn default_derived_steps() -> usize {
+    4
+}
+fn default_derived_proto() -> String {
+    "udp".into()
+}
+
+/// Protocol number of `tcp` / `udp`.
+pub fn proto_number(s: &str) -> Option<u8> {
+    match s.to_ascii_lowercase().as_str() {
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        _ => None,
+    }
 }
 fn default_true() -> bool {
     true
@@ -611,8 +690,41 @@ impl Config {
                 return Err(bad(at("name"), "two doors with this name".into()));
             }
             let n = k.sequence.0.len();
-            if n == 0 || n > 32 {
-                return Err(bad(at("sequence"), format!("{n} steps: 1 to 32")));
+            let other = k.one_time_sequences.is_some()
+                || k.time_secret.is_some()
+                || k.counter_secret.is_some();
+            if (n == 0 && !other) || n > 32 {
+                return Err(bad(
+                    at("sequence"),
+                    format!("{n} steps: 1 to 32 (or give one_time_sequences, time_secret or counter_secret)"),
+                ));
+            }
+            if k.time_secret.is_some() || k.counter_secret.is_some() {
+                let max = crate::knockclient::DERIVE_MAX_STEPS;
+                if k.derived_steps < 2 || k.derived_steps > max {
+                    return Err(bad(
+                        at("derived_steps"),
+                        format!("{}: 2 to {max}", k.derived_steps),
+                    ));
+                }
+                if proto_number(&k.derived_proto).is_none() {
+                    return Err(bad(
+                        at("derived_proto"),
+                        format!("{:?}: tcp or udp", k.derived_proto),
+                    ));
+                }
+            }
+            if k.time_period.0 < std::time::Duration::from_secs(1) {
+                return Err(bad(
+                    at("time_period"),
+                    format!("{}: at least 1s", k.time_period),
+                ));
+            }
+            if k.counter_window == 0 || k.counter_window > 16 {
+                return Err(bad(
+                    at("counter_window"),
+                    format!("{}: 1 to 16", k.counter_window),
+                ));
             }
             if k.strict && n >= 2 {
                 let d: Vec<i32> = k
@@ -693,7 +805,9 @@ impl Config {
         all.into_iter().collect()
     }
 
-    /// The doors, ready for [`crate::xfsm::compile`] (the config must be valid).
+    /// The doors with their fixed sequences only, ready for [`crate::xfsm::compile`] (the
+    /// config must be valid); [`crate::sequences::expand`] adds the one-time and derived
+    /// ones.
     pub fn doors(&self) -> Vec<crate::xfsm::KnockDoor> {
         self.knocks
             .iter()
@@ -704,7 +818,12 @@ impl Config {
                 };
                 crate::xfsm::KnockDoor {
                     name: k.name.clone(),
-                    sequences: vec![steps(&k.sequence)],
+                    sequences: if k.sequence.0.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![steps(&k.sequence)]
+                    },
+                    once: Vec::new(),
                     close: k.close_sequence.iter().map(steps).collect(),
                     toggle: k.toggle,
                     protected: k.protected.iter().map(|p| (p.proto, p.port)).collect(),

@@ -390,6 +390,10 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
                 if let Err(e) = g.engine.sweep_locks(&cfg) {
                     tracing::warn!("sweeping lock records: {e}");
                 }
+                // One-time sequences used, time windows turned: recompile the doors.
+                if let Err(e) = g.engine.refresh_sequences(&cfg) {
+                    tracing::warn!("refreshing knock sequences: {e}");
+                }
                 if let Err(e) = g.engine.refresh_clock() {
                     tracing::warn!("refreshing the epoch offset: {e}");
                 }

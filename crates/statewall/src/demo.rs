@@ -61,22 +61,15 @@ pub fn demo_config(pair: &Pair) -> Config {
                 port: PORT,
             },
         ],
-        tcpflags: "syn,!ack".into(),
         step_timeout: Dur::secs(2),
         seq_timeout: Dur::secs(10),
         open_for: Dur(Duration::from_millis(OPEN_FOR_MS)),
-        strict: true,
-        close_sequence: None,
-        toggle: false,
         lockout: Some(Lockout {
             failures: 3,
             within: Dur::secs(60),
             duration: Dur::secs(60),
         }),
-        start_command: None,
-        stop_command: None,
-        cmd_timeout: Dur::secs(10),
-        run_as: None,
+        ..KnockConfig::new("demo")
     });
     cfg
 }
@@ -213,10 +206,24 @@ fn scenes(pair: &Pair, pins: &Pins, cfg: &Config) -> anyhow::Result<()> {
             }
         );
     }
-    println!("[Client] Sending p7 to udp/{PORT}...");
+    // A socket on a new port: a new flow, which needs the door open.
+    let fresh = || -> anyhow::Result<UdpSocket> {
+        pair.client
+            .run(|| UdpSocket::bind("0.0.0.0:0"))
+            .context("client socket")
+    };
+    println!("[Client] Sending p7 to udp/{PORT} from the same socket...");
     send(&cli, "p7", PORT)?;
     let m = recv(&srv);
-    show.check("after the window, p7 is dropped", m.is_none());
+    show.check(
+        "p7 arrives: the flow opened during the window lives on until idle",
+        m.as_deref() == Some("p7"),
+    );
+    println!("[Client] Sending p7b to udp/{PORT} from a new socket...");
+    let cli = fresh()?;
+    send(&cli, "p7b", PORT)?;
+    let m = recv(&srv);
+    show.check("after the window, a new flow's p7b is dropped", m.is_none());
     let conn = pair
         .client
         .run(|| TcpStream::connect_timeout(&to(PORT), Duration::from_millis(300)));
@@ -231,7 +238,7 @@ fn scenes(pair: &Pair, pins: &Pins, cfg: &Config) -> anyhow::Result<()> {
         send(&cli, "k", p)?;
     }
     let kinds = show.events();
-    send(&cli, "p8", PORT)?;
+    send(&fresh()?, "p8", PORT)?;
     let m = recv(&srv);
     show.check(
         "the out-of-order knock reset the sequence (a failure) and p8 is dropped",
@@ -255,7 +262,7 @@ fn scenes(pair: &Pair, pins: &Pins, cfg: &Config) -> anyhow::Result<()> {
         send(&cli, "k", p)?;
     }
     let kinds = show.events();
-    send(&cli, "p9", PORT)?;
+    send(&fresh()?, "p9", PORT)?;
     let m = recv(&srv);
     show.check(
         "knocks from a locked-out source are ignored: no transition, p9 dropped",

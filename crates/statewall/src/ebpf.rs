@@ -40,6 +40,7 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::xfsm::MAP_ADDR_ACTIVE,
     statewall_common::xfsm::MAP_STATS,
     statewall_common::xfsm::MAP_TCOUNT,
+    statewall_common::xfsm::MAP_ONCE,
     statewall_common::xfsm::MAP_EVENTS,
 ];
 

@@ -11,6 +11,7 @@
 
 use std::{
     collections::BTreeMap,
+    collections::BTreeSet,
     path::{Path, PathBuf},
 };
 
@@ -44,6 +45,9 @@ pub enum EngineError {
     /// bpffs is not mounted where the pins should go.
     #[error("{0} is not on a bpf filesystem: mount one (`mount -t bpf bpf /sys/fs/bpf`, done by scripts/setup.sh)")]
     NoBpffs(PathBuf),
+    /// The knock doors could not be compiled or their sequences read.
+    #[error("knock doors: {0}")]
+    Doors(String),
     /// Loading the object or a program failed (the verifier log is in the message).
     #[error("loading the eBPF object: {0}")]
     Load(String),
@@ -202,7 +206,12 @@ pub struct Engine {
     pub xfsm: Option<crate::xfsm::Compiled>,
     /// Ports with prefilter bits in each xfsm generation (None = unknown).
     xfsm_ports: [Option<Vec<u16>>; 2],
-    door_sigs: Vec<String>,
+    /// Per door: (signature without its sequences, full signature) of the last write.
+    door_sigs: Vec<(String, String)>,
+    /// One-time sequences in force (see [`crate::sequences`]).
+    pub once_live: Vec<crate::sequences::Once>,
+    /// Time counters in force, per time-based door.
+    pub time_counters: Vec<(String, u64)>,
 }
 
 impl crate::xfsm::MapAccess for Engine {
@@ -277,6 +286,8 @@ impl Engine {
             xfsm: None,
             xfsm_ports: [None, None],
             door_sigs: Vec::new(),
+            once_live: Vec::new(),
+            time_counters: Vec::new(),
         };
         // Every link runs this build's program (also after a start that died half-way).
         eng.relink_all()?;
@@ -583,18 +594,32 @@ impl Engine {
     /// Compiles the config's doors and writes them into the inactive xfsm generation, then
     /// switches to it (one array update: no packet sees half a table).
     pub fn apply_xfsm(&mut self, cfg: &Config) -> Result<()> {
-        let doors = cfg.doors();
-        let compiled = crate::xfsm::compile(&doors).map_err(EngineError::Load)?;
+        let exp = self.expand_sequences(cfg)?;
+        let doors = &exp.doors;
+        let compiled = crate::xfsm::compile(doors).map_err(EngineError::Doors)?;
         // A machine whose door changed (or whose previous door is unknown: the first write
         // of this process) starts with no states: an old state id means nothing in the new
-        // machine. Lock records stay (they are per source and door index).
-        let sigs: Vec<String> = doors.iter().map(|d| format!("{d:?}")).collect();
-        let stale: Vec<u8> = (0..statewall_common::xfsm::MAX_MACHINES as u8)
-            .filter(|&m| {
-                let m = m as usize;
-                self.xfsm.is_none() || self.door_sigs.get(m) != sigs.get(m)
+        // machine. When only its sequences changed (a one-time sequence used, a new time
+        // window), OPEN states stay and only part-way states go. Lock records stay (they
+        // are per source and door index).
+        let sigs: Vec<(String, String)> = doors
+            .iter()
+            .map(|d| {
+                let mut bare = d.clone();
+                bare.sequences.clear();
+                bare.once.clear();
+                (format!("{bare:?}"), format!("{d:?}"))
             })
             .collect();
+        let mut flush = [None::<u8>; statewall_common::xfsm::MAX_MACHINES];
+        for (m, f) in flush.iter_mut().enumerate() {
+            let (old, new) = (self.door_sigs.get(m), sigs.get(m));
+            if self.xfsm.is_none() || old.map(|s| &s.0) != new.map(|s| &s.0) {
+                *f = Some(0); // every state
+            } else if old != new {
+                *f = Some(2); // states from 2 on: the part-way ones
+            }
+        }
         let ctl: Array<&MapData, u32> =
             Array::try_from(self.maps.get(statewall_common::xfsm::MAP_CTL).unwrap())
                 .map_err(|e| map_err(statewall_common::xfsm::MAP_CTL, e))?;
@@ -610,21 +635,141 @@ impl Engine {
         self.xfsm_ports[new as usize] = Some(compiled.ports.keys().copied().collect());
         self.xfsm = Some(compiled);
         self.door_sigs = sigs;
-        if !stale.is_empty() {
+        self.once_live = exp.once;
+        self.time_counters = exp.time_counters;
+        if flush.iter().any(Option::is_some) {
             use statewall_common::xfsm::{StateKey, StateVal, MAP_STATES};
             let mut h: BpfHashMap<&mut MapData, StateKey, StateVal> =
                 BpfHashMap::try_from(self.maps.get_mut(MAP_STATES).unwrap())
                     .map_err(|e| map_err(MAP_STATES, e))?;
             let keys: Vec<StateKey> = h
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter(|k| stale.contains(&k.machine))
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, v)| {
+                    matches!(flush.get(k.machine as usize), Some(Some(from)) if v.state >= *from)
+                })
+                .map(|(k, _)| k)
                 .collect();
             for k in keys {
                 let _ = h.remove(&k);
             }
         }
         Ok(())
+    }
+
+    /// The doors with every sequence in force, after recording the one-time sequences the
+    /// kernel has used (their keys gone from `SW_XFSM_ONCE`) and issuing keys for new ones.
+    fn expand_sequences(&mut self, cfg: &Config) -> Result<crate::sequences::Expansion> {
+        use crate::sequences::{self as seqs, SENTINEL};
+        use statewall_common::xfsm::MAP_ONCE;
+        let now = crate::clock::realtime_ns() / 1_000_000_000;
+        let derr = EngineError::Doors;
+        let mut exp = seqs::expand(cfg, now).map_err(derr)?;
+        if exp.once.is_empty() {
+            return Ok(exp);
+        }
+        let dir = cfg.daemon.state_dir.clone();
+        let mut h: BpfHashMap<&mut MapData, u64, u8> =
+            BpfHashMap::try_from(self.maps.get_mut(MAP_ONCE).unwrap())
+                .map_err(|e| map_err(MAP_ONCE, e))?;
+        let mut issued = if h.get(&SENTINEL, 0).is_err() {
+            // A new map (first start, or pins gone after a reboot): keys issued before mean
+            // nothing now.
+            seqs::write_synced(&seqs::issued_path(&dir), b"").map_err(derr)?;
+            h.insert(SENTINEL, 1, 0).map_err(|e| map_err(MAP_ONCE, e))?;
+            BTreeSet::new()
+        } else {
+            seqs::read_issued(&dir).map_err(derr)?
+        };
+        let mut used = BTreeSet::new();
+        for _ in 0..8 {
+            let fresh: Vec<seqs::Once> = exp
+                .once
+                .iter()
+                .filter(|o| {
+                    !used.contains(&o.key) && issued.contains(&o.key) && h.get(&o.key, 0).is_err()
+                })
+                .cloned()
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for o in &fresh {
+                match seqs::consume(&dir, o) {
+                    Ok(()) => {
+                        tracing::info!(door = %o.door, origin = ?o.origin, "one-time sequence used")
+                    }
+                    Err(e) => tracing::warn!(door = %o.door, "one-time sequence used: {e}"),
+                }
+                used.insert(o.key);
+            }
+            exp = seqs::expand(cfg, now).map_err(derr)?;
+        }
+        // Sequences used but still read (a line that could not be marked) stay out.
+        for d in &mut exp.doors {
+            let mut i = 0;
+            while i < d.sequences.len() {
+                if d.once.get(i).is_some_and(|k| used.contains(k)) {
+                    d.sequences.remove(i);
+                    d.once.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        exp.once.retain(|o| !used.contains(&o.key));
+        // Keys no longer in force (used, counters passed, lines or doors gone) leave the
+        // map and the list, so neither fills up.
+        let live: BTreeSet<u64> = exp.once.iter().map(|o| o.key).collect();
+        let gone: Vec<u64> = issued.difference(&live).copied().collect();
+        for k in &gone {
+            let _ = h.remove(k);
+        }
+        let new: Vec<u64> = live.difference(&issued).copied().collect();
+        if !gone.is_empty() {
+            issued.retain(|k| live.contains(k));
+            seqs::write_issued(&dir, &issued).map_err(derr)?;
+        }
+        if !new.is_empty() {
+            // Listed (and synced) before they exist in the map: a crash in between leaves a
+            // listed key missing, which reads as used (fail closed).
+            seqs::append_issued(&dir, &new).map_err(derr)?;
+            for k in &new {
+                if let Err(e) = h.insert(k, 1, 0) {
+                    // Not in the map: take it off the list again, so that it does not read
+                    // as used, and fail the update.
+                    issued.extend(new.iter().copied());
+                    issued.remove(k);
+                    let _ = seqs::write_issued(&dir, &issued);
+                    return Err(map_err(MAP_ONCE, e));
+                }
+                issued.insert(*k);
+            }
+        }
+        Ok(exp)
+    }
+
+    /// Recompiles the doors when a one-time sequence was used or a time window turned
+    /// (the daemon calls it every second); true when it did.
+    pub fn refresh_sequences(&mut self, cfg: &Config) -> Result<bool> {
+        use statewall_common::xfsm::MAP_ONCE;
+        let now = crate::clock::realtime_ns() / 1_000_000_000;
+        let turned = self.time_counters.iter().any(|(door, c)| {
+            cfg.knocks.iter().any(|k| {
+                k.name == *door
+                    && crate::knockclient::time_counter(now, k.time_period.0.as_secs().max(1)) != *c
+            })
+        });
+        let used = !self.once_live.is_empty() && {
+            let h: BpfHashMap<&MapData, u64, u8> =
+                BpfHashMap::try_from(self.maps.get(MAP_ONCE).unwrap())
+                    .map_err(|e| map_err(MAP_ONCE, e))?;
+            self.once_live.iter().any(|o| h.get(&o.key, 0).is_err())
+        };
+        if turned || used {
+            self.apply_xfsm(cfg)?;
+        }
+        Ok(turned || used)
     }
 
     /// Takes the xfsm events waiting in the ring buffer (tools and tests; the daemon reads

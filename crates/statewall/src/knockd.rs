@@ -910,7 +910,7 @@ fn pair_close_doors(doors: &[Door], protect: &[PortSpec], notes: &mut Vec<String
         out.closing.insert(c);
         if close.sequence.is_none() {
             notes.push(format!(
-                "[{}] closes access but has no sequence (one_time_sequences is not converted): not converted.",
+                "[{}] closes access but has no sequence (one-time close sequences are not converted): not converted.",
                 close.section
             ));
             continue;
@@ -984,7 +984,7 @@ fn note_close_door_extras(
         }
     }
     if close.one_time_sequences.is_some() {
-        notes.push(format!("[{s}] one_time_sequences not converted."));
+        notes.push(format!("[{s}] one_time_sequences of a closing door not converted (one-time sequences open doors only)."));
     }
     if close.target.is_some() {
         notes.push(format!("[{s}] target not converted."));
@@ -999,24 +999,15 @@ fn convert_door(
     notes: &mut Vec<String>,
 ) -> Result<Option<KnockConfig>, String> {
     let s = &door.section;
-    if let Some(file) = &door.one_time_sequences {
-        notes.push(format!(
-            "[{s}] one_time_sequences = {file} not converted (statewall's one-time sequences are not available yet)."
-        ));
-    }
     if let Some(t) = &door.target {
         notes.push(format!(
             "[{s}] target = {t} not converted: the door listens on every address of the interface."
         ));
     }
-    let Some((sequence, _)) = door.sequence.clone() else {
-        if door.one_time_sequences.is_some() {
-            notes.push(format!(
-                "[{s}] has only one_time_sequences: the door is not converted."
-            ));
-            return Ok(None);
-        }
-        return Err(err(door.line, format!("door [{s}] has no sequence")));
+    let sequence = match (door.sequence.clone(), &door.one_time_sequences) {
+        (Some((seq, _)), _) => seq,
+        (None, Some(_)) => Sequence::default(),
+        (None, None) => return Err(err(door.line, format!("door [{s}] has no sequence"))),
     };
 
     // Protected ports: those the opening firewall command names, else --protect.
@@ -1156,7 +1147,7 @@ fn convert_door(
         }
     };
     let seq_timeout = Dur::secs(door.seq_timeout.unwrap_or(KNOCKD_DEFAULT_SEQ_TIMEOUT));
-    let strict = !consecutive(&sequence);
+    let strict = sequence.0.is_empty() || !consecutive(&sequence);
     if !strict {
         notes.push(format!(
             "[{s}] sequence {sequence} is consecutive ports: strict = false (a packet to another port does not reset a knocker part-way), as statewall refuses strict doors a port scan walks through."
@@ -1173,13 +1164,15 @@ fn convert_door(
         seq_timeout,
         open_for: Dur::secs(open_for),
         strict,
-        close_sequence: None,
-        toggle: false,
-        lockout: None,
         start_command,
         stop_command,
         cmd_timeout: Dur::secs(cmd_timeout.unwrap_or(KNOCKD_DEFAULT_CMD_TIMEOUT)),
-        run_as: None,
+        // The same file and marking as knockd's: the two can share it.
+        one_time_sequences: door
+            .one_time_sequences
+            .as_ref()
+            .map(std::path::PathBuf::from),
+        ..KnockConfig::new("")
     }))
 }
 
@@ -1542,9 +1535,14 @@ target = 192.0.2.1
             notes.contains("stop_command_6 (line 6) not converted"),
             "{notes}"
         );
-        assert!(notes.contains("one_time_sequences = /etc/knockd/ssh.seq not converted"));
+        assert!(!notes.contains("one_time_sequences"), "{notes}");
         assert!(notes.contains("target = 192.0.2.1 not converted"));
         let k = &imp.config.knocks[0];
+        assert_eq!(
+            k.one_time_sequences.as_deref(),
+            Some(std::path::Path::new("/etc/knockd/ssh.seq")),
+            "the one-time file carries over"
+        );
         assert_eq!(k.stop_command, None);
         assert_eq!(k.protected, vec![tcp(22)]);
     }

@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod netns;
 pub mod packet;
 pub mod pins;
+pub mod sequences;
 pub mod sys;
 pub mod testrun;
 pub mod xfsm;

@@ -118,6 +118,24 @@ enum Cmd {
         /// Payload of UDP knocks.
         #[arg(long)]
         payload: Option<String>,
+        /// Knock the time-based sequence of this secret file (current time window).
+        #[arg(long, conflicts_with_all = ["steps", "counter_secret"])]
+        time_secret: Option<PathBuf>,
+        /// Length of a time window, seconds (the door's `time_period`).
+        #[arg(long, default_value_t = 30)]
+        period: u64,
+        /// Knock the counter-based sequence of this secret file (with --counter).
+        #[arg(long, requires = "counter", conflicts_with = "steps")]
+        counter_secret: Option<PathBuf>,
+        /// Counter to knock (the next unused one).
+        #[arg(long)]
+        counter: Option<u64>,
+        /// Steps of a derived sequence (the door's `derived_steps`).
+        #[arg(long, default_value_t = 4)]
+        derived_steps: usize,
+        /// Protocol of derived steps, tcp or udp (the door's `derived_proto`).
+        #[arg(long, default_value = "udp")]
+        derived_proto: String,
     },
     /// Convert other tools' configs.
     Import {
@@ -427,10 +445,37 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             v4,
             v6,
             payload,
+            time_secret,
+            period,
+            counter_secret,
+            counter,
+            derived_steps,
+            derived_proto,
         } => {
             use statewall::knockclient;
             let addr = resolve(&host, v4, v6)?;
             let mut steps = steps;
+            let derived = match (&time_secret, &counter_secret) {
+                (Some(f), _) => {
+                    anyhow::ensure!(period > 0, "--period: at least 1 second");
+                    let now = statewall::clock::realtime_ns() / 1_000_000_000;
+                    Some((f, knockclient::time_counter(now, period)))
+                }
+                (None, Some(f)) => Some((f, counter.unwrap_or_default())),
+                (None, None) => None,
+            };
+            if let Some((file, c)) = derived {
+                let max = knockclient::DERIVE_MAX_STEPS;
+                anyhow::ensure!(
+                    (2..=max).contains(&derived_steps),
+                    "--derived-steps: 2 to {max}"
+                );
+                let proto = statewall::config::proto_number(&derived_proto).with_context(|| {
+                    format!("--derived-proto: {derived_proto:?} is not tcp or udp")
+                })?;
+                let secret = knockclient::read_secret(file).map_err(anyhow::Error::msg)?;
+                steps = knockclient::derive(&secret, c, derived_steps, proto);
+            }
             if udp {
                 for s in &mut steps {
                     s.0.proto = 17;

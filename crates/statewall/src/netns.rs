@@ -217,6 +217,13 @@ impl Pair {
             (&client, &client_if, cv4, cv6),
             (&server, &server_if, sv4, sv6),
         ] {
+            // No duplicate address detection at all (the link-local address's would keep the
+            // interface from answering neighbour solicitations for a second or two).
+            ns.exec_ok(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{ifn}.accept_dad=0"),
+            ]);
             ns.exec_ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", ifn]);
             ns.exec_ok(&[
                 "ip",
@@ -228,6 +235,18 @@ impl Pair {
                 "nodad",
             ]);
             ns.exec_ok(&["ip", "link", "set", ifn, "up"]);
+        }
+        // IPv6 ignores neighbour solicitations until the interface is ready (carrier seen
+        // by linkwatch, link-local address configured): wait for that, at most 5 s.
+        for (ns, ifn) in [(&client, &client_if), (&server, &server_if)] {
+            for _ in 0..100 {
+                let out = ns.exec(&["ip", "-6", "addr", "show", "dev", ifn, "scope", "link"]);
+                let text = String::from_utf8_lossy(&out.stdout);
+                if text.contains("fe80") && !text.contains("tentative") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         Pair {
             client,

@@ -23,9 +23,9 @@ use statewall_common::{
     xfsm::{
         field, Counter, Event, GrantSet, LockKey, LockVal, Machine, Scope, StateKey, StateVal,
         Tables, Trans, TransKey, ACT_NEXT, COUNTERS, CTL_GEN, CTL_LEN, CTL_SLOW, E_FAIL, E_GRANT,
-        E_KEEP_HARD, E_KEEP_IDLE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES,
-        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, M_ANY_PORT, NEXT_STAY, PORTS_PER_GEN,
-        STATE_DEFAULT,
+        E_KEEP_HARD, E_KEEP_IDLE, E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS,
+        MAP_MACHINES, MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, M_ANY_PORT, NEXT_STAY,
+        PORTS_PER_GEN, STATE_DEFAULT,
     },
 };
 
@@ -37,6 +37,9 @@ pub struct KnockDoor {
     /// Open sequences, steps as (protocol, port): usually one (time-based doors have the
     /// neighbouring windows' too).
     pub sequences: Vec<Vec<(u8, u16)>>,
+    /// One-time keys of the open sequences, by index (absent or 0 = reusable): the last
+    /// knock of such a sequence opens only while its key is in `SW_XFSM_ONCE`, and removes it.
+    pub once: Vec<u64>,
     /// Close sequences (revoke the source's grants).
     pub close: Vec<Vec<(u8, u16)>>,
     /// The open sequence knocked while open closes the door.
@@ -66,6 +69,7 @@ impl KnockDoor {
         KnockDoor {
             name: name.into(),
             sequences: vec![sequence],
+            once: Vec::new(),
             close: Vec::new(),
             toggle: false,
             protected,
@@ -204,7 +208,14 @@ impl DoorBuilder<'_> {
     }
 
     /// Adds a path from `root` (DEFAULT or OPEN).
-    fn path(&mut self, root: u8, seq: &[(u8, u16)], end: End, label: &str) -> Result<(), String> {
+    fn path(
+        &mut self,
+        root: u8,
+        seq: &[(u8, u16)],
+        end: End,
+        label: &str,
+        once: u64,
+    ) -> Result<(), String> {
         let d = self.d;
         let (n, m) = (seq.len(), self.m);
         let mut cur = root;
@@ -227,9 +238,10 @@ impl DoorBuilder<'_> {
                 let t = match end {
                     End::Open => Trans {
                         next_state: OPEN,
-                        effects: E_GRANT,
+                        effects: if once != 0 { E_GRANT | E_ONCE } else { E_GRANT },
                         grant_set: m,
                         hard_ns: d.open_for_ns,
+                        once,
                         ..Default::default()
                     },
                     End::Close => Trans {
@@ -302,11 +314,12 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
     let src = Scope::compile(&[field::SRC_IP]).unwrap();
     let mut c = Compiled::default();
     for (mi, d) in doors.iter().enumerate() {
-        if d.sequences.is_empty()
-            || d.sequences
-                .iter()
-                .chain(&d.close)
-                .any(|s| s.is_empty() || s.len() > 32)
+        // No open sequence is allowed: a door whose one-time sequences are all used opens
+        // only by hand.
+        if d.sequences
+            .iter()
+            .chain(&d.close)
+            .any(|s| s.is_empty() || s.len() > 32)
         {
             return Err(format!(
                 "door {}: every sequence needs 1 to 32 steps",
@@ -355,14 +368,21 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
             } else {
                 "open".into()
             };
-            b.path(STATE_DEFAULT, seq, End::Open, &label)?;
+            let once = d.once.get(i).copied().unwrap_or(0);
+            b.path(STATE_DEFAULT, seq, End::Open, &label, once)?;
         }
         for (i, seq) in d.close.iter().enumerate() {
-            b.path(STATE_DEFAULT, seq, End::Close, &format!("close#{}", i + 1))?;
+            b.path(
+                STATE_DEFAULT,
+                seq,
+                End::Close,
+                &format!("close#{}", i + 1),
+                0,
+            )?;
         }
         if d.toggle {
             for (i, seq) in d.sequences.iter().enumerate() {
-                b.path(OPEN, seq, End::Close, &format!("toggle#{}", i + 1))?;
+                b.path(OPEN, seq, End::Close, &format!("toggle#{}", i + 1), 0)?;
             }
         } else {
             // From OPEN, the first steps work as from DEFAULT: knocking again while open
@@ -564,6 +584,8 @@ pub struct RefTables {
     pub tcount: HashMap<u32, u64>,
     /// Events in order.
     pub events: Vec<Event>,
+    /// Unused one-time keys.
+    pub once: std::collections::BTreeSet<u64>,
 }
 
 impl RefTables {
@@ -664,6 +686,9 @@ impl Tables for RefTables {
         }
         self.grants.insert(*k, expires_ns);
         true
+    }
+    fn take_once(&mut self, key: u64) -> bool {
+        self.once.remove(&key)
     }
     fn revoke(&mut self, k: &GrantKey) {
         self.grants.remove(k);

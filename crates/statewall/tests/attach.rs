@@ -31,7 +31,7 @@ fn xdp_ingress_enforces_and_switches_back_to_tcx() {
     assert_eq!(links.len(), 1);
     assert_eq!(links[0].spot.hook, "xdp");
 
-    let udp = Udp::new(&pair, &[9922, 9923]);
+    let mut udp = Udp::new(&pair, &[9922, 9923]);
     assert!(udp.passes(9923, b"a"));
     assert!(!udp.passes(9922, b"b"));
     let k = statewall::api::grant_key(pair.client_v4.into(), "udp", 9922).unwrap();
@@ -45,7 +45,12 @@ fn xdp_ingress_enforces_and_switches_back_to_tcx() {
     assert_eq!(links.len(), 1);
     assert_eq!(links[0].spot.hook, "ingress");
     eng.revoke(&k).unwrap();
-    assert!(!udp.passes(9922, b"d"));
+    assert!(
+        udp.passes(9922, b"d"),
+        "the flow opened under the grant lives on"
+    );
+    udp.new_flow(&pair);
+    assert!(!udp.passes(9922, b"e"), "a new flow needs a grant");
     statewall::engine::teardown(&pins).unwrap();
 }
 

@@ -1,6 +1,6 @@
 //! Port knocking end to end, with real traffic between two namespaces the tests create:
 //! the demo's outcomes, Debian's `knock` client against an imported knockd.conf, full port
-//! scans that must never open a door, a connection that outlives the door's window, a spoofed flood that must not lift a lockout, and
+//! scans that must never open a door, one-time, counter and time sequences, a connection that outlives the door's window, a spoofed flood that must not lift a lockout, and
 //! knock ports that answer like any closed port.
 
 mod common;
@@ -207,6 +207,142 @@ fn established_connection_survives_window_end() {
         drop(conn);
         let _ = echo.join();
     }
+}
+
+fn granted(k: &Kernel, addr: IpAddr, port: u16) -> bool {
+    let now = k.eng.kernel_now();
+    let key = statewall::api::key_for(addr, 6, port);
+    k.eng
+        .grants()
+        .unwrap()
+        .iter()
+        .any(|(g, v)| *g == key && v.expires_ns > now)
+}
+
+/// One-time sequences (knockd's file), counter-based and time-based sequences: each
+/// one-time sequence opens once, also when a second source races with it before user space
+/// notices; the use is recorded durably (line overwritten with `#`, counter moved), also
+/// across a restart that missed it; time-based doors take the current window only.
+#[test]
+fn one_time_counter_and_time_sequences() {
+    let pair = Pair::new("once");
+    let dir = std::env::temp_dir().join(format!("sw-once-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let otp = dir.join("ssh.otp");
+    let lines = ["12001,12002:udp,12003", "13001:udp 13002 13003:udp"];
+    std::fs::write(
+        &otp,
+        format!("# handed out 2026-11-21\n{}\n{}\n", lines[0], lines[1]),
+    )
+    .unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
+    let mut cfg = config(
+        &pair,
+        &format!(
+            "[[knock]]\nname = \"otp\"\none_time_sequences = \"{}\"\nprotected = [\"tcp/22\"]\n\n\
+             [[knock]]\nname = \"ctr\"\ncounter_secret = \"{s}\"\nprotected = [\"tcp/23\"]\n\n\
+             [[knock]]\nname = \"totp\"\ntime_secret = \"{s}\"\ntime_period = \"1h\"\nderived_proto = \"tcp\"\nprotected = [\"tcp/24\"]\n",
+            otp.display(),
+            s = secret.display()
+        ),
+    );
+    cfg.daemon.state_dir = dir.join("state");
+    let mut k = Kernel::new("once", &cfg);
+    let (v4, v6) = (IpAddr::V4(pair.client_v4), IpAddr::V6(pair.client_v6));
+    let (sv4, sv6) = (IpAddr::V4(pair.server_v4), IpAddr::V6(pair.server_v6));
+    let knock = |to: IpAddr, seq: &[Step]| {
+        pair.client
+            .run(|| knockclient::knock(to, seq, Duration::ZERO, None))
+            .unwrap()
+    };
+
+    // Resolve the IPv6 neighbour first (the kernel may drop what it queued for an
+    // unresolved neighbour once the knocking socket is closed).
+    knock(sv6, &steps("9:udp"));
+    std::thread::sleep(Duration::from_millis(200));
+
+    // The first line opens for v4; the same line from v6 right after is refused in the
+    // kernel, before user space has seen anything.
+    knock(sv4, &steps(lines[0]));
+    assert!(granted(&k, v4, 22), "the one-time sequence opened");
+    knock(sv6, &steps(lines[0]));
+    assert!(!granted(&k, v6, 22), "a used sequence does not open again");
+    assert_eq!(
+        k.counter("once_refused"),
+        1,
+        "{:?}",
+        k.eng.xfsm_counters().unwrap()
+    );
+    // User space records the use: the line is overwritten with '#' and leaves the tables.
+    assert!(
+        k.eng.refresh_sequences(&cfg).unwrap(),
+        "a recompile was due"
+    );
+    let text = std::fs::read_to_string(&otp).unwrap();
+    assert!(text.contains("\n#2001,12002:udp,12003\n"), "{text}");
+    knock(sv6, &steps(lines[0]));
+    assert!(!granted(&k, v6, 22));
+    assert_eq!(
+        k.counter("once_refused"),
+        1,
+        "the used sequence is gone from the tables"
+    );
+
+    // The second line is used, and the daemon "crashes" before recording it: the next start
+    // finds its key issued and gone, and marks the line.
+    knock(sv6, &steps("13001:udp,13002,13003:udp"));
+    assert!(granted(&k, v6, 22), "the second one-time sequence opened");
+    assert!(!std::fs::read_to_string(&otp).unwrap().contains("#3001"));
+    {
+        let mut restarted = Engine::open(&k.pins, &cfg).expect("engine");
+        statewall::daemon::apply(&mut restarted, &cfg).expect("apply");
+        assert!(
+            restarted.adopted,
+            "the restart adopted the running programs"
+        );
+    }
+    let text = std::fs::read_to_string(&otp).unwrap();
+    assert!(text.contains("\n#3001:udp 13002 13003:udp\n"), "{text}");
+    // Every line used: the door no longer opens by knocking (the API still opens it).
+    k.eng.apply_xfsm(&cfg).unwrap();
+    let otp_door = k.eng.xfsm.as_ref().unwrap().state_names[0].len();
+    assert_eq!(otp_door, 2, "only DEFAULT and OPEN are left");
+
+    // Counter-based: counters 0, 1, 2 are in force; using 1 moves past it.
+    let sec = knockclient::read_secret(&secret).unwrap();
+    let ctr = |c| knockclient::derive(&sec, c, 4, 17);
+    knock(sv4, &ctr(1));
+    assert!(granted(&k, v4, 23), "counter 1 opened");
+    assert!(k.eng.refresh_sequences(&cfg).unwrap());
+    let next = std::fs::read_to_string(cfg.daemon.state_dir.join("knock-counter-ctr")).unwrap();
+    assert_eq!(next.trim(), "2");
+    knock(sv6, &ctr(1));
+    knock(sv6, &ctr(0));
+    assert!(
+        !granted(&k, v6, 23),
+        "used and skipped counters do not open"
+    );
+    knock(sv6, &ctr(4));
+    assert!(granted(&k, v6, 23), "counter 4 is within the window 2..5");
+    assert!(k.eng.refresh_sequences(&cfg).unwrap());
+    let next = std::fs::read_to_string(cfg.daemon.state_dir.join("knock-counter-ctr")).unwrap();
+    assert_eq!(next.trim(), "5");
+
+    // Time-based: the current hour's sequence opens, one three hours ahead does not.
+    let now = statewall::clock::realtime_ns() / 1_000_000_000;
+    let c = knockclient::time_counter(now, 3600);
+    knock(sv6, &knockclient::derive(&sec, c + 3, 4, 6));
+    assert!(!granted(&k, v6, 24), "a far window does not open");
+    knock(sv4, &knockclient::derive(&sec, c, 4, 6));
+    assert!(granted(&k, v4, 24), "the current window opens");
+    assert!(
+        !k.eng.refresh_sequences(&cfg).unwrap(),
+        "nothing used, same window"
+    );
+    drop(k);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Strict mode (set to false to see the scans open the doors).

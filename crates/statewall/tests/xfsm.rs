@@ -21,8 +21,8 @@ use statewall_common::{
     parse::{parse_packet, tcp},
     proto,
     xfsm::{
-        step, Event, LockKey, LockVal, StateKey, StateVal, COUNTERS, MAP_EVENTS, MAP_LOCKS,
-        MAP_STATES, MAP_STATS, MAP_TCOUNT,
+        step, Counter, Event, LockKey, LockVal, StateKey, StateVal, COUNTERS, MAP_EVENTS,
+        MAP_LOCKS, MAP_ONCE, MAP_STATES, MAP_STATS, MAP_TCOUNT,
     },
     TCX_NEXT,
 };
@@ -65,9 +65,16 @@ fn random_doors(rng: &mut StdRng) -> Vec<KnockDoor> {
                 1 => (vec![], true),
                 _ => (vec![], false),
             };
+            // Some doors' sequence is a one-time sequence.
+            let once = if rng.random_bool(0.3) {
+                vec![rng.random_range(1..u64::MAX)]
+            } else {
+                vec![]
+            };
             KnockDoor {
                 name: format!("door{i}"),
                 sequences: vec![open],
+                once,
                 close,
                 toggle,
                 protected: vec![(proto::TCP, 22 + i as u16)],
@@ -147,6 +154,13 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
     write_tables(&mut bed, &compiled, Some(&[])).unwrap();
     let mut r = RefTables::new(16384, 4096);
     r.load(&compiled);
+    {
+        let mut once: BpfHashMap<&mut MapData, u64, u8> = bed.map(MAP_ONCE).try_into().unwrap();
+        for k in doors.iter().flat_map(|d| &d.once) {
+            once.insert(k, 1, 0).unwrap();
+            r.once.insert(*k);
+        }
+    }
 
     let sources: Vec<IpAddr> = vec![
         "10.9.0.1".parse().unwrap(),
@@ -254,7 +268,10 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
         "seed {seed}: event counts differ"
     );
     assert_eq!(kernel_events_all, r.events, "seed {seed}: events differ");
-    let hit = tref
+    let once: BpfHashMap<&MapData, u64, u8> = (&*bed.map(MAP_ONCE)).try_into().unwrap();
+    let once: std::collections::BTreeSet<u64> = once.keys().map(|k| k.unwrap()).collect();
+    assert_eq!(once, r.once, "seed {seed}: unused one-time keys differ");
+    let mut hit: HashSet<String> = tref
         .iter()
         .enumerate()
         .filter(|(_, n)| **n > 0)
@@ -268,6 +285,9 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
                 .collect::<String>()
         })
         .collect();
+    if r.counters[Counter::OnceRefused as usize] > 0 {
+        hit.insert("one-time sequence refused".into());
+    }
     (packets, hit)
 }
 
@@ -292,6 +312,7 @@ fn kernel_engine_equals_reference_on_random_doors() {
         "wrong knock in close",
         "wrong knock in toggle",
         "from OPEN",
+        "one-time sequence refused",
     ] {
         assert!(
             kinds.iter().any(|h| h.contains(k)),

@@ -230,6 +230,12 @@ impl Udp {
         }
     }
 
+    /// Replaces the client's socket by one on a new ephemeral port: its packets are a new
+    /// flow for the gate (flows opened under a grant outlive it).
+    pub fn new_flow(&mut self, pair: &statewall::netns::Pair) {
+        self.client = udp_in(&pair.client, "0.0.0.0:0".parse().unwrap());
+    }
+
     /// Sends `msg` to `port` and reports whether that port's server received it.
     pub fn passes(&self, port: u16, msg: &[u8]) -> bool {
         let srv = &self
