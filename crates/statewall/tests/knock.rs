@@ -556,8 +556,11 @@ fn daemon_runs_doors_end_to_end() {
     let pair = Pair::new("door");
     let marks = p.scratch.join("marks");
     std::fs::create_dir_all(&marks).unwrap();
+    // The commands run as nobody: it must be able to write the marks.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
     let conf = format!(
-        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[[knock]]\nname = \"ssh\"\nsequence = \"7000,8000:udp,9000\"\nprotected = [\"tcp/22\"]\nopen_for = \"1s\"\nstart_command = [\"/usr/bin/touch\", \"{m}/opened-%IP%\"]\nstop_command = [\"/usr/bin/touch\", \"{m}/closed-%IP%\"]\n",
+        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[[knock]]\nname = \"ssh\"\nsequence = \"7000,8000:udp,9000\"\nprotected = [\"tcp/22\"]\nopen_for = \"1s\"\nrun_as = \"nobody\"\nstart_command = [\"/usr/bin/touch\", \"{m}/opened-%IP%\"]\nstop_command = [\"/usr/bin/touch\", \"{m}/closed-%IP%\"]\n",
         pair.server_if,
         pair.server.name,
         m = marks.display()
@@ -599,6 +602,11 @@ fn daemon_runs_doors_end_to_end() {
     let opened = marks.join(format!("opened-{client}"));
     let closed = marks.join(format!("closed-{client}"));
     eventually("start command ran", || opened.exists());
+    assert_eq!(
+        std::fs::metadata(&opened).unwrap().uid(),
+        65534,
+        "the start command ran as nobody (run_as)"
+    );
     let doors = d.get("/api/v1/doors");
     assert_eq!(doors[0]["name"], "ssh");
     // The window is 1 s: the sweeper closes the door and runs the stop command.
