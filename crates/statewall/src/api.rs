@@ -263,11 +263,7 @@ async fn grants(State(s): State<Arc<Shared>>) -> ApiResult {
         .into_iter()
         .map(|(k, v)| GrantView {
             addr: key_addr(&k),
-            proto: if k.proto == 17 {
-                "udp".into()
-            } else {
-                "tcp".into()
-            },
+            proto: crate::config::proto_name(k.proto).into(),
             port: k.port,
             seconds_left: v.expires_ns.saturating_sub(now) as f64 / 1e9,
         })
@@ -301,7 +297,7 @@ async fn flows(State(s): State<Arc<Shared>>) -> ApiResult {
         .map(|(k, v)| FlowView {
             src: SocketAddr::new(addr_ip(k.family, &k.saddr), k.sport),
             dst: SocketAddr::new(addr_ip(k.family, &k.daddr), k.dport),
-            proto: if k.proto == 17 { "udp" } else { "tcp" }.into(),
+            proto: crate::config::proto_name(k.proto).into(),
             closing: v.closing != 0,
             seconds_left: v.expires_ns.saturating_sub(now) as f64 / 1e9,
         })

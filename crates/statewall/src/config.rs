@@ -134,8 +134,7 @@ pub struct Step(pub PortSpec);
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = if self.0.proto == 17 { "udp" } else { "tcp" };
-        write!(f, "{}:{p}", self.0.port)
+        write!(f, "{}:{}", self.0.port, proto_name(self.0.proto))
     }
 }
 
@@ -353,6 +352,20 @@ fn default_derived_proto() -> String {
     "udp".into()
 }
 
+/// Name of protocol 6 or 17 (`tcp` for anything but 17).
+pub fn proto_name(p: u8) -> &'static str {
+    if p == 17 {
+        "udp"
+    } else {
+        "tcp"
+    }
+}
+
+/// Steps as (protocol, port) pairs, the form the door compiler takes.
+pub fn step_pairs(steps: &[Step]) -> Vec<(u8, u16)> {
+    steps.iter().map(|s| (s.0.proto, s.0.port)).collect()
+}
+
 /// Protocol number of `tcp` / `udp`.
 pub fn proto_number(s: &str) -> Option<u8> {
     match s.to_ascii_lowercase().as_str() {
@@ -512,8 +525,7 @@ pub struct PortSpec {
 
 impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = if self.proto == 17 { "udp" } else { "tcp" };
-        write!(f, "{p}/{}", self.port)
+        write!(f, "{}/{}", proto_name(self.proto), self.port)
     }
 }
 
@@ -813,18 +825,15 @@ impl Config {
             .iter()
             .map(|k| {
                 let (tcp_mask, tcp_value) = parse_tcpflags(&k.tcpflags).unwrap_or((0x12, 0x02));
-                let steps = |s: &Sequence| -> Vec<(u8, u16)> {
-                    s.0.iter().map(|s| (s.0.proto, s.0.port)).collect()
-                };
                 crate::xfsm::KnockDoor {
                     name: k.name.clone(),
                     sequences: if k.sequence.0.is_empty() {
                         Vec::new()
                     } else {
-                        vec![steps(&k.sequence)]
+                        vec![step_pairs(&k.sequence.0)]
                     },
                     once: Vec::new(),
-                    close: k.close_sequence.iter().map(steps).collect(),
+                    close: k.close_sequence.iter().map(|s| step_pairs(&s.0)).collect(),
                     toggle: k.toggle,
                     protected: k.protected.iter().map(|p| (p.proto, p.port)).collect(),
                     tcp_mask,

@@ -97,7 +97,7 @@ impl Show<'_> {
                 c.state_name(m, e.old_state),
                 c.state_name(m, e.new_state),
                 event_kind(&e),
-                if e.proto == 17 { "udp" } else { "tcp" },
+                crate::config::proto_name(e.proto),
                 e.port
             );
             kinds.push(event_kind(&e).to_string());
@@ -140,10 +140,13 @@ fn scenes(pair: &Pair, pins: &Pins, cfg: &Config) -> anyhow::Result<()> {
         .server
         .run(|| TcpListener::bind((sv, PORT)))
         .context("server TCP socket")?;
-    let cli = pair
-        .client
-        .run(|| UdpSocket::bind("0.0.0.0:0"))
-        .context("client socket")?;
+    // Each client socket is a flow of its own for the gate.
+    let fresh = || -> anyhow::Result<UdpSocket> {
+        pair.client
+            .run(|| UdpSocket::bind("0.0.0.0:0"))
+            .context("client socket")
+    };
+    let cli = fresh()?;
     let to = |p: u16| SocketAddr::from((sv, p));
     let start = eng.kernel_now();
     let mut show = Show {
@@ -197,7 +200,7 @@ fn scenes(pair: &Pair, pins: &Pins, cfg: &Config) -> anyhow::Result<()> {
             "    [gate +{:6.3}s] grant for {} {}/{} {}",
             v.expires_ns.saturating_sub(start) as f64 / 1e9,
             crate::api::key_addr(&k),
-            if k.proto == 17 { "udp" } else { "tcp" },
+            crate::config::proto_name(k.proto),
             k.port,
             if v.expires_ns <= now {
                 "ended"
@@ -206,12 +209,6 @@ fn scenes(pair: &Pair, pins: &Pins, cfg: &Config) -> anyhow::Result<()> {
             }
         );
     }
-    // A socket on a new port: a new flow, which needs the door open.
-    let fresh = || -> anyhow::Result<UdpSocket> {
-        pair.client
-            .run(|| UdpSocket::bind("0.0.0.0:0"))
-            .context("client socket")
-    };
     println!("[Client] Sending p7 to udp/{PORT} from the same socket...");
     send(&cli, "p7", PORT)?;
     let m = recv(&srv);

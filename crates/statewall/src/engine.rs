@@ -301,10 +301,7 @@ impl Engine {
                 }
             }
         }
-        let mut clock: Array<&mut MapData, u64> =
-            Array::try_from(eng.maps.get_mut(MAP_CLOCK).unwrap())
-                .map_err(|e| map_err(MAP_CLOCK, e))?;
-        crate::clock::refresh_epoch_offset(&mut clock).map_err(|e| map_err(MAP_CLOCK, e))?;
+        eng.refresh_clock()?;
         Ok(eng)
     }
 

@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use statewall::config::proto_name;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use statewall::{client, daemon};
@@ -222,14 +224,6 @@ enum GateCmd {
         /// `tcp/22` or `udp/9922`.
         port: statewall::config::PortSpec,
     },
-}
-
-fn proto_name(p: u8) -> &'static str {
-    if p == 17 {
-        "udp"
-    } else {
-        "tcp"
-    }
 }
 
 fn print_status(v: &serde_json::Value) {

@@ -23,7 +23,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use crate::{
-    config::{proto_number, Config, KnockConfig, Sequence},
+    config::{proto_number, step_pairs, Config, KnockConfig, Sequence},
     knockclient,
     xfsm::KnockDoor,
 };
@@ -102,17 +102,13 @@ pub fn next_counter(state_dir: &Path, door: &str) -> Result<u64, String> {
     }
 }
 
-/// Reads a one-time sequence file: the unused lines as (byte offset, text, sequence), in
-/// file order. Blank lines and lines starting with `#` (used, or comments) are skipped;
+/// Reads a one-time sequence file: the unused lines as (text, sequence), in file order. Blank lines and lines starting with `#` (used, or comments) are skipped;
 /// steps are separated by commas or spaces, knockd's way.
-pub fn read_one_time(path: &Path) -> Result<Vec<(u64, String, Sequence)>, String> {
+pub fn read_one_time(path: &Path) -> Result<Vec<(String, Sequence)>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let mut out = Vec::new();
-    let mut offset = 0u64;
     for (i, line) in text.split_inclusive('\n').enumerate() {
-        let here = offset;
-        offset += line.len() as u64;
         let body = line.trim_end_matches(['\n', '\r']);
         let t = body.trim();
         if t.is_empty() || body.starts_with('#') {
@@ -132,13 +128,9 @@ pub fn read_one_time(path: &Path) -> Result<Vec<(u64, String, Sequence)>, String
                 seq.0.len()
             ));
         }
-        out.push((here, body.to_string(), seq));
+        out.push((body.to_string(), seq));
     }
     Ok(out)
-}
-
-fn steps(s: &Sequence) -> Vec<(u8, u16)> {
-    s.0.iter().map(|s| (s.0.proto, s.0.port)).collect()
 }
 
 /// Adds `seq` to the door unless it is already there, one of the door's sequences is a
@@ -195,7 +187,7 @@ pub fn expand(cfg: &Config, unix_now: u64) -> Result<Expansion, String> {
         let mut budget = 250usize.saturating_sub(fixed);
         if let Some(path) = &k.one_time_sequences {
             let mut n = 0;
-            for (_, text, seq) in read_one_time(path)? {
+            for (text, seq) in read_one_time(path)? {
                 if n == ONCE_PER_DOOR {
                     break;
                 }
@@ -203,7 +195,7 @@ pub fn expand(cfg: &Config, unix_now: u64) -> Result<Expansion, String> {
                 // used ones) does not make a used sequence new again.
                 let id = format!("{}\0{text}", path.display());
                 let key = once_key(&k.name, "line", id.as_bytes());
-                if push(d, k, steps(&seq), key, &mut budget) {
+                if push(d, k, step_pairs(&seq.0), key, &mut budget) {
                     x.once.push(Once {
                         door: k.name.clone(),
                         key,
@@ -217,16 +209,13 @@ pub fn expand(cfg: &Config, unix_now: u64) -> Result<Expansion, String> {
             }
         }
         let proto = proto_number(&k.derived_proto).unwrap_or(17);
+        let derived =
+            |secret: &[u8], c| step_pairs(&knockclient::derive(secret, c, k.derived_steps, proto));
         if let Some(path) = &k.time_secret {
             let secret = knockclient::read_secret(path)?;
             let c = knockclient::time_counter(unix_now, k.time_period.0.as_secs().max(1));
             for c in [c.saturating_sub(1), c, c + 1] {
-                let seq = steps(&Sequence(knockclient::derive(
-                    &secret,
-                    c,
-                    k.derived_steps,
-                    proto,
-                )));
+                let seq = derived(&secret, c);
                 push(d, k, seq, 0, &mut budget);
             }
             x.time_counters.push((k.name.clone(), c));
@@ -238,12 +227,7 @@ pub fn expand(cfg: &Config, unix_now: u64) -> Result<Expansion, String> {
                 .checked_add(k.counter_window as u64)
                 .ok_or_else(|| format!("door {}: the counter {next} is exhausted", k.name))?;
             for c in next..end {
-                let seq = steps(&Sequence(knockclient::derive(
-                    &secret,
-                    c,
-                    k.derived_steps,
-                    proto,
-                )));
+                let seq = derived(&secret, c);
                 let key = once_key(&k.name, "counter", &c.to_be_bytes());
                 if push(d, k, seq, key, &mut budget) {
                     x.once.push(Once {
@@ -380,14 +364,14 @@ mod tests {
         .unwrap();
         let lines = read_one_time(&f).unwrap();
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0].1, "7000,8000:udp,9000");
-        assert_eq!(lines[1].2.to_string(), "1111:tcp,2222:udp,3333:tcp");
+        assert_eq!(lines[0].0, "7000,8000:udp,9000");
+        assert_eq!(lines[1].1.to_string(), "1111:tcp,2222:udp,3333:tcp");
         let o = Once {
             door: "d".into(),
             key: 1,
             origin: Origin::Line {
                 path: f.clone(),
-                text: lines[0].1.clone(),
+                text: lines[0].0.clone(),
             },
         };
         consume(&dir, &o).unwrap();

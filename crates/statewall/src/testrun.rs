@@ -18,7 +18,7 @@ use aya::{
     Ebpf,
 };
 use statewall_common::{
-    maps::{CLOCK_SLOT_TEST_OFFSET, MAP_CLOCK, MAP_PARSE_OUT},
+    maps::{CLOCK_SLOT_FROZEN, CLOCK_SLOT_TEST_OFFSET, MAP_CLOCK, MAP_PARSE_OUT},
     parse::PacketInfo,
 };
 
@@ -138,6 +138,13 @@ impl TestBed {
     pub fn set_clock_offset(&mut self, ns: u64) {
         let mut a: Array<&mut MapData, u64> = self.map(MAP_CLOCK).try_into().unwrap();
         a.set(CLOCK_SLOT_TEST_OFFSET, ns, 0).unwrap();
+    }
+
+    /// Freezes the kernel clock at `t` (0 lets it run again): tests that compare the kernel
+    /// with the reference need both to see the same instant.
+    pub fn freeze(&mut self, t: u64) {
+        let mut a: Array<&mut MapData, u64> = self.map(MAP_CLOCK).try_into().unwrap();
+        a.set(CLOCK_SLOT_FROZEN, t, 0).unwrap();
     }
 
     /// Moves the kernel clock forward by `d`.

@@ -171,11 +171,6 @@ fn set_conf(bed: &mut TestBed, c: GateConf) {
     a.set(0, c, 0).unwrap();
 }
 
-fn freeze(bed: &mut TestBed, t: u64) {
-    let mut a: Array<&mut MapData, u64> = bed.map(MAP_CLOCK).try_into().unwrap();
-    a.set(CLOCK_SLOT_FROZEN, t, 0).unwrap();
-}
-
 fn kernel_flows(bed: &mut TestBed) -> BTreeMap<FlowKey, FlowValue> {
     let h: BpfHashMap<&MapData, FlowKey, FlowValue> =
         (&*bed.map(MAP_GATE_FLOWS)).try_into().unwrap();
@@ -207,7 +202,7 @@ fn flows_opened_under_a_grant_outlive_it() {
     let fin = Packet::tcp(c, s, 40000, 22, 0x11).build();
     let udp = Packet::udp(c, s, 5000, 53).build();
     let t0 = bed.kernel_now();
-    freeze(&mut bed, t0);
+    bed.freeze(t0);
     grant(&mut bed, key(c, 6, 22), t0 + 10 * SECOND);
     grant(&mut bed, key(c, 17, 53), t0 + 10 * SECOND);
     assert_eq!(bed.run_tc(PROG_GATE, &syn), TCX_NEXT, "granted SYN");
@@ -215,7 +210,7 @@ fn flows_opened_under_a_grant_outlive_it() {
     assert_eq!(kernel_flows(&mut bed).len(), 2, "both flows recorded");
 
     // The grant has ended: the connection goes on, a new one is refused.
-    freeze(&mut bed, t0 + 60 * SECOND);
+    bed.freeze(t0 + 60 * SECOND);
     assert_eq!(bed.run_tc(PROG_GATE, &ack), TCX_NEXT, "established flow");
     assert_eq!(
         bed.run_tc(PROG_GATE, &ack_other),
@@ -240,13 +235,13 @@ fn flows_opened_under_a_grant_outlive_it() {
     assert_eq!(counter(&mut bed, GateCounter::Flow), 1);
 
     // Each packet pushes the expiry: 90 s later still alive (idle 100 s).
-    freeze(&mut bed, t0 + 150 * SECOND);
+    bed.freeze(t0 + 150 * SECOND);
     assert_eq!(bed.run_tc(PROG_GATE, &ack), TCX_NEXT, "90 s idle < 100 s");
     // FIN: the closing timeout (5 s) applies from now on.
     assert_eq!(bed.run_tc(PROG_GATE, &fin), TCX_NEXT, "FIN of the flow");
-    freeze(&mut bed, t0 + 154 * SECOND);
+    bed.freeze(t0 + 154 * SECOND);
     assert_eq!(bed.run_tc(PROG_GATE, &ack), TCX_NEXT, "last ACK within 5 s");
-    freeze(&mut bed, t0 + 160 * SECOND);
+    bed.freeze(t0 + 160 * SECOND);
     assert_eq!(
         bed.run_tc(PROG_GATE, &ack),
         TC_ACT_SHOT,
@@ -261,7 +256,7 @@ fn flows_opened_under_a_grant_outlive_it() {
     set_conf(&mut bed, conf(0, 0, 0));
     grant(&mut bed, key(c, 6, 22), t0 + 170 * SECOND);
     assert_eq!(bed.run_tc(PROG_GATE, &syn_other), TCX_NEXT);
-    freeze(&mut bed, t0 + 171 * SECOND);
+    bed.freeze(t0 + 171 * SECOND);
     assert_eq!(
         bed.run_tc(PROG_GATE, &ack_other),
         TC_ACT_SHOT,
@@ -278,14 +273,14 @@ fn full_flow_table_fails_closed() {
     protect(&mut bed, &[(GATE_TCP, 22)]);
     set_conf(&mut bed, conf(100, 5, 20));
     let t0 = bed.kernel_now();
-    freeze(&mut bed, t0);
+    bed.freeze(t0);
     grant(&mut bed, key(c, 6, 22), t0 + 10 * SECOND);
     for sport in [1000, 1001, 1002] {
         let syn = Packet::tcp(c, s, sport, 22, 0x02).build();
         assert_eq!(bed.run_tc(PROG_GATE, &syn), TCX_NEXT, "granted SYN {sport}");
     }
     assert_eq!(counter(&mut bed, GateCounter::FlowsFull), 1);
-    freeze(&mut bed, t0 + 30 * SECOND);
+    bed.freeze(t0 + 30 * SECOND);
     for (sport, want) in [(1000, TCX_NEXT), (1001, TCX_NEXT), (1002, TC_ACT_SHOT)] {
         let ack = Packet::tcp(c, s, sport, 22, 0x10).build();
         assert_eq!(bed.run_tc(PROG_GATE, &ack), want, "flow from port {sport}");
@@ -417,7 +412,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
         let (tcp, closing, udp) = sc.timeouts;
         set_conf(&mut bed, conf(tcp, closing, udp));
         let mut now = bed.kernel_now();
-        freeze(&mut bed, now);
+        bed.freeze(now);
         let port_of = |i: usize| sc.ports.get(i).map(|p| p.1).unwrap_or(4242);
         let mut grants: HashMap<GrantKey, u64> = HashMap::new();
         for &(si, pi, secs) in &sc.grants {
@@ -453,7 +448,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
         };
         for &(si, pi, sport, flags, frag, mangle, dt) in &sc.packets {
             now += dt * SECOND;
-            freeze(&mut bed, now);
+            bed.freeze(now);
             let src = sc.sources[si];
             let udp = sc.ports.get(pi).map(|p| p.0) == Some(GATE_UDP);
             let mut p = if udp {

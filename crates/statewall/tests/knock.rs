@@ -46,14 +46,20 @@ impl Kernel {
             .1
     }
 
-    fn live_grants(&self) -> usize {
+    /// Grants that have not expired.
+    fn live(&self) -> Vec<statewall_common::maps::GrantKey> {
         let now = self.eng.kernel_now();
         self.eng
             .grants()
             .unwrap()
-            .iter()
+            .into_iter()
             .filter(|(_, v)| v.expires_ns > now)
-            .count()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    fn live_grants(&self) -> usize {
+        self.live().len()
     }
 }
 
@@ -210,13 +216,7 @@ fn established_connection_survives_window_end() {
 }
 
 fn granted(k: &Kernel, addr: IpAddr, port: u16) -> bool {
-    let now = k.eng.kernel_now();
-    let key = statewall::api::key_for(addr, 6, port);
-    k.eng
-        .grants()
-        .unwrap()
-        .iter()
-        .any(|(g, v)| *g == key && v.expires_ns > now)
+    k.live().contains(&statewall::api::key_for(addr, 6, port))
 }
 
 /// One-time sequences (knockd's file), counter-based and time-based sequences: each

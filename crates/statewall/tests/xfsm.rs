@@ -8,7 +8,7 @@ mod common;
 
 use std::{collections::HashSet, net::IpAddr};
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use common::soak_cases;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use statewall::{
@@ -17,7 +17,7 @@ use statewall::{
     xfsm::{compile, write_tables, KnockDoor, RefTables},
 };
 use statewall_common::{
-    maps::{GrantKey, GrantValue, CLOCK_SLOT_FROZEN, MAP_CLOCK, MAP_GATE_GRANTS},
+    maps::{GrantKey, GrantValue, MAP_GATE_GRANTS},
     parse::{parse_packet, tcp},
     proto,
     xfsm::{
@@ -28,11 +28,6 @@ use statewall_common::{
 };
 
 const SEC: u64 = 1_000_000_000;
-
-fn freeze(bed: &mut TestBed, t: u64) {
-    let mut a: Array<&mut MapData, u64> = bed.map(MAP_CLOCK).try_into().unwrap();
-    a.set(CLOCK_SLOT_FROZEN, t, 0).unwrap();
-}
 
 fn random_doors(rng: &mut StdRng) -> Vec<KnockDoor> {
     let n = rng.random_range(1..=3);
@@ -229,7 +224,7 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
             Packet::udp(src, server(&src), 40000 + si as u16, port)
         }
         .build();
-        freeze(&mut bed, now);
+        bed.freeze(now);
         let got = bed.run_tc(statewall::ebpf::PROG_XFSM, &frame);
         let want = step(&mut r, &parse_packet(&frame), now);
         assert_eq!(
