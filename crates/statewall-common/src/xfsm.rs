@@ -75,6 +75,10 @@ pub const MAP_EVENTS: &str = "SW_XFSM_EVENTS";
 /// [`E_ONCE`] deletes its key; the delete succeeds for one packet only (atomic in the map),
 /// so a one-time sequence opens at most once, across CPUs and table generations.
 pub const MAP_ONCE: &str = "SW_XFSM_ONCE";
+/// Payload patterns ([`Payload`], [`MAX_PAYLOADS`] per generation).
+pub const MAP_PAYLOADS: &str = "SW_XFSM_PAYLD";
+/// Per-CPU: the UDP payload of the packet being processed, when a transition may need it.
+pub const MAP_SNAPSHOT: &str = "SW_XFSM_SNAP";
 /// Capacity of [`MAP_ONCE`].
 pub const ONCE_MAX: u32 = 4096;
 
@@ -88,6 +92,9 @@ pub const CTL_LEN: u32 = 4;
 /// [`CTL_GEN`] bit: some machine can act on any port or keys no address, so the per-packet
 /// fast path (port prefilter and address filter) cannot rule a packet out.
 pub const CTL_SLOW: u32 = 2;
+/// Flag in the [`CTL_GEN`] word: some transition matches a UDP payload, so a UDP packet
+/// to a port in the prefilter has its payload captured.
+pub const CTL_PAYLOAD: u32 = 4;
 /// Buckets of the address filter.
 pub const ADDR_BUCKETS: u32 = 4096;
 
@@ -224,9 +231,16 @@ pub struct TransKey {
     pub proto: u8,
     /// Destination port, 0 = any.
     pub port: u16,
+    /// Direction the packet travels: [`DIR_INGRESS`] or [`DIR_EGRESS`].
+    pub dir: u8,
     /// Explicit padding.
-    pub _pad: u16,
+    pub _pad: u8,
 }
+
+/// Direction: a packet arriving on the interface (tcx ingress, XDP).
+pub const DIR_INGRESS: u8 = 0;
+/// Direction: a packet leaving through the interface (tcx egress).
+pub const DIR_EGRESS: u8 = 1;
 
 /// Action: hand the packet on to the next stage.
 pub const ACT_NEXT: u8 = 0;
@@ -275,8 +289,65 @@ pub struct Trans {
     pub once: u64,
     /// Index of this transition's counter.
     pub counter: u32,
+    /// UDP payload the packet must carry: pattern `payload - 1` in [`MAP_PAYLOADS`]
+    /// (0 = any payload). A packet without it does not match, and the next, less specific,
+    /// key is tried.
+    pub payload: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 3],
+}
+
+/// Longest UDP payload a transition can match.
+pub const PAYLOAD_MAX: usize = 64;
+/// Payload patterns per generation.
+pub const MAX_PAYLOADS: u32 = 32;
+/// A payload length no packet has: the packet's payload was not captured.
+pub const PAYLOAD_NONE: u32 = u32::MAX;
+
+/// A UDP payload: a pattern in [`MAP_PAYLOADS`], or the packet's payload captured into
+/// [`MAP_SNAPSHOT`]. Bytes past `len` are zero, so that two payloads compare as words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Payload {
+    /// Bytes used.
+    pub len: u32,
     /// Explicit padding.
     pub _pad: u32,
+    /// The bytes, in packet order (native-endian words).
+    pub words: [u64; PAYLOAD_MAX / 8],
+}
+
+impl Payload {
+    /// A payload holding `b`; `None` when longer than [`PAYLOAD_MAX`].
+    pub fn from_bytes(b: &[u8]) -> Option<Payload> {
+        if b.len() > PAYLOAD_MAX {
+            return None;
+        }
+        let mut buf = [0u8; PAYLOAD_MAX];
+        buf[..b.len()].copy_from_slice(b);
+        let mut p = Payload {
+            len: b.len() as u32,
+            ..Default::default()
+        };
+        for (i, w) in p.words.iter_mut().enumerate() {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&buf[i * 8..i * 8 + 8]);
+            *w = u64::from_ne_bytes(x);
+        }
+        Some(p)
+    }
+
+    /// Equal length and bytes, compared word by word without an early exit.
+    #[inline(always)]
+    pub fn same(&self, o: &Payload) -> bool {
+        let mut diff = (self.len ^ o.len) as u64;
+        let mut i = 0;
+        while i < PAYLOAD_MAX / 8 {
+            diff |= self.words[i] ^ o.words[i];
+            i += 1;
+        }
+        diff == 0
+    }
 }
 
 /// What a grant set opens, and for how long.
@@ -592,6 +663,9 @@ pub trait Tables {
     fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool;
     /// Deletes a grant.
     fn revoke(&mut self, k: &GrantKey);
+    /// True when the packet's captured payload equals pattern `idx - 1` of the generation
+    /// (called only for a packet whose payload was captured: [`Ctx::snap`]).
+    fn payload_matches(&self, generation: u32, idx: u8) -> bool;
     /// Removes a one-time key; true when it was there (this packet used it).
     fn take_once(&mut self, key: u64) -> bool;
     /// Adds one to a stage counter.
@@ -614,22 +688,69 @@ pub struct Ctx<'a> {
     pub pbits: u16,
     /// Enabled machines.
     pub mask: u32,
+    /// [`DIR_INGRESS`] or [`DIR_EGRESS`].
+    pub dir: u8,
+    /// The packet's UDP payload was captured (see [`wants_payload`]).
+    pub snap: bool,
+}
+
+/// Packed form of a context's tables part (generation, direction, capture, prefilter bits,
+/// machines) for the kernel's loop, whose calls take at most five arguments.
+impl Ctx<'_> {
+    /// Packs everything but the packet and the time.
+    pub fn pack(&self) -> u64 {
+        self.generation as u64 & 1
+            | (self.dir as u64 & 1) << 1
+            | (self.snap as u64) << 2
+            | (self.pbits as u64) << 8
+            | (self.mask as u64) << 32
+    }
+
+    /// The inverse of [`Ctx::pack`].
+    pub fn unpack(p: &PacketInfo, now: u64, packed: u64) -> Ctx<'_> {
+        Ctx {
+            p,
+            now,
+            generation: (packed & 1) as u32,
+            dir: ((packed >> 1) & 1) as u8,
+            snap: (packed >> 2) & 1 != 0,
+            pbits: (packed >> 8) as u16,
+            mask: (packed >> 32) as u32,
+        }
+    }
+}
+
+/// True when the packet's UDP payload must be captured before the machines run: some
+/// transition of the generation matches a payload (`ctl_gen` has [`CTL_PAYLOAD`]), the
+/// packet is UDP to a port some machine has a transition on, and the payload is at most
+/// [`PAYLOAD_MAX`] bytes (a longer one matches no pattern).
+#[inline(always)]
+pub fn wants_payload(ctl_gen: u32, c: &Ctx<'_>) -> bool {
+    ctl_gen & CTL_PAYLOAD != 0
+        && c.p.l4proto == proto::UDP
+        && c.pbits >> 8 != 0
+        && c.p.payload_len as usize <= PAYLOAD_MAX
 }
 
 #[inline(never)]
-fn find_trans<T: Tables>(t: &T, generation: u8, m: u8, state: u8, p: &PacketInfo) -> Option<Trans> {
+fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: u8, state: u8) -> Option<Trans> {
+    let p = c.p;
     let mut i = 0;
     while i < 3 {
         let k = TransKey {
-            generation,
+            generation: c.generation as u8,
             machine: m,
             state,
             proto: if i < 2 { p.l4proto } else { 0 },
             port: if i == 0 { p.dport } else { 0 },
+            dir: c.dir,
             _pad: 0,
         };
         if let Some(tr) = t.trans(&k) {
-            if p.l4proto != proto::TCP || p.tcp_flags & tr.flags_mask == tr.flags_value {
+            let flags_ok = p.l4proto != proto::TCP || p.tcp_flags & tr.flags_mask == tr.flags_value;
+            let payload_ok =
+                tr.payload == 0 || (c.snap && t.payload_matches(c.generation, tr.payload));
+            if flags_ok && payload_ok {
                 return Some(tr);
             }
         }
@@ -838,7 +959,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     {
         return 0;
     }
-    match find_trans(t, c.generation as u8, mm, state, p) {
+    match find_trans(t, c, mm, state) {
         Some(tr) => w.tr = tr,
         None => return 0,
     }
@@ -896,8 +1017,11 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     } else if w.tr.hard_ns != 0 {
         w.nv.hard_deadline = now + w.tr.hard_ns;
     }
-    // Nothing to write for a DEFAULT -> DEFAULT transition with no entry.
-    if new_state != STATE_DEFAULT || found || w.mach.update != w.mach.lookup {
+    // Nothing to write for a DEFAULT -> DEFAULT transition with no entry, nor for one that
+    // stays and keeps both timers (the entry, if any, is already what it would write).
+    let keeps_all = w.tr.next_state == NEXT_STAY
+        && w.tr.effects & (E_KEEP_HARD | E_KEEP_IDLE) == E_KEEP_HARD | E_KEEP_IDLE;
+    if !keeps_all && (new_state != STATE_DEFAULT || found || w.mach.update != w.mach.lookup) {
         // An entry exists at the lookup key unless there was none or it expired to DEFAULT.
         w.exists = (found && (expired == 0 || state != STATE_DEFAULT)) as u8;
         w.write = 1;
@@ -948,13 +1072,15 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
     }
 }
 
-/// Starts a packet: counts it and returns the context, or `None` when no machine can
-/// care about it (not L4, a non-first fragment, no machine enabled, or the fast path rules
-/// it out). The clock is read only when needed (`now`).
+/// Starts a packet travelling in direction `dir`: counts it and returns the context, or
+/// `None` when no machine can care about it (not L4, a non-first fragment, no machine
+/// enabled, or the fast path rules it out). The clock is read only when needed (`now`).
+/// [`Ctx::snap`] says whether the caller must capture the UDP payload ([`wants_payload`]).
 #[inline(always)]
 pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
     t: &mut T,
     p: &'a PacketInfo,
+    dir: u8,
     now: F,
 ) -> Option<Ctx<'a>> {
     t.count(Counter::Seen);
@@ -975,8 +1101,8 @@ pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
         proto::UDP => (pbits >> 8) as u32,
         _ => 0,
     };
-    // (A bucket never marked is 0: no clock read needed.)
-    if g & CTL_SLOW == 0 && proto_bits & mask == 0 {
+    let now = if g & CTL_SLOW == 0 && proto_bits & mask == 0 {
+        // (A bucket never marked is 0: no clock read needed.)
         let a = t.addr_active(addr_bucket(&p.saddr));
         let b = t.addr_active(addr_bucket(&p.daddr));
         if a == 0 && b == 0 {
@@ -986,22 +1112,21 @@ pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
         if a <= now && b <= now {
             return None;
         }
-        return Some(Ctx {
-            p,
-            now,
-            generation,
-            pbits,
-            mask,
-        });
-    }
-    let now = now();
-    Some(Ctx {
+        now
+    } else {
+        now()
+    };
+    let mut c = Ctx {
         p,
         now,
         generation,
         pbits,
         mask,
-    })
+        dir,
+        snap: false,
+    };
+    c.snap = wants_payload(g, &c);
+    Some(c)
 }
 
 /// Ends a packet: applies the pending grant action (`grant`: the last machine's
@@ -1016,10 +1141,12 @@ pub fn finish<T: Tables>(t: &mut T, c: &Ctx<'_>, grant: u64) {
     emit(t, c, (grant >> 32) as u32 | (r as u32) << 24, set as u32);
 }
 
-/// Runs the stage on one parsed packet at kernel time `now`: `true` = hand on, `false` =
-/// drop. (The kernel runs the same pieces, with `bpf_loop` driving the machines.)
-pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, now: u64) -> bool {
-    let Some(c) = begin(t, p, || now) else {
+/// Runs the stage on one parsed packet travelling in direction `dir` at kernel time `now`:
+/// `true` = hand on, `false` = drop. The tables hold the packet's payload for
+/// [`Tables::payload_matches`]. (The kernel runs the same pieces, with `bpf_loop` driving
+/// the machines.)
+pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> bool {
+    let Some(c) = begin(t, p, dir, || now) else {
         return true;
     };
     let mut pass = true;
@@ -1065,4 +1192,6 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Work {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Payload {}
 }

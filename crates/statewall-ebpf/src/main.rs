@@ -5,7 +5,8 @@
 //!
 //! | program | hook | what |
 //! | --- | --- | --- |
-//! | `sw_xfsm` | tcx ingress | OpenState engine (port knocking), before the gate |
+//! | `sw_xfsm` | tcx ingress | OpenState engine (port knocking, raw machines), before the gate |
+//! | `sw_xfsm_egress` | tcx egress | the same engine for packets leaving (raw machines) |
 //! | `sw_gate` | tcx | protected ports: drop unless a grant exists |
 //! | `sw_xdp_ingress` | xdp | the ingress stages in one program (gate today) |
 //! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
@@ -20,11 +21,17 @@ mod xfsm;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    cty::c_void,
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
     maps::{Array, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
-use statewall_common::{parse::PacketInfo, TCX_NEXT, TC_ACT_SHOT};
+use statewall_common::{
+    parse::PacketInfo,
+    xfsm::{DIR_EGRESS, DIR_INGRESS},
+    TCX_NEXT, TC_ACT_SHOT,
+};
 
 use crate::parse::Cursor;
 
@@ -93,17 +100,47 @@ pub fn sw_gate(ctx: TcContext) -> i32 {
     gate::run(p)
 }
 
-#[classifier]
-pub fn sw_xfsm(ctx: TcContext) -> i32 {
+/// Copies `len` (1..=64) bytes of a tc packet from `off` to `dst`.
+#[inline(always)]
+fn load_tc(ctx: &TcContext, dst: *mut u8, off: u32, len: u32) -> bool {
+    let n = len & 0x7f;
+    if n == 0 || n > 64 {
+        return false;
+    }
+    unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const c_void, off, dst as *mut c_void, n) == 0 }
+}
+
+/// Copies `len` (1..=64) bytes of an XDP frame from `off` to `dst`.
+#[inline(always)]
+fn load_xdp(ctx: &XdpContext, dst: *mut u8, off: u32, len: u32) -> bool {
+    let n = len & 0x7f;
+    if n == 0 || n > 64 {
+        return false;
+    }
+    unsafe { bpf_xdp_load_bytes(ctx.ctx, off, dst as *mut c_void, n) == 0 }
+}
+
+#[inline(always)]
+fn xfsm_tc(ctx: &TcContext, dir: u8) -> i32 {
     let Some(p) = scratch() else {
         return TCX_NEXT;
     };
-    parse_tc(&ctx, p);
-    if xfsm::run(p) {
+    parse_tc(ctx, p);
+    if xfsm::run(p, dir, |dst, off, len| load_tc(ctx, dst, off, len)) {
         TCX_NEXT
     } else {
         TC_ACT_SHOT
     }
+}
+
+#[classifier]
+pub fn sw_xfsm(ctx: TcContext) -> i32 {
+    xfsm_tc(&ctx, DIR_INGRESS)
+}
+
+#[classifier]
+pub fn sw_xfsm_egress(ctx: TcContext) -> i32 {
+    xfsm_tc(&ctx, DIR_EGRESS)
 }
 
 /// XDP ingress: the ingress stages in chain order in one program (parse once): xfsm, gate.
@@ -113,7 +150,8 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     parse_xdp(&ctx, p);
-    if xfsm::run(p) && gate::run(p) == TCX_NEXT {
+    let load = |dst, off, len| load_xdp(&ctx, dst, off, len);
+    if xfsm::run(p, DIR_INGRESS, load) && gate::run(p) == TCX_NEXT {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP

@@ -12,9 +12,10 @@ use statewall_common::{
     parse::PacketInfo,
     xfsm::{
         begin, commit_machine, finish, run_machine, Counter, Ctx, Event, GrantSet, LockKey,
-        LockVal, Machine, StateKey, StateVal, Tables, Trans, TransKey, Work, ACTIVE_BUCKETS,
-        ADDR_BUCKETS, COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES, MAX_TRANS_COUNTERS,
-        ONCE_MAX, PORTS_PER_GEN, RUN_DROP, RUN_GRANT,
+        LockVal, Machine, Payload, StateKey, StateVal, Tables, Trans, TransKey, Work,
+        ACTIVE_BUCKETS, ADDR_BUCKETS, COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES,
+        MAX_PAYLOADS, MAX_TRANS_COUNTERS, ONCE_MAX, PAYLOAD_MAX, PAYLOAD_NONE, PORTS_PER_GEN,
+        RUN_DROP, RUN_GRANT,
     },
 };
 
@@ -46,6 +47,11 @@ static SW_XFSM_AACT: Array<u64> = Array::with_max_entries(ADDR_BUCKETS, 0);
 static SW_XFSM_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 #[map(name = "SW_XFSM_TCOUNT")]
 static SW_XFSM_TCOUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_TRANS_COUNTERS, 0);
+#[map(name = "SW_XFSM_PAYLD")]
+static SW_XFSM_PAYLD: Array<Payload> = Array::with_max_entries(2 * MAX_PAYLOADS, 0);
+/// The captured UDP payload of the packet being processed (per CPU).
+#[map(name = "SW_XFSM_SNAP")]
+static SW_XFSM_SNAP: PerCpuArray<Payload> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SW_XFSM_EVENTS")]
 static SW_XFSM_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -129,6 +135,14 @@ impl Tables for Maps {
         SW_XFSM_LOCKS.insert(k, v, 0).is_ok()
     }
     #[inline(always)]
+    fn payload_matches(&self, generation: u32, idx: u8) -> bool {
+        let i = generation * MAX_PAYLOADS + (idx as u32).wrapping_sub(1) % MAX_PAYLOADS;
+        match (SW_XFSM_PAYLD.get(i), SW_XFSM_SNAP.get(0)) {
+            (Some(pat), Some(snap)) => pat.same(snap),
+            _ => false,
+        }
+    }
+    #[inline(always)]
     fn take_once(&mut self, key: u64) -> bool {
         SW_XFSM_ONCE.remove(&key).is_ok()
     }
@@ -178,7 +192,7 @@ impl Tables for Maps {
 /// per-CPU scratch slot, which keeps every frame of the call chain small).
 struct LoopCtx {
     now: u64,
-    /// generation | pbits << 8 | mask << 32
+    /// `Ctx::pack`
     packed: u64,
     drop: u64,
     grant: u64,
@@ -189,13 +203,39 @@ struct LoopCtx {
 static SW_XFSM_WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(1, 0);
 
 fn ctx_of(p: &PacketInfo, now: u64, packed: u64) -> Ctx<'_> {
-    Ctx {
-        p,
-        now,
-        generation: (packed & 1) as u32,
-        pbits: (packed >> 8) as u16,
-        mask: (packed >> 32) as u32,
+    Ctx::unpack(p, now, packed)
+}
+
+/// Captures the packet's UDP payload into the per-CPU snapshot with `load(dst, offset,
+/// len)`, which copies `len` bytes (1..=PAYLOAD_MAX) of the packet from `offset`.
+/// Returns false when that fails (the payload then matches no pattern).
+#[inline(always)]
+fn capture<L: FnOnce(*mut u8, u32, u32) -> bool>(p: &PacketInfo, load: L) -> bool {
+    let Some(snap) = SW_XFSM_SNAP.get_ptr_mut(0) else {
+        return false;
+    };
+    let snap = unsafe { &mut *snap };
+    let mut i = 0;
+    while i < PAYLOAD_MAX / 8 {
+        unsafe { core::ptr::write_volatile(&mut snap.words[i], 0) };
+        i += 1;
     }
+    let len = p.payload_len as u32;
+    snap.len = PAYLOAD_NONE;
+    if len as usize > PAYLOAD_MAX {
+        return false;
+    }
+    if len > 0
+        && !load(
+            snap.words.as_mut_ptr() as *mut u8,
+            p.payload_off as u32,
+            len,
+        )
+    {
+        return false;
+    }
+    snap.len = len;
+    true
 }
 
 /// `bpf_loop` callback: machine `i`. The verifier checks it with `i` unknown.
@@ -260,15 +300,18 @@ pub extern "C" fn sw_xfsm_commit(p: *const PacketInfo, m: u64, w: *mut Work) -> 
     0
 }
 
-/// Runs the stage on the packet in the scratch slot: true = hand on, false = drop. Same
-/// pieces as `statewall_common::xfsm::step`, with `bpf_loop` driving the machines.
+/// Runs the stage on the packet in the scratch slot, travelling in direction `dir`: true =
+/// hand on, false = drop. Same pieces as `statewall_common::xfsm::step`, with `bpf_loop`
+/// driving the machines; `load` copies payload bytes when a transition needs them.
 #[inline(always)]
-pub fn run(p: &PacketInfo) -> bool {
-    let (packed, now) = match begin(&mut Maps, p, crate::clock::now_ns) {
-        Some(c) => (
-            c.generation as u64 | (c.pbits as u64) << 8 | (c.mask as u64) << 32,
-            c.now,
-        ),
+pub fn run<L: FnOnce(*mut u8, u32, u32) -> bool>(p: &PacketInfo, dir: u8, load: L) -> bool {
+    let (packed, now) = match begin(&mut Maps, p, dir, crate::clock::now_ns) {
+        Some(mut c) => {
+            if c.snap {
+                c.snap = capture(p, load);
+            }
+            (c.pack(), c.now)
+        }
         None => return true,
     };
     let mut lc = LoopCtx {

@@ -13,7 +13,7 @@
 //! | GET | `/api/v1/doors` | knock doors: open sources, sources part-way through, lockouts |
 //! | POST | `/api/v1/doors/{door}/open` | `{"source", "seconds"?}`: open a door by hand |
 //! | POST | `/api/v1/doors/{door}/close` | `{"source"}`: close a door by hand |
-//! | GET | `/api/v1/xfsm` | xfsm stage counters and per-transition counters |
+//! | GET | `/api/v1/xfsm` | xfsm stage counters, per-transition counters, `[[xfsm]]` machines and their states |
 //! | GET | `/api/v1/xfsm/events` | door events as server-sent events (`data: {json}`) |
 //!
 //! Bodies are parsed without looking at `Content-Type` (clients that send none are served);
@@ -486,7 +486,53 @@ async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
         .into_iter()
         .map(|(n, v)| json!({"transition": n, "packets": v}))
         .collect();
-    Ok(Json(json!({"counters": counters, "transitions": trans})).into_response())
+    // The `[[xfsm]]` machines and their live states (keys in the lookup scope's order).
+    let now = g.engine.kernel_now();
+    let secs = |t: u64| t.saturating_sub(now) as f64 / 1e9;
+    let states = g.engine.xfsm_states().map_err(ApiError::internal)?;
+    let nk = g.config.knocks.len();
+    let mut machines = Vec::new();
+    if let Some(c) = &g.engine.xfsm {
+        for (i, mc) in g.config.machines.iter().enumerate() {
+            let m = nk + i;
+            let Some(mach) = c.machines.get(m) else {
+                continue;
+            };
+            let (na, np, has_proto) = mach.lookup.shape();
+            let live: Vec<_> = states
+                .iter()
+                .filter(|(k, v)| {
+                    k.machine as usize == m
+                        && (v.hard_deadline == 0 || v.hard_deadline > now)
+                        && (v.idle_deadline == 0 || v.idle_deadline > now)
+                })
+                .map(|(k, v)| {
+                    let addrs: Vec<IpAddr> = k.addrs[..na as usize]
+                        .iter()
+                        .map(|a| addr_ip(k.family, a))
+                        .collect();
+                    json!({
+                        "addrs": addrs,
+                        "ports": &k.ports[..np as usize],
+                        "proto": if has_proto { Some(k.proto) } else { None },
+                        "state": c.state_name(m, v.state),
+                        "idle_left": if v.idle_deadline == 0 { None } else { Some(secs(v.idle_deadline)) },
+                        "hard_left": if v.hard_deadline == 0 { None } else { Some(secs(v.hard_deadline)) },
+                    })
+                })
+                .collect();
+            machines.push(json!({
+                "name": mc.name,
+                "lookup": mc.lookup,
+                "update": mc.update.as_ref().unwrap_or(&mc.lookup),
+                "states": live,
+            }));
+        }
+    }
+    Ok(
+        Json(json!({"counters": counters, "transitions": trans, "machines": machines}))
+            .into_response(),
+    )
 }
 
 async fn xfsm_events(

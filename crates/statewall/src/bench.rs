@@ -192,7 +192,7 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         vec![(6, 22)],
     );
     door.lockout = Some((5, 60_000_000_000, 300_000_000_000));
-    let compiled = crate::xfsm::compile(&[door]).expect("bench door");
+    let compiled = crate::xfsm::compile(&[door], &[]).expect("bench door");
     crate::xfsm::write_tables(&mut bed, &compiled, Some(&[])).expect("write tables");
     let (base, x) = interleave(
         &mut bed,

@@ -58,6 +58,9 @@ pub struct Config {
     /// `[[knock]]`: port-knocking doors (compiled to xfsm machines).
     #[serde(rename = "knock")]
     pub knocks: Vec<KnockConfig>,
+    /// `[[xfsm]]`: machines written by hand (after the doors, in file order).
+    #[serde(rename = "xfsm")]
+    pub machines: Vec<XfsmConfig>,
 }
 
 /// A duration written `"500ms"`, `"5s"`, `"2m"`, `"1h"` or a bare number of seconds.
@@ -292,6 +295,123 @@ pub struct KnockConfig {
     /// User the commands run as (absent = the daemon's user).
     #[serde(default)]
     pub run_as: Option<String>,
+    /// UDP payload every UDP knock must carry: `true` for the canned default
+    /// ([`DEFAULT_KNOCK_PAYLOAD`]) or a string; absent or `false` = any payload.
+    #[serde(default)]
+    pub udp_payload: Option<PayloadSpec>,
+    /// Payload per UDP step port (`"2222" = "text"`), overriding `udp_payload` there.
+    #[serde(default)]
+    pub step_payload: std::collections::BTreeMap<String, PayloadSpec>,
+}
+
+/// The payload `udp_payload = true` asks for (what `statewall knock --default-payload`
+/// sends).
+pub const DEFAULT_KNOCK_PAYLOAD: &[u8] = b"statewall-knock";
+
+/// A UDP payload to match: `true` (the canned default), `false` (none) or a string.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PayloadSpec {
+    /// `true` = [`DEFAULT_KNOCK_PAYLOAD`], `false` = no match on the payload.
+    Canned(bool),
+    /// These bytes (UTF-8).
+    Text(String),
+}
+
+impl PayloadSpec {
+    /// The bytes to match (`None` for `false`), checked: 1 to 64 bytes.
+    pub fn bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        let b = match self {
+            PayloadSpec::Canned(false) => return Ok(None),
+            PayloadSpec::Canned(true) => DEFAULT_KNOCK_PAYLOAD.to_vec(),
+            PayloadSpec::Text(t) => t.as_bytes().to_vec(),
+        };
+        let max = statewall_common::xfsm::PAYLOAD_MAX;
+        if b.is_empty() || b.len() > max {
+            return Err(format!("a payload of {} bytes: 1 to {max}", b.len()));
+        }
+        Ok(Some(b))
+    }
+}
+
+/// `[[xfsm]]`: a machine written by hand.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XfsmConfig {
+    /// Name (events, counters).
+    pub name: String,
+    /// Lookup scope: fields of `src_ip`, `dst_ip`, `proto`, `src_port`, `dst_port` (at most
+    /// two addresses and two ports).
+    pub lookup: Vec<String>,
+    /// Update scope (default: the lookup scope); same number of address and port fields
+    /// and the protocol in both or neither.
+    #[serde(default)]
+    pub update: Option<Vec<String>>,
+    /// States besides DEFAULT.
+    #[serde(default)]
+    pub states: Vec<String>,
+    /// Transitions (`[[xfsm.transition]]`), searched most specific first.
+    #[serde(default, rename = "transition")]
+    pub transitions: Vec<XfsmTransition>,
+}
+
+/// `[[xfsm.transition]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XfsmTransition {
+    /// State it leaves.
+    #[serde(default = "default_state")]
+    pub state: String,
+    /// `ingress`, `egress` or `any`.
+    #[serde(default = "default_direction")]
+    pub direction: String,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or `any`.
+    #[serde(default = "default_any")]
+    pub proto: String,
+    /// Destination port (TCP/UDP), 0 = any.
+    #[serde(default)]
+    pub port: u16,
+    /// TCP flags in knockd's syntax (`syn,!ack`); absent = any.
+    #[serde(default)]
+    pub tcpflags: Option<String>,
+    /// UDP payload the packet must carry.
+    #[serde(default)]
+    pub payload: Option<PayloadSpec>,
+    /// `pass` (hand on to the next stage) or `drop`.
+    #[serde(default = "default_pass")]
+    pub action: String,
+    /// State to go to; absent = stay (timers kept, nothing written).
+    #[serde(default)]
+    pub next: Option<String>,
+    /// Idle timeout to arm on the state gone to.
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+    /// State the idle timeout rolls back to (default DEFAULT).
+    #[serde(default)]
+    pub idle_rollback: Option<String>,
+    /// Hard timeout to arm.
+    #[serde(default)]
+    pub hard_timeout: Option<Dur>,
+    /// State the hard timeout rolls back to (default DEFAULT).
+    #[serde(default)]
+    pub hard_rollback: Option<String>,
+    /// `hard`, `idle` or `both`: the state gone to keeps the current deadline (and its
+    /// rollback) instead of arming a new one (a sequence's timer keeps running).
+    #[serde(default)]
+    pub keep: Option<String>,
+}
+
+fn default_state() -> String {
+    "DEFAULT".into()
+}
+fn default_direction() -> String {
+    "ingress".into()
+}
+fn default_any() -> String {
+    "any".into()
+}
+fn default_pass() -> String {
+    "pass".into()
 }
 
 impl KnockConfig {
@@ -320,6 +440,8 @@ impl KnockConfig {
             stop_command: None,
             cmd_timeout: default_cmd_timeout(),
             run_as: None,
+            udp_payload: None,
+            step_payload: Default::default(),
         }
     }
 }
@@ -804,8 +926,281 @@ impl Config {
                     return Err(bad(at("run_as"), "an empty user name".into()));
                 }
             }
+            if let Some(p) = &k.udp_payload {
+                p.bytes().map_err(|e| bad(at("udp_payload"), e))?;
+            }
+            let udp_steps: BTreeSet<u16> = k
+                .sequence
+                .0
+                .iter()
+                .chain(k.close_sequence.iter().flat_map(|s| &s.0))
+                .filter(|s| s.0.proto == 17)
+                .map(|s| s.0.port)
+                .collect();
+            for (port, p) in &k.step_payload {
+                let at = at(&format!("step_payload.{port:?}"));
+                match port.trim().parse::<u16>() {
+                    Ok(n) if udp_steps.contains(&n) => {}
+                    _ => {
+                        return Err(bad(
+                            at,
+                            format!(
+                                "{port:?} is not the port of a UDP step of this door's sequences"
+                            ),
+                        ))
+                    }
+                }
+                p.bytes().map_err(|e| bad(at, e))?;
+            }
         }
+        let total = self.knocks.len() + self.machines.len();
+        if total > max {
+            return Err(bad(
+                "[[xfsm]]".into(),
+                format!(
+                    "{} doors and {} machines: at most {max} in all",
+                    self.knocks.len(),
+                    self.machines.len()
+                ),
+            ));
+        }
+        for (i, m) in self.machines.iter().enumerate() {
+            if !names.insert(m.name.clone()) {
+                return Err(bad(
+                    format!("[[xfsm]] #{} ({}) name", i + 1, m.name),
+                    "a door or machine with this name exists".into(),
+                ));
+            }
+        }
+        self.raw_machines()
+            .map(|_| ())
+            .map_err(|(at, msg)| bad(at, msg))?;
+        let doors = self.doors();
+        let raws = self.raw_machines().unwrap_or_default();
+        crate::xfsm::compile(&doors, &raws).map_err(|e| bad("[[knock]]/[[xfsm]]".into(), e))?;
         Ok(())
+    }
+
+    /// The `[[xfsm]]` machines resolved for [`crate::xfsm::compile`]; errors are (section
+    /// and key, message).
+    pub fn raw_machines(&self) -> Result<Vec<crate::xfsm::RawMachine>, (String, String)> {
+        use statewall_common::xfsm::{field, DIR_EGRESS, DIR_INGRESS};
+        let mut out = Vec::new();
+        for (i, m) in self.machines.iter().enumerate() {
+            let sec = format!("[[xfsm]] #{} ({})", i + 1, m.name);
+            let at = |key: &str| format!("{sec} {key}");
+            if m.name.is_empty()
+                || !m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err((
+                    at("name"),
+                    format!("{:?}: use letters, digits, '-' and '_'", m.name),
+                ));
+            }
+            let scope = |key: &str, v: &[String]| -> Result<Vec<u8>, (String, String)> {
+                let ids = v
+                    .iter()
+                    .map(|f| match f.as_str() {
+                        "src_ip" => Ok(field::SRC_IP),
+                        "dst_ip" => Ok(field::DST_IP),
+                        "proto" => Ok(field::PROTO),
+                        "src_port" => Ok(field::SRC_PORT),
+                        "dst_port" => Ok(field::DST_PORT),
+                        other => Err((
+                            at(key),
+                            format!("{other:?}: src_ip, dst_ip, proto, src_port or dst_port"),
+                        )),
+                    })
+                    .collect::<Result<Vec<u8>, _>>()?;
+                if statewall_common::xfsm::Scope::compile(&ids).is_none() {
+                    return Err((
+                        at(key),
+                        "each field at most once, at most two addresses and two ports".into(),
+                    ));
+                }
+                Ok(ids)
+            };
+            let lookup = scope("lookup", &m.lookup)?;
+            let update = match &m.update {
+                Some(u) => scope("update", u)?,
+                None => lookup.clone(),
+            };
+            let (l, u) = (
+                statewall_common::xfsm::Scope::compile(&lookup).unwrap(),
+                statewall_common::xfsm::Scope::compile(&update).unwrap(),
+            );
+            if l.shape() != u.shape() {
+                return Err((
+                    at("update"),
+                    "the update scope must give keys of the lookup scope's shape (as many addresses and ports, and the protocol in both or neither)".into(),
+                ));
+            }
+            let mut states = vec!["DEFAULT".to_string()];
+            for s in &m.states {
+                if s.is_empty() || states.contains(s) {
+                    return Err((at("states"), format!("{s:?}: empty or listed twice")));
+                }
+                states.push(s.clone());
+            }
+            if states.len() > 255 {
+                return Err((at("states"), "at most 254 states besides DEFAULT".into()));
+            }
+            if m.transitions.is_empty() {
+                return Err((
+                    at("transition"),
+                    "a machine needs at least one transition".into(),
+                ));
+            }
+            let mut trans = Vec::new();
+            for (j, t) in m.transitions.iter().enumerate() {
+                let at = |key: &str| format!("{sec} transition #{} {key}", j + 1);
+                let state_id = |key: &str, name: &str| -> Result<u8, (String, String)> {
+                    states
+                        .iter()
+                        .position(|s| s == name)
+                        .map(|i| i as u8)
+                        .ok_or_else(|| {
+                            (at(key), format!("{name:?} is not a state of this machine"))
+                        })
+                };
+                let dirs = match t.direction.as_str() {
+                    "ingress" => vec![DIR_INGRESS],
+                    "egress" => vec![DIR_EGRESS],
+                    "any" => vec![DIR_INGRESS, DIR_EGRESS],
+                    other => {
+                        return Err((
+                            at("direction"),
+                            format!("{other:?}: ingress, egress or any"),
+                        ))
+                    }
+                };
+                let proto = match t.proto.as_str() {
+                    "any" => 0,
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "icmp" => 1,
+                    "icmpv6" => 58,
+                    other => {
+                        return Err((
+                            at("proto"),
+                            format!("{other:?}: tcp, udp, icmp, icmpv6 or any"),
+                        ))
+                    }
+                };
+                if t.port != 0 && proto != 6 && proto != 17 {
+                    return Err((at("port"), "a port needs proto tcp or udp".into()));
+                }
+                let tcp_flags = match &t.tcpflags {
+                    Some(f) if proto == 6 => parse_tcpflags(f).map_err(|e| (at("tcpflags"), e))?,
+                    Some(_) => return Err((at("tcpflags"), "TCP flags need proto tcp".into())),
+                    None => (0, 0),
+                };
+                let payload = match &t.payload {
+                    Some(p) => {
+                        let b = p.bytes().map_err(|e| (at("payload"), e))?;
+                        if b.is_some() && (proto != 17 || t.port == 0) {
+                            return Err((
+                                at("payload"),
+                                "a payload match needs proto udp and a port".into(),
+                            ));
+                        }
+                        b.and_then(|b| statewall_common::xfsm::Payload::from_bytes(&b))
+                    }
+                    None => None,
+                };
+                let drop = match t.action.as_str() {
+                    "pass" => false,
+                    "drop" => true,
+                    other => return Err((at("action"), format!("{other:?}: pass or drop"))),
+                };
+                let timer = |key: &str, d: &Option<Dur>, rb: &Option<String>, rkey: &str| {
+                    let ns = d.map(|d| d.ns()).unwrap_or(0);
+                    if d.is_some() && (ns == 0 || ns > 86400 * 365 * 1_000_000_000) {
+                        return Err((at(key), "from 1ms to 365 days".into()));
+                    }
+                    let r = match rb {
+                        Some(n) if d.is_none() => {
+                            return Err((at(rkey), format!("{n:?} without {key}")))
+                        }
+                        Some(n) => state_id(rkey, n)?,
+                        None => 0,
+                    };
+                    Ok((ns, r))
+                };
+                let idle = timer(
+                    "idle_timeout",
+                    &t.idle_timeout,
+                    &t.idle_rollback,
+                    "idle_rollback",
+                )?;
+                let hard = timer(
+                    "hard_timeout",
+                    &t.hard_timeout,
+                    &t.hard_rollback,
+                    "hard_rollback",
+                )?;
+                use statewall_common::xfsm::{E_KEEP_HARD, E_KEEP_IDLE};
+                let keep = match t.keep.as_deref() {
+                    None => 0,
+                    Some("hard") => E_KEEP_HARD,
+                    Some("idle") => E_KEEP_IDLE,
+                    Some("both") => E_KEEP_HARD | E_KEEP_IDLE,
+                    Some(other) => {
+                        return Err((at("keep"), format!("{other:?}: hard, idle or both")))
+                    }
+                };
+                if (keep & E_KEEP_HARD != 0 && t.hard_timeout.is_some())
+                    || (keep & E_KEEP_IDLE != 0 && t.idle_timeout.is_some())
+                {
+                    return Err((
+                        at("keep"),
+                        "a kept timer cannot also be armed (drop its *_timeout)".into(),
+                    ));
+                }
+                if t.next.is_none() && keep != 0 {
+                    return Err((
+                        at("keep"),
+                        "without next the state stays with both timers kept already".into(),
+                    ));
+                }
+                let next = match &t.next {
+                    Some(n) => Some(state_id("next", n)?),
+                    None => {
+                        if t.idle_timeout.is_some() || t.hard_timeout.is_some() {
+                            return Err((
+                                at("next"),
+                                "timeouts are armed on the state gone to: give next (the same state to re-arm them)".into(),
+                            ));
+                        }
+                        None
+                    }
+                };
+                trans.push(crate::xfsm::RawTrans {
+                    state: state_id("state", &t.state)?,
+                    dirs,
+                    proto,
+                    port: t.port,
+                    tcp_flags,
+                    payload,
+                    drop,
+                    next,
+                    idle,
+                    hard,
+                    keep,
+                });
+            }
+            out.push(crate::xfsm::RawMachine {
+                name: m.name.clone(),
+                lookup,
+                update,
+                states,
+                transitions: trans,
+            });
+        }
+        Ok(out)
     }
 
     /// Every protected (protocol, port): `[gate] protected` and the doors' ports.
@@ -846,6 +1241,22 @@ impl Config {
                         .lockout
                         .as_ref()
                         .map(|l| (l.failures, l.within.ns(), l.duration.ns())),
+                    payload_all: k
+                        .udp_payload
+                        .as_ref()
+                        .and_then(|p| p.bytes().ok().flatten())
+                        .and_then(|b| statewall_common::xfsm::Payload::from_bytes(&b)),
+                    payloads: k
+                        .step_payload
+                        .iter()
+                        .filter_map(|(port, p)| {
+                            let b = p.bytes().ok().flatten()?;
+                            Some((
+                                port.trim().parse().ok()?,
+                                statewall_common::xfsm::Payload::from_bytes(&b)?,
+                            ))
+                        })
+                        .collect(),
                 }
             })
             .collect()

@@ -160,15 +160,23 @@ impl Doors {
 
     /// Handles one kernel event.
     pub fn on_kernel_event(&self, s: &Shared, e: &Event) {
-        let (door, from, to) = {
+        // Doors are machines 0.., the `[[xfsm]]` machines follow: their events are
+        // published the same way, under the machine's name.
+        let (door, name, from, to) = {
             let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
             let Some(c) = &g.engine.xfsm else { return };
             let m = e.machine as usize;
-            let Some(k) = g.config.knocks.get(m) else {
-                return;
+            let nk = g.config.knocks.len();
+            let (door, name) = match g.config.knocks.get(m) {
+                Some(k) => (Some(k.clone()), k.name.clone()),
+                None => match g.config.machines.get(m - nk) {
+                    Some(x) => (None, x.name.clone()),
+                    None => return,
+                },
             };
             (
-                k.clone(),
+                door,
+                name,
                 c.state_name(m, e.old_state),
                 c.state_name(m, e.new_state),
             )
@@ -181,13 +189,14 @@ impl Doors {
         };
         self.publish(DoorEvent {
             time: unix_now(),
-            door: door.name.clone(),
+            door: name,
             source,
             kind: event_kind(e).into(),
             from,
             to,
             packet,
         });
+        let Some(door) = door else { return };
         match e.reason {
             reason::GRANTED => self.opened(&door, source, "knock"),
             reason::REVOKED => self.closed(&door, source, false),

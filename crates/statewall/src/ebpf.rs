@@ -10,6 +10,8 @@ pub static OBJECT: &[u8] =
 pub const PROG_GATE: &str = "sw_gate";
 /// tc program of the xfsm stage (OpenState engine; port knocking), before the gate.
 pub const PROG_XFSM: &str = "sw_xfsm";
+/// tc program of the xfsm stage on egress (raw machines with egress transitions).
+pub const PROG_XFSM_EGRESS: &str = "sw_xfsm_egress";
 /// XDP ingress program: the ingress stages (xfsm, gate) in chain order.
 pub const PROG_XDP_INGRESS: &str = "sw_xdp_ingress";
 /// Parser probe (tc), test-run only.
@@ -41,6 +43,7 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::xfsm::MAP_STATS,
     statewall_common::xfsm::MAP_TCOUNT,
     statewall_common::xfsm::MAP_ONCE,
+    statewall_common::xfsm::MAP_PAYLOADS,
     statewall_common::xfsm::MAP_EVENTS,
 ];
 

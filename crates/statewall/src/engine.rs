@@ -120,13 +120,19 @@ pub fn desired_links(cfg: &Config) -> Vec<LinkSpot> {
         };
         match ifc.ingress {
             IngressHook::Tcx => {
-                if !cfg.knocks.is_empty() {
+                if !cfg.knocks.is_empty() || !cfg.machines.is_empty() {
                     v.push(spot("ingress", ebpf::PROG_XFSM));
                 }
                 v.push(spot("ingress", PROG_GATE));
             }
             IngressHook::Xdp => v.push(spot("xdp", PROG_XDP_INGRESS)),
-            IngressHook::Off => {}
+            IngressHook::Off => continue,
+        }
+        if cfg
+            .raw_machines()
+            .is_ok_and(|r| crate::xfsm::raw_uses_egress(&r))
+        {
+            v.push(spot("egress", ebpf::PROG_XFSM_EGRESS));
         }
     }
     v
@@ -135,7 +141,7 @@ pub fn desired_links(cfg: &Config) -> Vec<LinkSpot> {
 /// Chain order of the programs on a tcx hook (lower first).
 fn chain_rank(program: &str) -> u32 {
     match program {
-        ebpf::PROG_XFSM => 30,
+        ebpf::PROG_XFSM | ebpf::PROG_XFSM_EGRESS => 30,
         PROG_GATE => 40,
         _ => 100,
     }
@@ -184,6 +190,7 @@ pub struct HookState {
 /// The programs the daemon loads, pins and attaches: (name, is XDP).
 pub const PROGRAMS: &[(&str, bool)] = &[
     (ebpf::PROG_XFSM, false),
+    (ebpf::PROG_XFSM_EGRESS, false),
     (PROG_GATE, false),
     (PROG_XDP_INGRESS, true),
 ];
@@ -593,7 +600,10 @@ impl Engine {
     pub fn apply_xfsm(&mut self, cfg: &Config) -> Result<()> {
         let exp = self.expand_sequences(cfg)?;
         let doors = &exp.doors;
-        let compiled = crate::xfsm::compile(doors).map_err(EngineError::Doors)?;
+        let raws = cfg
+            .raw_machines()
+            .map_err(|(at, msg)| EngineError::Doors(format!("{at}: {msg}")))?;
+        let compiled = crate::xfsm::compile(doors, &raws).map_err(EngineError::Doors)?;
         // A machine whose door changed (or whose previous door is unknown: the first write
         // of this process) starts with no states: an old state id means nothing in the new
         // machine. When only its sequences changed (a one-time sequence used, a new time
@@ -607,6 +617,7 @@ impl Engine {
                 bare.once.clear();
                 (format!("{bare:?}"), format!("{d:?}"))
             })
+            .chain(raws.iter().map(|r| (format!("{r:?}"), format!("{r:?}"))))
             .collect();
         let mut flush = [None::<u8>; statewall_common::xfsm::MAX_MACHINES];
         for (m, f) in flush.iter_mut().enumerate() {

@@ -117,9 +117,12 @@ enum Cmd {
         /// Use IPv6 only.
         #[arg(short = '6')]
         v6: bool,
-        /// Payload of UDP knocks.
+        /// Payload of UDP knocks (a door's `udp_payload = "TEXT"`).
         #[arg(long)]
         payload: Option<String>,
+        /// UDP knocks carry the canned payload (a door's `udp_payload = true`).
+        #[arg(long, conflicts_with = "payload")]
+        default_payload: bool,
         /// Knock the time-based sequence of this secret file (current time window).
         #[arg(long, conflicts_with_all = ["steps", "counter_secret"])]
         time_secret: Option<PathBuf>,
@@ -439,6 +442,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             v4,
             v6,
             payload,
+            default_payload,
             time_secret,
             period,
             counter_secret,
@@ -478,7 +482,11 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             if steps.is_empty() {
                 anyhow::bail!("no knock steps: give PORT[:proto]...");
             }
-            let payload = payload.map(|p| p.into_bytes());
+            let payload = match payload {
+                Some(p) => Some(p.into_bytes()),
+                None if default_payload => Some(statewall::config::DEFAULT_KNOCK_PAYLOAD.to_vec()),
+                None => None,
+            };
             knockclient::knock(
                 addr,
                 &steps,

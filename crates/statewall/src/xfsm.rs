@@ -21,11 +21,12 @@ use statewall_common::{
     maps::GrantKey,
     proto,
     xfsm::{
-        field, Counter, Event, GrantSet, LockKey, LockVal, Machine, Scope, StateKey, StateVal,
-        Tables, Trans, TransKey, ACT_NEXT, COUNTERS, CTL_GEN, CTL_LEN, CTL_SLOW, E_FAIL, E_GRANT,
-        E_KEEP_HARD, E_KEEP_IDLE, E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS,
-        MAP_MACHINES, MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, M_ANY_PORT, NEXT_STAY,
-        PORTS_PER_GEN, STATE_DEFAULT,
+        field, Counter, Event, GrantSet, LockKey, LockVal, Machine, Payload, Scope, StateKey,
+        StateVal, Tables, Trans, TransKey, ACT_DROP, ACT_NEXT, COUNTERS, CTL_GEN, CTL_LEN,
+        CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE,
+        E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS,
+        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_UNBOUNDED,
+        NEXT_STAY, PORTS_PER_GEN, STATE_DEFAULT,
     },
 };
 
@@ -60,6 +61,10 @@ pub struct KnockDoor {
     pub strict: bool,
     /// Lockout: (failures, within ns, lock ns); `None` = off.
     pub lockout: Option<(u32, u64, u64)>,
+    /// UDP payload every UDP knock must carry (absent = any payload) ...
+    pub payload_all: Option<Payload>,
+    /// ... except on these ports, which need their own.
+    pub payloads: BTreeMap<u16, Payload>,
 }
 
 impl KnockDoor {
@@ -80,17 +85,26 @@ impl KnockDoor {
             open_for_ns: 30_000_000_000,
             strict: true,
             lockout: None,
+            payload_all: None,
+            payloads: BTreeMap::new(),
         }
     }
 }
+
+/// A transition table key without the generation: (machine, state, direction, protocol,
+/// port).
+pub type TKey = (u8, u8, u8, u8, u16);
 
 /// Compiled tables for one generation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Compiled {
     /// Machines by index.
     pub machines: Vec<Machine>,
-    /// Transitions, keyed without the generation.
-    pub trans: BTreeMap<(u8, u8, u8, u16), Trans>,
+    /// Transitions by (machine, state, direction, protocol, port): the key without the
+    /// generation.
+    pub trans: BTreeMap<(u8, u8, u8, u8, u16), Trans>,
+    /// Payload patterns, [`Trans::payload`] - 1 indexing them.
+    pub payloads: Vec<Payload>,
     /// Port prefilter bits (only non-zero ports).
     pub ports: BTreeMap<u16, u16>,
     /// Grant sets by index.
@@ -106,7 +120,7 @@ impl Compiled {
     pub fn trans_entries(&self, generation: u32) -> impl Iterator<Item = (TransKey, Trans)> + '_ {
         self.trans
             .iter()
-            .map(move |(&(machine, state, proto, port), t)| {
+            .map(move |(&(machine, state, dir, proto, port), t)| {
                 (
                     TransKey {
                         generation: generation as u8,
@@ -114,6 +128,7 @@ impl Compiled {
                         state,
                         proto,
                         port,
+                        dir,
                         _pad: 0,
                     },
                     *t,
@@ -140,7 +155,23 @@ impl Compiled {
 
     /// The [`CTL_GEN`] word that switches to generation `generation` holding these tables.
     pub fn ctl_word(&self, generation: u32) -> u32 {
-        generation | if self.slow() { CTL_SLOW } else { 0 } | self.mask() << 8
+        let payload = if self.payloads.is_empty() {
+            0
+        } else {
+            CTL_PAYLOAD
+        };
+        generation | if self.slow() { CTL_SLOW } else { 0 } | payload | self.mask() << 8
+    }
+
+    /// The id ([`Trans::payload`]) of a payload pattern, added if new.
+    fn payload_id(&mut self, p: &Payload) -> u8 {
+        match self.payloads.iter().position(|x| x == p) {
+            Some(i) => (i + 1) as u8,
+            None => {
+                self.payloads.push(*p);
+                self.payloads.len() as u8
+            }
+        }
     }
 
     /// The name of a state of machine `m`.
@@ -186,9 +217,16 @@ impl DoorBuilder<'_> {
             t.flags_mask = self.d.tcp_mask;
             t.flags_value = self.d.tcp_value;
         }
+        if p == proto::UDP {
+            if let Some(pl) = self.d.payloads.get(&port).or(self.d.payload_all.as_ref()) {
+                t.payload = self.c.payload_id(pl);
+            }
+        }
         t.counter = self.c.counter_names.len() as u32;
         self.c.counter_names.push(name);
-        self.c.trans.insert((self.m, state, p, port), t);
+        self.c
+            .trans
+            .insert((self.m, state, DIR_INGRESS, p, port), t);
         if port != 0 {
             *self.c.ports.entry(port).or_default() |=
                 statewall_common::xfsm::port_bit(p, self.m as usize);
@@ -226,7 +264,7 @@ impl DoorBuilder<'_> {
                 k + 1,
                 step_name((p, port))
             );
-            let taken = self.c.trans.contains_key(&(m, cur, p, port));
+            let taken = self.c.trans.contains_key(&(m, cur, DIR_INGRESS, p, port));
             if k + 1 == n {
                 if taken {
                     return Err(format!(
@@ -306,10 +344,15 @@ fn seq_text(seq: &[(u8, u16)]) -> String {
         .join(",")
 }
 
-/// Compiles doors (at most [`MAX_MACHINES`]; at most 253 states each).
-pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
-    if doors.len() > MAX_MACHINES {
-        return Err(format!("{} doors: at most {MAX_MACHINES}", doors.len()));
+/// Compiles doors and raw machines into machines 0.. (doors first; at most
+/// [`MAX_MACHINES`] in all; at most 253 states per door).
+pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, String> {
+    if doors.len() + raws.len() > MAX_MACHINES {
+        return Err(format!(
+            "{} doors and {} [[xfsm]] machines: at most {MAX_MACHINES} in all",
+            doors.len(),
+            raws.len()
+        ));
     }
     let src = Scope::compile(&[field::SRC_IP]).unwrap();
     let mut c = Compiled::default();
@@ -387,12 +430,12 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
         } else {
             // From OPEN, the first steps work as from DEFAULT: knocking again while open
             // starts over (the door stays open until its grant ends).
-            let firsts: Vec<((u8, u8, u8, u16), Trans)> =
+            let firsts: Vec<(TKey, Trans)> =
                 b.c.trans
-                    .range((m, STATE_DEFAULT, 0, 0)..=(m, STATE_DEFAULT, u8::MAX, u16::MAX))
+                    .range((m, STATE_DEFAULT, 0, 0, 0)..=(m, STATE_DEFAULT, 0, u8::MAX, u16::MAX))
                     .map(|(k, t)| (*k, *t))
                     .collect();
-            for ((_, _, p, port), t) in firsts {
+            for ((_, _, _, p, port), t) in firsts {
                 let name = format!("{}: {} from OPEN", d.name, step_name((p, port)));
                 b.add(OPEN, p, port, t, name);
                 if let Some(&next) = b.inner.get(&(STATE_DEFAULT, p, port)) {
@@ -401,17 +444,17 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
             }
         }
         // Retransmissions of the step just taken keep the state and its timers.
-        let edges: Vec<((u8, u8, u8, u16), Trans)> =
+        let edges: Vec<(TKey, Trans)> =
             b.c.trans
-                .range((m, 0, 0, 0)..=(m, u8::MAX, u8::MAX, u16::MAX))
+                .range((m, 0, 0, 0, 0)..=(m, u8::MAX, u8::MAX, u8::MAX, u16::MAX))
                 .map(|(k, t)| (*k, *t))
                 .collect();
-        for ((_, _, p, port), t) in edges {
+        for ((_, _, _, p, port), t) in edges {
             if t.next_state == STATE_DEFAULT || t.next_state == NEXT_STAY || port == 0 {
                 continue;
             }
             let to = t.next_state;
-            if b.c.trans.contains_key(&(m, to, p, port)) {
+            if b.c.trans.contains_key(&(m, to, DIR_INGRESS, p, port)) {
                 continue; // the next step uses the same port: it takes precedence
             }
             let keep = Trans {
@@ -447,7 +490,163 @@ pub fn compile(doors: &[KnockDoor]) -> Result<Compiled, String> {
         let names = std::mem::take(&mut b.names);
         c.state_names.push(names);
     }
+    for r in raws {
+        compile_raw(&mut c, r)?;
+    }
+    if c.payloads.len() > MAX_PAYLOADS as usize {
+        return Err(format!(
+            "{} different UDP payloads: at most {MAX_PAYLOADS}",
+            c.payloads.len()
+        ));
+    }
     Ok(c)
+}
+
+/// A user-written machine (`[[xfsm]]`), resolved from the config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawMachine {
+    /// Name (events, counters).
+    pub name: String,
+    /// Lookup scope: [`field`] ids.
+    pub lookup: Vec<u8>,
+    /// Update scope (same shape as `lookup`).
+    pub update: Vec<u8>,
+    /// State names by id; `states[0]` is DEFAULT.
+    pub states: Vec<String>,
+    /// Transitions.
+    pub transitions: Vec<RawTrans>,
+}
+
+/// One transition of a [`RawMachine`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTrans {
+    /// State it leaves.
+    pub state: u8,
+    /// Directions it matches ([`DIR_INGRESS`], [`DIR_EGRESS`]).
+    pub dirs: Vec<u8>,
+    /// L4 protocol, 0 = any.
+    pub proto: u8,
+    /// Destination port, 0 = any.
+    pub port: u16,
+    /// TCP flags (mask, value).
+    pub tcp_flags: (u8, u8),
+    /// UDP payload the packet must carry.
+    pub payload: Option<Payload>,
+    /// Drop the packet (else hand it on).
+    pub drop: bool,
+    /// State to go to; `None` = stay, keeping the timers.
+    pub next: Option<u8>,
+    /// Idle timeout to arm (0 = none) and the state it rolls back to.
+    pub idle: (u64, u8),
+    /// Hard timeout to arm (0 = none) and the state it rolls back to.
+    pub hard: (u64, u8),
+    /// [`E_KEEP_HARD`] / [`E_KEEP_IDLE`]: the state gone to keeps the current deadline
+    /// (and its rollback) instead of arming one.
+    pub keep: u8,
+}
+
+/// True when a raw machine has a transition on egress (it needs `sw_xfsm_egress`).
+pub fn raw_uses_egress(raws: &[RawMachine]) -> bool {
+    raws.iter()
+        .flat_map(|r| &r.transitions)
+        .any(|t| t.dirs.contains(&DIR_EGRESS))
+}
+
+fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), String> {
+    let m = c.machines.len() as u8;
+    let err = |msg: String| format!("[[xfsm]] {}: {msg}", r.name);
+    let lookup = Scope::compile(&r.lookup).ok_or_else(|| err("bad lookup scope".into()))?;
+    let update = Scope::compile(&r.update).ok_or_else(|| err("bad update scope".into()))?;
+    if lookup.shape() != update.shape() {
+        return Err(err(
+            "lookup and update scopes give keys of different shapes".into(),
+        ));
+    }
+    if r.states.is_empty() || r.states.len() > 255 {
+        return Err(err(format!("{} states: 1 to 255", r.states.len())));
+    }
+    let mut flags = 0;
+    for t in &r.transitions {
+        if t.state == STATE_DEFAULT && t.port == 0 {
+            flags |= M_ANY_PORT;
+        }
+        // A state that no deadline sends back to DEFAULT: the activity filter cannot bound
+        // it, so the machine looks every interesting packet up.
+        let lives_on = matches!(t.next, Some(n) if n != STATE_DEFAULT)
+            && t.idle.0 == 0
+            && t.hard.0 == 0
+            && t.keep == 0;
+        if lives_on || t.idle.1 != STATE_DEFAULT || t.hard.1 != STATE_DEFAULT {
+            flags |= M_UNBOUNDED;
+        }
+    }
+    c.machines.push(Machine {
+        lookup,
+        update,
+        enabled: 1,
+        flags,
+        _pad: [0; 2],
+        fail_max: 0,
+        fail_window_ns: 0,
+        lock_ns: 0,
+    });
+    // Machines index grant sets by machine: an empty set keeps the numbering.
+    c.grant_sets.push(GrantSet::default());
+    for (i, t) in r.transitions.iter().enumerate() {
+        let mut tr = Trans {
+            action: if t.drop { ACT_DROP } else { ACT_NEXT },
+            next_state: t.next.unwrap_or(NEXT_STAY),
+            effects: if t.next.is_none() {
+                E_KEEP_HARD | E_KEEP_IDLE
+            } else {
+                t.keep & (E_KEEP_HARD | E_KEEP_IDLE)
+            },
+            idle_ns: t.idle.0,
+            idle_rollback: t.idle.1,
+            hard_ns: t.hard.0,
+            hard_rollback: t.hard.1,
+            ..Default::default()
+        };
+        if t.proto == proto::TCP {
+            (tr.flags_mask, tr.flags_value) = t.tcp_flags;
+        }
+        if let Some(p) = &t.payload {
+            tr.payload = c.payload_id(p);
+        }
+        for &dir in &t.dirs {
+            let key = (m, t.state, dir, t.proto, t.port);
+            if c.trans.contains_key(&key) {
+                return Err(err(format!(
+                    "transition #{} matches the same state, direction, protocol and port as an earlier one",
+                    i + 1
+                )));
+            }
+            tr.counter = c.counter_names.len() as u32;
+            let dname = if dir == DIR_EGRESS {
+                "egress"
+            } else {
+                "ingress"
+            };
+            c.counter_names.push(format!(
+                "{}: #{} {} {dname} {}",
+                r.name,
+                i + 1,
+                r.states[t.state as usize],
+                if t.proto == 0 {
+                    "any".to_string()
+                } else {
+                    format!("{}/{}", crate::config::proto_name(t.proto), t.port)
+                }
+            ));
+            c.trans.insert(key, tr);
+            if t.port != 0 {
+                *c.ports.entry(t.port).or_default() |=
+                    statewall_common::xfsm::port_bit(t.proto, m as usize);
+            }
+        }
+    }
+    c.state_names.push(r.states.clone());
+    Ok(())
 }
 
 /// Access to the xfsm maps by name (a [`crate::testrun::TestBed`] or the daemon's engine).
@@ -500,6 +699,14 @@ pub fn write_tables(
         {
             a.set(new * MAX_GRANT_SETS + i as u32, *g, 0)
                 .map_err(|e| merr(MAP_GRANT_SETS, e))?;
+        }
+    }
+    {
+        let mut a: Array<&mut MapData, Payload> =
+            Array::try_from(acc.map_mut(MAP_PAYLOADS)).map_err(|e| merr(MAP_PAYLOADS, e))?;
+        for (i, p) in c.payloads.iter().enumerate().take(MAX_PAYLOADS as usize) {
+            a.set(new * MAX_PAYLOADS + i as u32, *p, 0)
+                .map_err(|e| merr(MAP_PAYLOADS, e))?;
         }
     }
     {
@@ -586,6 +793,10 @@ pub struct RefTables {
     pub events: Vec<Event>,
     /// Unused one-time keys.
     pub once: std::collections::BTreeSet<u64>,
+    /// Payload patterns per generation.
+    pub payloads: HashMap<(u32, u8), Payload>,
+    /// The payload of the packet being stepped (set by the caller before [`step`]).
+    pub snap: Payload,
 }
 
 impl RefTables {
@@ -607,6 +818,9 @@ impl RefTables {
         }
         for (i, g) in c.grant_sets.iter().enumerate() {
             self.grant_sets.insert((new, i as u8), *g);
+        }
+        for (i, p) in c.payloads.iter().enumerate() {
+            self.payloads.insert((new, i as u8 + 1), *p);
         }
         self.ports.retain(|(g, _), _| *g != new);
         for (p, v) in &c.ports {
@@ -689,6 +903,11 @@ impl Tables for RefTables {
     }
     fn take_once(&mut self, key: u64) -> bool {
         self.once.remove(&key)
+    }
+    fn payload_matches(&self, generation: u32, idx: u8) -> bool {
+        self.payloads
+            .get(&(generation, idx))
+            .is_some_and(|p| p.same(&self.snap))
     }
     fn revoke(&mut self, k: &GrantKey) {
         self.grants.remove(k);

@@ -34,19 +34,65 @@ lockout = { failures = 3, within = "60s", duration = "10m" }
 start_command = ["/bin/true"]
 stop_command = ["/bin/true"]
 run_as = "nobody"
+udp_payload = true
+[knock.step_payload]
+"8000" = "x"
 "#,
         "t",
     )
     .unwrap()
     .knocks;
+    // Every key of a machine: documented in the xfsm examples the main example points to.
+    full.machines = Config::parse(
+        r#"[[xfsm]]
+name = "m"
+lookup = ["src_ip"]
+update = ["src_ip"]
+states = ["A"]
+[[xfsm.transition]]
+state = "DEFAULT"
+direction = "any"
+proto = "udp"
+port = 5
+payload = "x"
+action = "drop"
+next = "A"
+idle_timeout = "1s"
+idle_rollback = "DEFAULT"
+hard_timeout = "2s"
+hard_rollback = "DEFAULT"
+[[xfsm.transition]]
+state = "A"
+proto = "tcp"
+tcpflags = "syn"
+next = "A"
+keep = "both"
+"#,
+        "t",
+    )
+    .unwrap()
+    .machines;
     let v: toml::Value = toml::Value::try_from(&full).unwrap();
-    let text = example();
+    let text = example()
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/xfsm-udp-return.toml"
+        ))
+        .unwrap()
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/xfsm-ssh-limit.toml"
+        ))
+        .unwrap();
     fn keys(v: &toml::Value, out: &mut Vec<String>) {
         match v {
             toml::Value::Table(t) => {
                 for (k, v) in t {
                     out.push(k.clone());
-                    keys(v, out);
+                    // (A map whose keys are the user's: ports.)
+                    if k != "step_payload" {
+                        keys(v, out);
+                    }
                 }
             }
             toml::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
@@ -64,7 +110,8 @@ run_as = "nobody"
         assert!(
             text.contains(&format!("{k} ="))
                 || text.contains(&format!("[{k}]"))
-                || text.contains(&format!("[[{k}]]")),
+                || text.contains(&format!("[[{k}]]"))
+                || text.contains(&format!(".{k}]]")),
             "example config does not document `{k}`"
         );
     }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Kernel;
+
 use std::{
     io::ErrorKind,
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -14,60 +16,10 @@ use std::{
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use statewall::{
     config::{Config, Step},
-    engine::{self, Engine},
     knockclient,
     netns::Pair,
     packet::Packet,
-    pins::Pins,
 };
-
-/// An engine under its own bpffs root, torn down on drop (also when the test panics).
-struct Kernel {
-    eng: Engine,
-    pins: Pins,
-}
-
-impl Kernel {
-    fn new(tag: &str, cfg: &Config) -> Kernel {
-        let root = format!("/sys/fs/bpf/statewall-test-{}-{tag}", std::process::id());
-        let pins = Pins::new(&root);
-        let mut eng = Engine::open(&pins, cfg).expect("engine");
-        statewall::daemon::apply(&mut eng, cfg).expect("apply config");
-        Kernel { eng, pins }
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        self.eng
-            .xfsm_counters()
-            .unwrap()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .unwrap()
-            .1
-    }
-
-    /// Grants that have not expired.
-    fn live(&self) -> Vec<statewall_common::maps::GrantKey> {
-        let now = self.eng.kernel_now();
-        self.eng
-            .grants()
-            .unwrap()
-            .into_iter()
-            .filter(|(_, v)| v.expires_ns > now)
-            .map(|(k, _)| k)
-            .collect()
-    }
-
-    fn live_grants(&self) -> usize {
-        self.live().len()
-    }
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        let _ = engine::teardown(&self.pins);
-    }
-}
 
 fn config(pair: &Pair, knocks: &str) -> Config {
     let mut cfg = Config::parse(knocks, "test").unwrap();
@@ -296,7 +248,7 @@ fn one_time_counter_and_time_sequences() {
     assert!(granted(&k, v6, 22), "the second one-time sequence opened");
     assert!(!std::fs::read_to_string(&otp).unwrap().contains("#3001"));
     {
-        let mut restarted = Engine::open(&k.pins, &cfg).expect("engine");
+        let mut restarted = statewall::engine::Engine::open(&k.pins, &cfg).expect("engine");
         statewall::daemon::apply(&mut restarted, &cfg).expect("apply");
         assert!(
             restarted.adopted,

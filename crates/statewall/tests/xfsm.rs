@@ -1,8 +1,10 @@
-//! The xfsm kernel program (BPF_PROG_TEST_RUN, real BPF maps) against the reference model
-//! (`statewall_common::xfsm::step` over plain maps) on random knock doors and packet
-//! streams drawn from them: every verdict, and at the end the state, lock and grant
-//! tables, the counters and the events, must be equal. Time is a frozen kernel clock
-//! that both sides read, moved forward between packets so that timeouts fire.
+//! The xfsm kernel programs (BPF_PROG_TEST_RUN, real BPF maps) against the reference model
+//! (`statewall_common::xfsm::step` over plain maps) on random knock doors (some needing UDP
+//! payloads) and raw machines (distinct lookup and update scopes, ingress and egress
+//! transitions), with packet streams drawn from them: every verdict, and at the end the
+//! state, lock and grant tables, the counters and the events, must be equal. Time is a
+//! frozen kernel clock that both sides read, moved forward between packets so that
+//! timeouts fire.
 
 mod common;
 
@@ -14,15 +16,16 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use statewall::{
     packet::Packet,
     testrun::TestBed,
-    xfsm::{compile, write_tables, KnockDoor, RefTables},
+    xfsm::{compile, write_tables, KnockDoor, RawMachine, RawTrans, RefTables},
 };
 use statewall_common::{
     maps::{GrantKey, GrantValue, MAP_GATE_GRANTS},
     parse::{parse_packet, tcp},
     proto,
     xfsm::{
-        step, Counter, Event, LockKey, LockVal, StateKey, StateVal, COUNTERS, MAP_EVENTS,
-        MAP_LOCKS, MAP_ONCE, MAP_STATES, MAP_STATS, MAP_TCOUNT,
+        field, step, Counter, Event, LockKey, LockVal, Payload, StateKey, StateVal, COUNTERS,
+        DIR_EGRESS, DIR_INGRESS, E_KEEP_HARD, MAP_EVENTS, MAP_LOCKS, MAP_ONCE, MAP_STATES,
+        MAP_STATS, MAP_TCOUNT,
     },
     TCX_NEXT,
 };
@@ -84,9 +87,133 @@ fn random_doors(rng: &mut StdRng) -> Vec<KnockDoor> {
                 } else {
                     None
                 },
+                payload_all: None,
+                payloads: Default::default(),
             }
         })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|mut d| {
+            // Some doors need payloads on their UDP knocks: all of them, or one port.
+            match rng.random_range(0..4) {
+                0 => d.payload_all = Payload::from_bytes(PAYLOADS[0]),
+                1 => {
+                    if let Some(&(_, port)) = d.sequences[0].iter().find(|(p, _)| *p == proto::UDP)
+                    {
+                        d.payloads
+                            .insert(port, Payload::from_bytes(PAYLOADS[1]).unwrap());
+                    }
+                }
+                _ => {}
+            }
+            d
+        })
         .collect()
+}
+
+/// Payloads the doors and machines match, and the packets carry.
+const PAYLOADS: [&[u8]; 3] = [b"statewall-knock", b"open sesame", b"x"];
+
+/// A raw machine: random scopes (often the lookup and update pair of a return-traffic
+/// filter), three states, transitions on both directions, some needing a payload.
+fn random_raw(rng: &mut StdRng, n: usize) -> RawMachine {
+    let scopes: [(&[u8], &[u8]); 4] = [
+        (&[field::SRC_IP], &[field::SRC_IP]),
+        (
+            &[field::SRC_IP, field::DST_IP],
+            &[field::DST_IP, field::SRC_IP],
+        ),
+        (
+            &[field::SRC_IP, field::SRC_PORT],
+            &[field::DST_IP, field::DST_PORT],
+        ),
+        (
+            &[
+                field::SRC_IP,
+                field::DST_IP,
+                field::PROTO,
+                field::SRC_PORT,
+                field::DST_PORT,
+            ],
+            &[
+                field::DST_IP,
+                field::SRC_IP,
+                field::PROTO,
+                field::DST_PORT,
+                field::SRC_PORT,
+            ],
+        ),
+    ];
+    let (lookup, update) = scopes[rng.random_range(0..scopes.len())];
+    let mut transitions: Vec<RawTrans> = Vec::new();
+    let mut keys = HashSet::new();
+    for _ in 0..rng.random_range(3..=9) {
+        let proto = [proto::TCP, proto::UDP, proto::UDP, 0][rng.random_range(0..4)];
+        let port = if proto == 0 || rng.random_bool(0.3) {
+            0
+        } else {
+            9000 + rng.random_range(0..3) as u16
+        };
+        let dirs = match rng.random_range(0..3) {
+            0 => vec![DIR_INGRESS],
+            1 => vec![DIR_EGRESS],
+            _ => vec![DIR_INGRESS, DIR_EGRESS],
+        };
+        let state = rng.random_range(0..3u8);
+        if dirs.iter().any(|d| !keys.insert((state, *d, proto, port))) {
+            continue;
+        }
+        let timer = |rng: &mut StdRng| {
+            if rng.random_bool(0.5) {
+                (rng.random_range(1..=4) * SEC, rng.random_range(0..3u8))
+            } else {
+                (0, 0)
+            }
+        };
+        let next = if rng.random_bool(0.3) {
+            None
+        } else {
+            Some(rng.random_range(0..3u8))
+        };
+        let (idle, hard) = if next.is_some() {
+            (timer(rng), timer(rng))
+        } else {
+            ((0, 0), (0, 0))
+        };
+        transitions.push(RawTrans {
+            state,
+            dirs,
+            proto,
+            port,
+            tcp_flags: if proto == proto::TCP && rng.random_bool(0.5) {
+                (tcp::SYN | tcp::ACK, tcp::SYN)
+            } else {
+                (0, 0)
+            },
+            payload: if proto == proto::UDP && port != 0 && rng.random_bool(0.5) {
+                Payload::from_bytes(PAYLOADS[rng.random_range(0..PAYLOADS.len())])
+            } else {
+                None
+            },
+            drop: rng.random_bool(0.3),
+            keep: match next {
+                Some(_) if idle.0 == 0 && hard.0 == 0 && rng.random_bool(0.5) => {
+                    rng.random_range(1..=3) * E_KEEP_HARD
+                }
+                _ => 0,
+            },
+            next,
+            idle,
+            hard,
+        });
+    }
+    RawMachine {
+        name: format!("raw{n}"),
+        lookup: lookup.to_vec(),
+        update: update.to_vec(),
+        states: vec!["DEFAULT".into(), "A".into(), "B".into()],
+        transitions,
+    }
 }
 
 struct Dump {
@@ -144,7 +271,10 @@ fn kernel_events(bed: &mut TestBed) -> Vec<Event> {
 fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let doors = random_doors(&mut rng);
-    let compiled = compile(&doors).unwrap();
+    let raws: Vec<RawMachine> = (0..rng.random_range(0..=2))
+        .map(|n| random_raw(&mut rng, n))
+        .collect();
+    let compiled = compile(&doors, &raws).unwrap();
     let mut bed = TestBed::new();
     write_tables(&mut bed, &compiled, Some(&[])).unwrap();
     let mut r = RefTables::new(16384, 4096);
@@ -203,7 +333,11 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
             }
             13 => sq[(*pos).saturating_sub(1).min(sq.len() - 1)], // a repeat
             14..=15 => d.protected[0],
-            16..=17 => (proto::TCP, 7000 + rng.random_range(0..6) as u16),
+            16 => (proto::TCP, 7000 + rng.random_range(0..6) as u16),
+            17 => (
+                [proto::TCP, proto::UDP][rng.random_range(0..2)],
+                9000 + rng.random_range(0..3) as u16,
+            ),
             _ => (
                 if rng.random_bool(0.5) {
                     proto::TCP
@@ -218,15 +352,68 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
         } else {
             rng.random()
         };
-        let frame = if p == proto::TCP {
-            Packet::tcp(src, server(&src), 40000 + si as u16, port, flags)
+        // UDP payloads: the right one for the port (the door's, or a machine's), another
+        // pattern, a byte off, none, or one too long to match.
+        let right: &[u8] = d
+            .payloads
+            .get(&port)
+            .or(d.payload_all.as_ref())
+            .map(|p| {
+                PAYLOADS
+                    .iter()
+                    .find(|b| Payload::from_bytes(b).as_ref() == Some(p))
+            })
+            .and_then(|b| b.copied())
+            .unwrap_or(PAYLOADS[rng.random_range(0..PAYLOADS.len())]);
+        let mut body = match rng.random_range(0..10) {
+            0..=5 => right.to_vec(),
+            6 => PAYLOADS[rng.random_range(0..PAYLOADS.len())].to_vec(),
+            7 => {
+                let mut b = right.to_vec();
+                let i = rng.random_range(0..b.len());
+                b[i] ^= 1;
+                b
+            }
+            8 => Vec::new(),
+            _ => vec![b'a'; rng.random_range(60..80)],
+        };
+        if p == proto::TCP {
+            body.clear();
+        }
+        // With raw machines, some packets leave the server for the source (egress).
+        let egress = !raws.is_empty() && rng.random_bool(0.3);
+        let (a, b) = if egress {
+            (server(&src), src)
         } else {
-            Packet::udp(src, server(&src), 40000 + si as u16, port)
+            (src, server(&src))
+        };
+        let (sport, dport) = if egress {
+            (port, 40000 + si as u16)
+        } else {
+            (40000 + si as u16, port)
+        };
+        // An egress packet to the source's port (the reply direction) or to the port
+        // itself: the machines key on either.
+        let dport = if egress && rng.random_bool(0.5) {
+            sport
+        } else {
+            dport
+        };
+        let frame = if p == proto::TCP {
+            Packet::tcp(a, b, sport, dport, flags)
+        } else {
+            Packet::udp(a, b, sport, dport).payload(&body)
         }
         .build();
         bed.freeze(now);
-        let got = bed.run_tc(statewall::ebpf::PROG_XFSM, &frame);
-        let want = step(&mut r, &parse_packet(&frame), now);
+        let (prog, dir) = if egress {
+            (statewall::ebpf::PROG_XFSM_EGRESS, DIR_EGRESS)
+        } else {
+            (statewall::ebpf::PROG_XFSM, DIR_INGRESS)
+        };
+        let got = bed.run_tc(prog, &frame);
+        r.snap = Payload::from_bytes(&body).unwrap_or_default();
+        let want = step(&mut r, &parse_packet(&frame), dir, now);
         assert_eq!(
             got == TCX_NEXT,
             want,
@@ -283,6 +470,16 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
     if r.counters[Counter::OnceRefused as usize] > 0 {
         hit.insert("one-time sequence refused".into());
     }
+    for ((_, _, dir, _, _), t) in &compiled.trans {
+        if tref[t.counter as usize] > 0 {
+            if t.payload != 0 {
+                hit.insert("payload matched".into());
+            }
+            if *dir == DIR_EGRESS {
+                hit.insert("egress".into());
+            }
+        }
+    }
     (packets, hit)
 }
 
@@ -308,6 +505,8 @@ fn kernel_engine_equals_reference_on_random_doors() {
         "wrong knock in toggle",
         "from OPEN",
         "one-time sequence refused",
+        "payload matched",
+        "egress",
     ] {
         assert!(
             kinds.iter().any(|h| h.contains(k)),

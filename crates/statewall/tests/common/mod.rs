@@ -252,3 +252,51 @@ impl Udp {
         )
     }
 }
+
+/// An engine under its own bpffs root, torn down on drop (also when the test panics).
+pub struct Kernel {
+    pub eng: statewall::engine::Engine,
+    pub pins: statewall::pins::Pins,
+}
+
+impl Kernel {
+    pub fn new(tag: &str, cfg: &statewall::config::Config) -> Kernel {
+        let root = format!("/sys/fs/bpf/statewall-test-{}-{tag}", std::process::id());
+        let pins = statewall::pins::Pins::new(&root);
+        let mut eng = statewall::engine::Engine::open(&pins, cfg).expect("engine");
+        statewall::daemon::apply(&mut eng, cfg).expect("apply config");
+        Kernel { eng, pins }
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.eng
+            .xfsm_counters()
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+    }
+
+    /// Grants that have not expired.
+    pub fn live(&self) -> Vec<statewall_common::maps::GrantKey> {
+        let now = self.eng.kernel_now();
+        self.eng
+            .grants()
+            .unwrap()
+            .into_iter()
+            .filter(|(_, v)| v.expires_ns > now)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    pub fn live_grants(&self) -> usize {
+        self.live().len()
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = statewall::engine::teardown(&self.pins);
+    }
+}
