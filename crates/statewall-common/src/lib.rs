@@ -8,6 +8,7 @@
 //! - [`maps`]: `#[repr(C)]` keys and values of every map, with explicit padding, and the
 //!   map names user space opens by.
 //! - [`gate`]: the reference decision of the `gate` stage (protected ports and grants).
+//! - [`spa`]: how the `spa` stage picks candidates out and rate-limits them.
 //! - [`xfsm`]: the OpenState engine's tables and its decision logic, run by the kernel
 //!   program over BPF maps and by tests over plain maps.
 //!
@@ -24,6 +25,7 @@
 pub mod gate;
 pub mod maps;
 pub mod parse;
+pub mod spa;
 pub mod xfsm;
 
 /// tcx verdict: hand the packet to the next program on the hook. Every stage returns this

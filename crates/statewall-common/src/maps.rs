@@ -123,6 +123,8 @@ pub struct GateConf {
 pub const GRANT_BY_API: u32 = 1;
 /// Grant created by an xfsm transition (a knock door); the grant set id is added.
 pub const GRANT_BY_XFSM: u32 = 0x100;
+/// Grant origin: an SPA packet (pkd or fwknop).
+pub const GRANT_BY_SPA: u32 = 0x200;
 
 /// Counters of the gate stage (index into [`MAP_GATE_STATS`]).
 #[repr(u32)]

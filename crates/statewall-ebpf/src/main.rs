@@ -7,8 +7,8 @@
 //! | --- | --- | --- |
 //! | `sw_xfsm` | tcx ingress | OpenState engine (port knocking, raw machines), before the gate |
 //! | `sw_xfsm_egress` | tcx egress | the same engine for packets leaving (raw machines) |
-//! | `sw_gate` | tcx | protected ports: drop unless a grant exists |
-//! | `sw_xdp_ingress` | xdp | the ingress stages in one program (gate today) |
+//! | `sw_gate` | tcx | SPA candidates to user space (dropped), then protected ports: drop unless a grant exists |
+//! | `sw_xdp_ingress` | xdp | the ingress stages in one program: xfsm, spa, gate |
 //! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
 //! | `sw_empty_tc`, `sw_empty_xdp` | bench baseline | do nothing |
 #![no_std]
@@ -17,6 +17,7 @@
 mod clock;
 mod gate;
 mod parse;
+mod spa;
 mod xfsm;
 
 use aya_ebpf::{
@@ -97,24 +98,30 @@ pub fn sw_gate(ctx: TcContext) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(&ctx, p);
+    if !spa::run(p, |dst, off, len, max| load_tc(&ctx, dst, off, len, max)) {
+        return TC_ACT_SHOT;
+    }
     gate::run(p)
 }
 
-/// Copies `len` (1..=64) bytes of a tc packet from `off` to `dst`.
+/// Copies `len` bytes (1..=`max`, `max` a constant at every call) of a tc packet from
+/// `off` to `dst`, which has room for `max`.
 #[inline(always)]
-fn load_tc(ctx: &TcContext, dst: *mut u8, off: u32, len: u32) -> bool {
-    let n = len & 0x7f;
-    if n == 0 || n > 64 {
+fn load_tc(ctx: &TcContext, dst: *mut u8, off: u32, len: u32, max: u32) -> bool {
+    // Read through a volatile so that LLVM keeps the bounds check next to the call (the
+    // verifier needs it on the very register passed as the length).
+    let n = unsafe { core::ptr::read_volatile(&len) };
+    if n == 0 || n > max {
         return false;
     }
     unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const c_void, off, dst as *mut c_void, n) == 0 }
 }
 
-/// Copies `len` (1..=64) bytes of an XDP frame from `off` to `dst`.
+/// The same for an XDP frame.
 #[inline(always)]
-fn load_xdp(ctx: &XdpContext, dst: *mut u8, off: u32, len: u32) -> bool {
-    let n = len & 0x7f;
-    if n == 0 || n > 64 {
+fn load_xdp(ctx: &XdpContext, dst: *mut u8, off: u32, len: u32, max: u32) -> bool {
+    let n = unsafe { core::ptr::read_volatile(&len) };
+    if n == 0 || n > max {
         return false;
     }
     unsafe { bpf_xdp_load_bytes(ctx.ctx, off, dst as *mut c_void, n) == 0 }
@@ -126,7 +133,9 @@ fn xfsm_tc(ctx: &TcContext, dir: u8) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(ctx, p);
-    if xfsm::run(p, dir, |dst, off, len| load_tc(ctx, dst, off, len)) {
+    if xfsm::run(p, dir, |dst, off, len, max| {
+        load_tc(ctx, dst, off, len, max)
+    }) {
         TCX_NEXT
     } else {
         TC_ACT_SHOT
@@ -150,8 +159,8 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     parse_xdp(&ctx, p);
-    let load = |dst, off, len| load_xdp(&ctx, dst, off, len);
-    if xfsm::run(p, DIR_INGRESS, load) && gate::run(p) == TCX_NEXT {
+    let load = |dst, off, len, max| load_xdp(&ctx, dst, off, len, max);
+    if xfsm::run(p, DIR_INGRESS, load) && spa::run(p, load) && gate::run(p) == TCX_NEXT {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP

@@ -207,10 +207,10 @@ fn ctx_of(p: &PacketInfo, now: u64, packed: u64) -> Ctx<'_> {
 }
 
 /// Captures the packet's UDP payload into the per-CPU snapshot with `load(dst, offset,
-/// len)`, which copies `len` bytes (1..=PAYLOAD_MAX) of the packet from `offset`.
+/// len, max)`, which copies `len` bytes (1..=max) of the packet from `offset`.
 /// Returns false when that fails (the payload then matches no pattern).
 #[inline(always)]
-fn capture<L: FnOnce(*mut u8, u32, u32) -> bool>(p: &PacketInfo, load: L) -> bool {
+fn capture<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, load: L) -> bool {
     let Some(snap) = SW_XFSM_SNAP.get_ptr_mut(0) else {
         return false;
     };
@@ -230,6 +230,7 @@ fn capture<L: FnOnce(*mut u8, u32, u32) -> bool>(p: &PacketInfo, load: L) -> boo
             snap.words.as_mut_ptr() as *mut u8,
             p.payload_off as u32,
             len,
+            PAYLOAD_MAX as u32,
         )
     {
         return false;
@@ -304,7 +305,7 @@ pub extern "C" fn sw_xfsm_commit(p: *const PacketInfo, m: u64, w: *mut Work) -> 
 /// hand on, false = drop. Same pieces as `statewall_common::xfsm::step`, with `bpf_loop`
 /// driving the machines; `load` copies payload bytes when a transition needs them.
 #[inline(always)]
-pub fn run<L: FnOnce(*mut u8, u32, u32) -> bool>(p: &PacketInfo, dir: u8, load: L) -> bool {
+pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, load: L) -> bool {
     let (packed, now) = match begin(&mut Maps, p, dir, crate::clock::now_ns) {
         Some(mut c) => {
             if c.snap {

@@ -14,6 +14,7 @@
 //! | POST | `/api/v1/doors/{door}/open` | `{"source", "seconds"?}`: open a door by hand |
 //! | POST | `/api/v1/doors/{door}/close` | `{"source"}`: close a door by hand |
 //! | GET | `/api/v1/xfsm` | xfsm stage counters, per-transition counters, `[[xfsm]]` machines and their states |
+//! | GET | `/api/v1/spa` | SPA: kernel counters, verdicts, replay cache size, actions and stanzas |
 //! | GET | `/api/v1/xfsm/events` | door events as server-sent events (`data: {json}`) |
 //!
 //! Bodies are parsed without looking at `Content-Type` (clients that send none are served);
@@ -130,6 +131,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/doors/{door}/open", post(door_open))
         .route("/api/v1/doors/{door}/close", post(door_close))
         .route("/api/v1/xfsm", get(xfsm))
+        .route("/api/v1/spa", get(spa))
         .route("/api/v1/xfsm/events", get(xfsm_events))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::from_fn(refuse_browsers))
@@ -533,6 +535,37 @@ async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
         Json(json!({"counters": counters, "transitions": trans, "machines": machines}))
             .into_response(),
     )
+}
+
+async fn spa(State(s): State<Arc<Shared>>) -> ApiResult {
+    let kernel: serde_json::Map<String, serde_json::Value> = lock(&s)
+        .engine
+        .spa_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
+    let pkd: Vec<_> = spa
+        .setup
+        .pkd
+        .iter()
+        .map(|a| json!({"name": a.name, "port": a.port, "window": a.window}))
+        .collect();
+    let fwknop: Vec<_> = spa
+        .setup
+        .fwknop
+        .iter()
+        .map(|f| json!({"name": f.name, "open_ports": f.open_ports.iter().map(|(p, n)| format!("{}/{n}", crate::config::proto_name(*p))).collect::<Vec<_>>()}))
+        .collect();
+    Ok(Json(json!({
+        "kernel": kernel,
+        "verdicts": spa.counts,
+        "replay_entries": spa.replay.len(),
+        "pkd": pkd,
+        "fwknop": fwknop,
+    }))
+    .into_response())
 }
 
 async fn xfsm_events(

@@ -61,6 +61,8 @@ pub struct Config {
     /// `[[xfsm]]`: machines written by hand (after the doors, in file order).
     #[serde(rename = "xfsm")]
     pub machines: Vec<XfsmConfig>,
+    /// `[spa]`: Single Packet Authorization (pkd and fwknop).
+    pub spa: crate::spaconfig::SpaConfig,
 }
 
 /// A duration written `"500ms"`, `"5s"`, `"2m"`, `"1h"` or a bare number of seconds.
@@ -762,6 +764,7 @@ impl Config {
             }
         }
         self.validate_knocks(&bad)?;
+        self.spa.resolve().map_err(|(at, msg)| bad(at, msg))?;
         if self.daemon.token_file.is_some() && self.daemon.no_auth {
             return Err(bad(
                 "[daemon] no_auth".into(),
@@ -1209,6 +1212,12 @@ impl Config {
         for k in &self.knocks {
             all.extend(k.protected.iter().copied());
         }
+        all.extend(
+            self.spa
+                .protected()
+                .into_iter()
+                .map(|(proto, port)| PortSpec { proto, port }),
+        );
         all.into_iter().collect()
     }
 

@@ -105,6 +105,8 @@ pub struct Shared {
     pub overrides: Overrides,
     /// Knock doors: events, open sources, triggers.
     pub doors: crate::doors::Doors,
+    /// SPA verifiers, replay cache and counters.
+    pub spa: Mutex<crate::spa::SpaRuntime>,
 }
 
 /// Daemon state behind the lock.
@@ -176,6 +178,9 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
             )),
         });
     }
+    if let Ok(setup) = new.spa.resolve() {
+        s.spa.lock().unwrap_or_else(|p| p.into_inner()).setup = setup;
+    }
     g.config = new;
     tracing::info!("config reloaded");
     Ok(())
@@ -186,6 +191,9 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
 pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
     engine.apply_xfsm(cfg).context("writing the xfsm tables")?;
     engine.reconcile(cfg).context("attaching")?;
+    engine
+        .apply_spa(cfg)
+        .context("writing the spa stage's tables")?;
     engine
         .apply_gate(cfg)
         .context("writing the gate's tables")?;
@@ -307,6 +315,17 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
     apply(&mut engine, &cfg)?;
     let socket_path = cfg.daemon.socket.clone();
+    let spa = {
+        let setup = cfg
+            .spa
+            .resolve()
+            .map_err(|(at, msg)| anyhow::anyhow!("{at}: {msg}"))?;
+        let now = crate::clock::realtime_ns() / 1_000_000_000;
+        let path = cfg.daemon.state_dir.join("spa-replay");
+        let replay = crate::spa::ReplayCache::open(Some(&path), cfg.spa.replay_max, now)
+            .with_context(|| format!("opening the SPA replay cache {}", path.display()))?;
+        crate::spa::SpaRuntime::new(setup, replay)
+    };
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             engine,
@@ -315,6 +334,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         config_path,
         overrides,
         doors: Default::default(),
+        spa: Mutex::new(spa),
     });
 
     let app = crate::api::router(shared.clone());
@@ -361,6 +381,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         });
     }
     tasks.spawn(crate::doors::read_events(shared.clone(), stop_rx.clone()));
+    tasks.spawn(crate::spa::read_candidates(shared.clone(), stop_rx.clone()));
     {
         let s = shared.clone();
         let rx = stop_rx.clone();

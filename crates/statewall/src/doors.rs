@@ -108,7 +108,7 @@ impl Default for Doors {
     }
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -144,7 +144,7 @@ impl Doors {
         self.open.lock().unwrap().values().cloned().collect()
     }
 
-    fn publish(&self, e: DoorEvent) {
+    pub(crate) fn publish(&self, e: DoorEvent) {
         tracing::info!(
             door = %e.door, source = %e.source, from = %e.from, to = %e.to,
             packet = e.packet.as_deref().unwrap_or("-"), "knock {}", e.kind

@@ -44,6 +44,11 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::xfsm::MAP_TCOUNT,
     statewall_common::xfsm::MAP_ONCE,
     statewall_common::xfsm::MAP_PAYLOADS,
+    statewall_common::spa::MAP_SPA_CONF,
+    statewall_common::spa::MAP_SPA_TAGS,
+    statewall_common::spa::MAP_SPA_RATE,
+    statewall_common::spa::MAP_SPA_EVENTS,
+    statewall_common::spa::MAP_SPA_STATS,
     statewall_common::xfsm::MAP_EVENTS,
 ];
 

@@ -99,6 +99,56 @@ enum Cmd {
         #[command(flatten)]
         paths: Paths,
     },
+    /// Send a Single Packet Authorization packet: pkd (`--tag`, `--key`, like
+    /// nf-pkd-knock) or fwknop (`--fwknop -A tcp/22 --key-base64-rijndael K
+    /// --key-base64-hmac H`); IPv4 or IPv6.
+    Spa {
+        /// Host to open.
+        host: String,
+        /// pkd: the tag (up to 4 bytes, 0x... = hex).
+        #[arg(long, required_unless_present = "fwknop")]
+        tag: Option<String>,
+        /// pkd: the key (up to 40 bytes, 0x... = hex).
+        #[arg(long, required_unless_present = "fwknop")]
+        key: Option<String>,
+        /// UDP port to send to (pkd: random 1-65535 by default; fwknop: 62201).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Send a fwknop packet instead of a pkd knock.
+        #[arg(long, conflicts_with_all = ["tag", "key"])]
+        fwknop: bool,
+        /// fwknop: what to open, `tcp/22[,udp/53...]`.
+        #[arg(short = 'A', long = "access", requires = "fwknop")]
+        access: Option<String>,
+        /// fwknop: the address to open for (default: 0.0.0.0, the packet's source).
+        #[arg(short = 'a', long = "allow-ip", requires = "fwknop")]
+        allow_ip: Option<std::net::IpAddr>,
+        /// fwknop: Rijndael key, base64.
+        #[arg(long = "key-base64-rijndael", requires = "fwknop")]
+        key_base64: Option<String>,
+        /// fwknop: HMAC key, base64.
+        #[arg(long = "key-base64-hmac", requires = "fwknop")]
+        hmac_key_base64: Option<String>,
+        /// fwknop: HMAC digest (sha256, sha384, sha512).
+        #[arg(
+            long = "hmac-digest-type",
+            default_value = "sha256",
+            requires = "fwknop"
+        )]
+        hmac_digest: String,
+        /// fwknop: ask for this many seconds of access (message type 3).
+        #[arg(long = "fw-timeout", requires = "fwknop")]
+        fw_timeout: Option<u64>,
+        /// fwknop: username in the message.
+        #[arg(long, default_value = "statewall", requires = "fwknop")]
+        user: String,
+        /// Use IPv4 only.
+        #[arg(short = '4', conflicts_with = "v6")]
+        v4: bool,
+        /// Use IPv6 only.
+        #[arg(short = '6')]
+        v6: bool,
+    },
     /// Knock on a host: `statewall knock HOST 7000 8000:udp 9000`.
     Knock {
         /// Host to knock on.
@@ -201,6 +251,11 @@ enum ImportCmd {
         /// Ports to protect for doors whose commands do not name them (`tcp/22`).
         #[arg(long)]
         protect: Vec<statewall::config::PortSpec>,
+    },
+    /// Convert fwknopd's access.conf into `[[spa.fwknop]]` stanzas (stdout; notes on stderr).
+    Fwknop {
+        /// The access.conf file.
+        file: PathBuf,
     },
 }
 
@@ -497,11 +552,93 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             let list: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
             println!("knocked on {addr}: {}", list.join(" "));
         }
+        Cmd::Spa {
+            host,
+            tag,
+            key,
+            port,
+            fwknop,
+            access,
+            allow_ip,
+            key_base64,
+            hmac_key_base64,
+            hmac_digest,
+            fw_timeout,
+            user,
+            v4,
+            v6,
+        } => {
+            use base64::Engine as _;
+            use statewall::spa;
+            let addr = resolve(&host, v4, v6)?;
+            let now = statewall::clock::realtime_ns() / 1_000_000_000;
+            if fwknop {
+                let b64 = |what: &str, v: Option<String>| -> anyhow::Result<Vec<u8>> {
+                    let v = v.with_context(|| format!("--{what} is required"))?;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v.trim())
+                        .with_context(|| format!("--{what}: not base64"))
+                };
+                let key = b64("key-base64-rijndael", key_base64)?;
+                let hkey = b64("key-base64-hmac", hmac_key_base64)?;
+                let bits = match hmac_digest.to_ascii_lowercase().as_str() {
+                    "sha256" => 256,
+                    "sha384" => 384,
+                    "sha512" => 512,
+                    o => anyhow::bail!("--hmac-digest-type {o:?}: sha256, sha384 or sha512"),
+                };
+                let access = access.context("-A/--access is required, e.g. -A tcp/22")?;
+                let ports: Option<Vec<(u8, u16)>> =
+                    access.split(',').map(spa::parse_proto_port).collect();
+                let ports =
+                    ports.with_context(|| format!("-A {access:?}: tcp/PORT[,udp/PORT...]"))?;
+                let allow = allow_ip.unwrap_or(if addr.is_ipv4() {
+                    std::net::IpAddr::from([0u8, 0, 0, 0])
+                } else {
+                    std::net::IpAddr::from([0u16; 8])
+                });
+                let m = spa::FwknopMessage {
+                    user,
+                    ts: now,
+                    allow,
+                    access: ports,
+                    timeout: fw_timeout,
+                };
+                let pkt = spa::fwknop_packet(&m, &key, &hkey, bits)?;
+                let to = std::net::SocketAddr::new(addr, port.unwrap_or(62201));
+                spa::send_udp(to, pkt.as_bytes()).with_context(|| format!("sending to {to}"))?;
+                println!("sent fwknop SPA to {to}");
+            } else {
+                let tag = spa::pkd_bytes::<4>(&tag.unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("--tag {e}"))?;
+                let key = spa::pkd_bytes::<40>(&key.unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("--key {e}"))?;
+                let dport = match port {
+                    Some(p) => p,
+                    None => (u16::from_ne_bytes(spa::random_bytes::<2>()?) % 65535) + 1,
+                };
+                let random = spa::random_bytes::<12>()?;
+                let pkt = spa::pkd_packet(dport, &tag, &key, now, &random);
+                let to = std::net::SocketAddr::new(addr, dport);
+                spa::send_udp(to, &pkt).with_context(|| format!("sending to {to}"))?;
+                println!("sent pkd knock to {to}");
+            }
+        }
         Cmd::Import { cmd } => match cmd {
             ImportCmd::Knockd { file, protect } => {
                 let text = std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?;
                 let imp = statewall::knockd::import(&text, &file.display().to_string(), &protect)
+                    .map_err(anyhow::Error::msg)?;
+                for n in &imp.notes {
+                    eprintln!("note: {n}");
+                }
+                print!("{}", toml::to_string(&imp.config)?);
+            }
+            ImportCmd::Fwknop { file } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let imp = statewall::fwknopconf::import(&text, &file.display().to_string())
                     .map_err(anyhow::Error::msg)?;
                 for n in &imp.notes {
                     eprintln!("note: {n}");

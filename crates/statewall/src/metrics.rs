@@ -110,6 +110,35 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
                 &samples,
             );
         }
+        if let Ok(c) = g.engine.spa_counters() {
+            let samples: Vec<_> = c
+                .iter()
+                .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+                .collect();
+            f.counter(
+                "statewall_spa_candidates",
+                "SPA candidates in the kernel: seen, rate-limited, ring full, queued, oversized.",
+                &samples,
+            );
+        }
+        {
+            let spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
+            let samples: Vec<_> = spa
+                .counts
+                .iter()
+                .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
+                .collect();
+            f.counter(
+                "statewall_spa_verdicts",
+                "SPA packets verified in user space, by outcome (accepted, bad_digest, replay, stale, ...).",
+                &samples,
+            );
+            f.gauge(
+                "statewall_spa_replay_entries",
+                "Live entries in the SPA replay cache.",
+                &[(String::new(), spa.replay.len() as u64)],
+            );
+        }
         if let Ok(c) = g.engine.xfsm_transition_counters() {
             let samples: Vec<_> = c
                 .iter()

@@ -72,6 +72,30 @@ keep = "both"
     )
     .unwrap()
     .machines;
+    full.spa = Config::parse(
+        r#"[[spa.pkd]]
+name = "a"
+port = 22
+tag = "T"
+key = "k"
+[[spa.fwknop]]
+name = "n"
+source = ["ANY"]
+open_ports = ["tcp/22"]
+restrict_ports = ["tcp/23"]
+key = "k"
+hmac_key = "h"
+hmac_digest_type = "sha256"
+fw_access_timeout = 30
+max_fw_timeout = 60
+require_username = "u"
+encryption_mode = "cbc"
+"#,
+        "t",
+    )
+    .unwrap()
+    .spa;
+    full.spa.actions_dir = Some("/etc/statewall/actions.d".into());
     let v: toml::Value = toml::Value::try_from(&full).unwrap();
     let text = example()
         + &std::fs::read_to_string(concat!(

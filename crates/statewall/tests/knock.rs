@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Kernel;
+use common::{raw_socket, send_raw, Kernel};
 
 use std::{
     io::ErrorKind,
@@ -412,33 +412,6 @@ fn spoofed_flood_does_not_lift_a_lockout() {
         .into_iter()
         .find(|(key, _)| key.addr[..4] == pair.client_v4.octets());
     assert!(me.is_some_and(|(_, v)| v.locked_until > k.eng.kernel_now()));
-}
-
-fn raw_socket(ifname: &str) -> i32 {
-    // SAFETY: plain socket calls; the fd is closed by the process exit of the test.
-    unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "AF_PACKET socket");
-        let name = std::ffi::CString::new(ifname).unwrap();
-        let idx = libc::if_nametoindex(name.as_ptr());
-        assert!(idx > 0);
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = idx as i32;
-        let r = libc::bind(
-            fd,
-            &sll as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        assert_eq!(r, 0, "bind AF_PACKET");
-        fd
-    }
-}
-
-fn send_raw(fd: &i32, frame: &[u8]) {
-    // SAFETY: sending a buffer we own.
-    let r = unsafe { libc::send(*fd, frame.as_ptr() as *const _, frame.len(), 0) };
-    assert_eq!(r as usize, frame.len());
 }
 
 /// A knock port answers exactly like a random closed port: TCP with a reset, UDP with

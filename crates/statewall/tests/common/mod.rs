@@ -300,3 +300,32 @@ impl Drop for Kernel {
         let _ = statewall::engine::teardown(&self.pins);
     }
 }
+
+/// An AF_PACKET socket bound to `ifname` (call inside the namespace).
+pub fn raw_socket(ifname: &str) -> i32 {
+    // SAFETY: plain socket calls; the fd is closed by the process exit of the test.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "AF_PACKET socket");
+        let name = std::ffi::CString::new(ifname).unwrap();
+        let idx = libc::if_nametoindex(name.as_ptr());
+        assert!(idx > 0);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = idx as i32;
+        let r = libc::bind(
+            fd,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(r, 0, "bind AF_PACKET");
+        fd
+    }
+}
+
+/// Sends one whole frame on a raw socket.
+pub fn send_raw(fd: &i32, frame: &[u8]) {
+    // SAFETY: sending a buffer we own.
+    let r = unsafe { libc::send(*fd, frame.as_ptr() as *const _, frame.len(), 0) };
+    assert_eq!(r as usize, frame.len());
+}

@@ -1,0 +1,713 @@
+//! SPA: packets made by Debian's real `fwknop` client (`tests/data/fwknop/*.pkt`, saved
+//! with `--save-packet --test` and the keys in `keys.txt`) decoded and verified, and what
+//! each kind of tampering gets; then end to end through the daemon between namespaces the
+//! tests create: the real `fwknop` client opens SSH-like access and nothing else, replays
+//! (also after a restart), stale packets and forged HMACs are refused, an established
+//! connection outlives its grant, a flood of garbage from 1000+ sources does not keep a
+//! legitimate packet out, and statewall's own clients (pkd and fwknop) work over IPv6.
+
+mod common;
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use common::{bin, raw_socket, send_raw, Daemon, Paths};
+use statewall::{netns::Pair, packet::Packet};
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use statewall::spa::{fwknop_check, FwknopStanza, Reject};
+
+const TS: u64 = 1795259832;
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/data/fwknop/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn key(name: &str) -> Vec<u8> {
+    let text = String::from_utf8(data("keys.txt")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+    STANDARD
+        .decode(line.split_whitespace().nth(1).unwrap())
+        .unwrap()
+}
+
+fn stanza() -> FwknopStanza {
+    FwknopStanza {
+        name: "s".into(),
+        sources: vec![("0.0.0.0".parse().unwrap(), 0)],
+        open_ports: vec![],
+        restrict_ports: vec![],
+        key: key("KEY_BASE64"),
+        hmac_key: key("HMAC_KEY_BASE64"),
+        hmac_bits: 256,
+        access_timeout: 30,
+        max_timeout: None,
+        require_source_address: false,
+        require_username: None,
+        enable_cmd: false,
+        skew: 120,
+    }
+}
+
+fn src() -> IpAddr {
+    "10.1.0.2".parse().unwrap()
+}
+
+#[test]
+fn real_client_packets_verify() {
+    let s = [stanza()];
+    let r = fwknop_check(&data("access.pkt"), src(), TS, &s).unwrap();
+    assert_eq!(r.user, "root");
+    assert_eq!(r.msg_type, 1);
+    assert_eq!(r.ports, vec![(6, 22)]);
+    assert_eq!(r.seconds, 30);
+    assert_eq!(r.addr, src());
+    let r = fwknop_check(&data("timeout.pkt"), src(), TS + 100, &s).unwrap();
+    assert_eq!(r.msg_type, 3);
+    assert_eq!(r.ports, vec![(6, 22), (17, 9922)]);
+    assert_eq!(r.seconds, 45, "the client's timeout");
+    let mut capped = stanza();
+    capped.max_timeout = Some(20);
+    let r = fwknop_check(&data("timeout.pkt"), src(), TS, &[capped]).unwrap();
+    assert_eq!(r.seconds, 20, "MAX_FW_TIMEOUT caps it");
+    // `-s`: 0.0.0.0 means the packet's source.
+    let r = fwknop_check(&data("source.pkt"), "10.9.9.9".parse().unwrap(), TS, &s).unwrap();
+    assert_eq!(r.addr, "10.9.9.9".parse::<IpAddr>().unwrap());
+    let mut strict = stanza();
+    strict.require_source_address = true;
+    assert_eq!(
+        fwknop_check(&data("source.pkt"), src(), TS, &[strict]).unwrap_err(),
+        Reject::NotAllowed
+    );
+    // SHA-512 HMAC needs the stanza to say so.
+    assert_eq!(
+        fwknop_check(&data("sha512.pkt"), src(), TS, &s).unwrap_err(),
+        Reject::BadDigest
+    );
+    let mut s512 = stanza();
+    s512.hmac_bits = 512;
+    fwknop_check(&data("sha512.pkt"), src(), TS, &[s512]).unwrap();
+}
+
+#[test]
+fn tampering_and_policy_are_refused() {
+    let s = [stanza()];
+    let good = data("access.pkt");
+    // Stale and future timestamps.
+    assert_eq!(
+        fwknop_check(&good, src(), TS + 121, &s).unwrap_err(),
+        Reject::Stale
+    );
+    assert_eq!(
+        fwknop_check(&good, src(), TS - 121, &s).unwrap_err(),
+        Reject::Stale
+    );
+    // Every single-character change in the body or the HMAC is caught by the HMAC.
+    let text = String::from_utf8(good.clone()).unwrap();
+    let text = text.trim_end();
+    for i in 0..text.len() {
+        let mut b = text.as_bytes().to_vec();
+        b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+        let e = fwknop_check(&b, src(), TS, &s).unwrap_err();
+        assert!(
+            e == Reject::BadDigest || e == Reject::Malformed,
+            "change at {i}: {e:?}"
+        );
+    }
+    // A wrong HMAC key, a wrong encryption key.
+    let mut wrong = stanza();
+    wrong.hmac_key[0] ^= 1;
+    assert_eq!(
+        fwknop_check(&good, src(), TS, &[wrong]).unwrap_err(),
+        Reject::BadDigest
+    );
+    let mut wrong = stanza();
+    wrong.key[0] ^= 1;
+    assert_eq!(
+        fwknop_check(&good, src(), TS, &[wrong]).unwrap_err(),
+        Reject::BadDigest
+    );
+    // Ports outside OPEN_PORTS, inside RESTRICT_PORTS.
+    let mut only = stanza();
+    only.open_ports = vec![(6, 2222)];
+    assert_eq!(
+        fwknop_check(&good, src(), TS, &[only]).unwrap_err(),
+        Reject::NotAllowed
+    );
+    let mut restrict = stanza();
+    restrict.restrict_ports = vec![(6, 22)];
+    assert_eq!(
+        fwknop_check(&good, src(), TS, &[restrict]).unwrap_err(),
+        Reject::NotAllowed
+    );
+    // The source must match a stanza's SOURCE, and the message's address the source.
+    let mut net = stanza();
+    net.sources = vec![("192.168.0.0".parse().unwrap(), 16)];
+    assert_eq!(
+        fwknop_check(&good, src(), TS, &[net]).unwrap_err(),
+        Reject::NoMatch
+    );
+    assert_eq!(
+        fwknop_check(&good, "10.1.0.3".parse().unwrap(), TS, &s).unwrap_err(),
+        Reject::NotAllowed
+    );
+    // Username.
+    let mut user = stanza();
+    user.require_username = Some("alice".into());
+    assert_eq!(
+        fwknop_check(&good, src(), TS, &[user]).unwrap_err(),
+        Reject::NotAllowed
+    );
+    // Command messages: refused unless enabled.
+    assert_eq!(
+        fwknop_check(&data("command.pkt"), src(), TS, &s).unwrap_err(),
+        Reject::NotAllowed
+    );
+    let mut cmd = stanza();
+    cmd.enable_cmd = true;
+    let r = fwknop_check(&data("command.pkt"), src(), TS, &[cmd]).unwrap();
+    assert_eq!(r.msg_type, 0);
+    assert!(r.ports.is_empty());
+    // The encrypted prefix left in, short and long packets, non-base64.
+    let mut pre = b"U2FsdGVkX1".to_vec();
+    pre.extend_from_slice(&good);
+    assert_eq!(
+        fwknop_check(&pre, src(), TS, &s).unwrap_err(),
+        Reject::Malformed
+    );
+    assert_eq!(
+        fwknop_check(&good[..139], src(), TS, &s).unwrap_err(),
+        Reject::Malformed
+    );
+    assert_eq!(
+        fwknop_check(&[b'A'; 1501], src(), TS, &s).unwrap_err(),
+        Reject::Malformed
+    );
+    let mut bad = good.clone();
+    bad[20] = b'*';
+    assert_eq!(
+        fwknop_check(&bad, src(), TS, &s).unwrap_err(),
+        Reject::Malformed
+    );
+}
+
+const K: &str = "Toe6r3nv+JnMD6CE9bdcXl9qrFuJ6PB8DXcY/fNm+Uw=";
+const H: &str =
+    "Pb3qth89EgpqbYUgIjXvKnd4ENXC0bBBnohof500GLEJK7zwxWpFrtwVx9Y3otV8zPi/rIVigsuRPF2bwzemZg==";
+
+/// A daemon guarding `pair`'s server side with one fwknop stanza (tcp/22, grants of
+/// `timeout` seconds), one pkd action (tcp/2200) and a protected tcp/2222 nobody opens.
+fn spa_daemon(p: &Paths, pair: &Pair, timeout: u64) -> Daemon {
+    let conf = format!(
+        r#"[[interface]]
+name = "{ifname}"
+netns = "{ns}"
+
+[gate]
+protected = ["tcp/2222"]
+
+[spa]
+rate_interval = "10ms"
+rate_burst = 5
+
+[[spa.fwknop]]
+source = ["ANY"]
+open_ports = ["tcp/22"]
+key_base64 = "{K}"
+hmac_key_base64 = "{H}"
+fw_access_timeout = {timeout}
+
+[[spa.pkd]]
+name = "pkd22"
+port = 2200
+tag = "SSHK"
+key = "test"
+window = {timeout}
+"#,
+        ifname = pair.server_if,
+        ns = pair.server.name,
+    );
+    std::fs::write(&p.config, conf).unwrap();
+    Daemon::start(p, &[])
+}
+
+fn connects(pair: &Pair, to: SocketAddr) -> bool {
+    pair.client
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_millis(400)))
+        .is_ok()
+}
+
+fn verdict(d: &Daemon, what: &str) -> u64 {
+    d.get("/api/v1/spa")["verdicts"][what].as_u64().unwrap()
+}
+
+/// Runs the real fwknop client in the client namespace (its rc file in a scratch HOME).
+fn fwknop(pair: &Pair, p: &Paths, extra: &[&str]) {
+    let home = p.scratch.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let sv = pair.server_v4.to_string();
+    let cv = pair.client_v4.to_string();
+    let mut args = vec!["env", "HOME"];
+    let home_s = home.display().to_string();
+    args.clear();
+    let henv = format!("HOME={home_s}");
+    args.extend_from_slice(&["env", &henv, "fwknop", "-A", "tcp/22", "-a", &cv, "-D", &sv]);
+    args.extend_from_slice(&[
+        "--key-base64-rijndael",
+        K,
+        "--key-base64-hmac",
+        H,
+        "--use-hmac",
+    ]);
+    args.extend_from_slice(extra);
+    let out = pair.client.exec(&args);
+    assert!(out.status.success(), "fwknop: {out:?}");
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not within 2 s");
+}
+
+/// Sends a saved packet again from the client namespace.
+fn resend(pair: &Pair, pkt: &[u8]) {
+    let to = SocketAddr::from((pair.server_v4, 62201));
+    let pkt = pkt.to_vec();
+    pair.client
+        .run(move || statewall::spa::send_udp(to, &pkt))
+        .unwrap();
+}
+
+#[test]
+fn fwknop_client_end_to_end() {
+    let p = Paths::new("spa");
+    let pair = Pair::new("spa");
+    let sv = pair.server_v4;
+    let _l22 = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+    let _l2222 = pair.server.run(|| TcpListener::bind((sv, 2222))).unwrap();
+    let ssh = SocketAddr::from((sv, 22));
+    let other = SocketAddr::from((sv, 2222));
+    let d = spa_daemon(&p, &pair, 2);
+    assert!(!connects(&pair, ssh), "tcp/22 is shut before SPA");
+    // The real client opens tcp/22 and nothing else.
+    let saved = p.scratch.join("spa.pkt");
+    fwknop(&pair, &p, &["--save-packet", saved.to_str().unwrap()]);
+    eventually("the packet was accepted", || verdict(&d, "accepted") == 1);
+    assert!(connects(&pair, ssh), "the fwknop client opened tcp/22");
+    assert!(!connects(&pair, other), "and nothing else");
+    // A connection opened now outlives the 2 s grant; a new one after it is refused.
+    let mut conn = pair
+        .client
+        .run(|| TcpStream::connect_timeout(&ssh, Duration::from_millis(400)))
+        .unwrap();
+    // (Earlier probes sit in the accept queue too: take this connection's.)
+    let me = conn.local_addr().unwrap();
+    let mut srv_side = loop {
+        let (c, peer) = _l22.accept().unwrap();
+        if peer == me {
+            break c;
+        }
+    };
+    std::thread::sleep(Duration::from_millis(2300));
+    assert!(!connects(&pair, ssh), "the grant ended");
+    use std::io::{Read, Write};
+    conn.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    srv_side
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    srv_side.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still here", "the established connection survived");
+    // The same packet again: a replay, even now that its grant is over.
+    let pkt = std::fs::read(&saved).unwrap();
+    let pkt = String::from_utf8(pkt).unwrap();
+    let pkt = pkt.trim_end().as_bytes().to_vec();
+    resend(&pair, &pkt);
+    eventually("replay refused", || verdict(&d, "replay") == 1);
+    assert!(!connects(&pair, ssh));
+    // After a restart too (the replay cache is on disk).
+    assert_eq!(d.stop(), 0);
+    let d = spa_daemon(&p, &pair, 2);
+    resend(&pair, &pkt);
+    eventually("replay refused after a restart", || {
+        verdict(&d, "replay") == 1
+    });
+    assert!(!connects(&pair, ssh));
+    // A stale packet (the client's clock 5 minutes behind).
+    fwknop(&pair, &p, &["--time-offset-minus", "5m"]);
+    eventually("stale refused", || verdict(&d, "stale") == 1);
+    assert!(!connects(&pair, ssh));
+    // A forged HMAC: right encryption key, wrong HMAC key (statewall's client).
+    let forged = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 64]);
+    let out = pair.client.exec(&[
+        bin(),
+        "spa",
+        "--fwknop",
+        &sv.to_string(),
+        "-A",
+        "tcp/22",
+        "--key-base64-rijndael",
+        K,
+        "--key-base64-hmac",
+        &forged,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    eventually("forged refused", || verdict(&d, "bad_digest") == 1);
+    assert!(!connects(&pair, ssh));
+    // And a fresh packet from the real client still works.
+    fwknop(&pair, &p, &[]);
+    eventually("accepted again", || verdict(&d, "accepted") == 1);
+    assert!(connects(&pair, ssh));
+    let m = d.get("/api/v1/status");
+    assert!(m.is_object());
+    d.stop();
+}
+
+/// statewall's own clients: pkd and fwknop, over IPv4 and IPv6.
+#[test]
+fn statewall_clients_over_v4_and_v6() {
+    let p = Paths::new("spa6");
+    let pair = Pair::new("spa6");
+    let d = spa_daemon(&p, &pair, 30);
+    for server in [IpAddr::V6(pair.server_v6), IpAddr::V4(pair.server_v4)] {
+        let _l22 = pair.server.run(|| TcpListener::bind((server, 22))).unwrap();
+        let _l2200 = pair
+            .server
+            .run(|| TcpListener::bind((server, 2200)))
+            .unwrap();
+        let to22 = SocketAddr::new(server, 22);
+        let to2200 = SocketAddr::new(server, 2200);
+        assert!(
+            !connects(&pair, to22) && !connects(&pair, to2200),
+            "{server}"
+        );
+        let before = verdict(&d, "accepted");
+        let out = pair.client.exec(&[
+            bin(),
+            "spa",
+            &server.to_string(),
+            "--tag",
+            "SSHK",
+            "--key",
+            "test",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        eventually("pkd accepted", || verdict(&d, "accepted") == before + 1);
+        assert!(connects(&pair, to2200), "pkd opened tcp/2200 over {server}");
+        assert!(!connects(&pair, to22));
+        let out = pair.client.exec(&[
+            bin(),
+            "spa",
+            "--fwknop",
+            &server.to_string(),
+            "-A",
+            "tcp/22",
+            "--key-base64-rijndael",
+            K,
+            "--key-base64-hmac",
+            H,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        eventually("fwknop accepted", || verdict(&d, "accepted") == before + 2);
+        assert!(connects(&pair, to22), "fwknop opened tcp/22 over {server}");
+    }
+    // A pkd knock with a wrong key.
+    let out = pair.client.exec(&[
+        bin(),
+        "spa",
+        &pair.server_v4.to_string(),
+        "--tag",
+        "SSHK",
+        "--key",
+        "wrong",
+        "--port",
+        "999",
+    ]);
+    assert!(out.status.success());
+    eventually("bad pkd digest", || verdict(&d, "bad_digest") == 1);
+    d.stop();
+}
+
+/// Garbage to the fwknop port from 2000 spoofed sources while a legitimate packet is
+/// sent from the client's real address: the legitimate one is still granted.
+#[test]
+fn flood_from_many_sources_does_not_keep_a_legit_packet_out() {
+    let p = Paths::new("spaf");
+    let pair = Pair::new("spaf");
+    let sv = pair.server_v4;
+    let _l22 = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+    let d = spa_daemon(&p, &pair, 30);
+    let ifname = pair.client_if.clone();
+    let svip = IpAddr::V4(sv);
+    let flood = std::thread::spawn({
+        let client = pair.client.name.clone();
+        move || {
+            statewall::netns::in_netns(Some(&client), move || {
+                let sock = raw_socket(&ifname);
+                let garbage = vec![b'A'; 300];
+                let mut n = 0u32;
+                for round in 0..3u8 {
+                    for i in 0..2000u32 {
+                        let src = IpAddr::from([10, 77 + round, (i >> 8) as u8, i as u8]);
+                        let f = Packet::udp(src, svip, 40000, 62201)
+                            .payload(&garbage)
+                            .build();
+                        send_raw(&sock, &f);
+                        n += 1;
+                    }
+                }
+                n
+            })
+            .unwrap()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    fwknop(&pair, &p, &[]);
+    let sent = flood.join().unwrap();
+    assert_eq!(sent, 6000);
+    eventually("the legit packet was accepted", || {
+        verdict(&d, "accepted") == 1
+    });
+    assert!(connects(&pair, SocketAddr::from((sv, 22))));
+    let spa = d.get("/api/v1/spa");
+    let cand = spa["kernel"]["candidates"].as_u64().unwrap();
+    assert!(cand >= 2000, "the flood reached the stage: {spa}");
+    assert!(
+        verdict(&d, "malformed") + verdict(&d, "bad_digest") >= 1000,
+        "the garbage was verified and refused: {spa}"
+    );
+    d.stop();
+}
+
+/// The kernel's candidate filter and per-source limiter (BPF_PROG_TEST_RUN of the tc gate
+/// program and the XDP ingress program, alternately) against the reference in
+/// `statewall_common::spa`, on packets drawn from the config: pkd tags at and around 56
+/// bytes, the fwknop port, other ports, a few sources, time moving on. Verdicts and every
+/// queued record must match; every outcome must occur.
+#[test]
+fn kernel_filter_equals_reference() {
+    use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use statewall::testrun::TestBed;
+    use statewall_common::{
+        parse::parse_packet,
+        spa::{
+            classify, gcra, rate_key, Class, SpaConf, SpaHeader, KIND_FWKNOP, KIND_PKD,
+            MAP_SPA_CONF, MAP_SPA_EVENTS, MAP_SPA_TAGS,
+        },
+        TCX_NEXT,
+    };
+    let mut bed = TestBed::new();
+    let conf = SpaConf {
+        pkd: 1,
+        _pad: 0,
+        fwknop_port: 62201,
+        _pad2: 0,
+        interval_ns: 100_000_000,
+        tau_ns: 200_000_000,
+    };
+    let tags = [*b"SSHK", *b"WEB1"];
+    {
+        let mut a: Array<&mut MapData, SpaConf> = bed.map(MAP_SPA_CONF).try_into().unwrap();
+        a.set(0, conf, 0).unwrap();
+        let mut h: BpfHashMap<&mut MapData, u32, u8> = bed.map(MAP_SPA_TAGS).try_into().unwrap();
+        for t in tags {
+            h.insert(u32::from_ne_bytes(t), 1, 0).unwrap();
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(0x5ba);
+    let sources: Vec<IpAddr> = vec![
+        "10.5.0.1".parse().unwrap(),
+        "10.5.0.2".parse().unwrap(),
+        "fd00:5::1".parse().unwrap(),
+    ];
+    let mut tat: std::collections::HashMap<_, u64> = Default::default();
+    let mut now = 1_000_000_000_000u64;
+    let mut want_records = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..3000 {
+        now += rng.random_range(0..60) * 1_000_000;
+        let src = sources[rng.random_range(0..sources.len())];
+        let dst: IpAddr = if src.is_ipv4() {
+            "10.5.0.100".parse().unwrap()
+        } else {
+            "fd00:5::100".parse().unwrap()
+        };
+        let (dport, mut body) = match rng.random_range(0..4) {
+            0 => (62201, vec![b'A'; rng.random_range(0..200)]),
+            1 | 2 => {
+                let mut b = vec![0u8; [55, 56, 56, 56, 57][rng.random_range(0..5)]];
+                rng.fill(&mut b[..]);
+                (rng.random_range(1..65535), b)
+            }
+            _ => (rng.random_range(1..65535), vec![1u8; 56]),
+        };
+        if body.len() >= 4 && rng.random_bool(0.7) {
+            body[..4].copy_from_slice(&tags[rng.random_range(0..2)]);
+        }
+        let frame = if rng.random_bool(0.1) {
+            Packet::tcp(src, dst, 40000, dport, 0x02).build()
+        } else {
+            Packet::udp(src, dst, 40000, dport).payload(&body).build()
+        };
+        bed.freeze(now);
+        let xdp = i % 2 == 1;
+        let passed = if xdp {
+            bed.run_xdp(statewall::ebpf::PROG_XDP_INGRESS, &frame) == 2
+        } else {
+            bed.run_tc(statewall::ebpf::PROG_GATE, &frame) == TCX_NEXT
+        };
+        // The reference.
+        let p = parse_packet(&frame);
+        let kind = match classify(&p, &conf) {
+            Class::Other => None,
+            Class::Fwknop => Some(KIND_FWKNOP),
+            Class::MaybePkd => {
+                let off = p.payload_off as usize;
+                let tag: [u8; 4] = frame[off..off + 4].try_into().unwrap();
+                tags.contains(&tag).then_some(KIND_PKD)
+            }
+        };
+        let want_pass = kind.is_none();
+        assert_eq!(passed, want_pass, "packet {i}: verdict");
+        let Some(kind) = kind else {
+            seen.insert("not a candidate");
+            continue;
+        };
+        let k = rate_key(&p);
+        match gcra(tat.get(&k).copied().unwrap_or(0), now, &conf) {
+            None => {
+                seen.insert("rate limited");
+                continue;
+            }
+            Some(t) => {
+                tat.insert(k, t);
+            }
+        }
+        let n = p.payload_len as usize;
+        if n == 0 || n > 1500 {
+            seen.insert("empty");
+            continue;
+        }
+        seen.insert(if kind == KIND_PKD {
+            "pkd queued"
+        } else {
+            "fwknop queued"
+        });
+        let off = p.payload_off as usize;
+        want_records.push((kind, p.saddr, p.dport, frame[off..off + n].to_vec()));
+    }
+    let mut rb: RingBuf<&mut MapData> = bed.map(MAP_SPA_EVENTS).try_into().unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = rb.next() {
+        let h = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SpaHeader) };
+        let n = std::mem::size_of::<SpaHeader>();
+        got.push((
+            h.kind,
+            h.saddr,
+            h.dport,
+            item[n..n + h.len as usize].to_vec(),
+        ));
+    }
+    assert_eq!(got.len(), want_records.len(), "records queued");
+    assert_eq!(got, want_records);
+    for s in [
+        "not a candidate",
+        "rate limited",
+        "pkd queued",
+        "fwknop queued",
+        "empty",
+    ] {
+        assert!(seen.contains(s), "no '{s}' case: {seen:?}");
+    }
+}
+
+/// nf-pkd action files load from `actions_dir` (COMPAT.md's example), and bad input in
+/// the config or a file is refused with where and what.
+#[test]
+fn action_files_and_config_errors() {
+    use statewall::config::Config;
+    let dir = std::env::temp_dir().join(format!("sw-actions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("10-ssh.json"),
+        r#"[{"name": "port22", "port": 22, "protocol": "tcp", "tag": "SSHK", "key": "test", "window": 60, "skew": 10, "reject": "drop"},
+            {"name": "web", "port": 443, "protocol": "any", "tag": "0x57454231", "key": "0x0102", "window": 5, "skew": -1}]"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not an action file").unwrap();
+    let cfg = Config::parse(
+        &format!("[spa]\nactions_dir = \"{}\"\n", dir.display()),
+        "t.toml",
+    )
+    .unwrap();
+    let s = cfg.spa.resolve().unwrap();
+    assert_eq!(s.pkd.len(), 2);
+    assert_eq!(s.pkd[1].tag, *b"WEB1");
+    assert_eq!(&s.pkd[1].key[..3], &[1, 2, 0]);
+    assert_eq!(s.pkd[1].protos, vec![6, 17]);
+    assert_eq!(s.pkd[1].skew, None);
+    let ports: Vec<String> = cfg
+        .protected_ports()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(ports, ["tcp/22", "tcp/443", "udp/443"]);
+    std::fs::write(
+        dir.join("20-bad.json"),
+        r#"[{"name": "x", "port": 22, "tag": "TOOLONG", "key": "k"}]"#,
+    )
+    .unwrap();
+    let e = Config::parse(
+        &format!("[spa]\nactions_dir = \"{}\"\n", dir.display()),
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("20-bad.json action #1 (x) tag") && e.contains("at most 4"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    for (text, want) in [
+        (
+            "[[spa.pkd]]\nname = \"a\"\nport = 22\ntag = \"T\"\nkey = \"k\"\nreject = \"reset\"\n",
+            "[[spa.pkd]] #1 (a) reject",
+        ),
+        (
+            "[[spa.pkd]]\nname = \"a\"\nport = 22\ntag = \"T\"\nkey = \"k\"\nskew = -2\n",
+            "[[spa.pkd]] #1 (a) skew",
+        ),
+        (
+            "[[spa.fwknop]]\nsource = [\"ANY\"]\nkey = \"k\"\n",
+            "[[spa.fwknop]] #1 hmac_key",
+        ),
+        (
+            "[[spa.fwknop]]\nsource = [\"10.0.0.0/33\"]\nkey = \"k\"\nhmac_key = \"h\"\n",
+            "[[spa.fwknop]] #1 source",
+        ),
+        (
+            "[[spa.fwknop]]\nsource = [\"ANY\"]\nkey = \"k\"\nhmac_key = \"h\"\nopen_ports = [\"tcp/0\"]\n",
+            "[[spa.fwknop]] #1 open_ports",
+        ),
+        (
+            "[[spa.fwknop]]\nsource = [\"ANY\"]\nkey_base64 = \"***\"\nhmac_key = \"h\"\n",
+            "[[spa.fwknop]] #1 key_base64",
+        ),
+        ("[spa]\nrate_burst = 0\n", "[spa] rate_burst"),
+    ] {
+        let e = Config::parse(text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}
