@@ -271,8 +271,10 @@ pub fn run(out: &Path, repeat: u32, open: bool) -> anyhow::Result<Report> {
         ..Default::default()
     };
     report.rows.extend(testrun_rows(repeat));
+    report.rows.extend(crate::bench_spa::verify_rows()?);
     if open {
         report.rows.extend(crate::bench_open::rows()?);
+        report.rows.extend(crate::bench_spa::open_rows()?);
     }
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;

@@ -29,7 +29,7 @@ const SEQ: &str = "7000,8000,9000";
 const GIVE_UP: Duration = Duration::from_secs(3);
 
 /// One non-blocking connect, waiting up to 100 us for the answer: true when connected.
-fn try_connect(to: SocketAddr) -> bool {
+pub(crate) fn try_connect(to: SocketAddr) -> bool {
     let IpAddr::V4(a) = to.ip() else { return false };
     // SAFETY: plain socket calls on an fd this function owns and closes.
     unsafe {

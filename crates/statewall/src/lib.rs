@@ -32,6 +32,7 @@
 pub mod api;
 pub mod bench;
 pub mod bench_open;
+pub mod bench_spa;
 pub mod client;
 pub mod clock;
 pub mod config;
