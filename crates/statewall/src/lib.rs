@@ -41,6 +41,7 @@ pub mod demo;
 pub mod doors;
 pub mod ebpf;
 pub mod engine;
+pub mod fuzzing;
 pub mod fwknopconf;
 pub mod knockclient;
 pub mod knockd;

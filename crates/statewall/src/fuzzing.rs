@@ -1,0 +1,150 @@
+//! Entry points of the fuzz targets (`fuzz/fuzz_targets/*.rs`, run by `make soak`), also
+//! replayed over the saved corpora by an ordinary test in `make test`. Each takes arbitrary
+//! bytes, must not panic, and checks what must hold of whatever it accepts (a panic here is
+//! a finding).
+
+use std::net::IpAddr;
+
+use crate::{
+    config::Config,
+    spa::{self, Candidate, FwknopStanza, PkdAction},
+    spaconfig::PkdConfig,
+};
+
+/// Unix time the SPA targets run at (the fwknop seed packets' timestamp).
+pub const NOW: u64 = 1795259832;
+
+/// The keys of `crates/statewall/tests/data/fwknop/keys.txt`.
+const KEY_B64: &str = "Toe6r3nv+JnMD6CE9bdcXl9qrFuJ6PB8DXcY/fNm+Uw=";
+const HMAC_B64: &str =
+    "Pb3qth89EgpqbYUgIjXvKnd4ENXC0bBBnohof500GLEJK7zwxWpFrtwVx9Y3otV8zPi/rIVigsuRPF2bwzemZg==";
+
+/// The pkd action the pkd target checks against (COMPAT.md's known-answer key and tag).
+pub fn pkd_action() -> PkdAction {
+    PkdAction {
+        name: "fuzz".into(),
+        port: 22,
+        protos: vec![6],
+        tag: *b"test",
+        key: spa::pkd_bytes::<40>("testing test test").unwrap(),
+        window: 60,
+        skew: None,
+        reset: false,
+    }
+}
+
+/// The fwknop stanza the fwknop target checks against.
+pub fn fwknop_stanza() -> FwknopStanza {
+    use base64::{engine::general_purpose::STANDARD, Engine as _};
+    FwknopStanza {
+        name: "fuzz".into(),
+        sources: vec![("0.0.0.0".parse().unwrap(), 0), ("::".parse().unwrap(), 0)],
+        open_ports: vec![],
+        restrict_ports: vec![],
+        key: STANDARD.decode(KEY_B64).unwrap(),
+        hmac_key: STANDARD.decode(HMAC_B64).unwrap(),
+        hmac_bits: 256,
+        access_timeout: 30,
+        max_timeout: None,
+        require_source_address: false,
+        require_username: None,
+        enable_cmd: true,
+        skew: 120,
+    }
+}
+
+/// pkd: the first two bytes are the knock's destination port, the rest the payload.
+pub fn spa_pkd(data: &[u8]) {
+    if data.len() < 2 {
+        return;
+    }
+    let dport = u16::from_be_bytes([data[0], data[1]]);
+    let payload = &data[2..];
+    let acts = [pkd_action()];
+    if let Ok((ok, digest)) = spa::pkd_check(payload, dport, NOW, &acts) {
+        // Accepted means: 56 bytes, the tag, and the digest recomputed from the fields.
+        assert_eq!(payload.len(), spa::PKD_LEN);
+        assert_eq!(ok.len(), 1);
+        let ts = u64::from_le_bytes(payload[4..12].try_into().unwrap());
+        let random: [u8; 12] = payload[12..24].try_into().unwrap();
+        assert_eq!(
+            spa::pkd_digest(dport, b"test", ts, &random, &acts[0].key),
+            digest
+        );
+    }
+}
+
+/// fwknop: the bytes are the UDP payload, from 10.1.0.2.
+pub fn spa_fwknop(data: &[u8]) {
+    let src: IpAddr = "10.1.0.2".parse().unwrap();
+    let s = [fwknop_stanza()];
+    if let Ok(r) = spa::fwknop_check(data, src, NOW, &s) {
+        assert_eq!(r.addr, src, "a grant for another address");
+        assert!(r.msg_type == 0 || !r.ports.is_empty());
+        assert!(r.ts.abs_diff(NOW) <= 120);
+        assert!(r.seconds > 0);
+    }
+    // The ring-buffer record decoder and the runtime must take any bytes too.
+    if let Some(c) = Candidate::from_record(data) {
+        assert!(
+            c.payload.len() + std::mem::size_of::<statewall_common::spa::SpaHeader>() <= data.len()
+        );
+    }
+}
+
+/// The config parser: whatever it accepts serialises and parses again.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(c) = Config::parse(text, "fuzz.toml") {
+        let again = toml::to_string(&c).expect("a valid config serialises");
+        if let Err(e) = Config::parse(&again, "again.toml") {
+            panic!("an accepted config does not parse again: {e}\n{again}");
+        }
+    }
+}
+
+/// knockd.conf import: whatever it converts is a valid config.
+pub fn import_knockd(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(imp) = crate::knockd::import(text, "knockd.conf", &[]) {
+        imp.config.validate("imported").expect("an import is valid");
+    }
+}
+
+/// access.conf import: whatever it converts is a valid config.
+pub fn import_fwknop(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(imp) = crate::fwknopconf::import(text, "access.conf") {
+        imp.config.validate("imported").expect("an import is valid");
+    }
+}
+
+/// nf-pkd action files: every action that resolves has a tag and a port.
+pub fn actions_json(data: &[u8]) {
+    if let Ok(list) = serde_json::from_slice::<Vec<PkdConfig>>(data) {
+        for a in list {
+            if let Ok(r) = a.resolve() {
+                assert!(r.port != 0 && r.tag != [0; 4] && !r.protos.is_empty());
+            }
+        }
+    }
+}
+
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
+/// The targets by name (the fuzz crate's and the corpus directories' names).
+pub const TARGETS: [(&str, Target); 6] = [
+    ("spa_pkd", spa_pkd),
+    ("spa_fwknop", spa_fwknop),
+    ("config", config),
+    ("import_knockd", import_knockd),
+    ("import_fwknop", import_fwknop),
+    ("actions_json", actions_json),
+];
