@@ -13,7 +13,7 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 # LLVM 22 for bpf-linker, and the real peers the tests drive.
 PKGS=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
-  iproute2 iperf3 nftables knockd fwknop-client curl tcpdump tmux
+  iproute2 iperf3 nftables iptables knockd fwknop-client fwknop-server curl tcpdump tmux
 )
 missing=()
 for p in "${PKGS[@]}"; do

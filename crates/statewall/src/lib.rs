@@ -43,6 +43,7 @@ pub mod ebpf;
 pub mod engine;
 pub mod fuzzing;
 pub mod fwknopconf;
+pub mod fwknopd;
 pub mod knockclient;
 pub mod knockd;
 pub mod metrics;

@@ -711,3 +711,49 @@ fn action_files_and_config_errors() {
         assert!(e.contains(want), "{text:?}: {e}");
     }
 }
+
+/// Interoperability the other way: Debian's real fwknopd (fwknop-server) accepts the
+/// packets `statewall spa --fwknop` sends, and opens the port with its iptables rule.
+#[test]
+fn real_fwknopd_accepts_statewall_client() {
+    let p = Paths::new("fwd");
+    let pair = Pair::new("fwd");
+    let sv = pair.server_v4;
+    let _l = pair.server.run(|| TcpListener::bind((sv, 2222))).unwrap();
+    let to = SocketAddr::from((sv, 2222));
+    let sv_s = sv.to_string();
+    let cv_s = pair.client_v4.to_string();
+    // With 0.0.0.0 in the message (the packet's source) and with the client's address;
+    // fwknopd starts afresh each time (it flushes its chain at start: the port is shut).
+    for (i, allow) in [None, Some(cv_s.as_str())].into_iter().enumerate() {
+        let d = statewall::fwknopd::Fwknopd::start(
+            &pair.server,
+            &pair.server_if,
+            &p.scratch.join(format!("fwknopd{i}")),
+            2222,
+            K,
+            H,
+        )
+        .unwrap();
+        assert!(!connects(&pair, to), "iptables drops tcp/2222 before SPA");
+        let mut args = vec![
+            bin(),
+            "spa",
+            "--fwknop",
+            &sv_s,
+            "-A",
+            "tcp/2222",
+            "--key-base64-rijndael",
+            K,
+            "--key-base64-hmac",
+            H,
+        ];
+        if let Some(a) = allow {
+            args.extend_from_slice(&["-a", a]);
+        }
+        let out = pair.client.exec(&args);
+        assert!(out.status.success(), "{out:?}");
+        eventually("fwknopd opened the port", || connects(&pair, to));
+        assert!(d.log().contains("Added access rule"), "{}", d.log());
+    }
+}
