@@ -765,6 +765,17 @@ impl Config {
         }
         self.validate_knocks(&bad)?;
         self.spa.resolve().map_err(|(at, msg)| bad(at, msg))?;
+        for t in self.spa.trigger_doors() {
+            if self.knocks.iter().any(|k| k.name == t.name) {
+                return Err(bad(
+                    "[spa]".into(),
+                    format!(
+                        "{:?}: an SPA action or stanza with commands has the name of a knock door",
+                        t.name
+                    ),
+                ));
+            }
+        }
         if self.daemon.token_file.is_some() && self.daemon.no_auth {
             return Err(bad(
                 "[daemon] no_auth".into(),

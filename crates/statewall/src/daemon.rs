@@ -179,7 +179,9 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         });
     }
     if let Ok(setup) = new.spa.resolve() {
-        s.spa.lock().unwrap_or_else(|p| p.into_inner()).setup = setup;
+        let mut spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
+        spa.setup = setup;
+        spa.triggers = new.spa.trigger_doors();
     }
     g.config = new;
     tracing::info!("config reloaded");
@@ -324,7 +326,9 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         let path = cfg.daemon.state_dir.join("spa-replay");
         let replay = crate::spa::ReplayCache::open(Some(&path), cfg.spa.replay_max, now)
             .with_context(|| format!("opening the SPA replay cache {}", path.display()))?;
-        crate::spa::SpaRuntime::new(setup, replay)
+        let mut rt = crate::spa::SpaRuntime::new(setup, replay);
+        rt.triggers = cfg.spa.trigger_doors();
+        rt
     };
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {

@@ -256,10 +256,19 @@ impl Doors {
 
     /// Closes doors whose grants have all ended (called every second).
     pub fn sweep(&self, s: &Shared, live: &[GrantKey]) {
-        let knocks = {
+        // Knock doors, and SPA actions and stanzas with commands.
+        let mut knocks = {
             let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.config.knocks.clone()
         };
+        knocks.extend(
+            s.spa
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .triggers
+                .iter()
+                .cloned(),
+        );
         let open: Vec<(String, IpAddr)> = self.open.lock().unwrap().keys().cloned().collect();
         for (name, source) in open {
             match knocks.iter().find(|k| k.name == name) {

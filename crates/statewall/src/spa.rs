@@ -723,8 +723,10 @@ impl Candidate {
 /// What to open for an accepted candidate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
-    /// Action or stanza name(s).
+    /// Action or stanza name(s), comma-separated.
     pub name: String,
+    /// The same, one by one.
+    pub names: Vec<String>,
     /// Grants: (key, seconds).
     pub grants: Vec<(statewall_common::maps::GrantKey, u64)>,
 }
@@ -742,6 +744,9 @@ pub struct SpaRuntime {
     pub replay: ReplayCache,
     /// Outcomes: `accepted` and every [`Reject::name`].
     pub counts: std::collections::BTreeMap<&'static str, u64>,
+    /// Actions and stanzas with start/stop commands, as doors for the trigger machinery
+    /// (`crate::spaconfig::SpaConfig::trigger_doors`).
+    pub triggers: Vec<crate::config::KnockConfig>,
 }
 
 impl SpaRuntime {
@@ -756,6 +761,7 @@ impl SpaRuntime {
             setup,
             replay,
             counts,
+            triggers: Vec::new(),
         }
     }
 
@@ -807,7 +813,12 @@ impl SpaRuntime {
                     .collect::<Vec<_>>()
                     .join(",");
                 self.replay.insert(digest, now + keep, now)?;
-                Ok(Accepted { name, grants })
+                let names = acts.iter().map(|a| a.name.clone()).collect();
+                Ok(Accepted {
+                    name,
+                    names,
+                    grants,
+                })
             }
             KIND_FWKNOP => {
                 let d = fwknop_digest(
@@ -825,6 +836,7 @@ impl SpaRuntime {
                     .insert(r.digest, now + (2 * s.skew).max(60), now)?;
                 Ok(Accepted {
                     name: s.name.clone(),
+                    names: vec![s.name.clone()],
                     grants: r
                         .ports
                         .iter()
@@ -880,11 +892,11 @@ pub fn on_candidate(s: &crate::daemon::Shared, c: &Candidate) {
     } else {
         "fwknop"
     };
-    let r = s
-        .spa
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .handle(c, now);
+    let (r, triggers) = {
+        let mut spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
+        let r = spa.handle(c, now);
+        (r, spa.triggers.clone())
+    };
     match r {
         Ok(a) => {
             let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -904,6 +916,9 @@ pub fn on_candidate(s: &crate::daemon::Shared, c: &Candidate) {
             }
             drop(g);
             tracing::info!(source = %c.src, kind, action = %a.name, opened = %opened.join(","), "SPA accepted");
+            for t in triggers.iter().filter(|t| a.names.contains(&t.name)) {
+                s.doors.opened(t, c.src, "spa");
+            }
             s.doors.publish(crate::doors::DoorEvent {
                 time: crate::doors::unix_now(),
                 door: a.name,

@@ -73,6 +73,56 @@ pub struct PkdConfig {
     /// `drop` (the only style so far; `reset` is refused with a message).
     #[serde(default = "default_drop")]
     pub reject: String,
+    /// Run (argument vector, `%IP%` = the source, no shell) when a verified packet opens
+    /// the ports for a source.
+    #[serde(default)]
+    pub start_command: Option<Vec<String>>,
+    /// Run when the source's grants from it have all ended.
+    #[serde(default)]
+    pub stop_command: Option<Vec<String>>,
+    /// Each command is killed after this long (default 10 s).
+    #[serde(default)]
+    pub cmd_timeout: Option<Dur>,
+    /// User the commands run as.
+    #[serde(default)]
+    pub run_as: Option<String>,
+}
+
+/// `start_command` / `stop_command` of an SPA action or stanza: run (argument vectors,
+/// `%IP%` = the source, no shell) when it opens for a source and when the grant ends.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Triggers {
+    /// Run when a verified packet opens the ports for a source.
+    pub start_command: Option<Vec<String>>,
+    /// Run when the source's grants have all ended.
+    pub stop_command: Option<Vec<String>>,
+    /// Each command is killed after this long (default 10 s).
+    pub cmd_timeout: Option<Dur>,
+    /// User the commands run as.
+    pub run_as: Option<String>,
+}
+
+impl Triggers {
+    fn check(&self) -> Result<(), (String, String)> {
+        for (k, c) in [
+            ("start_command", &self.start_command),
+            ("stop_command", &self.stop_command),
+        ] {
+            if let Some(c) = c {
+                if c.is_empty() || c[0].is_empty() {
+                    return Err((k.into(), "an empty command".into()));
+                }
+            }
+        }
+        if self.run_as.as_deref() == Some("") {
+            return Err(("run_as".into(), "an empty user name".into()));
+        }
+        Ok(())
+    }
+
+    fn any(&self) -> bool {
+        self.start_command.is_some() || self.stop_command.is_some()
+    }
 }
 
 fn default_tcp() -> String {
@@ -122,6 +172,19 @@ pub struct FwknopConfig {
     pub enable_cmd_exec: bool,
     /// ENCRYPTION_MODE: only `cbc` (the default) is supported.
     pub encryption_mode: Option<String>,
+    /// Run (argument vector, `%IP%` = the source, no shell) when a verified packet opens
+    /// the ports for a source.
+    #[serde(default)]
+    pub start_command: Option<Vec<String>>,
+    /// Run when the source's grants from it have all ended.
+    #[serde(default)]
+    pub stop_command: Option<Vec<String>>,
+    /// Each command is killed after this long (default 10 s).
+    #[serde(default)]
+    pub cmd_timeout: Option<Dur>,
+    /// User the commands run as.
+    #[serde(default)]
+    pub run_as: Option<String>,
 }
 
 /// The resolved verifier inputs.
@@ -150,6 +213,24 @@ fn parse_net(s: &str) -> Option<(IpAddr, u8)> {
     Some((addr, len))
 }
 
+macro_rules! triggers {
+    ($t:ty) => {
+        impl $t {
+            /// Its trigger settings.
+            pub fn triggers(&self) -> Triggers {
+                Triggers {
+                    start_command: self.start_command.clone(),
+                    stop_command: self.stop_command.clone(),
+                    cmd_timeout: self.cmd_timeout,
+                    run_as: self.run_as.clone(),
+                }
+            }
+        }
+    };
+}
+triggers!(PkdConfig);
+triggers!(FwknopConfig);
+
 impl PkdConfig {
     /// Resolves one action; errors say which key.
     pub fn resolve(&self) -> Result<PkdAction, (String, String)> {
@@ -162,6 +243,7 @@ impl PkdConfig {
         if self.port == 0 {
             return Err(("port".into(), "0 is not a port".into()));
         }
+        self.triggers().check()?;
         let tag = pkd_bytes::<4>(&self.tag).map_err(|e| ("tag".to_string(), e))?;
         if tag == [0; 4] {
             return Err(("tag".into(), "an empty tag".into()));
@@ -235,6 +317,7 @@ impl FwknopConfig {
         if key.is_empty() || hmac_key.is_empty() {
             return Err(("key".into(), "an empty key".into()));
         }
+        self.triggers().check()?;
         let hmac_bits = match self
             .hmac_digest_type
             .as_deref()
@@ -302,15 +385,15 @@ impl FwknopConfig {
 }
 
 impl SpaConfig {
-    /// Resolves actions and stanzas, reading `actions_dir`; errors are (where, what).
-    pub fn resolve(&self) -> Result<SpaSetup, (String, String)> {
-        let mut out = SpaSetup::default();
-        for (i, a) in self.pkd.iter().enumerate() {
-            let r = a
-                .resolve()
-                .map_err(|(k, m)| (format!("[[spa.pkd]] #{} ({}) {k}", i + 1, a.name), m))?;
-            out.pkd.push(r);
-        }
+    /// The pkd actions, inline then from `actions_dir` files in name order, each with
+    /// where it was written (for errors).
+    pub fn pkd_configs(&self) -> Result<Vec<(String, PkdConfig)>, (String, String)> {
+        let mut out: Vec<(String, PkdConfig)> = self
+            .pkd
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("[[spa.pkd]] #{} ({})", i + 1, a.name), a.clone()))
+            .collect();
         if let Some(dir) = &self.actions_dir {
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|e| {
@@ -328,16 +411,20 @@ impl SpaConfig {
                     .map_err(|e| (f.display().to_string(), e.to_string()))?;
                 let list: Vec<PkdConfig> = serde_json::from_str(&text)
                     .map_err(|e| (f.display().to_string(), e.to_string()))?;
-                for (i, a) in list.iter().enumerate() {
-                    let r = a.resolve().map_err(|(k, m)| {
-                        (
-                            format!("{} action #{} ({}) {k}", f.display(), i + 1, a.name),
-                            m,
-                        )
-                    })?;
-                    out.pkd.push(r);
+                for (i, a) in list.into_iter().enumerate() {
+                    out.push((format!("{} action #{} ({})", f.display(), i + 1, a.name), a));
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// Resolves actions and stanzas, reading `actions_dir`; errors are (where, what).
+    pub fn resolve(&self) -> Result<SpaSetup, (String, String)> {
+        let mut out = SpaSetup::default();
+        for (at, a) in self.pkd_configs()? {
+            let r = a.resolve().map_err(|(k, m)| (format!("{at} {k}"), m))?;
+            out.pkd.push(r);
         }
         let skew = self.fwknop_skew.0.as_secs();
         for (i, s) in self.fwknop.iter().enumerate() {
@@ -359,6 +446,44 @@ impl SpaConfig {
             return Err(("[spa] fwknop_port".into(), "0 with fwknop stanzas".into()));
         }
         Ok(out)
+    }
+
+    /// Actions and stanzas with triggers, as doors for the trigger machinery (name,
+    /// ports, commands): pkd actions by name, stanzas by `name` or `stanza N`.
+    pub fn trigger_doors(&self) -> Vec<crate::config::KnockConfig> {
+        let Ok(set) = self.resolve() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut push = |name: &str, ports: Vec<(u8, u16)>, t: &Triggers| {
+            if !t.any() {
+                return;
+            }
+            let mut k = crate::config::KnockConfig::new(name);
+            k.protected = ports
+                .into_iter()
+                .map(|(proto, port)| crate::config::PortSpec { proto, port })
+                .collect();
+            k.start_command = t.start_command.clone();
+            k.stop_command = t.stop_command.clone();
+            if let Some(d) = t.cmd_timeout {
+                k.cmd_timeout = d;
+            }
+            k.run_as = t.run_as.clone();
+            out.push(k);
+        };
+        let cfgs = self.pkd_configs().unwrap_or_default();
+        for ((_, a), r) in cfgs.iter().zip(&set.pkd) {
+            push(
+                &r.name,
+                r.protos.iter().map(|p| (*p, r.port)).collect(),
+                &a.triggers(),
+            );
+        }
+        for (f, r) in self.fwknop.iter().zip(&set.fwknop) {
+            push(&r.name, r.open_ports.clone(), &f.triggers());
+        }
+        out
     }
 
     /// The ports SPA opens: protected in the gate.

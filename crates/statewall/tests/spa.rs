@@ -222,6 +222,8 @@ open_ports = ["tcp/22"]
 key_base64 = "{K}"
 hmac_key_base64 = "{H}"
 fw_access_timeout = {timeout}
+start_command = ["/usr/bin/touch", "{marks}/open-%IP%"]
+stop_command = ["/usr/bin/touch", "{marks}/closed-%IP%"]
 
 [[spa.pkd]]
 name = "pkd22"
@@ -232,9 +234,17 @@ window = {timeout}
 "#,
         ifname = pair.server_if,
         ns = pair.server.name,
+        marks = marks(p).display(),
     );
     std::fs::write(&p.config, conf).unwrap();
     Daemon::start(p, &[])
+}
+
+/// Where the fwknop stanza's start and stop commands leave their marks.
+fn marks(p: &Paths) -> std::path::PathBuf {
+    let m = p.scratch.join("marks");
+    std::fs::create_dir_all(&m).unwrap();
+    m
 }
 
 fn connects(pair: &Pair, to: SocketAddr) -> bool {
@@ -306,6 +316,10 @@ fn fwknop_client_end_to_end() {
     eventually("the packet was accepted", || verdict(&d, "accepted") == 1);
     assert!(connects(&pair, ssh), "the fwknop client opened tcp/22");
     assert!(!connects(&pair, other), "and nothing else");
+    let cv = pair.client_v4;
+    eventually("the start command ran", || {
+        marks(&p).join(format!("open-{cv}")).exists()
+    });
     // A connection opened now outlives the 2 s grant; a new one after it is refused.
     let mut conn = pair
         .client
@@ -321,6 +335,9 @@ fn fwknop_client_end_to_end() {
     };
     std::thread::sleep(Duration::from_millis(2300));
     assert!(!connects(&pair, ssh), "the grant ended");
+    eventually("the stop command ran", || {
+        marks(&p).join(format!("closed-{cv}")).exists()
+    });
     use std::io::{Read, Write};
     conn.write_all(b"still here").unwrap();
     let mut buf = [0u8; 10];
