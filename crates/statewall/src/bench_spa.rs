@@ -64,6 +64,7 @@ pub fn verify_rows() -> anyhow::Result<Vec<Row>> {
         window: 30,
         skew: Some(10),
         reset: false,
+        min_interval: 0,
     }];
     let now = 1_800_000_000;
     let pkts: Vec<[u8; 56]> = (0..1024u32)

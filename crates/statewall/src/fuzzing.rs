@@ -30,6 +30,7 @@ pub fn pkd_action() -> PkdAction {
         window: 60,
         skew: None,
         reset: false,
+        min_interval: 0,
     }
 }
 

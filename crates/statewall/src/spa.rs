@@ -42,6 +42,9 @@ pub enum Reject {
     NotAllowed,
     /// The replay cache is full of live entries: refused (fail closed).
     CacheFull,
+    /// Valid, but the action's `min_interval` since this source's last accepted knock has
+    /// not passed.
+    RateLimited,
 }
 
 impl Reject {
@@ -55,11 +58,12 @@ impl Reject {
             Reject::Stale => "stale",
             Reject::NotAllowed => "not_allowed",
             Reject::CacheFull => "cache_full",
+            Reject::RateLimited => "rate_limited",
         }
     }
 
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 8] = [
         Reject::Malformed,
         Reject::NoMatch,
         Reject::BadDigest,
@@ -67,6 +71,7 @@ impl Reject {
         Reject::Stale,
         Reject::NotAllowed,
         Reject::CacheFull,
+        Reject::RateLimited,
     ];
 }
 
@@ -89,6 +94,8 @@ pub struct PkdAction {
     pub skew: Option<u64>,
     /// Refused SYNs get a reset rather than a silent drop.
     pub reset: bool,
+    /// Seconds between two accepted knocks of one source for this action (0 = no limit).
+    pub min_interval: u64,
 }
 
 /// The digest of a pkd knock (COMPAT.md section 1).
@@ -623,6 +630,7 @@ mod tests {
             window: 60,
             skew: Some(10),
             reset: false,
+            min_interval: 0,
         };
         let acts = [a];
         assert!(pkd_check(&p, 1234, 1539746929 + 5, &acts).is_ok());
@@ -646,6 +654,64 @@ mod tests {
         );
         assert_eq!(pkd_bytes::<4>("0x53534b48").unwrap(), *b"SSKH");
         assert!(pkd_bytes::<4>("toolong").is_err());
+    }
+
+    #[test]
+    fn runtime_per_action_interval_and_replay() {
+        let tag = *b"SSHK";
+        let key = pkd_bytes::<40>("k").unwrap();
+        let action = |name: &str, min_interval| PkdAction {
+            name: name.into(),
+            port: 22,
+            protos: vec![6, 17],
+            tag,
+            key,
+            window: 30,
+            skew: Some(10),
+            reset: false,
+            min_interval,
+        };
+        let setup = crate::spaconfig::SpaSetup {
+            pkd: vec![action("a", 5), action("b", 0)],
+            fwknop: vec![],
+        };
+        let mut rt = SpaRuntime::new(setup, ReplayCache::open(None, 100, 0).unwrap());
+        let src: IpAddr = "10.0.0.1".parse().unwrap();
+        let knock = |n: u8, ts: u64, src: IpAddr| Candidate {
+            kind: statewall_common::spa::KIND_PKD,
+            src,
+            dport: 999,
+            payload: pkd_packet(999, &tag, &key, ts, &[n; 12]).to_vec(),
+        };
+        // Two actions share the tag and key: both open (several actions per tag).
+        let a = rt.handle(&knock(1, 100, src), 100).unwrap();
+        assert_eq!(a.names, ["a", "b"]);
+        assert_eq!(a.grants.len(), 4, "tcp and udp for each");
+        // Within 5 s only the unlimited action opens; the same packet again is a replay.
+        assert_eq!(rt.handle(&knock(2, 102, src), 102).unwrap().names, ["b"]);
+        assert_eq!(
+            rt.handle(&knock(2, 102, src), 102).unwrap_err(),
+            Reject::Replay
+        );
+        // Another source has its own interval; after 5 s both open again.
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            rt.handle(&knock(3, 103, other), 103).unwrap().names,
+            ["a", "b"]
+        );
+        assert_eq!(
+            rt.handle(&knock(4, 105, src), 105).unwrap().names,
+            ["a", "b"]
+        );
+        // Only the limited action: rate_limited.
+        rt.setup.pkd.truncate(1);
+        assert_eq!(
+            rt.handle(&knock(5, 106, src), 106).unwrap_err(),
+            Reject::RateLimited
+        );
+        assert_eq!(rt.counts["rate_limited"], 1);
+        assert_eq!(rt.counts["replay"], 1);
+        assert_eq!(rt.counts["accepted"], 4);
     }
 
     #[test]
@@ -747,6 +813,8 @@ pub struct SpaRuntime {
     /// Actions and stanzas with start/stop commands, as doors for the trigger machinery
     /// (`crate::spaconfig::SpaConfig::trigger_doors`).
     pub triggers: Vec<crate::config::KnockConfig>,
+    /// Last accepted knock per (pkd action, source), for `min_interval`.
+    last: HashMap<(String, IpAddr), u64>,
 }
 
 impl SpaRuntime {
@@ -762,6 +830,7 @@ impl SpaRuntime {
             replay,
             counts,
             triggers: Vec::new(),
+            last: HashMap::new(),
         }
     }
 
@@ -798,6 +867,20 @@ impl SpaRuntime {
         match c.kind {
             KIND_PKD => {
                 let (acts, digest) = pkd_check(&c.payload, c.dport, now, &self.setup.pkd)?;
+                // Per-action limit, after the digest (a forgery cannot use it up).
+                let acts: Vec<&PkdAction> = acts
+                    .into_iter()
+                    .filter(|a| {
+                        a.min_interval == 0
+                            || self
+                                .last
+                                .get(&(a.name.clone(), c.src))
+                                .is_none_or(|t| now.saturating_sub(*t) >= a.min_interval)
+                    })
+                    .collect();
+                if acts.is_empty() {
+                    return Err(Reject::RateLimited);
+                }
                 let keep = acts
                     .iter()
                     .map(|a| a.skew.map_or(NO_SKEW_KEEP, |s| (2 * s).max(60)))
@@ -813,7 +896,20 @@ impl SpaRuntime {
                     .collect::<Vec<_>>()
                     .join(",");
                 self.replay.insert(digest, now + keep, now)?;
-                let names = acts.iter().map(|a| a.name.clone()).collect();
+                let names: Vec<String> = acts.iter().map(|a| a.name.clone()).collect();
+                if self.last.len() > 65536 {
+                    let horizon = self
+                        .setup
+                        .pkd
+                        .iter()
+                        .map(|a| a.min_interval)
+                        .max()
+                        .unwrap_or(0);
+                    self.last.retain(|_, t| now.saturating_sub(*t) < horizon);
+                }
+                for n in &names {
+                    self.last.insert((n.clone(), c.src), now);
+                }
                 Ok(Accepted {
                     name,
                     names,
@@ -910,6 +1006,12 @@ pub fn on_candidate(s: &crate::daemon::Shared, c: &Candidate) {
                         opened.push(format!("{}/{}", crate::config::proto_name(k.proto), k.port))
                     }
                     Err(e) => {
+                        *s.spa
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .counts
+                            .entry("grant_refused")
+                            .or_default() += 1;
                         tracing::warn!(source = %c.src, action = %a.name, "SPA grant refused: {e}")
                     }
                 }

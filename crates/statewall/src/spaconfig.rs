@@ -73,6 +73,10 @@ pub struct PkdConfig {
     /// `drop` (the only style so far; `reset` is refused with a message).
     #[serde(default = "default_drop")]
     pub reject: String,
+    /// Seconds between two accepted knocks of one source for this action (0 = no limit;
+    /// nf-pkd had a fixed 5).
+    #[serde(default)]
+    pub min_interval: u64,
     /// Run (argument vector, `%IP%` = the source, no shell) when a verified packet opens
     /// the ports for a source.
     #[serde(default)]
@@ -283,6 +287,7 @@ impl PkdConfig {
             window: self.window,
             skew,
             reset,
+            min_interval: self.min_interval,
         })
     }
 }
