@@ -5,7 +5,7 @@
 //! the next stage. Grants come from the API, knock doors and (later) SPA; connections opened
 //! under a grant are tracked so that they outlive it (see [`decide`]).
 
-use crate::maps::{FlowKey, FlowValue, GateConf, GrantKey, GATE_TCP, GATE_UDP};
+use crate::maps::{FlowKey, FlowValue, GateConf, GrantKey, GATE_RESET, GATE_TCP, GATE_UDP};
 use crate::parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG};
 use crate::proto;
 
@@ -25,6 +25,8 @@ pub enum GateVerdict {
     Drop,
     /// Malformed IP: drop (fail closed, it could be aimed at a protected port).
     DropMalformed,
+    /// Refused SYN answered with a TCP reset ([`crate::reset`]).
+    Reset,
 }
 
 /// Port-table bit for an L4 protocol, or 0 when the protocol has no protected ports.
@@ -156,7 +158,10 @@ pub fn decide<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict
     let granted = matches!(t.grant_expiry(&grant_key(p)), Some(exp) if exp > now);
     if !granted && opens_connection(p.l4proto, p.tcp_flags) {
         // A new connection needs a grant, whatever flows exist (the SYN-flood path: one
-        // lookup).
+        // lookup). Ports whose style is `reset` answer it with one.
+        if t.port_bits(p.dport) & GATE_RESET != 0 {
+            return GateVerdict::Reset;
+        }
         return GateVerdict::Drop;
     }
     let conf = t.conf();

@@ -25,6 +25,7 @@
 pub mod gate;
 pub mod maps;
 pub mod parse;
+pub mod reset;
 pub mod spa;
 pub mod xfsm;
 

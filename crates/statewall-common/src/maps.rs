@@ -29,6 +29,8 @@ pub const GATE_SUMMARY_SLOT: u32 = 65536;
 pub const GATE_TCP: u8 = 1;
 /// Port bit: UDP to this port is protected.
 pub const GATE_UDP: u8 = 2;
+/// Port bit: a refused TCP SYN to this port is answered with a reset (not dropped silently).
+pub const GATE_RESET: u8 = 4;
 /// Gate stage: grants, a preallocated `HASH` of [`GrantKey`] -> [`GrantValue`].
 pub const MAP_GATE_GRANTS: &str = "SW_GATE_GRANTS";
 /// Gate stage: flows opened under a grant, a preallocated `HASH` of [`FlowKey`] ->
@@ -145,10 +147,12 @@ pub enum GateCounter {
     /// Flows a granted packet could not record because the flow table was full (the
     /// packet passed; the flow lives only as long as its grant).
     FlowsFull = 5,
+    /// Refused SYNs answered with a TCP reset (ports whose style is `reset`).
+    Reset = 6,
 }
 
 /// Number of gate counters.
-pub const GATE_COUNTERS: u32 = 6;
+pub const GATE_COUNTERS: u32 = 7;
 /// Names of the gate counters, in index order, as they appear in `/metrics` and the API.
 pub const GATE_COUNTER_NAMES: [&str; GATE_COUNTERS as usize] = [
     "seen",
@@ -157,6 +161,7 @@ pub const GATE_COUNTER_NAMES: [&str; GATE_COUNTERS as usize] = [
     "malformed",
     "flow",
     "flows_full",
+    "reset",
 ];
 
 #[cfg(feature = "user")]

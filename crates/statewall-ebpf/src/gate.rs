@@ -9,9 +9,10 @@ use statewall_common::{
     gate::{closes_connection, flow_idle, flow_key, grant_key, opens_connection, port_bit},
     maps::{
         FlowKey, FlowValue, GateConf, GateCounter, GrantKey, GrantValue, GATE_COUNTERS,
-        GATE_PORTS_LEN, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP,
+        GATE_PORTS_LEN, GATE_RESET, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP,
     },
     parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG},
+    reset::VERDICT_RESET,
     TCX_NEXT, TC_ACT_SHOT,
 };
 
@@ -93,6 +94,10 @@ fn protected(p: &PacketInfo) -> i32 {
         None => false,
     };
     if !granted && opens_connection(l4proto, tcp_flags) {
+        if bits(p.dport as u32) & GATE_RESET != 0 {
+            count(GateCounter::Reset);
+            return VERDICT_RESET;
+        }
         count(GateCounter::Dropped);
         return TC_ACT_SHOT;
     }

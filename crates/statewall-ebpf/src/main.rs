@@ -23,13 +23,17 @@ mod xfsm;
 use aya_ebpf::{
     bindings::xdp_action,
     cty::c_void,
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::generated::{
+        bpf_redirect, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_store_bytes,
+        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     macros::{classifier, map, xdp},
     maps::{Array, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use statewall_common::{
     parse::PacketInfo,
+    reset::{self, VERDICT_RESET},
     xfsm::{DIR_EGRESS, DIR_INGRESS},
     TCX_NEXT, TC_ACT_SHOT,
 };
@@ -101,7 +105,89 @@ pub fn sw_gate(ctx: TcContext) -> i32 {
     if !spa::run(p, |dst, off, len, max| load_tc(&ctx, dst, off, len, max)) {
         return TC_ACT_SHOT;
     }
-    gate::run(p)
+    match gate::run(p) {
+        VERDICT_RESET => reset_tc(&ctx, p),
+        v => v,
+    }
+}
+
+/// `BPF_F_RECOMPUTE_CSUM`: keep `skb->csum` right for the bytes rewritten.
+const RECOMPUTE_CSUM: u64 = 1;
+
+/// Turns a refused SYN into the reset that answers it and sends it back out of the
+/// interface it came in on (see `statewall_common::reset`); drops it when that fails.
+#[inline(always)]
+fn reset_tc(ctx: &TcContext, p: &PacketInfo) -> i32 {
+    let Some(r) = reset::build(p) else {
+        return TC_ACT_SHOT;
+    };
+    let skb = ctx.skb.skb;
+    let (l3, l4) = (p.l3_off as u32, p.l4_off as u32);
+    let mut mac = [0u8; 12];
+    let mut swapped = [0u8; 12];
+    unsafe {
+        if bpf_skb_change_tail(skb, l4 + 20, 0) != 0
+            || bpf_skb_load_bytes(skb as *const c_void, 0, mac.as_mut_ptr() as *mut c_void, 12) != 0
+        {
+            return TC_ACT_SHOT;
+        }
+        swapped[..6].copy_from_slice(&mac[6..]);
+        swapped[6..].copy_from_slice(&mac[..6]);
+        let ok = bpf_skb_store_bytes(
+            skb,
+            0,
+            swapped.as_ptr() as *const c_void,
+            12,
+            RECOMPUTE_CSUM,
+        ) == 0
+            && if r.l3_len == 40 {
+                bpf_skb_store_bytes(skb, l3, r.l3.as_ptr() as *const c_void, 40, RECOMPUTE_CSUM)
+                    == 0
+            } else {
+                bpf_skb_store_bytes(skb, l3, r.l3.as_ptr() as *const c_void, 20, RECOMPUTE_CSUM)
+                    == 0
+            }
+            && bpf_skb_store_bytes(skb, l4, r.tcp.as_ptr() as *const c_void, 20, RECOMPUTE_CSUM)
+                == 0;
+        if !ok {
+            return TC_ACT_SHOT;
+        }
+        bpf_redirect((*skb).ifindex, 0) as i32
+    }
+}
+
+/// The same for XDP: answered with `XDP_TX`. Not inlined: its locals would otherwise add
+/// to the frame of the program that also runs the xfsm loop (512 bytes in all).
+#[inline(never)]
+fn reset_xdp(ctx: &XdpContext, p: &PacketInfo) -> u32 {
+    let Some(r) = reset::build(p) else {
+        return xdp_action::XDP_DROP;
+    };
+    let (l3, l4) = (p.l3_off as u32, p.l4_off as u32);
+    let cur = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i32;
+    let mut mac = [0u8; 12];
+    let mut swapped = [0u8; 12];
+    let x = ctx.ctx;
+    unsafe {
+        if bpf_xdp_adjust_tail(x, (l4 + 20) as i32 - cur) != 0
+            || bpf_xdp_load_bytes(x, 0, mac.as_mut_ptr() as *mut c_void, 12) != 0
+        {
+            return xdp_action::XDP_DROP;
+        }
+        swapped[..6].copy_from_slice(&mac[6..]);
+        swapped[6..].copy_from_slice(&mac[..6]);
+        let ok = bpf_xdp_store_bytes(x, 0, swapped.as_ptr() as *mut c_void, 12) == 0
+            && if r.l3_len == 40 {
+                bpf_xdp_store_bytes(x, l3, r.l3.as_ptr() as *mut c_void, 40) == 0
+            } else {
+                bpf_xdp_store_bytes(x, l3, r.l3.as_ptr() as *mut c_void, 20) == 0
+            }
+            && bpf_xdp_store_bytes(x, l4, r.tcp.as_ptr() as *mut c_void, 20) == 0;
+        if !ok {
+            return xdp_action::XDP_DROP;
+        }
+    }
+    xdp_action::XDP_TX
 }
 
 /// Copies `len` bytes (1..=`max`, `max` a constant at every call) of a tc packet from
@@ -160,10 +246,13 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     };
     parse_xdp(&ctx, p);
     let load = |dst, off, len, max| load_xdp(&ctx, dst, off, len, max);
-    if xfsm::run(p, DIR_INGRESS, load) && spa::run(p, load) && gate::run(p) == TCX_NEXT {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
+    if !xfsm::run(p, DIR_INGRESS, load) || !spa::run(p, load) {
+        return xdp_action::XDP_DROP;
+    }
+    match gate::run(p) {
+        TCX_NEXT => xdp_action::XDP_PASS,
+        VERDICT_RESET => reset_xdp(&ctx, p),
+        _ => xdp_action::XDP_DROP,
     }
 }
 

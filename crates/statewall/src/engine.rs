@@ -561,6 +561,11 @@ impl Engine {
         for PortSpec { proto, port } in &cfg.protected_ports() {
             want[*port as usize] |= if *proto == 17 { GATE_UDP } else { GATE_TCP };
         }
+        for port in cfg.spa.reset_ports() {
+            if want[port as usize] & GATE_TCP != 0 {
+                want[port as usize] |= statewall_common::maps::GATE_RESET;
+            }
+        }
         let summary = want.iter().fold(0u8, |a, b| a | b);
         let md = self.maps.get_mut(MAP_GATE_PORTS).unwrap();
         let mut arr: Array<&mut MapData, u8> =

@@ -70,7 +70,8 @@ pub struct PkdConfig {
     /// Allowed clock skew in seconds; -1 = not checked.
     #[serde(default = "default_skew")]
     pub skew: i64,
-    /// `drop` (the only style so far; `reset` is refused with a message).
+    /// How a SYN to the port without a grant is refused: `drop` (silently) or `reset` (a
+    /// TCP reset, as from a closed port).
     #[serde(default = "default_drop")]
     pub reject: String,
     /// Seconds between two accepted knocks of one source for this action (0 = no limit;
@@ -176,6 +177,9 @@ pub struct FwknopConfig {
     pub enable_cmd_exec: bool,
     /// ENCRYPTION_MODE: only `cbc` (the default) is supported.
     pub encryption_mode: Option<String>,
+    /// statewall's own key: `drop` (default) or `reset` for SYNs to OPEN_PORTS without a
+    /// grant.
+    pub reject: Option<String>,
     /// Run (argument vector, `%IP%` = the source, no shell) when a verified packet opens
     /// the ports for a source.
     #[serde(default)]
@@ -269,14 +273,8 @@ impl PkdConfig {
         };
         let reset = match self.reject.as_str() {
             "drop" => false,
-            "reset" => {
-                return Err((
-                    "reject".into(),
-                    "\"reset\" is not supported yet: refused SYNs are dropped (use \"drop\")"
-                        .into(),
-                ))
-            }
-            o => return Err(("reject".into(), format!("{o:?}: drop"))),
+            "reset" => true,
+            o => return Err(("reject".into(), format!("{o:?}: drop or reset"))),
         };
         Ok(PkdAction {
             name: self.name.clone(),
@@ -340,6 +338,10 @@ impl FwknopConfig {
                 ))
             }
         };
+        match self.reject.as_deref() {
+            None | Some("drop") | Some("reset") => {}
+            Some(o) => return Err(("reject".into(), format!("{o:?}: drop or reset"))),
+        }
         if let Some(m) = &self.encryption_mode {
             if !m.eq_ignore_ascii_case("cbc") {
                 return Err(("encryption_mode".into(), format!("{m:?}: only cbc")));
@@ -489,6 +491,29 @@ impl SpaConfig {
             push(&r.name, r.open_ports.clone(), &f.triggers());
         }
         out
+    }
+
+    /// TCP ports whose refused SYNs are answered with a reset (`reject = "reset"`).
+    pub fn reset_ports(&self) -> Vec<u16> {
+        let Ok(set) = self.resolve() else {
+            return Vec::new();
+        };
+        let mut v: Vec<u16> = set
+            .pkd
+            .iter()
+            .filter(|a| a.reset && a.protos.contains(&6))
+            .map(|a| a.port)
+            .chain(
+                self.fwknop
+                    .iter()
+                    .zip(&set.fwknop)
+                    .filter(|(c, _)| c.reject.as_deref() == Some("reset"))
+                    .flat_map(|(_, r)| r.open_ports.iter().filter(|p| p.0 == 6).map(|p| p.1)),
+            )
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// The ports SPA opens: protected in the gate.

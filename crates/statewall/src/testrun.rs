@@ -106,6 +106,37 @@ impl TestBed {
         Ok(self.exec(name, false, frame, 1)?.return_value as i32)
     }
 
+    /// Runs a program once and returns its verdict and the frame as it left the program
+    /// (rewritten, trimmed).
+    pub fn run_out(&mut self, name: &str, xdp: bool, frame: &[u8]) -> (i32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name}"));
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
+        let r = if xdp {
+            let p: &mut Xdp = prog.try_into().unwrap();
+            if p.fd().is_err() {
+                p.load().unwrap();
+            }
+            p.test_run(opts)
+        } else {
+            let p: &mut SchedClassifier = prog.try_into().unwrap();
+            if p.fd().is_err() {
+                p.load().unwrap();
+            }
+            p.test_run(opts)
+        }
+        .unwrap_or_else(|e| panic!("test-run of {name}: {e}"));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value as i32, out)
+    }
+
     /// Runs an XDP program once; returns its action.
     pub fn run_xdp(&mut self, name: &str, frame: &[u8]) -> u32 {
         self.exec(name, true, frame, 1)

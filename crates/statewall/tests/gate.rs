@@ -17,6 +17,7 @@ use proptest::prelude::*;
 use statewall::{ebpf::PROG_GATE, ebpf::PROG_XDP_INGRESS, packet::Packet, testrun::TestBed};
 use statewall_common::{
     gate::{decide, GateTables, GateVerdict},
+    maps::GATE_RESET,
     maps::*,
     parse::parse_packet,
     TCX_NEXT, TC_ACT_SHOT, XDP_DROP, XDP_PASS,
@@ -341,7 +342,10 @@ struct Scenario {
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
         proptest::collection::vec(
-            (prop_oneof![Just(GATE_TCP), Just(GATE_UDP)], 1u16..2000),
+            (
+                prop_oneof![Just(GATE_TCP), Just(GATE_UDP), Just(GATE_TCP | GATE_RESET)],
+                1u16..2000,
+            ),
             1..6,
         ),
         proptest::collection::vec(
@@ -390,7 +394,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 const FLOWS_CAP: u32 = 3;
 
 /// Verdict kinds seen over all cases: the test fails unless each was hit.
-static SEEN: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static SEEN: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
 
 #[test]
 fn kernel_gate_equals_reference() {
@@ -401,7 +405,7 @@ fn kernel_gate_equals_reference() {
     });
     runner.run(&scenario(), check).unwrap();
     let seen: Vec<u64> = SEEN.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-    eprintln!("verdicts (next, granted, untracked, flow, drop, malformed): {seen:?}");
+    eprintln!("verdicts (next, granted, untracked, flow, drop, malformed, reset): {seen:?}");
     assert!(seen.iter().all(|&n| n > 0), "every verdict hit: {seen:?}");
 }
 
@@ -467,14 +471,23 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
             }
             let info = parse_packet(&f);
             let want = decide(&info, now, &mut r);
-            let got = bed.run_tc(PROG_GATE, &f);
+            let (got, out) = bed.run_out(PROG_GATE, false, &f);
             let want_code = match want {
                 GateVerdict::Next
                 | GateVerdict::Granted
                 | GateVerdict::GrantedUntracked
                 | GateVerdict::Flow => TCX_NEXT,
+                // Answered when the TCP header follows the IP header directly.
+                GateVerdict::Reset
+                    if info.l4_off == info.l3_off + if info.family == 6 { 40 } else { 20 } =>
+                {
+                    TC_ACT_REDIRECT
+                }
                 _ => TC_ACT_SHOT,
             };
+            if got == TC_ACT_REDIRECT {
+                check_reset(&f, &out);
+            }
             SEEN[match want {
                 GateVerdict::Next => 0,
                 GateVerdict::Granted => 1,
@@ -482,6 +495,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
                 GateVerdict::Flow => 3,
                 GateVerdict::Drop => 4,
                 GateVerdict::DropMalformed => 5,
+                GateVerdict::Reset => 6,
             }]
             .fetch_add(1, Ordering::Relaxed);
             prop_assert_eq!(got, want_code, "packet {:?} -> reference {:?}", info, want);
@@ -494,4 +508,83 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
+}
+
+/// tc verdict of `bpf_redirect`.
+const TC_ACT_REDIRECT: i32 = 7;
+
+/// Internet checksum of `b` plus `extra` (16-bit words, big-endian): 0 when valid.
+fn csum(b: &[u8], extra: u64) -> u16 {
+    let mut s = extra;
+    for c in b.chunks(2) {
+        s += (c[0] as u64) << 8 | *c.get(1).unwrap_or(&0) as u64;
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// The frame the gate sent back for a refused SYN is its reset, checked field by field
+/// with the twin parser and checksums computed here.
+fn check_reset(syn: &[u8], out: &[u8]) {
+    let s = parse_packet(syn);
+    let r = parse_packet(out);
+    assert_eq!(
+        &out[0..6],
+        &syn[6..12],
+        "destination MAC = the SYN's source"
+    );
+    assert_eq!(&out[6..12], &syn[0..6]);
+    assert_eq!((r.saddr, r.daddr), (s.daddr, s.saddr), "addresses swapped");
+    assert_eq!((r.sport, r.dport), (s.dport, s.sport), "ports swapped");
+    assert_eq!(r.l4proto, 6);
+    assert_eq!(r.tcp_flags, 0x14, "RST|ACK");
+    assert_eq!(r.tcp_seq, 0);
+    assert_eq!(r.tcp_ack, s.tcp_seq.wrapping_add(1 + s.payload_len as u32));
+    assert_eq!(r.payload_len, 0);
+    assert_eq!(out.len(), r.l4_off as usize + 20, "trimmed to the headers");
+    let (l3, l4) = (r.l3_off as usize, r.l4_off as usize);
+    let alen = if r.family == 6 { 16 } else { 4 };
+    let mut pseudo = 6u64 + 20;
+    for a in [&r.saddr[..alen], &r.daddr[..alen]] {
+        for c in a.chunks(2) {
+            pseudo += (c[0] as u64) << 8 | c[1] as u64;
+        }
+    }
+    assert_eq!(csum(&out[l4..l4 + 20], pseudo), 0, "TCP checksum");
+    if r.family != 6 {
+        assert_eq!(csum(&out[l3..l3 + 20], 0), 0, "IPv4 header checksum");
+    }
+}
+
+/// A refused SYN to a port whose style is reset is answered (tc: redirected back out of
+/// the interface; XDP: XDP_TX) over IPv4 and IPv6, options trimmed; a port without the
+/// style still drops, and a frame with IPv4 options is dropped rather than answered.
+#[test]
+fn refused_syn_gets_a_reset_on_tc_and_xdp() {
+    let mut bed = TestBed::new();
+    protect(&mut bed, &[(GATE_TCP | GATE_RESET, 22), (GATE_TCP, 23)]);
+    let xdp_tx = 3;
+    for (c, s) in [
+        (ip("10.0.0.1"), ip("10.0.0.2")),
+        (ip("2001:db8::1"), ip("2001:db8::2")),
+    ] {
+        let syn = Packet::tcp(c, s, 40000, 22, 0x02).payload(b"data").build();
+        let (v, out) = bed.run_out(PROG_GATE, false, &syn);
+        assert_eq!(v, TC_ACT_REDIRECT, "{c}");
+        check_reset(&syn, &out);
+        let (v, out) = bed.run_out(statewall::ebpf::PROG_XDP_INGRESS, true, &syn);
+        assert_eq!(v, xdp_tx, "{c}");
+        check_reset(&syn, &out);
+        let other = Packet::tcp(c, s, 40000, 23, 0x02).build();
+        assert_eq!(bed.run_tc(PROG_GATE, &other), TC_ACT_SHOT);
+        // Not a SYN: no reset, a drop.
+        let ack = Packet::tcp(c, s, 40000, 22, 0x10).build();
+        assert_eq!(bed.run_tc(PROG_GATE, &ack), TC_ACT_SHOT);
+    }
+    let opts = Packet::tcp(ip("10.0.0.1"), ip("10.0.0.2"), 40000, 22, 0x02)
+        .ipv4_options(&[1, 1, 1, 1])
+        .build();
+    assert_eq!(bed.run_tc(PROG_GATE, &opts), TC_ACT_SHOT);
 }

@@ -699,7 +699,7 @@ fn action_files_and_config_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
     for (text, want) in [
         (
-            "[[spa.pkd]]\nname = \"a\"\nport = 22\ntag = \"T\"\nkey = \"k\"\nreject = \"reset\"\n",
+            "[[spa.pkd]]\nname = \"a\"\nport = 22\ntag = \"T\"\nkey = \"k\"\nreject = \"reject\"\n",
             "[[spa.pkd]] #1 (a) reject",
         ),
         (
@@ -773,4 +773,62 @@ fn real_fwknopd_accepts_statewall_client() {
         eventually("fwknopd opened the port", || connects(&pair, to));
         assert!(d.log().contains("Added access rule"), "{}", d.log());
     }
+}
+
+/// `reject = "reset"`: a SYN to the port without a grant gets a TCP reset (the client sees
+/// "connection refused" at once, as from a closed port) where `drop` leaves it hanging;
+/// with a grant the connection opens.
+#[test]
+fn reset_style_refuses_like_a_closed_port() {
+    use statewall::config::Config;
+    use std::io::ErrorKind;
+    let pair = Pair::new("rst");
+    let mut cfg = Config::parse(
+        "[[spa.pkd]]\nname = \"r\"\nport = 2201\ntag = \"RST1\"\nkey = \"k\"\nreject = \"reset\"\n\n[[spa.pkd]]\nname = \"d\"\nport = 2202\ntag = \"DRP1\"\nkey = \"k\"\n",
+        "t",
+    )
+    .unwrap();
+    cfg.interfaces = vec![pair.server_interface()];
+    let mut k = common::Kernel::new("rst", &cfg);
+    for server in [IpAddr::V4(pair.server_v4), IpAddr::V6(pair.server_v6)] {
+        let _a = pair
+            .server
+            .run(|| TcpListener::bind((server, 2201)))
+            .unwrap();
+        let _b = pair
+            .server
+            .run(|| TcpListener::bind((server, 2202)))
+            .unwrap();
+        let attempt = |port| {
+            let to = SocketAddr::new(server, port);
+            pair.client
+                .run(|| TcpStream::connect_timeout(&to, Duration::from_millis(500)))
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        };
+        assert_eq!(
+            attempt(2201),
+            Err(ErrorKind::ConnectionRefused),
+            "{server}: reset"
+        );
+        assert_eq!(attempt(2202), Err(ErrorKind::TimedOut), "{server}: drop");
+        let client = if server.is_ipv4() {
+            IpAddr::V4(pair.client_v4)
+        } else {
+            IpAddr::V6(pair.client_v6)
+        };
+        k.eng
+            .grant(statewall::api::key_for(client, 6, 2201), 30, 1)
+            .unwrap();
+        assert_eq!(attempt(2201), Ok(()), "{server}: granted");
+    }
+    let resets = k
+        .eng
+        .gate_counters()
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| *n == "reset")
+        .unwrap()
+        .1;
+    assert!(resets >= 2, "{resets}");
 }
