@@ -103,8 +103,12 @@ enum Cmd {
     /// nf-pkd-knock) or fwknop (`--fwknop -A tcp/22 --key-base64-rijndael K
     /// --key-base64-hmac H`); IPv4 or IPv6.
     Spa {
-        /// Host to open.
-        host: String,
+        /// Host to open (or `--host`, as nf-pkd-knock takes it).
+        #[arg(required_unless_present = "host_flag")]
+        host: Option<String>,
+        /// Host to open (nf-pkd-knock's flag).
+        #[arg(long = "host", conflicts_with = "host")]
+        host_flag: Option<String>,
         /// pkd: the tag (up to 4 bytes, 0x... = hex).
         #[arg(long, required_unless_present = "fwknop")]
         tag: Option<String>,
@@ -554,6 +558,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Spa {
             host,
+            host_flag,
             tag,
             key,
             port,
@@ -570,6 +575,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         } => {
             use base64::Engine as _;
             use statewall::spa;
+            let host = host.or(host_flag).context("give HOST or --host")?;
             let addr = resolve(&host, v4, v6)?;
             let now = statewall::clock::realtime_ns() / 1_000_000_000;
             if fwknop {

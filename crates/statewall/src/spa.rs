@@ -815,6 +815,8 @@ pub struct SpaRuntime {
     pub triggers: Vec<crate::config::KnockConfig>,
     /// Last accepted knock per (pkd action, source), for `min_interval`.
     last: HashMap<(String, IpAddr), u64>,
+    /// When each refusal reason was last logged at info level.
+    pub last_log: HashMap<&'static str, u64>,
 }
 
 impl SpaRuntime {
@@ -831,6 +833,7 @@ impl SpaRuntime {
             counts,
             triggers: Vec::new(),
             last: HashMap::new(),
+            last_log: HashMap::new(),
         }
     }
 
@@ -1032,7 +1035,22 @@ pub fn on_candidate(s: &crate::daemon::Shared, c: &Candidate) {
             });
         }
         Err(e) => {
-            tracing::debug!(source = %c.src, kind, reason = e.name(), "SPA refused");
+            // At most one line per reason every 10 s at info (a flood must not flood the
+            // log); the counters have every one.
+            let loud = {
+                let mut spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
+                let last = spa.last_log.entry(e.name()).or_insert(0);
+                let loud = now >= *last + 10;
+                if loud {
+                    *last = now;
+                }
+                loud
+            };
+            if loud {
+                tracing::info!(source = %c.src, kind, reason = e.name(), "SPA refused (further refusals for 10 s at debug level; see the counters)");
+            } else {
+                tracing::debug!(source = %c.src, kind, reason = e.name(), "SPA refused");
+            }
         }
     }
 }

@@ -832,3 +832,68 @@ fn reset_style_refuses_like_a_closed_port() {
         .1;
     assert!(resets >= 2, "{resets}");
 }
+
+/// nf-pkd action files are read from `actions_dir` at start and again on reload: a tag
+/// added by a new file works after `POST /api/v1/reload` (the kernel learns the tag too),
+/// knocked with nf-pkd-knock's flags (`--host`, `--port`).
+#[test]
+fn action_files_reload() {
+    let p = Paths::new("spar");
+    let pair = Pair::new("spar");
+    let dir = p.scratch.join("actions.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.json"),
+        r#"[{"name": "a", "port": 2300, "protocol": "tcp", "tag": "AAAA", "key": "ka"}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[spa]\nactions_dir = \"{}\"\n",
+            pair.server_if,
+            pair.server.name,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&p, &[]);
+    let sv = pair.server_v4.to_string();
+    let knock = |tag: &str, key: &str| {
+        let out = pair.client.exec(&[
+            bin(),
+            "spa",
+            "--host",
+            &sv,
+            "--tag",
+            tag,
+            "--key",
+            key,
+            "--port",
+            "4444",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    };
+    knock("AAAA", "ka");
+    eventually("tag AAAA accepted", || verdict(&d, "accepted") == 1);
+    knock("BBBB", "kb");
+    std::thread::sleep(Duration::from_millis(300));
+    let spa = d.get("/api/v1/spa");
+    assert_eq!(
+        spa["kernel"]["candidates"], 1,
+        "an unknown tag is not even a candidate: {spa}"
+    );
+    std::fs::write(
+        dir.join("b.json"),
+        r#"[{"name": "b", "port": 2301, "protocol": "tcp", "tag": "BBBB", "key": "kb"}]"#,
+    )
+    .unwrap();
+    let r = statewall::client::request_blocking(&d.socket, "POST", "/api/v1/reload", None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(d.get("/api/v1/spa")["pkd"].as_array().unwrap().len(), 2);
+    knock("BBBB", "kb");
+    eventually("tag BBBB accepted after the reload", || {
+        verdict(&d, "accepted") == 2
+    });
+    d.stop();
+}
