@@ -15,6 +15,7 @@
 #![no_main]
 
 mod clock;
+mod fw;
 mod gate;
 mod parse;
 mod spa;
@@ -226,6 +227,26 @@ fn xfsm_tc(ctx: &TcContext, dir: u8) -> i32 {
     } else {
         TC_ACT_SHOT
     }
+}
+
+/// The firewall chain of the packet's interface, ingress.
+#[classifier]
+pub fn sw_fw_ingress(ctx: TcContext) -> i32 {
+    let Some(p) = scratch() else {
+        return TCX_NEXT;
+    };
+    parse_tc(&ctx, p);
+    fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0)
+}
+
+/// The same, egress.
+#[classifier]
+pub fn sw_fw_egress(ctx: TcContext) -> i32 {
+    let Some(p) = scratch() else {
+        return TCX_NEXT;
+    };
+    parse_tc(&ctx, p);
+    fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1)
 }
 
 #[classifier]

@@ -271,6 +271,7 @@ pub fn run(out: &Path, repeat: u32, open: bool) -> anyhow::Result<Report> {
         ..Default::default()
     };
     report.rows.extend(testrun_rows(repeat));
+    report.rows.extend(crate::bench_fw::rows(repeat)?);
     report.rows.extend(crate::bench_spa::verify_rows()?);
     if open {
         report.rows.extend(crate::bench_open::rows()?);

@@ -12,6 +12,10 @@ pub const PROG_GATE: &str = "sw_gate";
 pub const PROG_XFSM: &str = "sw_xfsm";
 /// tc program of the xfsm stage on egress (raw machines with egress transitions).
 pub const PROG_XFSM_EGRESS: &str = "sw_xfsm_egress";
+/// tc program of the firewall stage, ingress chains.
+pub const PROG_FW_INGRESS: &str = "sw_fw_ingress";
+/// tc program of the firewall stage, egress chains.
+pub const PROG_FW_EGRESS: &str = "sw_fw_egress";
 /// XDP ingress program: the ingress stages (xfsm, gate) in chain order.
 pub const PROG_XDP_INGRESS: &str = "sw_xdp_ingress";
 /// Parser probe (tc), test-run only.

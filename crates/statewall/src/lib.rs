@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_fw;
 pub mod bench_open;
 pub mod bench_spa;
 pub mod client;
@@ -42,6 +43,7 @@ pub mod doors;
 pub mod ebpf;
 pub mod engine;
 pub mod fuzzing;
+pub mod fw;
 pub mod fwknopconf;
 pub mod fwknopd;
 pub mod knockclient;

@@ -1,0 +1,395 @@
+//! The `firewall` stage's classifier: first matching rule of a chain, at a cost that hardly
+//! grows with the number of rules.
+//!
+//! Linear bit vector search with summary bitmaps. Each field a rule can constrain (source
+//! and destination prefix, L4 protocol, source and destination port, TCP flags) has a
+//! lookup giving the id of a [`Bitset`]: the rules that accept the packet's value of that
+//! field (rules that do not constrain it are in every bitset of that field). The rule is
+//! the lowest bit set in the AND of the packet's bitsets. Each bitset carries a summary
+//! with one bit per non-empty 64-rule word, so the AND runs over the summaries first and
+//! then only over the words every field has something in, lowest first; the first non-zero
+//! word gives the rule. Fields no rule of the chain constrains are not looked up at all
+//! ([`ChainConf::used`]).
+//!
+//! Tables come in two generations, as in `xfsm`: user space writes the inactive one and
+//! switches with one array update ([`MAP_FW_CTL`]).
+//!
+//! [`classify`] is the reference; the kernel program runs the same steps over BPF maps.
+
+use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
+use crate::proto;
+
+/// Rules per chain at most.
+pub const MAX_RULES: usize = 10240;
+/// 64-rule words of a bitset.
+pub const WORDS: usize = MAX_RULES / 64;
+/// Summary words (one bit per word).
+pub const SUMMARY: usize = WORDS.div_ceil(64);
+/// Chains: (instance, direction) pairs, `instance * 2 + dir`.
+pub const MAX_CHAINS: u32 = 8;
+/// Firewall instances.
+pub const MAX_INSTANCES: u32 = MAX_CHAINS / 2;
+
+/// Chain direction: ingress.
+pub const CHAIN_INGRESS: u32 = 0;
+/// Chain direction: egress.
+pub const CHAIN_EGRESS: u32 = 1;
+
+/// Control: word 0 = active generation.
+pub const MAP_FW_CTL: &str = "SW_FW_CTL";
+/// Per (generation, chain): [`ChainConf`].
+pub const MAP_FW_CHAINS: &str = "SW_FW_CHAINS";
+/// Interface index -> instance (a `HASH` of u32 -> u32).
+pub const MAP_FW_IFACES: &str = "SW_FW_IFACES";
+/// Bitsets ([`Bitset`]), ids handed out per generation by user space.
+pub const MAP_FW_BITSETS: &str = "SW_FW_BITSETS";
+/// Source prefixes: `LPM_TRIE` of [`LpmKey`] -> bitset id (u32).
+pub const MAP_FW_SRC: &str = "SW_FW_SRC";
+/// Destination prefixes, as [`MAP_FW_SRC`].
+pub const MAP_FW_DST: &str = "SW_FW_DST";
+/// Source ports: `ARRAY` of u16 bitset ids, [`port_slot`].
+pub const MAP_FW_SPORT: &str = "SW_FW_SPORT";
+/// Destination ports, as [`MAP_FW_SPORT`].
+pub const MAP_FW_DPORT: &str = "SW_FW_DPORT";
+/// L4 protocol (and TCP flags): `ARRAY` of u16 bitset ids, [`small_slot`].
+pub const MAP_FW_SMALL: &str = "SW_FW_SMALL";
+/// Rule actions: `ARRAY` of u8, [`rule_slot`].
+pub const MAP_FW_ACTIONS: &str = "SW_FW_ACTIONS";
+/// Per-rule counters: `PERCPU_ARRAY` of [`RuleStats`], indexed by [`stats_slot`].
+pub const MAP_FW_STATS: &str = "SW_FW_STATS";
+
+/// Field bits of [`ChainConf::used`].
+pub mod field {
+    /// Source prefix.
+    pub const SRC: u8 = 1;
+    /// Destination prefix.
+    pub const DST: u8 = 2;
+    /// L4 protocol.
+    pub const PROTO: u8 = 4;
+    /// Source port.
+    pub const SPORT: u8 = 8;
+    /// Destination port.
+    pub const DPORT: u8 = 16;
+    /// TCP flags.
+    pub const FLAGS: u8 = 32;
+}
+
+/// Action: drop.
+pub const ACT_DROP: u8 = 1;
+/// Action: accept (the packet goes on to the next stage).
+pub const ACT_ACCEPT: u8 = 2;
+/// Action: count and emit, then go on to the next rule.
+pub const ACT_LOG: u8 = 3;
+
+/// A chain's configuration in one generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainConf {
+    /// Non-zero when the chain exists (else: accept, nothing looked up).
+    pub enabled: u8,
+    /// Default action ([`ACT_DROP`] / [`ACT_ACCEPT`]).
+    pub default_action: u8,
+    /// [`field`] bits of the fields some rule constrains.
+    pub used: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+    /// Rules in the chain.
+    pub rules: u32,
+    /// Bitset of every rule (the start of the AND).
+    pub all: u32,
+    /// Bitset for the fields no lookup finds (unused: same as `all`).
+    pub _pad2: u32,
+}
+
+/// A set of rules, with its summary.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bitset {
+    /// Bit `w` set when word `w` is non-zero.
+    pub summary: [u64; SUMMARY],
+    /// Bit `r % 64` of word `r / 64`: rule `r`.
+    pub words: [u64; WORDS],
+}
+
+impl Default for Bitset {
+    fn default() -> Self {
+        Bitset {
+            summary: [0; SUMMARY],
+            words: [0; WORDS],
+        }
+    }
+}
+
+impl Bitset {
+    /// Adds rule `r`.
+    pub fn set(&mut self, r: usize) {
+        self.words[r / 64] |= 1 << (r % 64);
+        self.summary[r / 64 / 64] |= 1 << ((r / 64) % 64);
+    }
+
+    /// True when rule `r` is in.
+    pub fn has(&self, r: usize) -> bool {
+        self.words[r / 64] & (1 << (r % 64)) != 0
+    }
+}
+
+/// Key of the prefix tries: 32 bits of (generation, chain, family, pad) then the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LpmKey {
+    /// 32 + the prefix length.
+    pub prefixlen: u32,
+    /// Generation.
+    pub generation: u8,
+    /// Chain.
+    pub chain: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+    /// Address bytes (IPv4 in the first 4).
+    pub addr: [u8; 16],
+}
+
+/// Per-rule counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleStats {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Slot of a port in [`MAP_FW_SPORT`] / [`MAP_FW_DPORT`].
+#[inline(always)]
+pub fn port_slot(generation: u32, chain: u32, port: u16) -> u32 {
+    ((generation & 1) * MAX_CHAINS + chain) * 65536 + port as u32
+}
+
+/// Entries of [`MAP_FW_SMALL`] per chain: 256 protocols, 256 TCP flag values, 1 for
+/// packets that are not TCP (flags field).
+pub const SMALL_PER_CHAIN: u32 = 256 + 257;
+
+/// Slot of the protocol `p` in [`MAP_FW_SMALL`].
+#[inline(always)]
+pub fn small_slot(generation: u32, chain: u32, i: u32) -> u32 {
+    ((generation & 1) * MAX_CHAINS + chain) * SMALL_PER_CHAIN + i
+}
+
+/// [`small_slot`] index of TCP flags `f` (`None`: not TCP).
+#[inline(always)]
+pub fn flags_index(f: Option<u8>) -> u32 {
+    match f {
+        Some(f) => 256 + f as u32,
+        None => 256 + 256,
+    }
+}
+
+/// Slot of rule `r` of a chain in [`MAP_FW_ACTIONS`].
+#[inline(always)]
+pub fn rule_slot(generation: u32, chain: u32, r: u32) -> u32 {
+    ((generation & 1) * MAX_CHAINS + chain) * MAX_RULES as u32 + r
+}
+
+/// Slot of rule `r` of a chain in [`MAP_FW_STATS`] (not per generation: user space moves
+/// the counters with the rules).
+#[inline(always)]
+pub fn stats_slot(chain: u32, r: u32) -> u32 {
+    chain * MAX_RULES as u32 + r
+}
+
+/// Everything [`classify`] reads.
+pub trait FwTables {
+    /// The active generation.
+    fn generation(&self) -> u32;
+    /// A chain's configuration.
+    fn chain(&self, generation: u32, chain: u32) -> ChainConf;
+    /// Longest-prefix match in the source (`dst` false) or destination trie.
+    fn prefix(&self, dst: bool, k: &LpmKey) -> Option<u32>;
+    /// A port's bitset id.
+    fn port(&self, dst: bool, slot: u32) -> u32;
+    /// A protocol's or flags' bitset id.
+    fn small(&self, slot: u32) -> u32;
+    /// Word `w` of a bitset's summary (`summary` true) or of its rule words.
+    fn word(&self, id: u32, summary: bool, w: usize) -> u64;
+    /// A rule's action.
+    fn action(&self, slot: u32) -> u8;
+}
+
+/// The bitset ids a packet selects, one per used field (at most 6), and how many.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Ids.
+    pub ids: [u32; 6],
+    /// Used.
+    pub n: u32,
+}
+
+impl Selection {
+    /// Adds an id (never more than 6: one per field; no panic path for the kernel).
+    #[inline(always)]
+    fn push(&mut self, id: u32) {
+        let n = self.n as usize;
+        if n < 6 {
+            self.ids[n] = id;
+            self.n += 1;
+        }
+    }
+}
+
+/// What the chain decides for a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FwVerdict {
+    /// No chain: on to the next stage.
+    Pass,
+    /// Rule `r` matched with this action ([`ACT_DROP`] or [`ACT_ACCEPT`]).
+    Rule(u32, u8),
+    /// No rule matched: the default action.
+    Default(u8),
+}
+
+/// The key of the packet's source (`dst` false) or destination address.
+#[inline(always)]
+pub fn lpm_key(p: &PacketInfo, generation: u32, chain: u32, dst: bool) -> LpmKey {
+    let bits = if p.family == 6 { 128 } else { 32 };
+    LpmKey {
+        prefixlen: 32 + bits,
+        generation: generation as u8,
+        chain: chain as u8,
+        family: p.family,
+        _pad: 0,
+        addr: if dst { p.daddr } else { p.saddr },
+    }
+}
+
+/// The bitset ids of a packet's fields in a chain.
+#[inline(always)]
+pub fn select<T: FwTables>(
+    t: &T,
+    p: &PacketInfo,
+    generation: u32,
+    chain: u32,
+    used: u8,
+    all: u32,
+) -> Selection {
+    let mut s = Selection::default();
+    let l4 = p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0;
+    let ported = l4 && (p.l4proto == proto::TCP || p.l4proto == proto::UDP);
+    if used & field::SRC != 0 {
+        s.push(
+            t.prefix(false, &lpm_key(p, generation, chain, false))
+                .unwrap_or(all),
+        );
+    }
+    if used & field::DST != 0 {
+        s.push(
+            t.prefix(true, &lpm_key(p, generation, chain, true))
+                .unwrap_or(all),
+        );
+    }
+    if used & field::PROTO != 0 {
+        s.push(t.small(small_slot(generation, chain, p.l4proto as u32)));
+    }
+    // Packets without ports (other protocols, non-first fragments) take port 0's bitset:
+    // the rules that do not constrain the port (port 0 is never a rule's port).
+    if used & field::SPORT != 0 {
+        let port = if ported { p.sport } else { 0 };
+        s.push(t.port(false, port_slot(generation, chain, port)));
+    }
+    if used & field::DPORT != 0 {
+        let port = if ported { p.dport } else { 0 };
+        s.push(t.port(true, port_slot(generation, chain, port)));
+    }
+    if used & field::FLAGS != 0 {
+        let f = if l4 && p.l4proto == proto::TCP {
+            Some(p.tcp_flags)
+        } else {
+            None
+        };
+        s.push(t.small(small_slot(generation, chain, flags_index(f))));
+    }
+    s
+}
+
+/// The AND of word `w` (summary or rule word) over the selected bitsets, starting from
+/// the chain's all-rules bitset.
+#[inline(always)]
+pub fn and_word<T: FwTables>(t: &T, s: &Selection, all: u32, summary: bool, w: usize) -> u64 {
+    let mut x = t.word(all, summary, w);
+    let mut i = 0;
+    while i < 6 {
+        if (i as u32) < s.n {
+            x &= t.word(s.ids[i], summary, w);
+        }
+        i += 1;
+    }
+    x
+}
+
+/// The first rule of the chain matching the selection, skipping rules whose action is
+/// [`ACT_LOG`] (`log(r)` is called for those).
+pub fn first_match<T: FwTables, L: FnMut(u32)>(
+    t: &T,
+    s: &Selection,
+    generation: u32,
+    chain: u32,
+    all: u32,
+    mut log: L,
+) -> Option<(u32, u8)> {
+    for sw in 0..SUMMARY {
+        let mut acc = and_word(t, s, all, true, sw);
+        while acc != 0 {
+            let w = sw * 64 + acc.trailing_zeros() as usize;
+            acc &= acc - 1;
+            let mut x = and_word(t, s, all, false, w);
+            while x != 0 {
+                let r = (w * 64) as u32 + x.trailing_zeros();
+                x &= x - 1;
+                let a = t.action(rule_slot(generation, chain, r));
+                if a == ACT_LOG {
+                    log(r);
+                    continue;
+                }
+                return Some((r, a));
+            }
+        }
+    }
+    None
+}
+
+/// The reference: what chain `chain` decides for packet `p` (`log` is called for every
+/// LOG rule passed on the way).
+pub fn classify<T: FwTables, L: FnMut(u32)>(
+    t: &T,
+    p: &PacketInfo,
+    chain: u32,
+    log: L,
+) -> FwVerdict {
+    let g = t.generation();
+    let c = t.chain(g, chain);
+    if c.enabled == 0 || p.status == crate::parse::Status::NonIp as u8 {
+        return FwVerdict::Pass;
+    }
+    // Malformed IP cannot be matched field by field: the chain's default action.
+    if p.status == crate::parse::Status::Malformed as u8 {
+        return FwVerdict::Default(c.default_action);
+    }
+    let s = select(t, p, g, chain, c.used, c.all);
+    match first_match(t, &s, g, chain, c.all, log) {
+        Some((r, a)) => FwVerdict::Rule(r, a),
+        None => FwVerdict::Default(c.default_action),
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, repr(C), explicit padding.
+    unsafe impl aya::Pod for super::ChainConf {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Bitset {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LpmKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RuleStats {}
+}

@@ -1,0 +1,204 @@
+//! The `firewall` stage: the first matching rule of the packet's chain (instance of the
+//! interface, direction of the hook) decides; same steps as `statewall_common::fw`, with
+//! `bpf_loop` walking the candidate words.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::bpf_loop,
+    macros::map,
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+};
+use statewall_common::{
+    fw::{
+        rule_slot, select, stats_slot, Bitset, ChainConf, FwTables, LpmKey, RuleStats, Selection,
+        ACT_DROP, ACT_LOG, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
+    },
+    parse::{PacketInfo, Status},
+    TCX_NEXT, TC_ACT_SHOT,
+};
+
+#[map(name = "SW_FW_CTL")]
+static SW_FW_CTL: Array<u32> = Array::with_max_entries(1, 0);
+#[map(name = "SW_FW_CHAINS")]
+static SW_FW_CHAINS: Array<ChainConf> = Array::with_max_entries(2 * MAX_CHAINS, 0);
+#[map(name = "SW_FW_IFACES")]
+static SW_FW_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
+/// Sized by the loader (`[firewall] bitsets_max`).
+#[map(name = "SW_FW_BITSETS")]
+static SW_FW_BITSETS: Array<Bitset> = Array::with_max_entries(1024, 0);
+#[map(name = "SW_FW_SRC")]
+static SW_FW_SRC: LpmTrie<[u8; 20], u32> = LpmTrie::with_max_entries(65536, 1);
+#[map(name = "SW_FW_DST")]
+static SW_FW_DST: LpmTrie<[u8; 20], u32> = LpmTrie::with_max_entries(65536, 1);
+#[map(name = "SW_FW_SPORT")]
+static SW_FW_SPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536, 0);
+#[map(name = "SW_FW_DPORT")]
+static SW_FW_DPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536, 0);
+#[map(name = "SW_FW_SMALL")]
+static SW_FW_SMALL: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * SMALL_PER_CHAIN, 0);
+#[map(name = "SW_FW_ACTIONS")]
+static SW_FW_ACTIONS: Array<u8> = Array::with_max_entries(2 * MAX_CHAINS * MAX_RULES as u32, 0);
+#[map(name = "SW_FW_STATS")]
+static SW_FW_STATS: PerCpuArray<RuleStats> =
+    PerCpuArray::with_max_entries(MAX_CHAINS * MAX_RULES as u32, 0);
+
+struct Maps;
+
+impl FwTables for Maps {
+    #[inline(always)]
+    fn generation(&self) -> u32 {
+        SW_FW_CTL.get(0).copied().unwrap_or(0) & 1
+    }
+    #[inline(always)]
+    fn chain(&self, generation: u32, chain: u32) -> ChainConf {
+        SW_FW_CHAINS
+            .get((generation & 1) * MAX_CHAINS + chain)
+            .copied()
+            .unwrap_or_default()
+    }
+    #[inline(always)]
+    fn prefix(&self, dst: bool, k: &LpmKey) -> Option<u32> {
+        // SAFETY: LpmKey is repr(C): 4 bytes of generation, chain, family, pad, then 16.
+        let mut data = [0u8; 20];
+        data[0] = k.generation;
+        data[1] = k.chain;
+        data[2] = k.family;
+        data[4..].copy_from_slice(&k.addr);
+        let key = Key::new(k.prefixlen, data);
+        let t = if dst { &SW_FW_DST } else { &SW_FW_SRC };
+        t.get(&key).copied()
+    }
+    #[inline(always)]
+    fn port(&self, dst: bool, slot: u32) -> u32 {
+        let a = if dst { &SW_FW_DPORT } else { &SW_FW_SPORT };
+        a.get(slot).copied().unwrap_or(0) as u32
+    }
+    #[inline(always)]
+    fn small(&self, slot: u32) -> u32 {
+        SW_FW_SMALL.get(slot).copied().unwrap_or(0) as u32
+    }
+    #[inline(always)]
+    fn word(&self, id: u32, summary: bool, w: usize) -> u64 {
+        match SW_FW_BITSETS.get(id) {
+            Some(b) => {
+                if summary {
+                    if w < SUMMARY {
+                        b.summary[w]
+                    } else {
+                        0
+                    }
+                } else if w < WORDS {
+                    b.words[w]
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        }
+    }
+    #[inline(always)]
+    fn action(&self, slot: u32) -> u8 {
+        SW_FW_ACTIONS.get(slot).copied().unwrap_or(0)
+    }
+}
+
+/// State of the word walk.
+struct Walk {
+    sel: Selection,
+    all: u32,
+    generation: u32,
+    chain: u32,
+    /// Summary words still to visit (bits cleared as visited).
+    acc: [u64; SUMMARY],
+    /// Result: rule + 1 (0 = none) and its action.
+    rule: u32,
+    action: u8,
+    bytes: u64,
+}
+
+#[inline(always)]
+fn count(chain: u32, r: u32, bytes: u64) {
+    if let Some(s) = SW_FW_STATS.get_ptr_mut(stats_slot(chain, r)) {
+        let s = unsafe { &mut *s };
+        s.packets += 1;
+        s.bytes += bytes;
+    }
+}
+
+/// `bpf_loop` callback: the next candidate word (lowest first).
+extern "C" fn walk_cb(_i: u64, ctx: *mut c_void) -> i64 {
+    let w = unsafe { &mut *(ctx as *mut Walk) };
+    let mut sw = 0;
+    while sw < SUMMARY && w.acc[sw] == 0 {
+        sw += 1;
+    }
+    if sw >= SUMMARY {
+        return 1;
+    }
+    let word = sw * 64 + w.acc[sw].trailing_zeros() as usize;
+    w.acc[sw] &= w.acc[sw] - 1;
+    let t = Maps;
+    let mut x = statewall_common::fw::and_word(&t, &w.sel, w.all, false, word);
+    let mut n = 0;
+    while x != 0 && n < 64 {
+        let r = (word * 64) as u32 + x.trailing_zeros();
+        x &= x - 1;
+        n += 1;
+        let a = t.action(rule_slot(w.generation, w.chain, r));
+        if a == ACT_LOG {
+            count(w.chain, r, w.bytes);
+            continue;
+        }
+        w.rule = r + 1;
+        w.action = a;
+        return 1;
+    }
+    0
+}
+
+/// Runs the chain of the packet's interface and direction: `TCX_NEXT` or `TC_ACT_SHOT`.
+#[inline(always)]
+pub fn run(p: &PacketInfo, ifindex: u32, dir: u32) -> i32 {
+    let Some(inst) = (unsafe { SW_FW_IFACES.get(&ifindex) }) else {
+        return TCX_NEXT;
+    };
+    let chain = (*inst * 2 + (dir & 1)) & (MAX_CHAINS - 1);
+    let t = Maps;
+    let g = t.generation();
+    let c = t.chain(g, chain);
+    if c.enabled == 0 || p.status == Status::NonIp as u8 {
+        return TCX_NEXT;
+    }
+    let verdict = |a: u8| if a == ACT_DROP { TC_ACT_SHOT } else { TCX_NEXT };
+    if p.status == Status::Malformed as u8 {
+        return verdict(c.default_action);
+    }
+    let mut w = Walk {
+        sel: select(&t, p, g, chain, c.used, c.all),
+        all: c.all,
+        generation: g,
+        chain,
+        acc: [0; SUMMARY],
+        rule: 0,
+        action: 0,
+        bytes: p.pkt_len as u64,
+    };
+    let mut i = 0;
+    while i < SUMMARY {
+        w.acc[i] = statewall_common::fw::and_word(&t, &w.sel, w.all, true, i);
+        i += 1;
+    }
+    unsafe {
+        bpf_loop(
+            WORDS as u32 + 1,
+            walk_cb as *mut c_void,
+            &mut w as *mut Walk as *mut c_void,
+            0,
+        )
+    };
+    if w.rule == 0 {
+        return verdict(c.default_action);
+    }
+    count(chain, w.rule - 1, w.bytes);
+    verdict(w.action)
+}
