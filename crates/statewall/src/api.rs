@@ -118,7 +118,7 @@ pub async fn refuse_browsers(
 
 /// The router for the native API.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let r = Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/gate", get(gate))
@@ -132,7 +132,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/doors/{door}/close", post(door_close))
         .route("/api/v1/xfsm", get(xfsm))
         .route("/api/v1/spa", get(spa))
-        .route("/api/v1/xfsm/events", get(xfsm_events))
+        .route("/api/v1/xfsm/events", get(xfsm_events));
+    crate::api_fw::routes(r)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::from_fn(refuse_browsers))
         .with_state(shared)

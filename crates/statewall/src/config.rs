@@ -63,6 +63,24 @@ pub struct Config {
     pub machines: Vec<XfsmConfig>,
     /// `[spa]`: Single Packet Authorization (pkd and fwknop).
     pub spa: crate::spaconfig::SpaConfig,
+    /// `[firewall]`: sizes of the firewall's tables (instances and rules are managed
+    /// through the API and kept under the state directory).
+    pub firewall: FirewallConfig,
+}
+
+/// `[firewall]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirewallConfig {
+    /// Distinct rule sets the classifier can hold (half per table generation); each takes
+    /// 1.3 KB of kernel memory. Set at the first start (a change needs `statewall teardown`).
+    pub bitsets_max: u32,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig { bitsets_max: 4096 }
+    }
 }
 
 /// A duration written `"500ms"`, `"5s"`, `"2m"`, `"1h"` or a bare number of seconds.
@@ -762,6 +780,12 @@ impl Config {
             if !ports.insert(*p) {
                 return Err(bad("[gate] protected".into(), format!("{p} listed twice")));
             }
+        }
+        if self.firewall.bitsets_max < 64 || self.firewall.bitsets_max > 1 << 17 {
+            return Err(bad(
+                "[firewall] bitsets_max".into(),
+                format!("{}: 64 to 131072", self.firewall.bitsets_max),
+            ));
         }
         self.validate_knocks(&bad)?;
         self.spa.resolve().map_err(|(at, msg)| bad(at, msg))?;

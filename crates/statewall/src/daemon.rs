@@ -115,6 +115,8 @@ pub struct Inner {
     pub engine: Engine,
     /// Config in force.
     pub config: Config,
+    /// Firewall instances (kept in `STATE_DIR/firewall.json`).
+    pub fw: crate::firewall::FwState,
 }
 
 /// `GET /api/v1/status`.
@@ -316,6 +318,13 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     let mut engine = Engine::open(&pins, &cfg)?;
     tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
     apply(&mut engine, &cfg)?;
+    // Firewall instances: what the API made, kept under the state directory; written into
+    // the kernel again (same positions: the counters carry on).
+    let fw = crate::firewall::FwState::load(&cfg.daemon.state_dir.join("firewall.json"))
+        .map_err(anyhow::Error::msg)?;
+    engine
+        .apply_firewall(&cfg, &fw, &[])
+        .context("writing the firewall's tables")?;
     let socket_path = cfg.daemon.socket.clone();
     let spa = {
         let setup = cfg
@@ -334,6 +343,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         inner: Mutex::new(Inner {
             engine,
             config: cfg,
+            fw,
         }),
         config_path,
         overrides,

@@ -53,6 +53,17 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::spa::MAP_SPA_RATE,
     statewall_common::spa::MAP_SPA_EVENTS,
     statewall_common::spa::MAP_SPA_STATS,
+    statewall_common::fw::MAP_FW_CTL,
+    statewall_common::fw::MAP_FW_CHAINS,
+    statewall_common::fw::MAP_FW_IFACES,
+    statewall_common::fw::MAP_FW_BITSETS,
+    statewall_common::fw::MAP_FW_SRC,
+    statewall_common::fw::MAP_FW_DST,
+    statewall_common::fw::MAP_FW_SPORT,
+    statewall_common::fw::MAP_FW_DPORT,
+    statewall_common::fw::MAP_FW_SMALL,
+    statewall_common::fw::MAP_FW_ACTIONS,
+    statewall_common::fw::MAP_FW_STATS,
     statewall_common::xfsm::MAP_EVENTS,
 ];
 

@@ -143,6 +143,7 @@ fn chain_rank(program: &str) -> u32 {
     match program {
         ebpf::PROG_XFSM | ebpf::PROG_XFSM_EGRESS => 30,
         PROG_GATE => 40,
+        ebpf::PROG_FW_INGRESS | ebpf::PROG_FW_EGRESS => 50,
         _ => 100,
     }
 }
@@ -192,6 +193,8 @@ pub const PROGRAMS: &[(&str, bool)] = &[
     (ebpf::PROG_XFSM, false),
     (ebpf::PROG_XFSM_EGRESS, false),
     (PROG_GATE, false),
+    (ebpf::PROG_FW_INGRESS, false),
+    (ebpf::PROG_FW_EGRESS, false),
     (PROG_XDP_INGRESS, true),
 ];
 
@@ -219,6 +222,10 @@ pub struct Engine {
     pub once_live: Vec<crate::sequences::Once>,
     /// Time counters in force, per time-based door.
     pub time_counters: Vec<(String, u64)>,
+    /// What was written into each firewall generation (prefix keys to clear).
+    fw_written: [Option<crate::fw::Written>; 2],
+    /// Firewall attachments: programs on the interfaces of instances.
+    pub fw_links: Vec<LinkSpot>,
 }
 
 impl crate::xfsm::MapAccess for Engine {
@@ -295,6 +302,8 @@ impl Engine {
             door_sigs: Vec::new(),
             once_live: Vec::new(),
             time_counters: Vec::new(),
+            fw_written: [None, None],
+            fw_links: Vec::new(),
         };
         // Every link runs this build's program (also after a start that died half-way).
         eng.relink_all()?;
@@ -319,6 +328,10 @@ impl Engine {
         }
         loader.map_max_entries(MAP_GATE_GRANTS, cfg.gate.grants_max);
         loader.map_max_entries(MAP_GATE_FLOWS, cfg.gate.flows_max);
+        loader.map_max_entries(
+            statewall_common::fw::MAP_FW_BITSETS,
+            cfg.firewall.bitsets_max,
+        );
         let mut obj = loader
             .load(ebpf::OBJECT)
             .map_err(|e| EngineError::Load(format!("{e:#}")))?;
@@ -428,7 +441,9 @@ impl Engine {
     /// Makes the pinned links match the config: detaches what is no longer wanted, attaches
     /// what is missing, in chain order.
     pub fn reconcile(&mut self, cfg: &Config) -> Result<()> {
-        self.reconcile_links(&desired_links(cfg))
+        let mut want = desired_links(cfg);
+        want.extend(self.fw_links.iter().cloned());
+        self.reconcile_links(&want)
     }
 
     /// Makes the pinned links exactly `want` (in chain order per hook).
@@ -647,6 +662,147 @@ impl Engine {
             Array::try_from(md).map_err(|e| map_err(MAP_SPA_CONF, e))?;
         arr.set(0, conf, 0).map_err(|e| map_err(MAP_SPA_CONF, e))?;
         Ok(())
+    }
+
+    /// Writes the firewall instances into the inactive generation and switches to it,
+    /// points each attached interface at its instance, and attaches the chain programs
+    /// (`cfg` for the other stages' links). `moves`: (chain, origin of each new rule) for
+    /// the counters to follow their rules.
+    pub fn apply_firewall(
+        &mut self,
+        cfg: &Config,
+        st: &crate::firewall::FwState,
+        moves: &[(u32, Vec<Option<usize>>)],
+    ) -> Result<()> {
+        use statewall_common::fw::{
+            stats_slot, RuleStats, MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
+        };
+        let compiled = crate::fw::compile(&st.chains()).map_err(EngineError::Doors)?;
+        let half = self
+            .maps
+            .get(MAP_FW_BITSETS)
+            .and_then(|m| match m {
+                Map::Array(d) => d.info().ok().map(|i| i.max_entries()),
+                _ => None,
+            })
+            .unwrap_or(4096)
+            / 2;
+        let ctl: Array<&MapData, u32> =
+            Array::try_from(self.maps.get(statewall_common::fw::MAP_FW_CTL).unwrap())
+                .map_err(|e| map_err(statewall_common::fw::MAP_FW_CTL, e))?;
+        let shadow = (ctl.get(&0, 0).unwrap_or(0) & 1) as usize ^ 1;
+        let old = self.fw_written[shadow].take();
+        // Counters that move with their rules: read before the switch.
+        let mut moved: Vec<(u32, Vec<aya::maps::PerCpuValues<RuleStats>>)> = Vec::new();
+        {
+            let a: aya::maps::PerCpuArray<&MapData, RuleStats> =
+                aya::maps::PerCpuArray::try_from(self.maps.get(MAP_FW_STATS).unwrap())
+                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
+            for (chain, origin) in moves {
+                let mut v = Vec::new();
+                for o in origin {
+                    let vals = match o {
+                        Some(o) => a.get(&stats_slot(*chain, *o as u32), 0),
+                        None => {
+                            let n = aya::util::nr_cpus().map_err(|e| map_err(MAP_FW_STATS, e.1))?;
+                            Ok(
+                                aya::maps::PerCpuValues::try_from(vec![RuleStats::default(); n])
+                                    .unwrap(),
+                            )
+                        }
+                    }
+                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
+                    v.push(vals);
+                }
+                moved.push((*chain, v));
+            }
+        }
+        let (_, written) =
+            crate::fw::write_tables(self, &compiled, half, old.as_ref()).map_err(|e| {
+                EngineError::Map {
+                    map: "firewall tables".into(),
+                    msg: e,
+                }
+            })?;
+        self.fw_written[shadow] = Some(written);
+        {
+            let mut a: aya::maps::PerCpuArray<&mut MapData, RuleStats> =
+                aya::maps::PerCpuArray::try_from(self.maps.get_mut(MAP_FW_STATS).unwrap())
+                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
+            for (chain, vals) in moved {
+                for (i, v) in vals.into_iter().enumerate() {
+                    a.set(stats_slot(chain, i as u32), v, 0)
+                        .map_err(|e| map_err(MAP_FW_STATS, e))?;
+                }
+            }
+        }
+        // Interfaces -> instances.
+        let mut want_ifaces = BTreeMap::new();
+        let mut links = Vec::new();
+        for inst in st.instances.values() {
+            for port in &inst.ports {
+                let name = port.ifname.clone();
+                let idx = in_netns(port.netns.as_deref(), move || {
+                    let c = std::ffi::CString::new(name).unwrap_or_default();
+                    // SAFETY: valid C string.
+                    unsafe { libc::if_nametoindex(c.as_ptr()) }
+                })
+                .unwrap_or(0);
+                if idx == 0 {
+                    return Err(EngineError::Doors(format!(
+                        "interface {:?} (namespace {:?}) does not exist",
+                        port.ifname, port.netns
+                    )));
+                }
+                want_ifaces.insert(idx, inst.slot);
+                for (hook, program) in [
+                    ("ingress", ebpf::PROG_FW_INGRESS),
+                    ("egress", ebpf::PROG_FW_EGRESS),
+                ] {
+                    links.push(LinkSpot {
+                        netns: port.netns.clone(),
+                        ifname: port.ifname.clone(),
+                        hook: hook.into(),
+                        program: program.into(),
+                    });
+                }
+            }
+        }
+        {
+            let mut h: BpfHashMap<&mut MapData, u32, u32> =
+                BpfHashMap::try_from(self.maps.get_mut(MAP_FW_IFACES).unwrap())
+                    .map_err(|e| map_err(MAP_FW_IFACES, e))?;
+            for (k, v) in &want_ifaces {
+                h.insert(k, v, 0).map_err(|e| map_err(MAP_FW_IFACES, e))?;
+            }
+            let stale: Vec<u32> = h
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !want_ifaces.contains_key(k))
+                .collect();
+            for k in stale {
+                let _ = h.remove(&k);
+            }
+        }
+        self.fw_links = links;
+        self.reconcile(cfg)
+    }
+
+    /// Per-rule counters of a chain (packets, bytes), summed over CPUs.
+    pub fn fw_stats(&self, chain: u32, rules: usize) -> Result<Vec<(u64, u64)>> {
+        use statewall_common::fw::{stats_slot, RuleStats, MAP_FW_STATS};
+        let a: aya::maps::PerCpuArray<&MapData, RuleStats> =
+            aya::maps::PerCpuArray::try_from(self.maps.get(MAP_FW_STATS).unwrap())
+                .map_err(|e| map_err(MAP_FW_STATS, e))?;
+        (0..rules)
+            .map(|r| {
+                let v = a
+                    .get(&stats_slot(chain, r as u32), 0)
+                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
+                Ok(v.iter()
+                    .fold((0, 0), |(p, b), s| (p + s.packets, b + s.bytes)))
+            })
+            .collect()
     }
 
     /// spa stage counters (kernel side) summed over CPUs, by name.

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod api_fw;
 pub mod bench;
 pub mod bench_fw;
 pub mod bench_open;
@@ -42,6 +43,7 @@ pub mod demo;
 pub mod doors;
 pub mod ebpf;
 pub mod engine;
+pub mod firewall;
 pub mod fuzzing;
 pub mod fw;
 pub mod fwknopconf;

@@ -1,0 +1,412 @@
+//! Firewall REST: the native paths under `/api/v1/firewall` and the Polycube-compatible
+//! subset under `/polycube/v1` (COMPAT.md section 4), served by the same handlers. Every
+//! change is applied to a copy of the state, compiled and switched in the kernel with one
+//! update, and only then kept (and saved): a bad operation changes nothing.
+//!
+//! | method | path (native; Polycube's under `/polycube/v1/firewall/...`) | |
+//! | --- | --- | --- |
+//! | GET | `/api/v1/firewall` | every instance |
+//! | GET/POST/DELETE | `/api/v1/firewall/{name}` | show / create (`{"type"}`) / delete |
+//! | POST | `/api/v1/firewall/{name}/attach`, `/detach` | `{"port", "netns"?}` |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}` |
+//! | POST | `.../{name}/chain/{CHAIN}/batch` | `{"rules": [{"operation", ...}]}` |
+//! | GET | `.../{name}/chain/{CHAIN}/rule` | rules with ids, then the default stub |
+//! | GET | `.../{name}/chain/{CHAIN}/stats` | per-rule `pkts`, `bytes` |
+//! | POST/PATCH | `.../{name}/chain/{CHAIN}` | `{"default": "DROP"|"ACCEPT"}` |
+//! | POST | `.../{name}/chain/{CHAIN}/stats/reset` | zero the chain's counters |
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    api::{parse_body, ApiError},
+    daemon::Shared,
+    firewall::{apply_batch, FwState, Port},
+};
+
+type ApiResult = Result<Response, ApiError>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::daemon::Inner> {
+    s.inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Applies `new` (kernel first, then memory and disk); on error nothing changes.
+fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Result<(), ApiError> {
+    let mut g = lock(s);
+    let cfg = g.config.clone();
+    g.engine
+        .apply_firewall(&cfg, &new, moves)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let path = cfg.daemon.state_dir.join("firewall.json");
+    new.save(&path).map_err(ApiError::internal)?;
+    g.fw = new;
+    Ok(())
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError(
+        axum::http::StatusCode::NOT_FOUND,
+        format!("no firewall {name:?}"),
+    )
+}
+
+/// Adds the firewall routes (native and Polycube, with and without a trailing slash).
+pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    let mut r = r.route("/api/v1/firewall", get(list));
+    for base in ["/api/v1/firewall", "/polycube/v1/firewall"] {
+        for slash in ["", "/"] {
+            r = r
+                .route(
+                    &format!("{base}/{{name}}{slash}"),
+                    get(show).post(create).delete(remove),
+                )
+                .route(&format!("{base}/{{name}}/attach{slash}"), post(attach))
+                .route(&format!("{base}/{{name}}/detach{slash}"), post(detach))
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}{slash}"),
+                    post(set_default).patch(set_default).get(show_chain),
+                )
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}/batch{slash}"),
+                    post(batch),
+                )
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}/rule{slash}"),
+                    get(rules),
+                )
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}/stats{slash}"),
+                    get(stats),
+                )
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}/stats/reset{slash}"),
+                    post(reset_stats),
+                );
+        }
+    }
+    for slash in ["", "/"] {
+        r = r
+            .route(&format!("/polycube/v1/attach{slash}"), post(pc_attach))
+            .route(&format!("/polycube/v1/detach{slash}"), post(pc_detach));
+    }
+    r
+}
+
+fn view(name: &str, i: &crate::firewall::Instance) -> Value {
+    json!({
+        "name": name,
+        "type": i.kind,
+        "parent": i.ports.first().map(|p| p.ifname.clone()).unwrap_or_default(),
+        "ports": i.ports,
+        "chain": [
+            {"name": "INGRESS", "default": i.ingress.default, "rules": i.ingress.rules.len()},
+            {"name": "EGRESS", "default": i.egress.default, "rules": i.egress.rules.len()},
+        ],
+    })
+}
+
+async fn list(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let v: Vec<Value> = g.fw.instances.iter().map(|(n, i)| view(n, i)).collect();
+    Ok(Json(v).into_response())
+}
+
+async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let g = lock(&s);
+    let i = g.fw.instances.get(&name).ok_or_else(|| not_found(&name))?;
+    Ok(Json(view(&name, i)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    loglevel: Option<String>,
+}
+
+async fn create(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    let b: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateBody::default()
+    } else {
+        parse_body(&body)?
+    };
+    let _ = b.loglevel;
+    let kind = b.kind.unwrap_or_else(|| "TC".into()).to_ascii_uppercase();
+    if !["TC", "XDP_SKB", "XDP_DRV"].contains(&kind.as_str()) {
+        return Err(ApiError::bad(format!(
+            "type: {kind:?} is not TC, XDP_SKB or XDP_DRV"
+        )));
+    }
+    let mut new = lock(&s).fw.clone();
+    new.create(&name, &kind).map_err(ApiError::bad)?;
+    commit(&s, new, &[])?;
+    let g = lock(&s);
+    Ok(Json(view(&name, &g.fw.instances[&name])).into_response())
+}
+
+async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let mut new = lock(&s).fw.clone();
+    new.instances
+        .remove(&name)
+        .ok_or_else(|| not_found(&name))?;
+    commit(&s, new, &[])?;
+    Ok(Json(json!({"deleted": name})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachBody {
+    #[serde(default)]
+    cube: Option<String>,
+    port: String,
+    #[serde(default)]
+    netns: Option<String>,
+    #[serde(default)]
+    position: Option<String>,
+}
+
+fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
+    if let Some(p) = &b.position {
+        if !["first", "last", "auto"].contains(&p.to_ascii_lowercase().as_str()) {
+            return Err(ApiError::bad(format!(
+                "position: {p:?} is not first or last"
+            )));
+        }
+    }
+    let mut new = lock(s).fw.clone();
+    let i = new.instances.get_mut(name).ok_or_else(|| not_found(name))?;
+    let port = Port {
+        netns: b.netns,
+        ifname: b.port,
+    };
+    if on {
+        if i.ports.contains(&port) {
+            return Err(ApiError::bad(format!(
+                "port: {} is attached already",
+                port.ifname
+            )));
+        }
+        i.ports.push(port);
+    } else {
+        let before = i.ports.len();
+        i.ports.retain(|p| *p != port);
+        if i.ports.len() == before {
+            return Err(ApiError::bad(format!(
+                "port: {} is not attached",
+                port.ifname
+            )));
+        }
+    }
+    commit(s, new, &[])?;
+    Ok(Json(json!({"cube": name, "attached": on})).into_response())
+}
+
+async fn attach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    do_attach(&s, &name, parse_body(&body)?, true)
+}
+
+async fn detach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    do_attach(&s, &name, parse_body(&body)?, false)
+}
+
+async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let b: AttachBody = parse_body(&body)?;
+    let name = b
+        .cube
+        .clone()
+        .ok_or_else(|| ApiError::bad("cube: missing"))?;
+    do_attach(&s, &name, b, true)
+}
+
+async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let b: AttachBody = parse_body(&body)?;
+    let name = b
+        .cube
+        .clone()
+        .ok_or_else(|| ApiError::bad("cube: missing"))?;
+    do_attach(&s, &name, b, false)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    rules: Vec<Value>,
+}
+
+fn chain_no(st: &FwState, name: &str, chain: &str) -> Result<u32, ApiError> {
+    let i = st.instances.get(name).ok_or_else(|| not_found(name))?;
+    let dir = match chain.to_ascii_uppercase().as_str() {
+        "INGRESS" => 0,
+        "EGRESS" => 1,
+        o => {
+            return Err(ApiError::bad(format!(
+                "chain: {o:?} is not INGRESS or EGRESS"
+            )))
+        }
+    };
+    Ok(i.slot * 2 + dir)
+}
+
+async fn batch(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let b: BatchBody = parse_body(&body)?;
+    let mut new = lock(&s).fw.clone();
+    let no = chain_no(&new, &name, &chain)?;
+    let c = new
+        .instances
+        .get_mut(&name)
+        .ok_or_else(|| not_found(&name))?
+        .chain_mut(&chain)
+        .map_err(ApiError::bad)?;
+    let (rules, origin) = apply_batch(&c.rules, &b.rules)
+        .map_err(|(i, e)| ApiError::bad(format!("rules[{i}]: {e} (nothing was changed)")))?;
+    let n = rules.len();
+    c.rules = rules;
+    commit(&s, new, &[(no, origin)])?;
+    Ok(Json(json!({"rules": n})).into_response())
+}
+
+fn rule_list(st: &FwState, name: &str, chain: &str) -> Result<Vec<Value>, ApiError> {
+    let mut st = st.clone();
+    let c = st
+        .instances
+        .get_mut(name)
+        .ok_or_else(|| not_found(name))?
+        .chain_mut(chain)
+        .map_err(ApiError::bad)?;
+    let mut v: Vec<Value> = c
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            r.id = Some(i);
+            serde_json::to_value(r).unwrap_or_default()
+        })
+        .collect();
+    v.push(json!({"id": c.rules.len(), "action": c.default, "description": "Default Policy"}));
+    Ok(v)
+}
+
+async fn rules(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+) -> ApiResult {
+    let g = lock(&s);
+    Ok(Json(rule_list(&g.fw, &name, &chain)?).into_response())
+}
+
+async fn show_chain(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+) -> ApiResult {
+    let g = lock(&s);
+    let mut st = g.fw.clone();
+    let c = st
+        .instances
+        .get_mut(&name)
+        .ok_or_else(|| not_found(&name))?
+        .chain_mut(&chain)
+        .map_err(ApiError::bad)?;
+    let default = c.default.clone();
+    Ok(Json(json!({
+        "name": chain.to_ascii_uppercase(),
+        "default": default,
+        "rule": rule_list(&g.fw, &name, &chain)?,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultBody {
+    default: String,
+}
+
+async fn set_default(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let b: DefaultBody = parse_body(&body)?;
+    let a = b.default.to_ascii_uppercase();
+    let a = match a.as_str() {
+        "DROP" => "DROP",
+        "ACCEPT" | "FORWARD" => "ACCEPT",
+        o => {
+            return Err(ApiError::bad(format!(
+                "default: {o:?} is not DROP or ACCEPT"
+            )))
+        }
+    };
+    let mut new = lock(&s).fw.clone();
+    new.instances
+        .get_mut(&name)
+        .ok_or_else(|| not_found(&name))?
+        .chain_mut(&chain)
+        .map_err(ApiError::bad)?
+        .default = a.into();
+    commit(&s, new, &[])?;
+    Ok(Json(json!({"default": a})).into_response())
+}
+
+async fn stats(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+) -> ApiResult {
+    let g = lock(&s);
+    let no = chain_no(&g.fw, &name, &chain)?;
+    let mut st = g.fw.clone();
+    let c = st
+        .instances
+        .get_mut(&name)
+        .ok_or_else(|| not_found(&name))?
+        .chain_mut(&chain)
+        .map_err(ApiError::bad)?;
+    let counts = g
+        .engine
+        .fw_stats(no, c.rules.len())
+        .map_err(ApiError::internal)?;
+    let v: Vec<Value> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, (p, b))| {
+            json!({"id": i, "pkts": p, "bytes": b, "description": c.rules[i].description.clone().unwrap_or_default()})
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+async fn reset_stats(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+) -> ApiResult {
+    let st = lock(&s).fw.clone();
+    let no = chain_no(&st, &name, &chain)?;
+    let mut c = st.clone();
+    let n = c
+        .instances
+        .get_mut(&name)
+        .ok_or_else(|| not_found(&name))?
+        .chain_mut(&chain)
+        .map_err(ApiError::bad)?
+        .rules
+        .len();
+    // Every rule "new": its counters start from zero.
+    commit(&s, st, &[(no, vec![None; n])])?;
+    Ok(Json(json!({"reset": n})).into_response())
+}

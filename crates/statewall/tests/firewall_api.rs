@@ -1,0 +1,206 @@
+//! The firewall through its REST API, with real traffic between namespaces the test
+//! creates: COMPAT.md's example batch over the Polycube path with curl (no Content-Type),
+//! the rule list with its default stub, a default-DROP ingress chain with an ACCEPT rule,
+//! a bad batch that changes nothing, counters, and a restart that keeps rules and counters.
+
+mod common;
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use common::{Daemon, Paths};
+use serde_json::Value;
+use statewall::netns::Pair;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// curl as Polycube's scripts call it: JSON body without a Content-Type header.
+fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let mut args = vec![
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        "-H",
+        "Content-Type:",
+    ];
+    if let Some(b) = body {
+        args.extend_from_slice(&["--data-binary", b]);
+    }
+    args.push(url);
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn connects(pair: &Pair, port: u16) -> bool {
+    let to = SocketAddr::from((pair.server_v4, port));
+    pair.client
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_millis(400)))
+        .is_ok()
+}
+
+#[test]
+fn polycube_path_batches_enforce_and_persist() {
+    let p = Paths::new("fwapi");
+    let pair = Pair::new("fwapi");
+    std::fs::write(&p.config, "").unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    let base = format!("http://{listen}/polycube/v1");
+    let (code, v) = curl(
+        "POST",
+        &format!("{base}/firewall/fw1"),
+        Some(r#"{"type": "TC", "loglevel": "INFO"}"#),
+    );
+    assert_eq!(code, 200, "{v}");
+    let attach = format!(
+        r#"{{"cube": "fw1", "port": "{}", "netns": "{}", "position": "last"}}"#,
+        pair.server_if, pair.server.name
+    );
+    let (code, v) = curl("POST", &format!("{base}/attach"), Some(&attach));
+    assert_eq!(code, 200, "{v}");
+    let (_, v) = curl("GET", &format!("{base}/firewall/fw1/"), None);
+    assert_eq!(v["parent"], pair.server_if.as_str());
+    // COMPAT.md's example batch: one rule left, the ICMP one for 10.0.0.11, id 0.
+    let example = r#"{"rules": [
+  {"operation": "insert", "id": 0, "l4proto":"TCP", "src":"10.0.0.100/32", "dst":"10.0.0.150/24", "action":"drop"},
+  {"operation": "append", "l4proto": "ICMP", "src":"10.0.0.50/32", "dst":"10.0.0.75/24", "action":"drop"},
+  {"operation": "append", "l4proto": "ICMP", "src":"10.0.0.11/32", "dst":"10.0.0.12/24", "action":"drop"},
+  {"operation": "update", "id": 0, "l4proto":"TCP", "src":"10.0.0.100/32", "dst":"10.0.0.75/24", "action":"forward"},
+  {"operation": "delete", "id": 0},
+  {"operation": "delete", "l4proto":"ICMP", "src":"10.0.0.50/32", "dst":"10.0.0.75/24", "action":"drop"}
+]}"#;
+    let (code, v) = curl(
+        "POST",
+        &format!("{base}/firewall/fw1/chain/INGRESS/batch"),
+        Some(example),
+    );
+    assert_eq!(code, 200, "{v}");
+    let (_, list) = curl(
+        "GET",
+        &format!("{base}/firewall/fw1/chain/INGRESS/rule"),
+        None,
+    );
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["id"], 0);
+    assert_eq!(list[0]["src"], "10.0.0.11/32");
+    assert_eq!(list[0]["dst"], "10.0.0.0/24");
+    assert_eq!(list[0]["l4proto"], "ICMP");
+    assert_eq!(
+        list[1],
+        serde_json::json!({"id": 1, "action": "ACCEPT", "description": "Default Policy"})
+    );
+    // Default DROP on ingress, with an ACCEPT rule for tcp/22 from the client.
+    let sv = pair.server_v4;
+    let _l22 = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+    let _l23 = pair.server.run(|| TcpListener::bind((sv, 23))).unwrap();
+    assert!(connects(&pair, 22) && connects(&pair, 23), "default ACCEPT");
+    let rule = format!(
+        r#"{{"rules": [{{"operation": "append", "l4proto": "tcp", "src": "{}/24", "dport": 22, "action": "accept", "description": "ssh"}}]}}"#,
+        pair.client_v4
+    );
+    let (code, v) = curl(
+        "POST",
+        &format!("{base}/firewall/fw1/chain/INGRESS/batch"),
+        Some(&rule),
+    );
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = curl(
+        "PATCH",
+        &format!("{base}/firewall/fw1/chain/INGRESS/"),
+        Some(r#"{"default": "drop"}"#),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(connects(&pair, 22), "the ACCEPT rule");
+    assert!(!connects(&pair, 23), "the default DROP");
+    // A bad batch: the index and reason, and nothing changes.
+    let bad = r#"{"rules": [{"operation": "append", "l4proto": "udp", "dport": 53, "action": "accept"},
+                            {"operation": "append", "l4proto": "tcp", "dport": "99999", "action": "accept"}]}"#;
+    let (code, v) = curl(
+        "POST",
+        &format!("{base}/firewall/fw1/chain/INGRESS/batch"),
+        Some(bad),
+    );
+    assert_eq!(code, 400);
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("rules[1]") && e.contains("dport"), "{e}");
+    let (_, after) = curl(
+        "GET",
+        &format!("{base}/firewall/fw1/chain/INGRESS/rule"),
+        None,
+    );
+    assert_eq!(after.as_array().unwrap().len(), 3, "unchanged: {after}");
+    // Counters.
+    let (_, st) = curl(
+        "GET",
+        &format!("{base}/firewall/fw1/chain/INGRESS/stats"),
+        None,
+    );
+    let ssh = st[1]["pkts"].as_u64().unwrap();
+    assert!(ssh >= 1, "{st}");
+    assert_eq!(st[1]["description"], "ssh");
+    // A restart keeps the rules, the enforcement and the counters.
+    assert_eq!(d.stop(), 0);
+    assert!(!connects(&pair, 23), "enforced while the daemon is down");
+    let d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    let (_, st) = curl(
+        "GET",
+        &format!("{base}/firewall/fw1/chain/INGRESS/stats"),
+        None,
+    );
+    assert!(st[1]["pkts"].as_u64().unwrap() >= ssh, "{st}");
+    assert!(connects(&pair, 22));
+    assert!(!connects(&pair, 23));
+    let (_, st2) = curl(
+        "GET",
+        &format!("{base}/firewall/fw1/chain/INGRESS/stats"),
+        None,
+    );
+    assert!(st2[1]["pkts"].as_u64().unwrap() > st[1]["pkts"].as_u64().unwrap());
+    // Inserting before the rule moves its counter with it.
+    let ins = r#"{"rules": [{"operation": "insert", "id": 0, "l4proto": "udp", "dport": 5353, "action": "drop"}]}"#;
+    let (code, _) = curl(
+        "POST",
+        &format!("{base}/firewall/fw1/chain/INGRESS/batch"),
+        Some(ins),
+    );
+    assert_eq!(code, 200);
+    let (_, st3) = curl(
+        "GET",
+        &format!("{base}/firewall/fw1/chain/INGRESS/stats"),
+        None,
+    );
+    assert_eq!(st3[2]["description"], "ssh");
+    assert_eq!(st3[2]["pkts"], st2[1]["pkts"], "{st3}");
+    assert_eq!(st3[0]["pkts"], 0);
+    // Detach: traffic flows again.
+    let detach = format!(
+        r#"{{"cube": "fw1", "port": "{}", "netns": "{}"}}"#,
+        pair.server_if, pair.server.name
+    );
+    let (code, v) = curl("POST", &format!("{base}/detach"), Some(&detach));
+    assert_eq!(code, 200, "{v}");
+    assert!(connects(&pair, 23));
+    d.stop();
+}
