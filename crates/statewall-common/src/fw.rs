@@ -72,6 +72,8 @@ pub mod field {
     pub const DPORT: u8 = 16;
     /// TCP flags.
     pub const FLAGS: u8 = 32;
+    /// Connection-tracking state.
+    pub const CT: u8 = 64;
 }
 
 /// Action: drop.
@@ -91,8 +93,9 @@ pub struct ChainConf {
     pub default_action: u8,
     /// [`field`] bits of the fields some rule constrains.
     pub used: u8,
-    /// Explicit padding.
-    pub _pad: u8,
+    /// Non-zero: packets of known connections (ESTABLISHED, RELATED) are accepted before
+    /// any rule (`accept-established`).
+    pub accept_established: u8,
     /// Rules in the chain.
     pub rules: u32,
     /// Bitset of every rule (the start of the AND).
@@ -168,8 +171,14 @@ pub fn port_slot(generation: u32, chain: u32, port: u16) -> u32 {
 }
 
 /// Entries of [`MAP_FW_SMALL`] per chain: 256 protocols, 256 TCP flag values, 1 for
-/// packets that are not TCP (flags field).
-pub const SMALL_PER_CHAIN: u32 = 256 + 257;
+/// packets that are not TCP (flags field), 4 connection states.
+pub const SMALL_PER_CHAIN: u32 = 256 + 257 + 4;
+
+/// [`small_slot`] index of connection state `st` (`crate::ct::NEW` ...).
+#[inline(always)]
+pub fn ct_index(st: u8) -> u32 {
+    256 + 257 + (st as u32 & 3)
+}
 
 /// Slot of the protocol `p` in [`MAP_FW_SMALL`].
 #[inline(always)]
@@ -217,21 +226,21 @@ pub trait FwTables {
     fn action(&self, slot: u32) -> u8;
 }
 
-/// The bitset ids a packet selects, one per used field (at most 6), and how many.
+/// The bitset ids a packet selects, one per used field (at most 7), and how many.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Selection {
     /// Ids.
-    pub ids: [u32; 6],
+    pub ids: [u32; 7],
     /// Used.
     pub n: u32,
 }
 
 impl Selection {
-    /// Adds an id (never more than 6: one per field; no panic path for the kernel).
+    /// Adds an id (never more than 7: one per field; no panic path for the kernel).
     #[inline(always)]
     fn push(&mut self, id: u32) {
         let n = self.n as usize;
-        if n < 6 {
+        if n < 7 {
             self.ids[n] = id;
             self.n += 1;
         }
@@ -247,6 +256,8 @@ pub enum FwVerdict {
     Rule(u32, u8),
     /// No rule matched: the default action.
     Default(u8),
+    /// A packet of a known connection, accepted before the rules (`accept_established`).
+    Established,
 }
 
 /// The key of the packet's source (`dst` false) or destination address.
@@ -272,6 +283,7 @@ pub fn select<T: FwTables>(
     chain: u32,
     used: u8,
     all: u32,
+    ct: u8,
 ) -> Selection {
     let mut s = Selection::default();
     let l4 = p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0;
@@ -309,6 +321,9 @@ pub fn select<T: FwTables>(
         };
         s.push(t.small(small_slot(generation, chain, flags_index(f))));
     }
+    if used & field::CT != 0 {
+        s.push(t.small(small_slot(generation, chain, ct_index(ct))));
+    }
     s
 }
 
@@ -318,7 +333,7 @@ pub fn select<T: FwTables>(
 pub fn and_word<T: FwTables>(t: &T, s: &Selection, all: u32, summary: bool, w: usize) -> u64 {
     let mut x = t.word(all, summary, w);
     let mut i = 0;
-    while i < 6 {
+    while i < 7 {
         if (i as u32) < s.n {
             x &= t.word(s.ids[i], summary, w);
         }
@@ -358,12 +373,13 @@ pub fn first_match<T: FwTables, L: FnMut(u32)>(
     None
 }
 
-/// The reference: what chain `chain` decides for packet `p` (`log` is called for every
-/// LOG rule passed on the way).
+/// The reference: what chain `chain` decides for packet `p` in connection state `ct`
+/// (`log` is called for every LOG rule passed on the way).
 pub fn classify<T: FwTables, L: FnMut(u32)>(
     t: &T,
     p: &PacketInfo,
     chain: u32,
+    ct: u8,
     log: L,
 ) -> FwVerdict {
     let g = t.generation();
@@ -375,7 +391,10 @@ pub fn classify<T: FwTables, L: FnMut(u32)>(
     if p.status == crate::parse::Status::Malformed as u8 {
         return FwVerdict::Default(c.default_action);
     }
-    let s = select(t, p, g, chain, c.used, c.all);
+    if c.accept_established != 0 && (ct == crate::ct::ESTABLISHED || ct == crate::ct::RELATED) {
+        return FwVerdict::Established;
+    }
+    let s = select(t, p, g, chain, c.used, c.all, ct);
     match first_match(t, &s, g, chain, c.all, log) {
         Some((r, a)) => FwVerdict::Rule(r, a),
         None => FwVerdict::Default(c.default_action),

@@ -22,6 +22,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod ct;
 pub mod fw;
 pub mod gate;
 pub mod maps;

@@ -6,9 +6,10 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::bpf_loop,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use statewall_common::{
+    ct::{self, CtConf, CtKey, CtVal},
     fw::{
         rule_slot, select, stats_slot, Bitset, ChainConf, FwTables, LpmKey, RuleStats, Selection,
         ACT_DROP, ACT_LOG, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
@@ -38,6 +39,11 @@ static SW_FW_DPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536,
 static SW_FW_SMALL: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * SMALL_PER_CHAIN, 0);
 #[map(name = "SW_FW_ACTIONS")]
 static SW_FW_ACTIONS: Array<u8> = Array::with_max_entries(2 * MAX_CHAINS * MAX_RULES as u32, 0);
+/// LRU: when full, the least recently seen connections go first.
+#[map(name = "SW_FW_CT")]
+static SW_FW_CT: LruHashMap<CtKey, CtVal> = LruHashMap::with_max_entries(65536, 0);
+#[map(name = "SW_FW_CT_CONF")]
+static SW_FW_CT_CONF: Array<CtConf> = Array::with_max_entries(1, 0);
 #[map(name = "SW_FW_STATS")]
 static SW_FW_STATS: PerCpuArray<RuleStats> =
     PerCpuArray::with_max_entries(MAX_CHAINS * MAX_RULES as u32, 0);
@@ -173,8 +179,18 @@ pub fn run(p: &PacketInfo, ifindex: u32, dir: u32) -> i32 {
     if p.status == Status::Malformed as u8 {
         return verdict(c.default_action);
     }
+    // Connection state, worked out in a per-CPU slot (the stack is short).
+    let Some(cw) = SW_FW_WORK.get_ptr_mut(0) else {
+        return TCX_NEXT;
+    };
+    let cw = unsafe { &mut *cw };
+    let st = ct_state(p, cw);
+    if c.accept_established != 0 && (st == ct::ESTABLISHED || st == ct::RELATED) {
+        track(p, cw);
+        return TCX_NEXT;
+    }
     let mut w = Walk {
-        sel: select(&t, p, g, chain, c.used, c.all),
+        sel: select(&t, p, g, chain, c.used, c.all, st),
         all: c.all,
         generation: g,
         chain,
@@ -196,9 +212,86 @@ pub fn run(p: &PacketInfo, ifindex: u32, dir: u32) -> i32 {
             0,
         )
     };
-    if w.rule == 0 {
-        return verdict(c.default_action);
+    let action = if w.rule == 0 {
+        c.default_action
+    } else {
+        count(chain, w.rule - 1, w.bytes);
+        w.action
+    };
+    if action != ACT_DROP {
+        track(p, cw);
     }
-    count(chain, w.rule - 1, w.bytes);
-    verdict(w.action)
+    verdict(action)
+}
+
+/// Per-CPU working memory of the connection lookup.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CtWork {
+    key: CtKey,
+    entry: CtVal,
+    now: u64,
+    tracked: u8,
+    has_entry: u8,
+    dir: u8,
+    st: u8,
+    _pad: [u8; 4],
+}
+
+#[map(name = "SW_FW_WORK")]
+static SW_FW_WORK: PerCpuArray<CtWork> = PerCpuArray::with_max_entries(1, 0);
+
+/// Looks the packet's connection up and returns its state (the lookup stays in `w`).
+#[inline(never)]
+fn ct_state(p: &PacketInfo, w: &mut CtWork) -> u8 {
+    w.now = crate::clock::now_ns();
+    w.tracked = 0;
+    w.has_entry = 0;
+    w.dir = 0;
+    if let Some((k, d)) = ct::key(p) {
+        w.key = k;
+        w.dir = d;
+        w.tracked = 1;
+        if let Some(e) = unsafe { SW_FW_CT.get(&w.key) } {
+            if e.expires_ns > w.now {
+                w.entry = *e;
+                w.has_entry = 1;
+            }
+        }
+    }
+    let e = if w.has_entry != 0 {
+        Some(&w.entry)
+    } else {
+        None
+    };
+    w.st = ct::state(p, e, w.dir);
+    w.st
+}
+
+/// Records an accepted packet in the connection table.
+#[inline(never)]
+fn track(p: &PacketInfo, w: &mut CtWork) {
+    if w.tracked == 0 {
+        return;
+    }
+    let mut conf = SW_FW_CT_CONF.get(0).copied().unwrap_or_default();
+    if conf.udp_ns == 0 {
+        // Not written yet: the defaults.
+        conf = CtConf::default();
+    }
+    let e = if w.has_entry != 0 {
+        Some(&w.entry)
+    } else {
+        None
+    };
+    match ct::next(p, e, w.dir, w.st, w.now, &conf) {
+        Some(v) => {
+            if e != Some(&v) {
+                let _ = SW_FW_CT.insert(&w.key, &v, 0);
+            }
+        }
+        None => {
+            let _ = SW_FW_CT.remove(&w.key);
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //! | GET | `.../{name}/chain/{CHAIN}/stats` | per-rule `pkts`, `bytes` |
 //! | POST/PATCH | `.../{name}/chain/{CHAIN}` | `{"default": "DROP"|"ACCEPT"}` |
 //! | POST | `.../{name}/chain/{CHAIN}/stats/reset` | zero the chain's counters |
+//! | GET | `.../{name}/sessions` (Polycube: `session-table`) | tracked connections |
 
 use std::sync::Arc;
 
@@ -70,6 +71,11 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
                     get(show).post(create).delete(remove),
                 )
                 .route(&format!("{base}/{{name}}/attach{slash}"), post(attach))
+                .route(&format!("{base}/{{name}}/sessions{slash}"), get(sessions))
+                .route(
+                    &format!("{base}/{{name}}/session-table{slash}"),
+                    get(sessions),
+                )
                 .route(&format!("{base}/{{name}}/detach{slash}"), post(detach))
                 .route(
                     &format!("{base}/{{name}}/chain/{{chain}}{slash}"),
@@ -334,7 +340,10 @@ async fn show_chain(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DefaultBody {
-    default: String,
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default, rename = "accept-established")]
+    accept_established: Option<Value>,
 }
 
 async fn set_default(
@@ -343,25 +352,42 @@ async fn set_default(
     body: Bytes,
 ) -> ApiResult {
     let b: DefaultBody = parse_body(&body)?;
-    let a = b.default.to_ascii_uppercase();
-    let a = match a.as_str() {
-        "DROP" => "DROP",
-        "ACCEPT" | "FORWARD" => "ACCEPT",
-        o => {
-            return Err(ApiError::bad(format!(
-                "default: {o:?} is not DROP or ACCEPT"
-            )))
-        }
-    };
     let mut new = lock(&s).fw.clone();
-    new.instances
+    let c = new
+        .instances
         .get_mut(&name)
         .ok_or_else(|| not_found(&name))?
         .chain_mut(&chain)
-        .map_err(ApiError::bad)?
-        .default = a.into();
+        .map_err(ApiError::bad)?;
+    if let Some(d) = &b.default {
+        c.default = match d.to_ascii_uppercase().as_str() {
+            "DROP" => "DROP".into(),
+            "ACCEPT" | "FORWARD" => "ACCEPT".into(),
+            o => {
+                return Err(ApiError::bad(format!(
+                    "default: {o:?} is not DROP or ACCEPT"
+                )))
+            }
+        };
+    }
+    if let Some(v) = &b.accept_established {
+        c.accept_established = match v {
+            Value::Bool(b) => *b,
+            Value::String(t) if t.eq_ignore_ascii_case("on") || t == "true" => true,
+            Value::String(t) if t.eq_ignore_ascii_case("off") || t == "false" => false,
+            o => {
+                return Err(ApiError::bad(format!(
+                    "accept-established: {o} is not ON, OFF, true or false"
+                )))
+            }
+        };
+    }
+    if b.default.is_none() && b.accept_established.is_none() {
+        return Err(ApiError::bad("give default and/or accept-established"));
+    }
+    let (d, ae) = (c.default.clone(), c.accept_established);
     commit(&s, new, &[])?;
-    Ok(Json(json!({"default": a})).into_response())
+    Ok(Json(json!({"default": d, "accept-established": ae})).into_response())
 }
 
 async fn stats(
@@ -409,4 +435,40 @@ async fn reset_stats(
     // Every rule "new": its counters start from zero.
     commit(&s, st, &[(no, vec![None; n])])?;
     Ok(Json(json!({"reset": n})).into_response())
+}
+
+async fn sessions(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let g = lock(&s);
+    g.fw.instances.get(&name).ok_or_else(|| not_found(&name))?;
+    let now = g.engine.kernel_now();
+    let rows: Vec<Value> = g
+        .engine
+        .fw_sessions()
+        .map_err(ApiError::internal)?
+        .iter()
+        .map(|(k, v)| {
+            let (src, dst, sport, dport) = if v.orig_dir == 0 {
+                (k.a0, k.a1, k.p0, k.p1)
+            } else {
+                (k.a1, k.a0, k.p1, k.p0)
+            };
+            let state = if k.proto == 6 {
+                ["", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "CLOSING"][v.state as usize % 5]
+            } else if v.seen_reply != 0 {
+                "ESTABLISHED"
+            } else {
+                "NEW"
+            };
+            json!({
+                "src": crate::api::addr_ip(k.family, &src),
+                "dst": crate::api::addr_ip(k.family, &dst),
+                "sport": sport,
+                "dport": dport,
+                "l4proto": match k.proto { 6 => "TCP", 17 => "UDP", 1 => "ICMP", _ => "ICMPv6" },
+                "state": state,
+                "eta": v.expires_ns.saturating_sub(now) / 1_000_000_000,
+            })
+        })
+        .collect();
+    Ok(Json(rows).into_response())
 }

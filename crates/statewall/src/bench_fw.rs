@@ -59,6 +59,7 @@ pub fn ruleset(n: usize) -> Vec<Rule> {
                 sport: None,
                 dport: Some((dport, dport.saturating_add(((r >> 57) % 4) as u16 * 100))),
                 tcpflags: None,
+                ct: None,
                 action: ACT_DROP,
             }
         })
@@ -70,6 +71,7 @@ pub fn ruleset(n: usize) -> Vec<Rule> {
         sport: None,
         dport: Some((443, 443)),
         tcpflags: None,
+        ct: None,
         action: ACT_ACCEPT,
     });
     rules
@@ -99,6 +101,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
             Chain {
                 rules: ruleset(n),
                 default_action: ACT_DROP,
+                accept_established: false,
             },
         );
         let c = compile(&chains).map_err(anyhow::Error::msg)?;

@@ -75,11 +75,29 @@ pub struct FirewallConfig {
     /// Distinct rule sets the classifier can hold (half per table generation); each takes
     /// 1.3 KB of kernel memory. Set at the first start (a change needs `statewall teardown`).
     pub bitsets_max: u32,
+    /// Connection table size (LRU: when full, the least recently seen connections go
+    /// first). Set at the first start.
+    pub conntrack_max: u32,
+    /// Idle timeouts of tracked connections: TCP during the handshake ...
+    pub ct_tcp_syn: Dur,
+    /// ... TCP established ...
+    pub ct_tcp_established: Dur,
+    /// ... TCP after a FIN ...
+    pub ct_tcp_closing: Dur,
+    /// ... UDP and ICMP echo.
+    pub ct_udp: Dur,
 }
 
 impl Default for FirewallConfig {
     fn default() -> Self {
-        FirewallConfig { bitsets_max: 4096 }
+        FirewallConfig {
+            bitsets_max: 4096,
+            conntrack_max: 65536,
+            ct_tcp_syn: Dur::secs(60),
+            ct_tcp_established: Dur::secs(86400),
+            ct_tcp_closing: Dur::secs(10),
+            ct_udp: Dur::secs(60),
+        }
     }
 }
 
@@ -779,6 +797,22 @@ impl Config {
         for p in &self.gate.protected {
             if !ports.insert(*p) {
                 return Err(bad("[gate] protected".into(), format!("{p} listed twice")));
+            }
+        }
+        if self.firewall.conntrack_max < 16 || self.firewall.conntrack_max > 1 << 24 {
+            return Err(bad(
+                "[firewall] conntrack_max".into(),
+                format!("{}: 16 to 16777216", self.firewall.conntrack_max),
+            ));
+        }
+        for (k, d) in [
+            ("ct_tcp_syn", self.firewall.ct_tcp_syn),
+            ("ct_tcp_established", self.firewall.ct_tcp_established),
+            ("ct_tcp_closing", self.firewall.ct_tcp_closing),
+            ("ct_udp", self.firewall.ct_udp),
+        ] {
+            if d.0.is_zero() {
+                return Err(bad(format!("[firewall] {k}"), "must be above 0".into()));
             }
         }
         if self.firewall.bitsets_max < 64 || self.firewall.bitsets_max > 1 << 17 {

@@ -332,6 +332,7 @@ impl Engine {
             statewall_common::fw::MAP_FW_BITSETS,
             cfg.firewall.bitsets_max,
         );
+        loader.map_max_entries(statewall_common::ct::MAP_CT, cfg.firewall.conntrack_max);
         let mut obj = loader
             .load(ebpf::OBJECT)
             .map_err(|e| EngineError::Load(format!("{e:#}")))?;
@@ -678,6 +679,20 @@ impl Engine {
             stats_slot, RuleStats, MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
         };
         let compiled = crate::fw::compile(&st.chains()).map_err(EngineError::Doors)?;
+        {
+            use statewall_common::ct::{CtConf, MAP_CT_CONF};
+            let f = &cfg.firewall;
+            let conf = CtConf {
+                tcp_syn_ns: f.ct_tcp_syn.ns(),
+                tcp_est_ns: f.ct_tcp_established.ns(),
+                tcp_close_ns: f.ct_tcp_closing.ns(),
+                udp_ns: f.ct_udp.ns(),
+            };
+            let mut a: Array<&mut MapData, CtConf> =
+                Array::try_from(self.maps.get_mut(MAP_CT_CONF).unwrap())
+                    .map_err(|e| map_err(MAP_CT_CONF, e))?;
+            a.set(0, conf, 0).map_err(|e| map_err(MAP_CT_CONF, e))?;
+        }
         let half = self
             .maps
             .get(MAP_FW_BITSETS)
@@ -786,6 +801,20 @@ impl Engine {
         }
         self.fw_links = links;
         self.reconcile(cfg)
+    }
+
+    /// The connection table: (key, entry) of every live connection.
+    pub fn fw_sessions(
+        &self,
+    ) -> Result<Vec<(statewall_common::ct::CtKey, statewall_common::ct::CtVal)>> {
+        let now = self.kernel_now();
+        let mut v: Vec<_> = self.hash_entries(statewall_common::ct::MAP_CT)?;
+        v.retain(
+            |(_, e): &(statewall_common::ct::CtKey, statewall_common::ct::CtVal)| {
+                e.expires_ns > now
+            },
+        );
+        Ok(v)
     }
 
     /// Per-rule counters of a chain (packets, bytes), summed over CPUs.

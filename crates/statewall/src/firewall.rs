@@ -141,6 +141,21 @@ fn proto(s: &str) -> Result<Option<u8>, String> {
     })
 }
 
+fn ct_state(s: &str) -> Result<u8, String> {
+    use statewall_common::ct;
+    match s.to_ascii_uppercase().as_str() {
+        "NEW" => Ok(ct::NEW),
+        "ESTABLISHED" => Ok(ct::ESTABLISHED),
+        "RELATED" => Ok(ct::RELATED),
+        "INVALID" => Ok(ct::INVALID),
+        o => Err(format!("{o:?} is not NEW, ESTABLISHED, RELATED or INVALID")),
+    }
+}
+
+fn ct_name(st: u8) -> &'static str {
+    ["NEW", "ESTABLISHED", "RELATED", "INVALID"][st as usize & 3]
+}
+
 /// Parses an action: DROP, ACCEPT, FORWARD (= ACCEPT), LOG.
 pub fn parse_action(s: &str) -> Result<u8, String> {
     match s.to_ascii_uppercase().as_str() {
@@ -210,9 +225,8 @@ impl RuleSpec {
             n.tcpflags = Some(f.to_ascii_uppercase().replace(' ', ""));
         }
         if let Some(c) = &self.conntrack {
-            return Err(format!(
-                "conntrack: {c:?}: connection tracking is not available yet (rules cannot match on it)"
-            ));
+            let st = ct_state(c).map_err(|e| format!("conntrack: {e}"))?;
+            n.conntrack = Some(ct_name(st).into());
         }
         let a = parse_action(self.action.as_deref().unwrap_or("DROP"))
             .map_err(|e| format!("action: {e}"))?;
@@ -233,6 +247,7 @@ impl RuleSpec {
             sport: pr(&self.sport),
             dport: pr(&self.dport),
             tcpflags: self.tcpflags.as_deref().and_then(|f| parse_flags(f).ok()),
+            ct: self.conntrack.as_deref().and_then(|c| ct_state(c).ok()),
             action: parse_action(self.action.as_deref().unwrap_or("DROP")).unwrap_or(ACT_DROP),
         }
     }
@@ -245,6 +260,9 @@ pub struct ChainState {
     pub rules: Vec<RuleSpec>,
     /// Default action: DROP or ACCEPT.
     pub default: String,
+    /// Packets of known connections are accepted before the rules.
+    #[serde(default)]
+    pub accept_established: bool,
 }
 
 impl Default for ChainState {
@@ -252,6 +270,7 @@ impl Default for ChainState {
         ChainState {
             rules: Vec::new(),
             default: "ACCEPT".into(),
+            accept_established: false,
         }
     }
 }
@@ -448,6 +467,7 @@ impl FwState {
                     Chain {
                         rules: c.rules.iter().map(RuleSpec::rule).collect(),
                         default_action: parse_action(&c.default).unwrap_or(ACT_ACCEPT),
+                        accept_established: c.accept_established,
                     },
                 );
             }

@@ -30,6 +30,8 @@ pub struct Rule {
     pub dport: Option<(u16, u16)>,
     /// TCP flags: (mask, value); only TCP packets match.
     pub tcpflags: Option<(u8, u8)>,
+    /// Connection state (`statewall_common::ct::NEW` ...), `None` = any.
+    pub ct: Option<u8>,
     /// `statewall_common::fw::ACT_*`.
     pub action: u8,
 }
@@ -41,6 +43,8 @@ pub struct Chain {
     pub rules: Vec<Rule>,
     /// Default action.
     pub default_action: u8,
+    /// Packets of known connections are accepted before the rules.
+    pub accept_established: bool,
 }
 
 /// Masks an address to a prefix length.
@@ -215,7 +219,8 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, String> {
                     field::FLAGS
                 } else {
                     0
-                };
+                }
+                | if r.ct.is_some() { field::CT } else { 0 };
         }
         let all = b.id(0..rules.len());
         if used & field::SRC != 0 {
@@ -252,6 +257,15 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, String> {
                         })) as u16;
             }
         }
+        if used & field::CT != 0 {
+            for st in 0..4u8 {
+                small[statewall_common::fw::ct_index(st) as usize] = b.id(rules
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(ri, r)| (r.ct.is_none() || r.ct == Some(st)).then_some(ri)))
+                    as u16;
+            }
+        }
         c.small.insert(ch, small);
         c.actions
             .insert(ch, rules.iter().map(|r| r.action).collect());
@@ -261,7 +275,7 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, String> {
                 enabled: 1,
                 default_action: chain.default_action,
                 used,
-                _pad: 0,
+                accept_established: chain.accept_established as u8,
                 rules: rules.len() as u32,
                 all,
                 _pad2: 0,

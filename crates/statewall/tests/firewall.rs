@@ -7,7 +7,7 @@ mod common;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use common::soak_cases;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use statewall::{
@@ -17,9 +17,10 @@ use statewall::{
     testrun::TestBed,
 };
 use statewall_common::{
+    ct::{CtConf, CtKey, CtVal, MAP_CT, MAP_CT_CONF},
     fw::{
-        classify, stats_slot, FwVerdict, RuleStats, ACT_ACCEPT, ACT_DROP, ACT_LOG, MAP_FW_BITSETS,
-        MAP_FW_IFACES, MAP_FW_STATS,
+        classify, stats_slot, FwTables, FwVerdict, RuleStats, ACT_ACCEPT, ACT_DROP, ACT_LOG,
+        MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
     },
     parse::parse_packet,
     TCX_NEXT, TC_ACT_SHOT,
@@ -106,6 +107,7 @@ fn random_rule(rng: &mut StdRng) -> Rule {
         tcpflags: (proto == Some(6) && rng.random_bool(0.3)).then(|| {
             [(0x12u8, 0x02u8), (0x10, 0x10), (0x04, 0x04), (0x01, 0x01)][rng.random_range(0..4)]
         }),
+        ct: rng.random_bool(0.15).then(|| rng.random_range(0..4u8)),
         action: [ACT_DROP, ACT_ACCEPT, ACT_ACCEPT, ACT_LOG][rng.random_range(0..4)],
     }
 }
@@ -179,9 +181,40 @@ fn packet_for(rng: &mut StdRng, rules: &[Rule]) -> Vec<u8> {
     p.build()
 }
 
+const SEC: u64 = 1_000_000_000;
+
+/// The other direction of an earlier packet, with the flags an answer would carry.
+fn reply(rng: &mut StdRng, p: &statewall_common::parse::PacketInfo) -> Option<Vec<u8>> {
+    let ip = |a: [u8; 16]| {
+        if p.family == 6 {
+            IpAddr::from(a)
+        } else {
+            IpAddr::from([a[0], a[1], a[2], a[3]])
+        }
+    };
+    if p.status != 1 || p.flags & 4 == 0 {
+        return None;
+    }
+    let (s, d) = (ip(p.daddr), ip(p.saddr));
+    Some(
+        match p.l4proto {
+            6 => {
+                let flags = match p.tcp_flags & 0x17 {
+                    0x02 => [0x12u8, 0x12, 0x04, 0x10][rng.random_range(0..4)],
+                    _ => [0x10u8, 0x10, 0x11, 0x04, 0x02][rng.random_range(0..5)],
+                };
+                Packet::tcp(s, d, p.dport, p.sport, flags)
+            }
+            17 => Packet::udp(s, d, p.dport, p.sport),
+            _ => Packet::echo_request(s, d, p.icmp_id),
+        }
+        .build(),
+    )
+}
+
 fn code(v: FwVerdict) -> i32 {
     match v {
-        FwVerdict::Pass => TCX_NEXT,
+        FwVerdict::Pass | FwVerdict::Established => TCX_NEXT,
         FwVerdict::Rule(_, a) | FwVerdict::Default(a) => {
             if a == ACT_DROP {
                 TC_ACT_SHOT
@@ -213,6 +246,7 @@ fn scenario(
                 } else {
                     ACT_ACCEPT
                 },
+                accept_established: rng.random_bool(0.5),
             },
         );
     }
@@ -224,13 +258,66 @@ fn scenario(
     let r = RefTables { c };
     let mut want: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut ct_ref: std::collections::HashMap<CtKey, CtVal> = Default::default();
+    let conf = CtConf {
+        tcp_syn_ns: 3 * SEC,
+        tcp_est_ns: 20 * SEC,
+        tcp_close_ns: 2 * SEC,
+        udp_ns: 4 * SEC,
+    };
+    {
+        let mut a: Array<&mut MapData, CtConf> = bed.map(MAP_CT_CONF).try_into().unwrap();
+        a.set(0, conf, 0).unwrap();
+    }
+    let mut now = bed.kernel_now();
+    let mut sent: Vec<Vec<u8>> = Vec::new();
     for i in 0..packets {
+        now += match rng.random_range(0..10) {
+            0 => rng.random_range(1..6) * SEC,
+            _ => rng.random_range(0..200) * 1_000_000,
+        };
+        bed.freeze(now);
         let ch = if rng.random_bool(0.8) { 0 } else { 1 };
-        let f = packet_for(&mut rng, &chains[&ch].rules);
+        // Often the answer to an earlier packet (the other direction of its connection).
+        let f = match sent.len() {
+            n if n > 0 && rng.random_bool(0.35) => {
+                let prev = parse_packet(&sent[rng.random_range(n.saturating_sub(8)..n)]);
+                reply(&mut rng, &prev).unwrap_or_else(|| packet_for(&mut rng, &chains[&ch].rules))
+            }
+            _ => packet_for(&mut rng, &chains[&ch].rules),
+        };
+        sent.push(f.clone());
         let p = parse_packet(&f);
-        let v = classify(&r, &p, ch, |rule| {
+        // The reference connection table.
+        let chain_on = r.chain(0, ch).enabled != 0 && p.status == 1;
+        let tracked = statewall_common::ct::key(&p);
+        let entry = tracked
+            .and_then(|(k, _)| ct_ref.get(&k).copied())
+            .filter(|e| e.expires_ns > now);
+        let dir = tracked.map(|t| t.1).unwrap_or(0);
+        let st = statewall_common::ct::state(&p, entry.as_ref(), dir);
+        let v = classify(&r, &p, ch, st, |rule| {
             *want.entry((ch, rule)).or_default() += 1;
         });
+        let accepted = !matches!(
+            v,
+            FwVerdict::Rule(_, ACT_DROP) | FwVerdict::Default(ACT_DROP)
+        );
+        if chain_on && accepted {
+            if let Some((k, d)) = tracked {
+                match statewall_common::ct::next(&p, entry.as_ref(), d, st, now, &conf) {
+                    Some(nv) => {
+                        if entry != Some(nv) {
+                            ct_ref.insert(k, nv);
+                        }
+                    }
+                    None => {
+                        ct_ref.remove(&k);
+                    }
+                }
+            }
+        }
+        seen.insert(["ct new", "ct established", "ct related", "ct invalid"][st as usize]);
         if let FwVerdict::Rule(rule, _) = v {
             *want.entry((ch, rule)).or_default() += 1;
         }
@@ -239,6 +326,7 @@ fn scenario(
             FwVerdict::Rule(_, ACT_DROP) => "rule drop",
             FwVerdict::Rule(..) => "rule accept",
             FwVerdict::Default(_) => "default",
+            FwVerdict::Established => "accepted as established",
         });
         if p.family == 6 {
             seen.insert("ipv6");
@@ -260,6 +348,18 @@ fn scenario(
         .any(|(ch, r)| chains[ch].rules[*r as usize].action == ACT_LOG)
     {
         seen.insert("log");
+    }
+    // The connection tables agree.
+    let kt: BpfHashMap<&MapData, CtKey, CtVal> = (&*bed.map(MAP_CT)).try_into().unwrap();
+    let kt: BTreeMap<CtKey, CtVal> = kt.iter().map(|x| x.unwrap()).collect();
+    let rt: BTreeMap<CtKey, CtVal> = ct_ref.iter().map(|(k, v)| (*k, *v)).collect();
+    assert_eq!(kt, rt, "seed {seed}: connection tables differ");
+    {
+        // Empty it for the next scenario.
+        let mut kt: BpfHashMap<&mut MapData, CtKey, CtVal> = bed.map(MAP_CT).try_into().unwrap();
+        for k in rt.keys() {
+            let _ = kt.remove(k);
+        }
     }
     let after = stats(bed, &chains);
     for (k, n) in &after {
@@ -298,7 +398,17 @@ fn kernel_classifier_equals_reference() {
     }
     // Thousands of rules, fewer packets.
     seen.extend(scenario(0xf1_ffff, 3000, 400, &mut bed, &mut old));
-    for k in ["rule drop", "rule accept", "default", "log", "ipv6"] {
+    for k in [
+        "rule drop",
+        "rule accept",
+        "default",
+        "log",
+        "ipv6",
+        "ct new",
+        "ct established",
+        "ct invalid",
+        "accepted as established",
+    ] {
         assert!(seen.contains(k), "no '{k}' case: {seen:?}");
     }
 }
@@ -343,6 +453,7 @@ fn first_match_ranges_flags_prefixes() {
         Chain {
             rules,
             default_action: ACT_DROP,
+            accept_established: false,
         },
     );
     let c = compile(&chains).unwrap();
@@ -401,4 +512,87 @@ fn first_match_ranges_flags_prefixes() {
     );
     // Non-IP passes whatever the default.
     assert_eq!(run(&mut bed, statewall::packet::non_ip(0x0806)), TCX_NEXT);
+}
+
+/// Rules on the connection state: with an ESTABLISHED-only rule and a DROP default, a SYN
+/// (NEW) is dropped, the answer to an accepted outgoing SYN gets in, a mid-stream packet
+/// without a connection is INVALID; accept-established lets known connections in before
+/// any rule.
+#[test]
+fn conntrack_states_in_rules() {
+    let mut bed = bed();
+    let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    let mut chains = BTreeMap::new();
+    let rule = |ct, action| Rule {
+        ct: Some(ct),
+        action,
+        ..Default::default()
+    };
+    chains.insert(
+        0,
+        Chain {
+            rules: vec![rule(statewall_common::ct::ESTABLISHED, ACT_ACCEPT)],
+            default_action: ACT_DROP,
+            accept_established: false,
+        },
+    );
+    // Egress: everything accepted (and tracked), except INVALID.
+    chains.insert(
+        1,
+        Chain {
+            rules: vec![rule(statewall_common::ct::INVALID, ACT_DROP)],
+            default_action: ACT_ACCEPT,
+            accept_established: false,
+        },
+    );
+    let c = compile(&chains).unwrap();
+    assert_ne!(c.chains[&0].used & statewall_common::fw::field::CT, 0);
+    write_tables(&mut bed, &c, BITSETS / 2, None).unwrap();
+    let syn_in = Packet::tcp(b, a, 5555, 22, 0x02).build();
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &syn_in),
+        TC_ACT_SHOT,
+        "NEW from outside"
+    );
+    let ack_in = Packet::tcp(b, a, 5556, 22, 0x10).build();
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &ack_in),
+        TC_ACT_SHOT,
+        "INVALID from outside"
+    );
+    let ack_out = Packet::tcp(a, b, 22, 5557, 0x10).build();
+    assert_eq!(
+        bed.run_tc(PROG_FW_EGRESS, &ack_out),
+        TC_ACT_SHOT,
+        "INVALID going out"
+    );
+    let syn_out = Packet::tcp(a, b, 40000, 443, 0x02).build();
+    assert_eq!(bed.run_tc(PROG_FW_EGRESS, &syn_out), TCX_NEXT);
+    let synack_in = Packet::tcp(b, a, 443, 40000, 0x12).build();
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &synack_in),
+        TCX_NEXT,
+        "the answer: ESTABLISHED"
+    );
+    let data_in = Packet::tcp(b, a, 443, 40000, 0x18).build();
+    assert_eq!(bed.run_tc(PROG_FW_INGRESS, &data_in), TCX_NEXT);
+    // UDP: the answer to an outgoing datagram.
+    let udp_out = Packet::udp(a, b, 5353, 53).build();
+    assert_eq!(bed.run_tc(PROG_FW_EGRESS, &udp_out), TCX_NEXT);
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &Packet::udp(b, a, 53, 5353).build()),
+        TCX_NEXT
+    );
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &Packet::udp(b, a, 53, 5354).build()),
+        TC_ACT_SHOT
+    );
+    // accept-established: no rule needed.
+    chains.get_mut(&0).unwrap().rules.clear();
+    chains.get_mut(&0).unwrap().accept_established = true;
+    let c = compile(&chains).unwrap();
+    let old = write_tables(&mut bed, &c, BITSETS / 2, None).unwrap().1;
+    let _ = old;
+    assert_eq!(bed.run_tc(PROG_FW_INGRESS, &data_in), TCX_NEXT);
+    assert_eq!(bed.run_tc(PROG_FW_INGRESS, &syn_in), TC_ACT_SHOT);
 }

@@ -204,3 +204,110 @@ fn polycube_path_batches_enforce_and_persist() {
     assert!(connects(&pair, 23));
     d.stop();
 }
+
+fn api(d: &Daemon, method: &str, path: &str, body: &str) -> Value {
+    let r = statewall::client::request_blocking(&d.socket, method, path, Some(body.to_string()))
+        .unwrap();
+    assert_eq!(r.status, 200, "{method} {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap_or(Value::Null)
+}
+
+/// Connection tracking under a default-DROP ingress chain: the server's own outgoing
+/// connection gets its replies in (a rule accepting ESTABLISHED), a new connection from
+/// outside does not; and with a 256-entry table, a flood of 3000 new flows evicts idle
+/// entries while the connection that stays active keeps working.
+#[test]
+fn conntrack_replies_and_flood() {
+    use std::io::{Read, Write};
+    let p = Paths::new("fwct");
+    let pair = Pair::new("fwct");
+    std::fs::write(&p.config, "[firewall]\nconntrack_max = 256\n").unwrap();
+    let d = Daemon::start(&p, &[]);
+    api(&d, "POST", "/api/v1/firewall/fw2", "{}");
+    api(
+        &d,
+        "POST",
+        "/api/v1/firewall/fw2/attach",
+        &format!(
+            r#"{{"port": "{}", "netns": "{}"}}"#,
+            pair.server_if, pair.server.name
+        ),
+    );
+    api(
+        &d,
+        "POST",
+        "/api/v1/firewall/fw2/chain/INGRESS/batch",
+        r#"{"rules": [{"operation": "append", "conntrack": "ESTABLISHED", "action": "accept"}]}"#,
+    );
+    api(
+        &d,
+        "PATCH",
+        "/api/v1/firewall/fw2/chain/INGRESS",
+        r#"{"default": "DROP"}"#,
+    );
+    let cv = pair.client_v4;
+    let l = pair.client.run(|| TcpListener::bind((cv, 7777))).unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => c.write_all(&buf[..n]).unwrap(),
+            }
+        }
+    });
+    let to = SocketAddr::from((cv, 7777));
+    let mut conn = pair
+        .server
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+        .expect("the server's own connection: replies get in as ESTABLISHED");
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut roundtrip = |msg: &[u8]| {
+        conn.write_all(msg).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        conn.read_exact(&mut buf)
+            .map(|_| buf == msg)
+            .unwrap_or(false)
+    };
+    assert!(roundtrip(b"hello"));
+    let sv = pair.server_v4;
+    let _l22 = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+    let ok = connects(&pair, 22);
+    let sess = api(&d, "GET", "/api/v1/firewall/fw2/sessions", "");
+    let rules = api(&d, "GET", "/api/v1/firewall/fw2/chain/INGRESS/rule", "");
+    let stats = api(&d, "GET", "/api/v1/firewall/fw2/chain/INGRESS/stats", "");
+    assert!(
+        !ok,
+        "a new connection from outside: default DROP\n{sess}\n{rules}\n{stats}"
+    );
+    let sess = api(&d, "GET", "/api/v1/firewall/fw2/sessions", "");
+    assert!(
+        sess.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["dport"] == 7777 && s["state"] == "ESTABLISHED"),
+        "{sess}"
+    );
+    // The flood: 3000 new UDP flows from the server, 12 times the table.
+    let sock = pair
+        .server
+        .run(|| std::net::UdpSocket::bind((sv, 0)))
+        .unwrap();
+    for i in 0..3000u16 {
+        sock.send_to(b"x", (cv, 10000 + i)).unwrap();
+        if i % 100 == 99 {
+            assert!(
+                roundtrip(b"still there"),
+                "the active connection after {i} flood flows"
+            );
+        }
+    }
+    let sess = api(&d, "GET", "/api/v1/firewall/fw2/sessions", "");
+    let n = sess.as_array().unwrap().len();
+    assert!(n <= 300, "the table holds about 256 entries: {n}");
+    assert!(roundtrip(b"after the flood"));
+    drop(conn);
+    echo.join().unwrap();
+    d.stop();
+}

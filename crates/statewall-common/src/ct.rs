@@ -1,0 +1,267 @@
+//! Connection tracking for the firewall: one entry per connection (both directions map to
+//! the same key), the state a packet is in for rule matching (NEW, ESTABLISHED, INVALID;
+//! RELATED is not produced yet), and the entry after an accepted packet.
+//!
+//! - TCP follows the handshake: a SYN without ACK opens (NEW, entry SYN_SENT); the other
+//!   side's SYN-ACK is ESTABLISHED (SYN_RECV), the opener's ACK completes it; a FIN moves it
+//!   to closing, a RST ends it. A TCP packet without an entry that is not an opening SYN is
+//!   INVALID (no mid-stream pickup).
+//! - UDP and ICMP/ICMPv6 echo: the first packet is NEW, and so are later ones in the same
+//!   direction until the other side answers; the answer and everything after it is
+//!   ESTABLISHED. Other ICMP and other protocols are NEW, untracked.
+//! - Malformed IP is INVALID.
+//!
+//! Entries expire after a per-state idle timeout ([`CtConf`]); the table is an LRU hash, so
+//! when it is full the least recently seen connections go first (an active one is seen on
+//! every packet).
+
+use crate::parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG};
+use crate::proto;
+
+/// The table (`LRU_HASH` of [`CtKey`] -> [`CtVal`]).
+pub const MAP_CT: &str = "SW_FW_CT";
+/// Timeouts, an `ARRAY` with one [`CtConf`].
+pub const MAP_CT_CONF: &str = "SW_FW_CT_CONF";
+
+/// Packet state: a new connection.
+pub const NEW: u8 = 0;
+/// Packet state: part of a known connection.
+pub const ESTABLISHED: u8 = 1;
+/// Packet state: related to a known connection (ICMP errors; not produced yet).
+pub const RELATED: u8 = 2;
+/// Packet state: fits no connection (malformed, mid-stream TCP).
+pub const INVALID: u8 = 3;
+
+/// TCP entry states.
+pub mod tcp_state {
+    /// SYN seen.
+    pub const SYN_SENT: u8 = 1;
+    /// SYN-ACK seen.
+    pub const SYN_RECV: u8 = 2;
+    /// Handshake done.
+    pub const ESTABLISHED: u8 = 3;
+    /// FIN seen.
+    pub const CLOSING: u8 = 4;
+}
+
+/// Connection key: the lower (address, port) first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CtKey {
+    /// Lower address.
+    pub a0: [u8; 16],
+    /// Higher address.
+    pub a1: [u8; 16],
+    /// Port of `a0` (ICMP echo: the identifier).
+    pub p0: u16,
+    /// Port of `a1`.
+    pub p1: u16,
+    /// L4 protocol.
+    pub proto: u8,
+    /// Address family.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+
+/// Connection entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtVal {
+    /// Expiry (kernel clock).
+    pub expires_ns: u64,
+    /// TCP: [`tcp_state`]; others 0.
+    pub state: u8,
+    /// Direction (0: from `a0`) of the connection's first packet.
+    pub orig_dir: u8,
+    /// Non-zero once the other side has sent.
+    pub seen_reply: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 5],
+}
+
+/// Idle timeouts, ns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtConf {
+    /// TCP during the handshake.
+    pub tcp_syn_ns: u64,
+    /// TCP established.
+    pub tcp_est_ns: u64,
+    /// TCP after a FIN.
+    pub tcp_close_ns: u64,
+    /// UDP and ICMP.
+    pub udp_ns: u64,
+}
+
+impl Default for CtConf {
+    fn default() -> Self {
+        CtConf {
+            tcp_syn_ns: 60_000_000_000,
+            tcp_est_ns: 86_400_000_000_000,
+            tcp_close_ns: 10_000_000_000,
+            udp_ns: 60_000_000_000,
+        }
+    }
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+
+/// The key and the packet's direction (0: from `a0`), or `None` for untracked packets.
+#[inline(always)]
+pub fn key(p: &PacketInfo) -> Option<(CtKey, u8)> {
+    if p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
+        return None;
+    }
+    let (sp, dp) = match p.l4proto {
+        proto::TCP | proto::UDP => (p.sport, p.dport),
+        // Echo request/reply: the identifier on both sides.
+        proto::ICMP if p.icmp_type == 8 || p.icmp_type == 0 => (p.icmp_id, p.icmp_id),
+        proto::ICMPV6 if p.icmp_type == 128 || p.icmp_type == 129 => (p.icmp_id, p.icmp_id),
+        _ => return None,
+    };
+    let mut swap = false;
+    let mut i = 0;
+    let mut decided = false;
+    while i < 16 {
+        if !decided && p.saddr[i] != p.daddr[i] {
+            swap = p.saddr[i] > p.daddr[i];
+            decided = true;
+        }
+        i += 1;
+    }
+    if !decided {
+        swap = sp > dp;
+    }
+    let k = if swap {
+        CtKey {
+            a0: p.daddr,
+            a1: p.saddr,
+            p0: dp,
+            p1: sp,
+            proto: p.l4proto,
+            family: p.family,
+            _pad: [0; 2],
+        }
+    } else {
+        CtKey {
+            a0: p.saddr,
+            a1: p.daddr,
+            p0: sp,
+            p1: dp,
+            proto: p.l4proto,
+            family: p.family,
+            _pad: [0; 2],
+        }
+    };
+    Some((k, swap as u8))
+}
+
+/// The packet's state given its connection's entry (`None`: none, or expired).
+#[inline(always)]
+pub fn state(p: &PacketInfo, e: Option<&CtVal>, dir: u8) -> u8 {
+    if p.status == Status::Malformed as u8 {
+        return INVALID;
+    }
+    let f = p.tcp_flags;
+    match e {
+        None => {
+            if p.l4proto == proto::TCP && p.flags & FLAG_L4 != 0 && f & (SYN | ACK | RST) != SYN {
+                INVALID
+            } else {
+                NEW
+            }
+        }
+        Some(e) => {
+            if p.l4proto == proto::TCP {
+                if e.state == tcp_state::SYN_SENT {
+                    if dir == e.orig_dir {
+                        if f & (SYN | ACK) == SYN {
+                            NEW
+                        } else {
+                            INVALID
+                        }
+                    } else if f & (SYN | ACK) == SYN | ACK || f & RST != 0 {
+                        ESTABLISHED
+                    } else {
+                        INVALID
+                    }
+                } else {
+                    ESTABLISHED
+                }
+            } else if e.seen_reply != 0 || dir != e.orig_dir {
+                ESTABLISHED
+            } else {
+                NEW
+            }
+        }
+    }
+}
+
+/// The entry after an accepted packet in state `st` (`None`: delete it).
+#[inline(always)]
+pub fn next(
+    p: &PacketInfo,
+    e: Option<&CtVal>,
+    dir: u8,
+    st: u8,
+    now: u64,
+    c: &CtConf,
+) -> Option<CtVal> {
+    if st == INVALID {
+        return e.copied();
+    }
+    let f = p.tcp_flags;
+    let mut v = match e {
+        Some(e) => *e,
+        None => CtVal {
+            expires_ns: 0,
+            state: if p.l4proto == proto::TCP {
+                tcp_state::SYN_SENT
+            } else {
+                0
+            },
+            orig_dir: dir,
+            seen_reply: 0,
+            _pad: [0; 5],
+        },
+    };
+    if dir != v.orig_dir {
+        v.seen_reply = 1;
+    }
+    let idle = if p.l4proto == proto::TCP {
+        if f & RST != 0 {
+            return None;
+        }
+        if v.state == tcp_state::SYN_SENT && dir != v.orig_dir && f & (SYN | ACK) == SYN | ACK {
+            v.state = tcp_state::SYN_RECV;
+        } else if v.state == tcp_state::SYN_RECV && dir == v.orig_dir && f & ACK != 0 {
+            v.state = tcp_state::ESTABLISHED;
+        }
+        if f & FIN != 0 {
+            v.state = tcp_state::CLOSING;
+        }
+        match v.state {
+            tcp_state::ESTABLISHED => c.tcp_est_ns,
+            tcp_state::CLOSING => c.tcp_close_ns,
+            _ => c.tcp_syn_ns,
+        }
+    } else {
+        c.udp_ns
+    };
+    v.expires_ns = now + idle;
+    Some(v)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, repr(C), explicit padding.
+    unsafe impl aya::Pod for super::CtKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtVal {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtConf {}
+}
