@@ -100,8 +100,12 @@ pub struct ChainConf {
     pub rules: u32,
     /// Bitset of every rule (the start of the AND).
     pub all: u32,
-    /// Bitset for the fields no lookup finds (unused: same as `all`).
-    pub _pad2: u32,
+    /// Non-zero when the instance tracks connections (some rule of its chains matches on
+    /// the state, or a chain accepts established connections): otherwise no lookup, every
+    /// packet is NEW and nothing is recorded.
+    pub track: u8,
+    /// Explicit padding.
+    pub _pad2: [u8; 3],
 }
 
 /// A set of rules, with its summary.
@@ -391,6 +395,7 @@ pub fn classify<T: FwTables, L: FnMut(u32)>(
     if p.status == crate::parse::Status::Malformed as u8 {
         return FwVerdict::Default(c.default_action);
     }
+    let ct = if c.track != 0 { ct } else { crate::ct::NEW };
     if c.accept_established != 0 && (ct == crate::ct::ESTABLISHED || ct == crate::ct::RELATED) {
         return FwVerdict::Established;
     }

@@ -184,7 +184,12 @@ pub fn run(p: &PacketInfo, ifindex: u32, dir: u32) -> i32 {
         return TCX_NEXT;
     };
     let cw = unsafe { &mut *cw };
-    let st = ct_state(p, cw);
+    cw.tracked = 0;
+    let st = if c.track != 0 {
+        ct_state(p, cw)
+    } else {
+        ct::NEW
+    };
     if c.accept_established != 0 && (st == ct::ESTABLISHED || st == ct::RELATED) {
         track(p, cw);
         return TCX_NEXT;

@@ -278,9 +278,20 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, String> {
                 accept_established: chain.accept_established as u8,
                 rules: rules.len() as u32,
                 all,
-                _pad2: 0,
+                track: 0,
+                _pad2: [0; 3],
             },
         );
+    }
+    // Both chains of an instance (2k, 2k+1) track when either needs the state.
+    let needs: BTreeSet<u32> = c
+        .chains
+        .iter()
+        .filter(|(_, cc)| cc.used & field::CT != 0 || cc.accept_established != 0)
+        .map(|(ch, _)| ch / 2)
+        .collect();
+    for (ch, cc) in c.chains.iter_mut() {
+        cc.track = needs.contains(&(ch / 2)) as u8;
     }
     if b.bitsets.len() > u16::MAX as usize {
         return Err(format!(

@@ -295,7 +295,12 @@ fn scenario(
             .and_then(|(k, _)| ct_ref.get(&k).copied())
             .filter(|e| e.expires_ns > now);
         let dir = tracked.map(|t| t.1).unwrap_or(0);
-        let st = statewall_common::ct::state(&p, entry.as_ref(), dir);
+        let track = r.chain(0, ch).track != 0;
+        let st = if track {
+            statewall_common::ct::state(&p, entry.as_ref(), dir)
+        } else {
+            statewall_common::ct::NEW
+        };
         let v = classify(&r, &p, ch, st, |rule| {
             *want.entry((ch, rule)).or_default() += 1;
         });
@@ -303,7 +308,7 @@ fn scenario(
             v,
             FwVerdict::Rule(_, ACT_DROP) | FwVerdict::Default(ACT_DROP)
         );
-        if chain_on && accepted {
+        if chain_on && accepted && track {
             if let Some((k, d)) = tracked {
                 match statewall_common::ct::next(&p, entry.as_ref(), d, st, now, &conf) {
                     Some(nv) => {
