@@ -311,3 +311,102 @@ fn conntrack_replies_and_flood() {
     echo.join().unwrap();
     d.stop();
 }
+
+/// `statewall firewall` (alias `fw`): create, attach, rules polycubectl style, a batch
+/// file, show, default, stats, sessions, errors that name the operation, delete.
+#[test]
+fn firewall_cli() {
+    use common::cli;
+    let p = Paths::new("fwcli");
+    let pair = Pair::new("fwcli");
+    std::fs::write(&p.config, "").unwrap();
+    let d = Daemon::start(&p, &[]);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = cli(&p, args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        out
+    };
+    ok(&["fw", "create", "fw3"]);
+    ok(&[
+        "fw",
+        "attach",
+        "fw3",
+        &pair.server_if,
+        "--netns",
+        &pair.server.name,
+    ]);
+    ok(&[
+        "firewall",
+        "rule",
+        "fw3",
+        "INGRESS",
+        "append",
+        "l4proto=TCP",
+        "dport=22",
+        "action=accept",
+        "description=ssh",
+    ]);
+    let batch = p.scratch.join("batch.json");
+    std::fs::write(
+        &batch,
+        r#"{"rules": [{"operation": "insert", "id": 0, "l4proto": "UDP", "dport": "5000-5010", "action": "drop"}]}"#,
+    )
+    .unwrap();
+    ok(&[
+        "fw",
+        "batch",
+        "fw3",
+        "--chain",
+        "INGRESS",
+        batch.to_str().unwrap(),
+    ]);
+    ok(&["fw", "default", "fw3", "INGRESS", "drop"]);
+    let show = ok(&["fw", "show", "fw3"]);
+    assert!(
+        show.contains("dport=5000-5010") && show.contains("description=ssh"),
+        "{show}"
+    );
+    assert!(
+        show.contains("Default Policy") && show.contains("action=DROP"),
+        "{show}"
+    );
+    let sv = pair.server_v4;
+    let _l = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+    let _l23 = pair.server.run(|| TcpListener::bind((sv, 23))).unwrap();
+    assert!(connects(&pair, 22));
+    assert!(!connects(&pair, 23), "default DROP");
+    let stats = ok(&["fw", "stats", "fw3"]);
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("INGRESS 1 ") && !l.contains("pkts=0 ")),
+        "{stats}"
+    );
+    ok(&["fw", "sessions", "fw3"]);
+    let list = ok(&["fw", "show"]);
+    assert!(
+        list.contains("fw3") && list.contains("DROP (2 rules)"),
+        "{list}"
+    );
+    let (code, _, err) = cli(
+        &p,
+        &[
+            "fw",
+            "rule",
+            "fw3",
+            "INGRESS",
+            "update",
+            "id=9",
+            "action=drop",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("rules[0]") && err.contains("id 9"), "{err}");
+    ok(&["fw", "delete", "fw3"]);
+    assert!(
+        connects(&pair, 23),
+        "the instance is gone, and its DROP with it"
+    );
+    assert!(!ok(&["fw", "show"]).contains("fw3"));
+    d.stop();
+}
