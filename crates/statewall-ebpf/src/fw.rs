@@ -179,19 +179,21 @@ pub fn run(p: &PacketInfo, ifindex: u32, dir: u32) -> i32 {
     if p.status == Status::Malformed as u8 {
         return verdict(c.default_action);
     }
-    // Connection state, worked out in a per-CPU slot (the stack is short).
-    let Some(cw) = SW_FW_WORK.get_ptr_mut(0) else {
-        return TCX_NEXT;
-    };
-    let cw = unsafe { &mut *cw };
-    cw.tracked = 0;
-    let st = if c.track != 0 {
-        ct_state(p, cw)
+    // Connection state, worked out in a per-CPU slot (the stack is short), only when the
+    // instance tracks connections.
+    let cw = if c.track != 0 {
+        SW_FW_WORK.get_ptr_mut(0)
     } else {
-        ct::NEW
+        None
+    };
+    let st = match cw {
+        Some(cw) => ct_state(p, unsafe { &mut *cw }),
+        None => ct::NEW,
     };
     if c.accept_established != 0 && (st == ct::ESTABLISHED || st == ct::RELATED) {
-        track(p, cw);
+        if let Some(cw) = cw {
+            track(p, unsafe { &mut *cw });
+        }
         return TCX_NEXT;
     }
     let mut w = Walk {
@@ -224,7 +226,9 @@ pub fn run(p: &PacketInfo, ifindex: u32, dir: u32) -> i32 {
         w.action
     };
     if action != ACT_DROP {
-        track(p, cw);
+        if let Some(cw) = cw {
+            track(p, unsafe { &mut *cw });
+        }
     }
     verdict(action)
 }
