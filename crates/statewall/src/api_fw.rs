@@ -15,6 +15,8 @@
 //! | POST/PATCH | `.../{name}/chain/{CHAIN}` | `{"default": "DROP"|"ACCEPT"}` |
 //! | POST | `.../{name}/chain/{CHAIN}/stats/reset` | zero the chain's counters |
 //! | GET | `.../{name}/sessions` (Polycube: `session-table`) | tracked connections |
+//! | POST | `/api/v1/firewall/{name}/apply` | `{"INGRESS": {"default", "rules"}, "EGRESS": ..., "confirm": seconds}`: replace chains; with `confirm`, reverted unless confirmed in time |
+//! | POST | `/api/v1/firewall/{name}/confirm` | keep what `apply` set |
 
 use std::sync::Arc;
 
@@ -72,6 +74,8 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
                 )
                 .route(&format!("{base}/{{name}}/attach{slash}"), post(attach))
                 .route(&format!("{base}/{{name}}/sessions{slash}"), get(sessions))
+                .route(&format!("{base}/{{name}}/apply{slash}"), post(apply))
+                .route(&format!("{base}/{{name}}/confirm{slash}"), post(confirm))
                 .route(
                     &format!("{base}/{{name}}/session-table{slash}"),
                     get(sessions),
@@ -166,6 +170,7 @@ async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiRe
     new.instances
         .remove(&name)
         .ok_or_else(|| not_found(&name))?;
+    new.pending.remove(&name);
     commit(&s, new, &[])?;
     Ok(Json(json!({"deleted": name})).into_response())
 }
@@ -471,4 +476,102 @@ async fn sessions(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Api
         })
         .collect();
     Ok(Json(rows).into_response())
+}
+
+fn unix_now() -> u64 {
+    crate::clock::realtime_ns() / 1_000_000_000
+}
+
+async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    let spec: crate::firewall::ApplySpec = parse_body(&body)?;
+    if spec.confirm == Some(0) || spec.confirm.is_some_and(|c| c > 86400) {
+        return Err(ApiError::bad("confirm: 1 to 86400 seconds"));
+    }
+    let mut new = lock(&s).fw.clone();
+    let cur = new
+        .instances
+        .get(&name)
+        .ok_or_else(|| not_found(&name))?
+        .clone();
+    let next = cur.with(&spec).map_err(ApiError::bad)?;
+    new.instances.insert(name.clone(), next);
+    match spec.confirm {
+        Some(secs) => {
+            // Back to the state before the first unconfirmed apply.
+            let previous = new
+                .pending
+                .get(&name)
+                .map(|p| p.previous.clone())
+                .unwrap_or(cur);
+            new.pending.insert(
+                name.clone(),
+                crate::firewall::Pending {
+                    deadline: unix_now() + secs,
+                    previous,
+                },
+            );
+        }
+        None => {
+            new.pending.remove(&name);
+        }
+    }
+    // Every rule of a replaced chain starts counting from zero.
+    let slot = new.instances[&name].slot;
+    let mut moves = Vec::new();
+    if let Some(c) = &spec.ingress {
+        moves.push((slot * 2, vec![None; c.rules.len()]));
+    }
+    if let Some(c) = &spec.egress {
+        moves.push((slot * 2 + 1, vec![None; c.rules.len()]));
+    }
+    commit(&s, new, &moves)?;
+    Ok(Json(json!({"applied": name, "confirm_within": spec.confirm})).into_response())
+}
+
+async fn confirm(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let mut new = lock(&s).fw.clone();
+    if new.pending.remove(&name).is_none() {
+        return Err(ApiError::bad(format!(
+            "firewall {name:?} has nothing to confirm (no apply --confirm pending, or it was reverted)"
+        )));
+    }
+    commit(&s, new, &[])?;
+    Ok(Json(json!({"confirmed": name})).into_response())
+}
+
+/// Reverts unconfirmed applies whose time is up (called every second by the daemon).
+pub fn revert_due(s: &Shared) {
+    let now = unix_now();
+    let st = lock(s).fw.clone();
+    let due: Vec<String> = st
+        .pending
+        .iter()
+        .filter(|(_, p)| p.deadline <= now)
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in due {
+        let mut new = lock(s).fw.clone();
+        let Some(p) = new.pending.remove(&name) else {
+            continue;
+        };
+        let moves = [
+            (
+                p.previous.slot * 2,
+                vec![None; p.previous.ingress.rules.len()],
+            ),
+            (
+                p.previous.slot * 2 + 1,
+                vec![None; p.previous.egress.rules.len()],
+            ),
+        ];
+        new.instances.insert(name.clone(), p.previous);
+        match commit(s, new, &moves) {
+            Ok(()) => {
+                tracing::warn!(firewall = %name, "not confirmed in time: the previous ruleset is back")
+            }
+            Err(e) => {
+                tracing::error!(firewall = %name, "reverting an unconfirmed apply failed: {}", e.1)
+            }
+        }
+    }
 }

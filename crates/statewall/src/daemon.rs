@@ -448,6 +448,8 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
                     .collect();
                 // Doors whose window ended (stop commands) before their grants are swept.
                 s.doors.sweep(&s, &live);
+                // Firewall applies not confirmed in time go back.
+                crate::api_fw::revert_due(&s);
                 let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
                 match g.engine.sweep_grants(&grants, now) {
                     Ok(0) => {}

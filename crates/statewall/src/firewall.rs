@@ -316,6 +316,79 @@ impl Instance {
 pub struct FwState {
     /// Instances.
     pub instances: BTreeMap<String, Instance>,
+    /// Rulesets applied with `--confirm` and not confirmed yet: what to go back to, and
+    /// when (Unix seconds). Kept on disk, so a restart still reverts.
+    #[serde(default)]
+    pub pending: BTreeMap<String, Pending>,
+}
+
+/// An unconfirmed apply.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Pending {
+    /// Revert at this Unix time unless confirmed.
+    pub deadline: u64,
+    /// The instance as it was before.
+    pub previous: Instance,
+}
+
+/// A whole chain as `apply` takes it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSpec {
+    /// DROP or ACCEPT (default: unchanged).
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Rules in order (replacing the chain's).
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    /// accept-established (default: unchanged).
+    #[serde(default, rename = "accept-established")]
+    pub accept_established: Option<bool>,
+}
+
+/// Body of `apply`: the chains to replace, and the confirmation window.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApplySpec {
+    /// The INGRESS chain.
+    #[serde(default, rename = "INGRESS")]
+    pub ingress: Option<ChainSpec>,
+    /// The EGRESS chain.
+    #[serde(default, rename = "EGRESS")]
+    pub egress: Option<ChainSpec>,
+    /// Seconds to confirm in; absent = applied for good.
+    #[serde(default)]
+    pub confirm: Option<u64>,
+}
+
+impl Instance {
+    /// This instance with `spec` applied (rules checked; errors name the chain and rule).
+    pub fn with(&self, spec: &ApplySpec) -> Result<Instance, String> {
+        let mut n = self.clone();
+        for (name, c, cs) in [
+            ("INGRESS", &mut n.ingress, &spec.ingress),
+            ("EGRESS", &mut n.egress, &spec.egress),
+        ] {
+            let Some(cs) = cs else { continue };
+            c.rules = cs
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r.normalise().map_err(|e| format!("{name} rules[{i}]: {e}")))
+                .collect::<Result<_, _>>()?;
+            if let Some(d) = &cs.default {
+                c.default = match d.to_ascii_uppercase().as_str() {
+                    "DROP" => "DROP".into(),
+                    "ACCEPT" | "FORWARD" => "ACCEPT".into(),
+                    o => return Err(format!("{name} default: {o:?} is not DROP or ACCEPT")),
+                };
+            }
+            if let Some(a) = cs.accept_established {
+                c.accept_established = a;
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// One operation of a batch (Polycube's shape: `operation` beside the rule's fields).

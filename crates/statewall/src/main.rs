@@ -334,6 +334,23 @@ enum FwCmd {
         /// action, description).
         fields: Vec<String>,
     },
+    /// Replace chains from FILE (`{"INGRESS": {"default": "DROP", "rules": [...]},
+    /// "EGRESS": ...}`); with `--confirm 30s` it is reverted by itself unless `statewall fw
+    /// confirm NAME` arrives in time (lockout safety for remote admins).
+    Apply {
+        /// Instance.
+        name: String,
+        /// The ruleset file.
+        file: PathBuf,
+        /// Revert unless confirmed within this long.
+        #[arg(long)]
+        confirm: Option<statewall::config::Dur>,
+    },
+    /// Keep what `apply --confirm` set.
+    Confirm {
+        /// Instance.
+        name: String,
+    },
     /// Set a chain's default action (DROP or ACCEPT).
     Default {
         /// Instance.
@@ -641,6 +658,30 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                     )
                     .await?;
                     println!("{name} {chain}: {} rules", v["rules"]);
+                }
+                FwCmd::Apply {
+                    name,
+                    file,
+                    confirm,
+                } => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let mut body: serde_json::Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not JSON", file.display()))?;
+                    if let Some(d) = confirm {
+                        body["confirm"] = d.0.as_secs().max(1).into();
+                    }
+                    call("POST", format!("{base}/{name}/apply"), Some(body)).await?;
+                    match confirm {
+                        Some(d) => println!(
+                            "applied to {name}: confirm within {d} (statewall fw confirm {name}) or it is reverted"
+                        ),
+                        None => println!("applied to {name}"),
+                    }
+                }
+                FwCmd::Confirm { name } => {
+                    call("POST", format!("{base}/{name}/confirm"), None).await?;
+                    println!("confirmed {name}");
                 }
                 FwCmd::Default {
                     name,

@@ -410,3 +410,59 @@ fn firewall_cli() {
     assert!(!ok(&["fw", "show"]).contains("fw3"));
     d.stop();
 }
+
+/// `statewall fw apply NAME FILE --confirm 2s`: the ruleset is reverted by itself unless
+/// confirmed in time; confirmed, it stays.
+#[test]
+fn apply_confirm_reverts_unless_confirmed() {
+    use common::cli;
+    let p = Paths::new("fwconf");
+    let pair = Pair::new("fwconf");
+    std::fs::write(&p.config, "").unwrap();
+    let d = Daemon::start(&p, &[]);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = cli(&p, args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        out
+    };
+    ok(&["fw", "create", "fw4"]);
+    ok(&[
+        "fw",
+        "attach",
+        "fw4",
+        &pair.server_if,
+        "--netns",
+        &pair.server.name,
+    ]);
+    let file = p.scratch.join("ruleset.json");
+    std::fs::write(
+        &file,
+        r#"{"INGRESS": {"default": "DROP", "rules": [{"l4proto": "TCP", "dport": 22, "action": "accept"}]}}"#,
+    )
+    .unwrap();
+    let sv = pair.server_v4;
+    let _l22 = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+    let _l23 = pair.server.run(|| TcpListener::bind((sv, 23))).unwrap();
+    let f = file.to_str().unwrap();
+    ok(&["fw", "apply", "fw4", f, "--confirm", "2s"]);
+    assert!(connects(&pair, 22) && !connects(&pair, 23), "applied");
+    // Not confirmed: back to the previous (empty, ACCEPT) ruleset.
+    let t0 = std::time::Instant::now();
+    while !connects(&pair, 23) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never reverted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!ok(&["fw", "show", "fw4"]).contains("dport=22"));
+    let (code, _, err) = cli(&p, &["fw", "confirm", "fw4"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("nothing to confirm"), "{err}");
+    // Confirmed: it stays past the deadline.
+    ok(&["fw", "apply", "fw4", f, "--confirm", "2s"]);
+    ok(&["fw", "confirm", "fw4"]);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        connects(&pair, 22) && !connects(&pair, 23),
+        "confirmed: kept"
+    );
+    d.stop();
+}
