@@ -1,6 +1,6 @@
 //! Connection tracking for the firewall: one entry per connection (both directions map to
 //! the same key), the state a packet is in for rule matching (NEW, ESTABLISHED, INVALID;
-//! RELATED is not produced yet), and the entry after an accepted packet.
+//! RELATED), and the entry after an accepted packet.
 //!
 //! - TCP follows the handshake: a SYN without ACK opens (NEW, entry SYN_SENT); the other
 //!   side's SYN-ACK is ESTABLISHED (SYN_RECV), the opener's ACK completes it; a FIN moves it
@@ -9,6 +9,8 @@
 //! - UDP and ICMP/ICMPv6 echo: the first packet is NEW, and so are later ones in the same
 //!   direction until the other side answers; the answer and everything after it is
 //!   ESTABLISHED. Other ICMP and other protocols are NEW, untracked.
+//! - An ICMP or ICMPv6 error (unreachable, time exceeded, parameter problem, packet too
+//!   big, source quench) quoting a packet of a known connection is RELATED.
 //! - Malformed IP is INVALID.
 //!
 //! Entries expire after a per-state idle timeout ([`CtConf`]); the table is an LRU hash, so
@@ -27,7 +29,7 @@ pub const MAP_CT_CONF: &str = "SW_FW_CT_CONF";
 pub const NEW: u8 = 0;
 /// Packet state: part of a known connection.
 pub const ESTABLISHED: u8 = 1;
-/// Packet state: related to a known connection (ICMP errors; not produced yet).
+/// Packet state: related to a known connection (an ICMP error quoting one of its packets).
 pub const RELATED: u8 = 2;
 /// Packet state: fits no connection (malformed, mid-stream TCP).
 pub const INVALID: u8 = 3;
@@ -158,6 +160,81 @@ pub fn key(p: &PacketInfo) -> Option<(CtKey, u8)> {
         }
     };
     Some((k, swap as u8))
+}
+
+/// True for an ICMP/ICMPv6 error message (it quotes the packet it is about).
+#[inline(always)]
+pub fn is_error(p: &PacketInfo) -> bool {
+    p.flags & FLAG_L4 != 0
+        && match p.l4proto {
+            proto::ICMP => matches!(p.icmp_type, 3 | 4 | 5 | 11 | 12),
+            proto::ICMPV6 => matches!(p.icmp_type, 1..=4),
+            _ => false,
+        }
+}
+
+/// Bytes of the quoted packet [`related_key`] reads (IPv6 header + 8).
+pub const QUOTE_LEN: usize = 48;
+
+/// Offset of the quoted packet in an ICMP error, from the packet's `payload_off`.
+pub const QUOTE_OFF: u16 = 4;
+
+/// The connection key of the packet an ICMP error quotes (`q`: the quote's first bytes,
+/// `n` of them valid), written into `out`: IPv4 without options or IPv6 without extension
+/// headers, then TCP, UDP or ICMP echo. False when it is not one of those. (No copy of
+/// the packet on the stack: the kernel's is short.)
+#[inline(always)]
+pub fn related_key(family: u8, q: &[u8; QUOTE_LEN], n: usize, out: &mut CtKey) -> bool {
+    let (l4, proto, src, alen) = if family == 6 {
+        if n < 48 || q[0] >> 4 != 6 {
+            return false;
+        }
+        (40usize, q[6], 8usize, 16usize)
+    } else {
+        if n < 28 || q[0] != 0x45 {
+            return false;
+        }
+        (20usize, q[9], 12usize, 4usize)
+    };
+    let dst = src + alen;
+    let be = |i: usize| (q[i] as u16) << 8 | q[i + 1] as u16;
+    let (sp, dp) = match proto {
+        proto::TCP | proto::UDP => (be(l4), be(l4 + 2)),
+        proto::ICMP if q[l4] == 8 || q[l4] == 0 => (be(l4 + 4), be(l4 + 4)),
+        proto::ICMPV6 if q[l4] == 128 || q[l4] == 129 => (be(l4 + 4), be(l4 + 4)),
+        _ => return false,
+    };
+    // The same order as [`key`]: lower address first (then lower port).
+    let mut swap = false;
+    let mut decided = false;
+    let mut i = 0;
+    while i < 16 {
+        if i < alen && !decided && q[src + i] != q[dst + i] {
+            swap = q[src + i] > q[dst + i];
+            decided = true;
+        }
+        i += 1;
+    }
+    if !decided {
+        swap = sp > dp;
+    }
+    let (a, b, pa, pb) = if swap {
+        (dst, src, dp, sp)
+    } else {
+        (src, dst, sp, dp)
+    };
+    let mut i = 0;
+    while i < 16 {
+        out.a0[i] = if i < alen { q[a + i] } else { 0 };
+        out.a1[i] = if i < alen { q[b + i] } else { 0 };
+        i += 1;
+    }
+    out.p0 = pa;
+    out.p1 = pb;
+    out.proto = proto;
+    out.family = family;
+    out._pad = [0; 2];
+    true
 }
 
 /// The packet's state given its connection's entry (`None`: none, or expired).

@@ -164,7 +164,12 @@ extern "C" fn walk_cb(_i: u64, ctx: *mut c_void) -> i64 {
 
 /// Runs the chain of the packet's interface and direction: `TCX_NEXT` or `TC_ACT_SHOT`.
 #[inline(always)]
-pub fn run(p: &PacketInfo, ifindex: u32, dir: u32) -> i32 {
+pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
+    p: &PacketInfo,
+    ifindex: u32,
+    dir: u32,
+    load: L,
+) -> i32 {
     let Some(inst) = (unsafe { SW_FW_IFACES.get(&ifindex) }) else {
         return TCX_NEXT;
     };
@@ -187,7 +192,15 @@ pub fn run(p: &PacketInfo, ifindex: u32, dir: u32) -> i32 {
         None
     };
     let st = match cw {
-        Some(cw) => ct_state(p, unsafe { &mut *cw }),
+        Some(cw) => {
+            let cw = unsafe { &mut *cw };
+            let st = ct_state(p, cw);
+            if cw.tracked == 0 && ct::is_error(p) {
+                related(p, cw, &load)
+            } else {
+                st
+            }
+        }
         None => ct::NEW,
     };
     if c.accept_established != 0 && (st == ct::ESTABLISHED || st == ct::RELATED) {
@@ -245,6 +258,7 @@ pub struct CtWork {
     dir: u8,
     st: u8,
     _pad: [u8; 4],
+    inner: [u8; ct::QUOTE_LEN],
 }
 
 #[map(name = "SW_FW_WORK")]
@@ -274,6 +288,41 @@ fn ct_state(p: &PacketInfo, w: &mut CtWork) -> u8 {
         None
     };
     w.st = ct::state(p, e, w.dir);
+    w.st
+}
+
+/// The state of an ICMP error: RELATED when the packet it quotes belongs to a live
+/// connection, else what [`ct_state`] said (NEW).
+#[inline(always)]
+fn related<L: Fn(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, w: &mut CtWork, load: &L) -> u8 {
+    let avail = (p.payload_len as u32).saturating_sub(ct::QUOTE_OFF as u32);
+    let n = if avail > ct::QUOTE_LEN as u32 {
+        ct::QUOTE_LEN as u32
+    } else {
+        avail
+    };
+    let mut i = 0;
+    while i < ct::QUOTE_LEN {
+        w.inner[i] = 0;
+        i += 1;
+    }
+    if n < 28
+        || !load(
+            w.inner.as_mut_ptr(),
+            (p.payload_off + ct::QUOTE_OFF) as u32,
+            n,
+            ct::QUOTE_LEN as u32,
+        )
+    {
+        return w.st;
+    }
+    if ct::related_key(p.family, &w.inner, n as usize, &mut w.key) {
+        if let Some(e) = unsafe { SW_FW_CT.get(&w.key) } {
+            if e.expires_ns > w.now {
+                w.st = ct::RELATED;
+            }
+        }
+    }
     w.st
 }
 

@@ -236,7 +236,8 @@ pub fn sw_fw_ingress(ctx: TcContext) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(&ctx, p);
-    fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0)
+    let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
+    fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0, load)
 }
 
 /// The same, egress.
@@ -246,7 +247,8 @@ pub fn sw_fw_egress(ctx: TcContext) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(&ctx, p);
-    fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1)
+    let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
+    fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1, load)
 }
 
 #[classifier]

@@ -280,6 +280,33 @@ fn scenario(
         let ch = if rng.random_bool(0.8) { 0 } else { 1 };
         // Often the answer to an earlier packet (the other direction of its connection).
         let f = match sent.len() {
+            // An ICMP error about an earlier packet, from where it went.
+            n if n > 0 && rng.random_bool(0.08) => {
+                let orig = &sent[rng.random_range(n.saturating_sub(8)..n)];
+                let op = parse_packet(orig);
+                let ip = |a: [u8; 16]| {
+                    if op.family == 6 {
+                        IpAddr::from(a)
+                    } else {
+                        IpAddr::from([a[0], a[1], a[2], a[3]])
+                    }
+                };
+                let l3 = op.l3_off as usize;
+                let q = &orig[l3..orig.len().min(l3 + 64)];
+                let ty = if op.family == 6 { 1 } else { 3 };
+                Packet::new(
+                    ip(op.daddr),
+                    ip(op.saddr),
+                    statewall::packet::L4::Icmp {
+                        ty,
+                        code: 3,
+                        id: 0,
+                        seq: 0,
+                    },
+                )
+                .payload(q)
+                .build()
+            }
             n if n > 0 && rng.random_bool(0.35) => {
                 let prev = parse_packet(&sent[rng.random_range(n.saturating_sub(8)..n)]);
                 reply(&mut rng, &prev).unwrap_or_else(|| packet_for(&mut rng, &chains[&ch].rules))
@@ -296,11 +323,25 @@ fn scenario(
             .filter(|e| e.expires_ns > now);
         let dir = tracked.map(|t| t.1).unwrap_or(0);
         let track = r.chain(0, ch).track != 0;
-        let st = if track {
+        let mut st = if track {
             statewall_common::ct::state(&p, entry.as_ref(), dir)
         } else {
             statewall_common::ct::NEW
         };
+        if track && tracked.is_none() && statewall_common::ct::is_error(&p) {
+            let off = p.payload_off as usize + statewall_common::ct::QUOTE_OFF as usize;
+            let q = &f[off.min(f.len())..];
+            let n = q.len().min(statewall_common::ct::QUOTE_LEN);
+            let mut q48 = [0u8; statewall_common::ct::QUOTE_LEN];
+            q48[..n].copy_from_slice(&q[..n]);
+            let mut k = CtKey::default();
+            if n >= 28
+                && statewall_common::ct::related_key(p.family, &q48, n, &mut k)
+                && ct_ref.get(&k).is_some_and(|e| e.expires_ns > now)
+            {
+                st = statewall_common::ct::RELATED;
+            }
+        }
         let v = classify(&r, &p, ch, st, |rule| {
             *want.entry((ch, rule)).or_default() += 1;
         });
@@ -412,6 +453,7 @@ fn kernel_classifier_equals_reference() {
         "ct new",
         "ct established",
         "ct invalid",
+        "ct related",
         "accepted as established",
     ] {
         assert!(seen.contains(k), "no '{k}' case: {seen:?}");
