@@ -95,6 +95,45 @@ pub fn load_config(path: Option<&std::path::Path>, ov: &Overrides) -> anyhow::Re
     Ok(cfg)
 }
 
+/// Follows the pinned ring buffer `map` until `stop`: each record is decoded by `decode`
+/// while the ring holds it, then released, then handed to `handle` (so slow handling never
+/// holds ring space).
+pub async fn follow_ring<T>(
+    s: Arc<Shared>,
+    map: &'static str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    decode: impl Fn(&[u8]) -> Option<T>,
+    mut handle: impl FnMut(&Shared, T),
+) -> anyhow::Result<()> {
+    use aya::maps::{Map, MapData, RingBuf};
+    let path = {
+        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.engine.pins.map(map)
+    };
+    let md = MapData::from_pin(&path)?;
+    let rb: RingBuf<MapData> = RingBuf::try_from(Map::RingBuf(md))?;
+    // SAFETY: the AsyncFd owns the ring buffer, so the fd stays open while registered.
+    let mut fd = unsafe { tokio::io::unix::AsyncFd::register(rb) }
+        .map_err(|_| anyhow::anyhow!("registering ring buffer {map} with the runtime"))?;
+    loop {
+        tokio::select! {
+            r = fd.readable_mut() => {
+                let mut guard = r?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    let v = decode(&item);
+                    drop(item);
+                    if let Some(v) = v {
+                        handle(&s, v);
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+    }
+}
+
 /// What the handlers share.
 pub struct Shared {
     /// The mutable part.
@@ -394,8 +433,28 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
                 .map_err(anyhow::Error::from)
         });
     }
-    tasks.spawn(crate::doors::read_events(shared.clone(), stop_rx.clone()));
-    tasks.spawn(crate::spa::read_candidates(shared.clone(), stop_rx.clone()));
+    // Kernel events (xfsm state changes) and SPA candidates.
+    tasks.spawn(follow_ring(
+        shared.clone(),
+        statewall_common::xfsm::MAP_EVENTS,
+        stop_rx.clone(),
+        |b| {
+            (b.len() >= std::mem::size_of::<statewall_common::xfsm::Event>()).then(|| {
+                // SAFETY: the kernel wrote one Event (repr(C), plain data).
+                unsafe {
+                    std::ptr::read_unaligned(b.as_ptr() as *const statewall_common::xfsm::Event)
+                }
+            })
+        },
+        |s, e| s.doors.on_kernel_event(s, &e),
+    ));
+    tasks.spawn(follow_ring(
+        shared.clone(),
+        statewall_common::spa::MAP_SPA_EVENTS,
+        stop_rx.clone(),
+        crate::spa::Candidate::from_record,
+        |s, c| crate::spa::on_candidate(s, &c),
+    ));
     {
         let s = shared.clone();
         let rx = stop_rx.clone();

@@ -16,13 +16,12 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, RingBuf};
 use serde::Serialize;
 use statewall_common::{
     maps::{GrantKey, GRANT_BY_API},
-    xfsm::{reason, Event, MAP_EVENTS},
+    xfsm::{reason, Event},
 };
-use tokio::{io::unix::AsyncFd, sync::broadcast};
+use tokio::sync::broadcast;
 
 use crate::{config::KnockConfig, daemon::Shared};
 
@@ -386,39 +385,4 @@ pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
     // SAFETY: non-null as checked.
     let pw = unsafe { &*pw };
     Ok((pw.pw_uid, pw.pw_gid))
-}
-
-/// Reads kernel events from the pinned ring buffer until `stop` and hands them to
-/// [`Doors::on_kernel_event`].
-pub async fn read_events(
-    s: std::sync::Arc<Shared>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let path = {
-        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.engine.pins.map(MAP_EVENTS)
-    };
-    let md = MapData::from_pin(&path)?;
-    let rb: RingBuf<MapData> = RingBuf::try_from(Map::RingBuf(md))?;
-    // SAFETY: the AsyncFd owns the ring buffer, so the fd stays open while registered.
-    let mut fd = unsafe { AsyncFd::register(rb) }
-        .map_err(|_| anyhow::anyhow!("registering the event ring buffer with the runtime"))?;
-    loop {
-        tokio::select! {
-            r = fd.readable_mut() => {
-                let mut guard = r?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    if item.len() >= std::mem::size_of::<Event>() {
-                        // SAFETY: the kernel wrote one Event (repr(C), plain data).
-                        let e = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
-                        drop(item);
-                        s.doors.on_kernel_event(&s, &e);
-                    }
-                }
-                guard.clear_ready();
-            }
-            _ = stop.wait_for(|v| *v) => return Ok(()),
-        }
-    }
 }

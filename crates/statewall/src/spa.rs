@@ -948,41 +948,6 @@ impl SpaRuntime {
     }
 }
 
-/// Reads candidates from the pinned ring buffer until `stop`, verifies them and grants.
-pub async fn read_candidates(
-    s: std::sync::Arc<crate::daemon::Shared>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use aya::maps::{Map, MapData, RingBuf};
-    use tokio::io::unix::AsyncFd;
-    let path = {
-        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.engine.pins.map(statewall_common::spa::MAP_SPA_EVENTS)
-    };
-    let md = MapData::from_pin(&path)?;
-    let rb: RingBuf<MapData> = RingBuf::try_from(Map::RingBuf(md))?;
-    // SAFETY: the AsyncFd owns the ring buffer, so the fd stays open while registered.
-    let mut fd = unsafe { AsyncFd::register(rb) }
-        .map_err(|_| anyhow::anyhow!("registering the SPA ring buffer with the runtime"))?;
-    loop {
-        tokio::select! {
-            r = fd.readable_mut() => {
-                let mut guard = r?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    let c = Candidate::from_record(&item);
-                    drop(item);
-                    if let Some(c) = c {
-                        on_candidate(&s, &c);
-                    }
-                }
-                guard.clear_ready();
-            }
-            _ = stop.wait_for(|v| *v) => return Ok(()),
-        }
-    }
-}
-
 /// Verifies one candidate and applies the grants it earns.
 pub fn on_candidate(s: &crate::daemon::Shared, c: &Candidate) {
     let now = crate::clock::realtime_ns() / 1_000_000_000;
