@@ -139,7 +139,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::daemon::Inner> {
+pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::daemon::Inner> {
     s.inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -31,16 +31,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    api::{parse_body, ApiError},
+    api::{lock, parse_body, ApiError},
     daemon::Shared,
-    firewall::{apply_batch, FwState, Port},
+    firewall::{apply_batch, ChainState, FwState, Port},
 };
 
 type ApiResult = Result<Response, ApiError>;
-
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::daemon::Inner> {
-    s.inner.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Applies `new` (kernel first, then memory and disk); on error nothing changes.
 fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Result<(), ApiError> {
@@ -231,22 +227,22 @@ async fn detach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: By
     do_attach(&s, &name, parse_body(&body)?, false)
 }
 
-async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let b: AttachBody = parse_body(&body)?;
+/// Polycube's `/attach` and `/detach`: the instance is the body's `cube`.
+fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
+    let b: AttachBody = parse_body(body)?;
     let name = b
         .cube
         .clone()
         .ok_or_else(|| ApiError::bad("cube: missing"))?;
-    do_attach(&s, &name, b, true)
+    do_attach(s, &name, b, on)
+}
+
+async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    pc_attach_detach(&s, &body, true)
 }
 
 async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let b: AttachBody = parse_body(&body)?;
-    let name = b
-        .cube
-        .clone()
-        .ok_or_else(|| ApiError::bad("cube: missing"))?;
-    do_attach(&s, &name, b, false)
+    pc_attach_detach(&s, &body, false)
 }
 
 #[derive(Deserialize)]
@@ -255,18 +251,28 @@ struct BatchBody {
     rules: Vec<Value>,
 }
 
-fn chain_no(st: &FwState, name: &str, chain: &str) -> Result<u32, ApiError> {
+/// The chain `chain` of instance `name` and its kernel chain number.
+fn chain_of<'a>(
+    st: &'a FwState,
+    name: &str,
+    chain: &str,
+) -> Result<(&'a ChainState, u32), ApiError> {
     let i = st.instances.get(name).ok_or_else(|| not_found(name))?;
-    let dir = match chain.to_ascii_uppercase().as_str() {
-        "INGRESS" => 0,
-        "EGRESS" => 1,
-        o => {
-            return Err(ApiError::bad(format!(
-                "chain: {o:?} is not INGRESS or EGRESS"
-            )))
-        }
-    };
-    Ok(i.slot * 2 + dir)
+    Ok((
+        i.chain(chain).map_err(ApiError::bad)?,
+        i.chain_no(chain).map_err(ApiError::bad)?,
+    ))
+}
+
+/// The same, to change it.
+fn chain_of_mut<'a>(
+    st: &'a mut FwState,
+    name: &str,
+    chain: &str,
+) -> Result<(&'a mut ChainState, u32), ApiError> {
+    let i = st.instances.get_mut(name).ok_or_else(|| not_found(name))?;
+    let no = i.chain_no(chain).map_err(ApiError::bad)?;
+    Ok((i.chain_mut(chain).map_err(ApiError::bad)?, no))
 }
 
 async fn batch(
@@ -276,13 +282,7 @@ async fn batch(
 ) -> ApiResult {
     let b: BatchBody = parse_body(&body)?;
     let mut new = lock(&s).fw.clone();
-    let no = chain_no(&new, &name, &chain)?;
-    let c = new
-        .instances
-        .get_mut(&name)
-        .ok_or_else(|| not_found(&name))?
-        .chain_mut(&chain)
-        .map_err(ApiError::bad)?;
+    let (c, no) = chain_of_mut(&mut new, &name, &chain)?;
     let (rules, origin) = apply_batch(&c.rules, &b.rules)
         .map_err(|(i, e)| ApiError::bad(format!("rules[{i}]: {e} (nothing was changed)")))?;
     let n = rules.len();
@@ -292,13 +292,7 @@ async fn batch(
 }
 
 fn rule_list(st: &FwState, name: &str, chain: &str) -> Result<Vec<Value>, ApiError> {
-    let mut st = st.clone();
-    let c = st
-        .instances
-        .get_mut(name)
-        .ok_or_else(|| not_found(name))?
-        .chain_mut(chain)
-        .map_err(ApiError::bad)?;
+    let (c, _) = chain_of(st, name, chain)?;
     let mut v: Vec<Value> = c
         .rules
         .iter()
@@ -326,17 +320,10 @@ async fn show_chain(
     Path((name, chain)): Path<(String, String)>,
 ) -> ApiResult {
     let g = lock(&s);
-    let mut st = g.fw.clone();
-    let c = st
-        .instances
-        .get_mut(&name)
-        .ok_or_else(|| not_found(&name))?
-        .chain_mut(&chain)
-        .map_err(ApiError::bad)?;
-    let default = c.default.clone();
+    let (c, _) = chain_of(&g.fw, &name, &chain)?;
     Ok(Json(json!({
         "name": chain.to_ascii_uppercase(),
-        "default": default,
+        "default": c.default,
         "rule": rule_list(&g.fw, &name, &chain)?,
     }))
     .into_response())
@@ -358,22 +345,11 @@ async fn set_default(
 ) -> ApiResult {
     let b: DefaultBody = parse_body(&body)?;
     let mut new = lock(&s).fw.clone();
-    let c = new
-        .instances
-        .get_mut(&name)
-        .ok_or_else(|| not_found(&name))?
-        .chain_mut(&chain)
-        .map_err(ApiError::bad)?;
+    let (c, _) = chain_of_mut(&mut new, &name, &chain)?;
     if let Some(d) = &b.default {
-        c.default = match d.to_ascii_uppercase().as_str() {
-            "DROP" => "DROP".into(),
-            "ACCEPT" | "FORWARD" => "ACCEPT".into(),
-            o => {
-                return Err(ApiError::bad(format!(
-                    "default: {o:?} is not DROP or ACCEPT"
-                )))
-            }
-        };
+        c.default = crate::firewall::parse_default(d)
+            .map_err(|e| ApiError::bad(format!("default: {e}")))?
+            .into();
     }
     if let Some(v) = &b.accept_established {
         c.accept_established = match v {
@@ -400,14 +376,7 @@ async fn stats(
     Path((name, chain)): Path<(String, String)>,
 ) -> ApiResult {
     let g = lock(&s);
-    let no = chain_no(&g.fw, &name, &chain)?;
-    let mut st = g.fw.clone();
-    let c = st
-        .instances
-        .get_mut(&name)
-        .ok_or_else(|| not_found(&name))?
-        .chain_mut(&chain)
-        .map_err(ApiError::bad)?;
+    let (c, no) = chain_of(&g.fw, &name, &chain)?;
     let counts = g
         .engine
         .fw_stats(no, c.rules.len())
@@ -427,16 +396,8 @@ async fn reset_stats(
     Path((name, chain)): Path<(String, String)>,
 ) -> ApiResult {
     let st = lock(&s).fw.clone();
-    let no = chain_no(&st, &name, &chain)?;
-    let mut c = st.clone();
-    let n = c
-        .instances
-        .get_mut(&name)
-        .ok_or_else(|| not_found(&name))?
-        .chain_mut(&chain)
-        .map_err(ApiError::bad)?
-        .rules
-        .len();
+    let (c, no) = chain_of(&st, &name, &chain)?;
+    let n = c.rules.len();
     // Every rule "new": its counters start from zero.
     commit(&s, st, &[(no, vec![None; n])])?;
     Ok(Json(json!({"reset": n})).into_response())

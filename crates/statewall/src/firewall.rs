@@ -300,14 +300,46 @@ pub struct Instance {
     pub egress: ChainState,
 }
 
+/// The direction of the chain called `INGRESS` (0) / `EGRESS` (1), any case.
+pub fn chain_dir(name: &str) -> Result<u32, String> {
+    match name.to_ascii_uppercase().as_str() {
+        "INGRESS" => Ok(0),
+        "EGRESS" => Ok(1),
+        o => Err(format!("{o:?} is not a chain (INGRESS, EGRESS)")),
+    }
+}
+
+/// A chain's default action: DROP, or ACCEPT (FORWARD = ACCEPT), any case.
+pub fn parse_default(s: &str) -> Result<&'static str, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "DROP" => Ok("DROP"),
+        "ACCEPT" | "FORWARD" => Ok("ACCEPT"),
+        o => Err(format!("{o:?} is not DROP or ACCEPT")),
+    }
+}
+
 impl Instance {
     /// The chain called `INGRESS` / `EGRESS` (any case).
+    pub fn chain(&self, name: &str) -> Result<&ChainState, String> {
+        Ok(if chain_dir(name)? == 0 {
+            &self.ingress
+        } else {
+            &self.egress
+        })
+    }
+
+    /// The same, to change it.
     pub fn chain_mut(&mut self, name: &str) -> Result<&mut ChainState, String> {
-        match name.to_ascii_uppercase().as_str() {
-            "INGRESS" => Ok(&mut self.ingress),
-            "EGRESS" => Ok(&mut self.egress),
-            o => Err(format!("{o:?} is not a chain (INGRESS, EGRESS)")),
-        }
+        Ok(if chain_dir(name)? == 0 {
+            &mut self.ingress
+        } else {
+            &mut self.egress
+        })
+    }
+
+    /// The kernel chain number of the chain called `name`.
+    pub fn chain_no(&self, name: &str) -> Result<u32, String> {
+        Ok(self.slot * 2 + chain_dir(name)?)
     }
 }
 
@@ -377,11 +409,9 @@ impl Instance {
                 .map(|(i, r)| r.normalise().map_err(|e| format!("{name} rules[{i}]: {e}")))
                 .collect::<Result<_, _>>()?;
             if let Some(d) = &cs.default {
-                c.default = match d.to_ascii_uppercase().as_str() {
-                    "DROP" => "DROP".into(),
-                    "ACCEPT" | "FORWARD" => "ACCEPT".into(),
-                    o => return Err(format!("{name} default: {o:?} is not DROP or ACCEPT")),
-                };
+                c.default = parse_default(d)
+                    .map_err(|e| format!("{name} default: {e}"))?
+                    .into();
             }
             if let Some(a) = cs.accept_established {
                 c.accept_established = a;
