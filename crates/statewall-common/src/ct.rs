@@ -115,6 +115,14 @@ const RST: u8 = 0x04;
 /// The key and the packet's direction (0: from `a0`), or `None` for untracked packets.
 #[inline(always)]
 pub fn key(p: &PacketInfo) -> Option<(CtKey, u8)> {
+    let mut k = CtKey::default();
+    key_into(p, &mut k).map(|d| (k, d))
+}
+
+/// [`key`] written into `out` (the kernel keeps it off its short stack); returns the
+/// direction.
+#[inline(always)]
+pub fn key_into(p: &PacketInfo, out: &mut CtKey) -> Option<u8> {
     if p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
         return None;
     }
@@ -125,12 +133,35 @@ pub fn key(p: &PacketInfo) -> Option<(CtKey, u8)> {
         proto::ICMPV6 if p.icmp_type == 128 || p.icmp_type == 129 => (p.icmp_id, p.icmp_id),
         _ => return None,
     };
+    Some(fill_key(
+        out,
+        &p.saddr,
+        &p.daddr,
+        16,
+        (sp, dp),
+        (p.l4proto, p.family),
+    ))
+}
+
+/// Writes the key of a packet from (`a`, ports.0) to (`b`, ports.1) into `out`: the lower
+/// address (the first `alen` bytes compared), then the lower port, first. Returns the
+/// packet's direction (1 when it goes from the higher side). `proto_family` is (L4
+/// protocol, address family).
+#[inline(always)]
+fn fill_key(
+    out: &mut CtKey,
+    a: &[u8],
+    b: &[u8],
+    alen: usize,
+    (sp, dp): (u16, u16),
+    (proto, family): (u8, u8),
+) -> u8 {
     let mut swap = false;
-    let mut i = 0;
     let mut decided = false;
+    let mut i = 0;
     while i < 16 {
-        if !decided && p.saddr[i] != p.daddr[i] {
-            swap = p.saddr[i] > p.daddr[i];
+        if i < alen && !decided && a[i] != b[i] {
+            swap = a[i] > b[i];
             decided = true;
         }
         i += 1;
@@ -138,28 +169,19 @@ pub fn key(p: &PacketInfo) -> Option<(CtKey, u8)> {
     if !decided {
         swap = sp > dp;
     }
-    let k = if swap {
-        CtKey {
-            a0: p.daddr,
-            a1: p.saddr,
-            p0: dp,
-            p1: sp,
-            proto: p.l4proto,
-            family: p.family,
-            _pad: [0; 2],
-        }
-    } else {
-        CtKey {
-            a0: p.saddr,
-            a1: p.daddr,
-            p0: sp,
-            p1: dp,
-            proto: p.l4proto,
-            family: p.family,
-            _pad: [0; 2],
-        }
-    };
-    Some((k, swap as u8))
+    let (lo, hi, plo, phi) = if swap { (b, a, dp, sp) } else { (a, b, sp, dp) };
+    let mut i = 0;
+    while i < 16 {
+        out.a0[i] = if i < alen { lo[i] } else { 0 };
+        out.a1[i] = if i < alen { hi[i] } else { 0 };
+        i += 1;
+    }
+    out.p0 = plo;
+    out.p1 = phi;
+    out.proto = proto;
+    out.family = family;
+    out._pad = [0; 2];
+    swap as u8
 }
 
 /// True for an ICMP/ICMPv6 error message (it quotes the packet it is about).
@@ -196,44 +218,22 @@ pub fn related_key(family: u8, q: &[u8; QUOTE_LEN], n: usize, out: &mut CtKey) -
         }
         (20usize, q[9], 12usize, 4usize)
     };
-    let dst = src + alen;
     let be = |i: usize| (q[i] as u16) << 8 | q[i + 1] as u16;
-    let (sp, dp) = match proto {
+    let ports = match proto {
         proto::TCP | proto::UDP => (be(l4), be(l4 + 2)),
         proto::ICMP if q[l4] == 8 || q[l4] == 0 => (be(l4 + 4), be(l4 + 4)),
         proto::ICMPV6 if q[l4] == 128 || q[l4] == 129 => (be(l4 + 4), be(l4 + 4)),
         _ => return false,
     };
-    // The same order as [`key`]: lower address first (then lower port).
-    let mut swap = false;
-    let mut decided = false;
-    let mut i = 0;
-    while i < 16 {
-        if i < alen && !decided && q[src + i] != q[dst + i] {
-            swap = q[src + i] > q[dst + i];
-            decided = true;
-        }
-        i += 1;
-    }
-    if !decided {
-        swap = sp > dp;
-    }
-    let (a, b, pa, pb) = if swap {
-        (dst, src, dp, sp)
-    } else {
-        (src, dst, sp, dp)
-    };
-    let mut i = 0;
-    while i < 16 {
-        out.a0[i] = if i < alen { q[a + i] } else { 0 };
-        out.a1[i] = if i < alen { q[b + i] } else { 0 };
-        i += 1;
-    }
-    out.p0 = pa;
-    out.p1 = pb;
-    out.proto = proto;
-    out.family = family;
-    out._pad = [0; 2];
+    // The same key as [`key`] gives the quoted packet.
+    fill_key(
+        out,
+        &q[src..src + 16],
+        &q[src + alen..src + alen + 16],
+        alen,
+        ports,
+        (proto, family),
+    );
     true
 }
 

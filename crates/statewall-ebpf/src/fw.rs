@@ -271,8 +271,7 @@ fn ct_state(p: &PacketInfo, w: &mut CtWork) -> u8 {
     w.tracked = 0;
     w.has_entry = 0;
     w.dir = 0;
-    if let Some((k, d)) = ct::key(p) {
-        w.key = k;
+    if let Some(d) = ct::key_into(p, &mut w.key) {
         w.dir = d;
         w.tracked = 1;
         if let Some(e) = unsafe { SW_FW_CT.get(&w.key) } {
