@@ -439,10 +439,6 @@ async fn sessions(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Api
     Ok(Json(rows).into_response())
 }
 
-fn unix_now() -> u64 {
-    crate::clock::realtime_ns() / 1_000_000_000
-}
-
 async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
     let spec: crate::firewall::ApplySpec = parse_body(&body)?;
     if spec.confirm == Some(0) || spec.confirm.is_some_and(|c| c > 86400) {
@@ -467,7 +463,7 @@ async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Byt
             new.pending.insert(
                 name.clone(),
                 crate::firewall::Pending {
-                    deadline: unix_now() + secs,
+                    deadline: crate::clock::unix_secs() + secs,
                     previous,
                 },
             );
@@ -502,7 +498,7 @@ async fn confirm(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiR
 
 /// Reverts unconfirmed applies whose time is up (called every second by the daemon).
 pub fn revert_due(s: &Shared) {
-    let now = unix_now();
+    let now = crate::clock::unix_secs();
     let st = lock(s).fw.clone();
     let due: Vec<String> = st
         .pending

@@ -92,21 +92,7 @@ pub fn verify_rows() -> anyhow::Result<Vec<Row>> {
     }
     let k = spa::random_bytes::<32>()?.to_vec();
     let h = spa::random_bytes::<64>()?.to_vec();
-    let stanza = [FwknopStanza {
-        name: "b".into(),
-        sources: vec![("0.0.0.0".parse().unwrap(), 0)],
-        open_ports: vec![],
-        restrict_ports: vec![],
-        key: k.clone(),
-        hmac_key: h.clone(),
-        hmac_bits: 256,
-        access_timeout: 30,
-        max_timeout: None,
-        require_source_address: false,
-        require_username: None,
-        enable_cmd: false,
-        skew: 120,
-    }];
+    let stanza = [FwknopStanza::any_source("b", k.clone(), h.clone())];
     let src = "10.0.0.1".parse().unwrap();
     let m = FwknopMessage {
         user: "bench".into(),
@@ -237,7 +223,7 @@ pub fn open_rows() -> anyhow::Result<Vec<Row>> {
         );
         let m = FwknopMessage {
             user: "bench".into(),
-            ts: crate::clock::realtime_ns() / 1_000_000_000,
+            ts: crate::clock::unix_secs(),
             allow: cv.into(),
             access: vec![(6, PORT)],
             timeout: None,
@@ -287,7 +273,7 @@ pub fn open_rows() -> anyhow::Result<Vec<Row>> {
         )?;
         let m = FwknopMessage {
             user: "bench".into(),
-            ts: crate::clock::realtime_ns() / 1_000_000_000,
+            ts: crate::clock::unix_secs(),
             allow: cv.into(),
             access: vec![(6, PORT)],
             timeout: None,

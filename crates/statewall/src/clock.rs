@@ -16,6 +16,11 @@ pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
+/// Unix time, whole seconds.
+pub fn unix_secs() -> u64 {
+    realtime_ns() / 1_000_000_000
+}
+
 fn clock_ns(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -370,7 +370,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
             .spa
             .resolve()
             .map_err(|(at, msg)| anyhow::anyhow!("{at}: {msg}"))?;
-        let now = crate::clock::realtime_ns() / 1_000_000_000;
+        let now = crate::clock::unix_secs();
         let path = cfg.daemon.state_dir.join("spa-replay");
         let replay = crate::spa::ReplayCache::open(Some(&path), cfg.spa.replay_max, now)
             .with_context(|| format!("opening the SPA replay cache {}", path.display()))?;

@@ -429,14 +429,7 @@ impl Engine {
         if linked == 0 {
             return false;
         }
-        let name = spot.ifname.clone();
-        let now = in_netns(spot.netns.as_deref(), move || {
-            let c = std::ffi::CString::new(name).unwrap_or_default();
-            // SAFETY: valid C string.
-            unsafe { libc::if_nametoindex(c.as_ptr()) }
-        })
-        .unwrap_or(0);
-        now == linked
+        ifindex(spot.netns.as_deref(), &spot.ifname) == linked
     }
 
     /// Makes the pinned links match the config: detaches what is no longer wanted, attaches
@@ -756,13 +749,7 @@ impl Engine {
         let mut links = Vec::new();
         for inst in st.instances.values() {
             for port in &inst.ports {
-                let name = port.ifname.clone();
-                let idx = in_netns(port.netns.as_deref(), move || {
-                    let c = std::ffi::CString::new(name).unwrap_or_default();
-                    // SAFETY: valid C string.
-                    unsafe { libc::if_nametoindex(c.as_ptr()) }
-                })
-                .unwrap_or(0);
+                let idx = ifindex(port.netns.as_deref(), &port.ifname);
                 if idx == 0 {
                     return Err(EngineError::Doors(format!(
                         "interface {:?} (namespace {:?}) does not exist",
@@ -916,7 +903,7 @@ impl Engine {
     fn expand_sequences(&mut self, cfg: &Config) -> Result<crate::sequences::Expansion> {
         use crate::sequences::{self as seqs, SENTINEL};
         use statewall_common::xfsm::MAP_ONCE;
-        let now = crate::clock::realtime_ns() / 1_000_000_000;
+        let now = crate::clock::unix_secs();
         let derr = EngineError::Doors;
         let mut exp = seqs::expand(cfg, now).map_err(derr)?;
         if exp.once.is_empty() {
@@ -1007,7 +994,7 @@ impl Engine {
     /// (the daemon calls it every second); true when it did.
     pub fn refresh_sequences(&mut self, cfg: &Config) -> Result<bool> {
         use statewall_common::xfsm::MAP_ONCE;
-        let now = crate::clock::realtime_ns() / 1_000_000_000;
+        let now = crate::clock::unix_secs();
         let turned = self.time_counters.iter().any(|(door, c)| {
             cfg.knocks.iter().any(|k| {
                 k.name == *door
@@ -1400,6 +1387,17 @@ impl Engine {
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.get(name)
     }
+}
+
+/// The index of interface `name` in namespace `netns` now (0: no such interface).
+fn ifindex(netns: Option<&str>, name: &str) -> u32 {
+    let name = name.to_string();
+    in_netns(netns, move || {
+        let c = std::ffi::CString::new(name).unwrap_or_default();
+        // SAFETY: valid C string.
+        unsafe { libc::if_nametoindex(c.as_ptr()) }
+    })
+    .unwrap_or(0)
 }
 
 fn detach_pin(path: &Path) -> Result<()> {

@@ -38,19 +38,12 @@ pub fn pkd_action() -> PkdAction {
 pub fn fwknop_stanza() -> FwknopStanza {
     use base64::{engine::general_purpose::STANDARD, Engine as _};
     FwknopStanza {
-        name: "fuzz".into(),
-        sources: vec![("0.0.0.0".parse().unwrap(), 0), ("::".parse().unwrap(), 0)],
-        open_ports: vec![],
-        restrict_ports: vec![],
-        key: STANDARD.decode(KEY_B64).unwrap(),
-        hmac_key: STANDARD.decode(HMAC_B64).unwrap(),
-        hmac_bits: 256,
-        access_timeout: 30,
-        max_timeout: None,
-        require_source_address: false,
-        require_username: None,
         enable_cmd: true,
-        skew: 120,
+        ..FwknopStanza::any_source(
+            "fuzz",
+            STANDARD.decode(KEY_B64).unwrap(),
+            STANDARD.decode(HMAC_B64).unwrap(),
+        )
     }
 }
 

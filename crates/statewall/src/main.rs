@@ -616,10 +616,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                     println!("{what}ed {name} {ifname}");
                 }
                 FwCmd::Batch { name, chain, file } => {
-                    let text = std::fs::read_to_string(&file)
-                        .with_context(|| format!("reading {}", file.display()))?;
-                    let body: serde_json::Value = serde_json::from_str(&text)
-                        .with_context(|| format!("{}: not JSON", file.display()))?;
+                    let body = read_json(&file)?;
                     let v = call(
                         "POST",
                         format!("{base}/{name}/chain/{chain}/batch"),
@@ -664,10 +661,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                     file,
                     confirm,
                 } => {
-                    let text = std::fs::read_to_string(&file)
-                        .with_context(|| format!("reading {}", file.display()))?;
-                    let mut body: serde_json::Value = serde_json::from_str(&text)
-                        .with_context(|| format!("{}: not JSON", file.display()))?;
+                    let mut body = read_json(&file)?;
                     if let Some(d) = confirm {
                         body["confirm"] = d.0.as_secs().max(1).into();
                     }
@@ -846,7 +840,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             let derived = match (&time_secret, &counter_secret) {
                 (Some(f), _) => {
                     anyhow::ensure!(period > 0, "--period: at least 1 second");
-                    let now = statewall::clock::realtime_ns() / 1_000_000_000;
+                    let now = statewall::clock::unix_secs();
                     Some((f, knockclient::time_counter(now, period)))
                 }
                 (None, Some(f)) => Some((f, counter.unwrap_or_default())),
@@ -908,7 +902,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             use statewall::spa;
             let host = host.or(host_flag).context("give HOST or --host")?;
             let addr = resolve(&host, v4, v6)?;
-            let now = statewall::clock::realtime_ns() / 1_000_000_000;
+            let now = statewall::clock::unix_secs();
             if fwknop {
                 let b64 = |what: &str, v: Option<String>| -> anyhow::Result<Vec<u8>> {
                     let v = v.with_context(|| format!("--{what} is required"))?;
@@ -1006,6 +1000,13 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Resolves a host name or address, honouring -4 / -6.
+/// A JSON file, with the file named in errors.
+fn read_json(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))
+}
+
 fn resolve(host: &str, v4: bool, v6: bool) -> anyhow::Result<std::net::IpAddr> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<std::net::IpAddr> = (host, 0)

@@ -188,6 +188,28 @@ pub struct FwknopStanza {
     pub skew: u64,
 }
 
+impl FwknopStanza {
+    /// A stanza for any source (IPv4 and IPv6) with these keys and fwknopd's defaults:
+    /// SHA-256 HMAC, 30 s access, 120 s skew, any port, no commands.
+    pub fn any_source(name: &str, key: Vec<u8>, hmac_key: Vec<u8>) -> FwknopStanza {
+        FwknopStanza {
+            name: name.into(),
+            sources: vec![("0.0.0.0".parse().unwrap(), 0), ("::".parse().unwrap(), 0)],
+            open_ports: vec![],
+            restrict_ports: vec![],
+            key,
+            hmac_key,
+            hmac_bits: 256,
+            access_timeout: 30,
+            max_timeout: None,
+            require_source_address: false,
+            require_username: None,
+            enable_cmd: false,
+            skew: 120,
+        }
+    }
+}
+
 /// A verified fwknop request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FwknopRequest {
@@ -950,7 +972,7 @@ impl SpaRuntime {
 
 /// Verifies one candidate and applies the grants it earns.
 pub fn on_candidate(s: &crate::daemon::Shared, c: &Candidate) {
-    let now = crate::clock::realtime_ns() / 1_000_000_000;
+    let now = crate::clock::unix_secs();
     let kind = if c.kind == statewall_common::spa::KIND_PKD {
         "pkd"
     } else {

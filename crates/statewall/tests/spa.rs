@@ -39,19 +39,8 @@ fn key(name: &str) -> Vec<u8> {
 
 fn stanza() -> FwknopStanza {
     FwknopStanza {
-        name: "s".into(),
         sources: vec![("0.0.0.0".parse().unwrap(), 0)],
-        open_ports: vec![],
-        restrict_ports: vec![],
-        key: key("KEY_BASE64"),
-        hmac_key: key("HMAC_KEY_BASE64"),
-        hmac_bits: 256,
-        access_timeout: 30,
-        max_timeout: None,
-        require_source_address: false,
-        require_username: None,
-        enable_cmd: false,
-        skew: 120,
+        ..FwknopStanza::any_source("s", key("KEY_BASE64"), key("HMAC_KEY_BASE64"))
     }
 }
 
