@@ -317,24 +317,8 @@ fn conntrack_replies_and_flood() {
 #[test]
 fn firewall_cli() {
     use common::cli;
-    let p = Paths::new("fwcli");
-    let pair = Pair::new("fwcli");
-    std::fs::write(&p.config, "").unwrap();
-    let d = Daemon::start(&p, &[]);
-    let ok = |args: &[&str]| {
-        let (code, out, err) = cli(&p, args);
-        assert_eq!(code, 0, "{args:?}: {out}{err}");
-        out
-    };
-    ok(&["fw", "create", "fw3"]);
-    ok(&[
-        "fw",
-        "attach",
-        "fw3",
-        &pair.server_if,
-        "--netns",
-        &pair.server.name,
-    ]);
+    let (p, pair, d) = cli_instance("fwcli", "fw3");
+    let ok = |args: &[&str]| cli_ok(&p, args);
     ok(&[
         "firewall",
         "rule",
@@ -416,24 +400,8 @@ fn firewall_cli() {
 #[test]
 fn apply_confirm_reverts_unless_confirmed() {
     use common::cli;
-    let p = Paths::new("fwconf");
-    let pair = Pair::new("fwconf");
-    std::fs::write(&p.config, "").unwrap();
-    let d = Daemon::start(&p, &[]);
-    let ok = |args: &[&str]| {
-        let (code, out, err) = cli(&p, args);
-        assert_eq!(code, 0, "{args:?}: {out}{err}");
-        out
-    };
-    ok(&["fw", "create", "fw4"]);
-    ok(&[
-        "fw",
-        "attach",
-        "fw4",
-        &pair.server_if,
-        "--netns",
-        &pair.server.name,
-    ]);
+    let (p, pair, d) = cli_instance("fwconf", "fw4");
+    let ok = |args: &[&str]| cli_ok(&p, args);
     let file = p.scratch.join("ruleset.json");
     std::fs::write(
         &file,
@@ -465,4 +433,33 @@ fn apply_confirm_reverts_unless_confirmed() {
         "confirmed: kept"
     );
     d.stop();
+}
+
+/// `statewall` run as a client of the daemon at `p`; it must succeed; its stdout.
+fn cli_ok(p: &Paths, args: &[&str]) -> String {
+    let (code, out, err) = common::cli(p, args);
+    assert_eq!(code, 0, "{args:?}: {out}{err}");
+    out
+}
+
+/// A daemon and a pair of namespaces, with firewall `name` made and attached to the
+/// server's interface through the CLI.
+fn cli_instance(tag: &str, name: &str) -> (Paths, Pair, Daemon) {
+    let p = Paths::new(tag);
+    let pair = Pair::new(tag);
+    std::fs::write(&p.config, "").unwrap();
+    let d = Daemon::start(&p, &[]);
+    cli_ok(&p, &["fw", "create", name]);
+    cli_ok(
+        &p,
+        &[
+            "fw",
+            "attach",
+            name,
+            &pair.server_if,
+            "--netns",
+            &pair.server.name,
+        ],
+    );
+    (p, pair, d)
 }
