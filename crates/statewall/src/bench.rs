@@ -260,9 +260,26 @@ pub fn print(report: &Report) {
     }
 }
 
-/// Runs everything (time-to-open only with `open`); writes JSON to `out`; returns the
-/// report.
-pub fn run(out: &Path, repeat: u32, open: bool) -> anyhow::Result<Report> {
+/// The groups of measurements, in the order they run.
+pub const GROUPS: [&str; 6] = [
+    "testrun",
+    "firewall",
+    "spa-verify",
+    "open",
+    "spa-open",
+    "firewall-nft",
+];
+
+/// Runs every group (the netns ones, from `open` on, only with `open`), or only the group
+/// `only`; writes JSON to `out`; returns the report.
+pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::Result<Report> {
+    if let Some(o) = only {
+        anyhow::ensure!(
+            GROUPS.contains(&o),
+            "no benchmark group {o:?} (groups: {})",
+            GROUPS.join(", ")
+        );
+    }
     let mut report = Report {
         kernel: kernel_release(),
         cpus: std::thread::available_parallelism()
@@ -270,12 +287,29 @@ pub fn run(out: &Path, repeat: u32, open: bool) -> anyhow::Result<Report> {
             .unwrap_or(1),
         ..Default::default()
     };
-    report.rows.extend(testrun_rows(repeat));
-    report.rows.extend(crate::bench_fw::rows(repeat)?);
-    report.rows.extend(crate::bench_spa::verify_rows()?);
-    if open {
+    let want = |g: &str| match only {
+        Some(o) => o == g,
+        None => {
+            open || GROUPS.iter().position(|x| *x == g) < GROUPS.iter().position(|x| *x == "open")
+        }
+    };
+    if want("testrun") {
+        report.rows.extend(testrun_rows(repeat));
+    }
+    if want("firewall") {
+        report.rows.extend(crate::bench_fw::rows(repeat)?);
+    }
+    if want("spa-verify") {
+        report.rows.extend(crate::bench_spa::verify_rows()?);
+    }
+    if want("open") {
         report.rows.extend(crate::bench_open::rows()?);
+    }
+    if want("spa-open") {
         report.rows.extend(crate::bench_spa::open_rows()?);
+    }
+    if want("firewall-nft") {
+        report.rows.extend(crate::bench_fwnft::rows()?);
     }
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;

@@ -19,8 +19,8 @@ use statewall_common::fw::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, MAP_FW_IFACES};
 pub const SIZES: [usize; 6] = [1, 10, 100, 1000, 2048, 10000];
 
 /// A deterministic random ruleset of `n` rules whose last rule alone matches the packet
-/// 192.168.1.1 -> 172.16.5.5 tcp/443.
-pub fn ruleset(n: usize) -> Vec<Rule> {
+/// 192.168.1.1 -> 172.16.5.5 to port 443 of `proto` (6 or 17).
+pub fn ruleset(n: usize, proto: u8) -> Vec<Rule> {
     let mut x: u64 = 0x9e3779b97f4a7c15 ^ n as u64;
     let mut next = move || {
         x ^= x << 13;
@@ -67,7 +67,7 @@ pub fn ruleset(n: usize) -> Vec<Rule> {
     rules.push(Rule {
         src: Some(("192.168.1.1".parse().unwrap(), 32)),
         dst: Some(("172.16.5.5".parse().unwrap(), 32)),
-        proto: Some(6),
+        proto: Some(proto),
         sport: None,
         dport: Some((443, 443)),
         tcpflags: None,
@@ -99,7 +99,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         chains.insert(
             0,
             Chain {
-                rules: ruleset(n),
+                rules: ruleset(n, 6),
                 default_action: ACT_DROP,
                 accept_established: false,
             },

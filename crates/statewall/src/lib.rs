@@ -33,6 +33,7 @@ pub mod api;
 pub mod api_fw;
 pub mod bench;
 pub mod bench_fw;
+pub mod bench_fwnft;
 pub mod bench_open;
 pub mod bench_spa;
 pub mod client;

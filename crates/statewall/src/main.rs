@@ -226,6 +226,9 @@ enum Cmd {
         /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
         #[arg(long)]
         testrun_only: bool,
+        /// Only this group: testrun, firewall, spa-verify, open, spa-open, firewall-nft.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -984,9 +987,10 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             out,
             repeat,
             testrun_only,
+            only,
         } => {
             let report = tokio::task::spawn_blocking(move || {
-                statewall::bench::run(&out, repeat, !testrun_only)
+                statewall::bench::run(&out, repeat, !testrun_only, only.as_deref())
             })
             .await??;
             statewall::bench::print(&report);
