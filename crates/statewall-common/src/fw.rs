@@ -57,6 +57,50 @@ pub const MAP_FW_SMALL: &str = "SW_FW_SMALL";
 pub const MAP_FW_ACTIONS: &str = "SW_FW_ACTIONS";
 /// Per-rule counters: `PERCPU_ARRAY` of [`RuleStats`], indexed by [`stats_slot`].
 pub const MAP_FW_STATS: &str = "SW_FW_STATS";
+/// LOG rule hits: `RINGBUF` of [`FwLog`].
+pub const MAP_FW_LOG: &str = "SW_FW_LOG";
+/// Stage counters: `PERCPU_ARRAY` of u64, [`COUNTER_NAMES`] order.
+pub const MAP_FW_COUNTERS: &str = "SW_FW_COUNTERS";
+/// Counter: LOG events queued.
+pub const CNT_LOG_QUEUED: u32 = 0;
+/// Counter: LOG events lost (ring full).
+pub const CNT_LOG_LOST: u32 = 1;
+/// Number of stage counters.
+pub const COUNTERS: u32 = 2;
+/// Their names.
+pub const COUNTER_NAMES: [&str; COUNTERS as usize] = ["log_queued", "log_lost"];
+
+/// A packet that hit a LOG rule (the rule counts it and the chain goes on).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwLog {
+    /// Source address (IPv4: first 4 bytes).
+    pub saddr: [u8; 16],
+    /// Destination address.
+    pub daddr: [u8; 16],
+    /// Frame length.
+    pub len: u32,
+    /// Rule position in its chain.
+    pub rule: u32,
+    /// Source port (TCP/UDP).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Chain number (`2 * instance + direction`).
+    pub chain: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// L4 protocol.
+    pub proto: u8,
+    /// Connection state the rules saw (`ct::NEW`...).
+    pub ct: u8,
+    /// TCP flags.
+    pub tcp_flags: u8,
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
 
 /// Field bits of [`ChainConf::used`].
 pub mod field {
@@ -410,6 +454,8 @@ pub fn classify<T: FwTables, L: FnMut(u32)>(
 mod pod {
     // SAFETY: plain old data, repr(C), explicit padding.
     unsafe impl aya::Pod for super::ChainConf {}
+    // SAFETY: plain old data, repr(C), explicit padding.
+    unsafe impl aya::Pod for super::FwLog {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Bitset {}
     // SAFETY: as above.

@@ -6,13 +6,14 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::bpf_loop,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     fw::{
-        rule_slot, select, stats_slot, Bitset, ChainConf, FwTables, LpmKey, RuleStats, Selection,
-        ACT_DROP, ACT_LOG, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
+        rule_slot, select, stats_slot, Bitset, ChainConf, FwLog, FwTables, LpmKey, RuleStats,
+        Selection, ACT_DROP, ACT_LOG, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS, MAX_CHAINS,
+        MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
     parse::{PacketInfo, Status},
     TCX_NEXT, TC_ACT_SHOT,
@@ -47,6 +48,12 @@ static SW_FW_CT_CONF: Array<CtConf> = Array::with_max_entries(1, 0);
 #[map(name = "SW_FW_STATS")]
 static SW_FW_STATS: PerCpuArray<RuleStats> =
     PerCpuArray::with_max_entries(MAX_CHAINS * MAX_RULES as u32, 0);
+
+/// LOG rule hits, for the daemon's log and event stream.
+#[map(name = "SW_FW_LOG")]
+static SW_FW_LOG: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
+#[map(name = "SW_FW_COUNTERS")]
+static SW_FW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 
 struct Maps;
 
@@ -116,10 +123,54 @@ struct Walk {
     chain: u32,
     /// Summary words still to visit (bits cleared as visited).
     acc: [u64; SUMMARY],
+    /// The word in hand and its candidate rules not visited yet.
+    word: u32,
+    pending: u64,
     /// Result: rule + 1 (0 = none) and its action.
     rule: u32,
     action: u8,
+    /// Connection state the rules see (for LOG events).
+    st: u8,
     bytes: u64,
+}
+
+#[inline(always)]
+fn bump(i: u32) {
+    if let Some(c) = SW_FW_COUNTERS.get_ptr_mut(i) {
+        unsafe { *c += 1 };
+    }
+}
+
+/// Queues a LOG event for rule `r` of `chain` about the packet being classified (the
+/// per-CPU parsed packet: the callback cannot be handed a reference to it).
+#[inline(always)]
+fn log_event(chain: u32, r: u32, st: u8) {
+    let Some(p) = crate::SW_SCRATCH.get(0) else {
+        return;
+    };
+    let Some(mut e) = SW_FW_LOG.reserve::<FwLog>(0) else {
+        bump(CNT_LOG_LOST);
+        return;
+    };
+    let v = e.as_mut_ptr();
+    // SAFETY: `v` is the reserved record, written field by field (no copy on the stack).
+    unsafe {
+        (*v).saddr = p.saddr;
+        (*v).daddr = p.daddr;
+        (*v).len = p.pkt_len;
+        (*v).rule = r;
+        (*v).sport = p.sport;
+        (*v).dport = p.dport;
+        (*v).chain = chain as u8;
+        (*v).family = p.family;
+        (*v).proto = p.l4proto;
+        (*v).ct = st;
+        (*v).tcp_flags = p.tcp_flags;
+        (*v).icmp_type = p.icmp_type;
+        (*v)._pad = [0; 2];
+    }
+    e.submit(0);
+    bump(CNT_LOG_QUEUED);
 }
 
 #[inline(always)]
@@ -131,35 +182,40 @@ fn count(chain: u32, r: u32, bytes: u64) {
     }
 }
 
-/// `bpf_loop` callback: the next candidate word (lowest first).
+/// `bpf_loop` callback, one step of the walk: the lowest candidate rule of the word in hand
+/// (or of the next candidate word, lowest first). A LOG rule is counted and logged and the
+/// walk goes on with the rest of its word at the next step (one LOG per step keeps the
+/// callback free of loops the verifier would have to unroll); any other rule ends it.
 extern "C" fn walk_cb(_i: u64, ctx: *mut c_void) -> i64 {
     let w = unsafe { &mut *(ctx as *mut Walk) };
-    let mut sw = 0;
-    while sw < SUMMARY && w.acc[sw] == 0 {
-        sw += 1;
-    }
-    if sw >= SUMMARY {
-        return 1;
-    }
-    let word = sw * 64 + w.acc[sw].trailing_zeros() as usize;
-    w.acc[sw] &= w.acc[sw] - 1;
     let t = Maps;
-    let mut x = statewall_common::fw::and_word(&t, &w.sel, w.all, false, word);
-    let mut n = 0;
-    while x != 0 && n < 64 {
-        let r = (word * 64) as u32 + x.trailing_zeros();
-        x &= x - 1;
-        n += 1;
-        let a = t.action(rule_slot(w.generation, w.chain, r));
-        if a == ACT_LOG {
-            count(w.chain, r, w.bytes);
-            continue;
+    if w.pending == 0 {
+        let mut sw = 0;
+        while sw < SUMMARY && w.acc[sw] == 0 {
+            sw += 1;
         }
-        w.rule = r + 1;
-        w.action = a;
-        return 1;
+        if sw >= SUMMARY {
+            return 1;
+        }
+        let word = sw * 64 + w.acc[sw].trailing_zeros() as usize;
+        w.acc[sw] &= w.acc[sw] - 1;
+        w.word = word as u32;
+        w.pending = statewall_common::fw::and_word(&t, &w.sel, w.all, false, word);
+        if w.pending == 0 {
+            return 0;
+        }
     }
-    0
+    let r = w.word * 64 + w.pending.trailing_zeros();
+    w.pending &= w.pending - 1;
+    let a = t.action(rule_slot(w.generation, w.chain, r));
+    if a == ACT_LOG {
+        count(w.chain, r, w.bytes);
+        log_event(w.chain, r, w.st);
+        return 0;
+    }
+    w.rule = r + 1;
+    w.action = a;
+    1
 }
 
 /// Runs the chain of the packet's interface and direction: `TCX_NEXT` or `TC_ACT_SHOT`.
@@ -215,8 +271,11 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         generation: g,
         chain,
         acc: [0; SUMMARY],
+        word: 0,
+        pending: 0,
         rule: 0,
         action: 0,
+        st,
         bytes: p.pkt_len as u64,
     };
     let mut i = 0;
@@ -225,8 +284,9 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         i += 1;
     }
     unsafe {
+        // One step per candidate word and per LOG rule, and the last.
         bpf_loop(
-            WORDS as u32 + 1,
+            (WORDS + MAX_RULES) as u32 + 1,
             walk_cb as *mut c_void,
             &mut w as *mut Walk as *mut c_void,
             0,

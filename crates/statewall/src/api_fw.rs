@@ -17,6 +17,7 @@
 //! | GET | `.../{name}/sessions` (Polycube: `session-table`) | tracked connections |
 //! | POST | `/api/v1/firewall/{name}/apply` | `{"INGRESS": {"default", "rules"}, "EGRESS": ..., "confirm": seconds}`: replace chains; with `confirm`, reverted unless confirmed in time |
 //! | POST | `/api/v1/firewall/{name}/confirm` | keep what `apply` set |
+//! | GET | `.../{name}/log` (`?since=SEQ`) | the latest LOG rule hits (also on the SSE stream as `fw_log`) |
 
 use std::sync::Arc;
 
@@ -51,6 +52,198 @@ fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Resu
     Ok(())
 }
 
+/// How many LOG events the daemon keeps for `GET .../log`.
+pub const LOG_KEEP: usize = 4096;
+
+/// One LOG rule hit, as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LogEntry {
+    /// Sequence number (from 1, per daemon run).
+    pub seq: u64,
+    /// Unix time it was read, seconds.
+    pub time: f64,
+    /// Firewall instance.
+    pub firewall: String,
+    /// INGRESS or EGRESS.
+    pub chain: &'static str,
+    /// Rule position.
+    pub rule: u32,
+    /// The rule's description.
+    pub description: String,
+    /// TCP, UDP, ICMP, ICMPv6 or the protocol number.
+    pub l4proto: String,
+    /// Source address.
+    pub src: std::net::IpAddr,
+    /// Destination address.
+    pub dst: std::net::IpAddr,
+    /// Source port (TCP/UDP).
+    pub sport: u16,
+    /// Destination port (TCP/UDP).
+    pub dport: u16,
+    /// TCP flags as `SYN,ACK` (TCP only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tcpflags: String,
+    /// Connection state the rules saw: NEW, ESTABLISHED, RELATED, INVALID.
+    pub conntrack: &'static str,
+    /// Frame length.
+    pub len: u32,
+}
+
+/// The latest LOG events (at most [`LOG_KEEP`]), and the log-line limiter.
+#[derive(Default)]
+pub struct LogRing {
+    entries: std::collections::VecDeque<LogEntry>,
+    seq: u64,
+    second: u64,
+    lines: u32,
+    quiet: u64,
+}
+
+/// Log lines per second; beyond that the events are counted and still kept for the API.
+const LOG_LINES_PER_SECOND: u32 = 100;
+
+fn tcp_flag_names(f: u8) -> String {
+    let names = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+    (0..8)
+        .filter(|i| f & (1 << i) != 0)
+        .map(|i| names[i])
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Handles one LOG event from the kernel: kept for the API, published on the event stream,
+/// and written to the log (at most [`LOG_LINES_PER_SECOND`] lines a second).
+pub fn on_log(s: &Shared, e: &statewall_common::fw::FwLog) {
+    let (firewall, description) = {
+        let g = lock(s);
+        let inst =
+            g.fw.instances
+                .iter()
+                .find(|(_, i)| i.slot == e.chain as u32 / 2);
+        match inst {
+            Some((n, i)) => {
+                let c = if e.chain & 1 == 0 {
+                    &i.ingress
+                } else {
+                    &i.egress
+                };
+                let d = c
+                    .rules
+                    .get(e.rule as usize)
+                    .and_then(|r| r.description.clone())
+                    .unwrap_or_default();
+                (n.clone(), d)
+            }
+            None => (format!("slot{}", e.chain / 2), String::new()),
+        }
+    };
+    let mut entry = LogEntry {
+        seq: 0,
+        time: crate::doors::unix_now(),
+        firewall,
+        chain: if e.chain & 1 == 0 {
+            "INGRESS"
+        } else {
+            "EGRESS"
+        },
+        rule: e.rule,
+        description,
+        l4proto: match e.proto {
+            6 => "TCP".into(),
+            17 => "UDP".into(),
+            1 => "ICMP".into(),
+            58 => "ICMPv6".into(),
+            n => n.to_string(),
+        },
+        src: crate::api::addr_ip(e.family, &e.saddr),
+        dst: crate::api::addr_ip(e.family, &e.daddr),
+        sport: e.sport,
+        dport: e.dport,
+        tcpflags: if e.proto == 6 {
+            tcp_flag_names(e.tcp_flags)
+        } else {
+            String::new()
+        },
+        conntrack: ["NEW", "ESTABLISHED", "RELATED", "INVALID"][e.ct as usize & 3],
+        len: e.len,
+    };
+    let loud = {
+        let mut r = s.fw_log.lock().unwrap_or_else(|p| p.into_inner());
+        r.seq += 1;
+        entry.seq = r.seq;
+        if r.entries.len() >= LOG_KEEP {
+            r.entries.pop_front();
+        }
+        r.entries.push_back(entry.clone());
+        let now = crate::clock::unix_secs();
+        if now != r.second {
+            if r.quiet > 0 {
+                tracing::info!(
+                    "firewall log: {} more events in the last second (see GET .../log)",
+                    r.quiet
+                );
+            }
+            r.second = now;
+            r.lines = 0;
+            r.quiet = 0;
+        }
+        r.lines += 1;
+        let loud = r.lines <= LOG_LINES_PER_SECOND;
+        if !loud {
+            r.quiet += 1;
+        }
+        loud
+    };
+    let packet = format!(
+        "{} {} -> {}",
+        entry.l4proto,
+        std::net::SocketAddr::new(entry.src, entry.sport),
+        std::net::SocketAddr::new(entry.dst, entry.dport)
+    );
+    if loud {
+        tracing::info!(
+            firewall = %entry.firewall, chain = entry.chain, rule = entry.rule,
+            conntrack = entry.conntrack, len = entry.len, flags = %entry.tcpflags,
+            "firewall log: {packet}"
+        );
+    }
+    s.doors.stream(crate::doors::DoorEvent {
+        time: entry.time,
+        door: entry.firewall,
+        source: entry.src,
+        kind: "fw_log".into(),
+        from: entry.chain.into(),
+        to: format!("rule {}", entry.rule),
+        packet: Some(packet),
+    });
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn log(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogQuery>,
+) -> ApiResult {
+    lock(&s)
+        .fw
+        .instances
+        .get(&name)
+        .ok_or_else(|| not_found(&name))?;
+    let r = s.fw_log.lock().unwrap_or_else(|p| p.into_inner());
+    let v: Vec<&LogEntry> = r
+        .entries
+        .iter()
+        .filter(|e| e.firewall == name && e.seq > q.since)
+        .collect();
+    Ok(Json(v).into_response())
+}
+
 fn not_found(name: &str) -> ApiError {
     ApiError(
         axum::http::StatusCode::NOT_FOUND,
@@ -72,6 +265,7 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
                 .route(&format!("{base}/{{name}}/sessions{slash}"), get(sessions))
                 .route(&format!("{base}/{{name}}/apply{slash}"), post(apply))
                 .route(&format!("{base}/{{name}}/confirm{slash}"), post(confirm))
+                .route(&format!("{base}/{{name}}/log{slash}"), get(log))
                 .route(
                     &format!("{base}/{{name}}/session-table{slash}"),
                     get(sessions),

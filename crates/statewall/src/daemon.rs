@@ -146,6 +146,8 @@ pub struct Shared {
     pub doors: crate::doors::Doors,
     /// SPA verifiers, replay cache and counters.
     pub spa: Mutex<crate::spa::SpaRuntime>,
+    /// The latest firewall LOG events.
+    pub fw_log: Mutex<crate::api_fw::LogRing>,
 }
 
 /// Daemon state behind the lock.
@@ -388,6 +390,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         overrides,
         doors: Default::default(),
         spa: Mutex::new(spa),
+        fw_log: Default::default(),
     });
 
     let app = crate::api::router(shared.clone());
@@ -438,14 +441,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         shared.clone(),
         statewall_common::xfsm::MAP_EVENTS,
         stop_rx.clone(),
-        |b| {
-            (b.len() >= std::mem::size_of::<statewall_common::xfsm::Event>()).then(|| {
-                // SAFETY: the kernel wrote one Event (repr(C), plain data).
-                unsafe {
-                    std::ptr::read_unaligned(b.as_ptr() as *const statewall_common::xfsm::Event)
-                }
-            })
-        },
+        crate::engine::ring_record::<statewall_common::xfsm::Event>,
         |s, e| s.doors.on_kernel_event(s, &e),
     ));
     tasks.spawn(follow_ring(
@@ -454,6 +450,13 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         stop_rx.clone(),
         crate::spa::Candidate::from_record,
         |s, c| crate::spa::on_candidate(s, &c),
+    ));
+    tasks.spawn(follow_ring(
+        shared.clone(),
+        statewall_common::fw::MAP_FW_LOG,
+        stop_rx.clone(),
+        crate::engine::ring_record::<statewall_common::fw::FwLog>,
+        |s, e| crate::api_fw::on_log(s, &e),
     ));
     {
         let s = shared.clone();

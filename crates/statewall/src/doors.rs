@@ -148,12 +148,22 @@ impl Doors {
             door = %e.door, source = %e.source, from = %e.from, to = %e.to,
             packet = e.packet.as_deref().unwrap_or("-"), "knock {}", e.kind
         );
+        self.publish_quiet(e);
+    }
+
+    /// Counts and streams an event without a log line.
+    fn publish_quiet(&self, e: DoorEvent) {
         *self
             .counts
             .lock()
             .unwrap()
             .entry(e.kind.clone())
             .or_default() += 1;
+        self.stream(e);
+    }
+
+    /// Sends an event to the live stream only (not counted as a door event).
+    pub(crate) fn stream(&self, e: DoorEvent) {
         let _ = self.events.send(e);
     }
 

@@ -64,6 +64,8 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::fw::MAP_FW_SMALL,
     statewall_common::fw::MAP_FW_ACTIONS,
     statewall_common::fw::MAP_FW_STATS,
+    statewall_common::fw::MAP_FW_LOG,
+    statewall_common::fw::MAP_FW_COUNTERS,
     statewall_common::ct::MAP_CT,
     statewall_common::ct::MAP_CT_CONF,
     statewall_common::xfsm::MAP_EVENTS,

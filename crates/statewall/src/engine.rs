@@ -821,6 +821,22 @@ impl Engine {
             .collect()
     }
 
+    /// Firewall stage counters summed over CPUs, by name.
+    pub fn fw_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        use statewall_common::fw::{COUNTERS, COUNTER_NAMES, MAP_FW_COUNTERS};
+        let sums = self.percpu_sums(MAP_FW_COUNTERS, COUNTERS)?;
+        Ok(COUNTER_NAMES.into_iter().zip(sums).collect())
+    }
+
+    /// Takes the LOG events waiting in the ring buffer (tools and tests; the daemon follows
+    /// the ring with its own handle).
+    pub fn drain_fw_log(&mut self) -> Vec<statewall_common::fw::FwLog> {
+        let Some(m) = self.maps.get_mut(statewall_common::fw::MAP_FW_LOG) else {
+            return Vec::new();
+        };
+        drain_ring(m)
+    }
+
     /// spa stage counters (kernel side) summed over CPUs, by name.
     pub fn spa_counters(&self) -> Result<Vec<(&'static str, u64)>> {
         use statewall_common::spa::{MAP_SPA_STATS, SPA_COUNTERS, SPA_COUNTER_NAMES};
@@ -1020,17 +1036,7 @@ impl Engine {
         let Some(m) = self.maps.get_mut(MAP_EVENTS) else {
             return Vec::new();
         };
-        let Ok(mut rb) = aya::maps::RingBuf::try_from(m) else {
-            return Vec::new();
-        };
-        let mut v = Vec::new();
-        while let Some(item) = rb.next() {
-            if item.len() >= std::mem::size_of::<Event>() {
-                // SAFETY: the kernel wrote one Event (repr(C), plain data).
-                v.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) });
-            }
-        }
-        v
+        drain_ring::<Event>(m)
     }
 
     /// xfsm stage counters summed over CPUs, by name.
@@ -1405,6 +1411,27 @@ fn detach_pin(path: &Path) -> Result<()> {
     let fd = l.unpin().map_err(|e| pin_err("unpinning link", path, e))?;
     drop(fd);
     Ok(())
+}
+
+/// Every record of type `T` waiting in a ring buffer map.
+pub fn drain_ring<T: aya::Pod>(m: &mut Map) -> Vec<T> {
+    let Ok(mut rb) = aya::maps::RingBuf::try_from(m) else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    while let Some(item) = rb.next() {
+        if let Some(x) = ring_record(&item) {
+            v.push(x);
+        }
+    }
+    v
+}
+
+/// One ring-buffer record as a `T`, when it is long enough.
+pub fn ring_record<T: aya::Pod>(b: &[u8]) -> Option<T> {
+    // SAFETY: T is plain old data; the length is checked.
+    (b.len() >= std::mem::size_of::<T>())
+        .then(|| unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) })
 }
 
 /// Detaches every pinned link and removes every pin under the root.

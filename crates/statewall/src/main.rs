@@ -373,6 +373,17 @@ enum FwCmd {
         /// Instance.
         name: String,
     },
+    /// The latest LOG rule hits (kept by the daemon, at most 4096 across instances).
+    Log {
+        /// Instance.
+        name: String,
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -692,6 +703,33 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                     )
                     .await?;
                     println!("{name} {chain}: default {action}");
+                }
+                FwCmd::Log { name, since, json } => {
+                    let v = call("GET", format!("{base}/{name}/log?since={since}"), None).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    }
+                    for r in v.as_array().into_iter().flatten().filter(|_| !json) {
+                        println!(
+                            "#{} {} rule {} {} {} {}:{} -> {}:{} {} len {}{}",
+                            r["seq"],
+                            r["chain"].as_str().unwrap_or("?"),
+                            r["rule"],
+                            r["conntrack"].as_str().unwrap_or("?"),
+                            r["l4proto"].as_str().unwrap_or("?"),
+                            r["src"].as_str().unwrap_or("?"),
+                            r["sport"],
+                            r["dst"].as_str().unwrap_or("?"),
+                            r["dport"],
+                            r["tcpflags"].as_str().unwrap_or(""),
+                            r["len"],
+                            r["description"]
+                                .as_str()
+                                .filter(|d| !d.is_empty())
+                                .map(|d| format!(" ({d})"))
+                                .unwrap_or_default()
+                        );
+                    }
                 }
                 FwCmd::Sessions { name } => {
                     let v = call("GET", format!("{base}/{name}/sessions"), None).await?;

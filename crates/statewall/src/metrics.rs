@@ -5,7 +5,9 @@
 //! `statewall_xfsm` (counter, label `what`), `statewall_xfsm_transition_packets` (counter,
 //! label `transition`), `statewall_door_events` (counter, label `kind`),
 //! `statewall_door_open_sources` (gauge, label `door`), `statewall_door_commands` (counter,
-//! label `outcome`), `statewall_map_entries` and `statewall_map_capacity` (gauges, label
+//! label `outcome`), `statewall_fw_log_events` (counter, label `what`),
+//! `statewall_fw_rule_packets` and `statewall_fw_rule_bytes` (counters, labels `firewall`,
+//! `chain`, `rule`), `statewall_map_entries` and `statewall_map_capacity` (gauges, label
 //! `map`).
 
 use std::{fmt::Write, sync::Arc};
@@ -137,6 +139,48 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
                 "statewall_spa_replay_entries",
                 "Live entries in the SPA replay cache.",
                 &[(String::new(), spa.replay.len() as u64)],
+            );
+        }
+        if let Ok(c) = g.engine.fw_counters() {
+            let samples: Vec<_> = c
+                .iter()
+                .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+                .collect();
+            f.counter(
+                "statewall_fw_log_events",
+                "Firewall LOG rule hits queued for the daemon, and lost because the ring was full.",
+                &samples,
+            );
+        }
+        {
+            let (mut pk, mut by) = (Vec::new(), Vec::new());
+            for (name, inst) in &g.fw.instances {
+                for (chain, c) in [("INGRESS", &inst.ingress), ("EGRESS", &inst.egress)] {
+                    let Ok(no) = inst.chain_no(chain) else {
+                        continue;
+                    };
+                    let Ok(st) = g.engine.fw_stats(no, c.rules.len()) else {
+                        continue;
+                    };
+                    for (i, (p, b)) in st.iter().enumerate() {
+                        let l = format!(
+                            "{{firewall=\"{}\",chain=\"{chain}\",rule=\"{i}\"}}",
+                            label(name)
+                        );
+                        pk.push((l.clone(), *p));
+                        by.push((l, *b));
+                    }
+                }
+            }
+            f.counter(
+                "statewall_fw_rule_packets",
+                "Packets matched by each firewall rule (LOG rules count what they saw).",
+                &pk,
+            );
+            f.counter(
+                "statewall_fw_rule_bytes",
+                "Bytes matched by each firewall rule.",
+                &by,
             );
         }
         if let Ok(c) = g.engine.xfsm_transition_counters() {

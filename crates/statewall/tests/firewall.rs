@@ -10,12 +10,14 @@ use std::{collections::BTreeMap, net::IpAddr};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use common::soak_cases;
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use statewall::engine::drain_ring;
 use statewall::{
     ebpf::{PROG_FW_EGRESS, PROG_FW_INGRESS},
     fw::{compile, mask, write_tables, Chain, RefTables, Rule, Written},
     packet::Packet,
     testrun::TestBed,
 };
+use statewall_common::fw::{FwLog, MAP_FW_LOG};
 use statewall_common::{
     ct::{CtConf, CtKey, CtVal, MAP_CT, MAP_CT_CONF},
     fw::{
@@ -342,8 +344,10 @@ fn scenario(
                 st = statewall_common::ct::RELATED;
             }
         }
+        let mut logged = Vec::new();
         let v = classify(&r, &p, ch, st, |rule| {
             *want.entry((ch, rule)).or_default() += 1;
+            logged.push(rule);
         });
         let accepted = !matches!(
             v,
@@ -388,6 +392,33 @@ fn scenario(
             code(v),
             "seed {seed} packet {i} chain {ch}: {v:?} {p:?}"
         );
+        // One LOG event per LOG rule passed, in rule order, about this packet.
+        let events: Vec<FwLog> = drain_ring(bed.map(MAP_FW_LOG));
+        let want_events: Vec<FwLog> = logged
+            .iter()
+            .map(|&rule| FwLog {
+                saddr: p.saddr,
+                daddr: p.daddr,
+                len: f.len() as u32,
+                rule,
+                sport: p.sport,
+                dport: p.dport,
+                chain: ch as u8,
+                family: p.family,
+                proto: p.l4proto,
+                ct: st,
+                tcp_flags: p.tcp_flags,
+                icmp_type: p.icmp_type,
+                _pad: [0; 2],
+            })
+            .collect();
+        assert_eq!(
+            events, want_events,
+            "seed {seed} packet {i} chain {ch}: LOG events"
+        );
+        if !events.is_empty() {
+            seen.insert("log event");
+        }
     }
     if want
         .keys()
@@ -449,6 +480,7 @@ fn kernel_classifier_equals_reference() {
         "rule accept",
         "default",
         "log",
+        "log event",
         "ipv6",
         "ct new",
         "ct established",

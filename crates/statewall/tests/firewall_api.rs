@@ -395,6 +395,125 @@ fn firewall_cli() {
     d.stop();
 }
 
+/// LOG rules: every packet that passes one is counted and reported with its fields, in
+/// `fw log`, the API and `/metrics`, and the chain goes on to the next rule.
+#[test]
+fn log_rules_report_hits() {
+    use std::io::{Read, Write};
+    let metrics = free_port();
+    let p = Paths::new("fwlog");
+    let pair = Pair::new("fwlog");
+    std::fs::write(&p.config, "").unwrap();
+    let d = Daemon::start(&p, &["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
+    let ok = |args: &[&str]| cli_ok(&p, args);
+    ok(&["fw", "create", "fw4"]);
+    ok(&[
+        "fw",
+        "attach",
+        "fw4",
+        &pair.server_if,
+        "--netns",
+        &pair.server.name,
+    ]);
+    for rule in [
+        [
+            "l4proto=TCP",
+            "dport=22",
+            "action=log",
+            "description=ssh-seen",
+        ],
+        [
+            "l4proto=TCP",
+            "dport=22",
+            "action=accept",
+            "description=ssh",
+        ],
+    ] {
+        let mut a = vec!["fw", "rule", "fw4", "INGRESS", "append"];
+        a.extend_from_slice(&rule);
+        ok(&a);
+    }
+    ok(&["fw", "default", "fw4", "INGRESS", "drop"]);
+    let sv = pair.server_v4;
+    let l = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+    let to = SocketAddr::from((sv, 22));
+    let mut c = pair
+        .client
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+        .expect("LOG goes on to the ACCEPT rule");
+    let (mut s, _) = l.accept().unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    drop(c);
+    drop(s);
+    // Every packet the LOG rule counted shows up as an event (read asynchronously).
+    let stats = d.get("/api/v1/firewall/fw4/chain/INGRESS/stats");
+    let counted = stats[0]["pkts"].as_u64().unwrap();
+    assert!(counted >= 3, "{stats}");
+    assert_eq!(stats[1]["pkts"].as_u64(), Some(counted), "{stats}");
+    let mut events = Value::Null;
+    for _ in 0..100 {
+        events = d.get("/api/v1/firewall/fw4/log");
+        if events.as_array().unwrap().len() as u64 >= counted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ev = events.as_array().unwrap();
+    assert_eq!(ev.len() as u64, counted, "{events}");
+    let syn = &ev[0];
+    assert_eq!(syn["chain"], "INGRESS", "{syn}");
+    assert_eq!(syn["rule"], 0, "{syn}");
+    assert_eq!(syn["description"], "ssh-seen", "{syn}");
+    assert_eq!(syn["l4proto"], "TCP", "{syn}");
+    assert_eq!(syn["src"], pair.client_v4.to_string(), "{syn}");
+    assert_eq!(syn["dst"], sv.to_string(), "{syn}");
+    assert_eq!(syn["dport"], 22, "{syn}");
+    assert_eq!(syn["tcpflags"], "SYN", "{syn}");
+    assert_eq!(syn["conntrack"], "NEW", "{syn}");
+    assert!(ev
+        .iter()
+        .any(|e| e["tcpflags"].as_str().unwrap().contains("FIN")));
+    // `since` pages; the CLI prints the same events.
+    let last = ev.last().unwrap()["seq"].as_u64().unwrap();
+    let v = d.get(&format!("/api/v1/firewall/fw4/log?since={}", last - 1));
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    let text = ok(&["fw", "log", "fw4"]);
+    assert_eq!(text.lines().count() as u64, counted, "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("INGRESS rule 0 NEW TCP")
+            && text.contains("(ssh-seen)"),
+        "{text}"
+    );
+    // Nothing matches on port 23: no event.
+    assert!(!connects(&pair, 23));
+    let n = d.get("/api/v1/firewall/fw4/log").as_array().unwrap().len() as u64;
+    assert_eq!(n, counted);
+    // /metrics has the per-rule counters and the LOG event counters.
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{metrics}/metrics")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "statewall_fw_rule_packets_total{{firewall=\"fw4\",chain=\"INGRESS\",rule=\"0\"}} {counted}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "statewall_fw_log_events_total{{what=\"log_queued\"}} {counted}"
+        )),
+        "{text}"
+    );
+    d.stop();
+}
+
 /// `statewall fw apply NAME FILE --confirm 2s`: the ruleset is reverted by itself unless
 /// confirmed in time; confirmed, it stays.
 #[test]
