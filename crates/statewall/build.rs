@@ -1,8 +1,10 @@
 //! Builds the kernel crate (`crates/statewall-ebpf`) for `bpfel-unknown-none` with Debian's
 //! rustc and bpf-linker (see `scripts/setup.sh`), and hands the object to the library
-//! through `OUT_DIR/statewall.bpf.o`.
+//! through `OUT_DIR/statewall.bpf.o`, and the monitor object (one load per monitor
+//! instance) through `OUT_DIR/statewall-monitor.bpf.o`.
 //!
-//! `STATEWALL_EBPF_OBJECT=/path/to/object` uses a prebuilt object instead.
+//! `STATEWALL_EBPF_OBJECT=/path/to/object` and `STATEWALL_MONITOR_OBJECT=/path` use
+//! prebuilt objects instead.
 
 use std::{
     env,
@@ -13,6 +15,7 @@ use std::{
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("statewall.bpf.o");
+    let out_mon = PathBuf::from(env::var("OUT_DIR").unwrap()).join("statewall-monitor.bpf.o");
     let ebpf = manifest.join("../statewall-ebpf");
     let common = manifest.join("../statewall-common");
     for p in [
@@ -26,10 +29,16 @@ fn main() {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-env-changed=STATEWALL_EBPF_OBJECT");
+    println!("cargo:rerun-if-env-changed=STATEWALL_MONITOR_OBJECT");
 
-    if let Ok(prebuilt) = env::var("STATEWALL_EBPF_OBJECT") {
+    if let (Ok(prebuilt), Ok(mon)) = (
+        env::var("STATEWALL_EBPF_OBJECT"),
+        env::var("STATEWALL_MONITOR_OBJECT"),
+    ) {
         std::fs::copy(&prebuilt, &out)
             .unwrap_or_else(|e| panic!("STATEWALL_EBPF_OBJECT={prebuilt}: {e}"));
+        std::fs::copy(&mon, &out_mon)
+            .unwrap_or_else(|e| panic!("STATEWALL_MONITOR_OBJECT={mon}: {e}"));
         return;
     }
 
@@ -62,7 +71,7 @@ fn main() {
         ])
         .arg(&target_dir)
         .env("RUSTC", rustc)
-        .env("RUSTC_BOOTSTRAP", "aya_ebpf")
+        .env("RUSTC_BOOTSTRAP", "aya_ebpf,statewall_monitor")
         .env("PATH", path)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -79,6 +88,8 @@ fn main() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let obj = target_dir.join("bpfel-unknown-none/release/statewall");
-    std::fs::copy(&obj, &out).unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
+    for (name, to) in [("statewall", &out), ("statewall-monitor", &out_mon)] {
+        let obj = target_dir.join("bpfel-unknown-none/release").join(name);
+        std::fs::copy(&obj, to).unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
+    }
 }

@@ -26,6 +26,7 @@ pub mod ct;
 pub mod fw;
 pub mod gate;
 pub mod maps;
+pub mod monitor;
 pub mod parse;
 pub mod reset;
 pub mod spa;

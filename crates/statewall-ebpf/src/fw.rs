@@ -145,7 +145,7 @@ fn bump(i: u32) {
 /// per-CPU parsed packet: the callback cannot be handed a reference to it).
 #[inline(always)]
 fn log_event(chain: u32, r: u32, st: u8) {
-    let Some(p) = crate::SW_SCRATCH.get(0) else {
+    let Some(p) = crate::pkt::SW_SCRATCH.get(0) else {
         return;
     };
     let Some(mut e) = SW_FW_LOG.reserve::<FwLog>(0) else {

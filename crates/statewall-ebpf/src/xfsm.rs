@@ -244,7 +244,7 @@ extern "C" fn machine_cb(i: u64, lc: *mut c_void) -> i64 {
     let lc = unsafe { &mut *(lc as *mut LoopCtx) };
     let m = i & (MAX_MACHINES as u64 - 1);
     if (lc.packed >> 32) & (1 << m) != 0 {
-        let Some(p) = crate::SW_SCRATCH.get_ptr(0) else {
+        let Some(p) = crate::pkt::SW_SCRATCH.get_ptr(0) else {
             return 1;
         };
         let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) else {

@@ -129,7 +129,10 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         above.insert(n, sm - bm);
         let target = (n == 2048).then_some(200.0);
         rows.push(Row {
-            name: format!("firewall, {n} rules, packet matching the last"),
+            name: format!(
+                "firewall, {n} rule{}, packet matching the last",
+                if n == 1 { "" } else { "s" }
+            ),
             unit: "ns/packet".into(),
             value: sm,
             runs: s,

@@ -52,6 +52,7 @@ pub mod fwknopd;
 pub mod knockclient;
 pub mod knockd;
 pub mod metrics;
+pub mod monitor;
 pub mod netns;
 pub mod packet;
 pub mod pins;

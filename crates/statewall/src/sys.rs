@@ -139,3 +139,161 @@ pub fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the kernel returned a new fd we own.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
 }
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+fn map_create(attr: &MapCreateAttr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_MAP_CREATE.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            attr as *const MapCreateAttr,
+            std::mem::size_of::<MapCreateAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// A one-slot `ARRAY_OF_MAPS` (and the inner array it holds) whose only use is
+/// [`Grace::wait`]: an update of an outer map returns only after `synchronize_rcu()`
+/// (`maybe_wait_bpf_programs()` in `kernel/bpf/syscall.c`), so every program that started
+/// before the call has finished when it returns.
+pub struct Grace {
+    outer: std::os::fd::OwnedFd,
+    inner: std::os::fd::OwnedFd,
+}
+
+impl Grace {
+    /// Creates the two maps.
+    pub fn new() -> io::Result<Grace> {
+        use std::os::fd::AsRawFd;
+        let mut name = [0u8; 16];
+        name[..8].copy_from_slice(b"sw_grace");
+        let inner = map_create(&MapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            map_name: name,
+            ..Default::default()
+        })?;
+        let outer = map_create(&MapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY_OF_MAPS,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            inner_map_fd: inner.as_raw_fd() as u32,
+            map_name: name,
+            ..Default::default()
+        })?;
+        Ok(Grace { outer, inner })
+    }
+
+    /// Waits until every BPF program running now has finished (one RCU grace period).
+    pub fn wait(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let key = 0u32;
+        let value = self.inner.as_raw_fd() as u32;
+        let mut a = MapElemAttr {
+            map_fd: self.outer.as_raw_fd() as u32,
+            key: &key as *const u32 as u64,
+            next_key: &value as *const u32 as u64,
+            ..Default::default()
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every entry of a map by `BPF_MAP_LOOKUP_BATCH` (or `..._AND_DELETE_BATCH` with
+/// `delete`, which empties a hash map as it reads it): keys and values, `value_size`
+/// bytes each (per-CPU maps: the value rounded up to 8 bytes, times the possible CPUs).
+pub fn lookup_batch(
+    fd: RawFd,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+    delete: bool,
+) -> io::Result<(Vec<u8>, Vec<u8>, usize)> {
+    let chunk = max_entries.clamp(1, 4096) as usize;
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    let mut n = 0usize;
+    let (mut inb, mut outb) = ([0u8; 8], [0u8; 8]);
+    let mut first = true;
+    let cmd = if delete {
+        BPF_MAP_LOOKUP_AND_DELETE_BATCH
+    } else {
+        BPF_MAP_LOOKUP_BATCH
+    };
+    loop {
+        keys.resize((n + chunk) * key_size, 0);
+        values.resize((n + chunk) * value_size, 0);
+        let mut a = BatchAttr {
+            in_batch: if first { 0 } else { inb.as_ptr() as u64 },
+            out_batch: outb.as_mut_ptr() as u64,
+            keys: keys[n * key_size..].as_mut_ptr() as u64,
+            values: values[n * value_size..].as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values; the attr is a bpf_attr prefix.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                &mut a as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let err = (r < 0).then(io::Error::last_os_error);
+        n += a.count as usize;
+        match err {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Some(e) => return Err(e),
+        }
+        inb = outb;
+        first = false;
+    }
+    keys.truncate(n * key_size);
+    values.truncate(n * value_size);
+    Ok((keys, values, n))
+}

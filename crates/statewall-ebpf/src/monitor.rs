@@ -1,0 +1,228 @@
+//! statewall's monitor object: one tc program, `sw_monitor`, that extracts per-session
+//! features (ddos or crypto, chosen by the loader's `SW_MON_KIND`) into the active buffer
+//! of double-buffered maps and hands every packet on (`TCX_NEXT`). Every monitor
+//! instance is its own load of this object, with its table sizes and capture limits set
+//! by the loader, so instances never share a table. Reference logic:
+//! `statewall_common::monitor`.
+#![no_std]
+#![no_main]
+// Inline assembly for the two atomic fetch-and-adds (core has no atomics for this target).
+#![feature(asm_experimental_arch)]
+
+mod parse;
+mod pkt;
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    programs::TcContext,
+};
+use statewall_common::{
+    monitor::{
+        crypto_add, crypto_wants, ddos_wants, fill_rec, key_into, server_addr, CryptoVal, DdosSess,
+        PktRec, SessKey, CNT_CAPTURED, CNT_IGNORED, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
+        CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SLOTS, CTL_USED,
+        DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,
+    },
+    parse::PacketInfo,
+    TCX_NEXT,
+};
+
+/// What this instance extracts (set by the loader).
+#[no_mangle]
+static SW_MON_KIND: u32 = KIND_DDOS;
+/// ddos: packets captured per session and window (set by the loader).
+#[no_mangle]
+static SW_MON_PER_SESSION: u32 = DDOS_PER_SESSION;
+/// ddos: packets captured per window, the packet table's size (set by the loader).
+#[no_mangle]
+static SW_MON_TOTAL: u32 = DDOS_SESSIONS * DDOS_PER_SESSION;
+
+/// Packet tables are mapped into the reader's memory (no copy through syscalls).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+#[map(name = "SW_MON_CTL")]
+static SW_MON_CTL: Array<u64> = Array::with_max_entries(CTL_SLOTS, 0);
+#[map(name = "SW_MON_STATS")]
+static SW_MON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+#[map(name = "SW_DDOS_SESS0")]
+static SW_DDOS_SESS0: HashMap<SessKey, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
+#[map(name = "SW_DDOS_SESS1")]
+static SW_DDOS_SESS1: HashMap<SessKey, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
+#[map(name = "SW_DDOS_PKTS0")]
+static SW_DDOS_PKTS0: Array<PktRec> =
+    Array::with_max_entries(DDOS_SESSIONS * DDOS_PER_SESSION, BPF_F_MMAPABLE);
+#[map(name = "SW_DDOS_PKTS1")]
+static SW_DDOS_PKTS1: Array<PktRec> =
+    Array::with_max_entries(DDOS_SESSIONS * DDOS_PER_SESSION, BPF_F_MMAPABLE);
+#[map(name = "SW_CRYPTO0")]
+static SW_CRYPTO0: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
+#[map(name = "SW_CRYPTO1")]
+static SW_CRYPTO1: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
+
+/// Per-CPU working memory: the session key and a fresh value.
+#[repr(C)]
+struct Work {
+    key: SessKey,
+    rec: PktRec,
+    crypto: CryptoVal,
+}
+
+#[map(name = "SW_MON_WORK")]
+static SW_MON_WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn bump(i: u32) {
+    if let Some(c) = SW_MON_STATS.get_ptr_mut(i) {
+        unsafe { *c += 1 };
+    }
+}
+
+/// Atomically adds `v` to `*p` and returns the old value (BPF_ATOMIC | BPF_FETCH).
+#[inline(always)]
+fn fetch_add(p: *mut u64, v: u64) -> u64 {
+    let mut r = v;
+    // SAFETY: `p` points into a map value the caller owns a reference to.
+    unsafe {
+        core::arch::asm!(
+            "{r} = atomic_fetch_add((u64 *)({p} + 0), {r})",
+            p = in(reg) p,
+            r = inout(reg) r,
+        );
+    }
+    r
+}
+
+#[inline(always)]
+fn global(v: &'static u32) -> u32 {
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+#[classifier]
+pub fn sw_monitor(ctx: TcContext) -> i32 {
+    let Some(p) = pkt::scratch() else {
+        return TCX_NEXT;
+    };
+    pkt::parse_tc(&ctx, p);
+    bump(CNT_PACKETS);
+    let Some(w) = SW_MON_WORK.get_ptr_mut(0) else {
+        return TCX_NEXT;
+    };
+    // SAFETY: this CPU's working memory.
+    let w = unsafe { &mut *w };
+    let b = SW_MON_CTL.get(CTL_ACTIVE).copied().unwrap_or(0) as u32 & 1;
+    let epoch = SW_MON_CTL.get(CTL_EPOCH).copied().unwrap_or(0);
+    let ts = unsafe { bpf_ktime_get_ns() }.wrapping_add(epoch);
+    if global(&SW_MON_KIND) == KIND_DDOS {
+        ddos(p, w, b, ts);
+    } else {
+        crypto(p, w, b, ts);
+    }
+    TCX_NEXT
+}
+
+#[inline(always)]
+fn ddos(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
+    if !ddos_wants(p) {
+        bump(CNT_IGNORED);
+        return;
+    }
+    key_into(p, &mut w.key);
+    let sess = if b == 0 {
+        &SW_DDOS_SESS0
+    } else {
+        &SW_DDOS_SESS1
+    };
+    let s = match sess.get_ptr_mut(&w.key) {
+        Some(s) => s,
+        None => {
+            let v = DdosSess {
+                server: server_addr(p),
+                n_packets: 0,
+            };
+            // NOEXIST: another CPU may have made it in the meantime; then use theirs.
+            if sess.insert(&w.key, &v, BPF_NOEXIST as u64).is_ok() {
+                bump(CNT_SESSIONS);
+            }
+            match sess.get_ptr_mut(&w.key) {
+                Some(s) => s,
+                None => {
+                    // Full: the session waits for the next window.
+                    bump(CNT_TURNED_AWAY);
+                    return;
+                }
+            }
+        }
+    };
+    // Atomics: other CPUs count into the same session and claim slots of the same table.
+    // A claim past a limit is given back, so `n_packets` ends as the packets recorded.
+    let n = unsafe { core::ptr::addr_of_mut!((*s).n_packets) };
+    if fetch_add(n, 1) >= global(&SW_MON_PER_SESSION) as u64 {
+        fetch_add(n, u64::MAX);
+        bump(CNT_SESSION_FULL);
+        return;
+    }
+    let Some(used) = SW_MON_CTL.get_ptr_mut(CTL_USED + b) else {
+        return;
+    };
+    let slot = fetch_add(used, 1);
+    if slot >= global(&SW_MON_TOTAL) as u64 {
+        fetch_add(n, u64::MAX);
+        bump(CNT_TABLE_FULL);
+        return;
+    }
+    let pkts = if b == 0 {
+        &SW_DDOS_PKTS0
+    } else {
+        &SW_DDOS_PKTS1
+    };
+    let Some(r) = pkts.get_ptr_mut(slot as u32) else {
+        return;
+    };
+    // SAFETY: the slot is this packet's alone (claimed above).
+    let r = unsafe { &mut *r };
+    r.key = w.key;
+    fill_rec(p, ts, r);
+    r._pad = [0; 2];
+    bump(CNT_CAPTURED);
+}
+
+#[inline(always)]
+fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
+    if !crypto_wants(p) {
+        bump(CNT_IGNORED);
+        return;
+    }
+    key_into(p, &mut w.key);
+    let m = if b == 0 { &SW_CRYPTO0 } else { &SW_CRYPTO1 };
+    if let Some(v) = m.get_ptr_mut(&w.key) {
+        // SAFETY: this CPU's value of the session.
+        crypto_add(p, ts, unsafe { &mut *v });
+        bump(CNT_CAPTURED);
+        return;
+    }
+    w.crypto = CryptoVal::default();
+    crypto_add(p, ts, &mut w.crypto);
+    // NOEXIST: a session another CPU made in the meantime must not be replaced (that would
+    // zero its counts); add to it instead.
+    if m.insert(&w.key, &w.crypto, BPF_NOEXIST as u64).is_ok() {
+        bump(CNT_SESSIONS);
+        bump(CNT_CAPTURED);
+        return;
+    }
+    match m.get_ptr_mut(&w.key) {
+        Some(v) => {
+            crypto_add(p, ts, unsafe { &mut *v });
+            bump(CNT_CAPTURED);
+        }
+        None => bump(CNT_TURNED_AWAY),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
