@@ -32,6 +32,9 @@ pub const GLOBAL_PER_SESSION: &str = "SW_MON_PER_SESSION";
 /// Global set by the loader: packets captured per window (ddos; the packet table's size).
 pub const GLOBAL_TOTAL: &str = "SW_MON_TOTAL";
 
+/// Global, tests only: ns a crypto packet waits between finding its session and counting.
+pub const GLOBAL_TEST_DELAY: &str = "SW_MON_TEST_DELAY_NS";
+
 /// Instance kind: ddos.
 pub const KIND_DDOS: u32 = 1;
 /// Instance kind: crypto.

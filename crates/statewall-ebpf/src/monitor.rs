@@ -14,7 +14,8 @@ mod pkt;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
+    cty::c_void,
+    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
@@ -42,6 +43,13 @@ static SW_MON_TOTAL: u32 = DDOS_SESSIONS * DDOS_PER_SESSION;
 
 /// Packet tables are mapped into the reader's memory (no copy through syscalls).
 const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Tests only (0 in production, and then the verifier drops the branch: loader globals are
+/// constants to it): every 256th packet of a crypto session waits this long between
+/// finding its session and counting into it, so that a read that does not wait for the
+/// grace period meets a program still writing.
+#[no_mangle]
+static SW_MON_TEST_DELAY_NS: u32 = 0;
 
 #[map(name = "SW_MON_CTL")]
 static SW_MON_CTL: Array<u64> = Array::with_max_entries(CTL_SLOTS, 0);
@@ -93,6 +101,26 @@ fn fetch_add(p: *mut u64, v: u64) -> u64 {
         );
     }
     r
+}
+
+extern "C" fn spin_cb(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the deadline on the caller's stack.
+    let until = unsafe { *(ctx as *const u64) };
+    (unsafe { bpf_ktime_get_ns() } >= until) as i64
+}
+
+/// Busy-waits `ns` (tests only, see `SW_MON_TEST_DELAY_NS`).
+#[inline(never)]
+fn spin(ns: u64) {
+    let mut until = unsafe { bpf_ktime_get_ns() } + ns;
+    unsafe {
+        bpf_loop(
+            1 << 20,
+            spin_cb as *mut c_void,
+            &mut until as *mut u64 as *mut c_void,
+            0,
+        )
+    };
 }
 
 #[inline(always)]
@@ -199,7 +227,12 @@ fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
     let m = if b == 0 { &SW_CRYPTO0 } else { &SW_CRYPTO1 };
     if let Some(v) = m.get_ptr_mut(&w.key) {
         // SAFETY: this CPU's value of the session.
-        crypto_add(p, ts, unsafe { &mut *v });
+        let v = unsafe { &mut *v };
+        let d = global(&SW_MON_TEST_DELAY_NS);
+        if d != 0 && v.n_packets & 255 == 0 {
+            spin(d as u64);
+        }
+        crypto_add(p, ts, v);
         bump(CNT_CAPTURED);
         return;
     }

@@ -66,6 +66,9 @@ pub struct Config {
     /// `[firewall]`: sizes of the firewall's tables (instances and rules are managed
     /// through the API and kept under the state directory).
     pub firewall: FirewallConfig,
+    /// `[[monitor]]`: traffic monitors (ddos, crypto).
+    #[serde(rename = "monitor")]
+    pub monitors: Vec<crate::monitor::MonitorSpec>,
 }
 
 /// `[firewall]`.
@@ -820,6 +823,17 @@ impl Config {
                 "[firewall] bitsets_max".into(),
                 format!("{}: 64 to 131072", self.firewall.bitsets_max),
             ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, m) in self.monitors.iter().enumerate() {
+            m.validate()
+                .map_err(|(k, msg)| bad(format!("[[monitor]] #{} {k}", i + 1), msg))?;
+            if !names.insert(m.name.as_str()) {
+                return Err(bad(
+                    format!("[[monitor]] #{} name", i + 1),
+                    format!("{:?} is used twice", m.name),
+                ));
+            }
         }
         self.validate_knocks(&bad)?;
         self.spa.resolve().map_err(|(at, msg)| bad(at, msg))?;

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use statewall_common::monitor::{
     CryptoVal, DdosSess, PktRec, SessKey, COUNTERS, COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE,
     CTL_EPOCH, CTL_USED, DDOS_PER_SESSION, DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION,
-    GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS, MAP_DDOS_SESS, MAP_MON_CTL,
-    MAP_MON_STATS,
+    GLOBAL_TEST_DELAY, GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS,
+    MAP_DDOS_SESS, MAP_MON_CTL, MAP_MON_STATS,
 };
 
 /// The compiled monitor object (built by `build.rs`).
@@ -117,19 +117,22 @@ impl MonitorSpec {
             .unwrap_or(self.sessions().saturating_mul(self.per_session()))
     }
 
-    /// Checks the values; errors name the monitor and the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let at = |k: &str, m: String| format!("[[monitor]] {:?}: {k}: {m}", self.name);
+    /// Checks the values: (key, what is wrong).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let at = |k: &str, m: String| (k.to_string(), m);
         if self.name.is_empty()
             || !self
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(at("name", "use letters, digits, '-' and '_'".into()));
+            return Err(at(
+                "name",
+                format!("{:?}: use letters, digits, '-' and '_'", self.name),
+            ));
         }
         if self.interfaces.is_empty() {
-            return Err(at("interfaces", "at least one".into()));
+            return Err(at("interfaces", "name at least one".into()));
         }
         if !(1..=1 << 20).contains(&self.sessions()) {
             return Err(at("sessions", format!("{}: 1 to 1048576", self.sessions())));
@@ -148,7 +151,10 @@ impl MonitorSpec {
                 ));
             }
         } else if self.packets_per_session.is_some() || self.packets_total.is_some() {
-            return Err(at("packets_per_session", "only for kind = \"ddos\"".into()));
+            return Err(at(
+                "packets_per_session",
+                "packets_per_session and packets_total are for kind = \"ddos\"".into(),
+            ));
         }
         Ok(())
     }
@@ -274,7 +280,20 @@ impl Monitor {
 
     /// Loads the object for `spec` (program verified) without attaching it.
     pub fn open(spec: MonitorSpec) -> Result<Monitor, String> {
-        spec.validate()?;
+        Monitor::open_with_delay(spec, 0)
+    }
+
+    /// Tests only: like [`Monitor::load`], with every 256th packet of a crypto session
+    /// held `delay_ns` inside the program while it writes (see `SW_MON_TEST_DELAY_NS`).
+    pub fn load_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, String> {
+        let mut m = Monitor::open_with_delay(spec, delay_ns)?;
+        m.attach()?;
+        Ok(m)
+    }
+
+    fn open_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, String> {
+        spec.validate()
+            .map_err(|(k, m)| format!("monitor {:?}: {k}: {m}", spec.name))?;
         let (kind, sessions, per, total) = (
             match spec.kind {
                 Kind::Ddos => KIND_DDOS,
@@ -287,7 +306,8 @@ impl Monitor {
         let mut l = EbpfLoader::new();
         l.override_global(GLOBAL_KIND, &kind, true)
             .override_global(GLOBAL_PER_SESSION, &per, true)
-            .override_global(GLOBAL_TOTAL, &total, true);
+            .override_global(GLOBAL_TOTAL, &total, true)
+            .override_global(GLOBAL_TEST_DELAY, &delay_ns, true);
         // The other kind's tables get one entry each.
         let (ds, dt, cs) = match spec.kind {
             Kind::Ddos => (sessions, total, 1),
