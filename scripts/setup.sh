@@ -10,10 +10,12 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (installs Debian packages, mounts bpffs)"
 
 # Debian packages: BPF toolchain (Debian's rustc ships a prebuilt core for bpfel-unknown-none),
-# LLVM 22 for bpf-linker, and the real peers the tests drive.
+# LLVM 22 for bpf-linker, and the real peers the tests drive (prometheus: promtool and a real
+# server scraping /metrics).
 PKGS=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
   iproute2 iperf3 nftables iptables knockd fwknop-client fwknop-server curl tcpdump tmux
+  prometheus
 )
 missing=()
 for p in "${PKGS[@]}"; do

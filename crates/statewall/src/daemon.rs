@@ -148,6 +148,8 @@ pub struct Shared {
     pub spa: Mutex<crate::spa::SpaRuntime>,
     /// The latest firewall LOG events.
     pub fw_log: Mutex<crate::api_fw::LogRing>,
+    /// Traffic monitors (their own lock: a read waits a grace period).
+    pub monitors: Mutex<crate::monitor::Monitors>,
 }
 
 /// Daemon state behind the lock.
@@ -210,6 +212,14 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         new.gate.grants_max = g.config.gate.grants_max;
         new.gate.flows_max = g.config.gate.flows_max;
     }
+    // Monitors the new config adds or changes are loaded first: if one fails, nothing
+    // changes.
+    let new_monitors = s
+        .monitors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .prepare(&new.monitors)
+        .map_err(anyhow::Error::msg)?;
     let applied = apply(&mut g.engine, &new);
     if let Err(e) = applied {
         let old = g.config.clone();
@@ -226,6 +236,10 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         spa.setup = setup;
         spa.triggers = new.spa.trigger_doors();
     }
+    s.monitors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .commit(&new.monitors, new_monitors);
     g.config = new;
     tracing::info!("config reloaded");
     Ok(())
@@ -380,6 +394,11 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         rt.triggers = cfg.spa.trigger_doors();
         rt
     };
+    let mut monitors = crate::monitor::Monitors::default();
+    let m = monitors
+        .prepare(&cfg.monitors)
+        .map_err(anyhow::Error::msg)?;
+    monitors.commit(&cfg.monitors, m);
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             engine,
@@ -391,6 +410,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         doors: Default::default(),
         spa: Mutex::new(spa),
         fw_log: Default::default(),
+        monitors: Mutex::new(monitors),
     });
 
     let app = crate::api::router(shared.clone());

@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod api_fw;
+pub mod api_monitor;
 pub mod bench;
 pub mod bench_fw;
 pub mod bench_fwnft;
@@ -53,6 +54,7 @@ pub mod knockclient;
 pub mod knockd;
 pub mod metrics;
 pub mod monitor;
+pub mod monitor_files;
 pub mod netns;
 pub mod packet;
 pub mod pins;

@@ -7,7 +7,10 @@
 //! `statewall_door_open_sources` (gauge, label `door`), `statewall_door_commands` (counter,
 //! label `outcome`), `statewall_fw_log_events` (counter, label `what`),
 //! `statewall_fw_rule_packets` and `statewall_fw_rule_bytes` (counters, labels `firewall`,
-//! `chain`, `rule`), `statewall_map_entries` and `statewall_map_capacity` (gauges, label
+//! `chain`, `rule`), `statewall_monitor_packets` (counter, labels `monitor`, `what`),
+//! `statewall_monitor_sessions` (gauge), `statewall_monitor_windows` (counter),
+//! `statewall_monitor_grace_seconds` and `statewall_monitor_read_seconds` (gauges, label
+//! `monitor`), `statewall_map_entries` and `statewall_map_capacity` (gauges, label
 //! `map`).
 
 use std::{fmt::Write, sync::Arc};
@@ -66,6 +69,12 @@ impl Family<'_> {
         self.head(&family, "counter", help);
         for (labels, v) in samples {
             let _ = writeln!(self.out, "{sample}{labels} {v}");
+        }
+    }
+    fn gauge_f(&mut self, name: &str, help: &str, samples: &[(String, f64)]) {
+        self.head(name, "gauge", help);
+        for (labels, v) in samples {
+            let _ = writeln!(self.out, "{name}{labels} {v}");
         }
     }
     fn gauge(&mut self, name: &str, help: &str, samples: &[(String, u64)]) {
@@ -236,6 +245,42 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
                 ),
             ],
         );
+        {
+            let mons = s.monitors.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut pk, mut ses, mut win, mut grace, mut read) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (name, m) in &mons.by_name {
+                let l = format!("monitor=\"{}\"", label(name));
+                for (k, v) in m.counters().unwrap_or_default() {
+                    pk.push((format!("{{{l},what=\"{k}\"}}"), v));
+                }
+                ses.push((format!("{{{l}}}"), m.last_sessions as u64));
+                win.push((format!("{{{l}}}"), m.reads));
+                grace.push((format!("{{{l}}}"), m.last.0.as_secs_f64()));
+                read.push((format!("{{{l}}}"), m.last.1.as_secs_f64()));
+            }
+            f.counter(
+                "statewall_monitor_packets",
+                "Packets seen by each monitor: seen, captured, sessions started, sessions turned away (table full), over the per-session share, packet table full, ignored.",
+                &pk,
+            );
+            f.gauge(
+                "statewall_monitor_sessions",
+                "Sessions in the monitor's last window.",
+                &ses,
+            );
+            f.counter("statewall_monitor_windows", "Windows read.", &win);
+            f.gauge_f(
+                "statewall_monitor_grace_seconds",
+                "Grace period waited by the last read.",
+                &grace,
+            );
+            f.gauge_f(
+                "statewall_monitor_read_seconds",
+                "Reading and decoding time of the last read.",
+                &read,
+            );
+        }
         let maps = g.engine.map_states();
         let e: Vec<_> = maps
             .iter()

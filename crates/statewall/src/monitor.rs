@@ -580,3 +580,48 @@ pub fn merge(per_cpu: &[CryptoVal]) -> CryptoVal {
 pub fn ip(family: u8, a: &[u8; 16]) -> IpAddr {
     crate::api::addr_ip(family, a)
 }
+
+/// The daemon's monitor instances, by name.
+#[derive(Default)]
+pub struct Monitors {
+    /// Loaded and attached.
+    pub by_name: std::collections::BTreeMap<String, Monitor>,
+}
+
+impl Monitors {
+    /// Loads and attaches what `specs` adds or changes, leaving the running ones alone:
+    /// on error, what was loaded here is dropped (detached) again.
+    pub fn prepare(&self, specs: &[MonitorSpec]) -> Result<Vec<Monitor>, String> {
+        let mut new = Vec::new();
+        for s in specs {
+            if self.by_name.get(&s.name).is_some_and(|m| &m.spec == s) {
+                continue;
+            }
+            new.push(Monitor::load(s.clone())?);
+        }
+        Ok(new)
+    }
+
+    /// Puts `new` (from [`Monitors::prepare`]) in place and drops the instances `specs` no
+    /// longer has.
+    pub fn commit(&mut self, specs: &[MonitorSpec], new: Vec<Monitor>) {
+        for m in new {
+            if self.by_name.contains_key(&m.spec.name) {
+                tracing::info!(monitor = %m.spec.name, "monitor replaced");
+            } else {
+                tracing::info!(monitor = %m.spec.name, "monitor attached");
+            }
+            self.by_name.insert(m.spec.name.clone(), m);
+        }
+        let gone: Vec<String> = self
+            .by_name
+            .keys()
+            .filter(|n| !specs.iter().any(|s| &s.name == *n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.by_name.remove(&n);
+            tracing::info!(monitor = %n, "monitor detached");
+        }
+    }
+}

@@ -10,46 +10,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Daemon, Paths};
+use common::{curl, free_port, Daemon, Paths};
 use serde_json::Value;
 use statewall::netns::Pair;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// curl as Polycube's scripts call it: JSON body without a Content-Type header.
-fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
-    let mut args = vec![
-        "-s",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-        "-H",
-        "Content-Type:",
-    ];
-    if let Some(b) = body {
-        args.extend_from_slice(&["--data-binary", b]);
-    }
-    args.push(url);
-    let out = std::process::Command::new("curl")
-        .args(&args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
 
 fn connects(pair: &Pair, port: u16) -> bool {
     let to = SocketAddr::from((pair.server_v4, port));

@@ -329,3 +329,41 @@ pub fn send_raw(fd: &i32, frame: &[u8]) {
     let r = unsafe { libc::send(*fd, frame.as_ptr() as *const _, frame.len(), 0) };
     assert_eq!(r as usize, frame.len());
 }
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// curl as Polycube's scripts call it: JSON body without a Content-Type header.
+pub fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let mut args = vec![
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        "-H",
+        "Content-Type:",
+    ];
+    if let Some(b) = body {
+        args.extend_from_slice(&["--data-binary", b]);
+    }
+    args.push(url);
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
