@@ -50,6 +50,8 @@ pub const CRYPTO_SESSIONS: u32 = 10000;
 /// Counter: packets seen.
 pub const CNT_PACKETS: u32 = 0;
 /// Counter: packets recorded (ddos: a packet record written; crypto: a session updated).
+/// Not counted by the kernel: user space derives it from the others (one counter less per
+/// packet).
 pub const CNT_CAPTURED: u32 = 1;
 /// Counter: sessions started.
 pub const CNT_SESSIONS: u32 = 2;

@@ -23,9 +23,9 @@ use aya_ebpf::{
 use statewall_common::{
     monitor::{
         crypto_add, crypto_wants, ddos_wants, fill_rec, key_into, server_addr, CryptoVal, DdosSess,
-        PktRec, SessKey, CNT_CAPTURED, CNT_IGNORED, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
-        CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SLOTS, CTL_USED,
-        DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,
+        PktRec, SessKey, CNT_IGNORED, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL, CNT_TABLE_FULL,
+        CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SLOTS, CTL_USED, DDOS_PER_SESSION,
+        DDOS_SESSIONS, KIND_DDOS,
     },
     parse::PacketInfo,
     TCX_NEXT,
@@ -141,29 +141,35 @@ pub fn sw_monitor(ctx: TcContext) -> i32 {
     // SAFETY: this CPU's working memory.
     let w = unsafe { &mut *w };
     let b = SW_MON_CTL.get(CTL_ACTIVE).copied().unwrap_or(0) as u32 & 1;
-    let epoch = SW_MON_CTL.get(CTL_EPOCH).copied().unwrap_or(0);
-    let ts = unsafe { bpf_ktime_get_ns() }.wrapping_add(epoch);
     if global(&SW_MON_KIND) == KIND_DDOS {
-        ddos(p, w, b, ts);
+        ddos(p, b);
     } else {
-        crypto(p, w, b, ts);
+        crypto(p, w, b, now());
     }
     TCX_NEXT
 }
 
+/// Unix time in ns: the monotonic clock plus the offset user space wrote.
 #[inline(always)]
-fn ddos(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
+fn now() -> u64 {
+    let epoch = SW_MON_CTL.get(CTL_EPOCH).copied().unwrap_or(0);
+    unsafe { bpf_ktime_get_ns() }.wrapping_add(epoch)
+}
+
+#[inline(always)]
+fn ddos(p: &PacketInfo, b: u32) {
     if !ddos_wants(p) {
         bump(CNT_IGNORED);
         return;
     }
-    key_into(p, &mut w.key);
+    let mut key = SessKey::default();
+    key_into(p, &mut key);
     let sess = if b == 0 {
         &SW_DDOS_SESS0
     } else {
         &SW_DDOS_SESS1
     };
-    let s = match sess.get_ptr_mut(&w.key) {
+    let s = match sess.get_ptr_mut(&key) {
         Some(s) => s,
         None => {
             let v = DdosSess {
@@ -171,10 +177,10 @@ fn ddos(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
                 n_packets: 0,
             };
             // NOEXIST: another CPU may have made it in the meantime; then use theirs.
-            if sess.insert(&w.key, &v, BPF_NOEXIST as u64).is_ok() {
+            if sess.insert(&key, &v, BPF_NOEXIST as u64).is_ok() {
                 bump(CNT_SESSIONS);
             }
-            match sess.get_ptr_mut(&w.key) {
+            match sess.get_ptr_mut(&key) {
                 Some(s) => s,
                 None => {
                     // Full: the session waits for the next window.
@@ -187,7 +193,13 @@ fn ddos(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
     // Atomics: other CPUs count into the same session and claim slots of the same table.
     // A claim past a limit is given back, so `n_packets` ends as the packets recorded.
     let n = unsafe { core::ptr::addr_of_mut!((*s).n_packets) };
-    if fetch_add(n, 1) >= global(&SW_MON_PER_SESSION) as u64 {
+    let cap = global(&SW_MON_PER_SESSION) as u64;
+    // A session that has its share costs no atomic (the common case in a flood).
+    if unsafe { core::ptr::read_volatile(n) } >= cap {
+        bump(CNT_SESSION_FULL);
+        return;
+    }
+    if fetch_add(n, 1) >= cap {
         fetch_add(n, u64::MAX);
         bump(CNT_SESSION_FULL);
         return;
@@ -211,10 +223,10 @@ fn ddos(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
     };
     // SAFETY: the slot is this packet's alone (claimed above).
     let r = unsafe { &mut *r };
-    r.key = w.key;
-    fill_rec(p, ts, r);
+    r.key = key;
+    // The clock is read only for packets that are recorded.
+    fill_rec(p, now(), r);
     r._pad = [0; 2];
-    bump(CNT_CAPTURED);
 }
 
 #[inline(always)]
@@ -233,7 +245,6 @@ fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
             spin(d as u64);
         }
         crypto_add(p, ts, v);
-        bump(CNT_CAPTURED);
         return;
     }
     w.crypto = CryptoVal::default();
@@ -242,14 +253,10 @@ fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
     // zero its counts); add to it instead.
     if m.insert(&w.key, &w.crypto, BPF_NOEXIST as u64).is_ok() {
         bump(CNT_SESSIONS);
-        bump(CNT_CAPTURED);
         return;
     }
     match m.get_ptr_mut(&w.key) {
-        Some(v) => {
-            crypto_add(p, ts, unsafe { &mut *v });
-            bump(CNT_CAPTURED);
-        }
+        Some(v) => crypto_add(p, ts, unsafe { &mut *v }),
         None => bump(CNT_TURNED_AWAY),
     }
 }

@@ -261,13 +261,15 @@ pub fn print(report: &Report) {
 }
 
 /// The groups of measurements, in the order they run.
-pub const GROUPS: [&str; 6] = [
+pub const GROUPS: [&str; 8] = [
     "testrun",
     "firewall",
+    "monitor",
     "spa-verify",
     "open",
     "spa-open",
     "firewall-nft",
+    "monitor-iperf",
 ];
 
 /// Runs every group (the netns ones, from `open` on, only with `open`), or only the group
@@ -299,6 +301,9 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
     if want("firewall") {
         report.rows.extend(crate::bench_fw::rows(repeat)?);
     }
+    if want("monitor") {
+        report.rows.extend(crate::bench_monitor::rows(repeat)?);
+    }
     if want("spa-verify") {
         report.rows.extend(crate::bench_spa::verify_rows()?);
     }
@@ -310,6 +315,9 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
     }
     if want("firewall-nft") {
         report.rows.extend(crate::bench_fwnft::rows()?);
+    }
+    if want("monitor-iperf") {
+        report.rows.extend(crate::bench_monitor::iperf_rows()?);
     }
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;

@@ -35,6 +35,7 @@ pub mod api_monitor;
 pub mod bench;
 pub mod bench_fw;
 pub mod bench_fwnft;
+pub mod bench_monitor;
 pub mod bench_open;
 pub mod bench_spa;
 pub mod client;

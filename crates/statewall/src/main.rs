@@ -233,7 +233,8 @@ enum Cmd {
         /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
         #[arg(long)]
         testrun_only: bool,
-        /// Only this group: testrun, firewall, spa-verify, open, spa-open, firewall-nft.
+        /// Only this group: testrun, firewall, monitor, spa-verify, open, spa-open, firewall-nft,
+        /// monitor-iperf.
         #[arg(long)]
         only: Option<String>,
     },

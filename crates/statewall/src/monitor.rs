@@ -22,10 +22,10 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 use statewall_common::monitor::{
-    CryptoVal, DdosSess, PktRec, SessKey, COUNTERS, COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE,
-    CTL_EPOCH, CTL_USED, DDOS_PER_SESSION, DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION,
-    GLOBAL_TEST_DELAY, GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS,
-    MAP_DDOS_SESS, MAP_MON_CTL, MAP_MON_STATS,
+    CryptoVal, DdosSess, PktRec, SessKey, CNT_CAPTURED, CNT_PACKETS, CNT_SESSIONS, COUNTERS,
+    COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH, CTL_USED, DDOS_PER_SESSION,
+    DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION, GLOBAL_TEST_DELAY, GLOBAL_TOTAL, KIND_CRYPTO,
+    KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS, MAP_DDOS_SESS, MAP_MON_CTL, MAP_MON_STATS,
 };
 
 /// The compiled monitor object (built by `build.rs`).
@@ -442,7 +442,7 @@ impl Monitor {
         let a: aya::maps::PerCpuArray<&MapData, u64> =
             aya::maps::PerCpuArray::try_from(self.ebpf.map(MAP_MON_STATS).unwrap())
                 .map_err(|e| merr(MAP_MON_STATS, e))?;
-        (0..COUNTERS)
+        let mut v: Vec<(&'static str, u64)> = (0..COUNTERS)
             .map(|i| {
                 a.get(&i, 0)
                     .map(|v| v.iter().sum())
@@ -450,7 +450,18 @@ impl Monitor {
             })
             .zip(COUNTER_NAMES)
             .map(|(v, n)| v.map(|v| (n, v)))
-            .collect()
+            .collect::<Result<_, String>>()?;
+        // Captured: every packet seen that no other outcome took.
+        let others: u64 = v
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                *i as u32 != CNT_PACKETS && *i as u32 != CNT_CAPTURED && *i as u32 != CNT_SESSIONS
+            })
+            .map(|(_, x)| x.1)
+            .sum();
+        v[CNT_CAPTURED as usize].1 = v[CNT_PACKETS as usize].1.saturating_sub(others);
+        Ok(v)
     }
 
     fn map_fd(&self, name: &str) -> i32 {
