@@ -236,6 +236,7 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         spa.setup = setup;
         spa.triggers = new.spa.trigger_doors();
     }
+    save_door_sigs(&g.engine, &new);
     s.monitors
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -243,6 +244,18 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
     g.config = new;
     tracing::info!("config reloaded");
     Ok(())
+}
+
+/// Keeps the door signatures of the xfsm tables in force (see `Engine::door_sigs`).
+fn save_door_sigs(engine: &Engine, cfg: &Config) {
+    let path = cfg.daemon.state_dir.join("xfsm-doors.json");
+    let text = serde_json::to_string(&engine.door_sigs).unwrap_or_default();
+    if let Err(e) = crate::sequences::write_synced(&path, text.as_bytes()) {
+        tracing::warn!(
+            "{}: {e}: a restart will drop knocks in progress",
+            path.display()
+        );
+    }
 }
 
 /// Writes a config into the kernel: xfsm tables (before the program that reads them is
@@ -372,11 +385,28 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     };
     let mut engine = Engine::open(&pins, &cfg)?;
     tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
-    apply(&mut engine, &cfg)?;
     // Firewall instances: what the API made, kept under the state directory; written into
-    // the kernel again (same positions: the counters carry on).
+    // the kernel again (same positions: the counters carry on). Their links are known
+    // before the first reconcile, which would otherwise detach them as strangers.
     let fw = crate::firewall::FwState::load(&cfg.daemon.state_dir.join("firewall.json"))
         .map_err(anyhow::Error::msg)?;
+    engine.fw_links = crate::engine::fw_link_spots(&fw);
+    // Adopted states belong to the doors last written: their signatures tell which doors
+    // changed while the daemon was down (those lose their knocks in progress).
+    let sigs_path = cfg.daemon.state_dir.join("xfsm-doors.json");
+    if engine.adopted {
+        if let Ok(text) = std::fs::read_to_string(&sigs_path) {
+            match serde_json::from_str(&text) {
+                Ok(sigs) => engine.door_sigs = sigs,
+                Err(e) => tracing::warn!(
+                    "{}: {e}: knocks in progress are dropped",
+                    sigs_path.display()
+                ),
+            }
+        }
+    }
+    apply(&mut engine, &cfg)?;
+    save_door_sigs(&engine, &cfg);
     engine
         .apply_firewall(&cfg, &fw, &[])
         .context("writing the firewall's tables")?;

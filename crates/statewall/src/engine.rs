@@ -216,8 +216,11 @@ pub struct Engine {
     pub xfsm: Option<crate::xfsm::Compiled>,
     /// Ports with prefilter bits in each xfsm generation (None = unknown).
     xfsm_ports: [Option<Vec<u16>>; 2],
-    /// Per door: (signature without its sequences, full signature) of the last write.
-    door_sigs: Vec<(String, String)>,
+    /// Per door: (signature without its sequences, full signature) of the last write. A
+    /// door whose signature changes loses its sources' states; unknown signatures (a start
+    /// that could not read the saved ones) lose all. The daemon keeps them in
+    /// `STATE_DIR/xfsm-doors.json` so that a restart keeps knocks in progress.
+    pub door_sigs: Vec<(String, String)>,
     /// One-time sequences in force (see [`crate::sequences`]).
     pub once_live: Vec<crate::sequences::Once>,
     /// Time counters in force, per time-based door.
@@ -746,7 +749,6 @@ impl Engine {
         }
         // Interfaces -> instances.
         let mut want_ifaces = BTreeMap::new();
-        let mut links = Vec::new();
         for inst in st.instances.values() {
             for port in &inst.ports {
                 let idx = ifindex(port.netns.as_deref(), &port.ifname);
@@ -757,19 +759,9 @@ impl Engine {
                     )));
                 }
                 want_ifaces.insert(idx, inst.slot);
-                for (hook, program) in [
-                    ("ingress", ebpf::PROG_FW_INGRESS),
-                    ("egress", ebpf::PROG_FW_EGRESS),
-                ] {
-                    links.push(LinkSpot {
-                        netns: port.netns.clone(),
-                        ifname: port.ifname.clone(),
-                        hook: hook.into(),
-                        program: program.into(),
-                    });
-                }
             }
         }
+        let links = fw_link_spots(st);
         {
             let mut h: BpfHashMap<&mut MapData, u32, u32> =
                 BpfHashMap::try_from(self.maps.get_mut(MAP_FW_IFACES).unwrap())
@@ -871,7 +863,7 @@ impl Engine {
         let mut flush = [None::<u8>; statewall_common::xfsm::MAX_MACHINES];
         for (m, f) in flush.iter_mut().enumerate() {
             let (old, new) = (self.door_sigs.get(m), sigs.get(m));
-            if self.xfsm.is_none() || old.map(|s| &s.0) != new.map(|s| &s.0) {
+            if old.map(|s| &s.0) != new.map(|s| &s.0) {
                 *f = Some(0); // every state
             } else if old != new {
                 *f = Some(2); // states from 2 on: the part-way ones
@@ -1411,6 +1403,29 @@ fn detach_pin(path: &Path) -> Result<()> {
     let fd = l.unpin().map_err(|e| pin_err("unpinning link", path, e))?;
     drop(fd);
     Ok(())
+}
+
+/// The firewall's attachments for `st`: both chain programs on every interface of every
+/// instance. The daemon sets them before its first reconcile at start, so that adopting
+/// running links never detaches the firewall for a moment.
+pub fn fw_link_spots(st: &crate::firewall::FwState) -> Vec<LinkSpot> {
+    let mut links = Vec::new();
+    for inst in st.instances.values() {
+        for port in &inst.ports {
+            for (hook, program) in [
+                ("ingress", ebpf::PROG_FW_INGRESS),
+                ("egress", ebpf::PROG_FW_EGRESS),
+            ] {
+                links.push(LinkSpot {
+                    netns: port.netns.clone(),
+                    ifname: port.ifname.clone(),
+                    hook: hook.into(),
+                    program: program.into(),
+                });
+            }
+        }
+    }
+    links
 }
 
 /// Every record of type `T` waiting in a ring buffer map.
