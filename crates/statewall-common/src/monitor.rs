@@ -17,7 +17,7 @@ use crate::parse::PacketInfo;
 pub const MAP_MON_CTL: &str = "SW_MON_CTL";
 /// ddos sessions, buffer 0 / 1: `HASH` of [`SessKey`] -> [`DdosSess`].
 pub const MAP_DDOS_SESS: [&str; 2] = ["SW_DDOS_SESS0", "SW_DDOS_SESS1"];
-/// ddos packet records, buffer 0 / 1: `ARRAY` of [`PktRec`], filled from slot 0 on
+/// ddos packet records, buffer 0 / 1: `ARRAY` of [`PktSlot`], filled from slot 0 on
 /// (slot [`CTL_USED`] + buffer of [`MAP_MON_CTL`] counts the slots taken).
 pub const MAP_DDOS_PKTS: [&str; 2] = ["SW_DDOS_PKTS0", "SW_DDOS_PKTS1"];
 /// crypto sessions, buffer 0 / 1: `PERCPU_HASH` of [`SessKey`] -> [`CryptoVal`].
@@ -84,8 +84,10 @@ pub const CTL_EPOCH: u32 = 1;
 /// only the first `size` slots hold records). Separate slots, so that user space writing
 /// one never races with programs adding to another.
 pub const CTL_USED: u32 = 2;
+/// Slots `CTL_SESS + b`: session numbers handed out in buffer `b`.
+pub const CTL_SESS: u32 = 4;
 /// Slots in [`MAP_MON_CTL`].
-pub const CTL_SLOTS: u32 = 4;
+pub const CTL_SLOTS: u32 = 6;
 
 /// A session (5-tuple, lower address first).
 #[repr(C)]
@@ -115,9 +117,44 @@ pub struct DdosSess {
     pub server: [u8; 16],
     /// Packets recorded in this window (at most the per-session share).
     pub n_packets: u64,
+    /// The session's number in this window (unique within the window; packet records
+    /// name their session by it).
+    pub id: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
-/// One captured packet (ddos).
+/// One captured packet as the kernel writes it (ddos): 32 bytes, the session by its number
+/// in the window ([`DdosSess::id`]) rather than its 40-byte key, so that recording a packet
+/// writes half a cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PktSlot {
+    /// Unix time, ns.
+    pub ts: u64,
+    /// The session's [`DdosSess::id`].
+    pub sess: u32,
+    /// TCP acknowledgement number.
+    pub tcp_ack: u32,
+    /// IPv4 flags and fragment offset (IPv6: the fragment header's offset/M field).
+    pub ip_flags_frag: u16,
+    /// TCP window.
+    pub tcp_win: u16,
+    /// UDP length field minus 8 (0 when not UDP or shorter).
+    pub udp_size: u16,
+    /// Frame length.
+    pub pkt_len: u16,
+    /// TCP payload length.
+    pub tcp_payload: u16,
+    /// TCP flags.
+    pub tcp_flags: u8,
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 4],
+}
+
+/// One captured packet with its session (what a read returns).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PktRec {
@@ -286,9 +323,9 @@ pub fn crypto_wants(p: &PacketInfo) -> bool {
         && matches!(p.l4proto, crate::proto::TCP | crate::proto::UDP)
 }
 
-/// The packet record of a ddos capture (key written separately).
+/// The kernel's record of a captured packet (the session's number, the features).
 #[inline(always)]
-pub fn fill_rec(p: &PacketInfo, ts: u64, r: &mut PktRec) {
+pub fn fill_slot(p: &PacketInfo, ts: u64, r: &mut PktSlot) {
     r.ts = ts;
     r.ip_flags_frag = p.ip_flags_frag;
     r.tcp_flags = p.tcp_flags;
@@ -310,6 +347,32 @@ pub fn fill_rec(p: &PacketInfo, ts: u64, r: &mut PktRec) {
         0
     };
     r.tcp_ack = p.tcp_ack;
+}
+
+impl PktRec {
+    /// The record of a kernel slot whose session is `key`.
+    pub fn from_slot(key: SessKey, r: &PktSlot) -> PktRec {
+        PktRec {
+            key,
+            ts: r.ts,
+            tcp_ack: r.tcp_ack,
+            ip_flags_frag: r.ip_flags_frag,
+            tcp_win: r.tcp_win,
+            udp_size: r.udp_size,
+            pkt_len: r.pkt_len,
+            tcp_payload: r.tcp_payload,
+            tcp_flags: r.tcp_flags,
+            icmp_type: r.icmp_type,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// The packet record of a ddos capture (key written separately): [`fill_slot`]'s features.
+pub fn fill_rec(p: &PacketInfo, ts: u64, r: &mut PktRec) {
+    let mut slot = PktSlot::default();
+    fill_slot(p, ts, &mut slot);
+    *r = PktRec::from_slot(r.key, &slot);
 }
 
 /// Adds one packet to a crypto session value (this CPU's), creating it when `v` is fresh
@@ -341,6 +404,8 @@ mod pod {
     unsafe impl aya::Pod for super::DdosSess {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PktRec {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PktSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CryptoVal {}
 }

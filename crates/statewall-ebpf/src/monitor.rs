@@ -22,10 +22,10 @@ use aya_ebpf::{
 };
 use statewall_common::{
     monitor::{
-        crypto_add, crypto_wants, ddos_wants, fill_rec, key_into, server_addr, CryptoVal, DdosSess,
-        PktRec, SessKey, CNT_IGNORED, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL, CNT_TABLE_FULL,
-        CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SLOTS, CTL_USED, DDOS_PER_SESSION,
-        DDOS_SESSIONS, KIND_DDOS,
+        crypto_add, crypto_wants, ddos_wants, fill_slot, key_into, server_addr, CryptoVal,
+        DdosSess, PktSlot, SessKey, CNT_IGNORED, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
+        CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_SLOTS,
+        CTL_USED, DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,
     },
     parse::PacketInfo,
     TCX_NEXT,
@@ -60,21 +60,20 @@ static SW_DDOS_SESS0: HashMap<SessKey, DdosSess> = HashMap::with_max_entries(DDO
 #[map(name = "SW_DDOS_SESS1")]
 static SW_DDOS_SESS1: HashMap<SessKey, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
 #[map(name = "SW_DDOS_PKTS0")]
-static SW_DDOS_PKTS0: Array<PktRec> =
+static SW_DDOS_PKTS0: Array<PktSlot> =
     Array::with_max_entries(DDOS_SESSIONS * DDOS_PER_SESSION, BPF_F_MMAPABLE);
 #[map(name = "SW_DDOS_PKTS1")]
-static SW_DDOS_PKTS1: Array<PktRec> =
+static SW_DDOS_PKTS1: Array<PktSlot> =
     Array::with_max_entries(DDOS_SESSIONS * DDOS_PER_SESSION, BPF_F_MMAPABLE);
 #[map(name = "SW_CRYPTO0")]
 static SW_CRYPTO0: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
 #[map(name = "SW_CRYPTO1")]
 static SW_CRYPTO1: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
 
-/// Per-CPU working memory: the session key and a fresh value.
+/// Per-CPU working memory of the crypto path: the session key and a fresh value.
 #[repr(C)]
 struct Work {
     key: SessKey,
-    rec: PktRec,
     crypto: CryptoVal,
 }
 
@@ -172,9 +171,14 @@ fn ddos(p: &PacketInfo, b: u32) {
     let s = match sess.get_ptr_mut(&key) {
         Some(s) => s,
         None => {
+            let Some(ids) = SW_MON_CTL.get_ptr_mut(CTL_SESS + b) else {
+                return;
+            };
             let v = DdosSess {
                 server: server_addr(p),
                 n_packets: 0,
+                id: fetch_add(ids, 1) as u32,
+                _pad: 0,
             };
             // NOEXIST: another CPU may have made it in the meantime; then use theirs.
             if sess.insert(&key, &v, BPF_NOEXIST as u64).is_ok() {
@@ -223,10 +227,11 @@ fn ddos(p: &PacketInfo, b: u32) {
     };
     // SAFETY: the slot is this packet's alone (claimed above).
     let r = unsafe { &mut *r };
-    r.key = key;
+    // SAFETY: `s` is the session's value, found above.
+    r.sess = unsafe { (*s).id };
     // The clock is read only for packets that are recorded.
-    fill_rec(p, now(), r);
-    r._pad = [0; 2];
+    fill_slot(p, now(), r);
+    r._pad = [0; 4];
 }
 
 #[inline(always)]

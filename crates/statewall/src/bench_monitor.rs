@@ -93,7 +93,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
     .map_err(anyhow::Error::msg)?;
     rows.push(cost_row(
         &mut bed,
-        "ddos monitor, packet recorded (session lookup, atomic claims, 64-byte record)",
+        "ddos monitor, packet recorded (session lookup, atomic claims, clock, 32-byte record)",
         &mut d,
         n,
         true,

@@ -22,10 +22,11 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 use statewall_common::monitor::{
-    CryptoVal, DdosSess, PktRec, SessKey, CNT_CAPTURED, CNT_PACKETS, CNT_SESSIONS, COUNTERS,
-    COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH, CTL_USED, DDOS_PER_SESSION,
-    DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION, GLOBAL_TEST_DELAY, GLOBAL_TOTAL, KIND_CRYPTO,
-    KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS, MAP_DDOS_SESS, MAP_MON_CTL, MAP_MON_STATS,
+    CryptoVal, DdosSess, PktRec, PktSlot, SessKey, CNT_CAPTURED, CNT_PACKETS, CNT_SESSIONS,
+    COUNTERS, COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_USED,
+    DDOS_PER_SESSION, DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION, GLOBAL_TEST_DELAY,
+    GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS, MAP_DDOS_SESS, MAP_MON_CTL,
+    MAP_MON_STATS,
 };
 
 /// The compiled monitor object (built by `build.rs`).
@@ -191,6 +192,9 @@ pub struct Window {
     pub ddos_sessions: Vec<DdosSession>,
     /// ddos packet records, in capture order.
     pub packets: Vec<PktRec>,
+    /// ddos records whose session was not in the table (none unless a read raced a
+    /// writer: only without the grace period, or with erase-on-read).
+    pub orphans: usize,
     /// crypto sessions.
     pub crypto: Vec<CryptoSession>,
     /// The grace period waited.
@@ -332,7 +336,7 @@ impl Monitor {
                     _ => return Err(format!("{}: not an array", MAP_DDOS_PKTS[b])),
                 };
                 *slot = Some(
-                    map_array(fd, total as usize * std::mem::size_of::<PktRec>())
+                    map_array(fd, total as usize * std::mem::size_of::<PktSlot>())
                         .map_err(|e| merr(&format!("mapping {}", MAP_DDOS_PKTS[b]), e))?,
                 );
             }
@@ -502,9 +506,11 @@ impl Monitor {
                     true,
                 )
                 .map_err(|e| merr(MAP_DDOS_SESS[b], e))?;
+                let mut by_id = std::collections::HashMap::with_capacity(n);
                 for i in 0..n {
                     let key: SessKey = pod(&k[i * key_size..]);
                     let s: DdosSess = pod(&v[i * vs..]);
+                    by_id.insert(s.id, key);
                     w.ddos_sessions.push(DdosSession {
                         key,
                         server: s.server,
@@ -515,10 +521,22 @@ impl Monitor {
                 let n = used.min(self.spec.total() as u64) as usize;
                 if let Some(m) = &self.packet_maps[b] {
                     // SAFETY: the mapping holds `total` records; `n` is at most that.
-                    let recs = unsafe { std::slice::from_raw_parts(m.ptr as *const PktRec, n) };
-                    w.packets = recs.to_vec();
+                    let recs = unsafe { std::slice::from_raw_parts(m.ptr as *const PktSlot, n) };
+                    // Every record's session is in the table read above (both belong to
+                    // buffer b, quiescent after the grace period).
+                    w.packets = recs
+                        .iter()
+                        .filter_map(|r| by_id.get(&r.sess).map(|k| PktRec::from_slot(*k, r)))
+                        .collect();
+                    w.orphans = n - w.packets.len();
                 }
                 self.set_ctl(CTL_USED + b as u32, 0)?;
+                // Session numbers start again in a quiescent buffer only: with
+                // erase-on-read, sessions made during the read keep theirs, and new ones
+                // must not take them again.
+                if self.spec.extraction == Extraction::Swap {
+                    self.set_ctl(CTL_SESS + b as u32, 0)?;
+                }
                 if self.spec.extraction == Extraction::Erase && used > 0 {
                     // Records past `used` are never read, so the slots need no zeroing;
                     // a packet that claimed a slot during the read is the loss that

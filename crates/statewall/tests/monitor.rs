@@ -206,6 +206,7 @@ fn ddos_records_equal_reference() {
         let t1 = now_ns();
         let w = mon.read().unwrap();
         assert_eq!(w.n, round + 1);
+        assert_eq!(w.orphans, 0, "records without their session");
         assert_eq!(w.packets.len(), want.len(), "round {round}");
         for (i, (got, want)) in w.packets.iter().zip(&want).enumerate() {
             // Unix time from the kernel clock plus the loader's offset.
