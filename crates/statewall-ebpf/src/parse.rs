@@ -18,6 +18,9 @@ pub struct Cursor {
     pub end: usize,
     /// Full packet length (skb->len for tc, the frame for XDP).
     pub len: usize,
+    /// A VLAN tag the device took out of the frame before tc saw it (skb->vlan_tci, with
+    /// bit 16 set when present): it counts as the outermost tag.
+    pub offloaded_vlan: u32,
 }
 
 #[repr(C)]
@@ -136,6 +139,11 @@ fn parse_into(c: &Cursor, p: &mut PacketInfo) -> Option<()> {
     let mut eth_proto = be16(unsafe { *et });
     let mut off = 14usize;
     let mut i = 0usize;
+    if c.offloaded_vlan != 0 {
+        p.vlan[0] = c.offloaded_vlan as u16;
+        i = 1;
+        p.vlan_count = 1;
+    }
     while i <= MAX_VLAN {
         if eth_proto != ETH_P_8021Q && eth_proto != ETH_P_8021AD {
             break;

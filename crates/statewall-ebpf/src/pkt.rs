@@ -21,10 +21,13 @@ pub(crate) fn parse_tc(ctx: &TcContext, p: &mut PacketInfo) {
     if ((ctx.data_end() - ctx.data()) as u32) < want {
         let _ = ctx.pull_data(want);
     }
+    // SAFETY: reading two fields of the program's own __sk_buff.
+    let (present, tci) = unsafe { ((*ctx.skb.skb).vlan_present, (*ctx.skb.skb).vlan_tci) };
     let c = Cursor {
         start: ctx.data(),
         end: ctx.data_end(),
         len: len as usize,
+        offloaded_vlan: if present != 0 { 0x10000 | tci } else { 0 },
     };
     crate::parse::parse(&c, p);
 }
@@ -38,6 +41,7 @@ pub(crate) fn parse_xdp(ctx: &XdpContext, p: &mut PacketInfo) {
         start,
         end,
         len: end - start,
+        offloaded_vlan: 0,
     };
     crate::parse::parse(&c, p);
 }
