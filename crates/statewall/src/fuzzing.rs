@@ -130,15 +130,74 @@ pub fn actions_json(data: &[u8]) {
     }
 }
 
+/// Firewall REST bodies: a chain batch (`{"rules": [...]}`) applied to a fixed chain, and
+/// the same bytes as an `apply` body. An accepted batch gives rules that are normalised
+/// (normalising again changes nothing) and compile, with origins that point at old rules;
+/// a refused one names an operation that exists.
+pub fn rest_firewall(data: &[u8]) {
+    use crate::firewall::{apply_batch, ChainState, Instance, RuleSpec};
+    let start: Vec<RuleSpec> = ["10.0.0.0/8", "2001:db8::/32"]
+        .iter()
+        .map(|src| RuleSpec {
+            src: Some(src.to_string()),
+            l4proto: Some("TCP".into()),
+            action: Some("DROP".into()),
+            ..Default::default()
+        })
+        .collect();
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        if let Some(ops) = v.get("rules").and_then(|r| r.as_array()) {
+            match apply_batch(&start, ops) {
+                Ok((rules, origin)) => {
+                    assert_eq!(rules.len(), origin.len());
+                    assert!(origin.iter().flatten().all(|&o| o < start.len()));
+                    for r in &rules {
+                        let n = r.normalise().expect("a kept rule is valid");
+                        assert_eq!(n.normalise().as_ref(), Ok(&n), "normalising is idempotent");
+                    }
+                    let mut chains = std::collections::BTreeMap::new();
+                    chains.insert(
+                        0,
+                        crate::fw::Chain {
+                            rules: rules.iter().map(RuleSpec::rule).collect(),
+                            default_action: statewall_common::fw::ACT_ACCEPT,
+                            accept_established: false,
+                        },
+                    );
+                    crate::fw::compile(&chains).expect("an accepted batch compiles");
+                }
+                Err((i, msg)) => {
+                    assert!(i < ops.len().max(1) && !msg.is_empty(), "{i}: {msg}");
+                }
+            }
+        }
+    }
+    if let Ok(spec) = serde_json::from_slice::<crate::firewall::ApplySpec>(data) {
+        let inst = Instance {
+            slot: 0,
+            kind: "TC".into(),
+            ports: Vec::new(),
+            ingress: ChainState::default(),
+            egress: ChainState::default(),
+        };
+        if let Ok(n) = inst.with(&spec) {
+            for r in n.ingress.rules.iter().chain(&n.egress.rules) {
+                r.normalise().expect("an applied rule is valid");
+            }
+        }
+    }
+}
+
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
 
 /// The targets by name (the fuzz crate's and the corpus directories' names).
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("spa_pkd", spa_pkd),
     ("spa_fwknop", spa_fwknop),
     ("config", config),
     ("import_knockd", import_knockd),
     ("import_fwknop", import_fwknop),
     ("actions_json", actions_json),
+    ("rest_firewall", rest_firewall),
 ];

@@ -1,0 +1,127 @@
+//! Bad REST input (issue 8): malformed JSON, wrong types, unknown fields, unparsable
+//! addresses and oversized bodies get a 4xx whose message names the field, and change
+//! nothing; a CIDR with host bits set is masked, not refused.
+
+mod common;
+
+use common::{Daemon, Paths};
+use serde_json::Value;
+use statewall::client::request_blocking;
+
+fn call(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, String) {
+    let r = request_blocking(&d.socket, method, path, Some(body.to_string())).unwrap();
+    (r.status, r.body)
+}
+
+#[test]
+fn bad_bodies_are_refused_by_field_and_change_nothing() {
+    let p = Paths::new("apiin");
+    std::fs::write(&p.config, "[gate]\nprotected = [\"tcp/22\"]\n").unwrap();
+    let d = Daemon::start(&p, &[]);
+    let grants = "/api/v1/gate/grants";
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"addr": "10.0.0.300", "proto": "tcp", "port": 22, "seconds": 10}"#,
+            "addr",
+        ),
+        (
+            r#"{"addr": "10.0.0.1", "proto": "tcp", "port": "twenty-two", "seconds": 10}"#,
+            "port",
+        ),
+        (
+            r#"{"addr": "10.0.0.1", "proto": "tcp", "port": 70000, "seconds": 10}"#,
+            "port",
+        ),
+        (
+            r#"{"addr": "10.0.0.1", "proto": "tcp", "port": 22, "seconds": 10, "bogus": 1}"#,
+            "bogus",
+        ),
+        (
+            r#"{"addr": "10.0.0.1", "proto": "tcp", "port": 22}"#,
+            "seconds",
+        ),
+        (r#"{"addr": "10.0.0.1", "proto": "tcp", "#, "line 1"),
+        (r#"[1, 2, 3]"#, "JSON"),
+    ];
+    for (body, names) in cases {
+        let (code, msg) = call(&d, "POST", grants, body);
+        assert!((400..500).contains(&code), "{body}: {code} {msg}");
+        assert!(
+            msg.contains(names),
+            "{body}: the message does not name {names}: {msg}"
+        );
+    }
+    // A body past the limit.
+    let big = format!(
+        r#"{{"addr": "10.0.0.1", "pad": "{}"}}"#,
+        "x".repeat(3 << 20)
+    );
+    let (code, msg) = call(&d, "POST", grants, &big);
+    assert_eq!(code, 413, "{msg}");
+    // Nothing was granted.
+    let v: Value = d.get(grants);
+    assert!(v.as_array().unwrap().is_empty(), "{v}");
+
+    // Firewall: a bad rule anywhere in a batch names its index and field; host bits are
+    // masked.
+    let fw = "/api/v1/firewall/fwin";
+    let (code, msg) = call(&d, "POST", fw, "{}");
+    assert_eq!(code, 200, "{msg}");
+    let batch = format!("{fw}/chain/INGRESS/batch");
+    let bad: &[(&str, &str)] = &[
+        (
+            r#"{"rules": [{"operation": "append", "src": "10.0.0.0/8", "action": "drop"}, {"operation": "append", "src": "10.0.0.300/24"}]}"#,
+            "rules[1]",
+        ),
+        (
+            r#"{"rules": [{"operation": "append", "dport": "2000-1000"}]}"#,
+            "dport",
+        ),
+        (
+            r#"{"rules": [{"operation": "append", "tcpflags": "SYN,BOGUS"}]}"#,
+            "tcpflags",
+        ),
+        (
+            r#"{"rules": [{"operation": "append", "action": "REJECTX"}]}"#,
+            "action",
+        ),
+        (
+            r#"{"rules": [{"operation": "append", "colour": "red"}]}"#,
+            "colour",
+        ),
+        (
+            r#"{"rules": [{"operation": "update", "id": 5, "action": "drop"}]}"#,
+            "id 5",
+        ),
+        (r#"{"rules": "all of them"}"#, "rules"),
+    ];
+    for (body, names) in bad {
+        let (code, msg) = call(&d, "POST", &batch, body);
+        assert!((400..500).contains(&code), "{body}: {code} {msg}");
+        assert!(
+            msg.contains(names),
+            "{body}: the message does not name {names}: {msg}"
+        );
+    }
+    let rules: Value = d.get(&format!("{fw}/chain/INGRESS/rule"));
+    assert_eq!(
+        rules.as_array().unwrap().len(),
+        1,
+        "only the default stub: {rules}"
+    );
+    let (code, msg) = call(
+        &d,
+        "POST",
+        &batch,
+        r#"{"rules": [{"operation": "append", "src": "10.0.0.150/24", "action": "drop"}]}"#,
+    );
+    assert_eq!(code, 200, "{msg}");
+    let rules: Value = d.get(&format!("{fw}/chain/INGRESS/rule"));
+    assert_eq!(rules[0]["src"], "10.0.0.0/24", "{rules}");
+
+    // Monitors and reload: an unknown monitor is a 404 that names it.
+    let (code, msg) = call(&d, "POST", "/api/v1/monitor/nothing/read", "");
+    assert_eq!(code, 404);
+    assert!(msg.contains("nothing"), "{msg}");
+    d.stop();
+}
