@@ -1,4 +1,5 @@
-//! Daemon faults with traffic flowing: an iperf3 TCP stream between the namespaces while
+//! Daemon faults with traffic flowing (`make soak`: 20 times over): an iperf3 TCP stream
+//! between the namespaces while
 //! the daemon is stopped (SIGTERM) and, separately, killed (`kill -9`), then started
 //! again. While it is down a protected port stays shut, a grant stays open and a firewall
 //! rule keeps dropping; the iperf3 connection is never cut; afterwards the program, map
@@ -25,7 +26,7 @@ fn config(pair: &Pair, with_knock: bool) -> String {
         ""
     };
     format!(
-        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[gate]\nprotected = [\"udp/9922\", \"udp/9926\"]\n\n{knock}\n[[spa.pkd]]\nname = \"pkd\"\nport = 2200\ntag = \"SSHK\"\nkey = \"test\"\nwindow = 60\n",
+        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[gate]\nprotected = [\"udp/9922\", \"udp/9926\"]\n\n{knock}\n[[spa.pkd]]\nname = \"pkd\"\nport = 2200\ntag = \"SSHK\"\nkey = \"test\"\nwindow = 3600\nskew = 3600\n",
         pair.server_if, pair.server.name
     )
 }
@@ -184,7 +185,7 @@ fn restart_and_kill_under_traffic_lose_nothing() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let udp = Udp::new(&pair, &[9922, 9926]);
-    // Traffic that flows through every fault: one iperf3 TCP stream of 14 s.
+    // Traffic that flows through every fault: one iperf3 TCP stream.
     let mut srv = pair
         .server
         .command(&["iperf3", "-s", "-1", "-p", "5201"])
@@ -193,6 +194,9 @@ fn restart_and_kill_under_traffic_lose_nothing() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // `make soak` repeats the pair of faults 20 times over a longer stream.
+    let rounds = soak_cases(1);
+    let secs = (6 + 8 * rounds).to_string();
     let cli_iperf = pair
         .client
         .command(&[
@@ -202,7 +206,7 @@ fn restart_and_kill_under_traffic_lose_nothing() {
             "-p",
             "5201",
             "-t",
-            "14",
+            &secs,
             "-J",
         ])
         .stdout(Stdio::piped())
@@ -211,7 +215,8 @@ fn restart_and_kill_under_traffic_lose_nothing() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
 
-    for sig in [libc::SIGTERM, libc::SIGKILL] {
+    let mut restarts = 0;
+    for sig in (0..rounds).flat_map(|_| [libc::SIGTERM, libc::SIGKILL]) {
         let (before, counts0) = state(&d);
         assert_eq!(before.in_progress.len(), 1, "{before:?}");
         assert_eq!(
@@ -255,7 +260,9 @@ fn restart_and_kill_under_traffic_lose_nothing() {
             counts1[0] > counts0[0] && counts1[1] >= counts0[1],
             "signal {sig}: counters {counts0:?} -> {counts1:?}"
         );
+        restarts += 1;
     }
+    eprintln!("{restarts} restarts (SIGTERM and kill -9) under an iperf3 stream of {secs} s");
     // The saved SPA packet is still a replay, and the stream was never cut.
     let out = cli_iperf.wait_with_output().unwrap();
     let _ = srv.wait();

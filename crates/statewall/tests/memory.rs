@@ -24,7 +24,11 @@ fn rss_kb(pid: u32) -> u64 {
 fn api(d: &Daemon, method: &str, path: &str, body: &str) {
     let r =
         statewall::client::request_blocking(&d.socket, method, path, Some(body.into())).unwrap();
-    assert!((200..300).contains(&r.status), "{method} {path}: {}", r.body);
+    assert!(
+        (200..300).contains(&r.status),
+        "{method} {path}: {}",
+        r.body
+    );
 }
 
 #[test]
