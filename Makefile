@@ -30,14 +30,17 @@ demo: build
 bench: build
 	$(BIN) bench --out target/bench/latest.json
 
-# Long runs: the property tests with many more cases, then every fuzz target for a fixed
+# Long runs: the property tests with many more cases (printing what they tried: restarts,
+# rounds, packets), then every fuzz target for a fixed
 # number of runs (cargo-fuzz, libFuzzer without a sanitizer: Debian's stable rustc, with
 # RUSTC_BOOTSTRAP for cargo-fuzz's flags). New inputs go to fuzz/work/ (not committed);
 # the seeds in fuzz/corpus/ are replayed by `make test`. A finding lands in fuzz/artifacts/.
 FUZZ_TARGETS := spa_pkd spa_fwknop config import_knockd import_fwknop actions_json rest_firewall
 FUZZ_RUNS ?= 500000
 soak: build
-	STATEWALL_SOAK=20 $(CARGO) test --workspace -- --test-threads=2
+	STATEWALL_SOAK=20 $(CARGO) test --workspace -- --test-threads=2 --nocapture 2>&1 \
+	  | grep -E "^test |test result|restarts|resident memory|knocks|packets lost|FAILED|panicked"; \
+	  test $${PIPESTATUS[0]} -eq 0
 	@bash scripts/setup-fuzz.sh
 	set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/work/$$t; \

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{raw_socket, send_raw, Kernel};
+use common::{raw_socket, send_raw, soak_cases, Kernel};
 
 use std::{
     io::ErrorKind,
@@ -567,4 +567,80 @@ fn daemon_runs_doors_end_to_end() {
     let x = d.get("/api/v1/xfsm");
     assert!(x["counters"]["transitions"].as_u64().unwrap() >= 3);
     drop(d);
+}
+
+/// Brute force at the highest rate one core sends: random three-step sequences over the
+/// door's own ports and their neighbours (so that many steps are right), from one source,
+/// with the lockout on. The door never opens for it, it is locked out after its failures,
+/// and its knocks are refused from then on; another source still opens the door.
+#[test]
+fn brute_force_at_top_rate_is_locked_out() {
+    let pair = Pair::new("brute");
+    let cfg = config(
+        &pair,
+        "[[knock]]\nname = \"ssh\"\nsequence = \"7000:udp,8000:udp,9000:udp\"\nprotected = [\"udp/53\"]\nlockout = { failures = 5, within = \"10m\", duration = \"10m\" }\n",
+    );
+    let k = Kernel::new("brute", &cfg);
+    let sv = IpAddr::V4(pair.server_v4);
+    let ports = [6999u16, 7000, 7001, 7999, 8000, 8001, 8999, 9000, 9001];
+    let mut rng = StdRng::seed_from_u64(0xb7);
+    let tries = soak_cases(5000);
+    let mut seqs: Vec<Vec<Step>> = Vec::new();
+    for _ in 0..tries {
+        let s: Vec<Step> = (0..3)
+            .map(|_| {
+                format!("{}:udp", ports[rng.random_range(0..ports.len())])
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        // The right sequence itself is not a guess worth counting.
+        if s.iter().map(|s| s.0.port).collect::<Vec<_>>() != [7000, 8000, 9000] {
+            seqs.push(s);
+        }
+    }
+    let all: Vec<Step> = seqs.concat();
+    let t0 = std::time::Instant::now();
+    pair.client
+        .run(|| knockclient::knock(sv, &all, Duration::ZERO, None))
+        .unwrap();
+    let rate = all.len() as f64 / t0.elapsed().as_secs_f64();
+    eprintln!(
+        "{} knocks ({} guesses) at {rate:.0} packets/s",
+        all.len(),
+        seqs.len()
+    );
+    assert_eq!(k.live_grants(), 0, "a guess opened the door");
+    assert_eq!(k.counter("grants"), 0);
+    assert!(k.counter("lockouts") >= 1, "never locked out");
+    assert!(
+        k.counter("locked_packets") > all.len() as u64 / 2,
+        "most of the flood was refused as locked: {}",
+        k.counter("locked_packets")
+    );
+    // The right sequence from the locked source is refused too ...
+    pair.client
+        .run(|| {
+            knockclient::knock(
+                sv,
+                &steps("7000:udp,8000:udp,9000:udp"),
+                Duration::ZERO,
+                None,
+            )
+        })
+        .unwrap();
+    assert_eq!(k.live_grants(), 0, "the locked source opened the door");
+    // ... and from another source (the client's IPv6 address) it opens.
+    let sv6 = IpAddr::V6(pair.server_v6);
+    pair.client
+        .run(|| {
+            knockclient::knock(
+                sv6,
+                &steps("7000:udp,8000:udp,9000:udp"),
+                Duration::ZERO,
+                None,
+            )
+        })
+        .unwrap();
+    assert_eq!(k.live_grants(), 1, "another source cannot open the door");
 }
