@@ -69,7 +69,21 @@ pub struct Config {
     /// `[[monitor]]`: traffic monitors (ddos, crypto).
     #[serde(rename = "monitor")]
     pub monitors: Vec<crate::monitor::MonitorSpec>,
+    /// `[maps]`: sizes of the other tables, by map name ([`RESIZABLE_MAPS`]); set at the
+    /// first start (a change needs `statewall teardown`).
+    pub maps: std::collections::BTreeMap<String, u32>,
 }
+
+/// Tables `[maps]` may size: (name, smallest, largest, ring buffer). A ring buffer's size
+/// is in bytes, a power of two; the others count entries.
+pub const RESIZABLE_MAPS: [(&str, u32, u32, bool); 6] = [
+    (statewall_common::xfsm::MAP_STATES, 1024, 1 << 22, false),
+    (statewall_common::xfsm::MAP_LOCKS, 64, 1 << 22, false),
+    (statewall_common::spa::MAP_SPA_RATE, 64, 1 << 22, false),
+    (statewall_common::xfsm::MAP_EVENTS, 4096, 1 << 28, true),
+    (statewall_common::spa::MAP_SPA_EVENTS, 4096, 1 << 28, true),
+    (statewall_common::fw::MAP_FW_LOG, 4096, 1 << 28, true),
+];
 
 /// `[firewall]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -823,6 +837,41 @@ impl Config {
                 "[firewall] bitsets_max".into(),
                 format!("{}: 64 to 131072", self.firewall.bitsets_max),
             ));
+        }
+        for (name, &n) in &self.maps {
+            let at = format!("[maps] {name}");
+            let own_key = [
+                (statewall_common::maps::MAP_GATE_GRANTS, "[gate] grants_max"),
+                (statewall_common::maps::MAP_GATE_FLOWS, "[gate] flows_max"),
+                (statewall_common::ct::MAP_CT, "[firewall] conntrack_max"),
+                (
+                    statewall_common::fw::MAP_FW_BITSETS,
+                    "[firewall] bitsets_max",
+                ),
+            ];
+            if let Some((_, key)) = own_key.iter().find(|k| k.0 == name) {
+                return Err(bad(at, format!("sized by {key}")));
+            }
+            let Some(&(_, lo, hi, ring)) = RESIZABLE_MAPS.iter().find(|m| m.0 == name) else {
+                let names: Vec<&str> = RESIZABLE_MAPS.iter().map(|m| m.0).collect();
+                return Err(bad(
+                    at,
+                    format!("not a table [maps] sizes (those are: {})", names.join(", ")),
+                ));
+            };
+            if !(lo..=hi).contains(&n) || (ring && !n.is_power_of_two()) {
+                return Err(bad(
+                    at,
+                    format!(
+                        "{n}: {lo} to {hi}{}",
+                        if ring {
+                            " bytes, a power of two"
+                        } else {
+                            " entries"
+                        }
+                    ),
+                ));
+            }
         }
         let mut names = BTreeSet::new();
         for (i, m) in self.monitors.iter().enumerate() {

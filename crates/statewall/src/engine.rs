@@ -336,6 +336,11 @@ impl Engine {
             cfg.firewall.bitsets_max,
         );
         loader.map_max_entries(statewall_common::ct::MAP_CT, cfg.firewall.conntrack_max);
+        for (name, n) in &cfg.maps {
+            if let Some(m) = crate::config::RESIZABLE_MAPS.iter().find(|m| m.0 == name) {
+                loader.map_max_entries(m.0, *n);
+            }
+        }
         let mut obj = loader
             .load(ebpf::OBJECT)
             .map_err(|e| EngineError::Load(format!("{e:#}")))?;

@@ -1,6 +1,8 @@
 //! The example config loads and documents every key; bad configs give errors that say
 //! what and where.
 
+mod common;
+
 use statewall::config::{Config, IngressHook};
 
 fn example() -> String {
@@ -195,4 +197,53 @@ fn errors_say_what_and_where() {
     assert!(e.contains("no_auth"), "{e}");
     // VLAN sub-interfaces have dots; they are fine.
     Config::parse("[[interface]]\nname = \"eth0.100\"\n", "a.toml").unwrap();
+}
+
+/// `[maps]` sizes the other tables: refused by name and range, applied when the object is
+/// loaded.
+#[test]
+fn map_sizes_are_checked_and_applied() {
+    for (text, names) in [
+        ("[maps]\nSW_NOPE = 1024\n", "SW_NOPE"),
+        ("[maps]\nSW_XFSM_STATES = 10\n", "SW_XFSM_STATES"),
+        ("[maps]\nSW_FW_LOG = 10000\n", "power of two"),
+        ("[maps]\nSW_GATE_GRANTS = 4096\n", "[gate] grants_max"),
+    ] {
+        let e = Config::parse(text, "a.toml").unwrap_err().to_string();
+        assert!(e.contains("[maps]") && e.contains(names), "{text}: {e}");
+    }
+    let cfg = Config::parse(
+        "[maps]\nSW_XFSM_STATES = 2048\nSW_XFSM_LOCKS = 512\nSW_FW_LOG = 8192\nSW_SPA_EVENTS = 65536\n",
+        "a.toml",
+    )
+    .unwrap();
+    let k = common::Kernel::new("maps", &cfg);
+    let cap = |name: &str| {
+        k.eng
+            .map_states()
+            .into_iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no map {name}"))
+            .max_entries
+    };
+    assert_eq!(cap("SW_XFSM_STATES"), 2048);
+    assert_eq!(cap("SW_XFSM_LOCKS"), 512);
+    assert_eq!(cap("SW_FW_LOG"), 8192);
+    assert_eq!(cap("SW_SPA_EVENTS"), 65536);
+}
+
+/// `[[monitor]]` errors name the monitor's index and key.
+#[test]
+fn monitor_errors() {
+    for (text, names) in [
+        ("[[monitor]]\nname = \"m\"\nkind = \"ddos\"\ninterfaces = []\n", "#1 interfaces"),
+        ("[[monitor]]\nname = \"m\"\nkind = \"mining\"\ninterfaces = [\"eth0\"]\n", "mining"),
+        ("[[monitor]]\nname = \"m\"\nkind = \"crypto\"\ninterfaces = [\"eth0\"]\npackets_per_session = 5\n", "packets_per_session"),
+        ("[[monitor]]\nname = \"m\"\nkind = \"ddos\"\ninterfaces = [\"eth0\"]\nsessions = 0\n", "sessions"),
+        ("[[monitor]]\nname = \"m\"\nkind = \"ddos\"\ninterfaces = [\"eth0\"]\n[[monitor]]\nname = \"m\"\nkind = \"crypto\"\ninterfaces = [\"eth0\"]\n", "twice"),
+        ("[[monitor]]\nname = \"a b\"\nkind = \"ddos\"\ninterfaces = [\"eth0\"]\n", "name"),
+    ] {
+        let e = Config::parse(text, "a.toml").unwrap_err().to_string();
+        assert!(e.contains(names), "{text}: {e}");
+    }
 }
