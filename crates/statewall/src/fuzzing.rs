@@ -130,12 +130,27 @@ pub fn actions_json(data: &[u8]) {
     }
 }
 
-/// Firewall REST bodies: a chain batch (`{"rules": [...]}`) applied to a fixed chain, and
-/// the same bytes as an `apply` body. An accepted batch gives rules that are normalised
+/// REST bodies: a grant, a monitor, a firewall chain batch (`{"rules": [...]}`) applied to
+/// a fixed chain, and an `apply` body, all from the same bytes. A grant that parses has a
+/// protocol the gate knows or is refused; a monitor that validates has room for a session;
+/// for the firewall bodies see below. An accepted batch gives rules that are normalised
 /// (normalising again changes nothing) and compile, with origins that point at old rules;
 /// a refused one names an operation that exists.
-pub fn rest_firewall(data: &[u8]) {
+pub fn rest_bodies(data: &[u8]) {
     use crate::firewall::{apply_batch, ChainState, Instance, RuleSpec};
+    if let Ok(g) = crate::api::parse_body::<crate::api::GrantRequest>(data) {
+        // What the grant handler does with it: a port spec, or a clear refusal.
+        let r: Result<crate::config::PortSpec, String> =
+            format!("{}/{}", g.proto, g.port.max(1)).parse();
+        if let Ok(ps) = r {
+            assert!(ps.proto == 6 || ps.proto == 17);
+        }
+    }
+    if let Ok(m) = crate::api::parse_body::<crate::monitor::MonitorSpec>(data) {
+        if m.validate().is_ok() {
+            assert!(m.sessions() > 0 && (m.kind != crate::monitor::Kind::Ddos || m.total() > 0));
+        }
+    }
     let start: Vec<RuleSpec> = ["10.0.0.0/8", "2001:db8::/32"]
         .iter()
         .map(|src| RuleSpec {
@@ -199,5 +214,5 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("import_knockd", import_knockd),
     ("import_fwknop", import_fwknop),
     ("actions_json", actions_json),
-    ("rest_firewall", rest_firewall),
+    ("rest_bodies", rest_bodies),
 ];
