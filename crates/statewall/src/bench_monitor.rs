@@ -217,7 +217,7 @@ pub fn iperf_rows() -> anyhow::Result<Vec<Row>> {
     let res = (|| -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
         let (mut none, mut with) = (Vec::new(), Vec::new());
         for _ in 0..RUNS {
-            none.push(iperf(&pair, port, 2)?);
+            none.push(iperf(&pair, port, 4)?);
             let mk = |kind, name: &str, direction| MonitorSpec {
                 interfaces: vec![pair.server_if.clone()],
                 netns: Some(pair.server.name.clone()),
@@ -228,7 +228,7 @@ pub fn iperf_rows() -> anyhow::Result<Vec<Row>> {
                 .map_err(anyhow::Error::msg)?;
             let c = Monitor::load(mk(Kind::Crypto, "iperf-crypto", Direction::Both))
                 .map_err(anyhow::Error::msg)?;
-            with.push(iperf(&pair, port, 2)?);
+            with.push(iperf(&pair, port, 4)?);
             let seen: u64 = c
                 .counters()
                 .map_err(anyhow::Error::msg)?
