@@ -10,24 +10,14 @@ use anyhow::{bail, Context};
 use crate::{
     bench::{median, Row, RUNS},
     ebpf,
-    monitor::{Direction, Extraction, Kind, Monitor, MonitorSpec},
+    monitor::{Direction, Kind, Monitor, MonitorSpec},
     netns::Pair,
     packet::{Packet, L4},
     testrun::TestBed,
 };
 
 fn spec(kind: Kind, name: &str) -> MonitorSpec {
-    MonitorSpec {
-        name: name.into(),
-        kind,
-        interfaces: vec!["lo".into()],
-        netns: None,
-        direction: Direction::Ingress,
-        sessions: None,
-        packets_per_session: None,
-        packets_total: None,
-        extraction: Extraction::Swap,
-    }
+    MonitorSpec::new(name, kind, &["lo"])
 }
 
 fn frame() -> Vec<u8> {

@@ -101,6 +101,21 @@ pub struct MonitorSpec {
 }
 
 impl MonitorSpec {
+    /// A monitor of `kind` on ingress of `interfaces`, every other key at its default.
+    pub fn new(name: &str, kind: Kind, interfaces: &[&str]) -> MonitorSpec {
+        MonitorSpec {
+            name: name.into(),
+            kind,
+            interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
+            netns: None,
+            direction: Direction::Ingress,
+            sessions: None,
+            packets_per_session: None,
+            packets_total: None,
+            extraction: Extraction::Swap,
+        }
+    }
+
     /// Sessions per window.
     pub fn sessions(&self) -> u32 {
         self.sessions.unwrap_or(match self.kind {

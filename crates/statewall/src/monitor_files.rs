@@ -139,6 +139,23 @@ fn crypto_row(sess: &Value) -> (Vec<Value>, End, End) {
     (v, cli, srv)
 }
 
+/// Appends `text` to `path`, after `header` when the file is new. `sep` goes between the
+/// header and `text` (the compat CSV has no newline at the end, so its lines start with
+/// one; the tidy ones end with one).
+fn append(path: &Path, header: &str, sep: &str, text: &str) -> std::io::Result<()> {
+    let mut all = String::new();
+    if !path.exists() {
+        all.push_str(header);
+        all.push_str(sep);
+    }
+    all.push_str(text);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(all.as_bytes())
+}
+
 /// Writes one window into `dir`; `iter` numbers the files of this extraction (from 0).
 /// Returns the files written or appended to.
 pub fn write_window(
@@ -251,9 +268,6 @@ pub fn write_window(
             } else {
                 let path = dir.join("results.csv");
                 let mut text = String::new();
-                if !path.exists() {
-                    text.push_str(CRYPTO_HEADER);
-                }
                 for (v, c, sv, sess) in &rows {
                     let mut cells = vec![
                         u(&sess["alive_timestamp"]).to_string(),
@@ -268,21 +282,13 @@ pub fn write_window(
                     text.push('\n');
                     text.push_str(&cells.join(", "));
                 }
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)?
-                    .write_all(text.as_bytes())?;
+                append(&path, CRYPTO_HEADER, "", &text)?;
                 out.push(path);
             }
         }
         ("ddos", Format::Tidy) => {
             let path = dir.join("packets.csv");
             let mut text = String::new();
-            if !path.exists() {
-                text.push_str(DDOS_TIDY_HEADER);
-                text.push('\n');
-            }
             for p in &packets {
                 let k = &p["session"];
                 let sess = sessions.iter().find(|s| same_key(s, k)).unwrap_or(k);
@@ -307,20 +313,12 @@ pub fn write_window(
                     u(&p["tcp_ack"]),
                 ));
             }
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?
-                .write_all(text.as_bytes())?;
+            append(&path, DDOS_TIDY_HEADER, "\n", &text)?;
             out.push(path);
         }
         ("crypto", Format::Tidy) => {
             let path = dir.join("sessions.csv");
             let mut text = String::new();
-            if !path.exists() {
-                text.push_str(CRYPTO_TIDY_HEADER);
-                text.push('\n');
-            }
             for sess in &sessions {
                 let (c, sv) = ends(sess);
                 let first_is_client = s(&sess["src"]) == c.0 && u(&sess["sport"]) == c.1;
@@ -353,11 +351,7 @@ pub fn write_window(
                     u(&sess["alive_timestamp"]),
                 ));
             }
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?
-                .write_all(text.as_bytes())?;
+            append(&path, CRYPTO_TIDY_HEADER, "\n", &text)?;
             out.push(path);
         }
         (k, _) => {

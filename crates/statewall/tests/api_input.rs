@@ -51,13 +51,27 @@ fn bad_bodies_are_refused_by_field_and_change_nothing() {
             "{body}: the message does not name {names}: {msg}"
         );
     }
-    // A body past the limit.
+    // A body past the limit. The daemon answers 413 and closes before the body is all
+    // sent, so the body is written by hand, ignoring the broken pipe, and the answer read.
     let big = format!(
         r#"{{"addr": "10.0.0.1", "pad": "{}"}}"#,
         "x".repeat(3 << 20)
     );
-    let (code, msg) = call(&d, "POST", grants, &big);
-    assert_eq!(code, 413, "{msg}");
+    let answer = {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        let head = format!(
+            "POST {grants} HTTP/1.1\r\nHost: statewall\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            big.len()
+        );
+        let _ = c
+            .write_all(head.as_bytes())
+            .and_then(|_| c.write_all(big.as_bytes()));
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // Nothing was granted.
     let v: Value = d.get(grants);
     assert!(v.as_array().unwrap().is_empty(), "{v}");

@@ -130,22 +130,10 @@ fn restart_and_kill_under_traffic_lose_nothing() {
     std::fs::write(&p.config, config(&pair, true)).unwrap();
     let mut d = Daemon::start(&p, &[]);
     // Firewall: conntrack on (accept-established), tcp/23 dropped, everything else accepted.
-    api(&d, "POST", "/api/v1/firewall/fw", "{}");
-    api(
-        &d,
-        "POST",
-        "/api/v1/firewall/fw/attach",
-        &format!(
-            r#"{{"port": "{}", "netns": "{}"}}"#,
-            pair.server_if, pair.server.name
-        ),
-    );
-    api(
-        &d,
-        "POST",
-        "/api/v1/firewall/fw/chain/INGRESS/batch",
-        r#"{"rules": [{"operation": "append", "l4proto": "TCP", "dport": 23, "action": "drop"},
-                      {"operation": "append", "l4proto": "TCP", "dport": 5201, "action": "accept"}]}"#,
+    d.firewall_on(
+        "fw",
+        &pair,
+        r#"[{"l4proto": "TCP", "dport": 23, "action": "drop"}, {"l4proto": "TCP", "dport": 5201, "action": "accept"}]"#,
     );
     api(
         &d,

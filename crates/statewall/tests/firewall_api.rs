@@ -186,21 +186,10 @@ fn conntrack_replies_and_flood() {
     let pair = Pair::new("fwct");
     std::fs::write(&p.config, "[firewall]\nconntrack_max = 256\n").unwrap();
     let d = Daemon::start(&p, &[]);
-    api(&d, "POST", "/api/v1/firewall/fw2", "{}");
-    api(
-        &d,
-        "POST",
-        "/api/v1/firewall/fw2/attach",
-        &format!(
-            r#"{{"port": "{}", "netns": "{}"}}"#,
-            pair.server_if, pair.server.name
-        ),
-    );
-    api(
-        &d,
-        "POST",
-        "/api/v1/firewall/fw2/chain/INGRESS/batch",
-        r#"{"rules": [{"operation": "append", "conntrack": "ESTABLISHED", "action": "accept"}]}"#,
+    d.firewall_on(
+        "fw2",
+        &pair,
+        r#"[{"conntrack": "ESTABLISHED", "action": "accept"}]"#,
     );
     api(
         &d,

@@ -50,21 +50,10 @@ fn resident_memory_stays_flat_under_load() {
     .unwrap();
     let d = Daemon::start(&p, &["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
     let pid = d.child.id();
-    api(&d, "POST", "/api/v1/firewall/fwm", "{}");
-    api(
-        &d,
-        "POST",
-        "/api/v1/firewall/fwm/attach",
-        &format!(
-            r#"{{"port": "{}", "netns": "{}"}}"#,
-            pair.server_if, pair.server.name
-        ),
-    );
-    api(
-        &d,
-        "POST",
-        "/api/v1/firewall/fwm/chain/INGRESS/batch",
-        r#"{"rules": [{"operation": "append", "l4proto": "UDP", "dport": 5353, "action": "log"}]}"#,
+    d.firewall_on(
+        "fwm",
+        &pair,
+        r#"[{"l4proto": "UDP", "dport": 5353, "action": "log"}]"#,
     );
     let sv = pair.server_v4;
     let client = pair.client_v4;

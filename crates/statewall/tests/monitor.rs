@@ -10,7 +10,7 @@ use std::{
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use statewall::{
-    monitor::{Direction, Extraction, Kind, Monitor, MonitorSpec},
+    monitor::{Extraction, Kind, Monitor, MonitorSpec},
     packet::{Packet, L4},
 };
 use statewall_common::{
@@ -20,17 +20,7 @@ use statewall_common::{
 };
 
 fn spec(kind: Kind) -> MonitorSpec {
-    MonitorSpec {
-        name: "t".into(),
-        kind,
-        interfaces: vec!["lo".into()],
-        netns: None,
-        direction: Direction::Ingress,
-        sessions: None,
-        packets_per_session: None,
-        packets_total: None,
-        extraction: Extraction::Swap,
-    }
+    MonitorSpec::new("t", kind, &["lo"])
 }
 
 fn ip(s: &str) -> IpAddr {

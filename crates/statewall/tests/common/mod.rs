@@ -114,6 +114,50 @@ impl Daemon {
         d
     }
 
+    /// An API call that must succeed (2xx): its JSON answer (null when there is none).
+    pub fn ok(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        let r =
+            client::request_blocking(&self.socket, method, path, Some(body.to_string())).unwrap();
+        assert!(
+            (200..300).contains(&r.status),
+            "{method} {path}: {} {}",
+            r.status,
+            r.body
+        );
+        serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Creates firewall `name`, attaches it to the server side of `pair`, and appends
+    /// `rules` (a JSON array of rules) to its INGRESS chain.
+    pub fn firewall_on(&self, name: &str, pair: &statewall::netns::Pair, rules: &str) {
+        let base = format!("/api/v1/firewall/{name}");
+        self.ok("POST", &base, "{}");
+        self.ok(
+            "POST",
+            &format!("{base}/attach"),
+            &format!(
+                r#"{{"port": "{}", "netns": "{}"}}"#,
+                pair.server_if, pair.server.name
+            ),
+        );
+        let v: serde_json::Value = serde_json::from_str(rules).unwrap();
+        let ops: Vec<serde_json::Value> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r["operation"] = "append".into();
+                r
+            })
+            .collect();
+        self.ok(
+            "POST",
+            &format!("{base}/chain/INGRESS/batch"),
+            &serde_json::json!({ "rules": ops }).to_string(),
+        );
+    }
+
     pub fn get(&self, path: &str) -> serde_json::Value {
         let r = client::request_blocking(&self.socket, "GET", path, None).unwrap();
         assert_eq!(r.status, 200, "GET {path}: {}", r.body);
