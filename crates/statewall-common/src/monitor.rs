@@ -130,7 +130,7 @@ pub struct DdosSess {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PktSlot {
-    /// Unix time, ns.
+    /// Monotonic ns (`bpf_ktime_get_ns`); the reader adds the Unix offset.
     pub ts: u64,
     /// The session's [`DdosSess::id`].
     pub sess: u32,

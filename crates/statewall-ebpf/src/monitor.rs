@@ -134,16 +134,15 @@ pub fn sw_monitor(ctx: TcContext) -> i32 {
     };
     pkt::parse_tc(&ctx, p);
     bump(CNT_PACKETS);
-    let Some(w) = SW_MON_WORK.get_ptr_mut(0) else {
-        return TCX_NEXT;
-    };
-    // SAFETY: this CPU's working memory.
-    let w = unsafe { &mut *w };
     let b = SW_MON_CTL.get(CTL_ACTIVE).copied().unwrap_or(0) as u32 & 1;
     if global(&SW_MON_KIND) == KIND_DDOS {
         ddos(p, b);
     } else {
-        crypto(p, w, b, now());
+        let Some(w) = SW_MON_WORK.get_ptr_mut(0) else {
+            return TCX_NEXT;
+        };
+        // SAFETY: this CPU's working memory.
+        crypto(p, unsafe { &mut *w }, b, now());
     }
     TCX_NEXT
 }
@@ -229,8 +228,9 @@ fn ddos(p: &PacketInfo, b: u32) {
     let r = unsafe { &mut *r };
     // SAFETY: `s` is the session's value, found above.
     r.sess = unsafe { (*s).id };
-    // The clock is read only for packets that are recorded.
-    fill_slot(p, now(), r);
+    // The clock is read only for packets that are recorded, and records keep it raw
+    // (monotonic): the reader adds the Unix offset.
+    fill_slot(p, unsafe { bpf_ktime_get_ns() }, r);
     r._pad = [0; 4];
 }
 

@@ -539,9 +539,17 @@ impl Monitor {
                     let recs = unsafe { std::slice::from_raw_parts(m.ptr as *const PktSlot, n) };
                     // Every record's session is in the table read above (both belong to
                     // buffer b, quiescent after the grace period).
+                    // The kernel keeps monotonic ns in records: Unix time here.
+                    let epoch = self.ctl(CTL_EPOCH)?;
                     w.packets = recs
                         .iter()
-                        .filter_map(|r| by_id.get(&r.sess).map(|k| PktRec::from_slot(*k, r)))
+                        .filter_map(|r| {
+                            by_id.get(&r.sess).map(|k| {
+                                let mut rec = PktRec::from_slot(*k, r);
+                                rec.ts = rec.ts.wrapping_add(epoch);
+                                rec
+                            })
+                        })
                         .collect();
                     w.orphans = n - w.packets.len();
                 }
