@@ -192,6 +192,9 @@ fn iperf(pair: &Pair, port: u16, secs: u32) -> anyhow::Result<f64> {
     Ok(bps / 1e9)
 }
 
+/// Pairs of iperf3 runs (none, then both monitors), 3 s each.
+const PAIRS: usize = 7;
+
 /// Throughput with both monitors attached against none.
 pub fn iperf_rows() -> anyhow::Result<Vec<Row>> {
     let pair = Pair::new("moniperf");
@@ -206,8 +209,8 @@ pub fn iperf_rows() -> anyhow::Result<Vec<Row>> {
     std::thread::sleep(Duration::from_millis(300));
     let res = (|| -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
         let (mut none, mut with) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
-            none.push(iperf(&pair, port, 4)?);
+        for _ in 0..PAIRS {
+            none.push(iperf(&pair, port, 3)?);
             let mk = |kind, name: &str, direction| MonitorSpec {
                 interfaces: vec![pair.server_if.clone()],
                 netns: Some(pair.server.name.clone()),
@@ -218,7 +221,7 @@ pub fn iperf_rows() -> anyhow::Result<Vec<Row>> {
                 .map_err(anyhow::Error::msg)?;
             let c = Monitor::load(mk(Kind::Crypto, "iperf-crypto", Direction::Both))
                 .map_err(anyhow::Error::msg)?;
-            with.push(iperf(&pair, port, 4)?);
+            with.push(iperf(&pair, port, 3)?);
             let seen: u64 = c
                 .counters()
                 .map_err(anyhow::Error::msg)?
@@ -236,6 +239,10 @@ pub fn iperf_rows() -> anyhow::Result<Vec<Row>> {
     let _ = server.kill();
     let _ = server.wait();
     let (none, with) = res?;
+    // Each pair runs back to back, so it shares the machine's state of the moment: the
+    // figure is the median of the per-pair ratios.
+    let ratios: Vec<f64> = with.iter().zip(&none).map(|(w, n)| w / n).collect();
+    let r = median(&ratios);
     let (n, w) = (median(&none), median(&with));
     Ok(vec![Row {
         name: "iperf3 TCP throughput with the ddos and crypto monitors attached (netns)".into(),
@@ -244,9 +251,9 @@ pub fn iperf_rows() -> anyhow::Result<Vec<Row>> {
         runs: with,
         baseline: "no program".into(),
         baseline_value: n,
-        ratio: w / n,
+        ratio: r,
         delta: w - n,
-        target: Some(">= 0.9 of no program".into()),
-        met: Some(w / n >= 0.9),
+        target: Some(">= 0.9 of no program (median of 7 back-to-back pairs)".into()),
+        met: Some(r >= 0.9),
     }])
 }
