@@ -98,7 +98,15 @@ fn interleave(
     (b, s)
 }
 
-fn row(name: &str, base_name: &str, b: &[f64], s: Vec<f64>, max_delta: Option<f64>) -> Row {
+/// A per-packet row: medians of the subject's and the baseline's runs, with an optional
+/// bound on the difference.
+pub(crate) fn row(
+    name: &str,
+    base_name: &str,
+    b: &[f64],
+    s: Vec<f64>,
+    max_delta: Option<f64>,
+) -> Row {
     let (bm, sm) = (median(b), median(&s));
     let delta = sm - bm;
     Row {

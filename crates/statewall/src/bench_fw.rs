@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    bench::{median, Row},
+    bench::Row,
     ebpf,
     fw::{compile, write_tables, Chain, Rule},
     packet::Packet,
@@ -93,7 +93,6 @@ pub fn packet() -> Vec<u8> {
 pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
     let frame = packet();
     let mut rows = Vec::new();
-    let mut above = BTreeMap::new();
     for n in SIZES {
         let mut chains = BTreeMap::new();
         chains.insert(
@@ -125,24 +124,16 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
                     .as_nanos() as f64,
             );
         }
-        let (bm, sm) = (median(&b), median(&s));
-        above.insert(n, sm - bm);
-        let target = (n == 2048).then_some(200.0);
-        rows.push(Row {
-            name: format!(
+        rows.push(crate::bench::row(
+            &format!(
                 "firewall, {n} rule{}, packet matching the last",
                 if n == 1 { "" } else { "s" }
             ),
-            unit: "ns/packet".into(),
-            value: sm,
-            runs: s,
-            baseline: "empty tc program".into(),
-            baseline_value: bm,
-            ratio: sm / bm,
-            delta: sm - bm,
-            target: target.map(|t| format!("<= {t} ns above empty tc program")),
-            met: target.map(|t| sm - bm <= t),
-        });
+            "empty tc program",
+            &b,
+            s,
+            (n == 2048).then_some(200.0),
+        ));
     }
     let (small, big) = (rows[1].value, rows[5].value);
     rows.push(Row {

@@ -1,7 +1,7 @@
 //! Monitor benchmarks: per-packet cost (test-run, ns above an empty tc program in the same
 //! interleaved runs), one swap-and-read at 1k and 10k sessions (the grace period and the
 //! read-and-decode separately), and iperf3 TCP throughput between namespaces with both
-//! monitors attached, as a ratio to no program (interleaved runs, medians).
+//! monitors attached, as a ratio to no program (median of back-to-back pairs).
 
 use std::{net::IpAddr, process::Stdio, time::Duration};
 
@@ -53,19 +53,13 @@ fn cost_row(
         b.push(bed.time_tc(ebpf::PROG_EMPTY_TC, &f, repeat).as_nanos() as f64);
         s.push(m.time(&f, repeat).map_err(anyhow::Error::msg)?.as_nanos() as f64);
     }
-    let (bm, sm) = (median(&b), median(&s));
-    Ok(Row {
-        name: name.into(),
-        unit: "ns/packet".into(),
-        value: sm,
-        runs: s,
-        baseline: "empty tc program".into(),
-        baseline_value: bm,
-        ratio: sm / bm,
-        delta: sm - bm,
-        target: Some("<= 150 ns above empty tc program".into()),
-        met: Some(sm - bm <= 150.0),
-    })
+    Ok(crate::bench::row(
+        name,
+        "empty tc program",
+        &b,
+        s,
+        Some(150.0),
+    ))
 }
 
 /// Per-packet cost and swap-and-read rows (no namespaces needed).

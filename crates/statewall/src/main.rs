@@ -640,6 +640,20 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                 async move { api_call(&s, method, &path, body).await }
             };
             let base = "/api/v1/firewall";
+            // A chain batch (from a file or one `rule` operation), and the chain's new size.
+            let batch = |name: String, chain: String, body: serde_json::Value| {
+                let call = &call;
+                async move {
+                    let v = call(
+                        "POST",
+                        format!("{base}/{name}/chain/{chain}/batch"),
+                        Some(body),
+                    )
+                    .await?;
+                    println!("{name} {chain}: {} rules", v["rules"]);
+                    anyhow::Ok(())
+                }
+            };
             let attaching = matches!(cmd, FwCmd::Attach { .. });
             match cmd {
                 FwCmd::Show { name: None, json } => {
@@ -732,14 +746,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                     println!("{what}ed {name} {ifname}");
                 }
                 FwCmd::Batch { name, chain, file } => {
-                    let body = read_json(&file)?;
-                    let v = call(
-                        "POST",
-                        format!("{base}/{name}/chain/{chain}/batch"),
-                        Some(body),
-                    )
-                    .await?;
-                    println!("{name} {chain}: {} rules", v["rules"]);
+                    batch(name, chain, read_json(&file)?).await?;
                 }
                 FwCmd::Rule {
                     name,
@@ -763,14 +770,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                         };
                         op.insert(k.into(), v);
                     }
-                    let body = serde_json::json!({"rules": [op]});
-                    let v = call(
-                        "POST",
-                        format!("{base}/{name}/chain/{chain}/batch"),
-                        Some(body),
-                    )
-                    .await?;
-                    println!("{name} {chain}: {} rules", v["rules"]);
+                    batch(name, chain, serde_json::json!({"rules": [op]})).await?;
                 }
                 FwCmd::Apply {
                     name,

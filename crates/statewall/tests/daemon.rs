@@ -37,22 +37,6 @@ fn ids(status: &serde_json::Value) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     )
 }
 
-/// `statewall gate grant <client> udp/9922 --for 600`, which must succeed.
-fn grant_udp_9922(p: &Paths, pair: &Pair) {
-    let (code, _, err) = cli(
-        p,
-        &[
-            "gate",
-            "grant",
-            &pair.client_v4.to_string(),
-            "udp/9922",
-            "--for",
-            "600",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-}
-
 fn seen(d: &Daemon) -> u64 {
     d.get("/api/v1/gate")["counters"]["seen"].as_u64().unwrap()
 }

@@ -150,18 +150,7 @@ fn restart_and_kill_under_traffic_lose_nothing() {
         .client
         .exec(&[bin(), "knock", &pair.server_v6.to_string(), "7000"]);
     assert!(out.status.success(), "{out:?}");
-    let (code, _, err) = cli(
-        &p,
-        &[
-            "gate",
-            "grant",
-            &pair.client_v4.to_string(),
-            "udp/9922",
-            "--for",
-            "600",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    grant_udp_9922(&p, &pair);
     let out = pair.client.exec(&[
         bin(),
         "spa",

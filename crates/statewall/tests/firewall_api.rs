@@ -45,14 +45,7 @@ fn polycube_path_batches_enforce_and_persist() {
     let (_, v) = curl("GET", &format!("{base}/firewall/fw1/"), None);
     assert_eq!(v["parent"], pair.server_if.as_str());
     // COMPAT.md's example batch: one rule left, the ICMP one for 10.0.0.11, id 0.
-    let example = r#"{"rules": [
-  {"operation": "insert", "id": 0, "l4proto":"TCP", "src":"10.0.0.100/32", "dst":"10.0.0.150/24", "action":"drop"},
-  {"operation": "append", "l4proto": "ICMP", "src":"10.0.0.50/32", "dst":"10.0.0.75/24", "action":"drop"},
-  {"operation": "append", "l4proto": "ICMP", "src":"10.0.0.11/32", "dst":"10.0.0.12/24", "action":"drop"},
-  {"operation": "update", "id": 0, "l4proto":"TCP", "src":"10.0.0.100/32", "dst":"10.0.0.75/24", "action":"forward"},
-  {"operation": "delete", "id": 0},
-  {"operation": "delete", "l4proto":"ICMP", "src":"10.0.0.50/32", "dst":"10.0.0.75/24", "action":"drop"}
-]}"#;
+    let example = include_str!("../../../fuzz/corpus/rest_bodies/compat_batch");
     let (code, v) = curl(
         "POST",
         &format!("{base}/firewall/fw1/chain/INGRESS/batch"),

@@ -38,6 +38,13 @@ fn steps(spec: &str) -> Vec<Step> {
     statewall::config::Sequence::parse(spec).unwrap().0
 }
 
+/// Knocks `seq` at `to` from the client namespace, with no delay between steps.
+fn knock_from(pair: &Pair, to: IpAddr, seq: &[Step]) {
+    pair.client
+        .run(|| knockclient::knock(to, seq, Duration::ZERO, None))
+        .unwrap()
+}
+
 #[test]
 fn demo_outcomes() {
     statewall::demo::run(false).expect("every demo outcome as expected");
@@ -107,16 +114,7 @@ fn established_connection_survives_window_end() {
             }
         });
         let ssh = SocketAddr::from((sv, 22));
-        pair.client
-            .run(|| {
-                knockclient::knock(
-                    IpAddr::V4(sv),
-                    &steps("7000,8000,9000"),
-                    Duration::ZERO,
-                    None,
-                )
-            })
-            .unwrap();
+        knock_from(&pair, IpAddr::V4(sv), &steps("7000,8000,9000"));
         let conn = pair
             .client
             .run(|| TcpStream::connect_timeout(&ssh, Duration::from_millis(500)))
@@ -204,11 +202,7 @@ fn one_time_counter_and_time_sequences() {
     let mut k = Kernel::new("once", &cfg);
     let (v4, v6) = (IpAddr::V4(pair.client_v4), IpAddr::V6(pair.client_v6));
     let (sv4, sv6) = (IpAddr::V4(pair.server_v4), IpAddr::V6(pair.server_v6));
-    let knock = |to: IpAddr, seq: &[Step]| {
-        pair.client
-            .run(|| knockclient::knock(to, seq, Duration::ZERO, None))
-            .unwrap()
-    };
+    let knock = |to: IpAddr, seq: &[Step]| knock_from(&pair, to, seq);
 
     // Resolve the IPv6 neighbour first (the kernel may drop what it queued for an
     // unresolved neighbour once the knocking socket is closed).
@@ -323,9 +317,7 @@ fn port_scans_never_open_a_door() {
                 .iter()
                 .map(|p| format!("{p}:{proto}").parse().unwrap())
                 .collect();
-            pair.client
-                .run(|| knockclient::knock(sv, &scan, Duration::ZERO, None))
-                .unwrap();
+            knock_from(&pair, sv, &scan);
             assert_eq!(
                 k.counter("grants"),
                 0,
@@ -339,9 +331,7 @@ fn port_scans_never_open_a_door() {
     assert_eq!(k.live_grants(), 0);
     // ... while the real sequences still open the doors.
     for seq in ["7000,8000,9000", "1111:udp,2222:udp,3333:udp"] {
-        pair.client
-            .run(|| knockclient::knock(sv, &steps(seq), Duration::ZERO, None))
-            .unwrap();
+        knock_from(&pair, sv, &steps(seq));
     }
     assert_eq!(k.counter("grants"), 2);
 }
@@ -358,16 +348,7 @@ fn spoofed_flood_does_not_lift_a_lockout() {
     let k = Kernel::new("flood", &cfg);
     let sv = IpAddr::V4(pair.server_v4);
     // Two wrong sequences lock the client out.
-    pair.client
-        .run(|| {
-            knockclient::knock(
-                sv,
-                &steps("7000:udp,9000:udp,7000:udp,9000:udp"),
-                Duration::ZERO,
-                None,
-            )
-        })
-        .unwrap();
+    knock_from(&pair, sv, &steps("7000:udp,9000:udp,7000:udp,9000:udp"));
     assert_eq!(k.counter("lockouts"), 1);
     // 20000 spoofed sources (more than the 16384 lock records) each make a failure.
     let ifname = pair.client_if.clone();
@@ -393,16 +374,7 @@ fn spoofed_flood_does_not_lift_a_lockout() {
     );
     // The real client's right sequence is still ignored.
     let before = k.counter("locked_packets");
-    pair.client
-        .run(|| {
-            knockclient::knock(
-                sv,
-                &steps("7000:udp,8000:udp,9000:udp"),
-                Duration::ZERO,
-                None,
-            )
-        })
-        .unwrap();
+    knock_from(&pair, sv, &steps("7000:udp,8000:udp,9000:udp"));
     assert_eq!(k.live_grants(), 0, "the lockout was lifted");
     assert!(k.counter("locked_packets") >= before + 3);
     let me = k
@@ -601,9 +573,7 @@ fn brute_force_at_top_rate_is_locked_out() {
     }
     let all: Vec<Step> = seqs.concat();
     let t0 = std::time::Instant::now();
-    pair.client
-        .run(|| knockclient::knock(sv, &all, Duration::ZERO, None))
-        .unwrap();
+    knock_from(&pair, sv, &all);
     let rate = all.len() as f64 / t0.elapsed().as_secs_f64();
     eprintln!(
         "{} knocks ({} guesses) at {rate:.0} packets/s",
@@ -619,28 +589,10 @@ fn brute_force_at_top_rate_is_locked_out() {
         k.counter("locked_packets")
     );
     // The right sequence from the locked source is refused too ...
-    pair.client
-        .run(|| {
-            knockclient::knock(
-                sv,
-                &steps("7000:udp,8000:udp,9000:udp"),
-                Duration::ZERO,
-                None,
-            )
-        })
-        .unwrap();
+    knock_from(&pair, sv, &steps("7000:udp,8000:udp,9000:udp"));
     assert_eq!(k.live_grants(), 0, "the locked source opened the door");
     // ... and from another source (the client's IPv6 address) it opens.
     let sv6 = IpAddr::V6(pair.server_v6);
-    pair.client
-        .run(|| {
-            knockclient::knock(
-                sv6,
-                &steps("7000:udp,8000:udp,9000:udp"),
-                Duration::ZERO,
-                None,
-            )
-        })
-        .unwrap();
+    knock_from(&pair, sv6, &steps("7000:udp,8000:udp,9000:udp"));
     assert_eq!(k.live_grants(), 1, "another source cannot open the door");
 }

@@ -411,3 +411,19 @@ pub fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Va
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// `statewall gate grant <client> udp/9922 --for 600`, which must succeed.
+pub fn grant_udp_9922(p: &Paths, pair: &statewall::netns::Pair) {
+    let (code, _, err) = cli(
+        p,
+        &[
+            "gate",
+            "grant",
+            &pair.client_v4.to_string(),
+            "udp/9922",
+            "--for",
+            "600",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}
