@@ -11,11 +11,11 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages: BPF toolchain (Debian's rustc ships a prebuilt core for bpfel-unknown-none),
 # LLVM 22 for bpf-linker, and the real peers the tests drive (prometheus: promtool and a real
-# server scraping /metrics).
+# server scraping /metrics; clang-22 and libbpf-dev compile the C source of dynamic monitors).
 PKGS=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
   iproute2 iperf3 nftables iptables knockd fwknop-client fwknop-server curl tcpdump tmux
-  prometheus
+  prometheus clang-22 libbpf-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

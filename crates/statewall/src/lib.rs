@@ -44,6 +44,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod doors;
+pub mod dynmon;
 pub mod ebpf;
 pub mod engine;
 pub mod firewall;

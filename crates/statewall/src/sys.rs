@@ -297,3 +297,67 @@ pub fn lookup_batch(
     values.truncate(n * value_size);
     Ok((keys, values, n))
 }
+
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+/// Pops one value from a queue or stack map (`BPF_MAP_LOOKUP_AND_DELETE_ELEM` without a
+/// key); `None` when it is empty.
+pub fn map_pop(fd: RawFd, value_size: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut v = vec![0u8; value_size];
+    let mut a = MapElemAttr {
+        map_fd: fd as u32,
+        key: 0,
+        next_key: v.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut a) {
+        Ok(()) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `value` at `key` (`BPF_MAP_UPDATE_ELEM`, any flag).
+pub fn map_update(fd: RawFd, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut a = MapElemAttr {
+        map_fd: fd as u32,
+        key: key.as_ptr() as u64,
+        next_key: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Points a link at another program (`BPF_LINK_UPDATE`): the switch is atomic for new
+/// packets, and does not wait for runs of the old program that have already started.
+pub fn link_update(link_fd: RawFd, new_prog_fd: RawFd) -> io::Result<()> {
+    let mut a = LinkUpdateAttr {
+        link_fd: link_fd as u32,
+        new_prog_fd: new_prog_fd as u32,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_UPDATE.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &mut a as *mut LinkUpdateAttr,
+            std::mem::size_of::<LinkUpdateAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

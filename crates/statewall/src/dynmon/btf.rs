@@ -1,0 +1,637 @@
+//! A BTF reader: enough of the format (`Documentation/bpf/btf.rst`) to find the key and
+//! value types of an object's maps and to decode map entries into JSON by walking those
+//! types. aya-obj parses BTF too, but keeps its type walkers to itself.
+//!
+//! Decoding rules: integers as JSON numbers (128-bit ones as decimal strings), `bool` as
+//! `true`/`false`, `char` arrays as strings (up to the first NUL), enums as the name of
+//! the value (the number when no name has it), structs and unions as objects keyed by
+//! member name (anonymous members are merged into their parent, bitfields are
+//! extracted), arrays as lists, pointers as numbers, floats as numbers. A type the
+//! reader cannot decode gives the bytes as a hex string, never an error.
+
+use serde_json::{json, Map, Value};
+
+/// BTF kinds.
+const INT: u32 = 1;
+const PTR: u32 = 2;
+const ARRAY: u32 = 3;
+const STRUCT: u32 = 4;
+const UNION: u32 = 5;
+const ENUM: u32 = 6;
+const FWD: u32 = 7;
+const TYPEDEF: u32 = 8;
+const VOLATILE: u32 = 9;
+const CONST: u32 = 10;
+const RESTRICT: u32 = 11;
+const FUNC: u32 = 12;
+const FUNC_PROTO: u32 = 13;
+const VAR: u32 = 14;
+const DATASEC: u32 = 15;
+const FLOAT: u32 = 16;
+const DECL_TAG: u32 = 17;
+const TYPE_TAG: u32 = 18;
+const ENUM64: u32 = 19;
+
+/// A member of a struct, union, datasec (variables) or enum.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Name (empty for anonymous members).
+    pub name: String,
+    /// Type id (enums: unused).
+    pub ty: u32,
+    /// Struct/union: bit offset; datasec: byte offset.
+    pub bit_offset: u32,
+    /// Bitfield width in bits (0: not a bitfield).
+    pub bits: u32,
+    /// Enum value; datasec: variable size.
+    pub value: i128,
+}
+
+/// One BTF type.
+#[derive(Clone, Debug)]
+pub struct Type {
+    /// Kind (one of the `BTF_KIND_*` numbers).
+    pub kind: u32,
+    /// Name (may be empty).
+    pub name: String,
+    /// Size (int, struct, union, enum, datasec, float) or referenced type id.
+    pub size_or_type: u32,
+    /// Kind flag bit.
+    pub kind_flag: bool,
+    /// Int: encoding (1 signed, 2 char, 4 bool) and bit size.
+    pub int_enc: u32,
+    /// Int: bit size.
+    pub int_bits: u32,
+    /// Array: element type and count.
+    pub array: (u32, u32),
+    /// Struct, union, enum and datasec members.
+    pub members: Vec<Member>,
+}
+
+/// Parsed BTF: types by id (id 0 is `void`).
+#[derive(Debug, Default)]
+pub struct Btf {
+    types: Vec<Type>,
+}
+
+/// The key and value types a BTF-defined map declares.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapTypes {
+    /// Key type id (0: not declared).
+    pub key: u32,
+    /// Value type id (0: not declared).
+    pub value: u32,
+}
+
+fn u32_at(b: &[u8], off: usize) -> Result<u32, String> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        .ok_or_else(|| format!("BTF truncated at byte {off}"))
+}
+
+fn string_at(strs: &[u8], off: u32) -> Result<String, String> {
+    let rest = strs
+        .get(off as usize..)
+        .ok_or_else(|| format!("BTF string offset {off} is past the string section"))?;
+    let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+    Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+}
+
+impl Btf {
+    /// Parses the contents of a `.BTF` section (little-endian).
+    pub fn parse(b: &[u8]) -> Result<Btf, String> {
+        if b.len() < 24 || b[0..2] != [0x9f, 0xeb] {
+            return Err("not little-endian BTF (bad magic)".into());
+        }
+        let hdr_len = u32_at(b, 4)? as usize;
+        let (type_off, type_len) = (u32_at(b, 8)? as usize, u32_at(b, 12)? as usize);
+        let (str_off, str_len) = (u32_at(b, 16)? as usize, u32_at(b, 20)? as usize);
+        let types = b
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or("BTF type section out of bounds")?;
+        let strs = b
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or("BTF string section out of bounds")?;
+        let mut out = vec![Type {
+            kind: 0,
+            name: "void".into(),
+            size_or_type: 0,
+            kind_flag: false,
+            int_enc: 0,
+            int_bits: 0,
+            array: (0, 0),
+            members: vec![],
+        }];
+        let mut p = 0usize;
+        while p < types.len() {
+            let name = string_at(strs, u32_at(types, p)?)?;
+            let info = u32_at(types, p + 4)?;
+            let size_or_type = u32_at(types, p + 8)?;
+            p += 12;
+            let (vlen, kind, kind_flag) = (info & 0xffff, (info >> 24) & 0x1f, info >> 31 == 1);
+            let mut t = Type {
+                kind,
+                name,
+                size_or_type,
+                kind_flag,
+                int_enc: 0,
+                int_bits: 0,
+                array: (0, 0),
+                members: vec![],
+            };
+            match kind {
+                INT => {
+                    let v = u32_at(types, p)?;
+                    t.int_enc = (v >> 24) & 0xf;
+                    t.int_bits = v & 0xff;
+                    p += 4;
+                }
+                ARRAY => {
+                    t.array = (u32_at(types, p)?, u32_at(types, p + 8)?);
+                    p += 12;
+                }
+                STRUCT | UNION => {
+                    for _ in 0..vlen {
+                        let off = u32_at(types, p + 8)?;
+                        let (bit_offset, bits) = if kind_flag {
+                            (off & 0xff_ffff, off >> 24)
+                        } else {
+                            (off, 0)
+                        };
+                        t.members.push(Member {
+                            name: string_at(strs, u32_at(types, p)?)?,
+                            ty: u32_at(types, p + 4)?,
+                            bit_offset,
+                            bits,
+                            value: 0,
+                        });
+                        p += 12;
+                    }
+                }
+                ENUM => {
+                    for _ in 0..vlen {
+                        let raw = u32_at(types, p + 4)?;
+                        let value = if kind_flag {
+                            raw as i32 as i128
+                        } else {
+                            raw as i128
+                        };
+                        t.members.push(Member {
+                            name: string_at(strs, u32_at(types, p)?)?,
+                            ty: 0,
+                            bit_offset: 0,
+                            bits: 0,
+                            value,
+                        });
+                        p += 8;
+                    }
+                }
+                ENUM64 => {
+                    for _ in 0..vlen {
+                        let lo = u32_at(types, p + 4)? as u64;
+                        let hi = u32_at(types, p + 8)? as u64;
+                        let raw = (hi << 32) | lo;
+                        let value = if kind_flag {
+                            raw as i64 as i128
+                        } else {
+                            raw as i128
+                        };
+                        t.members.push(Member {
+                            name: string_at(strs, u32_at(types, p)?)?,
+                            ty: 0,
+                            bit_offset: 0,
+                            bits: 0,
+                            value,
+                        });
+                        p += 12;
+                    }
+                }
+                FUNC_PROTO => {
+                    for _ in 0..vlen {
+                        t.members.push(Member {
+                            name: string_at(strs, u32_at(types, p)?)?,
+                            ty: u32_at(types, p + 4)?,
+                            bit_offset: 0,
+                            bits: 0,
+                            value: 0,
+                        });
+                        p += 8;
+                    }
+                }
+                VAR | DECL_TAG => p += 4,
+                DATASEC => {
+                    for _ in 0..vlen {
+                        let ty = u32_at(types, p)?;
+                        t.members.push(Member {
+                            name: String::new(),
+                            ty,
+                            bit_offset: u32_at(types, p + 4)?,
+                            bits: 0,
+                            value: u32_at(types, p + 8)? as i128,
+                        });
+                        p += 12;
+                    }
+                }
+                PTR | FWD | TYPEDEF | VOLATILE | CONST | RESTRICT | FUNC | FLOAT | TYPE_TAG => {}
+                k => return Err(format!("BTF type {} has unknown kind {k}", out.len())),
+            }
+            out.push(t);
+        }
+        // Datasec members are variables: give them the variable's name.
+        for i in 0..out.len() {
+            if out[i].kind == DATASEC {
+                for m in 0..out[i].members.len() {
+                    let var = out[i].members[m].ty as usize;
+                    if let Some(v) = out.get(var).filter(|v| v.kind == VAR) {
+                        out[i].members[m].name = v.name.clone();
+                    }
+                }
+            }
+        }
+        Ok(Btf { types: out })
+    }
+
+    /// The type with id `id`.
+    pub fn get(&self, id: u32) -> Option<&Type> {
+        self.types.get(id as usize)
+    }
+
+    /// Skips typedefs, qualifiers, type tags and variables.
+    pub fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..64 {
+            match self.get(id) {
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        TYPEDEF | VOLATILE | CONST | RESTRICT | TYPE_TAG | VAR
+                    ) =>
+                {
+                    id = t.size_or_type
+                }
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// The size of type `id` in bytes (None for void, functions and forward declarations).
+    pub fn size(&self, id: u32) -> Option<usize> {
+        let t = self.get(self.resolve(id))?;
+        match t.kind {
+            INT | STRUCT | UNION | ENUM | ENUM64 | DATASEC | FLOAT => Some(t.size_or_type as usize),
+            PTR => Some(8),
+            ARRAY => Some(self.size(t.array.0)? * t.array.1 as usize),
+            _ => None,
+        }
+    }
+
+    /// A type's name as C would write it (`struct key`, `__u32`, `u64[4]`).
+    pub fn type_name(&self, id: u32) -> String {
+        let Some(t) = self.get(id) else {
+            return format!("type {id}");
+        };
+        match t.kind {
+            0 => "void".into(),
+            STRUCT => format!("struct {}", t.name),
+            UNION => format!("union {}", t.name),
+            ENUM | ENUM64 => format!("enum {}", t.name),
+            PTR => format!("{} *", self.type_name(t.size_or_type)),
+            ARRAY => format!("{}[{}]", self.type_name(t.array.0), t.array.1),
+            CONST | VOLATILE | RESTRICT | TYPE_TAG | VAR => self.type_name(t.size_or_type),
+            _ => t.name.clone(),
+        }
+    }
+
+    /// Finds a named type (`struct event`, `event`, or a typedef name).
+    pub fn find(&self, name: &str) -> Option<u32> {
+        let bare = name
+            .strip_prefix("struct ")
+            .or_else(|| name.strip_prefix("union "))
+            .or_else(|| name.strip_prefix("enum "))
+            .unwrap_or(name)
+            .trim();
+        self.types
+            .iter()
+            .position(|t| {
+                t.name == bare && matches!(t.kind, STRUCT | UNION | ENUM | ENUM64 | TYPEDEF | INT)
+            })
+            .map(|i| i as u32)
+    }
+
+    /// The datasec named `name` (`.maps`, `.bss`, `.data`...).
+    pub fn datasec(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == DATASEC && t.name == name)
+            .map(|i| i as u32)
+    }
+
+    /// Key and value types of the BTF-defined map `name` (a variable in `.maps` whose
+    /// struct has `key` and `value` pointer members, as libbpf's `__type(key, T)` and
+    /// aya's `btf_maps` write them).
+    pub fn map_types(&self, name: &str) -> Option<MapTypes> {
+        let sec = self.get(self.datasec(".maps")?)?;
+        let var = sec.members.iter().find(|m| m.name == name)?;
+        let def = self.get(self.resolve(var.ty))?;
+        if def.kind != STRUCT {
+            return None;
+        }
+        let mut out = MapTypes::default();
+        for m in &def.members {
+            let t = self.get(self.resolve(m.ty))?;
+            if t.kind != PTR {
+                continue;
+            }
+            match m.name.as_str() {
+                "key" => out.key = t.size_or_type,
+                "value" => out.value = t.size_or_type,
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether `id` is an integer (or enum, or bool) after typedefs.
+    pub fn is_integer(&self, id: u32) -> bool {
+        self.get(self.resolve(id))
+            .is_some_and(|t| matches!(t.kind, INT | ENUM | ENUM64))
+    }
+
+    /// The integer members of struct `id` (label names for OpenMetrics), or None when
+    /// `id` is not a struct whose every (flattened) member is an integer or enum.
+    pub fn integer_fields(&self, id: u32) -> Option<Vec<String>> {
+        let t = self.get(self.resolve(id))?;
+        if t.kind != STRUCT {
+            return None;
+        }
+        let mut out = Vec::new();
+        for m in &t.members {
+            if m.name.is_empty() {
+                out.extend(self.integer_fields(m.ty)?);
+            } else if self.is_integer(m.ty) {
+                out.push(m.name.clone());
+            } else {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    /// Decodes `bytes` as type `id`.
+    pub fn decode(&self, id: u32, bytes: &[u8]) -> Value {
+        self.decode_depth(id, bytes, 0)
+    }
+
+    fn decode_depth(&self, id: u32, bytes: &[u8], depth: u32) -> Value {
+        let id = self.resolve(id);
+        let Some(t) = self.get(id) else {
+            return hex(bytes);
+        };
+        if depth > 32 {
+            return hex(bytes);
+        }
+        let size = self.size(id).unwrap_or(bytes.len());
+        if bytes.len() < size {
+            return hex(bytes);
+        }
+        let bytes = &bytes[..size];
+        match t.kind {
+            INT => {
+                if t.int_enc & 4 != 0 {
+                    return Value::Bool(bytes.iter().any(|&b| b != 0));
+                }
+                int_value(bytes, t.int_enc & 1 != 0)
+            }
+            PTR => int_value(bytes, false),
+            ENUM | ENUM64 => {
+                let signed = t.kind_flag;
+                let v = le_int(bytes, signed);
+                match t.members.iter().find(|m| m.value == v) {
+                    Some(m) => Value::String(m.name.clone()),
+                    None => int_value(bytes, signed),
+                }
+            }
+            FLOAT => match bytes.len() {
+                4 => json!(f32::from_le_bytes(bytes.try_into().unwrap())),
+                8 => json!(f64::from_le_bytes(bytes.try_into().unwrap())),
+                _ => hex(bytes),
+            },
+            ARRAY => {
+                let (elem, n) = t.array;
+                let es = self.size(elem).unwrap_or(0);
+                let e = self.get(self.resolve(elem));
+                if e.is_some_and(|e| {
+                    e.kind == INT && e.size_or_type == 1 && (e.int_enc & 2 != 0 || e.name == "char")
+                }) {
+                    let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
+                    return Value::String(String::from_utf8_lossy(&bytes[..end]).into_owned());
+                }
+                if es == 0 {
+                    return Value::Array(vec![]);
+                }
+                Value::Array(
+                    (0..n as usize)
+                        .map(|i| self.decode_depth(elem, &bytes[i * es..(i + 1) * es], depth + 1))
+                        .collect(),
+                )
+            }
+            STRUCT | UNION => {
+                let mut obj = Map::new();
+                self.members_into(t, bytes, depth, &mut obj);
+                Value::Object(obj)
+            }
+            DATASEC => {
+                let mut obj = Map::new();
+                for m in &t.members {
+                    let (off, len) = (m.bit_offset as usize, m.value as usize);
+                    if let Some(b) = bytes.get(off..off + len) {
+                        obj.insert(m.name.clone(), self.decode_depth(m.ty, b, depth + 1));
+                    }
+                }
+                Value::Object(obj)
+            }
+            _ => hex(bytes),
+        }
+    }
+
+    fn members_into(&self, t: &Type, bytes: &[u8], depth: u32, obj: &mut Map<String, Value>) {
+        for m in &t.members {
+            let v = if m.bits > 0 {
+                // Bitfield: read the storage unit around it and shift.
+                let mut raw = [0u8; 16];
+                let start = (m.bit_offset / 8) as usize;
+                let n = (bytes.len() - start.min(bytes.len())).min(16);
+                raw[..n].copy_from_slice(&bytes[start..start + n]);
+                let word = u128::from_le_bytes(raw) >> (m.bit_offset % 8);
+                let mask = if m.bits >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << m.bits) - 1
+                };
+                json!((word & mask) as u64)
+            } else {
+                let off = (m.bit_offset / 8) as usize;
+                let sz = self.size(m.ty).unwrap_or(0);
+                match bytes.get(off..off + sz) {
+                    Some(b) => self.decode_depth(m.ty, b, depth + 1),
+                    None => continue,
+                }
+            };
+            if m.name.is_empty() {
+                // Anonymous struct or union: its members belong to the parent.
+                if let Value::Object(inner) = v {
+                    obj.extend(inner);
+                }
+            } else {
+                obj.insert(m.name.clone(), v);
+            }
+        }
+    }
+}
+
+fn le_int(bytes: &[u8], signed: bool) -> i128 {
+    let mut raw = [0u8; 16];
+    let n = bytes.len().min(16);
+    raw[..n].copy_from_slice(&bytes[..n]);
+    let v = u128::from_le_bytes(raw);
+    if signed && n < 16 && n > 0 && bytes[n - 1] & 0x80 != 0 {
+        (v | (u128::MAX << (n * 8))) as i128
+    } else {
+        v as i128
+    }
+}
+
+fn int_value(bytes: &[u8], signed: bool) -> Value {
+    let v = le_int(bytes, signed);
+    if bytes.len() > 8 {
+        return Value::String(if signed {
+            v.to_string()
+        } else {
+            (v as u128).to_string()
+        });
+    }
+    if signed {
+        json!(v as i64)
+    } else {
+        json!(v as u64)
+    }
+}
+
+/// Bytes as a lowercase hex string.
+pub fn hex(bytes: &[u8]) -> Value {
+    Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds BTF by hand: types as (name, info, size_or_type, extra words).
+    fn build(types: &[(&str, u32, u32, Vec<u32>)], extra_names: &[&str]) -> (Vec<u8>, Vec<u32>) {
+        let mut strs = vec![0u8];
+        let mut name_off = |s: &str, strs: &mut Vec<u8>| -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let o = strs.len() as u32;
+            strs.extend_from_slice(s.as_bytes());
+            strs.push(0);
+            o
+        };
+        let extra: Vec<u32> = extra_names.iter().map(|n| name_off(n, &mut strs)).collect();
+        let mut ty = Vec::new();
+        for (n, info, sz, words) in types {
+            ty.extend_from_slice(&name_off(n, &mut strs).to_le_bytes());
+            ty.extend_from_slice(&info.to_le_bytes());
+            ty.extend_from_slice(&sz.to_le_bytes());
+            for w in words {
+                ty.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let mut b = vec![0x9f, 0xeb, 1, 0];
+        b.extend_from_slice(&24u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&(ty.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(ty.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(strs.len() as u32).to_le_bytes());
+        b.extend(ty);
+        b.extend(strs);
+        (b, extra)
+    }
+
+    #[test]
+    fn decodes_struct_enum_array_bitfield_and_char_string() {
+        // Member names are string offsets: put them first so they are known.
+        let names = ["a", "b", "c", "flags", "tag", "RED", "BLUE", "name"];
+        let (_, off) = build(&[], &names);
+        let info = |kind: u32, vlen: u32, kf: bool| (kind << 24) | vlen | ((kf as u32) << 31);
+        let types = vec![
+            // 1: unsigned int (32 bits)
+            ("unsigned int", info(INT, 0, false), 4, vec![32]),
+            // 2: int, signed
+            ("int", info(INT, 0, false), 4, vec![(1 << 24) | 32]),
+            // 3: enum color { RED = 1, BLUE = 7 }
+            ("color", info(ENUM, 2, false), 4, vec![off[5], 1, off[6], 7]),
+            // 4: u32[2]
+            ("", info(ARRAY, 0, false), 0, vec![1, 1, 2]),
+            // 5: char
+            ("char", info(INT, 0, false), 1, vec![(2 << 24) | 8]),
+            // 6: char[4]
+            ("", info(ARRAY, 0, false), 0, vec![5, 1, 4]),
+            // 7: struct s { u32 a; int b; u32[2] c; u32 flags:3 (bit 128); enum tag; char name[4] }
+            (
+                "s",
+                info(STRUCT, 6, true),
+                28,
+                vec![
+                    off[0],
+                    1,
+                    0,
+                    off[1],
+                    2,
+                    32,
+                    off[2],
+                    4,
+                    64,
+                    off[3],
+                    1,
+                    (3 << 24) | 128,
+                    off[4],
+                    3,
+                    160,
+                    off[7],
+                    6,
+                    192,
+                ],
+            ),
+        ];
+        let (b, _) = build(&types, &names);
+        let btf = Btf::parse(&b).unwrap();
+        assert_eq!(btf.size(7), Some(28));
+        let mut v = Vec::new();
+        v.extend_from_slice(&5u32.to_le_bytes());
+        v.extend_from_slice(&(-3i32).to_le_bytes());
+        v.extend_from_slice(&10u32.to_le_bytes());
+        v.extend_from_slice(&20u32.to_le_bytes());
+        v.extend_from_slice(&0b1101u32.to_le_bytes());
+        v.extend_from_slice(&7u32.to_le_bytes());
+        v.extend_from_slice(b"ab\0\0");
+        assert_eq!(
+            btf.decode(7, &v),
+            json!({"a": 5, "b": -3, "c": [10, 20], "flags": 5, "tag": "BLUE", "name": "ab"})
+        );
+        // An enum value without a name stays a number.
+        assert_eq!(btf.decode(3, &9u32.to_le_bytes()), json!(9));
+        assert_eq!(btf.find("struct s"), Some(7));
+        assert_eq!(btf.integer_fields(7), None);
+        assert_eq!(btf.type_name(4), "unsigned int[2]");
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert!(Btf::parse(b"not btf at all, no").is_err());
+        let (mut b, _) = build(&[("x", 1 << 24, 4, vec![32])], &[]);
+        b[12] = 0xff; // type_len past the end
+        assert!(Btf::parse(&b).is_err());
+    }
+}

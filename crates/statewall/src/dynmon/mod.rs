@@ -1,0 +1,1206 @@
+//! The `dynmon` stage: users' own eBPF programs, loaded and attached by statewall, their
+//! maps served as metrics with no code of ours per program.
+//!
+//! An instance has one or two paths (ingress, egress; or one program on both hooks).
+//! Each path's code is libbpf-style C (compiled here with clang) or an eBPF object with
+//! BTF. Its metrics name maps; entries are decoded by walking the object's BTF
+//! ([`btf`]), so no decoder is written per program.
+//!
+//! **Order in the chain.** A dynamic monitor is attached last on its tcx hook, after
+//! statewall's own stages, so its verdict cannot let through what a gate or the firewall
+//! dropped: on ingress it sees what they let through. (Returning `TC_ACT_OK` ends the
+//! chain there; nothing of statewall's runs after it.) An `xdp` program is attached with
+//! an XDP link on ingress.
+//!
+//! **swap-on-read** without changing the user's code: the path is loaded twice; the two
+//! copies share every map except the swapped ones (the second load reuses the first's
+//! maps through temporary pins). A read points the hook's link at the other copy
+//! (`BPF_LINK_UPDATE`, atomic for new packets), waits one RCU grace period (the update
+//! does not wait for runs of the old copy already started), then reads and empties the
+//! old copy's swapped maps. Nothing is lost or counted twice.
+//!
+//! **empty-on-read** reads and empties a shared map: a packet counted between the two
+//! steps of an array's read-then-zero may be lost (as with Dynmon); hash maps are read
+//! and deleted by batches, entry by entry.
+
+pub mod btf;
+pub mod elf;
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::{Map, MapData},
+    programs::{
+        links::FdLink, tc::TcAttachOptions, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        Xdp,
+    },
+    Ebpf, EbpfLoader,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use self::btf::Btf;
+
+/// What the extraction of a metric does on each read.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractionOptions {
+    /// Read from the copy that was active, after switching to the other one.
+    #[serde(rename = "swap-on-read", default)]
+    pub swap_on_read: bool,
+    /// Empty the map after reading it.
+    #[serde(rename = "empty-on-read", default)]
+    pub empty_on_read: bool,
+}
+
+/// OpenMetrics type of a metric.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricType {
+    /// Monotonic count.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// log2 buckets: entry k counts values below 2^k.
+    Histogram,
+    /// Count and sum of the entries' values.
+    Summary,
+    /// Anything else.
+    #[default]
+    Untyped,
+}
+
+/// A constant label.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    /// Label name.
+    pub name: String,
+    /// Label value.
+    pub value: String,
+}
+
+/// How a metric is exported as OpenMetrics.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OpenMetricsMetadata {
+    /// HELP text.
+    #[serde(default)]
+    pub help: String,
+    /// TYPE.
+    #[serde(rename = "type", default)]
+    pub kind: MetricType,
+    /// Constant labels.
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+/// A metric declaration, as Dynmon's `metric-configs` entries.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricConfig {
+    /// Metric name (also its OpenMetrics family name).
+    pub name: String,
+    /// The map it reads.
+    #[serde(rename = "map-name")]
+    pub map_name: String,
+    /// swap-on-read / empty-on-read.
+    #[serde(rename = "extraction-options", default)]
+    pub extraction: ExtractionOptions,
+    /// OpenMetrics export (none: JSON only).
+    #[serde(
+        rename = "open-metrics-metadata",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub open_metrics: Option<OpenMetricsMetadata>,
+    /// statewall extension: the BTF type of a ring buffer's records (`struct event`).
+    #[serde(
+        rename = "value-type",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub value_type: Option<String>,
+}
+
+/// A metrics file for `statewall dynmon load --metrics` (TOML: `[[metric]]` tables).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    /// The declarations.
+    #[serde(default)]
+    pub metric: Vec<MetricConfig>,
+}
+
+/// Which hooks a path runs on.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// tcx ingress (or XDP for an `xdp` program).
+    #[default]
+    Ingress,
+    /// tcx egress.
+    Egress,
+    /// Both tcx hooks, one program and one set of maps.
+    Both,
+}
+
+/// One path: its code, where it runs, what it exports.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PathSpec {
+    /// A name for people (Dynmon's path `name`).
+    #[serde(default)]
+    pub name: String,
+    /// Hooks.
+    #[serde(default)]
+    pub direction: Direction,
+    /// libbpf-style C source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// An eBPF object, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// The program to attach, when the object has more than one that fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// Metric declarations.
+    #[serde(default)]
+    pub metrics: Vec<MetricConfig>,
+}
+
+/// A dynamic monitor instance.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DynmonSpec {
+    /// Interface it is attached to (none: loaded and verified, not attached yet).
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Network namespace of the interface (none: the daemon's).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// One or two paths.
+    pub paths: Vec<PathSpec>,
+}
+
+/// A name statewall accepts for instances and metrics.
+pub fn valid_metric_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+const BCC_MARKERS: &[&str] = &[
+    "BPF_TABLE",
+    "BPF_HASH(",
+    "BPF_ARRAY(",
+    "BPF_PERCPU_ARRAY(",
+    "BPF_PERCPU_HASH(",
+    "BPF_QUEUE(",
+    "BPF_STACK(",
+    "BPF_QUEUESTACK",
+    "pcn_",
+    "handle_rx(",
+    "handle_tx(",
+    "struct CTXTYPE",
+];
+
+/// Refuses Polycube's BCC dialect, naming what was found and what to write instead.
+pub fn refuse_bcc(src: &str) -> Result<(), String> {
+    for (n, line) in src.lines().enumerate() {
+        if let Some(m) = BCC_MARKERS.iter().find(|m| line.contains(*m)) {
+            return Err(format!(
+                "line {}: `{}` is Polycube's BCC dialect, which statewall does not compile. \
+                 Write libbpf-style C instead: maps as `struct {{ __uint(type, BPF_MAP_TYPE_HASH); \
+                 __type(key, struct k); __type(value, __u64); __uint(max_entries, 1024); }} name \
+                 SEC(\".maps\");`, the program as `SEC(\"tcx/ingress\") int prog(struct __sk_buff *skb)` \
+                 returning TC_ACT_OK, and bpf_map_lookup_elem / bpf_map_update_elem for map access \
+                 (see examples/dynmon/ in the statewall sources)",
+                n + 1,
+                m.trim_end_matches('(')
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The clang statewall compiles with: `STATEWALL_CLANG`, else `clang`, else `clang-NN`.
+pub fn find_clang() -> Option<PathBuf> {
+    if let Ok(c) = std::env::var("STATEWALL_CLANG") {
+        return Some(PathBuf::from(c));
+    }
+    let path = std::env::var_os("PATH")?;
+    let names =
+        std::iter::once("clang".to_string()).chain((14..=30).rev().map(|v| format!("clang-{v}")));
+    for n in names {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(&n);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Compiles libbpf-style C to an eBPF object with BTF (`clang -target bpf -g -O2`).
+pub fn compile_c(src: &str) -> Result<Vec<u8>, String> {
+    refuse_bcc(src)?;
+    let clang = find_clang().ok_or(
+        "C source needs clang, which is not installed here: install it (Debian: `apt-get install \
+         clang-22 libbpf-dev`; statewall's scripts/setup.sh does), or load an object built \
+         elsewhere with `clang -target bpf -g -O2 -c prog.c`",
+    )?;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "statewall-dynmon-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let (c, o) = (dir.join("prog.c"), dir.join("prog.o"));
+    let run = || -> Result<Vec<u8>, String> {
+        std::fs::write(&c, src).map_err(|e| format!("writing {}: {e}", c.display()))?;
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "x86_64-linux-gnu",
+            "aarch64" => "aarch64-linux-gnu",
+            other => other,
+        };
+        let out = std::process::Command::new(&clang)
+            .args([
+                "-target",
+                "bpf",
+                "-g",
+                "-O2",
+                "-Wall",
+                "-Wno-unused-function",
+            ])
+            .arg(format!("-I/usr/include/{arch}"))
+            .arg("-c")
+            .arg(&c)
+            .arg("-o")
+            .arg(&o)
+            .output()
+            .map_err(|e| format!("running {}: {e}", clang.display()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).replace(&*c.to_string_lossy(), "prog.c");
+            return Err(format!("clang could not compile the source:\n{err}"));
+        }
+        std::fs::read(&o).map_err(|e| format!("reading {}: {e}", o.display()))
+    };
+    let r = run();
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// The object bytes of a path: its object (base64, or raw ELF bytes handed over as a
+/// latin-1 string is not accepted), or its source compiled.
+pub fn object_of(p: &PathSpec) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    match (&p.source, &p.object) {
+        (Some(_), Some(_)) => Err("give `source` or `object`, not both".into()),
+        (None, None) => Err("no code: give `source` (C) or `object` (base64 ELF)".into()),
+        (Some(s), None) => compile_c(s),
+        (None, Some(b)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|e| format!("`object` is not base64: {e}"))?;
+            if !bytes.starts_with(b"\x7fELF") {
+                return Err("`object` is not an ELF file".into());
+            }
+            Ok(bytes)
+        }
+    }
+}
+
+/// Code as Dynmon's `code` field carries it: C source, or a base64 object.
+pub fn code_field(code: &str) -> (Option<String>, Option<String>) {
+    use base64::Engine;
+    let t = code.trim();
+    let is_obj = !t.contains(char::is_whitespace)
+        && base64::engine::general_purpose::STANDARD
+            .decode(t)
+            .is_ok_and(|b| b.starts_with(b"\x7fELF"));
+    if is_obj {
+        (None, Some(t.to_string()))
+    } else {
+        (Some(code.to_string()), None)
+    }
+}
+
+/// A map of a loaded path.
+#[derive(Clone, Debug)]
+pub struct MapMeta {
+    /// `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+    /// Sizes.
+    pub key_size: u32,
+    /// Value size as declared.
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// BTF key type (0: unknown).
+    pub key_ty: u32,
+    /// BTF value type (0: unknown).
+    pub value_ty: u32,
+    /// Whether each copy has its own instance.
+    pub swapped: bool,
+}
+
+const T_HASH: u32 = 1;
+const T_ARRAY: u32 = 2;
+const T_PERCPU_HASH: u32 = 5;
+const T_PERCPU_ARRAY: u32 = 6;
+const T_LRU_HASH: u32 = 9;
+const T_LRU_PERCPU_HASH: u32 = 10;
+const T_QUEUE: u32 = 22;
+const T_STACK: u32 = 23;
+const T_RINGBUF: u32 = 27;
+
+fn type_name(t: u32) -> &'static str {
+    match t {
+        T_HASH => "hash",
+        T_ARRAY => "array",
+        T_PERCPU_HASH => "percpu_hash",
+        T_PERCPU_ARRAY => "percpu_array",
+        T_LRU_HASH => "lru_hash",
+        T_LRU_PERCPU_HASH => "lru_percpu_hash",
+        T_QUEUE => "queue",
+        T_STACK => "stack",
+        T_RINGBUF => "ringbuf",
+        _ => "unsupported",
+    }
+}
+
+fn per_cpu(t: u32) -> bool {
+    matches!(t, T_PERCPU_HASH | T_PERCPU_ARRAY | T_LRU_PERCPU_HASH)
+}
+
+fn map_data(m: &Map) -> &MapData {
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::Queue(d)
+        | Map::Stack(d)
+        | Map::RingBuf(d)
+        | Map::ArrayOfMaps(d)
+        | Map::BloomFilter(d)
+        | Map::CgroupArray(d)
+        | Map::CgroupStorage(d)
+        | Map::CgrpStorage(d)
+        | Map::CpuMap(d)
+        | Map::DevMap(d)
+        | Map::DevMapHash(d)
+        | Map::HashOfMaps(d)
+        | Map::InodeStorage(d)
+        | Map::LpmTrie(d)
+        | Map::PerCpuCgroupStorage(d)
+        | Map::PerfEventArray(d)
+        | Map::ProgramArray(d)
+        | Map::ReusePortSockArray(d)
+        | Map::SockHash(d)
+        | Map::SockMap(d)
+        | Map::SkStorage(d)
+        | Map::StackTraceMap(d)
+        | Map::Unsupported(d)
+        | Map::XskMap(d) => d,
+    }
+}
+
+/// A link of a path, with an fd of its own for `BPF_LINK_UPDATE`.
+struct Attached {
+    hook: &'static str,
+    _link: FdLink,
+    fd: OwnedFd,
+}
+
+/// A loaded path.
+pub struct LoadedPath {
+    /// Its spec.
+    pub spec: PathSpec,
+    /// The program attached.
+    pub program: String,
+    /// Whether it is an XDP program.
+    pub xdp: bool,
+    /// The object's BTF.
+    pub btf: Btf,
+    /// Maps by name.
+    pub maps: BTreeMap<String, MapMeta>,
+    copies: Vec<Ebpf>,
+    active: usize,
+    links: Vec<Attached>,
+    rings: BTreeMap<String, aya::maps::RingBuf<MapData>>,
+    /// Program ids of the copies.
+    pub prog_ids: Vec<u32>,
+}
+
+/// A loaded instance.
+pub struct Dynmon {
+    /// Instance name.
+    pub name: String,
+    /// Its spec (objects, not sources, once loaded: see [`Dynmon::load`]).
+    pub spec: DynmonSpec,
+    /// Paths in spec order.
+    pub paths: Vec<LoadedPath>,
+    grace: crate::sys::Grace,
+    /// Reads taken.
+    pub reads: u64,
+    /// Duration of the last read's switch + grace period, and of its map reads.
+    pub last: (Duration, Duration),
+    /// Load + attach time.
+    pub load_time: Duration,
+}
+
+fn perr(e: ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => format!("the verifier rejected the program ({io_error}):\n{verifier_log}"),
+        e => format!("{e:#}"),
+    }
+}
+
+fn pin_dir() -> Result<PathBuf, String> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let d = PathBuf::from(format!(
+        "/sys/fs/bpf/statewall-dynmon-tmp-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    Ok(d)
+}
+
+impl LoadedPath {
+    fn load(spec: &PathSpec, object: &[u8]) -> Result<LoadedPath, String> {
+        let object = elf::normalise(object)?;
+        let btf_bytes = elf::btf(&object)?.ok_or(
+            "the object has no .BTF section: build it with BTF (clang -g; aya objects carry BTF)",
+        )?;
+        let btf = Btf::parse(btf_bytes).map_err(|e| format!("reading the object's BTF: {e}"))?;
+        let secs = elf::sections(&object)?;
+        let obj =
+            aya_obj::Object::parse(&object).map_err(|e| format!("parsing the object: {e}"))?;
+
+        // The program: the one named, else the only one that fits the direction.
+        let fits = |p: &aya_obj::Program| -> Option<&'static str> {
+            let sec = secs
+                .get(p.section_index)
+                .map(|s| s.name.as_str())
+                .unwrap_or("");
+            match p.section {
+                aya_obj::ProgramSection::SchedClassifier => {
+                    Some(elf::section_hook(sec).unwrap_or("tc"))
+                }
+                aya_obj::ProgramSection::Xdp { .. } => Some("xdp"),
+                _ => None,
+            }
+        };
+        let want = |hook: &str| match spec.direction {
+            Direction::Ingress => matches!(hook, "ingress" | "tc" | "xdp"),
+            Direction::Egress => matches!(hook, "egress" | "tc"),
+            Direction::Both => hook == "tc",
+        };
+        let mut names: Vec<(&String, &'static str)> = obj
+            .programs
+            .iter()
+            .filter_map(|(n, p)| fits(p).map(|h| (n, h)))
+            .collect();
+        names.sort();
+        let program = match &spec.program {
+            Some(n) => {
+                let (_, h) = names.iter().find(|(m, _)| *m == n).ok_or_else(|| {
+                    format!(
+                        "no tc or xdp program {n:?} in the object (it has: {})",
+                        names
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+                if !want(h) && !(spec.direction == Direction::Both && *h != "xdp") {
+                    return Err(format!(
+                        "program {n:?} is in a {h} section, which does not fit direction {:?}",
+                        spec.direction
+                    ));
+                }
+                n.clone()
+            }
+            None => {
+                let c: Vec<_> = names.iter().filter(|(_, h)| want(h)).collect();
+                match c.as_slice() {
+                    [(n, _)] => (*n).clone(),
+                    [] => {
+                        return Err(format!(
+                            "no program fits direction {:?}: put it in a `tc`, `tcx/ingress`, \
+                             `tcx/egress`, `classifier` or `xdp` section (the object has: {})",
+                            spec.direction,
+                            if names.is_empty() {
+                                "no tc or xdp program".to_string()
+                            } else {
+                                names
+                                    .iter()
+                                    .map(|(n, h)| format!("{n} ({h})"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }
+                        ))
+                    }
+                    _ => {
+                        return Err(format!(
+                            "several programs fit ({}): name one with `program`",
+                            c.iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
+                }
+            }
+        };
+        let xdp = names.iter().any(|(n, h)| **n == program && *h == "xdp");
+        if xdp && spec.direction != Direction::Ingress {
+            return Err("an xdp program runs on ingress only".into());
+        }
+
+        // Metrics: known maps, supported types, valid names.
+        let map_names: Vec<String> = obj.maps.keys().cloned().collect();
+        let mut swapped: Vec<String> = Vec::new();
+        for m in &spec.metrics {
+            if !valid_metric_name(&m.name) {
+                return Err(format!(
+                    "metric {:?}: a name is letters, digits, `_` and `:`, not starting with a digit",
+                    m.name
+                ));
+            }
+            let Some(mo) = obj.maps.get(&m.map_name) else {
+                return Err(format!(
+                    "metric {:?}: the object has no map {:?} (it has: {})",
+                    m.name,
+                    m.map_name,
+                    map_names.join(", ")
+                ));
+            };
+            let t = mo.map_type();
+            if type_name(t) == "unsupported" {
+                return Err(format!(
+                    "metric {:?}: map {:?} has type {t}; dynmon reads hash, LRU hash, per-CPU \
+                     hash, array, per-CPU array, queue, stack and ring buffer maps",
+                    m.name, m.map_name
+                ));
+            }
+            if m.extraction.swap_on_read && (t == T_RINGBUF || m.map_name.starts_with(".rodata")) {
+                return Err(format!(
+                    "metric {:?}: swap-on-read does not apply to map {:?} ({})",
+                    m.name,
+                    m.map_name,
+                    type_name(t)
+                ));
+            }
+            if let Some(vt) = &m.value_type {
+                if btf.find(vt).is_none() {
+                    return Err(format!(
+                        "metric {:?}: no type {vt:?} in the object's BTF",
+                        m.name
+                    ));
+                }
+            }
+            if m.extraction.swap_on_read && !swapped.contains(&m.map_name) {
+                swapped.push(m.map_name.clone());
+            }
+        }
+        for (i, a) in spec.metrics.iter().enumerate() {
+            if spec.metrics[..i].iter().any(|b| b.name == a.name) {
+                return Err(format!("metric {:?} is declared twice", a.name));
+            }
+        }
+
+        // One copy, or two sharing every map but the swapped ones.
+        let n_copies = if swapped.is_empty() { 1 } else { 2 };
+        let mut copies = Vec::new();
+        let dir = if n_copies == 2 {
+            Some(pin_dir()?)
+        } else {
+            None
+        };
+        let pins: Vec<(String, PathBuf)> = match &dir {
+            Some(d) => map_names
+                .iter()
+                .filter(|n| !swapped.contains(n) && !n.starts_with(".rodata"))
+                .enumerate()
+                .map(|(i, n)| (n.clone(), d.join(format!("m{i}"))))
+                .collect(),
+            None => vec![],
+        };
+        let loaded = (|| -> Result<(), String> {
+            for _ in 0..n_copies {
+                let mut l = EbpfLoader::new();
+                for (n, p) in &pins {
+                    l.map_pin_path(n.as_str(), p.as_path());
+                }
+                let mut e = l
+                    .load(&object)
+                    .map_err(|e| format!("loading the object: {e:#}"))?;
+                let p = e.program_mut(&program).unwrap();
+                if xdp {
+                    let p: &mut Xdp = p.try_into().map_err(|e| format!("{e:#}"))?;
+                    p.load().map_err(perr)?;
+                } else {
+                    let p: &mut SchedClassifier = p.try_into().map_err(|e| format!("{e:#}"))?;
+                    p.load().map_err(perr)?;
+                }
+                copies.push(e);
+            }
+            Ok(())
+        })();
+        if let Some(d) = &dir {
+            for (_, p) in &pins {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = std::fs::remove_dir(d);
+        }
+        loaded?;
+
+        let mut maps = BTreeMap::new();
+        for m in &spec.metrics {
+            if maps.contains_key(&m.map_name) {
+                continue;
+            }
+            let d = map_data(copies[0].map(&m.map_name).unwrap());
+            let info = d
+                .info()
+                .map_err(|e| format!("map {:?}: {e:#}", m.map_name))?;
+            let types = btf.map_types(&m.map_name).unwrap_or_default();
+            let mut value_ty = types.value;
+            // Global data: the section's variables.
+            if m.map_name.starts_with('.') {
+                value_ty = btf.datasec(&m.map_name).unwrap_or(0);
+            }
+            maps.insert(
+                m.map_name.clone(),
+                MapMeta {
+                    map_type: obj.maps[&m.map_name].map_type(),
+                    key_size: info.key_size(),
+                    value_size: info.value_size(),
+                    max_entries: info.max_entries(),
+                    key_ty: types.key,
+                    value_ty,
+                    swapped: swapped.contains(&m.map_name),
+                },
+            );
+        }
+        let mut rings = BTreeMap::new();
+        for (name, mm) in &maps {
+            if mm.map_type == T_RINGBUF {
+                let m = copies[0].take_map(name).unwrap();
+                let r = aya::maps::RingBuf::try_from(m)
+                    .map_err(|e| format!("ring buffer {name:?}: {e:#}"))?;
+                rings.insert(name.clone(), r);
+            }
+        }
+        let prog_ids = copies
+            .iter()
+            .map(|e| {
+                let p = e.program(&program).unwrap();
+                p.info().map(|i| i.id()).unwrap_or(0)
+            })
+            .collect();
+        Ok(LoadedPath {
+            spec: spec.clone(),
+            program,
+            xdp,
+            btf,
+            maps,
+            copies,
+            active: 0,
+            links: vec![],
+            rings,
+            prog_ids,
+        })
+    }
+
+    fn prog_fd(&self, copy: usize) -> Result<std::os::fd::RawFd, String> {
+        let p = self.copies[copy].program(&self.program).unwrap();
+        let fd = p.fd().map_err(|e| format!("{e:#}"))?;
+        Ok(fd.as_fd().as_raw_fd())
+    }
+
+    fn attach(&mut self, ifname: &str, netns: Option<&str>) -> Result<(), String> {
+        let hooks: &[&'static str] = match (self.xdp, self.spec.direction) {
+            (true, _) => &["xdp"],
+            (false, Direction::Ingress) => &["ingress"],
+            (false, Direction::Egress) => &["egress"],
+            (false, Direction::Both) => &["ingress", "egress"],
+        };
+        for hook in hooks {
+            let prog = self.copies[self.active].program_mut(&self.program).unwrap();
+            let link: Result<FdLink, String> =
+                crate::netns::in_netns(netns, || -> Result<FdLink, String> {
+                    if *hook == "xdp" {
+                        let p: &mut Xdp = prog.try_into().map_err(|e| format!("{e:#}"))?;
+                        let id = p
+                            .attach(ifname, aya::programs::xdp::XdpMode::Default)
+                            .map_err(|e| format!("{e:#}"))?;
+                        let l = p.take_link(id).map_err(|e| format!("{e:#}"))?;
+                        FdLink::try_from(l).map_err(|e| format!("{e:#}"))
+                    } else {
+                        let t = if *hook == "ingress" {
+                            TcAttachType::Ingress
+                        } else {
+                            TcAttachType::Egress
+                        };
+                        let p: &mut SchedClassifier =
+                            prog.try_into().map_err(|e| format!("{e:#}"))?;
+                        let id = p
+                            .attach_with_options(
+                                ifname,
+                                t,
+                                TcAttachOptions::TcxOrder(LinkOrder::last()),
+                            )
+                            .map_err(|e| format!("{e:#}"))?;
+                        let l = p.take_link(id).map_err(|e| format!("{e:#}"))?;
+                        FdLink::try_from(l).map_err(|e| format!("{e:#}"))
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            let link =
+                link.map_err(|e| format!("attaching {} to {ifname} ({hook}): {e}", self.program))?;
+            let fd = link_fd(link)?;
+            self.links.push(Attached {
+                hook,
+                _link: fd.0,
+                fd: fd.1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Points every link at the other copy. The caller waits a grace period before
+    /// reading the copy that was active.
+    fn switch(&mut self) -> Result<usize, String> {
+        let old = self.active;
+        let next = 1 - old;
+        let fd = self.prog_fd(next)?;
+        for l in &self.links {
+            crate::sys::link_update(l.fd.as_raw_fd(), fd)
+                .map_err(|e| format!("switching the {} link: {e}", l.hook))?;
+        }
+        self.active = next;
+        Ok(old)
+    }
+}
+
+/// An fd of a link that stays valid as long as the link (pin it for a moment, open the
+/// pin, unpin: aya keeps `FdLink`'s fd to itself).
+fn link_fd(link: FdLink) -> Result<(FdLink, OwnedFd), String> {
+    let d = pin_dir()?;
+    let p = d.join("link");
+    let pinned = link
+        .pin(&p)
+        .map_err(|e| format!("pinning the link: {e:#}"))?;
+    let fd = crate::sys::obj_get(&p).map_err(|e| format!("opening the link pin: {e}"));
+    let link = pinned
+        .unpin()
+        .map_err(|e| format!("unpinning the link: {e}"));
+    let _ = std::fs::remove_dir(&d);
+    Ok((link?, fd?))
+}
+
+/// One metric's reading.
+#[derive(Clone, Debug)]
+pub struct Reading {
+    /// Metric name.
+    pub name: String,
+    /// Path index.
+    pub path: usize,
+    /// The decoded value (Dynmon's shapes).
+    pub value: Value,
+    /// Unix time of the read, microseconds.
+    pub timestamp_us: u64,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Dynmon {
+    /// Loads every path of `spec` (compiling C sources) and attaches them when the spec
+    /// names an interface. On error nothing stays loaded or attached.
+    pub fn load(name: &str, mut spec: DynmonSpec) -> Result<Dynmon, String> {
+        use base64::Engine;
+        if !valid_metric_name(name) || name.contains(':') {
+            return Err(format!(
+                "instance name {name:?}: letters, digits and `_`, not starting with a digit"
+            ));
+        }
+        if spec.paths.is_empty() {
+            return Err("no path: give an ingress or egress path".into());
+        }
+        let t0 = Instant::now();
+        let mut paths = Vec::new();
+        for (i, p) in spec.paths.iter_mut().enumerate() {
+            let what = if p.name.is_empty() {
+                format!("path {i}")
+            } else {
+                format!("path {:?}", p.name)
+            };
+            let object = object_of(p).map_err(|e| format!("{what}: {e}"))?;
+            // Keep the object, not the source: a restart does not need clang.
+            p.source = None;
+            p.object = Some(base64::engine::general_purpose::STANDARD.encode(&object));
+            paths.push(LoadedPath::load(p, &object).map_err(|e| format!("{what}: {e}"))?);
+        }
+        let mut all: Vec<&str> = Vec::new();
+        for p in &spec.paths {
+            for m in &p.metrics {
+                if all.contains(&m.name.as_str()) {
+                    return Err(format!("metric {:?} is declared in two paths", m.name));
+                }
+                all.push(&m.name);
+            }
+        }
+        let grace = crate::sys::Grace::new().map_err(|e| format!("grace-period map: {e}"))?;
+        let mut d = Dynmon {
+            name: name.to_string(),
+            spec,
+            paths,
+            grace,
+            reads: 0,
+            last: Default::default(),
+            load_time: Duration::ZERO,
+        };
+        if let Some(ifname) = d.spec.interface.clone() {
+            d.attach(&ifname)?;
+        }
+        d.load_time = t0.elapsed();
+        Ok(d)
+    }
+
+    /// Attaches every path to `ifname` (dropping the instance detaches it).
+    pub fn attach(&mut self, ifname: &str) -> Result<(), String> {
+        let netns = self.spec.netns.clone();
+        for p in &mut self.paths {
+            if !p.links.is_empty() {
+                return Err(format!("{} is attached already", self.name));
+            }
+            if let Err(e) = p.attach(ifname, netns.as_deref()) {
+                for p in &mut self.paths {
+                    p.links.clear();
+                }
+                return Err(e);
+            }
+        }
+        self.spec.interface = Some(ifname.to_string());
+        Ok(())
+    }
+
+    /// Detaches every path (the programs stay loaded).
+    pub fn detach(&mut self) {
+        for p in &mut self.paths {
+            p.links.clear();
+        }
+        self.spec.interface = None;
+    }
+
+    /// Hooks the instance runs on, with the program id there.
+    pub fn hooks(&self) -> Vec<(String, u32)> {
+        self.paths
+            .iter()
+            .flat_map(|p| {
+                p.links.iter().map(|l| {
+                    (
+                        l.hook.to_string(),
+                        p.prog_ids.get(p.active).copied().unwrap_or(0),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Reads every metric: one switch and one grace period for all swapped maps.
+    pub fn read(&mut self) -> Result<Vec<Reading>, String> {
+        let t0 = Instant::now();
+        let mut old = vec![None; self.paths.len()];
+        let mut switched = false;
+        for (i, p) in self.paths.iter_mut().enumerate() {
+            if p.copies.len() == 2 {
+                old[i] = Some(if p.links.is_empty() {
+                    // Not attached: nothing runs, read the active copy and keep it.
+                    p.active
+                } else {
+                    switched = true;
+                    p.switch()?
+                });
+            }
+        }
+        if switched {
+            self.grace
+                .wait()
+                .map_err(|e| format!("waiting a grace period: {e}"))?;
+        }
+        let t1 = Instant::now();
+        let ts = now_us();
+        let ncpus = aya::util::nr_cpus().map_err(|e| format!("possible CPUs: {}", e.1))?;
+        let mut out = Vec::new();
+        for (i, p) in self.paths.iter_mut().enumerate() {
+            let mut done: BTreeMap<String, Value> = BTreeMap::new();
+            for m in p.spec.metrics.clone() {
+                let meta = p.maps[&m.map_name].clone();
+                let value = if let Some(v) = done.get(&m.map_name) {
+                    v.clone()
+                } else {
+                    let copy = if meta.swapped {
+                        old[i].unwrap_or(p.active)
+                    } else {
+                        p.active
+                    };
+                    let empty = meta.swapped || m.extraction.empty_on_read;
+                    let v = read_map(p, copy, &m, &meta, empty, ncpus)?;
+                    done.insert(m.map_name.clone(), v.clone());
+                    v
+                };
+                out.push(Reading {
+                    name: m.name.clone(),
+                    path: i,
+                    value,
+                    timestamp_us: ts,
+                });
+            }
+        }
+        self.reads += 1;
+        self.last = (t1 - t0, t1.elapsed());
+        Ok(out)
+    }
+}
+
+fn read_map(
+    p: &mut LoadedPath,
+    copy: usize,
+    m: &MetricConfig,
+    meta: &MapMeta,
+    empty: bool,
+    ncpus: usize,
+) -> Result<Value, String> {
+    let err = |e: std::io::Error| format!("reading map {:?}: {e}", m.map_name);
+    let btf = &p.btf;
+    let decode_value = |ty: u32, b: &[u8]| -> Value {
+        if ty != 0 {
+            btf.decode(ty, b)
+        } else {
+            raw_int(b)
+        }
+    };
+    if meta.map_type == T_RINGBUF {
+        let ring = p.rings.get_mut(&m.map_name).unwrap();
+        let ty = m
+            .value_type
+            .as_deref()
+            .and_then(|t| btf.find(t))
+            .unwrap_or(0);
+        let mut recs = Vec::new();
+        while let Some(item) = ring.next() {
+            recs.push(decode_value(ty, &item));
+            if recs.len() >= 1 << 20 {
+                break;
+            }
+        }
+        return Ok(Value::Array(recs));
+    }
+    let map = p.copies[copy]
+        .map(&m.map_name)
+        .ok_or_else(|| format!("map {:?} is gone", m.map_name))?;
+    let fd = map_data(map).fd().as_fd().as_raw_fd();
+    let (ks, vs) = (meta.key_size as usize, meta.value_size as usize);
+    let vs_all = if per_cpu(meta.map_type) {
+        vs.div_ceil(8) * 8 * ncpus
+    } else {
+        vs
+    };
+    let value_of = |b: &[u8]| -> Value {
+        if per_cpu(meta.map_type) {
+            let stride = vs.div_ceil(8) * 8;
+            Value::Array(
+                (0..ncpus)
+                    .map(|c| decode_value(meta.value_ty, &b[c * stride..c * stride + vs]))
+                    .collect(),
+            )
+        } else {
+            decode_value(meta.value_ty, &b[..vs])
+        }
+    };
+    match meta.map_type {
+        T_QUEUE | T_STACK => {
+            let mut vals = Vec::new();
+            while let Some(v) = crate::sys::map_pop(fd, vs).map_err(err)? {
+                vals.push(value_of(&v));
+                if vals.len() > meta.max_entries as usize {
+                    break;
+                }
+            }
+            Ok(Value::Array(vals))
+        }
+        T_ARRAY | T_PERCPU_ARRAY => {
+            let (_, values, n) =
+                crate::sys::lookup_batch(fd, ks, vs_all, meta.max_entries, false).map_err(err)?;
+            if empty {
+                let zero = vec![0u8; vs_all];
+                for k in 0..n as u32 {
+                    crate::sys::map_update(fd, &k.to_le_bytes(), &zero).map_err(err)?;
+                }
+            }
+            let vals: Vec<Value> = (0..n)
+                .map(|i| value_of(&values[i * vs_all..(i + 1) * vs_all]))
+                .collect();
+            // Global data (.bss, .data): the one value is the section's variables.
+            if m.map_name.starts_with('.') && vals.len() == 1 {
+                return Ok(vals.into_iter().next().unwrap());
+            }
+            Ok(Value::Array(vals))
+        }
+        _ => {
+            let (keys, values, n) =
+                crate::sys::lookup_batch(fd, ks, vs_all, meta.max_entries, empty).map_err(err)?;
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let k = &keys[i * ks..(i + 1) * ks];
+                let key = if meta.key_ty != 0 {
+                    btf.decode(meta.key_ty, k)
+                } else {
+                    raw_int(k)
+                };
+                out.push(
+                    json!({"key": key, "value": value_of(&values[i * vs_all..(i + 1) * vs_all])}),
+                );
+            }
+            Ok(Value::Array(out))
+        }
+    }
+}
+
+/// Bytes without a BTF type: a number when they are 1, 2, 4 or 8 bytes, else hex.
+fn raw_int(b: &[u8]) -> Value {
+    match b.len() {
+        1 => json!(b[0]),
+        2 => json!(u16::from_le_bytes(b.try_into().unwrap())),
+        4 => json!(u32::from_le_bytes(b.try_into().unwrap())),
+        8 => json!(u64::from_le_bytes(b.try_into().unwrap())),
+        _ => btf::hex(b),
+    }
+}
+
+/// The instances, by name.
+#[derive(Default)]
+pub struct Dynmons {
+    /// Loaded instances.
+    pub by_name: BTreeMap<String, Dynmon>,
+    /// Where specs are kept across restarts (`STATE_DIR/dynmon.json`).
+    pub state_file: Option<PathBuf>,
+}
+
+impl Dynmons {
+    /// Writes the specs (objects, not sources) to the state file.
+    pub fn save(&self) {
+        let Some(path) = &self.state_file else { return };
+        let specs: BTreeMap<&String, &DynmonSpec> =
+            self.by_name.iter().map(|(n, d)| (n, &d.spec)).collect();
+        let tmp = path.with_extension("json.tmp");
+        let r = serde_json::to_vec_pretty(&specs)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = r {
+            tracing::warn!(path = %path.display(), "saving dynamic monitors: {e}");
+        }
+    }
+
+    /// Loads the instances kept in `path` (an instance that fails is logged and left out).
+    pub fn restore(path: PathBuf) -> Dynmons {
+        let mut d = Dynmons {
+            by_name: BTreeMap::new(),
+            state_file: Some(path.clone()),
+        };
+        let Ok(b) = std::fs::read(&path) else {
+            return d;
+        };
+        let specs: BTreeMap<String, DynmonSpec> = match serde_json::from_slice(&b) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "dynamic monitors not restored: {e}");
+                return d;
+            }
+        };
+        for (name, spec) in specs {
+            match Dynmon::load(&name, spec) {
+                Ok(m) => {
+                    tracing::info!(dynmon = %name, "dynamic monitor restored");
+                    d.by_name.insert(name, m);
+                }
+                Err(e) => tracing::warn!(dynmon = %name, "dynamic monitor not restored: {e}"),
+            }
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bcc_dialect_is_refused_with_the_line_and_what_to_write() {
+        let src = "#include <bcc/helpers.h>\nBPF_TABLE(\"hash\", u32, u64, counts, 1024);\n";
+        let e = refuse_bcc(src).unwrap_err();
+        assert!(
+            e.starts_with("line 2: `BPF_TABLE` is Polycube's BCC dialect"),
+            "{e}"
+        );
+        assert!(
+            e.contains("SEC(\".maps\")") && e.contains("tcx/ingress"),
+            "{e}"
+        );
+        assert!(refuse_bcc("SEC(\"tc\") int f(struct __sk_buff *s) { return 0; }").is_ok());
+    }
+
+    #[test]
+    fn metrics_file_and_code_field() {
+        let f: MetricsFile = toml::from_str(
+            r#"
+            [[metric]]
+            name = "pkts"
+            map-name = "counts"
+            extraction-options = { swap-on-read = true }
+            open-metrics-metadata = { help = "h", type = "counter", labels = [{ name = "a", value = "b" }] }
+            "#,
+        )
+        .unwrap();
+        assert!(f.metric[0].extraction.swap_on_read && !f.metric[0].extraction.empty_on_read);
+        assert_eq!(
+            f.metric[0].open_metrics.as_ref().unwrap().kind,
+            MetricType::Counter
+        );
+        let bad = toml::from_str::<MetricsFile>("[[metric]]\nname = \"x\"\nmap = \"m\"\n");
+        assert!(bad.unwrap_err().to_string().contains("unknown field `map`"));
+        assert_eq!(code_field("int x;").0.as_deref(), Some("int x;"));
+        assert_eq!(
+            code_field("f0VMRgIBAQ==").1.as_deref(),
+            Some("f0VMRgIBAQ==")
+        );
+        assert!(
+            valid_metric_name("a_b:c1") && !valid_metric_name("1a") && !valid_metric_name("a-b")
+        );
+    }
+}
