@@ -1,7 +1,9 @@
 //! Builds the kernel crate (`crates/statewall-ebpf`) for `bpfel-unknown-none` with Debian's
 //! rustc and bpf-linker (see `scripts/setup.sh`), and hands the object to the library
 //! through `OUT_DIR/statewall.bpf.o`, and the monitor object (one load per monitor
-//! instance) through `OUT_DIR/statewall-monitor.bpf.o`.
+//! instance) through `OUT_DIR/statewall-monitor.bpf.o`, and the Rust example of a dynamic
+//! monitor (`examples/dynmon/rust`, a bin of the same crate) through
+//! `OUT_DIR/dynmon-ports.bpf.o`.
 //!
 //! `STATEWALL_EBPF_OBJECT=/path/to/object` and `STATEWALL_MONITOR_OBJECT=/path` use
 //! prebuilt objects instead.
@@ -16,6 +18,7 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("statewall.bpf.o");
     let out_mon = PathBuf::from(env::var("OUT_DIR").unwrap()).join("statewall-monitor.bpf.o");
+    let out_example = PathBuf::from(env::var("OUT_DIR").unwrap()).join("dynmon-ports.bpf.o");
     let ebpf = manifest.join("../statewall-ebpf");
     let common = manifest.join("../statewall-common");
     for p in [
@@ -25,6 +28,7 @@ fn main() {
         ebpf.join(".cargo/config.toml"),
         common.join("src"),
         common.join("Cargo.toml"),
+        manifest.join("../../examples/dynmon/rust/src"),
     ] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
@@ -39,6 +43,13 @@ fn main() {
             .unwrap_or_else(|e| panic!("STATEWALL_EBPF_OBJECT={prebuilt}: {e}"));
         std::fs::copy(&mon, &out_mon)
             .unwrap_or_else(|e| panic!("STATEWALL_MONITOR_OBJECT={mon}: {e}"));
+        // The Rust dynmon example: only its tests need it.
+        match env::var("STATEWALL_DYNMON_EXAMPLE_OBJECT") {
+            Ok(p) => std::fs::copy(&p, &out_example)
+                .map(|_| ())
+                .unwrap_or_else(|e| panic!("STATEWALL_DYNMON_EXAMPLE_OBJECT={p}: {e}")),
+            Err(_) => std::fs::write(&out_example, b"").unwrap(),
+        }
         return;
     }
 
@@ -88,7 +99,11 @@ fn main() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    for (name, to) in [("statewall", &out), ("statewall-monitor", &out_mon)] {
+    for (name, to) in [
+        ("statewall", &out),
+        ("statewall-monitor", &out_mon),
+        ("dynmon-ports", &out_example),
+    ] {
         let obj = target_dir.join("bpfel-unknown-none/release").join(name);
         std::fs::copy(&obj, to).unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
     }

@@ -133,7 +133,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/xfsm", get(xfsm))
         .route("/api/v1/spa", get(spa))
         .route("/api/v1/xfsm/events", get(xfsm_events));
-    crate::api_monitor::routes(crate::api_fw::routes(r))
+    crate::api_dynmon::routes(crate::api_monitor::routes(crate::api_fw::routes(r)))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::from_fn(refuse_browsers))
         .with_state(shared)

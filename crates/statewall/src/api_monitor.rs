@@ -6,7 +6,7 @@
 //! | GET | `/api/v1/monitor` | every instance, with counters and the last read's durations |
 //! | GET | `/api/v1/monitor/{name}` | one instance |
 //! | POST | `/api/v1/monitor/{name}/read` | take a window: every session and packet record, IPv4 and IPv6 |
-//! | GET | `/polycube/v1/dynmon/{name}` | the monitor as Dynmon shows it (404 when absent) |
+//! | GET | `/polycube/v1/dynmon/{name}` | the monitor as Dynmon shows it (404 when absent; dynamic monitors too, see [`crate::api_dynmon`]) |
 //! | GET | `/polycube/v1/dynmon/{name}/metrics` | take a window, in Dynmon's shape: IPv4 only, integer encodings of COMPAT.md |
 //!
 //! Every read takes a window: what it returns is gone from the kernel.
@@ -40,7 +40,7 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
             .route(&format!("/api/v1/monitor/{{name}}/read{slash}"), post(read))
             .route(
                 &format!("/polycube/v1/dynmon/{{name}}{slash}"),
-                get(pc_show),
+                get(pc_show).post(pc_create).delete(pc_delete),
             )
             .route(
                 &format!("/polycube/v1/dynmon/{{name}}/metrics{slash}"),
@@ -179,9 +179,37 @@ pub fn window_json(m: &Monitor, w: &Window) -> Value {
     })
 }
 
+async fn pc_create(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    crate::api_dynmon::pc_create(s, name, body).await
+}
+
+async fn pc_delete(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    if s.monitors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .by_name
+        .contains_key(&name)
+    {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{name:?} is a monitor of the config file: remove it there and reload"),
+        ));
+    }
+    crate::api_dynmon::pc_delete(s, name).await
+}
+
 async fn pc_show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     let g = s.monitors.lock().unwrap_or_else(|p| p.into_inner());
-    let m = g.by_name.get(&name).ok_or_else(|| not_found(&name))?;
+    let Some(m) = g.by_name.get(&name) else {
+        drop(g);
+        return crate::api_dynmon::pc_show(&s, &name)
+            .map(|v| Json(v).into_response())
+            .ok_or_else(|| not_found(&name));
+    };
     let metrics: Vec<&str> = metric_names(m.spec.kind).to_vec();
     let path = json!({"name": m.spec.name, "metric-configs": metrics.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()});
     let (ing, eg) = match m.spec.direction {
@@ -307,6 +335,15 @@ pub fn polycube_metrics(m: &Monitor, w: &Window) -> Value {
 }
 
 async fn pc_metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let builtin = s
+        .monitors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .by_name
+        .contains_key(&name);
+    if !builtin && crate::api_dynmon::exists(&s, &name) {
+        return crate::api_dynmon::pc_metrics(s, name).await;
+    }
     let v = take(s, name, polycube_metrics).await?;
     Ok(Json(v).into_response())
 }

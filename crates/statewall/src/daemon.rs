@@ -150,6 +150,8 @@ pub struct Shared {
     pub fw_log: Mutex<crate::api_fw::LogRing>,
     /// Traffic monitors (their own lock: a read waits a grace period).
     pub monitors: Mutex<crate::monitor::Monitors>,
+    /// Dynamic monitors (kept in `STATE_DIR/dynmon.json`; a read waits a grace period).
+    pub dynmon: Mutex<crate::dynmon::Dynmons>,
 }
 
 /// Daemon state behind the lock.
@@ -429,6 +431,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         .prepare(&cfg.monitors)
         .map_err(anyhow::Error::msg)?;
     monitors.commit(&cfg.monitors, m);
+    let dynmon = crate::dynmon::Dynmons::restore(cfg.daemon.state_dir.join("dynmon.json"));
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             engine,
@@ -441,6 +444,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         spa: Mutex::new(spa),
         fw_log: Default::default(),
         monitors: Mutex::new(monitors),
+        dynmon: Mutex::new(dynmon),
     });
 
     let app = crate::api::router(shared.clone());

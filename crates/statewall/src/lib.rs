@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod api_dynmon;
 pub mod api_fw;
 pub mod api_monitor;
 pub mod bench;

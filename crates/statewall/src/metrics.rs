@@ -11,7 +11,7 @@
 //! `statewall_monitor_sessions` (gauge), `statewall_monitor_windows` (counter),
 //! `statewall_monitor_grace_seconds` and `statewall_monitor_read_seconds` (gauges, label
 //! `monitor`), `statewall_map_entries` and `statewall_map_capacity` (gauges, label
-//! `map`).
+//! `map`), and each dynamic monitor's declared metrics ([`crate::dynmon::openmetrics`]).
 
 use std::{fmt::Write, sync::Arc};
 
@@ -35,7 +35,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     .get(header::ACCEPT)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|a| a.contains("application/openmetrics-text"));
-                let body = render(&s, om);
+                // A dynamic monitor's read waits a grace period: off the async workers.
+                let body = tokio::task::spawn_blocking(move || render(&s, om))
+                    .await
+                    .unwrap_or_default();
                 let ct = if om {
                     "application/openmetrics-text; version=1.0.0; charset=utf-8"
                 } else {
@@ -296,6 +299,17 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
             &e,
         );
         f.gauge("statewall_map_capacity", "Capacity of each map.", &c);
+    }
+    drop(g);
+    {
+        // Dynamic monitors' declared metrics (a read: swap-on-read and empty-on-read apply).
+        let mut dm = s.dynmon.lock().unwrap_or_else(|p| p.into_inner());
+        for d in dm.by_name.values_mut() {
+            match d.read() {
+                Ok(r) => crate::dynmon::openmetrics::render(d, &r, openmetrics, &mut out),
+                Err(e) => tracing::warn!(dynmon = %d.name, "reading for /metrics: {e}"),
+            }
+        }
     }
     if openmetrics {
         out.push_str("# EOF\n");

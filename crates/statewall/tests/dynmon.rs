@@ -88,3 +88,54 @@ fn c_source_loads_and_counts_exactly() {
         .unwrap()
     );
 }
+
+#[test]
+fn rust_example_object_decodes_per_cpu_lru_and_ring_buffer() {
+    use base64::Engine;
+    let obj = statewall::dynmon::EXAMPLE_RUST_OBJECT;
+    assert!(
+        obj.starts_with(b"\x7fELF"),
+        "the Rust example was not built"
+    );
+    let pair = Pair::new("dyn2");
+    let metrics: MetricsFile = toml::from_str(&example("rust/ports.toml")).unwrap();
+    let spec = DynmonSpec {
+        interface: Some(pair.server_if.clone()),
+        netns: Some(pair.server.name.clone()),
+        paths: vec![PathSpec {
+            name: "rust".into(),
+            direction: Direction::Ingress,
+            source: None,
+            object: Some(base64::engine::general_purpose::STANDARD.encode(obj)),
+            program: None,
+            metrics: metrics.metric,
+        }],
+    };
+    let mut d = Dynmon::load("ports", spec).unwrap();
+    let _sink = pair
+        .server
+        .run(|| UdpSocket::bind((pair.server_v4, 6000)))
+        .unwrap();
+    send_udp(&pair, 41000, 6000, 4, 50);
+    let l = pair
+        .server
+        .run(|| std::net::TcpListener::bind((pair.server_v4, 6001)))
+        .unwrap();
+    let to = std::net::SocketAddr::from((pair.server_v4, 6001));
+    let c = pair
+        .client
+        .run(|| std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(2)))
+        .unwrap();
+    let _s = l.accept().unwrap();
+    drop(c);
+    let r = d.read().unwrap();
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(
+            &r.iter()
+                .map(|m| json!({"n": m.name, "v": m.value}))
+                .collect::<Vec<_>>()
+        )
+        .unwrap()
+    );
+}

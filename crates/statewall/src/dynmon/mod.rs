@@ -25,6 +25,7 @@
 
 pub mod btf;
 pub mod elf;
+pub mod openmetrics;
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +46,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use self::btf::Btf;
+
+/// The Rust example (`examples/dynmon/rust`), built with statewall's kernel crate (empty
+/// when the build used prebuilt objects without `STATEWALL_DYNMON_EXAMPLE_OBJECT`).
+pub static EXAMPLE_RUST_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dynmon-ports.bpf.o"));
 
 /// What the extraction of a metric does on each read.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -362,7 +368,8 @@ const T_QUEUE: u32 = 22;
 const T_STACK: u32 = 23;
 const T_RINGBUF: u32 = 27;
 
-fn type_name(t: u32) -> &'static str {
+/// A map type's name as statewall shows it.
+pub fn map_type_name(t: u32) -> &'static str {
     match t {
         T_HASH => "hash",
         T_ARRAY => "array",
@@ -593,7 +600,7 @@ impl LoadedPath {
                 ));
             };
             let t = mo.map_type();
-            if type_name(t) == "unsupported" {
+            if map_type_name(t) == "unsupported" {
                 return Err(format!(
                     "metric {:?}: map {:?} has type {t}; dynmon reads hash, LRU hash, per-CPU \
                      hash, array, per-CPU array, queue, stack and ring buffer maps",
@@ -605,7 +612,7 @@ impl LoadedPath {
                     "metric {:?}: swap-on-read does not apply to map {:?} ({})",
                     m.name,
                     m.map_name,
-                    type_name(t)
+                    map_type_name(t)
                 ));
             }
             if let Some(vt) = &m.value_type {
@@ -1010,7 +1017,7 @@ fn read_map(
             .value_type
             .as_deref()
             .and_then(|t| btf.find(t))
-            .unwrap_or(0);
+            .unwrap_or(meta.value_ty);
         let mut recs = Vec::new();
         while let Some(item) = ring.next() {
             recs.push(decode_value(ty, &item));

@@ -1,0 +1,472 @@
+//! Dynamic monitor REST: the native paths under `/api/v1/dynmon` and Polycube's Dynmon
+//! (`/polycube/v1/dynmon`), whose GETs fall back here when no built-in monitor has the
+//! name.
+//!
+//! | method | path | |
+//! | --- | --- | --- |
+//! | GET | `/api/v1/dynmon` | every instance |
+//! | POST | `/api/v1/dynmon/{name}` | load (and attach): `{"interface", "netns"?, "paths": [{"direction", "source" or "object", "program"?, "metrics"}]}` |
+//! | GET | `/api/v1/dynmon/{name}` | one instance: paths, programs, hooks, maps |
+//! | POST | `/api/v1/dynmon/{name}/read` | every metric, decoded (swap-on-read and empty-on-read apply) |
+//! | DELETE | `/api/v1/dynmon/{name}` | detach and unload |
+//! | POST | `/polycube/v1/dynmon/{name}` | `{"dataplane-config": {"ingress-path": {"name", "code", "metric-configs"}, "egress-path": ...}}` (statewall also reads `interface` and `netns` here) |
+//! | PUT | `/polycube/v1/dynmon/{name}/dataplane-config` | load or replace the code, keeping the interface |
+//! | GET | `/polycube/v1/dynmon/{name}/dataplane-config` | the paths as given |
+//! | GET | `/polycube/v1/dynmon/{name}/metrics` | `{"ingress-metrics": [{"name", "value", "timestamp"}], "egress-metrics": [...]}` |
+//! | GET | `/polycube/v1/dynmon/{name}/open-metrics` | the metrics as Prometheus text |
+//! | DELETE | `/polycube/v1/dynmon/{name}` | detach and unload |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port"}` |
+//!
+//! A program the verifier rejects gives 400 with the verifier's log; nothing stays loaded.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    api::{parse_body, ApiError},
+    daemon::Shared,
+    dynmon::{code_field, Direction, Dynmon, DynmonSpec, MetricConfig, PathSpec, Reading},
+};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Adds the dynmon routes (the Polycube GETs of `/polycube/v1/dynmon/{name}` and
+/// `.../metrics` are the monitor module's, which fall back here).
+pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    let mut r = r
+        .route("/api/v1/dynmon", get(list))
+        .route("/polycube/v1/attach", post(pc_attach))
+        .route("/polycube/v1/detach", post(pc_detach));
+    for slash in ["", "/"] {
+        r = r
+            .route(
+                &format!("/api/v1/dynmon/{{name}}{slash}"),
+                get(show).post(load).delete(unload),
+            )
+            .route(&format!("/api/v1/dynmon/{{name}}/read{slash}"), post(read))
+            .route(
+                &format!("/polycube/v1/dynmon/{{name}}/dataplane-config{slash}"),
+                get(pc_config).put(pc_put_config),
+            )
+            .route(
+                &format!("/polycube/v1/dynmon/{{name}}/open-metrics{slash}"),
+                get(pc_open_metrics),
+            );
+    }
+    r
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no dynamic monitor {name:?}"),
+    )
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::dynmon::Dynmons> {
+    s.dynmon.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An instance as the native API shows it.
+pub fn view(d: &Dynmon) -> Value {
+    let paths: Vec<Value> = d
+        .paths
+        .iter()
+        .map(|p| {
+            let maps: serde_json::Map<String, Value> = p
+                .maps
+                .iter()
+                .map(|(n, m)| {
+                    (
+                        n.clone(),
+                        json!({
+                            "type": crate::dynmon::map_type_name(m.map_type),
+                            "key_size": m.key_size,
+                            "value_size": m.value_size,
+                            "max_entries": m.max_entries,
+                            "key_type": (m.key_ty != 0).then(|| p.btf.type_name(m.key_ty)),
+                            "value_type": (m.value_ty != 0).then(|| p.btf.type_name(m.value_ty)),
+                            "swapped": m.swapped,
+                        }),
+                    )
+                })
+                .collect();
+            json!({
+                "name": p.spec.name,
+                "direction": p.spec.direction,
+                "program": p.program,
+                "xdp": p.xdp,
+                "program_ids": p.prog_ids,
+                "copies": p.prog_ids.len(),
+                "maps": maps,
+                "metrics": p.spec.metrics,
+            })
+        })
+        .collect();
+    let hooks: Vec<Value> = d
+        .hooks()
+        .into_iter()
+        .map(|(h, id)| json!({"hook": h, "program_id": id}))
+        .collect();
+    json!({
+        "name": d.name,
+        "interface": d.spec.interface,
+        "netns": d.spec.netns,
+        "paths": paths,
+        "hooks": hooks,
+        "reads": d.reads,
+        "load_us": d.load_time.as_micros() as u64,
+        "last_switch_us": d.last.0.as_micros() as u64,
+        "last_read_us": d.last.1.as_micros() as u64,
+    })
+}
+
+async fn list(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let v: Vec<Value> = g.by_name.values().map(view).collect();
+    Ok(Json(v).into_response())
+}
+
+async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let g = lock(&s);
+    let d = g.by_name.get(&name).ok_or_else(|| not_found(&name))?;
+    Ok(Json(view(d)).into_response())
+}
+
+/// Loads an instance without holding the lock (clang and the verifier take a while),
+/// then puts it in place; `replace` allows an existing one of that name to go.
+async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> ApiResult {
+    {
+        let taken = s
+            .monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .contains_key(&name);
+        if taken {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("{name:?} is a built-in monitor of the config"),
+            ));
+        }
+        if !replace && lock(&s).by_name.contains_key(&name) {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("dynamic monitor {name:?} exists: DELETE it first"),
+            ));
+        }
+    }
+    let n = name.clone();
+    // A replaced instance stays attached while its successor loads (no gap on tcx), and
+    // goes back in place if the new one fails: a failed replace changes nothing.
+    let old = if replace {
+        lock(&s).by_name.remove(&name)
+    } else {
+        None
+    };
+    let loaded = tokio::task::spawn_blocking(move || Dynmon::load(&n, spec))
+        .await
+        .map_err(ApiError::internal)?;
+    let d = match loaded {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(o) = old {
+                lock(&s).by_name.insert(name.clone(), o);
+            }
+            return Err(ApiError::bad(format!("dynamic monitor {name:?}: {e}")));
+        }
+    };
+    drop(old);
+    tracing::info!(dynmon = %name, load_us = d.load_time.as_micros() as u64, "dynamic monitor loaded");
+    let v = view(&d);
+    let mut g = lock(&s);
+    g.by_name.insert(name, d);
+    g.save();
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn load(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    let spec: DynmonSpec = parse_body(&body)?;
+    put(s, name, spec, false).await
+}
+
+async fn unload(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let mut g = lock(&s);
+    let d = g.by_name.remove(&name).ok_or_else(|| not_found(&name))?;
+    drop(d);
+    g.save();
+    tracing::info!(dynmon = %name, "dynamic monitor unloaded");
+    Ok(Json(json!({"unloaded": name})).into_response())
+}
+
+async fn take(s: Arc<Shared>, name: String) -> Result<(Vec<Reading>, Value), ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let mut g = lock(&s);
+        let d = g.by_name.get_mut(&name).ok_or_else(|| not_found(&name))?;
+        let r = d.read().map_err(ApiError::internal)?;
+        let dirs: Vec<Direction> = d.paths.iter().map(|p| p.spec.direction).collect();
+        Ok((r, json!(dirs)))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+async fn read(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let (r, _) = take(s, name.clone()).await?;
+    let metrics: Vec<Value> = r
+        .iter()
+        .map(|m| json!({"name": m.name, "path": m.path, "value": m.value, "timestamp": m.timestamp_us}))
+        .collect();
+    Ok(Json(json!({"name": name, "metrics": metrics})).into_response())
+}
+
+/// Whether a dynamic monitor has this name.
+pub fn exists(s: &Shared, name: &str) -> bool {
+    lock(s).by_name.contains_key(name)
+}
+
+/// Dynmon's `GET /dynmon/{name}` for a dynamic instance.
+pub fn pc_show(s: &Shared, name: &str) -> Option<Value> {
+    let g = lock(s);
+    let d = g.by_name.get(name)?;
+    Some(json!({
+        "name": d.name,
+        "service-name": "dynmon",
+        "type": if d.paths.iter().any(|p| p.xdp) { "XDP_SKB" } else { "TC" },
+        "parent": d.spec.interface.clone().unwrap_or_default(),
+        "dataplane-config": pc_paths(&d.spec),
+    }))
+}
+
+fn pc_paths(spec: &DynmonSpec) -> Value {
+    let mut out = json!({});
+    for p in &spec.paths {
+        let key = match p.direction {
+            Direction::Egress => "egress-path",
+            _ => "ingress-path",
+        };
+        out[key] = json!({
+            "name": p.name,
+            "code": p.object.clone().or_else(|| p.source.clone()).unwrap_or_default(),
+            "metric-configs": p.metrics,
+        });
+    }
+    out
+}
+
+/// Dynmon's `GET /dynmon/{name}/metrics` for a dynamic instance (a read).
+pub async fn pc_metrics(s: Arc<Shared>, name: String) -> ApiResult {
+    let (r, dirs) = take(s, name).await?;
+    let (mut ing, mut eg) = (Vec::new(), Vec::new());
+    for m in &r {
+        let v = json!({"name": m.name, "value": m.value, "timestamp": m.timestamp_us});
+        if dirs[m.path] == json!(Direction::Egress) {
+            eg.push(v)
+        } else {
+            ing.push(v)
+        }
+    }
+    Ok(Json(json!({"ingress-metrics": ing, "egress-metrics": eg})).into_response())
+}
+
+async fn pc_open_metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let text = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let mut g = lock(&s);
+        let d = g.by_name.get_mut(&name).ok_or_else(|| not_found(&name))?;
+        let r = d.read().map_err(ApiError::internal)?;
+        let mut out = String::new();
+        crate::dynmon::openmetrics::render(d, &r, false, &mut out);
+        Ok(out)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// One of Dynmon's paths.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PcPath {
+    #[serde(default)]
+    name: String,
+    code: String,
+    #[serde(rename = "metric-configs", default)]
+    metric_configs: Vec<MetricConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PcConfig {
+    #[serde(rename = "ingress-path", default)]
+    ingress: Option<PcPath>,
+    #[serde(rename = "egress-path", default)]
+    egress: Option<PcPath>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PcCreate {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(rename = "dataplane-config")]
+    config: PcConfig,
+    #[serde(default)]
+    interface: Option<String>,
+    #[serde(default)]
+    netns: Option<String>,
+    // Polycube's own cube fields, accepted and ignored.
+    #[serde(default, rename = "type")]
+    _kind: Option<String>,
+    #[serde(default, rename = "loglevel")]
+    _loglevel: Option<String>,
+}
+
+fn pc_spec(
+    c: PcConfig,
+    interface: Option<String>,
+    netns: Option<String>,
+) -> Result<DynmonSpec, ApiError> {
+    let mut paths = Vec::new();
+    for (p, direction) in [
+        (c.ingress, Direction::Ingress),
+        (c.egress, Direction::Egress),
+    ] {
+        if let Some(p) = p {
+            if p.code.trim().is_empty() {
+                continue;
+            }
+            let (source, object) = code_field(&p.code);
+            paths.push(PathSpec {
+                name: p.name,
+                direction,
+                source,
+                object,
+                program: None,
+                metrics: p.metric_configs,
+            });
+        }
+    }
+    if paths.is_empty() {
+        return Err(ApiError::bad(
+            "dataplane-config has no code: give ingress-path or egress-path with `code`",
+        ));
+    }
+    Ok(DynmonSpec {
+        interface,
+        netns,
+        paths,
+    })
+}
+
+/// `POST /polycube/v1/dynmon/{name}`.
+pub async fn pc_create(s: Arc<Shared>, name: String, body: Bytes) -> ApiResult {
+    let c: PcCreate = parse_body(&body)?;
+    if c.name.as_ref().is_some_and(|n| *n != name) {
+        return Err(ApiError::bad(format!(
+            "body names {:?}, the path {name:?}",
+            c.name.unwrap()
+        )));
+    }
+    let spec = pc_spec(c.config, c.interface, c.netns)?;
+    put(s, name, spec, false).await
+}
+
+/// `DELETE /polycube/v1/dynmon/{name}`.
+pub async fn pc_delete(s: Arc<Shared>, name: String) -> ApiResult {
+    unload(State(s), Path(name)).await
+}
+
+async fn pc_config(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let g = lock(&s);
+    let d = g.by_name.get(&name).ok_or_else(|| not_found(&name))?;
+    Ok(Json(pc_paths(&d.spec)).into_response())
+}
+
+async fn pc_put_config(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let c: PcConfig = parse_body(&body)?;
+    let (iface, netns) = {
+        let g = lock(&s);
+        match g.by_name.get(&name) {
+            Some(d) => (d.spec.interface.clone(), d.spec.netns.clone()),
+            None => (None, None),
+        }
+    };
+    let spec = pc_spec(c, iface, netns)?;
+    put(s, name, spec, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PcAttach {
+    cube: String,
+    port: String,
+    #[serde(default)]
+    position: Option<String>,
+    #[serde(default)]
+    netns: Option<String>,
+}
+
+async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let a: PcAttach = parse_body(&body)?;
+    if a.position
+        .as_deref()
+        .is_some_and(|p| p != "auto" && p != "last")
+    {
+        return Err(ApiError::bad(
+            "a dynamic monitor runs last in statewall's chain: position must be auto or last",
+        ));
+    }
+    let mut g = lock(&s);
+    let d = g
+        .by_name
+        .get_mut(&a.cube)
+        .ok_or_else(|| not_found(&a.cube))?;
+    if a.netns.is_some() {
+        d.spec.netns = a.netns.clone();
+    }
+    d.attach(&a.port)
+        .map_err(|e| ApiError::bad(format!("dynamic monitor {:?}: {e}", a.cube)))?;
+    let v = view(d);
+    g.save();
+    Ok(Json(v).into_response())
+}
+
+async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let a: PcAttach = parse_body(&body)?;
+    let mut g = lock(&s);
+    let d = g
+        .by_name
+        .get_mut(&a.cube)
+        .ok_or_else(|| not_found(&a.cube))?;
+    if d.spec.interface.as_deref() != Some(a.port.as_str()) {
+        return Err(ApiError::bad(format!(
+            "{:?} is not attached to {:?}",
+            a.cube, a.port
+        )));
+    }
+    d.detach();
+    let v = view(d);
+    g.save();
+    Ok(Json(v).into_response())
+}

@@ -1,0 +1,241 @@
+//! A dynamic monitor's metrics as Prometheus/OpenMetrics text.
+//!
+//! Every metric with `open-metrics-metadata` is one family named after the metric, with
+//! the label `dynmon` (the instance), its constant labels, and per entry:
+//! - hash maps: one series per key. A key that is a struct of integers gives one label
+//!   per field (names from the BTF); any other key gives the label `key`;
+//! - arrays: one series per index (label `index`), a one-entry array a single series;
+//! - global data (`.bss`, `.data`): one series per variable (label `field`);
+//! - per-CPU values are summed; a struct value gives one series per integer field
+//!   (label `field`);
+//! - queues, stacks and ring buffers: the number of records the read took.
+//!
+//! `histogram` reads the map as log2 buckets (entry k counts integers below 2^k, the
+//! others being in the entries before it) and writes cumulative `_bucket{le="2^k-1"}`
+//! series and `_count`; `summary` writes `_count` (entries)
+//! and `_sum` (their values). A counter's samples end in `_total`.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::{Dynmon, MetricType, Reading};
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn label_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON value as a sample number: numbers, booleans, per-CPU lists summed.
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(*b as u8 as f64),
+        Value::String(s) => s.parse().ok(),
+        Value::Array(a) if !a.is_empty() && a.iter().all(|x| number(x).is_some()) => {
+            Some(a.iter().filter_map(number).sum())
+        }
+        _ => None,
+    }
+}
+
+/// (labels, value) pairs of one value: a number, or one per numeric field of an object
+/// (per-CPU lists of objects summed field by field).
+fn values(v: &Value) -> Vec<(Option<String>, f64)> {
+    if let Some(n) = number(v) {
+        return vec![(None, n)];
+    }
+    let obj = match v {
+        Value::Object(o) => o.clone(),
+        Value::Array(a) if a.iter().all(Value::is_object) && !a.is_empty() => {
+            // per-CPU structs: sum each field
+            let mut sum = serde_json::Map::new();
+            for x in a {
+                for (k, f) in x.as_object().unwrap() {
+                    if let Some(n) = number(f) {
+                        let cur = sum.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                        sum.insert(k.clone(), serde_json::json!(cur + n));
+                    }
+                }
+            }
+            sum
+        }
+        _ => return vec![],
+    };
+    obj.iter()
+        .filter_map(|(k, f)| number(f).map(|n| (Some(k.clone()), n)))
+        .collect()
+}
+
+fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// Key labels of a hash entry.
+fn key_labels(k: &Value) -> Vec<(String, String)> {
+    match k {
+        Value::Object(o) if o.values().all(|v| !v.is_object() && !v.is_array()) => {
+            o.iter().map(|(n, v)| (n.clone(), label_value(v))).collect()
+        }
+        other => vec![("key".into(), label_value(other))],
+    }
+}
+
+fn labels(base: &[(String, String)], more: &[(String, String)]) -> String {
+    let all: Vec<String> = base
+        .iter()
+        .chain(more)
+        .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+        .collect();
+    format!("{{{}}}", all.join(","))
+}
+
+/// Writes the families of `d`'s readings.
+pub fn render(d: &Dynmon, readings: &[Reading], om: bool, out: &mut String) {
+    for r in readings {
+        let Some(cfg) = d
+            .paths
+            .get(r.path)
+            .and_then(|p| p.spec.metrics.iter().find(|m| m.name == r.name))
+        else {
+            continue;
+        };
+        let Some(meta) = &cfg.open_metrics else {
+            continue;
+        };
+        let mut base = vec![("dynmon".to_string(), d.name.clone())];
+        base.extend(
+            meta.labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone())),
+        );
+        // (labels, value) samples of the map.
+        let mut samples: Vec<(Vec<(String, String)>, f64)> = Vec::new();
+        let map_kind = d.paths[r.path].maps[&cfg.map_name].map_type;
+        match (&r.value, map_kind) {
+            (Value::Array(a), super::T_QUEUE | super::T_STACK | super::T_RINGBUF) => {
+                samples.push((vec![], a.len() as f64))
+            }
+            (Value::Array(a), super::T_ARRAY | super::T_PERCPU_ARRAY) => {
+                let one = a.len() == 1;
+                for (i, v) in a.iter().enumerate() {
+                    for (field, n) in values(v) {
+                        let mut l = Vec::new();
+                        if !one {
+                            l.push(("index".to_string(), i.to_string()));
+                        }
+                        if let Some(f) = field {
+                            l.push(("field".into(), f));
+                        }
+                        samples.push((l, n));
+                    }
+                }
+            }
+            (Value::Array(a), _) => {
+                for e in a {
+                    let kl = key_labels(&e["key"]);
+                    for (field, n) in values(&e["value"]) {
+                        let mut l = kl.clone();
+                        if let Some(f) = field {
+                            l.push(("field".into(), f));
+                        }
+                        samples.push((l, n));
+                    }
+                }
+            }
+            (v, _) => {
+                for (field, n) in values(v) {
+                    let l = field
+                        .map(|f| vec![("field".to_string(), f)])
+                        .unwrap_or_default();
+                    samples.push((l, n));
+                }
+            }
+        }
+        let name = &r.name;
+        let help = if meta.help.is_empty() {
+            format!("dynmon metric {name} (map {})", cfg.map_name)
+        } else {
+            meta.help.clone()
+        };
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        match meta.kind {
+            MetricType::Counter => {
+                let (family, sample) = match name.strip_suffix("_total") {
+                    Some(f) => (f.to_string(), name.clone()),
+                    None => (name.clone(), format!("{name}_total")),
+                };
+                let family = if om { family } else { sample.clone() };
+                let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
+                for (l, n) in &samples {
+                    let _ = writeln!(out, "{sample}{} {}", labels(&base, l), fmt_num(*n));
+                }
+            }
+            MetricType::Gauge | MetricType::Untyped => {
+                let t = if meta.kind == MetricType::Gauge {
+                    "gauge"
+                } else if om {
+                    "unknown"
+                } else {
+                    "untyped"
+                };
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {t}");
+                for (l, n) in &samples {
+                    let _ = writeln!(out, "{name}{} {}", labels(&base, l), fmt_num(*n));
+                }
+            }
+            MetricType::Histogram => {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+                // Bucket k: the sample with index (or key) k.
+                let mut buckets: Vec<(u32, f64)> = samples
+                    .iter()
+                    .filter_map(|(l, n)| {
+                        let k = l
+                            .iter()
+                            .find(|(k, _)| k == "index" || k == "key")
+                            .and_then(|(_, v)| v.parse::<u32>().ok())?;
+                        Some((k, *n))
+                    })
+                    .collect();
+                buckets.sort_by_key(|b| b.0);
+                let mut cum = 0.0;
+                for (k, n) in &buckets {
+                    cum += n;
+                    let le = if *k >= 64 {
+                        f64::INFINITY
+                    } else {
+                        ((1u128 << k) - 1) as f64
+                    };
+                    let le = (vec![("le".to_string(), fmt_num(le))], cum);
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        labels(&base, &le.0),
+                        fmt_num(le.1)
+                    );
+                }
+                let inf = vec![("le".to_string(), "+Inf".to_string())];
+                let _ = writeln!(out, "{name}_bucket{} {}", labels(&base, &inf), fmt_num(cum));
+                let _ = writeln!(out, "{name}_count{} {}", labels(&base, &[]), fmt_num(cum));
+            }
+            MetricType::Summary => {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+                let sum: f64 = samples.iter().map(|s| s.1).sum();
+                let _ = writeln!(out, "{name}_count{} {}", labels(&base, &[]), samples.len());
+                let _ = writeln!(out, "{name}_sum{} {}", labels(&base, &[]), fmt_num(sum));
+            }
+        }
+    }
+}
