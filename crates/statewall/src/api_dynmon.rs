@@ -43,10 +43,7 @@ type ApiResult = Result<Response, ApiError>;
 /// Adds the dynmon routes (the Polycube GETs of `/polycube/v1/dynmon/{name}` and
 /// `.../metrics` are the monitor module's, which fall back here).
 pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
-    let mut r = r
-        .route("/api/v1/dynmon", get(list))
-        .route("/polycube/v1/attach", post(pc_attach))
-        .route("/polycube/v1/detach", post(pc_detach));
+    let mut r = r.route("/api/v1/dynmon", get(list));
     for slash in ["", "/"] {
         r = r
             .route(
@@ -284,8 +281,10 @@ async fn pc_open_metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>)
         let mut g = lock(&s);
         let d = g.by_name.get_mut(&name).ok_or_else(|| not_found(&name))?;
         let r = d.read().map_err(ApiError::internal)?;
+        let mut fams = crate::dynmon::openmetrics::Families::default();
+        crate::dynmon::openmetrics::render(d, &r, false, &mut fams);
         let mut out = String::new();
-        crate::dynmon::openmetrics::render(d, &r, false, &mut out);
+        fams.finish(&mut out);
         Ok(out)
     })
     .await
@@ -416,57 +415,40 @@ async fn pc_put_config(
     put(s, name, spec, true).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PcAttach {
-    cube: String,
-    port: String,
-    #[serde(default)]
-    position: Option<String>,
-    #[serde(default)]
+/// Polycube's `/attach` and `/detach` for a dynamic monitor's cube (the firewall's
+/// handler hands them over).
+pub fn attach_detach(
+    s: &Shared,
+    cube: &str,
+    port: &str,
     netns: Option<String>,
-}
-
-async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let a: PcAttach = parse_body(&body)?;
-    if a.position
+    position: Option<String>,
+    on: bool,
+) -> ApiResult {
+    if position
         .as_deref()
-        .is_some_and(|p| p != "auto" && p != "last")
+        .is_some_and(|p| !p.eq_ignore_ascii_case("auto") && !p.eq_ignore_ascii_case("last"))
     {
         return Err(ApiError::bad(
-            "a dynamic monitor runs last in statewall's chain: position must be auto or last",
+            "position: a dynamic monitor runs last in statewall's chain (auto or last)",
         ));
     }
-    let mut g = lock(&s);
-    let d = g
-        .by_name
-        .get_mut(&a.cube)
-        .ok_or_else(|| not_found(&a.cube))?;
-    if a.netns.is_some() {
-        d.spec.netns = a.netns.clone();
+    let mut g = lock(s);
+    let d = g.by_name.get_mut(cube).ok_or_else(|| not_found(cube))?;
+    if on {
+        if netns.is_some() {
+            d.spec.netns = netns;
+        }
+        d.attach(port)
+            .map_err(|e| ApiError::bad(format!("dynamic monitor {cube:?}: {e}")))?;
+    } else {
+        if d.spec.interface.as_deref() != Some(port) {
+            return Err(ApiError::bad(format!(
+                "port: {cube:?} is not attached to {port:?}"
+            )));
+        }
+        d.detach();
     }
-    d.attach(&a.port)
-        .map_err(|e| ApiError::bad(format!("dynamic monitor {:?}: {e}", a.cube)))?;
-    let v = view(d);
     g.save();
-    Ok(Json(v).into_response())
-}
-
-async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let a: PcAttach = parse_body(&body)?;
-    let mut g = lock(&s);
-    let d = g
-        .by_name
-        .get_mut(&a.cube)
-        .ok_or_else(|| not_found(&a.cube))?;
-    if d.spec.interface.as_deref() != Some(a.port.as_str()) {
-        return Err(ApiError::bad(format!(
-            "{:?} is not attached to {:?}",
-            a.cube, a.port
-        )));
-    }
-    d.detach();
-    let v = view(d);
-    g.save();
-    Ok(Json(v).into_response())
+    Ok(Json(json!({"cube": cube, "attached": on})).into_response())
 }

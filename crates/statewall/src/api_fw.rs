@@ -8,7 +8,7 @@
 //! | GET | `/api/v1/firewall` | every instance |
 //! | GET/POST/DELETE | `/api/v1/firewall/{name}` | show / create (`{"type"}`) / delete |
 //! | POST | `/api/v1/firewall/{name}/attach`, `/detach` | `{"port", "netns"?}` |
-//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}` |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}` (a dynamic monitor's cube: [`crate::api_dynmon`]) |
 //! | POST | `.../{name}/chain/{CHAIN}/batch` | `{"rules": [{"operation", ...}]}` |
 //! | GET | `.../{name}/chain/{CHAIN}/rule` | rules with ids, then the default stub |
 //! | GET | `.../{name}/chain/{CHAIN}/stats` | per-rule `pkts`, `bytes` |
@@ -428,6 +428,9 @@ fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
         .cube
         .clone()
         .ok_or_else(|| ApiError::bad("cube: missing"))?;
+    if !lock(s).fw.instances.contains_key(&name) && crate::api_dynmon::exists(s, &name) {
+        return crate::api_dynmon::attach_detach(s, &name, &b.port, b.netns, b.position, on);
+    }
     do_attach(s, &name, b, on)
 }
 

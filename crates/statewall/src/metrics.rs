@@ -304,12 +304,14 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
     {
         // Dynamic monitors' declared metrics (a read: swap-on-read and empty-on-read apply).
         let mut dm = s.dynmon.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fams = crate::dynmon::openmetrics::Families::default();
         for d in dm.by_name.values_mut() {
             match d.read() {
-                Ok(r) => crate::dynmon::openmetrics::render(d, &r, openmetrics, &mut out),
+                Ok(r) => crate::dynmon::openmetrics::render(d, &r, openmetrics, &mut fams),
                 Err(e) => tracing::warn!(dynmon = %d.name, "reading for /metrics: {e}"),
             }
         }
+        fams.finish(&mut out);
     }
     if openmetrics {
         out.push_str("# EOF\n");

@@ -529,7 +529,7 @@ mod tests {
     /// Builds BTF by hand: types as (name, info, size_or_type, extra words).
     fn build(types: &[(&str, u32, u32, Vec<u32>)], extra_names: &[&str]) -> (Vec<u8>, Vec<u32>) {
         let mut strs = vec![0u8];
-        let mut name_off = |s: &str, strs: &mut Vec<u8>| -> u32 {
+        let name_off = |s: &str, strs: &mut Vec<u8>| -> u32 {
             if s.is_empty() {
                 return 0;
             }

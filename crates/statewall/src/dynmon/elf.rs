@@ -135,7 +135,7 @@ pub fn normalise(b: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = b.to_vec();
     let shstrndx = u16_at(b, 62)? as usize;
     let pad = |out: &mut Vec<u8>| {
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
     };

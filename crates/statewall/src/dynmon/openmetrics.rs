@@ -102,8 +102,23 @@ fn labels(base: &[(String, String)], more: &[(String, String)]) -> String {
     format!("{{{}}}", all.join(","))
 }
 
-/// Writes the families of `d`'s readings.
-pub fn render(d: &Dynmon, readings: &[Reading], om: bool, out: &mut String) {
+/// Families being written, by name: instances that declare the same metric share one
+/// family (one HELP and TYPE), their series told apart by the `dynmon` label.
+#[derive(Default)]
+pub struct Families(std::collections::BTreeMap<String, (String, String)>);
+
+impl Families {
+    /// Appends every family to `out`.
+    pub fn finish(self, out: &mut String) {
+        for (head, body) in self.0.into_values() {
+            out.push_str(&head);
+            out.push_str(&body);
+        }
+    }
+}
+
+/// Adds the families of `d`'s readings.
+pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
     for r in readings {
         let Some(cfg) = d
             .paths
@@ -171,6 +186,7 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, out: &mut String) {
             meta.help.clone()
         };
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let (mut head, mut body) = (String::new(), String::new());
         match meta.kind {
             MetricType::Counter => {
                 let (family, sample) = match name.strip_suffix("_total") {
@@ -178,9 +194,9 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, out: &mut String) {
                     None => (name.clone(), format!("{name}_total")),
                 };
                 let family = if om { family } else { sample.clone() };
-                let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
+                let _ = writeln!(head, "# HELP {family} {help}\n# TYPE {family} counter");
                 for (l, n) in &samples {
-                    let _ = writeln!(out, "{sample}{} {}", labels(&base, l), fmt_num(*n));
+                    let _ = writeln!(body, "{sample}{} {}", labels(&base, l), fmt_num(*n));
                 }
             }
             MetricType::Gauge | MetricType::Untyped => {
@@ -191,13 +207,13 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, out: &mut String) {
                 } else {
                     "untyped"
                 };
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {t}");
+                let _ = writeln!(head, "# HELP {name} {help}\n# TYPE {name} {t}");
                 for (l, n) in &samples {
-                    let _ = writeln!(out, "{name}{} {}", labels(&base, l), fmt_num(*n));
+                    let _ = writeln!(body, "{name}{} {}", labels(&base, l), fmt_num(*n));
                 }
             }
             MetricType::Histogram => {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+                let _ = writeln!(head, "# HELP {name} {help}\n# TYPE {name} histogram");
                 // Bucket k: the sample with index (or key) k.
                 let mut buckets: Vec<(u32, f64)> = samples
                     .iter()
@@ -220,22 +236,38 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, out: &mut String) {
                     };
                     let le = (vec![("le".to_string(), fmt_num(le))], cum);
                     let _ = writeln!(
-                        out,
+                        body,
                         "{name}_bucket{} {}",
                         labels(&base, &le.0),
                         fmt_num(le.1)
                     );
                 }
                 let inf = vec![("le".to_string(), "+Inf".to_string())];
-                let _ = writeln!(out, "{name}_bucket{} {}", labels(&base, &inf), fmt_num(cum));
-                let _ = writeln!(out, "{name}_count{} {}", labels(&base, &[]), fmt_num(cum));
+                let _ = writeln!(
+                    body,
+                    "{name}_bucket{} {}",
+                    labels(&base, &inf),
+                    fmt_num(cum)
+                );
+                let _ = writeln!(body, "{name}_count{} {}", labels(&base, &[]), fmt_num(cum));
             }
             MetricType::Summary => {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+                let _ = writeln!(head, "# HELP {name} {help}\n# TYPE {name} summary");
                 let sum: f64 = samples.iter().map(|s| s.1).sum();
-                let _ = writeln!(out, "{name}_count{} {}", labels(&base, &[]), samples.len());
-                let _ = writeln!(out, "{name}_sum{} {}", labels(&base, &[]), fmt_num(sum));
+                let _ = writeln!(body, "{name}_count{} {}", labels(&base, &[]), samples.len());
+                let _ = writeln!(body, "{name}_sum{} {}", labels(&base, &[]), fmt_num(sum));
             }
+        }
+        match fams.0.get_mut(name) {
+            None => {
+                fams.0.insert(name.clone(), (head, body));
+            }
+            Some((h, b)) if h.lines().nth(1) == head.lines().nth(1) => b.push_str(&body),
+            Some(_) => tracing::warn!(
+                dynmon = %d.name,
+                metric = %name,
+                "another dynamic monitor declares this metric with another type: left out"
+            ),
         }
     }
 }
