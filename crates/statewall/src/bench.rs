@@ -271,12 +271,13 @@ pub fn print(report: &Report) {
 /// The groups of measurements, in the order they run. The time-to-open groups come first:
 /// freeing the firewall bench's large maps keeps the machine busy for a while, which showed
 /// in the SPA-to-open figure (about 1 to 2 ms instead of 0.8).
-pub const GROUPS: [&str; 8] = [
+pub const GROUPS: [&str; 9] = [
     "open",
     "spa-open",
     "testrun",
     "firewall",
     "monitor",
+    "dynmon",
     "spa-verify",
     "firewall-nft",
     "monitor-iperf",
@@ -320,6 +321,9 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
     }
     if want("monitor") {
         report.rows.extend(crate::bench_monitor::rows(repeat)?);
+    }
+    if want("dynmon") {
+        report.rows.extend(crate::bench_dynmon::rows()?);
     }
     if want("spa-verify") {
         report.rows.extend(crate::bench_spa::verify_rows()?);

@@ -34,6 +34,7 @@ pub mod api_dynmon;
 pub mod api_fw;
 pub mod api_monitor;
 pub mod bench;
+pub mod bench_dynmon;
 pub mod bench_fw;
 pub mod bench_fwnft;
 pub mod bench_monitor;

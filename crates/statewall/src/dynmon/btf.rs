@@ -379,43 +379,36 @@ impl Btf {
 
     /// Decodes `bytes` as type `id`.
     pub fn decode(&self, id: u32, bytes: &[u8]) -> Value {
-        self.decode_depth(id, bytes, 0)
+        self.plan(id).decode(bytes)
     }
 
-    fn decode_depth(&self, id: u32, bytes: &[u8], depth: u32) -> Value {
+    /// A decoder for type `id`, worked out once and used for every entry of a map.
+    pub fn plan(&self, id: u32) -> Plan {
+        self.plan_depth(id, 0)
+    }
+
+    fn plan_depth(&self, id: u32, depth: u32) -> Plan {
         let id = self.resolve(id);
+        let size = self.size(id).unwrap_or(0);
         let Some(t) = self.get(id) else {
-            return hex(bytes);
+            return Plan::Hex(size);
         };
         if depth > 32 {
-            return hex(bytes);
+            return Plan::Hex(size);
         }
-        let size = self.size(id).unwrap_or(bytes.len());
-        if bytes.len() < size {
-            return hex(bytes);
-        }
-        let bytes = &bytes[..size];
         match t.kind {
-            INT => {
-                if t.int_enc & 4 != 0 {
-                    return Value::Bool(bytes.iter().any(|&b| b != 0));
-                }
-                int_value(bytes, t.int_enc & 1 != 0)
-            }
-            PTR => int_value(bytes, false),
-            ENUM | ENUM64 => {
-                let signed = t.kind_flag;
-                let v = le_int(bytes, signed);
-                match t.members.iter().find(|m| m.value == v) {
-                    Some(m) => Value::String(m.name.clone()),
-                    None => int_value(bytes, signed),
-                }
-            }
-            FLOAT => match bytes.len() {
-                4 => json!(f32::from_le_bytes(bytes.try_into().unwrap())),
-                8 => json!(f64::from_le_bytes(bytes.try_into().unwrap())),
-                _ => hex(bytes),
-            },
+            INT if t.int_enc & 4 != 0 => Plan::Bool(size),
+            INT => Plan::Int(size, t.int_enc & 1 != 0),
+            PTR => Plan::Int(8, false),
+            ENUM | ENUM64 => Plan::Enum(
+                size,
+                t.kind_flag,
+                t.members
+                    .iter()
+                    .map(|m| (m.value, m.name.clone()))
+                    .collect(),
+            ),
+            FLOAT => Plan::Float(size),
             ARRAY => {
                 let (elem, n) = t.array;
                 let es = self.size(elem).unwrap_or(0);
@@ -423,67 +416,164 @@ impl Btf {
                 if e.is_some_and(|e| {
                     e.kind == INT && e.size_or_type == 1 && (e.int_enc & 2 != 0 || e.name == "char")
                 }) {
-                    let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
-                    return Value::String(String::from_utf8_lossy(&bytes[..end]).into_owned());
+                    return Plan::Str(size);
                 }
-                if es == 0 {
-                    return Value::Array(vec![]);
-                }
-                Value::Array(
-                    (0..n as usize)
-                        .map(|i| self.decode_depth(elem, &bytes[i * es..(i + 1) * es], depth + 1))
-                        .collect(),
-                )
+                Plan::Array(Box::new(self.plan_depth(elem, depth + 1)), n as usize, es)
             }
-            STRUCT | UNION => {
-                let mut obj = Map::new();
-                self.members_into(t, bytes, depth, &mut obj);
-                Value::Object(obj)
-            }
-            DATASEC => {
-                let mut obj = Map::new();
-                for m in &t.members {
-                    let (off, len) = (m.bit_offset as usize, m.value as usize);
-                    if let Some(b) = bytes.get(off..off + len) {
-                        obj.insert(m.name.clone(), self.decode_depth(m.ty, b, depth + 1));
-                    }
-                }
-                Value::Object(obj)
-            }
-            _ => hex(bytes),
+            STRUCT | UNION => Plan::Struct(
+                size,
+                t.members
+                    .iter()
+                    .map(|m| Field {
+                        name: m.name.clone(),
+                        off: (m.bit_offset / 8) as usize,
+                        bit_off: m.bit_offset,
+                        bits: m.bits,
+                        size: self.size(m.ty).unwrap_or(0),
+                        plan: if m.bits > 0 {
+                            Plan::Hex(0)
+                        } else {
+                            self.plan_depth(m.ty, depth + 1)
+                        },
+                    })
+                    .collect(),
+            ),
+            DATASEC => Plan::Struct(
+                size,
+                t.members
+                    .iter()
+                    .map(|m| Field {
+                        name: m.name.clone(),
+                        off: m.bit_offset as usize,
+                        bit_off: m.bit_offset * 8,
+                        bits: 0,
+                        size: m.value as usize,
+                        plan: self.plan_depth(m.ty, depth + 1),
+                    })
+                    .collect(),
+            ),
+            _ => Plan::Hex(size),
+        }
+    }
+}
+
+/// A member of a struct plan.
+#[derive(Clone, Debug)]
+pub struct Field {
+    name: String,
+    off: usize,
+    bit_off: u32,
+    bits: u32,
+    size: usize,
+    plan: Plan,
+}
+
+/// How to decode one type (see the module docs for the rules).
+#[derive(Clone, Debug)]
+pub enum Plan {
+    /// Integer: size, signed.
+    Int(usize, bool),
+    /// `bool`.
+    Bool(usize),
+    /// Enum: size, signed, value names.
+    Enum(usize, bool, Vec<(i128, String)>),
+    /// Float.
+    Float(usize),
+    /// `char` array.
+    Str(usize),
+    /// Array: element plan, count, element size.
+    Array(Box<Plan>, usize, usize),
+    /// Struct, union or datasec: size and members.
+    Struct(usize, Vec<Field>),
+    /// Anything else: hex of this many bytes (0: all given).
+    Hex(usize),
+}
+
+impl Plan {
+    /// Bytes the plan reads.
+    pub fn size(&self) -> usize {
+        match self {
+            Plan::Int(s, _)
+            | Plan::Bool(s)
+            | Plan::Enum(s, _, _)
+            | Plan::Float(s)
+            | Plan::Str(s)
+            | Plan::Struct(s, _)
+            | Plan::Hex(s) => *s,
+            Plan::Array(_, n, es) => n * es,
         }
     }
 
-    fn members_into(&self, t: &Type, bytes: &[u8], depth: u32, obj: &mut Map<String, Value>) {
-        for m in &t.members {
-            let v = if m.bits > 0 {
-                // Bitfield: read the storage unit around it and shift.
+    /// Decodes `bytes` (hex when they are shorter than the type).
+    pub fn decode(&self, bytes: &[u8]) -> Value {
+        let size = self.size();
+        if bytes.len() < size {
+            return hex(bytes);
+        }
+        let b = if size == 0 { bytes } else { &bytes[..size] };
+        match self {
+            Plan::Int(_, signed) => int_value(b, *signed),
+            Plan::Bool(_) => Value::Bool(b.iter().any(|&c| c != 0)),
+            Plan::Enum(_, signed, names) => {
+                let v = le_int(b, *signed);
+                match names.iter().find(|(n, _)| *n == v) {
+                    Some((_, name)) => Value::String(name.clone()),
+                    None => int_value(b, *signed),
+                }
+            }
+            Plan::Float(4) => json!(f32::from_le_bytes(b.try_into().unwrap())),
+            Plan::Float(8) => json!(f64::from_le_bytes(b.try_into().unwrap())),
+            Plan::Float(_) | Plan::Hex(_) => hex(b),
+            Plan::Str(_) => {
+                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                Value::String(String::from_utf8_lossy(&b[..end]).into_owned())
+            }
+            Plan::Array(elem, n, es) => {
+                if *es == 0 {
+                    return Value::Array(vec![]);
+                }
+                Value::Array(
+                    (0..*n)
+                        .map(|i| elem.decode(&b[i * es..(i + 1) * es]))
+                        .collect(),
+                )
+            }
+            Plan::Struct(_, fields) => {
+                let mut obj = Map::new();
+                Self::fields_into(fields, b, &mut obj);
+                Value::Object(obj)
+            }
+        }
+    }
+
+    fn fields_into(fields: &[Field], b: &[u8], obj: &mut Map<String, Value>) {
+        for f in fields {
+            let v = if f.bits > 0 {
+                // Bitfield: read the storage around it and shift.
                 let mut raw = [0u8; 16];
-                let start = (m.bit_offset / 8) as usize;
-                let n = (bytes.len() - start.min(bytes.len())).min(16);
-                raw[..n].copy_from_slice(&bytes[start..start + n]);
-                let word = u128::from_le_bytes(raw) >> (m.bit_offset % 8);
-                let mask = if m.bits >= 128 {
+                let start = (f.bit_off / 8) as usize;
+                let n = (b.len() - start.min(b.len())).min(16);
+                raw[..n].copy_from_slice(&b[start..start + n]);
+                let word = u128::from_le_bytes(raw) >> (f.bit_off % 8);
+                let mask = if f.bits >= 128 {
                     u128::MAX
                 } else {
-                    (1u128 << m.bits) - 1
+                    (1u128 << f.bits) - 1
                 };
                 json!((word & mask) as u64)
             } else {
-                let off = (m.bit_offset / 8) as usize;
-                let sz = self.size(m.ty).unwrap_or(0);
-                match bytes.get(off..off + sz) {
-                    Some(b) => self.decode_depth(m.ty, b, depth + 1),
+                match b.get(f.off..f.off + f.size) {
+                    Some(x) => f.plan.decode(x),
                     None => continue,
                 }
             };
-            if m.name.is_empty() {
+            if f.name.is_empty() {
                 // Anonymous struct or union: its members belong to the parent.
                 if let Value::Object(inner) = v {
                     obj.extend(inner);
                 }
             } else {
-                obj.insert(m.name.clone(), v);
+                obj.insert(f.name.clone(), v);
             }
         }
     }

@@ -47,6 +47,11 @@ use serde_json::{json, Value};
 
 use self::btf::Btf;
 
+/// The C example (`examples/dynmon/c/flows.c`) and its metric declarations.
+pub static EXAMPLE_C_SOURCE: &str = include_str!("../../../../examples/dynmon/c/flows.c");
+/// `examples/dynmon/c/flows.toml`.
+pub static EXAMPLE_C_METRICS: &str = include_str!("../../../../examples/dynmon/c/flows.toml");
+
 /// The Rust example (`examples/dynmon/rust`), built with statewall's kernel crate (empty
 /// when the build used prebuilt objects without `STATEWALL_DYNMON_EXAMPLE_OBJECT`).
 pub static EXAMPLE_RUST_OBJECT: &[u8] =
@@ -943,6 +948,13 @@ impl Dynmon {
             .collect()
     }
 
+    /// The fd of map `map` of path `path`, in the copy the program runs now.
+    pub fn active_map_fd(&self, path: usize, map: &str) -> Option<std::os::fd::RawFd> {
+        let p = self.paths.get(path)?;
+        let m = p.copies[p.active].map(map)?;
+        Some(map_data(m).fd().as_fd().as_raw_fd())
+    }
+
     /// Reads every metric: one switch and one grace period for all swapped maps.
     pub fn read(&mut self) -> Result<Vec<Reading>, String> {
         let t0 = Instant::now();
@@ -967,13 +979,14 @@ impl Dynmon {
         let t1 = Instant::now();
         let ts = now_us();
         let ncpus = aya::util::nr_cpus().map_err(|e| format!("possible CPUs: {}", e.1))?;
-        let mut out = Vec::new();
+        let mut out: Vec<Reading> = Vec::new();
         for (i, p) in self.paths.iter_mut().enumerate() {
-            let mut done: BTreeMap<String, Value> = BTreeMap::new();
+            // A map read once per read, even when several metrics name it.
+            let mut done: BTreeMap<String, usize> = BTreeMap::new();
             for m in p.spec.metrics.clone() {
                 let meta = p.maps[&m.map_name].clone();
-                let value = if let Some(v) = done.get(&m.map_name) {
-                    v.clone()
+                let value = if let Some(&j) = done.get(&m.map_name) {
+                    out[j].value.clone()
                 } else {
                     let copy = if meta.swapped {
                         old[i].unwrap_or(p.active)
@@ -981,9 +994,8 @@ impl Dynmon {
                         p.active
                     };
                     let empty = meta.swapped || m.extraction.empty_on_read;
-                    let v = read_map(p, copy, &m, &meta, empty, ncpus)?;
-                    done.insert(m.map_name.clone(), v.clone());
-                    v
+                    done.insert(m.map_name.clone(), out.len());
+                    read_map(p, copy, &m, &meta, empty, ncpus)?
                 };
                 out.push(Reading {
                     name: m.name.clone(),
@@ -1009,11 +1021,11 @@ fn read_map(
 ) -> Result<Value, String> {
     let err = |e: std::io::Error| format!("reading map {:?}: {e}", m.map_name);
     let btf = &p.btf;
-    let decode_value = |ty: u32, b: &[u8]| -> Value {
-        if ty != 0 {
-            btf.decode(ty, b)
-        } else {
-            raw_int(b)
+    let plan = |ty: u32| (ty != 0).then(|| btf.plan(ty));
+    let decode_with = |plan: &Option<btf::Plan>, b: &[u8]| -> Value {
+        match plan {
+            Some(p) => p.decode(b),
+            None => raw_int(b),
         }
     };
     if meta.map_type == T_RINGBUF {
@@ -1023,9 +1035,10 @@ fn read_map(
             .as_deref()
             .and_then(|t| btf.find(t))
             .unwrap_or(meta.value_ty);
+        let rp = plan(ty);
         let mut recs = Vec::new();
         while let Some(item) = ring.next() {
-            recs.push(decode_value(ty, &item));
+            recs.push(decode_with(&rp, &item));
             if recs.len() >= 1 << 20 {
                 break;
             }
@@ -1042,16 +1055,17 @@ fn read_map(
     } else {
         vs
     };
+    let (kp, vp) = (plan(meta.key_ty), plan(meta.value_ty));
     let value_of = |b: &[u8]| -> Value {
         if per_cpu(meta.map_type) {
             let stride = vs.div_ceil(8) * 8;
             Value::Array(
                 (0..ncpus)
-                    .map(|c| decode_value(meta.value_ty, &b[c * stride..c * stride + vs]))
+                    .map(|c| decode_with(&vp, &b[c * stride..c * stride + vs]))
                     .collect(),
             )
         } else {
-            decode_value(meta.value_ty, &b[..vs])
+            decode_with(&vp, &b[..vs])
         }
     };
     match meta.map_type {
@@ -1089,11 +1103,7 @@ fn read_map(
             let mut out = Vec::with_capacity(n);
             for i in 0..n {
                 let k = &keys[i * ks..(i + 1) * ks];
-                let key = if meta.key_ty != 0 {
-                    btf.decode(meta.key_ty, k)
-                } else {
-                    raw_int(k)
-                };
+                let key = decode_with(&kp, k);
                 out.push(
                     json!({"key": key, "value": value_of(&values[i * vs_all..(i + 1) * vs_all])}),
                 );
