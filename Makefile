@@ -35,7 +35,7 @@ bench: build
 # number of runs (cargo-fuzz, libFuzzer without a sanitizer: Debian's stable rustc, with
 # RUSTC_BOOTSTRAP for cargo-fuzz's flags). New inputs go to fuzz/work/ (not committed);
 # the seeds in fuzz/corpus/ are replayed by `make test`. A finding lands in fuzz/artifacts/.
-FUZZ_TARGETS := spa_pkd spa_fwknop config import_knockd import_fwknop actions_json rest_bodies
+FUZZ_TARGETS := spa_pkd spa_fwknop config import_knockd import_fwknop actions_json rest_bodies dynmon_object
 FUZZ_RUNS ?= 500000
 soak: build
 	STATEWALL_SOAK=20 $(CARGO) test --workspace -- --test-threads=2 --nocapture 2>&1 \

@@ -130,7 +130,11 @@ pub fn view(d: &Dynmon) -> Value {
 
 async fn list(State(s): State<Arc<Shared>>) -> ApiResult {
     let g = lock(&s);
-    let v: Vec<Value> = g.by_name.values().map(view).collect();
+    let mut v: Vec<Value> = g.by_name.values().map(view).collect();
+    // Kept instances that did not load at start.
+    v.extend(g.failed.iter().map(|(n, spec)| {
+        json!({"name": n, "interface": spec.interface, "netns": spec.netns, "loaded": false})
+    }));
     Ok(Json(v).into_response())
 }
 
@@ -143,52 +147,72 @@ async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResu
 /// Loads an instance without holding the lock (clang and the verifier take a while),
 /// then puts it in place; `replace` allows an existing one of that name to go.
 async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> ApiResult {
-    {
-        let taken = s
-            .monitors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_name
-            .contains_key(&name);
-        if taken {
+    let builtin = s
+        .monitors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .by_name
+        .contains_key(&name);
+    if builtin {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{name:?} is a built-in monitor of the config"),
+        ));
+    }
+    // The name is reserved while the load runs (outside the lock: clang and the verifier
+    // take a while), so two requests for one name cannot both get it.
+    let old_iface = {
+        let mut g = lock(&s);
+        if g.pending.contains(&name) {
             return Err(ApiError(
                 StatusCode::CONFLICT,
-                format!("{name:?} is a built-in monitor of the config"),
+                format!("dynamic monitor {name:?} is being loaded by another request"),
             ));
         }
-        if !replace && lock(&s).by_name.contains_key(&name) {
+        if !replace && g.by_name.contains_key(&name) {
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 format!("dynamic monitor {name:?} exists: DELETE it first"),
             ));
         }
-    }
-    let n = name.clone();
-    // A replaced instance stays attached while its successor loads (no gap on tcx), and
-    // goes back in place if the new one fails: a failed replace changes nothing.
-    let old = if replace {
-        lock(&s).by_name.remove(&name)
-    } else {
-        None
-    };
-    let loaded = tokio::task::spawn_blocking(move || Dynmon::load(&n, spec))
-        .await
-        .map_err(ApiError::internal)?;
-    let d = match loaded {
-        Ok(d) => d,
-        Err(e) => {
-            if let Some(o) = old {
-                lock(&s).by_name.insert(name.clone(), o);
+        g.pending.insert(name.clone());
+        // A replaced instance stays attached while its successor loads (no gap on tcx),
+        // except an XDP one: the interface has room for one XDP program.
+        match g.by_name.get_mut(&name) {
+            Some(d) if d.paths.iter().any(|p| p.xdp) => {
+                let i = d.spec.interface.clone();
+                d.detach();
+                i
             }
-            return Err(ApiError::bad(format!("dynamic monitor {name:?}: {e}")));
+            _ => None,
         }
     };
-    drop(old);
+    let n = name.clone();
+    let loaded = tokio::task::spawn_blocking(move || Dynmon::load(&n, spec))
+        .await
+        .map_err(ApiError::internal);
+    let mut g = lock(&s);
+    g.pending.remove(&name);
+    let d = match loaded
+        .and_then(|r| r.map_err(|e| ApiError::bad(format!("dynamic monitor {name:?}: {e}"))))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            // A failed replace changes nothing.
+            if let (Some(i), Some(old)) = (old_iface, g.by_name.get_mut(&name)) {
+                if let Err(e) = old.attach(&i, old.spec.netns.clone()) {
+                    tracing::warn!(dynmon = %name, "re-attaching the previous program: {e}");
+                }
+            }
+            return Err(e);
+        }
+    };
     tracing::info!(dynmon = %name, load_us = d.load_time.as_micros() as u64, "dynamic monitor loaded");
     let v = view(&d);
-    let mut g = lock(&s);
-    g.by_name.insert(name, d);
+    let old = g.by_name.insert(name.clone(), d);
+    g.failed.remove(&name);
     g.save();
+    drop(old);
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
@@ -199,7 +223,11 @@ async fn load(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Byte
 
 async fn unload(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     let mut g = lock(&s);
-    let d = g.by_name.remove(&name).ok_or_else(|| not_found(&name))?;
+    let d = g.by_name.remove(&name);
+    let failed = g.failed.remove(&name);
+    if d.is_none() && failed.is_none() {
+        return Err(not_found(&name));
+    }
     drop(d);
     g.save();
     tracing::info!(dynmon = %name, "dynamic monitor unloaded");
@@ -436,10 +464,8 @@ pub fn attach_detach(
     let mut g = lock(s);
     let d = g.by_name.get_mut(cube).ok_or_else(|| not_found(cube))?;
     if on {
-        if netns.is_some() {
-            d.spec.netns = netns;
-        }
-        d.attach(port)
+        let netns = netns.or_else(|| d.spec.netns.clone());
+        d.attach(port, netns)
             .map_err(|e| ApiError::bad(format!("dynamic monitor {cube:?}: {e}")))?;
     } else {
         if d.spec.interface.as_deref() != Some(port) {

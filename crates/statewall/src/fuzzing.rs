@@ -203,11 +203,42 @@ pub fn rest_bodies(data: &[u8]) {
     }
 }
 
+/// A user's eBPF object as dynmon reads it: the ELF section table, the section renaming
+/// (whose output must read back with the same sections, renamed ones only changing name),
+/// and the BTF, every type of which is then decoded from the input's first bytes.
+pub fn dynmon_object(data: &[u8]) {
+    use crate::dynmon::{btf::Btf, elf};
+    if let Ok(secs) = elf::sections(data) {
+        if let Ok(out) = elf::normalise(data) {
+            let again = elf::sections(&out).expect("a normalised object reads back");
+            assert_eq!(again.len(), secs.len());
+            for (a, b) in secs.iter().zip(&again) {
+                assert!(
+                    a.name == b.name
+                        || elf::normalised(&a.name).as_deref() == Some(b.name.as_str()),
+                    "{} became {}",
+                    a.name,
+                    b.name
+                );
+            }
+        }
+    }
+    let btf = elf::btf(data).ok().flatten().unwrap_or(data);
+    if let Ok(b) = Btf::parse(btf) {
+        let sample = &data[..data.len().min(256)];
+        for id in 0..b.len().min(4096) as u32 {
+            let _ = b.decode(id, sample);
+            let _ = b.type_name(id);
+            let _ = b.map_types(&b.type_name(id));
+        }
+    }
+}
+
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
 
 /// The targets by name (the fuzz crate's and the corpus directories' names).
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("spa_pkd", spa_pkd),
     ("spa_fwknop", spa_fwknop),
     ("config", config),
@@ -215,4 +246,5 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("import_fwknop", import_fwknop),
     ("actions_json", actions_json),
     ("rest_bodies", rest_bodies),
+    ("dynmon_object", dynmon_object),
 ];

@@ -251,7 +251,12 @@ pub fn lookup_batch(
     max_entries: u32,
     delete: bool,
 ) -> io::Result<(Vec<u8>, Vec<u8>, usize)> {
-    let chunk = max_entries.clamp(1, 4096) as usize;
+    // Up to 4096 entries or 16 MiB a batch, at least 64 entries (a hash bucket holding
+    // more entries than a batch's room fails the batch with ENOSPC).
+    let per = (key_size + value_size).max(1);
+    let chunk = ((16usize << 20) / per)
+        .clamp(64, 4096)
+        .min(max_entries.max(1) as usize);
     let mut keys = Vec::new();
     let mut values = Vec::new();
     let mut n = 0usize;

@@ -281,3 +281,112 @@ fn without_the_grace_period_packets_go_astray() {
         "no packet went astray without the grace period"
     );
 }
+
+#[test]
+fn xdp_and_tcx_egress_sections_nested_structs_enums_and_a_stack() {
+    let pair = Pair::new("dyn3");
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/dynmon_sections.c"
+    ))
+    .unwrap();
+    let m = |name: &str, map: &str| -> statewall::dynmon::MetricConfig {
+        toml::from_str::<MetricsFile>(&format!(
+            "[[metric]]\nname = \"{name}\"\nmap-name = \"{map}\"\n"
+        ))
+        .unwrap()
+        .metric
+        .remove(0)
+    };
+    let path = |direction, metrics| PathSpec {
+        name: String::new(),
+        direction,
+        source: Some(src.clone()),
+        object: None,
+        program: None,
+        metrics,
+    };
+    let spec = DynmonSpec {
+        interface: Some(pair.server_if.clone()),
+        netns: Some(pair.server.name.clone()),
+        paths: vec![
+            path(
+                Direction::Ingress,
+                vec![m("arriving", "by_proto"), m("globals", ".bss")],
+            ),
+            path(
+                Direction::Egress,
+                vec![m("leaving", "by_proto"), m("lengths", "lens"), {
+                    let mut d = m("initialised", ".data");
+                    d.extraction.empty_on_read = true;
+                    d
+                }],
+            ),
+        ],
+    };
+    let mut d = Dynmon::load("sections", spec).unwrap();
+    // The ingress path took the xdp program, the egress path the tcx/egress one.
+    assert_eq!(d.paths[0].program, "count_xdp");
+    assert!(d.paths[0].xdp);
+    assert_eq!(d.paths[1].program, "count_egress");
+    let hooks: Vec<String> = d.hooks().into_iter().map(|h| h.0).collect();
+    assert_eq!(hooks, ["xdp", "egress"]);
+    let _sink = pair
+        .server
+        .run(|| UdpSocket::bind((pair.server_v4, 5000)))
+        .unwrap();
+    send_udp(&pair, 40000, 5000, 3, 20);
+    // Server to client: 2 UDP packets of 8 bytes leave the server.
+    let _csink = pair
+        .client
+        .run(|| UdpSocket::bind((pair.client_v4, 5001)))
+        .unwrap();
+    pair.server.run(|| {
+        let u = UdpSocket::bind((pair.server_v4, 0)).unwrap();
+        for _ in 0..2 {
+            u.send_to(b"12345678", (pair.client_v4, 5001)).unwrap();
+        }
+    });
+    let r = d.read().unwrap();
+    let udp = |v: &Value| -> Value {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == 17)
+            .map(|e| e["value"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        udp(metric(&r, "arriving")),
+        json!({"where": "WHERE_XDP", "in": {"packets": 3, "last_len": 48},
+               "tag": [1, 2, 3, 4], "name": "sw"})
+    );
+    assert_eq!(
+        udp(metric(&r, "leaving")),
+        json!({"where": "WHERE_EGRESS", "in": {"packets": 2, "last_len": 36},
+               "tag": [1, 2, 3, 4], "name": "sw"})
+    );
+    // The stack pops the lengths of what left, the last first (ARP or ND may be there too).
+    let lens: Vec<u64> = metric(&r, "lengths")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(lens.iter().filter(|l| **l == 36).count(), 2, "{lens:?}");
+    // Global variables, by name, at the offsets the symbol table gives.
+    let g = metric(&r, "globals");
+    assert!(g["xdp_seen"].as_u64().unwrap() >= 3, "{g}");
+    assert_eq!(g["spare"], 0, "{g}");
+    let init = metric(&r, "initialised");
+    let sent = init["egress_seen"].as_u64().unwrap();
+    assert!(sent >= 5 + 2, "{init}");
+    let r2 = d.read().unwrap();
+    assert!(metric(&r2, "lengths").as_array().unwrap().is_empty());
+    // empty-on-read of .data puts its initial values back.
+    let again = metric(&r2, "initialised")["egress_seen"].as_u64().unwrap();
+    assert!(
+        (5..sent).contains(&again),
+        "{again} after a read that emptied it"
+    );
+}

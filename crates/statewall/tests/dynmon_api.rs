@@ -314,6 +314,20 @@ fn dynamic_monitors_through_the_daemon() {
     // empty-on-read: the next read has nothing of it.
     let (_, v) = curl("GET", &format!("{base}/flows2/metrics"), None);
     assert_eq!(udp_flows(metric(&v["ingress-metrics"], "flows2")), vec![]);
+    // A counter read destructively keeps running totals for /metrics, whoever read.
+    let text = std::process::Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{mport}/metrics")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let want = format!(
+        "flows2_total{{dynmon=\"flows2\",daddr=\"{}\",dport=\"{}\",pad=\"0\",proto=\"17\",saddr=\"{}\",field=\"packets\"}} 4",
+        le(sv),
+        9923u16.swap_bytes(),
+        le(cv)
+    );
+    assert!(text.contains(&want), "{want} not in:\n{text}");
+    check(&text);
 
     // 5. A program that lets everything through (TC_ACT_OK) cannot open what the gate
     // keeps shut: it runs after it.
@@ -384,6 +398,26 @@ fn dynamic_monitors_through_the_daemon() {
         v["error"].as_str().unwrap().contains("no map \"nope\""),
         "{v}"
     );
+    // A label name that is not one, or that statewall writes itself.
+    for bad in ["a-b", "le"] {
+        let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+            "paths": [{"source": std::fs::read_to_string(example("c/flows.c")).unwrap(),
+                       "metrics": [{"name": "x", "map-name": "flows", "open-metrics-metadata":
+                           {"type": "gauge", "labels": [{"name": bad, "value": "v"}]}}]}]});
+        let (code, v) = curl(
+            "POST",
+            &format!("http://127.0.0.1:{api}/api/v1/dynmon/badlabel"),
+            Some(&body.to_string()),
+        );
+        assert_eq!(code, 400, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("label \"{bad}\"")),
+            "{v}"
+        );
+    }
 
     // 7. A restart brings the instances back, attached (the specs keep the objects).
     let progs_before = loaded_programs()

@@ -56,3 +56,31 @@ fn seeds_reach_the_accepting_paths() {
         2
     );
 }
+
+/// The dynmon seeds are real objects: they normalise (the C ones have `tcx/ingress`
+/// sections) and their BTF names the maps' key and value types.
+#[test]
+fn dynmon_seeds_are_objects_with_map_types() {
+    use statewall::dynmon::{btf::Btf, elf};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/dynmon_object");
+    for (f, map) in [
+        ("flows.o", "flows"),
+        ("hold.o", "counts"),
+        ("rust-ports.o", "PORTS"),
+    ] {
+        let data = std::fs::read(root.join(f)).unwrap();
+        let out = elf::normalise(&data).unwrap();
+        let names: Vec<String> = elf::sections(&out)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("classifier")),
+            "{f}: {names:?}"
+        );
+        let btf = Btf::parse(elf::btf(&out).unwrap().unwrap()).unwrap();
+        let t = btf.map_types(map).unwrap();
+        assert!(t.key != 0 && t.value != 0, "{f}: {map}: {t:?}");
+    }
+}

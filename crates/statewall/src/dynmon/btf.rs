@@ -104,6 +104,9 @@ impl Btf {
             return Err("not little-endian BTF (bad magic)".into());
         }
         let hdr_len = u32_at(b, 4)? as usize;
+        if hdr_len < 24 {
+            return Err("BTF header length is invalid".into());
+        }
         let (type_off, type_len) = (u32_at(b, 8)? as usize, u32_at(b, 12)? as usize);
         let (str_off, str_len) = (u32_at(b, 16)? as usize, u32_at(b, 20)? as usize);
         let types = b
@@ -251,6 +254,40 @@ impl Btf {
         Ok(Btf { types: out })
     }
 
+    /// Number of type ids (void included).
+    pub fn len(&self) -> usize {
+        self.types.len()
+    }
+
+    /// Whether there is no type but void.
+    pub fn is_empty(&self) -> bool {
+        self.types.len() <= 1
+    }
+
+    /// Gives the global-data sections (`.bss`, `.data`...) their size and their variables
+    /// their offsets, which clang leaves at 0 for the loader to fill in (as libbpf and aya
+    /// do): `size_of` gives a section's size, `offset_of` a variable's offset in it.
+    pub fn fix_datasecs(
+        &mut self,
+        size_of: impl Fn(&str) -> Option<u64>,
+        offset_of: impl Fn(&str, &str) -> Option<u64>,
+    ) {
+        for t in self.types.iter_mut().filter(|t| t.kind == DATASEC) {
+            if let Some(sz) = size_of(&t.name) {
+                if t.size_or_type == 0 {
+                    t.size_or_type = sz.min(u32::MAX as u64) as u32;
+                }
+            }
+            for m in t.members.iter_mut() {
+                if m.bit_offset == 0 {
+                    if let Some(o) = offset_of(&t.name, &m.name) {
+                        m.bit_offset = o.min(u32::MAX as u64) as u32;
+                    }
+                }
+            }
+        }
+    }
+
     /// The type with id `id`.
     pub fn get(&self, id: u32) -> Option<&Type> {
         self.types.get(id as usize)
@@ -274,30 +311,46 @@ impl Btf {
         id
     }
 
-    /// The size of type `id` in bytes (None for void, functions and forward declarations).
+    /// The size of type `id` in bytes (None for void, functions, forward declarations, and
+    /// arrays too large or nested too deep to be real).
     pub fn size(&self, id: u32) -> Option<usize> {
+        self.size_depth(id, 0)
+    }
+
+    fn size_depth(&self, id: u32, depth: u32) -> Option<usize> {
         let t = self.get(self.resolve(id))?;
         match t.kind {
             INT | STRUCT | UNION | ENUM | ENUM64 | DATASEC | FLOAT => Some(t.size_or_type as usize),
             PTR => Some(8),
-            ARRAY => Some(self.size(t.array.0)? * t.array.1 as usize),
+            ARRAY if depth < 32 => self
+                .size_depth(t.array.0, depth + 1)?
+                .checked_mul(t.array.1 as usize)
+                .filter(|s| *s <= u32::MAX as usize),
             _ => None,
         }
     }
 
     /// A type's name as C would write it (`struct key`, `__u32`, `u64[4]`).
     pub fn type_name(&self, id: u32) -> String {
+        self.type_name_depth(id, 0)
+    }
+
+    fn type_name_depth(&self, id: u32, depth: u32) -> String {
         let Some(t) = self.get(id) else {
             return format!("type {id}");
         };
+        if depth > 16 {
+            return "...".into();
+        }
+        let inner = |i| self.type_name_depth(i, depth + 1);
         match t.kind {
             0 => "void".into(),
             STRUCT => format!("struct {}", t.name),
             UNION => format!("union {}", t.name),
             ENUM | ENUM64 => format!("enum {}", t.name),
-            PTR => format!("{} *", self.type_name(t.size_or_type)),
-            ARRAY => format!("{}[{}]", self.type_name(t.array.0), t.array.1),
-            CONST | VOLATILE | RESTRICT | TYPE_TAG | VAR => self.type_name(t.size_or_type),
+            PTR => format!("{} *", inner(t.size_or_type)),
+            ARRAY => format!("{}[{}]", inner(t.array.0), t.array.1),
+            CONST | VOLATILE | RESTRICT | TYPE_TAG | VAR => inner(t.size_or_type),
             _ => t.name.clone(),
         }
     }
@@ -351,51 +404,34 @@ impl Btf {
         Some(out)
     }
 
-    /// Whether `id` is an integer (or enum, or bool) after typedefs.
-    pub fn is_integer(&self, id: u32) -> bool {
-        self.get(self.resolve(id))
-            .is_some_and(|t| matches!(t.kind, INT | ENUM | ENUM64))
-    }
-
-    /// The integer members of struct `id` (label names for OpenMetrics), or None when
-    /// `id` is not a struct whose every (flattened) member is an integer or enum.
-    pub fn integer_fields(&self, id: u32) -> Option<Vec<String>> {
-        let t = self.get(self.resolve(id))?;
-        if t.kind != STRUCT {
-            return None;
-        }
-        let mut out = Vec::new();
-        for m in &t.members {
-            if m.name.is_empty() {
-                out.extend(self.integer_fields(m.ty)?);
-            } else if self.is_integer(m.ty) {
-                out.push(m.name.clone());
-            } else {
-                return None;
-            }
-        }
-        Some(out)
-    }
-
     /// Decodes `bytes` as type `id`.
     pub fn decode(&self, id: u32, bytes: &[u8]) -> Value {
         self.plan(id).decode(bytes)
     }
 
     /// A decoder for type `id`, worked out once and used for every entry of a map.
+    ///
+    /// Hostile BTF cannot make it costly: a plan has at most 100,000 nodes, and a type
+    /// that would decode into more than 1,000,000 values is shown as hex.
     pub fn plan(&self, id: u32) -> Plan {
-        self.plan_depth(id, 0)
+        let budget = std::cell::Cell::new(100_000usize);
+        let p = self.plan_depth(id, 0, &budget);
+        if p.weight() > 1_000_000 {
+            return Plan::Hex(p.size());
+        }
+        p
     }
 
-    fn plan_depth(&self, id: u32, depth: u32) -> Plan {
+    fn plan_depth(&self, id: u32, depth: u32, budget: &std::cell::Cell<usize>) -> Plan {
         let id = self.resolve(id);
         let size = self.size(id).unwrap_or(0);
         let Some(t) = self.get(id) else {
             return Plan::Hex(size);
         };
-        if depth > 32 {
+        if depth > 32 || budget.get() == 0 {
             return Plan::Hex(size);
         }
+        budget.set(budget.get() - 1);
         match t.kind {
             INT if t.int_enc & 4 != 0 => Plan::Bool(size),
             INT => Plan::Int(size, t.int_enc & 1 != 0),
@@ -409,6 +445,7 @@ impl Btf {
                     .collect(),
             ),
             FLOAT => Plan::Float(size),
+            ARRAY if self.size(id).is_none() => Plan::Hex(0),
             ARRAY => {
                 let (elem, n) = t.array;
                 let es = self.size(elem).unwrap_or(0);
@@ -418,7 +455,11 @@ impl Btf {
                 }) {
                     return Plan::Str(size);
                 }
-                Plan::Array(Box::new(self.plan_depth(elem, depth + 1)), n as usize, es)
+                Plan::Array(
+                    Box::new(self.plan_depth(elem, depth + 1, budget)),
+                    n as usize,
+                    es,
+                )
             }
             STRUCT | UNION => Plan::Struct(
                 size,
@@ -433,7 +474,7 @@ impl Btf {
                         plan: if m.bits > 0 {
                             Plan::Hex(0)
                         } else {
-                            self.plan_depth(m.ty, depth + 1)
+                            self.plan_depth(m.ty, depth + 1, budget)
                         },
                     })
                     .collect(),
@@ -445,10 +486,10 @@ impl Btf {
                     .map(|m| Field {
                         name: m.name.clone(),
                         off: m.bit_offset as usize,
-                        bit_off: m.bit_offset * 8,
+                        bit_off: 0,
                         bits: 0,
                         size: m.value as usize,
-                        plan: self.plan_depth(m.ty, depth + 1),
+                        plan: self.plan_depth(m.ty, depth + 1, budget),
                     })
                     .collect(),
             ),
@@ -490,6 +531,17 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// How many JSON values a decode makes (saturating).
+    fn weight(&self) -> usize {
+        match self {
+            Plan::Array(e, n, _) => n.saturating_mul(e.weight()).max(1),
+            Plan::Struct(_, f) => f
+                .iter()
+                .fold(1usize, |a, f| a.saturating_add(f.plan.weight())),
+            _ => 1,
+        }
+    }
+
     /// Bytes the plan reads.
     pub fn size(&self) -> usize {
         match self {
@@ -500,7 +552,7 @@ impl Plan {
             | Plan::Str(s)
             | Plan::Struct(s, _)
             | Plan::Hex(s) => *s,
-            Plan::Array(_, n, es) => n * es,
+            Plan::Array(_, n, es) => n.saturating_mul(*es),
         }
     }
 
@@ -553,7 +605,10 @@ impl Plan {
                 let mut raw = [0u8; 16];
                 let start = (f.bit_off / 8) as usize;
                 let n = (b.len() - start.min(b.len())).min(16);
-                raw[..n].copy_from_slice(&b[start..start + n]);
+                let Some(src) = b.get(start..start + n) else {
+                    continue;
+                };
+                raw[..n].copy_from_slice(src);
                 let word = u128::from_le_bytes(raw) >> (f.bit_off % 8);
                 let mask = if f.bits >= 128 {
                     u128::MAX
@@ -713,7 +768,6 @@ mod tests {
         // An enum value without a name stays a number.
         assert_eq!(btf.decode(3, &9u32.to_le_bytes()), json!(9));
         assert_eq!(btf.find("struct s"), Some(7));
-        assert_eq!(btf.integer_fields(7), None);
         assert_eq!(btf.type_name(4), "unsigned int[2]");
     }
 

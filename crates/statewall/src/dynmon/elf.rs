@@ -16,8 +16,12 @@ pub struct Section {
     pub name: String,
     /// `sh_type`.
     pub kind: u32,
-    /// File offset and size.
+    /// File offset and size (within the file; empty for SHT_NOBITS).
     pub range: (usize, usize),
+    /// `sh_size` (what a SHT_NOBITS section takes in memory).
+    pub size: u64,
+    /// `sh_link`.
+    link: u32,
     /// Offset of this section's header in the file.
     header: usize,
 }
@@ -25,7 +29,8 @@ pub struct Section {
 const SHT_PROGBITS: u32 = 1;
 
 fn rd<const N: usize>(b: &[u8], off: usize) -> Result<[u8; N], String> {
-    b.get(off..off + N)
+    off.checked_add(N)
+        .and_then(|end| b.get(off..end))
         .map(|s| s.try_into().unwrap())
         .ok_or_else(|| format!("ELF truncated at byte {off}"))
 }
@@ -57,7 +62,13 @@ pub fn sections(b: &[u8]) -> Result<Vec<Section>, String> {
     let shentsize = u16_at(b, 58)? as usize;
     let shnum = u16_at(b, 60)? as usize;
     let shstrndx = u16_at(b, 62)? as usize;
-    if shentsize < 64 || shnum == 0 || shstrndx >= shnum {
+    if shentsize < 64
+        || shnum == 0
+        || shstrndx >= shnum
+        || shoff
+            .checked_add(shnum * shentsize)
+            .is_none_or(|end| end > b.len())
+    {
         return Err("ELF section header table is malformed".into());
     }
     let hdr = |i: usize| shoff + i * shentsize;
@@ -67,8 +78,11 @@ pub fn sections(b: &[u8]) -> Result<Vec<Section>, String> {
             u64_at(b, hdr(i) + 32)? as usize,
         );
         let kind = u32_at(b, hdr(i) + 4)?;
-        // SHT_NOBITS (.bss) has no file contents.
-        if kind != 8 && off.checked_add(size).is_none_or(|e| e > b.len()) {
+        // SHT_NOBITS (.bss) has no file contents: an empty range.
+        if kind == 8 {
+            return Ok((0, 0));
+        }
+        if off.checked_add(size).is_none_or(|e| e > b.len()) {
             return Err(format!("ELF section {i} lies outside the file"));
         }
         Ok((off, size))
@@ -84,8 +98,37 @@ pub fn sections(b: &[u8]) -> Result<Vec<Section>, String> {
             name: String::from_utf8_lossy(&rest[..end]).into_owned(),
             kind: u32_at(b, hdr(i) + 4)?,
             range: range(i)?,
+            size: u64_at(b, hdr(i) + 32)?,
+            link: u32_at(b, hdr(i) + 40)?,
             header: hdr(i),
         });
+    }
+    Ok(out)
+}
+
+/// The symbols: (name, section index, value).
+pub fn symbols(b: &[u8]) -> Result<Vec<(String, usize, u64)>, String> {
+    let secs = sections(b)?;
+    let Some(st) = secs.iter().find(|s| s.kind == 2) else {
+        return Ok(vec![]);
+    };
+    let strtab = secs
+        .get(st.link as usize)
+        .ok_or("ELF symbol table links to no string table")?;
+    let names = &b[strtab.range.0..strtab.range.0 + strtab.range.1];
+    let syms = &b[st.range.0..st.range.0 + st.range.1];
+    let mut out = Vec::new();
+    for e in syms.chunks_exact(24) {
+        let n = u32::from_le_bytes(e[0..4].try_into().unwrap()) as usize;
+        let shndx = u16::from_le_bytes(e[6..8].try_into().unwrap()) as usize;
+        let value = u64::from_le_bytes(e[8..16].try_into().unwrap());
+        let Some(rest) = names.get(n..) else { continue };
+        let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+        out.push((
+            String::from_utf8_lossy(&rest[..end]).into_owned(),
+            shndx,
+            value,
+        ));
     }
     Ok(out)
 }
@@ -165,6 +208,9 @@ pub fn normalise(b: &[u8]) -> Result<Vec<u8>, String> {
         return Err(".BTF is not little-endian BTF".into());
     }
     let hdr_len = u32_at(btf, 4)? as usize;
+    if hdr_len < 24 || hdr_len > btf.len() {
+        return Err(".BTF header length is invalid".into());
+    }
     let (type_off, type_len) = (u32_at(btf, 8)? as usize, u32_at(btf, 12)? as usize);
     let (str_off, str_len) = (u32_at(btf, 16)? as usize, u32_at(btf, 20)? as usize);
     let types = btf
@@ -230,7 +276,7 @@ pub fn normalise(b: &[u8]) -> Result<Vec<u8>, String> {
                         out[eo + p..eo + p + 4].copy_from_slice(&new.to_le_bytes());
                     }
                 }
-                p += 8 + n * rec;
+                p = p.saturating_add(n.saturating_mul(rec)).saturating_add(8);
             }
         }
     }

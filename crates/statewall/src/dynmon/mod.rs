@@ -267,13 +267,7 @@ pub fn compile_c(src: &str) -> Result<Vec<u8>, String> {
          clang-22 libbpf-dev`; statewall's scripts/setup.sh does), or load an object built \
          elsewhere with `clang -target bpf -g -O2 -c prog.c`",
     )?;
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "statewall-dynmon-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let dir = private_dir(&std::env::temp_dir(), "statewall-dynmon")?;
     let (c, o) = (dir.join("prog.c"), dir.join("prog.o"));
     let run = || -> Result<Vec<u8>, String> {
         std::fs::write(&c, src).map_err(|e| format!("writing {}: {e}", c.display()))?;
@@ -296,7 +290,12 @@ pub fn compile_c(src: &str) -> Result<Vec<u8>, String> {
             .arg(&c)
             .arg("-o")
             .arg(&o)
-            .output()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", clang.display()))?;
+        let out = wait_bounded(out, CLANG_TIMEOUT)
             .map_err(|e| format!("running {}: {e}", clang.display()))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).replace(&*c.to_string_lossy(), "prog.c");
@@ -361,7 +360,12 @@ pub struct MapMeta {
     pub value_ty: u32,
     /// Whether each copy has its own instance.
     pub swapped: bool,
+    /// Global data (`.data`, `.bss`): the initial contents an emptied map gets back.
+    pub init: Vec<u8>,
 }
+
+/// The most a map read may take (keys and values, all CPUs).
+const MAX_READ_BYTES: u64 = 256 << 20;
 
 const T_HASH: u32 = 1;
 const T_ARRAY: u32 = 2;
@@ -470,6 +474,9 @@ pub struct Dynmon {
     pub last: (Duration, Duration),
     /// Load + attach time.
     pub load_time: Duration,
+    /// Running totals of counters whose reads are destructive, by metric and labels
+    /// (see [`openmetrics::accumulate`]).
+    pub totals: BTreeMap<String, BTreeMap<String, f64>>,
     /// Tests only: `false` skips the grace period after a switch (reads then lose or
     /// double-count the packets of runs still in the old copy).
     pub wait: bool,
@@ -485,15 +492,69 @@ fn perr(e: ProgramError) -> String {
     }
 }
 
+/// A new directory only this process can have made: a random name, created with
+/// `mkdir` (which fails on anything already there, a symlink included), mode 0700.
+fn private_dir(base: &std::path::Path, prefix: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    for _ in 0..16 {
+        let mut r = [0u8; 8];
+        // SAFETY: getrandom writes at most r.len() bytes into r.
+        let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+        if n != r.len() as isize {
+            return Err("getrandom failed".into());
+        }
+        let d = base.join(format!("{prefix}-{:016x}", u64::from_le_bytes(r)));
+        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("creating {}: {e}", d.display())),
+        }
+    }
+    Err(format!("no fresh directory under {}", base.display()))
+}
+
+/// A bpffs directory for the temporary pins of one load.
 fn pin_dir() -> Result<PathBuf, String> {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let d = PathBuf::from(format!(
-        "/sys/fs/bpf/statewall-dynmon-tmp-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-    Ok(d)
+    private_dir(std::path::Path::new("/sys/fs/bpf"), "statewall-dynmon-tmp")
+}
+
+/// How long clang may take on one source.
+const CLANG_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits for `child` at most `limit`, killing it after; its stderr is collected.
+fn wait_bounded(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    let mut err = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.take(1 << 20).read_to_end(&mut b);
+        }
+        b
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "clang took more than {} s and was stopped",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap_or_default(),
+    })
 }
 
 impl LoadedPath {
@@ -502,8 +563,19 @@ impl LoadedPath {
         let btf_bytes = elf::btf(&object)?.ok_or(
             "the object has no .BTF section: build it with BTF (clang -g; aya objects carry BTF)",
         )?;
-        let btf = Btf::parse(btf_bytes).map_err(|e| format!("reading the object's BTF: {e}"))?;
+        let mut btf =
+            Btf::parse(btf_bytes).map_err(|e| format!("reading the object's BTF: {e}"))?;
         let secs = elf::sections(&object)?;
+        let syms = elf::symbols(&object)?;
+        btf.fix_datasecs(
+            |sec| secs.iter().find(|s| s.name == sec).map(|s| s.size),
+            |sec, var| {
+                let idx = secs.iter().position(|s| s.name == sec)?;
+                syms.iter()
+                    .find(|(n, i, _)| n == var && *i == idx)
+                    .map(|s| s.2)
+            },
+        );
         let obj =
             aya_obj::Object::parse(&object).map_err(|e| format!("parsing the object: {e}"))?;
 
@@ -624,6 +696,22 @@ impl LoadedPath {
                     map_type_name(t)
                 ));
             }
+            let cpus = if per_cpu(t) {
+                aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
+            } else {
+                1
+            };
+            let entry = mo.key_size() as u64 + (mo.value_size() as u64).div_ceil(8) * 8 * cpus;
+            let bytes = entry.saturating_mul(mo.max_entries() as u64);
+            if t != T_RINGBUF && bytes > MAX_READ_BYTES {
+                return Err(format!(
+                    "metric {:?}: map {:?} can hold {} MiB, more than dynmon reads at once ({} MiB)",
+                    m.name,
+                    m.map_name,
+                    bytes >> 20,
+                    MAX_READ_BYTES >> 20
+                ));
+            }
             if let Some(vt) = &m.value_type {
                 if btf.find(vt).is_none() {
                     return Err(format!(
@@ -642,26 +730,35 @@ impl LoadedPath {
             }
         }
 
-        // One copy, or two sharing every map but the swapped ones.
+        // One copy, or two sharing every map but the swapped ones. Maps the object pins by
+        // name (LIBBPF_PIN_BY_NAME) go to this load's private directory, not /sys/fs/bpf.
+        for n in &swapped {
+            if obj.maps[n].pinning() != aya_obj::maps::PinningType::None {
+                return Err(format!(
+                    "map {n:?} is pinned by name in the object: it cannot be swapped on read"
+                ));
+            }
+        }
         let n_copies = if swapped.is_empty() { 1 } else { 2 };
         let mut copies = Vec::new();
-        let dir = if n_copies == 2 {
-            Some(pin_dir()?)
-        } else {
-            None
-        };
-        let pins: Vec<(String, PathBuf)> = match &dir {
-            Some(d) => map_names
+        let dir = pin_dir()?;
+        let by_name = dir.join("by-name");
+        let pins: Vec<(String, PathBuf)> = if n_copies == 2 {
+            map_names
                 .iter()
                 .filter(|n| !swapped.contains(n) && !n.starts_with(".rodata"))
                 .enumerate()
-                .map(|(i, n)| (n.clone(), d.join(format!("m{i}"))))
-                .collect(),
-            None => vec![],
+                .map(|(i, n)| (n.clone(), dir.join(format!("m{i}"))))
+                .collect()
+        } else {
+            vec![]
         };
         let loaded = (|| -> Result<(), String> {
+            std::fs::create_dir(&by_name)
+                .map_err(|e| format!("creating {}: {e}", by_name.display()))?;
             for _ in 0..n_copies {
                 let mut l = EbpfLoader::new();
+                l.default_map_pin_directory(&by_name);
                 for (n, p) in &pins {
                     l.map_pin_path(n.as_str(), p.as_path());
                 }
@@ -680,12 +777,8 @@ impl LoadedPath {
             }
             Ok(())
         })();
-        if let Some(d) = &dir {
-            for (_, p) in &pins {
-                let _ = std::fs::remove_file(p);
-            }
-            let _ = std::fs::remove_dir(d);
-        }
+        // The pins only joined the two loads: the maps live on in the copies.
+        let _ = std::fs::remove_dir_all(&dir);
         loaded?;
 
         let mut maps = BTreeMap::new();
@@ -713,6 +806,13 @@ impl LoadedPath {
                     key_ty: types.key,
                     value_ty,
                     swapped: swapped.contains(&m.map_name),
+                    init: if m.map_name.starts_with('.') {
+                        let mut v = obj.maps[&m.map_name].data().to_vec();
+                        v.resize(info.value_size() as usize, 0);
+                        v
+                    } else {
+                        Vec::new()
+                    },
                 },
             );
         }
@@ -880,13 +980,43 @@ impl Dynmon {
             p.object = Some(base64::engine::general_purpose::STANDARD.encode(&object));
             paths.push(LoadedPath::load(p, &object).map_err(|e| format!("{what}: {e}"))?);
         }
-        let mut all: Vec<&str> = Vec::new();
+        // Metric names, and the sample names OpenMetrics gives them, are the instance's
+        // own: no two may meet (`x` as a counter writes `x_total`).
+        let mut all: Vec<(String, &str)> = Vec::new();
         for p in &spec.paths {
             for m in &p.metrics {
-                if all.contains(&m.name.as_str()) {
-                    return Err(format!("metric {:?} is declared in two paths", m.name));
+                let mut names = vec![m.name.clone()];
+                names.extend(openmetrics::sample_names(m));
+                for n in names {
+                    if let Some((_, other)) = all.iter().find(|(a, _)| *a == n) {
+                        return Err(format!(
+                            "metrics {other:?} and {:?} both write {n:?}",
+                            m.name
+                        ));
+                    }
+                    all.push((n, &m.name));
                 }
-                all.push(&m.name);
+            }
+            for m in &p.metrics {
+                if let Some(om) = &m.open_metrics {
+                    for (i, l) in om.labels.iter().enumerate() {
+                        if !openmetrics::label_name_ok(&l.name) {
+                            return Err(format!(
+                                "metric {:?}: label {:?}: a label name is letters, digits and `_`, \
+                                 not starting with a digit or `__`, and not one of {:?}",
+                                m.name,
+                                l.name,
+                                openmetrics::RESERVED_LABELS
+                            ));
+                        }
+                        if om.labels[..i].iter().any(|o| o.name == l.name) {
+                            return Err(format!(
+                                "metric {:?}: label {:?} given twice",
+                                m.name, l.name
+                            ));
+                        }
+                    }
+                }
             }
         }
         let grace = crate::sys::Grace::new().map_err(|e| format!("grace-period map: {e}"))?;
@@ -898,18 +1028,19 @@ impl Dynmon {
             reads: 0,
             last: Default::default(),
             load_time: Duration::ZERO,
+            totals: BTreeMap::new(),
             wait: true,
         };
         if let Some(ifname) = d.spec.interface.clone() {
-            d.attach(&ifname)?;
+            let netns = d.spec.netns.clone();
+            d.attach(&ifname, netns)?;
         }
         d.load_time = t0.elapsed();
         Ok(d)
     }
 
-    /// Attaches every path to `ifname` (dropping the instance detaches it).
-    pub fn attach(&mut self, ifname: &str) -> Result<(), String> {
-        let netns = self.spec.netns.clone();
+    /// Attaches every path to `ifname` in `netns` (dropping the instance detaches it).
+    pub fn attach(&mut self, ifname: &str, netns: Option<String>) -> Result<(), String> {
         for p in &mut self.paths {
             if !p.links.is_empty() {
                 return Err(format!("{} is attached already", self.name));
@@ -922,6 +1053,7 @@ impl Dynmon {
             }
         }
         self.spec.interface = Some(ifname.to_string());
+        self.spec.netns = netns;
         Ok(())
     }
 
@@ -995,7 +1127,14 @@ impl Dynmon {
                     };
                     let empty = meta.swapped || m.extraction.empty_on_read;
                     done.insert(m.map_name.clone(), out.len());
-                    read_map(p, copy, &m, &meta, empty, ncpus)?
+                    // One map failing does not lose what the others' reads took.
+                    match read_map(p, copy, &m, &meta, empty, ncpus) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!(dynmon = %self.name, metric = %m.name, "{e}");
+                            json!({ "error": e })
+                        }
+                    }
                 };
                 out.push(Reading {
                     name: m.name.clone(),
@@ -1007,6 +1146,7 @@ impl Dynmon {
         }
         self.reads += 1;
         self.last = (t1 - t0, t1.elapsed());
+        openmetrics::accumulate(self, &out);
         Ok(out)
     }
 }
@@ -1083,7 +1223,11 @@ fn read_map(
             let (_, values, n) =
                 crate::sys::lookup_batch(fd, ks, vs_all, meta.max_entries, false).map_err(err)?;
             if empty {
-                let zero = vec![0u8; vs_all];
+                let zero = if meta.init.len() == vs_all {
+                    meta.init.clone()
+                } else {
+                    vec![0u8; vs_all]
+                };
                 for k in 0..n as u32 {
                     crate::sys::map_update(fd, &k.to_le_bytes(), &zero).map_err(err)?;
                 }
@@ -1131,14 +1275,24 @@ pub struct Dynmons {
     pub by_name: BTreeMap<String, Dynmon>,
     /// Where specs are kept across restarts (`STATE_DIR/dynmon.json`).
     pub state_file: Option<PathBuf>,
+    /// Names being loaded by a request.
+    pub pending: std::collections::BTreeSet<String>,
+    /// Kept instances that did not load at start (kept in the state file, so that a start
+    /// before their interface exists does not lose them; loading the name again or
+    /// deleting it clears them).
+    pub failed: BTreeMap<String, DynmonSpec>,
 }
 
 impl Dynmons {
     /// Writes the specs (objects, not sources) to the state file.
     pub fn save(&self) {
         let Some(path) = &self.state_file else { return };
-        let specs: BTreeMap<&String, &DynmonSpec> =
-            self.by_name.iter().map(|(n, d)| (n, &d.spec)).collect();
+        let specs: BTreeMap<&String, &DynmonSpec> = self
+            .by_name
+            .iter()
+            .map(|(n, d)| (n, &d.spec))
+            .chain(self.failed.iter())
+            .collect();
         let tmp = path.with_extension("json.tmp");
         let r = serde_json::to_vec_pretty(&specs)
             .map_err(std::io::Error::other)
@@ -1152,8 +1306,8 @@ impl Dynmons {
     /// Loads the instances kept in `path` (an instance that fails is logged and left out).
     pub fn restore(path: PathBuf) -> Dynmons {
         let mut d = Dynmons {
-            by_name: BTreeMap::new(),
             state_file: Some(path.clone()),
+            ..Default::default()
         };
         let Ok(b) = std::fs::read(&path) else {
             return d;
@@ -1166,12 +1320,15 @@ impl Dynmons {
             }
         };
         for (name, spec) in specs {
-            match Dynmon::load(&name, spec) {
+            match Dynmon::load(&name, spec.clone()) {
                 Ok(m) => {
                     tracing::info!(dynmon = %name, "dynamic monitor restored");
                     d.by_name.insert(name, m);
                 }
-                Err(e) => tracing::warn!(dynmon = %name, "dynamic monitor not restored: {e}"),
+                Err(e) => {
+                    tracing::warn!(dynmon = %name, "dynamic monitor not restored (kept in the state file): {e}");
+                    d.failed.insert(name, spec);
+                }
             }
         }
         d

@@ -83,12 +83,38 @@ fn fmt_num(n: f64) -> String {
     }
 }
 
-/// Key labels of a hash entry.
-fn key_labels(k: &Value) -> Vec<(String, String)> {
+/// Label names statewall writes itself.
+pub const RESERVED_LABELS: &[&str] = &["dynmon", "field", "index", "le", "key", "quantile"];
+
+/// Whether `n` is a valid label name that is not reserved.
+pub fn label_name_ok(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        && !n.starts_with("__")
+        && !RESERVED_LABELS.contains(&n)
+}
+
+/// Key labels of a hash entry: the key's fields when it is a struct of scalars (a name
+/// that is not a valid label name, or is taken, becomes `key_<name>` with other
+/// characters as `_`), else one label `key`.
+fn key_labels(k: &Value, constant: &[crate::dynmon::Label]) -> Vec<(String, String)> {
     match k {
-        Value::Object(o) if o.values().all(|v| !v.is_object() && !v.is_array()) => {
-            o.iter().map(|(n, v)| (n.clone(), label_value(v))).collect()
-        }
+        Value::Object(o) if o.values().all(|v| !v.is_object() && !v.is_array()) => o
+            .iter()
+            .map(|(n, v)| {
+                let name = if label_name_ok(n) && !constant.iter().any(|l| l.name == *n) {
+                    n.clone()
+                } else {
+                    let clean: String = n
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    format!("key_{clean}")
+                };
+                (name, label_value(v))
+            })
+            .collect(),
         other => vec![("key".into(), label_value(other))],
     }
 }
@@ -102,15 +128,130 @@ fn labels(base: &[(String, String)], more: &[(String, String)]) -> String {
     format!("{{{}}}", all.join(","))
 }
 
+/// A series: labels (without `dynmon` and the constant ones) and value.
+type Sample = (Vec<(String, String)>, f64);
+
+/// The series of one reading.
+fn samples_of(d: &Dynmon, r: &Reading, cfg: &crate::dynmon::MetricConfig) -> Vec<Sample> {
+    let constant = cfg
+        .open_metrics
+        .as_ref()
+        .map(|m| m.labels.clone())
+        .unwrap_or_default();
+    let mut samples: Vec<Sample> = Vec::new();
+    let map_kind = d.paths[r.path].maps[&cfg.map_name].map_type;
+    match (&r.value, map_kind) {
+        (Value::Array(a), super::T_QUEUE | super::T_STACK | super::T_RINGBUF) => {
+            samples.push((vec![], a.len() as f64))
+        }
+        (Value::Array(a), super::T_ARRAY | super::T_PERCPU_ARRAY) => {
+            let one = a.len() == 1;
+            for (i, v) in a.iter().enumerate() {
+                for (field, n) in values(v) {
+                    let mut l = Vec::new();
+                    if !one {
+                        l.push(("index".to_string(), i.to_string()));
+                    }
+                    if let Some(f) = field {
+                        l.push(("field".into(), f));
+                    }
+                    samples.push((l, n));
+                }
+            }
+        }
+        (Value::Array(a), _) => {
+            for e in a {
+                let kl = key_labels(&e["key"], &constant);
+                for (field, n) in values(&e["value"]) {
+                    let mut l = kl.clone();
+                    if let Some(f) = field {
+                        l.push(("field".into(), f));
+                    }
+                    samples.push((l, n));
+                }
+            }
+        }
+        (v, _) => {
+            for (field, n) in values(v) {
+                let l = field
+                    .map(|f| vec![("field".to_string(), f)])
+                    .unwrap_or_default();
+                samples.push((l, n));
+            }
+        }
+    }
+    samples
+}
+
+/// Whether reading metric `cfg` takes what it reads away (swapped, emptied, popped).
+pub fn destructive(d: &Dynmon, path: usize, cfg: &crate::dynmon::MetricConfig) -> bool {
+    let m = &d.paths[path].maps[&cfg.map_name];
+    m.swapped
+        || cfg.extraction.empty_on_read
+        || matches!(
+            m.map_type,
+            super::T_QUEUE | super::T_STACK | super::T_RINGBUF
+        )
+}
+
+/// The sample names a metric writes besides its own name.
+pub fn sample_names(m: &crate::dynmon::MetricConfig) -> Vec<String> {
+    let n = &m.name;
+    match m.open_metrics.as_ref().map(|o| o.kind) {
+        Some(MetricType::Counter) if !n.ends_with("_total") => vec![format!("{n}_total")],
+        Some(MetricType::Histogram) => vec![format!("{n}_bucket"), format!("{n}_count")],
+        Some(MetricType::Summary) => vec![format!("{n}_count"), format!("{n}_sum")],
+        _ => vec![],
+    }
+}
+
+/// Most series a counter keeps totals for.
+const MAX_TOTALS: usize = 100_000;
+
+/// Adds a read's values into the running totals of counters whose reads are destructive,
+/// so that `/metrics` serves counters that only go up whoever took the reads.
+pub fn accumulate(d: &mut Dynmon, readings: &[Reading]) {
+    for r in readings {
+        let Some(cfg) = d
+            .paths
+            .get(r.path)
+            .and_then(|p| p.spec.metrics.iter().find(|m| m.name == r.name))
+        else {
+            continue;
+        };
+        let counter = cfg
+            .open_metrics
+            .as_ref()
+            .is_some_and(|m| m.kind == MetricType::Counter);
+        if !counter || !destructive(d, r.path, cfg) {
+            continue;
+        }
+        let samples = samples_of(d, r, cfg);
+        let t = d.totals.entry(r.name.clone()).or_default();
+        for (l, n) in samples {
+            let k = labels(&[], &l);
+            if let Some(v) = t.get_mut(&k) {
+                *v += n;
+            } else if t.len() < MAX_TOTALS {
+                t.insert(k, n);
+            }
+        }
+    }
+}
+
 /// Families being written, by name: instances that declare the same metric share one
 /// family (one HELP and TYPE), their series told apart by the `dynmon` label.
 #[derive(Default)]
-pub struct Families(std::collections::BTreeMap<String, (String, String)>);
+pub struct Families {
+    by_name: std::collections::BTreeMap<String, (String, String)>,
+    /// Sample name -> the metric that writes it.
+    owners: std::collections::BTreeMap<String, String>,
+}
 
 impl Families {
     /// Appends every family to `out`.
     pub fn finish(self, out: &mut String) {
-        for (head, body) in self.0.into_values() {
+        for (head, body) in self.by_name.into_values() {
             out.push_str(&head);
             out.push_str(&body);
         }
@@ -136,49 +277,7 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
                 .iter()
                 .map(|l| (l.name.clone(), l.value.clone())),
         );
-        // (labels, value) samples of the map.
-        let mut samples: Vec<(Vec<(String, String)>, f64)> = Vec::new();
-        let map_kind = d.paths[r.path].maps[&cfg.map_name].map_type;
-        match (&r.value, map_kind) {
-            (Value::Array(a), super::T_QUEUE | super::T_STACK | super::T_RINGBUF) => {
-                samples.push((vec![], a.len() as f64))
-            }
-            (Value::Array(a), super::T_ARRAY | super::T_PERCPU_ARRAY) => {
-                let one = a.len() == 1;
-                for (i, v) in a.iter().enumerate() {
-                    for (field, n) in values(v) {
-                        let mut l = Vec::new();
-                        if !one {
-                            l.push(("index".to_string(), i.to_string()));
-                        }
-                        if let Some(f) = field {
-                            l.push(("field".into(), f));
-                        }
-                        samples.push((l, n));
-                    }
-                }
-            }
-            (Value::Array(a), _) => {
-                for e in a {
-                    let kl = key_labels(&e["key"]);
-                    for (field, n) in values(&e["value"]) {
-                        let mut l = kl.clone();
-                        if let Some(f) = field {
-                            l.push(("field".into(), f));
-                        }
-                        samples.push((l, n));
-                    }
-                }
-            }
-            (v, _) => {
-                for (field, n) in values(v) {
-                    let l = field
-                        .map(|f| vec![("field".to_string(), f)])
-                        .unwrap_or_default();
-                    samples.push((l, n));
-                }
-            }
-        }
+        let samples = samples_of(d, r, cfg);
         let name = &r.name;
         let help = if meta.help.is_empty() {
             format!("dynmon metric {name} (map {})", cfg.map_name)
@@ -195,8 +294,23 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
                 };
                 let family = if om { family } else { sample.clone() };
                 let _ = writeln!(head, "# HELP {family} {help}\n# TYPE {family} counter");
-                for (l, n) in &samples {
-                    let _ = writeln!(body, "{sample}{} {}", labels(&base, l), fmt_num(*n));
+                if destructive(d, r.path, cfg) {
+                    // Running totals over every read (see `accumulate`).
+                    let base_l = labels(&base, &[]);
+                    let base_l = base_l.trim_end_matches('}');
+                    for (k, n) in d.totals.get(name).into_iter().flatten() {
+                        let more = k.trim_start_matches('{').trim_end_matches('}');
+                        let l = if more.is_empty() {
+                            format!("{base_l}}}")
+                        } else {
+                            format!("{base_l},{more}}}")
+                        };
+                        let _ = writeln!(body, "{sample}{l} {}", fmt_num(*n));
+                    }
+                } else {
+                    for (l, n) in &samples {
+                        let _ = writeln!(body, "{sample}{} {}", labels(&base, l), fmt_num(*n));
+                    }
                 }
             }
             MetricType::Gauge | MetricType::Untyped => {
@@ -258,9 +372,22 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
                 let _ = writeln!(body, "{name}_sum{} {}", labels(&base, &[]), fmt_num(sum));
             }
         }
-        match fams.0.get_mut(name) {
+        let mut writes = sample_names(cfg);
+        writes.push(name.clone());
+        let clash = writes
+            .iter()
+            .any(|w| fams.owners.get(w).is_some_and(|o| o != name));
+        match fams.by_name.get_mut(name) {
+            _ if clash => tracing::warn!(
+                dynmon = %d.name,
+                metric = %name,
+                "another dynamic monitor's metric writes the same series names: left out"
+            ),
             None => {
-                fams.0.insert(name.clone(), (head, body));
+                for w in writes {
+                    fams.owners.insert(w, name.clone());
+                }
+                fams.by_name.insert(name.clone(), (head, body));
             }
             Some((h, b)) if h.lines().nth(1) == head.lines().nth(1) => b.push_str(&body),
             Some(_) => tracing::warn!(
