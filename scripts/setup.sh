@@ -11,11 +11,13 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages: BPF toolchain (Debian's rustc ships a prebuilt core for bpfel-unknown-none),
 # LLVM 22 for bpf-linker, and the real peers the tests drive (prometheus: promtool and a real
-# server scraping /metrics; clang-22 and libbpf-dev compile the C source of dynamic monitors).
+# server scraping /metrics; clang-22 and libbpf-dev compile the C source of dynamic monitors;
+# python3-venv holds kubernetes-validate, which checks the fleet manifest against Kubernetes'
+# schemas).
 PKGS=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
   iproute2 iperf3 nftables iptables knockd fwknop-client fwknop-server curl tcpdump tmux
-  prometheus clang-22 libbpf-dev
+  prometheus clang-22 libbpf-dev python3-venv
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -48,6 +50,18 @@ else
   LLVM_PREFIX=/usr/lib/llvm-22 PATH=/usr/lib/llvm-22/bin:$PATH \
     cargo install bpf-linker@0.13.0 --locked --no-default-features --features llvm-22 \
     || die "cargo install bpf-linker failed"
+fi
+
+# kubernetes-validate (Kubernetes' JSON schemas, from PyPI) in a venv of its own, for the
+# fleet manifest's check in make test.
+KV=/opt/statewall-tools/bin/kubernetes-validate
+if "$KV" --version 2>/dev/null | grep -q '^1\.37\.0$'; then
+  say "kubernetes-validate 1.37.0 present"
+else
+  say "installing kubernetes-validate 1.37.0 into /opt/statewall-tools"
+  /usr/bin/python3 -m venv /opt/statewall-tools || die "python3 -m venv failed"
+  /opt/statewall-tools/bin/pip install -q kubernetes-validate==1.37.0 \
+    || die "pip install kubernetes-validate failed"
 fi
 
 # cargo-nextest is not needed: make test uses cargo test.

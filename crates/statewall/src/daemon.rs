@@ -7,6 +7,8 @@
 //! - SIGTERM / SIGINT: stop serving and exit, leaving programs, links and pins in place:
 //!   enforcement goes on while no daemon runs. `statewall teardown` removes everything.
 //! - A sweeper removes expired grants every second.
+//! - Under systemd (`Type=notify`), `READY=1` is sent once the API serves, `RELOADING=1` /
+//!   `READY=1` around a SIGHUP reload, `STOPPING=1` on the way out ([`sd_notify`]).
 
 use std::{
     net::SocketAddr,
@@ -193,6 +195,29 @@ pub fn status(g: &Inner) -> Status {
         hooks: g.engine.hook_states(&g.config),
         links: g.engine.link_states(),
         maps: g.engine.map_states(),
+    }
+}
+
+/// Tells the service manager about the daemon's state (`sd_notify(3)`'s protocol: one
+/// datagram to `$NOTIFY_SOCKET`, a path or, with a leading `@`, an abstract name). A no-op
+/// when the variable is not set; failures are logged, never fatal.
+pub fn sd_notify(msg: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let send = || -> std::io::Result<()> {
+        use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt};
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let b = path.as_bytes();
+        let addr = match b.strip_prefix(b"@") {
+            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
+            None => std::os::unix::net::SocketAddr::from_pathname(&path)?,
+        };
+        sock.send_to_addr(msg.as_bytes(), &addr)?;
+        Ok(())
+    };
+    if let Err(e) = send() {
+        tracing::warn!("notifying the service manager ({path:?}): {e}");
     }
 }
 
@@ -576,6 +601,11 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         });
     }
     tracing::info!(socket = %socket_path.display(), "statewall daemon ready");
+    sd_notify(&format!(
+        "READY=1\nSTATUS=serving on {}\nMAINPID={}",
+        socket_path.display(),
+        std::process::id()
+    ));
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -586,15 +616,18 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
+                sd_notify("RELOADING=1");
                 if let Err(e) = reload(&shared) {
                     tracing::error!("reload rejected, previous config stays in force: {e:#}");
                 }
+                sd_notify("READY=1");
             }
             Some(r) = tasks.join_next() => {
                 if let Ok(Err(e)) = r { tracing::error!("server stopped: {e:#}"); }
             }
         }
     }
+    sd_notify("STOPPING=1");
     tracing::info!(
         "stopping; programs, links and pins stay in place (statewall teardown removes them)"
     );
