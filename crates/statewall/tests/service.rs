@@ -95,22 +95,21 @@ fn runs_with_exactly_bpf_net_admin_perfmon_and_notifies_readiness() {
         .unwrap();
 
     // Without any one of the three, the daemon does not start, and says why.
-    for missing in 0..CAPS.len() {
+    for missing in &CAPS {
         let caps: Vec<&str> = CAPS
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != missing)
-            .map(|(_, c)| c.0)
+            .filter(|c| c.0 != missing.0)
+            .map(|c| c.0)
             .collect();
         let mut c = start(&p, &pair, &caps, &notify);
         let st = c.wait().unwrap();
         let log = std::fs::read_to_string(p.scratch.join(format!("daemon-{}.log", caps.join("-"))))
             .unwrap();
-        assert!(!st.success(), "started without {}: {log}", CAPS[missing].1);
+        assert!(!st.success(), "started without {}: {log}", missing.1);
         assert!(
             log.contains("loading the eBPF object") || log.contains("failed to create map"),
             "without {}: {log}",
-            CAPS[missing].1
+            missing.1
         );
         let _ = statewall::engine::teardown(&statewall::pins::Pins::new(&p.root));
     }
