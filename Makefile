@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/statewall
 
-.PHONY: setup build test lint demo bench soak clean
+.PHONY: setup build test lint demo bench soak deb clean
 
 setup:
 	@bash scripts/setup.sh
@@ -46,6 +46,11 @@ soak: build
 	  mkdir -p fuzz/work/$$t; \
 	  (cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -s none work/$$t corpus/$$t -- -runs=$(FUZZ_RUNS)); \
 	done
+
+# The Debian package (a release build, so not part of make test): target/deb/*.deb, then its
+# contents checked in a scratch root (packaging/make-deb.sh).
+deb: setup
+	bash packaging/make-deb.sh
 
 clean:
 	$(CARGO) clean

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use statewall::config::proto_name;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use statewall::{client, daemon};
 
 #[derive(Parser)]
@@ -70,6 +70,25 @@ enum Cmd {
         /// Print the JSON the API returns.
         #[arg(long)]
         json: bool,
+    },
+    /// Check a config file without running anything: prints what it configures, or the
+    /// error (file, line, key) and exits 1.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell), generated from this
+    /// command line's definition.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (statewall.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Manpages {
+        /// Output directory.
+        dir: PathBuf,
     },
     /// Ask the daemon to re-read its config (same as SIGHUP, but reports errors).
     Reload {
@@ -606,6 +625,31 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                 .await?
                 .ok()?;
             println!("reloaded");
+        }
+        Cmd::CheckConfig { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let cfg = statewall::config::Config::parse(&text, &file.display().to_string())?;
+            println!(
+                "{}: ok ({} interfaces, {} knock doors, {} monitors)",
+                file.display(),
+                cfg.interfaces.len(),
+                cfg.knocks.len(),
+                cfg.monitors.len()
+            );
+        }
+        Cmd::Completions { shell } => {
+            let mut c = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut c, "statewall", &mut buf);
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(&buf);
+        }
+        Cmd::Manpages { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing manual pages into {}", dir.display()))?;
         }
         Cmd::Teardown { paths, force } => {
             let root = paths
