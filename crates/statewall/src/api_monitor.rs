@@ -74,6 +74,11 @@ fn view(m: &Monitor) -> Value {
         "counters": counters,
         "windows": m.reads,
         "last_sessions": m.last_sessions,
+        "top_sessions": m.last_top.iter().map(|(k, n)| {
+            let mut v = key_json(k);
+            v["packets"] = json!(n);
+            v
+        }).collect::<Vec<_>>(),
         "last_grace_us": m.last.0.as_micros() as u64,
         "last_read_us": m.last.1.as_micros() as u64,
     })

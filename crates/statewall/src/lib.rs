@@ -67,4 +67,5 @@ pub mod spa;
 pub mod spaconfig;
 pub mod sys;
 pub mod testrun;
+pub mod top;
 pub mod xfsm;

@@ -71,6 +71,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the daemon: doors and their sources, grants with time left, firewall
+    /// rule hits and rates, monitors and their busiest sessions, drops (q quits).
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        #[command(flatten)]
+        paths: Paths,
+    },
     /// Check a config file without running anything: prints what it configures, or the
     /// error (file, line, key) and exits 1.
     CheckConfig {
@@ -625,6 +634,18 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
                 .await?
                 .ok()?;
             println!("reloaded");
+        }
+        Cmd::Top { interval, paths } => {
+            if !(0.1..=3600.0).contains(&interval) {
+                anyhow::bail!("--interval: from 0.1 to 3600 seconds");
+            }
+            let socket = paths.socket();
+            // A thread of its own, outside the runtime: the API client blocks.
+            std::thread::spawn(move || {
+                statewall::top::run(socket, std::time::Duration::from_secs_f64(interval))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("statewall top panicked"))??;
         }
         Cmd::CheckConfig { file } => {
             let text = std::fs::read_to_string(&file)

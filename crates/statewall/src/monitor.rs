@@ -232,6 +232,8 @@ pub struct Monitor {
     pub last: (Duration, Duration),
     /// Sessions in the last window.
     pub last_sessions: usize,
+    /// The last window's busiest sessions (at most 10), by packets, most first.
+    pub last_top: Vec<(SessKey, u64)>,
     packet_maps: [Option<Mmap>; 2],
     ncpus: usize,
 }
@@ -364,6 +366,7 @@ impl Monitor {
             reads: 0,
             last: Default::default(),
             last_sessions: 0,
+            last_top: Vec::new(),
             packet_maps,
             ncpus,
         };
@@ -595,6 +598,19 @@ impl Monitor {
         w.read = t1.elapsed();
         self.last = (w.grace, w.read);
         self.last_sessions = w.ddos_sessions.len() + w.crypto.len();
+        let mut top: Vec<(SessKey, u64)> = w
+            .ddos_sessions
+            .iter()
+            .map(|d| (d.key, d.n_packets))
+            .chain(
+                w.crypto
+                    .iter()
+                    .map(|c| (c.key, c.total.n_packets + c.total.n_packets_reverse)),
+            )
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.truncate(10);
+        self.last_top = top;
         Ok(w)
     }
 }
