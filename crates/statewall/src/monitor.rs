@@ -608,7 +608,7 @@ impl Monitor {
                     .map(|c| (c.key, c.total.n_packets + c.total.n_packets_reverse)),
             )
             .collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|t| std::cmp::Reverse(t.1));
         top.truncate(10);
         self.last_top = top;
         Ok(w)
