@@ -26,9 +26,11 @@ demo: build
 	$(BIN) demo
 
 # Benchmarks: medians, ratios against baselines measured in the same run, MET/MISSED,
-# target/bench/latest.json; exits non-zero when a target is missed.
+# target/bench/latest.json and SVG figures; exits non-zero when a target is missed.
+# Also draws the figures (target/bench/*.svg), copied to docs/bench/ for README.
 bench: build
-	$(BIN) bench --out target/bench/latest.json
+	$(BIN) bench --out target/bench/latest.json; rc=$$?; \
+	  mkdir -p docs/bench && cp target/bench/*.svg docs/bench/ 2>/dev/null; exit $$rc
 
 # Long runs: the property tests with many more cases (printing what they tried: restarts,
 # rounds, packets), then every fuzz target for a fixed

@@ -338,5 +338,9 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
         std::fs::create_dir_all(d)?;
     }
     std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    let dir = out.parent().unwrap_or(Path::new("."));
+    for f in crate::bench_plot::draw(&report, dir)? {
+        println!("figure: {}", f.display());
+    }
     Ok(report)
 }

@@ -39,6 +39,7 @@ pub mod bench_fw;
 pub mod bench_fwnft;
 pub mod bench_monitor;
 pub mod bench_open;
+pub mod bench_plot;
 pub mod bench_spa;
 pub mod client;
 pub mod clock;
