@@ -18,7 +18,7 @@ pub const RUNS: usize = 5;
 pub const REPEAT: u32 = 1_000_000;
 
 /// One row of the table.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Row {
     /// What was measured.
     pub name: String,
@@ -43,7 +43,7 @@ pub struct Row {
 }
 
 /// The report.
-#[derive(Serialize, Debug, Default)]
+#[derive(Serialize, serde::Deserialize, Debug, Default)]
 pub struct Report {
     /// Rows in order.
     pub rows: Vec<Row>,

@@ -1,7 +1,8 @@
 //! The benchmark figures drawn as SVG (by hand: a few lines, no font machinery), from the
-//! rows of a run: the firewall's cost per packet against nftables by rule count, and the
-//! time from the last knock (or the SPA packet) to an answered SYN against knockd and
-//! fwknopd. A figure whose rows the run did not measure is not drawn.
+//! rows of a run: the firewall's cost per packet against nftables by rule count (real
+//! traffic), the firewall program's cost beside bpfilter's published figures (test-run),
+//! and the time from the last knock (or the SPA packet) to an answered SYN against knockd
+//! and fwknopd. A figure whose rows the run did not measure is not drawn.
 
 use std::{fmt::Write, path::Path};
 
@@ -143,32 +144,28 @@ fn firewall_points(rows: &[Row]) -> Vec<(f64, f64, f64, Option<f64>)> {
         .collect()
 }
 
-/// The firewall figure, if the run measured it.
-pub fn firewall_svg(report: &Report) -> Option<String> {
-    let pts = firewall_points(&report.rows);
-    if pts.len() < 2 {
+/// A log-log line chart: one polyline with points per series.
+fn line_chart(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    unit: &str,
+    series: &[(&str, &str, Vec<(f64, f64)>)],
+) -> Option<String> {
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.2.iter().copied()).collect();
+    if all.len() < 2 {
         return None;
     }
-    let xs = (
-        pts.iter().map(|p| p.0).fold(f64::MAX, f64::min),
-        pts.iter().map(|p| p.0).fold(0.0, f64::max),
-    );
-    let all: Vec<f64> = pts
-        .iter()
-        .flat_map(|p| [p.1, p.2].into_iter().chain(p.3))
-        .collect();
-    let ys = decades(
-        all.iter().cloned().fold(f64::MAX, f64::min),
-        all.iter().cloned().fold(0.0, f64::max),
-    );
+    let min = |f: fn(&(f64, f64)) -> f64| all.iter().map(f).fold(f64::MAX, f64::min);
+    let max = |f: fn(&(f64, f64)) -> f64| all.iter().map(f).fold(0.0, f64::max);
     let mut c = Chart::new(
-        "Firewall cost per packet, real traffic between namespaces",
-        "rules in the chain (only the last one matches)",
-        "CPU time per packet",
-        decades(xs.0, xs.1),
-        ys,
+        title,
+        xlabel,
+        ylabel,
+        decades(min(|p| p.0), max(|p| p.0)),
+        decades(min(|p| p.1), max(|p| p.1)),
     );
-    c.y_grid("ns");
+    c.y_grid(unit);
     let mut d = c.x.0;
     while d <= c.x.1 * 1.0001 {
         let x = c.px(d);
@@ -181,34 +178,18 @@ pub fn firewall_svg(report: &Report) -> Option<String> {
         );
         d *= 10.0;
     }
-    let series: [(
-        &str,
-        &str,
-        Box<dyn Fn(&(f64, f64, f64, Option<f64>)) -> Option<f64>>,
-    ); 3] = [
-        ("#1f77b4", "statewall (tcx)", Box::new(|p| Some(p.1))),
-        (
-            "#d62728",
-            "nftables (netdev ingress)",
-            Box::new(|p| Some(p.2)),
-        ),
-        ("#7f7f7f", "nothing attached", Box::new(|p| p.3)),
-    ];
-    for (i, (color, label, f)) in series.iter().enumerate() {
-        let pts: Vec<(f64, f64)> = pts
-            .iter()
-            .filter_map(|p| f(p).map(|v| (c.px(p.0), c.py(v))))
-            .collect();
+    for (i, (color, label, pts)) in series.iter().enumerate() {
         if pts.is_empty() {
             continue;
         }
-        let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let xy: Vec<(f64, f64)> = pts.iter().map(|p| (c.px(p.0), c.py(p.1))).collect();
+        let path: Vec<String> = xy.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
         let _ = writeln!(
             c.svg,
             r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
             path.join(" ")
         );
-        for (x, y) in &pts {
+        for (x, y) in &xy {
             let _ = writeln!(
                 c.svg,
                 r#"<circle cx="{x:.1}" cy="{y:.1}" r="3.5" fill="{color}"/>"#
@@ -217,6 +198,72 @@ pub fn firewall_svg(report: &Report) -> Option<String> {
         c.legend(i, color, label);
     }
     Some(c.finish())
+}
+
+/// The firewall against nftables on real traffic, if the run measured it.
+pub fn firewall_svg(report: &Report) -> Option<String> {
+    let pts = firewall_points(&report.rows);
+    let sw: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+    let nf: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).collect();
+    let none: Vec<(f64, f64)> = pts.iter().filter_map(|p| p.3.map(|v| (p.0, v))).collect();
+    if sw.len() < 2 {
+        return None;
+    }
+    line_chart(
+        "Firewall cost per packet, real UDP between namespaces",
+        "rules in the chain (only the last one matches)",
+        "CPU time per packet (send + receive)",
+        "ns",
+        &[
+            ("#1f77b4", "statewall (tcx)", sw),
+            ("#d62728", "nftables (netdev)", nf),
+            ("#7f7f7f", "nothing attached", none),
+        ],
+    )
+}
+
+/// bpfilter's published figures for the same measurement (a packet matching the last of
+/// N rules, BPF_PROG_TEST_RUN): (rules, ns).
+pub const BPFILTER_PUBLISHED: [(f64, f64); 3] = [(1.0, 95.0), (512.0, 2081.0), (2048.0, 17087.0)];
+
+/// The firewall program alone (test-run) beside bpfilter's published figures.
+pub fn firewall_testrun_svg(report: &Report) -> Option<String> {
+    let mut sw = Vec::new();
+    let mut empty = Vec::new();
+    for r in &report.rows {
+        let Some(rest) = r.name.strip_prefix("firewall, ") else {
+            continue;
+        };
+        let Some(n) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        if rest.contains("packet matching the last") {
+            sw.push((n, r.value));
+            empty.push((n, r.baseline_value));
+        }
+    }
+    if sw.len() < 2 {
+        return None;
+    }
+    line_chart(
+        "Firewall program cost (BPF_PROG_TEST_RUN), packet matching the last rule",
+        "rules in the chain",
+        "time per packet",
+        "ns",
+        &[
+            ("#1f77b4", "statewall", sw),
+            (
+                "#2ca02c",
+                "bpfilter (published)",
+                BPFILTER_PUBLISHED.to_vec(),
+            ),
+            ("#7f7f7f", "empty tc program", empty),
+        ],
+    )
 }
 
 /// The time-to-open figure, if the run measured it.
@@ -277,6 +324,7 @@ pub fn draw(report: &Report, dir: &Path) -> anyhow::Result<Vec<std::path::PathBu
     let mut out = Vec::new();
     for (name, svg) in [
         ("firewall-vs-nftables.svg", firewall_svg(report)),
+        ("firewall-vs-bpfilter.svg", firewall_testrun_svg(report)),
         ("time-to-open.svg", open_svg(report)),
     ] {
         if let Some(svg) = svg {
@@ -314,6 +362,8 @@ mod tests {
                 row("firewall vs nftables, 1 rule, real traffic (nothing attached: 1359 ns/packet)", 1478.0, 1339.0),
                 row("firewall vs nftables, 10000 rules, real traffic (nothing attached: 1300 ns/packet)", 1471.0, 186001.0),
                 row("time to open: last knock to answered SYN, statewall", 80.0, 250000.0),
+                row("firewall, 1 rule, packet matching the last", 147.0, 20.0),
+                row("firewall, 2048 rules, packet matching the last", 193.0, 20.0),
             ],
             ..Default::default()
         };
@@ -321,11 +371,14 @@ mod tests {
         assert_eq!(f.matches("<polyline").count(), 3);
         assert_eq!(f.matches("<circle").count(), 6);
         // nftables at 10000 rules is near the top, statewall near the floor.
-        assert!(f.contains("nftables (netdev ingress)") && f.contains("1M ns"));
+        assert!(f.contains("nftables (netdev)") && f.contains("1M ns"));
         let o = open_svg(&report).unwrap();
         assert!(
             o.contains("250.0 ms") && o.contains("80 us") && !o.contains("fwknopd</text><text")
         );
         assert!(firewall_svg(&Report::default()).is_none());
+        let b = firewall_testrun_svg(&report).unwrap();
+        assert_eq!(b.matches("<circle").count(), 2 + 3 + 2);
+        assert!(b.contains("bpfilter (published)"));
     }
 }

@@ -269,10 +269,13 @@ enum Cmd {
         /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
         #[arg(long)]
         testrun_only: bool,
-        /// Only this group: testrun, firewall, monitor, spa-verify, open, spa-open, firewall-nft,
-        /// monitor-iperf.
+        /// Only this group: open, spa-open, testrun, firewall, monitor, dynmon, spa-verify,
+        /// firewall-nft, monitor-iperf.
         #[arg(long)]
         only: Option<String>,
+        /// Measure nothing: draw the figures again from the JSON report at --out.
+        #[arg(long)]
+        redraw: bool,
     },
 }
 
@@ -1353,7 +1356,19 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             repeat,
             testrun_only,
             only,
+            redraw,
         } => {
+            if redraw {
+                let text = std::fs::read_to_string(&out)
+                    .with_context(|| format!("reading {}", out.display()))?;
+                let report: statewall::bench::Report =
+                    serde_json::from_str(&text).with_context(|| format!("in {}", out.display()))?;
+                let dir = out.parent().unwrap_or(std::path::Path::new("."));
+                for f in statewall::bench_plot::draw(&report, dir)? {
+                    println!("figure: {}", f.display());
+                }
+                return Ok(0);
+            }
             let report = tokio::task::spawn_blocking(move || {
                 statewall::bench::run(&out, repeat, !testrun_only, only.as_deref())
             })

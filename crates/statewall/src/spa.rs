@@ -525,7 +525,14 @@ pub struct ReplayCache {
     entries: HashMap<[u8; 32], u64>,
     max: usize,
     path: Option<PathBuf>,
+    /// The file, where the next line goes, and the file's length: lines overwrite
+    /// padding written ahead (newlines, which a reader skips), so that a record's
+    /// `fdatasync` does not change the file's size and need a journal commit.
+    log: Option<(std::fs::File, u64, u64)>,
 }
+
+/// Padding written ahead of the replay cache's lines (about 800 records).
+const REPLAY_PAD: usize = 64 << 10;
 
 impl ReplayCache {
     /// A cache of at most `max` live entries, persisted at `path` (loaded now; expired and
@@ -535,6 +542,7 @@ impl ReplayCache {
             entries: HashMap::new(),
             max,
             path: path.map(Path::to_path_buf),
+            log: None,
         };
         if let Some(p) = path {
             match std::fs::read_to_string(p) {
@@ -566,18 +574,42 @@ impl ReplayCache {
         format!("{h} {t}\n")
     }
 
-    fn rewrite(&self) -> std::io::Result<()> {
+    fn rewrite(&mut self) -> std::io::Result<()> {
         let Some(p) = &self.path else { return Ok(()) };
         let tmp = p.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp)?;
+        let mut off = 0u64;
         for (k, t) in &self.entries {
-            f.write_all(Self::line(k, *t).as_bytes())?;
+            let l = Self::line(k, *t);
+            f.write_all(l.as_bytes())?;
+            off += l.len() as u64;
         }
+        f.write_all(&[b'\n'; REPLAY_PAD])?;
         f.sync_all()?;
         std::fs::rename(&tmp, p)?;
         if let Some(d) = p.parent() {
             std::fs::File::open(d)?.sync_all()?;
         }
+        self.log = Some((f, off, off + REPLAY_PAD as u64));
+        Ok(())
+    }
+
+    /// Writes one record durably (see `log`).
+    fn append(&mut self, line: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some((f, off, len)) = self.log.as_mut() else {
+            return Err(std::io::Error::other("the replay cache file is not open"));
+        };
+        let n = line.len() as u64;
+        if *off + n > *len {
+            // More padding first (the size changes here, once per ~800 records).
+            f.write_all_at(&[b'\n'; REPLAY_PAD], *len)?;
+            f.sync_data()?;
+            *len += REPLAY_PAD as u64;
+        }
+        f.write_all_at(line.as_bytes(), *off)?;
+        f.sync_data()?;
+        *off += n;
         Ok(())
     }
 
@@ -594,15 +626,8 @@ impl ReplayCache {
             }
             let _ = self.rewrite();
         }
-        if let Some(p) = &self.path {
-            let ok = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .and_then(|mut f| {
-                    f.write_all(Self::line(&digest, until).as_bytes())?;
-                    f.sync_data()
-                });
+        if self.path.is_some() {
+            let ok = self.append(&Self::line(&digest, until));
             if ok.is_err() {
                 // Not durable: refuse rather than open a window a restart would reopen.
                 return Err(Reject::CacheFull);
@@ -631,6 +656,33 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_cache_writes_in_place_and_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("sw-replay-pad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("spa-replay");
+        let mut c = ReplayCache::open(Some(&p), 100_000, 10).unwrap();
+        let size = std::fs::metadata(&p).unwrap().len();
+        c.insert([1; 32], 1000, 10).unwrap();
+        c.insert([2; 32], 1000, 10).unwrap();
+        // Records overwrite padding: the size (and so the journal) is untouched.
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), size);
+        // Past the padding, more is added and records go on.
+        for i in 0..2000u32 {
+            let mut d = [3u8; 32];
+            d[..4].copy_from_slice(&i.to_le_bytes());
+            c.insert(d, 1000, 10).unwrap();
+        }
+        assert!(std::fs::metadata(&p).unwrap().len() > size);
+        drop(c);
+        let c = ReplayCache::open(Some(&p), 100_000, 10).unwrap();
+        assert_eq!(c.len(), 2002);
+        assert!(c.contains(&[1; 32], 10) && c.contains(&[2; 32], 10));
+        let mut again = ReplayCache::open(Some(&p), 100_000, 10).unwrap();
+        assert_eq!(again.insert([2; 32], 1000, 10), Err(Reject::Replay));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn pkd_known_answer() {
