@@ -144,13 +144,16 @@ fn firewall_points(rows: &[Row]) -> Vec<(f64, f64, f64, Option<f64>)> {
         .collect()
 }
 
+/// A series: colour, label, points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// A log-log line chart: one polyline with points per series.
 fn line_chart(
     title: &str,
     xlabel: &str,
     ylabel: &str,
     unit: &str,
-    series: &[(&str, &str, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
 ) -> Option<String> {
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.2.iter().copied()).collect();
     if all.len() < 2 {
