@@ -77,6 +77,15 @@ fn udp_flows(v: &Value) -> Vec<(u16, Value)> {
         .collect()
 }
 
+/// The daemon's `/metrics` text.
+fn scrape(port: u16) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn metric<'a>(list: &'a Value, name: &str) -> &'a Value {
     &list
         .as_array()
@@ -217,11 +226,7 @@ fn dynamic_monitors_through_the_daemon() {
     // 3. /metrics, checked by promtool: one series per flow and field, labelled from the
     // key's BTF field names.
     send_udp(&pair, 9923, 3, 100);
-    let text = std::process::Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{mport}/metrics")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(text.stdout).unwrap();
+    let text = scrape(mport);
     let want = format!(
         "flow_packets{{dynmon=\"flows\",example=\"flows\",daddr=\"{}\",dport=\"{}\",pad=\"0\",proto=\"17\",saddr=\"{}\",field=\"packets\"}} 3",
         le(sv),
@@ -315,11 +320,7 @@ fn dynamic_monitors_through_the_daemon() {
     let (_, v) = curl("GET", &format!("{base}/flows2/metrics"), None);
     assert_eq!(udp_flows(metric(&v["ingress-metrics"], "flows2")), vec![]);
     // A counter read destructively keeps running totals for /metrics, whoever read.
-    let text = std::process::Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{mport}/metrics")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(text.stdout).unwrap();
+    let text = scrape(mport);
     let want = format!(
         "flows2_total{{dynmon=\"flows2\",daddr=\"{}\",dport=\"{}\",pad=\"0\",proto=\"17\",saddr=\"{}\",field=\"packets\"}} 4",
         le(sv),

@@ -158,18 +158,7 @@ fn runs_with_exactly_bpf_net_admin_perfmon_and_notifies_readiness() {
     let udp = Udp::new(&pair, &[9922, 9923]);
     assert!(!udp.passes(9922, b"x"), "protected port open");
     assert!(udp.passes(9923, b"x"));
-    let (code, out, err) = common::cli(
-        &p,
-        &[
-            "gate",
-            "grant",
-            &pair.client_v4.to_string(),
-            "udp/9922",
-            "--for",
-            "600",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    common::grant_udp_9922(&p, &pair);
     assert!(udp.passes(9922, b"x"), "grant did not open the port");
 
     // SIGHUP: RELOADING, then READY again.

@@ -148,18 +148,9 @@ pub struct MetricsFile {
     pub metric: Vec<MetricConfig>,
 }
 
-/// Which hooks a path runs on.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// tcx ingress (or XDP for an `xdp` program).
-    #[default]
-    Ingress,
-    /// tcx egress.
-    Egress,
-    /// Both tcx hooks, one program and one set of maps.
-    Both,
-}
+/// Which hooks a path runs on: ingress (tcx, or XDP for an `xdp` program), egress, or
+/// both tcx hooks with one program and one set of maps. The monitors' enum.
+pub use crate::monitor::Direction;
 
 /// One path: its code, where it runs, what it exports.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -183,6 +183,13 @@ fn samples_of(d: &Dynmon, r: &Reading, cfg: &crate::dynmon::MetricConfig) -> Vec
     samples
 }
 
+/// The declaration of a reading's metric.
+fn config_of<'a>(d: &'a Dynmon, r: &Reading) -> Option<&'a crate::dynmon::MetricConfig> {
+    d.paths
+        .get(r.path)
+        .and_then(|p| p.spec.metrics.iter().find(|m| m.name == r.name))
+}
+
 /// Whether reading metric `cfg` takes what it reads away (swapped, emptied, popped).
 pub fn destructive(d: &Dynmon, path: usize, cfg: &crate::dynmon::MetricConfig) -> bool {
     let m = &d.paths[path].maps[&cfg.map_name];
@@ -212,11 +219,7 @@ const MAX_TOTALS: usize = 100_000;
 /// so that `/metrics` serves counters that only go up whoever took the reads.
 pub fn accumulate(d: &mut Dynmon, readings: &[Reading]) {
     for r in readings {
-        let Some(cfg) = d
-            .paths
-            .get(r.path)
-            .and_then(|p| p.spec.metrics.iter().find(|m| m.name == r.name))
-        else {
+        let Some(cfg) = config_of(d, r) else {
             continue;
         };
         let counter = cfg
@@ -261,11 +264,7 @@ impl Families {
 /// Adds the families of `d`'s readings.
 pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
     for r in readings {
-        let Some(cfg) = d
-            .paths
-            .get(r.path)
-            .and_then(|p| p.spec.metrics.iter().find(|m| m.name == r.name))
-        else {
+        let Some(cfg) = config_of(d, r) else {
             continue;
         };
         let Some(meta) = &cfg.open_metrics else {
