@@ -147,13 +147,7 @@ async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResu
 /// Loads an instance without holding the lock (clang and the verifier take a while),
 /// then puts it in place; `replace` allows an existing one of that name to go.
 async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> ApiResult {
-    let builtin = s
-        .monitors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .by_name
-        .contains_key(&name);
-    if builtin {
+    if crate::api_monitor::is_builtin(&s, &name) {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("{name:?} is a built-in monitor of the config"),

@@ -50,6 +50,15 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
     r
 }
 
+/// Whether a monitor of the config has this name.
+pub fn is_builtin(s: &Shared, name: &str) -> bool {
+    s.monitors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .by_name
+        .contains_key(name)
+}
+
 fn not_found(name: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no monitor {name:?}"))
 }
@@ -193,12 +202,7 @@ async fn pc_create(
 }
 
 async fn pc_delete(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    if s.monitors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .by_name
-        .contains_key(&name)
-    {
+    if is_builtin(&s, &name) {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("{name:?} is a monitor of the config file: remove it there and reload"),
@@ -340,13 +344,7 @@ pub fn polycube_metrics(m: &Monitor, w: &Window) -> Value {
 }
 
 async fn pc_metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let builtin = s
-        .monitors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .by_name
-        .contains_key(&name);
-    if !builtin && crate::api_dynmon::exists(&s, &name) {
+    if !is_builtin(&s, &name) && crate::api_dynmon::exists(&s, &name) {
         return crate::api_dynmon::pc_metrics(s, name).await;
     }
     let v = take(s, name, polycube_metrics).await?;

@@ -171,33 +171,20 @@ impl Btf {
                         p += 12;
                     }
                 }
-                ENUM => {
-                    for _ in 0..vlen {
-                        let raw = u32_at(types, p + 4)?;
-                        let value = if kind_flag {
-                            raw as i32 as i128
-                        } else {
-                            raw as i128
-                        };
-                        t.members.push(Member {
-                            name: string_at(strs, u32_at(types, p)?)?,
-                            ty: 0,
-                            bit_offset: 0,
-                            bits: 0,
-                            value,
-                        });
-                        p += 8;
-                    }
-                }
-                ENUM64 => {
+                ENUM | ENUM64 => {
+                    // ENUM: name, 32-bit value; ENUM64: name, low and high 32 bits.
+                    let rec = if kind == ENUM { 8 } else { 12 };
                     for _ in 0..vlen {
                         let lo = u32_at(types, p + 4)? as u64;
-                        let hi = u32_at(types, p + 8)? as u64;
-                        let raw = (hi << 32) | lo;
-                        let value = if kind_flag {
-                            raw as i64 as i128
+                        let hi = if kind == ENUM {
+                            0
                         } else {
-                            raw as i128
+                            u32_at(types, p + 8)? as u64
+                        };
+                        let value = match (kind == ENUM, kind_flag) {
+                            (true, true) => lo as u32 as i32 as i128,
+                            (false, true) => ((hi << 32) | lo) as i64 as i128,
+                            _ => ((hi << 32) | lo) as i128,
                         };
                         t.members.push(Member {
                             name: string_at(strs, u32_at(types, p)?)?,
@@ -206,7 +193,7 @@ impl Btf {
                             bits: 0,
                             value,
                         });
-                        p += 12;
+                        p += rec;
                     }
                 }
                 FUNC_PROTO => {
