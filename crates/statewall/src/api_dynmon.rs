@@ -228,24 +228,30 @@ async fn unload(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiRe
     Ok(Json(json!({"unloaded": name})).into_response())
 }
 
-async fn take(s: Arc<Shared>, name: String) -> Result<(Vec<Reading>, Value), ApiError> {
+/// Takes a read of instance `name` (off the async workers: it waits a grace period) and
+/// hands it to `f` with the instance, under the lock.
+async fn take<T: Send + 'static>(
+    s: Arc<Shared>,
+    name: String,
+    f: impl FnOnce(&Dynmon, &[Reading]) -> T + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(move || {
         let mut g = lock(&s);
         let d = g.by_name.get_mut(&name).ok_or_else(|| not_found(&name))?;
         let r = d.read().map_err(ApiError::internal)?;
-        let dirs: Vec<Direction> = d.paths.iter().map(|p| p.spec.direction).collect();
-        Ok((r, json!(dirs)))
+        Ok(f(d, &r))
     })
     .await
     .map_err(ApiError::internal)?
 }
 
 async fn read(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let (r, _) = take(s, name.clone()).await?;
-    let metrics: Vec<Value> = r
-        .iter()
-        .map(|m| json!({"name": m.name, "path": m.path, "value": m.value, "timestamp": m.timestamp_us}))
-        .collect();
+    let metrics = take(s, name.clone(), |_, r| {
+        r.iter()
+            .map(|m| json!({"name": m.name, "path": m.path, "value": m.value, "timestamp": m.timestamp_us}))
+            .collect::<Vec<Value>>()
+    })
+    .await?;
     Ok(Json(json!({"name": name, "metrics": metrics})).into_response())
 }
 
@@ -285,32 +291,31 @@ fn pc_paths(spec: &DynmonSpec) -> Value {
 
 /// Dynmon's `GET /dynmon/{name}/metrics` for a dynamic instance (a read).
 pub async fn pc_metrics(s: Arc<Shared>, name: String) -> ApiResult {
-    let (r, dirs) = take(s, name).await?;
-    let (mut ing, mut eg) = (Vec::new(), Vec::new());
-    for m in &r {
-        let v = json!({"name": m.name, "value": m.value, "timestamp": m.timestamp_us});
-        if dirs[m.path] == json!(Direction::Egress) {
-            eg.push(v)
-        } else {
-            ing.push(v)
+    let v = take(s, name, |d, r| {
+        let (mut ing, mut eg) = (Vec::new(), Vec::new());
+        for m in r {
+            let v = json!({"name": m.name, "value": m.value, "timestamp": m.timestamp_us});
+            if d.paths[m.path].spec.direction == Direction::Egress {
+                eg.push(v)
+            } else {
+                ing.push(v)
+            }
         }
-    }
-    Ok(Json(json!({"ingress-metrics": ing, "egress-metrics": eg})).into_response())
+        json!({"ingress-metrics": ing, "egress-metrics": eg})
+    })
+    .await?;
+    Ok(Json(v).into_response())
 }
 
 async fn pc_open_metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let text = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-        let mut g = lock(&s);
-        let d = g.by_name.get_mut(&name).ok_or_else(|| not_found(&name))?;
-        let r = d.read().map_err(ApiError::internal)?;
+    let text = take(s, name, |d, r| {
         let mut fams = crate::dynmon::openmetrics::Families::default();
-        crate::dynmon::openmetrics::render(d, &r, false, &mut fams);
+        crate::dynmon::openmetrics::render(d, r, false, &mut fams);
         let mut out = String::new();
         fams.finish(&mut out);
-        Ok(out)
+        out
     })
-    .await
-    .map_err(ApiError::internal)??;
+    .await?;
     Ok((
         [(
             header::CONTENT_TYPE,

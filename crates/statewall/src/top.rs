@@ -80,29 +80,18 @@ pub fn snapshot(socket: &std::path::Path, rates: &mut Rates) -> Snapshot {
             .flatten()
         {
             let name = s(&d["name"]);
+            let mut line = |source: &Value, state: &str, time: String| {
+                out.doors
+                    .push(format!("{name:<12} {:<24} {state:<14} {time}", s(source)));
+            };
             for p in d["in_progress"].as_array().into_iter().flatten() {
-                out.doors.push(format!(
-                    "{name:<12} {:<24} {:<14} {}",
-                    s(&p["source"]),
-                    s(&p["state"]),
-                    secs(&p["idle_left"])
-                ));
+                line(&p["source"], &s(&p["state"]), secs(&p["idle_left"]));
             }
             for o in d["open"].as_array().into_iter().flatten() {
-                out.doors.push(format!(
-                    "{name:<12} {:<24} {:<14} (by {})",
-                    s(&o["source"]),
-                    "open",
-                    s(&o["by"])
-                ));
+                line(&o["source"], "open", format!("(by {})", s(&o["by"])));
             }
             for l in d["locked_out"].as_array().into_iter().flatten() {
-                out.doors.push(format!(
-                    "{name:<12} {:<24} {:<14} {}",
-                    s(&l["source"]),
-                    "locked out",
-                    secs(&l["seconds_left"])
-                ));
+                line(&l["source"], "locked out", secs(&l["seconds_left"]));
             }
         }
         for g in get(socket, "/api/v1/gate/grants")?

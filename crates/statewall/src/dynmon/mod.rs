@@ -467,7 +467,7 @@ pub struct Dynmon {
     pub load_time: Duration,
     /// Running totals of counters whose reads are destructive, by metric and labels
     /// (see [`openmetrics::accumulate`]).
-    pub totals: BTreeMap<String, BTreeMap<String, f64>>,
+    pub totals: BTreeMap<String, BTreeMap<Vec<(String, String)>, f64>>,
     /// Tests only: `false` skips the grace period after a switch (reads then lose or
     /// double-count the packets of runs still in the old copy).
     pub wait: bool,

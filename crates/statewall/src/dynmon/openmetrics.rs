@@ -232,11 +232,10 @@ pub fn accumulate(d: &mut Dynmon, readings: &[Reading]) {
         let samples = samples_of(d, r, cfg);
         let t = d.totals.entry(r.name.clone()).or_default();
         for (l, n) in samples {
-            let k = labels(&[], &l);
-            if let Some(v) = t.get_mut(&k) {
+            if let Some(v) = t.get_mut(&l) {
                 *v += n;
             } else if t.len() < MAX_TOTALS {
-                t.insert(k, n);
+                t.insert(l, n);
             }
         }
     }
@@ -295,16 +294,8 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
                 let _ = writeln!(head, "# HELP {family} {help}\n# TYPE {family} counter");
                 if destructive(d, r.path, cfg) {
                     // Running totals over every read (see `accumulate`).
-                    let base_l = labels(&base, &[]);
-                    let base_l = base_l.trim_end_matches('}');
-                    for (k, n) in d.totals.get(name).into_iter().flatten() {
-                        let more = k.trim_start_matches('{').trim_end_matches('}');
-                        let l = if more.is_empty() {
-                            format!("{base_l}}}")
-                        } else {
-                            format!("{base_l},{more}}}")
-                        };
-                        let _ = writeln!(body, "{sample}{l} {}", fmt_num(*n));
+                    for (l, n) in d.totals.get(name).into_iter().flatten() {
+                        let _ = writeln!(body, "{sample}{} {}", labels(&base, l), fmt_num(*n));
                     }
                 } else {
                     for (l, n) in &samples {
