@@ -343,3 +343,207 @@ pub fn non_ip(ethertype: u16) -> Vec<u8> {
     f[12..14].copy_from_slice(&ethertype.to_be_bytes());
     f
 }
+
+/// The kinds of damage [`malform`] does, by name.
+pub const MALFORM_KINDS: [&str; 10] = [
+    "truncated",
+    "bad ihl",
+    "ip length",
+    "tcp doff < 5",
+    "udp length",
+    "ipv6 ext chain past the bound",
+    "vlan stack past the bound",
+    "later fragment",
+    "zero-length payload",
+    "header byte flipped",
+];
+
+/// A malformed (or borderline) version of `frame`, a frame [`Packet::build`] made (untagged
+/// or with tags): one of [`MALFORM_KINDS`] that applies to it, chosen and parameterised by
+/// `r`. Returns the kind's name and the frame. Truncations keep at least an IPv6 header
+/// after Ethernet (54 bytes), the least BPF_PROG_TEST_RUN takes for tc; shorter cuts are
+/// for tests that send on the wire.
+///
+/// ```
+/// use statewall::packet::{malform, Packet};
+/// let f = Packet::udp("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 1, 2)
+///     .payload(&[0; 40])
+///     .build();
+/// let (kind, g) = malform(&f, 7);
+/// assert!(statewall::packet::MALFORM_KINDS.contains(&kind));
+/// assert_ne!(f, g);
+/// ```
+pub fn malform(frame: &[u8], r: u64) -> (&'static str, Vec<u8>) {
+    use statewall_common::parse::{MAX_IPV6_EXT, MAX_VLAN};
+    // A small xorshift on r: each draw is independent enough for choosing.
+    let mut s = r | 1;
+    let mut draw = |n: usize| -> usize {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % n.max(1) as u64) as usize
+    };
+    let mut ip = 12;
+    while ip + 2 <= frame.len()
+        && matches!(
+            u16::from_be_bytes([frame[ip], frame[ip + 1]]),
+            0x8100 | 0x88a8
+        )
+    {
+        ip += 4;
+    }
+    let et = frame
+        .get(ip..ip + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    ip += 2;
+    let v4 = et == 0x0800 && frame.len() >= ip + 20;
+    let v6 = et == 0x86dd && frame.len() >= ip + 40;
+    // L4 protocol and offset, for frames as Packet builds them (IPv6 extension headers
+    // walked, IPv4 options skipped).
+    let (l4proto, l4) = if v4 {
+        (frame[ip + 9], ip + (frame[ip] as usize & 15) * 4)
+    } else if v6 {
+        let (mut nh, mut off) = (frame[ip + 6], ip + 40);
+        while matches!(nh, 0 | 43 | 44 | 60) && off + 8 <= frame.len() {
+            let len = if nh == 44 {
+                8
+            } else {
+                (frame[off + 1] as usize + 1) * 8
+            };
+            nh = frame[off];
+            off += len;
+        }
+        (nh, off)
+    } else {
+        (0, frame.len())
+    };
+    let tcp = l4proto == proto::TCP && frame.len() >= l4 + 20;
+    let udp = l4proto == proto::UDP && frame.len() >= l4 + 8;
+    let mut kinds: Vec<&'static str> = vec!["vlan stack past the bound", "header byte flipped"];
+    if frame.len() > 55 {
+        kinds.push("truncated");
+    }
+    if v4 {
+        kinds.extend(["bad ihl", "ip length", "later fragment"]);
+    }
+    if v6 {
+        kinds.extend([
+            "ip length",
+            "ipv6 ext chain past the bound",
+            "later fragment",
+        ]);
+    }
+    if tcp {
+        kinds.push("tcp doff < 5");
+    }
+    if udp {
+        kinds.push("udp length");
+    }
+    if (tcp && frame.len() > l4 + 20) || (udp && frame.len() > l4 + 8) {
+        kinds.push("zero-length payload");
+    }
+    let kind = kinds[draw(kinds.len())];
+    let mut f = frame.to_vec();
+    // Rewrites the IP length fields for a frame whose IP packet now ends at `end`.
+    let set_len = |f: &mut Vec<u8>, end: usize| {
+        if v4 {
+            f[ip + 2..ip + 4].copy_from_slice(&((end - ip) as u16).to_be_bytes());
+        } else if v6 {
+            f[ip + 4..ip + 6].copy_from_slice(&((end - ip - 40) as u16).to_be_bytes());
+        }
+    };
+    match kind {
+        "truncated" => f.truncate(54 + draw(frame.len() - 54)),
+        "bad ihl" => f[ip] = 0x40 | [0u8, 1, 4, 15][draw(4)],
+        "ip length" => {
+            // Shorter than the header, or longer than the frame.
+            let v = if draw(2) == 0 {
+                draw(if v4 { 20 } else { 1 }) as u16
+            } else {
+                (frame.len() - ip + 1 + draw(1000)) as u16
+            };
+            let at = if v4 { ip + 2 } else { ip + 4 };
+            f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+        }
+        "tcp doff < 5" => f[l4 + 12] = ((draw(5) as u8) << 4) | (f[l4 + 12] & 15),
+        "udp length" => {
+            // Below the header, or past the datagram.
+            let v = if draw(2) == 0 {
+                draw(8) as u16
+            } else {
+                (frame.len() - l4 + 1 + draw(100)) as u16
+            };
+            f[l4 + 4..l4 + 6].copy_from_slice(&v.to_be_bytes());
+        }
+        "ipv6 ext chain past the bound" => {
+            // MAX_IPV6_EXT + 1.. destination-options headers (8 bytes each) in front of
+            // whatever followed the IPv6 header; sometimes one is a routing header.
+            let n = MAX_IPV6_EXT + 1 + draw(3);
+            let mut ext = Vec::with_capacity(n * 8);
+            let first = f[ip + 6];
+            for i in 0..n {
+                let next = if i + 1 == n {
+                    first
+                } else if draw(4) == 0 {
+                    43
+                } else {
+                    60
+                };
+                ext.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+            }
+            f[ip + 6] = 60;
+            f.splice(ip + 40..ip + 40, ext);
+            let end = f.len();
+            set_len(&mut f, end);
+        }
+        "vlan stack past the bound" => {
+            let n = MAX_VLAN + 1 + draw(2);
+            let tags: Vec<u8> = (0..n)
+                .flat_map(|i| {
+                    let tpid: u16 = if i == 0 && draw(2) == 0 {
+                        0x88a8
+                    } else {
+                        0x8100
+                    };
+                    let mut t = tpid.to_be_bytes().to_vec();
+                    t.extend_from_slice(&(10 + i as u16).to_be_bytes());
+                    t
+                })
+                .collect();
+            f.splice(12..12, tags);
+        }
+        "later fragment" => {
+            let off = 1 + draw(0x1ffe) as u16;
+            if v4 {
+                let more = if draw(2) == 0 { 0x2000 } else { 0 };
+                f[ip + 6..ip + 8].copy_from_slice(&(off | more).to_be_bytes());
+            } else {
+                // A fragment header right after the IPv6 header.
+                let mut h = [0u8; 8];
+                h[0] = f[ip + 6];
+                h[2..4].copy_from_slice(&((off << 3) | draw(2) as u16).to_be_bytes());
+                f[ip + 6] = 44;
+                f.splice(ip + 40..ip + 40, h);
+                let end = f.len();
+                set_len(&mut f, end);
+            }
+        }
+        "zero-length payload" => {
+            let end = l4 + if tcp { 20 } else { 8 };
+            f.truncate(end);
+            if udp {
+                f[l4 + 4..l4 + 6].copy_from_slice(&8u16.to_be_bytes());
+            }
+            set_len(&mut f, end);
+        }
+        _ => {
+            // "header byte flipped": one byte of the headers (Ethernet type to the end of
+            // L4's first 20 bytes) gets random bits.
+            let end = (l4 + 20).min(f.len());
+            let at = 12 + draw(end - 12);
+            f[at] ^= 1 + draw(255) as u8;
+        }
+    }
+    (kind, f)
+}

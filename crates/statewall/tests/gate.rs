@@ -335,8 +335,9 @@ struct Scenario {
     grants: Vec<(usize, usize, i64)>, // (source, port index, seconds from now, maybe past)
     /// Flow timeouts (TCP idle, closing, UDP idle), seconds; 0 = off.
     timeouts: (u64, u64, u64),
-    /// (source, port idx, source port, tcp flags, fragment, mangle, seconds before it)
-    packets: Vec<(usize, usize, u16, u8, bool, bool, u64)>,
+    /// (source, port idx, source port, tcp flags, fragment, damage by the malformed-frame
+    /// generator with this seed, seconds before it)
+    packets: Vec<(usize, usize, u16, u8, bool, Option<u64>, u64)>,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -374,7 +375,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         1234u16..1237,
                         prop_oneof![2 => Just(0x02u8), 4 => Just(0x10), 1 => Just(0x11), 1 => Just(0x14), 1 => any::<u8>()],
                         proptest::bool::weighted(0.1),
-                        proptest::bool::weighted(0.05),
+                        proptest::option::weighted(0.08, any::<u64>()),
                         prop_oneof![Just(0u64), 0u64..3, 0u64..20],
                     ),
                     10..80,
@@ -395,6 +396,9 @@ const FLOWS_CAP: u32 = 3;
 
 /// Verdict kinds seen over all cases: the test fails unless each was hit.
 static SEEN: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+/// Frames damaged by each kind of the malformed-frame generator, over all cases.
+static DAMAGE: [AtomicU64; statewall::packet::MALFORM_KINDS.len()] =
+    [const { AtomicU64::new(0) }; statewall::packet::MALFORM_KINDS.len()];
 
 #[test]
 fn kernel_gate_equals_reference() {
@@ -407,6 +411,19 @@ fn kernel_gate_equals_reference() {
     let seen: Vec<u64> = SEEN.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     eprintln!("verdicts (next, granted, untracked, flow, drop, malformed, reset): {seen:?}");
     assert!(seen.iter().all(|&n| n > 0), "every verdict hit: {seen:?}");
+    let damage: Vec<u64> = DAMAGE.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    // (The frames carry no payload to empty: no "zero-length payload".)
+    let zero = statewall::packet::MALFORM_KINDS
+        .iter()
+        .position(|k| *k == "zero-length payload");
+    assert!(
+        damage
+            .iter()
+            .enumerate()
+            .all(|(i, &n)| n > 0 || Some(i) == zero),
+        "every kind of damage {:?} tried: {damage:?}",
+        statewall::packet::MALFORM_KINDS
+    );
 }
 
 fn check(sc: Scenario) -> Result<(), TestCaseError> {
@@ -464,13 +481,20 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
                 p = p.fragment(3, false);
             }
             let mut f = p.build();
-            if mangle {
-                let n = f.len();
-                f[n / 2] ^= 0xff;
-                f.truncate(n - 3);
+            if let Some(r) = mangle {
+                let (kind, g) = statewall::packet::malform(&f, r);
+                let k = statewall::packet::MALFORM_KINDS
+                    .iter()
+                    .position(|k| *k == kind);
+                DAMAGE[k.unwrap()].fetch_add(1, Ordering::Relaxed);
+                f = g;
             }
             let info = parse_packet(&f);
             let want = decide(&info, now, &mut r);
+            if info.status == statewall_common::parse::Status::Malformed as u8 {
+                // As documented: a gate that protects ports drops malformed IP (fail closed).
+                prop_assert_eq!(want, GateVerdict::DropMalformed);
+            }
             let (got, out) = bed.run_out(PROG_GATE, false, &f);
             let want_code = match want {
                 GateVerdict::Next

@@ -414,3 +414,70 @@ proptest! {
         });
     }
 }
+
+/// The malformed-frame generator that the stage property tests use
+/// (`statewall::packet::malform`): both kernel parsers agree with the twin on what it
+/// makes, and each kind of damage does what it says (the twin calls it malformed, or, for
+/// later fragments, reads no ports).
+#[test]
+fn malformed_generator_matches_twin() {
+    use statewall::packet::{malform, MALFORM_KINDS};
+    let mut bed = TestBed::new();
+    let (a, b) = (v4("192.0.2.1"), v4("198.51.100.7"));
+    let (a6, b6) = (v4("2001:db8::1"), v4("2001:db8:1::2"));
+    let valid = [
+        Packet::tcp(a, b, 40000, 22, 0x02).payload(&[1; 30]).build(),
+        Packet::udp(a, b, 40000, 7000).payload(&[2; 60]).build(),
+        Packet::tcp(a6, b6, 40000, 22, 0x18)
+            .payload(&[3; 9])
+            .build(),
+        Packet::udp(a6, b6, 40000, 62201).payload(&[4; 80]).build(),
+        Packet::udp(a, b, 40000, 2200)
+            .vlan(0x8100, 5)
+            .payload(&[5; 56])
+            .build(),
+        Packet::tcp(a6, b6, 1, 443, 0x10)
+            .ipv6_ext(0, 0)
+            .payload(&[6; 20])
+            .build(),
+    ];
+    let mut kinds = std::collections::BTreeMap::<&str, u32>::new();
+    for r in 0..soak_cases(3000) as u64 {
+        let f = &valid[r as usize % valid.len()];
+        let (kind, g) = malform(f, r.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        *kinds.entry(kind).or_default() += 1;
+        let p = check(&mut bed, &format!("{kind} (seed {r})"), &g);
+        let malformed = p.status == Status::Malformed as u8;
+        match kind {
+            "bad ihl" | "tcp doff < 5" | "ipv6 ext chain past the bound" => {
+                assert!(malformed, "{kind} (seed {r}): {p:?}")
+            }
+            "vlan stack past the bound" => assert!(malformed, "{kind}: {p:?}"),
+            "later fragment" => {
+                assert!(
+                    malformed || p.flags & FLAG_NONFIRST_FRAG != 0,
+                    "{kind}: {p:?}"
+                );
+                assert_eq!(
+                    p.flags & FLAG_L4,
+                    0,
+                    "{kind}: L4 read from a later fragment"
+                );
+            }
+            "zero-length payload" => {
+                assert_eq!(
+                    (p.status, p.payload_len),
+                    (Status::Ip as u8, 0),
+                    "{kind}: {p:?}"
+                )
+            }
+            _ => {}
+        }
+    }
+    for k in MALFORM_KINDS {
+        assert!(
+            kinds.get(k).is_some_and(|&n| n > 0),
+            "{k} never made: {kinds:?}"
+        );
+    }
+}

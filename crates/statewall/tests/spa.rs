@@ -542,6 +542,7 @@ fn kernel_filter_equals_reference() {
     let mut now = 1_000_000_000_000u64;
     let mut want_records = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut damage = std::collections::BTreeSet::new();
     for i in 0..3000 {
         now += rng.random_range(0..60) * 1_000_000;
         let src = sources[rng.random_range(0..sources.len())];
@@ -567,13 +568,20 @@ fn kernel_filter_equals_reference() {
         } else {
             Packet::udp(src, dst, 40000, dport).payload(&body).build()
         };
-        // Now and then cut short (malformed: never a candidate, in the kernel as in the
-        // reference); test-run needs at least an IPv6 header after Ethernet.
-        let frame = if rng.random_bool(0.05) && frame.len() > 55 {
-            seen.insert("cut short");
-            frame[..rng.random_range(54..frame.len())].to_vec()
+        // Now and then damaged by the malformed-frame generator (a malformed frame is never
+        // a candidate, in the kernel as in the reference; a later fragment has no ports).
+        let (frame, bad) = if rng.random_bool(0.08) {
+            let (kind, f) = statewall::packet::malform(&frame, rng.random());
+            damage.insert(kind);
+            let p = parse_packet(&f);
+            let bad = p.status == statewall_common::parse::Status::Malformed as u8
+                || p.flags & statewall_common::parse::FLAG_NONFIRST_FRAG != 0;
+            if bad {
+                seen.insert("malformed");
+            }
+            (f, bad)
         } else {
-            frame
+            (frame, false)
         };
         bed.freeze(now);
         let xdp = i % 2 == 1;
@@ -595,6 +603,10 @@ fn kernel_filter_equals_reference() {
         };
         let want_pass = kind.is_none();
         assert_eq!(passed, want_pass, "packet {i}: verdict");
+        assert!(
+            !bad || want_pass,
+            "packet {i}: a malformed frame is a candidate"
+        );
         let Some(kind) = kind else {
             seen.insert("not a candidate");
             continue;
@@ -642,9 +654,12 @@ fn kernel_filter_equals_reference() {
         "pkd queued",
         "fwknop queued",
         "empty",
-        "cut short",
+        "malformed",
     ] {
         assert!(seen.contains(s), "no '{s}' case: {seen:?}");
+    }
+    for k in statewall::packet::MALFORM_KINDS {
+        assert!(damage.contains(k), "no '{k}' frame: {damage:?}");
     }
 }
 

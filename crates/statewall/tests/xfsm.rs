@@ -271,6 +271,7 @@ fn kernel_events(bed: &mut TestBed) -> Vec<Event> {
 fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cut = 0usize;
+    let mut malformed_kinds = std::collections::BTreeSet::new();
     let doors = random_doors(&mut rng);
     let raws: Vec<RawMachine> = (0..rng.random_range(0..=2))
         .map(|n| random_raw(&mut rng, n))
@@ -406,16 +407,22 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
             Packet::udp(a, b, sport, dport).payload(&body)
         }
         .build();
-        // Now and then cut short at a random offset: a malformed frame moves nothing, in
-        // the kernel as in the reference.
+        // Now and then damaged by the malformed-frame generator (cut short, bad IHL or
+        // lengths, TCP data offset < 5, extension-header chains and VLAN stacks past the
+        // parser's bounds, later fragments, a flipped header byte): the kernel must agree
+        // with the reference, and a frame the reference calls malformed moves nothing.
         // (test-run refuses frames shorter than an IPv6 header after Ethernet; the cuts
         // below that go over the wire in tests/bad_packets.rs.)
-        let frame = if rng.random_bool(0.05) && frame.len() > 55 {
-            cut += 1;
-            frame[..rng.random_range(54..frame.len())].to_vec()
+        let (frame, bad) = if rng.random_bool(0.08) {
+            let (kind, f) = statewall::packet::malform(&frame, rng.random());
+            malformed_kinds.insert(kind);
+            let bad = parse_packet(&f).status == statewall_common::parse::Status::Malformed as u8;
+            cut += bad as usize;
+            (f, bad)
         } else {
-            frame
+            (frame, false)
         };
+        let before = bad.then(|| (r.tcount.clone(), r.grants.len(), r.states.clone()));
         bed.freeze(now);
         let (prog, dir) = if egress {
             (statewall::ebpf::PROG_XFSM_EGRESS, DIR_EGRESS)
@@ -423,13 +430,23 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
             (statewall::ebpf::PROG_XFSM, DIR_INGRESS)
         };
         let got = bed.run_tc(prog, &frame);
-        r.snap = Payload::from_bytes(&body).unwrap_or_default();
-        let want = step(&mut r, &parse_packet(&frame), dir, now);
+        // The payload the reference sees is the frame's (damage may have emptied it).
+        let info = parse_packet(&frame);
+        let off = (info.payload_off as usize).min(frame.len());
+        let end = (off + info.payload_len as usize).min(frame.len());
+        r.snap = Payload::from_bytes(&frame[off..end]).unwrap_or_default();
+        let want = step(&mut r, &info, dir, now);
         assert_eq!(
             got == TCX_NEXT,
             want,
             "seed {seed} packet {i}: verdict differs"
         );
+        if let Some(before) = before {
+            assert!(
+                before == (r.tcount.clone(), r.grants.len(), r.states.clone()),
+                "seed {seed} packet {i}: a malformed frame moved a door"
+            );
+        }
         if i % 64 == 0 {
             kernel_events_all.extend(kernel_events(&mut bed));
         }
@@ -482,8 +499,9 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
         hit.insert("one-time sequence refused".into());
     }
     if cut > 0 {
-        hit.insert("cut short (malformed)".into());
+        hit.insert("malformed frame".into());
     }
+    hit.extend(malformed_kinds.into_iter().map(|k| format!("damage: {k}")));
     for ((_, _, dir, _, _), t) in &compiled.trans {
         if tref[t.counter as usize] > 0 {
             if t.payload != 0 {
@@ -508,6 +526,13 @@ fn kernel_engine_equals_reference_on_random_doors() {
         kinds.extend(hit);
     }
     assert!(total >= 100_000, "only {total} packets");
+    // Every kind of damage the generator does reached the kernel and the reference.
+    for k in statewall::packet::MALFORM_KINDS {
+        assert!(
+            kinds.contains(&format!("damage: {k}")),
+            "no '{k}' frame: {kinds:?}"
+        );
+    }
     // Every kind of transition the compiler emits was taken somewhere.
     for k in [
         "open step N",
@@ -521,7 +546,7 @@ fn kernel_engine_equals_reference_on_random_doors() {
         "one-time sequence refused",
         "payload matched",
         "egress",
-        "cut short",
+        "malformed frame",
     ] {
         assert!(
             kinds.iter().any(|h| h.contains(k)),
