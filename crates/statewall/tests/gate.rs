@@ -328,6 +328,9 @@ impl GateTables for Ref<'_> {
 
 /// The config under test: a few protected ports and grants; packets are drawn mostly from
 /// them so that most exercise a rule.
+/// One packet of a scenario (see [`Scenario::packets`]).
+type ScPacket = (usize, usize, u16, u8, bool, Option<u64>, u64);
+
 #[derive(Debug, Clone)]
 struct Scenario {
     ports: Vec<(u8, u16)>,
@@ -337,7 +340,7 @@ struct Scenario {
     timeouts: (u64, u64, u64),
     /// (source, port idx, source port, tcp flags, fragment, damage by the malformed-frame
     /// generator with this seed, seconds before it)
-    packets: Vec<(usize, usize, u16, u8, bool, Option<u64>, u64)>,
+    packets: Vec<ScPacket>,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
