@@ -65,10 +65,13 @@ pub const MAP_FW_COUNTERS: &str = "SW_FW_COUNTERS";
 pub const CNT_LOG_QUEUED: u32 = 0;
 /// Counter: LOG events lost (ring full).
 pub const CNT_LOG_LOST: u32 = 1;
+/// Counter: connections entered in the conntrack table (an LRU: the ones created beyond
+/// the live entries expired, ended or were evicted).
+pub const CNT_CT_CREATED: u32 = 2;
 /// Number of stage counters.
-pub const COUNTERS: u32 = 2;
+pub const COUNTERS: u32 = 3;
 /// Their names.
-pub const COUNTER_NAMES: [&str; COUNTERS as usize] = ["log_queued", "log_lost"];
+pub const COUNTER_NAMES: [&str; COUNTERS as usize] = ["log_queued", "log_lost", "ct_created"];
 
 /// A packet that hit a LOG rule (the rule counts it and the chain goes on).
 #[repr(C)]

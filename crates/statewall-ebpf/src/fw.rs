@@ -12,8 +12,8 @@ use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     fw::{
         rule_slot, select, stats_slot, Bitset, ChainConf, FwLog, FwTables, LpmKey, RuleStats,
-        Selection, ACT_DROP, ACT_LOG, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS, MAX_CHAINS,
-        MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
+        Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS,
+        MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
     parse::{PacketInfo, Status},
     TCX_NEXT, TC_ACT_SHOT,
@@ -403,8 +403,8 @@ fn track(p: &PacketInfo, w: &mut CtWork) {
     };
     match ct::next(p, e, w.dir, w.st, w.now, &conf) {
         Some(v) => {
-            if e != Some(&v) {
-                let _ = SW_FW_CT.insert(&w.key, &v, 0);
+            if e != Some(&v) && SW_FW_CT.insert(&w.key, &v, 0).is_ok() && e.is_none() {
+                bump(CNT_CT_CREATED);
             }
         }
         None => {

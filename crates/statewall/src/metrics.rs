@@ -6,6 +6,7 @@
 //! label `transition`), `statewall_door_events` (counter, label `kind`),
 //! `statewall_door_open_sources` (gauge, label `door`), `statewall_door_commands` (counter,
 //! label `outcome`), `statewall_fw_log_events` (counter, label `what`),
+//! `statewall_fw_conntrack_created` (counter),
 //! `statewall_fw_rule_packets` and `statewall_fw_rule_bytes` (counters, labels `firewall`,
 //! `chain`, `rule`), `statewall_monitor_packets` (counter, labels `monitor`, `what`),
 //! `statewall_monitor_sessions` (gauge), `statewall_monitor_windows` (counter),
@@ -156,12 +157,23 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
         if let Ok(c) = g.engine.fw_counters() {
             let samples: Vec<_> = c
                 .iter()
+                .filter(|(k, _)| k.starts_with("log_"))
                 .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
                 .collect();
             f.counter(
                 "statewall_fw_log_events",
                 "Firewall LOG rule hits queued for the daemon, and lost because the ring was full.",
                 &samples,
+            );
+            let created: Vec<_> = c
+                .iter()
+                .filter(|(k, _)| *k == "ct_created")
+                .map(|(_, v)| (String::new(), *v))
+                .collect();
+            f.counter(
+                "statewall_fw_conntrack_created",
+                "Connections entered in the firewall's conntrack table (an LRU: those beyond the live entries expired, ended or were evicted).",
+                &created,
             );
         }
         {

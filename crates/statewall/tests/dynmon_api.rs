@@ -9,7 +9,7 @@ mod common;
 
 use std::net::UdpSocket;
 
-use common::{cli, curl, free_port, Daemon, Paths, Udp};
+use common::{cli, curl, free_port, scrape, Daemon, Paths, Udp};
 use serde_json::{json, Value};
 use statewall::netns::Pair;
 
@@ -78,14 +78,6 @@ fn udp_flows(v: &Value) -> Vec<(u16, Value)> {
 }
 
 /// The daemon's `/metrics` text.
-fn scrape(port: u16) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn metric<'a>(list: &'a Value, name: &str) -> &'a Value {
     &list
         .as_array()

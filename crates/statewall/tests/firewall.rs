@@ -257,6 +257,8 @@ fn scenario(
     *old = Some(w);
     // Counters are per position: zero them for this scenario.
     let before = stats(bed, &chains);
+    let created_before = ct_created(bed);
+    let mut created = 0u64;
     let r = RefTables { c };
     let mut want: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -373,6 +375,7 @@ fn scenario(
                     Some(nv) => {
                         if entry != Some(nv) {
                             ct_ref.insert(k, nv);
+                            created += entry.is_none() as u64;
                         }
                     }
                     None => {
@@ -460,6 +463,14 @@ fn scenario(
             let _ = kt.remove(k);
         }
     }
+    assert_eq!(
+        ct_created(bed) - created_before,
+        created,
+        "seed {seed}: connections created"
+    );
+    if created > 0 {
+        seen.insert("ct created");
+    }
     let after = stats(bed, &chains);
     for (k, n) in &after {
         let got = n - before.get(k).copied().unwrap_or(0);
@@ -470,6 +481,13 @@ fn scenario(
         );
     }
     seen
+}
+
+/// The stage's `ct_created` counter, summed over CPUs.
+fn ct_created(bed: &mut TestBed) -> u64 {
+    use statewall_common::fw::{CNT_CT_CREATED, MAP_FW_COUNTERS};
+    let a: PerCpuArray<&MapData, u64> = (&*bed.map(MAP_FW_COUNTERS)).try_into().unwrap();
+    a.get(&CNT_CT_CREATED, 0).unwrap().iter().sum()
 }
 
 /// Packets per (chain, rule), summed over CPUs.
@@ -506,6 +524,7 @@ fn kernel_classifier_equals_reference() {
         "malformed",
         "ipv6",
         "ct new",
+        "ct created",
         "ct established",
         "ct invalid",
         "ct related",

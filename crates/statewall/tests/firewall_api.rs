@@ -178,7 +178,8 @@ fn conntrack_replies_and_flood() {
     let p = Paths::new("fwct");
     let pair = Pair::new("fwct");
     std::fs::write(&p.config, "[firewall]\nconntrack_max = 256\n").unwrap();
-    let d = Daemon::start(&p, &[]);
+    let mport = free_port();
+    let d = Daemon::start(&p, &["--metrics-listen", &format!("127.0.0.1:{mport}")]);
     d.firewall_on(
         "fw2",
         &pair,
@@ -251,6 +252,13 @@ fn conntrack_replies_and_flood() {
     let sess = api(&d, "GET", "/api/v1/firewall/fw2/sessions", "");
     let n = sess.as_array().unwrap().len();
     assert!(n <= 300, "the table holds about 256 entries: {n}");
+    // Counted: every flow of the flood was entered, and /metrics says so; the table's
+    // gauge stays at its size.
+    let text = common::scrape(mport);
+    let created = common::sample(&text, "statewall_fw_conntrack_created_total").unwrap();
+    assert!(created >= 3000.0, "connections created: {created}");
+    let live = common::sample(&text, "statewall_map_entries{map=\"SW_FW_CT\"}").unwrap();
+    assert!(live <= 300.0, "conntrack entries: {live}");
     assert!(roundtrip(b"after the flood"));
     drop(conn);
     echo.join().unwrap();
@@ -439,11 +447,7 @@ fn log_rules_report_hits() {
     let n = d.get("/api/v1/firewall/fw4/log").as_array().unwrap().len() as u64;
     assert_eq!(n, counted);
     // /metrics has the per-rule counters and the LOG event counters.
-    let out = std::process::Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{metrics}/metrics")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::scrape(metrics);
     assert!(
         text.contains(&format!(
             "statewall_fw_rule_packets_total{{firewall=\"fw4\",chain=\"INGRESS\",rule=\"0\"}} {counted}"

@@ -427,3 +427,19 @@ pub fn grant_udp_9922(p: &Paths, pair: &statewall::netns::Pair) {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// The text of the daemon's `/metrics` on 127.0.0.1:`port`.
+pub fn scrape(port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value of one series (name with its labels, as written) in a `/metrics` text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
