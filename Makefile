@@ -32,22 +32,29 @@ bench: build
 	$(BIN) bench --out target/bench/latest.json; rc=$$?; \
 	  mkdir -p docs/bench && cp target/bench/*.svg docs/bench/ 2>/dev/null; exit $$rc
 
-# Long runs: the property tests with many more cases (printing what they tried: restarts,
-# rounds, packets), then every fuzz target for a fixed
-# number of runs (cargo-fuzz, libFuzzer without a sanitizer: Debian's stable rustc, with
-# RUSTC_BOOTSTRAP for cargo-fuzz's flags). New inputs go to fuzz/work/ (not committed);
-# the seeds in fuzz/corpus/ are replayed by `make test`. A finding lands in fuzz/artifacts/.
+# Long runs: every test with 20 times the counts (STATEWALL_SOAK=20: restarts under
+# traffic, memory rounds, attack packets, property-test frames), then every fuzz target for
+# a fixed number of runs (cargo-fuzz, libFuzzer without a sanitizer: Debian's stable rustc,
+# with RUSTC_BOOTSTRAP for cargo-fuzz's flags), then a summary of what was tried
+# (scripts/soak-summary.sh). Logs in target/soak/. New inputs go to fuzz/work/ (not
+# committed); the seeds in fuzz/corpus/ are replayed by `make test`. A finding lands in
+# fuzz/artifacts/, and any failure, crash or leak makes the run fail.
 FUZZ_TARGETS := spa_pkd spa_fwknop config import_knockd import_fwknop actions_json rest_bodies dynmon_object
 FUZZ_RUNS ?= 500000
+SOAK_DIR := target/soak
 soak: build
-	STATEWALL_SOAK=20 $(CARGO) test --workspace -- --test-threads=2 --nocapture 2>&1 \
-	  | grep -E "^test |test result|restarts|resident memory|knocks|packets lost|FAILED|panicked"; \
-	  test $${PIPESTATUS[0]} -eq 0
+	@rm -rf $(SOAK_DIR) && mkdir -p $(SOAK_DIR)
+	STATEWALL_SOAK=20 STATEWALL_SOAK_REPORT=$(CURDIR)/$(SOAK_DIR)/report.tsv \
+	  $(CARGO) test --workspace -- --test-threads=2 --nocapture 2>&1 | tee $(SOAK_DIR)/tests.log \
+	  | grep -E "^test |test result|FAILED|panicked"; \
+	  rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then bash scripts/soak-summary.sh $(SOAK_DIR); fi; exit $$rc
 	@bash scripts/setup-fuzz.sh
-	set -e; for t in $(FUZZ_TARGETS); do \
+	set -eo pipefail; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/work/$$t; \
-	  (cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -s none work/$$t corpus/$$t -- -runs=$(FUZZ_RUNS)); \
+	  (cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -s none work/$$t corpus/$$t -- -runs=$(FUZZ_RUNS)) 2>&1 \
+	    | tee $(SOAK_DIR)/fuzz-$$t.log | grep -E "^Done|ERROR|SUMMARY|panicked"; \
 	done
+	@bash scripts/soak-summary.sh $(SOAK_DIR)
 
 # The Debian package (a release build, so not part of make test): target/deb/*.deb, then its
 # contents checked in a scratch root (packaging/make-deb.sh).

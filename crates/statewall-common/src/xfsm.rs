@@ -496,7 +496,8 @@ pub enum Counter {
     Grants = 6,
     /// Grants refused: grant table full.
     GrantsRefused = 7,
-    /// Failure records refused: lock table full (fail closed).
+    /// Lock table full (fail closed): failure records refused, and knocks that would start
+    /// a sequence from a source without a record turned away.
     LockTableFull = 8,
     /// Events lost: ring buffer full.
     EventsLost = 9,
@@ -954,14 +955,16 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
             }
         }
     }
-    // Fail closed while the lock table is full: no new sequences from unknown sources.
-    if state == STATE_DEFAULT && w.mach.fail_max > 0 && w.has_lock == 0 && t.ctl(CTL_LOCK_FULL) != 0
-    {
-        return 0;
-    }
     match find_trans(t, c, mm, state) {
         Some(tr) => w.tr = tr,
         None => return 0,
+    }
+    // Fail closed while the lock table is full: no new sequences from unknown sources
+    // (each knock turned away is counted).
+    if state == STATE_DEFAULT && w.mach.fail_max > 0 && w.has_lock == 0 && t.ctl(CTL_LOCK_FULL) != 0
+    {
+        t.count(Counter::LockTableFull);
+        return 0;
     }
     t.count(Counter::Transitions);
     t.count_trans(w.tr.counter);

@@ -158,6 +158,7 @@ fn malformed_packets_move_no_stage() {
         malformed += (p.status == Status::Malformed as u8) as usize;
     }
     assert!(malformed > 200, "only {malformed} malformed frames");
+    common::tally("malformed frames on the wire", bad.len() as u64);
     let fd = pair.client.run(|| raw_socket(&pair.client_if));
     for (_, f) in &bad {
         send_raw(&fd, f);

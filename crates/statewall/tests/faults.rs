@@ -240,6 +240,7 @@ fn restart_and_kill_under_traffic_lose_nothing() {
         restarts += 1;
     }
     eprintln!("{restarts} restarts (SIGTERM and kill -9) under an iperf3 stream of {secs} s");
+    tally("faults: daemon restarts under traffic", restarts as u64);
     // The saved SPA packet is still a replay, and the stream was never cut.
     let out = cli_iperf.wait_with_output().unwrap();
     let _ = srv.wait();

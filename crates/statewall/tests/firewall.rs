@@ -324,11 +324,13 @@ fn scenario(
         let f = if rng.random_bool(0.08) {
             let (kind, g) = statewall::packet::malform(&f, rng.random());
             seen.insert(kind);
+            DAMAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             g
         } else {
             f
         };
         sent.push(f.clone());
+        SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = parse_packet(&f);
         if p.status == statewall_common::parse::Status::Malformed as u8 {
             seen.insert("malformed");
@@ -503,6 +505,10 @@ fn stats(bed: &mut TestBed, chains: &BTreeMap<u32, Chain>) -> BTreeMap<(u32, u32
     out
 }
 
+/// Frames sent and frames damaged by the malformed-frame generator, over all scenarios.
+static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static DAMAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[test]
 fn kernel_classifier_equals_reference() {
     let mut bed = bed();
@@ -515,6 +521,14 @@ fn kernel_classifier_equals_reference() {
     }
     // Thousands of rules, fewer packets.
     seen.extend(scenario(0xf1_ffff, 3000, 400, &mut bed, &mut old));
+    common::tally(
+        "property: firewall frames, kernel = reference",
+        SENT.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    common::tally(
+        "property: malformed frames among them",
+        DAMAGED.load(std::sync::atomic::Ordering::Relaxed),
+    );
     for k in [
         "rule drop",
         "rule accept",

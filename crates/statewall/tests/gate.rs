@@ -413,8 +413,13 @@ fn kernel_gate_equals_reference() {
     runner.run(&scenario(), check).unwrap();
     let seen: Vec<u64> = SEEN.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     eprintln!("verdicts (next, granted, untracked, flow, drop, malformed, reset): {seen:?}");
+    common::tally(
+        "property: gate frames, kernel = reference",
+        seen.iter().sum(),
+    );
     assert!(seen.iter().all(|&n| n > 0), "every verdict hit: {seen:?}");
     let damage: Vec<u64> = DAMAGE.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    common::tally("property: malformed frames among them", damage.iter().sum());
     // (The frames carry no payload to empty: no "zero-length payload".)
     let zero = statewall::packet::MALFORM_KINDS
         .iter()

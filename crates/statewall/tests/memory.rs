@@ -137,6 +137,7 @@ fn resident_memory_stays_flat_under_load() {
         "resident memory: {base} kB after warm-up, {after} kB after {rounds} more rounds ({:+.1}%)",
         growth * 100.0
     );
+    tally("memory: rounds of mixed load after warm-up", rounds as u64);
     assert!(
         growth < 0.10,
         "resident memory grew {:.1}% ({base} -> {after} kB) over {rounds} rounds",

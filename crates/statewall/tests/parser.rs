@@ -480,4 +480,8 @@ fn malformed_generator_matches_twin() {
             "{k} never made: {kinds:?}"
         );
     }
+    common::tally(
+        "property: generated malformed frames, kernel parsers = twin",
+        kinds.values().map(|&n| n as u64).sum(),
+    );
 }

@@ -416,6 +416,7 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
         let (frame, bad) = if rng.random_bool(0.08) {
             let (kind, f) = statewall::packet::malform(&frame, rng.random());
             malformed_kinds.insert(kind);
+            DAMAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let bad = parse_packet(&f).status == statewall_common::parse::Status::Malformed as u8;
             cut += bad as usize;
             (f, bad)
@@ -515,6 +516,9 @@ fn scenario(seed: u64, packets: usize) -> (usize, HashSet<String>) {
     (packets, hit)
 }
 
+/// Frames damaged by the malformed-frame generator, over all scenarios.
+static DAMAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[test]
 fn kernel_engine_equals_reference_on_random_doors() {
     let cases = soak_cases(100) as u64;
@@ -526,6 +530,11 @@ fn kernel_engine_equals_reference_on_random_doors() {
         kinds.extend(hit);
     }
     assert!(total >= 100_000, "only {total} packets");
+    common::tally("property: xfsm frames, kernel = reference", total as u64);
+    common::tally(
+        "property: malformed frames among them",
+        DAMAGED.load(std::sync::atomic::Ordering::Relaxed),
+    );
     // Every kind of damage the generator does reached the kernel and the reference.
     for k in statewall::packet::MALFORM_KINDS {
         assert!(

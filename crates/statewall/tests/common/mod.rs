@@ -443,3 +443,97 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// A config from TOML `text`, on the server side of `pair`.
+pub fn config_on(pair: &statewall::netns::Pair, text: &str) -> statewall::config::Config {
+    let mut cfg = statewall::config::Config::parse(text, "test").unwrap();
+    cfg.interfaces = vec![pair.server_interface()];
+    cfg
+}
+
+/// Knock steps from a sequence in knockd's syntax ("7000,8000:udp").
+pub fn steps(spec: &str) -> Vec<statewall::config::Step> {
+    statewall::config::Sequence::parse(spec).unwrap().0
+}
+
+/// Knocks `seq` at `to` from the client namespace, with no delay between steps.
+pub fn knock_from(
+    pair: &statewall::netns::Pair,
+    to: std::net::IpAddr,
+    seq: &[statewall::config::Step],
+) {
+    pair.client
+        .run(|| statewall::knockclient::knock(to, seq, Duration::ZERO, None))
+        .unwrap()
+}
+
+/// Counts what a test tried (packets sent, restarts, rounds): printed, and added to the
+/// file `STATEWALL_SOAK_REPORT` names when it is set (`make soak` sums them up).
+pub fn tally(what: &str, n: u64) {
+    use std::io::Write as _;
+    eprintln!("{what}: {n}");
+    if let Ok(path) = std::env::var("STATEWALL_SOAK_REPORT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{n}\t{what}").unwrap();
+    }
+}
+
+/// Waits for a condition (a hang guard of 20 s, not a performance limit).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An AF_PACKET socket that receives every frame on `ifname` (call inside the namespace),
+/// with a 200 ms receive timeout and a large buffer.
+pub fn raw_listener(ifname: &str) -> i32 {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket calls on values we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
+        assert!(fd >= 0, "AF_PACKET socket");
+        let name = std::ffi::CString::new(ifname).unwrap();
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+        assert!(sll.sll_ifindex > 0);
+        let r = libc::bind(
+            fd,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(r, 0, "bind AF_PACKET");
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        let r = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        assert_eq!(r, 0, "SO_RCVTIMEO");
+        let size: i32 = 8 << 20;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size as *const _ as *const libc::c_void,
+            4,
+        );
+        fd
+    }
+}
