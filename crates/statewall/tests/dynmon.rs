@@ -259,7 +259,7 @@ fn swap_on_read_loses_and_duplicates_nothing() {
     let n = 250_000 * common::soak_cases(1) as usize;
     let (counted, seen, reads) = swap_run("dynswap", true, n);
     eprintln!("swap-on-read: {seen} packets seen, {counted} in {reads} reads");
-    common::tally("dynmon: packets counted through swap-on-read", seen as u64);
+    common::tally("dynmon: packets counted through swap-on-read", seen);
     assert!(
         seen > n as u64,
         "too few packets reached the program: {seen}"
