@@ -33,12 +33,14 @@ bench: build
 	  mkdir -p docs/bench && cp target/bench/*.svg docs/bench/ 2>/dev/null; exit $$rc
 
 # Long runs: every test with 20 times the counts (STATEWALL_SOAK=20: restarts under
-# traffic, memory rounds, attack packets, property-test frames), then every fuzz target for
+# traffic, memory rounds, attack packets, property-test frames; full port scans stay one
+# pass over every port), then every fuzz target for
 # a fixed number of runs (cargo-fuzz, libFuzzer without a sanitizer: Debian's stable rustc,
 # with RUSTC_BOOTSTRAP for cargo-fuzz's flags), then a summary of what was tried
 # (scripts/soak-summary.sh). Logs in target/soak/. New inputs go to fuzz/work/ (not
 # committed); the seeds in fuzz/corpus/ are replayed by `make test`. A finding lands in
-# fuzz/artifacts/, and any failure, crash or leak makes the run fail.
+# fuzz/artifacts/. A failed test (a loss, a packet wrongly let in, resident memory past its
+# bound) or a fuzzer's crash makes the run fail.
 FUZZ_TARGETS := spa_pkd spa_fwknop config import_knockd import_fwknop actions_json rest_bodies dynmon_object
 FUZZ_RUNS ?= 500000
 SOAK_DIR := target/soak
@@ -49,12 +51,11 @@ soak: build
 	  | grep -E "^test |test result|FAILED|panicked"; \
 	  rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then bash scripts/soak-summary.sh $(SOAK_DIR); fi; exit $$rc
 	@bash scripts/setup-fuzz.sh
-	set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+	set -o pipefail; rc=0; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/work/$$t; \
 	  (cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -s none work/$$t corpus/$$t -- -runs=$(FUZZ_RUNS)) 2>&1 \
-	    | tee $(SOAK_DIR)/fuzz-$$t.log | grep -E "^Done|ERROR|SUMMARY|panicked"; \
-	done
-	@bash scripts/soak-summary.sh $(SOAK_DIR)
+	    | tee $(SOAK_DIR)/fuzz-$$t.log | grep -E "^Done|ERROR|SUMMARY|panicked" || rc=1; \
+	done; bash scripts/soak-summary.sh $(SOAK_DIR) && exit $$rc
 
 # The Debian package (a release build, so not part of make test): target/deb/*.deb, then its
 # contents checked in a scratch root (packaging/make-deb.sh).

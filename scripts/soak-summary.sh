@@ -24,7 +24,7 @@ total=0
 shopt -s nullglob
 for log in "$dir"/fuzz-*.log; do
     t=$(basename "$log" .log)
-    runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 | awk '{ print $2 }')
+    runs=$({ grep -o 'Done [0-9]* runs' "$log" || true; } | tail -1 | awk '{ print $2 }')
     if [[ -z $runs ]]; then
         echo "fuzz target ${t#fuzz-}: did not finish (see $log)"
         rc=1

@@ -239,6 +239,22 @@ impl crate::xfsm::MapAccess for Engine {
     }
 }
 
+/// `BPF_MAP_TYPE_ARRAY` and `BPF_MAP_TYPE_PERCPU_ARRAY`.
+const MAP_TYPE_ARRAY: u32 = 2;
+const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+
+/// Whether the config sets map `m`'s size (the others have this build's).
+fn sized_by_config(m: &str) -> bool {
+    [
+        MAP_GATE_GRANTS,
+        MAP_GATE_FLOWS,
+        statewall_common::fw::MAP_FW_BITSETS,
+        statewall_common::ct::MAP_CT,
+    ]
+    .contains(&m)
+        || crate::config::RESIZABLE_MAPS.iter().any(|r| r.0 == m)
+}
+
 fn prog_dir(pins: &Pins) -> PathBuf {
     pins.progs().join(format!("{:016x}", ebpf::object_id()))
 }
@@ -266,17 +282,29 @@ impl Engine {
             let md = MapData::from_pin(&p).map_err(|e| pin_err("opening pinned map", &p, e))?;
             // A pinned map from another build must have this build's layout.
             if let (Ok(info), Some(want)) = (md.info(), obj.maps.get(*m)) {
-                if info.key_size() != want.key_size() || info.value_size() != want.value_size() {
+                // Arrays this build sizes itself (counters, control words) must have its
+                // size too: a longer one than a pin has would be read past its end.
+                let fixed = matches!(want.map_type(), MAP_TYPE_ARRAY | MAP_TYPE_PERCPU_ARRAY)
+                    && !sized_by_config(m);
+                let layout = (info.key_size(), info.value_size());
+                let entries = if fixed {
+                    info.max_entries()
+                } else {
+                    want.max_entries()
+                };
+                if layout != (want.key_size(), want.value_size()) || entries != want.max_entries() {
                     return Err(pin_err(
                         "checking pinned map",
                         &p,
                         format!(
-                            "key/value sizes {}/{} differ from this build's {}/{}: it was made by an incompatible build; \
+                            "key/value sizes {}/{} and {} entries differ from this build's {}/{} and {}: it was made by an incompatible build; \
                              `statewall teardown` removes it (and the state in it)",
                             info.key_size(),
                             info.value_size(),
+                            entries,
                             want.key_size(),
-                            want.value_size()
+                            want.value_size(),
+                            want.max_entries()
                         ),
                     ));
                 }

@@ -358,11 +358,14 @@ pub const MALFORM_KINDS: [&str; 10] = [
     "header byte flipped",
 ];
 
-/// A malformed (or borderline) version of `frame`, a frame [`Packet::build`] made (untagged
-/// or with tags): one of [`MALFORM_KINDS`] that applies to it, chosen and parameterised by
-/// `r`. Returns the kind's name and the frame. Truncations keep at least an IPv6 header
-/// after Ethernet (54 bytes), the least BPF_PROG_TEST_RUN takes for tc; shorter cuts are
-/// for tests that send on the wire.
+/// A malformed (or borderline) version of `frame`, an Ethernet frame of at least 14 bytes
+/// (one [`Packet::build`] made, say): one of [`MALFORM_KINDS`] that applies to it, chosen
+/// and parameterised by `r`. Returns the kind's name and the frame. The frame's layout is
+/// read with the parser's twin ([`parse_packet`](statewall_common::parse::parse_packet)),
+/// so VLAN tags, IPv4 options and IPv6 extension headers are where the parser sees them,
+/// and a later fragment gets no L4 damage. Truncations keep what BPF_PROG_TEST_RUN takes
+/// for tc (an IPv4 header after Ethernet, or an IPv6 one); shorter cuts are for tests
+/// that send on the wire.
 ///
 /// ```
 /// use statewall::packet::{malform, Packet};
@@ -374,7 +377,10 @@ pub const MALFORM_KINDS: [&str; 10] = [
 /// assert_ne!(f, g);
 /// ```
 pub fn malform(frame: &[u8], r: u64) -> (&'static str, Vec<u8>) {
-    use statewall_common::parse::{MAX_IPV6_EXT, MAX_VLAN};
+    use statewall_common::parse::{
+        parse_packet, Status, FLAG_L4, FLAG_NONFIRST_FRAG, MAX_IPV6_EXT, MAX_VLAN,
+    };
+    assert!(frame.len() >= 14, "malform: not an Ethernet frame");
     // A small xorshift on r: each draw is independent enough for choosing.
     let mut s = r | 1;
     let mut draw = |n: usize| -> usize {
@@ -383,56 +389,28 @@ pub fn malform(frame: &[u8], r: u64) -> (&'static str, Vec<u8>) {
         s ^= s << 17;
         (s % n.max(1) as u64) as usize
     };
-    let mut ip = 12;
-    while ip + 2 <= frame.len()
-        && matches!(
-            u16::from_be_bytes([frame[ip], frame[ip + 1]]),
-            0x8100 | 0x88a8
-        )
-    {
-        ip += 4;
-    }
-    let et = frame
-        .get(ip..ip + 2)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        .unwrap_or(0);
-    ip += 2;
-    let v4 = et == 0x0800 && frame.len() >= ip + 20;
-    let v6 = et == 0x86dd && frame.len() >= ip + 40;
-    // L4 protocol and offset, for frames as Packet builds them (IPv6 extension headers
-    // walked, IPv4 options skipped).
-    let (l4proto, l4) = if v4 {
-        (frame[ip + 9], ip + (frame[ip] as usize & 15) * 4)
-    } else if v6 {
-        let (mut nh, mut off) = (frame[ip + 6], ip + 40);
-        while matches!(nh, 0 | 43 | 44 | 60) && off + 8 <= frame.len() {
-            let len = if nh == 44 {
-                8
-            } else {
-                (frame[off + 1] as usize + 1) * 8
-            };
-            nh = frame[off];
-            off += len;
-        }
-        (nh, off)
-    } else {
-        (0, frame.len())
-    };
-    let tcp = l4proto == proto::TCP && frame.len() >= l4 + 20;
-    let udp = l4proto == proto::UDP && frame.len() >= l4 + 8;
+    let p = parse_packet(frame);
+    let ip_ok = p.status == Status::Ip as u8;
+    let (v4, v6) = (ip_ok && p.family == 4, ip_ok && p.family == 6);
+    let ip = p.l3_off as usize;
+    let l4 = p.l4_off as usize;
+    let has_l4 = ip_ok && p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0;
+    let tcp = has_l4 && p.l4proto == proto::TCP && frame.len() >= l4 + 20;
+    let udp = has_l4 && p.l4proto == proto::UDP && frame.len() >= l4 + 8;
+    // The least test-run takes for tc.
+    let min = if v4 { ip + 20 } else { ip + 40 };
     let mut kinds: Vec<&'static str> = vec!["vlan stack past the bound", "header byte flipped"];
-    if frame.len() > 55 {
+    if (v4 || v6) && frame.len() > min + 1 {
         kinds.push("truncated");
     }
     if v4 {
-        kinds.extend(["bad ihl", "ip length", "later fragment"]);
+        kinds.extend(["bad ihl", "ip length"]);
     }
     if v6 {
-        kinds.extend([
-            "ip length",
-            "ipv6 ext chain past the bound",
-            "later fragment",
-        ]);
+        kinds.extend(["ip length", "ipv6 ext chain past the bound"]);
+    }
+    if (v4 || v6) && p.flags & FLAG_NONFIRST_FRAG == 0 {
+        kinds.push("later fragment");
     }
     if tcp {
         kinds.push("tcp doff < 5");
@@ -454,15 +432,16 @@ pub fn malform(frame: &[u8], r: u64) -> (&'static str, Vec<u8>) {
         }
     };
     match kind {
-        "truncated" => f.truncate(54 + draw(frame.len() - 54)),
-        "bad ihl" => f[ip] = 0x40 | [0u8, 1, 4, 15][draw(4)],
+        "truncated" => f.truncate(min + draw(frame.len() - min)),
+        // Below 5 (20 bytes): always too short for the header.
+        "bad ihl" => f[ip] = 0x40 | draw(5) as u8,
         "ip length" => {
-            // Shorter than the header, or longer than the frame.
-            let v = if draw(2) == 0 {
-                draw(if v4 { 20 } else { 1 }) as u16
+            // IPv4: shorter than the header, or longer than the frame; IPv6: longer.
+            let v = if v4 && draw(2) == 0 {
+                draw(20)
             } else {
-                (frame.len() - ip + 1 + draw(1000)) as u16
-            };
+                frame.len() - ip + 1 + draw(1000)
+            } as u16;
             let at = if v4 { ip + 2 } else { ip + 4 };
             f[at..at + 2].copy_from_slice(&v.to_be_bytes());
         }
@@ -470,15 +449,15 @@ pub fn malform(frame: &[u8], r: u64) -> (&'static str, Vec<u8>) {
         "udp length" => {
             // Below the header, or past the datagram.
             let v = if draw(2) == 0 {
-                draw(8) as u16
+                draw(8)
             } else {
-                (frame.len() - l4 + 1 + draw(100)) as u16
-            };
+                frame.len() - l4 + 1 + draw(100)
+            } as u16;
             f[l4 + 4..l4 + 6].copy_from_slice(&v.to_be_bytes());
         }
         "ipv6 ext chain past the bound" => {
-            // MAX_IPV6_EXT + 1.. destination-options headers (8 bytes each) in front of
-            // whatever followed the IPv6 header; sometimes one is a routing header.
+            // MAX_IPV6_EXT + 1.. destination-options headers (8 bytes each, some of them
+            // routing headers) in front of whatever followed the IPv6 header.
             let n = MAX_IPV6_EXT + 1 + draw(3);
             let mut ext = Vec::with_capacity(n * 8);
             let first = f[ip + 6];
@@ -538,10 +517,11 @@ pub fn malform(frame: &[u8], r: u64) -> (&'static str, Vec<u8>) {
             set_len(&mut f, end);
         }
         _ => {
-            // "header byte flipped": one byte of the headers (Ethernet type to the end of
-            // L4's first 20 bytes) gets random bits.
-            let end = (l4 + 20).min(f.len());
-            let at = 12 + draw(end - 12);
+            // "header byte flipped": one byte from the Ethernet type to the end of the
+            // first 20 bytes after the IP header(s) (L4 header, or payload after a short
+            // one) gets random bits.
+            let end = if ip_ok { l4 + 20 } else { ip + 20 }.min(f.len());
+            let at = 12 + draw(end.max(13) - 12);
             f[at] ^= 1 + draw(255) as u8;
         }
     }

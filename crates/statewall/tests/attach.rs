@@ -133,3 +133,37 @@ fn egress_hook_attach_enforce_and_detach() {
     assert!(udp.passes(9922, b"e3"));
     statewall::engine::teardown(&pins).unwrap();
 }
+
+/// Pins from a build whose counter array was shorter (the firewall's had 2 counters before
+/// `ct_created`) are refused with a pointer to `statewall teardown`, instead of adopted
+/// and read past their end.
+#[test]
+fn pinned_array_of_another_size_is_refused() {
+    let cfg = Config::parse("", "test").unwrap();
+    let k = Kernel::new("pinsize", &cfg);
+    let path = k.pins.map(statewall_common::fw::MAP_FW_COUNTERS);
+    std::fs::remove_file(&path).unwrap();
+    // BPF_MAP_CREATE of a PERCPU_ARRAY u32 -> u64 with 2 entries, then BPF_OBJ_PIN.
+    let mut attr = [0u32; 16];
+    attr[..4].copy_from_slice(&[6, 4, 8, 2]);
+    // SAFETY: attr is a bpf_attr for BPF_MAP_CREATE (type, key, value, entries; rest 0).
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), 64) };
+    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
+    let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut pin = [0u64; 2];
+    pin[0] = cpath.as_ptr() as u64;
+    pin[1] = fd as u64;
+    // SAFETY: pin is a bpf_attr for BPF_OBJ_PIN (pathname, bpf_fd, file_flags 0).
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 6, pin.as_ptr(), 16) };
+    assert_eq!(r, 0, "pin: {}", std::io::Error::last_os_error());
+    // SAFETY: closing the fd made above (the pin keeps the map).
+    unsafe { libc::close(fd as i32) };
+    let err = Engine::open(&k.pins, &cfg)
+        .err()
+        .expect("a pinned array of another size was adopted")
+        .to_string();
+    assert!(
+        err.contains("SW_FW_COUNTERS") && err.contains("2 entries") && err.contains("teardown"),
+        "{err}"
+    );
+}

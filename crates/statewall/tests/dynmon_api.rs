@@ -77,7 +77,6 @@ fn udp_flows(v: &Value) -> Vec<(u16, Value)> {
         .collect()
 }
 
-/// The daemon's `/metrics` text.
 fn metric<'a>(list: &'a Value, name: &str) -> &'a Value {
     &list
         .as_array()

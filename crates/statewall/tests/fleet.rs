@@ -104,11 +104,7 @@ fn alerts_use_metrics_the_daemon_serves() {
     .unwrap();
     let port = free_port();
     let _d = Daemon::start(&p, &["--metrics-listen", &format!("127.0.0.1:{port}")]);
-    let out = Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = common::scrape(port);
     let served: BTreeSet<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))

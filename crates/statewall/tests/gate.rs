@@ -326,11 +326,11 @@ impl GateTables for Ref<'_> {
     }
 }
 
-/// The config under test: a few protected ports and grants; packets are drawn mostly from
-/// them so that most exercise a rule.
 /// One packet of a scenario (see [`Scenario::packets`]).
 type ScPacket = (usize, usize, u16, u8, bool, Option<u64>, u64);
 
+/// The config under test: a few protected ports and grants; packets are drawn mostly from
+/// them so that most exercise a rule.
 #[derive(Debug, Clone)]
 struct Scenario {
     ports: Vec<(u8, u16)>,

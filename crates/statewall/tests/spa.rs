@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{bin, raw_socket, send_raw, Daemon, Paths};
+use common::{bin, eventually, raw_socket, send_raw, Daemon, Paths};
 use statewall::{netns::Pair, packet::Packet};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
@@ -246,37 +246,9 @@ fn verdict(d: &Daemon, what: &str) -> u64 {
     d.get("/api/v1/spa")["verdicts"][what].as_u64().unwrap()
 }
 
-/// Runs the real fwknop client in the client namespace (its rc file in a scratch HOME).
+/// Runs the real fwknop client for tcp/22 with this suite's keys.
 fn fwknop(pair: &Pair, p: &Paths, extra: &[&str]) {
-    let home = p.scratch.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let sv = pair.server_v4.to_string();
-    let cv = pair.client_v4.to_string();
-    let mut args = vec!["env", "HOME"];
-    let home_s = home.display().to_string();
-    args.clear();
-    let henv = format!("HOME={home_s}");
-    args.extend_from_slice(&["env", &henv, "fwknop", "-A", "tcp/22", "-a", &cv, "-D", &sv]);
-    args.extend_from_slice(&[
-        "--key-base64-rijndael",
-        K,
-        "--key-base64-hmac",
-        H,
-        "--use-hmac",
-    ]);
-    args.extend_from_slice(extra);
-    let out = pair.client.exec(&args);
-    assert!(out.status.success(), "fwknop: {out:?}");
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what}: not within 2 s");
+    common::fwknop(pair, p, "tcp/22", (K, H), extra)
 }
 
 /// Sends a saved packet again from the client namespace.
@@ -544,6 +516,22 @@ fn kernel_filter_equals_reference() {
     let mut seen = std::collections::BTreeSet::new();
     let mut damage = std::collections::BTreeSet::new();
     let mut damaged = 0u64;
+    let mut got = Vec::new();
+    // The records the kernel queued: (kind, source, port, payload).
+    let drain = |bed: &mut TestBed, got: &mut Vec<_>| {
+        let mut rb: RingBuf<&mut MapData> = bed.map(MAP_SPA_EVENTS).try_into().unwrap();
+        while let Some(item) = rb.next() {
+            // SAFETY: every record starts with a SpaHeader (the kernel program writes it).
+            let h = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SpaHeader) };
+            let n = std::mem::size_of::<SpaHeader>();
+            got.push((
+                h.kind,
+                h.saddr,
+                h.dport,
+                item[n..n + h.len as usize].to_vec(),
+            ));
+        }
+    };
     let frames = common::soak_cases(3000);
     for i in 0..frames {
         now += rng.random_range(0..60) * 1_000_000;
@@ -636,19 +624,12 @@ fn kernel_filter_equals_reference() {
         });
         let off = p.payload_off as usize;
         want_records.push((kind, p.saddr, p.dport, frame[off..off + n].to_vec()));
+        if i % 1000 == 999 {
+            // (Soak runs queue more than the ring holds.)
+            drain(&mut bed, &mut got);
+        }
     }
-    let mut rb: RingBuf<&mut MapData> = bed.map(MAP_SPA_EVENTS).try_into().unwrap();
-    let mut got = Vec::new();
-    while let Some(item) = rb.next() {
-        let h = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SpaHeader) };
-        let n = std::mem::size_of::<SpaHeader>();
-        got.push((
-            h.kind,
-            h.saddr,
-            h.dport,
-            item[n..n + h.len as usize].to_vec(),
-        ));
-    }
+    drain(&mut bed, &mut got);
     assert_eq!(got.len(), want_records.len(), "records queued");
     assert_eq!(got, want_records);
     for s in [

@@ -478,7 +478,8 @@ pub fn tally(what: &str, n: u64) {
             .append(true)
             .open(path)
             .unwrap();
-        writeln!(f, "{n}\t{what}").unwrap();
+        // One write(2) per line: test threads share the file (O_APPEND).
+        f.write_all(format!("{n}\t{what}\n").as_bytes()).unwrap();
     }
 }
 
@@ -495,7 +496,7 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// An AF_PACKET socket that receives every frame on `ifname` (call inside the namespace),
-/// with a 200 ms receive timeout and a large buffer.
+/// not the copies of frames sent from it, with a 200 ms receive timeout and a large buffer.
 pub fn raw_listener(ifname: &str) -> i32 {
     let proto = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: plain socket calls on values we own.
@@ -526,6 +527,16 @@ pub fn raw_listener(ifname: &str) -> i32 {
             std::mem::size_of::<libc::timeval>() as u32,
         );
         assert_eq!(r, 0, "SO_RCVTIMEO");
+        // Only what arrives: not our own sends' copies.
+        let one: i32 = 1;
+        let r = libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            &one as *const _ as *const libc::c_void,
+            4,
+        );
+        assert_eq!(r, 0, "PACKET_IGNORE_OUTGOING");
         let size: i32 = 8 << 20;
         libc::setsockopt(
             fd,
@@ -536,4 +547,26 @@ pub fn raw_listener(ifname: &str) -> i32 {
         );
         fd
     }
+}
+
+/// Runs Debian's real `fwknop` client in the client namespace (its rc file in a scratch
+/// HOME) for `access` ("tcp/22"), with `keys` (encryption, HMAC; base64) and `extra`
+/// options.
+pub fn fwknop(
+    pair: &statewall::netns::Pair,
+    p: &Paths,
+    access: &str,
+    keys: (&str, &str),
+    extra: &[&str],
+) {
+    let home = p.scratch.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let henv = format!("HOME={}", home.display());
+    let (sv, cv) = (pair.server_v4.to_string(), pair.client_v4.to_string());
+    let mut args = vec!["env", &henv, "fwknop", "-A", access, "-a", &cv, "-D", &sv];
+    args.extend_from_slice(&["--key-base64-rijndael", keys.0, "--key-base64-hmac", keys.1]);
+    args.push("--use-hmac");
+    args.extend_from_slice(extra);
+    let out = pair.client.exec(&args);
+    assert!(out.status.success(), "fwknop: {out:?}");
 }
