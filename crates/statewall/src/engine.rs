@@ -243,16 +243,23 @@ impl crate::xfsm::MapAccess for Engine {
 const MAP_TYPE_ARRAY: u32 = 2;
 const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 
-/// Whether the config sets map `m`'s size (the others have this build's).
-fn sized_by_config(m: &str) -> bool {
-    [
-        MAP_GATE_GRANTS,
-        MAP_GATE_FLOWS,
-        statewall_common::fw::MAP_FW_BITSETS,
-        statewall_common::ct::MAP_CT,
-    ]
-    .contains(&m)
-        || crate::config::RESIZABLE_MAPS.iter().any(|r| r.0 == m)
+/// The map sizes the config sets (the other maps have this build's).
+fn config_sizes(cfg: &Config) -> Vec<(&'static str, u32)> {
+    let mut v = vec![
+        (MAP_GATE_GRANTS, cfg.gate.grants_max),
+        (MAP_GATE_FLOWS, cfg.gate.flows_max),
+        (
+            statewall_common::fw::MAP_FW_BITSETS,
+            cfg.firewall.bitsets_max,
+        ),
+        (statewall_common::ct::MAP_CT, cfg.firewall.conntrack_max),
+    ];
+    for (name, n) in &cfg.maps {
+        if let Some(m) = crate::config::RESIZABLE_MAPS.iter().find(|m| m.0 == name) {
+            v.push((m.0, *n));
+        }
+    }
+    v
 }
 
 fn prog_dir(pins: &Pins) -> PathBuf {
@@ -277,6 +284,7 @@ impl Engine {
         let obj =
             aya_obj::Object::parse(ebpf::OBJECT).map_err(|e| EngineError::Load(e.to_string()))?;
         let mut maps = BTreeMap::new();
+        let sized = config_sizes(cfg);
         for m in ebpf::PINNED_MAPS {
             let p = pins.map(m);
             let md = MapData::from_pin(&p).map_err(|e| pin_err("opening pinned map", &p, e))?;
@@ -285,7 +293,7 @@ impl Engine {
                 // Arrays this build sizes itself (counters, control words) must have its
                 // size too: a longer one than a pin has would be read past its end.
                 let fixed = matches!(want.map_type(), MAP_TYPE_ARRAY | MAP_TYPE_PERCPU_ARRAY)
-                    && !sized_by_config(m);
+                    && !sized.iter().any(|s| s.0 == *m);
                 let layout = (info.key_size(), info.value_size());
                 let entries = if fixed {
                     info.max_entries()
@@ -357,17 +365,8 @@ impl Engine {
         for m in ebpf::PINNED_MAPS {
             loader.map_pin_path(m, pins.map(m));
         }
-        loader.map_max_entries(MAP_GATE_GRANTS, cfg.gate.grants_max);
-        loader.map_max_entries(MAP_GATE_FLOWS, cfg.gate.flows_max);
-        loader.map_max_entries(
-            statewall_common::fw::MAP_FW_BITSETS,
-            cfg.firewall.bitsets_max,
-        );
-        loader.map_max_entries(statewall_common::ct::MAP_CT, cfg.firewall.conntrack_max);
-        for (name, n) in &cfg.maps {
-            if let Some(m) = crate::config::RESIZABLE_MAPS.iter().find(|m| m.0 == name) {
-                loader.map_max_entries(m.0, *n);
-            }
+        for (m, n) in config_sizes(cfg) {
+            loader.map_max_entries(m, n);
         }
         let mut obj = loader
             .load(ebpf::OBJECT)

@@ -17,7 +17,7 @@
 mod common;
 
 use common::{
-    config_on, eventually, free_port, knock_from, raw_listener, raw_socket, sample, scrape,
+    config_on, echo, eventually, free_port, knock_from, raw_listener, raw_socket, sample, scrape,
     send_raw, soak_cases, steps, tally, Daemon, Kernel, Paths,
 };
 
@@ -197,30 +197,6 @@ fn brute_force_at_top_rate_is_locked_out() {
 const K: &str = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=";
 const H: &str =
     "KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl9gYWJjZGVmZw==";
-
-/// Serves one TCP connection on `l` (the first one, or the one from `peer`): echoes what it
-/// reads until the other side closes.
-fn echo(l: TcpListener, peer: Option<SocketAddr>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut c = loop {
-            let (c, from) = l.accept().unwrap();
-            if peer.is_none_or(|p| p == from) {
-                break c;
-            }
-        };
-        let mut buf = [0u8; 256];
-        loop {
-            match c.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if c.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    })
-}
 
 /// A connection kept busy: a round trip every 5 ms until stopped. Gives (round trips,
 /// failures); a failure ends it.

@@ -193,16 +193,7 @@ fn conntrack_replies_and_flood() {
     );
     let cv = pair.client_v4;
     let l = pair.client.run(|| TcpListener::bind((cv, 7777))).unwrap();
-    let echo = std::thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
-        let mut buf = [0u8; 64];
-        loop {
-            match c.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => c.write_all(&buf[..n]).unwrap(),
-            }
-        }
-    });
+    let echo = common::echo(l, None);
     let to = SocketAddr::from((cv, 7777));
     let mut conn = pair
         .server

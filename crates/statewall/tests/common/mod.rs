@@ -345,17 +345,23 @@ impl Drop for Kernel {
     }
 }
 
-/// An AF_PACKET socket bound to `ifname` (call inside the namespace).
+/// An AF_PACKET socket bound to `ifname` (call inside the namespace), for sending.
 pub fn raw_socket(ifname: &str) -> i32 {
+    packet_socket(ifname, 0)
+}
+
+/// An AF_PACKET socket for `proto` (network order; 0 receives nothing) bound to `ifname`.
+fn packet_socket(ifname: &str, proto: u16) -> i32 {
     // SAFETY: plain socket calls; the fd is closed by the process exit of the test.
     unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
         assert!(fd >= 0, "AF_PACKET socket");
         let name = std::ffi::CString::new(ifname).unwrap();
         let idx = libc::if_nametoindex(name.as_ptr());
         assert!(idx > 0);
         let mut sll: libc::sockaddr_ll = std::mem::zeroed();
         sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
         sll.sll_ifindex = idx as i32;
         let r = libc::bind(
             fd,
@@ -498,23 +504,9 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// An AF_PACKET socket that receives every frame on `ifname` (call inside the namespace),
 /// not the copies of frames sent from it, with a 200 ms receive timeout and a large buffer.
 pub fn raw_listener(ifname: &str) -> i32 {
-    let proto = (libc::ETH_P_ALL as u16).to_be();
-    // SAFETY: plain socket calls on values we own.
+    let fd = packet_socket(ifname, (libc::ETH_P_ALL as u16).to_be());
+    // SAFETY: setsockopt on the socket made above, with values we own.
     unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
-        assert!(fd >= 0, "AF_PACKET socket");
-        let name = std::ffi::CString::new(ifname).unwrap();
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
-        assert!(sll.sll_ifindex > 0);
-        let r = libc::bind(
-            fd,
-            &sll as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        assert_eq!(r, 0, "bind AF_PACKET");
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 200_000,
@@ -569,4 +561,25 @@ pub fn fwknop(
     args.extend_from_slice(extra);
     let out = pair.client.exec(&args);
     assert!(out.status.success(), "fwknop: {out:?}");
+}
+
+/// Serves one TCP connection on `l` (the first one, or the one from `peer`): echoes what it
+/// reads until the other side closes. A failed write panics the thread (seen at `join`).
+pub fn echo(l: std::net::TcpListener, peer: Option<SocketAddr>) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut c = loop {
+            let (c, from) = l.accept().unwrap();
+            if peer.is_none_or(|p| p == from) {
+                break c;
+            }
+        };
+        let mut buf = [0u8; 256];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => c.write_all(&buf[..n]).unwrap(),
+            }
+        }
+    })
 }
