@@ -431,18 +431,10 @@ SW_XFSM_LOCKS = 4096
     let flood = std::thread::spawn({
         let wire = wire.clone();
         move || {
-            let garbage = vec![b'A'; 300];
             let mut n = 0u64;
-            for round in 0..soak_cases(3) as u8 {
-                for i in 0..2000u32 {
-                    let src = IpAddr::from([10, 77 + round, (i >> 8) as u8, i as u8]);
-                    wire.send(
-                        Packet::udp(src, svip, 40000, 62201)
-                            .payload(&garbage)
-                            .build(),
-                    );
-                    n += 1;
-                }
+            for f in common::spa_garbage(svip, soak_cases(3) as u8) {
+                wire.send(f);
+                n += 1;
             }
             n
         }

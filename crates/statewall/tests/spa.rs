@@ -433,17 +433,10 @@ fn flood_from_many_sources_does_not_keep_a_legit_packet_out() {
         move || {
             statewall::netns::in_netns(Some(&client), move || {
                 let sock = raw_socket(&ifname);
-                let garbage = vec![b'A'; 300];
                 let mut n = 0u32;
-                for round in 0..3u8 {
-                    for i in 0..2000u32 {
-                        let src = IpAddr::from([10, 77 + round, (i >> 8) as u8, i as u8]);
-                        let f = Packet::udp(src, svip, 40000, 62201)
-                            .payload(&garbage)
-                            .build();
-                        send_raw(&sock, &f);
-                        n += 1;
-                    }
+                for f in common::spa_garbage(svip, 3) {
+                    send_raw(&sock, &f);
+                    n += 1;
                 }
                 n
             })

@@ -583,3 +583,18 @@ pub fn echo(l: std::net::TcpListener, peer: Option<SocketAddr>) -> std::thread::
         }
     })
 }
+
+/// An SPA flood: 300 bytes of garbage to the fwknop port (62201) of `dst` from 2000
+/// spoofed sources per round (10.77.x.y, 10.78.x.y, ...), `rounds` rounds.
+pub fn spa_garbage(dst: std::net::IpAddr, rounds: u8) -> impl Iterator<Item = Vec<u8>> {
+    let garbage = vec![b'A'; 300];
+    (0..rounds).flat_map(move |round| {
+        let garbage = garbage.clone();
+        (0..2000u32).map(move |i| {
+            let src = std::net::IpAddr::from([10, 77 + round, (i >> 8) as u8, i as u8]);
+            statewall::packet::Packet::udp(src, dst, 40000, 62201)
+                .payload(&garbage)
+                .build()
+        })
+    })
+}
