@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| statewall::fuzzing::import_fwknop(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| statewall_harness::fuzzing::import_fwknop(data));

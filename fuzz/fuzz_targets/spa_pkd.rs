@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| statewall::fuzzing::spa_pkd(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| statewall_harness::fuzzing::spa_pkd(data));

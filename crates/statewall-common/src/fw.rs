@@ -61,6 +61,8 @@ pub const MAP_FW_STATS: &str = "SW_FW_STATS";
 pub const MAP_FW_LOG: &str = "SW_FW_LOG";
 /// Stage counters: `PERCPU_ARRAY` of u64, [`COUNTER_NAMES`] order.
 pub const MAP_FW_COUNTERS: &str = "SW_FW_COUNTERS";
+/// Per-CPU scratch of the firewall programs (kernel-private, never pinned).
+pub const MAP_FW_WORK: &str = "SW_FW_WORK";
 /// Counter: LOG events queued.
 pub const CNT_LOG_QUEUED: u32 = 0;
 /// Counter: LOG events lost (ring full).

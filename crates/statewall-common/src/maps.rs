@@ -43,6 +43,8 @@ pub const MAP_GATE_CONF: &str = "SW_GATE_CONF";
 pub const MAP_GATE_STATS: &str = "SW_GATE_STATS";
 /// Parser probe output (tests only): an `ARRAY` with one [`crate::parse::PacketInfo`].
 pub const MAP_PARSE_OUT: &str = "SW_PARSE_OUT";
+/// Per-CPU scratch shared by the kernel programs (kernel-private, never pinned).
+pub const MAP_SCRATCH: &str = "SW_SCRATCH";
 
 /// Address family tags used in keys.
 pub const FAMILY_V4: u8 = 4;

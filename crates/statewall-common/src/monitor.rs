@@ -24,6 +24,8 @@ pub const MAP_DDOS_PKTS: [&str; 2] = ["SW_DDOS_PKTS0", "SW_DDOS_PKTS1"];
 pub const MAP_CRYPTO: [&str; 2] = ["SW_CRYPTO0", "SW_CRYPTO1"];
 /// Counters: `PERCPU_ARRAY` of u64, [`COUNTER_NAMES`] order.
 pub const MAP_MON_STATS: &str = "SW_MON_STATS";
+/// Per-CPU scratch of the monitor program (kernel-private).
+pub const MAP_MON_WORK: &str = "SW_MON_WORK";
 
 /// Global set by the loader: what this instance extracts ([`KIND_DDOS`] or [`KIND_CRYPTO`]).
 pub const GLOBAL_KIND: &str = "SW_MON_KIND";

@@ -79,6 +79,8 @@ pub const MAP_ONCE: &str = "SW_XFSM_ONCE";
 pub const MAP_PAYLOADS: &str = "SW_XFSM_PAYLD";
 /// Per-CPU: the UDP payload of the packet being processed, when a transition may need it.
 pub const MAP_SNAPSHOT: &str = "SW_XFSM_SNAP";
+/// Per-CPU scratch of the xfsm programs (kernel-private, never pinned).
+pub const MAP_XFSM_WORK: &str = "SW_XFSM_WORK";
 /// Capacity of [`MAP_ONCE`].
 pub const ONCE_MAX: u32 = 4096;
 

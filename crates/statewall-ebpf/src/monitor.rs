@@ -45,9 +45,11 @@ static SW_MON_TOTAL: u32 = DDOS_SESSIONS * DDOS_PER_SESSION;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Tests only (0 in production, and then the verifier drops the branch: loader globals are
-/// constants to it): every 256th packet of a crypto session waits this long between
-/// finding its session and counting into it, so that a read that does not wait for the
-/// grace period meets a program still writing.
+/// constants to it): every 1024th packet a CPU sees (by the CPU's packet counter, which no
+/// read resets, so the rate does not depend on how long windows are) waits this long
+/// between finding its crypto session and counting into it, so that a read that does not
+/// wait for the grace period meets a program still writing. It must be well above the
+/// reader's time from the switch to the copy (about 0.1 ms), or the write lands first.
 #[no_mangle]
 static SW_MON_TEST_DELAY_NS: u32 = 0;
 
@@ -246,7 +248,11 @@ fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
         // SAFETY: this CPU's value of the session.
         let v = unsafe { &mut *v };
         let d = global(&SW_MON_TEST_DELAY_NS);
-        if d != 0 && v.n_packets & 255 == 0 {
+        if d != 0
+            && SW_MON_STATS
+                .get(CNT_PACKETS)
+                .is_some_and(|n| *n & 1023 == 0)
+        {
             spin(d as u64);
         }
         crypto_add(p, ts, v);

@@ -6,12 +6,26 @@
 
 use std::{
     collections::BTreeSet,
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::engine::{
+    ebpf::{self, PROG_GATE, PROG_XDP_INGRESS},
+    pins::LinkSpot,
+};
+use statewall_common::maps::{MAP_GATE_FLOWS, MAP_GATE_GRANTS};
+
+pub use crate::{
+    firewall::config::FirewallConfig,
+    gate::GateConfig,
+    types::{parse_tcpflags, proto_name, proto_number, step_pairs, Dur, PortSpec, Sequence, Step},
+    xfsm::config::{
+        KnockConfig, Lockout, PayloadSpec, XfsmConfig, XfsmTransition, DEFAULT_KNOCK_PAYLOAD,
+    },
+};
 
 /// A configuration error: what was wrong and where.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +76,7 @@ pub struct Config {
     #[serde(rename = "xfsm")]
     pub machines: Vec<XfsmConfig>,
     /// `[spa]`: Single Packet Authorization (pkd and fwknop).
-    pub spa: crate::spaconfig::SpaConfig,
+    pub spa: crate::spa::config::SpaConfig,
     /// `[firewall]`: sizes of the firewall's tables (instances and rules are managed
     /// through the API and kept under the state directory).
     pub firewall: FirewallConfig,
@@ -84,512 +98,6 @@ pub const RESIZABLE_MAPS: [(&str, u32, u32, bool); 6] = [
     (statewall_common::spa::MAP_SPA_EVENTS, 4096, 1 << 28, true),
     (statewall_common::fw::MAP_FW_LOG, 4096, 1 << 28, true),
 ];
-
-/// `[firewall]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct FirewallConfig {
-    /// Distinct rule sets the classifier can hold (half per table generation); each takes
-    /// 1.3 KB of kernel memory. Set at the first start (a change needs `statewall teardown`).
-    pub bitsets_max: u32,
-    /// Connection table size (LRU: when full, the least recently seen connections go
-    /// first). Set at the first start.
-    pub conntrack_max: u32,
-    /// Idle timeouts of tracked connections: TCP during the handshake ...
-    pub ct_tcp_syn: Dur,
-    /// ... TCP established ...
-    pub ct_tcp_established: Dur,
-    /// ... TCP after a FIN ...
-    pub ct_tcp_closing: Dur,
-    /// ... UDP and ICMP echo.
-    pub ct_udp: Dur,
-}
-
-impl Default for FirewallConfig {
-    fn default() -> Self {
-        FirewallConfig {
-            bitsets_max: 4096,
-            conntrack_max: 65536,
-            ct_tcp_syn: Dur::secs(60),
-            ct_tcp_established: Dur::secs(86400),
-            ct_tcp_closing: Dur::secs(10),
-            ct_udp: Dur::secs(60),
-        }
-    }
-}
-
-/// A duration written `"500ms"`, `"5s"`, `"2m"`, `"1h"` or a bare number of seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub std::time::Duration);
-
-impl Dur {
-    /// Whole seconds.
-    pub const fn secs(s: u64) -> Dur {
-        Dur(std::time::Duration::from_secs(s))
-    }
-    /// Nanoseconds (saturating).
-    pub fn ns(&self) -> u64 {
-        self.0.as_nanos().min(u64::MAX as u128) as u64
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if !ms.is_multiple_of(1000) {
-            write!(f, "{ms}ms")
-        } else {
-            write!(f, "{}s", ms / 1000)
-        }
-    }
-}
-
-impl std::str::FromStr for Dur {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (n, unit) = t.split_at(split);
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration (like 500ms, 5s, 2m, 1h)"))?;
-        let ms = match unit.trim() {
-            "ms" => n,
-            "" | "s" => n.saturating_mul(1000),
-            "m" | "min" => n.saturating_mul(60_000),
-            "h" => n.saturating_mul(3_600_000),
-            u => return Err(format!("unknown unit {u:?} in {s:?} (ms, s, m, h)")),
-        };
-        Ok(Dur(std::time::Duration::from_millis(ms)))
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Dur::secs(n)),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// One knock step: a port and protocol, written knockd's way: `7000`, `8000:udp`,
-/// `9000:tcp`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Step(pub PortSpec);
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.0.port, proto_name(self.0.proto))
-    }
-}
-
-impl std::str::FromStr for Step {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let (port, proto) = t.split_once(':').unwrap_or((t, "tcp"));
-        let spec: PortSpec = format!("{}/{}", proto.trim(), port.trim())
-            .parse()
-            .map_err(|e: String| format!("knock step {s:?}: {e}"))?;
-        Ok(Step(spec))
-    }
-}
-
-/// A knock sequence: a list of steps, written as a TOML list or knockd's comma-separated
-/// string (`"7000,8000:udp,9000"`).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Sequence(pub Vec<Step>);
-
-impl Sequence {
-    /// Parses knockd's syntax.
-    pub fn parse(s: &str) -> Result<Sequence, String> {
-        s.split(',')
-            .filter(|p| !p.trim().is_empty())
-            .map(str::parse)
-            .collect::<Result<Vec<Step>, String>>()
-            .map(Sequence)
-    }
-}
-
-impl fmt::Display for Sequence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v: Vec<String> = self.0.iter().map(|s| s.to_string()).collect();
-        f.write_str(&v.join(","))
-    }
-}
-
-impl Serialize for Sequence {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Sequence {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            L(Vec<toml::Value>),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::S(s) => s,
-            Raw::L(l) => l
-                .iter()
-                .map(|v| match v {
-                    toml::Value::Integer(i) => Ok(i.to_string()),
-                    toml::Value::String(s) => Ok(s.clone()),
-                    other => Err(format!("knock step {other}: a port or \"port:proto\"")),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(serde::de::Error::custom)?
-                .join(","),
-        };
-        Sequence::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Brute-force cut-off: `failures` wrong knocks within `within` lock the source out for
-/// `duration`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Lockout {
-    /// Failures that lock a source out.
-    pub failures: u32,
-    /// Window in which they are counted.
-    pub within: Dur,
-    /// How long the lockout lasts.
-    pub duration: Dur,
-}
-
-/// `[[knock]]`: one door.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KnockConfig {
-    /// Door name (events, logs, API).
-    pub name: String,
-    /// Knock sequence: `"7000,8000:udp,9000"` or `[7000, "8000:udp", 9000]`. May be left
-    /// out when the door has one-time, time-based or counter-based sequences.
-    #[serde(default)]
-    pub sequence: Sequence,
-    /// knockd's one-time sequences: a file with one sequence a line; each opens once, and
-    /// its line is then overwritten with `#` (knockd's marking).
-    #[serde(default)]
-    pub one_time_sequences: Option<PathBuf>,
-    /// Time-based sequences: a file holding a shared secret; the sequence of the current
-    /// `time_period` (and of the neighbouring ones, for clock skew) opens the door.
-    #[serde(default)]
-    pub time_secret: Option<PathBuf>,
-    /// Length of a time window.
-    #[serde(default = "default_time_period")]
-    pub time_period: Dur,
-    /// Counter-based sequences: a file holding a shared secret; the sequences of the next
-    /// `counter_window` counters open the door, each once, and using one moves the counter
-    /// past it (kept under the state directory).
-    #[serde(default)]
-    pub counter_secret: Option<PathBuf>,
-    /// How many counters ahead are accepted (a client that knocked without reaching the
-    /// door is not lost).
-    #[serde(default = "default_counter_window")]
-    pub counter_window: u32,
-    /// Steps of a derived (time- or counter-based) sequence.
-    #[serde(default = "default_derived_steps")]
-    pub derived_steps: usize,
-    /// Protocol of derived steps: `tcp` or `udp`.
-    #[serde(default = "default_derived_proto")]
-    pub derived_proto: String,
-    /// Ports the door opens for the knocking source (`tcp/22`, `udp/9922`); they are
-    /// protected (dropped for everyone else).
-    pub protected: Vec<PortSpec>,
-    /// TCP flags a TCP knock must carry, knockd's syntax (`syn,!ack`; `!` = must be clear).
-    #[serde(default = "default_tcpflags")]
-    pub tcpflags: String,
-    /// Time allowed between consecutive knocks.
-    #[serde(default = "default_step_timeout")]
-    pub step_timeout: Dur,
-    /// Time allowed for the whole sequence from its first knock (knockd's `seq_timeout`).
-    #[serde(default = "default_seq_timeout")]
-    pub seq_timeout: Dur,
-    /// How long the door stays open for new connections (established ones keep working).
-    #[serde(default = "default_open_for")]
-    pub open_for: Dur,
-    /// Reset a source part-way through on a packet to any other port.
-    #[serde(default = "default_true")]
-    pub strict: bool,
-    /// A sequence that closes the door again (revokes the source's grants).
-    #[serde(default)]
-    pub close_sequence: Option<Sequence>,
-    /// The sequence opens the door, and the same sequence knocked while open closes it.
-    #[serde(default)]
-    pub toggle: bool,
-    /// Brute-force cut-off (absent = none).
-    #[serde(default)]
-    pub lockout: Option<Lockout>,
-    /// Command run when the door opens, as an argument vector; `%IP%` is the source.
-    #[serde(default)]
-    pub start_command: Option<Vec<String>>,
-    /// Command run when the door closes (window over), as an argument vector.
-    #[serde(default)]
-    pub stop_command: Option<Vec<String>>,
-    /// Time limit for each command (killed after it).
-    #[serde(default = "default_cmd_timeout")]
-    pub cmd_timeout: Dur,
-    /// User the commands run as (absent = the daemon's user).
-    #[serde(default)]
-    pub run_as: Option<String>,
-    /// UDP payload every UDP knock must carry: `true` for the canned default
-    /// ([`DEFAULT_KNOCK_PAYLOAD`]) or a string; absent or `false` = any payload.
-    #[serde(default)]
-    pub udp_payload: Option<PayloadSpec>,
-    /// Payload per UDP step port (`"2222" = "text"`), overriding `udp_payload` there.
-    #[serde(default)]
-    pub step_payload: std::collections::BTreeMap<String, PayloadSpec>,
-}
-
-/// The payload `udp_payload = true` asks for (what `statewall knock --default-payload`
-/// sends).
-pub const DEFAULT_KNOCK_PAYLOAD: &[u8] = b"statewall-knock";
-
-/// A UDP payload to match: `true` (the canned default), `false` (none) or a string.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum PayloadSpec {
-    /// `true` = [`DEFAULT_KNOCK_PAYLOAD`], `false` = no match on the payload.
-    Canned(bool),
-    /// These bytes (UTF-8).
-    Text(String),
-}
-
-impl PayloadSpec {
-    /// The bytes to match (`None` for `false`), checked: 1 to 64 bytes.
-    pub fn bytes(&self) -> Result<Option<Vec<u8>>, String> {
-        let b = match self {
-            PayloadSpec::Canned(false) => return Ok(None),
-            PayloadSpec::Canned(true) => DEFAULT_KNOCK_PAYLOAD.to_vec(),
-            PayloadSpec::Text(t) => t.as_bytes().to_vec(),
-        };
-        let max = statewall_common::xfsm::PAYLOAD_MAX;
-        if b.is_empty() || b.len() > max {
-            return Err(format!("a payload of {} bytes: 1 to {max}", b.len()));
-        }
-        Ok(Some(b))
-    }
-}
-
-/// `[[xfsm]]`: a machine written by hand.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct XfsmConfig {
-    /// Name (events, counters).
-    pub name: String,
-    /// Lookup scope: fields of `src_ip`, `dst_ip`, `proto`, `src_port`, `dst_port` (at most
-    /// two addresses and two ports).
-    pub lookup: Vec<String>,
-    /// Update scope (default: the lookup scope); same number of address and port fields
-    /// and the protocol in both or neither.
-    #[serde(default)]
-    pub update: Option<Vec<String>>,
-    /// States besides DEFAULT.
-    #[serde(default)]
-    pub states: Vec<String>,
-    /// Transitions (`[[xfsm.transition]]`), searched most specific first.
-    #[serde(default, rename = "transition")]
-    pub transitions: Vec<XfsmTransition>,
-}
-
-/// `[[xfsm.transition]]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct XfsmTransition {
-    /// State it leaves.
-    #[serde(default = "default_state")]
-    pub state: String,
-    /// `ingress`, `egress` or `any`.
-    #[serde(default = "default_direction")]
-    pub direction: String,
-    /// `tcp`, `udp`, `icmp`, `icmpv6` or `any`.
-    #[serde(default = "default_any")]
-    pub proto: String,
-    /// Destination port (TCP/UDP), 0 = any.
-    #[serde(default)]
-    pub port: u16,
-    /// TCP flags in knockd's syntax (`syn,!ack`); absent = any.
-    #[serde(default)]
-    pub tcpflags: Option<String>,
-    /// UDP payload the packet must carry.
-    #[serde(default)]
-    pub payload: Option<PayloadSpec>,
-    /// `pass` (hand on to the next stage) or `drop`.
-    #[serde(default = "default_pass")]
-    pub action: String,
-    /// State to go to; absent = stay (timers kept, nothing written).
-    #[serde(default)]
-    pub next: Option<String>,
-    /// Idle timeout to arm on the state gone to.
-    #[serde(default)]
-    pub idle_timeout: Option<Dur>,
-    /// State the idle timeout rolls back to (default DEFAULT).
-    #[serde(default)]
-    pub idle_rollback: Option<String>,
-    /// Hard timeout to arm.
-    #[serde(default)]
-    pub hard_timeout: Option<Dur>,
-    /// State the hard timeout rolls back to (default DEFAULT).
-    #[serde(default)]
-    pub hard_rollback: Option<String>,
-    /// `hard`, `idle` or `both`: the state gone to keeps the current deadline (and its
-    /// rollback) instead of arming a new one (a sequence's timer keeps running).
-    #[serde(default)]
-    pub keep: Option<String>,
-}
-
-fn default_state() -> String {
-    "DEFAULT".into()
-}
-fn default_direction() -> String {
-    "ingress".into()
-}
-fn default_any() -> String {
-    "any".into()
-}
-fn default_pass() -> String {
-    "pass".into()
-}
-
-impl KnockConfig {
-    /// A door with every key at its default and no sequence or port yet.
-    pub fn new(name: &str) -> KnockConfig {
-        KnockConfig {
-            name: name.into(),
-            sequence: Sequence::default(),
-            one_time_sequences: None,
-            time_secret: None,
-            time_period: default_time_period(),
-            counter_secret: None,
-            counter_window: default_counter_window(),
-            derived_steps: default_derived_steps(),
-            derived_proto: default_derived_proto(),
-            protected: Vec::new(),
-            tcpflags: default_tcpflags(),
-            step_timeout: default_step_timeout(),
-            seq_timeout: default_seq_timeout(),
-            open_for: default_open_for(),
-            strict: true,
-            close_sequence: None,
-            toggle: false,
-            lockout: None,
-            start_command: None,
-            stop_command: None,
-            cmd_timeout: default_cmd_timeout(),
-            run_as: None,
-            udp_payload: None,
-            step_payload: Default::default(),
-        }
-    }
-}
-
-fn default_tcpflags() -> String {
-    "syn,!ack".into()
-}
-fn default_step_timeout() -> Dur {
-    Dur::secs(5)
-}
-fn default_seq_timeout() -> Dur {
-    Dur::secs(25)
-}
-fn default_open_for() -> Dur {
-    Dur::secs(30)
-}
-fn default_cmd_timeout() -> Dur {
-    Dur::secs(10)
-}
-fn default_time_period() -> Dur {
-    Dur::secs(30)
-}
-fn default_counter_window() -> u32 {
-    3
-}
-fn default_derived_steps() -> usize {
-    4
-}
-fn default_derived_proto() -> String {
-    "udp".into()
-}
-
-/// Name of protocol 6 or 17 (`tcp` for anything but 17).
-pub fn proto_name(p: u8) -> &'static str {
-    if p == 17 {
-        "udp"
-    } else {
-        "tcp"
-    }
-}
-
-/// Steps as (protocol, port) pairs, the form the door compiler takes.
-pub fn step_pairs(steps: &[Step]) -> Vec<(u8, u16)> {
-    steps.iter().map(|s| (s.0.proto, s.0.port)).collect()
-}
-
-/// Protocol number of `tcp` / `udp`.
-pub fn proto_number(s: &str) -> Option<u8> {
-    match s.to_ascii_lowercase().as_str() {
-        "tcp" => Some(6),
-        "udp" => Some(17),
-        _ => None,
-    }
-}
-fn default_true() -> bool {
-    true
-}
-
-/// TCP flag bits by knockd name.
-const TCP_FLAG_NAMES: [(&str, u8); 6] = [
-    ("fin", 0x01),
-    ("syn", 0x02),
-    ("rst", 0x04),
-    ("psh", 0x08),
-    ("ack", 0x10),
-    ("urg", 0x20),
-];
-
-/// Parses knockd's `tcpflags` (`syn,!ack`): returns (mask, value).
-pub fn parse_tcpflags(s: &str) -> Result<(u8, u8), String> {
-    let (mut mask, mut value) = (0u8, 0u8);
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (neg, name) = match part.strip_prefix('!') {
-            Some(n) => (true, n.trim()),
-            None => (false, part),
-        };
-        let bit = TCP_FLAG_NAMES
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, b)| *b)
-            .ok_or_else(|| {
-                format!("unknown TCP flag {name:?} in {s:?} (fin, syn, rst, psh, ack, urg)")
-            })?;
-        if mask & bit != 0 {
-            return Err(format!("TCP flag {name:?} named twice in {s:?}"));
-        }
-        mask |= bit;
-        if !neg {
-            value |= bit;
-        }
-    }
-    Ok((mask, value))
-}
 
 /// `[daemon]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -617,7 +125,7 @@ pub struct DaemonConfig {
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
-            bpffs_root: crate::pins::DEFAULT_ROOT.into(),
+            bpffs_root: crate::engine::pins::DEFAULT_ROOT.into(),
             state_dir: "/var/lib/statewall".into(),
             socket: "/run/statewall/api.sock".into(),
             listen: None,
@@ -655,90 +163,6 @@ pub struct InterfaceConfig {
     /// Ingress hook: `tcx` (default), `xdp` or `off`.
     #[serde(default)]
     pub ingress: IngressHook,
-}
-
-/// `[gate]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct GateConfig {
-    /// Protected ports, `tcp/22`, `udp/9922` (a bare number means TCP): dropped unless the
-    /// source holds a grant.
-    pub protected: Vec<PortSpec>,
-    /// Size of the grant table (preallocated; a full table refuses new grants).
-    pub grants_max: u32,
-    /// Size of the table of flows opened under a grant (preallocated; when full, a granted
-    /// connection still opens but lives only as long as its grant, counted as `flows_full`).
-    pub flows_max: u32,
-    /// A TCP connection opened under a grant keeps working after the grant ends until it
-    /// has been idle this long; `0` = connections live only as long as the grant.
-    pub flow_idle_tcp: Dur,
-    /// The same after a FIN or RST was seen.
-    pub flow_closing_tcp: Dur,
-    /// The same for UDP flows.
-    pub flow_idle_udp: Dur,
-}
-
-impl Default for GateConfig {
-    fn default() -> Self {
-        GateConfig {
-            protected: Vec::new(),
-            grants_max: 4096,
-            flows_max: 16384,
-            flow_idle_tcp: Dur::secs(7200),
-            flow_closing_tcp: Dur::secs(10),
-            flow_idle_udp: Dur::secs(60),
-        }
-    }
-}
-
-/// A protocol and port, written `tcp/22` or `udp/53`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PortSpec {
-    /// IP protocol (6 or 17).
-    pub proto: u8,
-    /// Port.
-    pub port: u16,
-}
-
-impl fmt::Display for PortSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", proto_name(self.proto), self.port)
-    }
-}
-
-impl std::str::FromStr for PortSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (proto, port) = match s.split_once('/') {
-            Some((p, n)) => (p, n),
-            None => ("tcp", s),
-        };
-        let proto = match proto.to_ascii_lowercase().as_str() {
-            "tcp" => 6,
-            "udp" => 17,
-            other => return Err(format!("unknown protocol {other:?} in {s:?} (tcp or udp)")),
-        };
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("bad port in {s:?} (1-65535)"))?;
-        if port == 0 {
-            return Err(format!("bad port in {s:?} (1-65535)"));
-        }
-        Ok(PortSpec { proto, port })
-    }
-}
-
-impl Serialize for PortSpec {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for PortSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 impl Config {
@@ -886,7 +310,7 @@ impl Config {
         }
         self.validate_knocks(&bad)?;
         self.spa.resolve().map_err(|(at, msg)| bad(at, msg))?;
-        for t in self.spa.trigger_doors() {
+        for t in spa_trigger_doors(&self.spa) {
             if self.knocks.iter().any(|k| k.name == t.name) {
                 return Err(bad(
                     "[spa]".into(),
@@ -969,7 +393,7 @@ impl Config {
                 ));
             }
             if k.time_secret.is_some() || k.counter_secret.is_some() {
-                let max = crate::knockclient::DERIVE_MAX_STEPS;
+                let max = crate::xfsm::knockclient::DERIVE_MAX_STEPS;
                 if k.derived_steps < 2 || k.derived_steps > max {
                     return Err(bad(
                         at("derived_steps"),
@@ -1116,226 +540,9 @@ impl Config {
         Ok(())
     }
 
-    /// The `[[xfsm]]` machines resolved for [`crate::xfsm::compile`]; errors are (section
-    /// and key, message).
+    /// The `[[xfsm]]` machines, checked and resolved ([`crate::xfsm::config::raw_machines`]).
     pub fn raw_machines(&self) -> Result<Vec<crate::xfsm::RawMachine>, (String, String)> {
-        use statewall_common::xfsm::{field, DIR_EGRESS, DIR_INGRESS};
-        let mut out = Vec::new();
-        for (i, m) in self.machines.iter().enumerate() {
-            let sec = format!("[[xfsm]] #{} ({})", i + 1, m.name);
-            let at = |key: &str| format!("{sec} {key}");
-            if m.name.is_empty()
-                || !m
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err((
-                    at("name"),
-                    format!("{:?}: use letters, digits, '-' and '_'", m.name),
-                ));
-            }
-            let scope = |key: &str, v: &[String]| -> Result<Vec<u8>, (String, String)> {
-                let ids = v
-                    .iter()
-                    .map(|f| match f.as_str() {
-                        "src_ip" => Ok(field::SRC_IP),
-                        "dst_ip" => Ok(field::DST_IP),
-                        "proto" => Ok(field::PROTO),
-                        "src_port" => Ok(field::SRC_PORT),
-                        "dst_port" => Ok(field::DST_PORT),
-                        other => Err((
-                            at(key),
-                            format!("{other:?}: src_ip, dst_ip, proto, src_port or dst_port"),
-                        )),
-                    })
-                    .collect::<Result<Vec<u8>, _>>()?;
-                if statewall_common::xfsm::Scope::compile(&ids).is_none() {
-                    return Err((
-                        at(key),
-                        "each field at most once, at most two addresses and two ports".into(),
-                    ));
-                }
-                Ok(ids)
-            };
-            let lookup = scope("lookup", &m.lookup)?;
-            let update = match &m.update {
-                Some(u) => scope("update", u)?,
-                None => lookup.clone(),
-            };
-            let (l, u) = (
-                statewall_common::xfsm::Scope::compile(&lookup).unwrap(),
-                statewall_common::xfsm::Scope::compile(&update).unwrap(),
-            );
-            if l.shape() != u.shape() {
-                return Err((
-                    at("update"),
-                    "the update scope must give keys of the lookup scope's shape (as many addresses and ports, and the protocol in both or neither)".into(),
-                ));
-            }
-            let mut states = vec!["DEFAULT".to_string()];
-            for s in &m.states {
-                if s.is_empty() || states.contains(s) {
-                    return Err((at("states"), format!("{s:?}: empty or listed twice")));
-                }
-                states.push(s.clone());
-            }
-            if states.len() > 255 {
-                return Err((at("states"), "at most 254 states besides DEFAULT".into()));
-            }
-            if m.transitions.is_empty() {
-                return Err((
-                    at("transition"),
-                    "a machine needs at least one transition".into(),
-                ));
-            }
-            let mut trans = Vec::new();
-            for (j, t) in m.transitions.iter().enumerate() {
-                let at = |key: &str| format!("{sec} transition #{} {key}", j + 1);
-                let state_id = |key: &str, name: &str| -> Result<u8, (String, String)> {
-                    states
-                        .iter()
-                        .position(|s| s == name)
-                        .map(|i| i as u8)
-                        .ok_or_else(|| {
-                            (at(key), format!("{name:?} is not a state of this machine"))
-                        })
-                };
-                let dirs = match t.direction.as_str() {
-                    "ingress" => vec![DIR_INGRESS],
-                    "egress" => vec![DIR_EGRESS],
-                    "any" => vec![DIR_INGRESS, DIR_EGRESS],
-                    other => {
-                        return Err((
-                            at("direction"),
-                            format!("{other:?}: ingress, egress or any"),
-                        ))
-                    }
-                };
-                let proto = match t.proto.as_str() {
-                    "any" => 0,
-                    "tcp" => 6,
-                    "udp" => 17,
-                    "icmp" => 1,
-                    "icmpv6" => 58,
-                    other => {
-                        return Err((
-                            at("proto"),
-                            format!("{other:?}: tcp, udp, icmp, icmpv6 or any"),
-                        ))
-                    }
-                };
-                if t.port != 0 && proto != 6 && proto != 17 {
-                    return Err((at("port"), "a port needs proto tcp or udp".into()));
-                }
-                let tcp_flags = match &t.tcpflags {
-                    Some(f) if proto == 6 => parse_tcpflags(f).map_err(|e| (at("tcpflags"), e))?,
-                    Some(_) => return Err((at("tcpflags"), "TCP flags need proto tcp".into())),
-                    None => (0, 0),
-                };
-                let payload = match &t.payload {
-                    Some(p) => {
-                        let b = p.bytes().map_err(|e| (at("payload"), e))?;
-                        if b.is_some() && (proto != 17 || t.port == 0) {
-                            return Err((
-                                at("payload"),
-                                "a payload match needs proto udp and a port".into(),
-                            ));
-                        }
-                        b.and_then(|b| statewall_common::xfsm::Payload::from_bytes(&b))
-                    }
-                    None => None,
-                };
-                let drop = match t.action.as_str() {
-                    "pass" => false,
-                    "drop" => true,
-                    other => return Err((at("action"), format!("{other:?}: pass or drop"))),
-                };
-                let timer = |key: &str, d: &Option<Dur>, rb: &Option<String>, rkey: &str| {
-                    let ns = d.map(|d| d.ns()).unwrap_or(0);
-                    if d.is_some() && (ns == 0 || ns > 86400 * 365 * 1_000_000_000) {
-                        return Err((at(key), "from 1ms to 365 days".into()));
-                    }
-                    let r = match rb {
-                        Some(n) if d.is_none() => {
-                            return Err((at(rkey), format!("{n:?} without {key}")))
-                        }
-                        Some(n) => state_id(rkey, n)?,
-                        None => 0,
-                    };
-                    Ok((ns, r))
-                };
-                let idle = timer(
-                    "idle_timeout",
-                    &t.idle_timeout,
-                    &t.idle_rollback,
-                    "idle_rollback",
-                )?;
-                let hard = timer(
-                    "hard_timeout",
-                    &t.hard_timeout,
-                    &t.hard_rollback,
-                    "hard_rollback",
-                )?;
-                use statewall_common::xfsm::{E_KEEP_HARD, E_KEEP_IDLE};
-                let keep = match t.keep.as_deref() {
-                    None => 0,
-                    Some("hard") => E_KEEP_HARD,
-                    Some("idle") => E_KEEP_IDLE,
-                    Some("both") => E_KEEP_HARD | E_KEEP_IDLE,
-                    Some(other) => {
-                        return Err((at("keep"), format!("{other:?}: hard, idle or both")))
-                    }
-                };
-                if (keep & E_KEEP_HARD != 0 && t.hard_timeout.is_some())
-                    || (keep & E_KEEP_IDLE != 0 && t.idle_timeout.is_some())
-                {
-                    return Err((
-                        at("keep"),
-                        "a kept timer cannot also be armed (drop its *_timeout)".into(),
-                    ));
-                }
-                if t.next.is_none() && keep != 0 {
-                    return Err((
-                        at("keep"),
-                        "without next the state stays with both timers kept already".into(),
-                    ));
-                }
-                let next = match &t.next {
-                    Some(n) => Some(state_id("next", n)?),
-                    None => {
-                        if t.idle_timeout.is_some() || t.hard_timeout.is_some() {
-                            return Err((
-                                at("next"),
-                                "timeouts are armed on the state gone to: give next (the same state to re-arm them)".into(),
-                            ));
-                        }
-                        None
-                    }
-                };
-                trans.push(crate::xfsm::RawTrans {
-                    state: state_id("state", &t.state)?,
-                    dirs,
-                    proto,
-                    port: t.port,
-                    tcp_flags,
-                    payload,
-                    drop,
-                    next,
-                    idle,
-                    hard,
-                    keep,
-                });
-            }
-            out.push(crate::xfsm::RawMachine {
-                name: m.name.clone(),
-                lookup,
-                update,
-                states,
-                transitions: trans,
-            });
-        }
-        Ok(out)
+        crate::xfsm::config::raw_machines(&self.machines)
     }
 
     /// Every protected (protocol, port): `[gate] protected` and the doors' ports.
@@ -1353,53 +560,116 @@ impl Config {
         all.into_iter().collect()
     }
 
-    /// The doors with their fixed sequences only, ready for [`crate::xfsm::compile`] (the
-    /// config must be valid); [`crate::sequences::expand`] adds the one-time and derived
-    /// ones.
+    /// The doors with their fixed sequences ([`crate::xfsm::config::doors`]).
     pub fn doors(&self) -> Vec<crate::xfsm::KnockDoor> {
-        self.knocks
-            .iter()
-            .map(|k| {
-                let (tcp_mask, tcp_value) = parse_tcpflags(&k.tcpflags).unwrap_or((0x12, 0x02));
-                crate::xfsm::KnockDoor {
-                    name: k.name.clone(),
-                    sequences: if k.sequence.0.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![step_pairs(&k.sequence.0)]
-                    },
-                    once: Vec::new(),
-                    close: k.close_sequence.iter().map(|s| step_pairs(&s.0)).collect(),
-                    toggle: k.toggle,
-                    protected: k.protected.iter().map(|p| (p.proto, p.port)).collect(),
-                    tcp_mask,
-                    tcp_value,
-                    step_timeout_ns: k.step_timeout.ns(),
-                    seq_timeout_ns: k.seq_timeout.ns(),
-                    open_for_ns: k.open_for.ns(),
-                    strict: k.strict,
-                    lockout: k
-                        .lockout
-                        .as_ref()
-                        .map(|l| (l.failures, l.within.ns(), l.duration.ns())),
-                    payload_all: k
-                        .udp_payload
-                        .as_ref()
-                        .and_then(|p| p.bytes().ok().flatten())
-                        .and_then(|b| statewall_common::xfsm::Payload::from_bytes(&b)),
-                    payloads: k
-                        .step_payload
-                        .iter()
-                        .filter_map(|(port, p)| {
-                            let b = p.bytes().ok().flatten()?;
-                            Some((
-                                port.trim().parse().ok()?,
-                                statewall_common::xfsm::Payload::from_bytes(&b)?,
-                            ))
-                        })
-                        .collect(),
+        crate::xfsm::config::doors(&self.knocks)
+    }
+
+    /// The programs statewall attaches, in chain order per hook.
+    pub fn links(&self) -> Vec<LinkSpot> {
+        let cfg = self;
+        let mut v = Vec::new();
+        for ifc in &cfg.interfaces {
+            let spot = |hook: &str, program: &str| LinkSpot {
+                netns: ifc.netns.clone(),
+                ifname: ifc.name.clone(),
+                hook: hook.into(),
+                program: program.into(),
+            };
+            match ifc.ingress {
+                IngressHook::Tcx => {
+                    if !cfg.knocks.is_empty() || !cfg.machines.is_empty() {
+                        v.push(spot("ingress", ebpf::PROG_XFSM));
+                    }
+                    v.push(spot("ingress", PROG_GATE));
                 }
-            })
+                IngressHook::Xdp => v.push(spot("xdp", PROG_XDP_INGRESS)),
+                IngressHook::Off => continue,
+            }
+            if cfg
+                .raw_machines()
+                .is_ok_and(|r| crate::xfsm::raw_uses_egress(&r))
+            {
+                v.push(spot("egress", ebpf::PROG_XFSM_EGRESS));
+            }
+        }
+        v
+    }
+
+    /// The map sizes the config sets (the other maps have this build's), for
+    /// [`Engine::open`](crate::engine::Engine::open).
+    pub fn map_sizes(&self) -> Vec<(&'static str, u32)> {
+        let cfg = self;
+        let mut v = vec![
+            (MAP_GATE_GRANTS, cfg.gate.grants_max),
+            (MAP_GATE_FLOWS, cfg.gate.flows_max),
+            (
+                statewall_common::fw::MAP_FW_BITSETS,
+                cfg.firewall.bitsets_max,
+            ),
+            (statewall_common::ct::MAP_CT, cfg.firewall.conntrack_max),
+        ];
+        for (name, n) in &cfg.maps {
+            if let Some(m) = RESIZABLE_MAPS.iter().find(|m| m.0 == name) {
+                v.push((m.0, *n));
+            }
+        }
+        v
+    }
+
+    /// What the xfsm stage reads of the config.
+    pub fn xfsm_input(&self) -> crate::xfsm::kernel::XfsmInput<'_> {
+        crate::xfsm::kernel::XfsmInput {
+            knocks: &self.knocks,
+            machines: &self.machines,
+            state_dir: &self.daemon.state_dir,
+        }
+    }
+
+    /// The interfaces as (network namespace, name), for
+    /// [`Engine::hook_states`](crate::engine::Engine::hook_states).
+    pub fn interface_names(&self) -> Vec<(Option<String>, String)> {
+        self.interfaces
+            .iter()
+            .map(|i| (i.netns.clone(), i.name.clone()))
             .collect()
     }
+}
+
+/// Actions and stanzas with triggers, as doors for the trigger machinery (name,
+/// ports, commands): pkd actions by name, stanzas by `name` or `stanza N`.
+pub fn spa_trigger_doors(spa: &crate::spa::config::SpaConfig) -> Vec<KnockConfig> {
+    let Ok(set) = spa.resolve() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut push = |name: &str, ports: Vec<(u8, u16)>, t: &crate::spa::config::Triggers| {
+        if !t.any() {
+            return;
+        }
+        let mut k = KnockConfig::new(name);
+        k.protected = ports
+            .into_iter()
+            .map(|(proto, port)| PortSpec { proto, port })
+            .collect();
+        k.start_command = t.start_command.clone();
+        k.stop_command = t.stop_command.clone();
+        if let Some(d) = t.cmd_timeout {
+            k.cmd_timeout = d;
+        }
+        k.run_as = t.run_as.clone();
+        out.push(k);
+    };
+    let cfgs = spa.pkd_configs().unwrap_or_default();
+    for ((_, a), r) in cfgs.iter().zip(&set.pkd) {
+        push(
+            &r.name,
+            r.protos.iter().map(|p| (*p, r.port)).collect(),
+            &a.triggers(),
+        );
+    }
+    for (f, r) in spa.fwknop.iter().zip(&set.fwknop) {
+        push(&r.name, r.open_ports.clone(), &f.triggers());
+    }
+    out
 }

@@ -22,6 +22,9 @@
 //! **empty-on-read** reads and empties a shared map: a packet counted between the two
 //! steps of an array's read-then-zero may be lost (as with Dynmon); hash maps are read
 //! and deleted by batches, entry by entry.
+//!
+//! Owns dynamic monitors (loading users' objects, BTF decoding, metrics). May import:
+//! `engine`, `types`.
 
 pub mod btf;
 pub mod elf;
@@ -150,7 +153,7 @@ pub struct MetricsFile {
 
 /// Which hooks a path runs on: ingress (tcx, or XDP for an `xdp` program), egress, or
 /// both tcx hooks with one program and one set of maps. The monitors' enum.
-pub use crate::monitor::Direction;
+pub use crate::types::Direction;
 
 /// One path: its code, where it runs, what it exports.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -458,7 +461,7 @@ pub struct Dynmon {
     pub spec: DynmonSpec,
     /// Paths in spec order.
     pub paths: Vec<LoadedPath>,
-    grace: crate::sys::Grace,
+    grace: crate::engine::sys::Grace,
     /// Reads taken.
     pub reads: u64,
     /// Duration of the last read's switch + grace period, and of its map reads.
@@ -853,7 +856,7 @@ impl LoadedPath {
         for hook in hooks {
             let prog = self.copies[self.active].program_mut(&self.program).unwrap();
             let link: Result<FdLink, String> =
-                crate::netns::in_netns(netns, || -> Result<FdLink, String> {
+                crate::engine::netns::in_netns(netns, || -> Result<FdLink, String> {
                     if *hook == "xdp" {
                         let p: &mut Xdp = prog.try_into().map_err(|e| format!("{e:#}"))?;
                         let id = p
@@ -900,7 +903,7 @@ impl LoadedPath {
         let next = 1 - old;
         let fd = self.prog_fd(next)?;
         for l in &self.links {
-            crate::sys::link_update(l.fd.as_raw_fd(), fd)
+            crate::engine::sys::link_update(l.fd.as_raw_fd(), fd)
                 .map_err(|e| format!("switching the {} link: {e}", l.hook))?;
         }
         self.active = next;
@@ -916,7 +919,7 @@ fn link_fd(link: FdLink) -> Result<(FdLink, OwnedFd), String> {
     let pinned = link
         .pin(&p)
         .map_err(|e| format!("pinning the link: {e:#}"))?;
-    let fd = crate::sys::obj_get(&p).map_err(|e| format!("opening the link pin: {e}"));
+    let fd = crate::engine::sys::obj_get(&p).map_err(|e| format!("opening the link pin: {e}"));
     let link = pinned
         .unpin()
         .map_err(|e| format!("unpinning the link: {e}"));
@@ -1010,7 +1013,8 @@ impl Dynmon {
                 }
             }
         }
-        let grace = crate::sys::Grace::new().map_err(|e| format!("grace-period map: {e}"))?;
+        let grace =
+            crate::engine::sys::Grace::new().map_err(|e| format!("grace-period map: {e}"))?;
         let mut d = Dynmon {
             name: name.to_string(),
             spec,
@@ -1202,7 +1206,7 @@ fn read_map(
     match meta.map_type {
         T_QUEUE | T_STACK => {
             let mut vals = Vec::new();
-            while let Some(v) = crate::sys::map_pop(fd, vs).map_err(err)? {
+            while let Some(v) = crate::engine::sys::map_pop(fd, vs).map_err(err)? {
                 vals.push(value_of(&v));
                 if vals.len() > meta.max_entries as usize {
                     break;
@@ -1212,7 +1216,8 @@ fn read_map(
         }
         T_ARRAY | T_PERCPU_ARRAY => {
             let (_, values, n) =
-                crate::sys::lookup_batch(fd, ks, vs_all, meta.max_entries, false).map_err(err)?;
+                crate::engine::sys::lookup_batch(fd, ks, vs_all, meta.max_entries, false)
+                    .map_err(err)?;
             if empty {
                 let zero = if meta.init.len() == vs_all {
                     meta.init.clone()
@@ -1220,7 +1225,7 @@ fn read_map(
                     vec![0u8; vs_all]
                 };
                 for k in 0..n as u32 {
-                    crate::sys::map_update(fd, &k.to_le_bytes(), &zero).map_err(err)?;
+                    crate::engine::sys::map_update(fd, &k.to_le_bytes(), &zero).map_err(err)?;
                 }
             }
             let vals: Vec<Value> = (0..n)
@@ -1234,7 +1239,8 @@ fn read_map(
         }
         _ => {
             let (keys, values, n) =
-                crate::sys::lookup_batch(fd, ks, vs_all, meta.max_entries, empty).map_err(err)?;
+                crate::engine::sys::lookup_batch(fd, ks, vs_all, meta.max_entries, empty)
+                    .map_err(err)?;
             let mut out = Vec::with_capacity(n);
             for i in 0..n {
                 let k = &keys[i * ks..(i + 1) * ks];

@@ -1,0 +1,73 @@
+//! `statewall status`: hooks, programs in run order, links and map fill levels.
+
+use super::prelude::*;
+
+/// Runs the subcommand.
+pub async fn run(paths: Paths, json: bool) -> anyhow::Result<i32> {
+    let r = client::request(&paths.socket(), "GET", "/api/v1/status", None)
+        .await?
+        .ok()?;
+    let v = r.json()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_status(&v);
+    }
+    Ok(0)
+}
+
+fn print_status(v: &serde_json::Value) {
+    println!(
+        "statewall {} (object {}), pins under {}",
+        v["version"].as_str().unwrap_or("?"),
+        v["object_id"].as_str().unwrap_or("?"),
+        v["bpffs_root"].as_str().unwrap_or("?")
+    );
+    println!(
+        "programs {}",
+        if v["adopted"].as_bool() == Some(true) {
+            "adopted from pins"
+        } else {
+            "loaded at start"
+        }
+    );
+    println!("\nhooks (programs in the order the kernel runs them):");
+    for h in v["hooks"].as_array().into_iter().flatten() {
+        let ns = h["netns"]
+            .as_str()
+            .map(|n| format!(" (netns {n})"))
+            .unwrap_or_default();
+        let progs: Vec<String> = h["programs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}#{}", p[0].as_str().unwrap_or("?"), p[1]))
+            .collect();
+        println!(
+            "  {}{} {}: {}",
+            h["ifname"].as_str().unwrap_or("?"),
+            ns,
+            h["hook"].as_str().unwrap_or("?"),
+            if progs.is_empty() {
+                "-".into()
+            } else {
+                progs.join(" -> ")
+            }
+        );
+    }
+    println!("\nmaps:");
+    println!(
+        "  {:<20} {:>6} {:<14} {:>10} {:>10}",
+        "name", "id", "type", "entries", "max"
+    );
+    for m in v["maps"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<20} {:>6} {:<14} {:>10} {:>10}",
+            m["name"].as_str().unwrap_or("?"),
+            m["id"],
+            m["kind"].as_str().unwrap_or("?"),
+            m["entries"],
+            m["max_entries"]
+        );
+    }
+}

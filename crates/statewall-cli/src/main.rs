@@ -1,0 +1,220 @@
+//! The `statewall` command: daemon, CLI, demo and benchmarks in one binary.
+
+mod cli;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+
+use clap::{Parser, Subcommand};
+use statewall::client;
+
+#[derive(Parser)]
+#[command(
+    name = "statewall",
+    version,
+    about = "Stateful packet processing with eBPF"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon: attach, serve the API, enforce. SIGHUP reloads; SIGTERM exits and
+    /// leaves enforcement in place.
+    Daemon {
+        /// Config file (TOML); without it the documented defaults apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        paths: cli::Paths,
+        /// Also serve the API on this TCP address (loopback advised).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// File holding the bearer token the TCP listener requires.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Serve the TCP listener without a token.
+        #[arg(long)]
+        no_auth: bool,
+        /// Serve /metrics on this TCP address.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Interfaces, attached programs in run order, links and map fill levels.
+    Status {
+        #[command(flatten)]
+        paths: cli::Paths,
+        /// Print the JSON the API returns.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live view of the daemon: doors and their sources, grants with time left, firewall
+    /// rule hits and rates, monitors and their busiest sessions, drops (q quits).
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
+    /// Check a config file without running anything: prints what it configures, or the
+    /// error (file, line, key) and exits 1.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell), generated from this
+    /// command line's definition.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (statewall.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Manpages {
+        /// Output directory.
+        dir: PathBuf,
+    },
+    /// Ask the daemon to re-read its config (same as SIGHUP, but reports errors).
+    Reload {
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
+    /// Detach every statewall program and remove every pin. Stop the daemon first.
+    Teardown {
+        #[command(flatten)]
+        paths: cli::Paths,
+        /// Tear down even though a daemon still answers on the socket.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Firewall instances, chains and rules (through the daemon's API).
+    #[command(alias = "fw")]
+    Firewall {
+        #[command(subcommand)]
+        cmd: cli::firewall::FwCmd,
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
+    /// Traffic monitors: list, show, take windows, extract into files.
+    Monitor {
+        #[command(subcommand)]
+        cmd: cli::monitor::MonitorCmd,
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
+    /// Dynamic monitors: your own eBPF programs (C source or objects with BTF), their maps
+    /// served as metrics.
+    Dynmon {
+        #[command(subcommand)]
+        cmd: cli::dynmon::DynmonCmd,
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
+    /// Protected ports and grants.
+    Gate {
+        #[command(subcommand)]
+        cmd: cli::gate::GateCmd,
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
+    /// Knock doors: list them with open sources and sources part-way through; open or
+    /// close one for a source by hand.
+    Door {
+        #[command(subcommand)]
+        cmd: cli::door::DoorCmd,
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
+    /// Send a Single Packet Authorization packet: pkd (`--tag`, `--key`, like
+    /// nf-pkd-knock) or fwknop (`--fwknop -A tcp/22 --key-base64-rijndael K
+    /// --key-base64-hmac H`); IPv4 or IPv6.
+    Spa(cli::spa::SpaArgs),
+    /// Knock on a host: `statewall knock HOST 7000 8000:udp 9000`.
+    Knock(cli::knock::KnockArgs),
+    /// Convert other tools' configs.
+    Import {
+        #[command(subcommand)]
+        cmd: cli::import::ImportCmd,
+    },
+    /// Run the demo in two fresh network namespaces (no daemon needed).
+    Demo {
+        /// Leave the namespaces and pins in place afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Run the benchmarks; print the table, write JSON; exit 1 if a target is missed.
+    Bench {
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "target/bench/latest.json")]
+        out: PathBuf,
+        /// Test-run repetitions per measurement.
+        #[arg(long, default_value_t = statewall_harness::bench::REPEAT)]
+        repeat: u32,
+        /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
+        #[arg(long)]
+        testrun_only: bool,
+        /// Only this group: open, spa-open, testrun, firewall, monitor, dynmon, spa-verify,
+        /// firewall-nft, monitor-iperf.
+        #[arg(long)]
+        only: Option<String>,
+        /// Measure nothing: draw the figures again from the JSON report at --out.
+        #[arg(long)]
+        redraw: bool,
+    },
+}
+
+async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Daemon {
+            config,
+            paths,
+            listen,
+            token_file,
+            no_auth,
+            metrics_listen,
+        } => cli::daemon::run(config, paths, listen, token_file, no_auth, metrics_listen).await,
+        Cmd::Status { paths, json } => cli::status::run(paths, json).await,
+        Cmd::Reload { paths } => cli::reload::run(paths).await,
+        Cmd::Top { interval, paths } => cli::top::command(interval, paths).await,
+        Cmd::CheckConfig { file } => cli::check_config::run(file).await,
+        Cmd::Completions { shell } => cli::completions::run(shell).await,
+        Cmd::Manpages { dir } => cli::manpages::run(dir).await,
+        Cmd::Teardown { paths, force } => cli::teardown::run(paths, force).await,
+        Cmd::Dynmon { cmd, paths } => cli::dynmon::run(cmd, paths).await,
+        Cmd::Monitor { cmd, paths } => cli::monitor::run(cmd, paths).await,
+        Cmd::Firewall { cmd, paths } => cli::firewall::run(cmd, paths).await,
+        Cmd::Gate { cmd, paths } => cli::gate::run(cmd, paths).await,
+        Cmd::Door { cmd, paths } => cli::door::run(cmd, paths).await,
+        Cmd::Knock(args) => cli::knock::run(args).await,
+        Cmd::Spa(args) => cli::spa::run(args).await,
+        Cmd::Import { cmd } => cli::import::run(cmd).await,
+        Cmd::Demo { keep } => cli::demo::run(keep).await,
+        Cmd::Bench {
+            out,
+            repeat,
+            testrun_only,
+            only,
+            redraw,
+        } => cli::bench::run(out, repeat, testrun_only, only, redraw).await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(cli_main(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("statewall: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,742 @@
+//! The firewall classifier: the kernel programs (BPF_PROG_TEST_RUN, real maps) against the
+//! reference `statewall_common::fw::classify` on random rulesets (up to thousands of rules)
+//! and packets drawn from them: every verdict and every rule's packet count must be equal;
+//! plus deterministic first-match, range, flag and prefix cases.
+
+mod common;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use common::soak_cases;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use statewall::engine::drain_ring;
+use statewall::{
+    engine::ebpf::{PROG_FW_EGRESS, PROG_FW_INGRESS},
+    firewall::rules::{compile, mask, write_tables, Chain, RefTables, Rule, Written},
+};
+use statewall_common::fw::{FwLog, MAP_FW_LOG};
+use statewall_common::{
+    ct::{CtConf, CtKey, CtVal, MAP_CT, MAP_CT_CONF},
+    fw::{
+        classify, stats_slot, FwTables, FwVerdict, RuleStats, ACT_ACCEPT, ACT_DROP, ACT_LOG,
+        MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
+    },
+    parse::parse_packet,
+    TCX_NEXT, TC_ACT_SHOT,
+};
+use statewall_harness::{packet::Packet, testrun::TestBed};
+
+/// Bitset table size for the tests (half per generation).
+const BITSETS: u32 = 8192;
+
+fn bed() -> TestBed {
+    let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, BITSETS)]);
+    // Test-run packets come from the loopback device: instance 0.
+    let mut m: BpfHashMap<&mut MapData, u32, u32> = bed.map(MAP_FW_IFACES).try_into().unwrap();
+    m.insert(1, 0, 0).unwrap();
+    bed
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A random address near the pool (so prefixes nest and overlap).
+fn addr(rng: &mut StdRng, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::from([
+            0x20,
+            0x01,
+            0x0d,
+            0xb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            rng.random_range(0..4),
+            rng.random(),
+        ])
+    } else {
+        IpAddr::from([
+            10,
+            rng.random_range(0..3),
+            rng.random_range(0..4),
+            rng.random(),
+        ])
+    }
+}
+
+fn random_rule(rng: &mut StdRng) -> Rule {
+    let v6 = rng.random_bool(0.3);
+    let prefix = |rng: &mut StdRng| {
+        let len = if v6 {
+            [96u8, 112, 120, 126, 128][rng.random_range(0..5)]
+        } else {
+            [8u8, 16, 22, 24, 28, 32][rng.random_range(0..6)]
+        };
+        let a = addr(rng, v6);
+        (mask(a, len), len)
+    };
+    let proto = match rng.random_range(0..5) {
+        0 => None,
+        1 | 2 => Some(6),
+        3 => Some(17),
+        _ => Some(if v6 { 58 } else { 1 }),
+    };
+    let ported = matches!(proto, Some(6) | Some(17));
+    let range = |rng: &mut StdRng| {
+        let lo = [22u16, 53, 80, 443, 1000, 8080][rng.random_range(0..6)];
+        if rng.random_bool(0.3) {
+            (lo, lo + rng.random_range(1..2000))
+        } else {
+            (lo, lo)
+        }
+    };
+    Rule {
+        src: rng.random_bool(0.6).then(|| prefix(rng)),
+        dst: rng.random_bool(0.5).then(|| prefix(rng)),
+        proto,
+        sport: (ported && rng.random_bool(0.2)).then(|| range(rng)),
+        dport: (ported && rng.random_bool(0.6)).then(|| range(rng)),
+        tcpflags: (proto == Some(6) && rng.random_bool(0.3)).then(|| {
+            [(0x12u8, 0x02u8), (0x10, 0x10), (0x04, 0x04), (0x01, 0x01)][rng.random_range(0..4)]
+        }),
+        ct: rng.random_bool(0.15).then(|| rng.random_range(0..4u8)),
+        action: [ACT_DROP, ACT_ACCEPT, ACT_ACCEPT, ACT_LOG][rng.random_range(0..4)],
+    }
+}
+
+/// A packet that a rule of the chain matches (usually), or a random one.
+fn packet_for(rng: &mut StdRng, rules: &[Rule]) -> Vec<u8> {
+    let r = &rules[rng.random_range(0..rules.len())];
+    let within = |rng: &mut StdRng, n: Option<(IpAddr, u8)>, v6: bool| match n {
+        Some((a, len)) if rng.random_bool(0.85) => {
+            let host = addr(rng, a.is_ipv6());
+            // Network bits from the rule, host bits random.
+            match (a, host) {
+                (IpAddr::V4(n), IpAddr::V4(h)) => {
+                    let m = if len == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - len as u32)
+                    };
+                    IpAddr::from(((u32::from(n) & m) | (u32::from(h) & !m)).to_be_bytes())
+                }
+                (IpAddr::V6(n), IpAddr::V6(h)) => {
+                    let m = if len == 0 {
+                        0
+                    } else {
+                        u128::MAX << (128 - len as u32)
+                    };
+                    IpAddr::from(((u128::from(n) & m) | (u128::from(h) & !m)).to_be_bytes())
+                }
+                _ => host,
+            }
+        }
+        _ => addr(rng, v6),
+    };
+    let v6 = r
+        .src
+        .or(r.dst)
+        .map(|n| n.0.is_ipv6())
+        .unwrap_or(rng.random_bool(0.3));
+    let src = within(rng, r.src, v6);
+    let mut dst = within(rng, r.dst, v6);
+    if dst.is_ipv4() != src.is_ipv4() {
+        dst = addr(rng, src.is_ipv6());
+    }
+    let port = |rng: &mut StdRng, p: Option<(u16, u16)>| match p {
+        Some((lo, hi)) if rng.random_bool(0.85) => rng.random_range(lo..=hi),
+        _ => [22u16, 53, 80, 443, 1000, 8080, 9999, 65535][rng.random_range(0..8)],
+    };
+    let proto = match r.proto {
+        Some(p) if rng.random_bool(0.9) => p,
+        _ => [6u8, 17, 1, 58][rng.random_range(0..4)],
+    };
+    let (sp, dp) = (port(rng, r.sport), port(rng, r.dport));
+    let p = match proto {
+        6 => {
+            let flags = match r.tcpflags {
+                Some((_, v)) if rng.random_bool(0.7) => {
+                    v | if rng.random_bool(0.5) { 0x08 } else { 0 }
+                }
+                _ => [0x02u8, 0x12, 0x10, 0x11, 0x04][rng.random_range(0..5)],
+            };
+            Packet::tcp(src, dst, sp, dp, flags)
+        }
+        17 => Packet::udp(src, dst, sp, dp),
+        _ => Packet::echo_request(src, dst, 7),
+    };
+    let p = if rng.random_bool(0.03) {
+        p.fragment(8, false)
+    } else {
+        p
+    };
+    p.build()
+}
+
+const SEC: u64 = 1_000_000_000;
+
+/// The other direction of an earlier packet, with the flags an answer would carry.
+fn reply(rng: &mut StdRng, p: &statewall_common::parse::PacketInfo) -> Option<Vec<u8>> {
+    let ip = |a: [u8; 16]| {
+        if p.family == 6 {
+            IpAddr::from(a)
+        } else {
+            IpAddr::from([a[0], a[1], a[2], a[3]])
+        }
+    };
+    if p.status != 1 || p.flags & 4 == 0 {
+        return None;
+    }
+    let (s, d) = (ip(p.daddr), ip(p.saddr));
+    Some(
+        match p.l4proto {
+            6 => {
+                let flags = match p.tcp_flags & 0x17 {
+                    0x02 => [0x12u8, 0x12, 0x04, 0x10][rng.random_range(0..4)],
+                    _ => [0x10u8, 0x10, 0x11, 0x04, 0x02][rng.random_range(0..5)],
+                };
+                Packet::tcp(s, d, p.dport, p.sport, flags)
+            }
+            17 => Packet::udp(s, d, p.dport, p.sport),
+            _ => Packet::echo_request(s, d, p.icmp_id),
+        }
+        .build(),
+    )
+}
+
+fn code(v: FwVerdict) -> i32 {
+    match v {
+        FwVerdict::Pass | FwVerdict::Established => TCX_NEXT,
+        FwVerdict::Rule(_, a) | FwVerdict::Default(a) => {
+            if a == ACT_DROP {
+                TC_ACT_SHOT
+            } else {
+                TCX_NEXT
+            }
+        }
+    }
+}
+
+/// Runs one scenario; returns (packets, verdict kinds seen).
+fn scenario(
+    seed: u64,
+    nrules: usize,
+    packets: usize,
+    bed: &mut TestBed,
+    old: &mut Option<Written>,
+) -> std::collections::BTreeSet<&'static str> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut chains = BTreeMap::new();
+    for ch in [0u32, 1] {
+        let n = if ch == 0 { nrules } else { 1 + nrules / 4 };
+        chains.insert(
+            ch,
+            Chain {
+                rules: (0..n).map(|_| random_rule(&mut rng)).collect(),
+                default_action: if rng.random_bool(0.5) {
+                    ACT_DROP
+                } else {
+                    ACT_ACCEPT
+                },
+                accept_established: rng.random_bool(0.5),
+            },
+        );
+    }
+    let c = compile(&chains).unwrap();
+    let (_, w) = write_tables(bed, &c, BITSETS / 2, old.as_ref()).unwrap();
+    *old = Some(w);
+    // Counters are per position: zero them for this scenario.
+    let before = stats(bed, &chains);
+    let created_before = ct_created(bed);
+    let mut created = 0u64;
+    let r = RefTables { c };
+    let mut want: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut ct_ref: std::collections::HashMap<CtKey, CtVal> = Default::default();
+    let conf = CtConf {
+        tcp_syn_ns: 3 * SEC,
+        tcp_est_ns: 20 * SEC,
+        tcp_close_ns: 2 * SEC,
+        udp_ns: 4 * SEC,
+    };
+    {
+        let mut a: Array<&mut MapData, CtConf> = bed.map(MAP_CT_CONF).try_into().unwrap();
+        a.set(0, conf, 0).unwrap();
+    }
+    let mut now = bed.kernel_now();
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    for i in 0..packets {
+        now += match rng.random_range(0..10) {
+            0 => rng.random_range(1..6) * SEC,
+            _ => rng.random_range(0..200) * 1_000_000,
+        };
+        bed.freeze(now);
+        let ch = if rng.random_bool(0.8) { 0 } else { 1 };
+        // Often the answer to an earlier packet (the other direction of its connection).
+        let f = match sent.len() {
+            // An ICMP error about an earlier packet, from where it went.
+            n if n > 0 && rng.random_bool(0.08) => {
+                let orig = &sent[rng.random_range(n.saturating_sub(8)..n)];
+                let op = parse_packet(orig);
+                let ip = |a: [u8; 16]| {
+                    if op.family == 6 {
+                        IpAddr::from(a)
+                    } else {
+                        IpAddr::from([a[0], a[1], a[2], a[3]])
+                    }
+                };
+                let l3 = op.l3_off as usize;
+                let q = &orig[l3..orig.len().min(l3 + 64)];
+                let ty = if op.family == 6 { 1 } else { 3 };
+                Packet::new(
+                    ip(op.daddr),
+                    ip(op.saddr),
+                    statewall_harness::packet::L4::Icmp {
+                        ty,
+                        code: 3,
+                        id: 0,
+                        seq: 0,
+                    },
+                )
+                .payload(q)
+                .build()
+            }
+            n if n > 0 && rng.random_bool(0.35) => {
+                let prev = parse_packet(&sent[rng.random_range(n.saturating_sub(8)..n)]);
+                reply(&mut rng, &prev).unwrap_or_else(|| packet_for(&mut rng, &chains[&ch].rules))
+            }
+            _ => packet_for(&mut rng, &chains[&ch].rules),
+        };
+        // Now and then damaged by the malformed-frame generator, for both sides to agree
+        // on; a frame the reference calls malformed matches no rule (checked below).
+        // (test-run refuses frames shorter than an IPv6 header after Ethernet; the cuts
+        // below that go over the wire in tests/bad_packets.rs.)
+        let f = if rng.random_bool(0.08) {
+            let (kind, g) = statewall_harness::packet::malform(&f, rng.random());
+            seen.insert(kind);
+            DAMAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            g
+        } else {
+            f
+        };
+        sent.push(f.clone());
+        SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = parse_packet(&f);
+        if p.status == statewall_common::parse::Status::Malformed as u8 {
+            seen.insert("malformed");
+        }
+        // The reference connection table.
+        let chain_on = r.chain(0, ch).enabled != 0 && p.status == 1;
+        let tracked = statewall_common::ct::key(&p);
+        let entry = tracked
+            .and_then(|(k, _)| ct_ref.get(&k).copied())
+            .filter(|e| e.expires_ns > now);
+        let dir = tracked.map(|t| t.1).unwrap_or(0);
+        let track = r.chain(0, ch).track != 0;
+        let mut st = if track {
+            statewall_common::ct::state(&p, entry.as_ref(), dir)
+        } else {
+            statewall_common::ct::NEW
+        };
+        if track && tracked.is_none() && statewall_common::ct::is_error(&p) {
+            let off = p.payload_off as usize + statewall_common::ct::QUOTE_OFF as usize;
+            let q = &f[off.min(f.len())..];
+            let n = q.len().min(statewall_common::ct::QUOTE_LEN);
+            let mut q48 = [0u8; statewall_common::ct::QUOTE_LEN];
+            q48[..n].copy_from_slice(&q[..n]);
+            let mut k = CtKey::default();
+            if n >= 28
+                && statewall_common::ct::related_key(p.family, &q48, n, &mut k)
+                && ct_ref.get(&k).is_some_and(|e| e.expires_ns > now)
+            {
+                st = statewall_common::ct::RELATED;
+            }
+        }
+        let mut logged = Vec::new();
+        let v = classify(&r, &p, ch, st, |rule| {
+            *want.entry((ch, rule)).or_default() += 1;
+            logged.push(rule);
+        });
+        let accepted = !matches!(
+            v,
+            FwVerdict::Rule(_, ACT_DROP) | FwVerdict::Default(ACT_DROP)
+        );
+        if chain_on && accepted && track {
+            if let Some((k, d)) = tracked {
+                match statewall_common::ct::next(&p, entry.as_ref(), d, st, now, &conf) {
+                    Some(nv) => {
+                        if entry != Some(nv) {
+                            ct_ref.insert(k, nv);
+                            created += entry.is_none() as u64;
+                        }
+                    }
+                    None => {
+                        ct_ref.remove(&k);
+                    }
+                }
+            }
+        }
+        if p.status == statewall_common::parse::Status::Malformed as u8 {
+            // As documented: the chain's default action (or a pass when it is off), never
+            // a rule, no LOG event, no connection entry.
+            assert!(
+                matches!(v, FwVerdict::Default(_) | FwVerdict::Pass) && logged.is_empty(),
+                "seed {seed} packet {i}: a malformed frame got {v:?}"
+            );
+        }
+        seen.insert(["ct new", "ct established", "ct related", "ct invalid"][st as usize]);
+        if let FwVerdict::Rule(rule, _) = v {
+            *want.entry((ch, rule)).or_default() += 1;
+        }
+        seen.insert(match v {
+            FwVerdict::Pass => "pass",
+            FwVerdict::Rule(_, ACT_DROP) => "rule drop",
+            FwVerdict::Rule(..) => "rule accept",
+            FwVerdict::Default(_) => "default",
+            FwVerdict::Established => "accepted as established",
+        });
+        if p.family == 6 {
+            seen.insert("ipv6");
+        }
+        let prog = if ch == 0 {
+            PROG_FW_INGRESS
+        } else {
+            PROG_FW_EGRESS
+        };
+        let got = bed.run_tc(prog, &f);
+        assert_eq!(
+            got,
+            code(v),
+            "seed {seed} packet {i} chain {ch}: {v:?} {p:?}"
+        );
+        // One LOG event per LOG rule passed, in rule order, about this packet.
+        let events: Vec<FwLog> = drain_ring(bed.map(MAP_FW_LOG));
+        let want_events: Vec<FwLog> = logged
+            .iter()
+            .map(|&rule| FwLog {
+                saddr: p.saddr,
+                daddr: p.daddr,
+                len: f.len() as u32,
+                rule,
+                sport: p.sport,
+                dport: p.dport,
+                chain: ch as u8,
+                family: p.family,
+                proto: p.l4proto,
+                ct: st,
+                tcp_flags: p.tcp_flags,
+                icmp_type: p.icmp_type,
+                _pad: [0; 2],
+            })
+            .collect();
+        assert_eq!(
+            events, want_events,
+            "seed {seed} packet {i} chain {ch}: LOG events"
+        );
+        if !events.is_empty() {
+            seen.insert("log event");
+        }
+    }
+    if want
+        .keys()
+        .any(|(ch, r)| chains[ch].rules[*r as usize].action == ACT_LOG)
+    {
+        seen.insert("log");
+    }
+    // The connection tables agree.
+    let kt: BpfHashMap<&MapData, CtKey, CtVal> = (&*bed.map(MAP_CT)).try_into().unwrap();
+    let kt: BTreeMap<CtKey, CtVal> = kt.iter().map(|x| x.unwrap()).collect();
+    let rt: BTreeMap<CtKey, CtVal> = ct_ref.iter().map(|(k, v)| (*k, *v)).collect();
+    assert_eq!(kt, rt, "seed {seed}: connection tables differ");
+    {
+        // Empty it for the next scenario.
+        let mut kt: BpfHashMap<&mut MapData, CtKey, CtVal> = bed.map(MAP_CT).try_into().unwrap();
+        for k in rt.keys() {
+            let _ = kt.remove(k);
+        }
+    }
+    assert_eq!(
+        ct_created(bed) - created_before,
+        created,
+        "seed {seed}: connections created"
+    );
+    if created > 0 {
+        seen.insert("ct created");
+    }
+    let after = stats(bed, &chains);
+    for (k, n) in &after {
+        let got = n - before.get(k).copied().unwrap_or(0);
+        assert_eq!(
+            got,
+            want.get(k).copied().unwrap_or(0),
+            "seed {seed}: packets of rule {k:?}"
+        );
+    }
+    seen
+}
+
+/// The stage's `ct_created` counter, summed over CPUs.
+fn ct_created(bed: &mut TestBed) -> u64 {
+    use statewall_common::fw::{CNT_CT_CREATED, MAP_FW_COUNTERS};
+    let a: PerCpuArray<&MapData, u64> = (&*bed.map(MAP_FW_COUNTERS)).try_into().unwrap();
+    a.get(&CNT_CT_CREATED, 0).unwrap().iter().sum()
+}
+
+/// Packets per (chain, rule), summed over CPUs.
+fn stats(bed: &mut TestBed, chains: &BTreeMap<u32, Chain>) -> BTreeMap<(u32, u32), u64> {
+    let a: PerCpuArray<&MapData, RuleStats> = (&*bed.map(MAP_FW_STATS)).try_into().unwrap();
+    let mut out = BTreeMap::new();
+    for (ch, c) in chains {
+        for r in 0..c.rules.len() as u32 {
+            let v = a.get(&stats_slot(*ch, r), 0).unwrap();
+            out.insert((*ch, r), v.iter().map(|s| s.packets).sum());
+        }
+    }
+    out
+}
+
+/// Frames sent and frames damaged by the malformed-frame generator, over all scenarios.
+static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static DAMAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[test]
+fn kernel_classifier_equals_reference() {
+    let mut bed = bed();
+    let mut old = None;
+    let mut seen = std::collections::BTreeSet::new();
+    let cases = soak_cases(40) as u64;
+    for seed in 0..cases {
+        let n = [1usize, 3, 10, 40, 200][seed as usize % 5];
+        seen.extend(scenario(0xf1_0000 + seed, n, 300, &mut bed, &mut old));
+    }
+    // Thousands of rules, fewer packets.
+    seen.extend(scenario(0xf1_ffff, 3000, 400, &mut bed, &mut old));
+    common::tally(
+        "property: firewall frames, kernel = reference",
+        SENT.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    common::tally(
+        "property: malformed frames among them",
+        DAMAGED.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    for k in [
+        "rule drop",
+        "rule accept",
+        "default",
+        "log",
+        "log event",
+        "malformed",
+        "ipv6",
+        "ct new",
+        "ct created",
+        "ct established",
+        "ct invalid",
+        "ct related",
+        "accepted as established",
+    ]
+    .into_iter()
+    // (The frames carry no payload to empty.)
+    .chain(
+        statewall_harness::packet::MALFORM_KINDS
+            .into_iter()
+            .filter(|k| *k != "zero-length payload"),
+    ) {
+        assert!(seen.contains(k), "no '{k}' case: {seen:?}");
+    }
+}
+
+/// First match wins, ranges are inclusive, `!` flags must be clear, prefixes nest, LOG
+/// goes on to the next rule, and unused fields cost nothing (a chain of one rule).
+#[test]
+fn first_match_ranges_flags_prefixes() {
+    let mut bed = bed();
+    let rule = |f: &dyn Fn(&mut Rule)| {
+        let mut r = Rule {
+            action: ACT_ACCEPT,
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    };
+    let rules = vec![
+        rule(&|r| {
+            r.src = Some((ip("10.1.2.0"), 24));
+            r.action = ACT_LOG;
+        }),
+        rule(&|r| {
+            r.src = Some((ip("10.1.2.128"), 25));
+            r.action = ACT_DROP;
+        }),
+        rule(&|r| {
+            r.src = Some((ip("10.1.0.0"), 16));
+            r.proto = Some(6);
+            r.dport = Some((1000, 2000));
+            r.tcpflags = Some((0x12, 0x02));
+            r.action = ACT_ACCEPT;
+        }),
+        rule(&|r| {
+            r.dst = Some((ip("2001:db8::"), 32));
+            r.action = ACT_DROP;
+        }),
+    ];
+    let mut chains = BTreeMap::new();
+    chains.insert(
+        0,
+        Chain {
+            rules,
+            default_action: ACT_DROP,
+            accept_established: false,
+        },
+    );
+    let c = compile(&chains).unwrap();
+    write_tables(&mut bed, &c, BITSETS / 2, None).unwrap();
+    let run = |bed: &mut TestBed, f: Vec<u8>| bed.run_tc(PROG_FW_INGRESS, &f);
+    let (a, b) = (ip("10.1.2.200"), ip("10.9.9.9"));
+    assert_eq!(
+        run(&mut bed, Packet::tcp(a, b, 5, 1500, 0x02).build()),
+        TC_ACT_SHOT,
+        "rule 1 (/25) before rule 2"
+    );
+    let a = ip("10.1.2.3");
+    assert_eq!(
+        run(&mut bed, Packet::tcp(a, b, 5, 1000, 0x02).build()),
+        TCX_NEXT,
+        "log, then rule 2: range start"
+    );
+    assert_eq!(
+        run(&mut bed, Packet::tcp(a, b, 5, 2000, 0x02).build()),
+        TCX_NEXT,
+        "range end"
+    );
+    assert_eq!(
+        run(&mut bed, Packet::tcp(a, b, 5, 2001, 0x02).build()),
+        TC_ACT_SHOT,
+        "past the range: default"
+    );
+    assert_eq!(
+        run(&mut bed, Packet::tcp(a, b, 5, 1500, 0x12).build()),
+        TC_ACT_SHOT,
+        "!ACK: a SYN-ACK does not match"
+    );
+    assert_eq!(
+        run(&mut bed, Packet::udp(a, b, 5, 1500).build()),
+        TC_ACT_SHOT,
+        "UDP: rule 2 wants TCP"
+    );
+    let v6 = Packet::udp(ip("2001:db9::1"), ip("2001:db8::1"), 5, 5).build();
+    assert_eq!(run(&mut bed, v6), TC_ACT_SHOT);
+    let stats = {
+        let a: PerCpuArray<&MapData, RuleStats> = (&*bed.map(MAP_FW_STATS)).try_into().unwrap();
+        (0..4)
+            .map(|r| {
+                a.get(&stats_slot(0, r), 0)
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.packets)
+                    .sum::<u64>()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        stats,
+        vec![6, 1, 2, 1],
+        "LOG counted on the way, first matches counted"
+    );
+    // Non-IP passes whatever the default.
+    assert_eq!(
+        run(&mut bed, statewall_harness::packet::non_ip(0x0806)),
+        TCX_NEXT
+    );
+}
+
+/// Rules on the connection state: with an ESTABLISHED-only rule and a DROP default, a SYN
+/// (NEW) is dropped, the answer to an accepted outgoing SYN gets in, a mid-stream packet
+/// without a connection is INVALID; accept-established lets known connections in before
+/// any rule.
+#[test]
+fn conntrack_states_in_rules() {
+    let mut bed = bed();
+    let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    let mut chains = BTreeMap::new();
+    let rule = |ct, action| Rule {
+        ct: Some(ct),
+        action,
+        ..Default::default()
+    };
+    chains.insert(
+        0,
+        Chain {
+            rules: vec![rule(statewall_common::ct::ESTABLISHED, ACT_ACCEPT)],
+            default_action: ACT_DROP,
+            accept_established: false,
+        },
+    );
+    // Egress: everything accepted (and tracked), except INVALID.
+    chains.insert(
+        1,
+        Chain {
+            rules: vec![rule(statewall_common::ct::INVALID, ACT_DROP)],
+            default_action: ACT_ACCEPT,
+            accept_established: false,
+        },
+    );
+    let c = compile(&chains).unwrap();
+    assert_ne!(c.chains[&0].used & statewall_common::fw::field::CT, 0);
+    write_tables(&mut bed, &c, BITSETS / 2, None).unwrap();
+    let syn_in = Packet::tcp(b, a, 5555, 22, 0x02).build();
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &syn_in),
+        TC_ACT_SHOT,
+        "NEW from outside"
+    );
+    let ack_in = Packet::tcp(b, a, 5556, 22, 0x10).build();
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &ack_in),
+        TC_ACT_SHOT,
+        "INVALID from outside"
+    );
+    let ack_out = Packet::tcp(a, b, 22, 5557, 0x10).build();
+    assert_eq!(
+        bed.run_tc(PROG_FW_EGRESS, &ack_out),
+        TC_ACT_SHOT,
+        "INVALID going out"
+    );
+    let syn_out = Packet::tcp(a, b, 40000, 443, 0x02).build();
+    assert_eq!(bed.run_tc(PROG_FW_EGRESS, &syn_out), TCX_NEXT);
+    let synack_in = Packet::tcp(b, a, 443, 40000, 0x12).build();
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &synack_in),
+        TCX_NEXT,
+        "the answer: ESTABLISHED"
+    );
+    let data_in = Packet::tcp(b, a, 443, 40000, 0x18).build();
+    assert_eq!(bed.run_tc(PROG_FW_INGRESS, &data_in), TCX_NEXT);
+    // UDP: the answer to an outgoing datagram.
+    let udp_out = Packet::udp(a, b, 5353, 53).build();
+    assert_eq!(bed.run_tc(PROG_FW_EGRESS, &udp_out), TCX_NEXT);
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &Packet::udp(b, a, 53, 5353).build()),
+        TCX_NEXT
+    );
+    assert_eq!(
+        bed.run_tc(PROG_FW_INGRESS, &Packet::udp(b, a, 53, 5354).build()),
+        TC_ACT_SHOT
+    );
+    // accept-established: no rule needed.
+    chains.get_mut(&0).unwrap().rules.clear();
+    chains.get_mut(&0).unwrap().accept_established = true;
+    let c = compile(&chains).unwrap();
+    let old = write_tables(&mut bed, &c, BITSETS / 2, None).unwrap().1;
+    let _ = old;
+    assert_eq!(bed.run_tc(PROG_FW_INGRESS, &data_in), TCX_NEXT);
+    assert_eq!(bed.run_tc(PROG_FW_INGRESS, &syn_in), TC_ACT_SHOT);
+}

@@ -1,0 +1,239 @@
+//! Network namespaces for tests and the demo: named namespaces joined by veth pairs, with
+//! unique names per process and per call, removed on drop (also when a test panics).
+//!
+//! Traffic in tests only ever goes between such namespaces. A namespace is created with
+//! `ip netns add`, so it lives under `/run/netns/NAME` and a daemon in the root namespace can
+//! attach programs inside it (see [`statewall::engine::netns::in_netns`]), while bpffs stays
+//! the root one.
+//!
+//! ```no_run
+//! let pair = statewall_harness::netns::Pair::new("doc");
+//! pair.client.exec_ok(&["ping", "-c1", "-W1", &pair.server_v4.to_string()]);
+//! ```
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+pub use statewall::engine::netns::in_netns;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace owned by this value.
+#[derive(Debug)]
+pub struct NetNs {
+    /// Its name under `/run/netns`.
+    pub name: String,
+}
+
+fn ip(args: &[&str]) -> Output {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("cannot run `ip` (iproute2)");
+    out
+}
+
+fn ip_ok(args: &[&str]) {
+    let out = ip(args);
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes namespaces left behind by test processes that no longer exist.
+fn sweep_stale() {
+    let Ok(rd) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix("swt-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &n]);
+        }
+    }
+}
+
+impl NetNs {
+    /// Creates `swt-<pid>-<n>-<tag>` with its loopback up.
+    pub fn new(tag: &str) -> Self {
+        sweep_stale();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("swt-{}-{}-{}", std::process::id(), n, tag);
+        ip_ok(&["netns", "add", &name]);
+        let ns = NetNs { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    /// Runs a command inside and returns its output.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Runs a command inside and panics (with its stderr) unless it succeeds.
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "in {}: {}: {}{}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `f` on a thread inside the namespace (see [`in_netns`]).
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        in_netns(Some(&self.name), f).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Kill what still runs inside, then remove the namespace (its veths go with it).
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: plain kill(2).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A client and a server namespace joined by one veth pair, with IPv4 and IPv6 addresses.
+#[derive(Debug)]
+pub struct Pair {
+    /// The client namespace.
+    pub client: NetNs,
+    /// The server namespace.
+    pub server: NetNs,
+    /// The client's veth (inside `client`).
+    pub client_if: String,
+    /// The server's veth (inside `server`).
+    pub server_if: String,
+    /// Client IPv4 address.
+    pub client_v4: Ipv4Addr,
+    /// Server IPv4 address.
+    pub server_v4: Ipv4Addr,
+    /// Client IPv6 address.
+    pub client_v6: Ipv6Addr,
+    /// Server IPv6 address.
+    pub server_v6: Ipv6Addr,
+}
+
+impl Pair {
+    /// The server side as a config `[[interface]]` (tcx ingress).
+    pub fn server_interface(&self) -> statewall::config::InterfaceConfig {
+        statewall::config::InterfaceConfig {
+            name: self.server_if.clone(),
+            netns: Some(self.server.name.clone()),
+            ingress: Default::default(),
+        }
+    }
+
+    /// Creates both namespaces and the link: client 10.77.0.1/24 + fd00:77::1/64, server
+    /// 10.77.0.2/24 + fd00:77::2/64 (the addresses exist only inside these namespaces).
+    pub fn new(tag: &str) -> Self {
+        let client = NetNs::new(&format!("{tag}-c"));
+        let server = NetNs::new(&format!("{tag}-s"));
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let client_if = format!("swc{id}");
+        let server_if = format!("sws{id}");
+        ip_ok(&[
+            "link",
+            "add",
+            &client_if,
+            "netns",
+            &client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &server_if,
+            "netns",
+            &server.name,
+        ]);
+        let (cv4, sv4) = (Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2));
+        let (cv6, sv6): (Ipv6Addr, Ipv6Addr) =
+            ("fd00:77::1".parse().unwrap(), "fd00:77::2".parse().unwrap());
+        for (ns, ifn, v4, v6) in [
+            (&client, &client_if, cv4, cv6),
+            (&server, &server_if, sv4, sv6),
+        ] {
+            // No duplicate address detection at all (the link-local address's would keep the
+            // interface from answering neighbour solicitations for a second or two).
+            ns.exec_ok(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{ifn}.accept_dad=0"),
+            ]);
+            ns.exec_ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", ifn]);
+            ns.exec_ok(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                ifn,
+                "nodad",
+            ]);
+            ns.exec_ok(&["ip", "link", "set", ifn, "up"]);
+        }
+        // IPv6 ignores neighbour solicitations until the interface is ready (carrier seen
+        // by linkwatch, link-local address configured): wait for that, at most 5 s.
+        for (ns, ifn) in [(&client, &client_if), (&server, &server_if)] {
+            for _ in 0..100 {
+                let out = ns.exec(&["ip", "-6", "addr", "show", "dev", ifn, "scope", "link"]);
+                let text = String::from_utf8_lossy(&out.stdout);
+                if text.contains("fe80") && !text.contains("tentative") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        Pair {
+            client,
+            server,
+            client_if,
+            server_if,
+            client_v4: cv4,
+            server_v4: sv4,
+            client_v6: cv6,
+            server_v6: sv6,
+        }
+    }
+}

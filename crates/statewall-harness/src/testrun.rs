@@ -1,0 +1,221 @@
+//! BPF_PROG_TEST_RUN harness: runs the real kernel programs on frames built in Rust.
+//!
+//! [`TestBed`] loads the embedded object with private maps (nothing pinned, nothing
+//! attached), so tests run side by side. Programs are loaded (verified) on first use.
+//!
+//! ```no_run
+//! use statewall::engine::ebpf::PROG_GATE;
+//! use statewall_harness::{packet::Packet, testrun::TestBed};
+//! let mut bed = TestBed::new();
+//! let frame = Packet::tcp("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 1, 22, 2).build();
+//! assert_eq!(bed.run_tc(PROG_GATE, &frame), statewall_common::TCX_NEXT);
+//! ```
+
+use std::time::Duration;
+
+use aya::{
+    maps::{Array, Map, MapData},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
+    Ebpf,
+};
+use statewall_common::{
+    maps::{CLOCK_SLOT_FROZEN, CLOCK_SLOT_TEST_OFFSET, MAP_CLOCK, MAP_PARSE_OUT},
+    parse::PacketInfo,
+};
+
+use statewall::engine::ebpf;
+
+/// A privately loaded copy of the kernel object.
+pub struct TestBed {
+    /// The loaded object: maps by name through [`TestBed::map`].
+    pub ebpf: Ebpf,
+}
+
+impl Default for TestBed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestBed {
+    /// Loads the object. Panics with the loader's error (and verifier log) on failure.
+    pub fn new() -> Self {
+        let ebpf =
+            ebpf::load_private().unwrap_or_else(|e| panic!("loading the eBPF object: {e:#?}"));
+        TestBed { ebpf }
+    }
+
+    /// Loads the object with some maps resized (`(name, max_entries)`), e.g. a small table
+    /// to test what happens when it is full.
+    pub fn with_sizes(sizes: &[(&str, u32)]) -> Self {
+        let ebpf = ebpf::load_private_sized(sizes)
+            .unwrap_or_else(|e| panic!("loading the eBPF object: {e:#?}"));
+        TestBed { ebpf }
+    }
+
+    /// Loads (verifies) program `name` on first use and runs it `repeat` times on `frame`.
+    fn exec(
+        &mut self,
+        name: &str,
+        xdp: bool,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunResult, aya::programs::ProgramError> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name}"));
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        if xdp {
+            let p: &mut Xdp = prog
+                .try_into()
+                .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
+            if p.fd().is_err() {
+                p.load()
+                    .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
+            }
+            p.test_run(opts)
+        } else {
+            let p: &mut SchedClassifier = prog
+                .try_into()
+                .unwrap_or_else(|e| panic!("{name} is not a tc program: {e}"));
+            if p.fd().is_err() {
+                p.load()
+                    .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
+            }
+            p.test_run(opts)
+        }
+    }
+
+    /// Runs a tc program once; returns its verdict as the program returned it
+    /// (`TCX_NEXT` = -1, `TC_ACT_SHOT` = 2).
+    pub fn run_tc(&mut self, name: &str, frame: &[u8]) -> i32 {
+        self.try_run_tc(name, frame)
+            .unwrap_or_else(|e| panic!("test-run of {name}: {e}"))
+    }
+
+    /// Like [`TestBed::run_tc`], returning the syscall error (e.g. frames under 14 bytes).
+    pub fn try_run_tc(
+        &mut self,
+        name: &str,
+        frame: &[u8],
+    ) -> Result<i32, aya::programs::ProgramError> {
+        Ok(self.exec(name, false, frame, 1)?.return_value as i32)
+    }
+
+    /// Runs a program once and returns its verdict and the frame as it left the program
+    /// (rewritten, trimmed).
+    pub fn run_out(&mut self, name: &str, xdp: bool, frame: &[u8]) -> (i32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name}"));
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
+        let r = if xdp {
+            let p: &mut Xdp = prog.try_into().unwrap();
+            if p.fd().is_err() {
+                p.load().unwrap();
+            }
+            p.test_run(opts)
+        } else {
+            let p: &mut SchedClassifier = prog.try_into().unwrap();
+            if p.fd().is_err() {
+                p.load().unwrap();
+            }
+            p.test_run(opts)
+        }
+        .unwrap_or_else(|e| panic!("test-run of {name}: {e}"));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value as i32, out)
+    }
+
+    /// Runs an XDP program once; returns its action.
+    pub fn run_xdp(&mut self, name: &str, frame: &[u8]) -> u32 {
+        self.exec(name, true, frame, 1)
+            .unwrap_or_else(|e| panic!("test-run of {name}: {e}"))
+            .return_value
+    }
+
+    /// Mean run time of a tc program over `repeat` runs inside the kernel.
+    pub fn time_tc(&mut self, name: &str, frame: &[u8], repeat: u32) -> Duration {
+        self.exec(name, false, frame, repeat)
+            .unwrap_or_else(|e| panic!("test-run of {name}: {e}"))
+            .duration
+    }
+
+    /// Mean run time of an XDP program over `repeat` runs inside the kernel.
+    pub fn time_xdp(&mut self, name: &str, frame: &[u8], repeat: u32) -> Duration {
+        self.exec(name, true, frame, repeat)
+            .unwrap_or_else(|e| panic!("test-run of {name}: {e}"))
+            .duration
+    }
+
+    /// A map of the object, by name.
+    pub fn map(&mut self, name: &str) -> &mut Map {
+        self.ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("no map {name}"))
+    }
+
+    /// Sets the kernel clock's test offset (ns added to `bpf_ktime_get_ns`).
+    pub fn set_clock_offset(&mut self, ns: u64) {
+        let mut a: Array<&mut MapData, u64> = self.map(MAP_CLOCK).try_into().unwrap();
+        a.set(CLOCK_SLOT_TEST_OFFSET, ns, 0).unwrap();
+    }
+
+    /// Freezes the kernel clock at `t` (0 lets it run again): tests that compare the kernel
+    /// with the reference need both to see the same instant.
+    pub fn freeze(&mut self, t: u64) {
+        let mut a: Array<&mut MapData, u64> = self.map(MAP_CLOCK).try_into().unwrap();
+        a.set(CLOCK_SLOT_FROZEN, t, 0).unwrap();
+    }
+
+    /// Moves the kernel clock forward by `d`.
+    pub fn advance(&mut self, d: Duration) {
+        let cur = self.clock_offset();
+        self.set_clock_offset(cur + d.as_nanos() as u64);
+    }
+
+    /// The current test offset.
+    pub fn clock_offset(&mut self) -> u64 {
+        let a: Array<&MapData, u64> = (&*self.map(MAP_CLOCK)).try_into().unwrap();
+        a.get(&CLOCK_SLOT_TEST_OFFSET, 0).unwrap()
+    }
+
+    /// The kernel clock as the programs see it now.
+    pub fn kernel_now(&mut self) -> u64 {
+        statewall::engine::clock::monotonic_ns() + self.clock_offset()
+    }
+
+    /// Runs the kernel parser (tc flavour) on a frame and returns what it produced.
+    pub fn parse_tc(&mut self, frame: &[u8]) -> PacketInfo {
+        self.run_tc(ebpf::PROG_PARSE_TC, frame);
+        self.parse_out()
+    }
+
+    /// Runs the kernel parser (XDP flavour) on a frame and returns what it produced.
+    pub fn parse_xdp(&mut self, frame: &[u8]) -> PacketInfo {
+        self.run_xdp(ebpf::PROG_PARSE_XDP, frame);
+        self.parse_out()
+    }
+
+    fn parse_out(&mut self) -> PacketInfo {
+        let a: Array<&MapData, PacketInfo> = (&*self.map(MAP_PARSE_OUT)).try_into().unwrap();
+        a.get(&0, 0).unwrap()
+    }
+}
+
+impl statewall::xfsm::MapAccess for TestBed {
+    fn map_mut(&mut self, name: &str) -> &mut aya::maps::Map {
+        self.map(name)
+    }
+}

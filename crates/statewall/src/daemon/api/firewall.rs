@@ -1,0 +1,733 @@
+//! Firewall REST: the native paths under `/api/v1/firewall` and the Polycube-compatible
+//! subset under `/polycube/v1` (COMPAT.md section 4), served by the same handlers. Every
+//! change is applied to a copy of the state, compiled and switched in the kernel with one
+//! update, and only then kept (and saved): a bad operation changes nothing.
+//!
+//! | method | path (native; Polycube's under `/polycube/v1/firewall/...`) | |
+//! | --- | --- | --- |
+//! | GET | `/api/v1/firewall` | every instance |
+//! | GET/POST/DELETE | `/api/v1/firewall/{name}` | show / create (`{"type"}`) / delete |
+//! | POST | `/api/v1/firewall/{name}/attach`, `/detach` | `{"port", "netns"?}` |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}` (a dynamic monitor's cube: [`crate::daemon::api::dynmon`]) |
+//! | POST | `.../{name}/chain/{CHAIN}/batch` | `{"rules": [{"operation", ...}]}` |
+//! | GET | `.../{name}/chain/{CHAIN}/rule` | rules with ids, then the default stub |
+//! | GET | `.../{name}/chain/{CHAIN}/stats` | per-rule `pkts`, `bytes` |
+//! | POST/PATCH | `.../{name}/chain/{CHAIN}` | `{"default": "DROP"|"ACCEPT"}` |
+//! | POST | `.../{name}/chain/{CHAIN}/stats/reset` | zero the chain's counters |
+//! | GET | `.../{name}/sessions` (Polycube: `session-table`) | tracked connections |
+//! | POST | `/api/v1/firewall/{name}/apply` | `{"INGRESS": {"default", "rules"}, "EGRESS": ..., "confirm": seconds}`: replace chains; with `confirm`, reverted unless confirmed in time |
+//! | POST | `/api/v1/firewall/{name}/confirm` | keep what `apply` set |
+//! | GET | `.../{name}/log` (`?since=SEQ`) | the latest LOG rule hits (also on the SSE stream as `fw_log`) |
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    daemon::api::{lock, parse_body, ApiError},
+    daemon::state::Shared,
+    firewall::{apply_batch, ChainState, FwState, Port},
+};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Applies `new` (kernel first, then memory and disk); on error nothing changes.
+fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Result<(), ApiError> {
+    let mut g = lock(s);
+    let cfg = g.config.clone();
+    g.engine
+        .apply_firewall(&cfg.firewall, &cfg.links(), &new, moves)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let path = cfg.daemon.state_dir.join("firewall.json");
+    new.save(&path).map_err(ApiError::internal)?;
+    g.fw = new;
+    Ok(())
+}
+
+/// How many LOG events the daemon keeps for `GET .../log`.
+pub const LOG_KEEP: usize = 4096;
+
+/// One LOG rule hit, as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LogEntry {
+    /// Sequence number (from 1, per daemon run).
+    pub seq: u64,
+    /// Unix time it was read, seconds.
+    pub time: f64,
+    /// Firewall instance.
+    pub firewall: String,
+    /// INGRESS or EGRESS.
+    pub chain: &'static str,
+    /// Rule position.
+    pub rule: u32,
+    /// The rule's description.
+    pub description: String,
+    /// TCP, UDP, ICMP, ICMPv6 or the protocol number.
+    pub l4proto: String,
+    /// Source address.
+    pub src: std::net::IpAddr,
+    /// Destination address.
+    pub dst: std::net::IpAddr,
+    /// Source port (TCP/UDP).
+    pub sport: u16,
+    /// Destination port (TCP/UDP).
+    pub dport: u16,
+    /// TCP flags as `SYN,ACK` (TCP only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tcpflags: String,
+    /// Connection state the rules saw: NEW, ESTABLISHED, RELATED, INVALID.
+    pub conntrack: &'static str,
+    /// Frame length.
+    pub len: u32,
+}
+
+/// The latest LOG events (at most [`LOG_KEEP`]), and the log-line limiter.
+#[derive(Default)]
+pub struct LogRing {
+    entries: std::collections::VecDeque<LogEntry>,
+    seq: u64,
+    second: u64,
+    lines: u32,
+    quiet: u64,
+}
+
+/// Log lines per second; beyond that the events are counted and still kept for the API.
+const LOG_LINES_PER_SECOND: u32 = 100;
+
+fn tcp_flag_names(f: u8) -> String {
+    let names = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+    (0..8)
+        .filter(|i| f & (1 << i) != 0)
+        .map(|i| names[i])
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Handles one LOG event from the kernel: kept for the API, published on the event stream,
+/// and written to the log (at most [`LOG_LINES_PER_SECOND`] lines a second).
+pub fn on_log(s: &Shared, e: &statewall_common::fw::FwLog) {
+    let (firewall, description) = {
+        let g = lock(s);
+        let inst =
+            g.fw.instances
+                .iter()
+                .find(|(_, i)| i.slot == e.chain as u32 / 2);
+        match inst {
+            Some((n, i)) => {
+                let c = if e.chain & 1 == 0 {
+                    &i.ingress
+                } else {
+                    &i.egress
+                };
+                let d = c
+                    .rules
+                    .get(e.rule as usize)
+                    .and_then(|r| r.description.clone())
+                    .unwrap_or_default();
+                (n.clone(), d)
+            }
+            None => (format!("slot{}", e.chain / 2), String::new()),
+        }
+    };
+    let mut entry = LogEntry {
+        seq: 0,
+        time: crate::xfsm::doors::unix_now(),
+        firewall,
+        chain: if e.chain & 1 == 0 {
+            "INGRESS"
+        } else {
+            "EGRESS"
+        },
+        rule: e.rule,
+        description,
+        l4proto: match e.proto {
+            6 => "TCP".into(),
+            17 => "UDP".into(),
+            1 => "ICMP".into(),
+            58 => "ICMPv6".into(),
+            n => n.to_string(),
+        },
+        src: crate::gate::addr_ip(e.family, &e.saddr),
+        dst: crate::gate::addr_ip(e.family, &e.daddr),
+        sport: e.sport,
+        dport: e.dport,
+        tcpflags: if e.proto == 6 {
+            tcp_flag_names(e.tcp_flags)
+        } else {
+            String::new()
+        },
+        conntrack: ["NEW", "ESTABLISHED", "RELATED", "INVALID"][e.ct as usize & 3],
+        len: e.len,
+    };
+    let loud = {
+        let mut r = s.fw_log.lock().unwrap_or_else(|p| p.into_inner());
+        r.seq += 1;
+        entry.seq = r.seq;
+        if r.entries.len() >= LOG_KEEP {
+            r.entries.pop_front();
+        }
+        r.entries.push_back(entry.clone());
+        let now = crate::engine::clock::unix_secs();
+        if now != r.second {
+            if r.quiet > 0 {
+                tracing::info!(
+                    "firewall log: {} more events in the last second (see GET .../log)",
+                    r.quiet
+                );
+            }
+            r.second = now;
+            r.lines = 0;
+            r.quiet = 0;
+        }
+        r.lines += 1;
+        let loud = r.lines <= LOG_LINES_PER_SECOND;
+        if !loud {
+            r.quiet += 1;
+        }
+        loud
+    };
+    let packet = format!(
+        "{} {} -> {}",
+        entry.l4proto,
+        std::net::SocketAddr::new(entry.src, entry.sport),
+        std::net::SocketAddr::new(entry.dst, entry.dport)
+    );
+    if loud {
+        tracing::info!(
+            firewall = %entry.firewall, chain = entry.chain, rule = entry.rule,
+            conntrack = entry.conntrack, len = entry.len, flags = %entry.tcpflags,
+            "firewall log: {packet}"
+        );
+    }
+    s.doors.stream(crate::xfsm::doors::DoorEvent {
+        time: entry.time,
+        door: entry.firewall,
+        source: entry.src,
+        kind: "fw_log".into(),
+        from: entry.chain.into(),
+        to: format!("rule {}", entry.rule),
+        packet: Some(packet),
+    });
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn log(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogQuery>,
+) -> ApiResult {
+    lock(&s)
+        .fw
+        .instances
+        .get(&name)
+        .ok_or_else(|| not_found(&name))?;
+    let r = s.fw_log.lock().unwrap_or_else(|p| p.into_inner());
+    let v: Vec<&LogEntry> = r
+        .entries
+        .iter()
+        .filter(|e| e.firewall == name && e.seq > q.since)
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError(
+        axum::http::StatusCode::NOT_FOUND,
+        format!("no firewall {name:?}"),
+    )
+}
+
+/// Adds the firewall routes (native and Polycube, with and without a trailing slash).
+pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    let mut r = r.route("/api/v1/firewall", get(list));
+    for base in ["/api/v1/firewall", "/polycube/v1/firewall"] {
+        for slash in ["", "/"] {
+            r = r
+                .route(
+                    &format!("{base}/{{name}}{slash}"),
+                    get(show).post(create).delete(remove),
+                )
+                .route(&format!("{base}/{{name}}/attach{slash}"), post(attach))
+                .route(&format!("{base}/{{name}}/sessions{slash}"), get(sessions))
+                .route(&format!("{base}/{{name}}/apply{slash}"), post(apply))
+                .route(&format!("{base}/{{name}}/confirm{slash}"), post(confirm))
+                .route(&format!("{base}/{{name}}/log{slash}"), get(log))
+                .route(
+                    &format!("{base}/{{name}}/session-table{slash}"),
+                    get(sessions),
+                )
+                .route(&format!("{base}/{{name}}/detach{slash}"), post(detach))
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}{slash}"),
+                    post(set_default).patch(set_default).get(show_chain),
+                )
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}/batch{slash}"),
+                    post(batch),
+                )
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}/rule{slash}"),
+                    get(rules),
+                )
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}/stats{slash}"),
+                    get(stats),
+                )
+                .route(
+                    &format!("{base}/{{name}}/chain/{{chain}}/stats/reset{slash}"),
+                    post(reset_stats),
+                );
+        }
+    }
+    for slash in ["", "/"] {
+        r = r
+            .route(&format!("/polycube/v1/attach{slash}"), post(pc_attach))
+            .route(&format!("/polycube/v1/detach{slash}"), post(pc_detach));
+    }
+    r
+}
+
+fn view(name: &str, i: &crate::firewall::Instance) -> Value {
+    json!({
+        "name": name,
+        "type": i.kind,
+        "parent": i.ports.first().map(|p| p.ifname.clone()).unwrap_or_default(),
+        "ports": i.ports,
+        "chain": [
+            {"name": "INGRESS", "default": i.ingress.default, "rules": i.ingress.rules.len()},
+            {"name": "EGRESS", "default": i.egress.default, "rules": i.egress.rules.len()},
+        ],
+    })
+}
+
+async fn list(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let v: Vec<Value> = g.fw.instances.iter().map(|(n, i)| view(n, i)).collect();
+    Ok(Json(v).into_response())
+}
+
+async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let g = lock(&s);
+    let i = g.fw.instances.get(&name).ok_or_else(|| not_found(&name))?;
+    Ok(Json(view(&name, i)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    loglevel: Option<String>,
+}
+
+async fn create(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    let b: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateBody::default()
+    } else {
+        parse_body(&body)?
+    };
+    let _ = b.loglevel;
+    let kind = b.kind.unwrap_or_else(|| "TC".into()).to_ascii_uppercase();
+    if !["TC", "XDP_SKB", "XDP_DRV"].contains(&kind.as_str()) {
+        return Err(ApiError::bad(format!(
+            "type: {kind:?} is not TC, XDP_SKB or XDP_DRV"
+        )));
+    }
+    let mut new = lock(&s).fw.clone();
+    new.create(&name, &kind).map_err(ApiError::bad)?;
+    commit(&s, new, &[])?;
+    let g = lock(&s);
+    Ok(Json(view(&name, &g.fw.instances[&name])).into_response())
+}
+
+async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let mut new = lock(&s).fw.clone();
+    new.instances
+        .remove(&name)
+        .ok_or_else(|| not_found(&name))?;
+    new.pending.remove(&name);
+    commit(&s, new, &[])?;
+    Ok(Json(json!({"deleted": name})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachBody {
+    #[serde(default)]
+    cube: Option<String>,
+    port: String,
+    #[serde(default)]
+    netns: Option<String>,
+    #[serde(default)]
+    position: Option<String>,
+}
+
+fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
+    if let Some(p) = &b.position {
+        if !["first", "last", "auto"].contains(&p.to_ascii_lowercase().as_str()) {
+            return Err(ApiError::bad(format!(
+                "position: {p:?} is not first or last"
+            )));
+        }
+    }
+    let mut new = lock(s).fw.clone();
+    let i = new.instances.get_mut(name).ok_or_else(|| not_found(name))?;
+    let port = Port {
+        netns: b.netns,
+        ifname: b.port,
+    };
+    if on {
+        if i.ports.contains(&port) {
+            return Err(ApiError::bad(format!(
+                "port: {} is attached already",
+                port.ifname
+            )));
+        }
+        i.ports.push(port);
+    } else {
+        let before = i.ports.len();
+        i.ports.retain(|p| *p != port);
+        if i.ports.len() == before {
+            return Err(ApiError::bad(format!(
+                "port: {} is not attached",
+                port.ifname
+            )));
+        }
+    }
+    commit(s, new, &[])?;
+    Ok(Json(json!({"cube": name, "attached": on})).into_response())
+}
+
+async fn attach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    do_attach(&s, &name, parse_body(&body)?, true)
+}
+
+async fn detach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    do_attach(&s, &name, parse_body(&body)?, false)
+}
+
+/// Polycube's `/attach` and `/detach`: the instance is the body's `cube`.
+fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
+    let b: AttachBody = parse_body(body)?;
+    let name = b
+        .cube
+        .clone()
+        .ok_or_else(|| ApiError::bad("cube: missing"))?;
+    if !lock(s).fw.instances.contains_key(&name) && crate::daemon::api::dynmon::exists(s, &name) {
+        return crate::daemon::api::dynmon::attach_detach(
+            s, &name, &b.port, b.netns, b.position, on,
+        );
+    }
+    do_attach(s, &name, b, on)
+}
+
+async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    pc_attach_detach(&s, &body, true)
+}
+
+async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    pc_attach_detach(&s, &body, false)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    rules: Vec<Value>,
+}
+
+/// The chain `chain` of instance `name` and its kernel chain number.
+fn chain_of<'a>(
+    st: &'a FwState,
+    name: &str,
+    chain: &str,
+) -> Result<(&'a ChainState, u32), ApiError> {
+    let i = st.instances.get(name).ok_or_else(|| not_found(name))?;
+    Ok((
+        i.chain(chain).map_err(ApiError::bad)?,
+        i.chain_no(chain).map_err(ApiError::bad)?,
+    ))
+}
+
+/// The same, to change it.
+fn chain_of_mut<'a>(
+    st: &'a mut FwState,
+    name: &str,
+    chain: &str,
+) -> Result<(&'a mut ChainState, u32), ApiError> {
+    let i = st.instances.get_mut(name).ok_or_else(|| not_found(name))?;
+    let no = i.chain_no(chain).map_err(ApiError::bad)?;
+    Ok((i.chain_mut(chain).map_err(ApiError::bad)?, no))
+}
+
+async fn batch(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let b: BatchBody = parse_body(&body)?;
+    let mut new = lock(&s).fw.clone();
+    let (c, no) = chain_of_mut(&mut new, &name, &chain)?;
+    let (rules, origin) = apply_batch(&c.rules, &b.rules)
+        .map_err(|(i, e)| ApiError::bad(format!("rules[{i}]: {e} (nothing was changed)")))?;
+    let n = rules.len();
+    c.rules = rules;
+    commit(&s, new, &[(no, origin)])?;
+    Ok(Json(json!({"rules": n})).into_response())
+}
+
+fn rule_list(st: &FwState, name: &str, chain: &str) -> Result<Vec<Value>, ApiError> {
+    let (c, _) = chain_of(st, name, chain)?;
+    let mut v: Vec<Value> = c
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            r.id = Some(i);
+            serde_json::to_value(r).unwrap_or_default()
+        })
+        .collect();
+    v.push(json!({"id": c.rules.len(), "action": c.default, "description": "Default Policy"}));
+    Ok(v)
+}
+
+async fn rules(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+) -> ApiResult {
+    let g = lock(&s);
+    Ok(Json(rule_list(&g.fw, &name, &chain)?).into_response())
+}
+
+async fn show_chain(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+) -> ApiResult {
+    let g = lock(&s);
+    let (c, _) = chain_of(&g.fw, &name, &chain)?;
+    Ok(Json(json!({
+        "name": chain.to_ascii_uppercase(),
+        "default": c.default,
+        "rule": rule_list(&g.fw, &name, &chain)?,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultBody {
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default, rename = "accept-established")]
+    accept_established: Option<Value>,
+}
+
+async fn set_default(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let b: DefaultBody = parse_body(&body)?;
+    let mut new = lock(&s).fw.clone();
+    let (c, _) = chain_of_mut(&mut new, &name, &chain)?;
+    if let Some(d) = &b.default {
+        c.default = crate::firewall::parse_default(d)
+            .map_err(|e| ApiError::bad(format!("default: {e}")))?
+            .into();
+    }
+    if let Some(v) = &b.accept_established {
+        c.accept_established = match v {
+            Value::Bool(b) => *b,
+            Value::String(t) if t.eq_ignore_ascii_case("on") || t == "true" => true,
+            Value::String(t) if t.eq_ignore_ascii_case("off") || t == "false" => false,
+            o => {
+                return Err(ApiError::bad(format!(
+                    "accept-established: {o} is not ON, OFF, true or false"
+                )))
+            }
+        };
+    }
+    if b.default.is_none() && b.accept_established.is_none() {
+        return Err(ApiError::bad("give default and/or accept-established"));
+    }
+    let (d, ae) = (c.default.clone(), c.accept_established);
+    commit(&s, new, &[])?;
+    Ok(Json(json!({"default": d, "accept-established": ae})).into_response())
+}
+
+async fn stats(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+) -> ApiResult {
+    let g = lock(&s);
+    let (c, no) = chain_of(&g.fw, &name, &chain)?;
+    let counts = g
+        .engine
+        .fw_stats(no, c.rules.len())
+        .map_err(ApiError::internal)?;
+    let v: Vec<Value> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, (p, b))| {
+            json!({"id": i, "pkts": p, "bytes": b, "description": c.rules[i].description.clone().unwrap_or_default()})
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+async fn reset_stats(
+    State(s): State<Arc<Shared>>,
+    Path((name, chain)): Path<(String, String)>,
+) -> ApiResult {
+    let st = lock(&s).fw.clone();
+    let (c, no) = chain_of(&st, &name, &chain)?;
+    let n = c.rules.len();
+    // Every rule "new": its counters start from zero.
+    commit(&s, st, &[(no, vec![None; n])])?;
+    Ok(Json(json!({"reset": n})).into_response())
+}
+
+async fn sessions(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let g = lock(&s);
+    g.fw.instances.get(&name).ok_or_else(|| not_found(&name))?;
+    let now = g.engine.kernel_now();
+    let rows: Vec<Value> = g
+        .engine
+        .fw_sessions()
+        .map_err(ApiError::internal)?
+        .iter()
+        .map(|(k, v)| {
+            let (src, dst, sport, dport) = if v.orig_dir == 0 {
+                (k.a0, k.a1, k.p0, k.p1)
+            } else {
+                (k.a1, k.a0, k.p1, k.p0)
+            };
+            let state = if k.proto == 6 {
+                ["", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "CLOSING"][v.state as usize % 5]
+            } else if v.seen_reply != 0 {
+                "ESTABLISHED"
+            } else {
+                "NEW"
+            };
+            json!({
+                "src": crate::gate::addr_ip(k.family, &src),
+                "dst": crate::gate::addr_ip(k.family, &dst),
+                "sport": sport,
+                "dport": dport,
+                "l4proto": match k.proto { 6 => "TCP", 17 => "UDP", 1 => "ICMP", _ => "ICMPv6" },
+                "state": state,
+                "eta": v.expires_ns.saturating_sub(now) / 1_000_000_000,
+            })
+        })
+        .collect();
+    Ok(Json(rows).into_response())
+}
+
+async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    let spec: crate::firewall::ApplySpec = parse_body(&body)?;
+    if spec.confirm == Some(0) || spec.confirm.is_some_and(|c| c > 86400) {
+        return Err(ApiError::bad("confirm: 1 to 86400 seconds"));
+    }
+    let mut new = lock(&s).fw.clone();
+    let cur = new
+        .instances
+        .get(&name)
+        .ok_or_else(|| not_found(&name))?
+        .clone();
+    let next = cur.with(&spec).map_err(ApiError::bad)?;
+    new.instances.insert(name.clone(), next);
+    match spec.confirm {
+        Some(secs) => {
+            // Back to the state before the first unconfirmed apply.
+            let previous = new
+                .pending
+                .get(&name)
+                .map(|p| p.previous.clone())
+                .unwrap_or(cur);
+            new.pending.insert(
+                name.clone(),
+                crate::firewall::Pending {
+                    deadline: crate::engine::clock::unix_secs() + secs,
+                    previous,
+                },
+            );
+        }
+        None => {
+            new.pending.remove(&name);
+        }
+    }
+    // Every rule of a replaced chain starts counting from zero.
+    let slot = new.instances[&name].slot;
+    let mut moves = Vec::new();
+    if let Some(c) = &spec.ingress {
+        moves.push((slot * 2, vec![None; c.rules.len()]));
+    }
+    if let Some(c) = &spec.egress {
+        moves.push((slot * 2 + 1, vec![None; c.rules.len()]));
+    }
+    commit(&s, new, &moves)?;
+    Ok(Json(json!({"applied": name, "confirm_within": spec.confirm})).into_response())
+}
+
+async fn confirm(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let mut new = lock(&s).fw.clone();
+    if new.pending.remove(&name).is_none() {
+        return Err(ApiError::bad(format!(
+            "firewall {name:?} has nothing to confirm (no apply --confirm pending, or it was reverted)"
+        )));
+    }
+    commit(&s, new, &[])?;
+    Ok(Json(json!({"confirmed": name})).into_response())
+}
+
+/// Reverts unconfirmed applies whose time is up (called every second by the daemon).
+pub fn revert_due(s: &Shared) {
+    let now = crate::engine::clock::unix_secs();
+    let st = lock(s).fw.clone();
+    let due: Vec<String> = st
+        .pending
+        .iter()
+        .filter(|(_, p)| p.deadline <= now)
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in due {
+        let mut new = lock(s).fw.clone();
+        let Some(p) = new.pending.remove(&name) else {
+            continue;
+        };
+        let moves = [
+            (
+                p.previous.slot * 2,
+                vec![None; p.previous.ingress.rules.len()],
+            ),
+            (
+                p.previous.slot * 2 + 1,
+                vec![None; p.previous.egress.rules.len()],
+            ),
+        ];
+        new.instances.insert(name.clone(), p.previous);
+        match commit(s, new, &moves) {
+            Ok(()) => {
+                tracing::warn!(firewall = %name, "not confirmed in time: the previous ruleset is back")
+            }
+            Err(e) => {
+                tracing::error!(firewall = %name, "reverting an unconfirmed apply failed: {}", e.1)
+            }
+        }
+    }
+}

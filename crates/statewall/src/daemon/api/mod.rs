@@ -1,0 +1,555 @@
+//! The REST API, served on the Unix socket (and optionally TCP with a bearer token).
+//!
+//! Endpoints (all JSON):
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | GET | `/api/v1/status` | interfaces, attached programs in run order, links, maps and their fill |
+//! | POST | `/api/v1/reload` | re-read the config file; 400 with the error and nothing changed if invalid |
+//! | GET | `/api/v1/gate` | protected ports and gate counters |
+//! | GET | `/api/v1/gate/grants` | live grants with seconds left |
+//! | POST | `/api/v1/gate/grants` | `{"addr", "proto", "port", "seconds"}`: let a source in |
+//! | DELETE | `/api/v1/gate/grants?addr=&proto=&port=` | revoke a grant |
+//! | GET | `/api/v1/doors` | knock doors: open sources, sources part-way through, lockouts |
+//! | POST | `/api/v1/doors/{door}/open` | `{"source", "seconds"?}`: open a door by hand |
+//! | POST | `/api/v1/doors/{door}/close` | `{"source"}`: close a door by hand |
+//! | GET | `/api/v1/xfsm` | xfsm stage counters, per-transition counters, `[[xfsm]]` machines and their states |
+//! | GET | `/api/v1/spa` | SPA: kernel counters, verdicts, replay cache size, actions and stanzas |
+//! | GET | `/api/v1/events` (alias `/api/v1/xfsm/events`) | door, SPA and firewall LOG events as server-sent events (`data: {json}`) |
+//!
+//! Bodies are parsed without looking at `Content-Type` (clients that send none are served);
+//! a body that does not parse gets a 400 naming the field. The `/metrics` endpoint lives on
+//! its own listener ([`crate::daemon::metrics`]).
+
+pub mod dynmon;
+pub mod firewall;
+pub mod monitor;
+pub mod polycube;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use crate::gate::{addr_ip, key_addr};
+use axum::{
+    body::Bytes,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::json;
+use statewall_common::maps::{GrantKey, GRANT_BY_API};
+
+use crate::daemon::state::Shared;
+
+/// An API error: status and message.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl ApiError {
+    /// 400 with a message.
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+    /// 500 with a message.
+    pub fn internal(msg: impl std::fmt::Display) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.to_string())
+    }
+}
+
+/// Parses a JSON body whatever its Content-Type, naming the offending field on error.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::bad(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::bad(format!("invalid JSON body at `{path}`: {inner}"))
+        }
+    })
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Refuses what a web browser could send cross-site: any request with an `Origin` header,
+/// and bodies typed as HTML forms or plain text (sent without a CORS preflight). API
+/// clients send `application/json` or, like Polycube's scripts, no Content-Type at all.
+pub async fn refuse_browsers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header::{CONTENT_TYPE, ORIGIN};
+    if req.headers().contains_key(ORIGIN) {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "requests from web pages (with an Origin header) are refused".into(),
+        )
+        .into_response();
+    }
+    if let Some(ct) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        let ct = ct.to_ascii_lowercase();
+        if [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ]
+        .iter()
+        .any(|t| ct.starts_with(t))
+        {
+            return ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {ct} is refused: send application/json (or no Content-Type)"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The router for the native API.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let r = Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/gate", get(gate))
+        .route(
+            "/api/v1/gate/grants",
+            get(grants).post(grant).delete(revoke),
+        )
+        .route("/api/v1/gate/flows", get(flows))
+        .route("/api/v1/doors", get(doors))
+        .route("/api/v1/doors/{door}/open", post(door_open))
+        .route("/api/v1/doors/{door}/close", post(door_close))
+        .route("/api/v1/xfsm", get(xfsm))
+        .route("/api/v1/spa", get(spa))
+        .route("/api/v1/events", get(xfsm_events))
+        .route("/api/v1/xfsm/events", get(xfsm_events));
+    polycube::routes(dynmon::routes(monitor::routes(firewall::routes(r))))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::from_fn(refuse_browsers))
+        .with_state(shared)
+}
+
+pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::daemon::state::Inner> {
+    s.inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
+    let st = crate::daemon::state::status(&lock(&s));
+    Ok(Json(st).into_response())
+}
+
+async fn reload(State(s): State<Arc<Shared>>) -> ApiResult {
+    match crate::daemon::state::reload(&s) {
+        Ok(()) => Ok(Json(json!({"reloaded": true})).into_response()),
+        Err(e) => Err(ApiError::bad(format!(
+            "{e:#} (the previous config stays in force)"
+        ))),
+    }
+}
+
+async fn gate(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let protected: Vec<String> = g
+        .engine
+        .protected()
+        .map_err(ApiError::internal)?
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let counters: serde_json::Map<String, serde_json::Value> = g
+        .engine
+        .gate_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    Ok(Json(json!({"protected": protected, "counters": counters})).into_response())
+}
+
+/// A grant as the API shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GrantView {
+    /// Source address.
+    pub addr: IpAddr,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Destination port.
+    pub port: u16,
+    /// Seconds left (0 = expired, awaiting the sweeper).
+    pub seconds_left: f64,
+}
+
+/// Body of `POST /api/v1/gate/grants`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// Source address to let in.
+    pub addr: IpAddr,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Protected port.
+    pub port: u16,
+    /// How long the source may open new connections to the port (those it opened keep
+    /// working after that until idle, see `[gate] flow_idle_tcp`).
+    pub seconds: u64,
+}
+
+/// Key for (addr, proto, port).
+pub fn grant_key(addr: IpAddr, proto: &str, port: u16) -> Result<GrantKey, ApiError> {
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => 6,
+        "udp" => 17,
+        other => return Err(ApiError::bad(format!("proto: {other:?} is not tcp or udp"))),
+    };
+    Ok(crate::gate::key_for(addr, proto, port))
+}
+
+async fn grants(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let now = g.engine.kernel_now();
+    let v: Vec<GrantView> = g
+        .engine
+        .grants()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| GrantView {
+            addr: key_addr(&k),
+            proto: crate::config::proto_name(k.proto).into(),
+            port: k.port,
+            seconds_left: v.expires_ns.saturating_sub(now) as f64 / 1e9,
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+/// A flow opened under a grant, as the API shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FlowView {
+    /// Source address and port.
+    pub src: SocketAddr,
+    /// Destination address and port.
+    pub dst: SocketAddr,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// True once a FIN or RST was seen.
+    pub closing: bool,
+    /// Seconds until it idles out (0 = idle, awaiting the sweeper).
+    pub seconds_left: f64,
+}
+
+async fn flows(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let now = g.engine.kernel_now();
+    let v: Vec<FlowView> = g
+        .engine
+        .flows()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| FlowView {
+            src: SocketAddr::new(addr_ip(k.family, &k.saddr), k.sport),
+            dst: SocketAddr::new(addr_ip(k.family, &k.daddr), k.dport),
+            proto: crate::config::proto_name(k.proto).into(),
+            closing: v.closing != 0,
+            seconds_left: v.expires_ns.saturating_sub(now) as f64 / 1e9,
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+async fn grant(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let r: GrantRequest = parse_body(&body)?;
+    if r.port == 0 {
+        return Err(ApiError::bad("port: must be 1-65535"));
+    }
+    if r.seconds == 0 || r.seconds > 7 * 86400 {
+        return Err(ApiError::bad("seconds: must be 1-604800"));
+    }
+    let key = grant_key(r.addr, &r.proto, r.port)?;
+    let mut g = lock(&s);
+    let protected = g.engine.protected().map_err(ApiError::internal)?;
+    if !protected
+        .iter()
+        .any(|p| p.port == r.port && p.proto == key.proto)
+    {
+        let list: Vec<String> = protected.iter().map(|p| p.to_string()).collect();
+        return Err(ApiError::bad(format!(
+            "port: {}/{} is not protected, a grant would do nothing (protected: [{}])",
+            r.proto.to_ascii_lowercase(),
+            r.port,
+            list.join(", ")
+        )));
+    }
+    g.engine
+        .grant(key, r.seconds, GRANT_BY_API)
+        .map_err(|e| match e {
+            crate::engine::EngineError::TableFull { .. } => {
+                ApiError(StatusCode::CONFLICT, e.to_string())
+            }
+            e => ApiError::internal(e),
+        })?;
+    tracing::info!(addr = %r.addr, proto = %r.proto, port = r.port, seconds = r.seconds, "grant added by API");
+    Ok((StatusCode::CREATED, Json(json!({"granted": true}))).into_response())
+}
+
+/// Query of `DELETE /api/v1/gate/grants`.
+#[derive(Deserialize)]
+pub struct RevokeQuery {
+    addr: IpAddr,
+    proto: String,
+    port: u16,
+}
+
+async fn revoke(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<RevokeQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))?;
+    let key = grant_key(q.addr, &q.proto, q.port)?;
+    let mut g = lock(&s);
+    if g.engine.revoke(&key).map_err(ApiError::internal)? {
+        Ok(Json(json!({"revoked": true})).into_response())
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no grant for {} {}/{}", q.addr, q.proto, q.port),
+        ))
+    }
+}
+
+async fn doors(State(s): State<Arc<Shared>>) -> ApiResult {
+    let open = s.doors.open_doors();
+    let g = lock(&s);
+    let now = g.engine.kernel_now();
+    let states = g.engine.xfsm_states().map_err(ApiError::internal)?;
+    let locks = g.engine.xfsm_locks().map_err(ApiError::internal)?;
+    let secs = |t: u64| t.saturating_sub(now) as f64 / 1e9;
+    let mut out = Vec::new();
+    for (m, k) in g.config.knocks.iter().enumerate() {
+        let name = |st: u8| {
+            g.engine
+                .xfsm_compiled()
+                .map(|c| c.state_name(m, st))
+                .unwrap_or_default()
+        };
+        let in_progress: Vec<_> = states
+            .iter()
+            .filter(|(key, v)| {
+                key.machine as usize == m
+                    && (v.hard_deadline == 0 || v.hard_deadline > now)
+                    && (v.idle_deadline == 0 || v.idle_deadline > now)
+            })
+            .map(|(key, v)| {
+                json!({
+                    "source": addr_ip(key.family, &key.addrs[0]),
+                    "state": name(v.state),
+                    "idle_left": if v.idle_deadline == 0 { None } else { Some(secs(v.idle_deadline)) },
+                    "hard_left": if v.hard_deadline == 0 { None } else { Some(secs(v.hard_deadline)) },
+                })
+            })
+            .collect();
+        let locked: Vec<_> = locks
+            .iter()
+            .filter(|(key, v)| key.machine as usize == m && v.locked_until > now)
+            .map(|(key, v)| json!({"source": addr_ip(key.family, &key.addr), "seconds_left": secs(v.locked_until)}))
+            .collect();
+        out.push(json!({
+            "name": k.name,
+            "sequence": k.sequence.to_string(),
+            "close_sequence": k.close_sequence.as_ref().map(|c| c.to_string()),
+            "toggle": k.toggle,
+            "protected": k.protected,
+            "open_for": k.open_for.to_string(),
+            "open": open.iter().filter(|o| o.door == k.name).collect::<Vec<_>>(),
+            "in_progress": in_progress,
+            "locked_out": locked,
+        }));
+    }
+    Ok(Json(json!(out)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DoorReq {
+    source: IpAddr,
+    #[serde(default)]
+    seconds: Option<u64>,
+}
+
+async fn door_open(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(door): axum::extract::Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let r: DoorReq = parse_body(&body)?;
+    if r.seconds == Some(0) || r.seconds.is_some_and(|n| n > 86400 * 365) {
+        return Err(ApiError::bad("seconds: from 1 to 31536000"));
+    }
+    let (k, secs) =
+        crate::daemon::doors::manual_open(&s, &door, r.source, r.seconds).map_err(|e| {
+            if e.starts_with("no door") {
+                ApiError(StatusCode::NOT_FOUND, e)
+            } else if e.contains("full") {
+                ApiError(StatusCode::CONFLICT, e)
+            } else {
+                ApiError::internal(e)
+            }
+        })?;
+    Ok(
+        Json(
+            json!({"door": k.name, "source": r.source, "seconds": secs, "protected": k.protected}),
+        )
+        .into_response(),
+    )
+}
+
+async fn door_close(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(door): axum::extract::Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let r: DoorReq = parse_body(&body)?;
+    let was_open = crate::daemon::doors::manual_close(&s, &door, r.source).map_err(|e| {
+        if e.starts_with("no door") {
+            ApiError(StatusCode::NOT_FOUND, e)
+        } else {
+            ApiError::internal(e)
+        }
+    })?;
+    Ok(Json(json!({"door": door, "source": r.source, "was_open": was_open})).into_response())
+}
+
+async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    let counters: serde_json::Map<String, serde_json::Value> = g
+        .engine
+        .xfsm_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let trans: Vec<_> = g
+        .engine
+        .xfsm_transition_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(n, v)| json!({"transition": n, "packets": v}))
+        .collect();
+    // The `[[xfsm]]` machines and their live states (keys in the lookup scope's order).
+    let now = g.engine.kernel_now();
+    let secs = |t: u64| t.saturating_sub(now) as f64 / 1e9;
+    let states = g.engine.xfsm_states().map_err(ApiError::internal)?;
+    let nk = g.config.knocks.len();
+    let mut machines = Vec::new();
+    if let Some(c) = g.engine.xfsm_compiled() {
+        for (i, mc) in g.config.machines.iter().enumerate() {
+            let m = nk + i;
+            let Some(mach) = c.machines.get(m) else {
+                continue;
+            };
+            let (na, np, has_proto) = mach.lookup.shape();
+            let live: Vec<_> = states
+                .iter()
+                .filter(|(k, v)| {
+                    k.machine as usize == m
+                        && (v.hard_deadline == 0 || v.hard_deadline > now)
+                        && (v.idle_deadline == 0 || v.idle_deadline > now)
+                })
+                .map(|(k, v)| {
+                    let addrs: Vec<IpAddr> = k.addrs[..na as usize]
+                        .iter()
+                        .map(|a| addr_ip(k.family, a))
+                        .collect();
+                    json!({
+                        "addrs": addrs,
+                        "ports": &k.ports[..np as usize],
+                        "proto": if has_proto { Some(k.proto) } else { None },
+                        "state": c.state_name(m, v.state),
+                        "idle_left": if v.idle_deadline == 0 { None } else { Some(secs(v.idle_deadline)) },
+                        "hard_left": if v.hard_deadline == 0 { None } else { Some(secs(v.hard_deadline)) },
+                    })
+                })
+                .collect();
+            machines.push(json!({
+                "name": mc.name,
+                "lookup": mc.lookup,
+                "update": mc.update.as_ref().unwrap_or(&mc.lookup),
+                "states": live,
+            }));
+        }
+    }
+    Ok(
+        Json(json!({"counters": counters, "transitions": trans, "machines": machines}))
+            .into_response(),
+    )
+}
+
+async fn spa(State(s): State<Arc<Shared>>) -> ApiResult {
+    let kernel: serde_json::Map<String, serde_json::Value> = lock(&s)
+        .engine
+        .spa_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
+    let pkd: Vec<_> = spa
+        .setup
+        .pkd
+        .iter()
+        .map(|a| json!({"name": a.name, "port": a.port, "window": a.window}))
+        .collect();
+    let fwknop: Vec<_> = spa
+        .setup
+        .fwknop
+        .iter()
+        .map(|f| json!({"name": f.name, "open_ports": f.open_ports.iter().map(|(p, n)| format!("{}/{n}", crate::config::proto_name(*p))).collect::<Vec<_>>()}))
+        .collect();
+    Ok(Json(json!({
+        "kernel": kernel,
+        "verdicts": spa.counts,
+        "replay_entries": spa.replay.len(),
+        "pkd": pkd,
+        "fwknop": fwknop,
+    }))
+    .into_response())
+}
+
+async fn xfsm_events(
+    State(s): State<Arc<Shared>>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    let rx = s.doors.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    let ev = axum::response::sse::Event::default()
+                        .event(e.kind.clone())
+                        .data(serde_json::to_string(&e).unwrap_or_default());
+                    return Some((Ok(ev), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    axum::response::sse::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default())
+}

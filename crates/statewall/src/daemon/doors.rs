@@ -1,0 +1,143 @@
+//! The shell's side of the knock doors: what joins the door bookkeeping
+//! ([`crate::xfsm::doors::Doors`]) to the daemon's state: kernel events read from the
+//! ring buffer, the sweeper that closes doors whose grants ended, and manual open and close
+//! (API, CLI).
+
+use std::net::IpAddr;
+
+use statewall_common::{
+    maps::{GrantKey, GRANT_BY_API},
+    xfsm::{reason, Event},
+};
+
+use crate::{
+    config::KnockConfig,
+    daemon::state::{Inner, Shared},
+    xfsm::doors::{door_keys, event_kind, event_source, unix_now, DoorEvent},
+};
+
+/// The door called `name` in the config in force.
+fn find_door(g: &Inner, name: &str) -> Result<KnockConfig, String> {
+    g.config
+        .knocks
+        .iter()
+        .find(|k| k.name == name)
+        .cloned()
+        .ok_or_else(|| format!("no door {name:?}"))
+}
+
+/// Handles one kernel event.
+pub fn on_kernel_event(s: &Shared, e: &Event) {
+    // Doors are machines 0.., the `[[xfsm]]` machines follow: their events are
+    // published the same way, under the machine's name.
+    let (door, name, from, to) = {
+        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = g.engine.xfsm_compiled() else {
+            return;
+        };
+        let m = e.machine as usize;
+        let nk = g.config.knocks.len();
+        let (door, name) = match g.config.knocks.get(m) {
+            Some(k) => (Some(k.clone()), k.name.clone()),
+            None => match g.config.machines.get(m - nk) {
+                Some(x) => (None, x.name.clone()),
+                None => return,
+            },
+        };
+        (
+            door,
+            name,
+            c.state_name(m, e.old_state),
+            c.state_name(m, e.new_state),
+        )
+    };
+    let source = event_source(e);
+    let packet = match e.proto {
+        6 => Some(format!("tcp/{}", e.port)),
+        17 => Some(format!("udp/{}", e.port)),
+        _ => None,
+    };
+    s.doors.publish(DoorEvent {
+        time: unix_now(),
+        door: name,
+        source,
+        kind: event_kind(e).into(),
+        from,
+        to,
+        packet,
+    });
+    let Some(door) = door else { return };
+    match e.reason {
+        reason::GRANTED => s.doors.opened(&door, source, "knock"),
+        reason::REVOKED => s.doors.closed(&door, source, false),
+        _ => {}
+    }
+}
+
+/// Closes doors whose grants have all ended (called every second).
+pub fn sweep(s: &Shared, live: &[GrantKey]) {
+    // Knock doors, and SPA actions and stanzas with commands.
+    let mut knocks = {
+        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.config.knocks.clone()
+    };
+    knocks.extend(
+        s.spa_triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned(),
+    );
+    let open = s.doors.open_keys();
+    for (name, source) in open {
+        match knocks.iter().find(|k| k.name == name) {
+            Some(k) => {
+                if !door_keys(k, source).iter().any(|key| live.contains(key)) {
+                    s.doors.closed(k, source, true);
+                }
+            }
+            // The door left the config: forget it.
+            None => {
+                s.doors.forget(&name, source);
+            }
+        }
+    }
+}
+
+/// Opens a door for a source by hand (API/CLI): grants its ports for `seconds` (the
+/// door's `open_for` when absent) and runs the start command.
+pub fn manual_open(
+    s: &Shared,
+    door: &str,
+    source: IpAddr,
+    seconds: Option<u64>,
+) -> Result<(KnockConfig, u64), String> {
+    let k = {
+        let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let k = find_door(&g, door)?;
+        let secs = seconds.unwrap_or_else(|| k.open_for.0.as_secs().max(1));
+        for key in door_keys(&k, source) {
+            g.engine
+                .grant(key, secs, GRANT_BY_API)
+                .map_err(|e| e.to_string())?;
+        }
+        (k, secs)
+    };
+    s.doors.opened(&k.0, source, "api");
+    Ok(k)
+}
+
+/// Closes a door for a source by hand: revokes its ports and runs the stop command.
+pub fn manual_close(s: &Shared, door: &str, source: IpAddr) -> Result<bool, String> {
+    let (k, any) = {
+        let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let k = find_door(&g, door)?;
+        let mut any = false;
+        for key in door_keys(&k, source) {
+            any |= g.engine.revoke(&key).map_err(|e| e.to_string())?;
+        }
+        (k, any)
+    };
+    s.doors.closed(&k, source, false);
+    Ok(any)
+}

@@ -1,0 +1,235 @@
+//! The shell's shared state, below the REST API and the lifecycle: what the handlers
+//! share ([`Shared`], [`Inner`] behind its lock), the command-line overrides, and the
+//! operations both the API and the lifecycle use: [`status`], [`apply`] (the config
+//! written into the kernel, stage by stage) and [`reload`].
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::{
+    config::Config,
+    daemon::supervise,
+    engine::{Engine, HookState, LinkState, MapState},
+};
+
+/// Command-line overrides of `[daemon]` keys.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--bpffs-root`.
+    pub bpffs_root: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--token-file`.
+    pub token_file: Option<PathBuf>,
+    /// `--no-auth`.
+    pub no_auth: bool,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+impl Overrides {
+    /// Applies the overrides to a config.
+    pub fn apply(&self, cfg: &mut Config) {
+        let d = &mut cfg.daemon;
+        if let Some(v) = &self.bpffs_root {
+            d.bpffs_root = v.clone();
+        }
+        if let Some(v) = &self.state_dir {
+            d.state_dir = v.clone();
+        }
+        if let Some(v) = &self.socket {
+            d.socket = v.clone();
+        }
+        if let Some(v) = self.listen {
+            d.listen = Some(v);
+        }
+        if let Some(v) = &self.token_file {
+            d.token_file = Some(v.clone());
+        }
+        if self.no_auth {
+            d.no_auth = true;
+        }
+        if let Some(v) = self.metrics_listen {
+            d.metrics_listen = Some(v);
+        }
+    }
+}
+/// Loads the config file (or the defaults) and applies the overrides.
+pub fn load_config(path: Option<&std::path::Path>, ov: &Overrides) -> anyhow::Result<Config> {
+    let mut cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    ov.apply(&mut cfg);
+    cfg.validate(
+        &path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(command line)".into()),
+    )?;
+    Ok(cfg)
+}
+/// What the handlers share.
+pub struct Shared {
+    /// The mutable part.
+    pub inner: Mutex<Inner>,
+    /// Config file, re-read on reload.
+    pub config_path: Option<PathBuf>,
+    /// Command-line overrides, re-applied on reload.
+    pub overrides: Overrides,
+    /// Knock doors: events, open sources, triggers.
+    pub doors: crate::xfsm::doors::Doors,
+    /// SPA verifiers, replay cache and counters.
+    pub spa: Mutex<crate::spa::SpaRuntime>,
+    /// The latest firewall LOG events.
+    pub fw_log: Mutex<crate::daemon::api::firewall::LogRing>,
+    /// Traffic monitors (their own lock: a read waits a grace period).
+    pub monitors: Mutex<crate::monitor::Monitors>,
+    /// Dynamic monitors (kept in `STATE_DIR/dynmon.json`; a read waits a grace period).
+    pub dynmon: Mutex<crate::dynmon::Dynmons>,
+    /// Background tasks and their restarts.
+    pub tasks: Arc<supervise::Supervisor>,
+    /// SPA actions and stanzas with start/stop commands, as doors for the trigger
+    /// machinery ([`crate::config::spa_trigger_doors`]).
+    pub spa_triggers: Mutex<Vec<crate::config::KnockConfig>>,
+}
+impl Shared {
+    /// Whether a monitor of the config has this name.
+    pub fn is_builtin_monitor(&self, name: &str) -> bool {
+        self.monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .contains_key(name)
+    }
+}
+/// Daemon state behind the lock.
+pub struct Inner {
+    /// Kernel side.
+    pub engine: Engine,
+    /// Config in force.
+    pub config: Config,
+    /// Firewall instances (kept in `STATE_DIR/firewall.json`).
+    pub fw: crate::firewall::FwState,
+}
+/// `GET /api/v1/status`.
+#[derive(Serialize, Debug)]
+pub struct Status {
+    /// statewall version.
+    pub version: &'static str,
+    /// Id of the kernel object of this build.
+    pub object_id: String,
+    /// Whether this daemon adopted pinned programs at start.
+    pub adopted: bool,
+    /// bpffs root.
+    pub bpffs_root: PathBuf,
+    /// Per interface and hook, the programs the kernel runs, in order.
+    pub hooks: Vec<HookState>,
+    /// statewall's pinned links.
+    pub links: Vec<LinkState>,
+    /// Maps with ids and fill levels.
+    pub maps: Vec<MapState>,
+}
+/// Builds the status.
+pub fn status(g: &Inner) -> Status {
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        object_id: format!("{:016x}", crate::engine::ebpf::object_id()),
+        adopted: g.engine.adopted,
+        bpffs_root: g.engine.pins.root.clone(),
+        hooks: g.engine.hook_states(&g.config.interface_names()),
+        links: g.engine.link_states(),
+        maps: g.engine.map_states(),
+    }
+}
+/// Re-reads the config and applies it. A config that does not load changes nothing; a
+/// kernel error while applying rolls back to the previous config.
+pub fn reload(s: &Shared) -> anyhow::Result<()> {
+    let mut new = load_config(s.config_path.as_deref(), &s.overrides)?;
+    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    if new.daemon != g.config.daemon {
+        tracing::warn!("[daemon] changes (paths, listeners) take effect at the next start");
+        new.daemon = g.config.daemon.clone();
+    }
+    if new.gate.grants_max != g.config.gate.grants_max
+        || new.gate.flows_max != g.config.gate.flows_max
+    {
+        tracing::warn!(
+            "[gate] grants_max and flows_max changes take effect after `statewall teardown` and a start"
+        );
+        new.gate.grants_max = g.config.gate.grants_max;
+        new.gate.flows_max = g.config.gate.flows_max;
+    }
+    // Monitors the new config adds or changes are loaded first: if one fails, nothing
+    // changes.
+    let new_monitors = s
+        .monitors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .prepare(&new.monitors)
+        .map_err(anyhow::Error::msg)?;
+    let applied = apply(&mut g.engine, &new);
+    if let Err(e) = applied {
+        let old = g.config.clone();
+        let back = apply(&mut g.engine, &old);
+        return Err(match back {
+            Ok(()) => e.context("rolled back to the previous config"),
+            Err(b) => e.context(format!(
+                "rolling back to the previous config failed too: {b}"
+            )),
+        });
+    }
+    if let Ok(setup) = new.spa.resolve() {
+        let mut spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
+        spa.setup = setup;
+        drop(spa);
+        *s.spa_triggers.lock().unwrap_or_else(|p| p.into_inner()) =
+            crate::config::spa_trigger_doors(&new.spa);
+    }
+    save_door_sigs(&g.engine, &new);
+    s.monitors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .commit(&new.monitors, new_monitors);
+    g.config = new;
+    tracing::info!("config reloaded");
+    Ok(())
+}
+/// Keeps the door signatures of the xfsm tables in force (see `Engine::door_sigs`).
+pub(crate) fn save_door_sigs(engine: &Engine, cfg: &Config) {
+    let path = cfg.daemon.state_dir.join("xfsm-doors.json");
+    let sigs = engine
+        .stage_ref::<crate::xfsm::kernel::Installed>()
+        .map(|i| i.door_sigs.clone())
+        .unwrap_or_default();
+    let text = serde_json::to_string(&sigs).unwrap_or_default();
+    if let Err(e) = crate::engine::sys::write_synced(&path, text.as_bytes()) {
+        tracing::warn!(
+            "{}: {e}: a restart will drop knocks in progress",
+            path.display()
+        );
+    }
+}
+/// Writes a config into the kernel: xfsm tables (before the program that reads them is
+/// attached), attachments, then the protected ports.
+pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
+    engine
+        .apply_xfsm(&cfg.xfsm_input())
+        .context("writing the xfsm tables")?;
+    engine.reconcile(&cfg.links()).context("attaching")?;
+    engine
+        .apply_spa(&cfg.spa)
+        .context("writing the spa stage's tables")?;
+    engine
+        .apply_gate(&cfg.protected_ports(), &cfg.spa.reset_ports(), &cfg.gate)
+        .context("writing the gate's tables")?;
+    Ok(())
+}

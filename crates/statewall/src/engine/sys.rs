@@ -1,0 +1,389 @@
+//! Raw `bpf()` calls that aya 0.14 does not wrap.
+
+use std::{io, os::fd::RawFd};
+
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    next_key: u64,
+    flags: u64,
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
+    // SAFETY: attr is a valid bpf_attr prefix for the map element commands.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut MapElemAttr,
+            std::mem::size_of::<MapElemAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Counts the keys of a hash-type map by walking it with `BPF_MAP_GET_NEXT_KEY`.
+pub fn count_keys(fd: RawFd, key_size: usize) -> io::Result<u32> {
+    let mut cur = vec![0u8; key_size.max(1)];
+    let mut next = vec![0u8; key_size.max(1)];
+    let mut n = 0u32;
+    let mut first = true;
+    loop {
+        let mut a = MapElemAttr {
+            map_fd: fd as u32,
+            key: if first { 0 } else { cur.as_ptr() as u64 },
+            next_key: next.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        match bpf(BPF_MAP_GET_NEXT_KEY, &mut a) {
+            Ok(()) => {
+                n += 1;
+                std::mem::swap(&mut cur, &mut next);
+                first = false;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(n),
+            Err(e) => return Err(e),
+        }
+        if n > 100_000_000 {
+            return Err(io::Error::other("map walk did not terminate"));
+        }
+    }
+}
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The interface index a tcx or XDP link is attached to (`bpf_link_info.tcx.ifindex` /
+/// `.xdp.ifindex`); 0 when the link is defunct (its interface was removed).
+pub fn link_ifindex(fd: RawFd) -> io::Result<u32> {
+    // struct bpf_link_info: type, id, prog_id, then an 8-byte aligned union at offset 16
+    // whose tcx and xdp members both start with the ifindex.
+    let mut buf = [0u64; 32];
+    let mut a = InfoAttr {
+        bpf_fd: fd as u32,
+        info_len: std::mem::size_of_val(&buf) as u32,
+        info: buf.as_mut_ptr() as u64,
+    };
+    // SAFETY: valid attr and buffer for BPF_OBJ_GET_INFO_BY_FD.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut a as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((buf[2] & 0xffff_ffff) as u32)
+}
+
+/// Takes an exclusive, non-blocking `flock` on `path` (a directory or file); the lock lives
+/// as long as the returned file.
+pub fn lock_exclusive(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: flock on a valid fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Opens a pinned BPF object (`BPF_OBJ_GET`).
+pub fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd, unix::ffi::OsStrExt};
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut a = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: valid attr with a NUL-terminated path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut a as *mut ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+}
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+fn map_create(attr: &MapCreateAttr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_MAP_CREATE.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            attr as *const MapCreateAttr,
+            std::mem::size_of::<MapCreateAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// A one-slot `ARRAY_OF_MAPS` (and the inner array it holds) whose only use is
+/// [`Grace::wait`]: an update of an outer map returns only after `synchronize_rcu()`
+/// (`maybe_wait_bpf_programs()` in `kernel/bpf/syscall.c`), so every program that started
+/// before the call has finished when it returns.
+pub struct Grace {
+    outer: std::os::fd::OwnedFd,
+    inner: std::os::fd::OwnedFd,
+}
+
+impl Grace {
+    /// Creates the two maps.
+    pub fn new() -> io::Result<Grace> {
+        use std::os::fd::AsRawFd;
+        let mut name = [0u8; 16];
+        name[..8].copy_from_slice(b"sw_grace");
+        let inner = map_create(&MapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            map_name: name,
+            ..Default::default()
+        })?;
+        let outer = map_create(&MapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY_OF_MAPS,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            inner_map_fd: inner.as_raw_fd() as u32,
+            map_name: name,
+            ..Default::default()
+        })?;
+        Ok(Grace { outer, inner })
+    }
+
+    /// Waits until every BPF program running now has finished (one RCU grace period).
+    pub fn wait(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let key = 0u32;
+        let value = self.inner.as_raw_fd() as u32;
+        let mut a = MapElemAttr {
+            map_fd: self.outer.as_raw_fd() as u32,
+            key: &key as *const u32 as u64,
+            next_key: &value as *const u32 as u64,
+            ..Default::default()
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every entry of a map by `BPF_MAP_LOOKUP_BATCH` (or `..._AND_DELETE_BATCH` with
+/// `delete`, which empties a hash map as it reads it): keys and values, `value_size`
+/// bytes each (per-CPU maps: the value rounded up to 8 bytes, times the possible CPUs).
+pub fn lookup_batch(
+    fd: RawFd,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+    delete: bool,
+) -> io::Result<(Vec<u8>, Vec<u8>, usize)> {
+    // Up to 4096 entries or 16 MiB a batch, at least 64 entries (a hash bucket holding
+    // more entries than a batch's room fails the batch with ENOSPC).
+    let per = (key_size + value_size).max(1);
+    let chunk = ((16usize << 20) / per)
+        .clamp(64, 4096)
+        .min(max_entries.max(1) as usize);
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    let mut n = 0usize;
+    let (mut inb, mut outb) = ([0u8; 8], [0u8; 8]);
+    let mut first = true;
+    let cmd = if delete {
+        BPF_MAP_LOOKUP_AND_DELETE_BATCH
+    } else {
+        BPF_MAP_LOOKUP_BATCH
+    };
+    loop {
+        keys.resize((n + chunk) * key_size, 0);
+        values.resize((n + chunk) * value_size, 0);
+        let mut a = BatchAttr {
+            in_batch: if first { 0 } else { inb.as_ptr() as u64 },
+            out_batch: outb.as_mut_ptr() as u64,
+            keys: keys[n * key_size..].as_mut_ptr() as u64,
+            values: values[n * value_size..].as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values; the attr is a bpf_attr prefix.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                &mut a as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let err = (r < 0).then(io::Error::last_os_error);
+        n += a.count as usize;
+        match err {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Some(e) => return Err(e),
+        }
+        inb = outb;
+        first = false;
+    }
+    keys.truncate(n * key_size);
+    values.truncate(n * value_size);
+    Ok((keys, values, n))
+}
+
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+/// Pops one value from a queue or stack map (`BPF_MAP_LOOKUP_AND_DELETE_ELEM` without a
+/// key); `None` when it is empty.
+pub fn map_pop(fd: RawFd, value_size: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut v = vec![0u8; value_size];
+    let mut a = MapElemAttr {
+        map_fd: fd as u32,
+        key: 0,
+        next_key: v.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut a) {
+        Ok(()) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `value` at `key` (`BPF_MAP_UPDATE_ELEM`, any flag).
+pub fn map_update(fd: RawFd, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut a = MapElemAttr {
+        map_fd: fd as u32,
+        key: key.as_ptr() as u64,
+        next_key: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Points a link at another program (`BPF_LINK_UPDATE`): the switch is atomic for new
+/// packets, and does not wait for runs of the old program that have already started.
+pub fn link_update(link_fd: RawFd, new_prog_fd: RawFd) -> io::Result<()> {
+    let mut a = LinkUpdateAttr {
+        link_fd: link_fd as u32,
+        new_prog_fd: new_prog_fd as u32,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_UPDATE.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &mut a as *mut LinkUpdateAttr,
+            std::mem::size_of::<LinkUpdateAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes a file durably: a synced temporary file renamed over it, then the directory
+/// synced. Errors name the file.
+pub fn write_synced(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let err = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}

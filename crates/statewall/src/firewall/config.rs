@@ -1,0 +1,38 @@
+//! The `[firewall]` section: sizes of the firewall's tables and conntrack timeouts
+//! (instances and rules are managed through the API and kept under the state directory).
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::Dur;
+
+/// `[firewall]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirewallConfig {
+    /// Distinct rule sets the classifier can hold (half per table generation); each takes
+    /// 1.3 KB of kernel memory. Set at the first start (a change needs `statewall teardown`).
+    pub bitsets_max: u32,
+    /// Connection table size (LRU: when full, the least recently seen connections go
+    /// first). Set at the first start.
+    pub conntrack_max: u32,
+    /// Idle timeouts of tracked connections: TCP during the handshake ...
+    pub ct_tcp_syn: Dur,
+    /// ... TCP established ...
+    pub ct_tcp_established: Dur,
+    /// ... TCP after a FIN ...
+    pub ct_tcp_closing: Dur,
+    /// ... UDP and ICMP echo.
+    pub ct_udp: Dur,
+}
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            bitsets_max: 4096,
+            conntrack_max: 65536,
+            ct_tcp_syn: Dur::secs(60),
+            ct_tcp_established: Dur::secs(86400),
+            ct_tcp_closing: Dur::secs(10),
+            ct_udp: Dur::secs(60),
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The firewall in the kernel: instances written into the inactive generation and switched
+//! in, the interfaces pointed at their instances, the chain programs attached; sessions,
+//! counters and the LOG ring. Written through the [`Engine`]; the prefix keys written last
+//! are kept beside it ([`Installed`]).
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+
+use crate::engine::{map_err, Engine, EngineError, Result};
+use crate::{
+    engine::pins::LinkSpot,
+    firewall::{config::FirewallConfig, rules::Written},
+};
+use std::collections::BTreeMap;
+
+use aya::maps::Map;
+
+use crate::engine::{drain_ring, ebpf, ifindex};
+
+/// What the firewall wrote into each generation last (kept in the engine:
+/// [`Engine::stage`]).
+#[derive(Default)]
+pub struct Installed {
+    written: [Option<Written>; 2],
+}
+
+impl Engine {
+    /// Writes the firewall instances into the inactive generation and switches to it,
+    /// points each attached interface at its instance, and attaches the chain programs
+    /// (`config_links`: the config's own, kept). `moves`: (chain, origin of each new rule) for
+    /// the counters to follow their rules.
+    pub fn apply_firewall(
+        &mut self,
+        fw: &FirewallConfig,
+        config_links: &[LinkSpot],
+        st: &crate::firewall::FwState,
+        moves: &[(u32, Vec<Option<usize>>)],
+    ) -> Result<()> {
+        use statewall_common::fw::{
+            stats_slot, RuleStats, MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
+        };
+        let compiled = crate::firewall::rules::compile(&st.chains()).map_err(EngineError::Doors)?;
+        {
+            use statewall_common::ct::{CtConf, MAP_CT_CONF};
+            let f = fw;
+            let conf = CtConf {
+                tcp_syn_ns: f.ct_tcp_syn.ns(),
+                tcp_est_ns: f.ct_tcp_established.ns(),
+                tcp_close_ns: f.ct_tcp_closing.ns(),
+                udp_ns: f.ct_udp.ns(),
+            };
+            let mut a: Array<&mut MapData, CtConf> =
+                Array::try_from(self.map_mut_checked(MAP_CT_CONF)?)
+                    .map_err(|e| map_err(MAP_CT_CONF, e))?;
+            a.set(0, conf, 0).map_err(|e| map_err(MAP_CT_CONF, e))?;
+        }
+        let half = self
+            .maps
+            .get(MAP_FW_BITSETS)
+            .and_then(|m| match m {
+                Map::Array(d) => d.info().ok().map(|i| i.max_entries()),
+                _ => None,
+            })
+            .unwrap_or(4096)
+            / 2;
+        let ctl: Array<&MapData, u32> =
+            Array::try_from(self.map_checked(statewall_common::fw::MAP_FW_CTL)?)
+                .map_err(|e| map_err(statewall_common::fw::MAP_FW_CTL, e))?;
+        let shadow = (ctl.get(&0, 0).unwrap_or(0) & 1) as usize ^ 1;
+        let old = self.stage::<Installed>().written[shadow].take();
+        // Counters that move with their rules: read before the switch.
+        let mut moved: Vec<(u32, Vec<aya::maps::PerCpuValues<RuleStats>>)> = Vec::new();
+        {
+            let a: aya::maps::PerCpuArray<&MapData, RuleStats> =
+                aya::maps::PerCpuArray::try_from(self.map_checked(MAP_FW_STATS)?)
+                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
+            for (chain, origin) in moves {
+                let mut v = Vec::new();
+                for o in origin {
+                    let vals = match o {
+                        Some(o) => a.get(&stats_slot(*chain, *o as u32), 0),
+                        None => {
+                            let n = aya::util::nr_cpus().map_err(|e| map_err(MAP_FW_STATS, e.1))?;
+                            Ok(
+                                aya::maps::PerCpuValues::try_from(vec![RuleStats::default(); n])
+                                    .unwrap(),
+                            )
+                        }
+                    }
+                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
+                    v.push(vals);
+                }
+                moved.push((*chain, v));
+            }
+        }
+        let (_, written) =
+            crate::firewall::rules::write_tables(self, &compiled, half, old.as_ref()).map_err(
+                |e| EngineError::Map {
+                    map: "firewall tables".into(),
+                    msg: e,
+                },
+            )?;
+        self.stage::<Installed>().written[shadow] = Some(written);
+        {
+            let mut a: aya::maps::PerCpuArray<&mut MapData, RuleStats> =
+                aya::maps::PerCpuArray::try_from(self.map_mut_checked(MAP_FW_STATS)?)
+                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
+            for (chain, vals) in moved {
+                for (i, v) in vals.into_iter().enumerate() {
+                    a.set(stats_slot(chain, i as u32), v, 0)
+                        .map_err(|e| map_err(MAP_FW_STATS, e))?;
+                }
+            }
+        }
+        // Interfaces -> instances.
+        let mut want_ifaces = BTreeMap::new();
+        for inst in st.instances.values() {
+            for port in &inst.ports {
+                let idx = ifindex(port.netns.as_deref(), &port.ifname);
+                if idx == 0 {
+                    return Err(EngineError::Doors(format!(
+                        "interface {:?} (namespace {:?}) does not exist",
+                        port.ifname, port.netns
+                    )));
+                }
+                want_ifaces.insert(idx, inst.slot);
+            }
+        }
+        let links = fw_link_spots(st);
+        {
+            let mut h: BpfHashMap<&mut MapData, u32, u32> =
+                BpfHashMap::try_from(self.map_mut_checked(MAP_FW_IFACES)?)
+                    .map_err(|e| map_err(MAP_FW_IFACES, e))?;
+            for (k, v) in &want_ifaces {
+                h.insert(k, v, 0).map_err(|e| map_err(MAP_FW_IFACES, e))?;
+            }
+            let stale: Vec<u32> = h
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !want_ifaces.contains_key(k))
+                .collect();
+            for k in stale {
+                let _ = h.remove(&k);
+            }
+        }
+        self.stage_links = links;
+        self.reconcile(config_links)
+    }
+
+    /// The connection table: (key, entry) of every live connection.
+    pub fn fw_sessions(
+        &self,
+    ) -> Result<Vec<(statewall_common::ct::CtKey, statewall_common::ct::CtVal)>> {
+        let now = self.kernel_now();
+        let mut v: Vec<_> = self.hash_entries(statewall_common::ct::MAP_CT)?;
+        v.retain(
+            |(_, e): &(statewall_common::ct::CtKey, statewall_common::ct::CtVal)| {
+                e.expires_ns > now
+            },
+        );
+        Ok(v)
+    }
+
+    /// Per-rule counters of a chain (packets, bytes), summed over CPUs.
+    pub fn fw_stats(&self, chain: u32, rules: usize) -> Result<Vec<(u64, u64)>> {
+        use statewall_common::fw::{stats_slot, RuleStats, MAP_FW_STATS};
+        let a: aya::maps::PerCpuArray<&MapData, RuleStats> =
+            aya::maps::PerCpuArray::try_from(self.map_checked(MAP_FW_STATS)?)
+                .map_err(|e| map_err(MAP_FW_STATS, e))?;
+        (0..rules)
+            .map(|r| {
+                let v = a
+                    .get(&stats_slot(chain, r as u32), 0)
+                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
+                Ok(v.iter()
+                    .fold((0, 0), |(p, b), s| (p + s.packets, b + s.bytes)))
+            })
+            .collect()
+    }
+
+    /// Firewall stage counters summed over CPUs, by name.
+    pub fn fw_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        use statewall_common::fw::{COUNTERS, COUNTER_NAMES, MAP_FW_COUNTERS};
+        let sums = self.percpu_sums(MAP_FW_COUNTERS, COUNTERS)?;
+        Ok(COUNTER_NAMES.into_iter().zip(sums).collect())
+    }
+
+    /// Takes the LOG events waiting in the ring buffer (tools and tests; the daemon follows
+    /// the ring with its own handle).
+    pub fn drain_fw_log(&mut self) -> Vec<statewall_common::fw::FwLog> {
+        let Some(m) = self.maps.get_mut(statewall_common::fw::MAP_FW_LOG) else {
+            return Vec::new();
+        };
+        drain_ring(m)
+    }
+}
+
+/// The firewall's attachments for `st`: both chain programs on every interface of every
+/// instance. The daemon sets them before its first reconcile at start, so that adopting
+/// running links never detaches the firewall for a moment.
+pub fn fw_link_spots(st: &crate::firewall::FwState) -> Vec<LinkSpot> {
+    let mut links = Vec::new();
+    for inst in st.instances.values() {
+        for port in &inst.ports {
+            for (hook, program) in [
+                ("ingress", ebpf::PROG_FW_INGRESS),
+                ("egress", ebpf::PROG_FW_EGRESS),
+            ] {
+                links.push(LinkSpot {
+                    netns: port.netns.clone(),
+                    ifname: port.ifname.clone(),
+                    hook: hook.into(),
+                    program: program.into(),
+                });
+            }
+        }
+    }
+    links
+}

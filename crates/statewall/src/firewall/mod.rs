@@ -1,0 +1,643 @@
+//! Firewall instances as users manage them (REST, Polycube-compatible subset): named
+//! instances with an INGRESS and an EGRESS chain, attached to interfaces; rules with
+//! Polycube's fields and positional ids; batches applied all or nothing. The state is kept
+//! in `STATE_DIR/firewall.json` and written into the kernel (`crate::firewall::rules`) on every change
+//! and at start, so a restart keeps enforcing the same rules with the same counters.
+//!
+//! Owns the `[firewall]` section (`config`), rule compilation (`rules`) and what it writes
+//! into the kernel (`kernel`). May import: `engine`, `types`.
+
+pub mod config;
+pub mod kernel;
+pub mod rules;
+
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+
+use serde::{Deserialize, Serialize};
+use statewall_common::fw::{ACT_ACCEPT, ACT_DROP, ACT_LOG, MAX_INSTANCES};
+
+use crate::firewall::rules::{mask, Chain, Rule};
+
+/// A rule as the API takes and shows it (Polycube's field names).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Position (shown; taken by insert/update/delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<usize>,
+    /// Source CIDR (host bits are masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// Destination CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// TCP, UDP, ICMP, ICMPv6 or ANY (any case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4proto: Option<String>,
+    /// Source port or range `1000-2000` (a number or a string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<PortArg>,
+    /// Destination port or range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<PortArg>,
+    /// `SYN,!ACK`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcpflags: Option<String>,
+    /// NEW, ESTABLISHED, RELATED, INVALID (connection tracking: not yet; refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<String>,
+    /// DROP, ACCEPT (FORWARD = ACCEPT), LOG; any case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A port given as a number or a string (`"22"`, `"1000-2000"`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PortArg {
+    /// A number.
+    N(u64),
+    /// A string.
+    S(String),
+}
+
+fn port_range(p: &PortArg) -> Result<(u16, u16), String> {
+    let s = match p {
+        PortArg::N(n) => n.to_string(),
+        PortArg::S(s) => s.trim().to_string(),
+    };
+    let (lo, hi) = s.split_once('-').unwrap_or((&s, &s));
+    let parse = |x: &str| -> Result<u16, String> {
+        x.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{s:?} is not a port (1-65535) or a range (1000-2000)"))
+    };
+    let (lo, hi) = (parse(lo)?, parse(hi)?);
+    if lo > hi {
+        return Err(format!("{s:?}: the range is empty"));
+    }
+    Ok((lo, hi))
+}
+
+fn cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, l) = s
+        .split_once('/')
+        .map(|(a, l)| (a, Some(l)))
+        .unwrap_or((s, None));
+    let addr: IpAddr = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 CIDR"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match l {
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?}: prefix length 0-{max}"))?,
+        None => max,
+    };
+    Ok((mask(addr, len), len))
+}
+
+/// Parses `SYN,!ACK` (Polycube's flags; any case): (mask, value).
+pub fn parse_flags(s: &str) -> Result<(u8, u8), String> {
+    let (mut m, mut v) = (0u8, 0u8);
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (neg, name) = match part.strip_prefix('!') {
+            Some(n) => (true, n),
+            None => (false, part),
+        };
+        let bit = match name.to_ascii_uppercase().as_str() {
+            "FIN" => 0x01,
+            "SYN" => 0x02,
+            "RST" => 0x04,
+            "PSH" => 0x08,
+            "ACK" => 0x10,
+            "URG" => 0x20,
+            "ECE" => 0x40,
+            "CWR" => 0x80,
+            _ => {
+                return Err(format!(
+                    "{part:?} is not a TCP flag (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR)"
+                ))
+            }
+        };
+        m |= bit;
+        if !neg {
+            v |= bit;
+        }
+    }
+    Ok((m, v))
+}
+
+fn proto(s: &str) -> Result<Option<u8>, String> {
+    Ok(match s.to_ascii_uppercase().as_str() {
+        "ANY" | "" => None,
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "ICMP" => Some(1),
+        "ICMPV6" | "ICMP6" => Some(58),
+        o => return Err(format!("{o:?} is not TCP, UDP, ICMP, ICMPv6 or ANY")),
+    })
+}
+
+fn ct_state(s: &str) -> Result<u8, String> {
+    use statewall_common::ct;
+    match s.to_ascii_uppercase().as_str() {
+        "NEW" => Ok(ct::NEW),
+        "ESTABLISHED" => Ok(ct::ESTABLISHED),
+        "RELATED" => Ok(ct::RELATED),
+        "INVALID" => Ok(ct::INVALID),
+        o => Err(format!("{o:?} is not NEW, ESTABLISHED, RELATED or INVALID")),
+    }
+}
+
+fn ct_name(st: u8) -> &'static str {
+    ["NEW", "ESTABLISHED", "RELATED", "INVALID"][st as usize & 3]
+}
+
+/// Parses an action: DROP, ACCEPT, FORWARD (= ACCEPT), LOG.
+pub fn parse_action(s: &str) -> Result<u8, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "DROP" => Ok(ACT_DROP),
+        "ACCEPT" | "FORWARD" => Ok(ACT_ACCEPT),
+        "LOG" => Ok(ACT_LOG),
+        o => Err(format!("{o:?} is not DROP, ACCEPT, FORWARD or LOG")),
+    }
+}
+
+fn action_name(a: u8) -> &'static str {
+    match a {
+        ACT_DROP => "DROP",
+        ACT_LOG => "LOG",
+        _ => "ACCEPT",
+    }
+}
+
+impl RuleSpec {
+    /// Checks and normalises (masked CIDRs, upper-case protocol and action, ranges as
+    /// strings); errors name the field.
+    pub fn normalise(&self) -> Result<RuleSpec, String> {
+        let mut n = self.clone();
+        n.id = None;
+        if let Some(s) = &self.src {
+            let (a, l) = cidr(s).map_err(|e| format!("src: {e}"))?;
+            n.src = Some(format!("{a}/{l}"));
+        }
+        if let Some(s) = &self.dst {
+            let (a, l) = cidr(s).map_err(|e| format!("dst: {e}"))?;
+            n.dst = Some(format!("{a}/{l}"));
+        }
+        let pr = match &self.l4proto {
+            Some(p) => proto(p).map_err(|e| format!("l4proto: {e}"))?,
+            None => None,
+        };
+        n.l4proto = pr.map(|p| {
+            match p {
+                6 => "TCP",
+                17 => "UDP",
+                1 => "ICMP",
+                _ => "ICMPv6",
+            }
+            .to_string()
+        });
+        for (name, v, out) in [
+            ("sport", &self.sport, &mut n.sport),
+            ("dport", &self.dport, &mut n.dport),
+        ] {
+            if let Some(p) = v {
+                let (lo, hi) = port_range(p).map_err(|e| format!("{name}: {e}"))?;
+                if !matches!(pr, Some(6) | Some(17)) {
+                    return Err(format!("{name}: a port needs l4proto TCP or UDP"));
+                }
+                *out = Some(PortArg::S(if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }));
+            }
+        }
+        if let Some(f) = &self.tcpflags {
+            parse_flags(f).map_err(|e| format!("tcpflags: {e}"))?;
+            if pr != Some(6) {
+                return Err("tcpflags: needs l4proto TCP".into());
+            }
+            n.tcpflags = Some(f.to_ascii_uppercase().replace(' ', ""));
+        }
+        if let Some(c) = &self.conntrack {
+            let st = ct_state(c).map_err(|e| format!("conntrack: {e}"))?;
+            n.conntrack = Some(ct_name(st).into());
+        }
+        let a = parse_action(self.action.as_deref().unwrap_or("DROP"))
+            .map_err(|e| format!("action: {e}"))?;
+        n.action = Some(action_name(a).into());
+        Ok(n)
+    }
+
+    /// The classifier's rule (the spec must be normalised).
+    pub fn rule(&self) -> Rule {
+        let pr = |p: &Option<PortArg>| p.as_ref().and_then(|p| port_range(p).ok());
+        Rule {
+            src: self.src.as_deref().and_then(|s| cidr(s).ok()),
+            dst: self.dst.as_deref().and_then(|s| cidr(s).ok()),
+            proto: self
+                .l4proto
+                .as_deref()
+                .and_then(|p| proto(p).ok().flatten()),
+            sport: pr(&self.sport),
+            dport: pr(&self.dport),
+            tcpflags: self.tcpflags.as_deref().and_then(|f| parse_flags(f).ok()),
+            ct: self.conntrack.as_deref().and_then(|c| ct_state(c).ok()),
+            action: parse_action(self.action.as_deref().unwrap_or("DROP")).unwrap_or(ACT_DROP),
+        }
+    }
+}
+
+/// One chain of an instance.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ChainState {
+    /// Rules in order (normalised; ids are positions).
+    pub rules: Vec<RuleSpec>,
+    /// Default action: DROP or ACCEPT.
+    pub default: String,
+    /// Packets of known connections are accepted before the rules.
+    #[serde(default)]
+    pub accept_established: bool,
+}
+
+impl Default for ChainState {
+    fn default() -> Self {
+        ChainState {
+            rules: Vec::new(),
+            default: "ACCEPT".into(),
+            accept_established: false,
+        }
+    }
+}
+
+/// An interface an instance is attached to.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Port {
+    /// Namespace (None = the daemon's).
+    pub netns: Option<String>,
+    /// Interface name.
+    pub ifname: String,
+}
+
+/// A firewall instance.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Instance {
+    /// Kernel slot (chains `2 * slot` and `2 * slot + 1`).
+    pub slot: u32,
+    /// Polycube's `type` (TC, XDP_SKB, XDP_DRV): recorded; statewall runs tcx.
+    #[serde(default)]
+    pub kind: String,
+    /// Where it is attached.
+    pub ports: Vec<Port>,
+    /// INGRESS chain.
+    pub ingress: ChainState,
+    /// EGRESS chain.
+    pub egress: ChainState,
+}
+
+/// The direction of the chain called `INGRESS` (0) / `EGRESS` (1), any case.
+pub fn chain_dir(name: &str) -> Result<u32, String> {
+    match name.to_ascii_uppercase().as_str() {
+        "INGRESS" => Ok(0),
+        "EGRESS" => Ok(1),
+        o => Err(format!("{o:?} is not a chain (INGRESS, EGRESS)")),
+    }
+}
+
+/// A chain's default action: DROP, or ACCEPT (FORWARD = ACCEPT), any case.
+pub fn parse_default(s: &str) -> Result<&'static str, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "DROP" => Ok("DROP"),
+        "ACCEPT" | "FORWARD" => Ok("ACCEPT"),
+        o => Err(format!("{o:?} is not DROP or ACCEPT")),
+    }
+}
+
+impl Instance {
+    /// The chain called `INGRESS` / `EGRESS` (any case).
+    pub fn chain(&self, name: &str) -> Result<&ChainState, String> {
+        Ok(if chain_dir(name)? == 0 {
+            &self.ingress
+        } else {
+            &self.egress
+        })
+    }
+
+    /// The same, to change it.
+    pub fn chain_mut(&mut self, name: &str) -> Result<&mut ChainState, String> {
+        Ok(if chain_dir(name)? == 0 {
+            &mut self.ingress
+        } else {
+            &mut self.egress
+        })
+    }
+
+    /// The kernel chain number of the chain called `name`.
+    pub fn chain_no(&self, name: &str) -> Result<u32, String> {
+        Ok(self.slot * 2 + chain_dir(name)?)
+    }
+}
+
+/// Every instance, by name.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct FwState {
+    /// Instances.
+    pub instances: BTreeMap<String, Instance>,
+    /// Rulesets applied with `--confirm` and not confirmed yet: what to go back to, and
+    /// when (Unix seconds). Kept on disk, so a restart still reverts.
+    #[serde(default)]
+    pub pending: BTreeMap<String, Pending>,
+}
+
+/// An unconfirmed apply.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Pending {
+    /// Revert at this Unix time unless confirmed.
+    pub deadline: u64,
+    /// The instance as it was before.
+    pub previous: Instance,
+}
+
+/// A whole chain as `apply` takes it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSpec {
+    /// DROP or ACCEPT (default: unchanged).
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Rules in order (replacing the chain's).
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    /// accept-established (default: unchanged).
+    #[serde(default, rename = "accept-established")]
+    pub accept_established: Option<bool>,
+}
+
+/// Body of `apply`: the chains to replace, and the confirmation window.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApplySpec {
+    /// The INGRESS chain.
+    #[serde(default, rename = "INGRESS")]
+    pub ingress: Option<ChainSpec>,
+    /// The EGRESS chain.
+    #[serde(default, rename = "EGRESS")]
+    pub egress: Option<ChainSpec>,
+    /// Seconds to confirm in; absent = applied for good.
+    #[serde(default)]
+    pub confirm: Option<u64>,
+}
+
+impl Instance {
+    /// This instance with `spec` applied (rules checked; errors name the chain and rule).
+    pub fn with(&self, spec: &ApplySpec) -> Result<Instance, String> {
+        let mut n = self.clone();
+        for (name, c, cs) in [
+            ("INGRESS", &mut n.ingress, &spec.ingress),
+            ("EGRESS", &mut n.egress, &spec.egress),
+        ] {
+            let Some(cs) = cs else { continue };
+            c.rules = cs
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r.normalise().map_err(|e| format!("{name} rules[{i}]: {e}")))
+                .collect::<Result<_, _>>()?;
+            if let Some(d) = &cs.default {
+                c.default = parse_default(d)
+                    .map_err(|e| format!("{name} default: {e}"))?
+                    .into();
+            }
+            if let Some(a) = cs.accept_established {
+                c.accept_established = a;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// One operation of a batch (Polycube's shape: `operation` beside the rule's fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOp {
+    /// insert, append, update, delete.
+    pub operation: String,
+    /// The rule's fields (and `id`).
+    pub rule: RuleSpec,
+}
+
+/// A batch's result: the new rules, and for each the position it had before (`None`:
+/// new).
+pub type Batched = (Vec<RuleSpec>, Vec<Option<usize>>);
+
+/// Applies a batch to a copy of the chain's rules: the new rules, or the index of the
+/// first bad operation and why (nothing applied). `origin[i]` says which old rule the new
+/// rule `i` is (for moving counters), `None` for new ones.
+pub fn apply_batch(
+    rules: &[RuleSpec],
+    ops: &[serde_json::Value],
+) -> Result<Batched, (usize, String)> {
+    let mut out: Vec<RuleSpec> = rules.to_vec();
+    let mut origin: Vec<Option<usize>> = (0..rules.len()).map(Some).collect();
+    for (i, raw) in ops.iter().enumerate() {
+        // (Parsed by hand: a flattened struct would let unknown fields through.)
+        let mut obj = raw
+            .as_object()
+            .ok_or((i, "an operation is a JSON object".to_string()))?
+            .clone();
+        let operation = obj
+            .remove("operation")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .ok_or((
+                i,
+                "operation: missing (insert, append, update or delete)".to_string(),
+            ))?;
+        let rule: RuleSpec = serde_json::from_value(serde_json::Value::Object(obj))
+            .map_err(|e| (i, e.to_string()))?;
+        let op = BatchOp { operation, rule };
+        let id = op.rule.id;
+        match op.operation.to_ascii_lowercase().as_str() {
+            "append" => {
+                let r = op.rule.normalise().map_err(|e| (i, e))?;
+                out.push(r);
+                origin.push(None);
+            }
+            "insert" => {
+                let id = id.ok_or((i, "insert needs id".to_string()))?;
+                if id > out.len() {
+                    return Err((i, format!("id {id}: the chain has {} rules", out.len())));
+                }
+                let r = op.rule.normalise().map_err(|e| (i, e))?;
+                out.insert(id, r);
+                origin.insert(id, None);
+            }
+            "update" => {
+                let id = id.ok_or((i, "update needs id".to_string()))?;
+                if id >= out.len() {
+                    return Err((i, format!("id {id}: no such rule ({} rules)", out.len())));
+                }
+                out[id] = op.rule.normalise().map_err(|e| (i, e))?;
+            }
+            "delete" => {
+                let at = match id {
+                    Some(id) => {
+                        if id >= out.len() {
+                            return Err((
+                                i,
+                                format!("id {id}: no such rule ({} rules)", out.len()),
+                            ));
+                        }
+                        id
+                    }
+                    None => {
+                        let want = op.rule.normalise().map_err(|e| (i, e))?;
+                        out.iter()
+                            .position(|r| *r == want)
+                            .ok_or((i, "no rule with these fields".to_string()))?
+                    }
+                };
+                out.remove(at);
+                origin.remove(at);
+            }
+            o => {
+                return Err((
+                    i,
+                    format!("operation {o:?}: insert, append, update or delete"),
+                ))
+            }
+        }
+    }
+    Ok((out, origin))
+}
+
+impl FwState {
+    /// Loads the state (empty when the file does not exist).
+    pub fn load(path: &Path) -> Result<FwState, String> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FwState::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the state durably (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        crate::engine::sys::write_synced(path, text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// A new instance, in the first free slot.
+    pub fn create(&mut self, name: &str, kind: &str) -> Result<&Instance, String> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("{name:?}: use letters, digits, '-' and '_'"));
+        }
+        if self.instances.contains_key(name) {
+            return Err(format!("firewall {name:?} exists"));
+        }
+        let used: Vec<u32> = self.instances.values().map(|i| i.slot).collect();
+        let slot = (0..MAX_INSTANCES)
+            .find(|s| !used.contains(s))
+            .ok_or(format!("at most {MAX_INSTANCES} firewall instances"))?;
+        self.instances.insert(
+            name.into(),
+            Instance {
+                slot,
+                kind: kind.into(),
+                ports: Vec::new(),
+                ingress: ChainState::default(),
+                egress: ChainState::default(),
+            },
+        );
+        Ok(&self.instances[name])
+    }
+
+    /// The classifier's chains, by chain number.
+    pub fn chains(&self) -> BTreeMap<u32, Chain> {
+        let mut out = BTreeMap::new();
+        for inst in self.instances.values() {
+            for (dir, c) in [(0, &inst.ingress), (1, &inst.egress)] {
+                out.insert(
+                    inst.slot * 2 + dir,
+                    Chain {
+                        rules: c.rules.iter().map(RuleSpec::rule).collect(),
+                        default_action: parse_action(&c.default).unwrap_or(ACT_ACCEPT),
+                        accept_established: c.accept_established,
+                    },
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compat_example_batch() {
+        // COMPAT.md's example, kept once as the REST fuzz target's seed.
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../../fuzz/corpus/rest_bodies/compat_batch"
+        ))
+        .unwrap();
+        let ops = v["rules"].as_array().unwrap().clone();
+        let (rules, origin) = apply_batch(&[], &ops).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].src.as_deref(), Some("10.0.0.11/32"));
+        assert_eq!(rules[0].dst.as_deref(), Some("10.0.0.0/24"), "masked");
+        assert_eq!(rules[0].l4proto.as_deref(), Some("ICMP"));
+        assert_eq!(rules[0].action.as_deref(), Some("DROP"));
+        assert_eq!(origin, vec![None]);
+        // A bad operation anywhere: its index, nothing applied.
+        let bad: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[{"operation": "append", "action": "drop"}, {"operation": "append", "dport": "80", "action": "drop"}]"#,
+        )
+        .unwrap();
+        let (i, e) = apply_batch(&rules, &bad).unwrap_err();
+        assert_eq!(i, 1);
+        assert!(e.contains("dport"), "{e}");
+        let (i, e) = apply_batch(
+            &rules,
+            &[serde_json::json!({"operation": "update", "id": 5})],
+        )
+        .unwrap_err();
+        assert_eq!(i, 0);
+        assert!(e.contains("id 5"), "{e}");
+        let (_, e) = apply_batch(
+            &rules,
+            &[serde_json::json!({"operation": "append", "src": "10.0.0.1/33"})],
+        )
+        .unwrap_err();
+        assert!(e.contains("src"), "{e}");
+        let (_, e) = apply_batch(
+            &rules,
+            &[serde_json::json!({"operation": "append", "srcc": "10.0.0.1"})],
+        )
+        .unwrap_err();
+        assert!(e.contains("srcc"), "{e}");
+        let (r, o) = apply_batch(
+            &rules,
+            &[serde_json::json!({"operation": "insert", "id": 0, "l4proto": "tcp", "dport": "1000-2000", "tcpflags": "syn,!ack", "action": "accept"})],
+        )
+        .unwrap();
+        assert_eq!(o, vec![None, Some(0)]);
+        assert_eq!(r[0].dport, Some(PortArg::S("1000-2000".into())));
+        assert_eq!(r[0].rule().tcpflags, Some((0x12, 0x02)));
+    }
+}

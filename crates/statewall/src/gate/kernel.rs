@@ -1,0 +1,176 @@
+//! The gate in the kernel: the protected-port table, grants and granted flows, counters.
+//! Written through the [`Engine`].
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+
+use crate::engine::{map_err, Engine, EngineError, Result};
+use crate::{gate::GateConfig, types::PortSpec};
+use statewall_common::maps::{
+    FlowKey, FlowValue, GateConf, GrantKey, GrantValue, GATE_COUNTERS, GATE_COUNTER_NAMES,
+    GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP, MAP_GATE_CONF, MAP_GATE_FLOWS, MAP_GATE_GRANTS,
+    MAP_GATE_PORTS, MAP_GATE_STATS,
+};
+
+impl Engine {
+    /// Writes the protected-port table from the config: additions first, then removals, so
+    /// no port that stays protected is ever open in between; the summary slot last.
+    pub fn apply_gate(
+        &mut self,
+        protected: &[PortSpec],
+        reset_ports: &[u16],
+        gate: &GateConfig,
+    ) -> Result<()> {
+        let mut want = vec![0u8; 65536];
+        for PortSpec { proto, port } in protected {
+            want[*port as usize] |= if *proto == 17 { GATE_UDP } else { GATE_TCP };
+        }
+        for &port in reset_ports {
+            if want[port as usize] & GATE_TCP != 0 {
+                want[port as usize] |= statewall_common::maps::GATE_RESET;
+            }
+        }
+        let summary = want.iter().fold(0u8, |a, b| a | b);
+        let md = self.map_mut_checked(MAP_GATE_PORTS)?;
+        let mut arr: Array<&mut MapData, u8> =
+            Array::try_from(md).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        let cur_summary = arr.get(&GATE_SUMMARY_SLOT, 0).unwrap_or(0);
+        arr.set(GATE_SUMMARY_SLOT, cur_summary | summary, 0)
+            .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        for pass in 0..2 {
+            for port in 0..65536u32 {
+                let cur = arr.get(&port, 0).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+                let w = want[port as usize];
+                let adding = w & !cur != 0;
+                if cur != w && ((pass == 0 && adding) || (pass == 1 && !adding)) {
+                    let v = if pass == 0 { cur | w } else { w };
+                    arr.set(port, v, 0)
+                        .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+                }
+            }
+        }
+        arr.set(GATE_SUMMARY_SLOT, summary, 0)
+            .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        let g = gate;
+        let conf = GateConf {
+            tcp_idle_ns: g.flow_idle_tcp.0.as_nanos() as u64,
+            tcp_closing_ns: g.flow_closing_tcp.0.as_nanos() as u64,
+            udp_idle_ns: g.flow_idle_udp.0.as_nanos() as u64,
+        };
+        let md = self.map_mut_checked(MAP_GATE_CONF)?;
+        let mut arr: Array<&mut MapData, GateConf> =
+            Array::try_from(md).map_err(|e| map_err(MAP_GATE_CONF, e))?;
+        arr.set(0, conf, 0).map_err(|e| map_err(MAP_GATE_CONF, e))?;
+        Ok(())
+    }
+
+    /// The protected ports as the kernel has them.
+    pub fn protected(&self) -> Result<Vec<PortSpec>> {
+        let md = self.map_checked(MAP_GATE_PORTS)?;
+        let arr: Array<&MapData, u8> =
+            Array::try_from(md).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        let mut v = Vec::new();
+        for port in 1..65536u32 {
+            let b = arr.get(&port, 0).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+            if b & GATE_TCP != 0 {
+                v.push(PortSpec {
+                    proto: 6,
+                    port: port as u16,
+                });
+            }
+            if b & GATE_UDP != 0 {
+                v.push(PortSpec {
+                    proto: 17,
+                    port: port as u16,
+                });
+            }
+        }
+        Ok(v)
+    }
+
+    /// Adds or extends a grant. A full table refuses it.
+    pub fn grant(&mut self, key: GrantKey, seconds: u64, origin: u32) -> Result<u64> {
+        let mut expires_ns = self.kernel_now() + seconds * 1_000_000_000;
+        let md = self.map_mut_checked(MAP_GATE_GRANTS)?;
+        let mut h: BpfHashMap<&mut MapData, GrantKey, GrantValue> =
+            BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
+        // Extending never shortens a grant.
+        if let Ok(cur) = h.get(&key, 0) {
+            expires_ns = expires_ns.max(cur.expires_ns);
+        }
+        h.insert(
+            key,
+            GrantValue {
+                expires_ns,
+                origin,
+                _pad: 0,
+            },
+            0,
+        )
+        .map_err(|e| match e {
+            aya::maps::MapError::SyscallError(ref s)
+                if s.io_error.raw_os_error() == Some(libc::E2BIG) =>
+            {
+                EngineError::TableFull {
+                    map: MAP_GATE_GRANTS.into(),
+                }
+            }
+            e => map_err(MAP_GATE_GRANTS, e),
+        })?;
+        Ok(expires_ns)
+    }
+
+    /// Removes a grant; false when there was none.
+    pub fn revoke(&mut self, key: &GrantKey) -> Result<bool> {
+        let md = self.map_mut_checked(MAP_GATE_GRANTS)?;
+        let mut h: BpfHashMap<&mut MapData, GrantKey, GrantValue> =
+            BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
+        match h.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(s))
+                if s.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(MAP_GATE_GRANTS, e)),
+        }
+    }
+
+    /// Every grant with its expiry (kernel clock).
+    pub fn grants(&self) -> Result<Vec<(GrantKey, GrantValue)>> {
+        self.hash_entries(MAP_GATE_GRANTS)
+    }
+
+    /// Removes the grants of `grants` (a dump of the table) that had expired at `now`;
+    /// returns how many. A grant extended since the dump stays.
+    pub fn sweep_grants(&mut self, grants: &[(GrantKey, GrantValue)], now: u64) -> Result<usize> {
+        let dead = grants
+            .iter()
+            .filter(|(_, v)| v.expires_ns <= now)
+            .map(|(k, _)| *k);
+        self.remove_expired(MAP_GATE_GRANTS, dead, |v: &GrantValue| v.expires_ns <= now)
+    }
+
+    /// Every flow opened under a grant, with its expiry (kernel clock).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>> {
+        self.hash_entries(MAP_GATE_FLOWS)
+    }
+
+    /// Removes flows that idled out; returns how many. (The gate ignores them already; this
+    /// frees their room.)
+    pub fn sweep_flows(&mut self) -> Result<usize> {
+        let now = self.kernel_now();
+        let flows = self.flows()?;
+        let dead = flows
+            .iter()
+            .filter(|(_, v)| v.expires_ns <= now)
+            .map(|(k, _)| *k);
+        self.remove_expired(MAP_GATE_FLOWS, dead, |v: &FlowValue| v.expires_ns <= now)
+    }
+
+    /// Gate counters summed over CPUs, by name.
+    pub fn gate_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        let sums = self.percpu_sums(MAP_GATE_STATS, GATE_COUNTERS)?;
+        Ok(GATE_COUNTER_NAMES.into_iter().zip(sums).collect())
+    }
+}

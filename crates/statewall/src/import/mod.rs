@@ -1,0 +1,7 @@
+//! Importers of other tools' configurations: knockd.conf ([`knockd`]) and fwknopd's
+//! access.conf ([`fwknop`]), converted into a statewall [`crate::config::Config`].
+//!
+//! Above `config` (they produce one); may import the stages' config types.
+
+pub mod fwknop;
+pub mod knockd;

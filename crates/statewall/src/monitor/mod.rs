@@ -1,0 +1,694 @@
+//! The `monitor` stage, user side: loading a monitor instance (its own load of the monitor
+//! object, sizes and capture limits set by the loader), attaching it first on the tcx
+//! hooks it watches, and reading windows.
+//!
+//! A read with swap-on-read flips the active buffer, waits one RCU grace period (so no
+//! program can still be writing into the old buffer, see [`crate::engine::sys::Grace`]), then reads
+//! the old buffer and empties it: sessions by `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, packet
+//! records straight from the memory-mapped packet table. The datapath never waits for a
+//! reader. With erase-on-read the buffer stays the same and is emptied as it is read
+//! (a packet arriving during the read may be lost: that is what swapping avoids).
+//!
+//! Owns the `[[monitor]]` section and its own object. May import: `engine`, `gate`,
+//! `types`.
+
+pub mod files;
+
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd, AsRawFd},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::{Array, MapData},
+    programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType},
+    Ebpf, EbpfLoader,
+};
+use serde::{Deserialize, Serialize};
+use statewall_common::monitor::{
+    CryptoVal, DdosSess, PktRec, PktSlot, SessKey, CNT_CAPTURED, CNT_PACKETS, CNT_SESSIONS,
+    COUNTERS, COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_USED,
+    DDOS_PER_SESSION, DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION, GLOBAL_TEST_DELAY,
+    GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS, MAP_DDOS_SESS, MAP_MON_CTL,
+    MAP_MON_STATS,
+};
+
+/// The compiled monitor object (built by `build.rs`).
+pub static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/statewall-monitor.bpf.o"));
+
+/// The monitor program.
+pub const PROG_MONITOR: &str = "sw_monitor";
+
+/// What a monitor extracts.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Per-packet features of up to `packets_per_session` packets per session.
+    Ddos,
+    /// Per-session counters in both directions.
+    Crypto,
+}
+
+/// How a window is taken.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Extraction {
+    /// Two buffers: switch, wait a grace period, read the old one.
+    #[default]
+    Swap,
+    /// One buffer, emptied as it is read.
+    Erase,
+}
+
+pub use crate::types::Direction;
+
+/// A monitor instance as configured (`[[monitor]]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSpec {
+    /// Instance name.
+    pub name: String,
+    /// `ddos` or `crypto`.
+    pub kind: Kind,
+    /// Interfaces it watches.
+    pub interfaces: Vec<String>,
+    /// Network namespace of the interfaces (none: the daemon's).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// ingress, egress or both.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Sessions per window (ddos 1024, crypto 10000).
+    #[serde(default)]
+    pub sessions: Option<u32>,
+    /// ddos: packets captured per session and window (100).
+    #[serde(default)]
+    pub packets_per_session: Option<u32>,
+    /// ddos: packets captured per window (sessions x packets_per_session).
+    #[serde(default)]
+    pub packets_total: Option<u32>,
+    /// `swap` (default) or `erase`.
+    #[serde(default)]
+    pub extraction: Extraction,
+}
+
+impl MonitorSpec {
+    /// A monitor of `kind` on ingress of `interfaces`, every other key at its default.
+    pub fn new(name: &str, kind: Kind, interfaces: &[&str]) -> MonitorSpec {
+        MonitorSpec {
+            name: name.into(),
+            kind,
+            interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
+            netns: None,
+            direction: Direction::Ingress,
+            sessions: None,
+            packets_per_session: None,
+            packets_total: None,
+            extraction: Extraction::Swap,
+        }
+    }
+
+    /// Sessions per window.
+    pub fn sessions(&self) -> u32 {
+        self.sessions.unwrap_or(match self.kind {
+            Kind::Ddos => DDOS_SESSIONS,
+            Kind::Crypto => CRYPTO_SESSIONS,
+        })
+    }
+    /// Packets per session (ddos).
+    pub fn per_session(&self) -> u32 {
+        self.packets_per_session.unwrap_or(DDOS_PER_SESSION)
+    }
+    /// Packets per window (ddos).
+    pub fn total(&self) -> u32 {
+        self.packets_total
+            .unwrap_or(self.sessions().saturating_mul(self.per_session()))
+    }
+
+    /// Checks the values: (key, what is wrong).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let at = |k: &str, m: String| (k.to_string(), m);
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(at(
+                "name",
+                format!("{:?}: use letters, digits, '-' and '_'", self.name),
+            ));
+        }
+        if self.interfaces.is_empty() {
+            return Err(at("interfaces", "name at least one".into()));
+        }
+        if !(1..=1 << 20).contains(&self.sessions()) {
+            return Err(at("sessions", format!("{}: 1 to 1048576", self.sessions())));
+        }
+        if self.kind == Kind::Ddos {
+            if !(1..=65536).contains(&self.per_session()) {
+                return Err(at(
+                    "packets_per_session",
+                    format!("{}: 1 to 65536", self.per_session()),
+                ));
+            }
+            if !(1..=1 << 24).contains(&self.total()) {
+                return Err(at(
+                    "packets_total",
+                    format!("{}: 1 to 16777216", self.total()),
+                ));
+            }
+        } else if self.packets_per_session.is_some() || self.packets_total.is_some() {
+            return Err(at(
+                "packets_per_session",
+                "packets_per_session and packets_total are for kind = \"ddos\"".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A ddos session of a window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DdosSession {
+    /// Its key.
+    pub key: SessKey,
+    /// Server address.
+    pub server: [u8; 16],
+    /// Packets recorded.
+    pub n_packets: u64,
+}
+
+/// A crypto session of a window, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CryptoSession {
+    /// Its key.
+    pub key: SessKey,
+    /// The sum (server and method from the CPU that saw the session first).
+    pub total: CryptoVal,
+    /// Per CPU, as the kernel holds them.
+    pub per_cpu: Vec<CryptoVal>,
+}
+
+/// One window read from a monitor.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    /// Reads so far, this one included (1 for the first).
+    pub n: u64,
+    /// ddos sessions.
+    pub ddos_sessions: Vec<DdosSession>,
+    /// ddos packet records, in capture order.
+    pub packets: Vec<PktRec>,
+    /// ddos records whose session was not in the table (none unless a read raced a
+    /// writer: only without the grace period, or with erase-on-read).
+    pub orphans: usize,
+    /// crypto sessions.
+    pub crypto: Vec<CryptoSession>,
+    /// The grace period waited.
+    pub grace: Duration,
+    /// Reading and decoding.
+    pub read: Duration,
+}
+
+/// A loaded and attached monitor instance.
+pub struct Monitor {
+    /// Its config.
+    pub spec: MonitorSpec,
+    ebpf: Ebpf,
+    grace: crate::engine::sys::Grace,
+    /// Wait the grace period before reading (tests switch it off to show what it is for).
+    pub wait: bool,
+    /// Windows read.
+    pub reads: u64,
+    /// Last grace period and read durations.
+    pub last: (Duration, Duration),
+    /// Sessions in the last window.
+    pub last_sessions: usize,
+    /// The last window's busiest sessions (at most 10), by packets, most first.
+    pub last_top: Vec<(SessKey, u64)>,
+    packet_maps: [Option<Mmap>; 2],
+    ncpus: usize,
+}
+
+/// A read-only memory map of a `BPF_F_MMAPABLE` array.
+struct Mmap {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value.
+unsafe impl Send for Mmap {}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `map_array` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+fn map_array(fd: i32, bytes: usize) -> std::io::Result<Mmap> {
+    let page = 4096;
+    let len = bytes.div_ceil(page).max(1) * page;
+    // SAFETY: mapping a BPF array fd as its documentation says (offset 0, shared).
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Mmap { ptr, len })
+}
+
+fn realtime_minus_monotonic() -> u64 {
+    let ts = |c| {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime into a local.
+        unsafe { libc::clock_gettime(c, &mut t) };
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    };
+    ts(libc::CLOCK_REALTIME).wrapping_sub(ts(libc::CLOCK_MONOTONIC))
+}
+
+fn merr(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+impl Monitor {
+    /// Loads the object for `spec` and attaches it, first on each hook it watches.
+    pub fn load(spec: MonitorSpec) -> Result<Monitor, String> {
+        let mut m = Monitor::open(spec)?;
+        m.attach()?;
+        Ok(m)
+    }
+
+    /// Loads the object for `spec` (program verified) without attaching it.
+    pub fn open(spec: MonitorSpec) -> Result<Monitor, String> {
+        Monitor::open_with_delay(spec, 0)
+    }
+
+    /// Tests only: like [`Monitor::load`], with every 1024th packet of each CPU held
+    /// `delay_ns` inside the program while it writes a crypto session (see
+    /// `SW_MON_TEST_DELAY_NS`).
+    pub fn load_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, String> {
+        let mut m = Monitor::open_with_delay(spec, delay_ns)?;
+        m.attach()?;
+        Ok(m)
+    }
+
+    fn open_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, String> {
+        spec.validate()
+            .map_err(|(k, m)| format!("monitor {:?}: {k}: {m}", spec.name))?;
+        let (kind, sessions, per, total) = (
+            match spec.kind {
+                Kind::Ddos => KIND_DDOS,
+                Kind::Crypto => KIND_CRYPTO,
+            },
+            spec.sessions(),
+            spec.per_session(),
+            spec.total(),
+        );
+        let mut l = EbpfLoader::new();
+        l.override_global(GLOBAL_KIND, &kind, true)
+            .override_global(GLOBAL_PER_SESSION, &per, true)
+            .override_global(GLOBAL_TOTAL, &total, true)
+            .override_global(GLOBAL_TEST_DELAY, &delay_ns, true);
+        // The other kind's tables get one entry each.
+        let (ds, dt, cs) = match spec.kind {
+            Kind::Ddos => (sessions, total, 1),
+            Kind::Crypto => (1, 1, sessions),
+        };
+        for b in 0..2 {
+            l.map_max_entries(MAP_DDOS_SESS[b], ds);
+            l.map_max_entries(MAP_DDOS_PKTS[b], dt);
+            l.map_max_entries(MAP_CRYPTO[b], cs);
+        }
+        let ebpf = l
+            .load(OBJECT)
+            .map_err(|e| merr(&format!("loading monitor {:?}", spec.name), e))?;
+        let grace = crate::engine::sys::Grace::new().map_err(|e| merr("grace-period map", e))?;
+        let ncpus = aya::util::nr_cpus().map_err(|e| merr("possible CPUs", e.1))?;
+        let mut packet_maps = [None, None];
+        if spec.kind == Kind::Ddos {
+            for (b, slot) in packet_maps.iter_mut().enumerate() {
+                let m = ebpf.map(MAP_DDOS_PKTS[b]).unwrap();
+                let fd = match m {
+                    aya::maps::Map::Array(d) => d.fd().as_fd().as_raw_fd(),
+                    _ => return Err(format!("{}: not an array", MAP_DDOS_PKTS[b])),
+                };
+                *slot = Some(
+                    map_array(fd, total as usize * std::mem::size_of::<PktSlot>())
+                        .map_err(|e| merr(&format!("mapping {}", MAP_DDOS_PKTS[b]), e))?,
+                );
+            }
+        }
+        let mut m = Monitor {
+            spec,
+            ebpf,
+            grace,
+            wait: true,
+            reads: 0,
+            last: Default::default(),
+            last_sessions: 0,
+            last_top: Vec::new(),
+            packet_maps,
+            ncpus,
+        };
+        m.set_ctl(CTL_EPOCH, realtime_minus_monotonic())?;
+        let name = m.spec.name.clone();
+        m.prog()?.load().map_err(|e| {
+            merr(
+                &format!("monitor {name:?}: {PROG_MONITOR}"),
+                format!("{e:#?}"),
+            )
+        })?;
+        Ok(m)
+    }
+
+    fn prog(&mut self) -> Result<&mut SchedClassifier, String> {
+        self.ebpf
+            .program_mut(PROG_MONITOR)
+            .unwrap()
+            .try_into()
+            .map_err(|e| merr(PROG_MONITOR, e))
+    }
+
+    /// Runs the program once on `frame` (BPF_PROG_TEST_RUN); returns its verdict.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<i32, String> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::new()
+        };
+        let r = self
+            .prog()?
+            .test_run(opts)
+            .map_err(|e| merr("test run", e))?;
+        Ok(r.return_value as i32)
+    }
+
+    /// Mean run time over `repeat` runs on `frame`.
+    pub fn time(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, String> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        let r = self
+            .prog()?
+            .test_run(opts)
+            .map_err(|e| merr("test run", e))?;
+        Ok(r.duration)
+    }
+
+    fn set_ctl(&mut self, slot: u32, v: u64) -> Result<(), String> {
+        let mut a: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut(MAP_MON_CTL).unwrap())
+                .map_err(|e| merr(MAP_MON_CTL, e))?;
+        a.set(slot, v, 0).map_err(|e| merr(MAP_MON_CTL, e))
+    }
+
+    fn ctl(&self, slot: u32) -> Result<u64, String> {
+        let a: Array<&MapData, u64> = Array::try_from(self.ebpf.map(MAP_MON_CTL).unwrap())
+            .map_err(|e| merr(MAP_MON_CTL, e))?;
+        a.get(&slot, 0).map_err(|e| merr(MAP_MON_CTL, e))
+    }
+
+    fn attach(&mut self) -> Result<(), String> {
+        let hooks: &[TcAttachType] = match self.spec.direction {
+            Direction::Ingress => &[TcAttachType::Ingress],
+            Direction::Egress => &[TcAttachType::Egress],
+            Direction::Both => &[TcAttachType::Ingress, TcAttachType::Egress],
+        };
+        let spec = self.spec.clone();
+        let p = self.prog()?;
+        for ifname in &spec.interfaces {
+            for t in hooks {
+                let r = crate::engine::netns::in_netns(spec.netns.as_deref(), || {
+                    p.attach_with_options(ifname, *t, TcAttachOptions::TcxOrder(LinkOrder::first()))
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:#}"))
+                })
+                .map_err(|e| e.to_string())?;
+                r.map_err(|e| {
+                    format!(
+                        "monitor {:?}: attaching to {ifname} ({t:?}): {e}",
+                        spec.name
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage counters summed over CPUs, by name.
+    pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, String> {
+        let a: aya::maps::PerCpuArray<&MapData, u64> =
+            aya::maps::PerCpuArray::try_from(self.ebpf.map(MAP_MON_STATS).unwrap())
+                .map_err(|e| merr(MAP_MON_STATS, e))?;
+        let mut v: Vec<(&'static str, u64)> = (0..COUNTERS)
+            .map(|i| {
+                a.get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(|e| merr(MAP_MON_STATS, e))
+            })
+            .zip(COUNTER_NAMES)
+            .map(|(v, n)| v.map(|v| (n, v)))
+            .collect::<Result<_, String>>()?;
+        // Captured: every packet seen that no other outcome took.
+        let others: u64 = v
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                *i as u32 != CNT_PACKETS && *i as u32 != CNT_CAPTURED && *i as u32 != CNT_SESSIONS
+            })
+            .map(|(_, x)| x.1)
+            .sum();
+        v[CNT_CAPTURED as usize].1 = v[CNT_PACKETS as usize].1.saturating_sub(others);
+        Ok(v)
+    }
+
+    fn map_fd(&self, name: &str) -> i32 {
+        use aya::maps::Map;
+        match self.ebpf.map(name).unwrap() {
+            Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::Array(d) => d.fd().as_fd().as_raw_fd(),
+            _ => -1,
+        }
+    }
+
+    /// Takes a window: switches buffers (swap) and waits a grace period, then reads the
+    /// buffer the programs no longer write and empties it.
+    pub fn read(&mut self) -> Result<Window, String> {
+        let active = self.ctl(CTL_ACTIVE)? as usize & 1;
+        let b = match self.spec.extraction {
+            Extraction::Swap => {
+                self.set_ctl(CTL_ACTIVE, (active ^ 1) as u64)?;
+                active
+            }
+            Extraction::Erase => active,
+        };
+        let t0 = Instant::now();
+        if self.wait && self.spec.extraction == Extraction::Swap {
+            self.grace.wait().map_err(|e| merr("grace period", e))?;
+        }
+        let grace = t0.elapsed();
+        let t1 = Instant::now();
+        let mut w = Window::default();
+        let key_size = std::mem::size_of::<SessKey>();
+        match self.spec.kind {
+            Kind::Ddos => {
+                let vs = std::mem::size_of::<DdosSess>();
+                let (k, v, n) = crate::engine::sys::lookup_batch(
+                    self.map_fd(MAP_DDOS_SESS[b]),
+                    key_size,
+                    vs,
+                    self.spec.sessions(),
+                    true,
+                )
+                .map_err(|e| merr(MAP_DDOS_SESS[b], e))?;
+                let mut by_id = std::collections::HashMap::with_capacity(n);
+                for i in 0..n {
+                    let key: SessKey = pod(&k[i * key_size..]);
+                    let s: DdosSess = pod(&v[i * vs..]);
+                    by_id.insert(s.id, key);
+                    w.ddos_sessions.push(DdosSession {
+                        key,
+                        server: s.server,
+                        n_packets: s.n_packets,
+                    });
+                }
+                let used = self.ctl(CTL_USED + b as u32)?;
+                let n = used.min(self.spec.total() as u64) as usize;
+                if let Some(m) = &self.packet_maps[b] {
+                    // SAFETY: the mapping holds `total` records; `n` is at most that.
+                    let recs = unsafe { std::slice::from_raw_parts(m.ptr as *const PktSlot, n) };
+                    // Every record's session is in the table read above (both belong to
+                    // buffer b, quiescent after the grace period).
+                    // The kernel keeps monotonic ns in records: Unix time here.
+                    let epoch = self.ctl(CTL_EPOCH)?;
+                    w.packets = recs
+                        .iter()
+                        .filter_map(|r| {
+                            by_id.get(&r.sess).map(|k| {
+                                let mut rec = PktRec::from_slot(*k, r);
+                                rec.ts = rec.ts.wrapping_add(epoch);
+                                rec
+                            })
+                        })
+                        .collect();
+                    w.orphans = n - w.packets.len();
+                }
+                self.set_ctl(CTL_USED + b as u32, 0)?;
+                // Session numbers start again in a quiescent buffer only: with
+                // erase-on-read, sessions made during the read keep theirs, and new ones
+                // must not take them again.
+                if self.spec.extraction == Extraction::Swap {
+                    self.set_ctl(CTL_SESS + b as u32, 0)?;
+                }
+                if self.spec.extraction == Extraction::Erase && used > 0 {
+                    // Records past `used` are never read, so the slots need no zeroing;
+                    // a packet that claimed a slot during the read is the loss that
+                    // erase-on-read accepts.
+                }
+            }
+            Kind::Crypto => {
+                let vs = std::mem::size_of::<CryptoVal>().div_ceil(8) * 8;
+                let (k, v, n) = crate::engine::sys::lookup_batch(
+                    self.map_fd(MAP_CRYPTO[b]),
+                    key_size,
+                    vs * self.ncpus,
+                    self.spec.sessions(),
+                    true,
+                )
+                .map_err(|e| merr(MAP_CRYPTO[b], e))?;
+                for i in 0..n {
+                    let key: SessKey = pod(&k[i * key_size..]);
+                    let per_cpu: Vec<CryptoVal> = (0..self.ncpus)
+                        .map(|c| pod(&v[(i * self.ncpus + c) * vs..]))
+                        .collect();
+                    w.crypto.push(CryptoSession {
+                        key,
+                        total: merge(&per_cpu),
+                        per_cpu,
+                    });
+                }
+            }
+        }
+        self.reads += 1;
+        w.n = self.reads;
+        w.grace = grace;
+        w.read = t1.elapsed();
+        self.last = (w.grace, w.read);
+        self.last_sessions = w.ddos_sessions.len() + w.crypto.len();
+        let mut top: Vec<(SessKey, u64)> = w
+            .ddos_sessions
+            .iter()
+            .map(|d| (d.key, d.n_packets))
+            .chain(
+                w.crypto
+                    .iter()
+                    .map(|c| (c.key, c.total.n_packets + c.total.n_packets_reverse)),
+            )
+            .collect();
+        // The 10 busiest in linear time, then only those sorted: a window can hold 10k.
+        if top.len() > 10 {
+            top.select_nth_unstable_by_key(9, |t| std::cmp::Reverse(t.1));
+            top.truncate(10);
+        }
+        top.sort_by_key(|t| std::cmp::Reverse(t.1));
+        self.last_top = top;
+        Ok(w)
+    }
+}
+
+fn pod<T: aya::Pod>(b: &[u8]) -> T {
+    assert!(b.len() >= std::mem::size_of::<T>());
+    // SAFETY: T is plain old data and the slice is long enough.
+    unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) }
+}
+
+/// Sums a crypto session over CPUs: counts added, first and last times over all, server
+/// and method from the CPU that saw the session first.
+pub fn merge(per_cpu: &[CryptoVal]) -> CryptoVal {
+    let mut t = CryptoVal::default();
+    let mut first: Option<&CryptoVal> = None;
+    for v in per_cpu.iter().filter(|v| v.start_ts != 0) {
+        t.n_packets += v.n_packets;
+        t.n_packets_reverse += v.n_packets_reverse;
+        t.n_bytes += v.n_bytes;
+        t.n_bytes_reverse += v.n_bytes_reverse;
+        t.alive_ts = t.alive_ts.max(v.alive_ts);
+        if first.is_none_or(|f| v.start_ts < f.start_ts) {
+            first = Some(v);
+        }
+    }
+    if let Some(f) = first {
+        t.start_ts = f.start_ts;
+        t.server = f.server;
+        t.method = f.method;
+    }
+    t
+}
+
+/// An address of a session as an `IpAddr`.
+pub fn ip(family: u8, a: &[u8; 16]) -> IpAddr {
+    crate::gate::addr_ip(family, a)
+}
+
+/// The daemon's monitor instances, by name.
+#[derive(Default)]
+pub struct Monitors {
+    /// Loaded and attached.
+    pub by_name: std::collections::BTreeMap<String, Monitor>,
+}
+
+impl Monitors {
+    /// Loads and attaches what `specs` adds or changes, leaving the running ones alone:
+    /// on error, what was loaded here is dropped (detached) again.
+    pub fn prepare(&self, specs: &[MonitorSpec]) -> Result<Vec<Monitor>, String> {
+        let mut new = Vec::new();
+        for s in specs {
+            if self.by_name.get(&s.name).is_some_and(|m| &m.spec == s) {
+                continue;
+            }
+            new.push(Monitor::load(s.clone())?);
+        }
+        Ok(new)
+    }
+
+    /// Puts `new` (from [`Monitors::prepare`]) in place and drops the instances `specs` no
+    /// longer has.
+    pub fn commit(&mut self, specs: &[MonitorSpec], new: Vec<Monitor>) {
+        for m in new {
+            if self.by_name.contains_key(&m.spec.name) {
+                tracing::info!(monitor = %m.spec.name, "monitor replaced");
+            } else {
+                tracing::info!(monitor = %m.spec.name, "monitor attached");
+            }
+            self.by_name.insert(m.spec.name.clone(), m);
+        }
+        let gone: Vec<String> = self
+            .by_name
+            .keys()
+            .filter(|n| !specs.iter().any(|s| &s.name == *n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.by_name.remove(&n);
+            tracing::info!(monitor = %n, "monitor detached");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The value types the config sections and the stages share: durations (`"5s"`), ports
+//! (`"tcp/22"`), knock steps and sequences (`"7000,8000:udp"`), protocol names and TCP
+//! flag masks. They parse from and write back to the config file's notation; imports
+//! nothing of this crate.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A duration written `"500ms"`, `"5s"`, `"2m"`, `"1h"` or a bare number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub std::time::Duration);
+impl Dur {
+    /// Whole seconds.
+    pub const fn secs(s: u64) -> Dur {
+        Dur(std::time::Duration::from_secs(s))
+    }
+    /// Nanoseconds (saturating).
+    pub fn ns(&self) -> u64 {
+        self.0.as_nanos().min(u64::MAX as u128) as u64
+    }
+}
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if !ms.is_multiple_of(1000) {
+            write!(f, "{ms}ms")
+        } else {
+            write!(f, "{}s", ms / 1000)
+        }
+    }
+}
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (like 500ms, 5s, 2m, 1h)"))?;
+        let ms = match unit.trim() {
+            "ms" => n,
+            "" | "s" => n.saturating_mul(1000),
+            "m" | "min" => n.saturating_mul(60_000),
+            "h" => n.saturating_mul(3_600_000),
+            u => return Err(format!("unknown unit {u:?} in {s:?} (ms, s, m, h)")),
+        };
+        Ok(Dur(std::time::Duration::from_millis(ms)))
+    }
+}
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Dur::secs(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+/// One knock step: a port and protocol, written knockd's way: `7000`, `8000:udp`,
+/// `9000:tcp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Step(pub PortSpec);
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0.port, proto_name(self.0.proto))
+    }
+}
+impl std::str::FromStr for Step {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (port, proto) = t.split_once(':').unwrap_or((t, "tcp"));
+        let spec: PortSpec = format!("{}/{}", proto.trim(), port.trim())
+            .parse()
+            .map_err(|e: String| format!("knock step {s:?}: {e}"))?;
+        Ok(Step(spec))
+    }
+}
+/// A knock sequence: a list of steps, written as a TOML list or knockd's comma-separated
+/// string (`"7000,8000:udp,9000"`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Sequence(pub Vec<Step>);
+impl Sequence {
+    /// Parses knockd's syntax.
+    pub fn parse(s: &str) -> Result<Sequence, String> {
+        s.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<Step>, String>>()
+            .map(Sequence)
+    }
+}
+impl fmt::Display for Sequence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v: Vec<String> = self.0.iter().map(|s| s.to_string()).collect();
+        f.write_str(&v.join(","))
+    }
+}
+impl Serialize for Sequence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for Sequence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            L(Vec<toml::Value>),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::L(l) => l
+                .iter()
+                .map(|v| match v {
+                    toml::Value::Integer(i) => Ok(i.to_string()),
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(format!("knock step {other}: a port or \"port:proto\"")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(serde::de::Error::custom)?
+                .join(","),
+        };
+        Sequence::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+/// Name of protocol 6 or 17 (`tcp` for anything but 17).
+pub fn proto_name(p: u8) -> &'static str {
+    if p == 17 {
+        "udp"
+    } else {
+        "tcp"
+    }
+}
+/// Steps as (protocol, port) pairs, the form the door compiler takes.
+pub fn step_pairs(steps: &[Step]) -> Vec<(u8, u16)> {
+    steps.iter().map(|s| (s.0.proto, s.0.port)).collect()
+}
+/// Protocol number of `tcp` / `udp`.
+pub fn proto_number(s: &str) -> Option<u8> {
+    match s.to_ascii_lowercase().as_str() {
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        _ => None,
+    }
+}
+/// TCP flag bits by knockd name.
+const TCP_FLAG_NAMES: [(&str, u8); 6] = [
+    ("fin", 0x01),
+    ("syn", 0x02),
+    ("rst", 0x04),
+    ("psh", 0x08),
+    ("ack", 0x10),
+    ("urg", 0x20),
+];
+/// Parses knockd's `tcpflags` (`syn,!ack`): returns (mask, value).
+pub fn parse_tcpflags(s: &str) -> Result<(u8, u8), String> {
+    let (mut mask, mut value) = (0u8, 0u8);
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (neg, name) = match part.strip_prefix('!') {
+            Some(n) => (true, n.trim()),
+            None => (false, part),
+        };
+        let bit = TCP_FLAG_NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                format!("unknown TCP flag {name:?} in {s:?} (fin, syn, rst, psh, ack, urg)")
+            })?;
+        if mask & bit != 0 {
+            return Err(format!("TCP flag {name:?} named twice in {s:?}"));
+        }
+        mask |= bit;
+        if !neg {
+            value |= bit;
+        }
+    }
+    Ok((mask, value))
+}
+/// A protocol and port, written `tcp/22` or `udp/53`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortSpec {
+    /// IP protocol (6 or 17).
+    pub proto: u8,
+    /// Port.
+    pub port: u16,
+}
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", proto_name(self.proto), self.port)
+    }
+}
+impl std::str::FromStr for PortSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (proto, port) = match s.split_once('/') {
+            Some((p, n)) => (p, n),
+            None => ("tcp", s),
+        };
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            other => return Err(format!("unknown protocol {other:?} in {s:?} (tcp or udp)")),
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("bad port in {s:?} (1-65535)"))?;
+        if port == 0 {
+            return Err(format!("bad port in {s:?} (1-65535)"));
+        }
+        Ok(PortSpec { proto, port })
+    }
+}
+impl Serialize for PortSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which hooks of an interface.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Arriving packets.
+    #[default]
+    Ingress,
+    /// Leaving packets.
+    Egress,
+    /// Both.
+    Both,
+}

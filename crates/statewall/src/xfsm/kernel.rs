@@ -1,0 +1,331 @@
+//! The xfsm stage in the kernel: compiling doors and machines into the inactive
+//! generation and switching to it, one-time and derived sequences, lock records, events
+//! and counters. Written through the [`Engine`]; what was written last is kept beside it
+//! ([`Installed`]).
+
+use std::{collections::BTreeSet, path::Path};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+
+use crate::engine::{drain_ring, map_err, Engine, EngineError, Result};
+use crate::xfsm::{
+    config::{KnockConfig, XfsmConfig},
+    sequences::Once,
+    Compiled,
+};
+
+/// What the xfsm stage reads of the config.
+pub struct XfsmInput<'a> {
+    /// `[[knock]]` doors.
+    pub knocks: &'a [KnockConfig],
+    /// `[[xfsm]]` machines.
+    pub machines: &'a [XfsmConfig],
+    /// Where one-time sequences and counters are recorded.
+    pub state_dir: &'a Path,
+}
+
+/// What the xfsm stage wrote last (kept in the engine: [`Engine::stage`]).
+#[derive(Default)]
+pub struct Installed {
+    /// The tables written last (None until [`Engine::apply_xfsm`]).
+    pub compiled: Option<Compiled>,
+    /// Ports with prefilter bits in each generation (None = unknown).
+    ports: [Option<Vec<u16>>; 2],
+    /// Per door: (signature without its sequences, full signature) of the last write. A
+    /// door whose signature changes loses its sources' states; unknown signatures (a start
+    /// that could not read the saved ones) lose all. The daemon keeps them in
+    /// `STATE_DIR/xfsm-doors.json` so that a restart keeps knocks in progress.
+    pub door_sigs: Vec<(String, String)>,
+    /// One-time sequences in force (see [`crate::xfsm::sequences`]).
+    pub once_live: Vec<Once>,
+    /// Time counters in force, per time-based door.
+    pub time_counters: Vec<(String, u64)>,
+}
+
+impl Engine {
+    /// The xfsm tables written last.
+    pub fn xfsm_compiled(&self) -> Option<&Compiled> {
+        self.stage_ref::<Installed>()?.compiled.as_ref()
+    }
+
+    /// Compiles the config's doors and writes them into the inactive xfsm generation, then
+    /// switches to it (one array update: no packet sees half a table).
+    pub fn apply_xfsm(&mut self, cfg: &XfsmInput) -> Result<()> {
+        let exp = self.expand_sequences(cfg)?;
+        let doors = &exp.doors;
+        let raws = crate::xfsm::config::raw_machines(cfg.machines)
+            .map_err(|(at, msg)| EngineError::Doors(format!("{at}: {msg}")))?;
+        let compiled = crate::xfsm::compile(doors, &raws).map_err(EngineError::Doors)?;
+        // A machine whose door changed (or whose previous door is unknown: the first write
+        // of this process) starts with no states: an old state id means nothing in the new
+        // machine. When only its sequences changed (a one-time sequence used, a new time
+        // window), OPEN states stay and only part-way states go. Lock records stay (they
+        // are per source and door index).
+        let sigs: Vec<(String, String)> = doors
+            .iter()
+            .map(|d| {
+                let mut bare = d.clone();
+                bare.sequences.clear();
+                bare.once.clear();
+                (format!("{bare:?}"), format!("{d:?}"))
+            })
+            .chain(raws.iter().map(|r| (format!("{r:?}"), format!("{r:?}"))))
+            .collect();
+        let mut flush = [None::<u8>; statewall_common::xfsm::MAX_MACHINES];
+        for (m, f) in flush.iter_mut().enumerate() {
+            let (old, new) = (self.stage::<Installed>().door_sigs.get(m), sigs.get(m));
+            if old.map(|s| &s.0) != new.map(|s| &s.0) {
+                *f = Some(0); // every state
+            } else if old != new {
+                *f = Some(2); // states from 2 on: the part-way ones
+            }
+        }
+        let ctl: Array<&MapData, u32> =
+            Array::try_from(self.map_checked(statewall_common::xfsm::MAP_CTL)?)
+                .map_err(|e| map_err(statewall_common::xfsm::MAP_CTL, e))?;
+        let cur = ctl.get(&statewall_common::xfsm::CTL_GEN, 0).unwrap_or(0) & 1;
+        let shadow = (cur ^ 1) as usize;
+        let known = self.stage::<Installed>().ports[shadow].take();
+        let new = crate::xfsm::write_tables(self, &compiled, known.as_deref()).map_err(|e| {
+            EngineError::Map {
+                map: "xfsm tables".into(),
+                msg: e,
+            }
+        })?;
+        let st = self.stage::<Installed>();
+        st.ports[new as usize] = Some(compiled.ports.keys().copied().collect());
+        st.compiled = Some(compiled);
+        st.door_sigs = sigs;
+        st.once_live = exp.once;
+        st.time_counters = exp.time_counters;
+        if flush.iter().any(Option::is_some) {
+            use statewall_common::xfsm::{StateKey, StateVal, MAP_STATES};
+            let mut h: BpfHashMap<&mut MapData, StateKey, StateVal> =
+                BpfHashMap::try_from(self.map_mut_checked(MAP_STATES)?)
+                    .map_err(|e| map_err(MAP_STATES, e))?;
+            let keys: Vec<StateKey> = h
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, v)| {
+                    matches!(flush.get(k.machine as usize), Some(Some(from)) if v.state >= *from)
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for k in keys {
+                let _ = h.remove(&k);
+            }
+        }
+        Ok(())
+    }
+
+    /// The doors with every sequence in force, after recording the one-time sequences the
+    /// kernel has used (their keys gone from `SW_XFSM_ONCE`) and issuing keys for new ones.
+    fn expand_sequences(&mut self, cfg: &XfsmInput) -> Result<crate::xfsm::sequences::Expansion> {
+        use crate::xfsm::sequences::{self as seqs, SENTINEL};
+        use statewall_common::xfsm::MAP_ONCE;
+        let now = crate::engine::clock::unix_secs();
+        let derr = EngineError::Doors;
+        let mut exp = seqs::expand(cfg.knocks, cfg.state_dir, now).map_err(derr)?;
+        if exp.once.is_empty() {
+            return Ok(exp);
+        }
+        let dir = cfg.state_dir.to_path_buf();
+        let mut h: BpfHashMap<&mut MapData, u64, u8> =
+            BpfHashMap::try_from(self.map_mut_checked(MAP_ONCE)?)
+                .map_err(|e| map_err(MAP_ONCE, e))?;
+        let mut issued = if h.get(&SENTINEL, 0).is_err() {
+            // A new map (first start, or pins gone after a reboot): keys issued before mean
+            // nothing now.
+            crate::engine::sys::write_synced(&seqs::issued_path(&dir), b"")
+                .map_err(|e| derr(e.to_string()))?;
+            h.insert(SENTINEL, 1, 0).map_err(|e| map_err(MAP_ONCE, e))?;
+            BTreeSet::new()
+        } else {
+            seqs::read_issued(&dir).map_err(derr)?
+        };
+        let mut used = BTreeSet::new();
+        for _ in 0..8 {
+            let fresh: Vec<seqs::Once> = exp
+                .once
+                .iter()
+                .filter(|o| {
+                    !used.contains(&o.key) && issued.contains(&o.key) && h.get(&o.key, 0).is_err()
+                })
+                .cloned()
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for o in &fresh {
+                match seqs::consume(&dir, o) {
+                    Ok(()) => {
+                        tracing::info!(door = %o.door, origin = ?o.origin, "one-time sequence used")
+                    }
+                    Err(e) => tracing::warn!(door = %o.door, "one-time sequence used: {e}"),
+                }
+                used.insert(o.key);
+            }
+            exp = seqs::expand(cfg.knocks, cfg.state_dir, now).map_err(derr)?;
+        }
+        // Sequences used but still read (a line that could not be marked) stay out.
+        for d in &mut exp.doors {
+            let mut i = 0;
+            while i < d.sequences.len() {
+                if d.once.get(i).is_some_and(|k| used.contains(k)) {
+                    d.sequences.remove(i);
+                    d.once.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        exp.once.retain(|o| !used.contains(&o.key));
+        // Keys no longer in force (used, counters passed, lines or doors gone) leave the
+        // map and the list, so neither fills up.
+        let live: BTreeSet<u64> = exp.once.iter().map(|o| o.key).collect();
+        let gone: Vec<u64> = issued.difference(&live).copied().collect();
+        for k in &gone {
+            let _ = h.remove(k);
+        }
+        let new: Vec<u64> = live.difference(&issued).copied().collect();
+        if !gone.is_empty() {
+            issued.retain(|k| live.contains(k));
+            seqs::write_issued(&dir, &issued).map_err(derr)?;
+        }
+        if !new.is_empty() {
+            // Listed (and synced) before they exist in the map: a crash in between leaves a
+            // listed key missing, which reads as used (fail closed).
+            seqs::append_issued(&dir, &new).map_err(derr)?;
+            for k in &new {
+                if let Err(e) = h.insert(k, 1, 0) {
+                    // Not in the map: take it off the list again, so that it does not read
+                    // as used, and fail the update.
+                    issued.extend(new.iter().copied());
+                    issued.remove(k);
+                    let _ = seqs::write_issued(&dir, &issued);
+                    return Err(map_err(MAP_ONCE, e));
+                }
+                issued.insert(*k);
+            }
+        }
+        Ok(exp)
+    }
+
+    /// Recompiles the doors when a one-time sequence was used or a time window turned
+    /// (the daemon calls it every second); true when it did.
+    pub fn refresh_sequences(&mut self, cfg: &XfsmInput) -> Result<bool> {
+        use statewall_common::xfsm::MAP_ONCE;
+        let now = crate::engine::clock::unix_secs();
+        let st = self.stage::<Installed>();
+        let (time_counters, once_live) = (st.time_counters.clone(), st.once_live.clone());
+        let turned = time_counters.iter().any(|(door, c)| {
+            cfg.knocks.iter().any(|k| {
+                k.name == *door
+                    && crate::xfsm::knockclient::time_counter(now, k.time_period.0.as_secs().max(1))
+                        != *c
+            })
+        });
+        let used = !once_live.is_empty() && {
+            let h: BpfHashMap<&MapData, u64, u8> =
+                BpfHashMap::try_from(self.map_checked(MAP_ONCE)?)
+                    .map_err(|e| map_err(MAP_ONCE, e))?;
+            once_live.iter().any(|o| h.get(&o.key, 0).is_err())
+        };
+        if turned || used {
+            self.apply_xfsm(cfg)?;
+        }
+        Ok(turned || used)
+    }
+
+    /// Takes the xfsm events waiting in the ring buffer (tools and tests; the daemon reads
+    /// them asynchronously from its own handle).
+    pub fn drain_events(&mut self) -> Vec<statewall_common::xfsm::Event> {
+        use statewall_common::xfsm::{Event, MAP_EVENTS};
+        let Some(m) = self.maps.get_mut(MAP_EVENTS) else {
+            return Vec::new();
+        };
+        drain_ring::<Event>(m)
+    }
+
+    /// xfsm stage counters summed over CPUs, by name.
+    pub fn xfsm_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        use statewall_common::xfsm::{COUNTERS, COUNTER_NAMES, MAP_STATS};
+        let sums = self.percpu_sums(MAP_STATS, COUNTERS)?;
+        Ok(COUNTER_NAMES.into_iter().zip(sums).collect())
+    }
+
+    /// Per-transition counters of the current tables: (name, packets).
+    pub fn xfsm_transition_counters(&self) -> Result<Vec<(String, u64)>> {
+        use statewall_common::xfsm::MAP_TCOUNT;
+        let Some(c) = self.xfsm_compiled() else {
+            return Ok(Vec::new());
+        };
+        let sums = self.percpu_sums(MAP_TCOUNT, c.counter_names.len() as u32)?;
+        Ok(c.counter_names.iter().cloned().zip(sums).collect())
+    }
+
+    /// The xfsm state entries: (machine, source, state, idle deadline, hard deadline).
+    pub fn xfsm_states(
+        &self,
+    ) -> Result<
+        Vec<(
+            statewall_common::xfsm::StateKey,
+            statewall_common::xfsm::StateVal,
+        )>,
+    > {
+        self.hash_entries(statewall_common::xfsm::MAP_STATES)
+    }
+
+    /// Lock records: (key, value).
+    pub fn xfsm_locks(
+        &self,
+    ) -> Result<
+        Vec<(
+            statewall_common::xfsm::LockKey,
+            statewall_common::xfsm::LockVal,
+        )>,
+    > {
+        self.hash_entries(statewall_common::xfsm::MAP_LOCKS)
+    }
+
+    /// Removes lock records whose lockout and failure window are over (so that a full lock
+    /// table drains), and clears the table-full flag when there is room again; returns how
+    /// many records went.
+    pub fn sweep_locks(&mut self, knocks: &[KnockConfig]) -> Result<usize> {
+        use statewall_common::xfsm::{LockKey, LockVal, CTL_LOCK_FULL, MAP_CTL, MAP_LOCKS};
+        let now = self.kernel_now();
+        let windows: Vec<u64> = knocks
+            .iter()
+            .map(|k| k.lockout.as_ref().map(|l| l.within.ns()).unwrap_or(0))
+            .collect();
+        let locks = self.xfsm_locks()?;
+        let total = locks.len();
+        let dead: Vec<LockKey> = locks
+            .into_iter()
+            .filter(|(k, v)| {
+                let w = windows.get(k.machine as usize).copied().unwrap_or(0);
+                v.locked_until <= now && v.window_start.saturating_add(w) <= now
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let cap = {
+            use aya::maps::IterableMap;
+            let mut h: BpfHashMap<&mut MapData, LockKey, LockVal> =
+                BpfHashMap::try_from(self.map_mut_checked(MAP_LOCKS)?)
+                    .map_err(|e| map_err(MAP_LOCKS, e))?;
+            for k in &dead {
+                let _ = h.remove(k);
+            }
+            h.map().info().map(|i| i.max_entries()).unwrap_or(0) as usize
+        };
+        if total - dead.len() < cap {
+            let mut ctl: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut_checked(MAP_CTL)?).map_err(|e| map_err(MAP_CTL, e))?;
+            if ctl.get(&CTL_LOCK_FULL, 0).unwrap_or(0) != 0 {
+                ctl.set(CTL_LOCK_FULL, 0, 0)
+                    .map_err(|e| map_err(MAP_CTL, e))?;
+            }
+        }
+        Ok(dead.len())
+    }
+}

@@ -1,0 +1,924 @@
+//! User side of the `xfsm` stage: compiling knock doors into OpenState tables, writing
+//! tables into the kernel (shadow generation, then one switch), and [`RefTables`], the
+//! plain-map implementation of [`Tables`] that runs the reference model in tests.
+//!
+//! A knock door compiles to one machine keyed by source address. Its sequences form a trie
+//! from DEFAULT: DEFAULT --s1--> a --s2--> b ... --sn--> OPEN, where the last step of an open
+//! sequence opens the door's grant set in the gate, and the last step of a close sequence
+//! revokes it (back to DEFAULT). The first step arms the sequence timer (`seq_timeout`,
+//! kept by later steps), every step arms the step timer (`step_timeout`); both roll back
+//! to where the path started. OPEN lasts `open_for`; from OPEN the first steps work as from
+//! DEFAULT (knocking again while open), except in toggle mode, where the open sequence
+//! knocked again from OPEN is the close path (its timeouts roll back to OPEN, whose own
+//! deadline keeps running). A repeated packet of the step just taken (a retransmitted SYN)
+//! keeps the state and its timers. In strict mode, any other knock-like packet (UDP, or TCP
+//! with the door's flags) from a source part-way through resets it and counts a failure.
+//!
+//! Owns the `[[knock]]` and `[[xfsm]]` sections (`config`), compiling and writing the
+//! tables (`kernel`), one-time and derived sequences, door bookkeeping and the knock
+//! client. May import: `engine`, `gate`, `types`.
+
+pub mod config;
+pub mod doors;
+pub mod kernel;
+pub mod knockclient;
+pub mod sequences;
+
+use std::collections::{BTreeMap, HashMap};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use statewall_common::{
+    maps::GrantKey,
+    proto,
+    xfsm::{
+        field, Counter, Event, GrantSet, LockKey, LockVal, Machine, Payload, Scope, StateKey,
+        StateVal, Tables, Trans, TransKey, ACT_DROP, ACT_NEXT, COUNTERS, CTL_GEN, CTL_LEN,
+        CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE,
+        E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS,
+        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_UNBOUNDED,
+        NEXT_STAY, PORTS_PER_GEN, STATE_DEFAULT,
+    },
+};
+
+/// One knock door.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KnockDoor {
+    /// Name (config section).
+    pub name: String,
+    /// Open sequences, steps as (protocol, port): usually one (time-based doors have the
+    /// neighbouring windows' too).
+    pub sequences: Vec<Vec<(u8, u16)>>,
+    /// One-time keys of the open sequences, by index (absent or 0 = reusable): the last
+    /// knock of such a sequence opens only while its key is in `SW_XFSM_ONCE`, and removes it.
+    pub once: Vec<u64>,
+    /// Close sequences (revoke the source's grants).
+    pub close: Vec<Vec<(u8, u16)>>,
+    /// The open sequence knocked while open closes the door.
+    pub toggle: bool,
+    /// Protected (protocol, port)s the door opens.
+    pub protected: Vec<(u8, u16)>,
+    /// TCP flags that must be set ...
+    pub tcp_mask: u8,
+    /// ... to these values (default SYN without ACK: mask SYN|ACK, value SYN).
+    pub tcp_value: u8,
+    /// Time allowed between consecutive knocks.
+    pub step_timeout_ns: u64,
+    /// Time allowed for the whole sequence from its first knock.
+    pub seq_timeout_ns: u64,
+    /// How long the door stays open.
+    pub open_for_ns: u64,
+    /// Reset on any other knock-like packet while part-way through.
+    pub strict: bool,
+    /// Lockout: (failures, within ns, lock ns); `None` = off.
+    pub lockout: Option<(u32, u64, u64)>,
+    /// UDP payload every UDP knock must carry (absent = any payload) ...
+    pub payload_all: Option<Payload>,
+    /// ... except on these ports, which need their own.
+    pub payloads: BTreeMap<u16, Payload>,
+}
+
+impl KnockDoor {
+    /// A door with one open sequence and the defaults of the config (5 s step timeout,
+    /// 25 s sequence timeout, 30 s open, strict, SYN without ACK).
+    pub fn new(name: &str, sequence: Vec<(u8, u16)>, protected: Vec<(u8, u16)>) -> KnockDoor {
+        KnockDoor {
+            name: name.into(),
+            sequences: vec![sequence],
+            once: Vec::new(),
+            close: Vec::new(),
+            toggle: false,
+            protected,
+            tcp_mask: 0x12,
+            tcp_value: 0x02,
+            step_timeout_ns: 5_000_000_000,
+            seq_timeout_ns: 25_000_000_000,
+            open_for_ns: 30_000_000_000,
+            strict: true,
+            lockout: None,
+            payload_all: None,
+            payloads: BTreeMap::new(),
+        }
+    }
+}
+
+/// A transition table key without the generation: (machine, state, direction, protocol,
+/// port).
+pub type TKey = (u8, u8, u8, u8, u16);
+
+/// Compiled tables for one generation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Compiled {
+    /// Machines by index.
+    pub machines: Vec<Machine>,
+    /// Transitions by (machine, state, direction, protocol, port): the key without the
+    /// generation.
+    pub trans: BTreeMap<(u8, u8, u8, u8, u16), Trans>,
+    /// Payload patterns, [`Trans::payload`] - 1 indexing them.
+    pub payloads: Vec<Payload>,
+    /// Port prefilter bits (only non-zero ports).
+    pub ports: BTreeMap<u16, u16>,
+    /// Grant sets by index.
+    pub grant_sets: Vec<GrantSet>,
+    /// Human names of the transition counters, by index.
+    pub counter_names: Vec<String>,
+    /// Names of the states of each machine (index = state id).
+    pub state_names: Vec<Vec<String>>,
+}
+
+impl Compiled {
+    /// The transitions with their full keys in generation `generation`.
+    pub fn trans_entries(&self, generation: u32) -> impl Iterator<Item = (TransKey, Trans)> + '_ {
+        self.trans
+            .iter()
+            .map(move |(&(machine, state, dir, proto, port), t)| {
+                (
+                    TransKey {
+                        generation: generation as u8,
+                        machine,
+                        state,
+                        proto,
+                        port,
+                        dir,
+                        _pad: 0,
+                    },
+                    *t,
+                )
+            })
+    }
+
+    /// Bit set of enabled machines.
+    pub fn mask(&self) -> u32 {
+        self.machines
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.enabled != 0)
+            .fold(0, |a, (i, _)| a | 1 << i)
+    }
+
+    /// True when the per-packet fast path cannot be used: some enabled machine acts on any
+    /// port from DEFAULT, or keys no address.
+    pub fn slow(&self) -> bool {
+        self.machines
+            .iter()
+            .any(|m| m.enabled != 0 && (m.flags & M_ANY_PORT != 0 || m.lookup.shape().0 == 0))
+    }
+
+    /// The [`CTL_GEN`] word that switches to generation `generation` holding these tables.
+    pub fn ctl_word(&self, generation: u32) -> u32 {
+        let payload = if self.payloads.is_empty() {
+            0
+        } else {
+            CTL_PAYLOAD
+        };
+        generation | if self.slow() { CTL_SLOW } else { 0 } | payload | self.mask() << 8
+    }
+
+    /// The id ([`Trans::payload`]) of a payload pattern, added if new.
+    fn payload_id(&mut self, p: &Payload) -> u8 {
+        match self.payloads.iter().position(|x| x == p) {
+            Some(i) => (i + 1) as u8,
+            None => {
+                self.payloads.push(*p);
+                self.payloads.len() as u8
+            }
+        }
+    }
+
+    /// The name of a state of machine `m`.
+    pub fn state_name(&self, m: usize, state: u8) -> String {
+        self.state_names
+            .get(m)
+            .and_then(|v| v.get(state as usize))
+            .cloned()
+            .unwrap_or_else(|| format!("state {state}"))
+    }
+}
+
+/// State id of every door's OPEN state.
+pub const OPEN: u8 = 1;
+
+fn step_name((p, port): (u8, u16)) -> String {
+    format!("{}/{port}", if p == proto::UDP { "udp" } else { "tcp" })
+}
+
+/// Builds one door's machine.
+struct DoorBuilder<'a> {
+    c: &'a mut Compiled,
+    d: &'a KnockDoor,
+    m: u8,
+    names: Vec<String>,
+    /// The state each path state's path started from (DEFAULT, or OPEN for a toggle close
+    /// path), by state id.
+    roots: Vec<u8>,
+    /// Edges that lead to an intermediate state (trie), by (from, proto, port).
+    inner: BTreeMap<(u8, u8, u16), u8>,
+}
+
+/// How a path ends.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    Open,
+    Close,
+}
+
+impl DoorBuilder<'_> {
+    fn add(&mut self, state: u8, p: u8, port: u16, mut t: Trans, name: String) {
+        if p == proto::TCP {
+            t.flags_mask = self.d.tcp_mask;
+            t.flags_value = self.d.tcp_value;
+        }
+        if p == proto::UDP {
+            if let Some(pl) = self.d.payloads.get(&port).or(self.d.payload_all.as_ref()) {
+                t.payload = self.c.payload_id(pl);
+            }
+        }
+        t.counter = self.c.counter_names.len() as u32;
+        self.c.counter_names.push(name);
+        self.c
+            .trans
+            .insert((self.m, state, DIR_INGRESS, p, port), t);
+        if port != 0 {
+            *self.c.ports.entry(port).or_default() |=
+                statewall_common::xfsm::port_bit(p, self.m as usize);
+        }
+    }
+
+    fn new_state(&mut self, name: String, root: u8) -> Result<u8, String> {
+        if self.names.len() >= 254 {
+            return Err(format!(
+                "door {}: more than 253 states (too many or too long sequences)",
+                self.d.name
+            ));
+        }
+        self.names.push(name);
+        self.roots.push(root);
+        Ok((self.names.len() - 1) as u8)
+    }
+
+    /// Adds a path from `root` (DEFAULT or OPEN).
+    fn path(
+        &mut self,
+        root: u8,
+        seq: &[(u8, u16)],
+        end: End,
+        label: &str,
+        once: u64,
+    ) -> Result<(), String> {
+        let d = self.d;
+        let (n, m) = (seq.len(), self.m);
+        let mut cur = root;
+        for (k, &(p, port)) in seq.iter().enumerate() {
+            let name = format!(
+                "{}: {label} step {} ({})",
+                d.name,
+                k + 1,
+                step_name((p, port))
+            );
+            let taken = self.c.trans.contains_key(&(m, cur, DIR_INGRESS, p, port));
+            if k + 1 == n {
+                if taken {
+                    return Err(format!(
+                        "door {}: {label} {} is a prefix of, or equal to, another sequence",
+                        d.name,
+                        seq_text(seq)
+                    ));
+                }
+                let t = match end {
+                    End::Open => Trans {
+                        next_state: OPEN,
+                        effects: if once != 0 { E_GRANT | E_ONCE } else { E_GRANT },
+                        grant_set: m,
+                        hard_ns: d.open_for_ns,
+                        once,
+                        ..Default::default()
+                    },
+                    End::Close => Trans {
+                        next_state: STATE_DEFAULT,
+                        effects: E_REVOKE,
+                        grant_set: m,
+                        ..Default::default()
+                    },
+                };
+                self.add(cur, p, port, t, name);
+                return Ok(());
+            }
+            if let Some(&next) = self.inner.get(&(cur, p, port)) {
+                cur = next;
+                continue;
+            }
+            if taken {
+                return Err(format!(
+                    "door {}: another sequence ends where {label} {} goes on",
+                    d.name,
+                    seq_text(seq)
+                ));
+            }
+            let next = self.new_state(format!("{label} {}/{n}", k + 1), root)?;
+            let t = if root == OPEN {
+                // Toggle close path: the OPEN deadline keeps running; a step timeout goes
+                // back to OPEN.
+                Trans {
+                    next_state: next,
+                    effects: E_KEEP_HARD,
+                    idle_ns: d.step_timeout_ns,
+                    idle_rollback: OPEN,
+                    ..Default::default()
+                }
+            } else if cur == root {
+                Trans {
+                    next_state: next,
+                    idle_ns: d.step_timeout_ns,
+                    hard_ns: d.seq_timeout_ns,
+                    ..Default::default()
+                }
+            } else {
+                Trans {
+                    next_state: next,
+                    effects: E_KEEP_HARD,
+                    idle_ns: d.step_timeout_ns,
+                    ..Default::default()
+                }
+            };
+            self.add(cur, p, port, t, name);
+            self.inner.insert((cur, p, port), next);
+            cur = next;
+        }
+        Ok(())
+    }
+}
+
+fn seq_text(seq: &[(u8, u16)]) -> String {
+    seq.iter()
+        .map(|s| step_name(*s))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Compiles doors and raw machines into machines 0.. (doors first; at most
+/// [`MAX_MACHINES`] in all; at most 253 states per door).
+pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, String> {
+    if doors.len() + raws.len() > MAX_MACHINES {
+        return Err(format!(
+            "{} doors and {} [[xfsm]] machines: at most {MAX_MACHINES} in all",
+            doors.len(),
+            raws.len()
+        ));
+    }
+    let src = Scope::compile(&[field::SRC_IP]).unwrap();
+    let mut c = Compiled::default();
+    for (mi, d) in doors.iter().enumerate() {
+        // No open sequence is allowed: a door whose one-time sequences are all used opens
+        // only by hand.
+        if d.sequences
+            .iter()
+            .chain(&d.close)
+            .any(|s| s.is_empty() || s.len() > 32)
+        {
+            return Err(format!(
+                "door {}: every sequence needs 1 to 32 steps",
+                d.name
+            ));
+        }
+        if d.protected.is_empty() || d.protected.len() > GRANT_SET_PORTS {
+            return Err(format!(
+                "door {}: 1 to {GRANT_SET_PORTS} protected ports",
+                d.name
+            ));
+        }
+        let m = mi as u8;
+        let (fail_max, fail_window_ns, lock_ns) = d.lockout.unwrap_or((0, 0, 0));
+        c.machines.push(Machine {
+            lookup: src,
+            update: src,
+            enabled: 1,
+            flags: 0,
+            _pad: [0; 2],
+            fail_max,
+            fail_window_ns,
+            lock_ns,
+        });
+        let mut gs = GrantSet {
+            len: d.protected.len() as u32,
+            open_ns: d.open_for_ns,
+            ..Default::default()
+        };
+        for (i, (p, port)) in d.protected.iter().enumerate() {
+            gs.protos[i] = *p;
+            gs.ports[i] = *port;
+        }
+        c.grant_sets.push(gs);
+        let mut b = DoorBuilder {
+            c: &mut c,
+            d,
+            m,
+            names: vec!["DEFAULT".into(), "OPEN".into()],
+            roots: vec![STATE_DEFAULT, STATE_DEFAULT],
+            inner: BTreeMap::new(),
+        };
+        for (i, seq) in d.sequences.iter().enumerate() {
+            let label = if d.sequences.len() > 1 {
+                format!("open#{}", i + 1)
+            } else {
+                "open".into()
+            };
+            let once = d.once.get(i).copied().unwrap_or(0);
+            b.path(STATE_DEFAULT, seq, End::Open, &label, once)?;
+        }
+        for (i, seq) in d.close.iter().enumerate() {
+            b.path(
+                STATE_DEFAULT,
+                seq,
+                End::Close,
+                &format!("close#{}", i + 1),
+                0,
+            )?;
+        }
+        if d.toggle {
+            for (i, seq) in d.sequences.iter().enumerate() {
+                b.path(OPEN, seq, End::Close, &format!("toggle#{}", i + 1), 0)?;
+            }
+        } else {
+            // From OPEN, the first steps work as from DEFAULT: knocking again while open
+            // starts over (the door stays open until its grant ends).
+            let firsts: Vec<(TKey, Trans)> =
+                b.c.trans
+                    .range((m, STATE_DEFAULT, 0, 0, 0)..=(m, STATE_DEFAULT, 0, u8::MAX, u16::MAX))
+                    .map(|(k, t)| (*k, *t))
+                    .collect();
+            for ((_, _, _, p, port), t) in firsts {
+                let name = format!("{}: {} from OPEN", d.name, step_name((p, port)));
+                b.add(OPEN, p, port, t, name);
+                if let Some(&next) = b.inner.get(&(STATE_DEFAULT, p, port)) {
+                    b.inner.insert((OPEN, p, port), next);
+                }
+            }
+        }
+        // Retransmissions of the step just taken keep the state and its timers.
+        let edges: Vec<(TKey, Trans)> =
+            b.c.trans
+                .range((m, 0, 0, 0, 0)..=(m, u8::MAX, u8::MAX, u8::MAX, u16::MAX))
+                .map(|(k, t)| (*k, *t))
+                .collect();
+        for ((_, _, _, p, port), t) in edges {
+            if t.next_state == STATE_DEFAULT || t.next_state == NEXT_STAY || port == 0 {
+                continue;
+            }
+            let to = t.next_state;
+            if b.c.trans.contains_key(&(m, to, DIR_INGRESS, p, port)) {
+                continue; // the next step uses the same port: it takes precedence
+            }
+            let keep = Trans {
+                next_state: NEXT_STAY,
+                effects: E_KEEP_HARD | E_KEEP_IDLE,
+                ..Default::default()
+            };
+            let name = format!(
+                "{}: repeat of {} in {}",
+                d.name,
+                step_name((p, port)),
+                b.names[to as usize]
+            );
+            b.add(to, p, port, keep, name);
+        }
+        if d.strict {
+            for st in 2..b.names.len() as u8 {
+                // A wrong knock resets to where the path started: DEFAULT, or OPEN on a
+                // toggle close path (whose deadline keeps running).
+                let root = b.roots[st as usize];
+                for p in [proto::TCP, proto::UDP] {
+                    let t = Trans {
+                        next_state: root,
+                        effects: E_FAIL | if root == OPEN { E_KEEP_HARD } else { 0 },
+                        action: ACT_NEXT,
+                        ..Default::default()
+                    };
+                    let name = format!("{}: wrong knock in {}", d.name, b.names[st as usize]);
+                    b.add(st, p, 0, t, name);
+                }
+            }
+        }
+        let names = std::mem::take(&mut b.names);
+        c.state_names.push(names);
+    }
+    for r in raws {
+        compile_raw(&mut c, r)?;
+    }
+    if c.payloads.len() > MAX_PAYLOADS as usize {
+        return Err(format!(
+            "{} different UDP payloads: at most {MAX_PAYLOADS}",
+            c.payloads.len()
+        ));
+    }
+    Ok(c)
+}
+
+/// A user-written machine (`[[xfsm]]`), resolved from the config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawMachine {
+    /// Name (events, counters).
+    pub name: String,
+    /// Lookup scope: [`field`] ids.
+    pub lookup: Vec<u8>,
+    /// Update scope (same shape as `lookup`).
+    pub update: Vec<u8>,
+    /// State names by id; `states[0]` is DEFAULT.
+    pub states: Vec<String>,
+    /// Transitions.
+    pub transitions: Vec<RawTrans>,
+}
+
+/// One transition of a [`RawMachine`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTrans {
+    /// State it leaves.
+    pub state: u8,
+    /// Directions it matches ([`DIR_INGRESS`], [`DIR_EGRESS`]).
+    pub dirs: Vec<u8>,
+    /// L4 protocol, 0 = any.
+    pub proto: u8,
+    /// Destination port, 0 = any.
+    pub port: u16,
+    /// TCP flags (mask, value).
+    pub tcp_flags: (u8, u8),
+    /// UDP payload the packet must carry.
+    pub payload: Option<Payload>,
+    /// Drop the packet (else hand it on).
+    pub drop: bool,
+    /// State to go to; `None` = stay, keeping the timers.
+    pub next: Option<u8>,
+    /// Idle timeout to arm (0 = none) and the state it rolls back to.
+    pub idle: (u64, u8),
+    /// Hard timeout to arm (0 = none) and the state it rolls back to.
+    pub hard: (u64, u8),
+    /// [`E_KEEP_HARD`] / [`E_KEEP_IDLE`]: the state gone to keeps the current deadline
+    /// (and its rollback) instead of arming one.
+    pub keep: u8,
+}
+
+/// True when a raw machine has a transition on egress (it needs `sw_xfsm_egress`).
+pub fn raw_uses_egress(raws: &[RawMachine]) -> bool {
+    raws.iter()
+        .flat_map(|r| &r.transitions)
+        .any(|t| t.dirs.contains(&DIR_EGRESS))
+}
+
+fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), String> {
+    let m = c.machines.len() as u8;
+    let err = |msg: String| format!("[[xfsm]] {}: {msg}", r.name);
+    let lookup = Scope::compile(&r.lookup).ok_or_else(|| err("bad lookup scope".into()))?;
+    let update = Scope::compile(&r.update).ok_or_else(|| err("bad update scope".into()))?;
+    if lookup.shape() != update.shape() {
+        return Err(err(
+            "lookup and update scopes give keys of different shapes".into(),
+        ));
+    }
+    if r.states.is_empty() || r.states.len() > 255 {
+        return Err(err(format!("{} states: 1 to 255", r.states.len())));
+    }
+    let mut flags = 0;
+    for t in &r.transitions {
+        if t.state == STATE_DEFAULT && t.port == 0 {
+            flags |= M_ANY_PORT;
+        }
+        // A state that no deadline sends back to DEFAULT: the activity filter cannot bound
+        // it, so the machine looks every interesting packet up.
+        let lives_on = matches!(t.next, Some(n) if n != STATE_DEFAULT)
+            && t.idle.0 == 0
+            && t.hard.0 == 0
+            && t.keep == 0;
+        if lives_on || t.idle.1 != STATE_DEFAULT || t.hard.1 != STATE_DEFAULT {
+            flags |= M_UNBOUNDED;
+        }
+    }
+    c.machines.push(Machine {
+        lookup,
+        update,
+        enabled: 1,
+        flags,
+        _pad: [0; 2],
+        fail_max: 0,
+        fail_window_ns: 0,
+        lock_ns: 0,
+    });
+    // Machines index grant sets by machine: an empty set keeps the numbering.
+    c.grant_sets.push(GrantSet::default());
+    for (i, t) in r.transitions.iter().enumerate() {
+        let mut tr = Trans {
+            action: if t.drop { ACT_DROP } else { ACT_NEXT },
+            next_state: t.next.unwrap_or(NEXT_STAY),
+            effects: if t.next.is_none() {
+                E_KEEP_HARD | E_KEEP_IDLE
+            } else {
+                t.keep & (E_KEEP_HARD | E_KEEP_IDLE)
+            },
+            idle_ns: t.idle.0,
+            idle_rollback: t.idle.1,
+            hard_ns: t.hard.0,
+            hard_rollback: t.hard.1,
+            ..Default::default()
+        };
+        if t.proto == proto::TCP {
+            (tr.flags_mask, tr.flags_value) = t.tcp_flags;
+        }
+        if let Some(p) = &t.payload {
+            tr.payload = c.payload_id(p);
+        }
+        for &dir in &t.dirs {
+            let key = (m, t.state, dir, t.proto, t.port);
+            if c.trans.contains_key(&key) {
+                return Err(err(format!(
+                    "transition #{} matches the same state, direction, protocol and port as an earlier one",
+                    i + 1
+                )));
+            }
+            tr.counter = c.counter_names.len() as u32;
+            let dname = if dir == DIR_EGRESS {
+                "egress"
+            } else {
+                "ingress"
+            };
+            c.counter_names.push(format!(
+                "{}: #{} {} {dname} {}",
+                r.name,
+                i + 1,
+                r.states[t.state as usize],
+                if t.proto == 0 {
+                    "any".to_string()
+                } else {
+                    format!("{}/{}", crate::types::proto_name(t.proto), t.port)
+                }
+            ));
+            c.trans.insert(key, tr);
+            if t.port != 0 {
+                *c.ports.entry(t.port).or_default() |=
+                    statewall_common::xfsm::port_bit(t.proto, m as usize);
+            }
+        }
+    }
+    c.state_names.push(r.states.clone());
+    Ok(())
+}
+
+pub use crate::engine::MapAccess;
+
+fn merr(name: &str, e: impl std::fmt::Display) -> String {
+    format!("map {name}: {e}")
+}
+
+/// Writes `c` into the inactive generation and switches to it with one array update.
+/// `known_ports` lists the ports with non-zero prefilter bits in the inactive generation
+/// (`None`: unknown, every port is written).
+pub fn write_tables(
+    acc: &mut dyn MapAccess,
+    c: &Compiled,
+    known_ports: Option<&[u16]>,
+) -> Result<u32, String> {
+    let cur = {
+        let a: Array<&MapData, u32> =
+            Array::try_from(&*acc.map_mut(MAP_CTL)).map_err(|e| merr(MAP_CTL, e))?;
+        a.get(&CTL_GEN, 0).map_err(|e| merr(MAP_CTL, e))? & 1
+    };
+    let new = cur ^ 1;
+    {
+        let mut a: Array<&mut MapData, Machine> =
+            Array::try_from(acc.map_mut(MAP_MACHINES)).map_err(|e| merr(MAP_MACHINES, e))?;
+        for i in 0..MAX_MACHINES {
+            let m = c.machines.get(i).copied().unwrap_or_default();
+            a.set(new * MAX_MACHINES as u32 + i as u32, m, 0)
+                .map_err(|e| merr(MAP_MACHINES, e))?;
+        }
+    }
+    {
+        let mut a: Array<&mut MapData, GrantSet> =
+            Array::try_from(acc.map_mut(MAP_GRANT_SETS)).map_err(|e| merr(MAP_GRANT_SETS, e))?;
+        for (i, g) in c
+            .grant_sets
+            .iter()
+            .enumerate()
+            .take(MAX_GRANT_SETS as usize)
+        {
+            a.set(new * MAX_GRANT_SETS + i as u32, *g, 0)
+                .map_err(|e| merr(MAP_GRANT_SETS, e))?;
+        }
+    }
+    {
+        let mut a: Array<&mut MapData, Payload> =
+            Array::try_from(acc.map_mut(MAP_PAYLOADS)).map_err(|e| merr(MAP_PAYLOADS, e))?;
+        for (i, p) in c.payloads.iter().enumerate().take(MAX_PAYLOADS as usize) {
+            a.set(new * MAX_PAYLOADS + i as u32, *p, 0)
+                .map_err(|e| merr(MAP_PAYLOADS, e))?;
+        }
+    }
+    {
+        let mut a: Array<&mut MapData, u16> =
+            Array::try_from(acc.map_mut(MAP_PORTS)).map_err(|e| merr(MAP_PORTS, e))?;
+        let base = new * PORTS_PER_GEN;
+        match known_ports {
+            Some(ports) => {
+                for p in ports {
+                    if !c.ports.contains_key(p) {
+                        a.set(base + *p as u32, 0, 0)
+                            .map_err(|e| merr(MAP_PORTS, e))?;
+                    }
+                }
+                for (p, v) in &c.ports {
+                    a.set(base + *p as u32, *v, 0)
+                        .map_err(|e| merr(MAP_PORTS, e))?;
+                }
+            }
+            None => {
+                for p in 0..PORTS_PER_GEN {
+                    let v = c.ports.get(&(p as u16)).copied().unwrap_or(0);
+                    a.set(base + p, v, 0).map_err(|e| merr(MAP_PORTS, e))?;
+                }
+            }
+        }
+    }
+    {
+        let mut h: BpfHashMap<&mut MapData, TransKey, Trans> =
+            BpfHashMap::try_from(acc.map_mut(MAP_TRANS)).map_err(|e| merr(MAP_TRANS, e))?;
+        let stale: Vec<TransKey> = h
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.generation as u32 == new)
+            .collect();
+        for k in stale {
+            h.remove(&k).map_err(|e| merr(MAP_TRANS, e))?;
+        }
+        for (k, t) in c.trans_entries(new) {
+            h.insert(k, t, 0).map_err(|e| merr(MAP_TRANS, e))?;
+        }
+    }
+    let mut a: Array<&mut MapData, u32> =
+        Array::try_from(acc.map_mut(MAP_CTL)).map_err(|e| merr(MAP_CTL, e))?;
+    // The switch: one array update.
+    a.set(CTL_GEN, c.ctl_word(new), 0)
+        .map_err(|e| merr(MAP_CTL, e))?;
+    Ok(new)
+}
+
+/// The reference model's tables: plain maps with the kernel's capacities where tests can
+/// reach them (locks, grants).
+#[derive(Clone, Debug, Default)]
+pub struct RefTables {
+    /// Control words.
+    pub ctl: [u32; CTL_LEN as usize],
+    /// Machines per generation.
+    pub machines: HashMap<(u32, usize), Machine>,
+    /// Prefilter per generation.
+    pub ports: HashMap<(u32, u16), u16>,
+    /// Transitions.
+    pub trans: HashMap<TransKey, Trans>,
+    /// Grant sets per generation.
+    pub grant_sets: HashMap<(u32, u8), GrantSet>,
+    /// Activity filter.
+    pub active: HashMap<u32, u64>,
+    /// Address filter.
+    pub addr_active: HashMap<u32, u64>,
+    /// States.
+    pub states: HashMap<StateKey, StateVal>,
+    /// Locks and their capacity.
+    pub locks: HashMap<LockKey, LockVal>,
+    /// Lock table capacity.
+    pub lock_cap: usize,
+    /// Grants (expiry) and their capacity.
+    pub grants: HashMap<GrantKey, u64>,
+    /// Grant table capacity.
+    pub grant_cap: usize,
+    /// Stage counters.
+    pub counters: [u64; COUNTERS as usize],
+    /// Transition counters.
+    pub tcount: HashMap<u32, u64>,
+    /// Events in order.
+    pub events: Vec<Event>,
+    /// Unused one-time keys.
+    pub once: std::collections::BTreeSet<u64>,
+    /// Payload patterns per generation.
+    pub payloads: HashMap<(u32, u8), Payload>,
+    /// The payload of the packet being stepped (set by the caller before [`step`]).
+    pub snap: Payload,
+}
+
+impl RefTables {
+    /// Empty tables with capacities.
+    pub fn new(lock_cap: usize, grant_cap: usize) -> Self {
+        RefTables {
+            lock_cap,
+            grant_cap,
+            ..Default::default()
+        }
+    }
+
+    /// Loads compiled tables into the inactive generation and switches, like [`write_tables`].
+    pub fn load(&mut self, c: &Compiled) {
+        let new = (self.ctl[CTL_GEN as usize] & 1) ^ 1;
+        for i in 0..MAX_MACHINES {
+            self.machines
+                .insert((new, i), c.machines.get(i).copied().unwrap_or_default());
+        }
+        for (i, g) in c.grant_sets.iter().enumerate() {
+            self.grant_sets.insert((new, i as u8), *g);
+        }
+        for (i, p) in c.payloads.iter().enumerate() {
+            self.payloads.insert((new, i as u8 + 1), *p);
+        }
+        self.ports.retain(|(g, _), _| *g != new);
+        for (p, v) in &c.ports {
+            self.ports.insert((new, *p), *v);
+        }
+        self.trans.retain(|k, _| k.generation as u32 != new);
+        self.trans.extend(c.trans_entries(new));
+        self.ctl[CTL_GEN as usize] = c.ctl_word(new);
+    }
+}
+
+impl Tables for RefTables {
+    fn ctl(&self, idx: u32) -> u32 {
+        self.ctl.get(idx as usize).copied().unwrap_or(0)
+    }
+    fn set_ctl(&mut self, idx: u32, v: u32) {
+        if let Some(c) = self.ctl.get_mut(idx as usize) {
+            *c = v;
+        }
+    }
+    fn machine(&self, generation: u32, m: usize) -> Machine {
+        self.machines
+            .get(&(generation, m))
+            .copied()
+            .unwrap_or_default()
+    }
+    fn ports(&self, generation: u32, port: u16) -> u16 {
+        self.ports.get(&(generation, port)).copied().unwrap_or(0)
+    }
+    fn trans(&self, k: &TransKey) -> Option<Trans> {
+        self.trans.get(k).copied()
+    }
+    fn grant_set(&self, generation: u32, set: u8) -> GrantSet {
+        self.grant_sets
+            .get(&(generation, set))
+            .copied()
+            .unwrap_or_default()
+    }
+    fn active(&self, b: u32) -> u64 {
+        self.active.get(&b).copied().unwrap_or(0)
+    }
+    fn set_active(&mut self, b: u32, until: u64) {
+        self.active.insert(b, until);
+    }
+    fn addr_active(&self, b: u32) -> u64 {
+        self.addr_active.get(&b).copied().unwrap_or(0)
+    }
+    fn set_addr_active(&mut self, b: u32, until: u64) {
+        self.addr_active.insert(b, until);
+    }
+    fn state(&mut self, k: &StateKey) -> Option<StateVal> {
+        self.states.get(k).copied()
+    }
+    fn put_state(&mut self, k: &StateKey, v: &StateVal) {
+        self.states.insert(*k, *v);
+    }
+    fn del_state(&mut self, k: &StateKey) {
+        self.states.remove(k);
+    }
+    fn lock(&self, k: &LockKey) -> Option<LockVal> {
+        self.locks.get(k).copied()
+    }
+    fn put_lock(&mut self, k: &LockKey, v: &LockVal) -> bool {
+        if !self.locks.contains_key(k) && self.locks.len() >= self.lock_cap {
+            return false;
+        }
+        self.locks.insert(*k, *v);
+        true
+    }
+    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool {
+        if let Some(cur) = self.grants.get_mut(k) {
+            *cur = (*cur).max(expires_ns);
+            return true;
+        }
+        if self.grants.len() >= self.grant_cap {
+            return false;
+        }
+        self.grants.insert(*k, expires_ns);
+        true
+    }
+    fn take_once(&mut self, key: u64) -> bool {
+        self.once.remove(&key)
+    }
+    fn payload_matches(&self, generation: u32, idx: u8) -> bool {
+        self.payloads
+            .get(&(generation, idx))
+            .is_some_and(|p| p.same(&self.snap))
+    }
+    fn revoke(&mut self, k: &GrantKey) {
+        self.grants.remove(k);
+    }
+    fn count(&mut self, c: Counter) {
+        self.counters[c as usize] += 1;
+    }
+    fn count_trans(&mut self, idx: u32) {
+        *self.tcount.entry(idx).or_default() += 1;
+    }
+    fn event(&mut self, e: &Event) {
+        self.events.push(*e);
+    }
+}

@@ -1,0 +1,416 @@
+//! The library's layout, checked from its sources (test code excluded): which module may
+//! import which, no import cycle between the folders, how deep the layers go, and the size
+//! limits that keep each file readable. README ("How it is built") describes the layout
+//! these rules hold.
+//!
+//! Layers, lowest first: `types`, `client`, `engine/` (loading, pins, links); the `gate`;
+//! the other stages (`xfsm`, `spa`, `firewall`, `monitor`, `dynmon`); `config` (the file,
+//! composed of the stages' sections); `import/` (other tools' files) and `daemon/` (the
+//! shell: lifecycle, REST, metrics, supervised tasks).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+const STAGES: [&str; 6] = ["gate", "xfsm", "spa", "firewall", "monitor", "dynmon"];
+
+/// A module's path inside the crate (`["xfsm", "doors"]`), from its file.
+fn module_of(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts
+}
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The text without comments and without `#[cfg(test)] mod ... { }` blocks.
+fn production(text: &str) -> String {
+    let mut t: String = text
+        .lines()
+        .map(|l| match l.find("//") {
+            Some(i) if !l[..i].contains('"') => &l[..i],
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    while let Some(at) = t.find("#[cfg(test)]") {
+        let rest = &t[at..];
+        let Some(open) = rest.find('{') else { break };
+        let mut depth = 0;
+        let mut end = rest.len();
+        for (i, c) in rest[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        t.replace_range(at..at + end, "");
+    }
+    t
+}
+
+/// Every `crate::...` path the text names, `use crate::{a::{b, c}, d}` groups expanded.
+fn crate_paths(text: &str) -> Vec<Vec<String>> {
+    fn expand(prefix: &[String], body: &str, out: &mut Vec<Vec<String>>) {
+        let mut depth = 0;
+        let mut item = String::new();
+        let mut items = Vec::new();
+        for c in body.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(std::mem::take(&mut item));
+                    continue;
+                }
+                _ => {}
+            }
+            item.push(c);
+        }
+        items.push(item);
+        for it in items {
+            let it = it.trim();
+            if it.is_empty() {
+                continue;
+            }
+            if let Some(i) = it.find('{') {
+                let head: Vec<String> = it[..i]
+                    .split("::")
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                let mut p = prefix.to_vec();
+                p.extend(head);
+                expand(&p, &it[i + 1..it.rfind('}').unwrap()], out);
+            } else {
+                let mut p = prefix.to_vec();
+                let it = it.split(" as ").next().unwrap();
+                p.extend(it.split("::").map(|s| s.trim().to_string()));
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("crate::") {
+        let after = &rest[i + 7..];
+        if let Some(body) = after.strip_prefix('{') {
+            let mut depth = 1;
+            let end = body
+                .char_indices()
+                .find(|&(_, c)| {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(body.len(), |(j, _)| j);
+            expand(&[], &body[..end], &mut out);
+            rest = &body[end..];
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(after.len());
+            out.push(after[..end].split("::").map(String::from).collect());
+            rest = &after[end..];
+        }
+    }
+    out
+}
+
+struct Crate {
+    /// Module -> the modules it imports (the longest module prefix of each path).
+    imports: BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+    /// Module -> its production text.
+    text: BTreeMap<Vec<String>, String>,
+    /// Module -> its file.
+    files: BTreeMap<Vec<String>, PathBuf>,
+}
+
+fn read_crate() -> Crate {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut c = Crate {
+        imports: BTreeMap::new(),
+        text: BTreeMap::new(),
+        files: BTreeMap::new(),
+    };
+    for f in &files {
+        let m = module_of(&src, f);
+        c.text
+            .insert(m.clone(), production(&std::fs::read_to_string(f).unwrap()));
+        c.files.insert(m, f.clone());
+    }
+    for (m, t) in &c.text {
+        let mut to = BTreeSet::new();
+        for p in crate_paths(t) {
+            let target = (1..=p.len())
+                .rev()
+                .map(|n| p[..n].to_vec())
+                .find(|q| c.text.contains_key(q));
+            if let Some(q) = target {
+                if &q != m {
+                    to.insert(q);
+                }
+            }
+        }
+        c.imports.insert(m.clone(), to);
+    }
+    c
+}
+
+/// The folder (or top-level file) a module is in: its room in the layout.
+fn room(m: &[String]) -> String {
+    m.first().cloned().unwrap_or_else(|| "lib".into())
+}
+
+#[test]
+fn the_parser_reads_grouped_imports_and_drops_test_code() {
+    let t = production(
+        "use crate::{a::{b, c::D}, e as f};\nfn x() { crate::g::h(); } // crate::no\n#[cfg(test)]\nmod tests { use crate::z; }\n",
+    );
+    let mut got = crate_paths(&t);
+    got.sort();
+    let want: Vec<Vec<String>> = [
+        vec!["a", "b"],
+        vec!["a", "c", "D"],
+        vec!["e"],
+        vec!["g", "h"],
+    ]
+    .iter()
+    .map(|v| v.iter().map(|s| s.to_string()).collect())
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn stages_import_no_shell_no_whole_config_and_the_engine_no_stage() {
+    let c = read_crate();
+    let mut wrong = Vec::new();
+    for (m, to) in &c.imports {
+        let r = room(m);
+        let forbidden: &[&str] = if STAGES.contains(&r.as_str()) {
+            &["daemon", "client", "config", "import"]
+        } else if r == "engine" || r == "types" || r == "client" {
+            &[
+                "daemon", "client", "config", "import", "gate", "xfsm", "spa", "firewall",
+                "monitor", "dynmon",
+            ]
+        } else {
+            &[]
+        };
+        for t in to {
+            let tr = room(t);
+            if forbidden.contains(&tr.as_str()) && tr != r {
+                wrong.push(format!("{} imports {}", m.join("::"), t.join("::")));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against the layout:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn folders_form_no_cycle_and_at_most_six_layers() {
+    let c = read_crate();
+    let mut rooms: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, to) in &c.imports {
+        let e = rooms.entry(room(m)).or_default();
+        for t in to {
+            if room(t) != room(m) {
+                e.insert(room(t));
+            }
+        }
+    }
+    // Layers by depth-first search; a room met again on the current path is a cycle.
+    fn layer(
+        r: &str,
+        rooms: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        memo: &mut BTreeMap<String, usize>,
+    ) -> usize {
+        if let Some(l) = memo.get(r) {
+            return *l;
+        }
+        assert!(
+            !path.iter().any(|p| p == r),
+            "import cycle between folders: {} -> {r}",
+            path.join(" -> ")
+        );
+        path.push(r.to_string());
+        let l = 1 + rooms
+            .get(r)
+            .map(|to| {
+                to.iter()
+                    .map(|t| layer(t, rooms, path, memo))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        path.pop();
+        memo.insert(r.to_string(), l);
+        l
+    }
+    let mut memo = BTreeMap::new();
+    for r in rooms.keys() {
+        layer(r, &rooms, &mut Vec::new(), &mut memo);
+    }
+    let deepest = memo.values().copied().max().unwrap_or(0);
+    assert!(deepest <= 6, "{deepest} layers: {memo:?}");
+    // The shell is on top, the engine at the bottom.
+    assert!(memo["daemon"] > memo["config"] && memo["config"] > memo["xfsm"]);
+    assert!(memo["xfsm"] > memo["engine"] && memo["gate"] > memo["engine"]);
+}
+
+/// Files over 800 lines and functions over 150 (test code excluded). The ones listed are
+/// the debt left: each may only shrink, and a new one fails.
+#[test]
+fn files_and_functions_stay_small() {
+    let c = read_crate();
+    let file_debt: BTreeMap<&str, usize> = FILE_DEBT.iter().copied().collect();
+    let mut wrong = Vec::new();
+    for (m, t) in &c.text {
+        let name = c.files[m]
+            .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+            .unwrap()
+            .display()
+            .to_string();
+        let lines = t.lines().filter(|l| !l.trim().is_empty()).count();
+        let limit = file_debt.get(name.as_str()).copied().unwrap_or(800);
+        if lines > limit {
+            wrong.push(format!("{name}: {lines} lines (at most {limit})"));
+        }
+        // Functions: from a line that opens one to the line closing it.
+        let ls: Vec<&str> = t.lines().collect();
+        let mut i = 0;
+        while i < ls.len() {
+            let l = ls[i].trim_start();
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "pub(crate) fn ",
+                "async fn ",
+                "pub async fn ",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p));
+            if is_fn && ls[i].contains('{') {
+                let indent = ls[i].len() - l.len();
+                let end = (i + 1..ls.len())
+                    .find(|&j| {
+                        ls[j].len() - ls[j].trim_start().len() == indent
+                            && ls[j].trim_start().starts_with('}')
+                    })
+                    .unwrap_or(i);
+                let n = end - i + 1;
+                let fname: String = l
+                    .split("fn ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let key = format!("{name}:{fname}");
+                let limit = FN_DEBT
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map_or(150, |(_, n)| *n);
+                if n > limit {
+                    wrong.push(format!("{key}: {n} lines (at most {limit})"));
+                }
+            }
+            i += 1;
+        }
+    }
+    assert!(wrong.is_empty(), "too long:\n{}", wrong.join("\n"));
+}
+
+/// Files still over 800 lines (non-blank, test code excluded), with their size today.
+const FILE_DEBT: &[(&str, usize)] = &[("dynmon/mod.rs", 1124), ("import/knockd.rs", 1095)];
+
+/// Functions still over 150 lines, with their length today.
+const FN_DEBT: &[(&str, usize)] = &[
+    ("config.rs:validate", 167),
+    ("daemon/mod.rs:run", 242),
+    ("daemon/metrics.rs:render", 251),
+    ("dynmon/mod.rs:load", 287),
+    ("xfsm/mod.rs:compile", 155),
+];
+
+/// `Result<_, String>` in the library: at most this many (the issue asks for 10, each with
+/// a reason); errors are enums per stage.
+#[test]
+fn string_errors_are_counted() {
+    let c = read_crate();
+    let n: usize = c.text.values().map(|t| string_results(t)).sum();
+    assert!(
+        n <= STRING_ERRORS,
+        "{n} `Result<_, String>` (at most {STRING_ERRORS})"
+    );
+}
+
+/// How many `Result<T, String>` a text names (the type's own angle brackets matched).
+fn string_results(t: &str) -> usize {
+    let mut n = 0;
+    for (i, _) in t.match_indices("Result<") {
+        let mut depth = 0;
+        for (j, c) in t[i + 6..].char_indices() {
+            match c {
+                '<' => depth += 1,
+                '>' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        let inner = t[i + 7..i + 6 + j].trim_end();
+                        if inner.ends_with(", String") {
+                            n += 1;
+                        }
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn string_results_are_found() {
+    assert_eq!(
+        string_results("fn a() -> Result<Vec<u8>, String> {} fn b() -> Result<(), E> {} BTreeMap<String, String>"),
+        1
+    );
+}
+
+/// The count today: it may only go down.
+const STRING_ERRORS: usize = 105;
