@@ -4,7 +4,6 @@ mod cli;
 
 use std::{net::SocketAddr, path::PathBuf};
 
-
 use clap::{Parser, Subcommand};
 use statewall::client;
 

@@ -262,41 +262,7 @@ impl Config {
                 format!("{}: 64 to 131072", self.firewall.bitsets_max),
             ));
         }
-        for (name, &n) in &self.maps {
-            let at = format!("[maps] {name}");
-            let own_key = [
-                (statewall_common::maps::MAP_GATE_GRANTS, "[gate] grants_max"),
-                (statewall_common::maps::MAP_GATE_FLOWS, "[gate] flows_max"),
-                (statewall_common::ct::MAP_CT, "[firewall] conntrack_max"),
-                (
-                    statewall_common::fw::MAP_FW_BITSETS,
-                    "[firewall] bitsets_max",
-                ),
-            ];
-            if let Some((_, key)) = own_key.iter().find(|k| k.0 == name) {
-                return Err(bad(at, format!("sized by {key}")));
-            }
-            let Some(&(_, lo, hi, ring)) = RESIZABLE_MAPS.iter().find(|m| m.0 == name) else {
-                let names: Vec<&str> = RESIZABLE_MAPS.iter().map(|m| m.0).collect();
-                return Err(bad(
-                    at,
-                    format!("not a table [maps] sizes (those are: {})", names.join(", ")),
-                ));
-            };
-            if !(lo..=hi).contains(&n) || (ring && !n.is_power_of_two()) {
-                return Err(bad(
-                    at,
-                    format!(
-                        "{n}: {lo} to {hi}{}",
-                        if ring {
-                            " bytes, a power of two"
-                        } else {
-                            " entries"
-                        }
-                    ),
-                ));
-            }
-        }
+        self.validate_maps(&bad)?;
         let mut names = BTreeSet::new();
         for (i, m) in self.monitors.iter().enumerate() {
             m.validate()
@@ -350,6 +316,49 @@ impl Config {
                 "[daemon] listen".into(),
                 "a TCP listener needs token_file (or no_auth = true, which lets anyone who can reach it change the firewall)".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// `[maps]`: only the tables it may size, within their bounds.
+    fn validate_maps(
+        &self,
+        bad: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        for (name, &n) in &self.maps {
+            let at = format!("[maps] {name}");
+            let own_key = [
+                (statewall_common::maps::MAP_GATE_GRANTS, "[gate] grants_max"),
+                (statewall_common::maps::MAP_GATE_FLOWS, "[gate] flows_max"),
+                (statewall_common::ct::MAP_CT, "[firewall] conntrack_max"),
+                (
+                    statewall_common::fw::MAP_FW_BITSETS,
+                    "[firewall] bitsets_max",
+                ),
+            ];
+            if let Some((_, key)) = own_key.iter().find(|k| k.0 == name) {
+                return Err(bad(at, format!("sized by {key}")));
+            }
+            let Some(&(_, lo, hi, ring)) = RESIZABLE_MAPS.iter().find(|m| m.0 == name) else {
+                let names: Vec<&str> = RESIZABLE_MAPS.iter().map(|m| m.0).collect();
+                return Err(bad(
+                    at,
+                    format!("not a table [maps] sizes (those are: {})", names.join(", ")),
+                ));
+            };
+            if !(lo..=hi).contains(&n) || (ring && !n.is_power_of_two()) {
+                return Err(bad(
+                    at,
+                    format!(
+                        "{n}: {lo} to {hi}{}",
+                        if ring {
+                            " bytes, a power of two"
+                        } else {
+                            " entries"
+                        }
+                    ),
+                ));
+            }
         }
         Ok(())
     }

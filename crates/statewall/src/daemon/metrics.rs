@@ -23,7 +23,7 @@ use axum::{
     Router,
 };
 
-use crate::daemon::state::Shared;
+use crate::daemon::state::{Inner, Shared};
 
 /// The metrics router.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -114,214 +114,11 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
             "Times a background task (a ring-buffer follower, the sweeper) failed and was started again.",
             &restarts,
         );
-        if let Ok(c) = g.engine.gate_counters() {
-            let samples: Vec<_> = c
-                .iter()
-                .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
-                .collect();
-            f.counter(
-                "statewall_gate_packets",
-                "Packets seen by the gate stage, by outcome.",
-                &samples,
-            );
-        }
-        if let Ok(c) = g.engine.xfsm_counters() {
-            let samples: Vec<_> = c
-                .iter()
-                .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
-                .collect();
-            f.counter(
-                "statewall_xfsm",
-                "xfsm stage counters (packets seen, lookups, transitions, failures, lockouts, ...).",
-                &samples,
-            );
-        }
-        if let Ok(c) = g.engine.spa_counters() {
-            let samples: Vec<_> = c
-                .iter()
-                .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
-                .collect();
-            f.counter(
-                "statewall_spa_candidates",
-                "SPA candidates in the kernel: seen, rate-limited, ring full, queued, oversized.",
-                &samples,
-            );
-        }
-        {
-            let spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
-            let samples: Vec<_> = spa
-                .counts
-                .iter()
-                .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
-                .collect();
-            f.counter(
-                "statewall_spa_verdicts",
-                "SPA packets verified in user space, by outcome (accepted, bad_digest, replay, stale, ...).",
-                &samples,
-            );
-            f.gauge(
-                "statewall_spa_replay_entries",
-                "Live entries in the SPA replay cache.",
-                &[(String::new(), spa.replay.len() as u64)],
-            );
-        }
-        if let Ok(c) = g.engine.fw_counters() {
-            let samples: Vec<_> = c
-                .iter()
-                .filter(|(k, _)| k.starts_with("log_"))
-                .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
-                .collect();
-            f.counter(
-                "statewall_fw_log_events",
-                "Firewall LOG rule hits queued for the daemon, and lost because the ring was full.",
-                &samples,
-            );
-            let created: Vec<_> = c
-                .iter()
-                .filter(|(k, _)| *k == "ct_created")
-                .map(|(_, v)| (String::new(), *v))
-                .collect();
-            f.counter(
-                "statewall_fw_conntrack_created",
-                "Connections entered in the firewall's conntrack table (an LRU: those beyond the live entries expired, ended or were evicted).",
-                &created,
-            );
-        }
-        {
-            let (mut pk, mut by) = (Vec::new(), Vec::new());
-            for (name, inst) in &g.fw.instances {
-                for (chain, c) in [("INGRESS", &inst.ingress), ("EGRESS", &inst.egress)] {
-                    let Ok(no) = inst.chain_no(chain) else {
-                        continue;
-                    };
-                    let Ok(st) = g.engine.fw_stats(no, c.rules.len()) else {
-                        continue;
-                    };
-                    for (i, (p, b)) in st.iter().enumerate() {
-                        let l = format!(
-                            "{{firewall=\"{}\",chain=\"{chain}\",rule=\"{i}\"}}",
-                            label(name)
-                        );
-                        pk.push((l.clone(), *p));
-                        by.push((l, *b));
-                    }
-                }
-            }
-            f.counter(
-                "statewall_fw_rule_packets",
-                "Packets matched by each firewall rule (LOG rules count what they saw).",
-                &pk,
-            );
-            f.counter(
-                "statewall_fw_rule_bytes",
-                "Bytes matched by each firewall rule.",
-                &by,
-            );
-        }
-        if let Ok(c) = g.engine.xfsm_transition_counters() {
-            let samples: Vec<_> = c
-                .iter()
-                .map(|(k, v)| (format!("{{transition=\"{}\"}}", label(k)), *v))
-                .collect();
-            f.counter(
-                "statewall_xfsm_transition_packets",
-                "Packets that took each transition of the xfsm tables.",
-                &samples,
-            );
-        }
-        let ev: Vec<_> = s
-            .doors
-            .counts
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v))
-            .collect();
-        f.counter(
-            "statewall_door_events",
-            "Door events (state changes, openings, closings, lockouts), by kind.",
-            &ev,
-        );
-        let open = s.doors.open_doors();
-        let per: Vec<_> = g
-            .config
-            .knocks
-            .iter()
-            .map(|k| {
-                (
-                    format!("{{door=\"{}\"}}", k.name),
-                    open.iter().filter(|o| o.door == k.name).count() as u64,
-                )
-            })
-            .collect();
-        f.gauge(
-            "statewall_door_open_sources",
-            "Sources each door is open for.",
-            &per,
-        );
-        use std::sync::atomic::Ordering::Relaxed;
-        f.counter(
-            "statewall_door_commands",
-            "start/stop commands run, by outcome.",
-            &[
-                ("{outcome=\"run\"}".into(), s.doors.commands.load(Relaxed)),
-                (
-                    "{outcome=\"failed\"}".into(),
-                    s.doors.command_failures.load(Relaxed),
-                ),
-            ],
-        );
-        {
-            let mons = s.monitors.lock().unwrap_or_else(|p| p.into_inner());
-            let (mut pk, mut ses, mut win, mut grace, mut read) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (name, m) in &mons.by_name {
-                let l = format!("monitor=\"{}\"", label(name));
-                for (k, v) in m.counters().unwrap_or_default() {
-                    pk.push((format!("{{{l},what=\"{k}\"}}"), v));
-                }
-                ses.push((format!("{{{l}}}"), m.last_sessions as u64));
-                win.push((format!("{{{l}}}"), m.reads));
-                grace.push((format!("{{{l}}}"), m.last.0.as_secs_f64()));
-                read.push((format!("{{{l}}}"), m.last.1.as_secs_f64()));
-            }
-            f.counter(
-                "statewall_monitor_packets",
-                "Packets seen by each monitor: seen, captured, sessions started, sessions turned away (table full), over the per-session share, packet table full, ignored.",
-                &pk,
-            );
-            f.gauge(
-                "statewall_monitor_sessions",
-                "Sessions in the monitor's last window.",
-                &ses,
-            );
-            f.counter("statewall_monitor_windows", "Windows read.", &win);
-            f.gauge_f(
-                "statewall_monitor_grace_seconds",
-                "Grace period waited by the last read.",
-                &grace,
-            );
-            f.gauge_f(
-                "statewall_monitor_read_seconds",
-                "Reading and decoding time of the last read.",
-                &read,
-            );
-        }
-        let maps = g.engine.map_states();
-        let e: Vec<_> = maps
-            .iter()
-            .map(|m| (format!("{{map=\"{}\"}}", m.name), m.entries as u64))
-            .collect();
-        let c: Vec<_> = maps
-            .iter()
-            .map(|m| (format!("{{map=\"{}\"}}", m.name), m.max_entries as u64))
-            .collect();
-        f.gauge(
-            "statewall_map_entries",
-            "Entries in use in each map (arrays: their size).",
-            &e,
-        );
-        f.gauge("statewall_map_capacity", "Capacity of each map.", &c);
+        stage_counters(&mut f, s, &g);
+        rule_counters(&mut f, &g);
+        door_families(&mut f, s, &g);
+        monitor_families(&mut f, s);
+        map_families(&mut f, &g);
     }
     drop(g);
     {
@@ -347,4 +144,232 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Kernel counters of the gate, xfsm, spa and firewall stages.
+fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
+    if let Ok(c) = g.engine.gate_counters() {
+        let samples: Vec<_> = c
+            .iter()
+            .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
+            .collect();
+        f.counter(
+            "statewall_gate_packets",
+            "Packets seen by the gate stage, by outcome.",
+            &samples,
+        );
+    }
+    if let Ok(c) = g.engine.xfsm_counters() {
+        let samples: Vec<_> = c
+            .iter()
+            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+            .collect();
+        f.counter(
+            "statewall_xfsm",
+            "xfsm stage counters (packets seen, lookups, transitions, failures, lockouts, ...).",
+            &samples,
+        );
+    }
+    if let Ok(c) = g.engine.spa_counters() {
+        let samples: Vec<_> = c
+            .iter()
+            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+            .collect();
+        f.counter(
+            "statewall_spa_candidates",
+            "SPA candidates in the kernel: seen, rate-limited, ring full, queued, oversized.",
+            &samples,
+        );
+    }
+    {
+        let spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
+        let samples: Vec<_> = spa
+            .counts
+            .iter()
+            .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
+            .collect();
+        f.counter(
+            "statewall_spa_verdicts",
+            "SPA packets verified in user space, by outcome (accepted, bad_digest, replay, stale, ...).",
+            &samples,
+        );
+        f.gauge(
+            "statewall_spa_replay_entries",
+            "Live entries in the SPA replay cache.",
+            &[(String::new(), spa.replay.len() as u64)],
+        );
+    }
+    if let Ok(c) = g.engine.fw_counters() {
+        let samples: Vec<_> = c
+            .iter()
+            .filter(|(k, _)| k.starts_with("log_"))
+            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+            .collect();
+        f.counter(
+            "statewall_fw_log_events",
+            "Firewall LOG rule hits queued for the daemon, and lost because the ring was full.",
+            &samples,
+        );
+        let created: Vec<_> = c
+            .iter()
+            .filter(|(k, _)| *k == "ct_created")
+            .map(|(_, v)| (String::new(), *v))
+            .collect();
+        f.counter(
+            "statewall_fw_conntrack_created",
+            "Connections entered in the firewall's conntrack table (an LRU: those beyond the live entries expired, ended or were evicted).",
+            &created,
+        );
+    }
+}
+
+/// Per-rule firewall counters and per-transition xfsm counters.
+fn rule_counters(f: &mut Family, g: &Inner) {
+    {
+        let (mut pk, mut by) = (Vec::new(), Vec::new());
+        for (name, inst) in &g.fw.instances {
+            for (chain, c) in [("INGRESS", &inst.ingress), ("EGRESS", &inst.egress)] {
+                let Ok(no) = inst.chain_no(chain) else {
+                    continue;
+                };
+                let Ok(st) = g.engine.fw_stats(no, c.rules.len()) else {
+                    continue;
+                };
+                for (i, (p, b)) in st.iter().enumerate() {
+                    let l = format!(
+                        "{{firewall=\"{}\",chain=\"{chain}\",rule=\"{i}\"}}",
+                        label(name)
+                    );
+                    pk.push((l.clone(), *p));
+                    by.push((l, *b));
+                }
+            }
+        }
+        f.counter(
+            "statewall_fw_rule_packets",
+            "Packets matched by each firewall rule (LOG rules count what they saw).",
+            &pk,
+        );
+        f.counter(
+            "statewall_fw_rule_bytes",
+            "Bytes matched by each firewall rule.",
+            &by,
+        );
+    }
+    if let Ok(c) = g.engine.xfsm_transition_counters() {
+        let samples: Vec<_> = c
+            .iter()
+            .map(|(k, v)| (format!("{{transition=\"{}\"}}", label(k)), *v))
+            .collect();
+        f.counter(
+            "statewall_xfsm_transition_packets",
+            "Packets that took each transition of the xfsm tables.",
+            &samples,
+        );
+    }
+}
+
+/// Door events, open sources and trigger commands.
+fn door_families(f: &mut Family, s: &Shared, g: &Inner) {
+    let ev: Vec<_> = s
+        .doors
+        .counts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v))
+        .collect();
+    f.counter(
+        "statewall_door_events",
+        "Door events (state changes, openings, closings, lockouts), by kind.",
+        &ev,
+    );
+    let open = s.doors.open_doors();
+    let per: Vec<_> = g
+        .config
+        .knocks
+        .iter()
+        .map(|k| {
+            (
+                format!("{{door=\"{}\"}}", k.name),
+                open.iter().filter(|o| o.door == k.name).count() as u64,
+            )
+        })
+        .collect();
+    f.gauge(
+        "statewall_door_open_sources",
+        "Sources each door is open for.",
+        &per,
+    );
+    use std::sync::atomic::Ordering::Relaxed;
+    f.counter(
+        "statewall_door_commands",
+        "start/stop commands run, by outcome.",
+        &[
+            ("{outcome=\"run\"}".into(), s.doors.commands.load(Relaxed)),
+            (
+                "{outcome=\"failed\"}".into(),
+                s.doors.command_failures.load(Relaxed),
+            ),
+        ],
+    );
+}
+
+/// The traffic monitors.
+fn monitor_families(f: &mut Family, s: &Shared) {
+    {
+        let mons = s.monitors.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut pk, mut ses, mut win, mut grace, mut read) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (name, m) in &mons.by_name {
+            let l = format!("monitor=\"{}\"", label(name));
+            for (k, v) in m.counters().unwrap_or_default() {
+                pk.push((format!("{{{l},what=\"{k}\"}}"), v));
+            }
+            ses.push((format!("{{{l}}}"), m.last_sessions as u64));
+            win.push((format!("{{{l}}}"), m.reads));
+            grace.push((format!("{{{l}}}"), m.last.0.as_secs_f64()));
+            read.push((format!("{{{l}}}"), m.last.1.as_secs_f64()));
+        }
+        f.counter(
+            "statewall_monitor_packets",
+            "Packets seen by each monitor: seen, captured, sessions started, sessions turned away (table full), over the per-session share, packet table full, ignored.",
+            &pk,
+        );
+        f.gauge(
+            "statewall_monitor_sessions",
+            "Sessions in the monitor's last window.",
+            &ses,
+        );
+        f.counter("statewall_monitor_windows", "Windows read.", &win);
+        f.gauge_f(
+            "statewall_monitor_grace_seconds",
+            "Grace period waited by the last read.",
+            &grace,
+        );
+        f.gauge_f(
+            "statewall_monitor_read_seconds",
+            "Reading and decoding time of the last read.",
+            &read,
+        );
+    }
+}
+
+/// Map fill levels.
+fn map_families(f: &mut Family, g: &Inner) {
+    let maps = g.engine.map_states();
+    let e: Vec<_> = maps
+        .iter()
+        .map(|m| (format!("{{map=\"{}\"}}", m.name), m.entries as u64))
+        .collect();
+    let c: Vec<_> = maps
+        .iter()
+        .map(|m| (format!("{{map=\"{}\"}}", m.name), m.max_entries as u64))
+        .collect();
+    f.gauge(
+        "statewall_map_entries",
+        "Entries in use in each map (arrays: their size).",
+        &e,
+    );
+    f.gauge("statewall_map_capacity", "Capacity of each map.", &c);
 }

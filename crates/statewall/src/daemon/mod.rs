@@ -23,6 +23,7 @@ pub mod supervise;
 pub use state::{apply, load_config, reload, status, Inner, Overrides, Shared, Status};
 
 use std::{
+    net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -38,6 +39,8 @@ use axum::{
     Router,
 };
 use tokio::net::{TcpListener, UnixListener};
+
+use crate::config::Config;
 
 use crate::{engine::pins::Pins, engine::Engine};
 
@@ -173,6 +176,60 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         .with_context(|| format!("creating state dir {}", cfg.daemon.state_dir.display()))?;
     // Everything that can refuse to start is checked before the kernel side is touched.
     let unix = bind_unix(&cfg.daemon.socket)?;
+    let token = read_token(&cfg)?;
+    let pins = Pins::new(&cfg.daemon.bpffs_root);
+    let _lock = lock_pins(&pins)?;
+    let tcp = bind_tcp(cfg.daemon.listen, "the API").await?;
+    let metrics = bind_tcp(cfg.daemon.metrics_listen, "metrics").await?;
+    let socket_path = cfg.daemon.socket.clone();
+    let shared = start_stages(cfg, config_path, overrides)?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let app = crate::daemon::api::router(shared.clone());
+    serve(&mut tasks, unix, app.clone(), &stop_rx);
+    if let Some(l) = tcp {
+        tracing::info!(addr = %l.local_addr()?, "REST API on TCP");
+        let app: Router = match token {
+            Some(t) => app.layer(middleware::from_fn(move |req, next| {
+                bearer_auth(t.clone(), req, next)
+            })),
+            None => app,
+        };
+        serve(&mut tasks, l, app, &stop_rx);
+    }
+    if let Some(l) = metrics {
+        tracing::info!(addr = %l.local_addr()?, "metrics");
+        serve(
+            &mut tasks,
+            l,
+            crate::daemon::metrics::router(shared.clone()),
+            &stop_rx,
+        );
+    }
+    spawn_background(&shared, &mut tasks, &stop_rx);
+    tracing::info!(socket = %socket_path.display(), "statewall daemon ready");
+    sd_notify(&format!(
+        "READY=1\nSTATUS=serving on {}\nMAINPID={}",
+        socket_path.display(),
+        std::process::id()
+    ));
+    wait_for_signals(&shared, &mut tasks).await?;
+    sd_notify("STOPPING=1");
+    tracing::info!(
+        "stopping; programs, links and pins stay in place (statewall teardown removes them)"
+    );
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}
+
+/// The TCP listener's bearer token (none without a TCP listener, or with `no_auth`).
+fn read_token(cfg: &Config) -> anyhow::Result<Option<Arc<String>>> {
     let token = match (
         &cfg.daemon.listen,
         &cfg.daemon.token_file,
@@ -189,34 +246,43 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     if token.as_ref().is_some_and(|t| t.is_empty()) {
         bail!("token file is empty");
     }
-    let pins = Pins::new(&cfg.daemon.bpffs_root);
+    Ok(token)
+}
+
+/// The pin root, created, and locked against a second daemon.
+fn lock_pins(pins: &Pins) -> anyhow::Result<std::fs::File> {
     if !pins.on_bpffs() {
         bail!(crate::engine::EngineError::NoBpffs(pins.root.clone()));
     }
     std::fs::create_dir_all(&pins.root)
         .with_context(|| format!("creating {}", pins.root.display()))?;
-    let _lock = crate::engine::sys::lock_exclusive(&pins.root).map_err(|e| {
+    crate::engine::sys::lock_exclusive(&pins.root).map_err(|e| {
         anyhow::anyhow!(
             "{} is in use by another statewall daemon ({e}); stop it first",
             pins.root.display()
         )
-    })?;
-    let tcp = match cfg.daemon.listen {
-        Some(a) => Some(
+    })
+}
+
+async fn bind_tcp(addr: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(a) => Ok(Some(
             TcpListener::bind(a)
                 .await
-                .with_context(|| format!("binding {a}"))?,
-        ),
-        None => None,
-    };
-    let metrics = match cfg.daemon.metrics_listen {
-        Some(a) => Some(
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding metrics {a}"))?,
-        ),
-        None => None,
-    };
+                .with_context(|| format!("binding {what} to {a}"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Opens (or adopts) the kernel side, writes every stage's tables, and builds the state
+/// the shell shares.
+fn start_stages(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) -> anyhow::Result<Arc<Shared>> {
+    let pins = Pins::new(&cfg.daemon.bpffs_root);
     let mut engine = Engine::open(&pins, &cfg.map_sizes())?;
     tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
     // Firewall instances: what the API made, kept under the state directory; written into
@@ -244,7 +310,6 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     engine
         .apply_firewall(&cfg.firewall, &cfg.links(), &fw, &[])
         .context("writing the firewall's tables")?;
-    let socket_path = cfg.daemon.socket.clone();
     let spa = {
         let setup = cfg
             .spa
@@ -262,8 +327,8 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         .map_err(anyhow::Error::msg)?;
     monitors.commit(&cfg.monitors, m);
     let dynmon = crate::dynmon::Dynmons::restore(cfg.daemon.state_dir.join("dynmon.json"));
-    let spa_config = cfg.spa.clone();
-    let shared = Arc::new(Shared {
+    let spa_triggers = crate::config::spa_trigger_doors(&cfg.spa);
+    Ok(Arc::new(Shared {
         inner: Mutex::new(Inner {
             engine,
             config: cfg,
@@ -277,59 +342,42 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         monitors: Mutex::new(monitors),
         dynmon: Mutex::new(dynmon),
         tasks: Default::default(),
-        spa_triggers: Mutex::new(crate::config::spa_trigger_doors(&spa_config)),
-    });
+        spa_triggers: Mutex::new(spa_triggers),
+    }))
+}
 
-    let app = crate::daemon::api::router(shared.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let app = app.clone();
-        let rx = stop_rx.clone();
-        tasks.spawn(async move {
-            axum::serve(unix, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-                .map_err(anyhow::Error::from)
-        });
-    }
-    if let Some(l) = tcp {
-        let app: Router = match token {
-            Some(t) => app.clone().layer(middleware::from_fn(move |req, next| {
-                bearer_auth(t.clone(), req, next)
-            })),
-            None => app.clone(),
-        };
-        let rx = stop_rx.clone();
-        tracing::info!(addr = %l.local_addr()?, "REST API on TCP");
-        tasks.spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-                .map_err(anyhow::Error::from)
-        });
-    }
-    if let Some(l) = metrics {
-        let app = crate::daemon::metrics::router(shared.clone());
-        let rx = stop_rx.clone();
-        tracing::info!(addr = %l.local_addr()?, "metrics");
-        tasks.spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-                .map_err(anyhow::Error::from)
-        });
-    }
-    // Kernel events (xfsm state changes), SPA candidates and firewall LOG hits, each read by
-    // a supervised follower. SPA verification (decryption, the replay cache's fdatasync)
-    // runs in a blocking section, so the other tasks move off this worker meanwhile.
+type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;
+
+/// Serves `app` on `listener` until the stop signal.
+fn serve<L>(tasks: &mut Tasks, listener: L, app: Router, stop: &tokio::sync::watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let mut rx = stop.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
+            .map_err(anyhow::Error::from)
+    });
+}
+
+/// The supervised background tasks: kernel events (xfsm state changes), SPA candidates and
+/// firewall LOG hits, each read by a follower, and the sweeper. SPA verification
+/// (decryption, the replay cache's fdatasync) runs in a blocking section, so the other
+/// tasks move off this worker meanwhile.
+fn spawn_background(
+    shared: &Arc<Shared>,
+    tasks: &mut Tasks,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) {
     let sup = shared.tasks.clone();
     {
         let (s, rx) = (shared.clone(), stop_rx.clone());
-        sup.spawn(&mut tasks, "xfsm_events", stop_rx.clone(), move || {
+        sup.spawn(tasks, "xfsm_events", stop_rx.clone(), move || {
             follow_ring(
                 s.clone(),
                 statewall_common::xfsm::MAP_EVENTS,
@@ -341,7 +389,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     }
     {
         let (s, rx) = (shared.clone(), stop_rx.clone());
-        sup.spawn(&mut tasks, "spa_events", stop_rx.clone(), move || {
+        sup.spawn(tasks, "spa_events", stop_rx.clone(), move || {
             follow_ring(
                 s.clone(),
                 statewall_common::spa::MAP_SPA_EVENTS,
@@ -353,7 +401,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     }
     {
         let (s, rx) = (shared.clone(), stop_rx.clone());
-        sup.spawn(&mut tasks, "fw_log", stop_rx.clone(), move || {
+        sup.spawn(tasks, "fw_log", stop_rx.clone(), move || {
             follow_ring(
                 s.clone(),
                 statewall_common::fw::MAP_FW_LOG,
@@ -363,30 +411,25 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
             )
         });
     }
-    {
-        let (s, rx) = (shared.clone(), stop_rx.clone());
-        sup.spawn(&mut tasks, "sweeper", stop_rx.clone(), move || {
-            sweeper(s.clone(), rx.clone())
-        });
-    }
-    tracing::info!(socket = %socket_path.display(), "statewall daemon ready");
-    sd_notify(&format!(
-        "READY=1\nSTATUS=serving on {}\nMAINPID={}",
-        socket_path.display(),
-        std::process::id()
-    ));
+    let (s, rx) = (shared.clone(), stop_rx.clone());
+    sup.spawn(tasks, "sweeper", stop_rx.clone(), move || {
+        sweeper(s.clone(), rx.clone())
+    });
+}
 
+/// Until SIGTERM or SIGINT: SIGHUP reloads; a server that stops is logged.
+async fn wait_for_signals(shared: &Arc<Shared>, tasks: &mut Tasks) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
                 sd_notify("RELOADING=1");
-                if let Err(e) = reload(&shared) {
+                if let Err(e) = reload(shared) {
                     tracing::error!("reload rejected, previous config stays in force: {e:#}");
                 }
                 sd_notify("READY=1");
@@ -396,17 +439,6 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
             }
         }
     }
-    sd_notify("STOPPING=1");
-    tracing::info!(
-        "stopping; programs, links and pins stay in place (statewall teardown removes them)"
-    );
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    let _ = std::fs::remove_file(&socket_path);
-    Ok(())
 }
 
 /// Once a second: keep the config attached, sweep lock records, recompile doors whose

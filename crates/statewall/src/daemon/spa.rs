@@ -15,7 +15,7 @@ pub fn on_candidate(s: &Shared, c: &Candidate) {
     let (r, triggers) = {
         let mut spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
         let r = spa.verify(c, now);
-        drop(spa);
+        // Read under `spa`, as reload writes them: the triggers of the setup just used.
         let triggers = s
             .spa_triggers
             .lock()

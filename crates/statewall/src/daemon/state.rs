@@ -90,7 +90,7 @@ pub struct Shared {
     /// SPA verifiers, replay cache and counters.
     pub spa: Mutex<crate::spa::SpaRuntime>,
     /// The latest firewall LOG events.
-    pub fw_log: Mutex<crate::daemon::api::firewall::LogRing>,
+    pub fw_log: Mutex<crate::firewall::log::LogRing>,
     /// Traffic monitors (their own lock: a read waits a grace period).
     pub monitors: Mutex<crate::monitor::Monitors>,
     /// Dynamic monitors (kept in `STATE_DIR/dynmon.json`; a read waits a grace period).
@@ -190,9 +190,10 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
     if let Ok(setup) = new.spa.resolve() {
         let mut spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
         spa.setup = setup;
-        drop(spa);
+        // Setup and triggers change together: a candidate reads both under `spa`.
         *s.spa_triggers.lock().unwrap_or_else(|p| p.into_inner()) =
             crate::config::spa_trigger_doors(&new.spa);
+        drop(spa);
     }
     save_door_sigs(&g.engine, &new);
     s.monitors

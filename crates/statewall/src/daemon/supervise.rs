@@ -9,7 +9,10 @@
 use std::{
     collections::BTreeMap,
     future::Future,
-    sync::{Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Mutex, OnceLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -102,12 +105,19 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// 0: no fault armed (the variable unset or every fault taken); 1: maybe; 2: not read yet.
+static ANY_ARMED: AtomicU8 = AtomicU8::new(2);
+
 /// Faults armed by `STATEWALL_FAULTS` (comma-separated), each taken at most once.
 static FAULTS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
 
 /// True once for a fault named in `STATEWALL_FAULTS` (then it is disarmed); false for
 /// every other name, and always when the variable is unset.
 pub fn fault(name: &str) -> bool {
+    // Fast path, on every ring-buffer record: nothing armed, nothing to look up.
+    if ANY_ARMED.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
     let armed = FAULTS.get_or_init(|| {
         let v = std::env::var("STATEWALL_FAULTS").unwrap_or_default();
         let list: Vec<String> = v
@@ -122,11 +132,13 @@ pub fn fault(name: &str) -> bool {
         Mutex::new(list)
     });
     let mut a = armed.lock().unwrap_or_else(|p| p.into_inner());
-    match a.iter().position(|f| f == name) {
+    let hit = match a.iter().position(|f| f == name) {
         Some(i) => {
             a.remove(i);
             true
         }
         None => false,
-    }
+    };
+    ANY_ARMED.store(u8::from(!a.is_empty()), Ordering::Relaxed);
+    hit
 }

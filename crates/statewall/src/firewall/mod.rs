@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod kernel;
+pub mod log;
 pub mod rules;
 
 use std::{collections::BTreeMap, net::IpAddr, path::Path};

@@ -367,24 +367,7 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Str
     let src = Scope::compile(&[field::SRC_IP]).unwrap();
     let mut c = Compiled::default();
     for (mi, d) in doors.iter().enumerate() {
-        // No open sequence is allowed: a door whose one-time sequences are all used opens
-        // only by hand.
-        if d.sequences
-            .iter()
-            .chain(&d.close)
-            .any(|s| s.is_empty() || s.len() > 32)
-        {
-            return Err(format!(
-                "door {}: every sequence needs 1 to 32 steps",
-                d.name
-            ));
-        }
-        if d.protected.is_empty() || d.protected.len() > GRANT_SET_PORTS {
-            return Err(format!(
-                "door {}: 1 to {GRANT_SET_PORTS} protected ports",
-                d.name
-            ));
-        }
+        check_door(d)?;
         let m = mi as u8;
         let (fail_max, fail_window_ns, lock_ns) = d.lockout.unwrap_or((0, 0, 0));
         c.machines.push(Machine {
@@ -510,6 +493,29 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Str
         ));
     }
     Ok(c)
+}
+
+/// A door's sequences have 1 to 32 steps (none at all is allowed: a door whose one-time
+/// sequences are all used opens only by hand), and it protects 1 to
+/// [`GRANT_SET_PORTS`] ports.
+fn check_door(d: &KnockDoor) -> Result<(), String> {
+    if d.sequences
+        .iter()
+        .chain(&d.close)
+        .any(|s| s.is_empty() || s.len() > 32)
+    {
+        return Err(format!(
+            "door {}: every sequence needs 1 to 32 steps",
+            d.name
+        ));
+    }
+    if d.protected.is_empty() || d.protected.len() > GRANT_SET_PORTS {
+        return Err(format!(
+            "door {}: 1 to {GRANT_SET_PORTS} protected ports",
+            d.name
+        ));
+    }
+    Ok(())
 }
 
 /// A user-written machine (`[[xfsm]]`), resolved from the config.

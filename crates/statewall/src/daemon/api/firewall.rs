@@ -31,6 +31,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
     daemon::api::{lock, parse_body, ApiError},
     daemon::state::Shared,
@@ -50,65 +51,6 @@ fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Resu
     new.save(&path).map_err(ApiError::internal)?;
     g.fw = new;
     Ok(())
-}
-
-/// How many LOG events the daemon keeps for `GET .../log`.
-pub const LOG_KEEP: usize = 4096;
-
-/// One LOG rule hit, as the API shows it.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct LogEntry {
-    /// Sequence number (from 1, per daemon run).
-    pub seq: u64,
-    /// Unix time it was read, seconds.
-    pub time: f64,
-    /// Firewall instance.
-    pub firewall: String,
-    /// INGRESS or EGRESS.
-    pub chain: &'static str,
-    /// Rule position.
-    pub rule: u32,
-    /// The rule's description.
-    pub description: String,
-    /// TCP, UDP, ICMP, ICMPv6 or the protocol number.
-    pub l4proto: String,
-    /// Source address.
-    pub src: std::net::IpAddr,
-    /// Destination address.
-    pub dst: std::net::IpAddr,
-    /// Source port (TCP/UDP).
-    pub sport: u16,
-    /// Destination port (TCP/UDP).
-    pub dport: u16,
-    /// TCP flags as `SYN,ACK` (TCP only).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub tcpflags: String,
-    /// Connection state the rules saw: NEW, ESTABLISHED, RELATED, INVALID.
-    pub conntrack: &'static str,
-    /// Frame length.
-    pub len: u32,
-}
-
-/// The latest LOG events (at most [`LOG_KEEP`]), and the log-line limiter.
-#[derive(Default)]
-pub struct LogRing {
-    entries: std::collections::VecDeque<LogEntry>,
-    seq: u64,
-    second: u64,
-    lines: u32,
-    quiet: u64,
-}
-
-/// Log lines per second; beyond that the events are counted and still kept for the API.
-const LOG_LINES_PER_SECOND: u32 = 100;
-
-fn tcp_flag_names(f: u8) -> String {
-    let names = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
-    (0..8)
-        .filter(|i| f & (1 << i) != 0)
-        .map(|i| names[i])
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Handles one LOG event from the kernel: kept for the API, published on the event stream,
@@ -167,33 +109,11 @@ pub fn on_log(s: &Shared, e: &statewall_common::fw::FwLog) {
         conntrack: ["NEW", "ESTABLISHED", "RELATED", "INVALID"][e.ct as usize & 3],
         len: e.len,
     };
-    let loud = {
-        let mut r = s.fw_log.lock().unwrap_or_else(|p| p.into_inner());
-        r.seq += 1;
-        entry.seq = r.seq;
-        if r.entries.len() >= LOG_KEEP {
-            r.entries.pop_front();
-        }
-        r.entries.push_back(entry.clone());
-        let now = crate::engine::clock::unix_secs();
-        if now != r.second {
-            if r.quiet > 0 {
-                tracing::info!(
-                    "firewall log: {} more events in the last second (see GET .../log)",
-                    r.quiet
-                );
-            }
-            r.second = now;
-            r.lines = 0;
-            r.quiet = 0;
-        }
-        r.lines += 1;
-        let loud = r.lines <= LOG_LINES_PER_SECOND;
-        if !loud {
-            r.quiet += 1;
-        }
-        loud
-    };
+    let loud = s
+        .fw_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .record(&mut entry, crate::engine::clock::unix_secs());
     let packet = format!(
         "{} {} -> {}",
         entry.l4proto,

@@ -1,0 +1,193 @@
+//! From the user's code to an object: C compiled with clang (bounded in time, in a private
+//! directory), BCC's dialect refused with a clear error, objects passed through.
+
+use super::*;
+
+pub(super) const BCC_MARKERS: &[&str] = &[
+    "BPF_TABLE",
+    "BPF_HASH(",
+    "BPF_ARRAY(",
+    "BPF_PERCPU_ARRAY(",
+    "BPF_PERCPU_HASH(",
+    "BPF_QUEUE(",
+    "BPF_STACK(",
+    "BPF_QUEUESTACK",
+    "pcn_",
+    "handle_rx(",
+    "handle_tx(",
+    "struct CTXTYPE",
+];
+/// Refuses Polycube's BCC dialect, naming what was found and what to write instead.
+pub fn refuse_bcc(src: &str) -> Result<(), String> {
+    for (n, line) in src.lines().enumerate() {
+        if let Some(m) = BCC_MARKERS.iter().find(|m| line.contains(*m)) {
+            return Err(format!(
+                "line {}: `{}` is Polycube's BCC dialect, which statewall does not compile. \
+                 Write libbpf-style C instead: maps as `struct {{ __uint(type, BPF_MAP_TYPE_HASH); \
+                 __type(key, struct k); __type(value, __u64); __uint(max_entries, 1024); }} name \
+                 SEC(\".maps\");`, the program as `SEC(\"tcx/ingress\") int prog(struct __sk_buff *skb)` \
+                 returning TC_ACT_OK, and bpf_map_lookup_elem / bpf_map_update_elem for map access \
+                 (see examples/dynmon/ in the statewall sources)",
+                n + 1,
+                m.trim_end_matches('(')
+            ));
+        }
+    }
+    Ok(())
+}
+/// The clang statewall compiles with: `STATEWALL_CLANG`, else `clang`, else `clang-NN`.
+pub fn find_clang() -> Option<PathBuf> {
+    if let Ok(c) = std::env::var("STATEWALL_CLANG") {
+        return Some(PathBuf::from(c));
+    }
+    let path = std::env::var_os("PATH")?;
+    let names =
+        std::iter::once("clang".to_string()).chain((14..=30).rev().map(|v| format!("clang-{v}")));
+    for n in names {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(&n);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+/// Compiles libbpf-style C to an eBPF object with BTF (`clang -target bpf -g -O2`).
+pub fn compile_c(src: &str) -> Result<Vec<u8>, String> {
+    refuse_bcc(src)?;
+    let clang = find_clang().ok_or(
+        "C source needs clang, which is not installed here: install it (Debian: `apt-get install \
+         clang-22 libbpf-dev`; statewall's scripts/setup.sh does), or load an object built \
+         elsewhere with `clang -target bpf -g -O2 -c prog.c`",
+    )?;
+    let dir = private_dir(&std::env::temp_dir(), "statewall-dynmon")?;
+    let (c, o) = (dir.join("prog.c"), dir.join("prog.o"));
+    let run = || -> Result<Vec<u8>, String> {
+        std::fs::write(&c, src).map_err(|e| format!("writing {}: {e}", c.display()))?;
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "x86_64-linux-gnu",
+            "aarch64" => "aarch64-linux-gnu",
+            other => other,
+        };
+        let out = std::process::Command::new(&clang)
+            .args([
+                "-target",
+                "bpf",
+                "-g",
+                "-O2",
+                "-Wall",
+                "-Wno-unused-function",
+            ])
+            .arg(format!("-I/usr/include/{arch}"))
+            .arg("-c")
+            .arg(&c)
+            .arg("-o")
+            .arg(&o)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", clang.display()))?;
+        let out = wait_bounded(out, CLANG_TIMEOUT)
+            .map_err(|e| format!("running {}: {e}", clang.display()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).replace(&*c.to_string_lossy(), "prog.c");
+            return Err(format!("clang could not compile the source:\n{err}"));
+        }
+        std::fs::read(&o).map_err(|e| format!("reading {}: {e}", o.display()))
+    };
+    let r = run();
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+/// The object bytes of a path: its object (base64, or raw ELF bytes handed over as a
+/// latin-1 string is not accepted), or its source compiled.
+pub fn object_of(p: &PathSpec) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    match (&p.source, &p.object) {
+        (Some(_), Some(_)) => Err("give `source` or `object`, not both".into()),
+        (None, None) => Err("no code: give `source` (C) or `object` (base64 ELF)".into()),
+        (Some(s), None) => compile_c(s),
+        (None, Some(b)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|e| format!("`object` is not base64: {e}"))?;
+            if !bytes.starts_with(b"\x7fELF") {
+                return Err("`object` is not an ELF file".into());
+            }
+            Ok(bytes)
+        }
+    }
+}
+/// Code as Dynmon's `code` field carries it: C source, or a base64 object.
+pub fn code_field(code: &str) -> (Option<String>, Option<String>) {
+    use base64::Engine;
+    let t = code.trim();
+    let is_obj = !t.contains(char::is_whitespace)
+        && base64::engine::general_purpose::STANDARD
+            .decode(t)
+            .is_ok_and(|b| b.starts_with(b"\x7fELF"));
+    if is_obj {
+        (None, Some(t.to_string()))
+    } else {
+        (Some(code.to_string()), None)
+    }
+}
+/// A new directory only this process can have made: a random name, created with
+/// `mkdir` (which fails on anything already there, a symlink included), mode 0700.
+pub(super) fn private_dir(base: &std::path::Path, prefix: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    for _ in 0..16 {
+        let mut r = [0u8; 8];
+        // SAFETY: getrandom writes at most r.len() bytes into r.
+        let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+        if n != r.len() as isize {
+            return Err("getrandom failed".into());
+        }
+        let d = base.join(format!("{prefix}-{:016x}", u64::from_le_bytes(r)));
+        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("creating {}: {e}", d.display())),
+        }
+    }
+    Err(format!("no fresh directory under {}", base.display()))
+}
+/// How long clang may take on one source.
+pub(super) const CLANG_TIMEOUT: Duration = Duration::from_secs(120);
+/// Waits for `child` at most `limit`, killing it after; its stderr is collected.
+pub(super) fn wait_bounded(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    let mut err = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.take(1 << 20).read_to_end(&mut b);
+        }
+        b
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "clang took more than {} s and was stopped",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap_or_default(),
+    })
+}

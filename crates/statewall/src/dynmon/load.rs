@@ -1,0 +1,522 @@
+//! Loading one path of a dynamic monitor: choosing the program, checking the metrics against
+//! the object, one copy (or two for swap-on-read) loaded and attached, and map metadata
+//! for decoding.
+
+use super::*;
+
+/// A map of a loaded path.
+#[derive(Clone, Debug)]
+pub struct MapMeta {
+    /// `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+    /// Sizes.
+    pub key_size: u32,
+    /// Value size as declared.
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// BTF key type (0: unknown).
+    pub key_ty: u32,
+    /// BTF value type (0: unknown).
+    pub value_ty: u32,
+    /// Whether each copy has its own instance.
+    pub swapped: bool,
+    /// Global data (`.data`, `.bss`): the initial contents an emptied map gets back.
+    pub init: Vec<u8>,
+}
+/// The most a map read may take (keys and values, all CPUs).
+pub(super) const MAX_READ_BYTES: u64 = 256 << 20;
+pub(super) const T_HASH: u32 = 1;
+pub(super) const T_ARRAY: u32 = 2;
+pub(super) const T_PERCPU_HASH: u32 = 5;
+pub(super) const T_PERCPU_ARRAY: u32 = 6;
+pub(super) const T_LRU_HASH: u32 = 9;
+pub(super) const T_LRU_PERCPU_HASH: u32 = 10;
+pub(super) const T_QUEUE: u32 = 22;
+pub(super) const T_STACK: u32 = 23;
+pub(super) const T_RINGBUF: u32 = 27;
+/// A map type's name as statewall shows it.
+pub fn map_type_name(t: u32) -> &'static str {
+    match t {
+        T_HASH => "hash",
+        T_ARRAY => "array",
+        T_PERCPU_HASH => "percpu_hash",
+        T_PERCPU_ARRAY => "percpu_array",
+        T_LRU_HASH => "lru_hash",
+        T_LRU_PERCPU_HASH => "lru_percpu_hash",
+        T_QUEUE => "queue",
+        T_STACK => "stack",
+        T_RINGBUF => "ringbuf",
+        _ => "unsupported",
+    }
+}
+pub(super) fn per_cpu(t: u32) -> bool {
+    matches!(t, T_PERCPU_HASH | T_PERCPU_ARRAY | T_LRU_PERCPU_HASH)
+}
+pub(super) fn map_data(m: &Map) -> &MapData {
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::Queue(d)
+        | Map::Stack(d)
+        | Map::RingBuf(d)
+        | Map::ArrayOfMaps(d)
+        | Map::BloomFilter(d)
+        | Map::CgroupArray(d)
+        | Map::CgroupStorage(d)
+        | Map::CgrpStorage(d)
+        | Map::CpuMap(d)
+        | Map::DevMap(d)
+        | Map::DevMapHash(d)
+        | Map::HashOfMaps(d)
+        | Map::InodeStorage(d)
+        | Map::LpmTrie(d)
+        | Map::PerCpuCgroupStorage(d)
+        | Map::PerfEventArray(d)
+        | Map::ProgramArray(d)
+        | Map::ReusePortSockArray(d)
+        | Map::SockHash(d)
+        | Map::SockMap(d)
+        | Map::SkStorage(d)
+        | Map::StackTraceMap(d)
+        | Map::Unsupported(d)
+        | Map::XskMap(d) => d,
+    }
+}
+/// A link of a path, with an fd of its own for `BPF_LINK_UPDATE`.
+pub(super) struct Attached {
+    pub(super) hook: &'static str,
+    pub(super) _link: FdLink,
+    pub(super) fd: OwnedFd,
+}
+/// A loaded path.
+pub struct LoadedPath {
+    /// Its spec.
+    pub spec: PathSpec,
+    /// The program attached.
+    pub program: String,
+    /// Whether it is an XDP program.
+    pub xdp: bool,
+    /// The object's BTF.
+    pub btf: Btf,
+    /// Maps by name.
+    pub maps: BTreeMap<String, MapMeta>,
+    pub(super) copies: Vec<Ebpf>,
+    pub(super) active: usize,
+    pub(super) links: Vec<Attached>,
+    pub(super) rings: BTreeMap<String, aya::maps::RingBuf<MapData>>,
+    /// Program ids of the copies.
+    pub prog_ids: Vec<u32>,
+}
+pub(super) fn perr(e: ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => format!("the verifier rejected the program ({io_error}):\n{verifier_log}"),
+        e => format!("{e:#}"),
+    }
+}
+/// A bpffs directory for the temporary pins of one load.
+pub(super) fn pin_dir() -> Result<PathBuf, String> {
+    private_dir(std::path::Path::new("/sys/fs/bpf"), "statewall-dynmon-tmp")
+}
+impl LoadedPath {
+    pub(super) fn load(spec: &PathSpec, object: &[u8]) -> Result<LoadedPath, String> {
+        let object = elf::normalise(object)?;
+        let btf_bytes = elf::btf(&object)?.ok_or(
+            "the object has no .BTF section: build it with BTF (clang -g; aya objects carry BTF)",
+        )?;
+        let mut btf =
+            Btf::parse(btf_bytes).map_err(|e| format!("reading the object's BTF: {e}"))?;
+        let secs = elf::sections(&object)?;
+        let syms = elf::symbols(&object)?;
+        btf.fix_datasecs(
+            |sec| secs.iter().find(|s| s.name == sec).map(|s| s.size),
+            |sec, var| {
+                let idx = secs.iter().position(|s| s.name == sec)?;
+                syms.iter()
+                    .find(|(n, i, _)| n == var && *i == idx)
+                    .map(|s| s.2)
+            },
+        );
+        let obj =
+            aya_obj::Object::parse(&object).map_err(|e| format!("parsing the object: {e}"))?;
+
+        let (program, xdp) = choose_program(&obj, &secs, spec)?;
+
+        let swapped = check_metrics(&obj, &btf, spec)?;
+        let map_names: Vec<String> = obj.maps.keys().cloned().collect();
+
+        // One copy, or two sharing every map but the swapped ones. Maps the object pins by
+        // name (LIBBPF_PIN_BY_NAME) go to this load's private directory, not /sys/fs/bpf.
+        for n in &swapped {
+            if obj.maps[n].pinning() != aya_obj::maps::PinningType::None {
+                return Err(format!(
+                    "map {n:?} is pinned by name in the object: it cannot be swapped on read"
+                ));
+            }
+        }
+        let n_copies = if swapped.is_empty() { 1 } else { 2 };
+        let mut copies = Vec::new();
+        let dir = pin_dir()?;
+        let by_name = dir.join("by-name");
+        let pins: Vec<(String, PathBuf)> = if n_copies == 2 {
+            map_names
+                .iter()
+                .filter(|n| !swapped.contains(n) && !n.starts_with(".rodata"))
+                .enumerate()
+                .map(|(i, n)| (n.clone(), dir.join(format!("m{i}"))))
+                .collect()
+        } else {
+            vec![]
+        };
+        let loaded = (|| -> Result<(), String> {
+            std::fs::create_dir(&by_name)
+                .map_err(|e| format!("creating {}: {e}", by_name.display()))?;
+            for _ in 0..n_copies {
+                let mut l = EbpfLoader::new();
+                l.default_map_pin_directory(&by_name);
+                for (n, p) in &pins {
+                    l.map_pin_path(n.as_str(), p.as_path());
+                }
+                let mut e = l
+                    .load(&object)
+                    .map_err(|e| format!("loading the object: {e:#}"))?;
+                let p = e.program_mut(&program).unwrap();
+                if xdp {
+                    let p: &mut Xdp = p.try_into().map_err(|e| format!("{e:#}"))?;
+                    p.load().map_err(perr)?;
+                } else {
+                    let p: &mut SchedClassifier = p.try_into().map_err(|e| format!("{e:#}"))?;
+                    p.load().map_err(perr)?;
+                }
+                copies.push(e);
+            }
+            Ok(())
+        })();
+        // The pins only joined the two loads: the maps live on in the copies.
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded?;
+
+        let mut maps = BTreeMap::new();
+        for m in &spec.metrics {
+            if maps.contains_key(&m.map_name) {
+                continue;
+            }
+            let d = map_data(copies[0].map(&m.map_name).unwrap());
+            let info = d
+                .info()
+                .map_err(|e| format!("map {:?}: {e:#}", m.map_name))?;
+            let types = btf.map_types(&m.map_name).unwrap_or_default();
+            let mut value_ty = types.value;
+            // Global data: the section's variables.
+            if m.map_name.starts_with('.') {
+                value_ty = btf.datasec(&m.map_name).unwrap_or(0);
+            }
+            maps.insert(
+                m.map_name.clone(),
+                MapMeta {
+                    map_type: obj.maps[&m.map_name].map_type(),
+                    key_size: info.key_size(),
+                    value_size: info.value_size(),
+                    max_entries: info.max_entries(),
+                    key_ty: types.key,
+                    value_ty,
+                    swapped: swapped.contains(&m.map_name),
+                    init: if m.map_name.starts_with('.') {
+                        let mut v = obj.maps[&m.map_name].data().to_vec();
+                        v.resize(info.value_size() as usize, 0);
+                        v
+                    } else {
+                        Vec::new()
+                    },
+                },
+            );
+        }
+        let mut rings = BTreeMap::new();
+        for (name, mm) in &maps {
+            if mm.map_type == T_RINGBUF {
+                let m = copies[0].take_map(name).unwrap();
+                let r = aya::maps::RingBuf::try_from(m)
+                    .map_err(|e| format!("ring buffer {name:?}: {e:#}"))?;
+                rings.insert(name.clone(), r);
+            }
+        }
+        let prog_ids = copies
+            .iter()
+            .map(|e| {
+                let p = e.program(&program).unwrap();
+                p.info().map(|i| i.id()).unwrap_or(0)
+            })
+            .collect();
+        Ok(LoadedPath {
+            spec: spec.clone(),
+            program,
+            xdp,
+            btf,
+            maps,
+            copies,
+            active: 0,
+            links: vec![],
+            rings,
+            prog_ids,
+        })
+    }
+
+    pub(super) fn prog_fd(&self, copy: usize) -> Result<std::os::fd::RawFd, String> {
+        let p = self.copies[copy].program(&self.program).unwrap();
+        let fd = p.fd().map_err(|e| format!("{e:#}"))?;
+        Ok(fd.as_fd().as_raw_fd())
+    }
+
+    pub(super) fn attach(&mut self, ifname: &str, netns: Option<&str>) -> Result<(), String> {
+        let hooks: &[&'static str] = match (self.xdp, self.spec.direction) {
+            (true, _) => &["xdp"],
+            (false, Direction::Ingress) => &["ingress"],
+            (false, Direction::Egress) => &["egress"],
+            (false, Direction::Both) => &["ingress", "egress"],
+        };
+        for hook in hooks {
+            let prog = self.copies[self.active].program_mut(&self.program).unwrap();
+            let link: Result<FdLink, String> =
+                crate::engine::netns::in_netns(netns, || -> Result<FdLink, String> {
+                    if *hook == "xdp" {
+                        let p: &mut Xdp = prog.try_into().map_err(|e| format!("{e:#}"))?;
+                        let id = p
+                            .attach(ifname, aya::programs::xdp::XdpMode::Default)
+                            .map_err(|e| format!("{e:#}"))?;
+                        let l = p.take_link(id).map_err(|e| format!("{e:#}"))?;
+                        FdLink::try_from(l).map_err(|e| format!("{e:#}"))
+                    } else {
+                        let t = if *hook == "ingress" {
+                            TcAttachType::Ingress
+                        } else {
+                            TcAttachType::Egress
+                        };
+                        let p: &mut SchedClassifier =
+                            prog.try_into().map_err(|e| format!("{e:#}"))?;
+                        let id = p
+                            .attach_with_options(
+                                ifname,
+                                t,
+                                TcAttachOptions::TcxOrder(LinkOrder::last()),
+                            )
+                            .map_err(|e| format!("{e:#}"))?;
+                        let l = p.take_link(id).map_err(|e| format!("{e:#}"))?;
+                        FdLink::try_from(l).map_err(|e| format!("{e:#}"))
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            let link =
+                link.map_err(|e| format!("attaching {} to {ifname} ({hook}): {e}", self.program))?;
+            let fd = link_fd(link)?;
+            self.links.push(Attached {
+                hook,
+                _link: fd.0,
+                fd: fd.1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Points every link at the other copy. The caller waits a grace period before
+    /// reading the copy that was active.
+    pub(super) fn switch(&mut self) -> Result<usize, String> {
+        let old = self.active;
+        let next = 1 - old;
+        let fd = self.prog_fd(next)?;
+        for l in &self.links {
+            crate::engine::sys::link_update(l.fd.as_raw_fd(), fd)
+                .map_err(|e| format!("switching the {} link: {e}", l.hook))?;
+        }
+        self.active = next;
+        Ok(old)
+    }
+}
+/// An fd of a link that stays valid as long as the link (pin it for a moment, open the
+/// pin, unpin: aya keeps `FdLink`'s fd to itself).
+pub(super) fn link_fd(link: FdLink) -> Result<(FdLink, OwnedFd), String> {
+    let d = pin_dir()?;
+    let p = d.join("link");
+    let pinned = link
+        .pin(&p)
+        .map_err(|e| format!("pinning the link: {e:#}"))?;
+    let fd = crate::engine::sys::obj_get(&p).map_err(|e| format!("opening the link pin: {e}"));
+    let link = pinned
+        .unpin()
+        .map_err(|e| format!("unpinning the link: {e}"));
+    let _ = std::fs::remove_dir(&d);
+    Ok((link?, fd?))
+}
+/// The program to attach: the one `spec` names, else the only one that fits its direction;
+/// and whether it is an XDP program.
+pub(super) fn choose_program(
+    obj: &aya_obj::Object,
+    secs: &[elf::Section],
+    spec: &PathSpec,
+) -> Result<(String, bool), String> {
+    // The program: the one named, else the only one that fits the direction.
+    let fits = |p: &aya_obj::Program| -> Option<&'static str> {
+        let sec = secs
+            .get(p.section_index)
+            .map(|s| s.name.as_str())
+            .unwrap_or("");
+        match p.section {
+            aya_obj::ProgramSection::SchedClassifier => {
+                Some(elf::section_hook(sec).unwrap_or("tc"))
+            }
+            aya_obj::ProgramSection::Xdp { .. } => Some("xdp"),
+            _ => None,
+        }
+    };
+    let want = |hook: &str| match spec.direction {
+        Direction::Ingress => matches!(hook, "ingress" | "tc" | "xdp"),
+        Direction::Egress => matches!(hook, "egress" | "tc"),
+        Direction::Both => hook == "tc",
+    };
+    let mut names: Vec<(&String, &'static str)> = obj
+        .programs
+        .iter()
+        .filter_map(|(n, p)| fits(p).map(|h| (n, h)))
+        .collect();
+    names.sort();
+    let program = match &spec.program {
+        Some(n) => {
+            // Named explicitly: any tc program fits any tcx hook.
+            names.iter().find(|(m, _)| *m == n).ok_or_else(|| {
+                format!(
+                    "no tc or xdp program {n:?} in the object (it has: {})",
+                    names
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            n.clone()
+        }
+        None => {
+            let c: Vec<_> = names.iter().filter(|(_, h)| want(h)).collect();
+            match c.as_slice() {
+                [(n, _)] => (*n).clone(),
+                [] => {
+                    return Err(format!(
+                        "no program fits direction {:?}: put it in a `tc`, `tcx/ingress`, \
+                         `tcx/egress`, `classifier` or `xdp` section (the object has: {})",
+                        spec.direction,
+                        if names.is_empty() {
+                            "no tc or xdp program".to_string()
+                        } else {
+                            names
+                                .iter()
+                                .map(|(n, h)| format!("{n} ({h})"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ))
+                }
+                _ => {
+                    return Err(format!(
+                        "several programs fit ({}): name one with `program`",
+                        c.iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            }
+        }
+    };
+    let xdp = names.iter().any(|(n, h)| **n == program && *h == "xdp");
+    if xdp && spec.direction != Direction::Ingress {
+        return Err("an xdp program runs on ingress only".into());
+    }
+    Ok((program, xdp))
+}
+/// Checks the metrics `spec` declares against the object (known maps, supported types,
+/// sizes, BTF types, unique valid names); returns the maps read swap-on-read.
+pub(super) fn check_metrics(
+    obj: &aya_obj::Object,
+    btf: &Btf,
+    spec: &PathSpec,
+) -> Result<Vec<String>, String> {
+    // Metrics: known maps, supported types, valid names.
+    let map_names: Vec<String> = obj.maps.keys().cloned().collect();
+    let mut swapped: Vec<String> = Vec::new();
+    for m in &spec.metrics {
+        if !valid_metric_name(&m.name) {
+            return Err(format!(
+                "metric {:?}: a name is letters, digits, `_` and `:`, not starting with a digit",
+                m.name
+            ));
+        }
+        if m.name.starts_with("statewall_") {
+            return Err(format!(
+                "metric {:?}: names starting with statewall_ are statewall's own families",
+                m.name
+            ));
+        }
+        let Some(mo) = obj.maps.get(&m.map_name) else {
+            return Err(format!(
+                "metric {:?}: the object has no map {:?} (it has: {})",
+                m.name,
+                m.map_name,
+                map_names.join(", ")
+            ));
+        };
+        let t = mo.map_type();
+        if map_type_name(t) == "unsupported" {
+            return Err(format!(
+                "metric {:?}: map {:?} has type {t}; dynmon reads hash, LRU hash, per-CPU \
+                 hash, array, per-CPU array, queue, stack and ring buffer maps",
+                m.name, m.map_name
+            ));
+        }
+        if m.extraction.swap_on_read && (t == T_RINGBUF || m.map_name.starts_with(".rodata")) {
+            return Err(format!(
+                "metric {:?}: swap-on-read does not apply to map {:?} ({})",
+                m.name,
+                m.map_name,
+                map_type_name(t)
+            ));
+        }
+        let cpus = if per_cpu(t) {
+            aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
+        } else {
+            1
+        };
+        let entry = mo.key_size() as u64 + (mo.value_size() as u64).div_ceil(8) * 8 * cpus;
+        let bytes = entry.saturating_mul(mo.max_entries() as u64);
+        if t != T_RINGBUF && bytes > MAX_READ_BYTES {
+            return Err(format!(
+                "metric {:?}: map {:?} can hold {} MiB, more than dynmon reads at once ({} MiB)",
+                m.name,
+                m.map_name,
+                bytes >> 20,
+                MAX_READ_BYTES >> 20
+            ));
+        }
+        if let Some(vt) = &m.value_type {
+            if btf.find(vt).is_none() {
+                return Err(format!(
+                    "metric {:?}: no type {vt:?} in the object's BTF",
+                    m.name
+                ));
+            }
+        }
+        if m.extraction.swap_on_read && !swapped.contains(&m.map_name) {
+            swapped.push(m.map_name.clone());
+        }
+    }
+    for (i, a) in spec.metrics.iter().enumerate() {
+        if spec.metrics[..i].iter().any(|b| b.name == a.name) {
+            return Err(format!("metric {:?} is declared twice", a.name));
+        }
+    }
+    Ok(swapped)
+}
