@@ -21,22 +21,6 @@ fn write_config(p: &Paths, pair: &Pair, extra: &str) {
     .unwrap();
 }
 
-fn ids(status: &serde_json::Value) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
-    let links = status["links"].as_array().unwrap();
-    let maps = status["maps"].as_array().unwrap();
-    (
-        links
-            .iter()
-            .map(|l| l["link_id"].as_u64().unwrap())
-            .collect(),
-        links
-            .iter()
-            .map(|l| l["program_id"].as_u64().unwrap())
-            .collect(),
-        maps.iter().map(|m| m["id"].as_u64().unwrap()).collect(),
-    )
-}
-
 fn seen(d: &Daemon) -> u64 {
     d.get("/api/v1/gate")["counters"]["seen"].as_u64().unwrap()
 }
@@ -104,7 +88,7 @@ fn lifecycle_reload_restart_adopt_teardown() {
 
     // SIGTERM: the daemon exits 0, enforcement stays.
     let before = d.get("/api/v1/status");
-    let (links0, progs0, maps0) = ids(&before);
+    let (links0, progs0, maps0) = status_ids(&before);
     assert!(!links0.is_empty());
     let seen0 = seen(&d);
     assert_eq!(d.stop(), 0);
@@ -129,7 +113,7 @@ fn lifecycle_reload_restart_adopt_teardown() {
     let d = Daemon::start(&p, &[]);
     let after = d.get("/api/v1/status");
     assert_eq!(after["adopted"], true);
-    let (links1, progs1, maps1) = ids(&after);
+    let (links1, progs1, maps1) = status_ids(&after);
     assert_eq!(
         (links0, progs0, maps0),
         (links1, progs1, maps1),
@@ -464,7 +448,7 @@ fn upgrade_moves_links_to_new_programs_without_a_gap() {
     let p = Paths::new("upg");
     write_config(&p, &pair, "");
     let d = Daemon::start(&p, &[]);
-    let (links0, progs0, maps0) = ids(&d.get("/api/v1/status"));
+    let (links0, progs0, maps0) = status_ids(&d.get("/api/v1/status"));
     grant_udp_9922(&p, &pair);
     assert_eq!(d.stop(), 0);
     // Pretend the pinned programs came from another build.
@@ -480,7 +464,7 @@ fn upgrade_moves_links_to_new_programs_without_a_gap() {
     let d = Daemon::start(&p, &[]);
     let st = d.get("/api/v1/status");
     assert_eq!(st["adopted"], false);
-    let (links1, progs1, maps1) = ids(&st);
+    let (links1, progs1, maps1) = status_ids(&st);
     assert_eq!(links0, links1, "links were recreated instead of updated");
     assert_eq!(maps0, maps1, "maps were recreated: state lost");
     assert_ne!(progs0, progs1, "links still run the old programs");

@@ -151,16 +151,7 @@ fn restart_and_kill_under_traffic_lose_nothing() {
         .exec(&[bin(), "knock", &pair.server_v6.to_string(), "7000"]);
     assert!(out.status.success(), "{out:?}");
     grant_udp_9922(&p, &pair);
-    let out = pair.client.exec(&[
-        bin(),
-        "spa",
-        &sv.to_string(),
-        "--tag",
-        "SSHK",
-        "--key",
-        "test",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    pkd_knock(&pair, &sv.to_string());
     let udp = Udp::new(&pair, &[9922, 9926]);
     // Traffic that flows through every fault: one iperf3 TCP stream.
     let mut srv = pair
@@ -347,23 +338,9 @@ fn killed_followers_are_restarted_counted_and_keep_working() {
     });
     // SPA: the first packet is verified (then the follower dies), the second is verified
     // by the restarted follower.
-    let accepted = |d: &Daemon| {
-        d.get("/api/v1/spa")["verdicts"]["accepted"]
-            .as_u64()
-            .unwrap()
-    };
     for n in 1..=2 {
-        let out = pair.client.exec(&[
-            bin(),
-            "spa",
-            &pair.server_v4.to_string(),
-            "--tag",
-            "SSHK",
-            "--key",
-            "test",
-        ]);
-        assert!(out.status.success(), "{out:?}");
-        eventually("pkd accepted", || accepted(&d) == n);
+        pkd_knock(&pair, &pair.server_v4.to_string());
+        eventually("pkd accepted", || spa_verdict(&d, "accepted") == n);
     }
     assert_eq!(restarts("spa_events"), Some(1.0));
     assert_eq!(restarts("xfsm_events"), Some(1.0), "each fault fires once");

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{bin, eventually, raw_socket, send_raw, Daemon, Paths};
+use common::{bin, eventually, pkd_knock, raw_socket, send_raw, spa_verdict, Daemon, Paths};
 use statewall_harness::{netns::Pair, packet::Packet};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
@@ -242,10 +242,6 @@ fn connects(pair: &Pair, to: SocketAddr) -> bool {
         .is_ok()
 }
 
-fn verdict(d: &Daemon, what: &str) -> u64 {
-    d.get("/api/v1/spa")["verdicts"][what].as_u64().unwrap()
-}
-
 /// Runs the real fwknop client for tcp/22 with this suite's keys.
 fn fwknop(pair: &Pair, p: &Paths, extra: &[&str]) {
     common::fwknop(pair, p, "tcp/22", (K, H), extra)
@@ -274,7 +270,9 @@ fn fwknop_client_end_to_end() {
     // The real client opens tcp/22 and nothing else.
     let saved = p.scratch.join("spa.pkt");
     fwknop(&pair, &p, &["--save-packet", saved.to_str().unwrap()]);
-    eventually("the packet was accepted", || verdict(&d, "accepted") == 1);
+    eventually("the packet was accepted", || {
+        spa_verdict(&d, "accepted") == 1
+    });
     assert!(connects(&pair, ssh), "the fwknop client opened tcp/22");
     assert!(!connects(&pair, other), "and nothing else");
     let cv = pair.client_v4;
@@ -312,19 +310,19 @@ fn fwknop_client_end_to_end() {
     let pkt = String::from_utf8(pkt).unwrap();
     let pkt = pkt.trim_end().as_bytes().to_vec();
     resend(&pair, &pkt);
-    eventually("replay refused", || verdict(&d, "replay") == 1);
+    eventually("replay refused", || spa_verdict(&d, "replay") == 1);
     assert!(!connects(&pair, ssh));
     // After a restart too (the replay cache is on disk).
     assert_eq!(d.stop(), 0);
     let d = spa_daemon(&p, &pair, 2);
     resend(&pair, &pkt);
     eventually("replay refused after a restart", || {
-        verdict(&d, "replay") == 1
+        spa_verdict(&d, "replay") == 1
     });
     assert!(!connects(&pair, ssh));
     // A stale packet (the client's clock 5 minutes behind).
     fwknop(&pair, &p, &["--time-offset-minus", "5m"]);
-    eventually("stale refused", || verdict(&d, "stale") == 1);
+    eventually("stale refused", || spa_verdict(&d, "stale") == 1);
     assert!(!connects(&pair, ssh));
     // A forged HMAC: right encryption key, wrong HMAC key (statewall's client).
     let forged = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 64]);
@@ -341,11 +339,11 @@ fn fwknop_client_end_to_end() {
         &forged,
     ]);
     assert!(out.status.success(), "{out:?}");
-    eventually("forged refused", || verdict(&d, "bad_digest") == 1);
+    eventually("forged refused", || spa_verdict(&d, "bad_digest") == 1);
     assert!(!connects(&pair, ssh));
     // And a fresh packet from the real client still works.
     fwknop(&pair, &p, &[]);
-    eventually("accepted again", || verdict(&d, "accepted") == 1);
+    eventually("accepted again", || spa_verdict(&d, "accepted") == 1);
     assert!(connects(&pair, ssh));
     let m = d.get("/api/v1/status");
     assert!(m.is_object());
@@ -370,18 +368,9 @@ fn statewall_clients_over_v4_and_v6() {
             !connects(&pair, to22) && !connects(&pair, to2200),
             "{server}"
         );
-        let before = verdict(&d, "accepted");
-        let out = pair.client.exec(&[
-            bin(),
-            "spa",
-            &server.to_string(),
-            "--tag",
-            "SSHK",
-            "--key",
-            "test",
-        ]);
-        assert!(out.status.success(), "{out:?}");
-        eventually("pkd accepted", || verdict(&d, "accepted") == before + 1);
+        let before = spa_verdict(&d, "accepted");
+        pkd_knock(&pair, &server.to_string());
+        eventually("pkd accepted", || spa_verdict(&d, "accepted") == before + 1);
         assert!(connects(&pair, to2200), "pkd opened tcp/2200 over {server}");
         assert!(!connects(&pair, to22));
         let out = pair.client.exec(&[
@@ -397,7 +386,9 @@ fn statewall_clients_over_v4_and_v6() {
             H,
         ]);
         assert!(out.status.success(), "{out:?}");
-        eventually("fwknop accepted", || verdict(&d, "accepted") == before + 2);
+        eventually("fwknop accepted", || {
+            spa_verdict(&d, "accepted") == before + 2
+        });
         assert!(connects(&pair, to22), "fwknop opened tcp/22 over {server}");
     }
     // A pkd knock with a wrong key.
@@ -413,7 +404,7 @@ fn statewall_clients_over_v4_and_v6() {
         "999",
     ]);
     assert!(out.status.success());
-    eventually("bad pkd digest", || verdict(&d, "bad_digest") == 1);
+    eventually("bad pkd digest", || spa_verdict(&d, "bad_digest") == 1);
     d.stop();
 }
 
@@ -448,14 +439,14 @@ fn flood_from_many_sources_does_not_keep_a_legit_packet_out() {
     let sent = flood.join().unwrap();
     assert_eq!(sent, 6000);
     eventually("the legit packet was accepted", || {
-        verdict(&d, "accepted") == 1
+        spa_verdict(&d, "accepted") == 1
     });
     assert!(connects(&pair, SocketAddr::from((sv, 22))));
     let spa = d.get("/api/v1/spa");
     let cand = spa["kernel"]["candidates"].as_u64().unwrap();
     assert!(cand >= 2000, "the flood reached the stage: {spa}");
     assert!(
-        verdict(&d, "malformed") + verdict(&d, "bad_digest") >= 1000,
+        spa_verdict(&d, "malformed") + spa_verdict(&d, "bad_digest") >= 1000,
         "the garbage was verified and refused: {spa}"
     );
     d.stop();
@@ -870,7 +861,7 @@ fn action_files_reload() {
         assert!(out.status.success(), "{out:?}");
     };
     knock("AAAA", "ka");
-    eventually("tag AAAA accepted", || verdict(&d, "accepted") == 1);
+    eventually("tag AAAA accepted", || spa_verdict(&d, "accepted") == 1);
     knock("BBBB", "kb");
     std::thread::sleep(Duration::from_millis(300));
     let spa = d.get("/api/v1/spa");
@@ -888,7 +879,7 @@ fn action_files_reload() {
     assert_eq!(d.get("/api/v1/spa")["pkd"].as_array().unwrap().len(), 2);
     knock("BBBB", "kb");
     eventually("tag BBBB accepted after the reload", || {
-        verdict(&d, "accepted") == 2
+        spa_verdict(&d, "accepted") == 2
     });
     d.stop();
 }

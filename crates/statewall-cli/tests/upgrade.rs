@@ -64,33 +64,6 @@ fn layout(root: &Path, pair: &Pair) -> Vec<String> {
     out
 }
 
-fn ids(d: &Daemon) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
-    let s = d.get("/api/v1/status");
-    let num = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
-    let mut links: Vec<u64> = s["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| num(l, "link_id"))
-        .collect();
-    let mut progs: Vec<u64> = s["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| num(l, "program_id"))
-        .collect();
-    let mut maps: Vec<u64> = s["maps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| num(m, "id"))
-        .collect();
-    links.sort();
-    progs.sort();
-    maps.sort();
-    (links, progs, maps)
-}
-
 #[test]
 fn previous_release_pins_are_laid_out_and_adopted() {
     let p = Paths::new("upgrade");
@@ -125,12 +98,12 @@ fn previous_release_pins_are_laid_out_and_adopted() {
          a change of the on-disk format needs a migration. This build's:\n{}",
         got.join("\n")
     );
-    let before = ids(&d);
+    let before = status_ids(&d.get("/api/v1/status"));
     assert!(!before.0.is_empty() && !before.2.is_empty());
     assert_eq!(d.stop(), 0);
     let d = Daemon::start(&p, &[]);
     assert_eq!(
-        ids(&d),
+        status_ids(&d.get("/api/v1/status")),
         before,
         "maps, programs and links adopted with their ids"
     );

@@ -612,3 +612,35 @@ pub fn spa_garbage(dst: std::net::IpAddr, rounds: u8) -> impl Iterator<Item = Ve
         })
     })
 }
+
+/// Sends a pkd knock with statewall's own client from the client namespace of `pair` to
+/// `to`, with the tag `SSHK` and key `test` the suites' pkd actions use; the client must
+/// succeed.
+pub fn pkd_knock(pair: &statewall_harness::netns::Pair, to: &str) {
+    let out = pair
+        .client
+        .exec(&[bin(), "spa", to, "--tag", "SSHK", "--key", "test"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// One SPA verdict count (`accepted`, `replay`, `bad_digest`, ...) from the daemon's API.
+pub fn spa_verdict(d: &Daemon, what: &str) -> u64 {
+    d.get("/api/v1/spa")["verdicts"][what].as_u64().unwrap()
+}
+
+/// The (link, program, map) ids a daemon's `/api/v1/status` lists, in its order.
+pub fn status_ids(status: &serde_json::Value) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+    let links = status["links"].as_array().unwrap();
+    let maps = status["maps"].as_array().unwrap();
+    (
+        links
+            .iter()
+            .map(|l| l["link_id"].as_u64().unwrap())
+            .collect(),
+        links
+            .iter()
+            .map(|l| l["program_id"].as_u64().unwrap())
+            .collect(),
+        maps.iter().map(|m| m["id"].as_u64().unwrap()).collect(),
+    )
+}

@@ -182,7 +182,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     let tcp = bind_tcp(cfg.daemon.listen, "the API").await?;
     let metrics = bind_tcp(cfg.daemon.metrics_listen, "metrics").await?;
     let socket_path = cfg.daemon.socket.clone();
-    let shared = start_stages(cfg, config_path, overrides)?;
+    let shared = start_stages(cfg, &pins, config_path, overrides)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -279,11 +279,11 @@ async fn bind_tcp(addr: Option<SocketAddr>, what: &str) -> anyhow::Result<Option
 /// the shell shares.
 fn start_stages(
     cfg: Config,
+    pins: &Pins,
     config_path: Option<PathBuf>,
     overrides: Overrides,
 ) -> anyhow::Result<Arc<Shared>> {
-    let pins = Pins::new(&cfg.daemon.bpffs_root);
-    let mut engine = Engine::open(&pins, &cfg.map_sizes())?;
+    let mut engine = Engine::open(pins, &cfg.map_sizes())?;
     tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
     // Firewall instances: what the API made, kept under the state directory; written into
     // the kernel again (same positions: the counters carry on). Their links are known
@@ -374,46 +374,53 @@ fn spawn_background(
     tasks: &mut Tasks,
     stop_rx: &tokio::sync::watch::Receiver<bool>,
 ) {
+    spawn_follower(
+        shared,
+        tasks,
+        stop_rx,
+        "xfsm_events",
+        statewall_common::xfsm::MAP_EVENTS,
+        crate::engine::ring_record::<statewall_common::xfsm::Event>,
+        |s, e| doors::on_kernel_event(s, &e),
+    );
+    spawn_follower(
+        shared,
+        tasks,
+        stop_rx,
+        "spa_events",
+        statewall_common::spa::MAP_SPA_EVENTS,
+        crate::spa::Candidate::from_record,
+        |s, c| tokio::task::block_in_place(|| spa::on_candidate(s, &c)),
+    );
+    spawn_follower(
+        shared,
+        tasks,
+        stop_rx,
+        "fw_log",
+        statewall_common::fw::MAP_FW_LOG,
+        crate::engine::ring_record::<statewall_common::fw::FwLog>,
+        |s, e| crate::daemon::api::firewall::on_log(s, &e),
+    );
     let sup = shared.tasks.clone();
-    {
-        let (s, rx) = (shared.clone(), stop_rx.clone());
-        sup.spawn(tasks, "xfsm_events", stop_rx.clone(), move || {
-            follow_ring(
-                s.clone(),
-                statewall_common::xfsm::MAP_EVENTS,
-                rx.clone(),
-                crate::engine::ring_record::<statewall_common::xfsm::Event>,
-                |s, e| doors::on_kernel_event(s, &e),
-            )
-        });
-    }
-    {
-        let (s, rx) = (shared.clone(), stop_rx.clone());
-        sup.spawn(tasks, "spa_events", stop_rx.clone(), move || {
-            follow_ring(
-                s.clone(),
-                statewall_common::spa::MAP_SPA_EVENTS,
-                rx.clone(),
-                crate::spa::Candidate::from_record,
-                |s, c| tokio::task::block_in_place(|| spa::on_candidate(s, &c)),
-            )
-        });
-    }
-    {
-        let (s, rx) = (shared.clone(), stop_rx.clone());
-        sup.spawn(tasks, "fw_log", stop_rx.clone(), move || {
-            follow_ring(
-                s.clone(),
-                statewall_common::fw::MAP_FW_LOG,
-                rx.clone(),
-                crate::engine::ring_record::<statewall_common::fw::FwLog>,
-                |s, e| crate::daemon::api::firewall::on_log(s, &e),
-            )
-        });
-    }
     let (s, rx) = (shared.clone(), stop_rx.clone());
     sup.spawn(tasks, "sweeper", stop_rx.clone(), move || {
         sweeper(s.clone(), rx.clone())
+    });
+}
+
+/// A supervised follower of the ring buffer `map`, as the task `task`.
+fn spawn_follower<T: 'static>(
+    shared: &Arc<Shared>,
+    tasks: &mut Tasks,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+    task: &'static str,
+    map: &'static str,
+    decode: fn(&[u8]) -> Option<T>,
+    handle: fn(&Shared, T),
+) {
+    let (s, rx) = (shared.clone(), stop_rx.clone());
+    shared.tasks.spawn(tasks, task, stop_rx.clone(), move || {
+        follow_ring(s.clone(), map, rx.clone(), decode, handle)
     });
 }
 
