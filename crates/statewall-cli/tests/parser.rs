@@ -12,7 +12,7 @@ use statewall_common::parse::{
     parse_packet, PacketInfo, Status, FLAG_FRAG, FLAG_L4, FLAG_NONFIRST_FRAG, MAX_IPV6_EXT,
 };
 use statewall_harness::{
-    packet::{non_ip, Packet, L4},
+    packet::{fragments, non_ip, Packet, L4},
     testrun::TestBed,
 };
 
@@ -277,6 +277,52 @@ fn corpus_matches_twin_and_expectations() {
             assert_ne!(p.flags & FLAG_L4, 0, "{name}");
             assert_eq!(p.dport, 9922, "{name}");
         }
+    }
+    // Real fragments of datagrams above the MTU: the first one's UDP length covers the
+    // whole datagram, more than the bytes in it, and is still a UDP header with ports.
+    for (what, src, dst) in [
+        ("ipv4", v4("192.0.2.1"), v4("198.51.100.7")),
+        ("ipv6", v4("2001:db8::1"), v4("2001:db8:1::2")),
+    ] {
+        for size in [1473usize, 2000, 4000, 9000] {
+            let whole = Packet::udp(src, dst, 40000, 5353)
+                .payload(&vec![7; size])
+                .build();
+            let frags = fragments(&whole, 1500, 0x5eed);
+            assert!(frags.len() >= 2, "{what} {size}: not fragmented");
+            for (i, f) in frags.iter().enumerate() {
+                let p = check(&mut bed, &format!("{what} {size} fragment {i}"), f);
+                assert_eq!(p.status, Status::Ip as u8, "{what} {size} fragment {i}");
+                assert_ne!(p.flags & FLAG_FRAG, 0);
+                assert_eq!(p.frag_id, if what == "ipv4" { 0x1234 } else { 0x5eed });
+                if i == 0 {
+                    assert_ne!(p.flags & FLAG_L4, 0, "{what} {size}: first fragment");
+                    assert_eq!((p.sport, p.dport), (40000, 5353));
+                    assert_eq!(p.udp_len as usize, size + 8);
+                } else {
+                    assert_eq!(p.flags & (FLAG_L4 | FLAG_NONFIRST_FRAG), FLAG_NONFIRST_FRAG);
+                }
+            }
+            // A UDP length beyond the bytes is malformed when no fragment follows.
+            let mut last_only = frags[0].clone();
+            if what == "ipv4" {
+                last_only[14 + 6] &= !0x20;
+            } else {
+                last_only[14 + 40 + 3] &= !1;
+            }
+            let p = check(
+                &mut bed,
+                &format!("{what} {size} lone first fragment"),
+                &last_only,
+            );
+            assert_eq!(p.status, Status::Malformed as u8, "{what} {size}");
+        }
+        // A TCP header cut by the fragment boundary stays malformed.
+        let tcp = Packet::tcp(src, dst, 1, 22, 2).payload(&[0; 64]).build();
+        let hl = if what == "ipv4" { 20 } else { 48 };
+        let tiny = &fragments(&tcp, hl + 8, 1)[0];
+        let p = check(&mut bed, &format!("{what} tcp header split"), tiny);
+        assert_eq!(p.status, Status::Malformed as u8, "{what}: {p:?}");
     }
     // Spot checks of field values.
     let p = parse_packet(

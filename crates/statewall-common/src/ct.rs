@@ -12,6 +12,8 @@
 //! - An ICMP or ICMPv6 error (unreachable, time exceeded, parameter problem, packet too
 //!   big, source quench) quoting a packet of a known connection is RELATED.
 //! - Malformed IP is INVALID.
+//! - A later fragment that took its first fragment's ports (`frag`) has its datagram's
+//!   connection and state and never changes the entry; one without is untracked.
 //!
 //! Entries expire after a per-state idle timeout ([`CtConf`]); the table is an LRU hash, so
 //! when it is full the least recently seen connections go first (an active one is seen on
@@ -123,11 +125,10 @@ pub fn key(p: &PacketInfo) -> Option<(CtKey, u8)> {
 /// direction.
 #[inline(always)]
 pub fn key_into(p: &PacketInfo, out: &mut CtKey) -> Option<u8> {
-    if p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
-        return None;
-    }
     let (sp, dp) = match p.l4proto {
-        proto::TCP | proto::UDP => (p.sport, p.dport),
+        // Later fragments with their first fragment's ports belong to its connection.
+        proto::TCP | proto::UDP if crate::frag::has_ports(p) => (p.sport, p.dport),
+        _ if p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 => return None,
         // Echo request/reply: the identifier on both sides.
         proto::ICMP if p.icmp_type == 8 || p.icmp_type == 0 => (p.icmp_id, p.icmp_id),
         proto::ICMPV6 if p.icmp_type == 128 || p.icmp_type == 129 => (p.icmp_id, p.icmp_id),
@@ -288,7 +289,9 @@ pub fn next(
     now: u64,
     c: &CtConf,
 ) -> Option<CtVal> {
-    if st == INVALID {
+    // A later fragment reads its connection's state and changes nothing (its TCP flags
+    // are not in it).
+    if st == INVALID || p.flags & FLAG_NONFIRST_FRAG != 0 {
         return e.copied();
     }
     let f = p.tcp_flags;

@@ -340,7 +340,8 @@ pub fn select<T: FwTables>(
 ) -> Selection {
     let mut s = Selection::default();
     let l4 = p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0;
-    let ported = l4 && (p.l4proto == proto::TCP || p.l4proto == proto::UDP);
+    // Later fragments whose first fragment was seen take its ports (`frag`).
+    let ported = crate::frag::has_ports(p) && (p.l4proto == proto::TCP || p.l4proto == proto::UDP);
     if used & field::SRC != 0 {
         s.push(
             t.prefix(false, &lpm_key(p, generation, chain, false))
@@ -356,7 +357,8 @@ pub fn select<T: FwTables>(
     if used & field::PROTO != 0 {
         s.push(t.small(small_slot(generation, chain, p.l4proto as u32)));
     }
-    // Packets without ports (other protocols, non-first fragments) take port 0's bitset:
+    // Packets without ports (other protocols, non-first fragments without their first)
+    // take port 0's bitset:
     // the rules that do not constrain the port (port 0 is never a rule's port).
     if used & field::SPORT != 0 {
         let port = if ported { p.sport } else { 0 };

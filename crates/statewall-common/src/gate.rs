@@ -6,7 +6,7 @@
 //! under a grant are tracked so that they outlive it (see [`decide`]).
 
 use crate::maps::{FlowKey, FlowValue, GateConf, GrantKey, GATE_RESET, GATE_TCP, GATE_UDP};
-use crate::parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG};
+use crate::parse::{PacketInfo, Status};
 use crate::proto;
 
 /// What the gate decides for one packet.
@@ -119,8 +119,9 @@ pub trait GateTables {
 
 /// Decides one packet at kernel time `now`.
 ///
-/// Non-first fragments carry no ports: the gate cannot tell where they go, so they are
-/// dropped when any port of their protocol is protected. Malformed IP packets are dropped
+/// Non-first fragments carry no ports: those whose first fragment was seen are judged with
+/// its ports (`frag`); the others cannot be told where they go, so they are dropped when
+/// any port of their protocol is protected. Malformed IP packets are dropped
 /// when any port at all is protected.
 ///
 /// A packet to a protected port passes with a live grant for (source, protocol, port), and
@@ -145,7 +146,7 @@ pub fn decide<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict
     if bit == 0 {
         return GateVerdict::Next;
     }
-    if p.flags & FLAG_NONFIRST_FRAG != 0 || p.flags & FLAG_L4 == 0 {
+    if !crate::frag::has_ports(p) {
         return if t.any_protected(bit) {
             GateVerdict::Drop
         } else {

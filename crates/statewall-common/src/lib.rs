@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod ct;
+pub mod frag;
 pub mod fw;
 pub mod gate;
 pub mod maps;

@@ -63,10 +63,18 @@ pub const CNT_TURNED_AWAY: u32 = 3;
 pub const CNT_SESSION_FULL: u32 = 4;
 /// Counter: packets not recorded because the packet table was full (ddos).
 pub const CNT_TABLE_FULL: u32 = 5;
-/// Counter: packets that are not TCP, UDP or ICMP (or, for crypto, not TCP or UDP).
+/// Counter: packets not recorded, the sum of the three causes below. Not counted by the
+/// kernel: user space adds them up.
 pub const CNT_IGNORED: u32 = 6;
+/// Counter: packets ignored because they are not IP (ARP, LLDP, ...).
+pub const CNT_IGNORED_NOT_IP: u32 = 7;
+/// Counter: packets ignored because their IP or L4 header is malformed.
+pub const CNT_IGNORED_MALFORMED: u32 = 8;
+/// Counter: packets ignored because the monitor does not track their protocol (ddos:
+/// not TCP, UDP, ICMP or ICMPv6; crypto: not TCP or UDP).
+pub const CNT_IGNORED_PROTOCOL: u32 = 9;
 /// Number of counters.
-pub const COUNTERS: u32 = 7;
+pub const COUNTERS: u32 = 10;
 /// Counter names.
 pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "packets",
@@ -76,7 +84,23 @@ pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "session_full",
     "table_full",
     "ignored",
+    "ignored_not_ip",
+    "ignored_malformed",
+    "ignored_protocol",
 ];
+
+/// Why a packet the monitor does not record was ignored: [`CNT_IGNORED_NOT_IP`],
+/// [`CNT_IGNORED_MALFORMED`] or [`CNT_IGNORED_PROTOCOL`].
+#[inline(always)]
+pub fn ignored_cause(p: &PacketInfo) -> u32 {
+    if p.status == crate::parse::Status::NonIp as u8 {
+        CNT_IGNORED_NOT_IP
+    } else if p.status == crate::parse::Status::Malformed as u8 {
+        CNT_IGNORED_MALFORMED
+    } else {
+        CNT_IGNORED_PROTOCOL
+    }
+}
 
 /// [`MAP_MON_CTL`] slot: the buffer the programs write (0 or 1).
 pub const CTL_ACTIVE: u32 = 0;

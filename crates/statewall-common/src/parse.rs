@@ -8,16 +8,20 @@
 //! - Any ethertype other than IPv4/IPv6 is [`Status::NonIp`]: stages let it through.
 //! - IPv4: version 4, IHL >= 5, the header and the total length within the packet, total
 //!   length >= header length. Options are skipped. A fragment with a non-zero offset is a
-//!   non-first fragment ([`FLAG_NONFIRST_FRAG`]): its L4 header is never read.
+//!   non-first fragment ([`FLAG_NONFIRST_FRAG`]): its L4 header is never read. The
+//!   identification of a fragment is kept in `frag_id`.
 //! - IPv6: version 6, the payload length within the packet; extension headers Hop-by-Hop,
 //!   Routing, Destination Options, Mobility, HIP, Shim6 (`(len+1)*8` bytes), AH
 //!   (`(len+2)*4`) and Fragment (8 bytes) are walked, at most [`MAX_IPV6_EXT`] of them; a
 //!   longer chain is malformed. A fragment header with a non-zero offset ends the walk (its
-//!   next header is the L4 protocol, not read). ESP and No Next Header end it too.
+//!   next header is the L4 protocol, not read). ESP and No Next Header end it too. The
+//!   fragment header's identification is kept in `frag_id`.
 //! - Every header must start within the first [`MAX_HDR_OFF`] bytes and end within the IP
 //!   length: otherwise the packet is malformed.
-//! - TCP: 20 bytes, data offset >= 5 and the options within the IP length. UDP: 8 bytes and
-//!   its length field in `8..=` the bytes left. ICMP/ICMPv6: 4 bytes, 8 for echo request and
+//! - TCP: 20 bytes, data offset >= 5 and the options within the IP length (also in a first
+//!   fragment: a TCP header split over fragments is malformed). UDP: 8 bytes and its length
+//!   field in `8..=` the bytes left; in a first fragment with more to follow (IPv4 MF, IPv6
+//!   M), whose length field covers the whole datagram, only `>= 8`. ICMP/ICMPv6: 4 bytes, 8 for echo request and
 //!   reply (whose identifier is recorded). Other protocols are IP without an L4 header.
 //! - Multi-byte fields are stored in host byte order; addresses as their packet bytes.
 
@@ -90,6 +94,9 @@ pub struct PacketInfo {
     pub tcp_seq: u32,
     /// TCP acknowledgement number.
     pub tcp_ack: u32,
+    /// A fragment's identification (IPv4: 16 bits; IPv6: the fragment header's 32), 0
+    /// when not a fragment.
+    pub frag_id: u32,
     /// IP length: IPv4 total length, or IPv6 payload length + 40.
     pub ip_len: u16,
     /// Ethertype after the VLAN tags.
@@ -137,7 +144,7 @@ pub struct PacketInfo {
     /// Number of IPv6 extension headers walked.
     pub ext_count: u8,
     /// Explicit padding.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 impl PacketInfo {
@@ -238,6 +245,7 @@ fn parse_ipv4(b: &[u8], off: usize, p: &mut PacketInfo) -> Option<()> {
     p.l4_off = l4 as u16;
     if p.ip_flags_frag & 0x3fff != 0 {
         p.flags |= FLAG_FRAG;
+        p.frag_id = be16(b, off + 4)? as u32;
     }
     if p.ip_flags_frag & 0x1fff != 0 {
         p.flags |= FLAG_NONFIRST_FRAG;
@@ -288,6 +296,7 @@ fn parse_ipv6(b: &[u8], off: usize, p: &mut PacketInfo) -> Option<()> {
             let fo = be16(b, cur + 2)?;
             p.ip_flags_frag = fo;
             p.flags |= FLAG_FRAG;
+            p.frag_id = be32(b, cur + 4)?;
             if fo & 0xfff8 != 0 {
                 p.flags |= FLAG_NONFIRST_FRAG;
                 p.l4proto = next;
@@ -305,6 +314,20 @@ fn parse_ipv6(b: &[u8], off: usize, p: &mut PacketInfo) -> Option<()> {
     p.l4proto = nh;
     p.l4_off = cur as u16;
     parse_l4(b, cur, ip_end, p)
+}
+
+/// True for a first fragment with more to follow: its UDP length covers the whole datagram,
+/// not just the bytes here.
+#[inline(always)]
+pub fn more_fragments(p: &PacketInfo) -> bool {
+    if p.flags & FLAG_FRAG == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
+        return false;
+    }
+    if p.family == 4 {
+        p.ip_flags_frag & 0x2000 != 0
+    } else {
+        p.ip_flags_frag & 1 != 0
+    }
 }
 
 fn parse_l4(b: &[u8], l4: usize, ip_end: usize, p: &mut PacketInfo) -> Option<()> {
@@ -335,7 +358,7 @@ fn parse_l4(b: &[u8], l4: usize, ip_end: usize, p: &mut PacketInfo) -> Option<()
                 return None;
             }
             let ulen = be16(b, l4 + 4)?;
-            if (ulen as usize) < 8 || ulen as usize > avail {
+            if (ulen as usize) < 8 || (ulen as usize > avail && !more_fragments(p)) {
                 return None;
             }
             p.sport = be16(b, l4)?;

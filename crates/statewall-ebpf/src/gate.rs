@@ -6,6 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use statewall_common::{
+    frag::FLAG_FRAG_PORTS,
     gate::{closes_connection, flow_idle, flow_key, grant_key, opens_connection, port_bit},
     maps::{
         FlowKey, FlowValue, GateConf, GateCounter, GrantKey, GrantValue, GATE_COUNTERS,
@@ -70,7 +71,10 @@ pub fn run(p: &PacketInfo) -> i32 {
     if bit == 0 {
         return TCX_NEXT;
     }
-    if p.flags & FLAG_NONFIRST_FRAG != 0 || p.flags & FLAG_L4 == 0 {
+    // Ports from this packet's L4 header, or from its first fragment's.
+    let ported =
+        p.flags & (FLAG_L4 | FLAG_NONFIRST_FRAG) == FLAG_L4 || p.flags & FLAG_FRAG_PORTS != 0;
+    if !ported {
         if summary & bit != 0 {
             count(GateCounter::Dropped);
             return TC_ACT_SHOT;

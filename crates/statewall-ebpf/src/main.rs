@@ -15,6 +15,7 @@
 #![no_main]
 
 mod clock;
+mod frag;
 mod fw;
 mod gate;
 mod parse;
@@ -51,6 +52,7 @@ pub fn sw_gate(ctx: TcContext) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(&ctx, p);
+    frag::ports(p);
     if !spa::run(p, |dst, off, len, max| load_tc(&ctx, dst, off, len, max)) {
         return TC_ACT_SHOT;
     }
@@ -168,6 +170,7 @@ fn xfsm_tc(ctx: &TcContext, dir: u8) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(ctx, p);
+    frag::ports(p);
     if xfsm::run(p, dir, |dst, off, len, max| {
         load_tc(ctx, dst, off, len, max)
     }) {
@@ -184,6 +187,7 @@ pub fn sw_fw_ingress(ctx: TcContext) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(&ctx, p);
+    frag::ports(p);
     let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
     fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0, load)
 }
@@ -195,6 +199,7 @@ pub fn sw_fw_egress(ctx: TcContext) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(&ctx, p);
+    frag::ports(p);
     let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
     fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1, load)
 }
@@ -216,6 +221,7 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     parse_xdp(&ctx, p);
+    frag::ports(p);
     let load = |dst, off, len, max| load_xdp(&ctx, dst, off, len, max);
     if !xfsm::run(p, DIR_INGRESS, load) || !spa::run(p, load) {
         return xdp_action::XDP_DROP;

@@ -22,8 +22,8 @@ use aya_ebpf::{
 };
 use statewall_common::{
     monitor::{
-        crypto_add, crypto_wants, ddos_wants, fill_slot, key_into, server_addr, CryptoVal,
-        DdosSess, PktSlot, SessKey, CNT_IGNORED, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
+        crypto_add, crypto_wants, ddos_wants, fill_slot, ignored_cause, key_into, server_addr,
+        CryptoVal, DdosSess, PktSlot, SessKey, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
         CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_SLOTS,
         CTL_USED, DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,
     },
@@ -159,7 +159,7 @@ fn now() -> u64 {
 #[inline(always)]
 fn ddos(p: &PacketInfo, b: u32) {
     if !ddos_wants(p) {
-        bump(CNT_IGNORED);
+        bump(ignored_cause(p));
         return;
     }
     let mut key = SessKey::default();
@@ -239,7 +239,7 @@ fn ddos(p: &PacketInfo, b: u32) {
 #[inline(always)]
 fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
     if !crypto_wants(p) {
-        bump(CNT_IGNORED);
+        bump(ignored_cause(p));
         return;
     }
     key_into(p, &mut w.key);

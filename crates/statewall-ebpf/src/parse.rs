@@ -204,6 +204,7 @@ fn parse_ipv4(c: &Cursor, off: usize, p: &mut PacketInfo) -> Option<()> {
     p.l4_off = l4 as u16;
     if p.ip_flags_frag & 0x3fff != 0 {
         p.flags |= FLAG_FRAG;
+        p.frag_id = be16(ip.id) as u32;
     }
     if p.ip_flags_frag & 0x1fff != 0 {
         p.flags |= FLAG_NONFIRST_FRAG;
@@ -259,6 +260,7 @@ fn parse_ipv6(c: &Cursor, off: usize, p: &mut PacketInfo) -> Option<()> {
             let fo = be16(e.frag);
             p.ip_flags_frag = fo;
             p.flags |= FLAG_FRAG;
+            p.frag_id = be32(e.rest);
             if fo & 0xfff8 != 0 {
                 p.flags |= FLAG_NONFIRST_FRAG;
                 p.l4proto = next;
@@ -311,7 +313,14 @@ fn parse_l4(c: &Cursor, l4: usize, ip_end: usize, p: &mut PacketInfo) -> Option<
             let u: *const Udp = c.hdr(l4)?;
             let u = unsafe { &*u };
             let ulen = be16(u.len);
-            if (ulen as usize) < 8 || ulen as usize > avail {
+            // A first fragment with more to follow: the length covers the whole datagram.
+            let first_of_more = p.flags & (FLAG_FRAG | FLAG_NONFIRST_FRAG) == FLAG_FRAG
+                && if p.family == 4 {
+                    p.ip_flags_frag & 0x2000 != 0
+                } else {
+                    p.ip_flags_frag & 1 != 0
+                };
+            if (ulen as usize) < 8 || (ulen as usize > avail && !first_of_more) {
                 return None;
             }
             p.sport = be16(u.sport);

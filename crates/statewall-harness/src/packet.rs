@@ -527,3 +527,48 @@ pub fn malform(frame: &[u8], r: u64) -> (&'static str, Vec<u8>) {
     }
     (kind, f)
 }
+
+/// Splits a built frame (Ethernet, no VLAN tag; IPv4 without options or IPv6 without
+/// extension headers) into the fragments a host with link MTU `mtu` sends: every fragment's
+/// payload a multiple of 8 bytes but the last, IPv4 with MF and offsets (identification
+/// kept), IPv6 with a fragment header (identification `id6`). A frame that fits is
+/// returned whole.
+pub fn fragments(frame: &[u8], mtu: usize, id6: u32) -> Vec<Vec<u8>> {
+    let v4 = u16::from_be_bytes([frame[12], frame[13]]) == 0x0800;
+    let hlen = if v4 { 20 } else { 40 };
+    let (eth, ip, body) = (&frame[..14], &frame[14..14 + hlen], &frame[14 + hlen..]);
+    if hlen + body.len() <= mtu {
+        return vec![frame.to_vec()];
+    }
+    let room = if v4 { mtu - 20 } else { mtu - 48 } & !7;
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < body.len() {
+        let end = (off + room).min(body.len());
+        let more = end < body.len();
+        let mut f = eth.to_vec();
+        let mut h = ip.to_vec();
+        if v4 {
+            h[2..4].copy_from_slice(&((20 + end - off) as u16).to_be_bytes());
+            let v = ((off / 8) as u16) | if more { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&v.to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = csum_fold(csum_add(0, &h));
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&h);
+        } else {
+            let nh = h[6];
+            h[4..6].copy_from_slice(&((8 + end - off) as u16).to_be_bytes());
+            h[6] = 44;
+            f.extend_from_slice(&h);
+            let v = ((off / 8) as u16) << 3 | more as u16;
+            f.extend_from_slice(&[nh, 0]);
+            f.extend_from_slice(&v.to_be_bytes());
+            f.extend_from_slice(&id6.to_be_bytes());
+        }
+        f.extend_from_slice(&body[off..end]);
+        out.push(f);
+        off = end;
+    }
+    out
+}

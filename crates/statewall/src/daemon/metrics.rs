@@ -333,7 +333,7 @@ fn monitor_families(f: &mut Family, s: &Shared) {
         }
         f.counter(
             "statewall_monitor_packets",
-            "Packets seen by each monitor: seen, captured, sessions started, sessions turned away (table full), over the per-session share, packet table full, ignored.",
+            "Packets seen by each monitor: seen, captured, sessions started, sessions turned away (table full), over the per-session share, packet table full, ignored (the sum), ignored by cause (not IP, malformed, protocol not tracked).",
             &pk,
         );
         f.gauge(

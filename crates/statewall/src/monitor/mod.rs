@@ -27,7 +27,8 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 use statewall_common::monitor::{
-    CryptoVal, DdosSess, PktRec, PktSlot, SessKey, CNT_CAPTURED, CNT_PACKETS, CNT_SESSIONS,
+    CryptoVal, DdosSess, PktRec, PktSlot, SessKey, CNT_CAPTURED, CNT_IGNORED,
+    CNT_IGNORED_MALFORMED, CNT_IGNORED_NOT_IP, CNT_IGNORED_PROTOCOL, CNT_PACKETS, CNT_SESSIONS,
     COUNTERS, COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_USED,
     DDOS_PER_SESSION, DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION, GLOBAL_TEST_DELAY,
     GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS, MAP_DDOS_SESS, MAP_MON_CTL,
@@ -468,12 +469,22 @@ impl Monitor {
             .zip(COUNTER_NAMES)
             .map(|(v, n)| v.map(|v| (n, v)))
             .collect::<Result<_, String>>()?;
-        // Captured: every packet seen that no other outcome took.
+        // Ignored: the sum of its causes; captured: every packet seen that no other outcome
+        // took.
+        v[CNT_IGNORED as usize].1 = [
+            CNT_IGNORED_NOT_IP,
+            CNT_IGNORED_MALFORMED,
+            CNT_IGNORED_PROTOCOL,
+        ]
+        .iter()
+        .map(|&i| v[i as usize].1)
+        .sum();
         let others: u64 = v
             .iter()
             .enumerate()
             .filter(|(i, _)| {
-                *i as u32 != CNT_PACKETS && *i as u32 != CNT_CAPTURED && *i as u32 != CNT_SESSIONS
+                let i = *i as u32;
+                i != CNT_PACKETS && i != CNT_CAPTURED && i != CNT_SESSIONS && i != CNT_IGNORED
             })
             .map(|(_, x)| x.1)
             .sum();

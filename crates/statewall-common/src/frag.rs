@@ -1,0 +1,110 @@
+//! Fragments: later fragments of a datagram are classified as their datagram.
+//!
+//! A non-first fragment carries no L4 header, so on its own it has no ports. Every stage
+//! program of the main object runs [`track`] after parsing: a first fragment (offset 0,
+//! ports parsed) records its ports under (addresses, protocol, identification) in a small
+//! LRU table ([`MAP_FRAGS`]); a later fragment that finds its datagram's entry gets those
+//! ports and [`FLAG_FRAG_PORTS`]. The stages then judge it as they judged its first
+//! fragment: the gate by the same grant, the firewall by the same rules and the same
+//! connection (a fragment never changes a connection's state, it only reads it).
+//!
+//! A later fragment whose first fragment was not seen (reordered, or the entry evicted)
+//! keeps no ports: the gate drops it when any port of its protocol is protected, the
+//! firewall matches it only by rules that name no port. Its datagram cannot be
+//! reassembled without the first fragment, which the stages judge with its ports.
+//!
+//! Only TCP and UDP are tracked (the protocols with ports).
+
+use crate::parse::{PacketInfo, Status, FLAG_FRAG, FLAG_L4, FLAG_NONFIRST_FRAG};
+use crate::proto;
+
+/// The table, an `LRU_HASH` of [`FragKey`] -> [`FragPorts`] (kernel-private, never pinned).
+pub const MAP_FRAGS: &str = "SW_FRAGS";
+/// Entries in [`MAP_FRAGS`]: datagrams in reassembly at once.
+pub const FRAGS_MAX: u32 = 8192;
+
+/// Set on a non-first fragment whose ports come from its first fragment.
+pub const FLAG_FRAG_PORTS: u8 = 8;
+
+/// A datagram: addresses, protocol, family and identification.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FragKey {
+    /// Source address.
+    pub saddr: [u8; 16],
+    /// Destination address.
+    pub daddr: [u8; 16],
+    /// Identification.
+    pub id: u32,
+    /// L4 protocol.
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+
+/// The ports of a datagram's first fragment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragPorts {
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+}
+
+/// The table as [`track`] sees it.
+pub trait FragTable {
+    /// The ports recorded for a datagram.
+    fn get(&self, k: &FragKey) -> Option<FragPorts>;
+    /// Records them.
+    fn put(&mut self, k: &FragKey, v: &FragPorts);
+}
+
+/// True when the packet's ports are known: its L4 header was parsed in this packet, or
+/// it is a later fragment that took its first fragment's ports.
+#[inline(always)]
+pub fn has_ports(p: &PacketInfo) -> bool {
+    (p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0) || p.flags & FLAG_FRAG_PORTS != 0
+}
+
+/// Records a first fragment's ports, or gives a later fragment the ports of its first.
+#[inline(always)]
+pub fn track<T: FragTable>(p: &mut PacketInfo, t: &mut T, k: &mut FragKey) {
+    if p.status != Status::Ip as u8
+        || p.flags & FLAG_FRAG == 0
+        || (p.l4proto != proto::TCP && p.l4proto != proto::UDP)
+    {
+        return;
+    }
+    k.saddr = p.saddr;
+    k.daddr = p.daddr;
+    k.id = p.frag_id;
+    k.proto = p.l4proto;
+    k.family = p.family;
+    k._pad = [0; 2];
+    if p.flags & FLAG_NONFIRST_FRAG == 0 {
+        if p.flags & FLAG_L4 != 0 {
+            t.put(
+                k,
+                &FragPorts {
+                    sport: p.sport,
+                    dport: p.dport,
+                },
+            );
+        }
+    } else if let Some(v) = t.get(k) {
+        p.sport = v.sport;
+        p.dport = v.dport;
+        p.flags |= FLAG_FRAG_PORTS;
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, repr(C), explicit padding.
+    unsafe impl aya::Pod for super::FragKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FragPorts {}
+}
