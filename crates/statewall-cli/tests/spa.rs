@@ -62,7 +62,7 @@ fn real_client_packets_verify() {
     assert_eq!(r.ports, vec![(6, 22), (17, 9922)]);
     assert_eq!(r.seconds, 45, "the client's timeout");
     let mut capped = stanza();
-    capped.max_timeout = Some(20);
+    capped.max_timeout = 20;
     let r = fwknop_check(&data("timeout.pkt"), src(), TS, &[capped]).unwrap();
     assert_eq!(r.seconds, 20, "MAX_FW_TIMEOUT caps it");
     // `-s`: 0.0.0.0 means the packet's source.
@@ -882,4 +882,74 @@ fn action_files_reload() {
         spa_verdict(&d, "accepted") == 2
     });
     d.stop();
+}
+
+/// A message from statewall's own encoder (valid keys) asking for `timeout` seconds.
+fn asking(timeout: u128, ts: u64, keys: (&[u8], &[u8])) -> String {
+    let m = statewall::spa::FwknopMessage {
+        user: "root".into(),
+        ts,
+        allow: "0.0.0.0".parse().unwrap(),
+        access: vec![(6, 22)],
+        timeout: Some(timeout),
+    };
+    statewall::spa::fwknop_packet(&m, keys.0, keys.1, 256).unwrap()
+}
+
+/// Client timeouts: 0 takes the server's default, anything above the maximum (300 s by
+/// default) is cut to it, and one that does not fit in 64 bits is a malformed message.
+#[test]
+fn client_timeouts_are_capped_and_checked() {
+    let s = [stanza()];
+    let (k, h) = (key("KEY_BASE64"), key("HMAC_KEY_BASE64"));
+    let twenty_five_digits: u128 = 3_141_592_653_589_793_238_462_643;
+    assert_eq!(twenty_five_digits.to_string().len(), 25);
+    for (t, want) in [
+        (0u128, Ok(30)),
+        (45, Ok(45)),
+        (1 << 32, Ok(300)),
+        (1 << 63, Ok(300)),
+        (u64::MAX as u128, Ok(300)),
+        (twenty_five_digits, Err(Reject::Malformed)),
+    ] {
+        let pkt = asking(t, TS, (&k, &h));
+        let got = fwknop_check(pkt.as_bytes(), src(), TS, &s).map(|r| r.seconds);
+        assert_eq!(got, want, "timeout {t}");
+    }
+}
+
+/// Through the daemon: huge timeouts neither stop SPA nor make a grant longer than the
+/// maximum; the follower keeps answering afterwards.
+#[test]
+fn huge_client_timeouts_keep_spa_working() {
+    let p = Paths::new("spatime");
+    let pair = Pair::new("spatime");
+    let d = spa_daemon(&p, &pair, 2);
+    let keys = (STANDARD.decode(K).unwrap(), STANDARD.decode(H).unwrap());
+    let now = statewall::gate::unix_now() as u64;
+    for (i, t) in [1u128 << 63, u64::MAX as u128, 1 << 32]
+        .into_iter()
+        .enumerate()
+    {
+        resend(&pair, asking(t, now, (&keys.0, &keys.1)).as_bytes());
+        eventually("accepted", || spa_verdict(&d, "accepted") == i as u64 + 1);
+        let grants = d.get("/api/v1/gate/grants");
+        let left: Vec<f64> = grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["seconds_left"].as_f64().unwrap())
+            .collect();
+        assert!(
+            !left.is_empty() && left.iter().all(|s| *s <= 300.0),
+            "timeout {t}: {grants}"
+        );
+    }
+    let twenty_five = asking(3_141_592_653_589_793_238_462_643, now, (&keys.0, &keys.1));
+    resend(&pair, twenty_five.as_bytes());
+    eventually("malformed", || spa_verdict(&d, "malformed") == 1);
+    // Still working.
+    resend(&pair, asking(10, now, (&keys.0, &keys.1)).as_bytes());
+    eventually("accepted after", || spa_verdict(&d, "accepted") == 4);
+    assert_eq!(d.stop(), 0);
 }

@@ -3,7 +3,10 @@
 //! entries; every pinned program; every link, by hook and program), are exactly what this
 //! build lays out for the same config, so a daemon of this build started on a previous
 //! daemon's pins opens every one of them; and a restart adopts every map, program and link
-//! with unchanged ids while the same pins stay.
+//! with unchanged ids while the same pins stay. The one change allowed is a counter array
+//! that grew (a release added a counter): a daemon started on the shorter one carries its
+//! counts over into one of this build's size (`engine::migrate`), shown with a shorter
+//! array laid out by hand.
 
 mod common;
 
@@ -91,13 +94,7 @@ fn previous_release_pins_are_laid_out_and_adopted() {
         .map(String::from)
         .collect();
     let got = layout(&p.root, &pair);
-    assert_eq!(
-        got,
-        want,
-        "this build's pins differ from the previous release's (tests/data/pins-previous.txt); \
-         a change of the on-disk format needs a migration. This build's:\n{}",
-        got.join("\n")
-    );
+    same_but_grown_counters(&got, &want);
     let before = status_ids(&d.get("/api/v1/status"));
     assert!(!before.0.is_empty() && !before.2.is_empty());
     assert_eq!(d.stop(), 0);
@@ -107,10 +104,91 @@ fn previous_release_pins_are_laid_out_and_adopted() {
         before,
         "maps, programs and links adopted with their ids"
     );
-    assert_eq!(layout(&p.root, &pair), want);
+    assert_eq!(layout(&p.root, &pair), got);
     assert_eq!(
         d.get("/api/v1/status")["adopted"],
         serde_json::Value::Bool(true)
     );
     assert_eq!(d.stop(), 0);
+}
+
+/// `got` (this build's pins) equals `want` (the previous release's) line by line, except a
+/// counter array of `engine::migrate::COUNTER_MAPS` that has more entries now.
+fn same_but_grown_counters(got: &[String], want: &[String]) {
+    let split = |l: &str| -> (String, Option<u32>) {
+        match l.rsplit_once(" entries=") {
+            Some((head, n)) => (head.to_string(), n.parse().ok()),
+            None => (l.to_string(), None),
+        }
+    };
+    let mismatch = || {
+        format!(
+            "this build's pins differ from the previous release's (tests/data/pins-previous.txt); \
+             a change of the on-disk format needs a migration. This build's:\n{}",
+            got.join("\n")
+        )
+    };
+    assert_eq!(got.len(), want.len(), "{}", mismatch());
+    for (g, w) in got.iter().zip(want) {
+        if g == w {
+            continue;
+        }
+        let ((gh, gn), (wh, wn)) = (split(g), split(w));
+        let grown = statewall::engine::migrate::COUNTER_MAPS
+            .iter()
+            .any(|m| gh.starts_with(&format!("maps/{m} ")))
+            && gh == wh
+            && gn > wn;
+        assert!(grown, "{g} (was {w}): {}", mismatch());
+    }
+}
+
+/// A counter array pinned shorter by an older build (the previous release's 13 xfsm
+/// counters) is carried over: the daemon starts, the pin now has this build's size, and
+/// the old counts are in it.
+#[test]
+fn a_shorter_counter_array_is_carried_over() {
+    use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+    use statewall_common::xfsm::{COUNTERS, MAP_STATS};
+    let p = Paths::new("grown");
+    let pins = statewall::engine::pins::Pins::new(&p.root);
+    pins.create().unwrap();
+    let old = 13u32;
+    assert!(
+        old < COUNTERS,
+        "the test needs this build to have more counters"
+    );
+    let mut a: PerCpuArray<MapData, u64> = PerCpuArray::create(old, 0).unwrap();
+    let ncpu = aya::util::nr_cpus().unwrap();
+    for i in 0..old {
+        let v: Vec<u64> = (0..ncpu)
+            .map(|c| 1000 * (i as u64 + 1) + c as u64)
+            .collect();
+        a.set(i, PerCpuValues::try_from(v).unwrap(), 0).unwrap();
+    }
+    a.pin(pins.map(MAP_STATS)).unwrap();
+    std::fs::write(&p.config, "").unwrap();
+    let d = Daemon::start(&p, &[]);
+    let info = aya::maps::MapInfo::from_pin(pins.map(MAP_STATS)).unwrap();
+    assert_eq!(
+        info.max_entries(),
+        COUNTERS,
+        "the pin has this build's size"
+    );
+    let md = MapData::from_pin(pins.map(MAP_STATS)).unwrap();
+    let a: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md)).unwrap();
+    for i in 0..COUNTERS {
+        let got: Vec<u64> = a.get(&i, 0).unwrap().iter().copied().collect();
+        // (The daemon's own packets may have been counted since: at least the old counts.)
+        for (c, v) in got.iter().enumerate() {
+            let was = if i < old {
+                1000 * (i as u64 + 1) + c as u64
+            } else {
+                0
+            };
+            assert!(*v >= was, "counter {i} cpu {c}: {v} < {was}");
+        }
+    }
+    assert_eq!(d.stop(), 0, "{}", logs(&p));
 }

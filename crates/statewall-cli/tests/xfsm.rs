@@ -577,3 +577,51 @@ fn kernel_engine_equals_reference_on_random_doors() {
         );
     }
 }
+
+/// A full grant table: a door opened by more sources than the table holds. The kernel (a
+/// grant table of 2) and the reference (capacity 2) both grant the first two sources and
+/// refuse the rest, count the refusals as `grants_refused` (not `grants_failed`) and report
+/// them in a `GRANT_REFUSED` event.
+#[test]
+fn a_full_grant_table_refuses_counts_and_reports() {
+    let cfg = statewall::config::Config::parse(
+        "[[knock]]\nname = \"ssh\"\nsequence = \"7000\"\nprotected = [\"tcp/22\"]\n",
+        "test",
+    )
+    .unwrap();
+    let compiled = compile(&cfg.doors(), &[]).unwrap();
+    let mut bed = TestBed::with_sizes(&[(MAP_GATE_GRANTS, 2)]);
+    write_tables(&mut bed, &compiled, Some(&[])).unwrap();
+    let mut r = RefTables::new(16384, 2);
+    r.load(&compiled);
+    let server: IpAddr = "10.9.0.100".parse().unwrap();
+    let now = 1_000 * SEC;
+    bed.freeze(now);
+    for i in 1..=5u8 {
+        let src: IpAddr = format!("10.9.1.{i}").parse().unwrap();
+        let frame = Packet::tcp(src, server, 40000, 7000, tcp::SYN).build();
+        let got = bed.run_tc(statewall::engine::ebpf::PROG_XFSM, &frame);
+        let want = step(&mut r, &parse_packet(&frame), DIR_INGRESS, now);
+        assert_eq!(got == TCX_NEXT, want, "source {i}");
+    }
+    let k = kernel_dump(&mut bed, compiled.counter_names.len());
+    assert_eq!(k.counters, r.counters.to_vec(), "counters differ");
+    assert_eq!(k.grants.len(), 2, "kernel grants: {:?}", k.grants);
+    assert_eq!(r.grants.len(), 2);
+    let c = |n: Counter| k.counters[n as usize];
+    assert_eq!(
+        (
+            c(Counter::Grants),
+            c(Counter::GrantsRefused),
+            c(Counter::GrantsFailed)
+        ),
+        (2, 3, 0)
+    );
+    let events = kernel_events(&mut bed);
+    assert_eq!(events, r.events, "events differ");
+    let refused = events
+        .iter()
+        .filter(|e| e.reason == statewall_common::xfsm::reason::GRANT_REFUSED)
+        .count();
+    assert_eq!(refused, 3, "{events:?}");
+}

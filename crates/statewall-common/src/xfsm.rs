@@ -509,10 +509,13 @@ pub enum Counter {
     Timeouts = 11,
     /// One-time sequences knocked again after their use (refused, counted as failures).
     OnceRefused = 12,
+    /// Grants not written for another reason than a full table (an error of the map
+    /// update other than `E2BIG`).
+    GrantsFailed = 13,
 }
 
 /// Number of stage counters.
-pub const COUNTERS: u32 = 13;
+pub const COUNTERS: u32 = 14;
 /// Counter names, in index order.
 pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "seen",
@@ -528,7 +531,19 @@ pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "dropped",
     "timeouts",
     "once_refused",
+    "grants_failed",
 ];
+
+/// What writing a grant came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantOutcome {
+    /// Written (inserted, or an existing grant extended).
+    Granted,
+    /// Refused: the grant table is full (the kernel's `E2BIG`).
+    Full,
+    /// Not written for another reason.
+    Failed,
+}
 
 /// Builds the key of `scope` for packet `p` and machine `m`.
 pub fn build_key(scope: &Scope, p: &PacketInfo, m: u8) -> StateKey {
@@ -662,8 +677,9 @@ pub trait Tables {
     fn lock(&self, k: &LockKey) -> Option<LockVal>;
     /// Writes a lock record; false when the table is full (a new record refused).
     fn put_lock(&mut self, k: &LockKey, v: &LockVal) -> bool;
-    /// Inserts or extends a grant; false when the grant table is full.
-    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool;
+    /// Inserts or extends a grant (an existing grant's later expiry is kept). A full table
+    /// refuses a new grant ([`GrantOutcome::Full`]).
+    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> GrantOutcome;
     /// Deletes a grant.
     fn revoke(&mut self, k: &GrantKey);
     /// True when the packet's captured payload equals pattern `idx - 1` of the generation
@@ -835,11 +851,18 @@ fn apply_grants<T: Tables>(t: &mut T, c: &Ctx<'_>, set: u8, revoke: bool) -> u8 
         let gk = grant_key(c.p, gs.protos[i], gs.ports[i]);
         if revoke {
             t.revoke(&gk);
-        } else if t.grant(&gk, c.now + gs.open_ns) {
-            t.count(Counter::Grants);
         } else {
-            t.count(Counter::GrantsRefused);
-            refused = true;
+            match t.grant(&gk, c.now + gs.open_ns) {
+                GrantOutcome::Granted => t.count(Counter::Grants),
+                GrantOutcome::Full => {
+                    t.count(Counter::GrantsRefused);
+                    refused = true;
+                }
+                GrantOutcome::Failed => {
+                    t.count(Counter::GrantsFailed);
+                    refused = true;
+                }
+            }
         }
         i += 1;
     }

@@ -11,8 +11,8 @@ use statewall_common::{
     maps::{GrantKey, GrantValue, GRANT_BY_XFSM},
     parse::PacketInfo,
     xfsm::{
-        begin, commit_machine, finish, run_machine, Counter, Ctx, Event, GrantSet, LockKey,
-        LockVal, Machine, Payload, StateKey, StateVal, Tables, Trans, TransKey, Work,
+        begin, commit_machine, finish, run_machine, Counter, Ctx, Event, GrantOutcome, GrantSet,
+        LockKey, LockVal, Machine, Payload, StateKey, StateVal, Tables, Trans, TransKey, Work,
         ACTIVE_BUCKETS, ADDR_BUCKETS, COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES,
         MAX_PAYLOADS, MAX_TRANS_COUNTERS, ONCE_MAX, PAYLOAD_MAX, PAYLOAD_NONE, PORTS_PER_GEN,
         RUN_DROP, RUN_GRANT,
@@ -147,7 +147,7 @@ impl Tables for Maps {
         SW_XFSM_ONCE.remove(&key).is_ok()
     }
     #[inline(always)]
-    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool {
+    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> GrantOutcome {
         let mut exp = expires_ns;
         if let Some(cur) = unsafe { SW_GATE_GRANTS.get(k) } {
             if cur.expires_ns > exp {
@@ -160,8 +160,9 @@ impl Tables for Maps {
             _pad: 0,
         };
         match SW_GATE_GRANTS.insert(k, &v, 0) {
-            Ok(()) => true,
-            Err(e) => e != -E2BIG && false,
+            Ok(()) => GrantOutcome::Granted,
+            Err(e) if e == -E2BIG => GrantOutcome::Full,
+            Err(_) => GrantOutcome::Failed,
         }
     }
     #[inline(always)]

@@ -108,7 +108,7 @@ pub async fn run(args: SpaArgs) -> anyhow::Result<i32> {
             ts: now,
             allow,
             access: ports,
-            timeout: fw_timeout,
+            timeout: fw_timeout.map(u128::from),
         };
         let pkt = spa::fwknop_packet(&m, &key, &hkey, bits)?;
         let to = std::net::SocketAddr::new(addr, port.unwrap_or(62201));

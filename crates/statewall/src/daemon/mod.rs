@@ -183,6 +183,8 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     let metrics = bind_tcp(cfg.daemon.metrics_listen, "metrics").await?;
     let socket_path = cfg.daemon.socket.clone();
     let shared = start_stages(cfg, &pins, config_path, overrides)?;
+    // Handlers first: a signal that comes as soon as the API answers must find them.
+    let signals = Signals::new()?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -214,7 +216,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         socket_path.display(),
         std::process::id()
     ));
-    wait_for_signals(&shared, &mut tasks).await?;
+    wait_for_signals(signals, &shared, &mut tasks).await?;
     sd_notify("STOPPING=1");
     tracing::info!(
         "stopping; programs, links and pins stay in place (statewall teardown removes them)"
@@ -426,11 +428,34 @@ fn spawn_follower<T: 'static>(
 }
 
 /// Until SIGTERM or SIGINT: SIGHUP reloads; a server that stops is logged.
-async fn wait_for_signals(shared: &Arc<Shared>, tasks: &mut Tasks) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+/// The daemon's signal streams (SIGTERM, SIGINT, SIGHUP), made before anything is served.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn wait_for_signals(
+    signals: Signals,
+    shared: &Arc<Shared>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),

@@ -15,6 +15,7 @@
 
 pub mod clock;
 pub mod ebpf;
+pub mod migrate;
 pub mod netns;
 pub mod pins;
 pub mod sys;
@@ -230,6 +231,10 @@ impl Engine {
         }
         pins.create()
             .map_err(|e| pin_err("creating", &pins.root, e))?;
+        let obj =
+            aya_obj::Object::parse(ebpf::OBJECT).map_err(|e| EngineError::Load(e.to_string()))?;
+        // Counter arrays an older build pinned shorter: unpinned here, made again below.
+        let carried = migrate::take_grown(pins, &obj)?;
         let dir = prog_dir(pins);
         let have = PROGRAMS.iter().all(|(p, _)| dir.join(p).exists())
             && ebpf::PINNED_MAPS.iter().all(|m| pins.map(m).exists());
@@ -237,8 +242,7 @@ impl Engine {
         if !have {
             Self::load_and_pin(pins, sizes, &dir)?;
         }
-        let obj =
-            aya_obj::Object::parse(ebpf::OBJECT).map_err(|e| EngineError::Load(e.to_string()))?;
+        migrate::restore(pins, carried)?;
         let mut maps = BTreeMap::new();
         let sized = sizes;
         for m in ebpf::PINNED_MAPS {

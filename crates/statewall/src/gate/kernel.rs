@@ -87,9 +87,16 @@ impl Engine {
         Ok(v)
     }
 
-    /// Adds or extends a grant. A full table refuses it.
+    /// Adds or extends a grant. A full table refuses it, and so does a length whose expiry
+    /// does not fit in the kernel clock.
     pub fn grant(&mut self, key: GrantKey, seconds: u64, origin: u32) -> Result<u64> {
-        let mut expires_ns = self.kernel_now() + seconds * 1_000_000_000;
+        let mut expires_ns = seconds
+            .checked_mul(1_000_000_000)
+            .and_then(|ns| ns.checked_add(self.kernel_now()))
+            .ok_or_else(|| EngineError::Map {
+                map: MAP_GATE_GRANTS.into(),
+                msg: format!("a grant of {seconds} s ends past the kernel clock's range"),
+            })?;
         let md = self.map_mut_checked(MAP_GATE_GRANTS)?;
         let mut h: BpfHashMap<&mut MapData, GrantKey, GrantValue> =
             BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;

@@ -168,7 +168,8 @@ pub struct FwknopConfig {
     pub hmac_digest_type: Option<String>,
     /// FW_ACCESS_TIMEOUT, seconds (default 30).
     pub fw_access_timeout: Option<u64>,
-    /// MAX_FW_TIMEOUT, seconds: the longest a client may ask for.
+    /// MAX_FW_TIMEOUT, seconds: the longest a client may ask for (default 300; at most a
+    /// year).
     pub max_fw_timeout: Option<u64>,
     /// REQUIRE_SOURCE_ADDRESS: refuse messages that say `0.0.0.0`.
     pub require_source_address: bool,
@@ -348,6 +349,21 @@ impl FwknopConfig {
                 return Err(("encryption_mode".into(), format!("{m:?}: only cbc")));
             }
         }
+        let access_timeout = self.fw_access_timeout.unwrap_or(30).max(1);
+        let max_timeout = self
+            .max_fw_timeout
+            .unwrap_or(crate::spa::DEFAULT_MAX_FW_TIMEOUT);
+        for (key, v) in [
+            ("fw_access_timeout", access_timeout),
+            ("max_fw_timeout", max_timeout),
+        ] {
+            if v == 0 || v > crate::spa::LONGEST_GRANT {
+                return Err((
+                    key.into(),
+                    format!("{v}: seconds from 1 to {}", crate::spa::LONGEST_GRANT),
+                ));
+            }
+        }
         let mut sources = Vec::new();
         if self.source.is_empty() {
             return Err(("source".into(), "give ANY or networks".into()));
@@ -382,8 +398,8 @@ impl FwknopConfig {
             key,
             hmac_key,
             hmac_bits,
-            access_timeout: self.fw_access_timeout.unwrap_or(30).max(1),
-            max_timeout: self.max_fw_timeout,
+            access_timeout,
+            max_timeout,
             require_source_address: self.require_source_address,
             require_username: self.require_username.clone(),
             enable_cmd: self.enable_cmd_exec,

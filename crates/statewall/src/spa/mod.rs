@@ -30,6 +30,14 @@ use subtle::ConstantTimeEq;
 /// pkd payload length.
 pub const PKD_LEN: usize = statewall_common::spa::PKD_LEN;
 
+/// The longest grant an fwknop client may ask for when a stanza sets no `max_fw_timeout`,
+/// seconds.
+pub const DEFAULT_MAX_FW_TIMEOUT: u64 = 300;
+
+/// The longest grant any configuration may give, seconds (a year): every expiry computed
+/// from it fits in the kernel clock's 64 bits.
+pub const LONGEST_GRANT: u64 = 365 * 86400;
+
 /// Why a candidate was refused (also the counter names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reject {
@@ -182,8 +190,8 @@ pub struct FwknopStanza {
     pub hmac_bits: u16,
     /// Grant length when the client does not ask.
     pub access_timeout: u64,
-    /// Longest grant a client may ask for (type 3); `None` = no limit.
-    pub max_timeout: Option<u64>,
+    /// Longest grant a client may ask for (types 3, 4, 6); a longer one is cut to this.
+    pub max_timeout: u64,
     /// The message's address must be the packet's source (no `0.0.0.0`).
     pub require_source_address: bool,
     /// Only this user (the message's username).
@@ -207,7 +215,7 @@ impl FwknopStanza {
             hmac_key,
             hmac_bits: 256,
             access_timeout: 30,
-            max_timeout: None,
+            max_timeout: DEFAULT_MAX_FW_TIMEOUT,
             require_source_address: false,
             require_username: None,
             enable_cmd: false,
@@ -420,8 +428,14 @@ pub fn fwknop_check(
         }
         let msg = b64(&f[5])?;
         let rest = &f[6..];
+        // The client's timeout: decimal seconds; one that is no number or does not fit in
+        // 64 bits is a malformed message (not a default).
         let timeout = match msg_type {
-            3 | 4 | 6 => rest.last().and_then(|t| t.parse::<u64>().ok()),
+            3 | 4 | 6 => Some(
+                rest.last()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or(Reject::Malformed)?,
+            ),
             _ => None,
         };
         if let Some(u) = &s.require_username {
@@ -461,13 +475,11 @@ pub fn fwknop_check(
             0 if s.enable_cmd => Vec::new(),
             _ => return Err(Reject::NotAllowed),
         };
-        let mut seconds = s.access_timeout;
-        if let Some(t) = timeout.filter(|t| *t > 0) {
-            seconds = match s.max_timeout {
-                Some(m) => t.min(m),
-                None => t,
-            };
-        }
+        // 0 asks for the server's default; anything longer than the maximum is cut to it.
+        let seconds = match timeout {
+            Some(t) if t > 0 => t.min(s.max_timeout),
+            _ => s.access_timeout,
+        };
         return Ok(FwknopRequest {
             stanza: i,
             user,
@@ -1057,8 +1069,9 @@ pub struct FwknopMessage {
     pub allow: IpAddr,
     /// `tcp/22` ...
     pub access: Vec<(u8, u16)>,
-    /// Client timeout (message type 3), or `None` (type 1).
-    pub timeout: Option<u64>,
+    /// Client timeout (message type 3), or `None` (type 1). Wider than a server accepts,
+    /// so that tests can send what a hostile client would.
+    pub timeout: Option<u128>,
 }
 
 /// Builds a fwknop SPA packet (default mode: Rijndael + HMAC) as the `fwknop` client does,

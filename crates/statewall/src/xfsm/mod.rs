@@ -31,12 +31,12 @@ use statewall_common::{
     maps::GrantKey,
     proto,
     xfsm::{
-        field, Counter, Event, GrantSet, LockKey, LockVal, Machine, Payload, Scope, StateKey,
-        StateVal, Tables, Trans, TransKey, ACT_DROP, ACT_NEXT, COUNTERS, CTL_GEN, CTL_LEN,
-        CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE,
-        E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS,
-        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_UNBOUNDED,
-        NEXT_STAY, PORTS_PER_GEN, STATE_DEFAULT,
+        field, Counter, Event, GrantOutcome, GrantSet, LockKey, LockVal, Machine, Payload, Scope,
+        StateKey, StateVal, Tables, Trans, TransKey, ACT_DROP, ACT_NEXT, COUNTERS, CTL_GEN,
+        CTL_LEN, CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD,
+        E_KEEP_IDLE, E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES,
+        MAP_PAYLOADS, MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT,
+        M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, STATE_DEFAULT,
     },
 };
 
@@ -896,16 +896,16 @@ impl Tables for RefTables {
         self.locks.insert(*k, *v);
         true
     }
-    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> bool {
+    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> GrantOutcome {
         if let Some(cur) = self.grants.get_mut(k) {
             *cur = (*cur).max(expires_ns);
-            return true;
+            return GrantOutcome::Granted;
         }
         if self.grants.len() >= self.grant_cap {
-            return false;
+            return GrantOutcome::Full;
         }
         self.grants.insert(*k, expires_ns);
-        true
+        GrantOutcome::Granted
     }
     fn take_once(&mut self, key: u64) -> bool {
         self.once.remove(&key)
