@@ -1,5 +1,6 @@
 //! Port knocking end to end, with real traffic between two namespaces the tests create:
-//! the demo's outcomes, Debian's `knock` client against an imported knockd.conf, one-time,
+//! the demo's outcomes, Debian's `knock` client against Debian's own knockd.conf imported
+//! by `statewall import knockd`, one-time,
 //! counter and time sequences, a connection that outlives the door's window, and knock
 //! ports that answer like any closed port. (Scans, brute force and floods against the
 //! doors are in `tests/attacks.rs`.)
@@ -29,36 +30,133 @@ fn demo_outcomes() {
     statewall_harness::demo::run(false).expect("every demo outcome as expected");
 }
 
-/// Debian's default knockd.conf, imported, opened and closed by Debian's `knock` client.
+/// Runs the CLI: (exit code, stdout, stderr).
+fn statewall(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Debian's knockd.conf exactly as the knockd package ships it: `/etc/knockd.conf` when its
+/// MD5 equals the conffile hash dpkg records, else the file taken out of the package
+/// (`apt-get download knockd`, `dpkg-deb -x`).
+fn debian_knockd_conf(scratch: &std::path::Path) -> std::path::PathBuf {
+    let run = |cmd: &mut std::process::Command| -> String {
+        let out = cmd.output().expect("running a Debian tool");
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let conffiles =
+        run(std::process::Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "knockd"]));
+    let want = conffiles
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("/etc/knockd.conf "))
+        .expect("dpkg records /etc/knockd.conf as a conffile of knockd")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let etc = std::path::PathBuf::from("/etc/knockd.conf");
+    if etc.exists() {
+        let sum = run(std::process::Command::new("md5sum").arg(&etc));
+        if sum.split_whitespace().next() == Some(want.as_str()) {
+            return etc;
+        }
+    }
+    let dir = scratch.join("knockd-pkg");
+    std::fs::create_dir_all(&dir).unwrap();
+    run(std::process::Command::new("apt-get")
+        .args(["download", "knockd"])
+        .current_dir(&dir));
+    let deb = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("the downloaded package");
+    run(std::process::Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(dir.join("root")));
+    let f = dir.join("root/etc/knockd.conf");
+    let sum = run(std::process::Command::new("md5sum").arg(&f));
+    assert_eq!(sum.split_whitespace().next(), Some(want.as_str()));
+    f
+}
+
+/// Debian's knockd.conf, converted by `statewall import knockd` without flags, opened by
+/// Debian's `knock` client: tcp/22 and tcp/443, each for the knocking source only, and
+/// closed again by the close sequence.
 #[test]
 fn debian_knock_client_opens_an_imported_door() {
-    let conf = "[options]\n\tUseSyslog\n\n[openSSH]\n\tsequence    = 7000,8000,9000\n\tseq_timeout = 5\n\tcommand     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\ttcpflags    = syn\n\n[closeSSH]\n\tsequence    = 9000,8000,7000\n\tseq_timeout = 5\n\tcommand     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\ttcpflags    = syn\n";
-    let imported = statewall::import::knockd::import(conf, "knockd.conf", &[]).unwrap();
+    let p = common::Paths::new("kd");
+    let file = debian_knockd_conf(&p.scratch);
+    let (code, toml_text, err) = statewall(&["import", "knockd", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "import of Debian's file: {err}");
+    assert!(!err.contains("skipped"), "{err}");
     let pair = Pair::new("kd");
-    let mut cfg = imported.config;
-    assert_eq!(cfg.knocks.len(), 1, "open and close doors merge");
+    let mut cfg = statewall::config::Config::parse(&toml_text, "imported").unwrap();
+    let doors: Vec<_> = cfg.knocks.iter().map(|k| k.name.clone()).collect();
+    assert_eq!(
+        doors,
+        ["openSSH", "openHTTPS"],
+        "open and close doors merge"
+    );
     cfg.interfaces = vec![pair.server_interface()];
     let k = Kernel::new("kd", &cfg);
     let sv = pair.server_v4;
-    let _l = pair
-        .server
-        .run(|| TcpListener::bind((sv, 22)))
-        .expect("ssh stand-in");
-    let ssh = SocketAddr::from((sv, 22));
-    assert!(!connects(&pair, ssh), "tcp/22 is protected before knocking");
-    let out = pair
-        .client
-        .exec(&["knock", "-d", "50", &sv.to_string(), "7000", "8000", "9000"]);
-    assert!(out.status.success(), "knock: {out:?}");
-    assert!(connects(&pair, ssh), "the knock client opened the door");
-    assert_eq!(k.live_grants(), 1);
-    let out = pair
-        .client
-        .exec(&["knock", "-d", "50", &sv.to_string(), "9000", "8000", "7000"]);
-    assert!(out.status.success(), "knock: {out:?}");
+    let listeners: Vec<TcpListener> = [22, 443]
+        .into_iter()
+        .map(|port| {
+            pair.server
+                .run(|| TcpListener::bind((sv, port)))
+                .expect("service stand-in")
+        })
+        .collect();
+    let (ssh, https) = (SocketAddr::from((sv, 22)), SocketAddr::from((sv, 443)));
+    assert!(
+        !connects(&pair, ssh) && !connects(&pair, https),
+        "protected before knocking"
+    );
+    let knock = |ports: &[&str]| {
+        let sv = sv.to_string();
+        let mut args = vec!["knock", "-d", "50", sv.as_str()];
+        args.extend_from_slice(ports);
+        let out = pair.client.exec(&args);
+        assert!(out.status.success(), "knock: {out:?}");
+    };
+    let granted = |k: &Kernel| -> Vec<(IpAddr, u16)> {
+        let mut v: Vec<(IpAddr, u16)> = k
+            .live()
+            .iter()
+            .map(|g| (statewall::gate::addr_ip(g.family, &g.addr), g.port))
+            .collect();
+        v.sort();
+        v
+    };
+    let me = IpAddr::from(pair.client_v4);
+    knock(&["7000", "8000", "9000"]);
+    assert!(connects(&pair, ssh), "the knock client opened tcp/22");
+    assert!(!connects(&pair, https), "and not 443");
+    assert_eq!(granted(&k), vec![(me, 22)], "for the knocking source only");
+    knock(&["12345", "54321", "24680", "13579"]);
+    assert!(connects(&pair, https), "the knock client opened tcp/443");
+    assert_eq!(granted(&k), vec![(me, 22), (me, 443)]);
+    knock(&["9000", "8000", "7000"]);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(k.live_grants(), 0, "the close sequence revoked the grant");
+    assert_eq!(
+        granted(&k),
+        vec![(me, 443)],
+        "the close sequence revoked tcp/22"
+    );
     assert!(!connects(&pair, ssh), "closed again");
+    drop(listeners);
 }
 
 /// A connection opened while the door is open keeps working after the window ends
@@ -412,4 +510,31 @@ fn daemon_runs_doors_end_to_end() {
     let x = d.get("/api/v1/xfsm");
     assert!(x["counters"]["transitions"].as_u64().unwrap() >= 3);
     drop(d);
+}
+
+/// `statewall import knockd`: a door that cannot be converted is named on stderr and left
+/// out, the rest converted (exit 0); with `--strict` the exit status says so.
+#[test]
+fn import_skips_a_door_it_cannot_read_unless_strict() {
+    let p = common::Paths::new("kdskip");
+    let file = p.scratch.join("knockd.conf");
+    std::fs::write(
+        &file,
+        "[options]\n  Interface = eth1\n[script]\n  sequence = 7000,8000\n  command = /opt/open-door %IP%\n[ssh]\n  sequence = 7100,8100\n  command = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = statewall(&["import", "knockd", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("skipped: ") && err.contains("door [script]: cannot tell which ports"),
+        "{err}"
+    );
+    let cfg = statewall::config::Config::parse(&out, "imported").unwrap();
+    assert_eq!(cfg.knocks.len(), 1);
+    assert_eq!(cfg.knocks[0].name, "ssh");
+    let (code, out_strict, err) = statewall(&["import", "knockd", "--strict", f]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--strict"), "{err}");
+    assert_eq!(out_strict, out, "the same conversion is printed");
 }

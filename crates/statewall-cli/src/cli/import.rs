@@ -11,6 +11,10 @@ pub enum ImportCmd {
         /// Ports to protect for doors whose commands do not name them (`tcp/22`).
         #[arg(long)]
         protect: Vec<statewall::config::PortSpec>,
+        /// Exit non-zero when a door cannot be converted (by default it is left out and
+        /// named on stderr, and the rest is converted).
+        #[arg(long)]
+        strict: bool,
     },
     /// Convert fwknopd's access.conf into `[[spa.fwknop]]` stanzas (stdout; notes on stderr).
     Fwknop {
@@ -22,7 +26,11 @@ pub enum ImportCmd {
 /// Runs the subcommand.
 pub async fn run(cmd: ImportCmd) -> anyhow::Result<i32> {
     match cmd {
-        ImportCmd::Knockd { file, protect } => {
+        ImportCmd::Knockd {
+            file,
+            protect,
+            strict,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let imp =
@@ -31,7 +39,17 @@ pub async fn run(cmd: ImportCmd) -> anyhow::Result<i32> {
             for n in &imp.notes {
                 eprintln!("note: {n}");
             }
+            for s in &imp.skipped {
+                eprintln!("skipped: {s}");
+            }
             print!("{}", toml::to_string(&imp.config)?);
+            if strict && !imp.skipped.is_empty() {
+                eprintln!(
+                    "error: {} door(s) not converted (--strict)",
+                    imp.skipped.len()
+                );
+                return Ok(1);
+            }
         }
         ImportCmd::Fwknop { file } => {
             let text = std::fs::read_to_string(&file)

@@ -113,7 +113,11 @@ pub fn import(text: &str, origin: &str) -> Result<Import, String> {
     }
     let text = toml::to_string(&cfg).map_err(|e| e.to_string())?;
     let cfg = Config::parse(&text, origin).map_err(|e| e.to_string())?;
-    Ok(Import { config: cfg, notes })
+    Ok(Import {
+        config: cfg,
+        notes,
+        skipped: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ pub(super) enum Tool {
     Iptables,
     Nft,
     Ufw,
+    /// knockd's iptables rule helper: `knock_add` upstream, `knock_helper_ipt.sh` in
+    /// Debian's package.
+    Helper,
 }
 impl Tool {
     pub(super) fn name(self) -> &'static str {
@@ -18,6 +21,7 @@ impl Tool {
             Tool::Iptables => "iptables",
             Tool::Nft => "nft",
             Tool::Ufw => "ufw",
+            Tool::Helper => "knock_add",
         }
     }
 }
@@ -246,8 +250,57 @@ pub(super) fn recognise(words: &[String]) -> Result<Option<FwRule>, String> {
         | "ip6tables-nft" => iptables(args),
         "nft" => nft(args),
         "ufw" => ufw(args),
+        "knock_add" | "knock_helper_ipt.sh" => helper(args),
         _ => Ok(None),
     }
+}
+
+/// knockd's rule helper, `knock_add` (upstream) or `knock_helper_ipt.sh` (Debian):
+/// `-a` append or `-i` insert (opening), `-x` delete (closing); `-f` the source (the
+/// knocking address), `-d` the destination port, `-p` the protocol, `-c` the chain, `-m` a
+/// comment. Without `-d` it lets the source reach every port.
+pub(super) fn helper(args: &[String]) -> Result<Option<FwRule>, String> {
+    let (mut open, mut from_ip) = (None, false);
+    let (mut proto, mut dport) = (None::<String>, None::<String>);
+    let mut i = 0;
+    while i < args.len() {
+        let next = args.get(i + 1).map(String::as_str);
+        let mut step = 2;
+        match (args[i].as_str(), next) {
+            ("-a" | "-i" | "-x", _) => {
+                if open.replace(args[i] != "-x").is_some() {
+                    return Ok(None);
+                }
+                step = 1;
+            }
+            ("-f", Some(v)) => from_ip = has_ip(v),
+            ("-p", Some(v)) => proto = Some(v.to_string()),
+            ("-d", Some(v)) => dport = Some(v.to_string()),
+            ("-c" | "-m", Some(_)) => {}
+            // An option the helper does not have: not a command we can read.
+            _ => return Ok(None),
+        }
+        i += step;
+    }
+    let Some(open) = open else { return Ok(None) };
+    if !from_ip {
+        return Ok(None);
+    }
+    let reach = match (proto.as_deref(), dport) {
+        (_, None) => Reach::AllPorts,
+        (Some(p), Some(list)) => match protocol(p) {
+            Some(proto) => Reach::Ports(port_list(&list, proto, ':')?),
+            None => return Ok(None),
+        },
+        // A port without a protocol: the helper would pass `--dport` alone, which
+        // iptables refuses.
+        (None, Some(_)) => return Ok(None),
+    };
+    Ok(Some(FwRule {
+        tool: Tool::Helper,
+        open,
+        reach,
+    }))
 }
 pub(super) fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)

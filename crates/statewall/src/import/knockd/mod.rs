@@ -11,8 +11,11 @@
 //! command closes what another door opens becomes that door's `close_sequence` (or makes
 //! it a toggle when both sequences are the same).
 //!
-//! Whatever is changed, dropped or defaulted is reported in [`Import::notes`]; what cannot
-//! be converted safely is an error naming the file and line.
+//! Whatever is changed, dropped or defaulted is reported in [`Import::notes`]. A door that
+//! cannot be converted safely (a key that cannot be read, a command whose ports cannot be
+//! told) is left out and listed in [`Import::skipped`] with its file and line, so that one
+//! door never sinks the rest; what is wrong with the file itself (a line outside any
+//! section, `[options]`, a door defined twice) is an error naming the file and line.
 
 mod commands;
 
@@ -32,6 +35,8 @@ pub struct Import {
     /// What was converted differently from a one-to-one copy, dropped or defaulted, one
     /// sentence each, in file order.
     pub notes: Vec<String>,
+    /// Doors left out, each with why (`origin:LINE: message`), in file order.
+    pub skipped: Vec<String>,
 }
 
 /// knockd's interface when `Interface` is not given.
@@ -117,12 +122,22 @@ pub fn import(text: &str, origin: &str, protect: &[PortSpec]) -> Result<Import, 
     let closers = pair_close_doors(&parsed.doors, &protect, &mut notes);
 
     let mut names = BTreeSet::new();
+    let mut skipped = Vec::new();
     for (i, door) in parsed.doors.iter().enumerate() {
+        if let Some(why) = &door.broken {
+            skipped.push(why.clone());
+            continue;
+        }
         if closers.closing.contains(&i) {
             continue;
         }
-        let Some(k) = convert_door(door, &protect, &err, &mut notes)? else {
-            continue;
+        let k = match convert_door(door, &protect, &err, &mut notes) {
+            Ok(Some(k)) => k,
+            Ok(None) => continue,
+            Err(why) => {
+                skipped.push(why);
+                continue;
+            }
         };
         let mut k = k;
         k.name = unique_name(&door.section, &mut names, &mut notes);
@@ -148,7 +163,11 @@ pub fn import(text: &str, origin: &str, protect: &[PortSpec]) -> Result<Import, 
     }
 
     config.validate(origin).map_err(|e| e.to_string())?;
-    Ok(Import { config, notes })
+    Ok(Import {
+        config,
+        notes,
+        skipped,
+    })
 }
 
 /// One `[door]` section as read.
@@ -166,6 +185,8 @@ struct Door {
     stop: Option<Command>,
     stop6: Option<Command>,
     target: Option<String>,
+    /// Why the door cannot be converted (its first unreadable line), when it cannot.
+    broken: Option<String>,
 }
 
 /// The file as read: options and doors in order.
@@ -272,36 +293,46 @@ fn parse(text: &str, err: &dyn Fn(usize, String) -> String) -> Result<Parsed, St
                 }
             }
             Section::Door(d) => {
+                // A line the door cannot be read with leaves the door out (the first such
+                // line says why); the rest of the file is still read.
                 let door = &mut out.doors[d];
-                let Some(value) = value else {
-                    return Err(err(n, format!("{line:?} is not `key = value`")));
-                };
-                let Some(&(_, canon)) = DOOR_KEYS.iter().find(|(k, _)| *k == lower) else {
-                    return Err(err(
-                        n,
-                        format!(
-                            "unknown key {key:?} in door [{}] (sequence, one_time_sequences, seq_timeout, tcpflags, start_command, start_command_6, cmd_timeout, stop_command, stop_command_6, target)",
-                            door.section
-                        ),
-                    ));
-                };
-                if let Some(first) = seen.insert(canon, n) {
-                    return Err(err(
-                        n,
-                        format!(
-                            "{canon} given twice in door [{}] (first at line {first})",
-                            door.section
-                        ),
-                    ));
+                if let Err(m) = door_line(door, &mut seen, key, &lower, value, n) {
+                    door.broken.get_or_insert(err(n, m));
                 }
-                if value.is_empty() {
-                    return Err(err(n, format!("{key} has no value")));
-                }
-                read_door_key(door, canon, value, n).map_err(|m| err(n, m))?;
             }
         }
     }
     Ok(out)
+}
+
+/// Reads one `key = value` line of a door.
+fn door_line(
+    door: &mut Door,
+    seen: &mut BTreeMap<&'static str, usize>,
+    key: &str,
+    lower: &str,
+    value: Option<&str>,
+    n: usize,
+) -> Result<(), String> {
+    let Some(value) = value else {
+        return Err(format!("{key:?} is not `key = value`"));
+    };
+    let Some(&(_, canon)) = DOOR_KEYS.iter().find(|(k, _)| *k == lower) else {
+        return Err(format!(
+            "unknown key {key:?} in door [{}] (sequence, one_time_sequences, seq_timeout, tcpflags, start_command, start_command_6, cmd_timeout, stop_command, stop_command_6, target)",
+            door.section
+        ));
+    };
+    if let Some(first) = seen.insert(canon, n) {
+        return Err(format!(
+            "{canon} given twice in door [{}] (first at line {first})",
+            door.section
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!("{key} has no value"));
+    }
+    read_door_key(door, canon, value, n)
 }
 
 /// Cuts a `#` comment: one at the start of the line or after whitespace (a `#` inside a
@@ -366,6 +397,9 @@ struct Closers {
 fn pair_close_doors(doors: &[Door], protect: &[PortSpec], notes: &mut Vec<String>) -> Closers {
     let mut out = Closers::default();
     for (c, close) in doors.iter().enumerate() {
+        if close.broken.is_some() {
+            continue;
+        }
         let Some(rule) = close.start.as_ref().and_then(Command::rule) else {
             continue;
         };
@@ -381,7 +415,8 @@ fn pair_close_doors(doors: &[Door], protect: &[PortSpec], notes: &mut Vec<String
             continue;
         }
         let opener = doors.iter().enumerate().find(|(_, d)| {
-            d.sequence.is_some()
+            d.broken.is_none()
+                && d.sequence.is_some()
                 && d.start
                     .as_ref()
                     .and_then(Command::rule)
@@ -785,7 +820,7 @@ mod tests {
     cmd_timeout   = 10
     stop_command  = /usr/sbin/nft delete element inet filter allowed { %IP% }
 ";
-        let e = import(text, "k.conf", &[]).unwrap_err();
+        let e = problem(text, "k.conf", &[]);
         assert!(e.starts_with("k.conf:9: "), "{e}");
         assert!(
             e.contains("--protect tcp/22") && e.contains("[openSSH]"),
@@ -862,36 +897,46 @@ mod tests {
         assert!(scan("a 'b").is_err());
     }
 
+    /// The import's error, or else the first door it skipped.
+    fn problem(text: &str, origin: &str, protect: &[PortSpec]) -> String {
+        match import(text, origin, protect) {
+            Err(e) => e,
+            Ok(imp) => imp
+                .skipped
+                .first()
+                .cloned()
+                .expect("neither error nor skip"),
+        }
+    }
+
     #[test]
     fn errors_name_the_line() {
-        let e = import("[door]\n  sequence = 1,x\n", "f", &[tcp(22)]).unwrap_err();
+        let e = problem("[door]\n  sequence = 1,x\n", "f", &[tcp(22)]);
         assert!(e.starts_with("f:2: sequence: "), "{e}");
-        let e = import("# c\n\n[d]\nsequence 7000\n", "f", &[tcp(22)]).unwrap_err();
+        let e = problem("# c\n\n[d]\nsequence 7000\n", "f", &[tcp(22)]);
         assert_eq!(e, "f:4: \"sequence 7000\" is not `key = value`");
         let e = import("sequence = 1,2\n", "f", &[tcp(22)]).unwrap_err();
         assert!(e.starts_with("f:1: "), "{e}");
-        let e = import("[d]\nsequence = 7,9\nseq_timeout = 5s\n", "f", &[tcp(22)]).unwrap_err();
+        let e = problem("[d]\nsequence = 7,9\nseq_timeout = 5s\n", "f", &[tcp(22)]);
         assert_eq!(e, "f:3: seq_timeout = 5s: a number of seconds");
-        let e = import(
+        let e = problem(
             "[d]\nsequence = 7,9\ntcpflags = syn,bogus\n",
             "f",
             &[tcp(22)],
-        )
-        .unwrap_err();
+        );
         assert!(e.starts_with("f:3: tcpflags: "), "{e}");
-        let e = import(
+        let e = problem(
             "[d]\nsequence = 7,9\ncommand = a\nstart_command = b\n",
             "f",
             &[],
-        )
-        .unwrap_err();
+        );
         assert_eq!(
             e,
             "f:4: start_command given twice in door [d] (first at line 3)"
         );
-        let e = import("[d]\nseq_timeout = 5\n", "f", &[tcp(22)]).unwrap_err();
+        let e = problem("[d]\nseq_timeout = 5\n", "f", &[tcp(22)]);
         assert_eq!(e, "f:1: door [d] has no sequence");
-        let e = import("[d]\nsequence = 7,9\ncommand = /opt/open %IP%\n", "f", &[]).unwrap_err();
+        let e = problem("[d]\nsequence = 7,9\ncommand = /opt/open %IP%\n", "f", &[]);
         assert!(
             e.starts_with("f:3: door [d]: cannot tell which ports") && e.contains("--protect"),
             "{e}"
@@ -908,12 +953,11 @@ mod tests {
             e.starts_with("f:3: unknown key \"Foo\" in [options]"),
             "{e}"
         );
-        let e = import(
+        let e = problem(
             "[a]\n  Sequence = 7,9\n  Timeout = 5\n  colour = blue\n",
             "f",
             &[],
-        )
-        .unwrap_err();
+        );
         assert!(
             e.starts_with("f:4: unknown key \"colour\" in door [a]"),
             "{e}"
@@ -1069,5 +1113,59 @@ target = 192.0.2.1
                 .words,
         );
         assert!(too_many.unwrap_err().contains("at most 8"));
+        // knockd's rule helper, under both names.
+        for name in ["/usr/local/sbin/knock_add", "/usr/sbin/knock_helper_ipt.sh"] {
+            let open = r(&format!("{name} -i -c INPUT -p tcp -d 443 -f %IP%")).unwrap();
+            assert!(open.open);
+            assert_eq!(open.reach, Reach::Ports(vec![tcp(443)]));
+            let close = r(&format!("{name} -x -c INPUT -p udp -d 53 -f %IP% -m knock")).unwrap();
+            assert!(!close.open);
+            assert_eq!(
+                close.reach,
+                Reach::Ports(vec![PortSpec {
+                    proto: 17,
+                    port: 53
+                }])
+            );
+            assert_eq!(
+                r(&format!("{name} -a -f %IP%")).unwrap().reach,
+                Reach::AllPorts
+            );
+            // No verb, no %IP% source, an unknown option, a port without a protocol.
+            assert!(r(&format!("{name} -c INPUT -p tcp -d 22 -f %IP%")).is_none());
+            assert!(r(&format!("{name} -a -p tcp -d 22 -f 10.0.0.1")).is_none());
+            assert!(r(&format!("{name} -a -p tcp -d 22 -f %IP% -z")).is_none());
+            assert!(r(&format!("{name} -a -d 22 -f %IP%")).is_none());
+        }
+    }
+
+    /// Debian's knockd.conf as the package ships it: every door converts, without flags.
+    #[test]
+    fn debian_package_file() {
+        let text = "[options]\n\tUseSyslog\n\n[openSSH]\n\tsequence    = 7000,8000,9000\n\tseq_timeout = 5\n\tcommand     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\ttcpflags    = syn\n\n[closeSSH]\n\tsequence    = 9000,8000,7000\n\tseq_timeout = 5\n\tcommand     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\ttcpflags    = syn\n\n[openHTTPS]\n\tsequence    = 12345,54321,24680,13579\n\tseq_timeout = 5\n\tcommand     = /usr/local/sbin/knock_add -i -c INPUT -p tcp -d 443 -f %IP%\n\ttcpflags    = syn\n";
+        let imp = import(text, "knockd.conf", &[]).unwrap();
+        assert!(imp.skipped.is_empty(), "{:?}", imp.skipped);
+        let doors: Vec<(&str, Vec<PortSpec>)> = imp
+            .config
+            .knocks
+            .iter()
+            .map(|k| (k.name.as_str(), k.protected.clone()))
+            .collect();
+        assert_eq!(
+            doors,
+            vec![("openSSH", vec![tcp(22)]), ("openHTTPS", vec![tcp(443)])]
+        );
+    }
+
+    /// One door that cannot be read leaves the others converted.
+    #[test]
+    fn an_unreadable_door_is_skipped_not_fatal() {
+        let text = "[a]\nsequence = 7000,8000\ncommand = /opt/open %IP%\n[b]\nsequence = 7100,8100\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n[c]\nsequence = 1,x\n";
+        let imp = import(text, "f", &[]).unwrap();
+        assert_eq!(imp.config.knocks.len(), 1);
+        assert_eq!(imp.config.knocks[0].name, "b");
+        assert_eq!(imp.skipped.len(), 2, "{:?}", imp.skipped);
+        assert!(imp.skipped[0].starts_with("f:3: door [a]: cannot tell"));
+        assert!(imp.skipped[1].starts_with("f:8: sequence: "));
     }
 }
