@@ -24,7 +24,7 @@ pub mod kernel;
 pub mod knockclient;
 pub mod sequences;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use statewall_common::{
@@ -475,7 +475,12 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Str
                         action: ACT_NEXT,
                         ..Default::default()
                     };
-                    let name = format!("{}: wrong knock in {}", d.name, b.names[st as usize]);
+                    let name = format!(
+                        "{}: wrong knock in {} ({})",
+                        d.name,
+                        b.names[st as usize],
+                        crate::types::proto_name(p)
+                    );
                     b.add(st, p, 0, t, name);
                 }
             }
@@ -490,6 +495,13 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Str
         return Err(format!(
             "{} different UDP payloads: at most {MAX_PAYLOADS}",
             c.payloads.len()
+        ));
+    }
+    // Transition counters become metric series: each name must be its own.
+    let mut seen = BTreeSet::new();
+    if let Some(dup) = c.counter_names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(format!(
+            "two transitions are both named {dup:?} (their counters would be one series)"
         ));
     }
     Ok(c)
