@@ -82,13 +82,19 @@ enum Cmd {
         #[command(flatten)]
         paths: cli::Paths,
     },
-    /// Detach every statewall program and remove every pin. Stop the daemon first.
+    /// Detach every statewall program, remove every pin and the state the config and the
+    /// API made (firewall instances, dynamic monitors); the replay cache and used
+    /// sequences stay unless --purge. Stop the daemon first.
     Teardown {
         #[command(flatten)]
         paths: cli::Paths,
         /// Tear down even though a daemon still answers on the socket.
         #[arg(long)]
         force: bool,
+        /// Also remove the reuse protection: the SPA replay cache and the one-time and
+        /// counter-based sequences used (old packets and sequences would work again).
+        #[arg(long)]
+        purge: bool,
     },
     /// Firewall instances, chains and rules (through the daemon's API).
     #[command(alias = "fw")]
@@ -182,7 +188,11 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::CheckConfig { file } => cli::check_config::run(file).await,
         Cmd::Completions { shell } => cli::completions::run(shell).await,
         Cmd::Manpages { dir } => cli::manpages::run(dir).await,
-        Cmd::Teardown { paths, force } => cli::teardown::run(paths, force).await,
+        Cmd::Teardown {
+            paths,
+            force,
+            purge,
+        } => cli::teardown::run(paths, force, purge).await,
         Cmd::Dynmon { cmd, paths } => cli::dynmon::run(cmd, paths).await,
         Cmd::Monitor { cmd, paths } => cli::monitor::run(cmd, paths).await,
         Cmd::Firewall { cmd, paths } => cli::firewall::run(cmd, paths).await,

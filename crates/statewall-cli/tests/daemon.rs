@@ -478,3 +478,96 @@ fn upgrade_moves_links_to_new_programs_without_a_gap() {
     assert!(!udp.passes(9926, b"shut"));
     drop(d);
 }
+
+/// `statewall teardown` after a daemon was killed: pins, links, firewall instances and
+/// dynamic monitors go (a daemon started again with the same state directory has none of
+/// them); the SPA replay cache and the one-time sequences issued stay (the old packet is
+/// still a replay) until `--purge`. Its output lists what it removed and what it kept.
+#[test]
+fn teardown_removes_config_made_state_and_keeps_reuse_protection() {
+    let p = Paths::new("tdown");
+    let pair = Pair::new("tdown");
+    let otp = p.scratch.join("ssh.otp");
+    std::fs::write(&otp, "12001,12002,12003\n").unwrap();
+    write_config(
+        &p,
+        &pair,
+        &format!(
+            "[[knock]]\nname = \"otp\"\none_time_sequences = \"{}\"\nprotected = [\"tcp/2022\"]\n\n\
+             [[spa.pkd]]\nname = \"pkd\"\nport = 2200\ntag = \"SSHK\"\nkey = \"test\"\n",
+            otp.display()
+        ),
+    );
+    let d = Daemon::start(&p, &[]);
+    d.firewall_on(
+        "fw1",
+        &pair,
+        r#"[{"l4proto": "TCP", "dport": 22, "action": "ACCEPT"}]"#,
+    );
+    let pass_all =
+        "#include <linux/bpf.h>\n#include <linux/pkt_cls.h>\n#include <bpf/bpf_helpers.h>\n\
+        SEC(\"tc\") int pass_all(struct __sk_buff *skb) { return TC_ACT_OK; }\n\
+        char LICENSE[] SEC(\"license\") = \"GPL\";\n";
+    let body = serde_json::json!({"interface": pair.server_if, "netns": pair.server.name,
+        "paths": [{"source": pass_all, "metrics": []}]});
+    d.ok("POST", "/api/v1/dynmon/passall", &body.to_string());
+    // One pkd packet, kept to be sent again.
+    let key = statewall::spa::pkd_bytes::<40>("test").unwrap();
+    let ts = statewall::gate::unix_now() as u64;
+    let pkt = statewall::spa::pkd_packet(2200, b"SSHK", &key, ts, &[9; 12]);
+    let send = || {
+        let to = std::net::SocketAddr::from((pair.server_v4, 2200));
+        let pkt = pkt.clone();
+        pair.client
+            .run(move || statewall::spa::send_udp(to, &pkt))
+            .unwrap();
+    };
+    send();
+    common::eventually("accepted", || common::spa_verdict(&d, "accepted") == 1);
+    for f in [
+        "firewall.json",
+        "dynmon.json",
+        "spa-replay",
+        "once-issued",
+        "xfsm-doors.json",
+    ] {
+        assert!(p.state.join(f).exists(), "{f} before teardown");
+    }
+    d.signal(libc::SIGKILL);
+    drop(d);
+
+    let (code, out, err) = cli(&p, &["teardown"]);
+    assert_eq!(code, 0, "{err}");
+    for (f, what) in [
+        ("firewall.json", "removed"),
+        ("dynmon.json", "removed"),
+        ("xfsm-doors.json", "removed"),
+        ("spa-replay", "kept"),
+        ("once-issued", "kept"),
+    ] {
+        let line = format!("{what} {}", p.state.join(f).display());
+        assert!(out.contains(&line), "{line:?} not in:\n{out}");
+        assert_eq!(p.state.join(f).exists(), what == "kept", "{f}");
+    }
+    assert!(!p.root.exists(), "pins removed");
+
+    let d = Daemon::start(&p, &[]);
+    assert_eq!(d.get("/api/v1/firewall"), serde_json::json!([]));
+    assert_eq!(d.get("/api/v1/dynmon"), serde_json::json!([]));
+    let fw_links = ingress_programs(&d)
+        .iter()
+        .filter(|n| n.contains("sw_fw"))
+        .count();
+    assert_eq!(fw_links, 0, "no firewall attached again");
+    send();
+    common::eventually("still a replay", || common::spa_verdict(&d, "replay") == 1);
+    assert_eq!(d.stop(), 0);
+
+    let (code, out, err) = cli(&p, &["teardown", "--purge"]);
+    assert_eq!(code, 0, "{err}");
+    for f in ["spa-replay", "once-issued"] {
+        let line = format!("removed {}", p.state.join(f).display());
+        assert!(out.contains(&line), "{line:?} not in:\n{out}");
+        assert!(!p.state.join(f).exists());
+    }
+}

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod doors;
+pub mod durable;
 pub mod metrics;
 pub mod spa;
 pub mod state;
