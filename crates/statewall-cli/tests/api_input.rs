@@ -139,3 +139,85 @@ fn bad_bodies_are_refused_by_field_and_change_nothing() {
     assert!(msg.contains("nothing"), "{msg}");
     d.stop();
 }
+
+/// What was stored must be what was sent: a CIDR with a blank, a rule whose source and
+/// destination are of different families, and names out of the rule (too long, a `/`, a
+/// leading `-`) are refused with 400 naming the field; a firewall stored under such a name
+/// before the rule keeps working and `statewall status` reports it.
+#[test]
+fn values_that_would_be_stored_differently_are_refused() {
+    let p = Paths::new("apibound");
+    std::fs::write(&p.config, "").unwrap();
+    // A firewall made before the naming rule, kept in the state directory.
+    std::fs::create_dir_all(&p.state).unwrap();
+    std::fs::write(
+        p.state.join("firewall.json"),
+        r#"{"instances": {"old name": {"slot": 0, "kind": "TC", "ports": [], "ingress": {"rules": [], "default": "ACCEPT", "accept_established": false}, "egress": {"rules": [], "default": "ACCEPT", "accept_established": false}}}}"#,
+    )
+    .unwrap();
+    let d = Daemon::start(&p, &[]);
+    let fw = "/api/v1/firewall/fwb";
+    assert_eq!(call(&d, "POST", fw, "{}").0, 200);
+    let batch = format!("{fw}/chain/INGRESS/batch");
+    for (rule, field) in [
+        (r#"{"src": "10.0.0.1 /24"}"#, "src"),
+        (r#"{"dst": " 10.0.0.1"}"#, "dst"),
+        (r#"{"src": "10.0.0.0/8", "dst": "2001:db8::1"}"#, "dst"),
+        (r#"{"src": "2001:db8::/32", "dst": "10.0.0.1/32"}"#, "dst"),
+    ] {
+        let body = format!(
+            r#"{{"rules": [{{"operation": "append", "action": "drop", {} }}]}}"#,
+            &rule[1..rule.len() - 1]
+        );
+        let (code, msg) = call(&d, "POST", &batch, &body);
+        assert_eq!(code, 400, "{rule}: {msg}");
+        assert!(msg.contains(field), "{rule}: {msg}");
+    }
+    let rules: Value = d.get(&format!("{fw}/chain/INGRESS/rule"));
+    assert_eq!(
+        rules.as_array().unwrap().len(),
+        1,
+        "nothing stored: {rules}"
+    );
+    let long = "f".repeat(10_000);
+    for name in [
+        long.as_str(),
+        "-lead",
+        ".hidden",
+        "a%2Fb",
+        "x".repeat(65).as_str(),
+    ] {
+        let (code, msg) = call(&d, "POST", &format!("/api/v1/firewall/{name}"), "{}");
+        assert_eq!(code, 400, "{}: {msg}", &name[..name.len().min(20)]);
+        assert!(msg.contains("name") && msg.len() < 400, "{msg}");
+        let (code, msg) = call(
+            &d,
+            "POST",
+            &format!("/api/v1/dynmon/{name}"),
+            r#"{"interface": "lo", "paths": [{"source": "int x;", "metrics": []}]}"#,
+        );
+        assert_eq!(code, 400, "dynmon {}: {msg}", &name[..name.len().min(20)]);
+        assert!(msg.contains("name"), "{msg}");
+    }
+    let (code, msg) = call(
+        &d,
+        "POST",
+        &format!("/api/v1/firewall/{}", "x".repeat(64)),
+        "{}",
+    );
+    assert_eq!(code, 200, "64 characters are fine: {msg}");
+    let list: Value = d.get("/api/v1/firewall");
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    // The old name works and is reported.
+    let old: Value = d.get("/api/v1/firewall/old%20name");
+    assert_eq!(old["name"], "old name", "{old}");
+    let st: Value = d.get("/api/v1/status");
+    assert_eq!(
+        st["names_against_the_rule"],
+        serde_json::json!([{"kind": "firewall", "name": "old name"}])
+    );
+    let (code, out, _) = common::cli(&p, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("warning: firewall \"old name\""), "{out}");
+    d.stop();
+}

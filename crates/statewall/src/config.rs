@@ -377,17 +377,8 @@ impl Config {
         let mut names = BTreeSet::new();
         for (i, k) in self.knocks.iter().enumerate() {
             let at = |key: &str| format!("[[knock]] #{} ({}) {key}", i + 1, k.name);
-            if k.name.is_empty()
-                || !k
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(bad(
-                    format!("[[knock]] #{} name", i + 1),
-                    format!("{:?}: use letters, digits, '-' and '_'", k.name),
-                ));
-            }
+            crate::types::check_name(&k.name)
+                .map_err(|e| bad(format!("[[knock]] #{} name", i + 1), e))?;
             if !names.insert(k.name.clone()) {
                 return Err(bad(at("name"), "two doors with this name".into()));
             }

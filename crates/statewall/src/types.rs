@@ -249,3 +249,33 @@ pub enum Direction {
     /// Both.
     Both,
 }
+
+/// The longest name of a firewall, monitor, dynamic monitor, door or machine.
+pub const NAME_MAX: usize = 64;
+
+/// Checks a name of a firewall, monitor, dynamic monitor, door or machine: 1 to
+/// [`NAME_MAX`] characters of `[A-Za-z0-9_.-]`, not starting with `.` or `-` (names appear
+/// in pin paths, file names, metric labels and URLs).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let shown = if name.chars().count() > 40 {
+        format!(
+            "{:?}... ({} characters)",
+            name.chars().take(40).collect::<String>(),
+            name.chars().count()
+        )
+    } else {
+        format!("{name:?}")
+    };
+    let ok = (1..=NAME_MAX).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{shown}: 1 to {NAME_MAX} letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+        ))
+    }
+}

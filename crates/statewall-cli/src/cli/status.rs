@@ -55,6 +55,13 @@ fn print_status(v: &serde_json::Value) {
             }
         );
     }
+    for o in v["names_against_the_rule"].as_array().into_iter().flatten() {
+        println!(
+            "warning: {} {:?} was named before the naming rule (1 to 64 of [A-Za-z0-9_.-], not starting with '.' or '-'): it keeps working; make it again under a new name",
+            o["kind"].as_str().unwrap_or("?"),
+            o["name"].as_str().unwrap_or("?")
+        );
+    }
     println!("\nmaps:");
     println!(
         "  {:<20} {:>6} {:<14} {:>10} {:>10}",

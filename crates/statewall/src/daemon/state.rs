@@ -137,6 +137,18 @@ pub struct Status {
     pub links: Vec<LinkState>,
     /// Maps with ids and fill levels.
     pub maps: Vec<MapState>,
+    /// Stored objects whose names break today's naming rule (made before it): they keep
+    /// working; rename them by making them again under a new name.
+    pub names_against_the_rule: Vec<NamedObject>,
+}
+
+/// A named object: its kind (`firewall`, `dynmon`) and name.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NamedObject {
+    /// Kind.
+    pub kind: &'static str,
+    /// Name.
+    pub name: String,
 }
 /// Builds the status.
 pub fn status(g: &Inner) -> Status {
@@ -148,6 +160,16 @@ pub fn status(g: &Inner) -> Status {
         hooks: g.engine.hook_states(&g.config.interface_names()),
         links: g.engine.link_states(),
         maps: g.engine.map_states(),
+        names_against_the_rule: g
+            .fw
+            .instances
+            .keys()
+            .filter(|n| crate::types::check_name(n).is_err())
+            .map(|n| NamedObject {
+                kind: "firewall",
+                name: n.clone(),
+            })
+            .collect(),
     }
 }
 /// Re-reads the config and applies it. A config that does not load changes nothing; a

@@ -86,6 +86,10 @@ fn port_range(p: &PortArg) -> Result<(u16, u16), String> {
 }
 
 fn cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    // What is stored must be what was sent: no blanks inside or around.
+    if s.chars().any(char::is_whitespace) {
+        return Err(format!("{s:?} holds a blank: write ADDR or ADDR/LEN"));
+    }
     let (a, l) = s
         .split_once('/')
         .map(|(a, l)| (a, Some(l)))
@@ -188,13 +192,23 @@ impl RuleSpec {
     pub fn normalise(&self) -> Result<RuleSpec, String> {
         let mut n = self.clone();
         n.id = None;
+
+        let mut src_v6 = None;
         if let Some(s) = &self.src {
             let (a, l) = cidr(s).map_err(|e| format!("src: {e}"))?;
             n.src = Some(format!("{a}/{l}"));
+            src_v6 = Some(a.is_ipv6());
         }
         if let Some(s) = &self.dst {
             let (a, l) = cidr(s).map_err(|e| format!("dst: {e}"))?;
             n.dst = Some(format!("{a}/{l}"));
+            if src_v6.is_some_and(|v6| v6 != a.is_ipv6()) {
+                return Err(format!(
+                    "dst: an {} address with an {} src: the rule could never match",
+                    if a.is_ipv6() { "IPv6" } else { "IPv4" },
+                    if a.is_ipv6() { "IPv4" } else { "IPv6" }
+                ));
+            }
         }
         let pr = match &self.l4proto {
             Some(p) => proto(p).map_err(|e| format!("l4proto: {e}"))?,
@@ -540,13 +554,7 @@ impl FwState {
 
     /// A new instance, in the first free slot.
     pub fn create(&mut self, name: &str, kind: &str) -> Result<&Instance, String> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!("{name:?}: use letters, digits, '-' and '_'"));
-        }
+        crate::types::check_name(name).map_err(|e| format!("name: {e}"))?;
         if self.instances.contains_key(name) {
             return Err(format!("firewall {name:?} exists"));
         }

@@ -131,17 +131,7 @@ impl MonitorSpec {
     /// Checks the values: (key, what is wrong).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let at = |k: &str, m: String| (k.to_string(), m);
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(at(
-                "name",
-                format!("{:?}: use letters, digits, '-' and '_'", self.name),
-            ));
-        }
+        crate::types::check_name(&self.name).map_err(|e| at("name", e))?;
         if self.interfaces.is_empty() {
             return Err(at("interfaces", "name at least one".into()));
         }

@@ -277,17 +277,7 @@ pub fn raw_machines(
     for (i, m) in machines.iter().enumerate() {
         let sec = format!("[[xfsm]] #{} ({})", i + 1, m.name);
         let at = |key: &str| format!("{sec} {key}");
-        if m.name.is_empty()
-            || !m
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err((
-                at("name"),
-                format!("{:?}: use letters, digits, '-' and '_'", m.name),
-            ));
-        }
+        crate::types::check_name(&m.name).map_err(|e| (at("name"), e))?;
         let scope = |key: &str, v: &[String]| -> Result<Vec<u8>, (String, String)> {
             let ids = v
                 .iter()

@@ -147,6 +147,10 @@ async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResu
 /// Loads an instance without holding the lock (clang and the verifier take a while),
 /// then puts it in place; `replace` allows an existing one of that name to go.
 async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> ApiResult {
+    // A new name must follow the naming rule; one stored before the rule keeps working.
+    if !lock(&s).by_name.contains_key(&name) {
+        crate::types::check_name(&name).map_err(|e| ApiError::bad(format!("name: {e}")))?;
+    }
     if s.is_builtin_monitor(&name) {
         return Err(ApiError(
             StatusCode::CONFLICT,

@@ -151,7 +151,24 @@ pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::daemon::state
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
-    let st = crate::daemon::state::status(&lock(&s));
+    let mut st = crate::daemon::state::status(&lock(&s));
+    let dyn_names: Vec<String> = s
+        .dynmon
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .by_name
+        .keys()
+        .cloned()
+        .collect();
+    st.names_against_the_rule.extend(
+        dyn_names
+            .into_iter()
+            .filter(|n| crate::types::check_name(n).is_err())
+            .map(|name| crate::daemon::state::NamedObject {
+                kind: "dynmon",
+                name,
+            }),
+    );
     Ok(Json(st).into_response())
 }
 
