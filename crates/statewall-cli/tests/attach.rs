@@ -138,18 +138,19 @@ fn egress_hook_attach_enforce_and_detach() {
     statewall::engine::teardown(&pins).unwrap();
 }
 
-/// Pins from a build whose counter array was shorter (the firewall's had 2 counters before
-/// `ct_created`) are refused with a pointer to `statewall teardown`, instead of adopted
-/// and read past their end.
+/// Pins from a build whose counter array is longer than this build's (a newer release's,
+/// started on by an older one) are refused with a pointer to `statewall teardown`, instead
+/// of adopted and read in part. (A shorter one, an older release's, is carried over:
+/// tests/upgrade.rs.)
 #[test]
 fn pinned_array_of_another_size_is_refused() {
     let cfg = Config::parse("", "test").unwrap();
     let k = Kernel::new("pinsize", &cfg);
     let path = k.pins.map(statewall_common::fw::MAP_FW_COUNTERS);
     std::fs::remove_file(&path).unwrap();
-    // BPF_MAP_CREATE of a PERCPU_ARRAY u32 -> u64 with 2 entries, then BPF_OBJ_PIN.
+    // BPF_MAP_CREATE of a PERCPU_ARRAY u32 -> u64 with 9 entries, then BPF_OBJ_PIN.
     let mut attr = [0u32; 16];
-    attr[..4].copy_from_slice(&[6, 4, 8, 2]);
+    attr[..4].copy_from_slice(&[6, 4, 8, 9]);
     // SAFETY: attr is a bpf_attr for BPF_MAP_CREATE (type, key, value, entries; rest 0).
     let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), 64) };
     assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
@@ -167,7 +168,7 @@ fn pinned_array_of_another_size_is_refused() {
         .expect("a pinned array of another size was adopted")
         .to_string();
     assert!(
-        err.contains("SW_FW_COUNTERS") && err.contains("2 entries") && err.contains("teardown"),
+        err.contains("SW_FW_COUNTERS") && err.contains("9 entries") && err.contains("teardown"),
         "{err}"
     );
 }

@@ -517,7 +517,6 @@ fn teardown_removes_config_made_state_and_keeps_reuse_protection() {
     let pkt = statewall::spa::pkd_packet(2200, b"SSHK", &key, ts, &[9; 12]);
     let send = || {
         let to = std::net::SocketAddr::from((pair.server_v4, 2200));
-        let pkt = pkt.clone();
         pair.client
             .run(move || statewall::spa::send_udp(to, &pkt))
             .unwrap();

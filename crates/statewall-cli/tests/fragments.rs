@@ -228,7 +228,7 @@ struct Datagram {
 
 #[derive(Clone, Copy, Debug)]
 enum Order {
-    InOrder,
+    Sequential,
     LastFirst,
     FirstLost,
 }
@@ -240,7 +240,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         prop_oneof![Just(PROTECTED), Just(OPEN)],
         prop_oneof![Just(1473usize), Just(2000), Just(4000), Just(9000)],
         prop_oneof![
-            3 => Just(Order::InOrder),
+            3 => Just(Order::Sequential),
             1 => Just(Order::LastFirst),
             1 => Just(Order::FirstLost)
         ],
@@ -335,7 +335,7 @@ fn later_fragments_take_their_datagrams_verdict() {
                 }
                 let mut order: Vec<usize> = (0..frags.len()).collect();
                 match d.order {
-                    Order::InOrder => {}
+                    Order::Sequential => {}
                     Order::LastFirst => order.rotate_right(1),
                     Order::FirstLost => {
                         order.remove(0);

@@ -141,7 +141,7 @@ pub fn rest_bodies(data: &[u8]) {
     if let Ok(g) = statewall::daemon::api::parse_body::<statewall::daemon::api::GrantRequest>(data)
     {
         // What the grant handler does with it: a port spec, or a clear refusal.
-        let r: Result<statewall::config::PortSpec, String> =
+        let r: Result<statewall::config::PortSpec, _> =
             format!("{}/{}", g.proto, g.port.max(1)).parse();
         if let Ok(ps) = r {
             assert!(ps.proto == 6 || ps.proto == 17);

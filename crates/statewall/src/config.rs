@@ -378,7 +378,7 @@ impl Config {
         for (i, k) in self.knocks.iter().enumerate() {
             let at = |key: &str| format!("[[knock]] #{} ({}) {key}", i + 1, k.name);
             crate::types::check_name(&k.name)
-                .map_err(|e| bad(format!("[[knock]] #{} name", i + 1), e))?;
+                .map_err(|e| bad(format!("[[knock]] #{} name", i + 1), e.to_string()))?;
             if !names.insert(k.name.clone()) {
                 return Err(bad(at("name"), "two doors with this name".into()));
             }
@@ -451,7 +451,7 @@ impl Config {
                     ));
                 }
             }
-            parse_tcpflags(&k.tcpflags).map_err(|e| bad(at("tcpflags"), e))?;
+            parse_tcpflags(&k.tcpflags).map_err(|e| bad(at("tcpflags"), e.to_string()))?;
             for (key, d) in [
                 ("step_timeout", k.step_timeout),
                 ("seq_timeout", k.seq_timeout),

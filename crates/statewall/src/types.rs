@@ -7,6 +7,62 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A value written in the config's notation that does not read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a number with a unit.
+    #[error("{0:?} is not a duration (like 500ms, 5s, 2m, 1h)")]
+    Duration(String),
+    /// A unit other than ms, s, m, h.
+    #[error("unknown unit {unit:?} in {text:?} (ms, s, m, h)")]
+    DurationUnit {
+        /// The unit.
+        unit: String,
+        /// The whole value.
+        text: String,
+    },
+    /// A protocol other than tcp or udp.
+    #[error("unknown protocol {proto:?} in {text:?} (tcp or udp)")]
+    Protocol {
+        /// The protocol.
+        proto: String,
+        /// The whole value.
+        text: String,
+    },
+    /// A port that is no number in 1-65535.
+    #[error("bad port in {0:?} (1-65535)")]
+    Port(String),
+    /// A knock step whose port does not read.
+    #[error("knock step {text:?}: {source}")]
+    Step {
+        /// The step.
+        text: String,
+        /// What is wrong with its port.
+        source: Box<ValueError>,
+    },
+    /// An unknown TCP flag name.
+    #[error("unknown TCP flag {flag:?} in {text:?} (fin, syn, rst, psh, ack, urg)")]
+    TcpFlag {
+        /// The flag.
+        flag: String,
+        /// The whole value.
+        text: String,
+    },
+    /// A TCP flag named twice.
+    #[error("TCP flag {flag:?} named twice in {text:?}")]
+    TcpFlagTwice {
+        /// The flag.
+        flag: String,
+        /// The whole value.
+        text: String,
+    },
+    /// A name out of the naming rule (shown cut to 40 characters).
+    #[error(
+        "{0}: 1 to {NAME_MAX} letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+    )]
+    Name(String),
+}
+
 /// A duration written `"500ms"`, `"5s"`, `"2m"`, `"1h"` or a bare number of seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub std::time::Duration);
@@ -31,20 +87,23 @@ impl fmt::Display for Dur {
     }
 }
 impl std::str::FromStr for Dur {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (n, unit) = t.split_at(split);
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration (like 500ms, 5s, 2m, 1h)"))?;
+        let n: u64 = n.parse().map_err(|_| ValueError::Duration(s.into()))?;
         let ms = match unit.trim() {
             "ms" => n,
             "" | "s" => n.saturating_mul(1000),
             "m" | "min" => n.saturating_mul(60_000),
             "h" => n.saturating_mul(3_600_000),
-            u => return Err(format!("unknown unit {u:?} in {s:?} (ms, s, m, h)")),
+            u => {
+                return Err(ValueError::DurationUnit {
+                    unit: u.into(),
+                    text: s.into(),
+                })
+            }
         };
         Ok(Dur(std::time::Duration::from_millis(ms)))
     }
@@ -78,13 +137,16 @@ impl fmt::Display for Step {
     }
 }
 impl std::str::FromStr for Step {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let t = s.trim();
         let (port, proto) = t.split_once(':').unwrap_or((t, "tcp"));
         let spec: PortSpec = format!("{}/{}", proto.trim(), port.trim())
             .parse()
-            .map_err(|e: String| format!("knock step {s:?}: {e}"))?;
+            .map_err(|e| ValueError::Step {
+                text: s.into(),
+                source: Box::new(e),
+            })?;
         Ok(Step(spec))
     }
 }
@@ -94,11 +156,11 @@ impl std::str::FromStr for Step {
 pub struct Sequence(pub Vec<Step>);
 impl Sequence {
     /// Parses knockd's syntax.
-    pub fn parse(s: &str) -> Result<Sequence, String> {
+    pub fn parse(s: &str) -> Result<Sequence, ValueError> {
         s.split(',')
             .filter(|p| !p.trim().is_empty())
             .map(str::parse)
-            .collect::<Result<Vec<Step>, String>>()
+            .collect::<Result<Vec<Step>, ValueError>>()
             .map(Sequence)
     }
 }
@@ -167,7 +229,7 @@ const TCP_FLAG_NAMES: [(&str, u8); 6] = [
     ("urg", 0x20),
 ];
 /// Parses knockd's `tcpflags` (`syn,!ack`): returns (mask, value).
-pub fn parse_tcpflags(s: &str) -> Result<(u8, u8), String> {
+pub fn parse_tcpflags(s: &str) -> Result<(u8, u8), ValueError> {
     let (mut mask, mut value) = (0u8, 0u8);
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (neg, name) = match part.strip_prefix('!') {
@@ -178,11 +240,15 @@ pub fn parse_tcpflags(s: &str) -> Result<(u8, u8), String> {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, b)| *b)
-            .ok_or_else(|| {
-                format!("unknown TCP flag {name:?} in {s:?} (fin, syn, rst, psh, ack, urg)")
+            .ok_or_else(|| ValueError::TcpFlag {
+                flag: name.into(),
+                text: s.into(),
             })?;
         if mask & bit != 0 {
-            return Err(format!("TCP flag {name:?} named twice in {s:?}"));
+            return Err(ValueError::TcpFlagTwice {
+                flag: name.into(),
+                text: s.into(),
+            });
         }
         mask |= bit;
         if !neg {
@@ -205,8 +271,8 @@ impl fmt::Display for PortSpec {
     }
 }
 impl std::str::FromStr for PortSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let (proto, port) = match s.split_once('/') {
             Some((p, n)) => (p, n),
             None => ("tcp", s),
@@ -214,13 +280,16 @@ impl std::str::FromStr for PortSpec {
         let proto = match proto.to_ascii_lowercase().as_str() {
             "tcp" => 6,
             "udp" => 17,
-            other => return Err(format!("unknown protocol {other:?} in {s:?} (tcp or udp)")),
+            other => {
+                return Err(ValueError::Protocol {
+                    proto: other.into(),
+                    text: s.into(),
+                })
+            }
         };
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("bad port in {s:?} (1-65535)"))?;
+        let port: u16 = port.parse().map_err(|_| ValueError::Port(s.into()))?;
         if port == 0 {
-            return Err(format!("bad port in {s:?} (1-65535)"));
+            return Err(ValueError::Port(s.into()));
         }
         Ok(PortSpec { proto, port })
     }
@@ -256,7 +325,7 @@ pub const NAME_MAX: usize = 64;
 /// Checks a name of a firewall, monitor, dynamic monitor, door or machine: 1 to
 /// [`NAME_MAX`] characters of `[A-Za-z0-9_.-]`, not starting with `.` or `-` (names appear
 /// in pin paths, file names, metric labels and URLs).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), ValueError> {
     let shown = if name.chars().count() > 40 {
         format!(
             "{:?}... ({} characters)",
@@ -274,8 +343,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{shown}: 1 to {NAME_MAX} letters, digits, '_', '.' and '-', not starting with '.' or '-'"
-        ))
+        Err(ValueError::Name(shown))
     }
 }

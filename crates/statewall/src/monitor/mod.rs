@@ -131,7 +131,7 @@ impl MonitorSpec {
     /// Checks the values: (key, what is wrong).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let at = |k: &str, m: String| (k.to_string(), m);
-        crate::types::check_name(&self.name).map_err(|e| at("name", e))?;
+        crate::types::check_name(&self.name).map_err(|e| at("name", e.to_string()))?;
         if self.interfaces.is_empty() {
             return Err(at("interfaces", "name at least one".into()));
         }

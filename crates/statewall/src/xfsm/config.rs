@@ -277,7 +277,7 @@ pub fn raw_machines(
     for (i, m) in machines.iter().enumerate() {
         let sec = format!("[[xfsm]] #{} ({})", i + 1, m.name);
         let at = |key: &str| format!("{sec} {key}");
-        crate::types::check_name(&m.name).map_err(|e| (at("name"), e))?;
+        crate::types::check_name(&m.name).map_err(|e| (at("name"), e.to_string()))?;
         let scope = |key: &str, v: &[String]| -> Result<Vec<u8>, (String, String)> {
             let ids = v
                 .iter()
@@ -370,7 +370,9 @@ pub fn raw_machines(
                 return Err((at("port"), "a port needs proto tcp or udp".into()));
             }
             let tcp_flags = match &t.tcpflags {
-                Some(f) if proto == 6 => parse_tcpflags(f).map_err(|e| (at("tcpflags"), e))?,
+                Some(f) if proto == 6 => {
+                    parse_tcpflags(f).map_err(|e| (at("tcpflags"), e.to_string()))?
+                }
                 Some(_) => return Err((at("tcpflags"), "TCP flags need proto tcp".into())),
                 None => (0, 0),
             };
