@@ -82,7 +82,7 @@ fn main() {
         ])
         .arg(&target_dir)
         .env("RUSTC", rustc)
-        .env("RUSTC_BOOTSTRAP", "aya_ebpf,statewall_monitor")
+        .env("RUSTC_BOOTSTRAP", "aya_ebpf,statewall_monitor,statewall")
         .env("PATH", path)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

@@ -348,7 +348,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     (
         proptest::collection::vec(
             (
-                prop_oneof![Just(GATE_TCP), Just(GATE_UDP), Just(GATE_TCP | GATE_RESET)],
+                prop_oneof![Just(GATE_TCP), Just(GATE_UDP), Just(GATE_TCP | GATE_RESET), Just(GATE_UDP | GATE_UNREACH)],
                 1u16..2000,
             ),
             1..6,
@@ -399,7 +399,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 const FLOWS_CAP: u32 = 3;
 
 /// Verdict kinds seen over all cases: the test fails unless each was hit.
-static SEEN: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+static SEEN: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 /// Frames damaged by each kind of the malformed-frame generator, over all cases.
 static DAMAGE: [AtomicU64; statewall_harness::packet::MALFORM_KINDS.len()] =
     [const { AtomicU64::new(0) }; statewall_harness::packet::MALFORM_KINDS.len()];
@@ -413,7 +413,9 @@ fn kernel_gate_equals_reference() {
     });
     runner.run(&scenario(), check).unwrap();
     let seen: Vec<u64> = SEEN.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-    eprintln!("verdicts (next, granted, untracked, flow, drop, malformed, reset): {seen:?}");
+    eprintln!(
+        "verdicts (next, granted, untracked, flow, drop, malformed, reset, unreachable): {seen:?}"
+    );
     common::tally(
         "property: gate frames, kernel = reference",
         seen.iter().sum(),
@@ -446,7 +448,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
         let port_of = |i: usize| sc.ports.get(i).map(|p| p.1).unwrap_or(4242);
         let mut grants: HashMap<GrantKey, u64> = HashMap::new();
         for &(si, pi, secs) in &sc.grants {
-            let proto = if sc.ports.get(pi).map(|p| p.0) == Some(GATE_UDP) {
+            let proto = if sc.ports.get(pi).is_some_and(|p| p.0 & GATE_UDP != 0) {
                 17
             } else {
                 6
@@ -480,7 +482,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
             now += dt * SECOND;
             bed.freeze(now);
             let src = sc.sources[si];
-            let udp = sc.ports.get(pi).map(|p| p.0) == Some(GATE_UDP);
+            let udp = sc.ports.get(pi).is_some_and(|p| p.0 & GATE_UDP != 0);
             let mut p = if udp {
                 Packet::udp(src, server(&src), sport, port_of(pi))
             } else {
@@ -511,7 +513,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
                 | GateVerdict::GrantedUntracked
                 | GateVerdict::Flow => TCX_NEXT,
                 // Answered when the TCP header follows the IP header directly.
-                GateVerdict::Reset
+                GateVerdict::Reset | GateVerdict::Unreachable
                     if info.l4_off == info.l3_off + if info.family == 6 { 40 } else { 20 } =>
                 {
                     TC_ACT_REDIRECT
@@ -519,7 +521,11 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
                 _ => TC_ACT_SHOT,
             };
             if got == TC_ACT_REDIRECT {
-                check_reset(&f, &out);
+                if want == GateVerdict::Unreachable {
+                    check_unreach(&f, &out);
+                } else {
+                    check_reset(&f, &out);
+                }
             }
             SEEN[match want {
                 GateVerdict::Next => 0,
@@ -529,6 +535,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
                 GateVerdict::Drop => 4,
                 GateVerdict::DropMalformed => 5,
                 GateVerdict::Reset => 6,
+                GateVerdict::Unreachable => 7,
             }]
             .fetch_add(1, Ordering::Relaxed);
             prop_assert_eq!(got, want_code, "packet {:?} -> reference {:?}", info, want);
@@ -589,6 +596,96 @@ fn check_reset(syn: &[u8], out: &[u8]) {
     if r.family != 6 {
         assert_eq!(csum(&out[l3..l3 + 20], 0), 0, "IPv4 header checksum");
     }
+}
+
+/// The frame the gate sent back for a refused UDP packet is an ICMP (ICMPv6) port
+/// unreachable quoting it, checked field by field with checksums computed here.
+fn check_unreach(udp: &[u8], out: &[u8]) {
+    let s = parse_packet(udp);
+    let r = parse_packet(out);
+    assert_eq!(
+        &out[0..6],
+        &udp[6..12],
+        "destination MAC = the packet's source"
+    );
+    assert_eq!(&out[6..12], &udp[0..6]);
+    assert_eq!((r.saddr, r.daddr), (s.daddr, s.saddr), "addresses swapped");
+    let v6 = r.family == 6;
+    assert_eq!(r.l4proto, if v6 { 58 } else { 1 });
+    assert_eq!(
+        (r.icmp_type, r.icmp_code),
+        if v6 { (1, 4) } else { (3, 3) },
+        "port unreachable"
+    );
+    let (l3, l4) = (r.l3_off as usize, r.l4_off as usize);
+    let quote = if v6 { 48 } else { 28 };
+    assert_eq!(out.len(), l4 + 8 + quote, "headers and the quote");
+    assert_eq!(
+        &out[l4 + 8..],
+        &udp[s.l3_off as usize..s.l3_off as usize + quote],
+        "the quote is the packet's IP header and UDP header"
+    );
+    let mut pseudo = 0u64;
+    if v6 {
+        pseudo = 58 + (8 + quote) as u64;
+        for a in [&r.saddr[..], &r.daddr[..]] {
+            for c in a.chunks(2) {
+                pseudo += (c[0] as u64) << 8 | c[1] as u64;
+            }
+        }
+    } else {
+        assert_eq!(csum(&out[l3..l3 + 20], 0), 0, "IPv4 header checksum");
+    }
+    assert_eq!(csum(&out[l4..], pseudo), 0, "ICMP checksum");
+}
+
+/// A refused UDP packet to a port whose style is unreachable is answered with an ICMP
+/// port unreachable (tc and XDP, IPv4 and IPv6); a port without the style drops; answers
+/// stop when the ICMP bucket is empty (counted) and start again as time refills it.
+#[test]
+fn refused_udp_gets_a_port_unreachable_within_its_bucket() {
+    let mut bed = TestBed::new();
+    protect(&mut bed, &[(GATE_UDP | GATE_UNREACH, 53), (GATE_UDP, 54)]);
+    let xdp_tx = 3;
+    for (c, s) in [
+        (ip("10.0.0.1"), ip("10.0.0.2")),
+        (ip("2001:db8::1"), ip("2001:db8::2")),
+    ] {
+        let pkt = Packet::udp(c, s, 40000, 53).payload(b"a question").build();
+        let (v, out) = bed.run_out(PROG_GATE, false, &pkt);
+        assert_eq!(v, TC_ACT_REDIRECT, "{c}");
+        check_unreach(&pkt, &out);
+        let (v, out) = bed.run_out(statewall::engine::ebpf::PROG_XDP_INGRESS, true, &pkt);
+        assert_eq!(v, xdp_tx, "{c}");
+        check_unreach(&pkt, &out);
+        let other = Packet::udp(c, s, 40000, 54).build();
+        assert_eq!(bed.run_tc(PROG_GATE, &other), TC_ACT_SHOT);
+    }
+    // A bucket of 3 answers, one more per millisecond of kernel time.
+    let now = bed.kernel_now();
+    bed.freeze(now);
+    {
+        let mut a: Array<&mut MapData, GateLimits> = bed.map(MAP_GATE_LIMITS).try_into().unwrap();
+        let l = GateLimits {
+            icmp_interval_ns: 1_000_000,
+            icmp_burst: 3,
+            ..GateLimits::default()
+        };
+        a.set(0, l, 0).unwrap();
+    }
+    let pkt = Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 40000, 53).build();
+    let answered = |bed: &mut TestBed, n: usize| {
+        (0..n)
+            .filter(|_| bed.run_tc(PROG_GATE, &pkt) == TC_ACT_REDIRECT)
+            .count()
+    };
+    assert_eq!(answered(&mut bed, 10), 3, "the burst, then drops");
+    let limited = counter(&mut bed, GateCounter::UnreachableLimited);
+    assert_eq!(limited, 7);
+    bed.freeze(now + 2_000_000);
+    assert_eq!(answered(&mut bed, 10), 2, "two more after two milliseconds");
+    bed.freeze(now + 1_000_000_000);
+    assert_eq!(answered(&mut bed, 10), 3, "never more than the burst");
 }
 
 /// A refused SYN to a port whose style is reset is answered (tc: redirected back out of

@@ -27,6 +27,8 @@ pub enum GateVerdict {
     DropMalformed,
     /// Refused SYN answered with a TCP reset ([`crate::reset`]).
     Reset,
+    /// Refused UDP packet answered with an ICMP port unreachable ([`crate::unreach`]).
+    Unreachable,
 }
 
 /// Port-table bit for an L4 protocol, or 0 when the protocol has no protected ports.
@@ -130,7 +132,24 @@ pub trait GateTables {
 /// ACK: connections opened while the grant lived outlast it, new ones need a grant. Each
 /// packet of a flow pushes its expiry forward; a FIN or RST shortens it to the closing
 /// timeout. An idle flow met by a packet is deleted.
+///
+/// A refused UDP packet to a port whose style is `GATE_UNREACH` is answered with an ICMP
+/// port unreachable, as from a closed port. (The kernel drops instead when its answer
+/// bucket is empty; this model has no buckets.)
 pub fn decide<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict {
+    let v = decide_refusing(p, now, t);
+    if v == GateVerdict::Drop
+        && p.l4proto == proto::UDP
+        && crate::frag::has_ports(p)
+        && p.flags & crate::parse::FLAG_NONFIRST_FRAG == 0
+        && t.port_bits(p.dport) & crate::maps::GATE_UNREACH != 0
+    {
+        return GateVerdict::Unreachable;
+    }
+    v
+}
+
+fn decide_refusing<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict {
     if p.status == Status::NonIp as u8 {
         return GateVerdict::Next;
     }

@@ -31,6 +31,7 @@ pub mod monitor;
 pub mod parse;
 pub mod reset;
 pub mod spa;
+pub mod unreach;
 pub mod xfsm;
 
 /// tcx verdict: hand the packet to the next program on the hook. Every stage returns this

@@ -31,6 +31,11 @@ pub const GATE_TCP: u8 = 1;
 pub const GATE_UDP: u8 = 2;
 /// Port bit: a refused TCP SYN to this port is answered with a reset (not dropped silently).
 pub const GATE_RESET: u8 = 4;
+/// Port bit: a refused UDP packet to this port is answered with an ICMP (ICMPv6) port
+/// unreachable, as from a closed port.
+pub const GATE_UNREACH: u8 = 8;
+/// Gate stage: the rate limits of its answers, an `ARRAY` with one [`GateLimits`].
+pub const MAP_GATE_LIMITS: &str = "SW_GATE_LIMITS";
 /// Gate stage: grants, a preallocated `HASH` of [`GrantKey`] -> [`GrantValue`].
 pub const MAP_GATE_GRANTS: &str = "SW_GATE_GRANTS";
 /// Gate stage: flows opened under a grant, a preallocated `HASH` of [`FlowKey`] ->
@@ -151,10 +156,16 @@ pub enum GateCounter {
     FlowsFull = 5,
     /// Refused SYNs answered with a TCP reset (ports whose style is `reset`).
     Reset = 6,
+    /// Refused SYNs not answered because the reset bucket was empty (dropped).
+    ResetLimited = 7,
+    /// Refused UDP packets answered with an ICMP port unreachable.
+    Unreachable = 8,
+    /// Refused UDP packets not answered because the ICMP bucket was empty (dropped).
+    UnreachableLimited = 9,
 }
 
 /// Number of gate counters.
-pub const GATE_COUNTERS: u32 = 7;
+pub const GATE_COUNTERS: u32 = 10;
 /// Names of the gate counters, in index order, as they appear in `/metrics` and the API.
 pub const GATE_COUNTER_NAMES: [&str; GATE_COUNTERS as usize] = [
     "seen",
@@ -164,7 +175,37 @@ pub const GATE_COUNTER_NAMES: [&str; GATE_COUNTERS as usize] = [
     "flow",
     "flows_full",
     "reset",
+    "reset_limited",
+    "unreachable",
+    "unreachable_limited",
 ];
+
+/// The gate's answer rates: two token buckets (GCRA: a theoretical arrival time that each
+/// answer pushes forward by the interval, admitted while it is not ahead of now), one for
+/// TCP resets and one for ICMP port unreachables, shared by every CPU. An interval of 0
+/// means no limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateLimits {
+    /// Nanoseconds per reset (1e9 / resets per second).
+    pub rst_interval_ns: u64,
+    /// Resets allowed at once.
+    pub rst_burst: u64,
+    /// Nanoseconds per ICMP message.
+    pub icmp_interval_ns: u64,
+    /// ICMP messages allowed at once.
+    pub icmp_burst: u64,
+    /// Kernel state: the resets' theoretical arrival time.
+    pub rst_tat: u64,
+    /// Kernel state: the ICMP messages'.
+    pub icmp_tat: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod_limits {
+    // SAFETY: plain old data, repr(C), u64 fields only.
+    unsafe impl aya::Pod for super::GateLimits {}
+}
 
 #[cfg(feature = "user")]
 mod pod {

@@ -9,15 +9,17 @@ use statewall_common::{
     frag::FLAG_FRAG_PORTS,
     gate::{closes_connection, flow_idle, flow_key, grant_key, opens_connection, port_bit},
     maps::{
-        FlowKey, FlowValue, GateConf, GateCounter, GrantKey, GrantValue, GATE_COUNTERS,
-        GATE_PORTS_LEN, GATE_RESET, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP,
+        FlowKey, FlowValue, GateConf, GateCounter, GateLimits, GrantKey, GrantValue, GATE_COUNTERS,
+        GATE_PORTS_LEN, GATE_RESET, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP, GATE_UNREACH,
     },
     parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG},
+    proto,
     reset::VERDICT_RESET,
+    unreach::VERDICT_UNREACH,
     TCX_NEXT, TC_ACT_SHOT,
 };
 
-use crate::clock::now_ns;
+use crate::{atomic::fetch_add, clock::now_ns};
 
 #[map(name = "SW_GATE_PORTS")]
 static SW_GATE_PORTS: Array<u8> = Array::with_max_entries(GATE_PORTS_LEN, 0);
@@ -36,6 +38,88 @@ static SW_GATE_CONF: Array<GateConf> = Array::with_max_entries(1, 0);
 
 #[map(name = "SW_GATE_STATS")]
 static SW_GATE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GATE_COUNTERS, 0);
+
+#[map(name = "SW_GATE_LIMITS")]
+static SW_GATE_LIMITS: Array<GateLimits> = Array::with_max_entries(1, 0);
+
+/// Takes a token of a bucket (`tat`: its theoretical arrival time, shared by every CPU):
+/// true when an answer may go. An interval of 0 is no limit.
+#[inline(always)]
+fn admit(tat: *mut u64, interval: u64, burst: u64, now: u64) -> bool {
+    if interval == 0 {
+        return true;
+    }
+    // An idle bucket holds `burst` tokens, no more. (User space keeps interval x burst
+    // below 2^63: the product does not wrap.)
+    let floor = now.saturating_sub(interval.wrapping_mul(burst.saturating_sub(1)));
+    // SAFETY: `tat` points into the one value of SW_GATE_LIMITS.
+    unsafe {
+        if core::ptr::read_volatile(tat) < floor {
+            core::ptr::write_volatile(tat, floor);
+        }
+    }
+    if fetch_add(tat, interval) <= now {
+        return true;
+    }
+    // Not conforming: the token is given back.
+    fetch_add(tat, interval.wrapping_neg());
+    false
+}
+
+/// A refusal that answers like a closed port, within its bucket: `answer` when admitted,
+/// else a drop (counted `limited`).
+#[inline(always)]
+fn answer_or_drop(icmp: bool, answer: i32) -> i32 {
+    let Some(l) = SW_GATE_LIMITS.get_ptr_mut(0) else {
+        count(GateCounter::Dropped);
+        return TC_ACT_SHOT;
+    };
+    let now = now_ns();
+    // SAFETY: the one value of SW_GATE_LIMITS; fields read once, tokens taken atomically.
+    let ok = unsafe {
+        if icmp {
+            admit(
+                core::ptr::addr_of_mut!((*l).icmp_tat),
+                (*l).icmp_interval_ns,
+                (*l).icmp_burst,
+                now,
+            )
+        } else {
+            admit(
+                core::ptr::addr_of_mut!((*l).rst_tat),
+                (*l).rst_interval_ns,
+                (*l).rst_burst,
+                now,
+            )
+        }
+    };
+    match (ok, icmp) {
+        (true, false) => count(GateCounter::Reset),
+        (true, true) => count(GateCounter::Unreachable),
+        (false, false) => count(GateCounter::ResetLimited),
+        (false, true) => count(GateCounter::UnreachableLimited),
+    }
+    if ok {
+        answer
+    } else {
+        count(GateCounter::Dropped);
+        TC_ACT_SHOT
+    }
+}
+
+/// A refused packet to a protected port: a UDP packet to a port whose style is
+/// `GATE_UNREACH` is answered with a port unreachable, anything else dropped.
+#[inline(always)]
+fn refuse(p: &PacketInfo) -> i32 {
+    if p.l4proto == proto::UDP
+        && p.flags & FLAG_NONFIRST_FRAG == 0
+        && bits(p.dport as u32) & GATE_UNREACH != 0
+    {
+        return answer_or_drop(true, VERDICT_UNREACH);
+    }
+    count(GateCounter::Dropped);
+    TC_ACT_SHOT
+}
 
 #[inline(always)]
 fn count(c: GateCounter) {
@@ -99,8 +183,7 @@ fn protected(p: &PacketInfo) -> i32 {
     };
     if !granted && opens_connection(l4proto, tcp_flags) {
         if bits(p.dport as u32) & GATE_RESET != 0 {
-            count(GateCounter::Reset);
-            return VERDICT_RESET;
+            return answer_or_drop(false, VERDICT_RESET);
         }
         count(GateCounter::Dropped);
         return TC_ACT_SHOT;
@@ -110,7 +193,12 @@ fn protected(p: &PacketInfo) -> i32 {
         None => GateConf::default(),
     };
     if flow_idle(&conf, l4proto, false) == 0 {
-        return verdict(granted);
+        return if granted {
+            count(GateCounter::Granted);
+            TCX_NEXT
+        } else {
+            refuse(p)
+        };
     }
     let fk = &flow_key(p);
     let closes = closes_connection(l4proto, tcp_flags);
@@ -132,8 +220,7 @@ fn protected(p: &PacketInfo) -> i32 {
         let _ = SW_GATE_FLOWS.remove(fk);
     }
     if !granted {
-        count(GateCounter::Dropped);
-        return TC_ACT_SHOT;
+        return refuse(p);
     }
     let v = FlowValue {
         expires_ns: now + flow_idle(&conf, l4proto, closes),
@@ -145,15 +232,4 @@ fn protected(p: &PacketInfo) -> i32 {
     }
     count(GateCounter::Granted);
     TCX_NEXT
-}
-
-#[inline(always)]
-fn verdict(granted: bool) -> i32 {
-    if granted {
-        count(GateCounter::Granted);
-        TCX_NEXT
-    } else {
-        count(GateCounter::Dropped);
-        TC_ACT_SHOT
-    }
 }

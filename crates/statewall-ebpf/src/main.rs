@@ -7,13 +7,15 @@
 //! | --- | --- | --- |
 //! | `sw_xfsm` | tcx ingress | OpenState engine (port knocking, raw machines), before the gate |
 //! | `sw_xfsm_egress` | tcx egress | the same engine for packets leaving (raw machines) |
-//! | `sw_gate` | tcx | SPA candidates to user space (dropped), then protected ports: drop unless a grant exists |
+//! | `sw_gate` | tcx | SPA candidates to user space (dropped), then protected ports: refused unless a grant exists (dropped, or answered as a closed port: RST, ICMP port unreachable) |
 //! | `sw_xdp_ingress` | xdp | the ingress stages in one program: xfsm, spa, gate |
 //! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
 //! | `sw_empty_tc`, `sw_empty_xdp` | bench baseline | do nothing |
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
+mod atomic;
 mod clock;
 mod frag;
 mod fw;
@@ -37,6 +39,7 @@ use aya_ebpf::{
 use statewall_common::{
     parse::PacketInfo,
     reset::{self, VERDICT_RESET},
+    unreach::{self, QUOTE_V4, QUOTE_V6, VERDICT_UNREACH},
     xfsm::{DIR_EGRESS, DIR_INGRESS},
     TCX_NEXT, TC_ACT_SHOT,
 };
@@ -58,8 +61,132 @@ pub fn sw_gate(ctx: TcContext) -> i32 {
     }
     match gate::run(p) {
         VERDICT_RESET => reset_tc(&ctx, p),
+        VERDICT_UNREACH => unreach_tc(&ctx, p),
         v => v,
     }
+}
+
+/// Turns a refused UDP packet into the ICMP port unreachable that answers it (see
+/// `statewall_common::unreach`) and sends it back out of the interface it came in on;
+/// drops it when that fails. Not inlined: its buffers stay out of the gate's frame.
+#[inline(never)]
+fn unreach_tc(ctx: &TcContext, p: &PacketInfo) -> i32 {
+    let skb = ctx.skb.skb;
+    let l3 = p.l3_off as u32;
+    let mut quote = [0u8; 48];
+    let v6 = p.family == 6;
+    let loaded = unsafe {
+        if v6 {
+            bpf_skb_load_bytes(
+                skb as *const c_void,
+                l3,
+                quote.as_mut_ptr() as *mut c_void,
+                QUOTE_V6,
+            )
+        } else {
+            bpf_skb_load_bytes(
+                skb as *const c_void,
+                l3,
+                quote.as_mut_ptr() as *mut c_void,
+                QUOTE_V4,
+            )
+        }
+    };
+    if loaded != 0 {
+        return TC_ACT_SHOT;
+    }
+    let Some(u) = unreach::build(p, &quote) else {
+        return TC_ACT_SHOT;
+    };
+    let (icmp_at, quote_at) = (l3 + u.l3_len, l3 + u.l3_len + 8);
+    let mut mac = [0u8; 12];
+    let mut swapped = [0u8; 12];
+    unsafe {
+        if bpf_skb_change_tail(skb, quote_at + u.quote_len, 0) != 0
+            || bpf_skb_load_bytes(skb as *const c_void, 0, mac.as_mut_ptr() as *mut c_void, 12) != 0
+        {
+            return TC_ACT_SHOT;
+        }
+        swapped[..6].copy_from_slice(&mac[6..]);
+        swapped[6..].copy_from_slice(&mac[..6]);
+        let q = quote.as_ptr() as *const c_void;
+        let ok = bpf_skb_store_bytes(
+            skb,
+            0,
+            swapped.as_ptr() as *const c_void,
+            12,
+            RECOMPUTE_CSUM,
+        ) == 0
+            && if v6 {
+                bpf_skb_store_bytes(skb, l3, u.l3.as_ptr() as *const c_void, 40, RECOMPUTE_CSUM)
+                    == 0
+                    && bpf_skb_store_bytes(skb, quote_at, q, QUOTE_V6, RECOMPUTE_CSUM) == 0
+            } else {
+                bpf_skb_store_bytes(skb, l3, u.l3.as_ptr() as *const c_void, 20, RECOMPUTE_CSUM)
+                    == 0
+                    && bpf_skb_store_bytes(skb, quote_at, q, QUOTE_V4, RECOMPUTE_CSUM) == 0
+            }
+            && bpf_skb_store_bytes(
+                skb,
+                icmp_at,
+                u.icmp.as_ptr() as *const c_void,
+                8,
+                RECOMPUTE_CSUM,
+            ) == 0;
+        if !ok {
+            return TC_ACT_SHOT;
+        }
+        bpf_redirect((*skb).ifindex, 0) as i32
+    }
+}
+
+/// The same for XDP: the frame grown or cut to the answer's size, sent with `XDP_TX`.
+#[inline(never)]
+fn unreach_xdp(ctx: &XdpContext, p: &PacketInfo) -> u32 {
+    let x = ctx.ctx;
+    let l3 = p.l3_off as u32;
+    let mut quote = [0u8; 48];
+    let v6 = p.family == 6;
+    let loaded = unsafe {
+        if v6 {
+            bpf_xdp_load_bytes(x, l3, quote.as_mut_ptr() as *mut c_void, QUOTE_V6)
+        } else {
+            bpf_xdp_load_bytes(x, l3, quote.as_mut_ptr() as *mut c_void, QUOTE_V4)
+        }
+    };
+    if loaded != 0 {
+        return xdp_action::XDP_DROP;
+    }
+    let Some(u) = unreach::build(p, &quote) else {
+        return xdp_action::XDP_DROP;
+    };
+    let (icmp_at, quote_at) = (l3 + u.l3_len, l3 + u.l3_len + 8);
+    let cur = unsafe { bpf_xdp_get_buff_len(x) } as i32;
+    let mut mac = [0u8; 12];
+    let mut swapped = [0u8; 12];
+    unsafe {
+        if bpf_xdp_adjust_tail(x, (quote_at + u.quote_len) as i32 - cur) != 0
+            || bpf_xdp_load_bytes(x, 0, mac.as_mut_ptr() as *mut c_void, 12) != 0
+        {
+            return xdp_action::XDP_DROP;
+        }
+        swapped[..6].copy_from_slice(&mac[6..]);
+        swapped[6..].copy_from_slice(&mac[..6]);
+        let q = quote.as_ptr() as *mut c_void;
+        let ok = bpf_xdp_store_bytes(x, 0, swapped.as_ptr() as *mut c_void, 12) == 0
+            && if v6 {
+                bpf_xdp_store_bytes(x, l3, u.l3.as_ptr() as *mut c_void, 40) == 0
+                    && bpf_xdp_store_bytes(x, quote_at, q, QUOTE_V6) == 0
+            } else {
+                bpf_xdp_store_bytes(x, l3, u.l3.as_ptr() as *mut c_void, 20) == 0
+                    && bpf_xdp_store_bytes(x, quote_at, q, QUOTE_V4) == 0
+            }
+            && bpf_xdp_store_bytes(x, icmp_at, u.icmp.as_ptr() as *mut c_void, 8) == 0;
+        if !ok {
+            return xdp_action::XDP_DROP;
+        }
+    }
+    xdp_action::XDP_TX
 }
 
 /// `BPF_F_RECOMPUTE_CSUM`: keep `skb->csum` right for the bytes rewritten.
@@ -67,7 +194,8 @@ const RECOMPUTE_CSUM: u64 = 1;
 
 /// Turns a refused SYN into the reset that answers it and sends it back out of the
 /// interface it came in on (see `statewall_common::reset`); drops it when that fails.
-#[inline(always)]
+/// Not inlined: its buffers stay out of the gate program's frame.
+#[inline(never)]
 fn reset_tc(ctx: &TcContext, p: &PacketInfo) -> i32 {
     let Some(r) = reset::build(p) else {
         return TC_ACT_SHOT;
@@ -229,6 +357,7 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     match gate::run(p) {
         TCX_NEXT => xdp_action::XDP_PASS,
         VERDICT_RESET => reset_xdp(&ctx, p),
+        VERDICT_UNREACH => unreach_xdp(&ctx, p),
         _ => xdp_action::XDP_DROP,
     }
 }

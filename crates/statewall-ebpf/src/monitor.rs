@@ -9,9 +9,11 @@
 // Inline assembly for the two atomic fetch-and-adds (core has no atomics for this target).
 #![feature(asm_experimental_arch)]
 
+mod atomic;
 mod parse;
 mod pkt;
 
+use crate::atomic::fetch_add;
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     cty::c_void,
@@ -87,21 +89,6 @@ fn bump(i: u32) {
     if let Some(c) = SW_MON_STATS.get_ptr_mut(i) {
         unsafe { *c += 1 };
     }
-}
-
-/// Atomically adds `v` to `*p` and returns the old value (BPF_ATOMIC | BPF_FETCH).
-#[inline(always)]
-fn fetch_add(p: *mut u64, v: u64) -> u64 {
-    let mut r = v;
-    // SAFETY: `p` points into a map value the caller owns a reference to.
-    unsafe {
-        core::arch::asm!(
-            "{r} = atomic_fetch_add((u64 *)({p} + 0), {r})",
-            p = in(reg) p,
-            r = inout(reg) r,
-        );
-    }
-    r
 }
 
 extern "C" fn spin_cb(_i: u64, ctx: *mut c_void) -> i64 {

@@ -228,6 +228,18 @@ impl Config {
                 format!("{} is out of range 1..=4194304", self.gate.flows_max),
             ));
         }
+        for (key, v, max) in [
+            (
+                "[gate] reset_per_sec",
+                self.gate.reset_per_sec,
+                1_000_000_000,
+            ),
+            ("[gate] reset_burst", self.gate.reset_burst, 1_000_000),
+        ] {
+            if v == 0 || v > max {
+                return Err(bad(key.into(), format!("{v} is out of range 1..={max}")));
+            }
+        }
         if !self.gate.flow_idle_tcp.0.is_zero() && self.gate.flow_closing_tcp.0.is_zero() {
             return Err(bad(
                 "[gate] flow_closing_tcp".into(),

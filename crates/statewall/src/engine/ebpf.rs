@@ -35,6 +35,7 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::maps::MAP_GATE_STATS,
     statewall_common::maps::MAP_GATE_FLOWS,
     statewall_common::maps::MAP_GATE_CONF,
+    statewall_common::maps::MAP_GATE_LIMITS,
     statewall_common::xfsm::MAP_MACHINES,
     statewall_common::xfsm::MAP_TRANS,
     statewall_common::xfsm::MAP_PORTS,

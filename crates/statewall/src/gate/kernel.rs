@@ -6,9 +6,9 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use crate::engine::{map_err, Engine, EngineError, Result};
 use crate::{gate::GateConfig, types::PortSpec};
 use statewall_common::maps::{
-    FlowKey, FlowValue, GateConf, GrantKey, GrantValue, GATE_COUNTERS, GATE_COUNTER_NAMES,
-    GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP, MAP_GATE_CONF, MAP_GATE_FLOWS, MAP_GATE_GRANTS,
-    MAP_GATE_PORTS, MAP_GATE_STATS,
+    FlowKey, FlowValue, GateConf, GateLimits, GrantKey, GrantValue, GATE_COUNTERS,
+    GATE_COUNTER_NAMES, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP, MAP_GATE_CONF, MAP_GATE_FLOWS,
+    MAP_GATE_GRANTS, MAP_GATE_LIMITS, MAP_GATE_PORTS, MAP_GATE_STATS,
 };
 
 impl Engine {
@@ -27,6 +27,16 @@ impl Engine {
         for &port in reset_ports {
             if want[port as usize] & GATE_TCP != 0 {
                 want[port as usize] |= statewall_common::maps::GATE_RESET;
+            }
+        }
+        if gate.reject == crate::gate::Reject::Closed {
+            for w in want.iter_mut() {
+                if *w & GATE_TCP != 0 {
+                    *w |= statewall_common::maps::GATE_RESET;
+                }
+                if *w & GATE_UDP != 0 {
+                    *w |= statewall_common::maps::GATE_UNREACH;
+                }
             }
         }
         let summary = want.iter().fold(0u8, |a, b| a | b);
@@ -60,6 +70,38 @@ impl Engine {
         let mut arr: Array<&mut MapData, GateConf> =
             Array::try_from(md).map_err(|e| map_err(MAP_GATE_CONF, e))?;
         arr.set(0, conf, 0).map_err(|e| map_err(MAP_GATE_CONF, e))?;
+        self.apply_gate_limits(gate)
+    }
+
+    /// Writes the answer buckets: resets as `[gate]` says, ICMP messages as the host's
+    /// `net.ipv4.icmp_msgs_per_sec` and `icmp_msgs_burst` (which Linux applies to ICMP and
+    /// ICMPv6 alike; 1000 and 50 when they cannot be read). Only the rates are written
+    /// when they change: the buckets' state carries on.
+    fn apply_gate_limits(&mut self, gate: &GateConfig) -> Result<()> {
+        let sysctl = |name: &str, default: u64| -> u64 {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let interval = |per_sec: u64| 1_000_000_000u64.checked_div(per_sec).unwrap_or(0);
+        let icmp_per_sec = sysctl("icmp_msgs_per_sec", 1000);
+        let md = self.map_mut_checked(MAP_GATE_LIMITS)?;
+        let mut arr: Array<&mut MapData, GateLimits> =
+            Array::try_from(md).map_err(|e| map_err(MAP_GATE_LIMITS, e))?;
+        let mut l = arr.get(&0, 0).unwrap_or_default();
+        l.rst_interval_ns = interval(gate.reset_per_sec).max(1);
+        l.rst_burst = gate.reset_burst.max(1);
+        // A host that sends no ICMP errors (0 per second) answers about none here either
+        // (one in a thousand seconds). Bursts stay below a million: interval x burst
+        // fits in the kernel's 64 bits.
+        l.icmp_interval_ns = if icmp_per_sec == 0 {
+            1_000_000_000_000
+        } else {
+            interval(icmp_per_sec).max(1)
+        };
+        l.icmp_burst = sysctl("icmp_msgs_burst", 50).clamp(1, 1_000_000);
+        arr.set(0, l, 0).map_err(|e| map_err(MAP_GATE_LIMITS, e))?;
         Ok(())
     }
 

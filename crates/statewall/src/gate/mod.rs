@@ -83,6 +83,27 @@ pub struct GateConfig {
     pub flow_closing_tcp: Dur,
     /// The same for UDP flows.
     pub flow_idle_udp: Dur,
+    /// How a packet to a protected port without a grant is refused: `closed` (default)
+    /// answers as the host does for a closed port, a TCP reset for a SYN and an ICMP (v6:
+    /// ICMPv6) port unreachable for UDP, so that a scan cannot tell protected ports from
+    /// closed ones; `drop` drops silently (a scan then sees them `filtered`).
+    pub reject: Reject,
+    /// Resets per second, over all protected ports and CPUs (Linux itself does not limit
+    /// the resets of closed ports: a low limit would make protected ports stand out).
+    pub reset_per_sec: u64,
+    /// Resets at once.
+    pub reset_burst: u64,
+}
+
+/// `[gate] reject`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Reject {
+    /// Answer as a closed port.
+    #[default]
+    Closed,
+    /// Drop silently.
+    Drop,
 }
 impl Default for GateConfig {
     fn default() -> Self {
@@ -93,6 +114,9 @@ impl Default for GateConfig {
             flow_idle_tcp: Dur::secs(7200),
             flow_closing_tcp: Dur::secs(10),
             flow_idle_udp: Dur::secs(60),
+            reject: Reject::Closed,
+            reset_per_sec: 10_000,
+            reset_burst: 1_000,
         }
     }
 }
