@@ -289,10 +289,10 @@ fn restart_and_kill_under_traffic_lose_nothing() {
 
 /// A ring-buffer follower that dies is started again and counted, and what it serves keeps
 /// working: `STATEWALL_FAULTS` (inert unless set) makes the door-event follower and the SPA
-/// follower each panic once, right after handling their first record. Afterwards a second
-/// knock still opens the door for its source (events read), a second SPA packet is still
-/// verified and grants, and `/metrics` counts one restart of each follower (none of the
-/// sweeper or the LOG follower).
+/// follower each panic once, right after handling their first record, and the SPA verifier
+/// thread once after its first candidate. Afterwards a second knock still opens the door
+/// for its source (events read), a second SPA packet is still verified and grants, and
+/// `/metrics` counts one restart of each (none of the sweeper or the LOG follower).
 #[test]
 fn killed_followers_are_restarted_counted_and_keep_working() {
     let p = Paths::new("fault-follow");
@@ -304,7 +304,7 @@ fn killed_followers_are_restarted_counted_and_keep_working() {
         &["--metrics-listen", &format!("127.0.0.1:{mport}")],
         &[(
             "STATEWALL_FAULTS",
-            "follower:SW_XFSM_EVENTS,follower:SW_SPA_EVENTS",
+            "follower:SW_XFSM_EVENTS,follower:SW_SPA_EVENTS,spa_verifier",
         )],
     );
     let restarts = |task: &str| {
@@ -313,7 +313,13 @@ fn killed_followers_are_restarted_counted_and_keep_working() {
             &format!("statewall_task_restarts_total{{task=\"{task}\"}}"),
         )
     };
-    for task in ["xfsm_events", "spa_events", "fw_log", "sweeper"] {
+    for task in [
+        "xfsm_events",
+        "spa_events",
+        "fw_log",
+        "sweeper",
+        "spa_verifier",
+    ] {
         assert_eq!(restarts(task), Some(0.0), "{task} before any fault");
     }
     let open_sources = |d: &Daemon| -> usize {
@@ -343,6 +349,11 @@ fn killed_followers_are_restarted_counted_and_keep_working() {
         eventually("pkd accepted", || spa_verdict(&d, "accepted") == n);
     }
     assert_eq!(restarts("spa_events"), Some(1.0));
+    assert_eq!(
+        restarts("spa_verifier"),
+        Some(1.0),
+        "the verifier thread too"
+    );
     assert_eq!(restarts("xfsm_events"), Some(1.0), "each fault fires once");
     assert_eq!(restarts("sweeper"), Some(0.0));
     assert_eq!(restarts("fw_log"), Some(0.0));

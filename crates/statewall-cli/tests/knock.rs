@@ -370,7 +370,8 @@ fn one_time_counter_and_time_sequences() {
 }
 
 /// A knock port answers exactly like a random closed port: TCP with a reset, UDP with
-/// ICMP port unreachable (both seen by the client as "connection refused").
+/// ICMP port unreachable (both seen by the client as "connection refused"); so does the
+/// protected port.
 #[test]
 fn knock_ports_look_like_closed_ports() {
     let pair = Pair::new("look");
@@ -410,8 +411,8 @@ fn knock_ports_look_like_closed_ports() {
     let (a, b) = (udp(8000), udp(8888));
     assert_eq!(a, b, "udp/8000 answers differently from udp/8888");
     assert_eq!(a, ErrorKind::ConnectionRefused);
-    // The protected port, for contrast, says nothing (dropped).
-    assert_eq!(tcp(22), ErrorKind::TimedOut);
+    // The protected port too answers as a closed port ([gate] reject = "closed").
+    assert_eq!(tcp(22), ErrorKind::ConnectionRefused);
 }
 
 /// The daemon with a door: `statewall knock` from the client opens it, the start command

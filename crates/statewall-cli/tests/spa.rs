@@ -761,16 +761,16 @@ fn real_fwknopd_accepts_statewall_client() {
     }
 }
 
-/// `reject = "reset"`: a SYN to the port without a grant gets a TCP reset (the client sees
-/// "connection refused" at once, as from a closed port) where `drop` leaves it hanging;
-/// with a grant the connection opens.
+/// An action's `reject = "reset"`: a SYN to the port without a grant gets a TCP reset (the
+/// client sees "connection refused" at once, as from a closed port) even where `[gate]
+/// reject = "drop"` leaves the other ports hanging; with a grant the connection opens.
 #[test]
 fn reset_style_refuses_like_a_closed_port() {
     use statewall::config::Config;
     use std::io::ErrorKind;
     let pair = Pair::new("rst");
     let mut cfg = Config::parse(
-        "[[spa.pkd]]\nname = \"r\"\nport = 2201\ntag = \"RST1\"\nkey = \"k\"\nreject = \"reset\"\n\n[[spa.pkd]]\nname = \"d\"\nport = 2202\ntag = \"DRP1\"\nkey = \"k\"\n",
+        "[gate]\nreject = \"drop\"\n\n[[spa.pkd]]\nname = \"r\"\nport = 2201\ntag = \"RST1\"\nkey = \"k\"\nreject = \"reset\"\n\n[[spa.pkd]]\nname = \"d\"\nport = 2202\ntag = \"DRP1\"\nkey = \"k\"\n",
         "t",
     )
     .unwrap();

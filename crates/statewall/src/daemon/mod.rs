@@ -331,7 +331,8 @@ fn start_stages(
     monitors.commit(&cfg.monitors, m);
     let dynmon = crate::dynmon::Dynmons::restore(cfg.daemon.state_dir.join("dynmon.json"));
     let spa_triggers = crate::config::spa_trigger_doors(&cfg.spa);
-    Ok(Arc::new(Shared {
+    let (spa_queue, candidates) = std::sync::mpsc::sync_channel(spa::QUEUE);
+    let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             engine,
             config: cfg,
@@ -346,7 +347,10 @@ fn start_stages(
         dynmon: Mutex::new(dynmon),
         tasks: Default::default(),
         spa_triggers: Mutex::new(spa_triggers),
-    }))
+        spa_queue,
+    });
+    spa::start_verifier(&shared, candidates).context("starting the SPA verifier thread")?;
+    Ok(shared)
 }
 
 type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;
@@ -369,10 +373,9 @@ where
 }
 
 /// The supervised background tasks: kernel events (xfsm state changes), SPA candidates and
-/// firewall LOG hits, each read by a follower, and the sweeper. SPA verification
-/// (decryption, the replay cache's fdatasync) still runs inline in its follower: a
-/// blocking section per candidate (`block_in_place`) made the memory test see resident
-/// memory grow by 11.7% once, so it is left for a dedicated verifier thread.
+/// firewall LOG hits, each read by a follower, and the sweeper. The SPA follower only
+/// queues candidates: their verification (decryption, the replay cache's fdatasync) runs
+/// on the verifier thread (`spa::start_verifier`), off the async workers.
 fn spawn_background(
     shared: &Arc<Shared>,
     tasks: &mut Tasks,
@@ -394,7 +397,7 @@ fn spawn_background(
         "spa_events",
         statewall_common::spa::MAP_SPA_EVENTS,
         crate::spa::Candidate::from_record,
-        |s, c| spa::on_candidate(s, &c),
+        spa::queue,
     );
     spawn_follower(
         shared,
@@ -428,7 +431,6 @@ fn spawn_follower<T: 'static>(
     });
 }
 
-/// Until SIGTERM or SIGINT: SIGHUP reloads; a server that stops is logged.
 /// The daemon's signal streams (SIGTERM, SIGINT, SIGHUP), made before anything is served.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -447,6 +449,7 @@ impl Signals {
     }
 }
 
+/// Until SIGTERM or SIGINT: SIGHUP reloads; a server that stops is logged.
 async fn wait_for_signals(
     signals: Signals,
     shared: &Arc<Shared>,

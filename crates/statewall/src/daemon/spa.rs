@@ -1,8 +1,48 @@
-//! The shell's side of SPA: a candidate read from the ring buffer is verified by the
-//! stage ([`crate::spa::SpaRuntime`]) and the grants it earns are written through the
+//! The shell's side of SPA: a candidate read from the ring buffer is queued by its
+//! follower ([`queue`]) for the verifier thread ([`start_verifier`]), which verifies it
+//! with the stage ([`crate::spa::SpaRuntime`]: decryption, the replay cache's fdatasync,
+//! blocking work kept off the async workers) and writes the grants it earns through the
 //! engine, with door triggers and events.
 
+use std::sync::{mpsc::Receiver, Arc};
+
 use crate::{daemon::state::Shared, spa::Candidate};
+
+/// Candidates waiting for the verifier at most. A full queue turns candidates away
+/// (counted as `queue_full`): the kernel already limits them per source.
+pub const QUEUE: usize = 4096;
+
+/// Hands a candidate to the verifier thread (the follower's handler: never blocks).
+pub fn queue(s: &Shared, c: Candidate) {
+    if s.spa_queue.try_send(c).is_err() {
+        *s.spa
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts
+            .entry("queue_full")
+            .or_default() += 1;
+    }
+}
+
+/// Starts the verifier thread (supervised as `spa_verifier`): it verifies queued
+/// candidates one by one until the daemon ends.
+/// Called from the runtime: start commands and events that a verdict triggers are spawned
+/// on it.
+pub fn start_verifier(s: &Arc<Shared>, rx: Receiver<Candidate>) -> std::io::Result<()> {
+    let rx = std::sync::Mutex::new(rx);
+    let shared = s.clone();
+    let runtime = tokio::runtime::Handle::current();
+    s.tasks.spawn_thread("spa_verifier", move || {
+        let _in_runtime = runtime.enter();
+        let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(c) = rx.recv() {
+            on_candidate(&shared, &c);
+            if super::supervise::fault("spa_verifier") {
+                panic!("fault injected into the SPA verifier (STATEWALL_FAULTS)");
+            }
+        }
+    })
+}
 
 /// Verifies one candidate and applies the grants it earns.
 pub fn on_candidate(s: &Shared, c: &Candidate) {

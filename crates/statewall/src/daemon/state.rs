@@ -100,6 +100,8 @@ pub struct Shared {
     /// SPA actions and stanzas with start/stop commands, as doors for the trigger
     /// machinery ([`crate::config::spa_trigger_doors`]).
     pub spa_triggers: Mutex<Vec<crate::config::KnockConfig>>,
+    /// Candidates on their way from the SPA follower to the verifier thread.
+    pub spa_queue: std::sync::mpsc::SyncSender<crate::spa::Candidate>,
 }
 impl Shared {
     /// Whether a monitor of the config has this name.

@@ -4,7 +4,8 @@
 //!
 //! Fault injection for tests ([`fault`]) is part of the normal build and inert unless
 //! `STATEWALL_FAULTS` names a fault: `follower:MAP` makes the follower of the ring buffer
-//! `MAP` panic once, right after it has handled its first record.
+//! `MAP` panic once, right after it has handled its first record; `spa_verifier` makes
+//! the SPA verifier thread panic once, right after its first candidate.
 
 use std::{
     collections::BTreeMap,
@@ -46,6 +47,32 @@ impl Supervisor {
     fn count(&self, name: &'static str) {
         let mut m = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry(name).or_insert(0) += 1;
+    }
+
+    /// Runs `work` on an OS thread of its own, as the task `name`, for blocking work
+    /// (decryption, fsync) that must not hold an async worker: `work` is called again
+    /// whenever it panics (logged and counted like a task's restart), and the thread ends
+    /// when `work` returns.
+    pub fn spawn_thread(
+        self: &std::sync::Arc<Self>,
+        name: &'static str,
+        work: impl Fn() + Send + 'static,
+    ) -> std::io::Result<()> {
+        self.register(name);
+        let sup = self.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || loop {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&work)) {
+                    Ok(()) => return,
+                    Err(p) => {
+                        tracing::error!(task = name, "panic: {}; started again", panic_text(p));
+                        sup.count(name);
+                        std::thread::sleep(BACKOFF_MIN);
+                    }
+                }
+            })
+            .map(|_| ())
     }
 
     /// Runs `make()` on `tasks` as the task `name`, and again whenever it ends (with an
