@@ -1,7 +1,7 @@
 //! `/metrics` names every series once: for each example config, for Debian's knockd.conf
 //! converted by `statewall import knockd`, and for a config with every stage (a protected
 //! port, knock doors with TCP and UDP steps in strict mode, SPA in both formats, a raw
-//! machine, both monitors, a firewall instance), scraped in the Prometheus text format
+//! machine, both monitors, a firewall instance, a dynamic monitor), scraped in the Prometheus text format
 //! and in OpenMetrics, no (name, labels) pair repeats.
 
 mod common;
@@ -35,7 +35,7 @@ fn scrape(port: u16, openmetrics: bool) -> String {
 
 /// Starts a daemon on `config` (its interfaces and its monitors' replaced by the pair's
 /// server side, its paths by the test's), lets `more` add what the API adds, and checks both formats.
-fn check(what: &str, config: &str, more: impl FnOnce(&Daemon, &Pair)) {
+fn check(what: &str, config: &str, more: impl FnOnce(&Daemon, &Pair, &Paths)) {
     let p = Paths::new("metrics");
     let pair = Pair::new("metrics");
     let mut v: toml::Table = toml::from_str(config).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -60,7 +60,7 @@ fn check(what: &str, config: &str, more: impl FnOnce(&Daemon, &Pair)) {
     }
     std::fs::write(&p.config, toml::to_string(&v).unwrap()).unwrap();
     let d = Daemon::start(&p, &[]);
-    more(&d, &pair);
+    more(&d, &pair, &p);
     for openmetrics in [false, true] {
         let text = scrape(port, openmetrics);
         let all = series(&text);
@@ -95,7 +95,7 @@ fn every_example_config_names_each_series_once() {
         "xfsm-ssh-limit.toml",
         "xfsm-udp-return.toml",
     ] {
-        check(name, &example(name), |_, _| {});
+        check(name, &example(name), |_, _, _| {});
     }
 }
 
@@ -107,7 +107,7 @@ fn debian_knockd_conf_converted_names_each_series_once() {
     check(
         "Debian's knockd.conf",
         &toml::to_string(&imp.config).unwrap(),
-        |_, _| {},
+        |_, _, _| {},
     );
 }
 
@@ -163,11 +163,29 @@ interfaces = ["lo"]
             .collect::<Vec<_>>()
             .join("\n"),
     );
-    check("every stage", &config, |d, pair| {
+    check("every stage", &config, |d, pair, p| {
         d.firewall_on(
             "fw1",
             pair,
             r#"[{"l4proto": "TCP", "dport": 22, "action": "ACCEPT"}, {"l4proto": "UDP", "action": "LOG"}]"#,
         );
+        // A dynamic monitor with declared metrics: the C example, by the CLI.
+        let ex = |f: &str| format!("{}/../../examples/dynmon/{f}", env!("CARGO_MANIFEST_DIR"));
+        let (code, out, err) = common::cli(
+            p,
+            &[
+                "dynmon",
+                "load",
+                "flows",
+                &ex("c/flows.c"),
+                "--interface",
+                &pair.server_if,
+                "--netns",
+                &pair.server.name,
+                "--metrics",
+                &ex("c/flows.toml"),
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
     });
 }
