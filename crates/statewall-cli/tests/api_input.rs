@@ -158,6 +158,12 @@ fn values_that_would_be_stored_differently_are_refused() {
     let d = Daemon::start(&p, &[]);
     let fw = "/api/v1/firewall/fwb";
     assert_eq!(call(&d, "POST", fw, "{}").0, 200);
+    // The firewall's errors map to their statuses in one place: a second one is a
+    // conflict, an unknown chain a bad request.
+    let (code, msg) = call(&d, "POST", fw, "{}");
+    assert_eq!((code, msg.contains("exists")), (409, true), "{msg}");
+    let (code, msg) = call(&d, "GET", &format!("{fw}/chain/SIDEWAYS/rule"), "");
+    assert_eq!((code, msg.contains("not a chain")), (400, true), "{msg}");
     let batch = format!("{fw}/chain/INGRESS/batch");
     for (rule, field) in [
         (r#"{"src": "10.0.0.1 /24"}"#, "src"),

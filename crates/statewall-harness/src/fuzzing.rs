@@ -186,7 +186,10 @@ pub fn rest_bodies(data: &[u8]) {
                         .expect("an accepted batch compiles");
                 }
                 Err((i, msg)) => {
-                    assert!(i < ops.len().max(1) && !msg.is_empty(), "{i}: {msg}");
+                    assert!(
+                        i < ops.len().max(1) && !msg.to_string().is_empty(),
+                        "{i}: {msg}"
+                    );
                 }
             }
         }

@@ -65,30 +65,148 @@ pub enum PortArg {
     S(String),
 }
 
-fn port_range(p: &PortArg) -> Result<(u16, u16), String> {
+/// What the firewall stage refuses, and why. The API maps each kind to its HTTP status
+/// (`daemon::api`, in one place).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FirewallError {
+    /// Not a port or a port range.
+    #[error("{0:?} is not a port (1-65535) or a range (1000-2000)")]
+    Port(String),
+    /// A range whose low end is above its high end.
+    #[error("{0:?}: the range is empty")]
+    EmptyRange(String),
+    /// Not an address or a CIDR.
+    #[error("{0:?} is not an IPv4 or IPv6 CIDR")]
+    Cidr(String),
+    /// A blank inside or around an address.
+    #[error("{0:?} holds a blank: write ADDR or ADDR/LEN")]
+    Blank(String),
+    /// A prefix length out of range.
+    #[error("{text:?}: prefix length 0-{max}")]
+    PrefixLen {
+        /// The value.
+        text: String,
+        /// 32 or 128.
+        max: u8,
+    },
+    /// An unknown TCP flag.
+    #[error("{0:?} is not a TCP flag (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR)")]
+    TcpFlag(String),
+    /// An unknown protocol.
+    #[error("{0:?} is not TCP, UDP, ICMP, ICMPv6 or ANY")]
+    Protocol(String),
+    /// An unknown conntrack state.
+    #[error("{0:?} is not NEW, ESTABLISHED, RELATED or INVALID")]
+    CtState(String),
+    /// An unknown action.
+    #[error("{0:?} is not DROP, ACCEPT, FORWARD or LOG")]
+    Action(String),
+    /// An unknown default action.
+    #[error("{0:?} is not DROP or ACCEPT")]
+    Default(String),
+    /// An unknown chain.
+    #[error("{0:?} is not a chain (INGRESS, EGRESS)")]
+    Chain(String),
+    /// A field that needs another (a port needs TCP or UDP, flags need TCP).
+    #[error("{0}")]
+    Needs(&'static str),
+    /// Source and destination of different families.
+    #[error("an {dst} address with an {src} src: the rule could never match")]
+    Families {
+        /// The destination's family.
+        dst: &'static str,
+        /// The source's.
+        src: &'static str,
+    },
+    /// A batch operation that cannot be read.
+    #[error("{0}")]
+    Operation(&'static str),
+    /// An operation naming one that does not exist.
+    #[error("operation {0:?}: insert, append, update or delete")]
+    UnknownOperation(String),
+    /// A rule whose JSON does not decode.
+    #[error("{0}")]
+    Json(String),
+    /// An id past the end of the chain.
+    #[error("id {id}: the chain has {rules} rules")]
+    PastEnd {
+        /// The id.
+        id: usize,
+        /// Rules in the chain.
+        rules: usize,
+    },
+    /// An id of no rule.
+    #[error("id {id}: no such rule ({rules} rules)")]
+    NoSuchRule {
+        /// The id.
+        id: usize,
+        /// Rules in the chain.
+        rules: usize,
+    },
+    /// What is wrong, and in which field or rule.
+    #[error("{at}: {source}")]
+    At {
+        /// The field (`src`, `dport`, ...) or the rule (`INGRESS rules[3]`).
+        at: String,
+        /// What is wrong with it.
+        source: Box<FirewallError>,
+    },
+    /// A name out of the naming rule.
+    #[error("name: {0}")]
+    Name(#[from] crate::types::ValueError),
+    /// An instance of this name exists.
+    #[error("firewall {0:?} exists")]
+    Exists(String),
+    /// Every instance slot is taken.
+    #[error("at most {MAX_INSTANCES} firewall instances")]
+    NoSlot,
+    /// The instances' file could not be read or written.
+    #[error("{path}: {msg}")]
+    Store {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
+}
+
+impl FirewallError {
+    /// This error, said of field or rule `at`.
+    pub fn at(self, at: impl Into<String>) -> FirewallError {
+        FirewallError::At {
+            at: at.into(),
+            source: Box::new(self),
+        }
+    }
+}
+
+/// The firewall stage's result.
+pub type FwResult<T> = std::result::Result<T, FirewallError>;
+
+fn port_range(p: &PortArg) -> FwResult<(u16, u16)> {
     let s = match p {
         PortArg::N(n) => n.to_string(),
         PortArg::S(s) => s.trim().to_string(),
     };
     let (lo, hi) = s.split_once('-').unwrap_or((&s, &s));
-    let parse = |x: &str| -> Result<u16, String> {
+    let parse = |x: &str| -> FwResult<u16> {
         x.trim()
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{s:?} is not a port (1-65535) or a range (1000-2000)"))
+            .ok_or_else(|| FirewallError::Port(s.clone()))
     };
     let (lo, hi) = (parse(lo)?, parse(hi)?);
     if lo > hi {
-        return Err(format!("{s:?}: the range is empty"));
+        return Err(FirewallError::EmptyRange(s));
     }
     Ok((lo, hi))
 }
 
-fn cidr(s: &str) -> Result<(IpAddr, u8), String> {
+fn cidr(s: &str) -> FwResult<(IpAddr, u8)> {
     // What is stored must be what was sent: no blanks inside or around.
     if s.chars().any(char::is_whitespace) {
-        return Err(format!("{s:?} holds a blank: write ADDR or ADDR/LEN"));
+        return Err(FirewallError::Blank(s.into()));
     }
     let (a, l) = s
         .split_once('/')
@@ -97,7 +215,7 @@ fn cidr(s: &str) -> Result<(IpAddr, u8), String> {
     let addr: IpAddr = a
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 CIDR"))?;
+        .map_err(|_| FirewallError::Cidr(s.into()))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let len = match l {
         Some(l) => l
@@ -105,14 +223,17 @@ fn cidr(s: &str) -> Result<(IpAddr, u8), String> {
             .parse::<u8>()
             .ok()
             .filter(|l| *l <= max)
-            .ok_or_else(|| format!("{s:?}: prefix length 0-{max}"))?,
+            .ok_or_else(|| FirewallError::PrefixLen {
+                text: s.into(),
+                max,
+            })?,
         None => max,
     };
     Ok((mask(addr, len), len))
 }
 
 /// Parses `SYN,!ACK` (Polycube's flags; any case): (mask, value).
-pub fn parse_flags(s: &str) -> Result<(u8, u8), String> {
+pub fn parse_flags(s: &str) -> FwResult<(u8, u8)> {
     let (mut m, mut v) = (0u8, 0u8);
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (neg, name) = match part.strip_prefix('!') {
@@ -128,11 +249,7 @@ pub fn parse_flags(s: &str) -> Result<(u8, u8), String> {
             "URG" => 0x20,
             "ECE" => 0x40,
             "CWR" => 0x80,
-            _ => {
-                return Err(format!(
-                    "{part:?} is not a TCP flag (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR)"
-                ))
-            }
+            _ => return Err(FirewallError::TcpFlag(part.into())),
         };
         m |= bit;
         if !neg {
@@ -142,25 +259,25 @@ pub fn parse_flags(s: &str) -> Result<(u8, u8), String> {
     Ok((m, v))
 }
 
-fn proto(s: &str) -> Result<Option<u8>, String> {
+fn proto(s: &str) -> FwResult<Option<u8>> {
     Ok(match s.to_ascii_uppercase().as_str() {
         "ANY" | "" => None,
         "TCP" => Some(6),
         "UDP" => Some(17),
         "ICMP" => Some(1),
         "ICMPV6" | "ICMP6" => Some(58),
-        o => return Err(format!("{o:?} is not TCP, UDP, ICMP, ICMPv6 or ANY")),
+        o => return Err(FirewallError::Protocol(o.into())),
     })
 }
 
-fn ct_state(s: &str) -> Result<u8, String> {
+fn ct_state(s: &str) -> FwResult<u8> {
     use statewall_common::ct;
     match s.to_ascii_uppercase().as_str() {
         "NEW" => Ok(ct::NEW),
         "ESTABLISHED" => Ok(ct::ESTABLISHED),
         "RELATED" => Ok(ct::RELATED),
         "INVALID" => Ok(ct::INVALID),
-        o => Err(format!("{o:?} is not NEW, ESTABLISHED, RELATED or INVALID")),
+        o => Err(FirewallError::CtState(o.into())),
     }
 }
 
@@ -169,12 +286,12 @@ fn ct_name(st: u8) -> &'static str {
 }
 
 /// Parses an action: DROP, ACCEPT, FORWARD (= ACCEPT), LOG.
-pub fn parse_action(s: &str) -> Result<u8, String> {
+pub fn parse_action(s: &str) -> FwResult<u8> {
     match s.to_ascii_uppercase().as_str() {
         "DROP" => Ok(ACT_DROP),
         "ACCEPT" | "FORWARD" => Ok(ACT_ACCEPT),
         "LOG" => Ok(ACT_LOG),
-        o => Err(format!("{o:?} is not DROP, ACCEPT, FORWARD or LOG")),
+        o => Err(FirewallError::Action(o.into())),
     }
 }
 
@@ -189,29 +306,27 @@ fn action_name(a: u8) -> &'static str {
 impl RuleSpec {
     /// Checks and normalises (masked CIDRs, upper-case protocol and action, ranges as
     /// strings); errors name the field.
-    pub fn normalise(&self) -> Result<RuleSpec, String> {
+    pub fn normalise(&self) -> FwResult<RuleSpec> {
         let mut n = self.clone();
         n.id = None;
 
         let mut src_v6 = None;
         if let Some(s) = &self.src {
-            let (a, l) = cidr(s).map_err(|e| format!("src: {e}"))?;
+            let (a, l) = cidr(s).map_err(|e| e.at("src"))?;
             n.src = Some(format!("{a}/{l}"));
             src_v6 = Some(a.is_ipv6());
         }
         if let Some(s) = &self.dst {
-            let (a, l) = cidr(s).map_err(|e| format!("dst: {e}"))?;
+            let (a, l) = cidr(s).map_err(|e| e.at("dst"))?;
             n.dst = Some(format!("{a}/{l}"));
             if src_v6.is_some_and(|v6| v6 != a.is_ipv6()) {
-                return Err(format!(
-                    "dst: an {} address with an {} src: the rule could never match",
-                    if a.is_ipv6() { "IPv6" } else { "IPv4" },
-                    if a.is_ipv6() { "IPv4" } else { "IPv6" }
-                ));
+                let (v6, v4) = ("IPv6", "IPv4");
+                let (dst, src) = if a.is_ipv6() { (v6, v4) } else { (v4, v6) };
+                return Err(FirewallError::Families { dst, src }.at("dst"));
             }
         }
         let pr = match &self.l4proto {
-            Some(p) => proto(p).map_err(|e| format!("l4proto: {e}"))?,
+            Some(p) => proto(p).map_err(|e| e.at("l4proto"))?,
             None => None,
         };
         n.l4proto = pr.map(|p| {
@@ -228,9 +343,9 @@ impl RuleSpec {
             ("dport", &self.dport, &mut n.dport),
         ] {
             if let Some(p) = v {
-                let (lo, hi) = port_range(p).map_err(|e| format!("{name}: {e}"))?;
+                let (lo, hi) = port_range(p).map_err(|e| e.at(name))?;
                 if !matches!(pr, Some(6) | Some(17)) {
-                    return Err(format!("{name}: a port needs l4proto TCP or UDP"));
+                    return Err(FirewallError::Needs("a port needs l4proto TCP or UDP").at(name));
                 }
                 *out = Some(PortArg::S(if lo == hi {
                     lo.to_string()
@@ -240,18 +355,18 @@ impl RuleSpec {
             }
         }
         if let Some(f) = &self.tcpflags {
-            parse_flags(f).map_err(|e| format!("tcpflags: {e}"))?;
+            parse_flags(f).map_err(|e| e.at("tcpflags"))?;
             if pr != Some(6) {
-                return Err("tcpflags: needs l4proto TCP".into());
+                return Err(FirewallError::Needs("needs l4proto TCP").at("tcpflags"));
             }
             n.tcpflags = Some(f.to_ascii_uppercase().replace(' ', ""));
         }
         if let Some(c) = &self.conntrack {
-            let st = ct_state(c).map_err(|e| format!("conntrack: {e}"))?;
+            let st = ct_state(c).map_err(|e| e.at("conntrack"))?;
             n.conntrack = Some(ct_name(st).into());
         }
-        let a = parse_action(self.action.as_deref().unwrap_or("DROP"))
-            .map_err(|e| format!("action: {e}"))?;
+        let a =
+            parse_action(self.action.as_deref().unwrap_or("DROP")).map_err(|e| e.at("action"))?;
         n.action = Some(action_name(a).into());
         Ok(n)
     }
@@ -323,26 +438,26 @@ pub struct Instance {
 }
 
 /// The direction of the chain called `INGRESS` (0) / `EGRESS` (1), any case.
-pub fn chain_dir(name: &str) -> Result<u32, String> {
+pub fn chain_dir(name: &str) -> FwResult<u32> {
     match name.to_ascii_uppercase().as_str() {
         "INGRESS" => Ok(0),
         "EGRESS" => Ok(1),
-        o => Err(format!("{o:?} is not a chain (INGRESS, EGRESS)")),
+        o => Err(FirewallError::Chain(o.into())),
     }
 }
 
 /// A chain's default action: DROP, or ACCEPT (FORWARD = ACCEPT), any case.
-pub fn parse_default(s: &str) -> Result<&'static str, String> {
+pub fn parse_default(s: &str) -> FwResult<&'static str> {
     match s.to_ascii_uppercase().as_str() {
         "DROP" => Ok("DROP"),
         "ACCEPT" | "FORWARD" => Ok("ACCEPT"),
-        o => Err(format!("{o:?} is not DROP or ACCEPT")),
+        o => Err(FirewallError::Default(o.into())),
     }
 }
 
 impl Instance {
     /// The chain called `INGRESS` / `EGRESS` (any case).
-    pub fn chain(&self, name: &str) -> Result<&ChainState, String> {
+    pub fn chain(&self, name: &str) -> FwResult<&ChainState> {
         Ok(if chain_dir(name)? == 0 {
             &self.ingress
         } else {
@@ -351,7 +466,7 @@ impl Instance {
     }
 
     /// The same, to change it.
-    pub fn chain_mut(&mut self, name: &str) -> Result<&mut ChainState, String> {
+    pub fn chain_mut(&mut self, name: &str) -> FwResult<&mut ChainState> {
         Ok(if chain_dir(name)? == 0 {
             &mut self.ingress
         } else {
@@ -360,7 +475,7 @@ impl Instance {
     }
 
     /// The kernel chain number of the chain called `name`.
-    pub fn chain_no(&self, name: &str) -> Result<u32, String> {
+    pub fn chain_no(&self, name: &str) -> FwResult<u32> {
         Ok(self.slot * 2 + chain_dir(name)?)
     }
 }
@@ -417,7 +532,7 @@ pub struct ApplySpec {
 
 impl Instance {
     /// This instance with `spec` applied (rules checked; errors name the chain and rule).
-    pub fn with(&self, spec: &ApplySpec) -> Result<Instance, String> {
+    pub fn with(&self, spec: &ApplySpec) -> FwResult<Instance> {
         let mut n = self.clone();
         for (name, c, cs) in [
             ("INGRESS", &mut n.ingress, &spec.ingress),
@@ -428,11 +543,14 @@ impl Instance {
                 .rules
                 .iter()
                 .enumerate()
-                .map(|(i, r)| r.normalise().map_err(|e| format!("{name} rules[{i}]: {e}")))
+                .map(|(i, r)| {
+                    r.normalise()
+                        .map_err(|e| e.at(format!("{name} rules[{i}]")))
+                })
                 .collect::<Result<_, _>>()?;
             if let Some(d) = &cs.default {
                 c.default = parse_default(d)
-                    .map_err(|e| format!("{name} default: {e}"))?
+                    .map_err(|e| e.at(format!("{name} default")))?
                     .into();
             }
             if let Some(a) = cs.accept_established {
@@ -462,24 +580,24 @@ pub type Batched = (Vec<RuleSpec>, Vec<Option<usize>>);
 pub fn apply_batch(
     rules: &[RuleSpec],
     ops: &[serde_json::Value],
-) -> Result<Batched, (usize, String)> {
+) -> Result<Batched, (usize, FirewallError)> {
     let mut out: Vec<RuleSpec> = rules.to_vec();
     let mut origin: Vec<Option<usize>> = (0..rules.len()).map(Some).collect();
     for (i, raw) in ops.iter().enumerate() {
         // (Parsed by hand: a flattened struct would let unknown fields through.)
         let mut obj = raw
             .as_object()
-            .ok_or((i, "an operation is a JSON object".to_string()))?
+            .ok_or((i, FirewallError::Operation("an operation is a JSON object")))?
             .clone();
         let operation = obj
             .remove("operation")
             .and_then(|v| v.as_str().map(str::to_string))
             .ok_or((
                 i,
-                "operation: missing (insert, append, update or delete)".to_string(),
+                FirewallError::Operation("operation: missing (insert, append, update or delete)"),
             ))?;
         let rule: RuleSpec = serde_json::from_value(serde_json::Value::Object(obj))
-            .map_err(|e| (i, e.to_string()))?;
+            .map_err(|e| (i, FirewallError::Json(e.to_string())))?;
         let op = BatchOp { operation, rule };
         let id = op.rule.id;
         match op.operation.to_ascii_lowercase().as_str() {
@@ -489,18 +607,20 @@ pub fn apply_batch(
                 origin.push(None);
             }
             "insert" => {
-                let id = id.ok_or((i, "insert needs id".to_string()))?;
+                let id = id.ok_or((i, FirewallError::Operation("insert needs id")))?;
                 if id > out.len() {
-                    return Err((i, format!("id {id}: the chain has {} rules", out.len())));
+                    let rules = out.len();
+                    return Err((i, FirewallError::PastEnd { id, rules }));
                 }
                 let r = op.rule.normalise().map_err(|e| (i, e))?;
                 out.insert(id, r);
                 origin.insert(id, None);
             }
             "update" => {
-                let id = id.ok_or((i, "update needs id".to_string()))?;
+                let id = id.ok_or((i, FirewallError::Operation("update needs id")))?;
                 if id >= out.len() {
-                    return Err((i, format!("id {id}: no such rule ({} rules)", out.len())));
+                    let rules = out.len();
+                    return Err((i, FirewallError::NoSuchRule { id, rules }));
                 }
                 out[id] = op.rule.normalise().map_err(|e| (i, e))?;
             }
@@ -508,10 +628,8 @@ pub fn apply_batch(
                 let at = match id {
                     Some(id) => {
                         if id >= out.len() {
-                            return Err((
-                                i,
-                                format!("id {id}: no such rule ({} rules)", out.len()),
-                            ));
+                            let rules = out.len();
+                            return Err((i, FirewallError::NoSuchRule { id, rules }));
                         }
                         id
                     }
@@ -519,18 +637,13 @@ pub fn apply_batch(
                         let want = op.rule.normalise().map_err(|e| (i, e))?;
                         out.iter()
                             .position(|r| *r == want)
-                            .ok_or((i, "no rule with these fields".to_string()))?
+                            .ok_or((i, FirewallError::Operation("no rule with these fields")))?
                     }
                 };
                 out.remove(at);
                 origin.remove(at);
             }
-            o => {
-                return Err((
-                    i,
-                    format!("operation {o:?}: insert, append, update or delete"),
-                ))
-            }
+            o => return Err((i, FirewallError::UnknownOperation(o.into()))),
         }
     }
     Ok((out, origin))
@@ -538,30 +651,38 @@ pub fn apply_batch(
 
 impl FwState {
     /// Loads the state (empty when the file does not exist).
-    pub fn load(path: &Path) -> Result<FwState, String> {
+    pub fn load(path: &Path) -> FwResult<FwState> {
+        let store = |msg: String| FirewallError::Store {
+            path: path.into(),
+            msg,
+        };
         match std::fs::read_to_string(path) {
-            Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(t) => serde_json::from_str(&t).map_err(|e| store(e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FwState::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(store(e.to_string())),
         }
     }
 
     /// Writes the state durably (temporary file, fsync, rename).
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        crate::engine::sys::write_synced(path, text.as_bytes()).map_err(|e| e.to_string())
+    pub fn save(&self, path: &Path) -> FwResult<()> {
+        let store = |msg: String| FirewallError::Store {
+            path: path.into(),
+            msg,
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|e| store(e.to_string()))?;
+        crate::engine::sys::write_synced(path, text.as_bytes()).map_err(|e| store(e.to_string()))
     }
 
     /// A new instance, in the first free slot.
-    pub fn create(&mut self, name: &str, kind: &str) -> Result<&Instance, String> {
-        crate::types::check_name(name).map_err(|e| format!("name: {e}"))?;
+    pub fn create(&mut self, name: &str, kind: &str) -> FwResult<&Instance> {
+        crate::types::check_name(name)?;
         if self.instances.contains_key(name) {
-            return Err(format!("firewall {name:?} exists"));
+            return Err(FirewallError::Exists(name.into()));
         }
         let used: Vec<u32> = self.instances.values().map(|i| i.slot).collect();
         let slot = (0..MAX_INSTANCES)
             .find(|s| !used.contains(s))
-            .ok_or(format!("at most {MAX_INSTANCES} firewall instances"))?;
+            .ok_or(FirewallError::NoSlot)?;
         self.instances.insert(
             name.into(),
             Instance {
@@ -620,26 +741,44 @@ mod tests {
         .unwrap();
         let (i, e) = apply_batch(&rules, &bad).unwrap_err();
         assert_eq!(i, 1);
-        assert!(e.contains("dport"), "{e}");
+        assert!(
+            matches!(&e, FirewallError::At { at, source } if at == "dport"
+                && **source == FirewallError::Needs("a port needs l4proto TCP or UDP")),
+            "{e:?}"
+        );
         let (i, e) = apply_batch(
             &rules,
             &[serde_json::json!({"operation": "update", "id": 5})],
         )
         .unwrap_err();
         assert_eq!(i, 0);
-        assert!(e.contains("id 5"), "{e}");
+        assert!(
+            matches!(e, FirewallError::NoSuchRule { id: 5, .. }),
+            "{e:?}"
+        );
         let (_, e) = apply_batch(
             &rules,
             &[serde_json::json!({"operation": "append", "src": "10.0.0.1/33"})],
         )
         .unwrap_err();
-        assert!(e.contains("src"), "{e}");
+        assert_eq!(
+            e,
+            FirewallError::PrefixLen {
+                text: "10.0.0.1/33".into(),
+                max: 32
+            }
+            .at("src")
+        );
+        assert_eq!(e.to_string(), "src: \"10.0.0.1/33\": prefix length 0-32");
         let (_, e) = apply_batch(
             &rules,
             &[serde_json::json!({"operation": "append", "srcc": "10.0.0.1"})],
         )
         .unwrap_err();
-        assert!(e.contains("srcc"), "{e}");
+        assert!(
+            matches!(&e, FirewallError::Json(m) if m.contains("srcc")),
+            "{e:?}"
+        );
         let (r, o) = apply_batch(
             &rules,
             &[serde_json::json!({"operation": "insert", "id": 0, "l4proto": "tcp", "dport": "1000-2000", "tcpflags": "syn,!ack", "action": "accept"})],

@@ -269,7 +269,7 @@ async fn create(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: By
         )));
     }
     let mut new = lock(&s).fw.clone();
-    new.create(&name, &kind).map_err(ApiError::bad)?;
+    new.create(&name, &kind)?;
     commit(&s, new, &[])?;
     let g = lock(&s);
     Ok(Json(view(&name, &g.fw.instances[&name])).into_response())
@@ -377,10 +377,7 @@ fn chain_of<'a>(
     chain: &str,
 ) -> Result<(&'a ChainState, u32), ApiError> {
     let i = st.instances.get(name).ok_or_else(|| not_found(name))?;
-    Ok((
-        i.chain(chain).map_err(ApiError::bad)?,
-        i.chain_no(chain).map_err(ApiError::bad)?,
-    ))
+    Ok((i.chain(chain)?, i.chain_no(chain)?))
 }
 
 /// The same, to change it.
@@ -390,8 +387,8 @@ fn chain_of_mut<'a>(
     chain: &str,
 ) -> Result<(&'a mut ChainState, u32), ApiError> {
     let i = st.instances.get_mut(name).ok_or_else(|| not_found(name))?;
-    let no = i.chain_no(chain).map_err(ApiError::bad)?;
-    Ok((i.chain_mut(chain).map_err(ApiError::bad)?, no))
+    let no = i.chain_no(chain)?;
+    Ok((i.chain_mut(chain)?, no))
 }
 
 async fn batch(
@@ -569,7 +566,7 @@ async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Byt
         .get(&name)
         .ok_or_else(|| not_found(&name))?
         .clone();
-    let next = cur.with(&spec).map_err(ApiError::bad)?;
+    let next = cur.with(&spec)?;
     new.instances.insert(name.clone(), next);
     match spec.confirm {
         Some(secs) => {

@@ -67,6 +67,19 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of each stage error, in one place.
+impl From<crate::firewall::FirewallError> for ApiError {
+    fn from(e: crate::firewall::FirewallError) -> Self {
+        use crate::firewall::FirewallError as F;
+        let status = match &e {
+            F::Exists(_) | F::NoSlot => StatusCode::CONFLICT,
+            F::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
 /// Parses a JSON body whatever its Content-Type, naming the offending field on error.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
