@@ -86,6 +86,10 @@ enum Cmd {
     /// API made (firewall instances, dynamic monitors); the replay cache and used
     /// sequences stay unless --purge. Stop the daemon first.
     Teardown {
+        /// The daemon's config file: its `[daemon]` bpffs_root, state_dir and socket are
+        /// the ones torn down (the options below still win).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         paths: cli::Paths,
         /// Tear down even though a daemon still answers on the socket.
@@ -189,10 +193,11 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Completions { shell } => cli::completions::run(shell).await,
         Cmd::Manpages { dir } => cli::manpages::run(dir).await,
         Cmd::Teardown {
+            config,
             paths,
             force,
             purge,
-        } => cli::teardown::run(paths, force, purge).await,
+        } => cli::teardown::run(config, paths, force, purge).await,
         Cmd::Dynmon { cmd, paths } => cli::dynmon::run(cmd, paths).await,
         Cmd::Monitor { cmd, paths } => cli::monitor::run(cmd, paths).await,
         Cmd::Firewall { cmd, paths } => cli::firewall::run(cmd, paths).await,

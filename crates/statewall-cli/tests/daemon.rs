@@ -570,3 +570,76 @@ fn teardown_removes_config_made_state_and_keeps_reuse_protection() {
         assert!(!p.state.join(f).exists());
     }
 }
+
+/// `statewall teardown --config FILE` tears down the pins and state directory that the
+/// config's `[daemon]` section names, as the daemon started with that file used them.
+#[test]
+fn teardown_reads_the_daemons_paths_from_its_config() {
+    let p = Paths::new("tdcfg");
+    let cfg = p.scratch.join("paths.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nbpffs_root = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\n",
+            p.root.display(),
+            p.state.display(),
+            p.socket.display()
+        ),
+    )
+    .unwrap();
+    // A daemon started on the file alone (no path options).
+    let child = std::process::Command::new(bin())
+        .args(["daemon", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child,
+        socket: p.socket.clone(),
+    };
+    // A hang guard, as in Daemon::start.
+    let t0 = std::time::Instant::now();
+    while !statewall::client::request_blocking(&p.socket, "GET", "/api/v1/status", None)
+        .is_ok_and(|r| r.status == 200)
+    {
+        assert!(t0.elapsed().as_secs() < 120, "the daemon never answered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d.ok("POST", "/api/v1/firewall/fwcfg", "{}");
+    assert!(p.state.join("firewall.json").exists());
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .arg("teardown")
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // While it answers, the socket named in the file stops the teardown.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&p.socket.display().to_string()));
+    d.signal(libc::SIGKILL);
+    drop(d);
+    let out = run(&[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = format!("removed {}", p.state.join("firewall.json").display());
+    assert!(text.contains(&line), "{line:?} not in:\n{text}");
+    assert!(!p.state.join("firewall.json").exists());
+    assert!(!p.root.exists(), "pins removed");
+    // A broken file stops it before anything is removed.
+    std::fs::write(&cfg, "[daemon]\nstate_dir = 7\n").unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("state_dir"));
+}

@@ -224,9 +224,11 @@ struct Datagram {
     dport: u16,
     size: usize,
     order: Order,
+    /// Seconds the clock moves on after the first fragment (an entry is good for 30).
+    gap: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Order {
     Sequential,
     LastFirst,
@@ -244,31 +246,43 @@ fn datagram() -> impl Strategy<Value = Datagram> {
             1 => Just(Order::LastFirst),
             1 => Just(Order::FirstLost)
         ],
+        prop_oneof![6 => Just(0u64), 1 => Just(30), 1 => Just(31), 1 => Just(3600)],
     )
-        .prop_map(|(granted, v6, dport, size, order)| Datagram {
+        .prop_map(|(granted, v6, dport, size, order, gap)| Datagram {
             granted,
             v6,
             dport,
             size,
             order,
+            gap,
         })
 }
 
-/// The model: the ports of the first fragments seen, by (source, destination, id); a
-/// packet passes when its port is not protected or its source holds the grant; a later
-/// fragment without a first seen passes only when no UDP port is protected (never here).
+/// The model: the ports and time of the first fragments seen, by (source, destination,
+/// id); a packet passes when its port is not protected or its source holds the grant; a
+/// later fragment without a first seen in the last 30 seconds passes only when no UDP port
+/// is protected (never here).
 #[derive(Default)]
 struct Model {
-    firsts: HashMap<(IpAddr, IpAddr, u32), u16>,
+    firsts: HashMap<(IpAddr, IpAddr, u32), (u16, u64)>,
 }
 
 impl Model {
-    fn passes(&mut self, d: &Datagram, src: IpAddr, dst: IpAddr, id: u32, first: bool) -> bool {
+    fn passes(
+        &mut self,
+        d: &Datagram,
+        (src, dst, id): (IpAddr, IpAddr, u32),
+        first: bool,
+        secs: u64,
+    ) -> bool {
         let port = if first {
-            self.firsts.insert((src, dst, id), d.dport);
+            self.firsts.insert((src, dst, id), (d.dport, secs));
             Some(d.dport)
         } else {
-            self.firsts.get(&(src, dst, id)).copied()
+            match self.firsts.get(&(src, dst, id)) {
+                Some(&(p, t)) if secs - t <= 30 => Some(p),
+                _ => None,
+            }
         };
         match port {
             Some(p) => p != PROTECTED || d.granted,
@@ -307,6 +321,11 @@ fn later_fragments_take_their_datagrams_verdict() {
     let next_id = Cell::new(1u32);
     let ran = Cell::new(0u64);
     let later_passed = Cell::new(0u64);
+    let stale = Cell::new(0u64);
+    // The kernel's clock, frozen and moved by the test; the model counts whole seconds.
+    let start = bed.borrow_mut().kernel_now();
+    let secs = Cell::new(0u64);
+    bed.borrow_mut().freeze(start);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: soak_cases(48),
         ..ProptestConfig::default()
@@ -342,7 +361,16 @@ fn later_fragments_take_their_datagrams_verdict() {
                     }
                 }
                 for i in order {
-                    let want = model.passes(d, src, dst, id, i == 0);
+                    let want = model.passes(d, (src, dst, id), i == 0, secs.get());
+                    if i > 0
+                        && !want
+                        && d.order != Order::FirstLost
+                        && d.gap > 30
+                        && d.dport == OPEN
+                    {
+                        // An open port refused only because the first fragment is too old.
+                        stale.set(stale.get() + 1);
+                    }
                     let tc = bed.run_tc(PROG_GATE, &frags[i]);
                     let xdp = bed.run_xdp(PROG_XDP_INGRESS, &frags[i]);
                     let what = format!("{d:?} fragment {i}");
@@ -356,6 +384,10 @@ fn later_fragments_take_their_datagrams_verdict() {
                     );
                     ran.set(ran.get() + 1);
                     later_passed.set(later_passed.get() + (i > 0 && want) as u64);
+                    if i == 0 {
+                        secs.set(secs.get() + d.gap);
+                        bed.freeze(start + secs.get() * 1_000_000_000);
+                    }
                 }
             }
             Ok(())
@@ -368,6 +400,8 @@ fn later_fragments_take_their_datagrams_verdict() {
         later_passed > 20,
         "only {later_passed} later fragments passed"
     );
+    // Nor is the expiry: fragments of open ports came after their entry had gone stale.
+    assert!(stale.get() > 0, "no later fragment came after 30 seconds");
 }
 
 #[test]

@@ -328,7 +328,21 @@ impl GateTables for Ref<'_> {
 }
 
 /// One packet of a scenario (see [`Scenario::packets`]).
-type ScPacket = (usize, usize, u16, u8, bool, Option<u64>, u64);
+type ScPacket = (usize, usize, u16, u8, bool, Option<u64>, u64, Shape);
+
+/// What a packet is sent to and how: most are plain; the others are never answered.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Plain,
+    /// IPv4 options or an IPv6 destination-options header before the L4 header.
+    Options,
+    /// To the multicast address 224.0.0.251 or ff02::fb.
+    Multicast,
+    /// To the limited broadcast 255.255.255.255 (IPv6: ff02::1).
+    Broadcast,
+    /// To a group MAC (the address is the server's).
+    GroupMac,
+}
 
 /// The config under test: a few protected ports and grants; packets are drawn mostly from
 /// them so that most exercise a rule.
@@ -340,7 +354,7 @@ struct Scenario {
     /// Flow timeouts (TCP idle, closing, UDP idle), seconds; 0 = off.
     timeouts: (u64, u64, u64),
     /// (source, port idx, source port, tcp flags, fragment, damage by the malformed-frame
-    /// generator with this seed, seconds before it)
+    /// generator with this seed, seconds before it, shape)
     packets: Vec<ScPacket>,
 }
 
@@ -381,6 +395,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         proptest::bool::weighted(0.1),
                         proptest::option::weighted(0.08, any::<u64>()),
                         prop_oneof![Just(0u64), 0u64..3, 0u64..20],
+                        prop_oneof![
+                            12 => Just(Shape::Plain),
+                            1 => Just(Shape::Options),
+                            1 => Just(Shape::Multicast),
+                            1 => Just(Shape::Broadcast),
+                            1 => Just(Shape::GroupMac),
+                        ],
                     ),
                     10..80,
                 ),
@@ -400,6 +421,10 @@ const FLOWS_CAP: u32 = 3;
 
 /// Verdict kinds seen over all cases: the test fails unless each was hit.
 static SEEN: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+/// Packets of each [`Shape`] over all cases.
+static SHAPES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+/// Refusals of a reset or unreachable port that were not answered, by shape.
+static UNANSWERED: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 /// Frames damaged by each kind of the malformed-frame generator, over all cases.
 static DAMAGE: [AtomicU64; statewall_harness::packet::MALFORM_KINDS.len()] =
     [const { AtomicU64::new(0) }; statewall_harness::packet::MALFORM_KINDS.len()];
@@ -421,6 +446,16 @@ fn kernel_gate_equals_reference() {
         seen.iter().sum(),
     );
     assert!(seen.iter().all(|&n| n > 0), "every verdict hit: {seen:?}");
+    let shapes: Vec<u64> = SHAPES.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    let unanswered: Vec<u64> = UNANSWERED
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
+    eprintln!("shapes (plain, options, multicast, broadcast, group MAC): {shapes:?}, refusals of an answering port left unanswered: {unanswered:?}");
+    assert!(
+        unanswered[1..].iter().all(|&n| n > 0),
+        "each shape that is never answered was refused on an answering port: {unanswered:?}"
+    );
     let damage: Vec<u64> = DAMAGE.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     common::tally("property: malformed frames among them", damage.iter().sum());
     // (The frames carry no payload to empty: no "zero-length payload".)
@@ -478,20 +513,38 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
                 ip("2001:db8::1")
             }
         };
-        for &(si, pi, sport, flags, frag, mangle, dt) in &sc.packets {
+        for &(si, pi, sport, flags, frag, mangle, dt, shape) in &sc.packets {
             now += dt * SECOND;
             bed.freeze(now);
             let src = sc.sources[si];
             let udp = sc.ports.get(pi).is_some_and(|p| p.0 & GATE_UDP != 0);
-            let mut p = if udp {
-                Packet::udp(src, server(&src), sport, port_of(pi))
-            } else {
-                Packet::tcp(src, server(&src), sport, port_of(pi), flags)
+            let dst = match (shape, src.is_ipv4()) {
+                (Shape::Multicast, true) => ip("224.0.0.251"),
+                (Shape::Multicast, false) => ip("ff02::fb"),
+                (Shape::Broadcast, true) => ip("255.255.255.255"),
+                (Shape::Broadcast, false) => ip("ff02::1"),
+                _ => server(&src),
             };
+            let mut p = if udp {
+                Packet::udp(src, dst, sport, port_of(pi))
+            } else {
+                Packet::tcp(src, dst, sport, port_of(pi), flags)
+            };
+            if let Shape::Options = shape {
+                p = if src.is_ipv4() {
+                    p.ipv4_options(&[1, 1, 1, 0])
+                } else {
+                    p.ipv6_ext(60, 0)
+                };
+            }
             if frag {
                 p = p.fragment(3, false);
             }
             let mut f = p.build();
+            if let Shape::GroupMac = shape {
+                f[0] |= 1;
+            }
+            SHAPES[shape as usize].fetch_add(1, Ordering::Relaxed);
             if let Some(r) = mangle {
                 let (kind, g) = statewall_harness::packet::malform(&f, r);
                 let k = statewall_harness::packet::MALFORM_KINDS
@@ -502,6 +555,14 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
             }
             let info = parse_packet(&f);
             let want = decide(&info, now, &mut r);
+            let answering = if udp { GATE_UNREACH } else { GATE_RESET };
+            if want == GateVerdict::Drop
+                && info.flags & statewall_common::parse::FLAG_L4 != 0
+                && table[info.dport as usize] & answering != 0
+                && (udp || statewall_common::gate::opens_connection(6, info.tcp_flags))
+            {
+                UNANSWERED[shape as usize].fetch_add(1, Ordering::Relaxed);
+            }
             if info.status == statewall_common::parse::Status::Malformed as u8 {
                 // As documented: a gate that protects ports drops malformed IP (fail closed).
                 prop_assert_eq!(want, GateVerdict::DropMalformed);
@@ -512,12 +573,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
                 | GateVerdict::Granted
                 | GateVerdict::GrantedUntracked
                 | GateVerdict::Flow => TCX_NEXT,
-                // Answered when the TCP header follows the IP header directly.
-                GateVerdict::Reset | GateVerdict::Unreachable
-                    if info.l4_off == info.l3_off + if info.family == 6 { 40 } else { 20 } =>
-                {
-                    TC_ACT_REDIRECT
-                }
+                GateVerdict::Reset | GateVerdict::Unreachable => TC_ACT_REDIRECT,
                 _ => TC_ACT_SHOT,
             };
             if got == TC_ACT_REDIRECT {

@@ -537,8 +537,17 @@ fn kernel_filter_equals_reference() {
         if body.len() >= 4 && rng.random_bool(0.7) {
             body[..4].copy_from_slice(&tags[rng.random_range(0..2)]);
         }
+        // A first fragment (more to come) of a tagged datagram: 56 bytes of a longer one.
+        let first_fragment = rng.random_bool(0.05);
         let frame = if rng.random_bool(0.1) {
             Packet::tcp(src, dst, 40000, dport, 0x02).build()
+        } else if first_fragment {
+            let mut b = vec![7u8; 56];
+            b[..4].copy_from_slice(&tags[0]);
+            Packet::udp(src, dst, 40000, dport)
+                .payload(&b)
+                .fragment(0, true)
+                .build()
         } else {
             Packet::udp(src, dst, 40000, dport).payload(&body).build()
         };
@@ -578,6 +587,10 @@ fn kernel_filter_equals_reference() {
         };
         let want_pass = kind.is_none();
         assert_eq!(passed, want_pass, "packet {i}: verdict");
+        if first_fragment {
+            assert!(passed, "packet {i}: a first fragment is a candidate");
+            seen.insert("first fragment");
+        }
         assert!(
             !bad || want_pass,
             "packet {i}: a malformed frame is a candidate"
@@ -623,6 +636,7 @@ fn kernel_filter_equals_reference() {
         "fwknop queued",
         "empty",
         "malformed",
+        "first fragment",
     ] {
         assert!(seen.contains(s), "no '{s}' case: {seen:?}");
     }

@@ -209,3 +209,71 @@ fn a_shorter_counter_array_is_carried_over() {
     }
     assert_eq!(d.stop(), 0, "{}", logs(&p));
 }
+
+/// An upgrade refused half-way (here: another pinned map with a layout this build cannot
+/// use) leaves the shorter counter array pinned as the older build left it, counts and
+/// size, with nothing moved aside; once the obstacle is gone the same start carries it.
+#[test]
+fn a_refused_upgrade_leaves_the_older_counters_pinned() {
+    use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+    use statewall_common::xfsm::{COUNTERS, MAP_STATS};
+    let p = Paths::new("grownrefused");
+    let pins = statewall::engine::pins::Pins::new(&p.root);
+    pins.create().unwrap();
+    let old = 13u32;
+    let ncpu = aya::util::nr_cpus().unwrap();
+    let mut a: PerCpuArray<MapData, u64> = PerCpuArray::create(old, 0).unwrap();
+    for i in 0..old {
+        let v: Vec<u64> = (0..ncpu).map(|c| 7000 + 10 * i as u64 + c as u64).collect();
+        a.set(i, PerCpuValues::try_from(v).unwrap(), 0).unwrap();
+    }
+    a.pin(pins.map(MAP_STATS)).unwrap();
+    let bad: Array<MapData, u8> = Array::create(3, 0).unwrap();
+    let bad_pin = pins.map(statewall_common::maps::MAP_GATE_LIMITS);
+    bad.pin(&bad_pin).unwrap();
+    let check_old = || {
+        let info = aya::maps::MapInfo::from_pin(pins.map(MAP_STATS)).unwrap();
+        assert_eq!(
+            info.max_entries(),
+            old,
+            "the older build's array is pinned again"
+        );
+        let md = MapData::from_pin(pins.map(MAP_STATS)).unwrap();
+        let a: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md)).unwrap();
+        for i in 0..old {
+            let got: Vec<u64> = a.get(&i, 0).unwrap().iter().copied().collect();
+            let want: Vec<u64> = (0..ncpu).map(|c| 7000 + 10 * i as u64 + c as u64).collect();
+            assert_eq!(got, want, "counter {i}");
+        }
+        let aside = p.root.join("carried").join(MAP_STATS);
+        assert!(!aside.exists(), "{} left behind", aside.display());
+    };
+    for _ in 0..2 {
+        let e = statewall::engine::Engine::open(&pins, &[]).err();
+        assert!(e.is_some(), "the incompatible pin must refuse the start");
+        check_old();
+    }
+    // A start that died after moving the pin aside: the next one puts it back first.
+    // (bpffs has no rename: pinned again, then unpinned.)
+    let md = MapData::from_pin(pins.map(MAP_STATS)).unwrap();
+    std::fs::create_dir_all(p.root.join("carried")).unwrap();
+    md.pin(p.root.join("carried").join(MAP_STATS)).unwrap();
+    std::fs::remove_file(pins.map(MAP_STATS)).unwrap();
+    assert!(statewall::engine::Engine::open(&pins, &[]).is_err());
+    check_old();
+    std::fs::remove_file(&bad_pin).unwrap();
+    let eng = statewall::engine::Engine::open(&pins, &[]).unwrap();
+    let info = aya::maps::MapInfo::from_pin(pins.map(MAP_STATS)).unwrap();
+    assert_eq!(info.max_entries(), COUNTERS);
+    let md = MapData::from_pin(pins.map(MAP_STATS)).unwrap();
+    let a: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md)).unwrap();
+    for i in 0..old {
+        let got: Vec<u64> = a.get(&i, 0).unwrap().iter().copied().collect();
+        let want: Vec<u64> = (0..ncpu).map(|c| 7000 + 10 * i as u64 + c as u64).collect();
+        assert_eq!(got, want, "counter {i} carried over");
+    }
+    assert!(!p.root.join("carried").exists(), "the moved pins are gone");
+    drop(eng);
+}

@@ -8,8 +8,12 @@
 //! fragment: the gate by the same grant, the firewall by the same rules and the same
 //! connection (a fragment never changes a connection's state, it only reads it).
 //!
-//! A later fragment whose first fragment was not seen (reordered, or the entry evicted)
-//! keeps no ports: the gate drops it when any port of its protocol is protected, the
+//! An entry serves for [`FRAG_TTL_NS`] (30 seconds, as long as Linux keeps a datagram in
+//! reassembly by default): an IPv4 identification comes round again after 65,536
+//! datagrams, and a fragment of a later datagram must not take an old one's ports.
+//!
+//! A later fragment whose first fragment was not seen (reordered, the entry evicted or
+//! older than that) keeps no ports: the gate drops it when any port of its protocol is protected, the
 //! firewall matches it only by rules that name no port. Its datagram cannot be
 //! reassembled without the first fragment, which the stages judge with its ports.
 //!
@@ -22,6 +26,9 @@ use crate::proto;
 pub const MAP_FRAGS: &str = "SW_FRAGS";
 /// Entries in [`MAP_FRAGS`]: datagrams in reassembly at once.
 pub const FRAGS_MAX: u32 = 8192;
+
+/// How long a first fragment's ports serve its later fragments.
+pub const FRAG_TTL_NS: u64 = 30_000_000_000;
 
 /// Set on a non-first fragment whose ports come from its first fragment.
 pub const FLAG_FRAG_PORTS: u8 = 8;
@@ -44,7 +51,7 @@ pub struct FragKey {
     pub _pad: [u8; 2],
 }
 
-/// The ports of a datagram's first fragment.
+/// The ports of a datagram's first fragment, and when it was seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragPorts {
@@ -52,6 +59,10 @@ pub struct FragPorts {
     pub sport: u16,
     /// Destination port.
     pub dport: u16,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The stage clock when the first fragment was seen.
+    pub seen_ns: u64,
 }
 
 /// The table as [`track`] sees it.
@@ -69,9 +80,10 @@ pub fn has_ports(p: &PacketInfo) -> bool {
     (p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0) || p.flags & FLAG_FRAG_PORTS != 0
 }
 
-/// Records a first fragment's ports, or gives a later fragment the ports of its first.
+/// Records a first fragment's ports, or gives a later fragment the ports of its first
+/// when that was seen at most [`FRAG_TTL_NS`] before `now`.
 #[inline(always)]
-pub fn track<T: FragTable>(p: &mut PacketInfo, t: &mut T, k: &mut FragKey) {
+pub fn track<T: FragTable>(p: &mut PacketInfo, t: &mut T, k: &mut FragKey, now: u64) {
     if p.status != Status::Ip as u8
         || p.flags & FLAG_FRAG == 0
         || (p.l4proto != proto::TCP && p.l4proto != proto::UDP)
@@ -91,10 +103,15 @@ pub fn track<T: FragTable>(p: &mut PacketInfo, t: &mut T, k: &mut FragKey) {
                 &FragPorts {
                     sport: p.sport,
                     dport: p.dport,
+                    _pad: 0,
+                    seen_ns: now,
                 },
             );
         }
     } else if let Some(v) = t.get(k) {
+        if now.wrapping_sub(v.seen_ns) > FRAG_TTL_NS {
+            return;
+        }
         p.sport = v.sport;
         p.dport = v.dport;
         p.flags |= FLAG_FRAG_PORTS;

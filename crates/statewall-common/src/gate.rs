@@ -135,7 +135,8 @@ pub trait GateTables {
 ///
 /// A refused UDP packet to a port whose style is `GATE_UNREACH` is answered with an ICMP
 /// port unreachable, as from a closed port. (The kernel drops instead when its answer
-/// bucket is empty; this model has no buckets.)
+/// bucket is empty; this model has no buckets.) Only packets a host would answer are
+/// answered (see [`answers`]); the others are dropped.
 pub fn decide<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict {
     let v = decide_refusing(p, now, t);
     if v == GateVerdict::Drop
@@ -143,10 +144,48 @@ pub fn decide<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict
         && crate::frag::has_ports(p)
         && p.flags & crate::parse::FLAG_NONFIRST_FRAG == 0
         && t.port_bits(p.dport) & crate::maps::GATE_UNREACH != 0
+        && answers(p)
     {
         return GateVerdict::Unreachable;
     }
+    if v == GateVerdict::Reset && !answers(p) {
+        return GateVerdict::Drop;
+    }
     v
+}
+
+/// Whether a refused packet gets an answer: it came to a unicast MAC, its L4 header
+/// follows a bare IP header (IPv4 without options, IPv6 without extension headers), it is
+/// no later fragment, its source is a unicast address other than 0.0.0.0/8 or `::`, and
+/// its destination is neither multicast nor broadcast (IPv4 240.0.0.0/4 included) nor
+/// unspecified. (RFC 1122 3.2.2 and RFC 4443 2.4 (e) name the packets a host never answers
+/// with an ICMP error; a reset follows the same rule.)
+pub fn answers(p: &PacketInfo) -> bool {
+    use crate::parse::{FLAG_L2_GROUP, FLAG_NONFIRST_FRAG};
+    use core::net::{Ipv4Addr, Ipv6Addr};
+    if p.flags & FLAG_L2_GROUP != 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
+        return false;
+    }
+    match p.family {
+        4 => {
+            let at = |a: &[u8; 16]| Ipv4Addr::new(a[0], a[1], a[2], a[3]);
+            let (s, d) = (at(&p.saddr), at(&p.daddr));
+            let never = |a: Ipv4Addr| a.is_multicast() || a.is_broadcast() || a.octets()[0] >= 240;
+            u32::from(p.l4_off) == u32::from(p.l3_off) + 20
+                && s.octets()[0] != 0
+                && !never(s)
+                && !d.is_unspecified()
+                && !never(d)
+        }
+        6 => {
+            let (s, d) = (Ipv6Addr::from(p.saddr), Ipv6Addr::from(p.daddr));
+            u32::from(p.l4_off) == u32::from(p.l3_off) + 40
+                && !s.is_unspecified()
+                && !s.is_multicast()
+                && !d.is_multicast()
+        }
+        _ => false,
+    }
 }
 
 fn decide_refusing<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict {

@@ -47,6 +47,9 @@ pub const FLAG_FRAG: u8 = 1;
 pub const FLAG_NONFIRST_FRAG: u8 = 2;
 /// An L4 header (TCP, UDP, ICMP, ICMPv6) was parsed: ports/type are valid.
 pub const FLAG_L4: u8 = 4;
+/// The frame's destination MAC is a group address (broadcast or multicast): a refusal is
+/// never answered to it.
+pub const FLAG_L2_GROUP: u8 = 16;
 
 /// TCP flag bits, as in the header's 13th byte.
 pub mod tcp {
@@ -190,6 +193,9 @@ pub fn parse_packet(b: &[u8]) -> PacketInfo {
 fn parse_into(b: &[u8], p: &mut PacketInfo) -> Option<()> {
     let mut off = 12usize;
     let mut eth_proto = be16(b, off)?;
+    if b[0] & 1 == 1 {
+        p.flags |= FLAG_L2_GROUP;
+    }
     off += 2;
     let mut i = 0;
     while eth_proto == ETH_P_8021Q || eth_proto == ETH_P_8021AD {

@@ -12,7 +12,7 @@
 //! pass go to user space by ring buffer ([`SpaRecord`]): the header and up to
 //! [`PKD_LEN`] or [`SPA_MAX`] payload bytes.
 
-use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
+use crate::parse::{PacketInfo, FLAG_FRAG, FLAG_L4};
 use crate::proto;
 
 /// Configuration, an `ARRAY` with one [`SpaConf`].
@@ -149,13 +149,11 @@ pub enum Class {
 }
 
 /// Classifies a parsed packet (the tag check needs the payload: [`Class::MaybePkd`]).
+/// Only whole datagrams are candidates: a first fragment's payload is a part of one,
+/// which no verifier would accept (and a 56-byte part must not pass for a pkd packet).
 #[inline(always)]
 pub fn classify(p: &PacketInfo, c: &SpaConf) -> Class {
-    if !p.is_ip()
-        || p.l4proto != proto::UDP
-        || p.flags & FLAG_L4 == 0
-        || p.flags & FLAG_NONFIRST_FRAG != 0
-    {
+    if !p.is_ip() || p.l4proto != proto::UDP || p.flags & FLAG_L4 == 0 || p.flags & FLAG_FRAG != 0 {
         return Class::Other;
     }
     if c.fwknop_port != 0 && p.dport == c.fwknop_port {

@@ -37,5 +37,5 @@ pub(crate) fn ports(p: &mut PacketInfo) {
 #[inline(never)]
 fn fragment(p: &mut PacketInfo) {
     let mut k = FragKey::default();
-    track(p, &mut Table, &mut k);
+    track(p, &mut Table, &mut k, crate::clock::now_ns());
 }

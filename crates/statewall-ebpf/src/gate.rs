@@ -12,7 +12,7 @@ use statewall_common::{
         FlowKey, FlowValue, GateConf, GateCounter, GateLimits, GrantKey, GrantValue, GATE_COUNTERS,
         GATE_PORTS_LEN, GATE_RESET, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP, GATE_UNREACH,
     },
-    parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG},
+    parse::{PacketInfo, Status, FLAG_L2_GROUP, FLAG_L4, FLAG_NONFIRST_FRAG},
     proto,
     reset::VERDICT_RESET,
     unreach::VERDICT_UNREACH,
@@ -107,14 +107,40 @@ fn answer_or_drop(icmp: bool, answer: i32) -> i32 {
     }
 }
 
+/// Whether a refusal of `p` may be answered (before a token is taken): its L4 header
+/// follows the IP header directly (no IPv4 options, no IPv6 extension header, so no IPv6
+/// fragment), it is no later fragment, it came to a unicast MAC, and neither address is
+/// one a host never answers (unspecified, multicast, IPv4 class E and broadcast, and
+/// 0.0.0.0/8 as a source).
+#[inline(always)]
+fn answerable(p: &PacketInfo) -> bool {
+    if p.flags & (FLAG_L2_GROUP | FLAG_NONFIRST_FRAG) != 0 {
+        return false;
+    }
+    if p.family == 4 {
+        let (s, d) = (p.saddr[0], p.daddr[0]);
+        p.l4_off == p.l3_off + 20
+            && s != 0
+            && s & 0xe0 != 0xe0
+            && d & 0xe0 != 0xe0
+            && u32::from_ne_bytes([p.daddr[0], p.daddr[1], p.daddr[2], p.daddr[3]]) != 0
+    } else {
+        let mut any = 0u8;
+        let mut i = 0;
+        while i < 16 {
+            any |= p.saddr[i];
+            i += 1;
+        }
+        p.l4_off == p.l3_off + 40 && any != 0 && p.saddr[0] != 0xff && p.daddr[0] != 0xff
+    }
+}
+
 /// A refused packet to a protected port: a UDP packet to a port whose style is
-/// `GATE_UNREACH` is answered with a port unreachable, anything else dropped.
+/// `GATE_UNREACH` is answered with a port unreachable when [`answerable`], anything else
+/// dropped.
 #[inline(always)]
 fn refuse(p: &PacketInfo) -> i32 {
-    if p.l4proto == proto::UDP
-        && p.flags & FLAG_NONFIRST_FRAG == 0
-        && bits(p.dport as u32) & GATE_UNREACH != 0
-    {
+    if p.l4proto == proto::UDP && bits(p.dport as u32) & GATE_UNREACH != 0 && answerable(p) {
         return answer_or_drop(true, VERDICT_UNREACH);
     }
     count(GateCounter::Dropped);
@@ -182,7 +208,7 @@ fn protected(p: &PacketInfo) -> i32 {
         None => false,
     };
     if !granted && opens_connection(l4proto, tcp_flags) {
-        if bits(p.dport as u32) & GATE_RESET != 0 {
+        if bits(p.dport as u32) & GATE_RESET != 0 && answerable(p) {
             return answer_or_drop(false, VERDICT_RESET);
         }
         count(GateCounter::Dropped);

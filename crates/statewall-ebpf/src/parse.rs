@@ -8,7 +8,7 @@
 
 use statewall_common::parse::{
     is_ipv6_ext, PacketInfo, Status, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FLAG_FRAG,
-    FLAG_L4, FLAG_NONFIRST_FRAG, MAX_HDR_OFF, MAX_IPV6_EXT, MAX_VLAN,
+    FLAG_L2_GROUP, FLAG_L4, FLAG_NONFIRST_FRAG, MAX_HDR_OFF, MAX_IPV6_EXT, MAX_VLAN,
 };
 use statewall_common::proto;
 
@@ -137,6 +137,10 @@ pub fn parse(c: &Cursor, p: &mut PacketInfo) {
 fn parse_into(c: &Cursor, p: &mut PacketInfo) -> Option<()> {
     let et: *const [u8; 2] = c.hdr(12)?;
     let mut eth_proto = be16(unsafe { *et });
+    let dst: *const u8 = c.hdr(0)?;
+    if unsafe { *dst } & 1 != 0 {
+        p.flags |= FLAG_L2_GROUP;
+    }
     let mut off = 14usize;
     let mut i = 0usize;
     if c.offloaded_vlan != 0 {

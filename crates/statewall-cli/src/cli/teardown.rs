@@ -3,20 +3,26 @@
 
 use super::prelude::*;
 
-/// Runs the subcommand.
-pub async fn run(paths: Paths, force: bool, purge: bool) -> anyhow::Result<i32> {
-    let root = paths
-        .bpffs_root
-        .clone()
-        .unwrap_or_else(|| statewall::engine::pins::DEFAULT_ROOT.into());
-    let state_dir = paths
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| statewall::config::DaemonConfig::default().state_dir);
-    if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() && !force {
+/// Runs the subcommand. The paths are the daemon's: its config file's `[daemon]` section
+/// with the command line's options over it, as `statewall daemon` resolves them.
+pub async fn run(
+    config: Option<PathBuf>,
+    paths: Paths,
+    force: bool,
+    purge: bool,
+) -> anyhow::Result<i32> {
+    let ov = daemon::Overrides {
+        bpffs_root: paths.bpffs_root,
+        state_dir: paths.state_dir,
+        socket: paths.socket,
+        ..Default::default()
+    };
+    let d = daemon::state::load_config(config.as_deref(), &ov)?.daemon;
+    let (root, state_dir, socket) = (d.bpffs_root, d.state_dir, d.socket);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() && !force {
         anyhow::bail!(
             "a daemon still answers on {}: stop it first (it would attach again and start with empty tables), or pass --force",
-            paths.socket().display()
+            socket.display()
         );
     }
     let n = statewall::engine::teardown(&statewall::engine::pins::Pins::new(&root))

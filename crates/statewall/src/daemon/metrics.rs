@@ -183,8 +183,7 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
     }
     {
         let spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
-        let samples: Vec<_> = spa
-            .counts
+        let samples: Vec<_> = crate::daemon::spa::verdicts(s, &spa)
             .iter()
             .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
             .collect();

@@ -348,6 +348,7 @@ fn start_stages(
         tasks: Default::default(),
         spa_triggers: Mutex::new(spa_triggers),
         spa_queue,
+        spa_queue_full: Default::default(),
     });
     spa::start_verifier(&shared, candidates).context("starting the SPA verifier thread")?;
     Ok(shared)

@@ -102,6 +102,9 @@ pub struct Shared {
     pub spa_triggers: Mutex<Vec<crate::config::KnockConfig>>,
     /// Candidates on their way from the SPA follower to the verifier thread.
     pub spa_queue: std::sync::mpsc::SyncSender<crate::spa::Candidate>,
+    /// Candidates turned away by a full queue (counted without the verifier's lock, which
+    /// a verification holds).
+    pub spa_queue_full: std::sync::atomic::AtomicU64,
 }
 impl Shared {
     /// Whether a monitor of the config has this name.

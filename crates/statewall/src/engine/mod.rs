@@ -233,14 +233,62 @@ impl Engine {
             .map_err(|e| pin_err("creating", &pins.root, e))?;
         let obj =
             aya_obj::Object::parse(ebpf::OBJECT).map_err(|e| EngineError::Load(e.to_string()))?;
-        // Counter arrays an older build pinned shorter: unpinned here, made again below.
+        // Counter arrays an older build pinned shorter: moved aside here, made again below.
         let carried = migrate::take_grown(pins, &obj)?;
         let dir = prog_dir(pins);
         let have = PROGRAMS.iter().all(|(p, _)| dir.join(p).exists())
             && ebpf::PINNED_MAPS.iter().all(|m| pins.map(m).exists());
         let adopted = have;
+        let opened = Self::load_and_check(pins, sizes, &obj, &dir, have, &carried);
+        let (maps, progs) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing links to what this start made: the older build's pins go back.
+                if !have && !carried.is_empty() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                migrate::roll_back(pins, &carried);
+                return Err(e);
+            }
+        };
+        let mut eng = Engine {
+            pins: pins.clone(),
+            maps,
+            progs,
+            adopted,
+            stage_links: Vec::new(),
+            stages: BTreeMap::new(),
+        };
+        // Every link runs this build's program (also after a start that died half-way).
+        eng.relink_all()?;
+        migrate::commit(pins, &carried);
+        if !adopted {
+            // Older builds' programs are no longer referenced by any link.
+            if let Ok(rd) = std::fs::read_dir(pins.progs()) {
+                for e in rd.flatten() {
+                    if e.path() != dir {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        eng.refresh_clock()?;
+        Ok(eng)
+    }
+
+    /// Loads the object when `have` is false, writes the carried counts, and opens every
+    /// pinned map (checked against this build's layout) and program.
+    #[allow(clippy::type_complexity)]
+    fn load_and_check(
+        pins: &Pins,
+        sizes: &[(&'static str, u32)],
+        obj: &aya_obj::Object,
+        dir: &Path,
+        have: bool,
+        carried: &[migrate::Carried],
+    ) -> Result<(BTreeMap<&'static str, Map>, BTreeMap<&'static str, Prog>)> {
         if !have {
-            Self::load_and_pin(pins, sizes, &dir)?;
+            Self::load_and_pin(pins, sizes, dir)?;
         }
         migrate::restore(pins, carried)?;
         let mut maps = BTreeMap::new();
@@ -291,28 +339,7 @@ impl Engine {
             .map_err(|e| pin_err("opening pinned program", &path, e))?;
             progs.insert(*name, prog);
         }
-        let mut eng = Engine {
-            pins: pins.clone(),
-            maps,
-            progs,
-            adopted,
-            stage_links: Vec::new(),
-            stages: BTreeMap::new(),
-        };
-        // Every link runs this build's program (also after a start that died half-way).
-        eng.relink_all()?;
-        if !adopted {
-            // Older builds' programs are no longer referenced by any link.
-            if let Ok(rd) = std::fs::read_dir(pins.progs()) {
-                for e in rd.flatten() {
-                    if e.path() != dir {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                }
-            }
-        }
-        eng.refresh_clock()?;
-        Ok(eng)
+        Ok((maps, progs))
     }
 
     fn load_and_pin(pins: &Pins, sizes: &[(&'static str, u32)], dir: &Path) -> Result<()> {

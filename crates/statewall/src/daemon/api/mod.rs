@@ -553,7 +553,7 @@ async fn spa(State(s): State<Arc<Shared>>) -> ApiResult {
         .collect();
     Ok(Json(json!({
         "kernel": kernel,
-        "verdicts": spa.counts,
+        "verdicts": crate::daemon::spa::verdicts(&s, &spa),
         "replay_entries": spa.replay.len(),
         "pkd": pkd,
         "fwknop": fwknop,
