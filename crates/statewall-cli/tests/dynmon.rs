@@ -159,7 +159,7 @@ fn rust_example_object_decodes_per_cpu_lru_and_ring_buffer() {
     assert_eq!(syns[0]["daddr"], le(pair.server_v4));
     // OpenMetrics: labels from the key's BTF field names, per-CPU values summed.
     let mut fams = statewall::dynmon::openmetrics::Families::default();
-    statewall::dynmon::openmetrics::render(&d, &r, false, &mut fams);
+    d.render(&r, false, &mut fams);
     let mut text = String::new();
     fams.finish(&mut text);
     for want in [

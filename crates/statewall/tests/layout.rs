@@ -137,8 +137,32 @@ fn crate_paths(text: &str) -> Vec<Vec<String>> {
             let end = after
                 .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
                 .unwrap_or(after.len());
-            out.push(after[..end].split("::").map(String::from).collect());
-            rest = &after[end..];
+            let head: Vec<String> = after[..end]
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if after[..end].ends_with("::") && after[end..].starts_with('{') {
+                // `crate::a::{b, c}`: the group under its prefix.
+                let body = &after[end + 1..];
+                let mut depth = 1;
+                let close = body
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        match c {
+                            '{' => depth += 1,
+                            '}' => depth -= 1,
+                            _ => {}
+                        }
+                        depth == 0
+                    })
+                    .map_or(body.len(), |(j, _)| j);
+                expand(&head, &body[..close], &mut out);
+                rest = &body[close..];
+            } else {
+                out.push(head);
+                rest = &after[end..];
+            }
         }
     }
     out
@@ -164,12 +188,31 @@ fn read_crate() -> Crate {
     };
     for f in &files {
         let m = module_of(&src, f);
-        c.text
-            .insert(m.clone(), production(&std::fs::read_to_string(f).unwrap()));
+        // `super::` is the parent module's path (a file's siblings are found through it).
+        let parent = m[..m.len().saturating_sub(1)].to_vec();
+        let text = production(&std::fs::read_to_string(f).unwrap());
+        let text = text.replace("super::", &format!("crate::{}::", parent.join("::")));
+        let text = text.replace("crate::::", "crate::");
+        c.text.insert(m.clone(), text);
         c.files.insert(m, f.clone());
     }
     for (m, t) in &c.text {
         let mut to = BTreeSet::new();
+        // A child module named by a relative path (`child::item`, `pub use child::*`).
+        for q in c.text.keys() {
+            if q.len() == m.len() + 1 && q.starts_with(m) {
+                let name = format!("{}::", q[m.len()]);
+                let named = t.match_indices(&name).any(|(i, _)| {
+                    !t[..i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|ch| ch.is_alphanumeric() || ch == '_' || ch == ':')
+                });
+                if named {
+                    to.insert(q.clone());
+                }
+            }
+        }
         for p in crate_paths(t) {
             let target = (1..=p.len())
                 .rev()
@@ -194,7 +237,7 @@ fn room(m: &[String]) -> String {
 #[test]
 fn the_parser_reads_grouped_imports_and_drops_test_code() {
     let t = production(
-        "use crate::{a::{b, c::D}, e as f};\nfn x() { crate::g::h(); } // crate::no\n#[cfg(test)]\nmod tests { use crate::z; }\n",
+        "use crate::{a::{b, c::D}, e as f};\nuse crate::k::{l, m::N};\nfn x() { crate::g::h(); } // crate::no\n#[cfg(test)]\nmod tests { use crate::z; }\n",
     );
     let mut got = crate_paths(&t);
     got.sort();
@@ -203,6 +246,8 @@ fn the_parser_reads_grouped_imports_and_drops_test_code() {
         vec!["a", "c", "D"],
         vec!["e"],
         vec!["g", "h"],
+        vec!["k", "l"],
+        vec!["k", "m", "N"],
     ]
     .iter()
     .map(|v| v.iter().map(|s| s.to_string()).collect())
@@ -292,6 +337,138 @@ fn folders_form_no_cycle_and_at_most_six_layers() {
     assert!(memo["xfsm"] > memo["engine"] && memo["gate"] > memo["engine"]);
 }
 
+/// File by file (a file imports the files whose items it names): no import cycle runs
+/// through a stage's file, and the files form at most `FILE_LAYERS` layers (a cycle,
+/// which only the shell may have, counts as one).
+#[test]
+fn files_form_no_cycle_through_a_stage() {
+    let c = read_crate();
+    // Strongly connected components (Tarjan).
+    struct T<'a> {
+        g: &'a BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+        index: BTreeMap<Vec<String>, usize>,
+        low: BTreeMap<Vec<String>, usize>,
+        stack: Vec<Vec<String>>,
+        comps: Vec<Vec<Vec<String>>>,
+    }
+    fn visit(t: &mut T, v: &Vec<String>) {
+        let i = t.index.len();
+        t.index.insert(v.clone(), i);
+        t.low.insert(v.clone(), i);
+        t.stack.push(v.clone());
+        for w in t.g.get(v).into_iter().flatten() {
+            if !t.index.contains_key(w) {
+                visit(t, w);
+                let l = t.low[v].min(t.low[w]);
+                t.low.insert(v.clone(), l);
+            } else if t.stack.contains(w) {
+                let l = t.low[v].min(t.index[w]);
+                t.low.insert(v.clone(), l);
+            }
+        }
+        if t.low[v] == t.index[v] {
+            let mut comp = Vec::new();
+            loop {
+                let w = t.stack.pop().unwrap();
+                let done = &w == v;
+                comp.push(w);
+                if done {
+                    break;
+                }
+            }
+            t.comps.push(comp);
+        }
+    }
+    let mut t = T {
+        g: &c.imports,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        comps: Vec::new(),
+    };
+    for m in c.imports.keys() {
+        if !t.index.contains_key(m) {
+            visit(&mut t, m);
+        }
+    }
+    let comps = t.comps;
+    let through_stage: Vec<String> = comps
+        .iter()
+        .filter(|cm| cm.len() > 1 && cm.iter().any(|m| STAGES.contains(&room(m).as_str())))
+        .map(|cm| {
+            cm.iter()
+                .map(|m| m.join("::"))
+                .collect::<Vec<_>>()
+                .join(" <-> ")
+        })
+        .collect();
+    eprintln!(
+        "cycles: {:?}",
+        comps
+            .iter()
+            .filter(|cm| cm.len() > 1)
+            .map(|cm| cm.iter().map(|m| m.join("::")).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        through_stage.is_empty(),
+        "import cycles through a stage's files:\n{}",
+        through_stage.join("\n")
+    );
+    // Tarjan emits a component after every component it reaches: layers in one pass.
+    let comp_of: BTreeMap<&Vec<String>, usize> = comps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cm)| cm.iter().map(move |m| (m, i)))
+        .collect();
+    let mut layer = vec![0usize; comps.len()];
+    for (i, cm) in comps.iter().enumerate() {
+        let below = cm
+            .iter()
+            .flat_map(|m| c.imports[m].iter())
+            .map(|t| comp_of[t])
+            .filter(|&j| j != i)
+            .map(|j| layer[j])
+            .max()
+            .unwrap_or(0);
+        layer[i] = below + 1;
+    }
+    let deepest = layer.iter().copied().max().unwrap_or(0);
+    let cycles: Vec<String> = comps
+        .iter()
+        .filter(|cm| cm.len() > 1)
+        .map(|cm| {
+            cm.iter()
+                .map(|m| m.join("::"))
+                .collect::<Vec<_>>()
+                .join(" <-> ")
+        })
+        .collect();
+    eprintln!("{deepest} file layers; cycles: {cycles:?}");
+    // The deepest chain, top down.
+    let mut at = (0..comps.len()).max_by_key(|&i| layer[i]).unwrap();
+    let mut chain = Vec::new();
+    loop {
+        chain.push(comps[at][0].join("::"));
+        let next = comps[at]
+            .iter()
+            .flat_map(|m| c.imports[m].iter())
+            .map(|t| comp_of[t])
+            .filter(|&j| j != at)
+            .max_by_key(|&j| layer[j]);
+        match next {
+            Some(j) => at = j,
+            None => break,
+        }
+    }
+    eprintln!("deepest chain: {}", chain.join(" -> "));
+    assert!(deepest <= FILE_LAYERS, "{deepest} file layers");
+}
+
+/// File layers in this crate (the workspace adds the common crate below it and the CLI
+/// above it).
+const FILE_LAYERS: usize = 14;
+
 /// Files over 800 lines and functions over 150 (test code excluded). The ones listed are
 /// the debt left: each may only shrink, and a new one fails.
 #[test]
@@ -367,6 +544,7 @@ const FN_DEBT: &[(&str, usize)] = &[];
 fn string_errors_are_counted() {
     let c = read_crate();
     let n: usize = c.text.values().map(|t| string_results(t)).sum();
+    eprintln!("{n} `Result<_, String>`");
     assert!(
         n <= STRING_ERRORS,
         "{n} `Result<_, String>` (at most {STRING_ERRORS})"
@@ -408,4 +586,4 @@ fn string_results_are_found() {
 
 /// The count today (three of them are helpers split out of longer functions, with the
 /// errors those had): it may only go down.
-const STRING_ERRORS: usize = 87;
+const STRING_ERRORS: usize = 55;

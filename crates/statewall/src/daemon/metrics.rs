@@ -127,7 +127,7 @@ pub fn render(s: &Shared, openmetrics: bool) -> String {
         let mut fams = crate::dynmon::openmetrics::Families::default();
         for d in dm.by_name.values_mut() {
             match d.read() {
-                Ok(r) => crate::dynmon::openmetrics::render(d, &r, openmetrics, &mut fams),
+                Ok(r) => d.render(&r, openmetrics, &mut fams),
                 Err(e) => tracing::warn!(dynmon = %d.name, "reading for /metrics: {e}"),
             }
         }

@@ -9,6 +9,7 @@
 //! extracted), arrays as lists, pointers as numbers, floats as numbers. A type the
 //! reader cannot decode gives the bytes as a hex string, never an error.
 
+use super::error::BadObject;
 use serde_json::{json, Map, Value};
 
 /// BTF kinds.
@@ -83,13 +84,13 @@ pub struct MapTypes {
     pub value: u32,
 }
 
-fn u32_at(b: &[u8], off: usize) -> Result<u32, String> {
+fn u32_at(b: &[u8], off: usize) -> Result<u32, BadObject> {
     b.get(off..off + 4)
         .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
-        .ok_or_else(|| format!("BTF truncated at byte {off}"))
+        .ok_or_else(|| BadObject(format!("BTF truncated at byte {off}")))
 }
 
-fn string_at(strs: &[u8], off: u32) -> Result<String, String> {
+fn string_at(strs: &[u8], off: u32) -> Result<String, BadObject> {
     let rest = strs
         .get(off as usize..)
         .ok_or_else(|| format!("BTF string offset {off} is past the string section"))?;
@@ -99,7 +100,7 @@ fn string_at(strs: &[u8], off: u32) -> Result<String, String> {
 
 impl Btf {
     /// Parses the contents of a `.BTF` section (little-endian).
-    pub fn parse(b: &[u8]) -> Result<Btf, String> {
+    pub fn parse(b: &[u8]) -> Result<Btf, BadObject> {
         if b.len() < 24 || b[0..2] != [0x9f, 0xeb] {
             return Err("not little-endian BTF (bad magic)".into());
         }
@@ -223,7 +224,7 @@ impl Btf {
                     }
                 }
                 PTR | FWD | TYPEDEF | VOLATILE | CONST | RESTRICT | FUNC | FLOAT | TYPE_TAG => {}
-                k => return Err(format!("BTF type {} has unknown kind {k}", out.len())),
+                k => return Err(format!("BTF type {} has unknown kind {k}", out.len()).into()),
             }
             out.push(t);
         }

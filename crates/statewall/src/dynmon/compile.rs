@@ -1,7 +1,15 @@
 //! From the user's code to an object: C compiled with clang (bounded in time, in a private
 //! directory), BCC's dialect refused with a clear error, objects passed through.
 
-use super::*;
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use super::{
+    error::{BadObject, DynmonError},
+    spec::PathSpec,
+};
 
 pub(super) const BCC_MARKERS: &[&str] = &[
     "BPF_TABLE",
@@ -18,10 +26,10 @@ pub(super) const BCC_MARKERS: &[&str] = &[
     "struct CTXTYPE",
 ];
 /// Refuses Polycube's BCC dialect, naming what was found and what to write instead.
-pub fn refuse_bcc(src: &str) -> Result<(), String> {
+pub fn refuse_bcc(src: &str) -> Result<(), DynmonError> {
     for (n, line) in src.lines().enumerate() {
         if let Some(m) = BCC_MARKERS.iter().find(|m| line.contains(*m)) {
-            return Err(format!(
+            return Err(DynmonError::Compile(format!(
                 "line {}: `{}` is Polycube's BCC dialect, which statewall does not compile. \
                  Write libbpf-style C instead: maps as `struct {{ __uint(type, BPF_MAP_TYPE_HASH); \
                  __type(key, struct k); __type(value, __u64); __uint(max_entries, 1024); }} name \
@@ -30,7 +38,7 @@ pub fn refuse_bcc(src: &str) -> Result<(), String> {
                  (see examples/dynmon/ in the statewall sources)",
                 n + 1,
                 m.trim_end_matches('(')
-            ));
+            )));
         }
     }
     Ok(())
@@ -54,17 +62,19 @@ pub fn find_clang() -> Option<PathBuf> {
     None
 }
 /// Compiles libbpf-style C to an eBPF object with BTF (`clang -target bpf -g -O2`).
-pub fn compile_c(src: &str) -> Result<Vec<u8>, String> {
+pub fn compile_c(src: &str) -> Result<Vec<u8>, DynmonError> {
     refuse_bcc(src)?;
     let clang = find_clang().ok_or(
         "C source needs clang, which is not installed here: install it (Debian: `apt-get install \
          clang-22 libbpf-dev`; statewall's scripts/setup.sh does), or load an object built \
          elsewhere with `clang -target bpf -g -O2 -c prog.c`",
-    )?;
+    )
+    .map_err(|m| DynmonError::Compile(m.into()))?;
     let dir = private_dir(&std::env::temp_dir(), "statewall-dynmon")?;
     let (c, o) = (dir.join("prog.c"), dir.join("prog.o"));
-    let run = || -> Result<Vec<u8>, String> {
-        std::fs::write(&c, src).map_err(|e| format!("writing {}: {e}", c.display()))?;
+    let run = || -> Result<Vec<u8>, DynmonError> {
+        std::fs::write(&c, src)
+            .map_err(|e| DynmonError::Host(format!("writing {}: {e}", c.display())))?;
         let arch = match std::env::consts::ARCH {
             "x86_64" => "x86_64-linux-gnu",
             "aarch64" => "aarch64-linux-gnu",
@@ -88,14 +98,16 @@ pub fn compile_c(src: &str) -> Result<Vec<u8>, String> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| format!("running {}: {e}", clang.display()))?;
+            .map_err(|e| DynmonError::Host(format!("running {}: {e}", clang.display())))?;
         let out = wait_bounded(out, CLANG_TIMEOUT)
-            .map_err(|e| format!("running {}: {e}", clang.display()))?;
+            .map_err(|e| DynmonError::Host(format!("running {}: {e}", clang.display())))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).replace(&*c.to_string_lossy(), "prog.c");
-            return Err(format!("clang could not compile the source:\n{err}"));
+            return Err(DynmonError::Compile(format!(
+                "clang could not compile the source:\n{err}"
+            )));
         }
-        std::fs::read(&o).map_err(|e| format!("reading {}: {e}", o.display()))
+        std::fs::read(&o).map_err(|e| DynmonError::Host(format!("reading {}: {e}", o.display())))
     };
     let r = run();
     let _ = std::fs::remove_dir_all(&dir);
@@ -103,18 +115,22 @@ pub fn compile_c(src: &str) -> Result<Vec<u8>, String> {
 }
 /// The object bytes of a path: its object (base64, or raw ELF bytes handed over as a
 /// latin-1 string is not accepted), or its source compiled.
-pub fn object_of(p: &PathSpec) -> Result<Vec<u8>, String> {
+pub fn object_of(p: &PathSpec) -> Result<Vec<u8>, DynmonError> {
     use base64::Engine;
     match (&p.source, &p.object) {
-        (Some(_), Some(_)) => Err("give `source` or `object`, not both".into()),
-        (None, None) => Err("no code: give `source` (C) or `object` (base64 ELF)".into()),
+        (Some(_), Some(_)) => Err(DynmonError::Spec(
+            "give `source` or `object`, not both".into(),
+        )),
+        (None, None) => Err(DynmonError::Spec(
+            "no code: give `source` (C) or `object` (base64 ELF)".into(),
+        )),
         (Some(s), None) => compile_c(s),
         (None, Some(b)) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
-                .map_err(|e| format!("`object` is not base64: {e}"))?;
+                .map_err(|e| DynmonError::Spec(format!("`object` is not base64: {e}")))?;
             if !bytes.starts_with(b"\x7fELF") {
-                return Err("`object` is not an ELF file".into());
+                return Err(BadObject("`object` is not an ELF file".into()).into());
             }
             Ok(bytes)
         }
@@ -136,23 +152,26 @@ pub fn code_field(code: &str) -> (Option<String>, Option<String>) {
 }
 /// A new directory only this process can have made: a random name, created with
 /// `mkdir` (which fails on anything already there, a symlink included), mode 0700.
-pub(super) fn private_dir(base: &std::path::Path, prefix: &str) -> Result<PathBuf, String> {
+pub(super) fn private_dir(base: &std::path::Path, prefix: &str) -> Result<PathBuf, DynmonError> {
     use std::os::unix::fs::DirBuilderExt;
     for _ in 0..16 {
         let mut r = [0u8; 8];
         // SAFETY: getrandom writes at most r.len() bytes into r.
         let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
         if n != r.len() as isize {
-            return Err("getrandom failed".into());
+            return Err(DynmonError::Host("getrandom failed".into()));
         }
         let d = base.join(format!("{prefix}-{:016x}", u64::from_le_bytes(r)));
         match std::fs::DirBuilder::new().mode(0o700).create(&d) {
             Ok(()) => return Ok(d),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("creating {}: {e}", d.display())),
+            Err(e) => return Err(DynmonError::Host(format!("creating {}: {e}", d.display()))),
         }
     }
-    Err(format!("no fresh directory under {}", base.display()))
+    Err(DynmonError::Host(format!(
+        "no fresh directory under {}",
+        base.display()
+    )))
 }
 /// How long clang may take on one source.
 pub(super) const CLANG_TIMEOUT: Duration = Duration::from_secs(120);

@@ -9,6 +9,8 @@
 //! CO-RE relocations, by that section's name: each such record's name offset is patched
 //! in place. Nothing else moves.
 
+use super::error::BadObject;
+
 /// A section: name, type, file range, header position.
 #[derive(Clone, Debug)]
 pub struct Section {
@@ -28,24 +30,24 @@ pub struct Section {
 
 const SHT_PROGBITS: u32 = 1;
 
-fn rd<const N: usize>(b: &[u8], off: usize) -> Result<[u8; N], String> {
+fn rd<const N: usize>(b: &[u8], off: usize) -> Result<[u8; N], BadObject> {
     off.checked_add(N)
         .and_then(|end| b.get(off..end))
         .map(|s| s.try_into().unwrap())
-        .ok_or_else(|| format!("ELF truncated at byte {off}"))
+        .ok_or_else(|| BadObject(format!("ELF truncated at byte {off}")))
 }
-fn u16_at(b: &[u8], off: usize) -> Result<u16, String> {
+fn u16_at(b: &[u8], off: usize) -> Result<u16, BadObject> {
     Ok(u16::from_le_bytes(rd(b, off)?))
 }
-fn u32_at(b: &[u8], off: usize) -> Result<u32, String> {
+fn u32_at(b: &[u8], off: usize) -> Result<u32, BadObject> {
     Ok(u32::from_le_bytes(rd(b, off)?))
 }
-fn u64_at(b: &[u8], off: usize) -> Result<u64, String> {
+fn u64_at(b: &[u8], off: usize) -> Result<u64, BadObject> {
     Ok(u64::from_le_bytes(rd(b, off)?))
 }
 
 /// The sections of an eBPF object.
-pub fn sections(b: &[u8]) -> Result<Vec<Section>, String> {
+pub fn sections(b: &[u8]) -> Result<Vec<Section>, BadObject> {
     if b.len() < 64 || b[0..4] != *b"\x7fELF" {
         return Err("not an ELF file".into());
     }
@@ -56,7 +58,8 @@ pub fn sections(b: &[u8]) -> Result<Vec<Section>, String> {
         return Err(format!(
             "ELF machine {} is not BPF (247): build with clang -target bpf",
             u16_at(b, 18)?
-        ));
+        )
+        .into());
     }
     let shoff = u64_at(b, 40)? as usize;
     let shentsize = u16_at(b, 58)? as usize;
@@ -72,7 +75,7 @@ pub fn sections(b: &[u8]) -> Result<Vec<Section>, String> {
         return Err("ELF section header table is malformed".into());
     }
     let hdr = |i: usize| shoff + i * shentsize;
-    let range = |i: usize| -> Result<(usize, usize), String> {
+    let range = |i: usize| -> Result<(usize, usize), BadObject> {
         let (off, size) = (
             u64_at(b, hdr(i) + 24)? as usize,
             u64_at(b, hdr(i) + 32)? as usize,
@@ -83,7 +86,7 @@ pub fn sections(b: &[u8]) -> Result<Vec<Section>, String> {
             return Ok((0, 0));
         }
         if off.checked_add(size).is_none_or(|e| e > b.len()) {
-            return Err(format!("ELF section {i} lies outside the file"));
+            return Err(format!("ELF section {i} lies outside the file").into());
         }
         Ok((off, size))
     };
@@ -107,7 +110,7 @@ pub fn sections(b: &[u8]) -> Result<Vec<Section>, String> {
 }
 
 /// The symbols: (name, section index, value).
-pub fn symbols(b: &[u8]) -> Result<Vec<(String, usize, u64)>, String> {
+pub fn symbols(b: &[u8]) -> Result<Vec<(String, usize, u64)>, BadObject> {
     let secs = sections(b)?;
     let Some(st) = secs.iter().find(|s| s.kind == 2) else {
         return Ok(vec![]);
@@ -155,7 +158,7 @@ pub fn section_hook(name: &str) -> Option<&'static str> {
 }
 
 /// The contents of the `.BTF` section.
-pub fn btf(b: &[u8]) -> Result<Option<&[u8]>, String> {
+pub fn btf(b: &[u8]) -> Result<Option<&[u8]>, BadObject> {
     Ok(sections(b)?
         .into_iter()
         .find(|s| s.name == ".BTF")
@@ -164,7 +167,7 @@ pub fn btf(b: &[u8]) -> Result<Option<&[u8]>, String> {
 
 /// Returns the object with libbpf program sections renamed (see the module docs); the
 /// input unchanged when nothing needs renaming.
-pub fn normalise(b: &[u8]) -> Result<Vec<u8>, String> {
+pub fn normalise(b: &[u8]) -> Result<Vec<u8>, BadObject> {
     let secs = sections(b)?;
     let renames: Vec<(usize, String)> = secs
         .iter()

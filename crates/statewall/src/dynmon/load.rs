@@ -2,7 +2,29 @@
 //! the object, one copy (or two for swap-on-read) loaded and attached, and map metadata
 //! for decoding.
 
-use super::*;
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    path::PathBuf,
+};
+
+use aya::{
+    maps::{Map, MapData},
+    programs::{
+        links::FdLink, tc::TcAttachOptions, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        Xdp,
+    },
+    Ebpf, EbpfLoader,
+};
+
+use super::{
+    btf::Btf,
+    compile::private_dir,
+    elf,
+    error::{BadObject, DynmonError},
+    spec::{valid_metric_name, PathSpec},
+};
+use crate::types::Direction;
 
 /// A map of a loaded path.
 #[derive(Clone, Debug)]
@@ -26,15 +48,15 @@ pub struct MapMeta {
 }
 /// The most a map read may take (keys and values, all CPUs).
 pub(super) const MAX_READ_BYTES: u64 = 256 << 20;
-pub(super) const T_HASH: u32 = 1;
-pub(super) const T_ARRAY: u32 = 2;
-pub(super) const T_PERCPU_HASH: u32 = 5;
-pub(super) const T_PERCPU_ARRAY: u32 = 6;
-pub(super) const T_LRU_HASH: u32 = 9;
-pub(super) const T_LRU_PERCPU_HASH: u32 = 10;
-pub(super) const T_QUEUE: u32 = 22;
-pub(super) const T_STACK: u32 = 23;
-pub(super) const T_RINGBUF: u32 = 27;
+pub(crate) const T_HASH: u32 = 1;
+pub(crate) const T_ARRAY: u32 = 2;
+pub(crate) const T_PERCPU_HASH: u32 = 5;
+pub(crate) const T_PERCPU_ARRAY: u32 = 6;
+pub(crate) const T_LRU_HASH: u32 = 9;
+pub(crate) const T_LRU_PERCPU_HASH: u32 = 10;
+pub(crate) const T_QUEUE: u32 = 22;
+pub(crate) const T_STACK: u32 = 23;
+pub(crate) const T_RINGBUF: u32 = 27;
 /// A map type's name as statewall shows it.
 pub fn map_type_name(t: u32) -> &'static str {
     match t {
@@ -112,27 +134,30 @@ pub struct LoadedPath {
     /// Program ids of the copies.
     pub prog_ids: Vec<u32>,
 }
-pub(super) fn perr(e: ProgramError) -> String {
+pub(super) fn perr(e: ProgramError) -> DynmonError {
     match e {
         ProgramError::LoadError {
             io_error,
             verifier_log,
-        } => format!("the verifier rejected the program ({io_error}):\n{verifier_log}"),
-        e => format!("{e:#}"),
+        } => DynmonError::Verifier(format!(
+            "the verifier rejected the program ({io_error}):\n{verifier_log}"
+        )),
+        e => DynmonError::Host(format!("{e:#}")),
     }
 }
 /// A bpffs directory for the temporary pins of one load.
-pub(super) fn pin_dir() -> Result<PathBuf, String> {
+pub(super) fn pin_dir() -> Result<PathBuf, DynmonError> {
     private_dir(std::path::Path::new("/sys/fs/bpf"), "statewall-dynmon-tmp")
 }
 impl LoadedPath {
-    pub(super) fn load(spec: &PathSpec, object: &[u8]) -> Result<LoadedPath, String> {
+    pub(super) fn load(spec: &PathSpec, object: &[u8]) -> Result<LoadedPath, DynmonError> {
         let object = elf::normalise(object)?;
         let btf_bytes = elf::btf(&object)?.ok_or(
             "the object has no .BTF section: build it with BTF (clang -g; aya objects carry BTF)",
-        )?;
-        let mut btf =
-            Btf::parse(btf_bytes).map_err(|e| format!("reading the object's BTF: {e}"))?;
+        )
+        .map_err(|m| BadObject(m.into()))?;
+        let mut btf = Btf::parse(btf_bytes)
+            .map_err(|e| DynmonError::Object(e).context("reading the object's BTF"))?;
         let secs = elf::sections(&object)?;
         let syms = elf::symbols(&object)?;
         btf.fix_datasecs(
@@ -144,8 +169,8 @@ impl LoadedPath {
                     .map(|s| s.2)
             },
         );
-        let obj =
-            aya_obj::Object::parse(&object).map_err(|e| format!("parsing the object: {e}"))?;
+        let obj = aya_obj::Object::parse(&object)
+            .map_err(|e| DynmonError::Object(BadObject(format!("parsing the object: {e}"))))?;
 
         let (program, xdp) = choose_program(&obj, &secs, spec)?;
 
@@ -156,9 +181,9 @@ impl LoadedPath {
         // name (LIBBPF_PIN_BY_NAME) go to this load's private directory, not /sys/fs/bpf.
         for n in &swapped {
             if obj.maps[n].pinning() != aya_obj::maps::PinningType::None {
-                return Err(format!(
+                return Err(DynmonError::Spec(format!(
                     "map {n:?} is pinned by name in the object: it cannot be swapped on read"
-                ));
+                )));
             }
         }
         let n_copies = if swapped.is_empty() { 1 } else { 2 };
@@ -175,9 +200,9 @@ impl LoadedPath {
         } else {
             vec![]
         };
-        let loaded = (|| -> Result<(), String> {
+        let loaded = (|| -> Result<(), DynmonError> {
             std::fs::create_dir(&by_name)
-                .map_err(|e| format!("creating {}: {e}", by_name.display()))?;
+                .map_err(|e| DynmonError::Host(format!("creating {}: {e}", by_name.display())))?;
             for _ in 0..n_copies {
                 let mut l = EbpfLoader::new();
                 l.default_map_pin_directory(&by_name);
@@ -186,13 +211,17 @@ impl LoadedPath {
                 }
                 let mut e = l
                     .load(&object)
-                    .map_err(|e| format!("loading the object: {e:#}"))?;
+                    .map_err(|e| DynmonError::Verifier(format!("loading the object: {e:#}")))?;
                 let p = e.program_mut(&program).unwrap();
                 if xdp {
-                    let p: &mut Xdp = p.try_into().map_err(|e| format!("{e:#}"))?;
+                    let p: &mut Xdp = p
+                        .try_into()
+                        .map_err(|e| DynmonError::Spec(format!("{e:#}")))?;
                     p.load().map_err(perr)?;
                 } else {
-                    let p: &mut SchedClassifier = p.try_into().map_err(|e| format!("{e:#}"))?;
+                    let p: &mut SchedClassifier = p
+                        .try_into()
+                        .map_err(|e| DynmonError::Spec(format!("{e:#}")))?;
                     p.load().map_err(perr)?;
                 }
                 copies.push(e);
@@ -211,7 +240,7 @@ impl LoadedPath {
             let d = map_data(copies[0].map(&m.map_name).unwrap());
             let info = d
                 .info()
-                .map_err(|e| format!("map {:?}: {e:#}", m.map_name))?;
+                .map_err(|e| DynmonError::Host(format!("map {:?}: {e:#}", m.map_name)))?;
             let types = btf.map_types(&m.map_name).unwrap_or_default();
             let mut value_ty = types.value;
             // Global data: the section's variables.
@@ -243,7 +272,7 @@ impl LoadedPath {
             if mm.map_type == T_RINGBUF {
                 let m = copies[0].take_map(name).unwrap();
                 let r = aya::maps::RingBuf::try_from(m)
-                    .map_err(|e| format!("ring buffer {name:?}: {e:#}"))?;
+                    .map_err(|e| DynmonError::Host(format!("ring buffer {name:?}: {e:#}")))?;
                 rings.insert(name.clone(), r);
             }
         }
@@ -268,13 +297,13 @@ impl LoadedPath {
         })
     }
 
-    pub(super) fn prog_fd(&self, copy: usize) -> Result<std::os::fd::RawFd, String> {
+    pub(super) fn prog_fd(&self, copy: usize) -> Result<std::os::fd::RawFd, DynmonError> {
         let p = self.copies[copy].program(&self.program).unwrap();
-        let fd = p.fd().map_err(|e| format!("{e:#}"))?;
+        let fd = p.fd().map_err(|e| DynmonError::Host(format!("{e:#}")))?;
         Ok(fd.as_fd().as_raw_fd())
     }
 
-    pub(super) fn attach(&mut self, ifname: &str, netns: Option<&str>) -> Result<(), String> {
+    pub(super) fn attach(&mut self, ifname: &str, netns: Option<&str>) -> Result<(), DynmonError> {
         let hooks: &[&'static str] = match (self.xdp, self.spec.direction) {
             (true, _) => &["xdp"],
             (false, Direction::Ingress) => &["ingress"],
@@ -283,37 +312,48 @@ impl LoadedPath {
         };
         for hook in hooks {
             let prog = self.copies[self.active].program_mut(&self.program).unwrap();
-            let link: Result<FdLink, String> =
-                crate::engine::netns::in_netns(netns, || -> Result<FdLink, String> {
+            let link: Result<FdLink, DynmonError> =
+                crate::engine::netns::in_netns(netns, || -> Result<FdLink, DynmonError> {
                     if *hook == "xdp" {
-                        let p: &mut Xdp = prog.try_into().map_err(|e| format!("{e:#}"))?;
+                        let p: &mut Xdp = prog
+                            .try_into()
+                            .map_err(|e| DynmonError::Attach(format!("{e:#}")))?;
                         let id = p
                             .attach(ifname, aya::programs::xdp::XdpMode::Default)
-                            .map_err(|e| format!("{e:#}"))?;
-                        let l = p.take_link(id).map_err(|e| format!("{e:#}"))?;
-                        FdLink::try_from(l).map_err(|e| format!("{e:#}"))
+                            .map_err(|e| DynmonError::Attach(format!("{e:#}")))?;
+                        let l = p
+                            .take_link(id)
+                            .map_err(|e| DynmonError::Attach(format!("{e:#}")))?;
+                        FdLink::try_from(l).map_err(|e| DynmonError::Attach(format!("{e:#}")))
                     } else {
                         let t = if *hook == "ingress" {
                             TcAttachType::Ingress
                         } else {
                             TcAttachType::Egress
                         };
-                        let p: &mut SchedClassifier =
-                            prog.try_into().map_err(|e| format!("{e:#}"))?;
+                        let p: &mut SchedClassifier = prog
+                            .try_into()
+                            .map_err(|e| DynmonError::Attach(format!("{e:#}")))?;
                         let id = p
                             .attach_with_options(
                                 ifname,
                                 t,
                                 TcAttachOptions::TcxOrder(LinkOrder::last()),
                             )
-                            .map_err(|e| format!("{e:#}"))?;
-                        let l = p.take_link(id).map_err(|e| format!("{e:#}"))?;
-                        FdLink::try_from(l).map_err(|e| format!("{e:#}"))
+                            .map_err(|e| DynmonError::Attach(format!("{e:#}")))?;
+                        let l = p
+                            .take_link(id)
+                            .map_err(|e| DynmonError::Attach(format!("{e:#}")))?;
+                        FdLink::try_from(l).map_err(|e| DynmonError::Attach(format!("{e:#}")))
                     }
                 })
-                .map_err(|e| e.to_string())?;
-            let link =
-                link.map_err(|e| format!("attaching {} to {ifname} ({hook}): {e}", self.program))?;
+                .map_err(|e| DynmonError::Attach(e.to_string()))?;
+            let link = link.map_err(|e| {
+                DynmonError::Attach(format!(
+                    "attaching {} to {ifname} ({hook}): {e}",
+                    self.program
+                ))
+            })?;
             let fd = link_fd(link)?;
             self.links.push(Attached {
                 hook,
@@ -326,13 +366,13 @@ impl LoadedPath {
 
     /// Points every link at the other copy. The caller waits a grace period before
     /// reading the copy that was active.
-    pub(super) fn switch(&mut self) -> Result<usize, String> {
+    pub(super) fn switch(&mut self) -> Result<usize, DynmonError> {
         let old = self.active;
         let next = 1 - old;
         let fd = self.prog_fd(next)?;
         for l in &self.links {
             crate::engine::sys::link_update(l.fd.as_raw_fd(), fd)
-                .map_err(|e| format!("switching the {} link: {e}", l.hook))?;
+                .map_err(|e| DynmonError::Host(format!("switching the {} link: {e}", l.hook)))?;
         }
         self.active = next;
         Ok(old)
@@ -340,16 +380,17 @@ impl LoadedPath {
 }
 /// An fd of a link that stays valid as long as the link (pin it for a moment, open the
 /// pin, unpin: aya keeps `FdLink`'s fd to itself).
-pub(super) fn link_fd(link: FdLink) -> Result<(FdLink, OwnedFd), String> {
+pub(super) fn link_fd(link: FdLink) -> Result<(FdLink, OwnedFd), DynmonError> {
     let d = pin_dir()?;
     let p = d.join("link");
     let pinned = link
         .pin(&p)
-        .map_err(|e| format!("pinning the link: {e:#}"))?;
-    let fd = crate::engine::sys::obj_get(&p).map_err(|e| format!("opening the link pin: {e}"));
+        .map_err(|e| DynmonError::Host(format!("pinning the link: {e:#}")))?;
+    let fd = crate::engine::sys::obj_get(&p)
+        .map_err(|e| DynmonError::Host(format!("opening the link pin: {e}")));
     let link = pinned
         .unpin()
-        .map_err(|e| format!("unpinning the link: {e}"));
+        .map_err(|e| DynmonError::Host(format!("unpinning the link: {e}")));
     let _ = std::fs::remove_dir(&d);
     Ok((link?, fd?))
 }
@@ -359,7 +400,7 @@ pub(super) fn choose_program(
     obj: &aya_obj::Object,
     secs: &[elf::Section],
     spec: &PathSpec,
-) -> Result<(String, bool), String> {
+) -> Result<(String, bool), DynmonError> {
     // The program: the one named, else the only one that fits the direction.
     let fits = |p: &aya_obj::Program| -> Option<&'static str> {
         let sec = secs
@@ -389,14 +430,14 @@ pub(super) fn choose_program(
         Some(n) => {
             // Named explicitly: any tc program fits any tcx hook.
             names.iter().find(|(m, _)| *m == n).ok_or_else(|| {
-                format!(
+                DynmonError::Spec(format!(
                     "no tc or xdp program {n:?} in the object (it has: {})",
                     names
                         .iter()
                         .map(|(n, _)| n.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
-                )
+                ))
             })?;
             n.clone()
         }
@@ -405,7 +446,7 @@ pub(super) fn choose_program(
             match c.as_slice() {
                 [(n, _)] => (*n).clone(),
                 [] => {
-                    return Err(format!(
+                    return Err(DynmonError::Spec(format!(
                         "no program fits direction {:?}: put it in a `tc`, `tcx/ingress`, \
                          `tcx/egress`, `classifier` or `xdp` section (the object has: {})",
                         spec.direction,
@@ -418,23 +459,25 @@ pub(super) fn choose_program(
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         }
-                    ))
+                    )))
                 }
                 _ => {
-                    return Err(format!(
+                    return Err(DynmonError::Spec(format!(
                         "several programs fit ({}): name one with `program`",
                         c.iter()
                             .map(|(n, _)| n.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    ))
+                    )))
                 }
             }
         }
     };
     let xdp = names.iter().any(|(n, h)| **n == program && *h == "xdp");
     if xdp && spec.direction != Direction::Ingress {
-        return Err("an xdp program runs on ingress only".into());
+        return Err(DynmonError::Spec(
+            "an xdp program runs on ingress only".into(),
+        ));
     }
     Ok((program, xdp))
 }
@@ -444,46 +487,46 @@ pub(super) fn check_metrics(
     obj: &aya_obj::Object,
     btf: &Btf,
     spec: &PathSpec,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, DynmonError> {
     // Metrics: known maps, supported types, valid names.
     let map_names: Vec<String> = obj.maps.keys().cloned().collect();
     let mut swapped: Vec<String> = Vec::new();
     for m in &spec.metrics {
         if !valid_metric_name(&m.name) {
-            return Err(format!(
+            return Err(DynmonError::Spec(format!(
                 "metric {:?}: a name is letters, digits, `_` and `:`, not starting with a digit",
                 m.name
-            ));
+            )));
         }
         if m.name.starts_with("statewall_") {
-            return Err(format!(
+            return Err(DynmonError::Spec(format!(
                 "metric {:?}: names starting with statewall_ are statewall's own families",
                 m.name
-            ));
+            )));
         }
         let Some(mo) = obj.maps.get(&m.map_name) else {
-            return Err(format!(
+            return Err(DynmonError::Spec(format!(
                 "metric {:?}: the object has no map {:?} (it has: {})",
                 m.name,
                 m.map_name,
                 map_names.join(", ")
-            ));
+            )));
         };
         let t = mo.map_type();
         if map_type_name(t) == "unsupported" {
-            return Err(format!(
+            return Err(DynmonError::Spec(format!(
                 "metric {:?}: map {:?} has type {t}; dynmon reads hash, LRU hash, per-CPU \
                  hash, array, per-CPU array, queue, stack and ring buffer maps",
                 m.name, m.map_name
-            ));
+            )));
         }
         if m.extraction.swap_on_read && (t == T_RINGBUF || m.map_name.starts_with(".rodata")) {
-            return Err(format!(
+            return Err(DynmonError::Spec(format!(
                 "metric {:?}: swap-on-read does not apply to map {:?} ({})",
                 m.name,
                 m.map_name,
                 map_type_name(t)
-            ));
+            )));
         }
         let cpus = if per_cpu(t) {
             aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
@@ -493,20 +536,20 @@ pub(super) fn check_metrics(
         let entry = mo.key_size() as u64 + (mo.value_size() as u64).div_ceil(8) * 8 * cpus;
         let bytes = entry.saturating_mul(mo.max_entries() as u64);
         if t != T_RINGBUF && bytes > MAX_READ_BYTES {
-            return Err(format!(
+            return Err(DynmonError::Spec(format!(
                 "metric {:?}: map {:?} can hold {} MiB, more than dynmon reads at once ({} MiB)",
                 m.name,
                 m.map_name,
                 bytes >> 20,
                 MAX_READ_BYTES >> 20
-            ));
+            )));
         }
         if let Some(vt) = &m.value_type {
             if btf.find(vt).is_none() {
-                return Err(format!(
+                return Err(DynmonError::Spec(format!(
                     "metric {:?}: no type {vt:?} in the object's BTF",
                     m.name
-                ));
+                )));
             }
         }
         if m.extraction.swap_on_read && !swapped.contains(&m.map_name) {
@@ -515,7 +558,10 @@ pub(super) fn check_metrics(
     }
     for (i, a) in spec.metrics.iter().enumerate() {
         if spec.metrics[..i].iter().any(|b| b.name == a.name) {
-            return Err(format!("metric {:?} is declared twice", a.name));
+            return Err(DynmonError::Spec(format!(
+                "metric {:?} is declared twice",
+                a.name
+            )));
         }
     }
     Ok(swapped)

@@ -29,11 +29,12 @@
 pub mod btf;
 mod compile;
 pub mod elf;
+pub mod error;
+pub use error::{BadObject, DynmonError};
 mod load;
 pub mod openmetrics;
 mod spec;
 
-use compile::*;
 pub use compile::{code_field, compile_c, find_clang, object_of, refuse_bcc};
 use load::*;
 pub use load::{map_type_name, LoadedPath, MapMeta};
@@ -41,23 +42,12 @@ pub use spec::*;
 
 use std::{
     collections::BTreeMap,
-    os::fd::{AsFd, AsRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd},
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use aya::{
-    maps::{Map, MapData},
-    programs::{
-        links::FdLink, tc::TcAttachOptions, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
-        Xdp,
-    },
-    Ebpf, EbpfLoader,
-};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-
-use self::btf::Btf;
 
 /// The C example (`examples/dynmon/c/flows.c`) and its metric declarations.
 pub static EXAMPLE_C_SOURCE: &str = include_str!("../../../../examples/dynmon/c/flows.c");
@@ -90,23 +80,10 @@ pub struct Dynmon {
     pub load_time: Duration,
     /// Running totals of counters whose reads are destructive, by metric and labels
     /// (see [`openmetrics::accumulate`]).
-    pub totals: BTreeMap<String, BTreeMap<Vec<(String, String)>, f64>>,
+    pub totals: openmetrics::Totals,
     /// Tests only: `false` skips the grace period after a switch (reads then lose or
     /// double-count the packets of runs still in the old copy).
     pub wait: bool,
-}
-
-/// One metric's reading.
-#[derive(Clone, Debug)]
-pub struct Reading {
-    /// Metric name.
-    pub name: String,
-    /// Path index.
-    pub path: usize,
-    /// The decoded value (Dynmon's shapes).
-    pub value: Value,
-    /// Unix time of the read, microseconds.
-    pub timestamp_us: u64,
 }
 
 fn now_us() -> u64 {
@@ -117,17 +94,24 @@ fn now_us() -> u64 {
 }
 
 impl Dynmon {
+    /// Writes readings of this instance as OpenMetrics (`om`) or Prometheus text families.
+    pub fn render(&self, readings: &[Reading], om: bool, fams: &mut openmetrics::Families) {
+        openmetrics::render(&self.name, &self.paths, &self.totals, readings, om, fams);
+    }
+
     /// Loads every path of `spec` (compiling C sources) and attaches them when the spec
     /// names an interface. On error nothing stays loaded or attached.
-    pub fn load(name: &str, mut spec: DynmonSpec) -> Result<Dynmon, String> {
+    pub fn load(name: &str, mut spec: DynmonSpec) -> Result<Dynmon, DynmonError> {
         use base64::Engine;
         if !valid_metric_name(name) || name.contains(':') {
-            return Err(format!(
+            return Err(DynmonError::Spec(format!(
                 "instance name {name:?}: letters, digits and `_`, not starting with a digit"
-            ));
+            )));
         }
         if spec.paths.is_empty() {
-            return Err("no path: give an ingress or egress path".into());
+            return Err(DynmonError::Spec(
+                "no path: give an ingress or egress path".into(),
+            ));
         }
         let t0 = Instant::now();
         let mut paths = Vec::new();
@@ -137,11 +121,11 @@ impl Dynmon {
             } else {
                 format!("path {:?}", p.name)
             };
-            let object = object_of(p).map_err(|e| format!("{what}: {e}"))?;
+            let object = object_of(p).map_err(|e| e.context(&what))?;
             // Keep the object, not the source: a restart does not need clang.
             p.source = None;
             p.object = Some(base64::engine::general_purpose::STANDARD.encode(&object));
-            paths.push(LoadedPath::load(p, &object).map_err(|e| format!("{what}: {e}"))?);
+            paths.push(LoadedPath::load(p, &object).map_err(|e| e.context(&what))?);
         }
         // Metric names, and the sample names OpenMetrics gives them, are the instance's
         // own: no two may meet (`x` as a counter writes `x_total`).
@@ -152,10 +136,10 @@ impl Dynmon {
                 names.extend(openmetrics::sample_names(m));
                 for n in names {
                     if let Some((_, other)) = all.iter().find(|(a, _)| *a == n) {
-                        return Err(format!(
+                        return Err(DynmonError::Spec(format!(
                             "metrics {other:?} and {:?} both write {n:?}",
                             m.name
-                        ));
+                        )));
                     }
                     all.push((n, &m.name));
                 }
@@ -164,26 +148,26 @@ impl Dynmon {
                 if let Some(om) = &m.open_metrics {
                     for (i, l) in om.labels.iter().enumerate() {
                         if !openmetrics::label_name_ok(&l.name) {
-                            return Err(format!(
+                            return Err(DynmonError::Spec(format!(
                                 "metric {:?}: label {:?}: a label name is letters, digits and `_`, \
                                  not starting with a digit or `__`, and not one of {:?}",
                                 m.name,
                                 l.name,
                                 openmetrics::RESERVED_LABELS
-                            ));
+                            )));
                         }
                         if om.labels[..i].iter().any(|o| o.name == l.name) {
-                            return Err(format!(
+                            return Err(DynmonError::Spec(format!(
                                 "metric {:?}: label {:?} given twice",
                                 m.name, l.name
-                            ));
+                            )));
                         }
                     }
                 }
             }
         }
-        let grace =
-            crate::engine::sys::Grace::new().map_err(|e| format!("grace-period map: {e}"))?;
+        let grace = crate::engine::sys::Grace::new()
+            .map_err(|e| DynmonError::Host(format!("grace-period map: {e}")))?;
         let mut d = Dynmon {
             name: name.to_string(),
             spec,
@@ -204,10 +188,13 @@ impl Dynmon {
     }
 
     /// Attaches every path to `ifname` in `netns` (dropping the instance detaches it).
-    pub fn attach(&mut self, ifname: &str, netns: Option<String>) -> Result<(), String> {
+    pub fn attach(&mut self, ifname: &str, netns: Option<String>) -> Result<(), DynmonError> {
         for p in &mut self.paths {
             if !p.links.is_empty() {
-                return Err(format!("{} is attached already", self.name));
+                return Err(DynmonError::Spec(format!(
+                    "{} is attached already",
+                    self.name
+                )));
             }
             if let Err(e) = p.attach(ifname, netns.as_deref()) {
                 for p in &mut self.paths {
@@ -252,7 +239,7 @@ impl Dynmon {
     }
 
     /// Reads every metric: one switch and one grace period for all swapped maps.
-    pub fn read(&mut self) -> Result<Vec<Reading>, String> {
+    pub fn read(&mut self) -> Result<Vec<Reading>, DynmonError> {
         let t0 = Instant::now();
         let mut old = vec![None; self.paths.len()];
         let mut switched = false;
@@ -270,11 +257,12 @@ impl Dynmon {
         if switched && self.wait {
             self.grace
                 .wait()
-                .map_err(|e| format!("waiting a grace period: {e}"))?;
+                .map_err(|e| DynmonError::Host(format!("waiting a grace period: {e}")))?;
         }
         let t1 = Instant::now();
         let ts = now_us();
-        let ncpus = aya::util::nr_cpus().map_err(|e| format!("possible CPUs: {}", e.1))?;
+        let ncpus = aya::util::nr_cpus()
+            .map_err(|e| DynmonError::Host(format!("possible CPUs: {}", e.1)))?;
         let mut out: Vec<Reading> = Vec::new();
         for (i, p) in self.paths.iter_mut().enumerate() {
             // A map read once per read, even when several metrics name it.
@@ -296,7 +284,7 @@ impl Dynmon {
                         Ok(v) => v,
                         Err(e) => {
                             tracing::warn!(dynmon = %self.name, metric = %m.name, "{e}");
-                            json!({ "error": e })
+                            json!({ "error": e.to_string() })
                         }
                     }
                 };
@@ -310,7 +298,7 @@ impl Dynmon {
         }
         self.reads += 1;
         self.last = (t1 - t0, t1.elapsed());
-        openmetrics::accumulate(self, &out);
+        openmetrics::accumulate(&self.paths, &mut self.totals, &out);
         Ok(out)
     }
 }
@@ -322,8 +310,8 @@ fn read_map(
     meta: &MapMeta,
     empty: bool,
     ncpus: usize,
-) -> Result<Value, String> {
-    let err = |e: std::io::Error| format!("reading map {:?}: {e}", m.map_name);
+) -> Result<Value, DynmonError> {
+    let err = |e: std::io::Error| DynmonError::Host(format!("reading map {:?}: {e}", m.map_name));
     let btf = &p.btf;
     let plan = |ty: u32| (ty != 0).then(|| btf.plan(ty));
     let decode_with = |plan: &Option<btf::Plan>, b: &[u8]| -> Value {
@@ -351,7 +339,7 @@ fn read_map(
     }
     let map = p.copies[copy]
         .map(&m.map_name)
-        .ok_or_else(|| format!("map {:?} is gone", m.map_name))?;
+        .ok_or_else(|| DynmonError::Host(format!("map {:?} is gone", m.map_name)))?;
     let fd = map_data(map).fd().as_fd().as_raw_fd();
     let (ks, vs) = (meta.key_size as usize, meta.value_size as usize);
     let vs_all = if per_cpu(meta.map_type) {
@@ -509,6 +497,8 @@ mod tests {
     fn bcc_dialect_is_refused_with_the_line_and_what_to_write() {
         let src = "#include <bcc/helpers.h>\nBPF_TABLE(\"hash\", u32, u64, counts, 1024);\n";
         let e = refuse_bcc(src).unwrap_err();
+        assert!(matches!(e, DynmonError::Compile(_)), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.starts_with("line 2: `BPF_TABLE` is Polycube's BCC dialect"),
             "{e}"

@@ -15,11 +15,17 @@
 //! series and `_count`; `summary` writes `_count` (entries)
 //! and `_sum` (their values). A counter's samples end in `_total`.
 
-use std::fmt::Write;
+use std::{collections::BTreeMap, fmt::Write};
 
 use serde_json::Value;
 
-use super::{Dynmon, MetricType, Reading};
+use super::{
+    load::{LoadedPath, T_ARRAY, T_PERCPU_ARRAY, T_QUEUE, T_RINGBUF, T_STACK},
+    spec::{Label, MetricConfig, MetricType, Reading},
+};
+
+/// Running totals of counters whose reads are destructive: metric -> labels -> value.
+pub type Totals = BTreeMap<String, BTreeMap<Vec<(String, String)>, f64>>;
 
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -98,7 +104,7 @@ pub fn label_name_ok(n: &str) -> bool {
 /// Key labels of a hash entry: the key's fields when it is a struct of scalars (a name
 /// that is not a valid label name, or is taken, becomes `key_<name>` with other
 /// characters as `_`), else one label `key`.
-fn key_labels(k: &Value, constant: &[crate::dynmon::Label]) -> Vec<(String, String)> {
+fn key_labels(k: &Value, constant: &[Label]) -> Vec<(String, String)> {
     match k {
         Value::Object(o) if o.values().all(|v| !v.is_object() && !v.is_array()) => o
             .iter()
@@ -132,19 +138,17 @@ fn labels(base: &[(String, String)], more: &[(String, String)]) -> String {
 type Sample = (Vec<(String, String)>, f64);
 
 /// The series of one reading.
-fn samples_of(d: &Dynmon, r: &Reading, cfg: &crate::dynmon::MetricConfig) -> Vec<Sample> {
+fn samples_of(paths: &[LoadedPath], r: &Reading, cfg: &MetricConfig) -> Vec<Sample> {
     let constant = cfg
         .open_metrics
         .as_ref()
         .map(|m| m.labels.clone())
         .unwrap_or_default();
     let mut samples: Vec<Sample> = Vec::new();
-    let map_kind = d.paths[r.path].maps[&cfg.map_name].map_type;
+    let map_kind = paths[r.path].maps[&cfg.map_name].map_type;
     match (&r.value, map_kind) {
-        (Value::Array(a), super::T_QUEUE | super::T_STACK | super::T_RINGBUF) => {
-            samples.push((vec![], a.len() as f64))
-        }
-        (Value::Array(a), super::T_ARRAY | super::T_PERCPU_ARRAY) => {
+        (Value::Array(a), T_QUEUE | T_STACK | T_RINGBUF) => samples.push((vec![], a.len() as f64)),
+        (Value::Array(a), T_ARRAY | T_PERCPU_ARRAY) => {
             let one = a.len() == 1;
             for (i, v) in a.iter().enumerate() {
                 for (field, n) in values(v) {
@@ -184,25 +188,20 @@ fn samples_of(d: &Dynmon, r: &Reading, cfg: &crate::dynmon::MetricConfig) -> Vec
 }
 
 /// The declaration of a reading's metric.
-fn config_of<'a>(d: &'a Dynmon, r: &Reading) -> Option<&'a crate::dynmon::MetricConfig> {
-    d.paths
+fn config_of<'a>(paths: &'a [LoadedPath], r: &Reading) -> Option<&'a MetricConfig> {
+    paths
         .get(r.path)
         .and_then(|p| p.spec.metrics.iter().find(|m| m.name == r.name))
 }
 
 /// Whether reading metric `cfg` takes what it reads away (swapped, emptied, popped).
-pub fn destructive(d: &Dynmon, path: usize, cfg: &crate::dynmon::MetricConfig) -> bool {
-    let m = &d.paths[path].maps[&cfg.map_name];
-    m.swapped
-        || cfg.extraction.empty_on_read
-        || matches!(
-            m.map_type,
-            super::T_QUEUE | super::T_STACK | super::T_RINGBUF
-        )
+pub fn destructive(paths: &[LoadedPath], path: usize, cfg: &MetricConfig) -> bool {
+    let m = &paths[path].maps[&cfg.map_name];
+    m.swapped || cfg.extraction.empty_on_read || matches!(m.map_type, T_QUEUE | T_STACK | T_RINGBUF)
 }
 
 /// The sample names a metric writes besides its own name.
-pub fn sample_names(m: &crate::dynmon::MetricConfig) -> Vec<String> {
+pub fn sample_names(m: &MetricConfig) -> Vec<String> {
     let n = &m.name;
     match m.open_metrics.as_ref().map(|o| o.kind) {
         Some(MetricType::Counter) if !n.ends_with("_total") => vec![format!("{n}_total")],
@@ -217,20 +216,20 @@ const MAX_TOTALS: usize = 100_000;
 
 /// Adds a read's values into the running totals of counters whose reads are destructive,
 /// so that `/metrics` serves counters that only go up whoever took the reads.
-pub fn accumulate(d: &mut Dynmon, readings: &[Reading]) {
+pub fn accumulate(paths: &[LoadedPath], totals: &mut Totals, readings: &[Reading]) {
     for r in readings {
-        let Some(cfg) = config_of(d, r) else {
+        let Some(cfg) = config_of(paths, r) else {
             continue;
         };
         let counter = cfg
             .open_metrics
             .as_ref()
             .is_some_and(|m| m.kind == MetricType::Counter);
-        if !counter || !destructive(d, r.path, cfg) {
+        if !counter || !destructive(paths, r.path, cfg) {
             continue;
         }
-        let samples = samples_of(d, r, cfg);
-        let t = d.totals.entry(r.name.clone()).or_default();
+        let samples = samples_of(paths, r, cfg);
+        let t = totals.entry(r.name.clone()).or_default();
         for (l, n) in samples {
             if let Some(v) = t.get_mut(&l) {
                 *v += n;
@@ -261,21 +260,28 @@ impl Families {
 }
 
 /// Adds the families of `d`'s readings.
-pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
+pub fn render(
+    instance: &str,
+    paths: &[LoadedPath],
+    totals: &Totals,
+    readings: &[Reading],
+    om: bool,
+    fams: &mut Families,
+) {
     for r in readings {
-        let Some(cfg) = config_of(d, r) else {
+        let Some(cfg) = config_of(paths, r) else {
             continue;
         };
         let Some(meta) = &cfg.open_metrics else {
             continue;
         };
-        let mut base = vec![("dynmon".to_string(), d.name.clone())];
+        let mut base = vec![("dynmon".to_string(), instance.to_string())];
         base.extend(
             meta.labels
                 .iter()
                 .map(|l| (l.name.clone(), l.value.clone())),
         );
-        let samples = samples_of(d, r, cfg);
+        let samples = samples_of(paths, r, cfg);
         let name = &r.name;
         let help = if meta.help.is_empty() {
             format!("dynmon metric {name} (map {})", cfg.map_name)
@@ -292,9 +298,9 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
                 };
                 let family = if om { family } else { sample.clone() };
                 let _ = writeln!(head, "# HELP {family} {help}\n# TYPE {family} counter");
-                if destructive(d, r.path, cfg) {
+                if destructive(paths, r.path, cfg) {
                     // Running totals over every read (see `accumulate`).
-                    for (l, n) in d.totals.get(name).into_iter().flatten() {
+                    for (l, n) in totals.get(name).into_iter().flatten() {
                         let _ = writeln!(body, "{sample}{} {}", labels(&base, l), fmt_num(*n));
                     }
                 } else {
@@ -369,7 +375,7 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
             .any(|w| fams.owners.get(w).is_some_and(|o| o != name));
         match fams.by_name.get_mut(name) {
             _ if clash => tracing::warn!(
-                dynmon = %d.name,
+                dynmon = %instance,
                 metric = %name,
                 "another dynamic monitor's metric writes the same series names: left out"
             ),
@@ -381,7 +387,7 @@ pub fn render(d: &Dynmon, readings: &[Reading], om: bool, fams: &mut Families) {
             }
             Some((h, b)) if h.lines().nth(1) == head.lines().nth(1) => b.push_str(&body),
             Some(_) => tracing::warn!(
-                dynmon = %d.name,
+                dynmon = %instance,
                 metric = %name,
                 "another dynamic monitor declares this metric with another type: left out"
             ),

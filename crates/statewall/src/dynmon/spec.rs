@@ -1,7 +1,10 @@
 //! What a dynamic monitor is made of, as users write it: paths, metric declarations and
 //! their options (Polycube Dynmon's shapes).
 
-use super::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::types::Direction;
 
 /// What the extraction of a metric does on each read.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -129,4 +132,17 @@ pub fn valid_metric_name(n: &str) -> bool {
     let mut c = n.chars();
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+/// One metric's reading.
+#[derive(Clone, Debug)]
+pub struct Reading {
+    /// Metric name.
+    pub name: String,
+    /// Path index.
+    pub path: usize,
+    /// The decoded value (Dynmon's shapes).
+    pub value: Value,
+    /// Unix time of the read, microseconds.
+    pub timestamp_us: u64,
 }

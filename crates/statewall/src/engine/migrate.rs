@@ -9,7 +9,10 @@
 
 use aya::maps::{Map, MapData, PerCpuArray, PerCpuValues};
 
-use super::{pin_err, pins::Pins, EngineError, Result};
+use super::{
+    error::{pin_err, EngineError, Result},
+    pins::Pins,
+};
 
 /// Pinned counter arrays: per-CPU arrays of `u64`, indexed by counter.
 pub const COUNTER_MAPS: &[&str] = &[

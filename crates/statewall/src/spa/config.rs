@@ -6,10 +6,11 @@ use std::{net::IpAddr, path::PathBuf};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    spa::{pkd_bytes, FwknopStanza, PkdAction},
-    types::Dur,
+use super::{
+    fwknop::FwknopStanza,
+    pkd::{pkd_bytes, PkdAction},
 };
+use crate::types::Dur;
 
 /// `[spa]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -352,15 +353,15 @@ impl FwknopConfig {
         let access_timeout = self.fw_access_timeout.unwrap_or(30).max(1);
         let max_timeout = self
             .max_fw_timeout
-            .unwrap_or(crate::spa::DEFAULT_MAX_FW_TIMEOUT);
+            .unwrap_or(super::policy::DEFAULT_MAX_FW_TIMEOUT);
         for (key, v) in [
             ("fw_access_timeout", access_timeout),
             ("max_fw_timeout", max_timeout),
         ] {
-            if v == 0 || v > crate::spa::LONGEST_GRANT {
+            if v == 0 || v > super::policy::LONGEST_GRANT {
                 return Err((
                     key.into(),
-                    format!("{v}: seconds from 1 to {}", crate::spa::LONGEST_GRANT),
+                    format!("{v}: seconds from 1 to {}", super::policy::LONGEST_GRANT),
                 ));
             }
         }
@@ -382,7 +383,7 @@ impl FwknopConfig {
         let ports = |key: &str, v: &[String]| -> Result<Vec<(u8, u16)>, (String, String)> {
             v.iter()
                 .map(|p| {
-                    crate::spa::parse_proto_port(p)
+                    super::policy::parse_proto_port(p)
                         .ok_or_else(|| (key.to_string(), format!("{p:?}: tcp/PORT or udp/PORT")))
                 })
                 .collect()

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    daemon::api::{parse_body, ApiError},
+    daemon::api::call::{parse_body, ApiError},
     daemon::state::Shared,
     dynmon::{code_field, Direction, Dynmon, DynmonSpec, MetricConfig, PathSpec, Reading},
 };
@@ -192,7 +192,7 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
     let mut g = lock(&s);
     g.pending.remove(&name);
     let d = match loaded
-        .and_then(|r| r.map_err(|e| ApiError::bad(format!("dynamic monitor {name:?}: {e}"))))
+        .and_then(|r| r.map_err(|e| e.context(format!("dynamic monitor {name:?}")).into()))
     {
         Ok(d) => d,
         Err(e) => {
@@ -242,7 +242,7 @@ async fn take<T: Send + 'static>(
     tokio::task::spawn_blocking(move || {
         let mut g = lock(&s);
         let d = g.by_name.get_mut(&name).ok_or_else(|| not_found(&name))?;
-        let r = d.read().map_err(ApiError::internal)?;
+        let r = d.read().map_err(ApiError::from)?;
         Ok(f(d, &r))
     })
     .await
@@ -314,7 +314,7 @@ pub async fn pc_metrics(s: Arc<Shared>, name: String) -> ApiResult {
 async fn pc_open_metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     let text = take(s, name, |d, r| {
         let mut fams = crate::dynmon::openmetrics::Families::default();
-        crate::dynmon::openmetrics::render(d, r, false, &mut fams);
+        d.render(r, false, &mut fams);
         let mut out = String::new();
         fams.finish(&mut out);
         out
@@ -469,7 +469,7 @@ pub fn attach_detach(
     if on {
         let netns = netns.or_else(|| d.spec.netns.clone());
         d.attach(port, netns)
-            .map_err(|e| ApiError::bad(format!("dynamic monitor {cube:?}: {e}")))?;
+            .map_err(|e| ApiError::from(e.context(format!("dynamic monitor {cube:?}"))))?;
     } else {
         if d.spec.interface.as_deref() != Some(port) {
             return Err(ApiError::bad(format!(

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
-    daemon::api::{lock, parse_body, ApiError},
+    daemon::api::call::{lock, parse_body, ApiError},
     daemon::state::Shared,
     firewall::{apply_batch, ChainState, FwState, Port},
 };

@@ -21,6 +21,7 @@
 //! a body that does not parse gets a 400 naming the field. The `/metrics` endpoint lives on
 //! its own listener ([`crate::daemon::metrics`]).
 
+pub mod call;
 pub mod dynmon;
 pub mod firewall;
 pub mod monitor;
@@ -40,59 +41,14 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use statewall_common::maps::{GrantKey, GRANT_BY_API};
 
 use crate::daemon::state::Shared;
 
-/// An API error: status and message.
-#[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl ApiError {
-    /// 400 with a message.
-    pub fn bad(msg: impl Into<String>) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, msg.into())
-    }
-    /// 500 with a message.
-    pub fn internal(msg: impl std::fmt::Display) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.to_string())
-    }
-}
-
-/// The HTTP status of each stage error, in one place.
-impl From<crate::firewall::FirewallError> for ApiError {
-    fn from(e: crate::firewall::FirewallError) -> Self {
-        use crate::firewall::FirewallError as F;
-        let status = match &e {
-            F::Exists(_) | F::NoSlot => StatusCode::CONFLICT,
-            F::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError(status, e.to_string())
-    }
-}
-
-/// Parses a JSON body whatever its Content-Type, naming the offending field on error.
-pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            ApiError::bad(format!("invalid JSON body: {inner}"))
-        } else {
-            ApiError::bad(format!("invalid JSON body at `{path}`: {inner}"))
-        }
-    })
-}
+pub(crate) use call::lock;
+pub use call::{parse_body, ApiError};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -157,10 +113,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::from_fn(refuse_browsers))
         .with_state(shared)
-}
-
-pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, crate::daemon::state::Inner> {
-    s.inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> ApiResult {

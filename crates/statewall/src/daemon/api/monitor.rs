@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use statewall_common::monitor::{PktRec, SessKey};
 
 use crate::{
-    daemon::api::ApiError,
+    daemon::api::call::ApiError,
     daemon::state::Shared,
     monitor::{ip, Direction, Kind, Monitor, Window},
 };

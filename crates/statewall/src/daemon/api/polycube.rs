@@ -25,7 +25,7 @@ use axum::{
 };
 
 use crate::daemon::{
-    api::{dynmon, monitor, ApiError},
+    api::{call::ApiError, dynmon, monitor},
     state::Shared,
 };
 

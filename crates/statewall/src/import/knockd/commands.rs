@@ -2,7 +2,9 @@
 //! knockd's rule helper) and what they let in or out, and which are plain commands kept
 //! as argument vectors.
 
-use super::*;
+use std::collections::BTreeSet;
+
+use crate::config::PortSpec;
 
 /// A firewall front end whose commands are recognised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -575,4 +577,14 @@ pub(super) fn ufw(args: &[String]) -> Result<Option<FwRule>, String> {
         open,
         reach,
     }))
+}
+
+/// The name `$0` of the shell that runs a converted shell command.
+pub(super) const SHELL_ARGV0: &str = "statewall-knock";
+
+pub(super) fn join_ports(p: &[PortSpec]) -> String {
+    p.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

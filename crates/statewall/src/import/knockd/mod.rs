@@ -48,8 +48,6 @@ const KNOCKD_DEFAULT_CMD_TIMEOUT: u64 = 10;
 /// How long a converted door stays open when knockd had no `stop_command` (knockd left
 /// the port open until something else closed it), in seconds.
 pub const DEFAULT_OPEN_FOR_WITHOUT_STOP: u64 = 30;
-/// The name `$0` of the shell that runs a converted shell command.
-const SHELL_ARGV0: &str = "statewall-knock";
 
 /// `[options]` keys: lower-case spelling, knockd's spelling.
 const OPTION_KEYS: [(&str, &str); 4] = [
@@ -726,13 +724,6 @@ fn unique_name(section: &str, taken: &mut BTreeSet<String>, notes: &mut Vec<Stri
     }
     taken.insert(name.clone());
     name
-}
-
-fn join_ports(p: &[PortSpec]) -> String {
-    p.iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

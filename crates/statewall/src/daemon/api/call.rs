@@ -1,0 +1,102 @@
+//! What every handler uses: the error type with each stage error's HTTP status in one
+//! place, the body parser, and the lock on the shared state.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::daemon::state::{Inner, Shared};
+
+/// An API error: status and message.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl ApiError {
+    /// 400 with a message.
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+    /// 500 with a message.
+    pub fn internal(msg: impl std::fmt::Display) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.to_string())
+    }
+}
+
+/// The HTTP status of each stage error, in one place.
+impl From<crate::firewall::FirewallError> for ApiError {
+    fn from(e: crate::firewall::FirewallError) -> Self {
+        use crate::firewall::FirewallError as F;
+        let status = match &e {
+            F::Exists(_) | F::NoSlot => StatusCode::CONFLICT,
+            F::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<crate::dynmon::DynmonError> for ApiError {
+    fn from(e: crate::dynmon::DynmonError) -> Self {
+        use crate::dynmon::DynmonError as D;
+        let status = match &e {
+            D::Spec(_) | D::Compile(_) | D::Object(_) | D::Verifier(_) | D::Attach(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            D::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Parses a JSON body whatever its Content-Type, naming the offending field on error.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::bad(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::bad(format!("invalid JSON body at `{path}`: {inner}"))
+        }
+    })
+}
+
+pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    s.inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynmon::{BadObject, DynmonError};
+
+    #[test]
+    fn stage_errors_map_to_their_statuses() {
+        let status = |e: ApiError| e.0;
+        for e in [
+            DynmonError::Spec("s".into()),
+            DynmonError::Compile("c".into()),
+            DynmonError::Object(BadObject("o".into())),
+            DynmonError::Verifier("v".into()),
+            DynmonError::Attach("a".into()),
+        ] {
+            assert_eq!(status(e.into()), StatusCode::BAD_REQUEST);
+        }
+        let host: ApiError = DynmonError::Host("h".into()).context("reading").into();
+        assert_eq!(host.0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(host.1, "reading: h");
+        let fw = crate::firewall::FirewallError::NoSlot;
+        assert_eq!(status(fw.into()), StatusCode::CONFLICT);
+    }
+}
