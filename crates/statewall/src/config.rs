@@ -498,7 +498,8 @@ impl Config {
                 }
             }
             if let Some(p) = &k.udp_payload {
-                p.bytes().map_err(|e| bad(at("udp_payload"), e))?;
+                p.bytes()
+                    .map_err(|e| bad(at("udp_payload"), e.to_string()))?;
             }
             let udp_steps: BTreeSet<u16> = k
                 .sequence
@@ -521,7 +522,7 @@ impl Config {
                         ))
                     }
                 }
-                p.bytes().map_err(|e| bad(at, e))?;
+                p.bytes().map_err(|e| bad(at, e.to_string()))?;
             }
         }
         let total = self.knocks.len() + self.machines.len();
@@ -548,7 +549,8 @@ impl Config {
             .map_err(|(at, msg)| bad(at, msg))?;
         let doors = self.doors();
         let raws = self.raw_machines().unwrap_or_default();
-        crate::xfsm::compile(&doors, &raws).map_err(|e| bad("[[knock]]/[[xfsm]]".into(), e))?;
+        crate::xfsm::compile(&doors, &raws)
+            .map_err(|e| bad("[[knock]]/[[xfsm]]".into(), e.to_string()))?;
         Ok(())
     }
 

@@ -538,17 +538,29 @@ const FILE_DEBT: &[(&str, usize)] = &[];
 /// Functions still over 150 lines, with their length today.
 const FN_DEBT: &[(&str, usize)] = &[];
 
-/// `Result<_, String>` in the library: at most this many (the issue asks for 10, each with
-/// a reason); errors are enums per stage.
+/// `Result<_, String>` in the library: only where [`STRING_ERRORS`] gives a reason; every
+/// other error is an enum of its stage.
 #[test]
 fn string_errors_are_counted() {
     let c = read_crate();
-    let n: usize = c.text.values().map(|t| string_results(t)).sum();
-    eprintln!("{n} `Result<_, String>`");
+    let allowed: BTreeMap<&str, &str> = STRING_ERRORS.iter().copied().collect();
+    let mut wrong = Vec::new();
+    let mut total = 0;
+    for (m, t) in &c.text {
+        let n = string_results(t);
+        total += n;
+        let name = m.join("::");
+        if n > 0 && !allowed.contains_key(name.as_str()) {
+            wrong.push(format!("{name}: {n}"));
+        }
+    }
+    eprintln!("{total} `Result<_, String>`");
     assert!(
-        n <= STRING_ERRORS,
-        "{n} `Result<_, String>` (at most {STRING_ERRORS})"
+        wrong.is_empty(),
+        "`Result<_, String>` without a reason:\n{}",
+        wrong.join("\n")
     );
+    assert!(total <= STRING_ERRORS.len(), "{total} `Result<_, String>`");
 }
 
 /// How many `Result<T, String>` a text names (the type's own angle brackets matched).
@@ -584,6 +596,16 @@ fn string_results_are_found() {
     );
 }
 
-/// The count today (three of them are helpers split out of longer functions, with the
-/// errors those had): it may only go down.
-const STRING_ERRORS: usize = 55;
+/// The `Result<_, String>` left, one each, by module, with why a string is enough there.
+const STRING_ERRORS: &[(&str, &str)] = &[
+    (
+        "engine",
+        "a closure run inside another namespace returns its message, which becomes an \
+         `EngineError::Attach` with the program, interface and hook at once",
+    ),
+    (
+        "spa::pkd",
+        "`pkd_bytes` parses one tag or key value; its callers put the message under the \
+         config key or field it came from",
+    ),
+];

@@ -16,14 +16,16 @@ use crate::{
     xfsm::doors::{door_keys, event_kind, event_source, unix_now, DoorEvent},
 };
 
+pub use crate::xfsm::error::DoorError;
+
 /// The door called `name` in the config in force.
-fn find_door(g: &Inner, name: &str) -> Result<KnockConfig, String> {
+fn find_door(g: &Inner, name: &str) -> Result<KnockConfig, DoorError> {
     g.config
         .knocks
         .iter()
         .find(|k| k.name == name)
         .cloned()
-        .ok_or_else(|| format!("no door {name:?}"))
+        .ok_or_else(|| DoorError::NoDoor(name.to_string()))
 }
 
 /// Handles one kernel event.
@@ -111,15 +113,13 @@ pub fn manual_open(
     door: &str,
     source: IpAddr,
     seconds: Option<u64>,
-) -> Result<(KnockConfig, u64), String> {
+) -> Result<(KnockConfig, u64), DoorError> {
     let k = {
         let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
         let k = find_door(&g, door)?;
         let secs = seconds.unwrap_or_else(|| k.open_for.0.as_secs().max(1));
         for key in door_keys(&k, source) {
-            g.engine
-                .grant(key, secs, GRANT_BY_API)
-                .map_err(|e| e.to_string())?;
+            g.engine.grant(key, secs, GRANT_BY_API)?;
         }
         (k, secs)
     };
@@ -128,13 +128,13 @@ pub fn manual_open(
 }
 
 /// Closes a door for a source by hand: revokes its ports and runs the stop command.
-pub fn manual_close(s: &Shared, door: &str, source: IpAddr) -> Result<bool, String> {
+pub fn manual_close(s: &Shared, door: &str, source: IpAddr) -> Result<bool, DoorError> {
     let (k, any) = {
         let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
         let k = find_door(&g, door)?;
         let mut any = false;
         for key in door_keys(&k, source) {
-            any |= g.engine.revoke(&key).map_err(|e| e.to_string())?;
+            any |= g.engine.revoke(&key)?;
         }
         (k, any)
     };

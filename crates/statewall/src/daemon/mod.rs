@@ -325,9 +325,7 @@ fn start_stages(
         crate::spa::SpaRuntime::new(setup, replay)
     };
     let mut monitors = crate::monitor::Monitors::default();
-    let m = monitors
-        .prepare(&cfg.monitors)
-        .map_err(anyhow::Error::msg)?;
+    let m = monitors.prepare(&cfg.monitors)?;
     monitors.commit(&cfg.monitors, m);
     let dynmon = crate::dynmon::Dynmons::restore(cfg.daemon.state_dir.join("dynmon.json"));
     let spa_triggers = crate::config::spa_trigger_doors(&cfg.spa);

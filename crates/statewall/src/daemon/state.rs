@@ -201,8 +201,7 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         .monitors
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .prepare(&new.monitors)
-        .map_err(anyhow::Error::msg)?;
+        .prepare(&new.monitors)?;
     let applied = apply(&mut g.engine, &new);
     if let Err(e) = applied {
         let old = g.config.clone();

@@ -11,6 +11,9 @@ pub enum EngineError {
     /// The knock doors could not be compiled or their sequences read.
     #[error("knock doors: {0}")]
     Doors(String),
+    /// A firewall instance's rules do not fit the classifier's tables.
+    #[error("firewall rules: {0}")]
+    Rules(String),
     /// Loading the object or a program failed (the verifier log is in the message).
     #[error("loading the eBPF object: {0}")]
     Load(String),

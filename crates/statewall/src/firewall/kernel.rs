@@ -38,7 +38,8 @@ impl Engine {
         use statewall_common::fw::{
             stats_slot, RuleStats, MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
         };
-        let compiled = crate::firewall::rules::compile(&st.chains()).map_err(EngineError::Doors)?;
+        let compiled = crate::firewall::rules::compile(&st.chains())
+            .map_err(|e| EngineError::Rules(e.to_string()))?;
         {
             use statewall_common::ct::{CtConf, MAP_CT_CONF};
             let f = fw;
@@ -96,7 +97,7 @@ impl Engine {
             crate::firewall::rules::write_tables(self, &compiled, half, old.as_ref()).map_err(
                 |e| EngineError::Map {
                     map: "firewall tables".into(),
-                    msg: e,
+                    msg: e.to_string(),
                 },
             )?;
         self.stage::<Installed>().written[shadow] = Some(written);

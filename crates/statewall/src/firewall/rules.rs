@@ -190,8 +190,51 @@ fn prefix_ids(
         .collect()
 }
 
+/// Why chains cannot be compiled or written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    /// A chain number past the table.
+    #[error("chain {chain}: at most {max}")]
+    Chain {
+        /// The chain.
+        chain: u32,
+        /// Chains the table has.
+        max: u32,
+    },
+    /// A chain longer than the classifier takes.
+    #[error("{rules} rules: at most {max} per chain")]
+    Rules {
+        /// Rules in the chain.
+        rules: usize,
+        /// The most a chain may have.
+        max: usize,
+    },
+    /// More distinct rule sets than a 16-bit bitset id can name.
+    #[error("{sets} distinct rule sets: at most 65535")]
+    Sets {
+        /// Rule sets needed.
+        sets: usize,
+    },
+    /// More distinct rule sets than a generation of the bitset table holds.
+    #[error("{sets} distinct rule sets: the bitset table holds {half} per generation ([firewall] bitsets_max)")]
+    NoRoom {
+        /// Rule sets needed.
+        sets: usize,
+        /// Rule sets a generation holds.
+        half: u32,
+    },
+    /// Writing a table failed.
+    #[error("map {map}: {msg}")]
+    Map {
+        /// The map.
+        map: String,
+        /// The error.
+        msg: String,
+    },
+}
+
 /// Compiles chains (by chain number) into one generation's tables.
-pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, String> {
+pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, RulesError> {
     let mut b = Builder {
         ids: HashMap::new(),
         bitsets: Vec::new(),
@@ -199,14 +242,17 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, String> {
     let mut c = Compiled::default();
     for (&ch, chain) in chains {
         if ch >= MAX_CHAINS {
-            return Err(format!("chain {ch}: at most {MAX_CHAINS}"));
+            return Err(RulesError::Chain {
+                chain: ch,
+                max: MAX_CHAINS,
+            });
         }
         let rules = &chain.rules;
         if rules.len() > MAX_RULES {
-            return Err(format!(
-                "{} rules: at most {MAX_RULES} per chain",
-                rules.len()
-            ));
+            return Err(RulesError::Rules {
+                rules: rules.len(),
+                max: MAX_RULES,
+            });
         }
         let mut used = 0u8;
         for r in rules {
@@ -294,10 +340,9 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, String> {
         cc.track = needs.contains(&(ch / 2)) as u8;
     }
     if b.bitsets.len() > u16::MAX as usize {
-        return Err(format!(
-            "{} distinct rule sets: at most 65535",
-            b.bitsets.len()
-        ));
+        return Err(RulesError::Sets {
+            sets: b.bitsets.len(),
+        });
     }
     c.bitsets = b.bitsets;
     Ok(c)
@@ -312,8 +357,11 @@ fn lpm_data(generation: u32, chain: u32, fam: u8, addr: &[u8; 16]) -> [u8; 20] {
     d
 }
 
-fn merr(name: &str, e: impl std::fmt::Display) -> String {
-    format!("map {name}: {e}")
+fn merr(name: &str, e: impl std::fmt::Display) -> RulesError {
+    RulesError::Map {
+        map: name.to_string(),
+        msg: e.to_string(),
+    }
 }
 
 /// What the user side remembers of a generation it wrote (to clear it next time).
@@ -333,7 +381,7 @@ pub fn write_tables(
     c: &Compiled,
     half: u32,
     old: Option<&Written>,
-) -> Result<(u32, Written), String> {
+) -> Result<(u32, Written), RulesError> {
     let cur = {
         let a: Array<&MapData, u32> =
             Array::try_from(&*maps.map_mut(MAP_FW_CTL)).map_err(|e| merr(MAP_FW_CTL, e))?;
@@ -341,10 +389,10 @@ pub fn write_tables(
     };
     let g = cur ^ 1;
     if c.bitsets.len() as u32 > half {
-        return Err(format!(
-            "{} distinct rule sets: the bitset table holds {half} per generation ([firewall] bitsets_max)",
-            c.bitsets.len()
-        ));
+        return Err(RulesError::NoRoom {
+            sets: c.bitsets.len(),
+            half,
+        });
     }
     let base = g * half;
     {

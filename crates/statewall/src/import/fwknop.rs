@@ -5,6 +5,7 @@
 //! notes, as are stanzas that cannot be converted (no HMAC key: statewall requires HMAC;
 //! GPG keys).
 
+use crate::import::error::ImportError;
 use crate::{config::Config, import::knockd::Import, spa::config::FwknopConfig};
 
 fn yes(v: &str) -> bool {
@@ -22,7 +23,7 @@ fn list(v: &str) -> Vec<String> {
 }
 
 /// Converts access.conf text; errors name `origin:line`.
-pub fn import(text: &str, origin: &str) -> Result<Import, String> {
+pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
     let mut notes = Vec::new();
     let mut stanzas: Vec<(usize, FwknopConfig, bool)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -54,14 +55,18 @@ pub fn import(text: &str, origin: &str) -> Result<Import, String> {
             continue;
         }
         let Some((_, s, ok)) = stanzas.last_mut() else {
-            return Err(format!(
-                "{origin}:{line_no}: {key} before any SOURCE line (a stanza starts with SOURCE)"
-            ));
+            return Err(ImportError::At {
+                origin: origin.to_string(),
+                line: line_no,
+                msg: format!("{key} before any SOURCE line (a stanza starts with SOURCE)"),
+            });
         };
-        let num = |v: &str| -> Result<u64, String> {
-            v.trim()
-                .parse()
-                .map_err(|_| format!("{origin}:{line_no}: {key} {v:?} is not a number"))
+        let num = |v: &str| -> Result<u64, ImportError> {
+            v.trim().parse().map_err(|_| ImportError::At {
+                origin: origin.to_string(),
+                line: line_no,
+                msg: format!("{key} {v:?} is not a number"),
+            })
         };
         match key.as_str() {
             "OPEN_PORTS" => s.open_ports = list(&value),
@@ -111,8 +116,8 @@ pub fn import(text: &str, origin: &str) -> Result<Import, String> {
         }
         cfg.spa.fwknop.push(s);
     }
-    let text = toml::to_string(&cfg).map_err(|e| e.to_string())?;
-    let cfg = Config::parse(&text, origin).map_err(|e| e.to_string())?;
+    let text = toml::to_string(&cfg).map_err(|e| ImportError::Config(e.to_string()))?;
+    let cfg = Config::parse(&text, origin).map_err(|e| ImportError::Config(e.to_string()))?;
     Ok(Import {
         config: cfg,
         notes,
@@ -145,7 +150,7 @@ mod tests {
         );
         assert!(notes.contains("access.conf:14: GPG_REMOTE_ID"), "{notes}");
         assert!(notes.contains("%INCLUDE_FOLDER"), "{notes}");
-        let e = import("KEY x\n", "a.conf").unwrap_err();
+        let e = import("KEY x\n", "a.conf").unwrap_err().to_string();
         assert!(
             e.contains("a.conf:1") && e.contains("before any SOURCE"),
             "{e}"
@@ -154,9 +159,12 @@ mod tests {
             "SOURCE ANY\nFW_ACCESS_TIMEOUT soon\nHMAC_KEY h\nKEY k\n",
             "a.conf",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("a.conf:2"), "{e}");
-        let e = import("SOURCE 10.0.0.0/99\nHMAC_KEY h\nKEY k\n", "a.conf").unwrap_err();
+        let e = import("SOURCE 10.0.0.0/99\nHMAC_KEY h\nKEY k\n", "a.conf")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("source"), "{e}");
     }
 }

@@ -3,5 +3,8 @@
 //!
 //! Above `config` (they produce one); may import the stages' config types.
 
+pub mod error;
 pub mod fwknop;
 pub mod knockd;
+
+pub use error::{ImportError, Why};

@@ -272,35 +272,84 @@ fn realtime_minus_monotonic() -> u64 {
     ts(libc::CLOCK_REALTIME).wrapping_sub(ts(libc::CLOCK_MONOTONIC))
 }
 
-fn merr(what: &str, e: impl std::fmt::Display) -> String {
-    format!("{what}: {e}")
+/// Why a traffic monitor could not be loaded, attached or read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MonitorError {
+    /// A value of its spec is wrong.
+    #[error("monitor {name:?}: {key}: {msg}")]
+    Spec {
+        /// The monitor.
+        name: String,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The kernel refused the object or its program (the verifier's log follows).
+    #[error("{what}: {msg}")]
+    Load {
+        /// What was being loaded.
+        what: String,
+        /// The error, with the verifier's log.
+        msg: String,
+    },
+    /// Attaching to an interface it watches failed.
+    #[error("monitor {name:?}: attaching to {ifname} ({hook}): {msg}")]
+    Attach {
+        /// The monitor.
+        name: String,
+        /// The interface.
+        ifname: String,
+        /// The hook.
+        hook: String,
+        /// The error.
+        msg: String,
+    },
+    /// A map, a test run or the grace period failed.
+    #[error("{what}: {msg}")]
+    Kernel {
+        /// What was being done.
+        what: String,
+        /// The error.
+        msg: String,
+    },
+}
+
+fn merr(what: &str, e: impl std::fmt::Display) -> MonitorError {
+    MonitorError::Kernel {
+        what: what.to_string(),
+        msg: e.to_string(),
+    }
 }
 
 impl Monitor {
     /// Loads the object for `spec` and attaches it, first on each hook it watches.
-    pub fn load(spec: MonitorSpec) -> Result<Monitor, String> {
+    pub fn load(spec: MonitorSpec) -> Result<Monitor, MonitorError> {
         let mut m = Monitor::open(spec)?;
         m.attach()?;
         Ok(m)
     }
 
     /// Loads the object for `spec` (program verified) without attaching it.
-    pub fn open(spec: MonitorSpec) -> Result<Monitor, String> {
+    pub fn open(spec: MonitorSpec) -> Result<Monitor, MonitorError> {
         Monitor::open_with_delay(spec, 0)
     }
 
     /// Tests only: like [`Monitor::load`], with every 1024th packet of each CPU held
     /// `delay_ns` inside the program while it writes a crypto session (see
     /// `SW_MON_TEST_DELAY_NS`).
-    pub fn load_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, String> {
+    pub fn load_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, MonitorError> {
         let mut m = Monitor::open_with_delay(spec, delay_ns)?;
         m.attach()?;
         Ok(m)
     }
 
-    fn open_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, String> {
-        spec.validate()
-            .map_err(|(k, m)| format!("monitor {:?}: {k}: {m}", spec.name))?;
+    fn open_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, MonitorError> {
+        spec.validate().map_err(|(key, msg)| MonitorError::Spec {
+            name: spec.name.clone(),
+            key,
+            msg,
+        })?;
         let (kind, sessions, per, total) = (
             match spec.kind {
                 Kind::Ddos => KIND_DDOS,
@@ -325,9 +374,10 @@ impl Monitor {
             l.map_max_entries(MAP_DDOS_PKTS[b], dt);
             l.map_max_entries(MAP_CRYPTO[b], cs);
         }
-        let ebpf = l
-            .load(OBJECT)
-            .map_err(|e| merr(&format!("loading monitor {:?}", spec.name), e))?;
+        let ebpf = l.load(OBJECT).map_err(|e| MonitorError::Load {
+            what: format!("loading monitor {:?}", spec.name),
+            msg: format!("{e:#}"),
+        })?;
         let grace = crate::engine::sys::Grace::new().map_err(|e| merr("grace-period map", e))?;
         let ncpus = aya::util::nr_cpus().map_err(|e| merr("possible CPUs", e.1))?;
         let mut packet_maps = [None, None];
@@ -336,7 +386,7 @@ impl Monitor {
                 let m = ebpf.map(MAP_DDOS_PKTS[b]).unwrap();
                 let fd = match m {
                     aya::maps::Map::Array(d) => d.fd().as_fd().as_raw_fd(),
-                    _ => return Err(format!("{}: not an array", MAP_DDOS_PKTS[b])),
+                    _ => return Err(merr(MAP_DDOS_PKTS[b], "not an array")),
                 };
                 *slot = Some(
                     map_array(fd, total as usize * std::mem::size_of::<PktSlot>())
@@ -358,16 +408,14 @@ impl Monitor {
         };
         m.set_ctl(CTL_EPOCH, realtime_minus_monotonic())?;
         let name = m.spec.name.clone();
-        m.prog()?.load().map_err(|e| {
-            merr(
-                &format!("monitor {name:?}: {PROG_MONITOR}"),
-                format!("{e:#?}"),
-            )
+        m.prog()?.load().map_err(|e| MonitorError::Load {
+            what: format!("monitor {name:?}: {PROG_MONITOR}"),
+            msg: format!("{e:#?}"),
         })?;
         Ok(m)
     }
 
-    fn prog(&mut self) -> Result<&mut SchedClassifier, String> {
+    fn prog(&mut self) -> Result<&mut SchedClassifier, MonitorError> {
         self.ebpf
             .program_mut(PROG_MONITOR)
             .unwrap()
@@ -376,7 +424,7 @@ impl Monitor {
     }
 
     /// Runs the program once on `frame` (BPF_PROG_TEST_RUN); returns its verdict.
-    pub fn test_run(&mut self, frame: &[u8]) -> Result<i32, String> {
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<i32, MonitorError> {
         use aya::programs::{TestRun, TestRunOptions};
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -391,7 +439,7 @@ impl Monitor {
     }
 
     /// Mean run time over `repeat` runs on `frame`.
-    pub fn time(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, String> {
+    pub fn time(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, MonitorError> {
         use aya::programs::{TestRun, TestRunOptions};
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -405,20 +453,20 @@ impl Monitor {
         Ok(r.duration)
     }
 
-    fn set_ctl(&mut self, slot: u32, v: u64) -> Result<(), String> {
+    fn set_ctl(&mut self, slot: u32, v: u64) -> Result<(), MonitorError> {
         let mut a: Array<&mut MapData, u64> =
             Array::try_from(self.ebpf.map_mut(MAP_MON_CTL).unwrap())
                 .map_err(|e| merr(MAP_MON_CTL, e))?;
         a.set(slot, v, 0).map_err(|e| merr(MAP_MON_CTL, e))
     }
 
-    fn ctl(&self, slot: u32) -> Result<u64, String> {
+    fn ctl(&self, slot: u32) -> Result<u64, MonitorError> {
         let a: Array<&MapData, u64> = Array::try_from(self.ebpf.map(MAP_MON_CTL).unwrap())
             .map_err(|e| merr(MAP_MON_CTL, e))?;
         a.get(&slot, 0).map_err(|e| merr(MAP_MON_CTL, e))
     }
 
-    fn attach(&mut self) -> Result<(), String> {
+    fn attach(&mut self) -> Result<(), MonitorError> {
         let hooks: &[TcAttachType] = match self.spec.direction {
             Direction::Ingress => &[TcAttachType::Ingress],
             Direction::Egress => &[TcAttachType::Egress],
@@ -428,25 +476,26 @@ impl Monitor {
         let p = self.prog()?;
         for ifname in &spec.interfaces {
             for t in hooks {
+                let failed = |msg: String| MonitorError::Attach {
+                    name: spec.name.clone(),
+                    ifname: ifname.clone(),
+                    hook: format!("{t:?}"),
+                    msg,
+                };
                 let r = crate::engine::netns::in_netns(spec.netns.as_deref(), || {
                     p.attach_with_options(ifname, *t, TcAttachOptions::TcxOrder(LinkOrder::first()))
                         .map(|_| ())
                         .map_err(|e| format!("{e:#}"))
                 })
-                .map_err(|e| e.to_string())?;
-                r.map_err(|e| {
-                    format!(
-                        "monitor {:?}: attaching to {ifname} ({t:?}): {e}",
-                        spec.name
-                    )
-                })?;
+                .map_err(|e| failed(e.to_string()))?;
+                r.map_err(failed)?;
             }
         }
         Ok(())
     }
 
     /// Stage counters summed over CPUs, by name.
-    pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, String> {
+    pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, MonitorError> {
         let a: aya::maps::PerCpuArray<&MapData, u64> =
             aya::maps::PerCpuArray::try_from(self.ebpf.map(MAP_MON_STATS).unwrap())
                 .map_err(|e| merr(MAP_MON_STATS, e))?;
@@ -458,7 +507,7 @@ impl Monitor {
             })
             .zip(COUNTER_NAMES)
             .map(|(v, n)| v.map(|v| (n, v)))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, MonitorError>>()?;
         // Ignored: the sum of its causes; captured: every packet seen that no other outcome
         // took.
         v[CNT_IGNORED as usize].1 = [
@@ -492,7 +541,7 @@ impl Monitor {
 
     /// Takes a window: switches buffers (swap) and waits a grace period, then reads the
     /// buffer the programs no longer write and empties it.
-    pub fn read(&mut self) -> Result<Window, String> {
+    pub fn read(&mut self) -> Result<Window, MonitorError> {
         let active = self.ctl(CTL_ACTIVE)? as usize & 1;
         let b = match self.spec.extraction {
             Extraction::Swap => {
@@ -659,7 +708,7 @@ pub struct Monitors {
 impl Monitors {
     /// Loads and attaches what `specs` adds or changes, leaving the running ones alone:
     /// on error, what was loaded here is dropped (detached) again.
-    pub fn prepare(&self, specs: &[MonitorSpec]) -> Result<Vec<Monitor>, String> {
+    pub fn prepare(&self, specs: &[MonitorSpec]) -> Result<Vec<Monitor>, MonitorError> {
         let mut new = Vec::new();
         for s in specs {
             if self.by_name.get(&s.name).is_some_and(|m| &m.spec == s) {

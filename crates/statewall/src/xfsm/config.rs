@@ -1,5 +1,6 @@
 //! The `[[knock]]` and `[[xfsm]]` sections: knock doors and machines written by hand.
 
+use crate::xfsm::error::XfsmError;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -115,7 +116,7 @@ pub enum PayloadSpec {
 }
 impl PayloadSpec {
     /// The bytes to match (`None` for `false`), checked: 1 to 64 bytes.
-    pub fn bytes(&self) -> Result<Option<Vec<u8>>, String> {
+    pub fn bytes(&self) -> Result<Option<Vec<u8>>, XfsmError> {
         let b = match self {
             PayloadSpec::Canned(false) => return Ok(None),
             PayloadSpec::Canned(true) => DEFAULT_KNOCK_PAYLOAD.to_vec(),
@@ -123,7 +124,10 @@ impl PayloadSpec {
         };
         let max = statewall_common::xfsm::PAYLOAD_MAX;
         if b.is_empty() || b.len() > max {
-            return Err(format!("a payload of {} bytes: 1 to {max}", b.len()));
+            return Err(XfsmError::Spec(format!(
+                "a payload of {} bytes: 1 to {max}",
+                b.len()
+            )));
         }
         Ok(Some(b))
     }
@@ -378,7 +382,7 @@ pub fn raw_machines(
             };
             let payload = match &t.payload {
                 Some(p) => {
-                    let b = p.bytes().map_err(|e| (at("payload"), e))?;
+                    let b = p.bytes().map_err(|e| (at("payload"), e.to_string()))?;
                     if b.is_some() && (proto != 17 || t.port == 0) {
                         return Err((
                             at("payload"),

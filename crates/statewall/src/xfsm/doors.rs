@@ -6,6 +6,7 @@
 //! within a second: the sweeper ([`Doors::sweep`]) notices grants that ended and closes the
 //! door for that source (stop command, `closed` event).
 
+use crate::xfsm::error::XfsmError;
 use std::{
     collections::BTreeMap,
     net::IpAddr,
@@ -243,7 +244,7 @@ pub async fn run_command(
     argv: Vec<String>,
     user: Option<String>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), XfsmError> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
@@ -252,28 +253,31 @@ pub async fn run_command(
         let (uid, gid) = lookup_user(u)?;
         cmd.uid(uid).gid(gid);
     }
-    let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", argv[0]))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| XfsmError::Command(format!("{}: {e}", argv[0])))?;
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(st)) if st.success() => Ok(()),
-        Ok(Ok(st)) => Err(format!("exited with {st}")),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(st)) => Err(XfsmError::Command(format!("exited with {st}"))),
+        Ok(Err(e)) => Err(XfsmError::Command(e.to_string())),
         Err(_) => {
             let _ = child.kill().await;
-            Err(format!(
+            Err(XfsmError::Command(format!(
                 "killed after cmd_timeout ({} ms)",
                 timeout.as_millis()
-            ))
+            )))
         }
     }
 }
 
 /// uid and gid of a user name.
-pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
-    let c = std::ffi::CString::new(name).map_err(|_| format!("bad user name {name:?}"))?;
+pub fn lookup_user(name: &str) -> Result<(u32, u32), XfsmError> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| XfsmError::Command(format!("bad user name {name:?}")))?;
     // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
     let pw = unsafe { libc::getpwnam(c.as_ptr()) };
     if pw.is_null() {
-        return Err(format!("no user {name:?}"));
+        return Err(XfsmError::Command(format!("no user {name:?}")));
     }
     // SAFETY: non-null as checked.
     let pw = unsafe { &*pw };

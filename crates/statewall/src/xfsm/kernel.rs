@@ -55,7 +55,8 @@ impl Engine {
         let doors = &exp.doors;
         let raws = crate::xfsm::config::raw_machines(cfg.machines)
             .map_err(|(at, msg)| EngineError::Doors(format!("{at}: {msg}")))?;
-        let compiled = crate::xfsm::compile(doors, &raws).map_err(EngineError::Doors)?;
+        let compiled =
+            crate::xfsm::compile(doors, &raws).map_err(|e| EngineError::Doors(e.to_string()))?;
         // A machine whose door changed (or whose previous door is unknown: the first write
         // of this process) starts with no states: an old state id means nothing in the new
         // machine. When only its sequences changed (a one-time sequence used, a new time
@@ -89,7 +90,7 @@ impl Engine {
         let new = crate::xfsm::write_tables(self, &compiled, known.as_deref()).map_err(|e| {
             EngineError::Map {
                 map: "xfsm tables".into(),
-                msg: e,
+                msg: e.to_string(),
             }
         })?;
         let st = self.stage::<Installed>();
@@ -124,7 +125,7 @@ impl Engine {
         use crate::xfsm::sequences::{self as seqs, SENTINEL};
         use statewall_common::xfsm::MAP_ONCE;
         let now = crate::engine::clock::unix_secs();
-        let derr = EngineError::Doors;
+        let derr = |e: crate::xfsm::error::XfsmError| EngineError::Doors(e.to_string());
         let mut exp = seqs::expand(cfg.knocks, cfg.state_dir, now).map_err(derr)?;
         if exp.once.is_empty() {
             return Ok(exp);
@@ -137,7 +138,7 @@ impl Engine {
             // A new map (first start, or pins gone after a reboot): keys issued before mean
             // nothing now.
             crate::engine::sys::write_synced(&seqs::issued_path(&dir), b"")
-                .map_err(|e| derr(e.to_string()))?;
+                .map_err(|e| EngineError::Doors(e.to_string()))?;
             h.insert(SENTINEL, 1, 0).map_err(|e| map_err(MAP_ONCE, e))?;
             BTreeSet::new()
         } else {

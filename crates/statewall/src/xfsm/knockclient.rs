@@ -8,6 +8,7 @@
 //! knock change over time ([`time_counter`]) or with every use (a counter both sides keep).
 //! The client and the daemon call the same function, so they agree by construction.
 
+use crate::xfsm::error::XfsmError;
 use std::{
     io,
     net::{IpAddr, SocketAddr, UdpSocket},
@@ -193,11 +194,15 @@ pub fn time_counter(unix_secs: u64, period_secs: u64) -> u64 {
 
 /// Reads a shared secret: the file's bytes with leading and trailing whitespace removed.
 /// An unreadable or empty file is an error naming the file.
-pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
-    let raw = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, XfsmError> {
+    let raw = std::fs::read(path)
+        .map_err(|e| XfsmError::File(format!("{}: cannot read: {e}", path.display())))?;
     let secret = raw.trim_ascii();
     if secret.is_empty() {
-        return Err(format!("{}: the secret is empty", path.display()));
+        return Err(XfsmError::File(format!(
+            "{}: the secret is empty",
+            path.display()
+        )));
     }
     Ok(secret.to_vec())
 }
@@ -272,13 +277,13 @@ mod tests {
         std::fs::write(&f, "  s3cret value\n").unwrap();
         assert_eq!(read_secret(&f).unwrap(), b"s3cret value");
         std::fs::write(&f, " \n\t").unwrap();
-        let e = read_secret(&f).unwrap_err();
+        let e = read_secret(&f).unwrap_err().to_string();
         assert!(
             e.contains(&f.display().to_string()) && e.contains("empty"),
             "{e}"
         );
         let missing = dir.join("missing");
-        let e = read_secret(&missing).unwrap_err();
+        let e = read_secret(&missing).unwrap_err().to_string();
         assert!(e.contains(&missing.display().to_string()), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -20,10 +20,12 @@
 
 pub mod config;
 pub mod doors;
+pub mod error;
 pub mod kernel;
 pub mod knockclient;
 pub mod sequences;
 
+use self::error::XfsmError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
@@ -243,12 +245,12 @@ impl DoorBuilder<'_> {
         }
     }
 
-    fn new_state(&mut self, name: String, root: u8) -> Result<u8, String> {
+    fn new_state(&mut self, name: String, root: u8) -> Result<u8, XfsmError> {
         if self.names.len() >= 254 {
-            return Err(format!(
+            return Err(XfsmError::Compile(format!(
                 "door {}: more than 253 states (too many or too long sequences)",
                 self.d.name
-            ));
+            )));
         }
         self.names.push(name);
         self.roots.push(root);
@@ -263,7 +265,7 @@ impl DoorBuilder<'_> {
         end: End,
         label: &str,
         once: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), XfsmError> {
         let d = self.d;
         let (n, m) = (seq.len(), self.m);
         let mut cur = root;
@@ -277,11 +279,11 @@ impl DoorBuilder<'_> {
             let taken = self.c.trans.contains_key(&(m, cur, DIR_INGRESS, p, port));
             if k + 1 == n {
                 if taken {
-                    return Err(format!(
+                    return Err(XfsmError::Compile(format!(
                         "door {}: {label} {} is a prefix of, or equal to, another sequence",
                         d.name,
                         seq_text(seq)
-                    ));
+                    )));
                 }
                 let t = match end {
                     End::Open => Trans {
@@ -307,11 +309,11 @@ impl DoorBuilder<'_> {
                 continue;
             }
             if taken {
-                return Err(format!(
+                return Err(XfsmError::Compile(format!(
                     "door {}: another sequence ends where {label} {} goes on",
                     d.name,
                     seq_text(seq)
-                ));
+                )));
             }
             let next = self.new_state(format!("{label} {}/{n}", k + 1), root)?;
             let t = if root == OPEN {
@@ -356,13 +358,13 @@ fn seq_text(seq: &[(u8, u16)]) -> String {
 
 /// Compiles doors and raw machines into machines 0.. (doors first; at most
 /// [`MAX_MACHINES`] in all; at most 253 states per door).
-pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, String> {
+pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, XfsmError> {
     if doors.len() + raws.len() > MAX_MACHINES {
-        return Err(format!(
+        return Err(XfsmError::Compile(format!(
             "{} doors and {} [[xfsm]] machines: at most {MAX_MACHINES} in all",
             doors.len(),
             raws.len()
-        ));
+        )));
     }
     let src = Scope::compile(&[field::SRC_IP]).unwrap();
     let mut c = Compiled::default();
@@ -492,17 +494,17 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Str
         compile_raw(&mut c, r)?;
     }
     if c.payloads.len() > MAX_PAYLOADS as usize {
-        return Err(format!(
+        return Err(XfsmError::Compile(format!(
             "{} different UDP payloads: at most {MAX_PAYLOADS}",
             c.payloads.len()
-        ));
+        )));
     }
     // Transition counters become metric series: each name must be its own.
     let mut seen = BTreeSet::new();
     if let Some(dup) = c.counter_names.iter().find(|n| !seen.insert(n.as_str())) {
-        return Err(format!(
+        return Err(XfsmError::Compile(format!(
             "two transitions are both named {dup:?} (their counters would be one series)"
-        ));
+        )));
     }
     Ok(c)
 }
@@ -510,22 +512,22 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Str
 /// A door's sequences have 1 to 32 steps (none at all is allowed: a door whose one-time
 /// sequences are all used opens only by hand), and it protects 1 to
 /// [`GRANT_SET_PORTS`] ports.
-fn check_door(d: &KnockDoor) -> Result<(), String> {
+fn check_door(d: &KnockDoor) -> Result<(), XfsmError> {
     if d.sequences
         .iter()
         .chain(&d.close)
         .any(|s| s.is_empty() || s.len() > 32)
     {
-        return Err(format!(
+        return Err(XfsmError::Compile(format!(
             "door {}: every sequence needs 1 to 32 steps",
             d.name
-        ));
+        )));
     }
     if d.protected.is_empty() || d.protected.len() > GRANT_SET_PORTS {
-        return Err(format!(
+        return Err(XfsmError::Compile(format!(
             "door {}: 1 to {GRANT_SET_PORTS} protected ports",
             d.name
-        ));
+        )));
     }
     Ok(())
 }
@@ -580,9 +582,9 @@ pub fn raw_uses_egress(raws: &[RawMachine]) -> bool {
         .any(|t| t.dirs.contains(&DIR_EGRESS))
 }
 
-fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), String> {
+fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
     let m = c.machines.len() as u8;
-    let err = |msg: String| format!("[[xfsm]] {}: {msg}", r.name);
+    let err = |msg: String| XfsmError::Compile(format!("[[xfsm]] {}: {msg}", r.name));
     let lookup = Scope::compile(&r.lookup).ok_or_else(|| err("bad lookup scope".into()))?;
     let update = Scope::compile(&r.update).ok_or_else(|| err("bad update scope".into()))?;
     if lookup.shape() != update.shape() {
@@ -679,8 +681,8 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), String> {
 
 pub use crate::engine::MapAccess;
 
-fn merr(name: &str, e: impl std::fmt::Display) -> String {
-    format!("map {name}: {e}")
+fn merr(name: &str, e: impl std::fmt::Display) -> XfsmError {
+    XfsmError::Map(format!("map {name}: {e}"))
 }
 
 /// Writes `c` into the inactive generation and switches to it with one array update.
@@ -690,7 +692,7 @@ pub fn write_tables(
     acc: &mut dyn MapAccess,
     c: &Compiled,
     known_ports: Option<&[u16]>,
-) -> Result<u32, String> {
+) -> Result<u32, XfsmError> {
     let cur = {
         let a: Array<&MapData, u32> =
             Array::try_from(&*acc.map_mut(MAP_CTL)).map_err(|e| merr(MAP_CTL, e))?;

@@ -13,6 +13,7 @@
 //! (appended and synced before the insert), so after a restart a key that is listed but no
 //! longer in the map is known to be used, while a line added to the file meanwhile is new.
 
+use crate::xfsm::error::XfsmError;
 use std::{
     collections::BTreeSet,
     fs::OpenOptions,
@@ -89,23 +90,22 @@ pub fn counter_path(state_dir: &Path, door: &str) -> PathBuf {
 }
 
 /// The next unused counter of a door (0 when never used).
-pub fn next_counter(state_dir: &Path, door: &str) -> Result<u64, String> {
+pub fn next_counter(state_dir: &Path, door: &str) -> Result<u64, XfsmError> {
     let p = counter_path(state_dir, door);
     match std::fs::read_to_string(&p) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| format!("{}: not a counter: {:?}", p.display(), s.trim())),
+        Ok(s) => s.trim().parse().map_err(|_| {
+            XfsmError::File(format!("{}: not a counter: {:?}", p.display(), s.trim()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        Err(e) => Err(XfsmError::File(format!("{}: {e}", p.display()))),
     }
 }
 
 /// Reads a one-time sequence file: the unused lines as (text, sequence), in file order. Blank lines and lines starting with `#` (used, or comments) are skipped;
 /// steps are separated by commas or spaces, knockd's way.
-pub fn read_one_time(path: &Path) -> Result<Vec<(String, Sequence)>, String> {
+pub fn read_one_time(path: &Path) -> Result<Vec<(String, Sequence)>, XfsmError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        .map_err(|e| XfsmError::File(format!("{}: cannot read: {e}", path.display())))?;
     let mut out = Vec::new();
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let body = line.trim_end_matches(['\n', '\r']);
@@ -118,14 +118,14 @@ pub fn read_one_time(path: &Path) -> Result<Vec<(String, Sequence)>, String> {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>();
         let seq = Sequence::parse(&norm.join(","))
-            .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+            .map_err(|e| XfsmError::File(format!("{} line {}: {e}", path.display(), i + 1)))?;
         if seq.0.is_empty() || seq.0.len() > 32 {
-            return Err(format!(
+            return Err(XfsmError::File(format!(
                 "{} line {}: {} steps: 1 to 32",
                 path.display(),
                 i + 1,
                 seq.0.len()
-            ));
+            )));
         }
         out.push((body.to_string(), seq));
     }
@@ -172,7 +172,7 @@ pub fn expand(
     knocks: &[KnockConfig],
     state_dir: &Path,
     unix_now: u64,
-) -> Result<Expansion, String> {
+) -> Result<Expansion, XfsmError> {
     let mut x = Expansion {
         doors: crate::xfsm::config::doors(knocks),
         ..Default::default()
@@ -226,9 +226,9 @@ pub fn expand(
         if let Some(path) = &k.counter_secret {
             let secret = knockclient::read_secret(path)?;
             let next = next_counter(state_dir, &k.name)?;
-            let end = next
-                .checked_add(k.counter_window as u64)
-                .ok_or_else(|| format!("door {}: the counter {next} is exhausted", k.name))?;
+            let end = next.checked_add(k.counter_window as u64).ok_or_else(|| {
+                XfsmError::File(format!("door {}: the counter {next} is exhausted", k.name))
+            })?;
             for c in next..end {
                 let seq = derived(&secret, c);
                 let key = once_key(&k.name, "counter", &c.to_be_bytes());
@@ -248,10 +248,10 @@ pub fn expand(
 /// Records durably that a one-time sequence was used: its line overwritten with `#` (if
 /// the line is still what was read), or the door's counter moved past it. Synced before
 /// returning.
-pub fn consume(state_dir: &Path, o: &Once) -> Result<(), String> {
+pub fn consume(state_dir: &Path, o: &Once) -> Result<(), XfsmError> {
     match &o.origin {
         Origin::Line { path, text } => {
-            let err = |e: std::io::Error| format!("{}: {e}", path.display());
+            let err = |e: std::io::Error| XfsmError::File(format!("{}: {e}", path.display()));
             let mut f = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -269,10 +269,10 @@ pub fn consume(state_dir: &Path, o: &Once) -> Result<(), String> {
                 offset += line.len() as u64;
             }
             let Some(offset) = at else {
-                return Err(format!(
+                return Err(XfsmError::File(format!(
                     "{}: the used sequence {text:?} is no longer in the file (edited?); not marked",
                     path.display()
-                ));
+                )));
             };
             f.seek(SeekFrom::Start(offset)).map_err(err)?;
             f.write_all(b"#").map_err(err)?;
@@ -283,12 +283,14 @@ pub fn consume(state_dir: &Path, o: &Once) -> Result<(), String> {
             if *c < next {
                 return Ok(());
             }
-            let after = c.checked_add(1).ok_or("the counter is exhausted")?;
+            let after = c
+                .checked_add(1)
+                .ok_or_else(|| XfsmError::File("the counter is exhausted".into()))?;
             crate::engine::sys::write_synced(
                 &counter_path(state_dir, &o.door),
                 format!("{after}\n").as_bytes(),
             )
-            .map_err(|e| e.to_string())
+            .map_err(|e| XfsmError::File(e.to_string()))
         }
     }
 }
@@ -300,7 +302,7 @@ pub fn issued_path(state_dir: &Path) -> PathBuf {
 
 /// Reads the issued keys (none when the file does not exist). A line that is not a key
 /// (a torn append) is skipped: its key reads as never issued, and is issued again.
-pub fn read_issued(state_dir: &Path) -> Result<BTreeSet<u64>, String> {
+pub fn read_issued(state_dir: &Path) -> Result<BTreeSet<u64>, XfsmError> {
     let p = issued_path(state_dir);
     match std::fs::read_to_string(&p) {
         Ok(s) => Ok(s
@@ -308,21 +310,21 @@ pub fn read_issued(state_dir: &Path) -> Result<BTreeSet<u64>, String> {
             .filter_map(|l| u64::from_str_radix(l.trim(), 16).ok())
             .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        Err(e) => Err(XfsmError::File(format!("{}: {e}", p.display()))),
     }
 }
 
 /// Rewrites the issued list, synced.
-pub fn write_issued(state_dir: &Path, keys: &BTreeSet<u64>) -> Result<(), String> {
+pub fn write_issued(state_dir: &Path, keys: &BTreeSet<u64>) -> Result<(), XfsmError> {
     let text: String = keys.iter().map(|k| format!("{k:016x}\n")).collect();
     crate::engine::sys::write_synced(&issued_path(state_dir), text.as_bytes())
-        .map_err(|e| e.to_string())
+        .map_err(|e| XfsmError::File(e.to_string()))
 }
 
 /// Appends keys to the issued list, synced.
-pub fn append_issued(state_dir: &Path, keys: &[u64]) -> Result<(), String> {
+pub fn append_issued(state_dir: &Path, keys: &[u64]) -> Result<(), XfsmError> {
     let p = issued_path(state_dir);
-    let err = |e: std::io::Error| format!("{}: {e}", p.display());
+    let err = |e: std::io::Error| XfsmError::File(format!("{}: {e}", p.display()));
     std::fs::create_dir_all(state_dir).map_err(err)?;
     let mut f = OpenOptions::new()
         .create(true)
@@ -372,7 +374,7 @@ mod tests {
             "a line marked already is not marked twice"
         );
         std::fs::write(&f, "7000,banana\n").unwrap();
-        let e = read_one_time(&f).unwrap_err();
+        let e = read_one_time(&f).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
 
         // Counters move past the used one, never back.

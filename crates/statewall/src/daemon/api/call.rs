@@ -58,6 +58,18 @@ impl From<crate::dynmon::DynmonError> for ApiError {
     }
 }
 
+impl From<crate::xfsm::error::DoorError> for ApiError {
+    fn from(e: crate::xfsm::error::DoorError) -> Self {
+        use crate::{engine::EngineError as E, xfsm::error::DoorError as D};
+        let status = match &e {
+            D::NoDoor(_) => StatusCode::NOT_FOUND,
+            D::Engine(E::TableFull { .. }) => StatusCode::CONFLICT,
+            D::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
 /// Parses a JSON body whatever its Content-Type, naming the offending field on error.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
@@ -96,6 +108,12 @@ mod tests {
         let host: ApiError = DynmonError::Host("h".into()).context("reading").into();
         assert_eq!(host.0, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(host.1, "reading: h");
+        let no = crate::xfsm::error::DoorError::NoDoor("x".into());
+        assert_eq!(status(no.into()), StatusCode::NOT_FOUND);
+        let full = crate::xfsm::error::DoorError::Engine(crate::engine::EngineError::TableFull {
+            map: "SW_GATE_GRANTS".into(),
+        });
+        assert_eq!(status(full.into()), StatusCode::CONFLICT);
         let fw = crate::firewall::FirewallError::NoSlot;
         assert_eq!(status(fw.into()), StatusCode::CONFLICT);
     }

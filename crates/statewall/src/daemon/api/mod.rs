@@ -383,16 +383,7 @@ async fn door_open(
     if r.seconds == Some(0) || r.seconds.is_some_and(|n| n > 86400 * 365) {
         return Err(ApiError::bad("seconds: from 1 to 31536000"));
     }
-    let (k, secs) =
-        crate::daemon::doors::manual_open(&s, &door, r.source, r.seconds).map_err(|e| {
-            if e.starts_with("no door") {
-                ApiError(StatusCode::NOT_FOUND, e)
-            } else if e.contains("full") {
-                ApiError(StatusCode::CONFLICT, e)
-            } else {
-                ApiError::internal(e)
-            }
-        })?;
+    let (k, secs) = crate::daemon::doors::manual_open(&s, &door, r.source, r.seconds)?;
     Ok(
         Json(
             json!({"door": k.name, "source": r.source, "seconds": secs, "protected": k.protected}),
@@ -407,13 +398,7 @@ async fn door_close(
     body: Bytes,
 ) -> ApiResult {
     let r: DoorReq = parse_body(&body)?;
-    let was_open = crate::daemon::doors::manual_close(&s, &door, r.source).map_err(|e| {
-        if e.starts_with("no door") {
-            ApiError(StatusCode::NOT_FOUND, e)
-        } else {
-            ApiError::internal(e)
-        }
-    })?;
+    let was_open = crate::daemon::doors::manual_close(&s, &door, r.source)?;
     Ok(Json(json!({"door": door, "source": r.source, "was_open": was_open})).into_response())
 }
 

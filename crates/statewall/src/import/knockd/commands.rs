@@ -2,6 +2,7 @@
 //! knockd's rule helper) and what they let in or out, and which are plain commands kept
 //! as argument vectors.
 
+use crate::import::error::Why;
 use std::collections::BTreeSet;
 
 use crate::config::PortSpec;
@@ -102,7 +103,7 @@ pub(super) enum CmdKind {
     Shell(Vec<String>),
 }
 impl Command {
-    pub(super) fn read(text: &str, line: usize) -> Result<Command, String> {
+    pub(super) fn read(text: &str, line: usize) -> Result<Command, Why> {
         let scan = scan(text)?;
         let kind = if scan.shell {
             CmdKind::Shell(vec![
@@ -151,7 +152,7 @@ pub(super) struct Scan {
 }
 /// Splits on unquoted whitespace, honouring single and double quotes, and notes shell
 /// syntax: pipes, lists, redirections, expansions, globs, escapes, subshells.
-pub(super) fn scan(text: &str) -> Result<Scan, String> {
+pub(super) fn scan(text: &str) -> Result<Scan, Why> {
     #[derive(PartialEq)]
     enum Quote {
         No,
@@ -228,7 +229,7 @@ pub(super) fn scan(text: &str) -> Result<Scan, String> {
         }
     }
     if quote != Quote::No {
-        return Err(format!("unterminated quote in {text:?}"));
+        return Err(format!("unterminated quote in {text:?}").into());
     }
     if in_word {
         words.push(word);
@@ -241,7 +242,7 @@ pub(super) fn scan(text: &str) -> Result<Scan, String> {
 }
 /// Recognises iptables/ip6tables, nft and ufw commands that give or take away the knocking
 /// address's access. `Ok(None)`: not such a command (kept as a command).
-pub(super) fn recognise(words: &[String]) -> Result<Option<FwRule>, String> {
+pub(super) fn recognise(words: &[String]) -> Result<Option<FwRule>, Why> {
     let mut w = words;
     if w.len() > 1 && basename(&w[0]) == "sudo" {
         w = &w[1..];
@@ -261,7 +262,7 @@ pub(super) fn recognise(words: &[String]) -> Result<Option<FwRule>, String> {
 /// `-a` append or `-i` insert (opening), `-x` delete (closing); `-f` the source (the
 /// knocking address), `-d` the destination port, `-p` the protocol, `-c` the chain, `-m` a
 /// comment. Without `-d` it lets the source reach every port.
-pub(super) fn helper(args: &[String]) -> Result<Option<FwRule>, String> {
+pub(super) fn helper(args: &[String]) -> Result<Option<FwRule>, Why> {
     let (mut open, mut from_ip) = (None, false);
     let (mut proto, mut dport) = (None::<String>, None::<String>);
     let mut i = 0;
@@ -318,10 +319,10 @@ pub(super) fn protocol(name: &str) -> Option<u8> {
     }
 }
 /// Parses a port list (`22`, `22,80`, `6000:6003` with `range` as the range mark).
-pub(super) fn port_list(text: &str, proto: u8, range: char) -> Result<Vec<PortSpec>, String> {
+pub(super) fn port_list(text: &str, proto: u8, range: char) -> Result<Vec<PortSpec>, Why> {
     let gmax = statewall_common::xfsm::GRANT_SET_PORTS;
-    let bad = || format!("{text:?} is not a port list");
-    let port = |s: &str| -> Result<u16, String> {
+    let bad = || Why(format!("{text:?} is not a port list"));
+    let port = |s: &str| -> Result<u16, Why> {
         match s.trim().parse::<u16>() {
             Ok(p) if p > 0 => Ok(p),
             _ => Err(bad()),
@@ -334,9 +335,7 @@ pub(super) fn port_list(text: &str, proto: u8, range: char) -> Result<Vec<PortSp
             None => (port(item)?, port(item)?),
         };
         if lo > hi || (hi - lo) as usize >= gmax {
-            return Err(format!(
-                "port range {item}: a door opens at most {gmax} ports"
-            ));
+            return Err(format!("port range {item}: a door opens at most {gmax} ports").into());
         }
         out.extend((lo..=hi).map(|port| PortSpec { proto, port }));
     }
@@ -344,15 +343,12 @@ pub(super) fn port_list(text: &str, proto: u8, range: char) -> Result<Vec<PortSp
         return Err(bad());
     }
     if out.len() > gmax {
-        return Err(format!(
-            "{text}: {} ports, a door opens at most {gmax}",
-            out.len()
-        ));
+        return Err(format!("{text}: {} ports, a door opens at most {gmax}", out.len()).into());
     }
     Ok(out.into_iter().collect())
 }
 /// `iptables -A|-I|-D CHAIN -s %IP% [-p tcp|udp [--dport N | -m multiport --dports L]] -j ACCEPT`.
-pub(super) fn iptables(args: &[String]) -> Result<Option<FwRule>, String> {
+pub(super) fn iptables(args: &[String]) -> Result<Option<FwRule>, Why> {
     let (mut open, mut from_ip, mut accept) = (None, false, false);
     let (mut proto, mut dports) = (None::<String>, None::<String>);
     let mut i = 0;
@@ -417,7 +413,7 @@ pub(super) fn nft_words(args: &[String]) -> Vec<String> {
 pub(super) const NFT_FAMILIES: [&str; 6] = ["ip", "ip6", "inet", "arp", "bridge", "netdev"];
 /// `nft add|delete element [FAMILY] TABLE SET { %IP% }` and
 /// `nft add|insert rule [FAMILY] TABLE CHAIN ... saddr %IP% [tcp|udp dport P] accept`.
-pub(super) fn nft(args: &[String]) -> Result<Option<FwRule>, String> {
+pub(super) fn nft(args: &[String]) -> Result<Option<FwRule>, Why> {
     let words = nft_words(args);
     let w: Vec<&str> = words
         .iter()
@@ -507,7 +503,7 @@ pub(super) fn nft(args: &[String]) -> Result<Option<FwRule>, String> {
 }
 /// `ufw [delete|insert N] allow [in] [on IF] from %IP% [to ADDR] [port P] [proto tcp|udp]`
 /// (also `app NAME`).
-pub(super) fn ufw(args: &[String]) -> Result<Option<FwRule>, String> {
+pub(super) fn ufw(args: &[String]) -> Result<Option<FwRule>, Why> {
     let mut w: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut open = true;
     match w.first() {
@@ -563,7 +559,8 @@ pub(super) fn ufw(args: &[String]) -> Result<Option<FwRule>, String> {
                 return Err(format!(
                     "port {list} on tcp and udp: {} ports, a door opens at most {gmax}",
                     ports.len()
-                ));
+                )
+                .into());
             }
             ports.sort();
             Reach::Ports(ports)

@@ -19,6 +19,7 @@
 
 mod commands;
 
+use crate::import::error::{ImportError, Why};
 use std::collections::{BTreeMap, BTreeSet};
 
 use commands::*;
@@ -77,8 +78,12 @@ const DOOR_KEYS: [(&str, &str); 13] = [
 /// Converts knockd.conf text; `origin` names it in errors (`origin:LINE: message`) and
 /// `protect` gives the ports to protect for doors whose commands do not name them (an
 /// nft set element, a rule opening every port, a script).
-pub fn import(text: &str, origin: &str, protect: &[PortSpec]) -> Result<Import, String> {
-    let err = |line: usize, msg: String| format!("{origin}:{line}: {msg}");
+pub fn import(text: &str, origin: &str, protect: &[PortSpec]) -> Result<Import, ImportError> {
+    let err = |line: usize, msg: String| ImportError::At {
+        origin: origin.to_string(),
+        line,
+        msg,
+    };
     let parsed = parse(text, &err)?;
     let mut notes = Vec::new();
     let protect: Vec<PortSpec> = {
@@ -123,7 +128,7 @@ pub fn import(text: &str, origin: &str, protect: &[PortSpec]) -> Result<Import, 
     let mut skipped = Vec::new();
     for (i, door) in parsed.doors.iter().enumerate() {
         if let Some(why) = &door.broken {
-            skipped.push(why.clone());
+            skipped.push(why.to_string());
             continue;
         }
         if closers.closing.contains(&i) {
@@ -133,7 +138,7 @@ pub fn import(text: &str, origin: &str, protect: &[PortSpec]) -> Result<Import, 
             Ok(Some(k)) => k,
             Ok(None) => continue,
             Err(why) => {
-                skipped.push(why);
+                skipped.push(why.to_string());
                 continue;
             }
         };
@@ -160,7 +165,9 @@ pub fn import(text: &str, origin: &str, protect: &[PortSpec]) -> Result<Import, 
         config.knocks.push(k);
     }
 
-    config.validate(origin).map_err(|e| e.to_string())?;
+    config
+        .validate(origin)
+        .map_err(|e| ImportError::Config(e.to_string()))?;
     Ok(Import {
         config,
         notes,
@@ -184,7 +191,7 @@ struct Door {
     stop6: Option<Command>,
     target: Option<String>,
     /// Why the door cannot be converted (its first unreadable line), when it cannot.
-    broken: Option<String>,
+    broken: Option<ImportError>,
 }
 
 /// The file as read: options and doors in order.
@@ -202,7 +209,7 @@ enum Section {
     Door(usize),
 }
 
-fn parse(text: &str, err: &dyn Fn(usize, String) -> String) -> Result<Parsed, String> {
+fn parse(text: &str, err: &dyn Fn(usize, String) -> ImportError) -> Result<Parsed, ImportError> {
     let mut out = Parsed::default();
     let mut section = Section::Nothing;
     // Keys seen in the current section (canonical name -> line), and door names seen.
@@ -295,7 +302,7 @@ fn parse(text: &str, err: &dyn Fn(usize, String) -> String) -> Result<Parsed, St
                 // line says why); the rest of the file is still read.
                 let door = &mut out.doors[d];
                 if let Err(m) = door_line(door, &mut seen, key, &lower, value, n) {
-                    door.broken.get_or_insert(err(n, m));
+                    door.broken.get_or_insert(err(n, m.0));
                 }
             }
         }
@@ -311,24 +318,25 @@ fn door_line(
     lower: &str,
     value: Option<&str>,
     n: usize,
-) -> Result<(), String> {
+) -> Result<(), Why> {
     let Some(value) = value else {
-        return Err(format!("{key:?} is not `key = value`"));
+        return Err(format!("{key:?} is not `key = value`").into());
     };
     let Some(&(_, canon)) = DOOR_KEYS.iter().find(|(k, _)| *k == lower) else {
         return Err(format!(
             "unknown key {key:?} in door [{}] (sequence, one_time_sequences, seq_timeout, tcpflags, start_command, start_command_6, cmd_timeout, stop_command, stop_command_6, target)",
             door.section
-        ));
+        ).into());
     };
     if let Some(first) = seen.insert(canon, n) {
         return Err(format!(
             "{canon} given twice in door [{}] (first at line {first})",
             door.section
-        ));
+        )
+        .into());
     }
     if value.is_empty() {
-        return Err(format!("{key} has no value"));
+        return Err(format!("{key} has no value").into());
     }
     read_door_key(door, canon, value, n)
 }
@@ -346,13 +354,13 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-fn read_door_key(door: &mut Door, key: &str, value: &str, line: usize) -> Result<(), String> {
-    let secs = |v: &str| -> Result<u64, String> {
+fn read_door_key(door: &mut Door, key: &str, value: &str, line: usize) -> Result<(), Why> {
+    let secs = |v: &str| -> Result<u64, Why> {
         match v.parse::<u64>() {
-            Ok(0) => Err(format!("{key} = 0: at least 1 second")),
-            Ok(s) if s > 86400 * 365 => Err(format!("{key} = {s}: at most 365 days")),
+            Ok(0) => Err(format!("{key} = 0: at least 1 second").into()),
+            Ok(s) if s > 86400 * 365 => Err(format!("{key} = {s}: at most 365 days").into()),
             Ok(s) => Ok(s),
-            Err(_) => Err(format!("{key} = {v}: a number of seconds")),
+            Err(_) => Err(format!("{key} = {v}: a number of seconds").into()),
         }
     };
     match key {
@@ -493,9 +501,9 @@ fn note_close_door_extras(
 fn convert_door(
     door: &Door,
     protect: &[PortSpec],
-    err: &dyn Fn(usize, String) -> String,
+    err: &dyn Fn(usize, String) -> ImportError,
     notes: &mut Vec<String>,
-) -> Result<Option<KnockConfig>, String> {
+) -> Result<Option<KnockConfig>, ImportError> {
     let s = &door.section;
     if let Some(t) = &door.target {
         notes.push(format!(
@@ -891,7 +899,7 @@ mod tests {
     /// The import's error, or else the first door it skipped.
     fn problem(text: &str, origin: &str, protect: &[PortSpec]) -> String {
         match import(text, origin, protect) {
-            Err(e) => e,
+            Err(e) => e.to_string(),
             Ok(imp) => imp
                 .skipped
                 .first()
@@ -906,7 +914,9 @@ mod tests {
         assert!(e.starts_with("f:2: sequence: "), "{e}");
         let e = problem("# c\n\n[d]\nsequence 7000\n", "f", &[tcp(22)]);
         assert_eq!(e, "f:4: \"sequence 7000\" is not `key = value`");
-        let e = import("sequence = 1,2\n", "f", &[tcp(22)]).unwrap_err();
+        let e = import("sequence = 1,2\n", "f", &[tcp(22)])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("f:1: "), "{e}");
         let e = problem("[d]\nsequence = 7,9\nseq_timeout = 5s\n", "f", &[tcp(22)]);
         assert_eq!(e, "f:3: seq_timeout = 5s: a number of seconds");
@@ -933,13 +943,17 @@ mod tests {
             "{e}"
         );
         // Validation errors of the result come back too (a protected port knocked on).
-        let e = import("[d]\nsequence = 22,23,25\n", "f", &[tcp(22)]).unwrap_err();
+        let e = import("[d]\nsequence = 22,23,25\n", "f", &[tcp(22)])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("also a step of the sequence"), "{e}");
     }
 
     #[test]
     fn unknown_keys_are_errors() {
-        let e = import("[options]\n  UseSyslog\n  Foo = 1\n", "f", &[]).unwrap_err();
+        let e = import("[options]\n  UseSyslog\n  Foo = 1\n", "f", &[])
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("f:3: unknown key \"Foo\" in [options]"),
             "{e}"
@@ -1103,7 +1117,7 @@ target = 192.0.2.1
                 .unwrap()
                 .words,
         );
-        assert!(too_many.unwrap_err().contains("at most 8"));
+        assert!(too_many.unwrap_err().to_string().contains("at most 8"));
         // knockd's rule helper, under both names.
         for name in ["/usr/local/sbin/knock_add", "/usr/sbin/knock_helper_ipt.sh"] {
             let open = r(&format!("{name} -i -c INPUT -p tcp -d 443 -f %IP%")).unwrap();
