@@ -146,7 +146,7 @@ fn egress_hook_attach_enforce_and_detach() {
 fn pinned_array_of_another_size_is_refused() {
     let cfg = Config::parse("", "test").unwrap();
     let k = Kernel::new("pinsize", &cfg);
-    let path = k.pins.map(statewall_common::fw::MAP_FW_COUNTERS);
+    let path = k.pins.map(statewall_common::firewall::MAP_FW_COUNTERS);
     std::fs::remove_file(&path).unwrap();
     // BPF_MAP_CREATE of a PERCPU_ARRAY u32 -> u64 with 9 entries, then BPF_OBJ_PIN.
     let mut attr = [0u32; 16];

@@ -1,5 +1,5 @@
 //! The firewall classifier: the kernel programs (BPF_PROG_TEST_RUN, real maps) against the
-//! reference `statewall_common::fw::classify` on random rulesets (up to thousands of rules)
+//! reference `statewall_common::firewall::classify` on random rulesets (up to thousands of rules)
 //! and packets drawn from them: every verdict and every rule's packet count must be equal;
 //! plus deterministic first-match, range, flag and prefix cases.
 
@@ -15,10 +15,10 @@ use statewall::{
     engine::ebpf::{PROG_FW_EGRESS, PROG_FW_INGRESS},
     firewall::rules::{compile, mask, write_tables, Chain, RefTables, Rule, Written},
 };
-use statewall_common::fw::{FwLog, MAP_FW_LOG};
+use statewall_common::firewall::{FwLog, MAP_FW_LOG};
 use statewall_common::{
     ct::{CtConf, CtKey, CtVal, MAP_CT, MAP_CT_CONF},
-    fw::{
+    firewall::{
         classify, stats_slot, FwTables, FwVerdict, RuleStats, ACT_ACCEPT, ACT_DROP, ACT_LOG,
         MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
     },
@@ -486,7 +486,7 @@ fn scenario(
 
 /// The stage's `ct_created` counter, summed over CPUs.
 fn ct_created(bed: &mut TestBed) -> u64 {
-    use statewall_common::fw::{CNT_CT_CREATED, MAP_FW_COUNTERS};
+    use statewall_common::firewall::{CNT_CT_CREATED, MAP_FW_COUNTERS};
     let a: PerCpuArray<&MapData, u64> = (&*bed.map(MAP_FW_COUNTERS)).try_into().unwrap();
     a.get(&CNT_CT_CREATED, 0).unwrap().iter().sum()
 }
@@ -690,7 +690,7 @@ fn conntrack_states_in_rules() {
         },
     );
     let c = compile(&chains).unwrap();
-    assert_ne!(c.chains[&0].used & statewall_common::fw::field::CT, 0);
+    assert_ne!(c.chains[&0].used & statewall_common::firewall::field::CT, 0);
     write_tables(&mut bed, &c, BITSETS / 2, None).unwrap();
     let syn_in = Packet::tcp(b, a, 5555, 22, 0x02).build();
     assert_eq!(

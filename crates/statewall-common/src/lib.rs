@@ -23,8 +23,8 @@
 #![deny(missing_docs)]
 
 pub mod ct;
+pub mod firewall;
 pub mod frag;
-pub mod fw;
 pub mod gate;
 pub mod maps;
 pub mod monitor;

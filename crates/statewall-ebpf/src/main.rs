@@ -17,8 +17,8 @@
 
 mod atomic;
 mod clock;
+mod firewall;
 mod frag;
-mod fw;
 mod gate;
 mod parse;
 mod pkt;
@@ -317,7 +317,7 @@ pub fn sw_fw_ingress(ctx: TcContext) -> i32 {
     parse_tc(&ctx, p);
     frag::ports(p);
     let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
-    fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0, load)
+    firewall::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0, load)
 }
 
 /// The same, egress.
@@ -329,7 +329,7 @@ pub fn sw_fw_egress(ctx: TcContext) -> i32 {
     parse_tc(&ctx, p);
     frag::ports(p);
     let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
-    fw::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1, load)
+    firewall::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1, load)
 }
 
 #[classifier]

@@ -178,7 +178,7 @@ pub fn rest_bodies(data: &[u8]) {
                         0,
                         statewall::firewall::rules::Chain {
                             rules: rules.iter().map(RuleSpec::rule).collect(),
-                            default_action: statewall_common::fw::ACT_ACCEPT,
+                            default_action: statewall_common::firewall::ACT_ACCEPT,
                             accept_established: false,
                         },
                     );

@@ -96,7 +96,7 @@ pub const RESIZABLE_MAPS: [(&str, u32, u32, bool); 6] = [
     (statewall_common::spa::MAP_SPA_RATE, 64, 1 << 22, false),
     (statewall_common::xfsm::MAP_EVENTS, 4096, 1 << 28, true),
     (statewall_common::spa::MAP_SPA_EVENTS, 4096, 1 << 28, true),
-    (statewall_common::fw::MAP_FW_LOG, 4096, 1 << 28, true),
+    (statewall_common::firewall::MAP_FW_LOG, 4096, 1 << 28, true),
 ];
 
 /// `[daemon]`.
@@ -344,7 +344,7 @@ impl Config {
                 (statewall_common::maps::MAP_GATE_FLOWS, "[gate] flows_max"),
                 (statewall_common::ct::MAP_CT, "[firewall] conntrack_max"),
                 (
-                    statewall_common::fw::MAP_FW_BITSETS,
+                    statewall_common::firewall::MAP_FW_BITSETS,
                     "[firewall] bitsets_max",
                 ),
             ];
@@ -618,7 +618,7 @@ impl Config {
             (MAP_GATE_GRANTS, cfg.gate.grants_max),
             (MAP_GATE_FLOWS, cfg.gate.flows_max),
             (
-                statewall_common::fw::MAP_FW_BITSETS,
+                statewall_common::firewall::MAP_FW_BITSETS,
                 cfg.firewall.bitsets_max,
             ),
             (statewall_common::ct::MAP_CT, cfg.firewall.conntrack_max),

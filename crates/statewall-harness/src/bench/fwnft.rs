@@ -34,10 +34,10 @@ use statewall::{
     firewall::rules::Rule,
     firewall::{ChainState, FwState, Instance, Port, PortArg, RuleSpec},
 };
-use statewall_common::fw::{ACT_ACCEPT, ACT_DROP};
+use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP};
 
 /// Rule counts compared.
-pub const SIZES: [usize; 6] = crate::bench::fw::SIZES;
+pub const SIZES: [usize; 6] = crate::bench::firewall::SIZES;
 /// Sending time per run.
 const RUN_TIME: Duration = Duration::from_millis(300);
 const CLIENT: &str = "192.168.1.1";
@@ -246,7 +246,7 @@ fn measure(pair: &Pair) -> anyhow::Result<Runs> {
         let mut eng = Engine::open(&pins, &cfg.map_sizes())?;
         let mut out = BTreeMap::new();
         for n in SIZES {
-            let rules = crate::bench::fw::ruleset(n, 17);
+            let rules = crate::bench::firewall::ruleset(n, 17);
             let mut st = FwState::default();
             st.instances.insert(
                 "bench".into(),

@@ -7,7 +7,7 @@
 //! so they measure the program, not the machine's scheduling.
 
 pub mod dynmon;
-pub mod fw;
+pub mod firewall;
 pub mod fwnft;
 pub mod monitor;
 pub mod open;
@@ -326,7 +326,7 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
         report.rows.extend(testrun_rows(repeat));
     }
     if want("firewall") {
-        report.rows.extend(crate::bench::fw::rows(repeat)?);
+        report.rows.extend(crate::bench::firewall::rows(repeat)?);
     }
     if want("monitor") {
         report.rows.extend(crate::bench::monitor::rows(repeat)?);

@@ -403,8 +403,8 @@ fn spawn_background(
         tasks,
         stop_rx,
         "fw_log",
-        statewall_common::fw::MAP_FW_LOG,
-        crate::engine::ring_record::<statewall_common::fw::FwLog>,
+        statewall_common::firewall::MAP_FW_LOG,
+        crate::engine::ring_record::<statewall_common::firewall::FwLog>,
         |s, e| crate::daemon::api::firewall::on_log(s, &e),
     );
     let sup = shared.tasks.clone();

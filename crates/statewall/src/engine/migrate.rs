@@ -19,7 +19,7 @@ pub const COUNTER_MAPS: &[&str] = &[
     statewall_common::maps::MAP_GATE_STATS,
     statewall_common::xfsm::MAP_STATS,
     statewall_common::spa::MAP_SPA_STATS,
-    statewall_common::fw::MAP_FW_COUNTERS,
+    statewall_common::firewall::MAP_FW_COUNTERS,
 ];
 
 /// The counts of one grown counter array, per index and CPU.

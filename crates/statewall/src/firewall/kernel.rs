@@ -35,7 +35,7 @@ impl Engine {
         st: &crate::firewall::FwState,
         moves: &[(u32, Vec<Option<usize>>)],
     ) -> Result<()> {
-        use statewall_common::fw::{
+        use statewall_common::firewall::{
             stats_slot, RuleStats, MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
         };
         let compiled = crate::firewall::rules::compile(&st.chains())
@@ -64,8 +64,8 @@ impl Engine {
             .unwrap_or(4096)
             / 2;
         let ctl: Array<&MapData, u32> =
-            Array::try_from(self.map_checked(statewall_common::fw::MAP_FW_CTL)?)
-                .map_err(|e| map_err(statewall_common::fw::MAP_FW_CTL, e))?;
+            Array::try_from(self.map_checked(statewall_common::firewall::MAP_FW_CTL)?)
+                .map_err(|e| map_err(statewall_common::firewall::MAP_FW_CTL, e))?;
         let shadow = (ctl.get(&0, 0).unwrap_or(0) & 1) as usize ^ 1;
         let old = self.stage::<Installed>().written[shadow].take();
         // Counters that move with their rules: read before the switch.
@@ -163,7 +163,7 @@ impl Engine {
 
     /// Per-rule counters of a chain (packets, bytes), summed over CPUs.
     pub fn fw_stats(&self, chain: u32, rules: usize) -> Result<Vec<(u64, u64)>> {
-        use statewall_common::fw::{stats_slot, RuleStats, MAP_FW_STATS};
+        use statewall_common::firewall::{stats_slot, RuleStats, MAP_FW_STATS};
         let a: aya::maps::PerCpuArray<&MapData, RuleStats> =
             aya::maps::PerCpuArray::try_from(self.map_checked(MAP_FW_STATS)?)
                 .map_err(|e| map_err(MAP_FW_STATS, e))?;
@@ -180,15 +180,15 @@ impl Engine {
 
     /// Firewall stage counters summed over CPUs, by name.
     pub fn fw_counters(&self) -> Result<Vec<(&'static str, u64)>> {
-        use statewall_common::fw::{COUNTERS, COUNTER_NAMES, MAP_FW_COUNTERS};
+        use statewall_common::firewall::{COUNTERS, COUNTER_NAMES, MAP_FW_COUNTERS};
         let sums = self.percpu_sums(MAP_FW_COUNTERS, COUNTERS)?;
         Ok(COUNTER_NAMES.into_iter().zip(sums).collect())
     }
 
     /// Takes the LOG events waiting in the ring buffer (tools and tests; the daemon follows
     /// the ring with its own handle).
-    pub fn drain_fw_log(&mut self) -> Vec<statewall_common::fw::FwLog> {
-        let Some(m) = self.maps.get_mut(statewall_common::fw::MAP_FW_LOG) else {
+    pub fn drain_fw_log(&mut self) -> Vec<statewall_common::firewall::FwLog> {
+        let Some(m) = self.maps.get_mut(statewall_common::firewall::MAP_FW_LOG) else {
             return Vec::new();
         };
         drain_ring(m)

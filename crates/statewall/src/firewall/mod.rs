@@ -15,7 +15,7 @@ pub mod rules;
 use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use serde::{Deserialize, Serialize};
-use statewall_common::fw::{ACT_ACCEPT, ACT_DROP, ACT_LOG, MAX_INSTANCES};
+use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, ACT_LOG, MAX_INSTANCES};
 
 use crate::firewall::rules::{mask, Chain, Rule};
 

@@ -1,5 +1,5 @@
 //! User side of the firewall classifier: rules compiled into the per-field lookup tables
-//! and bitsets of `statewall_common::fw`, written into the inactive generation and switched
+//! and bitsets of `statewall_common::firewall`, written into the inactive generation and switched
 //! in with one array update; and [`RefTables`], the same tables as plain maps, for the
 //! reference classifier in tests.
 
@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
-use statewall_common::fw::{
+use statewall_common::firewall::{
     field, flags_index, port_slot, rule_slot, small_slot, Bitset, ChainConf, FwTables, LpmKey,
     ACT_ACCEPT, MAP_FW_ACTIONS, MAP_FW_BITSETS, MAP_FW_CHAINS, MAP_FW_CTL, MAP_FW_DPORT,
     MAP_FW_DST, MAP_FW_SMALL, MAP_FW_SPORT, MAP_FW_SRC, MAX_CHAINS, MAX_RULES,
@@ -32,7 +32,7 @@ pub struct Rule {
     pub tcpflags: Option<(u8, u8)>,
     /// Connection state (`statewall_common::ct::NEW` ...), `None` = any.
     pub ct: Option<u8>,
-    /// `statewall_common::fw::ACT_*`.
+    /// `statewall_common::firewall::ACT_*`.
     pub action: u8,
 }
 
@@ -281,7 +281,7 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, RulesError> {
         if used & field::DPORT != 0 {
             c.dport.insert(ch, port_ids(&mut b, rules, |r| r.dport));
         }
-        let mut small = vec![0u16; statewall_common::fw::SMALL_PER_CHAIN as usize];
+        let mut small = vec![0u16; statewall_common::firewall::SMALL_PER_CHAIN as usize];
         if used & field::PROTO != 0 {
             for (pr, slot) in small.iter_mut().take(256).enumerate() {
                 *slot = b.id(rules.iter().enumerate().filter_map(|(ri, r)| {
@@ -305,7 +305,7 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, RulesError> {
         }
         if used & field::CT != 0 {
             for st in 0..4u8 {
-                small[statewall_common::fw::ct_index(st) as usize] = b.id(rules
+                small[statewall_common::firewall::ct_index(st) as usize] = b.id(rules
                     .iter()
                     .enumerate()
                     .filter_map(|(ri, r)| (r.ct.is_none() || r.ct == Some(st)).then_some(ri)))
@@ -515,7 +515,7 @@ impl FwTables for RefTables {
             .unwrap_or(0)
     }
     fn small(&self, slot: u32) -> u32 {
-        let per = statewall_common::fw::SMALL_PER_CHAIN;
+        let per = statewall_common::firewall::SMALL_PER_CHAIN;
         let chain = (slot / per) % MAX_CHAINS;
         self.c
             .small

@@ -11,7 +11,7 @@ use statewall::{
     engine::ebpf,
     firewall::rules::{compile, write_tables, Chain, Rule},
 };
-use statewall_common::fw::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, MAP_FW_IFACES};
+use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, MAP_FW_IFACES};
 
 /// Rule counts measured.
 pub const SIZES: [usize; 6] = [1, 10, 100, 1000, 2048, 10000];

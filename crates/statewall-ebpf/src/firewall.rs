@@ -1,5 +1,5 @@
 //! The `firewall` stage: the first matching rule of the packet's chain (instance of the
-//! interface, direction of the hook) decides; same steps as `statewall_common::fw`, with
+//! interface, direction of the hook) decides; same steps as `statewall_common::firewall`, with
 //! `bpf_loop` walking the candidate words.
 
 use aya_ebpf::{
@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
-    fw::{
+    firewall::{
         rule_slot, select, stats_slot, Bitset, ChainConf, FwLog, FwTables, LpmKey, RuleStats,
         Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS,
         MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
@@ -200,7 +200,7 @@ extern "C" fn walk_cb(_i: u64, ctx: *mut c_void) -> i64 {
         let word = sw * 64 + w.acc[sw].trailing_zeros() as usize;
         w.acc[sw] &= w.acc[sw] - 1;
         w.word = word as u32;
-        w.pending = statewall_common::fw::and_word(&t, &w.sel, w.all, false, word);
+        w.pending = statewall_common::firewall::and_word(&t, &w.sel, w.all, false, word);
         if w.pending == 0 {
             return 0;
         }
@@ -280,7 +280,7 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
     };
     let mut i = 0;
     while i < SUMMARY {
-        w.acc[i] = statewall_common::fw::and_word(&t, &w.sel, w.all, true, i);
+        w.acc[i] = statewall_common::firewall::and_word(&t, &w.sel, w.all, true, i);
         i += 1;
     }
     unsafe {
