@@ -215,7 +215,12 @@ impl TestBed {
 }
 
 impl statewall::xfsm::MapAccess for TestBed {
-    fn map_mut(&mut self, name: &str) -> &mut aya::maps::Map {
-        self.map(name)
+    fn map_mut(&mut self, name: &str) -> statewall::engine::Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| statewall::engine::EngineError::Map {
+                map: name.to_string(),
+                msg: "not in the object".into(),
+            })
     }
 }

@@ -135,15 +135,15 @@ pub struct Engine {
 /// Maps by name: the daemon's [`Engine`], or a test bed with private maps. The table
 /// writers of the stages take either.
 pub trait MapAccess {
-    /// The map called `name`.
-    fn map_mut(&mut self, name: &str) -> &mut Map;
+    /// The map called `name` (an error when this build has no such map).
+    fn map_mut(&mut self, name: &str) -> Result<&mut Map>;
 }
 
 impl MapAccess for Engine {
-    fn map_mut(&mut self, name: &str) -> &mut Map {
+    fn map_mut(&mut self, name: &str) -> Result<&mut Map> {
         self.maps
             .get_mut(name)
-            .unwrap_or_else(|| panic!("map {name} is not pinned"))
+            .ok_or_else(|| map_err(name, "not among the pinned maps"))
     }
 }
 
@@ -515,10 +515,17 @@ impl Engine {
         Ok(())
     }
 
+    /// The map called `name` (an error when this build has no such map).
+    fn pinned(&self, name: &str) -> Result<&Map> {
+        self.maps
+            .get(name)
+            .ok_or_else(|| map_err(name, "not among the pinned maps"))
+    }
+
     /// Entries `0..n` of a per-CPU counter array, each summed over CPUs.
     pub(crate) fn percpu_sums(&self, map: &str, n: u32) -> Result<Vec<u64>> {
         let a: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.maps.get(map).unwrap()).map_err(|e| map_err(map, e))?;
+            PerCpuArray::try_from(self.pinned(map)?).map_err(|e| map_err(map, e))?;
         (0..n)
             .map(|i| {
                 a.get(&i, 0)
@@ -534,7 +541,7 @@ impl Engine {
         map: &str,
     ) -> Result<Vec<(K, V)>> {
         let h: BpfHashMap<&MapData, K, V> =
-            BpfHashMap::try_from(self.maps.get(map).unwrap()).map_err(|e| map_err(map, e))?;
+            BpfHashMap::try_from(self.pinned(map)?).map_err(|e| map_err(map, e))?;
         let mut v: Vec<_> = h.iter().filter_map(|r| r.ok()).collect();
         v.sort_by_key(|(k, _)| *k);
         Ok(v)
@@ -542,7 +549,13 @@ impl Engine {
 
     /// The kernel clock now.
     pub fn kernel_now(&self) -> u64 {
-        let arr: Array<&MapData, u64> = Array::try_from(self.maps.get(MAP_CLOCK).unwrap()).unwrap();
+        // SW_CLOCK is among the maps `open` checked, with its layout.
+        let arr: Array<&MapData, u64> = Array::try_from(
+            self.maps
+                .get(MAP_CLOCK)
+                .expect("Engine::open opens every pinned map"),
+        )
+        .expect("Engine::open checked its layout");
         crate::engine::clock::kernel_now(&arr)
     }
 
@@ -554,7 +567,7 @@ impl Engine {
         keys: impl Iterator<Item = K>,
         expired: impl Fn(&V) -> bool,
     ) -> Result<usize> {
-        let md = self.maps.get_mut(name).unwrap();
+        let md = self.map_mut(name)?;
         let mut h: BpfHashMap<&mut MapData, K, V> =
             BpfHashMap::try_from(md).map_err(|e| map_err(name, e))?;
         let mut n = 0;
@@ -571,8 +584,7 @@ impl Engine {
     /// epoch timestamps follow wall-clock steps).
     pub fn refresh_clock(&mut self) -> Result<()> {
         let mut clock: Array<&mut MapData, u64> =
-            Array::try_from(self.maps.get_mut(MAP_CLOCK).unwrap())
-                .map_err(|e| map_err(MAP_CLOCK, e))?;
+            Array::try_from(self.map_mut(MAP_CLOCK)?).map_err(|e| map_err(MAP_CLOCK, e))?;
         crate::engine::clock::refresh_epoch_offset(&mut clock).map_err(|e| map_err(MAP_CLOCK, e))
     }
 

@@ -384,7 +384,8 @@ pub fn write_tables(
 ) -> Result<(u32, Written), RulesError> {
     let cur = {
         let a: Array<&MapData, u32> =
-            Array::try_from(&*maps.map_mut(MAP_FW_CTL)).map_err(|e| merr(MAP_FW_CTL, e))?;
+            Array::try_from(&*maps.map_mut(MAP_FW_CTL).map_err(|e| merr(MAP_FW_CTL, e))?)
+                .map_err(|e| merr(MAP_FW_CTL, e))?;
         a.get(&0, 0).map_err(|e| merr(MAP_FW_CTL, e))? & 1
     };
     let g = cur ^ 1;
@@ -396,8 +397,11 @@ pub fn write_tables(
     }
     let base = g * half;
     {
-        let mut a: Array<&mut MapData, Bitset> =
-            Array::try_from(maps.map_mut(MAP_FW_BITSETS)).map_err(|e| merr(MAP_FW_BITSETS, e))?;
+        let mut a: Array<&mut MapData, Bitset> = Array::try_from(
+            maps.map_mut(MAP_FW_BITSETS)
+                .map_err(|e| merr(MAP_FW_BITSETS, e))?,
+        )
+        .map_err(|e| merr(MAP_FW_BITSETS, e))?;
         for (i, bs) in c.bitsets.iter().enumerate() {
             a.set(base + i as u32, *bs, 0)
                 .map_err(|e| merr(MAP_FW_BITSETS, e))?;
@@ -406,7 +410,8 @@ pub fn write_tables(
     let mut w = Written::default();
     for (dst, name, table) in [(false, MAP_FW_SRC, &c.src), (true, MAP_FW_DST, &c.dst)] {
         let mut t: LpmTrie<&mut MapData, [u8; 20], u32> =
-            LpmTrie::try_from(maps.map_mut(name)).map_err(|e| merr(name, e))?;
+            LpmTrie::try_from(maps.map_mut(name).map_err(|e| merr(name, e))?)
+                .map_err(|e| merr(name, e))?;
         if let Some(o) = old {
             for (d, k) in &o.prefixes {
                 if *d == dst {
@@ -424,7 +429,8 @@ pub fn write_tables(
     }
     for (name, table) in [(MAP_FW_SPORT, &c.sport), (MAP_FW_DPORT, &c.dport)] {
         let mut a: Array<&mut MapData, u16> =
-            Array::try_from(maps.map_mut(name)).map_err(|e| merr(name, e))?;
+            Array::try_from(maps.map_mut(name).map_err(|e| merr(name, e))?)
+                .map_err(|e| merr(name, e))?;
         for (&ch, ids) in table {
             for (p, id) in ids.iter().enumerate() {
                 let slot = port_slot(g, ch, p as u16);
@@ -436,8 +442,11 @@ pub fn write_tables(
         }
     }
     {
-        let mut a: Array<&mut MapData, u16> =
-            Array::try_from(maps.map_mut(MAP_FW_SMALL)).map_err(|e| merr(MAP_FW_SMALL, e))?;
+        let mut a: Array<&mut MapData, u16> = Array::try_from(
+            maps.map_mut(MAP_FW_SMALL)
+                .map_err(|e| merr(MAP_FW_SMALL, e))?,
+        )
+        .map_err(|e| merr(MAP_FW_SMALL, e))?;
         for (&ch, ids) in &c.small {
             for (i, id) in ids.iter().enumerate() {
                 a.set(small_slot(g, ch, i as u32), (base + *id as u32) as u16, 0)
@@ -446,8 +455,11 @@ pub fn write_tables(
         }
     }
     {
-        let mut a: Array<&mut MapData, u8> =
-            Array::try_from(maps.map_mut(MAP_FW_ACTIONS)).map_err(|e| merr(MAP_FW_ACTIONS, e))?;
+        let mut a: Array<&mut MapData, u8> = Array::try_from(
+            maps.map_mut(MAP_FW_ACTIONS)
+                .map_err(|e| merr(MAP_FW_ACTIONS, e))?,
+        )
+        .map_err(|e| merr(MAP_FW_ACTIONS, e))?;
         for (&ch, acts) in &c.actions {
             for (r, act) in acts.iter().enumerate() {
                 a.set(rule_slot(g, ch, r as u32), *act, 0)
@@ -456,8 +468,11 @@ pub fn write_tables(
         }
     }
     {
-        let mut a: Array<&mut MapData, ChainConf> =
-            Array::try_from(maps.map_mut(MAP_FW_CHAINS)).map_err(|e| merr(MAP_FW_CHAINS, e))?;
+        let mut a: Array<&mut MapData, ChainConf> = Array::try_from(
+            maps.map_mut(MAP_FW_CHAINS)
+                .map_err(|e| merr(MAP_FW_CHAINS, e))?,
+        )
+        .map_err(|e| merr(MAP_FW_CHAINS, e))?;
         for ch in 0..MAX_CHAINS {
             let mut conf = c.chains.get(&ch).copied().unwrap_or_default();
             conf.all += base;
@@ -469,7 +484,8 @@ pub fn write_tables(
         }
     }
     let mut a: Array<&mut MapData, u32> =
-        Array::try_from(maps.map_mut(MAP_FW_CTL)).map_err(|e| merr(MAP_FW_CTL, e))?;
+        Array::try_from(maps.map_mut(MAP_FW_CTL).map_err(|e| merr(MAP_FW_CTL, e))?)
+            .map_err(|e| merr(MAP_FW_CTL, e))?;
     a.set(0, g, 0).map_err(|e| merr(MAP_FW_CTL, e))?;
     Ok((g, w))
 }

@@ -695,13 +695,17 @@ pub fn write_tables(
 ) -> Result<u32, XfsmError> {
     let cur = {
         let a: Array<&MapData, u32> =
-            Array::try_from(&*acc.map_mut(MAP_CTL)).map_err(|e| merr(MAP_CTL, e))?;
+            Array::try_from(&*acc.map_mut(MAP_CTL).map_err(|e| merr(MAP_CTL, e))?)
+                .map_err(|e| merr(MAP_CTL, e))?;
         a.get(&CTL_GEN, 0).map_err(|e| merr(MAP_CTL, e))? & 1
     };
     let new = cur ^ 1;
     {
-        let mut a: Array<&mut MapData, Machine> =
-            Array::try_from(acc.map_mut(MAP_MACHINES)).map_err(|e| merr(MAP_MACHINES, e))?;
+        let mut a: Array<&mut MapData, Machine> = Array::try_from(
+            acc.map_mut(MAP_MACHINES)
+                .map_err(|e| merr(MAP_MACHINES, e))?,
+        )
+        .map_err(|e| merr(MAP_MACHINES, e))?;
         for i in 0..MAX_MACHINES {
             let m = c.machines.get(i).copied().unwrap_or_default();
             a.set(new * MAX_MACHINES as u32 + i as u32, m, 0)
@@ -709,8 +713,11 @@ pub fn write_tables(
         }
     }
     {
-        let mut a: Array<&mut MapData, GrantSet> =
-            Array::try_from(acc.map_mut(MAP_GRANT_SETS)).map_err(|e| merr(MAP_GRANT_SETS, e))?;
+        let mut a: Array<&mut MapData, GrantSet> = Array::try_from(
+            acc.map_mut(MAP_GRANT_SETS)
+                .map_err(|e| merr(MAP_GRANT_SETS, e))?,
+        )
+        .map_err(|e| merr(MAP_GRANT_SETS, e))?;
         for (i, g) in c
             .grant_sets
             .iter()
@@ -722,8 +729,11 @@ pub fn write_tables(
         }
     }
     {
-        let mut a: Array<&mut MapData, Payload> =
-            Array::try_from(acc.map_mut(MAP_PAYLOADS)).map_err(|e| merr(MAP_PAYLOADS, e))?;
+        let mut a: Array<&mut MapData, Payload> = Array::try_from(
+            acc.map_mut(MAP_PAYLOADS)
+                .map_err(|e| merr(MAP_PAYLOADS, e))?,
+        )
+        .map_err(|e| merr(MAP_PAYLOADS, e))?;
         for (i, p) in c.payloads.iter().enumerate().take(MAX_PAYLOADS as usize) {
             a.set(new * MAX_PAYLOADS + i as u32, *p, 0)
                 .map_err(|e| merr(MAP_PAYLOADS, e))?;
@@ -731,7 +741,8 @@ pub fn write_tables(
     }
     {
         let mut a: Array<&mut MapData, u16> =
-            Array::try_from(acc.map_mut(MAP_PORTS)).map_err(|e| merr(MAP_PORTS, e))?;
+            Array::try_from(acc.map_mut(MAP_PORTS).map_err(|e| merr(MAP_PORTS, e))?)
+                .map_err(|e| merr(MAP_PORTS, e))?;
         let base = new * PORTS_PER_GEN;
         match known_ports {
             Some(ports) => {
@@ -756,7 +767,8 @@ pub fn write_tables(
     }
     {
         let mut h: BpfHashMap<&mut MapData, TransKey, Trans> =
-            BpfHashMap::try_from(acc.map_mut(MAP_TRANS)).map_err(|e| merr(MAP_TRANS, e))?;
+            BpfHashMap::try_from(acc.map_mut(MAP_TRANS).map_err(|e| merr(MAP_TRANS, e))?)
+                .map_err(|e| merr(MAP_TRANS, e))?;
         let stale: Vec<TransKey> = h
             .keys()
             .filter_map(|k| k.ok())
@@ -770,7 +782,8 @@ pub fn write_tables(
         }
     }
     let mut a: Array<&mut MapData, u32> =
-        Array::try_from(acc.map_mut(MAP_CTL)).map_err(|e| merr(MAP_CTL, e))?;
+        Array::try_from(acc.map_mut(MAP_CTL).map_err(|e| merr(MAP_CTL, e))?)
+            .map_err(|e| merr(MAP_CTL, e))?;
     // The switch: one array update.
     a.set(CTL_GEN, c.ctl_word(new), 0)
         .map_err(|e| merr(MAP_CTL, e))?;
