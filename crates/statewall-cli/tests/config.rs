@@ -145,6 +145,15 @@ encryption_mode = "cbc"
 
 #[test]
 fn errors_say_what_and_where() {
+    // Bit-set ids are 16 bits: 65,536 in both generations, no more (they used to wrap).
+    assert!(Config::parse("[firewall]\nbitsets_max = 65536\n", "a.toml").is_ok());
+    let e = Config::parse("[firewall]\nbitsets_max = 65537\n", "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[firewall] bitsets_max") && e.contains("64 to 65536"),
+        "{e}"
+    );
     let e = Config::parse("[daemon]\nbpffs_root = 3\n", "a.toml")
         .unwrap_err()
         .to_string();

@@ -226,6 +226,9 @@ struct Datagram {
     order: Order,
     /// Seconds the clock moves on after the first fragment (an entry is good for 30).
     gap: u64,
+    /// IPv6: a Destination Options header after the Fragment header, so that the later
+    /// fragments name it rather than UDP.
+    opts: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -247,14 +250,16 @@ fn datagram() -> impl Strategy<Value = Datagram> {
             1 => Just(Order::FirstLost)
         ],
         prop_oneof![6 => Just(0u64), 1 => Just(30), 1 => Just(31), 1 => Just(3600)],
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(|(granted, v6, dport, size, order, gap)| Datagram {
+        .prop_map(|(granted, v6, dport, size, order, gap, opts)| Datagram {
             granted,
             v6,
             dport,
             size,
             order,
             gap,
+            opts,
         })
 }
 
@@ -322,6 +327,7 @@ fn later_fragments_take_their_datagrams_verdict() {
     let ran = Cell::new(0u64);
     let later_passed = Cell::new(0u64);
     let stale = Cell::new(0u64);
+    let with_opts = Cell::new(0u64);
     // The kernel's clock, frozen and moved by the test; the model counts whole seconds.
     let start = bed.borrow_mut().kernel_now();
     let secs = Cell::new(0u64);
@@ -343,9 +349,13 @@ fn later_fragments_take_their_datagrams_verdict() {
                 // IPv4 ids are 16 bits, and the builder writes 0x1234: patch it in.
                 let id = next_id.get();
                 next_id.set(id + 1);
-                let whole = Packet::udp(src, dst, 40000, d.dport)
-                    .payload(&payload(d.size, id as u8))
-                    .build();
+                let mut whole =
+                    Packet::udp(src, dst, 40000, d.dport).payload(&payload(d.size, id as u8));
+                if d.v6 && d.opts {
+                    whole = whole.ipv6_ext(60, 0);
+                    with_opts.set(with_opts.get() + 1);
+                }
+                let whole = whole.build();
                 let mut frags = fragments(&whole, 1500, id);
                 if !d.v6 {
                     for f in &mut frags {
@@ -402,6 +412,10 @@ fn later_fragments_take_their_datagrams_verdict() {
     );
     // Nor is the expiry: fragments of open ports came after their entry had gone stale.
     assert!(stale.get() > 0, "no later fragment came after 30 seconds");
+    assert!(
+        with_opts.get() > 0,
+        "no IPv6 datagram with Destination Options after its Fragment header"
+    );
 }
 
 #[test]

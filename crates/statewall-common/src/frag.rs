@@ -17,7 +17,13 @@
 //! firewall matches it only by rules that name no port. Its datagram cannot be
 //! reassembled without the first fragment, which the stages judge with its ports.
 //!
-//! Only TCP and UDP are tracked (the protocols with ports).
+//! Only TCP and UDP are tracked (the protocols with ports). An IPv6 datagram may carry
+//! extension headers after its Fragment header (Destination Options, for one): its later
+//! fragments then name the first of those, not the L4 protocol. So IPv6 entries are keyed
+//! without the protocol (the 32-bit identification and the addresses tell datagrams
+//! apart) and keep it: a later fragment takes its datagram's protocol with its ports. One
+//! whose first fragment was not seen keeps the extension header as its protocol, and the
+//! gate then judges it as a fragment of any protocol with ports.
 
 use crate::parse::{PacketInfo, Status, FLAG_FRAG, FLAG_L4, FLAG_NONFIRST_FRAG};
 use crate::proto;
@@ -59,8 +65,10 @@ pub struct FragPorts {
     pub sport: u16,
     /// Destination port.
     pub dport: u16,
+    /// The datagram's L4 protocol.
+    pub proto: u8,
     /// Explicit padding.
-    pub _pad: u32,
+    pub _pad: [u8; 3],
     /// The stage clock when the first fragment was seen.
     pub seen_ns: u64,
 }
@@ -84,16 +92,19 @@ pub fn has_ports(p: &PacketInfo) -> bool {
 /// when that was seen at most [`FRAG_TTL_NS`] before `now`.
 #[inline(always)]
 pub fn track<T: FragTable>(p: &mut PacketInfo, t: &mut T, k: &mut FragKey, now: u64) {
+    let ported = p.l4proto == proto::TCP || p.l4proto == proto::UDP;
+    let later = p.flags & FLAG_NONFIRST_FRAG != 0;
+    let v6 = p.family == 6;
     if p.status != Status::Ip as u8
         || p.flags & FLAG_FRAG == 0
-        || (p.l4proto != proto::TCP && p.l4proto != proto::UDP)
+        || !(ported || (later && v6 && crate::parse::is_ipv6_ext(p.l4proto)))
     {
         return;
     }
     k.saddr = p.saddr;
     k.daddr = p.daddr;
     k.id = p.frag_id;
-    k.proto = p.l4proto;
+    k.proto = if v6 { 0 } else { p.l4proto };
     k.family = p.family;
     k._pad = [0; 2];
     if p.flags & FLAG_NONFIRST_FRAG == 0 {
@@ -103,7 +114,8 @@ pub fn track<T: FragTable>(p: &mut PacketInfo, t: &mut T, k: &mut FragKey, now: 
                 &FragPorts {
                     sport: p.sport,
                     dport: p.dport,
-                    _pad: 0,
+                    proto: p.l4proto,
+                    _pad: [0; 3],
                     seen_ns: now,
                 },
             );
@@ -112,6 +124,7 @@ pub fn track<T: FragTable>(p: &mut PacketInfo, t: &mut T, k: &mut FragKey, now: 
         if now.wrapping_sub(v.seen_ns) > FRAG_TTL_NS {
             return;
         }
+        p.l4proto = v.proto;
         p.sport = v.sport;
         p.dport = v.dport;
         p.flags |= FLAG_FRAG_PORTS;

@@ -200,7 +200,15 @@ fn decide_refusing<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVe
             GateVerdict::Next
         };
     }
-    let bit = port_bit(p.l4proto);
+    let mut bit = port_bit(p.l4proto);
+    if p.family == 6
+        && p.flags & crate::parse::FLAG_NONFIRST_FRAG != 0
+        && crate::parse::is_ipv6_ext(p.l4proto)
+    {
+        // A later IPv6 fragment whose first was not seen, naming an extension header:
+        // its protocol is unknown, so it may be any protocol with ports.
+        bit = GATE_TCP | GATE_UDP;
+    }
     if bit == 0 {
         return GateVerdict::Next;
     }

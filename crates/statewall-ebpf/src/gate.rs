@@ -177,7 +177,12 @@ pub fn run(p: &PacketInfo) -> i32 {
         }
         return TCX_NEXT;
     }
-    let bit = port_bit(p.l4proto);
+    let mut bit = port_bit(p.l4proto);
+    // A later IPv6 fragment whose first was not seen and whose header names an extension
+    // header (Destination Options after the Fragment header): any protocol with ports.
+    if p.family == 6 && p.flags & FLAG_NONFIRST_FRAG != 0 && ext_header(p.l4proto) {
+        bit = GATE_TCP | GATE_UDP;
+    }
     if bit == 0 {
         return TCX_NEXT;
     }
@@ -195,6 +200,13 @@ pub fn run(p: &PacketInfo) -> i32 {
         return TCX_NEXT;
     }
     protected(p)
+}
+
+/// IPv6 extension headers a later fragment may name (Hop-by-Hop, Routing, Fragment, AH,
+/// Destination Options, Mobility, HIP, Shim6).
+#[inline(always)]
+fn ext_header(nh: u8) -> bool {
+    nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60 || nh == 135 || nh == 139 || nh == 140
 }
 
 /// A packet to a protected port (`p` is in map memory: see `scratch` in main.rs).

@@ -268,10 +268,16 @@ impl Config {
                 return Err(bad(format!("[firewall] {k}"), "must be above 0".into()));
             }
         }
-        if self.firewall.bitsets_max < 64 || self.firewall.bitsets_max > 1 << 17 {
+        // Bit-set ids are 16 bits in the kernel's port and small-value tables: both
+        // generations together must fit them.
+        let most = crate::firewall::config::BITSETS_MAX_LIMIT;
+        if self.firewall.bitsets_max < 64 || self.firewall.bitsets_max > most {
             return Err(bad(
                 "[firewall] bitsets_max".into(),
-                format!("{}: 64 to 131072", self.firewall.bitsets_max),
+                format!(
+                    "{}: 64 to {most} (bit-set ids are 16 bits, both table generations included)",
+                    self.firewall.bitsets_max
+                ),
             ));
         }
         self.validate_maps(&bad)?;

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Dur;
 
+/// The most `bitsets_max` may be: bit-set ids (both generations' together) are 16 bits
+/// in the kernel's port and small-value tables, so 65,536 ids in all.
+pub const BITSETS_MAX_LIMIT: u32 = 1 << 16;
+
 /// `[firewall]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
