@@ -268,17 +268,13 @@ impl Config {
                 return Err(bad(format!("[firewall] {k}"), "must be above 0".into()));
             }
         }
-        // Bit-set ids are 16 bits in the kernel's port and small-value tables: both
-        // generations together must fit them.
-        let most = crate::firewall::config::BITSETS_MAX_LIMIT;
-        if self.firewall.bitsets_max < 64 || self.firewall.bitsets_max > most {
-            return Err(bad(
-                "[firewall] bitsets_max".into(),
-                format!(
-                    "{}: 64 to {most} (bit-set ids are 16 bits, both table generations included)",
-                    self.firewall.bitsets_max
-                ),
-            ));
+        let (n, most) = (
+            self.firewall.bitsets_max,
+            crate::firewall::config::BITSETS_MAX_LIMIT,
+        );
+        if !(64..=most).contains(&n) {
+            let m = format!("{n}: 64 to {most} (bit-set ids are 16 bits, both generations)");
+            return Err(bad("[firewall] bitsets_max".into(), m));
         }
         self.validate_maps(&bad)?;
         let mut names = BTreeSet::new();
