@@ -190,7 +190,7 @@ pub(super) fn b64(s: &str) -> Result<String, Reject> {
 
 /// Checks a fwknop packet from `src` at Unix time `now` against the stanzas (in order,
 /// first one whose source matches and whose keys verify). The replay cache is the
-/// caller's (see [`Verifier`]).
+/// caller's (see [`super::runtime::SpaRuntime`]).
 pub fn fwknop_check(
     wire: &[u8],
     src: IpAddr,

@@ -1,13 +1,16 @@
 //! Single Packet Authorization, user side: the pkd / nf-pkd and fwknop verifiers, the
-//! durable replay cache, and the pkd client packet.
+//! durable replay cache, and the client packets.
 //!
-//! The kernel (`statewall_common::spa`) hands candidates over by ring buffer; [`Verifier`]
-//! checks them against the configured actions and stanzas and says which grants to make.
-//! Every check on a secret compares in constant time; nothing here panics on any input
-//! (the fuzz targets feed it arbitrary bytes).
+//! The kernel (`statewall_common::spa`) hands candidates over by ring buffer; the runtime
+//! ([`SpaRuntime`]) checks them against the configured actions and stanzas and says which
+//! grants to make. Every check on a secret compares in constant time; nothing here panics
+//! on any input (the fuzz targets feed it arbitrary bytes).
 //!
-//! Owns the `[spa]` section (`config`) and what it writes into the kernel (`kernel`). May
-//! import: `engine`, `gate`, `types`.
+//! Files, lowest first: `policy` (limits on grants, reasons to refuse, port and network
+//! matching), `pkd` and `fwknop` (each format and its check), `replay` (the cache),
+//! `config` (the `[spa]` section), `runtime` (the verifier the daemon runs), `kernel`
+//! (what it writes into the kernel), `client` (building and sending packets). May import:
+//! `engine`, `gate`, `types`.
 
 pub mod client;
 pub mod config;

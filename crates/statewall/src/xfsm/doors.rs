@@ -3,7 +3,7 @@
 //! running `start_command` / `stop_command`, and manual open and close.
 //!
 //! The kernel decides every packet on its own (exact expiry); what user space shows follows
-//! within a second: the sweeper ([`Doors::sweep`]) notices grants that ended and closes the
+//! within a second: the sweeper (`daemon::doors::sweep`) notices grants that ended and closes the
 //! door for that source (stop command, `closed` event).
 
 use crate::xfsm::error::XfsmError;

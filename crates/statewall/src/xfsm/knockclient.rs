@@ -4,7 +4,7 @@
 //! step (a non-blocking connect on a socket that is closed at once, so no handshake
 //! completes and no data is sent), one UDP datagram per UDP step.
 //!
-//! [`derive`] turns a shared secret and a counter into a sequence, so that the ports to
+//! [`derive()`] turns a shared secret and a counter into a sequence, so that the ports to
 //! knock change over time ([`time_counter`]) or with every use (a counter both sides keep).
 //! The client and the daemon call the same function, so they agree by construction.
 

@@ -828,7 +828,7 @@ pub struct RefTables {
     pub once: std::collections::BTreeSet<u64>,
     /// Payload patterns per generation.
     pub payloads: HashMap<(u32, u8), Payload>,
-    /// The payload of the packet being stepped (set by the caller before [`step`]).
+    /// The payload of the packet being stepped (set by the caller before [`statewall_common::xfsm::step`]).
     pub snap: Payload,
 }
 

@@ -54,7 +54,7 @@ fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Resu
 }
 
 /// Handles one LOG event from the kernel: kept for the API, published on the event stream,
-/// and written to the log (at most [`LOG_LINES_PER_SECOND`] lines a second).
+/// and written to the log (at most [`crate::firewall::log::LOG_LINES_PER_SECOND`] lines a second).
 pub fn on_log(s: &Shared, e: &statewall_common::firewall::FwLog) {
     let (firewall, description) = {
         let g = lock(s);
