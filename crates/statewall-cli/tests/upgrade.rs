@@ -160,12 +160,36 @@ fn same_but_grown_counters(got: &[String], want: &[String]) {
     }
 }
 
+/// Pins at `path` a per-CPU counter array of `n` entries, entry `i` of CPU `c` holding
+/// `value(i, c)`, as an older build would have left it.
+fn pin_counters(path: &Path, n: u32, value: impl Fn(u32, usize) -> u64) {
+    use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+    let mut a: PerCpuArray<MapData, u64> = PerCpuArray::create(n, 0).unwrap();
+    let ncpu = aya::util::nr_cpus().unwrap();
+    for i in 0..n {
+        let v: Vec<u64> = (0..ncpu).map(|c| value(i, c)).collect();
+        a.set(i, PerCpuValues::try_from(v).unwrap(), 0).unwrap();
+    }
+    a.pin(path).unwrap();
+}
+
+/// The per-CPU counter array pinned at `path`: every entry's values, by CPU.
+fn pinned_counters(path: &Path) -> Vec<Vec<u64>> {
+    use aya::maps::{MapData, PerCpuArray};
+    let n = aya::maps::MapInfo::from_pin(path).unwrap().max_entries();
+    let md = MapData::from_pin(path).unwrap();
+    let a: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md)).unwrap();
+    (0..n)
+        .map(|i| a.get(&i, 0).unwrap().iter().copied().collect())
+        .collect()
+}
+
 /// A counter array pinned shorter by an older build (the previous release's 13 xfsm
 /// counters) is carried over: the daemon starts, the pin now has this build's size, and
 /// the old counts are in it.
 #[test]
 fn a_shorter_counter_array_is_carried_over() {
-    use aya::maps::{MapData, PerCpuArray, PerCpuValues};
     use statewall_common::xfsm::{COUNTERS, MAP_STATS};
     let p = Paths::new("grown");
     let pins = statewall::engine::pins::Pins::new(&p.root);
@@ -175,32 +199,21 @@ fn a_shorter_counter_array_is_carried_over() {
         old < COUNTERS,
         "the test needs this build to have more counters"
     );
-    let mut a: PerCpuArray<MapData, u64> = PerCpuArray::create(old, 0).unwrap();
-    let ncpu = aya::util::nr_cpus().unwrap();
-    for i in 0..old {
-        let v: Vec<u64> = (0..ncpu)
-            .map(|c| 1000 * (i as u64 + 1) + c as u64)
-            .collect();
-        a.set(i, PerCpuValues::try_from(v).unwrap(), 0).unwrap();
-    }
-    a.pin(pins.map(MAP_STATS)).unwrap();
+    let was = |i: u32, c: usize| 1000 * (i as u64 + 1) + c as u64;
+    pin_counters(&pins.map(MAP_STATS), old, was);
     std::fs::write(&p.config, "").unwrap();
     let d = Daemon::start(&p, &[]);
-    let info = aya::maps::MapInfo::from_pin(pins.map(MAP_STATS)).unwrap();
+    let got = pinned_counters(&pins.map(MAP_STATS));
     assert_eq!(
-        info.max_entries(),
-        COUNTERS,
+        got.len(),
+        COUNTERS as usize,
         "the pin has this build's size"
     );
-    let md = MapData::from_pin(pins.map(MAP_STATS)).unwrap();
-    let a: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md)).unwrap();
-    for i in 0..COUNTERS {
-        let got: Vec<u64> = a.get(&i, 0).unwrap().iter().copied().collect();
+    for (i, per_cpu) in got.iter().enumerate() {
         // (The daemon's own packets may have been counted since: at least the old counts.)
-        for (c, v) in got.iter().enumerate() {
-            let was = if i < old {
-                1000 * (i as u64 + 1) + c as u64
+        for (c, v) in per_cpu.iter().enumerate() {
+            let was = if (i as u32) < old {
+                was(i as u32, c)
             } else {
                 0
             };
@@ -215,38 +228,28 @@ fn a_shorter_counter_array_is_carried_over() {
 /// size, with nothing moved aside; once the obstacle is gone the same start carries it.
 #[test]
 fn a_refused_upgrade_leaves_the_older_counters_pinned() {
-    use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+    use aya::maps::{Array, MapData};
     use statewall_common::xfsm::{COUNTERS, MAP_STATS};
     let p = Paths::new("grownrefused");
     let pins = statewall::engine::pins::Pins::new(&p.root);
     pins.create().unwrap();
     let old = 13u32;
     let ncpu = aya::util::nr_cpus().unwrap();
-    let mut a: PerCpuArray<MapData, u64> = PerCpuArray::create(old, 0).unwrap();
-    for i in 0..old {
-        let v: Vec<u64> = (0..ncpu).map(|c| 7000 + 10 * i as u64 + c as u64).collect();
-        a.set(i, PerCpuValues::try_from(v).unwrap(), 0).unwrap();
-    }
-    a.pin(pins.map(MAP_STATS)).unwrap();
+    let value = |i: u32, c: usize| 7000 + 10 * i as u64 + c as u64;
+    let want: Vec<Vec<u64>> = (0..old)
+        .map(|i| (0..ncpu).map(|c| value(i, c)).collect())
+        .collect();
+    pin_counters(&pins.map(MAP_STATS), old, value);
     let bad: Array<MapData, u8> = Array::create(3, 0).unwrap();
     let bad_pin = pins.map(statewall_common::maps::MAP_GATE_LIMITS);
     bad.pin(&bad_pin).unwrap();
+    let aside = p.root.join("carried").join(MAP_STATS);
     let check_old = || {
-        let info = aya::maps::MapInfo::from_pin(pins.map(MAP_STATS)).unwrap();
         assert_eq!(
-            info.max_entries(),
-            old,
-            "the older build's array is pinned again"
+            pinned_counters(&pins.map(MAP_STATS)),
+            want,
+            "the older build's array is pinned again, with its counts"
         );
-        let md = MapData::from_pin(pins.map(MAP_STATS)).unwrap();
-        let a: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md)).unwrap();
-        for i in 0..old {
-            let got: Vec<u64> = a.get(&i, 0).unwrap().iter().copied().collect();
-            let want: Vec<u64> = (0..ncpu).map(|c| 7000 + 10 * i as u64 + c as u64).collect();
-            assert_eq!(got, want, "counter {i}");
-        }
-        let aside = p.root.join("carried").join(MAP_STATS);
         assert!(!aside.exists(), "{} left behind", aside.display());
     };
     for _ in 0..2 {
@@ -258,22 +261,15 @@ fn a_refused_upgrade_leaves_the_older_counters_pinned() {
     // (bpffs has no rename: pinned again, then unpinned.)
     let md = MapData::from_pin(pins.map(MAP_STATS)).unwrap();
     std::fs::create_dir_all(p.root.join("carried")).unwrap();
-    md.pin(p.root.join("carried").join(MAP_STATS)).unwrap();
+    md.pin(&aside).unwrap();
     std::fs::remove_file(pins.map(MAP_STATS)).unwrap();
     assert!(statewall::engine::Engine::open(&pins, &[]).is_err());
     check_old();
     std::fs::remove_file(&bad_pin).unwrap();
     let eng = statewall::engine::Engine::open(&pins, &[]).unwrap();
-    let info = aya::maps::MapInfo::from_pin(pins.map(MAP_STATS)).unwrap();
-    assert_eq!(info.max_entries(), COUNTERS);
-    let md = MapData::from_pin(pins.map(MAP_STATS)).unwrap();
-    let a: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md)).unwrap();
-    for i in 0..old {
-        let got: Vec<u64> = a.get(&i, 0).unwrap().iter().copied().collect();
-        let want: Vec<u64> = (0..ncpu).map(|c| 7000 + 10 * i as u64 + c as u64).collect();
-        assert_eq!(got, want, "counter {i} carried over");
-    }
+    let got = pinned_counters(&pins.map(MAP_STATS));
+    assert_eq!(got.len(), COUNTERS as usize);
+    assert_eq!(got[..old as usize], want[..], "counters carried over");
     assert!(!p.root.join("carried").exists(), "the moved pins are gone");
     drop(eng);
 }

@@ -12,7 +12,7 @@ use statewall_common::{
         FlowKey, FlowValue, GateConf, GateCounter, GateLimits, GrantKey, GrantValue, GATE_COUNTERS,
         GATE_PORTS_LEN, GATE_RESET, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP, GATE_UNREACH,
     },
-    parse::{PacketInfo, Status, FLAG_L2_GROUP, FLAG_L4, FLAG_NONFIRST_FRAG},
+    parse::{is_ipv6_ext, PacketInfo, Status, FLAG_L2_GROUP, FLAG_L4, FLAG_NONFIRST_FRAG},
     proto,
     reset::VERDICT_RESET,
     unreach::VERDICT_UNREACH,
@@ -180,7 +180,7 @@ pub fn run(p: &PacketInfo) -> i32 {
     let mut bit = port_bit(p.l4proto);
     // A later IPv6 fragment whose first was not seen and whose header names an extension
     // header (Destination Options after the Fragment header): any protocol with ports.
-    if p.family == 6 && p.flags & FLAG_NONFIRST_FRAG != 0 && ext_header(p.l4proto) {
+    if p.family == 6 && p.flags & FLAG_NONFIRST_FRAG != 0 && is_ipv6_ext(p.l4proto) {
         bit = GATE_TCP | GATE_UDP;
     }
     if bit == 0 {
@@ -200,13 +200,6 @@ pub fn run(p: &PacketInfo) -> i32 {
         return TCX_NEXT;
     }
     protected(p)
-}
-
-/// IPv6 extension headers a later fragment may name (Hop-by-Hop, Routing, Fragment, AH,
-/// Destination Options, Mobility, HIP, Shim6).
-#[inline(always)]
-fn ext_header(nh: u8) -> bool {
-    nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60 || nh == 135 || nh == 139 || nh == 140
 }
 
 /// A packet to a protected port (`p` is in map memory: see `scratch` in main.rs).

@@ -118,9 +118,19 @@ fn crate_paths(text: &str) -> Vec<Vec<String>> {
     let mut rest = text;
     while let Some(i) = rest.find("crate::") {
         let after = &rest[i + 7..];
-        if let Some(body) = after.strip_prefix('{') {
+        let end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(after.len());
+        let head: Vec<String> = after[..end]
+            .split("::")
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if (end == 0 || after[..end].ends_with("::")) && after[end..].starts_with('{') {
+            // `crate::{a, b}` or `crate::a::{b, c}`: the group under its prefix.
+            let body = &after[end + 1..];
             let mut depth = 1;
-            let end = body
+            let close = body
                 .char_indices()
                 .find(|&(_, c)| {
                     match c {
@@ -131,38 +141,11 @@ fn crate_paths(text: &str) -> Vec<Vec<String>> {
                     depth == 0
                 })
                 .map_or(body.len(), |(j, _)| j);
-            expand(&[], &body[..end], &mut out);
-            rest = &body[end..];
+            expand(&head, &body[..close], &mut out);
+            rest = &body[close..];
         } else {
-            let end = after
-                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-                .unwrap_or(after.len());
-            let head: Vec<String> = after[..end]
-                .split("::")
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-            if after[..end].ends_with("::") && after[end..].starts_with('{') {
-                // `crate::a::{b, c}`: the group under its prefix.
-                let body = &after[end + 1..];
-                let mut depth = 1;
-                let close = body
-                    .char_indices()
-                    .find(|&(_, c)| {
-                        match c {
-                            '{' => depth += 1,
-                            '}' => depth -= 1,
-                            _ => {}
-                        }
-                        depth == 0
-                    })
-                    .map_or(body.len(), |(j, _)| j);
-                expand(&head, &body[..close], &mut out);
-                rest = &body[close..];
-            } else {
-                out.push(head);
-                rest = &after[end..];
-            }
+            out.push(head);
+            rest = &after[end..];
         }
     }
     out
@@ -392,24 +375,22 @@ fn files_form_no_cycle_through_a_stage() {
         }
     }
     let comps = t.comps;
-    let through_stage: Vec<String> = comps
+    // Every cycle, and whether a stage's file is in it.
+    let cycles: Vec<(String, bool)> = comps
         .iter()
-        .filter(|cm| cm.len() > 1 && cm.iter().any(|m| STAGES.contains(&room(m).as_str())))
+        .filter(|cm| cm.len() > 1)
         .map(|cm| {
-            cm.iter()
-                .map(|m| m.join("::"))
-                .collect::<Vec<_>>()
-                .join(" <-> ")
+            let names: Vec<String> = cm.iter().map(|m| m.join("::")).collect();
+            let stage = cm.iter().any(|m| STAGES.contains(&room(m).as_str()));
+            (names.join(" <-> "), stage)
         })
         .collect();
-    eprintln!(
-        "cycles: {:?}",
-        comps
-            .iter()
-            .filter(|cm| cm.len() > 1)
-            .map(|cm| cm.iter().map(|m| m.join("::")).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
-    );
+    eprintln!("cycles: {cycles:?}");
+    let through_stage: Vec<&str> = cycles
+        .iter()
+        .filter(|(_, stage)| *stage)
+        .map(|(c, _)| c.as_str())
+        .collect();
     assert!(
         through_stage.is_empty(),
         "import cycles through a stage's files:\n{}",
@@ -434,17 +415,7 @@ fn files_form_no_cycle_through_a_stage() {
         layer[i] = below + 1;
     }
     let deepest = layer.iter().copied().max().unwrap_or(0);
-    let cycles: Vec<String> = comps
-        .iter()
-        .filter(|cm| cm.len() > 1)
-        .map(|cm| {
-            cm.iter()
-                .map(|m| m.join("::"))
-                .collect::<Vec<_>>()
-                .join(" <-> ")
-        })
-        .collect();
-    eprintln!("{deepest} file layers; cycles: {cycles:?}");
+    eprintln!("{deepest} file layers");
     // The deepest chain, top down.
     let mut at = (0..comps.len()).max_by_key(|&i| layer[i]).unwrap();
     let mut chain = Vec::new();

@@ -16,7 +16,7 @@ use crate::{
     xfsm::doors::{door_keys, event_kind, event_source, unix_now, DoorEvent},
 };
 
-pub use crate::xfsm::error::DoorError;
+use crate::xfsm::error::DoorError;
 
 /// The door called `name` in the config in force.
 fn find_door(g: &Inner, name: &str) -> Result<KnockConfig, DoorError> {
