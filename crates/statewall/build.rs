@@ -3,7 +3,8 @@
 //! through `OUT_DIR/statewall.bpf.o`, and the monitor object (one load per monitor
 //! instance) through `OUT_DIR/statewall-monitor.bpf.o`, and the Rust example of a dynamic
 //! monitor (`examples/dynmon/rust`, a bin of the same crate) through
-//! `OUT_DIR/dynmon-ports.bpf.o`.
+//! `OUT_DIR/dynmon-ports.bpf.o`, and the tests' monitor with a hold through
+//! `OUT_DIR/statewall-monitor-held.bpf.o` (its path only is in the library).
 //!
 //! `STATEWALL_EBPF_OBJECT=/path/to/object` and `STATEWALL_MONITOR_OBJECT=/path` use
 //! prebuilt objects instead.
@@ -19,6 +20,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("statewall.bpf.o");
     let out_mon = PathBuf::from(env::var("OUT_DIR").unwrap()).join("statewall-monitor.bpf.o");
     let out_example = PathBuf::from(env::var("OUT_DIR").unwrap()).join("dynmon-ports.bpf.o");
+    let out_held = PathBuf::from(env::var("OUT_DIR").unwrap()).join("statewall-monitor-held.bpf.o");
     let ebpf = manifest.join("../statewall-ebpf");
     let common = manifest.join("../statewall-common");
     for p in [
@@ -49,6 +51,12 @@ fn main() {
                 .map(|_| ())
                 .unwrap_or_else(|e| panic!("STATEWALL_DYNMON_EXAMPLE_OBJECT={p}: {e}")),
             Err(_) => std::fs::write(&out_example, b"").unwrap(),
+        }
+        match env::var("STATEWALL_MONITOR_HELD_OBJECT") {
+            Ok(p) => std::fs::copy(&p, &out_held)
+                .map(|_| ())
+                .unwrap_or_else(|e| panic!("STATEWALL_MONITOR_HELD_OBJECT={p}: {e}")),
+            Err(_) => std::fs::write(&out_held, b"").unwrap(),
         }
         return;
     }
@@ -82,7 +90,10 @@ fn main() {
         ])
         .arg(&target_dir)
         .env("RUSTC", rustc)
-        .env("RUSTC_BOOTSTRAP", "aya_ebpf,statewall_monitor,statewall")
+        .env(
+            "RUSTC_BOOTSTRAP",
+            "aya_ebpf,statewall_monitor,statewall_monitor_held,statewall",
+        )
         .env("PATH", path)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -103,6 +114,7 @@ fn main() {
         ("statewall", &out),
         ("statewall-monitor", &out_mon),
         ("dynmon-ports", &out_example),
+        ("statewall-monitor-held", &out_held),
     ] {
         let obj = target_dir.join("bpfel-unknown-none/release").join(name);
         std::fs::copy(&obj, to).unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));

@@ -386,12 +386,13 @@ fn windows_do_not_overlap() {
 /// Sends `per_session` UDP packets in each of `sessions` sessions from the client (two
 /// sender threads), while another thread takes a window every 1 to 10 ms: returns, per
 /// session (client port), the packets sent and the packets found over all windows.
-/// `delay_ns`: see [`Monitor::load_with_delay`].
+/// `hold_ns`: the tests' held object (see [`Monitor::load_held`]); `None`, the monitor
+/// object statewall loads.
 fn count_across_windows(
     wait: bool,
     sessions: u16,
     per_session: u64,
-    delay_ns: u32,
+    hold_ns: Option<u32>,
 ) -> BTreeMap<u16, (u64, u64)> {
     use statewall_harness::netns::Pair;
     use std::{
@@ -402,14 +403,15 @@ fn count_across_windows(
         },
     };
     let pair = Pair::new("monx");
-    let mut mon = Monitor::load_with_delay(
-        MonitorSpec {
-            interfaces: vec![pair.server_if.clone()],
-            netns: Some(pair.server.name.clone()),
-            ..spec(Kind::Crypto)
-        },
-        delay_ns,
-    )
+    let s = MonitorSpec {
+        interfaces: vec![pair.server_if.clone()],
+        netns: Some(pair.server.name.clone()),
+        ..spec(Kind::Crypto)
+    };
+    let mut mon = match hold_ns {
+        Some(ns) => Monitor::load_held(s, ns),
+        None => Monitor::load(s),
+    }
     .unwrap();
     mon.wait = wait;
     let sv = pair.server_v4;
@@ -487,7 +489,7 @@ fn count_across_windows(
 /// taken every 1 to 10 ms, and every packet is in exactly one window.
 #[test]
 fn swap_on_read_loses_and_duplicates_nothing() {
-    let got = count_across_windows(true, 8, 125_000, 0);
+    let got = count_across_windows(true, 8, 125_000, None);
     let sent: u64 = got.values().map(|v| v.0).sum();
     assert_eq!(sent, 1_000_000);
     for (port, (s, f)) in &got {
@@ -495,8 +497,8 @@ fn swap_on_read_loses_and_duplicates_nothing() {
     }
 }
 
-/// What the grace period is for: the same 1,000,000 packets with every 1024th one of each
-/// CPU held 1 ms inside the program between finding its session and counting into it.
+/// What the grace period is for: the same 1,000,000 packets, through the tests' held
+/// object, with every 1024th one of each CPU held 1 ms inside the program between finding its session and counting into it.
 /// Waiting for the grace period, every packet is still in exactly one window; reading at
 /// once after the switch (the test-only `wait = false`), counts made while the reader
 /// copies and deletes the session are lost. The hold must outlast the reader's way from
@@ -505,7 +507,7 @@ fn swap_on_read_loses_and_duplicates_nothing() {
 #[test]
 fn without_the_grace_period_counts_are_lost() {
     const HOLD_NS: u32 = 1_000_000;
-    let exact = count_across_windows(true, 8, 125_000, HOLD_NS);
+    let exact = count_across_windows(true, 8, 125_000, Some(HOLD_NS));
     for (port, (s, f)) in &exact {
         assert_eq!(
             s, f,
@@ -516,7 +518,7 @@ fn without_the_grace_period_counts_are_lost() {
     // always shows it; a few more on a very loaded machine.)
     let mut lost = 0;
     for _ in 0..5 {
-        let got = count_across_windows(false, 8, 125_000, HOLD_NS);
+        let got = count_across_windows(false, 8, 125_000, Some(HOLD_NS));
         lost = got.values().map(|(s, f)| s.saturating_sub(*f)).sum::<u64>();
         eprintln!("without the grace period: {lost} of 1000000 packets lost");
         if lost > 0 {
@@ -527,4 +529,14 @@ fn without_the_grace_period_counts_are_lost() {
         lost > 0,
         "no packet was lost without the grace period: the test cannot tell"
     );
+}
+
+/// The object statewall loads has no hold: its hold global is not there to set.
+#[test]
+fn the_monitor_object_has_no_test_hold() {
+    let hold = statewall_common::monitor::GLOBAL_TEST_DELAY.as_bytes();
+    let has = |o: &[u8]| o.windows(hold.len()).any(|w| w == hold);
+    assert!(!has(statewall::monitor::OBJECT));
+    let held = std::fs::read(statewall::monitor::HELD_OBJECT_PATH).unwrap();
+    assert!(has(&held), "the held object lost its hold");
 }

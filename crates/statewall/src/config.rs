@@ -634,8 +634,8 @@ impl Config {
     }
 
     /// What the xfsm stage reads of the config.
-    pub fn xfsm_input(&self) -> crate::xfsm::kernel::XfsmInput<'_> {
-        crate::xfsm::kernel::XfsmInput {
+    pub fn xfsm_input(&self) -> crate::xfsm::config::XfsmInput<'_> {
+        crate::xfsm::config::XfsmInput {
             knocks: &self.knocks,
             machines: &self.machines,
             state_dir: &self.daemon.state_dir,

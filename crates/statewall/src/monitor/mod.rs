@@ -39,6 +39,11 @@ use statewall_common::monitor::{
 pub static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/statewall-monitor.bpf.o"));
 
+/// Tests only: where the build put the monitor object with a hold (every 1024th packet
+/// of each CPU waits `SW_MON_TEST_DELAY_NS` while it writes a crypto session); the
+/// library never loads it unless [`Monitor::load_held`] is called, and does not embed it.
+pub const HELD_OBJECT_PATH: &str = concat!(env!("OUT_DIR"), "/statewall-monitor-held.bpf.o");
+
 /// The monitor program.
 pub const PROG_MONITOR: &str = "sw_monitor";
 
@@ -332,19 +337,37 @@ impl Monitor {
 
     /// Loads the object for `spec` (program verified) without attaching it.
     pub fn open(spec: MonitorSpec) -> Result<Monitor, MonitorError> {
-        Monitor::open_with_delay(spec, 0)
+        Monitor::open_object(spec, OBJECT, None)
     }
 
-    /// Tests only: like [`Monitor::load`], with every 1024th packet of each CPU held
-    /// `delay_ns` inside the program while it writes a crypto session (see
-    /// `SW_MON_TEST_DELAY_NS`).
-    pub fn load_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, MonitorError> {
-        let mut m = Monitor::open_with_delay(spec, delay_ns)?;
+    /// Tests only: like [`Monitor::load`], with the object at [`HELD_OBJECT_PATH`], in
+    /// which every 1024th packet of each CPU is held `delay_ns` inside the program while
+    /// it writes a crypto session.
+    pub fn load_held(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, MonitorError> {
+        let object = std::fs::read(HELD_OBJECT_PATH).map_err(|e| merr(HELD_OBJECT_PATH, e))?;
+        // The ELF reader wants the object aligned as `include_bytes_aligned!` makes it.
+        let words: Vec<u64> = object
+            .chunks(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                u64::from_ne_bytes(w)
+            })
+            .collect();
+        // SAFETY: the words' bytes, cut to the object's length.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, object.len()) };
+        let mut m = Monitor::open_object(spec, bytes, Some(delay_ns))?;
         m.attach()?;
         Ok(m)
     }
 
-    fn open_with_delay(spec: MonitorSpec, delay_ns: u32) -> Result<Monitor, MonitorError> {
+    /// Loads `object` (the monitor object, or the tests' held one with its hold) for `spec`.
+    fn open_object(
+        spec: MonitorSpec,
+        object: &[u8],
+        hold_ns: Option<u32>,
+    ) -> Result<Monitor, MonitorError> {
         spec.validate().map_err(|(key, msg)| MonitorError::Spec {
             name: spec.name.clone(),
             key,
@@ -362,8 +385,10 @@ impl Monitor {
         let mut l = EbpfLoader::new();
         l.override_global(GLOBAL_KIND, &kind, true)
             .override_global(GLOBAL_PER_SESSION, &per, true)
-            .override_global(GLOBAL_TOTAL, &total, true)
-            .override_global(GLOBAL_TEST_DELAY, &delay_ns, true);
+            .override_global(GLOBAL_TOTAL, &total, true);
+        if let Some(ns) = &hold_ns {
+            l.override_global(GLOBAL_TEST_DELAY, ns, true);
+        }
         // The other kind's tables get one entry each.
         let (ds, dt, cs) = match spec.kind {
             Kind::Ddos => (sessions, total, 1),
@@ -374,7 +399,7 @@ impl Monitor {
             l.map_max_entries(MAP_DDOS_PKTS[b], dt);
             l.map_max_entries(MAP_CRYPTO[b], cs);
         }
-        let ebpf = l.load(OBJECT).map_err(|e| MonitorError::Load {
+        let ebpf = l.load(object).map_err(|e| MonitorError::Load {
             what: format!("loading monitor {:?}", spec.name),
             msg: format!("{e:#}"),
         })?;

@@ -1,7 +1,7 @@
 //! The `[[knock]]` and `[[xfsm]]` sections: knock doors and machines written by hand.
 
 use crate::xfsm::error::XfsmError;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -531,4 +531,14 @@ pub fn doors(knocks: &[KnockConfig]) -> Vec<crate::xfsm::KnockDoor> {
             }
         })
         .collect()
+}
+
+/// What the xfsm stage reads of the config.
+pub struct XfsmInput<'a> {
+    /// `[[knock]]` doors.
+    pub knocks: &'a [KnockConfig],
+    /// `[[xfsm]]` machines.
+    pub machines: &'a [XfsmConfig],
+    /// Where one-time sequences and counters are recorded.
+    pub state_dir: &'a Path,
 }

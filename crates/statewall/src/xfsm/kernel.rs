@@ -3,26 +3,16 @@
 //! and counters. Written through the [`Engine`]; what was written last is kept beside it
 //! ([`Installed`]).
 
-use std::{collections::BTreeSet, path::Path};
+use std::collections::BTreeSet;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 
 use crate::engine::{drain_ring, map_err, Engine, EngineError, Result};
 use crate::xfsm::{
-    config::{KnockConfig, XfsmConfig},
+    config::{KnockConfig, XfsmInput},
     sequences::Once,
     Compiled,
 };
-
-/// What the xfsm stage reads of the config.
-pub struct XfsmInput<'a> {
-    /// `[[knock]]` doors.
-    pub knocks: &'a [KnockConfig],
-    /// `[[xfsm]]` machines.
-    pub machines: &'a [XfsmConfig],
-    /// Where one-time sequences and counters are recorded.
-    pub state_dir: &'a Path,
-}
 
 /// What the xfsm stage wrote last (kept in the engine: [`Engine::stage`]).
 #[derive(Default)]

@@ -1,0 +1,240 @@
+//! The monitor program's code, built into two objects: `statewall-monitor` (`monitor.rs`,
+//! the one statewall loads) and `statewall-monitor-held` (`monitor_held.rs`, for tests
+//! only), which differ only in `crate::hold_ns`.
+
+use crate::atomic::fetch_add;
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    cty::c_void,
+    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
+    macros::{classifier, map},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    programs::TcContext,
+};
+use statewall_common::{
+    monitor::{
+        crypto_add, crypto_wants, ddos_wants, fill_slot, ignored_cause, key_into, server_addr,
+        CryptoVal, DdosSess, PktSlot, SessKey, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
+        CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_SLOTS,
+        CTL_USED, DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,
+    },
+    parse::PacketInfo,
+    TCX_NEXT,
+};
+
+/// What this instance extracts (set by the loader).
+#[no_mangle]
+static SW_MON_KIND: u32 = KIND_DDOS;
+/// ddos: packets captured per session and window (set by the loader).
+#[no_mangle]
+static SW_MON_PER_SESSION: u32 = DDOS_PER_SESSION;
+/// ddos: packets captured per window, the packet table's size (set by the loader).
+#[no_mangle]
+static SW_MON_TOTAL: u32 = DDOS_SESSIONS * DDOS_PER_SESSION;
+
+/// Packet tables are mapped into the reader's memory (no copy through syscalls).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+#[map(name = "SW_MON_CTL")]
+static SW_MON_CTL: Array<u64> = Array::with_max_entries(CTL_SLOTS, 0);
+#[map(name = "SW_MON_STATS")]
+static SW_MON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+#[map(name = "SW_DDOS_SESS0")]
+static SW_DDOS_SESS0: HashMap<SessKey, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
+#[map(name = "SW_DDOS_SESS1")]
+static SW_DDOS_SESS1: HashMap<SessKey, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
+#[map(name = "SW_DDOS_PKTS0")]
+static SW_DDOS_PKTS0: Array<PktSlot> =
+    Array::with_max_entries(DDOS_SESSIONS * DDOS_PER_SESSION, BPF_F_MMAPABLE);
+#[map(name = "SW_DDOS_PKTS1")]
+static SW_DDOS_PKTS1: Array<PktSlot> =
+    Array::with_max_entries(DDOS_SESSIONS * DDOS_PER_SESSION, BPF_F_MMAPABLE);
+#[map(name = "SW_CRYPTO0")]
+static SW_CRYPTO0: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
+#[map(name = "SW_CRYPTO1")]
+static SW_CRYPTO1: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
+
+/// Per-CPU working memory of the crypto path: the session key and a fresh value.
+#[repr(C)]
+struct Work {
+    key: SessKey,
+    crypto: CryptoVal,
+}
+
+#[map(name = "SW_MON_WORK")]
+static SW_MON_WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn bump(i: u32) {
+    if let Some(c) = SW_MON_STATS.get_ptr_mut(i) {
+        unsafe { *c += 1 };
+    }
+}
+
+extern "C" fn spin_cb(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the deadline on the caller's stack.
+    let until = unsafe { *(ctx as *const u64) };
+    (unsafe { bpf_ktime_get_ns() } >= until) as i64
+}
+
+/// Busy-waits `ns` (the held object only, see `crate::hold_ns`).
+#[inline(never)]
+fn spin(ns: u64) {
+    let mut until = unsafe { bpf_ktime_get_ns() } + ns;
+    unsafe {
+        bpf_loop(
+            1 << 20,
+            spin_cb as *mut c_void,
+            &mut until as *mut u64 as *mut c_void,
+            0,
+        )
+    };
+}
+
+#[inline(always)]
+fn global(v: &'static u32) -> u32 {
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+#[classifier]
+pub fn sw_monitor(ctx: TcContext) -> i32 {
+    let Some(p) = crate::pkt::scratch() else {
+        return TCX_NEXT;
+    };
+    crate::pkt::parse_tc(&ctx, p);
+    bump(CNT_PACKETS);
+    let b = SW_MON_CTL.get(CTL_ACTIVE).copied().unwrap_or(0) as u32 & 1;
+    if global(&SW_MON_KIND) == KIND_DDOS {
+        ddos(p, b);
+    } else {
+        let Some(w) = SW_MON_WORK.get_ptr_mut(0) else {
+            return TCX_NEXT;
+        };
+        // SAFETY: this CPU's working memory.
+        crypto(p, unsafe { &mut *w }, b, now());
+    }
+    TCX_NEXT
+}
+
+/// Unix time in ns: the monotonic clock plus the offset user space wrote.
+#[inline(always)]
+fn now() -> u64 {
+    let epoch = SW_MON_CTL.get(CTL_EPOCH).copied().unwrap_or(0);
+    unsafe { bpf_ktime_get_ns() }.wrapping_add(epoch)
+}
+
+#[inline(always)]
+fn ddos(p: &PacketInfo, b: u32) {
+    if !ddos_wants(p) {
+        bump(ignored_cause(p));
+        return;
+    }
+    let mut key = SessKey::default();
+    key_into(p, &mut key);
+    let sess = if b == 0 {
+        &SW_DDOS_SESS0
+    } else {
+        &SW_DDOS_SESS1
+    };
+    let s = match sess.get_ptr_mut(&key) {
+        Some(s) => s,
+        None => {
+            let Some(ids) = SW_MON_CTL.get_ptr_mut(CTL_SESS + b) else {
+                return;
+            };
+            let v = DdosSess {
+                server: server_addr(p),
+                n_packets: 0,
+                id: fetch_add(ids, 1) as u32,
+                _pad: 0,
+            };
+            // NOEXIST: another CPU may have made it in the meantime; then use theirs.
+            if sess.insert(&key, &v, BPF_NOEXIST as u64).is_ok() {
+                bump(CNT_SESSIONS);
+            }
+            match sess.get_ptr_mut(&key) {
+                Some(s) => s,
+                None => {
+                    // Full: the session waits for the next window.
+                    bump(CNT_TURNED_AWAY);
+                    return;
+                }
+            }
+        }
+    };
+    // Atomics: other CPUs count into the same session and claim slots of the same table.
+    // A claim past a limit is given back, so `n_packets` ends as the packets recorded.
+    let n = unsafe { core::ptr::addr_of_mut!((*s).n_packets) };
+    let cap = global(&SW_MON_PER_SESSION) as u64;
+    // A session that has its share costs no atomic (the common case in a flood).
+    if unsafe { core::ptr::read_volatile(n) } >= cap {
+        bump(CNT_SESSION_FULL);
+        return;
+    }
+    if fetch_add(n, 1) >= cap {
+        fetch_add(n, u64::MAX);
+        bump(CNT_SESSION_FULL);
+        return;
+    }
+    let Some(used) = SW_MON_CTL.get_ptr_mut(CTL_USED + b) else {
+        return;
+    };
+    let slot = fetch_add(used, 1);
+    if slot >= global(&SW_MON_TOTAL) as u64 {
+        fetch_add(n, u64::MAX);
+        bump(CNT_TABLE_FULL);
+        return;
+    }
+    let pkts = if b == 0 {
+        &SW_DDOS_PKTS0
+    } else {
+        &SW_DDOS_PKTS1
+    };
+    let Some(r) = pkts.get_ptr_mut(slot as u32) else {
+        return;
+    };
+    // SAFETY: the slot is this packet's alone (claimed above).
+    let r = unsafe { &mut *r };
+    // SAFETY: `s` is the session's value, found above.
+    r.sess = unsafe { (*s).id };
+    // The clock is read only for packets that are recorded, and records keep it raw
+    // (monotonic): the reader adds the Unix offset.
+    fill_slot(p, unsafe { bpf_ktime_get_ns() }, r);
+    r._pad = [0; 4];
+}
+
+#[inline(always)]
+fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
+    if !crypto_wants(p) {
+        bump(ignored_cause(p));
+        return;
+    }
+    key_into(p, &mut w.key);
+    let m = if b == 0 { &SW_CRYPTO0 } else { &SW_CRYPTO1 };
+    if let Some(v) = m.get_ptr_mut(&w.key) {
+        // SAFETY: this CPU's value of the session.
+        let v = unsafe { &mut *v };
+        let d = crate::hold_ns();
+        if d != 0
+            && SW_MON_STATS
+                .get(CNT_PACKETS)
+                .is_some_and(|n| *n & 1023 == 0)
+        {
+            spin(d as u64);
+        }
+        crypto_add(p, ts, v);
+        return;
+    }
+    w.crypto = CryptoVal::default();
+    crypto_add(p, ts, &mut w.crypto);
+    // NOEXIST: a session another CPU made in the meantime must not be replaced (that would
+    // zero its counts); add to it instead.
+    if m.insert(&w.key, &w.crypto, BPF_NOEXIST as u64).is_ok() {
+        bump(CNT_SESSIONS);
+        return;
+    }
+    match m.get_ptr_mut(&w.key) {
+        Some(v) => crypto_add(p, ts, unsafe { &mut *v }),
+        None => bump(CNT_TURNED_AWAY),
+    }
+}
