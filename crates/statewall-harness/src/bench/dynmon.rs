@@ -27,13 +27,14 @@ fn spec(source: Option<String>, object: Option<String>) -> anyhow::Result<Dynmon
     })
 }
 
-fn row(name: &str, unit: &str, v: Vec<f64>, baseline: &str, b: &[f64]) -> Row {
+fn row(name: &str, unit: &str, v: Vec<f64>, each: &str, baseline: &str, b: &[f64]) -> Row {
     let (value, bv) = (median(&v), median(b));
     Row {
         name: name.into(),
         unit: unit.into(),
         value,
         runs: v,
+        each: each.into(),
         baseline: baseline.into(),
         baseline_value: bv,
         ratio: value / bv,
@@ -80,6 +81,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
             "dynmon load + attach, prebuilt object (BTF read, two copies for swap-on-read)",
             "ms",
             from_obj.clone(),
+            "1 load",
             "aya: one load + attach of the same object",
             &plain,
         ),
@@ -87,6 +89,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
             "dynmon load + attach from C source (clang, then as above)",
             "ms",
             from_src,
+            "1 load",
             "the prebuilt object",
             &from_obj,
         ),
@@ -126,6 +129,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         "dynmon swapped read of 10k entries: batch read + BTF decode of every metric",
         "ms",
         read,
+        "1 read",
         "switch + grace period of the same read",
         &switch,
     ));

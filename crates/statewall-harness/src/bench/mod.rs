@@ -37,6 +37,9 @@ pub struct Row {
     pub value: f64,
     /// Every run.
     pub runs: Vec<f64>,
+    /// What one run is (how many repetitions it takes the figure over).
+    #[serde(default)]
+    pub each: String,
     /// The baseline's name.
     pub baseline: String,
     /// The baseline's median, in the same unit.
@@ -51,16 +54,50 @@ pub struct Row {
     pub met: Option<bool>,
 }
 
+/// One attempt at a group: the probe (the empty tc program's test-run cost) measured just
+/// before and just after it, and the rows it gave.
+#[derive(Serialize, serde::Deserialize, Debug, Clone)]
+pub struct Attempt {
+    /// The group.
+    pub group: String,
+    /// 1 for the first attempt, up to [`ATTEMPTS`].
+    pub attempt: usize,
+    /// The probe before the group, ns per packet.
+    pub probe_before: f64,
+    /// The probe after the group, ns per packet.
+    pub probe_after: f64,
+    /// Whether the two probes are within [`STEADY`] of each other.
+    pub steady: bool,
+    /// The rows of this attempt.
+    pub rows: Vec<Row>,
+}
+
 /// The report.
 #[derive(Serialize, serde::Deserialize, Debug, Default)]
 pub struct Report {
-    /// Rows in order.
+    /// Rows in order: each group's last attempt.
     pub rows: Vec<Row>,
+    /// Every attempt of every group, the re-run ones included.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// When the run started (UTC).
+    #[serde(default)]
+    pub date: String,
+    /// The CPU model.
+    #[serde(default)]
+    pub machine: String,
     /// Kernel release.
     pub kernel: String,
     /// CPUs.
     pub cpus: usize,
 }
+
+/// A group is run again (at most `ATTEMPTS - 1` times) when the probe measured before and
+/// after it differs by more than this fraction: the machine changed speed under it. A
+/// missed target never causes a re-run.
+pub const STEADY: f64 = 0.10;
+/// Attempts at a group, the first included.
+pub const ATTEMPTS: usize = 3;
 
 /// Median of a slice.
 pub fn median(v: &[f64]) -> f64 {
@@ -107,28 +144,30 @@ fn interleave(
     (b, s)
 }
 
-/// A per-packet row: medians of the subject's and the baseline's runs, with an optional
-/// bound on the difference.
+/// A per-packet row from test runs of `repeat` repetitions: medians of the subject's and
+/// the baseline's runs, with an optional bound on their ratio.
 pub(crate) fn row(
     name: &str,
     base_name: &str,
     b: &[f64],
     s: Vec<f64>,
-    max_delta: Option<f64>,
+    repeat: u32,
+    max_ratio: Option<f64>,
 ) -> Row {
     let (bm, sm) = (median(b), median(&s));
-    let delta = sm - bm;
+    let ratio = sm / bm;
     Row {
         name: name.into(),
         unit: "ns/packet".into(),
         value: sm,
         runs: s,
+        each: format!("{repeat} test runs"),
         baseline: base_name.into(),
         baseline_value: bm,
-        ratio: sm / bm,
-        delta,
-        target: max_delta.map(|t| format!("<= {t} ns above {base_name}")),
-        met: max_delta.map(|t| delta <= t),
+        ratio,
+        delta: sm - bm,
+        target: max_ratio.map(|t| format!("<= {t}x")),
+        met: max_ratio.map(|t| ratio <= t),
     }
 }
 
@@ -156,6 +195,7 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         "empty XDP program",
         &xdp,
         xdp.clone(),
+        repeat,
         None,
     ));
     rows.push(row(
@@ -163,6 +203,7 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         "empty XDP program",
         &xdp,
         tc,
+        repeat,
         None,
     ));
 
@@ -184,7 +225,8 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         "empty tc program",
         &base,
         gate,
-        Some(60.0),
+        repeat,
+        Some(2.9),
     ));
     let (base, drop) = interleave(
         &mut bed,
@@ -197,7 +239,8 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         "empty tc program",
         &base,
         drop,
-        Some(100.0),
+        repeat,
+        Some(4.1),
     ));
 
     // xfsm with one knock door (7000, 8000/udp, 9000 -> tcp/22): a packet from a source with
@@ -222,7 +265,8 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         "empty tc program",
         &base,
         x,
-        Some(60.0),
+        repeat,
+        Some(2.9),
     ));
     let knock = Packet::tcp(a, b, 40000, 7000, 0x02).build();
     let (base, x) = interleave(
@@ -236,7 +280,8 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         "empty tc program",
         &base,
         x,
-        None,
+        repeat,
+        Some(6.0),
     ));
     rows
 }
@@ -248,21 +293,55 @@ fn kernel_release() -> String {
         .to_string()
 }
 
-/// Prints the table as Markdown.
+/// The CPU model, from `/proc/cpuinfo`.
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// `secs` since the epoch as `YYYY-MM-DD HH:MM` (UTC; days to a civil date after
+/// H. Hinnant's algorithm).
+pub fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Prints the table as Markdown, then every group that was run again and why.
 pub fn print(report: &Report) {
     println!(
-        "statewall bench: kernel {}, {} CPUs, median of {RUNS} runs",
-        report.kernel, report.cpus
+        "statewall bench, {} UTC: {}, {} CPUs, kernel {}; each figure is the median of {RUNS} runs",
+        report.date, report.machine, report.cpus, report.kernel
     );
     println!();
-    println!("| measurement | median | baseline | ratio | above baseline | target | result |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| measurement | median | each run | baseline | ratio | above baseline | target | result |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &report.rows {
         println!(
-            "| {} | {:.1} {} | {}: {:.1} | {:.2} | {:+.1} | {} | {} |",
+            "| {} | {:.1} {} | {} | {}: {:.1} | {:.2} | {:+.1} | {} | {} |",
             r.name,
             r.value,
             r.unit,
+            if r.each.is_empty() { "-" } else { &r.each },
             r.baseline,
             r.baseline_value,
             r.ratio,
@@ -272,6 +351,31 @@ pub fn print(report: &Report) {
                 Some(true) => "MET",
                 Some(false) => "MISSED",
                 None => "-",
+            }
+        );
+    }
+    println!();
+    let again: Vec<&Attempt> = report.attempts.iter().filter(|a| !a.steady).collect();
+    if again.is_empty() {
+        println!(
+            "Every group ran once: the empty tc program's cost before and after each differed \
+             by at most {:.0}%.",
+            STEADY * 100.0
+        );
+    }
+    for a in again {
+        println!(
+            "{} (attempt {} of at most {ATTEMPTS}): the empty tc program took {:.1} ns before \
+             and {:.1} ns after ({:+.0}%){}",
+            a.group,
+            a.attempt,
+            a.probe_before,
+            a.probe_after,
+            (a.probe_after / a.probe_before - 1.0) * 100.0,
+            if a.attempt < ATTEMPTS {
+                "; run again"
+            } else {
+                "; kept, as the last attempt"
             }
         );
     }
@@ -295,8 +399,70 @@ pub const GROUPS: [&str; 9] = [
 /// The groups that need namespaces and real traffic (skipped by `--testrun-only`).
 pub const NETNS_GROUPS: [&str; 4] = ["open", "spa-open", "firewall-nft", "monitor-iperf"];
 
-/// Runs every group (the netns ones only with `open`), or only the group `only`; writes
-/// JSON to `out`; returns the report.
+/// The rows of one group.
+fn group_rows(group: &str, repeat: u32) -> anyhow::Result<Vec<Row>> {
+    match group {
+        "open" => crate::bench::open::rows(),
+        "spa-open" => crate::bench::spa::open_rows(),
+        "testrun" => Ok(testrun_rows(repeat)),
+        "firewall" => crate::bench::firewall::rows(repeat),
+        "monitor" => crate::bench::monitor::rows(repeat),
+        "dynmon" => crate::bench::dynmon::rows(),
+        "spa-verify" => crate::bench::spa::verify_rows(),
+        "firewall-nft" => crate::bench::fwnft::rows(),
+        "monitor-iperf" => crate::bench::monitor::iperf_rows(),
+        _ => anyhow::bail!("no benchmark group {group:?}"),
+    }
+}
+
+/// The probe: the empty tc program's test-run cost, median of [`RUNS`] runs.
+fn probe(bed: &mut TestBed, repeat: u32) -> f64 {
+    let a = "10.1.0.1".parse().unwrap();
+    let b = "10.1.0.2".parse().unwrap();
+    let syn = Packet::tcp(a, b, 40000, 8080, 0x02).build();
+    let runs: Vec<f64> = (0..RUNS)
+        .map(|_| time(bed, (false, ebpf::PROG_EMPTY_TC, &syn), repeat))
+        .collect();
+    median(&runs)
+}
+
+/// Runs one group between two probes, and again (up to [`ATTEMPTS`] in all) while they
+/// differ by more than [`STEADY`]; returns every attempt, the one to report last.
+fn attempts(
+    group: &str,
+    mut rows: impl FnMut() -> anyhow::Result<Vec<Row>>,
+    mut probe: impl FnMut() -> f64,
+) -> anyhow::Result<Vec<Attempt>> {
+    let mut out = Vec::new();
+    for attempt in 1..=ATTEMPTS {
+        let probe_before = probe();
+        let rows = rows()?;
+        let probe_after = probe();
+        let steady = (probe_after - probe_before).abs() <= STEADY * probe_before;
+        out.push(Attempt {
+            group: group.into(),
+            attempt,
+            probe_before,
+            probe_after,
+            steady,
+            rows,
+        });
+        if steady {
+            break;
+        }
+        if attempt < ATTEMPTS {
+            eprintln!(
+                "{group}: the empty tc program took {probe_before:.1} ns before and \
+                 {probe_after:.1} ns after: running the group again"
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Runs every group (the netns ones only with `open`), or only the group `only`; a group
+/// whose probe before and after differs by more than [`STEADY`] runs again, up to
+/// [`ATTEMPTS`] in all. Writes JSON to `out`; returns the report.
 pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::Result<Report> {
     if let Some(o) = only {
         anyhow::ensure!(
@@ -305,7 +471,12 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
             GROUPS.join(", ")
         );
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut report = Report {
+        date: utc(now),
+        machine: machine(),
         kernel: kernel_release(),
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
@@ -316,32 +487,17 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
         Some(o) => o == g,
         None => open || !NETNS_GROUPS.contains(&g),
     };
-    if want("open") {
-        report.rows.extend(crate::bench::open::rows()?);
-    }
-    if want("spa-open") {
-        report.rows.extend(crate::bench::spa::open_rows()?);
-    }
-    if want("testrun") {
-        report.rows.extend(testrun_rows(repeat));
-    }
-    if want("firewall") {
-        report.rows.extend(crate::bench::firewall::rows(repeat)?);
-    }
-    if want("monitor") {
-        report.rows.extend(crate::bench::monitor::rows(repeat)?);
-    }
-    if want("dynmon") {
-        report.rows.extend(crate::bench::dynmon::rows()?);
-    }
-    if want("spa-verify") {
-        report.rows.extend(crate::bench::spa::verify_rows()?);
-    }
-    if want("firewall-nft") {
-        report.rows.extend(crate::bench::fwnft::rows()?);
-    }
-    if want("monitor-iperf") {
-        report.rows.extend(crate::bench::monitor::iperf_rows()?);
+    let mut bed = TestBed::new();
+    for group in GROUPS.iter().copied().filter(|g| want(g)) {
+        let tries = attempts(
+            group,
+            || group_rows(group, repeat),
+            || probe(&mut bed, repeat),
+        )?;
+        report
+            .rows
+            .extend(tries.last().map(|a| a.rows.clone()).unwrap_or_default());
+        report.attempts.extend(tries);
     }
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;
@@ -352,4 +508,77 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
         println!("figure: {}", f.display());
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_row(target_met: bool) -> Row {
+        let mut r = row("x", "empty", &[10.0], vec![50.0], 1, Some(4.0));
+        r.met = Some(target_met);
+        r
+    }
+
+    #[test]
+    fn a_group_runs_again_only_while_its_probes_differ() {
+        // Steady at once: one attempt, even with a missed target.
+        let mut probes = [30.0, 31.0].into_iter();
+        let a = attempts("g", || Ok(vec![one_row(false)]), || probes.next().unwrap()).unwrap();
+        assert_eq!(a.len(), 1);
+        assert!(a[0].steady);
+        // 20% apart, then steady: two attempts, both kept.
+        let mut probes = [30.0, 36.0, 30.0, 32.9].into_iter();
+        let mut n = 0;
+        let a = attempts(
+            "g",
+            || {
+                n += 1;
+                Ok(vec![one_row(true)])
+            },
+            || probes.next().unwrap(),
+        )
+        .unwrap();
+        assert_eq!((a.len(), n), (2, 2));
+        assert!(!a[0].steady && a[1].steady);
+        // Never steady: three attempts at most.
+        let mut p = 10.0;
+        let a = attempts(
+            "g",
+            || Ok(vec![]),
+            || {
+                p *= 1.5;
+                p
+            },
+        )
+        .unwrap();
+        assert_eq!(a.len(), ATTEMPTS);
+        assert!(a.iter().all(|a| !a.steady));
+    }
+
+    #[test]
+    fn targets_are_ratios_to_the_baseline() {
+        let r = row(
+            "x",
+            "empty tc program",
+            &[20.0, 20.0],
+            vec![79.0, 81.0],
+            7,
+            Some(4.0),
+        );
+        assert_eq!(
+            (r.ratio, r.met, r.each.as_str()),
+            (4.0, Some(true), "7 test runs")
+        );
+        let r = row("x", "empty tc program", &[20.0], vec![81.0], 7, Some(4.0));
+        assert_eq!(r.met, Some(false));
+        assert_eq!(r.target.as_deref(), Some("<= 4x"));
+    }
+
+    #[test]
+    fn dates_are_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(951_868_740), "2000-02-29 23:59");
+        assert_eq!(utc(1_796_281_500), "2026-12-03 07:05");
+    }
 }

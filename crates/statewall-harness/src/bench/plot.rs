@@ -353,6 +353,7 @@ mod tests {
             baseline_value: baseline,
             ratio: value / baseline,
             delta: value - baseline,
+            each: String::new(),
             target: None,
             met: None,
         }
