@@ -12,7 +12,7 @@ use common::soak_cases;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use statewall::engine::drain_ring;
 use statewall::{
-    engine::ebpf::{PROG_FW_EGRESS, PROG_FW_INGRESS},
+    engine::ebpf::{PROG_FW_EGRESS, PROG_FW_INGRESS, PROG_FW_XDP},
     firewall::rules::{compile, mask, write_tables, Chain, RefTables, Rule, Written},
 };
 use statewall_common::firewall::{FwLog, MAP_FW_LOG};
@@ -20,12 +20,16 @@ use statewall_common::{
     ct::{CtConf, CtKey, CtVal, MAP_CT, MAP_CT_CONF},
     firewall::{
         classify, stats_slot, FwTables, FwVerdict, RuleStats, ACT_ACCEPT, ACT_DROP, ACT_LOG,
-        MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
+        IFACE_XDP, MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
     },
     parse::parse_packet,
     TCX_NEXT, TC_ACT_SHOT,
 };
 use statewall_harness::{packet::Packet, testrun::TestBed};
+
+/// XDP verdicts.
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
 
 /// Bitset table size for the tests (half per generation).
 const BITSETS: u32 = 8192;
@@ -226,13 +230,15 @@ fn code(v: FwVerdict) -> i32 {
     }
 }
 
-/// Runs one scenario; returns (packets, verdict kinds seen).
+/// Runs one scenario; returns (packets, verdict kinds seen). `xdp`: the ingress chain runs
+/// in `sw_fw_xdp` (the bed's interface entry says so), its verdicts read as tc's.
 fn scenario(
     seed: u64,
     nrules: usize,
     packets: usize,
     bed: &mut TestBed,
     old: &mut Option<Written>,
+    xdp: bool,
 ) -> std::collections::BTreeSet<&'static str> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut chains = BTreeMap::new();
@@ -407,12 +413,15 @@ fn scenario(
         if p.family == 6 {
             seen.insert("ipv6");
         }
-        let prog = if ch == 0 {
-            PROG_FW_INGRESS
-        } else {
-            PROG_FW_EGRESS
+        let got = match (ch, xdp) {
+            (0, true) => match bed.run_xdp(PROG_FW_XDP, &f) {
+                XDP_PASS => TCX_NEXT,
+                XDP_DROP => TC_ACT_SHOT,
+                o => panic!("sw_fw_xdp returned {o}"),
+            },
+            (0, false) => bed.run_tc(PROG_FW_INGRESS, &f),
+            _ => bed.run_tc(PROG_FW_EGRESS, &f),
         };
-        let got = bed.run_tc(prog, &f);
         assert_eq!(
             got,
             code(v),
@@ -516,10 +525,17 @@ fn kernel_classifier_equals_reference() {
     let cases = soak_cases(40) as u64;
     for seed in 0..cases {
         let n = [1usize, 3, 10, 40, 200][seed as usize % 5];
-        seen.extend(scenario(0xf1_0000 + seed, n, 300, &mut bed, &mut old));
+        seen.extend(scenario(
+            0xf1_0000 + seed,
+            n,
+            300,
+            &mut bed,
+            &mut old,
+            false,
+        ));
     }
     // Thousands of rules, fewer packets.
-    seen.extend(scenario(0xf1_ffff, 3000, 400, &mut bed, &mut old));
+    seen.extend(scenario(0xf1_ffff, 3000, 400, &mut bed, &mut old, false));
     common::tally(
         "property: firewall frames, kernel = reference",
         SENT.load(std::sync::atomic::Ordering::Relaxed),
@@ -552,6 +568,60 @@ fn kernel_classifier_equals_reference() {
     ) {
         assert!(seen.contains(k), "no '{k}' case: {seen:?}");
     }
+}
+
+/// The same property with the ingress chain in XDP (`sw_fw_xdp`): same rules, counters,
+/// LOG events and connection states as on tc. The tc ingress program then lets every
+/// packet go on (it was classified in XDP), and without the interface's XDP bit the XDP
+/// program does.
+#[test]
+fn kernel_classifier_equals_reference_in_xdp() {
+    let mut bed = bed();
+    {
+        let mut m: BpfHashMap<&mut MapData, u32, u32> = bed.map(MAP_FW_IFACES).try_into().unwrap();
+        m.insert(1, IFACE_XDP, 0).unwrap();
+    }
+    let mut old = None;
+    let mut seen = std::collections::BTreeSet::new();
+    let cases = soak_cases(20) as u64;
+    for seed in 0..cases {
+        let n = [1usize, 3, 10, 40, 200][seed as usize % 5];
+        seen.extend(scenario(0xf2_0000 + seed, n, 300, &mut bed, &mut old, true));
+    }
+    seen.extend(scenario(0xf2_ffff, 3000, 300, &mut bed, &mut old, true));
+    for k in [
+        "rule drop",
+        "rule accept",
+        "default",
+        "log",
+        "malformed",
+        "ipv6",
+        "ct established",
+        "ct related",
+    ] {
+        assert!(seen.contains(k), "no '{k}' case: {seen:?}");
+    }
+    // A chain that drops everything: XDP drops, tc ingress lets the packet go on; with
+    // the bit cleared, the other way round.
+    let chains = BTreeMap::from([(
+        0u32,
+        Chain {
+            rules: Vec::new(),
+            default_action: ACT_DROP,
+            accept_established: false,
+        },
+    )]);
+    let c = compile(&chains).unwrap();
+    write_tables(&mut bed, &c, BITSETS / 2, old.as_ref()).unwrap();
+    let f = Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 1000, 53).build();
+    assert_eq!(bed.run_xdp(PROG_FW_XDP, &f), XDP_DROP);
+    assert_eq!(bed.run_tc(PROG_FW_INGRESS, &f), TCX_NEXT);
+    {
+        let mut m: BpfHashMap<&mut MapData, u32, u32> = bed.map(MAP_FW_IFACES).try_into().unwrap();
+        m.insert(1, 0, 0).unwrap();
+    }
+    assert_eq!(bed.run_xdp(PROG_FW_XDP, &f), XDP_PASS);
+    assert_eq!(bed.run_tc(PROG_FW_INGRESS, &f), TC_ACT_SHOT);
 }
 
 /// First match wins, ranges are inclusive, `!` flags must be clear, prefixes nest, LOG

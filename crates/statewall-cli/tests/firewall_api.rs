@@ -522,3 +522,109 @@ fn cli_instance(tag: &str, name: &str) -> (Paths, Pair, Daemon) {
     );
     (p, pair, d)
 }
+
+/// The programs on one hook of the pair's server interface.
+fn programs_on(d: &Daemon, pair: &Pair, hook: &str) -> Vec<String> {
+    d.get("/api/v1/status")["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["hook"] == hook && h["ifname"] == pair.server_if.as_str())
+        .flat_map(|h| {
+            h["programs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[0].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An `XDP_DRV` instance: its ingress chain runs in `sw_fw_xdp` on the interface's XDP hook
+/// (no tc ingress program there; egress stays on tc), drops what its rule says with the
+/// rule's counter counting it, and lets the rest through. On an interface whose gates run
+/// on tcx ingress the attach is refused (the chain would run before them), and the
+/// instance keeps no port; with the interface in XDP mode, the chain runs inside the XDP
+/// ingress program after the gates.
+#[test]
+fn xdp_instance_classifies_in_xdp() {
+    let p = Paths::new("fwxdp");
+    let pair = Pair::new("fwxdp");
+    std::fs::write(&p.config, "").unwrap();
+    let d = Daemon::start(&p, &[]);
+    let base = "/api/v1/firewall/fx";
+    d.ok("POST", base, r#"{"type": "XDP_DRV"}"#);
+    let attach = format!(
+        r#"{{"port": "{}", "netns": "{}"}}"#,
+        pair.server_if, pair.server.name
+    );
+    d.ok("POST", &format!("{base}/attach"), &attach);
+    let rule = format!(
+        r#"{{"rules": [{{"operation": "append", "l4proto": "tcp", "src": "{}/32", "dport": 23, "action": "drop"}}]}}"#,
+        pair.client_v4
+    );
+    d.ok("POST", &format!("{base}/chain/INGRESS/batch"), &rule);
+    assert_eq!(programs_on(&d, &pair, "xdp"), vec!["sw_fw_xdp"]);
+    assert!(!programs_on(&d, &pair, "ingress").contains(&"sw_fw_ingress".to_string()));
+    assert!(programs_on(&d, &pair, "egress").contains(&"sw_fw_egress".to_string()));
+    let sv = pair.server_v4;
+    let _l22 = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+    let _l23 = pair.server.run(|| TcpListener::bind((sv, 23))).unwrap();
+    assert!(connects(&pair, 22), "no rule for tcp/22: accepted");
+    assert!(!connects(&pair, 23), "the DROP rule, in XDP");
+    let stats = d.get(&format!("{base}/chain/INGRESS/stats"));
+    let dropped = stats[0]["pkts"].as_u64().unwrap_or(0);
+    assert!(dropped >= 1, "the rule counted its drops: {stats}");
+    d.stop();
+    // (Its pins and links go with its paths.)
+    drop(p);
+
+    // The same instance on an interface whose gates run on tcx: refused, nothing kept.
+    let p = Paths::new("fwxdp2");
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+            pair.server_if, pair.server.name
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&p, &[]);
+    d.ok("POST", base, r#"{"type": "XDP_SKB"}"#);
+    let r = statewall::client::request_blocking(
+        &d.socket,
+        "POST",
+        &format!("{base}/attach"),
+        Some(attach.clone()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("before the gates"), "{}", r.body);
+    assert_eq!(d.get(base)["ports"], serde_json::json!([]), "nothing kept");
+    assert!(programs_on(&d, &pair, "xdp").is_empty());
+    d.stop();
+    drop(p);
+
+    // The interface in XDP mode: one XDP program runs the gates, then the chain.
+    let p = Paths::new("fwxdp3");
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\ningress = \"xdp\"\n",
+            pair.server_if, pair.server.name
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&p, &[]);
+    d.ok("POST", base, r#"{"type": "TC"}"#);
+    d.ok("POST", &format!("{base}/attach"), &attach);
+    d.ok("POST", &format!("{base}/chain/INGRESS/batch"), &rule);
+    assert_eq!(programs_on(&d, &pair, "xdp"), vec!["sw_xdp_ingress"]);
+    assert!(!programs_on(&d, &pair, "ingress").contains(&"sw_fw_ingress".to_string()));
+    assert!(connects(&pair, 22));
+    assert!(!connects(&pair, 23), "the DROP rule, after the XDP gates");
+    let stats = d.get(&format!("{base}/chain/INGRESS/stats"));
+    assert!(stats[0]["pkts"].as_u64().unwrap_or(0) >= 1, "{stats}");
+    d.stop();
+}

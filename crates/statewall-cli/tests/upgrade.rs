@@ -116,6 +116,10 @@ fn previous_release_pins_are_laid_out_and_adopted() {
 /// on that release's pins makes them (the load pins what is missing and reuses the rest).
 const ADDED_SINCE_PREVIOUS: &[&str] = &["SW_GATE_LIMITS"];
 
+/// Programs this build pins that the previous release did not (loaded and pinned on top
+/// of that release's pins, like a map added since).
+const PROGRAMS_ADDED_SINCE_PREVIOUS: &[&str] = &["sw_fw_xdp"];
+
 /// `got` (this build's pins) equals `want` (the previous release's) line by line, except a
 /// counter array of `engine::migrate::COUNTER_MAPS` that has more entries now, and the maps
 /// added since.
@@ -124,11 +128,20 @@ fn same_but_grown_counters(got: &[String], want: &[String]) {
         ADDED_SINCE_PREVIOUS
             .iter()
             .any(|m| l.starts_with(&format!("maps/{m} ")))
+            || PROGRAMS_ADDED_SINCE_PREVIOUS
+                .iter()
+                .any(|p| l == &format!("progs/OBJECT/{p}"))
     };
     for m in ADDED_SINCE_PREVIOUS {
         assert!(
             got.iter().any(|l| l.starts_with(&format!("maps/{m} "))),
             "{m} is listed as added but not pinned"
+        );
+    }
+    for p in PROGRAMS_ADDED_SINCE_PREVIOUS {
+        assert!(
+            got.iter().any(|l| l == &format!("progs/OBJECT/{p}")),
+            "{p} is listed as added but not pinned"
         );
     }
     let got: Vec<String> = got.iter().filter(|l| !added(l)).cloned().collect();

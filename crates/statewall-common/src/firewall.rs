@@ -39,8 +39,15 @@ pub const CHAIN_EGRESS: u32 = 1;
 pub const MAP_FW_CTL: &str = "SW_FW_CTL";
 /// Per (generation, chain): [`ChainConf`].
 pub const MAP_FW_CHAINS: &str = "SW_FW_CHAINS";
-/// Interface index -> instance (a `HASH` of u32 -> u32).
+/// Interface index -> instance (a `HASH` of u32 -> u32), with [`IFACE_XDP`] set when the
+/// instance's ingress chain runs in XDP on that interface.
 pub const MAP_FW_IFACES: &str = "SW_FW_IFACES";
+/// Bit of an [`MAP_FW_IFACES`] value: the ingress chain runs in XDP (`sw_fw_xdp`, or the
+/// XDP ingress program after the gates), and the tc ingress program lets the packet go on
+/// unclassified (it was classified already). Egress chains always run on tc.
+pub const IFACE_XDP: u32 = 1 << 16;
+/// The instance of an [`MAP_FW_IFACES`] value.
+pub const IFACE_INSTANCE: u32 = 0xffff;
 /// Bitsets ([`Bitset`]), ids handed out per generation by user space.
 pub const MAP_FW_BITSETS: &str = "SW_FW_BITSETS";
 /// Source prefixes: `LPM_TRIE` of [`LpmKey`] -> bitset id (u32).
@@ -63,6 +70,8 @@ pub const MAP_FW_LOG: &str = "SW_FW_LOG";
 pub const MAP_FW_COUNTERS: &str = "SW_FW_COUNTERS";
 /// Per-CPU scratch of the firewall programs (kernel-private, never pinned).
 pub const MAP_FW_WORK: &str = "SW_FW_WORK";
+/// Per-CPU state of the firewall's rule walk (kernel-private, never pinned).
+pub const MAP_FW_WALK: &str = "SW_FW_WALK";
 /// Counter: LOG events queued.
 pub const CNT_LOG_QUEUED: u32 = 0;
 /// Counter: LOG events lost (ring full).

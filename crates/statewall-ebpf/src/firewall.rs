@@ -13,7 +13,7 @@ use statewall_common::{
     firewall::{
         rule_slot, select, stats_slot, Bitset, ChainConf, FwLog, FwTables, LpmKey, RuleStats,
         Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS,
-        MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
+        IFACE_INSTANCE, IFACE_XDP, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
     parse::{PacketInfo, Status},
     TCX_NEXT, TC_ACT_SHOT,
@@ -115,7 +115,10 @@ impl FwTables for Maps {
     }
 }
 
-/// State of the word walk.
+/// State of the word walk, in a per-CPU slot (the XDP ingress program runs the firewall
+/// under the other stages' frames: the stack has no room for it), found again by the
+/// `bpf_loop` callback (whose context may only point into the stack).
+#[repr(C)]
 struct Walk {
     sel: Selection,
     all: u32,
@@ -186,8 +189,12 @@ fn count(chain: u32, r: u32, bytes: u64) {
 /// (or of the next candidate word, lowest first). A LOG rule is counted and logged and the
 /// walk goes on with the rest of its word at the next step (one LOG per step keeps the
 /// callback free of loops the verifier would have to unroll); any other rule ends it.
-extern "C" fn walk_cb(_i: u64, ctx: *mut c_void) -> i64 {
-    let w = unsafe { &mut *(ctx as *mut Walk) };
+extern "C" fn walk_cb(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(w) = SW_FW_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot, used by one program at a time.
+    let w = unsafe { &mut *w };
     let t = Maps;
     if w.pending == 0 {
         let mut sw = 0;
@@ -219,17 +226,24 @@ extern "C" fn walk_cb(_i: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// Runs the chain of the packet's interface and direction: `TCX_NEXT` or `TC_ACT_SHOT`.
+/// `xdp`: called from XDP. An ingress chain runs in the hook its interface's entry names
+/// ([`IFACE_XDP`]); called from the other one, it lets the packet go on.
 #[inline(always)]
 pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
     p: &PacketInfo,
     ifindex: u32,
     dir: u32,
+    xdp: bool,
     load: L,
 ) -> i32 {
     let Some(inst) = (unsafe { SW_FW_IFACES.get(&ifindex) }) else {
         return TCX_NEXT;
     };
-    let chain = (*inst * 2 + (dir & 1)) & (MAX_CHAINS - 1);
+    let inst = *inst;
+    if dir & 1 == 0 && (inst & IFACE_XDP != 0) != xdp {
+        return TCX_NEXT;
+    }
+    let chain = ((inst & IFACE_INSTANCE) * 2 + (dir & 1)) & (MAX_CHAINS - 1);
     let t = Maps;
     let g = t.generation();
     let c = t.chain(g, chain);
@@ -265,19 +279,21 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         }
         return TCX_NEXT;
     }
-    let mut w = Walk {
-        sel: select(&t, p, g, chain, c.used, c.all, st),
-        all: c.all,
-        generation: g,
-        chain,
-        acc: [0; SUMMARY],
-        word: 0,
-        pending: 0,
-        rule: 0,
-        action: 0,
-        st,
-        bytes: p.pkt_len as u64,
+    let Some(wp) = SW_FW_WALK.get_ptr_mut(0) else {
+        return verdict(c.default_action);
     };
+    // SAFETY: this CPU's slot, used by one program at a time.
+    let w = unsafe { &mut *wp };
+    w.sel = select(&t, p, g, chain, c.used, c.all, st);
+    w.all = c.all;
+    w.generation = g;
+    w.chain = chain;
+    w.word = 0;
+    w.pending = 0;
+    w.rule = 0;
+    w.action = 0;
+    w.st = st;
+    w.bytes = p.pkt_len as u64;
     let mut i = 0;
     while i < SUMMARY {
         w.acc[i] = statewall_common::firewall::and_word(&t, &w.sel, w.all, true, i);
@@ -288,7 +304,7 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         bpf_loop(
             (WORDS + MAX_RULES) as u32 + 1,
             walk_cb as *mut c_void,
-            &mut w as *mut Walk as *mut c_void,
+            core::ptr::null_mut(),
             0,
         )
     };
@@ -323,6 +339,9 @@ pub struct CtWork {
 
 #[map(name = "SW_FW_WORK")]
 static SW_FW_WORK: PerCpuArray<CtWork> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "SW_FW_WALK")]
+static SW_FW_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 
 /// Looks the packet's connection up and returns its state (the lookup stays in `w`).
 #[inline(never)]

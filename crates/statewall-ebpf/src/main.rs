@@ -317,7 +317,7 @@ pub fn sw_fw_ingress(ctx: TcContext) -> i32 {
     parse_tc(&ctx, p);
     frag::ports(p);
     let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
-    firewall::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0, load)
+    firewall::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0, false, load)
 }
 
 /// The same, egress.
@@ -329,7 +329,32 @@ pub fn sw_fw_egress(ctx: TcContext) -> i32 {
     parse_tc(&ctx, p);
     frag::ports(p);
     let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
-    firewall::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1, load)
+    firewall::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1, false, load)
+}
+
+/// The firewall's ingress chain in XDP, on a parsed packet (a call of its own: the XDP
+/// ingress program's stack holds the other stages too).
+#[inline(never)]
+fn fw_xdp(ctx: &XdpContext, p: &PacketInfo) -> u32 {
+    let load = |dst, off, len, max| load_xdp(ctx, dst, off, len, max);
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    if firewall::run(p, ifindex, 0, true, load) == TC_ACT_SHOT {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The firewall's ingress chains in XDP, on interfaces where the gates do not run in XDP
+/// (an XDP firewall instance).
+#[xdp]
+pub fn sw_fw_xdp(ctx: XdpContext) -> u32 {
+    let Some(p) = scratch() else {
+        return xdp_action::XDP_PASS;
+    };
+    parse_xdp(&ctx, p);
+    frag::ports(p);
+    fw_xdp(&ctx, p)
 }
 
 #[classifier]
@@ -342,7 +367,8 @@ pub fn sw_xfsm_egress(ctx: TcContext) -> i32 {
     xfsm_tc(&ctx, DIR_EGRESS)
 }
 
-/// XDP ingress: the ingress stages in chain order in one program (parse once): xfsm, gate.
+/// XDP ingress: the ingress stages in chain order in one program (parse once): xfsm, gate,
+/// then the firewall's ingress chain of the interface's instance when it runs in XDP.
 #[xdp]
 pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     let Some(p) = scratch() else {
@@ -355,7 +381,7 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     match gate::run(p) {
-        TCX_NEXT => xdp_action::XDP_PASS,
+        TCX_NEXT => fw_xdp(&ctx, p),
         VERDICT_RESET => reset_xdp(&ctx, p),
         VERDICT_UNREACH => unreach_xdp(&ctx, p),
         _ => xdp_action::XDP_DROP,

@@ -87,10 +87,12 @@ pub fn packet() -> Vec<u8> {
     .build()
 }
 
-/// The rows: one per size (target at 2048), and the 10000/10 ratio.
+/// The rows: one per size (targets at 1 and 10,000 rules), the ingress chain in XDP at 1
+/// and 10,000 rules against the empty XDP program, and the 10000/10 ratio.
 pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
     let frame = packet();
     let mut rows = Vec::new();
+    let mut xdp_rows = Vec::new();
     for n in SIZES {
         let mut chains = BTreeMap::new();
         chains.insert(
@@ -137,7 +139,11 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
                 _ => None,
             },
         ));
+        if n == 1 || n == 10_000 {
+            xdp_rows.push(xdp_row(&mut bed, n, &frame, repeat)?);
+        }
     }
+    rows.extend(xdp_rows);
     let (small, big) = (rows[1].value, rows[5].value);
     rows.push(Row {
         name: "firewall, cost at 10000 rules / cost at 10 rules".into(),
@@ -153,4 +159,38 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         met: Some(big / small <= 2.0),
     });
     Ok(rows)
+}
+
+/// The ingress chain of `n` rules in XDP (`sw_fw_xdp`, the interface's entry marked XDP)
+/// against the empty XDP program.
+fn xdp_row(bed: &mut TestBed, n: usize, frame: &[u8], repeat: u32) -> anyhow::Result<Row> {
+    use statewall_common::firewall::IFACE_XDP;
+    let mark = |bed: &mut TestBed, v: u32| -> anyhow::Result<()> {
+        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
+            bed.map(MAP_FW_IFACES).try_into()?;
+        m.insert(1, v, 0)?;
+        Ok(())
+    };
+    mark(bed, IFACE_XDP)?;
+    anyhow::ensure!(
+        bed.run_xdp(ebpf::PROG_FW_XDP, frame) == 2,
+        "{n} rules: the test packet is not passed by the last rule in XDP"
+    );
+    let (mut b, mut s) = (Vec::new(), Vec::new());
+    for _ in 0..crate::bench::RUNS {
+        b.push(bed.time_xdp(ebpf::PROG_EMPTY_XDP, frame, repeat).as_nanos() as f64);
+        s.push(bed.time_xdp(ebpf::PROG_FW_XDP, frame, repeat).as_nanos() as f64);
+    }
+    mark(bed, 0)?;
+    Ok(crate::bench::row(
+        &format!(
+            "firewall in XDP, {n} rule{}, packet matching the last",
+            if n == 1 { "" } else { "s" }
+        ),
+        "empty XDP program",
+        &b,
+        s,
+        repeat,
+        None,
+    ))
 }

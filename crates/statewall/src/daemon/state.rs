@@ -155,6 +155,18 @@ pub struct NamedObject {
     /// Name.
     pub name: String,
 }
+/// The configured interfaces, then the firewall instances' ports not among them.
+fn hooked_interfaces(g: &Inner) -> Vec<(Option<String>, String)> {
+    let mut v = g.config.interface_names();
+    for port in g.fw.instances.values().flat_map(|i| &i.ports) {
+        let k = (port.netns.clone(), port.ifname.clone());
+        if !v.contains(&k) {
+            v.push(k);
+        }
+    }
+    v
+}
+
 /// Builds the status.
 pub fn status(g: &Inner) -> Status {
     Status {
@@ -162,7 +174,7 @@ pub fn status(g: &Inner) -> Status {
         object_id: format!("{:016x}", crate::engine::ebpf::object_id()),
         adopted: g.engine.adopted,
         bpffs_root: g.engine.pins.root.clone(),
-        hooks: g.engine.hook_states(&g.config.interface_names()),
+        hooks: g.engine.hook_states(&hooked_interfaces(g)),
         links: g.engine.link_states(),
         maps: g.engine.map_states(),
         names_against_the_rule: g

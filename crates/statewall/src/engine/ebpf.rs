@@ -16,8 +16,12 @@ pub const PROG_XFSM_EGRESS: &str = "sw_xfsm_egress";
 pub const PROG_FW_INGRESS: &str = "sw_fw_ingress";
 /// tc program of the firewall stage, egress chains.
 pub const PROG_FW_EGRESS: &str = "sw_fw_egress";
-/// XDP ingress program: the ingress stages (xfsm, gate) in chain order.
+/// XDP ingress program: the ingress stages (xfsm, gate, then the firewall's ingress chain
+/// where it runs in XDP) in chain order.
 pub const PROG_XDP_INGRESS: &str = "sw_xdp_ingress";
+/// XDP program of the firewall's ingress chains alone (an XDP instance on an interface
+/// where the gates do not run).
+pub const PROG_FW_XDP: &str = "sw_fw_xdp";
 /// Parser probe (tc), test-run only.
 pub const PROG_PARSE_TC: &str = "sw_parse_tc";
 /// Parser probe (XDP), test-run only.

@@ -14,6 +14,9 @@ pub enum EngineError {
     /// A firewall instance's rules do not fit the classifier's tables.
     #[error("firewall rules: {0}")]
     Rules(String),
+    /// A firewall chain cannot run where it would have to (the stages' order).
+    #[error("firewall: {0}")]
+    Placement(String),
     /// Loading the object or a program failed (the verifier log is in the message).
     #[error("loading the eBPF object: {0}")]
     Load(String),

@@ -107,6 +107,7 @@ pub const PROGRAMS: &[(&str, bool)] = &[
     (ebpf::PROG_FW_INGRESS, false),
     (ebpf::PROG_FW_EGRESS, false),
     (PROG_XDP_INGRESS, true),
+    (ebpf::PROG_FW_XDP, true),
 ];
 
 /// A loaded (or adopted) program.
@@ -640,7 +641,8 @@ impl Engine {
             .collect()
     }
 
-    /// What runs on each configured hook, in order (from the kernel, foreign programs too).
+    /// What runs on each hook of `interfaces`, in order (from the kernel, foreign programs
+    /// too).
     pub fn hook_states(&self, interfaces: &[(Option<String>, String)]) -> Vec<HookState> {
         let mut v = Vec::new();
         for (netns, ifname) in interfaces {

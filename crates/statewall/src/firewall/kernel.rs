@@ -40,6 +40,8 @@ impl Engine {
         };
         let compiled = crate::firewall::rules::compile(&st.chains())
             .map_err(|e| EngineError::Rules(e.to_string()))?;
+        // Where each chain runs, checked before anything is written.
+        let links = fw_link_spots(st, config_links)?;
         {
             use statewall_common::ct::{CtConf, MAP_CT_CONF};
             let f = fw;
@@ -112,10 +114,11 @@ impl Engine {
                 }
             }
         }
-        // Interfaces -> instances.
+        // Interfaces -> instances (and whether the ingress chain runs in XDP).
         let mut want_ifaces = BTreeMap::new();
         for inst in st.instances.values() {
             for port in &inst.ports {
+                let xdp = ingress_mode(inst, port, config_links)? != IngressMode::Tc;
                 let idx = ifindex(port.netns.as_deref(), &port.ifname);
                 if idx == 0 {
                     return Err(EngineError::Doors(format!(
@@ -123,10 +126,14 @@ impl Engine {
                         port.ifname, port.netns
                     )));
                 }
-                want_ifaces.insert(idx, inst.slot);
+                let flag = if xdp {
+                    statewall_common::firewall::IFACE_XDP
+                } else {
+                    0
+                };
+                want_ifaces.insert(idx, inst.slot | flag);
             }
         }
-        let links = fw_link_spots(st);
         {
             let mut h: BpfHashMap<&mut MapData, u32, u32> =
                 BpfHashMap::try_from(self.map_mut_checked(MAP_FW_IFACES)?)
@@ -195,25 +202,73 @@ impl Engine {
     }
 }
 
-/// The firewall's attachments for `st`: both chain programs on every interface of every
-/// instance. The daemon sets them before its first reconcile at start, so that adopting
-/// running links never detaches the firewall for a moment.
-pub fn fw_link_spots(st: &crate::firewall::FwState) -> Vec<LinkSpot> {
+/// Where an instance's ingress chain runs on one of its ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngressMode {
+    /// tcx ingress (`sw_fw_ingress`).
+    Tc,
+    /// XDP, inside the XDP ingress program after the gates: the interface is an
+    /// `[[interface]]` with `ingress = "xdp"`.
+    AfterXdpGates,
+    /// XDP, in `sw_fw_xdp` of its own: an `XDP_SKB` or `XDP_DRV` instance on an interface
+    /// where no gate runs.
+    Xdp,
+}
+
+/// Where `inst`'s ingress chain runs on `port`, given the config's own attachments (the
+/// gates' hooks). An XDP instance on an interface whose gates run on tcx is refused: its
+/// chain would run before them, out of the stages' order.
+pub fn ingress_mode(
+    inst: &crate::firewall::Instance,
+    port: &crate::firewall::Port,
+    config_links: &[LinkSpot],
+) -> Result<IngressMode> {
+    let on_port = |hook: &str| {
+        config_links
+            .iter()
+            .any(|l| l.netns == port.netns && l.ifname == port.ifname && l.hook == hook)
+    };
+    if on_port("xdp") {
+        return Ok(IngressMode::AfterXdpGates);
+    }
+    if !inst.kind.starts_with("XDP") {
+        return Ok(IngressMode::Tc);
+    }
+    if on_port("ingress") {
+        return Err(EngineError::Placement(format!(
+            "port {}: a {} instance's ingress chain would run in XDP before the gates, which \
+             run on this interface's tcx ingress; set ingress = \"xdp\" in its [[interface]] \
+             (the chain then runs after the gates, in one XDP program) or make the instance TC",
+            port.ifname, inst.kind
+        )));
+    }
+    Ok(IngressMode::Xdp)
+}
+
+/// The firewall's attachments for `st`: the chain programs on every interface of every
+/// instance (the ingress one where [`ingress_mode`] says), or why they cannot be made. The
+/// daemon sets them before its first reconcile at start, so that adopting running links
+/// never detaches the firewall for a moment.
+pub fn fw_link_spots(
+    st: &crate::firewall::FwState,
+    config_links: &[LinkSpot],
+) -> Result<Vec<LinkSpot>> {
     let mut links = Vec::new();
     for inst in st.instances.values() {
         for port in &inst.ports {
-            for (hook, program) in [
-                ("ingress", ebpf::PROG_FW_INGRESS),
-                ("egress", ebpf::PROG_FW_EGRESS),
-            ] {
-                links.push(LinkSpot {
-                    netns: port.netns.clone(),
-                    ifname: port.ifname.clone(),
-                    hook: hook.into(),
-                    program: program.into(),
-                });
+            let spot = |hook: &str, program: &str| LinkSpot {
+                netns: port.netns.clone(),
+                ifname: port.ifname.clone(),
+                hook: hook.into(),
+                program: program.into(),
+            };
+            match ingress_mode(inst, port, config_links)? {
+                IngressMode::Tc => links.push(spot("ingress", ebpf::PROG_FW_INGRESS)),
+                IngressMode::Xdp => links.push(spot("xdp", ebpf::PROG_FW_XDP)),
+                IngressMode::AfterXdpGates => {}
             }
+            links.push(spot("egress", ebpf::PROG_FW_EGRESS));
         }
     }
-    links
+    Ok(links)
 }

@@ -426,7 +426,9 @@ pub struct Port {
 pub struct Instance {
     /// Kernel slot (chains `2 * slot` and `2 * slot + 1`).
     pub slot: u32,
-    /// Polycube's `type` (TC, XDP_SKB, XDP_DRV): recorded; statewall runs tcx.
+    /// Polycube's `type`: `TC`, or `XDP_SKB` / `XDP_DRV`, whose ingress chain runs in XDP
+    /// (the kernel picks native or generic XDP; see `kernel::ingress_mode`). Egress chains
+    /// run on tcx either way.
     #[serde(default)]
     pub kind: String,
     /// Where it is attached.
