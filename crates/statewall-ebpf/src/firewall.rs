@@ -299,15 +299,19 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         w.acc[i] = statewall_common::firewall::and_word(&t, &w.sel, w.all, true, i);
         i += 1;
     }
-    unsafe {
-        // One step per candidate word and per LOG rule, and the last.
-        bpf_loop(
-            (WORDS + MAX_RULES) as u32 + 1,
-            walk_cb as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        )
-    };
+    // The first step in line: most packets end in their first candidate word, with no
+    // LOG rule on the way, and need no loop.
+    if walk_cb(0, core::ptr::null_mut()) == 0 {
+        unsafe {
+            // One step per candidate word and per LOG rule, and the last.
+            bpf_loop(
+                (WORDS + MAX_RULES) as u32 + 1,
+                walk_cb as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            )
+        };
+    }
     let action = if w.rule == 0 {
         c.default_action
     } else {
@@ -422,7 +426,21 @@ fn track(p: &PacketInfo, w: &mut CtWork) {
     };
     match ct::next(p, e, w.dir, w.st, w.now, &conf) {
         Some(v) => {
-            if e != Some(&v) && SW_FW_CT.insert(&w.key, &v, 0).is_ok() && e.is_none() {
+            if e == Some(&v) {
+                return;
+            }
+            // A live entry is rewritten where it is (an update of the LRU table takes its
+            // bucket lock and a fresh element: most of a tracked packet's cost); a new
+            // connection, or one that went in the meantime, is inserted.
+            if e.is_some() {
+                if let Some(at) = SW_FW_CT.get_ptr_mut(&w.key) {
+                    // SAFETY: the table's value for this key; another CPU's packet of the
+                    // same connection may write it too, with the same kind of value.
+                    unsafe { *at = v };
+                    return;
+                }
+            }
+            if SW_FW_CT.insert(&w.key, &v, 0).is_ok() && e.is_none() {
                 bump(CNT_CT_CREATED);
             }
         }

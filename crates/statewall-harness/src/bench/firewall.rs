@@ -144,6 +144,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         }
     }
     rows.extend(xdp_rows);
+    rows.extend(breakdown(&frame, repeat)?);
     let (small, big) = (rows[1].value, rows[5].value);
     rows.push(Row {
         name: "firewall, cost at 10000 rules / cost at 10 rules".into(),
@@ -193,4 +194,109 @@ fn xdp_row(bed: &mut TestBed, n: usize, frame: &[u8], repeat: u32) -> anyhow::Re
         repeat,
         None,
     ))
+}
+
+/// Where a packet's time goes, from test-run variants on one bed (each against the empty
+/// tc program in the same interleaved runs): the parser alone (the parse probe, which
+/// also stores what it parsed), then the firewall program with chains that add one part
+/// at a time: no rule (interface and chain lookup, default action), one rule on the
+/// destination port (a port-table lookup, the bitset AND, the rule walk and its counter),
+/// one rule on the source /24 (a prefix-trie lookup instead), the benchmark's rule on
+/// every field, and the same with connection tracking (a chain that accepts
+/// established connections: a lookup and an update of the table).
+fn breakdown(frame: &[u8], repeat: u32) -> anyhow::Result<Vec<Row>> {
+    let any = Rule {
+        src: None,
+        dst: None,
+        proto: None,
+        sport: None,
+        dport: None,
+        tcpflags: None,
+        ct: None,
+        action: ACT_ACCEPT,
+    };
+    let last = ruleset(1, 6).remove(0);
+    let variants: [(&str, Vec<Rule>, bool); 5] = [
+        (
+            "a chain of no rules (interface, chain, default)",
+            vec![],
+            false,
+        ),
+        (
+            "1 rule on the destination port (port lookup, AND, walk, counter)",
+            vec![Rule {
+                dport: Some((443, 443)),
+                ..any.clone()
+            }],
+            false,
+        ),
+        (
+            "1 rule on the source /24 (prefix-trie lookup, AND, walk, counter)",
+            vec![Rule {
+                src: Some(("192.168.1.0".parse()?, 24)),
+                ..any.clone()
+            }],
+            false,
+        ),
+        (
+            "1 rule on source, destination, protocol and port",
+            vec![last.clone()],
+            false,
+        ),
+        (
+            "the same with connection tracking (accept-established)",
+            vec![last],
+            true,
+        ),
+    ];
+    let mut bed = TestBed::new();
+    {
+        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
+            bed.map(MAP_FW_IFACES).try_into()?;
+        m.insert(1, 0, 0)?;
+    }
+    let mut rows = Vec::new();
+    let (mut b, mut s) = (Vec::new(), Vec::new());
+    for _ in 0..crate::bench::RUNS {
+        b.push(bed.time_tc(ebpf::PROG_EMPTY_TC, frame, repeat).as_nanos() as f64);
+        s.push(bed.time_tc(ebpf::PROG_PARSE_TC, frame, repeat).as_nanos() as f64);
+    }
+    rows.push(crate::bench::row(
+        "firewall breakdown: the parser alone (parse probe)",
+        "empty tc program",
+        &b,
+        s,
+        repeat,
+        None,
+    ));
+    // The object's default bitset table: 1,024 entries, half per generation.
+    let half = 512;
+    let mut old = None;
+    for (name, rules, established) in variants {
+        let chains = BTreeMap::from([(
+            0u32,
+            Chain {
+                rules,
+                default_action: ACT_ACCEPT,
+                accept_established: established,
+            },
+        )]);
+        let c = compile(&chains).map_err(anyhow::Error::msg)?;
+        let (_, w) = write_tables(&mut bed, &c, half, old.as_ref()).map_err(anyhow::Error::msg)?;
+        old = Some(w);
+        let (mut b, mut s) = (Vec::new(), Vec::new());
+        for _ in 0..crate::bench::RUNS {
+            b.push(bed.time_tc(ebpf::PROG_EMPTY_TC, frame, repeat).as_nanos() as f64);
+            s.push(bed.time_tc(ebpf::PROG_FW_INGRESS, frame, repeat).as_nanos() as f64);
+        }
+        rows.push(crate::bench::row(
+            &format!("firewall breakdown: {name}"),
+            "empty tc program",
+            &b,
+            s,
+            repeat,
+            None,
+        ));
+    }
+    Ok(rows)
 }
