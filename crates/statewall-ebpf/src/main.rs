@@ -418,6 +418,13 @@ pub fn sw_empty_xdp(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The benchmark's traffic generator (never attached): run with BPF_PROG_TEST_RUN's live
+/// frames on one end of a veth pair, it sends each frame out of that end, to the peer.
+#[xdp]
+pub fn sw_bench_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -152,6 +152,43 @@ impl TestBed {
             .duration
     }
 
+    /// Runs an XDP program over `repeat` copies of `frame` as live frames received on
+    /// interface `ifindex` of the calling thread's namespace (BPF_F_TEST_XDP_LIVE_FRAMES,
+    /// batches of 64): what it returns happens for real (`XDP_TX` sends each copy out of
+    /// that interface). Returns the time the kernel took.
+    pub fn live_xdp(
+        &mut self,
+        name: &str,
+        frame: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<Duration, aya::programs::ProgramError> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name}"));
+        let p: &mut Xdp = prog
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
+        if p.fd().is_err() {
+            p.load()
+                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
+        }
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex.
+        let mut md = [0u8; 24];
+        md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&md),
+            repeat,
+            attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(64),
+            ..TestRunOptions::new()
+        };
+        p.test_run(opts).map(|r| r.duration)
+    }
+
     /// Mean run time of an XDP program over `repeat` runs inside the kernel.
     pub fn time_xdp(&mut self, name: &str, frame: &[u8], repeat: u32) -> Duration {
         self.exec(name, true, frame, repeat)

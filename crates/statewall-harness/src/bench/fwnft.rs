@@ -45,7 +45,7 @@ const SERVER: &str = "172.16.5.5";
 const PORT: u16 = 443;
 
 /// The rule in the API's form.
-fn spec(r: &Rule) -> RuleSpec {
+pub(crate) fn spec(r: &Rule) -> RuleSpec {
     let cidr = |c: &Option<(IpAddr, u8)>| c.map(|(a, l)| format!("{a}/{l}"));
     RuleSpec {
         src: cidr(&r.src),
@@ -98,7 +98,7 @@ fn nft_rule(r: &Rule, last: bool) -> String {
 
 /// The ruleset in a regular chain `rules` of table `netdev swbench`; the base chain that
 /// jumps to it is added and removed by [`nft_hook`].
-fn nft_script(rules: &[Rule]) -> String {
+pub(crate) fn nft_script(rules: &[Rule]) -> String {
     let mut s = String::from("table netdev swbench {\n  chain rules {\n");
     for (i, r) in rules.iter().enumerate() {
         s += "    ";
@@ -109,7 +109,7 @@ fn nft_script(rules: &[Rule]) -> String {
     s
 }
 
-fn nft(pair: &Pair, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn nft(pair: &Pair, args: &[&str]) -> anyhow::Result<String> {
     let mut a = vec!["nft"];
     a.extend_from_slice(args);
     let out = pair.server.exec(&a);
@@ -124,7 +124,7 @@ fn nft(pair: &Pair, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Hooks the ruleset into netdev ingress of the server's veth, or unhooks it.
-fn nft_hook(pair: &Pair, on: bool) -> anyhow::Result<()> {
+pub(crate) fn nft_hook(pair: &Pair, on: bool) -> anyhow::Result<()> {
     if on {
         nft(
             pair,
@@ -142,7 +142,7 @@ fn nft_hook(pair: &Pair, on: bool) -> anyhow::Result<()> {
 }
 
 /// Packets counted by the nftables ruleset's last rule.
-fn nft_counted(pair: &Pair) -> anyhow::Result<u64> {
+pub(crate) fn nft_counted(pair: &Pair) -> anyhow::Result<u64> {
     let out = nft(pair, &["list chain netdev swbench rules"])?;
     let n = out
         .split("counter packets ")

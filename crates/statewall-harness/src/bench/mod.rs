@@ -9,6 +9,7 @@
 pub mod dynmon;
 pub mod firewall;
 pub mod fwnft;
+pub mod goodput;
 pub mod monitor;
 pub mod open;
 pub mod plot;
@@ -384,7 +385,7 @@ pub fn print(report: &Report) {
 /// The groups of measurements, in the order they run. The time-to-open groups come first:
 /// freeing the firewall bench's large maps keeps the machine busy for a while, which showed
 /// in the SPA-to-open figure (about 1 to 2 ms instead of 0.8).
-pub const GROUPS: [&str; 9] = [
+pub const GROUPS: [&str; 10] = [
     "open",
     "spa-open",
     "testrun",
@@ -394,10 +395,17 @@ pub const GROUPS: [&str; 9] = [
     "spa-verify",
     "firewall-nft",
     "monitor-iperf",
+    "goodput",
 ];
 
 /// The groups that need namespaces and real traffic (skipped by `--testrun-only`).
-pub const NETNS_GROUPS: [&str; 4] = ["open", "spa-open", "firewall-nft", "monitor-iperf"];
+pub const NETNS_GROUPS: [&str; 5] = [
+    "open",
+    "spa-open",
+    "firewall-nft",
+    "monitor-iperf",
+    "goodput",
+];
 
 /// The rows of one group.
 fn group_rows(group: &str, repeat: u32) -> anyhow::Result<Vec<Row>> {
@@ -411,6 +419,7 @@ fn group_rows(group: &str, repeat: u32) -> anyhow::Result<Vec<Row>> {
         "spa-verify" => crate::bench::spa::verify_rows(),
         "firewall-nft" => crate::bench::fwnft::rows(),
         "monitor-iperf" => crate::bench::monitor::iperf_rows(),
+        "goodput" => crate::bench::goodput::rows(),
         _ => anyhow::bail!("no benchmark group {group:?}"),
     }
 }

@@ -225,6 +225,56 @@ pub fn firewall_svg(report: &Report) -> Option<String> {
     )
 }
 
+/// The goodput group's flood, per mode: (kpps sent, kpps dropped at the hook, goodput
+/// ratio), from the row names.
+fn flood_points(rows: &[Row], mode: &str) -> Vec<(f64, f64, f64)> {
+    rows.iter()
+        .filter_map(|r| {
+            let rest = r.name.strip_prefix("goodput under a flood, ")?;
+            let rest = rest.strip_prefix(mode)?;
+            let (_, figures) = rest.split_once(": ")?;
+            let sent: f64 = figures.split_whitespace().next()?.parse().ok()?;
+            let hook: f64 = figures
+                .split(", ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((sent.max(1.0), hook.max(1.0), r.ratio))
+        })
+        .collect()
+}
+
+/// The flood each mode took in at its hook against what the generator sent, if the run
+/// measured it (the goodput beside it is in the table).
+pub fn goodput_svg(report: &Report) -> Option<String> {
+    let series: Vec<Series<'_>> = [
+        ("#1f77b4", "statewall XDP"),
+        ("#2ca02c", "statewall tc"),
+        ("#d62728", "nftables"),
+    ]
+    .into_iter()
+    .map(|(color, mode)| {
+        let pts = flood_points(&report.rows, mode)
+            .into_iter()
+            .map(|(sent, hook, _)| (sent * 1e3, hook * 1e3))
+            .collect();
+        (color, mode, pts)
+    })
+    .collect();
+    if series.iter().all(|s| s.2.len() < 2) {
+        return None;
+    }
+    line_chart(
+        "A flood matching the last of 1,000 DROP rules",
+        "flood sent, packets per second",
+        "flood dropped at the hook",
+        "pps",
+        &series,
+    )
+}
+
 /// bpfilter's published figures for the same measurement (a packet matching the last of
 /// N rules, BPF_PROG_TEST_RUN): (rules, ns).
 pub const BPFILTER_PUBLISHED: [(f64, f64); 3] = [(1.0, 95.0), (512.0, 2081.0), (2048.0, 17087.0)];
@@ -329,6 +379,7 @@ pub fn draw(report: &Report, dir: &Path) -> anyhow::Result<Vec<std::path::PathBu
         ("firewall-vs-nftables.svg", firewall_svg(report)),
         ("firewall-vs-bpfilter.svg", firewall_testrun_svg(report)),
         ("time-to-open.svg", open_svg(report)),
+        ("goodput-under-flood.svg", goodput_svg(report)),
     ] {
         if let Some(svg) = svg {
             let p = dir.join(name);
@@ -384,5 +435,22 @@ mod tests {
         let b = firewall_testrun_svg(&report).unwrap();
         assert_eq!(b.matches("<circle").count(), 2 + 3 + 2);
         assert!(b.contains("bpfilter (published)"));
+        assert!(goodput_svg(&report).is_none());
+        let flood = Report {
+            rows: vec![
+                row("goodput under a flood, statewall XDP, 100 kpps: 42 kpps sent, 41 kpps dropped at the hook", 1.0, 1.0),
+                row("goodput under a flood, statewall XDP, flat out: 563 kpps sent, 493 kpps dropped at the hook", 1.0, 1.0),
+                row("goodput under a flood, nftables, 100 kpps: 19 kpps sent, 19 kpps dropped at the hook", 1.0, 1.0),
+                row("goodput under a flood, nftables, flat out: 40 kpps sent, 40 kpps dropped at the hook", 1.0, 1.0),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            flood_points(&flood.rows, "statewall XDP")[1],
+            (563.0, 493.0, 1.0)
+        );
+        let g = goodput_svg(&flood).unwrap();
+        assert_eq!(g.matches("<circle").count(), 4);
+        assert!(g.contains("statewall XDP") && g.contains("nftables"));
     }
 }

@@ -30,6 +30,9 @@ pub const PROG_PARSE_XDP: &str = "sw_parse_xdp";
 pub const PROG_EMPTY_TC: &str = "sw_empty_tc";
 /// Empty XDP program: the benchmark baseline.
 pub const PROG_EMPTY_XDP: &str = "sw_empty_xdp";
+/// XDP program that sends every frame back out (`XDP_TX`): the benchmark's traffic
+/// generator, run with live frames, never attached.
+pub const PROG_BENCH_TX: &str = "sw_bench_tx";
 
 /// Maps the daemon pins (all but the test-only probe output).
 pub const PINNED_MAPS: &[&str] = &[
