@@ -8,13 +8,16 @@ use hyper::{body::Bytes, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
-/// A response: status code and body.
+/// A response: status code, body, and the daemon's own time for it.
 #[derive(Debug)]
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
     /// Body text.
     pub body: String,
+    /// The daemon's time from the request read to the response made, in milliseconds
+    /// (its `Server-Timing: app;dur=...` header).
+    pub server_ms: Option<f64>,
 }
 
 impl Reply {
@@ -60,10 +63,18 @@ pub async fn request(
     let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let res = sender.send_request(req).await?;
     let status = res.status().as_u16();
+    let server_ms = res
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("dur=").nth(1))
+        .and_then(|d| d.split([';', ',']).next())
+        .and_then(|d| d.trim().parse().ok());
     let bytes = res.into_body().collect().await?.to_bytes();
     Ok(Reply {
         status,
         body: String::from_utf8_lossy(&bytes).into_owned(),
+        server_ms,
     })
 }
 

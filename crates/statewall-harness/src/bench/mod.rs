@@ -6,8 +6,10 @@
 //! Per-packet costs come from BPF_PROG_TEST_RUN (the kernel's own mean over `repeat` runs),
 //! so they measure the program, not the machine's scheduling.
 
+pub mod daemon;
 pub mod dynmon;
 pub mod firewall;
+pub mod fwchange;
 pub mod fwnft;
 pub mod goodput;
 pub mod monitor;
@@ -385,11 +387,12 @@ pub fn print(report: &Report) {
 /// The groups of measurements, in the order they run. The time-to-open groups come first:
 /// freeing the firewall bench's large maps keeps the machine busy for a while, which showed
 /// in the SPA-to-open figure (about 1 to 2 ms instead of 0.8).
-pub const GROUPS: [&str; 10] = [
+pub const GROUPS: [&str; 11] = [
     "open",
     "spa-open",
     "testrun",
     "firewall",
+    "firewall-changes",
     "monitor",
     "dynmon",
     "spa-verify",
@@ -399,8 +402,9 @@ pub const GROUPS: [&str; 10] = [
 ];
 
 /// The groups that need namespaces and real traffic (skipped by `--testrun-only`).
-pub const NETNS_GROUPS: [&str; 5] = [
+pub const NETNS_GROUPS: [&str; 6] = [
     "open",
+    "firewall-changes",
     "spa-open",
     "firewall-nft",
     "monitor-iperf",
@@ -414,6 +418,7 @@ fn group_rows(group: &str, repeat: u32) -> anyhow::Result<Vec<Row>> {
         "spa-open" => crate::bench::spa::open_rows(),
         "testrun" => Ok(testrun_rows(repeat)),
         "firewall" => crate::bench::firewall::rows(repeat),
+        "firewall-changes" => crate::bench::fwchange::rows(),
         "monitor" => crate::bench::monitor::rows(repeat),
         "dynmon" => crate::bench::dynmon::rows(),
         "spa-verify" => crate::bench::spa::verify_rows(),

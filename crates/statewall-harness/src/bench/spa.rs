@@ -6,13 +6,13 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use sha2::{Digest, Sha256};
 
+use crate::bench::daemon::Daemon;
 use crate::{
     bench::{median, Row, RUNS},
     netns::Pair,
@@ -143,61 +143,12 @@ pub fn verify_rows() -> anyhow::Result<Vec<Row>> {
 const PORT: u16 = 2222;
 const OPEN_PORT: u16 = 2223;
 
-struct Daemon {
-    child: Child,
-    root: String,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = statewall::engine::teardown(&statewall::engine::pins::Pins::new(&self.root));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn start_daemon(pair: &Pair, k: &str, h: &str) -> anyhow::Result<Daemon> {
-    let dir = std::env::temp_dir().join(format!("statewall-bench-spa-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let root = format!("/sys/fs/bpf/statewall-bench-spa-{}", std::process::id());
     let conf = format!(
         "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[[spa.fwknop]]\nsource = [\"ANY\"]\nopen_ports = [\"tcp/{PORT}\"]\nkey_base64 = \"{k}\"\nhmac_key_base64 = \"{h}\"\n",
         pair.server_if, pair.server.name
     );
-    let cfg = dir.join("statewall.toml");
-    std::fs::write(&cfg, conf)?;
-    let sock = dir.join("api.sock");
-    let child = Command::new(std::env::current_exe()?)
-        .arg("daemon")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--bpffs-root")
-        .arg(&root)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--socket")
-        .arg(&sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("daemon.log"))?)
-        .spawn()
-        .context("starting the daemon")?;
-    let d = Daemon { child, root, dir };
-    let t0 = Instant::now();
-    loop {
-        if let Ok(r) = statewall::client::request_blocking(&sock, "GET", "/api/v1/status", None) {
-            if r.status == 200 {
-                return Ok(d);
-            }
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            bail!("the daemon did not come up");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Daemon::start("spa", &conf)
 }
 
 /// The replay cache's fsync is part of the figure; writeback of unrelated data (the build
@@ -236,7 +187,7 @@ pub fn open_rows() -> anyhow::Result<Vec<Row>> {
     let k = spa::random_bytes::<32>()?;
     let h = spa::random_bytes::<64>()?;
     let d = start_daemon(&pair, &STANDARD.encode(k), &STANDARD.encode(h))?;
-    let sock = d.dir.join("api.sock");
+    let sock = d.socket.clone();
     let to = SocketAddr::from((sv, PORT));
     let open = SocketAddr::from((sv, OPEN_PORT));
     let cv = pair.client_v4;

@@ -21,6 +21,9 @@ use crate::engine::{drain_ring, ebpf, ifindex};
 #[derive(Default)]
 pub struct Installed {
     written: [Option<Written>; 2],
+    /// The grace period of the generation retired last: programs that started while it
+    /// was active may still read it until this thread (waiting one RCU grace period) ends.
+    retiring: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Engine {
@@ -69,17 +72,26 @@ impl Engine {
             Array::try_from(self.map_checked(statewall_common::firewall::MAP_FW_CTL)?)
                 .map_err(|e| map_err(statewall_common::firewall::MAP_FW_CTL, e))?;
         let shadow = (ctl.get(&0, 0).unwrap_or(0) & 1) as usize ^ 1;
+        // The generation about to be written was retired by the last switch: it is written
+        // only once the programs that could still read it have finished (when changes come
+        // further apart than a grace period, that wait is over already).
+        if let Some(h) = self.stage::<Installed>().retiring.take() {
+            let _ = h.join();
+        }
         let old = self.stage::<Installed>().written[shadow].take();
-        // Counters that move with their rules: read before the switch.
-        let mut moved: Vec<(u32, Vec<aya::maps::PerCpuValues<RuleStats>>)> = Vec::new();
+        // Counters that move with their rules (a rule that stays where it was keeps its
+        // counter in place): read before the switch.
+        type Moved = Vec<(u32, Vec<(usize, aya::maps::PerCpuValues<RuleStats>)>)>;
+        let mut moved: Moved = Vec::new();
         {
             let a: aya::maps::PerCpuArray<&MapData, RuleStats> =
                 aya::maps::PerCpuArray::try_from(self.map_checked(MAP_FW_STATS)?)
                     .map_err(|e| map_err(MAP_FW_STATS, e))?;
             for (chain, origin) in moves {
                 let mut v = Vec::new();
-                for o in origin {
+                for (i, o) in origin.iter().enumerate() {
                     let vals = match o {
+                        Some(o) if *o == i => continue,
                         Some(o) => a.get(&stats_slot(*chain, *o as u32), 0),
                         None => {
                             let n = aya::util::nr_cpus().map_err(|e| map_err(MAP_FW_STATS, e.1))?;
@@ -90,7 +102,7 @@ impl Engine {
                         }
                     }
                     .map_err(|e| map_err(MAP_FW_STATS, e))?;
-                    v.push(vals);
+                    v.push((i, vals));
                 }
                 moved.push((*chain, v));
             }
@@ -103,12 +115,17 @@ impl Engine {
                 },
             )?;
         self.stage::<Installed>().written[shadow] = Some(written);
+        self.stage::<Installed>().retiring = Some(std::thread::spawn(|| {
+            if let Ok(g) = crate::engine::sys::Grace::new() {
+                let _ = g.wait();
+            }
+        }));
         {
             let mut a: aya::maps::PerCpuArray<&mut MapData, RuleStats> =
                 aya::maps::PerCpuArray::try_from(self.map_mut_checked(MAP_FW_STATS)?)
                     .map_err(|e| map_err(MAP_FW_STATS, e))?;
             for (chain, vals) in moved {
-                for (i, v) in vals.into_iter().enumerate() {
+                for (i, v) in vals {
                     a.set(stats_slot(chain, i as u32), v, 0)
                         .map_err(|e| map_err(MAP_FW_STATS, e))?;
                 }

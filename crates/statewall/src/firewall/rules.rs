@@ -69,10 +69,6 @@ pub fn mask(a: IpAddr, len: u8) -> IpAddr {
     }
 }
 
-fn contains(net: (IpAddr, u8), inner: (IpAddr, u8)) -> bool {
-    net.0.is_ipv4() == inner.0.is_ipv4() && net.1 <= inner.1 && mask(inner.0, net.1) == net.0
-}
-
 fn family(a: &IpAddr) -> u8 {
     if a.is_ipv4() {
         4
@@ -116,76 +112,171 @@ pub struct Compiled {
     pub actions: BTreeMap<u32, Vec<u8>>,
 }
 
+/// A hasher for bitsets (a multiply-rotate over their words: `HashMap`'s default hashes
+/// each 1.3 kB set byte by byte, the bulk of a large compile).
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl std::hash::Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_ne_bytes(c.try_into().unwrap_or_default()));
+        }
+        for b in chunks.remainder() {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, w: usize) {
+        self.write_u64(w as u64);
+    }
+}
+
+type WordMap = HashMap<Box<[u64]>, u32, std::hash::BuildHasherDefault<WordHasher>>;
+
 struct Builder {
-    ids: HashMap<Vec<u64>, u32>,
+    ids: WordMap,
     bitsets: Vec<Bitset>,
 }
 
+/// Takes rule `r` out of a set.
+fn unset(b: &mut Bitset, r: usize) {
+    b.words[r / 64] &= !(1u64 << (r % 64));
+    if b.words[r / 64] == 0 {
+        b.summary[r / 64 / 64] &= !(1u64 << ((r / 64) % 64));
+    }
+}
+
+/// The set of `rules` whose field `get` is unconstrained.
+fn unconstrained<T>(rules: &[Rule], get: impl Fn(&Rule) -> Option<T>) -> Bitset {
+    let mut b = Bitset::default();
+    for (ri, r) in rules.iter().enumerate() {
+        if get(r).is_none() {
+            b.set(ri);
+        }
+    }
+    b
+}
+
 impl Builder {
+    /// The id of set `b`: an equal set's, or a new one.
+    fn intern(&mut self, b: &Bitset) -> u32 {
+        if let Some(&i) = self.ids.get(&b.words[..]) {
+            return i;
+        }
+        let i = self.bitsets.len() as u32;
+        self.bitsets.push(*b);
+        self.ids.insert(b.words.to_vec().into_boxed_slice(), i);
+        i
+    }
+
     fn id(&mut self, rules: impl Iterator<Item = usize>) -> u32 {
         let mut b = Bitset::default();
         for r in rules {
             b.set(r);
         }
-        let key = b.words.to_vec();
-        if let Some(&i) = self.ids.get(&key) {
-            return i;
-        }
-        let i = self.bitsets.len() as u32;
-        self.bitsets.push(b);
-        self.ids.insert(key, i);
-        i
+        self.intern(&b)
     }
 }
 
 /// The distinct sets of a port field: for each port 0..=65535, the rules it matches
-/// (port 0 stands for packets without ports: only rules without a port constraint).
+/// (port 0 stands for packets without ports: only rules without a port constraint). One
+/// sweep over the ranges' ends: the set of each stretch between two ends is the previous
+/// one with the rules starting there added and those ending before it taken out.
 fn port_ids(
     b: &mut Builder,
     rules: &[Rule],
     get: impl Fn(&Rule) -> Option<(u16, u16)>,
 ) -> Vec<u16> {
-    let mut cuts: BTreeSet<u32> = BTreeSet::new();
-    cuts.insert(0);
-    cuts.insert(1);
-    for r in rules {
+    let mut starts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let mut ends: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (ri, r) in rules.iter().enumerate() {
         if let Some((lo, hi)) = get(r) {
-            cuts.insert(lo as u32);
-            cuts.insert(hi as u32 + 1);
+            starts.entry(lo as u32).or_default().push(ri);
+            ends.entry(hi as u32 + 1).or_default().push(ri);
         }
     }
+    let mut cuts: BTreeSet<u32> = starts.keys().chain(ends.keys()).copied().collect();
+    cuts.insert(0);
+    cuts.insert(1);
     let cuts: Vec<u32> = cuts.into_iter().filter(|c| *c <= 65535).collect();
+    let mut cur = unconstrained(rules, &get);
     let mut out = vec![0u16; 65536];
     for (i, &start) in cuts.iter().enumerate() {
-        let end = cuts.get(i + 1).copied().unwrap_or(65536);
-        let id = b.id(rules.iter().enumerate().filter_map(|(ri, r)| match get(r) {
-            None => Some(ri),
-            Some((lo, hi)) if start >= lo as u32 && start <= hi as u32 => Some(ri),
-            _ => None,
-        }));
-        for p in start..end {
-            out[p as usize] = id as u16;
+        for &ri in ends.get(&start).into_iter().flatten() {
+            unset(&mut cur, ri);
         }
+        for &ri in starts.get(&start).into_iter().flatten() {
+            cur.set(ri);
+        }
+        let id = b.intern(&cur);
+        let end = cuts.get(i + 1).copied().unwrap_or(65536);
+        out[start as usize..end as usize].fill(id as u16);
     }
     out
 }
 
+/// The distinct sets of a prefix field: for each prefix some rule names (and the default
+/// routes), the rules whose prefix contains it, found by looking up each of its shorter
+/// masks.
 fn prefix_ids(
     b: &mut Builder,
     rules: &[Rule],
     get: impl Fn(&Rule) -> Option<(IpAddr, u8)>,
 ) -> Vec<PrefixEntry> {
-    let mut nets: BTreeSet<(IpAddr, u8)> = rules.iter().filter_map(&get).collect();
+    let mut by_net: HashMap<(IpAddr, u8), Vec<usize>> = HashMap::new();
+    for (ri, r) in rules.iter().enumerate() {
+        if let Some(n) = get(r) {
+            by_net.entry(n).or_default().push(ri);
+        }
+    }
+    let mut nets: BTreeSet<(IpAddr, u8)> = by_net.keys().copied().collect();
     nets.insert(("0.0.0.0".parse().unwrap(), 0));
     nets.insert(("::".parse().unwrap(), 0));
+    let base = unconstrained(rules, &get);
     nets.into_iter()
         .map(|n| {
-            let id = b.id(rules.iter().enumerate().filter_map(|(ri, r)| match get(r) {
-                None => Some(ri),
-                Some(rn) if contains(rn, n) => Some(ri),
-                _ => None,
-            }));
-            ((family(&n.0), addr16(&n.0), n.1), id)
+            let mut cur = base;
+            for len in 0..=n.1 {
+                for &ri in by_net.get(&(mask(n.0, len), len)).into_iter().flatten() {
+                    cur.set(ri);
+                }
+            }
+            ((family(&n.0), addr16(&n.0), n.1), b.intern(&cur))
+        })
+        .collect()
+}
+
+/// The sets of a field with few values (`values` of them): value `v`'s is the rules
+/// without a constraint and those whose constraint `accepts` it.
+fn small_ids<C: Copy>(
+    b: &mut Builder,
+    rules: &[Rule],
+    values: usize,
+    get: impl Fn(&Rule) -> Option<C>,
+    accepts: impl Fn(C, usize) -> bool,
+) -> Vec<u32> {
+    let base = unconstrained(rules, &get);
+    let constrained: Vec<(usize, C)> = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(ri, r)| get(r).map(|c| (ri, c)))
+        .collect();
+    (0..values)
+        .map(|v| {
+            let mut cur = base;
+            for &(ri, c) in &constrained {
+                if accepts(c, v) {
+                    cur.set(ri);
+                }
+            }
+            b.intern(&cur)
         })
         .collect()
 }
@@ -236,7 +327,7 @@ pub enum RulesError {
 /// Compiles chains (by chain number) into one generation's tables.
 pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, RulesError> {
     let mut b = Builder {
-        ids: HashMap::new(),
+        ids: WordMap::default(),
         bitsets: Vec::new(),
     };
     let mut c = Compiled::default();
@@ -283,33 +374,28 @@ pub fn compile(chains: &BTreeMap<u32, Chain>) -> Result<Compiled, RulesError> {
         }
         let mut small = vec![0u16; statewall_common::firewall::SMALL_PER_CHAIN as usize];
         if used & field::PROTO != 0 {
-            for (pr, slot) in small.iter_mut().take(256).enumerate() {
-                *slot = b.id(rules.iter().enumerate().filter_map(|(ri, r)| {
-                    (r.proto.is_none() || r.proto == Some(pr as u8)).then_some(ri)
-                })) as u16;
+            let ids = small_ids(&mut b, rules, 256, |r| r.proto, |p, v| p as usize == v);
+            for (slot, id) in small.iter_mut().zip(ids) {
+                *slot = id as u16;
             }
         }
         if used & field::FLAGS != 0 {
-            for f in 0..257usize {
-                let flags = (f < 256).then_some(f as u8);
-                small[flags_index(flags) as usize] =
-                    b.id(rules
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(ri, r)| match (r.tcpflags, flags) {
-                            (None, _) => Some(ri),
-                            (Some((m, v)), Some(f)) if f & m == v => Some(ri),
-                            _ => None,
-                        })) as u16;
+            // Values 0..=255 are TCP flags, 256 a packet that is not TCP (no flags rule).
+            let ids = small_ids(
+                &mut b,
+                rules,
+                257,
+                |r| r.tcpflags,
+                |(m, v), f| f < 256 && f as u8 & m == v,
+            );
+            for (f, id) in ids.into_iter().enumerate() {
+                small[flags_index((f < 256).then_some(f as u8)) as usize] = id as u16;
             }
         }
         if used & field::CT != 0 {
-            for st in 0..4u8 {
-                small[statewall_common::firewall::ct_index(st) as usize] = b.id(rules
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(ri, r)| (r.ct.is_none() || r.ct == Some(st)).then_some(ri)))
-                    as u16;
+            let ids = small_ids(&mut b, rules, 4, |r| r.ct, |st, v| st as usize == v);
+            for (st, id) in ids.into_iter().enumerate() {
+                small[statewall_common::firewall::ct_index(st as u8) as usize] = id as u16;
             }
         }
         c.small.insert(ch, small);
@@ -364,18 +450,39 @@ fn merr(name: &str, e: impl std::fmt::Display) -> RulesError {
     }
 }
 
-/// What the user side remembers of a generation it wrote (to clear it next time).
+/// What the user side remembers of a generation it wrote: the next write into that
+/// generation changes only what differs.
 #[derive(Clone, Default)]
 pub struct Written {
-    /// Prefix keys written (src, dst).
-    pub prefixes: Vec<(bool, Key<[u8; 20]>)>,
+    /// The generation.
+    pub generation: u32,
+    /// Prefix-trie entries written ((destination, prefix length, key data) -> value).
+    pub prefixes: HashMap<(bool, u32, [u8; 20]), u32>,
     /// Chains written.
     pub chains: BTreeSet<u32>,
+    /// The tables written.
+    pub compiled: Option<Compiled>,
+}
+
+/// The entries of `new` (per chain, by index) that differ from `old`'s, or all of them.
+fn changed<'a, T: PartialEq + Copy>(
+    new: &'a BTreeMap<u32, Vec<T>>,
+    old: Option<&'a BTreeMap<u32, Vec<T>>>,
+) -> impl Iterator<Item = (u32, usize, T)> + 'a {
+    new.iter().flat_map(move |(ch, v)| {
+        let was = old.and_then(|o| o.get(ch));
+        v.iter()
+            .enumerate()
+            .filter(move |(i, x)| was.and_then(|w| w.get(*i)) != Some(*x))
+            .map(move |(i, x)| (*ch, i, *x))
+    })
 }
 
 /// Writes `c` into the inactive generation (bitset ids from `half * generation`) and
 /// switches to it with one array update. `old` is what was written into that generation
-/// before (cleared first). Returns the new generation and what was written.
+/// before: only what differs from it is written. Without it (or with another generation's),
+/// everything is written, and prefix entries of that generation that `c` does not have are
+/// found in the tries and removed. Returns the new generation and what it now holds.
 pub fn write_tables(
     maps: &mut dyn crate::engine::MapAccess,
     c: &Compiled,
@@ -395,6 +502,8 @@ pub fn write_tables(
             half,
         });
     }
+    let old = old.filter(|o| o.generation == g);
+    let was = old.and_then(|o| o.compiled.as_ref());
     let base = g * half;
     {
         let mut a: Array<&mut MapData, Bitset> = Array::try_from(
@@ -403,42 +512,64 @@ pub fn write_tables(
         )
         .map_err(|e| merr(MAP_FW_BITSETS, e))?;
         for (i, bs) in c.bitsets.iter().enumerate() {
-            a.set(base + i as u32, *bs, 0)
-                .map_err(|e| merr(MAP_FW_BITSETS, e))?;
+            if was.and_then(|w| w.bitsets.get(i)) != Some(bs) {
+                a.set(base + i as u32, *bs, 0)
+                    .map_err(|e| merr(MAP_FW_BITSETS, e))?;
+            }
         }
     }
-    let mut w = Written::default();
+    let mut w = Written {
+        generation: g,
+        ..Written::default()
+    };
     for (dst, name, table) in [(false, MAP_FW_SRC, &c.src), (true, MAP_FW_DST, &c.dst)] {
         let mut t: LpmTrie<&mut MapData, [u8; 20], u32> =
             LpmTrie::try_from(maps.map_mut(name).map_err(|e| merr(name, e))?)
                 .map_err(|e| merr(name, e))?;
-        if let Some(o) = old {
-            for (d, k) in &o.prefixes {
-                if *d == dst {
-                    let _ = t.remove(k);
-                }
-            }
-        }
         for (&ch, entries) in table {
             for &((fam, addr, len), id) in entries {
-                let k = Key::new(32 + len as u32, lpm_data(g, ch, fam, &addr));
-                t.insert(&k, base + id, 0).map_err(|e| merr(name, e))?;
-                w.prefixes.push((dst, k));
+                w.prefixes.insert(
+                    (dst, 32 + len as u32, lpm_data(g, ch, fam, &addr)),
+                    base + id,
+                );
+            }
+        }
+        let stale: Vec<(u32, [u8; 20])> = match old {
+            Some(o) => o
+                .prefixes
+                .keys()
+                .filter(|k| k.0 == dst && !w.prefixes.contains_key(k))
+                .map(|k| (k.1, k.2))
+                .collect(),
+            None => t
+                .keys()
+                .filter_map(|k| k.ok())
+                .map(|k| (k.prefix_len(), k.data()))
+                .filter(|(len, data)| {
+                    data[0] == g as u8 && !w.prefixes.contains_key(&(dst, *len, *data))
+                })
+                .collect(),
+        };
+        for (len, data) in stale {
+            let _ = t.remove(&Key::new(len, data));
+        }
+        for (k, v) in w.prefixes.iter().filter(|(k, _)| k.0 == dst) {
+            if old.and_then(|o| o.prefixes.get(k)) != Some(v) {
+                t.insert(&Key::new(k.1, k.2), *v, 0)
+                    .map_err(|e| merr(name, e))?;
             }
         }
     }
-    for (name, table) in [(MAP_FW_SPORT, &c.sport), (MAP_FW_DPORT, &c.dport)] {
+    for (name, table, before) in [
+        (MAP_FW_SPORT, &c.sport, was.map(|w| &w.sport)),
+        (MAP_FW_DPORT, &c.dport, was.map(|w| &w.dport)),
+    ] {
         let mut a: Array<&mut MapData, u16> =
             Array::try_from(maps.map_mut(name).map_err(|e| merr(name, e))?)
                 .map_err(|e| merr(name, e))?;
-        for (&ch, ids) in table {
-            for (p, id) in ids.iter().enumerate() {
-                let slot = port_slot(g, ch, p as u16);
-                let v = (base + *id as u32) as u16;
-                if a.get(&slot, 0).ok() != Some(v) {
-                    a.set(slot, v, 0).map_err(|e| merr(name, e))?;
-                }
-            }
+        for (ch, p, id) in changed(table, before) {
+            a.set(port_slot(g, ch, p as u16), (base + id as u32) as u16, 0)
+                .map_err(|e| merr(name, e))?;
         }
     }
     {
@@ -447,11 +578,9 @@ pub fn write_tables(
                 .map_err(|e| merr(MAP_FW_SMALL, e))?,
         )
         .map_err(|e| merr(MAP_FW_SMALL, e))?;
-        for (&ch, ids) in &c.small {
-            for (i, id) in ids.iter().enumerate() {
-                a.set(small_slot(g, ch, i as u32), (base + *id as u32) as u16, 0)
-                    .map_err(|e| merr(MAP_FW_SMALL, e))?;
-            }
+        for (ch, i, id) in changed(&c.small, was.map(|w| &w.small)) {
+            a.set(small_slot(g, ch, i as u32), (base + id as u32) as u16, 0)
+                .map_err(|e| merr(MAP_FW_SMALL, e))?;
         }
     }
     {
@@ -460,11 +589,9 @@ pub fn write_tables(
                 .map_err(|e| merr(MAP_FW_ACTIONS, e))?,
         )
         .map_err(|e| merr(MAP_FW_ACTIONS, e))?;
-        for (&ch, acts) in &c.actions {
-            for (r, act) in acts.iter().enumerate() {
-                a.set(rule_slot(g, ch, r as u32), *act, 0)
-                    .map_err(|e| merr(MAP_FW_ACTIONS, e))?;
-            }
+        for (ch, r, act) in changed(&c.actions, was.map(|w| &w.actions)) {
+            a.set(rule_slot(g, ch, r as u32), act, 0)
+                .map_err(|e| merr(MAP_FW_ACTIONS, e))?;
         }
     }
     {
@@ -487,6 +614,7 @@ pub fn write_tables(
         Array::try_from(maps.map_mut(MAP_FW_CTL).map_err(|e| merr(MAP_FW_CTL, e))?)
             .map_err(|e| merr(MAP_FW_CTL, e))?;
     a.set(0, g, 0).map_err(|e| merr(MAP_FW_CTL, e))?;
+    w.compiled = Some(c.clone());
     Ok((g, w))
 }
 

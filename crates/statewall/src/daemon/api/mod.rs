@@ -112,7 +112,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
     polycube::routes(dynmon::routes(monitor::routes(firewall::routes(r))))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::from_fn(refuse_browsers))
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(shared)
+}
+
+/// Says how long the daemon took for each request (from the request read to the response
+/// made: the handler's work, a durable write included), as `Server-Timing: app;dur=MS`.
+pub async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let t0 = std::time::Instant::now();
+    let mut res = next.run(req).await;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+        res.headers_mut().insert("server-timing", v);
+    }
+    res
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> ApiResult {

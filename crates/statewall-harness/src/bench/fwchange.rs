@@ -1,0 +1,174 @@
+//! One-rule changes to a firewall chain through the daemon's REST API, at 10 and 10,000
+//! rules: an insert at id 0, in the middle and at the end, an update and a delete, timed
+//! by the daemon itself (its `Server-Timing`: from the request read to the response made,
+//! the change durable), the client's round trip beside it; and the whole ruleset in one
+//! batch. The baselines: the same change at 10 rules, and nftables on a chain of the same
+//! size in a namespace of the bench's own (`nft add rule`, `nft -f` of the ruleset).
+
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use crate::{
+    bench::{daemon::Daemon, fwnft::spec, median, Row, RUNS},
+    netns::NetNs,
+};
+use statewall::firewall::rules::Rule;
+
+/// Chain sizes.
+pub const SIZES: [usize; 2] = [10, 10_000];
+
+/// The changes measured.
+const OPS: [&str; 5] = [
+    "insert at id 0",
+    "insert in the middle",
+    "append at the end",
+    "update in the middle",
+    "delete in the middle",
+];
+
+fn op(operation: &str, id: Option<usize>, r: &Rule) -> Value {
+    let mut v = serde_json::to_value(spec(r)).unwrap_or_default();
+    v["operation"] = operation.into();
+    if let Some(id) = id {
+        v["id"] = id.into();
+    }
+    v
+}
+
+/// (server ms, round trip ms) of one batch.
+fn timed(d: &Daemon, path: &str, ops: Vec<Value>) -> anyhow::Result<(f64, f64)> {
+    let body = json!({ "rules": ops }).to_string();
+    let t0 = Instant::now();
+    let r = d.call("POST", path, &body)?;
+    let rt = t0.elapsed().as_secs_f64() * 1e3;
+    Ok((r.server_ms.context("no Server-Timing header")?, rt))
+}
+
+/// Per op: (server ms runs, round trip ms runs); and the batch's server ms.
+type Changes = (Vec<(Vec<f64>, Vec<f64>)>, f64);
+
+fn changes(d: &Daemon, n: usize) -> anyhow::Result<Changes> {
+    let name = format!("chg{n}");
+    d.call("POST", &format!("/api/v1/firewall/{name}"), "{}")?;
+    let path = format!("/api/v1/firewall/{name}/chain/INGRESS/batch");
+    let rules = crate::bench::firewall::ruleset(n, 17);
+    let (batch, _) = timed(
+        d,
+        &path,
+        rules.iter().map(|r| op("append", None, r)).collect(),
+    )?;
+    let extra = crate::bench::firewall::ruleset(3, 6).remove(0);
+    let mid = n / 2;
+    let mut out = vec![(Vec::new(), Vec::new()); OPS.len()];
+    for _ in 0..RUNS {
+        let mut push = |i: usize, t: (f64, f64)| {
+            out[i].0.push(t.0);
+            out[i].1.push(t.1);
+        };
+        push(0, timed(d, &path, vec![op("insert", Some(0), &extra)])?);
+        timed(d, &path, vec![json!({"operation": "delete", "id": 0})])?;
+        push(1, timed(d, &path, vec![op("insert", Some(mid), &extra)])?);
+        push(
+            4,
+            timed(d, &path, vec![json!({"operation": "delete", "id": mid})])?,
+        );
+        push(2, timed(d, &path, vec![op("append", None, &extra)])?);
+        timed(d, &path, vec![json!({"operation": "delete", "id": n})])?;
+        push(3, timed(d, &path, vec![op("update", Some(mid), &extra)])?);
+        timed(d, &path, vec![op("update", Some(mid), &rules[mid])])?;
+    }
+    d.call("DELETE", &format!("/api/v1/firewall/{name}"), "")?;
+    Ok((out, batch))
+}
+
+/// nftables on a chain of `n` rules: (`nft -f` of the ruleset, median `nft add rule`), ms.
+fn nft_times(ns: &NetNs, n: usize) -> anyhow::Result<(f64, f64)> {
+    let rules = crate::bench::firewall::ruleset(n, 17);
+    let script = std::env::temp_dir().join(format!(
+        "statewall-bench-fwchange-{}-{n}.nft",
+        std::process::id()
+    ));
+    std::fs::write(&script, crate::bench::fwnft::nft_script(&rules))?;
+    let _ = ns.exec(&["nft", "delete table netdev swbench"]);
+    let t0 = Instant::now();
+    let out = ns.exec(&["nft", "-f", &script.display().to_string()]);
+    let load = t0.elapsed().as_secs_f64() * 1e3;
+    let _ = std::fs::remove_file(&script);
+    anyhow::ensure!(
+        out.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut add = Vec::new();
+    for _ in 0..RUNS {
+        let t0 = Instant::now();
+        let out = ns.exec(&["nft", "add rule netdev swbench rules udp dport 7 drop"]);
+        add.push(t0.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(out.status.success(), "nft add rule");
+    }
+    let _ = ns.exec(&["nft", "delete table netdev swbench"]);
+    Ok((load, median(&add)))
+}
+
+fn ms_row(name: String, v: Vec<f64>, each: &str, base: &str, b: f64, target: Option<f64>) -> Row {
+    let value = median(&v);
+    let ratio = value / b;
+    Row {
+        name,
+        unit: "ms".into(),
+        value,
+        runs: v,
+        each: each.into(),
+        baseline: base.into(),
+        baseline_value: b,
+        ratio,
+        delta: value - b,
+        target: target.map(|t| format!("<= {t}x")),
+        met: target.map(|t| ratio <= t),
+    }
+}
+
+/// The rows.
+pub fn rows() -> anyhow::Result<Vec<Row>> {
+    // 10,000 random rules make about 29,000 distinct bit sets.
+    let d = Daemon::start("fwchange", "[firewall]\nbitsets_max = 65536\n")?;
+    let ns = NetNs::new("fwchg");
+    let mut measured = Vec::new();
+    for n in SIZES {
+        measured.push((n, changes(&d, n)?, nft_times(&ns, n)?));
+    }
+    let (_, (small, _), _) = &measured[0];
+    let (n, (big, batch), (nft_load, nft_add)) = &measured[1];
+    let mut rows = Vec::new();
+    for (i, what) in OPS.iter().enumerate() {
+        let base = median(&small[i].0);
+        let rt = median(&big[i].1);
+        rows.push(ms_row(
+            format!("firewall change at {n} rules, {what} (server; round trip {rt:.2} ms)"),
+            big[i].0.clone(),
+            "1 change through REST",
+            &format!("the same at {} rules", SIZES[0]),
+            base,
+            Some(1.5),
+        ));
+        rows.push(ms_row(
+            format!("firewall change at {n} rules, {what}, against nftables"),
+            big[i].0.clone(),
+            "1 change through REST",
+            &format!("nft add rule, chain of {n}"),
+            *nft_add,
+            Some(0.05),
+        ));
+    }
+    rows.push(ms_row(
+        format!("firewall batch of {n} rules (server)"),
+        vec![*batch],
+        "1 batch through REST",
+        &format!("nft -f of the same {n} rules"),
+        *nft_load,
+        Some(0.5),
+    ));
+    Ok(rows)
+}
