@@ -523,6 +523,14 @@ fn cli_instance(tag: &str, name: &str) -> (Paths, Pair, Daemon) {
     (p, pair, d)
 }
 
+/// A config with the pair's server interface (and `extra` lines in its section).
+fn interface_config(pair: &Pair, extra: &str) -> String {
+    format!(
+        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n{extra}",
+        pair.server_if, pair.server.name
+    )
+}
+
 /// The programs on one hook of the pair's server interface.
 fn programs_on(d: &Daemon, pair: &Pair, hook: &str) -> Vec<String> {
     d.get("/api/v1/status")["hooks"]
@@ -582,14 +590,7 @@ fn xdp_instance_classifies_in_xdp() {
 
     // The same instance on an interface whose gates run on tcx: refused, nothing kept.
     let p = Paths::new("fwxdp2");
-    std::fs::write(
-        &p.config,
-        format!(
-            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
-            pair.server_if, pair.server.name
-        ),
-    )
-    .unwrap();
+    std::fs::write(&p.config, interface_config(&pair, "")).unwrap();
     let d = Daemon::start(&p, &[]);
     d.ok("POST", base, r#"{"type": "XDP_SKB"}"#);
     let r = statewall::client::request_blocking(
@@ -608,14 +609,7 @@ fn xdp_instance_classifies_in_xdp() {
 
     // The interface in XDP mode: one XDP program runs the gates, then the chain.
     let p = Paths::new("fwxdp3");
-    std::fs::write(
-        &p.config,
-        format!(
-            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\ningress = \"xdp\"\n",
-            pair.server_if, pair.server.name
-        ),
-    )
-    .unwrap();
+    std::fs::write(&p.config, interface_config(&pair, "ingress = \"xdp\"\n")).unwrap();
     let d = Daemon::start(&p, &[]);
     d.ok("POST", base, r#"{"type": "TC"}"#);
     d.ok("POST", &format!("{base}/attach"), &attach);

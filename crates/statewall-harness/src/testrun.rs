@@ -61,33 +61,15 @@ impl TestBed {
         frame: &[u8],
         repeat: u32,
     ) -> Result<TestRunResult, aya::programs::ProgramError> {
-        let prog = self
-            .ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("no program {name}"));
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat,
             ..TestRunOptions::new()
         };
         if xdp {
-            let p: &mut Xdp = prog
-                .try_into()
-                .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
-            if p.fd().is_err() {
-                p.load()
-                    .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
-            }
-            p.test_run(opts)
+            self.xdp(name).test_run(opts)
         } else {
-            let p: &mut SchedClassifier = prog
-                .try_into()
-                .unwrap_or_else(|e| panic!("{name} is not a tc program: {e}"));
-            if p.fd().is_err() {
-                p.load()
-                    .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
-            }
-            p.test_run(opts)
+            self.tc(name).test_run(opts)
         }
     }
 
@@ -111,27 +93,15 @@ impl TestBed {
     /// (rewritten, trimmed).
     pub fn run_out(&mut self, name: &str, xdp: bool, frame: &[u8]) -> (i32, Vec<u8>) {
         let mut out = vec![0u8; frame.len() + 256];
-        let prog = self
-            .ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("no program {name}"));
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
             ..TestRunOptions::new()
         };
         let r = if xdp {
-            let p: &mut Xdp = prog.try_into().unwrap();
-            if p.fd().is_err() {
-                p.load().unwrap();
-            }
-            p.test_run(opts)
+            self.xdp(name).test_run(opts)
         } else {
-            let p: &mut SchedClassifier = prog.try_into().unwrap();
-            if p.fd().is_err() {
-                p.load().unwrap();
-            }
-            p.test_run(opts)
+            self.tc(name).test_run(opts)
         }
         .unwrap_or_else(|e| panic!("test-run of {name}: {e}"));
         out.truncate(r.data_size_out as usize);
@@ -152,6 +122,36 @@ impl TestBed {
             .duration
     }
 
+    /// tc program `name`, loaded (verified) on first use.
+    fn tc(&mut self, name: &str) -> &mut SchedClassifier {
+        let p: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name}"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is not a tc program: {e}"));
+        if p.fd().is_err() {
+            p.load()
+                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
+        }
+        p
+    }
+
+    /// XDP program `name`, loaded (verified) on first use.
+    fn xdp(&mut self, name: &str) -> &mut Xdp {
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name}"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
+        if p.fd().is_err() {
+            p.load()
+                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
+        }
+        p
+    }
+
     /// Runs an XDP program over `repeat` copies of `frame` as live frames received on
     /// interface `ifindex` of the calling thread's namespace (BPF_F_TEST_XDP_LIVE_FRAMES,
     /// batches of 64): what it returns happens for real (`XDP_TX` sends each copy out of
@@ -163,17 +163,7 @@ impl TestBed {
         ifindex: u32,
         repeat: u32,
     ) -> Result<Duration, aya::programs::ProgramError> {
-        let prog = self
-            .ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("no program {name}"));
-        let p: &mut Xdp = prog
-            .try_into()
-            .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
-        if p.fd().is_err() {
-            p.load()
-                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:#?}"));
-        }
+        let p = self.xdp(name);
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex.
         let mut md = [0u8; 24];
