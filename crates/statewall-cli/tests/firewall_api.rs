@@ -584,6 +584,20 @@ fn xdp_instance_classifies_in_xdp() {
     let stats = d.get(&format!("{base}/chain/INGRESS/stats"));
     let dropped = stats[0]["pkts"].as_u64().unwrap_or(0);
     assert!(dropped >= 1, "the rule counted its drops: {stats}");
+    // A reload that puts the gates on the port's tcx ingress: the saved XDP instance's
+    // chain moves to tcx (after them) and keeps dropping; so it does after a restart.
+    std::fs::write(&p.config, interface_config(&pair, "")).unwrap();
+    d.ok("POST", "/api/v1/reload", "");
+    let on_tcx = |d: &Daemon| {
+        assert!(programs_on(d, &pair, "xdp").is_empty());
+        assert!(programs_on(d, &pair, "ingress").contains(&"sw_fw_ingress".to_string()));
+        assert!(connects(&pair, 22));
+        assert!(!connects(&pair, 23), "the DROP rule, on tcx now");
+    };
+    on_tcx(&d);
+    d.stop();
+    let d = Daemon::start(&p, &[]);
+    on_tcx(&d);
     d.stop();
     // (Its pins and links go with its paths.)
     drop(p);

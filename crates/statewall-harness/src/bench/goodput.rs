@@ -244,21 +244,26 @@ fn point(
 /// The rows: per mode, goodput without a flood, then at each rate as a ratio to it.
 pub fn rows() -> anyhow::Result<Vec<Row>> {
     let pair = Pair::new("goodput");
-    let mut server = pair
+    let server = pair
         .server
         .command(&["iperf3", "-s", "-p", &IPERF_PORT.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 -s")?;
-    std::thread::sleep(Duration::from_millis(300));
     let root = format!("/sys/fs/bpf/statewall-bench-goodput-{}", std::process::id());
-    let pins = Pins::new(&root);
+    // Torn down however the group ends (a panic included).
+    let guard = Cleanup {
+        server,
+        pins: Pins::new(&root),
+    };
+    let pins = &guard.pins;
+    std::thread::sleep(Duration::from_millis(300));
     let rules = rules();
     let n = rules.len();
     let res = (|| -> anyhow::Result<Vec<Row>> {
         let cfg = Config::parse("[firewall]\nbitsets_max = 16384\n", "bench")?;
-        let mut eng = Engine::open(&pins, &cfg.map_sizes())?;
+        let mut eng = Engine::open(pins, &cfg.map_sizes())?;
         let mut frame = Packet::udp(
             "198.18.7.9".parse()?,
             pair.server_v4.into(),
@@ -304,8 +309,20 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         let _ = nft(&pair, &["delete table netdev swbench"]);
         Ok(rows)
     })();
-    let _ = engine::teardown(&pins);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(guard);
     res
+}
+
+/// The iperf3 server and the bench's pins, ended and torn down when dropped.
+struct Cleanup {
+    server: std::process::Child,
+    pins: Pins,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = engine::teardown(&self.pins);
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
 }

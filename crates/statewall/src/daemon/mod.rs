@@ -293,8 +293,7 @@ fn start_stages(
     // before the first reconcile, which would otherwise detach them as strangers.
     let fw = crate::firewall::FwState::load(&cfg.daemon.state_dir.join("firewall.json"))
         .map_err(anyhow::Error::msg)?;
-    engine.stage_links = crate::firewall::kernel::fw_link_spots(&fw, &cfg.links())
-        .map_err(|e| anyhow::anyhow!("firewall instances of firewall.json: {e}"))?;
+    engine.stage_links = crate::firewall::kernel::fw_link_spots(&fw, &cfg.links());
     // Adopted states belong to the doors last written: their signatures tell which doors
     // changed while the daemon was down (those lose their knocks in progress).
     let sigs_path = cfg.daemon.state_dir.join("xfsm-doors.json");

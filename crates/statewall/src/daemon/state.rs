@@ -214,10 +214,24 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .prepare(&new.monitors)?;
-    let applied = apply(&mut g.engine, &new);
+    // Where the firewall's chains run follows the interfaces' hooks: the links first (so
+    // that the reconcile of `apply` keeps them), the interface entries after.
+    let fw = g.fw.clone();
+    let old_links = g.engine.stage_links.clone();
+    g.engine.stage_links = crate::firewall::kernel::fw_link_spots(&fw, &new.links());
+    let applied = apply(&mut g.engine, &new).and_then(|()| {
+        g.engine
+            .apply_firewall(&new.firewall, &new.links(), &fw, &[])
+            .context("placing the firewall's chains")
+    });
     if let Err(e) = applied {
         let old = g.config.clone();
-        let back = apply(&mut g.engine, &old);
+        g.engine.stage_links = old_links;
+        let back = apply(&mut g.engine, &old).and_then(|()| {
+            g.engine
+                .apply_firewall(&old.firewall, &old.links(), &fw, &[])
+                .context("placing the firewall's chains")
+        });
         return Err(match back {
             Ok(()) => e.context("rolled back to the previous config"),
             Err(b) => e.context(format!(

@@ -43,8 +43,8 @@ impl Engine {
         };
         let compiled = crate::firewall::rules::compile(&st.chains())
             .map_err(|e| EngineError::Rules(e.to_string()))?;
-        // Where each chain runs, checked before anything is written.
-        let links = fw_link_spots(st, config_links)?;
+        // Where each chain runs.
+        let links = fw_link_spots(st, config_links);
         {
             use statewall_common::ct::{CtConf, MAP_CT_CONF};
             let f = fw;
@@ -135,7 +135,7 @@ impl Engine {
         let mut want_ifaces = BTreeMap::new();
         for inst in st.instances.values() {
             for port in &inst.ports {
-                let xdp = ingress_mode(inst, port, config_links)? != IngressMode::Tc;
+                let xdp = placement(inst, port, config_links) != IngressMode::Tc;
                 let idx = ifindex(port.netns.as_deref(), &port.ifname);
                 if idx == 0 {
                     return Err(EngineError::Doors(format!(
@@ -151,6 +151,31 @@ impl Engine {
                 want_ifaces.insert(idx, inst.slot | flag);
             }
         }
+        // A chain that moves between tc and XDP is never left without a hook: the new
+        // links are attached while the old ones stay (each program classifies only where
+        // the interface's entry says), then the entries switch, then the old links go. An
+        // XDP hook holds one program: there the new one replaces the old.
+        let new_xdp: Vec<(Option<String>, String)> = links
+            .iter()
+            .chain(config_links)
+            .filter(|l| l.hook == "xdp")
+            .map(|l| (l.netns.clone(), l.ifname.clone()))
+            .collect();
+        let mut both: Vec<LinkSpot> = self
+            .stage_links
+            .iter()
+            .filter(|l| {
+                !(l.hook == "xdp" && new_xdp.contains(&(l.netns.clone(), l.ifname.clone())))
+            })
+            .cloned()
+            .collect();
+        for l in &links {
+            if !both.contains(l) {
+                both.push(l.clone());
+            }
+        }
+        self.stage_links = both;
+        self.reconcile(config_links)?;
         {
             let mut h: BpfHashMap<&mut MapData, u32, u32> =
                 BpfHashMap::try_from(self.map_mut_checked(MAP_FW_IFACES)?)
@@ -262,14 +287,37 @@ pub fn ingress_mode(
     Ok(IngressMode::Xdp)
 }
 
-/// The firewall's attachments for `st`: the chain programs on every interface of every
-/// instance (the ingress one where [`ingress_mode`] says), or why they cannot be made. The
-/// daemon sets them before its first reconcile at start, so that adopting running links
-/// never detaches the firewall for a moment.
-pub fn fw_link_spots(
-    st: &crate::firewall::FwState,
+/// [`ingress_mode`], except that a chain that cannot run in XDP on `port` runs on tcx, with
+/// a warning: saved instances (from a release that ran every chain on tcx, or from before a
+/// reload moved the gates) keep a working chain. New instances and attaches are refused by
+/// [`check_placement`] instead.
+pub fn placement(
+    inst: &crate::firewall::Instance,
+    port: &crate::firewall::Port,
     config_links: &[LinkSpot],
-) -> Result<Vec<LinkSpot>> {
+) -> IngressMode {
+    ingress_mode(inst, port, config_links).unwrap_or_else(|e| {
+        tracing::warn!("{e}: its ingress chain runs on tcx");
+        IngressMode::Tc
+    })
+}
+
+/// Refuses a firewall state in which some instance's ingress chain cannot run where its
+/// type asks ([`ingress_mode`]).
+pub fn check_placement(st: &crate::firewall::FwState, config_links: &[LinkSpot]) -> Result<()> {
+    for inst in st.instances.values() {
+        for port in &inst.ports {
+            ingress_mode(inst, port, config_links)?;
+        }
+    }
+    Ok(())
+}
+
+/// The firewall's attachments for `st`: the chain programs on every interface of every
+/// instance (the ingress one where [`placement`] says). The daemon sets them before its
+/// first reconcile at start, so that adopting running links never detaches the firewall
+/// for a moment.
+pub fn fw_link_spots(st: &crate::firewall::FwState, config_links: &[LinkSpot]) -> Vec<LinkSpot> {
     let mut links = Vec::new();
     for inst in st.instances.values() {
         for port in &inst.ports {
@@ -279,7 +327,7 @@ pub fn fw_link_spots(
                 hook: hook.into(),
                 program: program.into(),
             };
-            match ingress_mode(inst, port, config_links)? {
+            match placement(inst, port, config_links) {
                 IngressMode::Tc => links.push(spot("ingress", ebpf::PROG_FW_INGRESS)),
                 IngressMode::Xdp => links.push(spot("xdp", ebpf::PROG_FW_XDP)),
                 IngressMode::AfterXdpGates => {}
@@ -287,5 +335,5 @@ pub fn fw_link_spots(
             links.push(spot("egress", ebpf::PROG_FW_EGRESS));
         }
     }
-    Ok(links)
+    links
 }

@@ -44,6 +44,8 @@ type ApiResult = Result<Response, ApiError>;
 fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Result<(), ApiError> {
     let mut g = lock(s);
     let cfg = g.config.clone();
+    crate::firewall::kernel::check_placement(&new, &cfg.links())
+        .map_err(|e| ApiError::bad(e.to_string()))?;
     g.engine
         .apply_firewall(&cfg.firewall, &cfg.links(), &new, moves)
         .map_err(|e| ApiError::bad(e.to_string()))?;
