@@ -290,20 +290,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn ingress_programs(d: &Daemon) -> Vec<String> {
-    let st = d.get("/api/v1/status");
-    st["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["hook"] == "ingress")
-        .flat_map(|h| {
-            h["programs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p[0].as_str().unwrap().to_string())
-        })
-        .collect()
+    d.programs(None, "ingress")
 }
 
 #[test]

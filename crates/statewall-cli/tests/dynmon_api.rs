@@ -35,21 +35,7 @@ fn loaded_programs() -> Vec<String> {
 
 /// Program names on the server interface's tcx ingress, in run order.
 fn ingress_chain(d: &Daemon, pair: &Pair) -> Vec<String> {
-    let st = d.get("/api/v1/status");
-    st["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["ifname"] == pair.server_if.as_str() && h["hook"] == "ingress")
-        .map(|h| {
-            h["programs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p[0].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    d.programs(Some(&pair.server_if), "ingress")
 }
 
 fn send_udp(pair: &Pair, dport: u16, n: usize, len: usize) {

@@ -533,20 +533,7 @@ fn interface_config(pair: &Pair, extra: &str) -> String {
 
 /// The programs on one hook of the pair's server interface.
 fn programs_on(d: &Daemon, pair: &Pair, hook: &str) -> Vec<String> {
-    d.get("/api/v1/status")["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["hook"] == hook && h["ifname"] == pair.server_if.as_str())
-        .flat_map(|h| {
-            h["programs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p[0].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    d.programs(Some(&pair.server_if), hook)
 }
 
 /// An `XDP_DRV` instance: its ingress chain runs in `sw_fw_xdp` on the interface's XDP hook

@@ -178,6 +178,25 @@ impl Daemon {
         r.json().unwrap()
     }
 
+    /// Program names on `hook` (`ingress`, `egress`, `xdp`) of interface `ifname` (of every
+    /// interface: None), in run order, from `/api/v1/status`.
+    pub fn programs(&self, ifname: Option<&str>, hook: &str) -> Vec<String> {
+        self.get("/api/v1/status")["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["hook"] == hook && ifname.is_none_or(|i| h["ifname"] == i))
+            .flat_map(|h| {
+                h["programs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p[0].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, sig) };

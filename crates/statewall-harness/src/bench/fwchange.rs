@@ -113,21 +113,7 @@ fn nft_times(ns: &NetNs, n: usize) -> anyhow::Result<(f64, f64)> {
 }
 
 fn ms_row(name: String, v: Vec<f64>, each: &str, base: &str, b: f64, target: Option<f64>) -> Row {
-    let value = median(&v);
-    let ratio = value / b;
-    Row {
-        name,
-        unit: "ms".into(),
-        value,
-        runs: v,
-        each: each.into(),
-        baseline: base.into(),
-        baseline_value: b,
-        ratio,
-        delta: value - b,
-        target: target.map(|t| format!("<= {t}x")),
-        met: target.map(|t| ratio <= t),
-    }
+    crate::bench::ratio_row(&name, "ms", v, each.into(), base, b, target)
 }
 
 /// The rows.

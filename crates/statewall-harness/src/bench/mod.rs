@@ -147,6 +147,34 @@ fn interleave(
     (b, s)
 }
 
+/// A row: the median of `runs` (each run being `each`) beside a baseline figure, with an
+/// optional bound on their ratio.
+pub(crate) fn ratio_row(
+    name: &str,
+    unit: &str,
+    runs: Vec<f64>,
+    each: String,
+    base_name: &str,
+    base: f64,
+    max_ratio: Option<f64>,
+) -> Row {
+    let value = median(&runs);
+    let ratio = value / base;
+    Row {
+        name: name.into(),
+        unit: unit.into(),
+        value,
+        runs,
+        each,
+        baseline: base_name.into(),
+        baseline_value: base,
+        ratio,
+        delta: value - base,
+        target: max_ratio.map(|t| format!("<= {t}x")),
+        met: max_ratio.map(|t| ratio <= t),
+    }
+}
+
 /// A per-packet row from test runs of `repeat` repetitions: medians of the subject's and
 /// the baseline's runs, with an optional bound on their ratio.
 pub(crate) fn row(
@@ -157,21 +185,15 @@ pub(crate) fn row(
     repeat: u32,
     max_ratio: Option<f64>,
 ) -> Row {
-    let (bm, sm) = (median(b), median(&s));
-    let ratio = sm / bm;
-    Row {
-        name: name.into(),
-        unit: "ns/packet".into(),
-        value: sm,
-        runs: s,
-        each: format!("{repeat} test runs"),
-        baseline: base_name.into(),
-        baseline_value: bm,
-        ratio,
-        delta: sm - bm,
-        target: max_ratio.map(|t| format!("<= {t}x")),
-        met: max_ratio.map(|t| ratio <= t),
-    }
+    ratio_row(
+        name,
+        "ns/packet",
+        s,
+        format!("{repeat} test runs"),
+        base_name,
+        median(b),
+        max_ratio,
+    )
 }
 
 /// The test-run rows: empty programs and the gate.
