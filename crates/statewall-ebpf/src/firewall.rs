@@ -283,21 +283,25 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         return verdict(c.default_action);
     };
     // SAFETY: this CPU's slot, used by one program at a time.
-    let w = unsafe { &mut *wp };
-    w.sel = select(&t, p, g, chain, c.used, c.all, st);
-    w.all = c.all;
-    w.generation = g;
-    w.chain = chain;
-    w.word = 0;
-    w.pending = 0;
-    w.rule = 0;
-    w.action = 0;
-    w.st = st;
-    w.bytes = p.pkt_len as u64;
-    let mut i = 0;
-    while i < SUMMARY {
-        w.acc[i] = statewall_common::firewall::and_word(&t, &w.sel, w.all, true, i);
-        i += 1;
+    {
+        // SAFETY: this CPU's slot, used by one program at a time; the reference ends
+        // before `walk_cb` takes the slot again.
+        let w = unsafe { &mut *wp };
+        w.sel = select(&t, p, g, chain, c.used, c.all, st);
+        w.all = c.all;
+        w.generation = g;
+        w.chain = chain;
+        w.word = 0;
+        w.pending = 0;
+        w.rule = 0;
+        w.action = 0;
+        w.st = st;
+        w.bytes = p.pkt_len as u64;
+        let mut i = 0;
+        while i < SUMMARY {
+            w.acc[i] = statewall_common::firewall::and_word(&t, &w.sel, w.all, true, i);
+            i += 1;
+        }
     }
     // The first step in line: most packets end in their first candidate word, with no
     // LOG rule on the way, and need no loop.
@@ -312,11 +316,13 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
             )
         };
     }
-    let action = if w.rule == 0 {
+    // SAFETY: the slot, read after the walk that wrote it.
+    let (rule, found, bytes) = unsafe { ((*wp).rule, (*wp).action, (*wp).bytes) };
+    let action = if rule == 0 {
         c.default_action
     } else {
-        count(chain, w.rule - 1, w.bytes);
-        w.action
+        count(chain, rule - 1, bytes);
+        found
     };
     if action != ACT_DROP {
         if let Some(cw) = cw {
