@@ -51,7 +51,14 @@ name = "m"
 lookup = ["src_ip"]
 update = ["src_ip"]
 states = ["A"]
+registers = ["r"]
+globals = ["g"]
+[[xfsm.condition]]
+name = "c"
+test = "r < g"
 [[xfsm.transition]]
+when = ["c"]
+update = ["g += 1"]
 state = "DEFAULT"
 direction = "any"
 proto = "udp"
@@ -108,6 +115,11 @@ encryption_mode = "cbc"
         + &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../examples/xfsm-ssh-limit.toml"
+        ))
+        .unwrap()
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/efsm/policer.toml"
         ))
         .unwrap();
     fn keys(v: &toml::Value, out: &mut Vec<String>) {

@@ -114,7 +114,13 @@ fn previous_release_pins_are_laid_out_and_adopted() {
 
 /// Maps this build pins that the previous release did not: a daemon of this build started
 /// on that release's pins makes them (the load pins what is missing and reuses the rest).
-const ADDED_SINCE_PREVIOUS: &[&str] = &["SW_GATE_LIMITS"];
+const ADDED_SINCE_PREVIOUS: &[&str] = &[
+    "SW_GATE_LIMITS",
+    "SW_XFSM_CONDS",
+    "SW_XFSM_UPD",
+    "SW_XFSM_REGS",
+    "SW_XFSM_GLOBALS",
+];
 
 /// Programs this build pins that the previous release did not (loaded and pinned on top
 /// of that release's pins, like a map added since).

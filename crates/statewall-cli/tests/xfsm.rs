@@ -13,7 +13,9 @@ use std::{collections::HashSet, net::IpAddr};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use common::soak_cases;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use statewall::xfsm::{compile, write_tables, KnockDoor, RawMachine, RawTrans, RefTables};
+use statewall::xfsm::{
+    compile, reference::RefTables, write_tables, KnockDoor, RawMachine, RawTrans,
+};
 use statewall_common::{
     maps::{GrantKey, GrantValue, MAP_GATE_GRANTS},
     parse::{parse_packet, tcp},
@@ -202,6 +204,7 @@ fn random_raw(rng: &mut StdRng, n: usize) -> RawMachine {
             next,
             idle,
             hard,
+            ..Default::default()
         });
     }
     RawMachine {
@@ -210,6 +213,7 @@ fn random_raw(rng: &mut StdRng, n: usize) -> RawMachine {
         update: update.to_vec(),
         states: vec!["DEFAULT".into(), "A".into(), "B".into()],
         transitions,
+        ..Default::default()
     }
 }
 

@@ -11,11 +11,16 @@ use statewall_common::{
     maps::{GrantKey, GrantValue, GRANT_BY_XFSM},
     parse::PacketInfo,
     xfsm::{
-        begin, commit_machine, finish, run_machine, Counter, Ctx, Event, GrantOutcome, GrantSet,
-        LockKey, LockVal, Machine, Payload, StateKey, StateVal, Tables, Trans, TransKey, Work,
-        ACTIVE_BUCKETS, ADDR_BUCKETS, COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES,
-        MAX_PAYLOADS, MAX_TRANS_COUNTERS, ONCE_MAX, PAYLOAD_MAX, PAYLOAD_NONE, PORTS_PER_GEN,
-        RUN_DROP, RUN_GRANT,
+        begin, commit_machine, finish,
+        regs::{
+            CondSet, FlowRegs, GlobalRegs, UpdSet, FLOW_REGS, GLOBAL_REGS, MAX_UPD_SETS,
+            REGS_ENTRIES,
+        },
+        run_machine, Counter, Ctx, Event, GrantOutcome, GrantSet, LockKey, LockVal, Machine,
+        Payload, RegsOutcome, StateKey, StateVal, Tables, Trans, TransKey, Work, ACTIVE_BUCKETS,
+        ADDR_BUCKETS, COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS,
+        MAX_TRANS_COUNTERS, ONCE_MAX, PAYLOAD_MAX, PAYLOAD_NONE, PORTS_PER_GEN, RUN_DROP,
+        RUN_GRANT,
     },
 };
 
@@ -52,10 +57,63 @@ static SW_XFSM_PAYLD: Array<Payload> = Array::with_max_entries(2 * MAX_PAYLOADS,
 /// The captured UDP payload of the packet being processed (per CPU).
 #[map(name = "SW_XFSM_SNAP")]
 static SW_XFSM_SNAP: PerCpuArray<Payload> = PerCpuArray::with_max_entries(1, 0);
+/// Conditions per (generation, machine).
+#[map(name = "SW_XFSM_CONDS")]
+static SW_XFSM_CONDS: Array<CondSet> = Array::with_max_entries(2 * MAX_MACHINES as u32, 0);
+/// Update sets per generation.
+#[map(name = "SW_XFSM_UPD")]
+static SW_XFSM_UPD: Array<UpdSet> = Array::with_max_entries(2 * MAX_UPD_SETS, 0);
+/// Per-flow registers. LRU: an evicted flow's registers start over at 0.
+#[map(name = "SW_XFSM_REGS")]
+static SW_XFSM_REGS: LruHashMap<StateKey, FlowRegs> = LruHashMap::with_max_entries(REGS_ENTRIES, 0);
+/// Global registers per machine (not per generation: they live across reloads).
+#[map(name = "SW_XFSM_GLOBALS")]
+static SW_XFSM_GLOBALS: Array<GlobalRegs> = Array::with_max_entries(MAX_MACHINES as u32, 0);
 #[map(name = "SW_XFSM_EVENTS")]
 static SW_XFSM_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 const E2BIG: i32 = 7;
+const BPF_NOEXIST: u64 = 1;
+/// Attempts at a register lock before the update is given up (counted `regs_busy`).
+const LOCK_TRIES: u32 = 128;
+
+/// Takes a lock word (0 -> 1 by compare-and-swap); false when it stayed taken.
+#[inline(always)]
+fn lock(p: *mut u64) -> bool {
+    let mut i = 0;
+    while i < LOCK_TRIES {
+        let mut old: u64 = 0;
+        // SAFETY: `p` points at a lock word in a map value.
+        unsafe {
+            core::arch::asm!(
+                "r0 = cmpxchg_64({p} + 0, r0, {new})",
+                p = in(reg) p,
+                new = in(reg) 1u64,
+                inout("r0") old,
+            );
+        }
+        if old == 0 {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Releases a lock word taken by [`lock`].
+#[inline(always)]
+fn unlock(p: *mut u64) {
+    let mut z: u64 = 0;
+    // SAFETY: as for `lock`.
+    unsafe {
+        core::arch::asm!(
+            "{z} = xchg_64({p} + 0, {z})",
+            p = in(reg) p,
+            z = inout(reg) z,
+        );
+    }
+    let _ = z;
+}
 
 struct Maps;
 
@@ -186,6 +244,87 @@ impl Tables for Maps {
         if SW_XFSM_EVENTS.output::<Event>(e, 0).is_err() {
             self.count(Counter::EventsLost);
         }
+    }
+    #[inline(always)]
+    fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet) {
+        match SW_XFSM_CONDS.get(generation * MAX_MACHINES as u32 + m as u32) {
+            Some(cs) => *out = *cs,
+            None => out.n = 0,
+        }
+    }
+    #[inline(always)]
+    fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet) {
+        match SW_XFSM_UPD.get(generation * MAX_UPD_SETS + idx) {
+            Some(us) => *out = *us,
+            None => out.n = 0,
+        }
+    }
+    #[inline(always)]
+    fn flow_regs(&self, k: &StateKey, out: &mut [u64; FLOW_REGS]) {
+        match unsafe { SW_XFSM_REGS.get(k) } {
+            Some(v) => {
+                let mut i = 0;
+                while i < FLOW_REGS {
+                    // One 64-bit load each: a register is never seen half-written.
+                    out[i] = unsafe { core::ptr::read_volatile(&v.r[i]) };
+                    i += 1;
+                }
+            }
+            None => *out = [0; FLOW_REGS],
+        }
+    }
+    #[inline(always)]
+    fn global_regs(&self, m: usize, out: &mut [u64; GLOBAL_REGS]) {
+        match SW_XFSM_GLOBALS.get(m as u32) {
+            Some(v) => {
+                let mut i = 0;
+                while i < GLOBAL_REGS {
+                    out[i] = unsafe { core::ptr::read_volatile(&v.g[i]) };
+                    i += 1;
+                }
+            }
+            None => *out = [0; GLOBAL_REGS],
+        }
+    }
+    #[inline(always)]
+    fn update_regs<F: FnOnce(&mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
+        &mut self,
+        k: &StateKey,
+        m: usize,
+        globals: bool,
+        f: F,
+    ) -> RegsOutcome {
+        let mut p = SW_XFSM_REGS.get_ptr_mut(k);
+        if p.is_none() {
+            // The zeroes come from the per-CPU work slot (nothing writes `zero`), not the
+            // stack, which the combined XDP program has no room left on. A race with
+            // another CPU's insert is fine: the lookup below finds its entry.
+            let Some(w) = SW_XFSM_WORK.get_ptr(0) else {
+                return RegsOutcome::Full;
+            };
+            let _ = SW_XFSM_REGS.insert(k, unsafe { &(*w).zero }, BPF_NOEXIST);
+            p = SW_XFSM_REGS.get_ptr_mut(k);
+        }
+        let Some(p) = p else {
+            return RegsOutcome::Full;
+        };
+        let Some(g) = SW_XFSM_GLOBALS.get_ptr_mut(m as u32) else {
+            return RegsOutcome::Busy;
+        };
+        let (pl, gl) = unsafe { (&raw mut (*p).lock, &raw mut (*g).lock) };
+        if !lock(pl) {
+            return RegsOutcome::Busy;
+        }
+        if globals && !lock(gl) {
+            unlock(pl);
+            return RegsOutcome::Busy;
+        }
+        unsafe { f(&mut (*p).r, &mut (*g).g) };
+        if globals {
+            unlock(gl);
+        }
+        unlock(pl);
+        RegsOutcome::Done
     }
 }
 

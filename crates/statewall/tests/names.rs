@@ -10,8 +10,20 @@ use std::{collections::BTreeSet, path::Path};
 fn common_names() -> BTreeSet<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../statewall-common/src");
     let mut out = BTreeSet::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+    let mut files = Vec::new();
+    let mut dirs = vec![dir];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
         for (i, _) in text.match_indices("\"SW_") {
             let rest = &text[i + 1..];
             let end = rest.find('"').unwrap();

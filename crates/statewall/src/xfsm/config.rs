@@ -148,9 +148,29 @@ pub struct XfsmConfig {
     /// States besides DEFAULT.
     #[serde(default)]
     pub states: Vec<String>,
+    /// Per-flow registers (64 bits each, 0 for a new flow; at most 4), kept per update
+    /// key.
+    #[serde(default)]
+    pub registers: Vec<String>,
+    /// Global registers of the machine (at most 8).
+    #[serde(default)]
+    pub globals: Vec<String>,
+    /// Conditions (`[[xfsm.condition]]`, at most 8), evaluated on every packet the machine
+    /// looks at.
+    #[serde(default, rename = "condition")]
+    pub conditions: Vec<XfsmCondition>,
     /// Transitions (`[[xfsm.transition]]`), searched most specific first.
     #[serde(default, rename = "transition")]
     pub transitions: Vec<XfsmTransition>,
+}
+/// `[[xfsm.condition]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XfsmCondition {
+    /// Name, used by transitions' `when`.
+    pub name: String,
+    /// `A OP B` (see `crate::xfsm::expr`).
+    pub test: String,
 }
 /// `[[xfsm.transition]]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -196,6 +216,14 @@ pub struct XfsmTransition {
     /// rollback) instead of arming a new one (a sequence's timer keeps running).
     #[serde(default)]
     pub keep: Option<String>,
+    /// Conditions that must hold (`"name"`) or not hold (`"!name"`); the others do not
+    /// matter. Among transitions with the same state, direction, protocol and port, the
+    /// first declared whose conditions hold is taken.
+    #[serde(default)]
+    pub when: Vec<String>,
+    /// Register updates, run in order when the transition is taken (at most 5).
+    #[serde(default)]
+    pub update: Vec<String>,
 }
 fn default_state() -> String {
     "DEFAULT".into()
@@ -330,6 +358,74 @@ pub fn raw_machines(
         if states.len() > 255 {
             return Err((at("states"), "at most 254 states besides DEFAULT".into()));
         }
+        let reg_names = |key: &str, v: &[String], max: usize| -> Result<(), (String, String)> {
+            if v.len() > max {
+                return Err((at(key), format!("{} registers: at most {max}", v.len())));
+            }
+            for (i, r) in v.iter().enumerate() {
+                let reserved = [
+                    "pkt_len",
+                    "src_port",
+                    "dst_port",
+                    "proto",
+                    "tcp_flags",
+                    "now",
+                    "since",
+                    "hash",
+                    "min",
+                    "max",
+                    "ewma",
+                ];
+                if !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || !r.starts_with(|c: char| c.is_ascii_alphabetic())
+                    || reserved.contains(&r.as_str())
+                {
+                    return Err((
+                        at(key),
+                        format!("{r:?}: a register name is a letter then letters, digits or _, and not a field or function name"),
+                    ));
+                }
+                if v[..i].contains(r) || (key == "globals" && m.registers.contains(r)) {
+                    return Err((at(key), format!("{r:?} is named twice")));
+                }
+            }
+            Ok(())
+        };
+        reg_names(
+            "registers",
+            &m.registers,
+            statewall_common::xfsm::regs::FLOW_REGS,
+        )?;
+        reg_names(
+            "globals",
+            &m.globals,
+            statewall_common::xfsm::regs::GLOBAL_REGS,
+        )?;
+        let names = crate::xfsm::expr::Names {
+            flow: &m.registers,
+            global: &m.globals,
+        };
+        if m.conditions.len() > statewall_common::xfsm::regs::MAX_CONDS {
+            return Err((
+                at("condition"),
+                format!(
+                    "{} conditions: at most {}",
+                    m.conditions.len(),
+                    statewall_common::xfsm::regs::MAX_CONDS
+                ),
+            ));
+        }
+        let mut conds = Vec::new();
+        for (k, c) in m.conditions.iter().enumerate() {
+            let at = |key: &str| format!("{sec} condition #{} {key}", k + 1);
+            if c.name.is_empty() || m.conditions[..k].iter().any(|o| o.name == c.name) {
+                return Err((at("name"), format!("{:?}: empty or named twice", c.name)));
+            }
+            conds.push(
+                crate::xfsm::expr::condition(&c.name, &c.test, &names)
+                    .map_err(|e| (at("test"), e.0))?,
+            );
+        }
         if m.transitions.is_empty() {
             return Err((
                 at("transition"),
@@ -458,6 +554,42 @@ pub fn raw_machines(
                     None
                 }
             };
+            let mut when = Vec::new();
+            for w in &t.when {
+                let (name, holds) = match w.strip_prefix('!') {
+                    Some(n) => (n.trim(), false),
+                    None => (w.trim(), true),
+                };
+                let i = conds
+                    .iter()
+                    .position(|c: &statewall_common::xfsm::interp::CondDef| c.name == name)
+                    .ok_or_else(|| {
+                        (
+                            at("when"),
+                            format!("{name:?} is not a condition of this machine"),
+                        )
+                    })?;
+                if when.iter().any(|&(j, _)| j == i as u8) {
+                    return Err((at("when"), format!("{name:?} is listed twice")));
+                }
+                when.push((i as u8, holds));
+            }
+            if t.update.len() > statewall_common::xfsm::regs::MAX_UPDATES {
+                return Err((
+                    at("update"),
+                    format!(
+                        "{} updates: at most {}",
+                        t.update.len(),
+                        statewall_common::xfsm::regs::MAX_UPDATES
+                    ),
+                ));
+            }
+            let updates = t
+                .update
+                .iter()
+                .map(|u| crate::xfsm::expr::update(u, &names))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| (at("update"), e.0))?;
             trans.push(crate::xfsm::RawTrans {
                 state: state_id("state", &t.state)?,
                 dirs,
@@ -470,6 +602,8 @@ pub fn raw_machines(
                 idle,
                 hard,
                 keep,
+                when,
+                updates,
             });
         }
         out.push(crate::xfsm::RawMachine {
@@ -477,6 +611,9 @@ pub fn raw_machines(
             lookup,
             update,
             states,
+            flow_regs: m.registers.clone(),
+            globals: m.globals.clone(),
+            conds,
             transitions: trans,
         });
     }

@@ -1,5 +1,5 @@
 //! User side of the `xfsm` stage: compiling knock doors into OpenState tables, writing
-//! tables into the kernel (shadow generation, then one switch), and [`RefTables`], the
+//! tables into the kernel (shadow generation, then one switch), and `reference::RefTables`, the
 //! plain-map implementation of [`Tables`] that runs the reference model in tests.
 //!
 //! A knock door compiles to one machine keyed by source address. Its sequences form a trie
@@ -20,24 +20,30 @@
 
 pub mod config;
 pub mod doors;
+pub mod encode;
 pub mod error;
+pub mod expr;
 pub mod kernel;
 pub mod knockclient;
+pub mod reference;
 pub mod sequences;
 
 use self::error::XfsmError;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use statewall_common::{
-    maps::GrantKey,
     proto,
+    xfsm::interp::{Opd, Reg, UpdOp},
+    xfsm::regs::{
+        CondSet, UpdSet, FLOW_REGS, GLOBAL_REGS, MAP_CONDS, MAP_UPDATES, MAX_CONDS, MAX_UPDATES,
+        MAX_UPD_SETS,
+    },
     xfsm::{
-        field, Counter, Event, GrantOutcome, GrantSet, LockKey, LockVal, Machine, Payload, Scope,
-        StateKey, StateVal, Tables, Trans, TransKey, ACT_DROP, ACT_NEXT, COUNTERS, CTL_GEN,
-        CTL_LEN, CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD,
-        E_KEEP_IDLE, E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES,
-        MAP_PAYLOADS, MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT,
+        field, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT, CTL_GEN,
+        CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE,
+        E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS,
+        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT,
         M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, STATE_DEFAULT,
     },
 };
@@ -125,14 +131,23 @@ pub struct Compiled {
     pub counter_names: Vec<String>,
     /// Names of the states of each machine (index = state id).
     pub state_names: Vec<Vec<String>>,
+    /// Transitions of machines with conditions, by key and condition vector.
+    pub cond_trans: BTreeMap<(TKey, u8), Trans>,
+    /// Conditions by machine (empty for machines without).
+    pub conds: Vec<CondSet>,
+    /// Update sets; [`Trans::upd`] - 1 indexes them.
+    pub upd_sets: Vec<UpdSet>,
+    /// Per machine: names of its per-flow and global registers.
+    pub reg_names: Vec<(Vec<String>, Vec<String>)>,
 }
 
 impl Compiled {
     /// The transitions with their full keys in generation `generation`.
     pub fn trans_entries(&self, generation: u32) -> impl Iterator<Item = (TransKey, Trans)> + '_ {
-        self.trans
-            .iter()
-            .map(move |(&(machine, state, dir, proto, port), t)| {
+        let plain = self.trans.iter().map(|(k, t)| ((*k, 0u8), t));
+        plain
+            .chain(self.cond_trans.iter().map(|(k, t)| (*k, t)))
+            .map(move |(((machine, state, dir, proto, port), conds), t)| {
                 (
                     TransKey {
                         generation: generation as u8,
@@ -141,7 +156,7 @@ impl Compiled {
                         proto,
                         port,
                         dir,
-                        _pad: 0,
+                        conds,
                     },
                     *t,
                 )
@@ -532,48 +547,7 @@ fn check_door(d: &KnockDoor) -> Result<(), XfsmError> {
     Ok(())
 }
 
-/// A user-written machine (`[[xfsm]]`), resolved from the config.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RawMachine {
-    /// Name (events, counters).
-    pub name: String,
-    /// Lookup scope: [`field`] ids.
-    pub lookup: Vec<u8>,
-    /// Update scope (same shape as `lookup`).
-    pub update: Vec<u8>,
-    /// State names by id; `states[0]` is DEFAULT.
-    pub states: Vec<String>,
-    /// Transitions.
-    pub transitions: Vec<RawTrans>,
-}
-
-/// One transition of a [`RawMachine`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct RawTrans {
-    /// State it leaves.
-    pub state: u8,
-    /// Directions it matches ([`DIR_INGRESS`], [`DIR_EGRESS`]).
-    pub dirs: Vec<u8>,
-    /// L4 protocol, 0 = any.
-    pub proto: u8,
-    /// Destination port, 0 = any.
-    pub port: u16,
-    /// TCP flags (mask, value).
-    pub tcp_flags: (u8, u8),
-    /// UDP payload the packet must carry.
-    pub payload: Option<Payload>,
-    /// Drop the packet (else hand it on).
-    pub drop: bool,
-    /// State to go to; `None` = stay, keeping the timers.
-    pub next: Option<u8>,
-    /// Idle timeout to arm (0 = none) and the state it rolls back to.
-    pub idle: (u64, u8),
-    /// Hard timeout to arm (0 = none) and the state it rolls back to.
-    pub hard: (u64, u8),
-    /// [`E_KEEP_HARD`] / [`E_KEEP_IDLE`]: the state gone to keeps the current deadline
-    /// (and its rollback) instead of arming one.
-    pub keep: u8,
-}
+pub use statewall_common::xfsm::interp::{RawMachine, RawTrans};
 
 /// True when a raw machine has a transition on egress (it needs `sw_xfsm_egress`).
 pub fn raw_uses_egress(raws: &[RawMachine]) -> bool {
@@ -582,6 +556,7 @@ pub fn raw_uses_egress(raws: &[RawMachine]) -> bool {
         .any(|t| t.dirs.contains(&DIR_EGRESS))
 }
 
+/// Compiles one machine as the next machine of `c`.
 fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
     let m = c.machines.len() as u8;
     let err = |msg: String| XfsmError::Compile(format!("[[xfsm]] {}: {msg}", r.name));
@@ -595,7 +570,10 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
     if r.states.is_empty() || r.states.len() > 255 {
         return Err(err(format!("{} states: 1 to 255", r.states.len())));
     }
-    let mut flags = 0;
+    check_ext(r)?;
+    let mut flags = if r.extended() { M_EXT } else { 0 };
+    c.conds.resize(m as usize, CondSet::default());
+    c.conds.push(encode::conds(&r.conds));
     for t in &r.transitions {
         if t.state == STATE_DEFAULT && t.port == 0 {
             flags |= M_ANY_PORT;
@@ -643,13 +621,49 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
         if let Some(p) = &t.payload {
             tr.payload = c.payload_id(p);
         }
+        if !t.updates.is_empty() {
+            if c.upd_sets.len() >= MAX_UPD_SETS as usize {
+                return Err(err(format!(
+                    "more than {MAX_UPD_SETS} transitions with updates in all machines"
+                )));
+            }
+            c.upd_sets.push(encode::updates(&t.updates));
+            tr.upd = c.upd_sets.len() as u8;
+        }
+        // The condition vectors this transition covers.
+        let (mask, value) = t.when.iter().fold((0u8, 0u8), |(m, v), &(i, b)| {
+            (m | 1 << i, v | (b as u8) << i)
+        });
+        let vectors: Vec<u8> = (0..1u16 << r.conds.len())
+            .map(|v| v as u8)
+            .filter(|v| v & mask == value)
+            .collect();
         for &dir in &t.dirs {
             let key = (m, t.state, dir, t.proto, t.port);
-            if c.trans.contains_key(&key) {
-                return Err(err(format!(
-                    "transition #{} matches the same state, direction, protocol and port as an earlier one",
-                    i + 1
-                )));
+            if r.conds.is_empty() {
+                if c.trans.contains_key(&key) {
+                    return Err(err(format!(
+                        "transition #{} matches the same state, direction, protocol and port as an earlier one",
+                        i + 1
+                    )));
+                }
+            } else {
+                // Earlier transitions keep the vectors they cover (first declared wins).
+                let free: Vec<u8> = vectors
+                    .iter()
+                    .copied()
+                    .filter(|v| !c.cond_trans.contains_key(&(key, *v)))
+                    .collect();
+                if free.is_empty() {
+                    return Err(err(format!(
+                        "transition #{} is never taken: earlier transitions with the same state, direction, protocol and port cover every outcome of its conditions",
+                        i + 1
+                    )));
+                }
+                tr.counter = c.counter_names.len() as u32;
+                for v in free {
+                    c.cond_trans.insert((key, v), tr);
+                }
             }
             tr.counter = c.counter_names.len() as u32;
             let dname = if dir == DIR_EGRESS {
@@ -668,7 +682,9 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
                     format!("{}/{}", crate::types::proto_name(t.proto), t.port)
                 }
             ));
-            c.trans.insert(key, tr);
+            if r.conds.is_empty() {
+                c.trans.insert(key, tr);
+            }
             if t.port != 0 {
                 *c.ports.entry(t.port).or_default() |=
                     statewall_common::xfsm::port_bit(t.proto, m as usize);
@@ -676,6 +692,63 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
         }
     }
     c.state_names.push(r.states.clone());
+    c.reg_names.resize(m as usize, Default::default());
+    c.reg_names.push((r.flow_regs.clone(), r.globals.clone()));
+    Ok(())
+}
+
+/// Checks a machine's registers, conditions and updates against the kernel's maxima.
+fn check_ext(r: &RawMachine) -> Result<(), XfsmError> {
+    let err = |m: String| XfsmError::Compile(format!("[[xfsm]] {}: {m}", r.name));
+    if r.flow_regs.len() > FLOW_REGS {
+        return Err(err(format!(
+            "{} per-flow registers: at most {FLOW_REGS}",
+            r.flow_regs.len()
+        )));
+    }
+    if r.globals.len() > GLOBAL_REGS {
+        return Err(err(format!(
+            "{} global registers: at most {GLOBAL_REGS}",
+            r.globals.len()
+        )));
+    }
+    if r.conds.len() > MAX_CONDS {
+        return Err(err(format!(
+            "{} conditions: at most {MAX_CONDS}",
+            r.conds.len()
+        )));
+    }
+    for (i, t) in r.transitions.iter().enumerate() {
+        if t.updates.len() > MAX_UPDATES {
+            return Err(err(format!(
+                "transition #{}: {} updates, at most {MAX_UPDATES}",
+                i + 1,
+                t.updates.len()
+            )));
+        }
+        if t.when.iter().any(|&(c, _)| c as usize >= r.conds.len()) {
+            return Err(err(format!("transition #{}: no such condition", i + 1)));
+        }
+    }
+    let opnd_ok = |o: &Opd| match *o {
+        Opd::Flow(i) | Opd::Since(i) => (i as usize) < r.flow_regs.len(),
+        Opd::Global(i) | Opd::GlobalSince(i) => (i as usize) < r.globals.len(),
+        _ => true,
+    };
+    let bad_cond = r.conds.iter().any(|c| !opnd_ok(&c.a) || !opnd_ok(&c.b));
+    let bad_upd = r.transitions.iter().flat_map(|t| &t.updates).any(|u| {
+        !opnd_ok(&u.src)
+            || match u.dst {
+                Reg::Flow(i) => i as usize >= r.flow_regs.len(),
+                Reg::Global(i) => i as usize >= r.globals.len(),
+            }
+            || matches!(u.op, UpdOp::Ewma(k) if k > 63)
+    });
+    if bad_cond || bad_upd {
+        return Err(err(
+            "a register index out of range, or an EWMA shift above 63".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -766,6 +839,23 @@ pub fn write_tables(
         }
     }
     {
+        let mut a: Array<&mut MapData, CondSet> =
+            Array::try_from(acc.map_mut(MAP_CONDS).map_err(|e| merr(MAP_CONDS, e))?)
+                .map_err(|e| merr(MAP_CONDS, e))?;
+        for i in 0..MAX_MACHINES {
+            let cs = c.conds.get(i).copied().unwrap_or_default();
+            a.set(new * MAX_MACHINES as u32 + i as u32, cs, 0)
+                .map_err(|e| merr(MAP_CONDS, e))?;
+        }
+        let mut a: Array<&mut MapData, UpdSet> =
+            Array::try_from(acc.map_mut(MAP_UPDATES).map_err(|e| merr(MAP_UPDATES, e))?)
+                .map_err(|e| merr(MAP_UPDATES, e))?;
+        for (i, us) in c.upd_sets.iter().enumerate() {
+            a.set(new * MAX_UPD_SETS + i as u32, *us, 0)
+                .map_err(|e| merr(MAP_UPDATES, e))?;
+        }
+    }
+    {
         let mut h: BpfHashMap<&mut MapData, TransKey, Trans> =
             BpfHashMap::try_from(acc.map_mut(MAP_TRANS).map_err(|e| merr(MAP_TRANS, e))?)
                 .map_err(|e| merr(MAP_TRANS, e))?;
@@ -788,170 +878,4 @@ pub fn write_tables(
     a.set(CTL_GEN, c.ctl_word(new), 0)
         .map_err(|e| merr(MAP_CTL, e))?;
     Ok(new)
-}
-
-/// The reference model's tables: plain maps with the kernel's capacities where tests can
-/// reach them (locks, grants).
-#[derive(Clone, Debug, Default)]
-pub struct RefTables {
-    /// Control words.
-    pub ctl: [u32; CTL_LEN as usize],
-    /// Machines per generation.
-    pub machines: HashMap<(u32, usize), Machine>,
-    /// Prefilter per generation.
-    pub ports: HashMap<(u32, u16), u16>,
-    /// Transitions.
-    pub trans: HashMap<TransKey, Trans>,
-    /// Grant sets per generation.
-    pub grant_sets: HashMap<(u32, u8), GrantSet>,
-    /// Activity filter.
-    pub active: HashMap<u32, u64>,
-    /// Address filter.
-    pub addr_active: HashMap<u32, u64>,
-    /// States.
-    pub states: HashMap<StateKey, StateVal>,
-    /// Locks and their capacity.
-    pub locks: HashMap<LockKey, LockVal>,
-    /// Lock table capacity.
-    pub lock_cap: usize,
-    /// Grants (expiry) and their capacity.
-    pub grants: HashMap<GrantKey, u64>,
-    /// Grant table capacity.
-    pub grant_cap: usize,
-    /// Stage counters.
-    pub counters: [u64; COUNTERS as usize],
-    /// Transition counters.
-    pub tcount: HashMap<u32, u64>,
-    /// Events in order.
-    pub events: Vec<Event>,
-    /// Unused one-time keys.
-    pub once: std::collections::BTreeSet<u64>,
-    /// Payload patterns per generation.
-    pub payloads: HashMap<(u32, u8), Payload>,
-    /// The payload of the packet being stepped (set by the caller before [`statewall_common::xfsm::step`]).
-    pub snap: Payload,
-}
-
-impl RefTables {
-    /// Empty tables with capacities.
-    pub fn new(lock_cap: usize, grant_cap: usize) -> Self {
-        RefTables {
-            lock_cap,
-            grant_cap,
-            ..Default::default()
-        }
-    }
-
-    /// Loads compiled tables into the inactive generation and switches, like [`write_tables`].
-    pub fn load(&mut self, c: &Compiled) {
-        let new = (self.ctl[CTL_GEN as usize] & 1) ^ 1;
-        for i in 0..MAX_MACHINES {
-            self.machines
-                .insert((new, i), c.machines.get(i).copied().unwrap_or_default());
-        }
-        for (i, g) in c.grant_sets.iter().enumerate() {
-            self.grant_sets.insert((new, i as u8), *g);
-        }
-        for (i, p) in c.payloads.iter().enumerate() {
-            self.payloads.insert((new, i as u8 + 1), *p);
-        }
-        self.ports.retain(|(g, _), _| *g != new);
-        for (p, v) in &c.ports {
-            self.ports.insert((new, *p), *v);
-        }
-        self.trans.retain(|k, _| k.generation as u32 != new);
-        self.trans.extend(c.trans_entries(new));
-        self.ctl[CTL_GEN as usize] = c.ctl_word(new);
-    }
-}
-
-impl Tables for RefTables {
-    fn ctl(&self, idx: u32) -> u32 {
-        self.ctl.get(idx as usize).copied().unwrap_or(0)
-    }
-    fn set_ctl(&mut self, idx: u32, v: u32) {
-        if let Some(c) = self.ctl.get_mut(idx as usize) {
-            *c = v;
-        }
-    }
-    fn machine(&self, generation: u32, m: usize) -> Machine {
-        self.machines
-            .get(&(generation, m))
-            .copied()
-            .unwrap_or_default()
-    }
-    fn ports(&self, generation: u32, port: u16) -> u16 {
-        self.ports.get(&(generation, port)).copied().unwrap_or(0)
-    }
-    fn trans(&self, k: &TransKey) -> Option<Trans> {
-        self.trans.get(k).copied()
-    }
-    fn grant_set(&self, generation: u32, set: u8) -> GrantSet {
-        self.grant_sets
-            .get(&(generation, set))
-            .copied()
-            .unwrap_or_default()
-    }
-    fn active(&self, b: u32) -> u64 {
-        self.active.get(&b).copied().unwrap_or(0)
-    }
-    fn set_active(&mut self, b: u32, until: u64) {
-        self.active.insert(b, until);
-    }
-    fn addr_active(&self, b: u32) -> u64 {
-        self.addr_active.get(&b).copied().unwrap_or(0)
-    }
-    fn set_addr_active(&mut self, b: u32, until: u64) {
-        self.addr_active.insert(b, until);
-    }
-    fn state(&mut self, k: &StateKey) -> Option<StateVal> {
-        self.states.get(k).copied()
-    }
-    fn put_state(&mut self, k: &StateKey, v: &StateVal) {
-        self.states.insert(*k, *v);
-    }
-    fn del_state(&mut self, k: &StateKey) {
-        self.states.remove(k);
-    }
-    fn lock(&self, k: &LockKey) -> Option<LockVal> {
-        self.locks.get(k).copied()
-    }
-    fn put_lock(&mut self, k: &LockKey, v: &LockVal) -> bool {
-        if !self.locks.contains_key(k) && self.locks.len() >= self.lock_cap {
-            return false;
-        }
-        self.locks.insert(*k, *v);
-        true
-    }
-    fn grant(&mut self, k: &GrantKey, expires_ns: u64) -> GrantOutcome {
-        if let Some(cur) = self.grants.get_mut(k) {
-            *cur = (*cur).max(expires_ns);
-            return GrantOutcome::Granted;
-        }
-        if self.grants.len() >= self.grant_cap {
-            return GrantOutcome::Full;
-        }
-        self.grants.insert(*k, expires_ns);
-        GrantOutcome::Granted
-    }
-    fn take_once(&mut self, key: u64) -> bool {
-        self.once.remove(&key)
-    }
-    fn payload_matches(&self, generation: u32, idx: u8) -> bool {
-        self.payloads
-            .get(&(generation, idx))
-            .is_some_and(|p| p.same(&self.snap))
-    }
-    fn revoke(&mut self, k: &GrantKey) {
-        self.grants.remove(k);
-    }
-    fn count(&mut self, c: Counter) {
-        self.counters[c as usize] += 1;
-    }
-    fn count_trans(&mut self, idx: u32) {
-        *self.tcount.entry(idx).or_default() += 1;
-    }
-    fn event(&mut self, e: &Event) {
-        self.events.push(*e);
-    }
 }

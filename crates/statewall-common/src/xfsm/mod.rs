@@ -25,6 +25,11 @@
 //!
 //! [`step`] is the reference: the kernel program does the same, and tests compare them.
 
+#[cfg(feature = "user")]
+pub mod interp;
+pub mod regs;
+
+use self::regs::{CondSet, UpdSet, FLOW_REGS, GLOBAL_REGS};
 use crate::maps::{GrantKey, FAMILY_V4, FAMILY_V6};
 use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
 use crate::proto;
@@ -196,6 +201,9 @@ pub const M_ANY_PORT: u8 = 1;
 /// Machine flag: some non-default state has no hard timeout, so the activity filter cannot
 /// rule a key out (every interesting packet looks the state up).
 pub const M_UNBOUNDED: u8 = 2;
+/// Machine flag: the machine has conditions or updates ([`regs`]): its condition vector is
+/// computed before the transition lookup, and its transitions' updates run on commit.
+pub const M_EXT: u8 = 4;
 
 /// One machine.
 #[repr(C)]
@@ -235,8 +243,9 @@ pub struct TransKey {
     pub port: u16,
     /// Direction the packet travels: [`DIR_INGRESS`] or [`DIR_EGRESS`].
     pub dir: u8,
-    /// Explicit padding.
-    pub _pad: u8,
+    /// The machine's condition vector ([`regs::conditions`]; 0 for a machine without
+    /// conditions).
+    pub conds: u8,
 }
 
 /// Direction: a packet arriving on the interface (tcx ingress, XDP).
@@ -295,8 +304,10 @@ pub struct Trans {
     /// (0 = any payload). A packet without it does not match, and the next, less specific,
     /// key is tried.
     pub payload: u8,
+    /// Update set `upd - 1` of the generation ([`regs::MAP_UPDATES`]), 0 = none.
+    pub upd: u8,
     /// Explicit padding.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
 }
 
 /// Longest UDP payload a transition can match.
@@ -512,10 +523,14 @@ pub enum Counter {
     /// Grants not written for another reason than a full table (an error of the map
     /// update other than `E2BIG`).
     GrantsFailed = 13,
+    /// Register updates not made: the per-flow register table is full.
+    RegsFull = 14,
+    /// Register updates not made: an entry's or the machine's register lock stayed taken.
+    RegsBusy = 15,
 }
 
 /// Number of stage counters.
-pub const COUNTERS: u32 = 14;
+pub const COUNTERS: u32 = 16;
 /// Counter names, in index order.
 pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "seen",
@@ -532,6 +547,8 @@ pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "timeouts",
     "once_refused",
     "grants_failed",
+    "regs_full",
+    "regs_busy",
 ];
 
 /// What writing a grant came to.
@@ -693,6 +710,35 @@ pub trait Tables {
     fn count_trans(&mut self, idx: u32);
     /// Sends an event.
     fn event(&mut self, e: &Event);
+    /// Copies machine `m`'s conditions of a generation into `out`.
+    fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet);
+    /// Copies update set `idx` of a generation into `out`.
+    fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet);
+    /// The per-flow registers at key `k` (0s when there is no entry).
+    fn flow_regs(&self, k: &StateKey, out: &mut [u64; FLOW_REGS]);
+    /// Machine `m`'s global registers.
+    fn global_regs(&self, m: usize, out: &mut [u64; GLOBAL_REGS]);
+    /// Runs `f` on the registers at key `k` (created as 0s if absent) and machine `m`'s
+    /// global registers, holding both locks; the result says whether it ran.
+    /// `globals` false: the global lock is not taken (`f` must then leave them alone).
+    fn update_regs<F: FnOnce(&mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
+        &mut self,
+        k: &StateKey,
+        m: usize,
+        globals: bool,
+        f: F,
+    ) -> RegsOutcome;
+}
+
+/// What [`Tables::update_regs`] came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegsOutcome {
+    /// The updates ran.
+    Done,
+    /// No room for a new per-flow entry.
+    Full,
+    /// A lock stayed taken.
+    Busy,
 }
 
 /// Per-packet context handed to [`run_machine`] (BPF calls take at most 5 arguments).
@@ -752,20 +798,15 @@ pub fn wants_payload(ctl_gen: u32, c: &Ctx<'_>) -> bool {
 }
 
 #[inline(never)]
-fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: u8, state: u8) -> Option<Trans> {
+fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, k: &mut TransKey) -> Option<Trans> {
     let p = c.p;
     let mut i = 0;
     while i < 3 {
-        let k = TransKey {
-            generation: c.generation as u8,
-            machine: m,
-            state,
-            proto: if i < 2 { p.l4proto } else { 0 },
-            port: if i == 0 { p.dport } else { 0 },
-            dir: c.dir,
-            _pad: 0,
-        };
-        if let Some(tr) = t.trans(&k) {
+        // `k` holds generation, machine, state, direction and conditions (kept in the
+        // caller's working memory: the BPF stack has no room for more registers here).
+        k.proto = if i < 2 { p.l4proto } else { 0 };
+        k.port = if i == 0 { p.dport } else { 0 };
+        if let Some(tr) = t.trans(k) {
             let flags_ok = p.l4proto != proto::TCP || p.tcp_flags & tr.flags_mask == tr.flags_value;
             let payload_ok =
                 tr.payload == 0 || (c.snap && t.payload_matches(c.generation, tr.payload));
@@ -906,6 +947,59 @@ pub struct Work {
     pub tr: Trans,
     /// A lock record.
     pub lock: LockVal,
+    /// The packet's time (the commit's updates read it).
+    pub now: u64,
+    /// The lookup key's per-flow registers (extended machines).
+    pub regs: [u64; FLOW_REGS],
+    /// The machine's global registers.
+    pub glob: [u64; GLOBAL_REGS],
+    /// The machine's conditions.
+    pub cs: CondSet,
+    /// The transition's updates.
+    pub us: UpdSet,
+    /// The transition key being searched.
+    pub tk: TransKey,
+    /// Always zero: the kernel inserts a new flow's registers from here (not the stack).
+    pub zero: regs::FlowRegs,
+}
+
+/// The condition vector of an extended machine, from the lookup key's registers (read
+/// into `w`).
+#[inline(never)]
+fn eval_conds<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u8 {
+    t.flow_regs(&w.key, &mut w.regs);
+    t.global_regs(m, &mut w.glob);
+    t.conds_into(c.generation, m, &mut w.cs);
+    regs::conditions(&w.cs, c.p, c.now, &w.regs, &w.glob)
+}
+
+/// Finds machine `m`'s transition from `state` into `w.tr`; false when there is none. An
+/// extended machine's condition vector is computed first, from the lookup key's registers
+/// (read into `w`). A function of its own: inlined, it would grow [`run_machine`]'s frame
+/// past the combined XDP program's stack.
+#[inline(never)]
+fn lookup_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, state: u8, w: &mut Work) -> bool {
+    let cv = if w.mach.flags & M_EXT != 0 {
+        eval_conds(t, c, m, w)
+    } else {
+        0
+    };
+    w.tk = TransKey {
+        generation: c.generation as u8,
+        machine: m as u8,
+        state,
+        proto: 0,
+        port: 0,
+        dir: c.dir,
+        conds: cv,
+    };
+    match find_trans(t, c, &mut w.tk) {
+        Some(tr) => {
+            w.tr = tr;
+            true
+        }
+        None => false,
+    }
 }
 
 /// `run_machine` result bits: drop the packet.
@@ -920,6 +1014,7 @@ pub const RUN_REVOKE: u64 = 4;
 #[inline(never)]
 pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u64 {
     w.write = 0;
+    w.tr.upd = 0;
     let p = c.p;
     let now = c.now;
     let mm = m as u8;
@@ -980,10 +1075,10 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
             }
         }
     }
-    match find_trans(t, c, mm, state) {
-        Some(tr) => w.tr = tr,
-        None => return 0,
+    if !lookup_trans(t, c, m, state, w) {
+        return 0;
     }
+    w.now = now;
     // Fail closed while the lock table is full: no new sequences from unknown sources
     // (each knock turned away is counted).
     if state == STATE_DEFAULT && w.mach.fail_max > 0 && w.has_lock == 0 && t.ctl(CTL_LOCK_FULL) != 0
@@ -1060,6 +1155,19 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
 /// Writes the state [`run_machine`] decided for machine `m` (held in `w`).
 #[inline(never)]
 pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) {
+    if w.tr.upd != 0 {
+        t.upd_set_into(w.tk.generation as u32, w.tr.upd as u32 - 1, &mut w.us);
+        w.tr.upd = 0;
+        build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
+        let (us, p, now) = (&w.us, c.p, w.now);
+        match t.update_regs(&w.ukey, m, us.globals != 0, |r, g| {
+            regs::run_updates(us, p, now, r, g)
+        }) {
+            RegsOutcome::Done => {}
+            RegsOutcome::Full => t.count(Counter::RegsFull),
+            RegsOutcome::Busy => t.count(Counter::RegsBusy),
+        }
+    }
     if w.write == 0 {
         return;
     }

@@ -1,0 +1,205 @@
+//! Extended machines (registers, conditions, updates) end to end: the policer example with
+//! real traffic between namespaces the test creates; configs at every maximum load (the
+//! verifier takes the program as it is, whatever the tables hold) and one over each is a
+//! config error that says where.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::Kernel;
+use statewall::config::Config;
+use statewall_common::xfsm::regs::{FLOW_REGS, GLOBAL_REGS, MAX_CONDS, MAX_UPDATES};
+use statewall_harness::netns::Pair;
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// Frame bytes per second the policer example lets through: one byte per 2^10 ns.
+const RATE_BYTES: f64 = 1e9 / 1024.0;
+/// iperf3's UDP payload in this test, and the frame around it (UDP, IPv4 or IPv6,
+/// Ethernet).
+const PAYLOAD: usize = 1200;
+
+/// Received payload bits per second of an iperf3 UDP client run (`-J`): its sending rate
+/// less what the server reported lost.
+fn received_bps(json: &[u8]) -> f64 {
+    let v: serde_json::Value = serde_json::from_slice(json).expect("iperf3 -J output");
+    assert!(v["error"].is_null(), "iperf3: {}", v["error"]);
+    let sum = &v["end"]["sum"];
+    let sent = sum["bits_per_second"].as_f64().expect("bits_per_second");
+    let lost = sum["lost_percent"].as_f64().expect("lost_percent");
+    sent * (1.0 - lost / 100.0)
+}
+
+/// examples/efsm/policer.toml: an IPv4 source sending UDP at twice its rate arrives at
+/// the rate (within 10%); an IPv6 source sending at half the rate at the same time loses
+/// nothing that the policer drops (it has its own bucket).
+#[test]
+fn policer_example_holds_a_source_to_its_rate() {
+    let pair = Pair::new("po");
+    let mut cfg = Config::parse(&example("efsm/policer.toml"), "policer.toml").unwrap();
+    cfg.interfaces = vec![pair.server_interface()];
+    let _k = Kernel::new("po", &cfg);
+    let payload_rate = |frame: usize| RATE_BYTES * 8.0 * PAYLOAD as f64 / frame as f64;
+    let (v4_frame, v6_frame) = (PAYLOAD + 8 + 20 + 14, PAYLOAD + 8 + 40 + 14);
+    let want_v4 = payload_rate(v4_frame);
+    let servers: Vec<_> = ["5201", "5202"]
+        .iter()
+        .map(|port| {
+            pair.server
+                .command(&["iperf3", "-s", "-1", "-p", port])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let client = |addr: String, port: &str, bps: f64| {
+        pair.client
+            .command(&[
+                "iperf3",
+                "-u",
+                "-c",
+                &addr,
+                "-p",
+                port,
+                "-t",
+                "4",
+                "-l",
+                &PAYLOAD.to_string(),
+                "-b",
+                &format!("{}", bps as u64),
+                "-J",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let over = client(pair.server_v4.to_string(), "5201", 2.0 * want_v4);
+    let under = client(
+        pair.server_v6.to_string(),
+        "5202",
+        0.5 * payload_rate(v6_frame),
+    );
+    let over = over.wait_with_output().unwrap();
+    let under = under.wait_with_output().unwrap();
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    assert!(over.status.success(), "{over:?}");
+    assert!(under.status.success(), "{under:?}");
+    let got = received_bps(&over.stdout);
+    let ratio = got / want_v4;
+    eprintln!(
+        "policed source: {:.2} Mbit/s received for {:.2} Mbit/s allowed ({ratio:.3})",
+        got / 1e6,
+        want_v4 / 1e6
+    );
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "policed source arrives at {ratio:.3} of its rate"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&under.stdout).unwrap();
+    let lost = v["end"]["sum"]["lost_percent"].as_f64().unwrap();
+    assert!(
+        lost < 1.0,
+        "the other source lost {lost}% while under its own rate"
+    );
+}
+
+/// A machine with every maximum: per-flow and global registers, conditions, updates per
+/// transition.
+fn at_limits(flow: usize, global: usize, conds: usize, updates: usize) -> String {
+    let mut t = String::from("[[xfsm]]\nname = \"max\"\nlookup = [\"src_ip\"]\n");
+    let regs: Vec<String> = (0..flow).map(|i| format!("\"r{i}\"")).collect();
+    let globs: Vec<String> = (0..global).map(|i| format!("\"g{i}\"")).collect();
+    t += &format!(
+        "registers = [{}]\nglobals = [{}]\n",
+        regs.join(", "),
+        globs.join(", ")
+    );
+    for i in 0..conds {
+        t += &format!(
+            "[[xfsm.condition]]\nname = \"c{i}\"\ntest = \"r{} >= g{}\"\n",
+            i % flow,
+            i % global
+        );
+    }
+    let ups: Vec<String> = (0..updates)
+        .map(|i| format!("\"r{} += since(g{}) >> 3\"", i % flow, i % global))
+        .collect();
+    t += &format!(
+        "[[xfsm.transition]]\nproto = \"udp\"\nwhen = [\"c0\", \"!c{}\"]\nupdate = [{}]\n",
+        conds - 1,
+        ups.join(", ")
+    );
+    t += "[[xfsm.transition]]\nproto = \"udp\"\naction = \"drop\"\nupdate = [\"g0 += 1\"]\n";
+    t
+}
+
+#[test]
+fn a_config_at_every_maximum_loads_and_one_over_is_refused_where_it_is() {
+    let text = at_limits(FLOW_REGS, GLOBAL_REGS, MAX_CONDS, MAX_UPDATES);
+    let mut cfg = Config::parse(&text, "max.toml").unwrap();
+    // Eight such machines: the most a config may have.
+    let one = cfg.machines[0].clone();
+    cfg.machines = (0..8)
+        .map(|i| {
+            let mut m = one.clone();
+            m.name = format!("max{i}");
+            m
+        })
+        .collect();
+    let pair = Pair::new("mx");
+    cfg.interfaces = vec![pair.server_interface()];
+    let k = Kernel::new("mx", &cfg);
+    assert_eq!(k.eng.xfsm_compiled().unwrap().machines.len(), 8);
+    for (text, what) in [
+        (
+            at_limits(FLOW_REGS + 1, GLOBAL_REGS, MAX_CONDS, MAX_UPDATES),
+            "registers",
+        ),
+        (
+            at_limits(FLOW_REGS, GLOBAL_REGS + 1, MAX_CONDS, MAX_UPDATES),
+            "globals",
+        ),
+        (
+            at_limits(FLOW_REGS, GLOBAL_REGS, MAX_CONDS + 1, MAX_UPDATES),
+            "condition",
+        ),
+        (
+            at_limits(FLOW_REGS, GLOBAL_REGS, MAX_CONDS, MAX_UPDATES + 1),
+            "transition #1 update",
+        ),
+    ] {
+        let err = Config::parse(&text, "over.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("[[xfsm]] #1 (max)") && err.contains(what) && err.contains("at most"),
+            "{what}: {err}"
+        );
+    }
+    for (bad, what) in [
+        ("r0 ~ 1", "condition #1 test"),
+        ("nope >= 1", "condition #1 test"),
+        ("r0 >= now >> 64", "condition #1 test"),
+    ] {
+        let text = at_limits(1, 1, 1, 1).replace("r0 >= g0", bad);
+        let err = Config::parse(&text, "bad.toml").unwrap_err().to_string();
+        assert!(err.contains(what), "{bad}: {err}");
+    }
+    let text = at_limits(1, 1, 1, 1).replace("\"c0\", \"!c0\"", "\"c9\"");
+    let err = Config::parse(&text, "bad.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("transition #1 when") && err.contains("c9"),
+        "{err}"
+    );
+}

@@ -1,0 +1,433 @@
+//! Machines as written ([`RawMachine`]: the `[[xfsm]]` section resolved to ids), and an
+//! interpreter that runs them directly: the reference for extended machines.
+//!
+//! The interpreter reads the definition, not the compiled tables the kernel reads: it
+//! searches the transitions in declaration order and evaluates conditions and updates
+//! with its own code (wide arithmetic, division for the EWMA shift), keys flows by its own
+//! tuple and keeps states in a sorted map. Tests run it beside the kernel program on the
+//! same packets; what the two share is only this definition. Not modelled: grants,
+//! lockouts and one-time keys (knock doors have their own reference), events, and table
+//! capacities.
+
+extern crate std;
+
+use std::{collections::BTreeMap, string::String, vec::Vec};
+
+use super::{E_KEEP_HARD, E_KEEP_IDLE, STATE_DEFAULT};
+use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
+
+/// An operand as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opd {
+    /// A constant.
+    Const(u64),
+    /// Per-flow register.
+    Flow(u8),
+    /// Global register.
+    Global(u8),
+    /// Bytes in the frame.
+    PktLen,
+    /// Source port.
+    SrcPort,
+    /// Destination port.
+    DstPort,
+    /// L4 protocol.
+    Proto,
+    /// TCP flags.
+    TcpFlags,
+    /// Time since the timestamp in a per-flow register (0 if it lies ahead).
+    Since(u8),
+    /// Time since the timestamp in a global register.
+    GlobalSince(u8),
+    /// The clock.
+    Now,
+    /// FNV-1a 64 over fields (`super::regs::hash_field` bits), in that module's order.
+    Hash(u64),
+}
+
+/// Comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `>=`
+    Ge,
+    /// `>`
+    Gt,
+}
+
+/// A condition: `a cmp b`, unsigned 64-bit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CondDef {
+    /// Name (config).
+    pub name: String,
+    /// Left operand.
+    pub a: Opd,
+    /// Comparison.
+    pub cmp: Cmp,
+    /// Right operand.
+    pub b: Opd,
+    /// Right shifts applied to `a` and `b` (`X >> K`).
+    pub shr: [u8; 2],
+}
+
+/// A register an update writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    /// Per-flow register.
+    Flow(u8),
+    /// Global register.
+    Global(u8),
+}
+
+/// An update function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdOp {
+    /// `r = x`
+    Set,
+    /// `r = r + x`, saturating at the maximum.
+    Add,
+    /// `r = r - x`, saturating at 0.
+    Sub,
+    /// `r = min(r, x)`
+    Min,
+    /// `r = max(r, x)`
+    Max,
+    /// `r = r - r / 2^k + x / 2^k` (integer divisions)
+    Ewma(u8),
+}
+
+/// An update: `dst = op(dst, src)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdDef {
+    /// Register written.
+    pub dst: Reg,
+    /// Function.
+    pub op: UpdOp,
+    /// Operand.
+    pub src: Opd,
+    /// Right shift applied to the operand (`X >> K`).
+    pub shr: u8,
+}
+
+/// A machine written by hand, resolved (state names to ids, scopes to field ids).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RawMachine {
+    /// Name (events, counters).
+    pub name: String,
+    /// Lookup scope: `super::field` ids.
+    pub lookup: Vec<u8>,
+    /// Update scope (same shape as `lookup`).
+    pub update: Vec<u8>,
+    /// State names by id; `states[0]` is DEFAULT.
+    pub states: Vec<String>,
+    /// Per-flow register names by index.
+    pub flow_regs: Vec<String>,
+    /// Global register names by index.
+    pub globals: Vec<String>,
+    /// Conditions, by index (bit of the condition vector).
+    pub conds: Vec<CondDef>,
+    /// Transitions.
+    pub transitions: Vec<RawTrans>,
+}
+
+/// One transition of a [`RawMachine`].
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RawTrans {
+    /// State it leaves.
+    pub state: u8,
+    /// Directions it matches (`DIR_INGRESS`, `DIR_EGRESS`).
+    pub dirs: Vec<u8>,
+    /// L4 protocol, 0 = any.
+    pub proto: u8,
+    /// Destination port, 0 = any.
+    pub port: u16,
+    /// TCP flags (mask, value).
+    pub tcp_flags: (u8, u8),
+    /// UDP payload the packet must carry.
+    pub payload: Option<super::Payload>,
+    /// Drop the packet (else hand it on).
+    pub drop: bool,
+    /// State to go to; `None` = stay, keeping the timers.
+    pub next: Option<u8>,
+    /// Idle timeout to arm (0 = none) and the state it rolls back to.
+    pub idle: (u64, u8),
+    /// Hard timeout to arm (0 = none) and the state it rolls back to.
+    pub hard: (u64, u8),
+    /// `E_KEEP_HARD` / `E_KEEP_IDLE`: the state gone to keeps the current deadline (and
+    /// its rollback) instead of arming one.
+    pub keep: u8,
+    /// Conditions that must hold (`true`) or not hold (`false`), by index; the others do
+    /// not matter.
+    pub when: Vec<(u8, bool)>,
+    /// Updates, run in order.
+    pub updates: Vec<UpdDef>,
+}
+
+impl RawMachine {
+    /// True when the machine uses registers, conditions or updates.
+    pub fn extended(&self) -> bool {
+        !self.conds.is_empty()
+            || !self.flow_regs.is_empty()
+            || !self.globals.is_empty()
+            || self.transitions.iter().any(|t| !t.updates.is_empty())
+    }
+}
+
+/// A flow key as the interpreter sees it: machine, family (when an address is in scope),
+/// addresses in scope order, ports in scope order, protocol (when in scope).
+pub type FlowKey = (usize, u8, Vec<[u8; 16]>, Vec<u16>, Option<u8>);
+
+/// A flow's state entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// State.
+    pub state: u8,
+    /// Idle deadline (0 = none) and rollback.
+    pub idle: (u64, u8),
+    /// Hard deadline (0 = none) and rollback.
+    pub hard: (u64, u8),
+}
+
+/// The interpreter: machines in order, with their flows and registers.
+#[derive(Clone, Debug, Default)]
+pub struct Interp {
+    /// The machines (index = machine id, as the kernel numbers them after any doors:
+    /// [`Interp::first`] + position).
+    pub machines: Vec<RawMachine>,
+    /// Kernel id of `machines[0]`.
+    pub first: usize,
+    /// State entries.
+    pub flows: BTreeMap<FlowKey, Entry>,
+    /// Per-flow registers.
+    pub regs: BTreeMap<FlowKey, [u64; 4]>,
+    /// Global registers per machine.
+    pub globals: Vec<[u64; 8]>,
+}
+
+fn key_of(scope: &[u8], p: &PacketInfo, m: usize) -> FlowKey {
+    use super::field::*;
+    let (mut addrs, mut ports, mut proto) = (Vec::new(), Vec::new(), None);
+    for &f in scope {
+        match f {
+            SRC_IP => addrs.push(p.saddr),
+            DST_IP => addrs.push(p.daddr),
+            SRC_PORT => ports.push(p.sport),
+            DST_PORT => ports.push(p.dport),
+            PROTO => proto = Some(p.l4proto),
+            _ => {}
+        }
+    }
+    let family = if addrs.is_empty() { 0 } else { p.family };
+    (m, family, addrs, ports, proto)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+fn hash_of(p: &PacketInfo, fields: u64) -> u64 {
+    let alen = if p.family == 6 { 16 } else { 4 };
+    let mut bytes = Vec::new();
+    if fields & 1 != 0 {
+        bytes.extend_from_slice(&p.saddr[..alen]);
+    }
+    if fields & 2 != 0 {
+        bytes.extend_from_slice(&p.daddr[..alen]);
+    }
+    if fields & 4 != 0 {
+        bytes.push(p.l4proto);
+    }
+    if fields & 8 != 0 {
+        bytes.extend_from_slice(&p.sport.to_be_bytes());
+    }
+    if fields & 16 != 0 {
+        bytes.extend_from_slice(&p.dport.to_be_bytes());
+    }
+    fnv1a(&bytes)
+}
+
+fn eval(o: &Opd, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8]) -> u64 {
+    match *o {
+        Opd::Const(k) => k,
+        Opd::Flow(i) => r[i as usize],
+        Opd::Global(i) => g[i as usize],
+        Opd::PktLen => p.pkt_len.into(),
+        Opd::SrcPort => p.sport.into(),
+        Opd::DstPort => p.dport.into(),
+        Opd::Proto => p.l4proto.into(),
+        Opd::TcpFlags => p.tcp_flags.into(),
+        Opd::Since(i) => (now as i128 - r[i as usize] as i128).max(0) as u64,
+        Opd::GlobalSince(i) => (now as i128 - g[i as usize] as i128).max(0) as u64,
+        Opd::Now => now,
+        Opd::Hash(f) => hash_of(p, f),
+    }
+}
+
+/// The result of an update function, computed in 128 bits.
+pub fn update_value(op: UpdOp, d: u64, x: u64) -> u64 {
+    let (d, x) = (d as u128, x as u128);
+    let r = match op {
+        UpdOp::Set => x,
+        UpdOp::Add => (d + x).min(u64::MAX as u128),
+        UpdOp::Sub => (d as i128 - x as i128).max(0) as u128,
+        UpdOp::Min => d.min(x),
+        UpdOp::Max => d.max(x),
+        UpdOp::Ewma(k) => {
+            let w = 1u128 << k;
+            d - d / w + x / w
+        }
+    };
+    r as u64
+}
+
+fn holds(c: &CondDef, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8]) -> bool {
+    let a = eval(&c.a, p, now, r, g) / (1u128 << c.shr[0]) as u64;
+    let b = eval(&c.b, p, now, r, g) / (1u128 << c.shr[1]) as u64;
+    match c.cmp {
+        Cmp::Lt => a < b,
+        Cmp::Le => a <= b,
+        Cmp::Eq => a == b,
+        Cmp::Ne => a != b,
+        Cmp::Ge => a >= b,
+        Cmp::Gt => a > b,
+    }
+}
+
+impl Interp {
+    /// An interpreter for machines numbered from `first` (the doors' count).
+    pub fn new(machines: Vec<RawMachine>, first: usize) -> Interp {
+        let n = machines.len();
+        Interp {
+            machines,
+            first,
+            globals: std::vec![[0; 8]; n],
+            ..Default::default()
+        }
+    }
+
+    /// One packet travelling in direction `dir` at time `now`; `payload` is its UDP
+    /// payload. Returns true when the packet is handed on.
+    pub fn step(&mut self, p: &PacketInfo, dir: u8, now: u64, payload: &[u8]) -> bool {
+        if !p.is_ip() || p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
+            return true;
+        }
+        let mut pass = true;
+        for mi in 0..self.machines.len() {
+            if !self.machine(mi, p, dir, now, payload) {
+                pass = false;
+            }
+        }
+        pass
+    }
+
+    fn machine(&mut self, mi: usize, p: &PacketInfo, dir: u8, now: u64, payload: &[u8]) -> bool {
+        let id = self.first + mi;
+        let m = &self.machines[mi];
+        let lk = key_of(&m.lookup, p, id);
+        let uk = key_of(&m.update, p, id);
+        // Timeouts.
+        let mut cur = self.flows.get(&lk).copied();
+        let mut state = STATE_DEFAULT;
+        if let Some(e) = cur.as_mut() {
+            state = e.state;
+            let rolled = if e.hard.0 != 0 && now >= e.hard.0 {
+                e.hard.0 = 0;
+                Some(e.hard.1)
+            } else if e.idle.0 != 0 && now >= e.idle.0 {
+                Some(e.idle.1)
+            } else {
+                None
+            };
+            if let Some(to) = rolled {
+                e.idle.0 = 0;
+                state = to;
+                e.state = to;
+                if to == STATE_DEFAULT {
+                    self.flows.remove(&lk);
+                } else {
+                    self.flows.insert(lk.clone(), *e);
+                }
+            }
+        }
+        // Conditions on the lookup key's registers.
+        let r = self.regs.get(&lk).copied().unwrap_or([0; 4]);
+        let g = self.globals[mi];
+        let results: Vec<bool> = m.conds.iter().map(|c| holds(c, p, now, &r, &g)).collect();
+        // The most specific level first; at each level the first transition declared.
+        let levels = [(p.l4proto, p.dport), (p.l4proto, 0), (0, 0)];
+        let mut taken = None;
+        for (proto, port) in levels {
+            let cand = m.transitions.iter().find(|t| {
+                t.state == state
+                    && t.dirs.contains(&dir)
+                    && t.proto == proto
+                    && t.port == port
+                    && t.when.iter().all(|&(i, v)| results[i as usize] == v)
+            });
+            if let Some(t) = cand {
+                let flags_ok =
+                    p.l4proto != crate::proto::TCP || p.tcp_flags & t.tcp_flags.0 == t.tcp_flags.1;
+                let payload_ok = match &t.payload {
+                    None => true,
+                    Some(pl) => super::Payload::from_bytes(payload).is_some_and(|x| x.same(pl)),
+                };
+                if flags_ok && payload_ok {
+                    taken = Some(t.clone());
+                    break;
+                }
+            }
+        }
+        let Some(t) = taken else {
+            return true;
+        };
+        if !t.updates.is_empty() {
+            let mut r = self.regs.get(&uk).copied().unwrap_or([0; 4]);
+            let mut g = self.globals[mi];
+            for u in &t.updates {
+                let x = eval(&u.src, p, now, &r, &g) / (1u128 << u.shr) as u64;
+                match u.dst {
+                    Reg::Flow(i) => r[i as usize] = update_value(u.op, r[i as usize], x),
+                    Reg::Global(i) => g[i as usize] = update_value(u.op, g[i as usize], x),
+                }
+            }
+            self.regs.insert(uk.clone(), r);
+            self.globals[mi] = g;
+        }
+        // The state written.
+        if let Some(next) = t.next {
+            let old = cur.unwrap_or_default();
+            let mut e = Entry {
+                state: next,
+                idle: (0, t.idle.1),
+                hard: (0, t.hard.1),
+            };
+            if t.keep & E_KEEP_IDLE != 0 {
+                e.idle = old.idle;
+            } else if t.idle.0 != 0 {
+                e.idle.0 = now + t.idle.0;
+            }
+            if t.keep & E_KEEP_HARD != 0 {
+                e.hard = old.hard;
+            } else if t.hard.0 != 0 {
+                e.hard.0 = now + t.hard.0;
+            }
+            if next == STATE_DEFAULT {
+                self.flows.remove(&uk);
+            } else {
+                self.flows.insert(uk, e);
+            }
+        }
+        !t.drop
+    }
+}

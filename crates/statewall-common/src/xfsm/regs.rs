@@ -1,0 +1,397 @@
+//! Registers, conditions and update functions of extended machines (after OPP and
+//! FlowBlaze): the compiled form the kernel reads, and its evaluation.
+//!
+//! A machine with registers has [`FLOW_REGS`] 64-bit registers per flow (per update key,
+//! in [`MAP_REGS`]) and [`GLOBAL_REGS`] per machine ([`MAP_GLOBALS`]). Up to
+//! [`MAX_CONDS`] conditions ([`CondSet`], per machine and generation) each compare two
+//! [`Operand`]s as unsigned 64-bit values; their results form a bit vector that is part of
+//! the transition key ([`super::TransKey::conds`]): user space expands a transition's
+//! don't-cares into every vector it covers, in declaration order, so the first declared
+//! transition whose conditions hold is the one found. A transition may carry up to
+//! [`MAX_UPDATES`] updates ([`UpdSet`], [`super::Trans::upd`]).
+//!
+//! Conditions read the lookup key's registers as they are when the packet arrives (one
+//! 64-bit load each, so a condition sees a whole value); the updates of one transition
+//! then run together under the update key's entry lock and the machine's global lock
+//! (taken in that order), so no other CPU sees or makes a change half-way. Between the two,
+//! another CPU may update the same registers: a condition and the updates that follow it
+//! are not one atomic step.
+//!
+//! Arithmetic: `add` saturates at `u64::MAX`, `sub` at 0; `ewma` is
+//! `r - (r >> k) + (x >> k)` (no overflow: the result is at most `max(r, x)`); `hash`
+//! sets the register to FNV-1a 64 over the fields named by its operand mask, in network
+//! byte order.
+
+use crate::parse::PacketInfo;
+
+/// Per-flow registers.
+pub const FLOW_REGS: usize = 4;
+/// Global registers per machine.
+pub const GLOBAL_REGS: usize = 8;
+/// Conditions per machine.
+pub const MAX_CONDS: usize = 8;
+/// Updates per transition.
+pub const MAX_UPDATES: usize = 5;
+/// Update sets per generation ([`super::Trans::upd`] is 1 + an index, 0 = none).
+pub const MAX_UPD_SETS: u32 = 255;
+/// Per-flow register entries (all machines together).
+pub const REGS_ENTRIES: u32 = 16384;
+
+/// Map: condition sets, per (generation, machine).
+pub const MAP_CONDS: &str = "SW_XFSM_CONDS";
+/// Map: update sets, per generation.
+pub const MAP_UPDATES: &str = "SW_XFSM_UPD";
+/// Map: per-flow registers ([`super::StateKey`] of the update key -> [`FlowRegs`]).
+pub const MAP_REGS: &str = "SW_XFSM_REGS";
+/// Map: global registers, per machine ([`GlobalRegs`]).
+pub const MAP_GLOBALS: &str = "SW_XFSM_GLOBALS";
+
+/// Operand kinds.
+pub mod opnd {
+    /// None (reads 0).
+    pub const NONE: u8 = 0;
+    /// The constant [`super::Operand::k`].
+    pub const CONST: u8 = 1;
+    /// Per-flow register `idx`.
+    pub const REG: u8 = 2;
+    /// Global register `idx`.
+    pub const GLOBAL: u8 = 3;
+    /// Bytes in the frame.
+    pub const PKT_LEN: u8 = 4;
+    /// Source port.
+    pub const SPORT: u8 = 5;
+    /// Destination port.
+    pub const DPORT: u8 = 6;
+    /// L4 protocol.
+    pub const PROTO: u8 = 7;
+    /// TCP flags.
+    pub const TCP_FLAGS: u8 = 8;
+    /// Nanoseconds since the time held in per-flow register `idx` (0 if that is later).
+    pub const SINCE: u8 = 9;
+    /// The kernel clock, in nanoseconds.
+    pub const NOW: u8 = 10;
+    /// FNV-1a 64 of the fields in the mask `k` ([`super::hash_field`]).
+    pub const HASH: u8 = 11;
+    /// Nanoseconds since the time held in global register `idx`.
+    pub const GSINCE: u8 = 12;
+    /// Highest kind.
+    pub const LAST: u8 = 12;
+}
+
+/// Fields a hash operand can cover (bits of [`Operand::k`]), hashed in this order.
+pub mod hash_field {
+    /// Source address (4 or 16 bytes).
+    pub const SRC_IP: u64 = 1;
+    /// Destination address.
+    pub const DST_IP: u64 = 2;
+    /// L4 protocol (1 byte).
+    pub const PROTO: u64 = 4;
+    /// Source port (2 bytes, network order).
+    pub const SPORT: u64 = 8;
+    /// Destination port.
+    pub const DPORT: u64 = 16;
+}
+
+/// Comparison operators.
+pub mod cmp {
+    /// `<`
+    pub const LT: u8 = 1;
+    /// `<=`
+    pub const LE: u8 = 2;
+    /// `==`
+    pub const EQ: u8 = 3;
+    /// `!=`
+    pub const NE: u8 = 4;
+    /// `>=`
+    pub const GE: u8 = 5;
+    /// `>`
+    pub const GT: u8 = 6;
+}
+
+/// Update operations: `dst = f(dst, src)`.
+pub mod upd {
+    /// `dst = src`
+    pub const SET: u8 = 1;
+    /// `dst = dst + src`, saturating.
+    pub const ADD: u8 = 2;
+    /// `dst = dst - src`, saturating at 0.
+    pub const SUB: u8 = 3;
+    /// `dst = min(dst, src)`
+    pub const MIN: u8 = 4;
+    /// `dst = max(dst, src)`
+    pub const MAX: u8 = 5;
+    /// `dst = dst - (dst >> k) + (src >> k)`
+    pub const EWMA: u8 = 6;
+}
+
+/// One operand.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Operand {
+    /// [`opnd`] kind.
+    pub kind: u8,
+    /// Register index (for register kinds).
+    pub idx: u8,
+    /// Right shift applied to the value (0 to 63).
+    pub shr: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 5],
+    /// Constant, or the field mask of a hash.
+    pub k: u64,
+}
+
+/// One condition: `a op b`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cond {
+    /// [`cmp`] operator.
+    pub op: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 7],
+    /// Left operand.
+    pub a: Operand,
+    /// Right operand.
+    pub b: Operand,
+}
+
+/// A machine's conditions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CondSet {
+    /// Conditions in use.
+    pub n: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The conditions; bit `i` of the vector is `c[i]`'s result.
+    pub c: [Cond; MAX_CONDS],
+}
+
+/// One update: `dst = op(dst, src)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Update {
+    /// [`upd`] operation.
+    pub op: u8,
+    /// [`opnd::REG`] or [`opnd::GLOBAL`].
+    pub dst_kind: u8,
+    /// Register index.
+    pub dst: u8,
+    /// EWMA weight shift.
+    pub shift: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 4],
+    /// Source operand.
+    pub src: Operand,
+}
+
+/// A transition's updates, run in order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdSet {
+    /// Updates in use.
+    pub n: u32,
+    /// Non-zero when an update reads or writes a global register (the global lock is
+    /// taken only then).
+    pub globals: u32,
+    /// The updates.
+    pub u: [Update; MAX_UPDATES],
+}
+
+/// Per-flow registers, with the entry's lock word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowRegs {
+    /// 0 = free, 1 = held (compare-and-swap; see the module doc).
+    pub lock: u64,
+    /// The registers.
+    pub r: [u64; FLOW_REGS],
+}
+
+/// A machine's global registers, with their lock word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalRegs {
+    /// 0 = free, 1 = held.
+    pub lock: u64,
+    /// The registers.
+    pub g: [u64; GLOBAL_REGS],
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline(always)]
+fn fnv(mut h: u64, b: u8) -> u64 {
+    h ^= b as u64;
+    h.wrapping_mul(FNV_PRIME)
+}
+
+/// FNV-1a 64 over the packet fields in `mask` ([`hash_field`]), in network byte order.
+#[inline(always)]
+pub fn hash_fields(p: &PacketInfo, mask: u64) -> u64 {
+    let mut h = FNV_OFFSET;
+    let alen = if p.family == 6 { 16 } else { 4 };
+    let mut i = 0;
+    while i < 16 {
+        if mask & hash_field::SRC_IP != 0 && i < alen {
+            h = fnv(h, p.saddr[i]);
+        }
+        i += 1;
+    }
+    i = 0;
+    while i < 16 {
+        if mask & hash_field::DST_IP != 0 && i < alen {
+            h = fnv(h, p.daddr[i]);
+        }
+        i += 1;
+    }
+    if mask & hash_field::PROTO != 0 {
+        h = fnv(h, p.l4proto);
+    }
+    if mask & hash_field::SPORT != 0 {
+        h = fnv(h, (p.sport >> 8) as u8);
+        h = fnv(h, p.sport as u8);
+    }
+    if mask & hash_field::DPORT != 0 {
+        h = fnv(h, (p.dport >> 8) as u8);
+        h = fnv(h, p.dport as u8);
+    }
+    h
+}
+
+/// The value of an operand.
+#[inline(always)]
+pub fn value(
+    o: &Operand,
+    p: &PacketInfo,
+    now: u64,
+    r: &[u64; FLOW_REGS],
+    g: &[u64; GLOBAL_REGS],
+) -> u64 {
+    raw_value(o, p, now, r, g) >> (o.shr & 63)
+}
+
+#[inline(always)]
+fn raw_value(
+    o: &Operand,
+    p: &PacketInfo,
+    now: u64,
+    r: &[u64; FLOW_REGS],
+    g: &[u64; GLOBAL_REGS],
+) -> u64 {
+    let i = o.idx as usize;
+    match o.kind {
+        opnd::CONST => o.k,
+        opnd::REG => r[i & (FLOW_REGS - 1)],
+        opnd::GLOBAL => g[i & (GLOBAL_REGS - 1)],
+        opnd::PKT_LEN => p.pkt_len as u64,
+        opnd::SPORT => p.sport as u64,
+        opnd::DPORT => p.dport as u64,
+        opnd::PROTO => p.l4proto as u64,
+        opnd::TCP_FLAGS => p.tcp_flags as u64,
+        opnd::SINCE => now.saturating_sub(r[i & (FLOW_REGS - 1)]),
+        opnd::GSINCE => now.saturating_sub(g[i & (GLOBAL_REGS - 1)]),
+        opnd::NOW => now,
+        opnd::HASH => hash_fields(p, o.k),
+        _ => 0,
+    }
+}
+
+/// The condition vector: bit `i` set when condition `i` holds.
+#[inline(always)]
+pub fn conditions(
+    cs: &CondSet,
+    p: &PacketInfo,
+    now: u64,
+    r: &[u64; FLOW_REGS],
+    g: &[u64; GLOBAL_REGS],
+) -> u8 {
+    let mut v = 0u8;
+    let mut i = 0;
+    while i < MAX_CONDS {
+        if (i as u32) < cs.n {
+            let c = &cs.c[i];
+            let a = value(&c.a, p, now, r, g);
+            let b = value(&c.b, p, now, r, g);
+            let holds = match c.op {
+                cmp::LT => a < b,
+                cmp::LE => a <= b,
+                cmp::EQ => a == b,
+                cmp::NE => a != b,
+                cmp::GE => a >= b,
+                cmp::GT => a > b,
+                _ => false,
+            };
+            v |= (holds as u8) << i;
+        }
+        i += 1;
+    }
+    v
+}
+
+/// `op(d, x)` with shift `k`.
+#[inline(always)]
+pub fn apply(op: u8, d: u64, x: u64, k: u8) -> u64 {
+    match op {
+        upd::SET => x,
+        upd::ADD => d.saturating_add(x),
+        upd::SUB => d.saturating_sub(x),
+        upd::MIN => {
+            if x < d {
+                x
+            } else {
+                d
+            }
+        }
+        upd::MAX => {
+            if x > d {
+                x
+            } else {
+                d
+            }
+        }
+        upd::EWMA => {
+            let k = (k & 63) as u32;
+            d - (d >> k) + (x >> k)
+        }
+        _ => d,
+    }
+}
+
+/// Runs a transition's updates on the registers, in order (each sees the ones before it).
+#[inline(always)]
+pub fn run_updates(
+    us: &UpdSet,
+    p: &PacketInfo,
+    now: u64,
+    r: &mut [u64; FLOW_REGS],
+    g: &mut [u64; GLOBAL_REGS],
+) {
+    let mut i = 0;
+    while i < MAX_UPDATES {
+        if (i as u32) < us.n {
+            let u = &us.u[i];
+            let x = value(&u.src, p, now, r, g);
+            let d = (u.dst as usize) & 7;
+            if u.dst_kind == opnd::GLOBAL {
+                g[d] = apply(u.op, g[d], x, u.shift);
+            } else {
+                let d = d & (FLOW_REGS - 1);
+                r[d] = apply(u.op, r[d], x, u.shift);
+            }
+        }
+        i += 1;
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, repr(C), explicit padding.
+    unsafe impl aya::Pod for super::CondSet {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UpdSet {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowRegs {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GlobalRegs {}
+}

@@ -1,0 +1,91 @@
+//! Kernel encodings of extended machines' conditions and updates
+//! (`statewall_common::xfsm::regs`), from their definitions.
+
+use statewall_common::{
+    xfsm::interp::{Cmp, CondDef, Opd, Reg, UpdDef, UpdOp},
+    xfsm::regs::{cmp, opnd, upd, Cond, CondSet, Operand, UpdSet, Update},
+};
+
+fn operand(o: &Opd, shr: u8) -> Operand {
+    let (kind, idx, k) = match *o {
+        Opd::Const(k) => (opnd::CONST, 0, k),
+        Opd::Flow(i) => (opnd::REG, i, 0),
+        Opd::Global(i) => (opnd::GLOBAL, i, 0),
+        Opd::PktLen => (opnd::PKT_LEN, 0, 0),
+        Opd::SrcPort => (opnd::SPORT, 0, 0),
+        Opd::DstPort => (opnd::DPORT, 0, 0),
+        Opd::Proto => (opnd::PROTO, 0, 0),
+        Opd::TcpFlags => (opnd::TCP_FLAGS, 0, 0),
+        Opd::Since(i) => (opnd::SINCE, i, 0),
+        Opd::GlobalSince(i) => (opnd::GSINCE, i, 0),
+        Opd::Now => (opnd::NOW, 0, 0),
+        Opd::Hash(f) => (opnd::HASH, 0, f),
+    };
+    Operand {
+        kind,
+        idx,
+        shr,
+        _pad: [0; 5],
+        k,
+    }
+}
+
+/// The kernel's form of a machine's conditions.
+pub fn conds(conds: &[CondDef]) -> CondSet {
+    let mut cs = CondSet {
+        n: conds.len() as u32,
+        ..Default::default()
+    };
+    for (slot, c) in cs.c.iter_mut().zip(conds) {
+        *slot = Cond {
+            op: match c.cmp {
+                Cmp::Lt => cmp::LT,
+                Cmp::Le => cmp::LE,
+                Cmp::Eq => cmp::EQ,
+                Cmp::Ne => cmp::NE,
+                Cmp::Ge => cmp::GE,
+                Cmp::Gt => cmp::GT,
+            },
+            _pad: [0; 7],
+            a: operand(&c.a, c.shr[0]),
+            b: operand(&c.b, c.shr[1]),
+        };
+    }
+    cs
+}
+
+/// The kernel's form of a transition's updates.
+pub fn updates(ups: &[UpdDef]) -> UpdSet {
+    let reads_global = |o: &Opd| matches!(o, Opd::Global(_) | Opd::GlobalSince(_));
+    let mut us = UpdSet {
+        n: ups.len() as u32,
+        globals: ups
+            .iter()
+            .any(|u| matches!(u.dst, Reg::Global(_)) || reads_global(&u.src))
+            as u32,
+        ..Default::default()
+    };
+    for (slot, u) in us.u.iter_mut().zip(ups) {
+        let (dst_kind, dst) = match u.dst {
+            Reg::Flow(i) => (opnd::REG, i),
+            Reg::Global(i) => (opnd::GLOBAL, i),
+        };
+        let (op, shift) = match u.op {
+            UpdOp::Set => (upd::SET, 0),
+            UpdOp::Add => (upd::ADD, 0),
+            UpdOp::Sub => (upd::SUB, 0),
+            UpdOp::Min => (upd::MIN, 0),
+            UpdOp::Max => (upd::MAX, 0),
+            UpdOp::Ewma(k) => (upd::EWMA, k),
+        };
+        *slot = Update {
+            op,
+            dst_kind,
+            dst,
+            shift,
+            _pad: [0; 4],
+            src: operand(&u.src, u.shr),
+        };
+    }
+    us
+}
