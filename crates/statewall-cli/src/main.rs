@@ -138,6 +138,14 @@ enum Cmd {
         #[command(flatten)]
         paths: cli::Paths,
     },
+    /// Hand-written state machines (`[[xfsm]]`): list them, or show one machine's flows
+    /// with their states and registers, and its global registers.
+    Xfsm {
+        #[command(subcommand)]
+        cmd: cli::xfsm::XfsmCmd,
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
     /// Send a Single Packet Authorization packet: pkd (`--tag`, `--key`, like
     /// nf-pkd-knock) or fwknop (`--fwknop -A tcp/22 --key-base64-rijndael K
     /// --key-base64-hmac H`); IPv4 or IPv6.
@@ -203,6 +211,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Firewall { cmd, paths } => cli::firewall::run(cmd, paths).await,
         Cmd::Gate { cmd, paths } => cli::gate::run(cmd, paths).await,
         Cmd::Door { cmd, paths } => cli::door::run(cmd, paths).await,
+        Cmd::Xfsm { cmd, paths } => cli::xfsm::run(cmd, paths).await,
         Cmd::Knock(args) => cli::knock::run(args).await,
         Cmd::Spa(args) => cli::spa::run(args).await,
         Cmd::Import { cmd } => cli::import::run(cmd).await,

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::Kernel;
+use common::{cli, udp_in, udp_passes, Daemon, Kernel, Paths};
 use statewall::config::Config;
 use statewall_common::xfsm::regs::{FLOW_REGS, GLOBAL_REGS, MAX_CONDS, MAX_UPDATES};
 use statewall_harness::netns::Pair;
@@ -202,4 +202,55 @@ fn a_config_at_every_maximum_loads_and_one_over_is_refused_where_it_is() {
         err.contains("transition #1 when") && err.contains("c9"),
         "{err}"
     );
+}
+
+/// `statewall xfsm show` (and its API) lists a machine's flows with their registers by
+/// name: the policer's bucket for the one source that sent, with `stamp` a kernel time
+/// and `tokens` at most the burst less what the source sent.
+#[test]
+fn xfsm_show_lists_flows_and_registers() {
+    let p = Paths::new("xs");
+    let pair = Pair::new("xs");
+    let conf = example("efsm/policer.toml").replace(
+        "[[interface]]\nname = \"eth0\"\n",
+        &format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+            pair.server_if, pair.server.name
+        ),
+    );
+    assert!(conf.contains(&pair.server_if));
+    std::fs::write(&p.config, conf).unwrap();
+    let d = Daemon::start(&p, &[]);
+    let srv_addr = std::net::SocketAddr::from((pair.server_v4, 5000));
+    let srv = udp_in(&pair.server, srv_addr);
+    let cli_sock = udp_in(
+        &pair.client,
+        std::net::SocketAddr::from((pair.client_v4, 6000)),
+    );
+    for _ in 0..3 {
+        assert!(udp_passes(&cli_sock, &srv, srv_addr, &[7; 100]));
+    }
+    let v = d.get("/api/v1/xfsm/machines/policer");
+    let flows = v["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 1, "{v}");
+    let f = &flows[0];
+    assert_eq!(f["addrs"][0], pair.client_v4.to_string(), "{v}");
+    assert_eq!(f["state"], "DEFAULT", "{v}");
+    let tokens = f["registers"]["tokens"].as_u64().unwrap();
+    let stamp = f["registers"]["stamp"].as_u64().unwrap();
+    // Three frames of 142 bytes paid from a bucket of 30,000 (refilled by at most the
+    // time between them, capped at the burst).
+    assert!((29_000..=30_000).contains(&tokens), "{v}");
+    assert!(stamp > 0, "{v}");
+    assert_eq!(v["globals"], serde_json::json!({}), "{v}");
+    let (code, out, err) = cli(&p, &["xfsm", "show", "policer"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&pair.client_v4.to_string()) && out.contains(&format!("tokens={tokens}")),
+        "{out}"
+    );
+    let (code, _, err) = cli(&p, &["xfsm", "show", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no [[xfsm]] machine named \"nope\""), "{err}");
+    d.stop();
 }

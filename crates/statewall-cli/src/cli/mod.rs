@@ -19,6 +19,7 @@ pub mod spa;
 pub mod status;
 pub mod teardown;
 pub mod top;
+pub mod xfsm;
 
 /// What every subcommand file imports.
 pub mod prelude {

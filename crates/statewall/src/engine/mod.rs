@@ -517,7 +517,7 @@ impl Engine {
     }
 
     /// The map called `name` (an error when this build has no such map).
-    fn pinned(&self, name: &str) -> Result<&Map> {
+    pub(crate) fn pinned(&self, name: &str) -> Result<&Map> {
         self.maps
             .get(name)
             .ok_or_else(|| map_err(name, "not among the pinned maps"))

@@ -267,6 +267,32 @@ impl Engine {
         self.hash_entries(statewall_common::xfsm::MAP_STATES)
     }
 
+    /// Per-flow registers: (update key, registers).
+    pub fn xfsm_flow_regs(
+        &self,
+    ) -> Result<
+        Vec<(
+            statewall_common::xfsm::StateKey,
+            statewall_common::xfsm::regs::FlowRegs,
+        )>,
+    > {
+        self.hash_entries(statewall_common::xfsm::regs::MAP_REGS)
+    }
+
+    /// Global registers of machine `m`.
+    pub fn xfsm_globals(
+        &self,
+        m: usize,
+    ) -> Result<[u64; statewall_common::xfsm::regs::GLOBAL_REGS]> {
+        use statewall_common::xfsm::regs::{GlobalRegs, MAP_GLOBALS};
+        let a: aya::maps::Array<&aya::maps::MapData, GlobalRegs> =
+            aya::maps::Array::try_from(self.pinned(MAP_GLOBALS)?)
+                .map_err(|e| crate::engine::error::map_err(MAP_GLOBALS, e))?;
+        Ok(a.get(&(m as u32), 0)
+            .map_err(|e| crate::engine::error::map_err(MAP_GLOBALS, e))?
+            .g)
+    }
+
     /// Lock records: (key, value).
     pub fn xfsm_locks(
         &self,

@@ -35,7 +35,7 @@ use std::{
 use crate::gate::{addr_ip, key_addr};
 use axum::{
     body::Bytes,
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -106,6 +106,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/doors/{door}/open", post(door_open))
         .route("/api/v1/doors/{door}/close", post(door_close))
         .route("/api/v1/xfsm", get(xfsm))
+        .route("/api/v1/xfsm/machines/{name}", get(xfsm_machine))
         .route("/api/v1/spa", get(spa))
         .route("/api/v1/events", get(xfsm_events))
         .route("/api/v1/xfsm/events", get(xfsm_events));
@@ -326,6 +327,84 @@ async fn revoke(
             format!("no grant for {} {}/{}", q.addr, q.proto, q.port),
         ))
     }
+}
+
+/// `GET /api/v1/xfsm/machines/{name}`: one `[[xfsm]]` machine's flows (update key, state,
+/// timers, registers by name) and its global registers.
+async fn xfsm_machine(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let g = lock(&s);
+    let Some(i) = g.config.machines.iter().position(|m| m.name == name) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no [[xfsm]] machine named {name:?}"),
+        ));
+    };
+    let mc = &g.config.machines[i];
+    let m = g.config.knocks.len() + i;
+    let c = g
+        .engine
+        .xfsm_compiled()
+        .ok_or_else(|| ApiError::internal("no xfsm tables written"))?;
+    let Some(mach) = c.machines.get(m) else {
+        return Err(ApiError::internal("machine not compiled"));
+    };
+    let now = g.engine.kernel_now();
+    let secs = |t: u64| t.saturating_sub(now) as f64 / 1e9;
+    let (na, np, has_proto) = mach.update.shape();
+    let key_json = |k: &statewall_common::xfsm::StateKey| {
+        let addrs: Vec<IpAddr> = k.addrs[..na as usize]
+            .iter()
+            .map(|a| addr_ip(k.family, a))
+            .collect();
+        json!({
+            "addrs": addrs,
+            "ports": &k.ports[..np as usize],
+            "proto": if has_proto { Some(k.proto) } else { None },
+        })
+    };
+    let mut flows: std::collections::BTreeMap<statewall_common::xfsm::StateKey, serde_json::Value> =
+        Default::default();
+    for (k, v) in g.engine.xfsm_states().map_err(ApiError::internal)? {
+        let live = (v.hard_deadline == 0 || v.hard_deadline > now)
+            && (v.idle_deadline == 0 || v.idle_deadline > now);
+        if k.machine as usize == m && live {
+            let mut e = key_json(&k);
+            e["state"] = json!(c.state_name(m, v.state));
+            e["idle_left"] = json!((v.idle_deadline != 0).then(|| secs(v.idle_deadline)));
+            e["hard_left"] = json!((v.hard_deadline != 0).then(|| secs(v.hard_deadline)));
+            flows.insert(k, e);
+        }
+    }
+    for (k, v) in g.engine.xfsm_flow_regs().map_err(ApiError::internal)? {
+        if k.machine as usize != m {
+            continue;
+        }
+        let e = flows.entry(k).or_insert_with(|| {
+            let mut e = key_json(&k);
+            e["state"] = json!("DEFAULT");
+            e
+        });
+        let regs: serde_json::Map<String, serde_json::Value> = mc
+            .registers
+            .iter()
+            .zip(v.r)
+            .map(|(n, r)| (n.clone(), json!(r)))
+            .collect();
+        e["registers"] = json!(regs);
+    }
+    let globals: serde_json::Map<String, serde_json::Value> = mc
+        .globals
+        .iter()
+        .zip(g.engine.xfsm_globals(m).map_err(ApiError::internal)?)
+        .map(|(n, r)| (n.clone(), json!(r)))
+        .collect();
+    Ok(Json(json!({
+        "name": mc.name,
+        "update": mc.update.as_ref().unwrap_or(&mc.lookup),
+        "flows": flows.into_values().collect::<Vec<_>>(),
+        "globals": globals,
+    }))
+    .into_response())
 }
 
 async fn doors(State(s): State<Arc<Shared>>) -> ApiResult {
