@@ -48,6 +48,8 @@ pub const MAP_GATE_CONF: &str = "SW_GATE_CONF";
 pub const MAP_GATE_STATS: &str = "SW_GATE_STATS";
 /// Parser probe output (tests only): an `ARRAY` with one [`crate::parse::PacketInfo`].
 pub const MAP_PARSE_OUT: &str = "SW_PARSE_OUT";
+/// The hand-written policer's buckets (benchmark only, never pinned).
+pub const MAP_BENCH_BUCKETS: &str = "SW_BENCH_BUCKETS";
 /// Per-CPU scratch shared by the kernel programs (kernel-private, never pinned).
 pub const MAP_SCRATCH: &str = "SW_SCRATCH";
 

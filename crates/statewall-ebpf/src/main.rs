@@ -16,6 +16,7 @@
 #![feature(asm_experimental_arch)]
 
 mod atomic;
+mod bench_policer;
 mod clock;
 mod firewall;
 mod frag;
@@ -423,6 +424,21 @@ pub fn sw_empty_xdp(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn sw_bench_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
+}
+
+/// A policer written by hand (never attached): the yardstick of the extended machines'
+/// benchmark ([`bench_policer`]).
+#[classifier]
+pub fn sw_bench_policer(ctx: TcContext) -> i32 {
+    let Some(p) = scratch() else {
+        return TCX_NEXT;
+    };
+    parse_tc(&ctx, p);
+    if bench_policer::run(p, crate::clock::now_ns()) {
+        TCX_NEXT
+    } else {
+        TC_ACT_SHOT
+    }
 }
 
 #[cfg(not(test))]

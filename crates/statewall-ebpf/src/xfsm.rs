@@ -79,7 +79,7 @@ const LOCK_TRIES: u32 = 128;
 
 /// Takes a lock word (0 -> 1 by compare-and-swap); false when it stayed taken.
 #[inline(always)]
-fn lock(p: *mut u64) -> bool {
+pub(crate) fn lock(p: *mut u64) -> bool {
     let mut i = 0;
     while i < LOCK_TRIES {
         let mut old: u64 = 0;
@@ -102,7 +102,7 @@ fn lock(p: *mut u64) -> bool {
 
 /// Releases a lock word taken by [`lock`].
 #[inline(always)]
-fn unlock(p: *mut u64) {
+pub(crate) fn unlock(p: *mut u64) {
     let mut z: u64 = 0;
     // SAFETY: as for `lock`.
     unsafe {

@@ -308,6 +308,69 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         repeat,
         Some(6.0),
     ));
+    rows.extend(policer_rows(&mut bed, repeat));
+    rows
+}
+
+/// The extended machine of examples/efsm/policer.toml (registers, two conditions, updates
+/// under the flow's lock) beside the same policer written by hand, on UDP from a source
+/// that has a bucket; and a TCP packet the machine has no transition for.
+fn policer_rows(bed: &mut TestBed, repeat: u32) -> Vec<Row> {
+    const EXAMPLE: &str = include_str!("../../../../examples/efsm/policer.toml");
+    let cfg = statewall::config::Config::parse(EXAMPLE, "examples/efsm/policer.toml")
+        .expect("the policer example parses");
+    let raws = cfg.raw_machines().expect("the policer example resolves");
+    let compiled = statewall::xfsm::compile(&[], &raws).expect("the policer compiles");
+    // The inactive generation holds the knock door's ports.
+    let known: Vec<u16> = vec![7000, 8000, 9000];
+    statewall::xfsm::write_tables(bed, &compiled, Some(&known)).expect("write tables");
+    let a = "10.1.0.7".parse().unwrap();
+    let b = "10.1.0.2".parse().unwrap();
+    let udp = Packet::udp(a, b, 40000, 5201).payload(&[0x5a; 100]).build();
+    let syn = Packet::tcp(a, b, 40000, 8080, 0x02).build();
+    let mut rows = Vec::new();
+    let (base, hand) = interleave(
+        bed,
+        repeat,
+        (false, ebpf::PROG_EMPTY_TC, &udp),
+        (false, ebpf::PROG_BENCH_POLICER, &udp),
+    );
+    rows.push(row(
+        "policer written by hand (aya), UDP packet",
+        "empty tc program",
+        &base,
+        hand.clone(),
+        repeat,
+        None,
+    ));
+    let (hand, machine) = interleave(
+        bed,
+        repeat,
+        (false, ebpf::PROG_BENCH_POLICER, &udp),
+        (false, ebpf::PROG_XFSM, &udp),
+    );
+    rows.push(row(
+        "xfsm, policer machine (examples/efsm), UDP packet",
+        "policer written by hand",
+        &hand,
+        machine,
+        repeat,
+        Some(1.5),
+    ));
+    let (base, x) = interleave(
+        bed,
+        repeat,
+        (false, ebpf::PROG_EMPTY_TC, &syn),
+        (false, ebpf::PROG_XFSM, &syn),
+    );
+    rows.push(row(
+        "xfsm, policer machine, TCP packet it has no transition for",
+        "empty tc program",
+        &base,
+        x,
+        repeat,
+        Some(2.9),
+    ));
     rows
 }
 

@@ -33,6 +33,9 @@ pub const PROG_EMPTY_XDP: &str = "sw_empty_xdp";
 /// XDP program that sends every frame back out (`XDP_TX`): the benchmark's traffic
 /// generator, run with live frames, never attached.
 pub const PROG_BENCH_TX: &str = "sw_bench_tx";
+/// A token-bucket policer written by hand (never attached): the yardstick of the
+/// extended machines' benchmark.
+pub const PROG_BENCH_POLICER: &str = "sw_bench_policer";
 
 /// Maps the daemon pins (all but the test-only probe output).
 pub const PINNED_MAPS: &[&str] = &[
