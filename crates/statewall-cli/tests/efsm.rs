@@ -254,3 +254,158 @@ fn xfsm_show_lists_flows_and_registers() {
     assert!(err.contains("no [[xfsm]] machine named \"nope\""), "{err}");
     d.stop();
 }
+
+/// examples/efsm/heavy-hitters.toml: a 1.5 MB UDP flow is marked HEAVY and reported by an
+/// event carrying its byte count; a small flow from the same host to another port is not.
+#[test]
+fn heavy_hitter_example_marks_and_reports_the_big_flow_only() {
+    let p = Paths::new("hh");
+    let pair = Pair::new("hh");
+    let conf = example("efsm/heavy-hitters.toml").replace(
+        "[[interface]]\nname = \"eth0\"\n",
+        &format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+            pair.server_if, pair.server.name
+        ),
+    );
+    assert!(conf.contains(&pair.server_if));
+    std::fs::write(&p.config, conf).unwrap();
+    let d = Daemon::start(&p, &[]);
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    {
+        let events = events.clone();
+        let sock = p.socket.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = rt.block_on(statewall::client::stream_lines(
+                &sock,
+                "/api/v1/events",
+                |l| {
+                    if let Some(j) = l.strip_prefix("data: ") {
+                        events
+                            .lock()
+                            .unwrap()
+                            .push(serde_json::from_str(j).unwrap());
+                    }
+                },
+            ));
+        });
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let big = std::net::SocketAddr::from((pair.server_v4, 5001));
+    let small = std::net::SocketAddr::from((pair.server_v4, 5002));
+    let srv_big = udp_in(&pair.server, big);
+    let srv_small = udp_in(&pair.server, small);
+    let c_big = udp_in(
+        &pair.client,
+        std::net::SocketAddr::from((pair.client_v4, 6001)),
+    );
+    let c_small = udp_in(
+        &pair.client,
+        std::net::SocketAddr::from((pair.client_v4, 6002)),
+    );
+    for _ in 0..20 {
+        assert!(udp_passes(&c_small, &srv_small, small, &[1; 200]));
+    }
+    // 1,500 datagrams of 1,000 bytes (1,042-byte frames): past 1,000,000 at the 960th.
+    for _ in 0..1500 {
+        c_big.send_to(&[2; 1000], big).unwrap();
+    }
+    assert!(udp_passes(&c_big, &srv_big, big, b"last"));
+    let v = d.get("/api/v1/xfsm/machines/heavy-hitters");
+    let flows = v["flows"].as_array().unwrap();
+    let by_port = |port: u64| {
+        flows
+            .iter()
+            .find(|f| f["ports"][1] == port)
+            .unwrap_or_else(|| panic!("no flow to port {port}: {v}"))
+    };
+    assert_eq!(by_port(5001)["state"], "HEAVY", "{v}");
+    assert!(
+        by_port(5001)["registers"]["bytes"].as_u64().unwrap() > 1_000_000,
+        "{v}"
+    );
+    assert_eq!(by_port(5002)["state"], "DEFAULT", "{v}");
+    assert_eq!(by_port(5002)["registers"]["bytes"], 20 * (200 + 42), "{v}");
+    common::eventually("the HEAVY event", || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["door"] == "heavy-hitters" && e["to"] == "HEAVY")
+    });
+    let ev = events.lock().unwrap().clone();
+    let heavy: Vec<_> = ev.iter().filter(|e| e["to"] == "HEAVY").collect();
+    assert_eq!(heavy.len(), 1, "{ev:?}");
+    let bytes = heavy[0]["registers"]["bytes"].as_u64().unwrap();
+    assert!((1_000_000..1_000_000 + 1042).contains(&bytes), "{ev:?}");
+    assert_eq!(heavy[0]["packet"], "udp/5001", "{ev:?}");
+    d.stop();
+}
+
+/// Eight conditions make each transition without `when` take 256 transition-table entries:
+/// 17 of them are more than a generation's share, refused when the config is read.
+#[test]
+fn a_machine_too_big_for_the_transition_table_is_refused() {
+    let mut t = at_limits(1, 1, MAX_CONDS, 1);
+    for port in 0..17 {
+        t += &format!(
+            "[[xfsm.transition]]\nproto = \"tcp\"\nport = {}\n",
+            1000 + port
+        );
+    }
+    let err = Config::parse(&t, "big.toml").unwrap_err().to_string();
+    assert!(err.contains("transition table entries"), "{err}");
+    let fits = at_limits(1, 1, MAX_CONDS, 1)
+        + &(0..14)
+            .map(|p| {
+                format!(
+                    "[[xfsm.transition]]\nproto = \"tcp\"\nport = {}\n",
+                    1000 + p
+                )
+            })
+            .collect::<String>();
+    Config::parse(&fits, "fits.toml").unwrap();
+}
+
+/// A reload that gives a machine's index to another machine starts that machine's
+/// registers at 0: the policer's buckets do not become another machine's registers.
+#[test]
+fn a_machine_that_starts_over_starts_with_zero_registers() {
+    let p = Paths::new("rz");
+    let pair = Pair::new("rz");
+    let iface = format!(
+        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+        pair.server_if, pair.server.name
+    );
+    let conf = example("efsm/policer.toml").replace("[[interface]]\nname = \"eth0\"\n", &iface);
+    std::fs::write(&p.config, &conf).unwrap();
+    let d = Daemon::start(&p, &[]);
+    let srv_addr = std::net::SocketAddr::from((pair.server_v4, 5000));
+    let srv = udp_in(&pair.server, srv_addr);
+    let c = udp_in(
+        &pair.client,
+        std::net::SocketAddr::from((pair.client_v4, 6000)),
+    );
+    assert!(udp_passes(&c, &srv, srv_addr, b"x"));
+    let v = d.get("/api/v1/xfsm/machines/policer");
+    assert_eq!(v["flows"].as_array().unwrap().len(), 1, "{v}");
+    // The same index, another machine with a register and a global.
+    let other = format!(
+        "{iface}[[xfsm]]\nname = \"count\"\nlookup = [\"src_ip\"]\nregisters = [\"n\"]\nglobals = [\"all\"]\n[[xfsm.transition]]\nproto = \"udp\"\nupdate = [\"n += 1\", \"all += 1\"]\n"
+    );
+    std::fs::write(&p.config, &other).unwrap();
+    let (code, _, err) = cli(&p, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    let v = d.get("/api/v1/xfsm/machines/count");
+    assert_eq!(v["flows"], serde_json::json!([]), "{v}");
+    assert_eq!(v["globals"]["all"], 0, "{v}");
+    assert!(udp_passes(&c, &srv, srv_addr, b"y"));
+    let v = d.get("/api/v1/xfsm/machines/count");
+    assert_eq!(v["flows"][0]["registers"]["n"], 1, "{v}");
+    assert_eq!(v["globals"]["all"], 1, "{v}");
+    d.stop();
+}

@@ -240,9 +240,18 @@ impl Tables for Maps {
         }
     }
     #[inline(always)]
-    fn event(&mut self, e: &Event) {
-        if SW_XFSM_EVENTS.output::<Event>(e, 0).is_err() {
-            self.count(Counter::EventsLost);
+    fn event<F: FnOnce(&mut Event)>(&mut self, fill: F) {
+        match SW_XFSM_EVENTS.reserve_bytes(core::mem::size_of::<Event>(), 0) {
+            Some(mut entry) => {
+                let e = entry.as_mut_ptr() as *mut Event;
+                // SAFETY: the reservation holds one Event (8-byte aligned by the ring).
+                unsafe {
+                    core::ptr::write_bytes(e, 0, 1);
+                    fill(&mut *e);
+                }
+                entry.submit(0);
+            }
+            None => self.count(Counter::EventsLost),
         }
     }
     #[inline(always)]

@@ -487,6 +487,9 @@ pub struct Event {
     pub grant_set: u32,
     /// Explicit padding.
     pub _pad: u32,
+    /// A transition event of an extended machine: the lookup key's per-flow registers as
+    /// the packet found them (before the transition's updates); zeros otherwise.
+    pub regs: [u64; FLOW_REGS],
 }
 
 /// Stage counters (index into [`MAP_STATS`]).
@@ -708,8 +711,9 @@ pub trait Tables {
     fn count(&mut self, c: Counter);
     /// Adds one to a transition counter.
     fn count_trans(&mut self, idx: u32);
-    /// Sends an event.
-    fn event(&mut self, e: &Event);
+    /// Sends an event: `fill` writes it in place (zeroed first), so that the kernel never
+    /// holds one on its stack.
+    fn event<F: FnOnce(&mut Event)>(&mut self, fill: F);
     /// Copies machine `m`'s conditions of a generation into `out`.
     fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet);
     /// Copies update set `idx` of a generation into `out`.
@@ -821,21 +825,22 @@ fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, k: &mut TransKey) -> Option<Trans> 
 
 /// Sends an event; `what` packs machine, old state, new state and reason, one byte each.
 #[inline(never)]
-fn emit<T: Tables>(t: &mut T, c: &Ctx<'_>, what: u32, set: u32) {
-    let e = Event {
-        time_ns: c.now,
-        addr: c.p.saddr,
-        family: c.p.family,
-        machine: what as u8,
-        old_state: (what >> 8) as u8,
-        new_state: (what >> 16) as u8,
-        reason: (what >> 24) as u8,
-        proto: c.p.l4proto,
-        port: c.p.dport,
-        grant_set: set,
-        _pad: 0,
-    };
-    t.event(&e);
+fn emit<T: Tables>(t: &mut T, c: &Ctx<'_>, what: u32, set: u32, regs: Option<&[u64; FLOW_REGS]>) {
+    t.event(|e| {
+        e.time_ns = c.now;
+        e.addr = c.p.saddr;
+        e.family = c.p.family;
+        e.machine = what as u8;
+        e.old_state = (what >> 8) as u8;
+        e.new_state = (what >> 16) as u8;
+        e.reason = (what >> 24) as u8;
+        e.proto = c.p.l4proto;
+        e.port = c.p.dport;
+        e.grant_set = set;
+        if let Some(r) = regs {
+            e.regs = *r;
+        }
+    });
 }
 
 fn what(m: u8, old: u8, new: u8, reason: u8) -> u32 {
@@ -1015,6 +1020,8 @@ pub const RUN_REVOKE: u64 = 4;
 pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u64 {
     w.write = 0;
     w.tr.upd = 0;
+    // Events of machines without registers carry zeros.
+    w.regs = [0; FLOW_REGS];
     let p = c.p;
     let now = c.now;
     let mm = m as u8;
@@ -1059,7 +1066,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         }
         if expired != 0 {
             t.count(Counter::Timeouts);
-            emit(t, c, what(mm, old, state, expired), 0);
+            emit(t, c, what(mm, old, state, expired), 0, None);
             // The idle rollback keeps the hard deadline (it still bounds the state rolled
             // back to); the hard rollback ends both.
             w.val.idle_deadline = 0;
@@ -1084,6 +1091,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     if state == STATE_DEFAULT && w.mach.fail_max > 0 && w.has_lock == 0 && t.ctl(CTL_LOCK_FULL) != 0
     {
         t.count(Counter::LockTableFull);
+        w.tr.upd = 0;
         return 0;
     }
     t.count(Counter::Transitions);
@@ -1091,6 +1099,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     if w.tr.effects & E_ONCE != 0 && !t.take_once(w.tr.once) {
         // Used already (by anyone): a failed attempt, back to DEFAULT.
         t.count(Counter::OnceRefused);
+        w.tr.upd = 0;
         w.tr.effects = E_FAIL;
         w.tr.next_state = STATE_DEFAULT;
         w.tr.idle_ns = 0;
@@ -1107,7 +1116,13 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         t.count(Counter::Dropped);
     }
     if w.tr.effects & E_FAIL != 0 && w.mach.fail_max > 0 && record_failure(t, w, now) {
-        emit(t, c, what(mm, state, STATE_DEFAULT, reason::LOCKOUT), 0);
+        emit(
+            t,
+            c,
+            what(mm, state, STATE_DEFAULT, reason::LOCKOUT),
+            0,
+            None,
+        );
     }
     if w.tr.effects & (E_GRANT | E_REVOKE) != 0 {
         // Applied by `finish` after the machine loop (keeps each machine's body small for
@@ -1117,7 +1132,13 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
             | (w.tr.grant_set as u64) << 8
             | (what(mm, state, new_state, 0) as u64) << 32;
     } else if new_state != state {
-        emit(t, c, what(mm, state, new_state, reason::TRANSITION), 0);
+        emit(
+            t,
+            c,
+            what(mm, state, new_state, reason::TRANSITION),
+            0,
+            Some(&w.regs),
+        );
     }
     // Timers: armed by the transition, or kept.
     w.nv = StateVal {
@@ -1274,7 +1295,13 @@ pub fn finish<T: Tables>(t: &mut T, c: &Ctx<'_>, grant: u64) {
     }
     let set = (grant >> 8) as u8;
     let r = apply_grants(t, c, set, grant & RUN_REVOKE != 0);
-    emit(t, c, (grant >> 32) as u32 | (r as u32) << 24, set as u32);
+    emit(
+        t,
+        c,
+        (grant >> 32) as u32 | (r as u32) << 24,
+        set as u32,
+        None,
+    );
 }
 
 /// Runs the stage on one parsed packet travelling in direction `dir` at kernel time `now`:

@@ -32,17 +32,17 @@ fn find_door(g: &Inner, name: &str) -> Result<KnockConfig, DoorError> {
 pub fn on_kernel_event(s: &Shared, e: &Event) {
     // Doors are machines 0.., the `[[xfsm]]` machines follow: their events are
     // published the same way, under the machine's name.
-    let (door, name, from, to) = {
+    let (door, name, from, to, reg_names) = {
         let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(c) = g.engine.xfsm_compiled() else {
             return;
         };
         let m = e.machine as usize;
         let nk = g.config.knocks.len();
-        let (door, name) = match g.config.knocks.get(m) {
-            Some(k) => (Some(k.clone()), k.name.clone()),
+        let (door, name, regs) = match g.config.knocks.get(m) {
+            Some(k) => (Some(k.clone()), k.name.clone(), Vec::new()),
             None => match g.config.machines.get(m - nk) {
-                Some(x) => (None, x.name.clone()),
+                Some(x) => (None, x.name.clone(), x.registers.clone()),
                 None => return,
             },
         };
@@ -51,8 +51,11 @@ pub fn on_kernel_event(s: &Shared, e: &Event) {
             name,
             c.state_name(m, e.old_state),
             c.state_name(m, e.new_state),
+            regs,
         )
     };
+    let registers = (e.reason == reason::TRANSITION && !reg_names.is_empty())
+        .then(|| reg_names.into_iter().zip(e.regs).collect());
     let source = event_source(e);
     let packet = match e.proto {
         6 => Some(format!("tcp/{}", e.port)),
@@ -67,6 +70,7 @@ pub fn on_kernel_event(s: &Shared, e: &Event) {
         from,
         to,
         packet,
+        registers,
     });
     let Some(door) = door else { return };
     match e.reason {

@@ -110,6 +110,7 @@ pub fn on_candidate(s: &Shared, c: &Candidate) {
                 from: String::new(),
                 to: opened.join(","),
                 packet: Some(format!("udp/{}", c.dport)),
+                registers: None,
             });
         }
         Err(e) => {

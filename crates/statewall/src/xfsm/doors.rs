@@ -44,6 +44,10 @@ pub struct DoorEvent {
     pub to: String,
     /// The packet's protocol and destination port (`tcp/7000`), when a packet caused it.
     pub packet: Option<String>,
+    /// A transition of a machine with per-flow registers: the registers by name, as the
+    /// packet found them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registers: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The kind of an event as users see it: its [`reason_name`], except that a transition
@@ -210,6 +214,7 @@ impl Doors {
                 from: "OPEN".into(),
                 to: "DEFAULT".into(),
                 packet: None,
+                registers: None,
             });
         }
         if let Some(cmd) = &door.stop_command {

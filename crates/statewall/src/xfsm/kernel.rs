@@ -105,6 +105,28 @@ impl Engine {
             for k in keys {
                 let _ = h.remove(&k);
             }
+            // A machine that starts over starts with its registers at 0 too: the index may
+            // now be another machine's, whose registers mean something else.
+            use statewall_common::xfsm::regs::{FlowRegs, GlobalRegs, MAP_GLOBALS, MAP_REGS};
+            let restart = |m: usize| matches!(flush.get(m), Some(Some(0)));
+            let mut h: BpfHashMap<&mut MapData, StateKey, FlowRegs> =
+                BpfHashMap::try_from(self.map_mut_checked(MAP_REGS)?)
+                    .map_err(|e| map_err(MAP_REGS, e))?;
+            let keys: Vec<StateKey> = h
+                .keys()
+                .filter_map(|r| r.ok())
+                .filter(|k| restart(k.machine as usize))
+                .collect();
+            for k in keys {
+                let _ = h.remove(&k);
+            }
+            let mut g: Array<&mut MapData, GlobalRegs> =
+                Array::try_from(self.map_mut_checked(MAP_GLOBALS)?)
+                    .map_err(|e| map_err(MAP_GLOBALS, e))?;
+            for m in (0..flush.len()).filter(|m| restart(*m)) {
+                g.set(m as u32, GlobalRegs::default(), 0)
+                    .map_err(|e| map_err(MAP_GLOBALS, e))?;
+            }
         }
         Ok(())
     }

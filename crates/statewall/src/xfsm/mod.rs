@@ -211,6 +211,9 @@ impl Compiled {
     }
 }
 
+/// Transition table entries one generation may use (the kernel's table holds both).
+pub const TRANS_PER_GEN: usize = 4096;
+
 /// State id of every door's OPEN state.
 pub const OPEN: u8 = 1;
 
@@ -508,10 +511,23 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Xfs
     for r in raws {
         compile_raw(&mut c, r)?;
     }
+    check_compiled(&c)?;
+    Ok(c)
+}
+
+/// Limits that hold for the tables as a whole.
+fn check_compiled(c: &Compiled) -> Result<(), XfsmError> {
     if c.payloads.len() > MAX_PAYLOADS as usize {
         return Err(XfsmError::Compile(format!(
             "{} different UDP payloads: at most {MAX_PAYLOADS}",
             c.payloads.len()
+        )));
+    }
+    // Both generations share the kernel's transition table.
+    let entries = c.trans.len() + c.cond_trans.len();
+    if entries > TRANS_PER_GEN {
+        return Err(XfsmError::Compile(format!(
+            "{entries} transition table entries (each transition of a machine with n conditions takes one per condition vector it covers, up to 2^n): at most {TRANS_PER_GEN}"
         )));
     }
     // Transition counters become metric series: each name must be its own.
@@ -521,7 +537,7 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Xfs
             "two transitions are both named {dup:?} (their counters would be one series)"
         )));
     }
-    Ok(c)
+    Ok(())
 }
 
 /// A door's sequences have 1 to 32 steps (none at all is allowed: a door whose one-time
@@ -735,19 +751,32 @@ fn check_ext(r: &RawMachine) -> Result<(), XfsmError> {
         Opd::Global(i) | Opd::GlobalSince(i) => (i as usize) < r.globals.len(),
         _ => true,
     };
-    let bad_cond = r.conds.iter().any(|c| !opnd_ok(&c.a) || !opnd_ok(&c.b));
-    let bad_upd = r.transitions.iter().flat_map(|t| &t.updates).any(|u| {
-        !opnd_ok(&u.src)
-            || match u.dst {
-                Reg::Flow(i) => i as usize >= r.flow_regs.len(),
-                Reg::Global(i) => i as usize >= r.globals.len(),
-            }
-            || matches!(u.op, UpdOp::Ewma(k) if k > 63)
-    });
-    if bad_cond || bad_upd {
-        return Err(err(
-            "a register index out of range, or an EWMA shift above 63".into(),
-        ));
+    if let Some(i) = r
+        .conds
+        .iter()
+        .position(|c| !opnd_ok(&c.a) || !opnd_ok(&c.b) || c.shr.iter().any(|k| *k > 63))
+    {
+        return Err(err(format!(
+            "condition #{}: a register index out of range or a shift above 63",
+            i + 1
+        )));
+    }
+    for (i, t) in r.transitions.iter().enumerate() {
+        let bad = t.updates.iter().any(|u| {
+            !opnd_ok(&u.src)
+                || u.shr > 63
+                || match u.dst {
+                    Reg::Flow(i) => i as usize >= r.flow_regs.len(),
+                    Reg::Global(i) => i as usize >= r.globals.len(),
+                }
+                || matches!(u.op, UpdOp::Ewma(k) if k > 63)
+        });
+        if bad {
+            return Err(err(format!(
+                "transition #{}: an update's register index out of range or a shift above 63",
+                i + 1
+            )));
+        }
     }
     Ok(())
 }

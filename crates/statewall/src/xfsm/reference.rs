@@ -190,8 +190,10 @@ impl Tables for RefTables {
     fn count_trans(&mut self, idx: u32) {
         *self.tcount.entry(idx).or_default() += 1;
     }
-    fn event(&mut self, e: &Event) {
-        self.events.push(*e);
+    fn event<F: FnOnce(&mut Event)>(&mut self, fill: F) {
+        let mut e = Event::default();
+        fill(&mut e);
+        self.events.push(e);
     }
     fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet) {
         *out = self

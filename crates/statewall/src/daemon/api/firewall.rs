@@ -137,6 +137,7 @@ pub fn on_log(s: &Shared, e: &statewall_common::firewall::FwLog) {
         from: entry.chain.into(),
         to: format!("rule {}", entry.rule),
         packet: Some(packet),
+        registers: None,
     });
 }
 
