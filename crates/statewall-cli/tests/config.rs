@@ -121,6 +121,11 @@ encryption_mode = "cbc"
             env!("CARGO_MANIFEST_DIR"),
             "/../../examples/efsm/policer.toml"
         ))
+        .unwrap()
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/efsm/udp-stateful.toml"
+        ))
         .unwrap();
     fn keys(v: &toml::Value, out: &mut Vec<String>) {
         match v {

@@ -498,3 +498,41 @@ fn syn_flood_example_admits_real_clients_on_retransmission() {
     );
     eprintln!("syn flood: {sent} spoofed SYNs, {dropped} dropped; {delayed} of 3 clients admitted on retransmission");
 }
+
+/// examples/efsm/udp-stateful.toml: one bidirectional key. UDP in is dropped until the
+/// server sends to that peer's address and port; the reply then gets in, another peer
+/// port does not, both directions show as one flow, and the flow closes after its idle
+/// timeout (shortened to 1 s).
+#[test]
+fn udp_stateful_example_with_a_bidirectional_key() {
+    use std::net::SocketAddr;
+    let pair = Pair::new("us");
+    let text = example("efsm/udp-stateful.toml").replace("\"30s\"", "\"1s\"");
+    let mut cfg = Config::parse(&text, "udp-stateful.toml").unwrap();
+    cfg.interfaces = vec![pair.server_interface()];
+    let k = Kernel::new("us", &cfg);
+    let srv_addr = SocketAddr::from((pair.server_v4, 5000));
+    let cli_addr = SocketAddr::from((pair.client_v4, 6000));
+    let srv = udp_in(&pair.server, srv_addr);
+    let cli = udp_in(&pair.client, cli_addr);
+    assert!(!udp_passes(&cli, &srv, srv_addr, b"unsolicited"));
+    assert!(udp_passes(&srv, &cli, cli_addr, b"ping"));
+    assert!(udp_passes(&cli, &srv, srv_addr, b"reply"));
+    assert!(udp_passes(&cli, &srv, srv_addr, b"more"));
+    let other = udp_in(&pair.client, SocketAddr::from((pair.client_v4, 6001)));
+    assert!(!udp_passes(&other, &srv, srv_addr, b"other port"));
+    // One entry for both directions.
+    let states = k.eng.xfsm_states().unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert!(!udp_passes(&cli, &srv, srv_addr, b"late"));
+    let bad = text.replace(
+        "lookup = [\"src_ip\", \"dst_ip\", \"src_port\", \"dst_port\"]",
+        "lookup = [\"src_ip\", \"dst_port\"]",
+    );
+    let err = Config::parse(&bad, "bad.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("bidirectional") && err.contains("two addresses"),
+        "{err}"
+    );
+}

@@ -97,15 +97,29 @@ fn update(rng: &mut StdRng, nf: u8, ng: u8) -> UpdDef {
 
 /// A random extended machine; every transition is reachable for some condition vector.
 fn random_machine(rng: &mut StdRng, n: usize) -> RawMachine {
-    let scopes: [(&[u8], &[u8]); 3] = [
-        (&[field::SRC_IP], &[field::SRC_IP]),
-        (&[field::DST_IP], &[field::SRC_IP]),
+    let conn: &[u8] = &[
+        field::SRC_IP,
+        field::DST_IP,
+        field::SRC_PORT,
+        field::DST_PORT,
+    ];
+    let scopes: [(&[u8], &[u8], bool); 5] = [
+        (&[field::SRC_IP], &[field::SRC_IP], false),
+        (&[field::DST_IP], &[field::SRC_IP], false),
         (
             &[field::SRC_IP, field::DST_PORT],
             &[field::SRC_IP, field::DST_PORT],
+            false,
+        ),
+        // Both directions of a connection: one flow.
+        (conn, conn, true),
+        (
+            &[field::DST_IP, field::SRC_IP],
+            &[field::SRC_IP, field::DST_IP],
+            true,
         ),
     ];
-    let (lookup, update_scope) = scopes[rng.random_range(0..scopes.len())];
+    let (lookup, update_scope, bidirectional) = scopes[rng.random_range(0..scopes.len())];
     let nf = rng.random_range(1..=4u8);
     let ng = rng.random_range(0..=8u8);
     let nc = rng.random_range(1..=8usize);
@@ -122,6 +136,7 @@ fn random_machine(rng: &mut StdRng, n: usize) -> RawMachine {
         name: format!("ext{n}"),
         lookup: lookup.to_vec(),
         update: update_scope.to_vec(),
+        bidirectional,
         states: vec!["DEFAULT".into(), "A".into(), "B".into()],
         flow_regs: (0..nf).map(|i| format!("r{i}")).collect(),
         globals: (0..ng).map(|i| format!("g{i}")).collect(),

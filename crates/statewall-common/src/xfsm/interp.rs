@@ -125,6 +125,9 @@ pub struct RawMachine {
     pub lookup: Vec<u8>,
     /// Update scope (same shape as `lookup`).
     pub update: Vec<u8>,
+    /// Both keys are bidirectional: two addresses (and zero or two ports), their ends
+    /// ordered so that both directions of a connection are one flow.
+    pub bidirectional: bool,
     /// State names by id; `states[0]` is DEFAULT.
     pub states: Vec<String>,
     /// Per-flow register names by index.
@@ -211,7 +214,7 @@ pub struct Interp {
     pub globals: Vec<[u64; 8]>,
 }
 
-fn key_of(scope: &[u8], p: &PacketInfo, m: usize) -> FlowKey {
+fn key_of(scope: &[u8], p: &PacketInfo, m: usize, bidirectional: bool) -> FlowKey {
     use super::field::*;
     let (mut addrs, mut ports, mut proto) = (Vec::new(), Vec::new(), None);
     for &f in scope {
@@ -225,6 +228,16 @@ fn key_of(scope: &[u8], p: &PacketInfo, m: usize) -> FlowKey {
         }
     }
     let family = if addrs.is_empty() { 0 } else { p.family };
+    if bidirectional {
+        // The ends as (address, port) pairs, the smaller first.
+        let end = |i: usize| (addrs[i], ports.get(i).copied().unwrap_or(0));
+        if end(1) < end(0) {
+            addrs.swap(0, 1);
+            if ports.len() == 2 {
+                ports.swap(0, 1);
+            }
+        }
+    }
     (m, family, addrs, ports, proto)
 }
 
@@ -334,8 +347,8 @@ impl Interp {
     fn machine(&mut self, mi: usize, p: &PacketInfo, dir: u8, now: u64, payload: &[u8]) -> bool {
         let id = self.first + mi;
         let m = &self.machines[mi];
-        let lk = key_of(&m.lookup, p, id);
-        let uk = key_of(&m.update, p, id);
+        let lk = key_of(&m.lookup, p, id, m.bidirectional);
+        let uk = key_of(&m.update, p, id, m.bidirectional);
         // Timeouts.
         let mut cur = self.flows.get(&lk).copied();
         let mut state = STATE_DEFAULT;

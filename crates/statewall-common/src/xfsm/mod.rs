@@ -133,8 +133,11 @@ pub struct Scope {
     pub proto: u8,
     /// 0xff when an address is in scope (the family goes into the key).
     pub family: u8,
+    /// Non-zero for a bidirectional key: the two (address, port) ends are put in order
+    /// (the smaller first), so both directions of a connection find one entry.
+    pub bidir: u8,
     /// Explicit padding.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
     /// `ports[i]` takes the source port where `p_src[i]` is 0xffff ...
     pub p_src: [u16; 2],
     /// ... and the destination port where `p_dst[i]` is 0xffff.
@@ -612,7 +615,53 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) ->
         (p.sport & scope.p_src[0]) | (p.dport & scope.p_dst[0]),
         (p.sport & scope.p_src[1]) | (p.dport & scope.p_dst[1]),
     ];
+    if scope.bidir != 0 {
+        order_ends(k);
+    }
     bucket(k)
+}
+
+/// Puts a bidirectional key's two (address, port) ends in order: the smaller first,
+/// addresses compared as bytes in order, then ports. Word by word and in place, so that
+/// it needs (almost) no BPF stack of its own; a function of its own, so that the key
+/// builder's frame does not grow.
+#[inline(never)]
+fn order_ends(k: &mut StateKey) {
+    // The addresses as four 64-bit words (they start 8 bytes into the key): in byte
+    // order, a big-endian comparison of the words is the comparison of the bytes.
+    let w = k.addrs.as_mut_ptr() as *mut u64;
+    // SAFETY: `addrs` is 32 bytes (unaligned reads: a key on the stack is 2-aligned).
+    let (a0, a1, b0, b1) = unsafe {
+        (
+            core::ptr::read_unaligned(w),
+            core::ptr::read_unaligned(w.add(1)),
+            core::ptr::read_unaligned(w.add(2)),
+            core::ptr::read_unaligned(w.add(3)),
+        )
+    };
+    let (x0, x1, y0, y1) = (
+        u64::from_be(a0),
+        u64::from_be(a1),
+        u64::from_be(b0),
+        u64::from_be(b1),
+    );
+    let swap = if x0 != y0 {
+        y0 < x0
+    } else if x1 != y1 {
+        y1 < x1
+    } else {
+        k.ports[1] < k.ports[0]
+    };
+    if swap {
+        // SAFETY: as above.
+        unsafe {
+            core::ptr::write_unaligned(w, b0);
+            core::ptr::write_unaligned(w.add(1), b1);
+            core::ptr::write_unaligned(w.add(2), a0);
+            core::ptr::write_unaligned(w.add(3), a1);
+        }
+        k.ports.swap(0, 1);
+    }
 }
 
 /// Address-filter bucket of an address.

@@ -145,6 +145,10 @@ pub struct XfsmConfig {
     /// and the protocol in both or neither.
     #[serde(default)]
     pub update: Option<Vec<String>>,
+    /// Both directions of a connection are one flow: the key's two (address, port) ends
+    /// are put in order. Needs two addresses and no or two ports in the scopes.
+    #[serde(default)]
+    pub bidirectional: bool,
     /// States besides DEFAULT.
     #[serde(default)]
     pub states: Vec<String>,
@@ -342,6 +346,15 @@ pub fn raw_machines(
             statewall_common::xfsm::Scope::compile(&lookup).unwrap(),
             statewall_common::xfsm::Scope::compile(&update).unwrap(),
         );
+        if m.bidirectional {
+            let (a, p, _) = l.shape();
+            if a != 2 || p == 1 {
+                return Err((
+                    at("bidirectional"),
+                    "a bidirectional key needs two addresses and no or two ports".into(),
+                ));
+            }
+        }
         if l.shape() != u.shape() {
             return Err((
                 at("update"),
@@ -610,6 +623,7 @@ pub fn raw_machines(
             name: m.name.clone(),
             lookup,
             update,
+            bidirectional: m.bidirectional,
             states,
             flow_regs: m.registers.clone(),
             globals: m.globals.clone(),

@@ -576,8 +576,18 @@ pub fn raw_uses_egress(raws: &[RawMachine]) -> bool {
 fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
     let m = c.machines.len() as u8;
     let err = |msg: String| XfsmError::Compile(format!("[[xfsm]] {}: {msg}", r.name));
-    let lookup = Scope::compile(&r.lookup).ok_or_else(|| err("bad lookup scope".into()))?;
-    let update = Scope::compile(&r.update).ok_or_else(|| err("bad update scope".into()))?;
+    let mut lookup = Scope::compile(&r.lookup).ok_or_else(|| err("bad lookup scope".into()))?;
+    let mut update = Scope::compile(&r.update).ok_or_else(|| err("bad update scope".into()))?;
+    if r.bidirectional {
+        let (a, p, _) = lookup.shape();
+        if a != 2 || p == 1 {
+            return Err(err(
+                "a bidirectional key needs two addresses and no or two ports".into(),
+            ));
+        }
+        lookup.bidir = 1;
+        update.bidir = 1;
+    }
     if lookup.shape() != update.shape() {
         return Err(err(
             "lookup and update scopes give keys of different shapes".into(),
