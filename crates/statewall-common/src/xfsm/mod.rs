@@ -96,9 +96,26 @@ pub const CTL_GEN: u32 = 0;
 pub const CTL_LOCK_FULL: u32 = 1;
 /// Control words.
 pub const CTL_LEN: u32 = 4;
-/// [`CTL_GEN`] bit: some machine can act on any port or keys no address, so the per-packet
-/// fast path (port prefilter and address filter) cannot rule a packet out.
+/// [`CTL_GEN`] bit: some machine can act on any port of any protocol or keys no address,
+/// so the per-packet fast path (port prefilter and address filter) cannot rule a packet
+/// out.
 pub const CTL_SLOW: u32 = 2;
+/// [`CTL_GEN`] bit: as [`CTL_SLOW`], for TCP packets only (a machine acts on any TCP port).
+pub const CTL_SLOW_TCP: u32 = 1 << 16;
+/// [`CTL_GEN`] bit: as [`CTL_SLOW`], for UDP packets only.
+pub const CTL_SLOW_UDP: u32 = 1 << 17;
+/// [`CTL_GEN`] bit: as [`CTL_SLOW`], for packets of other protocols (ICMP, ...).
+pub const CTL_SLOW_OTHER: u32 = 1 << 18;
+
+/// The [`CTL_GEN`] bit that turns the fast path off for packets of protocol `p`.
+#[inline(always)]
+pub fn slow_bit(p: u8) -> u32 {
+    match p {
+        proto::TCP => CTL_SLOW_TCP,
+        proto::UDP => CTL_SLOW_UDP,
+        _ => CTL_SLOW_OTHER,
+    }
+}
 /// Flag in the [`CTL_GEN`] word: some transition matches a UDP payload, so a UDP packet
 /// to a port in the prefilter has its payload captured.
 pub const CTL_PAYLOAD: u32 = 4;
@@ -1307,7 +1324,7 @@ pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
         proto::UDP => (pbits >> 8) as u32,
         _ => 0,
     };
-    let now = if g & CTL_SLOW == 0 && proto_bits & mask == 0 {
+    let now = if g & (CTL_SLOW | slow_bit(p.l4proto)) == 0 && proto_bits & mask == 0 {
         // (A bucket never marked is 0: no clock read needed.)
         let a = t.addr_active(addr_bucket(&p.saddr));
         let b = t.addr_active(addr_bucket(&p.daddr));

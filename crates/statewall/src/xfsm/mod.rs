@@ -40,11 +40,11 @@ use statewall_common::{
         MAX_UPD_SETS,
     },
     xfsm::{
-        field, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT, CTL_GEN,
-        CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE,
-        E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS,
-        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT,
-        M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, STATE_DEFAULT,
+        field, slow_bit, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT,
+        CTL_GEN, CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD,
+        E_KEEP_IDLE, E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES,
+        MAP_PAYLOADS, MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT,
+        M_EXT, M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, STATE_DEFAULT,
     },
 };
 
@@ -172,12 +172,31 @@ impl Compiled {
             .fold(0, |a, (i, _)| a | 1 << i)
     }
 
-    /// True when the per-packet fast path cannot be used: some enabled machine acts on any
-    /// port from DEFAULT, or keys no address.
-    pub fn slow(&self) -> bool {
-        self.machines
-            .iter()
-            .any(|m| m.enabled != 0 && (m.flags & M_ANY_PORT != 0 || m.lookup.shape().0 == 0))
+    /// The [`CTL_GEN`] bits that turn the per-packet fast path off: [`CTL_SLOW`] when some
+    /// enabled machine keys no address or acts on any port of any protocol from DEFAULT,
+    /// the per-protocol bits when it acts on any port of that protocol.
+    pub fn slow(&self) -> u32 {
+        let mut bits = 0;
+        for (m, mach) in self.machines.iter().enumerate() {
+            if mach.enabled == 0 {
+                continue;
+            }
+            if mach.lookup.shape().0 == 0 {
+                bits |= CTL_SLOW;
+            }
+            let any_port = self
+                .trans
+                .keys()
+                .copied()
+                .chain(self.cond_trans.keys().map(|k| k.0))
+                .filter(|&(mm, st, _, _, port)| {
+                    mm as usize == m && st == STATE_DEFAULT && port == 0
+                });
+            for (_, _, _, p, _) in any_port {
+                bits |= if p == 0 { CTL_SLOW } else { slow_bit(p) };
+            }
+        }
+        bits
     }
 
     /// The [`CTL_GEN`] word that switches to generation `generation` holding these tables.
@@ -187,7 +206,7 @@ impl Compiled {
         } else {
             CTL_PAYLOAD
         };
-        generation | if self.slow() { CTL_SLOW } else { 0 } | payload | self.mask() << 8
+        generation | self.slow() | payload | self.mask() << 8
     }
 
     /// The id ([`Trans::payload`]) of a payload pattern, added if new.
