@@ -3,7 +3,8 @@
 //! of `statewall_common::xfsm::interp`, which reads the machine definitions themselves.
 //! Random machines use every comparison, update function and operand kind, with constants
 //! at the boundaries (0, 1, the maximum) so that saturation and the EWMA's rounding are
-//! reached; packets are drawn from the machines' ports; the frozen clock moves so that
+//! reached; up to three machines pass the packet's metadata on; packets are drawn from the
+//! machines' ports; the frozen clock moves so that
 //! timeouts fire and `since()` grows. Every verdict, and at checkpoints the state and
 //! register tables and the global registers, must be equal.
 
@@ -46,7 +47,7 @@ fn constant(rng: &mut StdRng) -> u64 {
 
 fn operand(rng: &mut StdRng, nf: u8, ng: u8) -> Opd {
     loop {
-        let o = match rng.random_range(0..13) {
+        let o = match rng.random_range(0..14) {
             0 | 1 => Opd::Const(constant(rng)),
             2 | 3 => Opd::Flow(rng.random_range(0..nf)),
             4 if ng > 0 => Opd::Global(rng.random_range(0..ng)),
@@ -58,6 +59,7 @@ fn operand(rng: &mut StdRng, nf: u8, ng: u8) -> Opd {
             10 if ng > 0 => Opd::GlobalSince(rng.random_range(0..ng)),
             11 => Opd::Now,
             12 => Opd::Hash(rng.random_range(1..32)),
+            13 => Opd::Meta,
             _ => continue,
         };
         return o;
@@ -74,7 +76,10 @@ fn shift(rng: &mut StdRng) -> u8 {
 }
 
 fn update(rng: &mut StdRng, nf: u8, ng: u8) -> UpdDef {
-    let dst = if ng > 0 && rng.random_bool(0.3) {
+    let dst = if rng.random_bool(0.15) {
+        // The metadata the machines after this one read.
+        Reg::Meta
+    } else if ng > 0 && rng.random_bool(0.3) {
         Reg::Global(rng.random_range(0..ng))
     } else {
         Reg::Flow(rng.random_range(0..nf))

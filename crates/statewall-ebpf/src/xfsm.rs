@@ -464,6 +464,10 @@ pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, l
         }
         None => return true,
     };
+    // A packet's metadata starts at 0 (the per-CPU working memory holds the last packet's).
+    if let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) {
+        unsafe { (*w).meta = 0 };
+    }
     let mut lc = LoopCtx {
         now,
         packed,

@@ -43,6 +43,8 @@ pub enum Opd {
     Now,
     /// FNV-1a 64 over fields (`super::regs::hash_field` bits), in that module's order.
     Hash(u64),
+    /// The packet's metadata (0 on arrival, then what earlier machines wrote).
+    Meta,
 }
 
 /// Comparison.
@@ -84,6 +86,8 @@ pub enum Reg {
     Flow(u8),
     /// Global register.
     Global(u8),
+    /// The packet's metadata.
+    Meta,
 }
 
 /// An update function.
@@ -270,7 +274,7 @@ fn hash_of(p: &PacketInfo, fields: u64) -> u64 {
     fnv1a(&bytes)
 }
 
-fn eval(o: &Opd, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8]) -> u64 {
+fn eval(o: &Opd, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8], meta: u64) -> u64 {
     match *o {
         Opd::Const(k) => k,
         Opd::Flow(i) => r[i as usize],
@@ -284,6 +288,7 @@ fn eval(o: &Opd, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8]) -> u64 {
         Opd::GlobalSince(i) => (now as i128 - g[i as usize] as i128).max(0) as u64,
         Opd::Now => now,
         Opd::Hash(f) => hash_of(p, f),
+        Opd::Meta => meta,
     }
 }
 
@@ -304,9 +309,9 @@ pub fn update_value(op: UpdOp, d: u64, x: u64) -> u64 {
     r as u64
 }
 
-fn holds(c: &CondDef, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8]) -> bool {
-    let a = eval(&c.a, p, now, r, g) / (1u128 << c.shr[0]) as u64;
-    let b = eval(&c.b, p, now, r, g) / (1u128 << c.shr[1]) as u64;
+fn holds(c: &CondDef, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8], meta: u64) -> bool {
+    let a = eval(&c.a, p, now, r, g, meta) / (1u128 << c.shr[0]) as u64;
+    let b = eval(&c.b, p, now, r, g, meta) / (1u128 << c.shr[1]) as u64;
     match c.cmp {
         Cmp::Lt => a < b,
         Cmp::Le => a <= b,
@@ -336,15 +341,24 @@ impl Interp {
             return true;
         }
         let mut pass = true;
+        let mut meta = 0u64;
         for mi in 0..self.machines.len() {
-            if !self.machine(mi, p, dir, now, payload) {
+            if !self.machine(mi, p, dir, now, payload, &mut meta) {
                 pass = false;
             }
         }
         pass
     }
 
-    fn machine(&mut self, mi: usize, p: &PacketInfo, dir: u8, now: u64, payload: &[u8]) -> bool {
+    fn machine(
+        &mut self,
+        mi: usize,
+        p: &PacketInfo,
+        dir: u8,
+        now: u64,
+        payload: &[u8],
+        meta: &mut u64,
+    ) -> bool {
         let id = self.first + mi;
         let m = &self.machines[mi];
         let lk = key_of(&m.lookup, p, id, m.bidirectional);
@@ -376,7 +390,11 @@ impl Interp {
         // Conditions on the lookup key's registers.
         let r = self.regs.get(&lk).copied().unwrap_or([0; 4]);
         let g = self.globals[mi];
-        let results: Vec<bool> = m.conds.iter().map(|c| holds(c, p, now, &r, &g)).collect();
+        let results: Vec<bool> = m
+            .conds
+            .iter()
+            .map(|c| holds(c, p, now, &r, &g, *meta))
+            .collect();
         // The most specific level first; at each level the first transition declared.
         let levels = [(p.l4proto, p.dport), (p.l4proto, 0), (0, 0)];
         let mut taken = None;
@@ -408,10 +426,11 @@ impl Interp {
             let mut r = self.regs.get(&uk).copied().unwrap_or([0; 4]);
             let mut g = self.globals[mi];
             for u in &t.updates {
-                let x = eval(&u.src, p, now, &r, &g) / (1u128 << u.shr) as u64;
+                let x = eval(&u.src, p, now, &r, &g, *meta) / (1u128 << u.shr) as u64;
                 match u.dst {
                     Reg::Flow(i) => r[i as usize] = update_value(u.op, r[i as usize], x),
                     Reg::Global(i) => g[i as usize] = update_value(u.op, g[i as usize], x),
+                    Reg::Meta => *meta = update_value(u.op, *meta, x),
                 }
             }
             self.regs.insert(uk.clone(), r);

@@ -1030,6 +1030,9 @@ pub struct Work {
     pub us: UpdSet,
     /// The transition key being searched.
     pub tk: TransKey,
+    /// The packet's metadata ([`regs::opnd::META`]): 0 when the packet arrives (the stage
+    /// resets it before its first machine), then what the machines before wrote.
+    pub meta: u64,
     /// Always zero: the kernel inserts a new flow's registers from here (not the stack).
     pub zero: regs::FlowRegs,
 }
@@ -1041,7 +1044,7 @@ fn eval_conds<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u8 {
     t.flow_regs(&w.key, &mut w.regs);
     t.global_regs(m, &mut w.glob);
     t.conds_into(c.generation, m, &mut w.cs);
-    regs::conditions(&w.cs, c.p, c.now, &w.regs, &w.glob)
+    regs::conditions(&w.cs, c.p, c.now, &w.regs, &w.glob, w.meta)
 }
 
 /// Finds machine `m`'s transition from `state` into `w.tr`; false when there is none. An
@@ -1246,9 +1249,9 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
         t.upd_set_into(w.tk.generation as u32, w.tr.upd as u32 - 1, &mut w.us);
         w.tr.upd = 0;
         build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
-        let (us, p, now) = (&w.us, c.p, w.now);
+        let (us, p, now, meta) = (&w.us, c.p, w.now, &mut w.meta);
         match t.update_regs(&w.ukey, m, us.globals != 0, |r, g| {
-            regs::run_updates(us, p, now, r, g)
+            regs::run_updates(us, p, now, r, g, meta)
         }) {
             RegsOutcome::Done => {}
             RegsOutcome::Full => t.count(Counter::RegsFull),
@@ -1382,6 +1385,7 @@ pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> bool {
     let mut grant = 0u64;
     let mut m = 0usize;
     let mut w = Work::default();
+    w.meta = 0;
     while m < MAX_MACHINES {
         if c.mask & (1 << m) != 0 {
             let r = run_machine(t, &c, m, &mut w);

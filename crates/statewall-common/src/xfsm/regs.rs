@@ -74,8 +74,11 @@ pub mod opnd {
     pub const HASH: u8 = 11;
     /// Nanoseconds since the time held in global register `idx`.
     pub const GSINCE: u8 = 12;
+    /// The packet's metadata: 64 bits that machines pass on to the machines after them
+    /// (0 when a packet arrives); an update may write it.
+    pub const META: u8 = 13;
     /// Highest kind.
-    pub const LAST: u8 = 12;
+    pub const LAST: u8 = 13;
 }
 
 /// Fields a hash operand can cover (bits of [`Operand::k`]), hashed in this order.
@@ -172,7 +175,7 @@ pub struct CondSet {
 pub struct Update {
     /// [`upd`] operation.
     pub op: u8,
-    /// [`opnd::REG`] or [`opnd::GLOBAL`].
+    /// [`opnd::REG`], [`opnd::GLOBAL`] or [`opnd::META`].
     pub dst_kind: u8,
     /// Register index.
     pub dst: u8,
@@ -267,8 +270,9 @@ pub fn value(
     now: u64,
     r: &[u64; FLOW_REGS],
     g: &[u64; GLOBAL_REGS],
+    meta: u64,
 ) -> u64 {
-    raw_value(o, p, now, r, g) >> (o.shr & 63)
+    raw_value(o, p, now, r, g, meta) >> (o.shr & 63)
 }
 
 #[inline(always)]
@@ -278,6 +282,7 @@ fn raw_value(
     now: u64,
     r: &[u64; FLOW_REGS],
     g: &[u64; GLOBAL_REGS],
+    meta: u64,
 ) -> u64 {
     let i = o.idx as usize;
     match o.kind {
@@ -293,6 +298,7 @@ fn raw_value(
         opnd::GSINCE => now.saturating_sub(g[i & (GLOBAL_REGS - 1)]),
         opnd::NOW => now,
         opnd::HASH => hash_fields(p, o.k),
+        opnd::META => meta,
         _ => 0,
     }
 }
@@ -305,14 +311,15 @@ pub fn conditions(
     now: u64,
     r: &[u64; FLOW_REGS],
     g: &[u64; GLOBAL_REGS],
+    meta: u64,
 ) -> u8 {
     let mut v = 0u8;
     let mut i = 0;
     while i < MAX_CONDS {
         if (i as u32) < cs.n {
             let c = &cs.c[i];
-            let a = value(&c.a, p, now, r, g);
-            let b = value(&c.b, p, now, r, g);
+            let a = value(&c.a, p, now, r, g, meta);
+            let b = value(&c.b, p, now, r, g, meta);
             let holds = match c.op {
                 cmp::LT => a < b,
                 cmp::LE => a <= b,
@@ -366,14 +373,17 @@ pub fn run_updates(
     now: u64,
     r: &mut [u64; FLOW_REGS],
     g: &mut [u64; GLOBAL_REGS],
+    meta: &mut u64,
 ) {
     let mut i = 0;
     while i < MAX_UPDATES {
         if (i as u32) < us.n {
             let u = &us.u[i];
-            let x = value(&u.src, p, now, r, g);
+            let x = value(&u.src, p, now, r, g, *meta);
             let d = (u.dst as usize) & 7;
-            if u.dst_kind == opnd::GLOBAL {
+            if u.dst_kind == opnd::META {
+                *meta = apply(u.op, *meta, x, u.shift);
+            } else if u.dst_kind == opnd::GLOBAL {
                 g[d] = apply(u.op, g[d], x, u.shift);
             } else {
                 let d = d & (FLOW_REGS - 1);

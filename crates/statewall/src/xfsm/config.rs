@@ -388,6 +388,7 @@ pub fn raw_machines(
                     "min",
                     "max",
                     "ewma",
+                    "meta",
                 ];
                 if !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     || !r.starts_with(|c: char| c.is_ascii_alphabetic())

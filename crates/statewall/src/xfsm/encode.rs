@@ -20,6 +20,7 @@ fn operand(o: &Opd, shr: u8) -> Operand {
         Opd::GlobalSince(i) => (opnd::GSINCE, i, 0),
         Opd::Now => (opnd::NOW, 0, 0),
         Opd::Hash(f) => (opnd::HASH, 0, f),
+        Opd::Meta => (opnd::META, 0, 0),
     };
     Operand {
         kind,
@@ -69,6 +70,7 @@ pub fn updates(ups: &[UpdDef]) -> UpdSet {
         let (dst_kind, dst) = match u.dst {
             Reg::Flow(i) => (opnd::REG, i),
             Reg::Global(i) => (opnd::GLOBAL, i),
+            Reg::Meta => (opnd::META, 0),
         };
         let (op, shift) = match u.op {
             UpdOp::Set => (upd::SET, 0),

@@ -1,7 +1,9 @@
 //! The little language of extended machines: operands, conditions (`tokens < pkt_len`)
 //! and updates (`tokens -= pkt_len`, `rate = ewma(rate, pkt_len, 3)`).
 //!
-//! Operands: a per-flow or global register by name; `pkt_len`, `src_port`, `dst_port`,
+//! Operands: a per-flow or global register by name; `meta`, the packet's 64 bits of
+//! metadata (0 when it arrives; an update may write it for the machines after this one);
+//! `pkt_len`, `src_port`, `dst_port`,
 //! `proto`, `tcp_flags`; `now`; `since(REG)` (nanoseconds since the time held in REG);
 //! `hash(FIELD, ...)` over `src_ip`, `dst_ip`, `proto`, `src_port`, `dst_port` (FNV-1a 64,
 //! network byte order, in that order); a number (decimal or `0x` hex) or a duration
@@ -38,6 +40,9 @@ pub struct Names<'a> {
 
 impl Names<'_> {
     fn reg(&self, name: &str) -> Option<Reg> {
+        if name == "meta" {
+            return Some(Reg::Meta);
+        }
         if let Some(i) = self.flow.iter().position(|r| r == name) {
             return Some(Reg::Flow(i as u8));
         }
@@ -122,6 +127,9 @@ fn plain_operand(s: &str, names: &Names<'_>) -> Result<Opd, ExprError> {
                     ("since", [r]) => match names.reg_or_err(r)? {
                         Reg::Flow(i) => Opd::Since(i),
                         Reg::Global(i) => Opd::GlobalSince(i),
+                        Reg::Meta => {
+                            return bad(format!("{s:?}: since() takes a register, not meta"))
+                        }
                     },
                     ("hash", fields) if !fields.is_empty() => {
                         let mut mask = 0;
@@ -154,6 +162,7 @@ fn plain_operand(s: &str, names: &Names<'_>) -> Result<Opd, ExprError> {
                 match r {
                     Reg::Flow(i) => Opd::Flow(i),
                     Reg::Global(i) => Opd::Global(i),
+                    Reg::Meta => Opd::Meta,
                 }
             } else {
                 return bad(format!(

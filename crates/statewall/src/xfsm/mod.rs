@@ -797,6 +797,7 @@ fn check_ext(r: &RawMachine) -> Result<(), XfsmError> {
                 || match u.dst {
                     Reg::Flow(i) => i as usize >= r.flow_regs.len(),
                     Reg::Global(i) => i as usize >= r.globals.len(),
+                    Reg::Meta => false,
                 }
                 || matches!(u.op, UpdOp::Ewma(k) if k > 63)
         });
