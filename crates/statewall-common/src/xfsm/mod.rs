@@ -1384,8 +1384,8 @@ pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> bool {
     let mut pass = true;
     let mut grant = 0u64;
     let mut m = 0usize;
+    // (A packet's metadata starts at 0: a new working memory for each packet.)
     let mut w = Work::default();
-    w.meta = 0;
     while m < MAX_MACHINES {
         if c.mask & (1 << m) != 0 {
             let r = run_machine(t, &c, m, &mut w);

@@ -27,6 +27,7 @@ pub mod kernel;
 pub mod knockclient;
 pub mod reference;
 pub mod sequences;
+pub mod tables;
 
 use self::error::XfsmError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,11 +41,11 @@ use statewall_common::{
         MAX_UPD_SETS,
     },
     xfsm::{
-        field, slow_bit, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT,
-        CTL_GEN, CTL_PAYLOAD, CTL_SLOW, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD,
-        E_KEEP_IDLE, E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES,
-        MAP_PAYLOADS, MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT,
-        M_EXT, M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, STATE_DEFAULT,
+        field, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT, CTL_GEN,
+        DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, E_ONCE, E_REVOKE,
+        GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS, MAP_PORTS, MAP_TRANS,
+        MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_UNBOUNDED, NEXT_STAY,
+        PORTS_PER_GEN, STATE_DEFAULT,
     },
 };
 
@@ -109,126 +110,7 @@ impl KnockDoor {
     }
 }
 
-/// A transition table key without the generation: (machine, state, direction, protocol,
-/// port).
-pub type TKey = (u8, u8, u8, u8, u16);
-
-/// Compiled tables for one generation.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Compiled {
-    /// Machines by index.
-    pub machines: Vec<Machine>,
-    /// Transitions by (machine, state, direction, protocol, port): the key without the
-    /// generation.
-    pub trans: BTreeMap<(u8, u8, u8, u8, u16), Trans>,
-    /// Payload patterns, [`Trans::payload`] - 1 indexing them.
-    pub payloads: Vec<Payload>,
-    /// Port prefilter bits (only non-zero ports).
-    pub ports: BTreeMap<u16, u16>,
-    /// Grant sets by index.
-    pub grant_sets: Vec<GrantSet>,
-    /// Human names of the transition counters, by index.
-    pub counter_names: Vec<String>,
-    /// Names of the states of each machine (index = state id).
-    pub state_names: Vec<Vec<String>>,
-    /// Transitions of machines with conditions, by key and condition vector.
-    pub cond_trans: BTreeMap<(TKey, u8), Trans>,
-    /// Conditions by machine (empty for machines without).
-    pub conds: Vec<CondSet>,
-    /// Update sets; [`Trans::upd`] - 1 indexes them.
-    pub upd_sets: Vec<UpdSet>,
-    /// Per machine: names of its per-flow and global registers.
-    pub reg_names: Vec<(Vec<String>, Vec<String>)>,
-}
-
-impl Compiled {
-    /// The transitions with their full keys in generation `generation`.
-    pub fn trans_entries(&self, generation: u32) -> impl Iterator<Item = (TransKey, Trans)> + '_ {
-        let plain = self.trans.iter().map(|(k, t)| ((*k, 0u8), t));
-        plain
-            .chain(self.cond_trans.iter().map(|(k, t)| (*k, t)))
-            .map(move |(((machine, state, dir, proto, port), conds), t)| {
-                (
-                    TransKey {
-                        generation: generation as u8,
-                        machine,
-                        state,
-                        proto,
-                        port,
-                        dir,
-                        conds,
-                    },
-                    *t,
-                )
-            })
-    }
-
-    /// Bit set of enabled machines.
-    pub fn mask(&self) -> u32 {
-        self.machines
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.enabled != 0)
-            .fold(0, |a, (i, _)| a | 1 << i)
-    }
-
-    /// The [`CTL_GEN`] bits that turn the per-packet fast path off: [`CTL_SLOW`] when some
-    /// enabled machine keys no address or acts on any port of any protocol from DEFAULT,
-    /// the per-protocol bits when it acts on any port of that protocol.
-    pub fn slow(&self) -> u32 {
-        let mut bits = 0;
-        for (m, mach) in self.machines.iter().enumerate() {
-            if mach.enabled == 0 {
-                continue;
-            }
-            if mach.lookup.shape().0 == 0 {
-                bits |= CTL_SLOW;
-            }
-            let any_port = self
-                .trans
-                .keys()
-                .copied()
-                .chain(self.cond_trans.keys().map(|k| k.0))
-                .filter(|&(mm, st, _, _, port)| {
-                    mm as usize == m && st == STATE_DEFAULT && port == 0
-                });
-            for (_, _, _, p, _) in any_port {
-                bits |= if p == 0 { CTL_SLOW } else { slow_bit(p) };
-            }
-        }
-        bits
-    }
-
-    /// The [`CTL_GEN`] word that switches to generation `generation` holding these tables.
-    pub fn ctl_word(&self, generation: u32) -> u32 {
-        let payload = if self.payloads.is_empty() {
-            0
-        } else {
-            CTL_PAYLOAD
-        };
-        generation | self.slow() | payload | self.mask() << 8
-    }
-
-    /// The id ([`Trans::payload`]) of a payload pattern, added if new.
-    fn payload_id(&mut self, p: &Payload) -> u8 {
-        match self.payloads.iter().position(|x| x == p) {
-            Some(i) => (i + 1) as u8,
-            None => {
-                self.payloads.push(*p);
-                self.payloads.len() as u8
-            }
-        }
-    }
-
-    /// The name of a state of machine `m`.
-    pub fn state_name(&self, m: usize, state: u8) -> String {
-        self.state_names
-            .get(m)
-            .and_then(|v| v.get(state as usize))
-            .cloned()
-            .unwrap_or_else(|| format!("state {state}"))
-    }
-}
+pub use tables::{Compiled, TKey};
 
 /// Transition table entries one generation may use (the kernel's table holds both).
 pub const TRANS_PER_GEN: usize = 4096;
