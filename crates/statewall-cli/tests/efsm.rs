@@ -536,3 +536,70 @@ fn udp_stateful_example_with_a_bidirectional_key() {
         "{err}"
     );
 }
+
+/// examples/efsm/superspreader.toml: a source sending SYNs to 20 distinct addresses (all
+/// in the test's own link prefix, sent as frames on the namespaces' veth) is flagged; a
+/// client sending to 3 servers, three times each, is not.
+#[test]
+fn superspreader_example_flags_a_sweep_not_a_client() {
+    use std::net::{IpAddr, Ipv4Addr};
+    let pair = Pair::new("ss");
+    let mut cfg = Config::parse(&example("efsm/superspreader.toml"), "superspreader.toml").unwrap();
+    cfg.interfaces = vec![pair.server_interface()];
+    let k = Kernel::new("ss", &cfg);
+    // SYN frames from the client's end (the second source, 10.77.0.50, is the test's own
+    // address too) to 20 addresses in the link's /24: they end at the server's hook.
+    let fd = pair.client.run(|| raw_socket(&pair.client_if));
+    let syn = |from: Ipv4Addr, to: u8| {
+        let f = statewall_harness::packet::Packet::tcp(
+            IpAddr::V4(from),
+            IpAddr::V4(Ipv4Addr::new(10, 77, 0, to)),
+            40000 + to as u16,
+            80,
+            0x02,
+        )
+        .build();
+        send_raw(&fd, &f);
+    };
+    for _ in 0..3 {
+        for to in 100..103 {
+            syn(Ipv4Addr::new(10, 77, 0, 50), to);
+        }
+    }
+    for to in 100..120 {
+        syn(pair.client_v4, to);
+    }
+    let c = k.eng.xfsm_compiled().unwrap();
+    let states: Vec<(IpAddr, String)> = k
+        .eng
+        .xfsm_states()
+        .unwrap()
+        .into_iter()
+        .filter(|(key, _)| key.machine == 1)
+        .map(|(key, v)| {
+            (
+                statewall::gate::addr_ip(key.family, &key.addrs[0]),
+                c.state_name(1, v.state),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![(IpAddr::V4(pair.client_v4), "FLAGGED".to_string())],
+        "only the sweeping source is flagged"
+    );
+    let regs = k.eng.xfsm_flow_regs().unwrap();
+    let count = |a: Ipv4Addr| {
+        regs.iter()
+            .find(|(key, _)| key.machine == 1 && key.addrs[0][..4] == a.octets())
+            .map(|(_, v)| v.r[0])
+    };
+    assert_eq!(
+        count(Ipv4Addr::new(10, 77, 0, 50)),
+        Some(3),
+        "3 servers, counted once each"
+    );
+    assert_eq!(count(pair.client_v4), Some(20));
+    // SAFETY: closing the socket made above.
+    unsafe { libc::close(fd) };
+}
