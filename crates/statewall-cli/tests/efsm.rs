@@ -211,14 +211,7 @@ fn a_config_at_every_maximum_loads_and_one_over_is_refused_where_it_is() {
 fn xfsm_show_lists_flows_and_registers() {
     let p = Paths::new("xs");
     let pair = Pair::new("xs");
-    let conf = example("efsm/policer.toml").replace(
-        "[[interface]]\nname = \"eth0\"\n",
-        &format!(
-            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
-            pair.server_if, pair.server.name
-        ),
-    );
-    assert!(conf.contains(&pair.server_if));
+    let conf = common::example_on(&pair, "efsm/policer.toml");
     std::fs::write(&p.config, conf).unwrap();
     let d = Daemon::start(&p, &[]);
     let srv_addr = std::net::SocketAddr::from((pair.server_v4, 5000));
@@ -261,39 +254,10 @@ fn xfsm_show_lists_flows_and_registers() {
 fn heavy_hitter_example_marks_and_reports_the_big_flow_only() {
     let p = Paths::new("hh");
     let pair = Pair::new("hh");
-    let conf = example("efsm/heavy-hitters.toml").replace(
-        "[[interface]]\nname = \"eth0\"\n",
-        &format!(
-            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
-            pair.server_if, pair.server.name
-        ),
-    );
-    assert!(conf.contains(&pair.server_if));
+    let conf = common::example_on(&pair, "efsm/heavy-hitters.toml");
     std::fs::write(&p.config, conf).unwrap();
     let d = Daemon::start(&p, &[]);
-    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
-    {
-        let events = events.clone();
-        let sock = p.socket.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let _ = rt.block_on(statewall::client::stream_lines(
-                &sock,
-                "/api/v1/events",
-                |l| {
-                    if let Some(j) = l.strip_prefix("data: ") {
-                        events
-                            .lock()
-                            .unwrap()
-                            .push(serde_json::from_str(j).unwrap());
-                    }
-                },
-            ));
-        });
-    }
+    let events = common::follow_events(&p.socket, "/api/v1/events");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let big = std::net::SocketAddr::from((pair.server_v4, 5001));
     let small = std::net::SocketAddr::from((pair.server_v4, 5002));
@@ -381,7 +345,7 @@ fn a_machine_that_starts_over_starts_with_zero_registers() {
         "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
         pair.server_if, pair.server.name
     );
-    let conf = example("efsm/policer.toml").replace("[[interface]]\nname = \"eth0\"\n", &iface);
+    let conf = common::example_on(&pair, "efsm/policer.toml");
     std::fs::write(&p.config, &conf).unwrap();
     let d = Daemon::start(&p, &[]);
     let srv_addr = std::net::SocketAddr::from((pair.server_v4, 5000));

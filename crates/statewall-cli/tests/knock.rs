@@ -437,26 +437,7 @@ fn daemon_runs_doors_end_to_end() {
     std::fs::write(&p.config, conf).unwrap();
     let d = Daemon::start(&p, &[]);
     // Follow the event stream in the background.
-    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let events = events.clone();
-        let sock = p.socket.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let _ = rt.block_on(statewall::client::stream_lines(
-                &sock,
-                "/api/v1/xfsm/events",
-                |l| {
-                    if let Some(j) = l.strip_prefix("data: ") {
-                        events.lock().unwrap().push(j.to_string());
-                    }
-                },
-            ));
-        });
-    }
+    let events = common::follow_events(&p.socket, "/api/v1/xfsm/events");
     std::thread::sleep(Duration::from_millis(200));
     let client = pair.client_v4.to_string();
     let out = pair.client.exec(&[
@@ -482,10 +463,7 @@ fn daemon_runs_doors_end_to_end() {
     eventually("stop command ran", || closed.exists());
     eventually("events streamed", || {
         let e = events.lock().unwrap();
-        let kinds: Vec<String> = e
-            .iter()
-            .map(|j| serde_json::from_str::<serde_json::Value>(j).unwrap()["kind"].to_string())
-            .collect();
+        let kinds: Vec<String> = e.iter().map(|j| j["kind"].to_string()).collect();
         ["\"transition\"", "\"opened\"", "\"window_end\""]
             .iter()
             .all(|k| kinds.iter().any(|x| x == k))

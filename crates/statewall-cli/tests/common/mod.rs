@@ -663,3 +663,47 @@ pub fn status_ids(status: &serde_json::Value) -> (Vec<u64>, Vec<u64>, Vec<u64>) 
         maps.iter().map(|m| m["id"].as_u64().unwrap()).collect(),
     )
 }
+
+/// Text of `examples/NAME` with its `[[interface]] eth0` made the server end of `pair`
+/// (a daemon config for that pair).
+pub fn example_on(pair: &statewall_harness::netns::Pair, name: &str) -> String {
+    let text = std::fs::read_to_string(format!(
+        "{}/../../examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let conf = text.replace(
+        "[[interface]]\nname = \"eth0\"\n",
+        &format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+            pair.server_if, pair.server.name
+        ),
+    );
+    assert!(
+        conf.contains(&pair.server_if),
+        "{name} has no [[interface]] eth0"
+    );
+    conf
+}
+
+/// Follows the daemon's server-sent events at `path` in the background; the events
+/// received so far, as JSON.
+pub fn follow_events(
+    socket: &Path,
+    path: &'static str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (out, sock) = (events.clone(), socket.to_path_buf());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = rt.block_on(client::stream_lines(&sock, path, |l| {
+            if let Some(j) = l.strip_prefix("data: ") {
+                out.lock().unwrap().push(serde_json::from_str(j).unwrap());
+            }
+        }));
+    });
+    events
+}

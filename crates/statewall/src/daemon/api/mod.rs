@@ -329,6 +329,45 @@ async fn revoke(
     }
 }
 
+/// A state-table key as JSON: its addresses, ports and protocol, as many as `scope` keys.
+fn key_json(
+    scope: &statewall_common::xfsm::Scope,
+    k: &statewall_common::xfsm::StateKey,
+) -> serde_json::Value {
+    let (na, np, has_proto) = scope.shape();
+    let addrs: Vec<IpAddr> = k.addrs[..na as usize]
+        .iter()
+        .map(|a| addr_ip(k.family, a))
+        .collect();
+    json!({
+        "addrs": addrs,
+        "ports": &k.ports[..np as usize],
+        "proto": if has_proto { Some(k.proto) } else { None },
+    })
+}
+
+/// A state entry of machine `m` as JSON (key, state name, seconds left on each timer), or
+/// `None` when a deadline has passed (the kernel rolls it back on the next packet).
+fn live_state_json(
+    c: &crate::xfsm::Compiled,
+    m: usize,
+    scope: &statewall_common::xfsm::Scope,
+    k: &statewall_common::xfsm::StateKey,
+    v: &statewall_common::xfsm::StateVal,
+    now: u64,
+) -> Option<serde_json::Value> {
+    let live = |t: u64| t == 0 || t > now;
+    if !live(v.hard_deadline) || !live(v.idle_deadline) {
+        return None;
+    }
+    let left = |t: u64| (t != 0).then(|| t.saturating_sub(now) as f64 / 1e9);
+    let mut e = key_json(scope, k);
+    e["state"] = json!(c.state_name(m, v.state));
+    e["idle_left"] = json!(left(v.idle_deadline));
+    e["hard_left"] = json!(left(v.hard_deadline));
+    Some(e)
+}
+
 /// `GET /api/v1/xfsm/machines/{name}`: one `[[xfsm]]` machine's flows (update key, state,
 /// timers, registers by name) and its global registers.
 async fn xfsm_machine(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
@@ -349,30 +388,13 @@ async fn xfsm_machine(State(s): State<Arc<Shared>>, Path(name): Path<String>) ->
         return Err(ApiError::internal("machine not compiled"));
     };
     let now = g.engine.kernel_now();
-    let secs = |t: u64| t.saturating_sub(now) as f64 / 1e9;
-    let (na, np, has_proto) = mach.update.shape();
-    let key_json = |k: &statewall_common::xfsm::StateKey| {
-        let addrs: Vec<IpAddr> = k.addrs[..na as usize]
-            .iter()
-            .map(|a| addr_ip(k.family, a))
-            .collect();
-        json!({
-            "addrs": addrs,
-            "ports": &k.ports[..np as usize],
-            "proto": if has_proto { Some(k.proto) } else { None },
-        })
-    };
     let mut flows: std::collections::BTreeMap<statewall_common::xfsm::StateKey, serde_json::Value> =
         Default::default();
     for (k, v) in g.engine.xfsm_states().map_err(ApiError::internal)? {
-        let live = (v.hard_deadline == 0 || v.hard_deadline > now)
-            && (v.idle_deadline == 0 || v.idle_deadline > now);
-        if k.machine as usize == m && live {
-            let mut e = key_json(&k);
-            e["state"] = json!(c.state_name(m, v.state));
-            e["idle_left"] = json!((v.idle_deadline != 0).then(|| secs(v.idle_deadline)));
-            e["hard_left"] = json!((v.hard_deadline != 0).then(|| secs(v.hard_deadline)));
-            flows.insert(k, e);
+        if k.machine as usize == m {
+            if let Some(e) = live_state_json(c, m, &mach.update, &k, &v, now) {
+                flows.insert(k, e);
+            }
         }
     }
     for (k, v) in g.engine.xfsm_flow_regs().map_err(ApiError::internal)? {
@@ -380,7 +402,7 @@ async fn xfsm_machine(State(s): State<Arc<Shared>>, Path(name): Path<String>) ->
             continue;
         }
         let e = flows.entry(k).or_insert_with(|| {
-            let mut e = key_json(&k);
+            let mut e = key_json(&mach.update, &k);
             e["state"] = json!("DEFAULT");
             e
         });
@@ -512,7 +534,6 @@ async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
         .collect();
     // The `[[xfsm]]` machines and their live states (keys in the lookup scope's order).
     let now = g.engine.kernel_now();
-    let secs = |t: u64| t.saturating_sub(now) as f64 / 1e9;
     let states = g.engine.xfsm_states().map_err(ApiError::internal)?;
     let nk = g.config.knocks.len();
     let mut machines = Vec::new();
@@ -522,28 +543,10 @@ async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
             let Some(mach) = c.machines.get(m) else {
                 continue;
             };
-            let (na, np, has_proto) = mach.lookup.shape();
             let live: Vec<_> = states
                 .iter()
-                .filter(|(k, v)| {
-                    k.machine as usize == m
-                        && (v.hard_deadline == 0 || v.hard_deadline > now)
-                        && (v.idle_deadline == 0 || v.idle_deadline > now)
-                })
-                .map(|(k, v)| {
-                    let addrs: Vec<IpAddr> = k.addrs[..na as usize]
-                        .iter()
-                        .map(|a| addr_ip(k.family, a))
-                        .collect();
-                    json!({
-                        "addrs": addrs,
-                        "ports": &k.ports[..np as usize],
-                        "proto": if has_proto { Some(k.proto) } else { None },
-                        "state": c.state_name(m, v.state),
-                        "idle_left": if v.idle_deadline == 0 { None } else { Some(secs(v.idle_deadline)) },
-                        "hard_left": if v.hard_deadline == 0 { None } else { Some(secs(v.hard_deadline)) },
-                    })
-                })
+                .filter(|(k, _)| k.machine as usize == m)
+                .filter_map(|(k, v)| live_state_json(c, m, &mach.lookup, k, v, now))
                 .collect();
             machines.push(json!({
                 "name": mc.name,
