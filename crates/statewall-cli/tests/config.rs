@@ -45,7 +45,7 @@ udp_payload = true
     .unwrap()
     .knocks;
     // Every key of a machine: documented in the xfsm examples the main example points to.
-    full.machines = Config::parse(
+    let machines = Config::parse(
         r#"[[xfsm]]
 name = "m"
 lookup = ["src_ip"]
@@ -53,6 +53,8 @@ update = ["src_ip"]
 states = ["A"]
 registers = ["r"]
 globals = ["g"]
+grant = ["tcp/22"]
+open_for = "5s"
 [[xfsm.condition]]
 name = "c"
 test = "r < g"
@@ -76,11 +78,28 @@ proto = "tcp"
 tcpflags = "syn"
 next = "A"
 keep = "both"
+mark = 1
+dscp = 2
+grant = "revoke"
+[[xfsm]]
+name = "s"
+lookup = ["dst_mac"]
+update = ["src_mac"]
+registers = ["port"]
+[[xfsm.transition]]
+forward = "port"
+update = ["port = in_port"]
+[[switch]]
+name = "sw"
+netns = "n"
+ports = ["a", "b"]
+machines = ["s"]
 "#,
         "t",
     )
-    .unwrap()
-    .machines;
+    .unwrap();
+    full.machines = machines.machines;
+    full.switches = machines.switches;
     full.spa = Config::parse(
         r#"[[spa.pkd]]
 name = "a"
@@ -125,6 +144,21 @@ encryption_mode = "cbc"
         + &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../examples/efsm/udp-stateful.toml"
+        ))
+        .unwrap()
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/efsm/learning-switch.toml"
+        ))
+        .unwrap()
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/efsm/heavy-hitters.toml"
+        ))
+        .unwrap()
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/efsm/knock-machine.toml"
         ))
         .unwrap();
     fn keys(v: &toml::Value, out: &mut Vec<String>) {
@@ -271,5 +305,65 @@ fn monitor_errors() {
     ] {
         let e = Config::parse(text, "a.toml").unwrap_err().to_string();
         assert!(e.contains(names), "{text}: {e}");
+    }
+}
+
+#[test]
+fn switch_and_action_errors_say_what_and_where() {
+    let machine = |extra: &str| {
+        format!(
+            "[[xfsm]]\nname = \"l\"\nlookup = [\"dst_mac\"]\nupdate = [\"src_mac\"]\nregisters = [\"port\"]\n[[xfsm.transition]]\nupdate = [\"port = in_port\"]\n{extra}"
+        )
+    };
+    let sw = "[[switch]]\nname = \"sw\"\nports = [\"a\", \"b\"]\nmachines = [\"l\"]\n";
+    let ok = machine("forward = \"port\"\n") + sw;
+    Config::parse(&ok, "a.toml").unwrap();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            machine("forward = \"port\"\n"),
+            "[[xfsm]] (l) transition #1 forward",
+            "[[switch]] ports only",
+        ),
+        (
+            machine("forward = \"nope\"\n") + sw,
+            "[[xfsm]] #1 (l) transition #1 forward",
+            "\"nope\"",
+        ),
+        (
+            machine("forward = \"flood\"\naction = \"drop\"\n") + sw,
+            "transition #1 forward",
+            "not forwarded",
+        ),
+        (machine("dscp = 64\n") + sw, "transition #1 dscp", "0 to 63"),
+        (
+            machine("") + &sw.replace("[\"a\", \"b\"]", "[\"a\"]"),
+            "[[switch]] #1 (sw) ports",
+            "2 to 8",
+        ),
+        (
+            machine("") + &sw.replace("[\"a\", \"b\"]", "[\"a\", \"a\"]"),
+            "[[switch]] #1 (sw) ports",
+            "twice",
+        ),
+        (
+            machine("") + &sw.replace("[\"l\"]", "[\"m\"]"),
+            "[[switch]] #1 (sw) machines",
+            "not an [[xfsm]] machine",
+        ),
+        (
+            machine("direction = \"egress\"\n") + sw,
+            "[[xfsm]] (l) transition #1 direction",
+            "no egress",
+        ),
+        (
+            "[[interface]]\nname = \"eth0\"\ningress = \"xdp\"\n".to_string()
+                + &machine("mark = 7\n"),
+            "transition #1 mark",
+            "XDP",
+        ),
+    ];
+    for (text, at, what) in cases {
+        let e = Config::parse(&text, "a.toml").unwrap_err().to_string();
+        assert!(e.contains(at) && e.contains(what), "{text}\n=> {e}");
     }
 }

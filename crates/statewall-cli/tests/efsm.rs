@@ -258,6 +258,18 @@ fn heavy_hitter_example_marks_and_reports_the_big_flow_only() {
     std::fs::write(&p.config, conf).unwrap();
     let d = Daemon::start(&p, &[]);
     let events = common::follow_events(&p.socket, "/api/v1/events");
+    // What arrives demoted (DSCP CS1, mark 0x48), counted by nftables after the hook.
+    pair.server.exec_ok(&["nft", "add", "table", "inet", "hh"]);
+    pair.server.exec_ok(&[
+        "nft",
+        "add chain inet hh c { type filter hook input priority 0 ; }",
+    ]);
+    for port in ["5001", "5002"] {
+        pair.server.exec_ok(&[
+            "nft", "add", "rule", "inet", "hh", "c", "meta", "mark", "0x48", "ip", "dscp", "cs1",
+            "udp", "dport", port, "counter",
+        ]);
+    }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let big = std::net::SocketAddr::from((pair.server_v4, 5001));
     let small = std::net::SocketAddr::from((pair.server_v4, 5002));
@@ -307,6 +319,27 @@ fn heavy_hitter_example_marks_and_reports_the_big_flow_only() {
     let bytes = heavy[0]["registers"]["bytes"].as_u64().unwrap();
     assert!((1_000_000..1_000_000 + 1042).contains(&bytes), "{ev:?}");
     assert_eq!(heavy[0]["packet"], "udp/5001", "{ev:?}");
+    // Demoted: the big flow's datagrams from the 960th on (with "last", 541 or so), all
+    // delivered (the rewritten IPv4 checksum holds); none of the small flow's.
+    let rules = pair
+        .server
+        .exec_ok(&["nft", "list", "chain", "inet", "hh", "c"]);
+    let count = |port: &str| -> u64 {
+        let line = rules
+            .lines()
+            .find(|l| l.contains(&format!("dport {port}")))
+            .unwrap_or_else(|| panic!("{rules}"));
+        line.split("packets ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!((500..=560).contains(&count("5001")), "{rules}");
+    assert_eq!(count("5002"), 0, "{rules}");
     d.stop();
 }
 
@@ -566,4 +599,99 @@ fn superspreader_example_flags_a_sweep_not_a_client() {
     assert_eq!(count(pair.client_v4), Some(20));
     // SAFETY: closing the socket made above.
     unsafe { libc::close(fd) };
+}
+
+/// Example 6: port knocking as a plain machine opens the port as the door does, for the
+/// knocking source only; a wrong knock part-way through starts over.
+#[test]
+fn knock_machine_example_opens_like_a_door() {
+    let p = Paths::new("kmach");
+    let pair = Pair::new("kmach");
+    let conf = common::example_on(&pair, "efsm/knock-machine.toml");
+    std::fs::write(&p.config, conf).unwrap();
+    let d = Daemon::start(&p, &[]);
+    let ssh = std::net::SocketAddr::from((pair.server_v4, 22));
+    let listener = pair
+        .server
+        .run(|| std::net::TcpListener::bind(ssh).unwrap());
+    let _echo = common::echo(listener, None);
+    let connects = || {
+        pair.client
+            .run(|| {
+                std::net::TcpStream::connect_timeout(&ssh, std::time::Duration::from_millis(400))
+            })
+            .is_ok()
+    };
+    assert!(!connects(), "tcp/22 open before any knock");
+    let to = std::net::IpAddr::V4(pair.server_v4);
+    // A wrong knock part-way (7000, 7500, 8000, 9000): 7500 starts over, so 8000 and
+    // 9000 are no sequence.
+    common::knock_from(&pair, to, &common::steps("7000,7500,8000,9000"));
+    assert!(!connects(), "opened by a sequence with a wrong knock in it");
+    common::knock_from(&pair, to, &common::steps("7000,8000,9000"));
+    common::eventually("tcp/22 open after the knock", connects);
+    let g = d.get("/api/v1/gate/grants");
+    assert!(g.to_string().contains(&pair.client_v4.to_string()), "{g}");
+    let x = d.get("/api/v1/xfsm");
+    let hits = |needle: &str| {
+        x["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["transition"].as_str().unwrap().starts_with(needle))
+            .map(|t| t["packets"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(hits("knock22: #3 "), 1, "{x}");
+    assert_eq!(hits("knock22: #4 "), 1, "the wrong knock: {x}");
+    d.stop();
+}
+
+/// The `event` action: an event per packet the transition takes, carrying the flow's
+/// registers, at most 64 per second and CPU per machine.
+#[test]
+fn event_action_reports_packets_at_a_bounded_rate() {
+    let p = Paths::new("evact");
+    let pair = Pair::new("evact");
+    let conf = format!(
+        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[[xfsm]]\nname = \"watch\"\nlookup = [\"src_ip\"]\nregisters = [\"n\"]\n[[xfsm.transition]]\nproto = \"udp\"\nport = 5999\naction = \"drop\"\nevent = true\nupdate = [\"n += 1\"]\n",
+        pair.server_if, pair.server.name
+    );
+    std::fs::write(&p.config, conf).unwrap();
+    let d = Daemon::start(&p, &[]);
+    let events = common::follow_events(&p.socket, "/api/v1/events");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let to = std::net::SocketAddr::from((pair.server_v4, 5999));
+    let c = udp_in(
+        &pair.client,
+        std::net::SocketAddr::from((pair.client_v4, 6999)),
+    );
+    let t0 = std::time::Instant::now();
+    for _ in 0..2000 {
+        c.send_to(b"x", to).unwrap();
+    }
+    let secs = t0.elapsed().as_secs() + 2;
+    common::eventually("events", || !events.lock().unwrap().is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ev: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["door"] == "watch")
+        .cloned()
+        .collect();
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(
+        !ev.is_empty() && (ev.len() as u64) <= 64 * cpus * secs,
+        "{} events from 2000 packets in {secs} s on {cpus} CPUs",
+        ev.len()
+    );
+    for e in &ev {
+        assert_eq!(e["kind"], "event", "{e}");
+        assert_eq!(e["packet"], "udp/5999", "{e}");
+        assert!(e["registers"]["n"].as_u64().is_some(), "{e}");
+    }
+    let x = d.get("/api/v1/xfsm/machines/watch");
+    assert_eq!(x["flows"][0]["registers"]["n"], 2000, "{x}");
+    d.stop();
 }

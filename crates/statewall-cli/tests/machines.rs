@@ -305,12 +305,12 @@ fn examples_load_and_raw_errors_say_where() {
     .to_string();
     assert!(e.contains("update") && e.contains("shape"), "{e}");
     let e = Config::parse(
-        "[[xfsm]]\nname = \"m\"\nlookup = [\"src_mac\"]\n[[xfsm.transition]]\n",
+        "[[xfsm]]\nname = \"m\"\nlookup = [\"vlan_id\"]\n[[xfsm.transition]]\n",
         "m.toml",
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("lookup") && e.contains("src_mac"), "{e}");
+    assert!(e.contains("lookup") && e.contains("vlan_id"), "{e}");
     let e = Config::parse(
         "[[knock]]\nname = \"d\"\nsequence = \"7000:udp,8000\"\nprotected = [\"tcp/22\"]\n[knock.step_payload]\n\"8000\" = \"x\"\n",
         "k.toml",

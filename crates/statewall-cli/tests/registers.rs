@@ -21,7 +21,7 @@ use statewall_common::{
     proto,
     xfsm::{
         field,
-        interp::{Cmp, CondDef, Entry, Interp, Opd, Reg, UpdDef, UpdOp},
+        interp::{Acts, Cmp, CondDef, Entry, Interp, Opd, Reg, UpdDef, UpdOp},
         regs::{FlowRegs, GlobalRegs, MAP_GLOBALS, MAP_REGS},
         StateKey, StateVal, DIR_EGRESS, DIR_INGRESS, MAP_STATES,
     },
@@ -47,7 +47,7 @@ fn constant(rng: &mut StdRng) -> u64 {
 
 fn operand(rng: &mut StdRng, nf: u8, ng: u8) -> Opd {
     loop {
-        let o = match rng.random_range(0..14) {
+        let o = match rng.random_range(0..15) {
             0 | 1 => Opd::Const(constant(rng)),
             2 | 3 => Opd::Flow(rng.random_range(0..nf)),
             4 if ng > 0 => Opd::Global(rng.random_range(0..ng)),
@@ -60,6 +60,7 @@ fn operand(rng: &mut StdRng, nf: u8, ng: u8) -> Opd {
             11 => Opd::Now,
             12 => Opd::Hash(rng.random_range(1..32)),
             13 => Opd::Meta,
+            14 => Opd::InPort,
             _ => continue,
         };
         return o;
@@ -147,6 +148,7 @@ fn random_machine(rng: &mut StdRng, n: usize) -> RawMachine {
         globals: (0..ng).map(|i| format!("g{i}")).collect(),
         conds,
         transitions: Vec::new(),
+        grant: (Vec::new(), 0),
     };
     for _ in 0..rng.random_range(4..=14) {
         let proto = [proto::TCP, proto::UDP, 0][rng.random_range(0..3)];
@@ -196,6 +198,13 @@ fn random_machine(rng: &mut StdRng, n: usize) -> RawMachine {
             updates: (0..rng.random_range(0..=5))
                 .map(|_| update(rng, nf, ng))
                 .collect(),
+            acts: Acts {
+                mark: rng.random_bool(0.3).then(|| rng.random()),
+                dscp: rng.random_bool(0.3).then(|| rng.random_range(0..64)),
+                forward: None,
+                // (Events are not compared: the kernel's path runs all the same.)
+                event: rng.random_bool(0.2),
+            },
             ..Default::default()
         });
         // A transition that earlier ones shadow completely is a compile error: drop it.
@@ -237,17 +246,39 @@ fn entry(v: &StateVal) -> Entry {
     }
 }
 
+/// True when an entry is DEFAULT at `now`: a deadline passed that rolls it back there.
+/// The kernel leaves such an entry in place until a packet looks it up, and skips the
+/// lookup once the activity filter says no state can live there; the interpreter looks
+/// every packet up and removes it at the next packet of its flow. Either is DEFAULT.
+fn expired_to_default(e: &Entry, now: u64) -> bool {
+    let due = |t: u64| t != 0 && now >= t;
+    let to = if due(e.hard.0) {
+        Some(e.hard.1)
+    } else if due(e.idle.0) {
+        Some(e.idle.1)
+    } else {
+        None
+    };
+    to == Some(0)
+}
+
 /// Kernel and interpreter tables are equal.
-fn same_tables(bed: &mut TestBed, it: &Interp, seed: u64, at: usize) {
+fn same_tables(bed: &mut TestBed, it: &Interp, seed: u64, at: usize, now: u64) {
     let machine = |i: u8| &it.machines[i as usize - it.first];
     let s: BpfHashMap<&MapData, StateKey, StateVal> = (&*bed.map(MAP_STATES)).try_into().unwrap();
     let mut ks: Vec<_> = s
         .iter()
         .map(|r| r.unwrap())
         .map(|(k, v)| (flow_key(&k, machine(k.machine), it.first), entry(&v)))
+        .filter(|(_, e)| !expired_to_default(e, now))
         .collect();
     ks.sort();
-    let is: Vec<_> = it.flows.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let is: Vec<_> = it
+        .flows
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .filter(|(_, e)| !expired_to_default(e, now))
+        .collect();
     assert_eq!(ks, is, "seed {seed} packet {at}: state tables differ");
     let r: BpfHashMap<&MapData, StateKey, FlowRegs> = (&*bed.map(MAP_REGS)).try_into().unwrap();
     let mut kr: Vec<_> = r
@@ -273,8 +304,10 @@ fn same_tables(bed: &mut TestBed, it: &Interp, seed: u64, at: usize) {
 }
 
 /// What the random runs reached, over all scenarios.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Reach {
+    marked: u64,
+    dscp_set: u64,
     saturated_high: u64,
     zero_after_sub: u64,
     transitions: u64,
@@ -351,19 +384,42 @@ fn scenario(seed: u64, packets: usize, reach: &mut Reach) {
         } else {
             (statewall::engine::ebpf::PROG_XFSM, DIR_INGRESS)
         };
-        let got = bed.run_tc(prog, &frame);
-        let info = parse_packet(&frame);
+        // On loopback (index 1): the `in_port` operand reads it.
+        let (got, mark, out) = bed.run_skb(prog, &frame, 1);
+        let mut info = parse_packet(&frame);
+        info.ifindex = 1;
         let off = info.payload_off as usize;
         let payload = &frame[off..off + info.payload_len as usize];
-        let want = it.step(&info, dir, now, payload);
+        let want = it.step_outcome(&info, dir, now, payload);
         assert_eq!(
             got == TCX_NEXT,
-            want,
+            want.pass,
             "seed {seed} packet {i}: verdict differs"
         );
-        reach.drops += !want as u64;
+        reach.drops += !want.pass as u64;
+        if want.pass {
+            // The actions: the mark as set, the DSCP read back from the frame as it left
+            // (the builder sends 0), the rest of the frame as it came (IPv4 checksum
+            // checked by the parser of the rewritten frame).
+            assert_eq!(mark, want.mark.unwrap_or(0), "seed {seed} packet {i}: mark");
+            let l3 = info.l3_off as usize;
+            let dscp = if info.family == 4 {
+                out[l3 + 1] >> 2
+            } else {
+                (out[l3] & 0x0f) << 2 | out[l3 + 1] >> 6
+            };
+            assert_eq!(dscp, want.dscp.unwrap_or(0), "seed {seed} packet {i}: DSCP");
+            if info.family == 4 {
+                assert!(
+                    ipv4_checksum_ok(&out[l3..l3 + 20]),
+                    "seed {seed} packet {i}"
+                );
+            }
+            reach.marked += want.mark.is_some() as u64;
+            reach.dscp_set += want.dscp.is_some() as u64;
+        }
         if i % 100 == 99 || i + 1 == packets {
-            same_tables(&mut bed, &it, seed, i);
+            same_tables(&mut bed, &it, seed, i, now);
         }
     }
     let t: aya::maps::PerCpuArray<&MapData, u64> = (&*bed.map(statewall_common::xfsm::MAP_TCOUNT))
@@ -383,6 +439,18 @@ fn scenario(seed: u64, packets: usize, reach: &mut Reach) {
     }
 }
 
+/// True when an IPv4 header's checksum holds.
+fn ipv4_checksum_ok(h: &[u8]) -> bool {
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
 #[test]
 fn kernel_registers_equal_the_interpreter_on_random_machines() {
     let cases = soak_cases(50) as u64;
@@ -400,6 +468,7 @@ fn kernel_registers_equal_the_interpreter_on_random_machines() {
         reach.transitions
     );
     assert!(reach.drops > 0 && reach.timeouts_crossed > 0);
+    assert!(reach.marked > 0 && reach.dscp_set > 0, "{reach:?}");
     assert!(reach.saturated_high > 0, "no register reached the maximum");
     assert!(reach.zero_after_sub > 0);
 }

@@ -120,11 +120,14 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_XFSM_UPD",
     "SW_XFSM_REGS",
     "SW_XFSM_GLOBALS",
+    "SW_XFSM_ACTS",
+    "SW_SWITCH",
+    "SW_SWITCH_IF",
 ];
 
 /// Programs this build pins that the previous release did not (loaded and pinned on top
 /// of that release's pins, like a map added since).
-const PROGRAMS_ADDED_SINCE_PREVIOUS: &[&str] = &["sw_fw_xdp"];
+const PROGRAMS_ADDED_SINCE_PREVIOUS: &[&str] = &["sw_fw_xdp", "sw_switch"];
 
 /// `got` (this build's pins) equals `want` (the previous release's) line by line, except a
 /// counter array of `engine::migrate::COUNTER_MAPS` that has more entries now, and the maps

@@ -50,6 +50,10 @@ pub const MAP_GATE_STATS: &str = "SW_GATE_STATS";
 pub const MAP_PARSE_OUT: &str = "SW_PARSE_OUT";
 /// The hand-written policer's buckets (benchmark only, never pinned).
 pub const MAP_BENCH_BUCKETS: &str = "SW_BENCH_BUCKETS";
+/// Map of the hand-written SYN-flood guard (benchmark only): the SYN window.
+pub const MAP_BENCH_SYNWIN: &str = "SW_BENCH_SYNWIN";
+/// Map of the hand-written SYN-flood guard (benchmark only): flows probed.
+pub const MAP_BENCH_PROBED: &str = "SW_BENCH_PROBED";
 /// Per-CPU scratch shared by the kernel programs (kernel-private, never pinned).
 pub const MAP_SCRATCH: &str = "SW_SCRATCH";
 

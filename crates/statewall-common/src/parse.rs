@@ -148,6 +148,13 @@ pub struct PacketInfo {
     pub ext_count: u8,
     /// Explicit padding.
     pub _pad: [u8; 2],
+    /// Destination MAC address.
+    pub dmac: [u8; 6],
+    /// Source MAC address.
+    pub smac: [u8; 6],
+    /// Interface the packet is on (set by the program that runs, not by the parser; 0
+    /// when unknown).
+    pub ifindex: u32,
 }
 
 impl PacketInfo {
@@ -193,6 +200,8 @@ pub fn parse_packet(b: &[u8]) -> PacketInfo {
 fn parse_into(b: &[u8], p: &mut PacketInfo) -> Option<()> {
     let mut off = 12usize;
     let mut eth_proto = be16(b, off)?;
+    p.dmac.copy_from_slice(&b[..6]);
+    p.smac.copy_from_slice(&b[6..12]);
     if b[0] & 1 == 1 {
         p.flags |= FLAG_L2_GROUP;
     }

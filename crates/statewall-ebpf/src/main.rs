@@ -8,6 +8,7 @@
 //! | `sw_xfsm` | tcx ingress | OpenState engine (port knocking, raw machines), before the gate |
 //! | `sw_xfsm_egress` | tcx egress | the same engine for packets leaving (raw machines) |
 //! | `sw_gate` | tcx | SPA candidates to user space (dropped), then protected ports: refused unless a grant exists (dropped, or answered as a closed port: RST, ICMP port unreachable) |
+//! | `sw_switch` | tcx ingress, last | `[[switch]]` ports: their machines, then forward or flood |
 //! | `sw_xdp_ingress` | xdp | the ingress stages in one program: xfsm, spa, gate |
 //! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
 //! | `sw_empty_tc`, `sw_empty_xdp` | bench baseline | do nothing |
@@ -17,6 +18,7 @@
 
 mod atomic;
 mod bench_policer;
+mod bench_synguard;
 mod clock;
 mod firewall;
 mod frag;
@@ -30,8 +32,9 @@ use aya_ebpf::{
     bindings::xdp_action,
     cty::c_void,
     helpers::generated::{
-        bpf_redirect, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_store_bytes,
-        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_clone_redirect, bpf_l3_csum_replace, bpf_redirect, bpf_skb_change_tail,
+        bpf_skb_load_bytes, bpf_skb_store_bytes, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     macros::{classifier, map, xdp},
     maps::Array,
@@ -41,7 +44,10 @@ use statewall_common::{
     parse::PacketInfo,
     reset::{self, VERDICT_RESET},
     unreach::{self, QUOTE_V4, QUOTE_V6, VERDICT_UNREACH},
-    xfsm::{DIR_EGRESS, DIR_INGRESS},
+    xfsm::{
+        acts::{act, SwitchDef, MAX_SWITCH_PORTS},
+        DIR_EGRESS, DIR_INGRESS,
+    },
     TCX_NEXT, TC_ACT_SHOT,
 };
 
@@ -300,13 +306,108 @@ fn xfsm_tc(ctx: &TcContext, dir: u8) -> i32 {
     };
     parse_tc(ctx, p);
     frag::ports(p);
-    if xfsm::run(p, dir, |dst, off, len, max| {
+    p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let r = xfsm::run(p, dir, |dst, off, len, max| {
         load_tc(ctx, dst, off, len, max)
-    }) {
-        TCX_NEXT
-    } else {
-        TC_ACT_SHOT
+    });
+    if r & xfsm::DROPPED != 0 {
+        return TC_ACT_SHOT;
     }
+    if r != 0 {
+        mark_tc(ctx, p, r);
+    }
+    TCX_NEXT
+}
+
+/// Sets the packet mark and the DSCP when the machines' actions `fx` ask for them.
+#[inline(never)]
+fn mark_tc(ctx: &TcContext, p: &PacketInfo, fx: u32) {
+    let (mark, dscp, _) = xfsm::actions();
+    let skb = ctx.skb.skb;
+    if fx & act::MARK as u32 != 0 {
+        unsafe { (*skb).mark = mark };
+    }
+    if fx & act::DSCP as u32 == 0 || !p.is_ip() {
+        return;
+    }
+    let l3 = p.l3_off as u32;
+    let mut b = [0u8; 2];
+    unsafe {
+        if bpf_skb_load_bytes(skb as *const c_void, l3, b.as_mut_ptr() as *mut c_void, 2) != 0 {
+            return;
+        }
+        let old = b;
+        let d = (dscp as u8) & 63;
+        if p.family == 4 {
+            // Version/IHL, then TOS: DSCP in its top 6 bits, ECN kept.
+            b[1] = d << 2 | (b[1] & 3);
+            let (from, to) = (u16::from_ne_bytes(old), u16::from_ne_bytes(b));
+            if bpf_l3_csum_replace(skb, l3 + 10, from as u64, to as u64, 2) != 0 {
+                return;
+            }
+        } else {
+            // Version (4 bits), traffic class (8: DSCP, ECN), flow label.
+            let tc = (b[0] & 0x0f) << 4 | b[1] >> 4;
+            let tc = d << 2 | (tc & 3);
+            b[0] = (b[0] & 0xf0) | tc >> 4;
+            b[1] = (b[1] & 0x0f) | tc << 4;
+        }
+        let _ = bpf_skb_store_bytes(skb, l3, b.as_ptr() as *const c_void, 2, 0);
+    }
+}
+
+/// The `[[switch]]` ports' program, last on their tcx ingress: the switch's machines, then
+/// the frame forwarded where they said (see `statewall_common::xfsm::acts`).
+#[classifier]
+pub fn sw_switch(ctx: TcContext) -> i32 {
+    let Some(p) = scratch() else {
+        return TCX_NEXT;
+    };
+    parse_tc(&ctx, p);
+    frag::ports(p);
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    p.ifindex = ifindex;
+    let Some(id) = (unsafe { xfsm::SW_SWITCH_IF.get(&ifindex) }).copied() else {
+        return TCX_NEXT;
+    };
+    let Some(sw) = xfsm::SW_SWITCH.get(id) else {
+        return TCX_NEXT;
+    };
+    let r = xfsm::run_switch(p, sw);
+    if r & xfsm::DROPPED != 0 {
+        return TC_ACT_SHOT;
+    }
+    if r & (act::MARK | act::DSCP) as u32 != 0 {
+        mark_tc(&ctx, p, r);
+    }
+    if r & act::FWD as u32 == 0 {
+        return TCX_NEXT;
+    }
+    forward(&ctx, sw, ifindex)
+}
+
+/// Forwards a switch frame that arrived on `from` to the port the machines chose; floods
+/// it to every other port when they chose none of the switch's ports (0: flood, or an
+/// unknown destination). A frame for the port it came from goes nowhere (a switch does
+/// not send it back).
+#[inline(never)]
+fn forward(ctx: &TcContext, sw: &SwitchDef, from: u32) -> i32 {
+    let (_, _, to) = xfsm::actions();
+    if to == from {
+        return TC_ACT_SHOT;
+    }
+    if to != 0 && sw.has(to) {
+        return unsafe { bpf_redirect(to, 0) } as i32;
+    }
+    let mut i = 0;
+    while i < MAX_SWITCH_PORTS {
+        let port = sw.ports[i];
+        if (i as u32) < sw.n && port != from {
+            let _ = unsafe { bpf_clone_redirect(ctx.skb.skb, port, 0) };
+        }
+        i += 1;
+    }
+    TC_ACT_SHOT
 }
 
 /// The firewall chain of the packet's interface, ingress.
@@ -378,7 +479,8 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     parse_xdp(&ctx, p);
     frag::ports(p);
     let load = |dst, off, len, max| load_xdp(&ctx, dst, off, len, max);
-    if !xfsm::run(p, DIR_INGRESS, load) || !spa::run(p, load) {
+    // (No marks or DSCP in XDP: the config refuses them where the stages run in XDP.)
+    if xfsm::run(p, DIR_INGRESS, load) & xfsm::DROPPED != 0 || !spa::run(p, load) {
         return xdp_action::XDP_DROP;
     }
     match gate::run(p) {
@@ -435,6 +537,21 @@ pub fn sw_bench_policer(ctx: TcContext) -> i32 {
     };
     parse_tc(&ctx, p);
     if bench_policer::run(p, crate::clock::now_ns()) {
+        TCX_NEXT
+    } else {
+        TC_ACT_SHOT
+    }
+}
+
+/// `examples/efsm/syn-flood.toml` written by hand (never attached): the yardstick of its
+/// benchmark row ([`bench_synguard`]).
+#[classifier]
+pub fn sw_bench_synguard(ctx: TcContext) -> i32 {
+    let Some(p) = scratch() else {
+        return TCX_NEXT;
+    };
+    parse_tc(&ctx, p);
+    if bench_synguard::run(p, crate::clock::now_ns()) {
         TCX_NEXT
     } else {
         TC_ACT_SHOT

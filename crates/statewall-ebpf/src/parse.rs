@@ -137,6 +137,10 @@ pub fn parse(c: &Cursor, p: &mut PacketInfo) {
 fn parse_into(c: &Cursor, p: &mut PacketInfo) -> Option<()> {
     let et: *const [u8; 2] = c.hdr(12)?;
     let mut eth_proto = be16(unsafe { *et });
+    let macs: *const [u8; 12] = c.hdr(0)?;
+    let macs = unsafe { *macs };
+    p.dmac.copy_from_slice(&macs[..6]);
+    p.smac.copy_from_slice(&macs[6..]);
     let dst: *const u8 = c.hdr(0)?;
     if unsafe { *dst } & 1 != 0 {
         p.flags |= FLAG_L2_GROUP;

@@ -11,7 +11,8 @@ use statewall_common::{
     maps::{GrantKey, GrantValue, GRANT_BY_XFSM},
     parse::PacketInfo,
     xfsm::{
-        begin, commit_machine, finish,
+        acts::{ActSet, SwitchDef, EVENTS_PER_SEC, MAX_ACT_SETS, MAX_SWITCHES},
+        begin, begin_switch, commit_machine, finish,
         regs::{
             CondSet, FlowRegs, GlobalRegs, UpdSet, FLOW_REGS, GLOBAL_REGS, MAX_UPD_SETS,
             REGS_ENTRIES,
@@ -69,6 +70,19 @@ static SW_XFSM_REGS: LruHashMap<StateKey, FlowRegs> = LruHashMap::with_max_entri
 /// Global registers per machine (not per generation: they live across reloads).
 #[map(name = "SW_XFSM_GLOBALS")]
 static SW_XFSM_GLOBALS: Array<GlobalRegs> = Array::with_max_entries(MAX_MACHINES as u32, 0);
+/// Action sets per generation.
+#[map(name = "SW_XFSM_ACTS")]
+static SW_XFSM_ACTS: Array<ActSet> = Array::with_max_entries(2 * MAX_ACT_SETS, 0);
+/// Per CPU and machine: (second, action events sent in it).
+#[map(name = "SW_XFSM_EVRATE")]
+static SW_XFSM_EVRATE: PerCpuArray<[u64; 2]> =
+    PerCpuArray::with_max_entries(MAX_MACHINES as u32, 0);
+/// Switch definitions.
+#[map(name = "SW_SWITCH")]
+pub(crate) static SW_SWITCH: Array<SwitchDef> = Array::with_max_entries(MAX_SWITCHES, 0);
+/// Interface index -> switch id.
+#[map(name = "SW_SWITCH_IF")]
+pub(crate) static SW_SWITCH_IF: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 #[map(name = "SW_XFSM_EVENTS")]
 static SW_XFSM_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -269,6 +283,27 @@ impl Tables for Maps {
         }
     }
     #[inline(always)]
+    fn act_set_into(&self, generation: u32, idx: u32, out: &mut ActSet) {
+        match SW_XFSM_ACTS.get(generation * MAX_ACT_SETS + idx) {
+            Some(a) => *out = *a,
+            None => out.flags = 0,
+        }
+    }
+    #[inline(always)]
+    fn event_allowed(&mut self, m: usize, now: u64) -> bool {
+        let Some(e) = SW_XFSM_EVRATE.get_ptr_mut(m as u32) else {
+            return false;
+        };
+        let e = unsafe { &mut *e };
+        let sec = now / 1_000_000_000;
+        if e[0] != sec {
+            e[0] = sec;
+            e[1] = 0;
+        }
+        e[1] += 1;
+        e[1] <= EVENTS_PER_SEC
+    }
+    #[inline(always)]
     fn flow_regs(&self, k: &StateKey, out: &mut [u64; FLOW_REGS]) {
         match unsafe { SW_XFSM_REGS.get(k) } {
             Some(v) => {
@@ -450,23 +485,21 @@ pub extern "C" fn sw_xfsm_commit(p: *const PacketInfo, m: u64, w: *mut Work) -> 
     0
 }
 
-/// Runs the stage on the packet in the scratch slot, travelling in direction `dir`: true =
-/// hand on, false = drop. Same pieces as `statewall_common::xfsm::step`, with `bpf_loop`
-/// driving the machines; `load` copies payload bytes when a transition needs them.
+/// [`run`]'s result bit: a machine dropped the packet. Otherwise the result is the
+/// actions' `act` bits (0: none; [`actions`] has their values).
+pub const DROPPED: u32 = 1 << 31;
+
+/// Runs the machines of `packed` on the packet and ends it: [`DROPPED`], or the actions
+/// taken.
 #[inline(always)]
-pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, load: L) -> bool {
-    let (packed, now) = match begin(&mut Maps, p, dir, crate::clock::now_ns) {
-        Some(mut c) => {
-            if c.snap {
-                c.snap = capture(p, load);
-            }
-            (c.pack(), c.now)
-        }
-        None => return true,
-    };
-    // A packet's metadata starts at 0 (the per-CPU working memory holds the last packet's).
+fn run_machines(p: &PacketInfo, now: u64, packed: u64) -> u32 {
+    // A packet's metadata and actions start empty (the per-CPU working memory holds the
+    // last packet's).
     if let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) {
-        unsafe { (*w).meta = 0 };
+        unsafe {
+            (*w).meta = 0;
+            (*w).fx = 0;
+        }
     }
     let mut lc = LoopCtx {
         now,
@@ -485,5 +518,50 @@ pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, l
         )
     };
     finish(&mut Maps, &ctx_of(p, now, packed), lc.grant);
-    lc.drop == 0
+    if lc.drop != 0 {
+        return DROPPED;
+    }
+    match SW_XFSM_WORK.get(0) {
+        Some(w) => w.fx & !DROPPED,
+        None => 0,
+    }
+}
+
+/// The values of the actions [`run`] returned: (mark, DSCP, forward interface (0 =
+/// flood)).
+#[inline(always)]
+pub fn actions() -> (u32, u32, u32) {
+    match SW_XFSM_WORK.get(0) {
+        Some(w) => (w.mark, w.dscp, w.fwd),
+        None => (0, 0, 0),
+    }
+}
+
+/// Runs the stage on the packet in the scratch slot, travelling in direction `dir`:
+/// [`DROPPED`], or the actions to take (0 = none: hand it on). Same pieces as
+/// `statewall_common::xfsm::step`, with `bpf_loop` driving the machines; `load` copies
+/// payload bytes when a transition needs them.
+#[inline(always)]
+pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, load: L) -> u32 {
+    let (packed, now) = match begin(&mut Maps, p, dir, crate::clock::now_ns) {
+        Some(mut c) => {
+            if c.snap {
+                c.snap = capture(p, load);
+            }
+            (c.pack(), c.now)
+        }
+        None => return 0,
+    };
+    run_machines(p, now, packed)
+}
+
+/// Runs switch `sw`'s machines on a frame that arrived on one of its ports (IP or not):
+/// as [`run`].
+#[inline(always)]
+pub fn run_switch(p: &PacketInfo, sw: &SwitchDef) -> u32 {
+    let (packed, now) = match begin_switch(&mut Maps, p, sw, crate::clock::now_ns) {
+        Some(c) => (c.pack(), c.now),
+        None => return 0,
+    };
+    run_machines(p, now, packed)
 }

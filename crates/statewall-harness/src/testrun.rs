@@ -108,6 +108,30 @@ impl TestBed {
         (r.return_value as i32, out)
     }
 
+    /// Runs a tc program once on a packet of interface `ifindex` (0: loopback); returns its
+    /// verdict, the packet mark it left, and the frame as it left the program.
+    pub fn run_skb(&mut self, name: &str, frame: &[u8], ifindex: u32) -> (i32, u32, Vec<u8>) {
+        // struct __sk_buff (192 bytes): mark at 8, ifindex at 40.
+        let mut skb_in = [0u8; 192];
+        skb_in[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut skb_out = [0u8; 192];
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&skb_in),
+            ctx_out: Some(&mut skb_out),
+            ..TestRunOptions::new()
+        };
+        let r = self
+            .tc(name)
+            .test_run(opts)
+            .unwrap_or_else(|e| panic!("test-run of {name}: {e}"));
+        out.truncate(r.data_size_out as usize);
+        let mark = u32::from_ne_bytes(skb_out[8..12].try_into().unwrap());
+        (r.return_value as i32, mark, out)
+    }
+
     /// Runs an XDP program once; returns its action.
     pub fn run_xdp(&mut self, name: &str, frame: &[u8]) -> u32 {
         self.exec(name, true, frame, 1)

@@ -75,6 +75,9 @@ pub struct Config {
     /// `[[xfsm]]`: machines written by hand (after the doors, in file order).
     #[serde(rename = "xfsm")]
     pub machines: Vec<XfsmConfig>,
+    /// `[[switch]]`: interfaces tied together by machines that forward between them.
+    #[serde(rename = "switch")]
+    pub switches: Vec<crate::xfsm::config::SwitchConfig>,
     /// `[spa]`: Single Packet Authorization (pkd and fwknop).
     pub spa: crate::spa::config::SpaConfig,
     /// `[firewall]`: sizes of the firewall's tables (instances and rules are managed
@@ -550,6 +553,12 @@ impl Config {
         self.raw_machines()
             .map(|_| ())
             .map_err(|(at, msg)| bad(at, msg))?;
+        let xdp = self
+            .interfaces
+            .iter()
+            .any(|i| matches!(i.ingress, IngressHook::Xdp));
+        crate::xfsm::switch::check(&self.switches, &self.machines, xdp)
+            .map_err(|(at, msg)| bad(at, msg))?;
         let doors = self.doors();
         let raws = self.raw_machines().unwrap_or_default();
         crate::xfsm::compile(&doors, &raws)
@@ -567,6 +576,9 @@ impl Config {
         let mut all: BTreeSet<PortSpec> = self.gate.protected.iter().copied().collect();
         for k in &self.knocks {
             all.extend(k.protected.iter().copied());
+        }
+        for m in &self.machines {
+            all.extend(m.grant.iter().copied());
         }
         all.extend(
             self.spa
@@ -610,6 +622,16 @@ impl Config {
                 v.push(spot("egress", ebpf::PROG_XFSM_EGRESS));
             }
         }
+        for s in &cfg.switches {
+            for port in &s.ports {
+                v.push(LinkSpot {
+                    netns: s.netns.clone(),
+                    ifname: port.clone(),
+                    hook: "ingress".into(),
+                    program: ebpf::PROG_SWITCH.into(),
+                });
+            }
+        }
         v
     }
 
@@ -639,6 +661,7 @@ impl Config {
         crate::xfsm::config::XfsmInput {
             knocks: &self.knocks,
             machines: &self.machines,
+            switches: &self.switches,
             state_dir: &self.daemon.state_dir,
         }
     }

@@ -45,6 +45,8 @@ pub enum Opd {
     Hash(u64),
     /// The packet's metadata (0 on arrival, then what earlier machines wrote).
     Meta,
+    /// The interface the packet is on.
+    InPort,
 }
 
 /// Comparison.
@@ -142,6 +144,9 @@ pub struct RawMachine {
     pub conds: Vec<CondDef>,
     /// Transitions.
     pub transitions: Vec<RawTrans>,
+    /// What a transition with [`RawTrans::grant`] opens in the gate for the packet's
+    /// source: (protocol, port) pairs, and for how long (ns).
+    pub grant: (Vec<(u8, u16)>, u64),
 }
 
 /// One transition of a [`RawMachine`].
@@ -175,6 +180,54 @@ pub struct RawTrans {
     pub when: Vec<(u8, bool)>,
     /// Updates, run in order.
     pub updates: Vec<UpdDef>,
+    /// Actions besides pass and drop.
+    pub acts: Acts,
+    /// Opens (`Some(true)`) or revokes (`Some(false)`) the machine's grant for the
+    /// packet's source (not modelled by the interpreter).
+    pub grant: Option<bool>,
+}
+
+/// Where a transition forwards a frame (switch ports only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// To the interface whose index the lookup key's per-flow register holds (flooded
+    /// when it is 0).
+    Reg(u8),
+    /// To every other port of the switch.
+    Flood,
+}
+
+/// A transition's actions besides pass and drop (see `super::acts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Acts {
+    /// Set the packet mark.
+    pub mark: Option<u32>,
+    /// Set the DSCP.
+    pub dscp: Option<u8>,
+    /// Forward.
+    pub forward: Option<Forward>,
+    /// Send an event (rate-limited; not modelled by the interpreter).
+    pub event: bool,
+}
+
+impl Acts {
+    /// True when the transition has none.
+    pub fn is_empty(&self) -> bool {
+        *self == Acts::default()
+    }
+}
+
+/// What the interpreter made of one packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Handed on (else dropped).
+    pub pass: bool,
+    /// The last mark set, if any.
+    pub mark: Option<u32>,
+    /// The last DSCP set, if any.
+    pub dscp: Option<u8>,
+    /// The last forwarding decision: `Some(0)` = flood, `Some(i)` = interface `i`.
+    pub fwd: Option<u32>,
 }
 
 impl RawMachine {
@@ -221,17 +274,26 @@ pub struct Interp {
 fn key_of(scope: &[u8], p: &PacketInfo, m: usize, bidirectional: bool) -> FlowKey {
     use super::field::*;
     let (mut addrs, mut ports, mut proto) = (Vec::new(), Vec::new(), None);
+    let mut macs = 0;
     for &f in scope {
         match f {
             SRC_IP => addrs.push(p.saddr),
             DST_IP => addrs.push(p.daddr),
+            SRC_MAC | DST_MAC => {
+                let mac = if f == SRC_MAC { p.smac } else { p.dmac };
+                let mut a = [0u8; 16];
+                a[..6].copy_from_slice(&mac);
+                macs += 1;
+                addrs.push(a);
+            }
             SRC_PORT => ports.push(p.sport),
             DST_PORT => ports.push(p.dport),
             PROTO => proto = Some(p.l4proto),
             _ => {}
         }
     }
-    let family = if addrs.is_empty() { 0 } else { p.family };
+    // The family is in the key when an IP address is.
+    let family = if addrs.len() > macs { p.family } else { 0 };
     if bidirectional {
         // The ends as (address, port) pairs, the smaller first.
         let end = |i: usize| (addrs[i], ports.get(i).copied().unwrap_or(0));
@@ -289,6 +351,7 @@ fn eval(o: &Opd, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8], meta: u64
         Opd::Now => now,
         Opd::Hash(f) => hash_of(p, f),
         Opd::Meta => meta,
+        Opd::InPort => p.ifindex.into(),
     }
 }
 
@@ -337,27 +400,47 @@ impl Interp {
     /// One packet travelling in direction `dir` at time `now`; `payload` is its UDP
     /// payload. Returns true when the packet is handed on.
     pub fn step(&mut self, p: &PacketInfo, dir: u8, now: u64, payload: &[u8]) -> bool {
+        self.step_outcome(p, dir, now, payload).pass
+    }
+
+    /// The same, with the actions taken.
+    pub fn step_outcome(&mut self, p: &PacketInfo, dir: u8, now: u64, payload: &[u8]) -> Outcome {
         if !p.is_ip() || p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 {
-            return true;
+            return Outcome {
+                pass: true,
+                ..Default::default()
+            };
         }
-        let mut pass = true;
+        self.run(p, dir, now, payload)
+    }
+
+    /// A frame (IP or not) arriving on a switch port whose machines are these.
+    pub fn step_switch(&mut self, p: &PacketInfo, now: u64) -> Outcome {
+        self.run(p, super::DIR_INGRESS, now, &[])
+    }
+
+    fn run(&mut self, p: &PacketInfo, dir: u8, now: u64, payload: &[u8]) -> Outcome {
+        let mut out = Outcome {
+            pass: true,
+            ..Default::default()
+        };
         let mut meta = 0u64;
         for mi in 0..self.machines.len() {
-            if !self.machine(mi, p, dir, now, payload, &mut meta) {
-                pass = false;
+            if !self.machine(mi, p, (dir, now), payload, &mut meta, &mut out) {
+                out.pass = false;
             }
         }
-        pass
+        out
     }
 
     fn machine(
         &mut self,
         mi: usize,
         p: &PacketInfo,
-        dir: u8,
-        now: u64,
+        (dir, now): (u8, u64),
         payload: &[u8],
         meta: &mut u64,
+        out: &mut Outcome,
     ) -> bool {
         let id = self.first + mi;
         let m = &self.machines[mi];
@@ -422,6 +505,18 @@ impl Interp {
         let Some(t) = taken else {
             return true;
         };
+        if let Some(k) = t.acts.mark {
+            out.mark = Some(k);
+        }
+        if let Some(d) = t.acts.dscp {
+            out.dscp = Some(d);
+        }
+        match t.acts.forward {
+            // The lookup key's register, as the packet found it.
+            Some(Forward::Reg(i)) => out.fwd = Some(r[i as usize] as u32),
+            Some(Forward::Flood) => out.fwd = Some(0),
+            None => {}
+        }
         if !t.updates.is_empty() {
             let mut r = self.regs.get(&uk).copied().unwrap_or([0; 4]);
             let mut g = self.globals[mi];

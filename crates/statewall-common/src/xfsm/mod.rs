@@ -25,6 +25,7 @@
 //!
 //! [`step`] is the reference: the kernel program does the same, and tests compare them.
 
+pub mod acts;
 #[cfg(feature = "user")]
 pub mod interp;
 pub mod regs;
@@ -116,6 +117,10 @@ pub fn slow_bit(p: u8) -> u32 {
         _ => CTL_SLOW_OTHER,
     }
 }
+/// Shift of the switch machines' mask in the [`CTL_GEN`] word (bits 24 to 31): machines
+/// that only `[[switch]]` ports run ([`begin_switch`]); the hooks' mask (bits 8 to 15)
+/// leaves them out.
+pub const CTL_SWITCH_SHIFT: u32 = 24;
 /// Flag in the [`CTL_GEN`] word: some transition matches a UDP payload, so a UDP packet
 /// to a port in the prefilter has its payload captured.
 pub const CTL_PAYLOAD: u32 = 4;
@@ -135,6 +140,10 @@ pub mod field {
     pub const SRC_PORT: u8 = 4;
     /// Destination port.
     pub const DST_PORT: u8 = 5;
+    /// Source MAC address (takes an address slot: its 6 bytes, then zeros).
+    pub const SRC_MAC: u8 = 6;
+    /// Destination MAC address.
+    pub const DST_MAC: u8 = 7;
 }
 
 /// A scope compiled to masks, so that building a key has no branches (the verifier
@@ -153,8 +162,9 @@ pub struct Scope {
     /// Non-zero for a bidirectional key: the two (address, port) ends are put in order
     /// (the smaller first), so both directions of a connection find one entry.
     pub bidir: u8,
-    /// Explicit padding.
-    pub _pad: u8,
+    /// Ethernet fields: bit `i` set when `addrs[i]` takes the source MAC, bit `2 + i`
+    /// when it takes the destination MAC (instead of an IP address).
+    pub l2: u8,
     /// `ports[i]` takes the source port where `p_src[i]` is 0xffff ...
     pub p_src: [u16; 2],
     /// ... and the destination port where `p_dst[i]` is 0xffff.
@@ -168,11 +178,18 @@ impl Scope {
         let mut s = Scope::default();
         let (mut na, mut np, mut seen) = (0usize, 0usize, 0u8);
         for &f in fields {
-            if f == 0 || f > 5 || seen & (1 << f) != 0 {
+            if f == 0 || f > 7 || seen & (1 << f) != 0 {
                 return None;
             }
             seen |= 1 << f;
             match f {
+                field::SRC_MAC | field::DST_MAC => {
+                    if na == 2 {
+                        return None;
+                    }
+                    s.l2 |= if f == field::SRC_MAC { 1 } else { 4 } << na;
+                    na += 1;
+                }
                 field::SRC_IP | field::DST_IP => {
                     if na == 2 {
                         return None;
@@ -206,7 +223,7 @@ impl Scope {
     /// shape when these are equal.
     pub fn shape(&self) -> (u8, u8, bool) {
         let a = (0..2)
-            .filter(|&i| self.a_src[i] | self.a_dst[i] != 0)
+            .filter(|&i| self.a_src[i] | self.a_dst[i] != 0 || self.l2 & (5 << i) != 0)
             .count() as u8;
         let p = (0..2)
             .filter(|&i| self.p_src[i] | self.p_dst[i] != 0)
@@ -326,8 +343,10 @@ pub struct Trans {
     pub payload: u8,
     /// Update set `upd - 1` of the generation ([`regs::MAP_UPDATES`]), 0 = none.
     pub upd: u8,
+    /// Action set `act - 1` of the generation ([`acts::MAP_ACTS`]), 0 = none.
+    pub act: u8,
     /// Explicit padding.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
 
 /// Longest UDP payload a transition can match.
@@ -479,6 +498,8 @@ pub mod reason {
     pub const GRANTED: u8 = 6;
     /// A grant set was revoked.
     pub const REVOKED: u8 = 7;
+    /// A transition's `event` action (the state may be unchanged).
+    pub const ACTION: u8 = 8;
 }
 
 /// An event, sent to user space by ring buffer on state changes (never per packet).
@@ -599,6 +620,26 @@ pub fn build_key(scope: &Scope, p: &PacketInfo, m: u8) -> StateKey {
     k
 }
 
+/// Word `i` (0 or 1) of a MAC address padded with zeros to 8 bytes (loads, no copies:
+/// the key builder's frame stays small).
+#[inline(always)]
+fn mac_word(a: &[u8; 6], i: usize) -> u32 {
+    let p = a.as_ptr();
+    // SAFETY: 4 bytes at 0 and 2 bytes at 4 lie within the 6.
+    unsafe {
+        if i == 0 {
+            core::ptr::read_unaligned(p as *const u32)
+        } else {
+            let h = core::ptr::read_unaligned(p.add(4) as *const u16) as u32;
+            if cfg!(target_endian = "little") {
+                h
+            } else {
+                h << 16
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
@@ -614,7 +655,13 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) ->
         let md = (scope.a_dst[a] as u32).wrapping_mul(0x0101_0101);
         let mut i = 0;
         while i < 4 {
-            let w = (word(&p.saddr, i) & ms) | (word(&p.daddr, i) & md);
+            let mut w = (word(&p.saddr, i) & ms) | (word(&p.daddr, i) & md);
+            if i < 2 {
+                // A MAC in this slot: its 6 bytes, then zeros.
+                let l2s = 0u32.wrapping_sub(((scope.l2 >> a) & 1) as u32);
+                let l2d = 0u32.wrapping_sub(((scope.l2 >> (a + 2)) & 1) as u32);
+                w |= (mac_word(&p.smac, i) & l2s) | (mac_word(&p.dmac, i) & l2d);
+            }
             let b = w.to_ne_bytes();
             k.addrs[a][4 * i] = b[0];
             k.addrs[a][4 * i + 1] = b[1];
@@ -635,6 +682,13 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) ->
     if scope.bidir != 0 {
         order_ends(k);
     }
+    bucket_of(k)
+}
+
+/// [`bucket`] as a call of its own: inlined, it keeps the key's bytes live in the key
+/// builder's BPF frame.
+#[inline(never)]
+fn bucket_of(k: &StateKey) -> u32 {
     bucket(k)
 }
 
@@ -784,6 +838,11 @@ pub trait Tables {
     fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet);
     /// Copies update set `idx` of a generation into `out`.
     fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet);
+    /// Copies action set `idx` of a generation into `out`.
+    fn act_set_into(&self, generation: u32, idx: u32, out: &mut acts::ActSet);
+    /// True when machine `m` may send another action event at `now` (at most
+    /// [`acts::EVENTS_PER_SEC`] per second; the kernel counts per CPU), counting it.
+    fn event_allowed(&mut self, m: usize, now: u64) -> bool;
     /// The per-flow registers at key `k` (0s when there is no entry).
     fn flow_regs(&self, k: &StateKey, out: &mut [u64; FLOW_REGS]);
     /// Machine `m`'s global registers.
@@ -1035,6 +1094,16 @@ pub struct Work {
     pub meta: u64,
     /// Always zero: the kernel inserts a new flow's registers from here (not the stack).
     pub zero: regs::FlowRegs,
+    /// The packet's actions so far ([`acts::act`] bits; reset with `meta`).
+    pub fx: u32,
+    /// Mark to set ([`acts::act::MARK`]).
+    pub mark: u32,
+    /// Interface to forward to, 0 = flood ([`acts::act::FWD`]).
+    pub fwd: u32,
+    /// DSCP to set ([`acts::act::DSCP`]).
+    pub dscp: u32,
+    /// The transition's action set.
+    pub acts: acts::ActSet,
 }
 
 /// The condition vector of an extended machine, from the lookup key's registers (read
@@ -1073,6 +1142,31 @@ fn lookup_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, state: u8, w: &mut Work
             true
         }
         None => false,
+    }
+}
+
+/// Records the transition's action set in the packet's working memory (see [`acts`]).
+#[inline(never)]
+fn take_acts<T: Tables>(t: &T, c: &Ctx<'_>, w: &mut Work) {
+    use acts::act;
+    t.act_set_into(c.generation, w.tr.act as u32 - 1, &mut w.acts);
+    let f = w.acts.flags;
+    if f & act::MARK != 0 {
+        w.mark = w.acts.mark;
+    }
+    if f & act::DSCP != 0 {
+        w.dscp = w.acts.dscp as u32;
+    }
+    if f & act::FWD_REG != 0 {
+        // The lookup key's register (read by the conditions: forwarding needs registers,
+        // which make the machine extended).
+        w.fwd = w.regs[w.acts.reg as usize & (FLOW_REGS - 1)] as u32;
+    } else if f & act::FLOOD != 0 {
+        w.fwd = 0;
+    }
+    w.fx |= (f & (act::MARK | act::DSCP)) as u32;
+    if f & (act::FWD_REG | act::FLOOD) != 0 {
+        w.fx |= act::FWD as u32;
     }
 }
 
@@ -1184,6 +1278,9 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         out |= RUN_DROP;
         t.count(Counter::Dropped);
     }
+    if w.tr.act != 0 {
+        take_acts(t, c, w);
+    }
     if w.tr.effects & E_FAIL != 0 && w.mach.fail_max > 0 && record_failure(t, w, now) {
         emit(
             t,
@@ -1205,6 +1302,14 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
             t,
             c,
             what(mm, state, new_state, reason::TRANSITION),
+            0,
+            Some(&w.regs),
+        );
+    } else if w.tr.act != 0 && w.acts.flags & acts::act::EVENT != 0 && t.event_allowed(m, now) {
+        emit(
+            t,
+            c,
+            what(mm, state, new_state, reason::ACTION),
             0,
             Some(&w.regs),
         );
@@ -1373,23 +1478,63 @@ pub fn finish<T: Tables>(t: &mut T, c: &Ctx<'_>, grant: u64) {
     );
 }
 
-/// Runs the stage on one parsed packet travelling in direction `dir` at kernel time `now`:
-/// `true` = hand on, `false` = drop. The tables hold the packet's payload for
-/// [`Tables::payload_matches`]. (The kernel runs the same pieces, with `bpf_loop` driving
-/// the machines.)
-pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> bool {
-    let Some(c) = begin(t, p, dir, || now) else {
-        return true;
+/// Starts a frame that arrived on a port of switch `sw`: every frame, IP or not (ARP),
+/// runs the switch's machines of the active generation (ingress); `None` when it has none.
+#[inline(always)]
+pub fn begin_switch<'a, T: Tables, F: FnOnce() -> u64>(
+    t: &mut T,
+    p: &'a PacketInfo,
+    sw: &acts::SwitchDef,
+    now: F,
+) -> Option<Ctx<'a>> {
+    t.count(Counter::Seen);
+    let g = t.ctl(CTL_GEN);
+    let generation = g & 1;
+    let mask = (g >> CTL_SWITCH_SHIFT) & 0xff & sw.masks[generation as usize];
+    if mask == 0 {
+        return None;
+    }
+    let pbits = if p.flags & FLAG_L4 != 0 {
+        t.ports(generation, p.dport)
+    } else {
+        0
     };
+    Some(Ctx {
+        p,
+        now: now(),
+        generation,
+        pbits,
+        mask,
+        dir: DIR_INGRESS,
+        snap: false,
+    })
+}
+
+/// What the machines made of one packet: pass or drop, and the actions they took
+/// ([`acts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Hand the packet on (else drop it).
+    pub pass: bool,
+    /// [`acts::act`] bits taken.
+    pub fx: u32,
+    /// Mark ([`acts::act::MARK`]).
+    pub mark: u32,
+    /// DSCP ([`acts::act::DSCP`]).
+    pub dscp: u32,
+    /// Interface to forward to, 0 = flood ([`acts::act::FWD`]).
+    pub fwd: u32,
+}
+
+fn run_all<T: Tables>(t: &mut T, c: &Ctx<'_>) -> Verdict {
     let mut pass = true;
     let mut grant = 0u64;
-    let mut m = 0usize;
-    // (A packet's metadata starts at 0: a new working memory for each packet.)
+    // (A packet's metadata and actions start empty: a new working memory per packet.)
     let mut w = Work::default();
-    while m < MAX_MACHINES {
+    for m in 0..MAX_MACHINES {
         if c.mask & (1 << m) != 0 {
-            let r = run_machine(t, &c, m, &mut w);
-            commit_machine(t, &c, m, &mut w);
+            let r = run_machine(t, c, m, &mut w);
+            commit_machine(t, c, m, &mut w);
             if r & RUN_DROP != 0 {
                 pass = false;
             }
@@ -1397,10 +1542,49 @@ pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> bool {
                 grant = r;
             }
         }
-        m += 1;
     }
-    finish(t, &c, grant);
-    pass
+    finish(t, c, grant);
+    Verdict {
+        pass,
+        fx: w.fx,
+        mark: w.mark,
+        dscp: w.dscp,
+        fwd: w.fwd,
+    }
+}
+
+/// Runs the stage on one parsed packet travelling in direction `dir` at kernel time `now`.
+/// The tables hold the packet's payload for [`Tables::payload_matches`]. (The kernel runs
+/// the same pieces, with `bpf_loop` driving the machines.)
+pub fn step_verdict<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> Verdict {
+    match begin(t, p, dir, || now) {
+        Some(c) => run_all(t, &c),
+        None => Verdict {
+            pass: true,
+            ..Default::default()
+        },
+    }
+}
+
+/// [`step_verdict`]'s pass (`true`) or drop.
+pub fn step<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> bool {
+    step_verdict(t, p, dir, now).pass
+}
+
+/// The same for a frame arriving on a port of switch `sw` ([`begin_switch`]).
+pub fn step_switch<T: Tables>(
+    t: &mut T,
+    p: &PacketInfo,
+    sw: &acts::SwitchDef,
+    now: u64,
+) -> Verdict {
+    match begin_switch(t, p, sw, || now) {
+        Some(c) => run_all(t, &c),
+        None => Verdict {
+            pass: true,
+            ..Default::default()
+        },
+    }
 }
 
 #[cfg(feature = "user")]

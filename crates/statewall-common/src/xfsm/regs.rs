@@ -77,8 +77,10 @@ pub mod opnd {
     /// The packet's metadata: 64 bits that machines pass on to the machines after them
     /// (0 when a packet arrives); an update may write it.
     pub const META: u8 = 13;
+    /// Index of the interface the packet is on (the port a switch frame came in on).
+    pub const IN_PORT: u8 = 14;
     /// Highest kind.
-    pub const LAST: u8 = 13;
+    pub const LAST: u8 = 14;
 }
 
 /// Fields a hash operand can cover (bits of [`Operand::k`]), hashed in this order.
@@ -299,6 +301,7 @@ fn raw_value(
         opnd::NOW => now,
         opnd::HASH => hash_fields(p, o.k),
         opnd::META => meta,
+        opnd::IN_PORT => p.ifindex as u64,
         _ => 0,
     }
 }

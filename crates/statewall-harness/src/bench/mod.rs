@@ -309,6 +309,46 @@ pub fn testrun_rows(repeat: u32) -> Vec<Row> {
         Some(6.0),
     ));
     rows.extend(policer_rows(&mut bed, repeat));
+    rows.extend(syn_guard_rows(&mut bed, repeat));
+    rows
+}
+
+/// The SYN-flood machine of examples/efsm/syn-flood.toml (global registers under their
+/// lock, a per-flow state) beside the same guard written by hand, on a SYN during a
+/// flood (both over their threshold: the flow alternates between dropped and admitted on
+/// its "retransmission", the same path in both).
+fn syn_guard_rows(bed: &mut TestBed, repeat: u32) -> Vec<Row> {
+    const EXAMPLE: &str = include_str!("../../../../examples/efsm/syn-flood.toml");
+    let cfg = statewall::config::Config::parse(EXAMPLE, "examples/efsm/syn-flood.toml")
+        .expect("the SYN-flood example parses");
+    let raws = cfg.raw_machines().expect("the SYN-flood example resolves");
+    let compiled = statewall::xfsm::compile(&[], &raws).expect("the SYN-flood machine compiles");
+    statewall::xfsm::write_tables(bed, &compiled, None).expect("write tables");
+    let a = "10.1.0.7".parse().unwrap();
+    let b = "10.1.0.2".parse().unwrap();
+    let syn = Packet::tcp(a, b, 40000, 443, 0x02).build();
+    // Both over the threshold before timing: 300 SYNs each, clock frozen in one window.
+    let now = bed.kernel_now();
+    bed.freeze(now);
+    for _ in 0..300 {
+        bed.run_tc(ebpf::PROG_XFSM, &syn);
+        bed.run_tc(ebpf::PROG_BENCH_SYNGUARD, &syn);
+    }
+    let (hand, machine) = interleave(
+        bed,
+        repeat,
+        (false, ebpf::PROG_BENCH_SYNGUARD, &syn),
+        (false, ebpf::PROG_XFSM, &syn),
+    );
+    let rows = vec![row(
+        "xfsm, SYN-flood machine (examples/efsm), SYN during a flood",
+        "SYN guard written by hand",
+        &hand,
+        machine,
+        repeat,
+        Some(1.5),
+    )];
+    bed.freeze(0);
     rows
 }
 

@@ -54,8 +54,9 @@ pub fn on_kernel_event(s: &Shared, e: &Event) {
             regs,
         )
     };
-    let registers = (e.reason == reason::TRANSITION && !reg_names.is_empty())
-        .then(|| reg_names.into_iter().zip(e.regs).collect());
+    let registers = (matches!(e.reason, reason::TRANSITION | reason::ACTION)
+        && !reg_names.is_empty())
+    .then(|| reg_names.into_iter().zip(e.regs).collect());
     let source = event_source(e);
     let packet = match e.proto {
         6 => Some(format!("tcp/{}", e.port)),

@@ -158,8 +158,17 @@ pub struct NamedObject {
 /// The configured interfaces, then the firewall instances' ports not among them.
 fn hooked_interfaces(g: &Inner) -> Vec<(Option<String>, String)> {
     let mut v = g.config.interface_names();
-    for port in g.fw.instances.values().flat_map(|i| &i.ports) {
-        let k = (port.netns.clone(), port.ifname.clone());
+    let switch_ports = g
+        .config
+        .switches
+        .iter()
+        .flat_map(|s| s.ports.iter().map(|p| (s.netns.clone(), p.clone())));
+    let fw_ports =
+        g.fw.instances
+            .values()
+            .flat_map(|i| &i.ports)
+            .map(|p| (p.netns.clone(), p.ifname.clone()));
+    for k in switch_ports.chain(fw_ports).collect::<Vec<_>>() {
         if !v.contains(&k) {
             v.push(k);
         }

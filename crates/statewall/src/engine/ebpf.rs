@@ -12,6 +12,9 @@ pub const PROG_GATE: &str = "sw_gate";
 pub const PROG_XFSM: &str = "sw_xfsm";
 /// tc program of the xfsm stage on egress (raw machines with egress transitions).
 pub const PROG_XFSM_EGRESS: &str = "sw_xfsm_egress";
+/// tc program of the `[[switch]]` ports: runs their machines and forwards (last on the
+/// tcx ingress hook).
+pub const PROG_SWITCH: &str = "sw_switch";
 /// tc program of the firewall stage, ingress chains.
 pub const PROG_FW_INGRESS: &str = "sw_fw_ingress";
 /// tc program of the firewall stage, egress chains.
@@ -36,6 +39,9 @@ pub const PROG_BENCH_TX: &str = "sw_bench_tx";
 /// A token-bucket policer written by hand (never attached): the yardstick of the
 /// extended machines' benchmark.
 pub const PROG_BENCH_POLICER: &str = "sw_bench_policer";
+/// The SYN-flood guard of `examples/efsm/syn-flood.toml` written by hand (never attached):
+/// the yardstick of that machine's benchmark row.
+pub const PROG_BENCH_SYNGUARD: &str = "sw_bench_synguard";
 
 /// Maps the daemon pins (all but the test-only probe output).
 pub const PINNED_MAPS: &[&str] = &[
@@ -63,6 +69,9 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::xfsm::regs::MAP_UPDATES,
     statewall_common::xfsm::regs::MAP_REGS,
     statewall_common::xfsm::regs::MAP_GLOBALS,
+    statewall_common::xfsm::acts::MAP_ACTS,
+    statewall_common::xfsm::acts::MAP_SWITCH,
+    statewall_common::xfsm::acts::MAP_SWITCH_IF,
     statewall_common::spa::MAP_SPA_CONF,
     statewall_common::spa::MAP_SPA_TAGS,
     statewall_common::spa::MAP_SPA_RATE,

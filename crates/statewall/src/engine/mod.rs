@@ -55,6 +55,8 @@ fn chain_rank(program: &str) -> u32 {
         ebpf::PROG_XFSM | ebpf::PROG_XFSM_EGRESS => 30,
         PROG_GATE => 40,
         ebpf::PROG_FW_INGRESS | ebpf::PROG_FW_EGRESS => 50,
+        // Last: a forward must not skip an enforcing stage on the port.
+        ebpf::PROG_SWITCH => 60,
         _ => 100,
     }
 }
@@ -106,6 +108,7 @@ pub const PROGRAMS: &[(&str, bool)] = &[
     (PROG_GATE, false),
     (ebpf::PROG_FW_INGRESS, false),
     (ebpf::PROG_FW_EGRESS, false),
+    (ebpf::PROG_SWITCH, false),
     (PROG_XDP_INGRESS, true),
     (ebpf::PROG_FW_XDP, true),
 ];

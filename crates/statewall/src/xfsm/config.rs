@@ -138,8 +138,9 @@ impl PayloadSpec {
 pub struct XfsmConfig {
     /// Name (events, counters).
     pub name: String,
-    /// Lookup scope: fields of `src_ip`, `dst_ip`, `proto`, `src_port`, `dst_port` (at most
-    /// two addresses and two ports).
+    /// Lookup scope: fields of `src_ip`, `dst_ip`, `src_mac`, `dst_mac`, `proto`,
+    /// `src_port`, `dst_port` (at most two addresses, MACs counted as addresses, and two
+    /// ports).
     pub lookup: Vec<String>,
     /// Update scope (default: the lookup scope); same number of address and port fields
     /// and the protocol in both or neither.
@@ -166,6 +167,13 @@ pub struct XfsmConfig {
     /// Transitions (`[[xfsm.transition]]`), searched most specific first.
     #[serde(default, rename = "transition")]
     pub transitions: Vec<XfsmTransition>,
+    /// Ports a transition with `grant = "open"` opens in the gate for the packet's source
+    /// (`["tcp/22"]`, at most 8; protected by the gate like a door's).
+    #[serde(default)]
+    pub grant: Vec<PortSpec>,
+    /// How long such a grant lasts (default 30s).
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
 }
 /// `[[xfsm.condition]]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -228,6 +236,25 @@ pub struct XfsmTransition {
     /// Register updates, run in order when the transition is taken (at most 5).
     #[serde(default)]
     pub update: Vec<String>,
+    /// Set the packet mark (tc hooks and switch ports; not on an XDP hook).
+    #[serde(default)]
+    pub mark: Option<u32>,
+    /// Set the DSCP, 0 to 63 (tc hooks and switch ports; not on an XDP hook).
+    #[serde(default)]
+    pub dscp: Option<u8>,
+    /// Send an event carrying the flow's registers when the transition is taken, even
+    /// when the state stays (at most 64 per second and CPU per machine).
+    #[serde(default)]
+    pub event: bool,
+    /// `open`: open the machine's `grant` ports for the packet's source; `revoke`: close
+    /// them.
+    #[serde(default)]
+    pub grant: Option<String>,
+    /// Machines of a `[[switch]]` only: `flood` (to every other port), or a per-flow
+    /// register holding the interface index to forward to (the lookup key's; a frame
+    /// whose register is 0 or not a port of the switch is flooded).
+    #[serde(default)]
+    pub forward: Option<String>,
 }
 fn default_state() -> String {
     "DEFAULT".into()
@@ -320,12 +347,14 @@ pub fn raw_machines(
                 .map(|f| match f.as_str() {
                     "src_ip" => Ok(field::SRC_IP),
                     "dst_ip" => Ok(field::DST_IP),
+                    "src_mac" => Ok(field::SRC_MAC),
+                    "dst_mac" => Ok(field::DST_MAC),
                     "proto" => Ok(field::PROTO),
                     "src_port" => Ok(field::SRC_PORT),
                     "dst_port" => Ok(field::DST_PORT),
                     other => Err((
                         at(key),
-                        format!("{other:?}: src_ip, dst_ip, proto, src_port or dst_port"),
+                        format!("{other:?}: src_ip, dst_ip, src_mac, dst_mac, proto, src_port or dst_port"),
                     )),
                 })
                 .collect::<Result<Vec<u8>, _>>()?;
@@ -389,6 +418,7 @@ pub fn raw_machines(
                     "max",
                     "ewma",
                     "meta",
+                    "in_port",
                 ];
                 if !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     || !r.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -604,6 +634,37 @@ pub fn raw_machines(
                 .map(|u| crate::xfsm::expr::update(u, &names))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| (at("update"), e.0))?;
+            if matches!(t.dscp, Some(d) if d > 63) {
+                return Err((at("dscp"), "a DSCP is 0 to 63".into()));
+            }
+            let forward = match t.forward.as_deref() {
+                None => None,
+                Some("flood") => Some(statewall_common::xfsm::interp::Forward::Flood),
+                Some(r) => match m.registers.iter().position(|x| x == r) {
+                    Some(i) => Some(statewall_common::xfsm::interp::Forward::Reg(i as u8)),
+                    None => {
+                        return Err((
+                            at("forward"),
+                            format!("{r:?}: flood, or a per-flow register of this machine holding an interface index"),
+                        ))
+                    }
+                },
+            };
+            if forward.is_some() && drop {
+                return Err((at("forward"), "a dropped frame is not forwarded".into()));
+            }
+            let grant = match t.grant.as_deref() {
+                None => None,
+                Some(g) if m.grant.is_empty() => {
+                    return Err((
+                        at("grant"),
+                        format!("{g:?}: the machine has no grant = [\"tcp/PORT\", ...] to open"),
+                    ))
+                }
+                Some("open") => Some(true),
+                Some("revoke") => Some(false),
+                Some(other) => return Err((at("grant"), format!("{other:?}: open or revoke"))),
+            };
             trans.push(crate::xfsm::RawTrans {
                 state: state_id("state", &t.state)?,
                 dirs,
@@ -618,6 +679,13 @@ pub fn raw_machines(
                 keep,
                 when,
                 updates,
+                acts: statewall_common::xfsm::interp::Acts {
+                    mark: t.mark,
+                    dscp: t.dscp,
+                    forward,
+                    event: t.event,
+                },
+                grant,
             });
         }
         out.push(crate::xfsm::RawMachine {
@@ -630,6 +698,10 @@ pub fn raw_machines(
             globals: m.globals.clone(),
             conds,
             transitions: trans,
+            grant: (
+                m.grant.iter().map(|p| (p.proto, p.port)).collect(),
+                m.open_for.ns(),
+            ),
         });
     }
     Ok(out)
@@ -685,12 +757,29 @@ pub fn doors(knocks: &[KnockConfig]) -> Vec<crate::xfsm::KnockDoor> {
         .collect()
 }
 
+/// `[[switch]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchConfig {
+    /// Name (logs).
+    pub name: String,
+    /// Network namespace of the ports (a name under `/run/netns`); absent = the daemon's.
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// The ports: 2 to 8 interfaces.
+    pub ports: Vec<String>,
+    /// `[[xfsm]]` machines the ports run, in this order (they run nowhere else).
+    pub machines: Vec<String>,
+}
+
 /// What the xfsm stage reads of the config.
 pub struct XfsmInput<'a> {
     /// `[[knock]]` doors.
     pub knocks: &'a [KnockConfig],
     /// `[[xfsm]]` machines.
     pub machines: &'a [XfsmConfig],
+    /// `[[switch]]` switches.
+    pub switches: &'a [SwitchConfig],
     /// Where one-time sequences and counters are recorded.
     pub state_dir: &'a Path,
 }

@@ -64,6 +64,7 @@ pub fn event_kind(e: &Event) -> &'static str {
 pub fn reason_name(r: u8) -> &'static str {
     match r {
         reason::TRANSITION => "transition",
+        reason::ACTION => "event",
         reason::IDLE_TIMEOUT => "idle_timeout",
         reason::HARD_TIMEOUT => "hard_timeout",
         reason::LOCKOUT => "lockout",

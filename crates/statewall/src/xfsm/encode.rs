@@ -1,8 +1,9 @@
-//! Kernel encodings of extended machines' conditions and updates
-//! (`statewall_common::xfsm::regs`), from their definitions.
+//! Kernel encodings of extended machines' conditions, updates (`statewall_common::xfsm::regs`)
+//! and actions (`statewall_common::xfsm::acts`), from their definitions.
 
 use statewall_common::{
-    xfsm::interp::{Cmp, CondDef, Opd, Reg, UpdDef, UpdOp},
+    xfsm::acts::{act, ActSet},
+    xfsm::interp::{Acts, Cmp, CondDef, Forward, Opd, Reg, UpdDef, UpdOp},
     xfsm::regs::{cmp, opnd, upd, Cond, CondSet, Operand, UpdSet, Update},
 };
 
@@ -21,6 +22,7 @@ fn operand(o: &Opd, shr: u8) -> Operand {
         Opd::Now => (opnd::NOW, 0, 0),
         Opd::Hash(f) => (opnd::HASH, 0, f),
         Opd::Meta => (opnd::META, 0, 0),
+        Opd::InPort => (opnd::IN_PORT, 0, 0),
     };
     Operand {
         kind,
@@ -90,4 +92,29 @@ pub fn updates(ups: &[UpdDef]) -> UpdSet {
         };
     }
     us
+}
+
+/// A transition's actions besides pass and drop.
+pub fn acts(a: &Acts) -> ActSet {
+    let mut s = ActSet::default();
+    if let Some(m) = a.mark {
+        s.flags |= act::MARK;
+        s.mark = m;
+    }
+    if let Some(d) = a.dscp {
+        s.flags |= act::DSCP;
+        s.dscp = d;
+    }
+    if a.event {
+        s.flags |= act::EVENT;
+    }
+    match a.forward {
+        Some(Forward::Reg(r)) => {
+            s.flags |= act::FWD_REG;
+            s.reg = r;
+        }
+        Some(Forward::Flood) => s.flags |= act::FLOOD,
+        None => {}
+    }
+    s
 }

@@ -121,6 +121,7 @@ fn plain_operand(s: &str, names: &Names<'_>) -> Result<Opd, ExprError> {
         "proto" => Opd::Proto,
         "tcp_flags" => Opd::TcpFlags,
         "now" => Opd::Now,
+        "in_port" => Opd::InPort,
         _ => {
             if let Some((f, args)) = call(s) {
                 match (f, args.as_slice()) {

@@ -45,8 +45,10 @@ impl Engine {
         let doors = &exp.doors;
         let raws = crate::xfsm::config::raw_machines(cfg.machines)
             .map_err(|(at, msg)| EngineError::Doors(format!("{at}: {msg}")))?;
-        let compiled =
+        let mut compiled =
             crate::xfsm::compile(doors, &raws).map_err(|e| EngineError::Doors(e.to_string()))?;
+        let switch_masks = crate::xfsm::switch::masks(cfg.switches, cfg.machines, doors.len());
+        compiled.switch_mask = switch_masks.iter().fold(0, |a, m| a | m);
         // A machine whose door changed (or whose previous door is unknown: the first write
         // of this process) starts with no states: an old state id means nothing in the new
         // machine. When only its sequences changed (a one-time sequence used, a new time
@@ -76,6 +78,7 @@ impl Engine {
                 .map_err(|e| map_err(statewall_common::xfsm::MAP_CTL, e))?;
         let cur = ctl.get(&statewall_common::xfsm::CTL_GEN, 0).unwrap_or(0) & 1;
         let shadow = (cur ^ 1) as usize;
+        self.write_switches(cfg.switches, &switch_masks, shadow as u32)?;
         let known = self.stage::<Installed>().ports[shadow].take();
         let new = crate::xfsm::write_tables(self, &compiled, known.as_deref()).map_err(|e| {
             EngineError::Map {

@@ -27,6 +27,7 @@ pub mod kernel;
 pub mod knockclient;
 pub mod reference;
 pub mod sequences;
+pub mod switch;
 pub mod tables;
 
 use self::error::XfsmError;
@@ -35,6 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use statewall_common::{
     proto,
+    xfsm::acts::{ActSet, MAP_ACTS, MAX_ACT_SETS},
     xfsm::interp::{Opd, Reg, UpdOp},
     xfsm::regs::{
         CondSet, UpdSet, FLOW_REGS, GLOBAL_REGS, MAP_CONDS, MAP_UPDATES, MAX_CONDS, MAX_UPDATES,
@@ -473,6 +475,54 @@ pub fn raw_uses_egress(raws: &[RawMachine]) -> bool {
         .any(|t| t.dirs.contains(&DIR_EGRESS))
 }
 
+/// A transition's update set and action set ([`Trans::upd`], [`Trans::act`]: 0 = none),
+/// added to the generation's.
+fn trans_sets(
+    c: &mut Compiled,
+    t: &RawTrans,
+    err: impl Fn(String) -> XfsmError,
+) -> Result<(u8, u8), XfsmError> {
+    let mut upd = 0;
+    if !t.updates.is_empty() {
+        if c.upd_sets.len() >= MAX_UPD_SETS as usize {
+            return Err(err(format!(
+                "more than {MAX_UPD_SETS} transitions with updates in all machines"
+            )));
+        }
+        c.upd_sets.push(encode::updates(&t.updates));
+        upd = c.upd_sets.len() as u8;
+    }
+    let mut act = 0;
+    if !t.acts.is_empty() {
+        act = c.act_id(encode::acts(&t.acts)).ok_or_else(|| {
+            err(format!(
+                "more than {MAX_ACT_SETS} different action sets in all machines"
+            ))
+        })?;
+    }
+    Ok((upd, act))
+}
+
+/// The grant set of a machine written by hand (`grant`, `open_for`).
+fn raw_grant_set(r: &RawMachine, err: impl Fn(String) -> XfsmError) -> Result<GrantSet, XfsmError> {
+    if r.grant.0.len() > GRANT_SET_PORTS {
+        return Err(err(format!(
+            "{} granted ports: at most {GRANT_SET_PORTS}",
+            r.grant.0.len()
+        )));
+    }
+    let mut gs = GrantSet {
+        len: r.grant.0.len() as u32,
+        open_ns: r.grant.1,
+        ..Default::default()
+    };
+    for (i, (p, port)) in r.grant.0.iter().enumerate() {
+        gs.protos[i] = *p;
+        gs.ports[i] = *port;
+    }
+    Ok(gs)
+}
+
 /// Compiles one machine as the next machine of `c`.
 fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
     let m = c.machines.len() as u8;
@@ -525,8 +575,9 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
         fail_window_ns: 0,
         lock_ns: 0,
     });
-    // Machines index grant sets by machine: an empty set keeps the numbering.
-    c.grant_sets.push(GrantSet::default());
+    // Machines index grant sets by machine (empty when the machine grants nothing).
+    let gs = raw_grant_set(r, err)?;
+    c.grant_sets.push(gs);
     for (i, t) in r.transitions.iter().enumerate() {
         let mut tr = Trans {
             action: if t.drop { ACT_DROP } else { ACT_NEXT },
@@ -545,18 +596,14 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
         if t.proto == proto::TCP {
             (tr.flags_mask, tr.flags_value) = t.tcp_flags;
         }
+        if let Some(open) = t.grant {
+            tr.effects |= if open { E_GRANT } else { E_REVOKE };
+            tr.grant_set = m;
+        }
         if let Some(p) = &t.payload {
             tr.payload = c.payload_id(p);
         }
-        if !t.updates.is_empty() {
-            if c.upd_sets.len() >= MAX_UPD_SETS as usize {
-                return Err(err(format!(
-                    "more than {MAX_UPD_SETS} transitions with updates in all machines"
-                )));
-            }
-            c.upd_sets.push(encode::updates(&t.updates));
-            tr.upd = c.upd_sets.len() as u8;
-        }
+        (tr.upd, tr.act) = trans_sets(c, t, err)?;
         // The condition vectors this transition covers.
         let (mask, value) = t.when.iter().fold((0u8, 0u8), |(m, v), &(i, b)| {
             (m | 1 << i, v | (b as u8) << i)
@@ -794,6 +841,13 @@ pub fn write_tables(
         for (i, us) in c.upd_sets.iter().enumerate() {
             a.set(new * MAX_UPD_SETS + i as u32, *us, 0)
                 .map_err(|e| merr(MAP_UPDATES, e))?;
+        }
+        let mut a: Array<&mut MapData, ActSet> =
+            Array::try_from(acc.map_mut(MAP_ACTS).map_err(|e| merr(MAP_ACTS, e))?)
+                .map_err(|e| merr(MAP_ACTS, e))?;
+        for (i, s) in c.act_sets.iter().enumerate() {
+            a.set(new * MAX_ACT_SETS + i as u32, *s, 0)
+                .map_err(|e| merr(MAP_ACTS, e))?;
         }
     }
     {

@@ -58,6 +58,10 @@ pub struct RefTables {
     pub conds: HashMap<(u32, usize), CondSet>,
     /// Update sets per (generation, index).
     pub upd_sets: HashMap<(u32, u32), UpdSet>,
+    /// Action events per machine: (second, sent in it).
+    pub evrate: HashMap<usize, (u64, u64)>,
+    /// Action sets per (generation, index).
+    pub act_sets: HashMap<(u32, u32), statewall_common::xfsm::acts::ActSet>,
     /// Per-flow registers.
     pub regs: HashMap<StateKey, [u64; FLOW_REGS]>,
     /// Global registers per machine.
@@ -99,6 +103,9 @@ impl RefTables {
         }
         for (i, us) in c.upd_sets.iter().enumerate() {
             self.upd_sets.insert((new, i as u32), *us);
+        }
+        for (i, a) in c.act_sets.iter().enumerate() {
+            self.act_sets.insert((new, i as u32), *a);
         }
         self.ctl[CTL_GEN as usize] = c.ctl_word(new);
     }
@@ -190,6 +197,15 @@ impl Tables for RefTables {
     fn count_trans(&mut self, idx: u32) {
         *self.tcount.entry(idx).or_default() += 1;
     }
+    fn event_allowed(&mut self, m: usize, now: u64) -> bool {
+        let e = self.evrate.entry(m).or_default();
+        let sec = now / 1_000_000_000;
+        if e.0 != sec {
+            *e = (sec, 0);
+        }
+        e.1 += 1;
+        e.1 <= statewall_common::xfsm::acts::EVENTS_PER_SEC
+    }
     fn event<F: FnOnce(&mut Event)>(&mut self, fill: F) {
         let mut e = Event::default();
         fill(&mut e);
@@ -205,6 +221,18 @@ impl Tables for RefTables {
     fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet) {
         *out = self
             .upd_sets
+            .get(&(generation, idx))
+            .copied()
+            .unwrap_or_default();
+    }
+    fn act_set_into(
+        &self,
+        generation: u32,
+        idx: u32,
+        out: &mut statewall_common::xfsm::acts::ActSet,
+    ) {
+        *out = self
+            .act_sets
             .get(&(generation, idx))
             .copied()
             .unwrap_or_default();

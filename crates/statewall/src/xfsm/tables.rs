@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use statewall_common::xfsm::{
+    acts::ActSet,
     regs::{CondSet, UpdSet},
     slow_bit, GrantSet, Machine, Payload, Trans, TransKey, CTL_PAYLOAD, CTL_SLOW, STATE_DEFAULT,
 };
@@ -38,6 +39,10 @@ pub struct Compiled {
     pub upd_sets: Vec<UpdSet>,
     /// Per machine: names of its per-flow and global registers.
     pub reg_names: Vec<(Vec<String>, Vec<String>)>,
+    /// Action sets; [`Trans::act`] - 1 indexes them.
+    pub act_sets: Vec<ActSet>,
+    /// Machines that only `[[switch]]` ports run (bit per machine).
+    pub switch_mask: u32,
 }
 
 impl Compiled {
@@ -62,13 +67,14 @@ impl Compiled {
             })
     }
 
-    /// Bit set of enabled machines.
+    /// Bit set of the machines the hooks run (enabled, not a switch's).
     pub fn mask(&self) -> u32 {
         self.machines
             .iter()
             .enumerate()
             .filter(|(_, m)| m.enabled != 0)
             .fold(0, |a, (i, _)| a | 1 << i)
+            & !self.switch_mask
     }
 
     /// The [`CTL_GEN`] bits that turn the per-packet fast path off: [`CTL_SLOW`] when some
@@ -77,7 +83,7 @@ impl Compiled {
     pub fn slow(&self) -> u32 {
         let mut bits = 0;
         for (m, mach) in self.machines.iter().enumerate() {
-            if mach.enabled == 0 {
+            if mach.enabled == 0 || self.switch_mask & (1 << m) != 0 {
                 continue;
             }
             if mach.lookup.shape().0 == 0 {
@@ -105,7 +111,11 @@ impl Compiled {
         } else {
             CTL_PAYLOAD
         };
-        generation | self.slow() | payload | self.mask() << 8
+        generation
+            | self.slow()
+            | payload
+            | self.mask() << 8
+            | self.switch_mask << statewall_common::xfsm::CTL_SWITCH_SHIFT
     }
 
     /// The id ([`Trans::payload`]) of a payload pattern, added if new.
@@ -116,6 +126,19 @@ impl Compiled {
                 self.payloads.push(*p);
                 self.payloads.len() as u8
             }
+        }
+    }
+
+    /// The id ([`Trans::act`]) of an action set, added if new; `None` when the
+    /// generation has no room for another.
+    pub(crate) fn act_id(&mut self, a: ActSet) -> Option<u8> {
+        match self.act_sets.iter().position(|x| *x == a) {
+            Some(i) => Some(i as u8 + 1),
+            None if self.act_sets.len() < statewall_common::xfsm::acts::MAX_ACT_SETS as usize => {
+                self.act_sets.push(a);
+                Some(self.act_sets.len() as u8)
+            }
+            None => None,
         }
     }
 

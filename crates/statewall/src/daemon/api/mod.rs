@@ -335,9 +335,21 @@ fn key_json(
     k: &statewall_common::xfsm::StateKey,
 ) -> serde_json::Value {
     let (na, np, has_proto) = scope.shape();
-    let addrs: Vec<IpAddr> = k.addrs[..na as usize]
+    // An address slot holds an IP address or a MAC (`Scope::l2`).
+    let addrs: Vec<String> = k.addrs[..na as usize]
         .iter()
-        .map(|a| addr_ip(k.family, a))
+        .enumerate()
+        .map(|(i, a)| {
+            if scope.l2 & (5 << i) != 0 {
+                a[..6]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            } else {
+                addr_ip(k.family, a).to_string()
+            }
+        })
         .collect();
     json!({
         "addrs": addrs,
