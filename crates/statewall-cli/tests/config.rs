@@ -55,6 +55,7 @@ registers = ["r"]
 globals = ["g"]
 grant = ["tcp/22"]
 open_for = "5s"
+table = "fixed"
 [[xfsm.condition]]
 name = "c"
 test = "r < g"
@@ -159,6 +160,11 @@ encryption_mode = "cbc"
         + &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../examples/efsm/knock-machine.toml"
+        ))
+        .unwrap()
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/efsm/syn-flood.toml"
         ))
         .unwrap();
     fn keys(v: &toml::Value, out: &mut Vec<String>) {
@@ -351,15 +357,25 @@ fn switch_and_action_errors_say_what_and_where() {
             "not an [[xfsm]] machine",
         ),
         (
-            machine("direction = \"egress\"\n") + sw,
-            "[[xfsm]] (l) transition #1 direction",
-            "no egress",
+            machine("direction = \"any\"\n") + sw,
+            "[[xfsm]] (l) transition #1",
+            "direction ingress only",
         ),
         (
             "[[interface]]\nname = \"eth0\"\ningress = \"xdp\"\n".to_string()
                 + &machine("mark = 7\n"),
             "transition #1 mark",
             "XDP",
+        ),
+        (
+            machine("when = [\"table_full\"]\n"),
+            "transition #1 when",
+            "table = \"fixed\"",
+        ),
+        (
+            machine("").replace("registers = [", "table = \"big\"\nregisters = ["),
+            "[[xfsm]] #1 (l) table",
+            "lru or fixed",
         ),
     ];
     for (text, at, what) in cases {

@@ -682,7 +682,7 @@ fn event_action_reports_packets_at_a_bounded_rate() {
         .collect();
     let cpus = std::thread::available_parallelism().unwrap().get() as u64;
     assert!(
-        !ev.is_empty() && (ev.len() as u64) <= 64 * cpus * secs,
+        !ev.is_empty() && (ev.len() as u64) <= (64 * cpus * secs).min(1999),
         "{} events from 2000 packets in {secs} s on {cpus} CPUs",
         ev.len()
     );

@@ -138,6 +138,20 @@ fn random_machine(rng: &mut StdRng, n: usize) -> RawMachine {
             shr: [shift(rng), shift(rng)],
         })
         .collect();
+    // A fixed table (a third of the machines): no timers (an entry leaves only by a
+    // transition to DEFAULT, as in the interpreter), and transitions on `table_full`.
+    let fixed = rng.random_bool(0.35);
+    let mut conds = conds;
+    if fixed && conds.len() < 8 {
+        conds.push(CondDef {
+            name: "table_full".into(),
+            a: Opd::TableFull,
+            cmp: Cmp::Eq,
+            b: Opd::Const(1),
+            shr: [0, 0],
+        });
+    }
+    let nc = conds.len();
     let mut m = RawMachine {
         name: format!("ext{n}"),
         lookup: lookup.to_vec(),
@@ -149,6 +163,7 @@ fn random_machine(rng: &mut StdRng, n: usize) -> RawMachine {
         conds,
         transitions: Vec::new(),
         grant: (Vec::new(), 0),
+        fixed,
     };
     for _ in 0..rng.random_range(4..=14) {
         let proto = [proto::TCP, proto::UDP, 0][rng.random_range(0..3)];
@@ -169,7 +184,7 @@ fn random_machine(rng: &mut StdRng, n: usize) -> RawMachine {
             Some(rng.random_range(0..3u8))
         };
         let timer = |rng: &mut StdRng| {
-            if next.is_some() && rng.random_bool(0.4) {
+            if next.is_some() && !fixed && rng.random_bool(0.4) {
                 (rng.random_range(1..=3) * SEC, rng.random_range(0..3u8))
             } else {
                 (0, 0)
@@ -265,13 +280,17 @@ fn expired_to_default(e: &Entry, now: u64) -> bool {
 /// Kernel and interpreter tables are equal.
 fn same_tables(bed: &mut TestBed, it: &Interp, seed: u64, at: usize, now: u64) {
     let machine = |i: u8| &it.machines[i as usize - it.first];
-    let s: BpfHashMap<&MapData, StateKey, StateVal> = (&*bed.map(MAP_STATES)).try_into().unwrap();
-    let mut ks: Vec<_> = s
-        .iter()
-        .map(|r| r.unwrap())
-        .map(|(k, v)| (flow_key(&k, machine(k.machine), it.first), entry(&v)))
-        .filter(|(_, e)| !expired_to_default(e, now))
-        .collect();
+    // Both tables: the LRU one and the fixed one (keys of fixed machines, only there).
+    let mut ks = Vec::new();
+    for map in [MAP_STATES, statewall_common::xfsm::MAP_FIXED_STATES] {
+        let s: BpfHashMap<&MapData, StateKey, StateVal> = (&*bed.map(map)).try_into().unwrap();
+        for (k, v) in s.iter().map(|r| r.unwrap()) {
+            let m = machine(k.machine);
+            assert_eq!(k.table, m.fixed as u8, "seed {seed}: {k:?} in {map}");
+            ks.push((flow_key(&k, m, it.first), entry(&v)));
+        }
+    }
+    ks.retain(|(_, e)| !expired_to_default(e, now));
     ks.sort();
     let is: Vec<_> = it
         .flows
@@ -280,15 +299,14 @@ fn same_tables(bed: &mut TestBed, it: &Interp, seed: u64, at: usize, now: u64) {
         .filter(|(_, e)| !expired_to_default(e, now))
         .collect();
     assert_eq!(ks, is, "seed {seed} packet {at}: state tables differ");
-    let r: BpfHashMap<&MapData, StateKey, FlowRegs> = (&*bed.map(MAP_REGS)).try_into().unwrap();
-    let mut kr: Vec<_> = r
-        .iter()
-        .map(|r| r.unwrap())
-        .map(|(k, v)| {
+    let mut kr = Vec::new();
+    for map in [MAP_REGS, statewall_common::xfsm::regs::MAP_FIXED_REGS] {
+        let r: BpfHashMap<&MapData, StateKey, FlowRegs> = (&*bed.map(map)).try_into().unwrap();
+        for (k, v) in r.iter().map(|r| r.unwrap()) {
             assert_eq!(v.lock, 0, "a register lock left taken");
-            (flow_key(&k, machine(k.machine), it.first), v.r)
-        })
-        .collect();
+            kr.push((flow_key(&k, machine(k.machine), it.first), v.r));
+        }
+    }
     kr.sort();
     let ir: Vec<_> = it.regs.iter().map(|(k, v)| (k.clone(), *v)).collect();
     assert_eq!(kr, ir, "seed {seed} packet {at}: per-flow registers differ");
@@ -306,6 +324,7 @@ fn same_tables(bed: &mut TestBed, it: &Interp, seed: u64, at: usize, now: u64) {
 /// What the random runs reached, over all scenarios.
 #[derive(Default, Debug)]
 struct Reach {
+    table_full: u64,
     marked: u64,
     dscp_set: u64,
     saturated_high: u64,
@@ -321,13 +340,20 @@ fn scenario(seed: u64, packets: usize, reach: &mut Reach) {
         .map(|n| random_machine(&mut rng, n))
         .collect();
     let compiled = compile(&[], &machines).unwrap();
-    let mut bed = TestBed::new();
+    // A fixed table of 4 entries, which the random flows fill.
+    let mut bed = TestBed::with_sizes(&[(statewall_common::xfsm::MAP_FIXED_STATES, 4)]);
     write_tables(&mut bed, &compiled, Some(&[])).unwrap();
     let mut it = Interp::new(machines.clone(), 0);
-    let sources: [IpAddr; 3] = [
+    it.fixed_cap = 4;
+    // Enough sources to fill the fixed table (4 entries).
+    let sources: [IpAddr; 7] = [
         "10.19.0.1".parse().unwrap(),
         "10.19.0.2".parse().unwrap(),
         "fd00:19::3".parse().unwrap(),
+        "10.19.0.4".parse().unwrap(),
+        "10.19.0.5".parse().unwrap(),
+        "fd00:19::6".parse().unwrap(),
+        "10.19.0.7".parse().unwrap(),
     ];
     let server = |s: &IpAddr| -> IpAddr {
         if s.is_ipv4() {
@@ -422,6 +448,16 @@ fn scenario(seed: u64, packets: usize, reach: &mut Reach) {
             same_tables(&mut bed, &it, seed, i, now);
         }
     }
+    let st: aya::maps::PerCpuArray<&MapData, u64> = (&*bed.map(statewall_common::xfsm::MAP_STATS))
+        .try_into()
+        .unwrap();
+    let refused = st
+        .get(&(statewall_common::xfsm::Counter::TableFull as u32), 0)
+        .unwrap()
+        .iter()
+        .sum::<u64>();
+    reach.table_full += refused;
+    assert_eq!(refused > 0, it.fixed_full, "seed {seed}: table full flag");
     let t: aya::maps::PerCpuArray<&MapData, u64> = (&*bed.map(statewall_common::xfsm::MAP_TCOUNT))
         .try_into()
         .unwrap();
@@ -469,6 +505,7 @@ fn kernel_registers_equal_the_interpreter_on_random_machines() {
     );
     assert!(reach.drops > 0 && reach.timeouts_crossed > 0);
     assert!(reach.marked > 0 && reach.dscp_set > 0, "{reach:?}");
+    assert!(reach.table_full > 0, "no fixed table filled up: {reach:?}");
     assert!(reach.saturated_high > 0, "no register reached the maximum");
     assert!(reach.zero_after_sub > 0);
 }

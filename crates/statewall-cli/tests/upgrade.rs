@@ -123,6 +123,8 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_XFSM_ACTS",
     "SW_SWITCH",
     "SW_SWITCH_IF",
+    "SW_XFSM_FSTATES",
+    "SW_XFSM_FREGS",
 ];
 
 /// Programs this build pins that the previous release did not (loaded and pinned on top

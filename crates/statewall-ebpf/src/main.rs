@@ -352,7 +352,10 @@ fn mark_tc(ctx: &TcContext, p: &PacketInfo, fx: u32) {
             b[0] = (b[0] & 0xf0) | tc >> 4;
             b[1] = (b[1] & 0x0f) | tc << 4;
         }
-        let _ = bpf_skb_store_bytes(skb, l3, b.as_ptr() as *const c_void, 2, 0);
+        // IPv4: the header checksum moved with the TOS, so the sum over the header (and
+        // `skb->csum`) is unchanged; IPv6 has no header checksum: `skb->csum` is updated.
+        let flags = if p.family == 4 { 0 } else { RECOMPUTE_CSUM };
+        let _ = bpf_skb_store_bytes(skb, l3, b.as_ptr() as *const c_void, 2, flags);
     }
 }
 
@@ -478,6 +481,7 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     };
     parse_xdp(&ctx, p);
     frag::ports(p);
+    p.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let load = |dst, off, len, max| load_xdp(&ctx, dst, off, len, max);
     // (No marks or DSCP in XDP: the config refuses them where the stages run in XDP.)
     if xfsm::run(p, DIR_INGRESS, load) & xfsm::DROPPED != 0 || !spa::run(p, load) {

@@ -19,9 +19,9 @@ use statewall_common::{
         },
         run_machine, Counter, Ctx, Event, GrantOutcome, GrantSet, LockKey, LockVal, Machine,
         Payload, RegsOutcome, StateKey, StateVal, Tables, Trans, TransKey, Work, ACTIVE_BUCKETS,
-        ADDR_BUCKETS, COUNTERS, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS,
-        MAX_TRANS_COUNTERS, ONCE_MAX, PAYLOAD_MAX, PAYLOAD_NONE, PORTS_PER_GEN, RUN_DROP,
-        RUN_GRANT,
+        ADDR_BUCKETS, COUNTERS, CTL_FIXED_FULL, CTL_LEN, MAX_GRANT_SETS, MAX_MACHINES,
+        MAX_PAYLOADS, MAX_TRANS_COUNTERS, ONCE_MAX, PAYLOAD_MAX, PAYLOAD_NONE, PORTS_PER_GEN,
+        RUN_DROP, RUN_GRANT, TABLE_FIXED,
     },
 };
 
@@ -40,6 +40,12 @@ static SW_XFSM_CTL: Array<u32> = Array::with_max_entries(CTL_LEN, 0);
 /// LRU: eviction sends a source back to DEFAULT (a knock in progress starts over).
 #[map(name = "SW_XFSM_STATES")]
 static SW_XFSM_STATES: LruHashMap<StateKey, StateVal> = LruHashMap::with_max_entries(65536, 0);
+/// States of machines with `table = "fixed"`: preallocated, never evicted.
+#[map(name = "SW_XFSM_FSTATES")]
+static SW_XFSM_FSTATES: HashMap<StateKey, StateVal> = HashMap::with_max_entries(16384, 0);
+/// Registers of machines with `table = "fixed"`.
+#[map(name = "SW_XFSM_FREGS")]
+static SW_XFSM_FREGS: HashMap<StateKey, FlowRegs> = HashMap::with_max_entries(16384, 0);
 /// Preallocated, not LRU: a flood cannot evict a lockout.
 #[map(name = "SW_XFSM_LOCKS")]
 static SW_XFSM_LOCKS: HashMap<LockKey, LockVal> = HashMap::with_max_entries(16384, 0);
@@ -188,15 +194,29 @@ impl Tables for Maps {
     }
     #[inline(always)]
     fn state(&mut self, k: &StateKey) -> Option<StateVal> {
+        if k.table == TABLE_FIXED {
+            return unsafe { SW_XFSM_FSTATES.get(k) }.copied();
+        }
         unsafe { SW_XFSM_STATES.get(k) }.copied()
     }
     #[inline(always)]
     fn put_state(&mut self, k: &StateKey, v: &StateVal) {
-        let _ = SW_XFSM_STATES.insert(k, v, 0);
+        if k.table != TABLE_FIXED {
+            let _ = SW_XFSM_STATES.insert(k, v, 0);
+        } else if SW_XFSM_FSTATES.insert(k, v, 0).is_err() {
+            // No room: the new flow stays DEFAULT, and `table_full` holds for new flows
+            // until user space sees room again.
+            self.count(Counter::TableFull);
+            self.set_ctl(CTL_FIXED_FULL, 1);
+        }
     }
     #[inline(always)]
     fn del_state(&mut self, k: &StateKey) {
-        let _ = SW_XFSM_STATES.remove(k);
+        if k.table == TABLE_FIXED {
+            let _ = SW_XFSM_FSTATES.remove(k);
+        } else {
+            let _ = SW_XFSM_STATES.remove(k);
+        }
     }
     #[inline(always)]
     fn lock(&self, k: &LockKey) -> Option<LockVal> {
@@ -305,7 +325,12 @@ impl Tables for Maps {
     }
     #[inline(always)]
     fn flow_regs(&self, k: &StateKey, out: &mut [u64; FLOW_REGS]) {
-        match unsafe { SW_XFSM_REGS.get(k) } {
+        let v = if k.table == TABLE_FIXED {
+            unsafe { SW_XFSM_FREGS.get(k) }
+        } else {
+            unsafe { SW_XFSM_REGS.get(k) }
+        };
+        match v {
             Some(v) => {
                 let mut i = 0;
                 while i < FLOW_REGS {
@@ -338,7 +363,15 @@ impl Tables for Maps {
         globals: bool,
         f: F,
     ) -> RegsOutcome {
-        let mut p = SW_XFSM_REGS.get_ptr_mut(k);
+        let fixed = k.table == TABLE_FIXED;
+        let get = |k: &StateKey| {
+            if fixed {
+                SW_XFSM_FREGS.get_ptr_mut(k)
+            } else {
+                SW_XFSM_REGS.get_ptr_mut(k)
+            }
+        };
+        let mut p = get(k);
         if p.is_none() {
             // The zeroes come from the per-CPU work slot (nothing writes `zero`), not the
             // stack, which the combined XDP program has no room left on. A race with
@@ -346,8 +379,13 @@ impl Tables for Maps {
             let Some(w) = SW_XFSM_WORK.get_ptr(0) else {
                 return RegsOutcome::Full;
             };
-            let _ = SW_XFSM_REGS.insert(k, unsafe { &(*w).zero }, BPF_NOEXIST);
-            p = SW_XFSM_REGS.get_ptr_mut(k);
+            let zero = unsafe { &(*w).zero };
+            let _ = if fixed {
+                SW_XFSM_FREGS.insert(k, zero, BPF_NOEXIST)
+            } else {
+                SW_XFSM_REGS.insert(k, zero, BPF_NOEXIST)
+            };
+            p = get(k);
         }
         let Some(p) = p else {
             return RegsOutcome::Full;

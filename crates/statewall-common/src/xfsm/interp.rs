@@ -47,6 +47,9 @@ pub enum Opd {
     Meta,
     /// The interface the packet is on.
     InPort,
+    /// `table_full`: the flow is new to a fixed table that has no room (only as the left
+    /// operand of `== 1`, the compiled form of a `when = ["table_full"]`).
+    TableFull,
 }
 
 /// Comparison.
@@ -147,6 +150,9 @@ pub struct RawMachine {
     /// What a transition with [`RawTrans::grant`] opens in the gate for the packet's
     /// source: (protocol, port) pairs, and for how long (ns).
     pub grant: (Vec<(u8, u16)>, u64),
+    /// States and registers in the preallocated tables (`table = "fixed"`): never evicted,
+    /// a new flow that finds no room stays DEFAULT.
+    pub fixed: bool,
 }
 
 /// One transition of a [`RawMachine`].
@@ -269,6 +275,11 @@ pub struct Interp {
     pub regs: BTreeMap<FlowKey, [u64; 4]>,
     /// Global registers per machine.
     pub globals: Vec<[u64; 8]>,
+    /// Entries the fixed state table holds at most (all fixed machines together).
+    pub fixed_cap: usize,
+    /// Set when the fixed state table refused a new flow (the kernel's `CTL_FIXED_FULL`;
+    /// user space clears it, the interpreter never does).
+    pub fixed_full: bool,
 }
 
 fn key_of(scope: &[u8], p: &PacketInfo, m: usize, bidirectional: bool) -> FlowKey {
@@ -352,6 +363,8 @@ fn eval(o: &Opd, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8], meta: u64
         Opd::Hash(f) => hash_of(p, f),
         Opd::Meta => meta,
         Opd::InPort => p.ifindex.into(),
+        // (Set by the caller: see `Interp::machine`.)
+        Opd::TableFull => 0,
     }
 }
 
@@ -386,6 +399,14 @@ fn holds(c: &CondDef, p: &PacketInfo, now: u64, r: &[u64; 4], g: &[u64; 8], meta
 }
 
 impl Interp {
+    /// Entries of fixed-table machines.
+    fn fixed_len(&self) -> usize {
+        self.flows
+            .keys()
+            .filter(|k| self.machines[k.0 - self.first].fixed)
+            .count()
+    }
+
     /// An interpreter for machines numbered from `first` (the doors' count).
     pub fn new(machines: Vec<RawMachine>, first: usize) -> Interp {
         let n = machines.len();
@@ -393,6 +414,7 @@ impl Interp {
             machines,
             first,
             globals: std::vec![[0; 8]; n],
+            fixed_cap: usize::MAX,
             ..Default::default()
         }
     }
@@ -473,10 +495,14 @@ impl Interp {
         // Conditions on the lookup key's registers.
         let r = self.regs.get(&lk).copied().unwrap_or([0; 4]);
         let g = self.globals[mi];
+        let fresh = cur.is_none();
         let results: Vec<bool> = m
             .conds
             .iter()
-            .map(|c| holds(c, p, now, &r, &g, *meta))
+            .map(|c| match c.a {
+                Opd::TableFull => m.fixed && fresh && self.fixed_full,
+                _ => holds(c, p, now, &r, &g, *meta),
+            })
             .collect();
         // The most specific level first; at each level the first transition declared.
         let levels = [(p.l4proto, p.dport), (p.l4proto, 0), (0, 0)];
@@ -551,6 +577,9 @@ impl Interp {
             }
             if next == STATE_DEFAULT {
                 self.flows.remove(&uk);
+            } else if m.fixed && !self.flows.contains_key(&uk) && self.fixed_len() >= self.fixed_cap
+            {
+                self.fixed_full = true;
             } else {
                 self.flows.insert(uk, e);
             }

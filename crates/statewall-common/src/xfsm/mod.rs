@@ -163,7 +163,8 @@ pub struct Scope {
     /// (the smaller first), so both directions of a connection find one entry.
     pub bidir: u8,
     /// Ethernet fields: bit `i` set when `addrs[i]` takes the source MAC, bit `2 + i`
-    /// when it takes the destination MAC (instead of an IP address).
+    /// when it takes the destination MAC (instead of an IP address). Bit 4
+    /// ([`SCOPE_FIXED`]): the keys live in the fixed tables ([`StateKey::table`]).
     pub l2: u8,
     /// `ports[i]` takes the source port where `p_src[i]` is 0xffff ...
     pub p_src: [u16; 2],
@@ -428,13 +429,28 @@ pub struct StateKey {
     pub family: u8,
     /// L4 protocol, when in scope.
     pub proto: u8,
-    /// Explicit padding.
-    pub _pad: u8,
+    /// The table the key lives in: 0 the LRU tables, [`TABLE_FIXED`] the preallocated ones
+    /// (a machine with `table = "fixed"`, [`M_FIXED`]).
+    pub table: u8,
     /// Port fields in scope order.
     pub ports: [u16; 2],
     /// Address fields in scope order.
     pub addrs: [[u8; 16]; 2],
 }
+
+/// [`StateKey::table`] of a machine with a fixed table.
+pub const TABLE_FIXED: u8 = 1;
+/// [`Scope::l2`] bit: the scope's keys live in the fixed tables.
+pub const SCOPE_FIXED: u8 = 16;
+/// Machine flag: the machine's states and registers live in the preallocated tables
+/// ([`MAP_FIXED_STATES`], `regs::MAP_FIXED_REGS`): never evicted; a new flow that finds
+/// no room is refused (and [`CTL_FIXED_FULL`] set).
+pub const M_FIXED: u8 = 8;
+/// Map: states of machines with a fixed table (preallocated hash).
+pub const MAP_FIXED_STATES: &str = "SW_XFSM_FSTATES";
+/// Index in the control array: non-zero since a fixed table refused a new entry, until
+/// user space sees room again (the `table_full` condition reads it).
+pub const CTL_FIXED_FULL: u32 = 2;
 
 /// State table value.
 #[repr(C)]
@@ -571,10 +587,12 @@ pub enum Counter {
     RegsFull = 14,
     /// Register updates not made: an entry's or the machine's register lock stayed taken.
     RegsBusy = 15,
+    /// A new flow of a fixed-table machine found no room.
+    TableFull = 16,
 }
 
 /// Number of stage counters.
-pub const COUNTERS: u32 = 16;
+pub const COUNTERS: u32 = 17;
 /// Counter names, in index order.
 pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "seen",
@@ -593,6 +611,7 @@ pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "grants_failed",
     "regs_full",
     "regs_busy",
+    "table_full",
 ];
 
 /// What writing a grant came to.
@@ -612,7 +631,7 @@ pub fn build_key(scope: &Scope, p: &PacketInfo, m: u8) -> StateKey {
         machine: 0,
         family: 0,
         proto: 0,
-        _pad: 0,
+        table: 0,
         ports: [0; 2],
         addrs: [[0; 16]; 2],
     };
@@ -674,7 +693,8 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) ->
     k.machine = m;
     k.family = p.family & scope.family;
     k.proto = p.l4proto & scope.proto;
-    k._pad = 0;
+    // The table: the fixed one when the scope says so.
+    k.table = (scope.l2 & SCOPE_FIXED) >> 4;
     k.ports = [
         (p.sport & scope.p_src[0]) | (p.dport & scope.p_dst[0]),
         (p.sport & scope.p_src[1]) | (p.dport & scope.p_dst[1]),
@@ -1094,6 +1114,8 @@ pub struct Work {
     pub meta: u64,
     /// Always zero: the kernel inserts a new flow's registers from here (not the stack).
     pub zero: regs::FlowRegs,
+    /// Non-zero when the lookup key has no state entry (a new flow).
+    pub fresh: u32,
     /// The packet's actions so far ([`acts::act`] bits; reset with `meta`).
     pub fx: u32,
     /// Mark to set ([`acts::act::MARK`]).
@@ -1113,7 +1135,13 @@ fn eval_conds<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u8 {
     t.flow_regs(&w.key, &mut w.regs);
     t.global_regs(m, &mut w.glob);
     t.conds_into(c.generation, m, &mut w.cs);
-    regs::conditions(&w.cs, c.p, c.now, &w.regs, &w.glob, w.meta)
+    let cv = regs::conditions(&w.cs, c.p, c.now, &w.regs, &w.glob, w.meta);
+    if w.mach.flags & M_FIXED == 0 {
+        return cv;
+    }
+    // A flow with no entry, while the fixed tables are full: it would find no room.
+    let full = w.fresh != 0 && t.ctl(CTL_FIXED_FULL) != 0;
+    regs::with_table_full(&w.cs, cv, full)
 }
 
 /// Finds machine `m`'s transition from `state` into `w.tr`; false when there is none. An
@@ -1217,6 +1245,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     }
     let mut state = STATE_DEFAULT;
     let mut expired = 0u8;
+    w.fresh = !found as u32;
     if found {
         let old = w.val.state;
         state = old;

@@ -43,6 +43,8 @@ pub const MAP_CONDS: &str = "SW_XFSM_CONDS";
 pub const MAP_UPDATES: &str = "SW_XFSM_UPD";
 /// Map: per-flow registers ([`super::StateKey`] of the update key -> [`FlowRegs`]).
 pub const MAP_REGS: &str = "SW_XFSM_REGS";
+/// Map: per-flow registers of machines with `table = "fixed"` (preallocated hash).
+pub const MAP_FIXED_REGS: &str = "SW_XFSM_FREGS";
 /// Map: global registers, per machine ([`GlobalRegs`]).
 pub const MAP_GLOBALS: &str = "SW_XFSM_GLOBALS";
 
@@ -79,8 +81,11 @@ pub mod opnd {
     pub const META: u8 = 13;
     /// Index of the interface the packet is on (the port a switch frame came in on).
     pub const IN_PORT: u8 = 14;
+    /// The `table_full` condition (a condition whose left operand is this holds when the
+    /// packet's flow is new to a fixed table that has no room: [`super::with_table_full`]).
+    pub const TABLE_FULL: u8 = 15;
     /// Highest kind.
-    pub const LAST: u8 = 14;
+    pub const LAST: u8 = 15;
 }
 
 /// Fields a hash operand can cover (bits of [`Operand::k`]), hashed in this order.
@@ -337,6 +342,19 @@ pub fn conditions(
         i += 1;
     }
     v
+}
+
+/// The condition vector `cv` with each `table_full` condition set to `full`.
+#[inline(always)]
+pub fn with_table_full(cs: &CondSet, mut cv: u8, full: bool) -> u8 {
+    let mut i = 0;
+    while i < MAX_CONDS {
+        if (i as u32) < cs.n && cs.c[i].a.kind == opnd::TABLE_FULL {
+            cv = (cv & !(1 << i)) | ((full as u8) << i);
+        }
+        i += 1;
+    }
+    cv
 }
 
 /// `op(d, x)` with shift `k`.

@@ -507,6 +507,9 @@ async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
         if let Err(e) = g.engine.sweep_locks(&cfg.knocks) {
             tracing::warn!("sweeping lock records: {e}");
         }
+        if let Err(e) = g.engine.sweep_fixed() {
+            tracing::warn!("sweeping the fixed state table: {e}");
+        }
         // One-time sequences used, time windows turned: recompile the doors.
         if let Err(e) = g.engine.refresh_sequences(&cfg.xfsm_input()) {
             tracing::warn!("refreshing knock sequences: {e}");

@@ -70,6 +70,8 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::xfsm::regs::MAP_REGS,
     statewall_common::xfsm::regs::MAP_GLOBALS,
     statewall_common::xfsm::acts::MAP_ACTS,
+    statewall_common::xfsm::MAP_FIXED_STATES,
+    statewall_common::xfsm::regs::MAP_FIXED_REGS,
     statewall_common::xfsm::acts::MAP_SWITCH,
     statewall_common::xfsm::acts::MAP_SWITCH_IF,
     statewall_common::spa::MAP_SPA_CONF,

@@ -174,6 +174,12 @@ pub struct XfsmConfig {
     /// How long such a grant lasts (default 30s).
     #[serde(default = "default_open_for")]
     pub open_for: Dur,
+    /// `lru` (an evicted flow starts over) or `fixed` (preallocated, never evicts: a new
+    /// flow that finds no room stays DEFAULT, and the `table_full` condition holds for it).
+    /// Default: `fixed` when a transition drops (an attacker could otherwise evict the
+    /// states that stop him), else `lru`.
+    #[serde(default)]
+    pub table: Option<String>,
 }
 /// `[[xfsm.condition]]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -384,10 +390,10 @@ pub fn raw_machines(
                 ));
             }
         }
-        if l.shape() != u.shape() {
+        if l.shape() != u.shape() || (l.l2 != 0) != (u.l2 != 0) {
             return Err((
                 at("update"),
-                "the update scope must give keys of the lookup scope's shape (as many addresses and ports, and the protocol in both or neither)".into(),
+                "the update scope must give keys of the lookup scope's shape (as many addresses and ports, MACs in both or neither, and the protocol in both or neither)".into(),
             ));
         }
         let mut states = vec!["DEFAULT".to_string()];
@@ -476,6 +482,12 @@ pub fn raw_machines(
                 "a machine needs at least one transition".into(),
             ));
         }
+        let fixed = match m.table.as_deref() {
+            None => m.transitions.iter().any(|t| t.action == "drop"),
+            Some("fixed") => true,
+            Some("lru") => false,
+            Some(other) => return Err((at("table"), format!("{other:?}: lru or fixed"))),
+        };
         let mut trans = Vec::new();
         for (j, t) in m.transitions.iter().enumerate() {
             let at = |key: &str| format!("{sec} transition #{} {key}", j + 1);
@@ -604,6 +616,28 @@ pub fn raw_machines(
                     Some(n) => (n.trim(), false),
                     None => (w.trim(), true),
                 };
+                if name == "table_full" && !conds.iter().any(|c| c.name == name) {
+                    if !fixed || t.state != "DEFAULT" {
+                        return Err((
+                            at("when"),
+                            "table_full: only on transitions from DEFAULT of a machine with table = \"fixed\"".into(),
+                        ));
+                    }
+                    use statewall_common::xfsm::interp::{Cmp, CondDef, Opd};
+                    conds.push(CondDef {
+                        name: name.into(),
+                        a: Opd::TableFull,
+                        cmp: Cmp::Eq,
+                        b: Opd::Const(1),
+                        shr: [0, 0],
+                    });
+                    if conds.len() > statewall_common::xfsm::regs::MAX_CONDS {
+                        return Err((
+                            at("when"),
+                            "table_full takes a condition slot: at most 8 with it".into(),
+                        ));
+                    }
+                }
                 let i = conds
                     .iter()
                     .position(|c: &statewall_common::xfsm::interp::CondDef| c.name == name)
@@ -702,6 +736,7 @@ pub fn raw_machines(
                 m.grant.iter().map(|p| (p.proto, p.port)).collect(),
                 m.open_for.ns(),
             ),
+            fixed,
         });
     }
     Ok(out)

@@ -23,6 +23,7 @@ fn operand(o: &Opd, shr: u8) -> Operand {
         Opd::Hash(f) => (opnd::HASH, 0, f),
         Opd::Meta => (opnd::META, 0, 0),
         Opd::InPort => (opnd::IN_PORT, 0, 0),
+        Opd::TableFull => (opnd::TABLE_FULL, 0, 0),
     };
     Operand {
         kind,

@@ -93,35 +93,41 @@ impl Engine {
         st.once_live = exp.once;
         st.time_counters = exp.time_counters;
         if flush.iter().any(Option::is_some) {
-            use statewall_common::xfsm::{StateKey, StateVal, MAP_STATES};
-            let mut h: BpfHashMap<&mut MapData, StateKey, StateVal> =
-                BpfHashMap::try_from(self.map_mut_checked(MAP_STATES)?)
-                    .map_err(|e| map_err(MAP_STATES, e))?;
-            let keys: Vec<StateKey> = h
-                .iter()
-                .filter_map(|r| r.ok())
-                .filter(|(k, v)| {
-                    matches!(flush.get(k.machine as usize), Some(Some(from)) if v.state >= *from)
-                })
-                .map(|(k, _)| k)
-                .collect();
-            for k in keys {
-                let _ = h.remove(&k);
+            use statewall_common::xfsm::{StateKey, StateVal, MAP_FIXED_STATES, MAP_STATES};
+            for map in [MAP_STATES, MAP_FIXED_STATES] {
+                let mut h: BpfHashMap<&mut MapData, StateKey, StateVal> =
+                    BpfHashMap::try_from(self.map_mut_checked(map)?)
+                        .map_err(|e| map_err(map, e))?;
+                let keys: Vec<StateKey> = h
+                    .iter()
+                    .filter_map(|r| r.ok())
+                    .filter(|(k, v)| {
+                        matches!(flush.get(k.machine as usize), Some(Some(from)) if v.state >= *from)
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                for k in keys {
+                    let _ = h.remove(&k);
+                }
             }
             // A machine that starts over starts with its registers at 0 too: the index may
             // now be another machine's, whose registers mean something else.
-            use statewall_common::xfsm::regs::{FlowRegs, GlobalRegs, MAP_GLOBALS, MAP_REGS};
+            use statewall_common::xfsm::regs::{
+                FlowRegs, GlobalRegs, MAP_FIXED_REGS, MAP_GLOBALS, MAP_REGS,
+            };
             let restart = |m: usize| matches!(flush.get(m), Some(Some(0)));
-            let mut h: BpfHashMap<&mut MapData, StateKey, FlowRegs> =
-                BpfHashMap::try_from(self.map_mut_checked(MAP_REGS)?)
-                    .map_err(|e| map_err(MAP_REGS, e))?;
-            let keys: Vec<StateKey> = h
-                .keys()
-                .filter_map(|r| r.ok())
-                .filter(|k| restart(k.machine as usize))
-                .collect();
-            for k in keys {
-                let _ = h.remove(&k);
+            for map in [MAP_REGS, MAP_FIXED_REGS] {
+                let mut h: BpfHashMap<&mut MapData, StateKey, FlowRegs> =
+                    BpfHashMap::try_from(self.map_mut_checked(map)?)
+                        .map_err(|e| map_err(map, e))?;
+                let keys: Vec<StateKey> = h
+                    .keys()
+                    .filter_map(|r| r.ok())
+                    .filter(|k| restart(k.machine as usize))
+                    .collect();
+                for k in keys {
+                    let _ = h.remove(&k);
+                }
             }
             let mut g: Array<&mut MapData, GlobalRegs> =
                 Array::try_from(self.map_mut_checked(MAP_GLOBALS)?)
@@ -289,7 +295,9 @@ impl Engine {
             statewall_common::xfsm::StateVal,
         )>,
     > {
-        self.hash_entries(statewall_common::xfsm::MAP_STATES)
+        let mut v = self.hash_entries(statewall_common::xfsm::MAP_STATES)?;
+        v.extend(self.hash_entries(statewall_common::xfsm::MAP_FIXED_STATES)?);
+        Ok(v)
     }
 
     /// Per-flow registers: (update key, registers).
@@ -301,7 +309,9 @@ impl Engine {
             statewall_common::xfsm::regs::FlowRegs,
         )>,
     > {
-        self.hash_entries(statewall_common::xfsm::regs::MAP_REGS)
+        let mut v = self.hash_entries(statewall_common::xfsm::regs::MAP_REGS)?;
+        v.extend(self.hash_entries(statewall_common::xfsm::regs::MAP_FIXED_REGS)?);
+        Ok(v)
     }
 
     /// Global registers of machine `m`.
@@ -365,6 +375,48 @@ impl Engine {
                 Array::try_from(self.map_mut_checked(MAP_CTL)?).map_err(|e| map_err(MAP_CTL, e))?;
             if ctl.get(&CTL_LOCK_FULL, 0).unwrap_or(0) != 0 {
                 ctl.set(CTL_LOCK_FULL, 0, 0)
+                    .map_err(|e| map_err(MAP_CTL, e))?;
+            }
+        }
+        Ok(dead.len())
+    }
+
+    /// Removes entries of the fixed state table whose deadline has sent them back to
+    /// DEFAULT (the kernel leaves such an entry until a packet looks it up), and clears
+    /// the table-full flag when there is room again; returns how many went.
+    pub fn sweep_fixed(&mut self) -> Result<usize> {
+        use statewall_common::xfsm::{
+            StateKey, StateVal, CTL_FIXED_FULL, MAP_CTL, MAP_FIXED_STATES, STATE_DEFAULT,
+        };
+        let now = self.kernel_now();
+        let entries: Vec<(StateKey, StateVal)> = self.hash_entries(MAP_FIXED_STATES)?;
+        let total = entries.len();
+        let due = |t: u64| t != 0 && t <= now;
+        let dead: Vec<StateKey> = entries
+            .into_iter()
+            .filter(|(_, v)| {
+                (due(v.hard_deadline) && v.hard_rollback == STATE_DEFAULT)
+                    || (!due(v.hard_deadline)
+                        && due(v.idle_deadline)
+                        && v.idle_rollback == STATE_DEFAULT)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let cap = {
+            use aya::maps::IterableMap;
+            let mut h: BpfHashMap<&mut MapData, StateKey, StateVal> =
+                BpfHashMap::try_from(self.map_mut_checked(MAP_FIXED_STATES)?)
+                    .map_err(|e| map_err(MAP_FIXED_STATES, e))?;
+            for k in &dead {
+                let _ = h.remove(k);
+            }
+            h.map().info().map(|i| i.max_entries()).unwrap_or(0) as usize
+        };
+        if total - dead.len() < cap {
+            let mut ctl: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut_checked(MAP_CTL)?).map_err(|e| map_err(MAP_CTL, e))?;
+            if ctl.get(&CTL_FIXED_FULL, 0).unwrap_or(0) != 0 {
+                ctl.set(CTL_FIXED_FULL, 0, 0)
                     .map_err(|e| map_err(MAP_CTL, e))?;
             }
         }

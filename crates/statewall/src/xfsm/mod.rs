@@ -46,8 +46,8 @@ use statewall_common::{
         field, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT, CTL_GEN,
         DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, E_ONCE, E_REVOKE,
         GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS, MAP_PORTS, MAP_TRANS,
-        MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_UNBOUNDED, NEXT_STAY,
-        PORTS_PER_GEN, STATE_DEFAULT,
+        MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_FIXED, M_UNBOUNDED,
+        NEXT_STAY, PORTS_PER_GEN, SCOPE_FIXED, STATE_DEFAULT,
     },
 };
 
@@ -523,10 +523,12 @@ fn raw_grant_set(r: &RawMachine, err: impl Fn(String) -> XfsmError) -> Result<Gr
     Ok(gs)
 }
 
-/// Compiles one machine as the next machine of `c`.
-fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
-    let m = c.machines.len() as u8;
-    let err = |msg: String| XfsmError::Compile(format!("[[xfsm]] {}: {msg}", r.name));
+/// The lookup and update scopes of a machine written by hand, with its key options
+/// (bidirectional, fixed table).
+fn raw_scopes(
+    r: &RawMachine,
+    err: impl Fn(String) -> XfsmError,
+) -> Result<(Scope, Scope), XfsmError> {
     let mut lookup = Scope::compile(&r.lookup).ok_or_else(|| err("bad lookup scope".into()))?;
     let mut update = Scope::compile(&r.update).ok_or_else(|| err("bad update scope".into()))?;
     if r.bidirectional {
@@ -539,16 +541,31 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
         lookup.bidir = 1;
         update.bidir = 1;
     }
+    if r.fixed {
+        lookup.l2 |= SCOPE_FIXED;
+        update.l2 |= SCOPE_FIXED;
+    }
     if lookup.shape() != update.shape() {
         return Err(err(
             "lookup and update scopes give keys of different shapes".into(),
         ));
     }
+    Ok((lookup, update))
+}
+
+/// Compiles one machine as the next machine of `c`.
+fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
+    let m = c.machines.len() as u8;
+    let err = |msg: String| XfsmError::Compile(format!("[[xfsm]] {}: {msg}", r.name));
+    let (lookup, update) = raw_scopes(r, err)?;
     if r.states.is_empty() || r.states.len() > 255 {
         return Err(err(format!("{} states: 1 to 255", r.states.len())));
     }
     check_ext(r)?;
     let mut flags = if r.extended() { M_EXT } else { 0 };
+    if r.fixed {
+        flags |= M_FIXED;
+    }
     c.conds.resize(m as usize, CondSet::default());
     c.conds.push(encode::conds(&r.conds));
     for t in &r.transitions {

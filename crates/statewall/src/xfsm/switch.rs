@@ -67,11 +67,11 @@ pub fn check(
             if let Some(j) = mc
                 .transitions
                 .iter()
-                .position(|t| t.direction == "egress" || t.payload.is_some())
+                .position(|t| t.direction != "ingress" || t.payload.is_some() || t.grant.is_some())
             {
                 return Err((
-                    format!("[[xfsm]] ({m}) transition #{} direction", j + 1),
-                    "a switch's machine sees frames arriving on its ports: no egress transitions, no payload matches".into(),
+                    format!("[[xfsm]] ({m}) transition #{}", j + 1),
+                    "a switch's machine sees frames arriving on its ports: direction ingress only, no payload matches, no grants".into(),
                 ));
             }
         }
@@ -141,6 +141,20 @@ impl Engine {
                 d.ports[j] = idx;
             }
             d.masks[shadow as usize & 1] = masks.get(i).copied().unwrap_or(0);
+            // Ports are told apart by index alone: two in different namespaces may not
+            // share one.
+            for (j, other) in defs.iter().enumerate() {
+                let other: &SwitchDef = other;
+                if let Some(&idx) = d.ports[..d.n as usize]
+                    .iter()
+                    .find(|p| other.ports[..other.n as usize].contains(p))
+                {
+                    return Err(crate::engine::EngineError::Doors(format!(
+                        "[[switch]] {} and {}: a port of each has interface index {idx} (in different namespaces); give one of them another",
+                        switches[j].name, s.name
+                    )));
+                }
+            }
             defs.push(d);
         }
         let mut a: Array<&mut MapData, SwitchDef> =

@@ -86,7 +86,10 @@ impl Compiled {
             if mach.enabled == 0 || self.switch_mask & (1 << m) != 0 {
                 continue;
             }
-            if mach.lookup.shape().0 == 0 {
+            // No IP address in the key (none, or MACs only): the address filter cannot
+            // rule a packet out.
+            let l = &mach.lookup;
+            if (l.a_src[0] | l.a_src[1] | l.a_dst[0] | l.a_dst[1]) == 0 {
                 bits |= CTL_SLOW;
             }
             let any_port = self
