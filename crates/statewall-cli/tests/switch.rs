@@ -218,3 +218,132 @@ fn learning_switch_forwards_floods_ages_and_relearns() {
     common::tally("switch frames checked", marker as u64);
     d.stop();
 }
+
+/// `sw_switch` under test-run against the interpreter running the learning-switch example
+/// (its own reading of the machine: keys by MAC, registers, conditions, forward): frames
+/// of five MACs, broadcast and unknown destinations, IP and not, on three ports of a
+/// namespace the test creates (veths whose peers are there too: floods end there), with the clock
+/// crossing the ageing time. The verdicts and the MAC tables must be equal.
+#[test]
+fn sw_switch_equals_the_interpreter_on_random_frames() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use statewall_common::xfsm::{
+        acts::{SwitchDef, MAP_SWITCH, MAP_SWITCH_IF},
+        interp::Interp,
+        regs::{FlowRegs, MAP_REGS},
+        StateKey,
+    };
+    let ns = NetNs::new("swtr");
+    for i in 1..=3 {
+        let (d, e) = (format!("d{i}"), format!("e{i}"));
+        ns.exec_ok(&["ip", "link", "add", &d, "type", "veth", "peer", "name", &e]);
+        ns.exec_ok(&["ip", "link", "set", &d, "up"]);
+        ns.exec_ok(&["ip", "link", "set", &e, "up"]);
+    }
+    let frames = common::soak_cases(3000) as usize;
+    ns.run(move || {
+        let ports: Vec<u32> = (1..=3)
+            .map(|i| {
+                let n = std::ffi::CString::new(format!("d{i}")).unwrap();
+                // SAFETY: a valid C string.
+                unsafe { libc::if_nametoindex(n.as_ptr()) }
+            })
+            .collect();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/efsm/learning-switch.toml"
+        ))
+        .unwrap()
+        .replace("since(seen) < 30s", "since(seen) < 3s");
+        let cfg = statewall::config::Config::parse(&text, "learning-switch.toml").unwrap();
+        let raws = cfg.raw_machines().unwrap();
+        let mut compiled = statewall::xfsm::compile(&[], &raws).unwrap();
+        compiled.switch_mask = 1;
+        let mut bed = statewall_harness::testrun::TestBed::new();
+        statewall::xfsm::write_tables(&mut bed, &compiled, Some(&[])).unwrap();
+        let mut def = SwitchDef {
+            masks: [1, 1],
+            n: 3,
+            ..Default::default()
+        };
+        def.ports[..3].copy_from_slice(&ports);
+        {
+            let mut a: aya::maps::Array<&mut aya::maps::MapData, SwitchDef> =
+                bed.map(MAP_SWITCH).try_into().unwrap();
+            a.set(0, def, 0).unwrap();
+            let mut h: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
+                bed.map(MAP_SWITCH_IF).try_into().unwrap();
+            for p in &ports {
+                h.insert(*p, 0, 0).unwrap();
+            }
+        }
+        let mut it = Interp::new(raws, 0);
+        let mut rng = StdRng::seed_from_u64(0x5717);
+        // Where each MAC lives (it moves now and then).
+        let mut home: Vec<usize> = (0..5).map(|i| i % 3).collect();
+        let mut now = 1_000 * 1_000_000_000u64;
+        let (mut flooded, mut forwarded) = (0, 0);
+        for i in 0..frames {
+            now += match rng.random_range(0..20) {
+                0 => rng.random_range(2_000..5_000) * 1_000_000,
+                _ => rng.random_range(0..300) * 1_000_000,
+            };
+            if rng.random_bool(0.01) {
+                let m = rng.random_range(0..5);
+                home[m] = rng.random_range(0..3);
+            }
+            let s = rng.random_range(0..5);
+            let dst = match rng.random_range(0..10) {
+                0 => [0xff; 6],
+                1 => [0x02, 0x5a, 0, 0, 0, 0x77],
+                _ => mac(rng.random_range(0..5) as u8 + 1),
+            };
+            let mut f = if rng.random_bool(0.5) {
+                frame(dst, mac(s as u8 + 1), i as u32)
+            } else {
+                statewall_harness::packet::Packet::udp(
+                    "10.98.0.1".parse().unwrap(),
+                    "10.98.0.2".parse().unwrap(),
+                    4000,
+                    5000,
+                )
+                .build()
+            };
+            f[..6].copy_from_slice(&dst);
+            f[6..12].copy_from_slice(&mac(s as u8 + 1));
+            let port = ports[home[s]];
+            bed.freeze(now);
+            let (got, _, _) = bed.run_skb(statewall::engine::ebpf::PROG_SWITCH, &f, port);
+            let mut info = statewall_common::parse::parse_packet(&f);
+            info.ifindex = port;
+            let want = it.step_switch(&info, now);
+            let expect = match (want.pass, want.fwd) {
+                (false, _) => statewall_common::TC_ACT_SHOT,
+                (true, None) => statewall_common::TCX_NEXT,
+                (true, Some(to)) if to == port => statewall_common::TC_ACT_SHOT,
+                (true, Some(to)) if to != 0 && ports.contains(&to) => {
+                    forwarded += 1;
+                    7 // TC_ACT_REDIRECT
+                }
+                (true, Some(_)) => {
+                    flooded += 1;
+                    statewall_common::TC_ACT_SHOT
+                }
+            };
+            assert_eq!(got, expect, "frame {i}: {want:?}");
+        }
+        // The MAC tables: registers by MAC.
+        let r: aya::maps::HashMap<&aya::maps::MapData, StateKey, FlowRegs> =
+            (&*bed.map(MAP_REGS)).try_into().unwrap();
+        let mut kr: Vec<([u8; 16], [u64; 4])> = r
+            .iter()
+            .map(|e| e.unwrap())
+            .map(|(k, v)| (k.addrs[0], v.r))
+            .collect();
+        kr.sort();
+        let ir: Vec<([u8; 16], [u64; 4])> = it.regs.iter().map(|(k, v)| (k.2[0], *v)).collect();
+        assert_eq!(kr, ir);
+        assert!(flooded > 100 && forwarded > 100, "{flooded} {forwarded}");
+        common::tally("switch frames, kernel = interpreter", frames as u64);
+    });
+}
