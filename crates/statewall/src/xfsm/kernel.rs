@@ -78,7 +78,11 @@ impl Engine {
                 .map_err(|e| map_err(statewall_common::xfsm::MAP_CTL, e))?;
         let cur = ctl.get(&statewall_common::xfsm::CTL_GEN, 0).unwrap_or(0) & 1;
         let shadow = (cur ^ 1) as usize;
-        self.write_switches(cfg.switches, &switch_masks, shadow as u32)?;
+        // Switches: interfaces resolved first (an error changes nothing), the new
+        // generation's machine masks before the table switch, ports after it.
+        let switch_defs =
+            crate::xfsm::switch::switch_defs(cfg.switches, &switch_masks, shadow as u32)?;
+        self.write_switch_masks(&switch_defs, shadow as u32)?;
         let known = self.stage::<Installed>().ports[shadow].take();
         let new = crate::xfsm::write_tables(self, &compiled, known.as_deref()).map_err(|e| {
             EngineError::Map {
@@ -86,6 +90,7 @@ impl Engine {
                 msg: e.to_string(),
             }
         })?;
+        self.write_switch_ports(&switch_defs)?;
         let st = self.stage::<Installed>();
         st.ports[new as usize] = Some(compiled.ports.keys().copied().collect());
         st.compiled = Some(compiled);

@@ -111,61 +111,78 @@ pub fn masks(switches: &[SwitchConfig], machines: &[XfsmConfig], first: usize) -
         .collect()
 }
 
-impl Engine {
-    /// Writes the switches: ports at once, machine masks into generation `shadow` (the one
-    /// the next table switch makes active). Ports that left a switch are removed.
-    pub fn write_switches(
-        &mut self,
-        switches: &[SwitchConfig],
-        masks: &[u32],
-        shadow: u32,
-    ) -> Result<()> {
-        let mut defs = Vec::new();
-        for (i, s) in switches.iter().enumerate() {
-            let mut d = SwitchDef {
-                n: s.ports.len() as u32,
-                ..Default::default()
-            };
-            for (j, p) in s.ports.iter().enumerate() {
-                let idx = crate::engine::ifindex(s.netns.as_deref(), p);
-                if idx == 0 {
-                    return Err(crate::engine::EngineError::Doors(format!(
-                        "[[switch]] {}: no interface {p:?}{}",
-                        s.name,
-                        s.netns
-                            .as_ref()
-                            .map(|n| format!(" in namespace {n}"))
-                            .unwrap_or_default()
-                    )));
-                }
-                d.ports[j] = idx;
+/// The switches as the kernel holds them: ports resolved to interface indexes (an error
+/// names a missing one), machine masks in generation `shadow`.
+pub fn switch_defs(
+    switches: &[SwitchConfig],
+    masks: &[u32],
+    shadow: u32,
+) -> Result<Vec<SwitchDef>> {
+    let mut defs: Vec<SwitchDef> = Vec::new();
+    for (i, s) in switches.iter().enumerate() {
+        let mut d = SwitchDef {
+            n: s.ports.len() as u32,
+            ..Default::default()
+        };
+        for (j, p) in s.ports.iter().enumerate() {
+            let idx = crate::engine::ifindex(s.netns.as_deref(), p);
+            if idx == 0 {
+                return Err(crate::engine::EngineError::Doors(format!(
+                    "[[switch]] {}: no interface {p:?}{}",
+                    s.name,
+                    s.netns
+                        .as_ref()
+                        .map(|n| format!(" in namespace {n}"))
+                        .unwrap_or_default()
+                )));
             }
-            d.masks[shadow as usize & 1] = masks.get(i).copied().unwrap_or(0);
-            // Ports are told apart by index alone: two in different namespaces may not
-            // share one.
-            for (j, other) in defs.iter().enumerate() {
-                let other: &SwitchDef = other;
-                if let Some(&idx) = d.ports[..d.n as usize]
-                    .iter()
-                    .find(|p| other.ports[..other.n as usize].contains(p))
-                {
-                    return Err(crate::engine::EngineError::Doors(format!(
-                        "[[switch]] {} and {}: a port of each has interface index {idx} (in different namespaces); give one of them another",
-                        switches[j].name, s.name
-                    )));
-                }
-            }
-            defs.push(d);
+            d.ports[j] = idx;
         }
+        d.masks[shadow as usize & 1] = masks.get(i).copied().unwrap_or(0);
+        // Ports are told apart by index alone: two in different namespaces may not share
+        // one.
+        for (j, other) in defs.iter().enumerate() {
+            if let Some(&idx) = d.ports[..d.n as usize]
+                .iter()
+                .find(|p| other.ports[..other.n as usize].contains(p))
+            {
+                return Err(crate::engine::EngineError::Doors(format!(
+                    "[[switch]] {} and {}: a port of each has interface index {idx} (in different namespaces); give one of them another",
+                    switches[j].name, s.name
+                )));
+            }
+        }
+        defs.push(d);
+    }
+    Ok(defs)
+}
+
+impl Engine {
+    /// Before a table switch: the switches' machine masks of generation `shadow` (the one
+    /// the switch makes active); ports and the active generation's masks stay.
+    pub fn write_switch_masks(&mut self, defs: &[SwitchDef], shadow: u32) -> Result<()> {
+        let g = shadow as usize & 1;
+        let mut a: Array<&mut MapData, SwitchDef> =
+            Array::try_from(self.map_mut_checked(MAP_SWITCH)?)
+                .map_err(|e| map_err(MAP_SWITCH, e))?;
+        for i in 0..MAX_SWITCHES {
+            let mut d = a.get(&i, 0).unwrap_or_default();
+            d.masks[g] = defs.get(i as usize).map(|x| x.masks[g]).unwrap_or(0);
+            a.set(i, d, 0).map_err(|e| map_err(MAP_SWITCH, e))?;
+        }
+        Ok(())
+    }
+
+    /// After the table switch: the switches' ports and the interface map (ports that left
+    /// a switch removed); the masks stay as written.
+    pub fn write_switch_ports(&mut self, defs: &[SwitchDef]) -> Result<()> {
         let mut a: Array<&mut MapData, SwitchDef> =
             Array::try_from(self.map_mut_checked(MAP_SWITCH)?)
                 .map_err(|e| map_err(MAP_SWITCH, e))?;
         for i in 0..MAX_SWITCHES {
             let old = a.get(&i, 0).unwrap_or_default();
             let mut d = defs.get(i as usize).copied().unwrap_or_default();
-            // The active generation keeps its mask until the switch.
-            let cur = (shadow as usize & 1) ^ 1;
-            d.masks[cur] = old.masks[cur];
+            d.masks = old.masks;
             a.set(i, d, 0).map_err(|e| map_err(MAP_SWITCH, e))?;
         }
         let mut h: BpfHashMap<&mut MapData, u32, u32> =
