@@ -633,17 +633,12 @@ fn knock_machine_example_opens_like_a_door() {
     let g = d.get("/api/v1/gate/grants");
     assert!(g.to_string().contains(&pair.client_v4.to_string()), "{g}");
     let x = d.get("/api/v1/xfsm");
-    let hits = |needle: &str| {
-        x["transitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["transition"].as_str().unwrap().starts_with(needle))
-            .map(|t| t["packets"].as_u64().unwrap())
-            .sum::<u64>()
-    };
-    assert_eq!(hits("knock22: #3 "), 1, "{x}");
-    assert_eq!(hits("knock22: #4 "), 1, "the wrong knock: {x}");
+    assert_eq!(common::transition_hits(&x, "knock22: #3 "), 1, "{x}");
+    assert_eq!(
+        common::transition_hits(&x, "knock22: #4 "),
+        1,
+        "the wrong knock: {x}"
+    );
     d.stop();
 }
 

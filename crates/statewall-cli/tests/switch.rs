@@ -87,16 +87,10 @@ fn topology() -> (NetNs, Vec<Host>) {
 
 fn counts(d: &Daemon) -> (u64, u64) {
     let x = d.get("/api/v1/xfsm");
-    let hits = |needle: &str| {
-        x["transitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["transition"].as_str().unwrap().starts_with(needle))
-            .map(|t| t["packets"].as_u64().unwrap())
-            .sum::<u64>()
-    };
-    (hits("learn: #1 "), hits("learn: #2 "))
+    (
+        common::transition_hits(&x, "learn: #1 "),
+        common::transition_hits(&x, "learn: #2 "),
+    )
 }
 
 #[test]

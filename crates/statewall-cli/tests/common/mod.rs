@@ -707,3 +707,15 @@ pub fn follow_events(
     });
     events
 }
+
+/// Packets counted by the transitions whose name (`GET /api/v1/xfsm`, `transitions`)
+/// starts with `prefix` ("machine: #N "), summed.
+pub fn transition_hits(xfsm: &serde_json::Value, prefix: &str) -> u64 {
+    xfsm["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["transition"].as_str().unwrap().starts_with(prefix))
+        .map(|t| t["packets"].as_u64().unwrap())
+        .sum()
+}

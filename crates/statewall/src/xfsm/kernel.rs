@@ -349,7 +349,7 @@ impl Engine {
     /// table drains), and clears the table-full flag when there is room again; returns how
     /// many records went.
     pub fn sweep_locks(&mut self, knocks: &[KnockConfig]) -> Result<usize> {
-        use statewall_common::xfsm::{LockKey, LockVal, CTL_LOCK_FULL, MAP_CTL, MAP_LOCKS};
+        use statewall_common::xfsm::{LockKey, LockVal, CTL_LOCK_FULL, MAP_LOCKS};
         let now = self.kernel_now();
         let windows: Vec<u64> = knocks
             .iter()
@@ -365,25 +365,7 @@ impl Engine {
             })
             .map(|(k, _)| k)
             .collect();
-        let cap = {
-            use aya::maps::IterableMap;
-            let mut h: BpfHashMap<&mut MapData, LockKey, LockVal> =
-                BpfHashMap::try_from(self.map_mut_checked(MAP_LOCKS)?)
-                    .map_err(|e| map_err(MAP_LOCKS, e))?;
-            for k in &dead {
-                let _ = h.remove(k);
-            }
-            h.map().info().map(|i| i.max_entries()).unwrap_or(0) as usize
-        };
-        if total - dead.len() < cap {
-            let mut ctl: Array<&mut MapData, u32> =
-                Array::try_from(self.map_mut_checked(MAP_CTL)?).map_err(|e| map_err(MAP_CTL, e))?;
-            if ctl.get(&CTL_LOCK_FULL, 0).unwrap_or(0) != 0 {
-                ctl.set(CTL_LOCK_FULL, 0, 0)
-                    .map_err(|e| map_err(MAP_CTL, e))?;
-            }
-        }
-        Ok(dead.len())
+        self.remove_and_clear::<LockKey, LockVal>(MAP_LOCKS, &dead, total, CTL_LOCK_FULL)
     }
 
     /// Removes entries of the fixed state table whose deadline has sent them back to
@@ -391,7 +373,7 @@ impl Engine {
     /// the table-full flag when there is room again; returns how many went.
     pub fn sweep_fixed(&mut self) -> Result<usize> {
         use statewall_common::xfsm::{
-            StateKey, StateVal, CTL_FIXED_FULL, MAP_CTL, MAP_FIXED_STATES, STATE_DEFAULT,
+            StateKey, StateVal, CTL_FIXED_FULL, MAP_FIXED_STATES, STATE_DEFAULT,
         };
         let now = self.kernel_now();
         let entries: Vec<(StateKey, StateVal)> = self.hash_entries(MAP_FIXED_STATES)?;
@@ -407,12 +389,25 @@ impl Engine {
             })
             .map(|(k, _)| k)
             .collect();
+        self.remove_and_clear::<StateKey, StateVal>(MAP_FIXED_STATES, &dead, total, CTL_FIXED_FULL)
+    }
+
+    /// Removes `dead` from hash map `map` (of `total` entries before) and, when that
+    /// leaves room, clears the table-full flag `ctl_flag` the kernel set; returns how many
+    /// went. (The sweeps of the lock table and of the fixed state table.)
+    fn remove_and_clear<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        map: &str,
+        dead: &[K],
+        total: usize,
+        ctl_flag: u32,
+    ) -> Result<usize> {
+        use statewall_common::xfsm::MAP_CTL;
         let cap = {
             use aya::maps::IterableMap;
-            let mut h: BpfHashMap<&mut MapData, StateKey, StateVal> =
-                BpfHashMap::try_from(self.map_mut_checked(MAP_FIXED_STATES)?)
-                    .map_err(|e| map_err(MAP_FIXED_STATES, e))?;
-            for k in &dead {
+            let mut h: BpfHashMap<&mut MapData, K, V> =
+                BpfHashMap::try_from(self.map_mut_checked(map)?).map_err(|e| map_err(map, e))?;
+            for k in dead {
                 let _ = h.remove(k);
             }
             h.map().info().map(|i| i.max_entries()).unwrap_or(0) as usize
@@ -420,9 +415,8 @@ impl Engine {
         if total - dead.len() < cap {
             let mut ctl: Array<&mut MapData, u32> =
                 Array::try_from(self.map_mut_checked(MAP_CTL)?).map_err(|e| map_err(MAP_CTL, e))?;
-            if ctl.get(&CTL_FIXED_FULL, 0).unwrap_or(0) != 0 {
-                ctl.set(CTL_FIXED_FULL, 0, 0)
-                    .map_err(|e| map_err(MAP_CTL, e))?;
+            if ctl.get(&ctl_flag, 0).unwrap_or(0) != 0 {
+                ctl.set(ctl_flag, 0, 0).map_err(|e| map_err(MAP_CTL, e))?;
             }
         }
         Ok(dead.len())
