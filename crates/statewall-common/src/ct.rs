@@ -173,8 +173,14 @@ fn fill_key(
     let (lo, hi, plo, phi) = if swap { (b, a, dp, sp) } else { (a, b, sp, dp) };
     let mut i = 0;
     while i < 16 {
-        out.a0[i] = if i < alen { lo[i] } else { 0 };
-        out.a1[i] = if i < alen { hi[i] } else { 0 };
+        // Volatile stores: LLVM would turn the loop into a `memmove` call, a byte loop of
+        // its own in BPF (see `crate::mem`).
+        let (l, h) = if i < alen { (lo[i], hi[i]) } else { (0, 0) };
+        // SAFETY: `i < 16`, inside both arrays.
+        unsafe {
+            core::ptr::write_volatile(out.a0.as_mut_ptr().add(i), l);
+            core::ptr::write_volatile(out.a1.as_mut_ptr().add(i), h);
+        }
         i += 1;
     }
     out.p0 = plo;

@@ -27,6 +27,7 @@ pub mod firewall;
 pub mod frag;
 pub mod gate;
 pub mod maps;
+pub mod mem;
 pub mod monitor;
 pub mod parse;
 pub mod reset;

@@ -7,6 +7,8 @@
 use aya_ebpf::{macros::map, maps::LruHashMap};
 use statewall_common::{parse::PacketInfo, proto};
 
+use crate::bench_synguard::addr_word;
+
 /// Bucket of one source.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -18,7 +20,7 @@ pub struct Bucket {
 
 /// Buckets by (family, address).
 #[map(name = "SW_BENCH_BUCKETS")]
-static SW_BENCH_BUCKETS: LruHashMap<[u8; 20], Bucket> = LruHashMap::with_max_entries(16384, 0);
+static SW_BENCH_BUCKETS: LruHashMap<[u32; 5], Bucket> = LruHashMap::with_max_entries(16384, 0);
 
 const BURST: u64 = 30_000;
 
@@ -28,13 +30,13 @@ pub fn run(p: &PacketInfo, now: u64) -> bool {
     if !p.is_ip() || p.l4proto != proto::UDP {
         return true;
     }
-    let mut key = [0u8; 20];
-    key[0] = p.family;
-    let mut i = 0;
-    while i < 16 {
-        key[4 + i] = p.saddr[i];
-        i += 1;
-    }
+    let key = [
+        p.family as u32,
+        addr_word(p, 0),
+        addr_word(p, 1),
+        addr_word(p, 2),
+        addr_word(p, 3),
+    ];
     let len = p.pkt_len as u64;
     let Some(b) = SW_BENCH_BUCKETS.get_ptr_mut(&key) else {
         let b = Bucket {

@@ -15,6 +15,7 @@ use statewall_common::{
         Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS,
         IFACE_INSTANCE, IFACE_XDP, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
+    mem::copy_bytes,
     parse::{PacketInfo, Status},
     TCX_NEXT, TC_ACT_SHOT,
 };
@@ -158,8 +159,8 @@ fn log_event(chain: u32, r: u32, st: u8) {
     let v = e.as_mut_ptr();
     // SAFETY: `v` is the reserved record, written field by field (no copy on the stack).
     unsafe {
-        (*v).saddr = p.saddr;
-        (*v).daddr = p.daddr;
+        copy_bytes(&mut (*v).saddr, &p.saddr);
+        copy_bytes(&mut (*v).daddr, &p.daddr);
         (*v).len = p.pkt_len;
         (*v).rule = r;
         (*v).sport = p.sport;
@@ -365,7 +366,7 @@ fn ct_state(p: &PacketInfo, w: &mut CtWork) -> u8 {
         w.tracked = 1;
         if let Some(e) = unsafe { SW_FW_CT.get(&w.key) } {
             if e.expires_ns > w.now {
-                w.entry = *e;
+                statewall_common::mem::copy_words(&mut w.entry, e);
                 w.has_entry = 1;
             }
         }

@@ -14,6 +14,7 @@
 //! | `sw_empty_tc`, `sw_empty_xdp` | bench baseline | do nothing |
 #![no_std]
 #![no_main]
+#![no_builtins]
 #![feature(asm_experimental_arch)]
 
 mod atomic;

@@ -6,6 +6,7 @@
 //! `MAX_HDR_OFF` first, so the verifier can follow it. The field assignments happen in the
 //! same order as in the twin, so a malformed packet leaves the same partial result.
 
+use statewall_common::mem::copy_bytes;
 use statewall_common::parse::{
     is_ipv6_ext, PacketInfo, Status, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FLAG_FRAG,
     FLAG_L2_GROUP, FLAG_L4, FLAG_NONFIRST_FRAG, MAX_HDR_OFF, MAX_IPV6_EXT, MAX_VLAN,
@@ -137,10 +138,12 @@ pub fn parse(c: &Cursor, p: &mut PacketInfo) {
 fn parse_into(c: &Cursor, p: &mut PacketInfo) -> Option<()> {
     let et: *const [u8; 2] = c.hdr(12)?;
     let mut eth_proto = be16(unsafe { *et });
-    let macs: *const [u8; 12] = c.hdr(0)?;
-    let macs = unsafe { *macs };
-    p.dmac.copy_from_slice(&macs[..6]);
-    p.smac.copy_from_slice(&macs[6..]);
+    let dmac: *const [u8; 6] = c.hdr(0)?;
+    let smac: *const [u8; 6] = c.hdr(6)?;
+    unsafe {
+        copy_bytes(&mut p.dmac, &*dmac);
+        copy_bytes(&mut p.smac, &*smac);
+    }
     let dst: *const u8 = c.hdr(0)?;
     if unsafe { *dst } & 1 != 0 {
         p.flags |= FLAG_L2_GROUP;
@@ -239,8 +242,8 @@ fn parse_ipv6(c: &Cursor, off: usize, p: &mut PacketInfo) -> Option<()> {
     p.ip_len = (plen + 40) as u16;
     let mut nh = ip.nh;
     p.ttl = ip.hlim;
-    p.saddr = ip.saddr;
-    p.daddr = ip.daddr;
+    copy_bytes(&mut p.saddr, &ip.saddr);
+    copy_bytes(&mut p.daddr, &ip.daddr);
     let ip_end = off + 40 + plen;
     let mut cur = off + 40;
     let mut n = 0usize;

@@ -74,19 +74,9 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, load: L) -> bo
     };
     count(SpaCounter::Candidates);
     let now = now_ns();
-    let key = rate_key(p);
-    let tat = match unsafe { SW_SPA_RATE.get(&key) } {
-        Some(t) => *t,
-        None => 0,
-    };
-    match gcra(tat, now, conf) {
-        Some(t) => {
-            let _ = SW_SPA_RATE.insert(&key, &t, 0);
-        }
-        None => {
-            count(SpaCounter::RateLimited);
-            return false;
-        }
+    if !admitted(p, conf, now) {
+        count(SpaCounter::RateLimited);
+        return false;
     }
     let len = p.payload_len as u32;
     if kind == KIND_PKD {
@@ -129,4 +119,23 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, load: L) -> bo
         count(SpaCounter::Oversized);
     }
     false
+}
+
+/// The per-source rate limit of SPA candidates (GCRA): true when the packet is within it.
+/// A function of its own: only candidates get here, and its key's stack stays off the
+/// deepest call chain of the programs that inline the stage.
+#[inline(never)]
+fn admitted(p: &PacketInfo, conf: &SpaConf, now: u64) -> bool {
+    let key = rate_key(p);
+    let tat = match unsafe { SW_SPA_RATE.get(&key) } {
+        Some(t) => *t,
+        None => 0,
+    };
+    match gcra(tat, now, conf) {
+        Some(t) => {
+            let _ = SW_SPA_RATE.insert(&key, &t, 0);
+            true
+        }
+        None => false,
+    }
 }

@@ -9,6 +9,7 @@ use aya_ebpf::{
 };
 use statewall_common::{
     maps::{GrantKey, GrantValue, GRANT_BY_XFSM},
+    mem::{copy_words, zero_words},
     parse::PacketInfo,
     xfsm::{
         acts::{ActSet, SwitchDef, EVENTS_PER_SEC, MAX_ACT_SETS, MAX_SWITCHES},
@@ -200,6 +201,21 @@ impl Tables for Maps {
         unsafe { SW_XFSM_STATES.get(k) }.copied()
     }
     #[inline(always)]
+    fn state_into(&mut self, k: &StateKey, out: &mut StateVal) -> bool {
+        let v = if k.table == TABLE_FIXED {
+            unsafe { SW_XFSM_FSTATES.get(k) }
+        } else {
+            unsafe { SW_XFSM_STATES.get(k) }
+        };
+        match v {
+            Some(v) => {
+                copy_words(out, v);
+                true
+            }
+            None => false,
+        }
+    }
+    #[inline(always)]
     fn put_state(&mut self, k: &StateKey, v: &StateVal) {
         if k.table != TABLE_FIXED {
             let _ = SW_XFSM_STATES.insert(k, v, 0);
@@ -280,7 +296,7 @@ impl Tables for Maps {
                 let e = entry.as_mut_ptr() as *mut Event;
                 // SAFETY: the reservation holds one Event (8-byte aligned by the ring).
                 unsafe {
-                    core::ptr::write_bytes(e, 0, 1);
+                    zero_words(&mut *e);
                     fill(&mut *e);
                 }
                 entry.submit(0);
@@ -291,14 +307,14 @@ impl Tables for Maps {
     #[inline(always)]
     fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet) {
         match SW_XFSM_CONDS.get(generation * MAX_MACHINES as u32 + m as u32) {
-            Some(cs) => *out = *cs,
+            Some(cs) => copy_words(out, cs),
             None => out.n = 0,
         }
     }
     #[inline(always)]
     fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet) {
         match SW_XFSM_UPD.get(generation * MAX_UPD_SETS + idx) {
-            Some(us) => *out = *us,
+            Some(us) => copy_words(out, us),
             None => out.n = 0,
         }
     }
@@ -339,7 +355,7 @@ impl Tables for Maps {
                     i += 1;
                 }
             }
-            None => *out = [0; FLOW_REGS],
+            None => zero_words(out),
         }
     }
     #[inline(always)]
@@ -352,7 +368,7 @@ impl Tables for Maps {
                     i += 1;
                 }
             }
-            None => *out = [0; GLOBAL_REGS],
+            None => zero_words(out),
         }
     }
     #[inline(always)]
@@ -360,52 +376,64 @@ impl Tables for Maps {
         &mut self,
         k: &StateKey,
         m: usize,
+        flow: bool,
         globals: bool,
         f: F,
     ) -> RegsOutcome {
-        let fixed = k.table == TABLE_FIXED;
-        let get = |k: &StateKey| {
-            if fixed {
-                SW_XFSM_FREGS.get_ptr_mut(k)
-            } else {
-                SW_XFSM_REGS.get_ptr_mut(k)
-            }
+        // The per-CPU work slot's `zero` (nothing writes it): the zeroes a new flow's entry
+        // is created from, not taken from the stack, which the combined XDP program has no
+        // room left on; and the registers of a machine without per-flow ones.
+        let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) else {
+            return RegsOutcome::Full;
         };
-        let mut p = get(k);
-        if p.is_none() {
-            // The zeroes come from the per-CPU work slot (nothing writes `zero`), not the
-            // stack, which the combined XDP program has no room left on. A race with
-            // another CPU's insert is fine: the lookup below finds its entry.
-            let Some(w) = SW_XFSM_WORK.get_ptr(0) else {
+        let zero = unsafe { &raw mut (*w).zero };
+        let p = if flow {
+            let fixed = k.table == TABLE_FIXED;
+            let get = |k: &StateKey| {
+                if fixed {
+                    SW_XFSM_FREGS.get_ptr_mut(k)
+                } else {
+                    SW_XFSM_REGS.get_ptr_mut(k)
+                }
+            };
+            let mut p = get(k);
+            if p.is_none() {
+                // A race with another CPU's insert is fine: the lookup below finds it.
+                let z = unsafe { &*zero };
+                let _ = if fixed {
+                    SW_XFSM_FREGS.insert(k, z, BPF_NOEXIST)
+                } else {
+                    SW_XFSM_REGS.insert(k, z, BPF_NOEXIST)
+                };
+                p = get(k);
+            }
+            let Some(p) = p else {
                 return RegsOutcome::Full;
             };
-            let zero = unsafe { &(*w).zero };
-            let _ = if fixed {
-                SW_XFSM_FREGS.insert(k, zero, BPF_NOEXIST)
-            } else {
-                SW_XFSM_REGS.insert(k, zero, BPF_NOEXIST)
-            };
-            p = get(k);
-        }
-        let Some(p) = p else {
-            return RegsOutcome::Full;
+            p
+        } else {
+            zero
         };
         let Some(g) = SW_XFSM_GLOBALS.get_ptr_mut(m as u32) else {
             return RegsOutcome::Busy;
         };
         let (pl, gl) = unsafe { (&raw mut (*p).lock, &raw mut (*g).lock) };
-        if !lock(pl) {
+        if flow && !lock(pl) {
             return RegsOutcome::Busy;
         }
         if globals && !lock(gl) {
-            unlock(pl);
+            if flow {
+                unlock(pl);
+            }
             return RegsOutcome::Busy;
         }
         unsafe { f(&mut (*p).r, &mut (*g).g) };
         if globals {
             unlock(gl);
         }
-        unlock(pl);
+        if flow {
+            unlock(pl);
+        }
         RegsOutcome::Done
     }
 }
@@ -539,11 +567,17 @@ fn run_machines(p: &PacketInfo, now: u64, packed: u64) -> u32 {
             (*w).fx = 0;
         }
     }
-    let mut lc = LoopCtx {
-        now,
-        packed,
-        drop: 0,
-        grant: 0,
+    // Field by field with volatile stores: a struct literal's zeroes become a `memset` call
+    // (see `statewall_common::mem`).
+    let mut lc = core::mem::MaybeUninit::<LoopCtx>::uninit();
+    let lp = lc.as_mut_ptr();
+    // SAFETY: every field is written before the value is used.
+    let lc = unsafe {
+        core::ptr::write_volatile(&raw mut (*lp).now, now);
+        core::ptr::write_volatile(&raw mut (*lp).packed, packed);
+        core::ptr::write_volatile(&raw mut (*lp).drop, 0);
+        core::ptr::write_volatile(&raw mut (*lp).grant, 0);
+        lc.assume_init_mut()
     };
     // Machines up to the highest enabled one.
     let n = 32 - ((packed >> 32) as u32).leading_zeros();
@@ -551,7 +585,7 @@ fn run_machines(p: &PacketInfo, now: u64, packed: u64) -> u32 {
         bpf_loop(
             n,
             machine_cb as *mut c_void,
-            &mut lc as *mut LoopCtx as *mut c_void,
+            lc as *mut LoopCtx as *mut c_void,
             0,
         )
     };

@@ -242,6 +242,10 @@ pub const M_UNBOUNDED: u8 = 2;
 /// Machine flag: the machine has conditions or updates ([`regs`]): its condition vector is
 /// computed before the transition lookup, and its transitions' updates run on commit.
 pub const M_EXT: u8 = 4;
+/// Machine flag: the machine has per-flow registers. Without them no per-flow register
+/// entry is read or created (a machine with global registers only, as a flood detector,
+/// costs one table entry per flow less).
+pub const M_FLOW_REGS: u8 = 16;
 
 /// One machine.
 #[repr(C)]
@@ -420,7 +424,7 @@ pub struct GrantSet {
 }
 
 /// State table key: the scope fields of a packet, per machine.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StateKey {
     /// Machine.
@@ -664,6 +668,23 @@ fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
 }
 
+// The key builder reads and writes addresses a 32-bit word at a time: both places hold
+// them 4-aligned (byte-wise, BPF needs four loads, shifts and ors for each word).
+const _: () = assert!(
+    core::mem::align_of::<PacketInfo>() >= 4
+        && core::mem::offset_of!(PacketInfo, saddr).is_multiple_of(4)
+        && core::mem::offset_of!(PacketInfo, daddr).is_multiple_of(4)
+        && core::mem::align_of::<StateKey>() >= 8
+        && core::mem::offset_of!(StateKey, addrs).is_multiple_of(8)
+);
+
+/// Word `i` (0 to 3) of a 4-aligned 16-byte address: of `PacketInfo` or `StateKey`.
+#[inline(always)]
+fn aligned_word(a: &[u8; 16], i: usize) -> u32 {
+    // SAFETY: `i < 4`; callers pass addresses that are 4-aligned (asserted above).
+    unsafe { core::ptr::read(a.as_ptr().add(4 * (i & 3)) as *const u32) }
+}
+
 /// Fills `k` with the key of `scope` for packet `p` and machine `m`, with no branches (the
 /// masks select the fields), and returns the key's activity bucket.
 #[inline(never)]
@@ -674,18 +695,15 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) ->
         let md = (scope.a_dst[a] as u32).wrapping_mul(0x0101_0101);
         let mut i = 0;
         while i < 4 {
-            let mut w = (word(&p.saddr, i) & ms) | (word(&p.daddr, i) & md);
+            let mut w = (aligned_word(&p.saddr, i) & ms) | (aligned_word(&p.daddr, i) & md);
             if i < 2 {
                 // A MAC in this slot: its 6 bytes, then zeros.
                 let l2s = 0u32.wrapping_sub(((scope.l2 >> a) & 1) as u32);
                 let l2d = 0u32.wrapping_sub(((scope.l2 >> (a + 2)) & 1) as u32);
                 w |= (mac_word(&p.smac, i) & l2s) | (mac_word(&p.dmac, i) & l2d);
             }
-            let b = w.to_ne_bytes();
-            k.addrs[a][4 * i] = b[0];
-            k.addrs[a][4 * i + 1] = b[1];
-            k.addrs[a][4 * i + 2] = b[2];
-            k.addrs[a][4 * i + 3] = b[3];
+            // SAFETY: `i < 4`; the key's addresses are 8-aligned (asserted above).
+            unsafe { core::ptr::write(k.addrs[a].as_mut_ptr().add(4 * i) as *mut u32, w) };
             i += 1;
         }
         a += 1;
@@ -705,8 +723,8 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) ->
     bucket_of(k)
 }
 
-/// [`bucket`] as a call of its own: inlined, it keeps the key's bytes live in the key
-/// builder's BPF frame.
+/// [`bucket`] as a call of its own: inlined, it grows the key builder's BPF frame, which
+/// is on the deepest call chain of the combined XDP program.
 #[inline(never)]
 fn bucket_of(k: &StateKey) -> u32 {
     bucket(k)
@@ -776,7 +794,7 @@ pub fn bucket(k: &StateKey) -> u32 {
     while a < 2 {
         let mut i = 0;
         while i < 4 {
-            h = h.wrapping_mul(0x9e37_79b1) ^ word(&k.addrs[a], i);
+            h = h.wrapping_mul(0x9e37_79b1) ^ aligned_word(&k.addrs[a], i);
             i += 1;
         }
         a += 1;
@@ -829,6 +847,17 @@ pub trait Tables {
     fn set_addr_active(&mut self, b: u32, until: u64);
     /// State lookup.
     fn state(&mut self, k: &StateKey) -> Option<StateVal>;
+    /// State lookup into `out`; false (and `out` unchanged) when there is none.
+    #[inline(always)]
+    fn state_into(&mut self, k: &StateKey, out: &mut StateVal) -> bool {
+        match self.state(k) {
+            Some(v) => {
+                *out = v;
+                true
+            }
+            None => false,
+        }
+    }
     /// State write.
     fn put_state(&mut self, k: &StateKey, v: &StateVal);
     /// State delete.
@@ -860,7 +889,8 @@ pub trait Tables {
     fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet);
     /// Copies action set `idx` of a generation into `out`.
     fn act_set_into(&self, generation: u32, idx: u32, out: &mut acts::ActSet);
-    /// True when machine `m` may send another action event at `now` (at most
+    /// True when machine `m` may send another event at `now`, an action's or an extended
+    /// machine's transition event (at most
     /// [`acts::EVENTS_PER_SEC`] per second; the kernel counts per CPU), counting it.
     fn event_allowed(&mut self, m: usize, now: u64) -> bool;
     /// The per-flow registers at key `k` (0s when there is no entry).
@@ -869,11 +899,14 @@ pub trait Tables {
     fn global_regs(&self, m: usize, out: &mut [u64; GLOBAL_REGS]);
     /// Runs `f` on the registers at key `k` (created as 0s if absent) and machine `m`'s
     /// global registers, holding both locks; the result says whether it ran.
-    /// `globals` false: the global lock is not taken (`f` must then leave them alone).
+    /// `flow` false (a machine without per-flow registers): no entry is looked up or
+    /// created, and `f` gets zeros it must leave alone. `globals` false: the global lock is
+    /// not taken (`f` must then leave them alone).
     fn update_regs<F: FnOnce(&mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
         &mut self,
         k: &StateKey,
         m: usize,
+        flow: bool,
         globals: bool,
         f: F,
     ) -> RegsOutcome;
@@ -973,7 +1006,7 @@ fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, k: &mut TransKey) -> Option<Trans> 
 fn emit<T: Tables>(t: &mut T, c: &Ctx<'_>, what: u32, set: u32, regs: Option<&[u64; FLOW_REGS]>) {
     t.event(|e| {
         e.time_ns = c.now;
-        e.addr = c.p.saddr;
+        crate::mem::copy_bytes(&mut e.addr, &c.p.saddr);
         e.family = c.p.family;
         e.machine = what as u8;
         e.old_state = (what >> 8) as u8;
@@ -983,7 +1016,7 @@ fn emit<T: Tables>(t: &mut T, c: &Ctx<'_>, what: u32, set: u32, regs: Option<&[u
         e.port = c.p.dport;
         e.grant_set = set;
         if let Some(r) = regs {
-            e.regs = *r;
+            crate::mem::copy_words(&mut e.regs, r);
         }
     });
 }
@@ -1132,7 +1165,10 @@ pub struct Work {
 /// into `w`).
 #[inline(never)]
 fn eval_conds<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u8 {
-    t.flow_regs(&w.key, &mut w.regs);
+    // (`w.regs` is zero for a machine without per-flow registers.)
+    if w.mach.flags & M_FLOW_REGS != 0 {
+        t.flow_regs(&w.key, &mut w.regs);
+    }
     t.global_regs(m, &mut w.glob);
     t.conds_into(c.generation, m, &mut w.cs);
     let cv = regs::conditions(&w.cs, c.p, c.now, &w.regs, &w.glob, w.meta);
@@ -1212,7 +1248,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     w.write = 0;
     w.tr.upd = 0;
     // Events of machines without registers carry zeros.
-    w.regs = [0; FLOW_REGS];
+    crate::mem::zero_words(&mut w.regs);
     let p = c.p;
     let now = c.now;
     let mm = m as u8;
@@ -1235,13 +1271,10 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         }
     }
     let mut found = false;
-    w.val = StateVal::default();
+    crate::mem::zero_words(&mut w.val);
     if maybe_active {
         t.count(Counter::Lookups);
-        if let Some(v) = t.state(&w.key) {
-            w.val = v;
-            found = true;
-        }
+        found = t.state_into(&w.key, &mut w.val);
     }
     let mut state = STATE_DEFAULT;
     let mut expired = 0u8;
@@ -1294,8 +1327,12 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         w.tr.upd = 0;
         w.tr.effects = E_FAIL;
         w.tr.next_state = STATE_DEFAULT;
-        w.tr.idle_ns = 0;
-        w.tr.hard_ns = 0;
+        // (Volatile: two adjacent zero stores become a `memset` call otherwise.)
+        // SAFETY: plain stores to fields of `w`.
+        unsafe {
+            core::ptr::write_volatile(&mut w.tr.idle_ns, 0);
+            core::ptr::write_volatile(&mut w.tr.hard_ns, 0);
+        }
     }
     let new_state = if w.tr.next_state == NEXT_STAY {
         state
@@ -1327,13 +1364,17 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
             | (w.tr.grant_set as u64) << 8
             | (what(mm, state, new_state, 0) as u64) << 32;
     } else if new_state != state {
-        emit(
-            t,
-            c,
-            what(mm, state, new_state, reason::TRANSITION),
-            0,
-            Some(&w.regs),
-        );
+        // An extended machine's transition events share its action events' budget (a
+        // flood must not become an event per packet); a door reports every transition.
+        if w.mach.flags & M_EXT == 0 || t.event_allowed(m, now) {
+            emit(
+                t,
+                c,
+                what(mm, state, new_state, reason::TRANSITION),
+                0,
+                Some(&w.regs),
+            );
+        }
     } else if w.tr.act != 0 && w.acts.flags & acts::act::EVENT != 0 && t.event_allowed(m, now) {
         emit(
             t,
@@ -1344,14 +1385,12 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         );
     }
     // Timers: armed by the transition, or kept.
-    w.nv = StateVal {
-        state: new_state,
-        idle_rollback: w.tr.idle_rollback,
-        hard_rollback: w.tr.hard_rollback,
-        _pad: [0; 5],
-        idle_deadline: 0,
-        hard_deadline: 0,
-    };
+    // Cleared word by word, then filled (a struct literal's zeroes become a byte-loop
+    // `memset` call in BPF: see `crate::mem`).
+    crate::mem::zero_words(&mut w.nv);
+    w.nv.state = new_state;
+    w.nv.idle_rollback = w.tr.idle_rollback;
+    w.nv.hard_rollback = w.tr.hard_rollback;
     if w.tr.effects & E_KEEP_IDLE != 0 {
         w.nv.idle_deadline = w.val.idle_deadline;
         w.nv.idle_rollback = w.val.idle_rollback;
@@ -1379,12 +1418,16 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
 /// Writes the state [`run_machine`] decided for machine `m` (held in `w`).
 #[inline(never)]
 pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) {
+    if w.tr.upd == 0 && w.write == 0 {
+        return;
+    }
+    let ub = build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
     if w.tr.upd != 0 {
         t.upd_set_into(w.tk.generation as u32, w.tr.upd as u32 - 1, &mut w.us);
         w.tr.upd = 0;
-        build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
+        let flow = w.mach.flags & M_FLOW_REGS != 0;
         let (us, p, now, meta) = (&w.us, c.p, w.now, &mut w.meta);
-        match t.update_regs(&w.ukey, m, us.globals != 0, |r, g| {
+        match t.update_regs(&w.ukey, m, flow, us.globals != 0, |r, g| {
             regs::run_updates(us, p, now, r, g, meta)
         }) {
             RegsOutcome::Done => {}
@@ -1395,7 +1438,6 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
     if w.write == 0 {
         return;
     }
-    let ub = build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
     if w.nv.state == STATE_DEFAULT {
         if w.exists != 0 || w.mach.update != w.mach.lookup {
             t.del_state(&w.ukey);

@@ -46,8 +46,8 @@ use statewall_common::{
         field, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT, CTL_GEN,
         DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, E_ONCE, E_REVOKE,
         GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS, MAP_PORTS, MAP_TRANS,
-        MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_FIXED, M_UNBOUNDED,
-        NEXT_STAY, PORTS_PER_GEN, SCOPE_FIXED, STATE_DEFAULT,
+        MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_FIXED, M_FLOW_REGS,
+        M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, SCOPE_FIXED, STATE_DEFAULT,
     },
 };
 
@@ -565,6 +565,9 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
     let mut flags = if r.extended() { M_EXT } else { 0 };
     if r.fixed {
         flags |= M_FIXED;
+    }
+    if !r.flow_regs.is_empty() {
+        flags |= M_FLOW_REGS;
     }
     c.conds.resize(m as usize, CondSet::default());
     c.conds.push(encode::conds(&r.conds));

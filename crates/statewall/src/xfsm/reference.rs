@@ -247,10 +247,15 @@ impl Tables for RefTables {
         &mut self,
         k: &StateKey,
         m: usize,
+        flow: bool,
         _globals: bool,
         f: F,
     ) -> statewall_common::xfsm::RegsOutcome {
-        f(self.regs.entry(*k).or_default(), &mut self.globals[m]);
+        if flow {
+            f(self.regs.entry(*k).or_default(), &mut self.globals[m]);
+        } else {
+            f(&mut [0; FLOW_REGS], &mut self.globals[m]);
+        }
         statewall_common::xfsm::RegsOutcome::Done
     }
 }
