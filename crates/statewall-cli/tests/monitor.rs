@@ -177,7 +177,7 @@ fn ddos_records_equal_reference() {
             }
             let mut k = SessKey::default();
             m::key_into(&p, &mut k);
-            let s = sessions.entry(k).or_insert((m::server_addr(&p), 0));
+            let s = sessions.entry(k).or_insert((*m::server_addr(&p), 0));
             if s.1 >= 6 {
                 seen.insert("session full");
                 continue;

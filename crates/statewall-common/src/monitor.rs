@@ -272,14 +272,16 @@ pub fn src_is_first(p: &PacketInfo) -> bool {
 /// Writes the packet's session key into `k`.
 #[inline(always)]
 pub fn key_into(p: &PacketInfo, k: &mut SessKey) {
+    // (Byte copies: an array assignment is a byte-loop `memmove` call in BPF; see
+    // `crate::mem`.)
     if src_is_first(p) {
-        k.saddr = p.saddr;
-        k.daddr = p.daddr;
+        crate::mem::copy_bytes(&mut k.saddr, &p.saddr);
+        crate::mem::copy_bytes(&mut k.daddr, &p.daddr);
         k.sport = p.sport;
         k.dport = p.dport;
     } else {
-        k.saddr = p.daddr;
-        k.daddr = p.saddr;
+        crate::mem::copy_bytes(&mut k.saddr, &p.daddr);
+        crate::mem::copy_bytes(&mut k.daddr, &p.saddr);
         k.sport = p.dport;
         k.dport = p.sport;
     }
@@ -324,11 +326,11 @@ pub fn server_of(p: &PacketInfo) -> (bool, u8) {
 
 /// The server's address for [`server_of`].
 #[inline(always)]
-pub fn server_addr(p: &PacketInfo) -> [u8; 16] {
+pub fn server_addr(p: &PacketInfo) -> &[u8; 16] {
     if server_of(p).0 {
-        p.daddr
+        &p.daddr
     } else {
-        p.saddr
+        &p.saddr
     }
 }
 
@@ -407,7 +409,7 @@ pub fn fill_rec(p: &PacketInfo, ts: u64, r: &mut PktRec) {
 pub fn crypto_add(p: &PacketInfo, ts: u64, v: &mut CryptoVal) {
     if v.start_ts == 0 {
         let (dst, m) = server_of(p);
-        v.server = if dst { p.daddr } else { p.saddr };
+        crate::mem::copy_bytes(&mut v.server, if dst { &p.daddr } else { &p.saddr });
         v.method = m;
         v.start_ts = ts;
     }

@@ -12,6 +12,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use statewall_common::{
+    mem::{copy_bytes, zero_words},
     monitor::{
         crypto_add, crypto_wants, ddos_wants, fill_slot, ignored_cause, key_into, server_addr,
         CryptoVal, DdosSess, PktSlot, SessKey, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
@@ -54,7 +55,7 @@ static SW_CRYPTO0: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_e
 #[map(name = "SW_CRYPTO1")]
 static SW_CRYPTO1: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
 
-/// Per-CPU working memory of the crypto path: the session key and a fresh value.
+/// Per-CPU working memory: the session key (both monitors) and a fresh value (crypto).
 #[repr(C)]
 struct Work {
     key: SessKey,
@@ -104,14 +105,15 @@ pub fn sw_monitor(ctx: TcContext) -> i32 {
     crate::pkt::parse_tc(&ctx, p);
     bump(CNT_PACKETS);
     let b = SW_MON_CTL.get(CTL_ACTIVE).copied().unwrap_or(0) as u32 & 1;
+    let Some(w) = SW_MON_WORK.get_ptr_mut(0) else {
+        return TCX_NEXT;
+    };
+    // SAFETY: this CPU's working memory.
+    let w = unsafe { &mut *w };
     if global(&SW_MON_KIND) == KIND_DDOS {
-        ddos(p, b);
+        ddos(p, &mut w.key, b);
     } else {
-        let Some(w) = SW_MON_WORK.get_ptr_mut(0) else {
-            return TCX_NEXT;
-        };
-        // SAFETY: this CPU's working memory.
-        crypto(p, unsafe { &mut *w }, b, now());
+        crypto(p, w, b, now());
     }
     TCX_NEXT
 }
@@ -124,35 +126,37 @@ fn now() -> u64 {
 }
 
 #[inline(always)]
-fn ddos(p: &PacketInfo, b: u32) {
+fn ddos(p: &PacketInfo, key: &mut SessKey, b: u32) {
     if !ddos_wants(p) {
         bump(ignored_cause(p));
         return;
     }
-    let mut key = SessKey::default();
-    key_into(p, &mut key);
+    // (In the per-CPU working memory: a key zeroed on the stack is a `memset` call.)
+    key_into(p, key);
+    let key = &*key;
     let sess = if b == 0 {
         &SW_DDOS_SESS0
     } else {
         &SW_DDOS_SESS1
     };
-    let s = match sess.get_ptr_mut(&key) {
+    let s = match sess.get_ptr_mut(key) {
         Some(s) => s,
         None => {
             let Some(ids) = SW_MON_CTL.get_ptr_mut(CTL_SESS + b) else {
                 return;
             };
-            let v = DdosSess {
-                server: server_addr(p),
+            let mut v = DdosSess {
+                server: [0; 16],
                 n_packets: 0,
                 id: fetch_add(ids, 1) as u32,
                 _pad: 0,
             };
+            copy_bytes(&mut v.server, server_addr(p));
             // NOEXIST: another CPU may have made it in the meantime; then use theirs.
-            if sess.insert(&key, &v, BPF_NOEXIST as u64).is_ok() {
+            if sess.insert(key, &v, BPF_NOEXIST as u64).is_ok() {
                 bump(CNT_SESSIONS);
             }
-            match sess.get_ptr_mut(&key) {
+            match sess.get_ptr_mut(key) {
                 Some(s) => s,
                 None => {
                     // Full: the session waits for the next window.
@@ -225,7 +229,7 @@ fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
         crypto_add(p, ts, v);
         return;
     }
-    w.crypto = CryptoVal::default();
+    zero_words(&mut w.crypto);
     crypto_add(p, ts, &mut w.crypto);
     // NOEXIST: a session another CPU made in the meantime must not be replaced (that would
     // zero its counts); add to it instead.

@@ -1,4 +1,4 @@
-//! The per-packet code of the kernel object calls no `memset`, `memmove` or `memcpy`.
+//! The per-packet code of the kernel objects calls no `memset`, `memmove` or `memcpy`.
 //!
 //! For BPF those are functions the linker adds, each a loop over single bytes (about 8
 //! instructions a byte): a struct copied by assignment or zeroed by a literal became such
@@ -148,5 +148,14 @@ fn per_packet_code_calls_no_byte_loop_memset_or_memmove() {
         hot.is_empty(),
         "per-packet functions calling a byte-loop mem function (copy word by word with \
          statewall_common::mem instead): {hot:?}"
+    );
+}
+
+#[test]
+fn the_monitor_object_calls_none() {
+    let calls = mem_calls(statewall::monitor::OBJECT);
+    assert!(
+        calls.is_empty(),
+        "the monitor program calls a byte-loop mem function: {calls:?}"
     );
 }
