@@ -33,6 +33,15 @@ pub enum DynmonCmd {
         #[arg(long)]
         program: Option<String>,
     },
+    /// Print the libbpf-style C that a program in Polycube's BCC dialect is compiled as
+    /// (its lines keep their numbers after the `#line 1` directive).
+    Translate {
+        /// The program (Polycube Dynmon `code`).
+        file: PathBuf,
+        /// The path it runs on: ingress or egress (its POLYCUBE_PROGRAM_TYPE and hook).
+        #[arg(long, value_enum, default_value = "ingress")]
+        direction: DynDirection,
+    },
     /// Every instance.
     List,
     /// One instance (JSON).
@@ -119,6 +128,26 @@ pub async fn run(cmd: DynmonCmd, paths: Paths) -> anyhow::Result<i32> {
                     .unwrap_or_default(),
                 v["load_us"].as_u64().unwrap_or(0) / 1000
             );
+        }
+        DynmonCmd::Translate { file, direction } => {
+            use statewall::dynmon::Direction;
+            let src = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            if !statewall::dynmon::is_bcc(&src) {
+                anyhow::bail!(
+                    "{}: not in Polycube's BCC dialect (no table macro, handle_rx or pcn_ \
+                     helper): it is compiled as it is",
+                    file.display()
+                );
+            }
+            let dir = match direction {
+                DynDirection::Ingress => Direction::Ingress,
+                DynDirection::Egress => Direction::Egress,
+                DynDirection::Both => Direction::Both,
+            };
+            let out = statewall::dynmon::translate_bcc(&src, dir)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print!("{out}");
         }
         DynmonCmd::List => {
             let v = api_call(&s, "GET", "/api/v1/dynmon", None).await?;

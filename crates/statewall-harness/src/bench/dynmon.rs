@@ -47,7 +47,8 @@ fn row(name: &str, unit: &str, v: Vec<f64>, each: &str, baseline: &str, b: &[f64
 /// The rows.
 pub fn rows() -> anyhow::Result<Vec<Row>> {
     use base64::Engine;
-    let object = dynmon::compile_c(dynmon::EXAMPLE_C_SOURCE).map_err(anyhow::Error::msg)?;
+    let object = dynmon::compile_c(dynmon::EXAMPLE_C_SOURCE, dynmon::Direction::Ingress)
+        .map_err(anyhow::Error::msg)?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&object);
     let normalised = dynmon::elf::normalise(&object).map_err(anyhow::Error::msg)?;
     let (mut plain, mut from_obj, mut from_src) = (Vec::new(), Vec::new(), Vec::new());

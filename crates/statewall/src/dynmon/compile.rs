@@ -1,5 +1,6 @@
 //! From the user's code to an object: C compiled with clang (bounded in time, in a private
-//! directory), BCC's dialect refused with a clear error, objects passed through.
+//! directory), Polycube's BCC dialect translated first ([`super::bcc`]), objects passed
+//! through.
 
 use std::{
     path::PathBuf,
@@ -10,39 +11,8 @@ use super::{
     error::{BadObject, DynmonError},
     spec::PathSpec,
 };
+use crate::types::Direction;
 
-pub(super) const BCC_MARKERS: &[&str] = &[
-    "BPF_TABLE",
-    "BPF_HASH(",
-    "BPF_ARRAY(",
-    "BPF_PERCPU_ARRAY(",
-    "BPF_PERCPU_HASH(",
-    "BPF_QUEUE(",
-    "BPF_STACK(",
-    "BPF_QUEUESTACK",
-    "pcn_",
-    "handle_rx(",
-    "handle_tx(",
-    "struct CTXTYPE",
-];
-/// Refuses Polycube's BCC dialect, naming what was found and what to write instead.
-pub fn refuse_bcc(src: &str) -> Result<(), DynmonError> {
-    for (n, line) in src.lines().enumerate() {
-        if let Some(m) = BCC_MARKERS.iter().find(|m| line.contains(*m)) {
-            return Err(DynmonError::Compile(format!(
-                "line {}: `{}` is Polycube's BCC dialect, which statewall does not compile. \
-                 Write libbpf-style C instead: maps as `struct {{ __uint(type, BPF_MAP_TYPE_HASH); \
-                 __type(key, struct k); __type(value, __u64); __uint(max_entries, 1024); }} name \
-                 SEC(\".maps\");`, the program as `SEC(\"tcx/ingress\") int prog(struct __sk_buff *skb)` \
-                 returning TC_ACT_OK, and bpf_map_lookup_elem / bpf_map_update_elem for map access \
-                 (see examples/dynmon/ in the statewall sources)",
-                n + 1,
-                m.trim_end_matches('(')
-            )));
-        }
-    }
-    Ok(())
-}
 /// The clang statewall compiles with: `STATEWALL_CLANG`, else `clang`, else `clang-NN`.
 pub fn find_clang() -> Option<PathBuf> {
     if let Ok(c) = std::env::var("STATEWALL_CLANG") {
@@ -61,9 +31,16 @@ pub fn find_clang() -> Option<PathBuf> {
     }
     None
 }
-/// Compiles libbpf-style C to an eBPF object with BTF (`clang -target bpf -g -O2`).
-pub fn compile_c(src: &str) -> Result<Vec<u8>, DynmonError> {
-    refuse_bcc(src)?;
+/// Compiles libbpf-style C to an eBPF object with BTF (`clang -target bpf -g -O2`); a
+/// program in Polycube's BCC dialect is translated first, for a path on `dir`.
+pub fn compile_c(src: &str, dir: Direction) -> Result<Vec<u8>, DynmonError> {
+    let translated;
+    let src = if super::bcc::is_bcc(src) {
+        translated = super::bcc::translate(src, dir)?;
+        translated.as_str()
+    } else {
+        src
+    };
     let clang = find_clang().ok_or(
         "C source needs clang, which is not installed here: install it (Debian: `apt-get install \
          clang-22 libbpf-dev`; statewall's scripts/setup.sh does), or load an object built \
@@ -124,7 +101,7 @@ pub fn object_of(p: &PathSpec) -> Result<Vec<u8>, DynmonError> {
         (None, None) => Err(DynmonError::Spec(
             "no code: give `source` (C) or `object` (base64 ELF)".into(),
         )),
-        (Some(s), None) => compile_c(s),
+        (Some(s), None) => compile_c(s, p.direction),
         (None, Some(b)) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b.trim())

@@ -231,6 +231,9 @@ impl LoadedPath {
         // The pins only joined the two loads: the maps live on in the copies.
         let _ = std::fs::remove_dir_all(&dir);
         loaded?;
+        for e in &mut copies {
+            write_epoch(e)?;
+        }
 
         let mut maps = BTreeMap::new();
         for m in &spec.metrics {
@@ -295,6 +298,14 @@ impl LoadedPath {
             rings,
             prog_ids,
         })
+    }
+
+    /// Writes `pcn_get_time_epoch`'s offset again (a program in Polycube's dialect).
+    pub(super) fn refresh_epoch(&mut self) -> Result<(), DynmonError> {
+        for e in &mut self.copies {
+            write_epoch(e)?;
+        }
+        Ok(())
     }
 
     pub(super) fn prog_fd(&self, copy: usize) -> Result<std::os::fd::RawFd, DynmonError> {
@@ -565,4 +576,18 @@ pub(super) fn check_metrics(
         }
     }
     Ok(swapped)
+}
+
+/// Writes Unix time minus the kernel's monotonic clock into the object's
+/// [`super::bcc::EPOCH_MAP`], when it has one (programs in Polycube's dialect).
+fn write_epoch(e: &mut Ebpf) -> Result<(), DynmonError> {
+    let Some(m) = e.map_mut(super::bcc::EPOCH_MAP) else {
+        return Ok(());
+    };
+    let mut a = aya::maps::Array::<_, u64>::try_from(m)
+        .map_err(|e| DynmonError::Host(format!("the epoch map: {e:#}")))?;
+    let off =
+        crate::engine::clock::realtime_ns().saturating_sub(crate::engine::clock::monotonic_ns());
+    a.set(0, off, 0)
+        .map_err(|e| DynmonError::Host(format!("writing the epoch offset: {e:#}")))
 }

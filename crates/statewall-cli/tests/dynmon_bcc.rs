@@ -1,0 +1,160 @@
+//! Polycube Dynmon programs in BCC's dialect, posted unchanged to
+//! `/polycube/v1/dynmon/{name}`: the dialect's flows monitor (examples/dynmon/bcc) and
+//! the same monitor in libbpf-style C (examples/dynmon/c), attached at once to one
+//! interface of a namespace pair the test creates, read once after a bounded burst of
+//! real traffic: every metric equal (swap-on-read, empty-on-read and a queue included),
+//! timestamps aside. A program using a construct statewall does not translate is refused
+//! with its line, and nothing of it stays loaded.
+
+mod common;
+
+use std::net::UdpSocket;
+
+use common::{curl, free_port, Daemon, Paths};
+use serde_json::{json, Value};
+use statewall_harness::netns::Pair;
+
+fn example(name: &str) -> String {
+    let p = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/dynmon/"
+    ))
+    .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A monitor's metrics as Dynmon serves them, timestamps removed and hash entries in
+/// key order.
+fn metrics(base: &str, name: &str) -> Value {
+    let (code, mut v) = curl("GET", &format!("{base}/{name}/metrics"), None);
+    assert_eq!(code, 200, "{v}");
+    for m in v["ingress-metrics"].as_array_mut().unwrap() {
+        m.as_object_mut().unwrap().remove("timestamp");
+        if let Some(list) = m["value"].as_array_mut() {
+            if list.iter().all(|e| e.get("key").is_some()) {
+                list.sort_by_key(|e| e["key"].to_string());
+            }
+        }
+    }
+    v
+}
+
+fn programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
+    let p = Paths::new("dynbcc");
+    let pair = Pair::new("dynbcc");
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+            pair.server_if, pair.server.name
+        ),
+    )
+    .unwrap();
+    let api = free_port();
+    let listen = format!("127.0.0.1:{api}");
+    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let metric_configs = {
+        let f: statewall::dynmon::MetricsFile = toml::from_str(&example("c/flows.toml")).unwrap();
+        serde_json::to_value(f.metric).unwrap()
+    };
+    for (name, code) in [
+        ("native", example("c/flows.c")),
+        ("bcc", example("bcc/flows.c")),
+    ] {
+        let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+            "dataplane-config": {"ingress-path": {"name": name, "code": code,
+                "metric-configs": metric_configs}}});
+        let (code, v) = curl("POST", &format!("{base}/{name}"), Some(&body.to_string()));
+        assert_eq!(code, 201, "{name}: {v}");
+    }
+    assert!(
+        programs().iter().any(|n| n == "statewall_bcc_r"),
+        "{:?}",
+        programs()
+    );
+    // One read each to start from nothing (swap-on-read, empty-on-read, the queue).
+    let _ = metrics(&base, "native");
+    let _ = metrics(&base, "bcc");
+    // A bounded burst: 5 x 100 bytes to 9001, 3 x 400 to 9002, 7 x 20 to 9003.
+    pair.client.run(|| {
+        let u = UdpSocket::bind((pair.client_v4, 0)).unwrap();
+        for (port, n, len) in [(9001u16, 5, 100usize), (9002, 3, 400), (9003, 7, 20)] {
+            for _ in 0..n {
+                u.send_to(&vec![7u8; len], (pair.server_v4, port)).unwrap();
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let native = metrics(&base, "native");
+    let bcc = metrics(&base, "bcc");
+    // Not equal by being empty: the native reading has the burst.
+    let flows = native["ingress-metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "flow_packets")
+        .unwrap()["value"]
+        .clone();
+    let udp: Vec<(u64, Value)> = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["key"]["proto"] == 17)
+        .map(|e| {
+            (
+                (e["key"]["dport"].as_u64().unwrap() as u16).swap_bytes() as u64,
+                e["value"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        udp.contains(&(9001, json!({"packets": 5, "bytes": 5 * 128})))
+            && udp.contains(&(9002, json!({"packets": 3, "bytes": 3 * 428})))
+            && udp.contains(&(9003, json!({"packets": 7, "bytes": 7 * 48}))),
+        "{native}"
+    );
+    assert_eq!(
+        bcc["ingress-metrics"], native["ingress-metrics"],
+        "the BCC program's metrics differ from the libbpf one's"
+    );
+    assert_eq!(bcc["egress-metrics"], json!([]));
+
+    // A construct statewall does not translate: 400 with its line, nothing left loaded.
+    let before = programs();
+    let bad = "BPF_TABLE(\"hash\", u32, u64, counts, 1024);\n\
+               static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {\n\
+               \treturn RX_REDIRECT;\n}\n";
+    let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+        "dataplane-config": {"ingress-path": {"name": "x", "code": bad, "metric-configs": []}}});
+    let (code, v) = curl("POST", &format!("{base}/bad"), Some(&body.to_string()));
+    assert_eq!(code, 400, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("line 3:") && e.contains("RX_REDIRECT"), "{e}");
+    let (code, _) = curl("GET", &format!("{base}/bad"), None);
+    assert_eq!(code, 404);
+    assert_eq!(programs(), before);
+    // clang's own errors name the user's lines too.
+    let typo = "BPF_ARRAY(a, u64, 4);\n\
+                static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {\n\
+                \n\
+                \tundeclared_thing += 1;\n\
+                \treturn RX_OK;\n}\n";
+    let body = json!({"dataplane-config": {"ingress-path": {"name": "x", "code": typo,
+        "metric-configs": []}}});
+    let (code, v) = curl("POST", &format!("{base}/typo"), Some(&body.to_string()));
+    assert_eq!(code, 400, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("prog.c:4:") && e.contains("undeclared_thing"),
+        "{e}"
+    );
+}
