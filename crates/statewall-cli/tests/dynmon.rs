@@ -25,6 +25,7 @@ fn flows_spec(pair: &Pair) -> DynmonSpec {
             source: Some(example("c/flows.c")),
             object: None,
             program: None,
+            shared: vec![],
             metrics: metrics.metric,
         }],
     }
@@ -116,6 +117,7 @@ fn rust_example_object_decodes_per_cpu_lru_and_ring_buffer() {
             source: None,
             object: Some(base64::engine::general_purpose::STANDARD.encode(obj)),
             program: None,
+            shared: vec![],
             metrics: metrics.metric,
         }],
     };
@@ -202,6 +204,7 @@ fn swap_run(tag: &str, wait: bool, per_sender: usize) -> (u64, u64, u64) {
             source: Some(src),
             object: None,
             program: None,
+            shared: vec![],
             metrics: metrics.metric,
         }],
     };
@@ -311,6 +314,7 @@ fn xdp_and_tcx_egress_sections_nested_structs_enums_and_a_stack() {
         source: Some(src.clone()),
         object: None,
         program: None,
+        shared: vec![],
         metrics,
     };
     let spec = DynmonSpec {

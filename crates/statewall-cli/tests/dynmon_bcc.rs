@@ -158,3 +158,145 @@ fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
         "{e}"
     );
 }
+
+/// The ingress path of a two-path monitor: declares the session table and the event
+/// queue, `_SHARED`; the egress path takes both as `"extern"` tables.
+const SHARED_IN: &str = r#"struct key { u32 lo; u32 hi; u16 plo; u16 phi; };
+struct counts { u64 in; u64 out; };
+struct ev { u32 dir; u32 len; };
+BPF_TABLE_SHARED("hash", struct key, struct counts, sessions, 1024);
+BPF_QUEUESTACK_SHARED("queue", events, struct ev, 128, 0);
+struct ip4 { u8 vihl; u8 tos; __be16 len; __be16 id; __be16 frag; u8 ttl; u8 proto; __sum16 c; __be32 s; __be32 d; } __attribute__((packed));
+struct ports { __be16 s; __be16 d; };
+static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ip4 *ip = data + 14;
+	struct ports *p = data + 34;
+	if ((void *)(p + 1) > end || ip->proto != IPPROTO_UDP)
+		return RX_OK;
+	struct key k = {};
+	if (ip->s < ip->d) { k.lo = ip->s; k.hi = ip->d; k.plo = p->s; k.phi = p->d; }
+	else { k.lo = ip->d; k.hi = ip->s; k.plo = p->d; k.phi = p->s; }
+	struct counts zero = {};
+	struct counts *c = sessions.lookup_or_try_init(&k, &zero);
+	if (c) {
+		if (POLYCUBE_PROGRAM_TYPE == 0) __sync_fetch_and_add(&c->in, 1);
+		else __sync_fetch_and_add(&c->out, 1);
+	}
+	struct ev e = { .dir = POLYCUBE_PROGRAM_TYPE, .len = md->packet_len };
+	events.push(&e, 0);
+	return RX_OK;
+}
+"#;
+
+#[test]
+fn extern_tables_join_the_two_paths_and_one_read_switches_both() {
+    let p = Paths::new("dynbccx");
+    let pair = Pair::new("dynbccx");
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+            pair.server_if, pair.server.name
+        ),
+    )
+    .unwrap();
+    let api = free_port();
+    let listen = format!("127.0.0.1:{api}");
+    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    // The egress path: the same code with the two tables "extern".
+    let egress = SHARED_IN
+        .replace(
+            "BPF_TABLE_SHARED(\"hash\", struct key, struct counts, sessions, 1024);",
+            "BPF_TABLE(\"extern\", struct key, struct counts, sessions, 1024);",
+        )
+        .replace(
+            "BPF_QUEUESTACK_SHARED(\"queue\", events, struct ev, 128, 0);",
+            "BPF_QUEUESTACK(\"extern\", events, struct ev, 128, 0);",
+        );
+    assert!(egress.matches("\"extern\"").count() == 2);
+    let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+        "dataplane-config": {
+            "ingress-path": {"name": "in", "code": SHARED_IN, "metric-configs": [
+                {"name": "sessions", "map-name": "sessions",
+                 "extraction-options": {"swap-on-read": true}},
+                {"name": "events", "map-name": "events"}]},
+            "egress-path": {"name": "out", "code": egress, "metric-configs": []}}});
+    let (code, v) = curl("POST", &format!("{base}/shared"), Some(&body.to_string()));
+    assert_eq!(code, 201, "{v}");
+    let _ = metrics(&base, "shared");
+    // Datagrams from the client, each answered by the server: `n` in, `n` out per round.
+    let server = pair
+        .server
+        .run(|| UdpSocket::bind((pair.server_v4, 9100)).unwrap());
+    let client = pair
+        .client
+        .run(|| UdpSocket::bind((pair.client_v4, 0)).unwrap());
+    for t in [&server, &client] {
+        t.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+    }
+    let cport = client.local_addr().unwrap().port();
+    for round in [4usize, 2] {
+        for _ in 0..round {
+            client.send_to(&[1; 60], (pair.server_v4, 9100)).unwrap();
+            let mut b = [0u8; 100];
+            let (n, from) = server.recv_from(&mut b).unwrap();
+            server.send_to(&b[..n], from).unwrap();
+            client.recv_from(&mut b).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let v = metrics(&base, "shared");
+        let m = |name: &str| {
+            v["ingress-metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == name)
+                .unwrap_or_else(|| panic!("no {name}: {v}"))["value"]
+                .clone()
+        };
+        let sessions = m("sessions");
+        let ours: Vec<&Value> = sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                let (pl, ph) = (e["key"]["plo"].as_u64(), e["key"]["phi"].as_u64());
+                [pl, ph].contains(&Some(9100u16.swap_bytes() as u64))
+                    && [pl, ph].contains(&Some(cport.swap_bytes() as u64))
+            })
+            .collect();
+        // Both directions in one entry: the egress path wrote into the ingress path's
+        // table, and the read took exactly this round (both links switched together).
+        assert_eq!(ours.len(), 1, "round {round}: {sessions}");
+        assert_eq!(
+            ours[0]["value"],
+            json!({"in": round, "out": round}),
+            "round {round}: {sessions}"
+        );
+        // The queue: each request then its answer, in order (60 bytes of payload: 102 and
+        // 102 bytes on the wire), from both paths.
+        let ev: Vec<(u64, u64)> = m("events")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["dir"].as_u64().unwrap(), e["len"].as_u64().unwrap()))
+            .filter(|e| e.1 == 102)
+            .collect();
+        let want: Vec<(u64, u64)> = (0..round).flat_map(|_| [(0, 102), (1, 102)]).collect();
+        assert_eq!(ev, want, "round {round}");
+    }
+    // A path taking a table the other does not declare: the line, nothing loaded.
+    let body = json!({"dataplane-config": {
+        "ingress-path": {"name": "in", "code": SHARED_IN.replace("sessions, 1024);", "sess, 1024);").replace("sessions.", "sess."), "metric-configs": []},
+        "egress-path": {"name": "out", "code": egress, "metric-configs": []}}});
+    let (code, v) = curl("POST", &format!("{base}/broken"), Some(&body.to_string()));
+    assert_eq!(code, 400, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("line 4:") && e.contains("declares no table `sessions`"),
+        "{e}"
+    );
+}

@@ -109,6 +109,7 @@ pub async fn run(cmd: DynmonCmd, paths: Paths) -> anyhow::Result<i32> {
                     source,
                     object,
                     program,
+                    shared: vec![],
                     metrics: m.metric,
                 }],
             };

@@ -22,6 +22,7 @@ fn spec(source: Option<String>, object: Option<String>) -> anyhow::Result<Dynmon
             source,
             object,
             program: None,
+            shared: vec![],
             metrics: m.metric,
         }],
     })

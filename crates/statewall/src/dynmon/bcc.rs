@@ -52,6 +52,25 @@ pub fn is_bcc(src: &str) -> bool {
 
 /// Translates a Dynmon program for a path running on `dir` (ingress or egress).
 pub fn translate(src: &str, dir: Direction) -> Result<String, DynmonError> {
+    translate_with(src, dir, None).map(|t| t.c)
+}
+
+/// A translated path.
+pub struct Translation {
+    /// The libbpf-style C.
+    pub c: String,
+    /// Its `"extern"` tables: maps the other path of the monitor declares, which this
+    /// path's program must use (the loader shares them).
+    pub externs: Vec<String>,
+}
+
+/// [`translate`], with the source of the monitor's other path (`other`), whose tables an
+/// `"extern"` declaration names.
+pub fn translate_with(
+    src: &str,
+    dir: Direction,
+    other: Option<&str>,
+) -> Result<Translation, DynmonError> {
     let program_type = match dir {
         Direction::Ingress => 0,
         Direction::Egress => 1,
@@ -65,7 +84,17 @@ pub fn translate(src: &str, dir: Direction) -> Result<String, DynmonError> {
     };
     let code = code_mask(src);
     check_identifiers(src, &code)?;
-    let (body, maps) = translate_maps(src, &code)?;
+    // The other path's tables, as it declares them (its own errors are its own).
+    let theirs = match other {
+        Some(o) => translate_maps(o, &code_mask(o), &[]).map_or(Vec::new(), |t| t.1),
+        None => Vec::new(),
+    };
+    let (body, maps) = translate_maps(src, &code, &theirs)?;
+    let externs = maps
+        .iter()
+        .filter(|t| t.ext)
+        .map(|t| t.name.clone())
+        .collect();
     let code = code_mask(&body);
     let body = translate_methods(&body, &code, &maps)?;
     let body = translate_includes(&body);
@@ -101,7 +130,7 @@ pub fn translate(src: &str, dir: Direction) -> Result<String, DynmonError> {
          }}\n\
          char _statewall_bcc_license[] SEC(\"license\") = \"GPL\";\n"
     ));
-    Ok(out)
+    Ok(Translation { c: out, externs })
 }
 
 /// What is wrong with one construct (the caller adds its line).
@@ -224,6 +253,10 @@ fn check_identifiers(src: &str, code: &[bool]) -> Result<(), DynmonError> {
 pub(super) struct Table {
     name: String,
     queue: bool,
+    /// Declared `"extern"`: the other path's table.
+    ext: bool,
+    /// Its map definition (and type names), on one line.
+    c: String,
 }
 
 /// The top-level arguments of the call whose `(` is at `open`; returns them (trimmed) and
@@ -264,7 +297,12 @@ fn unquote(s: &str) -> &str {
 }
 
 /// Replaces the table declarations by BTF-defined maps (on as many lines as they took).
-fn translate_maps(src: &str, code: &[bool]) -> Result<(String, Vec<Table>), DynmonError> {
+/// `theirs`: the other path's tables, for `"extern"` declarations.
+fn translate_maps(
+    src: &str,
+    code: &[bool],
+    theirs: &[Table],
+) -> Result<(String, Vec<Table>), DynmonError> {
     let b = src.as_bytes();
     let mut out = String::with_capacity(src.len() * 2);
     let mut tables: Vec<Table> = Vec::new();
@@ -292,22 +330,59 @@ fn translate_maps(src: &str, code: &[bool]) -> Result<(String, Vec<Table>), Dynm
         if end < b.len() && b[end] == b';' {
             end += 1;
         }
-        let d = declaration(id, &args).map_err(|m| err(line, &m.0))?;
-        if tables.iter().any(|t| t.name == d.name) {
-            return Err(err(line, &format!("table `{}` is declared twice", d.name)));
+        let t = match extern_name(id, &args) {
+            // The same map as the other path's (the loader makes it the very same).
+            Some(name) => match theirs.iter().find(|t| t.name == name) {
+                Some(t) if !t.ext => Table {
+                    ext: true,
+                    ..t.clone()
+                },
+                _ => {
+                    return Err(err(
+                        line,
+                        &format!(
+                            "table `{name}` is \"extern\", but the monitor's other path \
+                             declares no table `{name}`"
+                        ),
+                    ))
+                }
+            },
+            None => {
+                let d = declaration(id, &args).map_err(|m| err(line, &m.0))?;
+                Table {
+                    name: d.name,
+                    queue: d.queue,
+                    ext: false,
+                    c: d.c,
+                }
+            }
+        };
+        if tables.iter().any(|x| x.name == t.name) {
+            return Err(err(line, &format!("table `{}` is declared twice", t.name)));
         }
         out.push_str(&src[last..off]);
-        out.push_str(&d.c);
+        out.push_str(&t.c);
         // The declaration's own line breaks, so that the lines after it keep their numbers.
         out.extend(src[off..end].matches('\n').map(|_| '\n'));
-        tables.push(Table {
-            name: d.name,
-            queue: d.queue,
-        });
+        tables.push(t);
         last = end;
     }
     out.push_str(&src[last..]);
     Ok((out, tables))
+}
+
+/// The name an `"extern"` declaration gives (`BPF_TABLE("extern", K, V, name, size)`,
+/// `BPF_QUEUESTACK("extern", name, V, size, flags)`), if it is one.
+fn extern_name(id: &str, args: &[String]) -> Option<String> {
+    if args.first().map(|a| unquote(a)) != Some("extern") {
+        return None;
+    }
+    let i = if id.starts_with("BPF_QUEUESTACK") {
+        1
+    } else {
+        3
+    };
+    args.get(i).cloned()
 }
 
 const MACROS: &[&str] = &[
@@ -440,12 +515,6 @@ fn declaration(id: &str, args: &[String]) -> Result<Decl, Bad> {
         "lru_hash" => "BPF_MAP_TYPE_LRU_HASH",
         "queue" => "BPF_MAP_TYPE_QUEUE",
         "stack" => "BPF_MAP_TYPE_STACK",
-        "extern" => {
-            return Err(Bad(format!(
-                "table `{name}`: \"extern\" tables (shared with the other path of the same \
-                 monitor) are not supported yet: declare the table in this path"
-            )))
-        }
         other => {
             return Err(Bad(format!(
                 "table `{name}`: type \"{other}\" is not one statewall translates (hash, array, \
@@ -726,7 +795,7 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
             (
                 "\nBPF_TABLE(\"extern\", u32, u32, t, 4);\n",
                 2,
-                "\"extern\" tables",
+                "declares no table `t`",
             ),
             ("\n\nreturn RX_REDIRECT;\n", 3, "RX_REDIRECT"),
             ("x;\npcn_pkt_redirect(ctx, md, 1);\n", 2, "pcn_pkt_redirect"),

@@ -34,13 +34,26 @@ pub fn find_clang() -> Option<PathBuf> {
 /// Compiles libbpf-style C to an eBPF object with BTF (`clang -target bpf -g -O2`); a
 /// program in Polycube's BCC dialect is translated first, for a path on `dir`.
 pub fn compile_c(src: &str, dir: Direction) -> Result<Vec<u8>, DynmonError> {
-    let translated;
-    let src = if super::bcc::is_bcc(src) {
-        translated = super::bcc::translate(src, dir)?;
-        translated.as_str()
+    compile_path(src, dir, None).map(|(o, _)| o)
+}
+
+/// [`compile_c`] for one path of a monitor whose other path has source `other`: also the
+/// names of its `"extern"` tables (the other path's, to be shared with it).
+pub(super) fn compile_path(
+    src: &str,
+    dir: Direction,
+    other: Option<&str>,
+) -> Result<(Vec<u8>, Vec<String>), DynmonError> {
+    let (src, externs) = if super::bcc::is_bcc(src) {
+        let t = super::bcc::translate_with(src, dir, other)?;
+        (t.c, t.externs)
     } else {
-        src
+        (src.to_string(), Vec::new())
     };
+    clang(&src).map(|o| (o, externs))
+}
+
+fn clang(src: &str) -> Result<Vec<u8>, DynmonError> {
     let clang = find_clang().ok_or(
         "C source needs clang, which is not installed here: install it (Debian: `apt-get install \
          clang-22 libbpf-dev`; statewall's scripts/setup.sh does), or load an object built \
@@ -93,6 +106,15 @@ pub fn compile_c(src: &str, dir: Direction) -> Result<Vec<u8>, DynmonError> {
 /// The object bytes of a path: its object (base64, or raw ELF bytes handed over as a
 /// latin-1 string is not accepted), or its source compiled.
 pub fn object_of(p: &PathSpec) -> Result<Vec<u8>, DynmonError> {
+    path_object(p, None).map(|(o, _)| o)
+}
+
+/// [`object_of`] for a path of a monitor whose other path has source `other`; with the
+/// path's `"extern"` tables.
+pub(super) fn path_object(
+    p: &PathSpec,
+    other: Option<&str>,
+) -> Result<(Vec<u8>, Vec<String>), DynmonError> {
     use base64::Engine;
     match (&p.source, &p.object) {
         (Some(_), Some(_)) => Err(DynmonError::Spec(
@@ -101,7 +123,7 @@ pub fn object_of(p: &PathSpec) -> Result<Vec<u8>, DynmonError> {
         (None, None) => Err(DynmonError::Spec(
             "no code: give `source` (C) or `object` (base64 ELF)".into(),
         )),
-        (Some(s), None) => compile_c(s, p.direction),
+        (Some(s), None) => compile_path(s, p.direction, other),
         (None, Some(b)) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
@@ -109,7 +131,7 @@ pub fn object_of(p: &PathSpec) -> Result<Vec<u8>, DynmonError> {
             if !bytes.starts_with(b"\x7fELF") {
                 return Err(BadObject("`object` is not an ELF file".into()).into());
             }
-            Ok(bytes)
+            Ok((bytes, Vec::new()))
         }
     }
 }

@@ -150,7 +150,13 @@ pub(super) fn pin_dir() -> Result<PathBuf, DynmonError> {
     private_dir(std::path::Path::new("/sys/fs/bpf"), "statewall-dynmon-tmp")
 }
 impl LoadedPath {
-    pub(super) fn load(spec: &PathSpec, object: &[u8]) -> Result<LoadedPath, DynmonError> {
+    /// Loads a path; `from`: the monitor's other path, loaded already, whose maps named in
+    /// `spec.shared` this path uses instead of its own.
+    pub(super) fn load(
+        spec: &PathSpec,
+        object: &[u8],
+        from: Option<&LoadedPath>,
+    ) -> Result<LoadedPath, DynmonError> {
         let object = elf::normalise(object)?;
         let btf_bytes = elf::btf(&object)?.ok_or(
             "the object has no .BTF section: build it with BTF (clang -g; aya objects carry BTF)",
@@ -186,14 +192,39 @@ impl LoadedPath {
                 )));
             }
         }
-        let n_copies = if swapped.is_empty() { 1 } else { 2 };
+        let shared_swapped = check_shared(&obj, spec, &swapped, from)?;
+        let n_copies = if swapped.is_empty() && !shared_swapped {
+            1
+        } else {
+            2
+        };
         let mut copies = Vec::new();
         let dir = pin_dir()?;
         let by_name = dir.join("by-name");
+        // The other path's maps this one shares, pinned here for the loader: one per copy
+        // of that path (its copy k goes with copy k of this one).
+        let mut taken: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        if let Some(from) = from {
+            for name in &spec.shared {
+                let mut per_copy = Vec::new();
+                for (k, e) in from.copies.iter().enumerate() {
+                    let m = e.map(name).ok_or_else(|| {
+                        DynmonError::Spec(format!("the other path has no map {name:?} to share"))
+                    })?;
+                    let p = dir.join(format!("shared-{name}-{k}"));
+                    map_data(m).pin(&p).map_err(|e| {
+                        DynmonError::Host(format!("pinning map {name:?} to share it: {e:#}"))
+                    })?;
+                    per_copy.push(p);
+                }
+                taken.push((name.clone(), per_copy));
+            }
+        }
         let pins: Vec<(String, PathBuf)> = if n_copies == 2 {
             map_names
                 .iter()
                 .filter(|n| !swapped.contains(n) && !n.starts_with(".rodata"))
+                .filter(|n| !spec.shared.contains(n))
                 .enumerate()
                 .map(|(i, n)| (n.clone(), dir.join(format!("m{i}"))))
                 .collect()
@@ -203,11 +234,14 @@ impl LoadedPath {
         let loaded = (|| -> Result<(), DynmonError> {
             std::fs::create_dir(&by_name)
                 .map_err(|e| DynmonError::Host(format!("creating {}: {e}", by_name.display())))?;
-            for _ in 0..n_copies {
+            for copy in 0..n_copies {
                 let mut l = EbpfLoader::new();
                 l.default_map_pin_directory(&by_name);
                 for (n, p) in &pins {
                     l.map_pin_path(n.as_str(), p.as_path());
+                }
+                for (n, per_copy) in &taken {
+                    l.map_pin_path(n.as_str(), per_copy[copy % per_copy.len()].as_path());
                 }
                 let mut e = l
                     .load(&object)
@@ -590,4 +624,35 @@ fn write_epoch(e: &mut Ebpf) -> Result<(), DynmonError> {
         crate::engine::clock::realtime_ns().saturating_sub(crate::engine::clock::monotonic_ns());
     a.set(0, off, 0)
         .map_err(|e| DynmonError::Host(format!("writing the epoch offset: {e:#}")))
+}
+
+/// Checks the maps `spec` takes from the other path (`from`): both objects have them, and
+/// this path does not swap them on read (the path that declares a map swaps it). Returns
+/// whether one of them is swapped by `from`, in which case this path needs two copies too.
+fn check_shared(
+    obj: &aya_obj::Object,
+    spec: &PathSpec,
+    swapped: &[String],
+    from: Option<&LoadedPath>,
+) -> Result<bool, DynmonError> {
+    let mut any = false;
+    for name in &spec.shared {
+        let Some(from) = from else {
+            return Err(DynmonError::Spec(format!(
+                "map {name:?} is taken from the other path, and there is none"
+            )));
+        };
+        if !obj.maps.contains_key(name) {
+            return Err(DynmonError::Spec(format!(
+                "map {name:?} is taken from the other path, but this object has no such map"
+            )));
+        }
+        if swapped.contains(name) {
+            return Err(DynmonError::Spec(format!(
+                "map {name:?} is the other path's: declare swap-on-read on a metric of that path"
+            )));
+        }
+        any |= from.maps.get(name).is_some_and(|m| m.swapped);
+    }
+    Ok(any)
 }

@@ -116,19 +116,62 @@ impl Dynmon {
             ));
         }
         let t0 = Instant::now();
-        let mut paths = Vec::new();
-        for (i, p) in spec.paths.iter_mut().enumerate() {
-            let what = if p.name.is_empty() {
+        let n = spec.paths.len();
+        let sources: Vec<Option<String>> = spec.paths.iter().map(|p| p.source.clone()).collect();
+        let what = |i: usize, p: &PathSpec| {
+            if p.name.is_empty() {
                 format!("path {i}")
             } else {
                 format!("path {:?}", p.name)
+            }
+        };
+        let mut objects = Vec::new();
+        for (i, p) in spec.paths.iter_mut().enumerate() {
+            let other = if n == 2 {
+                sources[1 - i].as_deref()
+            } else {
+                None
             };
-            let object = object_of(p).map_err(|e| e.context(&what))?;
+            let (object, externs) =
+                compile::path_object(p, other).map_err(|e| e.context(what(i, p)))?;
+            if p.source.is_some() {
+                p.shared = externs;
+            }
             // Keep the object, not the source: a restart does not need clang.
             p.source = None;
             p.object = Some(base64::engine::general_purpose::STANDARD.encode(&object));
-            paths.push(LoadedPath::load(p, &object).map_err(|e| e.context(&what))?);
+            objects.push(object);
         }
+        // A path that takes maps from the other is loaded after it.
+        let mut loaded: Vec<Option<LoadedPath>> = (0..n).map(|_| None).collect();
+        let order: Vec<usize> = (0..n)
+            .filter(|&i| spec.paths[i].shared.is_empty())
+            .chain((0..n).filter(|&i| !spec.paths[i].shared.is_empty()))
+            .collect();
+        for i in order {
+            let p = &spec.paths[i];
+            let from = match (p.shared.is_empty(), n) {
+                (true, _) => None,
+                (false, 2) => loaded[1 - i].as_ref(),
+                (false, _) => {
+                    return Err(DynmonError::Spec(format!(
+                        "{}: maps {:?} are taken from the other path, and there is none",
+                        what(i, p),
+                        p.shared
+                    )))
+                }
+            };
+            if !p.shared.is_empty() && from.is_none() {
+                return Err(DynmonError::Spec(format!(
+                    "{}: both paths take maps from the other ({:?}): one must declare them",
+                    what(i, p),
+                    p.shared
+                )));
+            }
+            let l = LoadedPath::load(p, &objects[i], from).map_err(|e| e.context(what(i, p)))?;
+            loaded[i] = Some(l);
+        }
+        let paths: Vec<LoadedPath> = loaded.into_iter().flatten().collect();
         // Metric names, and the sample names OpenMetrics gives them, are the instance's
         // own: no two may meet (`x` as a counter writes `x_total`).
         let mut all: Vec<(String, &str)> = Vec::new();

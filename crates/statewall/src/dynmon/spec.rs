@@ -110,6 +110,10 @@ pub struct PathSpec {
     /// The program to attach, when the object has more than one that fits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<String>,
+    /// Maps this path takes from the monitor's other path, by name, instead of its own
+    /// (a BCC-dialect program's `"extern"` tables; set by the translation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<String>,
     /// Metric declarations.
     #[serde(default)]
     pub metrics: Vec<MetricConfig>,

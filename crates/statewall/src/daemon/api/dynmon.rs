@@ -389,6 +389,7 @@ fn pc_spec(
                 source,
                 object,
                 program: None,
+                shared: vec![],
                 metrics: p.metric_configs,
             });
         }
