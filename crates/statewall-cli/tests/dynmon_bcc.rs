@@ -300,3 +300,132 @@ fn extern_tables_join_the_two_paths_and_one_read_switches_both() {
         "{e}"
     );
 }
+
+/// Sessions of a Dynmon reading, per-CPU timestamps removed, in key order.
+fn sessions_of(v: &Value) -> Vec<Value> {
+    let mut s: Vec<Value> = v["ingress-metrics"][0]["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sessions: {v}"))
+        .clone();
+    for e in &mut s {
+        for per_cpu in e["value"].as_array_mut().unwrap() {
+            let o = per_cpu.as_object_mut().unwrap();
+            o.remove("start_timestamp");
+            o.remove("alive_timestamp");
+        }
+    }
+    s.sort_by_key(|e| e["key"].to_string());
+    s
+}
+
+#[test]
+fn the_dialects_crypto_monitor_keeps_the_built_in_records() {
+    let p = Paths::new("dynbccc");
+    let pair = Pair::new("dynbccc");
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n\n[[monitor]]\nname = \"crypto1\"\n\
+             kind = \"crypto\"\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\ndirection = \"both\"\n",
+            i = pair.server_if,
+            n = pair.server.name
+        ),
+    )
+    .unwrap();
+    let api = free_port();
+    let listen = format!("127.0.0.1:{api}");
+    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let ingress = example("bcc/crypto.c");
+    let decl = "BPF_TABLE_SHARED(\"percpu_hash\", struct session_key, struct session_value, sessions, 10000);";
+    assert!(ingress.contains(decl));
+    let egress = ingress.replace(
+        decl,
+        "BPF_TABLE(\"extern\", struct session_key, struct session_value, sessions, 10000);",
+    );
+    let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+        "dataplane-config": {
+            "ingress-path": {"name": "in", "code": ingress, "metric-configs": [
+                {"name": "sessions", "map-name": "sessions",
+                 "extraction-options": {"swap-on-read": true}}]},
+            "egress-path": {"name": "out", "code": egress, "metric-configs": []}}});
+    let (code, v) = curl(
+        "POST",
+        &format!("{base}/bcccrypto"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(code, 201, "{v}");
+    // Both start from an empty window.
+    for m in ["crypto1", "bcccrypto"] {
+        let (code, v) = curl("GET", &format!("{base}/{m}/metrics"), None);
+        assert_eq!(code, 200, "{m}: {v}");
+    }
+    // A TCP connection (SYN: method 1) with data both ways, UDP to port 53 (method 2) and
+    // between two high ports (method 3), each datagram answered.
+    let listener = pair
+        .server
+        .run(|| std::net::TcpListener::bind((pair.server_v4, 8080)).unwrap());
+    let echo = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = vec![0u8; 3000];
+        let mut got = 0;
+        while got < 3000 {
+            let n = s.read(&mut b[got..]).unwrap();
+            assert!(n > 0);
+            got += n;
+        }
+        s.write_all(&b[..1000]).unwrap();
+    });
+    pair.client.run(|| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect((pair.server_v4, 8080)).unwrap();
+        c.write_all(&[3u8; 3000]).unwrap();
+        let mut b = vec![0u8; 1000];
+        c.read_exact(&mut b).unwrap();
+    });
+    echo.join().unwrap();
+    for (port, n) in [(53u16, 3), (40123, 2)] {
+        let server = pair
+            .server
+            .run(|| UdpSocket::bind((pair.server_v4, port)).unwrap());
+        let client = pair
+            .client
+            .run(|| UdpSocket::bind((pair.client_v4, 0)).unwrap());
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        for _ in 0..n {
+            client.send_to(&[5; 77], (pair.server_v4, port)).unwrap();
+            let mut b = [0u8; 200];
+            let (k, from) = server.recv_from(&mut b).unwrap();
+            server.send_to(&b[..k], from).unwrap();
+            client.recv_from(&mut b).unwrap();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (_, builtin) = curl("GET", &format!("{base}/crypto1/metrics"), None);
+    let (_, bcc) = curl("GET", &format!("{base}/bcccrypto/metrics"), None);
+    let (builtin, bcc) = (sessions_of(&builtin), sessions_of(&bcc));
+    // The traffic is there: three sessions (TCP 8080, UDP 53, UDP 40123), and among the
+    // CPUs' values the three methods (each CPU sets its own from the first packet it sees).
+    assert_eq!(builtin.len(), 3, "{builtin:?}");
+    let methods: std::collections::BTreeSet<u64> = builtin
+        .iter()
+        .flat_map(|s| s["value"].as_array().unwrap().iter())
+        .map(|c| c["method"].as_u64().unwrap())
+        .filter(|&m| m != 0)
+        .collect();
+    assert_eq!(
+        methods.into_iter().collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{builtin:?}"
+    );
+    assert_eq!(
+        bcc, builtin,
+        "the BCC crypto monitor's records differ from the built-in monitor's"
+    );
+}
