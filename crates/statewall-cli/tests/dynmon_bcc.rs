@@ -4,7 +4,9 @@
 //! interface of a namespace pair the test creates, read once after a bounded burst of
 //! real traffic: every metric equal (swap-on-read, empty-on-read and a queue included),
 //! timestamps aside. A program using a construct statewall does not translate is refused
-//! with its line, and nothing of it stays loaded.
+//! with its line, and nothing of it stays loaded. Two-path programs share tables
+//! (`"extern"`); the crypto and ddos monitors written as Dynmon programs
+//! (examples/dynmon/bcc) keep the built-in monitors' records on the same traffic.
 
 mod common;
 
@@ -427,5 +429,135 @@ fn the_dialects_crypto_monitor_keeps_the_built_in_records() {
     assert_eq!(
         bcc, builtin,
         "the BCC crypto monitor's records differ from the built-in monitor's"
+    );
+}
+
+/// One metric of a Dynmon reading (by position), `timestamp`s removed, sorted.
+fn records(v: &Value, i: usize) -> Vec<Value> {
+    let mut r: Vec<Value> = v["ingress-metrics"][i]["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no metric {i}: {v}"))
+        .clone();
+    for e in &mut r {
+        e.as_object_mut().unwrap().remove("timestamp");
+    }
+    r.sort_by_key(|e| e.to_string());
+    r
+}
+
+#[test]
+fn the_dialects_ddos_monitor_keeps_the_built_in_records() {
+    let p = Paths::new("dynbccd");
+    let pair = Pair::new("dynbccd");
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n\n[[monitor]]\nname = \"ddos1\"\n\
+             kind = \"ddos\"\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\ndirection = \"both\"\n",
+            i = pair.server_if,
+            n = pair.server.name
+        ),
+    )
+    .unwrap();
+    let api = free_port();
+    let listen = format!("127.0.0.1:{api}");
+    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let ingress = example("bcc/ddos.c");
+    let decls = [
+        (
+            "BPF_TABLE_SHARED(\"hash\", struct session_key, struct session_value, sessions, 1024);",
+            "BPF_TABLE(\"extern\", struct session_key, struct session_value, sessions, 1024);",
+        ),
+        (
+            "BPF_QUEUESTACK_SHARED(\"queue\", packets, struct features, 102400, 0);",
+            "BPF_QUEUESTACK(\"extern\", packets, struct features, 102400, 0);",
+        ),
+    ];
+    let mut egress = ingress.clone();
+    for (own, ext) in decls {
+        assert!(egress.contains(own));
+        egress = egress.replace(own, ext);
+    }
+    // The built-in monitor's order: packets, then sessions.
+    let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+        "dataplane-config": {
+            "ingress-path": {"name": "in", "code": ingress, "metric-configs": [
+                {"name": "packets", "map-name": "packets"},
+                {"name": "sessions", "map-name": "sessions",
+                 "extraction-options": {"swap-on-read": true}}]},
+            "egress-path": {"name": "out", "code": egress, "metric-configs": []}}});
+    let (code, v) = curl("POST", &format!("{base}/bccddos"), Some(&body.to_string()));
+    assert_eq!(code, 201, "{v}");
+    for m in ["ddos1", "bccddos"] {
+        let (code, v) = curl("GET", &format!("{base}/{m}/metrics"), None);
+        assert_eq!(code, 200, "{m}: {v}");
+    }
+    // A TCP connection, 120 datagrams one way (past the 100 a session keeps), 3 pings.
+    let listener = pair
+        .server
+        .run(|| std::net::TcpListener::bind((pair.server_v4, 8081)).unwrap());
+    let echo = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 500];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(&b[..200]).unwrap();
+    });
+    pair.client.run(|| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect((pair.server_v4, 8081)).unwrap();
+        c.write_all(&[4u8; 500]).unwrap();
+        let mut b = [0u8; 200];
+        c.read_exact(&mut b).unwrap();
+    });
+    echo.join().unwrap();
+    let sink = pair
+        .server
+        .run(|| UdpSocket::bind((pair.server_v4, 9200)).unwrap());
+    pair.client.run(|| {
+        let u = UdpSocket::bind((pair.client_v4, 0)).unwrap();
+        for i in 0..120u8 {
+            u.send_to(&[i; 33], (pair.server_v4, 9200)).unwrap();
+        }
+    });
+    pair.client.exec_ok(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &pair.server_v4.to_string(),
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(sink);
+    let (_, builtin) = curl("GET", &format!("{base}/ddos1/metrics"), None);
+    let (_, bcc) = curl("GET", &format!("{base}/bccddos/metrics"), None);
+    let (bp, bs) = (records(&builtin, 0), records(&builtin, 1));
+    // The traffic is there: the UDP session kept 100 of its 120, the pings their 6.
+    let udp = bs
+        .iter()
+        .find(|s| {
+            s["key"]["dport"] == 9200u16.swap_bytes() || s["key"]["sport"] == 9200u16.swap_bytes()
+        })
+        .unwrap_or_else(|| panic!("no UDP session: {bs:?}"));
+    assert_eq!(udp["value"]["n_packets"], 100, "{bs:?}");
+    let icmp = bs
+        .iter()
+        .find(|s| s["key"]["proto"] == 1)
+        .unwrap_or_else(|| panic!("no ICMP session: {bs:?}"));
+    assert_eq!(icmp["value"]["n_packets"], 6, "{bs:?}");
+    assert!(bp.len() > 110, "{}", bp.len());
+    assert_eq!(
+        records(&bcc, 1),
+        bs,
+        "the BCC ddos monitor's sessions differ from the built-in monitor's"
+    );
+    assert_eq!(
+        records(&bcc, 0),
+        bp,
+        "the BCC ddos monitor's packet records differ from the built-in monitor's"
     );
 }
