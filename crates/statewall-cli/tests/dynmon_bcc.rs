@@ -561,3 +561,152 @@ fn the_dialects_ddos_monitor_keeps_the_built_in_records() {
         "the BCC ddos monitor's packet records differ from the built-in monitor's"
     );
 }
+
+#[test]
+fn the_other_constructs_read_as_their_libbpf_twin_and_pcn_log_reaches_the_log() {
+    let p = Paths::new("dynbcck");
+    let pair = Pair::new("dynbcck");
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+            pair.server_if, pair.server.name
+        ),
+    )
+    .unwrap();
+    let api = free_port();
+    let listen = format!("127.0.0.1:{api}");
+    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let data = |f: &str| {
+        std::fs::read_to_string(format!("{}/tests/data/bcc/{f}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+    };
+    let configs = |extra: bool| {
+        let mut m = vec![
+            json!({"name": "by_port", "map-name": "by_port",
+                   "extraction-options": {"empty-on-read": true}}),
+            json!({"name": "per_cpu", "map-name": "per_cpu"}),
+            json!({"name": "recent", "map-name": "recent"}),
+            json!({"name": "ports", "map-name": "ports"}),
+            json!({"name": "top", "map-name": "top"}),
+        ];
+        if extra {
+            m.push(json!({"name": "epoch", "map-name": "epoch"}));
+        }
+        m
+    };
+    for (name, code, extra) in [
+        ("twin", data("constructs_libbpf.c"), false),
+        ("bcck", data("constructs.c"), true),
+    ] {
+        let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+            "dataplane-config": {"ingress-path": {"name": name, "code": code,
+                "metric-configs": configs(extra)}}});
+        let (code, v) = curl("POST", &format!("{base}/{name}"), Some(&body.to_string()));
+        assert_eq!(code, 201, "{name}: {v}");
+    }
+    let unix_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = unix_s();
+    pair.client.run(|| {
+        let u = UdpSocket::bind((pair.client_v4, 0)).unwrap();
+        for port in [9001u16, 9001, 9002, 9002, 9002, 9003] {
+            u.send_to(&[9; 28], (pair.server_v4, port)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let twin = metrics(&base, "twin");
+    let mut bcc = metrics(&base, "bcck");
+    let after = unix_s();
+    // pcn_get_time_epoch: Unix time (read apart: the twin has no such clock).
+    let list = bcc["ingress-metrics"].as_array_mut().unwrap();
+    let i = list.iter().position(|m| m["name"] == "epoch").unwrap();
+    let epoch = list.remove(i)["value"][0].as_u64().unwrap() / 1_000_000_000;
+    assert!(
+        (before..=after).contains(&epoch),
+        "{before} <= {epoch} <= {after}"
+    );
+    // The reading is what the traffic makes: counts 2, 3, 1; 9001 deleted from the LRU
+    // table by 9003; the stack 9001, 9001, 9003 (each 9002 popped itself); its top 9003.
+    let get = |name: &str| -> Value {
+        twin["ingress-metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()["value"]
+            .clone()
+    };
+    let counts: Vec<(u64, u64)> = get("by_port")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["key"]["port"].as_u64().unwrap(),
+                e["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [(9001, 2), (9002, 3), (9003, 1)], "{twin}");
+    let recent: Vec<u64> = get("recent")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"]["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(recent, [9002, 9003], "{twin}");
+    let mut stack: Vec<u64> = get("ports")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    stack.sort();
+    assert_eq!(stack, [9001, 9001, 9003], "{twin}");
+    assert_eq!(get("top"), json!([9003]), "{twin}");
+    assert_eq!(
+        bcc["ingress-metrics"], twin["ingress-metrics"],
+        "the BCC program's metrics differ from its libbpf twin's"
+    );
+    // pcn_log: the daemon's log has the messages (written within a second or so).
+    let want = "pcn_log: udp to port 9003, 70 bytes";
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = common::logs(&p);
+        if log.contains(want) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        log.contains(want),
+        "{want:?} not in the daemon's log:\n{log}"
+    );
+    assert_eq!(
+        log.matches("pcn_log: udp to port 9002,").count(),
+        3,
+        "{log}"
+    );
+    // At most 16 messages a second per CPU: 200 datagrams at once leave at least one
+    // second's budget and at most two seconds' on every CPU.
+    pair.client.run(|| {
+        let u = UdpSocket::bind((pair.client_v4, 0)).unwrap();
+        for _ in 0..200 {
+            u.send_to(&[9; 28], (pair.server_v4, 9001)).unwrap();
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let n = common::logs(&p)
+        .matches("pcn_log: udp to port 9001,")
+        .count()
+        - 2;
+    let cpus = aya::util::nr_cpus().unwrap();
+    assert!((16..=2 * 16 * cpus).contains(&n), "{n} messages of 200");
+}

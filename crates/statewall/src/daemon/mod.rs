@@ -479,7 +479,8 @@ async fn wait_for_signals(
 
 /// Once a second: keep the config attached, sweep lock records, recompile doors whose
 /// sequences turned, refresh the epoch offset, idle out flows, close doors whose grants
-/// ended, revert firewall applies not confirmed in time, and expire grants.
+/// ended, revert firewall applies not confirmed in time, log dynamic monitors' pcn_log
+/// messages, and expire grants.
 async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -535,6 +536,22 @@ async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
         doors::sweep(&s, &live);
         // Firewall applies not confirmed in time go back.
         crate::daemon::api::firewall::revert_due(&s);
+        // Dynamic monitors' pcn_log messages (rate-limited in the kernel).
+        {
+            let mut dm = s.dynmon.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, d) in dm.by_name.iter_mut() {
+                for (path, level, msg) in d.drain_logs(256) {
+                    // Polycube's levels: trace, debug, info, warn, err, critical.
+                    match level {
+                        0 => tracing::trace!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                        1 => tracing::debug!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                        2 => tracing::info!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                        3 => tracing::warn!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                        _ => tracing::error!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                    }
+                }
+            }
+        }
         let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
         match g.engine.sweep_grants(&grants, now) {
             Ok(0) => {}

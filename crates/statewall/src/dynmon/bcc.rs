@@ -12,8 +12,9 @@
 //! - `map.lookup(k)` and the other methods become `bpf_map_*` calls (typed as the map's
 //!   value, as in BCC);
 //! - `pcn_get_time_epoch()` is the kernel clock plus an offset the loader writes into a
-//!   map the program may only read ([`EPOCH_MAP`]); `pcn_log(ctx, level, fmt, ...)` goes
-//!   to the kernel's trace pipe (`bpf_printk`);
+//!   map the program may only read ([`EPOCH_MAP`]); `pcn_log(ctx, level, fmt, ...)`
+//!   formats its message in the kernel (`bpf_snprintf`) into a ring ([`LOG_MAP`]) that
+//!   the daemon writes to its log, at most 16 a second per CPU;
 //! - `#include <uapi/linux/X.h>` becomes `#include <linux/X.h>`.
 //!
 //! Every line of the user's source stays one line of the translation, after a `#line 1`
@@ -26,6 +27,10 @@ use crate::types::Direction;
 /// The map holding `pcn_get_time_epoch`'s offset (Unix ns minus the kernel's monotonic
 /// ns), written by the loader.
 pub const EPOCH_MAP: &str = "__pcn_epoch";
+
+/// The ring buffer `pcn_log` writes its records to (level, length, message), which the
+/// daemon copies into its log.
+pub const LOG_MAP: &str = "__pcn_log";
 
 /// Identifiers that mark a source as written in the dialect.
 pub(super) const MARKERS: &[&str] = &[

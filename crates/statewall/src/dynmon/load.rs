@@ -131,6 +131,8 @@ pub struct LoadedPath {
     pub(super) active: usize,
     pub(super) links: Vec<Attached>,
     pub(super) rings: BTreeMap<String, aya::maps::RingBuf<MapData>>,
+    /// `pcn_log`'s records (a program in Polycube's dialect).
+    pub(super) log: Option<aya::maps::RingBuf<MapData>>,
     /// Program ids of the copies.
     pub prog_ids: Vec<u32>,
 }
@@ -313,6 +315,13 @@ impl LoadedPath {
                 rings.insert(name.clone(), r);
             }
         }
+        let log = match copies[0].take_map(super::bcc::LOG_MAP) {
+            Some(m) => Some(
+                aya::maps::RingBuf::try_from(m)
+                    .map_err(|e| DynmonError::Host(format!("the pcn_log ring: {e:#}")))?,
+            ),
+            None => None,
+        };
         let prog_ids = copies
             .iter()
             .map(|e| {
@@ -330,8 +339,28 @@ impl LoadedPath {
             active: 0,
             links: vec![],
             rings,
+            log,
             prog_ids,
         })
+    }
+
+    /// The `pcn_log` records waiting: (level, message), at most `max`.
+    pub(super) fn drain_log(&mut self, max: usize) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        let Some(r) = self.log.as_mut() else {
+            return out;
+        };
+        while out.len() < max {
+            let Some(item) = r.next() else { break };
+            if item.len() < 8 {
+                continue;
+            }
+            let level = u32::from_ne_bytes(item[..4].try_into().unwrap());
+            let msg = &item[8..];
+            let end = msg.iter().position(|&b| b == 0).unwrap_or(msg.len());
+            out.push((level, String::from_utf8_lossy(&msg[..end]).into_owned()));
+        }
+        out
     }
 
     /// Writes `pcn_get_time_epoch`'s offset again (a program in Polycube's dialect).

@@ -36,7 +36,7 @@ mod load;
 pub mod openmetrics;
 mod spec;
 
-pub use bcc::{is_bcc, translate as translate_bcc, EPOCH_MAP};
+pub use bcc::{is_bcc, translate as translate_bcc, EPOCH_MAP, LOG_MAP};
 pub use compile::{code_field, compile_c, find_clang, object_of};
 use load::*;
 pub use load::{map_type_name, LoadedPath, MapMeta};
@@ -281,6 +281,19 @@ impl Dynmon {
         let p = self.paths.get(path)?;
         let m = p.copies[p.active].map(map)?;
         Some(map_data(m).fd().as_fd().as_raw_fd())
+    }
+
+    /// The `pcn_log` messages its programs wrote since the last call: (path name, level,
+    /// message), at most `max` per path.
+    pub fn drain_logs(&mut self, max: usize) -> Vec<(String, u32, String)> {
+        let mut out = Vec::new();
+        for p in &mut self.paths {
+            let name = p.spec.name.clone();
+            for (level, msg) in p.drain_log(max) {
+                out.push((name.clone(), level, msg));
+            }
+        }
+        out
     }
 
     /// Reads every metric: one switch and one grace period for all swapped maps.

@@ -65,7 +65,46 @@ static __always_inline __u64 pcn_get_time_epoch(void)
 	__u64 *off = bpf_map_lookup_elem(&__pcn_epoch, &zero);
 	return bpf_ktime_get_ns() + (off ? *off : 0);
 }
-#define pcn_log(ctx, level, fmt, ...) bpf_printk(fmt, ##__VA_ARGS__)
+/* pcn_log: a record in __pcn_log, which the daemon writes to its log; at most
+ * PCN_LOG_PER_SEC a second per CPU (more are dropped: a flood cannot flood the log). */
+#define PCN_LOG_PER_SEC 16
+struct __pcn_log_rec {
+	__u32 level;
+	__s32 len;
+	char msg[120];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16384);
+} __pcn_log SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64[2]);
+	__uint(max_entries, 1);
+} __pcn_log_rate SEC(".maps");
+static __always_inline int __pcn_log_allowed(void)
+{
+	__u32 zero = 0;
+	__u64 *r = bpf_map_lookup_elem(&__pcn_log_rate, &zero);
+	if (!r)
+		return 0;
+	__u64 sec = bpf_ktime_get_ns() / 1000000000;
+	if (r[0] != sec) {
+		r[0] = sec;
+		r[1] = 0;
+	}
+	return ++r[1] <= PCN_LOG_PER_SEC;
+}
+#define pcn_log(__pcn_ctx, __pcn_level, __pcn_fmt, args...) ({ \
+	if (__pcn_log_allowed()) { \
+		struct __pcn_log_rec *__r = bpf_ringbuf_reserve(&__pcn_log, sizeof(*__r), 0); \
+		if (__r) { \
+			__r->level = (__pcn_level); \
+			__r->len = BPF_SNPRINTF(__r->msg, sizeof(__r->msg), __pcn_fmt, ##args); \
+			bpf_ringbuf_submit(__r, 0); \
+		} \
+	} })
 #define __pcn_lookup_or_init(map, k, init) ({ \
 	void *__v = bpf_map_lookup_elem(map, k); \
 	if (!__v) { \
