@@ -26,6 +26,7 @@ fn flows_spec(pair: &Pair) -> DynmonSpec {
             object: None,
             program: None,
             shared: vec![],
+            xdp: false,
             metrics: metrics.metric,
         }],
     }
@@ -118,6 +119,7 @@ fn rust_example_object_decodes_per_cpu_lru_and_ring_buffer() {
             object: Some(base64::engine::general_purpose::STANDARD.encode(obj)),
             program: None,
             shared: vec![],
+            xdp: false,
             metrics: metrics.metric,
         }],
     };
@@ -205,6 +207,7 @@ fn swap_run(tag: &str, wait: bool, per_sender: usize) -> (u64, u64, u64) {
             object: None,
             program: None,
             shared: vec![],
+            xdp: false,
             metrics: metrics.metric,
         }],
     };
@@ -315,6 +318,7 @@ fn xdp_and_tcx_egress_sections_nested_structs_enums_and_a_stack() {
         object: None,
         program: None,
         shared: vec![],
+        xdp: false,
         metrics,
     };
     let spec = DynmonSpec {

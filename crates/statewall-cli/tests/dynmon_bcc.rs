@@ -68,11 +68,13 @@ fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
         let f: statewall::dynmon::MetricsFile = toml::from_str(&example("c/flows.toml")).unwrap();
         serde_json::to_value(f.metric).unwrap()
     };
-    for (name, code) in [
-        ("native", example("c/flows.c")),
-        ("bcc", example("bcc/flows.c")),
+    // The BCC program twice: for tc, and for XDP (a Polycube XDP cube).
+    for (name, code, kind) in [
+        ("native", example("c/flows.c"), "TC"),
+        ("bcc", example("bcc/flows.c"), "TC"),
+        ("bccxdp", example("bcc/flows.c"), "XDP_SKB"),
     ] {
-        let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+        let body = json!({"interface": pair.server_if, "netns": pair.server.name, "type": kind,
             "dataplane-config": {"ingress-path": {"name": name, "code": code,
                 "metric-configs": metric_configs}}});
         let (code, v) = curl("POST", &format!("{base}/{name}"), Some(&body.to_string()));
@@ -84,8 +86,9 @@ fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
         programs()
     );
     // One read each to start from nothing (swap-on-read, empty-on-read, the queue).
-    let _ = metrics(&base, "native");
-    let _ = metrics(&base, "bcc");
+    for m in ["native", "bcc", "bccxdp"] {
+        let _ = metrics(&base, m);
+    }
     // A bounded burst: 5 x 100 bytes to 9001, 3 x 400 to 9002, 7 x 20 to 9003.
     pair.client.run(|| {
         let u = UdpSocket::bind((pair.client_v4, 0)).unwrap();
@@ -98,6 +101,7 @@ fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let native = metrics(&base, "native");
     let bcc = metrics(&base, "bcc");
+    let xdp = metrics(&base, "bccxdp");
     // Not equal by being empty: the native reading has the burst.
     let flows = native["ingress-metrics"]
         .as_array()
@@ -129,6 +133,18 @@ fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
         "the BCC program's metrics differ from the libbpf one's"
     );
     assert_eq!(bcc["egress-metrics"], json!([]));
+    // In XDP: the same figures (RX_OK is XDP_PASS: the packets went on to tc).
+    assert_eq!(
+        xdp["ingress-metrics"], native["ingress-metrics"],
+        "the BCC program in XDP reads otherwise"
+    );
+    let (code, v) = curl(
+        "GET",
+        &format!("http://127.0.0.1:{api}/api/v1/dynmon/bccxdp"),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["hooks"][0]["hook"], "xdp", "{v}");
 
     // A construct statewall does not translate: 400 with its line, nothing left loaded.
     let before = programs();

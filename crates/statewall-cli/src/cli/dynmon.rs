@@ -41,6 +41,9 @@ pub enum DynmonCmd {
         /// The path it runs on: ingress or egress (its POLYCUBE_PROGRAM_TYPE and hook).
         #[arg(long, value_enum, default_value = "ingress")]
         direction: DynDirection,
+        /// For XDP (Polycube's XDP_SKB/XDP_DRV cubes; ingress only) rather than tc.
+        #[arg(long)]
+        xdp: bool,
     },
     /// Every instance.
     List,
@@ -110,6 +113,7 @@ pub async fn run(cmd: DynmonCmd, paths: Paths) -> anyhow::Result<i32> {
                     object,
                     program,
                     shared: vec![],
+                    xdp: false,
                     metrics: m.metric,
                 }],
             };
@@ -130,7 +134,11 @@ pub async fn run(cmd: DynmonCmd, paths: Paths) -> anyhow::Result<i32> {
                 v["load_us"].as_u64().unwrap_or(0) / 1000
             );
         }
-        DynmonCmd::Translate { file, direction } => {
+        DynmonCmd::Translate {
+            file,
+            direction,
+            xdp,
+        } => {
             use statewall::dynmon::Direction;
             let src = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -146,7 +154,7 @@ pub async fn run(cmd: DynmonCmd, paths: Paths) -> anyhow::Result<i32> {
                 DynDirection::Egress => Direction::Egress,
                 DynDirection::Both => Direction::Both,
             };
-            let out = statewall::dynmon::translate_bcc(&src, dir)
+            let out = statewall::dynmon::translate_bcc(&src, dir, xdp)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             print!("{out}");
         }

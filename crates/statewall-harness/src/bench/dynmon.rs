@@ -23,6 +23,7 @@ fn spec(source: Option<String>, object: Option<String>) -> anyhow::Result<Dynmon
             object,
             program: None,
             shared: vec![],
+            xdp: false,
             metrics: m.metric,
         }],
     })

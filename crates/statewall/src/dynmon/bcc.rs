@@ -55,9 +55,10 @@ pub fn is_bcc(src: &str) -> bool {
     found
 }
 
-/// Translates a Dynmon program for a path running on `dir` (ingress or egress).
-pub fn translate(src: &str, dir: Direction) -> Result<String, DynmonError> {
-    translate_with(src, dir, None).map(|t| t.c)
+/// Translates a Dynmon program for a path running on `dir` (ingress or egress), for tc
+/// or (`xdp`, ingress only) XDP.
+pub fn translate(src: &str, dir: Direction, xdp: bool) -> Result<String, DynmonError> {
+    translate_with(src, dir, None, xdp).map(|t| t.c)
 }
 
 /// A translated path.
@@ -70,12 +71,20 @@ pub struct Translation {
 }
 
 /// [`translate`], with the source of the monitor's other path (`other`), whose tables an
-/// `"extern"` declaration names.
+/// `"extern"` declaration names; `xdp`: an ingress path that runs in XDP (`CTXTYPE` is
+/// `xdp_md`, `RX_OK` is `XDP_PASS` and `RX_DROP` `XDP_DROP`).
 pub fn translate_with(
     src: &str,
     dir: Direction,
     other: Option<&str>,
+    xdp: bool,
 ) -> Result<Translation, DynmonError> {
+    if xdp && dir != Direction::Ingress {
+        return Err(err(
+            1,
+            "XDP runs on ingress only: load the egress path for tc (cube type TC)",
+        ));
+    }
     let program_type = match dir {
         Direction::Ingress => 0,
         Direction::Egress => 1,
@@ -110,13 +119,29 @@ pub fn translate_with(
              handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md)`",
         ));
     }
-    let hook = if program_type == 0 {
-        "tcx/ingress"
+    let (ctx, hook, entry) = if xdp {
+        (
+            "xdp_md",
+            "xdp",
+            "\tmd.in_port = ctx->ingress_ifindex;\n\
+             \tmd.packet_len = ctx->data_end - ctx->data;\n\
+             \treturn handle_rx(ctx, &md) == RX_DROP ? XDP_DROP : XDP_PASS;\n",
+        )
     } else {
-        "tcx/egress"
+        (
+            "__sk_buff",
+            if program_type == 0 {
+                "tcx/ingress"
+            } else {
+                "tcx/egress"
+            },
+            "\tmd.in_port = ctx->ifindex;\n\
+             \tmd.packet_len = ctx->len;\n\
+             \treturn handle_rx(ctx, &md) == RX_DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;\n",
+        )
     };
     let mut out = String::with_capacity(src.len() + 4096);
-    out.push_str(&prelude(program_type));
+    out.push_str(&prelude(program_type, ctx));
     out.push_str("#line 1 \"prog.c\"\n");
     out.push_str(&body);
     if !body.ends_with('\n') {
@@ -125,13 +150,11 @@ pub fn translate_with(
     out.push_str(&format!(
         "#line 1 \"statewall-bcc-entry\"\n\
          SEC(\"{hook}\")\n\
-         int statewall_bcc_rx(struct __sk_buff *ctx)\n\
+         int statewall_bcc_rx(struct {ctx} *ctx)\n\
          {{\n\
          \tstruct pkt_metadata md;\n\
          \t__builtin_memset(&md, 0, sizeof(md));\n\
-         \tmd.in_port = ctx->ifindex;\n\
-         \tmd.packet_len = ctx->len;\n\
-         \treturn handle_rx(ctx, &md) == RX_DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;\n\
+         {entry}\
          }}\n\
          char _statewall_bcc_license[] SEC(\"license\") = \"GPL\";\n"
     ));
@@ -147,10 +170,12 @@ fn err(line: usize, msg: &str) -> DynmonError {
 
 /// The header every translation starts with (`pcn.h`): what Polycube gives a Dynmon
 /// program without includes (no protocol header structs: programs define their own).
-fn prelude(program_type: u32) -> String {
+fn prelude(program_type: u32, ctx: &str) -> String {
     const PCN_H: &str = include_str!("pcn.h");
     debug_assert!(PCN_H.contains(EPOCH_MAP));
-    PCN_H.replace("@POLYCUBE_PROGRAM_TYPE@", &program_type.to_string())
+    PCN_H
+        .replace("@POLYCUBE_PROGRAM_TYPE@", &program_type.to_string())
+        .replace("@CTXTYPE@", ctx)
 }
 
 /// For each byte: true when it is code (not inside a comment, a string or a character
@@ -755,7 +780,7 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
 
     #[test]
     fn lines_keep_their_numbers_and_tables_become_maps() {
-        let t = translate(PROG, Direction::Ingress).unwrap();
+        let t = translate(PROG, Direction::Ingress, false).unwrap();
         let body = &t[t.find("#line 1 \"prog.c\"\n").unwrap() + 17..];
         let user: Vec<&str> = body.lines().collect();
         // Each user line is one line of the translation.
@@ -789,8 +814,17 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
         assert!(user[14].contains("return RX_OK;"));
         assert!(t.contains("SEC(\"tcx/ingress\")"));
         assert!(t.contains("#define POLYCUBE_PROGRAM_TYPE 0"));
-        let e = translate(PROG, Direction::Egress).unwrap();
+        let e = translate(PROG, Direction::Egress, false).unwrap();
         assert!(e.contains("SEC(\"tcx/egress\")") && e.contains("POLYCUBE_PROGRAM_TYPE 1"));
+        let x = translate(PROG, Direction::Ingress, true).unwrap();
+        assert!(
+            x.contains("SEC(\"xdp\")")
+                && x.contains("#define CTXTYPE xdp_md")
+                && x.contains("XDP_DROP : XDP_PASS"),
+            "{x}"
+        );
+        let e = translate(PROG, Direction::Egress, true).unwrap_err();
+        assert!(e.to_string().contains("XDP runs on ingress only"), "{e}");
     }
 
     #[test]
@@ -817,15 +851,19 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
             ("BPF_HASH(h);\nBPF_HASH(h);\n", 2, "declared twice"),
         ];
         for (src, line, what) in cases {
-            let e = translate(src, Direction::Ingress).unwrap_err().to_string();
+            let e = translate(src, Direction::Ingress, false)
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains(&format!("line {line}:")) && e.contains(what),
                 "{src:?}: {e}"
             );
         }
-        let e = translate(PROG, Direction::Both).unwrap_err().to_string();
+        let e = translate(PROG, Direction::Both, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("one direction"), "{e}");
-        let e = translate("BPF_HASH(h);\n", Direction::Ingress)
+        let e = translate("BPF_HASH(h);\n", Direction::Ingress, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no `handle_rx`"), "{e}");

@@ -34,7 +34,7 @@ pub fn find_clang() -> Option<PathBuf> {
 /// Compiles libbpf-style C to an eBPF object with BTF (`clang -target bpf -g -O2`); a
 /// program in Polycube's BCC dialect is translated first, for a path on `dir`.
 pub fn compile_c(src: &str, dir: Direction) -> Result<Vec<u8>, DynmonError> {
-    compile_path(src, dir, None).map(|(o, _)| o)
+    compile_path(src, dir, None, false).map(|(o, _)| o)
 }
 
 /// [`compile_c`] for one path of a monitor whose other path has source `other`: also the
@@ -43,9 +43,10 @@ pub(super) fn compile_path(
     src: &str,
     dir: Direction,
     other: Option<&str>,
+    xdp: bool,
 ) -> Result<(Vec<u8>, Vec<String>), DynmonError> {
     let (src, externs) = if super::bcc::is_bcc(src) {
-        let t = super::bcc::translate_with(src, dir, other)?;
+        let t = super::bcc::translate_with(src, dir, other, xdp)?;
         (t.c, t.externs)
     } else {
         (src.to_string(), Vec::new())
@@ -123,7 +124,7 @@ pub(super) fn path_object(
         (None, None) => Err(DynmonError::Spec(
             "no code: give `source` (C) or `object` (base64 ELF)".into(),
         )),
-        (Some(s), None) => compile_path(s, p.direction, other),
+        (Some(s), None) => compile_path(s, p.direction, other, p.xdp),
         (None, Some(b)) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b.trim())

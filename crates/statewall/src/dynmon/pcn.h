@@ -40,7 +40,7 @@ typedef __s64 int64_t;
 #define ETH_P_ALL 0x0003
 #define ETH_ALEN 6
 #define ETH_HLEN 14
-#define CTXTYPE __sk_buff
+#define CTXTYPE @CTXTYPE@
 #define POLYCUBE_PROGRAM_TYPE @POLYCUBE_PROGRAM_TYPE@
 enum { RX_OK, RX_REDIRECT, RX_DROP, RX_RECIRCULATE, RX_ERROR };
 struct pkt_metadata {

@@ -114,6 +114,10 @@ pub struct PathSpec {
     /// (a BCC-dialect program's `"extern"` tables; set by the translation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared: Vec<String>,
+    /// A program in Polycube's BCC dialect on the ingress path, translated for XDP
+    /// (Polycube's `XDP_SKB`/`XDP_DRV` cubes) instead of tc.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xdp: bool,
     /// Metric declarations.
     #[serde(default)]
     pub metrics: Vec<MetricConfig>,

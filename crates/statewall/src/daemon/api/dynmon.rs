@@ -361,9 +361,11 @@ struct PcCreate {
     interface: Option<String>,
     #[serde(default)]
     netns: Option<String>,
-    // Polycube's own cube fields, accepted and ignored.
+    /// Polycube's cube type: `TC` (the default), `XDP_SKB` or `XDP_DRV` (a program in
+    /// BCC's dialect on the ingress path then runs in XDP).
     #[serde(default, rename = "type")]
-    _kind: Option<String>,
+    kind: Option<String>,
+    // Polycube's own cube field, accepted and ignored.
     #[serde(default, rename = "loglevel")]
     _loglevel: Option<String>,
 }
@@ -372,6 +374,7 @@ fn pc_spec(
     c: PcConfig,
     interface: Option<String>,
     netns: Option<String>,
+    xdp: bool,
 ) -> Result<DynmonSpec, ApiError> {
     let mut paths = Vec::new();
     for (p, direction) in [
@@ -390,6 +393,7 @@ fn pc_spec(
                 object,
                 program: None,
                 shared: vec![],
+                xdp: xdp && direction == Direction::Ingress,
                 metrics: p.metric_configs,
             });
         }
@@ -415,7 +419,16 @@ pub async fn pc_create(s: Arc<Shared>, name: String, body: Bytes) -> ApiResult {
             c.name.unwrap()
         )));
     }
-    let spec = pc_spec(c.config, c.interface, c.netns)?;
+    let xdp = match c.kind.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("TC") => false,
+        Some("XDP_SKB" | "XDP_DRV") => true,
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "type {other:?}: a dynmon cube is TC, XDP_SKB or XDP_DRV"
+            )))
+        }
+    };
+    let spec = pc_spec(c.config, c.interface, c.netns, xdp)?;
     put(s, name, spec, false).await
 }
 
@@ -436,14 +449,18 @@ async fn pc_put_config(
     body: Bytes,
 ) -> ApiResult {
     let c: PcConfig = parse_body(&body)?;
-    let (iface, netns) = {
+    let (iface, netns, xdp) = {
         let g = lock(&s);
         match g.by_name.get(&name) {
-            Some(d) => (d.spec.interface.clone(), d.spec.netns.clone()),
-            None => (None, None),
+            Some(d) => (
+                d.spec.interface.clone(),
+                d.spec.netns.clone(),
+                d.spec.paths.iter().any(|p| p.xdp),
+            ),
+            None => (None, None, false),
         }
     };
-    let spec = pc_spec(c, iface, netns)?;
+    let spec = pc_spec(c, iface, netns, xdp)?;
     put(s, name, spec, true).await
 }
 
