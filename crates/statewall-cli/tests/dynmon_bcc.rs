@@ -612,22 +612,49 @@ fn the_other_constructs_read_as_their_libbpf_twin_and_pcn_log_reaches_the_log() 
         }
         m
     };
-    for (name, code, extra) in [
-        ("twin", data("constructs_libbpf.c"), false),
-        ("bcck", data("constructs.c"), true),
-    ] {
-        let body = json!({"interface": pair.server_if, "netns": pair.server.name,
-            "dataplane-config": {"ingress-path": {"name": name, "code": code,
-                "metric-configs": configs(extra)}}});
-        let (code, v) = curl("POST", &format!("{base}/{name}"), Some(&body.to_string()));
-        assert_eq!(code, 201, "{name}: {v}");
-    }
+    // The twin the native way (/api/v1/dynmon), the BCC program the Polycube way.
+    let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+        "paths": [{"source": data("constructs_libbpf.c"), "metrics": configs(false)}]});
+    let (code, v) = curl(
+        "POST",
+        &format!("http://127.0.0.1:{api}/api/v1/dynmon/twin"),
+        Some(&body.to_string()),
+    );
+    assert!(code == 200 || code == 201, "twin: {v}");
+    let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+        "dataplane-config": {"ingress-path": {"name": "bcck", "code": data("constructs.c"),
+            "metric-configs": configs(true)}}});
+    let (code, v) = curl("POST", &format!("{base}/bcck"), Some(&body.to_string()));
+    assert_eq!(code, 201, "bcck: {v}");
     let unix_s = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
     };
+    // RX_DROP drops: a datagram to 9004 never arrives, one to 9003 does.
+    let sink = pair
+        .server
+        .run(|| UdpSocket::bind((pair.server_v4, 9004)).unwrap());
+    let open = pair
+        .server
+        .run(|| UdpSocket::bind((pair.server_v4, 9003)).unwrap());
+    for u in [&sink, &open] {
+        u.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+    }
+    pair.client.run(|| {
+        let u = UdpSocket::bind((pair.client_v4, 0)).unwrap();
+        u.send_to(b"dropped", (pair.server_v4, 9004)).unwrap();
+        u.send_to(b"through", (pair.server_v4, 9003)).unwrap();
+    });
+    let mut b = [0u8; 16];
+    assert_eq!(open.recv(&mut b).unwrap(), 7);
+    assert!(sink.recv(&mut b).is_err(), "RX_DROP let a datagram through");
+    drop((sink, open));
+    // Both start from an empty reading.
+    let _ = metrics(&base, "twin");
+    let _ = metrics(&base, "bcck");
     let before = unix_s();
     pair.client.run(|| {
         let u = UdpSocket::bind((pair.client_v4, 0)).unwrap();

@@ -21,6 +21,8 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
 	    *(u8 *)(data + 14 + 9) != IPPROTO_UDP)
 		return RX_OK;
 	struct key k = { .port = bpf_ntohs(*(__be16 *)(data + 14 + 20 + 2)) };
+	if (k.port == 9004)
+		return RX_DROP;
 	if (k.port < 9001 || k.port > 9003)
 		return RX_OK;
 	u64 one = 1, zero = 0;
