@@ -4,11 +4,14 @@
 //! What a Dynmon program writes and what it becomes:
 //! - the entry point `static __always_inline int handle_rx(struct CTXTYPE *ctx, struct
 //!   pkt_metadata *md)` is called by a program statewall adds at the end, in the section of
-//!   the path's hook; `RX_OK` hands the packet on (`TC_ACT_UNSPEC`, tcx's "next"), `RX_DROP`
-//!   drops it (`TC_ACT_SHOT`); `RX_REDIRECT` is refused;
+//!   the path's hook; `RX_OK` hands the packet on (`TC_ACT_UNSPEC`, tcx's "next";
+//!   `XDP_PASS` for an XDP cube's ingress path, whose `CTXTYPE` is `xdp_md`), `RX_DROP`
+//!   drops it (`TC_ACT_SHOT`, `XDP_DROP`); `RX_REDIRECT` is refused;
 //! - `BPF_TABLE`, `BPF_HASH`, `BPF_ARRAY`, `BPF_PERCPU_*`, `BPF_QUEUESTACK`, `BPF_QUEUE`,
 //!   `BPF_STACK` and their `_SHARED`/`_PUBLIC` forms become BTF-defined maps (`SEC(".maps")`)
-//!   of the same name, type, key, value and size;
+//!   of the same name, type, key, value and size; an `"extern"` table is the monitor's
+//!   other path's table of that name (the same declaration here; the loader makes both
+//!   programs use one map: `PathSpec::shared`);
 //! - `map.lookup(k)` and the other methods become `bpf_map_*` calls (typed as the map's
 //!   value, as in BCC);
 //! - `pcn_get_time_epoch()` is the kernel clock plus an offset the loader writes into a
