@@ -25,6 +25,43 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// A daemon (REST on a free port, no auth) for the server side of a namespace pair the
+/// test creates; `monitor`: a built-in `[[monitor]]` (name, kind) on the server interface,
+/// both directions.
+struct Bed {
+    // Fields drop in this order: the daemon before the namespaces it attached to.
+    _d: Daemon,
+    pair: Pair,
+    p: Paths,
+    api: u16,
+    /// `http://127.0.0.1:{api}/polycube/v1/dynmon`
+    base: String,
+}
+
+fn bed(tag: &str, monitor: Option<(&str, &str)>) -> Bed {
+    let p = Paths::new(tag);
+    let pair = Pair::new(tag);
+    let (i, n) = (&pair.server_if, &pair.server.name);
+    let mut config = format!("[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n");
+    if let Some((name, kind)) = monitor {
+        config += &format!(
+            "\n[[monitor]]\nname = \"{name}\"\nkind = \"{kind}\"\ninterfaces = [\"{i}\"]\n\
+             netns = \"{n}\"\ndirection = \"both\"\n"
+        );
+    }
+    std::fs::write(&p.config, config).unwrap();
+    let api = free_port();
+    let listen = format!("127.0.0.1:{api}");
+    let d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    Bed {
+        _d: d,
+        pair,
+        p,
+        api,
+        base: format!("http://127.0.0.1:{api}/polycube/v1/dynmon"),
+    }
+}
+
 /// A monitor's metrics as Dynmon serves them, timestamps removed and hash entries in
 /// key order.
 fn metrics(base: &str, name: &str) -> Value {
@@ -50,20 +87,8 @@ fn programs() -> Vec<String> {
 
 #[test]
 fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
-    let p = Paths::new("dynbcc");
-    let pair = Pair::new("dynbcc");
-    std::fs::write(
-        &p.config,
-        format!(
-            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
-            pair.server_if, pair.server.name
-        ),
-    )
-    .unwrap();
-    let api = free_port();
-    let listen = format!("127.0.0.1:{api}");
-    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
-    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let b = bed("dynbcc", None);
+    let (pair, api, base) = (&b.pair, b.api, &b.base);
     let metric_configs = {
         let f: statewall::dynmon::MetricsFile = toml::from_str(&example("c/flows.toml")).unwrap();
         serde_json::to_value(f.metric).unwrap()
@@ -87,7 +112,7 @@ fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
     );
     // One read each to start from nothing (swap-on-read, empty-on-read, the queue).
     for m in ["native", "bcc", "bccxdp"] {
-        let _ = metrics(&base, m);
+        let _ = metrics(base, m);
     }
     // A bounded burst: 5 x 100 bytes to 9001, 3 x 400 to 9002, 7 x 20 to 9003.
     pair.client.run(|| {
@@ -99,9 +124,9 @@ fn the_dialects_flows_monitor_reads_as_the_libbpf_one() {
         }
     });
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let native = metrics(&base, "native");
-    let bcc = metrics(&base, "bcc");
-    let xdp = metrics(&base, "bccxdp");
+    let native = metrics(base, "native");
+    let bcc = metrics(base, "bcc");
+    let xdp = metrics(base, "bccxdp");
     // Not equal by being empty: the native reading has the burst.
     let flows = native["ingress-metrics"]
         .as_array()
@@ -209,20 +234,8 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
 
 #[test]
 fn extern_tables_join_the_two_paths_and_one_read_switches_both() {
-    let p = Paths::new("dynbccx");
-    let pair = Pair::new("dynbccx");
-    std::fs::write(
-        &p.config,
-        format!(
-            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
-            pair.server_if, pair.server.name
-        ),
-    )
-    .unwrap();
-    let api = free_port();
-    let listen = format!("127.0.0.1:{api}");
-    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
-    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let b = bed("dynbccx", None);
+    let (pair, base) = (&b.pair, &b.base);
     // The egress path: the same code with the two tables "extern".
     let egress = SHARED_IN
         .replace(
@@ -243,7 +256,7 @@ fn extern_tables_join_the_two_paths_and_one_read_switches_both() {
             "egress-path": {"name": "out", "code": egress, "metric-configs": []}}});
     let (code, v) = curl("POST", &format!("{base}/shared"), Some(&body.to_string()));
     assert_eq!(code, 201, "{v}");
-    let _ = metrics(&base, "shared");
+    let _ = metrics(base, "shared");
     // Datagrams from the client, each answered by the server: `n` in, `n` out per round.
     let server = pair
         .server
@@ -265,7 +278,7 @@ fn extern_tables_join_the_two_paths_and_one_read_switches_both() {
             client.recv_from(&mut b).unwrap();
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let v = metrics(&base, "shared");
+        let v = metrics(base, "shared");
         let m = |name: &str| {
             v["ingress-metrics"]
                 .as_array()
@@ -338,22 +351,8 @@ fn sessions_of(v: &Value) -> Vec<Value> {
 
 #[test]
 fn the_dialects_crypto_monitor_keeps_the_built_in_records() {
-    let p = Paths::new("dynbccc");
-    let pair = Pair::new("dynbccc");
-    std::fs::write(
-        &p.config,
-        format!(
-            "[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n\n[[monitor]]\nname = \"crypto1\"\n\
-             kind = \"crypto\"\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\ndirection = \"both\"\n",
-            i = pair.server_if,
-            n = pair.server.name
-        ),
-    )
-    .unwrap();
-    let api = free_port();
-    let listen = format!("127.0.0.1:{api}");
-    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
-    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let b = bed("dynbccc", Some(("crypto1", "crypto")));
+    let (pair, base) = (&b.pair, &b.base);
     let ingress = example("bcc/crypto.c");
     let decl = "BPF_TABLE_SHARED(\"percpu_hash\", struct session_key, struct session_value, sessions, 10000);";
     assert!(ingress.contains(decl));
@@ -463,22 +462,8 @@ fn records(v: &Value, i: usize) -> Vec<Value> {
 
 #[test]
 fn the_dialects_ddos_monitor_keeps_the_built_in_records() {
-    let p = Paths::new("dynbccd");
-    let pair = Pair::new("dynbccd");
-    std::fs::write(
-        &p.config,
-        format!(
-            "[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n\n[[monitor]]\nname = \"ddos1\"\n\
-             kind = \"ddos\"\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\ndirection = \"both\"\n",
-            i = pair.server_if,
-            n = pair.server.name
-        ),
-    )
-    .unwrap();
-    let api = free_port();
-    let listen = format!("127.0.0.1:{api}");
-    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
-    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let b = bed("dynbccd", Some(("ddos1", "ddos")));
+    let (pair, base) = (&b.pair, &b.base);
     let ingress = example("bcc/ddos.c");
     let decls = [
         (
@@ -580,20 +565,8 @@ fn the_dialects_ddos_monitor_keeps_the_built_in_records() {
 
 #[test]
 fn the_other_constructs_read_as_their_libbpf_twin_and_pcn_log_reaches_the_log() {
-    let p = Paths::new("dynbcck");
-    let pair = Pair::new("dynbcck");
-    std::fs::write(
-        &p.config,
-        format!(
-            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
-            pair.server_if, pair.server.name
-        ),
-    )
-    .unwrap();
-    let api = free_port();
-    let listen = format!("127.0.0.1:{api}");
-    let _d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
-    let base = format!("http://127.0.0.1:{api}/polycube/v1/dynmon");
+    let b = bed("dynbcck", None);
+    let (p, pair, api, base) = (&b.p, &b.pair, b.api, &b.base);
     let data = |f: &str| {
         std::fs::read_to_string(format!("{}/tests/data/bcc/{f}", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
@@ -653,8 +626,8 @@ fn the_other_constructs_read_as_their_libbpf_twin_and_pcn_log_reaches_the_log() 
     assert!(sink.recv(&mut b).is_err(), "RX_DROP let a datagram through");
     drop((sink, open));
     // Both start from an empty reading.
-    let _ = metrics(&base, "twin");
-    let _ = metrics(&base, "bcck");
+    let _ = metrics(base, "twin");
+    let _ = metrics(base, "bcck");
     let before = unix_s();
     pair.client.run(|| {
         let u = UdpSocket::bind((pair.client_v4, 0)).unwrap();
@@ -664,8 +637,8 @@ fn the_other_constructs_read_as_their_libbpf_twin_and_pcn_log_reaches_the_log() 
         }
     });
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let twin = metrics(&base, "twin");
-    let mut bcc = metrics(&base, "bcck");
+    let twin = metrics(base, "twin");
+    let mut bcc = metrics(base, "bcck");
     let after = unix_s();
     // pcn_get_time_epoch: Unix time (read apart: the twin has no such clock).
     let list = bcc["ingress-metrics"].as_array_mut().unwrap();
@@ -722,7 +695,7 @@ fn the_other_constructs_read_as_their_libbpf_twin_and_pcn_log_reaches_the_log() 
     let want = "pcn_log: udp to port 9003, 70 bytes";
     let mut log = String::new();
     for _ in 0..50 {
-        log = common::logs(&p);
+        log = common::logs(p);
         if log.contains(want) {
             break;
         }
@@ -746,7 +719,7 @@ fn the_other_constructs_read_as_their_libbpf_twin_and_pcn_log_reaches_the_log() 
         }
     });
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    let n = common::logs(&p)
+    let n = common::logs(p)
         .matches("pcn_log: udp to port 9001,")
         .count()
         - 2;

@@ -455,18 +455,7 @@ fn declaration(id: &str, args: &[String]) -> Result<Decl, Bad> {
             .cloned()
             .unwrap_or_else(|| default.to_string())
     };
-    let want = |n: std::ops::RangeInclusive<usize>| -> Result<(), Bad> {
-        if n.contains(&args.len()) {
-            Ok(())
-        } else {
-            Err(Bad(format!(
-                "`{id}` takes {} to {} arguments, not {}",
-                n.start(),
-                n.end(),
-                args.len()
-            )))
-        }
-    };
+    let want = |n| arity(&format!("`{id}`"), args, n);
     // (table type, key, value, name, size)
     let (kind, key, value, name, size) = match base.as_str() {
         "BPF_TABLE" => {
@@ -578,6 +567,20 @@ fn declaration(id: &str, args: &[String]) -> Result<Decl, Bad> {
     Ok(Decl { name, queue, c })
 }
 
+/// `what` (a macro or method, quoted) takes a number of arguments in `n`.
+fn arity(what: &str, args: &[String], n: std::ops::RangeInclusive<usize>) -> Result<(), Bad> {
+    if n.contains(&args.len()) {
+        Ok(())
+    } else {
+        Err(Bad(format!(
+            "{what} takes {} to {} arguments, not {}",
+            n.start(),
+            n.end(),
+            args.len()
+        )))
+    }
+}
+
 fn valid_c_ident(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
@@ -654,18 +657,7 @@ fn translate_methods(src: &str, code: &[bool], tables: &[Table]) -> Result<Strin
 
 fn method_call(t: &Table, method: &str, args: &[String]) -> Result<String, Bad> {
     let n = &t.name;
-    let want = |k: std::ops::RangeInclusive<usize>| -> Result<(), Bad> {
-        if k.contains(&args.len()) {
-            Ok(())
-        } else {
-            Err(Bad(format!(
-                "`{n}.{method}` takes {} to {} arguments, not {}",
-                k.start(),
-                k.end(),
-                args.len()
-            )))
-        }
-    };
+    let want = |k| arity(&format!("`{n}.{method}`"), args, k);
     let keyed = || -> Result<(), Bad> {
         if t.queue {
             Err(Bad(format!(

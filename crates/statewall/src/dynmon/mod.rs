@@ -150,18 +150,9 @@ impl Dynmon {
             .collect();
         for i in order {
             let p = &spec.paths[i];
-            let from = match (p.shared.is_empty(), n) {
-                (true, _) => None,
-                (false, 2) => loaded[1 - i].as_ref(),
-                (false, _) => {
-                    return Err(DynmonError::Spec(format!(
-                        "{}: maps {:?} are taken from the other path, and there is none",
-                        what(i, p),
-                        p.shared
-                    )))
-                }
-            };
-            if !p.shared.is_empty() && from.is_none() {
+            // (A path with no other to take from is refused by the load.)
+            let from = if n == 2 { loaded[1 - i].as_ref() } else { None };
+            if n == 2 && !p.shared.is_empty() && from.is_none() {
                 return Err(DynmonError::Spec(format!(
                     "{}: both paths take maps from the other ({:?}): one must declare them",
                     what(i, p),
