@@ -14,11 +14,12 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 # server scraping /metrics; clang-22 and libbpf-dev compile the C source of dynamic monitors;
 # python3-venv holds kubernetes-validate, which checks the fleet manifest against Kubernetes'
 # schemas; nmap scans protected ports to show they answer like closed ones; ethtool turns
-# GRO on for the goodput bench; iputils-ping pings across the learning switch).
+# GRO on for the goodput bench; iputils-ping pings across the learning switch; hping3 sends
+# the real floods the detect stage is tested against).
 PKGS=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
   iproute2 iperf3 nftables iptables knockd fwknop-client fwknop-server curl tcpdump tmux
-  prometheus clang-22 libbpf-dev python3-venv nmap ethtool iputils-ping
+  prometheus clang-22 libbpf-dev python3-venv nmap ethtool iputils-ping hping3
 )
 missing=()
 for p in "${PKGS[@]}"; do

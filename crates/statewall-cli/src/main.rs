@@ -123,6 +123,13 @@ enum Cmd {
         #[command(flatten)]
         paths: cli::Paths,
     },
+    /// Flood detection and countermeasures: mitigations in force, blocks, release.
+    Detect {
+        #[command(subcommand)]
+        cmd: cli::detect::DetectCmd,
+        #[command(flatten)]
+        paths: cli::Paths,
+    },
     /// Protected ports and grants.
     Gate {
         #[command(subcommand)]
@@ -209,6 +216,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Dynmon { cmd, paths } => cli::dynmon::run(cmd, paths).await,
         Cmd::Monitor { cmd, paths } => cli::monitor::run(cmd, paths).await,
         Cmd::Firewall { cmd, paths } => cli::firewall::run(cmd, paths).await,
+        Cmd::Detect { cmd, paths } => cli::detect::run(cmd, paths).await,
         Cmd::Gate { cmd, paths } => cli::gate::run(cmd, paths).await,
         Cmd::Door { cmd, paths } => cli::door::run(cmd, paths).await,
         Cmd::Xfsm { cmd, paths } => cli::xfsm::run(cmd, paths).await,

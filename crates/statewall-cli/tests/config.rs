@@ -125,6 +125,7 @@ encryption_mode = "cbc"
     .unwrap()
     .spa;
     full.spa.actions_dir = Some("/etc/statewall/actions.d".into());
+    full.detect = Some(Default::default());
     let v: toml::Value = toml::Value::try_from(&full).unwrap();
     let text = example()
         + &std::fs::read_to_string(concat!(

@@ -1,6 +1,6 @@
 //! `statewall top` in a real terminal: tmux runs it against a daemon whose state the test
-//! made (a knock in progress, a grant, a firewall rule with known hits, gate drops, a
-//! monitor window), and the test reads the screen as a person would (capture-pane).
+//! made (a knock in progress, a grant, a block of the detect stage, a firewall rule with
+//! known hits, gate drops, a monitor window), and the test reads the screen as a person would (capture-pane).
 
 mod common;
 
@@ -62,7 +62,8 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
             "[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n\n[gate]\nprotected = [\"udp/9922\", \"udp/9924\"]\n\n\
              [[knock]]\nname = \"ssh\"\nsequence = \"7000,8000,9000\"\nprotected = [\"tcp/2222\"]\n\
              step_timeout = \"10m\"\nseq_timeout = \"10m\"\n\n\
-             [[monitor]]\nname = \"flows\"\nkind = \"crypto\"\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\n",
+             [[monitor]]\nname = \"flows\"\nkind = \"crypto\"\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\n\n\
+             [detect]\nmode = \"enforce\"\n",
             i = pair.server_if,
             n = pair.server.name
         ),
@@ -104,6 +105,12 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
         "{w}"
     );
 
+    // A block of the detect stage, with its time left.
+    d.ok(
+        "POST",
+        "/api/v1/detect/blocks",
+        r#"{"prefix": "198.51.100.0/24", "seconds": 600}"#,
+    );
     let gate = d.get("/api/v1/gate");
     let dropped = gate["counters"]["dropped"].as_u64().unwrap();
     // (Refused UDP is answered as from a closed port: counted as unreachable.)
@@ -127,7 +134,14 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
         "60",
         &cmd,
     ]);
-    let screen = tmux.wait_for(&["Doors", "Grants", "Firewall rules", "Monitors", "Drops"]);
+    let screen = tmux.wait_for(&[
+        "Doors",
+        "Grants",
+        "Mitigations",
+        "Firewall rules",
+        "Monitors",
+        "Drops",
+    ]);
     let line = |needle: &str| -> String {
         screen
             .lines()
@@ -150,6 +164,12 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
         .map(|w| w[..w.len() - 1].parse().unwrap())
         .unwrap();
     assert!((500.0..=600.0).contains(&left), "{grant}");
+    // The block: its detector, target and time left.
+    let block = line("198.51.100.0/24");
+    assert!(
+        block.contains("block") && block.contains("0 dropped") && block.contains("left"),
+        "{block}"
+    );
     // The rule, with exactly its 7 hits.
     let rule = line("no-9925");
     assert!(

@@ -125,11 +125,14 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_SWITCH_IF",
     "SW_XFSM_FSTATES",
     "SW_XFSM_FREGS",
+    "SW_DETECT_ALLOW",
+    "SW_DETECT_BLOCK",
+    "SW_DETECT_COUNT",
 ];
 
 /// Programs this build pins that the previous release did not (loaded and pinned on top
 /// of that release's pins, like a map added since).
-const PROGRAMS_ADDED_SINCE_PREVIOUS: &[&str] = &["sw_fw_xdp", "sw_switch"];
+const PROGRAMS_ADDED_SINCE_PREVIOUS: &[&str] = &["sw_fw_xdp", "sw_switch", "sw_detect"];
 
 /// `got` (this build's pins) equals `want` (the previous release's) line by line, except a
 /// counter array of `engine::migrate::COUNTER_MAPS` that has more entries now, and the maps

@@ -7,6 +7,7 @@
 //!   Tests run both on the same bytes and require equal [`parse::PacketInfo`]s.
 //! - [`maps`]: `#[repr(C)]` keys and values of every map, with explicit padding, and the
 //!   map names user space opens by.
+//! - [`detect`]: the allowlist and source blocks of the `detect` stage.
 //! - [`gate`]: the reference decision of the `gate` stage (protected ports and grants).
 //! - [`spa`]: how the `spa` stage picks candidates out and rate-limits them.
 //! - [`xfsm`]: the OpenState engine's tables and its decision logic, run by the kernel
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod ct;
+pub mod detect;
 pub mod firewall;
 pub mod frag;
 pub mod gate;

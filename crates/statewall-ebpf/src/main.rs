@@ -5,11 +5,12 @@
 //!
 //! | program | hook | what |
 //! | --- | --- | --- |
+//! | `sw_detect` | tcx ingress, first | `[detect]` source blocks (the allowlist never blocked) |
 //! | `sw_xfsm` | tcx ingress | OpenState engine (port knocking, raw machines), before the gate |
 //! | `sw_xfsm_egress` | tcx egress | the same engine for packets leaving (raw machines) |
 //! | `sw_gate` | tcx | SPA candidates to user space (dropped), then protected ports: refused unless a grant exists (dropped, or answered as a closed port: RST, ICMP port unreachable) |
 //! | `sw_switch` | tcx ingress, last | `[[switch]]` ports: their machines, then forward or flood |
-//! | `sw_xdp_ingress` | xdp | the ingress stages in one program: xfsm, spa, gate |
+//! | `sw_xdp_ingress` | xdp | the ingress stages in one program: detect, xfsm, spa, gate |
 //! | `sw_parse_tc`, `sw_parse_xdp` | test-run only | write the parser's result to `SW_PARSE_OUT` |
 //! | `sw_empty_tc`, `sw_empty_xdp` | bench baseline | do nothing |
 #![no_std]
@@ -21,6 +22,7 @@ mod atomic;
 mod bench_policer;
 mod bench_synguard;
 mod clock;
+mod detect;
 mod firewall;
 mod frag;
 mod gate;
@@ -463,6 +465,20 @@ pub fn sw_fw_xdp(ctx: XdpContext) -> u32 {
     fw_xdp(&ctx, p)
 }
 
+/// The `detect` stage's source blocks, first on tcx ingress.
+#[classifier]
+pub fn sw_detect(ctx: TcContext) -> i32 {
+    let Some(p) = scratch() else {
+        return TCX_NEXT;
+    };
+    parse_tc(&ctx, p);
+    if detect::run(p) {
+        TCX_NEXT
+    } else {
+        TC_ACT_SHOT
+    }
+}
+
 #[classifier]
 pub fn sw_xfsm(ctx: TcContext) -> i32 {
     xfsm_tc(&ctx, DIR_INGRESS)
@@ -473,7 +489,8 @@ pub fn sw_xfsm_egress(ctx: TcContext) -> i32 {
     xfsm_tc(&ctx, DIR_EGRESS)
 }
 
-/// XDP ingress: the ingress stages in chain order in one program (parse once): xfsm, gate,
+/// XDP ingress: the ingress stages in chain order in one program (parse once): detect's
+/// blocks, xfsm, gate,
 /// then the firewall's ingress chain of the interface's instance when it runs in XDP.
 #[xdp]
 pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
@@ -483,6 +500,9 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     parse_xdp(&ctx, p);
     frag::ports(p);
     p.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    if !detect::run(p) {
+        return xdp_action::XDP_DROP;
+    }
     let load = |dst, off, len, max| load_xdp(&ctx, dst, off, len, max);
     // (No marks or DSCP in XDP: the config refuses them where the stages run in XDP.)
     if xfsm::run(p, DIR_INGRESS, load) & xfsm::DROPPED != 0 || !spa::run(p, load) {

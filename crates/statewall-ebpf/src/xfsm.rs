@@ -278,6 +278,10 @@ impl Tables for Maps {
         let _ = SW_GATE_GRANTS.remove(k);
     }
     #[inline(always)]
+    fn allowed(&mut self, p: &PacketInfo) -> bool {
+        crate::detect::allowed(p)
+    }
+    #[inline(always)]
     fn count(&mut self, c: Counter) {
         if let Some(p) = SW_XFSM_STATS.get_ptr_mut(c as u32) {
             unsafe { *p += 1 };

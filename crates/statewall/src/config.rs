@@ -72,9 +72,12 @@ pub struct Config {
     /// `[[knock]]`: port-knocking doors (compiled to xfsm machines).
     #[serde(rename = "knock")]
     pub knocks: Vec<KnockConfig>,
-    /// `[[xfsm]]`: machines written by hand (after the doors, in file order).
-    #[serde(rename = "xfsm")]
+    /// `[[xfsm]]`: machines written by hand (after the doors, in file order), then those
+    /// `[detect]` writes (not written back when the config is serialised).
+    #[serde(rename = "xfsm", serialize_with = "hand_written")]
     pub machines: Vec<XfsmConfig>,
+    /// `[detect]`: flood detectors, countermeasures, allowlist (off without the section).
+    pub detect: Option<crate::detect::DetectConfig>,
     /// `[[switch]]`: interfaces tied together by machines that forward between them.
     #[serde(rename = "switch")]
     pub switches: Vec<crate::xfsm::config::SwitchConfig>,
@@ -188,10 +191,27 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.into(),
             message: e.to_string().trim_end().into(),
         })?;
+        if let Some(d) = &cfg.detect {
+            d.validate().map_err(|e| ConfigError::Invalid {
+                path: origin.into(),
+                at: format!("[detect] {}", e.key),
+                message: e.msg,
+            })?;
+            for text in d.machines() {
+                let mut m: XfsmConfig =
+                    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                        path: origin.into(),
+                        at: "[detect]".into(),
+                        message: format!("a detector's machine does not read back: {e}"),
+                    })?;
+                m.exempt = true;
+                cfg.machines.push(m);
+            }
+        }
         cfg.validate(origin)?;
         Ok(cfg)
     }
@@ -540,10 +560,16 @@ impl Config {
         }
         let total = self.knocks.len() + self.machines.len();
         if total > max {
+            let written = self.machines.iter().filter(|m| m.exempt).count();
+            let by_detect = if written > 0 {
+                format!(" ({written} of them written by [detect])")
+            } else {
+                String::new()
+            };
             return Err(bad(
                 "[[xfsm]]".into(),
                 format!(
-                    "{} doors and {} machines: at most {max} in all",
+                    "{} doors and {} machines{by_detect}: at most {max} in all",
                     self.knocks.len(),
                     self.machines.len()
                 ),
@@ -614,6 +640,9 @@ impl Config {
             };
             match ifc.ingress {
                 IngressHook::Tcx => {
+                    if cfg.detect.is_some() {
+                        v.push(spot("ingress", ebpf::PROG_DETECT));
+                    }
                     if !cfg.knocks.is_empty() || !cfg.machines.is_empty() {
                         v.push(spot("ingress", ebpf::PROG_XFSM));
                     }
@@ -681,6 +710,17 @@ impl Config {
             .map(|i| (i.netns.clone(), i.name.clone()))
             .collect()
     }
+}
+
+/// Serialises the hand-written machines only (those `[detect]` writes come from its
+/// section when the text is read again).
+fn hand_written<S: serde::Serializer>(m: &[XfsmConfig], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(None)?;
+    for x in m.iter().filter(|x| !x.exempt) {
+        seq.serialize_element(x)?;
+    }
+    seq.end()
 }
 
 /// Actions and stanzas with triggers, as doors for the trigger machinery (name,

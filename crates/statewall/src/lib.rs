@@ -11,7 +11,7 @@
 //!   the CLI uses;
 //! - [`config`]: the TOML config, composed of the stages' sections;
 //! - the stages, one folder each, named as in the kernel crate: [`xfsm`] (state machines and
-//!   knock doors), [`spa`], [`firewall`], [`monitor`], [`dynmon`]; the gate's grants are
+//!   knock doors), [`detect`] (flood detectors, blocks), [`spa`], [`firewall`], [`monitor`], [`dynmon`]; the gate's grants are
 //!   written through the [`engine`];
 //! - [`engine`]: loading, pinning, attaching, adopting and tearing down the kernel side.
 //!
@@ -27,6 +27,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod dynmon;
 pub mod engine;
 

@@ -6,6 +6,7 @@ pub mod check_config;
 pub mod completions;
 pub mod daemon;
 pub mod demo;
+pub mod detect;
 pub mod door;
 pub mod dynmon;
 pub mod firewall;

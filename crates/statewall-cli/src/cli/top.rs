@@ -1,7 +1,8 @@
 //! `statewall top`: a terminal dashboard refreshed from the daemon's API.
 //!
 //! It shows knock doors (sources part-way through, open, locked out), live grants with
-//! their time left, firewall rules with their hits and hit rates, monitors with their
+//! their time left, the detect stage's mitigations (detector, target, dropped, time left),
+//! firewall rules with their hits and hit rates, monitors with their
 //! counters and the busiest sessions of their last window, and drop counters. It only
 //! reads: nothing it does takes a monitor's window or changes state. `q` or Esc quits.
 
@@ -32,6 +33,8 @@ pub struct Snapshot {
     pub doors: Vec<String>,
     /// Grants.
     pub grants: Vec<String>,
+    /// Mitigations in force (detect).
+    pub mitigations: Vec<String>,
     /// Firewall rules.
     pub rules: Vec<String>,
     /// Monitors.
@@ -106,6 +109,17 @@ pub fn snapshot(socket: &std::path::Path, rates: &mut Rates) -> Snapshot {
                 s(&g["proto"]),
                 s(&g["port"]),
                 secs(&g["seconds_left"])
+            ));
+        }
+        let detect = get(socket, "/api/v1/detect")?;
+        for m in detect["mitigations"].as_array().into_iter().flatten() {
+            out.mitigations.push(format!(
+                "{:<11} {:<24} {} dropped, {} left: {}",
+                s(&m["detector"]),
+                s(&m["target"]),
+                s(&m["dropped"]),
+                secs(&m["left_s"]),
+                s(&m["reason"])
             ));
         }
         let gate = get(socket, "/api/v1/gate")?;
@@ -220,6 +234,7 @@ pub fn dashboard(socket: PathBuf, interval: Duration) -> anyhow::Result<()> {
                     Constraint::Length(1),
                     Constraint::Min(4),
                     Constraint::Min(3),
+                    Constraint::Min(3),
                     Constraint::Min(4),
                     Constraint::Min(4),
                     Constraint::Length(5),
@@ -246,9 +261,13 @@ pub fn dashboard(socket: PathBuf, interval: Duration) -> anyhow::Result<()> {
                     rows[1],
                 );
                 f.render_widget(panel("Grants", &snap.grants, "no grant"), rows[2]);
-                f.render_widget(panel("Firewall rules", &snap.rules, "no firewall"), rows[3]);
-                f.render_widget(panel("Monitors", &snap.monitors, "no monitor"), rows[4]);
-                f.render_widget(panel("Drops", &snap.drops, "-"), rows[5]);
+                f.render_widget(
+                    panel("Mitigations (detect)", &snap.mitigations, "no mitigation"),
+                    rows[3],
+                );
+                f.render_widget(panel("Firewall rules", &snap.rules, "no firewall"), rows[4]);
+                f.render_widget(panel("Monitors", &snap.monitors, "no monitor"), rows[5]);
+                f.render_widget(panel("Drops", &snap.drops, "-"), rows[6]);
             })?;
             let until = Instant::now() + interval;
             while Instant::now() < until {

@@ -95,8 +95,15 @@ pub const ONCE_MAX: u32 = 4096;
 pub const CTL_GEN: u32 = 0;
 /// Index in the control array: non-zero while the lock table is full.
 pub const CTL_LOCK_FULL: u32 = 1;
+/// Index in the control array: the machines not run for a source on the `detect`
+/// allowlist, bits 0 to 7 for generation 0 and 8 to 15 for generation 1 (read only when
+/// the [`CTL_GEN`] word has [`CTL_HAS_EXEMPT`]).
+pub const CTL_EXEMPT: u32 = 3;
 /// Control words.
 pub const CTL_LEN: u32 = 4;
+/// [`CTL_GEN`] bit: some machine of the generation is exempt for allowlisted sources
+/// ([`CTL_EXEMPT`]).
+pub const CTL_HAS_EXEMPT: u32 = 8;
 /// [`CTL_GEN`] bit: some machine can act on any port of any protocol or keys no address,
 /// so the per-packet fast path (port prefilter and address filter) cannot rule a packet
 /// out.
@@ -107,6 +114,20 @@ pub const CTL_SLOW_TCP: u32 = 1 << 16;
 pub const CTL_SLOW_UDP: u32 = 1 << 17;
 /// [`CTL_GEN`] bit: as [`CTL_SLOW`], for packets of other protocols (ICMP, ...).
 pub const CTL_SLOW_OTHER: u32 = 1 << 18;
+/// [`CTL_GEN`] bit: as [`CTL_SLOW_TCP`], for TCP packets with SYN set only (a machine acts
+/// on any TCP port, but only on SYNs: a flood detector).
+pub const CTL_SLOW_TCP_SYN: u32 = 1 << 19;
+
+/// The [`CTL_GEN`] bits that turn the fast path off for a packet of protocol `p` with TCP
+/// flags `tcp_flags`.
+#[inline(always)]
+pub fn slow_bits(p: u8, tcp_flags: u8) -> u32 {
+    if p == proto::TCP && tcp_flags & crate::parse::tcp::SYN != 0 {
+        CTL_SLOW_TCP | CTL_SLOW_TCP_SYN
+    } else {
+        slow_bit(p)
+    }
+}
 
 /// The [`CTL_GEN`] bit that turns the fast path off for packets of protocol `p`.
 #[inline(always)]
@@ -236,6 +257,33 @@ impl Scope {
 /// Machine flag: some DEFAULT-state transition matches any port, so the port prefilter
 /// cannot rule the machine out.
 pub const M_ANY_PORT: u8 = 1;
+/// [`Machine::any_protos`] bit: TCP packets (with [`ANY_TCP_SYN`]: those with SYN set).
+pub const ANY_TCP: u8 = 1;
+/// [`Machine::any_protos`] bit: UDP packets.
+pub const ANY_UDP: u8 = 2;
+/// [`Machine::any_protos`] bit: packets of other protocols (ICMP, ICMPv6, ...).
+pub const ANY_OTHER: u8 = 4;
+/// [`Machine::any_protos`] bit: every any-port TCP transition needs SYN set, so a TCP
+/// packet without SYN is none of their business.
+pub const ANY_TCP_SYN: u8 = 8;
+
+/// True when a machine's any-port DEFAULT transitions (`any_protos`) could match a packet
+/// of protocol `l4proto` with TCP flags `tcp_flags`.
+#[inline(always)]
+pub fn any_port_wants(any_protos: u8, l4proto: u8, tcp_flags: u8) -> bool {
+    if any_protos == 0 {
+        return true;
+    }
+    match l4proto {
+        proto::TCP => {
+            any_protos & ANY_TCP != 0
+                && (any_protos & ANY_TCP_SYN == 0 || tcp_flags & crate::parse::tcp::SYN != 0)
+        }
+        proto::UDP => any_protos & ANY_UDP != 0,
+        _ => any_protos & ANY_OTHER != 0,
+    }
+}
+
 /// Machine flag: some non-default state has no hard timeout, so the activity filter cannot
 /// rule a key out (every interesting packet looks the state up).
 pub const M_UNBOUNDED: u8 = 2;
@@ -259,8 +307,11 @@ pub struct Machine {
     pub enabled: u8,
     /// `M_*` flags.
     pub flags: u8,
+    /// With [`M_ANY_PORT`]: the packets its any-port DEFAULT transitions can match,
+    /// `ANY_*` bits (0: every packet, as a table written before this field had).
+    pub any_protos: u8,
     /// Explicit padding.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
     /// Failures within `fail_window_ns` that lock a source out; 0 = no lockout.
     pub fail_max: u32,
     /// Window for counting failures.
@@ -876,6 +927,12 @@ pub trait Tables {
     fn payload_matches(&self, generation: u32, idx: u8) -> bool;
     /// Removes a one-time key; true when it was there (this packet used it).
     fn take_once(&mut self, key: u64) -> bool;
+    /// True when the packet's source is on the `detect` allowlist
+    /// ([`crate::detect::MAP_ALLOW`]); asked only when some machine is exempt.
+    #[inline(always)]
+    fn allowed(&mut self, _p: &PacketInfo) -> bool {
+        false
+    }
     /// Adds one to a stage counter.
     fn count(&mut self, c: Counter);
     /// Adds one to a transition counter.
@@ -1254,7 +1311,9 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     let mm = m as u8;
     w.mach = t.machine(c.generation, m);
     let b = build_key_into(&w.mach.lookup, p, mm, &mut w.key);
-    let interested = c.pbits & port_bit(p.l4proto, m) != 0 || w.mach.flags & M_ANY_PORT != 0;
+    let interested = c.pbits & port_bit(p.l4proto, m) != 0
+        || (w.mach.flags & M_ANY_PORT != 0
+            && any_port_wants(w.mach.any_protos, p.l4proto, p.tcp_flags));
     let maybe_active = w.mach.flags & M_UNBOUNDED != 0 || t.active(b) > now;
     if !interested && !maybe_active {
         return 0;
@@ -1491,7 +1550,13 @@ pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
     }
     let g = t.ctl(CTL_GEN);
     let generation = g & 1;
-    let mask = (g >> 8) & 0xff;
+    let mut mask = (g >> 8) & 0xff;
+    if g & CTL_HAS_EXEMPT != 0 && mask != 0 {
+        let exempt = (t.ctl(CTL_EXEMPT) >> (8 * generation)) & mask;
+        if exempt != 0 && t.allowed(p) {
+            mask &= !exempt;
+        }
+    }
     if mask == 0 {
         return None;
     }
@@ -1503,7 +1568,7 @@ pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
         proto::UDP => (pbits >> 8) as u32,
         _ => 0,
     };
-    let now = if g & (CTL_SLOW | slow_bit(p.l4proto)) == 0 && proto_bits & mask == 0 {
+    let now = if g & (CTL_SLOW | slow_bits(p.l4proto, p.tcp_flags)) == 0 && proto_bits & mask == 0 {
         // (A bucket never marked is 0: no clock read needed.)
         let a = t.addr_active(addr_bucket(&p.saddr));
         let b = t.addr_active(addr_bucket(&p.daddr));

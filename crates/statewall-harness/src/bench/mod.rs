@@ -7,6 +7,7 @@
 //! so they measure the program, not the machine's scheduling.
 
 pub mod daemon;
+pub mod detect;
 pub mod dynmon;
 pub mod firewall;
 pub mod fwchange;
@@ -122,7 +123,7 @@ fn ns(d: Duration) -> f64 {
 }
 
 /// A program to time: tc or XDP, its name, the frame.
-type Subject<'a> = (bool, &'a str, &'a [u8]);
+pub(crate) type Subject<'a> = (bool, &'a str, &'a [u8]);
 
 fn time(bed: &mut TestBed, (xdp, prog, frame): Subject<'_>, repeat: u32) -> f64 {
     if xdp {
@@ -133,7 +134,7 @@ fn time(bed: &mut TestBed, (xdp, prog, frame): Subject<'_>, repeat: u32) -> f64 
 }
 
 /// Interleaves runs of a baseline and a subject; returns (baseline runs, subject runs).
-fn interleave(
+pub(crate) fn interleave(
     bed: &mut TestBed,
     repeat: u32,
     base: Subject<'_>,
@@ -512,10 +513,11 @@ pub fn print(report: &Report) {
 /// The groups of measurements, in the order they run. The time-to-open groups come first:
 /// freeing the firewall bench's large maps keeps the machine busy for a while, which showed
 /// in the SPA-to-open figure (about 1 to 2 ms instead of 0.8).
-pub const GROUPS: [&str; 11] = [
+pub const GROUPS: [&str; 12] = [
     "open",
     "spa-open",
     "testrun",
+    "detect",
     "firewall",
     "firewall-changes",
     "monitor",
@@ -542,6 +544,7 @@ fn group_rows(group: &str, repeat: u32) -> anyhow::Result<Vec<Row>> {
         "open" => crate::bench::open::rows(),
         "spa-open" => crate::bench::spa::open_rows(),
         "testrun" => Ok(testrun_rows(repeat)),
+        "detect" => crate::bench::detect::rows(repeat),
         "firewall" => crate::bench::firewall::rows(repeat),
         "firewall-changes" => crate::bench::fwchange::rows(),
         "monitor" => crate::bench::monitor::rows(repeat),

@@ -58,6 +58,20 @@ pub fn on_kernel_event(s: &Shared, e: &Event) {
         && !reg_names.is_empty())
     .then(|| reg_names.into_iter().zip(e.regs).collect());
     let source = event_source(e);
+    if name.starts_with(crate::detect::MACHINE_PREFIX)
+        && to == crate::detect::FLOOD
+        && from != crate::detect::FLOOD
+    {
+        // (The event's registers are those before the transition's updates; its address
+        // is the packet's source, one of the flood's.)
+        let count = e.regs[1];
+        tracing::warn!(
+            detector = %name,
+            count,
+            "detect: flood detected ({count} packets to one destination within a second, \
+             one of them from {source}): `statewall detect list` shows the mitigation"
+        );
+    }
     let packet = match e.proto {
         6 => Some(format!("tcp/{}", e.port)),
         17 => Some(format!("udp/{}", e.port)),

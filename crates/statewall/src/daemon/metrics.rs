@@ -2,7 +2,8 @@
 //! 1.0 when the scraper asks for it (`Accept: application/openmetrics-text`).
 //!
 //! Families: `statewall_up`, `statewall_task_restarts` (counter, label `task`), `statewall_gate_packets` (counter, label `outcome`),
-//! `statewall_xfsm` (counter, label `what`), `statewall_xfsm_transition_packets` (counter,
+//! `statewall_detect_packets` (counter, label `what`), `statewall_detect_mitigations`
+//! (gauge, label `detector`), `statewall_xfsm` (counter, label `what`), `statewall_xfsm_transition_packets` (counter,
 //! label `transition`), `statewall_door_events` (counter, label `kind`),
 //! `statewall_door_open_sources` (gauge, label `door`), `statewall_door_commands` (counter,
 //! label `outcome`), `statewall_fw_log_events` (counter, label `what`),
@@ -169,6 +170,35 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
             "xfsm stage counters (packets seen, lookups, transitions, failures, lockouts, ...).",
             &samples,
         );
+    }
+    if let Ok(c) = g.engine.detect_counters() {
+        let samples: Vec<_> = c
+            .iter()
+            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+            .collect();
+        f.counter(
+            "statewall_detect_packets",
+            "Packets the detect stage's blocks met: from an allowlisted source, dropped by a block, past an expired block.",
+            &samples,
+        );
+    }
+    if g.config.detect.is_some() {
+        if let Ok(v) = crate::daemon::api::detect::overview(g) {
+            let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+            for m in v["mitigations"].as_array().into_iter().flatten() {
+                *by.entry(m["detector"].as_str().unwrap_or("?").to_string())
+                    .or_default() += 1;
+            }
+            let samples: Vec<_> = by
+                .into_iter()
+                .map(|(k, n)| (format!("{{detector=\"{}\"}}", label(&k)), n))
+                .collect();
+            f.gauge(
+                "statewall_detect_mitigations",
+                "Mitigations in force, by detector (block: by hand or API).",
+                &samples,
+            );
+        }
     }
     if let Ok(c) = g.engine.spa_counters() {
         let samples: Vec<_> = c

@@ -511,6 +511,11 @@ async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
         if let Err(e) = g.engine.sweep_fixed() {
             tracing::warn!("sweeping the fixed state table: {e}");
         }
+        match g.engine.detect_sweep() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(blocks = n, "detect: blocks expired"),
+            Err(e) => tracing::warn!("sweeping detect blocks: {e}"),
+        }
         // One-time sequences used, time windows turned: recompile the doors.
         if let Err(e) = g.engine.refresh_sequences(&cfg.xfsm_input()) {
             tracing::warn!("refreshing knock sequences: {e}");

@@ -283,6 +283,14 @@ pub(crate) fn save_door_sigs(engine: &Engine, cfg: &Config) {
 /// Writes a config into the kernel: xfsm tables (before the program that reads them is
 /// attached), attachments, then the protected ports.
 pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
+    // The allowlist before the machines it exempts.
+    let allow = match &cfg.detect {
+        Some(d) => d.allow_prefixes()?,
+        None => Vec::new(),
+    };
+    engine
+        .apply_detect_allowlist(&allow)
+        .context("writing the detect allowlist")?;
     engine
         .apply_xfsm(&cfg.xfsm_input())
         .context("writing the xfsm tables")?;

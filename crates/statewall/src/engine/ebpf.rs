@@ -10,6 +10,8 @@ pub static OBJECT: &[u8] =
 pub const PROG_GATE: &str = "sw_gate";
 /// tc program of the xfsm stage (OpenState engine; port knocking), before the gate.
 pub const PROG_XFSM: &str = "sw_xfsm";
+/// The `detect` stage's source blocks (tcx ingress, first).
+pub const PROG_DETECT: &str = "sw_detect";
 /// tc program of the xfsm stage on egress (raw machines with egress transitions).
 pub const PROG_XFSM_EGRESS: &str = "sw_xfsm_egress";
 /// tc program of the `[[switch]]` ports: runs their machines and forwards (last on the
@@ -95,6 +97,9 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::ct::MAP_CT,
     statewall_common::ct::MAP_CT_CONF,
     statewall_common::xfsm::MAP_EVENTS,
+    statewall_common::detect::MAP_ALLOW,
+    statewall_common::detect::MAP_BLOCK,
+    statewall_common::detect::MAP_COUNT,
 ];
 
 /// A short stable identifier of the embedded object (FNV-1a 64 of its bytes), recorded in

@@ -52,6 +52,8 @@ pub use error::{EngineError, Result};
 /// Chain order of the programs on a tcx hook (lower first).
 fn chain_rank(program: &str) -> u32 {
     match program {
+        // First: the cheapest place to shed a flood.
+        ebpf::PROG_DETECT => 10,
         ebpf::PROG_XFSM | ebpf::PROG_XFSM_EGRESS => 30,
         PROG_GATE => 40,
         ebpf::PROG_FW_INGRESS | ebpf::PROG_FW_EGRESS => 50,
@@ -103,6 +105,7 @@ pub struct HookState {
 
 /// The programs the daemon loads, pins and attaches: (name, is XDP).
 pub const PROGRAMS: &[(&str, bool)] = &[
+    (ebpf::PROG_DETECT, false),
     (ebpf::PROG_XFSM, false),
     (ebpf::PROG_XFSM_EGRESS, false),
     (PROG_GATE, false),

@@ -180,6 +180,10 @@ pub struct XfsmConfig {
     /// states that stop him), else `lru`.
     #[serde(default)]
     pub table: Option<String>,
+    /// Not run for a source on the `[detect]` allowlist: set on the machines `[detect]`
+    /// writes (not a key of the file).
+    #[serde(skip)]
+    pub exempt: bool,
 }
 /// `[[xfsm.condition]]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

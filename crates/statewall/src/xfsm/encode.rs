@@ -119,3 +119,32 @@ pub fn acts(a: &Acts) -> ActSet {
     }
     s
 }
+
+/// What a machine's any-port DEFAULT transitions can match
+/// (`statewall_common::xfsm::Machine::any_protos`): protocol classes, and whether every
+/// TCP one needs SYN.
+pub(crate) fn any_protos(r: &statewall_common::xfsm::interp::RawMachine) -> u8 {
+    use statewall_common::xfsm::{ANY_OTHER, ANY_TCP, ANY_TCP_SYN, ANY_UDP, STATE_DEFAULT};
+    let syn = statewall_common::parse::tcp::SYN;
+    let (mut any, mut all_syn) = (0u8, true);
+    for t in r
+        .transitions
+        .iter()
+        .filter(|t| t.state == STATE_DEFAULT && t.port == 0)
+    {
+        any |= match t.proto {
+            0 => ANY_TCP | ANY_UDP | ANY_OTHER,
+            6 => ANY_TCP,
+            17 => ANY_UDP,
+            _ => ANY_OTHER,
+        };
+        if matches!(t.proto, 0 | 6) && t.tcp_flags.0 & t.tcp_flags.1 & syn == 0 {
+            all_syn = false;
+        }
+    }
+    if all_syn && any & ANY_TCP != 0 {
+        any | ANY_TCP_SYN
+    } else {
+        any
+    }
+}

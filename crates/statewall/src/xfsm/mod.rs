@@ -43,11 +43,11 @@ use statewall_common::{
         MAX_UPD_SETS,
     },
     xfsm::{
-        field, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT, CTL_GEN,
-        DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, E_ONCE, E_REVOKE,
-        GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS, MAP_PORTS, MAP_TRANS,
-        MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_FIXED, M_FLOW_REGS,
-        M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, SCOPE_FIXED, STATE_DEFAULT,
+        field, GrantSet, Machine, Payload, Scope, Trans, TransKey, ACT_DROP, ACT_NEXT, CTL_EXEMPT,
+        CTL_GEN, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, E_ONCE,
+        E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS, MAP_PORTS,
+        MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_FIXED,
+        M_FLOW_REGS, M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, SCOPE_FIXED, STATE_DEFAULT,
     },
 };
 
@@ -298,7 +298,8 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Xfs
             update: src,
             enabled: 1,
             flags: 0,
-            _pad: [0; 2],
+            any_protos: 0,
+            _pad: 0,
             fail_max,
             fail_window_ns,
             lock_ns,
@@ -590,7 +591,8 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
         update,
         enabled: 1,
         flags,
-        _pad: [0; 2],
+        any_protos: encode::any_protos(r),
+        _pad: 0,
         fail_max: 0,
         fail_window_ns: 0,
         lock_ns: 0,
@@ -889,6 +891,11 @@ pub fn write_tables(
     let mut a: Array<&mut MapData, u32> =
         Array::try_from(acc.map_mut(MAP_CTL).map_err(|e| merr(MAP_CTL, e))?)
             .map_err(|e| merr(MAP_CTL, e))?;
+    // The new generation's exempt machines beside the other's, before the switch.
+    let exempt = a.get(&CTL_EXEMPT, 0).map_err(|e| merr(MAP_CTL, e))?;
+    let shift = 8 * new;
+    let exempt = (exempt & !(0xff << shift)) | (c.exempt_mask & 0xff) << shift;
+    a.set(CTL_EXEMPT, exempt, 0).map_err(|e| merr(MAP_CTL, e))?;
     // The switch: one array update.
     a.set(CTL_GEN, c.ctl_word(new), 0)
         .map_err(|e| merr(MAP_CTL, e))?;

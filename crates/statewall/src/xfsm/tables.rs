@@ -43,6 +43,8 @@ pub struct Compiled {
     pub act_sets: Vec<ActSet>,
     /// Machines that only `[[switch]]` ports run (bit per machine).
     pub switch_mask: u32,
+    /// Machines not run for a source on the `[detect]` allowlist (bit per machine).
+    pub exempt_mask: u32,
 }
 
 impl Compiled {
@@ -100,8 +102,13 @@ impl Compiled {
                 .filter(|&(mm, st, _, _, port)| {
                     mm as usize == m && st == STATE_DEFAULT && port == 0
                 });
+            let syn_only = mach.any_protos & statewall_common::xfsm::ANY_TCP_SYN != 0;
             for (_, _, _, p, _) in any_port {
-                bits |= if p == 0 { CTL_SLOW } else { slow_bit(p) };
+                bits |= match p {
+                    0 => CTL_SLOW,
+                    6 if syn_only => statewall_common::xfsm::CTL_SLOW_TCP_SYN,
+                    p => slow_bit(p),
+                };
             }
         }
         bits
@@ -119,6 +126,11 @@ impl Compiled {
             | payload
             | self.mask() << 8
             | self.switch_mask << statewall_common::xfsm::CTL_SWITCH_SHIFT
+            | if self.exempt_mask != 0 {
+                statewall_common::xfsm::CTL_HAS_EXEMPT
+            } else {
+                0
+            }
     }
 
     /// The id ([`Trans::payload`]) of a payload pattern, added if new.

@@ -22,6 +22,7 @@
 //! its own listener ([`crate::daemon::metrics`]).
 
 pub mod call;
+pub mod detect;
 pub mod dynmon;
 pub mod firewall;
 pub mod monitor;
@@ -110,11 +111,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/spa", get(spa))
         .route("/api/v1/events", get(xfsm_events))
         .route("/api/v1/xfsm/events", get(xfsm_events));
-    polycube::routes(dynmon::routes(monitor::routes(firewall::routes(r))))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .layer(axum::middleware::from_fn(refuse_browsers))
-        .layer(axum::middleware::from_fn(server_timing))
-        .with_state(shared)
+    polycube::routes(dynmon::routes(monitor::routes(firewall::routes(
+        detect::routes(r),
+    ))))
+    .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+    .layer(axum::middleware::from_fn(refuse_browsers))
+    .layer(axum::middleware::from_fn(server_timing))
+    .with_state(shared)
 }
 
 /// Says how long the daemon took for each request (from the request read to the response

@@ -1,0 +1,166 @@
+//! The detect stage under BPF_PROG_TEST_RUN: how many packets of a flood from spoofed
+//! sources reach the server before the in-kernel detector's first drop, against its
+//! threshold (the kernel clock stands still, so the flood falls in one window), and what
+//! the stage costs a packet it lets through.
+
+use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
+use statewall::{config::Config, detect::Prefix, engine::ebpf};
+use statewall_common::{
+    detect::{lpm_key, Block, MAP_BLOCK},
+    TC_ACT_SHOT,
+};
+
+use crate::{
+    bench::{interleave, ratio_row, row, Row, RUNS},
+    packet::Packet,
+    testrun::TestBed,
+};
+
+/// The detectors' threshold in this bench (packets a second to one destination).
+const THRESHOLD: u64 = 1000;
+
+/// splitmix64: the bench's sources and ports, the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// A flood frame of `kind` towards `dst`, from a random source of 10.100.0.0/14.
+fn frame(kind: &str, rng: &mut Rng, dst: std::net::IpAddr) -> Vec<u8> {
+    let r = rng.next().to_le_bytes();
+    let src = std::net::IpAddr::from([10, 100 + (r[0] & 3), r[1], r[2]]);
+    let port = 1024 + u16::from_le_bytes([r[3], r[4]]) % 64000;
+    match kind {
+        "syn_flood" => Packet::tcp(src, dst, port, 80, 0x02),
+        "udp_flood" => Packet::udp(src, dst, port, 9999),
+        "icmp_flood" => Packet::echo_request(src, dst, port),
+        _ => Packet::udp(src, dst, 53, port),
+    }
+    .build()
+}
+
+/// The rows.
+pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
+    let mut bed = TestBed::new();
+    let text = format!(
+        "[detect]\nmode = \"enforce\"\nsyn_flood.threshold = {THRESHOLD}\n\
+         udp_flood.threshold = {THRESHOLD}\nicmp_flood.threshold = {THRESHOLD}\n\
+         reflection.threshold = {THRESHOLD}\n"
+    );
+    let cfg = Config::parse(&text, "bench")?;
+    let raws = cfg
+        .raw_machines()
+        .map_err(|(a, m)| anyhow::anyhow!("{a}: {m}"))?;
+    let mut compiled = statewall::xfsm::compile(&[], &raws)?;
+    compiled.exempt_mask = cfg
+        .machines
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.exempt)
+        .fold(0, |a, (i, _)| a | 1 << i);
+    statewall::xfsm::write_tables(&mut bed, &compiled, None)?;
+    let now = bed.kernel_now();
+    bed.freeze(now);
+    let mut out = Vec::new();
+    let mut dst_n = 0u8;
+    for kind in ["syn_flood", "udp_flood", "icmp_flood", "reflection"] {
+        let mut runs = Vec::new();
+        for run in 0..RUNS {
+            // A fresh destination per run: a new flood.
+            dst_n += 1;
+            let dst = std::net::IpAddr::from([10, 77, 1, dst_n]);
+            let mut rng = Rng(run as u64);
+            let mut passed = 0u64;
+            loop {
+                let f = frame(kind, &mut rng, dst);
+                if bed.run_tc(ebpf::PROG_XFSM, &f) == TC_ACT_SHOT {
+                    break;
+                }
+                passed += 1;
+                anyhow::ensure!(
+                    passed < 100 * THRESHOLD,
+                    "{kind}: no drop after {passed} packets"
+                );
+            }
+            runs.push(passed as f64);
+        }
+        out.push(ratio_row(
+            &format!("detect, {kind}: flood packets passed before the first drop"),
+            "packets",
+            runs,
+            "one flood from spoofed sources".into(),
+            "the detector's threshold",
+            THRESHOLD as f64,
+            Some(1.01),
+        ));
+    }
+    bed.freeze(0);
+    // The cost of the stage on a packet it lets through: the blocks (1,000 of them, none
+    // matching), then the xfsm stage with the detectors on a UDP packet under threshold.
+    {
+        let mut t: LpmTrie<&mut MapData, [u8; 20], Block> = bed.map(MAP_BLOCK).try_into()?;
+        for i in 0..1000u32 {
+            let p = Prefix::parse(&format!("198.18.{}.{}/32", i / 250, i % 250))?;
+            let (family, bytes) = p.family_bytes();
+            let (len, data) = lpm_key(family, &bytes, p.len as u32);
+            t.insert(&Key::new(len, data), Block::default(), 0)?;
+        }
+    }
+    let (a, b) = ("10.1.0.7".parse()?, "10.1.0.2".parse()?);
+    let ack = Packet::tcp(a, b, 40000, 5000, 0x10).build();
+    let (base, d) = interleave(
+        &mut bed,
+        repeat,
+        (false, ebpf::PROG_EMPTY_TC, &ack),
+        (false, ebpf::PROG_DETECT, &ack),
+    );
+    out.push(row(
+        "detect, blocks (1,000, none matching): packet let through",
+        "empty tc program",
+        &base,
+        d,
+        repeat,
+        None,
+    ));
+    let (base, x) = interleave(
+        &mut bed,
+        repeat,
+        (false, ebpf::PROG_EMPTY_TC, &ack),
+        (false, ebpf::PROG_XFSM, &ack),
+    );
+    out.push(row(
+        "detect, the detectors' machines: TCP ACK (no detector counts it)",
+        "empty tc program",
+        &base,
+        x,
+        repeat,
+        None,
+    ));
+    // A UDP flood's packet once the destination is under the flood: dropped.
+    let udp = Packet::udp(a, b, 40000, 9999).build();
+    for _ in 0..=THRESHOLD {
+        bed.run_tc(ebpf::PROG_XFSM, &udp);
+    }
+    let (base, x) = interleave(
+        &mut bed,
+        repeat,
+        (false, ebpf::PROG_EMPTY_TC, &udp),
+        (false, ebpf::PROG_XFSM, &udp),
+    );
+    out.push(row(
+        "detect, the detectors' machines: UDP packet of a flood (dropped)",
+        "empty tc program",
+        &base,
+        x,
+        repeat,
+        None,
+    ));
+    Ok(out)
+}

@@ -1,0 +1,184 @@
+//! Detect REST: the mitigations in force, blocks by hand, and release.
+//!
+//! | method | path | |
+//! | --- | --- | --- |
+//! | GET | `/api/v1/detect` | mode, detectors, allowlist, counters, and every mitigation in force |
+//! | POST | `/api/v1/detect/blocks` | `{"prefix": "198.51.100.0/24", "seconds": 600}`: drop a source or prefix (no `seconds`: until released) |
+//! | DELETE | `/api/v1/detect/{addr}` | release: the block of that prefix, or the detectors' mitigation of that destination |
+//!
+//! A block inside an allowlisted prefix is refused (409); a wider one leaves the
+//! allowlisted addresses in it passing (the kernel asks the allowlist first).
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    daemon::api::call::{lock, parse_body, ApiError},
+    daemon::state::{Inner, Shared},
+    detect::{Prefix, DETECTORS},
+};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Adds the detect routes.
+pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    r.route("/api/v1/detect", get(show))
+        .route("/api/v1/detect/blocks", post(block))
+        .route("/api/v1/detect/{*addr}", delete(release))
+}
+
+/// The detector machines of the config in force: (machine index, name, threshold).
+pub(crate) fn detector_machines(g: &Inner) -> Vec<(usize, String, u64)> {
+    let Some(d) = &g.config.detect else {
+        return Vec::new();
+    };
+    let nk = g.config.knocks.len();
+    g.config
+        .machines
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.exempt)
+        .map(|(i, m)| {
+            let threshold = match m.name.as_str() {
+                "detect-syn" | "detect-syn-verify" => d.syn_flood.threshold,
+                "detect-udp" => d.udp_flood.threshold,
+                "detect-icmp" => d.icmp_flood.threshold,
+                _ => d.reflection.threshold,
+            };
+            (nk + i, m.name.clone(), threshold)
+        })
+        .collect()
+}
+
+/// Everything `GET /api/v1/detect` shows (also for `statewall top`).
+pub(crate) fn overview(g: &Inner) -> Result<serde_json::Value, ApiError> {
+    let ms = detector_machines(g);
+    let refs: Vec<(usize, &str, u64)> = ms.iter().map(|(i, n, t)| (*i, n.as_str(), *t)).collect();
+    let mitigations = g
+        .engine
+        .detect_mitigations(&refs)
+        .map_err(ApiError::internal)?;
+    let counters: serde_json::Map<String, serde_json::Value> = g
+        .engine
+        .detect_counters()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), json!(v)))
+        .collect();
+    let (mode, allowlist, detectors) = match &g.config.detect {
+        None => (json!(null), json!([]), json!([])),
+        Some(d) => {
+            let list: Vec<_> = [
+                ("syn_flood", d.syn_flood.enabled, d.syn_flood.threshold),
+                ("udp_flood", d.udp_flood.enabled, d.udp_flood.threshold),
+                ("icmp_flood", d.icmp_flood.enabled, d.icmp_flood.threshold),
+                ("reflection", d.reflection.enabled, d.reflection.threshold),
+            ]
+            .into_iter()
+            .map(|(n, on, t)| json!({"name": n, "enabled": on, "threshold": t}))
+            .collect();
+            (json!(d.mode), json!(d.allowlist), json!(list))
+        }
+    };
+    Ok(json!({
+        "mode": mode,
+        "allowlist": allowlist,
+        "detectors": detectors,
+        "counters": counters,
+        "mitigations": mitigations,
+    }))
+}
+
+async fn show(State(s): State<Arc<Shared>>) -> ApiResult {
+    let g = lock(&s);
+    Ok(Json(overview(&g)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    prefix: String,
+    #[serde(default)]
+    seconds: Option<u64>,
+}
+
+async fn block(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let r: BlockRequest = parse_body(&body)?;
+    let p = Prefix::parse(&r.prefix).map_err(|e| ApiError::bad(format!("prefix: {e}")))?;
+    if r.seconds == Some(0) || r.seconds.is_some_and(|s| s > 30 * 86400) {
+        return Err(ApiError::bad(
+            "seconds: 1 to 2592000, or none (until released)",
+        ));
+    }
+    let mut g = lock(&s);
+    let allow = g
+        .config
+        .detect
+        .as_ref()
+        .map(|d| d.allow_prefixes())
+        .transpose()
+        .map_err(ApiError::internal)?
+        .unwrap_or_default();
+    if let Some(a) = allow.iter().find(|a| a.len <= p.len && a.contains(p.addr)) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{p} is on the allowlist ({a}): it is never blocked"),
+        ));
+    }
+    let expires = match r.seconds {
+        Some(s) => g.engine.kernel_now() + s * 1_000_000_000,
+        None => 0,
+    };
+    g.engine.detect_block(&p, expires).map_err(|e| match e {
+        crate::engine::EngineError::TableFull { .. } => {
+            ApiError(StatusCode::CONFLICT, e.to_string())
+        }
+        e => ApiError::internal(e),
+    })?;
+    tracing::warn!(prefix = %p, seconds = ?r.seconds, "detect: blocked through the API");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"blocked": p.to_string(), "seconds": r.seconds})),
+    )
+        .into_response())
+}
+
+async fn release(State(s): State<Arc<Shared>>, Path(addr): Path<String>) -> ApiResult {
+    let p = Prefix::parse(&addr).map_err(|e| ApiError::bad(format!("address: {e}")))?;
+    let mut g = lock(&s);
+    let unblocked = g.engine.detect_unblock(&p).map_err(ApiError::internal)?;
+    let full = p.len == if p.addr.is_ipv4() { 32 } else { 128 };
+    let ms: Vec<usize> = detector_machines(&g)
+        .into_iter()
+        .filter(|(_, n, _)| DETECTORS.iter().any(|d| d.1 == n))
+        .map(|(i, _, _)| i)
+        .collect();
+    let released = if full {
+        g.engine
+            .detect_release_destination(&ms, p.addr)
+            .map_err(ApiError::internal)?
+    } else {
+        0
+    };
+    if !unblocked && released == 0 {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no block of {p} and no mitigation for it as a destination"),
+        ));
+    }
+    tracing::warn!(target = %p, unblocked, released, "detect: released by hand");
+    Ok(
+        Json(json!({"released": p.to_string(), "block": unblocked, "destination": released > 0}))
+            .into_response(),
+    )
+}

@@ -1,0 +1,244 @@
+//! The `detect` stage's tables in the kernel: the allowlist, the source blocks and their
+//! counters, and the mitigations the detector machines hold (read from the xfsm tables).
+
+use std::collections::BTreeSet;
+
+use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
+use serde::Serialize;
+use statewall_common::detect::{self as kd, Block, MAP_ALLOW, MAP_BLOCK, MAP_COUNT};
+
+use super::{Prefix, DETECTORS, FLOOD};
+use crate::engine::{map_err, Engine, EngineError, Result};
+
+/// A mitigation in force, as `GET /api/v1/detect` lists it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Mitigation {
+    /// `syn_flood`, `udp_flood`, `icmp_flood`, `reflection`, or `block` (by hand or API).
+    pub detector: String,
+    /// What it applies to: a destination under a flood, or a blocked source prefix.
+    pub target: String,
+    /// `destination` or `source`.
+    pub scope: &'static str,
+    /// Why: the window's count against the threshold, or the reason given to a block.
+    pub reason: String,
+    /// Packets over the threshold since it began (dropped under `enforce`; a SYN flood's
+    /// are the SYNs held for retransmission, all destinations together), or dropped by a
+    /// block.
+    pub dropped: u64,
+    /// Seconds left (None: no expiry).
+    pub left_s: Option<f64>,
+}
+
+/// The SW_DETECT_COUNT counters by name.
+pub const COUNTER_NAMES: [&str; kd::COUNTERS as usize] = ["allowed", "blocked", "expired"];
+
+fn key_of(p: &Prefix) -> Key<[u8; 20]> {
+    let (family, bytes) = p.family_bytes();
+    let (len, data) = kd::lpm_key(family, &bytes, p.len as u32);
+    Key::new(len, data)
+}
+
+fn prefix_of(k: &Key<[u8; 20]>) -> Prefix {
+    let d = k.data();
+    let len = (k.prefix_len().saturating_sub(32)) as u8;
+    let addr = if d[0] == 4 {
+        std::net::IpAddr::from([d[4], d[5], d[6], d[7]])
+    } else {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[4..20]);
+        std::net::IpAddr::from(b)
+    };
+    Prefix { addr, len }
+}
+
+impl Engine {
+    /// Makes the kernel's allowlist `allow` (entries not in it removed).
+    pub fn apply_detect_allowlist(&mut self, allow: &[Prefix]) -> Result<()> {
+        let mut t: LpmTrie<&mut MapData, [u8; 20], u8> =
+            LpmTrie::try_from(self.map_mut_checked(MAP_ALLOW)?)
+                .map_err(|e| map_err(MAP_ALLOW, e))?;
+        let want: BTreeSet<Prefix> = allow.iter().copied().collect();
+        let have: Vec<Key<[u8; 20]>> = t.keys().filter_map(|k| k.ok()).collect();
+        for k in have {
+            if !want.contains(&prefix_of(&k)) {
+                t.remove(&k).map_err(|e| map_err(MAP_ALLOW, e))?;
+            }
+        }
+        for p in &want {
+            t.insert(&key_of(p), 1, 0)
+                .map_err(|e| map_err(MAP_ALLOW, e))?;
+        }
+        Ok(())
+    }
+
+    /// Blocks `p` until `expires_ns` (kernel clock; 0 = until released). A block that
+    /// exists keeps its drop count and takes the new expiry.
+    pub fn detect_block(&mut self, p: &Prefix, expires_ns: u64) -> Result<()> {
+        let now = self.kernel_now();
+        let mut t: LpmTrie<&mut MapData, [u8; 20], Block> =
+            LpmTrie::try_from(self.map_mut_checked(MAP_BLOCK)?)
+                .map_err(|e| map_err(MAP_BLOCK, e))?;
+        let k = key_of(p);
+        let mut b = t.get(&k, 0).unwrap_or(Block {
+            since_ns: now,
+            ..Default::default()
+        });
+        b.expires_ns = expires_ns;
+        t.insert(&k, b, 0).map_err(|e| match e {
+            aya::maps::MapError::SyscallError(ref s)
+                if matches!(s.io_error.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG)) =>
+            {
+                EngineError::TableFull {
+                    map: MAP_BLOCK.into(),
+                }
+            }
+            e => map_err(MAP_BLOCK, e),
+        })
+    }
+
+    /// Lifts the block of exactly `p`; false when there was none.
+    pub fn detect_unblock(&mut self, p: &Prefix) -> Result<bool> {
+        let mut t: LpmTrie<&mut MapData, [u8; 20], Block> =
+            LpmTrie::try_from(self.map_mut_checked(MAP_BLOCK)?)
+                .map_err(|e| map_err(MAP_BLOCK, e))?;
+        let k = key_of(p);
+        if t.get(&k, 0).is_err() {
+            return Ok(false);
+        }
+        t.remove(&k).map_err(|e| map_err(MAP_BLOCK, e))?;
+        Ok(true)
+    }
+
+    /// Every block: (prefix, value).
+    pub fn detect_blocks(&self) -> Result<Vec<(Prefix, Block)>> {
+        let t: LpmTrie<&MapData, [u8; 20], Block> =
+            LpmTrie::try_from(self.map_checked(MAP_BLOCK)?).map_err(|e| map_err(MAP_BLOCK, e))?;
+        let mut v: Vec<(Prefix, Block)> = t
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, b)| (prefix_of(&k), b))
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        Ok(v)
+    }
+
+    /// Removes the blocks that have expired; how many.
+    pub fn detect_sweep(&mut self) -> Result<usize> {
+        let now = self.kernel_now();
+        let gone: Vec<Prefix> = self
+            .detect_blocks()?
+            .into_iter()
+            .filter(|(_, b)| !kd::blocks(b, now))
+            .map(|(p, _)| p)
+            .collect();
+        for p in &gone {
+            self.detect_unblock(p)?;
+        }
+        Ok(gone.len())
+    }
+
+    /// The stage's counters by name.
+    pub fn detect_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        let sums = self.percpu_sums(MAP_COUNT, kd::COUNTERS)?;
+        Ok(COUNTER_NAMES.iter().copied().zip(sums).collect())
+    }
+
+    /// The mitigations in force: the detector machines' destinations in `FLOOD` (the
+    /// machines at `machines`: (machine index, detector machine name, threshold)), then the
+    /// blocks.
+    pub fn detect_mitigations(&self, machines: &[(usize, &str, u64)]) -> Result<Vec<Mitigation>> {
+        let now = self.kernel_now();
+        let left = |t: u64| (t != 0).then(|| t.saturating_sub(now) as f64 / 1e9);
+        let mut out = Vec::new();
+        let c = self.xfsm_compiled();
+        let states = self.xfsm_states()?;
+        let regs = self.xfsm_flow_regs()?;
+        let syn_dropped = machines
+            .iter()
+            .find(|(_, n, _)| *n == "detect-syn-verify")
+            .map(|(m, _, _)| self.xfsm_globals(*m).map(|g| g[0]))
+            .transpose()?;
+        for (m, name, threshold) in machines {
+            let Some((detector, _, what)) = DETECTORS.iter().find(|d| d.1 == *name) else {
+                continue;
+            };
+            for (k, v) in &states {
+                let in_flood = c.is_some_and(|c| c.state_name(*m, v.state) == FLOOD);
+                let live = v.hard_deadline == 0 || v.hard_deadline > now;
+                if k.machine as usize != *m || !in_flood || !live {
+                    continue;
+                }
+                let r = regs.iter().find(|(rk, _)| rk == k).map(|(_, r)| r.r);
+                let (count, excess) = r.map(|r| (r[1], r[2])).unwrap_or((0, 0));
+                let target = crate::gate::addr_ip(k.family, &k.addrs[0]);
+                out.push(Mitigation {
+                    detector: detector.to_string(),
+                    target: target.to_string(),
+                    scope: "destination",
+                    reason: format!(
+                        "{count} {what} in the current one-second window, threshold {threshold}/s"
+                    ),
+                    dropped: if *name == "detect-syn" {
+                        syn_dropped.unwrap_or(excess)
+                    } else {
+                        excess
+                    },
+                    left_s: left(v.hard_deadline),
+                });
+            }
+        }
+        for (p, b) in self.detect_blocks()? {
+            if !kd::blocks(&b, now) {
+                continue;
+            }
+            out.push(Mitigation {
+                detector: "block".into(),
+                target: p.to_string(),
+                scope: "source",
+                reason: "blocked through the API".into(),
+                dropped: b.dropped,
+                left_s: left(b.expires_ns),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Ends the detector machines' mitigation for destination `addr`: its `FLOOD` entries
+    /// and its window's registers removed, so the next packet starts a new window; how
+    /// many states were removed.
+    pub fn detect_release_destination(
+        &mut self,
+        machines: &[usize],
+        addr: std::net::IpAddr,
+    ) -> Result<usize> {
+        use statewall_common::xfsm::{
+            regs::{FlowRegs, MAP_FIXED_REGS, MAP_REGS},
+            StateKey, StateVal, MAP_FIXED_STATES, MAP_STATES,
+        };
+        let ours = |k: &StateKey| {
+            machines.contains(&(k.machine as usize))
+                && crate::gate::addr_ip(k.family, &k.addrs[0]) == addr
+        };
+        let mut n = 0;
+        for map in [MAP_STATES, MAP_FIXED_STATES] {
+            let mut h: aya::maps::HashMap<&mut MapData, StateKey, StateVal> =
+                aya::maps::HashMap::try_from(self.map_mut_checked(map)?)
+                    .map_err(|e| map_err(map, e))?;
+            let keys: Vec<StateKey> = h.keys().filter_map(|k| k.ok()).filter(ours).collect();
+            for k in keys {
+                h.remove(&k).map_err(|e| map_err(map, e))?;
+                n += 1;
+            }
+        }
+        for map in [MAP_REGS, MAP_FIXED_REGS] {
+            let mut h: aya::maps::HashMap<&mut MapData, StateKey, FlowRegs> =
+                aya::maps::HashMap::try_from(self.map_mut_checked(map)?)
+                    .map_err(|e| map_err(map, e))?;
+            let keys: Vec<StateKey> = h.keys().filter_map(|k| k.ok()).filter(ours).collect();
+            for k in keys {
+                h.remove(&k).map_err(|e| map_err(map, e))?;
+            }
+        }
+        Ok(n)
+    }
+}

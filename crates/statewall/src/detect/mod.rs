@@ -1,0 +1,542 @@
+//! The `detect` stage: flood detectors that act in the kernel from the first packets, an
+//! allowlist no mitigation touches, and source blocks with expiries.
+//!
+//! The in-kernel detectors are xfsm machines written for the user from `[detect]`
+//! ([`DetectConfig::machines`]), one per attack kind, keyed by the destination: each counts
+//! the kind's packets per one-second window and, at its threshold, moves the destination
+//! to `FLOOD` (an event carries the window's count), where
+//! - `enforce` applies the countermeasure: a SYN flood's SYNs pass only on retransmission
+//!   (a second machine, keyed by the connection attempt, drops each first SYN: spoofed
+//!   sources never send one twice); a UDP or ICMP flood, or reflected traffic from an
+//!   amplifier port, is held to the threshold per second, the rest dropped;
+//! - `monitor` (the default) changes nothing and reports the same detection.
+//!
+//! `FLOOD` lasts `expiry` after the last packet over the threshold: the machine sees the
+//! packets it drops, so a flood that goes on keeps its mitigation. The machines do not
+//! run for a source on the allowlist (the kernel skips them: [`CTL_EXEMPT`]), so a flood
+//! that spoofs an allowlisted source is neither counted nor dropped.
+//!
+//! Source blocks (`statewall detect block`, `kernel`) are dropped first on ingress, in XDP
+//! where the interface's ingress runs in XDP; the allowlist wins over a block.
+//!
+//! Owns the `[detect]` section and the stage's tables (`kernel`). May import: `engine`,
+//! `gate` (addresses), `types`. The machines it writes are the text of plain `[[xfsm]]`
+//! machines, which the config reads as it reads the user's.
+//!
+//! [`CTL_EXEMPT`]: statewall_common::xfsm::CTL_EXEMPT
+
+pub mod kernel;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::Dur;
+
+/// Names of the machines `[detect]` writes start with this.
+pub const MACHINE_PREFIX: &str = "detect-";
+/// The state of a destination under a flood.
+pub const FLOOD: &str = "FLOOD";
+
+/// `[detect]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// `monitor` (detect and report) or `enforce` (also counter).
+    pub mode: Mode,
+    /// Prefixes never mitigated: the admin's addresses, the gateway (`"192.0.2.1"`,
+    /// `"10.0.0.0/8"`, `"2001:db8::/32"`).
+    pub allowlist: Vec<String>,
+    /// How long a mitigation lasts after the last packet over its threshold.
+    pub expiry: Dur,
+    /// SYNs per second to one destination.
+    pub syn_flood: Detector,
+    /// UDP packets per second to one destination.
+    pub udp_flood: Detector,
+    /// ICMP and ICMPv6 packets per second to one destination.
+    pub icmp_flood: Detector,
+    /// UDP packets per second to one destination from the amplifier ports.
+    pub reflection: Reflection,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            mode: Mode::Monitor,
+            allowlist: Vec::new(),
+            expiry: Dur::secs(30),
+            syn_flood: Detector::with(1000),
+            udp_flood: Detector::with(20000),
+            icmp_flood: Detector::with(1000),
+            reflection: Reflection::default(),
+        }
+    }
+}
+
+/// What the stage does on a detection.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Report only.
+    #[default]
+    Monitor,
+    /// Report and counter.
+    Enforce,
+}
+
+/// One detector.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Detector {
+    /// Whether it runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Packets per second to one destination at which it fires.
+    pub threshold: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Detector {
+    fn with(threshold: u64) -> Detector {
+        Detector {
+            enabled: true,
+            threshold,
+        }
+    }
+}
+
+/// The reflection detector: UDP from well-known amplifier ports.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Reflection {
+    /// Whether it runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Packets per second to one destination from these ports at which it fires.
+    pub threshold: u64,
+    /// Amplifier source ports (at most [`MAX_AMP_PORTS`]).
+    #[serde(default = "amp_ports")]
+    pub ports: Vec<u16>,
+}
+
+/// Amplifier ports a reflection detector can watch (its machine has 8 conditions, two
+/// of them its own).
+pub const MAX_AMP_PORTS: usize = 6;
+
+fn amp_ports() -> Vec<u16> {
+    // DNS, NTP, SSDP, memcached.
+    vec![53, 123, 1900, 11211]
+}
+
+impl Default for Reflection {
+    fn default() -> Self {
+        Reflection {
+            enabled: true,
+            threshold: 1000,
+            ports: amp_ports(),
+        }
+    }
+}
+
+/// A `[detect]` value that cannot be used: (key, what is wrong).
+#[derive(Debug, thiserror::Error)]
+#[error("[detect] {key}: {msg}")]
+pub struct DetectError {
+    /// The key.
+    pub key: String,
+    /// What is wrong.
+    pub msg: String,
+}
+
+fn bad(key: &str, msg: impl Into<String>) -> DetectError {
+    DetectError {
+        key: key.into(),
+        msg: msg.into(),
+    }
+}
+
+/// An address or prefix that cannot be read: what was given and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PrefixError(String);
+
+/// A prefix of the allowlist or a block: an address and a length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    /// The address, with the bits past `len` cleared.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl Prefix {
+    /// Parses `"ADDR"` or `"ADDR/LEN"`; an IPv4-mapped IPv6 address is its IPv4 address.
+    /// Host bits set past the length are an error (they would say another prefix).
+    pub fn parse(s: &str) -> Result<Prefix, PrefixError> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| PrefixError(format!("{s:?}: not an IP address or prefix")))?;
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+            v4 => v4,
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            None => max,
+            Some(l) => match l.trim().parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(PrefixError(format!("{s:?}: the length must be 0 to {max}"))),
+            },
+        };
+        let p = Prefix { addr, len };
+        if p.masked() != addr {
+            return Err(PrefixError(format!(
+                "{s:?}: bits set past /{len} (did you mean {}/{len}?)",
+                p.masked()
+            )));
+        }
+        Ok(p)
+    }
+
+    fn masked(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let m = u32::MAX.checked_shl(32 - self.len as u32).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & m).into())
+            }
+            IpAddr::V6(a) => {
+                let m = u128::MAX.checked_shl(128 - self.len as u32).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & m).into())
+            }
+        }
+    }
+
+    /// True when `a` is inside.
+    pub fn contains(&self, a: IpAddr) -> bool {
+        let a = match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(a),
+            v4 => v4,
+        };
+        a.is_ipv4() == self.addr.is_ipv4()
+            && Prefix {
+                addr: a,
+                len: self.len,
+            }
+            .masked()
+                == self.addr
+    }
+
+    /// (family 4 or 6, address bytes as the kernel's packet holds them).
+    pub fn family_bytes(&self) -> (u8, [u8; 16]) {
+        let mut b = [0u8; 16];
+        match self.addr {
+            IpAddr::V4(a) => {
+                b[..4].copy_from_slice(&a.octets());
+                (4, b)
+            }
+            IpAddr::V6(a) => (6, a.octets()),
+        }
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// The detectors, by name as `[detect]` and the API call them: (name, machine name,
+/// what it counts).
+pub const DETECTORS: [(&str, &str, &str); 4] = [
+    ("syn_flood", "detect-syn", "SYNs"),
+    ("udp_flood", "detect-udp", "UDP packets"),
+    ("icmp_flood", "detect-icmp", "ICMP packets"),
+    (
+        "reflection",
+        "detect-reflection",
+        "UDP packets from amplifier ports",
+    ),
+];
+
+impl DetectConfig {
+    /// Checks every value; the machines are checked with the other machines.
+    pub fn validate(&self) -> Result<(), DetectError> {
+        self.allow_prefixes()?;
+        if self.expiry.0 < std::time::Duration::from_secs(1) {
+            return Err(bad("expiry", "at least 1s"));
+        }
+        for (name, d) in [
+            ("syn_flood", &self.syn_flood),
+            ("udp_flood", &self.udp_flood),
+            ("icmp_flood", &self.icmp_flood),
+        ] {
+            if d.threshold == 0 {
+                return Err(bad(&format!("{name}.threshold"), "at least 1 a second"));
+            }
+        }
+        let r = &self.reflection;
+        if r.threshold == 0 {
+            return Err(bad("reflection.threshold", "at least 1 a second"));
+        }
+        if r.enabled && (r.ports.is_empty() || r.ports.len() > MAX_AMP_PORTS) {
+            return Err(bad(
+                "reflection.ports",
+                format!("1 to {MAX_AMP_PORTS} ports, not {}", r.ports.len()),
+            ));
+        }
+        if r.ports.contains(&0) {
+            return Err(bad("reflection.ports", "port 0"));
+        }
+        Ok(())
+    }
+
+    /// The allowlist, parsed.
+    pub fn allow_prefixes(&self) -> Result<Vec<Prefix>, DetectError> {
+        self.allowlist
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Prefix::parse(s).map_err(|m| bad(&format!("allowlist[{i}]"), m.to_string()))
+            })
+            .collect()
+    }
+
+    /// The detectors' machines, in the order they run, as the TOML of one `[[xfsm]]`
+    /// table each (the config reads them and marks them exempt for allowlisted sources).
+    pub fn machines(&self) -> Vec<String> {
+        let enforce = self.mode == Mode::Enforce;
+        let exp = self.expiry;
+        let mut out = Vec::new();
+        let mut add = |text: String| out.push(text);
+        if self.syn_flood.enabled {
+            let filter = "proto = \"tcp\"\ntcpflags = \"syn,!ack\"\n";
+            // Under a flood the SYNs go on to the verifier, which admits retransmissions.
+            let meta = if enforce { ", \"meta = 1\"" } else { "" };
+            add(counter(
+                "detect-syn",
+                self.syn_flood.threshold,
+                exp,
+                &[("", filter.into())],
+                meta,
+                false,
+            ));
+            if enforce {
+                add(syn_verifier());
+            }
+        }
+        if self.udp_flood.enabled {
+            add(counter(
+                "detect-udp",
+                self.udp_flood.threshold,
+                exp,
+                &[("", "proto = \"udp\"\n".into())],
+                "",
+                enforce,
+            ));
+        }
+        if self.icmp_flood.enabled {
+            add(counter(
+                "detect-icmp",
+                self.icmp_flood.threshold,
+                exp,
+                &[
+                    ("", "proto = \"icmp\"\n".into()),
+                    ("", "proto = \"icmpv6\"\n".into()),
+                ],
+                "",
+                enforce,
+            ));
+        }
+        if self.reflection.enabled {
+            let ports = &self.reflection.ports;
+            let conds: Vec<(&str, String)> = ports
+                .iter()
+                .enumerate()
+                .map(|(i, _)| (AMP[i], "proto = \"udp\"\n".to_string()))
+                .collect();
+            let mut text = counter(
+                "detect-reflection",
+                self.reflection.threshold,
+                exp,
+                &conds,
+                "",
+                enforce,
+            );
+            for (i, p) in ports.iter().enumerate() {
+                text.push_str(&format!(
+                    "[[condition]]\nname = \"{}\"\ntest = \"src_port == {p}\"\n",
+                    AMP[i]
+                ));
+            }
+            add(text);
+        }
+        out
+    }
+}
+
+/// Condition names of the amplifier ports.
+const AMP: [&str; MAX_AMP_PORTS] = ["amp0", "amp1", "amp2", "amp3", "amp4", "amp5"];
+
+/// A per-destination counter machine: one-second windows; at `threshold` packets of the
+/// window, `FLOOD` for `expiry` after the last packet over it. `filters` are the packets
+/// it counts: (a condition that must hold, or "", transition match keys). `meta` adds
+/// updates to every transition in `FLOOD`; `drop` drops the packets over the threshold
+/// there.
+fn counter(
+    name: &str,
+    threshold: u64,
+    expiry: Dur,
+    filters: &[(&str, String)],
+    meta: &str,
+    drop: bool,
+) -> String {
+    let mut t = format!(
+        "name = \"{name}\"\nlookup = [\"dst_ip\"]\nstates = [\"{FLOOD}\"]\n\
+         registers = [\"window\", \"count\", \"excess\"]\ntable = \"lru\"\n\
+         [[condition]]\nname = \"new_window\"\ntest = \"since(window) >= 1s\"\n\
+         [[condition]]\nname = \"over\"\ntest = \"count >= {threshold}\"\n"
+    );
+    let exp = format!("\"{}ms\"", expiry.0.as_millis());
+    let action = if drop { "action = \"drop\"\n" } else { "" };
+    for (cond, m) in filters {
+        let w = |more: &str| {
+            if cond.is_empty() {
+                format!("when = [{more}]\n")
+            } else {
+                format!("when = [\"{cond}\", {more}]\n")
+            }
+        };
+        // DEFAULT: a new window starts the count; under the threshold, counted; at it,
+        // FLOOD (reported).
+        t.push_str(&format!(
+            "[[transition]]\n{m}{}update = [\"window = now\", \"count = 1\"]\n",
+            w("\"new_window\"")
+        ));
+        t.push_str(&format!(
+            "[[transition]]\n{m}{}update = [\"count += 1\"]\n",
+            w("\"!new_window\", \"!over\"")
+        ));
+        t.push_str(&format!(
+            "[[transition]]\n{m}{}update = [\"count += 1\", \"excess = 1\"{meta}]\n\
+             next = \"{FLOOD}\"\nhard_timeout = {exp}\nevent = true\n{action}",
+            w("\"!new_window\", \"over\"")
+        ));
+        // FLOOD: the same windows; over the threshold, the countermeasure, and the
+        // expiry starts again.
+        t.push_str(&format!(
+            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"window = now\", \"count = 1\"{meta}]\n",
+            w("\"new_window\"")
+        ));
+        t.push_str(&format!(
+            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\"{meta}]\n",
+            w("\"!new_window\", \"!over\"")
+        ));
+        t.push_str(&format!(
+            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\", \"excess += 1\"{meta}]\n\
+             next = \"{FLOOD}\"\nhard_timeout = {exp}\n{action}",
+            w("\"!new_window\", \"over\"")
+        ));
+    }
+    t
+}
+
+/// The SYN verifier of `enforce`: while the destination is under a SYN flood (`meta` 1),
+/// the first SYN of each (source, source port, destination, port) is dropped and
+/// remembered for 3 s; its retransmission passes. `dropped` (a global) counts the drops.
+fn syn_verifier() -> String {
+    "name = \"detect-syn-verify\"\n\
+     lookup = [\"src_ip\", \"dst_ip\", \"src_port\", \"dst_port\"]\n\
+     states = [\"PROBED\"]\nglobals = [\"dropped\"]\ntable = \"lru\"\n\
+     [[condition]]\nname = \"flood\"\ntest = \"meta == 1\"\n\
+     [[transition]]\nproto = \"tcp\"\ntcpflags = \"syn,!ack\"\nwhen = [\"flood\"]\n\
+     action = \"drop\"\nnext = \"PROBED\"\nidle_timeout = \"3s\"\nupdate = [\"dropped += 1\"]\n\
+     [[transition]]\nstate = \"PROBED\"\nproto = \"tcp\"\ntcpflags = \"syn,!ack\"\nnext = \"DEFAULT\"\n"
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_and_refuse_host_bits() {
+        let p = Prefix::parse("10.1.0.0/16").unwrap();
+        assert!(p.contains("10.1.200.3".parse().unwrap()));
+        assert!(!p.contains("10.2.0.1".parse().unwrap()));
+        assert!(p.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert_eq!(Prefix::parse("192.0.2.7").unwrap().len, 32);
+        assert_eq!(
+            Prefix::parse("::ffff:192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        let e = Prefix::parse("10.1.2.3/16").unwrap_err().to_string();
+        assert!(e.contains("10.1.0.0/16"), "{e}");
+        let e = Prefix::parse("10.0.0.0/33").unwrap_err().to_string();
+        assert!(e.contains("0 to 32"), "{e}");
+        assert!(Prefix::parse("host").is_err());
+        assert!(Prefix::parse("2001:db8::/32").is_ok());
+    }
+
+    #[test]
+    fn every_detector_writes_a_machine_that_compiles_in_both_modes() {
+        for mode in [Mode::Monitor, Mode::Enforce] {
+            let d = DetectConfig {
+                mode,
+                ..Default::default()
+            };
+            let ms: Vec<crate::xfsm::config::XfsmConfig> = d
+                .machines()
+                .iter()
+                .map(|t| toml::from_str(t).unwrap())
+                .collect();
+            let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+            let want: &[&str] = if mode == Mode::Enforce {
+                &[
+                    "detect-syn",
+                    "detect-syn-verify",
+                    "detect-udp",
+                    "detect-icmp",
+                    "detect-reflection",
+                ]
+            } else {
+                &[
+                    "detect-syn",
+                    "detect-udp",
+                    "detect-icmp",
+                    "detect-reflection",
+                ]
+            };
+            assert_eq!(names, want);
+            let raws = crate::xfsm::config::raw_machines(&ms).expect("the machines check");
+            crate::xfsm::compile(&[], &raws).expect("and compile");
+            let drops = ms
+                .iter()
+                .flat_map(|m| &m.transitions)
+                .any(|t| t.action == "drop");
+            assert_eq!(drops, mode == Mode::Enforce, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut d = DetectConfig {
+            allowlist: vec!["10.0.0.1".into(), "10.0.0.1/8".into()],
+            ..Default::default()
+        };
+        assert_eq!(d.validate().unwrap_err().key, "allowlist[1]");
+        d.allowlist.clear();
+        d.udp_flood.threshold = 0;
+        assert_eq!(d.validate().unwrap_err().key, "udp_flood.threshold");
+        d.udp_flood.threshold = 5;
+        d.reflection.ports = vec![1, 2, 3, 4, 5, 6, 7];
+        assert_eq!(d.validate().unwrap_err().key, "reflection.ports");
+    }
+}
