@@ -221,12 +221,17 @@ struct Bed {
 }
 
 fn bed(tag: &str, detect: &str) -> Bed {
+    bed_on(tag, "tcx", detect)
+}
+
+/// As [`bed`], with the interface's ingress stages on `ingress` (`tcx` or `xdp`).
+fn bed_on(tag: &str, ingress: &str, detect: &str) -> Bed {
     let pair = Pair::new(tag);
     let p = Paths::new(tag);
     std::fs::write(
         &p.config,
         format!(
-            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[detect]\n{detect}\n",
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\ningress = \"{ingress}\"\n\n[detect]\n{detect}\n",
             pair.server_if, pair.server.name
         ),
     )
@@ -422,8 +427,9 @@ fn floods_are_held_to_their_threshold_and_released_after_they_end() {
             "{kind}: {dropped} dropped, {got} received of {sent}"
         );
         eprintln!("{kind}: {sent} sent in {secs:.1}s, {got} reached the server, {dropped} dropped");
-        // The flood is over: the mitigation ends after its expiry, not before.
-        std::thread::sleep(Duration::from_millis(1000));
+        // The flood is over: the mitigation ends after its expiry (2 s from the last
+        // re-arm, at most a second before the flood's last packet), not before.
+        std::thread::sleep(Duration::from_millis(500));
         assert!(
             row(&mitigations(&b.d), detector).is_some(),
             "{kind}: ended before its expiry"
@@ -630,4 +636,48 @@ fn hping3_floods_are_detected_and_held() {
         lg.round_trip(&b);
         eventually("expired", || row(&mitigations(&b.d), detector).is_none());
     }
+}
+
+/// With the interface's ingress stages in XDP, the detectors run inside the XDP program:
+/// a spoofed UDP flood is held to its threshold there, a block drops there, and the
+/// legitimate client keeps its round trips.
+#[test]
+fn in_xdp_the_detectors_and_blocks_act_before_the_stack() {
+    let b = bed_on(
+        "dtx",
+        "xdp",
+        "mode = \"enforce\"\nexpiry = \"2s\"\nudp_flood.threshold = 200\n",
+    );
+    assert!(
+        b.d.programs(Some(&b.pair.server_if), "xdp")
+            .iter()
+            .any(|p| p == "sw_xdp_ingress"),
+        "the XDP program is attached"
+    );
+    let lg = legit(&b);
+    let before = received(&b, "udp");
+    let t0 = Instant::now();
+    let sent = flood(&b, "udp", 6000, [10, 100], || {
+        lg.round_trip(&b);
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let got = received(&b, "udp") - before;
+    let ms = mitigations(&b.d);
+    let m = row(&ms, "udp_flood").unwrap_or_else(|| panic!("no udp_flood mitigation: {ms:?}"));
+    assert_eq!(m["target"], b.pair.server_v4.to_string().as_str());
+    let bound = 200 * (secs.ceil() as u64 + 2);
+    assert!(
+        got <= bound,
+        "{got} of {sent} reached the server in {secs:.1}s"
+    );
+    b.d.ok(
+        "POST",
+        "/api/v1/detect/blocks",
+        r#"{"prefix": "10.104.0.0/14"}"#,
+    );
+    let before = received(&b, "udp");
+    let sent = flood(&b, "udp", 300, [10, 104], || {});
+    assert_eq!(received(&b, "udp") - before, 0);
+    let ms = mitigations(&b.d);
+    assert_eq!(row(&ms, "block").unwrap()["dropped"].as_u64(), Some(sent));
 }

@@ -11,8 +11,10 @@
 //!   amplifier port, is held to the threshold per second, the rest dropped;
 //! - `monitor` (the default) changes nothing and reports the same detection.
 //!
-//! `FLOOD` lasts `expiry` after the last packet over the threshold: the machine sees the
-//! packets it drops, so a flood that goes on keeps its mitigation. The machines do not
+//! `FLOOD` lasts `expiry` after the last packet over the threshold (re-armed at most once
+//! a second: a state write per dropped packet would cost every packet of the flood); the
+//! machine sees the packets it drops, so a flood that goes on keeps its mitigation. The
+//! machines do not
 //! run for a source on the allowlist (the kernel skips them: [`CTL_EXEMPT`]), so a flood
 //! that spoofs an allowlisted source is neither counted nor dropped.
 //!
@@ -122,9 +124,9 @@ pub struct Reflection {
     pub ports: Vec<u16>,
 }
 
-/// Amplifier ports a reflection detector can watch (its machine has 8 conditions, two
+/// Amplifier ports a reflection detector can watch (its machine has 8 conditions, three
 /// of them its own).
-pub const MAX_AMP_PORTS: usize = 6;
+pub const MAX_AMP_PORTS: usize = 5;
 
 fn amp_ports() -> Vec<u16> {
     // DNS, NTP, SSDP, memcached.
@@ -383,7 +385,7 @@ impl DetectConfig {
 }
 
 /// Condition names of the amplifier ports.
-const AMP: [&str; MAX_AMP_PORTS] = ["amp0", "amp1", "amp2", "amp3", "amp4", "amp5"];
+const AMP: [&str; MAX_AMP_PORTS] = ["amp0", "amp1", "amp2", "amp3", "amp4"];
 
 /// A per-destination counter machine: one-second windows; at `threshold` packets of the
 /// window, `FLOOD` for `expiry` after the last packet over it. `filters` are the packets
@@ -400,9 +402,10 @@ fn counter(
 ) -> String {
     let mut t = format!(
         "name = \"{name}\"\nlookup = [\"dst_ip\"]\nstates = [\"{FLOOD}\"]\n\
-         registers = [\"window\", \"count\", \"excess\"]\ntable = \"lru\"\n\
+         registers = [\"window\", \"count\", \"excess\", \"rearmed\"]\ntable = \"lru\"\n\
          [[condition]]\nname = \"new_window\"\ntest = \"since(window) >= 1s\"\n\
-         [[condition]]\nname = \"over\"\ntest = \"count >= {threshold}\"\n"
+         [[condition]]\nname = \"over\"\ntest = \"count >= {threshold}\"\n\
+         [[condition]]\nname = \"armed\"\ntest = \"since(rearmed) < 1s\"\n"
     );
     let exp = format!("\"{}ms\"", expiry.0.as_millis());
     let action = if drop { "action = \"drop\"\n" } else { "" };
@@ -425,7 +428,7 @@ fn counter(
             w("\"!new_window\", \"!over\"")
         ));
         t.push_str(&format!(
-            "[[transition]]\n{m}{}update = [\"count += 1\", \"excess = 1\"{meta}]\n\
+            "[[transition]]\n{m}{}update = [\"count += 1\", \"excess = 1\", \"rearmed = now\"{meta}]\n\
              next = \"{FLOOD}\"\nhard_timeout = {exp}\nevent = true\n{action}",
             w("\"!new_window\", \"over\"")
         ));
@@ -439,10 +442,16 @@ fn counter(
             "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\"{meta}]\n",
             w("\"!new_window\", \"!over\"")
         ));
+        // Over it, the countermeasure; the expiry starts again, once a second at most (a
+        // state write per dropped packet would cost the flood's every packet a map update).
         t.push_str(&format!(
-            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\", \"excess += 1\"{meta}]\n\
+            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\", \"excess += 1\"{meta}]\n{action}",
+            w("\"!new_window\", \"over\", \"armed\"")
+        ));
+        t.push_str(&format!(
+            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\", \"excess += 1\", \"rearmed = now\"{meta}]\n\
              next = \"{FLOOD}\"\nhard_timeout = {exp}\n{action}",
-            w("\"!new_window\", \"over\"")
+            w("\"!new_window\", \"over\", \"!armed\"")
         ));
     }
     t
@@ -536,7 +545,7 @@ mod tests {
         d.udp_flood.threshold = 0;
         assert_eq!(d.validate().unwrap_err().key, "udp_flood.threshold");
         d.udp_flood.threshold = 5;
-        d.reflection.ports = vec![1, 2, 3, 4, 5, 6, 7];
+        d.reflection.ports = vec![1, 2, 3, 4, 5, 6];
         assert_eq!(d.validate().unwrap_err().key, "reflection.ports");
     }
 }
