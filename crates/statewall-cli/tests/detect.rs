@@ -21,14 +21,13 @@ use statewall::{
     engine::ebpf::{PROG_DETECT, PROG_XDP_INGRESS},
 };
 use statewall_common::{
-    detect::{lpm_key, Block, COUNTERS, C_ALLOWED, C_BLOCKED, MAP_ALLOW, MAP_BLOCK, MAP_COUNT},
+    detect::{Block, COUNTERS, C_ALLOWED, C_BLOCKED, MAP_ALLOW, MAP_BLOCK, MAP_COUNT},
     TCX_NEXT, TC_ACT_SHOT, XDP_DROP, XDP_PASS,
 };
 use statewall_harness::{netns::Pair, packet::Packet, testrun::TestBed};
 
 fn key(p: &Prefix) -> Key<[u8; 20]> {
-    let (family, bytes) = p.family_bytes();
-    let (len, data) = lpm_key(family, &bytes, p.len as u32);
+    let (len, data) = p.lpm_key();
     Key::new(len, data)
 }
 
@@ -36,19 +35,12 @@ fn key(p: &Prefix) -> Key<[u8; 20]> {
 /// fd00:100::/32), of any length down to /8 (/16 for IPv6).
 fn random_prefix(rng: &mut StdRng) -> Prefix {
     let a = random_addr(rng);
-    let max = if a.is_ipv4() { 32 } else { 128 };
-    let len = rng.random_range(if a.is_ipv4() { 8 } else { 16 }..=max);
-    let masked = match a {
-        IpAddr::V4(v) => {
-            let m = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
-            IpAddr::V4((u32::from(v) & m).into())
-        }
-        IpAddr::V6(v) => {
-            let m = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
-            IpAddr::V6((u128::from(v) & m).into())
-        }
+    let len = if a.is_ipv4() {
+        rng.random_range(8..=32)
+    } else {
+        rng.random_range(16..=128)
     };
-    Prefix::parse(&format!("{masked}/{len}")).unwrap()
+    Prefix::new(a, len)
 }
 
 /// A source from a small space, so that drawn prefixes and addresses meet often.
@@ -563,6 +555,25 @@ fn the_allowlist_is_never_blocked_and_blocks_drop_until_released() {
         (m["target"].as_str(), m["dropped"].as_u64()),
         (Some("10.104.0.0/14"), Some(sent))
     );
+    // A block inside it is a block of its own, with its own count; releasing an address
+    // that only a wider block holds is no release.
+    b.d.ok(
+        "POST",
+        "/api/v1/detect/blocks",
+        r#"{"prefix": "10.104.1.1"}"#,
+    );
+    let ms = mitigations(&b.d);
+    let own = ms.iter().find(|m| m["target"] == "10.104.1.1/32").unwrap();
+    assert_eq!(own["dropped"].as_u64(), Some(0), "{own}");
+    b.d.ok("DELETE", "/api/v1/detect/10.104.1.1", "");
+    let r = statewall::client::request_blocking(
+        &b.d.socket,
+        "DELETE",
+        "/api/v1/detect/10.104.1.2",
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 404, "{}", r.body);
     // A wider block: the allowlisted prefix inside it still passes.
     b.d.ok(
         "POST",
@@ -680,4 +691,31 @@ fn in_xdp_the_detectors_and_blocks_act_before_the_stack() {
     assert_eq!(received(&b, "udp") - before, 0);
     let ms = mitigations(&b.d);
     assert_eq!(row(&ms, "block").unwrap()["dropped"].as_u64(), Some(sent));
+}
+
+/// Without `[detect]` the stage is off: a block is refused (409, saying why), since no
+/// program would drop it on tcx.
+#[test]
+fn without_the_section_a_block_is_refused() {
+    let pair = Pair::new("dto");
+    let p = Paths::new("dto");
+    std::fs::write(
+        &p.config,
+        format!(
+            "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n",
+            pair.server_if, pair.server.name
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&p, &[]);
+    let r = statewall::client::request_blocking(
+        &d.socket,
+        "POST",
+        "/api/v1/detect/blocks",
+        Some(r#"{"prefix": "198.51.100.0/24"}"#.into()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("[detect]"), "{}", r.body);
+    assert_eq!(d.get("/api/v1/detect")["mode"], Value::Null);
 }

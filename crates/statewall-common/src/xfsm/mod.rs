@@ -1551,12 +1551,6 @@ pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
     let g = t.ctl(CTL_GEN);
     let generation = g & 1;
     let mut mask = (g >> 8) & 0xff;
-    if g & CTL_HAS_EXEMPT != 0 && mask != 0 {
-        let exempt = (t.ctl(CTL_EXEMPT) >> (8 * generation)) & mask;
-        if exempt != 0 && t.allowed(p) {
-            mask &= !exempt;
-        }
-    }
     if mask == 0 {
         return None;
     }
@@ -1583,6 +1577,17 @@ pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
     } else {
         now()
     };
+    // Machines exempt for an allowlisted source (the `detect` stage's detectors, which act
+    // on ingress): asked once the fast path has not ruled the packet out.
+    if g & CTL_HAS_EXEMPT != 0 && dir == DIR_INGRESS {
+        let exempt = (t.ctl(CTL_EXEMPT) >> (8 * generation)) & mask;
+        if exempt != 0 && t.allowed(p) {
+            mask &= !exempt;
+            if mask == 0 {
+                return None;
+            }
+        }
+    }
     let mut c = Ctx {
         p,
         now,

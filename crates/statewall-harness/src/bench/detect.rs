@@ -6,7 +6,7 @@
 use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
 use statewall::{config::Config, detect::Prefix, engine::ebpf};
 use statewall_common::{
-    detect::{lpm_key, Block, MAP_BLOCK},
+    detect::{Block, MAP_BLOCK},
     TC_ACT_SHOT,
 };
 
@@ -59,12 +59,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         .raw_machines()
         .map_err(|(a, m)| anyhow::anyhow!("{a}: {m}"))?;
     let mut compiled = statewall::xfsm::compile(&[], &raws)?;
-    compiled.exempt_mask = cfg
-        .machines
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.exempt)
-        .fold(0, |a, (i, _)| a | 1 << i);
+    compiled.exempt_mask = statewall::xfsm::config::exempt_mask(&cfg.machines, 0);
     statewall::xfsm::write_tables(&mut bed, &compiled, None)?;
     let now = bed.kernel_now();
     bed.freeze(now);
@@ -108,8 +103,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         let mut t: LpmTrie<&mut MapData, [u8; 20], Block> = bed.map(MAP_BLOCK).try_into()?;
         for i in 0..1000u32 {
             let p = Prefix::parse(&format!("198.18.{}.{}/32", i / 250, i % 250))?;
-            let (family, bytes) = p.family_bytes();
-            let (len, data) = lpm_key(family, &bytes, p.len as u32);
+            let (len, data) = p.lpm_key();
             t.insert(&Key::new(len, data), Block::default(), 0)?;
         }
     }

@@ -32,17 +32,17 @@ fn find_door(g: &Inner, name: &str) -> Result<KnockConfig, DoorError> {
 pub fn on_kernel_event(s: &Shared, e: &Event) {
     // Doors are machines 0.., the `[[xfsm]]` machines follow: their events are
     // published the same way, under the machine's name.
-    let (door, name, from, to, reg_names) = {
+    let (door, name, from, to, reg_names, detector) = {
         let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(c) = g.engine.xfsm_compiled() else {
             return;
         };
         let m = e.machine as usize;
         let nk = g.config.knocks.len();
-        let (door, name, regs) = match g.config.knocks.get(m) {
-            Some(k) => (Some(k.clone()), k.name.clone(), Vec::new()),
+        let (door, name, regs, detector) = match g.config.knocks.get(m) {
+            Some(k) => (Some(k.clone()), k.name.clone(), Vec::new(), false),
             None => match g.config.machines.get(m - nk) {
-                Some(x) => (None, x.name.clone(), x.registers.clone()),
+                Some(x) => (None, x.name.clone(), x.registers.clone(), x.exempt),
                 None => return,
             },
         };
@@ -52,16 +52,14 @@ pub fn on_kernel_event(s: &Shared, e: &Event) {
             c.state_name(m, e.old_state),
             c.state_name(m, e.new_state),
             regs,
+            detector,
         )
     };
     let registers = (matches!(e.reason, reason::TRANSITION | reason::ACTION)
         && !reg_names.is_empty())
     .then(|| reg_names.into_iter().zip(e.regs).collect());
     let source = event_source(e);
-    if name.starts_with(crate::detect::MACHINE_PREFIX)
-        && to == crate::detect::FLOOD
-        && from != crate::detect::FLOOD
-    {
+    if detector && to == crate::detect::FLOOD && from != crate::detect::FLOOD {
         // (The event's registers are those before the transition's updates; its address
         // is the packet's source, one of the flood's.)
         let count = e.regs[1];

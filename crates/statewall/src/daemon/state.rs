@@ -291,6 +291,12 @@ pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
     engine
         .apply_detect_allowlist(&allow)
         .context("writing the detect allowlist")?;
+    if cfg.detect.is_none() {
+        // The stage is off: no block stays in force (the XDP program checks them always).
+        engine
+            .detect_unblock_all()
+            .context("clearing the detect blocks")?;
+    }
     engine
         .apply_xfsm(&cfg.xfsm_input())
         .context("writing the xfsm tables")?;

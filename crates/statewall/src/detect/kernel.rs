@@ -33,8 +33,7 @@ pub struct Mitigation {
 pub const COUNTER_NAMES: [&str; kd::COUNTERS as usize] = ["allowed", "blocked", "expired"];
 
 fn key_of(p: &Prefix) -> Key<[u8; 20]> {
-    let (family, bytes) = p.family_bytes();
-    let (len, data) = kd::lpm_key(family, &bytes, p.len as u32);
+    let (len, data) = p.lpm_key();
     Key::new(len, data)
 }
 
@@ -79,10 +78,19 @@ impl Engine {
             LpmTrie::try_from(self.map_mut_checked(MAP_BLOCK)?)
                 .map_err(|e| map_err(MAP_BLOCK, e))?;
         let k = key_of(p);
-        let mut b = t.get(&k, 0).unwrap_or(Block {
-            since_ns: now,
-            ..Default::default()
-        });
+        // A lookup finds the longest prefix holding the key: only the exact prefix's own
+        // block keeps its counts.
+        let exact = t
+            .keys()
+            .filter_map(|r| r.ok())
+            .any(|x| x.prefix_len() == k.prefix_len() && x.data() == k.data());
+        let mut b = match t.get(&k, 0) {
+            Ok(b) if exact => b,
+            _ => Block {
+                since_ns: now,
+                ..Default::default()
+            },
+        };
         b.expires_ns = expires_ns;
         t.insert(&k, b, 0).map_err(|e| match e {
             aya::maps::MapError::SyscallError(ref s)
@@ -101,12 +109,25 @@ impl Engine {
         let mut t: LpmTrie<&mut MapData, [u8; 20], Block> =
             LpmTrie::try_from(self.map_mut_checked(MAP_BLOCK)?)
                 .map_err(|e| map_err(MAP_BLOCK, e))?;
-        let k = key_of(p);
-        if t.get(&k, 0).is_err() {
-            return Ok(false);
+        // Removed by its exact key (a lookup would find a wider block holding it).
+        match t.remove(&key_of(p)) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(ref s))
+                if s.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err(MAP_BLOCK, e)),
         }
-        t.remove(&k).map_err(|e| map_err(MAP_BLOCK, e))?;
-        Ok(true)
+    }
+
+    /// Lifts every block (the stage turned off).
+    pub fn detect_unblock_all(&mut self) -> Result<()> {
+        for (p, _) in self.detect_blocks()? {
+            self.detect_unblock(&p)?;
+        }
+        Ok(())
     }
 
     /// Every block: (prefix, value).

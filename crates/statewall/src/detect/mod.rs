@@ -67,9 +67,9 @@ impl Default for DetectConfig {
             mode: Mode::Monitor,
             allowlist: Vec::new(),
             expiry: Dur::secs(30),
-            syn_flood: Detector::with(1000),
-            udp_flood: Detector::with(20000),
-            icmp_flood: Detector::with(1000),
+            syn_flood: Detector::default(),
+            udp_flood: Detector::default(),
+            icmp_flood: Detector::default(),
             reflection: Reflection::default(),
         }
     }
@@ -93,21 +93,23 @@ pub struct Detector {
     /// Whether it runs.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Packets per second to one destination at which it fires.
-    pub threshold: u64,
+    /// Packets per second to one destination at which it fires (absent: the detector's
+    /// default, [`DEFAULT_THRESHOLDS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u64>,
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Detector {
+            enabled: true,
+            threshold: None,
+        }
+    }
 }
 
 fn yes() -> bool {
     true
-}
-
-impl Detector {
-    fn with(threshold: u64) -> Detector {
-        Detector {
-            enabled: true,
-            threshold,
-        }
-    }
 }
 
 /// The reflection detector: UDP from well-known amplifier ports.
@@ -118,7 +120,8 @@ pub struct Reflection {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Packets per second to one destination from these ports at which it fires.
-    pub threshold: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u64>,
     /// Amplifier source ports (at most [`MAX_AMP_PORTS`]).
     #[serde(default = "amp_ports")]
     pub ports: Vec<u16>,
@@ -137,10 +140,28 @@ impl Default for Reflection {
     fn default() -> Self {
         Reflection {
             enabled: true,
-            threshold: 1000,
+            threshold: None,
             ports: amp_ports(),
         }
     }
+}
+
+/// The detectors' default thresholds, in [`DETECTORS`] order.
+pub const DEFAULT_THRESHOLDS: [u64; 4] = [1000, 20000, 1000, 1000];
+
+/// One detector as configured: its name in `[detect]`, whether it runs, its threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Configured {
+    /// `syn_flood`, `udp_flood`, `icmp_flood`, `reflection`.
+    pub name: &'static str,
+    /// Its machine's name.
+    pub machine: &'static str,
+    /// What it counts.
+    pub what: &'static str,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// Packets per second to one destination at which it fires.
+    pub threshold: u64,
 }
 
 /// A `[detect]` value that cannot be used: (key, what is wrong).
@@ -208,6 +229,26 @@ impl Prefix {
         Ok(p)
     }
 
+    /// The prefix of `len` bits (at most the address's) holding `addr`.
+    pub fn new(addr: IpAddr, len: u8) -> Prefix {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+            v4 => v4,
+        };
+        let len = len.min(if addr.is_ipv4() { 32 } else { 128 });
+        let p = Prefix { addr, len };
+        Prefix {
+            addr: p.masked(),
+            len,
+        }
+    }
+
+    /// The kernel's LPM key of the prefix (`statewall_common::detect::lpm_key`).
+    pub fn lpm_key(&self) -> (u32, [u8; 20]) {
+        let (family, bytes) = self.family_bytes();
+        statewall_common::detect::lpm_key(family, &bytes, self.len as u32)
+    }
+
     fn masked(&self) -> IpAddr {
         match self.addr {
             IpAddr::V4(a) => {
@@ -272,22 +313,16 @@ impl DetectConfig {
     /// Checks every value; the machines are checked with the other machines.
     pub fn validate(&self) -> Result<(), DetectError> {
         self.allow_prefixes()?;
-        if self.expiry.0 < std::time::Duration::from_secs(1) {
-            return Err(bad("expiry", "at least 1s"));
+        // (The expiry is re-armed once a second: a shorter one could lapse under a flood.)
+        if self.expiry.0 < std::time::Duration::from_secs(2) {
+            return Err(bad("expiry", "at least 2s"));
         }
-        for (name, d) in [
-            ("syn_flood", &self.syn_flood),
-            ("udp_flood", &self.udp_flood),
-            ("icmp_flood", &self.icmp_flood),
-        ] {
-            if d.threshold == 0 {
-                return Err(bad(&format!("{name}.threshold"), "at least 1 a second"));
+        for d in self.detectors() {
+            if d.enabled && d.threshold == 0 {
+                return Err(bad(&format!("{}.threshold", d.name), "at least 1 a second"));
             }
         }
         let r = &self.reflection;
-        if r.threshold == 0 {
-            return Err(bad("reflection.threshold", "at least 1 a second"));
-        }
         if r.enabled && (r.ports.is_empty() || r.ports.len() > MAX_AMP_PORTS) {
             return Err(bad(
                 "reflection.ports",
@@ -298,6 +333,23 @@ impl DetectConfig {
             return Err(bad("reflection.ports", "port 0"));
         }
         Ok(())
+    }
+
+    /// The four detectors, in [`DETECTORS`] order, with their thresholds resolved.
+    pub fn detectors(&self) -> [Configured; 4] {
+        let set = [
+            (self.syn_flood.enabled, self.syn_flood.threshold),
+            (self.udp_flood.enabled, self.udp_flood.threshold),
+            (self.icmp_flood.enabled, self.icmp_flood.threshold),
+            (self.reflection.enabled, self.reflection.threshold),
+        ];
+        std::array::from_fn(|i| Configured {
+            name: DETECTORS[i].0,
+            machine: DETECTORS[i].1,
+            what: DETECTORS[i].2,
+            enabled: set[i].0,
+            threshold: set[i].1.unwrap_or(DEFAULT_THRESHOLDS[i]),
+        })
     }
 
     /// The allowlist, parsed.
@@ -316,18 +368,23 @@ impl DetectConfig {
     pub fn machines(&self) -> Vec<String> {
         let enforce = self.mode == Mode::Enforce;
         let exp = self.expiry;
+        let [syn, udp, icmp, refl] = self.detectors().map(|d| d.threshold);
         let mut out = Vec::new();
         let mut add = |text: String| out.push(text);
         if self.syn_flood.enabled {
             let filter = "proto = \"tcp\"\ntcpflags = \"syn,!ack\"\n";
             // Under a flood the SYNs go on to the verifier, which admits retransmissions.
-            let meta = if enforce { ", \"meta = 1\"" } else { "" };
+            let meta = if enforce {
+                format!(", \"meta = {SYN_FLOOD_META:#x}\"")
+            } else {
+                String::new()
+            };
             add(counter(
                 "detect-syn",
-                self.syn_flood.threshold,
+                syn,
                 exp,
                 &[("", filter.into())],
-                meta,
+                &meta,
                 false,
             ));
             if enforce {
@@ -337,7 +394,7 @@ impl DetectConfig {
         if self.udp_flood.enabled {
             add(counter(
                 "detect-udp",
-                self.udp_flood.threshold,
+                udp,
                 exp,
                 &[("", "proto = \"udp\"\n".into())],
                 "",
@@ -347,7 +404,7 @@ impl DetectConfig {
         if self.icmp_flood.enabled {
             add(counter(
                 "detect-icmp",
-                self.icmp_flood.threshold,
+                icmp,
                 exp,
                 &[
                     ("", "proto = \"icmp\"\n".into()),
@@ -364,14 +421,7 @@ impl DetectConfig {
                 .enumerate()
                 .map(|(i, _)| (AMP[i], "proto = \"udp\"\n".to_string()))
                 .collect();
-            let mut text = counter(
-                "detect-reflection",
-                self.reflection.threshold,
-                exp,
-                &conds,
-                "",
-                enforce,
-            );
+            let mut text = counter("detect-reflection", refl, exp, &conds, "", enforce);
             for (i, p) in ports.iter().enumerate() {
                 text.push_str(&format!(
                     "[[condition]]\nname = \"{}\"\ntest = \"src_port == {p}\"\n",
@@ -457,18 +507,25 @@ fn counter(
     t
 }
 
-/// The SYN verifier of `enforce`: while the destination is under a SYN flood (`meta` 1),
+/// The `meta` value the SYN detector hands its verifier while the destination is under a
+/// flood (a value of its own: a user's machine that sets `meta` to a small number must
+/// not turn the verifier on).
+pub const SYN_FLOOD_META: u64 = 0x5357_de7e_c75f_1d00;
+
+/// The SYN verifier of `enforce`: while the destination is under a SYN flood (`meta` is
+/// [`SYN_FLOOD_META`]),
 /// the first SYN of each (source, source port, destination, port) is dropped and
 /// remembered for 3 s; its retransmission passes. `dropped` (a global) counts the drops.
 fn syn_verifier() -> String {
-    "name = \"detect-syn-verify\"\n\
+    format!(
+        "name = \"detect-syn-verify\"\n\
      lookup = [\"src_ip\", \"dst_ip\", \"src_port\", \"dst_port\"]\n\
      states = [\"PROBED\"]\nglobals = [\"dropped\"]\ntable = \"lru\"\n\
-     [[condition]]\nname = \"flood\"\ntest = \"meta == 1\"\n\
+     [[condition]]\nname = \"flood\"\ntest = \"meta == {SYN_FLOOD_META:#x}\"\n\
      [[transition]]\nproto = \"tcp\"\ntcpflags = \"syn,!ack\"\nwhen = [\"flood\"]\n\
      action = \"drop\"\nnext = \"PROBED\"\nidle_timeout = \"3s\"\nupdate = [\"dropped += 1\"]\n\
      [[transition]]\nstate = \"PROBED\"\nproto = \"tcp\"\ntcpflags = \"syn,!ack\"\nnext = \"DEFAULT\"\n"
-        .into()
+    )
 }
 
 #[cfg(test)]
@@ -535,6 +592,27 @@ mod tests {
     }
 
     #[test]
+    fn a_detector_turns_off_without_a_threshold_and_defaults_fill_in() {
+        let d: DetectConfig =
+            toml::from_str("syn_flood = { enabled = false }\nudp_flood = { threshold = 7 }\n")
+                .unwrap();
+        d.validate().unwrap();
+        let c = d.detectors();
+        assert!(!c[0].enabled);
+        assert_eq!(c.map(|c| c.threshold), [1000, 7, 1000, 1000]);
+        let names: Vec<String> = d
+            .machines()
+            .iter()
+            .map(|t| {
+                toml::from_str::<crate::xfsm::config::XfsmConfig>(t)
+                    .unwrap()
+                    .name
+            })
+            .collect();
+        assert_eq!(names, ["detect-udp", "detect-icmp", "detect-reflection"]);
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let mut d = DetectConfig {
             allowlist: vec!["10.0.0.1".into(), "10.0.0.1/8".into()],
@@ -542,9 +620,11 @@ mod tests {
         };
         assert_eq!(d.validate().unwrap_err().key, "allowlist[1]");
         d.allowlist.clear();
-        d.udp_flood.threshold = 0;
+        d.udp_flood.threshold = Some(0);
         assert_eq!(d.validate().unwrap_err().key, "udp_flood.threshold");
-        d.udp_flood.threshold = 5;
+        d.udp_flood.enabled = false;
+        assert!(d.validate().is_ok(), "a detector turned off is not checked");
+        d.udp_flood.threshold = Some(5);
         d.reflection.ports = vec![1, 2, 3, 4, 5, 6];
         assert_eq!(d.validate().unwrap_err().key, "reflection.ports");
     }

@@ -185,6 +185,16 @@ pub struct XfsmConfig {
     #[serde(skip)]
     pub exempt: bool,
 }
+/// The machines exempt for allowlisted sources, as a bit per machine index (`machines`
+/// follow `doors` doors).
+pub fn exempt_mask(machines: &[XfsmConfig], doors: usize) -> u32 {
+    machines
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.exempt)
+        .fold(0, |a, (i, _)| a | 1 << (doors + i))
+}
+
 /// `[[xfsm.condition]]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -49,12 +49,7 @@ impl Engine {
             crate::xfsm::compile(doors, &raws).map_err(|e| EngineError::Doors(e.to_string()))?;
         let switch_masks = crate::xfsm::switch::masks(cfg.switches, cfg.machines, doors.len());
         compiled.switch_mask = switch_masks.iter().fold(0, |a, m| a | m);
-        compiled.exempt_mask = cfg
-            .machines
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.exempt)
-            .fold(0, |a, (i, _)| a | 1 << (doors.len() + i));
+        compiled.exempt_mask = crate::xfsm::config::exempt_mask(cfg.machines, doors.len());
         // A machine whose door changed (or whose previous door is unknown: the first write
         // of this process) starts with no states: an old state id means nothing in the new
         // machine. When only its sequences changed (a one-time sequence used, a new time

@@ -64,6 +64,12 @@ pub fn check(
             if !taken.insert(m.as_str()) {
                 return Err((at("machines"), format!("{m:?} already runs on a switch")));
             }
+            if mc.exempt {
+                return Err((
+                    at("machines"),
+                    format!("{m:?} is a [detect] detector: it runs on the interfaces' hooks"),
+                ));
+            }
             if let Some(j) = mc
                 .transitions
                 .iter()

@@ -42,6 +42,7 @@ pub(crate) fn detector_machines(g: &Inner) -> Vec<(usize, String, u64)> {
     let Some(d) = &g.config.detect else {
         return Vec::new();
     };
+    let dets = d.detectors();
     let nk = g.config.knocks.len();
     g.config
         .machines
@@ -49,12 +50,11 @@ pub(crate) fn detector_machines(g: &Inner) -> Vec<(usize, String, u64)> {
         .enumerate()
         .filter(|(_, m)| m.exempt)
         .map(|(i, m)| {
-            let threshold = match m.name.as_str() {
-                "detect-syn" | "detect-syn-verify" => d.syn_flood.threshold,
-                "detect-udp" => d.udp_flood.threshold,
-                "detect-icmp" => d.icmp_flood.threshold,
-                _ => d.reflection.threshold,
-            };
+            // (The SYN verifier goes with the SYN detector.)
+            let threshold = dets
+                .iter()
+                .find(|c| m.name.starts_with(c.machine))
+                .map_or(0, |c| c.threshold);
             (nk + i, m.name.clone(), threshold)
         })
         .collect()
@@ -78,15 +78,11 @@ pub(crate) fn overview(g: &Inner) -> Result<serde_json::Value, ApiError> {
     let (mode, allowlist, detectors) = match &g.config.detect {
         None => (json!(null), json!([]), json!([])),
         Some(d) => {
-            let list: Vec<_> = [
-                ("syn_flood", d.syn_flood.enabled, d.syn_flood.threshold),
-                ("udp_flood", d.udp_flood.enabled, d.udp_flood.threshold),
-                ("icmp_flood", d.icmp_flood.enabled, d.icmp_flood.threshold),
-                ("reflection", d.reflection.enabled, d.reflection.threshold),
-            ]
-            .into_iter()
-            .map(|(n, on, t)| json!({"name": n, "enabled": on, "threshold": t}))
-            .collect();
+            let list: Vec<_> = d
+                .detectors()
+                .iter()
+                .map(|c| json!({"name": c.name, "enabled": c.enabled, "threshold": c.threshold}))
+                .collect();
             (json!(d.mode), json!(d.allowlist), json!(list))
         }
     };
@@ -121,14 +117,15 @@ async fn block(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
         ));
     }
     let mut g = lock(&s);
-    let allow = g
-        .config
-        .detect
-        .as_ref()
-        .map(|d| d.allow_prefixes())
-        .transpose()
-        .map_err(ApiError::internal)?
-        .unwrap_or_default();
+    let Some(d) = &g.config.detect else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "the detect stage is off: add a [detect] section to the config (its blocks run \
+             first on ingress)"
+                .into(),
+        ));
+    };
+    let allow = d.allow_prefixes().map_err(ApiError::internal)?;
     if let Some(a) = allow.iter().find(|a| a.len <= p.len && a.contains(p.addr)) {
         return Err(ApiError(
             StatusCode::CONFLICT,
