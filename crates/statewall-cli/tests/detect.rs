@@ -605,12 +605,13 @@ fn the_allowlist_is_never_blocked_and_blocks_drop_until_released() {
 
 /// A real tool: hping3 sends 3,000 UDP datagrams and 3,000 ICMP echo requests from the
 /// client's own address at about 5,000 a second (bounded by `-c`); `enforce` holds each to
-/// its threshold and reports it, and the legitimate TCP client is not touched.
+/// its threshold and reports it, and the legitimate TCP client is not touched. (hping3
+/// lingers about a second after its last packet: the expiry is 5 s here.)
 #[test]
 fn hping3_floods_are_detected_and_held() {
     let b = bed(
         "dth",
-        "mode = \"enforce\"\nexpiry = \"2s\"\nudp_flood.threshold = 300\nicmp_flood.threshold = 300\n",
+        "mode = \"enforce\"\nexpiry = \"5s\"\nudp_flood.threshold = 300\nicmp_flood.threshold = 300\n",
     );
     let lg = legit(&b);
     let server = b.pair.server_v4.to_string();
