@@ -3,9 +3,40 @@
 //! flag masks. They parse from and write back to the config file's notation; imports
 //! nothing of this crate.
 
-use std::fmt;
+use std::{fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
+
+/// Masks an address to a prefix length (the firewall's rules, the detect stage's
+/// prefixes).
+pub fn mask(a: IpAddr, len: u8) -> IpAddr {
+    match a {
+        IpAddr::V4(v) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len.min(32) as u32)
+            };
+            IpAddr::from((u32::from(v) & m).to_be_bytes())
+        }
+        IpAddr::V6(v) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len.min(128) as u32)
+            };
+            IpAddr::from((u128::from(v) & m).to_be_bytes())
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it maps; any other unchanged.
+pub fn unmapped(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(a),
+        v4 => v4,
+    }
+}
 
 /// A value written in the config's notation that does not read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -39,15 +39,12 @@ fn key_of(p: &Prefix) -> Key<[u8; 20]> {
 
 fn prefix_of(k: &Key<[u8; 20]>) -> Prefix {
     let d = k.data();
-    let len = (k.prefix_len().saturating_sub(32)) as u8;
-    let addr = if d[0] == 4 {
-        std::net::IpAddr::from([d[4], d[5], d[6], d[7]])
-    } else {
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&d[4..20]);
-        std::net::IpAddr::from(b)
-    };
-    Prefix { addr, len }
+    let mut addr = [0u8; 16];
+    addr.copy_from_slice(&d[4..20]);
+    Prefix {
+        addr: crate::gate::addr_ip(d[0], &addr),
+        len: (k.prefix_len().saturating_sub(32)) as u8,
+    }
 }
 
 impl Engine {

@@ -206,11 +206,8 @@ impl Prefix {
         let addr: IpAddr = a
             .trim()
             .parse()
+            .map(crate::types::unmapped)
             .map_err(|_| PrefixError(format!("{s:?}: not an IP address or prefix")))?;
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-            v4 => v4,
-        };
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             None => max,
@@ -219,11 +216,10 @@ impl Prefix {
                 _ => return Err(PrefixError(format!("{s:?}: the length must be 0 to {max}"))),
             },
         };
-        let p = Prefix { addr, len };
-        if p.masked() != addr {
+        let p = Prefix::new(addr, len);
+        if p.addr != addr {
             return Err(PrefixError(format!(
-                "{s:?}: bits set past /{len} (did you mean {}/{len}?)",
-                p.masked()
+                "{s:?}: bits set past /{len} (did you mean {p}?)"
             )));
         }
         Ok(p)
@@ -231,62 +227,24 @@ impl Prefix {
 
     /// The prefix of `len` bits (at most the address's) holding `addr`.
     pub fn new(addr: IpAddr, len: u8) -> Prefix {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-            v4 => v4,
-        };
+        let addr = crate::types::unmapped(addr);
         let len = len.min(if addr.is_ipv4() { 32 } else { 128 });
-        let p = Prefix { addr, len };
         Prefix {
-            addr: p.masked(),
+            addr: crate::types::mask(addr, len),
             len,
         }
     }
 
     /// The kernel's LPM key of the prefix (`statewall_common::detect::lpm_key`).
     pub fn lpm_key(&self) -> (u32, [u8; 20]) {
-        let (family, bytes) = self.family_bytes();
+        let (family, bytes) = crate::gate::ip_bytes(self.addr);
         statewall_common::detect::lpm_key(family, &bytes, self.len as u32)
-    }
-
-    fn masked(&self) -> IpAddr {
-        match self.addr {
-            IpAddr::V4(a) => {
-                let m = u32::MAX.checked_shl(32 - self.len as u32).unwrap_or(0);
-                IpAddr::V4((u32::from(a) & m).into())
-            }
-            IpAddr::V6(a) => {
-                let m = u128::MAX.checked_shl(128 - self.len as u32).unwrap_or(0);
-                IpAddr::V6((u128::from(a) & m).into())
-            }
-        }
     }
 
     /// True when `a` is inside.
     pub fn contains(&self, a: IpAddr) -> bool {
-        let a = match a {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(a),
-            v4 => v4,
-        };
-        a.is_ipv4() == self.addr.is_ipv4()
-            && Prefix {
-                addr: a,
-                len: self.len,
-            }
-            .masked()
-                == self.addr
-    }
-
-    /// (family 4 or 6, address bytes as the kernel's packet holds them).
-    pub fn family_bytes(&self) -> (u8, [u8; 16]) {
-        let mut b = [0u8; 16];
-        match self.addr {
-            IpAddr::V4(a) => {
-                b[..4].copy_from_slice(&a.octets());
-                (4, b)
-            }
-            IpAddr::V6(a) => (6, a.octets()),
-        }
+        let a = crate::types::unmapped(a);
+        a.is_ipv4() == self.addr.is_ipv4() && crate::types::mask(a, self.len) == self.addr
     }
 }
 

@@ -47,27 +47,7 @@ pub struct Chain {
     pub accept_established: bool,
 }
 
-/// Masks an address to a prefix length.
-pub fn mask(a: IpAddr, len: u8) -> IpAddr {
-    match a {
-        IpAddr::V4(v) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - len.min(32) as u32)
-            };
-            IpAddr::from((u32::from(v) & m).to_be_bytes())
-        }
-        IpAddr::V6(v) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len.min(128) as u32)
-            };
-            IpAddr::from((u128::from(v) & m).to_be_bytes())
-        }
-    }
-}
+pub use crate::types::mask;
 
 fn family(a: &IpAddr) -> u8 {
     if a.is_ipv4() {

@@ -17,28 +17,26 @@ use crate::types::{Dur, PortSpec};
 /// The gate key of a source and (protocol number, port); an IPv4-mapped IPv6 address is
 /// the IPv4 host.
 pub fn key_for(addr: IpAddr, proto: u8, port: u16) -> GrantKey {
-    let mut k = GrantKey {
+    let (family, addr) = ip_bytes(addr);
+    GrantKey {
         proto,
         port,
-        ..Default::default()
-    };
-    match addr {
-        IpAddr::V4(a) => {
-            k.family = FAMILY_V4;
-            k.addr[..4].copy_from_slice(&a.octets());
-        }
-        IpAddr::V6(a) => {
-            // An IPv4-mapped address is the IPv4 host.
-            if let Some(v4) = a.to_ipv4_mapped() {
-                k.family = FAMILY_V4;
-                k.addr[..4].copy_from_slice(&v4.octets());
-            } else {
-                k.family = FAMILY_V6;
-                k.addr = a.octets();
-            }
-        }
+        family,
+        addr,
     }
-    k
+}
+
+/// An address as the kernel's keys hold it ([`addr_ip`] reads it back): (family,
+/// 16 bytes), IPv4 (an IPv4-mapped IPv6 address included) in the first 4 bytes.
+pub fn ip_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
+    let mut b = [0u8; 16];
+    match crate::types::unmapped(addr) {
+        IpAddr::V4(a) => {
+            b[..4].copy_from_slice(&a.octets());
+            (FAMILY_V4, b)
+        }
+        IpAddr::V6(a) => (FAMILY_V6, a.octets()),
+    }
 }
 
 /// The address in a key.
