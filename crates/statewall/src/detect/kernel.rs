@@ -239,23 +239,10 @@ impl Engine {
         };
         let mut n = 0;
         for map in [MAP_STATES, MAP_FIXED_STATES] {
-            let mut h: aya::maps::HashMap<&mut MapData, StateKey, StateVal> =
-                aya::maps::HashMap::try_from(self.map_mut_checked(map)?)
-                    .map_err(|e| map_err(map, e))?;
-            let keys: Vec<StateKey> = h.keys().filter_map(|k| k.ok()).filter(ours).collect();
-            for k in keys {
-                h.remove(&k).map_err(|e| map_err(map, e))?;
-                n += 1;
-            }
+            n += self.hash_remove_where::<StateKey, StateVal>(map, ours)?;
         }
         for map in [MAP_REGS, MAP_FIXED_REGS] {
-            let mut h: aya::maps::HashMap<&mut MapData, StateKey, FlowRegs> =
-                aya::maps::HashMap::try_from(self.map_mut_checked(map)?)
-                    .map_err(|e| map_err(map, e))?;
-            let keys: Vec<StateKey> = h.keys().filter_map(|k| k.ok()).filter(ours).collect();
-            for k in keys {
-                h.remove(&k).map_err(|e| map_err(map, e))?;
-            }
+            self.hash_remove_where::<StateKey, FlowRegs>(map, ours)?;
         }
         Ok(n)
     }

@@ -554,6 +554,25 @@ impl Engine {
         Ok(v)
     }
 
+    /// Removes the entries of a hash map whose key `pick` chooses; how many.
+    pub(crate) fn hash_remove_where<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        map: &str,
+        pick: impl Fn(&K) -> bool,
+    ) -> Result<usize> {
+        let mut h: BpfHashMap<&mut MapData, K, V> =
+            BpfHashMap::try_from(self.map_mut_checked(map)?).map_err(|e| map_err(map, e))?;
+        let keys: Vec<K> = h
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| pick(k))
+            .collect();
+        for k in &keys {
+            h.remove(k).map_err(|e| map_err(map, e))?;
+        }
+        Ok(keys.len())
+    }
+
     /// The kernel clock now.
     pub fn kernel_now(&self) -> u64 {
         // SW_CLOCK is among the maps `open` checked, with its layout.
