@@ -183,11 +183,10 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
         );
     }
     if g.config.detect.is_some() {
-        if let Ok(v) = crate::daemon::api::detect::overview(g) {
+        if let Ok(ms) = crate::daemon::api::detect::mitigations(g) {
             let mut by: std::collections::BTreeMap<String, u64> = Default::default();
-            for m in v["mitigations"].as_array().into_iter().flatten() {
-                *by.entry(m["detector"].as_str().unwrap_or("?").to_string())
-                    .or_default() += 1;
+            for m in ms {
+                *by.entry(m.detector).or_default() += 1;
             }
             let samples: Vec<_> = by
                 .into_iter()

@@ -7,7 +7,7 @@ use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
 use serde::Serialize;
 use statewall_common::detect::{self as kd, Block, MAP_ALLOW, MAP_BLOCK, MAP_COUNT};
 
-use super::{Prefix, DETECTORS, FLOOD};
+use super::{Configured, Prefix, FLOOD};
 use crate::engine::{map_err, Engine, EngineError, Result};
 
 /// A mitigation in force, as `GET /api/v1/detect` lists it.
@@ -161,25 +161,24 @@ impl Engine {
         Ok(COUNTER_NAMES.iter().copied().zip(sums).collect())
     }
 
-    /// The mitigations in force: the detector machines' destinations in `FLOOD` (the
-    /// machines at `machines`: (machine index, detector machine name, threshold)), then the
-    /// blocks.
-    pub fn detect_mitigations(&self, machines: &[(usize, &str, u64)]) -> Result<Vec<Mitigation>> {
+    /// The mitigations in force: the destinations the detectors' machines (`machines`:
+    /// machine index and detector) hold in `FLOOD`, then the blocks. `verifier` is the SYN
+    /// verifier's machine index, whose global count is the SYN detector's drops.
+    pub fn detect_mitigations(
+        &self,
+        machines: &[(usize, Configured)],
+        verifier: Option<usize>,
+    ) -> Result<Vec<Mitigation>> {
         let now = self.kernel_now();
         let left = |t: u64| (t != 0).then(|| t.saturating_sub(now) as f64 / 1e9);
         let mut out = Vec::new();
         let c = self.xfsm_compiled();
         let states = self.xfsm_states()?;
         let regs = self.xfsm_flow_regs()?;
-        let syn_dropped = machines
-            .iter()
-            .find(|(_, n, _)| *n == "detect-syn-verify")
-            .map(|(m, _, _)| self.xfsm_globals(*m).map(|g| g[0]))
+        let syn_dropped = verifier
+            .map(|m| self.xfsm_globals(m).map(|g| g[0]))
             .transpose()?;
-        for (m, name, threshold) in machines {
-            let Some((detector, _, what)) = DETECTORS.iter().find(|d| d.1 == *name) else {
-                continue;
-            };
+        for (m, d) in machines {
             for (k, v) in &states {
                 let in_flood = c.is_some_and(|c| c.state_name(*m, v.state) == FLOOD);
                 let live = v.hard_deadline == 0 || v.hard_deadline > now;
@@ -190,13 +189,14 @@ impl Engine {
                 let (count, excess) = r.map(|r| (r[1], r[2])).unwrap_or((0, 0));
                 let target = crate::gate::addr_ip(k.family, &k.addrs[0]);
                 out.push(Mitigation {
-                    detector: detector.to_string(),
+                    detector: d.name.to_string(),
                     target: target.to_string(),
                     scope: "destination",
                     reason: format!(
-                        "{count} {what} in the current one-second window, threshold {threshold}/s"
+                        "{count} {} in the current one-second window, threshold {}/s",
+                        d.what, d.threshold
                     ),
-                    dropped: if *name == "detect-syn" {
+                    dropped: if d.name == "syn_flood" {
                         syn_dropped.unwrap_or(excess)
                     } else {
                         excess

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Dur;
 
-/// Names of the machines `[detect]` writes start with this.
-pub const MACHINE_PREFIX: &str = "detect-";
+/// The SYN verifier's machine name (`enforce` only).
+pub const SYN_VERIFIER: &str = "detect-syn-verify";
 /// The state of a destination under a flood.
 pub const FLOOD: &str = "FLOOD";
 
@@ -476,7 +476,7 @@ pub const SYN_FLOOD_META: u64 = 0x5357_de7e_c75f_1d00;
 /// remembered for 3 s; its retransmission passes. `dropped` (a global) counts the drops.
 fn syn_verifier() -> String {
     format!(
-        "name = \"detect-syn-verify\"\n\
+        "name = \"{SYN_VERIFIER}\"\n\
      lookup = [\"src_ip\", \"dst_ip\", \"src_port\", \"dst_port\"]\n\
      states = [\"PROBED\"]\nglobals = [\"dropped\"]\ntable = \"lru\"\n\
      [[condition]]\nname = \"flood\"\ntest = \"meta == {SYN_FLOOD_META:#x}\"\n\

@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::{
     daemon::api::call::{lock, parse_body, ApiError},
     daemon::state::{Inner, Shared},
-    detect::{Prefix, DETECTORS},
+    detect::{kernel::Mitigation, Configured, Prefix, SYN_VERIFIER},
 };
 
 type ApiResult = Result<Response, ApiError>;
@@ -37,37 +37,43 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
         .route("/api/v1/detect/{*addr}", delete(release))
 }
 
-/// The detector machines of the config in force: (machine index, name, threshold).
-pub(crate) fn detector_machines(g: &Inner) -> Vec<(usize, String, u64)> {
+/// The detectors' machines of the config in force, (machine index, detector), and the
+/// SYN verifier's index.
+fn detector_machines(g: &Inner) -> (Vec<(usize, Configured)>, Option<usize>) {
     let Some(d) = &g.config.detect else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let dets = d.detectors();
     let nk = g.config.knocks.len();
-    g.config
+    let mut verifier = None;
+    let mut out = Vec::new();
+    for (i, m) in g
+        .config
         .machines
         .iter()
         .enumerate()
         .filter(|(_, m)| m.exempt)
-        .map(|(i, m)| {
-            // (The SYN verifier goes with the SYN detector.)
-            let threshold = dets
-                .iter()
-                .find(|c| m.name.starts_with(c.machine))
-                .map_or(0, |c| c.threshold);
-            (nk + i, m.name.clone(), threshold)
-        })
-        .collect()
+    {
+        match dets.iter().find(|c| c.machine == m.name) {
+            Some(c) => out.push((nk + i, *c)),
+            None if m.name == SYN_VERIFIER => verifier = Some(nk + i),
+            None => {}
+        }
+    }
+    (out, verifier)
+}
+
+/// The mitigations in force (`GET /api/v1/detect`, `/metrics`).
+pub(crate) fn mitigations(g: &Inner) -> Result<Vec<Mitigation>, ApiError> {
+    let (machines, verifier) = detector_machines(g);
+    g.engine
+        .detect_mitigations(&machines, verifier)
+        .map_err(ApiError::internal)
 }
 
 /// Everything `GET /api/v1/detect` shows (also for `statewall top`).
-pub(crate) fn overview(g: &Inner) -> Result<serde_json::Value, ApiError> {
-    let ms = detector_machines(g);
-    let refs: Vec<(usize, &str, u64)> = ms.iter().map(|(i, n, t)| (*i, n.as_str(), *t)).collect();
-    let mitigations = g
-        .engine
-        .detect_mitigations(&refs)
-        .map_err(ApiError::internal)?;
+fn overview(g: &Inner) -> Result<serde_json::Value, ApiError> {
+    let mitigations = mitigations(g)?;
     let counters: serde_json::Map<String, serde_json::Value> = g
         .engine
         .detect_counters()
@@ -155,11 +161,7 @@ async fn release(State(s): State<Arc<Shared>>, Path(addr): Path<String>) -> ApiR
     let mut g = lock(&s);
     let unblocked = g.engine.detect_unblock(&p).map_err(ApiError::internal)?;
     let full = p.len == if p.addr.is_ipv4() { 32 } else { 128 };
-    let ms: Vec<usize> = detector_machines(&g)
-        .into_iter()
-        .filter(|(_, n, _)| DETECTORS.iter().any(|d| d.1 == n))
-        .map(|(i, _, _)| i)
-        .collect();
+    let ms: Vec<usize> = detector_machines(&g).0.iter().map(|(i, _)| *i).collect();
     let released = if full {
         g.engine
             .detect_release_destination(&ms, p.addr)
