@@ -425,42 +425,70 @@ fn counter(
                 format!("when = [\"{cond}\", {more}]\n")
             }
         };
-        // DEFAULT: a new window starts the count; under the threshold, counted; at it,
-        // FLOOD (reported).
-        t.push_str(&format!(
-            "[[transition]]\n{m}{}update = [\"window = now\", \"count = 1\"]\n",
-            w("\"new_window\"")
-        ));
-        t.push_str(&format!(
-            "[[transition]]\n{m}{}update = [\"count += 1\"]\n",
-            w("\"!new_window\", \"!over\"")
-        ));
-        t.push_str(&format!(
-            "[[transition]]\n{m}{}update = [\"count += 1\", \"excess = 1\", \"rearmed = now\"{meta}]\n\
-             next = \"{FLOOD}\"\nhard_timeout = {exp}\nevent = true\n{action}",
-            w("\"!new_window\", \"over\"")
-        ));
-        // FLOOD: the same windows; over the threshold, the countermeasure, and the
-        // expiry starts again.
-        t.push_str(&format!(
-            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"window = now\", \"count = 1\"{meta}]\n",
-            w("\"new_window\"")
-        ));
-        t.push_str(&format!(
-            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\"{meta}]\n",
-            w("\"!new_window\", \"!over\"")
-        ));
-        // Over it, the countermeasure; the expiry starts again, once a second at most (a
-        // state write per dropped packet would cost the flood's every packet a map update).
-        t.push_str(&format!(
-            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\", \"excess += 1\"{meta}]\n{action}",
-            w("\"!new_window\", \"over\", \"armed\"")
-        ));
-        t.push_str(&format!(
-            "[[transition]]\nstate = \"{FLOOD}\"\n{m}{}update = [\"count += 1\", \"excess += 1\", \"rearmed = now\"{meta}]\n\
-             next = \"{FLOOD}\"\nhard_timeout = {exp}\n{action}",
-            w("\"!new_window\", \"over\", \"!armed\"")
-        ));
+        let flood = format!("state = \"{FLOOD}\"\n");
+        let to_flood = format!("next = \"{FLOOD}\"\nhard_timeout = {exp}\n");
+        // (state, conditions, updates, the rest). DEFAULT: a new window starts the count;
+        // under the threshold, counted; at it, FLOOD (reported). FLOOD: the same windows;
+        // over the threshold, the countermeasure, and the expiry starts again, once a
+        // second at most (a state write per dropped packet would cost the flood's every
+        // packet a map update).
+        let rows = [
+            (
+                "",
+                "\"new_window\"",
+                "\"window = now\", \"count = 1\"",
+                "",
+                String::new(),
+            ),
+            (
+                "",
+                "\"!new_window\", \"!over\"",
+                "\"count += 1\"",
+                "",
+                String::new(),
+            ),
+            (
+                "",
+                "\"!new_window\", \"over\"",
+                "\"count += 1\", \"excess = 1\", \"rearmed = now\"",
+                meta,
+                format!("{to_flood}event = true\n{action}"),
+            ),
+            (
+                &flood,
+                "\"new_window\"",
+                "\"window = now\", \"count = 1\"",
+                meta,
+                String::new(),
+            ),
+            (
+                &flood,
+                "\"!new_window\", \"!over\"",
+                "\"count += 1\"",
+                meta,
+                String::new(),
+            ),
+            (
+                &flood,
+                "\"!new_window\", \"over\", \"armed\"",
+                "\"count += 1\", \"excess += 1\"",
+                meta,
+                action.to_string(),
+            ),
+            (
+                &flood,
+                "\"!new_window\", \"over\", \"!armed\"",
+                "\"count += 1\", \"excess += 1\", \"rearmed = now\"",
+                meta,
+                format!("{to_flood}{action}"),
+            ),
+        ];
+        for (state, when, update, meta, rest) in rows {
+            t.push_str(&format!(
+                "[[transition]]\n{state}{m}{}update = [{update}{meta}]\n{rest}",
+                w(when)
+            ));
+        }
     }
     t
 }
