@@ -232,20 +232,32 @@ fn point(
     frame: &[u8],
     rate: u64,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let stop = AtomicBool::new(false);
     let before = counted(mode, pair, eng, n)?;
+    let (gp, sent, secs) = beside_flood(gen, pair, frame, rate, "1G")?;
+    let after = counted(mode, pair, eng, n)?;
+    Ok((gp, sent as f64 / secs, (after - before) as f64 / secs))
+}
+
+/// iperf3 capped at `cap` while `frame` floods at `rate`: (goodput in Gbit/s, frames
+/// sent, seconds the flood ran).
+fn beside_flood(
+    gen: &mut TestBed,
+    pair: &Pair,
+    frame: &[u8],
+    rate: u64,
+    cap: &str,
+) -> anyhow::Result<(f64, u64, f64)> {
+    let stop = AtomicBool::new(false);
     let t0 = Instant::now();
     let (gp, sent) = std::thread::scope(|s| {
         let h = s.spawn(|| flood(gen, pair, frame, rate, &stop));
         std::thread::sleep(Duration::from_millis(200));
-        let gp = goodput(pair);
+        let gp = goodput_capped(pair, cap);
         stop.store(true, Ordering::Relaxed);
         (gp, h.join().expect("the flood thread"))
     });
     let secs = t0.elapsed().as_secs_f64();
-    let (gp, sent) = (gp?, sent?);
-    let after = counted(mode, pair, eng, n)?;
-    Ok((gp, sent as f64 / secs, (after - before) as f64 / secs))
+    Ok((gp?, sent?, secs))
 }
 
 /// The rows: per mode, goodput without a flood, then at each rate as a ratio to it.
@@ -346,19 +358,9 @@ fn detect_row(gen: &mut TestBed, pair: &Pair, eng: &mut Engine) -> anyhow::Resul
     let frame = &frame[..];
     let calm = goodput_capped(pair, CAP)?;
     anyhow::ensure!(calm > 0.1, "detect: {calm} Gbit/s without a flood");
-    let stop = AtomicBool::new(false);
-    let t0 = Instant::now();
-    let (gp, sent) = std::thread::scope(|s| {
-        // Offered at 11x: the rate measured over the whole run (start and stop included)
-        // comes out a little under the offered one.
-        let h = s.spawn(|| flood(gen, pair, frame, 11 * SEGMENTS, &stop));
-        std::thread::sleep(Duration::from_millis(200));
-        let gp = goodput_capped(pair, CAP);
-        stop.store(true, Ordering::Relaxed);
-        (gp, h.join().expect("the flood thread"))
-    });
-    let secs = t0.elapsed().as_secs_f64();
-    let (gp, sent) = (gp?, sent?);
+    // Offered at 11x: the rate measured over the whole run (start and stop included)
+    // comes out a little under the offered one.
+    let (gp, sent, secs) = beside_flood(gen, pair, frame, 11 * SEGMENTS, CAP)?;
     let ratio = gp / calm;
     // The generator sends in the receiver's system call (see the module doc): when the
     // drop path is slower than the offered rate, fewer frames go out. The target holds
