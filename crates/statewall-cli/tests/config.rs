@@ -209,7 +209,7 @@ fn errors_say_what_and_where() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("[firewall] bitsets_max") && e.contains("64 to 65536"),
+        e.contains("[firewall] bitsets_max") && e.contains("256 to 65536"),
         "{e}"
     );
     let e = Config::parse("[daemon]\nbpffs_root = 3\n", "a.toml")

@@ -13,7 +13,10 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use statewall::engine::drain_ring;
 use statewall::{
     engine::ebpf::{PROG_FW_EGRESS, PROG_FW_INGRESS, PROG_FW_XDP},
-    firewall::rules::{compile, mask, write_tables, Chain, RefTables, Rule, Written},
+    firewall::{
+        rules::{mask, Chain, Rule},
+        tables::{Edit, Tables},
+    },
 };
 use statewall_common::firewall::{FwLog, MAP_FW_LOG};
 use statewall_common::{
@@ -31,7 +34,7 @@ use statewall_harness::{packet::Packet, testrun::TestBed};
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
-/// Bitset table size for the tests (half per generation).
+/// Bitset table size for the tests.
 const BITSETS: u32 = 8192;
 
 fn bed() -> TestBed {
@@ -237,7 +240,7 @@ fn scenario(
     nrules: usize,
     packets: usize,
     bed: &mut TestBed,
-    old: &mut [Option<Written>; 2],
+    t: &mut Tables,
     xdp: bool,
 ) -> std::collections::BTreeSet<&'static str> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -257,17 +260,17 @@ fn scenario(
             },
         );
     }
-    let c = compile(&chains).unwrap();
-    // Generations alternate: what was written two writes ago is the target's, and only
-    // what differs from it is written.
-    let (_, w) = write_tables(bed, &c, BITSETS / 2, old[0].as_ref()).unwrap();
-    old[0] = old[1].take();
-    old[1] = Some(w);
-    // Counters are per position: zero them for this scenario.
-    let before = stats(bed, &chains);
+    // The same tables for every scenario: only what differs from what the generation
+    // held is written.
+    t.set_chains(&chains, &[]).unwrap();
+    t.write(bed).unwrap();
+    // Counters of rules kept from the last scenario go on: count from here.
+    let before = stats(bed, t, &chains);
     let created_before = ct_created(bed);
     let mut created = 0u64;
-    let r = RefTables { c };
+    let r = &*t;
+    // The reference names rules by position; the tests by index.
+    let index = |ch: u32, pos: u32| r.positions(ch).binary_search(&pos).unwrap() as u32;
     let mut want: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     let mut ct_ref: std::collections::HashMap<CtKey, CtVal> = Default::default();
@@ -371,9 +374,9 @@ fn scenario(
             }
         }
         let mut logged = Vec::new();
-        let v = classify(&r, &p, ch, st, |rule| {
-            *want.entry((ch, rule)).or_default() += 1;
-            logged.push(rule);
+        let v = classify(r, &p, ch, st, |rule| {
+            *want.entry((ch, index(ch, rule))).or_default() += 1;
+            logged.push(index(ch, rule));
         });
         let accepted = !matches!(
             v,
@@ -404,7 +407,7 @@ fn scenario(
         }
         seen.insert(["ct new", "ct established", "ct related", "ct invalid"][st as usize]);
         if let FwVerdict::Rule(rule, _) = v {
-            *want.entry((ch, rule)).or_default() += 1;
+            *want.entry((ch, index(ch, rule))).or_default() += 1;
         }
         seen.insert(match v {
             FwVerdict::Pass => "pass",
@@ -438,7 +441,7 @@ fn scenario(
                 saddr: p.saddr,
                 daddr: p.daddr,
                 len: f.len() as u32,
-                rule,
+                rule: r.counter_ids(ch)[rule as usize],
                 sport: p.sport,
                 dport: p.dport,
                 chain: ch as u8,
@@ -484,7 +487,7 @@ fn scenario(
     if created > 0 {
         seen.insert("ct created");
     }
-    let after = stats(bed, &chains);
+    let after = stats(bed, t, &chains);
     for (k, n) in &after {
         let got = n - before.get(k).copied().unwrap_or(0);
         assert_eq!(
@@ -503,13 +506,18 @@ fn ct_created(bed: &mut TestBed) -> u64 {
     a.get(&CNT_CT_CREATED, 0).unwrap().iter().sum()
 }
 
-/// Packets per (chain, rule), summed over CPUs.
-fn stats(bed: &mut TestBed, chains: &BTreeMap<u32, Chain>) -> BTreeMap<(u32, u32), u64> {
+/// Packets per (chain, rule index), summed over CPUs.
+fn stats(
+    bed: &mut TestBed,
+    t: &Tables,
+    chains: &BTreeMap<u32, Chain>,
+) -> BTreeMap<(u32, u32), u64> {
     let a: PerCpuArray<&MapData, RuleStats> = (&*bed.map(MAP_FW_STATS)).try_into().unwrap();
     let mut out = BTreeMap::new();
     for (ch, c) in chains {
         for r in 0..c.rules.len() as u32 {
-            let v = a.get(&stats_slot(*ch, r), 0).unwrap();
+            let id = t.counter_ids(*ch)[r as usize];
+            let v = a.get(&stats_slot(*ch, id), 0).unwrap();
             out.insert((*ch, r), v.iter().map(|s| s.packets).sum());
         }
     }
@@ -523,22 +531,15 @@ static DAMAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 #[test]
 fn kernel_classifier_equals_reference() {
     let mut bed = bed();
-    let mut old = [None, None];
+    let mut t = Tables::new(BITSETS);
     let mut seen = std::collections::BTreeSet::new();
     let cases = soak_cases(40) as u64;
     for seed in 0..cases {
         let n = [1usize, 3, 10, 40, 200][seed as usize % 5];
-        seen.extend(scenario(
-            0xf1_0000 + seed,
-            n,
-            300,
-            &mut bed,
-            &mut old,
-            false,
-        ));
+        seen.extend(scenario(0xf1_0000 + seed, n, 300, &mut bed, &mut t, false));
     }
     // Thousands of rules, fewer packets.
-    seen.extend(scenario(0xf1_ffff, 3000, 400, &mut bed, &mut old, false));
+    seen.extend(scenario(0xf1_ffff, 3000, 400, &mut bed, &mut t, false));
     common::tally(
         "property: firewall frames, kernel = reference",
         SENT.load(std::sync::atomic::Ordering::Relaxed),
@@ -584,14 +585,14 @@ fn kernel_classifier_equals_reference_in_xdp() {
         let mut m: BpfHashMap<&mut MapData, u32, u32> = bed.map(MAP_FW_IFACES).try_into().unwrap();
         m.insert(1, IFACE_XDP, 0).unwrap();
     }
-    let mut old = [None, None];
+    let mut t = Tables::new(BITSETS);
     let mut seen = std::collections::BTreeSet::new();
     let cases = soak_cases(20) as u64;
     for seed in 0..cases {
         let n = [1usize, 3, 10, 40, 200][seed as usize % 5];
-        seen.extend(scenario(0xf2_0000 + seed, n, 300, &mut bed, &mut old, true));
+        seen.extend(scenario(0xf2_0000 + seed, n, 300, &mut bed, &mut t, true));
     }
-    seen.extend(scenario(0xf2_ffff, 3000, 300, &mut bed, &mut old, true));
+    seen.extend(scenario(0xf2_ffff, 3000, 300, &mut bed, &mut t, true));
     for k in [
         "rule drop",
         "rule accept",
@@ -614,8 +615,8 @@ fn kernel_classifier_equals_reference_in_xdp() {
             accept_established: false,
         },
     )]);
-    let c = compile(&chains).unwrap();
-    write_tables(&mut bed, &c, BITSETS / 2, old[0].as_ref()).unwrap();
+    t.set_chains(&chains, &[]).unwrap();
+    t.write(&mut bed).unwrap();
     let f = Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 1000, 53).build();
     assert_eq!(bed.run_xdp(PROG_FW_XDP, &f), XDP_DROP);
     assert_eq!(bed.run_tc(PROG_FW_INGRESS, &f), TCX_NEXT);
@@ -679,9 +680,9 @@ fn compiled_tables_decide_as_the_rule_list() {
                 accept_established: false,
             },
         )]);
-        let r = RefTables {
-            c: compile(&chains).unwrap(),
-        };
+        let mut r = Tables::new(1 << 16);
+        r.set_chains(&chains, &[]).unwrap();
+        let index = |pos: u32| r.positions(0).binary_search(&pos).unwrap();
         for _ in 0..200 {
             let f = packet_for(&mut rng, &rules);
             let p = parse_packet(&f);
@@ -690,7 +691,10 @@ fn compiled_tables_decide_as_the_rule_list() {
             }
             let ct = rng.random_range(0..4u8);
             let mut logged = Vec::new();
-            let got = classify(&r, &p, 0, ct, |rule| logged.push(rule as usize));
+            let got = match classify(&r, &p, 0, ct, |rule| logged.push(index(rule))) {
+                FwVerdict::Rule(pos, a) => FwVerdict::Rule(index(pos) as u32, a),
+                v => v,
+            };
             let mut want_logged = Vec::new();
             let mut want = FwVerdict::Default(ACT_DROP);
             for (i, rule) in rules.iter().enumerate() {
@@ -754,8 +758,9 @@ fn first_match_ranges_flags_prefixes() {
             accept_established: false,
         },
     );
-    let c = compile(&chains).unwrap();
-    write_tables(&mut bed, &c, BITSETS / 2, None).unwrap();
+    let mut t = Tables::new(BITSETS);
+    t.set_chains(&chains, &[]).unwrap();
+    t.write(&mut bed).unwrap();
     let run = |bed: &mut TestBed, f: Vec<u8>| bed.run_tc(PROG_FW_INGRESS, &f);
     let (a, b) = (ip("10.1.2.200"), ip("10.9.9.9"));
     assert_eq!(
@@ -795,7 +800,7 @@ fn first_match_ranges_flags_prefixes() {
         let a: PerCpuArray<&MapData, RuleStats> = (&*bed.map(MAP_FW_STATS)).try_into().unwrap();
         (0..4)
             .map(|r| {
-                a.get(&stats_slot(0, r), 0)
+                a.get(&stats_slot(0, t.counter_ids(0)[r]), 0)
                     .unwrap()
                     .iter()
                     .map(|s| s.packets)
@@ -846,9 +851,13 @@ fn conntrack_states_in_rules() {
             accept_established: false,
         },
     );
-    let c = compile(&chains).unwrap();
-    assert_ne!(c.chains[&0].used & statewall_common::firewall::field::CT, 0);
-    write_tables(&mut bed, &c, BITSETS / 2, None).unwrap();
+    let mut t = Tables::new(BITSETS);
+    t.set_chains(&chains, &[]).unwrap();
+    assert_ne!(
+        t.chain(0, 0).used & statewall_common::firewall::field::CT,
+        0
+    );
+    t.write(&mut bed).unwrap();
     let syn_in = Packet::tcp(b, a, 5555, 22, 0x02).build();
     assert_eq!(
         bed.run_tc(PROG_FW_INGRESS, &syn_in),
@@ -891,9 +900,247 @@ fn conntrack_states_in_rules() {
     // accept-established: no rule needed.
     chains.get_mut(&0).unwrap().rules.clear();
     chains.get_mut(&0).unwrap().accept_established = true;
-    let c = compile(&chains).unwrap();
-    let old = write_tables(&mut bed, &c, BITSETS / 2, None).unwrap().1;
-    let _ = old;
+    t.set_chains(&chains, &[]).unwrap();
+    t.write(&mut bed).unwrap();
     assert_eq!(bed.run_tc(PROG_FW_INGRESS, &data_in), TCX_NEXT);
     assert_eq!(bed.run_tc(PROG_FW_INGRESS, &syn_in), TC_ACT_SHOT);
+}
+
+/// The rule list read directly: what the chain decides (rule by index) and the LOG rules
+/// met on the way.
+fn linear(
+    rules: &[Rule],
+    default: u8,
+    p: &statewall_common::parse::PacketInfo,
+    ct: u8,
+) -> (FwVerdict, Vec<usize>) {
+    let mut logged = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        if rule_matches(rule, p, ct) {
+            if rule.action == ACT_LOG {
+                logged.push(i);
+                continue;
+            }
+            return (FwVerdict::Rule(i as u32, rule.action), logged);
+        }
+    }
+    (FwVerdict::Default(default), logged)
+}
+
+/// A random edit of `rules` (inserts often at the front, where a chain has no room left
+/// soonest), applied to the list too; `counts` follows the rules.
+fn random_edit(rng: &mut StdRng, rules: &mut Vec<Rule>, counts: &mut Vec<u64>, ct: bool) -> Edit {
+    let mut rule = random_rule(rng);
+    if !ct {
+        rule.ct = None;
+    }
+    let n = rules.len();
+    match rng.random_range(0..10) {
+        0..=3 if n > 0 => {
+            let i = rng.random_range(0..n);
+            rules.remove(i);
+            counts.remove(i);
+            Edit::Delete(i)
+        }
+        4 | 5 if n > 0 => {
+            let i = rng.random_range(0..n);
+            rules[i] = rule.clone();
+            Edit::Update(i, rule)
+        }
+        k => {
+            let i = match k {
+                6 | 7 => 0,
+                _ => rng.random_range(0..=n),
+            };
+            rules.insert(i, rule.clone());
+            counts.insert(i, 0);
+            Edit::Insert(i, rule)
+        }
+    }
+}
+
+/// Rule changes applied edit by edit (a rule moves to a free position between its
+/// neighbours, or the nearest few rules move by one; the sets that hold the rules touched
+/// are replaced, no others) decide as the rule list read directly, after every batch of
+/// one to four edits, over chains of up to 2,000 rules; positions stay in rule order and
+/// counter ids stay distinct; an insert at the front of a long chain moves few rules.
+#[test]
+fn edited_tables_decide_as_the_rule_list() {
+    use statewall_common::parse::Status;
+    let mut rng = StdRng::seed_from_u64(0xed_0000);
+    let (mut checked, mut edits_done) = (0u64, 0u64);
+    for case in 0..soak_cases(12) {
+        let n = [0usize, 1, 5, 40, 300, 2000][case as usize % 6];
+        let mut rules: Vec<Rule> = (0..n).map(|_| random_rule(&mut rng)).collect();
+        let mut counts = vec![0; n];
+        let chain = |rules: Vec<Rule>| {
+            BTreeMap::from([(
+                0u32,
+                Chain {
+                    rules,
+                    default_action: ACT_DROP,
+                    accept_established: false,
+                },
+            )])
+        };
+        let mut t = Tables::new(1 << 16);
+        t.set_chains(&chain(rules.clone()), &[]).unwrap();
+        if n == 2000 {
+            // One insert at the front: most rules keep their positions.
+            let before = t.positions(0).to_vec();
+            t.edit(0, &[Edit::Insert(0, random_rule(&mut rng))])
+                .unwrap();
+            let after = &t.positions(0)[1..];
+            let kept = before.iter().zip(after).filter(|(a, b)| a == b).count();
+            assert!(
+                kept + 64 >= n,
+                "an insert at the front moved {} rules",
+                n - kept
+            );
+            t.edit(0, &[Edit::Delete(0)]).unwrap();
+        }
+        for step in 0..30 {
+            let k = if rng.random_bool(0.2) {
+                rng.random_range(2..5)
+            } else {
+                1
+            };
+            let edits: Vec<Edit> = (0..k)
+                .map(|_| random_edit(&mut rng, &mut rules, &mut counts, true))
+                .collect();
+            t.edit(0, &edits).unwrap();
+            edits_done += k;
+            let pos = t.positions(0);
+            assert_eq!(pos.len(), rules.len(), "case {case} step {step}");
+            assert!(
+                pos.windows(2).all(|w| w[0] < w[1]),
+                "positions out of order"
+            );
+            let mut ids = t.counter_ids(0).to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), rules.len(), "counter ids shared");
+            if rules.is_empty() {
+                continue;
+            }
+            let index = |p: u32| pos.binary_search(&p).unwrap();
+            for _ in 0..40 {
+                let f = packet_for(&mut rng, &rules);
+                let p = parse_packet(&f);
+                if p.status != Status::Ip as u8 {
+                    continue;
+                }
+                let ct = rng.random_range(0..4u8);
+                let mut logged = Vec::new();
+                let got = match classify(&t, &p, 0, ct, |r| logged.push(index(r))) {
+                    FwVerdict::Rule(r, a) => FwVerdict::Rule(index(r) as u32, a),
+                    v => v,
+                };
+                let (want, want_logged) = linear(&rules, ACT_DROP, &p, ct);
+                assert_eq!(got, want, "case {case} step {step} after {edits:?}: {p:?}");
+                assert_eq!(
+                    logged, want_logged,
+                    "case {case} step {step}: LOG rules met"
+                );
+                checked += 1;
+            }
+        }
+    }
+    common::tally("property: firewall edits applied", edits_done);
+    assert!(checked > 5000, "{checked} packets checked");
+}
+
+/// The kernel after each batch of edits written into the inactive generation and switched
+/// to: every verdict as the rule list read directly, and every rule's packet count follows
+/// its rule through inserts, deletes, updates and the moves they cause.
+#[test]
+fn kernel_follows_edits_with_counters() {
+    let mut bed = bed();
+    let mut rng = StdRng::seed_from_u64(0xed_1000);
+    let mut t = Tables::new(BITSETS);
+    let mut sent = 0u64;
+    for case in 0..soak_cases(3) {
+        let n = [300usize, 40, 1][case as usize % 3];
+        let mut rules: Vec<Rule> = (0..n)
+            .map(|_| Rule {
+                ct: None,
+                ..random_rule(&mut rng)
+            })
+            .collect();
+        let mut counts = vec![0u64; n];
+        let chains = BTreeMap::from([(
+            0u32,
+            Chain {
+                rules: rules.clone(),
+                default_action: ACT_ACCEPT,
+                accept_established: false,
+            },
+        )]);
+        t.set_chains(&chains, &[(0, vec![None; n])]).unwrap();
+        t.write(&mut bed).unwrap();
+        let base = fw_counts(&mut bed, &t, rules.len());
+        for step in 0..25 {
+            let k = if rng.random_bool(0.2) {
+                rng.random_range(2..5)
+            } else {
+                1
+            };
+            let edits: Vec<Edit> = (0..k)
+                .map(|_| random_edit(&mut rng, &mut rules, &mut counts, false))
+                .collect();
+            t.edit(0, &edits).unwrap();
+            t.write(&mut bed).unwrap();
+            if rules.is_empty() {
+                continue;
+            }
+            for _ in 0..30 {
+                let f = packet_for(&mut rng, &rules);
+                let p = parse_packet(&f);
+                let (want, logged) = linear(&rules, ACT_ACCEPT, &p, statewall_common::ct::NEW);
+                let want = match p.status {
+                    s if s == statewall_common::parse::Status::NonIp as u8 => FwVerdict::Pass,
+                    _ => want,
+                };
+                assert_eq!(
+                    bed.run_tc(PROG_FW_INGRESS, &f),
+                    code(want),
+                    "case {case} step {step} after {edits:?}: {p:?}"
+                );
+                sent += 1;
+                for i in logged {
+                    counts[i] += 1;
+                }
+                if let FwVerdict::Rule(i, _) = want {
+                    counts[i as usize] += 1;
+                }
+                let _: Vec<FwLog> = drain_ring(bed.map(MAP_FW_LOG));
+            }
+            let got = fw_counts(&mut bed, &t, rules.len());
+            let got: Vec<u64> = if step == 0 && base.len() == got.len() {
+                got.iter().zip(&base).map(|(g, b)| g - b).collect()
+            } else {
+                got
+            };
+            assert_eq!(
+                got, counts,
+                "case {case} step {step}: counters after {edits:?}"
+            );
+        }
+    }
+    common::tally("property: frames after firewall edits", sent);
+}
+
+/// Packets counted for each rule of chain 0, in rule order.
+fn fw_counts(bed: &mut TestBed, t: &Tables, n: usize) -> Vec<u64> {
+    let a: PerCpuArray<&MapData, RuleStats> = (&*bed.map(MAP_FW_STATS)).try_into().unwrap();
+    t.counter_ids(0)[..n]
+        .iter()
+        .map(|id| {
+            a.get(&stats_slot(0, *id), 0)
+                .unwrap()
+                .iter()
+                .map(|s| s.packets)
+                .sum()
+        })
+        .collect()
 }

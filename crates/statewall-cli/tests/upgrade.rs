@@ -128,6 +128,7 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_DETECT_ALLOW",
     "SW_DETECT_BLOCK",
     "SW_DETECT_COUNT",
+    "SW_FW_RULEID",
 ];
 
 /// Programs this build pins that the previous release did not (loaded and pinned on top

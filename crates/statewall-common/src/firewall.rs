@@ -19,7 +19,7 @@
 use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
 use crate::proto;
 
-/// Rules per chain at most.
+/// Rules per chain at most, and rule positions per chain (bits of a [`Bitset`]).
 pub const MAX_RULES: usize = 10240;
 /// 64-rule words of a bitset.
 pub const WORDS: usize = MAX_RULES / 64;
@@ -60,9 +60,14 @@ pub const MAP_FW_SPORT: &str = "SW_FW_SPORT";
 pub const MAP_FW_DPORT: &str = "SW_FW_DPORT";
 /// L4 protocol (and TCP flags): `ARRAY` of u16 bitset ids, [`small_slot`].
 pub const MAP_FW_SMALL: &str = "SW_FW_SMALL";
-/// Rule actions: `ARRAY` of u8, [`rule_slot`].
+/// Rule actions: `ARRAY` of u8 by rule position, [`rule_slot`] (0: no rule there).
 pub const MAP_FW_ACTIONS: &str = "SW_FW_ACTIONS";
-/// Per-rule counters: `PERCPU_ARRAY` of [`RuleStats`], indexed by [`stats_slot`].
+/// Counter ids: `ARRAY` of u16 by rule position, [`rule_slot`]: the slot of the rule's
+/// counters in [`MAP_FW_STATS`] ([`stats_slot`]). A rule keeps its counter id for its life,
+/// whatever position the rules around it make it take.
+pub const MAP_FW_RULEID: &str = "SW_FW_RULEID";
+/// Per-rule counters: `PERCPU_ARRAY` of [`RuleStats`], indexed by [`stats_slot`] of the
+/// rule's counter id.
 pub const MAP_FW_STATS: &str = "SW_FW_STATS";
 /// LOG rule hits: `RINGBUF` of [`FwLog`].
 pub const MAP_FW_LOG: &str = "SW_FW_LOG";
@@ -94,7 +99,7 @@ pub struct FwLog {
     pub daddr: [u8; 16],
     /// Frame length.
     pub len: u32,
-    /// Rule position in its chain.
+    /// The rule's counter id ([`MAP_FW_RULEID`]; user space knows which rule holds it).
     pub rule: u32,
     /// Source port (TCP/UDP).
     pub sport: u16,
@@ -162,8 +167,26 @@ pub struct ChainConf {
     /// the state, or a chain accepts established connections): otherwise no lookup, every
     /// packet is NEW and nothing is recorded.
     pub track: u8,
+    /// [`field`] bits of the fields whose unconstrained rules are kept in a set of their
+    /// own, the field's *wild set* ([`wild_id`]), instead of in every set of the field: the
+    /// packet's set of such a field is (its value's set OR the wild set). A rule without
+    /// a constraint on the field then changes one set, not all of them.
+    pub wild: u8,
     /// Explicit padding.
-    pub _pad2: [u8; 3],
+    pub _pad2: [u8; 2],
+}
+
+/// Bitset ids below this are wild sets, one per (generation, chain, field): [`wild_id`].
+pub const WILD_SETS: u32 = 2 * MAX_CHAINS * 8;
+
+/// No set ([`Selection::wild`] of a field without a wild set).
+pub const NO_SET: u32 = u32::MAX;
+
+/// The wild set of field index `fi` (the bit number of its [`field`] bit) of a chain in a
+/// generation.
+#[inline(always)]
+pub fn wild_id(generation: u32, chain: u32, fi: u32) -> u32 {
+    ((generation & 1) * MAX_CHAINS + chain) * 8 + (fi & 7)
 }
 
 /// A set of rules, with its summary.
@@ -257,17 +280,18 @@ pub fn flags_index(f: Option<u8>) -> u32 {
     }
 }
 
-/// Slot of rule `r` of a chain in [`MAP_FW_ACTIONS`].
+/// Slot of the rule at position `r` of a chain in [`MAP_FW_ACTIONS`] and [`MAP_FW_RULEID`].
+/// Positions keep the chain's order (the first match is the lowest position) but leave
+/// gaps, so that a rule can be inserted without moving the others.
 #[inline(always)]
 pub fn rule_slot(generation: u32, chain: u32, r: u32) -> u32 {
     ((generation & 1) * MAX_CHAINS + chain) * MAX_RULES as u32 + r
 }
 
-/// Slot of rule `r` of a chain in [`MAP_FW_STATS`] (not per generation: user space moves
-/// the counters with the rules).
+/// Slot of counter id `id` of a chain in [`MAP_FW_STATS`] (not per generation).
 #[inline(always)]
-pub fn stats_slot(chain: u32, r: u32) -> u32 {
-    chain * MAX_RULES as u32 + r
+pub fn stats_slot(chain: u32, id: u32) -> u32 {
+    chain * MAX_RULES as u32 + id
 }
 
 /// Everything [`classify`] reads.
@@ -284,27 +308,32 @@ pub trait FwTables {
     fn small(&self, slot: u32) -> u32;
     /// Word `w` of a bitset's summary (`summary` true) or of its rule words.
     fn word(&self, id: u32, summary: bool, w: usize) -> u64;
-    /// A rule's action.
+    /// The action of the rule at a position ([`rule_slot`]).
     fn action(&self, slot: u32) -> u8;
 }
 
-/// The bitset ids a packet selects, one per used field (at most 7), and how many.
+/// The bitset ids a packet selects, one per used field (by field index: the bit number
+/// of its [`field`] bit), each with the field's wild set ([`NO_SET`] when it has none).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Selection {
     /// Ids.
     pub ids: [u32; 7],
-    /// Used.
-    pub n: u32,
+    /// The fields' wild sets.
+    pub wild: [u32; 7],
+    /// [`field`] bits of the fields selected.
+    pub fields: u32,
 }
 
 impl Selection {
-    /// Adds an id (never more than 7: one per field; no panic path for the kernel).
+    /// Sets field `f`'s ids (a constant index at every call: no variable stack offset
+    /// for the verifier).
     #[inline(always)]
-    fn push(&mut self, id: u32) {
-        let n = self.n as usize;
-        if n < 7 {
-            self.ids[n] = id;
-            self.n += 1;
+    fn push(&mut self, f: u8, id: u32, wild: u32) {
+        let i = (f.trailing_zeros() & 7) as usize;
+        if i < 7 {
+            self.ids[i] = id;
+            self.wild[i] = wild;
+            self.fields |= f as u32;
         }
     }
 }
@@ -314,7 +343,7 @@ impl Selection {
 pub enum FwVerdict {
     /// No chain: on to the next stage.
     Pass,
-    /// Rule `r` matched with this action ([`ACT_DROP`] or [`ACT_ACCEPT`]).
+    /// The rule at position `r` matched with this action ([`ACT_DROP`] or [`ACT_ACCEPT`]).
     Rule(u32, u8),
     /// No rule matched: the default action.
     Default(u8),
@@ -336,46 +365,71 @@ pub fn lpm_key(p: &PacketInfo, generation: u32, chain: u32, dst: bool) -> LpmKey
     }
 }
 
-/// The bitset ids of a packet's fields in a chain.
+/// The bitset ids of a packet's fields in a chain (`wild`: [`ChainConf::wild`]).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn select<T: FwTables>(
     t: &T,
     p: &PacketInfo,
     generation: u32,
     chain: u32,
     used: u8,
+    wild: u8,
     all: u32,
     ct: u8,
 ) -> Selection {
     let mut s = Selection::default();
+    let wild_of = |f: u8| {
+        if wild & f != 0 {
+            wild_id(generation, chain, f.trailing_zeros())
+        } else {
+            NO_SET
+        }
+    };
     let l4 = p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0;
     // Later fragments whose first fragment was seen take its ports (`frag`).
     let ported = crate::frag::has_ports(p) && (p.l4proto == proto::TCP || p.l4proto == proto::UDP);
     if used & field::SRC != 0 {
         s.push(
+            field::SRC,
             t.prefix(false, &lpm_key(p, generation, chain, false))
                 .unwrap_or(all),
+            wild_of(field::SRC),
         );
     }
     if used & field::DST != 0 {
         s.push(
+            field::DST,
             t.prefix(true, &lpm_key(p, generation, chain, true))
                 .unwrap_or(all),
+            wild_of(field::DST),
         );
     }
     if used & field::PROTO != 0 {
-        s.push(t.small(small_slot(generation, chain, p.l4proto as u32)));
+        s.push(
+            field::PROTO,
+            t.small(small_slot(generation, chain, p.l4proto as u32)),
+            wild_of(field::PROTO),
+        );
     }
     // Packets without ports (other protocols, non-first fragments without their first)
     // take port 0's bitset:
     // the rules that do not constrain the port (port 0 is never a rule's port).
     if used & field::SPORT != 0 {
         let port = if ported { p.sport } else { 0 };
-        s.push(t.port(false, port_slot(generation, chain, port)));
+        s.push(
+            field::SPORT,
+            t.port(false, port_slot(generation, chain, port)),
+            wild_of(field::SPORT),
+        );
     }
     if used & field::DPORT != 0 {
         let port = if ported { p.dport } else { 0 };
-        s.push(t.port(true, port_slot(generation, chain, port)));
+        s.push(
+            field::DPORT,
+            t.port(true, port_slot(generation, chain, port)),
+            wild_of(field::DPORT),
+        );
     }
     if used & field::FLAGS != 0 {
         let f = if l4 && p.l4proto == proto::TCP {
@@ -383,31 +437,47 @@ pub fn select<T: FwTables>(
         } else {
             None
         };
-        s.push(t.small(small_slot(generation, chain, flags_index(f))));
+        s.push(
+            field::FLAGS,
+            t.small(small_slot(generation, chain, flags_index(f))),
+            wild_of(field::FLAGS),
+        );
     }
     if used & field::CT != 0 {
-        s.push(t.small(small_slot(generation, chain, ct_index(ct))));
+        s.push(
+            field::CT,
+            t.small(small_slot(generation, chain, ct_index(ct))),
+            wild_of(field::CT),
+        );
     }
     s
 }
 
-/// The AND of word `w` (summary or rule word) over the selected bitsets, starting from
-/// the chain's all-rules bitset.
+/// The AND of word `w` (summary or rule word) over the selected bitsets (each ORed with
+/// its field's wild set), starting from the chain's all-rules bitset.
 #[inline(always)]
 pub fn and_word<T: FwTables>(t: &T, s: &Selection, all: u32, summary: bool, w: usize) -> u64 {
     let mut x = t.word(all, summary, w);
+    // Read from memory, not from what the compiler knows select() put there: the verifier
+    // then sees one unknown mask, not one path per combination of fields.
+    // SAFETY: a plain read of a field of a live reference.
+    let fields = unsafe { core::ptr::read_volatile(&s.fields) };
     let mut i = 0;
     while i < 7 {
-        if (i as u32) < s.n {
-            x &= t.word(s.ids[i], summary, w);
+        if fields & (1 << i) != 0 {
+            let mut f = t.word(s.ids[i], summary, w);
+            if s.wild[i] != NO_SET {
+                f |= t.word(s.wild[i], summary, w);
+            }
+            x &= f;
         }
         i += 1;
     }
     x
 }
 
-/// The first rule of the chain matching the selection, skipping rules whose action is
-/// [`ACT_LOG`] (`log(r)` is called for those).
+/// The position of the first rule of the chain matching the selection, skipping rules whose
+/// action is [`ACT_LOG`] (`log(r)` is called for those).
 pub fn first_match<T: FwTables, L: FnMut(u32)>(
     t: &T,
     s: &Selection,
@@ -459,7 +529,7 @@ pub fn classify<T: FwTables, L: FnMut(u32)>(
     if c.accept_established != 0 && (ct == crate::ct::ESTABLISHED || ct == crate::ct::RELATED) {
         return FwVerdict::Established;
     }
-    let s = select(t, p, g, chain, c.used, c.all, ct);
+    let s = select(t, p, g, chain, c.used, c.wild, c.all, ct);
     match first_match(t, &s, g, chain, c.all, log) {
         Some((r, a)) => FwVerdict::Rule(r, a),
         None => FwVerdict::Default(c.default_action),

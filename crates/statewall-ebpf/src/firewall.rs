@@ -41,6 +41,8 @@ static SW_FW_DPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536,
 static SW_FW_SMALL: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * SMALL_PER_CHAIN, 0);
 #[map(name = "SW_FW_ACTIONS")]
 static SW_FW_ACTIONS: Array<u8> = Array::with_max_entries(2 * MAX_CHAINS * MAX_RULES as u32, 0);
+#[map(name = "SW_FW_RULEID")]
+static SW_FW_RULEID: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * MAX_RULES as u32, 0);
 /// LRU: when full, the least recently seen connections go first.
 #[map(name = "SW_FW_CT")]
 static SW_FW_CT: LruHashMap<CtKey, CtVal> = LruHashMap::with_max_entries(65536, 0);
@@ -145,7 +147,7 @@ fn bump(i: u32) {
     }
 }
 
-/// Queues a LOG event for rule `r` of `chain` about the packet being classified (the
+/// Queues a LOG event for the rule of counter id `r` of `chain` about the packet being classified (the
 /// per-CPU parsed packet: the callback cannot be handed a reference to it).
 #[inline(always)]
 fn log_event(chain: u32, r: u32, st: u8) {
@@ -177,9 +179,18 @@ fn log_event(chain: u32, r: u32, st: u8) {
     bump(CNT_LOG_QUEUED);
 }
 
+/// The counter id of the rule at position `r` (its slot in `SW_FW_STATS`).
 #[inline(always)]
-fn count(chain: u32, r: u32, bytes: u64) {
-    if let Some(s) = SW_FW_STATS.get_ptr_mut(stats_slot(chain, r)) {
+fn counter_id(generation: u32, chain: u32, r: u32) -> u32 {
+    SW_FW_RULEID
+        .get(rule_slot(generation, chain, r))
+        .copied()
+        .unwrap_or(0) as u32
+}
+
+#[inline(always)]
+fn count(chain: u32, id: u32, bytes: u64) {
+    if let Some(s) = SW_FW_STATS.get_ptr_mut(stats_slot(chain, id)) {
         let s = unsafe { &mut *s };
         s.packets += 1;
         s.bytes += bytes;
@@ -217,8 +228,9 @@ extern "C" fn walk_cb(_i: u64, _ctx: *mut c_void) -> i64 {
     w.pending &= w.pending - 1;
     let a = t.action(rule_slot(w.generation, w.chain, r));
     if a == ACT_LOG {
-        count(w.chain, r, w.bytes);
-        log_event(w.chain, r, w.st);
+        let id = counter_id(w.generation, w.chain, r);
+        count(w.chain, id, w.bytes);
+        log_event(w.chain, id, w.st);
         return 0;
     }
     w.rule = r + 1;
@@ -288,7 +300,7 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         // SAFETY: this CPU's slot, used by one program at a time; the reference ends
         // before `walk_cb` takes the slot again.
         let w = unsafe { &mut *wp };
-        w.sel = select(&t, p, g, chain, c.used, c.all, st);
+        w.sel = select(&t, p, g, chain, c.used, c.wild, c.all, st);
         w.all = c.all;
         w.generation = g;
         w.chain = chain;
@@ -322,7 +334,7 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
     let action = if rule == 0 {
         c.default_action
     } else {
-        count(chain, rule - 1, bytes);
+        count(chain, counter_id(g, chain, rule - 1), bytes);
         found
     };
     if action != ACT_DROP {

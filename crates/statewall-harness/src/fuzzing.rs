@@ -182,7 +182,8 @@ pub fn rest_bodies(data: &[u8]) {
                             accept_established: false,
                         },
                     );
-                    statewall::firewall::rules::compile(&chains)
+                    statewall::firewall::tables::Tables::new(1 << 16)
+                        .set_chains(&chains, &[])
                         .expect("an accepted batch compiles");
                 }
                 Err((i, msg)) => {

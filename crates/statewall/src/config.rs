@@ -303,8 +303,8 @@ impl Config {
             self.firewall.bitsets_max,
             crate::firewall::config::BITSETS_MAX_LIMIT,
         );
-        if !(64..=most).contains(&n) {
-            let m = format!("{n}: 64 to {most} (bit-set ids are 16 bits, both generations)");
+        if !(256..=most).contains(&n) {
+            let m = format!("{n}: 256 to {most} (bit-set ids are 16 bits; 128 are the wild sets)");
             return Err(bad("[firewall] bitsets_max".into(), m));
         }
         self.validate_maps(&bad)?;

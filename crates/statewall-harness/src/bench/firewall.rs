@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use crate::{bench::Row, packet::Packet, testrun::TestBed};
 use statewall::{
     engine::ebpf,
-    firewall::rules::{compile, write_tables, Chain, Rule},
+    firewall::{
+        rules::{Chain, Rule},
+        tables::Tables,
+    },
 };
 use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, MAP_FW_IFACES};
 
@@ -103,15 +106,18 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
                 accept_established: false,
             },
         );
-        let c = compile(&chains).map_err(anyhow::Error::msg)?;
-        let half = (c.bitsets.len() as u32 + 16).next_power_of_two();
-        let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, 2 * half)]);
+        let mut count = Tables::new(1 << 16);
+        count.set_chains(&chains, &[]).map_err(anyhow::Error::msg)?;
+        let cap = (count.sets_in_use() as u32 + 16).next_power_of_two();
+        let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, cap)]);
         {
             let mut m: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
                 bed.map(MAP_FW_IFACES).try_into()?;
             m.insert(1, 0, 0)?;
         }
-        write_tables(&mut bed, &c, half, None).map_err(anyhow::Error::msg)?;
+        let mut t = Tables::new(cap);
+        t.set_chains(&chains, &[]).map_err(anyhow::Error::msg)?;
+        t.write(&mut bed).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             bed.run_tc(ebpf::PROG_FW_INGRESS, &frame) == statewall_common::TCX_NEXT,
             "{n} rules: the test packet is not accepted by the last rule"
@@ -269,9 +275,8 @@ fn breakdown(frame: &[u8], repeat: u32) -> anyhow::Result<Vec<Row>> {
         repeat,
         None,
     ));
-    // The object's default bitset table: 1,024 entries, half per generation.
-    let half = 512;
-    let mut old = None;
+    // The object's default bitset table: 1,024 entries.
+    let mut t = Tables::new(1024);
     for (name, rules, established) in variants {
         let chains = BTreeMap::from([(
             0u32,
@@ -281,9 +286,8 @@ fn breakdown(frame: &[u8], repeat: u32) -> anyhow::Result<Vec<Row>> {
                 accept_established: established,
             },
         )]);
-        let c = compile(&chains).map_err(anyhow::Error::msg)?;
-        let (_, w) = write_tables(&mut bed, &c, half, old.as_ref()).map_err(anyhow::Error::msg)?;
-        old = Some(w);
+        t.set_chains(&chains, &[]).map_err(anyhow::Error::msg)?;
+        t.write(&mut bed).map_err(anyhow::Error::msg)?;
         let (mut b, mut s) = (Vec::new(), Vec::new());
         for _ in 0..crate::bench::RUNS {
             b.push(bed.time_tc(ebpf::PROG_EMPTY_TC, frame, repeat).as_nanos() as f64);

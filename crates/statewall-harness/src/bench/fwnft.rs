@@ -45,7 +45,7 @@ const SERVER: &str = "172.16.5.5";
 const PORT: u16 = 443;
 
 /// The rule in the API's form.
-pub(crate) fn spec(r: &Rule) -> RuleSpec {
+pub fn spec(r: &Rule) -> RuleSpec {
     let cidr = |c: &Option<(IpAddr, u8)>| c.map(|(a, l)| format!("{a}/{l}"));
     RuleSpec {
         src: cidr(&r.src),

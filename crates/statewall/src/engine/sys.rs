@@ -387,3 +387,85 @@ pub fn write_synced(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> 
     }
     Ok(())
 }
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Writes `count` entries at once (`BPF_MAP_UPDATE_BATCH`): `keys` and `values` packed at
+/// the map's key and value sizes.
+pub fn update_batch(fd: RawFd, keys: &[u8], values: &[u8], count: usize) -> io::Result<()> {
+    let mut done = 0usize;
+    let (ks, vs) = (keys.len() / count.max(1), values.len() / count.max(1));
+    while done < count {
+        let mut a = BatchAttr {
+            keys: keys[done * ks..].as_ptr() as u64,
+            values: values[done * vs..].as_ptr() as u64,
+            count: (count - done) as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values; the attr is a bpf_attr prefix.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut a as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if a.count == 0 {
+            return Err(io::Error::other("batch update wrote nothing"));
+        }
+        done += a.count as usize;
+    }
+    Ok(())
+}
+
+/// Values of `count` consecutive entries of an array map from index `start`
+/// (`BPF_MAP_LOOKUP_BATCH`), `value_size` bytes each.
+pub fn lookup_range(fd: RawFd, start: u32, count: u32, value_size: usize) -> io::Result<Vec<u8>> {
+    let mut keys = vec![0u8; count as usize * 4];
+    let mut values = vec![0u8; count as usize * value_size];
+    let mut n = 0usize;
+    let mut inb = start.wrapping_sub(1).to_ne_bytes();
+    let mut outb = [0u8; 4];
+    while n < count as usize {
+        let mut a = BatchAttr {
+            in_batch: if n == 0 && start == 0 {
+                0
+            } else {
+                inb.as_ptr() as u64
+            },
+            out_batch: outb.as_mut_ptr() as u64,
+            keys: keys[n * 4..].as_mut_ptr() as u64,
+            values: values[n * value_size..].as_mut_ptr() as u64,
+            count: (count as usize - n) as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values; the attr is a bpf_attr prefix.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut a as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let err = (r < 0).then(io::Error::last_os_error);
+        n += a.count as usize;
+        match err {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Some(e) => return Err(e),
+        }
+        if a.count == 0 {
+            break;
+        }
+        inb = outb;
+    }
+    values.truncate(n * value_size);
+    Ok(values)
+}

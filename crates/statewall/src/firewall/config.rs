@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Dur;
 
-/// The most `bitsets_max` may be: bit-set ids (both generations' together) are 16 bits
+/// The most `bitsets_max` may be: bit-set ids are 16 bits
 /// in the kernel's port and small-value tables, so 65,536 ids in all.
 pub const BITSETS_MAX_LIMIT: u32 = 1 << 16;
 
@@ -13,8 +13,9 @@ pub const BITSETS_MAX_LIMIT: u32 = 1 << 16;
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FirewallConfig {
-    /// Distinct rule sets the classifier can hold (half per table generation); each takes
-    /// 1.3 KB of kernel memory. Set at the first start (a change needs `statewall teardown`).
+    /// Distinct rule sets the classifier can hold (shared by both table generations; the
+    /// first 128 ids are the fields' wild sets); each takes 1.3 KB of kernel memory. Set at
+    /// the first start (a change needs `statewall teardown`).
     pub bitsets_max: u32,
     /// Connection table size (LRU: when full, the least recently seen connections go
     /// first). Set at the first start.

@@ -1,14 +1,18 @@
-//! The firewall in the kernel: instances written into the inactive generation and switched
-//! in, the interfaces pointed at their instances, the chain programs attached; sessions,
-//! counters and the LOG ring. Written through the [`Engine`]; the prefix keys written last
-//! are kept beside it ([`Installed`]).
+//! The firewall in the kernel: the chains' tables ([`Tables`]) written into the inactive
+//! generation and switched in, the interfaces pointed at their instances, the chain
+//! programs attached; sessions, counters and the LOG ring. Written through the
+//! [`Engine`]; the tables are kept beside it ([`Installed`]).
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 
 use crate::engine::{map_err, Engine, EngineError, Result};
 use crate::{
     engine::pins::LinkSpot,
-    firewall::{config::FirewallConfig, rules::Written},
+    firewall::{
+        config::FirewallConfig,
+        rules::RulesError,
+        tables::{Edit, Tables},
+    },
 };
 use std::collections::BTreeMap;
 
@@ -16,21 +20,86 @@ use aya::maps::Map;
 
 use crate::engine::{drain_ring, ebpf, ifindex};
 
-/// What the firewall wrote into each generation last (kept in the engine:
-/// [`Engine::stage`]).
+/// The firewall's tables and the grace period of the generation retired last (kept in the
+/// engine: [`Engine::stage`]).
 #[derive(Default)]
 pub struct Installed {
-    written: [Option<Written>; 2],
+    tables: Option<Tables>,
     /// The grace period of the generation retired last: programs that started while it
     /// was active may still read it until this thread (waiting one RCU grace period) ends.
     retiring: Option<std::thread::JoinHandle<()>>,
 }
 
+fn rules_err(e: RulesError) -> EngineError {
+    match e {
+        RulesError::Map { map, msg } => EngineError::Map { map, msg },
+        e => EngineError::Rules(e.to_string()),
+    }
+}
+
 impl Engine {
-    /// Writes the firewall instances into the inactive generation and switches to it,
-    /// points each attached interface at its instance, and attaches the chain programs
-    /// (`config_links`: the config's own, kept). `moves`: (chain, origin of each new rule) for
-    /// the counters to follow their rules.
+    /// The firewall's tables, opened on first use (what the kernel holds read back).
+    fn fw_tables(&mut self) -> Result<&mut Tables> {
+        use statewall_common::firewall::MAP_FW_BITSETS;
+        if self.stage::<Installed>().tables.is_none() {
+            let capacity = self
+                .maps
+                .get(MAP_FW_BITSETS)
+                .and_then(|m| match m {
+                    Map::Array(d) => d.info().ok().map(|i| i.max_entries()),
+                    _ => None,
+                })
+                .unwrap_or(4096);
+            let mut t = Tables::new(capacity);
+            t.adopt(self).map_err(rules_err)?;
+            self.stage::<Installed>().tables = Some(t);
+        }
+        Ok(self
+            .stage::<Installed>()
+            .tables
+            .as_mut()
+            .expect("opened above"))
+    }
+
+    /// The firewall's tables as they are (none before the firewall was first applied).
+    pub fn fw_tables_ref(&self) -> Option<&Tables> {
+        self.stage_ref::<Installed>()?.tables.as_ref()
+    }
+
+    /// Writes the tables into the inactive generation and switches to it, once no program
+    /// can still read that generation (a grace period after it was last active; when
+    /// changes come further apart than that, the wait is over already).
+    fn fw_switch(&mut self) -> Result<()> {
+        if let Some(h) = self.stage::<Installed>().retiring.take() {
+            let _ = h.join();
+        }
+        let mut tables = self
+            .stage::<Installed>()
+            .tables
+            .take()
+            .ok_or_else(|| EngineError::Rules("firewall tables not opened".into()))?;
+        let r = tables.write(self);
+        self.stage::<Installed>().tables = Some(tables);
+        r.map_err(rules_err)?;
+        self.stage::<Installed>().retiring = Some(std::thread::spawn(|| {
+            if let Ok(g) = crate::engine::sys::Grace::new() {
+                let _ = g.wait();
+            }
+        }));
+        Ok(())
+    }
+
+    /// Applies `edits` to chain `chain` (rewriting only what they change) and switches
+    /// the kernel to it. Instances, ports and links are left as they are.
+    pub fn fw_edit(&mut self, chain: u32, edits: &[Edit]) -> Result<()> {
+        self.fw_tables()?.edit(chain, edits).map_err(rules_err)?;
+        self.fw_switch()
+    }
+
+    /// Writes the firewall instances (chains whose rules changed are laid out again) and
+    /// switches to them, points each attached interface at its instance, and attaches the
+    /// chain programs (`config_links`: the config's own, kept). `moves`: (chain, origin of
+    /// each new rule) for the counters to follow their rules.
     pub fn apply_firewall(
         &mut self,
         fw: &FirewallConfig,
@@ -38,11 +107,7 @@ impl Engine {
         st: &crate::firewall::FwState,
         moves: &[(u32, Vec<Option<usize>>)],
     ) -> Result<()> {
-        use statewall_common::firewall::{
-            stats_slot, RuleStats, MAP_FW_BITSETS, MAP_FW_IFACES, MAP_FW_STATS,
-        };
-        let compiled = crate::firewall::rules::compile(&st.chains())
-            .map_err(|e| EngineError::Rules(e.to_string()))?;
+        use statewall_common::firewall::MAP_FW_IFACES;
         // Where each chain runs.
         let links = fw_link_spots(st, config_links);
         {
@@ -59,78 +124,10 @@ impl Engine {
                     .map_err(|e| map_err(MAP_CT_CONF, e))?;
             a.set(0, conf, 0).map_err(|e| map_err(MAP_CT_CONF, e))?;
         }
-        let half = self
-            .maps
-            .get(MAP_FW_BITSETS)
-            .and_then(|m| match m {
-                Map::Array(d) => d.info().ok().map(|i| i.max_entries()),
-                _ => None,
-            })
-            .unwrap_or(4096)
-            / 2;
-        let ctl: Array<&MapData, u32> =
-            Array::try_from(self.map_checked(statewall_common::firewall::MAP_FW_CTL)?)
-                .map_err(|e| map_err(statewall_common::firewall::MAP_FW_CTL, e))?;
-        let shadow = (ctl.get(&0, 0).unwrap_or(0) & 1) as usize ^ 1;
-        // The generation about to be written was retired by the last switch: it is written
-        // only once the programs that could still read it have finished (when changes come
-        // further apart than a grace period, that wait is over already).
-        if let Some(h) = self.stage::<Installed>().retiring.take() {
-            let _ = h.join();
-        }
-        let old = self.stage::<Installed>().written[shadow].take();
-        // Counters that move with their rules (a rule that stays where it was keeps its
-        // counter in place): read before the switch.
-        type Moved = Vec<(u32, Vec<(usize, aya::maps::PerCpuValues<RuleStats>)>)>;
-        let mut moved: Moved = Vec::new();
-        {
-            let a: aya::maps::PerCpuArray<&MapData, RuleStats> =
-                aya::maps::PerCpuArray::try_from(self.map_checked(MAP_FW_STATS)?)
-                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
-            for (chain, origin) in moves {
-                let mut v = Vec::new();
-                for (i, o) in origin.iter().enumerate() {
-                    let vals = match o {
-                        Some(o) if *o == i => continue,
-                        Some(o) => a.get(&stats_slot(*chain, *o as u32), 0),
-                        None => {
-                            let n = aya::util::nr_cpus().map_err(|e| map_err(MAP_FW_STATS, e.1))?;
-                            Ok(
-                                aya::maps::PerCpuValues::try_from(vec![RuleStats::default(); n])
-                                    .unwrap(),
-                            )
-                        }
-                    }
-                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
-                    v.push((i, vals));
-                }
-                moved.push((*chain, v));
-            }
-        }
-        let (_, written) =
-            crate::firewall::rules::write_tables(self, &compiled, half, old.as_ref()).map_err(
-                |e| EngineError::Map {
-                    map: "firewall tables".into(),
-                    msg: e.to_string(),
-                },
-            )?;
-        self.stage::<Installed>().written[shadow] = Some(written);
-        self.stage::<Installed>().retiring = Some(std::thread::spawn(|| {
-            if let Ok(g) = crate::engine::sys::Grace::new() {
-                let _ = g.wait();
-            }
-        }));
-        {
-            let mut a: aya::maps::PerCpuArray<&mut MapData, RuleStats> =
-                aya::maps::PerCpuArray::try_from(self.map_mut_checked(MAP_FW_STATS)?)
-                    .map_err(|e| map_err(MAP_FW_STATS, e))?;
-            for (chain, vals) in moved {
-                for (i, v) in vals {
-                    a.set(stats_slot(chain, i as u32), v, 0)
-                        .map_err(|e| map_err(MAP_FW_STATS, e))?;
-                }
-            }
-        }
+        self.fw_tables()?
+            .set_chains(&st.chains(), moves)
+            .map_err(rules_err)?;
+        self.fw_switch()?;
         // Interfaces -> instances (and whether the ingress chain runs in XDP).
         let mut want_ifaces = BTreeMap::new();
         for inst in st.instances.values() {
@@ -210,21 +207,54 @@ impl Engine {
         Ok(v)
     }
 
-    /// Per-rule counters of a chain (packets, bytes), summed over CPUs.
+    /// Per-rule counters of a chain's first `rules` rules (packets, bytes), summed over
+    /// CPUs.
     pub fn fw_stats(&self, chain: u32, rules: usize) -> Result<Vec<(u64, u64)>> {
         use statewall_common::firewall::{stats_slot, RuleStats, MAP_FW_STATS};
+        let ids: Vec<u32> = self
+            .fw_tables_ref()
+            .map(|t| t.counter_ids(chain).to_vec())
+            .unwrap_or_default();
         let a: aya::maps::PerCpuArray<&MapData, RuleStats> =
             aya::maps::PerCpuArray::try_from(self.map_checked(MAP_FW_STATS)?)
                 .map_err(|e| map_err(MAP_FW_STATS, e))?;
         (0..rules)
             .map(|r| {
+                let Some(&id) = ids.get(r) else {
+                    return Ok((0, 0));
+                };
                 let v = a
-                    .get(&stats_slot(chain, r as u32), 0)
+                    .get(&stats_slot(chain, id), 0)
                     .map_err(|e| map_err(MAP_FW_STATS, e))?;
                 Ok(v.iter()
                     .fold((0, 0), |(p, b), s| (p + s.packets, b + s.bytes)))
             })
             .collect()
+    }
+
+    /// Zeroes the counters of a chain's rules.
+    pub fn fw_reset_stats(&mut self, chain: u32) -> Result<()> {
+        use statewall_common::firewall::{stats_slot, RuleStats, MAP_FW_STATS};
+        let ids: Vec<u32> = self
+            .fw_tables_ref()
+            .map(|t| t.counter_ids(chain).to_vec())
+            .unwrap_or_default();
+        let n = aya::util::nr_cpus().map_err(|e| map_err(MAP_FW_STATS, e.1))?;
+        let mut a: aya::maps::PerCpuArray<&mut MapData, RuleStats> =
+            aya::maps::PerCpuArray::try_from(self.map_mut_checked(MAP_FW_STATS)?)
+                .map_err(|e| map_err(MAP_FW_STATS, e))?;
+        for id in ids {
+            let z = aya::maps::PerCpuValues::try_from(vec![RuleStats::default(); n])
+                .map_err(|e| map_err(MAP_FW_STATS, e))?;
+            a.set(stats_slot(chain, id), z, 0)
+                .map_err(|e| map_err(MAP_FW_STATS, e))?;
+        }
+        Ok(())
+    }
+
+    /// The index of the rule of `chain` whose counter id is `id` (a LOG event's rule).
+    pub fn fw_rule_index(&self, chain: u32, id: u32) -> Option<usize> {
+        self.fw_tables_ref()?.index_of(chain, id)
     }
 
     /// Firewall stage counters summed over CPUs, by name.

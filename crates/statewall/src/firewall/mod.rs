@@ -8,11 +8,15 @@
 //! into the kernel (`kernel`). May import: `engine`, `types`.
 
 pub mod config;
+pub mod journal;
 pub mod kernel;
 pub mod log;
 pub mod rules;
+pub mod sets;
+pub mod tables;
+pub mod write;
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, ACT_LOG, MAX_INSTANCES};
@@ -491,6 +495,14 @@ pub struct FwState {
     /// when (Unix seconds). Kept on disk, so a restart still reverts.
     #[serde(default)]
     pub pending: BTreeMap<String, Pending>,
+    /// The journal's records this state holds (`journal`: later ones are replayed on
+    /// load).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An unconfirmed apply.
@@ -563,28 +575,56 @@ impl Instance {
     }
 }
 
-/// One operation of a batch (Polycube's shape: `operation` beside the rule's fields).
+/// One operation of a batch, resolved against the chain as the operations before it left
+/// it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BatchOp {
-    /// insert, append, update, delete.
-    pub operation: String,
-    /// The rule's fields (and `id`).
-    pub rule: RuleSpec,
+pub enum SpecEdit {
+    /// A new rule at this index.
+    Insert(usize, RuleSpec),
+    /// The rule at this index goes.
+    Delete(usize),
+    /// The rule at this index becomes this one.
+    Update(usize, RuleSpec),
+}
+
+impl SpecEdit {
+    /// The classifier's edit.
+    pub fn edit(&self) -> crate::firewall::tables::Edit {
+        use crate::firewall::tables::Edit;
+        match self {
+            SpecEdit::Insert(i, r) => Edit::Insert(*i, r.rule()),
+            SpecEdit::Delete(i) => Edit::Delete(*i),
+            SpecEdit::Update(i, r) => Edit::Update(*i, r.rule()),
+        }
+    }
+
+    /// Applies it to a chain's rules.
+    pub fn apply(self, rules: &mut Vec<RuleSpec>) {
+        match self {
+            SpecEdit::Insert(i, r) => rules.insert(i, r),
+            SpecEdit::Delete(i) => {
+                rules.remove(i);
+            }
+            SpecEdit::Update(i, r) => rules[i] = r,
+        }
+    }
 }
 
 /// A batch's result: the new rules, and for each the position it had before (`None`:
 /// new).
 pub type Batched = (Vec<RuleSpec>, Vec<Option<usize>>);
 
-/// Applies a batch to a copy of the chain's rules: the new rules, or the index of the
-/// first bad operation and why (nothing applied). `origin[i]` says which old rule the new
-/// rule `i` is (for moving counters), `None` for new ones.
-pub fn apply_batch(
+/// Resolves a batch against a chain's rules without changing them: the edits in order,
+/// or the index of the first bad operation and why. A rule of the chain is only looked at
+/// by a delete that names its fields.
+pub fn plan_batch(
     rules: &[RuleSpec],
     ops: &[serde_json::Value],
-) -> Result<Batched, (usize, FirewallError)> {
-    let mut out: Vec<RuleSpec> = rules.to_vec();
-    let mut origin: Vec<Option<usize>> = (0..rules.len()).map(Some).collect();
+) -> Result<Vec<SpecEdit>, (usize, FirewallError)> {
+    // The chain as the operations so far leave it: Ok(index in `rules`) or Err(index in
+    // `out` of the edit that brought the rule).
+    let mut now: Vec<Result<usize, usize>> = (0..rules.len()).map(Ok).collect();
+    let mut out: Vec<SpecEdit> = Vec::new();
     for (i, raw) in ops.iter().enumerate() {
         // (Parsed by hand: a flattened struct would let unknown fields through.)
         let mut obj = raw
@@ -600,81 +640,83 @@ pub fn apply_batch(
             ))?;
         let rule: RuleSpec = serde_json::from_value(serde_json::Value::Object(obj))
             .map_err(|e| (i, FirewallError::Json(e.to_string())))?;
-        let op = BatchOp { operation, rule };
-        let id = op.rule.id;
-        match op.operation.to_ascii_lowercase().as_str() {
-            "append" => {
-                let r = op.rule.normalise().map_err(|e| (i, e))?;
-                out.push(r);
-                origin.push(None);
-            }
+        let id = rule.id;
+        let n = now.len();
+        let edit = match operation.to_ascii_lowercase().as_str() {
+            "append" => SpecEdit::Insert(n, rule.normalise().map_err(|e| (i, e))?),
             "insert" => {
                 let id = id.ok_or((i, FirewallError::Operation("insert needs id")))?;
-                if id > out.len() {
-                    let rules = out.len();
-                    return Err((i, FirewallError::PastEnd { id, rules }));
+                if id > n {
+                    return Err((i, FirewallError::PastEnd { id, rules: n }));
                 }
-                let r = op.rule.normalise().map_err(|e| (i, e))?;
-                out.insert(id, r);
-                origin.insert(id, None);
+                SpecEdit::Insert(id, rule.normalise().map_err(|e| (i, e))?)
             }
             "update" => {
                 let id = id.ok_or((i, FirewallError::Operation("update needs id")))?;
-                if id >= out.len() {
-                    let rules = out.len();
-                    return Err((i, FirewallError::NoSuchRule { id, rules }));
+                if id >= n {
+                    return Err((i, FirewallError::NoSuchRule { id, rules: n }));
                 }
-                out[id] = op.rule.normalise().map_err(|e| (i, e))?;
+                SpecEdit::Update(id, rule.normalise().map_err(|e| (i, e))?)
             }
-            "delete" => {
-                let at = match id {
-                    Some(id) => {
-                        if id >= out.len() {
-                            let rules = out.len();
-                            return Err((i, FirewallError::NoSuchRule { id, rules }));
-                        }
-                        id
-                    }
-                    None => {
-                        let want = op.rule.normalise().map_err(|e| (i, e))?;
-                        out.iter()
-                            .position(|r| *r == want)
-                            .ok_or((i, FirewallError::Operation("no rule with these fields")))?
-                    }
-                };
-                out.remove(at);
-                origin.remove(at);
-            }
+            "delete" => match id {
+                Some(id) if id >= n => {
+                    return Err((i, FirewallError::NoSuchRule { id, rules: n }));
+                }
+                Some(id) => SpecEdit::Delete(id),
+                None => {
+                    let want = rule.normalise().map_err(|e| (i, e))?;
+                    let spec = |s: &Result<usize, usize>| match s {
+                        Ok(r) => &rules[*r],
+                        Err(e) => match &out[*e] {
+                            SpecEdit::Insert(_, r) | SpecEdit::Update(_, r) => r,
+                            SpecEdit::Delete(_) => unreachable!("a delete brings no rule"),
+                        },
+                    };
+                    let at = now
+                        .iter()
+                        .position(|s| *spec(s) == want)
+                        .ok_or((i, FirewallError::Operation("no rule with these fields")))?;
+                    SpecEdit::Delete(at)
+                }
+            },
             o => return Err((i, FirewallError::UnknownOperation(o.into()))),
+        };
+        match &edit {
+            SpecEdit::Insert(at, _) => now.insert(*at, Err(out.len())),
+            SpecEdit::Delete(at) => {
+                let _ = now.remove(*at);
+            }
+            SpecEdit::Update(at, _) => now[*at] = Err(out.len()),
         }
+        out.push(edit);
+    }
+    Ok(out)
+}
+
+/// Applies a batch to a copy of the chain's rules: the new rules, or the index of the
+/// first bad operation and why (nothing applied). `origin[i]` says which old rule the new
+/// rule `i` is (for its counters), `None` for new ones.
+pub fn apply_batch(
+    rules: &[RuleSpec],
+    ops: &[serde_json::Value],
+) -> Result<Batched, (usize, FirewallError)> {
+    let plan = plan_batch(rules, ops)?;
+    let mut out: Vec<RuleSpec> = rules.to_vec();
+    let mut origin: Vec<Option<usize>> = (0..rules.len()).map(Some).collect();
+    for e in plan {
+        match &e {
+            SpecEdit::Insert(i, _) => origin.insert(*i, None),
+            SpecEdit::Delete(i) => {
+                origin.remove(*i);
+            }
+            SpecEdit::Update(..) => {}
+        }
+        e.apply(&mut out);
     }
     Ok((out, origin))
 }
 
 impl FwState {
-    /// Loads the state (empty when the file does not exist).
-    pub fn load(path: &Path) -> FwResult<FwState> {
-        let store = |msg: String| FirewallError::Store {
-            path: path.into(),
-            msg,
-        };
-        match std::fs::read_to_string(path) {
-            Ok(t) => serde_json::from_str(&t).map_err(|e| store(e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FwState::default()),
-            Err(e) => Err(store(e.to_string())),
-        }
-    }
-
-    /// Writes the state durably (temporary file, fsync, rename).
-    pub fn save(&self, path: &Path) -> FwResult<()> {
-        let store = |msg: String| FirewallError::Store {
-            path: path.into(),
-            msg,
-        };
-        let text = serde_json::to_string_pretty(self).map_err(|e| store(e.to_string()))?;
-        crate::engine::sys::write_synced(path, text.as_bytes()).map_err(|e| store(e.to_string()))
-    }
-
     /// A new instance, in the first free slot.
     pub fn create(&mut self, name: &str, kind: &str) -> FwResult<&Instance> {
         crate::types::check_name(name)?;

@@ -35,7 +35,7 @@ use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
     daemon::api::call::{lock, parse_body, ApiError},
     daemon::state::Shared,
-    firewall::{apply_batch, ChainState, FwState, Port},
+    firewall::{plan_batch, ChainState, FwState, Port, SpecEdit},
 };
 
 type ApiResult = Result<Response, ApiError>;
@@ -58,8 +58,10 @@ fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Resu
 /// Handles one LOG event from the kernel: kept for the API, published on the event stream,
 /// and written to the log (at most [`crate::firewall::log::LOG_LINES_PER_SECOND`] lines a second).
 pub fn on_log(s: &Shared, e: &statewall_common::firewall::FwLog) {
-    let (firewall, description) = {
+    let (firewall, description, index) = {
         let g = lock(s);
+        // The kernel names the rule by its counter id.
+        let index = g.engine.fw_rule_index(e.chain as u32, e.rule);
         let inst =
             g.fw.instances
                 .iter()
@@ -71,14 +73,13 @@ pub fn on_log(s: &Shared, e: &statewall_common::firewall::FwLog) {
                 } else {
                     &i.egress
                 };
-                let d = c
-                    .rules
-                    .get(e.rule as usize)
+                let d = index
+                    .and_then(|i| c.rules.get(i))
                     .and_then(|r| r.description.clone())
                     .unwrap_or_default();
-                (n.clone(), d)
+                (n.clone(), d, index)
             }
-            None => (format!("slot{}", e.chain / 2), String::new()),
+            None => (format!("slot{}", e.chain / 2), String::new(), index),
         }
     };
     let mut entry = LogEntry {
@@ -90,7 +91,7 @@ pub fn on_log(s: &Shared, e: &statewall_common::firewall::FwLog) {
         } else {
             "EGRESS"
         },
-        rule: e.rule,
+        rule: index.map_or(e.rule, |i| i as u32),
         description,
         l4proto: match e.proto {
             6 => "TCP".into(),
@@ -400,13 +401,36 @@ async fn batch(
     body: Bytes,
 ) -> ApiResult {
     let b: BatchBody = parse_body(&body)?;
-    let mut new = lock(&s).fw.clone();
-    let (c, no) = chain_of_mut(&mut new, &name, &chain)?;
-    let (rules, origin) = apply_batch(&c.rules, &b.rules)
+    let mut g = lock(&s);
+    let (c, no) = chain_of(&g.fw, &name, &chain)?;
+    let plan = plan_batch(&c.rules, &b.rules)
         .map_err(|(i, e)| ApiError::bad(format!("rules[{i}]: {e} (nothing was changed)")))?;
-    let n = rules.len();
-    c.rules = rules;
-    commit(&s, new, &[(no, origin)])?;
+    // The kernel first, rewriting only what the batch changes; on an error, the chains
+    // as they were.
+    let edits: Vec<_> = plan.iter().map(SpecEdit::edit).collect();
+    if let Err(e) = g.engine.fw_edit(no, &edits) {
+        let (cfg, fw) = (g.config.clone(), g.fw.clone());
+        if let Err(back) = g
+            .engine
+            .apply_firewall(&cfg.firewall, &cfg.links(), &fw, &[])
+        {
+            tracing::error!("firewall: restoring the chains after a failed batch: {back}");
+        }
+        return Err(ApiError::bad(format!("{e} (nothing was changed)")));
+    }
+    let path = g.config.daemon.state_dir.join("firewall.json");
+    let fw = &mut g.fw;
+    let inst = fw
+        .instances
+        .get_mut(&name)
+        .ok_or_else(|| not_found(&name))?;
+    let c = inst.chain_mut(&chain)?;
+    for e in plan {
+        e.apply(&mut c.rules);
+    }
+    let n = c.rules.len();
+    fw.journal(&path, &name, &chain, &b.rules)
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({"rules": n})).into_response())
 }
 
@@ -514,11 +538,12 @@ async fn reset_stats(
     State(s): State<Arc<Shared>>,
     Path((name, chain)): Path<(String, String)>,
 ) -> ApiResult {
-    let st = lock(&s).fw.clone();
-    let (c, no) = chain_of(&st, &name, &chain)?;
+    let mut g = lock(&s);
+    let (c, no) = chain_of(&g.fw, &name, &chain)?;
     let n = c.rules.len();
-    // Every rule "new": its counters start from zero.
-    commit(&s, st, &[(no, vec![None; n])])?;
+    g.engine
+        .fw_reset_stats(no)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
     Ok(Json(json!({"reset": n})).into_response())
 }
 

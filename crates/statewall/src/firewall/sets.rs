@@ -1,0 +1,277 @@
+//! The classifier's sets and one chain's tables as the kernel holds them: the bitset table
+//! ([`Pool`]: each set once, counted, copied on write) and [`ChainKernel`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use statewall_common::firewall::{Bitset, ChainConf, MAX_RULES, SMALL_PER_CHAIN, WILD_SETS};
+
+/// A prefix-trie entry's prefix: (family, address masked to the length, length).
+pub type PKey = (u8, [u8; 16], u8);
+
+/// Why chains cannot be compiled or written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    /// A chain number past the table.
+    #[error("chain {chain}: at most {max}")]
+    Chain {
+        /// The chain.
+        chain: u32,
+        /// Chains the table has.
+        max: u32,
+    },
+    /// A chain longer than the classifier takes.
+    #[error("{rules} rules: at most {max} per chain")]
+    Rules {
+        /// Rules in the chain.
+        rules: usize,
+        /// The most a chain may have.
+        max: usize,
+    },
+    /// More distinct rule sets than the bitset table holds.
+    #[error("more than {capacity} distinct rule sets (those in use and those still held by the previous tables): the bitset table holds {capacity} ([firewall] bitsets_max)")]
+    NoRoom {
+        /// Rule sets the table holds.
+        capacity: u32,
+    },
+    /// No counter slot is free in the chain.
+    #[error("chain {chain}: no free counter slot ({max} per chain)")]
+    Counters {
+        /// The chain.
+        chain: u32,
+        /// Slots per chain.
+        max: usize,
+    },
+    /// Writing a table failed.
+    #[error("map {map}: {msg}")]
+    Map {
+        /// The map.
+        map: String,
+        /// The error.
+        msg: String,
+    },
+}
+
+/// An entry that names no set (a field no rule of the chain constrains) or no counter (a
+/// free position).
+pub const NONE: u32 = u32::MAX;
+
+/// One chain's tables as the kernel holds them (bitset ids are the table's own).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainKernel {
+    /// The configuration (`all` is a bitset id).
+    pub conf: ChainConf,
+    /// Source ports' sets (65,536, or none when no rule constrains the field).
+    pub sport: Vec<u32>,
+    /// Destination ports' sets.
+    pub dport: Vec<u32>,
+    /// Protocols', flags' and connection states' sets ([`NONE`] for unused fields).
+    pub small: Vec<u32>,
+    /// Source prefixes' sets.
+    pub src: BTreeMap<PKey, u32>,
+    /// Destination prefixes' sets.
+    pub dst: BTreeMap<PKey, u32>,
+    /// Action by position (0: no rule there).
+    pub actions: Vec<u8>,
+    /// Counter id by position ([`NONE`]: no rule there).
+    pub ruleids: Vec<u32>,
+    /// The wild sets, by field index (`ChainConf::wild`; empty where a field has none).
+    /// They are the generation's own (at fixed ids), not shared.
+    pub wild: Vec<Bitset>,
+}
+
+impl ChainKernel {
+    /// A chain that does not exist.
+    pub fn empty() -> ChainKernel {
+        ChainKernel {
+            conf: ChainConf::default(),
+            sport: Vec::new(),
+            dport: Vec::new(),
+            small: vec![NONE; SMALL_PER_CHAIN as usize],
+            src: BTreeMap::new(),
+            dst: BTreeMap::new(),
+            actions: vec![0; MAX_RULES],
+            ruleids: vec![NONE; MAX_RULES],
+            wild: vec![Bitset::default(); 7],
+        }
+    }
+
+    /// Calls `f` with every set id it refers to (repeats included).
+    pub fn each_set(&self, mut f: impl FnMut(u32)) {
+        if self.conf.enabled != 0 {
+            f(self.conf.all);
+        }
+        for v in [&self.sport, &self.dport, &self.small] {
+            v.iter().filter(|id| **id != NONE).for_each(|id| f(*id));
+        }
+        for m in [&self.src, &self.dst] {
+            m.values().for_each(|id| f(*id));
+        }
+    }
+}
+
+/// A hasher for bitsets (a multiply-rotate over their words: `HashMap`'s default hashes
+/// each 1.3 kB set byte by byte, the bulk of a large build).
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl std::hash::Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_ne_bytes(c.try_into().unwrap_or_default()));
+        }
+        for b in chunks.remainder() {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, w: usize) {
+        self.write_u64(w as u64);
+    }
+}
+
+type WordMap = HashMap<Box<[u64]>, u32, std::hash::BuildHasherDefault<WordHasher>>;
+
+/// The bitset table: each set once, with the number of entries (of the chains as they are
+/// and of what each generation holds) that refer to it.
+#[derive(Default)]
+pub struct Pool {
+    pub(super) sets: Vec<Bitset>,
+    refs: Vec<u32>,
+    /// Per id: interned (in `ids`).
+    interned: Vec<bool>,
+    ids: WordMap,
+    free: Vec<u32>,
+    capacity: u32,
+    /// Sets made since the last write: the kernel's copy is written before any entry
+    /// refers to them.
+    pub(super) fresh: Vec<u32>,
+}
+
+impl Pool {
+    /// A table of `capacity` sets (the first [`WILD_SETS`] are the wild sets, never
+    /// handed out).
+    pub fn new(capacity: u32) -> Pool {
+        let w = WILD_SETS as usize;
+        Pool {
+            capacity: capacity.min(1 << 16),
+            sets: vec![Bitset::default(); w],
+            refs: vec![0; w],
+            interned: vec![false; w],
+            ..Pool::default()
+        }
+    }
+
+    /// No earlier process's table refers to a wild set's id (they can be written).
+    pub fn wild_free(&self) -> bool {
+        self.refs[..WILD_SETS as usize].iter().all(|r| *r == 0)
+    }
+
+    /// The id of set `b`: an equal set's, or a new one.
+    pub fn intern(&mut self, b: &Bitset) -> Result<u32, RulesError> {
+        if let Some(&i) = self.ids.get(&b.words[..]) {
+            return Ok(i);
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None if (self.sets.len() as u32) < self.capacity => {
+                self.sets.push(Bitset::default());
+                self.refs.push(0);
+                self.interned.push(false);
+                self.sets.len() as u32 - 1
+            }
+            None => {
+                return Err(RulesError::NoRoom {
+                    capacity: self.capacity,
+                })
+            }
+        };
+        self.sets[i as usize] = *b;
+        self.refs[i as usize] = 0;
+        self.interned[i as usize] = true;
+        self.ids.insert(b.words.to_vec().into_boxed_slice(), i);
+        self.fresh.push(i);
+        Ok(i)
+    }
+
+    /// Set `id`.
+    pub fn set(&self, id: u32) -> &Bitset {
+        &self.sets[id as usize]
+    }
+
+    /// True when `id` holds a set (interned, not free).
+    pub fn live(&self, id: u32) -> bool {
+        self.interned.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// Takes `id` out of the interned sets (it is free).
+    fn release(&mut self, id: u32) {
+        if self.live(id) {
+            self.ids.remove(&self.sets[id as usize].words[..]);
+            self.interned[id as usize] = false;
+        }
+        if id >= WILD_SETS {
+            self.free.push(id);
+        }
+    }
+
+    /// One more entry refers to `id`.
+    pub fn inc(&mut self, id: u32) {
+        if let Some(r) = self.refs.get_mut(id as usize) {
+            *r += 1;
+        }
+    }
+
+    /// One entry less refers to `id`; at none, it is free.
+    pub fn dec(&mut self, id: u32) {
+        let Some(r) = self.refs.get_mut(id as usize) else {
+            return;
+        };
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            self.release(id);
+        }
+    }
+
+    /// Sets made since the last write that nothing refers to (an edit replaced them, or
+    /// failed half way) are free again.
+    pub fn sweep(&mut self) {
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.sort_unstable();
+        fresh.dedup();
+        for &id in &fresh {
+            if self.refs[id as usize] == 0 && self.live(id) {
+                self.release(id);
+            }
+        }
+        fresh.retain(|id| self.live(*id));
+        self.fresh = fresh;
+    }
+
+    /// Ids an earlier process's tables refer to (contents unknown here): held until the
+    /// generation that refers to them is rewritten. Only on an empty table.
+    pub fn hold(&mut self, held: &[u32]) {
+        let top = held.iter().copied().max().map_or(0, |m| m + 1);
+        let top = top.min(self.capacity).max(WILD_SETS);
+        self.sets.resize(top as usize, Bitset::default());
+        self.refs.resize(top as usize, 0);
+        self.interned.resize(top as usize, false);
+        for &id in held.iter().filter(|id| **id < top) {
+            self.refs[id as usize] += 1;
+        }
+        self.free = (WILD_SETS..top)
+            .rev()
+            .filter(|id| self.refs[*id as usize] == 0)
+            .collect();
+    }
+
+    /// Sets in use (wild sets apart).
+    pub fn in_use(&self) -> usize {
+        self.sets.len() - self.free.len() - WILD_SETS as usize
+    }
+}

@@ -1,0 +1,779 @@
+//! The classifier's tables kept in user space, changed rule by rule.
+//!
+//! A rule's bit (its *position*) is not its index in the chain: positions keep the chain's
+//! order with gaps between them, so an insert takes a free position between its
+//! neighbours (or moves the nearest few rules by one) and changes only the sets that hold
+//! the rules it touches; a delete or an update changes only the sets that hold its rule.
+//! A rule's counters have a slot of their own (its *counter id*, found from its position
+//! through `SW_FW_RULEID`), so they stay with the rule whatever moves. Sets are shared by
+//! both generations and copied on write: a set some generation refers to is never
+//! rewritten, and one nothing refers to any more is free again. [`super::write`] brings
+//! the inactive generation to what the chains are now and switches to it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use statewall_common::firewall::{
+    field, Bitset, ChainConf, FwTables, LpmKey, ACT_ACCEPT, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN,
+    WILD_SETS,
+};
+
+use super::rules::{
+    build, fields, inside, pkey, port_accepts, shorten, small_accepts, small_field, unset, Chain,
+    PKey, Rule, RulesError, DEFAULT_ROUTES,
+};
+use super::sets::{ChainKernel, Pool, NONE};
+
+/// Rules moved at most to make room for one insert; past that the chain is laid out again.
+const SHIFT_MAX: usize = 64;
+
+/// Operations of one batch applied one by one; a longer batch lays the chain out again.
+pub const EDITS_MAX: usize = 32;
+
+/// One operation on a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Edit {
+    /// A new rule at this index.
+    Insert(usize, Rule),
+    /// The rule at this index goes.
+    Delete(usize),
+    /// The rule at this index becomes this one (its counters stay).
+    Update(usize, Rule),
+}
+
+/// A chain as it is now.
+#[derive(Clone)]
+pub(super) struct ChainModel {
+    pub(super) rules: Vec<Rule>,
+    pub(super) pos: Vec<u32>,
+    pub(super) ids: Vec<u32>,
+    /// Rules naming each prefix, by (destination, prefix).
+    named: HashMap<(bool, PKey), u32>,
+    pub(super) k: ChainKernel,
+}
+
+/// What one edit does to every set: the rules at positions `shift.0..=shift.1` move by
+/// `shift.2`, position `clear` leaves, and position `add` joins the sets of the entries
+/// whose value the new rule accepts.
+struct Change {
+    shift: Option<(u32, u32, i32)>,
+    clear: Option<u32>,
+    add: Option<u32>,
+    memo: HashMap<(u32, bool), u32>,
+    /// Per set id: 0 not looked at yet, 1 untouched, 2 holds a position the change moves
+    /// or clears.
+    touched: Vec<u8>,
+    incs: Vec<u32>,
+    decs: Vec<u32>,
+}
+
+impl Change {
+    fn new(shift: Option<(u32, u32, i32)>, clear: Option<u32>, add: Option<u32>) -> Change {
+        Change {
+            shift,
+            clear,
+            add,
+            memo: HashMap::new(),
+            touched: Vec::new(),
+            incs: Vec::new(),
+            decs: Vec::new(),
+        }
+    }
+
+    fn touches(&mut self, pool: &Pool, id: u32) -> bool {
+        if self.touched.len() < pool.sets.len() {
+            self.touched.resize(pool.sets.len(), 0);
+        }
+        let t = &mut self.touched[id as usize];
+        if *t == 0 {
+            let b = pool.set(id);
+            let yes = self.clear.is_some_and(|q| b.has(q as usize))
+                || self
+                    .shift
+                    .is_some_and(|(lo, hi, _)| (lo..=hi).any(|q| b.has(q as usize)));
+            *t = 1 + yes as u8;
+        }
+        *t == 2
+    }
+
+    /// The set an entry refers to after the change, `accepts`: the new rule accepts the
+    /// entry's value.
+    fn apply(&mut self, pool: &mut Pool, id: u32, accepts: bool) -> Result<u32, RulesError> {
+        let accepts = accepts && self.add.is_some();
+        if id == NONE || (!accepts && !self.touches(pool, id)) {
+            return Ok(id);
+        }
+        if let Some(&n) = self.memo.get(&(id, accepts)) {
+            return Ok(n);
+        }
+        let b = self.transform(pool.set(id), accepts);
+        let n = pool.intern(&b)?;
+        self.memo.insert((id, accepts), n);
+        Ok(n)
+    }
+
+    /// Set `b` after the change.
+    fn transform(&self, b: &Bitset, accepts: bool) -> Bitset {
+        let mut b = *b;
+        if let Some(q) = self.clear {
+            unset(&mut b, q as usize);
+        }
+        if let Some((lo, hi, by)) = self.shift {
+            let had: Vec<u32> = (lo..=hi).filter(|q| b.has(*q as usize)).collect();
+            had.iter().for_each(|q| unset(&mut b, *q as usize));
+            had.iter()
+                .for_each(|q| b.set((*q as i64 + by as i64) as usize));
+        }
+        if let (true, Some(p)) = (accepts, self.add) {
+            b.set(p as usize);
+        }
+        b
+    }
+
+    /// Moves entry `e` to its set after the change (counted once the edit is through).
+    fn entry(&mut self, pool: &mut Pool, e: &mut u32, accepts: bool) -> Result<(), RulesError> {
+        let n = self.apply(pool, *e, accepts)?;
+        if n != *e {
+            self.incs.push(n);
+            self.decs.push(*e);
+            *e = n;
+        }
+        Ok(())
+    }
+}
+
+/// Rules (by index, first and last) that move by one position (down: -1, up: 1).
+type Run = (usize, usize, i32);
+
+/// Where an insert at index `i` goes: its position, and the run of rules that moves to
+/// make room. `None`: no room near.
+fn place(pos: &[u32], i: usize) -> Option<(u32, Option<Run>)> {
+    let n = pos.len();
+    let lo = if i > 0 { pos[i - 1] + 1 } else { 0 };
+    let hi = if i < n { pos[i] } else { MAX_RULES as u32 };
+    if hi > lo {
+        return Some((lo + (hi - lo) / 2, None));
+    }
+    // Rules j..i move down into the free position below rule j, or rules i..=k up into
+    // the one above rule k: the nearer.
+    let left = (0..i).rev().take(SHIFT_MAX).find(|&j| {
+        if j == 0 {
+            pos[0] > 0
+        } else {
+            pos[j] - pos[j - 1] > 1
+        }
+    });
+    let right = (i..n).take(SHIFT_MAX).find(|&k| {
+        if k + 1 == n {
+            pos[k] + 1 < MAX_RULES as u32
+        } else {
+            pos[k + 1] - pos[k] > 1
+        }
+    });
+    match (left, right) {
+        (Some(j), r) if r.is_none_or(|k| i - j <= k + 1 - i) => {
+            Some((pos[i - 1], Some((j, i - 1, -1))))
+        }
+        (_, Some(k)) => Some((pos[i], Some((i, k, 1)))),
+        _ => None,
+    }
+}
+
+/// Positions of `n` rules laid out evenly (the middle of `n` equal slices).
+pub fn spread(n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((2 * i + 1) * MAX_RULES / (2 * n)) as u32)
+        .collect()
+}
+
+/// The chains' tables, what each generation holds, and the sets they share.
+pub struct Tables {
+    pub(super) pool: Pool,
+    pub(super) chains: BTreeMap<u32, ChainModel>,
+    /// Per generation, per chain: what the kernel holds (`None`: not known).
+    pub(super) images: [Vec<Option<ChainKernel>>; 2],
+    /// Per generation: no stale prefix entry of an earlier process is left in the tries.
+    pub(super) known: [bool; 2],
+    /// Per generation: chains changed since it was last written.
+    pub(super) dirty: [std::collections::BTreeSet<u32>; 2],
+    /// Per chain, per counter id: references (the chain as it is, each generation).
+    cref: Vec<Vec<u8>>,
+    /// Per chain, per counter id: a rule of the chain as it is holds it.
+    dref: Vec<Vec<bool>>,
+    /// Counters to zero before the next write (ids given to new rules).
+    pub(super) zero: Vec<(u32, u32)>,
+    /// Counter ids, in rule order, of the chains the kernel held when the tables were
+    /// opened.
+    pub(super) adopted: BTreeMap<u32, Vec<u32>>,
+}
+
+impl Tables {
+    /// Empty tables over a bitset table of `capacity` sets.
+    pub fn new(capacity: u32) -> Tables {
+        Tables {
+            pool: Pool::new(capacity),
+            chains: BTreeMap::new(),
+            images: [
+                vec![None; MAX_CHAINS as usize],
+                vec![None; MAX_CHAINS as usize],
+            ],
+            known: [false; 2],
+            dirty: Default::default(),
+            cref: vec![vec![0; MAX_RULES]; MAX_CHAINS as usize],
+            dref: vec![vec![false; MAX_RULES]; MAX_CHAINS as usize],
+            zero: Vec::new(),
+            adopted: BTreeMap::new(),
+        }
+    }
+
+    /// Sets in use (by the chains or by what either generation still holds).
+    pub fn sets_in_use(&self) -> usize {
+        self.pool.in_use()
+    }
+
+    /// Counter ids of a chain's rules, in rule order.
+    pub fn counter_ids(&self, chain: u32) -> &[u32] {
+        self.chains.get(&chain).map_or(&[], |c| &c.ids)
+    }
+
+    /// Positions of a chain's rules, in rule order.
+    pub fn positions(&self, chain: u32) -> &[u32] {
+        self.chains.get(&chain).map_or(&[], |c| &c.pos)
+    }
+
+    /// The index of the rule holding counter id `id` in `chain`.
+    pub fn index_of(&self, chain: u32, id: u32) -> Option<usize> {
+        self.chains.get(&chain)?.ids.iter().position(|i| *i == id)
+    }
+
+    pub(super) fn counter_ref(&mut self, chain: u32, id: u32, up: bool) {
+        if id == NONE {
+            return;
+        }
+        let c = &mut self.cref[chain as usize][id as usize];
+        *c = if up {
+            c.saturating_add(1)
+        } else {
+            c.saturating_sub(1)
+        };
+    }
+
+    /// A counter id for a new rule of `chain`: one nothing refers to (its counters are
+    /// zeroed before the next write); failing that, one only a generation's old tables
+    /// still refer to (packets those tables classify in their last moments may count to
+    /// the new rule).
+    fn new_counter(&mut self, chain: u32) -> Result<u32, RulesError> {
+        let c = chain as usize;
+        let id = (0..MAX_RULES)
+            .find(|&i| self.cref[c][i] == 0)
+            .or_else(|| (0..MAX_RULES).find(|&i| !self.dref[c][i]))
+            .ok_or(RulesError::Counters {
+                chain,
+                max: MAX_RULES,
+            })? as u32;
+        self.dref[c][id as usize] = true;
+        self.counter_ref(chain, id, true);
+        self.zero.push((chain, id));
+        Ok(id)
+    }
+
+    fn drop_counter(&mut self, chain: u32, id: u32) {
+        if id as usize >= MAX_RULES {
+            return;
+        }
+        self.dref[chain as usize][id as usize] = false;
+        self.counter_ref(chain, id, false);
+    }
+
+    fn mark(&mut self, chain: u32) {
+        self.dirty[0].insert(chain);
+        self.dirty[1].insert(chain);
+    }
+
+    /// Makes the tables hold `chains` (by chain number). A chain whose rules are the same
+    /// keeps its tables (only its configuration follows); the others are laid out again.
+    /// `origin`: per chain, for each new rule the index of the old rule it is (its
+    /// counters go with it) or `None`; a chain without one keeps the counters of the
+    /// rules equal to the old rule at their index (a chain new to these tables: the
+    /// counters the kernel held for it, when their number matches).
+    pub fn set_chains(
+        &mut self,
+        chains: &BTreeMap<u32, Chain>,
+        origin: &[(u32, Vec<Option<usize>>)],
+    ) -> Result<(), RulesError> {
+        if let Some(&chain) = chains.keys().find(|c| **c >= MAX_CHAINS) {
+            return Err(RulesError::Chain {
+                chain,
+                max: MAX_CHAINS,
+            });
+        }
+        let gone: Vec<u32> = self
+            .chains
+            .keys()
+            .filter(|c| !chains.contains_key(c))
+            .copied()
+            .collect();
+        for ch in gone {
+            if let Some(m) = self.chains.remove(&ch) {
+                m.k.each_set(|id| self.pool.dec(id));
+                m.ids.iter().for_each(|id| self.drop_counter(ch, *id));
+            }
+            self.mark(ch);
+        }
+        for (&ch, chain) in chains {
+            let from = origin.iter().find(|o| o.0 == ch).map(|o| &o.1);
+            let same = self.chains.get(&ch).is_some_and(|m| m.rules == chain.rules);
+            if same && from.is_none_or(|f| f.iter().enumerate().all(|(i, o)| *o == Some(i))) {
+                let m = self.chains.get_mut(&ch).expect("checked");
+                m.k.conf.default_action = chain.default_action;
+                m.k.conf.accept_established = chain.accept_established as u8;
+                self.mark(ch);
+                continue;
+            }
+            let keep: Vec<Option<u32>> = match (self.chains.get(&ch), from) {
+                (Some(m), Some(f)) => f.iter().map(|o| o.map(|o| m.ids[o])).collect(),
+                (Some(m), None) => (0..chain.rules.len())
+                    .map(|i| (m.rules.get(i) == Some(&chain.rules[i])).then(|| m.ids[i]))
+                    .collect(),
+                (None, _) => match self.adopted.remove(&ch) {
+                    Some(a) if a.len() == chain.rules.len() => a.into_iter().map(Some).collect(),
+                    _ => (0..chain.rules.len() as u32).map(Some).collect(),
+                },
+            };
+            if let Err(e) = self.relayout(ch, chain.clone(), keep) {
+                self.pool.sweep();
+                return Err(e);
+            }
+        }
+        self.retrack();
+        self.pool.sweep();
+        Ok(())
+    }
+
+    /// Lays chain `ch` out again from scratch: positions spread evenly, counter ids kept
+    /// where `keep` says (new ones elsewhere). On an error nothing changed.
+    fn relayout(
+        &mut self,
+        ch: u32,
+        chain: Chain,
+        keep: Vec<Option<u32>>,
+    ) -> Result<(), RulesError> {
+        if chain.rules.len() > MAX_RULES {
+            return Err(RulesError::Rules {
+                rules: chain.rules.len(),
+                max: MAX_RULES,
+            });
+        }
+        let c = ch as usize;
+        let pos = spread(chain.rules.len());
+        let mut taken = vec![false; MAX_RULES];
+        let mut ids: Vec<Option<u32>> = Vec::with_capacity(keep.len());
+        for k in keep {
+            ids.push(k.filter(|id| {
+                (*id as usize) < MAX_RULES && !std::mem::replace(&mut taken[*id as usize], true)
+            }));
+        }
+        // New counters: ones nothing refers to first, then any the chain will not hold.
+        let mut spare = (0..MAX_RULES as u32)
+            .filter(|i| self.cref[c][*i as usize] == 0 && !taken[*i as usize])
+            .chain(
+                (0..MAX_RULES as u32)
+                    .filter(|i| self.cref[c][*i as usize] != 0 && !taken[*i as usize]),
+            )
+            .collect::<Vec<u32>>()
+            .into_iter();
+        let mut new = Vec::new();
+        for id in ids.iter_mut().filter(|i| i.is_none()) {
+            let s = spare.next().ok_or(RulesError::Counters {
+                chain: ch,
+                max: MAX_RULES,
+            })?;
+            taken[s as usize] = true;
+            new.push(s);
+            *id = Some(s);
+        }
+        let ids: Vec<u32> = ids.into_iter().map(|i| i.unwrap_or(NONE)).collect();
+        let wild = self.pool.wild_free();
+        let k = build(&mut self.pool, &chain, &pos, &ids, wild)?;
+        k.each_set(|id| self.pool.inc(id));
+        let old_ids = self
+            .chains
+            .get(&ch)
+            .map(|m| m.ids.clone())
+            .unwrap_or_default();
+        for id in old_ids.into_iter().filter(|id| !taken[*id as usize]) {
+            self.drop_counter(ch, id);
+        }
+        for &id in &ids {
+            if !self.dref[c][id as usize] {
+                self.dref[c][id as usize] = true;
+                self.counter_ref(ch, id, true);
+            }
+        }
+        self.zero.extend(new.into_iter().map(|id| (ch, id)));
+        let mut named = HashMap::new();
+        for r in &chain.rules {
+            for (dst, n) in [(false, r.src), (true, r.dst)] {
+                if let Some(n) = n {
+                    *named.entry((dst, pkey(n))).or_insert(0) += 1;
+                }
+            }
+        }
+        let model = ChainModel {
+            rules: chain.rules,
+            pos,
+            ids,
+            named,
+            k,
+        };
+        if let Some(old) = self.chains.insert(ch, model) {
+            old.k.each_set(|id| self.pool.dec(id));
+        }
+        self.mark(ch);
+        Ok(())
+    }
+
+    /// Both chains of an instance (2k, 2k+1) track connections when either needs their
+    /// state.
+    fn retrack(&mut self) {
+        let needs = |m: &ChainModel| {
+            m.k.conf.used & statewall_common::firewall::field::CT != 0
+                || m.k.conf.accept_established != 0
+        };
+        let mut changed = Vec::new();
+        for inst in 0..MAX_CHAINS / 2 {
+            let t = [2 * inst, 2 * inst + 1]
+                .iter()
+                .any(|c| self.chains.get(c).is_some_and(needs)) as u8;
+            for c in [2 * inst, 2 * inst + 1] {
+                if let Some(m) = self.chains.get_mut(&c) {
+                    if m.k.conf.track != t {
+                        m.k.conf.track = t;
+                        changed.push(c);
+                    }
+                }
+            }
+        }
+        changed.into_iter().for_each(|c| self.mark(c));
+    }
+
+    /// Applies `edits` to chain `ch` in order, rewriting only what they change (a long
+    /// batch, or an edit that needs room or a field the chain has not used, lays the chain
+    /// out again). On an error the chain is as it was.
+    pub fn edit(&mut self, ch: u32, edits: &[Edit]) -> Result<(), RulesError> {
+        let Some(m) = self.chains.get(&ch) else {
+            return Err(RulesError::Chain {
+                chain: ch,
+                max: MAX_CHAINS,
+            });
+        };
+        let before = (m.rules.clone(), m.ids.clone(), m.k.conf);
+        let r = if edits.len() > EDITS_MAX {
+            self.edit_by_relayout(ch, edits)
+        } else {
+            edits.iter().try_for_each(|e| self.edit_one(ch, e))
+        };
+        if let Err(e) = r {
+            // Back to the rules as they were (a layout from scratch).
+            self.pool.sweep();
+            let (rules, ids, conf) = before;
+            let chain = Chain {
+                rules,
+                default_action: conf.default_action,
+                accept_established: conf.accept_established != 0,
+            };
+            self.relayout(ch, chain, ids.into_iter().map(Some).collect())?;
+            self.pool.sweep();
+            return Err(e);
+        }
+        self.retrack();
+        self.pool.sweep();
+        Ok(())
+    }
+
+    /// `edits` applied to the rule list, then the chain laid out again (counters follow
+    /// their rules).
+    fn edit_by_relayout(&mut self, ch: u32, edits: &[Edit]) -> Result<(), RulesError> {
+        let m = &self.chains[&ch];
+        let mut rules = m.rules.clone();
+        let mut ids: Vec<Option<u32>> = m.ids.iter().copied().map(Some).collect();
+        for e in edits {
+            match e {
+                Edit::Insert(i, r) => {
+                    rules.insert(*i, r.clone());
+                    ids.insert(*i, None);
+                }
+                Edit::Delete(i) => {
+                    rules.remove(*i);
+                    ids.remove(*i);
+                }
+                Edit::Update(i, r) => rules[*i] = r.clone(),
+            }
+        }
+        let chain = Chain {
+            rules,
+            default_action: m.k.conf.default_action,
+            accept_established: m.k.conf.accept_established != 0,
+        };
+        self.relayout(ch, chain, ids)
+    }
+
+    /// The chain's rules with `e` applied to a copy, laid out again.
+    fn edit_one_by_relayout(&mut self, ch: u32, e: &Edit) -> Result<(), RulesError> {
+        self.edit_by_relayout(ch, std::slice::from_ref(e))
+    }
+
+    fn edit_one(&mut self, ch: u32, e: &Edit) -> Result<(), RulesError> {
+        let m = &self.chains[&ch];
+        let n = m.rules.len();
+        let (used, wild) = (m.k.conf.used, m.k.conf.wild);
+        match e {
+            Edit::Insert(i, r) => {
+                if n >= MAX_RULES {
+                    return Err(RulesError::Rules {
+                        rules: n + 1,
+                        max: MAX_RULES,
+                    });
+                }
+                if self.needs_relayout(used, wild, r) {
+                    return self.edit_one_by_relayout(ch, e);
+                }
+                let Some((p, run)) = place(&m.pos, *i) else {
+                    return self.edit_one_by_relayout(ch, e);
+                };
+                let shift = run.map(|(a, b, by)| (m.pos[a], m.pos[b], by));
+                let mut c = Change::new(shift, None, Some(p));
+                self.remap(ch, &mut c, Some(r))?;
+                let id = self.new_counter(ch)?;
+                let m = self.chains.get_mut(&ch).expect("checked");
+                if let Some((a, b, by)) = run {
+                    for j in a..=b {
+                        m.k.actions[m.pos[j] as usize] = 0;
+                        m.k.ruleids[m.pos[j] as usize] = NONE;
+                    }
+                    for j in a..=b {
+                        m.pos[j] = (m.pos[j] as i64 + by as i64) as u32;
+                        m.k.actions[m.pos[j] as usize] = m.rules[j].action;
+                        m.k.ruleids[m.pos[j] as usize] = m.ids[j];
+                    }
+                }
+                m.pos.insert(*i, p);
+                m.ids.insert(*i, id);
+                m.rules.insert(*i, r.clone());
+                m.k.actions[p as usize] = r.action;
+                m.k.ruleids[p as usize] = id;
+                m.k.conf.rules += 1;
+                self.name(ch, r, 1);
+            }
+            Edit::Delete(i) => {
+                let q = m.pos[*i];
+                let mut c = Change::new(None, Some(q), None);
+                self.remap(ch, &mut c, None)?;
+                let m = self.chains.get_mut(&ch).expect("checked");
+                let r = m.rules.remove(*i);
+                let id = m.ids.remove(*i);
+                m.pos.remove(*i);
+                m.k.actions[q as usize] = 0;
+                m.k.ruleids[q as usize] = NONE;
+                m.k.conf.rules -= 1;
+                self.drop_counter(ch, id);
+                self.name(ch, &r, -1);
+            }
+            Edit::Update(i, r) => {
+                if self.needs_relayout(used, wild, r) {
+                    return self.edit_one_by_relayout(ch, e);
+                }
+                let q = m.pos[*i];
+                let mut c = Change::new(None, Some(q), Some(q));
+                self.remap(ch, &mut c, Some(r))?;
+                let m = self.chains.get_mut(&ch).expect("checked");
+                let old = std::mem::replace(&mut m.rules[*i], r.clone());
+                m.k.actions[q as usize] = r.action;
+                self.name(ch, r, 1);
+                self.name(ch, &old, -1);
+            }
+        }
+        self.mark(ch);
+        Ok(())
+    }
+
+    /// A rule that constrains a field the chain does not look up, or leaves unconstrained
+    /// a field without a wild set (which would change every set of the field), is better
+    /// added by a layout from scratch (which gives the field its wild set).
+    fn needs_relayout(&self, used: u8, wild: u8, r: &Rule) -> bool {
+        fields(r) & !used != 0 || (self.pool.wild_free() && used & !fields(r) & !wild != 0)
+    }
+
+    /// Counts the prefixes `r` names up or down; a prefix no rule names any more leaves
+    /// its trie (its set is its parent's, which the trie gives without it).
+    fn name(&mut self, ch: u32, r: &Rule, by: i32) {
+        let m = self.chains.get_mut(&ch).expect("chain");
+        for (dst, n) in [(false, r.src), (true, r.dst)] {
+            let Some(n) = n else { continue };
+            let k = (dst, pkey(n));
+            let c = m.named.entry(k).or_insert(0);
+            *c = (*c as i32 + by).max(0) as u32;
+            if *c == 0 {
+                m.named.remove(&k);
+                if !DEFAULT_ROUTES.contains(&k.1) {
+                    let t = if dst { &mut m.k.dst } else { &mut m.k.src };
+                    if let Some(id) = t.remove(&k.1) {
+                        self.pool.dec(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves every entry of chain `ch` to its set after change `c`; `r`: the rule that
+    /// joins (accepting the values it matches). New prefixes of `r` get their entries.
+    fn remap(&mut self, ch: u32, c: &mut Change, r: Option<&Rule>) -> Result<(), RulesError> {
+        let mut m = self.chains.remove(&ch).expect("chain");
+        let res = remap_chain(&mut self.pool, &mut m.k, c, r);
+        self.chains.insert(ch, m);
+        res?;
+        c.incs.iter().for_each(|id| self.pool.inc(*id));
+        c.decs.iter().for_each(|id| self.pool.dec(*id));
+        Ok(())
+    }
+}
+
+/// [`Tables::remap`] on one chain's tables (references counted by the caller).
+fn remap_chain(
+    pool: &mut Pool,
+    k: &mut ChainKernel,
+    c: &mut Change,
+    r: Option<&Rule>,
+) -> Result<(), RulesError> {
+    // The sets new prefixes start from: their parents' before the change.
+    let mut new_prefixes = Vec::new();
+    for (dst, n) in [
+        (false, r.and_then(|r| r.src)),
+        (true, r.and_then(|r| r.dst)),
+    ] {
+        let Some(n) = n else { continue };
+        let key = pkey(n);
+        let t = if dst { &k.dst } else { &k.src };
+        if !t.contains_key(&key) {
+            let parent = (0..key.2)
+                .rev()
+                .find_map(|len| t.get(&shorten(&key, len)).copied())
+                .unwrap_or(k.conf.all);
+            new_prefixes.push((dst, key, parent));
+        }
+    }
+    let mut all = k.conf.all;
+    c.entry(pool, &mut all, r.is_some())?;
+    k.conf.all = all;
+    // With a wild set, a rule unconstrained on the field joins it instead of the value
+    // sets; the value sets take only the rules that constrain the field.
+    let wild = k.conf.wild;
+    let takes = |f: u8| r.map(|r| wild & f == 0 || fields(r) & f != 0);
+    for (fi, w) in k.wild.iter_mut().enumerate() {
+        let f = 1u8 << fi;
+        if wild & f != 0 {
+            *w = c.transform(w, r.is_some_and(|r| fields(r) & f == 0));
+        }
+    }
+    for (dst, v) in [(false, &mut k.sport), (true, &mut k.dport)] {
+        let f = if dst { field::DPORT } else { field::SPORT };
+        let range = takes(f)
+            .filter(|t| *t)
+            .and(r.map(|r| if dst { r.dport } else { r.sport }));
+        let mut last: Option<((u32, bool), u32)> = None;
+        for (port, e) in v.iter_mut().enumerate() {
+            let acc = range.is_some_and(|g| port_accepts(g, port));
+            match last {
+                Some((key, n)) if key == (*e, acc) => {
+                    if n != *e {
+                        c.incs.push(n);
+                        c.decs.push(*e);
+                        *e = n;
+                    }
+                }
+                _ => {
+                    let key = (*e, acc);
+                    c.entry(pool, e, acc)?;
+                    last = Some((key, *e));
+                }
+            }
+        }
+    }
+    for (i, e) in k.small.iter_mut().enumerate() {
+        let acc = takes(small_field(i)) == Some(true) && r.is_some_and(|r| small_accepts(r, i));
+        c.entry(pool, e, acc)?;
+    }
+    for (dst, t) in [(false, &mut k.src), (true, &mut k.dst)] {
+        let f = if dst { field::DST } else { field::SRC };
+        let net = takes(f)
+            .filter(|t| *t)
+            .and(r.map(|r| if dst { r.dst } else { r.src }));
+        for (key, e) in t.iter_mut() {
+            let acc = net.is_some_and(|n| n.is_none_or(|n| inside(key, &pkey(n))));
+            c.entry(pool, e, acc)?;
+        }
+    }
+    for (dst, key, parent) in new_prefixes {
+        let id = c.apply(pool, parent, true)?;
+        c.incs.push(id);
+        let t = if dst { &mut k.dst } else { &mut k.src };
+        t.insert(key, id);
+    }
+    Ok(())
+}
+
+/// The reference's view of the tables (the chains as they are, as generation 0).
+impl FwTables for Tables {
+    fn generation(&self) -> u32 {
+        0
+    }
+    fn chain(&self, _generation: u32, chain: u32) -> ChainConf {
+        self.chains
+            .get(&chain)
+            .map(|m| m.k.conf)
+            .unwrap_or_default()
+    }
+    fn prefix(&self, dst: bool, k: &LpmKey) -> Option<u32> {
+        let m = self.chains.get(&(k.chain as u32))?;
+        let t = if dst { &m.k.dst } else { &m.k.src };
+        let full = (k.family, k.addr, (k.prefixlen - 32) as u8);
+        (0..=full.2)
+            .rev()
+            .find_map(|len| t.get(&shorten(&full, len)).copied())
+    }
+    fn port(&self, dst: bool, slot: u32) -> u32 {
+        let chain = (slot / 65536) % MAX_CHAINS;
+        self.chains
+            .get(&chain)
+            .and_then(|m| if dst { &m.k.dport } else { &m.k.sport }.get((slot % 65536) as usize))
+            .map_or(0, |id| if *id == NONE { 0 } else { *id })
+    }
+    fn small(&self, slot: u32) -> u32 {
+        let chain = (slot / SMALL_PER_CHAIN) % MAX_CHAINS;
+        self.chains
+            .get(&chain)
+            .and_then(|m| m.k.small.get((slot % SMALL_PER_CHAIN) as usize))
+            .map_or(0, |id| if *id == NONE { 0 } else { *id })
+    }
+    fn word(&self, id: u32, summary: bool, w: usize) -> u64 {
+        let set = if id < WILD_SETS {
+            let chain = (id / 8) % MAX_CHAINS;
+            self.chains
+                .get(&chain)
+                .and_then(|m| m.k.wild.get((id % 8) as usize))
+        } else {
+            self.pool.sets.get(id as usize)
+        };
+        match set {
+            Some(b) if summary => b.summary.get(w).copied().unwrap_or(0),
+            Some(b) => b.words.get(w).copied().unwrap_or(0),
+            None => 0,
+        }
+    }
+    fn action(&self, slot: u32) -> u8 {
+        let chain = (slot / MAX_RULES as u32) % MAX_CHAINS;
+        self.chains
+            .get(&chain)
+            .and_then(|m| m.k.actions.get((slot % MAX_RULES as u32) as usize).copied())
+            .unwrap_or(ACT_ACCEPT)
+    }
+}

@@ -1,0 +1,480 @@
+//! The classifier's tables into the kernel: the inactive generation brought from what it
+//! holds to what the chains are now (only the entries that differ, arrays in batches),
+//! then one array update switches to it. When the tables are opened, what the active
+//! generation holds is read back ([`Tables::adopt`]): its sets stay untouched while
+//! packets may read them, and its rules' counters stay theirs.
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues};
+use statewall_common::firewall::{
+    field, port_slot, rule_slot, small_slot, stats_slot, wild_id, Bitset, ChainConf, RuleStats,
+    MAP_FW_ACTIONS, MAP_FW_BITSETS, MAP_FW_CHAINS, MAP_FW_CTL, MAP_FW_DPORT, MAP_FW_DST,
+    MAP_FW_RULEID, MAP_FW_SMALL, MAP_FW_SPORT, MAP_FW_SRC, MAP_FW_STATS, MAX_CHAINS, MAX_RULES,
+    SMALL_PER_CHAIN,
+};
+
+use super::rules::{lpm_data, small_field, PKey, RulesError};
+use super::sets::{ChainKernel, Pool, NONE};
+use super::tables::Tables;
+use crate::engine::{sys, MapAccess};
+use std::collections::BTreeMap;
+
+fn merr(name: &str, e: impl std::fmt::Display) -> RulesError {
+    RulesError::Map {
+        map: name.to_string(),
+        msg: e.to_string(),
+    }
+}
+
+fn fd(maps: &mut dyn MapAccess, name: &str) -> Result<RawFd, RulesError> {
+    match maps.map_mut(name).map_err(|e| merr(name, e))? {
+        Map::Array(d) | Map::PerCpuArray(d) | Map::LpmTrie(d) => Ok(d.fd().as_fd().as_raw_fd()),
+        _ => Err(merr(name, "not an array or a trie")),
+    }
+}
+
+/// The bytes of plain values (keys, ids, bitsets: `repr(C)`, no padding).
+fn bytes<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: T is plain old data here (integers, `Bitset`); the slice covers `v` exactly.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// Writes array entries `keys` -> `vals` in one batch.
+fn put<V: Copy>(
+    maps: &mut dyn MapAccess,
+    name: &str,
+    keys: &[u32],
+    vals: &[V],
+) -> Result<(), RulesError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let fd = fd(maps, name)?;
+    sys::update_batch(fd, bytes(keys), bytes(vals), keys.len()).map_err(|e| merr(name, e))
+}
+
+/// An id as the kernel's u16 tables hold it.
+fn id16(id: u32) -> u16 {
+    if id == NONE {
+        0
+    } else {
+        id as u16
+    }
+}
+
+/// The active generation.
+fn active(maps: &mut dyn MapAccess) -> Result<u32, RulesError> {
+    let a: Array<&MapData, u32> =
+        Array::try_from(&*maps.map_mut(MAP_FW_CTL).map_err(|e| merr(MAP_FW_CTL, e))?)
+            .map_err(|e| merr(MAP_FW_CTL, e))?;
+    Ok(a.get(&0, 0).map_err(|e| merr(MAP_FW_CTL, e))? & 1)
+}
+
+/// `img` brought to `want` (set ids, counted): the (index, id) entries that differ, all
+/// of them when `img` holds none.
+fn diff_sets(pool: &mut Pool, want: &[u32], img: &mut Vec<u32>) -> Vec<(u32, u32)> {
+    if want.is_empty() {
+        img.iter().for_each(|id| pool.dec(*id));
+        img.clear();
+        return Vec::new();
+    }
+    if img.len() != want.len() {
+        want.iter().for_each(|id| pool.inc(*id));
+        img.iter().for_each(|id| pool.dec(*id));
+        *img = want.to_vec();
+        return (0..).zip(want.iter().copied()).collect();
+    }
+    let mut out = Vec::new();
+    for (i, (w, h)) in want.iter().zip(img.iter_mut()).enumerate() {
+        if w != h {
+            pool.inc(*w);
+            pool.dec(*h);
+            *h = *w;
+            out.push((i as u32, *w));
+        }
+    }
+    out
+}
+
+/// `img` brought to `want` (plain values): the (index, old, new) entries that differ.
+fn diff_plain<T: PartialEq + Copy>(want: &[T], img: &mut Vec<T>) -> Vec<(u32, Option<T>, T)> {
+    if img.len() != want.len() {
+        let old = std::mem::replace(img, want.to_vec());
+        return (0..)
+            .zip(want.iter())
+            .map(|(i, w)| (i, old.get(i as usize).copied(), *w))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (i, (w, h)) in want.iter().zip(img.iter_mut()).enumerate() {
+        if w != h {
+            out.push((i as u32, Some(*h), *w));
+            *h = *w;
+        }
+    }
+    out
+}
+
+/// `img` brought to `want` (prefix -> set id, counted): the prefixes gone, and those new
+/// or changed.
+fn diff_prefixes(
+    pool: &mut Pool,
+    want: &BTreeMap<PKey, u32>,
+    img: &mut BTreeMap<PKey, u32>,
+) -> (Vec<PKey>, Vec<(PKey, u32)>) {
+    let (mut gone, mut put) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (want.iter().peekable(), img.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some((wk, wv)), Some((hk, hv))) if wk == hk => {
+                if wv != hv {
+                    put.push((**wk, **wv));
+                }
+                a.next();
+                b.next();
+            }
+            (Some((wk, wv)), Some((hk, _))) if wk < hk => {
+                put.push((**wk, **wv));
+                a.next();
+            }
+            (Some(_), Some((hk, _))) => {
+                gone.push(**hk);
+                b.next();
+            }
+            (Some((wk, wv)), None) => {
+                put.push((**wk, **wv));
+                a.next();
+            }
+            (None, Some((hk, _))) => {
+                gone.push(**hk);
+                b.next();
+            }
+            (None, None) => break,
+        }
+    }
+    for k in &gone {
+        if let Some(id) = img.remove(k) {
+            pool.dec(id);
+        }
+    }
+    for (k, id) in &put {
+        pool.inc(*id);
+        if let Some(h) = img.insert(*k, *id) {
+            pool.dec(h);
+        }
+    }
+    (gone, put)
+}
+
+/// A chain whose kernel entries are not known (each of its tables is written in full).
+fn unknown() -> ChainKernel {
+    ChainKernel {
+        conf: ChainConf::default(),
+        sport: Vec::new(),
+        dport: Vec::new(),
+        small: Vec::new(),
+        src: BTreeMap::new(),
+        dst: BTreeMap::new(),
+        actions: Vec::new(),
+        ruleids: Vec::new(),
+        wild: Vec::new(),
+    }
+}
+
+impl Tables {
+    /// Writes the chains as they are into the inactive generation and switches to it.
+    /// The caller makes sure no program still reads that generation (a grace period since
+    /// it was last active). Returns the generation now active.
+    pub fn write(&mut self, maps: &mut dyn MapAccess) -> Result<u32, RulesError> {
+        let g = active(maps)? ^ 1;
+        self.write_fresh(maps)?;
+        self.write_zero(maps)?;
+        if !self.known[g as usize] {
+            self.clear_stale(maps, g)?;
+        }
+        let dirty = std::mem::take(&mut self.dirty[g as usize]);
+        for &ch in &dirty {
+            if let Err(e) = self.flush(maps, g, ch) {
+                self.forget(g);
+                return Err(e);
+            }
+        }
+        let mut a: Array<&mut MapData, u32> =
+            Array::try_from(maps.map_mut(MAP_FW_CTL).map_err(|e| merr(MAP_FW_CTL, e))?)
+                .map_err(|e| merr(MAP_FW_CTL, e))?;
+        a.set(0, g, 0).map_err(|e| merr(MAP_FW_CTL, e))?;
+        Ok(g)
+    }
+
+    /// Sets made since the last write, written before any entry refers to them.
+    fn write_fresh(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
+        self.pool.sweep();
+        let fresh = std::mem::take(&mut self.pool.fresh);
+        let vals: Vec<Bitset> = fresh.iter().map(|id| *self.pool.set(*id)).collect();
+        put(maps, MAP_FW_BITSETS, &fresh, &vals)
+    }
+
+    /// Zeroes the counters given to new rules.
+    fn write_zero(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
+        if self.zero.is_empty() {
+            return Ok(());
+        }
+        let n = aya::util::nr_cpus().map_err(|e| merr(MAP_FW_STATS, e.1))?;
+        let mut a: PerCpuArray<&mut MapData, RuleStats> = PerCpuArray::try_from(
+            maps.map_mut(MAP_FW_STATS)
+                .map_err(|e| merr(MAP_FW_STATS, e))?,
+        )
+        .map_err(|e| merr(MAP_FW_STATS, e))?;
+        for (ch, id) in std::mem::take(&mut self.zero) {
+            let z = PerCpuValues::try_from(vec![RuleStats::default(); n])
+                .map_err(|e| merr(MAP_FW_STATS, e))?;
+            a.set(stats_slot(ch, id), z, 0)
+                .map_err(|e| merr(MAP_FW_STATS, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every prefix entry of generation `g` (left by an earlier process, or by a
+    /// write that failed): all its chains are then written in full.
+    fn clear_stale(&mut self, maps: &mut dyn MapAccess, g: u32) -> Result<(), RulesError> {
+        for name in [MAP_FW_SRC, MAP_FW_DST] {
+            let mut t: LpmTrie<&mut MapData, [u8; 20], u32> =
+                LpmTrie::try_from(maps.map_mut(name).map_err(|e| merr(name, e))?)
+                    .map_err(|e| merr(name, e))?;
+            let stale: Vec<(u32, [u8; 20])> = t
+                .keys()
+                .filter_map(|k| k.ok())
+                .map(|k| (k.prefix_len(), k.data()))
+                .filter(|(_, d)| d[0] == g as u8)
+                .collect();
+            for (len, data) in stale {
+                let _ = t.remove(&Key::new(len, data));
+            }
+        }
+        self.forget(g);
+        self.known[g as usize] = true;
+        Ok(())
+    }
+
+    /// What generation `g` holds is not known any more.
+    fn forget(&mut self, g: u32) {
+        for ch in 0..MAX_CHAINS {
+            if let Some(img) = self.images[g as usize][ch as usize].take() {
+                img.each_set(|id| self.pool.dec(id));
+                img.ruleids
+                    .iter()
+                    .for_each(|id| self.counter_ref(ch, *id, false));
+            }
+            self.dirty[g as usize].insert(ch);
+        }
+        self.known[g as usize] = false;
+    }
+
+    /// Brings chain `ch` of generation `g` to what it is now.
+    fn flush(&mut self, maps: &mut dyn MapAccess, g: u32, ch: u32) -> Result<(), RulesError> {
+        let empty = ChainKernel::empty();
+        let mut img = self.images[g as usize][ch as usize]
+            .take()
+            .unwrap_or_else(unknown);
+        let want = self.chains.get(&ch).map_or(&empty, |m| &m.k);
+        let pool = &mut self.pool;
+        // Sets of the fields (what `want` does not use is never read: left as it is).
+        let mut ports = [Vec::new(), Vec::new()];
+        for (i, (w, h)) in [(&want.sport, &mut img.sport), (&want.dport, &mut img.dport)]
+            .into_iter()
+            .enumerate()
+        {
+            ports[i] = diff_sets(pool, w, h);
+        }
+        let small = diff_sets(pool, &want.small, &mut img.small);
+        let src = diff_prefixes(pool, &want.src, &mut img.src);
+        let dst = diff_prefixes(pool, &want.dst, &mut img.dst);
+        let wild = diff_plain(&want.wild, &mut img.wild);
+        let actions = diff_plain(&want.actions, &mut img.actions);
+        let ruleids = diff_plain(&want.ruleids, &mut img.ruleids);
+        let conf_changed = img.conf != want.conf || img.conf.enabled == 0;
+        if img.conf.enabled != 0 {
+            pool.dec(img.conf.all);
+        }
+        if want.conf.enabled != 0 {
+            pool.inc(want.conf.all);
+        }
+        img.conf = want.conf;
+        let conf = want.conf;
+        for (_, old, new) in &ruleids {
+            if let Some(o) = old {
+                self.counter_ref(ch, *o, false);
+            }
+            self.counter_ref(ch, *new, true);
+        }
+        self.images[g as usize][ch as usize] = Some(img);
+        // The kernel's copy.
+        let keys: Vec<u32> = wild.iter().map(|(fi, ..)| wild_id(g, ch, *fi)).collect();
+        let vals: Vec<Bitset> = wild.iter().map(|(.., b)| *b).collect();
+        put(maps, MAP_FW_BITSETS, &keys, &vals)?;
+        for (name, d) in [(MAP_FW_SPORT, &ports[0]), (MAP_FW_DPORT, &ports[1])] {
+            let keys: Vec<u32> = d.iter().map(|(p, _)| port_slot(g, ch, *p as u16)).collect();
+            let vals: Vec<u16> = d.iter().map(|(_, id)| id16(*id)).collect();
+            put(maps, name, &keys, &vals)?;
+        }
+        let keys: Vec<u32> = small.iter().map(|(i, _)| small_slot(g, ch, *i)).collect();
+        let vals: Vec<u16> = small.iter().map(|(_, id)| id16(*id)).collect();
+        put(maps, MAP_FW_SMALL, &keys, &vals)?;
+        let keys: Vec<u32> = actions.iter().map(|(p, ..)| rule_slot(g, ch, *p)).collect();
+        let vals: Vec<u8> = actions.iter().map(|(.., a)| *a).collect();
+        put(maps, MAP_FW_ACTIONS, &keys, &vals)?;
+        let keys: Vec<u32> = ruleids.iter().map(|(p, ..)| rule_slot(g, ch, *p)).collect();
+        let vals: Vec<u16> = ruleids.iter().map(|(.., id)| id16(*id)).collect();
+        put(maps, MAP_FW_RULEID, &keys, &vals)?;
+        for (name, (gone, new)) in [(MAP_FW_SRC, src), (MAP_FW_DST, dst)] {
+            let mut t: LpmTrie<&mut MapData, [u8; 20], u32> =
+                LpmTrie::try_from(maps.map_mut(name).map_err(|e| merr(name, e))?)
+                    .map_err(|e| merr(name, e))?;
+            for (fam, addr, len) in gone {
+                let _ = t.remove(&Key::new(32 + len as u32, lpm_data(g, ch, fam, &addr)));
+            }
+            for ((fam, addr, len), id) in new {
+                t.insert(
+                    &Key::new(32 + len as u32, lpm_data(g, ch, fam, &addr)),
+                    id,
+                    0,
+                )
+                .map_err(|e| merr(name, e))?;
+            }
+        }
+        if conf_changed {
+            let mut a: Array<&mut MapData, ChainConf> = Array::try_from(
+                maps.map_mut(MAP_FW_CHAINS)
+                    .map_err(|e| merr(MAP_FW_CHAINS, e))?,
+            )
+            .map_err(|e| merr(MAP_FW_CHAINS, e))?;
+            a.set(g * MAX_CHAINS + ch, conf, 0)
+                .map_err(|e| merr(MAP_FW_CHAINS, e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads back what the active generation holds (the tables are new, nothing written
+    /// yet): its sets are held until that generation is rewritten, and the counter ids of
+    /// its chains' rules, in order, are kept for the chains given next
+    /// ([`Tables::set_chains`]). Tables of a release without counter ids (all 0) count
+    /// rule `i` at counter `i`.
+    pub fn adopt(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
+        let g = active(maps)?;
+        let mut held = Vec::new();
+        let confs: Vec<ChainConf> = {
+            let a: Array<&MapData, ChainConf> = Array::try_from(
+                &*maps
+                    .map_mut(MAP_FW_CHAINS)
+                    .map_err(|e| merr(MAP_FW_CHAINS, e))?,
+            )
+            .map_err(|e| merr(MAP_FW_CHAINS, e))?;
+            (0..MAX_CHAINS)
+                .map(|ch| a.get(&(g * MAX_CHAINS + ch), 0).unwrap_or_default())
+                .collect()
+        };
+        let range = |maps: &mut dyn MapAccess, name: &str, start: u32, n: u32, size: usize| {
+            let fd = fd(maps, name)?;
+            sys::lookup_range(fd, start, n, size).map_err(|e| merr(name, e))
+        };
+        let u16s = |b: Vec<u8>| -> Vec<u32> {
+            b.chunks_exact(2)
+                .map(|c| u16::from_ne_bytes([c[0], c[1]]) as u32)
+                .collect()
+        };
+        let mut tries: [BTreeMap<(u8, PKey), u32>; 2] = Default::default();
+        for (i, name) in [MAP_FW_SRC, MAP_FW_DST].into_iter().enumerate() {
+            let t: LpmTrie<&MapData, [u8; 20], u32> =
+                LpmTrie::try_from(&*maps.map_mut(name).map_err(|e| merr(name, e))?)
+                    .map_err(|e| merr(name, e))?;
+            for k in t.keys().filter_map(|k| k.ok()) {
+                let d = k.data();
+                if d[0] != g as u8 || k.prefix_len() < 32 {
+                    continue;
+                }
+                if let Ok(id) = t.get(&k, 0) {
+                    let mut addr = [0u8; 16];
+                    addr.copy_from_slice(&d[4..]);
+                    tries[i].insert((d[1], (d[2], addr, (k.prefix_len() - 32) as u8)), id);
+                }
+            }
+        }
+        for (ch, conf) in (0..MAX_CHAINS).zip(confs) {
+            let mut k = unknown();
+            k.conf = conf;
+            if conf.enabled != 0 {
+                for (used, name, v) in [
+                    (field::SPORT, MAP_FW_SPORT, &mut k.sport),
+                    (field::DPORT, MAP_FW_DPORT, &mut k.dport),
+                ] {
+                    if conf.used & used != 0 {
+                        *v = u16s(range(maps, name, port_slot(g, ch, 0), 65536, 2)?);
+                    }
+                }
+                let small = u16s(range(
+                    maps,
+                    MAP_FW_SMALL,
+                    small_slot(g, ch, 0),
+                    SMALL_PER_CHAIN,
+                    2,
+                )?);
+                k.small = small
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, id)| {
+                        if conf.used & small_field(i) != 0 {
+                            id
+                        } else {
+                            NONE
+                        }
+                    })
+                    .collect();
+                for (i, t) in [&mut k.src, &mut k.dst].into_iter().enumerate() {
+                    *t = tries[i]
+                        .iter()
+                        .filter(|((c, _), _)| *c as u32 == ch)
+                        .map(|((_, p), id)| (*p, *id))
+                        .collect();
+                }
+                k.each_set(|id| held.push(id));
+                k.actions = range(
+                    maps,
+                    MAP_FW_ACTIONS,
+                    rule_slot(g, ch, 0),
+                    MAX_RULES as u32,
+                    1,
+                )?;
+                let ids = u16s(range(
+                    maps,
+                    MAP_FW_RULEID,
+                    rule_slot(g, ch, 0),
+                    MAX_RULES as u32,
+                    2,
+                )?);
+                k.ruleids = ids
+                    .iter()
+                    .zip(&k.actions)
+                    .map(|(id, a)| if *a != 0 { *id } else { NONE })
+                    .collect();
+                let order: Vec<u32> = k.ruleids.iter().copied().filter(|id| *id != NONE).collect();
+                let mut distinct = order.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let ids = if distinct.len() == order.len() && order.len() == conf.rules as usize {
+                    order
+                } else {
+                    (0..conf.rules).collect()
+                };
+                self.adopted.insert(ch, ids);
+                for id in k.ruleids.clone() {
+                    self.counter_ref(ch, id, true);
+                }
+            }
+            self.images[g as usize][ch as usize] = Some(k);
+        }
+        self.pool.hold(&held);
+        self.known[g as usize] = true;
+        Ok(())
+    }
+}
