@@ -129,6 +129,7 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_DETECT_BLOCK",
     "SW_DETECT_COUNT",
     "SW_FW_RULEID",
+    "SW_FW_GUARD",
 ];
 
 /// Programs this build pins that the previous release did not (loaded and pinned on top

@@ -69,6 +69,10 @@ pub const MAP_FW_RULEID: &str = "SW_FW_RULEID";
 /// Per-rule counters: `PERCPU_ARRAY` of [`RuleStats`], indexed by [`stats_slot`] of the
 /// rule's counter id.
 pub const MAP_FW_STATS: &str = "SW_FW_STATS";
+/// Classifications entered and left: `PERCPU_ARRAY` of one [`FwGuard`]. After switching
+/// generations, user space waits until every CPU that was inside a classification has
+/// left it (usually none was): then nothing reads the retired generation any more.
+pub const MAP_FW_GUARD: &str = "SW_FW_GUARD";
 /// LOG rule hits: `RINGBUF` of [`FwLog`].
 pub const MAP_FW_LOG: &str = "SW_FW_LOG";
 /// Stage counters: `PERCPU_ARRAY` of u64, [`COUNTER_NAMES`] order.
@@ -237,6 +241,17 @@ pub struct LpmKey {
     pub _pad: u8,
     /// Address bytes (IPv4 in the first 4).
     pub addr: [u8; 16],
+}
+
+/// One CPU's classifications: entered, left (each added to atomically, a full barrier:
+/// entered before the generation is read, left after the last table read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwGuard {
+    /// Classifications entered.
+    pub enter: u64,
+    /// Classifications left.
+    pub exit: u64,
 }
 
 /// Per-rule counters.
@@ -548,4 +563,6 @@ mod pod {
     unsafe impl aya::Pod for super::LpmKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RuleStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FwGuard {}
 }

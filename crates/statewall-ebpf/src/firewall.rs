@@ -11,7 +11,7 @@ use aya_ebpf::{
 use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     firewall::{
-        rule_slot, select, stats_slot, Bitset, ChainConf, FwLog, FwTables, LpmKey, RuleStats,
+        rule_slot, select, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables, LpmKey, RuleStats,
         Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS,
         IFACE_INSTANCE, IFACE_XDP, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
@@ -53,6 +53,10 @@ static SW_FW_STATS: PerCpuArray<RuleStats> =
     PerCpuArray::with_max_entries(MAX_CHAINS * MAX_RULES as u32, 0);
 
 /// LOG rule hits, for the daemon's log and event stream.
+/// Classifications entered and left on each CPU ([`FwGuard`]).
+#[map(name = "SW_FW_GUARD")]
+static SW_FW_GUARD: PerCpuArray<FwGuard> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "SW_FW_LOG")]
 static SW_FW_LOG: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
 #[map(name = "SW_FW_COUNTERS")]
@@ -257,6 +261,28 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         return TCX_NEXT;
     }
     let chain = ((inst & IFACE_INSTANCE) * 2 + (dir & 1)) & (MAX_CHAINS - 1);
+    // Entered and left, around every read of the tables: user space knows when no
+    // classification that may have read the retired generation is still going on.
+    let guard = SW_FW_GUARD.get_ptr_mut(0);
+    if let Some(gp) = guard {
+        // SAFETY: this CPU's slot; the atomic add is a full barrier (before ctl is read).
+        crate::atomic::fetch_add(unsafe { &mut (*gp).enter }, 1);
+    }
+    let v = classify_chain(p, chain, &load);
+    if let Some(gp) = guard {
+        // SAFETY: as above (after the last table read).
+        crate::atomic::fetch_add(unsafe { &mut (*gp).exit }, 1);
+    }
+    v
+}
+
+/// [`run`] once the chain is known.
+#[inline(always)]
+fn classify_chain<L: Fn(*mut u8, u32, u32, u32) -> bool>(
+    p: &PacketInfo,
+    chain: u32,
+    load: &L,
+) -> i32 {
     let t = Maps;
     let g = t.generation();
     let c = t.chain(g, chain);
@@ -279,7 +305,7 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
             let cw = unsafe { &mut *cw };
             let st = ct_state(p, cw);
             if cw.tracked == 0 && ct::is_error(p) {
-                related(p, cw, &load)
+                related(p, cw, load)
             } else {
                 st
             }

@@ -20,14 +20,10 @@ use aya::maps::Map;
 
 use crate::engine::{drain_ring, ebpf, ifindex};
 
-/// The firewall's tables and the grace period of the generation retired last (kept in the
-/// engine: [`Engine::stage`]).
+/// The firewall's tables (kept in the engine: [`Engine::stage`]).
 #[derive(Default)]
 pub struct Installed {
     tables: Option<Tables>,
-    /// The grace period of the generation retired last: programs that started while it
-    /// was active may still read it until this thread (waiting one RCU grace period) ends.
-    retiring: Option<std::thread::JoinHandle<()>>,
 }
 
 fn rules_err(e: RulesError) -> EngineError {
@@ -66,13 +62,9 @@ impl Engine {
         self.stage_ref::<Installed>()?.tables.as_ref()
     }
 
-    /// Writes the tables into the inactive generation and switches to it, once no program
-    /// can still read that generation (a grace period after it was last active; when
-    /// changes come further apart than that, the wait is over already).
+    /// Writes the tables into the inactive generation and switches to it, then waits until
+    /// nothing reads the generation just retired (so the next change may write it).
     fn fw_switch(&mut self) -> Result<()> {
-        if let Some(h) = self.stage::<Installed>().retiring.take() {
-            let _ = h.join();
-        }
         let mut tables = self
             .stage::<Installed>()
             .tables
@@ -81,12 +73,49 @@ impl Engine {
         let r = tables.write(self);
         self.stage::<Installed>().tables = Some(tables);
         r.map_err(rules_err)?;
-        self.stage::<Installed>().retiring = Some(std::thread::spawn(|| {
+        self.fw_quiesce();
+        Ok(())
+    }
+
+    /// Waits until every classification that may have read the generation just retired
+    /// has ended: the CPUs inside one when the switch was made (`SW_FW_GUARD`: entered
+    /// more than left) have left it. Usually none was, and this is one read. Past a second
+    /// (a CPU stalled under the program), or without the map, one RCU grace period.
+    fn fw_quiesce(&self) {
+        use statewall_common::firewall::{FwGuard, MAP_FW_GUARD};
+        // The switch's store before the reads below (the programs add to `enter`, a full
+        // barrier, before they read the generation).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let read = || -> Option<Vec<FwGuard>> {
+            let a: aya::maps::PerCpuArray<&MapData, FwGuard> =
+                aya::maps::PerCpuArray::try_from(self.map_checked(MAP_FW_GUARD).ok()?).ok()?;
+            a.get(&0, 0).ok().map(|v| v.iter().copied().collect())
+        };
+        let grace = || {
             if let Ok(g) = crate::engine::sys::Grace::new() {
                 let _ = g.wait();
             }
-        }));
-        Ok(())
+        };
+        let Some(first) = read() else {
+            return grace();
+        };
+        let mut busy: Vec<(usize, u64)> = first
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.enter != g.exit)
+            .map(|(cpu, g)| (cpu, g.enter))
+            .collect();
+        let t0 = std::time::Instant::now();
+        while !busy.is_empty() {
+            if t0.elapsed() > std::time::Duration::from_secs(1) {
+                return grace();
+            }
+            std::thread::sleep(std::time::Duration::from_micros(20));
+            let Some(now) = read() else {
+                return grace();
+            };
+            busy.retain(|(cpu, entered)| now.get(*cpu).is_some_and(|g| g.exit < *entered));
+        }
     }
 
     /// Applies `edits` to chain `chain` (rewriting only what they change) and switches
