@@ -150,6 +150,24 @@ fn polycube_path_batches_enforce_and_persist() {
     assert_eq!(st3[2]["description"], "ssh");
     assert_eq!(st3[2]["pkts"], st2[1]["pkts"], "{st3}");
     assert_eq!(st3[0]["pkts"], 0);
+    // That batch is a line of the journal, not a new snapshot; a restart replays it, and
+    // the counters still follow their rules.
+    let journal = p.state.join("firewall.journal");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("5353"), "{text}");
+    assert_eq!(d.stop(), 0);
+    let d = Daemon::start(&p, &["--listen", &listen, "--no-auth"]);
+    let (_, st4) = curl(
+        "GET",
+        &format!("{base}/firewall/fw1/chain/INGRESS/stats"),
+        None,
+    );
+    assert_eq!(st4.as_array().map(Vec::len), Some(3), "{st4}");
+    assert_eq!(st4[2]["description"], "ssh");
+    assert!(st4[2]["pkts"].as_u64().unwrap() >= st3[2]["pkts"].as_u64().unwrap());
+    assert!(connects(&pair, 22));
+    assert!(!connects(&pair, 23));
     // Detach: traffic flows again.
     let detach = format!(
         r#"{{"cube": "fw1", "port": "{}", "netns": "{}"}}"#,

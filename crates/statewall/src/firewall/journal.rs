@@ -125,3 +125,66 @@ impl FwState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("statewall-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn ops(port: u64) -> Vec<serde_json::Value> {
+        vec![json!({"operation": "append", "l4proto": "TCP", "dport": port, "action": "ACCEPT"})]
+    }
+
+    #[test]
+    fn batches_replay_over_the_snapshot_and_a_torn_line_is_left_out() {
+        let d = dir("replay");
+        let path = d.join("firewall.json");
+        let mut st = FwState::default();
+        st.create("fw", "TC").unwrap();
+        st.save(&path).unwrap();
+        let mut want = st.clone();
+        for port in [22, 80] {
+            let c = &mut want.instances.get_mut("fw").unwrap().ingress;
+            c.rules = apply_batch(&c.rules, &ops(port)).unwrap().0;
+            st.journal(&path, "fw", "INGRESS", &ops(port)).unwrap();
+        }
+        want.seq = 2;
+        assert_eq!(FwState::load(&path).unwrap(), want);
+        // A crash while writing a third line: no newline, not replayed.
+        let j = journal_path(&path);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&j).unwrap();
+        f.write_all(br#"{"seq":3,"firewall":"fw","chain":"INGRESS","ops":[{"operation""#)
+            .unwrap();
+        assert_eq!(FwState::load(&path).unwrap(), want);
+        // A snapshot holds what the journal held: the journal goes, nothing twice.
+        want.save(&path).unwrap();
+        assert!(!j.exists());
+        assert_eq!(FwState::load(&path).unwrap(), want);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_bad_line_is_an_error_that_names_it() {
+        let d = dir("bad");
+        let path = d.join("firewall.json");
+        let mut st = FwState::default();
+        st.create("fw", "TC").unwrap();
+        st.save(&path).unwrap();
+        st.journal(&path, "fw", "INGRESS", &ops(22)).unwrap();
+        let j = journal_path(&path);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&j).unwrap();
+        f.write_all(b"{\"seq\":2,\"firewall\":\"nope\",\"chain\":\"INGRESS\",\"ops\":[]}\n")
+            .unwrap();
+        let e = FwState::load(&path).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("nope"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -622,8 +622,9 @@ pub fn plan_batch(
     ops: &[serde_json::Value],
 ) -> Result<Vec<SpecEdit>, (usize, FirewallError)> {
     // The chain as the operations so far leave it: Ok(index in `rules`) or Err(index in
-    // `out` of the edit that brought the rule).
-    let mut now: Vec<Result<usize, usize>> = (0..rules.len()).map(Ok).collect();
+    // `out` of the edit that brought the rule); made only for a delete by fields.
+    let mut now: Option<Vec<Result<usize, usize>>> = None;
+    let mut n = rules.len();
     let mut out: Vec<SpecEdit> = Vec::new();
     for (i, raw) in ops.iter().enumerate() {
         // (Parsed by hand: a flattened struct would let unknown fields through.)
@@ -641,7 +642,6 @@ pub fn plan_batch(
         let rule: RuleSpec = serde_json::from_value(serde_json::Value::Object(obj))
             .map_err(|e| (i, FirewallError::Json(e.to_string())))?;
         let id = rule.id;
-        let n = now.len();
         let edit = match operation.to_ascii_lowercase().as_str() {
             "append" => SpecEdit::Insert(n, rule.normalise().map_err(|e| (i, e))?),
             "insert" => {
@@ -672,6 +672,13 @@ pub fn plan_batch(
                             SpecEdit::Delete(_) => unreachable!("a delete brings no rule"),
                         },
                     };
+                    let now = now.get_or_insert_with(|| {
+                        let mut v: Vec<Result<usize, usize>> = (0..rules.len()).map(Ok).collect();
+                        for (j, e) in out.iter().enumerate() {
+                            track(&mut v, e, j);
+                        }
+                        v
+                    });
                     let at = now
                         .iter()
                         .position(|s| *spec(s) == want)
@@ -681,16 +688,28 @@ pub fn plan_batch(
             },
             o => return Err((i, FirewallError::UnknownOperation(o.into()))),
         };
-        match &edit {
-            SpecEdit::Insert(at, _) => now.insert(*at, Err(out.len())),
-            SpecEdit::Delete(at) => {
-                let _ = now.remove(*at);
-            }
-            SpecEdit::Update(at, _) => now[*at] = Err(out.len()),
+        if let Some(now) = now.as_mut() {
+            track(now, &edit, out.len());
         }
+        n = match edit {
+            SpecEdit::Insert(..) => n + 1,
+            SpecEdit::Delete(_) => n - 1,
+            SpecEdit::Update(..) => n,
+        };
         out.push(edit);
     }
     Ok(out)
+}
+
+/// Follows edit number `j` of a batch in the list of where each rule comes from.
+fn track(now: &mut Vec<Result<usize, usize>>, e: &SpecEdit, j: usize) {
+    match e {
+        SpecEdit::Insert(at, _) => now.insert(*at, Err(j)),
+        SpecEdit::Delete(at) => {
+            let _ = now.remove(*at);
+        }
+        SpecEdit::Update(at, _) => now[*at] = Err(j),
+    }
 }
 
 /// Applies a batch to a copy of the chain's rules: the new rules, or the index of the

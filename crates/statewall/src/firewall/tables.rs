@@ -64,6 +64,35 @@ struct Change {
     touched: Vec<u8>,
     incs: Vec<u32>,
     decs: Vec<u32>,
+    /// The entries changed.
+    d: Dirty,
+}
+
+/// Entries of a chain changed since a generation was last written (`full`: all of them).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Dirty {
+    pub(super) full: bool,
+    pub(super) sport: Vec<u32>,
+    pub(super) dport: Vec<u32>,
+    pub(super) small: bool,
+    pub(super) src: Vec<PKey>,
+    pub(super) dst: Vec<PKey>,
+    pub(super) positions: Vec<u32>,
+}
+
+impl Dirty {
+    fn add(&mut self, o: &Dirty) {
+        if self.full {
+            return;
+        }
+        self.full = o.full;
+        self.sport.extend(&o.sport);
+        self.dport.extend(&o.dport);
+        self.small |= o.small;
+        self.src.extend(&o.src);
+        self.dst.extend(&o.dst);
+        self.positions.extend(&o.positions);
+    }
 }
 
 impl Change {
@@ -76,6 +105,7 @@ impl Change {
             touched: Vec::new(),
             incs: Vec::new(),
             decs: Vec::new(),
+            d: Dirty::default(),
         }
     }
 
@@ -129,15 +159,17 @@ impl Change {
         b
     }
 
-    /// Moves entry `e` to its set after the change (counted once the edit is through).
-    fn entry(&mut self, pool: &mut Pool, e: &mut u32, accepts: bool) -> Result<(), RulesError> {
+    /// Moves entry `e` to its set after the change (counted once the edit is through);
+    /// true when it changed.
+    fn entry(&mut self, pool: &mut Pool, e: &mut u32, accepts: bool) -> Result<bool, RulesError> {
         let n = self.apply(pool, *e, accepts)?;
-        if n != *e {
-            self.incs.push(n);
-            self.decs.push(*e);
-            *e = n;
+        if n == *e {
+            return Ok(false);
         }
-        Ok(())
+        self.incs.push(n);
+        self.decs.push(*e);
+        *e = n;
+        Ok(true)
     }
 }
 
@@ -194,7 +226,7 @@ pub struct Tables {
     /// Per generation: no stale prefix entry of an earlier process is left in the tries.
     pub(super) known: [bool; 2],
     /// Per generation: chains changed since it was last written.
-    pub(super) dirty: [std::collections::BTreeSet<u32>; 2],
+    pub(super) dirty: [BTreeMap<u32, Dirty>; 2],
     /// Per chain, per counter id: references (the chain as it is, each generation).
     cref: Vec<Vec<u8>>,
     /// Per chain, per counter id: a rule of the chain as it is holds it.
@@ -285,8 +317,18 @@ impl Tables {
     }
 
     fn mark(&mut self, chain: u32) {
-        self.dirty[0].insert(chain);
-        self.dirty[1].insert(chain);
+        let full = Dirty {
+            full: true,
+            ..Dirty::default()
+        };
+        self.mark_keys(chain, &full);
+    }
+
+    /// Notes entries of `chain` changed, for both generations.
+    fn mark_keys(&mut self, chain: u32, d: &Dirty) {
+        for g in &mut self.dirty {
+            g.entry(chain).or_default().add(d);
+        }
     }
 
     /// Makes the tables hold `chains` (by chain number). A chain whose rules are the same
@@ -466,16 +508,42 @@ impl Tables {
                 max: MAX_CHAINS,
             });
         };
-        let before = (m.rules.clone(), m.ids.clone(), m.k.conf);
+        let conf = m.k.conf;
+        // What each edit applied undoes it (the error path lays the chain out from there).
+        let mut undo: Vec<(usize, Option<(Rule, u32)>, bool)> = Vec::new();
         let r = if edits.len() > EDITS_MAX {
             self.edit_by_relayout(ch, edits)
         } else {
-            edits.iter().try_for_each(|e| self.edit_one(ch, e))
+            edits.iter().try_for_each(|e| {
+                let m = &self.chains[&ch];
+                let u = match e {
+                    Edit::Insert(i, _) => (*i, None, false),
+                    Edit::Delete(i) => (*i, Some((m.rules[*i].clone(), m.ids[*i])), false),
+                    Edit::Update(i, _) => (*i, Some((m.rules[*i].clone(), m.ids[*i])), true),
+                };
+                self.edit_one(ch, e)?;
+                undo.push(u);
+                Ok(())
+            })
         };
         if let Err(e) = r {
             // Back to the rules as they were (a layout from scratch).
             self.pool.sweep();
-            let (rules, ids, conf) = before;
+            let m = &self.chains[&ch];
+            let (mut rules, mut ids) = (m.rules.clone(), m.ids.clone());
+            for (i, old, update) in undo.into_iter().rev() {
+                match (old, update) {
+                    (None, _) => {
+                        rules.remove(i);
+                        ids.remove(i);
+                    }
+                    (Some((r, _)), true) => rules[i] = r,
+                    (Some((r, id)), false) => {
+                        rules.insert(i, r);
+                        ids.insert(i, id);
+                    }
+                }
+            }
             let chain = Chain {
                 rules,
                 default_action: conf.default_action,
@@ -541,33 +609,39 @@ impl Tables {
                     return self.edit_one_by_relayout(ch, e);
                 };
                 let shift = run.map(|(a, b, by)| (m.pos[a], m.pos[b], by));
+                let moved: Vec<Rule> = run.map_or(Vec::new(), |(a, b, _)| m.rules[a..=b].to_vec());
                 let mut c = Change::new(shift, None, Some(p));
-                self.remap(ch, &mut c, Some(r))?;
+                self.remap(ch, &mut c, Some(r), &moved)?;
                 let id = self.new_counter(ch)?;
                 let m = self.chains.get_mut(&ch).expect("checked");
                 if let Some((a, b, by)) = run {
                     for j in a..=b {
                         m.k.actions[m.pos[j] as usize] = 0;
                         m.k.ruleids[m.pos[j] as usize] = NONE;
+                        c.d.positions.push(m.pos[j]);
                     }
                     for j in a..=b {
                         m.pos[j] = (m.pos[j] as i64 + by as i64) as u32;
                         m.k.actions[m.pos[j] as usize] = m.rules[j].action;
                         m.k.ruleids[m.pos[j] as usize] = m.ids[j];
+                        c.d.positions.push(m.pos[j]);
                     }
                 }
+                c.d.positions.push(p);
                 m.pos.insert(*i, p);
                 m.ids.insert(*i, id);
                 m.rules.insert(*i, r.clone());
                 m.k.actions[p as usize] = r.action;
                 m.k.ruleids[p as usize] = id;
                 m.k.conf.rules += 1;
-                self.name(ch, r, 1);
+                self.name(ch, r, 1, &mut c.d);
+                self.mark_keys(ch, &c.d);
             }
             Edit::Delete(i) => {
                 let q = m.pos[*i];
+                let old = [m.rules[*i].clone()];
                 let mut c = Change::new(None, Some(q), None);
-                self.remap(ch, &mut c, None)?;
+                self.remap(ch, &mut c, None, &old)?;
                 let m = self.chains.get_mut(&ch).expect("checked");
                 let r = m.rules.remove(*i);
                 let id = m.ids.remove(*i);
@@ -576,23 +650,27 @@ impl Tables {
                 m.k.ruleids[q as usize] = NONE;
                 m.k.conf.rules -= 1;
                 self.drop_counter(ch, id);
-                self.name(ch, &r, -1);
+                self.name(ch, &r, -1, &mut c.d);
+                c.d.positions.push(q);
+                self.mark_keys(ch, &c.d);
             }
             Edit::Update(i, r) => {
                 if self.needs_relayout(used, wild, r) {
                     return self.edit_one_by_relayout(ch, e);
                 }
                 let q = m.pos[*i];
+                let before = [m.rules[*i].clone()];
                 let mut c = Change::new(None, Some(q), Some(q));
-                self.remap(ch, &mut c, Some(r))?;
+                self.remap(ch, &mut c, Some(r), &before)?;
                 let m = self.chains.get_mut(&ch).expect("checked");
                 let old = std::mem::replace(&mut m.rules[*i], r.clone());
                 m.k.actions[q as usize] = r.action;
-                self.name(ch, r, 1);
-                self.name(ch, &old, -1);
+                self.name(ch, r, 1, &mut c.d);
+                self.name(ch, &old, -1, &mut c.d);
+                c.d.positions.push(q);
+                self.mark_keys(ch, &c.d);
             }
         }
-        self.mark(ch);
         Ok(())
     }
 
@@ -605,7 +683,7 @@ impl Tables {
 
     /// Counts the prefixes `r` names up or down; a prefix no rule names any more leaves
     /// its trie (its set is its parent's, which the trie gives without it).
-    fn name(&mut self, ch: u32, r: &Rule, by: i32) {
+    fn name(&mut self, ch: u32, r: &Rule, by: i32, d: &mut Dirty) {
         let m = self.chains.get_mut(&ch).expect("chain");
         for (dst, n) in [(false, r.src), (true, r.dst)] {
             let Some(n) = n else { continue };
@@ -618,6 +696,7 @@ impl Tables {
                     let t = if dst { &mut m.k.dst } else { &mut m.k.src };
                     if let Some(id) = t.remove(&k.1) {
                         self.pool.dec(id);
+                        if dst { &mut d.dst } else { &mut d.src }.push(k.1);
                     }
                 }
             }
@@ -626,9 +705,15 @@ impl Tables {
 
     /// Moves every entry of chain `ch` to its set after change `c`; `r`: the rule that
     /// joins (accepting the values it matches). New prefixes of `r` get their entries.
-    fn remap(&mut self, ch: u32, c: &mut Change, r: Option<&Rule>) -> Result<(), RulesError> {
+    fn remap(
+        &mut self,
+        ch: u32,
+        c: &mut Change,
+        r: Option<&Rule>,
+        involved: &[Rule],
+    ) -> Result<(), RulesError> {
         let mut m = self.chains.remove(&ch).expect("chain");
-        let res = remap_chain(&mut self.pool, &mut m.k, c, r);
+        let res = remap_chain(&mut self.pool, &mut m.k, c, r, involved);
         self.chains.insert(ch, m);
         res?;
         c.incs.iter().for_each(|id| self.pool.inc(*id));
@@ -637,12 +722,16 @@ impl Tables {
     }
 }
 
-/// [`Tables::remap`] on one chain's tables (references counted by the caller).
+/// [`Tables::remap`] on one chain's tables (references counted by the caller): only the
+/// entries whose value some rule in `involved` (moved or cleared) or `r` (joining) accepts
+/// can change, so only those are looked at, unless one of them takes every value of a
+/// field (no constraint, no wild set). Changed entries are noted in `c.d`.
 fn remap_chain(
     pool: &mut Pool,
     k: &mut ChainKernel,
     c: &mut Change,
     r: Option<&Rule>,
+    involved: &[Rule],
 ) -> Result<(), RulesError> {
     // The sets new prefixes start from: their parents' before the change.
     let mut new_prefixes = Vec::new();
@@ -674,42 +763,77 @@ fn remap_chain(
             *w = c.transform(w, r.is_some_and(|r| fields(r) & f == 0));
         }
     }
+    // Rules whose accepted values bound what can change, and whether one takes them all.
+    let rules: Vec<&Rule> = involved.iter().chain(r).collect();
+    let everything = |f: u8| wild & f == 0 && rules.iter().any(|x| fields(x) & f == 0);
     for (dst, v) in [(false, &mut k.sport), (true, &mut k.dport)] {
+        if v.is_empty() {
+            continue;
+        }
         let f = if dst { field::DPORT } else { field::SPORT };
-        let range = takes(f)
-            .filter(|t| *t)
-            .and(r.map(|r| if dst { r.dport } else { r.sport }));
+        let get = |x: &Rule| if dst { x.dport } else { x.sport };
+        let range = takes(f).filter(|t| *t).and(r.map(get));
+        let mut spans: Vec<(usize, usize)> = if everything(f) {
+            vec![(0, 65535)]
+        } else {
+            rules
+                .iter()
+                .filter_map(|x| get(x))
+                .map(|(lo, hi)| (lo as usize, hi as usize))
+                .collect()
+        };
+        spans.sort_unstable();
+        let mut next = 0usize;
         let mut last: Option<((u32, bool), u32)> = None;
-        for (port, e) in v.iter_mut().enumerate() {
-            let acc = range.is_some_and(|g| port_accepts(g, port));
-            match last {
-                Some((key, n)) if key == (*e, acc) => {
-                    if n != *e {
-                        c.incs.push(n);
-                        c.decs.push(*e);
-                        *e = n;
-                    }
-                }
-                _ => {
-                    let key = (*e, acc);
-                    c.entry(pool, e, acc)?;
-                    last = Some((key, *e));
+        for (lo, hi) in spans {
+            for port in lo.max(next)..=hi {
+                let e = &mut v[port];
+                let acc = range.is_some_and(|g| port_accepts(g, port));
+                let key = (*e, acc);
+                let n = match last {
+                    Some((k, n)) if k == key => n,
+                    _ => c.apply(pool, *e, acc)?,
+                };
+                last = Some((key, n));
+                if n != *e {
+                    c.incs.push(n);
+                    c.decs.push(*e);
+                    *e = n;
+                    if dst { &mut c.d.dport } else { &mut c.d.sport }.push(port as u32);
                 }
             }
+            next = next.max(hi + 1);
         }
     }
     for (i, e) in k.small.iter_mut().enumerate() {
         let acc = takes(small_field(i)) == Some(true) && r.is_some_and(|r| small_accepts(r, i));
-        c.entry(pool, e, acc)?;
+        c.d.small |= c.entry(pool, e, acc)?;
     }
     for (dst, t) in [(false, &mut k.src), (true, &mut k.dst)] {
+        if t.is_empty() {
+            continue;
+        }
         let f = if dst { field::DST } else { field::SRC };
-        let net = takes(f)
-            .filter(|t| *t)
-            .and(r.map(|r| if dst { r.dst } else { r.src }));
-        for (key, e) in t.iter_mut() {
-            let acc = net.is_some_and(|n| n.is_none_or(|n| inside(key, &pkey(n))));
-            c.entry(pool, e, acc)?;
+        let get = |x: &Rule| if dst { x.dst } else { x.src };
+        let net = takes(f).filter(|t| *t).and(r.map(get));
+        let keys: Vec<PKey> = if everything(f) {
+            t.keys().copied().collect()
+        } else {
+            let mut keys: Vec<PKey> = rules
+                .iter()
+                .filter_map(|x| get(x))
+                .flat_map(|n| within(t, &pkey(n)))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys
+        };
+        for key in keys {
+            let Some(e) = t.get_mut(&key) else { continue };
+            let acc = net.is_some_and(|n| n.is_none_or(|n| inside(&key, &pkey(n))));
+            if c.entry(pool, e, acc)? {
+                if dst { &mut c.d.dst } else { &mut c.d.src }.push(key);
+            }
         }
     }
     for (dst, key, parent) in new_prefixes {
@@ -717,8 +841,22 @@ fn remap_chain(
         c.incs.push(id);
         let t = if dst { &mut k.dst } else { &mut k.src };
         t.insert(key, id);
+        if dst { &mut c.d.dst } else { &mut c.d.src }.push(key);
     }
     Ok(())
+}
+
+/// The prefixes of `t` inside `p` (one range of the ordered keys).
+fn within(t: &BTreeMap<PKey, u32>, p: &PKey) -> Vec<PKey> {
+    let bits = if p.0 == 4 { 32 } else { 128 };
+    let mut end = p.1;
+    for b in p.2 as usize..bits {
+        end[b / 8] |= 0x80 >> (b % 8);
+    }
+    t.range((p.0, p.1, p.2)..=(p.0, end, u8::MAX))
+        .map(|(k, _)| *k)
+        .filter(|k| inside(k, p))
+        .collect()
 }
 
 /// The reference's view of the tables (the chains as they are, as generation 0).

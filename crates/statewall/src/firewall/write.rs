@@ -16,7 +16,7 @@ use statewall_common::firewall::{
 
 use super::rules::{lpm_data, small_field, PKey, RulesError};
 use super::sets::{ChainKernel, Pool, NONE};
-use super::tables::Tables;
+use super::tables::{Dirty, Tables};
 use crate::engine::{sys, MapAccess};
 use std::collections::BTreeMap;
 
@@ -167,6 +167,76 @@ fn diff_prefixes(
     (gone, put)
 }
 
+/// [`diff_sets`] over the entries `keys` only.
+fn keyed_sets(
+    pool: &mut Pool,
+    want: &[u32],
+    img: &mut [u32],
+    keys: &mut Vec<u32>,
+) -> Vec<(u32, u32)> {
+    keys.sort_unstable();
+    keys.dedup();
+    let mut out = Vec::new();
+    for &i in keys.iter() {
+        let (w, h) = (want[i as usize], &mut img[i as usize]);
+        if w != *h {
+            pool.inc(w);
+            pool.dec(*h);
+            *h = w;
+            out.push((i, w));
+        }
+    }
+    out
+}
+
+/// [`diff_prefixes`] over the prefixes `keys` only.
+fn keyed_prefixes(
+    pool: &mut Pool,
+    want: &BTreeMap<PKey, u32>,
+    img: &mut BTreeMap<PKey, u32>,
+    keys: &mut Vec<PKey>,
+) -> (Vec<PKey>, Vec<(PKey, u32)>) {
+    keys.sort_unstable();
+    keys.dedup();
+    let (mut gone, mut put) = (Vec::new(), Vec::new());
+    for k in keys.iter() {
+        match (want.get(k), img.get(k).copied()) {
+            (None, Some(h)) => {
+                img.remove(k);
+                pool.dec(h);
+                gone.push(*k);
+            }
+            (Some(&w), h) if h != Some(w) => {
+                pool.inc(w);
+                if let Some(h) = h {
+                    pool.dec(h);
+                }
+                img.insert(*k, w);
+                put.push((*k, w));
+            }
+            _ => {}
+        }
+    }
+    (gone, put)
+}
+
+/// [`diff_plain`] over the positions `keys` only.
+fn keyed_plain<T: PartialEq + Copy>(
+    want: &[T],
+    img: &mut [T],
+    keys: &[u32],
+) -> Vec<(u32, Option<T>, T)> {
+    let mut out = Vec::new();
+    for &i in keys {
+        let (w, h) = (want[i as usize], &mut img[i as usize]);
+        if w != *h {
+            out.push((i, Some(*h), w));
+            *h = w;
+        }
+    }
+    out
+}
+
 /// A chain whose kernel entries are not known (each of its tables is written in full).
 fn unknown() -> ChainKernel {
     ChainKernel {
@@ -194,8 +264,8 @@ impl Tables {
             self.clear_stale(maps, g)?;
         }
         let dirty = std::mem::take(&mut self.dirty[g as usize]);
-        for &ch in &dirty {
-            if let Err(e) = self.flush(maps, g, ch) {
+        for (ch, d) in dirty {
+            if let Err(e) = self.flush(maps, g, ch, d) {
                 self.forget(g);
                 return Err(e);
             }
@@ -266,33 +336,77 @@ impl Tables {
                     .iter()
                     .for_each(|id| self.counter_ref(ch, *id, false));
             }
-            self.dirty[g as usize].insert(ch);
+            self.dirty[g as usize].insert(
+                ch,
+                Dirty {
+                    full: true,
+                    ..Dirty::default()
+                },
+            );
         }
         self.known[g as usize] = false;
     }
 
-    /// Brings chain `ch` of generation `g` to what it is now.
-    fn flush(&mut self, maps: &mut dyn MapAccess, g: u32, ch: u32) -> Result<(), RulesError> {
+    /// Brings chain `ch` of generation `g` to what it is now: the entries `d` names (all
+    /// of them when it says so, or when what the generation holds is not known).
+    fn flush(
+        &mut self,
+        maps: &mut dyn MapAccess,
+        g: u32,
+        ch: u32,
+        mut d: Dirty,
+    ) -> Result<(), RulesError> {
         let empty = ChainKernel::empty();
-        let mut img = self.images[g as usize][ch as usize]
-            .take()
-            .unwrap_or_else(unknown);
+        let img = self.images[g as usize][ch as usize].take();
+        d.full |= img.is_none();
+        let mut img = img.unwrap_or_else(unknown);
         let want = self.chains.get(&ch).map_or(&empty, |m| &m.k);
         let pool = &mut self.pool;
         // Sets of the fields (what `want` does not use is never read: left as it is).
         let mut ports = [Vec::new(), Vec::new()];
-        for (i, (w, h)) in [(&want.sport, &mut img.sport), (&want.dport, &mut img.dport)]
-            .into_iter()
-            .enumerate()
+        for (i, (w, h, keys)) in [
+            (&want.sport, &mut img.sport, &mut d.sport),
+            (&want.dport, &mut img.dport, &mut d.dport),
+        ]
+        .into_iter()
+        .enumerate()
         {
-            ports[i] = diff_sets(pool, w, h);
+            ports[i] = if d.full || w.len() != h.len() {
+                diff_sets(pool, w, h)
+            } else {
+                keyed_sets(pool, w, h, keys)
+            };
         }
-        let small = diff_sets(pool, &want.small, &mut img.small);
-        let src = diff_prefixes(pool, &want.src, &mut img.src);
-        let dst = diff_prefixes(pool, &want.dst, &mut img.dst);
+        let small = if d.full || d.small {
+            diff_sets(pool, &want.small, &mut img.small)
+        } else {
+            Vec::new()
+        };
+        let (src, dst) = if d.full {
+            (
+                diff_prefixes(pool, &want.src, &mut img.src),
+                diff_prefixes(pool, &want.dst, &mut img.dst),
+            )
+        } else {
+            (
+                keyed_prefixes(pool, &want.src, &mut img.src, &mut d.src),
+                keyed_prefixes(pool, &want.dst, &mut img.dst, &mut d.dst),
+            )
+        };
         let wild = diff_plain(&want.wild, &mut img.wild);
-        let actions = diff_plain(&want.actions, &mut img.actions);
-        let ruleids = diff_plain(&want.ruleids, &mut img.ruleids);
+        let (actions, ruleids) = if d.full {
+            (
+                diff_plain(&want.actions, &mut img.actions),
+                diff_plain(&want.ruleids, &mut img.ruleids),
+            )
+        } else {
+            d.positions.sort_unstable();
+            d.positions.dedup();
+            (
+                keyed_plain(&want.actions, &mut img.actions, &d.positions),
+                keyed_plain(&want.ruleids, &mut img.ruleids, &d.positions),
+            )
+        };
         let conf_changed = img.conf != want.conf || img.conf.enabled == 0;
         if img.conf.enabled != 0 {
             pool.dec(img.conf.all);
