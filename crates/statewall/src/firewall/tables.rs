@@ -173,6 +173,10 @@ impl Change {
     }
 }
 
+/// How to undo one applied edit: the index, the rule and counter id it replaced or
+/// removed (none: it inserted), and whether it was an update.
+type Undo = (usize, Option<(Rule, u32)>, bool);
+
 /// Rules (by index, first and last) that move by one position (down: -1, up: 1).
 type Run = (usize, usize, i32);
 
@@ -510,7 +514,7 @@ impl Tables {
         };
         let conf = m.k.conf;
         // What each edit applied undoes it (the error path lays the chain out from there).
-        let mut undo: Vec<(usize, Option<(Rule, u32)>, bool)> = Vec::new();
+        let mut undo: Vec<Undo> = Vec::new();
         let r = if edits.len() > EDITS_MAX {
             self.edit_by_relayout(ch, edits)
         } else {
@@ -786,8 +790,7 @@ fn remap_chain(
         let mut next = 0usize;
         let mut last: Option<((u32, bool), u32)> = None;
         for (lo, hi) in spans {
-            for port in lo.max(next)..=hi {
-                let e = &mut v[port];
+            for (port, e) in v.iter_mut().enumerate().take(hi + 1).skip(lo.max(next)) {
                 let acc = range.is_some_and(|g| port_accepts(g, port));
                 let key = (*e, acc);
                 let n = match last {
