@@ -14,7 +14,7 @@ use statewall::{
         tables::Tables,
     },
 };
-use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, MAP_FW_IFACES};
+use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, MAP_FW_IFACES, WILD_SETS};
 
 /// Rule counts measured.
 pub const SIZES: [usize; 6] = [1, 10, 100, 1000, 2048, 10000];
@@ -108,7 +108,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         );
         let mut count = Tables::new(1 << 16);
         count.set_chains(&chains, &[]).map_err(anyhow::Error::msg)?;
-        let cap = (count.sets_in_use() as u32 + 16).next_power_of_two();
+        let cap = (count.sets_in_use() as u32 + WILD_SETS + 16).next_power_of_two();
         let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, cap)]);
         {
             let mut m: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
