@@ -512,6 +512,7 @@ fn teardown_removes_config_made_state_and_keeps_reuse_protection() {
     common::eventually("accepted", || common::spa_verdict(&d, "accepted") == 1);
     for f in [
         "firewall.json",
+        "firewall.journal",
         "dynmon.json",
         "spa-replay",
         "once-issued",
@@ -526,6 +527,7 @@ fn teardown_removes_config_made_state_and_keeps_reuse_protection() {
     assert_eq!(code, 0, "{err}");
     for (f, what) in [
         ("firewall.json", "removed"),
+        ("firewall.journal", "removed"),
         ("dynmon.json", "removed"),
         ("xfsm-doors.json", "removed"),
         ("spa-replay", "kept"),

@@ -33,6 +33,7 @@ pub struct Cleared {
 pub fn classify(name: &str) -> Option<(&'static str, bool)> {
     Some(match name {
         "firewall.json" => ("firewall instances and rules", false),
+        "firewall.journal" => ("firewall rule batches since the last snapshot", false),
         "dynmon.json" => ("dynamic monitors", false),
         "xfsm-doors.json" => ("signatures of the door tables last written", false),
         "spa-replay" => ("SPA replay cache", true),

@@ -41,9 +41,11 @@ impl FwState {
     /// Loads the state (empty when the file does not exist), with the journal's later
     /// batches replayed.
     pub fn load(path: &Path) -> FwResult<FwState> {
+        // No snapshot, no state: a journal is only ever written beside one (what is left
+        // of a removed snapshot's journal is not replayed).
         let mut st: FwState = match std::fs::read_to_string(path) {
             Ok(t) => serde_json::from_str(&t).map_err(|e| store(path, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FwState::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FwState::default()),
             Err(e) => return Err(store(path, e)),
         };
         let jpath = journal_path(path);
@@ -168,6 +170,10 @@ mod tests {
         want.save(&path).unwrap();
         assert!(!j.exists());
         assert_eq!(FwState::load(&path).unwrap(), want);
+        // A journal without its snapshot (removed by hand) is not replayed.
+        st.journal(&path, "fw", "INGRESS", &ops(443)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(FwState::load(&path).unwrap(), FwState::default());
         let _ = std::fs::remove_dir_all(&d);
     }
 
