@@ -1144,3 +1144,66 @@ fn fw_counts(bed: &mut TestBed, t: &Tables, n: usize) -> Vec<u64> {
         })
         .collect()
 }
+
+/// An edit that finds no room for its sets (a bitset table sized to the chain) is refused
+/// and changes nothing: the tables decide as before, and once room is made (a rule
+/// deleted from a table with room) edits go on.
+#[test]
+fn an_edit_without_room_changes_nothing() {
+    use statewall_common::parse::Status;
+    let mut rng = StdRng::seed_from_u64(0xed_2000);
+    let rules: Vec<Rule> = (0..60).map(|_| random_rule(&mut rng)).collect();
+    let chains = BTreeMap::from([(
+        0u32,
+        Chain {
+            rules: rules.clone(),
+            default_action: ACT_DROP,
+            accept_established: false,
+        },
+    )]);
+    let mut probe = Tables::new(1 << 16);
+    probe.set_chains(&chains, &[]).unwrap();
+    let cap = statewall_common::firewall::WILD_SETS + probe.sets_in_use() as u32 + 1;
+    let mut t = Tables::new(cap);
+    t.set_chains(&chains, &[]).unwrap();
+    let before = t.positions(0).to_vec();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let e = Edit::Insert(rng.random_range(0..=rules.len()), random_rule(&mut rng));
+        match t.edit(0, &[e]) {
+            Err(err) => {
+                assert!(err.to_string().contains("bitsets_max"), "{err}");
+                refused += 1;
+            }
+            Ok(()) => {
+                // Room for this one: take it back out.
+                let i = (0..=rules.len())
+                    .find(|i| t.positions(0).get(*i) != before.get(*i))
+                    .unwrap_or(rules.len());
+                t.edit(0, &[Edit::Delete(i)]).unwrap();
+            }
+        }
+        assert_eq!(
+            t.positions(0),
+            &before[..],
+            "positions after a refused edit"
+        );
+        for _ in 0..30 {
+            let f = packet_for(&mut rng, &rules);
+            let p = parse_packet(&f);
+            if p.status != Status::Ip as u8 {
+                continue;
+            }
+            let index = |pos: u32| t.positions(0).binary_search(&pos).unwrap();
+            let got = match classify(&t, &p, 0, statewall_common::ct::NEW, |_| {}) {
+                FwVerdict::Rule(r, a) => FwVerdict::Rule(index(r) as u32, a),
+                v => v,
+            };
+            assert_eq!(
+                got,
+                linear(&rules, ACT_DROP, &p, statewall_common::ct::NEW).0
+            );
+        }
+    }
+    assert!(refused > 10, "{refused} of 20 edits refused");
+}

@@ -158,19 +158,6 @@ impl Change {
         }
         b
     }
-
-    /// Moves entry `e` to its set after the change (counted once the edit is through);
-    /// true when it changed.
-    fn entry(&mut self, pool: &mut Pool, e: &mut u32, accepts: bool) -> Result<bool, RulesError> {
-        let n = self.apply(pool, *e, accepts)?;
-        if n == *e {
-            return Ok(false);
-        }
-        self.incs.push(n);
-        self.decs.push(*e);
-        *e = n;
-        Ok(true)
-    }
 }
 
 /// How to undo one applied edit: the index, the rule and counter id it replaced or
@@ -531,8 +518,13 @@ impl Tables {
             })
         };
         if let Err(e) = r {
-            // Back to the rules as they were (a layout from scratch).
             self.pool.sweep();
+            if undo.is_empty() {
+                // The edit that failed changed nothing (a layout from scratch either, on
+                // an error), and none came before it.
+                return Err(e);
+            }
+            // Back to the rules as they were (a layout from scratch).
             let m = &self.chains[&ch];
             let (mut rules, mut ids) = (m.rules.clone(), m.ids.clone());
             for (i, old, update) in undo.into_iter().rev() {
@@ -614,9 +606,13 @@ impl Tables {
                 };
                 let shift = run.map(|(a, b, by)| (m.pos[a], m.pos[b], by));
                 let moved: Vec<Rule> = run.map_or(Vec::new(), |(a, b, _)| m.rules[a..=b].to_vec());
-                let mut c = Change::new(shift, None, Some(p));
-                self.remap(ch, &mut c, Some(r), &moved)?;
                 let id = self.new_counter(ch)?;
+                let mut c = Change::new(shift, None, Some(p));
+                if let Err(e) = self.remap(ch, &mut c, Some(r), &moved) {
+                    self.drop_counter(ch, id);
+                    self.zero.pop();
+                    return Err(e);
+                }
                 let m = self.chains.get_mut(&ch).expect("checked");
                 if let Some((a, b, by)) = run {
                     for j in a..=b {
@@ -726,10 +722,20 @@ impl Tables {
     }
 }
 
+/// An entry of a chain's tables.
+#[derive(Clone, Copy)]
+enum Loc {
+    All,
+    Port(bool, usize),
+    Small(usize),
+    Prefix(bool, PKey),
+}
+
 /// [`Tables::remap`] on one chain's tables (references counted by the caller): only the
 /// entries whose value some rule in `involved` (moved or cleared) or `r` (joining) accepts
 /// can change, so only those are looked at, unless one of them takes every value of a
-/// field (no constraint, no wild set). Changed entries are noted in `c.d`.
+/// field (no constraint, no wild set). Every new set is made first; only then are the
+/// entries changed (and noted in `c.d`), so an error (no room for a set) changes nothing.
 fn remap_chain(
     pool: &mut Pool,
     k: &mut ChainKernel,
@@ -737,31 +743,58 @@ fn remap_chain(
     r: Option<&Rule>,
     involved: &[Rule],
 ) -> Result<(), RulesError> {
-    // The sets new prefixes start from: their parents' before the change.
-    let mut new_prefixes = Vec::new();
-    for (dst, n) in [
-        (false, r.and_then(|r| r.src)),
-        (true, r.and_then(|r| r.dst)),
-    ] {
-        let Some(n) = n else { continue };
-        let key = pkey(n);
-        let t = if dst { &k.dst } else { &k.src };
-        if !t.contains_key(&key) {
-            let parent = (0..key.2)
-                .rev()
-                .find_map(|len| t.get(&shorten(&key, len)).copied())
-                .unwrap_or(k.conf.all);
-            new_prefixes.push((dst, key, parent));
+    let (changes, wild) = plan_remap(pool, k, c, r, involved)?;
+    for (loc, old, new) in changes {
+        c.incs.push(new);
+        c.decs.extend(old);
+        match loc {
+            Loc::All => k.conf.all = new,
+            Loc::Port(dst, port) => {
+                let v = if dst { &mut k.dport } else { &mut k.sport };
+                v[port] = new;
+                if dst { &mut c.d.dport } else { &mut c.d.sport }.push(port as u32);
+            }
+            Loc::Small(i) => {
+                k.small[i] = new;
+                c.d.small = true;
+            }
+            Loc::Prefix(dst, key) => {
+                if dst { &mut k.dst } else { &mut k.src }.insert(key, new);
+                if dst { &mut c.d.dst } else { &mut c.d.src }.push(key);
+            }
         }
     }
-    let mut all = k.conf.all;
-    c.entry(pool, &mut all, r.is_some())?;
-    k.conf.all = all;
+    k.wild = wild;
+    Ok(())
+}
+
+/// The entries [`remap_chain`] changes: (where, old set or none for a new prefix, new
+/// set), and the wild sets after the change.
+#[allow(clippy::type_complexity)]
+fn plan_remap(
+    pool: &mut Pool,
+    k: &ChainKernel,
+    c: &mut Change,
+    r: Option<&Rule>,
+    involved: &[Rule],
+) -> Result<(Vec<(Loc, Option<u32>, u32)>, Vec<Bitset>), RulesError> {
+    let mut out: Vec<(Loc, Option<u32>, u32)> = Vec::new();
+    let mut put = |loc: Loc, old: u32, new: u32| {
+        if new != old {
+            out.push((loc, Some(old), new));
+        }
+    };
+    put(
+        Loc::All,
+        k.conf.all,
+        c.apply(pool, k.conf.all, r.is_some())?,
+    );
     // With a wild set, a rule unconstrained on the field joins it instead of the value
     // sets; the value sets take only the rules that constrain the field.
     let wild = k.conf.wild;
     let takes = |f: u8| r.map(|r| wild & f == 0 || fields(r) & f != 0);
-    for (fi, w) in k.wild.iter_mut().enumerate() {
+    let mut wilds = k.wild.clone();
+    for (fi, w) in wilds.iter_mut().enumerate() {
         let f = 1u8 << fi;
         if wild & f != 0 {
             *w = c.transform(w, r.is_some_and(|r| fields(r) & f == 0));
@@ -770,7 +803,7 @@ fn remap_chain(
     // Rules whose accepted values bound what can change, and whether one takes them all.
     let rules: Vec<&Rule> = involved.iter().chain(r).collect();
     let everything = |f: u8| wild & f == 0 && rules.iter().any(|x| fields(x) & f == 0);
-    for (dst, v) in [(false, &mut k.sport), (true, &mut k.dport)] {
+    for (dst, v) in [(false, &k.sport), (true, &k.dport)] {
         if v.is_empty() {
             continue;
         }
@@ -790,29 +823,23 @@ fn remap_chain(
         let mut next = 0usize;
         let mut last: Option<((u32, bool), u32)> = None;
         for (lo, hi) in spans {
-            for (port, e) in v.iter_mut().enumerate().take(hi + 1).skip(lo.max(next)) {
+            for (port, &e) in v.iter().enumerate().take(hi + 1).skip(lo.max(next)) {
                 let acc = range.is_some_and(|g| port_accepts(g, port));
-                let key = (*e, acc);
                 let n = match last {
-                    Some((k, n)) if k == key => n,
-                    _ => c.apply(pool, *e, acc)?,
+                    Some((key, n)) if key == (e, acc) => n,
+                    _ => c.apply(pool, e, acc)?,
                 };
-                last = Some((key, n));
-                if n != *e {
-                    c.incs.push(n);
-                    c.decs.push(*e);
-                    *e = n;
-                    if dst { &mut c.d.dport } else { &mut c.d.sport }.push(port as u32);
-                }
+                last = Some(((e, acc), n));
+                put(Loc::Port(dst, port), e, n);
             }
             next = next.max(hi + 1);
         }
     }
-    for (i, e) in k.small.iter_mut().enumerate() {
+    for (i, &e) in k.small.iter().enumerate() {
         let acc = takes(small_field(i)) == Some(true) && r.is_some_and(|r| small_accepts(r, i));
-        c.d.small |= c.entry(pool, e, acc)?;
+        put(Loc::Small(i), e, c.apply(pool, e, acc)?);
     }
-    for (dst, t) in [(false, &mut k.src), (true, &mut k.dst)] {
+    for (dst, t) in [(false, &k.src), (true, &k.dst)] {
         if t.is_empty() {
             continue;
         }
@@ -832,21 +859,28 @@ fn remap_chain(
             keys
         };
         for key in keys {
-            let Some(e) = t.get_mut(&key) else { continue };
+            let Some(&e) = t.get(&key) else { continue };
             let acc = net.is_some_and(|n| n.is_none_or(|n| inside(&key, &pkey(n))));
-            if c.entry(pool, e, acc)? {
-                if dst { &mut c.d.dst } else { &mut c.d.src }.push(key);
-            }
+            put(Loc::Prefix(dst, key), e, c.apply(pool, e, acc)?);
         }
     }
-    for (dst, key, parent) in new_prefixes {
-        let id = c.apply(pool, parent, true)?;
-        c.incs.push(id);
-        let t = if dst { &mut k.dst } else { &mut k.src };
-        t.insert(key, id);
-        if dst { &mut c.d.dst } else { &mut c.d.src }.push(key);
+    // New prefixes of `r`: their parents' sets before the change, changed.
+    for (dst, n) in [
+        (false, r.and_then(|r| r.src)),
+        (true, r.and_then(|r| r.dst)),
+    ] {
+        let Some(n) = n else { continue };
+        let key = pkey(n);
+        let t = if dst { &k.dst } else { &k.src };
+        if !t.contains_key(&key) {
+            let parent = (0..key.2)
+                .rev()
+                .find_map(|len| t.get(&shorten(&key, len)).copied())
+                .unwrap_or(k.conf.all);
+            out.push((Loc::Prefix(dst, key), None, c.apply(pool, parent, true)?));
+        }
     }
-    Ok(())
+    Ok((out, wilds))
 }
 
 /// The prefixes of `t` inside `p` (one range of the ordered keys).

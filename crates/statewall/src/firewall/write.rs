@@ -393,7 +393,11 @@ impl Tables {
                 keyed_prefixes(pool, &want.dst, &mut img.dst, &mut d.dst),
             )
         };
-        let wild = diff_plain(&want.wild, &mut img.wild);
+        // Only the wild sets the chain uses are written: the others are never read, and
+        // their ids may still hold an earlier process's sets (`Pool::wild_free`).
+        let uses = want.conf.wild;
+        let mut wild = diff_plain(&want.wild, &mut img.wild);
+        wild.retain(|(fi, ..)| uses & (1 << fi) != 0);
         let (actions, ruleids) = if d.full {
             (
                 diff_plain(&want.actions, &mut img.actions),
