@@ -7,6 +7,7 @@
 //! Owns the `[firewall]` section (`config`), rule compilation (`rules`) and what it writes
 //! into the kernel (`kernel`). May import: `engine`, `types`.
 
+pub mod change;
 pub mod config;
 pub mod journal;
 pub mod kernel;

@@ -14,9 +14,10 @@ use statewall_common::firewall::{
     SMALL_PER_CHAIN,
 };
 
+use super::change::Dirty;
 use super::rules::{lpm_data, small_field, PKey, RulesError};
 use super::sets::{ChainKernel, Pool, NONE};
-use super::tables::{Dirty, Tables};
+use super::tables::Tables;
 use crate::engine::{sys, MapAccess};
 use std::collections::BTreeMap;
 
