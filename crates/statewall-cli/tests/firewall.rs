@@ -682,7 +682,6 @@ fn compiled_tables_decide_as_the_rule_list() {
         )]);
         let mut r = Tables::new(1 << 16);
         r.set_chains(&chains, &[]).unwrap();
-        let index = |pos: u32| r.positions(0).binary_search(&pos).unwrap();
         for _ in 0..200 {
             let f = packet_for(&mut rng, &rules);
             let p = parse_packet(&f);
@@ -690,23 +689,8 @@ fn compiled_tables_decide_as_the_rule_list() {
                 continue;
             }
             let ct = rng.random_range(0..4u8);
-            let mut logged = Vec::new();
-            let got = match classify(&r, &p, 0, ct, |rule| logged.push(index(rule))) {
-                FwVerdict::Rule(pos, a) => FwVerdict::Rule(index(pos) as u32, a),
-                v => v,
-            };
-            let mut want_logged = Vec::new();
-            let mut want = FwVerdict::Default(ACT_DROP);
-            for (i, rule) in rules.iter().enumerate() {
-                if rule_matches(rule, &p, ct) {
-                    if rule.action == ACT_LOG {
-                        want_logged.push(i);
-                        continue;
-                    }
-                    want = FwVerdict::Rule(i as u32, rule.action);
-                    break;
-                }
-            }
+            let (got, logged) = by_index(&r, &p, ct);
+            let (want, want_logged) = linear(&rules, ACT_DROP, &p, ct);
             assert_eq!(got, want, "case {case}: {p:?}");
             assert_eq!(logged, want_logged, "case {case}: LOG rules met");
             checked += 1;
@@ -927,6 +911,39 @@ fn linear(
     (FwVerdict::Default(default), logged)
 }
 
+/// What the tables' chain 0 decides (the reference classifier over them), with rules named
+/// by index, not position: the verdict and the LOG rules met.
+fn by_index(
+    t: &Tables,
+    p: &statewall_common::parse::PacketInfo,
+    ct: u8,
+) -> (FwVerdict, Vec<usize>) {
+    let index = |pos: u32| t.positions(0).binary_search(&pos).unwrap();
+    let mut logged = Vec::new();
+    let v = match classify(t, p, 0, ct, |r| logged.push(index(r))) {
+        FwVerdict::Rule(r, a) => FwVerdict::Rule(index(r) as u32, a),
+        v => v,
+    };
+    (v, logged)
+}
+
+/// One to four random edits (one most often), applied to the list too.
+fn random_batch(
+    rng: &mut StdRng,
+    rules: &mut Vec<Rule>,
+    counts: &mut Vec<u64>,
+    ct: bool,
+) -> Vec<Edit> {
+    let k = if rng.random_bool(0.2) {
+        rng.random_range(2..5)
+    } else {
+        1
+    };
+    (0..k)
+        .map(|_| random_edit(rng, rules, counts, ct))
+        .collect()
+}
+
 /// A random edit of `rules` (inserts often at the front, where a chain has no room left
 /// soonest), applied to the list too; `counts` follows the rules.
 fn random_edit(rng: &mut StdRng, rules: &mut Vec<Rule>, counts: &mut Vec<u64>, ct: bool) -> Edit {
@@ -1000,16 +1017,9 @@ fn edited_tables_decide_as_the_rule_list() {
             t.edit(0, &[Edit::Delete(0)]).unwrap();
         }
         for step in 0..30 {
-            let k = if rng.random_bool(0.2) {
-                rng.random_range(2..5)
-            } else {
-                1
-            };
-            let edits: Vec<Edit> = (0..k)
-                .map(|_| random_edit(&mut rng, &mut rules, &mut counts, true))
-                .collect();
+            let edits = random_batch(&mut rng, &mut rules, &mut counts, true);
             t.edit(0, &edits).unwrap();
-            edits_done += k;
+            edits_done += edits.len() as u64;
             let pos = t.positions(0);
             assert_eq!(pos.len(), rules.len(), "case {case} step {step}");
             assert!(
@@ -1023,7 +1033,6 @@ fn edited_tables_decide_as_the_rule_list() {
             if rules.is_empty() {
                 continue;
             }
-            let index = |p: u32| pos.binary_search(&p).unwrap();
             for _ in 0..40 {
                 let f = packet_for(&mut rng, &rules);
                 let p = parse_packet(&f);
@@ -1031,11 +1040,7 @@ fn edited_tables_decide_as_the_rule_list() {
                     continue;
                 }
                 let ct = rng.random_range(0..4u8);
-                let mut logged = Vec::new();
-                let got = match classify(&t, &p, 0, ct, |r| logged.push(index(r))) {
-                    FwVerdict::Rule(r, a) => FwVerdict::Rule(index(r) as u32, a),
-                    v => v,
-                };
+                let (got, logged) = by_index(&t, &p, ct);
                 let (want, want_logged) = linear(&rules, ACT_DROP, &p, ct);
                 assert_eq!(got, want, "case {case} step {step} after {edits:?}: {p:?}");
                 assert_eq!(
@@ -1080,14 +1085,7 @@ fn kernel_follows_edits_with_counters() {
         t.write(&mut bed).unwrap();
         let base = fw_counts(&mut bed, &t, rules.len());
         for step in 0..25 {
-            let k = if rng.random_bool(0.2) {
-                rng.random_range(2..5)
-            } else {
-                1
-            };
-            let edits: Vec<Edit> = (0..k)
-                .map(|_| random_edit(&mut rng, &mut rules, &mut counts, false))
-                .collect();
+            let edits = random_batch(&mut rng, &mut rules, &mut counts, false);
             t.edit(0, &edits).unwrap();
             t.write(&mut bed).unwrap();
             if rules.is_empty() {
@@ -1194,11 +1192,7 @@ fn an_edit_without_room_changes_nothing() {
             if p.status != Status::Ip as u8 {
                 continue;
             }
-            let index = |pos: u32| t.positions(0).binary_search(&pos).unwrap();
-            let got = match classify(&t, &p, 0, statewall_common::ct::NEW, |_| {}) {
-                FwVerdict::Rule(r, a) => FwVerdict::Rule(index(r) as u32, a),
-                v => v,
-            };
+            let got = by_index(&t, &p, statewall_common::ct::NEW).0;
             assert_eq!(
                 got,
                 linear(&rules, ACT_DROP, &p, statewall_common::ct::NEW).0

@@ -241,6 +241,24 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// Runs one batch command (`BPF_MAP_*_BATCH`); its error, if any (`a.count` then says how
+/// many entries it did).
+///
+/// # Safety
+/// `a`'s key and value pointers cover `a.count` keys and values of the map's sizes.
+unsafe fn batch(cmd: libc::c_long, a: &mut BatchAttr) -> Option<io::Error> {
+    // SAFETY: the attr is a bpf_attr prefix; the buffers are the caller's promise.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            a as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    (r < 0).then(io::Error::last_os_error)
+}
+
 /// Every entry of a map by `BPF_MAP_LOOKUP_BATCH` (or `..._AND_DELETE_BATCH` with
 /// `delete`, which empties a hash map as it reads it): keys and values, `value_size`
 /// bytes each (per-CPU maps: the value rounded up to 8 bytes, times the possible CPUs).
@@ -279,16 +297,8 @@ pub fn lookup_batch(
             map_fd: fd as u32,
             ..Default::default()
         };
-        // SAFETY: the buffers hold `count` keys and values; the attr is a bpf_attr prefix.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                &mut a as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (r < 0).then(io::Error::last_os_error);
+        // SAFETY: the buffers hold `count` keys and values.
+        let err = unsafe { batch(cmd, &mut a) };
         n += a.count as usize;
         match err {
             None => {}
@@ -403,17 +413,9 @@ pub fn update_batch(fd: RawFd, keys: &[u8], values: &[u8], count: usize) -> io::
             map_fd: fd as u32,
             ..Default::default()
         };
-        // SAFETY: the buffers hold `count` keys and values; the attr is a bpf_attr prefix.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut a as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+        // SAFETY: the buffers hold `count` keys and values from `done` on.
+        if let Some(e) = unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut a) } {
+            return Err(e);
         }
         if a.count == 0 {
             return Err(io::Error::other("batch update wrote nothing"));
@@ -445,16 +447,8 @@ pub fn lookup_range(fd: RawFd, start: u32, count: u32, value_size: usize) -> io:
             map_fd: fd as u32,
             ..Default::default()
         };
-        // SAFETY: the buffers hold `count` keys and values; the attr is a bpf_attr prefix.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut a as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (r < 0).then(io::Error::last_os_error);
+        // SAFETY: the buffers hold `count` keys and values from `n` on.
+        let err = unsafe { batch(BPF_MAP_LOOKUP_BATCH, &mut a) };
         n += a.count as usize;
         match err {
             None => {}
