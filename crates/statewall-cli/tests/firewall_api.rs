@@ -168,6 +168,26 @@ fn polycube_path_batches_enforce_and_persist() {
     assert!(st4[2]["pkts"].as_u64().unwrap() >= st3[2]["pkts"].as_u64().unwrap());
     assert!(connects(&pair, 22));
     assert!(!connects(&pair, 23));
+    // Resetting the counters zeroes every rule's, and keeps the rules.
+    let (code, v) = curl(
+        "POST",
+        &format!("{base}/firewall/fw1/chain/INGRESS/stats/reset"),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    let (_, st5) = curl(
+        "GET",
+        &format!("{base}/firewall/fw1/chain/INGRESS/stats"),
+        None,
+    );
+    let counts: Vec<u64> = st5
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pkts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![0, 0, 0], "{st5}");
+    assert_eq!(st5[2]["description"], "ssh");
     // Detach: traffic flows again.
     let detach = format!(
         r#"{{"cube": "fw1", "port": "{}", "netns": "{}"}}"#,

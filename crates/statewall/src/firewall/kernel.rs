@@ -65,16 +65,25 @@ impl Engine {
     /// Writes the tables into the inactive generation and switches to it, then waits until
     /// nothing reads the generation just retired (so the next change may write it).
     fn fw_switch(&mut self) -> Result<()> {
+        self.with_fw_tables(|t, e| t.write(e))?;
+        self.fw_quiesce();
+        Ok(())
+    }
+
+    /// Runs `f` on the (opened) tables and the engine's maps (the tables are taken out of
+    /// the engine meanwhile).
+    fn with_fw_tables<R>(
+        &mut self,
+        f: impl FnOnce(&mut Tables, &mut Engine) -> std::result::Result<R, RulesError>,
+    ) -> Result<R> {
         let mut tables = self
             .stage::<Installed>()
             .tables
             .take()
             .ok_or_else(|| EngineError::Rules("firewall tables not opened".into()))?;
-        let r = tables.write(self);
+        let r = f(&mut tables, self);
         self.stage::<Installed>().tables = Some(tables);
-        r.map_err(rules_err)?;
-        self.fw_quiesce();
-        Ok(())
+        r.map_err(rules_err)
     }
 
     /// Waits until every classification that may have read the generation just retired
@@ -263,22 +272,8 @@ impl Engine {
 
     /// Zeroes the counters of a chain's rules.
     pub fn fw_reset_stats(&mut self, chain: u32) -> Result<()> {
-        use statewall_common::firewall::{stats_slot, RuleStats, MAP_FW_STATS};
-        let ids: Vec<u32> = self
-            .fw_tables_ref()
-            .map(|t| t.counter_ids(chain).to_vec())
-            .unwrap_or_default();
-        let n = aya::util::nr_cpus().map_err(|e| map_err(MAP_FW_STATS, e.1))?;
-        let mut a: aya::maps::PerCpuArray<&mut MapData, RuleStats> =
-            aya::maps::PerCpuArray::try_from(self.map_mut_checked(MAP_FW_STATS)?)
-                .map_err(|e| map_err(MAP_FW_STATS, e))?;
-        for id in ids {
-            let z = aya::maps::PerCpuValues::try_from(vec![RuleStats::default(); n])
-                .map_err(|e| map_err(MAP_FW_STATS, e))?;
-            a.set(stats_slot(chain, id), z, 0)
-                .map_err(|e| map_err(MAP_FW_STATS, e))?;
-        }
-        Ok(())
+        self.fw_tables()?.reset_counters(chain);
+        self.with_fw_tables(|t, e| t.zero_counters(e))
     }
 
     /// The index of the rule of `chain` whose counter id is `id` (a LOG event's rule).

@@ -151,6 +151,17 @@ impl Tables {
         self.chains.get(&chain).map_or(&[], |c| &c.pos)
     }
 
+    /// Zeroes the counters of `chain`'s rules at the next write (or
+    /// [`Tables::zero_counters`]).
+    pub fn reset_counters(&mut self, chain: u32) {
+        let ids = self
+            .chains
+            .get(&chain)
+            .map(|m| m.ids.clone())
+            .unwrap_or_default();
+        self.zero.extend(ids.into_iter().map(|id| (chain, id)));
+    }
+
     /// The index of the rule holding counter id `id` in `chain`.
     pub fn index_of(&self, chain: u32, id: u32) -> Option<usize> {
         self.chains.get(&chain)?.ids.iter().position(|i| *i == id)

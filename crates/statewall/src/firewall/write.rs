@@ -260,7 +260,7 @@ impl Tables {
     pub fn write(&mut self, maps: &mut dyn MapAccess) -> Result<u32, RulesError> {
         let g = active(maps)? ^ 1;
         self.write_fresh(maps)?;
-        self.write_zero(maps)?;
+        self.zero_counters(maps)?;
         if !self.known[g as usize] {
             self.clear_stale(maps, g)?;
         }
@@ -286,8 +286,9 @@ impl Tables {
         put(maps, MAP_FW_BITSETS, &fresh, &vals)
     }
 
-    /// Zeroes the counters given to new rules.
-    fn write_zero(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
+    /// Zeroes the counters queued: those given to new rules, those of a chain reset
+    /// ([`Tables::reset_counters`]).
+    pub fn zero_counters(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
         if self.zero.is_empty() {
             return Ok(());
         }
@@ -357,11 +358,18 @@ impl Tables {
         ch: u32,
         mut d: Dirty,
     ) -> Result<(), RulesError> {
-        let empty = ChainKernel::empty();
+        let empty;
         let img = self.images[g as usize][ch as usize].take();
         d.full |= img.is_none();
         let mut img = img.unwrap_or_else(unknown);
-        let want = self.chains.get(&ch).map_or(&empty, |m| &m.k);
+        // (A chain that is gone is written as an empty one; one that exists is not copied.)
+        let want = match self.chains.get(&ch) {
+            Some(m) => &m.k,
+            None => {
+                empty = ChainKernel::empty();
+                &empty
+            }
+        };
         let pool = &mut self.pool;
         // Sets of the fields (what `want` does not use is never read: left as it is).
         let mut ports = [Vec::new(), Vec::new()];
