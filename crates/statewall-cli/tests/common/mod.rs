@@ -79,6 +79,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Ids of the BPF programs the daemon holds (its file descriptors of programs and of
+    /// links, read from `/proc/PID/fdinfo`): unlike the system's list, other tests' loads
+    /// and unloads do not change it.
+    pub fn held_programs(&self) -> std::collections::BTreeSet<u32> {
+        let dir = format!("/proc/{}/fdinfo", self.child.id());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+            })
+            .collect()
+    }
+
     /// Starts `statewall daemon --config <p.config>` plus `extra` and waits until its API answers.
     pub fn start(p: &Paths, extra: &[&str]) -> Daemon {
         Daemon::start_env(p, extra, &[])
