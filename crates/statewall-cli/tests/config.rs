@@ -203,13 +203,14 @@ encryption_mode = "cbc"
 
 #[test]
 fn errors_say_what_and_where() {
-    // Bit-set ids are 16 bits: 65,536 in both generations, no more (they used to wrap).
-    assert!(Config::parse("[firewall]\nbitsets_max = 65536\n", "a.toml").is_ok());
-    let e = Config::parse("[firewall]\nbitsets_max = 65537\n", "a.toml")
+    // Bit-set ids are 16 bits and the top 10,240 name one-rule sets: 55,296 stored sets in
+    // both generations, no more (they used to wrap).
+    assert!(Config::parse("[firewall]\nbitsets_max = 55296\n", "a.toml").is_ok());
+    let e = Config::parse("[firewall]\nbitsets_max = 55297\n", "a.toml")
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("[firewall] bitsets_max") && e.contains("256 to 65536"),
+        e.contains("[firewall] bitsets_max") && e.contains("256 to 55296"),
         "{e}"
     );
     let e = Config::parse("[daemon]\nbpffs_root = 3\n", "a.toml")

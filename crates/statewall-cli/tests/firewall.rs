@@ -1201,3 +1201,89 @@ fn an_edit_without_room_changes_nothing() {
     }
     assert!(refused > 10, "{refused} of 20 edits refused");
 }
+
+/// Rules of the shape users write by the thousand: a /24 source, a protocol and a
+/// destination port each.
+fn host_rule(rng: &mut StdRng) -> Rule {
+    let port = rng.random_range(1..=65535u16);
+    Rule {
+        src: Some((
+            mask(IpAddr::from([10, rng.random(), rng.random(), 0]), 24),
+            24,
+        )),
+        dst: None,
+        proto: Some([6, 17][rng.random_range(0..2)]),
+        sport: None,
+        dport: Some((port, port)),
+        tcpflags: None,
+        ct: None,
+        action: [ACT_DROP, ACT_ACCEPT][rng.random_range(0..2)],
+    }
+}
+
+/// The default configuration's bitset table holds 10,000 such rules (most of their sets
+/// hold one rule, named by its id, and take no room in the table), and the kernel, its
+/// table sized as the default sizes it, decides as the rule list, also after inserts at the
+/// front and deletes. Prints the kernel memory the sets take per 1,000 rules.
+#[test]
+fn the_default_table_holds_ten_thousand_rules() {
+    use statewall_common::{firewall::Bitset, parse::Status};
+    let cap = statewall::firewall::config::FirewallConfig::default().bitsets_max;
+    let mut rng = StdRng::seed_from_u64(0x10_000);
+    let mut rules: Vec<Rule> = (0..10_000).map(|_| host_rule(&mut rng)).collect();
+    let chains = BTreeMap::from([(
+        0u32,
+        Chain {
+            rules: rules.clone(),
+            default_action: ACT_ACCEPT,
+            accept_established: false,
+        },
+    )]);
+    let mut t = Tables::new(cap);
+    t.set_chains(&chains, &[]).unwrap();
+    let sets = t.sets_in_use();
+    eprintln!(
+        "10,000 rules of the /24-protocol-port shape: {sets} sets in the table of {cap}, {} KB of kernel memory per 1,000 rules",
+        sets * std::mem::size_of::<Bitset>() / 10 / 1024
+    );
+    let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, cap)]);
+    {
+        let mut m: BpfHashMap<&mut MapData, u32, u32> = bed.map(MAP_FW_IFACES).try_into().unwrap();
+        m.insert(1, 0, 0).unwrap();
+    }
+    t.write(&mut bed).unwrap();
+    let mut sent = 0u64;
+    for step in 0..6 {
+        if step > 0 {
+            let e = if step % 2 == 1 {
+                let r = host_rule(&mut rng);
+                rules.insert(0, r.clone());
+                Edit::Insert(0, r)
+            } else {
+                let i = rng.random_range(0..rules.len());
+                rules.remove(i);
+                Edit::Delete(i)
+            };
+            t.edit(0, &[e]).unwrap();
+            t.write(&mut bed).unwrap();
+        }
+        for _ in 0..soak_cases(300) {
+            let f = packet_for(&mut rng, &rules);
+            let p = parse_packet(&f);
+            if p.status != Status::Ip as u8 {
+                continue;
+            }
+            let want = linear(&rules, ACT_ACCEPT, &p, statewall_common::ct::NEW).0;
+            assert_eq!(
+                bed.run_tc(PROG_FW_INGRESS, &f),
+                code(want),
+                "step {step}: {p:?}"
+            );
+            if matches!(want, FwVerdict::Rule(..)) {
+                sent += 1;
+            }
+        }
+    }
+    assert!(sent > 1000, "only {sent} packets matched a rule");
+    common::tally("property: frames matching one of 10,000 rules", sent);
+}

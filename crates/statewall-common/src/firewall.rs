@@ -193,6 +193,35 @@ pub fn wild_id(generation: u32, chain: u32, fi: u32) -> u32 {
     ((generation & 1) * MAX_CHAINS + chain) * 8 + (fi & 7)
 }
 
+/// Bitset ids from this one on (the top [`MAX_RULES`] of the 16-bit ids) name the set of one
+/// rule position (`id - SINGLE`), computed where it is read, never stored: most values of a
+/// large ruleset are accepted by one rule only (a source address of its own, a port of its
+/// own), and such a set would otherwise take a whole [`Bitset`] of the table. The table's
+/// own ids stay below it.
+pub const SINGLE: u32 = (1 << 16) - MAX_RULES as u32;
+
+/// The id of the set holding rule position `r` only.
+#[inline(always)]
+pub fn single_id(r: u32) -> u32 {
+    SINGLE + r
+}
+
+/// Word `w` of a one-position set's summary (`summary` true) or rule words, or `None` when
+/// `id` is not such a set ([`SINGLE`]).
+#[inline(always)]
+pub fn single_word(id: u32, summary: bool, w: usize) -> Option<u64> {
+    let r = id.wrapping_sub(SINGLE) as usize;
+    if r >= MAX_RULES {
+        return None;
+    }
+    let (at, bit) = if summary {
+        (r / 64 / 64, (r / 64) % 64)
+    } else {
+        (r / 64, r % 64)
+    };
+    Some(if at == w { 1 << bit } else { 0 })
+}
+
 /// A set of rules, with its summary.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

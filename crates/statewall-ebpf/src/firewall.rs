@@ -11,10 +11,10 @@ use aya_ebpf::{
 use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     firewall::{
-        rule_slot, select, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables, LpmKey,
-        RuleStats, Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED,
-        COUNTERS, IFACE_INSTANCE, IFACE_XDP, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY,
-        WORDS,
+        rule_slot, select, single_word, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables,
+        LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST,
+        CNT_LOG_QUEUED, COUNTERS, IFACE_INSTANCE, IFACE_XDP, MAX_CHAINS, MAX_RULES,
+        SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
     mem::copy_bytes,
     parse::{PacketInfo, Status},
@@ -100,6 +100,9 @@ impl FwTables for Maps {
     }
     #[inline(always)]
     fn word(&self, id: u32, summary: bool, w: usize) -> u64 {
+        if let Some(x) = single_word(id, summary, w) {
+            return x;
+        }
         match SW_FW_BITSETS.get(id) {
             Some(b) => {
                 if summary {

@@ -304,7 +304,9 @@ impl Config {
             crate::firewall::config::BITSETS_MAX_LIMIT,
         );
         if !(256..=most).contains(&n) {
-            let m = format!("{n}: 256 to {most} (bit-set ids are 16 bits; 128 are the wild sets)");
+            let m = format!(
+                "{n}: 256 to {most} (bit-set ids are 16 bits, the top 10240 name one-rule sets; 128 are the wild sets)"
+            );
             return Err(bad("[firewall] bitsets_max".into(), m));
         }
         self.validate_maps(&bad)?;

@@ -119,7 +119,7 @@ fn ms_row(name: String, v: Vec<f64>, each: &str, base: &str, b: f64, target: Opt
 /// The rows.
 pub fn rows() -> anyhow::Result<Vec<Row>> {
     // 10,000 random rules make about 29,000 distinct bit sets.
-    let d = Daemon::start("fwchange", "[firewall]\nbitsets_max = 65536\n")?;
+    let d = Daemon::start("fwchange", "[firewall]\nbitsets_max = 55296\n")?;
     let ns = NetNs::new("fwchg");
     let mut measured = Vec::new();
     for n in SIZES {

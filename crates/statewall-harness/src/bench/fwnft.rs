@@ -241,7 +241,7 @@ fn measure(pair: &Pair) -> anyhow::Result<Runs> {
     let root = format!("/sys/fs/bpf/statewall-bench-nft-{}", std::process::id());
     let pins = Pins::new(&root);
     // 10000 random rules make about 29000 distinct bit sets (1.3 kB each).
-    let cfg = Config::parse("[firewall]\nbitsets_max = 65536\n", "bench")?;
+    let cfg = Config::parse("[firewall]\nbitsets_max = 55296\n", "bench")?;
     let res = (|| -> anyhow::Result<Runs> {
         let mut eng = Engine::open(&pins, &cfg.map_sizes())?;
         let mut out = BTreeMap::new();

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use statewall_common::firewall::{field, Bitset};
+use statewall_common::firewall::{field, Bitset, SINGLE};
 
 use super::rules::{
     fields, inside, pkey, port_accepts, shorten, small_accepts, small_field, unset, PKey, Rule,
@@ -75,19 +75,23 @@ impl Change {
     }
 
     fn touches(&mut self, pool: &Pool, id: u32) -> bool {
+        // A one-position set: whether the change moves or clears that position.
+        if let Some(p) = id.checked_sub(SINGLE) {
+            return self.clear == Some(p)
+                || self.shift.is_some_and(|(lo, hi, _)| (lo..=hi).contains(&p));
+        }
         if self.touched.len() < pool.sets.len() {
             self.touched.resize(pool.sets.len(), 0);
         }
-        let t = &mut self.touched[id as usize];
-        if *t == 0 {
-            let b = pool.set(id);
+        if self.touched[id as usize] == 0 {
+            let b = &pool.sets[id as usize];
             let yes = self.clear.is_some_and(|q| b.has(q as usize))
                 || self
                     .shift
                     .is_some_and(|(lo, hi, _)| (lo..=hi).any(|q| b.has(q as usize)));
-            *t = 1 + yes as u8;
+            self.touched[id as usize] = 1 + yes as u8;
         }
-        *t == 2
+        self.touched[id as usize] == 2
     }
 
     /// The set an entry refers to after the change, `accepts`: the new rule accepts the
@@ -100,7 +104,7 @@ impl Change {
         if let Some(&n) = self.memo.get(&(id, accepts)) {
             return Ok(n);
         }
-        let b = self.transform(pool.set(id), accepts);
+        let b = self.transform(&pool.set(id), accepts);
         let n = pool.intern(&b)?;
         self.memo.insert((id, accepts), n);
         Ok(n)

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Dur;
 
-/// The most `bitsets_max` may be: bit-set ids are 16 bits
-/// in the kernel's port and small-value tables, so 65,536 ids in all.
-pub const BITSETS_MAX_LIMIT: u32 = 1 << 16;
+/// The most `bitsets_max` may be: bit-set ids are 16 bits in the kernel's port and
+/// small-value tables, and the top 10,240 of them name one-position sets
+/// ([`statewall_common::firewall::SINGLE`]), so 55,296 ids in all.
+pub const BITSETS_MAX_LIMIT: u32 = statewall_common::firewall::SINGLE;
 
 /// `[firewall]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use statewall_common::firewall::{Bitset, ChainConf, MAX_RULES, SMALL_PER_CHAIN, WILD_SETS};
+use statewall_common::firewall::{
+    single_id, Bitset, ChainConf, MAX_RULES, SINGLE, SMALL_PER_CHAIN, WILD_SETS,
+};
 
 /// A prefix-trie entry's prefix: (family, address masked to the length, length).
 pub type PKey = (u8, [u8; 16], u8);
@@ -135,10 +137,35 @@ impl std::hash::Hasher for WordHasher {
     }
 }
 
-type WordMap = HashMap<Box<[u64]>, u32, std::hash::BuildHasherDefault<WordHasher>>;
+/// Set hash -> id. Keyed by the hash alone (the set's words are in `Pool::sets`): growing
+/// or cleaning the map moves 12 bytes an entry, not a copy of each set. Two sets of one
+/// hash are both kept, the second without an entry (a duplicate costs an id, never a
+/// wrong answer: contents are compared before an id is shared).
+type WordMap = HashMap<u64, u32, std::hash::BuildHasherDefault<WordHasher>>;
+
+/// The hash of a set's words.
+fn hash_words(b: &Bitset) -> u64 {
+    use std::hash::Hasher;
+    let mut h = WordHasher::default();
+    b.words.iter().for_each(|w| h.write_u64(*w));
+    h.finish()
+}
+
+/// The one position of `b`, when it holds exactly one.
+fn only(b: &Bitset) -> Option<u32> {
+    let mut sw = b.summary.iter().enumerate().filter(|(_, x)| **x != 0);
+    let (si, s) = sw.next()?;
+    if sw.next().is_some() || s.count_ones() != 1 {
+        return None;
+    }
+    let w = si * 64 + s.trailing_zeros() as usize;
+    let x = b.words[w];
+    (x.count_ones() == 1).then(|| (w * 64) as u32 + x.trailing_zeros())
+}
 
 /// The bitset table: each set once, with the number of entries (of the chains as they are
-/// and of what each generation holds) that refer to it.
+/// and of what each generation holds) that refer to it. A set of one position takes no
+/// room: its id says which ([`SINGLE`]), and counting its references is moot.
 #[derive(Default)]
 pub struct Pool {
     pub(super) sets: Vec<Bitset>,
@@ -159,7 +186,7 @@ impl Pool {
     pub fn new(capacity: u32) -> Pool {
         let w = WILD_SETS as usize;
         Pool {
-            capacity: capacity.min(1 << 16),
+            capacity: capacity.min(SINGLE),
             sets: vec![Bitset::default(); w],
             refs: vec![0; w],
             interned: vec![false; w],
@@ -174,7 +201,12 @@ impl Pool {
 
     /// The id of set `b`: an equal set's, or a new one.
     pub fn intern(&mut self, b: &Bitset) -> Result<u32, RulesError> {
-        if let Some(&i) = self.ids.get(&b.words[..]) {
+        if let Some(r) = only(b) {
+            return Ok(single_id(r));
+        }
+        let h = hash_words(b);
+        let known = self.ids.get(&h).copied();
+        if let Some(i) = known.filter(|i| self.sets[*i as usize].words == b.words) {
             return Ok(i);
         }
         let i = match self.free.pop() {
@@ -194,14 +226,27 @@ impl Pool {
         self.sets[i as usize] = *b;
         self.refs[i as usize] = 0;
         self.interned[i as usize] = true;
-        self.ids.insert(b.words.to_vec().into_boxed_slice(), i);
+        if known.is_none() {
+            // Room to spare: a map near full cleans itself of deleted entries often.
+            if self.ids.len() * 2 >= self.ids.capacity() {
+                self.ids.reserve(self.ids.len().max(64));
+            }
+            self.ids.insert(h, i);
+        }
         self.fresh.push(i);
         Ok(i)
     }
 
     /// Set `id`.
-    pub fn set(&self, id: u32) -> &Bitset {
-        &self.sets[id as usize]
+    pub fn set(&self, id: u32) -> Bitset {
+        match id.checked_sub(SINGLE) {
+            Some(r) => {
+                let mut b = Bitset::default();
+                b.set(r as usize);
+                b
+            }
+            None => self.sets[id as usize],
+        }
     }
 
     /// True when `id` holds a set (interned, not free).
@@ -212,7 +257,10 @@ impl Pool {
     /// Takes `id` out of the interned sets (it is free).
     fn release(&mut self, id: u32) {
         if self.live(id) {
-            self.ids.remove(&self.sets[id as usize].words[..]);
+            let h = hash_words(&self.sets[id as usize]);
+            if self.ids.get(&h) == Some(&id) {
+                self.ids.remove(&h);
+            }
             self.interned[id as usize] = false;
         }
         if id >= WILD_SETS {
@@ -256,6 +304,7 @@ impl Pool {
     /// Ids an earlier process's tables refer to (contents unknown here): held until the
     /// generation that refers to them is rewritten. Only on an empty table.
     pub fn hold(&mut self, held: &[u32]) {
+        let held: Vec<u32> = held.iter().copied().filter(|id| *id < SINGLE).collect();
         let top = held.iter().copied().max().map_or(0, |m| m + 1);
         let top = top.min(self.capacity).max(WILD_SETS);
         self.sets.resize(top as usize, Bitset::default());
@@ -273,5 +322,50 @@ impl Pool {
     /// Sets in use (wild sets apart).
     pub fn in_use(&self) -> usize {
         self.sets.len() - self.free.len() - WILD_SETS as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(rules: &[usize]) -> Bitset {
+        let mut b = Bitset::default();
+        rules.iter().for_each(|r| b.set(*r));
+        b
+    }
+
+    #[test]
+    fn one_rule_sets_take_no_room_and_equal_sets_share_an_id() {
+        let mut p = Pool::new(WILD_SETS + 2);
+        for r in [0, 63, 64, 4095, 4096, MAX_RULES - 1] {
+            let id = p.intern(&of(&[r])).unwrap();
+            assert_eq!(id, single_id(r as u32));
+            assert_eq!(p.set(id), of(&[r]));
+        }
+        assert_eq!(p.in_use(), 0);
+        let a = p.intern(&of(&[1, 2])).unwrap();
+        assert!(a >= WILD_SETS && a < SINGLE);
+        assert_eq!(p.intern(&of(&[1, 2])).unwrap(), a);
+        let b = p.intern(&of(&[1, 3])).unwrap();
+        assert_ne!(a, b);
+        // Full: a third set is refused, a known one is still found.
+        assert!(matches!(
+            p.intern(&of(&[2, 3])),
+            Err(RulesError::NoRoom { .. })
+        ));
+        assert_eq!(p.intern(&of(&[1, 3])).unwrap(), b);
+        // Freed, the id holds the next set, found by its contents.
+        p.inc(a);
+        p.dec(a);
+        assert!(!p.live(a));
+        let c = p.intern(&of(&[2, 3])).unwrap();
+        assert_eq!(c, a);
+        assert_eq!(p.intern(&of(&[2, 3])).unwrap(), c);
+        assert_eq!(p.set(c), of(&[2, 3]));
+        // Counting a one-rule set's references is moot.
+        p.inc(single_id(7));
+        p.dec(single_id(7));
+        assert_eq!(p.in_use(), 2);
     }
 }

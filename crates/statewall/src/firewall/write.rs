@@ -282,7 +282,7 @@ impl Tables {
     fn write_fresh(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
         self.pool.sweep();
         let fresh = std::mem::take(&mut self.pool.fresh);
-        let vals: Vec<Bitset> = fresh.iter().map(|id| *self.pool.set(*id)).collect();
+        let vals: Vec<Bitset> = fresh.iter().map(|id| self.pool.set(*id)).collect();
         put(maps, MAP_FW_BITSETS, &fresh, &vals)
     }
 
