@@ -345,7 +345,7 @@ mod tests {
         }
         assert_eq!(p.in_use(), 0);
         let a = p.intern(&of(&[1, 2])).unwrap();
-        assert!(a >= WILD_SETS && a < SINGLE);
+        assert!((WILD_SETS..SINGLE).contains(&a));
         assert_eq!(p.intern(&of(&[1, 2])).unwrap(), a);
         let b = p.intern(&of(&[1, 3])).unwrap();
         assert_ne!(a, b);
