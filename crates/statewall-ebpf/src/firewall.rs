@@ -27,17 +27,21 @@ static SW_FW_CTL: Array<u32> = Array::with_max_entries(1, 0);
 static SW_FW_CHAINS: Array<ChainConf> = Array::with_max_entries(2 * MAX_CHAINS, 0);
 #[map(name = "SW_FW_IFACES")]
 static SW_FW_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
+/// Arrays user space may also write through a memory map (a batch of thousands of
+/// entries: a plain copy instead of one syscall step each).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// Sized by the loader (`[firewall] bitsets_max`).
 #[map(name = "SW_FW_BITSETS")]
-static SW_FW_BITSETS: Array<Bitset> = Array::with_max_entries(1024, 0);
+static SW_FW_BITSETS: Array<Bitset> = Array::with_max_entries(1024, BPF_F_MMAPABLE);
 #[map(name = "SW_FW_SRC")]
 static SW_FW_SRC: LpmTrie<[u8; 20], u32> = LpmTrie::with_max_entries(65536, 1);
 #[map(name = "SW_FW_DST")]
 static SW_FW_DST: LpmTrie<[u8; 20], u32> = LpmTrie::with_max_entries(65536, 1);
 #[map(name = "SW_FW_SPORT")]
-static SW_FW_SPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536, 0);
+static SW_FW_SPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536, BPF_F_MMAPABLE);
 #[map(name = "SW_FW_DPORT")]
-static SW_FW_DPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536, 0);
+static SW_FW_DPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536, BPF_F_MMAPABLE);
 #[map(name = "SW_FW_SMALL")]
 static SW_FW_SMALL: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * SMALL_PER_CHAIN, 0);
 #[map(name = "SW_FW_ACTIONS")]

@@ -463,3 +463,55 @@ pub fn lookup_range(fd: RawFd, start: u32, count: u32, value_size: usize) -> io:
     values.truncate(n * value_size);
     Ok(values)
 }
+
+/// A memory map of a `BPF_F_MMAPABLE` array's values (offset 0, shared with the kernel:
+/// element `i` at `i` times the value size rounded up to 8 bytes).
+pub struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value.
+unsafe impl Send for Mapped {}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `Mapped::new` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+impl Mapped {
+    /// Maps the first `bytes` (rounded up to pages) of array `fd`'s values, for reading or
+    /// also for writing. Fails on a map made without `BPF_F_MMAPABLE`.
+    pub fn new(fd: RawFd, bytes: usize, writable: bool) -> io::Result<Mapped> {
+        let page = 4096;
+        let len = bytes.div_ceil(page).max(1) * page;
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: mapping a BPF array fd as its documentation says (offset 0, shared).
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    /// The start of the values.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr as *mut u8
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never: a mapping holds at least a page.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

@@ -17,12 +17,21 @@ use super::{apply_batch, FirewallError, FwResult, FwState};
 pub const COMPACT_BYTES: u64 = 4 << 20;
 
 /// One journal line.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize)]
 struct Record {
     seq: u64,
     firewall: String,
     chain: String,
     ops: Vec<serde_json::Value>,
+}
+
+/// One journal line as it is written (the batch's operations borrowed, not copied).
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    seq: u64,
+    firewall: &'a str,
+    chain: &'a str,
+    ops: &'a [serde_json::Value],
 }
 
 /// The journal beside a snapshot.
@@ -102,11 +111,11 @@ impl FwState {
         if big || !path.exists() {
             return self.save(path);
         }
-        let r = Record {
+        let r = RecordOut {
             seq: self.seq,
-            firewall: firewall.into(),
-            chain: chain.into(),
-            ops: ops.to_vec(),
+            firewall,
+            chain,
+            ops,
         };
         let mut line = serde_json::to_vec(&r).map_err(|e| store(&jpath, e))?;
         line.push(b'\n');

@@ -629,19 +629,22 @@ pub fn plan_batch(
     let mut out: Vec<SpecEdit> = Vec::new();
     for (i, raw) in ops.iter().enumerate() {
         // (Parsed by hand: a flattened struct would let unknown fields through.)
-        let mut obj = raw
+        let obj = raw
             .as_object()
-            .ok_or((i, FirewallError::Operation("an operation is a JSON object")))?
-            .clone();
-        let operation = obj
-            .remove("operation")
-            .and_then(|v| v.as_str().map(str::to_string))
-            .ok_or((
-                i,
-                FirewallError::Operation("operation: missing (insert, append, update or delete)"),
-            ))?;
-        let rule: RuleSpec = serde_json::from_value(serde_json::Value::Object(obj))
-            .map_err(|e| (i, FirewallError::Json(e.to_string())))?;
+            .ok_or((i, FirewallError::Operation("an operation is a JSON object")))?;
+        let operation = obj.get("operation").and_then(|v| v.as_str()).ok_or((
+            i,
+            FirewallError::Operation("operation: missing (insert, append, update or delete)"),
+        ))?;
+        // The rule's fields, read in place (no copy of the object).
+        let fields = obj
+            .iter()
+            .filter(|(k, _)| *k != "operation")
+            .map(|(k, v)| (k.as_str(), v));
+        let rule = RuleSpec::deserialize(
+            serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields),
+        )
+        .map_err(|e| (i, FirewallError::Json(e.to_string())))?;
         let id = rule.id;
         let edit = match operation.to_ascii_lowercase().as_str() {
             "append" => SpecEdit::Insert(n, rule.normalise().map_err(|e| (i, e))?),

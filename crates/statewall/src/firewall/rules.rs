@@ -9,7 +9,7 @@ use std::{
 
 use statewall_common::firewall::{field, Bitset, ChainConf, MAX_RULES};
 
-use super::sets::{ChainKernel, Pool};
+use super::sets::{ChainKernel, FastMap, Pool};
 pub use super::sets::{PKey, RulesError};
 
 /// One rule, resolved.
@@ -212,10 +212,14 @@ fn prefix_ids(
     get: impl Fn(&Rule) -> Option<(IpAddr, u8)>,
     wild: bool,
 ) -> Result<BTreeMap<PKey, u32>, RulesError> {
-    let mut by_net: HashMap<PKey, Vec<usize>> = HashMap::new();
+    let mut by_net: FastMap<PKey, Vec<usize>> = FastMap::default();
+    // The prefix lengths rules name, by family: only those can hold a containing prefix.
+    let mut lens: BTreeSet<(u8, u8)> = BTreeSet::new();
     for (ri, r) in rules.iter().enumerate() {
         if let Some(n) = get(r) {
-            by_net.entry(pkey(n)).or_default().push(ri);
+            let k = pkey(n);
+            lens.insert((k.0, k.2));
+            by_net.entry(k).or_default().push(ri);
         }
     }
     let mut nets: BTreeSet<PKey> = by_net.keys().copied().collect();
@@ -224,7 +228,7 @@ fn prefix_ids(
     let mut out = BTreeMap::new();
     for n in nets {
         let mut cur = base;
-        for len in 0..=n.2 {
+        for &(_, len) in lens.range((n.0, 0)..=(n.0, n.2)) {
             for &ri in by_net.get(&shorten(&n, len)).into_iter().flatten() {
                 cur.set(pos[ri] as usize);
             }

@@ -111,14 +111,20 @@ impl ChainKernel {
     }
 }
 
-/// A hasher for bitsets (a multiply-rotate over their words: `HashMap`'s default hashes
-/// each 1.3 kB set byte by byte, the bulk of a large build).
+/// A fast hasher (a multiply-rotate over 64-bit words) for the tables' own keys: bitsets,
+/// their hashes, prefixes. Not keyed: fine for maps whose keys the rules decide, where a
+/// collision costs time, never a wrong answer.
 #[derive(Default)]
-struct WordHasher(u64);
+pub struct WordHasher(u64);
+
+/// `HashMap`s with [`WordHasher`].
+pub type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<WordHasher>>;
 
 impl std::hash::Hasher for WordHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // Every bit of the state into the low bits a map indexes by.
+        let h = (self.0 ^ (self.0 >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
     }
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
@@ -141,13 +147,22 @@ impl std::hash::Hasher for WordHasher {
 /// or cleaning the map moves 12 bytes an entry, not a copy of each set. Two sets of one
 /// hash are both kept, the second without an entry (a duplicate costs an id, never a
 /// wrong answer: contents are compared before an id is shared).
-type WordMap = HashMap<u64, u32, std::hash::BuildHasherDefault<WordHasher>>;
+type WordMap = FastMap<u64, u32>;
 
-/// The hash of a set's words.
+/// The hash of a set's words: the non-zero ones (its summary names them) with their
+/// indexes, so that a set of a few rules costs a few steps, not 160.
 fn hash_words(b: &Bitset) -> u64 {
     use std::hash::Hasher;
     let mut h = WordHasher::default();
-    b.words.iter().for_each(|w| h.write_u64(*w));
+    for (si, s) in b.summary.iter().enumerate() {
+        let mut m = *s;
+        while m != 0 {
+            let w = si * 64 + m.trailing_zeros() as usize;
+            m &= m - 1;
+            h.write_u64(w as u64);
+            h.write_u64(b.words.get(w).copied().unwrap_or(0));
+        }
+    }
     h.finish()
 }
 
@@ -185,9 +200,14 @@ impl Pool {
     /// handed out).
     pub fn new(capacity: u32) -> Pool {
         let w = WILD_SETS as usize;
+        let capacity = capacity.min(SINGLE);
+        // Room for every set at once: growing would copy them all (and touch every page
+        // again); memory is taken only as sets are made.
+        let mut sets = Vec::with_capacity(capacity as usize);
+        sets.resize(w, Bitset::default());
         Pool {
-            capacity: capacity.min(SINGLE),
-            sets: vec![Bitset::default(); w],
+            capacity,
+            sets,
             refs: vec![0; w],
             interned: vec![false; w],
             ..Pool::default()

@@ -6,7 +6,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
-use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
 use statewall_common::firewall::{
     field, port_slot, rule_slot, small_slot, stats_slot, wild_id, Bitset, ChainConf, RuleStats,
     MAP_FW_ACTIONS, MAP_FW_BITSETS, MAP_FW_CHAINS, MAP_FW_CTL, MAP_FW_DPORT, MAP_FW_DST,
@@ -41,11 +41,11 @@ fn bytes<T: Copy>(v: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
-/// Writes array entries `keys` -> `vals` in one batch.
-fn put<V: Copy>(
+/// Writes entries `keys` -> `vals` in one batch.
+fn put<K: Copy, V: Copy>(
     maps: &mut dyn MapAccess,
     name: &str,
-    keys: &[u32],
+    keys: &[K],
     vals: &[V],
 ) -> Result<(), RulesError> {
     if keys.is_empty() {
@@ -53,6 +53,56 @@ fn put<V: Copy>(
     }
     let fd = fd(maps, name)?;
     sys::update_batch(fd, bytes(keys), bytes(vals), keys.len()).map_err(|e| merr(name, e))
+}
+
+/// Entries from which an array made `BPF_F_MMAPABLE` is written through a memory map
+/// (mapping it costs about what a few thousand syscall steps do).
+const MAPPED_FROM: usize = 4096;
+
+/// Writes array entries `keys` -> `vals`: through a memory map when there are many and
+/// the array allows it (`BPF_F_MMAPABLE`; an array pinned by an earlier release may
+/// not), else in one batch.
+fn put_array<V: Copy>(
+    maps: &mut dyn MapAccess,
+    name: &str,
+    keys: &[u32],
+    vals: &[V],
+) -> Result<(), RulesError> {
+    const BPF_F_MMAPABLE: u32 = 1 << 10;
+    if keys.len() >= MAPPED_FROM {
+        if let Map::Array(d) = maps.map_mut(name).map_err(|e| merr(name, e))? {
+            let info = d.info().map_err(|e| merr(name, e))?;
+            let stride = (info.value_size() as usize).div_ceil(8) * 8;
+            let n = info.max_entries();
+            if info.map_flags() & BPF_F_MMAPABLE != 0
+                && stride >= std::mem::size_of::<V>()
+                && keys.iter().all(|k| *k < n)
+            {
+                let fd = d.fd().as_fd().as_raw_fd();
+                let m = sys::Mapped::new(fd, n as usize * stride, true)
+                    .map_err(|e| merr(name, format!("mapping the array: {e}")))?;
+                for (k, v) in keys.iter().zip(vals) {
+                    // SAFETY: `k` < max_entries, so the element lies inside the mapping,
+                    // at an 8-byte aligned offset that holds a `V` (size checked above).
+                    unsafe { (m.as_ptr().add(*k as usize * stride) as *mut V).write(*v) };
+                }
+                // The values before anything that makes them reachable (an entry, the
+                // generation switch): those are syscalls, after this.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                return Ok(());
+            }
+        }
+    }
+    put(maps, name, keys, vals)
+}
+
+/// A prefix trie's key as the kernel reads it: the prefix length (32 bits of generation,
+/// chain, family and pad, then the address's), then [`lpm_data`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TrieKey {
+    prefixlen: u32,
+    data: [u8; 20],
 }
 
 /// An id as the kernel's u16 tables hold it.
@@ -283,7 +333,7 @@ impl Tables {
         self.pool.sweep();
         let fresh = std::mem::take(&mut self.pool.fresh);
         let vals: Vec<Bitset> = fresh.iter().map(|id| self.pool.set(*id)).collect();
-        put(maps, MAP_FW_BITSETS, &fresh, &vals)
+        put_array(maps, MAP_FW_BITSETS, &fresh, &vals)
     }
 
     /// Zeroes the counters queued: those given to new rules, those of a chain reset
@@ -292,19 +342,14 @@ impl Tables {
         if self.zero.is_empty() {
             return Ok(());
         }
+        // A per-CPU value is one (8-byte aligned) value per possible CPU.
         let n = aya::util::nr_cpus().map_err(|e| merr(MAP_FW_STATS, e.1))?;
-        let mut a: PerCpuArray<&mut MapData, RuleStats> = PerCpuArray::try_from(
-            maps.map_mut(MAP_FW_STATS)
-                .map_err(|e| merr(MAP_FW_STATS, e))?,
-        )
-        .map_err(|e| merr(MAP_FW_STATS, e))?;
-        for (ch, id) in std::mem::take(&mut self.zero) {
-            let z = PerCpuValues::try_from(vec![RuleStats::default(); n])
-                .map_err(|e| merr(MAP_FW_STATS, e))?;
-            a.set(stats_slot(ch, id), z, 0)
-                .map_err(|e| merr(MAP_FW_STATS, e))?;
-        }
-        Ok(())
+        let keys: Vec<u32> = std::mem::take(&mut self.zero)
+            .into_iter()
+            .map(|(ch, id)| stats_slot(ch, id))
+            .collect();
+        let vals = vec![RuleStats::default(); keys.len() * n];
+        put(maps, MAP_FW_STATS, &keys, &vals)
     }
 
     /// Removes every prefix entry of generation `g` (left by an earlier process, or by a
@@ -443,7 +488,7 @@ impl Tables {
         for (name, d) in [(MAP_FW_SPORT, &ports[0]), (MAP_FW_DPORT, &ports[1])] {
             let keys: Vec<u32> = d.iter().map(|(p, _)| port_slot(g, ch, *p as u16)).collect();
             let vals: Vec<u16> = d.iter().map(|(_, id)| id16(*id)).collect();
-            put(maps, name, &keys, &vals)?;
+            put_array(maps, name, &keys, &vals)?;
         }
         let keys: Vec<u32> = small.iter().map(|(i, _)| small_slot(g, ch, *i)).collect();
         let vals: Vec<u16> = small.iter().map(|(_, id)| id16(*id)).collect();
@@ -461,14 +506,15 @@ impl Tables {
             for (fam, addr, len) in gone {
                 let _ = t.remove(&Key::new(32 + len as u32, lpm_data(g, ch, fam, &addr)));
             }
-            for ((fam, addr, len), id) in new {
-                t.insert(
-                    &Key::new(32 + len as u32, lpm_data(g, ch, fam, &addr)),
-                    id,
-                    0,
-                )
-                .map_err(|e| merr(name, e))?;
-            }
+            let (keys, vals): (Vec<TrieKey>, Vec<u32>) = new
+                .into_iter()
+                .map(|((fam, addr, len), id)| {
+                    let prefixlen = 32 + len as u32;
+                    let data = lpm_data(g, ch, fam, &addr);
+                    (TrieKey { prefixlen, data }, id)
+                })
+                .unzip();
+            put(maps, name, &keys, &vals)?;
         }
         if conf_changed {
             let mut a: Array<&mut MapData, ChainConf> = Array::try_from(

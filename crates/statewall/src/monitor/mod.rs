@@ -26,6 +26,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::engine::sys::Mapped;
 use statewall_common::monitor::{
     CryptoVal, DdosSess, PktRec, PktSlot, SessKey, CNT_CAPTURED, CNT_IGNORED,
     CNT_IGNORED_MALFORMED, CNT_IGNORED_NOT_IP, CNT_IGNORED_PROTOCOL, CNT_PACKETS, CNT_SESSIONS,
@@ -224,44 +226,8 @@ pub struct Monitor {
     pub last_sessions: usize,
     /// The last window's busiest sessions (at most 10), by packets, most first.
     pub last_top: Vec<(SessKey, u64)>,
-    packet_maps: [Option<Mmap>; 2],
+    packet_maps: [Option<Mapped>; 2],
     ncpus: usize,
-}
-
-/// A read-only memory map of a `BPF_F_MMAPABLE` array.
-struct Mmap {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this value.
-unsafe impl Send for Mmap {}
-
-impl Drop for Mmap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `map_array` mapped.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
-}
-
-fn map_array(fd: i32, bytes: usize) -> std::io::Result<Mmap> {
-    let page = 4096;
-    let len = bytes.div_ceil(page).max(1) * page;
-    // SAFETY: mapping a BPF array fd as its documentation says (offset 0, shared).
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(Mmap { ptr, len })
 }
 
 fn realtime_minus_monotonic() -> u64 {
@@ -414,7 +380,7 @@ impl Monitor {
                     _ => return Err(merr(MAP_DDOS_PKTS[b], "not an array")),
                 };
                 *slot = Some(
-                    map_array(fd, total as usize * std::mem::size_of::<PktSlot>())
+                    Mapped::new(fd, total as usize * std::mem::size_of::<PktSlot>(), false)
                         .map_err(|e| merr(&format!("mapping {}", MAP_DDOS_PKTS[b]), e))?,
                 );
             }
@@ -609,7 +575,8 @@ impl Monitor {
                 let n = used.min(self.spec.total() as u64) as usize;
                 if let Some(m) = &self.packet_maps[b] {
                     // SAFETY: the mapping holds `total` records; `n` is at most that.
-                    let recs = unsafe { std::slice::from_raw_parts(m.ptr as *const PktSlot, n) };
+                    let recs =
+                        unsafe { std::slice::from_raw_parts(m.as_ptr() as *const PktSlot, n) };
                     // Every record's session is in the table read above (both belong to
                     // buffer b, quiescent after the grace period).
                     // The kernel keeps monotonic ns in records: Unix time here.

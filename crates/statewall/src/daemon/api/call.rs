@@ -84,6 +84,12 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// [`parse_body`] for bodies that may be large (a batch of thousands of rules): read at
+/// full speed, and again with the path tracked only when it is refused, for the message.
+pub fn parse_large_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).or_else(|_| parse_body(body))
+}
+
 pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     s.inner.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
-    daemon::api::call::{lock, parse_body, ApiError},
+    daemon::api::call::{lock, parse_body, parse_large_body, ApiError},
     daemon::state::Shared,
     firewall::{plan_batch, ChainState, FwState, Port, SpecEdit},
 };
@@ -400,7 +400,7 @@ async fn batch(
     Path((name, chain)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    let b: BatchBody = parse_body(&body)?;
+    let b: BatchBody = parse_large_body(&body)?;
     let mut g = lock(&s);
     let (c, no) = chain_of(&g.fw, &name, &chain)?;
     let plan = plan_batch(&c.rules, &b.rules)
