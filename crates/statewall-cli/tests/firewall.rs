@@ -37,6 +37,18 @@ const XDP_PASS: u32 = 2;
 /// Bitset table size for the tests.
 const BITSETS: u32 = 8192;
 
+/// Chain 0 alone, with these rules and default action.
+fn chain0(rules: &[Rule], default_action: u8) -> BTreeMap<u32, Chain> {
+    BTreeMap::from([(
+        0u32,
+        Chain {
+            rules: rules.to_vec(),
+            default_action,
+            accept_established: false,
+        },
+    )])
+}
+
 fn bed() -> TestBed {
     let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, BITSETS)]);
     // Test-run packets come from the loopback device: instance 0.
@@ -607,14 +619,7 @@ fn kernel_classifier_equals_reference_in_xdp() {
     }
     // A chain that drops everything: XDP drops, tc ingress lets the packet go on; with
     // the bit cleared, the other way round.
-    let chains = BTreeMap::from([(
-        0u32,
-        Chain {
-            rules: Vec::new(),
-            default_action: ACT_DROP,
-            accept_established: false,
-        },
-    )]);
+    let chains = chain0(&[], ACT_DROP);
     t.set_chains(&chains, &[]).unwrap();
     t.write(&mut bed).unwrap();
     let f = Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 1000, 53).build();
@@ -672,14 +677,7 @@ fn compiled_tables_decide_as_the_rule_list() {
     for case in 0..soak_cases(60) {
         let n = [1usize, 2, 5, 20, 80, 300][case as usize % 6];
         let rules: Vec<Rule> = (0..n).map(|_| random_rule(&mut rng)).collect();
-        let chains = BTreeMap::from([(
-            0u32,
-            Chain {
-                rules: rules.clone(),
-                default_action: ACT_DROP,
-                accept_established: false,
-            },
-        )]);
+        let chains = chain0(&rules, ACT_DROP);
         let mut r = Tables::new(1 << 16);
         r.set_chains(&chains, &[]).unwrap();
         for _ in 0..200 {
@@ -1073,14 +1071,7 @@ fn kernel_follows_edits_with_counters() {
             })
             .collect();
         let mut counts = vec![0u64; n];
-        let chains = BTreeMap::from([(
-            0u32,
-            Chain {
-                rules: rules.clone(),
-                default_action: ACT_ACCEPT,
-                accept_established: false,
-            },
-        )]);
+        let chains = chain0(&rules, ACT_ACCEPT);
         t.set_chains(&chains, &[(0, vec![None; n])]).unwrap();
         t.write(&mut bed).unwrap();
         let base = fw_counts(&mut bed, &t, rules.len());
@@ -1151,14 +1142,7 @@ fn an_edit_without_room_changes_nothing() {
     use statewall_common::parse::Status;
     let mut rng = StdRng::seed_from_u64(0xed_2000);
     let rules: Vec<Rule> = (0..60).map(|_| random_rule(&mut rng)).collect();
-    let chains = BTreeMap::from([(
-        0u32,
-        Chain {
-            rules: rules.clone(),
-            default_action: ACT_DROP,
-            accept_established: false,
-        },
-    )]);
+    let chains = chain0(&rules, ACT_DROP);
     let mut probe = Tables::new(1 << 16);
     probe.set_chains(&chains, &[]).unwrap();
     let cap = statewall_common::firewall::WILD_SETS + probe.sets_in_use() as u32 + 1;
@@ -1231,14 +1215,7 @@ fn the_default_table_holds_ten_thousand_rules() {
     let cap = statewall::firewall::config::FirewallConfig::default().bitsets_max;
     let mut rng = StdRng::seed_from_u64(0x10_000);
     let mut rules: Vec<Rule> = (0..10_000).map(|_| host_rule(&mut rng)).collect();
-    let chains = BTreeMap::from([(
-        0u32,
-        Chain {
-            rules: rules.clone(),
-            default_action: ACT_ACCEPT,
-            accept_established: false,
-        },
-    )]);
+    let chains = chain0(&rules, ACT_ACCEPT);
     let mut t = Tables::new(cap);
     t.set_chains(&chains, &[]).unwrap();
     let sets = t.sets_in_use();
