@@ -350,7 +350,8 @@ pub trait FwTables {
     fn port(&self, dst: bool, slot: u32) -> u32;
     /// A protocol's or flags' bitset id.
     fn small(&self, slot: u32) -> u32;
-    /// Word `w` of a bitset's summary (`summary` true) or of its rule words.
+    /// Word `w` of a stored bitset's summary (`summary` true) or of its rule words (one-rule
+    /// sets, [`SINGLE`], are not stored: [`and_word`] decodes them).
     fn word(&self, id: u32, summary: bool, w: usize) -> u64;
     /// The action of the rule at a position ([`rule_slot`]).
     fn action(&self, slot: u32) -> u8;
@@ -501,7 +502,9 @@ pub fn select<T: FwTables>(
 /// its field's wild set), starting from the chain's all-rules bitset.
 #[inline(always)]
 pub fn and_word<T: FwTables>(t: &T, s: &Selection, all: u32, summary: bool, w: usize) -> u64 {
-    let mut x = t.word(all, summary, w);
+    // A one-rule set's words come from its id; the tables hold the others.
+    let word = |id: u32| single_word(id, summary, w).unwrap_or_else(|| t.word(id, summary, w));
+    let mut x = word(all);
     // Read from memory, not from what the compiler knows select() put there: the verifier
     // then sees one unknown mask, not one path per combination of fields.
     // SAFETY: a plain read of a field of a live reference.
@@ -509,9 +512,9 @@ pub fn and_word<T: FwTables>(t: &T, s: &Selection, all: u32, summary: bool, w: u
     let mut i = 0;
     while i < 7 {
         if fields & (1 << i) != 0 {
-            let mut f = t.word(s.ids[i], summary, w);
+            let mut f = word(s.ids[i]);
             if s.wild[i] != NO_SET {
-                f |= t.word(s.wild[i], summary, w);
+                f |= word(s.wild[i]);
             }
             x &= f;
         }

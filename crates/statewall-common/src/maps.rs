@@ -3,6 +3,10 @@
 //! Every map is pinned by name under `<bpffs-root>/maps/`. Each type is `#[repr(C)]` with
 //! explicit padding so that its layout is the same on both sides.
 
+/// Map flag (`BPF_F_MMAPABLE`): an `ARRAY` whose values user space may map into its memory
+/// and read or write there without a syscall per entry.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// Clock offsets, an `ARRAY` of `u64` (see [`CLOCK_SLOT_TEST_OFFSET`]).
 pub const MAP_CLOCK: &str = "SW_CLOCK";
 /// Index in [`MAP_CLOCK`]: nanoseconds added to `bpf_ktime_get_ns()` by every program.

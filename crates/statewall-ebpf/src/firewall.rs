@@ -11,11 +11,12 @@ use aya_ebpf::{
 use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     firewall::{
-        rule_slot, select, single_word, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables,
-        LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST,
-        CNT_LOG_QUEUED, COUNTERS, IFACE_INSTANCE, IFACE_XDP, MAX_CHAINS, MAX_RULES,
-        SMALL_PER_CHAIN, SUMMARY, WORDS,
+        rule_slot, select, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables, LpmKey,
+        RuleStats, Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED,
+        COUNTERS, IFACE_INSTANCE, IFACE_XDP, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY,
+        WORDS,
     },
+    maps::BPF_F_MMAPABLE,
     mem::copy_bytes,
     parse::{PacketInfo, Status},
     TCX_NEXT, TC_ACT_SHOT,
@@ -27,11 +28,8 @@ static SW_FW_CTL: Array<u32> = Array::with_max_entries(1, 0);
 static SW_FW_CHAINS: Array<ChainConf> = Array::with_max_entries(2 * MAX_CHAINS, 0);
 #[map(name = "SW_FW_IFACES")]
 static SW_FW_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
-/// Arrays user space may also write through a memory map (a batch of thousands of
-/// entries: a plain copy instead of one syscall step each).
-const BPF_F_MMAPABLE: u32 = 1 << 10;
-
-/// Sized by the loader (`[firewall] bitsets_max`).
+/// Sized by the loader (`[firewall] bitsets_max`). It and the port tables are mappable: user
+/// space writes a batch of thousands of entries through a memory map.
 #[map(name = "SW_FW_BITSETS")]
 static SW_FW_BITSETS: Array<Bitset> = Array::with_max_entries(1024, BPF_F_MMAPABLE);
 #[map(name = "SW_FW_SRC")]
@@ -104,9 +102,6 @@ impl FwTables for Maps {
     }
     #[inline(always)]
     fn word(&self, id: u32, summary: bool, w: usize) -> u64 {
-        if let Some(x) = single_word(id, summary, w) {
-            return x;
-        }
         match SW_FW_BITSETS.get(id) {
             Some(b) => {
                 if summary {

@@ -34,7 +34,7 @@ static SW_MON_PER_SESSION: u32 = DDOS_PER_SESSION;
 static SW_MON_TOTAL: u32 = DDOS_SESSIONS * DDOS_PER_SESSION;
 
 /// Packet tables are mapped into the reader's memory (no copy through syscalls).
-const BPF_F_MMAPABLE: u32 = 1 << 10;
+use statewall_common::maps::BPF_F_MMAPABLE;
 
 #[map(name = "SW_MON_CTL")]
 static SW_MON_CTL: Array<u64> = Array::with_max_entries(CTL_SLOTS, 0);

@@ -504,14 +504,4 @@ impl Mapped {
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr as *mut u8
     }
-
-    /// Bytes mapped.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Never: a mapping holds at least a page.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }

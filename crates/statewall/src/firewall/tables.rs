@@ -13,8 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use statewall_common::firewall::{
-    single_word, ChainConf, FwTables, LpmKey, ACT_ACCEPT, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN,
-    WILD_SETS,
+    ChainConf, FwTables, LpmKey, ACT_ACCEPT, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, WILD_SETS,
 };
 
 use super::change::{remap_chain, Change, Dirty};
@@ -656,9 +655,6 @@ impl FwTables for Tables {
             .map_or(0, |id| if *id == NONE { 0 } else { *id })
     }
     fn word(&self, id: u32, summary: bool, w: usize) -> u64 {
-        if let Some(x) = single_word(id, summary, w) {
-            return x;
-        }
         let set = if id < WILD_SETS {
             let chain = (id / 8) % MAX_CHAINS;
             self.chains

@@ -68,13 +68,12 @@ fn put_array<V: Copy>(
     keys: &[u32],
     vals: &[V],
 ) -> Result<(), RulesError> {
-    const BPF_F_MMAPABLE: u32 = 1 << 10;
     if keys.len() >= MAPPED_FROM {
         if let Map::Array(d) = maps.map_mut(name).map_err(|e| merr(name, e))? {
             let info = d.info().map_err(|e| merr(name, e))?;
             let stride = (info.value_size() as usize).div_ceil(8) * 8;
             let n = info.max_entries();
-            if info.map_flags() & BPF_F_MMAPABLE != 0
+            if info.map_flags() & statewall_common::maps::BPF_F_MMAPABLE != 0
                 && stride >= std::mem::size_of::<V>()
                 && keys.iter().all(|k| *k < n)
             {
