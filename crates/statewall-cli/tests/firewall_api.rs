@@ -661,3 +661,48 @@ fn xdp_instance_classifies_in_xdp() {
     assert!(stats[0]["pkts"].as_u64().unwrap_or(0) >= 1, "{stats}");
     d.stop();
 }
+
+/// The programs find most interfaces in an array indexed by the interface index and the
+/// others (index 4096 and above) in the interface hash: a chain on a veth of index 70000
+/// drops what its rule says, counts it, and stops when detached; so does one on an
+/// ordinary veth, whose array slot is cleared at the detach.
+#[test]
+fn interfaces_past_the_array_are_classified_from_the_hash() {
+    use statewall_common::firewall::IFIDX_SLOTS;
+    for (tag, index) in [("fwhi", Some(70_000u32)), ("fwlo", None)] {
+        let p = Paths::new(tag);
+        let pair = Pair::with_server_index(tag, index);
+        let got = pair
+            .server
+            .exec_ok(&["cat", &format!("/sys/class/net/{}/ifindex", pair.server_if)]);
+        let got: u32 = got.trim().parse().unwrap();
+        assert_eq!(got >= IFIDX_SLOTS, index.is_some(), "{tag}: index {got}");
+        std::fs::write(&p.config, "").unwrap();
+        let d = Daemon::start(&p, &[]);
+        let base = "/api/v1/firewall/fi";
+        d.ok("POST", base, r#"{"type": "TC"}"#);
+        let port = format!(
+            r#"{{"port": "{}", "netns": "{}"}}"#,
+            pair.server_if, pair.server.name
+        );
+        d.ok("POST", &format!("{base}/attach"), &port);
+        let rule = format!(
+            r#"{{"rules": [{{"operation": "append", "l4proto": "tcp", "src": "{}/32", "dport": 23, "action": "drop"}}]}}"#,
+            pair.client_v4
+        );
+        d.ok("POST", &format!("{base}/chain/INGRESS/batch"), &rule);
+        let sv = pair.server_v4;
+        let _l22 = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
+        let _l23 = pair.server.run(|| TcpListener::bind((sv, 23))).unwrap();
+        assert!(connects(&pair, 22), "{tag}: no rule for tcp/22");
+        assert!(!connects(&pair, 23), "{tag}: the DROP rule");
+        let stats = d.get(&format!("{base}/chain/INGRESS/stats"));
+        assert!(
+            stats[0]["pkts"].as_u64().unwrap_or(0) >= 1,
+            "{tag}: {stats}"
+        );
+        d.ok("POST", &format!("{base}/detach"), &port);
+        assert!(connects(&pair, 23), "{tag}: detached, nothing classifies");
+        d.stop();
+    }
+}

@@ -130,6 +130,7 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_DETECT_COUNT",
     "SW_FW_RULEID",
     "SW_FW_GUARD",
+    "SW_FW_IFIDX",
 ];
 
 /// Programs this build pins that the previous release did not (loaded and pinned on top

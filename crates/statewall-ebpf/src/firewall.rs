@@ -13,8 +13,8 @@ use statewall_common::{
     firewall::{
         rule_slot, select, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables, LpmKey,
         RuleStats, Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED,
-        COUNTERS, IFACE_INSTANCE, IFACE_XDP, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, SUMMARY,
-        WORDS,
+        COUNTERS, IFACE_INSTANCE, IFACE_PRESENT, IFACE_XDP, IFIDX_SLOTS, MAX_CHAINS, MAX_RULES,
+        NO_SET, SINGLE, SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
     maps::BPF_F_MMAPABLE,
     mem::copy_bytes,
@@ -28,6 +28,25 @@ static SW_FW_CTL: Array<u32> = Array::with_max_entries(1, 0);
 static SW_FW_CHAINS: Array<ChainConf> = Array::with_max_entries(2 * MAX_CHAINS, 0);
 #[map(name = "SW_FW_IFACES")]
 static SW_FW_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
+#[map(name = "SW_FW_IFIDX")]
+static SW_FW_IFIDX: Array<u32> = Array::with_max_entries(IFIDX_SLOTS, 0);
+
+/// The entry of interface `ifindex` (instance and flags), if a firewall instance is there:
+/// an array read for most interfaces, a hash lookup for the others.
+#[inline(always)]
+fn iface(ifindex: u32) -> Option<u32> {
+    match statewall_common::firewall::ifidx_slot(ifindex) {
+        Some(slot) => {
+            let v = SW_FW_IFIDX.get(slot).copied().unwrap_or(0);
+            if v & IFACE_PRESENT != 0 {
+                Some(v)
+            } else {
+                None
+            }
+        }
+        None => unsafe { SW_FW_IFACES.get(&ifindex) }.copied(),
+    }
+}
 /// Sized by the loader (`[firewall] bitsets_max`). It and the port tables are mappable: user
 /// space writes a batch of thousands of entries through a memory map.
 #[map(name = "SW_FW_BITSETS")]
@@ -125,6 +144,46 @@ impl FwTables for Maps {
     }
 }
 
+/// The summary words of set `id` (a one-rule set's come from its id). Three words, held in
+/// registers: an array on the stack would be indexed by a variable or zeroed by a call.
+#[inline(always)]
+fn summary_of(id: u32) -> (u64, u64, u64) {
+    const _: () = assert!(SUMMARY == 3);
+    let r = id.wrapping_sub(SINGLE);
+    if r < MAX_RULES as u32 {
+        let (at, bit) = (r / 64 / 64, 1u64 << ((r / 64) % 64));
+        let pick = |k: u32| if at == k { bit } else { 0 };
+        return (pick(0), pick(1), pick(2));
+    }
+    match SW_FW_BITSETS.get(id) {
+        Some(b) => (b.summary[0], b.summary[1], b.summary[2]),
+        None => (0, 0, 0),
+    }
+}
+
+/// The summary of the candidate rules: the words in which some rule may match, from each
+/// selected field's set (with its wild set) read once for all summary words.
+#[inline(always)]
+fn summaries(sel: &Selection, all: u32) -> [u64; SUMMARY] {
+    let (mut a0, mut a1, mut a2) = summary_of(all);
+    // Read from memory: the verifier sees one unknown mask, not one path per combination.
+    // SAFETY: a plain read of a field of a live reference.
+    let fields = unsafe { core::ptr::read_volatile(&sel.fields) };
+    let mut i = 0;
+    while i < 7 {
+        if fields & (1 << i) != 0 {
+            let (mut f0, mut f1, mut f2) = summary_of(sel.ids[i]);
+            if sel.wild[i] != NO_SET {
+                let (w0, w1, w2) = summary_of(sel.wild[i]);
+                (f0, f1, f2) = (f0 | w0, f1 | w1, f2 | w2);
+            }
+            (a0, a1, a2) = (a0 & f0, a1 & f1, a2 & f2);
+        }
+        i += 1;
+    }
+    [a0, a1, a2]
+}
+
 /// State of the word walk, in a per-CPU slot (the XDP ingress program runs the firewall
 /// under the other stages' frames: the stack has no room for it), found again by the
 /// `bpf_loop` callback (whose context may only point into the stack).
@@ -209,6 +268,12 @@ fn count(chain: u32, id: u32, bytes: u64) {
 /// walk goes on with the rest of its word at the next step (one LOG per step keeps the
 /// callback free of loops the verifier would have to unroll); any other rule ends it.
 extern "C" fn walk_cb(_i: u64, _ctx: *mut c_void) -> i64 {
+    walk_step()
+}
+
+/// [`walk_cb`]'s step, also taken in line for the first candidate word (no call).
+#[inline(always)]
+fn walk_step() -> i64 {
     let Some(w) = SW_FW_WALK.get_ptr_mut(0) else {
         return 1;
     };
@@ -256,10 +321,9 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
     xdp: bool,
     load: L,
 ) -> i32 {
-    let Some(inst) = (unsafe { SW_FW_IFACES.get(&ifindex) }) else {
+    let Some(inst) = iface(ifindex) else {
         return TCX_NEXT;
     };
-    let inst = *inst;
     if dir & 1 == 0 && (inst & IFACE_XDP != 0) != xdp {
         return TCX_NEXT;
     }
@@ -339,15 +403,11 @@ fn classify_chain<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         w.action = 0;
         w.st = st;
         w.bytes = p.pkt_len as u64;
-        let mut i = 0;
-        while i < SUMMARY {
-            w.acc[i] = statewall_common::firewall::and_word(&t, &w.sel, w.all, true, i);
-            i += 1;
-        }
+        w.acc = summaries(&w.sel, w.all);
     }
     // The first step in line: most packets end in their first candidate word, with no
     // LOG rule on the way, and need no loop.
-    if walk_cb(0, core::ptr::null_mut()) == 0 {
+    if walk_step() == 0 {
         unsafe {
             // One step per candidate word and per LOG rule, and the last.
             bpf_loop(

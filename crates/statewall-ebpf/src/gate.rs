@@ -205,14 +205,22 @@ pub fn run(p: &PacketInfo) -> i32 {
 /// A packet to a protected port (`p` is in map memory: see `scratch` in main.rs).
 #[inline(never)]
 fn protected(p: &PacketInfo) -> i32 {
-    let now = now_ns();
     let key = grant_key(p);
     let (l4proto, tcp_flags) = (p.l4proto, p.tcp_flags);
-    let granted = match unsafe { SW_GATE_GRANTS.get(&key) } {
+    let grant = unsafe { SW_GATE_GRANTS.get(&key) };
+    // The clock only when it decides something: a packet that would open a connection
+    // without any grant (the common case in a scan or a flood) is refused without it.
+    let opens = opens_connection(l4proto, tcp_flags);
+    let now = if grant.is_none() && opens {
+        0
+    } else {
+        now_ns()
+    };
+    let granted = match grant {
         Some(g) => g.expires_ns > now,
         None => false,
     };
-    if !granted && opens_connection(l4proto, tcp_flags) {
+    if !granted && opens {
         if bits(p.dport as u32) & GATE_RESET != 0 && answerable(p) {
             return answer_or_drop(false, VERDICT_RESET);
         }
@@ -236,7 +244,7 @@ fn protected(p: &PacketInfo) -> i32 {
     if let Some(v) = SW_GATE_FLOWS.get_ptr_mut(fk) {
         let v = unsafe { &mut *v };
         if v.expires_ns > now {
-            if opens_connection(l4proto, tcp_flags) {
+            if opens {
                 v.closing = 0;
             }
             v.closing |= closes as u8;

@@ -164,6 +164,12 @@ impl Pair {
     /// Creates both namespaces and the link: client 10.77.0.1/24 + fd00:77::1/64, server
     /// 10.77.0.2/24 + fd00:77::2/64 (the addresses exist only inside these namespaces).
     pub fn new(tag: &str) -> Self {
+        Self::with_server_index(tag, None)
+    }
+
+    /// As [`Pair::new`], the server's veth taking interface index `index` when given (an
+    /// index of its namespace: no other interface there has it).
+    pub fn with_server_index(tag: &str, index: Option<u32>) -> Self {
         let client = NetNs::new(&format!("{tag}-c"));
         let server = NetNs::new(&format!("{tag}-s"));
         let id = format!(
@@ -173,20 +179,41 @@ impl Pair {
         );
         let client_if = format!("swc{id}");
         let server_if = format!("sws{id}");
-        ip_ok(&[
-            "link",
-            "add",
-            &client_if,
-            "netns",
-            &client.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &server_if,
-            "netns",
-            &server.name,
-        ]);
+        match index {
+            None => ip_ok(&[
+                "link",
+                "add",
+                &client_if,
+                "netns",
+                &client.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &server_if,
+                "netns",
+                &server.name,
+            ]),
+            // Made inside the server's namespace, where the index is kept (moved there
+            // from another, it would be renumbered).
+            Some(index) => {
+                server.exec_ok(&[
+                    "ip",
+                    "link",
+                    "add",
+                    &server_if,
+                    "index",
+                    &index.to_string(),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &client_if,
+                    "netns",
+                    &client.name,
+                ]);
+            }
+        }
         let (cv4, sv4) = (Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2));
         let (cv6, sv6): (Ipv6Addr, Ipv6Addr) =
             ("fd00:77::1".parse().unwrap(), "fd00:77::2".parse().unwrap());

@@ -217,6 +217,20 @@ impl TestBed {
             .unwrap_or_else(|| panic!("no map {name}"))
     }
 
+    /// Puts interface `ifindex` under the firewall with entry `v` (instance and flags), as
+    /// the daemon does: in the interface hash, and in the array the programs read for
+    /// indexes below its size.
+    pub fn fw_iface(&mut self, ifindex: u32, v: u32) {
+        use statewall_common::firewall::{ifidx_slot, IFACE_PRESENT, MAP_FW_IFACES, MAP_FW_IFIDX};
+        let mut h: aya::maps::HashMap<&mut MapData, u32, u32> =
+            self.map(MAP_FW_IFACES).try_into().unwrap();
+        h.insert(ifindex, v, 0).unwrap();
+        if let Some(slot) = ifidx_slot(ifindex) {
+            let mut a: Array<&mut MapData, u32> = self.map(MAP_FW_IFIDX).try_into().unwrap();
+            a.set(slot, v | IFACE_PRESENT, 0).unwrap();
+        }
+    }
+
     /// Sets the kernel clock's test offset (ns added to `bpf_ktime_get_ns`).
     pub fn set_clock_offset(&mut self, ns: u64) {
         let mut a: Array<&mut MapData, u64> = self.map(MAP_CLOCK).try_into().unwrap();

@@ -14,7 +14,7 @@ use statewall::{
         tables::Tables,
     },
 };
-use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, MAP_FW_IFACES, WILD_SETS};
+use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, WILD_SETS};
 
 /// Rule counts measured.
 pub const SIZES: [usize; 6] = [1, 10, 100, 1000, 2048, 10000];
@@ -110,11 +110,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         count.set_chains(&chains, &[]).map_err(anyhow::Error::msg)?;
         let cap = (count.sets_in_use() as u32 + WILD_SETS + 16).next_power_of_two();
         let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, cap)]);
-        {
-            let mut m: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
-                bed.map(MAP_FW_IFACES).try_into()?;
-            m.insert(1, 0, 0)?;
-        }
+        bed.fw_iface(1, 0);
         let mut t = Tables::new(cap);
         t.set_chains(&chains, &[]).map_err(anyhow::Error::msg)?;
         t.write(&mut bed).map_err(anyhow::Error::msg)?;
@@ -173,9 +169,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
 fn xdp_row(bed: &mut TestBed, n: usize, frame: &[u8], repeat: u32) -> anyhow::Result<Row> {
     use statewall_common::firewall::IFACE_XDP;
     let mark = |bed: &mut TestBed, v: u32| -> anyhow::Result<()> {
-        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
-            bed.map(MAP_FW_IFACES).try_into()?;
-        m.insert(1, v, 0)?;
+        bed.fw_iface(1, v);
         Ok(())
     };
     mark(bed, IFACE_XDP)?;
@@ -256,11 +250,7 @@ fn breakdown(frame: &[u8], repeat: u32) -> anyhow::Result<Vec<Row>> {
         ),
     ];
     let mut bed = TestBed::new();
-    {
-        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
-            bed.map(MAP_FW_IFACES).try_into()?;
-        m.insert(1, 0, 0)?;
-    }
+    bed.fw_iface(1, 0);
     let mut rows = Vec::new();
     let (mut b, mut s) = (Vec::new(), Vec::new());
     for _ in 0..crate::bench::RUNS {

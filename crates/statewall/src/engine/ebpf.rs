@@ -84,6 +84,7 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::firewall::MAP_FW_CTL,
     statewall_common::firewall::MAP_FW_CHAINS,
     statewall_common::firewall::MAP_FW_IFACES,
+    statewall_common::firewall::MAP_FW_IFIDX,
     statewall_common::firewall::MAP_FW_BITSETS,
     statewall_common::firewall::MAP_FW_SRC,
     statewall_common::firewall::MAP_FW_DST,

@@ -162,6 +162,7 @@ impl Engine {
                     .map_err(|e| map_err(MAP_CT_CONF, e))?;
             a.set(0, conf, 0).map_err(|e| map_err(MAP_CT_CONF, e))?;
         }
+        self.fw_ifidx_from_hash()?;
         self.fw_tables()?
             .set_chains(&st.chains(), moves)
             .map_err(rules_err)?;
@@ -223,12 +224,50 @@ impl Engine {
                 .filter_map(|k| k.ok())
                 .filter(|k| !want_ifaces.contains_key(k))
                 .collect();
+            for k in &stale {
+                let _ = h.remove(k);
+            }
+            // The array the programs read for most interfaces: the same entries.
+            use statewall_common::firewall::{ifidx_slot, IFACE_PRESENT, MAP_FW_IFIDX};
+            let mut a: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut_checked(MAP_FW_IFIDX)?)
+                    .map_err(|e| map_err(MAP_FW_IFIDX, e))?;
+            for (k, v) in &want_ifaces {
+                if let Some(slot) = ifidx_slot(*k) {
+                    a.set(slot, v | IFACE_PRESENT, 0)
+                        .map_err(|e| map_err(MAP_FW_IFIDX, e))?;
+                }
+            }
             for k in stale {
-                let _ = h.remove(&k);
+                if let Some(slot) = ifidx_slot(k) {
+                    let _ = a.set(slot, 0, 0);
+                }
             }
         }
         self.stage_links = links;
         self.reconcile(config_links)
+    }
+
+    /// Copies the interface hash into the array before any link changes: pins of a
+    /// release without the array (adopted) leave it empty, and the programs loaded now
+    /// read it.
+    fn fw_ifidx_from_hash(&mut self) -> Result<()> {
+        use statewall_common::firewall::{ifidx_slot, IFACE_PRESENT, MAP_FW_IFACES, MAP_FW_IFIDX};
+        let entries: Vec<(u32, u32)> = {
+            let h: BpfHashMap<&MapData, u32, u32> =
+                BpfHashMap::try_from(self.map_checked(MAP_FW_IFACES)?)
+                    .map_err(|e| map_err(MAP_FW_IFACES, e))?;
+            h.iter().filter_map(|e| e.ok()).collect()
+        };
+        let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut_checked(MAP_FW_IFIDX)?)
+            .map_err(|e| map_err(MAP_FW_IFIDX, e))?;
+        for (k, v) in entries {
+            if let Some(slot) = ifidx_slot(k) {
+                a.set(slot, v | IFACE_PRESENT, 0)
+                    .map_err(|e| map_err(MAP_FW_IFIDX, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The connection table: (key, entry) of every live connection.
