@@ -1267,3 +1267,87 @@ fn the_default_table_holds_ten_thousand_rules() {
     assert!(sent > 1000, "only {sent} packets matched a rule");
     common::tally("property: frames matching one of 10,000 rules", sent);
 }
+
+/// After a large change, the generation it retired is brought up to date without a
+/// switch (`Tables::catch_up`): switched to by hand, it decides as the rule list does. A
+/// change after that writes only itself into it, and both generations keep deciding alike.
+/// (Without the catch-up, the retired generation still holds the first ruleset.)
+#[test]
+fn the_retired_generation_catches_up() {
+    use statewall_common::firewall::MAP_FW_CTL;
+    let mut bed = bed();
+    let mut t = Tables::new(BITSETS);
+    let mut rng = StdRng::seed_from_u64(0xca_7c40);
+    let ruleset = |rng: &mut StdRng, n: usize| -> Vec<Rule> {
+        (0..n)
+            .map(|_| Rule {
+                ct: None,
+                ..random_rule(rng)
+            })
+            .collect()
+    };
+    let first = ruleset(&mut rng, 400);
+    t.set_chains(&chain0(&first, ACT_DROP), &[]).unwrap();
+    t.write(&mut bed).unwrap();
+    let second = ruleset(&mut rng, 400);
+    t.set_chains(&chain0(&second, ACT_ACCEPT), &[]).unwrap();
+    t.write(&mut bed).unwrap();
+    t.catch_up(&mut bed).unwrap();
+    let flip = |bed: &mut TestBed| {
+        let mut a: Array<&mut MapData, u32> = bed.map(MAP_FW_CTL).try_into().unwrap();
+        let g = a.get(&0, 0).unwrap();
+        a.set(0, g ^ 1, 0).unwrap();
+    };
+    let check = |bed: &mut TestBed, rng: &mut StdRng, rules: &[Rule], default: u8, what: &str| {
+        let mut decided = 0;
+        for i in 0..300 {
+            let f = packet_for(rng, rules);
+            let p = parse_packet(&f);
+            if p.status != statewall_common::parse::Status::Ip as u8 {
+                continue;
+            }
+            let (want, _) = linear(rules, default, &p, statewall_common::ct::NEW);
+            let got = bed.run_tc(PROG_FW_INGRESS, &f);
+            assert_eq!(got, code(want), "{what}, packet {i}: {p:?}");
+            decided += matches!(want, FwVerdict::Rule(..)) as u32;
+        }
+        assert!(decided > 100, "{what}: {decided} packets matched a rule");
+    };
+    check(&mut bed, &mut rng, &second, ACT_ACCEPT, "active generation");
+    flip(&mut bed);
+    check(
+        &mut bed,
+        &mut rng,
+        &second,
+        ACT_ACCEPT,
+        "retired generation, caught up",
+    );
+    flip(&mut bed);
+    // One rule in front, written the usual way (into the caught-up generation).
+    let mut third = second.clone();
+    third.insert(
+        0,
+        Rule {
+            src: None,
+            dst: None,
+            proto: Some(17),
+            sport: None,
+            dport: None,
+            tcpflags: None,
+            ct: None,
+            action: ACT_DROP,
+        },
+    );
+    t.edit(0, &[Edit::Insert(0, third[0].clone())]).unwrap();
+    t.write(&mut bed).unwrap();
+    t.catch_up(&mut bed).unwrap();
+    check(&mut bed, &mut rng, &third, ACT_ACCEPT, "after an insert");
+    flip(&mut bed);
+    check(
+        &mut bed,
+        &mut rng,
+        &third,
+        ACT_ACCEPT,
+        "after an insert, the other generation",
+    );
+}

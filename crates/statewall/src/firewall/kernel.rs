@@ -70,6 +70,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Writes the generation retired by the last switch up to date, without switching
+    /// ([`Tables::catch_up`]; nothing reads it since that switch waited for it): after a
+    /// large change, so that the next one does not write it again.
+    pub fn fw_catch_up(&mut self) -> Result<()> {
+        if self.fw_tables_ref().is_none() {
+            return Ok(());
+        }
+        self.with_fw_tables(|t, e| t.catch_up(e))
+    }
+
     /// Runs `f` on the (opened) tables and the engine's maps (the tables are taken out of
     /// the engine meanwhile).
     fn with_fw_tables<R>(

@@ -307,6 +307,20 @@ impl Tables {
     /// The caller makes sure no program still reads that generation (a grace period since
     /// it was last active). Returns the generation now active.
     pub fn write(&mut self, maps: &mut dyn MapAccess) -> Result<u32, RulesError> {
+        self.catch_up(maps)?;
+        let g = active(maps)? ^ 1;
+        let mut a: Array<&mut MapData, u32> =
+            Array::try_from(maps.map_mut(MAP_FW_CTL).map_err(|e| merr(MAP_FW_CTL, e))?)
+                .map_err(|e| merr(MAP_FW_CTL, e))?;
+        a.set(0, g, 0).map_err(|e| merr(MAP_FW_CTL, e))?;
+        Ok(g)
+    }
+
+    /// Brings the inactive generation up to what the active one holds, without switching
+    /// to it: after a large change, so that the next change writes only what it changes
+    /// (not the large one again). The caller makes sure no program still reads that
+    /// generation, as for [`Tables::write`].
+    pub fn catch_up(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
         let g = active(maps)? ^ 1;
         self.write_fresh(maps)?;
         self.zero_counters(maps)?;
@@ -320,11 +334,7 @@ impl Tables {
                 return Err(e);
             }
         }
-        let mut a: Array<&mut MapData, u32> =
-            Array::try_from(maps.map_mut(MAP_FW_CTL).map_err(|e| merr(MAP_FW_CTL, e))?)
-                .map_err(|e| merr(MAP_FW_CTL, e))?;
-        a.set(0, g, 0).map_err(|e| merr(MAP_FW_CTL, e))?;
-        Ok(g)
+        Ok(())
     }
 
     /// Sets made since the last write, written before any entry refers to them.

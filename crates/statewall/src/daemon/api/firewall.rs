@@ -35,7 +35,7 @@ use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
     daemon::api::call::{lock, parse_body, parse_large_body, ApiError},
     daemon::state::Shared,
-    firewall::{plan_batch, ChainState, FwState, Port, SpecEdit},
+    firewall::{plan_batch, tables::EDITS_MAX, ChainState, FwState, Port, SpecEdit},
 };
 
 type ApiResult = Result<Response, ApiError>;
@@ -431,6 +431,17 @@ async fn batch(
     let n = c.rules.len();
     fw.journal(&path, &name, &chain, &b.rules)
         .map_err(ApiError::internal)?;
+    drop(g);
+    if edits.len() > EDITS_MAX {
+        // A large batch leaves the generation it retired behind by all of it: written up
+        // to date after the answer, not by the next (small) change.
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = lock(&s).engine.fw_catch_up() {
+                tracing::warn!("firewall: bringing the retired generation up to date: {e}");
+            }
+        });
+    }
     Ok(Json(json!({"rules": n})).into_response())
 }
 
