@@ -205,9 +205,11 @@ fn blocks_and_allowlist_equal_the_reference_on_random_prefixes() {
 
 /// A daemon with `[detect]` = `detect` on the server side of a fresh pair.
 struct Bed {
-    p: Paths,
-    pair: Pair,
+    // Fields drop in this order: the daemon stops before its pins are torn down (a daemon
+    // still running could pin again what the teardown removed).
     d: Daemon,
+    pair: Pair,
+    p: Paths,
     /// The server veth's MAC (spoofed frames must be for it to reach a socket).
     mac: [u8; 6],
 }

@@ -4,7 +4,8 @@
 //! interface and matches the last of 1,000 DROP rules. For statewall in XDP, statewall on
 //! tc and nftables (netdev ingress, the same rules), at increasing offered flood rates:
 //! the goodput as a ratio to the same mode without a flood, and the flood's rate as its
-//! drop rule counted it at the hook.
+//! drop rule counted it at the hook. The same points again with HTTP goodput (1 MiB
+//! answers, a new connection each: [`super::http`]), uncapped.
 //!
 //! The flood comes from BPF_PROG_TEST_RUN's live frames on the client's end of the veth
 //! pair: a program that returns `XDP_TX` sends every copy of the frame to the server's
@@ -29,7 +30,7 @@ use anyhow::{bail, Context};
 use crate::{
     bench::{
         fwnft::{nft, nft_counted, nft_hook, nft_script, spec},
-        Row,
+        http, Row,
     },
     netns::Pair,
     packet::Packet,
@@ -223,6 +224,7 @@ fn set_mode(mode: Mode, pair: &Pair, eng: &mut Engine, rules: &[Rule]) -> anyhow
 
 /// One point: goodput (Gbit/s) while flooding at `rate`, the rate sent and the rate the
 /// drop rule counted (packets per second).
+#[allow(clippy::too_many_arguments)]
 fn point(
     gen: &mut TestBed,
     mode: Mode,
@@ -231,33 +233,68 @@ fn point(
     n: usize,
     frame: &[u8],
     rate: u64,
+    measure: impl FnOnce() -> anyhow::Result<f64> + Send,
 ) -> anyhow::Result<(f64, f64, f64)> {
     let before = counted(mode, pair, eng, n)?;
-    let (gp, sent, secs) = beside_flood(gen, pair, frame, rate, "1G")?;
+    let (gp, sent, secs) = beside_flood(gen, pair, frame, rate, measure)?;
     let after = counted(mode, pair, eng, n)?;
     Ok((gp, sent as f64 / secs, (after - before) as f64 / secs))
 }
 
-/// iperf3 capped at `cap` while `frame` floods at `rate`: (goodput in Gbit/s, frames
-/// sent, seconds the flood ran).
+/// `measure` (a goodput in Gbit/s) while `frame` floods at `rate`: (goodput, frames sent,
+/// seconds the flood ran).
 fn beside_flood(
     gen: &mut TestBed,
     pair: &Pair,
     frame: &[u8],
     rate: u64,
-    cap: &str,
+    measure: impl FnOnce() -> anyhow::Result<f64> + Send,
 ) -> anyhow::Result<(f64, u64, f64)> {
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
     let (gp, sent) = std::thread::scope(|s| {
         let h = s.spawn(|| flood(gen, pair, frame, rate, &stop));
         std::thread::sleep(Duration::from_millis(200));
-        let gp = goodput_capped(pair, cap);
+        let gp = measure();
         stop.store(true, Ordering::Relaxed);
         (gp, h.join().expect("the flood thread"))
     });
     let secs = t0.elapsed().as_secs_f64();
     Ok((gp?, sent?, secs))
+}
+
+/// One row of a flood point: `what` (iperf3 or HTTP) goodput `gp` against `calm`.
+fn flood_row(
+    what: &str,
+    each: &str,
+    mode: Mode,
+    rate: u64,
+    (gp, sent, pps): (f64, f64, f64),
+    calm: f64,
+) -> Row {
+    let offered = if rate == 0 {
+        "flat out".to_string()
+    } else {
+        format!("{} kpps", rate / 1000)
+    };
+    Row {
+        name: format!(
+            "{what} under a flood, {}, {offered}: {:.0} kpps sent, {:.0} kpps dropped at the hook",
+            mode.name(),
+            sent / 1e3,
+            pps / 1e3
+        ),
+        unit: "Gbit/s".into(),
+        value: gp,
+        runs: vec![gp],
+        each: each.into(),
+        baseline: format!("{}, no flood", mode.name()),
+        baseline_value: calm,
+        ratio: gp / calm,
+        delta: gp - calm,
+        target: None,
+        met: None,
+    }
 }
 
 /// The rows: per mode, goodput without a flood, then at each rate as a ratio to it.
@@ -277,6 +314,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         pins: Pins::new(&root),
     };
     let pins = &guard.pins;
+    let _http = http::HttpServer::start(&pair)?;
     std::thread::sleep(Duration::from_millis(300));
     let rules = rules();
     let n = rules.len();
@@ -298,31 +336,25 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
             set_mode(mode, &pair, &mut eng, &rules)?;
             let calm = goodput(&pair)?;
             anyhow::ensure!(calm > 0.1, "{}: {calm} Gbit/s without a flood", mode.name());
+            let each = format!("{SECS} s of iperf3 -b 1G beside the flood");
             for rate in RATES {
-                let (gp, sent, pps) = point(&mut gen, mode, &pair, &eng, n, &frame, rate)?;
-                let offered = if rate == 0 {
-                    "flat out".to_string()
-                } else {
-                    format!("{} kpps", rate / 1000)
-                };
-                rows.push(Row {
-                    name: format!(
-                        "goodput under a flood, {}, {offered}: {:.0} kpps sent, {:.0} kpps dropped at the hook",
-                        mode.name(),
-                        sent / 1e3,
-                        pps / 1e3
-                    ),
-                    unit: "Gbit/s".into(),
-                    value: gp,
-                    runs: vec![gp],
-                    each: format!("{SECS} s of iperf3 -b 1G beside the flood"),
-                    baseline: format!("{}, no flood", mode.name()),
-                    baseline_value: calm,
-                    ratio: gp / calm,
-                    delta: gp - calm,
-                    target: None,
-                    met: None,
-                });
+                let p = point(&mut gen, mode, &pair, &eng, n, &frame, rate, || {
+                    goodput(&pair)
+                })?;
+                rows.push(flood_row("goodput", &each, mode, rate, p, calm));
+            }
+            let calm = http::goodput(&pair, SECS)?;
+            anyhow::ensure!(
+                calm > 0.05,
+                "{}: HTTP {calm} Gbit/s without a flood",
+                mode.name()
+            );
+            let each = format!("{SECS} s of 1 MiB HTTP GETs, a connection each, beside the flood");
+            for rate in RATES {
+                let p = point(&mut gen, mode, &pair, &eng, n, &frame, rate, || {
+                    http::goodput(&pair, SECS)
+                })?;
+                rows.push(flood_row("HTTP goodput", &each, mode, rate, p, calm));
             }
         }
         let _ = nft(&pair, &["delete table netdev swbench"]);
@@ -360,7 +392,9 @@ fn detect_row(gen: &mut TestBed, pair: &Pair, eng: &mut Engine) -> anyhow::Resul
     anyhow::ensure!(calm > 0.1, "detect: {calm} Gbit/s without a flood");
     // Offered at 11x: the rate measured over the whole run (start and stop included)
     // comes out a little under the offered one.
-    let (gp, sent, secs) = beside_flood(gen, pair, frame, 11 * SEGMENTS, CAP)?;
+    let (gp, sent, secs) = beside_flood(gen, pair, frame, 11 * SEGMENTS, || {
+        goodput_capped(pair, CAP)
+    })?;
     let ratio = gp / calm;
     // The generator sends in the receiver's system call (see the module doc): when the
     // drop path is slower than the offered rate, fewer frames go out. The target holds

@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod fwchange;
 pub mod fwnft;
 pub mod goodput;
+pub mod http;
 pub mod monitor;
 pub mod open;
 pub mod plot;
