@@ -574,6 +574,24 @@ fn programs_on(d: &Daemon, pair: &Pair, hook: &str) -> Vec<String> {
     d.programs(Some(&pair.server_if), hook)
 }
 
+/// Creates firewall instance `base` of type `ty`, attaches it to the pair's server
+/// interface and appends a rule that drops the client's TCP to port 23. Returns the attach
+/// body.
+fn drop_port_23(d: &Daemon, pair: &Pair, base: &str, ty: &str) -> String {
+    d.ok("POST", base, &format!(r#"{{"type": "{ty}"}}"#));
+    let attach = format!(
+        r#"{{"port": "{}", "netns": "{}"}}"#,
+        pair.server_if, pair.server.name
+    );
+    d.ok("POST", &format!("{base}/attach"), &attach);
+    let rule = format!(
+        r#"{{"rules": [{{"operation": "append", "l4proto": "tcp", "src": "{}/32", "dport": 23, "action": "drop"}}]}}"#,
+        pair.client_v4
+    );
+    d.ok("POST", &format!("{base}/chain/INGRESS/batch"), &rule);
+    attach
+}
+
 /// An `XDP_DRV` instance: its ingress chain runs in `sw_fw_xdp` on the interface's XDP hook
 /// (no tc ingress program there; egress stays on tc), drops what its rule says with the
 /// rule's counter counting it, and lets the rest through. On an interface whose gates run
@@ -587,17 +605,7 @@ fn xdp_instance_classifies_in_xdp() {
     std::fs::write(&p.config, "").unwrap();
     let d = Daemon::start(&p, &[]);
     let base = "/api/v1/firewall/fx";
-    d.ok("POST", base, r#"{"type": "XDP_DRV"}"#);
-    let attach = format!(
-        r#"{{"port": "{}", "netns": "{}"}}"#,
-        pair.server_if, pair.server.name
-    );
-    d.ok("POST", &format!("{base}/attach"), &attach);
-    let rule = format!(
-        r#"{{"rules": [{{"operation": "append", "l4proto": "tcp", "src": "{}/32", "dport": 23, "action": "drop"}}]}}"#,
-        pair.client_v4
-    );
-    d.ok("POST", &format!("{base}/chain/INGRESS/batch"), &rule);
+    let attach = drop_port_23(&d, &pair, base, "XDP_DRV");
     assert_eq!(programs_on(&d, &pair, "xdp"), vec!["sw_fw_xdp"]);
     assert!(!programs_on(&d, &pair, "ingress").contains(&"sw_fw_ingress".to_string()));
     assert!(programs_on(&d, &pair, "egress").contains(&"sw_fw_egress".to_string()));
@@ -650,9 +658,7 @@ fn xdp_instance_classifies_in_xdp() {
     let p = Paths::new("fwxdp3");
     std::fs::write(&p.config, interface_config(&pair, "ingress = \"xdp\"\n")).unwrap();
     let d = Daemon::start(&p, &[]);
-    d.ok("POST", base, r#"{"type": "TC"}"#);
-    d.ok("POST", &format!("{base}/attach"), &attach);
-    d.ok("POST", &format!("{base}/chain/INGRESS/batch"), &rule);
+    drop_port_23(&d, &pair, base, "TC");
     assert_eq!(programs_on(&d, &pair, "xdp"), vec!["sw_xdp_ingress"]);
     assert!(!programs_on(&d, &pair, "ingress").contains(&"sw_fw_ingress".to_string()));
     assert!(connects(&pair, 22));
@@ -680,17 +686,7 @@ fn interfaces_past_the_array_are_classified_from_the_hash() {
         std::fs::write(&p.config, "").unwrap();
         let d = Daemon::start(&p, &[]);
         let base = "/api/v1/firewall/fi";
-        d.ok("POST", base, r#"{"type": "TC"}"#);
-        let port = format!(
-            r#"{{"port": "{}", "netns": "{}"}}"#,
-            pair.server_if, pair.server.name
-        );
-        d.ok("POST", &format!("{base}/attach"), &port);
-        let rule = format!(
-            r#"{{"rules": [{{"operation": "append", "l4proto": "tcp", "src": "{}/32", "dport": 23, "action": "drop"}}]}}"#,
-            pair.client_v4
-        );
-        d.ok("POST", &format!("{base}/chain/INGRESS/batch"), &rule);
+        let port = drop_port_23(&d, &pair, base, "TC");
         let sv = pair.server_v4;
         let _l22 = pair.server.run(|| TcpListener::bind((sv, 22))).unwrap();
         let _l23 = pair.server.run(|| TcpListener::bind((sv, 23))).unwrap();

@@ -89,10 +89,14 @@ fn place(pos: &[u32], i: usize) -> Option<(u32, Option<Run>)> {
     }
 }
 
-/// Positions of `n` rules laid out evenly (the middle of `n` equal slices).
+/// Positions of `n` rules laid out evenly, the spare positions shared out as `n + 1` equal
+/// gaps: between the rules, before the first and after the last (while there are two spare
+/// positions or more), so that an insert at the front or an append takes a free position
+/// without moving any rule, however full the chain.
 pub fn spread(n: usize) -> Vec<u32> {
     (0..n)
-        .map(|i| ((2 * i + 1) * MAX_RULES / (2 * n)) as u32)
+        .map(|i| ((i + 1) * MAX_RULES / (n + 1)) as u32)
+        .map(|p| p.min(MAX_RULES as u32 - 1))
         .collect()
 }
 
@@ -675,5 +679,41 @@ impl FwTables for Tables {
             .get(&chain)
             .and_then(|m| m.k.actions.get((slot % MAX_RULES as u32) as usize).copied())
             .unwrap_or(ACT_ACCEPT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Positions rise, stay in range, and leave the front and the end free while two
+    /// positions or more are spare.
+    #[test]
+    fn spread_leaves_room_at_both_ends() {
+        for n in [
+            1,
+            2,
+            3,
+            10,
+            100,
+            1000,
+            5000,
+            10_000,
+            MAX_RULES - 2,
+            MAX_RULES - 1,
+            MAX_RULES,
+        ] {
+            let p = spread(n);
+            assert_eq!(p.len(), n);
+            assert!(p.windows(2).all(|w| w[0] < w[1]), "{n}: not rising");
+            assert!(p[n - 1] < MAX_RULES as u32, "{n}: out of range");
+            if n <= MAX_RULES - 2 {
+                assert!(
+                    p[0] > 0 && p[n - 1] < MAX_RULES as u32 - 1,
+                    "{n}: {:?}",
+                    (p[0], p[n - 1])
+                );
+            }
+        }
     }
 }
