@@ -702,3 +702,47 @@ fn interfaces_past_the_array_are_classified_from_the_hash() {
         d.stop();
     }
 }
+
+/// A start makes the interface array equal to the interface hash: a slot a stopped daemon
+/// left behind (here written by hand, for an interface no instance has) is cleared, and
+/// the instance's own interface keeps its slot and its chain.
+#[test]
+fn a_stale_interface_slot_is_cleared_at_start() {
+    use aya::maps::{Array, Map, MapData};
+    use statewall_common::firewall::{IFACE_PRESENT, MAP_FW_IFIDX};
+    let p = Paths::new("fwst");
+    let pair = Pair::new("fwst");
+    std::fs::write(&p.config, "").unwrap();
+    let d = Daemon::start(&p, &[]);
+    drop_port_23(&d, &pair, "/api/v1/firewall/fs", "TC");
+    assert_eq!(d.stop(), 0);
+    let pin = statewall::engine::pins::Pins::new(&p.root).map(MAP_FW_IFIDX);
+    let open = || -> Array<MapData, u32> {
+        Array::try_from(Map::Array(MapData::from_pin(&pin).unwrap())).unwrap()
+    };
+    let idx: u32 = pair
+        .server
+        .exec_ok(&["cat", &format!("/sys/class/net/{}/ifindex", pair.server_if)])
+        .trim()
+        .parse()
+        .unwrap();
+    let stale = 4000;
+    assert_ne!(idx, stale);
+    assert_ne!(
+        open().get(&idx, 0).unwrap() & IFACE_PRESENT,
+        0,
+        "the port's slot"
+    );
+    open().set(stale, IFACE_PRESENT, 0).unwrap();
+    let d = Daemon::start(&p, &[]);
+    assert_eq!(open().get(&stale, 0).unwrap(), 0, "the stale slot");
+    assert_ne!(
+        open().get(&idx, 0).unwrap() & IFACE_PRESENT,
+        0,
+        "the port's slot"
+    );
+    let sv = pair.server_v4;
+    let _l23 = pair.server.run(|| TcpListener::bind((sv, 23))).unwrap();
+    assert!(!connects(&pair, 23), "the DROP rule, after the start");
+    assert_eq!(d.stop(), 0);
+}

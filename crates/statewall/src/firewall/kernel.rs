@@ -24,6 +24,9 @@ use crate::engine::{drain_ring, ebpf, ifindex};
 #[derive(Default)]
 pub struct Installed {
     tables: Option<Tables>,
+    /// The interface array was made equal to the interface hash (once a process: after
+    /// that both are written together).
+    ifidx_synced: bool,
 }
 
 fn rules_err(e: RulesError) -> EngineError {
@@ -258,25 +261,35 @@ impl Engine {
         self.reconcile(config_links)
     }
 
-    /// Copies the interface hash into the array before any link changes: pins of a
-    /// release without the array (adopted) leave it empty, and the programs loaded now
-    /// read it.
+    /// Makes the interface array equal to the interface hash, once a process, before any
+    /// link changes: pins of a release without the array (adopted) leave it empty, and a
+    /// process that stopped between writing the two may have left a slot the hash no
+    /// longer has. After that, both are written together.
     fn fw_ifidx_from_hash(&mut self) -> Result<()> {
-        use statewall_common::firewall::{ifidx_slot, IFACE_PRESENT, MAP_FW_IFACES, MAP_FW_IFIDX};
-        let entries: Vec<(u32, u32)> = {
+        use statewall_common::firewall::{
+            ifidx_slot, IFACE_PRESENT, IFIDX_SLOTS, MAP_FW_IFACES, MAP_FW_IFIDX,
+        };
+        if self.stage::<Installed>().ifidx_synced {
+            return Ok(());
+        }
+        let want: BTreeMap<u32, u32> = {
             let h: BpfHashMap<&MapData, u32, u32> =
                 BpfHashMap::try_from(self.map_checked(MAP_FW_IFACES)?)
                     .map_err(|e| map_err(MAP_FW_IFACES, e))?;
-            h.iter().filter_map(|e| e.ok()).collect()
+            h.iter()
+                .filter_map(|e| e.ok())
+                .filter_map(|(k, v)| Some((ifidx_slot(k)?, v | IFACE_PRESENT)))
+                .collect()
         };
         let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut_checked(MAP_FW_IFIDX)?)
             .map_err(|e| map_err(MAP_FW_IFIDX, e))?;
-        for (k, v) in entries {
-            if let Some(slot) = ifidx_slot(k) {
-                a.set(slot, v | IFACE_PRESENT, 0)
-                    .map_err(|e| map_err(MAP_FW_IFIDX, e))?;
+        for slot in 0..IFIDX_SLOTS {
+            let v = want.get(&slot).copied().unwrap_or(0);
+            if a.get(&slot, 0).map_err(|e| map_err(MAP_FW_IFIDX, e))? != v {
+                a.set(slot, v, 0).map_err(|e| map_err(MAP_FW_IFIDX, e))?;
             }
         }
+        self.stage::<Installed>().ifidx_synced = true;
         Ok(())
     }
 
