@@ -170,6 +170,9 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Make labelled captures for the flow classifier: real floods and benign traffic
+    /// between two fresh network namespaces (`make dataset`).
+    Dataset(cli::learn::DatasetArgs),
     /// Run the benchmarks; print the table, write JSON; exit 1 if a target is missed.
     Bench {
         /// Where to write the JSON report.
@@ -224,6 +227,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Spa(args) => cli::spa::run(args).await,
         Cmd::Import { cmd } => cli::import::run(cmd).await,
         Cmd::Demo { keep } => cli::demo::run(keep).await,
+        Cmd::Dataset(args) => cli::learn::dataset(args),
         Cmd::Bench {
             out,
             repeat,

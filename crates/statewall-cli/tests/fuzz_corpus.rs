@@ -88,3 +88,15 @@ fn dynmon_seeds_are_objects_with_map_types() {
         assert!(t.key != 0 && t.value != 0, "{f}: {map}: {t:?}");
     }
 }
+
+/// The capture seeds read: a pcap of Ethernet frames and a pcapng of Linux cooked v2
+/// frames, three packets each (a TCP handshake's first two and a DNS query).
+#[test]
+fn capture_seeds_read_their_packets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/capture");
+    for f in ["pcap_eth", "pcapng_sll2"] {
+        let c = statewall::detect::capture::read(&std::fs::read(root.join(f)).unwrap()).unwrap();
+        assert_eq!((c.frames, c.packets.len(), c.malformed), (3, 3, 0), "{f}");
+        assert_eq!(c.packets[2].key.proto, 17, "{f}");
+    }
+}

@@ -242,11 +242,28 @@ pub fn dynmon_object(data: &[u8]) {
     }
 }
 
+/// A capture file: read (pcap or pcapng), then its packets into the classifier's samples.
+pub fn capture(data: &[u8]) {
+    use statewall::detect::{capture, windows};
+    if let Ok(c) = capture::read(data) {
+        let shape = windows::Shape {
+            t_ns: 1_000_000_000,
+            n: 4,
+            max_flows: 64,
+        };
+        let w = windows::samples(&c.packets, shape);
+        assert!(w
+            .samples
+            .iter()
+            .all(|s| s.x.iter().all(|v| (0.0..=1.0).contains(v))));
+    }
+}
+
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
 
 /// The targets by name (the fuzz crate's and the corpus directories' names).
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("spa_pkd", spa_pkd),
     ("spa_fwknop", spa_fwknop),
     ("config", config),
@@ -255,4 +272,5 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("actions_json", actions_json),
     ("rest_bodies", rest_bodies),
     ("dynmon_object", dynmon_object),
+    ("capture", capture),
 ];

@@ -7,6 +7,7 @@
 //! - [`fwknopd`]: a real fwknopd in a namespace, for comparisons;
 //! - [`bench`]: `statewall bench` (per-packet costs, time to open, figures);
 //! - [`demo`]: `statewall demo`;
+//! - [`dataset`]: labelled captures for the learned classifier (`statewall dataset`);
 //! - [`fuzzing`]: the entry points the fuzz targets and their corpus replay share.
 //!
 //! ```no_run
@@ -20,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod dataset;
 pub mod demo;
 pub mod fuzzing;
 pub mod fwknopd;

@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod gate;
 pub mod import;
 pub mod knock;
+pub mod learn;
 pub mod manpages;
 pub mod monitor;
 pub mod reload;

@@ -156,5 +156,79 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         repeat,
         None,
     ));
+    out.extend(classifier_rows()?);
     Ok(out)
+}
+
+/// Flows in the classifier's bench window.
+const CLASSIFIER_FLOWS: u32 = 10_000;
+
+/// The learned classifier on a window of 10,000 flows of 10 packets each (recorded by its
+/// monitor under BPF_PROG_TEST_RUN): inference, and the records turned into samples
+/// before it, against reading and decoding the same window.
+fn classifier_rows() -> anyhow::Result<Vec<Row>> {
+    use statewall::{
+        detect::{live::monitor_spec, model::Model, windows::samples, ClassifierConfig},
+        monitor::Monitor,
+    };
+    let model = Model::builtin();
+    let c = ClassifierConfig {
+        interfaces: vec!["lo".into()],
+        netns: None,
+        model: None,
+        sessions: 16_384,
+        max_blocks: 4096,
+    };
+    let mut mon = Monitor::open(monitor_spec(&c, &model))?;
+    let mut rng = Rng(7);
+    let dst = std::net::IpAddr::from([10, 77, 0, 2]);
+    let kinds = ["syn_flood", "udp_flood", "icmp_flood", "reflection"];
+    let frames: Vec<Vec<u8>> = (0..CLASSIFIER_FLOWS)
+        .map(|i| frame(kinds[i as usize % 4], &mut rng, dst))
+        .collect();
+    let (mut read, mut build, mut infer) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        for f in &frames {
+            for _ in 0..model.shape.n {
+                mon.test_run(f)?;
+            }
+        }
+        let w = mon.read()?;
+        anyhow::ensure!(
+            w.ddos_sessions.len() as u32 >= CLASSIFIER_FLOWS * 9 / 10,
+            "the window holds {} flows",
+            w.ddos_sessions.len()
+        );
+        let t = std::time::Instant::now();
+        let ws = samples(&w.packets, model.shape);
+        build.push(t.elapsed().as_secs_f64() * 1e3);
+        let refs: Vec<_> = ws.samples.iter().collect();
+        let t = std::time::Instant::now();
+        let v = model.predict(&refs).map_err(anyhow::Error::msg)?;
+        infer.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(v);
+        read.push(w.read.as_secs_f64() * 1e3);
+    }
+    let base = crate::bench::median(&read);
+    let each = || "10,000 flows x 10 packets".to_string();
+    Ok(vec![
+        ratio_row(
+            "detect, classifier: inference, a window of 10,000 flows",
+            "ms",
+            infer,
+            each(),
+            "reading and decoding that window",
+            base,
+            Some(1.0),
+        ),
+        ratio_row(
+            "detect, classifier: the window's records into samples, 10,000 flows",
+            "ms",
+            build,
+            each(),
+            "reading and decoding that window",
+            base,
+            None,
+        ),
+    ])
 }

@@ -183,7 +183,7 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
         );
     }
     if g.config.detect.is_some() {
-        if let Ok(ms) = crate::daemon::api::detect::mitigations(g) {
+        if let Ok(ms) = crate::daemon::api::detect::mitigations(s, g) {
             let mut by: std::collections::BTreeMap<String, u64> = Default::default();
             for m in ms {
                 *by.entry(m.detector).or_default() += 1;
@@ -195,6 +195,28 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
             f.gauge(
                 "statewall_detect_mitigations",
                 "Mitigations in force, by detector (block: by hand or API).",
+                &samples,
+            );
+        }
+    }
+    {
+        let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = &c.live {
+            let st = &l.stats;
+            let samples: Vec<_> = [
+                ("windows", st.windows),
+                ("samples", st.samples),
+                ("attacks", st.attacks),
+                ("unclassified_packets", st.unclassified_packets),
+                ("refused", c.refused),
+                ("allowlisted", c.allowlisted),
+            ]
+            .iter()
+            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+            .collect();
+            f.counter(
+                "statewall_detect_classifier",
+                "The learned classifier: windows read, samples classified, attacks found, packets its full table turned away, detections refused (max_blocks held or the block table full), allowlisted sources detected.",
                 &samples,
             );
         }

@@ -14,6 +14,7 @@
 //! imports it but the CLI. Its shared state is in [`state`], below the REST API.
 
 pub mod api;
+pub mod classify;
 pub mod doors;
 pub mod durable;
 pub mod metrics;
@@ -327,6 +328,11 @@ fn start_stages(
     let mut monitors = crate::monitor::Monitors::default();
     let m = monitors.prepare(&cfg.monitors)?;
     monitors.commit(&cfg.monitors, m);
+    let mut classifier = crate::detect::live::Classifier::default();
+    let c = classifier
+        .prepare(cfg.detect.as_ref().and_then(|d| d.classifier.as_ref()))
+        .map_err(|e| anyhow::anyhow!("[detect.classifier]: {e}"))?;
+    classifier.commit(c);
     let dynmon = crate::dynmon::Dynmons::restore(cfg.daemon.state_dir.join("dynmon.json"));
     let spa_triggers = crate::config::spa_trigger_doors(&cfg.spa);
     let (spa_queue, candidates) = std::sync::mpsc::sync_channel(spa::QUEUE);
@@ -342,6 +348,7 @@ fn start_stages(
         spa: Mutex::new(spa),
         fw_log: Default::default(),
         monitors: Mutex::new(monitors),
+        classifier: Mutex::new(classifier),
         dynmon: Mutex::new(dynmon),
         tasks: Default::default(),
         spa_triggers: Mutex::new(spa_triggers),
@@ -411,6 +418,10 @@ fn spawn_background(
     let (s, rx) = (shared.clone(), stop_rx.clone());
     sup.spawn(tasks, "sweeper", stop_rx.clone(), move || {
         sweeper(s.clone(), rx.clone())
+    });
+    let (s, rx) = (shared.clone(), stop_rx.clone());
+    sup.spawn(tasks, "detect_classifier", stop_rx.clone(), move || {
+        classify::run(s.clone(), rx.clone())
     });
 }
 

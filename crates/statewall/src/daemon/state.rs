@@ -93,6 +93,9 @@ pub struct Shared {
     pub fw_log: Mutex<crate::firewall::log::LogRing>,
     /// Traffic monitors (their own lock: a read waits a grace period).
     pub monitors: Mutex<crate::monitor::Monitors>,
+    /// The learned flow classifier (`[detect.classifier]`; its own lock: a read waits a
+    /// grace period). Taken after `inner` when both are held.
+    pub classifier: Mutex<crate::detect::live::Classifier>,
     /// Dynamic monitors (kept in `STATE_DIR/dynmon.json`; a read waits a grace period).
     pub dynmon: Mutex<crate::dynmon::Dynmons>,
     /// Background tasks and their restarts.
@@ -223,6 +226,12 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .prepare(&new.monitors)?;
+    let new_classifier = s
+        .classifier
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .prepare(new.detect.as_ref().and_then(|d| d.classifier.as_ref()))
+        .map_err(|e| anyhow::anyhow!("[detect.classifier]: {e}"))?;
     // Where the firewall's chains run follows the interfaces' hooks: the links first (so
     // that the reconcile of `apply` keeps them), the interface entries after.
     let fw = g.fw.clone();
@@ -261,6 +270,10 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .commit(&new.monitors, new_monitors);
+    s.classifier
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .commit(new_classifier);
     g.config = new;
     tracing::info!("config reloaded");
     Ok(())

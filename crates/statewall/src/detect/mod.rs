@@ -21,13 +21,25 @@
 //! Source blocks (`statewall detect block`, `kernel`) are dropped first on ingress, in XDP
 //! where the interface's ingress runs in XDP; the allowlist wins over a block.
 //!
+//! The learned flow classifier (`[detect.classifier]`): a ddos monitor instance of its own,
+//! read once per model window by the daemon; its records become LUCID-style samples
+//! (`windows`, the same code that reads captures: `capture`), a random forest (`model`)
+//! classifies them, and under `enforce` each attacking flow's source is blocked for
+//! `expiry`, re-armed while the block's drop count grows (`live`, the daemon's task in
+//! `daemon::classify`). `learn` trains and evaluates from labelled captures.
+//!
 //! Owns the `[detect]` section and the stage's tables (`kernel`). May import: `engine`,
 //! `gate` (addresses), `types`. The machines it writes are the text of plain `[[xfsm]]`
 //! machines, which the config reads as it reads the user's.
 //!
 //! [`CTL_EXEMPT`]: statewall_common::xfsm::CTL_EXEMPT
 
+pub mod capture;
 pub mod kernel;
+pub mod learn;
+pub mod live;
+pub mod model;
+pub mod windows;
 
 use std::net::IpAddr;
 
@@ -59,6 +71,48 @@ pub struct DetectConfig {
     pub icmp_flood: Detector,
     /// UDP packets per second to one destination from the amplifier ports.
     pub reflection: Reflection,
+    /// The learned flow classifier (off without the table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierConfig>,
+}
+
+/// `[detect.classifier]`: the learned flow classifier, run by the daemon on each window of
+/// its own ddos monitor instance.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Interfaces its monitor watches (both directions).
+    pub interfaces: Vec<String>,
+    /// Their network namespace (none: the daemon's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// A model file (`statewall detect train`); none: the model built into the binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<std::path::PathBuf>,
+    /// Sessions its monitor records per window; flows past them are turned away.
+    #[serde(default = "classifier_sessions")]
+    pub sessions: u32,
+    /// Sources it may hold blocked at once (when reached, it blocks no more and counts).
+    #[serde(default = "classifier_max_blocks")]
+    pub max_blocks: usize,
+}
+
+fn classifier_sessions() -> u32 {
+    16_384
+}
+
+fn classifier_max_blocks() -> usize {
+    4096
+}
+
+impl ClassifierConfig {
+    /// Its model: the file, else the built-in one.
+    pub fn load_model(&self) -> Result<model::Model, DetectError> {
+        match &self.model {
+            Some(p) => model::Model::load(p).map_err(|e| bad("classifier.model", e)),
+            None => Ok(model::Model::builtin()),
+        }
+    }
 }
 
 impl Default for DetectConfig {
@@ -71,6 +125,7 @@ impl Default for DetectConfig {
             udp_flood: Detector::default(),
             icmp_flood: Detector::default(),
             reflection: Reflection::default(),
+            classifier: None,
         }
     }
 }
@@ -289,6 +344,21 @@ impl DetectConfig {
         }
         if r.ports.contains(&0) {
             return Err(bad("reflection.ports", "port 0"));
+        }
+        if let Some(c) = &self.classifier {
+            if c.interfaces.is_empty() {
+                return Err(bad("classifier.interfaces", "name at least one"));
+            }
+            if !(1..=1 << 20).contains(&c.sessions) {
+                return Err(bad(
+                    "classifier.sessions",
+                    format!("{}: 1 to 1048576", c.sessions),
+                ));
+            }
+            if c.max_blocks == 0 {
+                return Err(bad("classifier.max_blocks", "at least 1"));
+            }
+            c.load_model()?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //!
 //! | method | path | |
 //! | --- | --- | --- |
-//! | GET | `/api/v1/detect` | mode, detectors, allowlist, counters, and every mitigation in force |
+//! | GET | `/api/v1/detect` | mode, detectors, allowlist, counters, every mitigation in force, and the classifier's windows and last detections |
 //! | POST | `/api/v1/detect/blocks` | `{"prefix": "198.51.100.0/24", "seconds": 600}`: drop a source or prefix (no `seconds`: until released) |
 //! | DELETE | `/api/v1/detect/{addr}` | release: the block of that prefix, or the detectors' mitigation of that destination |
 //!
@@ -63,17 +63,48 @@ fn detector_machines(g: &Inner) -> (Vec<(usize, Configured)>, Option<usize>) {
     (out, verifier)
 }
 
-/// The mitigations in force (`GET /api/v1/detect`, `/metrics`).
-pub(crate) fn mitigations(g: &Inner) -> Result<Vec<Mitigation>, ApiError> {
+/// The mitigations in force (`GET /api/v1/detect`, `/metrics`): the blocks the classifier
+/// holds are its rows, with their reasons.
+pub(crate) fn mitigations(s: &Shared, g: &Inner) -> Result<Vec<Mitigation>, ApiError> {
     let (machines, verifier) = detector_machines(g);
-    g.engine
+    let mut ms = g
+        .engine
         .detect_mitigations(&machines, verifier)
-        .map_err(ApiError::internal)
+        .map_err(ApiError::internal)?;
+    let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
+    for m in ms.iter_mut().filter(|m| m.detector == "block") {
+        let held = Prefix::parse(&m.target).ok().and_then(|p| c.held.get(&p));
+        if let Some(h) = held {
+            m.detector = "classifier".into();
+            m.reason = h.reason.clone();
+        }
+    }
+    Ok(ms)
+}
+
+/// The classifier's part of `GET /api/v1/detect` (null without it).
+fn classifier(s: &Shared) -> serde_json::Value {
+    let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(l) = &c.live else {
+        return json!(null);
+    };
+    json!({
+        "model": l.config.model.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
+        "window_s": l.model.shape.t_ns as f64 / 1e9,
+        "packets_per_flow": l.model.shape.n,
+        "sessions": l.config.sessions,
+        "stats": l.stats,
+        "held": c.held.len(),
+        "max_blocks": l.config.max_blocks,
+        "refused": c.refused,
+        "allowlisted": c.allowlisted,
+        "last": c.last,
+    })
 }
 
 /// Everything `GET /api/v1/detect` shows (also for `statewall top`).
-fn overview(g: &Inner) -> Result<serde_json::Value, ApiError> {
-    let mitigations = mitigations(g)?;
+fn overview(s: &Shared, g: &Inner) -> Result<serde_json::Value, ApiError> {
+    let mitigations = mitigations(s, g)?;
     let counters: serde_json::Map<String, serde_json::Value> = g
         .engine
         .detect_counters()
@@ -98,12 +129,13 @@ fn overview(g: &Inner) -> Result<serde_json::Value, ApiError> {
         "detectors": detectors,
         "counters": counters,
         "mitigations": mitigations,
+        "classifier": classifier(s),
     }))
 }
 
 async fn show(State(s): State<Arc<Shared>>) -> ApiResult {
     let g = lock(&s);
-    Ok(Json(overview(&g)?).into_response())
+    Ok(Json(overview(&s, &g)?).into_response())
 }
 
 #[derive(Deserialize)]

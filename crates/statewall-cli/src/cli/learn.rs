@@ -1,0 +1,233 @@
+//! `statewall detect train`, `statewall detect eval` and `statewall dataset`: the learned
+//! classifier from labelled captures, offline.
+
+use super::prelude::*;
+use statewall::detect::{
+    capture,
+    learn::{evaluate, Eval, Labels, Manifest},
+    model::{Model, Params},
+    windows::Shape,
+};
+use statewall_harness::dataset;
+
+/// Where the labelled captures come from.
+#[derive(Args, Clone, Debug)]
+pub struct Source {
+    /// A dataset's manifest (`make dataset` writes `data/manifest.json`); captures named
+    /// on the command line are looked up in it, else all of its captures of `--set` are used.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// With `--manifest`: only its captures of this set (`train`, `held-out`).
+    #[arg(long)]
+    set: Option<String>,
+    /// Attacker prefixes (`10.100.0.0/14,198.51.100.7`), without a manifest.
+    #[arg(long, value_delimiter = ',')]
+    attackers: Vec<String>,
+    /// Victim prefixes, without a manifest.
+    #[arg(long, value_delimiter = ',')]
+    victims: Vec<String>,
+}
+
+impl Source {
+    /// Each capture with its labels.
+    fn captures(&self, files: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Labels)>> {
+        let Some(mpath) = &self.manifest else {
+            if files.is_empty() {
+                anyhow::bail!("no capture: name pcap files, or give --manifest");
+            }
+            let l = Labels::new(&self.attackers, &self.victims)
+                .map_err(|e| anyhow::anyhow!("{e} (--attackers and --victims, or --manifest)"))?;
+            return Ok(files.iter().map(|f| (f.clone(), l.clone())).collect());
+        };
+        if !self.attackers.is_empty() || !self.victims.is_empty() {
+            anyhow::bail!(
+                "--manifest labels its captures: --attackers and --victims go without it"
+            );
+        }
+        let (m, dir) = Manifest::load(mpath).map_err(anyhow::Error::msg)?;
+        let labels = |e: &statewall::detect::learn::Entry| {
+            Labels::new(&e.attackers, &e.victims).expect("checked by Manifest::load")
+        };
+        if files.is_empty() {
+            let v: Vec<_> = m
+                .captures
+                .iter()
+                .filter(|e| self.set.as_ref().is_none_or(|s| *s == e.set))
+                .map(|e| (dir.join(&e.file), labels(e)))
+                .collect();
+            if v.is_empty() {
+                anyhow::bail!("{}: no capture of set {:?}", mpath.display(), self.set);
+            }
+            return Ok(v);
+        }
+        files
+            .iter()
+            .map(|f| {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                let e = m
+                    .captures
+                    .iter()
+                    .find(|e| Some(&e.file) == name.as_ref())
+                    .with_context(|| format!("{}: not in {}", f.display(), mpath.display()))?;
+                Ok((f.clone(), labels(e)))
+            })
+            .collect()
+    }
+}
+
+/// `statewall detect train`.
+#[derive(Args, Clone, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Captures (pcap or pcapng).
+    #[arg(long = "pcap", num_args = 1..)]
+    pcap: Vec<PathBuf>,
+    /// Where to write the model (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Window length, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    window: f64,
+    /// Packets per flow and window.
+    #[arg(long, default_value_t = 10)]
+    packets: usize,
+    /// Trees in the forest.
+    #[arg(long, default_value_t = Params::default().trees)]
+    trees: u16,
+    /// Deepest a tree grows.
+    #[arg(long, default_value_t = Params::default().max_depth)]
+    depth: u16,
+    /// Seed of the forest's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Runs `statewall detect train`.
+pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
+    if !(a.window > 0.0 && a.window <= 3600.0) {
+        anyhow::bail!("--window {}: more than 0, at most 3600 seconds", a.window);
+    }
+    if !(1..=64).contains(&a.packets) {
+        anyhow::bail!("--packets {}: 1 to 64", a.packets);
+    }
+    let shape = Shape {
+        t_ns: (a.window * 1e9) as u64,
+        n: a.packets,
+        ..Shape::default()
+    };
+    let params = Params {
+        trees: a.trees,
+        max_depth: a.depth,
+        seed: a.seed,
+    };
+    let caps = a.source.captures(&a.pcap)?;
+    let t = std::time::Instant::now();
+    let m = statewall::detect::learn::train(&caps, shape, params).map_err(anyhow::Error::msg)?;
+    std::fs::write(&a.out, m.to_json() + "\n").with_context(|| a.out.display().to_string())?;
+    println!(
+        "trained on {} captures: {} benign and {} attack samples, {} trees, {:.1}s; wrote {}",
+        caps.len(),
+        m.trained_on.0,
+        m.trained_on.1,
+        params.trees,
+        t.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(0)
+}
+
+/// `statewall detect eval`.
+#[derive(Args, Clone, Debug)]
+pub struct EvalArgs {
+    /// Captures (pcap or pcapng); with `--manifest` and none, its captures.
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    source: Source,
+    /// A model file (default: the one built in).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Print one JSON object of the counts over all the captures.
+    #[arg(long)]
+    json: bool,
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.4}"))
+}
+
+fn line(what: &str, e: &Eval) -> String {
+    format!(
+        "{what:<36} flows {:>6}  tp {:>5} fp {:>4} tn {:>5} fn {:>4}  precision {} recall {} f1 {} fpr {}",
+        e.flows, e.tp, e.fp, e.tn, e.fn_, pct(e.precision), pct(e.recall), pct(e.f1), pct(e.fpr)
+    )
+}
+
+/// Runs `statewall detect eval`.
+pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
+    let model = match &a.model {
+        Some(p) => Model::load(p).map_err(anyhow::Error::msg)?,
+        None => Model::builtin(),
+    };
+    let caps = a.source.captures(&a.files)?;
+    let mut total = Eval::default();
+    for (path, labels) in &caps {
+        let c = capture::read_file(path).map_err(anyhow::Error::msg)?;
+        let e = evaluate(&c.packets, &model, labels).map_err(anyhow::Error::msg)?;
+        if !a.json {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            println!("{}", line(&name, &e));
+            println!("{}", line("  (everything an attack)", &e.baseline()));
+            println!(
+                "  windows {}, samples {}, unclassified flows {}; frames {}, not flows {}, malformed {}",
+                e.windows, e.samples, e.unclassified, c.frames, c.skipped, c.malformed
+            );
+        }
+        total = total.add(&e);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&total)?);
+    } else if caps.len() > 1 {
+        println!("{}", line("all", &total));
+        println!("{}", line("  (everything an attack)", &total.baseline()));
+    }
+    Ok(0)
+}
+
+/// `statewall dataset`.
+#[derive(Args, Clone, Debug)]
+pub struct DatasetArgs {
+    /// Folder of the captures and their `manifest.json` (extended when it exists).
+    #[arg(long, default_value = "data")]
+    out: PathBuf,
+    /// `train` or `held-out`.
+    #[arg(long, default_value = "train")]
+    set: String,
+    /// First seed (each capture takes its own from it).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Captures of each attack kind, answered and spoofed (each with its own seed).
+    #[arg(long, default_value_t = 1)]
+    rounds: u64,
+    /// Length of each attack capture, seconds.
+    #[arg(long, default_value_t = 25)]
+    seconds: u64,
+    /// Length of the benign-only capture, seconds.
+    #[arg(long, default_value_t = 60)]
+    benign_seconds: u64,
+}
+
+/// Runs `statewall dataset`.
+pub fn dataset(a: DatasetArgs) -> anyhow::Result<i32> {
+    if a.set != "train" && a.set != "held-out" {
+        anyhow::bail!("--set is train or held-out, not {:?}", a.set);
+    }
+    let plans = dataset::plans(&a.set, a.seed, a.rounds, a.seconds, a.benign_seconds);
+    let m = dataset::make(&a.out, &plans).map_err(anyhow::Error::msg)?;
+    println!(
+        "{} captures in {}/manifest.json",
+        m.captures.len(),
+        a.out.display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,455 @@
+//! Labelled captures for the learned classifier (`make dataset`, `statewall dataset`): real
+//! tools between two namespaces this process creates, the server's veth captured by tcpdump.
+//!
+//! Each capture holds one attack kind (or none) over a background of benign traffic:
+//! - benign, from 10.77.0.1 and 10.77.0.10 to .49 (addresses of the client namespace):
+//!   curl against a Python `http.server`, some requests in bursts of completed handshakes,
+//!   a rate-limited download, iperf3 over TCP and fast iperf3 over UDP (both capped), ping
+//!   (one of them fast), and slow UDP to a closed port;
+//! - attacks, by hping3: SYN, UDP and ICMP floods, from the client namespace's own attacker
+//!   addresses (10.77.0.200 to .203, answered) or from spoofed sources in 10.100.0.0/14
+//!   (neither namespace has a default route: the server's answers go nowhere). Each flood
+//!   keeps its source port (`-k`), one flow per source, so that a third or more of a mixed
+//!   capture's flows stay benign; one burst per capture walks the source ports.
+//!
+//! The seed picks addresses, rates, sizes, TTLs, windows and the link MTU; the held-out set
+//! is made with other seeds than the training set.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use statewall::detect::learn::{Entry, Manifest};
+
+use crate::netns::Pair;
+
+/// The victim.
+pub const VICTIM: &str = "10.77.0.2/32";
+/// Attacker prefixes: the client's own attacker addresses and the spoofed prefix.
+pub const ATTACKERS: &str = "10.77.0.200/30,10.100.0.0/14";
+
+/// A capture's attack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Benign traffic only.
+    Benign,
+    /// SYN flood.
+    Syn,
+    /// UDP flood.
+    Udp,
+    /// ICMP echo flood.
+    Icmp,
+}
+
+impl Kind {
+    /// Its name in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Benign => "benign",
+            Kind::Syn => "syn",
+            Kind::Udp => "udp",
+            Kind::Icmp => "icmp",
+        }
+    }
+
+    /// Every attack kind.
+    pub const ATTACKS: [Kind; 3] = [Kind::Syn, Kind::Udp, Kind::Icmp];
+}
+
+/// One capture to make.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Its attack.
+    pub kind: Kind,
+    /// Spoofed sources (else the attacker addresses).
+    pub spoofed: bool,
+    /// Length.
+    pub seconds: u64,
+    /// Seed.
+    pub seed: u64,
+    /// `train` or `held-out`.
+    pub set: String,
+}
+
+impl Plan {
+    /// Its file name.
+    pub fn file(&self) -> String {
+        let s = if self.spoofed { "-spoofed" } else { "" };
+        format!("{}-{}{s}-{}.pcap", self.set, self.kind.name(), self.seed)
+    }
+}
+
+/// SplitMix64: the generator's choices, from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.next() as usize % v.len()]
+    }
+}
+
+fn spawn(c: &mut Command) -> Child {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{c:?}: {e} (scripts/setup.sh installs the tools)"))
+}
+
+fn benign_addr(rng: &mut Rng) -> String {
+    if rng.range(0, 9) == 0 {
+        "10.77.0.1".into()
+    } else {
+        format!("10.77.0.{}", rng.range(10, 49))
+    }
+}
+
+/// The benign background until `until`: threads that each run one tool at a time.
+fn benign(pair: &Pair, seed: u64, until: Instant) {
+    let c = &pair.client;
+    let server = pair.server_v4.to_string();
+    std::thread::scope(|s| {
+        // Web: requests, every tenth a burst of completed handshakes.
+        s.spawn(|| {
+            let mut rng = Rng(seed ^ 1);
+            while Instant::now() < until {
+                let n = if rng.range(0, 9) == 0 {
+                    rng.range(5, 20)
+                } else {
+                    1
+                };
+                let from = benign_addr(&mut rng);
+                for _ in 0..n {
+                    let _ = c.exec(&[
+                        "curl",
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-m",
+                        "3",
+                        "--interface",
+                        &from,
+                        &format!("http://{server}:8080/"),
+                    ]);
+                }
+                std::thread::sleep(Duration::from_millis(rng.range(30, 400)));
+            }
+        });
+        // Downloads, rate-limited.
+        s.spawn(|| {
+            let mut rng = Rng(seed ^ 2);
+            while Instant::now() < until {
+                let from = benign_addr(&mut rng);
+                let rate = format!("{}k", rng.range(100, 800));
+                let _ = c.exec(&[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-m",
+                    "4",
+                    "--limit-rate",
+                    &rate,
+                    "--interface",
+                    &from,
+                    &format!("http://{server}:8080/big.bin"),
+                ]);
+            }
+        });
+        // iperf3: TCP and fast UDP, capped, in turns.
+        s.spawn(|| {
+            let mut rng = Rng(seed ^ 3);
+            while Instant::now() + Duration::from_secs(3) < until {
+                let from = benign_addr(&mut rng);
+                let udp = rng.range(0, 1) == 1;
+                let rate = format!("{}M", rng.range(10, 60));
+                let mut a = vec!["iperf3", "-c", &server, "-B", &from, "-t", "2", "-b", &rate];
+                a.extend(if udp {
+                    ["-u", "-p", "5202"]
+                } else {
+                    ["-4", "-p", "5201"]
+                });
+                let _ = c.exec(&a);
+                std::thread::sleep(Duration::from_millis(rng.range(200, 1500)));
+            }
+        });
+        // ping, one of them fast; slow UDP to a closed port.
+        s.spawn(|| {
+            let mut rng = Rng(seed ^ 4);
+            while Instant::now() + Duration::from_secs(2) < until {
+                let from = benign_addr(&mut rng);
+                if rng.range(0, 2) == 0 {
+                    let _ = c.exec(&[
+                        "hping3",
+                        "-q",
+                        "--udp",
+                        "-k",
+                        "-a",
+                        &from,
+                        "-s",
+                        &rng.range(20000, 60000).to_string(),
+                        "-p",
+                        &rng.range(20000, 30000).to_string(),
+                        "-c",
+                        "15",
+                        "-i",
+                        "u60000",
+                        &server,
+                    ]);
+                } else {
+                    let fast = rng.range(0, 3) == 0;
+                    let (n, i) = if fast { ("100", "0.01") } else { ("8", "0.2") };
+                    let _ = c.exec(&["ping", "-q", "-I", &from, "-c", n, "-i", i, &server]);
+                }
+            }
+        });
+    });
+}
+
+/// The flood of one capture, from `start` for `secs`.
+fn flood(pair: &Pair, plan: &Plan, rng: &mut Rng, secs: u64) {
+    let server = pair.server_v4.to_string();
+    let sources: Vec<String> = if plan.spoofed {
+        (0..rng.range(8, 24))
+            .map(|_| {
+                format!(
+                    "10.{}.{}.{}",
+                    rng.range(100, 103),
+                    rng.range(0, 255),
+                    rng.range(1, 254)
+                )
+            })
+            .collect()
+    } else {
+        (200..200 + rng.range(2, 4))
+            .map(|i| format!("10.77.0.{i}"))
+            .collect()
+    };
+    if plan.kind == Kind::Benign {
+        return;
+    }
+    // Each source its own tool options: port, window, size, TTL, rate.
+    let options = |rng: &mut Rng| -> Vec<String> {
+        let mut v: Vec<String> = match plan.kind {
+            Kind::Syn => vec![
+                "-S".into(),
+                "-p".into(),
+                rng.pick(&["8080", "80", "443", "22", "5201", "3306"])
+                    .to_string(),
+                "-w".into(),
+                rng.range(64, 65535).to_string(),
+            ],
+            Kind::Udp => vec![
+                "--udp".into(),
+                "-p".into(),
+                rng.range(1, 65000).to_string(),
+                "-d".into(),
+                rng.range(0, 1400).to_string(),
+            ],
+            _ => vec!["--icmp".into(), "-d".into(), rng.range(0, 1400).to_string()],
+        };
+        v.extend(["--ttl".into(), rng.range(32, 255).to_string()]);
+        v
+    };
+    // Packets per second, all sources together, shared out unevenly.
+    let total = rng.range(1000, 4000);
+    let mut kids = Vec::new();
+    for src in &sources {
+        let pps = (total * rng.range(50, 150) / 100 / sources.len() as u64).max(50);
+        let mut a: Vec<String> = vec![
+            "hping3".into(),
+            "-q".into(),
+            "-k".into(),
+            "-a".into(),
+            src.clone(),
+        ];
+        a.extend(options(rng));
+        a.extend([
+            "-s".into(),
+            rng.range(1024, 65000).to_string(),
+            "-i".into(),
+            format!("u{}", 1_000_000 / pps),
+            "-c".into(),
+            (pps * secs).to_string(),
+            server.clone(),
+        ]);
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        kids.push(spawn(&mut pair.client.command(&a)));
+    }
+    // One burst that walks the source ports: short flows of one packet each.
+    let mut a: Vec<String> = vec![
+        "hping3".into(),
+        "-q".into(),
+        "-a".into(),
+        rng.pick(&sources).clone(),
+    ];
+    a.extend(options(rng));
+    a.extend([
+        "-i".into(),
+        format!("u{}", rng.range(1000, 10000)),
+        "-c".into(),
+        "100".into(),
+        server.clone(),
+    ]);
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    kids.push(spawn(&mut pair.client.command(&a)));
+    for mut k in kids {
+        let _ = k.wait();
+    }
+}
+
+/// Makes one capture in `dir`; returns its manifest entry.
+pub fn capture(dir: &Path, plan: &Plan) -> Entry {
+    let mut rng = Rng(plan.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ plan.kind as u64);
+    let pair = Pair::new("ds");
+    let (c, s) = (&pair.client, &pair.server);
+    let mtu = rng.pick(&["1500", "1400", "1280", "9000"]).to_string();
+    for (ns, ifn) in [(c, &pair.client_if), (s, &pair.server_if)] {
+        ns.exec_ok(&["ip", "link", "set", ifn, "mtu", &mtu]);
+    }
+    for i in (10..50).chain(200..204) {
+        c.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.77.0.{i}/24"),
+            "dev",
+            &pair.client_if,
+        ]);
+    }
+    let www = tempdir(&format!("www-{}", plan.seed));
+    std::fs::write(www.join("index.html"), "<html>statewall dataset</html>\n").unwrap();
+    std::fs::write(www.join("big.bin"), vec![0x5a; 4 << 20]).unwrap();
+    let www_s = www.to_string_lossy().into_owned();
+    let servers = [
+        spawn(&mut s.command(&[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "10.77.0.2",
+            "-d",
+            &www_s,
+        ])),
+        spawn(&mut s.command(&["iperf3", "-s", "-p", "5201"])),
+        spawn(&mut s.command(&["iperf3", "-s", "-p", "5202"])),
+    ];
+    let url = format!("http://{}:8080/", pair.server_v4);
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        c.exec(&["curl", "-s", "-o", "/dev/null", "-m", "1", &url])
+            .status
+            .success()
+    });
+    assert!(ready, "the HTTP server did not start");
+    let file = dir.join(plan.file());
+    let mut dump = spawn(
+        s.command(&[
+            "tcpdump",
+            "-i",
+            &pair.server_if,
+            "-s",
+            "128",
+            "-U",
+            "-w",
+            &file.to_string_lossy(),
+        ])
+        .stderr(Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let start = Instant::now();
+    let until = start + Duration::from_secs(plan.seconds);
+    std::thread::scope(|sc| {
+        sc.spawn(|| benign(&pair, plan.seed, until));
+        if plan.kind != Kind::Benign {
+            let lead = plan.seconds / 5;
+            let secs = plan.seconds.saturating_sub(2 * lead).max(1);
+            std::thread::sleep(Duration::from_secs(lead));
+            flood(&pair, plan, &mut rng, secs);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: plain kill(2) of our child; tcpdump writes its buffer out on SIGTERM.
+    unsafe { libc::kill(dump.id() as i32, libc::SIGTERM) };
+    let _ = dump.wait();
+    for mut k in servers {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+    let _ = std::fs::remove_dir_all(&www);
+    Entry {
+        file: plan.file(),
+        kind: plan.kind.name().into(),
+        attackers: ATTACKERS.split(',').map(String::from).collect(),
+        victims: vec![VICTIM.into()],
+        seed: plan.seed,
+        set: plan.set.clone(),
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("statewall-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The plans of a set: `rounds` captures of each attack kind, answered and spoofed (each
+/// with its own seed), and a benign capture.
+pub fn plans(set: &str, seed: u64, rounds: u64, seconds: u64, benign_seconds: u64) -> Vec<Plan> {
+    let mut v = Vec::new();
+    for round in 0..rounds {
+        for (i, kind) in Kind::ATTACKS.into_iter().enumerate() {
+            for spoofed in [false, true] {
+                v.push(Plan {
+                    kind,
+                    spoofed,
+                    seconds,
+                    seed: seed + 10 * round + 2 * i as u64 + spoofed as u64,
+                    set: set.into(),
+                });
+            }
+        }
+    }
+    v.push(Plan {
+        kind: Kind::Benign,
+        spoofed: false,
+        seconds: benign_seconds,
+        seed: seed + 100,
+        set: set.into(),
+    });
+    v
+}
+
+/// Makes the captures of `plans` in `dir` and writes (or extends) its `manifest.json`.
+pub fn make(dir: &Path, plans: &[Plan]) -> Result<Manifest, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("manifest.json");
+    let mut m = match std::fs::read_to_string(&path) {
+        Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(_) => Manifest::default(),
+    };
+    for p in plans {
+        eprintln!("dataset: {} ({} s)", p.file(), p.seconds);
+        let e = capture(dir, p);
+        m.captures.retain(|x| x.file != e.file);
+        m.captures.push(e);
+        let text = serde_json::to_string_pretty(&m).expect("a manifest serializes");
+        std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(m)
+}

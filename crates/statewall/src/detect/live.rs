@@ -1,0 +1,221 @@
+//! The learned classifier, live: a ddos monitor instance of its own (so that it and a user
+//! never take each other's swap-on-read windows), read once per model window; its packets
+//! become samples by the same code as a capture's ([`super::windows::samples`]), the model
+//! classifies them, and each flow classified as an attack names its source: the end that
+//! is not the session's server.
+
+use std::{collections::HashMap, net::IpAddr, time::Instant};
+
+use serde::Serialize;
+use statewall_common::monitor::SessKey;
+
+use super::{
+    model::Model,
+    windows::{samples, Sample, Shape},
+    ClassifierConfig,
+};
+use crate::{
+    gate::addr_ip,
+    monitor::{Direction, Extraction, Kind, Monitor, MonitorSpec},
+};
+
+/// The classifier's monitor instance's name.
+pub const MONITOR: &str = "detect-classifier";
+
+/// A flow the classifier took for an attack.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Detection {
+    /// The attacking end.
+    pub source: IpAddr,
+    /// The server it sent to.
+    pub destination: IpAddr,
+    /// The flow, as `proto source:port -> destination:port`.
+    pub flow: String,
+    /// Its packets the window recorded (at most the model's `n`).
+    pub packets: usize,
+}
+
+/// What the last windows gave.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// Windows read.
+    pub windows: u64,
+    /// Samples (a flow in a window) classified, all windows.
+    pub samples: u64,
+    /// Of them, classified as attacks.
+    pub attacks: u64,
+    /// Packets the monitor turned away because its session table was full (their flows
+    /// are `unclassified`), all windows.
+    pub unclassified_packets: u64,
+    /// The last window: reading and decoding it, ms.
+    pub last_read_ms: f64,
+    /// The last window: samples and inference, ms.
+    pub last_classify_ms: f64,
+    /// The last window's flows.
+    pub last_flows: usize,
+}
+
+/// The classifier, loaded and attached.
+pub struct Live {
+    /// Its monitor.
+    pub monitor: Monitor,
+    /// Its model.
+    pub model: Model,
+    /// Its config.
+    pub config: ClassifierConfig,
+    /// Counts.
+    pub stats: Stats,
+    turned_away_seen: u64,
+}
+
+/// The monitor spec of the classifier of `c` for `model`.
+pub fn monitor_spec(c: &ClassifierConfig, model: &Model) -> MonitorSpec {
+    MonitorSpec {
+        name: MONITOR.into(),
+        kind: Kind::Ddos,
+        interfaces: c.interfaces.clone(),
+        netns: c.netns.clone(),
+        direction: Direction::Both,
+        sessions: Some(c.sessions),
+        packets_per_session: Some(model.shape.n as u32),
+        packets_total: None,
+        extraction: Extraction::Swap,
+    }
+}
+
+fn flow_text(k: &SessKey) -> String {
+    let p = match k.proto {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        1 => "icmp".to_string(),
+        58 => "icmpv6".to_string(),
+        n => n.to_string(),
+    };
+    let (a, b) = (addr_ip(k.family, &k.saddr), addr_ip(k.family, &k.daddr));
+    let end = |ip: IpAddr, port: u16| match ip {
+        IpAddr::V6(_) => format!("[{ip}]:{port}"),
+        _ => format!("{ip}:{port}"),
+    };
+    format!("{p} {} <-> {}", end(a, k.sport), end(b, k.dport))
+}
+
+impl Live {
+    /// Loads its model and attaches its monitor.
+    pub fn open(config: &ClassifierConfig) -> Result<Live, String> {
+        let model = config.load_model().map_err(|e| e.to_string())?;
+        let monitor = Monitor::load(monitor_spec(config, &model)).map_err(|e| e.to_string())?;
+        Ok(Live {
+            monitor,
+            model,
+            config: config.clone(),
+            stats: Stats::default(),
+            turned_away_seen: 0,
+        })
+    }
+
+    /// The model's window shape, the session bound from the config.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            max_flows: self.config.sessions as usize,
+            ..self.model.shape
+        }
+    }
+
+    /// Reads a window and classifies it: the flows taken for attacks.
+    pub fn window(&mut self) -> Result<Vec<Detection>, String> {
+        let t = Instant::now();
+        let w = self.monitor.read().map_err(|e| e.to_string())?;
+        let read = t.elapsed();
+        let t = Instant::now();
+        let servers: HashMap<SessKey, [u8; 16]> =
+            w.ddos_sessions.iter().map(|s| (s.key, s.server)).collect();
+        let ws = samples(&w.packets, self.shape());
+        let refs: Vec<&Sample> = ws.samples.iter().collect();
+        let verdicts = self.model.predict(&refs)?;
+        let mut out = Vec::new();
+        for (s, attack) in ws.samples.iter().zip(verdicts) {
+            if !attack {
+                continue;
+            }
+            let k = &s.key;
+            let server = servers.get(k).copied().unwrap_or(k.daddr);
+            let (src, dst) = if server == k.saddr {
+                (k.daddr, k.saddr)
+            } else {
+                (k.saddr, k.daddr)
+            };
+            out.push(Detection {
+                source: addr_ip(k.family, &src),
+                destination: addr_ip(k.family, &dst),
+                flow: flow_text(k),
+                packets: s.packets,
+            });
+        }
+        let turned_away = self
+            .monitor
+            .counters()
+            .ok()
+            .and_then(|c| c.iter().find(|(n, _)| *n == "turned_away").map(|(_, v)| *v))
+            .unwrap_or(0);
+        let st = &mut self.stats;
+        st.windows += 1;
+        st.samples += ws.samples.len() as u64;
+        st.attacks += out.len() as u64;
+        st.unclassified_packets += turned_away.saturating_sub(self.turned_away_seen);
+        self.turned_away_seen = turned_away;
+        st.last_read_ms = read.as_secs_f64() * 1e3;
+        st.last_classify_ms = t.elapsed().as_secs_f64() * 1e3;
+        st.last_flows = ws.samples.len();
+        Ok(out)
+    }
+}
+
+/// A source the classifier blocked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    /// Why: the flow and window that made it.
+    pub reason: String,
+    /// The block's drop count when last looked at (growth re-arms the expiry).
+    pub dropped_seen: u64,
+}
+
+/// The daemon's classifier: the loaded instance (none without `[detect.classifier]`), the
+/// blocks it holds and what it could not do.
+#[derive(Default)]
+pub struct Classifier {
+    /// Loaded and attached.
+    pub live: Option<Live>,
+    /// Sources it blocked, by prefix (a /32 or /128).
+    pub held: HashMap<super::Prefix, Held>,
+    /// Detections not acted on because `max_blocks` were held (or the block table was
+    /// full).
+    pub refused: u64,
+    /// Detections of allowlisted sources (never blocked).
+    pub allowlisted: u64,
+    /// The last window's detections (at most [`LAST_MAX`]).
+    pub last: Vec<Detection>,
+}
+
+/// Detections kept from the last window.
+pub const LAST_MAX: usize = 100;
+
+impl Classifier {
+    /// Makes the instance `c` asks for, or keeps the running one when its config is the
+    /// same (`None`: the running one stays as it is).
+    pub fn prepare(&self, c: Option<&ClassifierConfig>) -> Result<Option<Option<Live>>, String> {
+        match (c, &self.live) {
+            (None, None) => Ok(None),
+            (Some(c), Some(l)) if &l.config == c => Ok(None),
+            (None, Some(_)) => Ok(Some(None)),
+            (Some(c), _) => Live::open(c).map(|l| Some(Some(l))),
+        }
+    }
+
+    /// Puts a prepared instance in place.
+    pub fn commit(&mut self, new: Option<Option<Live>>) {
+        if let Some(l) = new {
+            self.live = l;
+            self.last.clear();
+        }
+    }
+}

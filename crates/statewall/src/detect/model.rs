@@ -1,0 +1,384 @@
+//! The learned flow classifier: a random forest (smartcore's) over the flattened samples of
+//! [`super::windows`], saved as JSON with the window shape it was trained for.
+//!
+//! Why a forest and not LUCID's CNN: on this project's captures a forest of 25 trees of
+//! depth at most 12 separates the flows as well (README, "Learned classifier"), needs no
+//! tensor runtime, trains in seconds on two cores, and classifies a sample in about as many
+//! comparisons as the trees are deep; smartcore reads and writes it with serde.
+
+use serde::{Deserialize, Serialize};
+use smartcore::{
+    ensemble::random_forest_classifier::{
+        RandomForestClassifier, RandomForestClassifierParameters,
+    },
+    linalg::basic::matrix::DenseMatrix,
+};
+
+use super::windows::{Sample, Shape, FEATURES};
+
+type Forest = RandomForestClassifier<f32, u8, DenseMatrix<f32>, Vec<u8>>;
+
+/// Samples from which a prediction is split over two threads.
+const PARALLEL_FROM: usize = 2048;
+
+/// The model file's `format`.
+pub const FORMAT: &str = "statewall-detect-model";
+
+/// The model built into the binary (`make model` rebuilds it: README).
+const BUILTIN: &str = include_str!("ddos-model.json");
+
+/// Training parameters.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Params {
+    /// Trees.
+    pub trees: u16,
+    /// Deepest a tree grows.
+    pub max_depth: u16,
+    /// The random generator's seed (bootstrap samples, features tried per split).
+    pub seed: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            trees: 25,
+            max_depth: 12,
+            seed: 1,
+        }
+    }
+}
+
+/// A trained classifier.
+#[derive(Serialize, Deserialize)]
+pub struct Model {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The windows it classifies.
+    pub shape: Shape,
+    /// How it was trained.
+    pub params: Params,
+    /// Samples it was trained on: (benign, attack).
+    pub trained_on: (usize, usize),
+    forest: Forest,
+    /// The forest's trees as flat arrays, for inference (made from `forest`).
+    #[serde(skip)]
+    flat: Flat,
+}
+
+/// One node of a flat tree: a split (`feature`, `threshold`, children) or a leaf (`output`:
+/// the class index it votes for).
+#[derive(Clone, Copy, Debug, Default)]
+struct Node {
+    threshold: f64,
+    feature: u32,
+    left: u32,
+    right: u32,
+    /// `u32::MAX` for a split.
+    output: u32,
+}
+
+/// The trees smartcore trained, laid out for inference: smartcore's own walk allocates a
+/// list cell per node visited (about 40 ns a node here), this one does not; it reads the
+/// nodes smartcore serialises (split feature and value, children, output) and decides as
+/// smartcore does (a value at or below the split goes to the first child; the votes' first
+/// maximum wins). A unit test holds the two to the same answers.
+#[derive(Clone, Debug, Default)]
+struct Flat {
+    /// Each tree's root.
+    roots: Vec<u32>,
+    nodes: Vec<Node>,
+    /// Class values, by the index the leaves vote for.
+    classes: Vec<u8>,
+}
+
+impl Flat {
+    fn of(forest: &Forest) -> Result<Flat, String> {
+        let v = serde_json::to_value(forest).map_err(|e| e.to_string())?;
+        let bad =
+            |what: &str| format!("the forest's {what} do not read as smartcore 0.4 writes them");
+        let classes = v["classes"]
+            .as_array()
+            .ok_or_else(|| bad("classes"))?
+            .iter()
+            .map(|c| c.as_u64().map(|c| c as u8).ok_or_else(|| bad("classes")))
+            .collect::<Result<Vec<u8>, String>>()?;
+        let mut f = Flat {
+            classes,
+            ..Default::default()
+        };
+        for t in v["trees"].as_array().ok_or_else(|| bad("trees"))? {
+            let nodes = t["nodes"].as_array().ok_or_else(|| bad("nodes"))?;
+            let base = f.nodes.len() as u32;
+            f.roots.push(base);
+            for n in nodes {
+                let idx = |k: &str| n[k].as_u64().map(|i| base + i as u32);
+                let node = match (idx("true_child"), idx("false_child")) {
+                    (Some(l), Some(r)) => Node {
+                        threshold: n["split_value"].as_f64().unwrap_or(f64::NAN),
+                        feature: n["split_feature"].as_u64().ok_or_else(|| bad("nodes"))? as u32,
+                        left: l,
+                        right: r,
+                        output: u32::MAX,
+                    },
+                    _ => Node {
+                        output: n["output"].as_u64().ok_or_else(|| bad("nodes"))? as u32,
+                        ..Default::default()
+                    },
+                };
+                f.nodes.push(node);
+            }
+            let end = f.nodes.len() as u32;
+            let inside = |i: u32| (base..end).contains(&i);
+            if f.nodes[base as usize..]
+                .iter()
+                .any(|n| n.output == u32::MAX && !(inside(n.left) && inside(n.right)))
+            {
+                return Err(bad("children"));
+            }
+            if f.nodes[base as usize..]
+                .iter()
+                .any(|n| n.output != u32::MAX && n.output as usize >= f.classes.len())
+            {
+                return Err(bad("leaves"));
+            }
+        }
+        if f.roots.is_empty() || f.classes.is_empty() {
+            return Err(bad("trees"));
+        }
+        Ok(f)
+    }
+
+    /// The class a row gets.
+    fn predict(&self, row: &[f32]) -> Result<u8, String> {
+        let mut votes = [0usize; 8];
+        for &root in &self.roots {
+            let mut n = self.nodes[root as usize];
+            // (Each tree's children lie after their parent: a walk ends within its nodes.)
+            while n.output == u32::MAX {
+                let x = *row
+                    .get(n.feature as usize)
+                    .ok_or("a split on a feature the sample does not have")?;
+                n = self.nodes[if (x as f64) <= n.threshold {
+                    n.left
+                } else {
+                    n.right
+                } as usize];
+            }
+            *votes
+                .get_mut(n.output as usize)
+                .ok_or("more than 8 classes")? += 1;
+        }
+        let mut best = 0;
+        for i in 1..self.classes.len() {
+            if votes[i] > votes[best] {
+                best = i;
+            }
+        }
+        Ok(self.classes[best])
+    }
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("shape", &self.shape)
+            .field("params", &self.params)
+            .field("trained_on", &self.trained_on)
+            .finish()
+    }
+}
+
+/// The time a sample's recorded packets span, as a share of the window.
+fn span(s: &Sample, shape: Shape) -> f32 {
+    let last = s.packets.clamp(1, shape.n) - 1;
+    s.x[last * FEATURES] - s.x[0]
+}
+
+/// The forest's input: a sample's rows, then the time its recorded packets span (a
+/// tree splits on one value at a time; the rows' times alone would take two).
+fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, String> {
+    let cols = shape.n * FEATURES;
+    let mut v = Vec::with_capacity(samples.len() * (cols + 1));
+    for s in samples {
+        if s.x.len() != cols {
+            return Err(format!(
+                "a sample of {} values where the model takes {cols}",
+                s.x.len()
+            ));
+        }
+        v.extend_from_slice(&s.x);
+        v.push(span(s, shape));
+    }
+    DenseMatrix::new(samples.len(), cols + 1, v, false).map_err(|e| e.to_string())
+}
+
+impl Model {
+    /// Trains on `samples` labelled by `attack` (the same length).
+    pub fn train(
+        samples: &[&Sample],
+        attack: &[bool],
+        shape: Shape,
+        params: Params,
+    ) -> Result<Model, String> {
+        let n_attack = attack.iter().filter(|a| **a).count();
+        if n_attack == 0 || n_attack == attack.len() {
+            return Err(format!(
+                "training needs both benign and attack samples ({} benign, {n_attack} attack)",
+                attack.len() - n_attack
+            ));
+        }
+        let x = matrix(samples, shape)?;
+        let y: Vec<u8> = attack.iter().map(|a| *a as u8).collect();
+        let p = RandomForestClassifierParameters::default()
+            .with_n_trees(params.trees)
+            .with_max_depth(params.max_depth)
+            .with_seed(params.seed);
+        let forest = Forest::fit(&x, &y, p).map_err(|e| e.to_string())?;
+        Ok(Model {
+            format: FORMAT.into(),
+            shape,
+            params,
+            trained_on: (attack.len() - n_attack, n_attack),
+            flat: Flat::of(&forest)?,
+            forest,
+        })
+    }
+
+    /// Whether each sample is an attack.
+    pub fn predict(&self, samples: &[&Sample]) -> Result<Vec<bool>, String> {
+        if samples.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Large windows in two halves, on two threads.
+        if samples.len() >= PARALLEL_FROM {
+            let (a, b) = samples.split_at(samples.len() / 2);
+            let (ra, rb) = std::thread::scope(|s| {
+                let h = s.spawn(|| self.predict_on(a));
+                (self.predict_on(b), h.join())
+            });
+            let mut v = rb.map_err(|_| "a classifier thread panicked".to_string())??;
+            v.extend(ra?);
+            return Ok(v);
+        }
+        self.predict_on(samples)
+    }
+
+    fn predict_on(&self, samples: &[&Sample]) -> Result<Vec<bool>, String> {
+        let cols = self.shape.n * FEATURES;
+        let mut row = vec![0f32; cols + 1];
+        samples
+            .iter()
+            .map(|s| {
+                if s.x.len() != cols {
+                    return Err(format!(
+                        "a sample of {} values where the model takes {cols}",
+                        s.x.len()
+                    ));
+                }
+                row[..cols].copy_from_slice(&s.x);
+                row[cols] = span(s, self.shape);
+                Ok(self.flat.predict(&row)? == 1)
+            })
+            .collect()
+    }
+
+    /// smartcore's own prediction (what the flat trees are checked against).
+    pub fn predict_smartcore(&self, samples: &[&Sample]) -> Result<Vec<bool>, String> {
+        let x = matrix(samples, self.shape)?;
+        let y = self.forest.predict(&x).map_err(|e| e.to_string())?;
+        Ok(y.into_iter().map(|v| v == 1).collect())
+    }
+
+    /// Reads a model from its JSON text.
+    pub fn from_json(text: &str) -> Result<Model, String> {
+        let mut m: Model = serde_json::from_str(text).map_err(|e| format!("not a model: {e}"))?;
+        m.flat = Flat::of(&m.forest)?;
+        if m.format != FORMAT {
+            return Err(format!("format {:?}, expected {FORMAT:?}", m.format));
+        }
+        if m.shape.n == 0 || m.shape.t_ns == 0 {
+            return Err("a window of no packets or no time".into());
+        }
+        Ok(m)
+    }
+
+    /// Reads a model file.
+    pub fn load(path: &std::path::Path) -> Result<Model, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Model::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The model built into the binary.
+    pub fn builtin() -> Model {
+        Model::from_json(BUILTIN).expect("the built-in model reads (a unit test checks it)")
+    }
+
+    /// As JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a model serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statewall_common::monitor::SessKey;
+
+    /// Random samples: the flat trees answer as smartcore's walk does, on data the forest
+    /// was trained on and on data it never saw.
+    #[test]
+    fn the_flat_trees_decide_as_smartcore_does() {
+        let shape = Shape {
+            t_ns: 1,
+            n: 3,
+            max_flows: 10,
+        };
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 1000) as f32 / 1000.0
+        };
+        let mut make = |n: usize| -> (Vec<Sample>, Vec<bool>) {
+            let mut v = Vec::new();
+            let mut y = Vec::new();
+            for _ in 0..n {
+                let x: Vec<f32> = (0..shape.n * FEATURES).map(|_| rnd()).collect();
+                // A rule of three features, and noise.
+                y.push(x[1] + x[5] > 0.9 || x[20] < 0.1);
+                v.push(Sample {
+                    key: SessKey::default(),
+                    window: 0,
+                    packets: 1 + (x[0] * 3.0) as usize,
+                    x,
+                });
+            }
+            (v, y)
+        };
+        let (train, y) = make(600);
+        let refs: Vec<&Sample> = train.iter().collect();
+        let m = Model::train(
+            &refs,
+            &y,
+            shape,
+            Params {
+                trees: 9,
+                max_depth: 8,
+                seed: 3,
+            },
+        )
+        .unwrap();
+        let m = Model::from_json(&m.to_json()).unwrap();
+        let (test, _) = make(3000);
+        let trefs: Vec<&Sample> = test.iter().collect();
+        let (flat, theirs) = (
+            m.predict(&trefs).unwrap(),
+            m.predict_smartcore(&trefs).unwrap(),
+        );
+        assert_eq!(flat, theirs);
+        assert!(flat.iter().any(|a| *a) && flat.iter().any(|a| !*a));
+        let seen = m.predict(&refs).unwrap();
+        assert_eq!(seen, m.predict_smartcore(&refs).unwrap());
+    }
+}
