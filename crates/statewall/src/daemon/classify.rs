@@ -93,6 +93,12 @@ fn act(s: &Shared, found: Vec<Detection>) {
                         .as_ref()
                         .map_or(0, |l| l.model.shape.t_ns / 1_000_000_000)
                 );
+                if !known {
+                    tracing::info!(
+                        "detect classifier: blocked {p} for {:?}: {reason}",
+                        d.expiry.0
+                    );
+                }
                 let seen = c.held.get(&p).map_or(0, |h| h.dropped_seen);
                 c.held.insert(
                     p,

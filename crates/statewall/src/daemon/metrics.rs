@@ -3,7 +3,7 @@
 //!
 //! Families: `statewall_up`, `statewall_task_restarts` (counter, label `task`), `statewall_gate_packets` (counter, label `outcome`),
 //! `statewall_detect_packets` (counter, label `what`), `statewall_detect_mitigations`
-//! (gauge, label `detector`), `statewall_xfsm` (counter, label `what`), `statewall_xfsm_transition_packets` (counter,
+//! (gauge, label `detector`), `statewall_detect_classifier` (counter, label `what`), `statewall_xfsm` (counter, label `what`), `statewall_xfsm_transition_packets` (counter,
 //! label `transition`), `statewall_door_events` (counter, label `kind`),
 //! `statewall_door_open_sources` (gauge, label `door`), `statewall_door_commands` (counter,
 //! label `outcome`), `statewall_fw_log_events` (counter, label `what`),

@@ -683,5 +683,27 @@ mod tests {
         d.udp_flood.threshold = Some(5);
         d.reflection.ports = vec![1, 2, 3, 4, 5, 6];
         assert_eq!(d.validate().unwrap_err().key, "reflection.ports");
+        d.reflection.ports = vec![53];
+        let mut c: ClassifierConfig = toml::from_str("interfaces = []").unwrap();
+        assert_eq!(
+            (c.sessions, c.max_blocks, c.model.clone()),
+            (16_384, 4096, None)
+        );
+        d.classifier = Some(c.clone());
+        assert_eq!(d.validate().unwrap_err().key, "classifier.interfaces");
+        c.interfaces = vec!["eth0".into()];
+        c.model = Some("/nonexistent/model.json".into());
+        d.classifier = Some(c.clone());
+        let e = d.validate().unwrap_err();
+        assert_eq!(e.key, "classifier.model");
+        assert!(e.msg.contains("/nonexistent/model.json"), "{e}");
+        c.model = None;
+        c.max_blocks = 0;
+        d.classifier = Some(c.clone());
+        assert_eq!(d.validate().unwrap_err().key, "classifier.max_blocks");
+        c.max_blocks = 1;
+        d.classifier = Some(c);
+        assert!(d.validate().is_ok());
+        assert!(toml::from_str::<ClassifierConfig>("interfaces = [\"a\"]\nwindow = 3").is_err());
     }
 }
