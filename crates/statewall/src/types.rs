@@ -377,3 +377,13 @@ pub fn check_name(name: &str) -> Result<(), ValueError> {
         Err(ValueError::Name(shown))
     }
 }
+
+/// An address as the kernel's keys and events hold it: `family` 6 (IPv6) or IPv4 (4, in the
+/// first 4 bytes).
+pub fn addr_ip(family: u8, a: &[u8; 16]) -> IpAddr {
+    if family == statewall_common::maps::FAMILY_V6 {
+        IpAddr::from(*a)
+    } else {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}

@@ -1,7 +1,12 @@
 //! `statewall detect train`, `statewall detect eval` and `statewall dataset`: the learned
 //! classifier from labelled captures, offline.
 
-use super::prelude::*;
+// (Not the CLI prelude: these commands need no daemon, and importing the prelude would
+// put this file above every other subcommand's.)
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+
 use statewall::detect::{
     capture,
     learn::{evaluate, Eval, Labels, Manifest},
@@ -150,6 +155,9 @@ pub struct EvalArgs {
     /// Print one JSON object of the counts over all the captures.
     #[arg(long)]
     json: bool,
+    /// Also list the flows predicted attacks, each with its label.
+    #[arg(long)]
+    flows: bool,
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -182,6 +190,12 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
                 "  windows {}, samples {}, unclassified flows {}; frames {}, not flows {}, malformed {}",
                 e.windows, e.samples, e.unclassified, c.frames, c.skipped, c.malformed
             );
+            if a.flows {
+                for (k, truth) in &e.predicted {
+                    let label = if *truth { "attack" } else { "BENIGN" };
+                    println!("    {label:<7} {}", statewall::detect::live::flow_text(k));
+                }
+            }
         }
         total = total.add(&e);
     }

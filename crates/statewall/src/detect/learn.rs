@@ -16,11 +16,12 @@ use statewall_common::monitor::{PktRec, SessKey};
 
 use super::{
     capture,
+    error::LearnError,
     model::{Model, Params},
     windows::{samples, Sample, Shape, Windows},
     Prefix,
 };
-use crate::gate::addr_ip;
+use crate::types::addr_ip;
 
 /// Who attacks whom.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,22 +32,24 @@ pub struct Labels {
     pub victims: Vec<Prefix>,
 }
 
-fn prefixes(list: &[String], what: &str) -> Result<Vec<Prefix>, String> {
+fn prefixes(list: &[String], what: &str) -> Result<Vec<Prefix>, LearnError> {
     list.iter()
         .flat_map(|s| s.split(','))
-        .map(|s| Prefix::parse(s.trim()).map_err(|e| format!("{what}: {e}")))
+        .map(|s| Prefix::parse(s.trim()).map_err(|e| LearnError::Labels(format!("{what}: {e}"))))
         .collect()
 }
 
 impl Labels {
     /// From lists of prefixes (each may hold several, comma-separated).
-    pub fn new(attackers: &[String], victims: &[String]) -> Result<Labels, String> {
+    pub fn new(attackers: &[String], victims: &[String]) -> Result<Labels, LearnError> {
         let l = Labels {
             attackers: prefixes(attackers, "attackers")?,
             victims: prefixes(victims, "victims")?,
         };
         if l.attackers.is_empty() || l.victims.is_empty() {
-            return Err("labels need attacker and victim prefixes".into());
+            return Err(LearnError::Labels(
+                "labels need attacker and victim prefixes".into(),
+            ));
         }
         Ok(l)
     }
@@ -88,13 +91,17 @@ pub struct Entry {
 
 impl Manifest {
     /// Reads one; entries resolved against its folder.
-    pub fn load(path: &Path) -> Result<(Manifest, PathBuf), String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let m: Manifest =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<(Manifest, PathBuf), LearnError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LearnError::file(path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| LearnError::file(path, e))?;
         for (i, e) in m.captures.iter().enumerate() {
-            Labels::new(&e.attackers, &e.victims)
-                .map_err(|err| format!("{}: capture {i} ({}): {err}", path.display(), e.file))?;
+            Labels::new(&e.attackers, &e.victims).map_err(|err| {
+                LearnError::Labels(format!(
+                    "{}: capture {i} ({}): {err}",
+                    path.display(),
+                    e.file
+                ))
+            })?;
         }
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Ok((m, dir))
@@ -124,7 +131,7 @@ pub fn train(
     captures: &[(PathBuf, Labels)],
     shape: Shape,
     params: Params,
-) -> Result<Model, String> {
+) -> Result<Model, LearnError> {
     let mut all: Vec<Sample> = Vec::new();
     let mut y = Vec::new();
     for (path, labels) in captures {
@@ -167,6 +174,9 @@ pub struct Eval {
     pub f1: Option<f64>,
     /// fp / (fp + tn).
     pub fpr: Option<f64>,
+    /// The flows predicted attacks, with their labels (true: an attack).
+    #[serde(skip)]
+    pub predicted: Vec<(SessKey, bool)>,
 }
 
 fn ratio(a: usize, b: usize) -> Option<f64> {
@@ -214,7 +224,7 @@ impl Eval {
 }
 
 /// Classifies a capture's packets and counts, by flow.
-pub fn evaluate(packets: &[PktRec], model: &Model, labels: &Labels) -> Result<Eval, String> {
+pub fn evaluate(packets: &[PktRec], model: &Model, labels: &Labels) -> Result<Eval, LearnError> {
     let l = labelled(packets, model.shape, labels);
     let refs: Vec<&Sample> = l.windows.samples.iter().collect();
     let predicted = model.predict(&refs)?;
@@ -236,6 +246,8 @@ pub fn evaluate(packets: &[PktRec], model: &Model, labels: &Labels) -> Result<Ev
         }
     }
     let mut e = Eval::from_counts(tp, fp, tn, fn_);
+    e.predicted = attack.iter().map(|k| (*k, l.flows[k])).collect();
+    e.predicted.sort();
     e.windows = l.windows.windows;
     e.samples = l.windows.samples.len();
     e.unclassified = l.flows.keys().filter(|k| !seen.contains(k)).count();

@@ -10,13 +10,14 @@ use serde::Serialize;
 use statewall_common::monitor::SessKey;
 
 use super::{
+    error::LearnError,
     model::Model,
     windows::{samples, Sample, Shape},
     ClassifierConfig,
 };
 use crate::{
-    gate::addr_ip,
     monitor::{Direction, Extraction, Kind, Monitor, MonitorSpec},
+    types::addr_ip,
 };
 
 /// The classifier's monitor instance's name.
@@ -83,7 +84,8 @@ pub fn monitor_spec(c: &ClassifierConfig, model: &Model) -> MonitorSpec {
     }
 }
 
-fn flow_text(k: &SessKey) -> String {
+/// A flow as `proto a:port <-> b:port`.
+pub fn flow_text(k: &SessKey) -> String {
     let p = match k.proto {
         6 => "tcp".to_string(),
         17 => "udp".to_string(),
@@ -101,9 +103,9 @@ fn flow_text(k: &SessKey) -> String {
 
 impl Live {
     /// Loads its model and attaches its monitor.
-    pub fn open(config: &ClassifierConfig) -> Result<Live, String> {
-        let model = config.load_model().map_err(|e| e.to_string())?;
-        let monitor = Monitor::load(monitor_spec(config, &model)).map_err(|e| e.to_string())?;
+    pub fn open(config: &ClassifierConfig) -> Result<Live, LearnError> {
+        let model = config.load_model()?;
+        let monitor = Monitor::load(monitor_spec(config, &model))?;
         Ok(Live {
             monitor,
             model,
@@ -122,9 +124,9 @@ impl Live {
     }
 
     /// Reads a window and classifies it: the flows taken for attacks.
-    pub fn window(&mut self) -> Result<Vec<Detection>, String> {
+    pub fn window(&mut self) -> Result<Vec<Detection>, LearnError> {
         let t = Instant::now();
-        let w = self.monitor.read().map_err(|e| e.to_string())?;
+        let w = self.monitor.read()?;
         let read = t.elapsed();
         let t = Instant::now();
         let servers: HashMap<SessKey, [u8; 16]> =
@@ -202,7 +204,10 @@ pub const LAST_MAX: usize = 100;
 impl Classifier {
     /// Makes the instance `c` asks for, or keeps the running one when its config is the
     /// same (`None`: the running one stays as it is).
-    pub fn prepare(&self, c: Option<&ClassifierConfig>) -> Result<Option<Option<Live>>, String> {
+    pub fn prepare(
+        &self,
+        c: Option<&ClassifierConfig>,
+    ) -> Result<Option<Option<Live>>, LearnError> {
         match (c, &self.live) {
             (None, None) => Ok(None),
             (Some(c), Some(l)) if &l.config == c => Ok(None),

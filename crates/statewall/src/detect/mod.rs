@@ -35,6 +35,7 @@
 //! [`CTL_EXEMPT`]: statewall_common::xfsm::CTL_EXEMPT
 
 pub mod capture;
+pub mod error;
 pub mod kernel;
 pub mod learn;
 pub mod live;
@@ -109,7 +110,7 @@ impl ClassifierConfig {
     /// Its model: the file, else the built-in one.
     pub fn load_model(&self) -> Result<model::Model, DetectError> {
         match &self.model {
-            Some(p) => model::Model::load(p).map_err(|e| bad("classifier.model", e)),
+            Some(p) => model::Model::load(p).map_err(|e| bad("classifier.model", e.to_string())),
             None => Ok(model::Model::builtin()),
         }
     }

@@ -14,7 +14,10 @@ use smartcore::{
     linalg::basic::matrix::DenseMatrix,
 };
 
-use super::windows::{Sample, Shape, FEATURES};
+use super::{
+    error::LearnError,
+    windows::{Sample, Shape, FEATURES},
+};
 
 type Forest = RandomForestClassifier<f32, u8, DenseMatrix<f32>, Vec<u8>>;
 
@@ -92,16 +95,19 @@ struct Flat {
 }
 
 impl Flat {
-    fn of(forest: &Forest) -> Result<Flat, String> {
-        let v = serde_json::to_value(forest).map_err(|e| e.to_string())?;
-        let bad =
-            |what: &str| format!("the forest's {what} do not read as smartcore 0.4 writes them");
+    fn of(forest: &Forest) -> Result<Flat, LearnError> {
+        let v = serde_json::to_value(forest).map_err(|e| LearnError::Model(e.to_string()))?;
+        let bad = |what: &str| {
+            LearnError::Model(format!(
+                "the forest's {what} do not read as smartcore 0.4 writes them"
+            ))
+        };
         let classes = v["classes"]
             .as_array()
             .ok_or_else(|| bad("classes"))?
             .iter()
             .map(|c| c.as_u64().map(|c| c as u8).ok_or_else(|| bad("classes")))
-            .collect::<Result<Vec<u8>, String>>()?;
+            .collect::<Result<Vec<u8>, LearnError>>()?;
         let mut f = Flat {
             classes,
             ..Default::default()
@@ -149,15 +155,15 @@ impl Flat {
     }
 
     /// The class a row gets.
-    fn predict(&self, row: &[f32]) -> Result<u8, String> {
+    fn predict(&self, row: &[f32]) -> Result<u8, LearnError> {
         let mut votes = [0usize; 8];
         for &root in &self.roots {
             let mut n = self.nodes[root as usize];
             // (Each tree's children lie after their parent: a walk ends within its nodes.)
             while n.output == u32::MAX {
-                let x = *row
-                    .get(n.feature as usize)
-                    .ok_or("a split on a feature the sample does not have")?;
+                let x = *row.get(n.feature as usize).ok_or_else(|| {
+                    LearnError::Model("a split on a feature the sample does not have".into())
+                })?;
                 n = self.nodes[if (x as f64) <= n.threshold {
                     n.left
                 } else {
@@ -166,7 +172,7 @@ impl Flat {
             }
             *votes
                 .get_mut(n.output as usize)
-                .ok_or("more than 8 classes")? += 1;
+                .ok_or_else(|| LearnError::Model("more than 8 classes".into()))? += 1;
         }
         let mut best = 0;
         for i in 1..self.classes.len() {
@@ -196,20 +202,21 @@ fn span(s: &Sample, shape: Shape) -> f32 {
 
 /// The forest's input: a sample's rows, then the time its recorded packets span (a
 /// tree splits on one value at a time; the rows' times alone would take two).
-fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, String> {
+fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, LearnError> {
     let cols = shape.n * FEATURES;
     let mut v = Vec::with_capacity(samples.len() * (cols + 1));
     for s in samples {
         if s.x.len() != cols {
-            return Err(format!(
+            return Err(LearnError::Model(format!(
                 "a sample of {} values where the model takes {cols}",
                 s.x.len()
-            ));
+            )));
         }
         v.extend_from_slice(&s.x);
         v.push(span(s, shape));
     }
-    DenseMatrix::new(samples.len(), cols + 1, v, false).map_err(|e| e.to_string())
+    DenseMatrix::new(samples.len(), cols + 1, v, false)
+        .map_err(|e| LearnError::Model(e.to_string()))
 }
 
 impl Model {
@@ -219,13 +226,13 @@ impl Model {
         attack: &[bool],
         shape: Shape,
         params: Params,
-    ) -> Result<Model, String> {
+    ) -> Result<Model, LearnError> {
         let n_attack = attack.iter().filter(|a| **a).count();
         if n_attack == 0 || n_attack == attack.len() {
-            return Err(format!(
+            return Err(LearnError::Train(format!(
                 "training needs both benign and attack samples ({} benign, {n_attack} attack)",
                 attack.len() - n_attack
-            ));
+            )));
         }
         let x = matrix(samples, shape)?;
         let y: Vec<u8> = attack.iter().map(|a| *a as u8).collect();
@@ -233,7 +240,7 @@ impl Model {
             .with_n_trees(params.trees)
             .with_max_depth(params.max_depth)
             .with_seed(params.seed);
-        let forest = Forest::fit(&x, &y, p).map_err(|e| e.to_string())?;
+        let forest = Forest::fit(&x, &y, p).map_err(|e| LearnError::Train(e.to_string()))?;
         Ok(Model {
             format: FORMAT.into(),
             shape,
@@ -245,7 +252,7 @@ impl Model {
     }
 
     /// Whether each sample is an attack.
-    pub fn predict(&self, samples: &[&Sample]) -> Result<Vec<bool>, String> {
+    pub fn predict(&self, samples: &[&Sample]) -> Result<Vec<bool>, LearnError> {
         if samples.is_empty() {
             return Ok(Vec::new());
         }
@@ -256,24 +263,25 @@ impl Model {
                 let h = s.spawn(|| self.predict_on(a));
                 (self.predict_on(b), h.join())
             });
-            let mut v = rb.map_err(|_| "a classifier thread panicked".to_string())??;
+            let mut v =
+                rb.map_err(|_| LearnError::Model("a classifier thread panicked".into()))??;
             v.extend(ra?);
             return Ok(v);
         }
         self.predict_on(samples)
     }
 
-    fn predict_on(&self, samples: &[&Sample]) -> Result<Vec<bool>, String> {
+    fn predict_on(&self, samples: &[&Sample]) -> Result<Vec<bool>, LearnError> {
         let cols = self.shape.n * FEATURES;
         let mut row = vec![0f32; cols + 1];
         samples
             .iter()
             .map(|s| {
                 if s.x.len() != cols {
-                    return Err(format!(
+                    return Err(LearnError::Model(format!(
                         "a sample of {} values where the model takes {cols}",
                         s.x.len()
-                    ));
+                    )));
                 }
                 row[..cols].copy_from_slice(&s.x);
                 row[cols] = span(s, self.shape);
@@ -283,29 +291,38 @@ impl Model {
     }
 
     /// smartcore's own prediction (what the flat trees are checked against).
-    pub fn predict_smartcore(&self, samples: &[&Sample]) -> Result<Vec<bool>, String> {
+    pub fn predict_smartcore(&self, samples: &[&Sample]) -> Result<Vec<bool>, LearnError> {
         let x = matrix(samples, self.shape)?;
-        let y = self.forest.predict(&x).map_err(|e| e.to_string())?;
+        let y = self
+            .forest
+            .predict(&x)
+            .map_err(|e| LearnError::Model(e.to_string()))?;
         Ok(y.into_iter().map(|v| v == 1).collect())
     }
 
     /// Reads a model from its JSON text.
-    pub fn from_json(text: &str) -> Result<Model, String> {
-        let mut m: Model = serde_json::from_str(text).map_err(|e| format!("not a model: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Model, LearnError> {
+        let mut m: Model = serde_json::from_str(text)
+            .map_err(|e| LearnError::Model(format!("not a model: {e}")))?;
         m.flat = Flat::of(&m.forest)?;
         if m.format != FORMAT {
-            return Err(format!("format {:?}, expected {FORMAT:?}", m.format));
+            return Err(LearnError::Model(format!(
+                "format {:?}, expected {FORMAT:?}",
+                m.format
+            )));
         }
         if m.shape.n == 0 || m.shape.t_ns == 0 {
-            return Err("a window of no packets or no time".into());
+            return Err(LearnError::Model(
+                "a window of no packets or no time".into(),
+            ));
         }
         Ok(m)
     }
 
     /// Reads a model file.
-    pub fn load(path: &std::path::Path) -> Result<Model, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Model::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &std::path::Path) -> Result<Model, LearnError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LearnError::file(path, e))?;
+        Model::from_json(&text).map_err(|e| LearnError::file(path, e))
     }
 
     /// The model built into the binary.

@@ -44,15 +44,7 @@ pub fn key_addr(k: &GrantKey) -> IpAddr {
     addr_ip(k.family, &k.addr)
 }
 
-/// An address as the kernel's keys and events hold it: `family` [`FAMILY_V6`] (6) or
-/// IPv4 (4, in the first 4 bytes).
-pub fn addr_ip(family: u8, a: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_V6 {
-        IpAddr::from(*a)
-    } else {
-        IpAddr::from([a[0], a[1], a[2], a[3]])
-    }
-}
+pub use crate::types::addr_ip;
 
 /// Seconds since the epoch, as a float (events carry it).
 pub fn unix_now() -> f64 {

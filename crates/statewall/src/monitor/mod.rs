@@ -687,7 +687,7 @@ pub fn merge(per_cpu: &[CryptoVal]) -> CryptoVal {
 
 /// An address of a session as an `IpAddr`.
 pub fn ip(family: u8, a: &[u8; 16]) -> IpAddr {
-    crate::gate::addr_ip(family, a)
+    crate::types::addr_ip(family, a)
 }
 
 /// The daemon's monitor instances, by name.
