@@ -23,7 +23,7 @@ use std::{
 
 use statewall::detect::learn::{Entry, Manifest};
 
-use crate::netns::Pair;
+use crate::{netns::Pair, rng::Rng};
 
 /// The victim.
 pub const VICTIM: &str = "10.77.0.2/32";
@@ -78,27 +78,6 @@ impl Plan {
     pub fn file(&self) -> String {
         let s = if self.spoofed { "-spoofed" } else { "" };
         format!("{}-{}{s}-{}.pcap", self.set, self.kind.name(), self.seed)
-    }
-}
-
-/// SplitMix64: the generator's choices, from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.next() as usize % v.len()]
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`bench`]: `statewall bench` (per-packet costs, time to open, figures);
 //! - [`demo`]: `statewall demo`;
 //! - [`dataset`]: labelled captures for the learned classifier (`statewall dataset`);
+//! - [`rng`]: SplitMix64 for reproducible choices;
 //! - [`fuzzing`]: the entry points the fuzz targets and their corpus replay share.
 //!
 //! ```no_run
@@ -27,4 +28,5 @@ pub mod fuzzing;
 pub mod fwknopd;
 pub mod netns;
 pub mod packet;
+pub mod rng;
 pub mod testrun;

@@ -13,28 +13,16 @@ use statewall_common::{
 use crate::{
     bench::{interleave, ratio_row, row, Row, RUNS},
     packet::Packet,
+    rng::Rng,
     testrun::TestBed,
 };
 
 /// The detectors' threshold in this bench (packets a second to one destination).
 const THRESHOLD: u64 = 1000;
 
-/// splitmix64: the bench's sources and ports, the same every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// A flood frame of `kind` towards `dst`, from a random source of 10.100.0.0/14.
 fn frame(kind: &str, rng: &mut Rng, dst: std::net::IpAddr) -> Vec<u8> {
-    let r = rng.next().to_le_bytes();
+    let r = rng.next_u64().to_le_bytes();
     let src = std::net::IpAddr::from([10, 100 + (r[0] & 3), r[1], r[2]]);
     let port = 1024 + u16::from_le_bytes([r[3], r[4]]) % 64000;
     match kind {
