@@ -8,8 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use statewall::detect::{
-    capture,
-    learn::{evaluate, Eval, Labels, Manifest},
+    learn::{evaluate, read_capture, Eval, Labels, Manifest},
     model::{Model, Params},
     windows::Shape,
 };
@@ -180,7 +179,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
     let caps = a.source.captures(&a.files)?;
     let mut total = Eval::default();
     for (path, labels) in &caps {
-        let c = capture::read_file(path).map_err(anyhow::Error::msg)?;
+        let c = read_capture(path).map_err(anyhow::Error::msg)?;
         let e = evaluate(&c.packets, &model, labels).map_err(anyhow::Error::msg)?;
         if !a.json {
             let name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -119,15 +119,6 @@ pub fn read(b: &[u8]) -> Result<Capture, CaptureError> {
     }
 }
 
-/// Reads a capture file.
-pub fn read_file(path: &std::path::Path) -> Result<Capture, super::error::LearnError> {
-    let b = std::fs::read(path).map_err(|e| super::error::LearnError::file(path, e))?;
-    read(&b).map_err(|err| super::error::LearnError::Capture {
-        path: path.display().to_string(),
-        err,
-    })
-}
-
 fn u32_at(b: &[u8], off: usize, be: bool) -> Option<u32> {
     let w: [u8; 4] = b.get(off..off + 4)?.try_into().ok()?;
     Some(if be {

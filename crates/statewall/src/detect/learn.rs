@@ -23,6 +23,15 @@ use super::{
 };
 use crate::types::addr_ip;
 
+/// Reads a capture file.
+pub fn read_capture(path: &Path) -> Result<capture::Capture, LearnError> {
+    let b = std::fs::read(path).map_err(|e| LearnError::file(path, e))?;
+    capture::read(&b).map_err(|err| LearnError::Capture {
+        path: path.display().to_string(),
+        err,
+    })
+}
+
 /// Who attacks whom.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Labels {
@@ -135,7 +144,7 @@ pub fn train(
     let mut all: Vec<Sample> = Vec::new();
     let mut y = Vec::new();
     for (path, labels) in captures {
-        let c = capture::read_file(path)?;
+        let c = read_capture(path)?;
         let l = labelled(&c.packets, shape, labels);
         for s in l.windows.samples {
             y.push(labels.attack(&s.key));
