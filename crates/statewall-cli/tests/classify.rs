@@ -298,6 +298,14 @@ fn broken_captures_say_where() {
     other[20] = 105;
     let e = capture::read(&other).unwrap_err();
     assert!(e.to_string().contains("link type 105"), "{e}");
+    // A record whose length on the wire is 4 GiB: read, padded no further than an IP
+    // packet can be (its IP header's length rules), not allocated at the claimed size.
+    let f = Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 1, 2).build();
+    let mut huge = capture::write_pcap(&[(1, f.clone())], 1500);
+    huge[24 + 12..24 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let c = capture::read(&huge).unwrap();
+    assert_eq!(c.packets.len(), 1);
+    assert_eq!(c.packets[0].pkt_len, 0xffff);
     let ng = pcapng(1, 6, 1_000_000, &[(5, vec![0; 60], 60)], 60);
     let mut bad = ng.clone();
     // The packet block's interface id: 3, never described.

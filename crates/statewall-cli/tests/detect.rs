@@ -758,7 +758,8 @@ fn hping3_syn_flood(b: &Bed, sources: &[&str], pps: u64, secs: u64, during: impl
 
 /// The learned classifier, live, `enforce`, with the in-kernel detectors off: a spoofed
 /// SYN flood from four sources (one of them allowlisted) is classified in a window of its
-/// own monitor, the three others are blocked with the flow that made each, their SYNs stop
+/// own monitor, two others are blocked with the flow that made each (the last is blocked by
+/// hand beforehand, and the classifier leaves that block as it is), their SYNs stop
 /// reaching the server, the legitimate client's round trips keep working (and it is never
 /// blocked), the allowlisted source is counted and never blocked, and the blocks lapse
 /// after the flood. Then `monitor` mode: the same flood is detected, nothing is blocked.
@@ -794,7 +795,16 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
         let lg = legit(&b);
         lg.round_trip(&b);
         let sources = ["10.100.1.1", "10.101.2.2", "10.102.3.3", "10.103.4.4"];
-        let blocked = ["10.100.1.1/32", "10.101.2.2/32", "10.102.3.3/32"];
+        let blocked = ["10.100.1.1/32", "10.101.2.2/32"];
+        // One source is blocked by hand, until released: the classifier leaves its block
+        // as it is (no expiry, its own row).
+        let (rc, _, err) = cli(&b.p, &["detect", "block", "10.102.3.3"]);
+        assert_eq!(rc, 0, "{err}");
+        let by_hand = |ms: &[Value]| {
+            ms.iter()
+                .find(|m| m["target"] == "10.102.3.3/32")
+                .is_some_and(|m| m["detector"] == "block" && m["left_s"].is_null())
+        };
         let seen_all = AtomicBool::new(false);
         let reached_after = std::sync::Mutex::new(None::<(Instant, u64)>);
         hping3_syn_flood(&b, &sources, 500, 9, || {
@@ -803,7 +813,9 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
             for m in &ms {
                 assert_ne!(m["target"], "10.77.0.1/32", "the legitimate client: {ms:?}");
                 assert_ne!(m["target"], "10.103.4.4/32", "allowlisted: {ms:?}");
+                assert_ne!(m["target"], "10.77.0.2/32", "the victim: {ms:?}");
             }
+            assert!(by_hand(&ms), "{ms:?}");
             let all = blocked.iter().all(|t| {
                 ms.iter()
                     .any(|m| m["detector"] == "classifier" && m["target"] == *t)
@@ -820,7 +832,11 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
         assert!(c["allowlisted"].as_u64().unwrap() >= 1, "{c}");
         if mode == "monitor" {
             assert!(!seen_all.load(Ordering::Relaxed));
-            assert!(mitigations(&b.d).is_empty(), "monitor mode blocks nothing");
+            let ms = mitigations(&b.d);
+            assert!(
+                row(&ms, "classifier").is_none(),
+                "monitor mode blocks nothing: {ms:?}"
+            );
             continue;
         }
         assert!(seen_all.load(Ordering::Relaxed), "never blocked: {v}");
@@ -834,7 +850,8 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
             "{m}"
         );
         // After the blocks: at most the allowlisted source's SYNs (500/s) and the
-        // legitimate client's segments reached the server, not the other 1,500/s.
+        // legitimate client's segments reached the server, not the other 1,500/s (one
+        // source of them blocked by hand from the start).
         let (t, before) = reached_after.lock().unwrap().unwrap();
         let secs = t.elapsed().as_secs_f64();
         let got = received(&b, "tcp") - before;
@@ -851,6 +868,7 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
         eventually("the classifier's blocks lapsed after the flood", || {
             row(&mitigations(&b.d), "classifier").is_none()
         });
+        assert!(by_hand(&mitigations(&b.d)), "the block by hand stays");
         lg.round_trip(&b);
     }
 }

@@ -112,8 +112,15 @@ pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
     if !(a.window > 0.0 && a.window <= 3600.0) {
         anyhow::bail!("--window {}: more than 0, at most 3600 seconds", a.window);
     }
-    if !(1..=64).contains(&a.packets) {
-        anyhow::bail!("--packets {}: 1 to 64", a.packets);
+    if !(1..=statewall::detect::model::MAX_PACKETS).contains(&a.packets) {
+        anyhow::bail!(
+            "--packets {}: 1 to {}",
+            a.packets,
+            statewall::detect::model::MAX_PACKETS
+        );
+    }
+    if a.window < 1e-6 {
+        anyhow::bail!("--window {}: at least a microsecond", a.window);
     }
     let shape = Shape {
         t_ns: (a.window * 1e9) as u64,

@@ -2,9 +2,16 @@
 //! drop counters grow (the monitor no longer sees what a block drops) and forgotten when
 //! gone; once per model window, a window is read and classified (on a blocking thread: a
 //! read waits a grace period) and, under `enforce`, each attacking source is blocked for
-//! `[detect] expiry`, unless allowlisted or `max_blocks` are held.
+//! `[detect] expiry`, unless allowlisted, one of the watched interfaces' own addresses, or
+//! `max_blocks` are held; a block made by hand is never touched.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use statewall_common::detect::Block;
 
 use crate::{
     daemon::state::Shared,
@@ -22,39 +29,59 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Classifier> {
 /// The task.
 pub async fn run(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut since_read = Duration::ZERO;
+    // Reads once per model window, on their own clock (a window of 2.5 s is read every
+    // 2.5 s, not every 3).
+    let mut window = Duration::ZERO;
+    let mut reads = tokio::time::interval(Duration::from_secs(3600));
     loop {
         let mut r = rx.clone();
-        tokio::select! {
-            _ = tick.tick() => {}
+        let read_now = tokio::select! {
+            _ = tick.tick() => false,
+            _ = reads.tick() => true,
             _ = r.wait_for(|v| *v) => return Ok(()),
-        }
-        rearm(&s);
-        since_read += Duration::from_secs(1);
-        let window = match lock(&s).live.as_ref() {
-            Some(l) => Duration::from_nanos(l.model.shape.t_ns),
-            None => continue,
         };
-        if since_read < window {
+        let w = lock(&s)
+            .live
+            .as_ref()
+            .map(|l| Duration::from_nanos(l.model.shape.t_ns));
+        match w {
+            Some(w) if w != window => {
+                // A new model (start, reload): its window, first read one window from now.
+                window = w;
+                reads = tokio::time::interval_at(tokio::time::Instant::now() + w, w);
+                reads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                continue;
+            }
+            None => {
+                window = Duration::ZERO;
+                rearm(&s);
+                continue;
+            }
+            _ => {}
+        }
+        if !read_now {
+            rearm(&s);
             continue;
         }
-        since_read = Duration::ZERO;
         let s2 = s.clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut c = lock(&s2);
-            c.live.as_mut().map(|l| l.window())
+            c.live.as_mut().map(|l| (l.window(), l.local_addrs()))
         })
         .await?;
         match read {
-            Some(Ok(d)) => act(&s, d),
-            Some(Err(e)) => tracing::warn!("detect classifier: reading its window: {e}"),
+            Some((Ok(d), local)) => act(&s, d, &local),
+            Some((Err(e), _)) => tracing::warn!("detect classifier: reading its window: {e}"),
             None => {}
         }
     }
 }
 
 /// Blocks the sources of `found` (under `enforce`) and keeps them as the last detections.
-fn act(s: &Shared, found: Vec<Detection>) {
+/// A source is blocked once a window however many of its flows were found; never one of
+/// the watched interfaces' own addresses (`local`) or an allowlisted one; and a block the
+/// classifier did not make (by hand, through the API) is left as it is.
+fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
     let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
     let Some(d) = g.config.detect.clone() else {
         return;
@@ -68,8 +95,23 @@ fn act(s: &Shared, found: Vec<Detection>) {
             "detect classifier: flows classified as attacks"
         );
     }
+    let existing: HashMap<Prefix, Block> = if d.mode == Mode::Enforce && !found.is_empty() {
+        match g.engine.detect_blocks() {
+            Ok(b) => b.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!("detect classifier: reading blocks: {e}");
+                return;
+            }
+        }
+    } else {
+        HashMap::new()
+    };
+    let mut done: HashSet<std::net::IpAddr> = HashSet::new();
     for det in &found {
-        if allow.iter().any(|p| p.contains(det.source)) {
+        if !done.insert(det.source) {
+            continue;
+        }
+        if local.contains(&det.source) || allow.iter().any(|p| p.contains(det.source)) {
             c.allowlisted += 1;
             continue;
         }
@@ -78,11 +120,18 @@ fn act(s: &Shared, found: Vec<Detection>) {
         }
         let p = Prefix::new(det.source, if det.source.is_ipv4() { 32 } else { 128 });
         let known = c.held.contains_key(&p);
+        if existing.contains_key(&p) && !known {
+            // Blocked by hand: its expiry stays the one given.
+            continue;
+        }
         if !known && c.held.len() >= max {
             c.refused += 1;
             continue;
         }
         let until = g.engine.kernel_now() + d.expiry.0.as_nanos() as u64;
+        if existing.get(&p).is_some_and(|b| b.expires_ns >= until) {
+            continue;
+        }
         match g.engine.detect_block(&p, until) {
             Ok(()) => {
                 let reason = format!(
@@ -126,8 +175,8 @@ fn rearm(s: &Shared) {
         c.held.clear();
         return;
     };
-    let blocks = match g.engine.detect_blocks() {
-        Ok(b) => b,
+    let blocks: HashMap<Prefix, Block> = match g.engine.detect_blocks() {
+        Ok(b) => b.into_iter().collect(),
         Err(e) => {
             tracing::warn!("detect classifier: reading blocks: {e}");
             return;
@@ -136,7 +185,7 @@ fn rearm(s: &Shared) {
     let now = g.engine.kernel_now();
     let mut gone = Vec::new();
     for (p, h) in c.held.iter_mut() {
-        let Some((_, b)) = blocks.iter().find(|(q, _)| q == p) else {
+        let Some(b) = blocks.get(p) else {
             gone.push(*p);
             continue;
         };

@@ -32,6 +32,10 @@ fn err<T>(offset: usize, msg: impl Into<String>) -> Result<T, CaptureError> {
     })
 }
 
+/// The longest frame a record is padded to: an IPv6 jumbo-free packet (65,535 bytes of
+/// payload and its 40-byte header) behind 2 VLAN tags and Ethernet.
+const MAX_WIRE: usize = 65_535 + 40 + 8 + 20;
+
 /// Link types read (the pcap `LINKTYPE_*` numbers).
 pub const LINK_ETHERNET: u32 = 1;
 /// Raw IPv4 or IPv6 (`LINKTYPE_RAW`).
@@ -81,6 +85,9 @@ impl Capture {
 /// The frame as an Ethernet frame of its length on the wire (`None`: a link type or
 /// protocol that carries no IP).
 fn ethernet(link: u32, data: &[u8], orig_len: usize) -> Option<Vec<u8>> {
+    // A length on the wire past what an IP packet can be is the file's claim, not the
+    // packet's: no frame is padded beyond the largest IP packet and its headers.
+    let orig_len = orig_len.min(data.len().max(MAX_WIRE));
     let (hdr, proto) = match link {
         LINK_ETHERNET => {
             let mut f = data.to_vec();

@@ -115,6 +115,45 @@ impl Live {
         })
     }
 
+    /// The addresses of the interfaces it watches (never blocked: on the host it protects,
+    /// these are the victim's own).
+    pub fn local_addrs(&self) -> Vec<IpAddr> {
+        let names = self.config.interfaces.clone();
+        crate::engine::netns::in_netns(self.config.netns.as_deref(), move || {
+            let mut out = Vec::new();
+            let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+            // SAFETY: getifaddrs fills `list`, freed below; each entry is read while the list
+            // lives, its address by its family.
+            unsafe {
+                if libc::getifaddrs(&mut list) != 0 {
+                    return out;
+                }
+                let mut p = list;
+                while !p.is_null() {
+                    let e = &*p;
+                    let name = std::ffi::CStr::from_ptr(e.ifa_name).to_string_lossy();
+                    if !e.ifa_addr.is_null() && names.iter().any(|n| *n == name) {
+                        match (*e.ifa_addr).sa_family as i32 {
+                            libc::AF_INET => {
+                                let a = &*(e.ifa_addr as *const libc::sockaddr_in);
+                                out.push(IpAddr::from(a.sin_addr.s_addr.to_ne_bytes()));
+                            }
+                            libc::AF_INET6 => {
+                                let a = &*(e.ifa_addr as *const libc::sockaddr_in6);
+                                out.push(IpAddr::from(a.sin6_addr.s6_addr));
+                            }
+                            _ => {}
+                        }
+                    }
+                    p = e.ifa_next;
+                }
+                libc::freeifaddrs(list);
+            }
+            out
+        })
+        .unwrap_or_default()
+    }
+
     /// The model's window shape, the session bound from the config.
     pub fn shape(&self) -> Shape {
         Shape {

@@ -21,6 +21,9 @@ use super::{
 
 type Forest = RandomForestClassifier<f32, u8, DenseMatrix<f32>, Vec<u8>>;
 
+/// The most packets a flow's sample may hold.
+pub const MAX_PACKETS: usize = 64;
+
 /// Samples from which a prediction is split over two threads.
 const PARALLEL_FROM: usize = 2048;
 
@@ -134,11 +137,15 @@ impl Flat {
                 f.nodes.push(node);
             }
             let end = f.nodes.len() as u32;
-            let inside = |i: u32| (base..end).contains(&i);
-            if f.nodes[base as usize..]
-                .iter()
-                .any(|n| n.output == u32::MAX && !(inside(n.left) && inside(n.right)))
-            {
+            if end == base {
+                return Err(bad("trees (one has no node)"));
+            }
+            // Children after their parent and inside the tree: a walk always ends.
+            if f.nodes[base as usize..].iter().enumerate().any(|(i, n)| {
+                let at = base + i as u32;
+                n.output == u32::MAX
+                    && !(n.left > at && n.left < end && n.right > at && n.right < end)
+            }) {
                 return Err(bad("children"));
             }
             if f.nodes[base as usize..]
@@ -259,13 +266,14 @@ impl Model {
         // Large windows in two halves, on two threads.
         if samples.len() >= PARALLEL_FROM {
             let (a, b) = samples.split_at(samples.len() / 2);
-            let (ra, rb) = std::thread::scope(|s| {
+            let (first, second) = std::thread::scope(|s| {
                 let h = s.spawn(|| self.predict_on(a));
-                (self.predict_on(b), h.join())
+                let second = self.predict_on(b);
+                (h.join(), second)
             });
             let mut v =
-                rb.map_err(|_| LearnError::Model("a classifier thread panicked".into()))??;
-            v.extend(ra?);
+                first.map_err(|_| LearnError::Model("a classifier thread panicked".into()))??;
+            v.extend(second?);
             return Ok(v);
         }
         self.predict_on(samples)
@@ -311,10 +319,21 @@ impl Model {
                 m.format
             )));
         }
-        if m.shape.n == 0 || m.shape.t_ns == 0 {
-            return Err(LearnError::Model(
-                "a window of no packets or no time".into(),
-            ));
+        if !(1..=MAX_PACKETS).contains(&m.shape.n) || m.shape.t_ns == 0 {
+            return Err(LearnError::Model(format!(
+                "a window of {} ns and {} packets a flow (1 to {MAX_PACKETS})",
+                m.shape.t_ns, m.shape.n
+            )));
+        }
+        let cols = m.shape.n * FEATURES + 1;
+        if m.flat
+            .nodes
+            .iter()
+            .any(|n| n.output == u32::MAX && n.feature as usize >= cols)
+        {
+            return Err(LearnError::Model(format!(
+                "a split on feature past the {cols} a sample has"
+            )));
         }
         Ok(m)
     }
@@ -397,5 +416,30 @@ mod tests {
         assert!(flat.iter().any(|a| *a) && flat.iter().any(|a| !*a));
         let seen = m.predict(&refs).unwrap();
         assert_eq!(seen, m.predict_smartcore(&refs).unwrap());
+        // Model files that would make a walk loop, panic or allocate without bound are
+        // refused.
+        let good: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+        let split = good["forest"]["trees"][0]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|n| !n["true_child"].is_null())
+            .unwrap();
+        let mut bad = good.clone();
+        bad["forest"]["trees"][0]["nodes"][split]["true_child"] = split.into();
+        assert!(Model::from_json(&bad.to_string()).is_err(), "a loop");
+        let mut bad = good.clone();
+        bad["forest"]["trees"][1]["nodes"] = serde_json::json!([]);
+        assert!(Model::from_json(&bad.to_string()).is_err(), "an empty tree");
+        let mut bad = good.clone();
+        bad["forest"]["trees"][0]["nodes"][split]["split_feature"] = 5000.into();
+        assert!(
+            Model::from_json(&bad.to_string()).is_err(),
+            "a feature past the sample"
+        );
+        let mut bad = good.clone();
+        bad["shape"]["n"] = 1_000_000_000u64.into();
+        assert!(Model::from_json(&bad.to_string()).is_err(), "n past 64");
+        assert!(Model::from_json(&good.to_string()).is_ok());
     }
 }

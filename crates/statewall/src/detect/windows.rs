@@ -228,7 +228,8 @@ pub fn samples(packets: &[PktRec], shape: Shape) -> Windows {
     let mut i = 0;
     while i < order.len() {
         let start = packets[order[i]].ts;
-        let end = start.saturating_add(shape.t_ns);
+        // (A window of 0 ns would never end.)
+        let end = start.saturating_add(shape.t_ns.max(1));
         let window = out.windows;
         out.windows += 1;
         // Flow -> its sample's index in `out.samples`; turned away flows map to None.
