@@ -3,7 +3,7 @@
 //! flag masks. They parse from and write back to the config file's notation; imports
 //! nothing of this crate.
 
-use std::{fmt, net::IpAddr};
+use std::{collections::HashMap, fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -385,5 +385,62 @@ pub fn addr_ip(family: u8, a: &[u8; 16]) -> IpAddr {
         IpAddr::from(*a)
     } else {
         IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}
+
+/// A fast hasher (a multiply-rotate over 64-bit words). Unseeded ([`FastMap`]) for keys
+/// the configuration decides (the firewall's bitsets, their hashes, prefixes), where a
+/// collision costs time, never a wrong answer; seeded once per process ([`Seeded`]) for
+/// keys traffic chooses (the classifier's flows), so that a colliding set found against
+/// one daemon does not carry to another.
+#[derive(Default)]
+pub struct WordHasher(u64);
+
+/// `HashMap`s with [`WordHasher`].
+pub type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<WordHasher>>;
+
+impl std::hash::Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        // Every bit of the state into the low bits a map indexes by.
+        let h = (self.0 ^ (self.0 >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_ne_bytes(c.try_into().unwrap_or_default()));
+        }
+        for b in chunks.remainder() {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, w: usize) {
+        self.write_u64(w as u64);
+    }
+}
+
+/// Builds [`WordHasher`]s that start from a random seed drawn once per process.
+#[derive(Clone, Copy)]
+pub struct Seeded(u64);
+
+impl Default for Seeded {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        Seeded(*SEED.get_or_init(|| {
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        }))
+    }
+}
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = WordHasher;
+    fn build_hasher(&self) -> WordHasher {
+        WordHasher(self.0)
     }
 }

@@ -106,6 +106,7 @@ fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
     } else {
         HashMap::new()
     };
+    let until = g.engine.kernel_now() + d.expiry.0.as_nanos() as u64;
     let mut done: HashSet<std::net::IpAddr> = HashSet::new();
     for det in &found {
         if !done.insert(det.source) {
@@ -128,7 +129,6 @@ fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
             c.refused += 1;
             continue;
         }
-        let until = g.engine.kernel_now() + d.expiry.0.as_nanos() as u64;
         if existing.get(&p).is_some_and(|b| b.expires_ns >= until) {
             continue;
         }
@@ -166,11 +166,12 @@ fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
 
 /// Re-arms the classifier's blocks whose drop count grew; forgets those gone.
 fn rearm(s: &Shared) {
-    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-    let mut c = lock(s);
-    if c.held.is_empty() {
+    // (Nothing held, the common case: the daemon's lock is not taken.)
+    if lock(s).held.is_empty() {
         return;
     }
+    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = lock(s);
     let Some(expiry) = g.config.detect.as_ref().map(|d| d.expiry.0) else {
         c.held.clear();
         return;

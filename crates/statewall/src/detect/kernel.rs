@@ -162,12 +162,14 @@ impl Engine {
     }
 
     /// The mitigations in force: the destinations the detectors' machines (`machines`:
-    /// machine index and detector) hold in `FLOOD`, then the blocks. `verifier` is the SYN
+    /// machine index and detector) hold in `FLOOD`, then the blocks (those in `held` are
+    /// the classifier's, with its reasons). `verifier` is the SYN
     /// verifier's machine index, whose global count is the SYN detector's drops.
     pub fn detect_mitigations(
         &self,
         machines: &[(usize, Configured)],
         verifier: Option<usize>,
+        held: &std::collections::HashMap<Prefix, super::live::Held>,
     ) -> Result<Vec<Mitigation>> {
         let now = self.kernel_now();
         let left = |t: u64| (t != 0).then(|| t.saturating_sub(now) as f64 / 1e9);
@@ -209,11 +211,15 @@ impl Engine {
             if !kd::blocks(&b, now) {
                 continue;
             }
+            let (detector, reason) = match held.get(&p) {
+                Some(h) => ("classifier", h.reason.clone()),
+                None => ("block", "blocked through the API".into()),
+            };
             out.push(Mitigation {
-                detector: "block".into(),
+                detector: detector.into(),
                 target: p.to_string(),
                 scope: "source",
-                reason: "blocked through the API".into(),
+                reason,
                 dropped: b.dropped,
                 left_s: left(b.expires_ns),
             });

@@ -30,7 +30,7 @@ pub struct Detection {
     pub source: IpAddr,
     /// The server it sent to.
     pub destination: IpAddr,
-    /// The flow, as `proto source:port -> destination:port`.
+    /// The flow, as `proto a:port <-> b:port` (the session key's order).
     pub flow: String,
     /// Its packets the window recorded (at most the model's `n`).
     pub packets: usize,

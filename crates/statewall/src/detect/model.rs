@@ -207,23 +207,30 @@ fn span(s: &Sample, shape: Shape) -> f32 {
     s.x[last * FEATURES] - s.x[0]
 }
 
-/// The forest's input: a sample's rows, then the time its recorded packets span (a
-/// tree splits on one value at a time; the rows' times alone would take two).
-fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, LearnError> {
+/// Appends the forest's input for one sample to `out`: its rows, then the time its
+/// recorded packets span (a tree splits on one value at a time; the rows' times alone
+/// would take two).
+fn input_row(s: &Sample, shape: Shape, out: &mut Vec<f32>) -> Result<(), LearnError> {
     let cols = shape.n * FEATURES;
-    let mut v = Vec::with_capacity(samples.len() * (cols + 1));
-    for s in samples {
-        if s.x.len() != cols {
-            return Err(LearnError::Model(format!(
-                "a sample of {} values where the model takes {cols}",
-                s.x.len()
-            )));
-        }
-        v.extend_from_slice(&s.x);
-        v.push(span(s, shape));
+    if s.x.len() != cols {
+        return Err(LearnError::Model(format!(
+            "a sample of {} values where the model takes {cols}",
+            s.x.len()
+        )));
     }
-    DenseMatrix::new(samples.len(), cols + 1, v, false)
-        .map_err(|e| LearnError::Model(e.to_string()))
+    out.extend_from_slice(&s.x);
+    out.push(span(s, shape));
+    Ok(())
+}
+
+/// The forest's input for `samples`, one row each.
+fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, LearnError> {
+    let cols = shape.n * FEATURES + 1;
+    let mut v = Vec::with_capacity(samples.len() * cols);
+    for s in samples {
+        input_row(s, shape, &mut v)?;
+    }
+    DenseMatrix::new(samples.len(), cols, v, false).map_err(|e| LearnError::Model(e.to_string()))
 }
 
 impl Model {
@@ -280,19 +287,12 @@ impl Model {
     }
 
     fn predict_on(&self, samples: &[&Sample]) -> Result<Vec<bool>, LearnError> {
-        let cols = self.shape.n * FEATURES;
-        let mut row = vec![0f32; cols + 1];
+        let mut row = Vec::with_capacity(self.shape.n * FEATURES + 1);
         samples
             .iter()
             .map(|s| {
-                if s.x.len() != cols {
-                    return Err(LearnError::Model(format!(
-                        "a sample of {} values where the model takes {cols}",
-                        s.x.len()
-                    )));
-                }
-                row[..cols].copy_from_slice(&s.x);
-                row[cols] = span(s, self.shape);
+                row.clear();
+                input_row(s, self.shape, &mut row)?;
                 Ok(self.flat.predict(&row)? == 1)
             })
             .collect()

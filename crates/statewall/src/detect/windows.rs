@@ -28,6 +28,8 @@ use statewall_common::{
     proto,
 };
 
+use crate::types::Seeded;
+
 /// Features per packet.
 pub const FEATURES: usize = 11;
 
@@ -162,62 +164,6 @@ pub fn features(r: &PktRec, start: u64, t_ns: u64) -> [f32; FEATURES] {
     ]
 }
 
-/// A hasher for session keys: FxHash's rotate, xor and multiply, from a seed drawn once per
-/// process (a flood chooses its keys: a colliding set found against one daemon does not
-/// carry to another; and a window's table is bounded by `max_flows`). SipHash cost about
-/// 2 ms of a 10,000-flow window.
-#[derive(Clone, Copy)]
-pub struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(i as u64);
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.write_u64(i as u64);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-}
-
-/// Builds [`KeyHasher`]s from a per-process random seed.
-#[derive(Clone, Copy)]
-pub struct KeyHash(u64);
-
-impl Default for KeyHash {
-    fn default() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        // The standard library's random keys, once per process.
-        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        KeyHash(*SEED.get_or_init(|| {
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        }))
-    }
-}
-
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.0)
-    }
-}
-
 /// The samples of `packets` (any order: they are taken by time).
 pub fn samples(packets: &[PktRec], shape: Shape) -> Windows {
     let mut order: Vec<usize> = (0..packets.len()).collect();
@@ -233,8 +179,10 @@ pub fn samples(packets: &[PktRec], shape: Shape) -> Windows {
         let window = out.windows;
         out.windows += 1;
         // Flow -> its sample's index in `out.samples`; turned away flows map to None.
-        let mut flows: HashMap<SessKey, Option<usize>, KeyHash> =
-            HashMap::with_capacity_and_hasher(1024, KeyHash::default());
+        // (Seeded: a flood chooses these keys. SipHash cost about 2 ms of a 10,000-flow
+        // window.)
+        let mut flows: HashMap<SessKey, Option<usize>, Seeded> =
+            HashMap::with_capacity_and_hasher(1024, Seeded::default());
         let mut taken = 0;
         while i < order.len() && packets[order[i]].ts < end {
             let r = &packets[order[i]];

@@ -1,7 +1,7 @@
 //! The classifier's sets and one chain's tables as the kernel holds them: the bitset table
 //! ([`Pool`]: each set once, counted, copied on write) and [`ChainKernel`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use statewall_common::firewall::{
     single_id, Bitset, ChainConf, MAX_RULES, SINGLE, SMALL_PER_CHAIN, WILD_SETS,
@@ -111,37 +111,7 @@ impl ChainKernel {
     }
 }
 
-/// A fast hasher (a multiply-rotate over 64-bit words) for the tables' own keys: bitsets,
-/// their hashes, prefixes. Not keyed: fine for maps whose keys the rules decide, where a
-/// collision costs time, never a wrong answer.
-#[derive(Default)]
-pub struct WordHasher(u64);
-
-/// `HashMap`s with [`WordHasher`].
-pub type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<WordHasher>>;
-
-impl std::hash::Hasher for WordHasher {
-    fn finish(&self) -> u64 {
-        // Every bit of the state into the low bits a map indexes by.
-        let h = (self.0 ^ (self.0 >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^ (h >> 33)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.write_u64(u64::from_ne_bytes(c.try_into().unwrap_or_default()));
-        }
-        for b in chunks.remainder() {
-            self.write_u64(*b as u64);
-        }
-    }
-    fn write_u64(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, w: usize) {
-        self.write_u64(w as u64);
-    }
-}
+pub use crate::types::{FastMap, WordHasher};
 
 /// Set hash -> id. Keyed by the hash alone (the set's words are in `Pool::sets`): growing
 /// or cleaning the map moves 12 bytes an entry, not a copy of each set. Two sets of one

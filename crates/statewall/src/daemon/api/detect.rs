@@ -67,19 +67,10 @@ fn detector_machines(g: &Inner) -> (Vec<(usize, Configured)>, Option<usize>) {
 /// holds are its rows, with their reasons.
 pub(crate) fn mitigations(s: &Shared, g: &Inner) -> Result<Vec<Mitigation>, ApiError> {
     let (machines, verifier) = detector_machines(g);
-    let mut ms = g
-        .engine
-        .detect_mitigations(&machines, verifier)
-        .map_err(ApiError::internal)?;
     let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
-    for m in ms.iter_mut().filter(|m| m.detector == "block") {
-        let held = Prefix::parse(&m.target).ok().and_then(|p| c.held.get(&p));
-        if let Some(h) = held {
-            m.detector = "classifier".into();
-            m.reason = h.reason.clone();
-        }
-    }
-    Ok(ms)
+    g.engine
+        .detect_mitigations(&machines, verifier, &c.held)
+        .map_err(ApiError::internal)
 }
 
 /// The classifier's part of `GET /api/v1/detect` (null without it).
