@@ -15,11 +15,15 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 # python3-venv holds kubernetes-validate, which checks the fleet manifest against Kubernetes'
 # schemas; nmap scans protected ports to show they answer like closed ones; ethtool turns
 # GRO on for the goodput bench; iputils-ping pings across the learning switch; hping3 sends
-# the real floods the detect stage is tested against).
+# the real floods the detect stage is tested against; etcd-server and etcd-client are the
+# fleet's shared store, started by the tests as their own clusters on loopback, and
+# protobuf-compiler with libprotobuf-dev (the well-known .proto files it imports) builds
+# the etcd client crate's gRPC bindings).
 PKGS=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
   iproute2 iperf3 nftables iptables knockd fwknop-client fwknop-server curl tcpdump tmux
   prometheus clang-22 libbpf-dev python3-venv nmap ethtool iputils-ping hping3
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -30,9 +34,18 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # No service a package ships may start while it installs (the packaged etcd would take
+  # the default ports): a policy-rc.d that refuses, for the length of the install only.
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   apt-get update -q >/dev/null || die "apt-get update failed"
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get install failed for: ${missing[*]}"
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
 else
   say "Debian packages present"
 fi
@@ -65,6 +78,23 @@ else
   /opt/statewall-tools/bin/pip install -q kubernetes-validate==1.37.0 \
     || die "pip install kubernetes-validate failed"
 fi
+
+# The packaged etcd service stays off (tests run their own members on ports they choose):
+# disabled where an init system manages it, and stopped if it runs on the default ports.
+command -v etcd >/dev/null || die "etcd missing after installing etcd-server"
+command -v etcdctl >/dev/null || die "etcdctl missing after installing etcd-client"
+command -v protoc >/dev/null || die "protoc missing after installing protobuf-compiler"
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl disable --now etcd.service >/dev/null 2>&1 || true
+elif command -v update-rc.d >/dev/null 2>&1 && [ -e /etc/init.d/etcd ]; then
+  update-rc.d etcd disable >/dev/null 2>&1 || true
+fi
+for pid in $(pgrep -x etcd || true); do
+  if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qv -- '--listen-client-urls'; then
+    say "stopping the packaged etcd service (pid $pid, default ports)"
+    kill "$pid" 2>/dev/null || true
+  fi
+done
 
 # cargo-nextest is not needed: make test uses cargo test.
 

@@ -144,6 +144,8 @@ pub const GRANT_BY_API: u32 = 1;
 pub const GRANT_BY_XFSM: u32 = 0x100;
 /// Grant origin: an SPA packet (pkd or fwknop).
 pub const GRANT_BY_SPA: u32 = 0x200;
+/// Grant origin: another host of the fleet (installed from the cluster's shared grants).
+pub const GRANT_BY_CLUSTER: u32 = 0x300;
 
 /// Counters of the gate stage (index into [`MAP_GATE_STATS`]).
 #[repr(u32)]

@@ -7,6 +7,7 @@
 //! - [`fwknopd`]: a real fwknopd in a namespace, for comparisons;
 //! - [`bench`]: `statewall bench` (per-packet costs, time to open, figures);
 //! - [`demo`]: `statewall demo`;
+//! - [`etcd`]: a real etcd cluster on loopback for the fleet tests;
 //! - [`dataset`]: labelled captures for the learned classifier (`statewall dataset`);
 //! - [`rng`]: SplitMix64 for reproducible choices;
 //! - [`fuzzing`]: the entry points the fuzz targets and their corpus replay share.
@@ -23,6 +24,7 @@
 
 pub mod bench;
 pub mod dataset;
+pub mod etcd;
 pub mod demo;
 pub mod fuzzing;
 pub mod fwknopd;

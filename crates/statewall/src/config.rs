@@ -89,6 +89,8 @@ pub struct Config {
     /// `[[monitor]]`: traffic monitors (ddos, crypto).
     #[serde(rename = "monitor")]
     pub monitors: Vec<crate::monitor::MonitorSpec>,
+    /// `[cluster]`: the fleet's shared state in etcd (off without the section).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// `[maps]`: sizes of the other tables, by map name ([`RESIZABLE_MAPS`]); set at the
     /// first start (a change needs `statewall teardown`).
     pub maps: std::collections::BTreeMap<String, u32>,
@@ -211,6 +213,13 @@ impl Config {
                 m.exempt = true;
                 cfg.machines.push(m);
             }
+        }
+        if let Some(c) = &cfg.cluster {
+            c.validate().map_err(|e| ConfigError::Invalid {
+                path: origin.into(),
+                at: format!("[cluster] {}", e.key),
+                message: e.msg,
+            })?;
         }
         cfg.validate(origin)?;
         Ok(cfg)

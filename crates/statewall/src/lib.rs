@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod detect;

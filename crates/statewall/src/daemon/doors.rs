@@ -87,9 +87,25 @@ pub fn on_kernel_event(s: &Shared, e: &Event) {
     });
     let Some(door) = door else { return };
     match e.reason {
-        reason::GRANTED => s.doors.opened(&door, source, "knock"),
+        reason::GRANTED => {
+            s.doors.opened(&door, source, "knock");
+            share_door(s, &door, source);
+        }
         reason::REVOKED => s.doors.closed(&door, source, false),
         _ => {}
+    }
+}
+
+/// Shares the grants a knock just opened with the cluster (`[cluster]`), with the
+/// expiries the kernel gave them.
+fn share_door(s: &Shared, door: &KnockConfig, source: IpAddr) {
+    let Some(link) = &s.cluster else { return };
+    let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let now = g.engine.kernel_now();
+    for key in door_keys(door, source) {
+        if let Ok(Some(v)) = g.engine.grant_of(&key) {
+            link.share(&key, v.expires_ns, now, "knock", &door.name);
+        }
     }
 }
 
@@ -141,6 +157,7 @@ pub fn manual_open(
         (k, secs)
     };
     s.doors.opened(&k.0, source, "api");
+    share_door(s, &k.0, source);
     Ok(k)
 }
 
@@ -152,6 +169,9 @@ pub fn manual_close(s: &Shared, door: &str, source: IpAddr) -> Result<bool, Door
         let mut any = false;
         for key in door_keys(&k, source) {
             any |= g.engine.revoke(&key)?;
+            if let Some(l) = &s.cluster {
+                l.unshare(&key);
+            }
         }
         (k, any)
     };

@@ -3,7 +3,8 @@
 //!
 //! Families: `statewall_up`, `statewall_task_restarts` (counter, label `task`), `statewall_gate_packets` (counter, label `outcome`),
 //! `statewall_detect_packets` (counter, label `what`), `statewall_detect_mitigations`
-//! (gauge, label `detector`), `statewall_detect_classifier` (counter, label `what`), `statewall_xfsm` (counter, label `what`), `statewall_xfsm_transition_packets` (counter,
+//! (gauge, label `detector`), `statewall_detect_classifier` (counter, label `what`), `statewall_cluster_up` and
+//! `statewall_cluster_pending` (gauges), `statewall_cluster` (counter, label `what`), `statewall_xfsm` (counter, label `what`), `statewall_xfsm_transition_packets` (counter,
 //! label `transition`), `statewall_door_events` (counter, label `kind`),
 //! `statewall_door_open_sources` (gauge, label `door`), `statewall_door_commands` (counter,
 //! label `outcome`), `statewall_fw_log_events` (counter, label `what`),
@@ -220,6 +221,29 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
                 &samples,
             );
         }
+    }
+    if let Some(l) = &s.cluster {
+        let st = l.status();
+        f.gauge(
+            "statewall_cluster_up",
+            "1 when the last request to the cluster's etcd succeeded, 0 while it cannot be reached.",
+            &[(String::new(), u64::from(st.up))],
+        );
+        f.gauge(
+            "statewall_cluster_pending",
+            "Grants, revocations and replay claims waiting for etcd.",
+            &[(String::new(), st.pending as u64)],
+        );
+        let samples: Vec<_> = st
+            .counts
+            .iter()
+            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+            .collect();
+        f.counter(
+            "statewall_cluster",
+            "The cluster link: replay claims made, replays refused, claims that failed, grants published, grants installed from other hosts, grants revoked from elsewhere, full reads, unreadable keys.",
+            &samples,
+        );
     }
     if let Ok(c) = g.engine.spa_counters() {
         let samples: Vec<_> = c

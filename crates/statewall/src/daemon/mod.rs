@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod classify;
+pub mod cluster;
 pub mod doors;
 pub mod durable;
 pub mod metrics;
@@ -184,7 +185,11 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     let tcp = bind_tcp(cfg.daemon.listen, "the API").await?;
     let metrics = bind_tcp(cfg.daemon.metrics_listen, "metrics").await?;
     let socket_path = cfg.daemon.socket.clone();
-    let shared = start_stages(cfg, &pins, config_path, overrides)?;
+    let link = match &cfg.cluster {
+        Some(c) => Some(cluster::Link::connect(c).await.context("[cluster]")?),
+        None => None,
+    };
+    let shared = start_stages(cfg, &pins, config_path, overrides, link)?;
     // Handlers first: a signal that comes as soon as the API answers must find them.
     let signals = Signals::new()?;
 
@@ -286,6 +291,7 @@ fn start_stages(
     pins: &Pins,
     config_path: Option<PathBuf>,
     overrides: Overrides,
+    cluster: Option<Arc<cluster::Link>>,
 ) -> anyhow::Result<Arc<Shared>> {
     let mut engine = Engine::open(pins, &cfg.map_sizes())?;
     tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");
@@ -354,6 +360,7 @@ fn start_stages(
         spa_triggers: Mutex::new(spa_triggers),
         spa_queue,
         spa_queue_full: Default::default(),
+        cluster,
     });
     spa::start_verifier(&shared, candidates).context("starting the SPA verifier thread")?;
     Ok(shared)
@@ -422,6 +429,10 @@ fn spawn_background(
     let (s, rx) = (shared.clone(), stop_rx.clone());
     sup.spawn(tasks, "detect_classifier", stop_rx.clone(), move || {
         classify::run(s.clone(), rx.clone())
+    });
+    let (s, rx) = (shared.clone(), stop_rx.clone());
+    sup.spawn(tasks, "cluster", stop_rx.clone(), move || {
+        cluster::run(s.clone(), rx.clone())
     });
 }
 

@@ -70,6 +70,7 @@ pub fn on_candidate(s: &Shared, c: &Candidate) {
             .clone();
         (r, triggers)
     };
+    let r = r.and_then(|a| claim(s, c, a, now));
     match r {
         Ok(a) => {
             let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,7 +80,10 @@ pub fn on_candidate(s: &Shared, c: &Candidate) {
                     .engine
                     .grant(*k, *secs, statewall_common::maps::GRANT_BY_SPA)
                 {
-                    Ok(_) => {
+                    Ok(until) => {
+                        if let Some(l) = &s.cluster {
+                            l.share(k, until, g.engine.kernel_now(), "spa", &a.name);
+                        }
                         opened.push(format!("{}/{}", crate::config::proto_name(k.proto), k.port))
                     }
                     Err(e) => {
@@ -130,6 +134,41 @@ pub fn on_candidate(s: &Shared, c: &Candidate) {
             } else {
                 tracing::debug!(source = %c.src, kind, reason = e.name(), "SPA refused");
             }
+        }
+    }
+}
+
+/// Claims an accepted packet's digest for the whole cluster (`[cluster]`): a digest
+/// another host claimed first is a replay; etcd out of reach refuses the packet or lets
+/// the local check stand, as `on_cluster_down` says. Without a cluster, nothing to do.
+fn claim(
+    s: &Shared,
+    c: &Candidate,
+    a: crate::spa::Accepted,
+    now: u64,
+) -> Result<crate::spa::Accepted, crate::spa::Reject> {
+    use super::cluster::Claim;
+    use crate::{cluster::OnDown, spa::Reject};
+    let Some(link) = &s.cluster else {
+        return Ok(a);
+    };
+    let refuse = |r: Reject| {
+        *s.spa
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts
+            .entry(r.name())
+            .or_default() += 1;
+        Err(r)
+    };
+    match link.claim(&a.digest, a.until, now) {
+        Claim::Mine => Ok(a),
+        // (Logged with the other refusals, at most once per reason every 10 s.)
+        Claim::Replay => refuse(Reject::Replay),
+        Claim::Down(OnDown::Refuse) => refuse(Reject::ClusterDown),
+        Claim::Down(OnDown::Local) => {
+            tracing::info!(source = %c.src, action = %a.name, "SPA accepted on the local replay check only (etcd unreachable; the claim is made when it returns)");
+            Ok(a)
         }
     }
 }

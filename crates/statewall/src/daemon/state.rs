@@ -108,6 +108,8 @@ pub struct Shared {
     /// Candidates turned away by a full queue (counted without the verifier's lock, which
     /// a verification holds).
     pub spa_queue_full: std::sync::atomic::AtomicU64,
+    /// The link to the fleet's etcd (`[cluster]`; read at start).
+    pub cluster: Option<Arc<super::cluster::Link>>,
 }
 impl Shared {
     /// Whether a monitor of the config has this name.
@@ -148,6 +150,8 @@ pub struct Status {
     /// Stored objects whose names break today's naming rule (made before it): they keep
     /// working; rename them by making them again under a new name.
     pub names_against_the_rule: Vec<NamedObject>,
+    /// The link to the fleet's etcd (`[cluster]`), when configured.
+    pub cluster: Option<super::cluster::LinkStatus>,
 }
 
 /// A named object: its kind (`firewall`, `dynmon`) and name.
@@ -199,6 +203,7 @@ pub fn status(g: &Inner) -> Status {
                 name: n.clone(),
             })
             .collect(),
+        cluster: None,
     }
 }
 /// Re-reads the config and applies it. A config that does not load changes nothing; a

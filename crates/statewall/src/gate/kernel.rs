@@ -132,19 +132,36 @@ impl Engine {
     /// Adds or extends a grant. A full table refuses it, and so does a length whose expiry
     /// does not fit in the kernel clock.
     pub fn grant(&mut self, key: GrantKey, seconds: u64, origin: u32) -> Result<u64> {
-        let mut expires_ns = seconds
+        let expires_ns = seconds
             .checked_mul(1_000_000_000)
             .and_then(|ns| ns.checked_add(self.kernel_now()))
             .ok_or_else(|| EngineError::Map {
                 map: MAP_GATE_GRANTS.into(),
                 msg: format!("a grant of {seconds} s ends past the kernel clock's range"),
             })?;
+        self.grant_until(key, expires_ns, origin)
+    }
+
+    /// Adds or extends a grant until `expires_ns` (kernel clock); returns the expiry in
+    /// force (a later one already there stays: extending never shortens). A full table
+    /// refuses it.
+    pub fn grant_until(&mut self, key: GrantKey, expires_ns: u64, origin: u32) -> Result<u64> {
+        let mut expires_ns = expires_ns;
         let md = self.map_mut_checked(MAP_GATE_GRANTS)?;
         let mut h: BpfHashMap<&mut MapData, GrantKey, GrantValue> =
             BpfHashMap::try_from(md).map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
-        // Extending never shortens a grant.
+        let mut origin = origin;
         if let Ok(cur) = h.get(&key, 0) {
+            if cur.expires_ns >= expires_ns {
+                // Nothing to extend: the grant in force stays as it is, origin included.
+                return Ok(cur.expires_ns);
+            }
             expires_ns = expires_ns.max(cur.expires_ns);
+            origin = if origin == statewall_common::maps::GRANT_BY_CLUSTER {
+                cur.origin
+            } else {
+                origin
+            };
         }
         h.insert(
             key,
@@ -166,6 +183,18 @@ impl Engine {
             e => map_err(MAP_GATE_GRANTS, e),
         })?;
         Ok(expires_ns)
+    }
+
+    /// The grant of `key`, when there is one (expired or not).
+    pub fn grant_of(&self, key: &GrantKey) -> Result<Option<GrantValue>> {
+        let h: BpfHashMap<&MapData, GrantKey, GrantValue> =
+            BpfHashMap::try_from(self.pinned(MAP_GATE_GRANTS)?)
+                .map_err(|e| map_err(MAP_GATE_GRANTS, e))?;
+        match h.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(MAP_GATE_GRANTS, e)),
+        }
     }
 
     /// Removes a grant; false when there was none.

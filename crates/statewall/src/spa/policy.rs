@@ -32,6 +32,9 @@ pub enum Reject {
     /// Valid, but the action's `min_interval` since this source's last accepted knock has
     /// not passed.
     RateLimited,
+    /// The cluster's replay claim could not be made (etcd unreachable) and
+    /// `[cluster] on_cluster_down = "refuse"`.
+    ClusterDown,
 }
 
 impl Reject {
@@ -46,11 +49,12 @@ impl Reject {
             Reject::NotAllowed => "not_allowed",
             Reject::CacheFull => "cache_full",
             Reject::RateLimited => "rate_limited",
+            Reject::ClusterDown => "cluster_down",
         }
     }
 
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Malformed,
         Reject::NoMatch,
         Reject::BadDigest,
@@ -59,6 +63,7 @@ impl Reject {
         Reject::NotAllowed,
         Reject::CacheFull,
         Reject::RateLimited,
+        Reject::ClusterDown,
     ];
 }
 

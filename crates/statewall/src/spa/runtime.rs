@@ -51,6 +51,10 @@ pub struct Accepted {
     pub names: Vec<String>,
     /// Grants: (key, seconds).
     pub grants: Vec<(statewall_common::maps::GrantKey, u64)>,
+    /// The packet's digest, as the replay cache keeps it.
+    pub digest: [u8; 32],
+    /// Until when (Unix seconds) the digest is kept: past the packet's acceptance window.
+    pub until: u64,
 }
 
 /// Replay entries of packets whose clock is not checked are kept this long.
@@ -164,7 +168,8 @@ impl SpaRuntime {
                     .map(|a| a.name.as_str())
                     .collect::<Vec<_>>()
                     .join(",");
-                self.replay.insert(digest, now + keep, now)?;
+                let until = now + keep;
+                self.replay.insert(digest, until, now)?;
                 let names: Vec<String> = acts.iter().map(|a| a.name.clone()).collect();
                 if self.last.len() > 65536 {
                     let horizon = self
@@ -183,6 +188,8 @@ impl SpaRuntime {
                     name,
                     names,
                     grants,
+                    digest,
+                    until,
                 })
             }
             KIND_FWKNOP => {
@@ -197,9 +204,11 @@ impl SpaRuntime {
                 }
                 let r = fwknop_check(&c.payload, c.src, now, &self.setup.fwknop)?;
                 let s = &self.setup.fwknop[r.stanza];
-                self.replay
-                    .insert(r.digest, now + (2 * s.skew).max(60), now)?;
+                let until = now + (2 * s.skew).max(60);
+                self.replay.insert(r.digest, until, now)?;
                 Ok(Accepted {
+                    digest: r.digest,
+                    until,
                     name: s.name.clone(),
                     names: vec![s.name.clone()],
                     grants: r

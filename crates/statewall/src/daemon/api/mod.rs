@@ -134,6 +134,7 @@ pub async fn server_timing(req: axum::extract::Request, next: axum::middleware::
 
 async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
     let mut st = crate::daemon::state::status(&lock(&s));
+    st.cluster = s.cluster.as_ref().map(|l| l.status());
     let dyn_names: Vec<String> = s
         .dynmon
         .lock()
@@ -295,7 +296,8 @@ async fn grant(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
             list.join(", ")
         )));
     }
-    g.engine
+    let until = g
+        .engine
         .grant(key, r.seconds, GRANT_BY_API)
         .map_err(|e| match e {
             crate::engine::EngineError::TableFull { .. } => {
@@ -303,6 +305,9 @@ async fn grant(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
             }
             e => ApiError::internal(e),
         })?;
+    if let Some(l) = &s.cluster {
+        l.share(&key, until, g.engine.kernel_now(), "api", "");
+    }
     tracing::info!(addr = %r.addr, proto = %r.proto, port = r.port, seconds = r.seconds, "grant added by API");
     Ok((StatusCode::CREATED, Json(json!({"granted": true}))).into_response())
 }
@@ -322,8 +327,13 @@ async fn revoke(
     let Query(q) = q.map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))?;
     let key = grant_key(q.addr, &q.proto, q.port)?;
     let mut g = lock(&s);
-    if g.engine.revoke(&key).map_err(ApiError::internal)? {
-        Ok(Json(json!({"revoked": true})).into_response())
+    let here = g.engine.revoke(&key).map_err(ApiError::internal)?;
+    // In a cluster the grant may live on other hosts only: revoked everywhere.
+    if let Some(l) = &s.cluster {
+        l.unshare(&key);
+    }
+    if here || s.cluster.is_some() {
+        Ok(Json(json!({"revoked": here, "cluster": s.cluster.is_some()})).into_response())
     } else {
         Err(ApiError(
             StatusCode::NOT_FOUND,

@@ -1,0 +1,187 @@
+//! A real etcd cluster for tests and benchmarks: Debian's `etcd` members on loopback, on
+//! ports chosen here, data in a temporary directory; members can be stopped and started
+//! again; everything is killed and removed on drop.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// One member.
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+/// A cluster of members on 127.0.0.1.
+pub struct Etcd {
+    dir: PathBuf,
+    members: Vec<Member>,
+    initial: String,
+}
+
+/// `n` free loopback ports (held together while chosen, so that they differ).
+fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl Etcd {
+    /// Starts `n` members (a new cluster) and waits until it has a leader.
+    pub fn start(n: usize) -> Etcd {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "statewall-etcd-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports = free_ports(2 * n);
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: ports[2 * i],
+                peer: ports[2 * i + 1],
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut e = Etcd {
+            dir,
+            members,
+            initial,
+        };
+        for i in 0..n {
+            e.spawn(i);
+        }
+        e.wait_healthy();
+        e
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let data = self.dir.join(&m.name);
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", m.name))).unwrap();
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "statewall-test"])
+            // Fast elections: a member killed by a test is replaced within a second.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd (Debian's etcd-server; scripts/setup.sh installs it)");
+        self.members[i].child = Some(child);
+    }
+
+    /// The client URLs of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// The client URL of member `i`.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client)
+    }
+
+    /// Runs `etcdctl` against the running members; its output.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let eps: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect();
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", eps.join(",")))
+            .args(["--command-timeout", "5s"])
+            .args(args)
+            .output()
+            .expect("run etcdctl (Debian's etcd-client)")
+    }
+
+    /// Waits (at most a minute: a hang guard) until every running member is healthy.
+    pub fn wait_healthy(&self) {
+        let t0 = Instant::now();
+        loop {
+            let out = self.ctl(&["endpoint", "health"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "etcd not healthy: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills member `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].child.is_none(), "member {i} is running");
+        self.spawn(i);
+    }
+
+    /// The members' logs.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for m in &self.members {
+            let p = self.dir.join(format!("{}.log", m.name));
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                let tail: Vec<&str> = t.lines().rev().take(20).collect();
+                s.push_str(&format!("--- {} ---\n", m.name));
+                for l in tail.into_iter().rev() {
+                    s.push_str(l);
+                    s.push('\n');
+                }
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

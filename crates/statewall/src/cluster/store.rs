@@ -1,0 +1,320 @@
+//! The cluster's store: etcd through its v3 API (the `etcd-client` crate), the few
+//! operations the fleet needs, each bounded by the configured request timeout.
+//!
+//! Leases are shared: a claim or a grant takes the lease of its expiry rounded up to the
+//! next [`LEASE_STEP`] seconds, made once and reused, so that a claim is one transaction
+//! and a grant one put, not a lease grant each.
+
+use std::{
+    collections::BTreeMap,
+    sync::Mutex,
+    time::Duration,
+};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
+};
+
+use super::{grants::SharedGrant, ClusterConfig};
+
+/// Leases end on multiples of this many seconds (Unix time).
+pub const LEASE_STEP: u64 = 10;
+
+/// What went wrong talking to etcd.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A certificate or key file could not be read.
+    #[error("[cluster] {key}: {path}: {msg}")]
+    File {
+        /// The config key.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What the system said.
+        msg: String,
+    },
+    /// etcd did not answer within the request timeout.
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    /// etcd (or the way to it) answered with an error.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// A watch was cancelled by etcd; `compacted` is etcd's oldest revision when the
+    /// revision asked for was compacted away.
+    #[error("etcd cancelled the watch ({reason}; compacted up to {compacted})")]
+    WatchCancelled {
+        /// etcd's reason.
+        reason: String,
+        /// The compaction revision (0 when not compacted).
+        compacted: i64,
+    },
+}
+
+/// A change seen by a watch on the grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantChange {
+    /// A grant was written (made or extended).
+    Put(SharedGrant),
+    /// A grant's key was deleted: `before` is its last value (when etcd still had it).
+    Deleted {
+        /// The key.
+        key: String,
+        /// The value before the delete.
+        before: Option<SharedGrant>,
+    },
+    /// A key under the prefix that does not read as a grant.
+    Unreadable(String),
+}
+
+/// A connection to the cluster's etcd.
+pub struct Store {
+    client: Client,
+    timeout: Duration,
+    replay: String,
+    grants: String,
+    /// Lease ids by the Unix second they end at.
+    leases: Mutex<BTreeMap<u64, i64>>,
+}
+
+fn read(key: &'static str, p: &std::path::Path) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(p).map_err(|e| StoreError::File {
+        key,
+        path: p.display().to_string(),
+        msg: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Connects (lazily: no member needs to be up yet; requests fail until one is).
+    pub async fn connect(cfg: &ClusterConfig) -> Result<Store, StoreError> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(cfg.connect_timeout.0)
+            .with_timeout(cfg.request_timeout.0)
+            .with_keep_alive(Duration::from_secs(5), cfg.request_timeout.0);
+        if cfg.tls() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &cfg.ca_file {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read("ca_file", ca)?));
+            }
+            if let (Some(c), Some(k)) = (&cfg.cert_file, &cfg.key_file) {
+                tls = tls.identity(etcd_client::Identity::from_pem(
+                    read("cert_file", c)?,
+                    read("key_file", k)?,
+                ));
+            }
+            if let Some(n) = &cfg.server_name {
+                tls = tls.domain_name(n.clone());
+            }
+            opts = opts.with_tls(tls);
+        }
+        let client = Client::connect(&cfg.endpoints, Some(opts)).await?;
+        Ok(Store {
+            client,
+            timeout: cfg.request_timeout.0,
+            replay: cfg.replay_prefix(),
+            grants: cfg.grants_prefix(),
+            leases: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
+    /// The lease that ends at `until` (Unix seconds) rounded up to [`LEASE_STEP`].
+    async fn lease(&self, until: u64, now: u64) -> Result<i64, StoreError> {
+        let end = until.div_ceil(LEASE_STEP) * LEASE_STEP;
+        {
+            let mut l = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            // Leases that end within a step are not handed out again (they may lapse
+            // before the request reaches etcd), and are forgotten.
+            l.retain(|e, _| *e > now + LEASE_STEP);
+            if let Some(id) = l.get(&end) {
+                return Ok(*id);
+            }
+        }
+        let ttl = (end.saturating_sub(now)).max(LEASE_STEP) as i64;
+        let mut c = self.client.clone();
+        let id = self.bounded(c.lease_grant(ttl, None)).await?.id();
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(end, id);
+        Ok(id)
+    }
+
+    /// Forgets the cached leases (after etcd said one is gone).
+    fn forget_leases(&self) {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn lease_lost(e: &StoreError) -> bool {
+        matches!(e, StoreError::Etcd(etcd_client::Error::GRpcStatus(s))
+            if s.message().contains("lease not found"))
+    }
+
+    /// Claims `digest` for the whole cluster until `until` (Unix seconds): true when this
+    /// call made the claim, false when the digest was claimed before (a replay).
+    pub async fn claim(
+        &self,
+        digest: &[u8; 32],
+        until: u64,
+        node: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let key = format!(
+            "{}{}",
+            self.replay,
+            digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        for attempt in 0..2 {
+            let lease = self.lease(until, now).await?;
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    node,
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            let mut c = self.client.clone();
+            match self.bounded(c.txn(txn)).await {
+                Ok(r) => return Ok(r.succeeded()),
+                Err(e) if attempt == 0 && Self::lease_lost(&e) => self.forget_leases(),
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Writes (or extends) a shared grant; returns the revision it was written at.
+    pub async fn put_grant(&self, g: &SharedGrant, now: u64) -> Result<i64, StoreError> {
+        let key = format!("{}{}", self.grants, g.key_suffix());
+        // The lease ends a step after the grant: it only cleans up.
+        let until = g.expires_ms.div_ceil(1000) + 1;
+        for attempt in 0..2 {
+            let lease = self.lease(until, now).await?;
+            let mut c = self.client.clone();
+            let put = c.put(
+                key.clone(),
+                g.encode(),
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            match self.bounded(put).await {
+                Ok(r) => return Ok(r.header().map_or(0, |h| h.revision())),
+                Err(e) if attempt == 0 && Self::lease_lost(&e) => self.forget_leases(),
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Deletes a shared grant (a revocation); true when there was one.
+    pub async fn delete_grant(&self, suffix: &str) -> Result<bool, StoreError> {
+        let mut c = self.client.clone();
+        let r = self
+            .bounded(c.delete(format!("{}{suffix}", self.grants), None))
+            .await?;
+        Ok(r.deleted() > 0)
+    }
+
+    /// Every shared grant of the group, with the revision of the read; keys that do not
+    /// read as grants are returned apart.
+    pub async fn grants(&self) -> Result<(Vec<SharedGrant>, Vec<String>, i64), StoreError> {
+        let mut c = self.client.clone();
+        let r = self
+            .bounded(c.get(self.grants.clone(), Some(GetOptions::new().with_prefix())))
+            .await?;
+        let rev = r.header().map_or(0, |h| h.revision());
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        for kv in r.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match SharedGrant::decode(&key, kv.value()) {
+                Ok(g) => ok.push(g),
+                Err(_) => bad.push(key),
+            }
+        }
+        Ok((ok, bad, rev))
+    }
+
+    /// Watches the grants from revision `from` (inclusive).
+    pub async fn watch_grants(&self, from: i64) -> Result<GrantWatch, StoreError> {
+        let mut c = self.client.clone();
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(from);
+        let stream = self.bounded(c.watch(self.grants.clone(), Some(opts))).await?;
+        Ok(GrantWatch { stream })
+    }
+
+    /// A request that any member answers: the cluster's current revision.
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        let mut c = self.client.clone();
+        let r = self
+            .bounded(c.get(
+                self.grants.clone(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            ))
+            .await?;
+        Ok(r.header().map_or(0, |h| h.revision()))
+    }
+}
+
+/// A watch on the group's grants.
+pub struct GrantWatch {
+    stream: WatchStream,
+}
+
+impl GrantWatch {
+    /// The next batch of changes and the revision they bring the reader to; `Ok(None)` when
+    /// the stream ended. A cancelled watch (a compacted revision) is an error: the reader
+    /// resynchronises from a full read.
+    pub async fn next(&mut self) -> Result<Option<(Vec<GrantChange>, i64)>, StoreError> {
+        loop {
+            let Some(r) = self.stream.message().await? else {
+                return Ok(None);
+            };
+            if r.canceled() || r.compact_revision() > 0 {
+                return Err(StoreError::WatchCancelled {
+                    reason: r.cancel_reason().to_string(),
+                    compacted: r.compact_revision(),
+                });
+            }
+            let rev = r.header().map_or(0, |h| h.revision());
+            if r.events().is_empty() {
+                if r.created() {
+                    continue;
+                }
+                return Ok(Some((Vec::new(), rev)));
+            }
+            let changes = r
+                .events()
+                .iter()
+                .filter_map(|e| {
+                    let kv = e.kv()?;
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    Some(match e.event_type() {
+                        EventType::Put => match SharedGrant::decode(&key, kv.value()) {
+                            Ok(g) => GrantChange::Put(g),
+                            Err(_) => GrantChange::Unreadable(key),
+                        },
+                        EventType::Delete => GrantChange::Deleted {
+                            before: e
+                                .prev_kv()
+                                .and_then(|p| SharedGrant::decode(&key, p.value()).ok()),
+                            key,
+                        },
+                    })
+                })
+                .collect();
+            return Ok(Some((changes, rev)));
+        }
+    }
+}
