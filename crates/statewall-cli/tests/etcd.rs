@@ -51,10 +51,22 @@ async fn the_pinned_client_does_what_the_fleet_needs_on_debians_etcd() {
     let a = Store::connect(&config(&etcd, "a")).await.unwrap();
     let b = Store::connect(&config(&etcd, "b")).await.unwrap();
     let d = [7u8; 32];
-    assert!(a.claim(&d, now + 30, "a", now).await.unwrap(), "first claim");
-    assert!(!a.claim(&d, now + 30, "a", now).await.unwrap(), "again: a replay");
-    assert!(!b.claim(&d, now + 30, "b", now).await.unwrap(), "another host: a replay");
-    assert!(b.claim(&[8u8; 32], now + 30, "b", now).await.unwrap(), "another digest");
+    assert!(
+        a.claim(&d, now + 30, "a", now).await.unwrap(),
+        "first claim"
+    );
+    assert!(
+        !a.claim(&d, now + 30, "a", now).await.unwrap(),
+        "again: a replay"
+    );
+    assert!(
+        !b.claim(&d, now + 30, "b", now).await.unwrap(),
+        "another host: a replay"
+    );
+    assert!(
+        b.claim(&[8u8; 32], now + 30, "b", now).await.unwrap(),
+        "another digest"
+    );
     let mut raw = Client::connect(etcd.endpoints(), None).await.unwrap();
     let key = format!("/statewall/replay/{}", "07".repeat(32));
     let r = raw.get(key.as_str(), None).await.unwrap();
@@ -70,23 +82,44 @@ async fn the_pinned_client_does_what_the_fleet_needs_on_debians_etcd() {
     )
     .await
     .unwrap();
-    assert_eq!(raw.get("/statewall/proof/leased", None).await.unwrap().count(), 1);
+    assert_eq!(
+        raw.get("/statewall/proof/leased", None)
+            .await
+            .unwrap()
+            .count(),
+        1
+    );
     let t0 = Instant::now();
     loop {
-        if raw.get("/statewall/proof/leased", None).await.unwrap().count() == 0 {
+        if raw
+            .get("/statewall/proof/leased", None)
+            .await
+            .unwrap()
+            .count()
+            == 0
+        {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "the lease never ended");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the lease never ended"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(t0.elapsed() >= Duration::from_millis(500), "not before its time");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "not before its time"
+    );
 
     // A watch from a past revision replays the puts and the delete (with its value).
     let first = a.put_grant(&grant(22, "a"), now).await.unwrap();
     a.put_grant(&grant(23, "a"), now).await.unwrap();
     let g22 = grant(22, "a");
     assert!(a.delete_grant(&g22.key_suffix()).await.unwrap());
-    assert!(!a.delete_grant(&g22.key_suffix()).await.unwrap(), "already gone");
+    assert!(
+        !a.delete_grant(&g22.key_suffix()).await.unwrap(),
+        "already gone"
+    );
     let mut w = b.watch_grants(first).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {

@@ -24,8 +24,8 @@
 
 pub mod bench;
 pub mod dataset;
-pub mod etcd;
 pub mod demo;
+pub mod etcd;
 pub mod fuzzing;
 pub mod fwknopd;
 pub mod netns;

@@ -12,7 +12,8 @@
 //! - [`config`]: the TOML config, composed of the stages' sections;
 //! - the stages, one folder each, named as in the kernel crate: [`xfsm`] (state machines and
 //!   knock doors), [`detect`] (flood detectors, blocks), [`spa`], [`firewall`], [`monitor`], [`dynmon`]; the gate's grants are
-//!   written through the [`engine`];
+//!   written through the [`engine`]; [`cluster`] holds what a fleet shares through etcd
+//!   (replay claims, grants);
 //! - [`engine`]: loading, pinning, attaching, adopting and tearing down the kernel side.
 //!
 //! ```no_run

@@ -6,6 +6,7 @@
 //! Per-packet costs come from BPF_PROG_TEST_RUN (the kernel's own mean over `repeat` runs),
 //! so they measure the program, not the machine's scheduling.
 
+pub mod cluster;
 pub mod daemon;
 pub mod detect;
 pub mod dynmon;
@@ -514,9 +515,10 @@ pub fn print(report: &Report) {
 /// The groups of measurements, in the order they run. The time-to-open groups come first:
 /// freeing the firewall bench's large maps keeps the machine busy for a while, which showed
 /// in the SPA-to-open figure (about 1 to 2 ms instead of 0.8).
-pub const GROUPS: [&str; 12] = [
+pub const GROUPS: [&str; 13] = [
     "open",
     "spa-open",
+    "cluster",
     "testrun",
     "detect",
     "firewall",
@@ -530,8 +532,9 @@ pub const GROUPS: [&str; 12] = [
 ];
 
 /// The groups that need namespaces and real traffic (skipped by `--testrun-only`).
-pub const NETNS_GROUPS: [&str; 6] = [
+pub const NETNS_GROUPS: [&str; 7] = [
     "open",
+    "cluster",
     "firewall-changes",
     "spa-open",
     "firewall-nft",
@@ -544,6 +547,7 @@ fn group_rows(group: &str, repeat: u32) -> anyhow::Result<Vec<Row>> {
     match group {
         "open" => crate::bench::open::rows(),
         "spa-open" => crate::bench::spa::open_rows(),
+        "cluster" => crate::bench::cluster::rows(),
         "testrun" => Ok(testrun_rows(repeat)),
         "detect" => crate::bench::detect::rows(repeat),
         "firewall" => crate::bench::firewall::rows(repeat),

@@ -144,8 +144,7 @@ impl ClusterConfig {
                 ));
             }
         }
-        if !self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.len() < 2
-        {
+        if !self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.len() < 2 {
             return Err(bad(
                 "prefix",
                 format!("{:?}: starts with '/', does not end with one", self.prefix),
@@ -178,7 +177,8 @@ impl ClusterConfig {
             ("connect_timeout", &self.connect_timeout),
             ("request_timeout", &self.request_timeout),
         ] {
-            if d.0 < std::time::Duration::from_millis(10) || d.0 > std::time::Duration::from_secs(60)
+            if d.0 < std::time::Duration::from_millis(10)
+                || d.0 > std::time::Duration::from_secs(60)
             {
                 return Err(bad(key, format!("{d} is outside 10ms..=60s")));
             }
@@ -229,9 +229,12 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         assert!(ok().validate().is_ok());
-        let cases: [(&str, fn(&mut ClusterConfig)); 9] = [
+        type Case = (&'static str, fn(&mut ClusterConfig));
+        let cases: [Case; 9] = [
             ("endpoints", |c| c.endpoints.clear()),
-            ("endpoints[0]", |c| c.endpoints = vec!["127.0.0.1:2379".into()]),
+            ("endpoints[0]", |c| {
+                c.endpoints = vec!["127.0.0.1:2379".into()]
+            }),
             ("endpoints[0]", |c| c.endpoints = vec!["http://host".into()]),
             ("endpoints", |c| {
                 c.endpoints = vec!["http://a:1".into(), "https://b:2".into()]

@@ -5,11 +5,7 @@
 //! next [`LEASE_STEP`] seconds, made once and reused, so that a claim is one transaction
 //! and a grant one put, not a lease grant each.
 
-use std::{
-    collections::BTreeMap,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
@@ -152,7 +148,10 @@ impl Store {
 
     /// Forgets the cached leases (after etcd said one is gone).
     fn forget_leases(&self) {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn lease_lost(e: &StoreError) -> bool {
@@ -172,7 +171,10 @@ impl Store {
         let key = format!(
             "{}{}",
             self.replay,
-            digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
         for attempt in 0..2 {
             let lease = self.lease(until, now).await?;
@@ -250,7 +252,9 @@ impl Store {
             .with_prefix()
             .with_prev_key()
             .with_start_revision(from);
-        let stream = self.bounded(c.watch(self.grants.clone(), Some(opts))).await?;
+        let stream = self
+            .bounded(c.watch(self.grants.clone(), Some(opts)))
+            .await?;
         Ok(GrantWatch { stream })
     }
 

@@ -191,6 +191,7 @@ impl Link {
     /// Shares a grant made here: `key` until `expires_ns` on this host's kernel clock
     /// (`kernel_now` read with it), made `by` (`spa`, `knock`, `api`) for `name`.
     pub fn share(&self, key: &GrantKey, expires_ns: u64, kernel_now: u64, by: &str, name: &str) {
+        tracing::debug!(grant = %suffix(key), by, "cluster: grant to share");
         let left_ms = expires_ns.saturating_sub(kernel_now) / 1_000_000;
         let g = SharedGrant {
             source: crate::gate::key_addr(key),
@@ -316,8 +317,9 @@ impl Link {
                 continue;
             }
             match self.store.put_grant(&g, now).await {
-                Ok(_) => {
+                Ok(rev) => {
                     self.counts.published.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(grant = %k, revision = rev, "cluster: grant published");
                 }
                 Err(e) => {
                     back.grants.insert(k, g);
@@ -356,6 +358,7 @@ fn install(s: &Shared, link: &Link, g: &SharedGrant) -> bool {
     match inner.engine.grant_until(g.key(), until, GRANT_BY_CLUSTER) {
         Ok(_) => {
             link.counts.installed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(grant = %g.key_suffix(), from = %g.node, "cluster: grant installed");
             true
         }
         Err(e) => {
@@ -363,6 +366,17 @@ fn install(s: &Shared, link: &Link, g: &SharedGrant) -> bool {
             false
         }
     }
+}
+
+/// Two expiries closer than this (ms) are the same grant's, read through two clocks.
+const SAME_MS: u64 = 100;
+
+/// The expiry of this host's grant of `key` in Unix milliseconds, when it has one.
+fn local_expiry_ms(s: &Shared, key: &GrantKey) -> Option<u64> {
+    let inner = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let v = inner.engine.grant_of(key).ok()??;
+    let left = v.expires_ns.saturating_sub(inner.engine.kernel_now()) / 1_000_000;
+    Some(unix_ms() + left)
 }
 
 fn revoke(s: &Shared, link: &Link, key: &GrantKey, why: &str) {
@@ -410,7 +424,10 @@ fn apply_change(s: &Shared, link: &Link, c: GrantChange) {
             // Revoked before its end (the lease outlives the grant: a delete by the lease
             // comes after the expiry, when the kernel has already closed it).
             if let Some(g) = before.filter(|g| g.expires_ms > unix_ms() + 500) {
-                revoke(s, link, &g.key(), &format!("revoked in the cluster: {key}"));
+                // It takes back the grant it names, not a later one made here since.
+                if local_expiry_ms(s, &g.key()).is_some_and(|t| t <= g.expires_ms + SAME_MS) {
+                    revoke(s, link, &g.key(), &format!("revoked in the cluster: {key}"));
+                }
             }
         }
         GrantChange::Unreadable(key) => {
@@ -421,7 +438,10 @@ fn apply_change(s: &Shared, link: &Link, c: GrantChange) {
 }
 
 /// The supervised task: full read, then watch, again after every gap; writes the outbox.
-pub async fn run(s: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    s: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let Some(link) = s.cluster.clone() else {
         // No cluster: nothing to do until the daemon stops.
         let _ = stop.wait_for(|v| *v).await;

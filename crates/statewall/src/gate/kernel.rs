@@ -105,6 +105,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether the kernel protects `port` of protocol `proto` (6 or 17): one lookup, where
+    /// [`Engine::protected`] reads all 65,535 ports.
+    pub fn is_protected(&self, proto: u8, port: u16) -> Result<bool> {
+        let md = self.map_checked(MAP_GATE_PORTS)?;
+        let arr: Array<&MapData, u8> =
+            Array::try_from(md).map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        let b = arr
+            .get(&u32::from(port), 0)
+            .map_err(|e| map_err(MAP_GATE_PORTS, e))?;
+        Ok(b & if proto == 17 { GATE_UDP } else { GATE_TCP } != 0)
+    }
+
     /// The protected ports as the kernel has them.
     pub fn protected(&self) -> Result<Vec<PortSpec>> {
         let md = self.map_checked(MAP_GATE_PORTS)?;

@@ -283,11 +283,13 @@ async fn grant(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     }
     let key = grant_key(r.addr, &r.proto, r.port)?;
     let mut g = lock(&s);
-    let protected = g.engine.protected().map_err(ApiError::internal)?;
-    if !protected
-        .iter()
-        .any(|p| p.port == r.port && p.proto == key.proto)
+    // (One lookup; the whole list only for the error.)
+    if !g
+        .engine
+        .is_protected(key.proto, r.port)
+        .map_err(ApiError::internal)?
     {
+        let protected = g.engine.protected().map_err(ApiError::internal)?;
         let list: Vec<String> = protected.iter().map(|p| p.to_string()).collect();
         return Err(ApiError::bad(format!(
             "port: {}/{} is not protected, a grant would do nothing (protected: [{}])",

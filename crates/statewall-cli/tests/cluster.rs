@@ -1,0 +1,306 @@
+//! A fleet of three hosts sharing state through a real 3-member etcd cluster (Debian's
+//! etcd on loopback, ports and data directory chosen here): three daemons, each with its
+//! own bpffs root, state directory and namespaces. Every host's client namespace has the
+//! same address (10.77.0.1) and every server the same (10.77.0.2), as behind a balancer:
+//! the same bytes can be sent to any host.
+
+mod common;
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use common::{eventually, knock_from, spa_verdict, steps, Daemon, Paths};
+use statewall_harness::{etcd::Etcd, netns::Pair};
+
+const K: &str = "Toe6r3nv+JnMD6CE9bdcXl9qrFuJ6PB8DXcY/fNm+Uw=";
+const H: &str =
+    "Pb3qth89EgpqbYUgIjXvKnd4ENXC0bBBnohof500GLEJK7zwxWpFrtwVx9Y3otV8zPi/rIVigsuRPF2bwzemZg==";
+
+/// One host: its namespaces, scratch paths, listeners on the protected ports and daemon.
+struct Host {
+    // (Field order: the daemon stops before its paths are torn down.)
+    d: Option<Daemon>,
+    p: Paths,
+    pair: Pair,
+    _listeners: Vec<TcpListener>,
+}
+
+/// tcp/22: SPA (fwknop, grants of `spa_secs`); tcp/23: the knock door `door`
+/// (7000,8000,9000, open `open_for`); tcp/24: protected, opened by hand only.
+fn conf(h: &Host, etcd: &Etcd, node: usize, on_down: &str, spa_secs: u64) -> String {
+    let eps: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    format!(
+        r#"[[interface]]
+name = "{ifname}"
+netns = "{ns}"
+
+[gate]
+protected = ["tcp/24"]
+
+[[knock]]
+name = "door"
+sequence = "7000,8000,9000"
+protected = ["tcp/23"]
+open_for = "3s"
+
+[spa]
+rate_interval = "10ms"
+rate_burst = 5
+
+[[spa.fwknop]]
+source = ["ANY"]
+open_ports = ["tcp/22"]
+key_base64 = "{K}"
+hmac_key_base64 = "{H}"
+fw_access_timeout = {spa_secs}
+
+[cluster]
+endpoints = [{eps}]
+node = "h{node}"
+group = "test"
+request_timeout = "1s"
+connect_timeout = "500ms"
+on_cluster_down = "{on_down}"
+"#,
+        ifname = h.pair.server_if,
+        ns = h.pair.server.name,
+        eps = eps.join(", "),
+    )
+}
+
+fn hosts(tag: &str, etcd: &Etcd, on_down: [&str; 3], spa_secs: u64) -> Vec<Host> {
+    (0..3)
+        .map(|i| {
+            let pair = Pair::new(&format!("{tag}{i}"));
+            let sv = pair.server_v4;
+            let listeners = [22, 23, 24]
+                .iter()
+                .map(|port| pair.server.run(|| TcpListener::bind((sv, *port))).unwrap())
+                .collect();
+            let mut h = Host {
+                d: None,
+                p: Paths::new(&format!("{tag}{i}")),
+                pair,
+                _listeners: listeners,
+            };
+            std::fs::write(&h.p.config, conf(&h, etcd, i, on_down[i], spa_secs)).unwrap();
+            h.d = Some(Daemon::start(&h.p, &[]));
+            h
+        })
+        .collect()
+}
+
+impl Host {
+    fn d(&self) -> &Daemon {
+        self.d.as_ref().unwrap()
+    }
+
+    /// Whether a new TCP connection from the client to `port` opens.
+    fn opens(&self, port: u16) -> bool {
+        let to = SocketAddr::from((self.pair.server_v4, port));
+        self.pair
+            .client
+            .run(|| TcpStream::connect_timeout(&to, Duration::from_millis(300)))
+            .is_ok()
+    }
+
+    fn restart(&mut self) {
+        assert_eq!(self.d.take().unwrap().stop(), 0);
+        self.d = Some(Daemon::start(&self.p, &[]));
+    }
+
+    fn cluster(&self) -> serde_json::Value {
+        self.d().get("/api/v1/status")["cluster"].clone()
+    }
+
+    /// Runs the real fwknop client from this host's client namespace to its server.
+    fn fwknop(&self, extra: &[&str]) {
+        common::fwknop(&self.pair, &self.p, "tcp/22", (K, H), extra)
+    }
+
+    /// Sends saved SPA bytes from this host's client to its server.
+    fn resend(&self, pkt: &[u8]) {
+        let to = SocketAddr::from((self.pair.server_v4, 62201));
+        let pkt = pkt.to_vec();
+        self.pair
+            .client
+            .run(move || statewall::spa::send_udp(to, &pkt))
+            .unwrap();
+    }
+}
+
+#[test]
+fn fwknop_opens_every_host_and_its_replay_is_refused_on_each() {
+    let etcd = Etcd::start(3);
+    let mut hs = hosts("clspa", &etcd, ["refuse"; 3], 4);
+    for h in &hs {
+        assert!(!h.opens(22), "shut before SPA");
+        eventually("the link is up", || h.cluster()["up"] == true);
+    }
+    // The real client's packet reaches host 0 only; all three open for the source.
+    let saved = hs[0].p.scratch.join("spa.pkt");
+    hs[0].fwknop(&["--save-packet", saved.to_str().unwrap()]);
+    eventually("host 0 accepted", || {
+        spa_verdict(hs[0].d(), "accepted") == 1
+    });
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} lets the source in"), || h.opens(22));
+    }
+    assert!(!hs[1].opens(24), "and nothing else");
+    assert_eq!(
+        hs[1].cluster()["counts"]["installed"],
+        1,
+        "{}",
+        hs[1].cluster()
+    );
+    // The same bytes to the other hosts: replays, although neither has seen them.
+    let pkt = std::fs::read_to_string(&saved).unwrap();
+    let pkt = pkt.trim_end().as_bytes().to_vec();
+    for i in [1, 2] {
+        hs[i].resend(&pkt);
+        eventually(&format!("host {i} refused the replay"), || {
+            spa_verdict(hs[i].d(), "replay") == 1
+        });
+        assert_eq!(spa_verdict(hs[i].d(), "accepted"), 0);
+        assert_eq!(hs[i].cluster()["counts"]["replays"], 1);
+    }
+    // The grant's expiry closes tcp/22 on all three.
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} closed when the grant ended"), || {
+            !h.opens(22)
+        });
+    }
+    // Every daemon restarts: the replay is still refused on each (host 2 never saw the
+    // packet: only the cluster's claim knows it), and nothing opens.
+    for h in hs.iter_mut() {
+        h.restart();
+    }
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i}'s link is up again"), || {
+            h.cluster()["up"] == true
+        });
+        h.resend(&pkt);
+        eventually(
+            &format!("host {i} refused the replay after a restart"),
+            || spa_verdict(h.d(), "replay") == 1,
+        );
+        assert!(!h.opens(22));
+    }
+    // A fresh packet still works, sent to another host.
+    hs[2].fwknop(&[]);
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} opens for the fresh packet"), || {
+            h.opens(22)
+        });
+    }
+}
+
+#[test]
+fn a_knock_opens_the_door_everywhere_and_revocation_closes_it_everywhere() {
+    let etcd = Etcd::start(3);
+    let hs = hosts("clknock", &etcd, ["refuse"; 3], 30);
+    for h in &hs {
+        eventually("the link is up", || h.cluster()["up"] == true);
+        assert!(!h.opens(23));
+    }
+    // A knock on host 1 opens the door on all three; its expiry (3 s) closes it on all.
+    knock_from(
+        &hs[1].pair,
+        hs[1].pair.server_v4.into(),
+        &steps("7000,8000,9000"),
+    );
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} opened the door"), || h.opens(23));
+    }
+    assert!(!hs[0].opens(22), "the knock opened its own port only");
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} closed the door at its expiry"), || {
+            !h.opens(23)
+        });
+    }
+    // A grant by hand on host 0, revoked by hand on host 2: revoked on all three.
+    hs[0].d().ok(
+        "POST",
+        "/api/v1/gate/grants",
+        r#"{"addr": "10.77.0.1", "proto": "tcp", "port": 24, "seconds": 600}"#,
+    );
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} has the grant by hand"), || h.opens(24));
+    }
+    hs[2].d().ok(
+        "DELETE",
+        "/api/v1/gate/grants?addr=10.77.0.1&proto=tcp&port=24",
+        "",
+    );
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} revoked it"), || !h.opens(24));
+    }
+    assert!(hs[0].cluster()["counts"]["revoked"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn etcd_outages_keep_enforcement_and_everything_catches_up() {
+    let mut etcd = Etcd::start(3);
+    // Hosts 0 and 1 refuse SPA while etcd is away; host 2 checks locally.
+    let hs = hosts("clout", &etcd, ["refuse", "refuse", "local"], 600);
+    for h in &hs {
+        eventually("the link is up", || h.cluster()["up"] == true);
+    }
+    // One member down: nothing changes.
+    etcd.kill(0);
+    hs[0].d().ok(
+        "POST",
+        "/api/v1/gate/grants",
+        r#"{"addr": "10.77.0.1", "proto": "tcp", "port": 24, "seconds": 600}"#,
+    );
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} has the grant (one member down)"), || {
+            h.opens(24)
+        });
+    }
+    // Every member down: what is installed is enforced, SPA as each host says.
+    etcd.kill(1);
+    etcd.kill(2);
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} sees etcd gone"), || {
+            h.cluster()["up"] == false
+        });
+        assert!(h.opens(24), "host {i} still enforces the grant it had");
+        assert!(!h.opens(22));
+    }
+    hs[0].fwknop(&[]);
+    eventually("host 0 refused (on_cluster_down = refuse)", || {
+        spa_verdict(hs[0].d(), "cluster_down") == 1
+    });
+    assert!(!hs[0].opens(22));
+    hs[2].fwknop(&[]);
+    eventually("host 2 accepted on its own check (local)", || {
+        spa_verdict(hs[2].d(), "accepted") == 1
+    });
+    assert!(hs[2].opens(22));
+    assert!(!hs[1].opens(22), "not shared while etcd is away");
+    assert!(
+        hs[2].cluster()["pending"].as_u64().unwrap() >= 2,
+        "{}",
+        hs[2].cluster()
+    );
+    // etcd returns: the links recover by themselves, and the grant host 2 made meanwhile
+    // reaches the others.
+    for i in 0..3 {
+        etcd.restart(i);
+    }
+    etcd.wait_healthy();
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i}'s link recovered"), || {
+            h.cluster()["up"] == true
+        });
+        eventually(&format!("host {i} has host 2's grant"), || h.opens(22));
+        assert!(h.opens(24));
+    }
+    eventually("host 2's outbox is empty", || {
+        hs[2].cluster()["pending"] == 0
+    });
+    assert!(hs[2].cluster()["counts"]["claims"].as_u64().unwrap() >= 1);
+}

@@ -1,0 +1,224 @@
+//! The fleet's costs, against a real 3-member etcd cluster on loopback started here:
+//! - SPA to open with the cluster's replay claim, against the same on a single host plus
+//!   twice the median create-if-absent transaction measured alone (target: at most that);
+//! - the time from a grant made on one host until another host lets the source in,
+//!   against the median time from a put until a watch on another connection sees it
+//!   (target: at most 3x).
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use statewall::{
+    cluster::{grants::SharedGrant, store::Store, ClusterConfig},
+    spa,
+};
+
+use super::{
+    daemon::Daemon,
+    median,
+    spa::{spa_to_open, start_daemon, OPEN_PORT, PORT},
+    Row, RUNS,
+};
+use crate::{etcd::Etcd, netns::Pair};
+
+/// Runs of the etcd-alone figures (each a median's worth of requests).
+const REQUESTS: usize = 50;
+
+fn cluster_section(etcd: &Etcd, node: &str) -> String {
+    let eps: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    format!(
+        "\n[cluster]\nendpoints = [{}]\nnode = \"{node}\"\ngroup = \"bench\"\n",
+        eps.join(", ")
+    )
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Median µs of one create-if-absent claim (fresh digests, leases already made).
+fn claim_alone(etcd: &Etcd) -> anyhow::Result<f64> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let cfg = ClusterConfig {
+            endpoints: etcd.endpoints(),
+            node: "bench-alone".into(),
+            group: "bench".into(),
+            ..Default::default()
+        };
+        let s = Store::connect(&cfg).await?;
+        let now = statewall::engine::clock::unix_secs();
+        let mut t = Vec::new();
+        for i in 0..REQUESTS + 5 {
+            let mut d = spa::random_bytes::<32>()?;
+            d[0] = i as u8;
+            let t0 = Instant::now();
+            anyhow::ensure!(s.claim(&d, now + 120, "bench-alone", now).await?, "claimed");
+            if i >= 5 {
+                t.push(t0.elapsed().as_nanos() as f64 / 1e3);
+            }
+        }
+        Ok(median(&t))
+    })
+}
+
+/// Median µs from a put (by one client) until a watch (another client) delivers it.
+fn put_to_watch_alone(etcd: &Etcd) -> anyhow::Result<f64> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let cfg = |n: &str| ClusterConfig {
+            endpoints: etcd.endpoints(),
+            node: n.into(),
+            group: "bench-watch".into(),
+            ..Default::default()
+        };
+        let writer = Store::connect(&cfg("w")).await?;
+        let reader = Store::connect(&cfg("r")).await?;
+        let rev = reader.revision().await?;
+        let mut w = reader.watch_grants(rev + 1).await?;
+        let now = statewall::engine::clock::unix_secs();
+        let mut t = Vec::new();
+        for i in 0..REQUESTS + 5 {
+            let g = SharedGrant {
+                source: "10.99.0.1".parse()?,
+                proto: 6,
+                port: 1000 + i as u16,
+                expires_ms: (now + 120) * 1000,
+                by: "api".into(),
+                name: String::new(),
+                node: "w".into(),
+            };
+            let t0 = Instant::now();
+            writer.put_grant(&g, now).await?;
+            loop {
+                let (changes, _) = tokio::time::timeout(Duration::from_secs(5), w.next())
+                    .await
+                    .context("the watch did not deliver within 5 s")??
+                    .context("the watch ended")?;
+                if !changes.is_empty() {
+                    break;
+                }
+            }
+            if i >= 5 {
+                t.push(t0.elapsed().as_nanos() as f64 / 1e3);
+            }
+        }
+        Ok(median(&t))
+    })
+}
+
+/// From a grant through host A's API until host B lets the source in: µs, `n` times.
+fn grant_to_enforced(a: &Daemon, b: &Pair, n: usize) -> anyhow::Result<Vec<f64>> {
+    let to = SocketAddr::from((b.server_v4, PORT));
+    let cv = b.client_v4;
+    let path = format!("/api/v1/gate/grants?addr={cv}&proto=tcp&port={PORT}");
+    let body = format!(r#"{{"addr": "{cv}", "proto": "tcp", "port": {PORT}, "seconds": 600}}"#);
+    let mut runs = Vec::new();
+    for _ in 0..n {
+        let _ = statewall::client::request_blocking(&a.socket, "DELETE", &path, None);
+        // Until the revocation has reached B.
+        let t0 = Instant::now();
+        while b.client.run(|| crate::bench::open::try_connect(to)) {
+            if t0.elapsed() > Duration::from_secs(5) {
+                bail!("host B still lets the source in 5 s after the revocation");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let t = b.client.run(|| -> anyhow::Result<f64> {
+            let t0 = Instant::now();
+            let r = statewall::client::request_blocking(
+                &a.socket,
+                "POST",
+                "/api/v1/gate/grants",
+                Some(body.clone()),
+            )?;
+            anyhow::ensure!(r.status == 201, "grant: {} {}", r.status, r.body);
+            loop {
+                if crate::bench::open::try_connect(to) {
+                    return Ok(t0.elapsed().as_nanos() as f64 / 1e3);
+                }
+                if t0.elapsed() > Duration::from_secs(5) {
+                    bail!("host B did not let the source in within 5 s of the grant");
+                }
+            }
+        })?;
+        runs.push(t);
+    }
+    Ok(runs)
+}
+
+/// The rows.
+pub fn rows() -> anyhow::Result<Vec<Row>> {
+    use base64::{engine::general_purpose::STANDARD, Engine as _};
+    let etcd = Etcd::start(3);
+    let txn = claim_alone(&etcd)?;
+    let watch = put_to_watch_alone(&etcd)?;
+    let k = spa::random_bytes::<32>()?;
+    let h = spa::random_bytes::<64>()?;
+    let (kb, hb) = (STANDARD.encode(k), STANDARD.encode(h));
+    let pa = Pair::new("clba");
+    let pb = Pair::new("clbb");
+    let mut listeners = Vec::new();
+    for p in [&pa, &pb] {
+        let sv = p.server_v4;
+        listeners.push(p.server.run(|| TcpListener::bind((sv, PORT)))?);
+        listeners.push(p.server.run(|| TcpListener::bind((sv, OPEN_PORT)))?);
+    }
+    // Single host first, then the same host in the cluster (with a second host, B).
+    let (single, _) = {
+        let d = start_daemon(&pa, &kb, &hb, "cl-single", "")?;
+        spa_to_open(&pa, &d, (&k, &h), RUNS * 2)?
+    };
+    let a = start_daemon(&pa, &kb, &hb, "cl-a", &cluster_section(&etcd, "a"))?;
+    let _b = start_daemon(&pb, &kb, &hb, "cl-b", &cluster_section(&etcd, "b"))?;
+    let (clustered, _) = spa_to_open(&pa, &a, (&k, &h), RUNS * 2)?;
+    let spread = grant_to_enforced(&a, &pb, RUNS * 2)?;
+    drop(listeners);
+    let (s1, sc) = (median(&single), median(&clustered));
+    let bound = s1 + 2.0 * txn;
+    let row =
+        |name: &str, runs: Vec<f64>, each: &str, base_name: &str, base: f64, max: Option<f64>| {
+            super::ratio_row(name, "us", runs, each.into(), base_name, base, max)
+        };
+    Ok(vec![
+        row(
+            "cluster: SPA to open with the replay claim (3-member etcd)",
+            clustered,
+            "1 SPA packet",
+            "single-host SPA to open + 2 x one claim alone",
+            bound,
+            Some(1.0),
+        ),
+        row(
+            "cluster: SPA to open on a single host (same run)",
+            single,
+            "1 SPA packet",
+            "cluster SPA to open",
+            sc,
+            None,
+        ),
+        row(
+            "cluster: one create-if-absent claim alone (median)",
+            vec![txn],
+            &format!("median of {REQUESTS} claims"),
+            "single-host SPA to open",
+            s1,
+            None,
+        ),
+        row(
+            "cluster: grant on host A until host B enforces it",
+            spread,
+            "1 grant by the API",
+            "put until another client's watch sees it",
+            watch,
+            Some(3.0),
+        ),
+    ])
+}
