@@ -123,6 +123,20 @@ enum Cmd {
         #[command(flatten)]
         paths: cli::Paths,
     },
+    /// The fleet's shared policy in etcd (`[cluster]`): push a firewall instance's chains
+    /// to every host of the group; list the hosts and the policy revisions they run.
+    Cluster {
+        #[command(subcommand)]
+        cmd: cli::cluster::ClusterCmd,
+        /// The config whose `[cluster]` section says where etcd is.
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/statewall/statewall.toml"
+        )]
+        config: PathBuf,
+    },
     /// Flood detection and countermeasures: mitigations in force, blocks, release.
     Detect {
         #[command(subcommand)]
@@ -220,6 +234,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Monitor { cmd, paths } => cli::monitor::run(cmd, paths).await,
         Cmd::Firewall { cmd, paths } => cli::firewall::run(cmd, paths).await,
         Cmd::Detect { cmd, paths } => cli::detect::run(cmd, paths).await,
+        Cmd::Cluster { cmd, config } => cli::cluster::run(cmd, config).await,
         Cmd::Gate { cmd, paths } => cli::gate::run(cmd, paths).await,
         Cmd::Door { cmd, paths } => cli::door::run(cmd, paths).await,
         Cmd::Xfsm { cmd, paths } => cli::xfsm::run(cmd, paths).await,

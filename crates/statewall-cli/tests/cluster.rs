@@ -28,7 +28,8 @@ struct Host {
 }
 
 /// tcp/22: SPA (fwknop, grants of `spa_secs`); tcp/23: the knock door `door`
-/// (7000,8000,9000, open `open_for`); tcp/24: protected, opened by hand only.
+/// (7000,8000,9000, open `open_for`); tcp/24: protected, opened by hand only; tcp/25:
+/// open, for the firewall.
 fn conf(h: &Host, etcd: &Etcd, node: usize, on_down: &str, spa_secs: u64) -> String {
     let eps: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
     format!(
@@ -75,7 +76,7 @@ fn hosts(tag: &str, etcd: &Etcd, on_down: [&str; 3], spa_secs: u64) -> Vec<Host>
         .map(|i| {
             let pair = Pair::new(&format!("{tag}{i}"));
             let sv = pair.server_v4;
-            let listeners = [22, 23, 24]
+            let listeners = [22, 23, 24, 25]
                 .iter()
                 .map(|port| pair.server.run(|| TcpListener::bind((sv, *port))).unwrap())
                 .collect();
@@ -303,4 +304,126 @@ fn etcd_outages_keep_enforcement_and_everything_catches_up() {
         hs[2].cluster()["pending"] == 0
     });
     assert!(hs[2].cluster()["counts"]["claims"].as_u64().unwrap() >= 1);
+}
+
+/// `statewall cluster` with host `h`'s config: (exit code, stdout, stderr).
+fn cluster_cli(h: &Host, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::bin())
+        .arg("cluster")
+        .arg("--config")
+        .arg(&h.p.config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_pushed_ruleset_is_enforced_everywhere_and_a_bad_one_is_refused() {
+    let etcd = Etcd::start(3);
+    let hs = hosts("clpol", &etcd, ["refuse"; 3], 30);
+    // Each host attaches its own instance `web` (ports are local); no rules yet.
+    for h in &hs {
+        eventually("the link is up", || h.cluster()["up"] == true);
+        h.d().ok("POST", "/api/v1/firewall/web", "{}");
+        h.d().ok(
+            "POST",
+            "/api/v1/firewall/web/attach",
+            &format!(
+                r#"{{"port": "{}", "netns": "{}"}}"#,
+                h.pair.server_if, h.pair.server.name
+            ),
+        );
+        assert!(h.opens(25));
+    }
+    // A ruleset pushed once is enforced on all three.
+    let good = hs[0].p.scratch.join("web.json");
+    std::fs::write(
+        &good,
+        r#"{"INGRESS": {"default": "ACCEPT", "rules": [
+            {"l4proto": "tcp", "dport": 25, "action": "drop", "description": "no smtp"}]}}"#,
+    )
+    .unwrap();
+    let (code, out, err) =
+        cluster_cli(&hs[0], &["push", "firewall", "web", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} enforces the pushed ruleset"), || {
+            !h.opens(25)
+        });
+        let rules = h.d().get("/api/v1/firewall/web/chain/INGRESS/rule");
+        assert_eq!(rules[0]["description"], "no smtp", "{rules}");
+    }
+    // Local changes to an instance under cluster policy: 409, naming where it comes from.
+    let r = statewall::client::request_blocking(
+        &hs[1].d().socket,
+        "POST",
+        "/api/v1/firewall/web/chain/INGRESS/batch",
+        Some(r#"{"rules": [{"operation": "delete", "id": 0}]}"#.into()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body
+            .contains("/statewall/groups/test/policy/firewall/web"),
+        "{}",
+        r.body
+    );
+    // A bad ruleset: the CLI refuses to push it, naming the rule...
+    let bad = r#"{"INGRESS": {"rules": [{"l4proto": "tcp", "dport": 99999, "action": "drop"}]}}"#;
+    let bad_file = hs[0].p.scratch.join("bad.json");
+    std::fs::write(&bad_file, bad).unwrap();
+    let (code, _, err) = cluster_cli(
+        &hs[0],
+        &["push", "firewall", "web", bad_file.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("INGRESS rules[0]"), "{err}");
+    // ...and written into etcd behind its back, every host refuses it and keeps the
+    // ruleset it had.
+    let out = etcd.ctl(&["put", "/statewall/groups/test/policy/firewall/web", bad]);
+    assert!(out.status.success(), "{out:?}");
+    let status = || -> serde_json::Value {
+        let (code, out, err) = cluster_cli(&hs[2], &["status", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    eventually("all three report the refusal", || {
+        let st = status();
+        let nodes = st["nodes"].as_array().unwrap().clone();
+        nodes.len() == 3
+            && nodes.iter().all(|n| {
+                n["refused"]["firewall/web"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("99999"))
+            })
+    });
+    let st = status();
+    for n in st["nodes"].as_array().unwrap() {
+        assert!(
+            n["applied"]["firewall/web"].as_i64().unwrap()
+                < st["policy"]["firewall/web"].as_i64().unwrap(),
+            "{st}"
+        );
+    }
+    for h in &hs {
+        assert!(!h.opens(25), "the old ruleset stays in force");
+    }
+    // A good one again: applied everywhere.
+    std::fs::write(&good, r#"{"INGRESS": {"default": "ACCEPT", "rules": []}}"#).unwrap();
+    let (code, out, err) =
+        cluster_cli(&hs[1], &["push", "firewall", "web", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} applied the new ruleset"), || h.opens(25));
+    }
+    let (code, out, _) = cluster_cli(&hs[0], &["status"]);
+    assert_eq!(code, 0);
+    for n in ["h0", "h1", "h2"] {
+        assert!(out.contains(n), "{out}");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod check_config;
+pub mod cluster;
 pub mod completions;
 pub mod daemon;
 pub mod demo;

@@ -10,6 +10,11 @@
 //!   watch, with that expiry. Its lease only cleans up; deleting the key before its expiry
 //!   revokes the grant everywhere.
 //!
+//! - **Policy**: `statewall cluster push` stores a firewall instance's chains under
+//!   `{prefix}/groups/{group}/policy/firewall/{name}`; every host applies the newest
+//!   revision atomically, or keeps the last good one and reports why it refused it, in its
+//!   report under `{prefix}/groups/{group}/nodes/{node}` ([`NodeReport`]).
+//!
 //! The store ([`store::Store`]) speaks etcd's v3 API through the `etcd-client` crate; the
 //! daemon's task (`daemon::cluster`) keeps the watch, resynchronises from a full read after
 //! a gap, and keeps what it could not write for when etcd returns.
@@ -212,6 +217,65 @@ impl ClusterConfig {
     pub fn grants_prefix(&self) -> String {
         format!("{}/groups/{}/grants/", self.prefix, self.group)
     }
+
+    /// `{prefix}/groups/{group}/policy/`: what `statewall cluster push` stores
+    /// (`firewall/{name}`: a firewall instance's chains).
+    pub fn policy_prefix(&self) -> String {
+        format!("{}/groups/{}/policy/", self.prefix, self.group)
+    }
+
+    /// `{prefix}/groups/{group}/nodes/`: each host's report (`{node}`: the policy
+    /// revisions it applied and those it refused).
+    pub fn nodes_prefix(&self) -> String {
+        format!("{}/groups/{}/nodes/", self.prefix, self.group)
+    }
+}
+
+/// A host's report: the policy it runs and what it refused.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The host.
+    pub node: String,
+    /// When it wrote this (Unix seconds; hosts rewrite it every few seconds).
+    pub time: u64,
+    /// Policy in force: key under the policy prefix (`firewall/web`) to the revision.
+    pub applied: std::collections::BTreeMap<String, i64>,
+    /// Policy refused: key to the revision and the reason.
+    pub refused: std::collections::BTreeMap<String, Refused>,
+}
+
+/// A pushed policy a host refused.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Refused {
+    /// The revision refused.
+    pub revision: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// The firewall chains `statewall cluster push firewall NAME FILE` stores: the body of
+/// `POST /api/v1/firewall/{name}/apply`, without `confirm`.
+pub fn read_firewall_policy(
+    text: &[u8],
+) -> Result<crate::firewall::ApplySpec, crate::firewall::FirewallError> {
+    use crate::firewall::{ChainState, FirewallError, Instance};
+    let spec: crate::firewall::ApplySpec =
+        serde_json::from_slice(text).map_err(|e| FirewallError::Json(e.to_string()))?;
+    if spec.confirm.is_some() {
+        return Err(FirewallError::Operation(
+            "`confirm` has no meaning in pushed policy (hosts apply it for good)",
+        ));
+    }
+    // Every rule checked here, so that a bad one is named before anything is applied.
+    let empty = Instance {
+        slot: 0,
+        kind: String::new(),
+        ports: Vec::new(),
+        ingress: ChainState::default(),
+        egress: ChainState::default(),
+    };
+    empty.with(&spec)?;
+    Ok(spec)
 }
 
 #[cfg(test)]

@@ -247,15 +247,48 @@ impl Store {
 
     /// Watches the grants from revision `from` (inclusive).
     pub async fn watch_grants(&self, from: i64) -> Result<GrantWatch, StoreError> {
+        Ok(GrantWatch {
+            raw: self.watch_prefix(&self.grants, from).await?,
+        })
+    }
+
+    /// Watches the keys under `prefix` from revision `from` (inclusive), with the values
+    /// deleted keys had.
+    pub async fn watch_prefix(&self, prefix: &str, from: i64) -> Result<RawWatch, StoreError> {
         let mut c = self.client.clone();
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
             .with_start_revision(from);
-        let stream = self
-            .bounded(c.watch(self.grants.clone(), Some(opts)))
+        let stream = self.bounded(c.watch(prefix, Some(opts))).await?;
+        Ok(RawWatch { stream })
+    }
+
+    /// Every key under `prefix` with its value and the revision it was last written at,
+    /// and the revision of the read.
+    pub async fn read_prefix(&self, prefix: &str) -> Result<(Vec<RawKv>, i64), StoreError> {
+        let mut c = self.client.clone();
+        let r = self
+            .bounded(c.get(prefix, Some(GetOptions::new().with_prefix())))
             .await?;
-        Ok(GrantWatch { stream })
+        let rev = r.header().map_or(0, |h| h.revision());
+        let kvs = r
+            .kvs()
+            .iter()
+            .map(|kv| RawKv {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                value: kv.value().to_vec(),
+                revision: kv.mod_revision(),
+            })
+            .collect();
+        Ok((kvs, rev))
+    }
+
+    /// Writes `value` at `key` (no lease); the revision it was written at.
+    pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
+        let mut c = self.client.clone();
+        let r = self.bounded(c.put(key, value, None)).await?;
+        Ok(r.header().map_or(0, |h| h.revision()))
     }
 
     /// A request that any member answers: the cluster's current revision.
@@ -271,16 +304,36 @@ impl Store {
     }
 }
 
-/// A watch on the group's grants.
-pub struct GrantWatch {
+/// A key, its value and the revision it was last written at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawKv {
+    /// The key.
+    pub key: String,
+    /// The value (empty for a delete).
+    pub value: Vec<u8>,
+    /// The revision of the write (or of the delete).
+    pub revision: i64,
+}
+
+/// A change seen by a watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawChange {
+    /// Written.
+    Put(RawKv),
+    /// Deleted; the value before, when etcd still had it.
+    Deleted(RawKv, Option<Vec<u8>>),
+}
+
+/// A watch on the keys under a prefix.
+pub struct RawWatch {
     stream: WatchStream,
 }
 
-impl GrantWatch {
+impl RawWatch {
     /// The next batch of changes and the revision they bring the reader to; `Ok(None)` when
     /// the stream ended. A cancelled watch (a compacted revision) is an error: the reader
     /// resynchronises from a full read.
-    pub async fn next(&mut self) -> Result<Option<(Vec<GrantChange>, i64)>, StoreError> {
+    pub async fn next(&mut self) -> Result<Option<(Vec<RawChange>, i64)>, StoreError> {
         loop {
             let Some(r) = self.stream.message().await? else {
                 return Ok(None);
@@ -292,33 +345,56 @@ impl GrantWatch {
                 });
             }
             let rev = r.header().map_or(0, |h| h.revision());
-            if r.events().is_empty() {
-                if r.created() {
-                    continue;
-                }
-                return Ok(Some((Vec::new(), rev)));
+            if r.events().is_empty() && r.created() {
+                continue;
             }
             let changes = r
                 .events()
                 .iter()
                 .filter_map(|e| {
                     let kv = e.kv()?;
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let raw = RawKv {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        value: kv.value().to_vec(),
+                        revision: kv.mod_revision(),
+                    };
                     Some(match e.event_type() {
-                        EventType::Put => match SharedGrant::decode(&key, kv.value()) {
-                            Ok(g) => GrantChange::Put(g),
-                            Err(_) => GrantChange::Unreadable(key),
-                        },
-                        EventType::Delete => GrantChange::Deleted {
-                            before: e
-                                .prev_kv()
-                                .and_then(|p| SharedGrant::decode(&key, p.value()).ok()),
-                            key,
-                        },
+                        EventType::Put => RawChange::Put(raw),
+                        EventType::Delete => {
+                            RawChange::Deleted(raw, e.prev_kv().map(|p| p.value().to_vec()))
+                        }
                     })
                 })
                 .collect();
             return Ok(Some((changes, rev)));
         }
+    }
+}
+
+/// A watch on the group's grants.
+pub struct GrantWatch {
+    raw: RawWatch,
+}
+
+impl GrantWatch {
+    /// The next batch of grant changes (see [`RawWatch::next`]).
+    pub async fn next(&mut self) -> Result<Option<(Vec<GrantChange>, i64)>, StoreError> {
+        let Some((raw, rev)) = self.raw.next().await? else {
+            return Ok(None);
+        };
+        let changes = raw
+            .into_iter()
+            .map(|c| match c {
+                RawChange::Put(kv) => match SharedGrant::decode(&kv.key, &kv.value) {
+                    Ok(g) => GrantChange::Put(g),
+                    Err(_) => GrantChange::Unreadable(kv.key),
+                },
+                RawChange::Deleted(kv, before) => GrantChange::Deleted {
+                    before: before.and_then(|b| SharedGrant::decode(&kv.key, &b).ok()),
+                    key: kv.key,
+                },
+            })
+            .collect();
+        Ok(Some((changes, rev)))
     }
 }

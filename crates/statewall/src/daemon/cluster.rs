@@ -82,7 +82,9 @@ pub struct Link {
     pub cfg: ClusterConfig,
     /// This host's name.
     pub node: String,
-    store: Store,
+    pub(crate) store: Store,
+    /// Pushed policy in force and refused (`daemon::policy`).
+    pub policy: super::policy::SharedPolicy,
     up: AtomicBool,
     /// The revision this host has applied (the last read or watch event).
     revision: AtomicI64,
@@ -130,6 +132,7 @@ impl Link {
             node: cfg.node_name(),
             cfg: cfg.clone(),
             store,
+            policy: Default::default(),
             up: AtomicBool::new(false),
             revision: AtomicI64::new(0),
             last_error: Mutex::new("not connected yet".into()),

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod doors;
 pub mod durable;
 pub mod metrics;
+pub mod policy;
 pub mod spa;
 pub mod state;
 pub mod supervise;
@@ -433,6 +434,10 @@ fn spawn_background(
     let (s, rx) = (shared.clone(), stop_rx.clone());
     sup.spawn(tasks, "cluster", stop_rx.clone(), move || {
         cluster::run(s.clone(), rx.clone())
+    });
+    let (s, rx) = (shared.clone(), stop_rx.clone());
+    sup.spawn(tasks, "cluster_policy", stop_rx.clone(), move || {
+        policy::run(s.clone(), rx.clone())
     });
 }
 

@@ -42,17 +42,26 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Applies `new` (kernel first, then memory and disk); on error nothing changes.
 fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Result<(), ApiError> {
-    let mut g = lock(s);
-    let cfg = g.config.clone();
-    crate::firewall::kernel::check_placement(&new, &cfg.links())
-        .map_err(|e| ApiError::bad(e.to_string()))?;
-    g.engine
-        .apply_firewall(&cfg.firewall, &cfg.links(), &new, moves)
-        .map_err(|e| ApiError::bad(e.to_string()))?;
-    let path = cfg.daemon.state_dir.join("firewall.json");
-    new.save(&path).map_err(ApiError::internal)?;
-    g.fw = new;
-    Ok(())
+    use crate::daemon::policy::{commit_firewall, CommitError};
+    commit_firewall(s, new, moves).map_err(|e| match e {
+        CommitError::Kernel(e) => ApiError::bad(e.to_string()),
+        CommitError::Firewall(e) => ApiError::internal(e),
+    })
+}
+
+/// 409 for a change to an instance whose policy the cluster pushes (`[cluster]`).
+fn refuse_if_managed(s: &Shared, name: &str) -> Result<(), ApiError> {
+    match crate::daemon::policy::managed(s, name) {
+        Some((key, rev)) => Err(ApiError(
+            axum::http::StatusCode::CONFLICT,
+            format!(
+                "firewall {name:?} follows the cluster's policy at {key} (revision {rev}): \
+                 change it with `statewall cluster push firewall {name} FILE`, or delete \
+                 that key to manage it here again"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Handles one LOG event from the kernel: kept for the API, published on the event stream,
@@ -280,6 +289,7 @@ async fn create(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: By
 }
 
 async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    refuse_if_managed(&s, &name)?;
     let mut new = lock(&s).fw.clone();
     new.instances
         .remove(&name)
@@ -400,6 +410,7 @@ async fn batch(
     Path((name, chain)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
+    refuse_if_managed(&s, &name)?;
     let b: BatchBody = parse_large_body(&body)?;
     let mut g = lock(&s);
     let (c, no) = chain_of(&g.fw, &name, &chain)?;
@@ -497,6 +508,7 @@ async fn set_default(
     Path((name, chain)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
+    refuse_if_managed(&s, &name)?;
     let b: DefaultBody = parse_body(&body)?;
     let mut new = lock(&s).fw.clone();
     let (c, _) = chain_of_mut(&mut new, &name, &chain)?;
@@ -595,6 +607,7 @@ async fn sessions(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Api
 }
 
 async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    refuse_if_managed(&s, &name)?;
     let spec: crate::firewall::ApplySpec = parse_body(&body)?;
     if spec.confirm == Some(0) || spec.confirm.is_some_and(|c| c > 86400) {
         return Err(ApiError::bad("confirm: 1 to 86400 seconds"));
@@ -641,6 +654,7 @@ async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Byt
 }
 
 async fn confirm(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    refuse_if_managed(&s, &name)?;
     let mut new = lock(&s).fw.clone();
     if new.pending.remove(&name).is_none() {
         return Err(ApiError::bad(format!(

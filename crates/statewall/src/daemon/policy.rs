@@ -1,0 +1,247 @@
+//! Firewall changes as the shell makes them ([`commit_firewall`]: kernel first, then memory
+//! and disk; on error nothing changes), and the policy a cluster pushes: the supervised
+//! task `cluster_policy` reads `{prefix}/groups/{group}/policy/` in full, then follows it
+//! by a watch, applies each firewall instance's newest chains atomically, keeps the last
+//! good ones when a push is refused, and writes this host's report.
+//!
+//! An instance under cluster policy refuses changes through the local API (409) until its
+//! policy key is deleted; it may still be attached and detached here (ports are local).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use crate::{
+    cluster::{
+        read_firewall_policy,
+        store::{RawChange, StoreError},
+        NodeReport, Refused,
+    },
+    daemon::{cluster::Link, state::Shared},
+    engine::EngineError,
+    firewall::{FirewallError, FwState},
+};
+
+/// Why a firewall change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The kernel side refused it (placement, tables).
+    #[error(transparent)]
+    Kernel(#[from] EngineError),
+    /// The state could not be saved, or the change does not read.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+}
+
+/// Applies `new` (kernel first, then memory and disk); on error nothing changes. `moves`
+/// says, per chain, where each rule's counters come from.
+pub fn commit_firewall(
+    s: &Shared,
+    new: FwState,
+    moves: &[(u32, Vec<Option<usize>>)],
+) -> Result<(), CommitError> {
+    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let cfg = g.config.clone();
+    crate::firewall::kernel::check_placement(&new, &cfg.links())?;
+    g.engine
+        .apply_firewall(&cfg.firewall, &cfg.links(), &new, moves)?;
+    let path = cfg.daemon.state_dir.join("firewall.json");
+    new.save(&path)?;
+    g.fw = new;
+    Ok(())
+}
+
+/// The policy this host runs and what it refused, by key under the policy prefix.
+#[derive(Debug, Default)]
+pub struct PolicyState {
+    /// Applied: key to revision.
+    pub applied: BTreeMap<String, i64>,
+    /// Refused: key to revision and reason.
+    pub refused: BTreeMap<String, Refused>,
+}
+
+/// The policy state of a host ([`Link`] holds one).
+pub type SharedPolicy = Mutex<PolicyState>;
+
+/// Where the firewall instance `name`'s policy comes from, when the cluster manages it:
+/// (the key, the revision in force).
+pub fn managed(s: &Shared, name: &str) -> Option<(String, i64)> {
+    let link = s.cluster.as_ref()?;
+    let key = format!("firewall/{name}");
+    let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+    p.applied
+        .get(&key)
+        .map(|rev| (format!("{}{key}", link.cfg.policy_prefix()), *rev))
+}
+
+/// Applies one firewall policy value to the instance `name` (made when missing): its
+/// chains replaced at once, their counters from zero.
+fn apply_firewall(s: &Shared, name: &str, value: &[u8]) -> Result<(), CommitError> {
+    let spec = read_firewall_policy(value)?;
+    let mut new = s.inner.lock().unwrap_or_else(|p| p.into_inner()).fw.clone();
+    if !new.instances.contains_key(name) {
+        new.create(name, "TC")?;
+    }
+    let next = new.instances[name].with(&spec)?;
+    new.instances.insert(name.to_string(), next);
+    new.pending.remove(name);
+    let slot = new.instances[name].slot;
+    let mut moves = Vec::new();
+    if let Some(c) = &spec.ingress {
+        moves.push((slot * 2, vec![None; c.rules.len()]));
+    }
+    if let Some(c) = &spec.egress {
+        moves.push((slot * 2 + 1, vec![None; c.rules.len()]));
+    }
+    commit_firewall(s, new, &moves)
+}
+
+/// Applies a written policy key (`firewall/{name}` under the prefix) unless this
+/// revision is in force already.
+fn on_put(s: &Shared, link: &Link, key: &str, value: &[u8], revision: i64) {
+    {
+        let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+        if p.applied.get(key).is_some_and(|r| *r >= revision)
+            || p.refused.get(key).is_some_and(|r| r.revision >= revision)
+        {
+            return;
+        }
+    }
+    // (Not under the policy lock: an API handler may hold the daemon's lock and ask.)
+    let r = match key.strip_prefix("firewall/") {
+        Some(name) if crate::types::check_name(name).is_ok() => apply_firewall(s, name, value),
+        _ => Err(CommitError::Firewall(FirewallError::Operation(
+            "not a policy key statewall knows (firewall/NAME)",
+        ))),
+    };
+    let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+    match r {
+        Ok(()) => {
+            tracing::info!(key, revision, "cluster: policy applied");
+            p.applied.insert(key.to_string(), revision);
+            p.refused.remove(key);
+        }
+        Err(e) => {
+            let kept = p.applied.get(key).copied();
+            tracing::warn!(
+                key,
+                revision,
+                "cluster: pushed policy refused: {e} (revision {kept:?} stays in force)"
+            );
+            p.refused.insert(
+                key.to_string(),
+                Refused {
+                    revision,
+                    reason: e.to_string(),
+                },
+            );
+        }
+    }
+}
+
+/// A policy key deleted: the instance keeps its chains and is local again.
+fn on_delete(link: &Link, key: &str) {
+    let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+    if p.applied.remove(key).is_some() {
+        tracing::info!(
+            key,
+            "cluster: policy withdrawn; the instance keeps its rules and takes local changes again"
+        );
+    }
+    p.refused.remove(key);
+}
+
+/// Writes this host's report.
+async fn report(link: &Link) -> Result<(), StoreError> {
+    let r = {
+        let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+        NodeReport {
+            node: link.node.clone(),
+            time: crate::engine::clock::unix_secs(),
+            applied: p.applied.clone(),
+            refused: p.refused.clone(),
+        }
+    };
+    let key = format!("{}{}", link.cfg.nodes_prefix(), link.node);
+    link.store
+        .put(&key, serde_json::to_vec(&r).unwrap_or_default())
+        .await?;
+    Ok(())
+}
+
+/// The supervised task: full read, then watch, again after every gap.
+pub async fn run(
+    s: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(link) = s.cluster.clone() else {
+        let _ = stop.wait_for(|v| *v).await;
+        return Ok(());
+    };
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        match follow(&s, &link, &mut stop).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::debug!("cluster policy: {e}; reading again in 1 s"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+async fn follow(
+    s: &Shared,
+    link: &Link,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let prefix = link.cfg.policy_prefix();
+    let (kvs, rev) = link.store.read_prefix(&prefix).await?;
+    let present: Vec<String> = kvs
+        .iter()
+        .map(|kv| kv.key[prefix.len()..].to_string())
+        .collect();
+    for kv in &kvs {
+        on_put(s, link, &kv.key[prefix.len()..], &kv.value, kv.revision);
+    }
+    // Withdrawn while this host was away.
+    let gone: Vec<String> = {
+        let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+        p.applied
+            .keys()
+            .chain(p.refused.keys())
+            .filter(|k| !present.contains(k))
+            .cloned()
+            .collect()
+    };
+    for k in gone {
+        on_delete(link, &k);
+    }
+    report(link).await?;
+    let mut watch = link.store.watch_prefix(&prefix, rev + 1).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            m = watch.next() => {
+                let Some((changes, _)) = m? else {
+                    return Err(StoreError::WatchCancelled { reason: "the watch stream ended".into(), compacted: 0 });
+                };
+                for c in changes {
+                    match c {
+                        RawChange::Put(kv) => on_put(s, link, &kv.key[prefix.len()..], &kv.value, kv.revision),
+                        RawChange::Deleted(kv, _) => on_delete(link, &kv.key[prefix.len()..]),
+                    }
+                }
+                report(link).await?;
+            }
+            _ = tick.tick() => report(link).await?,
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
