@@ -34,7 +34,7 @@ fn run(cmd: &str, args: &[&str], dir: &std::path::Path) -> String {
 fn prometheus_files_pass_promtool() {
     let dir = deploy("prometheus");
     let msg = run("promtool", &["check", "config", "prometheus.yml"], &dir);
-    assert!(msg.contains("SUCCESS: 7 rules found"), "{msg}");
+    assert!(msg.contains("SUCCESS: 8 rules found"), "{msg}");
     run("promtool", &["check", "rules", "statewall-rules.yml"], &dir);
     let msg = run(
         "promtool",
@@ -77,7 +77,21 @@ fn configmap_policy() -> String {
 fn configmap_policy_is_a_valid_config() {
     let text = configmap_policy();
     assert!(text.contains("[[knock]]"), "{text}");
-    statewall::config::Config::parse(&text, "statewall.yaml:statewall.toml").unwrap();
+    let cfg = statewall::config::Config::parse(&text, "statewall.yaml:statewall.toml").unwrap();
+    // The etcd client's files are where the DaemonSet mounts the Secret.
+    let c = cfg.cluster.expect("the ConfigMap has a [cluster] section");
+    let manifest = std::fs::read_to_string(deploy("kubernetes/statewall.yaml")).unwrap();
+    assert!(manifest.contains("mountPath: /etc/statewall/etcd\n"), "{manifest}");
+    assert!(manifest.contains("secretName: statewall-etcd-client"));
+    for f in [&c.ca_file, &c.cert_file, &c.key_file] {
+        let f = f.as_ref().expect("TLS files set").display().to_string();
+        assert!(f.starts_with("/etc/statewall/etcd/"), "{f}");
+        assert!(
+            manifest.contains(&format!("--from-file={}", f.rsplit('/').next().unwrap())),
+            "{f} is not among the Secret's files"
+        );
+    }
+    assert!(c.endpoints.iter().all(|e| e.starts_with("https://")));
 }
 
 #[test]
@@ -102,6 +116,14 @@ fn alerts_use_metrics_the_daemon_serves() {
         ),
     )
     .unwrap();
+    // With a [cluster] (a one-member etcd of its own), so that the cluster's gauge is served.
+    let etcd = statewall_harness::etcd::Etcd::start(1);
+    let mut conf = std::fs::read_to_string(&p.config).unwrap();
+    conf.push_str(&format!(
+        "\n[cluster]\nendpoints = [{:?}]\nnode = \"fleet\"\n",
+        etcd.endpoint(0)
+    ));
+    std::fs::write(&p.config, conf).unwrap();
     let port = free_port();
     let _d = Daemon::start(&p, &["--metrics-listen", &format!("127.0.0.1:{port}")]);
     let text = common::scrape(port);
