@@ -126,6 +126,13 @@ encryption_mode = "cbc"
     .spa;
     full.spa.actions_dir = Some("/etc/statewall/actions.d".into());
     full.detect = Some(Default::default());
+    full.cluster = Some(statewall::cluster::ClusterConfig {
+        ca_file: Some("/ca".into()),
+        cert_file: Some("/c".into()),
+        key_file: Some("/k".into()),
+        server_name: Some("etcd".into()),
+        ..Default::default()
+    });
     let v: toml::Value = toml::Value::try_from(&full).unwrap();
     let text = example()
         + &std::fs::read_to_string(concat!(
@@ -263,6 +270,25 @@ fn errors_say_what_and_where() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no_auth"), "{e}");
+    // [cluster]: the file, the key and what is wrong.
+    for (text, want) in [
+        ("[cluster]\n", "a.toml: [cluster] endpoints: at least one"),
+        (
+            "[cluster]\nendpoints = [\"127.0.0.1:2379\"]\n",
+            "a.toml: [cluster] endpoints[0]: \"127.0.0.1:2379\" is not an http:// or https:// URL",
+        ),
+        (
+            "[cluster]\nendpoints = [\"http://a:1\"]\ncert_file = \"/c\"\n",
+            "a.toml: [cluster] cert_file: cert_file and key_file go together",
+        ),
+        (
+            "[cluster]\nendpoints = [\"http://a:1\"]\non_cluster_down = \"open\"\n",
+            "on_cluster_down",
+        ),
+    ] {
+        let e = Config::parse(text, "a.toml").unwrap_err().to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
     // VLAN sub-interfaces have dots; they are fine.
     Config::parse("[[interface]]\nname = \"eth0.100\"\n", "a.toml").unwrap();
 }
