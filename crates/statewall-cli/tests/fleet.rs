@@ -81,7 +81,10 @@ fn configmap_policy_is_a_valid_config() {
     // The etcd client's files are where the DaemonSet mounts the Secret.
     let c = cfg.cluster.expect("the ConfigMap has a [cluster] section");
     let manifest = std::fs::read_to_string(deploy("kubernetes/statewall.yaml")).unwrap();
-    assert!(manifest.contains("mountPath: /etc/statewall/etcd\n"), "{manifest}");
+    assert!(
+        manifest.contains("mountPath: /etc/statewall/etcd\n"),
+        "{manifest}"
+    );
     assert!(manifest.contains("secretName: statewall-etcd-client"));
     for f in [&c.ca_file, &c.cert_file, &c.key_file] {
         let f = f.as_ref().expect("TLS files set").display().to_string();

@@ -4,7 +4,10 @@
 //! revisions they run and what they refused.
 
 use super::prelude::*;
-use statewall::cluster::{read_firewall_policy, store::Store, ClusterConfig, NodeReport};
+use statewall::{
+    cluster::{store::Store, ClusterConfig, NodeReport},
+    firewall::read_policy,
+};
 
 /// `statewall cluster ...`.
 #[derive(Subcommand, Debug)]
@@ -55,7 +58,7 @@ pub async fn run(cmd: ClusterCmd, config: PathBuf) -> anyhow::Result<i32> {
             statewall::types::check_name(&name).map_err(|e| anyhow::anyhow!("name: {e}"))?;
             let text =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            read_firewall_policy(&text).with_context(|| format!("{}", file.display()))?;
+            read_policy(&text).with_context(|| format!("{}", file.display()))?;
             let key = format!("{}firewall/{name}", c.policy_prefix());
             let rev = store.put(&key, text).await?;
             println!("pushed firewall {name} as {key}, revision {rev}");

@@ -19,7 +19,8 @@
 //! daemon's task (`daemon::cluster`) keeps the watch, resynchronises from a full read after
 //! a gap, and keeps what it could not write for when etcd returns.
 //!
-//! Owns the `[cluster]` section. May import: `types`, `gate` (grant keys).
+//! Owns the `[cluster]` section and the keys under the prefix. May import: `types`,
+//! `gate` (grant keys).
 
 pub mod grants;
 pub mod store;
@@ -251,31 +252,6 @@ pub struct Refused {
     pub revision: i64,
     /// Why.
     pub reason: String,
-}
-
-/// The firewall chains `statewall cluster push firewall NAME FILE` stores: the body of
-/// `POST /api/v1/firewall/{name}/apply`, without `confirm`.
-pub fn read_firewall_policy(
-    text: &[u8],
-) -> Result<crate::firewall::ApplySpec, crate::firewall::FirewallError> {
-    use crate::firewall::{ChainState, FirewallError, Instance};
-    let spec: crate::firewall::ApplySpec =
-        serde_json::from_slice(text).map_err(|e| FirewallError::Json(e.to_string()))?;
-    if spec.confirm.is_some() {
-        return Err(FirewallError::Operation(
-            "`confirm` has no meaning in pushed policy (hosts apply it for good)",
-        ));
-    }
-    // Every rule checked here, so that a bad one is named before anything is applied.
-    let empty = Instance {
-        slot: 0,
-        kind: String::new(),
-        ports: Vec::new(),
-        ingress: ChainState::default(),
-        egress: ChainState::default(),
-    };
-    empty.with(&spec)?;
-    Ok(spec)
 }
 
 #[cfg(test)]

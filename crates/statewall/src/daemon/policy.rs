@@ -15,7 +15,6 @@ use std::{
 
 use crate::{
     cluster::{
-        read_firewall_policy,
         store::{RawChange, StoreError},
         NodeReport, Refused,
     },
@@ -79,7 +78,7 @@ pub fn managed(s: &Shared, name: &str) -> Option<(String, i64)> {
 /// Applies one firewall policy value to the instance `name` (made when missing): its
 /// chains replaced at once, their counters from zero.
 fn apply_firewall(s: &Shared, name: &str, value: &[u8]) -> Result<(), CommitError> {
-    let spec = read_firewall_policy(value)?;
+    let spec = crate::firewall::read_policy(value)?;
     let mut new = s.inner.lock().unwrap_or_else(|p| p.into_inner()).fw.clone();
     if !new.instances.contains_key(name) {
         new.create(name, "TC")?;

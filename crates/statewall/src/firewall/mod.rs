@@ -576,6 +576,29 @@ impl Instance {
     }
 }
 
+/// Reads the chains a cluster pushes for an instance (`statewall cluster push firewall
+/// NAME FILE`): the body of `POST /api/v1/firewall/{name}/apply`, without `confirm`, every
+/// rule checked (errors name the chain and rule).
+pub fn read_policy(text: &[u8]) -> FwResult<ApplySpec> {
+    let spec: ApplySpec =
+        serde_json::from_slice(text).map_err(|e| FirewallError::Json(e.to_string()))?;
+    if spec.confirm.is_some() {
+        return Err(FirewallError::Operation(
+            "`confirm` has no meaning in pushed policy (hosts apply it for good)",
+        ));
+    }
+    // Every rule checked here, so that a bad one is named before anything is applied.
+    let empty = Instance {
+        slot: 0,
+        kind: String::new(),
+        ports: Vec::new(),
+        ingress: ChainState::default(),
+        egress: ChainState::default(),
+    };
+    empty.with(&spec)?;
+    Ok(spec)
+}
+
 /// One operation of a batch, resolved against the chain as the operations before it left
 /// it.
 #[derive(Clone, Debug, PartialEq, Eq)]
