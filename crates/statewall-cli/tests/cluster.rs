@@ -57,6 +57,9 @@ key_base64 = "{K}"
 hmac_key_base64 = "{H}"
 fw_access_timeout = {spa_secs}
 
+[detect]
+mode = "monitor"
+
 [cluster]
 endpoints = [{eps}]
 node = "h{node}"
@@ -199,7 +202,7 @@ fn fwknop_opens_every_host_and_its_replay_is_refused_on_each() {
 }
 
 #[test]
-fn a_knock_opens_the_door_everywhere_and_revocation_closes_it_everywhere() {
+fn a_knock_a_grant_and_a_block_reach_every_host_and_leave_together() {
     let etcd = Etcd::start(3);
     let hs = hosts("clknock", &etcd, ["refuse"; 3], 30);
     for h in &hs {
@@ -239,6 +242,43 @@ fn a_knock_opens_the_door_everywhere_and_revocation_closes_it_everywhere() {
         eventually(&format!("host {i} revoked it"), || !h.opens(24));
     }
     assert!(hs[0].cluster()["counts"]["revoked"].as_u64().unwrap() >= 1);
+    // A block on host 0 (the detection stage's mitigation, by hand for 600 s) drops the
+    // source on all three, with the same expiry; released on host 1, it is gone from all.
+    for h in &hs {
+        assert!(h.opens(25));
+    }
+    hs[0].d().ok(
+        "POST",
+        "/api/v1/detect/blocks",
+        r#"{"prefix": "10.77.0.1", "seconds": 600}"#,
+    );
+    let left = |h: &Host| -> Option<f64> {
+        let v = h.d().get("/api/v1/detect");
+        v["mitigations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| {
+                m["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("10.77.0.1"))
+            })
+            .and_then(|m| m["left_s"].as_f64())
+    };
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} drops the blocked source"), || {
+            !h.opens(25)
+        });
+    }
+    let l0 = left(&hs[0]).unwrap();
+    for (i, h) in hs.iter().enumerate().skip(1) {
+        let l = left(h).unwrap_or_else(|| panic!("host {i} lists no block"));
+        assert!((l - l0).abs() < 2.0, "host {i}: {l} s left, host 0: {l0} s");
+    }
+    hs[1].d().ok("DELETE", "/api/v1/detect/10.77.0.1", "");
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} released the block"), || h.opens(25));
+    }
 }
 
 #[test]

@@ -10,6 +10,10 @@
 //!   watch, with that expiry. Its lease only cleans up; deleting the key before its expiry
 //!   revokes the grant everywhere.
 //!
+//! - **Shared blocks**: a source or prefix the detection stage blocks on one host (by
+//!   hand or by the learned classifier) is written under `{prefix}/groups/{group}/blocks/`
+//!   with its absolute expiry ([`blocks::SharedBlock`]) and blocked on every host of the
+//!   group until then; a release deletes it everywhere.
 //! - **Policy**: `statewall cluster push` stores a firewall instance's chains under
 //!   `{prefix}/groups/{group}/policy/firewall/{name}`; every host applies the newest
 //!   revision atomically, or keeps the last good one and reports why it refused it, in its
@@ -22,6 +26,7 @@
 //! Owns the `[cluster]` section and the keys under the prefix. May import: `types`,
 //! `gate` (grant keys).
 
+pub mod blocks;
 pub mod grants;
 pub mod store;
 
@@ -217,6 +222,11 @@ impl ClusterConfig {
     /// `{prefix}/groups/{group}/grants/`.
     pub fn grants_prefix(&self) -> String {
         format!("{}/groups/{}/grants/", self.prefix, self.group)
+    }
+
+    /// `{prefix}/groups/{group}/blocks/`: the detection stage's blocks, shared.
+    pub fn blocks_prefix(&self) -> String {
+        format!("{}/groups/{}/blocks/", self.prefix, self.group)
     }
 
     /// `{prefix}/groups/{group}/policy/`: what `statewall cluster push` stores

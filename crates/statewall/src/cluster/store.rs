@@ -12,7 +12,7 @@ use etcd_client::{
     WatchOptions, WatchStream,
 };
 
-use super::{grants::SharedGrant, ClusterConfig};
+use super::{blocks::SharedBlock, grants::SharedGrant, ClusterConfig};
 
 /// Leases end on multiples of this many seconds (Unix time).
 pub const LEASE_STEP: u64 = 10;
@@ -69,6 +69,7 @@ pub struct Store {
     timeout: Duration,
     replay: String,
     grants: String,
+    blocks: String,
     /// Lease ids by the Unix second they end at.
     leases: Mutex<BTreeMap<u64, i64>>,
 }
@@ -110,6 +111,7 @@ impl Store {
             timeout: cfg.request_timeout.0,
             replay: cfg.replay_prefix(),
             grants: cfg.grants_prefix(),
+            blocks: cfg.blocks_prefix(),
             leases: Mutex::new(BTreeMap::new()),
         })
     }
@@ -215,6 +217,36 @@ impl Store {
             }
         }
         unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Writes (or re-arms) a shared block; its lease ends a step after it (none when it
+    /// lasts until released). Returns the revision it was written at.
+    pub async fn put_block(&self, b: &SharedBlock, now: u64) -> Result<i64, StoreError> {
+        let key = format!("{}{}", self.blocks, b.key_suffix());
+        for attempt in 0..2 {
+            let opts = if b.expires_ms == 0 {
+                None
+            } else {
+                let lease = self.lease(b.expires_ms.div_ceil(1000) + 1, now).await?;
+                Some(PutOptions::new().with_lease(lease))
+            };
+            let mut c = self.client.clone();
+            match self.bounded(c.put(key.clone(), b.encode(), opts)).await {
+                Ok(r) => return Ok(r.header().map_or(0, |h| h.revision())),
+                Err(e) if attempt == 0 && Self::lease_lost(&e) => self.forget_leases(),
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Deletes a shared block (a release); true when there was one.
+    pub async fn delete_block(&self, suffix: &str) -> Result<bool, StoreError> {
+        let mut c = self.client.clone();
+        let r = self
+            .bounded(c.delete(format!("{}{suffix}", self.blocks), None))
+            .await?;
+        Ok(r.deleted() > 0)
     }
 
     /// Deletes a shared grant (a revocation); true when there was one.

@@ -148,6 +148,15 @@ fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
                         d.expiry.0
                     );
                 }
+                if let Some(l) = &s.cluster {
+                    l.share_block(
+                        &p.to_string(),
+                        until,
+                        g.engine.kernel_now(),
+                        "classifier",
+                        &reason,
+                    );
+                }
                 let seen = c.held.get(&p).map_or(0, |h| h.dropped_seen);
                 c.held.insert(
                     p,
@@ -196,8 +205,14 @@ fn rearm(s: &Shared) {
         }
         if b.dropped > h.dropped_seen {
             h.dropped_seen = b.dropped;
-            if let Err(e) = g.engine.detect_block(p, now + expiry.as_nanos() as u64) {
-                tracing::warn!("detect classifier: re-arming {p}: {e}");
+            let until = now + expiry.as_nanos() as u64;
+            match g.engine.detect_block(p, until) {
+                Ok(()) => {
+                    if let Some(l) = &s.cluster {
+                        l.share_block(&p.to_string(), until, now, "classifier", &h.reason);
+                    }
+                }
+                Err(e) => tracing::warn!("detect classifier: re-arming {p}: {e}"),
             }
         }
     }

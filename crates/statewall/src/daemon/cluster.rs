@@ -26,6 +26,7 @@ use statewall_common::maps::{GrantKey, GRANT_BY_CLUSTER};
 
 use crate::{
     cluster::{
+        blocks::SharedBlock,
         grants::{suffix, SharedGrant},
         store::{GrantChange, Store, StoreError},
         ClusterConfig, OnDown,
@@ -74,6 +75,10 @@ struct Outbox {
     revokes: Vec<String>,
     /// Digests accepted while etcd was away, to claim when it returns: (digest, until).
     claims: Vec<([u8; 32], u64)>,
+    /// Blocks by key suffix (the latest wins).
+    blocks: BTreeMap<String, SharedBlock>,
+    /// Releases by key suffix.
+    unblocks: Vec<String>,
 }
 
 /// The link to the cluster.
@@ -230,10 +235,53 @@ impl Link {
         self.wake.notify_one();
     }
 
+    /// Shares a block made here: `prefix` (`ADDR/LEN`) until `expires_ns` on this host's
+    /// kernel clock (0: until released), made `by` (`api`, `classifier`) for `reason`.
+    pub fn share_block(
+        &self,
+        prefix: &str,
+        expires_ns: u64,
+        kernel_now: u64,
+        by: &str,
+        reason: &str,
+    ) {
+        let expires_ms = if expires_ns == 0 {
+            0
+        } else {
+            unix_ms() + expires_ns.saturating_sub(kernel_now) / 1_000_000
+        };
+        let b = SharedBlock {
+            prefix: prefix.into(),
+            expires_ms,
+            by: by.into(),
+            reason: reason.into(),
+            node: self.node.clone(),
+        };
+        let mut o = self.lock_outbox();
+        let k = b.key_suffix();
+        o.unblocks.retain(|r| *r != k);
+        o.blocks.insert(k, b);
+        drop(o);
+        self.wake.notify_one();
+    }
+
+    /// Releases a block on every host of the group.
+    pub fn unshare_block(&self, prefix: &str) {
+        let k = crate::cluster::blocks::suffix(prefix);
+        let mut o = self.lock_outbox();
+        o.blocks.remove(&k);
+        if !o.unblocks.contains(&k) {
+            o.unblocks.push(k);
+        }
+        drop(o);
+        self.wake.notify_one();
+    }
+
     /// The link's state.
     pub fn status(&self) -> LinkStatus {
         let o = self.lock_outbox();
-        let pending = o.grants.len() + o.revokes.len() + o.claims.len();
+        let pending =
+            o.grants.len() + o.revokes.len() + o.claims.len() + o.blocks.len() + o.unblocks.len();
         drop(o);
         let c = &self.counts;
         let counts = [
@@ -330,17 +378,72 @@ impl Link {
                 }
             }
         }
-        let mut o = self.lock_outbox();
-        o.claims.extend(back.claims);
-        for k in back.revokes {
-            if !o.revokes.contains(&k) && !o.grants.contains_key(&k) {
-                o.revokes.push(k);
+        {
+            let mut o = self.lock_outbox();
+            o.claims.extend(back.claims);
+            for k in back.revokes {
+                if !o.revokes.contains(&k) && !o.grants.contains_key(&k) {
+                    o.revokes.push(k);
+                }
+            }
+            for (k, g) in back.grants {
+                // A newer share made meanwhile wins.
+                if !o.grants.contains_key(&k) && !o.revokes.contains(&k) {
+                    o.grants.insert(k, g);
+                }
             }
         }
-        for (k, g) in back.grants {
-            // A newer share made meanwhile wins.
-            if !o.grants.contains_key(&k) && !o.revokes.contains(&k) {
-                o.grants.insert(k, g);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.flush_blocks(now).await
+    }
+
+    /// Writes the blocks and releases waiting in the outbox; what fails goes back.
+    async fn flush_blocks(&self, now: u64) -> Result<(), StoreError> {
+        let (blocks, unblocks) = {
+            let mut o = self.lock_outbox();
+            (
+                std::mem::take(&mut o.blocks),
+                std::mem::take(&mut o.unblocks),
+            )
+        };
+        let now_ms = unix_ms();
+        let mut failed = None;
+        let (mut back_b, mut back_u) = (BTreeMap::new(), Vec::new());
+        for k in unblocks {
+            if failed.is_none() {
+                match self.store.delete_block(&k).await {
+                    Ok(_) => continue,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            back_u.push(k);
+        }
+        for (k, b) in blocks {
+            if b.expires_ms != 0 && b.expires_ms <= now_ms {
+                continue;
+            }
+            if failed.is_none() {
+                match self.store.put_block(&b, now).await {
+                    Ok(_) => {
+                        self.counts.published.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            back_b.insert(k, b);
+        }
+        let mut o = self.lock_outbox();
+        for k in back_u {
+            if !o.unblocks.contains(&k) && !o.blocks.contains_key(&k) {
+                o.unblocks.push(k);
+            }
+        }
+        for (k, b) in back_b {
+            if !o.blocks.contains_key(&k) && !o.unblocks.contains(&k) {
+                o.blocks.insert(k, b);
             }
         }
         match failed {
@@ -484,10 +587,18 @@ async fn follow(
         .unreadable
         .fetch_add(bad.len() as u64, Ordering::Relaxed);
     apply_all(s, link, &grants);
-    link.revision.store(rev, Ordering::Relaxed);
-    tracing::info!(node = %link.node, revision = rev, grants = grants.len(), "cluster: shared grants read");
+    let blocks_prefix = link.cfg.blocks_prefix();
+    let (kvs, brev) = link.store.read_prefix(&blocks_prefix).await?;
+    let (blocks, bad) = super::blocks::decode_all(&kvs);
+    link.counts
+        .unreadable
+        .fetch_add(bad as u64, Ordering::Relaxed);
+    super::blocks::apply_all(s, link, &blocks);
+    link.revision.store(rev.max(brev), Ordering::Relaxed);
+    tracing::info!(node = %link.node, revision = rev, grants = grants.len(), blocks = blocks.len(), "cluster: shared grants and blocks read");
     link.flush().await?;
     let mut watch = link.store.watch_grants(rev + 1).await?;
+    let mut bwatch = link.store.watch_prefix(&blocks_prefix, brev + 1).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -498,6 +609,16 @@ async fn follow(
                 };
                 for c in changes {
                     apply_change(s, link, c);
+                }
+                link.revision.fetch_max(rev, Ordering::Relaxed);
+                link.set_up();
+            }
+            m = bwatch.next() => {
+                let Some((changes, rev)) = m? else {
+                    return Err(StoreError::WatchCancelled { reason: "the watch stream ended".into(), compacted: 0 });
+                };
+                for c in changes {
+                    super::blocks::apply_change(s, link, c);
                 }
                 link.revision.fetch_max(rev, Ordering::Relaxed);
                 link.set_up();

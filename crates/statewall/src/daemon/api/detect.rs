@@ -171,6 +171,15 @@ async fn block(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
         }
         e => ApiError::internal(e),
     })?;
+    if let Some(l) = &s.cluster {
+        l.share_block(
+            &p.to_string(),
+            expires,
+            g.engine.kernel_now(),
+            "api",
+            "by hand",
+        );
+    }
     tracing::warn!(prefix = %p, seconds = ?r.seconds, "detect: blocked through the API");
     Ok((
         StatusCode::CREATED,
@@ -192,7 +201,11 @@ async fn release(State(s): State<Arc<Shared>>, Path(addr): Path<String>) -> ApiR
     } else {
         0
     };
-    if !unblocked && released == 0 {
+    // In a cluster the block may be held on other hosts only: released everywhere.
+    if let Some(l) = &s.cluster {
+        l.unshare_block(&p.to_string());
+    }
+    if !unblocked && released == 0 && s.cluster.is_none() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no block of {p} and no mitigation for it as a destination"),

@@ -1,0 +1,133 @@
+//! The detection stage's blocks shared through the cluster (`[cluster]` with `[detect]`):
+//! a block another host of the group made is installed here with its expiry; a delete
+//! before that expiry is a release, applied here too. A host without `[detect]` keeps
+//! none (its ingress has no block check). The allowlist wins in the kernel, so a shared
+//! block never drops this host's allowlisted sources.
+
+use std::sync::atomic::Ordering;
+
+use crate::{
+    cluster::{blocks::SharedBlock, store::RawChange},
+    daemon::{cluster::Link, state::Shared},
+    detect::Prefix,
+};
+
+/// Two expiries closer than this (ms) are the same block's, read through two clocks.
+const SAME_MS: u64 = 100;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Installs a shared block here with its own expiry.
+fn install(s: &Shared, link: &Link, b: &SharedBlock) {
+    let Ok(p) = Prefix::parse(&b.prefix) else {
+        return;
+    };
+    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    if g.config.detect.is_none() {
+        return;
+    }
+    let until = if b.expires_ms == 0 {
+        0
+    } else {
+        let left = b.expires_ms.saturating_sub(unix_ms());
+        if left == 0 {
+            return;
+        }
+        g.engine.kernel_now() + left * 1_000_000
+    };
+    // An existing block that lasts longer (or for good) stays as it is.
+    let longer = g.engine.detect_blocks().ok().and_then(|v| {
+        v.into_iter()
+            .find(|(q, _)| *q == p)
+            .map(|(_, cur)| cur.expires_ns == 0 || (until != 0 && cur.expires_ns >= until))
+    });
+    if longer == Some(true) {
+        return;
+    }
+    match g.engine.detect_block(&p, until) {
+        Ok(()) => {
+            link.counts.installed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(prefix = %p, from = %b.node, by = %b.by, reason = %b.reason, "cluster: block installed");
+        }
+        Err(e) => {
+            tracing::warn!(prefix = %p, from = %b.node, "cluster: a shared block could not be installed: {e}")
+        }
+    }
+}
+
+/// Releases `before`'s block here, unless the block here is a later one.
+fn release(s: &Shared, link: &Link, before: &SharedBlock) {
+    let Ok(p) = Prefix::parse(&before.prefix) else {
+        return;
+    };
+    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let now = g.engine.kernel_now();
+    let Some(cur) = g
+        .engine
+        .detect_blocks()
+        .ok()
+        .and_then(|v| v.into_iter().find(|(q, _)| *q == p).map(|(_, b)| b))
+    else {
+        return;
+    };
+    let same = match (cur.expires_ns, before.expires_ms) {
+        (0, 0) => true,
+        (0, _) | (_, 0) => false,
+        (c, e) => unix_ms() + c.saturating_sub(now) / 1_000_000 <= e + SAME_MS,
+    };
+    if same && g.engine.detect_unblock(&p).unwrap_or(false) {
+        link.counts.revoked.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(prefix = %p, "cluster: block released elsewhere in the group");
+    }
+}
+
+/// Applies the group's blocks as read in full.
+pub fn apply_all(s: &Shared, link: &Link, blocks: &[SharedBlock]) {
+    for b in blocks.iter().filter(|b| b.node != link.node) {
+        install(s, link, b);
+    }
+}
+
+/// Applies one watched change under the blocks prefix.
+pub fn apply_change(s: &Shared, link: &Link, c: RawChange) {
+    match c {
+        RawChange::Put(kv) => match SharedBlock::decode(&kv.key, &kv.value) {
+            Ok(b) if b.node != link.node => install(s, link, &b),
+            Ok(_) => {}
+            Err(e) => {
+                link.counts.unreadable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("cluster: {e}; ignored");
+            }
+        },
+        RawChange::Deleted(kv, before) => {
+            let Some(b) = before.and_then(|v| SharedBlock::decode(&kv.key, &v).ok()) else {
+                return;
+            };
+            // A release: made before the block's end (a lease's delete comes after it).
+            if b.expires_ms == 0 || b.expires_ms > unix_ms() + 500 {
+                release(s, link, &b);
+            }
+        }
+    }
+}
+
+/// Reads every key under the blocks prefix: the blocks, and how many did not read.
+pub fn decode_all(kvs: &[crate::cluster::store::RawKv]) -> (Vec<SharedBlock>, usize) {
+    let mut bad = 0;
+    let ok = kvs
+        .iter()
+        .filter_map(|kv| match SharedBlock::decode(&kv.key, &kv.value) {
+            Ok(b) => Some(b),
+            Err(_) => {
+                bad += 1;
+                None
+            }
+        })
+        .collect();
+    (ok, bad)
+}
