@@ -126,7 +126,6 @@ async fn the_pinned_client_does_what_the_fleet_needs_on_debians_etcd() {
         let (changes, _rev) = tokio::time::timeout(Duration::from_secs(10), w.next())
             .await
             .expect("the watch delivers")
-            .unwrap()
             .unwrap();
         seen.extend(changes);
     }

@@ -99,8 +99,7 @@ fn put_to_watch_alone(etcd: &Etcd) -> anyhow::Result<f64> {
             loop {
                 let (changes, _) = tokio::time::timeout(Duration::from_secs(5), w.next())
                     .await
-                    .context("the watch did not deliver within 5 s")??
-                    .context("the watch ended")?;
+                    .context("the watch did not deliver within 5 s")??;
                 if !changes.is_empty() {
                     break;
                 }

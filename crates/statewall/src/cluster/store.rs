@@ -36,6 +36,9 @@ pub enum StoreError {
     /// etcd (or the way to it) answered with an error.
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    /// A watch's stream ended (etcd went away, or closed it).
+    #[error("the watch stream ended")]
+    WatchEnded,
     /// A watch was cancelled by etcd; `compacted` is etcd's oldest revision when the
     /// revision asked for was compacted away.
     #[error("etcd cancelled the watch ({reason}; compacted up to {compacted})")]
@@ -362,13 +365,13 @@ pub struct RawWatch {
 }
 
 impl RawWatch {
-    /// The next batch of changes and the revision they bring the reader to; `Ok(None)` when
-    /// the stream ended. A cancelled watch (a compacted revision) is an error: the reader
+    /// The next batch of changes and the revision they bring the reader to. A stream that
+    /// ended or a cancelled watch (a compacted revision) is an error: the reader
     /// resynchronises from a full read.
-    pub async fn next(&mut self) -> Result<Option<(Vec<RawChange>, i64)>, StoreError> {
+    pub async fn next(&mut self) -> Result<(Vec<RawChange>, i64), StoreError> {
         loop {
             let Some(r) = self.stream.message().await? else {
-                return Ok(None);
+                return Err(StoreError::WatchEnded);
             };
             if r.canceled() || r.compact_revision() > 0 {
                 return Err(StoreError::WatchCancelled {
@@ -398,7 +401,7 @@ impl RawWatch {
                     })
                 })
                 .collect();
-            return Ok(Some((changes, rev)));
+            return Ok((changes, rev));
         }
     }
 }
@@ -410,10 +413,8 @@ pub struct GrantWatch {
 
 impl GrantWatch {
     /// The next batch of grant changes (see [`RawWatch::next`]).
-    pub async fn next(&mut self) -> Result<Option<(Vec<GrantChange>, i64)>, StoreError> {
-        let Some((raw, rev)) = self.raw.next().await? else {
-            return Ok(None);
-        };
+    pub async fn next(&mut self) -> Result<(Vec<GrantChange>, i64), StoreError> {
+        let (raw, rev) = self.raw.next().await?;
         let changes = raw
             .into_iter()
             .map(|c| match c {
@@ -427,6 +428,6 @@ impl GrantWatch {
                 },
             })
             .collect();
-        Ok(Some((changes, rev)))
+        Ok((changes, rev))
     }
 }

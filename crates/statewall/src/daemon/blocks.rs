@@ -10,17 +10,11 @@ use crate::{
     cluster::{blocks::SharedBlock, store::RawChange},
     daemon::{cluster::Link, state::Shared},
     detect::Prefix,
+    engine::clock::unix_ms,
 };
 
 /// Two expiries closer than this (ms) are the same block's, read through two clocks.
 const SAME_MS: u64 = 100;
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Installs a shared block here with its own expiry.
 fn install(s: &Shared, link: &Link, b: &SharedBlock) {

@@ -32,6 +32,7 @@ use crate::{
         ClusterConfig, OnDown,
     },
     daemon::state::Shared,
+    engine::clock::unix_ms,
 };
 
 /// What a claim of an SPA digest came to.
@@ -119,13 +120,6 @@ pub struct LinkStatus {
     pub on_cluster_down: OnDown,
     /// Counters.
     pub counts: BTreeMap<&'static str, u64>,
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Link {
@@ -546,13 +540,9 @@ fn apply_change(s: &Shared, link: &Link, c: GrantChange) {
 /// The supervised task: full read, then watch, again after every gap; writes the outbox.
 pub async fn run(
     s: Arc<Shared>,
+    link: Arc<Link>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let Some(link) = s.cluster.clone() else {
-        // No cluster: nothing to do until the daemon stops.
-        let _ = stop.wait_for(|v| *v).await;
-        return Ok(());
-    };
     let mut backoff = Duration::from_millis(200);
     loop {
         if *stop.borrow() {
@@ -604,9 +594,7 @@ async fn follow(
     loop {
         tokio::select! {
             m = watch.next() => {
-                let Some((changes, rev)) = m? else {
-                    return Err(StoreError::WatchCancelled { reason: "the watch stream ended".into(), compacted: 0 });
-                };
+                let (changes, rev) = m?;
                 for c in changes {
                     apply_change(s, link, c);
                 }
@@ -614,9 +602,7 @@ async fn follow(
                 link.set_up();
             }
             m = bwatch.next() => {
-                let Some((changes, rev)) = m? else {
-                    return Err(StoreError::WatchCancelled { reason: "the watch stream ended".into(), compacted: 0 });
-                };
+                let (changes, rev) = m?;
                 for c in changes {
                     super::blocks::apply_change(s, link, c);
                 }

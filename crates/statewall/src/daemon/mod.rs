@@ -432,14 +432,16 @@ fn spawn_background(
     sup.spawn(tasks, "detect_classifier", stop_rx.clone(), move || {
         classify::run(s.clone(), rx.clone())
     });
-    let (s, rx) = (shared.clone(), stop_rx.clone());
-    sup.spawn(tasks, "cluster", stop_rx.clone(), move || {
-        cluster::run(s.clone(), rx.clone())
-    });
-    let (s, rx) = (shared.clone(), stop_rx.clone());
-    sup.spawn(tasks, "cluster_policy", stop_rx.clone(), move || {
-        policy::run(s.clone(), rx.clone())
-    });
+    if let Some(link) = shared.cluster.clone() {
+        let (s, l, rx) = (shared.clone(), link.clone(), stop_rx.clone());
+        sup.spawn(tasks, "cluster", stop_rx.clone(), move || {
+            cluster::run(s.clone(), l.clone(), rx.clone())
+        });
+        let (s, rx) = (shared.clone(), stop_rx.clone());
+        sup.spawn(tasks, "cluster_policy", stop_rx.clone(), move || {
+            policy::run(s.clone(), link.clone(), rx.clone())
+        });
+    }
 }
 
 /// A supervised follower of the ring buffer `map`, as the task `task`.

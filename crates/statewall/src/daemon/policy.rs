@@ -173,12 +173,9 @@ async fn report(link: &Link) -> Result<(), StoreError> {
 /// The supervised task: full read, then watch, again after every gap.
 pub async fn run(
     s: Arc<Shared>,
+    link: Arc<Link>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let Some(link) = s.cluster.clone() else {
-        let _ = stop.wait_for(|v| *v).await;
-        return Ok(());
-    };
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -228,9 +225,7 @@ async fn follow(
     loop {
         tokio::select! {
             m = watch.next() => {
-                let Some((changes, _)) = m? else {
-                    return Err(StoreError::WatchCancelled { reason: "the watch stream ended".into(), compacted: 0 });
-                };
+                let (changes, _) = m?;
                 for c in changes {
                     match c {
                         RawChange::Put(kv) => on_put(s, link, &kv.key[prefix.len()..], &kv.value, kv.revision),

@@ -21,6 +21,11 @@ pub fn unix_secs() -> u64 {
     realtime_ns() / 1_000_000_000
 }
 
+/// Unix time in milliseconds (`CLOCK_REALTIME`).
+pub fn unix_ms() -> u64 {
+    realtime_ns() / 1_000_000
+}
+
 fn clock_ns(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
