@@ -162,12 +162,14 @@ pub(crate) fn start_daemon(
 
 /// `n` times: the time from sending a fresh fwknop packet until tcp/[`PORT`] answers (µs),
 /// and before it the time a connect to an open port takes (the namespaces' floor). The
-/// grant is revoked before each run.
+/// grant is revoked before each run. Between two connect attempts the client waits
+/// `pause` (zero: it tries again at once, and keeps a CPU busy doing so).
 pub(crate) fn spa_to_open(
     pair: &Pair,
     d: &Daemon,
     (k, h): (&[u8; 32], &[u8; 64]),
     n: usize,
+    pause: Duration,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let sv = pair.server_v4;
     let sock = d.socket.clone();
@@ -209,6 +211,9 @@ pub(crate) fn spa_to_open(
             loop {
                 if crate::bench::open::try_connect(to) {
                     return Ok((t0.elapsed().as_nanos() as f64 / 1e3, b));
+                }
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
                 }
                 if t0.elapsed() > Duration::from_secs(3) {
                     let log = std::fs::read_to_string(d.dir.join("daemon.log")).unwrap_or_default();
@@ -258,7 +263,7 @@ pub fn open_rows() -> anyhow::Result<Vec<Row>> {
     let k = spa::random_bytes::<32>()?;
     let h = spa::random_bytes::<64>()?;
     let d = start_daemon(&pair, &STANDARD.encode(k), &STANDARD.encode(h), "spa", "")?;
-    let (runs, base) = spa_to_open(&pair, &d, (&k, &h), RUNS * 2)?;
+    let (runs, base) = spa_to_open(&pair, &d, (&k, &h), RUNS * 2, Duration::ZERO)?;
     let to = SocketAddr::from((sv, PORT));
     let cv = pair.client_v4;
     drop(d);
