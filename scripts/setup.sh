@@ -18,12 +18,12 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 # the real floods the detect stage is tested against; etcd-server and etcd-client are the
 # fleet's shared store, started by the tests as their own clusters on loopback, and
 # protobuf-compiler with libprotobuf-dev (the well-known .proto files it imports) builds
-# the etcd client crate's gRPC bindings).
+# the etcd client crate's gRPC bindings; openssl makes the certificates of the TLS test).
 PKGS=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
   iproute2 iperf3 nftables iptables knockd fwknop-client fwknop-server curl tcpdump tmux
   prometheus clang-22 libbpf-dev python3-venv nmap ethtool iputils-ping hping3
-  etcd-server etcd-client protobuf-compiler libprotobuf-dev
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev openssl
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -29,7 +29,8 @@ fn grant(port: u16, node: &str) -> SharedGrant {
         source: "10.77.0.1".parse().unwrap(),
         proto: 6,
         port,
-        expires_ms: (statewall::engine::clock::unix_secs() + 60) * 1000,
+        // (A fixed instant: the values compared below are made at different times.)
+        expires_ms: 4_000_000_000_000,
         by: "api".into(),
         name: String::new(),
         node: node.into(),
@@ -220,4 +221,44 @@ async fn requests_fail_fast_while_etcd_is_down_and_recover() {
     }
     // The claim made before the outage is still there (the data survived the restart).
     assert!(!s.claim(&[1; 32], now + 30, "a", now).await.unwrap());
+}
+
+/// Over TLS with client certificates (`[cluster]` `ca_file`, `cert_file`, `key_file`), as
+/// the fleet manifest runs it: with the client certificate the claim is made; without one,
+/// or trusting another CA, etcd cannot be reached (an error, never a claim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate() {
+    let etcd = Etcd::start_with(1, true);
+    let certs = etcd.certs().unwrap().clone();
+    let mut cfg = config(&etcd, "a");
+    assert!(cfg.endpoints[0].starts_with("https://"));
+    cfg.request_timeout = statewall::types::Dur(Duration::from_secs(2));
+    cfg.ca_file = Some(certs.ca.clone());
+    cfg.cert_file = Some(certs.client.0.clone());
+    cfg.key_file = Some(certs.client.1.clone());
+    cfg.validate().unwrap();
+    let now = statewall::engine::clock::unix_secs();
+    let s = Store::connect(&cfg).await.unwrap();
+    assert!(s.claim(&[3; 32], now + 30, "a", now).await.unwrap());
+    assert!(!s.claim(&[3; 32], now + 30, "a", now).await.unwrap());
+    // No client certificate: refused by etcd.
+    let mut anon = cfg.clone();
+    anon.cert_file = None;
+    anon.key_file = None;
+    let s = Store::connect(&anon).await.unwrap();
+    assert!(s.claim(&[4; 32], now + 30, "a", now).await.is_err());
+    // Another CA: etcd's certificate is not trusted.
+    let other = Etcd::start_with(1, true);
+    let mut wrong = cfg.clone();
+    wrong.ca_file = Some(other.certs().unwrap().ca.clone());
+    let s = Store::connect(&wrong).await.unwrap();
+    assert!(s.claim(&[5; 32], now + 30, "a", now).await.is_err());
+    // A key file that is not there: a clear error at connect, naming the key and file.
+    let mut missing = cfg.clone();
+    missing.key_file = Some("/nonexistent/tls.key".into());
+    let e = Store::connect(&missing).await.err().unwrap().to_string();
+    assert!(
+        e.contains("key_file") && e.contains("/nonexistent/tls.key"),
+        "{e}"
+    );
 }

@@ -22,6 +22,101 @@ pub struct Etcd {
     dir: PathBuf,
     members: Vec<Member>,
     initial: String,
+    tls: Option<Certs>,
+}
+
+/// Certificates made for a test with `openssl`: a CA, etcd's server certificate (for
+/// 127.0.0.1) and a client certificate, each with its key (PEM files).
+#[derive(Clone, Debug)]
+pub struct Certs {
+    /// The CA's certificate.
+    pub ca: PathBuf,
+    /// etcd's certificate and key.
+    pub server: (PathBuf, PathBuf),
+    /// The client's certificate and key.
+    pub client: (PathBuf, PathBuf),
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+impl Certs {
+    /// Makes a CA and the two certificates under `dir` (valid for a day).
+    pub fn make(dir: &std::path::Path) -> Certs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=statewall-test-ca",
+            "-days",
+            "1",
+        ]);
+        openssl(dir, &ca);
+        for (name, cn, ext) in [
+            (
+                "server",
+                "etcd",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "statewall", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, crt, extf) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(dir.join(&extf), ext).unwrap();
+            let subj = format!("/CN={cn}");
+            let mut req = vec!["req"];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            openssl(dir, &req);
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &crt,
+                    "-days",
+                    "1",
+                    "-extfile",
+                    &extf,
+                ],
+            );
+        }
+        Certs {
+            ca: dir.join("ca.crt"),
+            server: (dir.join("server.crt"), dir.join("server.key")),
+            client: (dir.join("client.crt"), dir.join("client.key")),
+        }
+    }
 }
 
 /// `n` free loopback ports (held together while chosen, so that they differ).
@@ -35,6 +130,12 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl Etcd {
     /// Starts `n` members (a new cluster) and waits until it has a leader.
     pub fn start(n: usize) -> Etcd {
+        Etcd::start_with(n, false)
+    }
+
+    /// As [`Etcd::start`]; with `tls`, clients reach the members over TLS only and must
+    /// show a certificate of the CA made for it ([`Etcd::certs`]).
+    pub fn start_with(n: usize, tls: bool) -> Etcd {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "statewall-etcd-{}-{}",
@@ -57,10 +158,12 @@ impl Etcd {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = tls.then(|| Certs::make(&dir.join("certs")));
         let mut e = Etcd {
             dir,
             members,
             initial,
+            tls,
         };
         for i in 0..n {
             e.spawn(i);
@@ -73,9 +176,20 @@ impl Etcd {
         let m = &self.members[i];
         let data = self.dir.join(&m.name);
         let log = std::fs::File::create(self.dir.join(format!("{}.log", m.name))).unwrap();
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(c) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&c.server.0)
+                .arg("--key-file")
+                .arg(&c.server.1)
+                .arg("--trusted-ca-file")
+                .arg(&c.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
@@ -97,29 +211,42 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The certificates, when the members speak TLS.
+    pub fn certs(&self) -> Option<&Certs> {
+        self.tls.as_ref()
+    }
+
     /// The client URLs of every member.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
-            .collect()
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
     /// The client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.members[i].client)
     }
 
     /// Runs `etcdctl` against the running members; its output.
     pub fn ctl(&self, args: &[&str]) -> std::process::Output {
-        let eps: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+        let eps: Vec<String> = (0..self.members.len())
+            .filter(|i| self.members[*i].child.is_some())
+            .map(|i| self.endpoint(i))
             .collect();
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let mut cmd = Command::new("etcdctl");
+        if let Some(c) = &self.tls {
+            cmd.arg(format!("--cacert={}", c.ca.display()))
+                .arg(format!("--cert={}", c.client.0.display()))
+                .arg(format!("--key={}", c.client.1.display()));
+        }
+        cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", eps.join(",")))
             .args(["--command-timeout", "5s"])
             .args(args)
