@@ -28,6 +28,7 @@
 
 pub mod blocks;
 pub mod grants;
+pub mod link;
 pub mod store;
 
 use std::path::PathBuf;

@@ -7,8 +7,9 @@
 use std::sync::atomic::Ordering;
 
 use crate::{
+    cluster::link::Link,
     cluster::{blocks::SharedBlock, store::RawChange},
-    daemon::{cluster::Link, state::Shared},
+    daemon::state::Shared,
     detect::Prefix,
     engine::clock::unix_ms,
 };

@@ -188,7 +188,11 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     let metrics = bind_tcp(cfg.daemon.metrics_listen, "metrics").await?;
     let socket_path = cfg.daemon.socket.clone();
     let link = match &cfg.cluster {
-        Some(c) => Some(cluster::Link::connect(c).await.context("[cluster]")?),
+        Some(c) => Some(
+            crate::cluster::link::Link::connect(c)
+                .await
+                .context("[cluster]")?,
+        ),
         None => None,
     };
     let shared = start_stages(cfg, &pins, config_path, overrides, link)?;
@@ -293,7 +297,7 @@ fn start_stages(
     pins: &Pins,
     config_path: Option<PathBuf>,
     overrides: Overrides,
-    cluster: Option<Arc<cluster::Link>>,
+    cluster: Option<Arc<crate::cluster::link::Link>>,
 ) -> anyhow::Result<Arc<Shared>> {
     let mut engine = Engine::open(pins, &cfg.map_sizes())?;
     tracing::info!(root = %pins.root.display(), adopted = engine.adopted, "kernel side ready");

@@ -7,18 +7,15 @@
 //! An instance under cluster policy refuses changes through the local API (409) until its
 //! policy key is deleted; it may still be attached and detached here (ports are local).
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use crate::{
+    cluster::link::Link,
     cluster::{
         store::{RawChange, StoreError},
         NodeReport, Refused,
     },
-    daemon::{cluster::Link, state::Shared},
+    daemon::state::Shared,
     engine::EngineError,
     firewall::{FirewallError, FwState},
 };
@@ -51,18 +48,6 @@ pub fn commit_firewall(
     g.fw = new;
     Ok(())
 }
-
-/// The policy this host runs and what it refused, by key under the policy prefix.
-#[derive(Debug, Default)]
-pub struct PolicyState {
-    /// Applied: key to revision.
-    pub applied: BTreeMap<String, i64>,
-    /// Refused: key to revision and reason.
-    pub refused: BTreeMap<String, Refused>,
-}
-
-/// The policy state of a host ([`Link`] holds one).
-pub type SharedPolicy = Mutex<PolicyState>;
 
 /// Where the firewall instance `name`'s policy comes from, when the cluster manages it:
 /// (the key, the revision in force).

@@ -147,7 +147,7 @@ fn claim(
     a: crate::spa::Accepted,
     now: u64,
 ) -> Result<crate::spa::Accepted, crate::spa::Reject> {
-    use super::cluster::Claim;
+    use crate::cluster::link::Claim;
     use crate::{cluster::OnDown, spa::Reject};
     let Some(link) = &s.cluster else {
         return Ok(a);

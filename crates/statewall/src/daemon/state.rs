@@ -109,7 +109,7 @@ pub struct Shared {
     /// a verification holds).
     pub spa_queue_full: std::sync::atomic::AtomicU64,
     /// The link to the fleet's etcd (`[cluster]`; read at start).
-    pub cluster: Option<Arc<super::cluster::Link>>,
+    pub cluster: Option<Arc<crate::cluster::link::Link>>,
 }
 impl Shared {
     /// Whether a monitor of the config has this name.
@@ -151,7 +151,7 @@ pub struct Status {
     /// working; rename them by making them again under a new name.
     pub names_against_the_rule: Vec<NamedObject>,
     /// The link to the fleet's etcd (`[cluster]`), when configured.
-    pub cluster: Option<super::cluster::LinkStatus>,
+    pub cluster: Option<crate::cluster::link::LinkStatus>,
 }
 
 /// A named object: its kind (`firewall`, `dynmon`) and name.

@@ -1,0 +1,450 @@
+//! The link to the cluster's etcd as a host holds it: SPA claims go through it at once
+//! ([`Link::claim`]); grants and blocks made here wait in its outbox ([`Link::share`],
+//! [`Link::share_block`]) until the daemon's task writes them ([`Link::flush`]); what
+//! could not be written while etcd was away stays there and is written when etcd returns
+//! (unless it has expired by then). It also holds the link's health, counters and the
+//! pushed policy this host runs.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use serde::Serialize;
+use statewall_common::maps::GrantKey;
+
+use super::{
+    blocks::SharedBlock,
+    grants::{suffix, SharedGrant},
+    store::{Store, StoreError},
+    ClusterConfig, OnDown, Refused,
+};
+use crate::engine::clock::unix_ms;
+
+/// The pushed policy a host runs and what it refused, by key under the policy prefix.
+#[derive(Debug, Default)]
+pub struct PolicyState {
+    /// Applied: key to revision.
+    pub applied: BTreeMap<String, i64>,
+    /// Refused: key to revision and reason.
+    pub refused: BTreeMap<String, Refused>,
+}
+
+/// What a claim of an SPA digest came to.
+#[derive(Debug)]
+pub enum Claim {
+    /// This host claimed it first: go on.
+    Mine,
+    /// Another host (or this one) claimed it before: a replay.
+    Replay,
+    /// etcd could not be reached; the config says what to do.
+    Down(OnDown),
+}
+
+/// Counters of the link (`GET /api/v1/status`, `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Digests claimed.
+    pub claims: AtomicU64,
+    /// Digests another host had claimed: refused as replays.
+    pub replays: AtomicU64,
+    /// Claims that could not be made (etcd away).
+    pub claims_failed: AtomicU64,
+    /// Grants written to etcd.
+    pub published: AtomicU64,
+    /// Grants of other hosts installed here.
+    pub installed: AtomicU64,
+    /// Grants revoked here because they were revoked elsewhere.
+    pub revoked: AtomicU64,
+    /// Full reads (the first one and every resynchronisation).
+    pub resyncs: AtomicU64,
+    /// Keys under the grants prefix that did not read.
+    pub unreadable: AtomicU64,
+}
+
+/// What waits to be written to etcd.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Grants by key suffix (the latest expiry wins).
+    grants: BTreeMap<String, SharedGrant>,
+    /// Revocations by key suffix.
+    revokes: Vec<String>,
+    /// Digests accepted while etcd was away, to claim when it returns: (digest, until).
+    claims: Vec<([u8; 32], u64)>,
+    /// Blocks by key suffix (the latest wins).
+    blocks: BTreeMap<String, SharedBlock>,
+    /// Releases by key suffix.
+    unblocks: Vec<String>,
+}
+
+/// The link to the cluster.
+pub struct Link {
+    /// `[cluster]` as read at start.
+    pub cfg: ClusterConfig,
+    /// This host's name.
+    pub node: String,
+    /// The store.
+    pub store: Store,
+    /// Pushed policy in force and refused (applied by the daemon's policy task).
+    pub policy: Mutex<PolicyState>,
+    up: AtomicBool,
+    /// The revision this host has applied (the last read or watch event).
+    pub revision: AtomicI64,
+    last_error: Mutex<String>,
+    outbox: Mutex<Outbox>,
+    /// Woken when something waits in the outbox.
+    pub wake: tokio::sync::Notify,
+    /// Counters.
+    pub counts: Counts,
+}
+
+/// The link as `GET /api/v1/status` shows it.
+#[derive(Debug, Serialize)]
+pub struct LinkStatus {
+    /// This host's name.
+    pub node: String,
+    /// The group.
+    pub group: String,
+    /// Whether the last request to etcd succeeded.
+    pub up: bool,
+    /// The revision applied.
+    pub revision: i64,
+    /// The last error, when down.
+    pub error: Option<String>,
+    /// Grants, revocations and claims waiting for etcd.
+    pub pending: usize,
+    /// What SPA does while etcd is away.
+    pub on_cluster_down: OnDown,
+    /// Counters.
+    pub counts: BTreeMap<&'static str, u64>,
+}
+
+impl Link {
+    /// Connects (lazily) with `[cluster]`; fails only on settings that cannot work (a
+    /// certificate that does not read, an endpoint that is not a URL).
+    pub async fn connect(cfg: &ClusterConfig) -> Result<Arc<Link>, StoreError> {
+        let store = Store::connect(cfg).await?;
+        Ok(Arc::new(Link {
+            node: cfg.node_name(),
+            cfg: cfg.clone(),
+            store,
+            policy: Default::default(),
+            up: AtomicBool::new(false),
+            revision: AtomicI64::new(0),
+            last_error: Mutex::new("not connected yet".into()),
+            outbox: Mutex::new(Outbox::default()),
+            wake: tokio::sync::Notify::new(),
+            counts: Counts::default(),
+        }))
+    }
+
+    /// Marks the link up (a request succeeded).
+    pub fn set_up(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(node = %self.node, "cluster: etcd reachable");
+        }
+    }
+
+    /// Marks the link down with the error that said so.
+    pub fn set_down(&self, e: &StoreError) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(node = %self.node, "cluster: etcd unreachable: {e}; enforcing what is installed");
+        }
+    }
+
+    /// Whether the last request to etcd succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Claims an SPA digest for the cluster until `until` (Unix seconds). Blocks: called
+    /// on the SPA verifier thread (inside the runtime's context, not on a worker).
+    pub fn claim(&self, digest: &[u8; 32], until: u64, now: u64) -> Claim {
+        let h = tokio::runtime::Handle::current();
+        match h.block_on(self.store.claim(digest, until, &self.node, now)) {
+            Ok(true) => {
+                self.set_up();
+                self.counts.claims.fetch_add(1, Ordering::Relaxed);
+                Claim::Mine
+            }
+            Ok(false) => {
+                self.set_up();
+                self.counts.replays.fetch_add(1, Ordering::Relaxed);
+                Claim::Replay
+            }
+            Err(e) => {
+                self.set_down(&e);
+                self.counts.claims_failed.fetch_add(1, Ordering::Relaxed);
+                if self.cfg.on_cluster_down == OnDown::Local {
+                    self.lock_outbox().claims.push((*digest, until));
+                    self.wake.notify_one();
+                }
+                Claim::Down(self.cfg.on_cluster_down)
+            }
+        }
+    }
+
+    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Shares a grant made here: `key` until `expires_ns` on this host's kernel clock
+    /// (`kernel_now` read with it), made `by` (`spa`, `knock`, `api`) for `name`.
+    pub fn share(&self, key: &GrantKey, expires_ns: u64, kernel_now: u64, by: &str, name: &str) {
+        tracing::debug!(grant = %suffix(key), by, "cluster: grant to share");
+        let left_ms = expires_ns.saturating_sub(kernel_now) / 1_000_000;
+        let g = SharedGrant {
+            source: crate::gate::key_addr(key),
+            proto: key.proto,
+            port: key.port,
+            expires_ms: unix_ms() + left_ms,
+            by: by.into(),
+            name: name.into(),
+            node: self.node.clone(),
+        };
+        let mut o = self.lock_outbox();
+        let k = g.key_suffix();
+        o.revokes.retain(|r| *r != k);
+        match o.grants.get(&k) {
+            Some(cur) if cur.expires_ms >= g.expires_ms => {}
+            _ => {
+                o.grants.insert(k, g);
+            }
+        }
+        drop(o);
+        self.wake.notify_one();
+    }
+
+    /// Revokes a grant on every host of the group.
+    pub fn unshare(&self, key: &GrantKey) {
+        let k = suffix(key);
+        let mut o = self.lock_outbox();
+        o.grants.remove(&k);
+        if !o.revokes.contains(&k) {
+            o.revokes.push(k);
+        }
+        drop(o);
+        self.wake.notify_one();
+    }
+
+    /// Shares a block made here: `prefix` (`ADDR/LEN`) until `expires_ns` on this host's
+    /// kernel clock (0: until released), made `by` (`api`, `classifier`) for `reason`.
+    pub fn share_block(
+        &self,
+        prefix: &str,
+        expires_ns: u64,
+        kernel_now: u64,
+        by: &str,
+        reason: &str,
+    ) {
+        let expires_ms = if expires_ns == 0 {
+            0
+        } else {
+            unix_ms() + expires_ns.saturating_sub(kernel_now) / 1_000_000
+        };
+        let b = SharedBlock {
+            prefix: prefix.into(),
+            expires_ms,
+            by: by.into(),
+            reason: reason.into(),
+            node: self.node.clone(),
+        };
+        let mut o = self.lock_outbox();
+        let k = b.key_suffix();
+        o.unblocks.retain(|r| *r != k);
+        o.blocks.insert(k, b);
+        drop(o);
+        self.wake.notify_one();
+    }
+
+    /// Releases a block on every host of the group.
+    pub fn unshare_block(&self, prefix: &str) {
+        let k = crate::cluster::blocks::suffix(prefix);
+        let mut o = self.lock_outbox();
+        o.blocks.remove(&k);
+        if !o.unblocks.contains(&k) {
+            o.unblocks.push(k);
+        }
+        drop(o);
+        self.wake.notify_one();
+    }
+
+    /// The link's state.
+    pub fn status(&self) -> LinkStatus {
+        let o = self.lock_outbox();
+        let pending =
+            o.grants.len() + o.revokes.len() + o.claims.len() + o.blocks.len() + o.unblocks.len();
+        drop(o);
+        let c = &self.counts;
+        let counts = [
+            ("claims", &c.claims),
+            ("replays", &c.replays),
+            ("claims_failed", &c.claims_failed),
+            ("published", &c.published),
+            ("installed", &c.installed),
+            ("revoked", &c.revoked),
+            ("resyncs", &c.resyncs),
+            ("unreadable", &c.unreadable),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n, v.load(Ordering::Relaxed)))
+        .collect();
+        let up = self.is_up();
+        LinkStatus {
+            node: self.node.clone(),
+            group: self.cfg.group.clone(),
+            up,
+            revision: self.revision.load(Ordering::Relaxed),
+            error: (!up).then(|| {
+                self.last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            }),
+            pending,
+            on_cluster_down: self.cfg.on_cluster_down,
+            counts,
+        }
+    }
+
+    /// Writes what waits in the outbox; what fails goes back (an expired grant does not).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (grants, revokes, claims) = {
+            let mut o = self.lock_outbox();
+            (
+                std::mem::take(&mut o.grants),
+                std::mem::take(&mut o.revokes),
+                std::mem::take(&mut o.claims),
+            )
+        };
+        let now = crate::engine::clock::unix_secs();
+        let now_ms = unix_ms();
+        let mut failed: Option<StoreError> = None;
+        let mut back = Outbox::default();
+        for (d, until) in claims {
+            if until <= now {
+                continue;
+            }
+            if failed.is_some() {
+                back.claims.push((d, until));
+                continue;
+            }
+            // Taken while etcd was away: a claim another host made meanwhile makes this
+            // one a replay that was let in; counted, nothing more can be done now.
+            match self.store.claim(&d, until, &self.node, now).await {
+                Ok(true) => self.counts.claims.fetch_add(1, Ordering::Relaxed),
+                Ok(false) => self.counts.replays.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    back.claims.push((d, until));
+                    failed = Some(e);
+                    continue;
+                }
+            };
+        }
+        for k in revokes {
+            if failed.is_some() {
+                back.revokes.push(k);
+                continue;
+            }
+            if let Err(e) = self.store.delete_grant(&k).await {
+                back.revokes.push(k);
+                failed = Some(e);
+            }
+        }
+        for (k, g) in grants {
+            if g.expires_ms <= now_ms {
+                continue;
+            }
+            if failed.is_some() {
+                back.grants.insert(k, g);
+                continue;
+            }
+            match self.store.put_grant(&g, now).await {
+                Ok(rev) => {
+                    self.counts.published.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(grant = %k, revision = rev, "cluster: grant published");
+                }
+                Err(e) => {
+                    back.grants.insert(k, g);
+                    failed = Some(e);
+                }
+            }
+        }
+        {
+            let mut o = self.lock_outbox();
+            o.claims.extend(back.claims);
+            for k in back.revokes {
+                if !o.revokes.contains(&k) && !o.grants.contains_key(&k) {
+                    o.revokes.push(k);
+                }
+            }
+            for (k, g) in back.grants {
+                // A newer share made meanwhile wins.
+                if !o.grants.contains_key(&k) && !o.revokes.contains(&k) {
+                    o.grants.insert(k, g);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.flush_blocks(now).await
+    }
+
+    /// Writes the blocks and releases waiting in the outbox; what fails goes back.
+    async fn flush_blocks(&self, now: u64) -> Result<(), StoreError> {
+        let (blocks, unblocks) = {
+            let mut o = self.lock_outbox();
+            (
+                std::mem::take(&mut o.blocks),
+                std::mem::take(&mut o.unblocks),
+            )
+        };
+        let now_ms = unix_ms();
+        let mut failed = None;
+        let (mut back_b, mut back_u) = (BTreeMap::new(), Vec::new());
+        for k in unblocks {
+            if failed.is_none() {
+                match self.store.delete_block(&k).await {
+                    Ok(_) => continue,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            back_u.push(k);
+        }
+        for (k, b) in blocks {
+            if b.expires_ms != 0 && b.expires_ms <= now_ms {
+                continue;
+            }
+            if failed.is_none() {
+                match self.store.put_block(&b, now).await {
+                    Ok(_) => {
+                        self.counts.published.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            back_b.insert(k, b);
+        }
+        let mut o = self.lock_outbox();
+        for k in back_u {
+            if !o.unblocks.contains(&k) && !o.blocks.contains_key(&k) {
+                o.unblocks.push(k);
+            }
+        }
+        for (k, b) in back_b {
+            if !o.blocks.contains_key(&k) && !o.unblocks.contains(&k) {
+                o.blocks.insert(k, b);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
