@@ -327,6 +327,18 @@ fn etcd_outages_keep_enforcement_and_everything_catches_up() {
         "{}",
         hs[2].cluster()
     );
+    // `statewall status` says so.
+    let status = |h: &Host| {
+        let (code, out, err) = common::cli(&h.p, &["status"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = status(&hs[0]);
+    assert!(
+        out.contains("cluster: node h0 of group test: etcd UNREACHABLE")
+            && out.contains("SPA: refuse"),
+        "{out}"
+    );
     // etcd returns: the links recover by themselves, and the grant host 2 made meanwhile
     // reaches the others.
     for i in 0..3 {
@@ -343,6 +355,11 @@ fn etcd_outages_keep_enforcement_and_everything_catches_up() {
     eventually("host 2's outbox is empty", || {
         hs[2].cluster()["pending"] == 0
     });
+    let out = status(&hs[2]);
+    assert!(
+        out.contains("cluster: node h2 of group test: etcd reachable") && out.contains("0 waiting"),
+        "{out}"
+    );
     assert!(hs[2].cluster()["counts"]["claims"].as_u64().unwrap() >= 1);
 }
 

@@ -31,6 +31,24 @@ fn print_status(v: &serde_json::Value) {
             "loaded at start"
         }
     );
+    if let Some(c) = v["cluster"].as_object() {
+        let link = if c["up"].as_bool() == Some(true) {
+            "etcd reachable".to_string()
+        } else {
+            format!(
+                "etcd UNREACHABLE ({}); enforcing what is installed, SPA: {}",
+                c["error"].as_str().unwrap_or("?"),
+                c["on_cluster_down"].as_str().unwrap_or("?")
+            )
+        };
+        println!(
+            "cluster: node {} of group {}: {link}; revision {}, {} waiting to be written",
+            c["node"].as_str().unwrap_or("?"),
+            c["group"].as_str().unwrap_or("?"),
+            c["revision"],
+            c["pending"]
+        );
+    }
     println!("\nhooks (programs in the order the kernel runs them):");
     for h in v["hooks"].as_array().into_iter().flatten() {
         let ns = h["netns"]
