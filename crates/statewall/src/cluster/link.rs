@@ -22,7 +22,7 @@ use super::{
     store::{Store, StoreError},
     ClusterConfig, OnDown, Refused,
 };
-use crate::engine::clock::unix_ms;
+use crate::engine::clock::{kernel_to_unix_ms, unix_ms};
 
 /// The pushed policy a host runs and what it refused, by key under the policy prefix.
 #[derive(Debug, Default)]
@@ -53,11 +53,11 @@ pub struct Counts {
     pub replays: AtomicU64,
     /// Claims that could not be made (etcd away).
     pub claims_failed: AtomicU64,
-    /// Grants written to etcd.
+    /// Grants and blocks written to etcd.
     pub published: AtomicU64,
-    /// Grants of other hosts installed here.
+    /// Grants and blocks of other hosts installed here.
     pub installed: AtomicU64,
-    /// Grants revoked here because they were revoked elsewhere.
+    /// Grants revoked and blocks released here because they were elsewhere.
     pub revoked: AtomicU64,
     /// Full reads (the first one and every resynchronisation).
     pub resyncs: AtomicU64,
@@ -65,19 +65,65 @@ pub struct Counts {
     pub unreadable: AtomicU64,
 }
 
+/// Writes and deletes of one kind of key waiting for etcd, by key suffix: the latest one
+/// of each key wins (a write cancels a waiting delete, a delete a waiting write).
+#[derive(Debug)]
+struct Pending<V> {
+    puts: BTreeMap<String, V>,
+    deletes: Vec<String>,
+}
+
+impl<V> Default for Pending<V> {
+    fn default() -> Self {
+        Pending {
+            puts: BTreeMap::new(),
+            deletes: Vec::new(),
+        }
+    }
+}
+
+impl<V> Pending<V> {
+    fn put(&mut self, k: String, v: V) {
+        self.deletes.retain(|d| *d != k);
+        self.puts.insert(k, v);
+    }
+
+    fn delete(&mut self, k: String) {
+        self.puts.remove(&k);
+        if !self.deletes.contains(&k) {
+            self.deletes.push(k);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.puts.len() + self.deletes.len()
+    }
+
+    /// Puts back what a flush could not write, unless the same key was written or
+    /// deleted again meanwhile (the newer one wins).
+    fn restore(&mut self, back: Pending<V>) {
+        for k in back.deletes {
+            if !self.deletes.contains(&k) && !self.puts.contains_key(&k) {
+                self.deletes.push(k);
+            }
+        }
+        for (k, v) in back.puts {
+            if !self.puts.contains_key(&k) && !self.deletes.contains(&k) {
+                self.puts.insert(k, v);
+            }
+        }
+    }
+}
+
 /// What waits to be written to etcd.
 #[derive(Debug, Default)]
 struct Outbox {
-    /// Grants by key suffix (the latest expiry wins).
-    grants: BTreeMap<String, SharedGrant>,
-    /// Revocations by key suffix.
-    revokes: Vec<String>,
+    /// Grants and revocations.
+    grants: Pending<SharedGrant>,
     /// Digests accepted while etcd was away, to claim when it returns: (digest, until).
     claims: Vec<([u8; 32], u64)>,
-    /// Blocks by key suffix (the latest wins).
-    blocks: BTreeMap<String, SharedBlock>,
-    /// Releases by key suffix.
-    unblocks: Vec<String>,
+    /// Blocks and releases.
+    blocks: Pending<SharedBlock>,
 }
 
 /// The link to the cluster.
@@ -114,7 +160,7 @@ pub struct LinkStatus {
     pub revision: i64,
     /// The last error, when down.
     pub error: Option<String>,
-    /// Grants, revocations and claims waiting for etcd.
+    /// Grants, blocks, their deletes and claims waiting for etcd.
     pub pending: usize,
     /// What SPA does while etcd is away.
     pub on_cluster_down: OnDown,
@@ -196,24 +242,23 @@ impl Link {
     /// (`kernel_now` read with it), made `by` (`spa`, `knock`, `api`) for `name`.
     pub fn share(&self, key: &GrantKey, expires_ns: u64, kernel_now: u64, by: &str, name: &str) {
         tracing::debug!(grant = %suffix(key), by, "cluster: grant to share");
-        let left_ms = expires_ns.saturating_sub(kernel_now) / 1_000_000;
         let g = SharedGrant {
             source: crate::gate::key_addr(key),
             proto: key.proto,
             port: key.port,
-            expires_ms: unix_ms() + left_ms,
+            expires_ms: kernel_to_unix_ms(expires_ns, kernel_now),
             by: by.into(),
             name: name.into(),
             node: self.node.clone(),
         };
         let mut o = self.lock_outbox();
-        let k = g.key_suffix();
-        o.revokes.retain(|r| *r != k);
-        match o.grants.get(&k) {
-            Some(cur) if cur.expires_ms >= g.expires_ms => {}
-            _ => {
-                o.grants.insert(k, g);
-            }
+        // (A longer grant of the same key waiting already stays.)
+        if o.grants
+            .puts
+            .get(&g.key_suffix())
+            .is_none_or(|cur| cur.expires_ms < g.expires_ms)
+        {
+            o.grants.put(g.key_suffix(), g);
         }
         drop(o);
         self.wake.notify_one();
@@ -221,13 +266,7 @@ impl Link {
 
     /// Revokes a grant on every host of the group.
     pub fn unshare(&self, key: &GrantKey) {
-        let k = suffix(key);
-        let mut o = self.lock_outbox();
-        o.grants.remove(&k);
-        if !o.revokes.contains(&k) {
-            o.revokes.push(k);
-        }
-        drop(o);
+        self.lock_outbox().grants.delete(suffix(key));
         self.wake.notify_one();
     }
 
@@ -244,7 +283,7 @@ impl Link {
         let expires_ms = if expires_ns == 0 {
             0
         } else {
-            unix_ms() + expires_ns.saturating_sub(kernel_now) / 1_000_000
+            kernel_to_unix_ms(expires_ns, kernel_now)
         };
         let b = SharedBlock {
             prefix: prefix.into(),
@@ -253,31 +292,22 @@ impl Link {
             reason: reason.into(),
             node: self.node.clone(),
         };
-        let mut o = self.lock_outbox();
-        let k = b.key_suffix();
-        o.unblocks.retain(|r| *r != k);
-        o.blocks.insert(k, b);
-        drop(o);
+        self.lock_outbox().blocks.put(b.key_suffix(), b);
         self.wake.notify_one();
     }
 
     /// Releases a block on every host of the group.
     pub fn unshare_block(&self, prefix: &str) {
-        let k = crate::cluster::blocks::suffix(prefix);
-        let mut o = self.lock_outbox();
-        o.blocks.remove(&k);
-        if !o.unblocks.contains(&k) {
-            o.unblocks.push(k);
-        }
-        drop(o);
+        self.lock_outbox()
+            .blocks
+            .delete(crate::cluster::blocks::suffix(prefix));
         self.wake.notify_one();
     }
 
     /// The link's state.
     pub fn status(&self) -> LinkStatus {
         let o = self.lock_outbox();
-        let pending =
-            o.grants.len() + o.revokes.len() + o.claims.len() + o.blocks.len() + o.unblocks.len();
+        let pending = o.grants.len() + o.claims.len() + o.blocks.len();
         drop(o);
         let c = &self.counts;
         let counts = [
@@ -311,14 +341,15 @@ impl Link {
         }
     }
 
-    /// Writes what waits in the outbox; what fails goes back (an expired grant does not).
+    /// Writes what waits in the outbox, in order (claims, grants, blocks), stopping at the
+    /// first failure; what was not written goes back (what has expired does not).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (grants, revokes, claims) = {
+        let (claims, grants, blocks) = {
             let mut o = self.lock_outbox();
             (
-                std::mem::take(&mut o.grants),
-                std::mem::take(&mut o.revokes),
                 std::mem::take(&mut o.claims),
+                std::mem::take(&mut o.grants),
+                std::mem::take(&mut o.blocks),
             )
         };
         let now = crate::engine::clock::unix_secs();
@@ -329,94 +360,58 @@ impl Link {
             if until <= now {
                 continue;
             }
-            if failed.is_some() {
-                back.claims.push((d, until));
-                continue;
-            }
-            // Taken while etcd was away: a claim another host made meanwhile makes this
-            // one a replay that was let in; counted, nothing more can be done now.
-            match self.store.claim(&d, until, &self.node, now).await {
-                Ok(true) => self.counts.claims.fetch_add(1, Ordering::Relaxed),
-                Ok(false) => self.counts.replays.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    back.claims.push((d, until));
-                    failed = Some(e);
-                    continue;
+            if failed.is_none() {
+                // Taken while etcd was away: a claim another host made meanwhile makes
+                // this one a replay that was let in; counted, nothing more can be done.
+                match self.store.claim(&d, until, &self.node, now).await {
+                    Ok(true) => {
+                        self.counts.claims.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Ok(false) => {
+                        self.counts.replays.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(e) => failed = Some(e),
                 }
-            };
-        }
-        for k in revokes {
-            if failed.is_some() {
-                back.revokes.push(k);
-                continue;
             }
-            if let Err(e) = self.store.delete_grant(&k).await {
-                back.revokes.push(k);
-                failed = Some(e);
-            }
+            back.claims.push((d, until));
         }
-        for (k, g) in grants {
+        for k in grants.deletes {
+            if failed.is_none() {
+                match self.store.delete_grant(&k).await {
+                    Ok(_) => continue,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            back.grants.deletes.push(k);
+        }
+        for (k, g) in grants.puts {
             if g.expires_ms <= now_ms {
                 continue;
             }
-            if failed.is_some() {
-                back.grants.insert(k, g);
-                continue;
-            }
-            match self.store.put_grant(&g, now).await {
-                Ok(rev) => {
-                    self.counts.published.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(grant = %k, revision = rev, "cluster: grant published");
-                }
-                Err(e) => {
-                    back.grants.insert(k, g);
-                    failed = Some(e);
+            if failed.is_none() {
+                match self.store.put_grant(&g, now).await {
+                    Ok(rev) => {
+                        self.counts.published.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(grant = %k, revision = rev, "cluster: grant published");
+                        continue;
+                    }
+                    Err(e) => failed = Some(e),
                 }
             }
+            back.grants.puts.insert(k, g);
         }
-        {
-            let mut o = self.lock_outbox();
-            o.claims.extend(back.claims);
-            for k in back.revokes {
-                if !o.revokes.contains(&k) && !o.grants.contains_key(&k) {
-                    o.revokes.push(k);
-                }
-            }
-            for (k, g) in back.grants {
-                // A newer share made meanwhile wins.
-                if !o.grants.contains_key(&k) && !o.revokes.contains(&k) {
-                    o.grants.insert(k, g);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        self.flush_blocks(now).await
-    }
-
-    /// Writes the blocks and releases waiting in the outbox; what fails goes back.
-    async fn flush_blocks(&self, now: u64) -> Result<(), StoreError> {
-        let (blocks, unblocks) = {
-            let mut o = self.lock_outbox();
-            (
-                std::mem::take(&mut o.blocks),
-                std::mem::take(&mut o.unblocks),
-            )
-        };
-        let now_ms = unix_ms();
-        let mut failed = None;
-        let (mut back_b, mut back_u) = (BTreeMap::new(), Vec::new());
-        for k in unblocks {
+        for k in blocks.deletes {
             if failed.is_none() {
                 match self.store.delete_block(&k).await {
                     Ok(_) => continue,
                     Err(e) => failed = Some(e),
                 }
             }
-            back_u.push(k);
+            back.blocks.deletes.push(k);
         }
-        for (k, b) in blocks {
+        for (k, b) in blocks.puts {
             if b.expires_ms != 0 && b.expires_ms <= now_ms {
                 continue;
             }
@@ -429,18 +424,13 @@ impl Link {
                     Err(e) => failed = Some(e),
                 }
             }
-            back_b.insert(k, b);
+            back.blocks.puts.insert(k, b);
         }
-        let mut o = self.lock_outbox();
-        for k in back_u {
-            if !o.unblocks.contains(&k) && !o.blocks.contains_key(&k) {
-                o.unblocks.push(k);
-            }
-        }
-        for (k, b) in back_b {
-            if !o.blocks.contains_key(&k) && !o.unblocks.contains(&k) {
-                o.blocks.insert(k, b);
-            }
+        {
+            let mut o = self.lock_outbox();
+            o.claims.extend(back.claims);
+            o.grants.restore(back.grants);
+            o.blocks.restore(back.blocks);
         }
         match failed {
             Some(e) => Err(e),

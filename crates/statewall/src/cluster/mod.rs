@@ -243,6 +243,17 @@ impl ClusterConfig {
     }
 }
 
+/// Two expiries closer than this (ms) are the same grant's or block's, read through the
+/// clocks of two hosts.
+pub const SAME_MS: u64 = 100;
+
+/// Whether the delete of a shared grant or block whose value said `expires_ms` (0: for
+/// good) is a revocation: made before the end. A lease, which outlives its value, deletes
+/// after the end, when every kernel has already let it lapse.
+pub fn revoked_early(expires_ms: u64) -> bool {
+    expires_ms == 0 || expires_ms > crate::engine::clock::unix_ms() + 500
+}
+
 /// A host's report: the policy it runs and what it refused.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct NodeReport {

@@ -164,6 +164,46 @@ impl Store {
             if s.message().contains("lease not found"))
     }
 
+    /// Runs `op` with the lease that ends at `until` (none for `None`), once more with a
+    /// new lease when etcd says the cached one is gone.
+    async fn leased<T, F, Fut>(&self, until: Option<u64>, now: u64, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(Option<i64>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        for attempt in 0..2 {
+            let lease = match until {
+                Some(u) => Some(self.lease(u, now).await?),
+                None => None,
+            };
+            match op(lease).await {
+                Err(e) if attempt == 0 && Self::lease_lost(&e) => self.forget_leases(),
+                r => return r,
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Writes `value` at `key` under the lease ending at `until`; the revision written at.
+    async fn put_leased(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        until: Option<u64>,
+        now: u64,
+    ) -> Result<i64, StoreError> {
+        self.leased(until, now, |lease| {
+            let mut c = self.client.clone();
+            let opts = lease.map(|l| PutOptions::new().with_lease(l));
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let r = self.bounded(c.put(key, value, opts)).await?;
+                Ok(r.header().map_or(0, |h| h.revision()))
+            }
+        })
+        .await
+    }
+
     /// Claims `digest` for the whole cluster until `until` (Unix seconds): true when this
     /// call made the claim, false when the digest was claimed before (a replay).
     pub async fn claim(
@@ -181,66 +221,34 @@ impl Store {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        for attempt in 0..2 {
-            let lease = self.lease(until, now).await?;
+        self.leased(Some(until), now, |lease| {
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(
                     key.clone(),
                     node,
-                    Some(PutOptions::new().with_lease(lease)),
+                    lease.map(|l| PutOptions::new().with_lease(l)),
                 )]);
             let mut c = self.client.clone();
-            match self.bounded(c.txn(txn)).await {
-                Ok(r) => return Ok(r.succeeded()),
-                Err(e) if attempt == 0 && Self::lease_lost(&e) => self.forget_leases(),
-                Err(e) => return Err(e),
-            }
-        }
-        unreachable!("the loop returns on its second attempt")
+            async move { Ok(self.bounded(c.txn(txn)).await?.succeeded()) }
+        })
+        .await
     }
 
-    /// Writes (or extends) a shared grant; returns the revision it was written at.
+    /// Writes (or extends) a shared grant; returns the revision it was written at. Its
+    /// lease ends a second after the grant: it only cleans up.
     pub async fn put_grant(&self, g: &SharedGrant, now: u64) -> Result<i64, StoreError> {
         let key = format!("{}{}", self.grants, g.key_suffix());
-        // The lease ends a step after the grant: it only cleans up.
         let until = g.expires_ms.div_ceil(1000) + 1;
-        for attempt in 0..2 {
-            let lease = self.lease(until, now).await?;
-            let mut c = self.client.clone();
-            let put = c.put(
-                key.clone(),
-                g.encode(),
-                Some(PutOptions::new().with_lease(lease)),
-            );
-            match self.bounded(put).await {
-                Ok(r) => return Ok(r.header().map_or(0, |h| h.revision())),
-                Err(e) if attempt == 0 && Self::lease_lost(&e) => self.forget_leases(),
-                Err(e) => return Err(e),
-            }
-        }
-        unreachable!("the loop returns on its second attempt")
+        self.put_leased(key, g.encode(), Some(until), now).await
     }
 
-    /// Writes (or re-arms) a shared block; its lease ends a step after it (none when it
+    /// Writes (or re-arms) a shared block; its lease ends a second after it (none when it
     /// lasts until released). Returns the revision it was written at.
     pub async fn put_block(&self, b: &SharedBlock, now: u64) -> Result<i64, StoreError> {
         let key = format!("{}{}", self.blocks, b.key_suffix());
-        for attempt in 0..2 {
-            let opts = if b.expires_ms == 0 {
-                None
-            } else {
-                let lease = self.lease(b.expires_ms.div_ceil(1000) + 1, now).await?;
-                Some(PutOptions::new().with_lease(lease))
-            };
-            let mut c = self.client.clone();
-            match self.bounded(c.put(key.clone(), b.encode(), opts)).await {
-                Ok(r) => return Ok(r.header().map_or(0, |h| h.revision())),
-                Err(e) if attempt == 0 && Self::lease_lost(&e) => self.forget_leases(),
-                Err(e) => return Err(e),
-            }
-        }
-        unreachable!("the loop returns on its second attempt")
+        let until = (b.expires_ms != 0).then(|| b.expires_ms.div_ceil(1000) + 1);
+        self.put_leased(key, b.encode(), until, now).await
     }
 
     /// Deletes a shared block (a release); true when there was one.
@@ -321,9 +329,7 @@ impl Store {
 
     /// Writes `value` at `key` (no lease); the revision it was written at.
     pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
-        let mut c = self.client.clone();
-        let r = self.bounded(c.put(key, value, None)).await?;
-        Ok(r.header().map_or(0, |h| h.revision()))
+        self.put_leased(key.to_string(), value, None, 0).await
     }
 
     /// A request that any member answers: the cluster's current revision.

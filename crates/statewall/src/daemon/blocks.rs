@@ -7,15 +7,11 @@
 use std::sync::atomic::Ordering;
 
 use crate::{
-    cluster::link::Link,
-    cluster::{blocks::SharedBlock, store::RawChange},
+    cluster::{blocks::SharedBlock, link::Link, revoked_early, store::RawChange, SAME_MS},
     daemon::state::Shared,
     detect::Prefix,
-    engine::clock::unix_ms,
+    engine::clock::{kernel_to_unix_ms, unix_ms_to_kernel},
 };
-
-/// Two expiries closer than this (ms) are the same block's, read through two clocks.
-const SAME_MS: u64 = 100;
 
 /// Installs a shared block here with its own expiry.
 fn install(s: &Shared, link: &Link, b: &SharedBlock) {
@@ -29,11 +25,10 @@ fn install(s: &Shared, link: &Link, b: &SharedBlock) {
     let until = if b.expires_ms == 0 {
         0
     } else {
-        let left = b.expires_ms.saturating_sub(unix_ms());
-        if left == 0 {
-            return;
+        match unix_ms_to_kernel(b.expires_ms, g.engine.kernel_now()) {
+            Some(t) => t,
+            None => return,
         }
-        g.engine.kernel_now() + left * 1_000_000
     };
     // An existing block that lasts longer (or for good) stays as it is.
     let longer = g.engine.detect_blocks().ok().and_then(|v| {
@@ -73,7 +68,7 @@ fn release(s: &Shared, link: &Link, before: &SharedBlock) {
     let same = match (cur.expires_ns, before.expires_ms) {
         (0, 0) => true,
         (0, _) | (_, 0) => false,
-        (c, e) => unix_ms() + c.saturating_sub(now) / 1_000_000 <= e + SAME_MS,
+        (c, e) => kernel_to_unix_ms(c, now) <= e + SAME_MS,
     };
     if same && g.engine.detect_unblock(&p).unwrap_or(false) {
         link.counts.revoked.fetch_add(1, Ordering::Relaxed);
@@ -104,7 +99,7 @@ pub fn apply_change(s: &Shared, link: &Link, c: RawChange) {
                 return;
             };
             // A release: made before the block's end (a lease's delete comes after it).
-            if b.expires_ms == 0 || b.expires_ms > unix_ms() + 500 {
+            if revoked_early(b.expires_ms) {
                 release(s, link, &b);
             }
         }

@@ -19,20 +19,20 @@ use crate::{
     cluster::{
         grants::SharedGrant,
         link::Link,
+        revoked_early,
         store::{GrantChange, StoreError},
+        SAME_MS,
     },
     daemon::state::Shared,
-    engine::clock::unix_ms,
+    engine::clock::{kernel_to_unix_ms, unix_ms_to_kernel},
 };
 
 /// Installs a shared grant here with its own expiry; false when it had expired.
 fn install(s: &Shared, link: &Link, g: &SharedGrant) -> bool {
-    let left_ms = g.expires_ms.saturating_sub(unix_ms());
-    if left_ms == 0 {
-        return false;
-    }
     let mut inner = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-    let until = inner.engine.kernel_now() + left_ms * 1_000_000;
+    let Some(until) = unix_ms_to_kernel(g.expires_ms, inner.engine.kernel_now()) else {
+        return false;
+    };
     match inner.engine.grant_until(g.key(), until, GRANT_BY_CLUSTER) {
         Ok(_) => {
             link.counts.installed.fetch_add(1, Ordering::Relaxed);
@@ -46,15 +46,11 @@ fn install(s: &Shared, link: &Link, g: &SharedGrant) -> bool {
     }
 }
 
-/// Two expiries closer than this (ms) are the same grant's, read through two clocks.
-const SAME_MS: u64 = 100;
-
 /// The expiry of this host's grant of `key` in Unix milliseconds, when it has one.
 fn local_expiry_ms(s: &Shared, key: &GrantKey) -> Option<u64> {
     let inner = s.inner.lock().unwrap_or_else(|p| p.into_inner());
     let v = inner.engine.grant_of(key).ok()??;
-    let left = v.expires_ns.saturating_sub(inner.engine.kernel_now()) / 1_000_000;
-    Some(unix_ms() + left)
+    Some(kernel_to_unix_ms(v.expires_ns, inner.engine.kernel_now()))
 }
 
 fn revoke(s: &Shared, link: &Link, key: &GrantKey, why: &str) {
@@ -99,9 +95,8 @@ fn apply_change(s: &Shared, link: &Link, c: GrantChange) {
             }
         }
         GrantChange::Deleted { key, before } => {
-            // Revoked before its end (the lease outlives the grant: a delete by the lease
-            // comes after the expiry, when the kernel has already closed it).
-            if let Some(g) = before.filter(|g| g.expires_ms > unix_ms() + 500) {
+            // Revoked before its end (a delete by the lease comes after it).
+            if let Some(g) = before.filter(|g| revoked_early(g.expires_ms)) {
                 // It takes back the grant it names, not a later one made here since.
                 if local_expiry_ms(s, &g.key()).is_some_and(|t| t <= g.expires_ms + SAME_MS) {
                     revoke(s, link, &g.key(), &format!("revoked in the cluster: {key}"));
@@ -119,26 +114,20 @@ fn apply_change(s: &Shared, link: &Link, c: GrantChange) {
 pub async fn run(
     s: Arc<Shared>,
     link: Arc<Link>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        match follow(&s, &link, &mut stop).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                link.set_down(&e);
-                tracing::debug!("cluster: {e}; retrying in {backoff:?}");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return Ok(()),
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    let backoff = (Duration::from_millis(200), Duration::from_secs(2));
+    super::supervise::until_stopped(
+        stop,
+        backoff,
+        "cluster",
+        |e| link.set_down(e),
+        |mut stop| {
+            let (s, link) = (s.clone(), link.clone());
+            async move { follow(&s, &link, &mut stop).await }
+        },
+    )
+    .await
 }
 
 /// One connected stretch: read everything, then follow the watch until it breaks

@@ -155,25 +155,24 @@ async fn report(link: &Link) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The supervised task: full read, then watch, again after every gap.
+/// The supervised task: full read, then watch, again after every gap (a second later).
 pub async fn run(
     s: Arc<Shared>,
     link: Arc<Link>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        match follow(&s, &link, &mut stop).await {
-            Ok(()) => return Ok(()),
-            Err(e) => tracing::debug!("cluster policy: {e}; reading again in 1 s"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => return Ok(()),
-        }
-    }
+    let every = Duration::from_secs(1);
+    super::supervise::until_stopped(
+        stop,
+        (every, every),
+        "cluster policy",
+        |_| {},
+        |mut stop| {
+            let (s, link) = (s.clone(), link.clone());
+            async move { follow(&s, &link, &mut stop).await }
+        },
+    )
+    .await
 }
 
 async fn follow(

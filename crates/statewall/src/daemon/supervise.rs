@@ -169,3 +169,37 @@ pub fn fault(name: &str) -> bool {
     ANY_ARMED.store(u8::from(!a.is_empty()), Ordering::Relaxed);
     hit
 }
+
+/// Runs `stretch` (one connected stretch: `Ok` when the daemon stops) again after every
+/// gap until the daemon stops: `on_gap` hears why, and the next try waits `backoff.0`,
+/// doubling up to `backoff.1`.
+pub async fn until_stopped<F, Fut>(
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    backoff: (std::time::Duration, std::time::Duration),
+    what: &str,
+    on_gap: impl Fn(&crate::cluster::store::StoreError),
+    stretch: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::cluster::store::StoreError>>,
+{
+    let mut wait = backoff.0;
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        match stretch(stop.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                on_gap(&e);
+                tracing::debug!("{what}: {e}; again in {wait:?}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        wait = (wait * 2).min(backoff.1);
+    }
+}

@@ -26,6 +26,19 @@ pub fn unix_ms() -> u64 {
     realtime_ns() / 1_000_000
 }
 
+/// A deadline on the kernel clock (`kernel_now` read with it) as Unix milliseconds: the
+/// same instant on another host, whose kernel clock differs.
+pub fn kernel_to_unix_ms(deadline_ns: u64, kernel_now: u64) -> u64 {
+    unix_ms() + deadline_ns.saturating_sub(kernel_now) / 1_000_000
+}
+
+/// Unix milliseconds as a deadline on the kernel clock (`kernel_now` read with it); `None`
+/// when the instant has passed.
+pub fn unix_ms_to_kernel(at_ms: u64, kernel_now: u64) -> Option<u64> {
+    let left = at_ms.saturating_sub(unix_ms());
+    (left > 0).then(|| kernel_now + left * 1_000_000)
+}
+
 fn clock_ns(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
