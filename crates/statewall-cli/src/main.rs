@@ -123,8 +123,9 @@ enum Cmd {
         #[command(flatten)]
         paths: cli::Paths,
     },
-    /// The fleet's shared policy in etcd (`[cluster]`): push a firewall instance's chains
-    /// to every host of the group; list the hosts and the policy revisions they run.
+    /// The fleet's shared policy in etcd (`[cluster]`): push a firewall instance's chains,
+    /// or the `[[knock]]`, `[spa]` or `[detect]` section, to every host of the group;
+    /// withdraw it; list the hosts and the policy revisions they run.
     Cluster {
         #[command(subcommand)]
         cmd: cli::cluster::ClusterCmd,

@@ -484,3 +484,175 @@ fn a_pushed_ruleset_is_enforced_everywhere_and_a_bad_one_is_refused() {
         assert!(out.contains(n), "{out}");
     }
 }
+
+/// SPA packets a host refused, whatever the reason.
+fn spa_refusals(h: &Host) -> u64 {
+    let v = h.d().get("/api/v1/spa")["verdicts"].clone();
+    let all: u64 = v
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|n| n.as_u64())
+        .sum();
+    all - v["accepted"].as_u64().unwrap_or(0)
+}
+
+/// Pushes section `what` with `text` from host `h`; the revision it was stored at.
+fn push_section(h: &Host, what: &str, text: &str) -> i64 {
+    let file = h.p.scratch.join(format!("{what}.toml"));
+    std::fs::write(&file, text).unwrap();
+    let (code, out, err) = cluster_cli(h, &["push", what, file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    out.trim_end().rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn pushed_knock_spa_and_detect_sections_replace_each_hosts_own() {
+    let mut etcd = Etcd::start(3);
+    let mut hs = hosts("clsec", &etcd, ["refuse"; 3], 30);
+    for h in &hs {
+        eventually("the link is up", || h.cluster()["up"] == true);
+    }
+    let runs = |h: &Host, key: &str, rev: i64| h.cluster()["policy"][key] == rev;
+    // [[knock]]: a new sequence for the door replaces each file's 7000,8000,9000.
+    let knock = r#"[[knock]]
+name = "door"
+sequence = "7100,8100,9100"
+protected = ["tcp/23"]
+open_for = "3s"
+"#;
+    let rev = push_section(&hs[0], "knock", knock);
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} runs the pushed doors"), || {
+            runs(h, "knock", rev)
+        });
+    }
+    knock_from(
+        &hs[1].pair,
+        hs[1].pair.server_v4.into(),
+        &steps("7000,8000,9000"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!hs[1].opens(23), "the file's sequence no longer opens");
+    let new_knock =
+        |h: &Host| knock_from(&h.pair, h.pair.server_v4.into(), &steps("7100,8100,9100"));
+    new_knock(&hs[1]);
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} opened for the pushed sequence"), || {
+            h.opens(23)
+        });
+    }
+    let door = hs[2].d().get("/api/v1/doors");
+    assert!(door.to_string().contains("7100"), "{door}");
+    assert!(!door.to_string().contains("7000"), "{door}");
+    // [spa]: the file's stanza opens tcp/22 only; a pushed one opens tcp/24 too.
+    let before = spa_refusals(&hs[2]);
+    common::fwknop(&hs[2].pair, &hs[2].p, "tcp/24", (K, H), &[]);
+    eventually("host 2 refused tcp/24 under its own [spa]", || {
+        spa_refusals(&hs[2]) > before
+    });
+    assert!(!hs[2].opens(24));
+    let spa = format!(
+        r#"[spa]
+rate_interval = "10ms"
+rate_burst = 5
+
+[[spa.fwknop]]
+source = ["ANY"]
+open_ports = ["tcp/22", "tcp/24"]
+key_base64 = "{K}"
+hmac_key_base64 = "{H}"
+fw_access_timeout = 30
+"#
+    );
+    let rev = push_section(&hs[1], "spa", &spa);
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} runs the pushed [spa]"), || {
+            runs(h, "spa", rev)
+        });
+    }
+    common::fwknop(&hs[2].pair, &hs[2].p, "tcp/24", (K, H), &[]);
+    for (i, h) in hs.iter().enumerate() {
+        eventually(
+            &format!("host {i} opened tcp/24 by the pushed stanza"),
+            || h.opens(24),
+        );
+    }
+    // [detect]: from monitor to enforce everywhere.
+    let rev = push_section(&hs[2], "detect", "[detect]\nmode = \"enforce\"\n");
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} runs the pushed [detect]"), || {
+            runs(h, "detect", rev) && h.d().get("/api/v1/detect")["mode"] == "enforce"
+        });
+    }
+    // A bad section: the CLI refuses it, naming the key...
+    let bad = knock.replace("7100,8100,9100", "7100,81000,9100");
+    let file = hs[0].p.scratch.join("bad.toml");
+    std::fs::write(&file, &bad).unwrap();
+    let (code, _, err) = cluster_cli(&hs[0], &["push", "knock", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("81000"), "{err}");
+    let (code, _, err) = cluster_cli(&hs[0], &["push", "spa", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("a push of [spa] holds that section only, not `knock`"),
+        "{err}"
+    );
+    // ...and written behind its back, every host refuses it and keeps the doors it had.
+    let out = etcd.ctl(&["put", "/statewall/groups/test/policy/knock", &bad]);
+    assert!(out.status.success(), "{out:?}");
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} refused the bad [[knock]]"), || {
+            h.cluster()["refused"]["knock"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("81000"))
+        });
+        eventually(&format!("host {i} closed the door at its expiry"), || {
+            !h.opens(23)
+        });
+    }
+    let (_, out, _) = common::cli(&hs[0].p, &["status"]);
+    assert!(out.contains("cluster policy in force: detect@"), "{out}");
+    assert!(out.contains("cluster policy REFUSED: knock@"), "{out}");
+    new_knock(&hs[0]);
+    eventually("the pushed doors stay in force", || hs[0].opens(23));
+    // All of etcd away, host 2 restarts: it runs the sections it ran, not its file's.
+    for m in 0..3 {
+        etcd.kill(m);
+    }
+    hs[2].restart();
+    assert_eq!(hs[2].cluster()["up"], false);
+    assert!(
+        hs[2].cluster()["policy"]["knock"].is_i64(),
+        "{}",
+        hs[2].cluster()
+    );
+    eventually("host 2 closed the door", || !hs[2].opens(23));
+    new_knock(&hs[2]);
+    eventually(
+        "host 2 opens for the pushed sequence with etcd away",
+        || hs[2].opens(23),
+    );
+    for m in 0..3 {
+        etcd.restart(m);
+    }
+    etcd.wait_healthy();
+    // Withdrawn: every host is back to its file's doors.
+    let (code, out, err) = cluster_cli(&hs[1], &["withdraw", "knock"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} runs its own doors again"), || {
+            h.cluster()["policy"].get("knock").is_none()
+                && h.d().get("/api/v1/doors").to_string().contains("7000")
+        });
+    }
+    knock_from(
+        &hs[0].pair,
+        hs[0].pair.server_v4.into(),
+        &steps("7000,8000,9000"),
+    );
+    eventually("the file's sequence opens again", || hs[0].opens(23));
+    let (code, _, err) = cluster_cli(&hs[1], &["withdraw", "knock"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing pushed there"), "{err}");
+}

@@ -1,11 +1,12 @@
 //! `statewall cluster`: the fleet's shared policy in etcd, reached with the `[cluster]`
 //! section of a daemon's config (no daemon needed): `push` stores a firewall instance's
-//! chains for every host of the group, `status` lists the hosts with the policy
-//! revisions they run and what they refused.
+//! chains, or a `[[knock]]`, `[spa]` or `[detect]` section, for every host of the group;
+//! `withdraw` deletes what was pushed (hosts go back to their own); `status` lists the
+//! hosts with the policy revisions they run and what they refused.
 
 use super::prelude::*;
 use statewall::{
-    cluster::{store::Store, ClusterConfig, NodeReport},
+    cluster::{sections::read_section, store::Store, ClusterConfig, NodeReport},
     firewall::read_policy,
 };
 
@@ -17,6 +18,12 @@ pub enum ClusterCmd {
     Push {
         #[command(subcommand)]
         what: PushWhat,
+    },
+    /// Delete pushed policy: a firewall instance keeps its chains and takes local changes
+    /// again; a section gives way to each host's own.
+    Withdraw {
+        #[command(subcommand)]
+        what: WithdrawWhat,
     },
     /// The group's hosts: when each last reported, the policy revisions it runs, what it
     /// refused; and the policy stored.
@@ -39,6 +46,47 @@ pub enum PushWhat {
         /// The chains (JSON).
         file: PathBuf,
     },
+    /// The `[[knock]]` doors: FILE (TOML) holds `[[knock]]` tables only (none: no doors).
+    Knock {
+        /// The section (TOML).
+        file: PathBuf,
+    },
+    /// The `[spa]` section (with its `[[spa.pkd]]` and `[[spa.fwknop]]` stanzas; keys
+    /// travel in etcd: use TLS).
+    Spa {
+        /// The section (TOML).
+        file: PathBuf,
+    },
+    /// The `[detect]` section (without it in FILE: the stage off on every host).
+    Detect {
+        /// The section (TOML).
+        file: PathBuf,
+    },
+}
+
+/// What `withdraw` deletes.
+#[derive(Subcommand, Debug)]
+pub enum WithdrawWhat {
+    /// A firewall instance's pushed chains.
+    Firewall {
+        /// The instance.
+        name: String,
+    },
+    /// The pushed `[[knock]]` doors.
+    Knock,
+    /// The pushed `[spa]`.
+    Spa,
+    /// The pushed `[detect]`.
+    Detect,
+}
+
+/// A section's file checked as a host would read it, in a config of its own: (key, text).
+fn section(name: &str, file: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    read_section(name, &text).with_context(|| format!("{}", file.display()))?;
+    statewall::config::Config::parse(&text, &file.display().to_string())?;
+    Ok((name.to_string(), text.into_bytes()))
 }
 
 fn cluster_config(config: &std::path::Path) -> anyhow::Result<ClusterConfig> {
@@ -52,16 +100,37 @@ pub async fn run(cmd: ClusterCmd, config: PathBuf) -> anyhow::Result<i32> {
     let c = cluster_config(&config)?;
     let store = Store::connect(&c).await?;
     match cmd {
-        ClusterCmd::Push {
-            what: PushWhat::Firewall { name, file },
-        } => {
-            statewall::types::check_name(&name).map_err(|e| anyhow::anyhow!("name: {e}"))?;
-            let text =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            read_policy(&text).with_context(|| format!("{}", file.display()))?;
-            let key = format!("{}firewall/{name}", c.policy_prefix());
-            let rev = store.put(&key, text).await?;
-            println!("pushed firewall {name} as {key}, revision {rev}");
+        ClusterCmd::Push { what } => {
+            let (key, text) = match what {
+                PushWhat::Firewall { name, file } => {
+                    statewall::types::check_name(&name)
+                        .map_err(|e| anyhow::anyhow!("name: {e}"))?;
+                    let text = std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    read_policy(&text).with_context(|| format!("{}", file.display()))?;
+                    (format!("firewall/{name}"), text)
+                }
+                PushWhat::Knock { file } => section("knock", &file)?,
+                PushWhat::Spa { file } => section("spa", &file)?,
+                PushWhat::Detect { file } => section("detect", &file)?,
+            };
+            let full = format!("{}{key}", c.policy_prefix());
+            let rev = store.put(&full, text).await?;
+            println!("pushed {key} as {full}, revision {rev}");
+            Ok(0)
+        }
+        ClusterCmd::Withdraw { what } => {
+            let key = match what {
+                WithdrawWhat::Firewall { name } => format!("firewall/{name}"),
+                WithdrawWhat::Knock => "knock".into(),
+                WithdrawWhat::Spa => "spa".into(),
+                WithdrawWhat::Detect => "detect".into(),
+            };
+            let full = format!("{}{key}", c.policy_prefix());
+            if !store.delete(&full).await? {
+                anyhow::bail!("{full}: nothing pushed there");
+            }
+            println!("withdrew {full}");
             Ok(0)
         }
         ClusterCmd::Status { json } => {

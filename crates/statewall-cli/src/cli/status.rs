@@ -48,6 +48,23 @@ fn print_status(v: &serde_json::Value) {
             c["revision"],
             c["pending"]
         );
+        let keys = |v: &serde_json::Value, f: &dyn Fn(&serde_json::Value) -> String| {
+            v.as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, r)| format!("{k}@{}", f(r)))
+                .collect::<Vec<_>>()
+        };
+        let applied = keys(&c["policy"], &|r| r.to_string());
+        if !applied.is_empty() {
+            println!("cluster policy in force: {}", applied.join(", "));
+        }
+        let refused = keys(&c["refused"], &|r| {
+            format!("{}: {}", r["revision"], r["reason"].as_str().unwrap_or("?"))
+        });
+        if !refused.is_empty() {
+            println!("cluster policy REFUSED: {}", refused.join("; "));
+        }
     }
     println!("\nhooks (programs in the order the kernel runs them):");
     for h in v["hooks"].as_array().into_iter().flatten() {

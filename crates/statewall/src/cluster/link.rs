@@ -136,6 +136,9 @@ pub struct Link {
     pub store: Store,
     /// Pushed policy in force and refused (applied by the daemon's policy task).
     pub policy: Mutex<PolicyState>,
+    /// The pushed config sections this host runs. Held while a config is read and
+    /// applied (a reload, a push), before the daemon's own lock.
+    pub sections: Mutex<super::sections::Sections>,
     up: AtomicBool,
     /// The revision this host has applied (the last read or watch event).
     pub revision: AtomicI64,
@@ -166,6 +169,10 @@ pub struct LinkStatus {
     pub on_cluster_down: OnDown,
     /// Counters.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Pushed policy in force: key to revision (`firewall/web`, `knock`...).
+    pub policy: BTreeMap<String, i64>,
+    /// Pushed policy refused: key to revision and reason.
+    pub refused: BTreeMap<String, Refused>,
 }
 
 impl Link {
@@ -178,6 +185,7 @@ impl Link {
             cfg: cfg.clone(),
             store,
             policy: Default::default(),
+            sections: Default::default(),
             up: AtomicBool::new(false),
             revision: AtomicI64::new(0),
             last_error: Mutex::new("not connected yet".into()),
@@ -324,7 +332,13 @@ impl Link {
         .map(|(n, v)| (n, v.load(Ordering::Relaxed)))
         .collect();
         let up = self.is_up();
+        let (policy, refused) = {
+            let p = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+            (p.applied.clone(), p.refused.clone())
+        };
         LinkStatus {
+            policy,
+            refused,
             node: self.node.clone(),
             group: self.cfg.group.clone(),
             up,

@@ -253,19 +253,18 @@ impl Store {
 
     /// Deletes a shared block (a release); true when there was one.
     pub async fn delete_block(&self, suffix: &str) -> Result<bool, StoreError> {
-        let mut c = self.client.clone();
-        let r = self
-            .bounded(c.delete(format!("{}{suffix}", self.blocks), None))
-            .await?;
-        Ok(r.deleted() > 0)
+        self.delete(&format!("{}{suffix}", self.blocks)).await
     }
 
     /// Deletes a shared grant (a revocation); true when there was one.
     pub async fn delete_grant(&self, suffix: &str) -> Result<bool, StoreError> {
+        self.delete(&format!("{}{suffix}", self.grants)).await
+    }
+
+    /// Deletes one key; true when there was one.
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let mut c = self.client.clone();
-        let r = self
-            .bounded(c.delete(format!("{}{suffix}", self.grants), None))
-            .await?;
+        let r = self.bounded(c.delete(key, None)).await?;
         Ok(r.deleted() > 0)
     }
 

@@ -195,6 +195,10 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         ),
         None => None,
     };
+    let cfg = match &link {
+        Some(l) => policy::with_kept_sections(cfg, l, config_path.as_deref(), &overrides),
+        None => cfg,
+    };
     let shared = start_stages(cfg, &pins, config_path, overrides, link)?;
     // Handlers first: a signal that comes as soon as the API answers must find them.
     let signals = Signals::new()?;

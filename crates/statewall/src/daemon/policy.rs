@@ -1,8 +1,9 @@
 //! Firewall changes as the shell makes them ([`commit_firewall`]: kernel first, then memory
 //! and disk; on error nothing changes), and the policy a cluster pushes: the supervised
 //! task `cluster_policy` reads `{prefix}/groups/{group}/policy/` in full, then follows it
-//! by a watch, applies each firewall instance's newest chains atomically, keeps the last
-//! good ones when a push is refused, and writes this host's report.
+//! by a watch, applies each firewall instance's newest chains and each pushed config
+//! section (`[[knock]]`, `[spa]`, `[detect]`, applied like a reload) atomically, keeps the
+//! last good ones when a push is refused, and writes this host's report.
 //!
 //! An instance under cluster policy refuses changes through the local API (409) until its
 //! policy key is deleted; it may still be attached and detached here (ports are local).
@@ -11,11 +12,12 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     cluster::link::Link,
+    cluster::sections::{read_section, Pushed, Sections, SECTIONS},
     cluster::{
         store::{RawChange, StoreError},
         NodeReport, Refused,
     },
-    daemon::state::Shared,
+    daemon::state::{apply_config, load_config_over, Shared},
     engine::EngineError,
     firewall::{FirewallError, FwState},
 };
@@ -95,10 +97,19 @@ fn on_put(s: &Shared, link: &Link, key: &str, value: &[u8], revision: i64) {
     }
     // (Not under the policy lock: an API handler may hold the daemon's lock and ask.)
     let r = match key.strip_prefix("firewall/") {
-        Some(name) if crate::types::check_name(name).is_ok() => apply_firewall(s, name, value),
-        _ => Err(CommitError::Firewall(FirewallError::Operation(
-            "not a policy key statewall knows (firewall/NAME)",
-        ))),
+        Some(name) if crate::types::check_name(name).is_ok() => {
+            apply_firewall(s, name, value).map_err(|e| e.to_string())
+        }
+        _ if SECTIONS.contains(&key) => std::str::from_utf8(value)
+            .map_err(|_| "not UTF-8 text".to_string())
+            .and_then(|text| {
+                let p = Pushed {
+                    revision,
+                    text: text.into(),
+                };
+                apply_section(s, link, key, Some(p)).map_err(|e| format!("{e:#}"))
+            }),
+        _ => Err("not a policy key statewall knows (firewall/NAME, knock, spa, detect)".into()),
     };
     let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
     match r {
@@ -118,15 +129,93 @@ fn on_put(s: &Shared, link: &Link, key: &str, value: &[u8], revision: i64) {
                 key.to_string(),
                 Refused {
                     revision,
-                    reason: e.to_string(),
+                    reason: e,
                 },
             );
         }
     }
 }
 
-/// A policy key deleted: the instance keeps its chains and is local again.
-fn on_delete(link: &Link, key: &str) {
+/// The pushed sections this host runs, kept under its state directory.
+fn kept_sections(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("cluster-sections.json")
+}
+
+/// Runs the config file with `pushed` as the pushed section `name` (`None`: withdrawn,
+/// the file's own section again), applied like a reload: a config that does not load or
+/// apply changes nothing.
+fn apply_section(
+    s: &Shared,
+    link: &Link,
+    name: &str,
+    pushed: Option<Pushed>,
+) -> anyhow::Result<()> {
+    let mut cur = link.sections.lock().unwrap_or_else(|p| p.into_inner());
+    let mut next = cur.clone();
+    match pushed {
+        Some(p) => {
+            read_section(name, &p.text)?;
+            next.by_name.insert(name.to_string(), p);
+        }
+        None if next.by_name.remove(name).is_none() => return Ok(()),
+        None => {}
+    }
+    let cfg = load_config_over(s.config_path.as_deref(), &s.overrides, &next)?;
+    let kept = kept_sections(&cfg.daemon.state_dir);
+    apply_config(s, cfg)?;
+    if let Err(e) = next.save(&kept) {
+        tracing::warn!("cluster: {e}: a restart while etcd is away runs older sections");
+    }
+    *cur = next;
+    Ok(())
+}
+
+/// At start: the config with the pushed sections this host ran last (so that a restart
+/// while etcd is away keeps them), marked as applied at their revisions. When they no
+/// longer load (the file changed under them), the file alone, and the policy task applies
+/// what etcd holds once it is reached.
+pub fn with_kept_sections(
+    cfg: crate::config::Config,
+    link: &Link,
+    path: Option<&std::path::Path>,
+    ov: &crate::daemon::Overrides,
+) -> crate::config::Config {
+    let kept = match Sections::load(&kept_sections(&cfg.daemon.state_dir)) {
+        Ok(k) if k.is_empty() => return cfg,
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!("cluster: {e}: starting with the file's sections");
+            return cfg;
+        }
+    };
+    match load_config_over(path, ov, &kept) {
+        Ok(c) => {
+            tracing::info!("cluster: running the pushed {}", kept.describe());
+            let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+            for (n, s) in &kept.by_name {
+                p.applied.insert(n.clone(), s.revision);
+            }
+            *link.sections.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+            c
+        }
+        Err(e) => {
+            tracing::warn!("cluster: the pushed sections kept here do not load ({e:#}): starting with the file's");
+            cfg
+        }
+    }
+}
+
+/// A policy key deleted: a firewall instance keeps its chains and is local again; a
+/// section gives way to the file's own.
+fn on_delete(s: &Shared, link: &Link, key: &str) {
+    if SECTIONS.contains(&key) {
+        if let Err(e) = apply_section(s, link, key, None) {
+            tracing::warn!(
+                key,
+                "cluster: pushed section withdrawn, but the file's own does not apply ({e:#}): the pushed one stays in force"
+            );
+        }
+    }
     let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
     if p.applied.remove(key).is_some() {
         tracing::info!(
@@ -200,7 +289,7 @@ async fn follow(
             .collect()
     };
     for k in gone {
-        on_delete(link, &k);
+        on_delete(s, link, &k);
     }
     report(link).await?;
     let mut watch = link.store.watch_prefix(&prefix, rev + 1).await?;
@@ -213,7 +302,7 @@ async fn follow(
                 for c in changes {
                     match c {
                         RawChange::Put(kv) => on_put(s, link, &kv.key[prefix.len()..], &kv.value, kv.revision),
-                        RawChange::Deleted(kv, _) => on_delete(link, &kv.key[prefix.len()..]),
+                        RawChange::Deleted(kv, _) => on_delete(s, link, &kv.key[prefix.len()..]),
                     }
                 }
                 report(link).await?;

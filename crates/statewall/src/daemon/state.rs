@@ -77,6 +77,29 @@ pub fn load_config(path: Option<&std::path::Path>, ov: &Overrides) -> anyhow::Re
     )?;
     Ok(cfg)
 }
+/// Loads the config file with the cluster's pushed sections in place of its own
+/// ([`crate::cluster::sections`]), and applies the overrides.
+pub fn load_config_over(
+    path: Option<&std::path::Path>,
+    ov: &Overrides,
+    pushed: &crate::cluster::sections::Sections,
+) -> anyhow::Result<Config> {
+    if pushed.is_empty() {
+        return load_config(path, ov);
+    }
+    let file = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(command line)".into());
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {file}"))?,
+        None => String::new(),
+    };
+    let origin = format!("{file} with the cluster's {}", pushed.describe());
+    let mut cfg = Config::parse(&pushed.over(&text, &file)?, &origin)?;
+    ov.apply(&mut cfg);
+    cfg.validate(&origin)?;
+    Ok(cfg)
+}
 /// What the handlers share.
 pub struct Shared {
     /// The mutable part.
@@ -206,10 +229,23 @@ pub fn status(g: &Inner) -> Status {
         cluster: None,
     }
 }
-/// Re-reads the config and applies it. A config that does not load changes nothing; a
-/// kernel error while applying rolls back to the previous config.
+/// Re-reads the config (with the cluster's pushed sections in place of the file's) and
+/// applies it. A config that does not load changes nothing; a kernel error while applying
+/// rolls back to the previous config.
 pub fn reload(s: &Shared) -> anyhow::Result<()> {
-    let mut new = load_config(s.config_path.as_deref(), &s.overrides)?;
+    let path = s.config_path.as_deref();
+    match &s.cluster {
+        Some(link) => {
+            let pushed = link.sections.lock().unwrap_or_else(|p| p.into_inner());
+            apply_config(s, load_config_over(path, &s.overrides, &pushed)?)
+        }
+        None => apply_config(s, load_config(path, &s.overrides)?),
+    }
+}
+/// Applies a config read anew (a reload, a pushed section). `[daemon]` keys and the
+/// gate's sizes stay as they are (they take effect at the next start). On a kernel error
+/// the previous config is put back.
+pub fn apply_config(s: &Shared, mut new: Config) -> anyhow::Result<()> {
     let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
     if new.daemon != g.config.daemon {
         tracing::warn!("[daemon] changes (paths, listeners) take effect at the next start");
