@@ -483,6 +483,10 @@ fn a_pushed_ruleset_is_enforced_everywhere_and_a_bad_one_is_refused() {
     for n in ["h0", "h1", "h2"] {
         assert!(out.contains(n), "{out}");
     }
+    // Reports live under a lease: a host that stops leaves the list by itself.
+    let out = etcd.ctl(&["get", "/statewall/groups/test/nodes/h1", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["kvs"][0]["lease"].as_i64().unwrap_or(0) != 0, "{v}");
 }
 
 /// SPA packets a host refused, whatever the reason.

@@ -1,6 +1,7 @@
 //! `statewall top` in a real terminal: tmux runs it against a daemon whose state the test
 //! made (a knock in progress, a grant, a block of the detect stage, a firewall rule with
-//! known hits, gate drops, a monitor window), and the test reads the screen as a person would (capture-pane).
+//! known hits, gate drops, a monitor window, a link to a one-member etcd), and the test
+//! reads the screen as a person would (capture-pane).
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::{
 };
 
 use common::{bin, grant_udp_9922, Daemon, Paths, Udp};
-use statewall_harness::netns::Pair;
+use statewall_harness::{etcd::Etcd, netns::Pair};
 
 struct Tmux(String);
 
@@ -56,6 +57,7 @@ impl Drop for Tmux {
 fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
     let p = Paths::new("top");
     let pair = Pair::new("top");
+    let etcd = Etcd::start(1);
     std::fs::write(
         &p.config,
         format!(
@@ -63,9 +65,11 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
              [[knock]]\nname = \"ssh\"\nsequence = \"7000,8000,9000\"\nprotected = [\"tcp/2222\"]\n\
              step_timeout = \"10m\"\nseq_timeout = \"10m\"\n\n\
              [[monitor]]\nname = \"flows\"\nkind = \"crypto\"\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\n\n\
-             [detect]\nmode = \"enforce\"\n",
+             [detect]\nmode = \"enforce\"\n\n\
+             [cluster]\nendpoints = [{e:?}]\nnode = \"top\"\ngroup = \"top\"\n",
             i = pair.server_if,
-            n = pair.server.name
+            n = pair.server.name,
+            e = etcd.endpoints()[0]
         ),
     )
     .unwrap();
@@ -117,6 +121,10 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
     let unreachable = gate["counters"]["unreachable"].as_u64().unwrap();
     assert!(dropped + unreachable >= 4, "{gate}");
 
+    // The grant and the block reach etcd (the link writes them within a second or so).
+    common::eventually("the grant and the block are published", || {
+        d.get("/api/v1/status")["cluster"]["counts"]["published"] == 2
+    });
     let tmux = Tmux(format!("statewall-top-{}", std::process::id()));
     let cmd = format!(
         "{} top --socket {} --interval 0.5",
@@ -141,6 +149,8 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
         "Firewall rules",
         "Monitors",
         "Drops",
+        "Cluster (etcd)",
+        "etcd reachable",
     ]);
     let line = |needle: &str| -> String {
         screen
@@ -192,6 +202,15 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
     assert!(mon.contains("windows"), "{mon}");
     assert!(
         screen.contains(&format!("{}:", pair.client_v4)) && screen.contains(":9925"),
+        "{screen}"
+    );
+    // The cluster link: this host, its group, what it published (the grant, the block).
+    let link = line("node top of group top");
+    assert!(link.contains("0 waiting to be written"), "{link}");
+    let counts = line("claims ");
+    assert!(counts.contains("published 2,"), "{counts}");
+    assert!(
+        line("pushed policy in force").contains("in force: -"),
         "{screen}"
     );
     // q quits, and the terminal is left to the shell.

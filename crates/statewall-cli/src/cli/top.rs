@@ -3,7 +3,9 @@
 //! It shows knock doors (sources part-way through, open, locked out), live grants with
 //! their time left, the detect stage's mitigations (detector, target, dropped, time left),
 //! firewall rules with their hits and hit rates, monitors with their
-//! counters and the busiest sessions of their last window, and drop counters. It only
+//! counters and the busiest sessions of their last window, drop counters, and with
+//! `[cluster]` the link to etcd (reachable or not, what waits to be written, claims and
+//! replays, grants installed from other hosts, the pushed policy in force). It only
 //! reads: nothing it does takes a monitor's window or changes state. `q` or Esc quits.
 
 use super::prelude::*;
@@ -41,6 +43,8 @@ pub struct Snapshot {
     pub monitors: Vec<String>,
     /// Drop counters.
     pub drops: Vec<String>,
+    /// The cluster link (none without `[cluster]`).
+    pub cluster: Vec<String>,
     /// An error reaching the daemon.
     pub error: Option<String>,
 }
@@ -122,6 +126,7 @@ pub fn snapshot(socket: &std::path::Path, rates: &mut Rates) -> Snapshot {
                 s(&m["reason"])
             ));
         }
+        out.cluster = cluster_lines(&get(socket, "/api/v1/status")?["cluster"]);
         let gate = get(socket, "/api/v1/gate")?;
         let c = &gate["counters"];
         out.drops.push(format!(
@@ -209,6 +214,58 @@ pub fn snapshot(socket: &std::path::Path, rates: &mut Rates) -> Snapshot {
     out
 }
 
+/// The cluster link of `GET /api/v1/status` (null without `[cluster]`).
+fn cluster_lines(c: &Value) -> Vec<String> {
+    if !c.is_object() {
+        return Vec::new();
+    }
+    let link = if c["up"] == true {
+        "etcd reachable".to_string()
+    } else {
+        format!(
+            "etcd UNREACHABLE ({}), SPA: {}",
+            s(&c["error"]),
+            s(&c["on_cluster_down"])
+        )
+    };
+    let n = &c["counts"];
+    let keys = |v: &Value| -> String {
+        let v: Vec<String> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, r)| format!("{k}@{}", r["revision"].as_i64().or(r.as_i64()).unwrap_or(0)))
+            .collect();
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(", ")
+        }
+    };
+    vec![
+        format!(
+            "node {} of group {}: {link}; revision {}, {} waiting to be written",
+            s(&c["node"]),
+            s(&c["group"]),
+            s(&c["revision"]),
+            s(&c["pending"])
+        ),
+        format!(
+            "claims {}, replays refused {}, published {}, installed from other hosts {}, revoked {}",
+            s(&n["claims"]),
+            s(&n["replays"]),
+            s(&n["published"]),
+            s(&n["installed"]),
+            s(&n["revoked"])
+        ),
+        format!(
+            "pushed policy in force: {}; refused: {}",
+            keys(&c["policy"]),
+            keys(&c["refused"])
+        ),
+    ]
+}
+
 fn panel<'a>(title: &'a str, lines: &'a [String], empty: &'a str) -> Paragraph<'a> {
     let body: Vec<Line> = if lines.is_empty() {
         vec![Line::from(empty)]
@@ -238,6 +295,7 @@ pub fn dashboard(socket: PathBuf, interval: Duration) -> anyhow::Result<()> {
                     Constraint::Min(4),
                     Constraint::Min(4),
                     Constraint::Length(5),
+                    Constraint::Length(if snap.cluster.is_empty() { 0 } else { 5 }),
                 ])
                 .split(f.area());
                 let head = match &snap.error {
@@ -268,6 +326,9 @@ pub fn dashboard(socket: PathBuf, interval: Duration) -> anyhow::Result<()> {
                 f.render_widget(panel("Firewall rules", &snap.rules, "no firewall"), rows[4]);
                 f.render_widget(panel("Monitors", &snap.monitors, "no monitor"), rows[5]);
                 f.render_widget(panel("Drops", &snap.drops, "-"), rows[6]);
+                if !snap.cluster.is_empty() {
+                    f.render_widget(panel("Cluster (etcd)", &snap.cluster, "-"), rows[7]);
+                }
             })?;
             let until = Instant::now() + interval;
             while Instant::now() < until {

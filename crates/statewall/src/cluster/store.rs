@@ -331,6 +331,19 @@ impl Store {
         self.put_leased(key.to_string(), value, None, 0).await
     }
 
+    /// Writes `value` at `key` until `until` (Unix seconds, rounded up to
+    /// [`LEASE_STEP`]): gone then unless written again.
+    pub async fn put_until(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        until: u64,
+        now: u64,
+    ) -> Result<i64, StoreError> {
+        self.put_leased(key.to_string(), value, Some(until), now)
+            .await
+    }
+
     /// A request that any member answers: the cluster's current revision.
     pub async fn revision(&self) -> Result<i64, StoreError> {
         let mut c = self.client.clone();

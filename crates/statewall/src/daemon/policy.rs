@@ -226,20 +226,26 @@ fn on_delete(s: &Shared, link: &Link, key: &str) {
     p.refused.remove(key);
 }
 
+/// How long a host's report outlives it (it is written every 5 s): a host that stopped
+/// leaves `statewall cluster status` 30 to 40 s later.
+const REPORT_KEPT: u64 = 30;
+
 /// Writes this host's report.
 async fn report(link: &Link) -> Result<(), StoreError> {
+    let now = crate::engine::clock::unix_secs();
     let r = {
         let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
         NodeReport {
             node: link.node.clone(),
-            time: crate::engine::clock::unix_secs(),
+            time: now,
             applied: p.applied.clone(),
             refused: p.refused.clone(),
         }
     };
     let key = format!("{}{}", link.cfg.nodes_prefix(), link.node);
+    let value = serde_json::to_vec(&r).unwrap_or_default();
     link.store
-        .put(&key, serde_json::to_vec(&r).unwrap_or_default())
+        .put_until(&key, value, now + REPORT_KEPT, now)
         .await?;
     Ok(())
 }
