@@ -589,6 +589,29 @@ fw_access_timeout = 30
             runs(h, "detect", rev) && h.d().get("/api/v1/detect")["mode"] == "enforce"
         });
     }
+    // A host whose own file does not read refuses a push; mended and reloaded, it runs it.
+    let conf0 = std::fs::read_to_string(&hs[0].p.config).unwrap();
+    std::fs::write(&hs[0].p.config, format!("{conf0}\n[gate\n")).unwrap();
+    let rev = push_section(&hs[1], "detect", "[detect]\nmode = \"monitor\"\n");
+    eventually("host 0 refused it", || {
+        hs[0].cluster()["refused"]["detect"]["revision"] == rev
+    });
+    let reason = hs[0].cluster()["refused"]["detect"]["reason"].clone();
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .contains(hs[0].p.config.to_str().unwrap()),
+        "{reason}"
+    );
+    for (i, h) in hs.iter().enumerate().skip(1) {
+        eventually(&format!("host {i} runs it"), || runs(h, "detect", rev));
+    }
+    std::fs::write(&hs[0].p.config, &conf0).unwrap();
+    hs[0].d().ok("POST", "/api/v1/reload", "");
+    eventually("host 0 runs it after the reload", || {
+        runs(&hs[0], "detect", rev) && hs[0].d().get("/api/v1/detect")["mode"] == "monitor"
+    });
     // A bad section: the CLI refuses it, naming the key...
     let bad = knock.replace("7100,8100,9100", "7100,81000,9100");
     let file = hs[0].p.scratch.join("bad.toml");

@@ -53,7 +53,7 @@ pub enum PushWhat {
         file: PathBuf,
     },
     /// The `[spa]` section (with its `[[spa.pkd]]` and `[[spa.fwknop]]` stanzas; keys
-    /// travel in etcd: use TLS).
+    /// travel in etcd: use TLS). Without `[spa]` in FILE: SPA off on every host.
     Spa {
         /// The section (TOML).
         file: PathBuf,
@@ -81,12 +81,26 @@ pub enum WithdrawWhat {
     Detect,
 }
 
-/// A section's file checked as a host would read it, in a config of its own: (key, text).
+/// A section's file checked as a host would read it, in a config of its own, except for
+/// what lies on the hosts (`[spa] actions_dir`, read by each host): (key, text).
 fn section(name: &str, file: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    read_section(name, &text).with_context(|| format!("{}", file.display()))?;
-    statewall::config::Config::parse(&text, &file.display().to_string())?;
+    let value = read_section(name, &text).with_context(|| format!("{}", file.display()))?;
+    let mut alone = toml::Table::new();
+    if let Some(mut v) = value {
+        if let Some(t) = v.as_table_mut().filter(|_| name == "spa") {
+            t.remove("actions_dir");
+        }
+        alone.insert(name.to_string(), v);
+    }
+    // Type errors with the file's own lines first, then the checks of a whole config.
+    toml::from_str::<statewall::config::Config>(&text)
+        .with_context(|| format!("{}", file.display()))?;
+    statewall::config::Config::parse(
+        &toml::to_string(&alone).context("writing the section back")?,
+        &file.display().to_string(),
+    )?;
     Ok((name.to_string(), text.into_bytes()))
 }
 
@@ -122,7 +136,11 @@ pub async fn run(cmd: ClusterCmd, config: PathBuf) -> anyhow::Result<i32> {
         }
         ClusterCmd::Withdraw { what } => {
             let key = match what {
-                WithdrawWhat::Firewall { name } => format!("firewall/{name}"),
+                WithdrawWhat::Firewall { name } => {
+                    statewall::types::check_name(&name)
+                        .map_err(|e| anyhow::anyhow!("name: {e}"))?;
+                    format!("firewall/{name}")
+                }
                 WithdrawWhat::Knock => "knock".into(),
                 WithdrawWhat::Spa => "spa".into(),
                 WithdrawWhat::Detect => "detect".into(),

@@ -27,6 +27,11 @@ use crate::{etcd::Etcd, netns::Pair};
 /// Runs of the etcd-alone figures (each a median's worth of requests).
 const REQUESTS: usize = 50;
 
+/// SPA packets and grants timed per figure: a median of 30, since one figure on this
+/// shared 2-CPU machine (three etcd members and up to three daemons) varies by 30% from
+/// run to run.
+const SAMPLES: usize = RUNS * 6;
+
 /// The client's wait between two connect attempts while it waits for a port to open: on
 /// this 2-CPU machine a client retrying at once keeps a CPU busy, which the etcd members
 /// and the daemon's runtime then lack (a claim measured alone has both CPUs). The same
@@ -151,8 +156,11 @@ fn grant_to_enforced(a: &Daemon, others: &[&Pair], n: usize) -> anyhow::Result<V
                     let start = &start;
                     sc.spawn(move || {
                         let to = SocketAddr::from((p.server_v4, PORT));
+                        // At the barrier even when the namespace cannot be entered: the
+                        // main thread waits there.
+                        let arrive = Arrive(start, std::sync::atomic::AtomicBool::new(false));
                         p.client.run(|| {
-                            start.wait();
+                            arrive.now();
                             let t0 = Instant::now();
                             while !crate::bench::open::try_connect(to) {
                                 std::thread::sleep(PAUSE);
@@ -174,10 +182,13 @@ fn grant_to_enforced(a: &Daemon, others: &[&Pair], n: usize) -> anyhow::Result<V
                 Some(body.clone()),
             )?;
             anyhow::ensure!(r.status == 201, "grant: {} {}", r.status, r.body);
-            let opened: Vec<Option<Instant>> = probes
-                .into_iter()
-                .map(|h| h.join().unwrap_or(None))
-                .collect();
+            let mut opened = Vec::new();
+            for h in probes {
+                match h.join() {
+                    Ok(t) => opened.push(t),
+                    Err(_) => bail!("a probe thread panicked (see above)"),
+                }
+            }
             Ok((t0, opened))
         })?;
         let last = opened
@@ -190,6 +201,24 @@ fn grant_to_enforced(a: &Daemon, others: &[&Pair], n: usize) -> anyhow::Result<V
         runs.push(last.saturating_duration_since(t0).as_nanos() as f64 / 1e3);
     }
     Ok(runs)
+}
+
+/// A thread's place at a barrier, taken at most once: by [`Arrive::now`], or when dropped
+/// (a thread that panics before it gets there must not leave the others waiting).
+struct Arrive<'a>(&'a std::sync::Barrier, std::sync::atomic::AtomicBool);
+
+impl Arrive<'_> {
+    fn now(&self) {
+        if !self.1.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.0.wait();
+        }
+    }
+}
+
+impl Drop for Arrive<'_> {
+    fn drop(&mut self) {
+        self.now();
+    }
 }
 
 /// The rows.
@@ -213,15 +242,15 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
     // Single host first, then the same host in the cluster (with a second host, B).
     let (single, _) = {
         let d = start_daemon(&pa, &kb, &hb, "cl-single", "")?;
-        spa_to_open(&pa, &d, (&k, &h), RUNS * 2, PAUSE)?
+        spa_to_open(&pa, &d, (&k, &h), SAMPLES, PAUSE)?
     };
     let a = start_daemon(&pa, &kb, &hb, "cl-a", &cluster_section(&etcd, "a"))?;
-    let (clustered, _) = spa_to_open(&pa, &a, (&k, &h), RUNS * 2, PAUSE)?;
+    let (clustered, _) = spa_to_open(&pa, &a, (&k, &h), SAMPLES, PAUSE)?;
     // Hosts B and C only now: on this one machine their work (installing A's grants)
     // would take CPU from A's path, which on a real fleet runs on other machines.
     let _b = start_daemon(&pb, &kb, &hb, "cl-b", &cluster_section(&etcd, "b"))?;
     let _c = start_daemon(&pc, &kb, &hb, "cl-c", &cluster_section(&etcd, "c"))?;
-    let spread = grant_to_enforced(&a, &[&pb, &pc], RUNS * 2)?;
+    let spread = grant_to_enforced(&a, &[&pb, &pc], SAMPLES)?;
     drop(listeners);
     let (s1, sc) = (median(&single), median(&clustered));
     let bound = s1 + 2.0 * txn;

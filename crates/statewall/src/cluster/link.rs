@@ -146,6 +146,8 @@ pub struct Link {
     outbox: Mutex<Outbox>,
     /// Woken when something waits in the outbox.
     pub wake: tokio::sync::Notify,
+    /// Woken when the policy should be read again in full (a reload after a refusal).
+    pub reread: tokio::sync::Notify,
     /// Counters.
     pub counts: Counts,
 }
@@ -191,8 +193,22 @@ impl Link {
             last_error: Mutex::new("not connected yet".into()),
             outbox: Mutex::new(Outbox::default()),
             wake: tokio::sync::Notify::new(),
+            reread: tokio::sync::Notify::new(),
             counts: Counts::default(),
         }))
+    }
+
+    /// Forgets why pushed config sections (and their withdrawals) were refused and has the
+    /// policy read again in full: after a reload, the file they were refused with may have
+    /// been mended.
+    pub fn retry_sections(&self) {
+        let mut p = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        let before = p.refused.len();
+        p.refused
+            .retain(|k, _| !super::sections::SECTIONS.contains(&k.as_str()));
+        if p.refused.len() != before {
+            self.reread.notify_one();
+        }
     }
 
     /// Marks the link up (a request succeeded).

@@ -45,8 +45,11 @@ pub enum SectionError {
         /// The key found beside it.
         found: String,
     },
-    /// The kept copy could not be read or written.
-    #[error("{path}: {msg}")]
+    /// The kept copy could not be written (the error names the file).
+    #[error("keeping the pushed sections: {0}")]
+    Save(std::io::Error),
+    /// The kept copy could not be read.
+    #[error("the pushed sections kept in {path}: {msg}")]
     Kept {
         /// The file.
         path: String,
@@ -108,7 +111,10 @@ impl Sections {
                 None => table.remove(name),
             };
         }
-        Ok(toml::to_string(&table).unwrap_or_default())
+        toml::to_string(&table).map_err(|e| SectionError::Toml {
+            what: format!("{origin} with the pushed sections"),
+            msg: e.to_string(),
+        })
     }
 
     /// Names the pushed sections with their revisions, for errors and logs:
@@ -137,10 +143,7 @@ impl Sections {
     /// Keeps a copy (written whole and synced).
     pub fn save(&self, path: &Path) -> Result<(), SectionError> {
         let text = serde_json::to_vec(self).unwrap_or_default();
-        crate::engine::sys::write_synced(path, &text).map_err(|e| SectionError::Kept {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })
+        crate::engine::sys::write_synced(path, &text).map_err(SectionError::Save)
     }
 }
 
@@ -232,6 +235,11 @@ mode = "monitor"
         let s = pushed("spa", "[spa]\nrate_burst = 5\n");
         s.save(&path).unwrap();
         assert_eq!(Sections::load(&path).unwrap(), s);
+        // It may hold SPA keys: its owner's only.
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        s.save(&path).unwrap();
         std::fs::write(&path, "{").unwrap();
         assert!(Sections::load(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

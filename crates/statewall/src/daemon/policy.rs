@@ -189,13 +189,16 @@ pub fn with_kept_sections(
         }
     };
     match load_config_over(path, ov, &kept) {
-        Ok(c) => {
+        Ok(mut c) => {
             tracing::info!("cluster: running the pushed {}", kept.describe());
+            // `[daemon]` as read first: the sockets and pins are bound to it already.
+            c.daemon = cfg.daemon;
+            let mut sections = link.sections.lock().unwrap_or_else(|p| p.into_inner());
             let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
             for (n, s) in &kept.by_name {
                 p.applied.insert(n.clone(), s.revision);
             }
-            *link.sections.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+            *sections = kept;
             c
         }
         Err(e) => {
@@ -214,6 +217,17 @@ fn on_delete(s: &Shared, link: &Link, key: &str) {
                 key,
                 "cluster: pushed section withdrawn, but the file's own does not apply ({e:#}): the pushed one stays in force"
             );
+            // Still in force, and said so; tried again after a reload.
+            let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+            let revision = p.applied.get(key).copied().unwrap_or(0);
+            p.refused.insert(
+                key.to_string(),
+                Refused {
+                    revision,
+                    reason: format!("withdrawal: the file's own section does not apply: {e:#}"),
+                },
+            );
+            return;
         }
     }
     let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
@@ -276,7 +290,37 @@ async fn follow(
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
     let prefix = link.cfg.policy_prefix();
-    let (kvs, rev) = link.store.read_prefix(&prefix).await?;
+    let rev = read_all(s, link, &prefix).await?;
+    report(link).await?;
+    let mut watch = link.store.watch_prefix(&prefix, rev + 1).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            m = watch.next() => {
+                let (changes, _) = m?;
+                for c in changes {
+                    match c {
+                        RawChange::Put(kv) => on_put(s, link, &kv.key[prefix.len()..], &kv.value, kv.revision),
+                        RawChange::Deleted(kv, _) => on_delete(s, link, &kv.key[prefix.len()..]),
+                    }
+                }
+                report(link).await?;
+            }
+            _ = link.reread.notified() => {
+                read_all(s, link, &prefix).await?;
+                report(link).await?;
+            }
+            _ = tick.tick() => report(link).await?,
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Reads the policy in full and applies what is not in force yet (withdraws what is gone);
+/// the revision of the read.
+async fn read_all(s: &Shared, link: &Link, prefix: &str) -> Result<i64, StoreError> {
+    let (kvs, rev) = link.store.read_prefix(prefix).await?;
     let present: Vec<String> = kvs
         .iter()
         .map(|kv| kv.key[prefix.len()..].to_string())
@@ -297,24 +341,5 @@ async fn follow(
     for k in gone {
         on_delete(s, link, &k);
     }
-    report(link).await?;
-    let mut watch = link.store.watch_prefix(&prefix, rev + 1).await?;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            m = watch.next() => {
-                let (changes, _) = m?;
-                for c in changes {
-                    match c {
-                        RawChange::Put(kv) => on_put(s, link, &kv.key[prefix.len()..], &kv.value, kv.revision),
-                        RawChange::Deleted(kv, _) => on_delete(s, link, &kv.key[prefix.len()..]),
-                    }
-                }
-                report(link).await?;
-            }
-            _ = tick.tick() => report(link).await?,
-            _ = stop.changed() => return Ok(()),
-        }
-    }
+    Ok(rev)
 }

@@ -94,6 +94,24 @@ pub fn load_config_over(
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {file}"))?,
         None => String::new(),
     };
+    // Each text alone first, so that a type error points at its own lines (the merged
+    // text is written anew, in another order).
+    let typed = |text: &str, path: String| {
+        toml::from_str::<Config>(text)
+            .map(drop)
+            .map_err(|e| crate::config::ConfigError::Parse {
+                path,
+                message: e.to_string().trim_end().into(),
+            })
+    };
+    typed(&text, file.clone())?;
+    for (name, p) in &pushed.by_name {
+        let what = crate::cluster::sections::header(name);
+        typed(
+            &p.text,
+            format!("the cluster's {what} (revision {})", p.revision),
+        )?;
+    }
     let origin = format!("{file} with the cluster's {}", pushed.describe());
     let mut cfg = Config::parse(&pushed.over(&text, &file)?, &origin)?;
     ov.apply(&mut cfg);
@@ -231,13 +249,17 @@ pub fn status(g: &Inner) -> Status {
 }
 /// Re-reads the config (with the cluster's pushed sections in place of the file's) and
 /// applies it. A config that does not load changes nothing; a kernel error while applying
-/// rolls back to the previous config.
+/// rolls back to the previous config. Once the file loads again, pushed sections it made
+/// this host refuse are tried again.
 pub fn reload(s: &Shared) -> anyhow::Result<()> {
     let path = s.config_path.as_deref();
     match &s.cluster {
         Some(link) => {
             let pushed = link.sections.lock().unwrap_or_else(|p| p.into_inner());
-            apply_config(s, load_config_over(path, &s.overrides, &pushed)?)
+            apply_config(s, load_config_over(path, &s.overrides, &pushed)?)?;
+            drop(pushed);
+            link.retry_sections();
+            Ok(())
         }
         None => apply_config(s, load_config(path, &s.overrides)?),
     }

@@ -378,15 +378,21 @@ pub fn link_update(link_fd: RawFd, new_prog_fd: RawFd) -> io::Result<()> {
 }
 
 /// Writes a file durably: a synced temporary file renamed over it, then the directory
-/// synced. Errors name the file.
+/// synced. Readable by its owner only (state may hold keys). Errors name the file.
 pub fn write_synced(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
     let err = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
     f.write_all(data).map_err(err)?;
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
