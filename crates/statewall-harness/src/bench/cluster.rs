@@ -4,6 +4,9 @@
 //! - the time from a grant made on one host until the two others let the source in,
 //!   against the median time from a put until a watch on another connection sees it
 //!   (target: at most 3x).
+//!
+//! Each baseline request is made right after one of the figures it is compared with
+//! (alternating), so that both see the same load of the machine.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -24,8 +27,9 @@ use super::{
 };
 use crate::{etcd::Etcd, netns::Pair};
 
-/// Runs of the etcd-alone figures (each a median's worth of requests).
-const REQUESTS: usize = 50;
+/// The wait after a figure before its baseline request: the daemons' writes for it
+/// (a shared grant) are done by then, and do not share etcd with the baseline's.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// SPA packets and grants timed per figure: a median of 30, since one figure on this
 /// shared 2-CPU machine (three etcd members and up to three daemons) varies by 30% from
@@ -37,6 +41,10 @@ const SAMPLES: usize = RUNS * 6;
 /// and the daemon's runtime then lack (a claim measured alone has both CPUs). The same
 /// for the single-host figure; it bounds each figure's resolution to this.
 const PAUSE: Duration = Duration::from_micros(200);
+
+/// The same for the grant-spread probes: each attempt already waits up to 100 us for an
+/// answer (asleep), and a probe thread needs a few microseconds of CPU per attempt.
+const PROBE_PAUSE: Duration = Duration::from_micros(50);
 
 fn cluster_section(etcd: &Etcd, node: &str) -> String {
     let eps: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
@@ -53,58 +61,76 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Median µs of one create-if-absent claim (fresh digests, leases already made).
-fn claim_alone(etcd: &Etcd) -> anyhow::Result<f64> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let cfg = ClusterConfig {
-            endpoints: etcd.endpoints(),
-            node: "bench-alone".into(),
-            group: "bench".into(),
-            ..Default::default()
-        };
-        let s = Store::connect(&cfg).await?;
-        let now = statewall::engine::clock::unix_secs();
-        let mut t = Vec::new();
-        for i in 0..REQUESTS + 5 {
-            let mut d = spa::random_bytes::<32>()?;
-            d[0] = i as u8;
-            let t0 = Instant::now();
-            anyhow::ensure!(s.claim(&d, now + 120, "bench-alone", now).await?, "claimed");
-            if i >= 5 {
-                t.push(t0.elapsed().as_nanos() as f64 / 1e3);
-            }
-        }
-        Ok(median(&t))
-    })
+/// etcd measured alone (no daemon in the path), one request at a time, so that each
+/// figure of the daemons can be taken next to its baseline, under the same load of this
+/// shared machine (a baseline measured minutes apart varied by 30%).
+struct Alone {
+    rt: tokio::runtime::Runtime,
+    claims: Store,
+    writer: Store,
+    watch: statewall::cluster::store::GrantWatch,
+    n: u16,
+    now: u64,
 }
 
-/// Median µs from a put (by one client) until a watch (another client) delivers it.
-fn put_to_watch_alone(etcd: &Etcd) -> anyhow::Result<f64> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let cfg = |n: &str| ClusterConfig {
+impl Alone {
+    /// Connects, and warms both paths up (5 requests each, not counted).
+    fn new(etcd: &Etcd) -> anyhow::Result<Alone> {
+        let rt = runtime()?;
+        let cfg = |n: &str, group: &str| ClusterConfig {
             endpoints: etcd.endpoints(),
             node: n.into(),
-            group: "bench-watch".into(),
+            group: group.into(),
             ..Default::default()
         };
-        let writer = Store::connect(&cfg("w")).await?;
-        let reader = Store::connect(&cfg("r")).await?;
-        let rev = reader.revision().await?;
-        let mut w = reader.watch_grants(rev + 1).await?;
-        let now = statewall::engine::clock::unix_secs();
-        let mut t = Vec::new();
-        for i in 0..REQUESTS + 5 {
-            let g = SharedGrant {
-                source: "10.99.0.1".parse()?,
-                proto: 6,
-                port: 1000 + i as u16,
-                expires_ms: (now + 120) * 1000,
-                by: "api".into(),
-                name: String::new(),
-                node: "w".into(),
-            };
+        let (claims, writer, watch) = rt.block_on(async {
+            let claims = Store::connect(&cfg("bench-alone", "bench")).await?;
+            let writer = Store::connect(&cfg("w", "bench-watch")).await?;
+            let reader = Store::connect(&cfg("r", "bench-watch")).await?;
+            let rev = reader.revision().await?;
+            let watch = reader.watch_grants(rev + 1).await?;
+            anyhow::Ok((claims, writer, watch))
+        })?;
+        let mut a = Alone {
+            rt,
+            claims,
+            writer,
+            watch,
+            n: 0,
+            now: statewall::engine::clock::unix_secs(),
+        };
+        for _ in 0..5 {
+            a.claim()?;
+            a.put_to_watch()?;
+        }
+        Ok(a)
+    }
+
+    /// µs of one create-if-absent claim (a fresh digest, its lease made already).
+    fn claim(&mut self) -> anyhow::Result<f64> {
+        let d = spa::random_bytes::<32>()?;
+        let (s, now) = (&self.claims, self.now);
+        self.rt.block_on(async {
+            let t0 = Instant::now();
+            anyhow::ensure!(s.claim(&d, now + 120, "bench-alone", now).await?, "claimed");
+            Ok(t0.elapsed().as_nanos() as f64 / 1e3)
+        })
+    }
+
+    /// µs from a put (by one client) until a watch (another client) delivers it.
+    fn put_to_watch(&mut self) -> anyhow::Result<f64> {
+        self.n = self.n.wrapping_add(1);
+        let g = SharedGrant {
+            source: "10.99.0.1".parse()?,
+            proto: 6,
+            port: 1000 + self.n,
+            expires_ms: (self.now + 600) * 1000,
+            by: "api".into(),
+            name: String::new(),
+            node: "w".into(),
+        };
+        let (writer, w, now) = (&self.writer, &mut self.watch, self.now);
+        self.rt.block_on(async {
             let t0 = Instant::now();
             writer.put_grant(&g, now).await?;
             loop {
@@ -112,20 +138,22 @@ fn put_to_watch_alone(etcd: &Etcd) -> anyhow::Result<f64> {
                     .await
                     .context("the watch did not deliver within 5 s")??;
                 if !changes.is_empty() {
-                    break;
+                    return Ok(t0.elapsed().as_nanos() as f64 / 1e3);
                 }
             }
-            if i >= 5 {
-                t.push(t0.elapsed().as_nanos() as f64 / 1e3);
-            }
-        }
-        Ok(median(&t))
-    })
+        })
+    }
 }
 
 /// From a grant through host A's API until every host of `others` lets the source in
 /// (each probed from its own client namespace by a thread of its own): µs, `n` times.
-fn grant_to_enforced(a: &Daemon, others: &[&Pair], n: usize) -> anyhow::Result<Vec<f64>> {
+/// After each, a put-to-watch of etcd alone: (the spreads, the baselines).
+fn grant_to_enforced(
+    a: &Daemon,
+    others: &[&Pair],
+    n: usize,
+    alone: &mut Alone,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let cv = others[0].client_v4;
     anyhow::ensure!(
         others.iter().all(|p| p.client_v4 == cv),
@@ -133,9 +161,14 @@ fn grant_to_enforced(a: &Daemon, others: &[&Pair], n: usize) -> anyhow::Result<V
     );
     let path = format!("/api/v1/gate/grants?addr={cv}&proto=tcp&port={PORT}");
     let body = format!(r#"{{"addr": "{cv}", "proto": "tcp", "port": {PORT}, "seconds": 600}}"#);
-    let mut runs = Vec::new();
+    // One client runtime for every request: a runtime made per request (what
+    // `request_blocking` does) costs the time to set up its reactor inside the figure.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut runs, mut base) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        let _ = statewall::client::request_blocking(&a.socket, "DELETE", &path, None);
+        let _ = rt.block_on(statewall::client::request(&a.socket, "DELETE", &path, None));
         // Until the revocation has reached every host.
         for p in others {
             let to = SocketAddr::from((p.server_v4, PORT));
@@ -163,7 +196,7 @@ fn grant_to_enforced(a: &Daemon, others: &[&Pair], n: usize) -> anyhow::Result<V
                             arrive.now();
                             let t0 = Instant::now();
                             while !crate::bench::open::try_connect(to) {
-                                std::thread::sleep(PAUSE);
+                                std::thread::sleep(PROBE_PAUSE);
                                 if t0.elapsed() > Duration::from_secs(5) {
                                     return None;
                                 }
@@ -175,12 +208,12 @@ fn grant_to_enforced(a: &Daemon, others: &[&Pair], n: usize) -> anyhow::Result<V
                 .collect();
             start.wait();
             let t0 = Instant::now();
-            let r = statewall::client::request_blocking(
+            let r = rt.block_on(statewall::client::request(
                 &a.socket,
                 "POST",
                 "/api/v1/gate/grants",
                 Some(body.clone()),
-            )?;
+            ))?;
             anyhow::ensure!(r.status == 201, "grant: {} {}", r.status, r.body);
             let mut opened = Vec::new();
             for h in probes {
@@ -199,8 +232,10 @@ fn grant_to_enforced(a: &Daemon, others: &[&Pair], n: usize) -> anyhow::Result<V
             .max()
             .unwrap_or(t0);
         runs.push(last.saturating_duration_since(t0).as_nanos() as f64 / 1e3);
+        std::thread::sleep(SETTLE);
+        base.push(alone.put_to_watch()?);
     }
-    Ok(runs)
+    Ok((runs, base))
 }
 
 /// A thread's place at a barrier, taken at most once: by [`Arrive::now`], or when dropped
@@ -225,8 +260,7 @@ impl Drop for Arrive<'_> {
 pub fn rows() -> anyhow::Result<Vec<Row>> {
     use base64::{engine::general_purpose::STANDARD, Engine as _};
     let etcd = Etcd::start(3);
-    let txn = claim_alone(&etcd)?;
-    let watch = put_to_watch_alone(&etcd)?;
+    let mut alone = Alone::new(&etcd)?;
     let k = spa::random_bytes::<32>()?;
     let h = spa::random_bytes::<64>()?;
     let (kb, hb) = (STANDARD.encode(k), STANDARD.encode(h));
@@ -245,12 +279,21 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         spa_to_open(&pa, &d, (&k, &h), SAMPLES, PAUSE)?
     };
     let a = start_daemon(&pa, &kb, &hb, "cl-a", &cluster_section(&etcd, "a"))?;
-    let (clustered, _) = spa_to_open(&pa, &a, (&k, &h), SAMPLES, PAUSE)?;
+    // Each SPA packet to the clustered host followed by a claim of etcd alone.
+    let (mut clustered, mut claims) = (Vec::new(), Vec::new());
+    for _ in 0..SAMPLES {
+        clustered.extend(spa_to_open(&pa, &a, (&k, &h), 1, PAUSE)?.0);
+        // (Once the daemon's own writes for that packet, the grant it shares, are done.)
+        std::thread::sleep(SETTLE);
+        claims.push(alone.claim()?);
+    }
+    let txn = median(&claims);
     // Hosts B and C only now: on this one machine their work (installing A's grants)
     // would take CPU from A's path, which on a real fleet runs on other machines.
     let _b = start_daemon(&pb, &kb, &hb, "cl-b", &cluster_section(&etcd, "b"))?;
     let _c = start_daemon(&pc, &kb, &hb, "cl-c", &cluster_section(&etcd, "c"))?;
-    let spread = grant_to_enforced(&a, &[&pb, &pc], SAMPLES)?;
+    let (spread, watches) = grant_to_enforced(&a, &[&pb, &pc], SAMPLES, &mut alone)?;
+    let watch = median(&watches);
     drop(listeners);
     let (s1, sc) = (median(&single), median(&clustered));
     let bound = s1 + 2.0 * txn;
@@ -278,7 +321,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         row(
             "cluster: one create-if-absent claim alone (median)",
             vec![txn],
-            &format!("median of {REQUESTS} claims"),
+            &format!("median of {SAMPLES}, each after one SPA packet above"),
             "single-host SPA to open",
             s1,
             None,
@@ -287,7 +330,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
             "cluster: grant on host A until hosts B and C enforce it",
             spread,
             "1 grant by the API",
-            "put until another client's watch sees it",
+            "put until another client's watch sees it (one after each grant)",
             watch,
             Some(3.0),
         ),
