@@ -26,7 +26,7 @@
 //! a gap, and keeps what it could not write for when etcd returns.
 //!
 //! Owns the `[cluster]` section and the keys under the prefix. May import: `types`,
-//! `gate` (grant keys).
+//! `gate` (grant keys), `engine` (its clock, durable file writes).
 
 pub mod blocks;
 pub mod grants;
