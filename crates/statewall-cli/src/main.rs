@@ -124,7 +124,8 @@ enum Cmd {
         paths: cli::Paths,
     },
     /// The fleet's shared policy in etcd (`[cluster]`): push a firewall instance's chains,
-    /// or the `[[knock]]`, `[spa]` or `[detect]` section, to every host of the group;
+    /// or the `[[knock]]`, `[[xfsm]]`, `[spa]` or `[detect]` section, to every host of the
+    /// group;
     /// withdraw it; list the hosts and the policy revisions they run.
     Cluster {
         #[command(subcommand)]

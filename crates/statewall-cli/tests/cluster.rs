@@ -589,6 +589,45 @@ fw_access_timeout = 30
             runs(h, "detect", rev) && h.d().get("/api/v1/detect")["mode"] == "enforce"
         });
     }
+    // [[xfsm]]: a machine written by hand, on every host: the third SYN a source sends to
+    // tcp/25 within a minute is dropped (each host counts its own).
+    let xfsm = r#"[[xfsm]]
+name = "smtp-limit"
+lookup = ["src_ip"]
+states = ["ONE", "TWO"]
+
+[[xfsm.transition]]
+proto = "tcp"
+port = 25
+tcpflags = "syn,!ack"
+next = "ONE"
+hard_timeout = "60s"
+
+[[xfsm.transition]]
+state = "ONE"
+proto = "tcp"
+port = 25
+tcpflags = "syn,!ack"
+next = "TWO"
+keep = "hard"
+
+[[xfsm.transition]]
+state = "TWO"
+proto = "tcp"
+port = 25
+tcpflags = "syn,!ack"
+action = "drop"
+"#;
+    let rev = push_section(&hs[2], "xfsm", xfsm);
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} runs the pushed machine"), || {
+            runs(h, "xfsm", rev)
+        });
+    }
+    for h in &hs[..2] {
+        assert!(h.opens(25) && h.opens(25), "two SYNs pass");
+        assert!(!h.opens(25), "the third is dropped by the pushed machine");
+    }
     // A host whose own file does not read refuses a push; mended and reloaded, it runs it.
     let conf0 = std::fs::read_to_string(&hs[0].p.config).unwrap();
     std::fs::write(&hs[0].p.config, format!("{conf0}\n[gate\n")).unwrap();
@@ -679,6 +718,12 @@ fw_access_timeout = 30
         &steps("7000,8000,9000"),
     );
     eventually("the file's sequence opens again", || hs[0].opens(23));
+    let (code, out, err) = cluster_cli(&hs[1], &["withdraw", "xfsm"]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually("host 1 runs no machine of its own again", || {
+        hs[1].cluster()["policy"].get("xfsm").is_none()
+    });
+    assert!(hs[1].opens(25), "tcp/25 answers again");
     let (code, _, err) = cluster_cli(&hs[1], &["withdraw", "knock"]);
     assert_eq!(code, 1);
     assert!(err.contains("nothing pushed there"), "{err}");

@@ -1,6 +1,6 @@
 //! `statewall cluster`: the fleet's shared policy in etcd, reached with the `[cluster]`
 //! section of a daemon's config (no daemon needed): `push` stores a firewall instance's
-//! chains, or a `[[knock]]`, `[spa]` or `[detect]` section, for every host of the group;
+//! chains, or a `[[knock]]`, `[[xfsm]]`, `[spa]` or `[detect]` section, for every host of the group;
 //! `withdraw` deletes what was pushed (hosts go back to their own); `status` lists the
 //! hosts with the policy revisions they run and what they refused.
 
@@ -52,6 +52,12 @@ pub enum PushWhat {
         /// The section (TOML).
         file: PathBuf,
     },
+    /// The `[[xfsm]]` machines written by hand: FILE (TOML) holds `[[xfsm]]` tables only
+    /// (none: no such machines; those of `[detect]` stay).
+    Xfsm {
+        /// The section (TOML).
+        file: PathBuf,
+    },
     /// The `[spa]` section (with its `[[spa.pkd]]` and `[[spa.fwknop]]` stanzas; keys
     /// travel in etcd: use TLS). Without `[spa]` in FILE: SPA off on every host.
     Spa {
@@ -75,6 +81,8 @@ pub enum WithdrawWhat {
     },
     /// The pushed `[[knock]]` doors.
     Knock,
+    /// The pushed `[[xfsm]]` machines.
+    Xfsm,
     /// The pushed `[spa]`.
     Spa,
     /// The pushed `[detect]`.
@@ -126,6 +134,7 @@ pub async fn run(cmd: ClusterCmd, config: PathBuf) -> anyhow::Result<i32> {
                     (format!("firewall/{name}"), text)
                 }
                 PushWhat::Knock { file } => section("knock", &file)?,
+                PushWhat::Xfsm { file } => section("xfsm", &file)?,
                 PushWhat::Spa { file } => section("spa", &file)?,
                 PushWhat::Detect { file } => section("detect", &file)?,
             };
@@ -142,6 +151,7 @@ pub async fn run(cmd: ClusterCmd, config: PathBuf) -> anyhow::Result<i32> {
                     format!("firewall/{name}")
                 }
                 WithdrawWhat::Knock => "knock".into(),
+                WithdrawWhat::Xfsm => "xfsm".into(),
                 WithdrawWhat::Spa => "spa".into(),
                 WithdrawWhat::Detect => "detect".into(),
             };

@@ -15,8 +15,9 @@
 //!   with its absolute expiry ([`blocks::SharedBlock`]) and blocked on every host of the
 //!   group until then; a release deletes it everywhere.
 //! - **Policy**: `statewall cluster push` stores a firewall instance's chains under
-//!   `{prefix}/groups/{group}/policy/firewall/{name}`, and the `[[knock]]`, `[spa]` and
-//!   `[detect]` sections under `policy/knock`, `policy/spa`, `policy/detect`
+//!   `{prefix}/groups/{group}/policy/firewall/{name}`, and the `[[knock]]`, `[[xfsm]]`,
+//!   `[spa]` and `[detect]` sections under `policy/knock`, `policy/xfsm`, `policy/spa`,
+//!   `policy/detect`
 //!   ([`sections`]: a host runs its file with the pushed sections in place of its own);
 //!   every host applies the newest revision atomically, or keeps the last good one and reports why it refused it, in its
 //!   report under `{prefix}/groups/{group}/nodes/{node}` ([`NodeReport`]).

@@ -1,7 +1,7 @@
-//! Config sections a cluster pushes: `[[knock]]`, `[spa]` and `[detect]`, each stored as
-//! TOML text under `policy/{knock|spa|detect}`. A host runs its own config file with the
+//! Config sections a cluster pushes: `[[knock]]`, `[[xfsm]]`, `[spa]` and `[detect]`, each
+//! stored as TOML text under `policy/{knock|xfsm|spa|detect}`. A host runs its own config file with the
 //! pushed sections in place of its own ([`Sections::over`]): a pushed `knock` with no
-//! `[[knock]]` table means no doors, a pushed `detect` without `[detect]` turns the stage
+//! `[[knock]]` table means no doors (`xfsm` likewise, no machines written by hand), a pushed `detect` without `[detect]` turns the stage
 //! off. The rest of the file (`[daemon]`, interfaces, `[gate]`, `[cluster]`...) stays
 //! local. What a host runs is kept under its state directory, so that a restart while
 //! etcd is away runs the last pushed sections, not the file's.
@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 
 /// The sections a cluster may push, by their key under the policy prefix (also their
 /// name in the config file).
-pub const SECTIONS: [&str; 3] = ["knock", "spa", "detect"];
+pub const SECTIONS: [&str; 4] = ["knock", "xfsm", "spa", "detect"];
 
 /// How a section is written in a config file.
 pub fn header(name: &str) -> String {
-    if name == "knock" {
-        "[[knock]]".into()
+    if name == "knock" || name == "xfsm" {
+        format!("[[{name}]]")
     } else {
         format!("[{name}]")
     }
@@ -27,7 +27,7 @@ pub fn header(name: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SectionError {
     /// Not one of [`SECTIONS`].
-    #[error("{0:?} is not a section a cluster pushes (knock, spa, detect)")]
+    #[error("{0:?} is not a section a cluster pushes (knock, xfsm, spa, detect)")]
     Unknown(String),
     /// Not TOML.
     #[error("{what} does not read as TOML: {msg}")]

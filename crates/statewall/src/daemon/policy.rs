@@ -2,7 +2,7 @@
 //! and disk; on error nothing changes), and the policy a cluster pushes: the supervised
 //! task `cluster_policy` reads `{prefix}/groups/{group}/policy/` in full, then follows it
 //! by a watch, applies each firewall instance's newest chains and each pushed config
-//! section (`[[knock]]`, `[spa]`, `[detect]`, applied like a reload) atomically, keeps the
+//! section (`[[knock]]`, `[[xfsm]]`, `[spa]`, `[detect]`, applied like a reload) atomically, keeps the
 //! last good ones when a push is refused, and writes this host's report.
 //!
 //! An instance under cluster policy refuses changes through the local API (409) until its
@@ -109,7 +109,9 @@ fn on_put(s: &Shared, link: &Link, key: &str, value: &[u8], revision: i64) {
                 };
                 apply_section(s, link, key, Some(p)).map_err(|e| format!("{e:#}"))
             }),
-        _ => Err("not a policy key statewall knows (firewall/NAME, knock, spa, detect)".into()),
+        _ => {
+            Err("not a policy key statewall knows (firewall/NAME, knock, xfsm, spa, detect)".into())
+        }
     };
     let mut p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
     match r {
