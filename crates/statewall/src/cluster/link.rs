@@ -371,6 +371,27 @@ impl Link {
         }
     }
 
+    /// Deletes `{prefix}{suffix}` for each suffix until one fails (then `failed`); returns
+    /// the suffixes not deleted.
+    async fn delete_all(
+        &self,
+        prefix: &str,
+        suffixes: Vec<String>,
+        failed: &mut Option<StoreError>,
+    ) -> Vec<String> {
+        let mut left = Vec::new();
+        for k in suffixes {
+            if failed.is_none() {
+                match self.store.delete(&format!("{prefix}{k}")).await {
+                    Ok(_) => continue,
+                    Err(e) => *failed = Some(e),
+                }
+            }
+            left.push(k);
+        }
+        left
+    }
+
     /// Writes what waits in the outbox, in order (claims, grants, blocks), stopping at the
     /// first failure; what was not written goes back (what has expired does not).
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -407,15 +428,9 @@ impl Link {
             }
             back.claims.push((d, until));
         }
-        for k in grants.deletes {
-            if failed.is_none() {
-                match self.store.delete_grant(&k).await {
-                    Ok(_) => continue,
-                    Err(e) => failed = Some(e),
-                }
-            }
-            back.grants.deletes.push(k);
-        }
+        back.grants.deletes = self
+            .delete_all(&self.cfg.grants_prefix(), grants.deletes, &mut failed)
+            .await;
         for (k, g) in grants.puts {
             if g.expires_ms <= now_ms {
                 continue;
@@ -432,15 +447,9 @@ impl Link {
             }
             back.grants.puts.insert(k, g);
         }
-        for k in blocks.deletes {
-            if failed.is_none() {
-                match self.store.delete_block(&k).await {
-                    Ok(_) => continue,
-                    Err(e) => failed = Some(e),
-                }
-            }
-            back.blocks.deletes.push(k);
-        }
+        back.blocks.deletes = self
+            .delete_all(&self.cfg.blocks_prefix(), blocks.deletes, &mut failed)
+            .await;
         for (k, b) in blocks.puts {
             if b.expires_ms != 0 && b.expires_ms <= now_ms {
                 continue;

@@ -235,7 +235,8 @@ impl ClusterConfig {
     }
 
     /// `{prefix}/groups/{group}/policy/`: what `statewall cluster push` stores
-    /// (`firewall/{name}`: a firewall instance's chains).
+    /// (`firewall/{name}`: a firewall instance's chains; `knock`, `xfsm`, `spa`, `detect`:
+    /// config sections).
     pub fn policy_prefix(&self) -> String {
         format!("{}/groups/{}/policy/", self.prefix, self.group)
     }

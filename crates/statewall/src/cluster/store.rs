@@ -251,11 +251,6 @@ impl Store {
         self.put_leased(key, b.encode(), until, now).await
     }
 
-    /// Deletes a shared block (a release); true when there was one.
-    pub async fn delete_block(&self, suffix: &str) -> Result<bool, StoreError> {
-        self.delete(&format!("{}{suffix}", self.blocks)).await
-    }
-
     /// Deletes a shared grant (a revocation); true when there was one.
     pub async fn delete_grant(&self, suffix: &str) -> Result<bool, StoreError> {
         self.delete(&format!("{}{suffix}", self.grants)).await

@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     cluster::link::Link,
-    cluster::sections::{read_section, Pushed, Sections, SECTIONS},
+    cluster::sections::{Pushed, Sections, SECTIONS},
     cluster::{
         store::{RawChange, StoreError},
         NodeReport, Refused,
@@ -155,8 +155,8 @@ fn apply_section(
     let mut cur = link.sections.lock().unwrap_or_else(|p| p.into_inner());
     let mut next = cur.clone();
     match pushed {
+        // (Read, and checked to hold that section only, by `load_config_over`.)
         Some(p) => {
-            read_section(name, &p.text)?;
             next.by_name.insert(name.to_string(), p);
         }
         None if next.by_name.remove(name).is_none() => return Ok(()),
