@@ -129,6 +129,7 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_DETECT_BLOCK",
     "SW_DETECT_COUNT",
     "SW_FW_RULEID",
+    "SW_FW_RANK",
     "SW_FW_GUARD",
     "SW_FW_IFIDX",
 ];

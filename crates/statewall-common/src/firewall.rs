@@ -86,6 +86,12 @@ pub const MAP_FW_ACTIONS: &str = "SW_FW_ACTIONS";
 /// counters in [`MAP_FW_STATS`] ([`stats_slot`]). A rule keeps its counter id for its life,
 /// whatever position the rules around it make it take.
 pub const MAP_FW_RULEID: &str = "SW_FW_RULEID";
+/// Rule order: `ARRAY` of u32 by rule position, [`rule_slot`]: a number that rises with
+/// the rule's index in its chain (gaps between). No program reads it: the first match is
+/// the lowest position, and positions keep the order of any two rules that can match one
+/// packet, not of every two. User space reads it back to learn which rule each position
+/// holds when it adopts the tables of an earlier process.
+pub const MAP_FW_RANK: &str = "SW_FW_RANK";
 /// Per-rule counters: `PERCPU_ARRAY` of [`RuleStats`], indexed by [`stats_slot`] of the
 /// rule's counter id.
 pub const MAP_FW_STATS: &str = "SW_FW_STATS";
@@ -344,9 +350,10 @@ pub fn flags_index(f: Option<u8>) -> u32 {
     }
 }
 
-/// Slot of the rule at position `r` of a chain in [`MAP_FW_ACTIONS`] and [`MAP_FW_RULEID`].
-/// Positions keep the chain's order (the first match is the lowest position) but leave
-/// gaps, so that a rule can be inserted without moving the others.
+/// Slot of the rule at position `r` of a chain in [`MAP_FW_ACTIONS`], [`MAP_FW_RULEID`]
+/// and [`MAP_FW_RANK`]. The first match is the lowest position: positions keep the order
+/// of any two rules that can match one packet, and leave gaps, so that a rule can be
+/// inserted without moving the others.
 #[inline(always)]
 pub fn rule_slot(generation: u32, chain: u32, r: u32) -> u32 {
     ((generation & 1) * MAX_CHAINS + chain) * MAX_RULES as u32 + r

@@ -65,6 +65,9 @@ static SW_FW_SMALL: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * SMALL_
 static SW_FW_ACTIONS: Array<u8> = Array::with_max_entries(2 * MAX_CHAINS * MAX_RULES as u32, 0);
 #[map(name = "SW_FW_RULEID")]
 static SW_FW_RULEID: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * MAX_RULES as u32, 0);
+/// Written and read by user space only (no program reads it): the rules' order.
+#[map(name = "SW_FW_RANK")]
+static SW_FW_RANK: Array<u32> = Array::with_max_entries(2 * MAX_CHAINS * MAX_RULES as u32, 0);
 /// LRU: when full, the least recently seen connections go first.
 #[map(name = "SW_FW_CT")]
 static SW_FW_CT: LruHashMap<CtKey, CtVal> = LruHashMap::with_max_entries(65536, 0);

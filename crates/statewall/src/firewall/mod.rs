@@ -12,6 +12,7 @@ pub mod config;
 pub mod journal;
 pub mod kernel;
 pub mod log;
+mod place;
 pub mod rules;
 pub mod sets;
 pub mod tables;

@@ -122,6 +122,41 @@ pub fn port_accepts(range: Option<(u16, u16)>, port: usize) -> bool {
     range.is_none_or(|(lo, hi)| lo as usize <= port && port <= hi as usize)
 }
 
+/// No packet can match both rules: some field's values are disjoint (prefixes of which
+/// neither holds the other, or of two families; protocols; port ranges; TCP flags that
+/// disagree on a bit both test, or flags beside a protocol other than TCP; connection
+/// states). The order of two such rules decides nothing, so positions need not keep it.
+/// `false` when unsure.
+pub fn disjoint(a: &Rule, b: &Rule) -> bool {
+    let nets = |x: Option<(IpAddr, u8)>, y: Option<(IpAddr, u8)>| match (x, y) {
+        (Some(x), Some(y)) => {
+            let (x, y) = (pkey(x), pkey(y));
+            !inside(&x, &y) && !inside(&y, &x)
+        }
+        _ => false,
+    };
+    let family = |r: &Rule| r.src.or(r.dst).map(|n| family(&n.0));
+    let ranges = |x: Option<(u16, u16)>, y: Option<(u16, u16)>| {
+        x.zip(y).is_some_and(|(x, y)| x.1 < y.0 || y.1 < x.0)
+    };
+    let differ = |x: Option<u8>, y: Option<u8>| x.zip(y).is_some_and(|(x, y)| x != y);
+    let flags_not_tcp = |x: &Rule, y: &Rule| {
+        x.tcpflags.is_some() && y.proto.is_some_and(|p| p != statewall_common::proto::TCP)
+    };
+    nets(a.src, b.src)
+        || nets(a.dst, b.dst)
+        || differ(family(a), family(b))
+        || differ(a.proto, b.proto)
+        || ranges(a.sport, b.sport)
+        || ranges(a.dport, b.dport)
+        || a.tcpflags
+            .zip(b.tcpflags)
+            .is_some_and(|((m1, v1), (m2, v2))| (v1 ^ v2) & m1 & m2 != 0)
+        || flags_not_tcp(a, b)
+        || flags_not_tcp(b, a)
+        || differ(a.ct, b.ct)
+}
+
 /// The [`field`] bits a rule constrains.
 pub fn fields(r: &Rule) -> u8 {
     let bit = |on: bool, f: u8| if on { f } else { 0 };

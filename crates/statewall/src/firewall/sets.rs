@@ -76,6 +76,8 @@ pub struct ChainKernel {
     pub actions: Vec<u8>,
     /// Counter id by position ([`NONE`]: no rule there).
     pub ruleids: Vec<u32>,
+    /// Rank by position (0: no rule there): rises with the rule's index in the chain.
+    pub ranks: Vec<u32>,
     /// The wild sets, by field index (`ChainConf::wild`; empty where a field has none).
     /// They are the generation's own (at fixed ids), not shared.
     pub wild: Vec<Bitset>,
@@ -93,6 +95,7 @@ impl ChainKernel {
             dst: BTreeMap::new(),
             actions: vec![0; MAX_RULES],
             ruleids: vec![NONE; MAX_RULES],
+            ranks: vec![0; MAX_RULES],
             wild: vec![Bitset::default(); 7],
         }
     }

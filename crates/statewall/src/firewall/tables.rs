@@ -1,9 +1,10 @@
 //! The classifier's tables kept in user space, changed rule by rule.
 //!
-//! A rule's bit (its *position*) is not its index in the chain: positions keep the chain's
-//! order with gaps between them, so an insert takes a free position between its
-//! neighbours (or moves the nearest few rules by one) and changes only the sets that hold
-//! the rules it touches; a delete or an update changes only the sets that hold its rule.
+//! A rule's bit (its *position*) is not its index in the chain: positions keep the order
+//! of any two rules that can match one packet, with gaps between them, so an insert takes
+//! a free position near its neighbours ([`super::place`]; only when there is none do the
+//! nearest few rules move by one) and changes only the sets that hold the rules it
+//! touches; a delete or an update changes only the sets that hold its rule.
 //! A rule's counters have a slot of their own (its *counter id*, found from its position
 //! through `SW_FW_RULEID`), so they stay with the rule whatever moves. Sets are shared by
 //! both generations and copied on write: a set some generation refers to is never
@@ -17,11 +18,9 @@ use statewall_common::firewall::{
 };
 
 use super::change::{remap_chain, Change, Dirty};
+use super::place::{spread_ranks, Place, Slots};
 use super::rules::{build, fields, pkey, shorten, Chain, PKey, Rule, RulesError, DEFAULT_ROUTES};
 use super::sets::{ChainKernel, Pool, NONE};
-
-/// Rules moved at most to make room for one insert; past that the chain is laid out again.
-const SHIFT_MAX: usize = 64;
 
 /// Operations of one batch applied one by one; a longer batch lays the chain out again.
 pub const EDITS_MAX: usize = 32;
@@ -43,51 +42,26 @@ pub(super) struct ChainModel {
     pub(super) rules: Vec<Rule>,
     pub(super) pos: Vec<u32>,
     pub(super) ids: Vec<u32>,
+    /// Rank by index: rises with the index, gaps between ([`statewall_common::firewall::MAP_FW_RANK`]).
+    pub(super) rank: Vec<u32>,
     /// Rules naming each prefix, by (destination, prefix).
     named: HashMap<(bool, PKey), u32>,
     pub(super) k: ChainKernel,
 }
 
+impl ChainModel {
+    fn slots(&self) -> Slots<'_> {
+        Slots {
+            pos: &self.pos,
+            rules: &self.rules,
+            actions: &self.k.actions,
+        }
+    }
+}
+
 /// How to undo one applied edit: the index, the rule and counter id it replaced or
 /// removed (none: it inserted), and whether it was an update.
 type Undo = (usize, Option<(Rule, u32)>, bool);
-
-/// Rules (by index, first and last) that move by one position (down: -1, up: 1).
-type Run = (usize, usize, i32);
-
-/// Where an insert at index `i` goes: its position, and the run of rules that moves to
-/// make room. `None`: no room near.
-fn place(pos: &[u32], i: usize) -> Option<(u32, Option<Run>)> {
-    let n = pos.len();
-    let lo = if i > 0 { pos[i - 1] + 1 } else { 0 };
-    let hi = if i < n { pos[i] } else { MAX_RULES as u32 };
-    if hi > lo {
-        return Some((lo + (hi - lo) / 2, None));
-    }
-    // Rules j..i move down into the free position below rule j, or rules i..=k up into
-    // the one above rule k: the nearer.
-    let left = (0..i).rev().take(SHIFT_MAX).find(|&j| {
-        if j == 0 {
-            pos[0] > 0
-        } else {
-            pos[j] - pos[j - 1] > 1
-        }
-    });
-    let right = (i..n).take(SHIFT_MAX).find(|&k| {
-        if k + 1 == n {
-            pos[k] + 1 < MAX_RULES as u32
-        } else {
-            pos[k + 1] - pos[k] > 1
-        }
-    });
-    match (left, right) {
-        (Some(j), r) if r.is_none_or(|k| i - j <= k + 1 - i) => {
-            Some((pos[i - 1], Some((j, i - 1, -1))))
-        }
-        (_, Some(k)) => Some((pos[i], Some((i, k, 1)))),
-        _ => None,
-    }
-}
 
 /// Positions of `n` rules laid out evenly, the spare positions shared out as `n + 1` equal
 /// gaps: between the rules, before the first and after the last (while there are two spare
@@ -329,7 +303,11 @@ impl Tables {
         }
         let ids: Vec<u32> = ids.into_iter().map(|i| i.unwrap_or(NONE)).collect();
         let wild = self.pool.wild_free();
-        let k = build(&mut self.pool, &chain, &pos, &ids, wild)?;
+        let mut k = build(&mut self.pool, &chain, &pos, &ids, wild)?;
+        let rank = spread_ranks(pos.len());
+        for (p, r) in pos.iter().zip(&rank) {
+            k.ranks[*p as usize] = *r;
+        }
         k.each_set(|id| self.pool.inc(id));
         let old_ids = self
             .chains
@@ -358,6 +336,7 @@ impl Tables {
             rules: chain.rules,
             pos,
             ids,
+            rank,
             named,
             k,
         };
@@ -504,11 +483,15 @@ impl Tables {
                 if self.needs_relayout(used, wild, r) {
                     return self.edit_one_by_relayout(ch, e);
                 }
-                let Some((p, run)) = place(&m.pos, *i) else {
-                    return self.edit_one_by_relayout(ch, e);
+                let (p, shift) = match m.slots().place(r, *i, None, true) {
+                    Some(Place::Free(p)) => (p, None),
+                    Some(Place::Shift(p, lo, hi, by)) => (p, Some((lo, hi, by))),
+                    None => return self.edit_one_by_relayout(ch, e),
                 };
-                let shift = run.map(|(a, b, by)| (m.pos[a], m.pos[b], by));
-                let moved: Vec<Rule> = run.map_or(Vec::new(), |(a, b, _)| m.rules[a..=b].to_vec());
+                let run: Vec<usize> = shift.map_or(Vec::new(), |(lo, hi, _)| {
+                    (0..n).filter(|j| (lo..=hi).contains(&m.pos[*j])).collect()
+                });
+                let moved: Vec<Rule> = run.iter().map(|j| m.rules[*j].clone()).collect();
                 let id = self.new_counter(ch)?;
                 let mut c = Change::new(shift, None, Some(p));
                 if let Err(e) = self.remap(ch, &mut c, Some(r), &moved) {
@@ -517,16 +500,18 @@ impl Tables {
                     return Err(e);
                 }
                 let m = self.chains.get_mut(&ch).expect("checked");
-                if let Some((a, b, by)) = run {
-                    for j in a..=b {
-                        m.k.actions[m.pos[j] as usize] = 0;
-                        m.k.ruleids[m.pos[j] as usize] = NONE;
+                if let Some((_, _, by)) = shift {
+                    for &j in &run {
+                        let q = m.pos[j] as usize;
+                        (m.k.actions[q], m.k.ruleids[q], m.k.ranks[q]) = (0, NONE, 0);
                         c.d.positions.push(m.pos[j]);
                     }
-                    for j in a..=b {
+                    for &j in &run {
                         m.pos[j] = (m.pos[j] as i64 + by as i64) as u32;
-                        m.k.actions[m.pos[j] as usize] = m.rules[j].action;
-                        m.k.ruleids[m.pos[j] as usize] = m.ids[j];
+                        let q = m.pos[j] as usize;
+                        m.k.actions[q] = m.rules[j].action;
+                        m.k.ruleids[q] = m.ids[j];
+                        m.k.ranks[q] = m.rank[j];
                         c.d.positions.push(m.pos[j]);
                     }
                 }
@@ -534,8 +519,21 @@ impl Tables {
                 m.pos.insert(*i, p);
                 m.ids.insert(*i, id);
                 m.rules.insert(*i, r.clone());
+                // A rank between the neighbours' (all spread out again when they are
+                // consecutive).
+                let lo = if *i > 0 { m.rank[*i - 1] as u64 } else { 0 };
+                let hi = m.rank.get(*i).map_or(1 << 32, |r| *r as u64);
+                m.rank.insert(*i, ((lo + hi) / 2) as u32);
+                if hi - lo < 2 {
+                    m.rank = spread_ranks(m.rules.len());
+                    for (q, rank) in m.pos.iter().zip(&m.rank) {
+                        m.k.ranks[*q as usize] = *rank;
+                    }
+                    c.d.positions.extend(&m.pos);
+                }
                 m.k.actions[p as usize] = r.action;
                 m.k.ruleids[p as usize] = id;
+                m.k.ranks[p as usize] = m.rank[*i];
                 m.k.conf.rules += 1;
                 self.name(ch, r, 1, &mut c.d);
                 self.mark_keys(ch, &c.d);
@@ -549,8 +547,10 @@ impl Tables {
                 let r = m.rules.remove(*i);
                 let id = m.ids.remove(*i);
                 m.pos.remove(*i);
+                m.rank.remove(*i);
                 m.k.actions[q as usize] = 0;
                 m.k.ruleids[q as usize] = NONE;
+                m.k.ranks[q as usize] = 0;
                 m.k.conf.rules -= 1;
                 self.drop_counter(ch, id);
                 self.name(ch, &r, -1, &mut c.d);
@@ -561,13 +561,31 @@ impl Tables {
                 if self.needs_relayout(used, wild, r) {
                     return self.edit_one_by_relayout(ch, e);
                 }
+                // The rule stays where it is unless that puts it out of order with a rule
+                // it can now share a packet with.
                 let q = m.pos[*i];
+                let p = if m.slots().fits(r, *i, q, Some(*i)) {
+                    q
+                } else {
+                    match m.slots().place(r, *i, Some(*i), false) {
+                        Some(Place::Free(p)) => p,
+                        _ => return self.edit_one_by_relayout(ch, e),
+                    }
+                };
                 let before = [m.rules[*i].clone()];
-                let mut c = Change::new(None, Some(q), Some(q));
+                let mut c = Change::new(None, Some(q), Some(p));
                 self.remap(ch, &mut c, Some(r), &before)?;
                 let m = self.chains.get_mut(&ch).expect("checked");
                 let old = std::mem::replace(&mut m.rules[*i], r.clone());
-                m.k.actions[q as usize] = r.action;
+                if p != q {
+                    let (qi, pi) = (q as usize, p as usize);
+                    (m.k.actions[qi], m.k.ruleids[qi], m.k.ranks[qi]) = (0, NONE, 0);
+                    m.k.ruleids[pi] = m.ids[*i];
+                    m.k.ranks[pi] = m.rank[*i];
+                    m.pos[*i] = p;
+                    c.d.positions.push(p);
+                }
+                m.k.actions[p as usize] = r.action;
                 self.name(ch, r, 1, &mut c.d);
                 self.name(ch, &old, -1, &mut c.d);
                 c.d.positions.push(q);

@@ -10,8 +10,8 @@ use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
 use statewall_common::firewall::{
     field, port_slot, rule_slot, small_slot, stats_slot, wild_id, Bitset, ChainConf, RuleStats,
     MAP_FW_ACTIONS, MAP_FW_BITSETS, MAP_FW_CHAINS, MAP_FW_CTL, MAP_FW_DPORT, MAP_FW_DST,
-    MAP_FW_RULEID, MAP_FW_SMALL, MAP_FW_SPORT, MAP_FW_SRC, MAP_FW_STATS, MAX_CHAINS, MAX_RULES,
-    SMALL_PER_CHAIN,
+    MAP_FW_RANK, MAP_FW_RULEID, MAP_FW_SMALL, MAP_FW_SPORT, MAP_FW_SRC, MAP_FW_STATS, MAX_CHAINS,
+    MAX_RULES, SMALL_PER_CHAIN,
 };
 
 use super::change::Dirty;
@@ -287,6 +287,25 @@ fn keyed_plain<T: PartialEq + Copy>(
     out
 }
 
+/// The counter ids of a chain's rules in rule order, from what each position holds: by
+/// rank when every rule has one of its own, by position otherwise (tables of a release
+/// without ranks kept every rule in position order).
+fn rule_order(ruleids: &[u32], ranks: &[u32]) -> Vec<u32> {
+    let mut held: Vec<(u32, u32)> = ruleids
+        .iter()
+        .zip(ranks)
+        .filter(|(id, _)| **id != NONE)
+        .map(|(id, r)| (*r, *id))
+        .collect();
+    let mut distinct: Vec<u32> = held.iter().map(|h| h.0).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() == held.len() && !distinct.contains(&0) {
+        held.sort_unstable();
+    }
+    held.into_iter().map(|h| h.1).collect()
+}
+
 /// A chain whose kernel entries are not known (each of its tables is written in full).
 fn unknown() -> ChainKernel {
     ChainKernel {
@@ -298,6 +317,7 @@ fn unknown() -> ChainKernel {
         dst: BTreeMap::new(),
         actions: Vec::new(),
         ruleids: Vec::new(),
+        ranks: Vec::new(),
         wild: Vec::new(),
     }
 }
@@ -461,10 +481,11 @@ impl Tables {
         let uses = want.conf.wild;
         let mut wild = diff_plain(&want.wild, &mut img.wild);
         wild.retain(|(fi, ..)| uses & (1 << fi) != 0);
-        let (actions, ruleids) = if d.full {
+        let (actions, ruleids, ranks) = if d.full || img.ranks.len() != want.ranks.len() {
             (
                 diff_plain(&want.actions, &mut img.actions),
                 diff_plain(&want.ruleids, &mut img.ruleids),
+                diff_plain(&want.ranks, &mut img.ranks),
             )
         } else {
             d.positions.sort_unstable();
@@ -472,6 +493,7 @@ impl Tables {
             (
                 keyed_plain(&want.actions, &mut img.actions, &d.positions),
                 keyed_plain(&want.ruleids, &mut img.ruleids, &d.positions),
+                keyed_plain(&want.ranks, &mut img.ranks, &d.positions),
             )
         };
         let conf_changed = img.conf != want.conf || img.conf.enabled == 0;
@@ -508,6 +530,9 @@ impl Tables {
         let keys: Vec<u32> = ruleids.iter().map(|(p, ..)| rule_slot(g, ch, *p)).collect();
         let vals: Vec<u16> = ruleids.iter().map(|(.., id)| id16(*id)).collect();
         put(maps, MAP_FW_RULEID, &keys, &vals)?;
+        let keys: Vec<u32> = ranks.iter().map(|(p, ..)| rule_slot(g, ch, *p)).collect();
+        let vals: Vec<u32> = ranks.iter().map(|(.., r)| *r).collect();
+        put(maps, MAP_FW_RANK, &keys, &vals)?;
         for (name, (gone, new)) in [(MAP_FW_SRC, src), (MAP_FW_DST, dst)] {
             let mut t: LpmTrie<&mut MapData, [u8; 20], u32> =
                 LpmTrie::try_from(maps.map_mut(name).map_err(|e| merr(name, e))?)
@@ -639,7 +664,20 @@ impl Tables {
                     .zip(&k.actions)
                     .map(|(id, a)| if *a != 0 { *id } else { NONE })
                     .collect();
-                let order: Vec<u32> = k.ruleids.iter().copied().filter(|id| *id != NONE).collect();
+                let ranks = range(maps, MAP_FW_RANK, rule_slot(g, ch, 0), MAX_RULES as u32, 4)?;
+                k.ranks = ranks
+                    .chunks_exact(4)
+                    .zip(&k.actions)
+                    .map(|(c, a)| {
+                        let r = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+                        if *a != 0 {
+                            r
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let order = rule_order(&k.ruleids, &k.ranks);
                 let mut distinct = order.clone();
                 distinct.sort_unstable();
                 distinct.dedup();
