@@ -273,7 +273,7 @@ fn prefix_ids(
     Ok(out)
 }
 
-/// Builds one chain's tables from scratch: `pos[i]` is rule `i`'s position (increasing),
+/// Builds one chain's tables from scratch: `pos[i]` is rule `i`'s position,
 /// `ids[i]` its counter id; `wild`: the fields some rule leaves unconstrained get wild
 /// sets. Sets come from (and are interned in) `pool`; the caller counts the references.
 pub fn build(

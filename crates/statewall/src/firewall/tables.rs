@@ -18,7 +18,7 @@ use statewall_common::firewall::{
 };
 
 use super::change::{remap_chain, Change, Dirty};
-use super::place::{spread_ranks, Place, Slots};
+use super::place::{insert_rank, spread_ranks, Place, Slots};
 use super::rules::{build, fields, pkey, shorten, Chain, PKey, Rule, RulesError, DEFAULT_ROUTES};
 use super::sets::{ChainKernel, Pool, NONE};
 
@@ -519,21 +519,12 @@ impl Tables {
                 m.pos.insert(*i, p);
                 m.ids.insert(*i, id);
                 m.rules.insert(*i, r.clone());
-                // A rank between the neighbours' (all spread out again when they are
-                // consecutive).
-                let lo = if *i > 0 { m.rank[*i - 1] as u64 } else { 0 };
-                let hi = m.rank.get(*i).map_or(1 << 32, |r| *r as u64);
-                m.rank.insert(*i, ((lo + hi) / 2) as u32);
-                if hi - lo < 2 {
-                    m.rank = spread_ranks(m.rules.len());
-                    for (q, rank) in m.pos.iter().zip(&m.rank) {
-                        m.k.ranks[*q as usize] = *rank;
-                    }
-                    c.d.positions.extend(&m.pos);
-                }
                 m.k.actions[p as usize] = r.action;
                 m.k.ruleids[p as usize] = id;
-                m.k.ranks[p as usize] = m.rank[*i];
+                for j in insert_rank(&mut m.rank, *i) {
+                    m.k.ranks[m.pos[j] as usize] = m.rank[j];
+                    c.d.positions.push(m.pos[j]);
+                }
                 m.k.conf.rules += 1;
                 self.name(ch, r, 1, &mut c.d);
                 self.mark_keys(ch, &c.d);
