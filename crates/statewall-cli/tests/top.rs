@@ -1,6 +1,7 @@
 //! `statewall top` in a real terminal: tmux runs it against a daemon whose state the test
-//! made (a knock in progress, a grant, a block of the detect stage, a firewall rule with
-//! known hits, gate drops, a monitor window, a link to a one-member etcd), and the test
+//! made (a knock in progress, a grant, a block of the detect stage and its classifier, a
+//! firewall rule with known hits, gate drops, a monitor window, a link to a one-member
+//! etcd), and the test
 //! reads the screen as a person would (capture-pane).
 
 mod common;
@@ -66,6 +67,7 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
              step_timeout = \"10m\"\nseq_timeout = \"10m\"\n\n\
              [[monitor]]\nname = \"flows\"\nkind = \"crypto\"\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\n\n\
              [detect]\nmode = \"enforce\"\n\n\
+             [detect.classifier]\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\nmax_blocks = 77\n\n\
              [cluster]\nendpoints = [{e:?}]\nnode = \"top\"\ngroup = \"top\"\n",
             i = pair.server_if,
             n = pair.server.name,
@@ -179,6 +181,14 @@ fn top_shows_doors_grants_rule_hits_monitors_and_drops() {
     assert!(
         block.contains("block") && block.contains("0 dropped") && block.contains("left"),
         "{block}"
+    );
+    // The learned classifier: its model, its windows, the blocks it may hold.
+    let classifier = line("classifier (");
+    assert!(
+        classifier.contains("built-in model")
+            && classifier.contains("windows")
+            && classifier.contains("of 77 blocks held"),
+        "{classifier}"
     );
     // The rule, with exactly its 7 hits.
     let rule = line("no-9925");

@@ -1,7 +1,8 @@
 //! `statewall top`: a terminal dashboard refreshed from the daemon's API.
 //!
 //! It shows knock doors (sources part-way through, open, locked out), live grants with
-//! their time left, the detect stage's mitigations (detector, target, dropped, time left),
+//! their time left, the detect stage's mitigations (detector, target, dropped, time left)
+//! and its learned classifier's windows,
 //! firewall rules with their hits and hit rates, monitors with their
 //! counters and the busiest sessions of their last window, drop counters, and with
 //! `[cluster]` the link to etcd (reachable or not, what waits to be written, claims and
@@ -116,6 +117,23 @@ pub fn snapshot(socket: &std::path::Path, rates: &mut Rates) -> Snapshot {
             ));
         }
         let detect = get(socket, "/api/v1/detect")?;
+        let c = &detect["classifier"];
+        if c.is_object() {
+            let st = &c["stats"];
+            out.mitigations.push(format!(
+                "classifier ({} model, {}s windows): {} windows, {} flows in the last, {} attacks \
+                 of {} samples, {} of {} blocks held, {} packets unclassified",
+                s(&c["model"]),
+                s(&c["window_s"]),
+                s(&st["windows"]),
+                s(&st["last_flows"]),
+                s(&st["attacks"]),
+                s(&st["samples"]),
+                s(&c["held"]),
+                s(&c["max_blocks"]),
+                s(&st["unclassified_packets"]),
+            ));
+        }
         for m in detect["mitigations"].as_array().into_iter().flatten() {
             out.mitigations.push(format!(
                 "{:<11} {:<24} {} dropped, {} left: {}",
