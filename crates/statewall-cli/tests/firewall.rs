@@ -1061,14 +1061,17 @@ fn edited_tables_decide_as_the_rule_list() {
 
 /// The kernel after each batch of edits written into the inactive generation and switched
 /// to: every verdict as the rule list read directly, and every rule's packet count follows
-/// its rule through inserts, deletes, updates and the moves they cause.
+/// its rule through inserts, deletes, updates and the moves they cause. (Case 5 of this
+/// seed once failed: a generation's image took a wild set it had not written, for a field
+/// without one, to hold what was wanted; when the field had a wild set again, the kernel
+/// kept an old rule in it and dropped what no rule matched.)
 #[test]
 fn kernel_follows_edits_with_counters() {
     let mut bed = bed();
     let mut rng = StdRng::seed_from_u64(0xed_1000);
     let mut t = Tables::new(BITSETS);
     let mut sent = 0u64;
-    for case in 0..soak_cases(3) {
+    for case in 0..soak_cases(6) {
         let n = [300usize, 40, 1][case as usize % 3];
         let mut rules: Vec<Rule> = (0..n)
             .map(|_| Rule {
@@ -1413,7 +1416,13 @@ fn edits_in_a_full_chain_pass_over_rules_they_share_no_packet_with() {
         } else {
             host_rule(&mut rng)
         };
-        let e = match rng.random_range(0..10) {
+        // (The chain stays near 10,000 rules: past 10,050, only deletes.)
+        let k = if n > 10_050 {
+            2
+        } else {
+            rng.random_range(0..10)
+        };
+        let e = match k {
             0 | 1 => {
                 rules[i] = r.clone();
                 Edit::Update(i, r)

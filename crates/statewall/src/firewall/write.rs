@@ -287,6 +287,14 @@ fn keyed_plain<T: PartialEq + Copy>(
     out
 }
 
+/// A set no chain wants (its summary names words that are all zero): what the image of a
+/// wild set holds until it is written.
+fn unwritten() -> Bitset {
+    let mut b = Bitset::default();
+    b.summary = [u64::MAX; statewall_common::firewall::SUMMARY];
+    b
+}
+
 /// The counter ids of a chain's rules in rule order, from what each position holds: by
 /// rank when every rule has one of its own, by position otherwise (tables of a release
 /// without ranks kept every rule in position order).
@@ -481,6 +489,13 @@ impl Tables {
         let uses = want.conf.wild;
         let mut wild = diff_plain(&want.wild, &mut img.wild);
         wild.retain(|(fi, ..)| uses & (1 << fi) != 0);
+        // What a wild set not written holds is not known: it is written in full when its
+        // field has a wild set again (not taken to hold what was wanted meanwhile).
+        for (fi, w) in img.wild.iter_mut().enumerate() {
+            if uses & (1 << fi) == 0 {
+                *w = unwritten();
+            }
+        }
         let (actions, ruleids, ranks) = if d.full || img.ranks.len() != want.ranks.len() {
             (
                 diff_plain(&want.actions, &mut img.actions),
