@@ -290,9 +290,10 @@ fn keyed_plain<T: PartialEq + Copy>(
 /// A set no chain wants (its summary names words that are all zero): what the image of a
 /// wild set holds until it is written.
 fn unwritten() -> Bitset {
-    let mut b = Bitset::default();
-    b.summary = [u64::MAX; statewall_common::firewall::SUMMARY];
-    b
+    Bitset {
+        summary: [u64::MAX; statewall_common::firewall::SUMMARY],
+        ..Bitset::default()
+    }
 }
 
 /// The counter ids of a chain's rules in rule order, from what each position holds: by
