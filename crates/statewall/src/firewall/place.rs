@@ -20,9 +20,9 @@ const TRIES: usize = 8;
 pub(super) enum Place {
     /// A free position.
     Free(u32),
-    /// This position, freed by moving the rules at positions `.1 ..= .2` by `.3` (down:
-    /// -1, up: 1).
-    Shift(u32, u32, u32, i32),
+    /// This position, freed by moving the rules at positions `lo..=hi` by `by` (down: -1,
+    /// up: 1): `(lo, hi, by)`.
+    Shift(u32, (u32, u32, i32)),
 }
 
 /// Ranks of `n` rules spread evenly over the u32 range (0 stands for no rule).
@@ -157,13 +157,13 @@ impl Slots<'_> {
         let down = (lo >= 0)
             .then(|| (0..lo).rev().take(SHIFT_MAX).find(|p| self.free(*p as u32)))
             .flatten()
-            .map(|f| Place::Shift(lo as u32, f as u32 + 1, lo as u32, -1));
+            .map(|f| Place::Shift(lo as u32, (f as u32 + 1, lo as u32, -1)));
         let up = (hi < max)
             .then(|| (hi + 1..max).take(SHIFT_MAX).find(|p| self.free(*p as u32)))
             .flatten()
-            .map(|g| Place::Shift(hi as u32, hi as u32, g as u32 - 1, 1));
+            .map(|g| Place::Shift(hi as u32, (hi as u32, g as u32 - 1, 1)));
         let len = |p: &Place| match p {
-            Place::Shift(_, a, b, _) => b - a,
+            Place::Shift(_, (a, b, _)) => b - a,
             Place::Free(_) => 0,
         };
         match (down, up) {

@@ -274,13 +274,14 @@ fn prefix_ids(
 }
 
 /// Builds one chain's tables from scratch: `pos[i]` is rule `i`'s position,
-/// `ids[i]` its counter id; `wild`: the fields some rule leaves unconstrained get wild
+/// `ids[i]` its counter id, `ranks[i]` its rank; `wild`: the fields some rule leaves unconstrained get wild
 /// sets. Sets come from (and are interned in) `pool`; the caller counts the references.
 pub fn build(
     pool: &mut Pool,
     chain: &Chain,
     pos: &[u32],
     ids: &[u32],
+    ranks: &[u32],
     wild: bool,
 ) -> Result<ChainKernel, RulesError> {
     let rules = &chain.rules;
@@ -363,8 +364,7 @@ pub fn build(
         k.small[i] = id;
     }
     for (ri, r) in rules.iter().enumerate() {
-        k.actions[pos[ri] as usize] = r.action;
-        k.ruleids[pos[ri] as usize] = ids[ri];
+        k.occupy(pos[ri], r.action, ids[ri], ranks[ri]);
     }
     Ok(k)
 }

@@ -100,6 +100,17 @@ impl ChainKernel {
         }
     }
 
+    /// Position `p` holds a rule: its action, counter id and rank.
+    pub fn occupy(&mut self, p: u32, action: u8, id: u32, rank: u32) {
+        let p = p as usize;
+        (self.actions[p], self.ruleids[p], self.ranks[p]) = (action, id, rank);
+    }
+
+    /// Position `p` holds no rule.
+    pub fn vacate(&mut self, p: u32) {
+        self.occupy(p, 0, NONE, 0);
+    }
+
     /// Calls `f` with every set id it refers to (repeats included).
     pub fn each_set(&self, mut f: impl FnMut(u32)) {
         if self.conf.enabled != 0 {

@@ -303,11 +303,8 @@ impl Tables {
         }
         let ids: Vec<u32> = ids.into_iter().map(|i| i.unwrap_or(NONE)).collect();
         let wild = self.pool.wild_free();
-        let mut k = build(&mut self.pool, &chain, &pos, &ids, wild)?;
         let rank = spread_ranks(pos.len());
-        for (p, r) in pos.iter().zip(&rank) {
-            k.ranks[*p as usize] = *r;
-        }
+        let k = build(&mut self.pool, &chain, &pos, &ids, &rank, wild)?;
         k.each_set(|id| self.pool.inc(id));
         let old_ids = self
             .chains
@@ -485,7 +482,7 @@ impl Tables {
                 }
                 let (p, shift) = match m.slots().place(r, *i, None, true) {
                     Some(Place::Free(p)) => (p, None),
-                    Some(Place::Shift(p, lo, hi, by)) => (p, Some((lo, hi, by))),
+                    Some(Place::Shift(p, run)) => (p, Some(run)),
                     None => return self.edit_one_by_relayout(ch, e),
                 };
                 let run: Vec<usize> = shift.map_or(Vec::new(), |(lo, hi, _)| {
@@ -502,16 +499,12 @@ impl Tables {
                 let m = self.chains.get_mut(&ch).expect("checked");
                 if let Some((_, _, by)) = shift {
                     for &j in &run {
-                        let q = m.pos[j] as usize;
-                        (m.k.actions[q], m.k.ruleids[q], m.k.ranks[q]) = (0, NONE, 0);
+                        m.k.vacate(m.pos[j]);
                         c.d.positions.push(m.pos[j]);
                     }
                     for &j in &run {
                         m.pos[j] = (m.pos[j] as i64 + by as i64) as u32;
-                        let q = m.pos[j] as usize;
-                        m.k.actions[q] = m.rules[j].action;
-                        m.k.ruleids[q] = m.ids[j];
-                        m.k.ranks[q] = m.rank[j];
+                        m.k.occupy(m.pos[j], m.rules[j].action, m.ids[j], m.rank[j]);
                         c.d.positions.push(m.pos[j]);
                     }
                 }
@@ -519,12 +512,12 @@ impl Tables {
                 m.pos.insert(*i, p);
                 m.ids.insert(*i, id);
                 m.rules.insert(*i, r.clone());
-                m.k.actions[p as usize] = r.action;
-                m.k.ruleids[p as usize] = id;
-                for j in insert_rank(&mut m.rank, *i) {
+                // (Ranks spread out again around it are written with their positions.)
+                for j in insert_rank(&mut m.rank, *i).filter(|j| j != i) {
                     m.k.ranks[m.pos[j] as usize] = m.rank[j];
                     c.d.positions.push(m.pos[j]);
                 }
+                m.k.occupy(p, r.action, id, m.rank[*i]);
                 m.k.conf.rules += 1;
                 self.name(ch, r, 1, &mut c.d);
                 self.mark_keys(ch, &c.d);
@@ -539,9 +532,7 @@ impl Tables {
                 let id = m.ids.remove(*i);
                 m.pos.remove(*i);
                 m.rank.remove(*i);
-                m.k.actions[q as usize] = 0;
-                m.k.ruleids[q as usize] = NONE;
-                m.k.ranks[q as usize] = 0;
+                m.k.vacate(q);
                 m.k.conf.rules -= 1;
                 self.drop_counter(ch, id);
                 self.name(ch, &r, -1, &mut c.d);
@@ -569,14 +560,11 @@ impl Tables {
                 let m = self.chains.get_mut(&ch).expect("checked");
                 let old = std::mem::replace(&mut m.rules[*i], r.clone());
                 if p != q {
-                    let (qi, pi) = (q as usize, p as usize);
-                    (m.k.actions[qi], m.k.ruleids[qi], m.k.ranks[qi]) = (0, NONE, 0);
-                    m.k.ruleids[pi] = m.ids[*i];
-                    m.k.ranks[pi] = m.rank[*i];
+                    m.k.vacate(q);
                     m.pos[*i] = p;
                     c.d.positions.push(p);
                 }
-                m.k.actions[p as usize] = r.action;
+                m.k.occupy(p, r.action, m.ids[*i], m.rank[*i]);
                 self.name(ch, r, 1, &mut c.d);
                 self.name(ch, &old, -1, &mut c.d);
                 c.d.positions.push(q);

@@ -685,9 +685,8 @@ impl Tables {
                     .chunks_exact(4)
                     .zip(&k.actions)
                     .map(|(c, a)| {
-                        let r = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
                         if *a != 0 {
-                            r
+                            u32::from_ne_bytes([c[0], c[1], c[2], c[3]])
                         } else {
                             0
                         }
