@@ -518,6 +518,14 @@ fn pushed_knock_spa_and_detect_sections_replace_each_hosts_own() {
         eventually("the link is up", || h.cluster()["up"] == true);
     }
     let runs = |h: &Host, key: &str, rev: i64| h.cluster()["policy"][key] == rev;
+    // Every host runs what was pushed as `what` at `rev`.
+    let everywhere = |hs: &[Host], what: &str, rev: i64| {
+        for (i, h) in hs.iter().enumerate() {
+            eventually(&format!("host {i} runs the pushed {what}"), || {
+                runs(h, what, rev)
+            });
+        }
+    };
     // [[knock]]: a new sequence for the door replaces each file's 7000,8000,9000.
     let knock = r#"[[knock]]
 name = "door"
@@ -526,11 +534,7 @@ protected = ["tcp/23"]
 open_for = "3s"
 "#;
     let rev = push_section(&hs[0], "knock", knock);
-    for (i, h) in hs.iter().enumerate() {
-        eventually(&format!("host {i} runs the pushed doors"), || {
-            runs(h, "knock", rev)
-        });
-    }
+    everywhere(&hs, "knock", rev);
     knock_from(
         &hs[1].pair,
         hs[1].pair.server_v4.into(),
@@ -570,11 +574,7 @@ fw_access_timeout = 30
 "#
     );
     let rev = push_section(&hs[1], "spa", &spa);
-    for (i, h) in hs.iter().enumerate() {
-        eventually(&format!("host {i} runs the pushed [spa]"), || {
-            runs(h, "spa", rev)
-        });
-    }
+    everywhere(&hs, "spa", rev);
     common::fwknop(&hs[2].pair, &hs[2].p, "tcp/24", (K, H), &[]);
     for (i, h) in hs.iter().enumerate() {
         eventually(
@@ -619,11 +619,7 @@ tcpflags = "syn,!ack"
 action = "drop"
 "#;
     let rev = push_section(&hs[2], "xfsm", xfsm);
-    for (i, h) in hs.iter().enumerate() {
-        eventually(&format!("host {i} runs the pushed machine"), || {
-            runs(h, "xfsm", rev)
-        });
-    }
+    everywhere(&hs, "xfsm", rev);
     for h in &hs[..2] {
         assert!(h.opens(25) && h.opens(25), "two SYNs pass");
         assert!(!h.opens(25), "the third is dropped by the pushed machine");
