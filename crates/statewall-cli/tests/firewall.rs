@@ -1128,6 +1128,90 @@ fn kernel_follows_edits_with_counters() {
     common::tally("property: frames after firewall edits", sent);
 }
 
+/// Chains of up to `LINEAR_MAX` rules are read rule by rule, longer ones through the sets:
+/// a chain edited back and forth across the bound says which way the kernel reads it
+/// (`ChainConf::linear` of the active generation), and decides and counts as the rule list
+/// read directly either way.
+#[test]
+fn small_chains_are_read_rule_by_rule_on_both_sides_of_the_bound() {
+    use statewall_common::firewall::{ChainConf, LINEAR_MAX, MAP_FW_CHAINS, MAP_FW_CTL};
+    let mut bed = bed();
+    let mut rng = StdRng::seed_from_u64(0x11_0ea2);
+    let mut t = Tables::new(BITSETS);
+    let start = LINEAR_MAX - 3;
+    let mut rules: Vec<Rule> = (0..start)
+        .map(|_| Rule {
+            ct: None,
+            ..random_rule(&mut rng)
+        })
+        .collect();
+    t.set_chains(&chain0(&rules, ACT_DROP), &[(0, vec![None; start])])
+        .unwrap();
+    t.write(&mut bed).unwrap();
+    let mut counts = fw_counts(&mut bed, &t, rules.len());
+    let mut seen = [false; 2];
+    for step in 0..40 {
+        // Up past the bound, then down below it, then up again.
+        let grow = (step / 8) % 2 == 0;
+        let rule = Rule {
+            ct: None,
+            ..random_rule(&mut rng)
+        };
+        let edit = if grow || rules.len() <= 1 {
+            let i = rng.random_range(0..=rules.len());
+            rules.insert(i, rule.clone());
+            counts.insert(i, 0);
+            Edit::Insert(i, rule)
+        } else {
+            let i = rng.random_range(0..rules.len());
+            rules.remove(i);
+            counts.remove(i);
+            Edit::Delete(i)
+        };
+        t.edit(0, &[edit]).unwrap();
+        t.write(&mut bed).unwrap();
+        let g = {
+            let a: Array<&MapData, u32> = (&*bed.map(MAP_FW_CTL)).try_into().unwrap();
+            a.get(&0, 0).unwrap() & 1
+        };
+        let conf: ChainConf = {
+            let a: Array<&MapData, ChainConf> = (&*bed.map(MAP_FW_CHAINS)).try_into().unwrap();
+            a.get(&(g * 8), 0).unwrap()
+        };
+        let small = rules.len() <= LINEAR_MAX;
+        assert_eq!(
+            conf.linear as usize,
+            if small { rules.len() + 1 } else { 0 },
+            "step {step}: {} rules",
+            rules.len()
+        );
+        seen[small as usize] = true;
+        for _ in 0..40 {
+            let f = packet_for(&mut rng, &rules);
+            let p = parse_packet(&f);
+            let (want, logged) = linear(&rules, ACT_DROP, &p, statewall_common::ct::NEW);
+            if p.status == statewall_common::parse::Status::NonIp as u8 {
+                continue;
+            }
+            assert_eq!(
+                bed.run_tc(PROG_FW_INGRESS, &f),
+                code(want),
+                "step {step}, {} rules: {p:?}",
+                rules.len()
+            );
+            for i in logged {
+                counts[i] += 1;
+            }
+            if let FwVerdict::Rule(i, _) = want {
+                counts[i as usize] += 1;
+            }
+            let _: Vec<FwLog> = drain_ring(bed.map(MAP_FW_LOG));
+        }
+        assert_eq!(fw_counts(&mut bed, &t, rules.len()), counts, "step {step}");
+    }
+    assert_eq!(seen, [true, true], "both sides of the bound");
+}
+
 /// Packets counted for each rule of chain 0, in rule order.
 fn fw_counts(bed: &mut TestBed, t: &Tables, n: usize) -> Vec<u64> {
     let a: PerCpuArray<&MapData, RuleStats> = (&*bed.map(MAP_FW_STATS)).try_into().unwrap();

@@ -131,6 +131,7 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_FW_RULEID",
     "SW_FW_RANK",
     "SW_FW_GUARD",
+    "SW_FW_LINEAR",
     "SW_FW_IFIDX",
 ];
 

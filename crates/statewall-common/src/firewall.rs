@@ -202,8 +202,83 @@ pub struct ChainConf {
     /// packet's set of such a field is (its value's set OR the wild set). A rule without
     /// a constraint on the field then changes one set, not all of them.
     pub wild: u8,
+    /// Non-zero when the chain has at most [`LINEAR_MAX`] rules: the kernel then reads its
+    /// rules one by one from [`MAP_FW_LINEAR`] (the rule count + 1) instead of looking its
+    /// fields up and ANDing their sets, which costs more than a few rules do.
+    pub linear: u8,
     /// Explicit padding.
-    pub _pad2: [u8; 2],
+    pub _pad2: u8,
+}
+
+/// Chains of at most this many rules are matched rule by rule ([`ChainConf::linear`]).
+pub const LINEAR_MAX: usize = 16;
+/// Per (generation, chain), [`rule_slot`]'s order of the two: an `ARRAY` of [`LinChain`],
+/// the rules of a chain of at most [`LINEAR_MAX`] rules in order.
+pub const MAP_FW_LINEAR: &str = "SW_FW_LINEAR";
+
+/// A rule as the rule-by-rule match reads it. Prefixes are four address words and four
+/// mask words (in network byte order as the packet has them; IPv4 in the first word).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinRule {
+    /// Source address words, masked.
+    pub src: [u32; 4],
+    /// Source mask words (all zero: any source).
+    pub smask: [u32; 4],
+    /// Destination address words, masked.
+    pub dst: [u32; 4],
+    /// Destination mask words.
+    pub dmask: [u32; 4],
+    /// Source port range, inclusive (0 to 65535: any; a packet without ports has port 0,
+    /// which no rule's range holds).
+    pub sport: [u16; 2],
+    /// Destination port range.
+    pub dport: [u16; 2],
+    /// The family of the rule's prefixes (0: no prefix).
+    pub family: u8,
+    /// L4 protocol, when [`LinRule::has_proto`].
+    pub proto: u8,
+    /// Non-zero: the protocol must be `proto`.
+    pub has_proto: u8,
+    /// Non-zero: only TCP packets (whole, or first fragments) with `flags & mask == value`.
+    pub has_flags: u8,
+    /// TCP flags mask.
+    pub flags_mask: u8,
+    /// TCP flags value.
+    pub flags_value: u8,
+    /// Connection state the rule wants, [`LIN_ANY_CT`] for any.
+    pub ct: u8,
+    /// [`ACT_DROP`], [`ACT_ACCEPT`] or [`ACT_LOG`].
+    pub action: u8,
+    /// The rule's position (its bit in the sets: what a match returns).
+    pub pos: u32,
+    /// The rule's counter id ([`MAP_FW_RULEID`] at its position).
+    pub id: u32,
+}
+
+/// [`LinRule::ct`] of a rule without a connection state.
+pub const LIN_ANY_CT: u8 = 0xff;
+
+/// The rules of a chain read one by one, in order (`n` of them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinChain {
+    /// Rules in use.
+    pub n: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The rules, first match wins.
+    pub rules: [LinRule; LINEAR_MAX],
+}
+
+impl Default for LinChain {
+    fn default() -> Self {
+        LinChain {
+            n: 0,
+            _pad: 0,
+            rules: [LinRule::default(); LINEAR_MAX],
+        }
+    }
 }
 
 /// Bitset ids below this are wild sets, one per (generation, chain, field): [`wild_id`].
@@ -624,4 +699,6 @@ mod pod {
     unsafe impl aya::Pod for super::RuleStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FwGuard {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LinChain {}
 }

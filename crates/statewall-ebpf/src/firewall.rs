@@ -11,8 +11,8 @@ use aya_ebpf::{
 use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     firewall::{
-        rule_slot, select, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables, LpmKey,
-        RuleStats, Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED,
+        rule_slot, select, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables, LinChain,
+        LinRule, LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG, LINEAR_MAX, LIN_ANY_CT, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED,
         COUNTERS, IFACE_INSTANCE, IFACE_PRESENT, IFACE_XDP, IFIDX_SLOTS, MAX_CHAINS, MAX_RULES,
         NO_SET, SINGLE, SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
@@ -68,6 +68,9 @@ static SW_FW_RULEID: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * MAX_R
 /// Written and read by user space only (no program reads it): the rules' order.
 #[map(name = "SW_FW_RANK")]
 static SW_FW_RANK: Array<u32> = Array::with_max_entries(2 * MAX_CHAINS * MAX_RULES as u32, 0);
+/// The rules of small chains, read one by one.
+#[map(name = "SW_FW_LINEAR")]
+static SW_FW_LINEAR: Array<LinChain> = Array::with_max_entries(2 * MAX_CHAINS, 0);
 /// LRU: when full, the least recently seen connections go first.
 #[map(name = "SW_FW_CT")]
 static SW_FW_CT: LruHashMap<CtKey, CtVal> = LruHashMap::with_max_entries(65536, 0);
@@ -388,6 +391,24 @@ fn classify_chain<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         }
         return TCX_NEXT;
     }
+    if c.linear != 0 {
+        let (rule, found) = match SW_FW_LINEAR.get((g & 1) * MAX_CHAINS + chain) {
+            Some(lin) => linear(lin, p, chain, st),
+            None => (0, 0),
+        };
+        let action = if rule == 0 {
+            c.default_action
+        } else {
+            count(chain, rule - 1, p.pkt_len as u64);
+            found
+        };
+        if action != ACT_DROP {
+            if let Some(cw) = cw {
+                track(p, unsafe { &mut *cw });
+            }
+        }
+        return verdict(action);
+    }
     let Some(wp) = SW_FW_WALK.get_ptr_mut(0) else {
         return verdict(c.default_action);
     };
@@ -435,6 +456,69 @@ fn classify_chain<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         }
     }
     verdict(action)
+}
+
+/// The packet's words of address `a` (4-aligned in the parsed packet).
+#[inline(always)]
+fn addr_word(a: &[u8; 16], i: usize) -> u32 {
+    // SAFETY: `i < 4`; `PacketInfo` holds its addresses 4-aligned.
+    unsafe { core::ptr::read(a.as_ptr().add(4 * (i & 3)) as *const u32) }
+}
+
+/// Does rule `r` match the packet (`ported`: it has ports; `tcp`: whole TCP, its flags
+/// count; `st`: its connection state)?
+#[inline(always)]
+fn lin_match(r: &LinRule, p: &PacketInfo, ported: bool, tcp: bool, st: u8) -> bool {
+    if r.family != 0 && r.family != p.family {
+        return false;
+    }
+    let mut i = 0;
+    while i < 4 {
+        if (addr_word(&p.saddr, i) & r.smask[i]) != r.src[i]
+            || (addr_word(&p.daddr, i) & r.dmask[i]) != r.dst[i]
+        {
+            return false;
+        }
+        i += 1;
+    }
+    let (sp, dp) = if ported { (p.sport, p.dport) } else { (0, 0) };
+    (r.has_proto == 0 || r.proto == p.l4proto)
+        && r.sport[0] <= sp
+        && sp <= r.sport[1]
+        && r.dport[0] <= dp
+        && dp <= r.dport[1]
+        && (r.has_flags == 0 || (tcp && p.tcp_flags & r.flags_mask == r.flags_value))
+        && (r.ct == LIN_ANY_CT || r.ct == st)
+}
+
+/// The first rule of a small chain that matches the packet, read rule by rule: (its
+/// counter id + 1, or 0 for none; its action). LOG rules met are counted and logged.
+#[inline(always)]
+fn linear(lin: &LinChain, p: &PacketInfo, chain: u32, st: u8) -> (u32, u8) {
+    use statewall_common::parse::{FLAG_L4, FLAG_NONFIRST_FRAG};
+    let ported = statewall_common::frag::has_ports(p)
+        && (p.l4proto == statewall_common::proto::TCP
+            || p.l4proto == statewall_common::proto::UDP);
+    let tcp = p.flags & FLAG_L4 != 0
+        && p.flags & FLAG_NONFIRST_FRAG == 0
+        && p.l4proto == statewall_common::proto::TCP;
+    let n = lin.n as usize;
+    let mut i = 0;
+    while i < LINEAR_MAX {
+        if i >= n {
+            break;
+        }
+        let r = &lin.rules[i];
+        if lin_match(r, p, ported, tcp, st) {
+            if r.action != ACT_LOG {
+                return (r.id + 1, r.action);
+            }
+            count(chain, r.id, p.pkt_len as u64);
+            log_event(chain, r.id, st);
+        }
+        i += 1;
+    }
+    (0, 0)
 }
 
 /// Per-CPU working memory of the connection lookup.

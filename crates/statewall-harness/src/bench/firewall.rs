@@ -14,7 +14,7 @@ use statewall::{
         tables::Tables,
     },
 };
-use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, MAP_FW_BITSETS, WILD_SETS};
+use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP, LINEAR_MAX, MAP_FW_BITSETS, WILD_SETS};
 
 /// Rule counts measured.
 pub const SIZES: [usize; 6] = [1, 10, 100, 1000, 2048, 10000];
@@ -91,7 +91,7 @@ pub fn packet() -> Vec<u8> {
 }
 
 /// The rows: one per size (targets at 1 and 10,000 rules), the ingress chain in XDP at 1
-/// and 10,000 rules against the empty XDP program, and the 10000/10 ratio.
+/// and 10,000 rules against the empty XDP program, and the 10000/100 ratio.
 pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
     let frame = packet();
     let mut rows = Vec::new();
@@ -147,14 +147,17 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
     }
     rows.extend(xdp_rows);
     rows.extend(breakdown(&frame, repeat)?);
-    let (small, big) = (rows[1].value, rows[5].value);
+    // The growth of the classifier through its sets: from 100 rules, the first size read
+    // that way (a chain of up to LINEAR_MAX rules is read rule by rule).
+    const _: () = assert!(SIZES[2] == 100 && LINEAR_MAX < 100);
+    let (small, big) = (rows[2].value, rows[5].value);
     rows.push(Row {
-        name: "firewall, cost at 10000 rules / cost at 10 rules".into(),
+        name: "firewall, cost at 10000 rules / cost at 100 rules".into(),
         unit: "x".into(),
         value: big / small,
         runs: vec![big / small],
         each: "the two rows' medians".into(),
-        baseline: "10 rules".into(),
+        baseline: "100 rules".into(),
         baseline_value: small,
         ratio: big / small,
         delta: big - small,
@@ -216,26 +219,50 @@ fn breakdown(frame: &[u8], repeat: u32) -> anyhow::Result<Vec<Row>> {
         action: ACT_ACCEPT,
     };
     let last = ruleset(1, 6).remove(0);
-    let variants: [(&str, Vec<Rule>, bool); 5] = [
+    // Chains of up to LINEAR_MAX rules are read rule by rule; these fillers (after the
+    // rule that matches, on the same field, matching nothing) make the chain read through
+    // the sets instead.
+    let pad = |r: Rule, f: &dyn Fn(usize) -> Rule| -> Vec<Rule> {
+        std::iter::once(r).chain((0..LINEAR_MAX).map(f)).collect()
+    };
+    let on_port = Rule {
+        dport: Some((443, 443)),
+        ..any.clone()
+    };
+    let on_src = Rule {
+        src: Some(("192.168.1.0".parse()?, 24)),
+        ..any.clone()
+    };
+    let variants: [(&str, Vec<Rule>, bool); 7] = [
         (
             "a chain of no rules (interface, chain, default)",
             vec![],
             false,
         ),
         (
-            "1 rule on the destination port (port lookup, AND, walk, counter)",
-            vec![Rule {
-                dport: Some((443, 443)),
-                ..any.clone()
-            }],
+            "1 rule on the destination port (read rule by rule, counter)",
+            vec![on_port.clone()],
             false,
         ),
         (
-            "1 rule on the source /24 (prefix-trie lookup, AND, walk, counter)",
-            vec![Rule {
-                src: Some(("192.168.1.0".parse()?, 24)),
+            "1 rule on the source /24 (read rule by rule, counter)",
+            vec![on_src.clone()],
+            false,
+        ),
+        (
+            "the port rule first of 17 (port lookup, AND, walk, counter)",
+            pad(on_port.clone(), &|i| Rule {
+                dport: Some((1000 + i as u16, 1000 + i as u16)),
                 ..any.clone()
-            }],
+            }),
+            false,
+        ),
+        (
+            "the /24 rule first of 17 (prefix-trie lookup, AND, walk, counter)",
+            pad(on_src.clone(), &|i| Rule {
+                src: Some((std::net::IpAddr::from([10, 200, i as u8, 0]), 24)),
+                ..any.clone()
+            }),
             false,
         ),
         (

@@ -94,6 +94,7 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::firewall::MAP_FW_ACTIONS,
     statewall_common::firewall::MAP_FW_RULEID,
     statewall_common::firewall::MAP_FW_RANK,
+    statewall_common::firewall::MAP_FW_LINEAR,
     statewall_common::firewall::MAP_FW_GUARD,
     statewall_common::firewall::MAP_FW_STATS,
     statewall_common::firewall::MAP_FW_LOG,

@@ -7,7 +7,9 @@ use std::{
     net::IpAddr,
 };
 
-use statewall_common::firewall::{field, Bitset, ChainConf, MAX_RULES};
+use statewall_common::firewall::{
+    field, Bitset, ChainConf, LinChain, LinRule, LINEAR_MAX, LIN_ANY_CT, MAX_RULES,
+};
 
 use super::sets::{ChainKernel, FastMap, Pool};
 pub use super::sets::{PKey, RulesError};
@@ -63,6 +65,73 @@ fn addr16(a: &IpAddr) -> [u8; 16] {
         }
         IpAddr::V6(v) => v.octets(),
     }
+}
+
+/// The rules of a chain as the kernel reads them one by one (`pos` and `ids`: each rule's
+/// position and counter id), or `None` when the chain has more than [`LINEAR_MAX`].
+pub fn linear_chain(rules: &[Rule], pos: &[u32], ids: &[u32]) -> Option<LinChain> {
+    if rules.len() > LINEAR_MAX {
+        return None;
+    }
+    // An address and its mask as the kernel's words (the packet's bytes, in order).
+    let words = |n: Option<(IpAddr, u8)>| -> ([u32; 4], [u32; 4]) {
+        let Some((a, len)) = n else {
+            return ([0; 4], [0; 4]);
+        };
+        let (a, bits) = (addr16(&a), if a.is_ipv4() { 32 } else { 128 });
+        let len = (len as usize).min(bits);
+        let mut m = [0u8; 16];
+        for (i, b) in m.iter_mut().enumerate() {
+            let left = len.saturating_sub(8 * i).min(8);
+            *b = (0xffu16 << (8 - left)) as u8;
+        }
+        let w = |b: &[u8; 16], i: usize| {
+            u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        };
+        let (aw, mw): (Vec<u32>, Vec<u32>) =
+            (0..4).map(|i| (w(&a, i) & w(&m, i), w(&m, i))).unzip();
+        ([aw[0], aw[1], aw[2], aw[3]], [mw[0], mw[1], mw[2], mw[3]])
+    };
+    let mut lin = LinChain {
+        n: rules.len() as u32,
+        ..LinChain::default()
+    };
+    for (i, r) in rules.iter().enumerate() {
+        let (src, smask) = words(r.src);
+        let (dst, dmask) = words(r.dst);
+        let fams: Vec<u8> = [r.src, r.dst]
+            .iter()
+            .flatten()
+            .map(|n| family(&n.0))
+            .collect();
+        let range = |p: Option<(u16, u16)>| p.map_or([0, u16::MAX], |(lo, hi)| [lo, hi]);
+        let (flags_mask, flags_value) = r.tcpflags.unwrap_or((0, 0));
+        lin.rules[i] = LinRule {
+            src,
+            smask,
+            dst,
+            dmask,
+            sport: range(r.sport),
+            dport: range(r.dport),
+            // Prefixes of two families: no packet has both (0xff is no family).
+            family: match fams.as_slice() {
+                [] => 0,
+                [f] => *f,
+                [a, b] if a == b => *a,
+                _ => 0xff,
+            },
+            proto: r.proto.unwrap_or(0),
+            has_proto: r.proto.is_some() as u8,
+            has_flags: r.tcpflags.is_some() as u8,
+            flags_mask,
+            flags_value,
+            ct: r.ct.unwrap_or(LIN_ANY_CT),
+            action: r.action,
+            pos: pos[i],
+            id: ids[i],
+        };
+    }
+    Some(lin)
 }
 
 /// The prefix of an address field of a rule, as a [`PKey`].
@@ -311,7 +380,8 @@ pub fn build(
             all: pool.intern(&all)?,
             track: 0,
             wild,
-            _pad2: [0; 2],
+            linear: 0,
+            _pad2: 0,
         },
         ..ChainKernel::empty()
     };

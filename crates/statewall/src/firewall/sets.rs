@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use statewall_common::firewall::{
-    single_id, Bitset, ChainConf, MAX_RULES, SINGLE, SMALL_PER_CHAIN, WILD_SETS,
+    single_id, Bitset, ChainConf, LinChain, MAX_RULES, SINGLE, SMALL_PER_CHAIN, WILD_SETS,
 };
 
 /// A prefix-trie entry's prefix: (family, address masked to the length, length).
@@ -81,6 +81,9 @@ pub struct ChainKernel {
     /// The wild sets, by field index (`ChainConf::wild`; empty where a field has none).
     /// They are the generation's own (at fixed ids), not shared.
     pub wild: Vec<Bitset>,
+    /// The rules read one by one (`ChainConf::linear`): in an image, what the kernel holds
+    /// (`None`: not known, or not written); in the tables, `None`.
+    pub linear: Option<LinChain>,
 }
 
 impl ChainKernel {
@@ -97,6 +100,7 @@ impl ChainKernel {
             ruleids: vec![NONE; MAX_RULES],
             ranks: vec![0; MAX_RULES],
             wild: vec![Bitset::default(); 7],
+            linear: None,
         }
     }
 

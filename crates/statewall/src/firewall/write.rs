@@ -10,8 +10,8 @@ use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
 use statewall_common::firewall::{
     field, port_slot, rule_slot, small_slot, stats_slot, wild_id, Bitset, ChainConf, RuleStats,
     MAP_FW_ACTIONS, MAP_FW_BITSETS, MAP_FW_CHAINS, MAP_FW_CTL, MAP_FW_DPORT, MAP_FW_DST,
-    MAP_FW_RANK, MAP_FW_RULEID, MAP_FW_SMALL, MAP_FW_SPORT, MAP_FW_SRC, MAP_FW_STATS, MAX_CHAINS,
-    MAX_RULES, SMALL_PER_CHAIN,
+    MAP_FW_LINEAR, MAP_FW_RANK, MAP_FW_RULEID, MAP_FW_SMALL, MAP_FW_SPORT, MAP_FW_SRC,
+    MAP_FW_STATS, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN,
 };
 
 use super::change::Dirty;
@@ -328,6 +328,7 @@ fn unknown() -> ChainKernel {
         ruleids: Vec::new(),
         ranks: Vec::new(),
         wild: Vec::new(),
+        linear: None,
     }
 }
 
@@ -512,15 +513,25 @@ impl Tables {
                 keyed_plain(&want.ranks, &mut img.ranks, &d.positions),
             )
         };
-        let conf_changed = img.conf != want.conf || img.conf.enabled == 0;
+        // Small chains: their rules one by one as well (read instead of the sets).
+        let lin = self
+            .chains
+            .get(&ch)
+            .and_then(|m| super::rules::linear_chain(&m.rules, &m.pos, &m.ids));
+        let mut conf = want.conf;
+        conf.linear = lin.as_ref().map_or(0, |l| l.n as u8 + 1);
+        let lin = lin.filter(|l| img.linear.as_ref() != Some(l));
+        if lin.is_some() {
+            img.linear = lin;
+        }
+        let conf_changed = img.conf != conf || img.conf.enabled == 0;
         if img.conf.enabled != 0 {
             pool.dec(img.conf.all);
         }
         if want.conf.enabled != 0 {
             pool.inc(want.conf.all);
         }
-        img.conf = want.conf;
-        let conf = want.conf;
+        img.conf = conf;
         for (_, old, new) in &ruleids {
             if let Some(o) = old {
                 self.counter_ref(ch, *o, false);
@@ -565,6 +576,9 @@ impl Tables {
                 })
                 .unzip();
             put(maps, name, &keys, &vals)?;
+        }
+        if let Some(l) = lin {
+            put(maps, MAP_FW_LINEAR, &[g * MAX_CHAINS + ch], &[l])?;
         }
         if conf_changed {
             let mut a: Array<&mut MapData, ChainConf> = Array::try_from(
