@@ -71,6 +71,10 @@ pub struct Plan {
     pub seed: u64,
     /// `train` or `held-out`.
     pub set: String,
+    /// Spoofed floods: this many short floods more (10 packets each), one after the other,
+    /// each from a source of its own in the spoofed prefix: the sources a flood walks, as
+    /// the burst walks the source ports. 0 for the sets `make dataset` makes.
+    pub walk_sources: u64,
 }
 
 impl Plan {
@@ -199,20 +203,21 @@ fn benign(pair: &Pair, seed: u64, until: Instant) {
     });
 }
 
+/// An address of the spoofed prefix (10.100.0.0/14).
+fn spoofed_addr(rng: &mut Rng) -> String {
+    format!(
+        "10.{}.{}.{}",
+        rng.range(100, 103),
+        rng.range(0, 255),
+        rng.range(1, 254)
+    )
+}
+
 /// The flood of one capture, from `start` for `secs`.
 fn flood(pair: &Pair, plan: &Plan, rng: &mut Rng, secs: u64) {
     let server = pair.server_v4.to_string();
     let sources: Vec<String> = if plan.spoofed {
-        (0..rng.range(8, 24))
-            .map(|_| {
-                format!(
-                    "10.{}.{}.{}",
-                    rng.range(100, 103),
-                    rng.range(0, 255),
-                    rng.range(1, 254)
-                )
-            })
-            .collect()
+        (0..rng.range(8, 24)).map(|_| spoofed_addr(rng)).collect()
     } else {
         (200..200 + rng.range(2, 4))
             .map(|i| format!("10.77.0.{i}"))
@@ -286,6 +291,26 @@ fn flood(pair: &Pair, plan: &Plan, rng: &mut Rng, secs: u64) {
     ]);
     let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
     kids.push(spawn(&mut pair.client.command(&a)));
+    if plan.spoofed {
+        for _ in 0..plan.walk_sources {
+            let src = spoofed_addr(rng);
+            let mut a: Vec<String> =
+                vec!["hping3".into(), "-q".into(), "-k".into(), "-a".into(), src];
+            a.extend(options(rng));
+            a.extend([
+                "-i".into(),
+                "u5000".into(),
+                "-c".into(),
+                "10".into(),
+                server.clone(),
+            ]);
+            let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+            // (hping3 waits for answers after its last packet: the next one starts
+            // meanwhile.)
+            kids.push(spawn(&mut pair.client.command(&a)));
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
     for mut k in kids {
         let _ = k.wait();
     }
@@ -400,6 +425,7 @@ pub fn plans(set: &str, seed: u64, rounds: u64, seconds: u64, benign_seconds: u6
                     seconds,
                     seed: seed + 10 * round + 2 * i as u64 + spoofed as u64,
                     set: set.into(),
+                    walk_sources: 0,
                 });
             }
         }
@@ -410,6 +436,7 @@ pub fn plans(set: &str, seed: u64, rounds: u64, seconds: u64, benign_seconds: u6
         seconds: benign_seconds,
         seed: seed + 100,
         set: set.into(),
+        walk_sources: 0,
     });
     v
 }
