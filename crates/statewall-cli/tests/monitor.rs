@@ -229,8 +229,24 @@ fn reference_by_hand() {
     m::key_into(&p, &mut k);
     // 10.0.0.1 as a little-endian u32 (0x0100000a) is below 10.0.0.2 (0x0200000a).
     assert_eq!(&k.saddr[..4], &[10, 0, 0, 1]);
+    assert_eq!(k.daddr, [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!((k.sport, k.dport, k.proto), (8080, 40000, 6));
     assert_eq!(m::server_of(&p), (true, m::METHOD_SYN));
+    // One address at both ends: the lower port first.
+    let p = parse_packet(&Packet::udp(ip("10.0.0.5"), ip("10.0.0.5"), 9000, 80).build());
+    m::key_into(&p, &mut k);
+    assert_eq!((k.saddr, k.daddr), (p.saddr, p.saddr));
+    assert_eq!((k.sport, k.dport), (80, 9000));
+    // IPv6: byte by byte, all 16 of each address.
+    let p = parse_packet(&Packet::udp(ip("2001:db8::2"), ip("2001:db8:0:0:1::1"), 7, 8).build());
+    m::key_into(&p, &mut k);
+    let (lo, hi) = (ip("2001:db8::2"), ip("2001:db8:0:0:1::1"));
+    let octets = |a: IpAddr| match a {
+        IpAddr::V6(v) => v.octets(),
+        _ => unreachable!(),
+    };
+    assert_eq!((k.saddr, k.daddr), (octets(lo), octets(hi)));
+    assert_eq!((k.sport, k.dport, k.family), (7, 8, 6));
     // Little-endian order, not numeric: 1.0.0.2 (0x02000001) sorts after 2.0.0.1
     // (0x01000002) although 1.0.0.2 < 2.0.0.1 numerically.
     let p = parse_packet(&Packet::udp(ip("1.0.0.2"), ip("2.0.0.1"), 5, 6).build());
