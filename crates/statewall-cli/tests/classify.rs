@@ -320,7 +320,24 @@ fn broken_captures_say_where() {
 fn the_builtin_model_reads() {
     let m = Model::builtin();
     assert!(m.trained_on.0 > 0 && m.trained_on.1 > 0, "{m:?}");
+    // `make model`'s bar: 17 of the 25 trees.
+    assert_eq!((m.params.trees, m.params.min_votes), (25, 17));
     assert!(Model::from_json("{}").is_err());
+    // A bar no forest can meet, or none at all, is refused before anything is read.
+    for k in ["0", "26"] {
+        let out = std::process::Command::new(bin())
+            .args(["detect", "train", "--pcap", "/nonexistent.pcap"])
+            .args(["--attackers", "10.100.0.0/14", "--victims", "10.77.0.2"])
+            .args(["--out", "/nonexistent/model.json", "--min-votes", k])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--min-votes {k} accepted");
+        assert!(
+            err.contains(&format!("--min-votes {k}: 1 to the 25 trees")),
+            "{err}"
+        );
+    }
 }
 
 /// End to end: a held-out capture per attack kind (spoofed and answered sources, seeds the

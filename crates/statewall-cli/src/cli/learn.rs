@@ -105,6 +105,9 @@ pub struct TrainArgs {
     /// Seed of the forest's random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Trees that must vote "attack" for a sample to be one (default: more than half).
+    #[arg(long)]
+    min_votes: Option<u16>,
 }
 
 /// Runs `statewall detect train`.
@@ -127,10 +130,16 @@ pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
         n: a.packets,
         ..Shape::default()
     };
+    if let Some(k) = a.min_votes {
+        if k == 0 || k > a.trees {
+            anyhow::bail!("--min-votes {k}: 1 to the {} trees", a.trees);
+        }
+    }
     let params = Params {
         trees: a.trees,
         max_depth: a.depth,
         seed: a.seed,
+        min_votes: a.min_votes.unwrap_or(0),
     };
     let caps = a.source.captures(&a.pcap)?;
     let t = std::time::Instant::now();

@@ -42,6 +42,12 @@ pub struct Params {
     pub max_depth: u16,
     /// The random generator's seed (bootstrap samples, features tried per split).
     pub seed: u64,
+    /// Trees that must vote "attack" for a sample to be one (0: more than half, the
+    /// forest's majority). A higher bar takes fewer benign samples for attacks, at the
+    /// price of attack samples the trees disagree on. (Absent from models made before it:
+    /// 0.)
+    #[serde(default)]
+    pub min_votes: u16,
 }
 
 impl Default for Params {
@@ -50,6 +56,7 @@ impl Default for Params {
             trees: 25,
             max_depth: 12,
             seed: 1,
+            min_votes: 0,
         }
     }
 }
@@ -161,8 +168,9 @@ impl Flat {
         Ok(f)
     }
 
-    /// The class a row gets.
-    fn predict(&self, row: &[f32]) -> Result<u8, LearnError> {
+    /// The class a row gets by the majority of the trees, and the trees that voted for
+    /// class 1 (attack).
+    fn predict(&self, row: &[f32]) -> Result<(u8, usize), LearnError> {
         let mut votes = [0usize; 8];
         for &root in &self.roots {
             let mut n = self.nodes[root as usize];
@@ -187,7 +195,12 @@ impl Flat {
                 best = i;
             }
         }
-        Ok(self.classes[best])
+        let attack = self
+            .classes
+            .iter()
+            .position(|c| *c == 1)
+            .map_or(0, |i| votes[i]);
+        Ok((self.classes[best], attack))
     }
 }
 
@@ -293,7 +306,11 @@ impl Model {
             .map(|s| {
                 row.clear();
                 input_row(s, self.shape, &mut row)?;
-                Ok(self.flat.predict(&row)? == 1)
+                let (class, votes) = self.flat.predict(&row)?;
+                Ok(match self.params.min_votes {
+                    0 => class == 1,
+                    k => votes >= k as usize,
+                })
             })
             .collect()
     }
@@ -402,6 +419,7 @@ mod tests {
                 trees: 9,
                 max_depth: 8,
                 seed: 3,
+                min_votes: 0,
             },
         )
         .unwrap();
@@ -416,6 +434,22 @@ mod tests {
         assert!(flat.iter().any(|a| *a) && flat.iter().any(|a| !*a));
         let seen = m.predict(&refs).unwrap();
         assert_eq!(seen, m.predict_smartcore(&refs).unwrap());
+        // A bar on the trees' votes: all nine take fewer samples for attacks than the
+        // majority, one tree more, each a subset of the next; a saved model keeps its bar.
+        let mut bars = Vec::new();
+        for k in [9u16, 0, 1] {
+            let mut mk = Model::from_json(&m.to_json()).unwrap();
+            mk.params.min_votes = k;
+            let mk = Model::from_json(&mk.to_json()).unwrap();
+            assert_eq!(mk.params.min_votes, k);
+            bars.push(mk.predict(&trefs).unwrap());
+        }
+        let count = |v: &Vec<bool>| v.iter().filter(|a| **a).count();
+        assert!(count(&bars[0]) < count(&bars[1]) && count(&bars[1]) < count(&bars[2]));
+        for w in bars.windows(2) {
+            assert!(w[0].iter().zip(&w[1]).all(|(a, b)| !a || *b));
+        }
+        assert_eq!(bars[1], flat);
         // Model files that would make a walk loop, panic or allocate without bound are
         // refused.
         let good: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
