@@ -12,9 +12,10 @@ use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     firewall::{
         rule_slot, select, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables, LinChain,
-        LinRule, LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG, LINEAR_MAX, LIN_ANY_CT, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED,
-        COUNTERS, IFACE_INSTANCE, IFACE_PRESENT, IFACE_XDP, IFIDX_SLOTS, MAX_CHAINS, MAX_RULES,
-        NO_SET, SINGLE, SMALL_PER_CHAIN, SUMMARY, WORDS,
+        LinRule, LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST,
+        CNT_LOG_QUEUED, COUNTERS, IFACE_INSTANCE, IFACE_PRESENT, IFACE_XDP, IFIDX_SLOTS,
+        LINEAR_MAX, LIN_ANY_CT, MAX_CHAINS, MAX_RULES, NO_SET, SINGLE, SMALL_PER_CHAIN, SUMMARY,
+        WORDS,
     },
     maps::BPF_F_MMAPABLE,
     mem::copy_bytes,
@@ -497,8 +498,7 @@ fn lin_match(r: &LinRule, p: &PacketInfo, ported: bool, tcp: bool, st: u8) -> bo
 fn linear(lin: &LinChain, p: &PacketInfo, chain: u32, st: u8) -> (u32, u8) {
     use statewall_common::parse::{FLAG_L4, FLAG_NONFIRST_FRAG};
     let ported = statewall_common::frag::has_ports(p)
-        && (p.l4proto == statewall_common::proto::TCP
-            || p.l4proto == statewall_common::proto::UDP);
+        && (p.l4proto == statewall_common::proto::TCP || p.l4proto == statewall_common::proto::UDP);
     let tcp = p.flags & FLAG_L4 != 0
         && p.flags & FLAG_NONFIRST_FRAG == 0
         && p.l4proto == statewall_common::proto::TCP;
