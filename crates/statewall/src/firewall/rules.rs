@@ -449,3 +449,93 @@ pub fn lpm_data(generation: u32, chain: u32, fam: u8, addr: &[u8; 16]) -> [u8; 2
     d[4..].copy_from_slice(addr);
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words the kernel compares for prefix `n`, against addresses just inside and
+    /// just outside it (held to `IpAddr` arithmetic, not to the builder's own masks), at
+    /// every IPv4 length and the IPv6 lengths around each word's edge; a rule of two
+    /// families matches no packet.
+    #[test]
+    fn rule_lists_hold_the_prefixes_they_were_given() {
+        let words = |a: IpAddr| -> [u32; 4] {
+            let b = addr16(&a);
+            core::array::from_fn(|i| {
+                u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            })
+        };
+        let inside = |r: &LinRule, a: IpAddr| {
+            let w = words(a);
+            (0..4).all(|i| w[i] & r.smask[i] == r.src[i])
+        };
+        let any = Rule::default();
+        let cases: Vec<(IpAddr, u8)> = (0..=32)
+            .map(|l| ("203.0.113.77".parse().unwrap(), l))
+            .chain(
+                [0u8, 1, 31, 32, 33, 63, 64, 65, 95, 96, 97, 127, 128]
+                    .into_iter()
+                    .map(|l| ("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap(), l)),
+            )
+            .collect();
+        for (a, len) in cases {
+            let net = mask(a, len);
+            let lin = linear_chain(
+                &[Rule {
+                    src: Some((net, len)),
+                    ..any.clone()
+                }],
+                &[7],
+                &[3],
+            )
+            .unwrap();
+            let r = &lin.rules[0];
+            assert_eq!((lin.n, r.pos, r.id), (1, 7, 3));
+            assert_eq!(r.family, if a.is_ipv4() { 4 } else { 6 });
+            // The last address of the prefix, and the one after it (when there is one).
+            let bits = if a.is_ipv4() { 32 } else { 128 };
+            let host = if len == bits {
+                0
+            } else {
+                u128::MAX >> (128 - (bits - len) as u32)
+            };
+            let (last, next) = match net {
+                IpAddr::V4(v) => {
+                    let x = u32::from(v) as u128 | host;
+                    (
+                        IpAddr::from(std::net::Ipv4Addr::from(x as u32)),
+                        (x < u32::MAX as u128)
+                            .then(|| IpAddr::from(std::net::Ipv4Addr::from(x as u32 + 1))),
+                    )
+                }
+                IpAddr::V6(v) => {
+                    let x = u128::from(v) | host;
+                    (
+                        IpAddr::from(std::net::Ipv6Addr::from(x)),
+                        x.checked_add(1)
+                            .map(|y| IpAddr::from(std::net::Ipv6Addr::from(y))),
+                    )
+                }
+            };
+            assert!(
+                inside(r, net) && inside(r, a) && inside(r, last),
+                "/{len} of {a}"
+            );
+            if let Some(n) = next {
+                assert!(!inside(r, n), "/{len} of {a}: {n} is outside");
+            }
+        }
+        // Addresses of two families: no packet has both.
+        let mixed = Rule {
+            src: Some(("10.0.0.0".parse().unwrap(), 8)),
+            dst: Some(("2001:db8::".parse().unwrap(), 32)),
+            ..any.clone()
+        };
+        let lin = linear_chain(&[mixed], &[0], &[0]).unwrap();
+        assert_eq!(lin.rules[0].family, 0xff);
+        // Past 16 rules, no list.
+        let many = vec![any; LINEAR_MAX + 1];
+        assert!(linear_chain(&many, &[0; LINEAR_MAX + 1], &[0; LINEAR_MAX + 1]).is_none());
+    }
+}
