@@ -512,6 +512,27 @@ pub fn lpm_key(p: &PacketInfo, generation: u32, chain: u32, dst: bool) -> LpmKey
     }
 }
 
+/// The packet's (source, destination) ports as the rules see them: (0, 0) for a packet
+/// without ports (another protocol, or a later fragment whose first was not seen), and
+/// port 0 is never a rule's.
+#[inline(always)]
+pub fn ports_of(p: &PacketInfo) -> (u16, u16) {
+    // Later fragments whose first fragment was seen take its ports (`frag`).
+    if crate::frag::has_ports(p) && (p.l4proto == proto::TCP || p.l4proto == proto::UDP) {
+        (p.sport, p.dport)
+    } else {
+        (0, 0)
+    }
+}
+
+/// The packet's TCP flags as the rules see them: `None` unless it is TCP and whole (or a
+/// first fragment).
+#[inline(always)]
+pub fn tcp_flags_of(p: &PacketInfo) -> Option<u8> {
+    let l4 = p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0;
+    (l4 && p.l4proto == proto::TCP).then_some(p.tcp_flags)
+}
+
 /// The bitset ids of a packet's fields in a chain (`wild`: [`ChainConf::wild`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -533,9 +554,7 @@ pub fn select<T: FwTables>(
             NO_SET
         }
     };
-    let l4 = p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0;
-    // Later fragments whose first fragment was seen take its ports (`frag`).
-    let ported = crate::frag::has_ports(p) && (p.l4proto == proto::TCP || p.l4proto == proto::UDP);
+    let (sport, dport) = ports_of(p);
     if used & field::SRC != 0 {
         s.push(
             field::SRC,
@@ -559,34 +578,25 @@ pub fn select<T: FwTables>(
             wild_of(field::PROTO),
         );
     }
-    // Packets without ports (other protocols, non-first fragments without their first)
-    // take port 0's bitset:
-    // the rules that do not constrain the port (port 0 is never a rule's port).
+    // Packets without ports take port 0's bitset: the rules that do not constrain the port.
     if used & field::SPORT != 0 {
-        let port = if ported { p.sport } else { 0 };
         s.push(
             field::SPORT,
-            t.port(false, port_slot(generation, chain, port)),
+            t.port(false, port_slot(generation, chain, sport)),
             wild_of(field::SPORT),
         );
     }
     if used & field::DPORT != 0 {
-        let port = if ported { p.dport } else { 0 };
         s.push(
             field::DPORT,
-            t.port(true, port_slot(generation, chain, port)),
+            t.port(true, port_slot(generation, chain, dport)),
             wild_of(field::DPORT),
         );
     }
     if used & field::FLAGS != 0 {
-        let f = if l4 && p.l4proto == proto::TCP {
-            Some(p.tcp_flags)
-        } else {
-            None
-        };
         s.push(
             field::FLAGS,
-            t.small(small_slot(generation, chain, flags_index(f))),
+            t.small(small_slot(generation, chain, flags_index(tcp_flags_of(p)))),
             wild_of(field::FLAGS),
         );
     }

@@ -37,6 +37,48 @@ pub fn zero_words<T: Copy>(dst: &mut T) {
     }
 }
 
+/// Word `i` (0 to 3) of a 16-byte address, read as one 32-bit load (byte by byte, BPF
+/// needs four loads, shifts and ors for each word).
+///
+/// # Safety
+/// `a` is 4-aligned: the addresses of `PacketInfo` and of the map keys built from them are
+/// (each type asserts it where it is defined or filled).
+#[inline(always)]
+pub unsafe fn addr_word(a: &[u8; 16], i: usize) -> u32 {
+    // SAFETY: `i & 3 < 4` words of 16 bytes; aligned by the caller's contract.
+    unsafe { core::ptr::read(a.as_ptr().add(4 * (i & 3)) as *const u32) }
+}
+
+/// `*dst = *src` for two 16-byte addresses, a 32-bit word at a time.
+///
+/// # Safety
+/// Both are 4-aligned, as for [`addr_word`].
+#[inline(always)]
+pub unsafe fn copy_addr(dst: &mut [u8; 16], src: &[u8; 16]) {
+    let d = dst.as_mut_ptr() as *mut u32;
+    let mut i = 0;
+    while i < 4 {
+        // SAFETY: `i < 4` words of 16 bytes; aligned by the caller's contract.
+        unsafe { core::ptr::write(d.add(i), addr_word(src, i)) };
+        i += 1;
+    }
+}
+
+/// `a == b` for two 16-byte addresses, a 32-bit word at a time.
+///
+/// # Safety
+/// Both are 4-aligned, as for [`addr_word`].
+#[inline(always)]
+pub unsafe fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        addr_word(a, 0) == addr_word(b, 0)
+            && addr_word(a, 1) == addr_word(b, 1)
+            && addr_word(a, 2) == addr_word(b, 2)
+            && addr_word(a, 3) == addr_word(b, 3)
+    }
+}
+
 /// `*dst = *src` for a byte array, a byte at a time (the source may be packet data, with
 /// no alignment).
 #[inline(always)]

@@ -264,59 +264,39 @@ pub fn addr_lower(family: u8, a: &[u8; 16], b: &[u8; 16]) -> bool {
 /// Whether the packet's source is the key's `saddr`.
 #[inline(always)]
 pub fn src_is_first(p: &PacketInfo) -> bool {
-    if same_addr(&p.saddr, &p.daddr) {
+    // SAFETY: `PacketInfo`'s addresses are 4-aligned (asserted in `crate::parse`).
+    if unsafe { crate::mem::same_addr(&p.saddr, &p.daddr) } {
         return p.sport <= p.dport;
     }
     !addr_lower(p.family, &p.daddr, &p.saddr)
 }
 
-// The session key's addresses are read and written a 32-bit word at a time: both places
-// hold them 4-aligned (byte by byte, BPF needs 32 loads and 32 stores for the two).
+// The session key's addresses are written a 32-bit word at a time (`crate::mem::copy_addr`):
+// the key holds them 4-aligned (the packet's are asserted in `crate::parse`).
 const _: () = assert!(
-    core::mem::align_of::<PacketInfo>() >= 4
-        && core::mem::offset_of!(PacketInfo, saddr).is_multiple_of(4)
-        && core::mem::offset_of!(PacketInfo, daddr).is_multiple_of(4)
-        && core::mem::align_of::<SessKey>() >= 4
+    core::mem::align_of::<SessKey>() >= 4
         && core::mem::offset_of!(SessKey, saddr).is_multiple_of(4)
         && core::mem::offset_of!(SessKey, daddr).is_multiple_of(4)
 );
 
-/// `*dst = *src` for two 4-aligned addresses (of [`PacketInfo`] or [`SessKey`]).
-#[inline(always)]
-fn copy_addr(dst: &mut [u8; 16], src: &[u8; 16]) {
-    let (d, s) = (dst.as_mut_ptr() as *mut u32, src.as_ptr() as *const u32);
-    let mut i = 0;
-    while i < 4 {
-        // SAFETY: both are 16 bytes, 4-aligned (asserted above for the callers' types).
-        unsafe { core::ptr::write(d.add(i), core::ptr::read(s.add(i))) };
-        i += 1;
-    }
-}
-
-/// `a == b` for two 4-aligned addresses, a word at a time.
-#[inline(always)]
-fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let (x, y) = (a.as_ptr() as *const u32, b.as_ptr() as *const u32);
-    // SAFETY: as in `copy_addr`.
-    unsafe {
-        core::ptr::read(x) == core::ptr::read(y)
-            && core::ptr::read(x.add(1)) == core::ptr::read(y.add(1))
-            && core::ptr::read(x.add(2)) == core::ptr::read(y.add(2))
-            && core::ptr::read(x.add(3)) == core::ptr::read(y.add(3))
-    }
-}
-
 /// Writes the packet's session key into `k`.
 #[inline(always)]
 pub fn key_into(p: &PacketInfo, k: &mut SessKey) {
+    use crate::mem::copy_addr;
+    // SAFETY (each copy): both types hold their addresses 4-aligned (asserted above and in
+    // `crate::parse`).
     if src_is_first(p) {
-        copy_addr(&mut k.saddr, &p.saddr);
-        copy_addr(&mut k.daddr, &p.daddr);
+        unsafe {
+            copy_addr(&mut k.saddr, &p.saddr);
+            copy_addr(&mut k.daddr, &p.daddr);
+        }
         k.sport = p.sport;
         k.dport = p.dport;
     } else {
-        copy_addr(&mut k.saddr, &p.daddr);
-        copy_addr(&mut k.daddr, &p.saddr);
+        unsafe {
+            copy_addr(&mut k.saddr, &p.daddr);
+            copy_addr(&mut k.daddr, &p.saddr);
+        }
         k.sport = p.dport;
         k.dport = p.sport;
     }

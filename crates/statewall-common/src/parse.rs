@@ -157,6 +157,14 @@ pub struct PacketInfo {
     pub ifindex: u32,
 }
 
+// `crate::mem::addr_word` and its kin read and write the addresses a 32-bit word at a
+// time: they are 4-aligned.
+const _: () = assert!(
+    core::mem::align_of::<PacketInfo>() >= 4
+        && core::mem::offset_of!(PacketInfo, saddr).is_multiple_of(4)
+        && core::mem::offset_of!(PacketInfo, daddr).is_multiple_of(4)
+);
+
 impl PacketInfo {
     /// True when `status` is [`Status::Ip`].
     pub fn is_ip(&self) -> bool {

@@ -11,14 +11,14 @@ use aya_ebpf::{
 use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     firewall::{
-        rule_slot, select, stats_slot, Bitset, ChainConf, FwGuard, FwLog, FwTables, LinChain,
-        LinRule, LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST,
-        CNT_LOG_QUEUED, COUNTERS, IFACE_INSTANCE, IFACE_PRESENT, IFACE_XDP, IFIDX_SLOTS,
-        LINEAR_MAX, LIN_ANY_CT, MAX_CHAINS, MAX_RULES, NO_SET, SINGLE, SMALL_PER_CHAIN, SUMMARY,
-        WORDS,
+        ports_of, rule_slot, select, stats_slot, tcp_flags_of, Bitset, ChainConf, FwGuard, FwLog,
+        FwTables, LinChain, LinRule, LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG,
+        CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS, IFACE_INSTANCE, IFACE_PRESENT,
+        IFACE_XDP, IFIDX_SLOTS, LINEAR_MAX, LIN_ANY_CT, MAX_CHAINS, MAX_RULES, NO_SET, SINGLE,
+        SMALL_PER_CHAIN, SUMMARY, WORDS,
     },
     maps::BPF_F_MMAPABLE,
-    mem::copy_bytes,
+    mem::{addr_word, copy_bytes},
     parse::{PacketInfo, Status},
     TCX_NEXT, TC_ACT_SHOT,
 };
@@ -392,33 +392,44 @@ fn classify_chain<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         }
         return TCX_NEXT;
     }
-    if c.linear != 0 {
-        let (rule, found) = match SW_FW_LINEAR.get((g & 1) * MAX_CHAINS + chain) {
+    // The first matching rule: its counter id + 1 (0: none) and its action.
+    let (rule, found) = if c.linear != 0 {
+        match SW_FW_LINEAR.get((g & 1) * MAX_CHAINS + chain) {
             Some(lin) => linear(lin, p, chain, st),
             None => (0, 0),
-        };
-        let action = if rule == 0 {
-            c.default_action
-        } else {
-            count(chain, rule - 1, p.pkt_len as u64);
-            found
-        };
-        if action != ACT_DROP {
-            if let Some(cw) = cw {
-                track(p, unsafe { &mut *cw });
-            }
         }
-        return verdict(action);
-    }
-    let Some(wp) = SW_FW_WALK.get_ptr_mut(0) else {
-        return verdict(c.default_action);
+    } else {
+        match walk(&t, p, g, chain, &c, st) {
+            (0, a) => (0, a),
+            (r, a) => (counter_id(g, chain, r - 1) + 1, a),
+        }
     };
-    // SAFETY: this CPU's slot, used by one program at a time.
+    let action = if rule == 0 {
+        c.default_action
+    } else {
+        count(chain, rule - 1, p.pkt_len as u64);
+        found
+    };
+    if action != ACT_DROP {
+        if let Some(cw) = cw {
+            track(p, unsafe { &mut *cw });
+        }
+    }
+    verdict(action)
+}
+
+/// The chain's sets walked for the packet: the first matching rule's position + 1 (0:
+/// none) and its action.
+#[inline(always)]
+fn walk(t: &Maps, p: &PacketInfo, g: u32, chain: u32, c: &ChainConf, st: u8) -> (u32, u8) {
+    let Some(wp) = SW_FW_WALK.get_ptr_mut(0) else {
+        return (0, 0);
+    };
     {
         // SAFETY: this CPU's slot, used by one program at a time; the reference ends
         // before `walk_cb` takes the slot again.
         let w = unsafe { &mut *wp };
-        w.sel = select(&t, p, g, chain, c.used, c.wild, c.all, st);
+        w.sel = select(t, p, g, chain, c.used, c.wild, c.all, st);
         w.all = c.all;
         w.generation = g;
         w.chain = chain;
@@ -444,51 +455,31 @@ fn classify_chain<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         };
     }
     // SAFETY: the slot, read after the walk that wrote it.
-    let (rule, found, bytes) = unsafe { ((*wp).rule, (*wp).action, (*wp).bytes) };
-    let action = if rule == 0 {
-        c.default_action
-    } else {
-        count(chain, counter_id(g, chain, rule - 1), bytes);
-        found
-    };
-    if action != ACT_DROP {
-        if let Some(cw) = cw {
-            track(p, unsafe { &mut *cw });
-        }
-    }
-    verdict(action)
+    unsafe { ((*wp).rule, (*wp).action) }
 }
 
-/// The packet's words of address `a` (4-aligned in the parsed packet).
+/// Does rule `r` match the packet (`ports` and `flags` as the rules see them,
+/// `statewall_common::firewall::ports_of` and `tcp_flags_of`; `st`: its connection state)?
 #[inline(always)]
-fn addr_word(a: &[u8; 16], i: usize) -> u32 {
-    // SAFETY: `i < 4`; `PacketInfo` holds its addresses 4-aligned.
-    unsafe { core::ptr::read(a.as_ptr().add(4 * (i & 3)) as *const u32) }
-}
-
-/// Does rule `r` match the packet (`ported`: it has ports; `tcp`: whole TCP, its flags
-/// count; `st`: its connection state)?
-#[inline(always)]
-fn lin_match(r: &LinRule, p: &PacketInfo, ported: bool, tcp: bool, st: u8) -> bool {
+fn lin_match(r: &LinRule, p: &PacketInfo, (sp, dp): (u16, u16), flags: Option<u8>, st: u8) -> bool {
     if r.family != 0 && r.family != p.family {
         return false;
     }
     let mut i = 0;
     while i < 4 {
-        if (addr_word(&p.saddr, i) & r.smask[i]) != r.src[i]
-            || (addr_word(&p.daddr, i) & r.dmask[i]) != r.dst[i]
-        {
+        // SAFETY: `PacketInfo`'s addresses are 4-aligned (asserted in `parse`).
+        let (s, d) = unsafe { (addr_word(&p.saddr, i), addr_word(&p.daddr, i)) };
+        if s & r.smask[i] != r.src[i] || d & r.dmask[i] != r.dst[i] {
             return false;
         }
         i += 1;
     }
-    let (sp, dp) = if ported { (p.sport, p.dport) } else { (0, 0) };
     (r.has_proto == 0 || r.proto == p.l4proto)
         && r.sport[0] <= sp
         && sp <= r.sport[1]
         && r.dport[0] <= dp
         && dp <= r.dport[1]
-        && (r.has_flags == 0 || (tcp && p.tcp_flags & r.flags_mask == r.flags_value))
+        && (r.has_flags == 0 || flags.is_some_and(|f| f & r.flags_mask == r.flags_value))
         && (r.ct == LIN_ANY_CT || r.ct == st)
 }
 
@@ -496,12 +487,7 @@ fn lin_match(r: &LinRule, p: &PacketInfo, ported: bool, tcp: bool, st: u8) -> bo
 /// counter id + 1, or 0 for none; its action). LOG rules met are counted and logged.
 #[inline(always)]
 fn linear(lin: &LinChain, p: &PacketInfo, chain: u32, st: u8) -> (u32, u8) {
-    use statewall_common::parse::{FLAG_L4, FLAG_NONFIRST_FRAG};
-    let ported = statewall_common::frag::has_ports(p)
-        && (p.l4proto == statewall_common::proto::TCP || p.l4proto == statewall_common::proto::UDP);
-    let tcp = p.flags & FLAG_L4 != 0
-        && p.flags & FLAG_NONFIRST_FRAG == 0
-        && p.l4proto == statewall_common::proto::TCP;
+    let (ports, flags) = (ports_of(p), tcp_flags_of(p));
     let n = lin.n as usize;
     let mut i = 0;
     while i < LINEAR_MAX {
@@ -509,7 +495,7 @@ fn linear(lin: &LinChain, p: &PacketInfo, chain: u32, st: u8) -> (u32, u8) {
             break;
         }
         let r = &lin.rules[i];
-        if lin_match(r, p, ported, tcp, st) {
+        if lin_match(r, p, ports, flags, st) {
             if r.action != ACT_LOG {
                 return (r.id + 1, r.action);
             }

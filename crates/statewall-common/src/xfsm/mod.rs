@@ -719,21 +719,19 @@ fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
 }
 
-// The key builder reads and writes addresses a 32-bit word at a time: both places hold
-// them 4-aligned (byte-wise, BPF needs four loads, shifts and ors for each word).
+// The key builder reads and writes addresses a 32-bit word at a time
+// (`crate::mem::addr_word`): the key holds them 8-aligned (the packet's are asserted in
+// `crate::parse`).
 const _: () = assert!(
-    core::mem::align_of::<PacketInfo>() >= 4
-        && core::mem::offset_of!(PacketInfo, saddr).is_multiple_of(4)
-        && core::mem::offset_of!(PacketInfo, daddr).is_multiple_of(4)
-        && core::mem::align_of::<StateKey>() >= 8
+    core::mem::align_of::<StateKey>() >= 8
         && core::mem::offset_of!(StateKey, addrs).is_multiple_of(8)
 );
 
-/// Word `i` (0 to 3) of a 4-aligned 16-byte address: of `PacketInfo` or `StateKey`.
+/// Word `i` (0 to 3) of an address of `PacketInfo` or `StateKey`.
 #[inline(always)]
 fn aligned_word(a: &[u8; 16], i: usize) -> u32 {
-    // SAFETY: `i < 4`; callers pass addresses that are 4-aligned (asserted above).
-    unsafe { core::ptr::read(a.as_ptr().add(4 * (i & 3)) as *const u32) }
+    // SAFETY: both types hold their addresses 4-aligned (asserted above and in `parse`).
+    unsafe { crate::mem::addr_word(a, i) }
 }
 
 /// Fills `k` with the key of `scope` for packet `p` and machine `m`, with no branches (the

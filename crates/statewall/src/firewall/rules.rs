@@ -78,19 +78,20 @@ pub fn linear_chain(rules: &[Rule], pos: &[u32], ids: &[u32]) -> Option<LinChain
         let Some((a, len)) = n else {
             return ([0; 4], [0; 4]);
         };
-        let (a, bits) = (addr16(&a), if a.is_ipv4() { 32 } else { 128 });
-        let len = (len as usize).min(bits);
-        let mut m = [0u8; 16];
-        for (i, b) in m.iter_mut().enumerate() {
-            let left = len.saturating_sub(8 * i).min(8);
-            *b = (0xffu16 << (8 - left)) as u8;
-        }
+        // The mask: the all-ones address of the family cut to the length.
+        let ones = if a.is_ipv4() {
+            IpAddr::from([0xff; 4])
+        } else {
+            IpAddr::from([0xff; 16])
+        };
+        let (a, m) = (addr16(&a), addr16(&mask(ones, len)));
         let w = |b: &[u8; 16], i: usize| {
             u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
         };
-        let (aw, mw): (Vec<u32>, Vec<u32>) =
-            (0..4).map(|i| (w(&a, i) & w(&m, i), w(&m, i))).unzip();
-        ([aw[0], aw[1], aw[2], aw[3]], [mw[0], mw[1], mw[2], mw[3]])
+        (
+            std::array::from_fn(|i| w(&a, i) & w(&m, i)),
+            std::array::from_fn(|i| w(&m, i)),
+        )
     };
     let mut lin = LinChain {
         n: rules.len() as u32,
