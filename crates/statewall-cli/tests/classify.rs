@@ -10,7 +10,6 @@ mod common;
 use std::net::IpAddr;
 
 use common::bin;
-use serde_json::Value;
 use statewall::{
     detect::{capture, model::Model},
     monitor::{Kind, Monitor, MonitorSpec},
@@ -365,18 +364,8 @@ fn held_out_floods_are_classified() {
         .collect();
     dataset::make(&dir, &plans).unwrap();
     for p in &plans {
-        let out = std::process::Command::new(bin())
-            .args(["detect", "eval", "--json", "--manifest"])
-            .arg(dir.join("manifest.json"))
-            .arg(dir.join(p.file()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (m, f) = (dir.join("manifest.json"), dir.join(p.file()));
+        let v = common::eval_json(&["--manifest".as_ref(), m.as_os_str(), f.as_os_str()]);
         let n = |k: &str| v[k].as_u64().unwrap();
         let benign = n("fp") + n("tn");
         eprintln!("{}: {v}", p.file());

@@ -41,6 +41,8 @@ pub enum Kind {
     Udp,
     /// ICMP echo flood.
     Icmp,
+    /// Crypto mining (Stratum) among long-lived benign sessions ([`crate::mining`]).
+    Mining,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Syn => "syn",
             Kind::Udp => "udp",
             Kind::Icmp => "icmp",
+            Kind::Mining => "mining",
         }
     }
 
@@ -85,7 +88,8 @@ impl Plan {
     }
 }
 
-fn spawn(c: &mut Command) -> Child {
+/// Starts `c` with no input or output (the tools are setup.sh's).
+pub(crate) fn spawn(c: &mut Command) -> Child {
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -361,6 +365,11 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
             .success()
     });
     assert!(ready, "the HTTP server did not start");
+    let mining = (plan.kind == Kind::Mining).then(|| {
+        let d = tempdir(&format!("mining-{}", plan.seed));
+        let (kids, key) = crate::mining::servers(&pair, &d);
+        (d, kids, key)
+    });
     let file = dir.join(plan.file());
     let mut dump = spawn(
         s.command(&[
@@ -380,7 +389,9 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
     let until = start + Duration::from_secs(plan.seconds);
     std::thread::scope(|sc| {
         sc.spawn(|| benign(&pair, plan.seed, until));
-        if plan.kind != Kind::Benign {
+        if let Some((_, _, key)) = &mining {
+            crate::mining::sessions(&pair, key, plan.seed, until);
+        } else if plan.kind != Kind::Benign {
             let lead = plan.seconds / 5;
             let secs = plan.seconds.saturating_sub(2 * lead).max(1);
             std::thread::sleep(Duration::from_secs(lead));
@@ -396,11 +407,25 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
         let _ = k.wait();
     }
     let _ = std::fs::remove_dir_all(&www);
+    let (attackers, victims) = match mining {
+        Some((d, kids, _)) => {
+            for mut k in kids {
+                let _ = k.kill();
+                let _ = k.wait();
+            }
+            let _ = std::fs::remove_dir_all(&d);
+            crate::mining::labels()
+        }
+        None => (
+            ATTACKERS.split(',').map(String::from).collect(),
+            vec![VICTIM.into()],
+        ),
+    };
     Entry {
         file: plan.file(),
         kind: plan.kind.name().into(),
-        attackers: ATTACKERS.split(',').map(String::from).collect(),
-        victims: vec![VICTIM.into()],
+        attackers,
+        victims,
         seed: plan.seed,
         set: plan.set.clone(),
     }
@@ -439,6 +464,20 @@ pub fn plans(set: &str, seed: u64, rounds: u64, seconds: u64, benign_seconds: u6
         walk_sources: 0,
     });
     v
+}
+
+/// The plans of a mining set: `rounds` captures of `seconds`, each with its own seed.
+pub fn mining_plans(set: &str, seed: u64, rounds: u64, seconds: u64) -> Vec<Plan> {
+    (0..rounds)
+        .map(|r| Plan {
+            kind: Kind::Mining,
+            spoofed: false,
+            seconds,
+            seed: seed + r,
+            set: set.into(),
+            walk_sources: 0,
+        })
+        .collect()
 }
 
 /// Makes the captures of `plans` in `dir` and writes (or extends) its `manifest.json`.

@@ -244,13 +244,19 @@ pub fn dynmon_object(data: &[u8]) {
 
 /// A capture file: read (pcap or pcapng), then its packets into the classifier's samples.
 pub fn capture(data: &[u8]) {
-    use statewall::detect::{capture, windows};
-    if let Ok(c) = capture::read(data) {
+    use statewall::detect::{capture, sessions, windows};
+    if let Ok(c) = capture::read_sessions(data) {
         let shape = windows::Shape {
             t_ns: 1_000_000_000,
             n: 4,
             max_flows: 64,
+            ..windows::Shape::default()
         };
+        let s = sessions::from_packets(&c.sessions, shape);
+        assert!(s
+            .samples
+            .iter()
+            .all(|s| s.x.len() == sessions::FEATURES && s.x.iter().all(|v| v.is_finite())));
         let w = windows::samples(&c.packets, shape);
         assert!(w
             .samples

@@ -22,20 +22,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{netns::Pair, rng::Rng, stratum, websocket};
+use crate::{dataset::spawn, netns::Pair, rng::Rng, stratum, websocket};
 
 /// The pool's address.
 pub const POOL: &str = "10.77.0.3";
 /// The miners' prefix.
 pub const MINERS: &str = "10.77.0.204/30";
-
-fn spawn(c: &mut Command) -> Child {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{c:?}: {e} (scripts/setup.sh installs the tools)"))
-}
 
 fn benign_addr(rng: &mut Rng) -> String {
     format!("10.77.0.{}", rng.range(10, 49))

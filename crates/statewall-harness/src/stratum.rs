@@ -152,11 +152,18 @@ fn serve(stream: TcpStream, timing: PoolTiming, seed: u64, stop: &AtomicBool) {
     }
 }
 
-/// Runs a pool on `listener` until `stop`: a thread per miner.
-pub fn pool(listener: TcpListener, timing: PoolTiming, seed: u64, stop: &AtomicBool) {
+/// Accepts on `listener` until `stop`, each connection served by `serve` on a thread of its
+/// own with a seed of its own (drawn from `seed`); returns once every thread has ended.
+pub fn serve_each(
+    listener: TcpListener,
+    seed: u64,
+    stop: &AtomicBool,
+    serve: impl Fn(TcpStream, u64) + Sync,
+) {
     listener
         .set_nonblocking(true)
         .expect("a listener goes non-blocking");
+    let serve = &serve;
     std::thread::scope(|s| {
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -165,12 +172,17 @@ pub fn pool(listener: TcpListener, timing: PoolTiming, seed: u64, stop: &AtomicB
                     let _ = stream.set_nonblocking(false);
                     n += 1;
                     let seed = seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                    s.spawn(move || serve(stream, timing, seed, stop));
+                    s.spawn(move || serve(stream, seed));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
     });
+}
+
+/// Runs a pool on `listener` until `stop`: a thread per miner.
+pub fn pool(listener: TcpListener, timing: PoolTiming, seed: u64, stop: &AtomicBool) {
+    serve_each(listener, seed, stop, |s, seed| serve(s, timing, seed, stop));
 }
 
 /// Connects from `from` (an address of this namespace) to the pool at `pool`.

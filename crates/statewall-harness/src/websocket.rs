@@ -182,22 +182,8 @@ fn serve(mut s: TcpStream, timing: Timing, seed: u64, stop: &AtomicBool) -> std:
 
 /// Runs a server on `listener` until `stop`: a thread per client.
 pub fn server(listener: TcpListener, timing: Timing, seed: u64, stop: &AtomicBool) {
-    listener
-        .set_nonblocking(true)
-        .expect("a listener goes non-blocking");
-    std::thread::scope(|sc| {
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    let _ = s.set_nonblocking(false);
-                    n += 1;
-                    let seed = seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                    sc.spawn(move || serve(s, timing, seed, stop));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+    crate::stratum::serve_each(listener, seed, stop, |s, seed| {
+        let _ = serve(s, timing, seed, stop);
     });
 }
 

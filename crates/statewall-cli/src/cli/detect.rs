@@ -24,7 +24,8 @@ pub enum DetectCmd {
         /// The blocked prefix, or the destination address.
         addr: String,
     },
-    /// Train the flow classifier from labelled captures.
+    /// Train the flow classifier (or, `--detector mining`, the mining detector) from
+    /// labelled captures.
     Train(super::learn::TrainArgs),
     /// Classify captures offline, window by window as the daemon would live, and count by
     /// flow against their labels.

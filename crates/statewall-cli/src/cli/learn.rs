@@ -10,8 +10,18 @@ use std::path::PathBuf;
 use statewall::detect::{
     learn::{evaluate, read_capture, Eval, Labels, Manifest},
     model::{Model, Params},
-    windows::Shape,
+    windows::{SampleKind, Shape},
 };
+
+/// Which learned detector.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detector {
+    /// Floods: flows' first packets in a window (the ddos monitor's records).
+    Ddos,
+    /// Crypto-mining sessions: per-session counts over the last windows (the crypto
+    /// monitor's values).
+    Mining,
+}
 use statewall_harness::dataset;
 
 /// Where the labelled captures come from.
@@ -33,8 +43,15 @@ pub struct Source {
 }
 
 impl Source {
-    /// Each capture with its labels.
-    fn captures(&self, files: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Labels)>> {
+    /// Each capture with its labels. From a manifest without files named, its captures of
+    /// `--set` for `detector`: for ddos the flood and benign captures; for mining the mining
+    /// captures, and every other capture with no flow labelled (a flood or benign traffic
+    /// is no mining: the mining detector learns that too).
+    fn captures(
+        &self,
+        files: &[PathBuf],
+        detector: Detector,
+    ) -> anyhow::Result<Vec<(PathBuf, Labels)>> {
         let Some(mpath) = &self.manifest else {
             if files.is_empty() {
                 anyhow::bail!("no capture: name pcap files, or give --manifest");
@@ -49,7 +66,11 @@ impl Source {
             );
         }
         let (m, dir) = Manifest::load(mpath).map_err(anyhow::Error::msg)?;
+        let mining = |e: &statewall::detect::learn::Entry| e.kind == "mining";
         let labels = |e: &statewall::detect::learn::Entry| {
+            if detector == Detector::Mining && !mining(e) {
+                return Labels::default();
+            }
             Labels::new(&e.attackers, &e.victims).expect("checked by Manifest::load")
         };
         if files.is_empty() {
@@ -57,10 +78,15 @@ impl Source {
                 .captures
                 .iter()
                 .filter(|e| self.set.as_ref().is_none_or(|s| *s == e.set))
+                .filter(|e| detector == Detector::Mining || !mining(e))
                 .map(|e| (dir.join(&e.file), labels(e)))
                 .collect();
             if v.is_empty() {
-                anyhow::bail!("{}: no capture of set {:?}", mpath.display(), self.set);
+                anyhow::bail!(
+                    "{}: no {detector:?} capture of set {:?}",
+                    mpath.display(),
+                    self.set
+                );
             }
             return Ok(v);
         }
@@ -93,9 +119,15 @@ pub struct TrainArgs {
     /// Window length, seconds.
     #[arg(long, default_value_t = 10.0)]
     window: f64,
-    /// Packets per flow and window.
+    /// ddos: packets per flow and window.
     #[arg(long, default_value_t = 10)]
     packets: usize,
+    /// What to detect.
+    #[arg(long, value_enum, default_value_t = Detector::Ddos)]
+    detector: Detector,
+    /// mining: the windows a session's features look back over.
+    #[arg(long, default_value_t = 6)]
+    history: usize,
     /// Trees in the forest.
     #[arg(long, default_value_t = Params::default().trees)]
     trees: u16,
@@ -125,10 +157,22 @@ pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
     if a.window < 1e-6 {
         anyhow::bail!("--window {}: at least a microsecond", a.window);
     }
-    let shape = Shape {
-        t_ns: (a.window * 1e9) as u64,
-        n: a.packets,
-        ..Shape::default()
+    let max = statewall::detect::sessions::MAX_HISTORY;
+    if a.detector == Detector::Mining && !(1..=max).contains(&a.history) {
+        anyhow::bail!("--history {}: 1 to {max} windows", a.history);
+    }
+    let shape = match a.detector {
+        Detector::Ddos => Shape {
+            t_ns: (a.window * 1e9) as u64,
+            n: a.packets,
+            ..Shape::default()
+        },
+        Detector::Mining => Shape {
+            t_ns: (a.window * 1e9) as u64,
+            n: a.history,
+            max_flows: statewall_common::monitor::CRYPTO_SESSIONS as usize,
+            kind: SampleKind::Sessions,
+        },
     };
     if let Some(k) = a.min_votes {
         if k == 0 || k > a.trees {
@@ -141,7 +185,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
         seed: a.seed,
         min_votes: a.min_votes.unwrap_or(0),
     };
-    let caps = a.source.captures(&a.pcap)?;
+    let caps = a.source.captures(&a.pcap, a.detector)?;
     let t = std::time::Instant::now();
     let m = statewall::detect::learn::train(&caps, shape, params).map_err(anyhow::Error::msg)?;
     std::fs::write(&a.out, m.to_json() + "\n").with_context(|| a.out.display().to_string())?;
@@ -164,9 +208,12 @@ pub struct EvalArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     source: Source,
-    /// A model file (default: the one built in).
+    /// A model file (default: the one built in for `--detector`).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Without `--model`: which built-in model.
+    #[arg(long, value_enum, default_value_t = Detector::Ddos)]
+    detector: Detector,
     /// Print one JSON object of the counts over all the captures.
     #[arg(long)]
     json: bool,
@@ -188,15 +235,20 @@ fn line(what: &str, e: &Eval) -> String {
 
 /// Runs `statewall detect eval`.
 pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
-    let model = match &a.model {
-        Some(p) => Model::load(p).map_err(anyhow::Error::msg)?,
-        None => Model::builtin(),
+    let model = match (&a.model, a.detector) {
+        (Some(p), _) => Model::load(p).map_err(anyhow::Error::msg)?,
+        (None, Detector::Ddos) => Model::builtin(),
+        (None, Detector::Mining) => Model::builtin_mining(),
     };
-    let caps = a.source.captures(&a.files)?;
+    let detector = match model.shape.kind {
+        SampleKind::Packets => Detector::Ddos,
+        SampleKind::Sessions => Detector::Mining,
+    };
+    let caps = a.source.captures(&a.files, detector)?;
     let mut total = Eval::default();
     for (path, labels) in &caps {
-        let c = read_capture(path).map_err(anyhow::Error::msg)?;
-        let e = evaluate(&c.packets, &model, labels).map_err(anyhow::Error::msg)?;
+        let c = read_capture(path, model.shape.kind).map_err(anyhow::Error::msg)?;
+        let e = evaluate(&c, &model, labels).map_err(anyhow::Error::msg)?;
         if !a.json {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             println!("{}", line(&name, &e));
@@ -244,6 +296,10 @@ pub struct DatasetArgs {
     /// Length of the benign-only capture, seconds.
     #[arg(long, default_value_t = 60)]
     benign_seconds: u64,
+    /// `ddos`: floods, each kind answered and spoofed, and a benign capture; `mining`:
+    /// `--rounds` captures of Stratum miners among long-lived benign sessions.
+    #[arg(long, value_enum, default_value_t = Detector::Ddos)]
+    detector: Detector,
 }
 
 /// Runs `statewall dataset`.
@@ -251,7 +307,10 @@ pub fn dataset(a: DatasetArgs) -> anyhow::Result<i32> {
     if a.set != "train" && a.set != "held-out" {
         anyhow::bail!("--set is train or held-out, not {:?}", a.set);
     }
-    let plans = dataset::plans(&a.set, a.seed, a.rounds, a.seconds, a.benign_seconds);
+    let plans = match a.detector {
+        Detector::Ddos => dataset::plans(&a.set, a.seed, a.rounds, a.seconds, a.benign_seconds),
+        Detector::Mining => dataset::mining_plans(&a.set, a.seed, a.rounds, a.seconds),
+    };
     let m = dataset::make(&a.out, &plans).map_err(anyhow::Error::msg)?;
     println!(
         "{} captures in {}/manifest.json",

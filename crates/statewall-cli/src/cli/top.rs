@@ -2,7 +2,7 @@
 //!
 //! It shows knock doors (sources part-way through, open, locked out), live grants with
 //! their time left, the detect stage's mitigations (detector, target, dropped, time left)
-//! and its learned classifier's windows,
+//! and its learned classifier's and mining detector's windows,
 //! firewall rules with their hits and hit rates, monitors with their
 //! counters and the busiest sessions of their last window, drop counters, and with
 //! `[cluster]` the link to etcd (reachable or not, what waits to be written, claims and
@@ -117,11 +117,16 @@ pub fn snapshot(socket: &std::path::Path, rates: &mut Rates) -> Snapshot {
             ));
         }
         let detect = get(socket, "/api/v1/detect")?;
-        let c = &detect["classifier"];
-        if c.is_object() {
+        for (name, c) in [
+            ("classifier", &detect["classifier"]),
+            ("mining", &detect["mining"]),
+        ] {
+            if !c.is_object() {
+                continue;
+            }
             let st = &c["stats"];
             out.mitigations.push(format!(
-                "classifier ({} model, {}s windows): {} windows, {} flows in the last, {} attacks \
+                "{name} ({} model, {}s windows): {} windows, {} flows in the last, {} attacks \
                  of {} samples, {} of {} blocks held, {} packets unclassified",
                 s(&c["model"]),
                 s(&c["window_s"]),

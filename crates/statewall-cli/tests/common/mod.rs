@@ -734,3 +734,20 @@ pub fn transition_hits(xfsm: &serde_json::Value, prefix: &str) -> u64 {
         .map(|t| t["packets"].as_u64().unwrap())
         .sum()
 }
+
+/// `statewall detect eval --json` with `args` (captures, labels, detector): the one object
+/// it prints; the command must succeed.
+#[allow(dead_code)]
+pub fn eval_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["detect", "eval", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

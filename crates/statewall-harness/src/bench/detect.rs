@@ -145,7 +145,19 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
         None,
     ));
     out.extend(classifier_rows()?);
+    out.extend(mining_rows()?);
     Ok(out)
+}
+
+/// A learned detector's section for the bench: its monitor on `lo`, the built-in model.
+fn bench_config() -> statewall::detect::ClassifierConfig {
+    statewall::detect::ClassifierConfig {
+        interfaces: vec!["lo".into()],
+        netns: None,
+        model: None,
+        sessions: 16_384,
+        max_blocks: 4096,
+    }
 }
 
 /// Flows in the classifier's bench window.
@@ -156,18 +168,11 @@ const CLASSIFIER_FLOWS: u32 = 10_000;
 /// before it, against reading and decoding the same window.
 fn classifier_rows() -> anyhow::Result<Vec<Row>> {
     use statewall::{
-        detect::{live::monitor_spec, model::Model, windows::samples, ClassifierConfig},
+        detect::{live::monitor_spec, model::Model, windows::samples},
         monitor::Monitor,
     };
     let model = Model::builtin();
-    let c = ClassifierConfig {
-        interfaces: vec!["lo".into()],
-        netns: None,
-        model: None,
-        sessions: 16_384,
-        max_blocks: 4096,
-    };
-    let mut mon = Monitor::open(monitor_spec(&c, &model))?;
+    let mut mon = Monitor::open(monitor_spec(&bench_config(), &model))?;
     let mut rng = Rng(7);
     let dst = std::net::IpAddr::from([10, 77, 0, 2]);
     let kinds = ["syn_flood", "udp_flood", "icmp_flood", "reflection"];
@@ -219,4 +224,68 @@ fn classifier_rows() -> anyhow::Result<Vec<Row>> {
             None,
         ),
     ])
+}
+
+/// The mining detector on windows of 10,000 TCP sessions (counted by its crypto monitor
+/// under BPF_PROG_TEST_RUN, four packets each, both ways): the window's values joined to
+/// each session's history and classified, against reading and decoding the same window.
+/// The same sessions come back every window, so later windows carry their history.
+fn mining_rows() -> anyhow::Result<Vec<Row>> {
+    use statewall::{
+        detect::{live::monitor_spec, model::Model, sessions::History},
+        monitor::Monitor,
+    };
+    let model = Model::builtin_mining();
+    let mut mon = Monitor::open(monitor_spec(&bench_config(), &model))?;
+    let mut rng = Rng(11);
+    let pool = std::net::IpAddr::from([10, 77, 0, 3]);
+    let frames: Vec<[Vec<u8>; 2]> = (0..CLASSIFIER_FLOWS)
+        .map(|_| {
+            let r = rng.next_u64().to_le_bytes();
+            let host = std::net::IpAddr::from([10, 20 + (r[0] & 3), r[1], r[2]]);
+            let port = 1024 + u16::from_le_bytes([r[3], r[4]]) % 64000;
+            [
+                Packet::tcp(host, pool, port, 3333, 0x18)
+                    .payload(&[b's'; 160])
+                    .build(),
+                Packet::tcp(pool, host, 3333, port, 0x18)
+                    .payload(&[b'j'; 40])
+                    .build(),
+            ]
+        })
+        .collect();
+    let mut hist = History::new(model.shape);
+    let (mut read, mut work) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        for f in &frames {
+            for _ in 0..2 {
+                mon.test_run(&f[0])?;
+                mon.test_run(&f[1])?;
+            }
+        }
+        let w = mon.read()?;
+        anyhow::ensure!(
+            w.crypto.len() as u32 >= CLASSIFIER_FLOWS * 9 / 10,
+            "the window holds {} sessions",
+            w.crypto.len()
+        );
+        let t = std::time::Instant::now();
+        let vals: Vec<_> = w.crypto.iter().map(|s| (s.key, s.total)).collect();
+        let samples = hist.window(&vals);
+        let refs: Vec<_> = samples.iter().collect();
+        let v = model.predict(&refs).map_err(anyhow::Error::msg)?;
+        work.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(v);
+        read.push(w.read.as_secs_f64() * 1e3);
+    }
+    let base = crate::bench::median(&read);
+    Ok(vec![ratio_row(
+        "detect, mining: samples and inference, a window of 10,000 sessions",
+        "ms",
+        work,
+        "10,000 sessions x 4 packets".to_string(),
+        "reading and decoding that window",
+        base,
+        Some(1.0),
+    )])
 }

@@ -1,9 +1,10 @@
-//! The learned classifier's task: once a second, blocks it holds are re-armed while their
-//! drop counters grow (the monitor no longer sees what a block drops) and forgotten when
-//! gone; once per model window, a window is read and classified (on a blocking thread: a
-//! read waits a grace period) and, under `enforce`, each attacking source is blocked for
-//! `[detect] expiry`, unless allowlisted, one of the watched interfaces' own addresses, or
-//! `max_blocks` are held; a block made by hand is never touched.
+//! A learned detector's task (one for `[detect.classifier]`, one for `[detect.mining]`):
+//! once a second, blocks it holds are re-armed while their drop counters grow (the monitor
+//! no longer sees what a block drops) and forgotten when gone; once per model window, a
+//! window is read and classified (on a blocking thread: a read waits a grace period) and,
+//! under `enforce`, the address each detection names (a flood's source, a miner's pool) is
+//! blocked for `[detect] expiry`, unless allowlisted, one of the watched interfaces' own
+//! addresses, or `max_blocks` are held; a block made by hand is never touched.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,18 +17,22 @@ use statewall_common::detect::Block;
 use crate::{
     daemon::state::Shared,
     detect::{
-        live::{Classifier, Detection, Held, LAST_MAX},
+        live::{Classifier, Detection, Held, Learned, LAST_MAX},
         Mode, Prefix,
     },
     engine::EngineError,
 };
 
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Classifier> {
-    s.classifier.lock().unwrap_or_else(|p| p.into_inner())
+fn lock(s: &Shared, w: Learned) -> std::sync::MutexGuard<'_, Classifier> {
+    s.learned(w).lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The task.
-pub async fn run(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+/// The task of the detector `w`.
+pub async fn run(
+    s: Arc<Shared>,
+    rx: tokio::sync::watch::Receiver<bool>,
+    w: Learned,
+) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // Reads once per model window, on their own clock (a window of 2.5 s is read every
     // 2.5 s, not every 3).
@@ -40,66 +45,67 @@ pub async fn run(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
             _ = reads.tick() => true,
             _ = r.wait_for(|v| *v) => return Ok(()),
         };
-        let w = lock(&s)
+        let t = lock(&s, w)
             .live
             .as_ref()
             .map(|l| Duration::from_nanos(l.model.shape.t_ns));
-        match w {
-            Some(w) if w != window => {
+        match t {
+            Some(t) if t != window => {
                 // A new model (start, reload): its window, first read one window from now.
-                window = w;
-                reads = tokio::time::interval_at(tokio::time::Instant::now() + w, w);
+                window = t;
+                reads = tokio::time::interval_at(tokio::time::Instant::now() + t, t);
                 reads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 continue;
             }
             None => {
                 window = Duration::ZERO;
-                rearm(&s);
+                rearm(&s, w);
                 continue;
             }
             _ => {}
         }
         if !read_now {
-            rearm(&s);
+            rearm(&s, w);
             continue;
         }
         let s2 = s.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let mut c = lock(&s2);
+            let mut c = lock(&s2, w);
             c.live.as_mut().map(|l| (l.window(), l.local_addrs()))
         })
         .await?;
         match read {
-            Some((Ok(d), local)) => act(&s, d, &local),
-            Some((Err(e), _)) => tracing::warn!("detect classifier: reading its window: {e}"),
+            Some((Ok(d), local)) => act(&s, w, d, &local),
+            Some((Err(e), _)) => tracing::warn!("detect {}: reading its window: {e}", w.section()),
             None => {}
         }
     }
 }
 
-/// Blocks the sources of `found` (under `enforce`) and keeps them as the last detections.
-/// A source is blocked once a window however many of its flows were found; never one of
-/// the watched interfaces' own addresses (`local`) or an allowlisted one; and a block the
-/// classifier did not make (by hand, through the API) is left as it is.
-fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
+/// Blocks the addresses `found` names (under `enforce`) and keeps them as the last
+/// detections. An address is blocked once a window however many of its flows were found;
+/// never one of the watched interfaces' own addresses (`local`) or an allowlisted one; and
+/// a block the detector did not make (by hand, through the API) is left as it is.
+fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]) {
     let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
     let Some(d) = g.config.detect.clone() else {
         return;
     };
     let allow = d.allow_prefixes().unwrap_or_default();
-    let max = d.classifier.as_ref().map_or(0, |c| c.max_blocks);
-    let mut c = lock(s);
+    let max = w.config(&d).map_or(0, |c| c.max_blocks);
+    let mut c = lock(s, w);
+    let section = w.section();
     if !found.is_empty() {
         tracing::info!(
             flows = found.len(),
-            "detect classifier: flows classified as attacks"
+            "detect {section}: flows classified as attacks"
         );
     }
     let existing: HashMap<Prefix, Block> = if d.mode == Mode::Enforce && !found.is_empty() {
         match g.engine.detect_blocks() {
             Ok(b) => b.into_iter().collect(),
             Err(e) => {
-                tracing::warn!("detect classifier: reading blocks: {e}");
+                tracing::warn!("detect {section}: reading blocks: {e}");
                 return;
             }
         }
@@ -109,17 +115,17 @@ fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
     let until = g.engine.kernel_now() + d.expiry.0.as_nanos() as u64;
     let mut done: HashSet<std::net::IpAddr> = HashSet::new();
     for det in &found {
-        if !done.insert(det.source) {
+        if !done.insert(det.block) {
             continue;
         }
-        if local.contains(&det.source) || allow.iter().any(|p| p.contains(det.source)) {
+        if local.contains(&det.block) || allow.iter().any(|p| p.contains(det.block)) {
             c.allowlisted += 1;
             continue;
         }
         if d.mode != Mode::Enforce {
             continue;
         }
-        let p = Prefix::new(det.source, if det.source.is_ipv4() { 32 } else { 128 });
+        let p = Prefix::new(det.block, if det.block.is_ipv4() { 32 } else { 128 });
         let known = c.held.contains_key(&p);
         if existing.contains_key(&p) && !known {
             // Blocked by hand: its expiry stays the one given.
@@ -134,17 +140,23 @@ fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
         }
         match g.engine.detect_block(&p, until) {
             Ok(()) => {
-                let reason = format!(
-                    "flow {} classified as an attack ({} packets in a {} s window)",
-                    det.flow,
-                    det.packets,
-                    c.live
-                        .as_ref()
-                        .map_or(0, |l| l.model.shape.t_ns / 1_000_000_000)
-                );
+                let t = c
+                    .live
+                    .as_ref()
+                    .map_or(0, |l| l.model.shape.t_ns / 1_000_000_000);
+                let reason = match w {
+                    Learned::Flows => format!(
+                        "flow {} classified as an attack ({} packets in a {t} s window)",
+                        det.flow, det.packets
+                    ),
+                    Learned::Mining => format!(
+                        "session {} classified as mining: {} mines at this pool ({} packets in a {t} s window)",
+                        det.flow, det.source, det.packets
+                    ),
+                };
                 if !known {
                     tracing::info!(
-                        "detect classifier: blocked {p} for {:?}: {reason}",
+                        "detect {section}: blocked {p} for {:?}: {reason}",
                         d.expiry.0
                     );
                 }
@@ -153,7 +165,7 @@ fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
                         &p.to_string(),
                         until,
                         g.engine.kernel_now(),
-                        "classifier",
+                        section,
                         &reason,
                     );
                 }
@@ -163,24 +175,25 @@ fn act(s: &Shared, found: Vec<Detection>, local: &[std::net::IpAddr]) {
                     Held {
                         reason,
                         dropped_seen: seen,
+                        detector: section,
                     },
                 );
             }
             Err(EngineError::TableFull { .. }) => c.refused += 1,
-            Err(e) => tracing::warn!("detect classifier: blocking {p}: {e}"),
+            Err(e) => tracing::warn!("detect {section}: blocking {p}: {e}"),
         }
     }
     c.last = found.into_iter().take(LAST_MAX).collect();
 }
 
-/// Re-arms the classifier's blocks whose drop count grew; forgets those gone.
-fn rearm(s: &Shared) {
+/// Re-arms the detector's blocks whose drop count grew; forgets those gone.
+fn rearm(s: &Shared, w: Learned) {
     // (Nothing held, the common case: the daemon's lock is not taken.)
-    if lock(s).held.is_empty() {
+    if lock(s, w).held.is_empty() {
         return;
     }
     let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-    let mut c = lock(s);
+    let mut c = lock(s, w);
     let Some(expiry) = g.config.detect.as_ref().map(|d| d.expiry.0) else {
         c.held.clear();
         return;
@@ -188,7 +201,7 @@ fn rearm(s: &Shared) {
     let blocks: HashMap<Prefix, Block> = match g.engine.detect_blocks() {
         Ok(b) => b.into_iter().collect(),
         Err(e) => {
-            tracing::warn!("detect classifier: reading blocks: {e}");
+            tracing::warn!("detect {}: reading blocks: {e}", w.section());
             return;
         }
     };
@@ -209,10 +222,10 @@ fn rearm(s: &Shared) {
             match g.engine.detect_block(p, until) {
                 Ok(()) => {
                     if let Some(l) = &s.cluster {
-                        l.share_block(&p.to_string(), until, now, "classifier", &h.reason);
+                        l.share_block(&p.to_string(), until, now, w.section(), &h.reason);
                     }
                 }
-                Err(e) => tracing::warn!("detect classifier: re-arming {p}: {e}"),
+                Err(e) => tracing::warn!("detect {}: re-arming {p}: {e}", w.section()),
             }
         }
     }

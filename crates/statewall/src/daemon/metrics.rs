@@ -200,28 +200,7 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
             );
         }
     }
-    {
-        let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = &c.live {
-            let st = &l.stats;
-            let samples: Vec<_> = [
-                ("windows", st.windows),
-                ("samples", st.samples),
-                ("attacks", st.attacks),
-                ("unclassified_packets", st.unclassified_packets),
-                ("refused", c.refused),
-                ("allowlisted", c.allowlisted),
-            ]
-            .iter()
-            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
-            .collect();
-            f.counter(
-                "statewall_detect_classifier",
-                "The learned classifier: windows read, samples classified, attacks found, packets its full table turned away, detections refused (max_blocks held or the block table full), allowlisted sources detected.",
-                &samples,
-            );
-        }
-    }
+    learned_counters(f, s);
     if let Some(l) = &s.cluster {
         let st = l.status();
         f.gauge(
@@ -294,6 +273,39 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
             "Connections entered in the firewall's conntrack table (an LRU: those beyond the live entries expired, ended or were evicted).",
             &created,
         );
+    }
+}
+
+/// The learned detectors' windows, samples, attacks and what they could not act on.
+fn learned_counters(f: &mut Family, s: &Shared) {
+    for (w, name, help) in [
+        (
+            crate::detect::live::Learned::Flows,
+            "statewall_detect_classifier",
+            "The learned classifier: windows read, samples classified, attacks found, packets its full table turned away, detections refused (max_blocks held or the block table full), allowlisted sources detected.",
+        ),
+        (
+            crate::detect::live::Learned::Mining,
+            "statewall_detect_mining",
+            "The learned mining detector: windows read, session samples classified, mining sessions found, packets its full table turned away, detections refused (max_blocks held or the block table full), allowlisted pools detected.",
+        ),
+    ] {
+        let c = s.learned(w).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = &c.live {
+            let st = &l.stats;
+            let samples: Vec<_> = [
+                ("windows", st.windows),
+                ("samples", st.samples),
+                ("attacks", st.attacks),
+                ("unclassified_packets", st.unclassified_packets),
+                ("refused", c.refused),
+                ("allowlisted", c.allowlisted),
+            ]
+            .iter()
+            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+            .collect();
+            f.counter(name, help, &samples);
+        }
     }
 }
 

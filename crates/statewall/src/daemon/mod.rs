@@ -344,11 +344,16 @@ fn start_stages(
     let mut monitors = crate::monitor::Monitors::default();
     let m = monitors.prepare(&cfg.monitors)?;
     monitors.commit(&cfg.monitors, m);
-    let mut classifier = crate::detect::live::Classifier::default();
-    let c = classifier
-        .prepare(cfg.detect.as_ref().and_then(|d| d.classifier.as_ref()))
-        .map_err(|e| anyhow::anyhow!("[detect.classifier]: {e}"))?;
-    classifier.commit(c);
+    let mut learned = Vec::new();
+    for w in crate::detect::live::Learned::ALL {
+        let mut c = crate::detect::live::Classifier::default();
+        let n = c
+            .prepare(cfg.detect.as_ref().and_then(|d| w.config(d)), w.kind())
+            .map_err(|e| anyhow::anyhow!("[detect.{}]: {e}", w.section()))?;
+        c.commit(n);
+        learned.push(Mutex::new(c));
+    }
+    let (mining, classifier) = (learned.pop().unwrap(), learned.pop().unwrap());
     let dynmon = crate::dynmon::Dynmons::restore(cfg.daemon.state_dir.join("dynmon.json"));
     let spa_triggers = crate::config::spa_trigger_doors(&cfg.spa);
     let (spa_queue, candidates) = std::sync::mpsc::sync_channel(spa::QUEUE);
@@ -364,7 +369,8 @@ fn start_stages(
         spa: Mutex::new(spa),
         fw_log: Default::default(),
         monitors: Mutex::new(monitors),
-        classifier: Mutex::new(classifier),
+        classifier,
+        mining,
         dynmon: Mutex::new(dynmon),
         tasks: Default::default(),
         spa_triggers: Mutex::new(spa_triggers),
@@ -438,7 +444,11 @@ fn spawn_background(
     });
     let (s, rx) = (shared.clone(), stop_rx.clone());
     sup.spawn(tasks, "detect_classifier", stop_rx.clone(), move || {
-        classify::run(s.clone(), rx.clone())
+        classify::run(s.clone(), rx.clone(), crate::detect::live::Learned::Flows)
+    });
+    let (s, rx) = (shared.clone(), stop_rx.clone());
+    sup.spawn(tasks, "detect_mining", stop_rx.clone(), move || {
+        classify::run(s.clone(), rx.clone(), crate::detect::live::Learned::Mining)
     });
     if let Some(link) = shared.cluster.clone() {
         let (s, l, rx) = (shared.clone(), link.clone(), stop_rx.clone());

@@ -137,6 +137,8 @@ pub struct Shared {
     /// The learned flow classifier (`[detect.classifier]`; its own lock: a read waits a
     /// grace period). Taken after `inner` when both are held.
     pub classifier: Mutex<crate::detect::live::Classifier>,
+    /// The learned mining detector (`[detect.mining]`; as `classifier`).
+    pub mining: Mutex<crate::detect::live::Classifier>,
     /// Dynamic monitors (kept in `STATE_DIR/dynmon.json`; a read waits a grace period).
     pub dynmon: Mutex<crate::dynmon::Dynmons>,
     /// Background tasks and their restarts.
@@ -153,6 +155,17 @@ pub struct Shared {
     pub cluster: Option<Arc<crate::cluster::link::Link>>,
 }
 impl Shared {
+    /// A learned detector's state.
+    pub fn learned(
+        &self,
+        w: crate::detect::live::Learned,
+    ) -> &Mutex<crate::detect::live::Classifier> {
+        match w {
+            crate::detect::live::Learned::Flows => &self.classifier,
+            crate::detect::live::Learned::Mining => &self.mining,
+        }
+    }
+
     /// Whether a monitor of the config has this name.
     pub fn is_builtin_monitor(&self, name: &str) -> bool {
         self.monitors
@@ -289,12 +302,16 @@ pub fn apply_config(s: &Shared, mut new: Config) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .prepare(&new.monitors)?;
-    let new_classifier = s
-        .classifier
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .prepare(new.detect.as_ref().and_then(|d| d.classifier.as_ref()))
-        .map_err(|e| anyhow::anyhow!("[detect.classifier]: {e}"))?;
+    let mut new_learned = Vec::new();
+    for w in crate::detect::live::Learned::ALL {
+        let n = s
+            .learned(w)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prepare(new.detect.as_ref().and_then(|d| w.config(d)), w.kind())
+            .map_err(|e| anyhow::anyhow!("[detect.{}]: {e}", w.section()))?;
+        new_learned.push((w, n));
+    }
     // Where the firewall's chains run follows the interfaces' hooks: the links first (so
     // that the reconcile of `apply` keeps them), the interface entries after.
     let fw = g.fw.clone();
@@ -333,10 +350,12 @@ pub fn apply_config(s: &Shared, mut new: Config) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .commit(&new.monitors, new_monitors);
-    s.classifier
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .commit(new_classifier);
+    for (w, n) in new_learned {
+        s.learned(w)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .commit(n);
+    }
     g.config = new;
     tracing::info!("config reloaded");
     Ok(())

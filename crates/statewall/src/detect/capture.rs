@@ -9,10 +9,14 @@
 //! payload's bytes are never read), and its record's `pkt_len` is that length as an
 //! Ethernet frame (a cooked or raw-IP frame gets a 14-byte Ethernet header in place of
 //! its own).
+//!
+//! For mining detection ([`read_sessions`]) the parsed TCP and UDP packets are kept too:
+//! the crypto monitor's session values are made from them by the kernel's own function
+//! ([`super::sessions`]).
 
 use statewall_common::{
-    monitor::{ddos_wants, fill_rec, key_into, PktRec},
-    parse::parse_packet,
+    monitor::{crypto_wants, ddos_wants, fill_rec, key_into, PktRec},
+    parse::{parse_packet, PacketInfo},
 };
 
 /// Why a capture could not be read.
@@ -57,6 +61,10 @@ pub struct Capture {
     pub skipped: usize,
     /// Frames whose headers did not parse.
     pub malformed: usize,
+    /// The TCP and UDP packets the crypto monitor would count, with their Unix ns (only
+    /// from [`read_sessions`]: the session features of mining detection start here).
+    pub sessions: Vec<(u64, PacketInfo)>,
+    keep_sessions: bool,
 }
 
 impl Capture {
@@ -74,6 +82,9 @@ impl Capture {
         if !ddos_wants(&p) {
             self.skipped += 1;
             return;
+        }
+        if self.keep_sessions && crypto_wants(&p) {
+            self.sessions.push((ts_ns, p));
         }
         let mut r = PktRec::default();
         key_into(&p, &mut r.key);
@@ -116,12 +127,28 @@ fn ethernet(link: u32, data: &[u8], orig_len: usize) -> Option<Vec<u8>> {
 
 /// Reads a pcap or pcapng capture.
 pub fn read(b: &[u8]) -> Result<Capture, CaptureError> {
+    read_into(b, Capture::default())
+}
+
+/// Reads a pcap or pcapng capture, keeping its TCP and UDP packets whole as well
+/// ([`Capture::sessions`]).
+pub fn read_sessions(b: &[u8]) -> Result<Capture, CaptureError> {
+    read_into(
+        b,
+        Capture {
+            keep_sessions: true,
+            ..Capture::default()
+        },
+    )
+}
+
+fn read_into(b: &[u8], c: Capture) -> Result<Capture, CaptureError> {
     if b.len() < 4 {
         return err(0, "too short for a capture");
     }
     match u32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
-        0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => read_pcap(b),
-        0x0a0d_0d0a => read_pcapng(b),
+        0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => read_pcap(b, c),
+        0x0a0d_0d0a => read_pcapng(b, c),
         m => err(0, format!("not pcap or pcapng (magic {m:#010x})")),
     }
 }
@@ -144,7 +171,7 @@ fn u16_at(b: &[u8], off: usize, be: bool) -> Option<u16> {
     })
 }
 
-fn read_pcap(b: &[u8]) -> Result<Capture, CaptureError> {
+fn read_pcap(b: &[u8], mut c: Capture) -> Result<Capture, CaptureError> {
     let magic = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let be = matches!(magic, 0xd4c3_b2a1 | 0x4d3c_b2a1);
     let nano = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
@@ -160,7 +187,6 @@ fn read_pcap(b: &[u8]) -> Result<Capture, CaptureError> {
             ),
         );
     }
-    let mut c = Capture::default();
     let mut off = 24;
     while off < b.len() {
         let (Some(sec), Some(frac), Some(incl), Some(orig)) = (
@@ -193,8 +219,7 @@ struct Iface {
     per_sec: u64,
 }
 
-fn read_pcapng(b: &[u8]) -> Result<Capture, CaptureError> {
-    let mut c = Capture::default();
+fn read_pcapng(b: &[u8], mut c: Capture) -> Result<Capture, CaptureError> {
     let mut ifaces: Vec<Iface> = Vec::new();
     let mut be = false;
     let mut off = 0;

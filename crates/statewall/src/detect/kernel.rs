@@ -212,7 +212,7 @@ impl Engine {
                 continue;
             }
             let (detector, reason) = match held.get(&p) {
-                Some(h) => ("classifier", h.reason.clone()),
+                Some(h) => (h.detector, h.reason.clone()),
                 None => ("block", "blocked through the API".into()),
             };
             out.push(Mitigation {

@@ -12,21 +12,26 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use statewall_common::monitor::{PktRec, SessKey};
+use statewall_common::monitor::SessKey;
 
 use super::{
     capture,
     error::LearnError,
     model::{Model, Params},
-    windows::{samples, Sample, Shape, Windows},
+    sessions,
+    windows::{samples, Sample, SampleKind, Shape, Windows},
     Prefix,
 };
 use crate::types::addr_ip;
 
-/// Reads a capture file.
-pub fn read_capture(path: &Path) -> Result<capture::Capture, LearnError> {
+/// Reads a capture file, for samples of `kind`.
+pub fn read_capture(path: &Path, kind: SampleKind) -> Result<capture::Capture, LearnError> {
     let b = std::fs::read(path).map_err(|e| LearnError::file(path, e))?;
-    capture::read(&b).map_err(|err| LearnError::Capture {
+    match kind {
+        SampleKind::Packets => capture::read(&b),
+        SampleKind::Sessions => capture::read_sessions(&b),
+    }
+    .map_err(|err| LearnError::Capture {
         path: path.display().to_string(),
         err,
     })
@@ -125,14 +130,25 @@ pub struct Labelled {
     pub flows: HashMap<SessKey, bool>,
 }
 
-/// Reads a capture's packets into labelled samples.
-pub fn labelled(packets: &[PktRec], shape: Shape, labels: &Labels) -> Labelled {
-    let windows = samples(packets, shape);
-    let flows = packets
-        .iter()
-        .map(|p| (p.key, labels.attack(&p.key)))
-        .collect();
-    Labelled { windows, flows }
+/// Reads a capture's packets into labelled samples of `shape`'s kind: its flows are the
+/// flows the kind's monitor sees (packets: TCP, UDP and ICMP; sessions: TCP and UDP).
+pub fn labelled(c: &capture::Capture, shape: Shape, labels: &Labels) -> Labelled {
+    match shape.kind {
+        SampleKind::Packets => Labelled {
+            windows: samples(&c.packets, shape),
+            flows: c
+                .packets
+                .iter()
+                .map(|p| (p.key, labels.attack(&p.key)))
+                .collect(),
+        },
+        SampleKind::Sessions => Labelled {
+            windows: sessions::from_packets(&c.sessions, shape),
+            flows: sessions::keys(&c.sessions)
+                .map(|k| (k, labels.attack(&k)))
+                .collect(),
+        },
+    }
 }
 
 /// Trains on captures.
@@ -144,8 +160,8 @@ pub fn train(
     let mut all: Vec<Sample> = Vec::new();
     let mut y = Vec::new();
     for (path, labels) in captures {
-        let c = read_capture(path)?;
-        let l = labelled(&c.packets, shape, labels);
+        let c = read_capture(path, shape.kind)?;
+        let l = labelled(&c, shape, labels);
         for s in l.windows.samples {
             y.push(labels.attack(&s.key));
             all.push(s);
@@ -233,8 +249,8 @@ impl Eval {
 }
 
 /// Classifies a capture's packets and counts, by flow.
-pub fn evaluate(packets: &[PktRec], model: &Model, labels: &Labels) -> Result<Eval, LearnError> {
-    let l = labelled(packets, model.shape, labels);
+pub fn evaluate(c: &capture::Capture, model: &Model, labels: &Labels) -> Result<Eval, LearnError> {
+    let l = labelled(c, model.shape, labels);
     let refs: Vec<&Sample> = l.windows.samples.iter().collect();
     let predicted = model.predict(&refs)?;
     let mut attack: HashSet<SessKey> = HashSet::new();

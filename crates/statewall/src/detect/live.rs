@@ -1,8 +1,13 @@
-//! The learned classifier, live: a ddos monitor instance of its own (so that it and a user
-//! never take each other's swap-on-read windows), read once per model window; its packets
-//! become samples by the same code as a capture's ([`super::windows::samples`]), the model
-//! classifies them, and each flow classified as an attack names its source: the end that
-//! is not the session's server.
+//! The learned detectors, live: a monitor instance of its own each (so that it and a user
+//! never take each other's swap-on-read windows), read once per model window.
+//! - `[detect.classifier]` (floods): a ddos instance; its packets become samples by the
+//!   same code as a capture's ([`super::windows::samples`]), and each flow classified as
+//!   an attack names its source, the end that is not the session's server: the address a
+//!   block drops.
+//! - `[detect.mining]`: a crypto instance; its sessions become samples by the same code as
+//!   a capture's ([`super::sessions::History`]), and each session classified as mining
+//!   names the miner (the client) and the pool (the server): the pool is the address a
+//!   block drops, so that the miner's host keeps its other traffic.
 
 use std::{collections::HashMap, net::IpAddr, time::Instant};
 
@@ -12,8 +17,9 @@ use statewall_common::monitor::SessKey;
 use super::{
     error::LearnError,
     model::Model,
-    windows::{samples, Sample, Shape},
-    ClassifierConfig,
+    sessions::History,
+    windows::{samples, Sample, SampleKind, Shape},
+    ClassifierConfig, DetectConfig,
 };
 use crate::{
     monitor::{Direction, Extraction, Kind, Monitor, MonitorSpec},
@@ -22,17 +28,59 @@ use crate::{
 
 /// The classifier's monitor instance's name.
 pub const MONITOR: &str = "detect-classifier";
+/// The mining detector's monitor instance's name.
+pub const MONITOR_MINING: &str = "detect-mining";
+
+/// Which learned detector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// `[detect.classifier]`: floods.
+    Flows,
+    /// `[detect.mining]`: mining sessions.
+    Mining,
+}
+
+impl Learned {
+    /// Both.
+    pub const ALL: [Learned; 2] = [Learned::Flows, Learned::Mining];
+
+    /// Its section's name under `[detect]`.
+    pub fn section(self) -> &'static str {
+        match self {
+            Learned::Flows => "classifier",
+            Learned::Mining => "mining",
+        }
+    }
+
+    /// Its section of `d`.
+    pub fn config(self, d: &DetectConfig) -> Option<&ClassifierConfig> {
+        match self {
+            Learned::Flows => d.classifier.as_ref(),
+            Learned::Mining => d.mining.as_ref(),
+        }
+    }
+
+    /// The samples its model takes.
+    pub fn kind(self) -> SampleKind {
+        match self {
+            Learned::Flows => SampleKind::Packets,
+            Learned::Mining => SampleKind::Sessions,
+        }
+    }
+}
 
 /// A flow the classifier took for an attack.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Detection {
-    /// The attacking end.
+    /// The attacking end (mining: the miner).
     pub source: IpAddr,
-    /// The server it sent to.
+    /// The server it sent to (mining: the pool).
     pub destination: IpAddr,
+    /// The address `enforce` blocks: the source of a flood, the pool of a miner.
+    pub block: IpAddr,
     /// The flow, as `proto a:port <-> b:port` (the session key's order).
     pub flow: String,
-    /// Its packets the window recorded (at most the model's `n`).
+    /// Its packets the window recorded (floods: at most the model's `n`; mining: all).
     pub packets: usize,
 }
 
@@ -67,18 +115,21 @@ pub struct Live {
     /// Counts.
     pub stats: Stats,
     turned_away_seen: u64,
+    /// Mining: the sessions of the last windows.
+    history: Option<History>,
 }
 
 /// The monitor spec of the classifier of `c` for `model`.
 pub fn monitor_spec(c: &ClassifierConfig, model: &Model) -> MonitorSpec {
+    let mining = model.shape.kind == SampleKind::Sessions;
     MonitorSpec {
-        name: MONITOR.into(),
-        kind: Kind::Ddos,
+        name: if mining { MONITOR_MINING } else { MONITOR }.into(),
+        kind: if mining { Kind::Crypto } else { Kind::Ddos },
         interfaces: c.interfaces.clone(),
         netns: c.netns.clone(),
         direction: Direction::Both,
         sessions: Some(c.sessions),
-        packets_per_session: Some(model.shape.n as u32),
+        packets_per_session: (!mining).then_some(model.shape.n as u32),
         packets_total: None,
         extraction: Extraction::Swap,
     }
@@ -102,17 +153,22 @@ pub fn flow_text(k: &SessKey) -> String {
 }
 
 impl Live {
-    /// Loads its model and attaches its monitor.
-    pub fn open(config: &ClassifierConfig) -> Result<Live, LearnError> {
-        let model = config.load_model()?;
+    /// Loads its model (of `kind`'s samples) and attaches its monitor.
+    pub fn open(config: &ClassifierConfig, kind: SampleKind) -> Result<Live, LearnError> {
+        let model = config.load_model(kind)?;
         let monitor = Monitor::load(monitor_spec(config, &model))?;
-        Ok(Live {
+        let mut l = Live {
             monitor,
             model,
             config: config.clone(),
             stats: Stats::default(),
             turned_away_seen: 0,
-        })
+            history: None,
+        };
+        if kind == SampleKind::Sessions {
+            l.history = Some(History::new(l.shape()));
+        }
+        Ok(l)
     }
 
     /// The addresses of the interfaces it watches (never blocked: on the host it protects,
@@ -168,13 +224,51 @@ impl Live {
         let w = self.monitor.read()?;
         let read = t.elapsed();
         let t = Instant::now();
-        let servers: HashMap<SessKey, [u8; 16]> =
-            w.ddos_sessions.iter().map(|s| (s.key, s.server)).collect();
-        let ws = samples(&w.packets, self.shape());
-        let refs: Vec<&Sample> = ws.samples.iter().collect();
+        let shape = self.shape();
+        let (samples, servers, mining) = match &mut self.history {
+            None => {
+                let servers: HashMap<SessKey, [u8; 16]> =
+                    w.ddos_sessions.iter().map(|s| (s.key, s.server)).collect();
+                (samples(&w.packets, shape).samples, servers, false)
+            }
+            Some(h) => {
+                let vals: Vec<_> = w.crypto.iter().map(|c| (c.key, c.total)).collect();
+                let servers = vals.iter().map(|(k, v)| (*k, v.server)).collect();
+                (h.window(&vals), servers, true)
+            }
+        };
+        let found = self.classify(&samples, &servers, mining)?;
+        let n = samples.len();
+        let turned_away = self
+            .monitor
+            .counters()
+            .ok()
+            .and_then(|c| c.iter().find(|(n, _)| *n == "turned_away").map(|(_, v)| *v))
+            .unwrap_or(0);
+        let st = &mut self.stats;
+        st.windows += 1;
+        st.samples += n as u64;
+        st.attacks += found.len() as u64;
+        st.unclassified_packets += turned_away.saturating_sub(self.turned_away_seen);
+        self.turned_away_seen = turned_away;
+        st.last_read_ms = read.as_secs_f64() * 1e3;
+        st.last_classify_ms = t.elapsed().as_secs_f64() * 1e3;
+        st.last_flows = n;
+        Ok(found)
+    }
+
+    /// The samples the model takes for attacks, each with the address a block drops (the
+    /// server's when `block_server`).
+    fn classify(
+        &self,
+        samples: &[Sample],
+        servers: &HashMap<SessKey, [u8; 16]>,
+        block_server: bool,
+    ) -> Result<Vec<Detection>, LearnError> {
+        let refs: Vec<&Sample> = samples.iter().collect();
         let verdicts = self.model.predict(&refs)?;
         let mut out = Vec::new();
-        for (s, attack) in ws.samples.iter().zip(verdicts) {
+        for (s, attack) in samples.iter().zip(verdicts) {
             if !attack {
                 continue;
             }
@@ -185,28 +279,15 @@ impl Live {
             } else {
                 (k.saddr, k.daddr)
             };
+            let (source, destination) = (addr_ip(k.family, &src), addr_ip(k.family, &dst));
             out.push(Detection {
-                source: addr_ip(k.family, &src),
-                destination: addr_ip(k.family, &dst),
+                source,
+                destination,
+                block: if block_server { destination } else { source },
                 flow: flow_text(k),
                 packets: s.packets,
             });
         }
-        let turned_away = self
-            .monitor
-            .counters()
-            .ok()
-            .and_then(|c| c.iter().find(|(n, _)| *n == "turned_away").map(|(_, v)| *v))
-            .unwrap_or(0);
-        let st = &mut self.stats;
-        st.windows += 1;
-        st.samples += ws.samples.len() as u64;
-        st.attacks += out.len() as u64;
-        st.unclassified_packets += turned_away.saturating_sub(self.turned_away_seen);
-        self.turned_away_seen = turned_away;
-        st.last_read_ms = read.as_secs_f64() * 1e3;
-        st.last_classify_ms = t.elapsed().as_secs_f64() * 1e3;
-        st.last_flows = ws.samples.len();
         Ok(out)
     }
 }
@@ -218,6 +299,8 @@ pub struct Held {
     pub reason: String,
     /// The block's drop count when last looked at (growth re-arms the expiry).
     pub dropped_seen: u64,
+    /// Which detector holds it (`classifier`, `mining`).
+    pub detector: &'static str,
 }
 
 /// The daemon's classifier: the loaded instance (none without `[detect.classifier]`), the
@@ -241,17 +324,18 @@ pub struct Classifier {
 pub const LAST_MAX: usize = 100;
 
 impl Classifier {
-    /// Makes the instance `c` asks for, or keeps the running one when its config is the
-    /// same (`None`: the running one stays as it is).
+    /// Makes the instance `c` asks for (of `kind`'s samples), or keeps the running one
+    /// when its config is the same (`None`: the running one stays as it is).
     pub fn prepare(
         &self,
         c: Option<&ClassifierConfig>,
+        kind: SampleKind,
     ) -> Result<Option<Option<Live>>, LearnError> {
         match (c, &self.live) {
             (None, None) => Ok(None),
             (Some(c), Some(l)) if &l.config == c => Ok(None),
             (None, Some(_)) => Ok(Some(None)),
-            (Some(c), _) => Live::open(c).map(|l| Some(Some(l))),
+            (Some(c), _) => Live::open(c, kind).map(|l| Some(Some(l))),
         }
     }
 

@@ -28,6 +28,12 @@
 //! `expiry`, re-armed while the block's drop count grows (`live`, the daemon's task in
 //! `daemon::classify`). `learn` trains and evaluates from labelled captures.
 //!
+//! The mining detector (`[detect.mining]`) is the same loop over a crypto monitor instance
+//! of its own: each window's session values join each session's last windows
+//! (`sessions`, the same code for captures), a forest trained on sessions classifies them,
+//! and under `enforce` the pool a miner talks to is blocked (the miner's host keeps its
+//! other traffic).
+//!
 //! Owns the `[detect]` section and the stage's tables (`kernel`). May import: `engine`,
 //! `gate` (addresses), `types`. The machines it writes are the text of plain `[[xfsm]]`
 //! machines, which the config reads as it reads the user's.
@@ -40,6 +46,7 @@ pub mod kernel;
 pub mod learn;
 pub mod live;
 pub mod model;
+pub mod sessions;
 pub mod windows;
 
 use std::net::IpAddr;
@@ -75,6 +82,11 @@ pub struct DetectConfig {
     /// The learned flow classifier (off without the table).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classifier: Option<ClassifierConfig>,
+    /// The learned mining detector (off without the table): the same keys, a crypto
+    /// monitor instance of its own, and a model of sessions; under `enforce` it blocks
+    /// the pool a miner talks to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mining: Option<ClassifierConfig>,
 }
 
 /// `[detect.classifier]`: the learned flow classifier, run by the daemon on each window of
@@ -107,12 +119,30 @@ fn classifier_max_blocks() -> usize {
 }
 
 impl ClassifierConfig {
-    /// Its model: the file, else the built-in one.
-    pub fn load_model(&self) -> Result<model::Model, DetectError> {
-        match &self.model {
-            Some(p) => model::Model::load(p).map_err(|e| bad("classifier.model", e.to_string())),
-            None => Ok(model::Model::builtin()),
+    /// Its model for samples of `kind` (the `[detect.classifier]` packets, the
+    /// `[detect.mining]` sessions): the file, else the built-in one.
+    pub fn load_model(&self, kind: windows::SampleKind) -> Result<model::Model, DetectError> {
+        let section = match kind {
+            windows::SampleKind::Packets => "classifier",
+            windows::SampleKind::Sessions => "mining",
+        };
+        let m = match (&self.model, kind) {
+            (Some(p), _) => model::Model::load(p)
+                .map_err(|e| bad(&format!("{section}.model"), e.to_string()))?,
+            (None, windows::SampleKind::Packets) => model::Model::builtin(),
+            (None, windows::SampleKind::Sessions) => model::Model::builtin_mining(),
+        };
+        if m.shape.kind != kind {
+            return Err(bad(
+                &format!("{section}.model"),
+                format!(
+                    "a model of {:?} samples where [detect.{section}] takes {kind:?} (statewall detect train --detector {})",
+                    m.shape.kind,
+                    if kind == windows::SampleKind::Packets { "ddos" } else { "mining" }
+                ),
+            ));
         }
+        Ok(m)
     }
 }
 
@@ -127,6 +157,7 @@ impl Default for DetectConfig {
             icmp_flood: Detector::default(),
             reflection: Reflection::default(),
             classifier: None,
+            mining: None,
         }
     }
 }
@@ -346,20 +377,24 @@ impl DetectConfig {
         if r.ports.contains(&0) {
             return Err(bad("reflection.ports", "port 0"));
         }
-        if let Some(c) = &self.classifier {
+        for (section, c, kind) in [
+            ("classifier", &self.classifier, windows::SampleKind::Packets),
+            ("mining", &self.mining, windows::SampleKind::Sessions),
+        ] {
+            let Some(c) = c else { continue };
             if c.interfaces.is_empty() {
-                return Err(bad("classifier.interfaces", "name at least one"));
+                return Err(bad(&format!("{section}.interfaces"), "name at least one"));
             }
             if !(1..=1 << 20).contains(&c.sessions) {
                 return Err(bad(
-                    "classifier.sessions",
+                    &format!("{section}.sessions"),
                     format!("{}: 1 to 1048576", c.sessions),
                 ));
             }
             if c.max_blocks == 0 {
-                return Err(bad("classifier.max_blocks", "at least 1"));
+                return Err(bad(&format!("{section}.max_blocks"), "at least 1"));
             }
-            c.load_model()?;
+            c.load_model(kind)?;
         }
         Ok(())
     }
@@ -703,7 +738,19 @@ mod tests {
         d.classifier = Some(c.clone());
         assert_eq!(d.validate().unwrap_err().key, "classifier.max_blocks");
         c.max_blocks = 1;
-        d.classifier = Some(c);
+        d.classifier = Some(c.clone());
+        assert!(d.validate().is_ok());
+        // A mining section takes a mining model: the flood model is refused by name.
+        let flood_model = std::env::temp_dir().join(format!("sw-ddos-{}.json", std::process::id()));
+        std::fs::write(&flood_model, model::Model::builtin().to_json()).unwrap();
+        c.model = Some(flood_model.clone());
+        d.mining = Some(c.clone());
+        let e = d.validate().unwrap_err();
+        std::fs::remove_file(&flood_model).unwrap();
+        assert_eq!(e.key, "mining.model");
+        assert!(e.msg.contains("--detector mining"), "{e}");
+        c.model = None;
+        d.mining = Some(c);
         assert!(d.validate().is_ok());
         assert!(toml::from_str::<ClassifierConfig>("interfaces = [\"a\"]\nwindow = 3").is_err());
     }

@@ -16,7 +16,8 @@ use smartcore::{
 
 use super::{
     error::LearnError,
-    windows::{Sample, Shape, FEATURES},
+    sessions,
+    windows::{Sample, SampleKind, Shape, FEATURES},
 };
 
 type Forest = RandomForestClassifier<f32, u8, DenseMatrix<f32>, Vec<u8>>;
@@ -32,6 +33,9 @@ pub const FORMAT: &str = "statewall-detect-model";
 
 /// The model built into the binary (`make model` rebuilds it: README).
 const BUILTIN: &str = include_str!("ddos-model.json");
+
+/// The mining model built into the binary (`make model` rebuilds it: README).
+const BUILTIN_MINING: &str = include_str!("mining-model.json");
 
 /// Training parameters.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -223,22 +227,42 @@ fn span(s: &Sample, shape: Shape) -> f32 {
 /// Appends the forest's input for one sample to `out`: its rows, then the time its
 /// recorded packets span (a tree splits on one value at a time; the rows' times alone
 /// would take two).
+/// The values of a sample (packets: the rows, then the span from the first packet to the
+/// last; sessions: the features as they are).
+/// Whether the forest judges `s` (every flow sample; a session sample once the session is
+/// [`sessions::MIN_AGE`] windows old).
+fn judged(s: &Sample, shape: Shape) -> bool {
+    shape.kind == SampleKind::Packets || sessions::judged(s, shape)
+}
+
+fn cols(shape: Shape) -> usize {
+    match shape.kind {
+        SampleKind::Packets => shape.n * FEATURES + 1,
+        SampleKind::Sessions => sessions::FEATURES,
+    }
+}
+
 fn input_row(s: &Sample, shape: Shape, out: &mut Vec<f32>) -> Result<(), LearnError> {
-    let cols = shape.n * FEATURES;
-    if s.x.len() != cols {
+    let want = match shape.kind {
+        SampleKind::Packets => shape.n * FEATURES,
+        SampleKind::Sessions => sessions::FEATURES,
+    };
+    if s.x.len() != want {
         return Err(LearnError::Model(format!(
-            "a sample of {} values where the model takes {cols}",
+            "a sample of {} values where the model takes {want}",
             s.x.len()
         )));
     }
     out.extend_from_slice(&s.x);
-    out.push(span(s, shape));
+    if shape.kind == SampleKind::Packets {
+        out.push(span(s, shape));
+    }
     Ok(())
 }
 
 /// The forest's input for `samples`, one row each.
 fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, LearnError> {
-    let cols = shape.n * FEATURES + 1;
+    let cols = cols(shape);
     let mut v = Vec::with_capacity(samples.len() * cols);
     for s in samples {
         input_row(s, shape, &mut v)?;
@@ -254,6 +278,14 @@ impl Model {
         shape: Shape,
         params: Params,
     ) -> Result<Model, LearnError> {
+        // Sessions too young to be judged are not trained on.
+        let (samples, attack): (Vec<&Sample>, Vec<bool>) = samples
+            .iter()
+            .zip(attack)
+            .filter(|(s, _)| judged(s, shape))
+            .map(|(s, a)| (*s, *a))
+            .unzip();
+        let (samples, attack) = (&samples[..], &attack[..]);
         let n_attack = attack.iter().filter(|a| **a).count();
         if n_attack == 0 || n_attack == attack.len() {
             return Err(LearnError::Train(format!(
@@ -300,10 +332,13 @@ impl Model {
     }
 
     fn predict_on(&self, samples: &[&Sample]) -> Result<Vec<bool>, LearnError> {
-        let mut row = Vec::with_capacity(self.shape.n * FEATURES + 1);
+        let mut row = Vec::with_capacity(cols(self.shape));
         samples
             .iter()
             .map(|s| {
+                if !judged(s, self.shape) {
+                    return Ok(false);
+                }
                 row.clear();
                 input_row(s, self.shape, &mut row)?;
                 let (class, votes) = self.flat.predict(&row)?;
@@ -366,6 +401,12 @@ impl Model {
         Model::from_json(BUILTIN).expect("the built-in model reads (a unit test checks it)")
     }
 
+    /// The mining model built into the binary.
+    pub fn builtin_mining() -> Model {
+        Model::from_json(BUILTIN_MINING)
+            .expect("the built-in mining model reads (a unit test checks it)")
+    }
+
     /// As JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a model serializes")
@@ -385,6 +426,7 @@ mod tests {
             t_ns: 1,
             n: 3,
             max_flows: 10,
+            ..Shape::default()
         };
         let mut seed = 0x1234_5678_9abc_def0u64;
         let mut rnd = || {

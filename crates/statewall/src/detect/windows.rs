@@ -33,15 +33,32 @@ use crate::types::Seeded;
 /// Features per packet.
 pub const FEATURES: usize = 11;
 
+/// What a model's samples are made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleKind {
+    /// A flow's first packets in a window, LUCID's features each (the ddos monitor's
+    /// records): floods.
+    #[default]
+    Packets,
+    /// A session's counts over its last windows (the crypto monitor's values,
+    /// [`super::sessions`]): mining.
+    Sessions,
+}
+
 /// Window length and packets per flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shape {
     /// Window length, ns.
     pub t_ns: u64,
-    /// Packets per flow and window.
+    /// Packets per flow and window ([`SampleKind::Packets`]), or the windows a session's
+    /// features look back over ([`SampleKind::Sessions`]).
     pub n: usize,
     /// Flows per window (more are turned away).
     pub max_flows: usize,
+    /// What the samples are made of (absent from models made before it: packets).
+    #[serde(default)]
+    pub kind: SampleKind,
 }
 
 impl Default for Shape {
@@ -50,6 +67,7 @@ impl Default for Shape {
             t_ns: 10_000_000_000,
             n: 10,
             max_flows: 16_384,
+            kind: SampleKind::Packets,
         }
     }
 }
@@ -236,6 +254,7 @@ mod tests {
             t_ns: 10,
             n: 2,
             max_flows: 1,
+            ..Shape::default()
         };
         // Window 0: [5, 15) holds 5, 6, 9 (a second flow turned away at 9); 14 too.
         // Window 1 starts at 40 (not 15 or 35).

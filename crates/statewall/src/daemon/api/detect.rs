@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::{
     daemon::api::call::{lock, parse_body, ApiError},
     daemon::state::{Inner, Shared},
-    detect::{kernel::Mitigation, Configured, Prefix, SYN_VERIFIER},
+    detect::{kernel::Mitigation, live::Learned, Configured, Prefix, SYN_VERIFIER},
 };
 
 type ApiResult = Result<Response, ApiError>;
@@ -67,22 +67,39 @@ fn detector_machines(g: &Inner) -> (Vec<(usize, Configured)>, Option<usize>) {
 /// holds are its rows, with their reasons.
 pub(crate) fn mitigations(s: &Shared, g: &Inner) -> Result<Vec<Mitigation>, ApiError> {
     let (machines, verifier) = detector_machines(g);
-    let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
+    let mut held = s
+        .classifier
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .held
+        .clone();
+    held.extend(
+        s.mining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held
+            .iter()
+            .map(|(p, h)| (*p, h.clone())),
+    );
     g.engine
-        .detect_mitigations(&machines, verifier, &c.held)
+        .detect_mitigations(&machines, verifier, &held)
         .map_err(ApiError::internal)
 }
 
-/// The classifier's part of `GET /api/v1/detect` (null without it).
-fn classifier(s: &Shared) -> serde_json::Value {
-    let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
+/// A learned detector's part of `GET /api/v1/detect` (null without it).
+fn classifier(s: &Shared, w: Learned) -> serde_json::Value {
+    let c = s.learned(w).lock().unwrap_or_else(|p| p.into_inner());
     let Some(l) = &c.live else {
         return json!(null);
+    };
+    let n = match w {
+        Learned::Flows => "packets_per_flow",
+        Learned::Mining => "history_windows",
     };
     json!({
         "model": l.config.model.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
         "window_s": l.model.shape.t_ns as f64 / 1e9,
-        "packets_per_flow": l.model.shape.n,
+        n: l.model.shape.n,
         "sessions": l.config.sessions,
         "stats": l.stats,
         "held": c.held.len(),
@@ -120,7 +137,8 @@ fn overview(s: &Shared, g: &Inner) -> Result<serde_json::Value, ApiError> {
         "detectors": detectors,
         "counters": counters,
         "mitigations": mitigations,
-        "classifier": classifier(s),
+        "classifier": classifier(s, Learned::Flows),
+        "mining": classifier(s, Learned::Mining),
     }))
 }
 
