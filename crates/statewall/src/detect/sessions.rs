@@ -173,21 +173,16 @@ impl History {
                 (tr.first + 1).max((w + 1).saturating_sub(n))
             };
             let span = w - lo + 1;
-            let per: Vec<u64> = (lo..=w)
-                .map(|i| {
-                    let r = tr.ring[(i % n) as usize];
-                    r.pc + r.ps
-                })
-                .collect();
-            let present = per.iter().filter(|p| **p > 0).count();
-            let total: u64 = per.iter().sum();
-            let mean = total as f64 / span as f64;
-            let var = per.iter().map(|p| (*p as f64 - mean).powi(2)).sum::<f64>() / span as f64;
-            let peak = per.iter().copied().max().unwrap_or(0) as f64;
+            // One pass for the sums, one for the spread (no list per sample: a window can
+            // hold 16,384 sessions).
+            let (mut present, mut peak) = (0usize, 0u64);
             let mut all = Counts::default();
             let (mut top_c, mut top_s) = (0f32, 0f32);
             for i in lo..=w {
                 let r = tr.ring[(i % n) as usize];
+                let p = r.pc + r.ps;
+                present += (p > 0) as usize;
+                peak = peak.max(p);
                 all.pc += r.pc;
                 all.ps += r.ps;
                 all.bc += r.bc;
@@ -195,6 +190,15 @@ impl History {
                 top_c = top_c.max(div(r.bc as f64, r.pc as f64));
                 top_s = top_s.max(div(r.bs as f64, r.ps as f64));
             }
+            let mean = (all.pc + all.ps) as f64 / span as f64;
+            let var = (lo..=w)
+                .map(|i| {
+                    let r = tr.ring[(i % n) as usize];
+                    ((r.pc + r.ps) as f64 - mean).powi(2)
+                })
+                .sum::<f64>()
+                / span as f64;
+            let peak = peak as f64;
             let active = v.alive_ts.saturating_sub(v.start_ts) as f64 / 1e9;
             let x = vec![
                 present as f32 / n as f32,
