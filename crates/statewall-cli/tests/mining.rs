@@ -107,6 +107,7 @@ fn captured_sessions_count_as_the_kernel_counts() {
     assert_eq!(windows.len(), 1);
     let mut offline = windows[0].clone();
     offline.sort_by_key(|k| k.0);
+    assert_eq!(offline.len(), kernel.len());
     for ((kk, kv), (ok, ov)) in kernel.iter().zip(&offline) {
         assert_eq!(kk, ok);
         let counts = |v: &statewall_common::monitor::CryptoVal| {
@@ -147,7 +148,9 @@ fn the_builtin_mining_model_reads() {
     // `make model`'s bar: 21 of the 25 trees; 6 windows of 10 s.
     assert_eq!((m.params.trees, m.params.min_votes), (25, 21));
     assert_eq!((m.shape.n, m.shape.t_ns), (6, 10_000_000_000));
-    // A flood model where a mining one is asked for is refused by the config.
+    // `detect eval --detector mining` reads with the built-in mining model and names the
+    // capture it could not read. (A flood model where a mining one is asked for is refused
+    // by the config: `detect::tests::bad_values_name_their_key`.)
     let out = std::process::Command::new(bin())
         .args([
             "detect",
@@ -223,7 +226,8 @@ fn mitigations(d: &Daemon) -> Vec<Value> {
 
 /// The protected host (the server namespace, 10.77.0.2) runs a miner to a pool at
 /// 10.77.0.8 and another to an allowlisted pool at 10.77.0.9, and keeps a WebSocket
-/// session to 10.77.0.1 (benign). Under `enforce` the first pool is blocked with its
+/// session to 10.77.0.1 (benign, and allowlisted too: the model can take a dashboard for
+/// a pool, README "Mining detection"). Under `enforce` the first pool is blocked with its
 /// reason, its miner's shares stop being accepted while the allowlisted pool's and the
 /// WebSocket's traffic go on, and the block lapses after mining stops. Under `monitor` the
 /// same sessions are reported and nothing is blocked.
@@ -242,7 +246,7 @@ fn mining_is_detected_and_its_pool_blocked() {
             &p.config,
             format!(
                 "[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n\n[detect]\nmode = \"{mode}\"\n\
-                 expiry = \"20s\"\nallowlist = [\"10.77.0.9/32\"]\n{off}\n\
+                 expiry = \"20s\"\nallowlist = [\"10.77.0.9/32\", \"10.77.0.1/32\"]\n{off}\n\
                  [detect.mining]\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\n",
                 i = pair.server_if,
                 n = pair.server.name

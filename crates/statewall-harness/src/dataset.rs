@@ -17,13 +17,16 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use statewall::detect::learn::{Entry, Manifest};
 
-use crate::{netns::Pair, rng::Rng};
+use crate::{
+    netns::{spawn, Pair},
+    rng::Rng,
+};
 
 /// The victim.
 pub const VICTIM: &str = "10.77.0.2/32";
@@ -86,15 +89,6 @@ impl Plan {
         let s = if self.spoofed { "-spoofed" } else { "" };
         format!("{}-{}{s}-{}.pcap", self.set, self.kind.name(), self.seed)
     }
-}
-
-/// Starts `c` with no input or output (the tools are setup.sh's).
-pub(crate) fn spawn(c: &mut Command) -> Child {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{c:?}: {e} (scripts/setup.sh installs the tools)"))
 }
 
 fn benign_addr(rng: &mut Rng) -> String {

@@ -22,7 +22,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{dataset::spawn, netns::Pair, rng::Rng, stratum, websocket};
+use crate::{
+    netns::{spawn, Pair},
+    rng::Rng,
+    stratum, websocket,
+};
 
 /// The pool's address.
 pub const POOL: &str = "10.77.0.3";
@@ -200,13 +204,15 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
             let from = benign_addr(&mut rng);
             let alive = rng.range(5, 30).to_string();
             let every = rng.range(2, 20);
+            // Each bounded by the capture's length: without a terminal, sshd leaves a
+            // remote command running when its client goes.
+            let secs = until.saturating_duration_since(Instant::now()).as_secs() + 2;
             let cmd = match i % 3 {
-                0 => format!(
-                    "sleep {}",
-                    until.saturating_duration_since(Instant::now()).as_secs()
+                0 => format!("sleep {secs}"),
+                1 => format!("timeout {secs} sh -c 'while sleep {every}; do date || exit; done'"),
+                _ => format!(
+                    "timeout {secs} sh -c 'while sleep {every}; do uptime && cat /proc/loadavg || exit; done'"
                 ),
-                1 => format!("while sleep {every}; do date; done"),
-                _ => format!("while sleep {every}; do uptime; cat /proc/loadavg; done"),
             };
             sc.spawn(move || {
                 let mut k = spawn(&mut c.command(&[

@@ -13,7 +13,7 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -263,4 +263,14 @@ impl Pair {
             server_v6: sv6,
         }
     }
+}
+
+/// Starts `c` (a tool, often `NetNs::command`) with no input or output; a tool that cannot
+/// start is a failure that names scripts/setup.sh, which installs them.
+pub fn spawn(c: &mut Command) -> Child {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{c:?}: {e} (scripts/setup.sh installs the tools)"))
 }

@@ -39,6 +39,10 @@ pub fn frame(op: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     match payload.len() {
         n if n < 126 => f.push(m | n as u8),
         n => {
+            assert!(
+                n < 1 << 16,
+                "a frame of {n} bytes: this module sends less than 64 KiB"
+            );
             f.push(m | 126);
             f.extend_from_slice(&(n as u16).to_be_bytes());
         }
@@ -131,8 +135,13 @@ fn serve(mut s: TcpStream, timing: Timing, seed: u64, stop: &AtomicBool) -> std:
             return Ok(());
         }
     }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    buf.clear();
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    // (Frames the client sent right behind its request stay.)
+    buf.drain(..end);
     let key = head
         .lines()
         .find_map(|l| {
@@ -172,7 +181,11 @@ fn serve(mut s: TcpStream, timing: Timing, seed: u64, stop: &AtomicBool) -> std:
         for (op, p) in frames(&mut buf) {
             match op {
                 PING => s.write_all(&frame(PONG, &p, None))?,
-                CLOSE => return Ok(()),
+                CLOSE => {
+                    // The RFC's closing handshake: a Close answers a Close.
+                    let _ = s.write_all(&frame(CLOSE, &p, None));
+                    return Ok(());
+                }
                 _ => {}
             }
         }

@@ -303,13 +303,14 @@ pub struct Held {
     pub detector: &'static str,
 }
 
-/// The daemon's classifier: the loaded instance (none without `[detect.classifier]`), the
-/// blocks it holds and what it could not do.
+/// A learned detector in the daemon: the loaded instance (none without its section,
+/// `[detect.classifier]` or `[detect.mining]`), the blocks it holds and what it could not
+/// do.
 #[derive(Default)]
 pub struct Classifier {
     /// Loaded and attached.
     pub live: Option<Live>,
-    /// Sources it blocked, by prefix (a /32 or /128).
+    /// Addresses it blocked (flood sources, pools), by prefix (a /32 or /128).
     pub held: HashMap<super::Prefix, Held>,
     /// Detections not acted on because `max_blocks` were held (or the block table was
     /// full).

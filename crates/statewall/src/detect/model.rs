@@ -224,17 +224,14 @@ fn span(s: &Sample, shape: Shape) -> f32 {
     s.x[last * FEATURES] - s.x[0]
 }
 
-/// Appends the forest's input for one sample to `out`: its rows, then the time its
-/// recorded packets span (a tree splits on one value at a time; the rows' times alone
-/// would take two).
-/// The values of a sample (packets: the rows, then the span from the first packet to the
-/// last; sessions: the features as they are).
 /// Whether the forest judges `s` (every flow sample; a session sample once the session is
 /// [`sessions::MIN_AGE`] windows old).
 fn judged(s: &Sample, shape: Shape) -> bool {
     shape.kind == SampleKind::Packets || sessions::judged(s, shape)
 }
 
+/// The values of a sample (packets: the rows, then the span from the first packet to the
+/// last; sessions: the features as they are).
 fn cols(shape: Shape) -> usize {
     match shape.kind {
         SampleKind::Packets => shape.n * FEATURES + 1,
@@ -242,6 +239,9 @@ fn cols(shape: Shape) -> usize {
     }
 }
 
+/// Appends the forest's input for one sample to `out`: a flow sample's rows, then the time
+/// its recorded packets span (a tree splits on one value at a time; the rows' times alone
+/// would take two); a session sample's features as they are.
 fn input_row(s: &Sample, shape: Shape, out: &mut Vec<f32>) -> Result<(), LearnError> {
     let want = match shape.kind {
         SampleKind::Packets => shape.n * FEATURES,
@@ -371,13 +371,17 @@ impl Model {
                 m.format
             )));
         }
-        if !(1..=MAX_PACKETS).contains(&m.shape.n) || m.shape.t_ns == 0 {
+        let (most, what) = match m.shape.kind {
+            SampleKind::Packets => (MAX_PACKETS, "packets a flow"),
+            SampleKind::Sessions => (sessions::MAX_HISTORY, "windows of history"),
+        };
+        if !(1..=most).contains(&m.shape.n) || m.shape.t_ns == 0 {
             return Err(LearnError::Model(format!(
-                "a window of {} ns and {} packets a flow (1 to {MAX_PACKETS})",
+                "a window of {} ns and {} {what} (1 to {most})",
                 m.shape.t_ns, m.shape.n
             )));
         }
-        let cols = m.shape.n * FEATURES + 1;
+        let cols = cols(m.shape);
         if m.flat
             .nodes
             .iter()
@@ -517,5 +521,21 @@ mod tests {
         bad["shape"]["n"] = 1_000_000_000u64.into();
         assert!(Model::from_json(&bad.to_string()).is_err(), "n past 64");
         assert!(Model::from_json(&good.to_string()).is_ok());
+    }
+
+    /// Both built-in models read; a forest is checked against its own sample kind's width
+    /// (the flood forest, relabelled as a session model, splits past the 17 features).
+    #[test]
+    fn models_are_checked_against_their_sample_kind() {
+        assert_eq!(Model::builtin().shape.kind, SampleKind::Packets);
+        assert_eq!(Model::builtin_mining().shape.kind, SampleKind::Sessions);
+        let mut v: serde_json::Value = serde_json::from_str(&Model::builtin().to_json()).unwrap();
+        v["shape"]["kind"] = "sessions".into();
+        v["shape"]["n"] = 6.into();
+        let e = Model::from_json(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("past the 17"), "{e}");
+        v["shape"]["n"] = 65.into();
+        let e = Model::from_json(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("windows of history"), "{e}");
     }
 }

@@ -236,9 +236,10 @@ impl History {
 pub type WindowValues = Vec<(SessKey, CryptoVal)>;
 
 /// A capture's TCP and UDP packets (`Capture::sessions`) as the crypto monitor would count
-/// them: windows of `shape.t_ns` from the first packet (empty ones included), each with its
-/// sessions' values in the order they were first seen, at most `shape.max_flows` a window;
-/// and the (session, window) of each session a full window turned away.
+/// them: windows of `shape.t_ns` from the first packet (empty ones included, at most `n` in
+/// a row), each with its sessions' values in the order they were first seen, at most
+/// `shape.max_flows` a window; and the (session, window) of each session a full window
+/// turned away.
 pub fn values(
     packets: &[(u64, PacketInfo)],
     shape: Shape,
@@ -251,13 +252,25 @@ pub fn values(
     };
     let start = packets[first].0;
     let t = shape.t_ns.max(1);
+    let quiet_max = shape.n.clamp(1, MAX_HISTORY) as u64;
     let mut i = 0;
+    // The grid's number of the window last written.
+    let mut last: Option<u64> = None;
     while i < order.len() {
+        let grid = (packets[order[i]].0 - start) / t;
+        // The empty windows before it, at most `n` of them: after `n` quiet windows every
+        // session is forgotten, and more would only cost memory (a capture's clock may
+        // jump by years).
+        if let Some(l) = last {
+            for _ in 0..(grid - l - 1).min(quiet_max) {
+                out.push(Vec::new());
+            }
+        }
+        last = Some(grid);
         let window = out.len();
-        let end = start.saturating_add(t.saturating_mul(window as u64 + 1));
         let mut index: HashMap<SessKey, Option<usize>, Seeded> = HashMap::default();
         let mut vals: WindowValues = Vec::new();
-        while i < order.len() && packets[order[i]].0 < end {
+        while i < order.len() && (packets[order[i]].0 - start) / t == grid {
             let (ts, p) = &packets[order[i]];
             i += 1;
             let mut k = SessKey::default();
@@ -354,7 +367,8 @@ mod tests {
         assert_eq!(x[14], 1.0);
         assert!(!judged(&s[0], shape), "a first window is not judged");
         // Absent a window, then back: the first window left out, the gap counted as zero
-        // (windows 0 and 6: 1 of 4 with packets, mean 3, deviation 3, busiest 6).
+        // (the last two windows, with 0 and 6 packets: 1 of 4 windows with packets, mean 3,
+        // deviation 3, busiest 6).
         assert!(h.window(&[]).is_empty());
         let s = h.window(&[(k, val(&k, 4, 2))]);
         let x = &s[0].x;
@@ -375,5 +389,36 @@ mod tests {
         assert!(h.is_empty());
         let s = h.window(&[(k, val(&k, 1, 1))]);
         assert_eq!(s[0].x[1], 1.0 / 16.0);
+    }
+
+    #[test]
+    fn a_clock_jump_costs_at_most_n_empty_windows() {
+        let pkt = |sport: u16| {
+            let mut p = PacketInfo {
+                status: statewall_common::parse::Status::Ip as u8,
+                family: 4,
+                l4proto: 6,
+                sport,
+                dport: 3333,
+                ip_len: 100,
+                ..Default::default()
+            };
+            p.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+            p.daddr[..4].copy_from_slice(&[10, 0, 0, 3]);
+            p
+        };
+        let shape = Shape {
+            t_ns: 1_000_000_000,
+            n: 4,
+            ..Shape::default()
+        };
+        // Windows 0 and 2 (one empty between), then a jump to the end of time.
+        let packets = [(1_000, pkt(1)), (2_000_001_000, pkt(1)), (u64::MAX, pkt(2))];
+        let (w, away) = values(&packets, shape);
+        assert!(away.is_empty());
+        let sizes: Vec<usize> = w.iter().map(|v| v.len()).collect();
+        assert_eq!(sizes, [1, 0, 1, 0, 0, 0, 0, 1]);
+        let ws = from_packets(&packets, shape);
+        assert_eq!((ws.windows, ws.samples.len()), (8, 3));
     }
 }
