@@ -28,7 +28,7 @@ use statewall_common::TCX_NEXT;
 use statewall_harness::{
     dataset::{self, Plan},
     netns::Pair,
-    packet::{Packet, L4},
+    packet::Packet,
     stratum, websocket,
 };
 
@@ -37,20 +37,9 @@ fn ip(s: &str) -> std::net::IpAddr {
 }
 
 fn tcp(src: &str, dst: &str, sport: u16, dport: u16, flags: u8, len: usize) -> Vec<u8> {
-    Packet::new(
-        ip(src),
-        ip(dst),
-        L4::Tcp {
-            sport,
-            dport,
-            flags,
-            seq: 1,
-            ack: 1,
-            win: 500,
-        },
-    )
-    .payload(&vec![b'j'; len])
-    .build()
+    Packet::tcp(ip(src), ip(dst), sport, dport, flags)
+        .payload(&vec![b'j'; len])
+        .build()
 }
 
 /// The same frames through the kernel's crypto monitor (BPF_PROG_TEST_RUN) and through a

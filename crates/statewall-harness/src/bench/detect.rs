@@ -163,6 +163,47 @@ fn bench_config() -> statewall::detect::ClassifierConfig {
 /// Flows in the classifier's bench window.
 const CLASSIFIER_FLOWS: u32 = 10_000;
 
+/// A learned detector's two rows over `RUNS` windows of `mon`, each filled by `fill` (at
+/// least 90% of [`CLASSIFIER_FLOWS`] flows, as `held` counts them): the window read, made
+/// into samples by `build` and classified by `model`, both timed against reading and
+/// decoding the window. `names`: the inference row (target: at most the read), the
+/// samples row, what one run is.
+fn learned_rows(
+    model: &statewall::detect::model::Model,
+    mon: &mut statewall::monitor::Monitor,
+    mut fill: impl FnMut(&mut statewall::monitor::Monitor) -> anyhow::Result<()>,
+    held: impl Fn(&statewall::monitor::Window) -> usize,
+    mut build: impl FnMut(&statewall::monitor::Window) -> Vec<statewall::detect::windows::Sample>,
+    names: [&str; 3],
+) -> anyhow::Result<Vec<Row>> {
+    let [infer_row, build_row, each] = names;
+    let (mut read, mut built, mut infer) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        fill(mon)?;
+        let w = mon.read()?;
+        anyhow::ensure!(
+            held(&w) as u32 >= CLASSIFIER_FLOWS * 9 / 10,
+            "the window holds {} flows",
+            held(&w)
+        );
+        let t = std::time::Instant::now();
+        let samples = build(&w);
+        built.push(t.elapsed().as_secs_f64() * 1e3);
+        let refs: Vec<_> = samples.iter().collect();
+        let t = std::time::Instant::now();
+        let v = model.predict(&refs).map_err(anyhow::Error::msg)?;
+        infer.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(v);
+        read.push(w.read.as_secs_f64() * 1e3);
+    }
+    let base = crate::bench::median(&read);
+    let window = "reading and decoding that window";
+    Ok(vec![
+        ratio_row(infer_row, "ms", infer, each.into(), window, base, Some(1.0)),
+        ratio_row(build_row, "ms", built, each.into(), window, base, None),
+    ])
+}
+
 /// The learned classifier on a window of 10,000 flows of 10 packets each (recorded by its
 /// monitor under BPF_PROG_TEST_RUN): inference, and the records turned into samples
 /// before it, against reading and decoding the same window.
@@ -179,58 +220,32 @@ fn classifier_rows() -> anyhow::Result<Vec<Row>> {
     let frames: Vec<Vec<u8>> = (0..CLASSIFIER_FLOWS)
         .map(|i| frame(kinds[i as usize % 4], &mut rng, dst))
         .collect();
-    let (mut read, mut build, mut infer) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        for f in &frames {
-            for _ in 0..model.shape.n {
-                mon.test_run(f)?;
+    learned_rows(
+        &model,
+        &mut mon,
+        |mon| {
+            for f in &frames {
+                for _ in 0..model.shape.n {
+                    mon.test_run(f)?;
+                }
             }
-        }
-        let w = mon.read()?;
-        anyhow::ensure!(
-            w.ddos_sessions.len() as u32 >= CLASSIFIER_FLOWS * 9 / 10,
-            "the window holds {} flows",
-            w.ddos_sessions.len()
-        );
-        let t = std::time::Instant::now();
-        let ws = samples(&w.packets, model.shape);
-        build.push(t.elapsed().as_secs_f64() * 1e3);
-        let refs: Vec<_> = ws.samples.iter().collect();
-        let t = std::time::Instant::now();
-        let v = model.predict(&refs).map_err(anyhow::Error::msg)?;
-        infer.push(t.elapsed().as_secs_f64() * 1e3);
-        std::hint::black_box(v);
-        read.push(w.read.as_secs_f64() * 1e3);
-    }
-    let base = crate::bench::median(&read);
-    let each = || "10,000 flows x 10 packets".to_string();
-    Ok(vec![
-        ratio_row(
+            Ok(())
+        },
+        |w| w.ddos_sessions.len(),
+        |w| samples(&w.packets, model.shape).samples,
+        [
             "detect, classifier: inference, a window of 10,000 flows",
-            "ms",
-            infer,
-            each(),
-            "reading and decoding that window",
-            base,
-            Some(1.0),
-        ),
-        ratio_row(
             "detect, classifier: the window's records into samples, 10,000 flows",
-            "ms",
-            build,
-            each(),
-            "reading and decoding that window",
-            base,
-            None,
-        ),
-    ])
+            "10,000 flows x 10 packets",
+        ],
+    )
 }
 
 /// The mining detector on windows of 10,000 TCP sessions (counted by its crypto monitor
 /// under BPF_PROG_TEST_RUN, four packets each, both ways): inference, and the window's
 /// values joined to each session's history before it, against reading and decoding the
-/// same window.
-/// The same sessions come back every window, so later windows carry their history.
+/// same window. The same sessions come back every window, so later windows carry their
+/// history.
 fn mining_rows() -> anyhow::Result<Vec<Row>> {
     use statewall::{
         detect::{live::monitor_spec, model::Model, sessions::History},
@@ -256,51 +271,27 @@ fn mining_rows() -> anyhow::Result<Vec<Row>> {
         })
         .collect();
     let mut hist = History::new(model.shape);
-    let (mut read, mut build, mut infer) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        for f in &frames {
-            for _ in 0..2 {
-                mon.test_run(&f[0])?;
-                mon.test_run(&f[1])?;
+    learned_rows(
+        &model,
+        &mut mon,
+        |mon| {
+            for f in &frames {
+                for _ in 0..2 {
+                    mon.test_run(&f[0])?;
+                    mon.test_run(&f[1])?;
+                }
             }
-        }
-        let w = mon.read()?;
-        anyhow::ensure!(
-            w.crypto.len() as u32 >= CLASSIFIER_FLOWS * 9 / 10,
-            "the window holds {} sessions",
-            w.crypto.len()
-        );
-        let t = std::time::Instant::now();
-        let vals: Vec<_> = w.crypto.iter().map(|s| (s.key, s.total)).collect();
-        let samples = hist.window(&vals);
-        build.push(t.elapsed().as_secs_f64() * 1e3);
-        let refs: Vec<_> = samples.iter().collect();
-        let t = std::time::Instant::now();
-        let v = model.predict(&refs).map_err(anyhow::Error::msg)?;
-        infer.push(t.elapsed().as_secs_f64() * 1e3);
-        std::hint::black_box(v);
-        read.push(w.read.as_secs_f64() * 1e3);
-    }
-    let base = crate::bench::median(&read);
-    let each = || "10,000 sessions x 4 packets".to_string();
-    Ok(vec![
-        ratio_row(
+            Ok(())
+        },
+        |w| w.crypto.len(),
+        |w| {
+            let vals: Vec<_> = w.crypto.iter().map(|s| (s.key, s.total)).collect();
+            hist.window(&vals)
+        },
+        [
             "detect, mining: inference, a window of 10,000 sessions",
-            "ms",
-            infer,
-            each(),
-            "reading and decoding that window",
-            base,
-            Some(1.0),
-        ),
-        ratio_row(
             "detect, mining: the window's sessions into samples (with their history), 10,000",
-            "ms",
-            build,
-            each(),
-            "reading and decoding that window",
-            base,
-            None,
-        ),
-    ])
+            "10,000 sessions x 4 packets",
+        ],
+    )
 }

@@ -344,16 +344,16 @@ fn start_stages(
     let mut monitors = crate::monitor::Monitors::default();
     let m = monitors.prepare(&cfg.monitors)?;
     monitors.commit(&cfg.monitors, m);
-    let mut learned = Vec::new();
-    for w in crate::detect::live::Learned::ALL {
+    let learned = |w| -> anyhow::Result<Mutex<crate::detect::live::Classifier>> {
         let mut c = crate::detect::live::Classifier::default();
-        let n = c
-            .prepare(cfg.detect.as_ref().and_then(|d| w.config(d)), w.kind())
-            .map_err(|e| anyhow::anyhow!("[detect.{}]: {e}", w.section()))?;
+        let n = state::prepare_learned(&c, w, cfg.detect.as_ref())?;
         c.commit(n);
-        learned.push(Mutex::new(c));
-    }
-    let (mining, classifier) = (learned.pop().unwrap(), learned.pop().unwrap());
+        Ok(Mutex::new(c))
+    };
+    let (classifier, mining) = (
+        learned(crate::detect::live::Learned::Flows)?,
+        learned(crate::detect::live::Learned::Mining)?,
+    );
     let dynmon = crate::dynmon::Dynmons::restore(cfg.daemon.state_dir.join("dynmon.json"));
     let spa_triggers = crate::config::spa_trigger_doors(&cfg.spa);
     let (spa_queue, candidates) = std::sync::mpsc::sync_channel(spa::QUEUE);

@@ -154,6 +154,17 @@ pub struct Shared {
     /// The link to the fleet's etcd (`[cluster]`; read at start).
     pub cluster: Option<Arc<crate::cluster::link::Link>>,
 }
+/// What the learned detector `w` becomes under the `[detect]` section `d`
+/// ([`crate::detect::live::Classifier::prepare`]), its errors named by its section.
+pub(crate) fn prepare_learned(
+    c: &crate::detect::live::Classifier,
+    w: crate::detect::live::Learned,
+    d: Option<&crate::detect::DetectConfig>,
+) -> anyhow::Result<Option<Option<crate::detect::live::Live>>> {
+    c.prepare(d.and_then(|d| w.config(d)), w.kind())
+        .map_err(|e| anyhow::anyhow!("[detect.{}]: {e}", w.section()))
+}
+
 impl Shared {
     /// A learned detector's state.
     pub fn learned(
@@ -304,13 +315,8 @@ pub fn apply_config(s: &Shared, mut new: Config) -> anyhow::Result<()> {
         .prepare(&new.monitors)?;
     let mut new_learned = Vec::new();
     for w in crate::detect::live::Learned::ALL {
-        let n = s
-            .learned(w)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .prepare(new.detect.as_ref().and_then(|d| w.config(d)), w.kind())
-            .map_err(|e| anyhow::anyhow!("[detect.{}]: {e}", w.section()))?;
-        new_learned.push((w, n));
+        let c = s.learned(w).lock().unwrap_or_else(|p| p.into_inner());
+        new_learned.push((w, prepare_learned(&c, w, new.detect.as_ref())?));
     }
     // Where the firewall's chains run follows the interfaces' hooks: the links first (so
     // that the reconcile of `apply` keeps them), the interface entries after.
