@@ -128,6 +128,8 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_DETECT_ALLOW",
     "SW_DETECT_BLOCK",
     "SW_DETECT_COUNT",
+    "SW_DETECT_DEST",
+    "SW_DETECT_SYNS",
     "SW_FW_RULEID",
     "SW_FW_RANK",
     "SW_FW_GUARD",

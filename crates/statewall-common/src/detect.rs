@@ -2,7 +2,12 @@
 //! source blocks (addresses or prefixes) that are dropped first on ingress, each with its
 //! expiry and its own drop counter (the stages behind no longer see what it drops).
 //!
-//! Both tables are LPM tries keyed by [`lpm_key`]: 4 bytes of family, then 16 bytes of
+//! Destination mitigations ([`DestKey`], [`DestMit`]) hold what per-source blocks cannot:
+//! a flood from sources that change faster than a block follows them. They match the
+//! packets to one (address, protocol, port, length) and drop them, hold them to a rate,
+//! or (SYNs) admit only a retransmitted SYN.
+//!
+//! The allowlist and the blocks are LPM tries keyed by [`lpm_key`]: 4 bytes of family, then 16 bytes of
 //! address, the prefix length counting the family's 32 bits. The flood detectors are
 //! xfsm machines (see the user-side `detect` module); those of them marked exempt are not
 //! run for an allowlisted source ([`crate::xfsm::CTL_EXEMPT`]).
@@ -11,7 +16,8 @@
 pub const MAP_ALLOW: &str = "SW_DETECT_ALLOW";
 /// Map: blocked sources (LPM trie, [`Block`] values).
 pub const MAP_BLOCK: &str = "SW_DETECT_BLOCK";
-/// Map: the stage's counters (per-CPU array, [`COUNTERS`] entries).
+/// Map: the stage's counters (per-CPU array, [`COUNTERS`] entries), then one control
+/// word, [`SLOT_DESTS`] ([`COUNT_SLOTS`] entries in all).
 pub const MAP_COUNT: &str = "SW_DETECT_COUNT";
 /// Entries of each LPM trie.
 pub const MAX_PREFIXES: u32 = 16384;
@@ -22,8 +28,17 @@ pub const C_ALLOWED: u32 = 0;
 pub const C_BLOCKED: u32 = 1;
 /// Counter: packets that met an expired block (passed).
 pub const C_EXPIRED: u32 = 2;
+/// Counter: packets a destination mitigation dropped (a verifying one: first SYNs held).
+pub const C_DEST_DROPPED: u32 = 3;
+/// Counter: packets a destination mitigation let through (under its rate; SYNs sent again).
+pub const C_DEST_PASSED: u32 = 4;
 /// Counters.
-pub const COUNTERS: u32 = 3;
+pub const COUNTERS: u32 = 5;
+/// Control word after the counters, the same on every CPU (user space writes each): the
+/// entries of the destination table (0: the kernel looks nothing up).
+pub const SLOT_DESTS: u32 = COUNTERS;
+/// Entries of [`MAP_COUNT`].
+pub const COUNT_SLOTS: u32 = COUNTERS + 1;
 
 /// A block: dropped until `expires_ns` (on the kernel's boot clock; 0 = never).
 #[repr(C)]
@@ -35,6 +50,89 @@ pub struct Block {
     pub dropped: u64,
     /// When it was made (boot-clock ns).
     pub since_ns: u64,
+}
+
+/// Map: destination mitigations (hash, [`DestKey`] -> [`DestMit`], [`MAX_DESTS`]).
+pub const MAP_DEST: &str = "SW_DETECT_DEST";
+/// Map: SYNs held by a verifying destination mitigation (LRU hash, [`SynKey`] -> the
+/// boot-clock ns the first was seen).
+pub const MAP_SYNS: &str = "SW_DETECT_SYNS";
+/// Entries of the destination table.
+pub const MAX_DESTS: u32 = 1024;
+/// Entries of the held-SYN table.
+pub const MAX_SYNS: u32 = 65536;
+/// A held SYN's retransmission is admitted within this long (a client's first
+/// retransmission comes after 1 s).
+pub const SYN_RETRY_NS: u64 = 3_000_000_000;
+
+/// A destination mitigation's mode: drop the packets it matches.
+pub const DEST_DROP: u32 = 0;
+/// ... let `limit` of them through per second (all CPUs together), drop the rest.
+pub const DEST_LIMIT: u32 = 1;
+/// ... TCP: drop the first SYN of each (source, port, destination, port) and admit its
+/// retransmission (a spoofed source never sends one twice); other segments go on.
+pub const DEST_VERIFY: u32 = 2;
+
+/// A destination mitigation's key: the packets sent to `addr` with protocol `proto` and
+/// destination port `port` (0 for ICMP and ICMPv6) and, unless it is 0, IP length `len`
+/// (IPv4 total length, IPv6 payload length + 40). The kernel looks up the packet's own
+/// length first, then 0. TCP keys match SYNs only (no ACK).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DestKey {
+    /// 4 or 6.
+    pub family: u8,
+    /// L4 protocol.
+    pub proto: u8,
+    /// Destination port (0: none, ICMP).
+    pub port: u16,
+    /// IP length (0: any).
+    pub len: u16,
+    /// Explicit padding.
+    pub _pad: u16,
+    /// Destination address (IPv4: first 4 bytes).
+    pub addr: [u8; 16],
+}
+
+/// A destination mitigation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestMit {
+    /// When it ends (boot-clock ns; 0: it does not).
+    pub expires_ns: u64,
+    /// Packets dropped under it (added atomically by the kernel).
+    pub dropped: u64,
+    /// When it was made (boot-clock ns).
+    pub since_ns: u64,
+    /// [`DEST_DROP`], [`DEST_LIMIT`] or [`DEST_VERIFY`].
+    pub mode: u32,
+    /// [`DEST_LIMIT`]: packets per second let through.
+    pub limit: u32,
+    /// [`DEST_LIMIT`]: the second (boot clock) `passed` counts in.
+    pub second: u64,
+    /// Packets let through: in `second` ([`DEST_LIMIT`]); SYNs admitted on their
+    /// retransmission ([`DEST_VERIFY`]).
+    pub passed: u64,
+}
+
+/// A SYN held by a verifying destination: its four-tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynKey {
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Explicit padding.
+    pub _pad2: u16,
+    /// Source address.
+    pub saddr: [u8; 16],
+    /// Destination address.
+    pub daddr: [u8; 16],
 }
 
 /// The LPM key of an address (`family` 4 or 6, the address in the first 4 or 16 bytes
@@ -106,4 +204,10 @@ mod tests {
 mod pod {
     // SAFETY: plain old data, repr(C), no padding.
     unsafe impl aya::Pod for super::Block {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DestKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DestMit {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SynKey {}
 }

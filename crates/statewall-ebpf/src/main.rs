@@ -472,7 +472,7 @@ pub fn sw_detect(ctx: TcContext) -> i32 {
         return TCX_NEXT;
     };
     parse_tc(&ctx, p);
-    if detect::run(p) {
+    if detect::run(p) && detect::destination(p) {
         TCX_NEXT
     } else {
         TC_ACT_SHOT
@@ -500,7 +500,7 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
     parse_xdp(&ctx, p);
     frag::ports(p);
     p.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    if !detect::run(p) {
+    if !detect::run(p) || !detect::destination(p) {
         return xdp_action::XDP_DROP;
     }
     let load = |dst, off, len, max| load_xdp(&ctx, dst, off, len, max);

@@ -62,9 +62,6 @@ static SW_XFSM_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS,
 static SW_XFSM_TCOUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_TRANS_COUNTERS, 0);
 #[map(name = "SW_XFSM_PAYLD")]
 static SW_XFSM_PAYLD: Array<Payload> = Array::with_max_entries(2 * MAX_PAYLOADS, 0);
-/// The captured UDP payload of the packet being processed (per CPU).
-#[map(name = "SW_XFSM_SNAP")]
-static SW_XFSM_SNAP: PerCpuArray<Payload> = PerCpuArray::with_max_entries(1, 0);
 /// Conditions per (generation, machine).
 #[map(name = "SW_XFSM_CONDS")]
 static SW_XFSM_CONDS: Array<CondSet> = Array::with_max_entries(2 * MAX_MACHINES as u32, 0);
@@ -245,8 +242,8 @@ impl Tables for Maps {
     #[inline(always)]
     fn payload_matches(&self, generation: u32, idx: u8) -> bool {
         let i = generation * MAX_PAYLOADS + (idx as u32).wrapping_sub(1) % MAX_PAYLOADS;
-        match (SW_XFSM_PAYLD.get(i), SW_XFSM_SNAP.get(0)) {
-            (Some(pat), Some(snap)) => pat.same(snap),
+        match (SW_XFSM_PAYLD.get(i), SW_XFSM_WORK.get(0)) {
+            (Some(pat), Some(w)) => pat.same(&w.snap),
             _ => false,
         }
     }
@@ -460,15 +457,15 @@ fn ctx_of(p: &PacketInfo, now: u64, packed: u64) -> Ctx<'_> {
     Ctx::unpack(p, now, packed)
 }
 
-/// Captures the packet's UDP payload into the per-CPU snapshot with `load(dst, offset,
+/// Captures the packet's UDP payload into the per-CPU work slot's `snap` with `load(dst, offset,
 /// len, max)`, which copies `len` bytes (1..=max) of the packet from `offset`.
 /// Returns false when that fails (the payload then matches no pattern).
 #[inline(always)]
 fn capture<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, load: L) -> bool {
-    let Some(snap) = SW_XFSM_SNAP.get_ptr_mut(0) else {
+    let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) else {
         return false;
     };
-    let snap = unsafe { &mut *snap };
+    let snap = unsafe { &mut (*w).snap };
     let mut i = 0;
     while i < PAYLOAD_MAX / 8 {
         unsafe { core::ptr::write_volatile(&mut snap.words[i], 0) };

@@ -83,9 +83,8 @@ pub const MAP_EVENTS: &str = "SW_XFSM_EVENTS";
 pub const MAP_ONCE: &str = "SW_XFSM_ONCE";
 /// Payload patterns ([`Payload`], [`MAX_PAYLOADS`] per generation).
 pub const MAP_PAYLOADS: &str = "SW_XFSM_PAYLD";
-/// Per-CPU: the UDP payload of the packet being processed, when a transition may need it.
-pub const MAP_SNAPSHOT: &str = "SW_XFSM_SNAP";
-/// Per-CPU scratch of the xfsm programs (kernel-private, never pinned).
+/// Per-CPU scratch of the xfsm programs (kernel-private, never pinned): a [`Work`], which
+/// also holds the UDP payload of the packet being processed when a transition may need it.
 pub const MAP_XFSM_WORK: &str = "SW_XFSM_WORK";
 /// Capacity of [`MAP_ONCE`].
 pub const ONCE_MAX: u32 = 4096;
@@ -413,7 +412,7 @@ pub const MAX_PAYLOADS: u32 = 32;
 pub const PAYLOAD_NONE: u32 = u32::MAX;
 
 /// A UDP payload: a pattern in [`MAP_PAYLOADS`], or the packet's payload captured into
-/// [`MAP_SNAPSHOT`]. Bytes past `len` are zero, so that two payloads compare as words.
+/// [`Work::snap`]. Bytes past `len` are zero, so that two payloads compare as words.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Payload {
@@ -1214,6 +1213,9 @@ pub struct Work {
     pub dscp: u32,
     /// The transition's action set.
     pub acts: acts::ActSet,
+    /// The packet's UDP payload, when a transition may need it (kernel only: its own
+    /// field, so that the programs need no map of their own for it).
+    pub snap: Payload,
 }
 
 /// The condition vector of an extended machine, from the lookup key's registers (read

@@ -157,6 +157,8 @@ fn bench_config() -> statewall::detect::ClassifierConfig {
         model: None,
         sessions: 16_384,
         max_blocks: 4096,
+        destination_sources: 16,
+        destination_limit: 1000,
     }
 }
 

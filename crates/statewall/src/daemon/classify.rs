@@ -4,7 +4,9 @@
 //! window is read and classified (on a blocking thread: a read waits a grace period) and,
 //! under `enforce`, the address each detection names (a flood's source, a miner's pool) is
 //! blocked for `[detect] expiry`, unless allowlisted, one of the watched interfaces' own
-//! addresses, or `max_blocks` are held; a block made by hand is never touched.
+//! addresses, or `max_blocks` are held; a block made by hand is never touched. Flood
+//! flows from many sources to one destination make a destination mitigation instead
+//! ([`crate::detect::spread`]), re-armed the same way.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -12,13 +14,13 @@ use std::{
     time::Duration,
 };
 
-use statewall_common::detect::Block;
+use statewall_common::detect::{Block, DestKey, DestMit};
 
 use crate::{
     daemon::state::Shared,
     detect::{
-        live::{Classifier, Detection, Held, Learned, LAST_MAX},
-        Mode, Prefix,
+        live::{orient, Classifier, Detection, Held, Learned, LAST_MAX},
+        spread, Mode, Prefix,
     },
     engine::EngineError,
 };
@@ -75,7 +77,12 @@ pub async fn run(
         })
         .await?;
         match read {
-            Some((Ok(d), local)) => act(&s, w, d, &local),
+            Some((Ok(mut d), local)) => {
+                if w == Learned::Flows {
+                    orient(&mut d, &local);
+                }
+                act(&s, w, d, &local)
+            }
             Some((Err(e), _)) => tracing::warn!("detect {}: reading its window: {e}", w.section()),
             None => {}
         }
@@ -113,9 +120,27 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
         HashMap::new()
     };
     let until = g.engine.kernel_now() + d.expiry.0.as_nanos() as u64;
+    let plans = match (w, w.config(&d)) {
+        (Learned::Flows, Some(cc)) => {
+            spread::plans(&found, cc.destination_sources, cc.destination_limit)
+        }
+        _ => Vec::new(),
+    };
+    let t = c
+        .live
+        .as_ref()
+        .map_or(0, |l| l.model.shape.t_ns / 1_000_000_000);
+    c.last_destinations = plans
+        .iter()
+        .map(|p| format!("{}: {}", spread::target(&p.key), spread::action(p)))
+        .collect();
+    if d.mode == Mode::Enforce {
+        destinations(&mut g.engine, &mut c, &plans, until, t);
+    }
     let mut done: HashSet<std::net::IpAddr> = HashSet::new();
     for det in &found {
-        if !done.insert(det.block) {
+        // A flow a destination mitigation covers: its source is not blocked on its own.
+        if plans.iter().any(|p| spread::covers(p, det)) || !done.insert(det.block) {
             continue;
         }
         if local.contains(&det.block) || allow.iter().any(|p| p.contains(det.block)) {
@@ -140,10 +165,6 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
         }
         match g.engine.detect_block(&p, until) {
             Ok(()) => {
-                let t = c
-                    .live
-                    .as_ref()
-                    .map_or(0, |l| l.model.shape.t_ns / 1_000_000_000);
                 let reason = match w {
                     Learned::Flows => format!(
                         "flow {} classified as an attack ({} packets in a {t} s window)",
@@ -186,16 +207,60 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
     c.last = found.into_iter().take(LAST_MAX).collect();
 }
 
-/// Re-arms the detector's blocks whose drop count grew; forgets those gone.
+/// Puts the destination mitigations `plans` in place (or re-arms them) until `until`;
+/// `t`: the window, seconds, for their reasons.
+fn destinations(
+    engine: &mut crate::engine::Engine,
+    c: &mut Classifier,
+    plans: &[spread::Plan],
+    until: u64,
+    t: u64,
+) {
+    for p in plans {
+        let target = spread::target(&p.key);
+        let known = c.dests.contains_key(&p.key);
+        match engine.detect_dest_put(&p.key, p.mode, p.limit, until) {
+            Ok(()) => {
+                let reason = format!(
+                    "{} flows from {} sources classified as attacks in a {t} s window: {}",
+                    p.flows,
+                    p.sources,
+                    spread::action(p)
+                );
+                if !known {
+                    tracing::info!("detect classifier: destination {target}: {reason}");
+                }
+                let seen = c.dests.get(&p.key).map_or(0, |h| h.dropped_seen);
+                c.dests.insert(
+                    p.key,
+                    Held {
+                        reason,
+                        dropped_seen: seen,
+                        detector: Learned::Flows.section(),
+                    },
+                );
+            }
+            Err(EngineError::TableFull { .. }) => c.refused += 1,
+            Err(e) => tracing::warn!("detect classifier: destination {target}: {e}"),
+        }
+    }
+}
+
+/// Re-arms the detector's blocks and destination mitigations whose drop count grew;
+/// forgets those gone.
 fn rearm(s: &Shared, w: Learned) {
     // (Nothing held, the common case: the daemon's lock is not taken.)
-    if lock(s, w).held.is_empty() {
-        return;
+    {
+        let c = lock(s, w);
+        if c.held.is_empty() && c.dests.is_empty() {
+            return;
+        }
     }
     let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = lock(s, w);
     let Some(expiry) = g.config.detect.as_ref().map(|d| d.expiry.0) else {
         c.held.clear();
+        c.dests.clear();
         return;
     };
     let blocks: HashMap<Prefix, Block> = match g.engine.detect_blocks() {
@@ -231,5 +296,34 @@ fn rearm(s: &Shared, w: Learned) {
     }
     for p in gone {
         c.held.remove(&p);
+    }
+    if c.dests.is_empty() {
+        return;
+    }
+    let dests: HashMap<DestKey, DestMit> = match g.engine.detect_dests() {
+        Ok(v) => v.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!("detect {}: reading destinations: {e}", w.section());
+            return;
+        }
+    };
+    c.dests.retain(|k, _| {
+        dests
+            .get(k)
+            .is_some_and(|m| m.expires_ns == 0 || m.expires_ns > now)
+    });
+    for (k, h) in c.dests.iter_mut() {
+        let m = dests[k];
+        if m.dropped > h.dropped_seen {
+            h.dropped_seen = m.dropped;
+            let until = now + expiry.as_nanos() as u64;
+            if let Err(e) = g.engine.detect_dest_put(k, m.mode, m.limit, until) {
+                tracing::warn!(
+                    "detect {}: re-arming {}: {e}",
+                    w.section(),
+                    spread::target(k)
+                );
+            }
+        }
     }
 }

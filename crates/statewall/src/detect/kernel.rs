@@ -3,9 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
+use aya::maps::{lpm_trie::Key, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray};
 use serde::Serialize;
-use statewall_common::detect::{self as kd, Block, MAP_ALLOW, MAP_BLOCK, MAP_COUNT};
+use statewall_common::detect::{
+    self as kd, Block, DestKey, DestMit, MAP_ALLOW, MAP_BLOCK, MAP_COUNT, MAP_DEST, SLOT_DESTS,
+};
 
 use super::{Configured, Prefix, FLOOD};
 use crate::engine::{map_err, Engine, EngineError, Result};
@@ -13,9 +15,11 @@ use crate::engine::{map_err, Engine, EngineError, Result};
 /// A mitigation in force, as `GET /api/v1/detect` lists it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Mitigation {
-    /// `syn_flood`, `udp_flood`, `icmp_flood`, `reflection`, or `block` (by hand or API).
+    /// `syn_flood`, `udp_flood`, `icmp_flood`, `reflection`, `classifier`, `mining`, or
+    /// `block` (by hand or API).
     pub detector: String,
-    /// What it applies to: a destination under a flood, or a blocked source prefix.
+    /// What it applies to: a destination under a flood (the classifier's: with protocol,
+    /// port and length, [`super::spread::target`]), or a blocked source prefix.
     pub target: String,
     /// `destination` or `source`.
     pub scope: &'static str,
@@ -23,14 +27,20 @@ pub struct Mitigation {
     pub reason: String,
     /// Packets over the threshold since it began (dropped under `enforce`; a SYN flood's
     /// are the SYNs held for retransmission, all destinations together), or dropped by a
-    /// block.
+    /// block or a destination mitigation (a verifying one: the first SYNs it held).
     pub dropped: u64,
     /// Seconds left (None: no expiry).
     pub left_s: Option<f64>,
 }
 
 /// The SW_DETECT_COUNT counters by name.
-pub const COUNTER_NAMES: [&str; kd::COUNTERS as usize] = ["allowed", "blocked", "expired"];
+pub const COUNTER_NAMES: [&str; kd::COUNTERS as usize] = [
+    "allowed",
+    "blocked",
+    "expired",
+    "destination_dropped",
+    "destination_passed",
+];
 
 fn key_of(p: &Prefix) -> Key<[u8; 20]> {
     let (len, data) = p.lpm_key();
@@ -119,11 +129,12 @@ impl Engine {
         }
     }
 
-    /// Lifts every block (the stage turned off).
+    /// Lifts every block and destination mitigation (the stage turned off).
     pub fn detect_unblock_all(&mut self) -> Result<()> {
         for (p, _) in self.detect_blocks()? {
             self.detect_unblock(&p)?;
         }
+        self.detect_dest_remove(|_| true)?;
         Ok(())
     }
 
@@ -140,7 +151,7 @@ impl Engine {
         Ok(v)
     }
 
-    /// Removes the blocks that have expired; how many.
+    /// Removes the blocks and destination mitigations that have expired; how many.
     pub fn detect_sweep(&mut self) -> Result<usize> {
         let now = self.kernel_now();
         let gone: Vec<Prefix> = self
@@ -152,7 +163,77 @@ impl Engine {
         for p in &gone {
             self.detect_unblock(p)?;
         }
-        Ok(gone.len())
+        let over: Vec<DestKey> = self
+            .detect_dests()?
+            .into_iter()
+            .filter(|(_, m)| m.expires_ns != 0 && m.expires_ns <= now)
+            .map(|(k, _)| k)
+            .collect();
+        let n = if over.is_empty() {
+            0
+        } else {
+            self.detect_dest_remove(|k| over.contains(k))?
+        };
+        Ok(gone.len() + n)
+    }
+
+    /// Puts the destination mitigation `k` in place, or re-arms it: `mode`, `limit` and
+    /// the expiry `expires_ns` (0: until released) are set; an entry that exists keeps
+    /// its counts and its start.
+    pub fn detect_dest_put(
+        &mut self,
+        k: &DestKey,
+        mode: u32,
+        limit: u32,
+        expires_ns: u64,
+    ) -> Result<()> {
+        let now = self.kernel_now();
+        let mut h: BpfHashMap<&mut MapData, DestKey, DestMit> =
+            BpfHashMap::try_from(self.map_mut_checked(MAP_DEST)?)
+                .map_err(|e| map_err(MAP_DEST, e))?;
+        let mut m = h.get(k, 0).unwrap_or(DestMit {
+            since_ns: now,
+            ..Default::default()
+        });
+        m.mode = mode;
+        m.limit = limit;
+        m.expires_ns = expires_ns;
+        h.insert(k, m, 0).map_err(|e| match e {
+            aya::maps::MapError::SyscallError(ref s)
+                if matches!(s.io_error.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG)) =>
+            {
+                EngineError::TableFull {
+                    map: MAP_DEST.into(),
+                }
+            }
+            e => map_err(MAP_DEST, e),
+        })?;
+        self.detect_dest_count()
+    }
+
+    /// Every destination mitigation, sorted by key.
+    pub fn detect_dests(&self) -> Result<Vec<(DestKey, DestMit)>> {
+        self.hash_entries(MAP_DEST)
+    }
+
+    /// Removes the destination mitigations `pick` chooses; how many.
+    pub fn detect_dest_remove(&mut self, pick: impl Fn(&DestKey) -> bool) -> Result<usize> {
+        let n = self.hash_remove_where::<DestKey, DestMit>(MAP_DEST, pick)?;
+        self.detect_dest_count()?;
+        Ok(n)
+    }
+
+    /// Writes the number of destination mitigations into the kernel's control word (on
+    /// every CPU): with none, the kernel looks nothing up.
+    fn detect_dest_count(&mut self) -> Result<()> {
+        let n = self.detect_dests()?.len() as u64;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| map_err(MAP_COUNT, e))?;
+        let mut a: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.map_mut_checked(MAP_COUNT)?)
+                .map_err(|e| map_err(MAP_COUNT, e))?;
+        let v =
+            aya::maps::PerCpuValues::try_from(vec![n; cpus]).map_err(|e| map_err(MAP_COUNT, e))?;
+        a.set(SLOT_DESTS, v, 0).map_err(|e| map_err(MAP_COUNT, e))
     }
 
     /// The stage's counters by name.
@@ -162,14 +243,16 @@ impl Engine {
     }
 
     /// The mitigations in force: the destinations the detectors' machines (`machines`:
-    /// machine index and detector) hold in `FLOOD`, then the blocks (those in `held` are
-    /// the classifier's, with its reasons). `verifier` is the SYN
-    /// verifier's machine index, whose global count is the SYN detector's drops.
+    /// machine index and detector) hold in `FLOOD`, the classifier's destination
+    /// mitigations (`dests`: its reasons), then the blocks (those in `held` are the
+    /// classifier's, with its reasons). `verifier` is the SYN verifier's machine index,
+    /// whose global count is the SYN detector's drops.
     pub fn detect_mitigations(
         &self,
         machines: &[(usize, Configured)],
         verifier: Option<usize>,
         held: &std::collections::HashMap<Prefix, super::live::Held>,
+        dests: &std::collections::HashMap<DestKey, super::live::Held>,
     ) -> Result<Vec<Mitigation>> {
         let now = self.kernel_now();
         let left = |t: u64| (t != 0).then(|| t.saturating_sub(now) as f64 / 1e9);
@@ -206,6 +289,24 @@ impl Engine {
                     left_s: left(v.hard_deadline),
                 });
             }
+        }
+        for (k, m) in self.detect_dests()? {
+            if m.expires_ns != 0 && m.expires_ns <= now {
+                continue;
+            }
+            let (detector, reason) = match dests.get(&k) {
+                Some(h) => (h.detector, h.reason.clone()),
+                // (Its reason went with the daemon that made it; it lapses at its expiry.)
+                None => ("classifier", "made by an earlier run of the daemon".into()),
+            };
+            out.push(Mitigation {
+                detector: detector.into(),
+                target: super::spread::target(&k),
+                scope: "destination",
+                reason,
+                dropped: m.dropped,
+                left_s: left(m.expires_ns),
+            });
         }
         for (p, b) in self.detect_blocks()? {
             if !kd::blocks(&b, now) {

@@ -82,6 +82,17 @@ pub struct Detection {
     pub flow: String,
     /// Its packets the window recorded (floods: at most the model's `n`; mining: all).
     pub packets: usize,
+    /// Its protocol.
+    pub proto: u8,
+    /// The server's port (0 for ICMP).
+    pub port: u16,
+    /// Floods: the IP lengths of its packets the window recorded (a frame's length less
+    /// the Ethernet header, as in the features).
+    #[serde(skip)]
+    pub lens: Vec<u16>,
+    /// Its session key.
+    #[serde(skip)]
+    pub key: SessKey,
 }
 
 /// What the last windows gave.
@@ -237,7 +248,10 @@ impl Live {
                 (h.window(&vals), servers, true)
             }
         };
-        let found = self.classify(&samples, &servers, mining)?;
+        let mut found = self.classify(&samples, &servers, mining)?;
+        if !mining && !found.is_empty() {
+            lengths(&mut found, &w.packets);
+        }
         let n = samples.len();
         let turned_away = self
             .monitor
@@ -274,10 +288,10 @@ impl Live {
             }
             let k = &s.key;
             let server = servers.get(k).copied().unwrap_or(k.daddr);
-            let (src, dst) = if server == k.saddr {
-                (k.daddr, k.saddr)
+            let (src, dst, port) = if server == k.saddr {
+                (k.daddr, k.saddr, k.sport)
             } else {
-                (k.saddr, k.daddr)
+                (k.saddr, k.daddr, k.dport)
             };
             let (source, destination) = (addr_ip(k.family, &src), addr_ip(k.family, &dst));
             out.push(Detection {
@@ -286,9 +300,45 @@ impl Live {
                 block: if block_server { destination } else { source },
                 flow: flow_text(k),
                 packets: s.packets,
+                proto: k.proto,
+                port,
+                lens: Vec::new(),
+                key: *k,
             });
         }
         Ok(out)
+    }
+}
+
+/// Turns around the flood detections whose attacking end is one of the host's own
+/// addresses (`local`) and whose server is not: the monitor finds a session's server from
+/// its first packet (by ports when nothing else tells), so a flood from a port below its
+/// target's names the target's attacker the server. On the host it protects, the local
+/// end is the victim.
+pub fn orient(found: &mut [Detection], local: &[IpAddr]) {
+    for d in found {
+        if local.contains(&d.source) && !local.contains(&d.destination) {
+            std::mem::swap(&mut d.source, &mut d.destination);
+            d.block = d.source;
+            let k = &d.key;
+            d.port = if addr_ip(k.family, &k.saddr) == d.destination {
+                k.sport
+            } else {
+                k.dport
+            };
+        }
+    }
+}
+
+/// Fills each detection's packet lengths from the window's records.
+fn lengths(found: &mut [Detection], packets: &[statewall_common::monitor::PktRec]) {
+    let at: HashMap<SessKey, usize> = found.iter().enumerate().map(|(i, d)| (d.key, i)).collect();
+    for r in packets {
+        if let Some(&i) = at.get(&r.key) {
+            found[i]
+                .lens
+                .push(r.pkt_len.saturating_sub(super::windows::ETH_HEADER));
+        }
     }
 }
 
@@ -312,6 +362,11 @@ pub struct Classifier {
     pub live: Option<Live>,
     /// Addresses it blocked (flood sources, pools), by prefix (a /32 or /128).
     pub held: HashMap<super::Prefix, Held>,
+    /// Destination mitigations it put in place (floods, [`super::spread`]).
+    pub dests: HashMap<statewall_common::detect::DestKey, Held>,
+    /// What the last window's destination mitigations were or (under `monitor`) would
+    /// have been: `target: action` each.
+    pub last_destinations: Vec<String>,
     /// Detections not acted on because `max_blocks` were held (or the block table was
     /// full).
     pub refused: u64,

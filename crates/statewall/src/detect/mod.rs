@@ -47,6 +47,7 @@ pub mod learn;
 pub mod live;
 pub mod model;
 pub mod sessions;
+pub mod spread;
 pub mod windows;
 
 use std::net::IpAddr;
@@ -108,6 +109,14 @@ pub struct ClassifierConfig {
     /// Sources it may hold blocked at once (when reached, it blocks no more and counts).
     #[serde(default = "classifier_max_blocks")]
     pub max_blocks: usize,
+    /// Floods: sources whose attack flows to one (destination, protocol, port) in one
+    /// window make a destination mitigation instead of blocks ([`spread`]); 0: never.
+    #[serde(default = "classifier_destination_sources")]
+    pub destination_sources: usize,
+    /// Floods: packets per second a destination mitigation lets through when the flood's
+    /// packets share no length.
+    #[serde(default = "classifier_destination_limit")]
+    pub destination_limit: u32,
 }
 
 fn classifier_sessions() -> u32 {
@@ -116,6 +125,14 @@ fn classifier_sessions() -> u32 {
 
 fn classifier_max_blocks() -> usize {
     4096
+}
+
+fn classifier_destination_sources() -> usize {
+    16
+}
+
+fn classifier_destination_limit() -> u32 {
+    1000
 }
 
 impl ClassifierConfig {
@@ -393,6 +410,12 @@ impl DetectConfig {
             }
             if c.max_blocks == 0 {
                 return Err(bad(&format!("{section}.max_blocks"), "at least 1"));
+            }
+            if c.destination_limit == 0 {
+                return Err(bad(
+                    &format!("{section}.destination_limit"),
+                    "at least 1 packet a second (destination_sources = 0 turns destination mitigations off)",
+                ));
             }
             c.load_model(kind)?;
         }

@@ -33,6 +33,10 @@ use crate::types::Seeded;
 /// Features per packet.
 pub const FEATURES: usize = 11;
 
+/// The Ethernet header a record's frame length is taken to carry (the IP length is the
+/// rest).
+pub const ETH_HEADER: u16 = 14;
+
 /// What a model's samples are made of.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -169,7 +173,7 @@ pub fn features(r: &PktRec, start: u64, t_ns: u64) -> [f32; FEATURES] {
     let is_icmp = matches!(r.key.proto, proto::ICMP | proto::ICMPV6);
     [
         f(r.ts.saturating_sub(start) as f64, t_ns as f64),
-        f(r.pkt_len.saturating_sub(14) as f64, 65536.0),
+        f(r.pkt_len.saturating_sub(ETH_HEADER) as f64, 65536.0),
         f(fnv1a32(top.as_bytes()) as f64, 4_294_967_296.0),
         f(r.ip_flags_frag as f64, 65536.0),
         f(bits as f64, 4096.0),

@@ -105,6 +105,8 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::detect::MAP_ALLOW,
     statewall_common::detect::MAP_BLOCK,
     statewall_common::detect::MAP_COUNT,
+    statewall_common::detect::MAP_DEST,
+    statewall_common::detect::MAP_SYNS,
 ];
 
 /// A short stable identifier of the embedded object (FNV-1a 64 of its bytes), recorded in

@@ -20,6 +20,7 @@ pub const COUNTER_MAPS: &[&str] = &[
     statewall_common::xfsm::MAP_STATS,
     statewall_common::spa::MAP_SPA_STATS,
     statewall_common::firewall::MAP_FW_COUNTERS,
+    statewall_common::detect::MAP_COUNT,
 ];
 
 /// The counts of one grown counter array, per index and CPU.

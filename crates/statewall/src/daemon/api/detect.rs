@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | GET | `/api/v1/detect` | mode, detectors, allowlist, counters, every mitigation in force, and the classifier's windows and last detections |
 //! | POST | `/api/v1/detect/blocks` | `{"prefix": "198.51.100.0/24", "seconds": 600}`: drop a source or prefix (no `seconds`: until released) |
-//! | DELETE | `/api/v1/detect/{addr}` | release: the block of that prefix, or the detectors' mitigation of that destination |
+//! | DELETE | `/api/v1/detect/{addr}` | release: the block of that prefix, or the detectors' and the classifier's mitigations of that destination |
 //!
 //! A block inside an allowlisted prefix is refused (409); a wider one leaves the
 //! allowlisted addresses in it passing (the kernel asks the allowlist first).
@@ -26,7 +26,9 @@ use crate::{
     daemon::api::call::{lock, parse_body, ApiError},
     daemon::state::{Inner, Shared},
     detect::{kernel::Mitigation, live::Learned, Configured, Prefix, SYN_VERIFIER},
+    types::addr_ip,
 };
+use statewall_common::detect::DestKey;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -81,8 +83,14 @@ pub(crate) fn mitigations(s: &Shared, g: &Inner) -> Result<Vec<Mitigation>, ApiE
             .iter()
             .map(|(p, h)| (*p, h.clone())),
     );
+    let dests = s
+        .classifier
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .dests
+        .clone();
     g.engine
-        .detect_mitigations(&machines, verifier, &held)
+        .detect_mitigations(&machines, verifier, &held, &dests)
         .map_err(ApiError::internal)
 }
 
@@ -107,6 +115,8 @@ fn classifier(s: &Shared, w: Learned) -> serde_json::Value {
         "refused": c.refused,
         "allowlisted": c.allowlisted,
         "last": c.last,
+        "destinations": c.dests.len(),
+        "last_destinations": c.last_destinations,
     })
 }
 
@@ -213,9 +223,21 @@ async fn release(State(s): State<Arc<Shared>>, Path(addr): Path<String>) -> ApiR
     let full = p.len == if p.addr.is_ipv4() { 32 } else { 128 };
     let ms: Vec<usize> = detector_machines(&g).0.iter().map(|(i, _)| *i).collect();
     let released = if full {
-        g.engine
+        let by_machines = g
+            .engine
             .detect_release_destination(&ms, p.addr)
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        let ours = |k: &DestKey| addr_ip(k.family, &k.addr) == p.addr;
+        let by_classifier = g
+            .engine
+            .detect_dest_remove(ours)
+            .map_err(ApiError::internal)?;
+        s.classifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dests
+            .retain(|k, _| !ours(k));
+        by_machines + by_classifier
     } else {
         0
     };
