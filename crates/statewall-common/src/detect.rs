@@ -34,11 +34,13 @@ pub const C_DEST_DROPPED: u32 = 3;
 pub const C_DEST_PASSED: u32 = 4;
 /// Counters.
 pub const COUNTERS: u32 = 5;
-/// Control word after the counters, the same on every CPU (user space writes each): the
-/// entries of the destination table (0: the kernel looks nothing up).
-pub const SLOT_DESTS: u32 = COUNTERS;
+/// Control word after the counters, the same on every CPU (user space writes each, and
+/// sets it again from the table every second): the entries of the destination table (0:
+/// the kernel looks nothing up). A counter added later goes after it.
+pub const SLOT_DESTS: u32 = 5;
 /// Entries of [`MAP_COUNT`].
-pub const COUNT_SLOTS: u32 = COUNTERS + 1;
+pub const COUNT_SLOTS: u32 = 6;
+const _: () = assert!(SLOT_DESTS >= COUNTERS && SLOT_DESTS < COUNT_SLOTS);
 
 /// A block: dropped until `expires_ns` (on the kernel's boot clock; 0 = never).
 #[repr(C)]
@@ -61,22 +63,28 @@ pub const MAP_SYNS: &str = "SW_DETECT_SYNS";
 pub const MAX_DESTS: u32 = 1024;
 /// Entries of the held-SYN table.
 pub const MAX_SYNS: u32 = 65536;
-/// A held SYN's retransmission is admitted within this long (a client's first
-/// retransmission comes after 1 s).
-pub const SYN_RETRY_NS: u64 = 3_000_000_000;
+/// A held SYN's retransmission is admitted when it comes at least this long after the
+/// SYN held (Linux retransmits after 1 s, Windows after 3 s): a SYN sooner than that is
+/// a tool repeating itself, and is held in its place.
+pub const SYN_RETRY_MIN_NS: u64 = 500_000_000;
+/// ... and at most this long after it (later, it is a first SYN again).
+pub const SYN_RETRY_MAX_NS: u64 = 10_000_000_000;
 
 /// A destination mitigation's mode: drop the packets it matches.
 pub const DEST_DROP: u32 = 0;
 /// ... let `limit` of them through per second (all CPUs together), drop the rest.
 pub const DEST_LIMIT: u32 = 1;
 /// ... TCP: drop the first SYN of each (source, port, destination, port) and admit its
-/// retransmission (a spoofed source never sends one twice); other segments go on.
+/// retransmission, sent again 0.5 to 10 s later as a TCP stack does (a spoofed source
+/// never sends one twice; a tool that repeats one four-tuple faster is held each time);
+/// other segments go on.
 pub const DEST_VERIFY: u32 = 2;
 
 /// A destination mitigation's key: the packets sent to `addr` with protocol `proto` and
 /// destination port `port` (0 for ICMP and ICMPv6) and, unless it is 0, IP length `len`
 /// (IPv4 total length, IPv6 payload length + 40). The kernel looks up the packet's own
-/// length first, then 0. TCP keys match SYNs only (no ACK).
+/// length first, then 0. TCP keys match SYNs only (no ACK); ICMP errors the network
+/// needs ([`exempt_icmp`]) are never matched.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DestKey {
@@ -135,6 +143,18 @@ pub struct SynKey {
     pub daddr: [u8; 16],
 }
 
+/// True for the ICMP and ICMPv6 messages a destination mitigation never holds: IPv4
+/// destination unreachable (path MTU discovery), ICMPv6 packet too big and neighbour
+/// discovery (router and neighbour solicitations and advertisements, redirects).
+#[inline(always)]
+pub fn exempt_icmp(l4proto: u8, icmp_type: u8) -> bool {
+    match l4proto {
+        crate::proto::ICMP => icmp_type == 3,
+        crate::proto::ICMPV6 => icmp_type == 2 || (133..=137).contains(&icmp_type),
+        _ => false,
+    }
+}
+
 /// The LPM key of an address (`family` 4 or 6, the address in the first 4 or 16 bytes
 /// of `addr`, as [`crate::parse::PacketInfo`] holds it) under a prefix of `plen` bits:
 /// (key prefix length, key data).
@@ -186,6 +206,17 @@ mod tests {
         assert_eq!(d[8], 0);
         let (len, d) = lpm_key(6, &a, 128);
         assert_eq!((len, d[0], d[8]), (160, 6, 0xee));
+    }
+
+    #[test]
+    fn the_network_s_own_icmp_errors_are_exempt() {
+        assert!(exempt_icmp(crate::proto::ICMP, 3));
+        assert!(!exempt_icmp(crate::proto::ICMP, 8));
+        for t in [2, 133, 134, 135, 136, 137] {
+            assert!(exempt_icmp(crate::proto::ICMPV6, t), "{t}");
+        }
+        assert!(!exempt_icmp(crate::proto::ICMPV6, 128));
+        assert!(!exempt_icmp(crate::proto::UDP, 3));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use statewall_common::{
     detect::{
         self, Block, DestKey, DestMit, SynKey, COUNT_SLOTS, C_ALLOWED, C_BLOCKED, C_DEST_DROPPED,
         C_DEST_PASSED, C_EXPIRED, DEST_LIMIT, DEST_VERIFY, MAX_DESTS, MAX_PREFIXES, MAX_SYNS,
-        SLOT_DESTS, SYN_RETRY_NS,
+        SLOT_DESTS, SYN_RETRY_MAX_NS, SYN_RETRY_MIN_NS,
     },
     parse::{tcp, PacketInfo},
     proto,
@@ -28,7 +28,8 @@ static SW_DETECT_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_S
 /// Destination mitigations (preallocated: a flood cannot evict one).
 #[map(name = "SW_DETECT_DEST")]
 static SW_DETECT_DEST: HashMap<DestKey, DestMit> = HashMap::with_max_entries(MAX_DESTS, 0);
-/// SYNs held by verifying destinations (LRU: a flood of first SYNs evicts only its own).
+/// SYNs held by verifying destinations (LRU: when full, the least recently held goes,
+/// whoever sent it; `[maps] SW_DETECT_SYNS` sizes it for the floods expected).
 #[map(name = "SW_DETECT_SYNS")]
 static SW_DETECT_SYNS: LruHashMap<SynKey, u64> = LruHashMap::with_max_entries(MAX_SYNS, 0);
 
@@ -87,7 +88,7 @@ pub fn destination(p: &PacketInfo) -> bool {
         // TCP: SYNs only (an established connection's segments are never held).
         proto::TCP if p.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN => p.dport,
         proto::UDP => p.dport,
-        proto::ICMP | proto::ICMPV6 => 0,
+        proto::ICMP | proto::ICMPV6 if !detect::exempt_icmp(p.l4proto, p.icmp_type) => 0,
         _ => return true,
     };
     let mut k = DestKey {
@@ -137,8 +138,9 @@ pub fn destination(p: &PacketInfo) -> bool {
     admit
 }
 
-/// A SYN to a verifying destination: admitted when it repeats one held less than
-/// [`SYN_RETRY_NS`] ago (counted in `passed`), else held (remembered, dropped).
+/// A SYN to a verifying destination: admitted when it repeats one held
+/// [`SYN_RETRY_MIN_NS`] to [`SYN_RETRY_MAX_NS`] ago (counted in `passed`), else held
+/// (remembered from now, dropped).
 #[inline(always)]
 fn verify(p: &PacketInfo, now: u64, passed: &mut u64) -> bool {
     let k = SynKey {
@@ -151,7 +153,8 @@ fn verify(p: &PacketInfo, now: u64, passed: &mut u64) -> bool {
         daddr: p.daddr,
     };
     if let Some(seen) = unsafe { SW_DETECT_SYNS.get(&k) } {
-        if now.wrapping_sub(*seen) < SYN_RETRY_NS {
+        let gap = now.wrapping_sub(*seen);
+        if (SYN_RETRY_MIN_NS..=SYN_RETRY_MAX_NS).contains(&gap) {
             let _ = SW_DETECT_SYNS.remove(&k);
             crate::atomic::fetch_add(passed, 1);
             return true;

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use statewall_common::detect::{Block, DestKey, DestMit};
+use statewall_common::detect::{Block, DestKey, DestMit, DEST_LIMIT, DEST_VERIFY};
 
 use crate::{
     daemon::state::Shared,
@@ -134,13 +134,16 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
         .iter()
         .map(|p| format!("{}: {}", spread::target(&p.key), spread::action(p)))
         .collect();
-    if d.mode == Mode::Enforce {
-        destinations(&mut g.engine, &mut c, &plans, until, t);
-    }
+    let placed = if d.mode == Mode::Enforce {
+        destinations(&mut g.engine, &mut c, &plans, until, t)
+    } else {
+        Vec::new()
+    };
     let mut done: HashSet<std::net::IpAddr> = HashSet::new();
     for det in &found {
-        // A flow a destination mitigation covers: its source is not blocked on its own.
-        if plans.iter().any(|p| spread::covers(p, det)) || !done.insert(det.block) {
+        // A flow a destination mitigation in place covers: its source is not blocked on
+        // its own.
+        if placed.iter().any(|p| spread::covers(p, det)) || !done.insert(det.block) {
             continue;
         }
         if local.contains(&det.block) || allow.iter().any(|p| p.contains(det.block)) {
@@ -208,14 +211,15 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
 }
 
 /// Puts the destination mitigations `plans` in place (or re-arms them) until `until`;
-/// `t`: the window, seconds, for their reasons.
-fn destinations(
+/// `t`: the window, seconds, for their reasons. The plans in place.
+fn destinations<'a>(
     engine: &mut crate::engine::Engine,
     c: &mut Classifier,
-    plans: &[spread::Plan],
+    plans: &'a [spread::Plan],
     until: u64,
     t: u64,
-) {
+) -> Vec<&'a spread::Plan> {
+    let mut placed = Vec::new();
     for p in plans {
         let target = spread::target(&p.key);
         let known = c.dests.contains_key(&p.key);
@@ -239,10 +243,22 @@ fn destinations(
                         detector: Learned::Flows.section(),
                     },
                 );
+                placed.push(p);
             }
             Err(EngineError::TableFull { .. }) => c.refused += 1,
             Err(e) => tracing::warn!("detect classifier: destination {target}: {e}"),
         }
+    }
+    placed
+}
+
+/// What shows a destination mitigation's flood going on: its drops, less (verifying)
+/// the SYNs it admitted, as each admitted client had one held first.
+fn flood_count(m: &DestMit) -> u64 {
+    if m.mode == DEST_VERIFY {
+        m.dropped.saturating_sub(m.passed)
+    } else {
+        m.dropped
     }
 }
 
@@ -300,6 +316,19 @@ fn rearm(s: &Shared, w: Learned) {
     if c.dests.is_empty() {
         return;
     }
+    // Destination mitigations hold only while the classifier enforces them.
+    let cc = g.config.detect.as_ref().and_then(|d| {
+        let c = w.config(d)?;
+        (d.mode == Mode::Enforce && c.destination_sources > 0).then_some(c.destination_limit)
+    });
+    let Some(limit) = cc else {
+        let keys: Vec<DestKey> = c.dests.keys().copied().collect();
+        if let Err(e) = g.engine.detect_dest_remove(|k| keys.contains(k)) {
+            tracing::warn!("detect {}: lifting destinations: {e}", w.section());
+        }
+        c.dests.clear();
+        return;
+    };
     let dests: HashMap<DestKey, DestMit> = match g.engine.detect_dests() {
         Ok(v) => v.into_iter().collect(),
         Err(e) => {
@@ -314,10 +343,11 @@ fn rearm(s: &Shared, w: Learned) {
     });
     for (k, h) in c.dests.iter_mut() {
         let m = dests[k];
-        if m.dropped > h.dropped_seen {
-            h.dropped_seen = m.dropped;
+        if flood_count(&m) > h.dropped_seen {
+            h.dropped_seen = flood_count(&m);
             let until = now + expiry.as_nanos() as u64;
-            if let Err(e) = g.engine.detect_dest_put(k, m.mode, m.limit, until) {
+            let limit = if m.mode == DEST_LIMIT { limit } else { m.limit };
+            if let Err(e) = g.engine.detect_dest_put(k, m.mode, limit, until) {
                 tracing::warn!(
                     "detect {}: re-arming {}: {e}",
                     w.section(),

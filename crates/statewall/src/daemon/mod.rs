@@ -561,7 +561,7 @@ async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
         }
         match g.engine.detect_sweep() {
             Ok(0) => {}
-            Ok(n) => tracing::info!(blocks = n, "detect: blocks expired"),
+            Ok(n) => tracing::info!(n, "detect: blocks or destination mitigations expired"),
             Err(e) => tracing::warn!("sweeping detect blocks: {e}"),
         }
         // One-time sequences used, time windows turned: recompile the doors.

@@ -174,12 +174,16 @@ impl Engine {
         } else {
             self.detect_dest_remove(|k| over.contains(k))?
         };
+        // The control word from the table, each time: a write that failed, or a table an
+        // older daemon left, is right again within a sweep.
+        self.detect_dest_count()?;
         Ok(gone.len() + n)
     }
 
     /// Puts the destination mitigation `k` in place, or re-arms it: `mode`, `limit` and
     /// the expiry `expires_ns` (0: until released) are set; an entry that exists keeps
-    /// its counts and its start.
+    /// its counts and its start (the kernel's increments between the read and the write
+    /// here are lost: a few packets of a count).
     pub fn detect_dest_put(
         &mut self,
         k: &DestKey,

@@ -314,12 +314,14 @@ impl Live {
 /// addresses (`local`) and whose server is not: the monitor finds a session's server from
 /// its first packet (by ports when nothing else tells), so a flood from a port below its
 /// target's names the target's attacker the server. On the host it protects, the local
-/// end is the victim.
+/// end is the victim: it becomes the destination (for [`super::spread`]). `block` stays
+/// the local address, which is never blocked: the records do not tell which end sent
+/// what, and the host's own connections, taken for an attack, must not get their peers
+/// blocked.
 pub fn orient(found: &mut [Detection], local: &[IpAddr]) {
     for d in found {
         if local.contains(&d.source) && !local.contains(&d.destination) {
             std::mem::swap(&mut d.source, &mut d.destination);
-            d.block = d.source;
             let k = &d.key;
             d.port = if addr_ip(k.family, &k.saddr) == d.destination {
                 k.sport
@@ -335,10 +337,23 @@ fn lengths(found: &mut [Detection], packets: &[statewall_common::monitor::PktRec
     let at: HashMap<SessKey, usize> = found.iter().enumerate().map(|(i, d)| (d.key, i)).collect();
     for r in packets {
         if let Some(&i) = at.get(&r.key) {
-            found[i]
-                .lens
-                .push(r.pkt_len.saturating_sub(super::windows::ETH_HEADER));
+            found[i].lens.push(ip_len(r));
         }
+    }
+}
+
+/// A record's IP length as the kernel reads it from the header, or 0 when the record
+/// cannot tell: UDP from its length field (an IP header without options or extension
+/// headers); others from the frame less the Ethernet header, unless the frame may carry
+/// padding (60 bytes or less).
+pub fn ip_len(r: &statewall_common::monitor::PktRec) -> u16 {
+    match r.key.proto {
+        statewall_common::proto::UDP => {
+            let ip = if r.key.family == 6 { 40 } else { 20 };
+            r.udp_size.saturating_add(8 + ip)
+        }
+        _ if r.pkt_len <= 60 => 0,
+        _ => r.pkt_len.saturating_sub(super::windows::ETH_HEADER),
     }
 }
 
@@ -401,5 +416,67 @@ impl Classifier {
             self.live = l;
             self.last.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statewall_common::{monitor::PktRec, proto};
+
+    fn rec(l4: u8, family: u8, pkt_len: u16, udp_size: u16) -> PktRec {
+        PktRec {
+            key: SessKey {
+                proto: l4,
+                family,
+                ..Default::default()
+            },
+            pkt_len,
+            udp_size,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ip_lengths_come_from_the_udp_header_and_never_from_a_padded_frame() {
+        // 64 bytes of UDP payload: 92 over IPv4, 112 over IPv6, whatever the frame.
+        assert_eq!(ip_len(&rec(proto::UDP, 4, 120, 64)), 92);
+        assert_eq!(ip_len(&rec(proto::UDP, 6, 126, 64)), 112);
+        // An echo request of 84 bytes in a 98-byte frame; a 60-byte frame may be padded.
+        assert_eq!(ip_len(&rec(proto::ICMP, 4, 98, 0)), 84);
+        assert_eq!(ip_len(&rec(proto::TCP, 4, 60, 0)), 0);
+    }
+
+    #[test]
+    fn a_flood_naming_the_host_its_attacker_turns_around_and_blocks_no_peer() {
+        let local: IpAddr = "10.77.0.2".parse().unwrap();
+        let peer: IpAddr = "10.100.0.9".parse().unwrap();
+        let mut k = SessKey {
+            proto: proto::UDP,
+            family: 4,
+            sport: 9999,
+            dport: 4000,
+            ..Default::default()
+        };
+        k.saddr[..4].copy_from_slice(&[10, 77, 0, 2]);
+        k.daddr[..4].copy_from_slice(&[10, 100, 0, 9]);
+        let d = |source, destination, port| Detection {
+            source,
+            destination,
+            block: source,
+            flow: String::new(),
+            packets: 1,
+            proto: proto::UDP,
+            port,
+            lens: Vec::new(),
+            key: k,
+        };
+        let mut found = vec![d(local, peer, 4000), d(peer, local, 9999)];
+        orient(&mut found, &[local]);
+        for f in &found {
+            assert_eq!((f.source, f.destination, f.port), (peer, local, 9999));
+        }
+        assert_eq!(found[0].block, local, "the local address, never blocked");
+        assert_eq!(found[1].block, peer);
     }
 }

@@ -113,6 +113,7 @@ pub fn plans(found: &[Detection], min_sources: usize, limit: u32) -> Vec<Plan> {
                 .iter()
                 .max_by_key(|(l, n)| (**n, std::cmp::Reverse(**l)))
                 .map(|(l, n)| (*l, *n));
+            // (Length 0: a record that cannot tell; it counts against every length.)
             match top {
                 Some((l, n)) if l > 0 && n * 10 >= all * SAME_LENGTH_TENTHS => {
                     key.len = l;
