@@ -20,13 +20,17 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 # protobuf-compiler with libprotobuf-dev (the well-known .proto files it imports) builds
 # the etcd client crate's gRPC bindings; openssl makes the certificates of the TLS test;
 # openssh-server, openssh-client, mosquitto and mosquitto-clients make the long-lived
-# benign sessions of the mining dataset: ssh with keepalives, MQTT through a real broker).
+# benign sessions of the mining dataset: ssh with keepalives, MQTT through a real broker;
+# the flood dataset's application attacks: apache2-utils' ab (an HTTP request flood),
+# slowhttptest (slow headers), dnsmasq-base (a real DNS server, reflecting spoofed
+# queries; the binary only, no service) with nmap's nping sending the queries).
 PKGS=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev
   iproute2 iperf3 nftables iptables knockd fwknop-client fwknop-server curl tcpdump tmux
   prometheus clang-22 libbpf-dev python3-venv nmap ethtool iputils-ping hping3
   etcd-server etcd-client protobuf-compiler libprotobuf-dev openssl
   openssh-server openssh-client mosquitto mosquitto-clients
+  apache2-utils slowhttptest dnsmasq-base
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -319,8 +319,8 @@ fn broken_captures_say_where() {
 fn the_builtin_model_reads() {
     let m = Model::builtin();
     assert!(m.trained_on.0 > 0 && m.trained_on.1 > 0, "{m:?}");
-    // `make model`'s bar: 17 of the 25 trees.
-    assert_eq!((m.params.trees, m.params.min_votes), (25, 17));
+    // `make model`'s bar: 34 of the 50 trees.
+    assert_eq!((m.params.trees, m.params.min_votes), (50, 34));
     assert!(Model::from_json("{}").is_err());
     // A bar no forest can meet, or none at all, is refused before anything is read.
     for k in ["0", "26"] {
@@ -340,15 +340,17 @@ fn the_builtin_model_reads() {
 }
 
 /// End to end: a held-out capture per attack kind (spoofed and answered sources, seeds the
-/// training set never used), made by hping3 and benign tools between namespaces, classified
-/// by the built-in model: F1 >= 0.99 and fpr <= 0.01, with at least a third of the flows
-/// benign and the "everything is an attack" baseline below.
+/// training set never used), made by hping3, ab, nping with dnsmasq and benign tools
+/// between namespaces, classified by the built-in model: F1 >= 0.99 and fpr <= 0.01, with
+/// at least a third of the flows benign and the "everything is an attack" baseline below.
+/// (The slow HTTP attack is left out: the model does not find it, as README says.)
 #[test]
 fn held_out_floods_are_classified() {
     let dir = std::env::temp_dir().join(format!("statewall-classify-{}", std::process::id()));
     let plans: Vec<Plan> = dataset::Kind::ATTACKS
         .iter()
-        .zip([true, false, true])
+        .chain(&[dataset::Kind::Http, dataset::Kind::Dns])
+        .zip([true, false, true, false, false])
         .enumerate()
         .map(|(i, (k, spoofed))| Plan {
             kind: *k,

@@ -6,11 +6,14 @@
 //!   curl against a Python `http.server`, some requests in bursts of completed handshakes,
 //!   a rate-limited download, iperf3 over TCP and fast iperf3 over UDP (both capped), ping
 //!   (one of them fast), and slow UDP to a closed port;
+//!   and DNS lookups of a few names (the application kinds' captures; [`crate::apps`]);
 //! - attacks, by hping3: SYN, UDP and ICMP floods, from the client namespace's own attacker
 //!   addresses (10.77.0.200 to .203, answered) or from spoofed sources in 10.100.0.0/14
 //!   (neither namespace has a default route: the server's answers go nowhere). Each flood
 //!   keeps its source port (`-k`), one flow per source, so that a third or more of a mixed
-//!   capture's flows stay benign; one burst per capture walks the source ports.
+//!   capture's flows stay benign; one burst per capture walks the source ports;
+//! - application attacks ([`crate::apps`]): an HTTP request flood (ab), a slow HTTP attack
+//!   (slowhttptest), and DNS reflection (nping's spoofed queries answered by dnsmasq).
 //!
 //! The seed picks addresses, rates, sizes, TTLs, windows and the link MTU; the held-out set
 //! is made with other seeds than the training set.
@@ -44,6 +47,12 @@ pub enum Kind {
     Udp,
     /// ICMP echo flood.
     Icmp,
+    /// HTTP request flood (ab).
+    Http,
+    /// Slow HTTP (slowhttptest).
+    Slow,
+    /// DNS reflection (nping to dnsmasq).
+    Dns,
     /// Crypto mining (Stratum) among long-lived benign sessions ([`crate::mining`]).
     Mining,
 }
@@ -56,12 +65,32 @@ impl Kind {
             Kind::Syn => "syn",
             Kind::Udp => "udp",
             Kind::Icmp => "icmp",
+            Kind::Http => "http",
+            Kind::Slow => "slow",
+            Kind::Dns => "dns",
             Kind::Mining => "mining",
         }
     }
 
-    /// Every attack kind.
+    /// The floods, answered or spoofed.
     pub const ATTACKS: [Kind; 3] = [Kind::Syn, Kind::Udp, Kind::Icmp];
+    /// The application attacks (never spoofed: reflection spoofs by its nature).
+    pub const APPS: [Kind; 3] = [Kind::Http, Kind::Slow, Kind::Dns];
+
+    /// The kind named `s` (as in the manifest).
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Benign, Kind::Mining]
+            .into_iter()
+            .chain(Kind::ATTACKS)
+            .chain(Kind::APPS)
+            .find(|k| k.name() == s)
+    }
+
+    /// True for the application attacks' kinds, whose captures have DNS in their benign
+    /// background.
+    pub fn is_app(self) -> bool {
+        Kind::APPS.contains(&self)
+    }
 }
 
 /// One capture to make.
@@ -99,11 +128,24 @@ fn benign_addr(rng: &mut Rng) -> String {
     }
 }
 
-/// The benign background until `until`: threads that each run one tool at a time.
-fn benign(pair: &Pair, seed: u64, until: Instant) {
+/// The benign background until `until`: threads that each run one tool at a time (with
+/// `dns`, one more for DNS lookups).
+fn benign(pair: &Pair, seed: u64, until: Instant, dns: bool) {
     let c = &pair.client;
     let server = pair.server_v4.to_string();
     std::thread::scope(|s| {
+        if dns {
+            s.spawn(|| {
+                let mut rng = Rng(seed ^ 5);
+                while Instant::now() < until {
+                    let from = benign_addr(&mut rng);
+                    for _ in 0..rng.range(1, 4) {
+                        crate::apps::lookup(pair, &from, &mut rng);
+                    }
+                    std::thread::sleep(Duration::from_millis(rng.range(50, 600)));
+                }
+            });
+        }
         // Web: requests, every tenth a burst of completed handshakes.
         s.spawn(|| {
             let mut rng = Rng(seed ^ 1);
@@ -213,6 +255,12 @@ fn spoofed_addr(rng: &mut Rng) -> String {
 
 /// The flood of one capture, from `start` for `secs`.
 fn flood(pair: &Pair, plan: &Plan, rng: &mut Rng, secs: u64) {
+    match plan.kind {
+        Kind::Http => return crate::apps::http_flood(pair, rng, secs),
+        Kind::Slow => return crate::apps::slow_http(pair, rng, secs),
+        Kind::Dns => return crate::apps::dns_reflection(pair, rng, secs),
+        _ => {}
+    }
     let server = pair.server_v4.to_string();
     let sources: Vec<String> = if plan.spoofed {
         (0..rng.range(8, 24)).map(|_| spoofed_addr(rng)).collect()
@@ -337,8 +385,12 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
     std::fs::write(www.join("index.html"), "<html>statewall dataset</html>\n").unwrap();
     std::fs::write(www.join("big.bin"), vec![0x5a; 4 << 20]).unwrap();
     let www_s = www.to_string_lossy().into_owned();
-    let servers = [
-        spawn(&mut s.command(&[
+    // The application kinds' server speaks HTTP/1.1 (keep-alive: the request flood
+    // reuses its connections), the others' HTTP/1.0.
+    let http = if plan.kind.is_app() {
+        s.command(&["python3", "-c", HTTP11, &www_s])
+    } else {
+        s.command(&[
             "python3",
             "-m",
             "http.server",
@@ -347,7 +399,10 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
             "10.77.0.2",
             "-d",
             &www_s,
-        ])),
+        ])
+    };
+    let servers = [
+        spawn(&mut { http }),
         spawn(&mut s.command(&["iperf3", "-s", "-p", "5201"])),
         spawn(&mut s.command(&["iperf3", "-s", "-p", "5202"])),
     ];
@@ -363,6 +418,11 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
         let d = tempdir(&format!("mining-{}", plan.seed));
         let (kids, key) = crate::mining::servers(&pair, &d);
         (d, kids, key)
+    });
+    let dns = plan.kind.is_app().then(|| {
+        let d = tempdir(&format!("dns-{}", plan.seed));
+        let kids = crate::apps::dns_servers(&pair, &d);
+        (d, kids)
     });
     let file = dir.join(plan.file());
     let mut dump = spawn(
@@ -382,7 +442,7 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
     let start = Instant::now();
     let until = start + Duration::from_secs(plan.seconds);
     std::thread::scope(|sc| {
-        sc.spawn(|| benign(&pair, plan.seed, until));
+        sc.spawn(|| benign(&pair, plan.seed, until, dns.is_some()));
         if let Some((_, _, key)) = &mining {
             crate::mining::sessions(&pair, key, plan.seed, until);
         } else if plan.kind != Kind::Benign {
@@ -401,6 +461,13 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
         let _ = k.wait();
     }
     let _ = std::fs::remove_dir_all(&www);
+    if let Some((d, kids)) = dns {
+        for mut k in kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
     let (attackers, victims) = match mining {
         Some((d, kids, _)) => {
             for mut k in kids {
@@ -410,10 +477,13 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
             let _ = std::fs::remove_dir_all(&d);
             crate::mining::labels()
         }
-        None => (
-            ATTACKERS.split(',').map(String::from).collect(),
-            vec![VICTIM.into()],
-        ),
+        None => {
+            let mut a: Vec<String> = ATTACKERS.split(',').map(String::from).collect();
+            if plan.kind == Kind::Dns {
+                a.push(format!("{}/32", crate::apps::REFLECTOR));
+            }
+            (a, vec![VICTIM.into()])
+        }
     };
     Entry {
         file: plan.file(),
@@ -425,19 +495,39 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
     }
 }
 
+/// Python's threading HTTP server over HTTP/1.1 on 10.77.0.2:8080, serving the folder
+/// its first argument names.
+const HTTP11: &str = "import functools, http.server as h, sys\n\
+h.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'\n\
+handler = functools.partial(h.SimpleHTTPRequestHandler, directory=sys.argv[1])\n\
+h.ThreadingHTTPServer(('10.77.0.2', 8080), handler).serve_forever()\n";
+
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("statewall-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-/// The plans of a set: `rounds` captures of each attack kind, answered and spoofed (each
-/// with its own seed), and a benign capture.
-pub fn plans(set: &str, seed: u64, rounds: u64, seconds: u64, benign_seconds: u64) -> Vec<Plan> {
+/// The plans of a set: `rounds` captures of each of `kinds`, the floods answered and
+/// spoofed (each with its own seed), and a benign capture (none when `benign_seconds` is
+/// 0).
+pub fn plans(
+    set: &str,
+    seed: u64,
+    rounds: u64,
+    seconds: u64,
+    benign_seconds: u64,
+    kinds: &[Kind],
+) -> Vec<Plan> {
     let mut v = Vec::new();
     for round in 0..rounds {
-        for (i, kind) in Kind::ATTACKS.into_iter().enumerate() {
-            for spoofed in [false, true] {
+        for (i, kind) in kinds.iter().copied().enumerate() {
+            let spoofs: &[bool] = if kind.is_app() {
+                &[false]
+            } else {
+                &[false, true]
+            };
+            for &spoofed in spoofs {
                 v.push(Plan {
                     kind,
                     spoofed,
@@ -449,14 +539,16 @@ pub fn plans(set: &str, seed: u64, rounds: u64, seconds: u64, benign_seconds: u6
             }
         }
     }
-    v.push(Plan {
-        kind: Kind::Benign,
-        spoofed: false,
-        seconds: benign_seconds,
-        seed: seed + 100,
-        set: set.into(),
-        walk_sources: 0,
-    });
+    if benign_seconds > 0 {
+        v.push(Plan {
+            kind: Kind::Benign,
+            spoofed: false,
+            seconds: benign_seconds,
+            seed: seed + 100,
+            set: set.into(),
+            walk_sources: 0,
+        });
+    }
     v
 }
 

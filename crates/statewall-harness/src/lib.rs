@@ -8,7 +8,8 @@
 //! - [`bench`]: `statewall bench` (per-packet costs, time to open, figures);
 //! - [`demo`]: `statewall demo`;
 //! - [`etcd`]: a real etcd cluster on loopback for the fleet tests;
-//! - [`dataset`]: labelled captures for the learned classifier (`statewall dataset`);
+//! - [`dataset`]: labelled captures for the learned classifier (`statewall dataset`), with
+//!   [`apps`]: its application attacks and DNS;
 //! - [`rng`]: SplitMix64 for reproducible choices;
 //! - [`fuzzing`]: the entry points the fuzz targets and their corpus replay share.
 //!
@@ -22,6 +23,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod apps;
 pub mod bench;
 pub mod dataset;
 pub mod demo;

@@ -300,6 +300,10 @@ pub struct DatasetArgs {
     /// `--rounds` captures of Stratum miners among long-lived benign sessions.
     #[arg(long, value_enum, default_value_t = Detector::Ddos)]
     detector: Detector,
+    /// `ddos`: the attack kinds, comma-separated: syn, udp, icmp (floods), http (ab),
+    /// slow (slowhttptest), dns (reflection through dnsmasq).
+    #[arg(long, default_value = "syn,udp,icmp", value_delimiter = ',')]
+    kinds: Vec<String>,
 }
 
 /// Runs `statewall dataset`.
@@ -308,7 +312,26 @@ pub fn dataset(a: DatasetArgs) -> anyhow::Result<i32> {
         anyhow::bail!("--set is train or held-out, not {:?}", a.set);
     }
     let plans = match a.detector {
-        Detector::Ddos => dataset::plans(&a.set, a.seed, a.rounds, a.seconds, a.benign_seconds),
+        Detector::Ddos => {
+            let kinds = a
+                .kinds
+                .iter()
+                .map(|k| match dataset::Kind::parse(k) {
+                    Some(k) if k.is_app() || dataset::Kind::ATTACKS.contains(&k) => Ok(k),
+                    _ => anyhow::bail!(
+                        "--kinds: {k:?} is not an attack kind (syn, udp, icmp, http, slow, dns)"
+                    ),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            dataset::plans(
+                &a.set,
+                a.seed,
+                a.rounds,
+                a.seconds,
+                a.benign_seconds,
+                &kinds,
+            )
+        }
         Detector::Mining => dataset::mining_plans(&a.set, a.seed, a.rounds, a.seconds),
     };
     let m = dataset::make(&a.out, &plans).map_err(anyhow::Error::msg)?;
