@@ -1365,5 +1365,7 @@ fn the_classifier_mitigates_a_destination_when_sources_outrun_blocks() {
         "monitor mode reports what it would do"
     );
     let got = received(&b, "udp") - before;
-    assert!(got >= sent, "monitor mode dropped: {got} of {sent}");
+    // (Nothing is dropped by the stage; the veth's backlog may lose a few of a burst.)
+    assert_eq!(counter(&b, "destination_dropped"), 0);
+    assert!(got >= sent * 95 / 100, "monitor mode: {got} of {sent} arrived");
 }
