@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Leave-one-capture-out cross-validation of the flood classifier's settings over the
-training set of a manifest (the held-out set is never read).
+training sets of a manifest (the held-out sets are never read).
 
-For each training capture (mining captures aside), a model is trained on the others with
-each setting and evaluated on it; the errors are summed per setting. `make model-cv` runs
-it on data/manifest.json; the built-in model's trees, depth and vote bar were chosen by it.
+For each capture of the sets named (mining captures aside), a model is trained on the
+others with each setting and evaluated on it; the errors are summed per setting.
+`make model-cv` runs it on data/manifest.json over train and train-apps.
 
-Usage: scripts/detect-cv.py [MANIFEST] [STATEWALL] (defaults: data/manifest.json,
-target/debug/statewall). Settings: trees, depth, min-votes.
+Usage: scripts/detect-cv.py [MANIFEST] [STATEWALL] [SETS] (defaults: data/manifest.json,
+target/debug/statewall, train). Settings: trees, depth, min-votes.
 """
 import json
 import os
@@ -20,8 +20,9 @@ SETTINGS = [(25, 12, 17), (25, 16, 17), (50, 16, 34)]
 def main():
     manifest = sys.argv[1] if len(sys.argv) > 1 else "data/manifest.json"
     binary = sys.argv[2] if len(sys.argv) > 2 else "target/debug/statewall"
+    sets = (sys.argv[3] if len(sys.argv) > 3 else "train").split(",")
     m = json.load(open(manifest))
-    train = [c for c in m["captures"] if c["set"] == "train" and c["kind"] != "mining"]
+    train = [c for c in m["captures"] if c["set"] in sets and c["kind"] != "mining"]
     if not train:
         sys.exit(f"{manifest}: no training capture")
     # The fold's manifest sits beside the captures: their paths are relative to it.
@@ -34,6 +35,8 @@ def main():
             for c in mm["captures"]:
                 if c["file"] == cap["file"]:
                     c["set"] = "cv-fold"
+                elif c["set"] in sets:
+                    c["set"] = "train"
             with open(fold, "w") as f:
                 json.dump(mm, f)
             for s in SETTINGS:

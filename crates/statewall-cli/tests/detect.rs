@@ -1367,5 +1367,9 @@ fn the_classifier_mitigates_a_destination_when_sources_outrun_blocks() {
     let got = received(&b, "udp") - before;
     // (Nothing is dropped by the stage; the veth's backlog may lose a few of a burst.)
     assert_eq!(counter(&b, "destination_dropped"), 0);
-    assert!(got >= sent * 95 / 100, "monitor mode: {got} of {sent} arrived");
+    assert_eq!(counter(&b, "blocked"), 0);
+    assert!(
+        got >= sent * 95 / 100,
+        "monitor mode: {got} of {sent} arrived"
+    );
 }

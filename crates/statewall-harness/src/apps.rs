@@ -2,9 +2,9 @@
 //! - an HTTP request flood: apache2-utils' `ab` with keep-alive, from the attacker
 //!   addresses, each with its own concurrency (the server speaks HTTP/1.1 in these
 //!   captures: each connection carries requests as fast as they are answered);
-//! - a slow HTTP attack: `slowhttptest`, slow headers (slowloris) or a slow body, from one
-//!   attacker address (the tool cannot bind one: the client namespace's route to the
-//!   server takes that source while it runs; every benign tool binds its own);
+//! - a slow HTTP attack: `slowhttptest`, slow headers (slowloris) and a slow body at once,
+//!   from one attacker address (the tool cannot bind one: the client namespace's route to
+//!   the server takes that source while it runs; every benign tool binds its own);
 //! - DNS reflection: nmap's `nping` sends queries whose source is the victim to a real DNS
 //!   server (dnsmasq, at [`REFLECTOR`] in the client namespace), which answers each with a
 //!   large TXT record, to the victim;
@@ -56,6 +56,8 @@ fn dnsmasq(ns: &crate::netns::NetNs, addr: &str, dir: &Path) -> Child {
     spawn(&mut ns.command(&[
         "dnsmasq",
         "-k",
+        // No configuration of the host's (/etc/dnsmasq.conf, dnsmasq.d).
+        "--conf-file=/dev/null",
         "--no-resolv",
         "--no-hosts",
         "--bind-interfaces",
@@ -108,20 +110,26 @@ pub fn lookup(pair: &Pair, from: &str, rng: &mut Rng) -> bool {
     })
 }
 
-/// Runs `args` in the client namespace, one process per element, and waits for them.
+/// Runs `args` in the client namespace, one process per element, and waits for them;
+/// panics when one fails (a capture labelled with an attack that did not run is worse
+/// than none).
 fn run_all(pair: &Pair, runs: Vec<Vec<String>>) {
     let mut kids = Vec::new();
     for a in &runs {
         let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
-        kids.push(spawn(
-            pair.client
-                .command(&a)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
+        kids.push((
+            a.join(" "),
+            spawn(
+                pair.client
+                    .command(&a)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null()),
+            ),
         ));
     }
-    for mut k in kids {
-        let _ = k.wait();
+    for (what, mut k) in kids {
+        let st = k.wait().expect("waiting for an attack tool");
+        assert!(st.success(), "{what}: {st}");
     }
 }
 
@@ -151,38 +159,52 @@ pub fn http_flood(pair: &Pair, rng: &mut Rng, secs: u64) {
     run_all(pair, runs);
 }
 
-/// A slow HTTP attack for `secs` from one attacker address: slow headers or a slow body.
+/// A slow HTTP attack for `secs` from one attacker address: slow headers and a slow body
+/// at once, each with its own connections and pace. The client namespace's route takes
+/// the attacker's source while it runs, and its own again after.
 pub fn slow_http(pair: &Pair, rng: &mut Rng, secs: u64) {
     let src = format!("10.77.0.{}", rng.range(200, 203));
-    pair.client.exec_ok(&[
-        "ip",
-        "route",
-        "replace",
-        "10.77.0.0/24",
-        "dev",
-        &pair.client_if,
-        "src",
-        &src,
-    ]);
-    let mode = if rng.range(0, 1) == 0 { "-H" } else { "-B" };
+    let route = |src: &str| {
+        pair.client.exec_ok(&[
+            "ip",
+            "route",
+            "replace",
+            "10.77.0.0/24",
+            "dev",
+            &pair.client_if,
+            "proto",
+            "kernel",
+            "scope",
+            "link",
+            "src",
+            src,
+        ])
+    };
+    route(&src);
     let url = format!("http://{}:8080/", pair.server_v4);
-    let run = vec![
-        "slowhttptest".into(),
-        mode.into(),
-        "-c".into(),
-        rng.range(50, 300).to_string(),
-        "-r".into(),
-        rng.range(10, 60).to_string(),
-        "-i".into(),
-        rng.range(2, 10).to_string(),
-        "-l".into(),
-        secs.to_string(),
-        "-p".into(),
-        "3".into(),
-        "-u".into(),
-        url,
-    ];
-    run_all(pair, vec![run]);
+    let runs = ["-H", "-B"]
+        .iter()
+        .map(|mode| {
+            vec![
+                "slowhttptest".into(),
+                mode.to_string(),
+                "-c".into(),
+                rng.range(50, 200).to_string(),
+                "-r".into(),
+                rng.range(10, 60).to_string(),
+                "-i".into(),
+                rng.range(2, 10).to_string(),
+                "-l".into(),
+                secs.to_string(),
+                "-p".into(),
+                "3".into(),
+                "-u".into(),
+                url.clone(),
+            ]
+        })
+        .collect();
+    run_all(pair, runs);
+    route(&pair.client_v4.to_string());
 }
 
 /// DNS reflection for `secs`: 1 to 3 streams of spoofed queries (source: the victim, each

@@ -281,7 +281,9 @@ pub struct DatasetArgs {
     /// Folder of the captures and their `manifest.json` (extended when it exists).
     #[arg(long, default_value = "data")]
     out: PathBuf,
-    /// `train` or `held-out`.
+    /// `train` or `held-out` (the sets `make model` trains on and evaluates), or
+    /// `train-apps` or `held-out-apps` (the application attacks, kept apart: the built-in
+    /// model is not trained on them).
     #[arg(long, default_value = "train")]
     set: String,
     /// First seed (each capture takes its own from it).
@@ -308,8 +310,14 @@ pub struct DatasetArgs {
 
 /// Runs `statewall dataset`.
 pub fn dataset(a: DatasetArgs) -> anyhow::Result<i32> {
-    if a.set != "train" && a.set != "held-out" {
-        anyhow::bail!("--set is train or held-out, not {:?}", a.set);
+    if !matches!(
+        a.set.as_str(),
+        "train" | "held-out" | "train-apps" | "held-out-apps"
+    ) {
+        anyhow::bail!(
+            "--set is train, held-out, train-apps or held-out-apps, not {:?}",
+            a.set
+        );
     }
     let plans = match a.detector {
         Detector::Ddos => {

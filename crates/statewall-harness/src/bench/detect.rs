@@ -152,16 +152,18 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
 
 /// How soon the learned classifier acts, live: a daemon of this build with
 /// `[detect.classifier]` in `enforce` (the in-kernel detectors off) on a fresh pair's
-/// server; hping3 sends a SYN flood from four spoofed sources, 500 a second each, and the
-/// time from its start to the first packet a classifier block drops is compared with the
-/// end of the first full window after that start, at most two windows later (target:
-/// no later).
+/// server. Each run waits for a window's read (the API's window count moves), then, half a
+/// window later, hping3 sends a SYN flood from four spoofed sources of the run's own, 500
+/// a second each; the time from its start to the first packet a classifier block drops is
+/// compared with the end of the first full window after that start (one and a half
+/// windows later). Target: no later. A run that never acts counts the time waited (six
+/// windows) and misses the target.
 fn classifier_acts() -> anyhow::Result<Row> {
     use std::time::{Duration, Instant};
     let pair = crate::netns::Pair::new("bcls");
     let config = format!(
         "[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n\n[detect]\nmode = \"enforce\"\n\
-         expiry = \"10s\"\nsyn_flood = {{ enabled = false }}\nudp_flood = {{ enabled = false }}\n\
+         expiry = \"2s\"\nsyn_flood = {{ enabled = false }}\nudp_flood = {{ enabled = false }}\n\
          icmp_flood = {{ enabled = false }}\nreflection = {{ enabled = false }}\n\n\
          [detect.classifier]\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\n",
         i = pair.server_if,
@@ -169,71 +171,93 @@ fn classifier_acts() -> anyhow::Result<Row> {
     );
     let d = crate::bench::daemon::Daemon::start("classifier", &config)?;
     let window = statewall::detect::model::Model::builtin().shape.t_ns as f64 / 1e9;
-    // A window read first, so that the flood starts in a running detector's window.
-    std::thread::sleep(Duration::from_secs_f64(window * 1.5));
+    let detect = || -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(
+            &d.call("GET", "/api/v1/detect", "")?.body,
+        )?)
+    };
     let server = pair.server_v4.to_string();
-    let t0 = Instant::now();
-    let mut kids: Vec<std::process::Child> = (1..=4)
-        .map(|i| {
-            pair.client
-                .command(&[
-                    "hping3",
-                    "-q",
-                    "-k",
-                    "-S",
-                    "-p",
-                    "8080",
-                    "-s",
-                    &format!("3000{i}"),
-                    "-a",
-                    &format!("10.100.{i}.{i}"),
-                    "-i",
-                    "u2000",
-                    "-c",
-                    "7500",
-                    &server,
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-        })
-        .collect::<Result<_, _>>()?;
-    let mut acted = None;
-    while t0.elapsed() < Duration::from_secs_f64(window * 6.0) {
-        let r = d.call("GET", "/api/v1/detect", "")?;
-        let v: serde_json::Value = serde_json::from_str(&r.body)?;
-        let dropped = v["mitigations"].as_array().is_some_and(|ms| {
-            ms.iter()
-                .any(|m| m["detector"] == "classifier" && m["dropped"].as_u64() > Some(0))
-        });
-        if dropped {
-            acted = Some(t0.elapsed().as_secs_f64());
-            break;
+    let mut runs = Vec::new();
+    let mut missed = false;
+    for run in 0..RUNS {
+        // A window boundary: the count of windows read moves.
+        let seen = detect()?["classifier"]["stats"]["windows"].as_u64();
+        let t = Instant::now();
+        while detect()?["classifier"]["stats"]["windows"].as_u64() == seen {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs_f64(window * 3.0),
+                "no window read"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_secs_f64(window / 2.0));
+        let t0 = Instant::now();
+        let mut kids: Vec<std::process::Child> = (1..=4)
+            .map(|i| {
+                pair.client
+                    .command(&[
+                        "hping3",
+                        "-q",
+                        "-k",
+                        "-S",
+                        "-p",
+                        "8080",
+                        "-s",
+                        &format!("3000{i}"),
+                        "-a",
+                        &format!("10.{}.{run}.{i}", 100 + i % 4),
+                        "-i",
+                        "u2000",
+                        "-c",
+                        "7500",
+                        &server,
+                    ])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()?;
+        let mut acted = None;
+        while t0.elapsed() < Duration::from_secs_f64(window * 6.0) {
+            let v = detect()?;
+            let dropped = v["mitigations"].as_array().is_some_and(|ms| {
+                ms.iter().any(|m| {
+                    m["detector"] == "classifier"
+                        && m["target"]
+                            .as_str()
+                            .is_some_and(|t| t.contains(&format!(".{run}.")))
+                        && m["dropped"].as_u64() > Some(0)
+                })
+            });
+            if dropped {
+                acted = Some(t0.elapsed().as_secs_f64());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        missed |= acted.is_none();
+        runs.push(acted.unwrap_or(window * 6.0));
     }
-    for k in &mut kids {
-        let _ = k.kill();
-        let _ = k.wait();
-    }
-    let base = 2.0 * window;
-    // (Never acted within six windows: the figure is the time waited, and the target is
-    // missed.)
-    let value = acted.unwrap_or(window * 6.0);
+    let base = 1.5 * window;
+    let value = crate::bench::median(&runs);
     Ok(Row {
         name:
             "detect, classifier: SYN flood (4 spoofed sources) start to its first drop by a block"
                 .into(),
         unit: "s".into(),
         value,
-        runs: vec![value],
-        each: "one flood against a running daemon".into(),
-        baseline: format!("end of the first full {window:.0} s window after the start, at most"),
+        runs,
+        each: "one flood against a running daemon, half a window after a read".into(),
+        baseline: format!("end of the first full {window:.0} s window after the start"),
         baseline_value: base,
         ratio: value / base,
         delta: value - base,
         target: Some("<= 1x".into()),
-        met: Some(acted.is_some() && value <= base),
+        met: Some(!missed && value <= base),
     })
 }
 
