@@ -79,6 +79,18 @@ fn reference(allow: &[Prefix], blocks: &[(Prefix, u64)], src: IpAddr, now: u64) 
     (exp == 0 || now < exp).then_some(best.0)
 }
 
+/// Makes the kernel's allowlist exactly `allow`.
+fn set_allowlist(bed: &mut TestBed, allow: &[Prefix]) {
+    let mut t: LpmTrie<&mut MapData, [u8; 20], u8> = bed.map(MAP_ALLOW).try_into().unwrap();
+    let old: Vec<_> = t.keys().filter_map(|k| k.ok()).collect();
+    for k in old {
+        t.remove(&k).unwrap();
+    }
+    for a in allow {
+        t.insert(&key(a), 1, 0).unwrap();
+    }
+}
+
 fn counters(bed: &mut TestBed) -> Vec<u64> {
     let a: PerCpuArray<&MapData, u64> = (&*bed.map(MAP_COUNT)).try_into().unwrap();
     (0..COUNTERS)
@@ -116,16 +128,7 @@ fn blocks_and_allowlist_equal_the_reference_on_random_prefixes() {
             };
             blocks.push((p, exp));
         }
-        {
-            let mut t: LpmTrie<&mut MapData, [u8; 20], u8> = bed.map(MAP_ALLOW).try_into().unwrap();
-            let old: Vec<_> = t.keys().filter_map(|k| k.ok()).collect();
-            for k in old {
-                t.remove(&k).unwrap();
-            }
-            for a in &allow {
-                t.insert(&key(a), 1, 0).unwrap();
-            }
-        }
+        set_allowlist(&mut bed, &allow);
         {
             let mut t: LpmTrie<&mut MapData, [u8; 20], Block> =
                 bed.map(MAP_BLOCK).try_into().unwrap();
@@ -365,16 +368,7 @@ fn destinations_equal_the_reference_on_random_packets() {
             }
         }
         let enabled = case % 5 != 4;
-        {
-            let mut t: LpmTrie<&mut MapData, [u8; 20], u8> = bed.map(MAP_ALLOW).try_into().unwrap();
-            let old: Vec<_> = t.keys().filter_map(|k| k.ok()).collect();
-            for k in old {
-                t.remove(&k).unwrap();
-            }
-            for a in &allow {
-                t.insert(&key(a), 1, 0).unwrap();
-            }
-        }
+        set_allowlist(&mut bed, &allow);
         {
             let mut h: aya::maps::HashMap<&mut MapData, DestKey, DestMit> =
                 bed.map(MAP_DEST).try_into().unwrap();

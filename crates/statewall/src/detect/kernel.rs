@@ -42,6 +42,18 @@ pub const COUNTER_NAMES: [&str; kd::COUNTERS as usize] = [
     "destination_passed",
 ];
 
+/// A failed insert into `map`: [`EngineError::TableFull`] when the table has no room.
+fn insert_err(map: &str, e: aya::maps::MapError) -> EngineError {
+    match e {
+        aya::maps::MapError::SyscallError(ref s)
+            if matches!(s.io_error.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG)) =>
+        {
+            EngineError::TableFull { map: map.into() }
+        }
+        e => map_err(map, e),
+    }
+}
+
 fn key_of(p: &Prefix) -> Key<[u8; 20]> {
     let (len, data) = p.lpm_key();
     Key::new(len, data)
@@ -99,16 +111,7 @@ impl Engine {
             },
         };
         b.expires_ns = expires_ns;
-        t.insert(&k, b, 0).map_err(|e| match e {
-            aya::maps::MapError::SyscallError(ref s)
-                if matches!(s.io_error.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG)) =>
-            {
-                EngineError::TableFull {
-                    map: MAP_BLOCK.into(),
-                }
-            }
-            e => map_err(MAP_BLOCK, e),
-        })
+        t.insert(&k, b, 0).map_err(|e| insert_err(MAP_BLOCK, e))
     }
 
     /// Lifts the block of exactly `p`; false when there was none.
@@ -163,20 +166,20 @@ impl Engine {
         for p in &gone {
             self.detect_unblock(p)?;
         }
-        let over: Vec<DestKey> = self
-            .detect_dests()?
-            .into_iter()
+        let dests = self.detect_dests()?;
+        let over: Vec<DestKey> = dests
+            .iter()
             .filter(|(_, m)| m.expires_ns != 0 && m.expires_ns <= now)
-            .map(|(k, _)| k)
+            .map(|(k, _)| *k)
             .collect();
         let n = if over.is_empty() {
             0
         } else {
-            self.detect_dest_remove(|k| over.contains(k))?
+            self.hash_remove_where::<DestKey, DestMit>(MAP_DEST, |k| over.contains(k))?
         };
         // The control word from the table, each time: a write that failed, or a table an
         // older daemon left, is right again within a sweep.
-        self.detect_dest_count()?;
+        self.write_dest_count(dests.len().saturating_sub(n) as u64)?;
         Ok(gone.len() + n)
     }
 
@@ -195,24 +198,20 @@ impl Engine {
         let mut h: BpfHashMap<&mut MapData, DestKey, DestMit> =
             BpfHashMap::try_from(self.map_mut_checked(MAP_DEST)?)
                 .map_err(|e| map_err(MAP_DEST, e))?;
-        let mut m = h.get(k, 0).unwrap_or(DestMit {
+        let old = h.get(k, 0).ok();
+        let mut m = old.unwrap_or(DestMit {
             since_ns: now,
             ..Default::default()
         });
         m.mode = mode;
         m.limit = limit;
         m.expires_ns = expires_ns;
-        h.insert(k, m, 0).map_err(|e| match e {
-            aya::maps::MapError::SyscallError(ref s)
-                if matches!(s.io_error.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG)) =>
-            {
-                EngineError::TableFull {
-                    map: MAP_DEST.into(),
-                }
-            }
-            e => map_err(MAP_DEST, e),
-        })?;
-        self.detect_dest_count()
+        h.insert(k, m, 0).map_err(|e| insert_err(MAP_DEST, e))?;
+        // (A re-armed entry leaves the count as it was.)
+        match old {
+            Some(_) => Ok(()),
+            None => self.detect_dest_count(),
+        }
     }
 
     /// Every destination mitigation, sorted by key.
@@ -231,6 +230,11 @@ impl Engine {
     /// every CPU): with none, the kernel looks nothing up.
     fn detect_dest_count(&mut self) -> Result<()> {
         let n = self.detect_dests()?.len() as u64;
+        self.write_dest_count(n)
+    }
+
+    /// Writes `n` into the destination mitigations' control word on every CPU.
+    fn write_dest_count(&mut self, n: u64) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| map_err(MAP_COUNT, e))?;
         let mut a: PerCpuArray<&mut MapData, u64> =
             PerCpuArray::try_from(self.map_mut_checked(MAP_COUNT)?)

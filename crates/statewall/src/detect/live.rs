@@ -288,12 +288,13 @@ impl Live {
             }
             let k = &s.key;
             let server = servers.get(k).copied().unwrap_or(k.daddr);
-            let (src, dst, port) = if server == k.saddr {
-                (k.daddr, k.saddr, k.sport)
+            let (src, dst) = if server == k.saddr {
+                (k.daddr, k.saddr)
             } else {
-                (k.saddr, k.daddr, k.dport)
+                (k.saddr, k.daddr)
             };
             let (source, destination) = (addr_ip(k.family, &src), addr_ip(k.family, &dst));
+            let port = port_of(k, destination);
             out.push(Detection {
                 source,
                 destination,
@@ -322,13 +323,17 @@ pub fn orient(found: &mut [Detection], local: &[IpAddr]) {
     for d in found {
         if local.contains(&d.source) && !local.contains(&d.destination) {
             std::mem::swap(&mut d.source, &mut d.destination);
-            let k = &d.key;
-            d.port = if addr_ip(k.family, &k.saddr) == d.destination {
-                k.sport
-            } else {
-                k.dport
-            };
+            d.port = port_of(&d.key, d.destination);
         }
+    }
+}
+
+/// The port of the end `addr` of session `k`.
+fn port_of(k: &SessKey, addr: IpAddr) -> u16 {
+    if addr_ip(k.family, &k.saddr) == addr {
+        k.sport
+    } else {
+        k.dport
     }
 }
 

@@ -69,12 +69,10 @@ fn detector_machines(g: &Inner) -> (Vec<(usize, Configured)>, Option<usize>) {
 /// holds are its rows, with their reasons.
 pub(crate) fn mitigations(s: &Shared, g: &Inner) -> Result<Vec<Mitigation>, ApiError> {
     let (machines, verifier) = detector_machines(g);
-    let mut held = s
-        .classifier
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .held
-        .clone();
+    let (mut held, dests) = {
+        let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
+        (c.held.clone(), c.dests.clone())
+    };
     held.extend(
         s.mining
             .lock()
@@ -83,12 +81,6 @@ pub(crate) fn mitigations(s: &Shared, g: &Inner) -> Result<Vec<Mitigation>, ApiE
             .iter()
             .map(|(p, h)| (*p, h.clone())),
     );
-    let dests = s
-        .classifier
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .dests
-        .clone();
     g.engine
         .detect_mitigations(&machines, verifier, &held, &dests)
         .map_err(ApiError::internal)
