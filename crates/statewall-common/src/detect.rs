@@ -185,10 +185,17 @@ pub fn lpm_key(family: u8, addr: &[u8; 16], plen: u32) -> (u32, [u8; 20]) {
     })
 }
 
+/// Whether a mitigation that ends at `expires_ns` (0: never) is in force at `now`: a
+/// block, a destination mitigation.
+#[inline(always)]
+pub fn in_force(expires_ns: u64, now: u64) -> bool {
+    expires_ns == 0 || now < expires_ns
+}
+
 /// What a block says of a packet at `now`: drop it (true) or not.
 #[inline(always)]
 pub fn blocks(b: &Block, now: u64) -> bool {
-    b.expires_ns == 0 || now < b.expires_ns
+    in_force(b.expires_ns, now)
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ pub fn destination(p: &PacketInfo) -> bool {
     // may start twice).
     let m = unsafe { &mut *m };
     let now = crate::clock::now_ns();
-    if !(m.expires_ns == 0 || now < m.expires_ns) || allowed(p) {
+    if !detect::in_force(m.expires_ns, now) || allowed(p) {
         return true;
     }
     let admit = match m.mode {

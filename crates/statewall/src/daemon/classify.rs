@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use statewall_common::detect::{Block, DestKey, DestMit, DEST_LIMIT, DEST_VERIFY};
+use statewall_common::detect::{in_force, Block, DestKey, DestMit, DEST_LIMIT, DEST_VERIFY};
 
 use crate::{
     daemon::state::Shared,
@@ -293,7 +293,7 @@ fn rearm(s: &Shared, w: Learned) {
             gone.push(*p);
             continue;
         };
-        if b.expires_ns != 0 && b.expires_ns <= now {
+        if !in_force(b.expires_ns, now) {
             gone.push(*p);
             continue;
         }
@@ -336,11 +336,8 @@ fn rearm(s: &Shared, w: Learned) {
             return;
         }
     };
-    c.dests.retain(|k, _| {
-        dests
-            .get(k)
-            .is_some_and(|m| m.expires_ns == 0 || m.expires_ns > now)
-    });
+    c.dests
+        .retain(|k, _| dests.get(k).is_some_and(|m| in_force(m.expires_ns, now)));
     for (k, h) in c.dests.iter_mut() {
         let m = dests[k];
         if flood_count(&m) > h.dropped_seen {

@@ -169,7 +169,7 @@ impl Engine {
         let dests = self.detect_dests()?;
         let over: Vec<DestKey> = dests
             .iter()
-            .filter(|(_, m)| m.expires_ns != 0 && m.expires_ns <= now)
+            .filter(|(_, m)| !kd::in_force(m.expires_ns, now))
             .map(|(k, _)| *k)
             .collect();
         let n = if over.is_empty() {
@@ -299,7 +299,7 @@ impl Engine {
             }
         }
         for (k, m) in self.detect_dests()? {
-            if m.expires_ns != 0 && m.expires_ns <= now {
+            if !kd::in_force(m.expires_ns, now) {
                 continue;
             }
             let (detector, reason) = match dests.get(&k) {
