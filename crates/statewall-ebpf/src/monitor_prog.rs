@@ -6,7 +6,7 @@ use crate::atomic::fetch_add;
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     cty::c_void,
-    helpers::{bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns, generated::bpf_loop},
+    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
@@ -118,14 +118,11 @@ pub fn sw_monitor(ctx: TcContext) -> i32 {
     TCX_NEXT
 }
 
-/// Unix time in ns: the monotonic clock plus the offset user space wrote. The coarse
-/// clock (the last tick's time, no clock-source read): a session's first and last packet
-/// times are kept to a tick, which per-session counts over windows of seconds do not
-/// miss, and the read costs a fraction of the fine clock's.
+/// Unix time in ns: the monotonic clock plus the offset user space wrote.
 #[inline(always)]
 fn now() -> u64 {
     let epoch = SW_MON_CTL.get(CTL_EPOCH).copied().unwrap_or(0);
-    unsafe { bpf_ktime_get_coarse_ns() }.wrapping_add(epoch)
+    unsafe { bpf_ktime_get_ns() }.wrapping_add(epoch)
 }
 
 #[inline(always)]
