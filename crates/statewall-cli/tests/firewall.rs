@@ -598,6 +598,36 @@ fn kernel_classifier_equals_reference() {
     }
 }
 
+/// A field whose IPv4 prefixes find no room in the direct table (too few blocks, or the
+/// table turned off with 2 blocks) reads its prefix trie, and the kernel still decides as
+/// the reference; with room, the ingress chain's two address fields read the table.
+#[test]
+fn fields_without_room_in_the_direct_table_read_their_tries() {
+    use statewall_common::firewall::{MAP_FW_CTL, MAP_FW_V4, V4_ROOTS, V4_ROOT_BLOCKS};
+    for (blocks, room) in [
+        (2 + 2 * (V4_ROOTS * V4_ROOT_BLOCKS + 3), false),
+        (2, false),
+        (2 + 2 * (V4_ROOTS * V4_ROOT_BLOCKS + 2000), true),
+    ] {
+        let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, BITSETS), (MAP_FW_V4, blocks)]);
+        bed.fw_iface(1, 0);
+        let mut t = Tables::new(BITSETS);
+        let mut used = (0, 0);
+        for seed in 0..4 {
+            scenario(0xf4_0000 + seed, 200, 200, &mut bed, &mut t, false);
+            let a: Array<&MapData, u32> = (&*bed.map(MAP_FW_CTL)).try_into().unwrap();
+            let g = a.get(&0, 0).unwrap() & 1;
+            let (_, direct, fallen) = t.v4_use(g);
+            used = (used.0 + direct, used.1 + fallen);
+        }
+        if room {
+            assert!(used.0 >= 4 * 2, "{blocks} blocks: {used:?}");
+        } else {
+            assert!(used.0 == 0 && used.1 > 0, "{blocks} blocks: {used:?}");
+        }
+    }
+}
+
 /// The same property with the ingress chain in XDP (`sw_fw_xdp`): same rules, counters,
 /// LOG events and connection states as on tc. The tc ingress program then lets every
 /// packet go on (it was classified in XDP), and without the interface's XDP bit the XDP
@@ -1318,7 +1348,16 @@ fn the_default_table_holds_ten_thousand_rules() {
     );
     let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, cap)]);
     bed.fw_iface(1, 0);
-    t.write(&mut bed).unwrap();
+    let g = t.write(&mut bed).unwrap();
+    let (blocks, direct, fallen) = t.v4_use(g);
+    eprintln!(
+        "their sources in the default IPv4 direct table: {}",
+        if direct > 0 {
+            format!("{blocks} KiB a generation ({direct} fields, {fallen} without room)")
+        } else {
+            "no room, read through the prefix trie".into()
+        }
+    );
     let mut sent = 0u64;
     for step in 0..6 {
         if step > 0 {

@@ -135,6 +135,7 @@ const ADDED_SINCE_PREVIOUS: &[&str] = &[
     "SW_FW_GUARD",
     "SW_FW_LINEAR",
     "SW_FW_IFIDX",
+    "SW_FW_V4",
 ];
 
 /// Programs this build pins that the previous release did not (loaded and pinned on top

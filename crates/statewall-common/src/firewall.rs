@@ -74,6 +74,56 @@ pub const MAP_FW_BITSETS: &str = "SW_FW_BITSETS";
 pub const MAP_FW_SRC: &str = "SW_FW_SRC";
 /// Destination prefixes, as [`MAP_FW_SRC`].
 pub const MAP_FW_DST: &str = "SW_FW_DST";
+/// IPv4 prefixes read directly (a multibit trie: 16 bits, then 8 at a time), beside the
+/// tries. `ARRAY` of [`V4Block`]s:
+/// - blocks 0 and 1: which root each chain's field reads in generation 0 and 1
+///   ([`v4root_slot`]): the root's first block (0: the field reads its trie);
+/// - then each generation's half ([`v4_half`]): [`V4_ROOTS`] roots of [`V4_ROOT_BLOCKS`]
+///   blocks (the 65,536 values of the address's top 16 bits), then single blocks for the
+///   next [`V4_STRIDE`] bits.
+///
+/// An entry holds [`v4_entry`]'s value or [`V4_CHILD`] | the block of the next bits.
+pub const MAP_FW_V4: &str = "SW_FW_V4";
+/// Address bits a block below a root reads.
+pub const V4_STRIDE: u32 = 8;
+/// Entries of a block of [`MAP_FW_V4`].
+pub const V4_BLOCK: usize = 1 << V4_STRIDE;
+/// Levels of blocks below a root (the address's last 16 bits).
+pub const V4_LEVELS: u32 = 16 / V4_STRIDE;
+/// A block of [`MAP_FW_V4`].
+pub type V4Block = [u32; V4_BLOCK];
+/// Blocks of a root (65,536 entries).
+pub const V4_ROOT_BLOCKS: u32 = 65536 / V4_BLOCK as u32;
+/// Roots in each generation's half.
+pub const V4_ROOTS: u32 = 2;
+/// An entry that leads to a block (its index in the low 31 bits).
+pub const V4_CHILD: u32 = 1 << 31;
+/// Default size of [`MAP_FW_V4`] in blocks: the root slots, then per generation its roots
+/// and 2 MiB of blocks (5 MiB in all).
+pub const V4_DEFAULT_BLOCKS: u32 =
+    2 + 2 * (V4_ROOTS * V4_ROOT_BLOCKS + (2 << 20) / (4 * V4_BLOCK as u32));
+
+/// Where a chain's field finds its root in its generation's block of root slots (block
+/// `generation & 1` of [`MAP_FW_V4`]).
+#[inline(always)]
+pub fn v4root_slot(chain: u32, dst: bool) -> usize {
+    ((chain * 2 + dst as u32) & (2 * MAX_CHAINS - 1)) as usize
+}
+
+/// The first block and the size of generation `g`'s half of a [`MAP_FW_V4`] of `blocks`
+/// blocks (its roots first).
+pub fn v4_half(blocks: u32, g: u32) -> (u32, u32) {
+    let half = blocks.saturating_sub(2) / 2;
+    (2 + (g & 1) * half, half)
+}
+
+/// What an entry of the direct table holds: the set id + 1 of the longest prefix that
+/// covers its addresses (0: none), or [`V4_CHILD`] | a block.
+#[inline(always)]
+pub fn v4_entry(id: Option<u32>) -> u32 {
+    id.map_or(0, |i| i + 1)
+}
+
 /// Source ports: `ARRAY` of u16 bitset ids, [`port_slot`].
 pub const MAP_FW_SPORT: &str = "SW_FW_SPORT";
 /// Destination ports, as [`MAP_FW_SPORT`].

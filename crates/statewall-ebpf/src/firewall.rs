@@ -15,7 +15,8 @@ use statewall_common::{
         FwTables, LinChain, LinRule, LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG,
         CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS, IFACE_INSTANCE, IFACE_PRESENT,
         IFACE_XDP, IFIDX_SLOTS, LINEAR_MAX, LIN_ANY_CT, MAX_CHAINS, MAX_RULES, NO_SET, SINGLE,
-        SMALL_PER_CHAIN, SUMMARY, WORDS,
+        SMALL_PER_CHAIN, SUMMARY, V4_BLOCK, V4_CHILD, V4_DEFAULT_BLOCKS, V4_LEVELS, V4_STRIDE,
+        WORDS,
     },
     maps::BPF_F_MMAPABLE,
     mem::{addr_word, copy_bytes},
@@ -56,6 +57,9 @@ static SW_FW_BITSETS: Array<Bitset> = Array::with_max_entries(1024, BPF_F_MMAPAB
 static SW_FW_SRC: LpmTrie<[u8; 20], u32> = LpmTrie::with_max_entries(65536, 1);
 #[map(name = "SW_FW_DST")]
 static SW_FW_DST: LpmTrie<[u8; 20], u32> = LpmTrie::with_max_entries(65536, 1);
+#[map(name = "SW_FW_V4")]
+static SW_FW_V4: Array<statewall_common::firewall::V4Block> =
+    Array::with_max_entries(V4_DEFAULT_BLOCKS, BPF_F_MMAPABLE);
 #[map(name = "SW_FW_SPORT")]
 static SW_FW_SPORT: Array<u16> = Array::with_max_entries(2 * MAX_CHAINS * 65536, BPF_F_MMAPABLE);
 #[map(name = "SW_FW_DPORT")]
@@ -91,9 +95,13 @@ static SW_FW_LOG: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
 #[map(name = "SW_FW_COUNTERS")]
 static SW_FW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 
-struct Maps;
+/// The tables; `DIRECT`: IPv4 prefixes are read through the direct table where their field
+/// has a root (else, and in the program that carries every ingress stage in XDP, whose
+/// maps are at the kernel's limit of 64 per program, through the tries, which hold every
+/// prefix as well).
+struct Maps<const DIRECT: bool>;
 
-impl FwTables for Maps {
+impl<const DIRECT: bool> FwTables for Maps<DIRECT> {
     #[inline(always)]
     fn generation(&self) -> u32 {
         SW_FW_CTL.get(0).copied().unwrap_or(0) & 1
@@ -107,6 +115,15 @@ impl FwTables for Maps {
     }
     #[inline(always)]
     fn prefix(&self, dst: bool, k: &LpmKey) -> Option<u32> {
+        if DIRECT && k.family == 4 {
+            let slot = statewall_common::firewall::v4root_slot(k.chain as u32, dst);
+            let root = SW_FW_V4
+                .get(k.generation as u32 & 1)
+                .map_or(0, |b| b[slot & (V4_BLOCK - 1)]);
+            if root != 0 {
+                return v4_lookup(root, &k.addr);
+            }
+        }
         // SAFETY: LpmKey is repr(C): 4 bytes of generation, chain, family, pad, then 16.
         let mut data = [0u8; 20];
         data[0] = k.generation;
@@ -148,6 +165,29 @@ impl FwTables for Maps {
     #[inline(always)]
     fn action(&self, slot: u32) -> u8 {
         SW_FW_ACTIONS.get(slot).copied().unwrap_or(0)
+    }
+}
+
+/// An IPv4 address's set in the direct table of the root whose first block is `root`:
+/// its top 16 bits index the root, each further 8 bits a block, until an entry holds a set.
+#[inline(always)]
+fn v4_lookup(root: u32, addr: &[u8; 16]) -> Option<u32> {
+    let a = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]);
+    let top = a >> 16;
+    let mut e = SW_FW_V4.get(root + (top >> V4_STRIDE))?[top as usize & (V4_BLOCK - 1)];
+    let mut i = 0;
+    while i < V4_LEVELS {
+        if e & V4_CHILD == 0 {
+            break;
+        }
+        let at = (a >> (16 - V4_STRIDE * (i + 1))) as usize & (V4_BLOCK - 1);
+        e = SW_FW_V4.get(e & !V4_CHILD)?[at];
+        i += 1;
+    }
+    if e == 0 || e & V4_CHILD != 0 {
+        None
+    } else {
+        Some(e - 1)
     }
 }
 
@@ -286,7 +326,7 @@ fn walk_step() -> i64 {
     };
     // SAFETY: this CPU's slot, used by one program at a time.
     let w = unsafe { &mut *w };
-    let t = Maps;
+    let t = Maps::<false>;
     if w.pending == 0 {
         let mut sw = 0;
         while sw < SUMMARY && w.acc[sw] == 0 {
@@ -321,7 +361,7 @@ fn walk_step() -> i64 {
 /// `xdp`: called from XDP. An ingress chain runs in the hook its interface's entry names
 /// ([`IFACE_XDP`]); called from the other one, it lets the packet go on.
 #[inline(always)]
-pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
+pub fn run<const DIRECT: bool, L: Fn(*mut u8, u32, u32, u32) -> bool>(
     p: &PacketInfo,
     ifindex: u32,
     dir: u32,
@@ -342,7 +382,7 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
         // SAFETY: this CPU's slot; the atomic add is a full barrier (before ctl is read).
         crate::atomic::fetch_add(unsafe { &mut (*gp).enter }, 1);
     }
-    let v = classify_chain(p, chain, &load);
+    let v = classify_chain::<DIRECT, L>(p, chain, &load);
     if let Some(gp) = guard {
         // SAFETY: as above (after the last table read).
         crate::atomic::fetch_add(unsafe { &mut (*gp).exit }, 1);
@@ -352,12 +392,12 @@ pub fn run<L: Fn(*mut u8, u32, u32, u32) -> bool>(
 
 /// [`run`] once the chain is known.
 #[inline(always)]
-fn classify_chain<L: Fn(*mut u8, u32, u32, u32) -> bool>(
+fn classify_chain<const DIRECT: bool, L: Fn(*mut u8, u32, u32, u32) -> bool>(
     p: &PacketInfo,
     chain: u32,
     load: &L,
 ) -> i32 {
-    let t = Maps;
+    let t = Maps::<DIRECT>;
     let g = t.generation();
     let c = t.chain(g, chain);
     if c.enabled == 0 || p.status == Status::NonIp as u8 {
@@ -421,7 +461,14 @@ fn classify_chain<L: Fn(*mut u8, u32, u32, u32) -> bool>(
 /// The chain's sets walked for the packet: the first matching rule's position + 1 (0:
 /// none) and its action.
 #[inline(always)]
-fn walk(t: &Maps, p: &PacketInfo, g: u32, chain: u32, c: &ChainConf, st: u8) -> (u32, u8) {
+fn walk<const DIRECT: bool>(
+    t: &Maps<DIRECT>,
+    p: &PacketInfo,
+    g: u32,
+    chain: u32,
+    c: &ChainConf,
+    st: u8,
+) -> (u32, u8) {
     let Some(wp) = SW_FW_WALK.get_ptr_mut(0) else {
         return (0, 0);
     };

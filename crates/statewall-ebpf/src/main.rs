@@ -425,7 +425,7 @@ pub fn sw_fw_ingress(ctx: TcContext) -> i32 {
     parse_tc(&ctx, p);
     frag::ports(p);
     let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
-    firewall::run(p, unsafe { (*ctx.skb.skb).ifindex }, 0, false, load)
+    firewall::run::<true, _>(p, unsafe { (*ctx.skb.skb).ifindex }, 0, false, load)
 }
 
 /// The same, egress.
@@ -437,16 +437,16 @@ pub fn sw_fw_egress(ctx: TcContext) -> i32 {
     parse_tc(&ctx, p);
     frag::ports(p);
     let load = |dst, off, len, max| load_tc(&ctx, dst, off, len, max);
-    firewall::run(p, unsafe { (*ctx.skb.skb).ifindex }, 1, false, load)
+    firewall::run::<true, _>(p, unsafe { (*ctx.skb.skb).ifindex }, 1, false, load)
 }
 
 /// The firewall's ingress chain in XDP, on a parsed packet (a call of its own: the XDP
-/// ingress program's stack holds the other stages too).
+/// ingress program's stack holds the other stages too); `DIRECT`: as `firewall::run`.
 #[inline(never)]
-fn fw_xdp(ctx: &XdpContext, p: &PacketInfo) -> u32 {
+fn fw_xdp<const DIRECT: bool>(ctx: &XdpContext, p: &PacketInfo) -> u32 {
     let load = |dst, off, len, max| load_xdp(ctx, dst, off, len, max);
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    if firewall::run(p, ifindex, 0, true, load) == TC_ACT_SHOT {
+    if firewall::run::<DIRECT, _>(p, ifindex, 0, true, load) == TC_ACT_SHOT {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
@@ -462,7 +462,7 @@ pub fn sw_fw_xdp(ctx: XdpContext) -> u32 {
     };
     parse_xdp(&ctx, p);
     frag::ports(p);
-    fw_xdp(&ctx, p)
+    fw_xdp::<true>(&ctx, p)
 }
 
 /// The `detect` stage's source blocks, first on tcx ingress.
@@ -509,7 +509,7 @@ pub fn sw_xdp_ingress(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     match gate::run(p) {
-        TCX_NEXT => fw_xdp(&ctx, p),
+        TCX_NEXT => fw_xdp::<false>(&ctx, p),
         VERDICT_RESET => reset_xdp(&ctx, p),
         VERDICT_UNREACH => unreach_xdp(&ctx, p),
         _ => xdp_action::XDP_DROP,

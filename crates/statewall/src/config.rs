@@ -98,7 +98,7 @@ pub struct Config {
 
 /// Tables `[maps]` may size: (name, smallest, largest, ring buffer). A ring buffer's size
 /// is in bytes, a power of two; the others count entries.
-pub const RESIZABLE_MAPS: [(&str, u32, u32, bool); 10] = [
+pub const RESIZABLE_MAPS: [(&str, u32, u32, bool); 11] = [
     (statewall_common::xfsm::MAP_STATES, 1024, 1 << 22, false),
     (statewall_common::xfsm::regs::MAP_REGS, 1024, 1 << 22, false),
     (statewall_common::xfsm::MAP_FIXED_STATES, 16, 1 << 22, false),
@@ -111,6 +111,7 @@ pub const RESIZABLE_MAPS: [(&str, u32, u32, bool); 10] = [
     (statewall_common::xfsm::MAP_LOCKS, 64, 1 << 22, false),
     (statewall_common::spa::MAP_SPA_RATE, 64, 1 << 22, false),
     (statewall_common::detect::MAP_SYNS, 1024, 1 << 22, false),
+    (statewall_common::firewall::MAP_FW_V4, 2, 1 << 18, false),
     (statewall_common::xfsm::MAP_EVENTS, 4096, 1 << 28, true),
     (statewall_common::spa::MAP_SPA_EVENTS, 4096, 1 << 28, true),
     (statewall_common::firewall::MAP_FW_LOG, 4096, 1 << 28, true),

@@ -90,6 +90,7 @@ pub const PINNED_MAPS: &[&str] = &[
     statewall_common::firewall::MAP_FW_DST,
     statewall_common::firewall::MAP_FW_SPORT,
     statewall_common::firewall::MAP_FW_DPORT,
+    statewall_common::firewall::MAP_FW_V4,
     statewall_common::firewall::MAP_FW_SMALL,
     statewall_common::firewall::MAP_FW_ACTIONS,
     statewall_common::firewall::MAP_FW_RULEID,

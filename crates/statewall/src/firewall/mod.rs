@@ -9,6 +9,7 @@
 
 pub mod change;
 pub mod config;
+pub mod direct;
 pub mod journal;
 pub mod kernel;
 pub mod log;

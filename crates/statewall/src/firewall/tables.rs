@@ -84,6 +84,8 @@ pub struct Tables {
     pub(super) known: [bool; 2],
     /// Per generation: chains changed since it was last written.
     pub(super) dirty: [BTreeMap<u32, Dirty>; 2],
+    /// Per generation: its half of the IPv4 direct table.
+    pub(super) v4: [super::direct::V4Half; 2],
     /// Per chain, per counter id: references (the chain as it is, each generation).
     cref: Vec<Vec<u8>>,
     /// Per chain, per counter id: a rule of the chain as it is holds it.
@@ -107,11 +109,20 @@ impl Tables {
             ],
             known: [false; 2],
             dirty: Default::default(),
+            v4: Default::default(),
             cref: vec![vec![0; MAX_RULES]; MAX_CHAINS as usize],
             dref: vec![vec![false; MAX_RULES]; MAX_CHAINS as usize],
             zero: Vec::new(),
             adopted: BTreeMap::new(),
         }
+    }
+
+    /// Generation `g`'s half of the IPv4 direct table: blocks in use, fields read through
+    /// it and fields that found no room (read through their tries).
+    pub fn v4_use(&self, g: u32) -> (usize, usize, usize) {
+        let h = &self.v4[g as usize & 1];
+        let (direct, fallen) = h.fields();
+        (h.blocks_in_use(), direct, fallen)
     }
 
     /// Sets in use (by the chains or by what either generation still holds).

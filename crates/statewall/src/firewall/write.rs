@@ -9,9 +9,9 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
 use statewall_common::firewall::{
     field, port_slot, rule_slot, small_slot, stats_slot, wild_id, Bitset, ChainConf, RuleStats,
-    MAP_FW_ACTIONS, MAP_FW_BITSETS, MAP_FW_CHAINS, MAP_FW_CTL, MAP_FW_DPORT, MAP_FW_DST,
+    V4Block, MAP_FW_ACTIONS, MAP_FW_BITSETS, MAP_FW_CHAINS, MAP_FW_CTL, MAP_FW_DPORT, MAP_FW_DST,
     MAP_FW_LINEAR, MAP_FW_RANK, MAP_FW_RULEID, MAP_FW_SMALL, MAP_FW_SPORT, MAP_FW_SRC,
-    MAP_FW_STATS, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN,
+    MAP_FW_STATS, MAP_FW_V4, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN,
 };
 
 use super::change::Dirty;
@@ -39,6 +39,14 @@ fn fd(maps: &mut dyn MapAccess, name: &str) -> Result<RawFd, RulesError> {
 fn bytes<T: Copy>(v: &[T]) -> &[u8] {
     // SAFETY: T is plain old data here (integers, `Bitset`); the slice covers `v` exactly.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// Blocks of the IPv4 direct table (0: this build's pins have none).
+fn v4_size(maps: &mut dyn MapAccess) -> u32 {
+    match maps.map_mut(MAP_FW_V4) {
+        Ok(Map::Array(d)) => d.info().map_or(0, |i| i.max_entries()),
+        _ => 0,
+    }
 }
 
 /// Writes entries `keys` -> `vals` in one batch.
@@ -431,6 +439,7 @@ impl Tables {
             );
         }
         self.known[g as usize] = false;
+        self.v4[g as usize].forget();
     }
 
     /// Brings chain `ch` of generation `g` to what it is now: the entries `d` names (all
@@ -486,6 +495,20 @@ impl Tables {
                 keyed_prefixes(pool, &want.dst, &mut img.dst, &mut d.dst),
             )
         };
+        // The IPv4 direct table follows the tries as they now are.
+        let v4_size = v4_size(maps);
+        let mut v4 = Vec::new();
+        if v4_size > 0 {
+            for (is_dst, (gone, new), held) in [(false, &src, &img.src), (true, &dst, &img.dst)] {
+                let changed: Vec<PKey> = gone
+                    .iter()
+                    .chain(new.iter().map(|(k, _)| k))
+                    .copied()
+                    .collect();
+                let field = (ch, is_dst);
+                v4.extend(self.v4[g as usize].update(v4_size, g, field, held, d.full, &changed));
+            }
+        }
         // Only the wild sets the chain uses are written: the others are never read, and
         // their ids may still hold an earlier process's sets (`Pool::wild_free`).
         let uses = want.conf.wild;
@@ -577,6 +600,8 @@ impl Tables {
                 .unzip();
             put(maps, name, &keys, &vals)?;
         }
+        let (keys, vals): (Vec<u32>, Vec<V4Block>) = v4.into_iter().unzip();
+        put_array(maps, MAP_FW_V4, &keys, &vals)?;
         if let Some(l) = lin {
             put(maps, MAP_FW_LINEAR, &[g * MAX_CHAINS + ch], &[l])?;
         }
