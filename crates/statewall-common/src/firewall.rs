@@ -82,7 +82,10 @@ pub const MAP_FW_DST: &str = "SW_FW_DST";
 ///   blocks (the 65,536 values of the address's top 16 bits), then single blocks for the
 ///   next [`V4_STRIDE`] bits.
 ///
-/// An entry holds [`v4_entry`]'s value or [`V4_CHILD`] | the block of the next bits.
+/// An entry holds the set of the longest prefix of its level that covers its addresses
+/// ([`V4_VALUE`] bits: [`v4_entry`]) and the block of the next bits (above
+/// [`V4_CHILD_SHIFT`], 0: none). The reader keeps the last value found on its way down, so
+/// a prefix is written only in its own level (its change touches one root row or block).
 pub const MAP_FW_V4: &str = "SW_FW_V4";
 /// Address bits a block below a root reads.
 pub const V4_STRIDE: u32 = 8;
@@ -96,8 +99,12 @@ pub type V4Block = [u32; V4_BLOCK];
 pub const V4_ROOT_BLOCKS: u32 = 65536 / V4_BLOCK as u32;
 /// Roots in each generation's half.
 pub const V4_ROOTS: u32 = 2;
-/// An entry that leads to a block (its index in the low 31 bits).
-pub const V4_CHILD: u32 = 1 << 31;
+/// The value bits of an entry (a set id + 1; 0: no prefix of the level covers it).
+pub const V4_VALUE: u32 = (1 << 17) - 1;
+/// The block of the next bits of an entry: `entry >> V4_CHILD_SHIFT` (0: none).
+pub const V4_CHILD_SHIFT: u32 = 17;
+/// Most blocks the map may have (a block's index fits above [`V4_CHILD_SHIFT`]).
+pub const V4_MAX_BLOCKS: u32 = 1 << (32 - V4_CHILD_SHIFT);
 /// Default size of [`MAP_FW_V4`] in blocks: the root slots, then per generation its roots
 /// and 2 MiB of blocks (5 MiB in all).
 pub const V4_DEFAULT_BLOCKS: u32 =
@@ -117,8 +124,7 @@ pub fn v4_half(blocks: u32, g: u32) -> (u32, u32) {
     (2 + (g & 1) * half, half)
 }
 
-/// What an entry of the direct table holds: the set id + 1 of the longest prefix that
-/// covers its addresses (0: none), or [`V4_CHILD`] | a block.
+/// The value bits of an entry for set `id` (0: none).
 #[inline(always)]
 pub fn v4_entry(id: Option<u32>) -> u32 {
     id.map_or(0, |i| i + 1)

@@ -15,7 +15,8 @@ use statewall_common::{
         FwTables, LinChain, LinRule, LpmKey, RuleStats, Selection, ACT_DROP, ACT_LOG,
         CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS, IFACE_INSTANCE, IFACE_PRESENT,
         IFACE_XDP, IFIDX_SLOTS, LINEAR_MAX, LIN_ANY_CT, MAX_CHAINS, MAX_RULES, NO_SET, SINGLE,
-        SMALL_PER_CHAIN, SUMMARY, V4_BLOCK, V4_CHILD, V4_DEFAULT_BLOCKS, V4_LEVELS, V4_STRIDE,
+        SMALL_PER_CHAIN, SUMMARY, V4_BLOCK, V4_CHILD_SHIFT, V4_DEFAULT_BLOCKS, V4_LEVELS,
+        V4_STRIDE, V4_VALUE,
         WORDS,
     },
     maps::BPF_F_MMAPABLE,
@@ -169,26 +170,31 @@ impl<const DIRECT: bool> FwTables for Maps<DIRECT> {
 }
 
 /// An IPv4 address's set in the direct table of the root whose first block is `root`:
-/// its top 16 bits index the root, each further 8 bits a block, until an entry holds a set.
+/// its top 16 bits index the root, each further 8 bits a block, down to the last block on
+/// its way; the deepest value found is the longest prefix's.
 #[inline(always)]
 fn v4_lookup(root: u32, addr: &[u8; 16]) -> Option<u32> {
     let a = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]);
     let top = a >> 16;
     let mut e = SW_FW_V4.get(root + (top >> V4_STRIDE))?[top as usize & (V4_BLOCK - 1)];
+    let mut best = e & V4_VALUE;
     let mut i = 0;
     while i < V4_LEVELS {
-        if e & V4_CHILD == 0 {
+        let child = e >> V4_CHILD_SHIFT;
+        if child == 0 {
             break;
         }
         let at = (a >> (16 - V4_STRIDE * (i + 1))) as usize & (V4_BLOCK - 1);
-        e = SW_FW_V4.get(e & !V4_CHILD)?[at];
+        let Some(b) = SW_FW_V4.get(child) else {
+            break;
+        };
+        e = b[at];
+        if e & V4_VALUE != 0 {
+            best = e & V4_VALUE;
+        }
         i += 1;
     }
-    if e == 0 || e & V4_CHILD != 0 {
-        None
-    } else {
-        Some(e - 1)
-    }
+    best.checked_sub(1)
 }
 
 /// The summary words of set `id` (a one-rule set's come from its id). Three words, held in

@@ -111,7 +111,12 @@ pub const RESIZABLE_MAPS: [(&str, u32, u32, bool); 11] = [
     (statewall_common::xfsm::MAP_LOCKS, 64, 1 << 22, false),
     (statewall_common::spa::MAP_SPA_RATE, 64, 1 << 22, false),
     (statewall_common::detect::MAP_SYNS, 1024, 1 << 22, false),
-    (statewall_common::firewall::MAP_FW_V4, 2, 1 << 18, false),
+    (
+        statewall_common::firewall::MAP_FW_V4,
+        2,
+        statewall_common::firewall::V4_MAX_BLOCKS,
+        false,
+    ),
     (statewall_common::xfsm::MAP_EVENTS, 4096, 1 << 28, true),
     (statewall_common::spa::MAP_SPA_EVENTS, 4096, 1 << 28, true),
     (statewall_common::firewall::MAP_FW_LOG, 4096, 1 << 28, true),

@@ -20,7 +20,7 @@ use statewall_common::firewall::{
 
 /// Blocks of the IPv4 direct table (1 KiB each) the benchmark gives the kernel: its
 /// 10,000 rules take about 7,250 a generation (the default holds 2,560).
-const V4_BLOCKS: u32 = 2 + 2 * 8704;
+pub const V4_BLOCKS: u32 = 2 + 2 * 8704;
 
 /// Rule counts measured.
 pub const SIZES: [usize; 6] = [1, 10, 100, 1000, 2048, 10000];

@@ -137,7 +137,14 @@ fn ms_row(name: String, v: Vec<f64>, each: &str, base: &str, b: f64, target: Opt
 /// The rows.
 pub fn rows() -> anyhow::Result<Vec<Row>> {
     // 10,000 random rules make about 29,000 distinct bit sets.
-    let d = Daemon::start("fwchange", "[firewall]\nbitsets_max = 55296\n")?;
+    // The IPv4 direct table sized for the ruleset, as the per-packet bench sizes it.
+    let d = Daemon::start(
+        "fwchange",
+        &format!(
+            "[firewall]\nbitsets_max = 55296\n[maps]\nSW_FW_V4 = {}\n",
+            super::firewall::V4_BLOCKS
+        ),
+    )?;
     let ns = NetNs::new("fwchg");
     let mut measured = Vec::new();
     for n in SIZES {

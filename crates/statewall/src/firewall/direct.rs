@@ -1,9 +1,12 @@
 //! IPv4 prefixes read directly: beside each address field's trie, a multibit trie the
-//! kernel reads with array lookups only (the address's top 16 bits index a root of 65,536
-//! entries, each further 8 bits a block of 256), leaf-pushed, so that an entry holds the set
-//! of the longest prefix covering its addresses. It is built from what the generation's
-//! trie holds for the field (the same prefixes and sets), so both give the same answer;
-//! the trie stays the field's whole truth (IPv6, and the fields that find no room here).
+//! kernel reads with array lookups only. The address's top 16 bits index a root of 65,536
+//! entries, each further 8 bits a block of 256. A prefix is written in its own level only
+//! (a /0 to /16 in the root, a /17 to /24 in its /16's block, a /25 to /32 in its /24's),
+//! over the entries it covers that no longer prefix of that level covers; the reader keeps
+//! the last value on its way down. So a change writes one root row or block per prefix it
+//! changes. It is built from what the generation's trie holds for the field (the same
+//! prefixes and sets), so both give the same answer; the trie stays the field's whole
+//! truth (IPv6, and the fields that find no room here).
 //!
 //! Each generation has its half of `SW_FW_V4` (its roots and blocks) and its root slots
 //! (block `g`), written only while it is inactive, like the rest of its tables. A field
@@ -12,94 +15,204 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use statewall_common::firewall::{
-    v4_entry, v4_half, v4root_slot, V4Block, V4_BLOCK, V4_CHILD, V4_ROOTS, V4_ROOT_BLOCKS,
-    V4_STRIDE,
+    v4_entry, v4_half, v4root_slot, V4Block, V4_BLOCK, V4_CHILD_SHIFT, V4_MAX_BLOCKS, V4_ROOTS,
+    V4_ROOT_BLOCKS, V4_STRIDE, V4_VALUE,
 };
 
 use super::rules::PKey;
-
-/// The entries of one /16 below a root, before they are given blocks: an entry for each
-/// value of the next [`V4_STRIDE`] bits, each a value or a node for the bits after.
-#[derive(Clone)]
-struct Node {
-    e: [u32; V4_BLOCK],
-    kids: [Option<Box<Node>>; V4_BLOCK],
-}
-
-impl Node {
-    fn filled(v: u32) -> Node {
-        Node {
-            e: [v; V4_BLOCK],
-            kids: std::array::from_fn(|_| None),
-        }
-    }
-
-    /// Prefix `addr`/`len` (17 to 32 bits, inside this node's /16) -> `v`, at `level`
-    /// (0: bits 16 to 19). Prefixes come shortest first, so a range filled here has no
-    /// node below it yet.
-    fn insert(&mut self, addr: u32, len: u8, v: u32, level: u32) {
-        let end = 16 + V4_STRIDE * (level + 1);
-        let nib = (addr >> (32 - end)) as usize & (V4_BLOCK - 1);
-        if len as u32 <= end {
-            let span = 1usize << (end - len as u32);
-            let start = nib & !(span - 1);
-            self.e[start..start + span].fill(v);
-        } else {
-            let parent = self.e[nib];
-            self.kids[nib]
-                .get_or_insert_with(|| Box::new(Node::filled(parent)))
-                .insert(addr, len, v, level + 1);
-        }
-    }
-
-    /// Blocks needed.
-    fn blocks(&self) -> usize {
-        1 + self
-            .kids
-            .iter()
-            .flatten()
-            .map(|k| k.blocks())
-            .sum::<usize>()
-    }
-
-    /// Gives the node and those below it blocks from `free`, queues their contents in
-    /// `out`, and returns the entry that leads to it.
-    fn place(
-        &self,
-        free: &mut Vec<u32>,
-        taken: &mut Vec<u32>,
-        out: &mut Vec<(u32, V4Block)>,
-    ) -> u32 {
-        let b = free.pop().expect("counted before placing");
-        taken.push(b);
-        let mut e = self.e;
-        for (i, k) in self.kids.iter().enumerate() {
-            if let Some(k) = k {
-                e[i] = k.place(free, taken, out);
-            }
-        }
-        out.push((b, e));
-        V4_CHILD | b
-    }
-}
-
-/// An IPv4 prefix of a field's trie: (address, length, entry value).
-type V4Prefix = (u32, u8, u32);
 
 fn v4(k: &PKey) -> u32 {
     u32::from_be_bytes([k.1[0], k.1[1], k.1[2], k.1[3]])
 }
 
-/// The /16 of an address.
-fn slot_of(a: u32) -> usize {
-    (a >> 16) as usize
+fn key(a: u32, len: u8) -> PKey {
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&(a & mask(len)).to_be_bytes());
+    (4, addr, len)
 }
 
-/// One field's root as written: its entries, and the blocks under each /16.
+fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len as u32)
+    }
+}
+
+/// The level of a prefix length: 0 (the root) up to 16 bits, then one per stride.
+fn level_of(len: u8) -> u32 {
+    (len as u32).saturating_sub(16).div_ceil(V4_STRIDE)
+}
+
+/// The prefix lengths level `k` holds.
+fn lens_of(k: u32) -> (u8, u8) {
+    if k == 0 {
+        (0, 16)
+    } else {
+        (
+            (16 + V4_STRIDE * (k - 1) + 1) as u8,
+            (16 + V4_STRIDE * k) as u8,
+        )
+    }
+}
+
+/// A block below the root: (level, the address its block covers, cut to the bits above it).
+type BlockKey = (u32, u32);
+
+/// The block of level `k` (at least 1) that holds address `a`.
+fn block_of(k: u32, a: u32) -> BlockKey {
+    (k, a & mask(lens_of(k).0 - 1))
+}
+
+/// The entry of address `a` in its level-`k` table (the root's 65,536, a block's 256).
+fn index_of(k: u32, a: u32) -> usize {
+    let (_, hi) = lens_of(k);
+    let bits = if k == 0 { 16 } else { V4_STRIDE };
+    ((a >> (32 - hi as u32)) & ((1 << bits) - 1)) as usize
+}
+
+/// One field's root as written, and its blocks.
 struct Field {
     root: u32,
     top: Vec<u32>,
-    blocks: HashMap<usize, Vec<u32>>,
+    blocks: HashMap<BlockKey, (u32, V4Block)>,
+    /// Written since the last update: root rows, blocks.
+    rows: BTreeSet<usize>,
+    dirty: BTreeSet<BlockKey>,
+}
+
+impl Field {
+    fn entries(&mut self, b: Option<BlockKey>) -> &mut [u32] {
+        match b {
+            None => &mut self.top,
+            Some(b) => &mut self.blocks.get_mut(&b).expect("made before use").1,
+        }
+    }
+
+    fn touch(&mut self, b: Option<BlockKey>, i: usize) {
+        match b {
+            None => {
+                self.rows.insert(i / V4_BLOCK);
+            }
+            Some(b) => {
+                self.dirty.insert(b);
+            }
+        }
+    }
+
+    /// The level-`k` table of address `a` (`None`: the root), made (and linked from its
+    /// parent) when `make`; false when it is missing, or there is no block free.
+    fn table(
+        &mut self,
+        k: u32,
+        a: u32,
+        make: bool,
+        free: &mut Vec<u32>,
+    ) -> Option<Option<BlockKey>> {
+        if k == 0 {
+            return Some(None);
+        }
+        let b = block_of(k, a);
+        if self.blocks.contains_key(&b) {
+            return Some(Some(b));
+        }
+        if !make {
+            return None;
+        }
+        let parent = self.table(k - 1, a, true, free)?;
+        let id = free.pop()?;
+        self.blocks.insert(b, (id, [0; V4_BLOCK]));
+        self.dirty.insert(b);
+        let i = index_of(k - 1, a);
+        let e = &mut self.entries(parent)[i];
+        *e = (*e & V4_VALUE) | (id << V4_CHILD_SHIFT);
+        self.touch(parent, i);
+        Some(Some(b))
+    }
+
+    /// Frees the level-`k` block of address `a` when nothing is left in it, and then its
+    /// parent the same way.
+    fn prune(&mut self, k: u32, a: u32, free: &mut Vec<u32>) {
+        if k == 0 {
+            return;
+        }
+        let b = block_of(k, a);
+        let Some((id, e)) = self.blocks.get(&b) else {
+            return;
+        };
+        if e.iter().any(|v| *v != 0) {
+            return;
+        }
+        free.push(*id);
+        self.blocks.remove(&b);
+        self.dirty.remove(&b);
+        let parent = self
+            .table(k - 1, a, false, free)
+            .expect("a block's parent exists");
+        let i = index_of(k - 1, a);
+        let e = &mut self.entries(parent)[i];
+        *e &= V4_VALUE;
+        self.touch(parent, i);
+        self.prune(k - 1, a, free);
+    }
+
+    /// Writes prefix `p`'s entries as `img` says: over its range in its level, the value
+    /// of the longest prefix of that level covering each entry (its own if `img` holds
+    /// it). False when a block is needed and none is free.
+    fn paint(&mut self, p: &PKey, img: &BTreeMap<PKey, u32>, free: &mut Vec<u32>) -> bool {
+        let (a, len) = (v4(p), p.2);
+        let k = level_of(len);
+        let (lo, hi) = lens_of(k);
+        // The longest shorter prefix of the level that covers the range, then those in it.
+        let base = (lo..len).rev().find_map(|l| img.get(&key(a, l)).copied());
+        let mut inside: Vec<(u32, u8, u32)> = img
+            .range(key(a, len)..=(4, key(a | !mask(len), 32).1, hi))
+            .filter(|(q, _)| q.2 >= len && q.2 <= hi && v4(q) & mask(len) == a & mask(len))
+            .map(|(q, id)| (v4(q), q.2, *id))
+            .collect();
+        let needed = base.is_some() || !inside.is_empty();
+        let Some(t) = self.table(k, a, needed, free) else {
+            return !needed;
+        };
+        inside.sort_by_key(|q| q.1);
+        let span = 1usize << (hi - len);
+        let start = index_of(k, a) & !(span - 1);
+        let mut vals = vec![v4_entry(base); span];
+        for (qa, ql, id) in inside {
+            let n = 1usize << (hi - ql);
+            let s = index_of(k, qa) & !(n - 1);
+            vals[s - start..s - start + n].fill(v4_entry(Some(id)));
+        }
+        let es = self.entries(t);
+        for (e, v) in es[start..start + span].iter_mut().zip(vals) {
+            *e = (*e & !V4_VALUE) | v;
+        }
+        match t {
+            None => {
+                self.rows
+                    .extend(start / V4_BLOCK..=(start + span - 1) / V4_BLOCK);
+            }
+            Some(b) => {
+                self.dirty.insert(b);
+                self.prune(k, a, free);
+            }
+        }
+        true
+    }
+
+    /// What was written since the last call, as blocks of the map.
+    fn writes(&mut self, out: &mut V4Writes) {
+        for r in std::mem::take(&mut self.rows) {
+            let mut b = [0u32; V4_BLOCK];
+            b.copy_from_slice(&self.top[r * V4_BLOCK..(r + 1) * V4_BLOCK]);
+            out.push((self.root + r as u32, b));
+        }
+        for k in std::mem::take(&mut self.dirty) {
+            if let Some((id, e)) = self.blocks.get(&k) {
+                out.push((*id, *e));
+            }
+        }
+    }
 }
 
 /// One generation's half of the direct table, as written.
@@ -138,7 +251,7 @@ impl V4Half {
     pub fn blocks_in_use(&self) -> usize {
         self.fields
             .values()
-            .map(|f| V4_ROOT_BLOCKS as usize + f.blocks.values().map(Vec::len).sum::<usize>())
+            .map(|f| V4_ROOT_BLOCKS as usize + f.blocks.len())
             .sum()
     }
 
@@ -150,8 +263,8 @@ impl V4Half {
 
     /// Brings field (`ch`, `dst`) of generation `g` to what its trie holds now (`img`),
     /// in a map of `size` blocks: in full when `full` (the chain is written in full) or
-    /// when the field has no root yet, else only the /16s the prefixes `changed` cover.
-    /// Returns the blocks to write (a root slot last).
+    /// when the field has no root yet, else only the prefixes `changed`. Returns the
+    /// blocks to write (a root slot last).
     pub fn update(
         &mut self,
         size: u32,
@@ -165,7 +278,7 @@ impl V4Half {
         if self.free.is_none() {
             // What the half holds is not known: every field reads its trie until it is
             // built here (the root slots first, all 0).
-            let (first, n) = v4_half(size, g);
+            let (first, n) = v4_half(size.min(V4_MAX_BLOCKS), g);
             let roots = V4_ROOTS.min(n / V4_ROOT_BLOCKS);
             let rest = first + roots * V4_ROOT_BLOCKS..first + n;
             self.free = Some((
@@ -184,37 +297,25 @@ impl V4Half {
         } else if self.fallen.contains(&key) {
             return out;
         }
-        let v4_changed: Vec<&PKey> = changed.iter().filter(|k| k.0 == 4).collect();
-        let incremental = !full && self.fields.contains_key(&key);
-        if incremental && v4_changed.is_empty() {
-            return out;
-        }
-        if incremental {
-            // The /16s the changed prefixes cover; past a few thousand, in full.
-            let mut slots = BTreeSet::new();
-            for k in &v4_changed {
-                let len = k.2.min(16);
-                let first = slot_of(v4(k)) & !((1usize << (16 - len)) - 1);
-                slots.extend(first..first + (1 << (16 - len)));
-                if slots.len() > 4096 {
-                    break;
-                }
-            }
-            let mark = out.len();
-            if slots.len() <= 4096 && self.repaint(key, img, &slots, &mut out) {
+        if !full && self.fields.contains_key(&key) {
+            let free = &mut self.free.as_mut().expect("read above").1;
+            let f = self.fields.get_mut(&key).expect("checked");
+            if changed
+                .iter()
+                .filter(|k| k.0 == 4)
+                .all(|k| f.paint(k, img, free))
+            {
+                f.writes(&mut out);
                 return out;
             }
-            out.truncate(mark);
         }
         self.release(key);
-        let has_v4 = img.keys().any(|k| k.0 == 4);
-        let mark = out.len();
-        if has_v4 && !self.build(key, img, &mut out) {
+        if img.keys().any(|k| k.0 == 4) && !self.build(key, img, &mut out) {
             self.fallen.insert(key);
-            out.truncate(mark);
         }
         let root = self.fields.get(&key).map_or(0, |f| f.root);
-        self.set_slot(g, key, root, &mut out);
+        self.slots[v4root_slot(ch, dst)] = root;
+        out.push((g & 1, self.slots));
         out
     }
 
@@ -223,14 +324,8 @@ impl V4Half {
         if let Some(f) = self.fields.remove(&key) {
             let (roots, blocks) = self.free.as_mut().expect("read before use");
             roots.push(f.root);
-            blocks.extend(f.blocks.into_values().flatten());
+            blocks.extend(f.blocks.into_values().map(|b| b.0));
         }
-    }
-
-    /// The field's root slot (the generation's slots, block `g`, written whole).
-    fn set_slot(&mut self, g: u32, (ch, dst): (u32, bool), root: u32, out: &mut V4Writes) {
-        self.slots[v4root_slot(ch, dst)] = root;
-        out.push((g & 1, self.slots));
     }
 
     /// Builds field `key` in full (a root and its blocks) from `img`; false when there is
@@ -240,117 +335,40 @@ impl V4Half {
         let Some(root) = roots.pop() else {
             return false;
         };
-        let mut top = vec![0u32; 65536];
-        let mut short: Vec<V4Prefix> = Vec::new();
-        let mut inner: BTreeMap<usize, Vec<V4Prefix>> = BTreeMap::new();
-        for (k, id) in img.iter().filter(|(k, _)| k.0 == 4) {
-            let p = (v4(k), k.2, v4_entry(Some(*id)));
-            if k.2 <= 16 {
-                short.push(p);
-            } else {
-                inner.entry(slot_of(p.0)).or_default().push(p);
-            }
-        }
-        short.sort_by_key(|p| p.1);
-        for (a, len, v) in short {
-            let span = 1usize << (16 - len);
-            let first = slot_of(a) & !(span - 1);
-            top[first..first + span].fill(v);
-        }
-        let mut field = Field {
+        let mut f = Field {
             root,
-            top,
+            top: vec![0u32; 65536],
             blocks: HashMap::new(),
+            rows: (0..V4_ROOT_BLOCKS as usize).collect(),
+            dirty: BTreeSet::new(),
         };
-        for (s, ps) in inner {
-            if !place_slot(&mut field, free, s, ps, out) {
+        // Shortest first: each prefix over the shorter ones of its level.
+        let mut ps: Vec<(&PKey, u32)> = img
+            .iter()
+            .filter(|(k, _)| k.0 == 4)
+            .map(|(k, id)| (k, *id))
+            .collect();
+        ps.sort_by_key(|(k, _)| k.2);
+        for (k, id) in ps {
+            let (a, len) = (v4(k), k.2);
+            let lv = level_of(len);
+            let Some(t) = f.table(lv, a, true, free) else {
                 roots.push(root);
-                free.extend(field.blocks.into_values().flatten());
+                free.extend(f.blocks.into_values().map(|b| b.0));
                 return false;
+            };
+            let span = 1usize << (lens_of(lv).1 - len);
+            let start = index_of(lv, a) & !(span - 1);
+            for e in &mut f.entries(t)[start..start + span] {
+                *e = (*e & !V4_VALUE) | v4_entry(Some(id));
+            }
+            if let Some(b) = t {
+                f.dirty.insert(b);
             }
         }
-        write_top(&field, (0..V4_ROOT_BLOCKS as usize).collect(), out);
-        self.fields.insert(key, field);
+        f.writes(out);
+        self.fields.insert(key, f);
         true
-    }
-
-    /// Builds the /16s `slots` of field `key` again from `img`; false when there is no
-    /// room (the caller builds the field in full, or lets it read its trie).
-    fn repaint(
-        &mut self,
-        key: (u32, bool),
-        img: &BTreeMap<PKey, u32>,
-        slots: &BTreeSet<usize>,
-        out: &mut V4Writes,
-    ) -> bool {
-        let (_, free) = self.free.as_mut().expect("read before use");
-        let field = self.fields.get_mut(&key).expect("checked by the caller");
-        let mut rows = BTreeSet::new();
-        for &s in slots {
-            if let Some(b) = field.blocks.remove(&s) {
-                free.extend(b);
-            }
-            let base = (0..=16u8).rev().find_map(|len| {
-                let a = if len == 0 {
-                    0
-                } else {
-                    ((s as u32) << 16) & (u32::MAX << (32 - len))
-                };
-                let mut addr = [0u8; 16];
-                addr[..4].copy_from_slice(&a.to_be_bytes());
-                img.get(&(4, addr, len))
-            });
-            field.top[s] = v4_entry(base.copied());
-            let (mut lo, mut hi) = ([0u8; 16], [0u8; 16]);
-            lo[..2].copy_from_slice(&(s as u16).to_be_bytes());
-            hi[..4].copy_from_slice(&(((s as u32) << 16) | 0xffff).to_be_bytes());
-            let ps: Vec<V4Prefix> = img
-                .range((4, lo, 17)..=(4, hi, 32))
-                .filter(|(k, _)| k.2 > 16)
-                .map(|(k, id)| (v4(k), k.2, v4_entry(Some(*id))))
-                .collect();
-            if !place_slot(field, free, s, ps, out) {
-                return false;
-            }
-            rows.insert(s / V4_BLOCK);
-        }
-        write_top(field, rows.into_iter().collect(), out);
-        true
-    }
-}
-
-/// Builds /16 `s` of `field` from its prefixes longer than 16 bits (none: the entry keeps
-/// its value), taking blocks from `free`; false when there are too few.
-fn place_slot(
-    field: &mut Field,
-    free: &mut Vec<u32>,
-    s: usize,
-    mut ps: Vec<V4Prefix>,
-    out: &mut V4Writes,
-) -> bool {
-    if ps.is_empty() {
-        return true;
-    }
-    ps.sort_by_key(|p| p.1);
-    let mut node = Node::filled(field.top[s]);
-    for (a, len, v) in ps {
-        node.insert(a, len, v, 0);
-    }
-    if node.blocks() > free.len() {
-        return false;
-    }
-    let mut taken = Vec::new();
-    field.top[s] = node.place(free, &mut taken, out);
-    field.blocks.insert(s, taken);
-    true
-}
-
-/// Queues the root's blocks `rows`.
-fn write_top(field: &Field, rows: Vec<usize>, out: &mut V4Writes) {
-    for r in rows {
-        let mut b = [0u32; V4_BLOCK];
-        b.copy_from_slice(&field.top[r * V4_BLOCK..(r + 1) * V4_BLOCK]);
-        out.push((field.root + r as u32, b));
     }
 }
 
@@ -377,24 +395,18 @@ mod tests {
         }
         let top = a >> 16;
         let mut e = map[&(root + (top >> V4_STRIDE))][top as usize & (V4_BLOCK - 1)];
+        let mut best = e & V4_VALUE;
         for i in 0..V4_LEVELS {
-            if e & V4_CHILD == 0 {
+            let child = e >> V4_CHILD_SHIFT;
+            if child == 0 {
                 break;
             }
-            e = map[&(e & !V4_CHILD)][(a >> (16 - V4_STRIDE * (i + 1))) as usize & (V4_BLOCK - 1)];
+            e = map[&child][(a >> (16 - V4_STRIDE * (i + 1))) as usize & (V4_BLOCK - 1)];
+            if e & V4_VALUE != 0 {
+                best = e & V4_VALUE;
+            }
         }
-        Some((e != 0).then(|| e - 1))
-    }
-
-    fn key(a: u32, len: u8) -> PKey {
-        let a = if len == 0 {
-            0
-        } else {
-            a & (u32::MAX << (32 - len))
-        };
-        let mut addr = [0u8; 16];
-        addr[..4].copy_from_slice(&a.to_be_bytes());
-        (4, addr, len)
+        Some(best.checked_sub(1))
     }
 
     /// Random prefixes nesting in 10.0.0.0/14, built in full then changed a few at a time:
@@ -461,8 +473,26 @@ mod tests {
             true,
             &[],
         );
-        assert!(w.iter().all(|(b, _)| *b == g), "only root slots: {w:?}");
+        assert!(
+            w.iter().all(|(b, _)| *b == g),
+            "only root slots: {:?}",
+            w.iter().map(|w| w.0).collect::<Vec<_>>()
+        );
         assert_eq!(w.last().unwrap().1[v4root_slot(3, true)], 0);
         assert_eq!(small.blocks_in_use(), 0);
+        // Every prefix but the default route taken away, a few at a time: the blocks are
+        // freed as they empty.
+        let all: Vec<PKey> = img.keys().filter(|k| k.2 > 0).copied().collect();
+        for chunk in all.chunks(7) {
+            chunk.iter().for_each(|k| {
+                img.remove(k);
+            });
+            for (b, v) in half.update(size, g, (3, true), &img, false, chunk) {
+                map.insert(b, v);
+            }
+            let a = 0x0a00_0000 | rng.random_range(0..1u32 << 18);
+            assert_eq!(read(&map, g, (3, true), a), Some(naive(&img, a)), "{a:#x}");
+        }
+        assert_eq!(half.blocks_in_use(), V4_ROOT_BLOCKS as usize);
     }
 }
