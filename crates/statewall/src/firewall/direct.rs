@@ -20,6 +20,7 @@ use statewall_common::firewall::{
 };
 
 use super::rules::PKey;
+use crate::types::FastMap;
 
 fn v4(k: &PKey) -> u32 {
     u32::from_be_bytes([k.1[0], k.1[1], k.1[2], k.1[3]])
@@ -75,7 +76,7 @@ fn index_of(k: u32, a: u32) -> usize {
 struct Field {
     root: u32,
     top: Vec<u32>,
-    blocks: HashMap<BlockKey, (u32, V4Block)>,
+    blocks: FastMap<BlockKey, (u32, Box<V4Block>)>,
     /// Written since the last update: root rows, blocks.
     rows: BTreeSet<usize>,
     dirty: BTreeSet<BlockKey>,
@@ -85,7 +86,7 @@ impl Field {
     fn entries(&mut self, b: Option<BlockKey>) -> &mut [u32] {
         match b {
             None => &mut self.top,
-            Some(b) => &mut self.blocks.get_mut(&b).expect("made before use").1,
+            Some(b) => &mut self.blocks.get_mut(&b).expect("made before use").1[..],
         }
     }
 
@@ -121,7 +122,7 @@ impl Field {
         }
         let parent = self.table(k - 1, a, true, free)?;
         let id = free.pop()?;
-        self.blocks.insert(b, (id, [0; V4_BLOCK]));
+        self.blocks.insert(b, (id, Box::new([0; V4_BLOCK])));
         self.dirty.insert(b);
         let i = index_of(k - 1, a);
         let e = &mut self.entries(parent)[i];
@@ -209,7 +210,7 @@ impl Field {
         }
         for k in std::mem::take(&mut self.dirty) {
             if let Some((id, e)) = self.blocks.get(&k) {
-                out.push((*id, *e));
+                out.push((*id, **e));
             }
         }
     }
@@ -338,7 +339,7 @@ impl V4Half {
         let mut f = Field {
             root,
             top: vec![0u32; 65536],
-            blocks: HashMap::new(),
+            blocks: FastMap::default(),
             rows: (0..V4_ROOT_BLOCKS as usize).collect(),
             dirty: BTreeSet::new(),
         };
