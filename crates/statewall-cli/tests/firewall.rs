@@ -600,14 +600,15 @@ fn kernel_classifier_equals_reference() {
 
 /// A field whose IPv4 prefixes find no room in the direct table (too few blocks, or the
 /// table turned off with 2 blocks) reads its prefix trie, and the kernel still decides as
-/// the reference; with room, the ingress chain's two address fields read the table.
+/// the reference; in the default table, the ingress chain's two address fields read it
+/// (two roots a generation: the egress chain's fields read their tries).
 #[test]
 fn fields_without_room_in_the_direct_table_read_their_tries() {
-    use statewall_common::firewall::{MAP_FW_CTL, MAP_FW_V4, V4_ROOTS, V4_ROOT_BLOCKS};
+    use statewall_common::firewall::{MAP_FW_CTL, MAP_FW_V4, V4_DEFAULT_BLOCKS, V4_ROOT_BLOCKS};
     for (blocks, room) in [
-        (2 + 2 * (V4_ROOTS * V4_ROOT_BLOCKS + 3), false),
+        (2 + 2 * (V4_ROOT_BLOCKS + 3), false),
         (2, false),
-        (2 + 2 * (V4_ROOTS * V4_ROOT_BLOCKS + 2000), true),
+        (V4_DEFAULT_BLOCKS, true),
     ] {
         let mut bed = TestBed::with_sizes(&[(MAP_FW_BITSETS, BITSETS), (MAP_FW_V4, blocks)]);
         bed.fw_iface(1, 0);

@@ -489,6 +489,32 @@ fn log_rules_report_hits() {
         )),
         "{text}"
     );
+    // No rule names an address yet: no field has IPv4 prefixes in force. A rule on a
+    // source prefix puts the chain's sources in the IPv4 direct table.
+    assert!(
+        text.contains("statewall_fw_v4_fields{table=\"direct\"} 0"),
+        "{text}"
+    );
+    ok(&[
+        "fw",
+        "rule",
+        "fw4",
+        "INGRESS",
+        "append",
+        "src=198.18.0.0/15",
+        "action=drop",
+    ]);
+    let text = common::scrape(metrics);
+    assert!(
+        text.contains("statewall_fw_v4_fields{table=\"direct\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("statewall_fw_v4_fields{table=\"trie\"} 0"),
+        "{text}"
+    );
+    let blocks = common::sample(&text, "statewall_fw_v4_blocks").unwrap();
+    assert!(blocks >= 256.0, "a root's blocks: {blocks}");
     d.stop();
 }
 

@@ -78,7 +78,7 @@ pub const MAP_FW_DST: &str = "SW_FW_DST";
 /// tries. `ARRAY` of [`V4Block`]s:
 /// - blocks 0 and 1: which root each chain's field reads in generation 0 and 1
 ///   ([`v4root_slot`]): the root's first block (0: the field reads its trie);
-/// - then each generation's half ([`v4_half`]): [`V4_ROOTS`] roots of [`V4_ROOT_BLOCKS`]
+/// - then each generation's half ([`v4_half`]): [`v4_roots`] roots of [`V4_ROOT_BLOCKS`]
 ///   blocks (the 65,536 values of the address's top 16 bits), then single blocks for the
 ///   next [`V4_STRIDE`] bits.
 ///
@@ -97,7 +97,7 @@ pub const V4_LEVELS: u32 = 16 / V4_STRIDE;
 pub type V4Block = [u32; V4_BLOCK];
 /// Blocks of a root (65,536 entries).
 pub const V4_ROOT_BLOCKS: u32 = 65536 / V4_BLOCK as u32;
-/// Roots in each generation's half.
+/// Roots of the default table's halves (a chain's sources and destinations).
 pub const V4_ROOTS: u32 = 2;
 /// The value bits of an entry (a set id + 1; 0: no prefix of the level covers it).
 pub const V4_VALUE: u32 = (1 << 17) - 1;
@@ -115,6 +115,14 @@ pub const V4_DEFAULT_BLOCKS: u32 =
 #[inline(always)]
 pub fn v4root_slot(chain: u32, dst: bool) -> usize {
     ((chain * 2 + dst as u32) & (2 * MAX_CHAINS - 1)) as usize
+}
+
+/// Roots in a half of `n` blocks: a fifth of it (at least one when it holds one, at most
+/// one per chain and field).
+pub fn v4_roots(n: u32) -> u32 {
+    (n / 5 / V4_ROOT_BLOCKS)
+        .clamp(1, 2 * MAX_CHAINS)
+        .min(n / V4_ROOT_BLOCKS)
 }
 
 /// The first block and the size of generation `g`'s half of a [`MAP_FW_V4`] of `blocks`

@@ -8,7 +8,8 @@
 //! label `transition`), `statewall_door_events` (counter, label `kind`),
 //! `statewall_door_open_sources` (gauge, label `door`), `statewall_door_commands` (counter,
 //! label `outcome`), `statewall_fw_log_events` (counter, label `what`),
-//! `statewall_fw_conntrack_created` (counter),
+//! `statewall_fw_conntrack_created` (counter), `statewall_fw_v4_fields` (gauge, label
+//! `table`), `statewall_fw_v4_blocks` (gauge),
 //! `statewall_fw_rule_packets` and `statewall_fw_rule_bytes` (counters, labels `firewall`,
 //! `chain`, `rule`), `statewall_monitor_packets` (counter, labels `monitor`, `what`),
 //! `statewall_monitor_sessions` (gauge), `statewall_monitor_windows` (counter),
@@ -268,6 +269,22 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
             .filter(|(k, _)| *k == "ct_created")
             .map(|(_, v)| (String::new(), *v))
             .collect();
+        if let Some(t) = g.engine.fw_tables_ref() {
+            let (blocks, direct, trie) = t.v4_in_force();
+            f.gauge(
+                "statewall_fw_v4_fields",
+                "Firewall address fields with IPv4 prefixes in force: read through the IPv4 direct table, or through the prefix trie (no room in [maps] SW_FW_V4).",
+                &[
+                    ("{table=\"direct\"}".to_string(), direct as u64),
+                    ("{table=\"trie\"}".to_string(), trie as u64),
+                ],
+            );
+            f.gauge(
+                "statewall_fw_v4_blocks",
+                "Blocks (1 KiB) of the IPv4 direct table the generation in force uses, its roots' included.",
+                &[(String::new(), blocks as u64)],
+            );
+        }
         f.counter(
             "statewall_fw_conntrack_created",
             "Connections entered in the firewall's conntrack table (an LRU: those beyond the live entries expired, ended or were evicted).",

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use statewall_common::firewall::{
-    v4_entry, v4_half, v4root_slot, V4Block, V4_BLOCK, V4_CHILD_SHIFT, V4_MAX_BLOCKS, V4_ROOTS,
+    v4_entry, v4_half, v4root_slot, V4Block, V4_BLOCK, V4_CHILD_SHIFT, V4_MAX_BLOCKS,
     V4_ROOT_BLOCKS, V4_STRIDE, V4_VALUE,
 };
 
@@ -280,7 +280,7 @@ impl V4Half {
             // What the half holds is not known: every field reads its trie until it is
             // built here (the root slots first, all 0).
             let (first, n) = v4_half(size.min(V4_MAX_BLOCKS), g);
-            let roots = V4_ROOTS.min(n / V4_ROOT_BLOCKS);
+            let roots = statewall_common::firewall::v4_roots(n);
             let rest = first + roots * V4_ROOT_BLOCKS..first + n;
             self.free = Some((
                 (0..roots)
@@ -312,6 +312,10 @@ impl V4Half {
         }
         self.release(key);
         if img.keys().any(|k| k.0 == 4) && !self.build(key, img, &mut out) {
+            tracing::warn!(
+                "firewall chain {ch}: its {} prefixes find no room in the IPv4 direct table ([maps] SW_FW_V4): read through the prefix trie",
+                if dst { "destination" } else { "source" }
+            );
             self.fallen.insert(key);
         }
         let root = self.fields.get(&key).map_or(0, |f| f.root);
@@ -377,7 +381,7 @@ impl V4Half {
 mod tests {
     use super::*;
     use rand::{rngs::StdRng, Rng, SeedableRng};
-    use statewall_common::firewall::V4_LEVELS;
+    use statewall_common::firewall::{V4_LEVELS, V4_ROOTS};
 
     /// The longest prefix of `img` covering `a`, read prefix by prefix.
     fn naive(img: &BTreeMap<PKey, u32>, a: u32) -> Option<u32> {
@@ -466,14 +470,7 @@ mod tests {
         assert!(half.blocks_in_use() > V4_ROOT_BLOCKS as usize);
         // Too few blocks: the field reads its trie (slot 0), and nothing is half-built.
         let mut small = V4Half::default();
-        let w = small.update(
-            2 + 2 * (V4_ROOTS * V4_ROOT_BLOCKS + 3),
-            g,
-            (3, true),
-            &img,
-            true,
-            &[],
-        );
+        let w = small.update(2 + 2 * (V4_ROOT_BLOCKS + 3), g, (3, true), &img, true, &[]);
         assert!(
             w.iter().all(|(b, _)| *b == g),
             "only root slots: {:?}",

@@ -86,6 +86,8 @@ pub struct Tables {
     pub(super) dirty: [BTreeMap<u32, Dirty>; 2],
     /// Per generation: its half of the IPv4 direct table.
     pub(super) v4: [super::direct::V4Half; 2],
+    /// The generation [`Tables::write`] last switched to.
+    pub(super) switched: u32,
     /// Per chain, per counter id: references (the chain as it is, each generation).
     cref: Vec<Vec<u8>>,
     /// Per chain, per counter id: a rule of the chain as it is holds it.
@@ -110,6 +112,7 @@ impl Tables {
             known: [false; 2],
             dirty: Default::default(),
             v4: Default::default(),
+            switched: 0,
             cref: vec![vec![0; MAX_RULES]; MAX_CHAINS as usize],
             dref: vec![vec![false; MAX_RULES]; MAX_CHAINS as usize],
             zero: Vec::new(),
@@ -123,6 +126,11 @@ impl Tables {
         let h = &self.v4[g as usize & 1];
         let (direct, fallen) = h.fields();
         (h.blocks_in_use(), direct, fallen)
+    }
+
+    /// [`Tables::v4_use`] of the generation last switched to.
+    pub fn v4_in_force(&self) -> (usize, usize, usize) {
+        self.v4_use(self.switched)
     }
 
     /// Sets in use (by the chains or by what either generation still holds).

@@ -351,6 +351,7 @@ impl Tables {
             Array::try_from(maps.map_mut(MAP_FW_CTL).map_err(|e| merr(MAP_FW_CTL, e))?)
                 .map_err(|e| merr(MAP_FW_CTL, e))?;
         a.set(0, g, 0).map_err(|e| merr(MAP_FW_CTL, e))?;
+        self.switched = g;
         Ok(g)
     }
 
