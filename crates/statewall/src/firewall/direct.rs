@@ -301,11 +301,26 @@ impl V4Half {
         if !full && self.fields.contains_key(&key) {
             let free = &mut self.free.as_mut().expect("read above").1;
             let f = self.fields.get_mut(&key).expect("checked");
-            if changed
-                .iter()
-                .filter(|k| k.0 == 4)
-                .all(|k| f.paint(k, img, free))
-            {
+            // Shortest first; a prefix inside one painted already in its level is done.
+            let mut todo: Vec<&PKey> = changed.iter().filter(|k| k.0 == 4).collect();
+            todo.sort_by_key(|k| k.2);
+            let mut done: Vec<(u32, u32, u8)> = Vec::new();
+            let mut room = true;
+            for k in todo {
+                let (lv, a) = (level_of(k.2), v4(k));
+                if done
+                    .iter()
+                    .any(|&(l, b, len)| l == lv && a & mask(len) == b)
+                {
+                    continue;
+                }
+                if !f.paint(k, img, free) {
+                    room = false;
+                    break;
+                }
+                done.push((lv, a & mask(k.2), k.2));
+            }
+            if room {
                 f.writes(&mut out);
                 return out;
             }
@@ -439,9 +454,9 @@ mod tests {
         for (b, v) in half.update(size, g, (3, true), &img, true, &[]) {
             map.insert(b, v);
         }
-        for step in 0..40 {
+        for step in 0..80 {
             let mut changed = Vec::new();
-            for _ in 0..rng.random_range(1..4) {
+            for _ in 0..rng.random_range(1..16) {
                 let k = draw(&mut rng);
                 if rng.random_bool(0.4) {
                     img.remove(&k);
