@@ -72,21 +72,35 @@ fn index_of(k: u32, a: u32) -> usize {
     ((a >> (32 - hi as u32)) & ((1 << bits) - 1)) as usize
 }
 
+/// A half's blocks: the free ones, and the contents of each (as last built), by index
+/// from the half's first block (kept from one build to the next: no new memory to touch).
+struct Pool {
+    first: u32,
+    free: Vec<u32>,
+    arena: Vec<V4Block>,
+}
+
+impl Pool {
+    fn block(&mut self, id: u32) -> &mut V4Block {
+        &mut self.arena[(id - self.first) as usize]
+    }
+}
+
 /// One field's root as written, and its blocks.
 struct Field {
     root: u32,
     top: Vec<u32>,
-    blocks: FastMap<BlockKey, (u32, Box<V4Block>)>,
+    blocks: FastMap<BlockKey, u32>,
     /// Written since the last update: root rows, blocks.
     rows: BTreeSet<usize>,
-    dirty: BTreeSet<BlockKey>,
+    dirty: FastMap<BlockKey, ()>,
 }
 
 impl Field {
-    fn entries(&mut self, b: Option<BlockKey>) -> &mut [u32] {
+    fn entries<'a>(&'a mut self, pool: &'a mut Pool, b: Option<BlockKey>) -> &'a mut [u32] {
         match b {
             None => &mut self.top,
-            Some(b) => &mut self.blocks.get_mut(&b).expect("made before use").1[..],
+            Some(b) => pool.block(self.blocks[&b]),
         }
     }
 
@@ -96,20 +110,14 @@ impl Field {
                 self.rows.insert(i / V4_BLOCK);
             }
             Some(b) => {
-                self.dirty.insert(b);
+                self.dirty.insert(b, ());
             }
         }
     }
 
     /// The level-`k` table of address `a` (`None`: the root), made (and linked from its
     /// parent) when `make`; false when it is missing, or there is no block free.
-    fn table(
-        &mut self,
-        k: u32,
-        a: u32,
-        make: bool,
-        free: &mut Vec<u32>,
-    ) -> Option<Option<BlockKey>> {
+    fn table(&mut self, k: u32, a: u32, make: bool, pool: &mut Pool) -> Option<Option<BlockKey>> {
         if k == 0 {
             return Some(None);
         }
@@ -120,12 +128,13 @@ impl Field {
         if !make {
             return None;
         }
-        let parent = self.table(k - 1, a, true, free)?;
-        let id = free.pop()?;
-        self.blocks.insert(b, (id, Box::new([0; V4_BLOCK])));
-        self.dirty.insert(b);
+        let parent = self.table(k - 1, a, true, pool)?;
+        let id = pool.free.pop()?;
+        *pool.block(id) = [0; V4_BLOCK];
+        self.blocks.insert(b, id);
+        self.dirty.insert(b, ());
         let i = index_of(k - 1, a);
-        let e = &mut self.entries(parent)[i];
+        let e = &mut self.entries(pool, parent)[i];
         *e = (*e & V4_VALUE) | (id << V4_CHILD_SHIFT);
         self.touch(parent, i);
         Some(Some(b))
@@ -133,34 +142,34 @@ impl Field {
 
     /// Frees the level-`k` block of address `a` when nothing is left in it, and then its
     /// parent the same way.
-    fn prune(&mut self, k: u32, a: u32, free: &mut Vec<u32>) {
+    fn prune(&mut self, k: u32, a: u32, pool: &mut Pool) {
         if k == 0 {
             return;
         }
         let b = block_of(k, a);
-        let Some((id, e)) = self.blocks.get(&b) else {
+        let Some(&id) = self.blocks.get(&b) else {
             return;
         };
-        if e.iter().any(|v| *v != 0) {
+        if pool.block(id).iter().any(|v| *v != 0) {
             return;
         }
-        free.push(*id);
+        pool.free.push(id);
         self.blocks.remove(&b);
         self.dirty.remove(&b);
         let parent = self
-            .table(k - 1, a, false, free)
+            .table(k - 1, a, false, pool)
             .expect("a block's parent exists");
         let i = index_of(k - 1, a);
-        let e = &mut self.entries(parent)[i];
+        let e = &mut self.entries(pool, parent)[i];
         *e &= V4_VALUE;
         self.touch(parent, i);
-        self.prune(k - 1, a, free);
+        self.prune(k - 1, a, pool);
     }
 
     /// Writes prefix `p`'s entries as `img` says: over its range in its level, the value
     /// of the longest prefix of that level covering each entry (its own if `img` holds
     /// it). False when a block is needed and none is free.
-    fn paint(&mut self, p: &PKey, img: &BTreeMap<PKey, u32>, free: &mut Vec<u32>) -> bool {
+    fn paint(&mut self, p: &PKey, img: &BTreeMap<PKey, u32>, pool: &mut Pool) -> bool {
         let (a, len) = (v4(p), p.2);
         let k = level_of(len);
         let (lo, hi) = lens_of(k);
@@ -172,7 +181,7 @@ impl Field {
             .map(|(q, id)| (v4(q), q.2, *id))
             .collect();
         let needed = base.is_some() || !inside.is_empty();
-        let Some(t) = self.table(k, a, needed, free) else {
+        let Some(t) = self.table(k, a, needed, pool) else {
             return !needed;
         };
         inside.sort_by_key(|q| q.1);
@@ -184,7 +193,7 @@ impl Field {
             let s = index_of(k, qa) & !(n - 1);
             vals[s - start..s - start + n].fill(v4_entry(Some(id)));
         }
-        let es = self.entries(t);
+        let es = self.entries(pool, t);
         for (e, v) in es[start..start + span].iter_mut().zip(vals) {
             *e = (*e & !V4_VALUE) | v;
         }
@@ -194,23 +203,23 @@ impl Field {
                     .extend(start / V4_BLOCK..=(start + span - 1) / V4_BLOCK);
             }
             Some(b) => {
-                self.dirty.insert(b);
-                self.prune(k, a, free);
+                self.dirty.insert(b, ());
+                self.prune(k, a, pool);
             }
         }
         true
     }
 
     /// What was written since the last call, as blocks of the map.
-    fn writes(&mut self, out: &mut V4Writes) {
+    fn writes(&mut self, pool: &mut Pool, out: &mut V4Writes) {
         for r in std::mem::take(&mut self.rows) {
             let mut b = [0u32; V4_BLOCK];
             b.copy_from_slice(&self.top[r * V4_BLOCK..(r + 1) * V4_BLOCK]);
             out.push((self.root + r as u32, b));
         }
-        for k in std::mem::take(&mut self.dirty) {
-            if let Some((id, e)) = self.blocks.get(&k) {
-                out.push((*id, **e));
+        for k in std::mem::take(&mut self.dirty).into_keys() {
+            if let Some(&id) = self.blocks.get(&k) {
+                out.push((id, *pool.block(id)));
             }
         }
     }
@@ -218,8 +227,8 @@ impl Field {
 
 /// One generation's half of the direct table, as written.
 pub struct V4Half {
-    /// Free roots (first blocks) and free single blocks; `None`: not read from the map yet.
-    free: Option<(Vec<u32>, Vec<u32>)>,
+    /// Free roots (first blocks) and the blocks; `None`: not read from the map yet.
+    free: Option<(Vec<u32>, Pool)>,
     fields: HashMap<(u32, bool), Field>,
     /// Fields that found no room: they read their trie until their chain is written in full.
     fallen: BTreeSet<(u32, bool)>,
@@ -287,7 +296,11 @@ impl V4Half {
                     .rev()
                     .map(|r| first + r * V4_ROOT_BLOCKS)
                     .collect(),
-                rest.rev().collect(),
+                Pool {
+                    first,
+                    free: rest.rev().collect(),
+                    arena: vec![[0; V4_BLOCK]; n as usize],
+                },
             ));
             self.slots = [0; V4_BLOCK];
             out.push((g & 1, self.slots));
@@ -299,7 +312,7 @@ impl V4Half {
             return out;
         }
         if !full && self.fields.contains_key(&key) {
-            let free = &mut self.free.as_mut().expect("read above").1;
+            let pool = &mut self.free.as_mut().expect("read above").1;
             let f = self.fields.get_mut(&key).expect("checked");
             // Shortest first; a prefix inside one painted already in its level is done.
             let mut todo: Vec<&PKey> = changed.iter().filter(|k| k.0 == 4).collect();
@@ -314,14 +327,14 @@ impl V4Half {
                 {
                     continue;
                 }
-                if !f.paint(k, img, free) {
+                if !f.paint(k, img, pool) {
                     room = false;
                     break;
                 }
                 done.push((lv, a & mask(k.2), k.2));
             }
             if room {
-                f.writes(&mut out);
+                f.writes(pool, &mut out);
                 return out;
             }
         }
@@ -342,16 +355,16 @@ impl V4Half {
     /// Frees field `key`'s root and blocks.
     fn release(&mut self, key: (u32, bool)) {
         if let Some(f) = self.fields.remove(&key) {
-            let (roots, blocks) = self.free.as_mut().expect("read before use");
+            let (roots, pool) = self.free.as_mut().expect("read before use");
             roots.push(f.root);
-            blocks.extend(f.blocks.into_values().map(|b| b.0));
+            pool.free.extend(f.blocks.into_values());
         }
     }
 
     /// Builds field `key` in full (a root and its blocks) from `img`; false when there is
     /// no room (nothing of it is kept).
     fn build(&mut self, key: (u32, bool), img: &BTreeMap<PKey, u32>, out: &mut V4Writes) -> bool {
-        let (roots, free) = self.free.as_mut().expect("read before use");
+        let (roots, pool) = self.free.as_mut().expect("read before use");
         let Some(root) = roots.pop() else {
             return false;
         };
@@ -360,7 +373,7 @@ impl V4Half {
             top: vec![0u32; 65536],
             blocks: FastMap::default(),
             rows: (0..V4_ROOT_BLOCKS as usize).collect(),
-            dirty: BTreeSet::new(),
+            dirty: FastMap::default(),
         };
         // Shortest first: each prefix over the shorter ones of its level.
         let mut ps: Vec<(&PKey, u32)> = img
@@ -372,21 +385,20 @@ impl V4Half {
         for (k, id) in ps {
             let (a, len) = (v4(k), k.2);
             let lv = level_of(len);
-            let Some(t) = f.table(lv, a, true, free) else {
+            let Some(t) = f.table(lv, a, true, pool) else {
                 roots.push(root);
-                free.extend(f.blocks.into_values().map(|b| b.0));
+                pool.free.extend(f.blocks.into_values());
                 return false;
             };
             let span = 1usize << (lens_of(lv).1 - len);
             let start = index_of(lv, a) & !(span - 1);
-            for e in &mut f.entries(t)[start..start + span] {
+            for e in &mut f.entries(pool, t)[start..start + span] {
                 *e = (*e & !V4_VALUE) | v4_entry(Some(id));
             }
-            if let Some(b) = t {
-                f.dirty.insert(b);
-            }
         }
-        f.writes(out);
+        // Every block is new.
+        f.dirty = f.blocks.keys().map(|b| (*b, ())).collect();
+        f.writes(pool, out);
         self.fields.insert(key, f);
         true
     }
