@@ -212,6 +212,7 @@ impl Field {
 
     /// What was written since the last call, as blocks of the map.
     fn writes(&mut self, pool: &mut Pool, out: &mut V4Writes) {
+        out.reserve(self.rows.len() + self.dirty.len());
         for r in std::mem::take(&mut self.rows) {
             let mut b = [0u32; V4_BLOCK];
             b.copy_from_slice(&self.top[r * V4_BLOCK..(r + 1) * V4_BLOCK]);
@@ -234,6 +235,8 @@ pub struct V4Half {
     fallen: BTreeSet<(u32, bool)>,
     /// The generation's root slots (block `g` of the map) as written.
     slots: V4Block,
+    /// What the map holds is not known: the root slots are written (all 0) first.
+    fresh: bool,
 }
 
 impl Default for V4Half {
@@ -243,6 +246,7 @@ impl Default for V4Half {
             fields: HashMap::new(),
             fallen: BTreeSet::new(),
             slots: [0; V4_BLOCK],
+            fresh: true,
         }
     }
 }
@@ -252,9 +256,48 @@ pub type V4Writes = Vec<(u32, V4Block)>;
 
 impl V4Half {
     /// Nothing of it is known (a new process, or a write that failed): every field is
-    /// built again, from an empty half.
+    /// built again, from an empty half (its memory kept).
     pub fn forget(&mut self) {
-        *self = V4Half::default();
+        if let Some((roots, pool)) = &mut self.free {
+            let (first, n) = (pool.first, pool.arena.len() as u32);
+            (*roots, pool.free) = Self::all_free(first, n);
+        }
+        self.fields.clear();
+        self.fallen.clear();
+        self.slots = [0; V4_BLOCK];
+        self.fresh = true;
+    }
+
+    /// Every root and block of a half of `n` blocks from `first` free.
+    fn all_free(first: u32, n: u32) -> (Vec<u32>, Vec<u32>) {
+        let roots = statewall_common::firewall::v4_roots(n);
+        (
+            (0..roots)
+                .rev()
+                .map(|r| first + r * V4_ROOT_BLOCKS)
+                .collect(),
+            (first + roots * V4_ROOT_BLOCKS..first + n).rev().collect(),
+        )
+    }
+
+    /// Takes generation `g`'s half of a map of `size` blocks, and its memory (touched now,
+    /// so that a large build later does not wait for the pages).
+    pub fn prepare(&mut self, size: u32, g: u32) {
+        if self.free.is_some() {
+            return;
+        }
+        let (first, n) = v4_half(size.min(V4_MAX_BLOCKS), g);
+        let (roots, free) = Self::all_free(first, n);
+        let mut arena = vec![[0; V4_BLOCK]; n as usize];
+        // One store a page: the zeroed allocation is only mapped when written.
+        for b in arena
+            .iter_mut()
+            .step_by(4096 / std::mem::size_of::<V4Block>().max(1))
+        {
+            // SAFETY: a store to an element of the arena.
+            unsafe { std::ptr::write_volatile(&mut b[0], 0) };
+        }
+        self.free = Some((roots, Pool { first, free, arena }));
     }
 
     /// Blocks in use (roots counted by their blocks), for the memory figures.
@@ -285,24 +328,11 @@ impl V4Half {
         changed: &[PKey],
     ) -> V4Writes {
         let mut out = Vec::new();
-        if self.free.is_none() {
+        self.prepare(size, g);
+        if self.fresh {
             // What the half holds is not known: every field reads its trie until it is
             // built here (the root slots first, all 0).
-            let (first, n) = v4_half(size.min(V4_MAX_BLOCKS), g);
-            let roots = statewall_common::firewall::v4_roots(n);
-            let rest = first + roots * V4_ROOT_BLOCKS..first + n;
-            self.free = Some((
-                (0..roots)
-                    .rev()
-                    .map(|r| first + r * V4_ROOT_BLOCKS)
-                    .collect(),
-                Pool {
-                    first,
-                    free: rest.rev().collect(),
-                    arena: vec![[0; V4_BLOCK]; n as usize],
-                },
-            ));
-            self.slots = [0; V4_BLOCK];
+            self.fresh = false;
             out.push((g & 1, self.slots));
         }
         let key = (ch, dst);
@@ -519,5 +549,18 @@ mod tests {
             assert_eq!(read(&map, g, (3, true), a), Some(naive(&img, a)), "{a:#x}");
         }
         assert_eq!(half.blocks_in_use(), V4_ROOT_BLOCKS as usize);
+        // Forgotten (a new process: the map keeps what the last one wrote), then built
+        // again from other prefixes: nothing of the old blocks shows through.
+        half.forget();
+        for _ in 0..300 {
+            img.insert(draw(&mut rng), rng.random_range(0..5000));
+        }
+        for (b, v) in half.update(size, g, (3, true), &img, false, &[]) {
+            map.insert(b, v);
+        }
+        for _ in 0..2000 {
+            let a = 0x0a00_0000 | rng.random_range(0..1u32 << 18);
+            assert_eq!(read(&map, g, (3, true), a), Some(naive(&img, a)), "{a:#x}");
+        }
     }
 }

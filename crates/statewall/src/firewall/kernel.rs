@@ -51,6 +51,7 @@ impl Engine {
                 .unwrap_or(4096);
             let mut t = Tables::new(capacity);
             t.adopt(self).map_err(rules_err)?;
+            t.prepare_v4(self);
             self.stage::<Installed>().tables = Some(t);
         }
         Ok(self

@@ -376,6 +376,17 @@ impl Tables {
         Ok(())
     }
 
+    /// Takes both generations' halves of the IPv4 direct table and their memory now (when
+    /// the tables are opened), not in the first large change.
+    pub fn prepare_v4(&mut self, maps: &mut dyn MapAccess) {
+        let size = v4_size(maps);
+        if size > 0 {
+            for g in 0..2 {
+                self.v4[g as usize].prepare(size, g);
+            }
+        }
+    }
+
     /// Sets made since the last write, written before any entry refers to them.
     fn write_fresh(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
         self.pool.sweep();
@@ -507,7 +518,12 @@ impl Tables {
                     .copied()
                     .collect();
                 let field = (ch, is_dst);
-                v4.extend(self.v4[g as usize].update(v4_size, g, field, held, d.full, &changed));
+                let w = self.v4[g as usize].update(v4_size, g, field, held, d.full, &changed);
+                if v4.is_empty() {
+                    v4 = w;
+                } else {
+                    v4.extend(w);
+                }
             }
         }
         // Only the wild sets the chain uses are written: the others are never read, and
@@ -601,7 +617,9 @@ impl Tables {
                 .unzip();
             put(maps, name, &keys, &vals)?;
         }
-        let (keys, vals): (Vec<u32>, Vec<V4Block>) = v4.into_iter().unzip();
+        let keys: Vec<u32> = v4.iter().map(|(k, _)| *k).collect();
+        let vals: Vec<V4Block> = v4.iter().map(|(_, v)| *v).collect();
+        drop(v4);
         put_array(maps, MAP_FW_V4, &keys, &vals)?;
         if let Some(l) = lin {
             put(maps, MAP_FW_LINEAR, &[g * MAX_CHAINS + ch], &[l])?;
