@@ -314,13 +314,17 @@ impl V4Half {
         (self.fields.len(), self.fallen.len())
     }
 
+    /// The half is taken ([`V4Half::prepare`]).
+    pub fn prepared(&self) -> bool {
+        self.free.is_some()
+    }
+
     /// Brings field (`ch`, `dst`) of generation `g` to what its trie holds now (`img`),
-    /// in a map of `size` blocks: in full when `full` (the chain is written in full) or
-    /// when the field has no root yet, else only the prefixes `changed`. Returns the
-    /// blocks to write (a root slot last).
+    /// once the half is taken ([`V4Half::prepare`]): in full when `full` (the chain is
+    /// written in full) or when the field has no root yet, else only the prefixes
+    /// `changed`. Returns the blocks to write (a root slot last).
     pub fn update(
         &mut self,
-        size: u32,
         g: u32,
         (ch, dst): (u32, bool),
         img: &BTreeMap<PKey, u32>,
@@ -328,7 +332,6 @@ impl V4Half {
         changed: &[PKey],
     ) -> V4Writes {
         let mut out = Vec::new();
-        self.prepare(size, g);
         if self.fresh {
             // What the half holds is not known: every field reads its trie until it is
             // built here (the root slots first, all 0).
@@ -493,7 +496,8 @@ mod tests {
             img.insert(draw(&mut rng), rng.random_range(0..5000));
         }
         let g = 1;
-        for (b, v) in half.update(size, g, (3, true), &img, true, &[]) {
+        half.prepare(size, g);
+        for (b, v) in half.update(g, (3, true), &img, true, &[]) {
             map.insert(b, v);
         }
         for step in 0..80 {
@@ -507,7 +511,7 @@ mod tests {
                 }
                 changed.push(k);
             }
-            for (b, v) in half.update(size, g, (3, true), &img, false, &changed) {
+            for (b, v) in half.update(g, (3, true), &img, false, &changed) {
                 map.insert(b, v);
             }
             for _ in 0..300 {
@@ -527,7 +531,8 @@ mod tests {
         assert!(half.blocks_in_use() > V4_ROOT_BLOCKS as usize);
         // Too few blocks: the field reads its trie (slot 0), and nothing is half-built.
         let mut small = V4Half::default();
-        let w = small.update(2 + 2 * (V4_ROOT_BLOCKS + 3), g, (3, true), &img, true, &[]);
+        small.prepare(2 + 2 * (V4_ROOT_BLOCKS + 3), g);
+        let w = small.update(g, (3, true), &img, true, &[]);
         assert!(
             w.iter().all(|(b, _)| *b == g),
             "only root slots: {:?}",
@@ -542,7 +547,7 @@ mod tests {
             chunk.iter().for_each(|k| {
                 img.remove(k);
             });
-            for (b, v) in half.update(size, g, (3, true), &img, false, chunk) {
+            for (b, v) in half.update(g, (3, true), &img, false, chunk) {
                 map.insert(b, v);
             }
             let a = 0x0a00_0000 | rng.random_range(0..1u32 << 18);
@@ -555,7 +560,7 @@ mod tests {
         for _ in 0..300 {
             img.insert(draw(&mut rng), rng.random_range(0..5000));
         }
-        for (b, v) in half.update(size, g, (3, true), &img, false, &[]) {
+        for (b, v) in half.update(g, (3, true), &img, false, &[]) {
             map.insert(b, v);
         }
         for _ in 0..2000 {

@@ -507,10 +507,15 @@ impl Tables {
                 keyed_prefixes(pool, &want.dst, &mut img.dst, &mut d.dst),
             )
         };
-        // The IPv4 direct table follows the tries as they now are.
-        let v4_size = v4_size(maps);
+        // The IPv4 direct table follows the tries as they now are (its size read once).
+        if !self.v4[g as usize].prepared() {
+            let size = v4_size(maps);
+            if size > 0 {
+                self.v4[g as usize].prepare(size, g);
+            }
+        }
         let mut v4 = Vec::new();
-        if v4_size > 0 {
+        if self.v4[g as usize].prepared() {
             for (is_dst, (gone, new), held) in [(false, &src, &img.src), (true, &dst, &img.dst)] {
                 let changed: Vec<PKey> = gone
                     .iter()
@@ -518,7 +523,7 @@ impl Tables {
                     .copied()
                     .collect();
                 let field = (ch, is_dst);
-                let w = self.v4[g as usize].update(v4_size, g, field, held, d.full, &changed);
+                let w = self.v4[g as usize].update(g, field, held, d.full, &changed);
                 if v4.is_empty() {
                     v4 = w;
                 } else {
