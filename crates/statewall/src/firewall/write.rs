@@ -15,6 +15,7 @@ use statewall_common::firewall::{
 };
 
 use super::change::Dirty;
+use super::direct::V4Half;
 use super::rules::{lpm_data, small_field, PKey, RulesError};
 use super::sets::{ChainKernel, Pool, NONE};
 use super::tables::Tables;
@@ -46,6 +47,18 @@ fn v4_size(maps: &mut dyn MapAccess) -> u32 {
     match maps.map_mut(MAP_FW_V4) {
         Ok(Map::Array(d)) => d.info().map_or(0, |i| i.max_entries()),
         _ => 0,
+    }
+}
+
+/// Takes generation `g`'s half of the IPv4 direct table unless it is taken (the map's size
+/// read only then); without the map, nothing.
+fn prepare_v4_half(half: &mut V4Half, maps: &mut dyn MapAccess, g: u32) {
+    if half.prepared() {
+        return;
+    }
+    let size = v4_size(maps);
+    if size > 0 {
+        half.prepare(size, g);
     }
 }
 
@@ -379,11 +392,8 @@ impl Tables {
     /// Takes both generations' halves of the IPv4 direct table and their memory now (when
     /// the tables are opened), not in the first large change.
     pub fn prepare_v4(&mut self, maps: &mut dyn MapAccess) {
-        let size = v4_size(maps);
-        if size > 0 {
-            for g in 0..2 {
-                self.v4[g as usize].prepare(size, g);
-            }
+        for g in 0..2 {
+            prepare_v4_half(&mut self.v4[g as usize], maps, g);
         }
     }
 
@@ -508,12 +518,7 @@ impl Tables {
             )
         };
         // The IPv4 direct table follows the tries as they now are (its size read once).
-        if !self.v4[g as usize].prepared() {
-            let size = v4_size(maps);
-            if size > 0 {
-                self.v4[g as usize].prepare(size, g);
-            }
-        }
+        prepare_v4_half(&mut self.v4[g as usize], maps, g);
         let mut v4 = Vec::new();
         if self.v4[g as usize].prepared() {
             for (is_dst, (gone, new), held) in [(false, &src, &img.src), (true, &dst, &img.dst)] {
