@@ -19,7 +19,7 @@ use statewall_common::detect::{in_force, Block, DestKey, DestMit, DEST_LIMIT, DE
 use crate::{
     daemon::state::Shared,
     detect::{
-        live::{orient, Classifier, Detection, Held, Learned, LAST_MAX},
+        live::{lone_sources, orient, Classifier, Detection, Held, Learned, LAST_MAX},
         spread, Mode, Prefix,
     },
     engine::EngineError,
@@ -139,6 +139,11 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
     } else {
         Vec::new()
     };
+    // Floods: a source of a single packet is not blocked one by one.
+    let lone = match w {
+        Learned::Flows => lone_sources(&found),
+        Learned::Mining => HashSet::new(),
+    };
     let mut done: HashSet<std::net::IpAddr> = HashSet::new();
     for det in &found {
         // A flow a destination mitigation in place covers: its source is not blocked on
@@ -148,6 +153,10 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
         }
         if local.contains(&det.block) || allow.iter().any(|p| p.contains(det.block)) {
             c.allowlisted += 1;
+            continue;
+        }
+        if lone.contains(&det.block) {
+            c.lone += 1;
             continue;
         }
         if d.mode != Mode::Enforce {

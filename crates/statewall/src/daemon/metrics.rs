@@ -299,7 +299,7 @@ fn learned_counters(f: &mut Family, s: &Shared) {
         (
             crate::detect::live::Learned::Flows,
             "statewall_detect_classifier",
-            "The learned classifier: windows read, samples classified, attacks found, packets its full table turned away, detections refused (max_blocks held or the block table full), allowlisted sources detected.",
+            "The learned classifier: windows read, samples classified, attacks found, packets its full table turned away, detections refused (max_blocks held or the block table full), allowlisted sources detected, sources of a single packet not blocked.",
         ),
         (
             crate::detect::live::Learned::Mining,
@@ -310,17 +310,21 @@ fn learned_counters(f: &mut Family, s: &Shared) {
         let c = s.learned(w).lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = &c.live {
             let st = &l.stats;
-            let samples: Vec<_> = [
+            let mut counts = vec![
                 ("windows", st.windows),
                 ("samples", st.samples),
                 ("attacks", st.attacks),
                 ("unclassified_packets", st.unclassified_packets),
                 ("refused", c.refused),
                 ("allowlisted", c.allowlisted),
-            ]
-            .iter()
-            .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
-            .collect();
+            ];
+            if w == crate::detect::live::Learned::Flows {
+                counts.push(("lone", c.lone));
+            }
+            let samples: Vec<_> = counts
+                .iter()
+                .map(|(k, v)| (format!("{{what=\"{k}\"}}"), *v))
+                .collect();
             f.counter(name, help, &samples);
         }
     }

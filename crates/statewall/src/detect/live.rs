@@ -392,12 +392,35 @@ pub struct Classifier {
     pub refused: u64,
     /// Detections of allowlisted sources (never blocked).
     pub allowlisted: u64,
+    /// Flood sources not blocked because their flows taken for attacks held a single
+    /// packet in the window ([`MIN_BLOCK_PACKETS`]).
+    pub lone: u64,
     /// The last window's detections (at most [`LAST_MAX`]).
     pub last: Vec<Detection>,
 }
 
 /// Detections kept from the last window.
 pub const LAST_MAX: usize = 100;
+
+/// The classifier blocks a source one by one only when its flows taken for attacks held
+/// at least this many packets in the window: a block of a source that sent one packet
+/// stops nothing (a flood that sends one packet a source is met by a destination
+/// mitigation, [`super::spread`]), and a lone benign datagram the model takes for an
+/// attack would cut its sender off for `expiry`.
+pub const MIN_BLOCK_PACKETS: usize = 2;
+
+/// The addresses to block among `found` (a window's detections) whose flows taken for
+/// attacks hold fewer than [`MIN_BLOCK_PACKETS`] packets in all: not blocked one by one.
+pub fn lone_sources(found: &[Detection]) -> std::collections::HashSet<IpAddr> {
+    let mut sent: HashMap<IpAddr, usize> = HashMap::new();
+    for d in found {
+        *sent.entry(d.block).or_default() += d.packets;
+    }
+    sent.into_iter()
+        .filter(|(_, n)| *n < MIN_BLOCK_PACKETS)
+        .map(|(a, _)| a)
+        .collect()
+}
 
 impl Classifier {
     /// Makes the instance `c` asks for (of `kind`'s samples), or keeps the running one
@@ -483,5 +506,36 @@ mod tests {
         }
         assert_eq!(found[0].block, local, "the local address, never blocked");
         assert_eq!(found[1].block, peer);
+    }
+
+    #[test]
+    fn a_source_of_one_packet_is_lone_and_one_of_many_flows_is_not() {
+        let server: IpAddr = "10.77.0.2".parse().unwrap();
+        let d = |a: [u8; 4], packets| Detection {
+            source: IpAddr::from(a),
+            destination: server,
+            block: IpAddr::from(a),
+            flow: String::new(),
+            packets,
+            proto: proto::UDP,
+            port: 9999,
+            lens: Vec::new(),
+            key: SessKey::default(),
+        };
+        let found = vec![
+            // A lone datagram.
+            d([10, 77, 0, 1], 1),
+            // A tool that changes its source port every packet: one-packet flows.
+            d([10, 100, 0, 1], 1),
+            d([10, 100, 0, 1], 1),
+            // A flow of ten.
+            d([10, 100, 0, 2], 10),
+        ];
+        let lone = lone_sources(&found);
+        assert_eq!(
+            lone.into_iter().collect::<Vec<_>>(),
+            vec![IpAddr::from([10, 77, 0, 1])]
+        );
+        assert!(lone_sources(&[]).is_empty());
     }
 }

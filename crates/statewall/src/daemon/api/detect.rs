@@ -106,6 +106,7 @@ fn classifier(s: &Shared, w: Learned) -> serde_json::Value {
         "max_blocks": l.config.max_blocks,
         "refused": c.refused,
         "allowlisted": c.allowlisted,
+        "lone": c.lone,
         "last": c.last,
         "destinations": c.dests.len(),
         "last_destinations": c.last_destinations,
