@@ -306,18 +306,8 @@ impl Tables for Maps {
         }
     }
     #[inline(always)]
-    fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet) {
-        match SW_XFSM_CONDS.get(generation * MAX_MACHINES as u32 + m as u32) {
-            Some(cs) => copy_words(out, cs),
-            None => out.n = 0,
-        }
-    }
-    #[inline(always)]
-    fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet) {
-        match SW_XFSM_UPD.get(generation * MAX_UPD_SETS + idx) {
-            Some(us) => copy_words(out, us),
-            None => out.n = 0,
-        }
+    fn conds(&self, generation: u32, m: usize) -> Option<&CondSet> {
+        SW_XFSM_CONDS.get(generation * MAX_MACHINES as u32 + m as u32)
     }
     #[inline(always)]
     fn act_set_into(&self, generation: u32, idx: u32, out: &mut ActSet) {
@@ -373,14 +363,19 @@ impl Tables for Maps {
         }
     }
     #[inline(always)]
-    fn update_regs<F: FnOnce(&mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
+    fn update_regs<F: FnOnce(&UpdSet, &mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
         &mut self,
         k: &StateKey,
         m: usize,
         flow: bool,
-        globals: bool,
+        generation: u32,
+        set: u32,
         f: F,
     ) -> RegsOutcome {
+        let Some(us) = SW_XFSM_UPD.get(generation * MAX_UPD_SETS + set) else {
+            return RegsOutcome::Done;
+        };
+        let globals = us.globals != 0;
         // The per-CPU work slot's `zero` (nothing writes it): the zeroes a new flow's entry
         // is created from, not taken from the stack, which the combined XDP program has no
         // room left on; and the registers of a machine without per-flow ones.
@@ -428,7 +423,7 @@ impl Tables for Maps {
             }
             return RegsOutcome::Busy;
         }
-        unsafe { f(&mut (*p).r, &mut (*g).g) };
+        unsafe { f(us, &mut (*p).r, &mut (*g).g) };
         if globals {
             unlock(gl);
         }

@@ -309,8 +309,10 @@ pub struct Machine {
     /// With [`M_ANY_PORT`]: the packets its any-port DEFAULT transitions can match,
     /// `ANY_*` bits (0: every packet, as a table written before this field had).
     pub any_protos: u8,
-    /// Explicit padding.
-    pub _pad: u8,
+    /// The transition keys the machine has, `LEVEL_*` bits: the lookups of a key the
+    /// machine has none of are skipped (0: try every one, as a table written before this
+    /// field had).
+    pub levels: u8,
     /// Failures within `fail_window_ns` that lock a source out; 0 = no lockout.
     pub fail_max: u32,
     /// Window for counting failures.
@@ -734,9 +736,9 @@ fn aligned_word(a: &[u8; 16], i: usize) -> u32 {
 }
 
 /// Fills `k` with the key of `scope` for packet `p` and machine `m`, with no branches (the
-/// masks select the fields), and returns the key's activity bucket.
+/// masks select the fields).
 #[inline(never)]
-pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) -> u32 {
+pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) {
     let mut a = 0;
     while a < 2 {
         let ms = (scope.a_src[a] as u32).wrapping_mul(0x0101_0101);
@@ -768,7 +770,6 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) ->
     if scope.bidir != 0 {
         order_ends(k);
     }
-    bucket_of(k)
 }
 
 /// [`bucket`] as a call of its own: inlined, it grows the key builder's BPF frame, which
@@ -937,10 +938,9 @@ pub trait Tables {
     /// Sends an event: `fill` writes it in place (zeroed first), so that the kernel never
     /// holds one on its stack.
     fn event<F: FnOnce(&mut Event)>(&mut self, fill: F);
-    /// Copies machine `m`'s conditions of a generation into `out`.
-    fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet);
-    /// Copies update set `idx` of a generation into `out`.
-    fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet);
+    /// Machine `m`'s conditions of a generation, read where they are (the kernel's map
+    /// value: no copy per packet).
+    fn conds(&self, generation: u32, m: usize) -> Option<&CondSet>;
     /// Copies action set `idx` of a generation into `out`.
     fn act_set_into(&self, generation: u32, idx: u32, out: &mut acts::ActSet);
     /// True when machine `m` may send another event at `now`, an action's or an extended
@@ -951,17 +951,21 @@ pub trait Tables {
     fn flow_regs(&self, k: &StateKey, out: &mut [u64; FLOW_REGS]);
     /// Machine `m`'s global registers.
     fn global_regs(&self, m: usize, out: &mut [u64; GLOBAL_REGS]);
-    /// Runs `f` on the registers at key `k` (created as 0s if absent) and machine `m`'s
-    /// global registers, holding both locks; the result says whether it ran.
+    /// Runs `f` on update set `set` of a generation (read where it is), the registers at
+    /// key `k` (created as 0s if absent) and machine `m`'s global registers, holding both
+    /// locks; the result says whether it ran (a set that does not exist runs nothing).
     /// `flow` false (a machine without per-flow registers): no entry is looked up or
-    /// created, and `f` gets zeros it must leave alone. `globals` false: the global lock is
-    /// not taken (`f` must then leave them alone).
-    fn update_regs<F: FnOnce(&mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
+    /// created, and `f` gets zeros it must leave alone. The global lock is taken only when
+    /// the set touches global registers ([`UpdSet::globals`]; `f` must otherwise leave
+    /// them alone).
+    #[allow(clippy::too_many_arguments)]
+    fn update_regs<F: FnOnce(&UpdSet, &mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
         &mut self,
         k: &StateKey,
         m: usize,
         flow: bool,
-        globals: bool,
+        generation: u32,
+        set: u32,
         f: F,
     ) -> RegsOutcome;
 }
@@ -1033,11 +1037,24 @@ pub fn wants_payload(ctl_gen: u32, c: &Ctx<'_>) -> bool {
         && c.p.payload_len as usize <= PAYLOAD_MAX
 }
 
+/// [`Machine::levels`] bit: some transition names a protocol and a port.
+pub const LEVEL_PORT: u8 = 1;
+/// ... a protocol and any port.
+pub const LEVEL_PROTO: u8 = 2;
+/// ... any protocol.
+pub const LEVEL_ANY: u8 = 4;
+
+/// The transition for the packet, most specific key first (protocol and port, then the
+/// protocol, then any), skipping the kinds of key machine `levels` says do not exist.
 #[inline(never)]
-fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, k: &mut TransKey) -> Option<Trans> {
+fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, levels: u8, k: &mut TransKey) -> Option<Trans> {
     let p = c.p;
     let mut i = 0;
     while i < 3 {
+        if levels != 0 && levels & (1 << i) == 0 {
+            i += 1;
+            continue;
+        }
         // `k` holds generation, machine, state, direction and conditions (kept in the
         // caller's working memory: the BPF stack has no room for more registers here).
         k.proto = if i < 2 { p.l4proto } else { 0 };
@@ -1190,10 +1207,6 @@ pub struct Work {
     pub regs: [u64; FLOW_REGS],
     /// The machine's global registers.
     pub glob: [u64; GLOBAL_REGS],
-    /// The machine's conditions.
-    pub cs: CondSet,
-    /// The transition's updates.
-    pub us: UpdSet,
     /// The transition key being searched.
     pub tk: TransKey,
     /// The packet's metadata ([`regs::opnd::META`]): 0 when the packet arrives (the stage
@@ -1227,14 +1240,16 @@ fn eval_conds<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u8 {
         t.flow_regs(&w.key, &mut w.regs);
     }
     t.global_regs(m, &mut w.glob);
-    t.conds_into(c.generation, m, &mut w.cs);
-    let cv = regs::conditions(&w.cs, c.p, c.now, &w.regs, &w.glob, w.meta);
+    let Some(cs) = t.conds(c.generation, m) else {
+        return 0;
+    };
+    let cv = regs::conditions(cs, c.p, c.now, &w.regs, &w.glob, w.meta);
     if w.mach.flags & M_FIXED == 0 {
         return cv;
     }
     // A flow with no entry, while the fixed tables are full: it would find no room.
     let full = w.fresh != 0 && t.ctl(CTL_FIXED_FULL) != 0;
-    regs::with_table_full(&w.cs, cv, full)
+    regs::with_table_full(cs, cv, full)
 }
 
 /// Finds machine `m`'s transition from `state` into `w.tr`; false when there is none. An
@@ -1257,7 +1272,7 @@ fn lookup_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, state: u8, w: &mut Work
         dir: c.dir,
         conds: cv,
     };
-    match find_trans(t, c, &mut w.tk) {
+    match find_trans(t, c, w.mach.levels, &mut w.tk) {
         Some(tr) => {
             w.tr = tr;
             true
@@ -1310,11 +1325,11 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     let now = c.now;
     let mm = m as u8;
     w.mach = t.machine(c.generation, m);
-    let b = build_key_into(&w.mach.lookup, p, mm, &mut w.key);
+    build_key_into(&w.mach.lookup, p, mm, &mut w.key);
     let interested = c.pbits & port_bit(p.l4proto, m) != 0
         || (w.mach.flags & M_ANY_PORT != 0
             && any_port_wants(w.mach.any_protos, p.l4proto, p.tcp_flags));
-    let maybe_active = w.mach.flags & M_UNBOUNDED != 0 || t.active(b) > now;
+    let maybe_active = w.mach.flags & M_UNBOUNDED != 0 || t.active(bucket_of(&w.key)) > now;
     if !interested && !maybe_active {
         return 0;
     }
@@ -1480,13 +1495,13 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
     if w.tr.upd == 0 && w.write == 0 {
         return;
     }
-    let ub = build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
+    build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
     if w.tr.upd != 0 {
-        t.upd_set_into(w.tk.generation as u32, w.tr.upd as u32 - 1, &mut w.us);
+        let set = w.tr.upd as u32 - 1;
         w.tr.upd = 0;
         let flow = w.mach.flags & M_FLOW_REGS != 0;
-        let (us, p, now, meta) = (&w.us, c.p, w.now, &mut w.meta);
-        match t.update_regs(&w.ukey, m, flow, us.globals != 0, |r, g| {
+        let (generation, p, now, meta) = (w.tk.generation as u32, c.p, w.now, &mut w.meta);
+        match t.update_regs(&w.ukey, m, flow, generation, set, |us, r, g| {
             regs::run_updates(us, p, now, r, g, meta)
         }) {
             RegsOutcome::Done => {}
@@ -1517,6 +1532,7 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
     if w.mach.flags & M_UNBOUNDED != 0 {
         until = u64::MAX;
     }
+    let ub = bucket_of(&w.ukey);
     if t.active(ub) < until {
         t.set_active(ub, until);
     }

@@ -299,7 +299,7 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Xfs
             enabled: 1,
             flags: 0,
             any_protos: 0,
-            _pad: 0,
+            levels: 0,
             fail_max,
             fail_window_ns,
             lock_ns,
@@ -416,6 +416,7 @@ pub fn compile(doors: &[KnockDoor], raws: &[RawMachine]) -> Result<Compiled, Xfs
         compile_raw(&mut c, r)?;
     }
     check_compiled(&c)?;
+    c.mark_levels();
     Ok(c)
 }
 
@@ -592,7 +593,7 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
         enabled: 1,
         flags,
         any_protos: encode::any_protos(r),
-        _pad: 0,
+        levels: 0,
         fail_max: 0,
         fail_window_ns: 0,
         lock_ns: 0,

@@ -211,19 +211,8 @@ impl Tables for RefTables {
         fill(&mut e);
         self.events.push(e);
     }
-    fn conds_into(&self, generation: u32, m: usize, out: &mut CondSet) {
-        *out = self
-            .conds
-            .get(&(generation, m))
-            .copied()
-            .unwrap_or_default();
-    }
-    fn upd_set_into(&self, generation: u32, idx: u32, out: &mut UpdSet) {
-        *out = self
-            .upd_sets
-            .get(&(generation, idx))
-            .copied()
-            .unwrap_or_default();
+    fn conds(&self, generation: u32, m: usize) -> Option<&CondSet> {
+        self.conds.get(&(generation, m))
     }
     fn act_set_into(
         &self,
@@ -243,18 +232,22 @@ impl Tables for RefTables {
     fn global_regs(&self, m: usize, out: &mut [u64; GLOBAL_REGS]) {
         *out = self.globals[m];
     }
-    fn update_regs<F: FnOnce(&mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
+    fn update_regs<F: FnOnce(&UpdSet, &mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
         &mut self,
         k: &StateKey,
         m: usize,
         flow: bool,
-        _globals: bool,
+        generation: u32,
+        set: u32,
         f: F,
     ) -> statewall_common::xfsm::RegsOutcome {
+        let Some(us) = self.upd_sets.get(&(generation, set)) else {
+            return statewall_common::xfsm::RegsOutcome::Done;
+        };
         if flow {
-            f(self.regs.entry(*k).or_default(), &mut self.globals[m]);
+            f(us, self.regs.entry(*k).or_default(), &mut self.globals[m]);
         } else {
-            f(&mut [0; FLOW_REGS], &mut self.globals[m]);
+            f(us, &mut [0; FLOW_REGS], &mut self.globals[m]);
         }
         statewall_common::xfsm::RegsOutcome::Done
     }

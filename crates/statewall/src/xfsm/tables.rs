@@ -69,6 +69,24 @@ impl Compiled {
             })
     }
 
+    /// Records in each machine the kinds of transition key it has
+    /// ([`Machine::levels`](statewall_common::xfsm::Machine::levels)): the kernel skips the
+    /// lookups of the others.
+    pub(crate) fn mark_levels(&mut self) {
+        use statewall_common::xfsm::{LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO};
+        let keys: Vec<TransKey> = self.trans_entries(0).map(|(k, _)| k).collect();
+        for k in keys {
+            let level = match (k.proto, k.port) {
+                (0, _) => LEVEL_ANY,
+                (_, 0) => LEVEL_PROTO,
+                _ => LEVEL_PORT,
+            };
+            if let Some(m) = self.machines.get_mut(k.machine as usize) {
+                m.levels |= level;
+            }
+        }
+    }
+
     /// Bit set of the machines the hooks run (enabled, not a switch's).
     pub fn mask(&self) -> u32 {
         self.machines
