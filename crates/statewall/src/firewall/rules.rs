@@ -408,15 +408,31 @@ pub fn build(
     if used & field::DPORT != 0 {
         k.dport = port_ids(pool, rules, pos, |r| r.dport, w(field::DPORT))?;
     }
-    // Small values: value i's set is the rules that accept it (few values: one pass each,
-    // equal answers sharing one set).
+    // Small values: value i's set is the rules that accept it. Rules alike in the small
+    // fields (protocol, TCP flags, state) answer every value alike: one class each, a
+    // value's answer is its classes' (a few, however many rules), and values that answer
+    // alike share one set, built once.
+    let mut classes: FastMap<SmallSpec, u32> = FastMap::default();
+    let mut reps: Vec<&Rule> = Vec::new();
+    let class_of: Vec<u32> = rules
+        .iter()
+        .map(|r| {
+            let n = reps.len() as u32;
+            *classes
+                .entry((r.proto, r.tcpflags, r.ct))
+                .or_insert_with(|| {
+                    reps.push(r);
+                    n
+                })
+        })
+        .collect();
     let mut memo: HashMap<Vec<bool>, u32> = HashMap::new();
     for i in 0..k.small.len() {
         if used & small_field(i) == 0 {
             continue;
         }
         let f = small_field(i);
-        let acc: Vec<bool> = rules
+        let acc: Vec<bool> = reps
             .iter()
             .map(|r| small_accepts(r, i) && (wild & f == 0 || fields(r) & f != 0))
             .collect();
@@ -425,8 +441,8 @@ pub fn build(
             continue;
         }
         let mut b = Bitset::default();
-        for (ri, a) in acc.iter().enumerate() {
-            if *a {
+        for (ri, c) in class_of.iter().enumerate() {
+            if acc[*c as usize] {
                 b.set(pos[ri] as usize);
             }
         }
@@ -439,6 +455,9 @@ pub fn build(
     }
     Ok(k)
 }
+
+/// What a rule says of the small fields: protocol, TCP flags, connection state.
+type SmallSpec = (Option<u8>, Option<(u8, u8)>, Option<u8>);
 
 /// Key data of a prefix-trie entry (after its 32 bits of prefix length): generation,
 /// chain, family, a pad byte, the address.
