@@ -183,6 +183,21 @@ pub struct Pool {
     pub(super) fresh: Vec<u32>,
 }
 
+/// Asks for transparent huge pages under the room of `v` (where the system leaves it to
+/// the program, `madvise`): a batch of 10,000 rules makes some 20,000 sets, 26 MB of
+/// fresh memory, which in 4 KiB pages costs as many faults as pages.
+fn huge_pages<T>(v: &Vec<T>) {
+    const PAGE: usize = 4096;
+    let start = v.as_ptr() as usize;
+    let end = start + v.capacity() * std::mem::size_of::<T>();
+    let (from, to) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+    if to > from {
+        // SAFETY: advice on pages inside the vector's own allocation; it changes no
+        // contents. A refusal (no THP) leaves the small pages.
+        unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+    }
+}
+
 impl Pool {
     /// A table of `capacity` sets (the first [`WILD_SETS`] are the wild sets, never
     /// handed out).
@@ -191,7 +206,8 @@ impl Pool {
         let capacity = capacity.min(SINGLE);
         // Room for every set at once: growing would copy them all (and touch every page
         // again); memory is taken only as sets are made.
-        let mut sets = Vec::with_capacity(capacity as usize);
+        let mut sets: Vec<Bitset> = Vec::with_capacity(capacity as usize);
+        huge_pages(&sets);
         sets.resize(w, Bitset::default());
         Pool {
             capacity,
