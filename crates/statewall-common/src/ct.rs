@@ -127,7 +127,7 @@ pub fn key(p: &PacketInfo) -> Option<(CtKey, u8)> {
 pub fn key_into(p: &PacketInfo, out: &mut CtKey) -> Option<u8> {
     let (sp, dp) = match p.l4proto {
         // Later fragments with their first fragment's ports belong to its connection.
-        proto::TCP | proto::UDP if crate::frag::has_ports(p) => (p.sport, p.dport),
+        proto::TCP | proto::UDP if crate::parse::has_ports(p) => (p.sport, p.dport),
         _ if p.flags & FLAG_L4 == 0 || p.flags & FLAG_NONFIRST_FRAG != 0 => return None,
         // Echo request/reply: the identifier on both sides.
         proto::ICMP if p.icmp_type == 8 || p.icmp_type == 0 => (p.icmp_id, p.icmp_id),

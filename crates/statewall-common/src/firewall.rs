@@ -582,7 +582,7 @@ pub fn lpm_key(p: &PacketInfo, generation: u32, chain: u32, dst: bool) -> LpmKey
 #[inline(always)]
 pub fn ports_of(p: &PacketInfo) -> (u16, u16) {
     // Later fragments whose first fragment was seen take its ports (`frag`).
-    if crate::frag::has_ports(p) && (p.l4proto == proto::TCP || p.l4proto == proto::UDP) {
+    if crate::parse::has_ports(p) && (p.l4proto == proto::TCP || p.l4proto == proto::UDP) {
         (p.sport, p.dport)
     } else {
         (0, 0)

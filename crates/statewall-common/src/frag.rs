@@ -36,8 +36,7 @@ pub const FRAGS_MAX: u32 = 8192;
 /// How long a first fragment's ports serve its later fragments.
 pub const FRAG_TTL_NS: u64 = 30_000_000_000;
 
-/// Set on a non-first fragment whose ports come from its first fragment.
-pub const FLAG_FRAG_PORTS: u8 = 8;
+pub use crate::parse::{has_ports, FLAG_FRAG_PORTS};
 
 /// A datagram: addresses, protocol, family and identification.
 #[repr(C)]
@@ -79,13 +78,6 @@ pub trait FragTable {
     fn get(&self, k: &FragKey) -> Option<FragPorts>;
     /// Records them.
     fn put(&mut self, k: &FragKey, v: &FragPorts);
-}
-
-/// True when the packet's ports are known: its L4 header was parsed in this packet, or
-/// it is a later fragment that took its first fragment's ports.
-#[inline(always)]
-pub fn has_ports(p: &PacketInfo) -> bool {
-    (p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0) || p.flags & FLAG_FRAG_PORTS != 0
 }
 
 /// Records a first fragment's ports, or gives a later fragment the ports of its first

@@ -141,7 +141,7 @@ pub fn decide<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVerdict
     let v = decide_refusing(p, now, t);
     if v == GateVerdict::Drop
         && p.l4proto == proto::UDP
-        && crate::frag::has_ports(p)
+        && crate::parse::has_ports(p)
         && p.flags & crate::parse::FLAG_NONFIRST_FRAG == 0
         && t.port_bits(p.dport) & crate::maps::GATE_UNREACH != 0
         && answers(p)
@@ -212,7 +212,7 @@ fn decide_refusing<T: GateTables>(p: &PacketInfo, now: u64, t: &mut T) -> GateVe
     if bit == 0 {
         return GateVerdict::Next;
     }
-    if !crate::frag::has_ports(p) {
+    if !crate::parse::has_ports(p) {
         return if t.any_protected(bit) {
             GateVerdict::Drop
         } else {

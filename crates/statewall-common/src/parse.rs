@@ -47,9 +47,19 @@ pub const FLAG_FRAG: u8 = 1;
 pub const FLAG_NONFIRST_FRAG: u8 = 2;
 /// An L4 header (TCP, UDP, ICMP, ICMPv6) was parsed: ports/type are valid.
 pub const FLAG_L4: u8 = 4;
+/// Set on a non-first fragment whose ports come from its first fragment
+/// ([`crate::frag`]).
+pub const FLAG_FRAG_PORTS: u8 = 8;
 /// The frame's destination MAC is a group address (broadcast or multicast): a refusal is
 /// never answered to it.
 pub const FLAG_L2_GROUP: u8 = 16;
+
+/// True when the packet's ports are known: its L4 header was parsed in this packet, or
+/// it is a later fragment that took its first fragment's ports ([`crate::frag`]).
+#[inline(always)]
+pub fn has_ports(p: &PacketInfo) -> bool {
+    (p.flags & FLAG_L4 != 0 && p.flags & FLAG_NONFIRST_FRAG == 0) || p.flags & FLAG_FRAG_PORTS != 0
+}
 
 /// TCP flag bits, as in the header's 13th byte.
 pub mod tcp {
