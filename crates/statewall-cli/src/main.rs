@@ -190,24 +190,7 @@ enum Cmd {
     /// between two fresh network namespaces (`make dataset`).
     Dataset(cli::learn::DatasetArgs),
     /// Run the benchmarks; print the table, write JSON; exit 1 if a target is missed.
-    Bench {
-        /// Where to write the JSON report.
-        #[arg(long, default_value = "target/bench/latest.json")]
-        out: PathBuf,
-        /// Test-run repetitions per measurement.
-        #[arg(long, default_value_t = statewall_harness::bench::REPEAT)]
-        repeat: u32,
-        /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
-        #[arg(long)]
-        testrun_only: bool,
-        /// Only this group: open, spa-open, testrun, firewall, monitor, dynmon, spa-verify,
-        /// firewall-nft, monitor-iperf.
-        #[arg(long)]
-        only: Option<String>,
-        /// Measure nothing: draw the figures again from the JSON report at --out.
-        #[arg(long)]
-        redraw: bool,
-    },
+    Bench(cli::bench::BenchArgs),
 }
 
 async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
@@ -245,13 +228,7 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Import { cmd } => cli::import::run(cmd).await,
         Cmd::Demo { keep } => cli::demo::run(keep).await,
         Cmd::Dataset(args) => cli::learn::dataset(args),
-        Cmd::Bench {
-            out,
-            repeat,
-            testrun_only,
-            only,
-            redraw,
-        } => cli::bench::run(out, repeat, testrun_only, only, redraw).await,
+        Cmd::Bench(args) => cli::bench::run(args).await,
     }
 }
 

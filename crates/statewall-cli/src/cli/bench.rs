@@ -2,14 +2,36 @@
 
 use super::prelude::*;
 
-/// Runs the subcommand.
-pub async fn run(
+/// `statewall bench`.
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/latest.json")]
     out: PathBuf,
+    /// Test-run repetitions per measurement.
+    #[arg(long, default_value_t = statewall_harness::bench::REPEAT)]
     repeat: u32,
+    /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
+    #[arg(long)]
     testrun_only: bool,
+    /// Only this group: open, spa-open, testrun, firewall, monitor, dynmon, spa-verify,
+    /// firewall-nft, monitor-iperf.
+    #[arg(long)]
     only: Option<String>,
+    /// Measure nothing: draw the figures again from the JSON report at --out.
+    #[arg(long)]
     redraw: bool,
-) -> anyhow::Result<i32> {
+}
+
+/// Runs the subcommand.
+pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
+    let BenchArgs {
+        out,
+        repeat,
+        testrun_only,
+        only,
+        redraw,
+    } = a;
     if redraw {
         let text =
             std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
