@@ -25,7 +25,7 @@
 //! whose first fragment was not seen keeps the extension header as its protocol, and the
 //! gate then judges it as a fragment of any protocol with ports.
 
-use crate::parse::{PacketInfo, Status, FLAG_FRAG, FLAG_L4, FLAG_NONFIRST_FRAG};
+use crate::parse::{PacketInfo, Status, FLAG_FRAG, FLAG_FRAG_PORTS, FLAG_L4, FLAG_NONFIRST_FRAG};
 use crate::proto;
 
 /// The table, an `LRU_HASH` of [`FragKey`] -> [`FragPorts`] (kernel-private, never pinned).
@@ -35,8 +35,6 @@ pub const FRAGS_MAX: u32 = 8192;
 
 /// How long a first fragment's ports serve its later fragments.
 pub const FRAG_TTL_NS: u64 = 30_000_000_000;
-
-pub use crate::parse::{has_ports, FLAG_FRAG_PORTS};
 
 /// A datagram: addresses, protocol, family and identification.
 #[repr(C)]

@@ -6,13 +6,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use statewall_common::{
-    frag::FLAG_FRAG_PORTS,
     gate::{closes_connection, flow_idle, flow_key, grant_key, opens_connection, port_bit},
     maps::{
         FlowKey, FlowValue, GateConf, GateCounter, GateLimits, GrantKey, GrantValue, GATE_COUNTERS,
         GATE_PORTS_LEN, GATE_RESET, GATE_SUMMARY_SLOT, GATE_TCP, GATE_UDP, GATE_UNREACH,
     },
-    parse::{is_ipv6_ext, PacketInfo, Status, FLAG_L2_GROUP, FLAG_L4, FLAG_NONFIRST_FRAG},
+    parse::{has_ports, is_ipv6_ext, PacketInfo, Status, FLAG_L2_GROUP, FLAG_NONFIRST_FRAG},
     proto,
     reset::VERDICT_RESET,
     unreach::VERDICT_UNREACH,
@@ -187,9 +186,7 @@ pub fn run(p: &PacketInfo) -> i32 {
         return TCX_NEXT;
     }
     // Ports from this packet's L4 header, or from its first fragment's.
-    let ported =
-        p.flags & (FLAG_L4 | FLAG_NONFIRST_FRAG) == FLAG_L4 || p.flags & FLAG_FRAG_PORTS != 0;
-    if !ported {
+    if !has_ports(p) {
         if summary & bit != 0 {
             count(GateCounter::Dropped);
             return TC_ACT_SHOT;
