@@ -834,6 +834,9 @@ pub fn addr_bucket(a: &[u8; 16]) -> u32 {
     (h >> 16) % ADDR_BUCKETS
 }
 
+/// [`Work::kbucket`] when the lookup key's bucket was not computed.
+pub const NO_BUCKET: u32 = u32::MAX;
+
 /// Activity-filter bucket of a key (a multiplicative hash of its words).
 #[inline(always)]
 pub fn bucket(k: &StateKey) -> u32 {
@@ -1216,6 +1219,9 @@ pub struct Work {
     pub zero: regs::FlowRegs,
     /// Non-zero when the lookup key has no state entry (a new flow).
     pub fresh: u32,
+    /// The lookup key's activity bucket, or [`NO_BUCKET`] when it was not needed (the
+    /// commit reuses it when the update key is the lookup key).
+    pub kbucket: u32,
     /// The packet's actions so far ([`acts::act`] bits; reset with `meta`).
     pub fx: u32,
     /// Mark to set ([`acts::act::MARK`]).
@@ -1329,7 +1335,11 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     let interested = c.pbits & port_bit(p.l4proto, m) != 0
         || (w.mach.flags & M_ANY_PORT != 0
             && any_port_wants(w.mach.any_protos, p.l4proto, p.tcp_flags));
-    let maybe_active = w.mach.flags & M_UNBOUNDED != 0 || t.active(bucket_of(&w.key)) > now;
+    w.kbucket = NO_BUCKET;
+    let maybe_active = w.mach.flags & M_UNBOUNDED != 0 || {
+        w.kbucket = bucket_of(&w.key);
+        t.active(w.kbucket) > now
+    };
     if !interested && !maybe_active {
         return 0;
     }
@@ -1495,7 +1505,13 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
     if w.tr.upd == 0 && w.write == 0 {
         return;
     }
-    build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
+    // The same scope builds the same key: copied rather than built again.
+    let same = w.mach.update == w.mach.lookup;
+    if same {
+        crate::mem::copy_words(&mut w.ukey, &w.key);
+    } else {
+        build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
+    }
     if w.tr.upd != 0 {
         let set = w.tr.upd as u32 - 1;
         w.tr.upd = 0;
@@ -1513,7 +1529,7 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
         return;
     }
     if w.nv.state == STATE_DEFAULT {
-        if w.exists != 0 || w.mach.update != w.mach.lookup {
+        if w.exists != 0 || !same {
             t.del_state(&w.ukey);
         }
         return;
@@ -1532,7 +1548,11 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
     if w.mach.flags & M_UNBOUNDED != 0 {
         until = u64::MAX;
     }
-    let ub = bucket_of(&w.ukey);
+    let ub = if same && w.kbucket != NO_BUCKET {
+        w.kbucket
+    } else {
+        bucket_of(&w.ukey)
+    };
     if t.active(ub) < until {
         t.set_active(ub, until);
     }
