@@ -232,8 +232,29 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// Whether the command ends quietly when the reader of its output goes away (`statewall
+/// detect eval --flows | head`), as Unix tools do: every command but those that serve or
+/// drive sockets and namespaces for long, where a closed peer is an error to report and
+/// clean up after, not the end of the run.
+fn dies_on_closed_output(cmd: &Cmd) -> bool {
+    !matches!(
+        cmd,
+        Cmd::Daemon { .. }
+            | Cmd::Top { .. }
+            | Cmd::Cluster { .. }
+            | Cmd::Demo { .. }
+            | Cmd::Dataset(_)
+            | Cmd::Bench(_)
+    )
+}
+
 fn main() {
     let cli = Cli::parse();
+    if dies_on_closed_output(&cli.cmd) {
+        // SAFETY: restores the default disposition before any thread starts (Rust's
+        // runtime ignores SIGPIPE, so a print to a closed pipe panicked).
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

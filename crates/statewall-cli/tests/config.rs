@@ -411,3 +411,30 @@ fn switch_and_action_errors_say_what_and_where() {
         assert!(e.contains(at) && e.contains(what), "{text}\n=> {e}");
     }
 }
+
+/// A command whose reader goes away (`statewall check-config ... | head`) ends quietly by
+/// SIGPIPE, as Unix tools do, not with a panic on stderr.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/statewall.toml");
+    for args in [&["check-config", ex][..], &["completions", "bash"][..]] {
+        let mut child = std::process::Command::new(common::bin())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes its first line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(13),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
