@@ -31,9 +31,10 @@ pub struct Source {
     /// on the command line are looked up in it, else all of its captures of `--set` are used.
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// With `--manifest`: only its captures of this set (`train`, `held-out`).
-    #[arg(long)]
-    set: Option<String>,
+    /// With `--manifest`: only its captures of these sets (`train`, `held-out`, or several:
+    /// `train,train-apps`).
+    #[arg(long, value_delimiter = ',')]
+    set: Vec<String>,
     /// Attacker prefixes (`10.100.0.0/14,198.51.100.7`), without a manifest.
     #[arg(long, value_delimiter = ',')]
     attackers: Vec<String>,
@@ -77,16 +78,16 @@ impl Source {
             let v: Vec<_> = m
                 .captures
                 .iter()
-                .filter(|e| self.set.as_ref().is_none_or(|s| *s == e.set))
+                .filter(|e| self.set.is_empty() || self.set.contains(&e.set))
                 .filter(|e| detector == Detector::Mining || !mining(e))
                 .map(|e| (dir.join(&e.file), labels(e)))
                 .collect();
             if v.is_empty() {
-                anyhow::bail!(
-                    "{}: no {detector:?} capture of set {:?}",
-                    mpath.display(),
-                    self.set
-                );
+                let sets = match self.set.is_empty() {
+                    true => "any set".to_string(),
+                    false => format!("set {}", self.set.join(" or ")),
+                };
+                anyhow::bail!("{}: no {detector:?} capture of {sets}", mpath.display());
             }
             return Ok(v);
         }
@@ -140,6 +141,11 @@ pub struct TrainArgs {
     /// Trees that must vote "attack" for a sample to be one (default: more than half).
     #[arg(long)]
     min_votes: Option<u16>,
+    /// ddos: a model (same window and packets) to attach to this one as its forest for
+    /// samples with payload: a sample is an attack when this model's forest says so, or it
+    /// carries TCP or UDP payload and that one does.
+    #[arg(long)]
+    payload_model: Option<PathBuf>,
 }
 
 /// Runs `statewall detect train`.
@@ -179,18 +185,38 @@ pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
             anyhow::bail!("--min-votes {k}: 1 to the {} trees", a.trees);
         }
     }
+    if a.detector == Detector::Mining && a.payload_model.is_some() {
+        anyhow::bail!("--payload-model is for --detector ddos");
+    }
+    // Read before training: a bad file fails at once.
+    let payload = match &a.payload_model {
+        Some(p) => Some(Model::load(p).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let params = Params {
         trees: a.trees,
         max_depth: a.depth,
         seed: a.seed,
         min_votes: a.min_votes.unwrap_or(0),
+        payload_only: false,
     };
     let caps = a.source.captures(&a.pcap, a.detector)?;
     let t = std::time::Instant::now();
-    let m = statewall::detect::learn::train(&caps, shape, params).map_err(anyhow::Error::msg)?;
+    let mut m =
+        statewall::detect::learn::train(&caps, shape, params).map_err(anyhow::Error::msg)?;
+    if let Some(p) = payload {
+        let from = a.payload_model.as_ref().map(|p| p.display().to_string());
+        m = m
+            .with_payload(p)
+            .map_err(|e| anyhow::anyhow!("--payload-model {}: {e}", from.unwrap_or_default()))?;
+    }
     std::fs::write(&a.out, m.to_json() + "\n").with_context(|| a.out.display().to_string())?;
+    let what = match &a.payload_model {
+        Some(p) => format!(" (with {} as its payload forest)", p.display()),
+        None => String::new(),
+    };
     println!(
-        "trained on {} captures: {} benign and {} attack samples, {} trees, {:.1}s; wrote {}",
+        "trained on {} captures: {} benign and {} attack samples, {} trees, {:.1}s; wrote {}{what}",
         caps.len(),
         m.trained_on.0,
         m.trained_on.1,

@@ -17,7 +17,7 @@ use smartcore::{
 use super::{
     error::LearnError,
     sessions,
-    windows::{Sample, SampleKind, Shape, FEATURES},
+    windows::{carries_payload, Sample, SampleKind, Shape, FEATURES},
 };
 
 type Forest = RandomForestClassifier<f32, u8, DenseMatrix<f32>, Vec<u8>>;
@@ -52,6 +52,11 @@ pub struct Params {
     /// 0.)
     #[serde(default)]
     pub min_votes: u16,
+    /// The forest judges only the flow samples that carry payload ([`carries_payload`]):
+    /// set on a model's [`Model::payload`] forest when it is attached. (Absent from models
+    /// made before it: false.)
+    #[serde(default)]
+    pub payload_only: bool,
 }
 
 impl Default for Params {
@@ -61,6 +66,7 @@ impl Default for Params {
             max_depth: 12,
             seed: 1,
             min_votes: 0,
+            payload_only: false,
         }
     }
 }
@@ -80,6 +86,11 @@ pub struct Model {
     /// The forest's trees as flat arrays, for inference (made from `forest`).
     #[serde(skip)]
     flat: Flat,
+    /// A second forest, for the application attacks: it judges the samples that carry
+    /// payload ([`Params::payload_only`]) and that the first forest takes for benign; a
+    /// sample is an attack when either forest says so. (Absent: none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<Model>>,
 }
 
 /// One node of a flat tree: a split (`feature`, `threshold`, children) or a leaf (`output`:
@@ -255,10 +266,13 @@ fn span(s: &Sample, shape: Shape) -> f32 {
     s.x[last * FEATURES] - s.x[0]
 }
 
-/// Whether the forest judges `s` (every flow sample; a session sample once the session is
-/// [`sessions::MIN_AGE`] windows old).
-fn judged(s: &Sample, shape: Shape) -> bool {
-    shape.kind == SampleKind::Packets || sessions::judged(s, shape)
+/// Whether the forest judges `s` (every flow sample, or with `payload_only` those that
+/// carry payload; a session sample once the session is [`sessions::MIN_AGE`] windows old).
+fn judged(s: &Sample, shape: Shape, payload_only: bool) -> bool {
+    match shape.kind {
+        SampleKind::Packets => !payload_only || carries_payload(s, shape.n),
+        SampleKind::Sessions => sessions::judged(s, shape),
+    }
 }
 
 /// The values of a sample (packets: the rows, then the span from the first packet to the
@@ -291,6 +305,24 @@ fn input_row(s: &Sample, shape: Shape, out: &mut Vec<f32>) -> Result<(), LearnEr
     Ok(())
 }
 
+/// Checks that `p` can be `m`'s forest for samples with payload.
+fn check_payload(m: &Model, p: &Model) -> Result<(), LearnError> {
+    let bad = |why: &str| Err(LearnError::Model(format!("the payload forest: {why}")));
+    if m.shape.kind != SampleKind::Packets || m.params.payload_only {
+        return bad("only a flow model that judges every sample takes one");
+    }
+    if (p.shape.t_ns, p.shape.n, p.shape.kind) != (m.shape.t_ns, m.shape.n, m.shape.kind) {
+        return bad("its window and packets differ from the model's");
+    }
+    if !p.params.payload_only {
+        return bad("it judges samples without payload");
+    }
+    if p.payload.is_some() {
+        return bad("it has a payload forest of its own");
+    }
+    Ok(())
+}
+
 /// The forest's input for `samples`, one row each.
 fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, LearnError> {
     let cols = cols(shape);
@@ -313,7 +345,7 @@ impl Model {
         let (samples, attack): (Vec<&Sample>, Vec<bool>) = samples
             .iter()
             .zip(attack)
-            .filter(|(s, _)| judged(s, shape))
+            .filter(|(s, _)| judged(s, shape, false))
             .map(|(s, a)| (*s, *a))
             .unzip();
         let (samples, attack) = (&samples[..], &attack[..]);
@@ -338,6 +370,7 @@ impl Model {
             trained_on: (attack.len() - n_attack, n_attack),
             flat: Flat::of(&forest)?,
             forest,
+            payload: None,
         })
     }
 
@@ -367,17 +400,47 @@ impl Model {
         samples
             .iter()
             .map(|s| {
-                if !judged(s, self.shape) {
-                    return Ok(false);
+                let mut filled = false;
+                if self.judges(s, &mut row, &mut filled)? {
+                    return Ok(true);
                 }
-                row.clear();
-                input_row(s, self.shape, &mut row)?;
-                match self.params.min_votes {
-                    0 => Ok(self.flat.predict(&row)?.0 == 1),
-                    k => self.flat.reaches(&row, k as usize),
+                match &self.payload {
+                    Some(p) => p.judges(s, &mut row, &mut filled),
+                    None => Ok(false),
                 }
             })
             .collect()
+    }
+
+    /// Whether this model's own forest takes `s` for an attack; `row` holds the sample's
+    /// input once `filled` (the same for both forests of a model: one shape).
+    fn judges(
+        &self,
+        s: &Sample,
+        row: &mut Vec<f32>,
+        filled: &mut bool,
+    ) -> Result<bool, LearnError> {
+        if !judged(s, self.shape, self.params.payload_only) {
+            return Ok(false);
+        }
+        if !*filled {
+            row.clear();
+            input_row(s, self.shape, row)?;
+            *filled = true;
+        }
+        match self.params.min_votes {
+            0 => Ok(self.flat.predict(row)?.0 == 1),
+            k => self.flat.reaches(row, k as usize),
+        }
+    }
+
+    /// Attaches the flow model `p` (of the same window and packets, with no second forest
+    /// of its own) as the forest for samples with payload ([`Model::payload`]).
+    pub fn with_payload(mut self, mut p: Model) -> Result<Model, LearnError> {
+        p.params.payload_only = true;
+        check_payload(&self, &p)?;
+        self.payload = Some(Box::new(p));
+        Ok(self)
     }
 
     /// smartcore's own prediction (what the flat trees are checked against).
@@ -395,6 +458,19 @@ impl Model {
         let mut m: Model = serde_json::from_str(text)
             .map_err(|e| LearnError::Model(format!("not a model: {e}")))?;
         m.flat = Flat::of(&m.forest)?;
+        if let Some(mut p) = m.payload.take() {
+            p.flat = Flat::of(&p.forest)?;
+            p.check()?;
+            check_payload(&m, &p)?;
+            m.payload = Some(p);
+        }
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Checks a model read from a file: its format, window, and splits within its samples.
+    fn check(&self) -> Result<(), LearnError> {
+        let m = self;
         if m.format != FORMAT {
             return Err(LearnError::Model(format!(
                 "format {:?}, expected {FORMAT:?}",
@@ -421,7 +497,7 @@ impl Model {
                 "a split on feature past the {cols} a sample has"
             )));
         }
-        Ok(m)
+        Ok(())
     }
 
     /// Reads a model file.
@@ -496,6 +572,7 @@ mod tests {
                 max_depth: 8,
                 seed: 3,
                 min_votes: 0,
+                payload_only: false,
             },
         )
         .unwrap();
@@ -529,7 +606,7 @@ mod tests {
         // The bar's walk stops early: the same answer as counting every tree's vote.
         let mut row = Vec::new();
         for s in &trefs {
-            if !judged(s, m.shape) {
+            if !judged(s, m.shape, false) {
                 continue;
             }
             row.clear();
@@ -568,6 +645,99 @@ mod tests {
         bad["shape"]["n"] = 1_000_000_000u64.into();
         assert!(Model::from_json(&bad.to_string()).is_err(), "n past 64");
         assert!(Model::from_json(&good.to_string()).is_ok());
+    }
+
+    /// A model with a payload forest: a sample is an attack when the first forest says so,
+    /// or it carries payload and the second does; a sample without payload is never
+    /// judged by the second (which alone takes some for attacks); models that cannot be
+    /// each other's payload forest are refused, read from a file too.
+    #[test]
+    fn a_payload_forest_judges_only_samples_with_payload() {
+        let shape = Shape {
+            t_ns: 1,
+            n: 2,
+            max_flows: 10,
+            ..Shape::default()
+        };
+        let bits = |payload: bool| {
+            let b = 0x40 | 0x400 | if payload { 0x10 } else { 0 };
+            b as f32 / 4096.0
+        };
+        let mut seed = 0x0bad_cafe_f00d_1234u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 1000) as f32 / 1000.0
+        };
+        let mut make = |n: usize| -> Vec<Sample> {
+            (0..n)
+                .map(|i| {
+                    let mut x: Vec<f32> = (0..shape.n * FEATURES).map(|_| rnd()).collect();
+                    x[4] = bits(i % 2 == 0);
+                    x[FEATURES + 4] = bits(false);
+                    Sample {
+                        key: SessKey::default(),
+                        window: 0,
+                        packets: 2,
+                        x,
+                    }
+                })
+                .collect()
+        };
+        let params = Params {
+            trees: 9,
+            max_depth: 8,
+            seed: 5,
+            ..Params::default()
+        };
+        let train = make(800);
+        let refs: Vec<&Sample> = train.iter().collect();
+        let ya: Vec<bool> = train.iter().map(|s| s.x[1] > 0.7).collect();
+        let yb: Vec<bool> = train.iter().map(|s| s.x[5] > 0.5).collect();
+        let (a, b) = (
+            Model::train(&refs, &ya, shape, params).unwrap().to_json(),
+            Model::train(&refs, &yb, shape, params).unwrap().to_json(),
+        );
+        let read = |j: &str| Model::from_json(j).unwrap();
+        let both = read(&read(&a).with_payload(read(&b)).unwrap().to_json());
+        let test = make(2000);
+        let t: Vec<&Sample> = test.iter().collect();
+        let (pa, pb, p) = (
+            read(&a).predict(&t).unwrap(),
+            read(&b).predict(&t).unwrap(),
+            both.predict(&t).unwrap(),
+        );
+        for i in 0..t.len() {
+            let payload = carries_payload(t[i], shape.n);
+            assert_eq!(payload, i % 2 == 0);
+            assert_eq!(p[i], pa[i] || (payload && pb[i]), "sample {i}");
+        }
+        assert!(
+            (0..t.len()).any(|i| p[i] && !pa[i]),
+            "the second forest adds none"
+        );
+        assert!(
+            (0..t.len()).any(|i| i % 2 == 1 && pb[i] && !p[i]),
+            "no sample without payload that the second forest alone takes for an attack"
+        );
+        // Refused: a second forest of another shape; one on a payload forest; a file whose
+        // payload forest judges every sample.
+        let refused = |m: Result<Model, LearnError>, why: &str| {
+            let e = m.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(why), "{why}: {e}");
+        };
+        let mut other: serde_json::Value = serde_json::from_str(&b).unwrap();
+        other["shape"]["t_ns"] = 2.into();
+        refused(
+            read(&a).with_payload(read(&other.to_string())),
+            "window and packets",
+        );
+        let gated = *read(&both.to_json()).payload.unwrap();
+        refused(gated.with_payload(read(&b)), "only a flow model");
+        let mut file: serde_json::Value = serde_json::from_str(&both.to_json()).unwrap();
+        file["payload"]["params"]["payload_only"] = false.into();
+        refused(Model::from_json(&file.to_string()), "without payload");
     }
 
     /// Both built-in models read; a forest is checked against its own sample kind's width

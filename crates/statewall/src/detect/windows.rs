@@ -186,6 +186,20 @@ pub fn features(r: &PktRec, start: u64, t_ns: u64) -> [f32; FEATURES] {
     ]
 }
 
+/// The protocol bits that say a packet carried payload: `data` or an application.
+const PAYLOAD_BITS: u32 = DATA | DNS | FTP | HTTP | SSDP | SSL | TELNET;
+
+/// Whether one of the packets recorded in `s` (of a shape of `n` packets) carried TCP or
+/// UDP payload: its protocol bitmap (feature 5) has `data` or an application bit.
+pub fn carries_payload(s: &Sample, n: usize) -> bool {
+    (0..s.packets.min(n)).any(|i| {
+        let bits =
+            s.x.get(i * FEATURES + 4)
+                .map_or(0, |v| (v * 4096.0).round() as u32);
+        bits & PAYLOAD_BITS != 0
+    })
+}
+
 /// The samples of `packets` (any order: they are taken by time).
 pub fn samples(packets: &[PktRec], shape: Shape) -> Windows {
     let mut order: Vec<usize> = (0..packets.len()).collect();
@@ -281,6 +295,35 @@ mod tests {
         assert_eq!(w.samples[1].window, 1);
         // Zero rows after the last packet.
         assert!(w.samples[1].x[FEATURES..].iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn a_sample_carries_payload_when_a_recorded_packet_does() {
+        let s = Shape {
+            t_ns: 100,
+            n: 2,
+            max_flows: 4,
+            ..Shape::default()
+        };
+        let mut with = rec(3, 40000, 8080, proto::TCP);
+        with.tcp_payload = 100;
+        // Flow 1: a SYN, then a segment with payload; flow 2: three bare segments, and
+        // a third packet with payload past the two a sample records.
+        let mut late = rec(4, 40001, 8080, proto::TCP);
+        late.tcp_payload = 100;
+        let ps = [
+            rec(1, 40000, 8080, proto::TCP),
+            with,
+            rec(2, 40001, 8080, proto::TCP),
+            rec(3, 40001, 8080, proto::TCP),
+            late,
+            rec(5, 0, 0, proto::ICMP),
+        ];
+        let w = samples(&ps, s);
+        let by = |sport| w.samples.iter().find(|x| x.key.sport == sport).unwrap();
+        assert!(carries_payload(by(40000), s.n));
+        assert!(!carries_payload(by(40001), s.n));
+        assert!(!carries_payload(by(0), s.n));
     }
 
     #[test]
