@@ -38,13 +38,15 @@ bench: build
 # for training; six with other seeds and a 10-minute benign capture held out), the
 # application attacks over benign traffic with DNS in sets of their own, train-apps and
 # held-out-apps (about 5 minutes: an HTTP request flood, a slow HTTP attack and DNS
-# reflection, two 25 s captures each and one held out; the built-in model does not learn
-# them, README says why), then
+# reflection, two 25 s captures each and one held out), then
 # Stratum miners among long-lived benign sessions, in the same folder (45 minutes: six
 # 5-minute captures for training, three held out). `make model` trains both built-in
-# models from the training sets (a flood sample is an attack when 17 of its 25 trees say
-# so, a mining sample when 21 do; the mining model also learns every flow of the flood and
-# benign captures as no mining) and evaluates them on the held-out sets.
+# models from the training sets (the flood model: a forest trained on the floods, a sample
+# an attack when 17 of its 25 trees say so, and a second forest for the samples that carry
+# payload, trained on the floods and the application attacks, 25 trees of depth at most 16,
+# 19 votes; a mining sample is mining when 21 trees say so, and the mining model also
+# learns every flow of the flood and benign captures as no mining) and evaluates them on
+# the held-out sets.
 DATA := data
 dataset: build
 	rm -rf $(DATA)
@@ -64,8 +66,11 @@ model-cv: build
 	scripts/detect-cv.py $(DATA)/manifest.json $(BIN) train,train-apps
 
 model: build
+	$(BIN) detect train --manifest $(DATA)/manifest.json --set train,train-apps --window 2 \
+	  --depth 16 --min-votes 19 --out $(DATA)/payload-model.json
 	$(BIN) detect train --manifest $(DATA)/manifest.json --set train --window 2 \
-	  --min-votes 17 --out crates/statewall/src/detect/ddos-model.json
+	  --min-votes 17 --payload-model $(DATA)/payload-model.json \
+	  --out crates/statewall/src/detect/ddos-model.json
 	$(BIN) detect train --detector mining --manifest $(DATA)/manifest.json --set train \
 	  --window 10 --history 6 --min-votes 21 --out crates/statewall/src/detect/mining-model.json
 	$(CARGO) build

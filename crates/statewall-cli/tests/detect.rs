@@ -27,7 +27,12 @@ use statewall_common::{
     },
     TCX_NEXT, TC_ACT_SHOT, XDP_DROP, XDP_PASS,
 };
-use statewall_harness::{netns::Pair, packet::Packet, testrun::TestBed};
+use statewall_harness::{
+    dataset,
+    netns::{spawn, Pair},
+    packet::Packet,
+    testrun::TestBed,
+};
 
 fn key(p: &Prefix) -> Key<[u8; 20]> {
     let (len, data) = p.lpm_key();
@@ -1151,6 +1156,131 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
         });
         assert!(by_hand(&mitigations(&b.d)), "the block by hand stays");
         lg.round_trip(&b);
+    }
+}
+
+/// A child process killed and waited for when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTP request flood (ab keeping 10 connections alive, from 10.77.0.200) against the
+/// server a legitimate client also fetches from: in `enforce` the classifier's payload
+/// forest takes the flood's connections for attacks and blocks their source with its
+/// reason, the flood's segments then stop reaching the server, the legitimate client's
+/// requests (short connections from 10.77.0.1, like the ones the forest must not take
+/// for attacks) keep working throughout, and the block lapses after the flood; `monitor`
+/// reports the same attacks and blocks nothing.
+#[test]
+fn the_classifier_blocks_an_http_request_flood() {
+    for mode in ["enforce", "monitor"] {
+        let b = classifier_bed("dlh", mode, "");
+        let c = &b.pair.client;
+        c.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            "10.77.0.200/24",
+            "dev",
+            &b.pair.client_if,
+        ]);
+        let www = std::env::temp_dir().join(format!("statewall-dlh-{}", std::process::id()));
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("index.html"), "<html>statewall</html>\n").unwrap();
+        let _server = Reaped(spawn(&mut dataset::keep_alive_http(
+            &b.pair,
+            &www.to_string_lossy(),
+        )));
+        let url = format!("http://{}:8080/", b.pair.server_v4);
+        let fetch = || {
+            c.exec(&["curl", "-s", "-o", "/dev/null", "-m", "3", &url])
+                .status
+                .success()
+        };
+        eventually("the HTTP server answers", fetch);
+        let done = AtomicBool::new(false);
+        let (mut fetched, mut seen) = (0, None::<(Instant, u64)>);
+        let mut rows = Vec::new();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                // (Bounded: once blocked, ab waits out its 3 s timeout and gives up.)
+                let _ = c.exec(&[
+                    "timeout",
+                    "14",
+                    "ab",
+                    "-q",
+                    "-k",
+                    "-B",
+                    "10.77.0.200",
+                    "-c",
+                    "10",
+                    "-t",
+                    "8",
+                    "-n",
+                    "100000000",
+                    "-s",
+                    "3",
+                    &url,
+                ]);
+                done.store(true, Ordering::Relaxed);
+            });
+            while !done.load(Ordering::Relaxed) {
+                assert!(fetch(), "{mode}: the legitimate client's request failed");
+                fetched += 1;
+                let ms = mitigations(&b.d);
+                for m in &ms {
+                    assert_ne!(m["target"], "10.77.0.1/32", "the legitimate client: {ms:?}");
+                    assert_ne!(m["target"], "10.77.0.2/32", "the server: {ms:?}");
+                }
+                let blocked: Vec<Value> = ms
+                    .into_iter()
+                    .filter(|m| m["detector"] == "classifier" && m["target"] == "10.77.0.200/32")
+                    .collect();
+                if !blocked.is_empty() {
+                    if seen.is_none() {
+                        seen = Some((Instant::now(), received(&b, "tcp")));
+                    }
+                    rows = blocked;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let _ = std::fs::remove_dir_all(&www);
+        let v = b.d.get("/api/v1/detect");
+        let cl = &v["classifier"];
+        eprintln!("{mode}: {fetched} requests by the legitimate client; classifier {cl}");
+        assert!(fetched >= 5, "{fetched}");
+        assert!(cl["stats"]["attacks"].as_u64().unwrap() >= 1, "{cl}");
+        if mode == "monitor" {
+            assert!(seen.is_none(), "monitor mode blocks nothing: {rows:?}");
+            continue;
+        }
+        let (t, before) = seen.expect("the flood's source was never blocked");
+        let m = &rows[0];
+        assert!(
+            m["reason"]
+                .as_str()
+                .unwrap()
+                .contains("classified as an attack"),
+            "{m}"
+        );
+        assert!(m["dropped"].as_u64().unwrap() > 0, "{m}");
+        // After the block: the legitimate client's few segments, not the flood's thousands.
+        let secs = t.elapsed().as_secs_f64();
+        let got = received(&b, "tcp") - before;
+        assert!(
+            (got as f64) < secs * 300.0,
+            "{got} TCP segments in {secs:.1}s after the block"
+        );
+        eventually("the classifier's block lapsed after the flood", || {
+            row(&mitigations(&b.d), "classifier").is_none()
+        });
+        assert!(fetch(), "the legitimate client after the flood");
     }
 }
 

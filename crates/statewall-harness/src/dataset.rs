@@ -20,7 +20,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -391,7 +391,7 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
     // The application kinds' server speaks HTTP/1.1 (keep-alive: the request flood
     // reuses its connections), the others' HTTP/1.0.
     let http = if plan.kind.is_app() {
-        s.command(&["python3", "-c", HTTP11, &www_s])
+        keep_alive_http(&pair, &www_s)
     } else {
         s.command(&[
             "python3",
@@ -516,6 +516,11 @@ class H(h.SimpleHTTPRequestHandler):
 handler = functools.partial(H, directory=sys.argv[1])
 h.ThreadingHTTPServer(('10.77.0.2', 8080), handler).serve_forever()
 "#;
+
+/// [`HTTP11`] in the pair's server namespace, serving the folder `www`.
+pub fn keep_alive_http(pair: &Pair, www: &str) -> Command {
+    pair.server.command(&["python3", "-c", HTTP11, www])
+}
 
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("statewall-{}-{tag}", std::process::id()));
