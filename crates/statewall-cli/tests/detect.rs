@@ -1128,13 +1128,7 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
         assert!(seen_all.load(Ordering::Relaxed), "never blocked: {v}");
         let ms = last_rows.lock().unwrap().clone();
         let m = row(&ms, "classifier").unwrap();
-        assert!(
-            m["reason"]
-                .as_str()
-                .unwrap()
-                .contains("classified as an attack"),
-            "{m}"
-        );
+        assert_classified(m);
         // After the blocks: at most the allowlisted source's SYNs (500/s) and the
         // legitimate client's segments reached the server, not the other 1,500/s (one
         // source of them blocked by hand from the start).
@@ -1157,6 +1151,17 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
         assert!(by_hand(&mitigations(&b.d)), "the block by hand stays");
         lg.round_trip(&b);
     }
+}
+
+/// A mitigation row the classifier made, with its reason.
+fn assert_classified(m: &Value) {
+    assert!(
+        m["reason"]
+            .as_str()
+            .unwrap()
+            .contains("classified as an attack"),
+        "{m}"
+    );
 }
 
 /// A child process killed and waited for when dropped.
@@ -1262,13 +1267,7 @@ fn the_classifier_blocks_an_http_request_flood() {
         }
         let (t, before) = seen.expect("the flood's source was never blocked");
         let m = &rows[0];
-        assert!(
-            m["reason"]
-                .as_str()
-                .unwrap()
-                .contains("classified as an attack"),
-            "{m}"
-        );
+        assert_classified(m);
         assert!(m["dropped"].as_u64().unwrap() > 0, "{m}");
         // After the block: the legitimate client's few segments, not the flood's thousands.
         let secs = t.elapsed().as_secs_f64();

@@ -458,13 +458,13 @@ impl Model {
         let mut m: Model = serde_json::from_str(text)
             .map_err(|e| LearnError::Model(format!("not a model: {e}")))?;
         m.flat = Flat::of(&m.forest)?;
+        m.check()?;
         if let Some(mut p) = m.payload.take() {
             p.flat = Flat::of(&p.forest)?;
             p.check()?;
             check_payload(&m, &p)?;
             m.payload = Some(p);
         }
-        m.check()?;
         Ok(m)
     }
 
@@ -528,6 +528,16 @@ mod tests {
     use super::*;
     use statewall_common::monitor::SessKey;
 
+    /// Values in [0, 1) from a xorshift generator seeded with `seed`.
+    fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 1000) as f32 / 1000.0
+        }
+    }
+
     /// Random samples: the flat trees answer as smartcore's walk does, on data the forest
     /// was trained on and on data it never saw.
     #[test]
@@ -538,13 +548,7 @@ mod tests {
             max_flows: 10,
             ..Shape::default()
         };
-        let mut seed = 0x1234_5678_9abc_def0u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % 1000) as f32 / 1000.0
-        };
+        let mut rnd = uniform(0x1234_5678_9abc_def0);
         let mut make = |n: usize| -> (Vec<Sample>, Vec<bool>) {
             let mut v = Vec::new();
             let mut y = Vec::new();
@@ -663,13 +667,7 @@ mod tests {
             let b = 0x40 | 0x400 | if payload { 0x10 } else { 0 };
             b as f32 / 4096.0
         };
-        let mut seed = 0x0bad_cafe_f00d_1234u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % 1000) as f32 / 1000.0
-        };
+        let mut rnd = uniform(0x0bad_cafe_f00d_1234);
         let mut make = |n: usize| -> Vec<Sample> {
             (0..n)
                 .map(|i| {
