@@ -412,13 +412,14 @@ fn switch_and_action_errors_say_what_and_where() {
     }
 }
 
-/// A command whose reader goes away (`statewall check-config ... | head`) ends quietly by
-/// SIGPIPE, as Unix tools do, not with a panic on stderr.
+/// A command whose reader goes away (`statewall completions bash | head`) ends quietly by
+/// SIGPIPE, as Unix tools do, not with a panic on stderr. The commands print more than a
+/// pipe holds (64 KiB): a short output could land whole in the pipe while a process
+/// another test forks at that moment still holds its read end, and end with 0.
 #[test]
 fn output_to_a_closed_pipe_ends_quietly() {
     use std::os::unix::process::ExitStatusExt;
-    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/statewall.toml");
-    for args in [&["check-config", ex][..], &["completions", "bash"][..]] {
+    for args in [["completions", "bash"], ["completions", "zsh"]] {
         let mut child = std::process::Command::new(common::bin())
             .args(args)
             .stdout(std::process::Stdio::piped())
