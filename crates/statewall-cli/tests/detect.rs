@@ -29,7 +29,7 @@ use statewall_common::{
 };
 use statewall_harness::{
     dataset,
-    netns::{spawn, Pair},
+    netns::{spawn, Pair, Reaped},
     packet::Packet,
     testrun::TestBed,
 };
@@ -1162,16 +1162,6 @@ fn assert_classified(m: &Value) {
             .contains("classified as an attack"),
         "{m}"
     );
-}
-
-/// A child process killed and waited for when dropped.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// An HTTP request flood (ab keeping 10 connections alive, from 10.77.0.200) against the

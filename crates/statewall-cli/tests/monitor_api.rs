@@ -9,13 +9,13 @@ use std::{
     collections::BTreeSet,
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use common::{cli, curl, free_port, Daemon, Paths};
 use serde_json::Value;
-use statewall_harness::netns::Pair;
+use statewall_harness::netns::{Pair, Reaped};
 
 fn le(a: std::net::Ipv4Addr) -> u64 {
     u32::from_le_bytes(a.octets()) as u64
@@ -27,15 +27,6 @@ fn keys(v: &Value) -> BTreeSet<String> {
 
 fn set(k: &[&str]) -> BTreeSet<String> {
     k.iter().map(|s| s.to_string()).collect()
-}
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -296,7 +287,7 @@ fn monitors_through_the_daemon() {
     )
     .unwrap();
     let web = free_port();
-    let _prom = Prometheus(
+    let _prom = Reaped(
         Command::new("prometheus")
             .arg(format!("--config.file={}", conf.display()))
             .arg(format!(

@@ -265,6 +265,17 @@ impl Pair {
     }
 }
 
+/// A child process killed and waited for when dropped (a server a test or bench runs
+/// beside its traffic, gone even when that fails half-way).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `c` (a tool, often `NetNs::command`) with no input or output; a tool that cannot
 /// start is a failure that names scripts/setup.sh, which installs them.
 pub fn spawn(c: &mut Command) -> Child {

@@ -6,7 +6,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr, TcpListener},
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 
 use crate::{
     bench::{median, Row, RUNS},
-    netns::Pair,
+    netns::{Pair, Reaped},
 };
 use statewall::{
     config::{Config, Sequence},
@@ -148,15 +148,6 @@ fn try_connect_from(pair: &Pair) -> bool {
     (0..3).any(|_| pair.client.run(|| try_connect(to)))
 }
 
-struct Knockd(Child);
-
-impl Drop for Knockd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn knockd_runs(pair: &Pair, dir: &std::path::Path) -> anyhow::Result<Vec<f64>> {
     let nft = format!(
         "table inet swbench {{\n  set allowed {{ type ipv4_addr; }}\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {PORT} ip saddr != @allowed drop\n  }}\n}}\n"
@@ -191,7 +182,7 @@ fn knockd_runs(pair: &Pair, dir: &std::path::Path) -> anyhow::Result<Vec<f64>> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting knockd")?;
-    let _k = Knockd(child);
+    let _k = Reaped(child);
     // knockd is listening once its log says so.
     let log = dir.join("knockd.log");
     let start = Instant::now();
