@@ -190,7 +190,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
     }
     // Read before training: a bad file fails at once.
     let payload = match &a.payload_model {
-        Some(p) => Some(Model::load(p).map_err(anyhow::Error::msg)?),
+        Some(path) => Some((path, Model::load(path).map_err(anyhow::Error::msg)?)),
         None => None,
     };
     let params = Params {
@@ -204,11 +204,10 @@ pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
     let t = std::time::Instant::now();
     let mut m =
         statewall::detect::learn::train(&caps, shape, params).map_err(anyhow::Error::msg)?;
-    if let Some(p) = payload {
-        let from = a.payload_model.as_ref().map(|p| p.display().to_string());
+    if let Some((path, p)) = payload {
         m = m
             .with_payload(p)
-            .map_err(|e| anyhow::anyhow!("--payload-model {}: {e}", from.unwrap_or_default()))?;
+            .map_err(|e| anyhow::anyhow!("--payload-model {}: {e}", path.display()))?;
     }
     std::fs::write(&a.out, m.to_json() + "\n").with_context(|| a.out.display().to_string())?;
     let what = match &a.payload_model {

@@ -457,19 +457,19 @@ impl Model {
     pub fn from_json(text: &str) -> Result<Model, LearnError> {
         let mut m: Model = serde_json::from_str(text)
             .map_err(|e| LearnError::Model(format!("not a model: {e}")))?;
-        m.flat = Flat::of(&m.forest)?;
-        m.check()?;
+        m.ready()?;
         if let Some(mut p) = m.payload.take() {
-            p.flat = Flat::of(&p.forest)?;
-            p.check()?;
+            p.ready()?;
             check_payload(&m, &p)?;
             m.payload = Some(p);
         }
         Ok(m)
     }
 
-    /// Checks a model read from a file: its format, window, and splits within its samples.
-    fn check(&self) -> Result<(), LearnError> {
+    /// Makes a model read from a file ready: its flat trees, then its checks (format,
+    /// window, splits within its samples).
+    fn ready(&mut self) -> Result<(), LearnError> {
+        self.flat = Flat::of(&self.forest)?;
         let m = self;
         if m.format != FORMAT {
             return Err(LearnError::Model(format!(
