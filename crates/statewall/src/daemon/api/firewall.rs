@@ -668,8 +668,9 @@ async fn confirm(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiR
 /// Reverts unconfirmed applies whose time is up (called every second by the daemon).
 pub fn revert_due(s: &Shared) {
     let now = crate::engine::clock::unix_secs();
-    let st = lock(s).fw.clone();
-    let due: Vec<String> = st
+    // The names only: the whole state is copied for a due revert alone, not at every tick.
+    let due: Vec<String> = lock(s)
+        .fw
         .pending
         .iter()
         .filter(|(_, p)| p.deadline <= now)
