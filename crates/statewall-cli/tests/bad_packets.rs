@@ -139,7 +139,7 @@ fn malformed_packets_move_no_stage() {
             ingress: ChainState {
                 // What reaches the firewall: the gate drops 9922 without a grant, the
                 // spa stage every pkd packet.
-                rules: vec![rule("TCP", 7000), rule("UDP", 5353)],
+                rules: vec![Box::new(rule("TCP", 7000)), Box::new(rule("UDP", 5353))],
                 default: "ACCEPT".into(),
                 accept_established: false,
             },

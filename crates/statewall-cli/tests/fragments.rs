@@ -40,13 +40,13 @@ const OPEN: u16 = 5353;
 const REFUSED_BY_RULE: u16 = 6000;
 const PROTECTED: u16 = 9922;
 
-fn rule(proto: &str, port: Option<u64>) -> RuleSpec {
-    RuleSpec {
+fn rule(proto: &str, port: Option<u64>) -> Box<RuleSpec> {
+    Box::new(RuleSpec {
         l4proto: Some(proto.into()),
         dport: port.map(PortArg::N),
         action: Some("ACCEPT".into()),
         ..Default::default()
-    }
+    })
 }
 
 /// The payload of a datagram of `size` bytes: its size and a pattern, so that a datagram

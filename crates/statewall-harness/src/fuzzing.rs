@@ -154,13 +154,15 @@ pub fn rest_bodies(data: &[u8]) {
             );
         }
     }
-    let start: Vec<RuleSpec> = ["10.0.0.0/8", "2001:db8::/32"]
+    let start: Vec<Box<RuleSpec>> = ["10.0.0.0/8", "2001:db8::/32"]
         .iter()
-        .map(|src| RuleSpec {
-            src: Some(src.to_string()),
-            l4proto: Some("TCP".into()),
-            action: Some("DROP".into()),
-            ..Default::default()
+        .map(|src| {
+            Box::new(RuleSpec {
+                src: Some(src.to_string()),
+                l4proto: Some("TCP".into()),
+                action: Some("DROP".into()),
+                ..Default::default()
+            })
         })
         .collect();
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
@@ -177,7 +179,7 @@ pub fn rest_bodies(data: &[u8]) {
                     chains.insert(
                         0,
                         statewall::firewall::rules::Chain {
-                            rules: rules.iter().map(RuleSpec::rule).collect(),
+                            rules: rules.iter().map(|r| r.rule()).collect(),
                             default_action: statewall_common::firewall::ACT_ACCEPT,
                             accept_established: false,
                         },

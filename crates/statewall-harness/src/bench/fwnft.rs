@@ -255,7 +255,7 @@ fn measure(pair: &Pair) -> anyhow::Result<Runs> {
                     kind: "TC".into(),
                     ports: Vec::new(),
                     ingress: ChainState {
-                        rules: rules.iter().map(spec).collect(),
+                        rules: rules.iter().map(|r| Box::new(spec(r))).collect(),
                         default: "DROP".into(),
                         accept_established: false,
                     },

@@ -195,7 +195,7 @@ fn set_mode(mode: Mode, pair: &Pair, eng: &mut Engine, rules: &[Rule]) -> anyhow
                     ifname: pair.server_if.clone(),
                 }],
                 ingress: ChainState {
-                    rules: rules.iter().map(spec).collect(),
+                    rules: rules.iter().map(|r| Box::new(spec(r))).collect(),
                     default: "ACCEPT".into(),
                     accept_established: false,
                 },

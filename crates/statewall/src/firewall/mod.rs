@@ -401,8 +401,9 @@ impl RuleSpec {
 /// One chain of an instance.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct ChainState {
-    /// Rules in order (normalised; ids are positions).
-    pub rules: Vec<RuleSpec>,
+    /// Rules in order (normalised; ids are positions), each boxed: an insert or a delete
+    /// in the middle of 10,000 moves 80 KB of pointers, not 2.5 MB of rules.
+    pub rules: Vec<Box<RuleSpec>>,
     /// Default action: DROP or ACCEPT.
     pub default: String,
     /// Packets of known connections are accepted before the rules.
@@ -563,6 +564,7 @@ impl Instance {
                 .enumerate()
                 .map(|(i, r)| {
                     r.normalise()
+                        .map(Box::new)
                         .map_err(|e| e.at(format!("{name} rules[{i}]")))
                 })
                 .collect::<Result<_, _>>()?;
@@ -607,11 +609,11 @@ pub fn read_policy(text: &[u8]) -> FwResult<ApplySpec> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpecEdit {
     /// A new rule at this index.
-    Insert(usize, RuleSpec),
+    Insert(usize, Box<RuleSpec>),
     /// The rule at this index goes.
     Delete(usize),
     /// The rule at this index becomes this one.
-    Update(usize, RuleSpec),
+    Update(usize, Box<RuleSpec>),
 }
 
 impl SpecEdit {
@@ -626,7 +628,7 @@ impl SpecEdit {
     }
 
     /// Applies it to a chain's rules.
-    pub fn apply(self, rules: &mut Vec<RuleSpec>) {
+    pub fn apply(self, rules: &mut Vec<Box<RuleSpec>>) {
         match self {
             SpecEdit::Insert(i, r) => rules.insert(i, r),
             SpecEdit::Delete(i) => {
@@ -639,13 +641,13 @@ impl SpecEdit {
 
 /// A batch's result: the new rules, and for each the position it had before (`None`:
 /// new).
-pub type Batched = (Vec<RuleSpec>, Vec<Option<usize>>);
+pub type Batched = (Vec<Box<RuleSpec>>, Vec<Option<usize>>);
 
 /// Resolves a batch against a chain's rules without changing them: the edits in order,
 /// or the index of the first bad operation and why. A rule of the chain is only looked at
 /// by a delete that names its fields.
 pub fn plan_batch(
-    rules: &[RuleSpec],
+    rules: &[Box<RuleSpec>],
     ops: &[serde_json::Value],
 ) -> Result<Vec<SpecEdit>, (usize, FirewallError)> {
     // The chain as the operations so far leave it: Ok(index in `rules`) or Err(index in
@@ -673,20 +675,20 @@ pub fn plan_batch(
         .map_err(|e| (i, FirewallError::Json(e.to_string())))?;
         let id = rule.id;
         let edit = match operation.to_ascii_lowercase().as_str() {
-            "append" => SpecEdit::Insert(n, rule.normalise().map_err(|e| (i, e))?),
+            "append" => SpecEdit::Insert(n, Box::new(rule.normalise().map_err(|e| (i, e))?)),
             "insert" => {
                 let id = id.ok_or((i, FirewallError::Operation("insert needs id")))?;
                 if id > n {
                     return Err((i, FirewallError::PastEnd { id, rules: n }));
                 }
-                SpecEdit::Insert(id, rule.normalise().map_err(|e| (i, e))?)
+                SpecEdit::Insert(id, Box::new(rule.normalise().map_err(|e| (i, e))?))
             }
             "update" => {
                 let id = id.ok_or((i, FirewallError::Operation("update needs id")))?;
                 if id >= n {
                     return Err((i, FirewallError::NoSuchRule { id, rules: n }));
                 }
-                SpecEdit::Update(id, rule.normalise().map_err(|e| (i, e))?)
+                SpecEdit::Update(id, Box::new(rule.normalise().map_err(|e| (i, e))?))
             }
             "delete" => match id {
                 Some(id) if id >= n => {
@@ -711,7 +713,7 @@ pub fn plan_batch(
                     });
                     let at = now
                         .iter()
-                        .position(|s| *spec(s) == want)
+                        .position(|s| **spec(s) == want)
                         .ok_or((i, FirewallError::Operation("no rule with these fields")))?;
                     SpecEdit::Delete(at)
                 }
@@ -746,11 +748,11 @@ fn track(now: &mut Vec<Result<usize, usize>>, e: &SpecEdit, j: usize) {
 /// first bad operation and why (nothing applied). `origin[i]` says which old rule the new
 /// rule `i` is (for its counters), `None` for new ones.
 pub fn apply_batch(
-    rules: &[RuleSpec],
+    rules: &[Box<RuleSpec>],
     ops: &[serde_json::Value],
 ) -> Result<Batched, (usize, FirewallError)> {
     let plan = plan_batch(rules, ops)?;
-    let mut out: Vec<RuleSpec> = rules.to_vec();
+    let mut out: Vec<Box<RuleSpec>> = rules.to_vec();
     let mut origin: Vec<Option<usize>> = (0..rules.len()).map(Some).collect();
     for e in plan {
         match &e {
@@ -797,7 +799,7 @@ impl FwState {
                 out.insert(
                     inst.slot * 2 + dir,
                     Chain {
-                        rules: c.rules.iter().map(RuleSpec::rule).collect(),
+                        rules: c.rules.iter().map(|r| r.rule()).collect(),
                         default_action: parse_action(&c.default).unwrap_or(ACT_ACCEPT),
                         accept_established: c.accept_established,
                     },

@@ -37,7 +37,7 @@ pub(super) struct Slots<'a> {
     /// Position by index.
     pub(super) pos: &'a [u32],
     /// The rules by index.
-    pub(super) rules: &'a [Rule],
+    pub(super) rules: &'a [Box<Rule>],
     /// Action by position (0: free).
     pub(super) actions: &'a [u8],
 }
@@ -93,6 +93,37 @@ impl Slots<'_> {
                 .any(|(k, &q)| q < p && wrong(i + k)))
     }
 
+    /// The bounds the rules that can share a packet with `r` (at index `i`; `skip` left
+    /// out) set on its position, looking only at those before `i` whose position is above
+    /// `above` and those from `i` on whose position is below `below`: the highest such
+    /// position before, -1 without one, and the lowest from `i` on, [`MAX_RULES`] without.
+    /// A free position `p` with `above <= p <= below` keeps the order iff `lo < p < hi`.
+    fn bounds(
+        &self,
+        r: &Rule,
+        i: usize,
+        skip: Option<usize>,
+        above: i64,
+        below: i64,
+    ) -> (i64, i64) {
+        let (mut lo, mut hi) = (-1i64, MAX_RULES as i64);
+        let wrong = |j: usize| Some(j) != skip && !disjoint(&self.rules[j], r);
+        let (before, after) = self.pos.split_at(i);
+        for (j, &q) in before.iter().enumerate() {
+            let q = i64::from(q);
+            if q > above && q > lo && wrong(j) {
+                lo = q;
+            }
+        }
+        for (k, &q) in after.iter().enumerate() {
+            let q = i64::from(q);
+            if q < below && q < hi && wrong(i + k) {
+                hi = q;
+            }
+        }
+        (lo, hi)
+    }
+
     /// Where rule `r` goes at index `i` (`skip` as for [`Slots::fits`]): the free
     /// position nearest its neighbours' middle that keeps the order of every two rules
     /// that can match one packet (rules no packet matches with `r` may be passed over);
@@ -124,24 +155,23 @@ impl Slots<'_> {
                 .filter(|p| self.free(*p))
         };
         let t = (before + after).div_euclid(2);
-        if let Some(p) = nearest(-1, max, t)
-            .take(TRIES)
-            .find(|p| self.fits(r, i, *p, skip))
-        {
-            return Some(Place::Free(p));
-        }
-        // The bounds the rules that can share a packet with `r` set.
-        let (mut lo, mut hi) = (-1i64, max);
-        for (j, (&q, x)) in self.pos.iter().zip(self.rules).enumerate() {
-            if Some(j) == skip || disjoint(x, r) {
-                continue;
-            }
-            if j < i {
-                lo = lo.max(q as i64);
-            } else {
-                hi = hi.min(q as i64);
+        // The nearest free position (one pass over the chain, which compares with `r` only
+        // the rules on its wrong side), then the few next nearest in one more pass.
+        let tries: Vec<i64> = nearest(-1, max, t).take(TRIES).map(i64::from).collect();
+        if let Some(&p) = tries.first() {
+            let (lo, hi) = self.bounds(r, i, skip, p, p);
+            if lo < p && p < hi {
+                return Some(Place::Free(p as u32));
             }
         }
+        if let (Some(&first), Some(&last)) = (tries.iter().min(), tries.iter().max()) {
+            let (lo, hi) = self.bounds(r, i, skip, first, last);
+            if let Some(&p) = tries.iter().find(|&&p| lo < p && p < hi) {
+                return Some(Place::Free(p as u32));
+            }
+        }
+        // The bounds all the rules that can share a packet with `r` set.
+        let (lo, hi) = self.bounds(r, i, skip, -1, max);
         if lo >= hi {
             return None;
         }

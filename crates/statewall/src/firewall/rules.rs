@@ -69,7 +69,11 @@ fn addr16(a: &IpAddr) -> [u8; 16] {
 
 /// The rules of a chain as the kernel reads them one by one (`pos` and `ids`: each rule's
 /// position and counter id), or `None` when the chain has more than [`LINEAR_MAX`].
-pub fn linear_chain(rules: &[Rule], pos: &[u32], ids: &[u32]) -> Option<LinChain> {
+pub fn linear_chain<R: std::borrow::Borrow<Rule>>(
+    rules: &[R],
+    pos: &[u32],
+    ids: &[u32],
+) -> Option<LinChain> {
     if rules.len() > LINEAR_MAX {
         return None;
     }
@@ -97,7 +101,7 @@ pub fn linear_chain(rules: &[Rule], pos: &[u32], ids: &[u32]) -> Option<LinChain
         n: rules.len() as u32,
         ..LinChain::default()
     };
-    for (i, r) in rules.iter().enumerate() {
+    for (i, r) in rules.iter().map(|r| r.borrow()).enumerate() {
         let (src, smask) = words(r.src);
         let (dst, dmask) = words(r.dst);
         let fams: Vec<u8> = [r.src, r.dst]
