@@ -614,7 +614,28 @@ fn drop_port_23(d: &Daemon, pair: &Pair, base: &str, ty: &str) -> String {
         r#"{{"rules": [{{"operation": "append", "l4proto": "tcp", "src": "{}/32", "dport": 23, "action": "drop"}}]}}"#,
         pair.client_v4
     );
-    d.ok("POST", &format!("{base}/chain/INGRESS/batch"), &rule);
+    // The daemon says where the batch's time went: its phases, in order, within the whole.
+    let r = statewall::client::request_blocking(
+        &d.socket,
+        "POST",
+        &format!("{base}/chain/INGRESS/batch"),
+        Some(rule),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let names: Vec<&str> = r.server_phases.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["parse", "lock", "plan", "kernel", "state", "journal"]
+    );
+    let sum: f64 = r.server_phases.iter().map(|(_, ms)| ms).sum();
+    let app = r.server_ms.unwrap();
+    // (Each figure is rounded to a microsecond.)
+    assert!(
+        r.server_phases.iter().all(|(_, ms)| *ms >= 0.0) && sum <= app + 0.006,
+        "{:?} within {app}",
+        r.server_phases
+    );
     attach
 }
 

@@ -18,6 +18,9 @@ pub struct Reply {
     /// The daemon's time from the request read to the response made, in milliseconds
     /// (its `Server-Timing: app;dur=...` header).
     pub server_ms: Option<f64>,
+    /// The phases of that time the handler reported, in order (the header's other
+    /// metrics: `parse`, `plan`, `kernel`, `journal`, ...), in milliseconds.
+    pub server_phases: Vec<(String, f64)>,
 }
 
 impl Reply {
@@ -63,19 +66,36 @@ pub async fn request(
     let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let res = sender.send_request(req).await?;
     let status = res.status().as_u16();
-    let server_ms = res
+    let timing: Vec<(String, f64)> = res
         .headers()
         .get("server-timing")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split("dur=").nth(1))
-        .and_then(|d| d.split([';', ',']).next())
-        .and_then(|d| d.trim().parse().ok());
+        .map(server_timing)
+        .unwrap_or_default();
+    let server_ms = timing
+        .first()
+        .filter(|(n, _)| n == "app")
+        .map(|(_, ms)| *ms);
+    let server_phases = timing.into_iter().skip(1).collect();
     let bytes = res.into_body().collect().await?.to_bytes();
     Ok(Reply {
         status,
         body: String::from_utf8_lossy(&bytes).into_owned(),
         server_ms,
+        server_phases,
     })
+}
+
+/// The metrics of a `Server-Timing` header (`name;dur=MS, ...`) that carry a duration.
+fn server_timing(v: &str) -> Vec<(String, f64)> {
+    v.split(',')
+        .filter_map(|m| {
+            let mut parts = m.split(';').map(str::trim);
+            let name = parts.next()?.to_string();
+            let ms = parts.find_map(|p| p.strip_prefix("dur="))?.parse().ok()?;
+            Some((name, ms))
+        })
+        .collect()
 }
 
 /// Blocking wrapper, for tests and simple tools.
@@ -124,4 +144,23 @@ pub async fn stream_lines(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timing_reads_every_metric_with_a_duration() {
+        let v = "app;dur=1.500, parse;dur=0.25,kernel;desc=\"x\";dur=1, cache, bad;dur=x";
+        assert_eq!(
+            server_timing(v),
+            vec![
+                ("app".to_string(), 1.5),
+                ("parse".to_string(), 0.25),
+                ("kernel".to_string(), 1.0)
+            ]
+        );
+        assert!(server_timing("").is_empty());
+    }
 }

@@ -37,18 +37,44 @@ fn op(operation: &str, id: Option<usize>, r: &Rule) -> Value {
     v
 }
 
-/// (server ms, round trip ms) of one batch.
-fn timed(d: &Daemon, path: &str, ops: Vec<Value>) -> anyhow::Result<(f64, f64)> {
+/// One batch's times, in ms: the server's, the client's round trip, and the phases of
+/// the server's (`Server-Timing`: parse, plan, kernel, journal, ...).
+struct Timed {
+    server: f64,
+    rt: f64,
+    phases: Vec<(String, f64)>,
+}
+
+impl Timed {
+    /// Phase `name`'s time (0 when the server did not report it).
+    fn phase(&self, name: &str) -> f64 {
+        self.phases
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, ms)| *ms)
+    }
+}
+
+/// Median of phase `name` over `runs`.
+fn phase_median(runs: &[Timed], name: &str) -> f64 {
+    median(&runs.iter().map(|t| t.phase(name)).collect::<Vec<_>>())
+}
+
+fn timed(d: &Daemon, path: &str, ops: Vec<Value>) -> anyhow::Result<Timed> {
     let body = json!({ "rules": ops }).to_string();
     let t0 = Instant::now();
     let r = d.call("POST", path, &body)?;
     let rt = t0.elapsed().as_secs_f64() * 1e3;
-    Ok((r.server_ms.context("no Server-Timing header")?, rt))
+    Ok(Timed {
+        server: r.server_ms.context("no Server-Timing header")?,
+        rt,
+        phases: r.server_phases,
+    })
 }
 
-/// Per op: (server ms runs, round trip ms runs); the batch's server ms; the server ms of
-/// the first insert at id 0, 0.2 s after the batch, and of the inserts at [`UNTOUCHED`].
-type Changes = (Vec<(Vec<f64>, Vec<f64>)>, f64, Vec<f64>);
+/// Per op, its runs; the batch; the server ms of the first insert at id 0, 0.2 s after
+/// the batch, and of the inserts at [`UNTOUCHED`].
+type Changes = (Vec<Vec<Timed>>, Timed, Vec<f64>);
 
 /// Where inserts go into the chain as the batch laid it out (tenths of the chain: no
 /// change has been there yet; at 10,000 rules no free position is left between most
@@ -61,7 +87,7 @@ fn changes(d: &Daemon, n: usize) -> anyhow::Result<Changes> {
     d.call("POST", &format!("/api/v1/firewall/{name}"), "{}")?;
     let path = format!("/api/v1/firewall/{name}/chain/INGRESS/batch");
     let rules = crate::bench::firewall::ruleset(n, 17);
-    let (batch, _) = timed(
+    let batch = timed(
         d,
         &path,
         rules.iter().map(|r| op("append", None, r)).collect(),
@@ -70,21 +96,18 @@ fn changes(d: &Daemon, n: usize) -> anyhow::Result<Changes> {
     // The first change a moment after the batch (the daemon brings the generation the
     // batch retired up to date after answering it, not in the next change).
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let (first, _) = timed(d, &path, vec![op("insert", Some(0), &extra)])?;
+    let first = timed(d, &path, vec![op("insert", Some(0), &extra)])?.server;
     timed(d, &path, vec![json!({"operation": "delete", "id": 0})])?;
     let mut firsts = vec![first];
     for tenth in UNTOUCHED {
         let at = n * tenth / 10;
-        firsts.push(timed(d, &path, vec![op("insert", Some(at), &extra)])?.0);
+        firsts.push(timed(d, &path, vec![op("insert", Some(at), &extra)])?.server);
         timed(d, &path, vec![json!({"operation": "delete", "id": at})])?;
     }
     let mid = n / 2;
-    let mut out = vec![(Vec::new(), Vec::new()); OPS.len()];
+    let mut out: Vec<Vec<Timed>> = (0..OPS.len()).map(|_| Vec::new()).collect();
     for _ in 0..RUNS {
-        let mut push = |i: usize, t: (f64, f64)| {
-            out[i].0.push(t.0);
-            out[i].1.push(t.1);
-        };
+        let mut push = |i: usize, t: Timed| out[i].push(t);
         push(0, timed(d, &path, vec![op("insert", Some(0), &extra)])?);
         timed(d, &path, vec![json!({"operation": "delete", "id": 0})])?;
         push(1, timed(d, &path, vec![op("insert", Some(mid), &extra)])?);
@@ -153,12 +176,19 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
     let (_, (small, _, small_first), _) = &measured[0];
     let (n, (big, batch, first), (nft_load, nft_add)) = &measured[1];
     let mut rows = Vec::new();
+    let server = |runs: &[Timed]| runs.iter().map(|t| t.server).collect::<Vec<f64>>();
     for (i, what) in OPS.iter().enumerate() {
-        let base = median(&small[i].0);
-        let rt = median(&big[i].1);
+        let base = median(&server(&small[i]));
+        let rt = median(&big[i].iter().map(|t| t.rt).collect::<Vec<_>>());
+        let (k, j) = (
+            phase_median(&big[i], "kernel"),
+            phase_median(&big[i], "journal"),
+        );
         rows.push(ms_row(
-            format!("firewall change at {n} rules, {what} (server; round trip {rt:.2} ms)"),
-            big[i].0.clone(),
+            format!(
+                "firewall change at {n} rules, {what} (server: kernel {k:.2}, journal {j:.2} ms; round trip {rt:.2} ms)"
+            ),
+            server(&big[i]),
             "1 change through REST",
             &format!("the same at {} rules", SIZES[0]),
             base,
@@ -166,7 +196,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         ));
         rows.push(ms_row(
             format!("firewall change at {n} rules, {what}, against nftables"),
-            big[i].0.clone(),
+            server(&big[i]),
             "1 change through REST",
             &format!("nft add rule, chain of {n}"),
             *nft_add,
@@ -189,9 +219,18 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         median(&small_first[1..]),
         Some(1.5),
     ));
+    let phases: Vec<String> = batch
+        .phases
+        .iter()
+        .filter(|(_, ms)| *ms >= 0.05)
+        .map(|(name, ms)| format!("{name} {ms:.1}"))
+        .collect();
     rows.push(ms_row(
-        format!("firewall batch of {n} rules (server)"),
-        vec![*batch],
+        format!(
+            "firewall batch of {n} rules (server: {} ms)",
+            phases.join(", ")
+        ),
+        vec![batch.server],
         "1 batch through REST",
         &format!("nft -f of the same {n} rules"),
         *nft_load,

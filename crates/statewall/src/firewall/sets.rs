@@ -173,8 +173,8 @@ fn only(b: &Bitset) -> Option<u32> {
 pub struct Pool {
     pub(super) sets: Vec<Bitset>,
     refs: Vec<u32>,
-    /// Per id: interned (in `ids`).
-    interned: Vec<bool>,
+    /// Per id: interned (in `ids`), with its hash (a set let go is not hashed again).
+    interned: Vec<Option<u64>>,
     ids: WordMap,
     free: Vec<u32>,
     capacity: u32,
@@ -213,7 +213,7 @@ impl Pool {
             capacity,
             sets,
             refs: vec![0; w],
-            interned: vec![false; w],
+            interned: vec![None; w],
             ..Pool::default()
         }
     }
@@ -238,7 +238,7 @@ impl Pool {
             None if (self.sets.len() as u32) < self.capacity => {
                 self.sets.push(Bitset::default());
                 self.refs.push(0);
-                self.interned.push(false);
+                self.interned.push(None);
                 self.sets.len() as u32 - 1
             }
             None => {
@@ -249,7 +249,7 @@ impl Pool {
         };
         self.sets[i as usize] = *b;
         self.refs[i as usize] = 0;
-        self.interned[i as usize] = true;
+        self.interned[i as usize] = Some(h);
         if known.is_none() {
             // Room to spare: a map near full cleans itself of deleted entries often.
             if self.ids.len() * 2 >= self.ids.capacity() {
@@ -275,17 +275,15 @@ impl Pool {
 
     /// True when `id` holds a set (interned, not free).
     pub fn live(&self, id: u32) -> bool {
-        self.interned.get(id as usize).copied().unwrap_or(false)
+        self.interned.get(id as usize).is_some_and(|h| h.is_some())
     }
 
     /// Takes `id` out of the interned sets (it is free).
     fn release(&mut self, id: u32) {
-        if self.live(id) {
-            let h = hash_words(&self.sets[id as usize]);
+        if let Some(h) = self.interned.get_mut(id as usize).and_then(|h| h.take()) {
             if self.ids.get(&h) == Some(&id) {
                 self.ids.remove(&h);
             }
-            self.interned[id as usize] = false;
         }
         if id >= WILD_SETS {
             self.free.push(id);
@@ -333,7 +331,7 @@ impl Pool {
         let top = top.min(self.capacity).max(WILD_SETS);
         self.sets.resize(top as usize, Bitset::default());
         self.refs.resize(top as usize, 0);
-        self.interned.resize(top as usize, false);
+        self.interned.resize(top as usize, None);
         for &id in held.iter().filter(|id| **id < top) {
             self.refs[id as usize] += 1;
         }

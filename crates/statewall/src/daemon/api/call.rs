@@ -94,6 +94,37 @@ pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     s.inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A handler's phases, timed one after the other, for its `Server-Timing` header (put
+/// into the response's extensions).
+#[derive(Clone)]
+pub struct Phases {
+    last: std::time::Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    /// Starts timing the first phase.
+    pub fn start() -> Phases {
+        Phases {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the phase under way, named `name`, and starts the next.
+    pub fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.done
+            .push((name, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+
+    /// The phases ended, in order: (name, ms).
+    pub fn done(self) -> Vec<(&'static str, f64)> {
+        self.done
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
-    daemon::api::call::{lock, parse_body, parse_large_body, ApiError},
+    daemon::api::call::{lock, parse_body, parse_large_body, ApiError, Phases},
     daemon::state::Shared,
     firewall::{plan_batch, tables::EDITS_MAX, ChainState, FwState, Port, SpecEdit},
 };
@@ -410,15 +410,19 @@ async fn batch(
     Path((name, chain)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
+    let mut t = Phases::start();
     refuse_if_managed(&s, &name)?;
     let b: BatchBody = parse_large_body(&body)?;
+    t.mark("parse");
     let mut g = lock(&s);
+    t.mark("lock");
     let (c, no) = chain_of(&g.fw, &name, &chain)?;
     let plan = plan_batch(&c.rules, &b.rules)
         .map_err(|(i, e)| ApiError::bad(format!("rules[{i}]: {e} (nothing was changed)")))?;
     // The kernel first, rewriting only what the batch changes; on an error, the chains
     // as they were.
     let edits: Vec<_> = plan.iter().map(SpecEdit::edit).collect();
+    t.mark("plan");
     if let Err(e) = g.engine.fw_edit(no, &edits) {
         let (cfg, fw) = (g.config.clone(), g.fw.clone());
         if let Err(back) = g
@@ -435,14 +439,17 @@ async fn batch(
         .instances
         .get_mut(&name)
         .ok_or_else(|| not_found(&name))?;
+    t.mark("kernel");
     let c = inst.chain_mut(&chain)?;
     for e in plan {
         e.apply(&mut c.rules);
     }
     let n = c.rules.len();
+    t.mark("state");
     fw.journal(&path, &name, &chain, &b.rules)
         .map_err(ApiError::internal)?;
     drop(g);
+    t.mark("journal");
     if edits.len() > EDITS_MAX {
         // A large batch leaves the generation it retired behind by all of it: written up
         // to date after the answer, not by the next (small) change.
@@ -453,7 +460,9 @@ async fn batch(
             }
         });
     }
-    Ok(Json(json!({"rules": n})).into_response())
+    let mut res = Json(json!({"rules": n})).into_response();
+    res.extensions_mut().insert(t);
+    Ok(res)
 }
 
 fn rule_list(st: &FwState, name: &str, chain: &str) -> Result<Vec<Value>, ApiError> {

@@ -121,12 +121,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Says how long the daemon took for each request (from the request read to the response
-/// made: the handler's work, a durable write included), as `Server-Timing: app;dur=MS`.
+/// made: the handler's work, a durable write included), as `Server-Timing: app;dur=MS`,
+/// followed by the phases the handler timed ([`call::Phases`]), if any.
 pub async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let t0 = std::time::Instant::now();
     let mut res = next.run(req).await;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+    let mut v = format!("app;dur={ms:.3}");
+    if let Some(p) = res.extensions_mut().remove::<call::Phases>() {
+        for (name, ms) in p.done() {
+            v.push_str(&format!(", {name};dur={ms:.3}"));
+        }
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
         res.headers_mut().insert("server-timing", v);
     }
     res
