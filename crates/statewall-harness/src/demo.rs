@@ -129,7 +129,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
 
 fn scenes(pair: &Pair, pins: &Pins, cfg: &Config) -> anyhow::Result<()> {
     let mut eng = Engine::open(pins, &cfg.map_sizes())?;
-    statewall::daemon::apply(&mut eng, cfg)?;
+    statewall::daemon::state::apply(&mut eng, cfg)?;
     let sv = pair.server_v4;
     let srv = pair
         .server

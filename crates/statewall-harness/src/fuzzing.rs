@@ -137,9 +137,9 @@ pub fn actions_json(data: &[u8]) {
 /// (normalising again changes nothing) and compile, with origins that point at old rules;
 /// a refused one names an operation that exists.
 pub fn rest_bodies(data: &[u8]) {
+    use statewall::daemon::api::{call::parse_body, grant::GrantRequest};
     use statewall::firewall::{apply_batch, ChainState, Instance, RuleSpec};
-    if let Ok(g) = statewall::daemon::api::parse_body::<statewall::daemon::api::GrantRequest>(data)
-    {
+    if let Ok(g) = parse_body::<GrantRequest>(data) {
         // What the grant handler does with it: a port spec, or a clear refusal.
         let r: Result<statewall::config::PortSpec, _> =
             format!("{}/{}", g.proto, g.port.max(1)).parse();
@@ -147,7 +147,7 @@ pub fn rest_bodies(data: &[u8]) {
             assert!(ps.proto == 6 || ps.proto == 17);
         }
     }
-    if let Ok(m) = statewall::daemon::api::parse_body::<statewall::monitor::MonitorSpec>(data) {
+    if let Ok(m) = parse_body::<statewall::monitor::MonitorSpec>(data) {
         if m.validate().is_ok() {
             assert!(
                 m.sessions() > 0 && (m.kind != statewall::monitor::Kind::Ddos || m.total() > 0)

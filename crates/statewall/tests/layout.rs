@@ -249,22 +249,17 @@ fn read_tree(crates: &[(&str, &str)]) -> Crate {
     }
     for (m, t) in &c.text {
         let mut to = BTreeSet::new();
-        // A child module named by a relative path (`child::item`, `pub use child::*`).
+        // A path relative to a child module (`child::item`, `child::grandchild::Item`,
+        // `pub use child::*`) is the crate path through it, so that it reaches the
+        // deepest module it names, as `crate::` paths do.
+        let mut t = t.clone();
         for q in c.text.keys() {
             if q.len() == m.len() + 1 && q.starts_with(m) {
                 let name = format!("{}::", q[m.len()]);
-                let named = t.match_indices(&name).any(|(i, _)| {
-                    !t[..i]
-                        .chars()
-                        .next_back()
-                        .is_some_and(|ch| ch.is_alphanumeric() || ch == '_' || ch == ':')
-                });
-                if named {
-                    to.insert(q.clone());
-                }
+                t = relative(&t, &name, &format!("crate::{}::", q.join("::")));
             }
         }
-        for p in crate_paths(t) {
+        for p in crate_paths(&t) {
             let target = (1..=p.len())
                 .rev()
                 .map(|n| p[..n].to_vec())
@@ -285,6 +280,23 @@ fn workspace_root() -> PathBuf {
         .join("../..")
         .canonicalize()
         .unwrap()
+}
+
+/// `name::` replaced by `by` where it starts a path (not inside a longer name or path).
+fn relative(text: &str, name: &str, by: &str) -> String {
+    let mut out = String::new();
+    let mut last = 0;
+    for (i, _) in text.match_indices(name) {
+        let before = text[..i].chars().next_back();
+        if before.is_some_and(|ch| ch.is_alphanumeric() || ch == '_' || ch == ':') {
+            continue;
+        }
+        out.push_str(&text[last..i]);
+        out.push_str(by);
+        last = i + name.len();
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// `name::` where it starts a path (not inside a longer name) marked as a crate path.

@@ -1,6 +1,7 @@
 //! `statewall completions` (hidden): shell completions from the command line's definition.
 
 use super::prelude::*;
+use crate::Cli;
 
 /// Runs the subcommand.
 pub async fn run(shell: clap_complete::Shell) -> anyhow::Result<i32> {

@@ -1,6 +1,7 @@
 //! `statewall daemon`: run the daemon.
 
 use super::prelude::*;
+use statewall::daemon;
 
 /// Runs the subcommand.
 pub async fn run(

@@ -1,6 +1,7 @@
 //! `statewall manpages` (hidden): the manual pages.
 
 use super::prelude::*;
+use crate::Cli;
 
 /// Runs the subcommand.
 pub async fn run(dir: PathBuf) -> anyhow::Result<i32> {

@@ -25,14 +25,7 @@ pub mod top;
 pub mod xfsm;
 
 /// What every subcommand file imports.
-pub mod prelude {
-    pub use super::{api_call, read_json, resolve, Paths};
-    pub(crate) use crate::Cli;
-    pub use anyhow::Context;
-    pub use clap::{Args, CommandFactory, Subcommand};
-    pub use statewall::{client, config::proto_name, daemon};
-    pub use std::{net::SocketAddr, path::PathBuf};
-}
+pub mod prelude;
 
 use anyhow::Context;
 use clap::Args;
@@ -79,7 +72,6 @@ pub async fn api_call(
     r.json()
 }
 
-/// Resolves a host name or address, honouring -4 / -6.
 /// A JSON file, with the file named in errors.
 pub fn read_json(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     let text =
@@ -87,6 +79,7 @@ pub fn read_json(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))
 }
 
+/// Resolves a host name or address, honouring -4 / -6.
 pub fn resolve(host: &str, v4: bool, v6: bool) -> anyhow::Result<std::net::IpAddr> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<std::net::IpAddr> = (host, 0)

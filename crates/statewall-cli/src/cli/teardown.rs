@@ -2,6 +2,7 @@
 //! the configuration and the API made (the reuse protection stays unless `--purge`).
 
 use super::prelude::*;
+use statewall::daemon::state::{load_config, Overrides};
 
 /// Runs the subcommand. The paths are the daemon's: its config file's `[daemon]` section
 /// with the command line's options over it, as `statewall daemon` resolves them.
@@ -11,13 +12,13 @@ pub async fn run(
     force: bool,
     purge: bool,
 ) -> anyhow::Result<i32> {
-    let ov = daemon::Overrides {
+    let ov = Overrides {
         bpffs_root: paths.bpffs_root,
         state_dir: paths.state_dir,
         socket: paths.socket,
         ..Default::default()
     };
-    let d = daemon::state::load_config(config.as_deref(), &ov)?.daemon;
+    let d = load_config(config.as_deref(), &ov)?.daemon;
     let (root, state_dir, socket) = (d.bpffs_root, d.state_dir, d.socket);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() && !force {
         anyhow::bail!(

@@ -379,7 +379,7 @@ fn detect_row(gen: &mut TestBed, pair: &Pair, eng: &mut Engine) -> anyhow::Resul
         pair.server_if, pair.server.name
     );
     let cfg = Config::parse(&text, "bench")?;
-    statewall::daemon::apply(eng, &cfg)?;
+    statewall::daemon::state::apply(eng, &cfg)?;
     pair.server
         .exec_ok(&["ethtool", "-K", &pair.server_if, "gro", "on"]);
     // The flood: UDP to a port with no socket (each datagram that gets through costs the

@@ -125,7 +125,7 @@ fn statewall_runs(pair: &Pair) -> anyhow::Result<Vec<f64>> {
     cfg.interfaces.push(pair.server_interface());
     let res = (|| -> anyhow::Result<Vec<f64>> {
         let mut eng = Engine::open(&pins, &cfg.map_sizes())?;
-        statewall::daemon::apply(&mut eng, &cfg)?;
+        statewall::daemon::state::apply(&mut eng, &cfg)?;
         let mut v = Vec::new();
         for _ in 0..RUNS {
             // Closed before every run.

@@ -25,6 +25,7 @@ pub mod call;
 pub mod detect;
 pub mod dynmon;
 pub mod firewall;
+pub mod grant;
 pub mod monitor;
 pub mod polycube;
 
@@ -50,6 +51,7 @@ use crate::daemon::state::Shared;
 
 pub(crate) use call::lock;
 pub use call::{parse_body, ApiError};
+pub use grant::GrantRequest;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -201,21 +203,6 @@ pub struct GrantView {
     pub port: u16,
     /// Seconds left (0 = expired, awaiting the sweeper).
     pub seconds_left: f64,
-}
-
-/// Body of `POST /api/v1/gate/grants`.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRequest {
-    /// Source address to let in.
-    pub addr: IpAddr,
-    /// `tcp` or `udp`.
-    pub proto: String,
-    /// Protected port.
-    pub port: u16,
-    /// How long the source may open new connections to the port (those it opened keep
-    /// working after that until idle, see `[gate] flow_idle_tcp`).
-    pub seconds: u64,
 }
 
 /// Key for (addr, proto, port).
