@@ -185,7 +185,7 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
         );
     }
     if g.config.detect.is_some() {
-        if let Ok(ms) = crate::daemon::api::detect::mitigations(s, g) {
+        if let Ok(ms) = crate::daemon::classify::mitigations(s, g) {
             let mut by: std::collections::BTreeMap<String, u64> = Default::default();
             for m in ms {
                 *by.entry(m.detector).or_default() += 1;

@@ -24,8 +24,9 @@ use serde_json::json;
 
 use crate::{
     daemon::api::call::{lock, parse_body, ApiError},
+    daemon::classify::{detector_machines, mitigations},
     daemon::state::{Inner, Shared},
-    detect::{kernel::Mitigation, live::Learned, Configured, Prefix, SYN_VERIFIER},
+    detect::{live::Learned, Prefix},
     types::addr_ip,
 };
 use statewall_common::detect::DestKey;
@@ -37,53 +38,6 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
     r.route("/api/v1/detect", get(show))
         .route("/api/v1/detect/blocks", post(block))
         .route("/api/v1/detect/{*addr}", delete(release))
-}
-
-/// The detectors' machines of the config in force, (machine index, detector), and the
-/// SYN verifier's index.
-fn detector_machines(g: &Inner) -> (Vec<(usize, Configured)>, Option<usize>) {
-    let Some(d) = &g.config.detect else {
-        return (Vec::new(), None);
-    };
-    let dets = d.detectors();
-    let nk = g.config.knocks.len();
-    let mut verifier = None;
-    let mut out = Vec::new();
-    for (i, m) in g
-        .config
-        .machines
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.exempt)
-    {
-        match dets.iter().find(|c| c.machine == m.name) {
-            Some(c) => out.push((nk + i, *c)),
-            None if m.name == SYN_VERIFIER => verifier = Some(nk + i),
-            None => {}
-        }
-    }
-    (out, verifier)
-}
-
-/// The mitigations in force (`GET /api/v1/detect`, `/metrics`): the blocks the classifier
-/// holds are its rows, with their reasons.
-pub(crate) fn mitigations(s: &Shared, g: &Inner) -> Result<Vec<Mitigation>, ApiError> {
-    let (machines, verifier) = detector_machines(g);
-    let (mut held, dests) = {
-        let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
-        (c.held.clone(), c.dests.clone())
-    };
-    held.extend(
-        s.mining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .held
-            .iter()
-            .map(|(p, h)| (*p, h.clone())),
-    );
-    g.engine
-        .detect_mitigations(&machines, verifier, &held, &dests)
-        .map_err(ApiError::internal)
 }
 
 /// A learned detector's part of `GET /api/v1/detect` (null without it).
@@ -115,7 +69,7 @@ fn classifier(s: &Shared, w: Learned) -> serde_json::Value {
 
 /// Everything `GET /api/v1/detect` shows (also for `statewall top`).
 fn overview(s: &Shared, g: &Inner) -> Result<serde_json::Value, ApiError> {
-    let mitigations = mitigations(s, g)?;
+    let mitigations = mitigations(s, g).map_err(ApiError::internal)?;
     let counters: serde_json::Map<String, serde_json::Value> = g
         .engine
         .detect_counters()
