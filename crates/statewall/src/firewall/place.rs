@@ -84,13 +84,9 @@ impl Slots<'_> {
     /// in order every two rules that can match one packet. Only the rules on the wrong
     /// side of `p` are compared with `r` (a chain kept mostly in order has few).
     pub(super) fn fits(&self, r: &Rule, i: usize, p: u32, skip: Option<usize>) -> bool {
-        let wrong = |j: usize| Some(j) != skip && !disjoint(&self.rules[j], r);
-        let (before, after) = self.pos.split_at(i);
-        !(before.iter().enumerate().any(|(j, &q)| q > p && wrong(j))
-            || after
-                .iter()
-                .enumerate()
-                .any(|(k, &q)| q < p && wrong(i + k)))
+        let p = i64::from(p);
+        let (lo, hi) = self.bounds(r, i, skip, p, p);
+        lo < p && p < hi
     }
 
     /// The bounds the rules that can share a packet with `r` (at index `i`; `skip` left
@@ -158,11 +154,8 @@ impl Slots<'_> {
         // The nearest free position (one pass over the chain, which compares with `r` only
         // the rules on its wrong side), then the few next nearest in one more pass.
         let tries: Vec<i64> = nearest(-1, max, t).take(TRIES).map(i64::from).collect();
-        if let Some(&p) = tries.first() {
-            let (lo, hi) = self.bounds(r, i, skip, p, p);
-            if lo < p && p < hi {
-                return Some(Place::Free(p as u32));
-            }
+        if let Some(&p) = tries.first().filter(|&&p| self.fits(r, i, p as u32, skip)) {
+            return Some(Place::Free(p as u32));
         }
         if let (Some(&first), Some(&last)) = (tries.iter().min(), tries.iter().max()) {
             let (lo, hi) = self.bounds(r, i, skip, first, last);

@@ -259,10 +259,10 @@ impl Tables {
         }
         for (&ch, chain) in chains {
             let from = origin.iter().find(|o| o.0 == ch).map(|o| &o.1);
-            let same = self.chains.get(&ch).is_some_and(|m| {
-                m.rules.len() == chain.rules.len()
-                    && m.rules.iter().zip(&chain.rules).all(|(a, b)| **a == *b)
-            });
+            let same = self
+                .chains
+                .get(&ch)
+                .is_some_and(|m| m.rules.iter().map(|r| &**r).eq(&chain.rules));
             if same && from.is_none_or(|f| f.iter().enumerate().all(|(i, o)| *o == Some(i))) {
                 let m = self.chains.get_mut(&ch).expect("checked");
                 m.k.conf.default_action = chain.default_action;
@@ -421,8 +421,8 @@ impl Tables {
                 let m = &self.chains[&ch];
                 let u = match e {
                     Edit::Insert(i, _) => (*i, None, false),
-                    Edit::Delete(i) => (*i, Some((*m.rules[*i].clone(), m.ids[*i])), false),
-                    Edit::Update(i, _) => (*i, Some((*m.rules[*i].clone(), m.ids[*i])), true),
+                    Edit::Delete(i) => (*i, Some(((*m.rules[*i]).clone(), m.ids[*i])), false),
+                    Edit::Update(i, _) => (*i, Some(((*m.rules[*i]).clone(), m.ids[*i])), true),
                 };
                 self.edit_one(ch, e)?;
                 undo.push(u);
