@@ -138,7 +138,10 @@ pub fn actions_json(data: &[u8]) {
 /// a refused one names an operation that exists.
 pub fn rest_bodies(data: &[u8]) {
     use statewall::daemon::api::{call::parse_body, grant::GrantRequest};
-    use statewall::firewall::{apply_batch, ChainState, Instance, RuleSpec};
+    use statewall::firewall::{
+        batch::{apply_batch, BatchOp},
+        ChainState, Instance, RuleSpec,
+    };
     if let Ok(g) = parse_body::<GrantRequest>(data) {
         // What the grant handler does with it: a port spec, or a clear refusal.
         let r: Result<statewall::config::PortSpec, _> =
@@ -165,15 +168,24 @@ pub fn rest_bodies(data: &[u8]) {
             })
         })
         .collect();
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-        if let Some(ops) = v.get("rules").and_then(|r| r.as_array()) {
-            match apply_batch(&start, ops) {
+    let ops = serde_json::from_slice::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v.get("rules").cloned())
+        .and_then(|r| serde_json::from_value::<Vec<BatchOp>>(r).ok());
+    if let Some(ops) = ops {
+        {
+            // The journal writes the operations as read, and replays them from that text.
+            let text = serde_json::to_vec(&ops).expect("operations serialise");
+            let again: Vec<BatchOp> = serde_json::from_slice(&text).expect("and read back");
+            assert_eq!(again, ops, "a journal line replays the batch it holds");
+            match apply_batch(&start, &ops) {
                 Ok((rules, origin)) => {
                     assert_eq!(rules.len(), origin.len());
                     assert!(origin.iter().flatten().all(|&o| o < start.len()));
                     for r in &rules {
-                        let n = r.normalise().expect("a kept rule is valid");
+                        let (n, rule) = r.checked().expect("a kept rule is valid");
                         assert_eq!(n.normalise().as_ref(), Ok(&n), "normalising is idempotent");
+                        assert_eq!(rule, n.rule(), "checked once, the same classifier rule");
                     }
                     let mut chains = std::collections::BTreeMap::new();
                     chains.insert(

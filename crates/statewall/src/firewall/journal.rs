@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{apply_batch, FirewallError, FwResult, FwState};
+use super::{
+    batch::{apply_batch, BatchOp},
+    FirewallError, FwResult, FwState,
+};
 
 /// Journal size past which the next batch rewrites the snapshot instead.
 pub const COMPACT_BYTES: u64 = 4 << 20;
@@ -22,7 +25,7 @@ struct Record {
     seq: u64,
     firewall: String,
     chain: String,
-    ops: Vec<serde_json::Value>,
+    ops: Vec<BatchOp>,
 }
 
 /// One journal line as it is written (the batch's operations borrowed, not copied).
@@ -31,7 +34,7 @@ struct RecordOut<'a> {
     seq: u64,
     firewall: &'a str,
     chain: &'a str,
-    ops: &'a [serde_json::Value],
+    ops: &'a [BatchOp],
 }
 
 /// The journal beside a snapshot.
@@ -103,7 +106,7 @@ impl FwState {
         path: &Path,
         firewall: &str,
         chain: &str,
-        ops: &[serde_json::Value],
+        ops: &[BatchOp],
     ) -> FwResult<()> {
         self.seq += 1;
         let jpath = journal_path(path);
@@ -150,8 +153,11 @@ mod tests {
         d
     }
 
-    fn ops(port: u64) -> Vec<serde_json::Value> {
-        vec![json!({"operation": "append", "l4proto": "TCP", "dport": port, "action": "ACCEPT"})]
+    fn ops(port: u64) -> Vec<BatchOp> {
+        serde_json::from_value(json!([
+            {"operation": "append", "l4proto": "TCP", "dport": port, "action": "ACCEPT"}
+        ]))
+        .unwrap()
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! tables (`sets`, `tables`, `write`, and the IPv4 direct table beside the prefix tries,
 //! `direct`) and what it writes into the kernel (`kernel`). May import: `engine`, `types`.
 
+pub mod batch;
 pub mod change;
 pub mod config;
 pub mod direct;
@@ -64,13 +65,38 @@ pub struct RuleSpec {
 }
 
 /// A port given as a number or a string (`"22"`, `"1000-2000"`).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum PortArg {
     /// A number.
     N(u64),
     /// A string.
     S(String),
+}
+
+/// Read by the JSON value's own type, not as serde's untagged enum (which buffers the
+/// value and builds an error for each variant it tries: a third of a 10,000-rule batch's
+/// reading).
+impl<'de> Deserialize<'de> for PortArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PortArg;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port: a number, or a string such as \"22\" or \"1000-2000\"")
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<PortArg, E> {
+                Ok(PortArg::N(n))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<PortArg, E> {
+                Ok(PortArg::S(s.to_string()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<PortArg, E> {
+                Ok(PortArg::S(s))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// What the firewall stage refuses, and why. The API maps each kind to its HTTP status
@@ -193,20 +219,23 @@ pub type FwResult<T> = std::result::Result<T, FirewallError>;
 
 fn port_range(p: &PortArg) -> FwResult<(u16, u16)> {
     let s = match p {
-        PortArg::N(n) => n.to_string(),
-        PortArg::S(s) => s.trim().to_string(),
+        PortArg::N(n) => match u16::try_from(*n) {
+            Ok(n) if n != 0 => return Ok((n, n)),
+            _ => return Err(FirewallError::Port(n.to_string())),
+        },
+        PortArg::S(s) => s.trim(),
     };
-    let (lo, hi) = s.split_once('-').unwrap_or((&s, &s));
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
     let parse = |x: &str| -> FwResult<u16> {
         x.trim()
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| FirewallError::Port(s.clone()))
+            .ok_or_else(|| FirewallError::Port(s.into()))
     };
     let (lo, hi) = (parse(lo)?, parse(hi)?);
     if lo > hi {
-        return Err(FirewallError::EmptyRange(s));
+        return Err(FirewallError::EmptyRange(s.into()));
     }
     Ok((lo, hi))
 }
@@ -238,6 +267,22 @@ fn cidr(s: &str) -> FwResult<(IpAddr, u8)> {
         None => max,
     };
     Ok((mask(addr, len), len))
+}
+
+/// The normal text of a prefix that [`cidr`] read from `text`: `text` itself when it is
+/// already that (an IPv4 address with no host bits, written `a.b.c.d/len`: Rust reads
+/// IPv4 only in its one decimal form, without leading zeros), else written out.
+fn cidr_text(text: Option<&str>, (a, l): (IpAddr, u8)) -> String {
+    if let (IpAddr::V4(v4), Some(t)) = (a, text) {
+        if let Some((addr, len)) = t.split_once('/') {
+            let plain_len =
+                len.bytes().all(|b| b.is_ascii_digit()) && (len == "0" || !len.starts_with('0'));
+            if plain_len && addr.parse() == Ok(v4) && len.parse() == Ok(l) {
+                return t.to_string();
+            }
+        }
+    }
+    format!("{a}/{l}")
 }
 
 /// Parses `SYN,!ACK` (Polycube's flags; any case): (mask, value).
@@ -315,21 +360,24 @@ impl RuleSpec {
     /// Checks and normalises (masked CIDRs, upper-case protocol and action, ranges as
     /// strings); errors name the field.
     pub fn normalise(&self) -> FwResult<RuleSpec> {
-        let mut n = self.clone();
-        n.id = None;
+        self.checked().map(|(n, _)| n)
+    }
 
-        let mut src_v6 = None;
-        if let Some(s) = &self.src {
-            let (a, l) = cidr(s).map_err(|e| e.at("src"))?;
-            n.src = Some(format!("{a}/{l}"));
-            src_v6 = Some(a.is_ipv6());
-        }
-        if let Some(s) = &self.dst {
-            let (a, l) = cidr(s).map_err(|e| e.at("dst"))?;
-            n.dst = Some(format!("{a}/{l}"));
-            if src_v6.is_some_and(|v6| v6 != a.is_ipv6()) {
+    /// Checks the spec once: its normal form ([`RuleSpec::normalise`]) and the classifier's
+    /// rule ([`RuleSpec::rule`] of that form), from the one parse of each field.
+    pub fn checked(&self) -> FwResult<(RuleSpec, Rule)> {
+        let src = match &self.src {
+            Some(s) => Some(cidr(s).map_err(|e| e.at("src"))?),
+            None => None,
+        };
+        let dst = match &self.dst {
+            Some(s) => Some(cidr(s).map_err(|e| e.at("dst"))?),
+            None => None,
+        };
+        if let (Some((s, _)), Some((d, _))) = (src, dst) {
+            if s.is_ipv6() != d.is_ipv6() {
                 let (v6, v4) = ("IPv6", "IPv4");
-                let (dst, src) = if a.is_ipv6() { (v6, v4) } else { (v4, v6) };
+                let (dst, src) = if d.is_ipv6() { (v6, v4) } else { (v4, v6) };
                 return Err(FirewallError::Families { dst, src }.at("dst"));
             }
         }
@@ -337,46 +385,78 @@ impl RuleSpec {
             Some(p) => proto(p).map_err(|e| e.at("l4proto"))?,
             None => None,
         };
-        n.l4proto = pr.map(|p| {
-            match p {
-                6 => "TCP",
-                17 => "UDP",
-                1 => "ICMP",
-                _ => "ICMPv6",
-            }
-            .to_string()
-        });
-        for (name, v, out) in [
-            ("sport", &self.sport, &mut n.sport),
-            ("dport", &self.dport, &mut n.dport),
-        ] {
+        let mut ports = [None, None];
+        for ((name, v), out) in [("sport", &self.sport), ("dport", &self.dport)]
+            .into_iter()
+            .zip(&mut ports)
+        {
             if let Some(p) = v {
-                let (lo, hi) = port_range(p).map_err(|e| e.at(name))?;
+                let r = port_range(p).map_err(|e| e.at(name))?;
                 if !matches!(pr, Some(6) | Some(17)) {
                     return Err(FirewallError::Needs("a port needs l4proto TCP or UDP").at(name));
                 }
-                *out = Some(PortArg::S(if lo == hi {
+                *out = Some(r);
+            }
+        }
+        let flags = match &self.tcpflags {
+            Some(f) => {
+                let fl = parse_flags(f).map_err(|e| e.at("tcpflags"))?;
+                if pr != Some(6) {
+                    return Err(FirewallError::Needs("needs l4proto TCP").at("tcpflags"));
+                }
+                Some(fl)
+            }
+            None => None,
+        };
+        let ct = match &self.conntrack {
+            Some(c) => Some(ct_state(c).map_err(|e| e.at("conntrack"))?),
+            None => None,
+        };
+        let a =
+            parse_action(self.action.as_deref().unwrap_or("DROP")).map_err(|e| e.at("action"))?;
+        let port_text = |r: Option<(u16, u16)>| {
+            r.map(|(lo, hi)| {
+                PortArg::S(if lo == hi {
                     lo.to_string()
                 } else {
                     format!("{lo}-{hi}")
-                }));
-            }
-        }
-        if let Some(f) = &self.tcpflags {
-            parse_flags(f).map_err(|e| e.at("tcpflags"))?;
-            if pr != Some(6) {
-                return Err(FirewallError::Needs("needs l4proto TCP").at("tcpflags"));
-            }
-            n.tcpflags = Some(f.to_ascii_uppercase().replace(' ', ""));
-        }
-        if let Some(c) = &self.conntrack {
-            let st = ct_state(c).map_err(|e| e.at("conntrack"))?;
-            n.conntrack = Some(ct_name(st).into());
-        }
-        let a =
-            parse_action(self.action.as_deref().unwrap_or("DROP")).map_err(|e| e.at("action"))?;
-        n.action = Some(action_name(a).into());
-        Ok(n)
+                })
+            })
+        };
+        let n = RuleSpec {
+            id: None,
+            src: src.map(|p| cidr_text(self.src.as_deref(), p)),
+            dst: dst.map(|p| cidr_text(self.dst.as_deref(), p)),
+            l4proto: pr.map(|p| {
+                match p {
+                    6 => "TCP",
+                    17 => "UDP",
+                    1 => "ICMP",
+                    _ => "ICMPv6",
+                }
+                .to_string()
+            }),
+            sport: port_text(ports[0]),
+            dport: port_text(ports[1]),
+            tcpflags: self
+                .tcpflags
+                .as_ref()
+                .map(|f| f.to_ascii_uppercase().replace(' ', "")),
+            conntrack: ct.map(|st| ct_name(st).into()),
+            action: Some(action_name(a).into()),
+            description: self.description.clone(),
+        };
+        let rule = Rule {
+            src,
+            dst,
+            proto: pr,
+            sport: ports[0],
+            dport: ports[1],
+            tcpflags: flags,
+            ct,
+            action: a,
+        };
+        Ok((n, rule))
     }
 
     /// The classifier's rule (the spec must be normalised).
@@ -604,169 +684,6 @@ pub fn read_policy(text: &[u8]) -> FwResult<ApplySpec> {
     Ok(spec)
 }
 
-/// One operation of a batch, resolved against the chain as the operations before it left
-/// it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SpecEdit {
-    /// A new rule at this index.
-    Insert(usize, Box<RuleSpec>),
-    /// The rule at this index goes.
-    Delete(usize),
-    /// The rule at this index becomes this one.
-    Update(usize, Box<RuleSpec>),
-}
-
-impl SpecEdit {
-    /// The classifier's edit.
-    pub fn edit(&self) -> crate::firewall::tables::Edit {
-        use crate::firewall::tables::Edit;
-        match self {
-            SpecEdit::Insert(i, r) => Edit::Insert(*i, r.rule()),
-            SpecEdit::Delete(i) => Edit::Delete(*i),
-            SpecEdit::Update(i, r) => Edit::Update(*i, r.rule()),
-        }
-    }
-
-    /// Applies it to a chain's rules.
-    pub fn apply(self, rules: &mut Vec<Box<RuleSpec>>) {
-        match self {
-            SpecEdit::Insert(i, r) => rules.insert(i, r),
-            SpecEdit::Delete(i) => {
-                rules.remove(i);
-            }
-            SpecEdit::Update(i, r) => rules[i] = r,
-        }
-    }
-}
-
-/// A batch's result: the new rules, and for each the position it had before (`None`:
-/// new).
-pub type Batched = (Vec<Box<RuleSpec>>, Vec<Option<usize>>);
-
-/// Resolves a batch against a chain's rules without changing them: the edits in order,
-/// or the index of the first bad operation and why. A rule of the chain is only looked at
-/// by a delete that names its fields.
-pub fn plan_batch(
-    rules: &[Box<RuleSpec>],
-    ops: &[serde_json::Value],
-) -> Result<Vec<SpecEdit>, (usize, FirewallError)> {
-    // The chain as the operations so far leave it: Ok(index in `rules`) or Err(index in
-    // `out` of the edit that brought the rule); made only for a delete by fields.
-    let mut now: Option<Vec<Result<usize, usize>>> = None;
-    let mut n = rules.len();
-    let mut out: Vec<SpecEdit> = Vec::new();
-    for (i, raw) in ops.iter().enumerate() {
-        // (Parsed by hand: a flattened struct would let unknown fields through.)
-        let obj = raw
-            .as_object()
-            .ok_or((i, FirewallError::Operation("an operation is a JSON object")))?;
-        let operation = obj.get("operation").and_then(|v| v.as_str()).ok_or((
-            i,
-            FirewallError::Operation("operation: missing (insert, append, update or delete)"),
-        ))?;
-        // The rule's fields, read in place (no copy of the object).
-        let fields = obj
-            .iter()
-            .filter(|(k, _)| *k != "operation")
-            .map(|(k, v)| (k.as_str(), v));
-        let rule = RuleSpec::deserialize(
-            serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields),
-        )
-        .map_err(|e| (i, FirewallError::Json(e.to_string())))?;
-        let id = rule.id;
-        let edit = match operation.to_ascii_lowercase().as_str() {
-            "append" => SpecEdit::Insert(n, Box::new(rule.normalise().map_err(|e| (i, e))?)),
-            "insert" => {
-                let id = id.ok_or((i, FirewallError::Operation("insert needs id")))?;
-                if id > n {
-                    return Err((i, FirewallError::PastEnd { id, rules: n }));
-                }
-                SpecEdit::Insert(id, Box::new(rule.normalise().map_err(|e| (i, e))?))
-            }
-            "update" => {
-                let id = id.ok_or((i, FirewallError::Operation("update needs id")))?;
-                if id >= n {
-                    return Err((i, FirewallError::NoSuchRule { id, rules: n }));
-                }
-                SpecEdit::Update(id, Box::new(rule.normalise().map_err(|e| (i, e))?))
-            }
-            "delete" => match id {
-                Some(id) if id >= n => {
-                    return Err((i, FirewallError::NoSuchRule { id, rules: n }));
-                }
-                Some(id) => SpecEdit::Delete(id),
-                None => {
-                    let want = rule.normalise().map_err(|e| (i, e))?;
-                    let spec = |s: &Result<usize, usize>| match s {
-                        Ok(r) => &rules[*r],
-                        Err(e) => match &out[*e] {
-                            SpecEdit::Insert(_, r) | SpecEdit::Update(_, r) => r,
-                            SpecEdit::Delete(_) => unreachable!("a delete brings no rule"),
-                        },
-                    };
-                    let now = now.get_or_insert_with(|| {
-                        let mut v: Vec<Result<usize, usize>> = (0..rules.len()).map(Ok).collect();
-                        for (j, e) in out.iter().enumerate() {
-                            track(&mut v, e, j);
-                        }
-                        v
-                    });
-                    let at = now
-                        .iter()
-                        .position(|s| **spec(s) == want)
-                        .ok_or((i, FirewallError::Operation("no rule with these fields")))?;
-                    SpecEdit::Delete(at)
-                }
-            },
-            o => return Err((i, FirewallError::UnknownOperation(o.into()))),
-        };
-        if let Some(now) = now.as_mut() {
-            track(now, &edit, out.len());
-        }
-        n = match edit {
-            SpecEdit::Insert(..) => n + 1,
-            SpecEdit::Delete(_) => n - 1,
-            SpecEdit::Update(..) => n,
-        };
-        out.push(edit);
-    }
-    Ok(out)
-}
-
-/// Follows edit number `j` of a batch in the list of where each rule comes from.
-fn track(now: &mut Vec<Result<usize, usize>>, e: &SpecEdit, j: usize) {
-    match e {
-        SpecEdit::Insert(at, _) => now.insert(*at, Err(j)),
-        SpecEdit::Delete(at) => {
-            let _ = now.remove(*at);
-        }
-        SpecEdit::Update(at, _) => now[*at] = Err(j),
-    }
-}
-
-/// Applies a batch to a copy of the chain's rules: the new rules, or the index of the
-/// first bad operation and why (nothing applied). `origin[i]` says which old rule the new
-/// rule `i` is (for its counters), `None` for new ones.
-pub fn apply_batch(
-    rules: &[Box<RuleSpec>],
-    ops: &[serde_json::Value],
-) -> Result<Batched, (usize, FirewallError)> {
-    let plan = plan_batch(rules, ops)?;
-    let mut out: Vec<Box<RuleSpec>> = rules.to_vec();
-    let mut origin: Vec<Option<usize>> = (0..rules.len()).map(Some).collect();
-    for e in plan {
-        match &e {
-            SpecEdit::Insert(i, _) => origin.insert(*i, None),
-            SpecEdit::Delete(i) => {
-                origin.remove(*i);
-            }
-            SpecEdit::Update(..) => {}
-        }
-        e.apply(&mut out);
-    }
-    Ok((out, origin))
-}
-
 impl FwState {
     /// A new instance, in the first free slot.
     pub fn create(&mut self, name: &str, kind: &str) -> FwResult<&Instance> {
@@ -807,80 +724,5 @@ impl FwState {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compat_example_batch() {
-        // COMPAT.md's example, kept once as the REST fuzz target's seed.
-        let v: serde_json::Value = serde_json::from_str(include_str!(
-            "../../../../fuzz/corpus/rest_bodies/compat_batch"
-        ))
-        .unwrap();
-        let ops = v["rules"].as_array().unwrap().clone();
-        let (rules, origin) = apply_batch(&[], &ops).unwrap();
-        assert_eq!(rules.len(), 1);
-        assert_eq!(rules[0].src.as_deref(), Some("10.0.0.11/32"));
-        assert_eq!(rules[0].dst.as_deref(), Some("10.0.0.0/24"), "masked");
-        assert_eq!(rules[0].l4proto.as_deref(), Some("ICMP"));
-        assert_eq!(rules[0].action.as_deref(), Some("DROP"));
-        assert_eq!(origin, vec![None]);
-        // A bad operation anywhere: its index, nothing applied.
-        let bad: Vec<serde_json::Value> = serde_json::from_str(
-            r#"[{"operation": "append", "action": "drop"}, {"operation": "append", "dport": "80", "action": "drop"}]"#,
-        )
-        .unwrap();
-        let (i, e) = apply_batch(&rules, &bad).unwrap_err();
-        assert_eq!(i, 1);
-        assert!(
-            matches!(&e, FirewallError::At { at, source } if at == "dport"
-                && **source == FirewallError::Needs("a port needs l4proto TCP or UDP")),
-            "{e:?}"
-        );
-        let (i, e) = apply_batch(
-            &rules,
-            &[serde_json::json!({"operation": "update", "id": 5})],
-        )
-        .unwrap_err();
-        assert_eq!(i, 0);
-        assert!(
-            matches!(e, FirewallError::NoSuchRule { id: 5, .. }),
-            "{e:?}"
-        );
-        let (_, e) = apply_batch(
-            &rules,
-            &[serde_json::json!({"operation": "append", "src": "10.0.0.1/33"})],
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            FirewallError::PrefixLen {
-                text: "10.0.0.1/33".into(),
-                max: 32
-            }
-            .at("src")
-        );
-        assert_eq!(e.to_string(), "src: \"10.0.0.1/33\": prefix length 0-32");
-        let (_, e) = apply_batch(
-            &rules,
-            &[serde_json::json!({"operation": "append", "srcc": "10.0.0.1"})],
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&e, FirewallError::Json(m) if m.contains("srcc")),
-            "{e:?}"
-        );
-        let (r, o) = apply_batch(
-            &rules,
-            &[serde_json::json!({"operation": "insert", "id": 0, "l4proto": "tcp", "dport": "1000-2000", "tcpflags": "syn,!ack", "action": "accept"})],
-        )
-        .unwrap();
-        assert_eq!(o, vec![None, Some(0)]);
-        assert_eq!(r[0].dport, Some(PortArg::S("1000-2000".into())));
-        assert_eq!(r[0].rule().tcpflags, Some((0x12, 0x02)));
     }
 }

@@ -35,7 +35,11 @@ use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
     daemon::api::call::{lock, parse_body, parse_large_body, ApiError, Phases},
     daemon::state::Shared,
-    firewall::{plan_batch, tables::EDITS_MAX, ChainState, FwState, Port, SpecEdit},
+    firewall::{
+        batch::{plan_batch, BatchOp, SpecEdit},
+        tables::EDITS_MAX,
+        ChainState, FwState, Port,
+    },
 };
 
 type ApiResult = Result<Response, ApiError>;
@@ -381,7 +385,7 @@ async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
-    rules: Vec<Value>,
+    rules: Vec<BatchOp>,
 }
 
 /// The chain `chain` of instance `name` and its kernel chain number.
