@@ -312,8 +312,10 @@ fn port_ids(
 }
 
 /// The distinct sets of a prefix field: for each prefix some rule names (and the default
-/// routes), the rules whose prefix contains it, found by looking up each of its shorter
-/// masks.
+/// routes), the rules whose prefix contains it. In (family, address, length) order a
+/// prefix comes after every prefix that contains it, and the prefixes inside one follow
+/// it without a gap: so a stack holds the prefixes enclosing the one at hand, and its set
+/// is the innermost one's with its own rules added.
 fn prefix_ids(
     b: &mut Pool,
     rules: &[Rule],
@@ -321,28 +323,28 @@ fn prefix_ids(
     get: impl Fn(&Rule) -> Option<(IpAddr, u8)>,
     wild: bool,
 ) -> Result<BTreeMap<PKey, u32>, RulesError> {
-    let mut by_net: FastMap<PKey, Vec<usize>> = FastMap::default();
-    // The prefix lengths rules name, by family: only those can hold a containing prefix.
-    let mut lens: BTreeSet<(u8, u8)> = BTreeSet::new();
+    let mut by_net: BTreeMap<PKey, Vec<usize>> = BTreeMap::new();
     for (ri, r) in rules.iter().enumerate() {
         if let Some(n) = get(r) {
-            let k = pkey(n);
-            lens.insert((k.0, k.2));
-            by_net.entry(k).or_default().push(ri);
+            by_net.entry(pkey(n)).or_default().push(ri);
         }
     }
-    let mut nets: BTreeSet<PKey> = by_net.keys().copied().collect();
-    nets.extend(DEFAULT_ROUTES);
+    for d in DEFAULT_ROUTES {
+        by_net.entry(d).or_default();
+    }
     let base = base(rules, pos, &get, wild);
     let mut out = BTreeMap::new();
-    for n in nets {
-        let mut cur = base;
-        for &(_, len) in lens.range((n.0, 0)..=(n.0, n.2)) {
-            for &ri in by_net.get(&shorten(&n, len)).into_iter().flatten() {
-                cur.set(pos[ri] as usize);
-            }
+    let mut enclosing: Vec<(PKey, Bitset)> = Vec::new();
+    for (n, own) in by_net {
+        while enclosing.last().is_some_and(|(e, _)| !inside(&n, e)) {
+            enclosing.pop();
+        }
+        let mut cur = enclosing.last().map_or(base, |(_, s)| *s);
+        for ri in own {
+            cur.set(pos[ri] as usize);
         }
         out.insert(n, b.intern(&cur)?);
+        enclosing.push((n, cur));
     }
     Ok(out)
 }
