@@ -690,3 +690,29 @@ fn event_action_reports_packets_at_a_bounded_rate() {
     assert_eq!(x["flows"][0]["registers"]["n"], 2000, "{x}");
     d.stop();
 }
+
+/// A machine that never leaves DEFAULT (the policer, the learning switch: their memory is
+/// their registers) is compiled as such, so that the kernel neither looks up nor writes a
+/// state for its flows; a machine with states is not.
+#[test]
+fn machines_without_states_keep_no_state_entries() {
+    use statewall_common::xfsm::M_STATELESS;
+    for (file, stateless) in [
+        ("policer.toml", vec![true]),
+        ("learning-switch.toml", vec![true]),
+        ("syn-flood.toml", vec![false]),
+        ("heavy-hitters.toml", vec![false]),
+        ("superspreader.toml", vec![false, false]),
+        ("knock-machine.toml", vec![false]),
+    ] {
+        let cfg = Config::parse(&example(&format!("efsm/{file}")), file).unwrap();
+        let raws = cfg.raw_machines().unwrap();
+        let compiled = statewall::xfsm::compile(&[], &raws).unwrap();
+        let got: Vec<bool> = compiled
+            .machines
+            .iter()
+            .map(|m| m.flags & M_STATELESS != 0)
+            .collect();
+        assert_eq!(got, stateless, "{file}");
+    }
+}

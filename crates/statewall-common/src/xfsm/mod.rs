@@ -293,6 +293,10 @@ pub const M_EXT: u8 = 4;
 /// entry is read or created (a machine with global registers only, as a flood detector,
 /// costs one table entry per flow less).
 pub const M_FLOW_REGS: u8 = 16;
+/// Machine flag: no transition leads to a state other than DEFAULT (a policer or a
+/// counter, whose memory is its registers): no flow ever has a state entry, so none is
+/// looked up, written or deleted, and the activity filter is not asked.
+pub const M_STATELESS: u8 = 32;
 
 /// One machine.
 #[repr(C)]
@@ -1336,10 +1340,12 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         || (w.mach.flags & M_ANY_PORT != 0
             && any_port_wants(w.mach.any_protos, p.l4proto, p.tcp_flags));
     w.kbucket = NO_BUCKET;
-    let maybe_active = w.mach.flags & M_UNBOUNDED != 0 || {
-        w.kbucket = bucket_of(&w.key);
-        t.active(w.kbucket) > now
-    };
+    let stateless = w.mach.flags & M_STATELESS != 0;
+    let maybe_active = !stateless
+        && (w.mach.flags & M_UNBOUNDED != 0 || {
+            w.kbucket = bucket_of(&w.key);
+            t.active(w.kbucket) > now
+        });
     if !interested && !maybe_active {
         return 0;
     }
@@ -1491,7 +1497,10 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     // stays and keeps both timers (the entry, if any, is already what it would write).
     let keeps_all = w.tr.next_state == NEXT_STAY
         && w.tr.effects & (E_KEEP_HARD | E_KEEP_IDLE) == E_KEEP_HARD | E_KEEP_IDLE;
-    if !keeps_all && (new_state != STATE_DEFAULT || found || w.mach.update != w.mach.lookup) {
+    if !keeps_all
+        && !stateless
+        && (new_state != STATE_DEFAULT || found || w.mach.update != w.mach.lookup)
+    {
         // An entry exists at the lookup key unless there was none or it expired to DEFAULT.
         w.exists = (found && (expired == 0 || state != STATE_DEFAULT)) as u8;
         w.write = 1;

@@ -47,7 +47,8 @@ use statewall_common::{
         CTL_GEN, DIR_EGRESS, DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, E_ONCE,
         E_REVOKE, GRANT_SET_PORTS, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS, MAP_PORTS,
         MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_FIXED,
-        M_FLOW_REGS, M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, SCOPE_FIXED, STATE_DEFAULT,
+        M_FLOW_REGS, M_STATELESS, M_UNBOUNDED, NEXT_STAY, PORTS_PER_GEN, SCOPE_FIXED,
+        STATE_DEFAULT,
     },
 };
 
@@ -570,6 +571,12 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
     }
     if !r.flow_regs.is_empty() {
         flags |= M_FLOW_REGS;
+    }
+    if r.transitions
+        .iter()
+        .all(|t| matches!(t.next, None | Some(STATE_DEFAULT)))
+    {
+        flags |= M_STATELESS;
     }
     c.conds.resize(m as usize, CondSet::default());
     c.conds.push(encode::conds(&r.conds));
