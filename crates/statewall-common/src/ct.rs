@@ -19,8 +19,8 @@
 //! when it is full the least recently seen connections go first (an active one is seen on
 //! every packet).
 
+use crate::parse::proto;
 use crate::parse::{PacketInfo, Status, FLAG_L4, FLAG_NONFIRST_FRAG};
-use crate::proto;
 
 /// The table (`LRU_HASH` of [`CtKey`] -> [`CtVal`]).
 pub const MAP_CT: &str = "SW_FW_CT";

@@ -149,8 +149,8 @@ pub struct SynKey {
 #[inline(always)]
 pub fn exempt_icmp(l4proto: u8, icmp_type: u8) -> bool {
     match l4proto {
-        crate::proto::ICMP => icmp_type == 3,
-        crate::proto::ICMPV6 => icmp_type == 2 || (133..=137).contains(&icmp_type),
+        crate::parse::proto::ICMP => icmp_type == 3,
+        crate::parse::proto::ICMPV6 => icmp_type == 2 || (133..=137).contains(&icmp_type),
         _ => false,
     }
 }
@@ -217,13 +217,13 @@ mod tests {
 
     #[test]
     fn the_network_s_own_icmp_errors_are_exempt() {
-        assert!(exempt_icmp(crate::proto::ICMP, 3));
-        assert!(!exempt_icmp(crate::proto::ICMP, 8));
+        assert!(exempt_icmp(crate::parse::proto::ICMP, 3));
+        assert!(!exempt_icmp(crate::parse::proto::ICMP, 8));
         for t in [2, 133, 134, 135, 136, 137] {
-            assert!(exempt_icmp(crate::proto::ICMPV6, t), "{t}");
+            assert!(exempt_icmp(crate::parse::proto::ICMPV6, t), "{t}");
         }
-        assert!(!exempt_icmp(crate::proto::ICMPV6, 128));
-        assert!(!exempt_icmp(crate::proto::UDP, 3));
+        assert!(!exempt_icmp(crate::parse::proto::ICMPV6, 128));
+        assert!(!exempt_icmp(crate::parse::proto::UDP, 3));
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //!
 //! [`classify`] is the reference; the kernel program runs the same steps over BPF maps.
 
+use crate::parse::proto;
 use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
-use crate::proto;
 
 /// Rules per chain at most, and rule positions per chain (bits of a [`Bitset`]).
 pub const MAX_RULES: usize = 10240;

@@ -25,8 +25,8 @@
 //! whose first fragment was not seen keeps the extension header as its protocol, and the
 //! gate then judges it as a fragment of any protocol with ports.
 
+use crate::parse::proto;
 use crate::parse::{PacketInfo, Status, FLAG_FRAG, FLAG_FRAG_PORTS, FLAG_L4, FLAG_NONFIRST_FRAG};
-use crate::proto;
 
 /// The table, an `LRU_HASH` of [`FragKey`] -> [`FragPorts`] (kernel-private, never pinned).
 pub const MAP_FRAGS: &str = "SW_FRAGS";

@@ -6,8 +6,8 @@
 //! under a grant are tracked so that they outlive it (see [`decide`]).
 
 use crate::maps::{FlowKey, FlowValue, GateConf, GrantKey, GATE_RESET, GATE_TCP, GATE_UDP};
+use crate::parse::proto;
 use crate::parse::{PacketInfo, Status};
-use crate::proto;
 
 /// What the gate decides for one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

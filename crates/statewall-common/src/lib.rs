@@ -47,14 +47,5 @@ pub const XDP_DROP: u32 = 1;
 /// XDP verdict: pass to the stack.
 pub const XDP_PASS: u32 = 2;
 
-/// IP protocol numbers used throughout.
-pub mod proto {
-    /// ICMP.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-    /// ICMPv6.
-    pub const ICMPV6: u8 = 58;
-}
+/// IP protocol numbers (defined beside the parser, which is the first to need them).
+pub use parse::proto;

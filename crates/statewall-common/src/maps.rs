@@ -226,8 +226,6 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GrantValue {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for crate::parse::PacketInfo {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowValue {}

@@ -314,11 +314,11 @@ pub fn key_into(p: &PacketInfo, k: &mut SessKey) {
 pub fn server_of(p: &PacketInfo) -> (bool, u8) {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
-    if p.l4proto == crate::proto::TCP && p.tcp_flags & SYN != 0 {
+    if p.l4proto == crate::parse::proto::TCP && p.tcp_flags & SYN != 0 {
         return (p.tcp_flags & ACK == 0, METHOD_SYN);
     }
-    if p.l4proto == crate::proto::ICMP || p.l4proto == crate::proto::ICMPV6 {
-        let (req, rep) = if p.l4proto == crate::proto::ICMP {
+    if p.l4proto == crate::parse::proto::ICMP || p.l4proto == crate::parse::proto::ICMPV6 {
+        let (req, rep) = if p.l4proto == crate::parse::proto::ICMP {
             (8, 0)
         } else {
             (128, 129)
@@ -355,7 +355,10 @@ pub fn ddos_wants(p: &PacketInfo) -> bool {
     p.status == crate::parse::Status::Ip as u8
         && matches!(
             p.l4proto,
-            crate::proto::TCP | crate::proto::UDP | crate::proto::ICMP | crate::proto::ICMPV6
+            crate::parse::proto::TCP
+                | crate::parse::proto::UDP
+                | crate::parse::proto::ICMP
+                | crate::parse::proto::ICMPV6
         )
 }
 
@@ -363,7 +366,10 @@ pub fn ddos_wants(p: &PacketInfo) -> bool {
 #[inline(always)]
 pub fn crypto_wants(p: &PacketInfo) -> bool {
     p.status == crate::parse::Status::Ip as u8
-        && matches!(p.l4proto, crate::proto::TCP | crate::proto::UDP)
+        && matches!(
+            p.l4proto,
+            crate::parse::proto::TCP | crate::parse::proto::UDP
+        )
 }
 
 /// The kernel's record of a captured packet (the session's number, the features).
@@ -373,7 +379,7 @@ pub fn fill_slot(p: &PacketInfo, ts: u64, r: &mut PktSlot) {
     r.ip_flags_frag = p.ip_flags_frag;
     r.tcp_flags = p.tcp_flags;
     r.tcp_win = p.tcp_win;
-    r.udp_size = if p.l4proto == crate::proto::UDP && p.udp_len >= 8 {
+    r.udp_size = if p.l4proto == crate::parse::proto::UDP && p.udp_len >= 8 {
         p.udp_len - 8
     } else {
         0
@@ -384,7 +390,7 @@ pub fn fill_slot(p: &PacketInfo, ts: u64, r: &mut PktSlot) {
     } else {
         p.pkt_len as u16
     };
-    r.tcp_payload = if p.l4proto == crate::proto::TCP {
+    r.tcp_payload = if p.l4proto == crate::parse::proto::TCP {
         p.payload_len
     } else {
         0

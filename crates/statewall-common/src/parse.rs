@@ -369,7 +369,7 @@ fn parse_l4(b: &[u8], l4: usize, ip_end: usize, p: &mut PacketInfo) -> Option<()
     }
     let avail = ip_end - l4;
     match p.l4proto {
-        crate::proto::TCP => {
+        proto::TCP => {
             if avail < 20 {
                 return None;
             }
@@ -386,7 +386,7 @@ fn parse_l4(b: &[u8], l4: usize, ip_end: usize, p: &mut PacketInfo) -> Option<()
             p.payload_off = (l4 + doff) as u16;
             p.payload_len = (avail - doff) as u16;
         }
-        crate::proto::UDP => {
+        proto::UDP => {
             if avail < 8 {
                 return None;
             }
@@ -400,14 +400,14 @@ fn parse_l4(b: &[u8], l4: usize, ip_end: usize, p: &mut PacketInfo) -> Option<()
             p.payload_off = (l4 + 8) as u16;
             p.payload_len = (avail - 8) as u16;
         }
-        crate::proto::ICMP | crate::proto::ICMPV6 => {
+        proto::ICMP | proto::ICMPV6 => {
             if avail < 4 {
                 return None;
             }
             let t = b[l4];
             p.icmp_type = t;
             p.icmp_code = b[l4 + 1];
-            let echo = if p.l4proto == crate::proto::ICMP {
+            let echo = if p.l4proto == proto::ICMP {
                 t == 8 || t == 0
             } else {
                 t == 128 || t == 129
@@ -431,4 +431,22 @@ fn parse_l4(b: &[u8], l4: usize, ip_end: usize, p: &mut PacketInfo) -> Option<()
     p.flags |= FLAG_L4;
     p.status = Status::Ip as u8;
     Some(())
+}
+
+/// IP protocol numbers used throughout.
+pub mod proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, repr(C), explicit padding, any bit pattern valid.
+    unsafe impl aya::Pod for crate::parse::PacketInfo {}
 }

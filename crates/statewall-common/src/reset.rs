@@ -6,8 +6,8 @@
 //! Only frames whose TCP header follows the IP header directly are answered (IPv4 without
 //! options, IPv6 without extension headers); others are dropped as before.
 
+use crate::parse::proto;
 use crate::parse::PacketInfo;
-use crate::proto;
 
 /// Internal gate verdict: refuse with a reset (the program then answers and redirects).
 pub const VERDICT_RESET: i32 = 100;

@@ -12,8 +12,8 @@
 //! pass go to user space by ring buffer ([`SpaRecord`]): the header and up to
 //! [`PKD_LEN`] or [`SPA_MAX`] payload bytes.
 
+use crate::parse::proto;
 use crate::parse::{PacketInfo, FLAG_FRAG, FLAG_L4};
-use crate::proto;
 
 /// Configuration, an `ARRAY` with one [`SpaConf`].
 pub const MAP_SPA_CONF: &str = "SW_SPA_CONF";

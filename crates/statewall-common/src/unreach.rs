@@ -7,8 +7,8 @@
 //! Only packets whose UDP header follows the IP header directly are answered (IPv4
 //! without options, IPv6 without extension headers); others are dropped as before.
 
+use crate::parse::proto;
 use crate::parse::PacketInfo;
-use crate::proto;
 
 /// Internal gate verdict: refuse with an ICMP port unreachable.
 pub const VERDICT_UNREACH: i32 = 101;

@@ -516,8 +516,8 @@ impl Interp {
                     && t.when.iter().all(|&(i, v)| results[i as usize] == v)
             });
             if let Some(t) = cand {
-                let flags_ok =
-                    p.l4proto != crate::proto::TCP || p.tcp_flags & t.tcp_flags.0 == t.tcp_flags.1;
+                let flags_ok = p.l4proto != crate::parse::proto::TCP
+                    || p.tcp_flags & t.tcp_flags.0 == t.tcp_flags.1;
                 let payload_ok = match &t.payload {
                     None => true,
                     Some(pl) => super::Payload::from_bytes(payload).is_some_and(|x| x.same(pl)),

@@ -32,8 +32,8 @@ pub mod regs;
 
 use self::regs::{CondSet, UpdSet, FLOW_REGS, GLOBAL_REGS};
 use crate::maps::{GrantKey, FAMILY_V4, FAMILY_V6};
+use crate::parse::proto;
 use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
-use crate::proto;
 
 /// Machines per generation.
 pub const MAX_MACHINES: usize = 8;

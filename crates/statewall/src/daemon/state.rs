@@ -165,6 +165,12 @@ pub(crate) fn prepare_learned(
         .map_err(|e| anyhow::anyhow!("[detect.{}]: {e}", w.section()))
 }
 
+/// The shared state's mutable part, locked (a handler that panicked while holding it left
+/// it as it was: taken as it is).
+pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    s.inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Shared {
     /// A learned detector's state.
     pub fn learned(

@@ -354,7 +354,7 @@ fn default_true() -> bool {
 /// and key, message).
 pub fn raw_machines(
     machines: &[XfsmConfig],
-) -> Result<Vec<crate::xfsm::RawMachine>, (String, String)> {
+) -> Result<Vec<statewall_common::xfsm::interp::RawMachine>, (String, String)> {
     use statewall_common::xfsm::{field, DIR_EGRESS, DIR_INGRESS};
     let mut out = Vec::new();
     for (i, m) in machines.iter().enumerate() {
@@ -713,7 +713,7 @@ pub fn raw_machines(
                 Some("revoke") => Some(false),
                 Some(other) => return Err((at("grant"), format!("{other:?}: open or revoke"))),
             };
-            trans.push(crate::xfsm::RawTrans {
+            trans.push(statewall_common::xfsm::interp::RawTrans {
                 state: state_id("state", &t.state)?,
                 dirs,
                 proto,
@@ -736,7 +736,7 @@ pub fn raw_machines(
                 grant,
             });
         }
-        out.push(crate::xfsm::RawMachine {
+        out.push(statewall_common::xfsm::interp::RawMachine {
             name: m.name.clone(),
             lookup,
             update,
@@ -759,12 +759,12 @@ pub fn raw_machines(
 /// The doors with their fixed sequences only, ready for [`crate::xfsm::compile`] (the
 /// config must be valid); [`crate::xfsm::sequences::expand`] adds the one-time and derived
 /// ones.
-pub fn doors(knocks: &[KnockConfig]) -> Vec<crate::xfsm::KnockDoor> {
+pub fn doors(knocks: &[KnockConfig]) -> Vec<crate::xfsm::door::KnockDoor> {
     knocks
         .iter()
         .map(|k| {
             let (tcp_mask, tcp_value) = parse_tcpflags(&k.tcpflags).unwrap_or((0x12, 0x02));
-            crate::xfsm::KnockDoor {
+            crate::xfsm::door::KnockDoor {
                 name: k.name.clone(),
                 sequences: if k.sequence.0.is_empty() {
                     Vec::new()

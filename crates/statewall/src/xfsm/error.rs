@@ -29,5 +29,5 @@ pub enum DoorError {
     NoDoor(String),
     /// Granting or revoking failed (a full grant table is `EngineError::TableFull`).
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    Engine(#[from] crate::engine::error::EngineError),
 }

@@ -1,5 +1,6 @@
 //! What every handler uses: the error type with each stage error's HTTP status in one
-//! place, the body parser, and the lock on the shared state.
+//! place, the body parser and the handlers' phase timer (the lock on the shared state is
+//! `daemon::state::lock`).
 
 use axum::{
     http::StatusCode,
@@ -8,8 +9,6 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
-
-use crate::daemon::state::{Inner, Shared};
 
 /// An API error: status and message.
 #[derive(Debug)]
@@ -88,10 +87,6 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// full speed, and again with the path tracked only when it is refused, for the message.
 pub fn parse_large_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).or_else(|_| parse_body(body))
-}
-
-pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
-    s.inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A handler's phases, timed one after the other, for its `Server-Timing` header (put

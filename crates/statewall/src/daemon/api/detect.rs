@@ -23,8 +23,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    daemon::api::call::{lock, parse_body, ApiError},
+    daemon::api::call::{parse_body, ApiError},
     daemon::classify::{detector_machines, mitigations},
+    daemon::state::lock,
     daemon::state::{Inner, Shared},
     detect::{live::Learned, Prefix},
     types::addr_ip,

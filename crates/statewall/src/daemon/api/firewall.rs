@@ -33,7 +33,8 @@ use serde_json::{json, Value};
 
 use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
-    daemon::api::call::{lock, parse_body, parse_large_body, ApiError, Phases},
+    daemon::api::call::{parse_body, parse_large_body, ApiError, Phases},
+    daemon::state::lock,
     daemon::state::Shared,
     firewall::{
         batch::{plan_batch, BatchOp, SpecEdit},

@@ -49,7 +49,7 @@ use statewall_common::maps::{GrantKey, GRANT_BY_API};
 
 use crate::daemon::state::Shared;
 
-pub(crate) use call::lock;
+pub(crate) use crate::daemon::state::lock;
 pub use call::{parse_body, ApiError};
 pub use grant::GrantRequest;
 
