@@ -52,24 +52,29 @@ fn production(text: &str) -> String {
     while let Some(at) = t.find("#[cfg(test)]") {
         let rest = &t[at..];
         let Some(open) = rest.find('{') else { break };
-        let mut depth = 0;
-        let mut end = rest.len();
-        for (i, c) in rest[open..].char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = open + i + 1;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let end = block_end(rest, open);
         t.replace_range(at..at + end, "");
     }
     t
+}
+
+/// Where the `{ .. }` block opening at `open` ends (just past its `}`; the text's end when
+/// it is not closed).
+fn block_end(text: &str, open: usize) -> usize {
+    let mut depth = 0;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return open + i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    text.len()
 }
 
 /// Every `crate::...` path the text names, `use crate::{a::{b, c}, d}` groups expanded.
@@ -342,21 +347,7 @@ fn inline_supers(text: &str, own: &str) -> String {
             rest = &rest[at + 4..];
             continue;
         }
-        let mut depth = 0;
-        let mut end = rest.len();
-        for (i, ch) in rest[open..].char_indices() {
-            match ch {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = open + i + 1;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let end = block_end(rest, open);
         out.push_str(&rest[..open]);
         out.push_str(&rest[open..end].replace("super::", &own));
         rest = &rest[end..];
