@@ -27,14 +27,7 @@ pub const MAP_CT: &str = "SW_FW_CT";
 /// Timeouts, an `ARRAY` with one [`CtConf`].
 pub const MAP_CT_CONF: &str = "SW_FW_CT_CONF";
 
-/// Packet state: a new connection.
-pub const NEW: u8 = 0;
-/// Packet state: part of a known connection.
-pub const ESTABLISHED: u8 = 1;
-/// Packet state: related to a known connection (an ICMP error quoting one of its packets).
-pub const RELATED: u8 = 2;
-/// Packet state: fits no connection (malformed, mid-stream TCP).
-pub const INVALID: u8 = 3;
+pub use crate::ct_state::{ESTABLISHED, INVALID, NEW, RELATED};
 
 /// TCP entry states.
 pub mod tcp_state {

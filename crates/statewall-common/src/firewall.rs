@@ -468,7 +468,7 @@ pub fn port_slot(generation: u32, chain: u32, port: u16) -> u32 {
 /// packets that are not TCP (flags field), 4 connection states.
 pub const SMALL_PER_CHAIN: u32 = 256 + 257 + 4;
 
-/// [`small_slot`] index of connection state `st` (`crate::ct::NEW` ...).
+/// [`small_slot`] index of connection state `st` (`crate::ct_state::NEW` ...).
 #[inline(always)]
 pub fn ct_index(st: u8) -> u32 {
     256 + 257 + (st as u32 & 3)
@@ -748,8 +748,14 @@ pub fn classify<T: FwTables, L: FnMut(u32)>(
     if p.status == crate::parse::Status::Malformed as u8 {
         return FwVerdict::Default(c.default_action);
     }
-    let ct = if c.track != 0 { ct } else { crate::ct::NEW };
-    if c.accept_established != 0 && (ct == crate::ct::ESTABLISHED || ct == crate::ct::RELATED) {
+    let ct = if c.track != 0 {
+        ct
+    } else {
+        crate::ct_state::NEW
+    };
+    if c.accept_established != 0
+        && (ct == crate::ct_state::ESTABLISHED || ct == crate::ct_state::RELATED)
+    {
         return FwVerdict::Established;
     }
     let s = select(t, p, g, chain, c.used, c.wild, c.all, ct);

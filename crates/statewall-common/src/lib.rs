@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod ct;
+pub mod ct_state;
 pub mod detect;
 pub mod firewall;
 pub mod frag;

@@ -608,17 +608,19 @@ impl Config {
             .interfaces
             .iter()
             .any(|i| matches!(i.ingress, IngressHook::Xdp));
-        crate::xfsm::switch::check(&self.switches, &self.machines, xdp)
+        crate::xfsm::switch_check::check(&self.switches, &self.machines, xdp)
             .map_err(|(at, msg)| bad(at, msg))?;
         let doors = self.doors();
         let raws = self.raw_machines().unwrap_or_default();
-        crate::xfsm::compile(&doors, &raws)
+        crate::xfsm::compile::compile(&doors, &raws)
             .map_err(|e| bad("[[knock]]/[[xfsm]]".into(), e.to_string()))?;
         Ok(())
     }
 
     /// The `[[xfsm]]` machines, checked and resolved ([`crate::xfsm::config::raw_machines`]).
-    pub fn raw_machines(&self) -> Result<Vec<crate::xfsm::RawMachine>, (String, String)> {
+    pub fn raw_machines(
+        &self,
+    ) -> Result<Vec<statewall_common::xfsm::raw::RawMachine>, (String, String)> {
         crate::xfsm::config::raw_machines(&self.machines)
     }
 
@@ -641,7 +643,7 @@ impl Config {
     }
 
     /// The doors with their fixed sequences ([`crate::xfsm::config::doors`]).
-    pub fn doors(&self) -> Vec<crate::xfsm::KnockDoor> {
+    pub fn doors(&self) -> Vec<crate::xfsm::door::KnockDoor> {
         crate::xfsm::config::doors(&self.knocks)
     }
 
@@ -671,7 +673,7 @@ impl Config {
             }
             if cfg
                 .raw_machines()
-                .is_ok_and(|r| crate::xfsm::raw_uses_egress(&r))
+                .is_ok_and(|r| crate::xfsm::compile::raw_uses_egress(&r))
             {
                 v.push(spot("egress", ebpf::PROG_XFSM_EGRESS));
             }

@@ -354,7 +354,7 @@ fn default_true() -> bool {
 /// and key, message).
 pub fn raw_machines(
     machines: &[XfsmConfig],
-) -> Result<Vec<statewall_common::xfsm::interp::RawMachine>, (String, String)> {
+) -> Result<Vec<statewall_common::xfsm::raw::RawMachine>, (String, String)> {
     use statewall_common::xfsm::{field, DIR_EGRESS, DIR_INGRESS};
     let mut out = Vec::new();
     for (i, m) in machines.iter().enumerate() {
@@ -637,7 +637,7 @@ pub fn raw_machines(
                             "table_full: only on transitions from DEFAULT of a machine with table = \"fixed\"".into(),
                         ));
                     }
-                    use statewall_common::xfsm::interp::{Cmp, CondDef, Opd};
+                    use statewall_common::xfsm::raw::{Cmp, CondDef, Opd};
                     conds.push(CondDef {
                         name: name.into(),
                         a: Opd::TableFull,
@@ -654,7 +654,7 @@ pub fn raw_machines(
                 }
                 let i = conds
                     .iter()
-                    .position(|c: &statewall_common::xfsm::interp::CondDef| c.name == name)
+                    .position(|c: &statewall_common::xfsm::raw::CondDef| c.name == name)
                     .ok_or_else(|| {
                         (
                             at("when"),
@@ -687,9 +687,9 @@ pub fn raw_machines(
             }
             let forward = match t.forward.as_deref() {
                 None => None,
-                Some("flood") => Some(statewall_common::xfsm::interp::Forward::Flood),
+                Some("flood") => Some(statewall_common::xfsm::raw::Forward::Flood),
                 Some(r) => match m.registers.iter().position(|x| x == r) {
-                    Some(i) => Some(statewall_common::xfsm::interp::Forward::Reg(i as u8)),
+                    Some(i) => Some(statewall_common::xfsm::raw::Forward::Reg(i as u8)),
                     None => {
                         return Err((
                             at("forward"),
@@ -713,7 +713,7 @@ pub fn raw_machines(
                 Some("revoke") => Some(false),
                 Some(other) => return Err((at("grant"), format!("{other:?}: open or revoke"))),
             };
-            trans.push(statewall_common::xfsm::interp::RawTrans {
+            trans.push(statewall_common::xfsm::raw::RawTrans {
                 state: state_id("state", &t.state)?,
                 dirs,
                 proto,
@@ -727,7 +727,7 @@ pub fn raw_machines(
                 keep,
                 when,
                 updates,
-                acts: statewall_common::xfsm::interp::Acts {
+                acts: statewall_common::xfsm::raw::Acts {
                     mark: t.mark,
                     dscp: t.dscp,
                     forward,
@@ -736,7 +736,7 @@ pub fn raw_machines(
                 grant,
             });
         }
-        out.push(statewall_common::xfsm::interp::RawMachine {
+        out.push(statewall_common::xfsm::raw::RawMachine {
             name: m.name.clone(),
             lookup,
             update,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use statewall_common::xfsm::Payload;
+use statewall_common::xfsm::payload::Payload;
 
 /// One knock door.
 #[derive(Clone, Debug, PartialEq)]

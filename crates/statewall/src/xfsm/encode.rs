@@ -3,7 +3,7 @@
 
 use statewall_common::{
     xfsm::acts::{act, ActSet},
-    xfsm::interp::{Acts, Cmp, CondDef, Forward, Opd, Reg, UpdDef, UpdOp},
+    xfsm::raw::{Acts, Cmp, CondDef, Forward, Opd, Reg, UpdDef, UpdOp},
     xfsm::regs::{cmp, opnd, upd, Cond, CondSet, Operand, UpdSet, Update},
 };
 
@@ -123,7 +123,7 @@ pub fn acts(a: &Acts) -> ActSet {
 /// What a machine's any-port DEFAULT transitions can match
 /// (`statewall_common::xfsm::Machine::any_protos`): protocol classes, and whether every
 /// TCP one needs SYN.
-pub(crate) fn any_protos(r: &statewall_common::xfsm::interp::RawMachine) -> u8 {
+pub(crate) fn any_protos(r: &statewall_common::xfsm::raw::RawMachine) -> u8 {
     use statewall_common::xfsm::{ANY_OTHER, ANY_TCP, ANY_TCP_SYN, ANY_UDP, STATE_DEFAULT};
     let syn = statewall_common::parse::tcp::SYN;
     let (mut any, mut all_syn) = (0u8, true);

@@ -12,7 +12,7 @@
 //! Updates: `R = X`, `R += X` (saturating), `R -= X` (saturating at 0), `R = min(R, X)`,
 //! `R = max(R, X)`, `R = ewma(R, X, K)` (`R - (R >> K) + (X >> K)`, K from 0 to 63).
 
-use statewall_common::xfsm::interp::{Cmp, CondDef, Opd, Reg, UpdDef, UpdOp};
+use statewall_common::xfsm::raw::{Cmp, CondDef, Opd, Reg, UpdDef, UpdOp};
 use statewall_common::xfsm::regs::hash_field;
 
 /// What is wrong with an operand, condition or update (the config error says where).

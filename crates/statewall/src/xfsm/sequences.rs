@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     types::{proto_number, step_pairs, Sequence},
-    xfsm::{config::KnockConfig, knockclient, KnockDoor},
+    xfsm::{config::KnockConfig, door::KnockDoor, knockclient},
 };
 
 /// Most one-time sequences of one door in force at once (the first unused lines of the file).
