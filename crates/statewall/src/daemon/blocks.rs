@@ -18,7 +18,7 @@ fn install(s: &Shared, link: &Link, b: &SharedBlock) {
     let Ok(p) = Prefix::parse(&b.prefix) else {
         return;
     };
-    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = s.lock();
     if g.config.detect.is_none() {
         return;
     }
@@ -55,7 +55,7 @@ fn release(s: &Shared, link: &Link, before: &SharedBlock) {
     let Ok(p) = Prefix::parse(&before.prefix) else {
         return;
     };
-    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = s.lock();
     let now = g.engine.kernel_now();
     let Some(cur) = g
         .engine

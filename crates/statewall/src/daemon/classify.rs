@@ -95,7 +95,7 @@ pub async fn run(
 /// never one of the watched interfaces' own addresses (`local`) or an allowlisted one; and
 /// a block the detector did not make (by hand, through the API) is left as it is.
 fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]) {
-    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = s.lock();
     let Some(d) = g.config.detect.clone() else {
         return;
     };
@@ -282,7 +282,7 @@ fn rearm(s: &Shared, w: Learned) {
             return;
         }
     }
-    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = s.lock();
     let mut c = lock(s, w);
     let Some(expiry) = g.config.detect.as_ref().map(|d| d.expiry.0) else {
         c.held.clear();

@@ -29,7 +29,7 @@ use crate::{
 
 /// Installs a shared grant here with its own expiry; false when it had expired.
 fn install(s: &Shared, link: &Link, g: &SharedGrant) -> bool {
-    let mut inner = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut inner = s.lock();
     let Some(until) = unix_ms_to_kernel(g.expires_ms, inner.engine.kernel_now()) else {
         return false;
     };
@@ -48,13 +48,13 @@ fn install(s: &Shared, link: &Link, g: &SharedGrant) -> bool {
 
 /// The expiry of this host's grant of `key` in Unix milliseconds, when it has one.
 fn local_expiry_ms(s: &Shared, key: &GrantKey) -> Option<u64> {
-    let inner = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let inner = s.lock();
     let v = inner.engine.grant_of(key).ok()??;
     Some(kernel_to_unix_ms(v.expires_ns, inner.engine.kernel_now()))
 }
 
 fn revoke(s: &Shared, link: &Link, key: &GrantKey, why: &str) {
-    let mut inner = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut inner = s.lock();
     if inner.engine.revoke(key).unwrap_or(false) {
         link.counts.revoked.fetch_add(1, Ordering::Relaxed);
         tracing::info!(source = %crate::gate::key_addr(key), port = key.port, "cluster: grant revoked ({why})");
@@ -72,7 +72,7 @@ fn apply_all(s: &Shared, link: &Link, grants: &[SharedGrant]) {
         install(s, link, g);
     }
     let stale: Vec<GrantKey> = {
-        let inner = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = s.lock();
         inner
             .engine
             .grants()

@@ -33,7 +33,7 @@ pub fn on_kernel_event(s: &Shared, e: &Event) {
     // Doors are machines 0.., the `[[xfsm]]` machines follow: their events are
     // published the same way, under the machine's name.
     let (door, name, from, to, reg_names, detector) = {
-        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let g = s.lock();
         let Some(c) = g.engine.xfsm_compiled() else {
             return;
         };
@@ -100,7 +100,7 @@ pub fn on_kernel_event(s: &Shared, e: &Event) {
 /// expiries the kernel gave them.
 fn share_door(s: &Shared, door: &KnockConfig, source: IpAddr) {
     let Some(link) = &s.cluster else { return };
-    let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let g = s.lock();
     let now = g.engine.kernel_now();
     for key in door_keys(door, source) {
         if let Ok(Some(v)) = g.engine.grant_of(&key) {
@@ -113,7 +113,7 @@ fn share_door(s: &Shared, door: &KnockConfig, source: IpAddr) {
 pub fn sweep(s: &Shared, live: &[GrantKey]) {
     // Knock doors, and SPA actions and stanzas with commands.
     let mut knocks = {
-        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let g = s.lock();
         g.config.knocks.clone()
     };
     knocks.extend(
@@ -148,7 +148,7 @@ pub fn manual_open(
     seconds: Option<u64>,
 ) -> Result<(KnockConfig, u64), DoorError> {
     let k = {
-        let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = s.lock();
         let k = find_door(&g, door)?;
         let secs = seconds.unwrap_or_else(|| k.open_for.0.as_secs().max(1));
         for key in door_keys(&k, source) {
@@ -164,7 +164,7 @@ pub fn manual_open(
 /// Closes a door for a source by hand: revokes its ports and runs the stop command.
 pub fn manual_close(s: &Shared, door: &str, source: IpAddr) -> Result<bool, DoorError> {
     let (k, any) = {
-        let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = s.lock();
         let k = find_door(&g, door)?;
         let mut any = false;
         for key in door_keys(&k, source) {

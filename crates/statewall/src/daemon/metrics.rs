@@ -95,7 +95,7 @@ impl Family<'_> {
 /// Renders every metric.
 pub fn render(s: &Shared, openmetrics: bool) -> String {
     let mut out = String::new();
-    let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let g = s.lock();
     {
         let mut f = Family {
             out: &mut out,

@@ -61,7 +61,7 @@ pub async fn follow_ring<T>(
 ) -> anyhow::Result<()> {
     use aya::maps::{Map, MapData, RingBuf};
     let path = {
-        let g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let g = s.lock();
         g.engine.pins.map(map)
     };
     let md = MapData::from_pin(&path)?;
@@ -540,7 +540,7 @@ async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
             _ = tick.tick() => {}
             _ = stopped(rx.clone()) => return Ok(()),
         }
-        let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = s.lock();
         // Interfaces that were removed and came back get their programs again.
         let cfg = g.config.clone();
         match g.engine.reconcile(&cfg.links()) {
@@ -605,7 +605,7 @@ async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
                 }
             }
         }
-        let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = s.lock();
         match g.engine.sweep_grants(&grants, now) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "grants expired"),

@@ -40,7 +40,7 @@ pub fn commit_firewall(
     new: FwState,
     moves: &[(u32, Vec<Option<usize>>)],
 ) -> Result<(), CommitError> {
-    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = s.lock();
     let cfg = g.config.clone();
     crate::firewall::kernel::check_placement(&new, &cfg.links())?;
     g.engine
@@ -66,7 +66,7 @@ pub fn managed(s: &Shared, name: &str) -> Option<(String, i64)> {
 /// chains replaced at once, their counters from zero.
 fn apply_firewall(s: &Shared, name: &str, value: &[u8]) -> Result<(), CommitError> {
     let spec = crate::firewall::read_policy(value)?;
-    let mut new = s.inner.lock().unwrap_or_else(|p| p.into_inner()).fw.clone();
+    let mut new = s.lock().fw.clone();
     if !new.instances.contains_key(name) {
         new.create(name, "TC")?;
     }

@@ -73,7 +73,7 @@ pub fn on_candidate(s: &Shared, c: &Candidate) {
     let r = r.and_then(|a| claim(s, c, a, now));
     match r {
         Ok(a) => {
-            let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = s.lock();
             let mut opened = Vec::new();
             for (k, secs) in &a.grants {
                 match g

@@ -168,10 +168,15 @@ pub(crate) fn prepare_learned(
 /// The shared state's mutable part, locked (a handler that panicked while holding it left
 /// it as it was: taken as it is).
 pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
-    s.inner.lock().unwrap_or_else(|p| p.into_inner())
+    s.lock()
 }
 
 impl Shared {
+    /// The mutable part, locked (as [`lock`]).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A learned detector's state.
     pub fn learned(
         &self,
@@ -298,7 +303,7 @@ pub fn reload(s: &Shared) -> anyhow::Result<()> {
 /// gate's sizes stay as they are (they take effect at the next start). On a kernel error
 /// the previous config is put back.
 pub fn apply_config(s: &Shared, mut new: Config) -> anyhow::Result<()> {
-    let mut g = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = s.lock();
     if new.daemon != g.config.daemon {
         tracing::warn!("[daemon] changes (paths, listeners) take effect at the next start");
         new.daemon = g.config.daemon.clone();
