@@ -83,6 +83,34 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// The rule's seed for one key, or that seed given back when the key is `operation`.
+enum Keyed<K, V> {
+    Operation(K),
+    Field(V),
+}
+
+/// Reads a key and hands it to the rule's seed unless it is `operation`: inside the map's
+/// own key reading, so that a refused key is reported at its path (`rules[3].srcc`).
+struct KeySeed<K>(K);
+
+impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<K> {
+    type Value = Keyed<K, K::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let Key(k) = Key::deserialize(d)?;
+        if k == "operation" {
+            return Ok(Keyed::Operation(self.0));
+        }
+        match k {
+            Cow::Borrowed(b) => self
+                .0
+                .deserialize(de::value::BorrowedStrDeserializer::new(b)),
+            Cow::Owned(o) => self.0.deserialize(o.into_deserializer()),
+        }
+        .map(Keyed::Field)
+    }
+}
+
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<A> {
     type Error = A::Error;
 
@@ -90,22 +118,19 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
+        let mut seed = seed;
         loop {
-            let Some(Key(k)) = self.map.next_key::<Key<'de>>()? else {
-                return Ok(None);
-            };
-            if k != "operation" {
-                return match k {
-                    Cow::Borrowed(b) => seed
-                        .deserialize(de::value::BorrowedStrDeserializer::new(b))
-                        .map(Some),
-                    Cow::Owned(o) => seed.deserialize(o.into_deserializer()).map(Some),
-                };
+            match self.map.next_key_seed(KeySeed(seed))? {
+                None => return Ok(None),
+                Some(Keyed::Field(v)) => return Ok(Some(v)),
+                Some(Keyed::Operation(back)) => {
+                    if self.operation.is_some() {
+                        return Err(de::Error::duplicate_field("operation"));
+                    }
+                    self.operation = Some(self.map.next_value()?);
+                    seed = back;
+                }
             }
-            if self.operation.is_some() {
-                return Err(de::Error::duplicate_field("operation"));
-            }
-            self.operation = Some(self.map.next_value()?);
         }
     }
 
@@ -394,6 +419,29 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_refused_field_is_reported_at_its_path() {
+        #[derive(Debug, Deserialize)]
+        struct Body {
+            #[allow(dead_code)]
+            rules: Vec<BatchOp>,
+        }
+        for (text, path) in [
+            (
+                r#"{"rules": [{"operation": "append"}, {"operation": "append", "srcc": "x"}]}"#,
+                "rules[1].srcc",
+            ),
+            (
+                r#"{"rules": [{"operation": "append", "dport": -1}]}"#,
+                "rules[0].dport",
+            ),
+        ] {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            let e = serde_path_to_error::deserialize::<_, Body>(de).unwrap_err();
+            assert_eq!(e.path().to_string(), path, "{text}: {e}");
         }
     }
 
