@@ -540,76 +540,90 @@ async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
             _ = tick.tick() => {}
             _ = stopped(rx.clone()) => return Ok(()),
         }
-        let mut g = s.lock();
-        // Interfaces that were removed and came back get their programs again.
-        let cfg = g.config.clone();
-        match g.engine.reconcile(&cfg.links()) {
-            Ok(()) => last_err = None,
-            Err(e) => {
-                let msg = e.to_string();
-                if last_err.as_deref() != Some(msg.as_str()) {
-                    tracing::error!("keeping the config attached: {msg} (retrying every second)");
-                    last_err = Some(msg);
+        // The sweep itself (the shared state's lock, map reads and writes, a synced file
+        // when an apply is reverted) runs on a blocking thread, not on an async worker; a
+        // panic in it ends the task, which the supervisor restarts.
+        let (s2, mut err) = (s.clone(), last_err.take());
+        last_err = tokio::task::spawn_blocking(move || {
+            sweep_once(&s2, &mut err);
+            err
+        })
+        .await?;
+    }
+}
+
+/// One tick of [`sweeper`]; `last_err` is the last reconcile error logged (logged again
+/// only when it changes).
+fn sweep_once(s: &Shared, last_err: &mut Option<String>) {
+    let mut g = s.lock();
+    // Interfaces that were removed and came back get their programs again.
+    let cfg = g.config.clone();
+    match g.engine.reconcile(&cfg.links()) {
+        Ok(()) => *last_err = None,
+        Err(e) => {
+            let msg = e.to_string();
+            if last_err.as_deref() != Some(msg.as_str()) {
+                tracing::error!("keeping the config attached: {msg} (retrying every second)");
+                *last_err = Some(msg);
+            }
+        }
+    }
+    if let Err(e) = g.engine.sweep_locks(&cfg.knocks) {
+        tracing::warn!("sweeping lock records: {e}");
+    }
+    if let Err(e) = g.engine.sweep_fixed() {
+        tracing::warn!("sweeping the fixed state table: {e}");
+    }
+    match g.engine.detect_sweep() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "detect: blocks or destination mitigations expired"),
+        Err(e) => tracing::warn!("sweeping detect blocks: {e}"),
+    }
+    // One-time sequences used, time windows turned: recompile the doors.
+    if let Err(e) = g.engine.refresh_sequences(&cfg.xfsm_input()) {
+        tracing::warn!("refreshing knock sequences: {e}");
+    }
+    if let Err(e) = g.engine.refresh_clock() {
+        tracing::warn!("refreshing the epoch offset: {e}");
+    }
+    match g.engine.sweep_flows() {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(idle = n, "flows idled out"),
+        Err(e) => tracing::warn!("sweeping flows: {e}"),
+    }
+    // One read of the grant table serves the doors and the grant sweeper.
+    let now = g.engine.kernel_now();
+    let grants = g.engine.grants().unwrap_or_default();
+    drop(g);
+    let live: Vec<_> = grants
+        .iter()
+        .filter(|(_, v)| v.expires_ns > now)
+        .map(|(k, _)| *k)
+        .collect();
+    // Doors whose window ended (stop commands) before their grants are swept.
+    doors::sweep(s, &live);
+    // Firewall applies not confirmed in time go back.
+    crate::daemon::api::firewall::revert_due(s);
+    // Dynamic monitors' pcn_log messages (rate-limited in the kernel).
+    {
+        let mut dm = s.dynmon.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, d) in dm.by_name.iter_mut() {
+            for (path, level, msg) in d.drain_logs(256) {
+                // Polycube's levels: trace, debug, info, warn, err, critical.
+                match level {
+                    0 => tracing::trace!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                    1 => tracing::debug!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                    2 => tracing::info!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                    3 => tracing::warn!(dynmon = %name, path = %path, "pcn_log: {msg}"),
+                    _ => tracing::error!(dynmon = %name, path = %path, "pcn_log: {msg}"),
                 }
             }
         }
-        if let Err(e) = g.engine.sweep_locks(&cfg.knocks) {
-            tracing::warn!("sweeping lock records: {e}");
-        }
-        if let Err(e) = g.engine.sweep_fixed() {
-            tracing::warn!("sweeping the fixed state table: {e}");
-        }
-        match g.engine.detect_sweep() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(n, "detect: blocks or destination mitigations expired"),
-            Err(e) => tracing::warn!("sweeping detect blocks: {e}"),
-        }
-        // One-time sequences used, time windows turned: recompile the doors.
-        if let Err(e) = g.engine.refresh_sequences(&cfg.xfsm_input()) {
-            tracing::warn!("refreshing knock sequences: {e}");
-        }
-        if let Err(e) = g.engine.refresh_clock() {
-            tracing::warn!("refreshing the epoch offset: {e}");
-        }
-        match g.engine.sweep_flows() {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(idle = n, "flows idled out"),
-            Err(e) => tracing::warn!("sweeping flows: {e}"),
-        }
-        // One read of the grant table serves the doors and the grant sweeper.
-        let now = g.engine.kernel_now();
-        let grants = g.engine.grants().unwrap_or_default();
-        drop(g);
-        let live: Vec<_> = grants
-            .iter()
-            .filter(|(_, v)| v.expires_ns > now)
-            .map(|(k, _)| *k)
-            .collect();
-        // Doors whose window ended (stop commands) before their grants are swept.
-        doors::sweep(&s, &live);
-        // Firewall applies not confirmed in time go back.
-        crate::daemon::api::firewall::revert_due(&s);
-        // Dynamic monitors' pcn_log messages (rate-limited in the kernel).
-        {
-            let mut dm = s.dynmon.lock().unwrap_or_else(|p| p.into_inner());
-            for (name, d) in dm.by_name.iter_mut() {
-                for (path, level, msg) in d.drain_logs(256) {
-                    // Polycube's levels: trace, debug, info, warn, err, critical.
-                    match level {
-                        0 => tracing::trace!(dynmon = %name, path = %path, "pcn_log: {msg}"),
-                        1 => tracing::debug!(dynmon = %name, path = %path, "pcn_log: {msg}"),
-                        2 => tracing::info!(dynmon = %name, path = %path, "pcn_log: {msg}"),
-                        3 => tracing::warn!(dynmon = %name, path = %path, "pcn_log: {msg}"),
-                        _ => tracing::error!(dynmon = %name, path = %path, "pcn_log: {msg}"),
-                    }
-                }
-            }
-        }
-        let mut g = s.lock();
-        match g.engine.sweep_grants(&grants, now) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "grants expired"),
-            Err(e) => tracing::warn!("sweeping grants: {e}"),
-        }
+    }
+    let mut g = s.lock();
+    match g.engine.sweep_grants(&grants, now) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(expired = n, "grants expired"),
+        Err(e) => tracing::warn!("sweeping grants: {e}"),
     }
 }

@@ -89,6 +89,17 @@ pub fn parse_large_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     serde_json::from_slice(body).or_else(|_| parse_body(body))
 }
 
+/// Runs a handler's body (the shared state's lock, writes into the kernel, a synced file)
+/// on the runtime's blocking threads, so that no async worker waits on a disk or a lock.
+pub async fn off_workers<F>(f: F) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Result<Response, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's task ended: {e}")))?
+}
+
 /// A handler's phases, timed one after the other, for its `Server-Timing` header (put
 /// into the response's extensions).
 #[derive(Clone)]
@@ -148,5 +159,41 @@ mod tests {
         assert_eq!(status(full.into()), StatusCode::CONFLICT);
         let fw = crate::firewall::FirewallError::NoSlot;
         assert_eq!(status(fw.into()), StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn a_handler_body_waits_off_the_async_workers() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+        use std::sync::Arc;
+        // One async worker: a body run on it holds back every other task until it ends.
+        // Run off it, the ticker goes on while the body waits for it (at most 10 s: the
+        // bound only keeps a broken build from hanging).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let ticks = Arc::new(AtomicU32::new(0));
+        let ran = Arc::new(AtomicBool::new(false));
+        let (t, seen, r2) = (ticks.clone(), ticks.clone(), ran.clone());
+        rt.block_on(async move {
+            let ticker = tokio::spawn(async move {
+                loop {
+                    t.fetch_add(1, SeqCst);
+                    tokio::task::yield_now().await;
+                }
+            });
+            let r = off_workers(move || {
+                let start = std::time::Instant::now();
+                while seen.load(SeqCst) == 0 && start.elapsed().as_secs() < 10 {
+                    std::thread::yield_now();
+                }
+                r2.store(seen.load(SeqCst) > 0, SeqCst);
+                Ok(Json(json!({})).into_response())
+            })
+            .await;
+            assert_eq!(r.unwrap().status(), StatusCode::OK);
+            ticker.abort();
+        });
+        assert!(ran.load(SeqCst), "the body held the only async worker");
     }
 }

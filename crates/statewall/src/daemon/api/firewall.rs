@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
-    daemon::api::call::{parse_body, parse_large_body, ApiError, Phases},
+    daemon::api::call::{off_workers, parse_body, parse_large_body, ApiError, Phases},
     daemon::state::lock,
     daemon::state::Shared,
     firewall::{
@@ -274,34 +274,40 @@ struct CreateBody {
 }
 
 async fn create(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
-    let b: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateBody::default()
-    } else {
-        parse_body(&body)?
-    };
-    let _ = b.loglevel;
-    let kind = b.kind.unwrap_or_else(|| "TC".into()).to_ascii_uppercase();
-    if !["TC", "XDP_SKB", "XDP_DRV"].contains(&kind.as_str()) {
-        return Err(ApiError::bad(format!(
-            "type: {kind:?} is not TC, XDP_SKB or XDP_DRV"
-        )));
-    }
-    let mut new = lock(&s).fw.clone();
-    new.create(&name, &kind)?;
-    commit(&s, new, &[])?;
-    let g = lock(&s);
-    Ok(Json(view(&name, &g.fw.instances[&name])).into_response())
+    off_workers(move || {
+        let b: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
+            CreateBody::default()
+        } else {
+            parse_body(&body)?
+        };
+        let _ = b.loglevel;
+        let kind = b.kind.unwrap_or_else(|| "TC".into()).to_ascii_uppercase();
+        if !["TC", "XDP_SKB", "XDP_DRV"].contains(&kind.as_str()) {
+            return Err(ApiError::bad(format!(
+                "type: {kind:?} is not TC, XDP_SKB or XDP_DRV"
+            )));
+        }
+        let mut new = lock(&s).fw.clone();
+        new.create(&name, &kind)?;
+        commit(&s, new, &[])?;
+        let g = lock(&s);
+        Ok(Json(view(&name, &g.fw.instances[&name])).into_response())
+    })
+    .await
 }
 
 async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    refuse_if_managed(&s, &name)?;
-    let mut new = lock(&s).fw.clone();
-    new.instances
-        .remove(&name)
-        .ok_or_else(|| not_found(&name))?;
-    new.pending.remove(&name);
-    commit(&s, new, &[])?;
-    Ok(Json(json!({"deleted": name})).into_response())
+    off_workers(move || {
+        refuse_if_managed(&s, &name)?;
+        let mut new = lock(&s).fw.clone();
+        new.instances
+            .remove(&name)
+            .ok_or_else(|| not_found(&name))?;
+        new.pending.remove(&name);
+        commit(&s, new, &[])?;
+        Ok(Json(json!({"deleted": name})).into_response())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -353,11 +359,11 @@ fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
 }
 
 async fn attach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
-    do_attach(&s, &name, parse_body(&body)?, true)
+    off_workers(move || do_attach(&s, &name, parse_body(&body)?, true)).await
 }
 
 async fn detach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
-    do_attach(&s, &name, parse_body(&body)?, false)
+    off_workers(move || do_attach(&s, &name, parse_body(&body)?, false)).await
 }
 
 /// Polycube's `/attach` and `/detach`: the instance is the body's `cube`.
@@ -376,11 +382,11 @@ fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
 }
 
 async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    pc_attach_detach(&s, &body, true)
+    off_workers(move || pc_attach_detach(&s, &body, true)).await
 }
 
 async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    pc_attach_detach(&s, &body, false)
+    off_workers(move || pc_attach_detach(&s, &body, false)).await
 }
 
 #[derive(Deserialize)]
@@ -415,59 +421,62 @@ async fn batch(
     Path((name, chain)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    let mut t = Phases::start();
-    refuse_if_managed(&s, &name)?;
-    let b: BatchBody = parse_large_body(&body)?;
-    t.mark("parse");
-    let mut g = lock(&s);
-    t.mark("lock");
-    let (c, no) = chain_of(&g.fw, &name, &chain)?;
-    let plan = plan_batch(&c.rules, &b.rules)
-        .map_err(|(i, e)| ApiError::bad(format!("rules[{i}]: {e} (nothing was changed)")))?;
-    // The kernel first, rewriting only what the batch changes; on an error, the chains
-    // as they were.
-    let edits: Vec<_> = plan.iter().map(SpecEdit::edit).collect();
-    t.mark("plan");
-    if let Err(e) = g.engine.fw_edit(no, &edits) {
-        let (cfg, fw) = (g.config.clone(), g.fw.clone());
-        if let Err(back) = g
-            .engine
-            .apply_firewall(&cfg.firewall, &cfg.links(), &fw, &[])
-        {
-            tracing::error!("firewall: restoring the chains after a failed batch: {back}");
-        }
-        return Err(ApiError::bad(format!("{e} (nothing was changed)")));
-    }
-    let path = g.config.daemon.state_dir.join("firewall.json");
-    let fw = &mut g.fw;
-    let inst = fw
-        .instances
-        .get_mut(&name)
-        .ok_or_else(|| not_found(&name))?;
-    t.mark("kernel");
-    let c = inst.chain_mut(&chain)?;
-    for e in plan {
-        e.apply(&mut c.rules);
-    }
-    let n = c.rules.len();
-    t.mark("state");
-    fw.journal(&path, &name, &chain, &b.rules)
-        .map_err(ApiError::internal)?;
-    drop(g);
-    t.mark("journal");
-    if edits.len() > EDITS_MAX {
-        // A large batch leaves the generation it retired behind by all of it: written up
-        // to date after the answer, not by the next (small) change.
-        let s = s.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = lock(&s).engine.fw_catch_up() {
-                tracing::warn!("firewall: bringing the retired generation up to date: {e}");
+    off_workers(move || {
+        let mut t = Phases::start();
+        refuse_if_managed(&s, &name)?;
+        let b: BatchBody = parse_large_body(&body)?;
+        t.mark("parse");
+        let mut g = lock(&s);
+        t.mark("lock");
+        let (c, no) = chain_of(&g.fw, &name, &chain)?;
+        let plan = plan_batch(&c.rules, &b.rules)
+            .map_err(|(i, e)| ApiError::bad(format!("rules[{i}]: {e} (nothing was changed)")))?;
+        // The kernel first, rewriting only what the batch changes; on an error, the chains
+        // as they were.
+        let edits: Vec<_> = plan.iter().map(SpecEdit::edit).collect();
+        t.mark("plan");
+        if let Err(e) = g.engine.fw_edit(no, &edits) {
+            let (cfg, fw) = (g.config.clone(), g.fw.clone());
+            if let Err(back) = g
+                .engine
+                .apply_firewall(&cfg.firewall, &cfg.links(), &fw, &[])
+            {
+                tracing::error!("firewall: restoring the chains after a failed batch: {back}");
             }
-        });
-    }
-    let mut res = Json(json!({"rules": n})).into_response();
-    res.extensions_mut().insert(t);
-    Ok(res)
+            return Err(ApiError::bad(format!("{e} (nothing was changed)")));
+        }
+        let path = g.config.daemon.state_dir.join("firewall.json");
+        let fw = &mut g.fw;
+        let inst = fw
+            .instances
+            .get_mut(&name)
+            .ok_or_else(|| not_found(&name))?;
+        t.mark("kernel");
+        let c = inst.chain_mut(&chain)?;
+        for e in plan {
+            e.apply(&mut c.rules);
+        }
+        let n = c.rules.len();
+        t.mark("state");
+        fw.journal(&path, &name, &chain, &b.rules)
+            .map_err(ApiError::internal)?;
+        drop(g);
+        t.mark("journal");
+        if edits.len() > EDITS_MAX {
+            // A large batch leaves the generation it retired behind by all of it: written up
+            // to date after the answer, not by the next (small) change.
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = lock(&s).engine.fw_catch_up() {
+                    tracing::warn!("firewall: bringing the retired generation up to date: {e}");
+                }
+            });
+        }
+        let mut res = Json(json!({"rules": n})).into_response();
+        res.extensions_mut().insert(t);
+        Ok(res)
+    })
+    .await
 }
 
 fn rule_list(st: &FwState, name: &str, chain: &str) -> Result<Vec<Value>, ApiError> {
@@ -522,33 +531,36 @@ async fn set_default(
     Path((name, chain)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    refuse_if_managed(&s, &name)?;
-    let b: DefaultBody = parse_body(&body)?;
-    let mut new = lock(&s).fw.clone();
-    let (c, _) = chain_of_mut(&mut new, &name, &chain)?;
-    if let Some(d) = &b.default {
-        c.default = crate::firewall::parse_default(d)
-            .map_err(|e| ApiError::bad(format!("default: {e}")))?
-            .into();
-    }
-    if let Some(v) = &b.accept_established {
-        c.accept_established = match v {
-            Value::Bool(b) => *b,
-            Value::String(t) if t.eq_ignore_ascii_case("on") || t == "true" => true,
-            Value::String(t) if t.eq_ignore_ascii_case("off") || t == "false" => false,
-            o => {
-                return Err(ApiError::bad(format!(
-                    "accept-established: {o} is not ON, OFF, true or false"
-                )))
-            }
-        };
-    }
-    if b.default.is_none() && b.accept_established.is_none() {
-        return Err(ApiError::bad("give default and/or accept-established"));
-    }
-    let (d, ae) = (c.default.clone(), c.accept_established);
-    commit(&s, new, &[])?;
-    Ok(Json(json!({"default": d, "accept-established": ae})).into_response())
+    off_workers(move || {
+        refuse_if_managed(&s, &name)?;
+        let b: DefaultBody = parse_body(&body)?;
+        let mut new = lock(&s).fw.clone();
+        let (c, _) = chain_of_mut(&mut new, &name, &chain)?;
+        if let Some(d) = &b.default {
+            c.default = crate::firewall::parse_default(d)
+                .map_err(|e| ApiError::bad(format!("default: {e}")))?
+                .into();
+        }
+        if let Some(v) = &b.accept_established {
+            c.accept_established = match v {
+                Value::Bool(b) => *b,
+                Value::String(t) if t.eq_ignore_ascii_case("on") || t == "true" => true,
+                Value::String(t) if t.eq_ignore_ascii_case("off") || t == "false" => false,
+                o => {
+                    return Err(ApiError::bad(format!(
+                        "accept-established: {o} is not ON, OFF, true or false"
+                    )))
+                }
+            };
+        }
+        if b.default.is_none() && b.accept_established.is_none() {
+            return Err(ApiError::bad("give default and/or accept-established"));
+        }
+        let (d, ae) = (c.default.clone(), c.accept_established);
+        commit(&s, new, &[])?;
+        Ok(Json(json!({"default": d, "accept-established": ae})).into_response())
+    })
+    .await
 }
 
 async fn stats(
@@ -621,62 +633,68 @@ async fn sessions(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Api
 }
 
 async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
-    refuse_if_managed(&s, &name)?;
-    let spec: crate::firewall::ApplySpec = parse_body(&body)?;
-    if spec.confirm == Some(0) || spec.confirm.is_some_and(|c| c > 86400) {
-        return Err(ApiError::bad("confirm: 1 to 86400 seconds"));
-    }
-    let mut new = lock(&s).fw.clone();
-    let cur = new
-        .instances
-        .get(&name)
-        .ok_or_else(|| not_found(&name))?
-        .clone();
-    let next = cur.with(&spec)?;
-    new.instances.insert(name.clone(), next);
-    match spec.confirm {
-        Some(secs) => {
-            // Back to the state before the first unconfirmed apply.
-            let previous = new
-                .pending
-                .get(&name)
-                .map(|p| p.previous.clone())
-                .unwrap_or(cur);
-            new.pending.insert(
-                name.clone(),
-                crate::firewall::Pending {
-                    deadline: crate::engine::clock::unix_secs() + secs,
-                    previous,
-                },
-            );
+    off_workers(move || {
+        refuse_if_managed(&s, &name)?;
+        let spec: crate::firewall::ApplySpec = parse_body(&body)?;
+        if spec.confirm == Some(0) || spec.confirm.is_some_and(|c| c > 86400) {
+            return Err(ApiError::bad("confirm: 1 to 86400 seconds"));
         }
-        None => {
-            new.pending.remove(&name);
+        let mut new = lock(&s).fw.clone();
+        let cur = new
+            .instances
+            .get(&name)
+            .ok_or_else(|| not_found(&name))?
+            .clone();
+        let next = cur.with(&spec)?;
+        new.instances.insert(name.clone(), next);
+        match spec.confirm {
+            Some(secs) => {
+                // Back to the state before the first unconfirmed apply.
+                let previous = new
+                    .pending
+                    .get(&name)
+                    .map(|p| p.previous.clone())
+                    .unwrap_or(cur);
+                new.pending.insert(
+                    name.clone(),
+                    crate::firewall::Pending {
+                        deadline: crate::engine::clock::unix_secs() + secs,
+                        previous,
+                    },
+                );
+            }
+            None => {
+                new.pending.remove(&name);
+            }
         }
-    }
-    // Every rule of a replaced chain starts counting from zero.
-    let slot = new.instances[&name].slot;
-    let mut moves = Vec::new();
-    if let Some(c) = &spec.ingress {
-        moves.push((slot * 2, vec![None; c.rules.len()]));
-    }
-    if let Some(c) = &spec.egress {
-        moves.push((slot * 2 + 1, vec![None; c.rules.len()]));
-    }
-    commit(&s, new, &moves)?;
-    Ok(Json(json!({"applied": name, "confirm_within": spec.confirm})).into_response())
+        // Every rule of a replaced chain starts counting from zero.
+        let slot = new.instances[&name].slot;
+        let mut moves = Vec::new();
+        if let Some(c) = &spec.ingress {
+            moves.push((slot * 2, vec![None; c.rules.len()]));
+        }
+        if let Some(c) = &spec.egress {
+            moves.push((slot * 2 + 1, vec![None; c.rules.len()]));
+        }
+        commit(&s, new, &moves)?;
+        Ok(Json(json!({"applied": name, "confirm_within": spec.confirm})).into_response())
+    })
+    .await
 }
 
 async fn confirm(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    refuse_if_managed(&s, &name)?;
-    let mut new = lock(&s).fw.clone();
-    if new.pending.remove(&name).is_none() {
-        return Err(ApiError::bad(format!(
-            "firewall {name:?} has nothing to confirm (no apply --confirm pending, or it was reverted)"
-        )));
-    }
-    commit(&s, new, &[])?;
-    Ok(Json(json!({"confirmed": name})).into_response())
+    off_workers(move || {
+        refuse_if_managed(&s, &name)?;
+        let mut new = lock(&s).fw.clone();
+        if new.pending.remove(&name).is_none() {
+            return Err(ApiError::bad(format!(
+                "firewall {name:?} has nothing to confirm (no apply --confirm pending, or it was reverted)"
+            )));
+        }
+        commit(&s, new, &[])?;
+        Ok(Json(json!({"confirmed": name})).into_response())
+    })
+    .await
 }
 
 /// Reverts unconfirmed applies whose time is up (called every second by the daemon).
