@@ -165,14 +165,9 @@ pub(crate) fn prepare_learned(
         .map_err(|e| anyhow::anyhow!("[detect.{}]: {e}", w.section()))
 }
 
-/// The shared state's mutable part, locked (a handler that panicked while holding it left
-/// it as it was: taken as it is).
-pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
-    s.lock()
-}
-
 impl Shared {
-    /// The mutable part, locked (as [`lock`]).
+    /// The mutable part, locked (a handler that panicked while holding it left it as it
+    /// was: taken as it is).
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

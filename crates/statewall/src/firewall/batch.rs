@@ -227,22 +227,22 @@ pub fn plan_batch(
     for (i, op) in ops.iter().enumerate() {
         let rule = &op.rule;
         let id = rule.id;
-        let checked = |r: &RuleSpec| Checked::of(r).map_err(|e| (i, e));
+        let checked = || Checked::of(rule).map_err(|e| (i, e));
         let edit = match op.operation.to_ascii_lowercase().as_str() {
-            "append" => SpecEdit::Insert(n, checked(rule)?),
+            "append" => SpecEdit::Insert(n, checked()?),
             "insert" => {
                 let id = id.ok_or((i, FirewallError::Operation("insert needs id")))?;
                 if id > n {
                     return Err((i, FirewallError::PastEnd { id, rules: n }));
                 }
-                SpecEdit::Insert(id, checked(rule)?)
+                SpecEdit::Insert(id, checked()?)
             }
             "update" => {
                 let id = id.ok_or((i, FirewallError::Operation("update needs id")))?;
                 if id >= n {
                     return Err((i, FirewallError::NoSuchRule { id, rules: n }));
                 }
-                SpecEdit::Update(id, checked(rule)?)
+                SpecEdit::Update(id, checked()?)
             }
             "delete" => match id {
                 Some(id) if id >= n => {

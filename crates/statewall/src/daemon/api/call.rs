@@ -1,6 +1,6 @@
 //! What every handler uses: the error type with each stage error's HTTP status in one
 //! place, the body parser and the handlers' phase timer (the lock on the shared state is
-//! `daemon::state::lock`).
+//! `Shared::lock`).
 
 use axum::{
     http::StatusCode,
@@ -169,7 +169,6 @@ mod tests {
         // Run off it, the ticker goes on while the body waits for it (at most 10 s: the
         // bound only keeps a broken build from hanging).
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
             .build()
             .unwrap();
         let ticks = Arc::new(AtomicU32::new(0));

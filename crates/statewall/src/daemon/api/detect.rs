@@ -25,7 +25,6 @@ use serde_json::json;
 use crate::{
     daemon::api::call::{parse_body, ApiError},
     daemon::classify::{detector_machines, mitigations},
-    daemon::state::lock,
     daemon::state::{Inner, Shared},
     detect::{live::Learned, Prefix},
     types::addr_ip,
@@ -101,7 +100,7 @@ fn overview(s: &Shared, g: &Inner) -> Result<serde_json::Value, ApiError> {
 }
 
 async fn show(State(s): State<Arc<Shared>>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     Ok(Json(overview(&s, &g)?).into_response())
 }
 
@@ -121,7 +120,7 @@ async fn block(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
             "seconds: 1 to 2592000, or none (until released)",
         ));
     }
-    let mut g = lock(&s);
+    let mut g = s.lock();
     let Some(d) = &g.config.detect else {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -166,7 +165,7 @@ async fn block(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
 
 async fn release(State(s): State<Arc<Shared>>, Path(addr): Path<String>) -> ApiResult {
     let p = Prefix::parse(&addr).map_err(|e| ApiError::bad(format!("address: {e}")))?;
-    let mut g = lock(&s);
+    let mut g = s.lock();
     let unblocked = g.engine.detect_unblock(&p).map_err(ApiError::internal)?;
     let full = p.len == if p.addr.is_ipv4() { 32 } else { 128 };
     let ms: Vec<usize> = detector_machines(&g).0.iter().map(|(i, _)| *i).collect();

@@ -34,7 +34,6 @@ use serde_json::{json, Value};
 use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
     daemon::api::call::{off_workers, parse_body, parse_large_body, ApiError, Phases},
-    daemon::state::lock,
     daemon::state::Shared,
     firewall::{
         batch::{plan_batch, BatchOp, SpecEdit},
@@ -73,7 +72,7 @@ fn refuse_if_managed(s: &Shared, name: &str) -> Result<(), ApiError> {
 /// and written to the log (at most [`crate::firewall::log::LOG_LINES_PER_SECOND`] lines a second).
 pub fn on_log(s: &Shared, e: &statewall_common::firewall::FwLog) {
     let (firewall, description, index) = {
-        let g = lock(s);
+        let g = s.lock();
         // The kernel names the rule by its counter id.
         let index = g.engine.fw_rule_index(e.chain as u32, e.rule);
         let inst =
@@ -168,7 +167,7 @@ async fn log(
     Path(name): Path<String>,
     axum::extract::Query(q): axum::extract::Query<LogQuery>,
 ) -> ApiResult {
-    lock(&s)
+    s.lock()
         .fw
         .instances
         .get(&name)
@@ -253,13 +252,13 @@ fn view(name: &str, i: &crate::firewall::Instance) -> Value {
 }
 
 async fn list(State(s): State<Arc<Shared>>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let v: Vec<Value> = g.fw.instances.iter().map(|(n, i)| view(n, i)).collect();
     Ok(Json(v).into_response())
 }
 
 async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let i = g.fw.instances.get(&name).ok_or_else(|| not_found(&name))?;
     Ok(Json(view(&name, i)).into_response())
 }
@@ -287,10 +286,10 @@ async fn create(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: By
                 "type: {kind:?} is not TC, XDP_SKB or XDP_DRV"
             )));
         }
-        let mut new = lock(&s).fw.clone();
+        let mut new = s.lock().fw.clone();
         new.create(&name, &kind)?;
         commit(&s, new, &[])?;
-        let g = lock(&s);
+        let g = s.lock();
         Ok(Json(view(&name, &g.fw.instances[&name])).into_response())
     })
     .await
@@ -299,7 +298,7 @@ async fn create(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: By
 async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     off_workers(move || {
         refuse_if_managed(&s, &name)?;
-        let mut new = lock(&s).fw.clone();
+        let mut new = s.lock().fw.clone();
         new.instances
             .remove(&name)
             .ok_or_else(|| not_found(&name))?;
@@ -330,7 +329,7 @@ fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
             )));
         }
     }
-    let mut new = lock(s).fw.clone();
+    let mut new = s.lock().fw.clone();
     let i = new.instances.get_mut(name).ok_or_else(|| not_found(name))?;
     let port = Port {
         netns: b.netns,
@@ -373,7 +372,7 @@ fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
         .cube
         .clone()
         .ok_or_else(|| ApiError::bad("cube: missing"))?;
-    if !lock(s).fw.instances.contains_key(&name) && crate::daemon::api::dynmon::exists(s, &name) {
+    if !s.lock().fw.instances.contains_key(&name) && crate::daemon::api::dynmon::exists(s, &name) {
         return crate::daemon::api::dynmon::attach_detach(
             s, &name, &b.port, b.netns, b.position, on,
         );
@@ -426,7 +425,7 @@ async fn batch(
         refuse_if_managed(&s, &name)?;
         let b: BatchBody = parse_large_body(&body)?;
         t.mark("parse");
-        let mut g = lock(&s);
+        let mut g = s.lock();
         t.mark("lock");
         let (c, no) = chain_of(&g.fw, &name, &chain)?;
         let plan = plan_batch(&c.rules, &b.rules)
@@ -467,7 +466,7 @@ async fn batch(
             // to date after the answer, not by the next (small) change.
             let s = s.clone();
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = lock(&s).engine.fw_catch_up() {
+                if let Err(e) = s.lock().engine.fw_catch_up() {
                     tracing::warn!("firewall: bringing the retired generation up to date: {e}");
                 }
             });
@@ -499,7 +498,7 @@ async fn rules(
     State(s): State<Arc<Shared>>,
     Path((name, chain)): Path<(String, String)>,
 ) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     Ok(Json(rule_list(&g.fw, &name, &chain)?).into_response())
 }
 
@@ -507,7 +506,7 @@ async fn show_chain(
     State(s): State<Arc<Shared>>,
     Path((name, chain)): Path<(String, String)>,
 ) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let (c, _) = chain_of(&g.fw, &name, &chain)?;
     Ok(Json(json!({
         "name": chain.to_ascii_uppercase(),
@@ -534,7 +533,7 @@ async fn set_default(
     off_workers(move || {
         refuse_if_managed(&s, &name)?;
         let b: DefaultBody = parse_body(&body)?;
-        let mut new = lock(&s).fw.clone();
+        let mut new = s.lock().fw.clone();
         let (c, _) = chain_of_mut(&mut new, &name, &chain)?;
         if let Some(d) = &b.default {
             c.default = crate::firewall::parse_default(d)
@@ -567,7 +566,7 @@ async fn stats(
     State(s): State<Arc<Shared>>,
     Path((name, chain)): Path<(String, String)>,
 ) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let (c, no) = chain_of(&g.fw, &name, &chain)?;
     let counts = g
         .engine
@@ -587,7 +586,7 @@ async fn reset_stats(
     State(s): State<Arc<Shared>>,
     Path((name, chain)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut g = lock(&s);
+    let mut g = s.lock();
     let (c, no) = chain_of(&g.fw, &name, &chain)?;
     let n = c.rules.len();
     g.engine
@@ -597,7 +596,7 @@ async fn reset_stats(
 }
 
 async fn sessions(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     g.fw.instances.get(&name).ok_or_else(|| not_found(&name))?;
     let now = g.engine.kernel_now();
     let rows: Vec<Value> = g
@@ -639,7 +638,7 @@ async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Byt
         if spec.confirm == Some(0) || spec.confirm.is_some_and(|c| c > 86400) {
             return Err(ApiError::bad("confirm: 1 to 86400 seconds"));
         }
-        let mut new = lock(&s).fw.clone();
+        let mut new = s.lock().fw.clone();
         let cur = new
             .instances
             .get(&name)
@@ -685,7 +684,7 @@ async fn apply(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Byt
 async fn confirm(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     off_workers(move || {
         refuse_if_managed(&s, &name)?;
-        let mut new = lock(&s).fw.clone();
+        let mut new = s.lock().fw.clone();
         if new.pending.remove(&name).is_none() {
             return Err(ApiError::bad(format!(
                 "firewall {name:?} has nothing to confirm (no apply --confirm pending, or it was reverted)"
@@ -701,7 +700,8 @@ async fn confirm(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiR
 pub fn revert_due(s: &Shared) {
     let now = crate::engine::clock::unix_secs();
     // The names only: the whole state is copied for a due revert alone, not at every tick.
-    let due: Vec<String> = lock(s)
+    let due: Vec<String> = s
+        .lock()
         .fw
         .pending
         .iter()
@@ -709,7 +709,7 @@ pub fn revert_due(s: &Shared) {
         .map(|(n, _)| n.clone())
         .collect();
     for name in due {
-        let mut new = lock(s).fw.clone();
+        let mut new = s.lock().fw.clone();
         let Some(p) = new.pending.remove(&name) else {
             continue;
         };

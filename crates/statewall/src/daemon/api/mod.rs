@@ -49,7 +49,6 @@ use statewall_common::maps::{GrantKey, GRANT_BY_API};
 
 use crate::daemon::state::Shared;
 
-pub(crate) use crate::daemon::state::lock;
 pub use call::{parse_body, ApiError};
 pub use grant::GrantRequest;
 
@@ -142,7 +141,7 @@ pub async fn server_timing(req: axum::extract::Request, next: axum::middleware::
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
-    let mut st = crate::daemon::state::status(&lock(&s));
+    let mut st = crate::daemon::state::status(&s.lock());
     st.cluster = s.cluster.as_ref().map(|l| l.status());
     let dyn_names: Vec<String> = s
         .dynmon
@@ -174,7 +173,7 @@ async fn reload(State(s): State<Arc<Shared>>) -> ApiResult {
 }
 
 async fn gate(State(s): State<Arc<Shared>>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let protected: Vec<String> = g
         .engine
         .protected()
@@ -216,7 +215,7 @@ pub fn grant_key(addr: IpAddr, proto: &str, port: u16) -> Result<GrantKey, ApiEr
 }
 
 async fn grants(State(s): State<Arc<Shared>>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let now = g.engine.kernel_now();
     let v: Vec<GrantView> = g
         .engine
@@ -249,7 +248,7 @@ pub struct FlowView {
 }
 
 async fn flows(State(s): State<Arc<Shared>>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let now = g.engine.kernel_now();
     let v: Vec<FlowView> = g
         .engine
@@ -276,7 +275,7 @@ async fn grant(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
         return Err(ApiError::bad("seconds: must be 1-604800"));
     }
     let key = grant_key(r.addr, &r.proto, r.port)?;
-    let mut g = lock(&s);
+    let mut g = s.lock();
     // (One lookup; the whole list only for the error.)
     if !g
         .engine
@@ -322,7 +321,7 @@ async fn revoke(
 ) -> ApiResult {
     let Query(q) = q.map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))?;
     let key = grant_key(q.addr, &q.proto, q.port)?;
-    let mut g = lock(&s);
+    let mut g = s.lock();
     let here = g.engine.revoke(&key).map_err(ApiError::internal)?;
     // In a cluster the grant may live on other hosts only: revoked everywhere.
     if let Some(l) = &s.cluster {
@@ -392,7 +391,7 @@ fn live_state_json(
 /// `GET /api/v1/xfsm/machines/{name}`: one `[[xfsm]]` machine's flows (update key, state,
 /// timers, registers by name) and its global registers.
 async fn xfsm_machine(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let Some(i) = g.config.machines.iter().position(|m| m.name == name) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -452,7 +451,7 @@ async fn xfsm_machine(State(s): State<Arc<Shared>>, Path(name): Path<String>) ->
 
 async fn doors(State(s): State<Arc<Shared>>) -> ApiResult {
     let open = s.doors.open_doors();
-    let g = lock(&s);
+    let g = s.lock();
     let now = g.engine.kernel_now();
     let states = g.engine.xfsm_states().map_err(ApiError::internal)?;
     let locks = g.engine.xfsm_locks().map_err(ApiError::internal)?;
@@ -538,7 +537,7 @@ async fn door_close(
 }
 
 async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
-    let g = lock(&s);
+    let g = s.lock();
     let counters: serde_json::Map<String, serde_json::Value> = g
         .engine
         .xfsm_counters()
@@ -584,7 +583,8 @@ async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
 }
 
 async fn spa(State(s): State<Arc<Shared>>) -> ApiResult {
-    let kernel: serde_json::Map<String, serde_json::Value> = lock(&s)
+    let kernel: serde_json::Map<String, serde_json::Value> = s
+        .lock()
         .engine
         .spa_counters()
         .map_err(ApiError::internal)?
