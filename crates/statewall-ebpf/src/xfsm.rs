@@ -133,7 +133,22 @@ pub(crate) fn unlock(p: *mut u64) {
     let _ = z;
 }
 
-struct Maps;
+/// The kernel's tables. `regs`: the per-flow register entry [`Tables::flow_regs`] found in
+/// this machine's run (null if none), for the update that follows at the same key. A
+/// `Maps` lives for one global function's call (one machine's run or commit), so what it
+/// keeps never outlives the RCU section of the program.
+struct Maps {
+    regs: core::cell::Cell<*mut FlowRegs>,
+}
+
+impl Maps {
+    #[inline(always)]
+    fn new() -> Self {
+        Maps {
+            regs: core::cell::Cell::new(core::ptr::null_mut()),
+        }
+    }
+}
 
 #[inline(always)]
 fn arr<T: Copy + Default>(a: &Array<T>, i: u32) -> T {
@@ -333,20 +348,24 @@ impl Tables for Maps {
     #[inline(always)]
     fn flow_regs(&self, k: &StateKey, out: &mut [u64; FLOW_REGS]) {
         let v = if k.table == TABLE_FIXED {
-            unsafe { SW_XFSM_FREGS.get(k) }
+            SW_XFSM_FREGS.get_ptr_mut(k)
         } else {
-            unsafe { SW_XFSM_REGS.get(k) }
+            SW_XFSM_REGS.get_ptr_mut(k)
         };
         match v {
             Some(v) => {
+                self.regs.set(v);
                 let mut i = 0;
                 while i < FLOW_REGS {
                     // One 64-bit load each: a register is never seen half-written.
-                    out[i] = unsafe { core::ptr::read_volatile(&v.r[i]) };
+                    out[i] = unsafe { core::ptr::read_volatile(&(*v).r[i]) };
                     i += 1;
                 }
             }
-            None => zero_words(out),
+            None => {
+                self.regs.set(core::ptr::null_mut());
+                zero_words(out)
+            }
         }
     }
     #[inline(always)]
@@ -366,6 +385,7 @@ impl Tables for Maps {
     fn update_regs<F: FnOnce(&UpdSet, &mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
         &mut self,
         k: &StateKey,
+        kept: bool,
         m: usize,
         flow: bool,
         generation: u32,
@@ -392,7 +412,13 @@ impl Tables for Maps {
                     SW_XFSM_REGS.get_ptr_mut(k)
                 }
             };
-            let mut p = get(k);
+            // The entry the conditions found, else a lookup.
+            let kept = if kept {
+                self.regs.replace(core::ptr::null_mut())
+            } else {
+                core::ptr::null_mut()
+            };
+            let mut p = if kept.is_null() { get(k) } else { Some(kept) };
             if p.is_none() {
                 // A race with another CPU's insert is fine: the lookup below finds it.
                 let z = unsafe { &*zero };
@@ -522,7 +548,7 @@ pub extern "C" fn sw_xfsm_machine(
     }
     let c = ctx_of(unsafe { &*p }, now, packed);
     run_machine(
-        &mut Maps,
+        &mut Maps::new(),
         &c,
         (m & (MAX_MACHINES as u64 - 1)) as usize,
         unsafe { &mut *w },
@@ -539,7 +565,7 @@ pub extern "C" fn sw_xfsm_commit(p: *const PacketInfo, m: u64, w: *mut Work) -> 
     // Only the packet is read: the machine, deadlines and keys are in `w`.
     let c = ctx_of(unsafe { &*p }, 0, 0);
     commit_machine(
-        &mut Maps,
+        &mut Maps::new(),
         &c,
         (m & (MAX_MACHINES as u64 - 1)) as usize,
         unsafe { &mut *w },
@@ -585,7 +611,7 @@ fn run_machines(p: &PacketInfo, now: u64, packed: u64) -> u32 {
             0,
         )
     };
-    finish(&mut Maps, &ctx_of(p, now, packed), lc.grant);
+    finish(&mut Maps::new(), &ctx_of(p, now, packed), lc.grant);
     if lc.drop != 0 {
         return DROPPED;
     }
@@ -611,7 +637,7 @@ pub fn actions() -> (u32, u32, u32) {
 /// payload bytes when a transition needs them.
 #[inline(always)]
 pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, load: L) -> u32 {
-    let (packed, now) = match begin(&mut Maps, p, dir, crate::clock::now_ns) {
+    let (packed, now) = match begin(&mut Maps::new(), p, dir, crate::clock::now_ns) {
         Some(mut c) => {
             if c.snap {
                 c.snap = capture(p, load);
@@ -627,7 +653,7 @@ pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, l
 /// as [`run`].
 #[inline(always)]
 pub fn run_switch(p: &PacketInfo, sw: &SwitchDef) -> u32 {
-    let (packed, now) = match begin_switch(&mut Maps, p, sw, crate::clock::now_ns) {
+    let (packed, now) = match begin_switch(&mut Maps::new(), p, sw, crate::clock::now_ns) {
         Some(c) => (c.pack(), c.now),
         None => return 0,
     };

@@ -292,7 +292,8 @@ pub fn any_port_wants(any_protos: u8, l4proto: u8, tcp_flags: u8) -> bool {
 /// rule a key out (every interesting packet looks the state up).
 pub const M_UNBOUNDED: u8 = 2;
 /// Machine flag: the machine has conditions or updates ([`regs`]): its condition vector is
-/// computed before the transition lookup, and its transitions' updates run on commit.
+/// computed before the transition lookup, and its transitions' updates run once the
+/// transition is found (at the lookup key) or on commit (at another update key).
 pub const M_EXT: u8 = 4;
 /// Machine flag: the machine has per-flow registers. Without them no per-flow register
 /// entry is read or created (a machine with global registers only, as a flood detector,
@@ -906,7 +907,8 @@ pub trait Tables {
     /// machine's transition event (at most
     /// [`acts::EVENTS_PER_SEC`] per second; the kernel counts per CPU), counting it.
     fn event_allowed(&mut self, m: usize, now: u64) -> bool;
-    /// The per-flow registers at key `k` (0s when there is no entry).
+    /// The per-flow registers at key `k` (0s when there is no entry). An implementation
+    /// may keep the entry it found for an [`Tables::update_regs`] told `kept`.
     fn flow_regs(&self, k: &StateKey, out: &mut [u64; FLOW_REGS]);
     /// Machine `m`'s global registers.
     fn global_regs(&self, m: usize, out: &mut [u64; GLOBAL_REGS]);
@@ -916,11 +918,14 @@ pub trait Tables {
     /// `flow` false (a machine without per-flow registers): no entry is looked up or
     /// created, and `f` gets zeros it must leave alone. The global lock is taken only when
     /// the set touches global registers ([`UpdSet::globals`]; `f` must otherwise leave
-    /// them alone).
+    /// them alone). `kept`: `k` is the key whose registers [`Tables::flow_regs`] read last,
+    /// in this machine's run, and the entry it found (if it kept one) may be used without
+    /// a second lookup.
     #[allow(clippy::too_many_arguments)]
     fn update_regs<F: FnOnce(&UpdSet, &mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
         &mut self,
         k: &StateKey,
+        kept: bool,
         m: usize,
         flow: bool,
         generation: u32,
@@ -1457,7 +1462,32 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
         w.exists = (found && (expired == 0 || state != STATE_DEFAULT)) as u8;
         w.write = 1;
     }
+    // Updates at the lookup key run here, where the conditions just read that key's
+    // registers (the kernel keeps the entry it found: one lookup per packet); updates at
+    // another key wait for the commit.
+    if w.tr.upd != 0 && w.mach.update == w.mach.lookup {
+        apply_updates(t, c, m, w, true);
+    }
     out
+}
+
+/// Runs the transition's update set on the registers at the lookup key (`at_lookup`) or at
+/// the update key, and clears it from `w.tr`.
+#[inline(never)]
+fn apply_updates<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work, at_lookup: bool) {
+    let set = w.tr.upd as u32 - 1;
+    w.tr.upd = 0;
+    let flow = w.mach.flags & M_FLOW_REGS != 0;
+    let (generation, p, now, meta) = (w.tk.generation as u32, c.p, w.now, &mut w.meta);
+    let k = if at_lookup { &w.key } else { &w.ukey };
+    // At the lookup key, the conditions read it in this run (`flow_regs`).
+    match t.update_regs(k, at_lookup, m, flow, generation, set, |us, r, g| {
+        regs::run_updates(us, p, now, r, g, meta)
+    }) {
+        RegsOutcome::Done => {}
+        RegsOutcome::Full => t.count(Counter::RegsFull),
+        RegsOutcome::Busy => t.count(Counter::RegsBusy),
+    }
 }
 
 /// Writes the state [`run_machine`] decided for machine `m` (held in `w`).
@@ -1474,17 +1504,7 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
         build_key_into(&w.mach.update, c.p, m as u8, &mut w.ukey);
     }
     if w.tr.upd != 0 {
-        let set = w.tr.upd as u32 - 1;
-        w.tr.upd = 0;
-        let flow = w.mach.flags & M_FLOW_REGS != 0;
-        let (generation, p, now, meta) = (w.tk.generation as u32, c.p, w.now, &mut w.meta);
-        match t.update_regs(&w.ukey, m, flow, generation, set, |us, r, g| {
-            regs::run_updates(us, p, now, r, g, meta)
-        }) {
-            RegsOutcome::Done => {}
-            RegsOutcome::Full => t.count(Counter::RegsFull),
-            RegsOutcome::Busy => t.count(Counter::RegsBusy),
-        }
+        apply_updates(t, c, m, w, false);
     }
     if w.write == 0 {
         return;

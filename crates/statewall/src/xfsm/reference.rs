@@ -235,6 +235,7 @@ impl Tables for RefTables {
     fn update_regs<F: FnOnce(&UpdSet, &mut [u64; FLOW_REGS], &mut [u64; GLOBAL_REGS])>(
         &mut self,
         k: &StateKey,
+        _kept: bool,
         m: usize,
         flow: bool,
         generation: u32,
