@@ -433,7 +433,58 @@ fn dynamic_monitors_through_the_daemon() {
         vec![(9923, json!({"packets": 6, "bytes": 6 * 128}))]
     );
 
-    // 8. Unloading detaches and unloads; the gate is unaffected.
+    // 8. A state file that cannot be written (a directory in its place) refuses a load, an
+    //    unload and a detach, and each leaves the instances as they were.
+    let file = p.state.join("dynmon.json");
+    let saved = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir_all(file.join("in-the-way")).unwrap();
+    let count_flows = || {
+        loaded_programs()
+            .iter()
+            .filter(|n| *n == "count_flows")
+            .count()
+    };
+    let progs = count_flows();
+    let refused = |(code, v): (u16, Value), what: &str, says: &str| {
+        assert_eq!(code, 500, "{what}: {v}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("dynmon.json") && msg.contains(says),
+            "{what}: {msg}"
+        );
+    };
+    let body = json!({"dataplane-config": {"ingress-path": {"name": "prebuilt", "code": b64,
+        "metric-configs": []}}});
+    let load = curl("POST", &format!("{base}/flows3"), Some(&body.to_string()));
+    refused(load, "load", "(nothing changed)");
+    let unload = curl("DELETE", &format!("{base}/flows2"), None);
+    refused(unload, "unload", "(still loaded)");
+    let detach = json!({"cube": "flows2", "port": pair.server_if}).to_string();
+    let detach = curl(
+        "POST",
+        &format!("http://127.0.0.1:{api}/polycube/v1/detach"),
+        Some(&detach),
+    );
+    refused(detach, "detach", "(nothing changed)");
+    let list = d.get("/api/v1/dynmon");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["flows", "flows2"]);
+    assert_ne!(d.get("/api/v1/dynmon/flows2")["hooks"], json!([]));
+    assert_eq!(
+        count_flows(),
+        progs,
+        "the refused load left no program behind"
+    );
+    std::fs::remove_dir_all(&file).unwrap();
+    std::fs::write(&file, saved).unwrap();
+
+    // 9. Unloading detaches and unloads; the gate is unaffected.
     let (code, out, err) = cli(&p, &["dynmon", "unload", "flows"]);
     assert_eq!(code, 0, "{out}{err}");
     let (code, _) = curl("DELETE", &format!("{base}/flows2"), None);

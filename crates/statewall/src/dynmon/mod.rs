@@ -492,23 +492,28 @@ pub struct Dynmons {
 }
 
 impl Dynmons {
-    /// Writes the specs (objects, not sources) to the state file.
-    pub fn save(&self) {
-        let Some(path) = &self.state_file else { return };
-        let specs: BTreeMap<&String, &DynmonSpec> = self
+    /// Writes the specs (objects, not sources) to the state file durably (synced, then
+    /// renamed over it), as they will be once instance `name` has `spec` (`None`: is
+    /// gone). Callers write first and change after, or undo the change when this fails,
+    /// so that the file and the running instances never disagree.
+    pub fn save_with(&self, name: &str, spec: Option<&DynmonSpec>) -> Result<(), DynmonError> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let mut specs: BTreeMap<&str, &DynmonSpec> = self
             .by_name
             .iter()
-            .map(|(n, d)| (n, &d.spec))
-            .chain(self.failed.iter())
+            .map(|(n, d)| (n.as_str(), &d.spec))
+            .chain(self.failed.iter().map(|(n, s)| (n.as_str(), s)))
             .collect();
-        let tmp = path.with_extension("json.tmp");
-        let r = serde_json::to_vec_pretty(&specs)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|_| std::fs::rename(&tmp, path));
-        if let Err(e) = r {
-            tracing::warn!(path = %path.display(), "saving dynamic monitors: {e}");
-        }
+        match spec {
+            Some(s) => specs.insert(name, s),
+            None => specs.remove(name),
+        };
+        let text = serde_json::to_vec_pretty(&specs)
+            .map_err(|e| DynmonError::Host(format!("the state file: {e}")))?;
+        crate::engine::sys::write_synced(path, &text)
+            .map_err(|e| DynmonError::Host(format!("the state file was not written: {e}")))
     }
 
     /// Loads the instances kept in `path` (an instance that fails is logged and left out).

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    daemon::api::call::{parse_body, ApiError},
+    daemon::api::call::{off_workers, parse_body, ApiError},
     daemon::state::Shared,
     dynmon::{code_field, Direction, Dynmon, DynmonSpec, MetricConfig, PathSpec, Reading},
 };
@@ -189,29 +189,43 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
     let loaded = tokio::task::spawn_blocking(move || Dynmon::load(&n, spec))
         .await
         .map_err(ApiError::internal);
-    let mut g = lock(&s);
-    g.pending.remove(&name);
-    let d = match loaded
-        .and_then(|r| r.map_err(|e| e.context(format!("dynamic monitor {name:?}")).into()))
-    {
-        Ok(d) => d,
-        Err(e) => {
-            // A failed replace changes nothing.
-            if let (Some(i), Some(old)) = (old_iface, g.by_name.get_mut(&name)) {
-                if let Err(e) = old.attach(&i, old.spec.netns.clone()) {
+    // The rest holds the lock and syncs the state file: off the async workers.
+    off_workers(move || {
+        let mut g = lock(&s);
+        g.pending.remove(&name);
+        // A failed load or save changes nothing: the replaced instance (if any) is
+        // attached again where its successor's load had to detach it.
+        let keep_old = |g: &mut crate::dynmon::Dynmons| {
+            if let (Some(i), Some(old)) = (&old_iface, g.by_name.get_mut(&name)) {
+                if let Err(e) = old.attach(i, old.spec.netns.clone()) {
                     tracing::warn!(dynmon = %name, "re-attaching the previous program: {e}");
                 }
             }
-            return Err(e);
+        };
+        let d = match loaded
+            .and_then(|r| r.map_err(|e| e.context(format!("dynamic monitor {name:?}")).into()))
+        {
+            Ok(d) => d,
+            Err(e) => {
+                keep_old(&mut g);
+                return Err(e);
+            }
+        };
+        if let Err(e) = g.save_with(&name, Some(&d.spec)) {
+            drop(d);
+            keep_old(&mut g);
+            return Err(e
+                .context(format!("dynamic monitor {name:?} (nothing changed)"))
+                .into());
         }
-    };
-    tracing::info!(dynmon = %name, load_us = d.load_time.as_micros() as u64, "dynamic monitor loaded");
-    let v = view(&d);
-    let old = g.by_name.insert(name.clone(), d);
-    g.failed.remove(&name);
-    g.save();
-    drop(old);
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+        tracing::info!(dynmon = %name, load_us = d.load_time.as_micros() as u64, "dynamic monitor loaded");
+        let v = view(&d);
+        let old = g.by_name.insert(name.clone(), d);
+        g.failed.remove(&name);
+        drop(old);
+        Ok((StatusCode::CREATED, Json(v)).into_response())
+    })
+    .await
 }
 
 async fn load(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
@@ -220,16 +234,22 @@ async fn load(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Byte
 }
 
 async fn unload(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let mut g = lock(&s);
-    let d = g.by_name.remove(&name);
-    let failed = g.failed.remove(&name);
-    if d.is_none() && failed.is_none() {
-        return Err(not_found(&name));
-    }
-    drop(d);
-    g.save();
-    tracing::info!(dynmon = %name, "dynamic monitor unloaded");
-    Ok(Json(json!({"unloaded": name})).into_response())
+    off_workers(move || {
+        let mut g = lock(&s);
+        if !g.by_name.contains_key(&name) && !g.failed.contains_key(&name) {
+            return Err(not_found(&name));
+        }
+        // Written first: a state file that cannot be written leaves the instance running.
+        g.save_with(&name, None).map_err(|e| {
+            ApiError::from(e.context(format!("dynamic monitor {name:?} (still loaded)")))
+        })?;
+        let d = g.by_name.remove(&name);
+        g.failed.remove(&name);
+        drop(d);
+        tracing::info!(dynmon = %name, "dynamic monitor unloaded");
+        Ok(Json(json!({"unloaded": name})).into_response())
+    })
+    .await
 }
 
 /// Takes a read of instance `name` (off the async workers: it waits a grace period) and
@@ -484,18 +504,32 @@ pub fn attach_detach(
     }
     let mut g = lock(s);
     let d = g.by_name.get_mut(cube).ok_or_else(|| not_found(cube))?;
+    let kept = |e: crate::dynmon::DynmonError| {
+        ApiError::from(e.context(format!("dynamic monitor {cube:?} (nothing changed)")))
+    };
     if on {
         let netns = netns.or_else(|| d.spec.netns.clone());
         d.attach(port, netns)
             .map_err(|e| ApiError::from(e.context(format!("dynamic monitor {cube:?}"))))?;
+        let spec = d.spec.clone();
+        if let Err(e) = g.save_with(cube, Some(&spec)) {
+            if let Some(d) = g.by_name.get_mut(cube) {
+                d.detach();
+            }
+            return Err(kept(e));
+        }
     } else {
         if d.spec.interface.as_deref() != Some(port) {
             return Err(ApiError::bad(format!(
                 "port: {cube:?} is not attached to {port:?}"
             )));
         }
-        d.detach();
+        let mut spec = d.spec.clone();
+        spec.interface = None;
+        g.save_with(cube, Some(&spec)).map_err(kept)?;
+        if let Some(d) = g.by_name.get_mut(cube) {
+            d.detach();
+        }
     }
-    g.save();
     Ok(Json(json!({"cube": cube, "attached": on})).into_response())
 }
