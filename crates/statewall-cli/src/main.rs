@@ -142,7 +142,7 @@ enum Cmd {
     /// Flood detection and countermeasures: mitigations in force, blocks, release.
     Detect {
         #[command(subcommand)]
-        cmd: cli::detect::DetectCmd,
+        cmd: DetectCmd,
         #[command(flatten)]
         paths: cli::Paths,
     },
@@ -193,6 +193,20 @@ enum Cmd {
     Bench(cli::bench::BenchArgs),
 }
 
+/// `statewall detect`: the daemon's mitigations ([`cli::detect`]) and the learned
+/// classifier offline ([`cli::learn`]), which needs no daemon.
+#[derive(Subcommand)]
+enum DetectCmd {
+    #[command(flatten)]
+    Daemon(cli::detect::DetectCmd),
+    /// Train the flow classifier (or, `--detector mining`, the mining detector) from
+    /// labelled captures.
+    Train(cli::learn::TrainArgs),
+    /// Classify captures offline, window by window as the daemon would live, and count by
+    /// flow against their labels.
+    Eval(cli::learn::EvalArgs),
+}
+
 async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Daemon {
@@ -202,7 +216,11 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
             token_file,
             no_auth,
             metrics_listen,
-        } => cli::daemon::run(config, paths, listen, token_file, no_auth, metrics_listen).await,
+        } => {
+            let ov = cli::daemon::overrides(paths, listen, token_file, no_auth, metrics_listen);
+            statewall::daemon::run(config, ov).await?;
+            Ok(0)
+        }
         Cmd::Status { paths, json } => cli::status::run(paths, json).await,
         Cmd::Reload { paths } => cli::reload::run(paths).await,
         Cmd::Top { interval, paths } => cli::top::command(interval, paths).await,
@@ -218,7 +236,11 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Dynmon { cmd, paths } => cli::dynmon::run(cmd, paths).await,
         Cmd::Monitor { cmd, paths } => cli::monitor::run(cmd, paths).await,
         Cmd::Firewall { cmd, paths } => cli::firewall::run(cmd, paths).await,
-        Cmd::Detect { cmd, paths } => cli::detect::run(cmd, paths).await,
+        Cmd::Detect { cmd, paths } => match cmd {
+            DetectCmd::Daemon(cmd) => cli::detect::run(cmd, paths).await,
+            DetectCmd::Train(a) => cli::learn::train(a),
+            DetectCmd::Eval(a) => cli::learn::eval(a),
+        },
         Cmd::Cluster { cmd, config } => cli::cluster::run(cmd, config).await,
         Cmd::Gate { cmd, paths } => cli::gate::run(cmd, paths).await,
         Cmd::Door { cmd, paths } => cli::door::run(cmd, paths).await,

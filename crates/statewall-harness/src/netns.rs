@@ -153,8 +153,8 @@ pub struct Pair {
 
 impl Pair {
     /// The server side as a config `[[interface]]` (tcx ingress).
-    pub fn server_interface(&self) -> statewall::config::InterfaceConfig {
-        statewall::config::InterfaceConfig {
+    pub fn server_interface(&self) -> statewall::types::InterfaceConfig {
+        statewall::types::InterfaceConfig {
             name: self.server_if.clone(),
             netns: Some(self.server.name.clone()),
             ingress: Default::default(),

@@ -21,7 +21,10 @@ use statewall_common::maps::{MAP_GATE_FLOWS, MAP_GATE_GRANTS};
 pub use crate::{
     firewall::config::FirewallConfig,
     gate::GateConfig,
-    types::{parse_tcpflags, proto_name, proto_number, step_pairs, Dur, PortSpec, Sequence, Step},
+    types::{
+        parse_tcpflags, proto_name, proto_number, step_pairs, Dur, IngressHook, InterfaceConfig,
+        PortSpec, Sequence, Step,
+    },
     xfsm::config::{
         KnockConfig, Lockout, PayloadSpec, XfsmConfig, XfsmTransition, DEFAULT_KNOCK_PAYLOAD,
     },
@@ -158,34 +161,6 @@ impl Default for DaemonConfig {
             log_level: "info".into(),
         }
     }
-}
-
-/// How the ingress stages attach.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum IngressHook {
-    /// tcx ingress (default): every stage is its own program, chained in order.
-    #[default]
-    Tcx,
-    /// XDP: one program running the ingress stages in the same order, before the stack.
-    Xdp,
-    /// Nothing on ingress.
-    Off,
-}
-
-/// `[[interface]]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InterfaceConfig {
-    /// Interface name.
-    pub name: String,
-    /// Network namespace (a name under `/run/netns`) the interface lives in; absent = the
-    /// daemon's own.
-    #[serde(default)]
-    pub netns: Option<String>,
-    /// Ingress hook: `tcx` (default), `xdp` or `off`.
-    #[serde(default)]
-    pub ingress: IngressHook,
 }
 
 impl Config {

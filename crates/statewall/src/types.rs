@@ -1,11 +1,39 @@
 //! The value types the config sections and the stages share: durations (`"5s"`), ports
 //! (`"tcp/22"`), knock steps and sequences (`"7000,8000:udp"`), protocol names and TCP
-//! flag masks. They parse from and write back to the config file's notation; imports
+//! flag masks, and an `[[interface]]`. They parse from and write back to the config file's notation; imports
 //! nothing of this crate.
 
 use std::{collections::HashMap, fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
+
+/// How the ingress stages attach.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressHook {
+    /// tcx ingress (default): every stage is its own program, chained in order.
+    #[default]
+    Tcx,
+    /// XDP: one program running the ingress stages in the same order, before the stack.
+    Xdp,
+    /// Nothing on ingress.
+    Off,
+}
+
+/// `[[interface]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Interface name.
+    pub name: String,
+    /// Network namespace (a name under `/run/netns`) the interface lives in; absent = the
+    /// daemon's own.
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// Ingress hook: `tcx` (default), `xdp` or `off`.
+    #[serde(default)]
+    pub ingress: IngressHook,
+}
 
 /// Masks an address to a prefix length (the firewall's rules, the detect stage's
 /// prefixes).

@@ -1,5 +1,5 @@
-//! `statewall detect`: mitigations in force, blocks, release; the learned classifier's
-//! training and evaluation from captures (`super::learn`).
+//! `statewall detect list|block|release`: the daemon's mitigations in force and blocks
+//! (`detect train` and `detect eval`, which need no daemon, are `super::learn`'s).
 
 use super::prelude::*;
 
@@ -24,12 +24,6 @@ pub enum DetectCmd {
         /// The blocked prefix, or the destination address.
         addr: String,
     },
-    /// Train the flow classifier (or, `--detector mining`, the mining detector) from
-    /// labelled captures.
-    Train(super::learn::TrainArgs),
-    /// Classify captures offline, window by window as the daemon would live, and count by
-    /// flow against their labels.
-    Eval(super::learn::EvalArgs),
 }
 
 /// Runs the subcommand.
@@ -80,8 +74,6 @@ pub async fn run(cmd: DetectCmd, paths: Paths) -> anyhow::Result<i32> {
                 None => println!("blocked {prefix} until released"),
             }
         }
-        DetectCmd::Train(a) => return super::learn::train(a),
-        DetectCmd::Eval(a) => return super::learn::eval(a),
         DetectCmd::Release { addr } => {
             client::request(&s, "DELETE", &format!("/api/v1/detect/{addr}"), None)
                 .await?

@@ -17,11 +17,10 @@ use std::{
 use statewall_common::detect::{in_force, Block, DestKey, DestMit, DEST_LIMIT, DEST_VERIFY};
 
 use crate::{
-    daemon::state::{Inner, Shared},
+    daemon::state::Shared,
     detect::{
-        kernel::Mitigation,
         live::{lone_sources, orient, Classifier, Detection, Held, Learned, LAST_MAX},
-        spread, Configured, Mode, Prefix, SYN_VERIFIER,
+        spread, Mode, Prefix,
     },
     engine::EngineError,
 };
@@ -363,50 +362,4 @@ fn rearm(s: &Shared, w: Learned) {
             }
         }
     }
-}
-
-/// The detectors' machines of the config in force, (machine index, detector), and the
-/// SYN verifier's index.
-pub(crate) fn detector_machines(g: &Inner) -> (Vec<(usize, Configured)>, Option<usize>) {
-    let Some(d) = &g.config.detect else {
-        return (Vec::new(), None);
-    };
-    let dets = d.detectors();
-    let nk = g.config.knocks.len();
-    let mut verifier = None;
-    let mut out = Vec::new();
-    for (i, m) in g
-        .config
-        .machines
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.exempt)
-    {
-        match dets.iter().find(|c| c.machine == m.name) {
-            Some(c) => out.push((nk + i, *c)),
-            None if m.name == SYN_VERIFIER => verifier = Some(nk + i),
-            None => {}
-        }
-    }
-    (out, verifier)
-}
-
-/// The mitigations in force (`GET /api/v1/detect`, `/metrics`): the blocks the classifier
-/// holds are its rows, with their reasons.
-pub(crate) fn mitigations(s: &Shared, g: &Inner) -> Result<Vec<Mitigation>, EngineError> {
-    let (machines, verifier) = detector_machines(g);
-    let (mut held, dests) = {
-        let c = s.classifier.lock().unwrap_or_else(|p| p.into_inner());
-        (c.held.clone(), c.dests.clone())
-    };
-    held.extend(
-        s.mining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .held
-            .iter()
-            .map(|(p, h)| (*p, h.clone())),
-    );
-    g.engine
-        .detect_mitigations(&machines, verifier, &held, &dests)
 }

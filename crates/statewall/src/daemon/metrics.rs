@@ -185,7 +185,7 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
         );
     }
     if g.config.detect.is_some() {
-        if let Ok(ms) = crate::daemon::classify::mitigations(s, g) {
+        if let Ok(ms) = s.mitigations(g) {
             let mut by: std::collections::BTreeMap<String, u64> = Default::default();
             for m in ms {
                 *by.entry(m.detector).or_default() += 1;
@@ -238,7 +238,8 @@ fn stage_counters(f: &mut Family, s: &Shared, g: &Inner) {
     }
     {
         let spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
-        let samples: Vec<_> = crate::daemon::spa::verdicts(s, &spa)
+        let samples: Vec<_> = s
+            .spa_verdicts(&spa)
             .iter()
             .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
             .collect();

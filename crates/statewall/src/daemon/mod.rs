@@ -14,7 +14,6 @@
 //! imports it but the CLI. Its shared state is in [`state`], below the REST API.
 
 pub mod api;
-pub mod blocks;
 pub mod classify;
 pub mod cluster;
 pub mod doors;

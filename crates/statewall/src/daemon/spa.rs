@@ -4,7 +4,6 @@
 //! blocking work kept off the async workers) and writes the grants it earns through the
 //! engine, with door triggers and events.
 
-use std::collections::BTreeMap;
 use std::sync::{mpsc::Receiver, Arc};
 
 use crate::{daemon::state::Shared, spa::Candidate};
@@ -19,16 +18,6 @@ pub fn queue(s: &Shared, c: Candidate) {
         s.spa_queue_full
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-/// The verdict counts with `queue_full` (when any candidate was turned away).
-pub fn verdicts(s: &Shared, spa: &crate::spa::SpaRuntime) -> BTreeMap<&'static str, u64> {
-    let mut out = spa.counts.clone();
-    let full = s.spa_queue_full.load(std::sync::atomic::Ordering::Relaxed);
-    if full > 0 {
-        out.insert("queue_full", full);
-    }
-    out
 }
 
 /// Starts the verifier thread (supervised as `spa_verifier`): it verifies queued

@@ -4,6 +4,7 @@
 //! written into the kernel, stage by stage) and [`reload`].
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -15,6 +16,7 @@ use serde::Serialize;
 use crate::{
     config::Config,
     daemon::supervise,
+    detect::{Configured, Mitigation, SYN_VERIFIER},
     engine::{Engine, HookState, LinkState, MapState},
 };
 
@@ -190,6 +192,66 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .by_name
             .contains_key(name)
+    }
+
+    /// The mitigations in force (`GET /api/v1/detect`, `/metrics`): the blocks the
+    /// learned detectors hold are their rows, with their reasons.
+    pub fn mitigations(&self, g: &Inner) -> Result<Vec<Mitigation>, crate::engine::EngineError> {
+        let (machines, verifier) = g.detector_machines();
+        let (mut held, dests) = {
+            let c = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+            (c.held.clone(), c.dests.clone())
+        };
+        held.extend(
+            self.mining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .held
+                .iter()
+                .map(|(p, h)| (*p, h.clone())),
+        );
+        g.engine
+            .detect_mitigations(&machines, verifier, &held, &dests)
+    }
+
+    /// The SPA verdict counts, with `queue_full` when any candidate was turned away.
+    pub fn spa_verdicts(&self, spa: &crate::spa::SpaRuntime) -> BTreeMap<&'static str, u64> {
+        let mut out = spa.counts.clone();
+        let full = self
+            .spa_queue_full
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if full > 0 {
+            out.insert("queue_full", full);
+        }
+        out
+    }
+}
+
+impl Inner {
+    /// The detectors' machines of the config in force, (machine index, detector), and the
+    /// SYN verifier's index.
+    pub fn detector_machines(&self) -> (Vec<(usize, Configured)>, Option<usize>) {
+        let Some(d) = &self.config.detect else {
+            return (Vec::new(), None);
+        };
+        let dets = d.detectors();
+        let nk = self.config.knocks.len();
+        let mut verifier = None;
+        let mut out = Vec::new();
+        for (i, m) in self
+            .config
+            .machines
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.exempt)
+        {
+            match dets.iter().find(|c| c.machine == m.name) {
+                Some(c) => out.push((nk + i, *c)),
+                None if m.name == SYN_VERIFIER => verifier = Some(nk + i),
+                None => {}
+            }
+        }
+        (out, verifier)
     }
 }
 /// Daemon state behind the lock.

@@ -4,34 +4,13 @@
 use std::collections::BTreeSet;
 
 use aya::maps::{lpm_trie::Key, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray};
-use serde::Serialize;
 use statewall_common::detect::{
     self as kd, Block, DestKey, DestMit, MAP_ALLOW, MAP_BLOCK, MAP_COUNT, MAP_DEST, SLOT_DESTS,
 };
 
+pub use super::Mitigation;
 use super::{Configured, Prefix, FLOOD};
 use crate::engine::{map_err, Engine, EngineError, Result};
-
-/// A mitigation in force, as `GET /api/v1/detect` lists it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Mitigation {
-    /// `syn_flood`, `udp_flood`, `icmp_flood`, `reflection`, `classifier`, `mining`, or
-    /// `block` (by hand or API).
-    pub detector: String,
-    /// What it applies to: a destination under a flood (the classifier's: with protocol,
-    /// port and length, [`super::spread::target`]), or a blocked source prefix.
-    pub target: String,
-    /// `destination` or `source`.
-    pub scope: &'static str,
-    /// Why: the window's count against the threshold, or the reason given to a block.
-    pub reason: String,
-    /// Packets over the threshold since it began (dropped under `enforce`; a SYN flood's
-    /// are the SYNs held for retransmission, all destinations together), or dropped by a
-    /// block or a destination mitigation (a verifying one: the first SYNs it held).
-    pub dropped: u64,
-    /// Seconds left (None: no expiry).
-    pub left_s: Option<f64>,
-}
 
 /// The SW_DETECT_COUNT counters by name.
 pub const COUNTER_NAMES: [&str; kd::COUNTERS as usize] = [

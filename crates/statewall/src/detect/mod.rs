@@ -56,6 +56,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Dur;
 
+/// A mitigation in force, as `GET /api/v1/detect` lists it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Mitigation {
+    /// `syn_flood`, `udp_flood`, `icmp_flood`, `reflection`, `classifier`, `mining`, or
+    /// `block` (by hand or API).
+    pub detector: String,
+    /// What it applies to: a destination under a flood (the classifier's: with protocol,
+    /// port and length, [`spread::target`]), or a blocked source prefix.
+    pub target: String,
+    /// `destination` or `source`.
+    pub scope: &'static str,
+    /// Why: the window's count against the threshold, or the reason given to a block.
+    pub reason: String,
+    /// Packets over the threshold since it began (dropped under `enforce`; a SYN flood's
+    /// are the SYNs held for retransmission, all destinations together), or dropped by a
+    /// block or a destination mitigation (a verifying one: the first SYNs it held).
+    pub dropped: u64,
+    /// Seconds left (None: no expiry).
+    pub left_s: Option<f64>,
+}
+
 /// The SYN verifier's machine name (`enforce` only).
 pub const SYN_VERIFIER: &str = "detect-syn-verify";
 /// The state of a destination under a flood.

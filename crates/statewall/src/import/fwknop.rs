@@ -6,7 +6,7 @@
 //! GPG keys).
 
 use crate::import::error::ImportError;
-use crate::{config::Config, import::knockd::Import, spa::config::FwknopConfig};
+use crate::{config::Config, import::Import, spa::config::FwknopConfig};
 
 fn yes(v: &str) -> bool {
     matches!(

@@ -24,7 +24,6 @@ use serde_json::json;
 
 use crate::{
     daemon::api::call::{parse_body, ApiError},
-    daemon::classify::{detector_machines, mitigations},
     daemon::state::{Inner, Shared},
     detect::{live::Learned, Prefix},
     types::addr_ip,
@@ -69,7 +68,7 @@ fn classifier(s: &Shared, w: Learned) -> serde_json::Value {
 
 /// Everything `GET /api/v1/detect` shows (also for `statewall top`).
 fn overview(s: &Shared, g: &Inner) -> Result<serde_json::Value, ApiError> {
-    let mitigations = mitigations(s, g).map_err(ApiError::internal)?;
+    let mitigations = s.mitigations(g).map_err(ApiError::internal)?;
     let counters: serde_json::Map<String, serde_json::Value> = g
         .engine
         .detect_counters()
@@ -168,7 +167,7 @@ async fn release(State(s): State<Arc<Shared>>, Path(addr): Path<String>) -> ApiR
     let mut g = s.lock();
     let unblocked = g.engine.detect_unblock(&p).map_err(ApiError::internal)?;
     let full = p.len == if p.addr.is_ipv4() { 32 } else { 128 };
-    let ms: Vec<usize> = detector_machines(&g).0.iter().map(|(i, _)| *i).collect();
+    let ms: Vec<usize> = g.detector_machines().0.iter().map(|(i, _)| *i).collect();
     let released = if full {
         let by_machines = g
             .engine

@@ -24,21 +24,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use commands::*;
 
+pub use super::Import;
+
 use crate::config::{
     parse_tcpflags, Config, Dur, InterfaceConfig, KnockConfig, PortSpec, Sequence,
 };
-
-/// A converted knockd configuration.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Import {
-    /// The statewall configuration (already validated).
-    pub config: Config,
-    /// What was converted differently from a one-to-one copy, dropped or defaulted, one
-    /// sentence each, in file order.
-    pub notes: Vec<String>,
-    /// Doors left out, each with why (`origin:LINE: message`), in file order.
-    pub skipped: Vec<String>,
-}
 
 /// knockd's interface when `Interface` is not given.
 const KNOCKD_DEFAULT_INTERFACE: &str = "eth0";
