@@ -35,6 +35,9 @@ pub struct InterfaceConfig {
     pub ingress: IngressHook,
 }
 
+/// A prefix as a key: (family 4 or 6, address masked to the length, length).
+pub type PKey = (u8, [u8; 16], u8);
+
 /// Masks an address to a prefix length (the firewall's rules, the detect stage's
 /// prefixes).
 pub fn mask(a: IpAddr, len: u8) -> IpAddr {

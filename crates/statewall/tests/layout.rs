@@ -723,7 +723,7 @@ fn workspace_file_layers_do_not_grow() {
 }
 
 /// File layers in the workspace today (`LAYOUT_LIST=1` lists every file's).
-const FILE_LAYERS: usize = 11;
+const FILE_LAYERS: usize = 10;
 
 /// Files over 800 lines and functions over 150 (test code excluded). The ones listed are
 /// the debt left: each may only shrink, and a new one fails.

@@ -22,41 +22,13 @@ use super::{
     compile::private_dir,
     elf,
     error::{BadObject, DynmonError},
+    maps::*,
     spec::{valid_metric_name, PathSpec},
 };
 use crate::types::Direction;
 
-/// A map of a loaded path.
-#[derive(Clone, Debug)]
-pub struct MapMeta {
-    /// `BPF_MAP_TYPE_*`.
-    pub map_type: u32,
-    /// Sizes.
-    pub key_size: u32,
-    /// Value size as declared.
-    pub value_size: u32,
-    /// Capacity.
-    pub max_entries: u32,
-    /// BTF key type (0: unknown).
-    pub key_ty: u32,
-    /// BTF value type (0: unknown).
-    pub value_ty: u32,
-    /// Whether each copy has its own instance.
-    pub swapped: bool,
-    /// Global data (`.data`, `.bss`): the initial contents an emptied map gets back.
-    pub init: Vec<u8>,
-}
 /// The most a map read may take (keys and values, all CPUs).
 pub(super) const MAX_READ_BYTES: u64 = 256 << 20;
-pub(crate) const T_HASH: u32 = 1;
-pub(crate) const T_ARRAY: u32 = 2;
-pub(crate) const T_PERCPU_HASH: u32 = 5;
-pub(crate) const T_PERCPU_ARRAY: u32 = 6;
-pub(crate) const T_LRU_HASH: u32 = 9;
-pub(crate) const T_LRU_PERCPU_HASH: u32 = 10;
-pub(crate) const T_QUEUE: u32 = 22;
-pub(crate) const T_STACK: u32 = 23;
-pub(crate) const T_RINGBUF: u32 = 27;
 /// A map type's name as statewall shows it.
 pub fn map_type_name(t: u32) -> &'static str {
     match t {
@@ -684,4 +656,13 @@ fn check_shared(
         any |= from.maps.get(name).is_some_and(|m| m.swapped);
     }
     Ok(any)
+}
+
+impl super::openmetrics::PathMaps for LoadedPath {
+    fn spec(&self) -> &PathSpec {
+        &self.spec
+    }
+    fn maps(&self) -> &BTreeMap<String, MapMeta> {
+        &self.maps
+    }
 }

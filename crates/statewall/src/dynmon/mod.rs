@@ -33,13 +33,16 @@ pub mod elf;
 pub mod error;
 pub use error::{BadObject, DynmonError};
 mod load;
+mod maps;
 pub mod openmetrics;
 mod spec;
 
 pub use bcc::{is_bcc, translate as translate_bcc, EPOCH_MAP, LOG_MAP};
 pub use compile::{code_field, compile_c, find_clang, object_of};
 use load::*;
-pub use load::{map_type_name, LoadedPath, MapMeta};
+pub use load::{map_type_name, LoadedPath};
+pub use maps::MapMeta;
+use maps::*;
 pub use spec::*;
 
 use std::{

@@ -20,9 +20,17 @@ use std::{collections::BTreeMap, fmt::Write};
 use serde_json::Value;
 
 use super::{
-    load::{LoadedPath, T_ARRAY, T_PERCPU_ARRAY, T_QUEUE, T_RINGBUF, T_STACK},
-    spec::{Label, MetricConfig, MetricType, Reading},
+    maps::{MapMeta, T_ARRAY, T_PERCPU_ARRAY, T_QUEUE, T_RINGBUF, T_STACK},
+    spec::{Label, MetricConfig, MetricType, PathSpec, Reading},
 };
+
+/// What the metrics need of a loaded path: its spec and its maps.
+pub trait PathMaps {
+    /// The path as asked for.
+    fn spec(&self) -> &PathSpec;
+    /// Its maps by name.
+    fn maps(&self) -> &BTreeMap<String, MapMeta>;
+}
 
 /// Running totals of counters whose reads are destructive: metric -> labels -> value.
 pub type Totals = BTreeMap<String, BTreeMap<Vec<(String, String)>, f64>>;
@@ -138,14 +146,14 @@ fn labels(base: &[(String, String)], more: &[(String, String)]) -> String {
 type Sample = (Vec<(String, String)>, f64);
 
 /// The series of one reading.
-fn samples_of(paths: &[LoadedPath], r: &Reading, cfg: &MetricConfig) -> Vec<Sample> {
+fn samples_of<P: PathMaps>(paths: &[P], r: &Reading, cfg: &MetricConfig) -> Vec<Sample> {
     let constant = cfg
         .open_metrics
         .as_ref()
         .map(|m| m.labels.clone())
         .unwrap_or_default();
     let mut samples: Vec<Sample> = Vec::new();
-    let map_kind = paths[r.path].maps[&cfg.map_name].map_type;
+    let map_kind = paths[r.path].maps()[&cfg.map_name].map_type;
     match (&r.value, map_kind) {
         (Value::Array(a), T_QUEUE | T_STACK | T_RINGBUF) => samples.push((vec![], a.len() as f64)),
         (Value::Array(a), T_ARRAY | T_PERCPU_ARRAY) => {
@@ -188,15 +196,15 @@ fn samples_of(paths: &[LoadedPath], r: &Reading, cfg: &MetricConfig) -> Vec<Samp
 }
 
 /// The declaration of a reading's metric.
-fn config_of<'a>(paths: &'a [LoadedPath], r: &Reading) -> Option<&'a MetricConfig> {
+fn config_of<'a, P: PathMaps>(paths: &'a [P], r: &Reading) -> Option<&'a MetricConfig> {
     paths
         .get(r.path)
-        .and_then(|p| p.spec.metrics.iter().find(|m| m.name == r.name))
+        .and_then(|p| p.spec().metrics.iter().find(|m| m.name == r.name))
 }
 
 /// Whether reading metric `cfg` takes what it reads away (swapped, emptied, popped).
-pub fn destructive(paths: &[LoadedPath], path: usize, cfg: &MetricConfig) -> bool {
-    let m = &paths[path].maps[&cfg.map_name];
+pub fn destructive<P: PathMaps>(paths: &[P], path: usize, cfg: &MetricConfig) -> bool {
+    let m = &paths[path].maps()[&cfg.map_name];
     m.swapped || cfg.extraction.empty_on_read || matches!(m.map_type, T_QUEUE | T_STACK | T_RINGBUF)
 }
 
@@ -216,7 +224,7 @@ const MAX_TOTALS: usize = 100_000;
 
 /// Adds a read's values into the running totals of counters whose reads are destructive,
 /// so that `/metrics` serves counters that only go up whoever took the reads.
-pub fn accumulate(paths: &[LoadedPath], totals: &mut Totals, readings: &[Reading]) {
+pub fn accumulate<P: PathMaps>(paths: &[P], totals: &mut Totals, readings: &[Reading]) {
     for r in readings {
         let Some(cfg) = config_of(paths, r) else {
             continue;
@@ -260,9 +268,9 @@ impl Families {
 }
 
 /// Adds the families of `d`'s readings.
-pub fn render(
+pub fn render<P: PathMaps>(
     instance: &str,
-    paths: &[LoadedPath],
+    paths: &[P],
     totals: &Totals,
     readings: &[Reading],
     om: bool,

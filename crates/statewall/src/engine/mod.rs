@@ -13,6 +13,7 @@
 //! stage writes its tables through `impl Engine` blocks in its own folder and keeps what it
 //! wrote last with [`Engine::stage`]). May import: `statewall-common` only.
 
+pub mod access;
 pub mod clock;
 pub mod ebpf;
 pub mod error;
@@ -46,8 +47,10 @@ use crate::{
     engine::pins::{LinkSpot, Pins},
 };
 
+pub use access::MapAccess;
 pub(crate) use error::{map_err, pin_err};
 pub use error::{EngineError, Result};
+pub(crate) use netns::ifindex;
 
 /// Chain order of the programs on a tcx hook (lower first).
 fn chain_rank(program: &str) -> u32 {
@@ -137,13 +140,6 @@ pub struct Engine {
     /// generation's ports, the firewall's prefix keys): one value per type, owned and named
     /// by the stage ([`Engine::stage`]); the engine reads none of them.
     stages: BTreeMap<TypeId, Box<dyn Any + Send>>,
-}
-
-/// Maps by name: the daemon's [`Engine`], or a test bed with private maps. The table
-/// writers of the stages take either.
-pub trait MapAccess {
-    /// The map called `name` (an error when this build has no such map).
-    fn map_mut(&mut self, name: &str) -> Result<&mut Map>;
 }
 
 impl MapAccess for Engine {
@@ -750,17 +746,6 @@ impl Engine {
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.get(name)
     }
-}
-
-/// The index of interface `name` in namespace `netns` now (0: no such interface).
-pub(crate) fn ifindex(netns: Option<&str>, name: &str) -> u32 {
-    let name = name.to_string();
-    in_netns(netns, move || {
-        let c = std::ffi::CString::new(name).unwrap_or_default();
-        // SAFETY: valid C string.
-        unsafe { libc::if_nametoindex(c.as_ptr()) }
-    })
-    .unwrap_or(0)
 }
 
 fn detach_pin(path: &Path) -> Result<()> {

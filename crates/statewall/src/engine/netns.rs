@@ -25,3 +25,14 @@ pub fn in_netns<R: Send>(name: Option<&str>, f: impl FnOnce() -> R + Send) -> io
         .expect("netns thread panicked")
     })
 }
+
+/// The index of interface `name` in namespace `netns` now (0: no such interface).
+pub(crate) fn ifindex(netns: Option<&str>, name: &str) -> u32 {
+    let name = name.to_string();
+    in_netns(netns, move || {
+        let c = std::ffi::CString::new(name).unwrap_or_default();
+        // SAFETY: valid C string.
+        unsafe { libc::if_nametoindex(c.as_ptr()) }
+    })
+    .unwrap_or(0)
+}

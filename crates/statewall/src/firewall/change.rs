@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use statewall_common::firewall::{field, Bitset, SINGLE};
 
-use super::rules::{
+use super::rule::{
     fields, inside, pkey, port_accepts, shorten, small_accepts, small_field, unset, PKey, Rule,
-    RulesError,
 };
-use super::sets::{ChainKernel, Pool, NONE};
+use super::sets::{ChainKernel, Pool, RulesError, NONE};
 
 /// What one edit does to every set: the rules at positions `shift.0..=shift.1` move by
 /// `shift.2`, position `clear` leaves, and position `add` joins the sets of the entries

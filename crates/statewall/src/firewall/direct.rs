@@ -19,7 +19,7 @@ use statewall_common::firewall::{
     V4_ROOT_BLOCKS, V4_STRIDE, V4_VALUE,
 };
 
-use super::rules::PKey;
+use super::rule::PKey;
 use crate::types::FastMap;
 
 fn v4(k: &PKey) -> u32 {

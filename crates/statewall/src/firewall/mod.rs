@@ -16,6 +16,7 @@ pub mod journal;
 pub mod kernel;
 pub mod log;
 mod place;
+pub mod rule;
 pub mod rules;
 pub mod sets;
 pub mod tables;

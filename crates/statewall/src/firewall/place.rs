@@ -7,7 +7,7 @@
 
 use statewall_common::firewall::MAX_RULES;
 
-use super::rules::{disjoint, Rule};
+use super::rule::{disjoint, Rule};
 
 /// Rules moved at most to make room for one insert; past that the chain is laid out again.
 const SHIFT_MAX: usize = 64;

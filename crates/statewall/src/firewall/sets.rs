@@ -7,8 +7,7 @@ use statewall_common::firewall::{
     single_id, Bitset, ChainConf, LinChain, MAX_RULES, SINGLE, SMALL_PER_CHAIN, WILD_SETS,
 };
 
-/// A prefix-trie entry's prefix: (family, address masked to the length, length).
-pub type PKey = (u8, [u8; 16], u8);
+pub use crate::types::PKey;
 
 /// Why chains cannot be compiled or written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -19,7 +19,9 @@ use statewall_common::firewall::{
 
 use super::change::{remap_chain, Change, Dirty};
 use super::place::{insert_rank, spread_ranks, Place, Slots};
-use super::rules::{build, fields, pkey, shorten, Chain, PKey, Rule, RulesError, DEFAULT_ROUTES};
+use super::rule::{fields, pkey, shorten, Chain, PKey, Rule, DEFAULT_ROUTES};
+use super::rules::build;
+use super::sets::RulesError;
 use super::sets::{ChainKernel, Pool, NONE};
 
 /// Operations of one batch applied one by one; a longer batch lays the chain out again.

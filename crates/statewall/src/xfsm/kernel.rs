@@ -8,10 +8,13 @@ use std::collections::BTreeSet;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 
 use crate::engine::{drain_ring, map_err, Engine, EngineError, Result};
+use statewall_common::xfsm::acts::{SwitchDef, MAP_SWITCH, MAP_SWITCH_IF, MAX_SWITCHES};
+
 use crate::xfsm::{
     config::{KnockConfig, XfsmInput},
     sequences::Once,
-    Compiled,
+    tables::Compiled,
+    write::write_tables,
 };
 
 /// What the xfsm stage wrote last (kept in the engine: [`Engine::stage`]).
@@ -45,8 +48,8 @@ impl Engine {
         let doors = &exp.doors;
         let raws = crate::xfsm::config::raw_machines(cfg.machines)
             .map_err(|(at, msg)| EngineError::Doors(format!("{at}: {msg}")))?;
-        let mut compiled =
-            crate::xfsm::compile(doors, &raws).map_err(|e| EngineError::Doors(e.to_string()))?;
+        let mut compiled = crate::xfsm::compile::compile(doors, &raws)
+            .map_err(|e| EngineError::Doors(e.to_string()))?;
         let switch_masks = crate::xfsm::switch::masks(cfg.switches, cfg.machines, doors.len());
         compiled.switch_mask = switch_masks.iter().fold(0, |a, m| a | m);
         compiled.exempt_mask = crate::xfsm::config::exempt_mask(cfg.machines, doors.len());
@@ -85,12 +88,11 @@ impl Engine {
             crate::xfsm::switch::switch_defs(cfg.switches, &switch_masks, shadow as u32)?;
         self.write_switch_masks(&switch_defs, shadow as u32)?;
         let known = self.stage::<Installed>().ports[shadow].take();
-        let new = crate::xfsm::write_tables(self, &compiled, known.as_deref()).map_err(|e| {
-            EngineError::Map {
+        let new =
+            write_tables(self, &compiled, known.as_deref()).map_err(|e| EngineError::Map {
                 map: "xfsm tables".into(),
                 msg: e.to_string(),
-            }
-        })?;
+            })?;
         self.write_switch_ports(&switch_defs)?;
         let st = self.stage::<Installed>();
         st.ports[new as usize] = Some(compiled.ports.keys().copied().collect());
@@ -421,5 +423,56 @@ impl Engine {
             }
         }
         Ok(dead.len())
+    }
+}
+
+impl Engine {
+    /// Before a table switch: the switches' machine masks of generation `shadow` (the one
+    /// the switch makes active); ports and the active generation's masks stay.
+    pub fn write_switch_masks(&mut self, defs: &[SwitchDef], shadow: u32) -> Result<()> {
+        let g = shadow as usize & 1;
+        let mut a: Array<&mut MapData, SwitchDef> =
+            Array::try_from(self.map_mut_checked(MAP_SWITCH)?)
+                .map_err(|e| map_err(MAP_SWITCH, e))?;
+        for i in 0..MAX_SWITCHES {
+            let mut d = a.get(&i, 0).unwrap_or_default();
+            d.masks[g] = defs.get(i as usize).map(|x| x.masks[g]).unwrap_or(0);
+            a.set(i, d, 0).map_err(|e| map_err(MAP_SWITCH, e))?;
+        }
+        Ok(())
+    }
+
+    /// After the table switch: the switches' ports and the interface map (ports that left
+    /// a switch removed); the masks stay as written.
+    pub fn write_switch_ports(&mut self, defs: &[SwitchDef]) -> Result<()> {
+        let mut a: Array<&mut MapData, SwitchDef> =
+            Array::try_from(self.map_mut_checked(MAP_SWITCH)?)
+                .map_err(|e| map_err(MAP_SWITCH, e))?;
+        for i in 0..MAX_SWITCHES {
+            let old = a.get(&i, 0).unwrap_or_default();
+            let mut d = defs.get(i as usize).copied().unwrap_or_default();
+            d.masks = old.masks;
+            a.set(i, d, 0).map_err(|e| map_err(MAP_SWITCH, e))?;
+        }
+        let mut h: BpfHashMap<&mut MapData, u32, u32> =
+            BpfHashMap::try_from(self.map_mut_checked(MAP_SWITCH_IF)?)
+                .map_err(|e| map_err(MAP_SWITCH_IF, e))?;
+        let want: Vec<(u32, u32)> = defs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| d.ports[..d.n as usize].iter().map(move |&p| (p, i as u32)))
+            .collect();
+        let stale: Vec<u32> = h
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want.iter().any(|(p, _)| p == k))
+            .collect();
+        for k in stale {
+            h.remove(&k).map_err(|e| map_err(MAP_SWITCH_IF, e))?;
+        }
+        for (p, i) in want {
+            h.insert(p, i, 0).map_err(|e| map_err(MAP_SWITCH_IF, e))?;
+        }
+        Ok(())
     }
 }

@@ -6,11 +6,11 @@
 //! program runs the switch's machines on every frame, IP or not (ARP), then forwards the
 //! frame to the port a machine chose (`bpf_redirect`), or floods it to every other port
 //! (`bpf_clone_redirect`), or hands it on to the host when no machine forwarded it.
+//! What a switch is made of; `kernel` writes it.
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use statewall_common::xfsm::acts::{SwitchDef, MAP_SWITCH, MAP_SWITCH_IF, MAX_SWITCHES};
+use statewall_common::xfsm::acts::SwitchDef;
 
-use crate::engine::{map_err, Engine, Result};
+use crate::engine::{error::EngineError, netns::ifindex};
 use crate::xfsm::config::{SwitchConfig, XfsmConfig};
 
 /// The machine mask of each switch, given the kernel index of each `[[xfsm]]` machine
@@ -33,7 +33,7 @@ pub fn switch_defs(
     switches: &[SwitchConfig],
     masks: &[u32],
     shadow: u32,
-) -> Result<Vec<SwitchDef>> {
+) -> Result<Vec<SwitchDef>, EngineError> {
     let mut defs: Vec<SwitchDef> = Vec::new();
     for (i, s) in switches.iter().enumerate() {
         let mut d = SwitchDef {
@@ -41,9 +41,9 @@ pub fn switch_defs(
             ..Default::default()
         };
         for (j, p) in s.ports.iter().enumerate() {
-            let idx = crate::engine::ifindex(s.netns.as_deref(), p);
+            let idx = ifindex(s.netns.as_deref(), p);
             if idx == 0 {
-                return Err(crate::engine::EngineError::Doors(format!(
+                return Err(EngineError::Doors(format!(
                     "[[switch]] {}: no interface {p:?}{}",
                     s.name,
                     s.netns
@@ -62,7 +62,7 @@ pub fn switch_defs(
                 .iter()
                 .find(|p| other.ports[..other.n as usize].contains(p))
             {
-                return Err(crate::engine::EngineError::Doors(format!(
+                return Err(EngineError::Doors(format!(
                     "[[switch]] {} and {}: a port of each has interface index {idx} (in different namespaces); give one of them another",
                     switches[j].name, s.name
                 )));
@@ -71,55 +71,4 @@ pub fn switch_defs(
         defs.push(d);
     }
     Ok(defs)
-}
-
-impl Engine {
-    /// Before a table switch: the switches' machine masks of generation `shadow` (the one
-    /// the switch makes active); ports and the active generation's masks stay.
-    pub fn write_switch_masks(&mut self, defs: &[SwitchDef], shadow: u32) -> Result<()> {
-        let g = shadow as usize & 1;
-        let mut a: Array<&mut MapData, SwitchDef> =
-            Array::try_from(self.map_mut_checked(MAP_SWITCH)?)
-                .map_err(|e| map_err(MAP_SWITCH, e))?;
-        for i in 0..MAX_SWITCHES {
-            let mut d = a.get(&i, 0).unwrap_or_default();
-            d.masks[g] = defs.get(i as usize).map(|x| x.masks[g]).unwrap_or(0);
-            a.set(i, d, 0).map_err(|e| map_err(MAP_SWITCH, e))?;
-        }
-        Ok(())
-    }
-
-    /// After the table switch: the switches' ports and the interface map (ports that left
-    /// a switch removed); the masks stay as written.
-    pub fn write_switch_ports(&mut self, defs: &[SwitchDef]) -> Result<()> {
-        let mut a: Array<&mut MapData, SwitchDef> =
-            Array::try_from(self.map_mut_checked(MAP_SWITCH)?)
-                .map_err(|e| map_err(MAP_SWITCH, e))?;
-        for i in 0..MAX_SWITCHES {
-            let old = a.get(&i, 0).unwrap_or_default();
-            let mut d = defs.get(i as usize).copied().unwrap_or_default();
-            d.masks = old.masks;
-            a.set(i, d, 0).map_err(|e| map_err(MAP_SWITCH, e))?;
-        }
-        let mut h: BpfHashMap<&mut MapData, u32, u32> =
-            BpfHashMap::try_from(self.map_mut_checked(MAP_SWITCH_IF)?)
-                .map_err(|e| map_err(MAP_SWITCH_IF, e))?;
-        let want: Vec<(u32, u32)> = defs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, d)| d.ports[..d.n as usize].iter().map(move |&p| (p, i as u32)))
-            .collect();
-        let stale: Vec<u32> = h
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want.iter().any(|(p, _)| p == k))
-            .collect();
-        for k in stale {
-            h.remove(&k).map_err(|e| map_err(MAP_SWITCH_IF, e))?;
-        }
-        for (p, i) in want {
-            h.insert(p, i, 0).map_err(|e| map_err(MAP_SWITCH_IF, e))?;
-        }
-        Ok(())
-    }
 }

@@ -1,0 +1,155 @@
+//! Writing compiled tables into the kernel's maps: the inactive generation first, then
+//! one array update that switches to it. Takes any [`MapAccess`] (the daemon's engine, a
+//! test bed).
+
+use super::{error::XfsmError, tables::Compiled};
+use crate::engine::access::MapAccess;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use statewall_common::{
+    xfsm::acts::{ActSet, MAP_ACTS, MAX_ACT_SETS},
+    xfsm::regs::{CondSet, UpdSet, MAP_CONDS, MAP_UPDATES, MAX_UPD_SETS},
+    xfsm::{
+        GrantSet, Machine, Payload, Trans, TransKey, CTL_EXEMPT, CTL_GEN, MAP_CTL, MAP_GRANT_SETS,
+        MAP_MACHINES, MAP_PAYLOADS, MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES,
+        MAX_PAYLOADS, PORTS_PER_GEN,
+    },
+};
+
+fn merr(name: &str, e: impl std::fmt::Display) -> XfsmError {
+    XfsmError::Map(format!("map {name}: {e}"))
+}
+
+/// Writes `c` into the inactive generation and switches to it with one array update.
+/// `known_ports` lists the ports with non-zero prefilter bits in the inactive generation
+/// (`None`: unknown, every port is written).
+pub fn write_tables(
+    acc: &mut dyn MapAccess,
+    c: &Compiled,
+    known_ports: Option<&[u16]>,
+) -> Result<u32, XfsmError> {
+    let cur = {
+        let a: Array<&MapData, u32> =
+            Array::try_from(&*acc.map_mut(MAP_CTL).map_err(|e| merr(MAP_CTL, e))?)
+                .map_err(|e| merr(MAP_CTL, e))?;
+        a.get(&CTL_GEN, 0).map_err(|e| merr(MAP_CTL, e))? & 1
+    };
+    let new = cur ^ 1;
+    {
+        let mut a: Array<&mut MapData, Machine> = Array::try_from(
+            acc.map_mut(MAP_MACHINES)
+                .map_err(|e| merr(MAP_MACHINES, e))?,
+        )
+        .map_err(|e| merr(MAP_MACHINES, e))?;
+        for i in 0..MAX_MACHINES {
+            let m = c.machines.get(i).copied().unwrap_or_default();
+            a.set(new * MAX_MACHINES as u32 + i as u32, m, 0)
+                .map_err(|e| merr(MAP_MACHINES, e))?;
+        }
+    }
+    {
+        let mut a: Array<&mut MapData, GrantSet> = Array::try_from(
+            acc.map_mut(MAP_GRANT_SETS)
+                .map_err(|e| merr(MAP_GRANT_SETS, e))?,
+        )
+        .map_err(|e| merr(MAP_GRANT_SETS, e))?;
+        for (i, g) in c
+            .grant_sets
+            .iter()
+            .enumerate()
+            .take(MAX_GRANT_SETS as usize)
+        {
+            a.set(new * MAX_GRANT_SETS + i as u32, *g, 0)
+                .map_err(|e| merr(MAP_GRANT_SETS, e))?;
+        }
+    }
+    {
+        let mut a: Array<&mut MapData, Payload> = Array::try_from(
+            acc.map_mut(MAP_PAYLOADS)
+                .map_err(|e| merr(MAP_PAYLOADS, e))?,
+        )
+        .map_err(|e| merr(MAP_PAYLOADS, e))?;
+        for (i, p) in c.payloads.iter().enumerate().take(MAX_PAYLOADS as usize) {
+            a.set(new * MAX_PAYLOADS + i as u32, *p, 0)
+                .map_err(|e| merr(MAP_PAYLOADS, e))?;
+        }
+    }
+    {
+        let mut a: Array<&mut MapData, u16> =
+            Array::try_from(acc.map_mut(MAP_PORTS).map_err(|e| merr(MAP_PORTS, e))?)
+                .map_err(|e| merr(MAP_PORTS, e))?;
+        let base = new * PORTS_PER_GEN;
+        match known_ports {
+            Some(ports) => {
+                for p in ports {
+                    if !c.ports.contains_key(p) {
+                        a.set(base + *p as u32, 0, 0)
+                            .map_err(|e| merr(MAP_PORTS, e))?;
+                    }
+                }
+                for (p, v) in &c.ports {
+                    a.set(base + *p as u32, *v, 0)
+                        .map_err(|e| merr(MAP_PORTS, e))?;
+                }
+            }
+            None => {
+                for p in 0..PORTS_PER_GEN {
+                    let v = c.ports.get(&(p as u16)).copied().unwrap_or(0);
+                    a.set(base + p, v, 0).map_err(|e| merr(MAP_PORTS, e))?;
+                }
+            }
+        }
+    }
+    {
+        let mut a: Array<&mut MapData, CondSet> =
+            Array::try_from(acc.map_mut(MAP_CONDS).map_err(|e| merr(MAP_CONDS, e))?)
+                .map_err(|e| merr(MAP_CONDS, e))?;
+        for i in 0..MAX_MACHINES {
+            let cs = c.conds.get(i).copied().unwrap_or_default();
+            a.set(new * MAX_MACHINES as u32 + i as u32, cs, 0)
+                .map_err(|e| merr(MAP_CONDS, e))?;
+        }
+        let mut a: Array<&mut MapData, UpdSet> =
+            Array::try_from(acc.map_mut(MAP_UPDATES).map_err(|e| merr(MAP_UPDATES, e))?)
+                .map_err(|e| merr(MAP_UPDATES, e))?;
+        for (i, us) in c.upd_sets.iter().enumerate() {
+            a.set(new * MAX_UPD_SETS + i as u32, *us, 0)
+                .map_err(|e| merr(MAP_UPDATES, e))?;
+        }
+        let mut a: Array<&mut MapData, ActSet> =
+            Array::try_from(acc.map_mut(MAP_ACTS).map_err(|e| merr(MAP_ACTS, e))?)
+                .map_err(|e| merr(MAP_ACTS, e))?;
+        for (i, s) in c.act_sets.iter().enumerate() {
+            a.set(new * MAX_ACT_SETS + i as u32, *s, 0)
+                .map_err(|e| merr(MAP_ACTS, e))?;
+        }
+    }
+    {
+        let mut h: BpfHashMap<&mut MapData, TransKey, Trans> =
+            BpfHashMap::try_from(acc.map_mut(MAP_TRANS).map_err(|e| merr(MAP_TRANS, e))?)
+                .map_err(|e| merr(MAP_TRANS, e))?;
+        let stale: Vec<TransKey> = h
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.generation as u32 == new)
+            .collect();
+        for k in stale {
+            h.remove(&k).map_err(|e| merr(MAP_TRANS, e))?;
+        }
+        for (k, t) in c.trans_entries(new) {
+            h.insert(k, t, 0).map_err(|e| merr(MAP_TRANS, e))?;
+        }
+    }
+    let mut a: Array<&mut MapData, u32> =
+        Array::try_from(acc.map_mut(MAP_CTL).map_err(|e| merr(MAP_CTL, e))?)
+            .map_err(|e| merr(MAP_CTL, e))?;
+    // The new generation's exempt machines beside the other's, before the switch.
+    let exempt = a.get(&CTL_EXEMPT, 0).map_err(|e| merr(MAP_CTL, e))?;
+    let shift = 8 * new;
+    let exempt = (exempt & !(0xff << shift)) | (c.exempt_mask & 0xff) << shift;
+    a.set(CTL_EXEMPT, exempt, 0).map_err(|e| merr(MAP_CTL, e))?;
+    // The switch: one array update.
+    a.set(CTL_GEN, c.ctl_word(new), 0)
+        .map_err(|e| merr(MAP_CTL, e))?;
+    Ok(new)
+}
