@@ -523,7 +523,11 @@ extern "C" fn machine_cb(i: u64, lc: *mut c_void) -> i64 {
             return 1;
         };
         let r = sw_xfsm_machine(p, lc.now, lc.packed, m, w);
-        sw_xfsm_commit(p, m, w);
+        // (The commit's own first test, without the call: most packets leave nothing to
+        // write.)
+        if unsafe { (*w).write != 0 || (*w).tr.upd != 0 } {
+            sw_xfsm_commit(p, m, w);
+        }
         lc.drop |= r & RUN_DROP;
         if r & RUN_GRANT != 0 {
             lc.grant = r;
