@@ -23,7 +23,8 @@
 //! steps of an array's read-then-zero may be lost (as with Dynmon); hash maps are read
 //! and deleted by batches, entry by entry.
 //!
-//! Owns dynamic monitors (loading users' objects, BTF decoding, metrics). May import:
+//! Owns dynamic monitors (loading users' objects, BTF decoding, the maps' descriptions
+//! (`maps`), metrics). May import:
 //! `engine`, `types`.
 
 mod bcc;

@@ -11,7 +11,8 @@
 //!
 //! Owns loading, pinning, attaching, adopting and tearing down; knows no stage (a
 //! stage writes its tables through `impl Engine` blocks in its own folder and keeps what it
-//! wrote last with [`Engine::stage`]). May import: `statewall-common` only.
+//! wrote last with [`Engine::stage`]; a table writer that also serves test beds takes
+//! [`MapAccess`], in `access`). May import: `statewall-common` only.
 
 pub mod access;
 pub mod clock;

@@ -4,7 +4,8 @@
 //! in `STATE_DIR/firewall.json` and written into the kernel (`crate::firewall::rules`) on every change
 //! and at start, so a restart keeps enforcing the same rules with the same counters.
 //!
-//! Owns the `[firewall]` section (`config`), rule compilation (`rules`), the classifier's
+//! Owns the `[firewall]` section (`config`), rules as the classifier sees them (`rule`),
+//! their compilation into a chain's tables (`rules`), the classifier's
 //! tables (`sets`, `tables`, `write`, and the IPv4 direct table beside the prefix tries,
 //! `direct`) and what it writes into the kernel (`kernel`). May import: `engine`, `types`.
 

@@ -1,6 +1,6 @@
 //! User side of the `xfsm` stage: compiling knock doors into OpenState tables, writing
 //! tables into the kernel (shadow generation, then one switch), and `reference::RefTables`, the
-//! plain-map implementation of [`Tables`] that runs the reference model in tests.
+//! plain-map implementation of [`Tables`](statewall_common::xfsm::Tables) that runs the reference model in tests.
 //!
 //! A knock door compiles to one machine keyed by source address. Its sequences form a trie
 //! from DEFAULT: DEFAULT --s1--> a --s2--> b ... --sn--> OPEN, where the last step of an open

@@ -78,7 +78,7 @@ impl RefTables {
         }
     }
 
-    /// Loads compiled tables into the inactive generation and switches, like [`write_tables`].
+    /// Loads compiled tables into the inactive generation and switches, like [`write_tables`](super::write_tables).
     pub fn load(&mut self, c: &Compiled) {
         let new = (self.ctl[CTL_GEN as usize] & 1) ^ 1;
         for i in 0..MAX_MACHINES {
