@@ -797,22 +797,18 @@ pub const NO_BUCKET: u32 = u32::MAX;
 /// Activity-filter bucket of a key (a multiplicative hash of its words).
 #[inline(always)]
 pub fn bucket(k: &StateKey) -> u32 {
-    // Each word times a constant of its own, summed: the products do not wait for each
-    // other (a chain of ten multiplies did), and a word's position still changes its
-    // share.
-    let w = |a: usize, i: usize| aligned_word(&k.addrs[a], i);
-    let head = (k.machine as u32) | (k.family as u32) << 8 | (k.proto as u32) << 16;
-    let ports = k.ports[0] as u32 | (k.ports[1] as u32) << 16;
-    let h = (head.wrapping_mul(0x9e37_79b1) ^ ports)
-        .wrapping_add(w(0, 0).wrapping_mul(0x85eb_ca77))
-        .wrapping_add(w(0, 1).wrapping_mul(0xc2b2_ae3d))
-        .wrapping_add(w(0, 2).wrapping_mul(0x27d4_eb2f))
-        .wrapping_add(w(0, 3).wrapping_mul(0x1656_67b1))
-        .wrapping_add(w(1, 0).wrapping_mul(0xd3a2_646d))
-        .wrapping_add(w(1, 1).wrapping_mul(0xfd70_46c5))
-        .wrapping_add(w(1, 2).wrapping_mul(0xb55a_4f09))
-        .wrapping_add(w(1, 3).wrapping_mul(0x8ebc_6af1));
-    let h = (h ^ (h >> 15)).wrapping_mul(0x2c1b_3c6d);
+    let mut h: u32 = (k.machine as u32) | (k.family as u32) << 8 | (k.proto as u32) << 16;
+    h = h.wrapping_mul(0x9e37_79b1) ^ (k.ports[0] as u32 | (k.ports[1] as u32) << 16);
+    let mut a = 0;
+    while a < 2 {
+        let mut i = 0;
+        while i < 4 {
+            h = h.wrapping_mul(0x9e37_79b1) ^ aligned_word(&k.addrs[a], i);
+            i += 1;
+        }
+        a += 1;
+    }
+    h = h.wrapping_mul(0x9e37_79b1);
     (h >> 16) % ACTIVE_BUCKETS
 }
 
