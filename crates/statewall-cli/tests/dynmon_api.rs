@@ -434,7 +434,11 @@ fn dynamic_monitors_through_the_daemon() {
     );
 
     // 8. A state file that cannot be written (a directory in its place) refuses a load, an
-    //    unload and a detach, and each leaves the instances as they were.
+    //    unload, an attach and a detach, and each leaves the instances as they were.
+    let pc = format!("http://127.0.0.1:{api}/polycube/v1");
+    let cube = |name: &str| json!({"cube": name, "port": pair.server_if}).to_string();
+    let (code, v) = curl("POST", &format!("{pc}/detach"), Some(&cube("flows2")));
+    assert_eq!(code, 200, "{v}");
     let file = p.state.join("dynmon.json");
     let saved = std::fs::read(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
@@ -460,12 +464,9 @@ fn dynamic_monitors_through_the_daemon() {
     refused(load, "load", "(nothing changed)");
     let unload = curl("DELETE", &format!("{base}/flows2"), None);
     refused(unload, "unload", "(still loaded)");
-    let detach = json!({"cube": "flows2", "port": pair.server_if}).to_string();
-    let detach = curl(
-        "POST",
-        &format!("http://127.0.0.1:{api}/polycube/v1/detach"),
-        Some(&detach),
-    );
+    let attach = curl("POST", &format!("{pc}/attach"), Some(&cube("flows2")));
+    refused(attach, "attach", "(nothing changed)");
+    let detach = curl("POST", &format!("{pc}/detach"), Some(&cube("flows")));
     refused(detach, "detach", "(nothing changed)");
     let list = d.get("/api/v1/dynmon");
     let names: Vec<&str> = list
@@ -475,11 +476,14 @@ fn dynamic_monitors_through_the_daemon() {
         .map(|x| x["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["flows", "flows2"]);
-    assert_ne!(d.get("/api/v1/dynmon/flows2")["hooks"], json!([]));
+    let flows2 = d.get("/api/v1/dynmon/flows2");
+    assert_eq!(flows2["hooks"], json!([]), "{flows2}");
+    assert_eq!(flows2["interface"], Value::Null, "{flows2}");
+    assert_ne!(d.get("/api/v1/dynmon/flows")["hooks"], json!([]));
     assert_eq!(
         count_flows(),
         progs,
-        "the refused load left no program behind"
+        "the refused load and attach left no program behind"
     );
     std::fs::remove_dir_all(&file).unwrap();
     std::fs::write(&file, saved).unwrap();

@@ -136,7 +136,10 @@ pub(crate) fn unlock(p: *mut u64) {
 /// The kernel's tables. `regs`: the per-flow register entry [`Tables::flow_regs`] found in
 /// this machine's run (null if none), for the update that follows at the same key. A
 /// `Maps` lives for one global function's call (one machine's run or commit), so what it
-/// keeps never outlives the RCU section of the program.
+/// keeps never outlives the RCU section of the program. As with any map value held
+/// between a lookup and a write, an LRU eviction on another CPU in between can hand the
+/// entry to another flow (which then gets this packet's updates); keeping it from the
+/// conditions to the updates widens that window by the transition's own work.
 struct Maps {
     regs: core::cell::Cell<*mut FlowRegs>,
 }

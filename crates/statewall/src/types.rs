@@ -1,7 +1,7 @@
 //! The value types the config sections and the stages share: durations (`"5s"`), ports
 //! (`"tcp/22"`), knock steps and sequences (`"7000,8000:udp"`), protocol names and TCP
-//! flag masks, and an `[[interface]]`. They parse from and write back to the config file's notation; imports
-//! nothing of this crate.
+//! flag masks, an `[[interface]]`, a prefix as a key. They parse from and write back to
+//! the config file's notation; imports nothing of this crate.
 
 use std::{collections::HashMap, fmt, net::IpAddr};
 

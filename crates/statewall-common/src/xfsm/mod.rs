@@ -1136,8 +1136,9 @@ fn apply_grants<T: Tables>(t: &mut T, c: &Ctx<'_>, set: u8, revoke: bool) -> u8 
 
 /// Working memory of one machine step. The kernel keeps it in a per-CPU map slot (the
 /// BPF stack is 512 bytes for the whole call chain), the reference on its stack.
-/// [`run_machine`] decides and fills it; [`commit_machine`] writes the state it holds (two
-/// calls, so that the kernel's call chain never holds both).
+/// [`run_machine`] decides and fills it, and runs the updates at the lookup key;
+/// [`commit_machine`] writes the state it holds and runs the updates at another update key
+/// (two calls, so that the kernel's call chain never holds both).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Work {
@@ -1165,7 +1166,7 @@ pub struct Work {
     pub tr: Trans,
     /// A lock record.
     pub lock: LockVal,
-    /// The packet's time (the commit's updates read it).
+    /// The packet's time (the updates read it).
     pub now: u64,
     /// The lookup key's per-flow registers (extended machines).
     pub regs: [u64; FLOW_REGS],

@@ -250,10 +250,16 @@ impl Dynmon {
 
     /// Detaches every path (the programs stay loaded).
     pub fn detach(&mut self) {
+        self.unhook();
+        self.spec.interface = None;
+    }
+
+    /// Takes every path off its hook for a while, the spec still naming its interface (a
+    /// replace whose successor needs the hook: the instance is attached again or replaced).
+    pub fn unhook(&mut self) {
         for p in &mut self.paths {
             p.links.clear();
         }
-        self.spec.interface = None;
     }
 
     /// Hooks the instance runs on, with the program id there.

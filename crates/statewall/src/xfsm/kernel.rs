@@ -1,6 +1,6 @@
 //! The xfsm stage in the kernel: compiling doors and machines into the inactive
-//! generation and switching to it, one-time and derived sequences, lock records, events
-//! and counters. Written through the [`Engine`]; what was written last is kept beside it
+//! generation and switching to it, the switches' masks and ports, one-time and derived
+//! sequences, lock records, events and counters. Written through the [`Engine`]; what was written last is kept beside it
 //! ([`Installed`]).
 
 use std::collections::BTreeSet;

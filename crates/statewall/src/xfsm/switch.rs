@@ -6,7 +6,8 @@
 //! program runs the switch's machines on every frame, IP or not (ARP), then forwards the
 //! frame to the port a machine chose (`bpf_redirect`), or floods it to every other port
 //! (`bpf_clone_redirect`), or hands it on to the host when no machine forwarded it.
-//! What a switch is made of; `kernel` writes it.
+//!
+//! This file says what a switch is made of; `kernel` writes it.
 
 use statewall_common::xfsm::acts::SwitchDef;
 

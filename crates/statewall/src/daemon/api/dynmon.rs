@@ -178,8 +178,9 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
         // except an XDP one: the interface has room for one XDP program.
         match g.by_name.get_mut(&name) {
             Some(d) if d.paths.iter().any(|p| p.xdp) => {
+                // Off the hook, its spec unchanged: a save meanwhile keeps it as it is.
                 let i = d.spec.interface.clone();
-                d.detach();
+                d.unhook();
                 i
             }
             _ => None,
@@ -194,29 +195,40 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
         let mut g = lock(&s);
         g.pending.remove(&name);
         // A failed load or save changes nothing: the replaced instance (if any) is
-        // attached again where its successor's load had to detach it.
-        let keep_old = |g: &mut crate::dynmon::Dynmons| {
-            if let (Some(i), Some(old)) = (&old_iface, g.by_name.get_mut(&name)) {
-                if let Err(e) = old.attach(i, old.spec.netns.clone()) {
-                    tracing::warn!(dynmon = %name, "re-attaching the previous program: {e}");
-                }
-            }
+        // attached again where its successor's load had to take it off its hook. If that
+        // fails too, it stays loaded, detached, and the state file says so.
+        let keep_old = |g: &mut crate::dynmon::Dynmons, e: ApiError| -> ApiError {
+            let Some(i) = &old_iface else { return e };
+            let Some(old) = g.by_name.get_mut(&name) else {
+                return e;
+            };
+            let Err(again) = old.attach(i, old.spec.netns.clone()) else {
+                return e;
+            };
+            old.detach();
+            let spec = old.spec.clone();
+            let saved = match g.save_with(&name, Some(&spec)) {
+                Ok(()) => String::new(),
+                Err(s) => format!("; {s}"),
+            };
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "{}; the previous program of {name:?} could not be attached again ({again}): it is loaded and detached{saved}",
+                    e.1
+                ),
+            )
         };
         let d = match loaded
             .and_then(|r| r.map_err(|e| e.context(format!("dynamic monitor {name:?}")).into()))
         {
             Ok(d) => d,
-            Err(e) => {
-                keep_old(&mut g);
-                return Err(e);
-            }
+            Err(e) => return Err(keep_old(&mut g, e)),
         };
         if let Err(e) = g.save_with(&name, Some(&d.spec)) {
             drop(d);
-            keep_old(&mut g);
-            return Err(e
-                .context(format!("dynamic monitor {name:?} (nothing changed)"))
-                .into());
+            let e = e.context(format!("dynamic monitor {name:?} (nothing changed)"));
+            return Err(keep_old(&mut g, e.into()));
         }
         tracing::info!(dynmon = %name, load_us = d.load_time.as_micros() as u64, "dynamic monitor loaded");
         let v = view(&d);
@@ -508,13 +520,16 @@ pub fn attach_detach(
         ApiError::from(e.context(format!("dynamic monitor {cube:?} (nothing changed)")))
     };
     if on {
+        let before = d.spec.clone();
         let netns = netns.or_else(|| d.spec.netns.clone());
         d.attach(port, netns)
             .map_err(|e| ApiError::from(e.context(format!("dynamic monitor {cube:?}"))))?;
         let spec = d.spec.clone();
         if let Err(e) = g.save_with(cube, Some(&spec)) {
+            // Back as it was: detached, with the namespace it had.
             if let Some(d) = g.by_name.get_mut(cube) {
-                d.detach();
+                d.unhook();
+                d.spec = before;
             }
             return Err(kept(e));
         }
