@@ -325,6 +325,50 @@ fn dynamic_monitors_through_the_daemon() {
     assert!(udp.passes(9923, b"x"));
     d.ok("DELETE", "/api/v1/dynmon/passall", "");
 
+    // A client that gives up while its program compiles: the load still ends (the
+    // instance appears and can be deleted), and the name is free again.
+    let body = json!({"interface": pair.server_if, "netns": pair.server.name,
+        "paths": [{"source": pass_all, "metrics": []}]});
+    let st = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "0.02",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type:",
+        ])
+        .args(["--data-binary", &body.to_string()])
+        .arg(format!("http://127.0.0.1:{api}/api/v1/dynmon/gaveup"))
+        .status()
+        .unwrap();
+    assert_eq!(
+        st.code(),
+        Some(28),
+        "curl gave up before the answer (timeout)"
+    );
+    let mut appeared = false;
+    for _ in 0..300 {
+        let (code, _) = curl(
+            "GET",
+            &format!("http://127.0.0.1:{api}/api/v1/dynmon/gaveup"),
+            None,
+        );
+        if code == 200 {
+            appeared = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(appeared, "the abandoned load never finished");
+    d.ok("DELETE", "/api/v1/dynmon/gaveup", "");
+    let v = d.ok("POST", "/api/v1/dynmon/gaveup", &body.to_string());
+    assert_eq!(v["paths"][0]["program"], "pass_all");
+    d.ok("DELETE", "/api/v1/dynmon/gaveup", "");
+
     // 6. Rejected programs leave nothing behind.
     let before_chain = ingress_chain(&d, &pair);
     let bad = "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n\

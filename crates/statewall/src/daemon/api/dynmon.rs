@@ -128,20 +128,29 @@ pub fn view(d: &Dynmon) -> Value {
     })
 }
 
+// The lock is held by reads (a grace period) and by writes (a synced file): every
+// handler takes it off the async workers.
+
 async fn list(State(s): State<Arc<Shared>>) -> ApiResult {
-    let g = lock(&s);
-    let mut v: Vec<Value> = g.by_name.values().map(view).collect();
-    // Kept instances that did not load at start.
-    v.extend(g.failed.iter().map(|(n, spec)| {
-        json!({"name": n, "interface": spec.interface, "netns": spec.netns, "loaded": false})
-    }));
-    Ok(Json(v).into_response())
+    off_workers(move || {
+        let g = lock(&s);
+        let mut v: Vec<Value> = g.by_name.values().map(view).collect();
+        // Kept instances that did not load at start.
+        v.extend(g.failed.iter().map(|(n, spec)| {
+            json!({"name": n, "interface": spec.interface, "netns": spec.netns, "loaded": false})
+        }));
+        Ok(Json(v).into_response())
+    })
+    .await
 }
 
 async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let g = lock(&s);
-    let d = g.by_name.get(&name).ok_or_else(|| not_found(&name))?;
-    Ok(Json(view(d)).into_response())
+    off_workers(move || {
+        let g = lock(&s);
+        let d = g.by_name.get(&name).ok_or_else(|| not_found(&name))?;
+        Ok(Json(view(d)).into_response())
+    })
+    .await
 }
 
 /// Loads an instance without holding the lock (clang and the verifier take a while),
@@ -186,12 +195,15 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
             _ => None,
         }
     };
-    let n = name.clone();
-    let loaded = tokio::task::spawn_blocking(move || Dynmon::load(&n, spec))
-        .await
-        .map_err(ApiError::internal);
-    // The rest holds the lock and syncs the state file: off the async workers.
+    // The load (outside the lock) and what follows (under it, with a synced state file),
+    // as one task on the blocking threads: it runs to its end even when the client goes
+    // away, so the name is freed and a replaced instance put back either way.
     off_workers(move || {
+        let _reserved = Reserved {
+            s: s.clone(),
+            name: name.clone(),
+        };
+        let loaded = Dynmon::load(&name, spec);
         let mut g = lock(&s);
         g.pending.remove(&name);
         // A failed load or save changes nothing: the replaced instance (if any) is
@@ -219,11 +231,12 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
                 ),
             )
         };
-        let d = match loaded
-            .and_then(|r| r.map_err(|e| e.context(format!("dynamic monitor {name:?}")).into()))
-        {
+        let d = match loaded {
             Ok(d) => d,
-            Err(e) => return Err(keep_old(&mut g, e)),
+            Err(e) => {
+                let e = e.context(format!("dynamic monitor {name:?}"));
+                return Err(keep_old(&mut g, e.into()));
+            }
         };
         if let Err(e) = g.save_with(&name, Some(&d.spec)) {
             drop(d);
@@ -238,6 +251,19 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
         Ok((StatusCode::CREATED, Json(v)).into_response())
     })
     .await
+}
+
+/// A name reserved for a load, freed when the load's task ends however it ends (a panic
+/// included).
+struct Reserved {
+    s: Arc<Shared>,
+    name: String,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        lock(&self.s).pending.remove(&self.name);
+    }
 }
 
 async fn load(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
@@ -470,9 +496,12 @@ pub async fn pc_delete(s: Arc<Shared>, name: String) -> ApiResult {
 }
 
 async fn pc_config(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let g = lock(&s);
-    let d = g.by_name.get(&name).ok_or_else(|| not_found(&name))?;
-    Ok(Json(pc_paths(&d.spec)).into_response())
+    off_workers(move || {
+        let g = lock(&s);
+        let d = g.by_name.get(&name).ok_or_else(|| not_found(&name))?;
+        Ok(Json(pc_paths(&d.spec)).into_response())
+    })
+    .await
 }
 
 async fn pc_put_config(

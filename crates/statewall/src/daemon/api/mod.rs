@@ -663,7 +663,10 @@ pub mod polycube {
         Json, Router,
     };
 
-    use super::{call::ApiError, dynmon, monitor};
+    use super::{
+        call::{off_workers, ApiError},
+        dynmon, monitor,
+    };
     use crate::daemon::state::Shared;
 
     type ApiResult = Result<Response, ApiError>;
@@ -686,10 +689,14 @@ pub mod polycube {
     }
 
     async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-        monitor::pc_show(&s, &name)
-            .or_else(|| dynmon::pc_show(&s, &name))
-            .map(|v| Json(v).into_response())
-            .ok_or_else(|| monitor::not_found(&name))
+        // (The dynamic monitors' lock is held by reads and synced writes: off the workers.)
+        off_workers(move || {
+            monitor::pc_show(&s, &name)
+                .or_else(|| dynmon::pc_show(&s, &name))
+                .map(|v| Json(v).into_response())
+                .ok_or_else(|| monitor::not_found(&name))
+        })
+        .await
     }
 
     async fn create(
@@ -711,7 +718,13 @@ pub mod polycube {
     }
 
     async fn metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-        if !s.is_builtin_monitor(&name) && dynmon::exists(&s, &name) {
+        let (s2, n2) = (s.clone(), name.clone());
+        let dynamic = tokio::task::spawn_blocking(move || {
+            !s2.is_builtin_monitor(&n2) && dynmon::exists(&s2, &n2)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        if dynamic {
             return dynmon::pc_metrics(s, name).await;
         }
         monitor::pc_metrics(s, name).await
