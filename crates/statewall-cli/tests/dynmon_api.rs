@@ -35,6 +35,24 @@ fn loaded_programs() -> Vec<String> {
 }
 
 /// Program names on the server interface's tcx ingress, in run order.
+/// How many programs named `count_flows` (the flows example's) the kernel holds.
+fn count_flows() -> usize {
+    loaded_programs()
+        .iter()
+        .filter(|n| *n == "count_flows")
+        .count()
+}
+
+/// The dynamic monitors' names, as the daemon lists them.
+fn dynmon_names(d: &Daemon) -> Vec<String> {
+    d.get("/api/v1/dynmon")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn ingress_chain(d: &Daemon, pair: &Pair) -> Vec<String> {
     d.programs(Some(&pair.server_if), "ingress")
 }
@@ -444,28 +462,12 @@ fn dynamic_monitors_through_the_daemon() {
     }
 
     // 7. A restart brings the instances back, attached (the specs keep the objects).
-    let progs_before = loaded_programs()
-        .iter()
-        .filter(|n| *n == "count_flows")
-        .count();
+    let progs_before = count_flows();
     assert_eq!(progs_before, 3, "flows (two copies) and flows2 (one)");
     assert_eq!(d.stop(), 0);
-    assert_eq!(
-        loaded_programs()
-            .iter()
-            .filter(|n| *n == "count_flows")
-            .count(),
-        0
-    );
+    assert_eq!(count_flows(), 0);
     let d = Daemon::start(&p, &args);
-    let list = d.get("/api/v1/dynmon");
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["flows", "flows2"]);
+    assert_eq!(dynmon_names(&d), ["flows", "flows2"]);
     assert_eq!(
         ingress_chain(&d, &pair).last().map(String::as_str),
         Some("count_flows")
@@ -487,12 +489,6 @@ fn dynamic_monitors_through_the_daemon() {
     let saved = std::fs::read(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
     std::fs::create_dir_all(file.join("in-the-way")).unwrap();
-    let count_flows = || {
-        loaded_programs()
-            .iter()
-            .filter(|n| *n == "count_flows")
-            .count()
-    };
     let progs = count_flows();
     let refused = |(code, v): (u16, Value), what: &str, says: &str| {
         assert_eq!(code, 500, "{what}: {v}");
@@ -512,14 +508,7 @@ fn dynamic_monitors_through_the_daemon() {
     refused(attach, "attach", "(nothing changed)");
     let detach = curl("POST", &format!("{pc}/detach"), Some(&cube("flows")));
     refused(detach, "detach", "(nothing changed)");
-    let list = d.get("/api/v1/dynmon");
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["flows", "flows2"]);
+    assert_eq!(dynmon_names(&d), ["flows", "flows2"]);
     let flows2 = d.get("/api/v1/dynmon/flows2");
     assert_eq!(flows2["hooks"], json!([]), "{flows2}");
     assert_eq!(flows2["interface"], Value::Null, "{flows2}");
@@ -538,13 +527,7 @@ fn dynamic_monitors_through_the_daemon() {
     let (code, _) = curl("DELETE", &format!("{base}/flows2"), None);
     assert_eq!(code, 200);
     assert!(!ingress_chain(&d, &pair).iter().any(|n| n == "count_flows"));
-    assert_eq!(
-        loaded_programs()
-            .iter()
-            .filter(|n| *n == "count_flows")
-            .count(),
-        0
-    );
+    assert_eq!(count_flows(), 0);
     assert!(!udp.passes(9922, b"x"));
     assert!(udp.passes(9923, b"x"));
     assert_eq!(d.get("/api/v1/dynmon"), json!([]));
