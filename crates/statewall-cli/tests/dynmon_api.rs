@@ -518,6 +518,10 @@ fn dynamic_monitors_through_the_daemon() {
         progs,
         "the refused load and attach left no program behind"
     );
+    assert!(
+        !p.state.join("dynmon.tmp").exists(),
+        "a refused write left its temporary file"
+    );
     std::fs::remove_dir_all(&file).unwrap();
     std::fs::write(&file, saved).unwrap();
 

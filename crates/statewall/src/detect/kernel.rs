@@ -8,8 +8,7 @@ use statewall_common::detect::{
     self as kd, Block, DestKey, DestMit, MAP_ALLOW, MAP_BLOCK, MAP_COUNT, MAP_DEST, SLOT_DESTS,
 };
 
-pub use super::Mitigation;
-use super::{Configured, Prefix, FLOOD};
+use super::{Configured, Mitigation, Prefix, FLOOD};
 use crate::engine::{map_err, Engine, EngineError, Result};
 
 /// The SW_DETECT_COUNT counters by name.

@@ -393,9 +393,15 @@ pub fn write_synced(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> 
         .mode(0o600)
         .open(&tmp)
         .map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
+    // A failure past this point leaves no temporary file behind.
+    let written = f
+        .write_all(data)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
