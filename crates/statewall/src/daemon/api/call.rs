@@ -89,11 +89,13 @@ pub fn parse_large_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     serde_json::from_slice(body).or_else(|_| parse_body(body))
 }
 
-/// Runs a handler's body (the shared state's lock, writes into the kernel, a synced file)
-/// on the runtime's blocking threads, so that no async worker waits on a disk or a lock.
-pub async fn off_workers<F>(f: F) -> Result<Response, ApiError>
+/// Runs a handler's body, or the part of it that blocks (the shared state's lock, writes
+/// into the kernel, a synced file, a read that waits a grace period), on the runtime's
+/// blocking threads, so that no async worker waits on a disk or a lock.
+pub async fn off_workers<T, F>(f: F) -> Result<T, ApiError>
 where
-    F: FnOnce() -> Result<Response, ApiError> + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
 {
     tokio::task::spawn_blocking(f)
         .await

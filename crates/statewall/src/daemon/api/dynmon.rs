@@ -205,7 +205,6 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
         };
         let loaded = Dynmon::load(&name, spec);
         let mut g = lock(&s);
-        g.pending.remove(&name);
         // A failed load or save changes nothing: the replaced instance (if any) is
         // attached again where its successor's load had to take it off its hook. If that
         // fails too, it stays loaded, detached, and the state file says so.
@@ -297,14 +296,13 @@ async fn take<T: Send + 'static>(
     name: String,
     f: impl FnOnce(&Dynmon, &[Reading]) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    off_workers(move || {
         let mut g = lock(&s);
         let d = g.by_name.get_mut(&name).ok_or_else(|| not_found(&name))?;
         let r = d.read().map_err(ApiError::from)?;
         Ok(f(d, &r))
     })
     .await
-    .map_err(ApiError::internal)?
 }
 
 async fn read(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {

@@ -719,11 +719,9 @@ pub mod polycube {
 
     async fn metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
         let (s2, n2) = (s.clone(), name.clone());
-        let dynamic = tokio::task::spawn_blocking(move || {
-            !s2.is_builtin_monitor(&n2) && dynmon::exists(&s2, &n2)
-        })
-        .await
-        .map_err(ApiError::internal)?;
+        let dynamic =
+            off_workers(move || Ok(!s2.is_builtin_monitor(&n2) && dynmon::exists(&s2, &n2)))
+                .await?;
         if dynamic {
             return dynmon::pc_metrics(s, name).await;
         }

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use statewall_common::monitor::{PktRec, SessKey};
 
 use crate::{
-    daemon::api::call::ApiError,
+    daemon::api::call::{off_workers, ApiError},
     daemon::state::Shared,
     monitor::{ip, Direction, Kind, Monitor, Window},
 };
@@ -92,14 +92,13 @@ async fn take<T: Send + 'static>(
     name: String,
     f: impl FnOnce(&Monitor, &Window) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    off_workers(move || {
         let mut g = s.monitors.lock().unwrap_or_else(|p| p.into_inner());
         let m = g.by_name.get_mut(&name).ok_or_else(|| not_found(&name))?;
         let w = m.read().map_err(ApiError::internal)?;
         Ok(f(m, &w))
     })
     .await
-    .map_err(ApiError::internal)?
 }
 
 async fn read(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
