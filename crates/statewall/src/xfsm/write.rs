@@ -7,17 +7,32 @@ use crate::engine::access::MapAccess;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use statewall_common::{
-    xfsm::acts::{ActSet, MAP_ACTS, MAX_ACT_SETS},
-    xfsm::regs::{CondSet, UpdSet, MAP_CONDS, MAP_UPDATES, MAX_UPD_SETS},
+    xfsm::acts::{MAP_ACTS, MAX_ACT_SETS},
+    xfsm::regs::{MAP_CONDS, MAP_UPDATES, MAX_UPD_SETS},
     xfsm::{
-        GrantSet, Machine, Payload, Trans, TransKey, CTL_EXEMPT, CTL_GEN, MAP_CTL, MAP_GRANT_SETS,
-        MAP_MACHINES, MAP_PAYLOADS, MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES,
-        MAX_PAYLOADS, PORTS_PER_GEN,
+        Trans, TransKey, CTL_EXEMPT, CTL_GEN, MAP_CTL, MAP_GRANT_SETS, MAP_MACHINES, MAP_PAYLOADS,
+        MAP_PORTS, MAP_TRANS, MAX_GRANT_SETS, MAX_MACHINES, MAX_PAYLOADS, PORTS_PER_GEN,
     },
 };
 
 fn merr(name: &str, e: impl std::fmt::Display) -> XfsmError {
     XfsmError::Map(format!("map {name}: {e}"))
+}
+
+/// Writes `items` into consecutive slots of array `name`, the first at `base`.
+fn write_slots<T: aya::Pod>(
+    acc: &mut dyn MapAccess,
+    name: &str,
+    base: u32,
+    items: impl Iterator<Item = T>,
+) -> Result<(), XfsmError> {
+    let mut a: Array<&mut MapData, T> =
+        Array::try_from(acc.map_mut(name).map_err(|e| merr(name, e))?)
+            .map_err(|e| merr(name, e))?;
+    for (i, v) in items.enumerate() {
+        a.set(base + i as u32, v, 0).map_err(|e| merr(name, e))?;
+    }
+    Ok(())
 }
 
 /// Writes `c` into the inactive generation and switches to it with one array update.
@@ -35,45 +50,17 @@ pub fn write_tables(
         a.get(&CTL_GEN, 0).map_err(|e| merr(MAP_CTL, e))? & 1
     };
     let new = cur ^ 1;
-    {
-        let mut a: Array<&mut MapData, Machine> = Array::try_from(
-            acc.map_mut(MAP_MACHINES)
-                .map_err(|e| merr(MAP_MACHINES, e))?,
-        )
-        .map_err(|e| merr(MAP_MACHINES, e))?;
-        for i in 0..MAX_MACHINES {
-            let m = c.machines.get(i).copied().unwrap_or_default();
-            a.set(new * MAX_MACHINES as u32 + i as u32, m, 0)
-                .map_err(|e| merr(MAP_MACHINES, e))?;
-        }
-    }
-    {
-        let mut a: Array<&mut MapData, GrantSet> = Array::try_from(
-            acc.map_mut(MAP_GRANT_SETS)
-                .map_err(|e| merr(MAP_GRANT_SETS, e))?,
-        )
-        .map_err(|e| merr(MAP_GRANT_SETS, e))?;
-        for (i, g) in c
-            .grant_sets
-            .iter()
-            .enumerate()
-            .take(MAX_GRANT_SETS as usize)
-        {
-            a.set(new * MAX_GRANT_SETS + i as u32, *g, 0)
-                .map_err(|e| merr(MAP_GRANT_SETS, e))?;
-        }
-    }
-    {
-        let mut a: Array<&mut MapData, Payload> = Array::try_from(
-            acc.map_mut(MAP_PAYLOADS)
-                .map_err(|e| merr(MAP_PAYLOADS, e))?,
-        )
-        .map_err(|e| merr(MAP_PAYLOADS, e))?;
-        for (i, p) in c.payloads.iter().enumerate().take(MAX_PAYLOADS as usize) {
-            a.set(new * MAX_PAYLOADS + i as u32, *p, 0)
-                .map_err(|e| merr(MAP_PAYLOADS, e))?;
-        }
-    }
+    let machine = |i| c.machines.get(i).copied().unwrap_or_default();
+    write_slots(
+        acc,
+        MAP_MACHINES,
+        new * MAX_MACHINES as u32,
+        (0..MAX_MACHINES).map(machine),
+    )?;
+    let grants = c.grant_sets.iter().copied().take(MAX_GRANT_SETS as usize);
+    write_slots(acc, MAP_GRANT_SETS, new * MAX_GRANT_SETS, grants)?;
+    let payloads = c.payloads.iter().copied().take(MAX_PAYLOADS as usize);
+    write_slots(acc, MAP_PAYLOADS, new * MAX_PAYLOADS, payloads)?;
     {
         let mut a: Array<&mut MapData, u16> =
             Array::try_from(acc.map_mut(MAP_PORTS).map_err(|e| merr(MAP_PORTS, e))?)
@@ -100,30 +87,21 @@ pub fn write_tables(
             }
         }
     }
-    {
-        let mut a: Array<&mut MapData, CondSet> =
-            Array::try_from(acc.map_mut(MAP_CONDS).map_err(|e| merr(MAP_CONDS, e))?)
-                .map_err(|e| merr(MAP_CONDS, e))?;
-        for i in 0..MAX_MACHINES {
-            let cs = c.conds.get(i).copied().unwrap_or_default();
-            a.set(new * MAX_MACHINES as u32 + i as u32, cs, 0)
-                .map_err(|e| merr(MAP_CONDS, e))?;
-        }
-        let mut a: Array<&mut MapData, UpdSet> =
-            Array::try_from(acc.map_mut(MAP_UPDATES).map_err(|e| merr(MAP_UPDATES, e))?)
-                .map_err(|e| merr(MAP_UPDATES, e))?;
-        for (i, us) in c.upd_sets.iter().enumerate() {
-            a.set(new * MAX_UPD_SETS + i as u32, *us, 0)
-                .map_err(|e| merr(MAP_UPDATES, e))?;
-        }
-        let mut a: Array<&mut MapData, ActSet> =
-            Array::try_from(acc.map_mut(MAP_ACTS).map_err(|e| merr(MAP_ACTS, e))?)
-                .map_err(|e| merr(MAP_ACTS, e))?;
-        for (i, s) in c.act_sets.iter().enumerate() {
-            a.set(new * MAX_ACT_SETS + i as u32, *s, 0)
-                .map_err(|e| merr(MAP_ACTS, e))?;
-        }
-    }
+    let conds = |i| c.conds.get(i).copied().unwrap_or_default();
+    write_slots(
+        acc,
+        MAP_CONDS,
+        new * MAX_MACHINES as u32,
+        (0..MAX_MACHINES).map(conds),
+    )?;
+    let updates = c.upd_sets.iter().copied();
+    write_slots(acc, MAP_UPDATES, new * MAX_UPD_SETS, updates)?;
+    write_slots(
+        acc,
+        MAP_ACTS,
+        new * MAX_ACT_SETS,
+        c.act_sets.iter().copied(),
+    )?;
     {
         let mut h: BpfHashMap<&mut MapData, TransKey, Trans> =
             BpfHashMap::try_from(acc.map_mut(MAP_TRANS).map_err(|e| merr(MAP_TRANS, e))?)
