@@ -391,7 +391,9 @@ where
 {
     let mut rx = stop.clone();
     tasks.spawn(async move {
-        axum::serve(listener, app)
+        // The router made ready once: served as it is, axum would clone every route for
+        // each connection (`with_state` on a shared router), a cost each request paid.
+        axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|v| *v).await;
             })
