@@ -108,6 +108,8 @@ pub struct Tables {
     /// Counter ids, in rule order, of the chains the kernel held when the tables were
     /// opened.
     pub(super) adopted: BTreeMap<u32, Vec<u32>>,
+    /// The arrays mapped into memory for writing.
+    pub(super) mapped: super::write::Mappings,
 }
 
 impl Tables {
@@ -128,6 +130,7 @@ impl Tables {
             dref: vec![vec![false; MAX_RULES]; MAX_CHAINS as usize],
             zero: Vec::new(),
             adopted: BTreeMap::new(),
+            mapped: Default::default(),
         }
     }
 

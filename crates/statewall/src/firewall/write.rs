@@ -76,20 +76,31 @@ fn put<K: Copy, V: Copy>(
     sys::update_batch(fd, bytes(keys), bytes(vals), keys.len()).map_err(|e| merr(name, e))
 }
 
-/// Entries from which an array made `BPF_F_MMAPABLE` is written through a memory map
-/// (mapping it costs about what a few thousand syscall steps do).
-const MAPPED_FROM: usize = 4096;
+/// The arrays written through a memory map, each mapped once and kept (mapping a large
+/// array puts every page of it in place, so a mapping made for each write would cost
+/// more than the writes): by map name, with the id of the map mapped, so that a map made
+/// again under its name is mapped again.
+#[derive(Default)]
+pub struct Mappings(std::collections::HashMap<String, Mapping>);
 
-/// Writes array entries `keys` -> `vals`: through a memory map when there are many and
-/// the array allows it (`BPF_F_MMAPABLE`; an array pinned by an earlier release may
-/// not), else in one batch.
+struct Mapping {
+    id: u32,
+    stride: usize,
+    entries: u32,
+    m: sys::Mapped,
+}
+
+/// Writes array entries `keys` -> `vals`: through the array's memory map when it allows
+/// one (`BPF_F_MMAPABLE`; an array pinned by an earlier release may not), else in one
+/// batch.
 fn put_array<V: Copy>(
+    mapped: &mut Mappings,
     maps: &mut dyn MapAccess,
     name: &str,
     keys: &[u32],
     vals: &[V],
 ) -> Result<(), RulesError> {
-    if put_mapped(maps, name, keys, |i| vals[i])? {
+    if put_mapped(mapped, maps, name, keys, |i| vals[i])? {
         return Ok(());
     }
     put(maps, name, keys, vals)
@@ -98,48 +109,66 @@ fn put_array<V: Copy>(
 /// The same, the value of `keys[i]` made by `val(i)` as it is written (through a map, no
 /// copy of all the values is made first: 10,000 rules make some 29,000 sets of 1.3 KB).
 fn put_array_by<V: Copy>(
+    mapped: &mut Mappings,
     maps: &mut dyn MapAccess,
     name: &str,
     keys: &[u32],
     val: impl Fn(usize) -> V,
 ) -> Result<(), RulesError> {
-    if put_mapped(maps, name, keys, &val)? {
+    if put_mapped(mapped, maps, name, keys, &val)? {
         return Ok(());
     }
     let vals: Vec<V> = (0..keys.len()).map(val).collect();
     put(maps, name, keys, &vals)
 }
 
-/// Writes the entries through a memory map when there are many and the array allows it:
-/// false when it does not (nothing written).
+/// Writes the entries through the array's memory map (made on first use) when the array
+/// allows one: false when it does not (nothing written).
 fn put_mapped<V: Copy>(
+    mapped: &mut Mappings,
     maps: &mut dyn MapAccess,
     name: &str,
     keys: &[u32],
     val: impl Fn(usize) -> V,
 ) -> Result<bool, RulesError> {
-    if keys.len() < MAPPED_FROM {
-        return Ok(false);
+    if keys.is_empty() {
+        return Ok(true);
     }
     let Map::Array(d) = maps.map_mut(name).map_err(|e| merr(name, e))? else {
         return Ok(false);
     };
     let info = d.info().map_err(|e| merr(name, e))?;
-    let stride = (info.value_size() as usize).div_ceil(8) * 8;
-    let n = info.max_entries();
-    if info.map_flags() & statewall_common::maps::BPF_F_MMAPABLE == 0
-        || stride < std::mem::size_of::<V>()
-        || keys.iter().any(|k| *k >= n)
-    {
+    if !matches!(mapped.0.get(name), Some(m) if m.id == info.id()) {
+        mapped.0.remove(name);
+        if info.map_flags() & statewall_common::maps::BPF_F_MMAPABLE == 0 {
+            return Ok(false);
+        }
+        let stride = (info.value_size() as usize).div_ceil(8) * 8;
+        let entries = info.max_entries();
+        let fd = d.fd().as_fd().as_raw_fd();
+        let m = sys::Mapped::new(fd, entries as usize * stride, true)
+            .map_err(|e| merr(name, format!("mapping the array: {e}")))?;
+        let id = info.id();
+        mapped.0.insert(
+            name.to_string(),
+            Mapping {
+                id,
+                stride,
+                entries,
+                m,
+            },
+        );
+    }
+    let Some(m) = mapped.0.get(name) else {
+        return Ok(false);
+    };
+    if m.stride < std::mem::size_of::<V>() || keys.iter().any(|k| *k >= m.entries) {
         return Ok(false);
     }
-    let fd = d.fd().as_fd().as_raw_fd();
-    let m = sys::Mapped::new(fd, n as usize * stride, true)
-        .map_err(|e| merr(name, format!("mapping the array: {e}")))?;
     for (i, k) in keys.iter().enumerate() {
         // SAFETY: `k` < max_entries, so the element lies inside the mapping, at an 8-byte
         // aligned offset that holds a `V` (size checked above).
-        unsafe { (m.as_ptr().add(*k as usize * stride) as *mut V).write(val(i)) };
+        unsafe { (m.m.as_ptr().add(*k as usize * m.stride) as *mut V).write(val(i)) };
     }
     // The values before anything that makes them reachable (an entry, the generation
     // switch): those are syscalls, after this.
@@ -432,7 +461,10 @@ impl Tables {
     fn write_fresh(&mut self, maps: &mut dyn MapAccess) -> Result<(), RulesError> {
         self.pool.sweep();
         let fresh = std::mem::take(&mut self.pool.fresh);
-        put_array_by(maps, MAP_FW_BITSETS, &fresh, |i| self.pool.set(fresh[i]))
+        let pool = &self.pool;
+        put_array_by(&mut self.mapped, maps, MAP_FW_BITSETS, &fresh, |i| {
+            pool.set(fresh[i])
+        })
     }
 
     /// Zeroes the counters queued: those given to new rules, those of a chain reset
@@ -626,7 +658,7 @@ impl Tables {
         for (name, d) in [(MAP_FW_SPORT, &ports[0]), (MAP_FW_DPORT, &ports[1])] {
             let keys: Vec<u32> = d.iter().map(|(p, _)| port_slot(g, ch, *p as u16)).collect();
             let vals: Vec<u16> = d.iter().map(|(_, id)| id16(*id)).collect();
-            put_array(maps, name, &keys, &vals)?;
+            put_array(&mut self.mapped, maps, name, &keys, &vals)?;
         }
         let keys: Vec<u32> = small.iter().map(|(i, _)| small_slot(g, ch, *i)).collect();
         let vals: Vec<u16> = small.iter().map(|(_, id)| id16(*id)).collect();
@@ -660,7 +692,7 @@ impl Tables {
         let keys: Vec<u32> = v4.iter().map(|(k, _)| *k).collect();
         let vals: Vec<V4Block> = v4.iter().map(|(_, v)| *v).collect();
         drop(v4);
-        put_array(maps, MAP_FW_V4, &keys, &vals)?;
+        put_array(&mut self.mapped, maps, MAP_FW_V4, &keys, &vals)?;
         if let Some(l) = lin {
             put(maps, MAP_FW_LINEAR, &[g * MAX_CHAINS + ch], &[l])?;
         }

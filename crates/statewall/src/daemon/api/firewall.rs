@@ -37,7 +37,6 @@ use crate::{
     daemon::state::Shared,
     firewall::{
         batch::{plan_batch, BatchOp, SpecEdit},
-        tables::EDITS_MAX,
         ChainState, FwState, Port,
     },
 };
@@ -461,16 +460,15 @@ async fn batch(
             .map_err(ApiError::internal)?;
         drop(g);
         t.mark("journal");
-        if edits.len() > EDITS_MAX {
-            // A large batch leaves the generation it retired behind by all of it: written up
-            // to date after the answer, not by the next (small) change.
-            let s = s.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = s.lock().engine.fw_catch_up() {
-                    tracing::warn!("firewall: bringing the retired generation up to date: {e}");
-                }
-            });
-        }
+        // The generation this batch retired is behind by all of it (nothing reads it any
+        // more: the switch waited): written up to date after the answer, so that the next
+        // change writes only its own entries. A change that comes first does it itself.
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = s.lock().engine.fw_catch_up() {
+                tracing::warn!("firewall: bringing the retired generation up to date: {e}");
+            }
+        });
         let mut res = Json(json!({"rules": n})).into_response();
         res.extensions_mut().insert(t);
         Ok(res)
