@@ -82,7 +82,21 @@ type Changes = (Vec<Vec<Timed>>, Timed, Vec<f64>);
 /// rules move to make room).
 const UNTOUCHED: [usize; 5] = [3, 4, 5, 6, 7];
 
-fn changes(d: &Daemon, n: usize) -> anyhow::Result<Changes> {
+/// One-rule changes per op and chain size. A change takes well under a millisecond, and
+/// its synced journal line takes from 0.05 to 1 ms on a VM depending on how long the disk
+/// was idle: the median of 5 would be decided by that, so each op runs this often.
+const CHANGE_RUNS: usize = 25;
+
+/// A chain of `n` rules through one batch, timed; then the first changes after it.
+struct Sized {
+    n: usize,
+    path: String,
+    rules: Vec<Rule>,
+    batch: Timed,
+    firsts: Vec<f64>,
+}
+
+fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<Sized> {
     let name = format!("chg{n}");
     d.call("POST", &format!("/api/v1/firewall/{name}"), "{}")?;
     let path = format!("/api/v1/firewall/{name}/chain/INGRESS/batch");
@@ -92,36 +106,66 @@ fn changes(d: &Daemon, n: usize) -> anyhow::Result<Changes> {
         &path,
         rules.iter().map(|r| op("append", None, r)).collect(),
     )?;
-    let extra = crate::bench::firewall::ruleset(3, 6).remove(0);
     // The first change a moment after the batch (the daemon brings the generation the
     // batch retired up to date after answering it, not in the next change).
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let first = timed(d, &path, vec![op("insert", Some(0), &extra)])?.server;
+    let first = timed(d, &path, vec![op("insert", Some(0), extra)])?.server;
     timed(d, &path, vec![json!({"operation": "delete", "id": 0})])?;
     let mut firsts = vec![first];
     for tenth in UNTOUCHED {
         let at = n * tenth / 10;
-        firsts.push(timed(d, &path, vec![op("insert", Some(at), &extra)])?.server);
+        firsts.push(timed(d, &path, vec![op("insert", Some(at), extra)])?.server);
         timed(d, &path, vec![json!({"operation": "delete", "id": at})])?;
     }
-    let mid = n / 2;
-    let mut out: Vec<Vec<Timed>> = (0..OPS.len()).map(|_| Vec::new()).collect();
-    for _ in 0..RUNS {
-        let mut push = |i: usize, t: Timed| out[i].push(t);
-        push(0, timed(d, &path, vec![op("insert", Some(0), &extra)])?);
-        timed(d, &path, vec![json!({"operation": "delete", "id": 0})])?;
-        push(1, timed(d, &path, vec![op("insert", Some(mid), &extra)])?);
-        push(
-            4,
-            timed(d, &path, vec![json!({"operation": "delete", "id": mid})])?,
-        );
-        push(2, timed(d, &path, vec![op("append", None, &extra)])?);
-        timed(d, &path, vec![json!({"operation": "delete", "id": n})])?;
-        push(3, timed(d, &path, vec![op("update", Some(mid), &extra)])?);
-        timed(d, &path, vec![op("update", Some(mid), &rules[mid])])?;
+    Ok(Sized {
+        n,
+        path,
+        rules,
+        batch,
+        firsts,
+    })
+}
+
+/// One round of the five changes (each undone after) on chain `c`, pushed into `out`.
+fn round(d: &Daemon, c: &Sized, extra: &Rule, out: &mut [Vec<Timed>]) -> anyhow::Result<()> {
+    let (n, path, mid) = (c.n, c.path.as_str(), c.n / 2);
+    out[0].push(timed(d, path, vec![op("insert", Some(0), extra)])?);
+    timed(d, path, vec![json!({"operation": "delete", "id": 0})])?;
+    out[1].push(timed(d, path, vec![op("insert", Some(mid), extra)])?);
+    out[4].push(timed(
+        d,
+        path,
+        vec![json!({"operation": "delete", "id": mid})],
+    )?);
+    out[2].push(timed(d, path, vec![op("append", None, extra)])?);
+    timed(d, path, vec![json!({"operation": "delete", "id": n})])?;
+    out[3].push(timed(d, path, vec![op("update", Some(mid), extra)])?);
+    timed(d, path, vec![op("update", Some(mid), &c.rules[mid])])?;
+    Ok(())
+}
+
+/// Both chain sizes set up, then their changes measured in alternation (a round on the
+/// small chain, then one on the large), so that both meet the machine, and the disk, in
+/// the same state.
+fn changes(d: &Daemon) -> anyhow::Result<[Changes; 2]> {
+    let extra = crate::bench::firewall::ruleset(3, 6).remove(0);
+    let chains = [setup(d, SIZES[0], &extra)?, setup(d, SIZES[1], &extra)?];
+    let mut out: [Vec<Vec<Timed>>; 2] =
+        std::array::from_fn(|_| (0..OPS.len()).map(|_| Vec::new()).collect());
+    for _ in 0..CHANGE_RUNS {
+        for (c, o) in chains.iter().zip(out.iter_mut()) {
+            round(d, c, &extra, o)?;
+        }
     }
-    d.call("DELETE", &format!("/api/v1/firewall/{name}"), "")?;
-    Ok((out, batch, firsts))
+    let [small, big] = chains;
+    let [o_small, o_big] = out;
+    for n in SIZES {
+        d.call("DELETE", &format!("/api/v1/firewall/chg{n}"), "")?;
+    }
+    Ok([
+        (o_small, small.batch, small.firsts),
+        (o_big, big.batch, big.firsts),
+    ])
 }
 
 /// nftables on a chain of `n` rules: (`nft -f` of the ruleset, median `nft add rule`), ms.
@@ -169,14 +213,14 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         ),
     )?;
     let ns = NetNs::new("fwchg");
-    let mut measured = Vec::new();
-    for n in SIZES {
-        measured.push((n, changes(&d, n)?, nft_times(&ns, n)?));
-    }
-    let (_, (small, _, small_first), _) = &measured[0];
-    let (n, (big, batch, first), (nft_load, nft_add)) = &measured[1];
+    let [(small, _, small_first), (big, batch, first)] = changes(&d)?;
+    let n = &SIZES[1];
+    let (nft_load, nft_add) = &nft_times(&ns, *n)?;
     let mut rows = Vec::new();
     let server = |runs: &[Timed]| runs.iter().map(|t| t.server).collect::<Vec<f64>>();
+    let each = format!(
+        "1 change through REST (median of {CHANGE_RUNS}, alternating with the 10-rule chain's)"
+    );
     for (i, what) in OPS.iter().enumerate() {
         let base = median(&server(&small[i]));
         let rt = median(&big[i].iter().map(|t| t.rt).collect::<Vec<_>>());
@@ -189,7 +233,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
                 "firewall change at {n} rules, {what} (server: kernel {k:.2}, journal {j:.2} ms; round trip {rt:.2} ms)"
             ),
             server(&big[i]),
-            "1 change through REST",
+            &each,
             &format!("the same at {} rules", SIZES[0]),
             base,
             Some(1.5),
@@ -197,7 +241,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         rows.push(ms_row(
             format!("firewall change at {n} rules, {what}, against nftables"),
             server(&big[i]),
-            "1 change through REST",
+            &each,
             &format!("nft add rule, chain of {n}"),
             *nft_add,
             Some(0.05),
