@@ -517,3 +517,62 @@ impl Mapped {
         self.ptr as *mut u8
     }
 }
+
+/// Arrays mapped into memory once and kept (mapping a large array puts every page of it
+/// in place, so a mapping made for each write would cost more than the writes): by map
+/// name, with the id of the map mapped, so that a map made again under its name is
+/// mapped again.
+#[derive(Default)]
+pub struct Mappings(std::collections::HashMap<String, Mapping>);
+
+/// One kept mapping of an array's values.
+pub struct Mapping {
+    id: u32,
+    /// Bytes from one element to the next (the value size rounded up to 8).
+    pub stride: usize,
+    /// The array's entries.
+    pub entries: u32,
+    m: Mapped,
+}
+
+impl Mapping {
+    /// The start of the values.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.m.as_ptr()
+    }
+}
+
+impl Mappings {
+    /// The writable mapping of array `name` (`map`, whose info is `info`): the kept one
+    /// while it is of the same map, else a new one; `None` when the array was not made
+    /// `BPF_F_MMAPABLE`.
+    pub fn writable(
+        &mut self,
+        name: &str,
+        map: &aya::maps::MapData,
+        info: &aya::maps::MapInfo,
+    ) -> io::Result<Option<&Mapping>> {
+        use std::os::fd::{AsFd, AsRawFd};
+        if !matches!(self.0.get(name), Some(m) if m.id == info.id()) {
+            self.0.remove(name);
+            if info.map_flags() & statewall_common::maps::BPF_F_MMAPABLE == 0 {
+                return Ok(None);
+            }
+            let stride = (info.value_size() as usize).div_ceil(8) * 8;
+            let entries = info.max_entries();
+            let fd = map.fd().as_fd().as_raw_fd();
+            let m = Mapped::new(fd, entries as usize * stride, true)?;
+            let id = info.id();
+            self.0.insert(
+                name.to_string(),
+                Mapping {
+                    id,
+                    stride,
+                    entries,
+                    m,
+                },
+            );
+        }
+        Ok(self.0.get(name))
+    }
+}

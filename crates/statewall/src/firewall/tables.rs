@@ -109,7 +109,7 @@ pub struct Tables {
     /// opened.
     pub(super) adopted: BTreeMap<u32, Vec<u32>>,
     /// The arrays mapped into memory for writing.
-    pub(super) mapped: super::write::Mappings,
+    pub(super) mapped: crate::engine::sys::Mappings,
 }
 
 impl Tables {

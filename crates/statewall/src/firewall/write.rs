@@ -76,25 +76,11 @@ fn put<K: Copy, V: Copy>(
     sys::update_batch(fd, bytes(keys), bytes(vals), keys.len()).map_err(|e| merr(name, e))
 }
 
-/// The arrays written through a memory map, each mapped once and kept (mapping a large
-/// array puts every page of it in place, so a mapping made for each write would cost
-/// more than the writes): by map name, with the id of the map mapped, so that a map made
-/// again under its name is mapped again.
-#[derive(Default)]
-pub struct Mappings(std::collections::HashMap<String, Mapping>);
-
-struct Mapping {
-    id: u32,
-    stride: usize,
-    entries: u32,
-    m: sys::Mapped,
-}
-
 /// Writes array entries `keys` -> `vals`: through the array's memory map when it allows
 /// one (`BPF_F_MMAPABLE`; an array pinned by an earlier release may not), else in one
 /// batch.
 fn put_array<V: Copy>(
-    mapped: &mut Mappings,
+    mapped: &mut sys::Mappings,
     maps: &mut dyn MapAccess,
     name: &str,
     keys: &[u32],
@@ -109,7 +95,7 @@ fn put_array<V: Copy>(
 /// The same, the value of `keys[i]` made by `val(i)` as it is written (through a map, no
 /// copy of all the values is made first: 10,000 rules make some 29,000 sets of 1.3 KB).
 fn put_array_by<V: Copy>(
-    mapped: &mut Mappings,
+    mapped: &mut sys::Mappings,
     maps: &mut dyn MapAccess,
     name: &str,
     keys: &[u32],
@@ -125,7 +111,7 @@ fn put_array_by<V: Copy>(
 /// Writes the entries through the array's memory map (made on first use) when the array
 /// allows one: false when it does not (nothing written).
 fn put_mapped<V: Copy>(
-    mapped: &mut Mappings,
+    mapped: &mut sys::Mappings,
     maps: &mut dyn MapAccess,
     name: &str,
     keys: &[u32],
@@ -138,28 +124,10 @@ fn put_mapped<V: Copy>(
         return Ok(false);
     };
     let info = d.info().map_err(|e| merr(name, e))?;
-    if !matches!(mapped.0.get(name), Some(m) if m.id == info.id()) {
-        mapped.0.remove(name);
-        if info.map_flags() & statewall_common::maps::BPF_F_MMAPABLE == 0 {
-            return Ok(false);
-        }
-        let stride = (info.value_size() as usize).div_ceil(8) * 8;
-        let entries = info.max_entries();
-        let fd = d.fd().as_fd().as_raw_fd();
-        let m = sys::Mapped::new(fd, entries as usize * stride, true)
-            .map_err(|e| merr(name, format!("mapping the array: {e}")))?;
-        let id = info.id();
-        mapped.0.insert(
-            name.to_string(),
-            Mapping {
-                id,
-                stride,
-                entries,
-                m,
-            },
-        );
-    }
-    let Some(m) = mapped.0.get(name) else {
+    let Some(m) = mapped
+        .writable(name, d, &info)
+        .map_err(|e| merr(name, format!("mapping the array: {e}")))?
+    else {
         return Ok(false);
     };
     if m.stride < std::mem::size_of::<V>() || keys.iter().any(|k| *k >= m.entries) {
@@ -168,7 +136,7 @@ fn put_mapped<V: Copy>(
     for (i, k) in keys.iter().enumerate() {
         // SAFETY: `k` < max_entries, so the element lies inside the mapping, at an 8-byte
         // aligned offset that holds a `V` (size checked above).
-        unsafe { (m.m.as_ptr().add(*k as usize * m.stride) as *mut V).write(val(i)) };
+        unsafe { (m.as_ptr().add(*k as usize * m.stride) as *mut V).write(val(i)) };
     }
     // The values before anything that makes them reachable (an entry, the generation
     // switch): those are syscalls, after this.
