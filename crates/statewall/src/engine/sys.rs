@@ -576,3 +576,60 @@ impl Mappings {
         Ok(self.0.get(name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    /// A new array of `n` u64 values (`flags`: map flags), opened as aya opens pins.
+    fn array(n: u32, flags: u32) -> aya::maps::MapData {
+        let attr = MapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: 8,
+            max_entries: n,
+            map_flags: flags,
+            ..Default::default()
+        };
+        aya::maps::MapData::from_fd(map_create(&attr).expect("BPF_MAP_CREATE"))
+            .expect("the new array")
+    }
+
+    /// Writes `v` at `i` through `m`'s kept mapping of `map`.
+    fn write(m: &mut Mappings, map: &aya::maps::MapData, i: u32, v: u64) {
+        let info = map.info().expect("map info");
+        let w = m.writable("a", map, &info).unwrap().expect("mappable");
+        assert!(i < w.entries && w.stride == 8);
+        // SAFETY: `i` < entries, each an aligned u64.
+        unsafe { (w.as_ptr().add(i as usize * w.stride) as *mut u64).write(v) };
+    }
+
+    fn read(map: &aya::maps::MapData, i: u32) -> u64 {
+        let fd = map.fd().as_fd().as_raw_fd();
+        let b = lookup_range(fd, i, 1, 8).expect("lookup");
+        u64::from_ne_bytes(b[..8].try_into().unwrap())
+    }
+
+    #[test]
+    fn a_kept_mapping_writes_the_map_now_under_its_name() {
+        let mmapable = statewall_common::maps::BPF_F_MMAPABLE;
+        let mut m = Mappings::default();
+        let a = array(4, mmapable);
+        write(&mut m, &a, 2, 7);
+        write(&mut m, &a, 3, 9);
+        assert_eq!((read(&a, 2), read(&a, 3)), (7, 9));
+        // Another map under the same name (a map made again): mapped again, the first
+        // one left as it was.
+        let b = array(8, mmapable);
+        write(&mut m, &b, 6, 5);
+        assert_eq!((read(&b, 6), read(&a, 2), read(&a, 3)), (5, 7, 9));
+        // Back to the first: its own memory again, not the second's.
+        write(&mut m, &a, 1, 11);
+        assert_eq!((read(&a, 1), read(&b, 1)), (11, 0));
+        // An array made without BPF_F_MMAPABLE (as an older release pinned): no mapping.
+        let c = array(4, 0);
+        let info = c.info().unwrap();
+        assert!(m.writable("a", &c, &info).unwrap().is_none());
+    }
+}
