@@ -88,7 +88,7 @@ const UNTOUCHED: [usize; 5] = [3, 4, 5, 6, 7];
 const CHANGE_RUNS: usize = 25;
 
 /// A chain of `n` rules through one batch, timed; then the first changes after it.
-struct Sized {
+struct SizedChain {
     n: usize,
     path: String,
     rules: Vec<Rule>,
@@ -96,7 +96,7 @@ struct Sized {
     firsts: Vec<f64>,
 }
 
-fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<Sized> {
+fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<SizedChain> {
     let name = format!("chg{n}");
     d.call("POST", &format!("/api/v1/firewall/{name}"), "{}")?;
     let path = format!("/api/v1/firewall/{name}/chain/INGRESS/batch");
@@ -117,7 +117,7 @@ fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<Sized> {
         firsts.push(timed(d, &path, vec![op("insert", Some(at), extra)])?.server);
         timed(d, &path, vec![json!({"operation": "delete", "id": at})])?;
     }
-    Ok(Sized {
+    Ok(SizedChain {
         n,
         path,
         rules,
@@ -127,8 +127,12 @@ fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<Sized> {
 }
 
 /// One round of the five changes (each undone after) on chain `c`, pushed into `out`.
-fn round(d: &Daemon, c: &Sized, extra: &Rule, out: &mut [Vec<Timed>]) -> anyhow::Result<()> {
+/// It opens with an untimed change on `c` (its middle rule written as it is), so that
+/// each timed change follows one on its own chain, whose background work it may wait
+/// for, and never the other chain's.
+fn round(d: &Daemon, c: &SizedChain, extra: &Rule, out: &mut [Vec<Timed>]) -> anyhow::Result<()> {
     let (n, path, mid) = (c.n, c.path.as_str(), c.n / 2);
+    timed(d, path, vec![op("update", Some(mid), &c.rules[mid])])?;
     out[0].push(timed(d, path, vec![op("insert", Some(0), extra)])?);
     timed(d, path, vec![json!({"operation": "delete", "id": 0})])?;
     out[1].push(timed(d, path, vec![op("insert", Some(mid), extra)])?);

@@ -458,7 +458,7 @@ pub fn utc(secs: u64) -> String {
 /// Prints the table as Markdown, then every group that was run again and why.
 pub fn print(report: &Report) {
     println!(
-        "statewall bench, {} UTC: {}, {} CPUs, kernel {}; each figure is the median of {RUNS} runs",
+        "statewall bench, {} UTC: {}, {} CPUs, kernel {}; each figure is the median of {RUNS} runs unless its row says otherwise",
         report.date, report.machine, report.cpus, report.kernel
     );
     println!();

@@ -530,6 +530,8 @@ pub struct Mapping {
     id: u32,
     /// Bytes from one element to the next (the value size rounded up to 8).
     pub stride: usize,
+    /// The array's value size.
+    pub value_size: usize,
     /// The array's entries.
     pub entries: u32,
     m: Mapped,
@@ -558,7 +560,8 @@ impl Mappings {
             if info.map_flags() & statewall_common::maps::BPF_F_MMAPABLE == 0 {
                 return Ok(None);
             }
-            let stride = (info.value_size() as usize).div_ceil(8) * 8;
+            let value_size = info.value_size() as usize;
+            let stride = value_size.div_ceil(8) * 8;
             let entries = info.max_entries();
             let fd = map.fd().as_fd().as_raw_fd();
             let m = Mapped::new(fd, entries as usize * stride, true)?;
@@ -568,6 +571,7 @@ impl Mappings {
                 Mapping {
                     id,
                     stride,
+                    value_size,
                     entries,
                     m,
                 },
@@ -600,7 +604,7 @@ mod tests {
     fn write(m: &mut Mappings, map: &aya::maps::MapData, i: u32, v: u64) {
         let info = map.info().expect("map info");
         let w = m.writable("a", map, &info).unwrap().expect("mappable");
-        assert!(i < w.entries && w.stride == 8);
+        assert!(i < w.entries && w.stride == 8 && w.value_size == 8);
         // SAFETY: `i` < entries, each an aligned u64.
         unsafe { (w.as_ptr().add(i as usize * w.stride) as *mut u64).write(v) };
     }

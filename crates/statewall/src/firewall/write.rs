@@ -130,12 +130,14 @@ fn put_mapped<V: Copy>(
     else {
         return Ok(false);
     };
-    if m.stride < std::mem::size_of::<V>() || keys.iter().any(|k| *k >= m.entries) {
+    // Elements 8-aligned in a page-aligned mapping: a `V` of alignment 8 or less fits.
+    const { assert!(std::mem::align_of::<V>() <= 8) };
+    if m.value_size != std::mem::size_of::<V>() || keys.iter().any(|k| *k >= m.entries) {
         return Ok(false);
     }
     for (i, k) in keys.iter().enumerate() {
         // SAFETY: `k` < max_entries, so the element lies inside the mapping, at an 8-byte
-        // aligned offset that holds a `V` (size checked above).
+        // aligned offset that holds a `V` (its size is the value size, checked above).
         unsafe { (m.as_ptr().add(*k as usize * m.stride) as *mut V).write(val(i)) };
     }
     // The values before anything that makes them reachable (an entry, the generation

@@ -94,7 +94,9 @@ pub fn parse_large_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 /// task waits on a disk or a lock: on the daemon's multi-threaded runtime in place, the
 /// worker's other tasks handed to another thread first (`block_in_place`: the request
 /// pays no hop to a blocking thread and back, 10 to 25 us here), else on the runtime's
-/// blocking threads.
+/// blocking threads. Either way the body runs to its end once started, even when the
+/// client goes away, and a panic in it is a 500, not a reset connection. Not for a
+/// `LocalSet` (none in the daemon), where tokio forbids blocking in place.
 pub async fn off_workers<T, F>(f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
@@ -103,7 +105,10 @@ where
     if tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::MultiThread
     {
-        return tokio::task::block_in_place(f);
+        return tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(ApiError::internal("the request's handler panicked")))
+        });
     }
     tokio::task::spawn_blocking(f)
         .await
@@ -179,6 +184,27 @@ mod tests {
         let mut multi = tokio::runtime::Builder::new_multi_thread();
         multi.worker_threads(1);
         body_waits_off_the_workers(multi);
+    }
+
+    #[test]
+    fn a_handler_body_that_panics_is_a_500_on_either_runtime() {
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let single = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for rt in [multi, single] {
+            let r = rt.block_on(async {
+                tokio::spawn(off_workers(|| -> Result<(), ApiError> {
+                    panic!("a handler's bug")
+                }))
+                .await
+                .unwrap()
+            });
+            assert_eq!(r.unwrap_err().0, StatusCode::INTERNAL_SERVER_ERROR);
+        }
     }
 
     fn body_waits_off_the_workers(mut b: tokio::runtime::Builder) {

@@ -196,8 +196,8 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
         }
     };
     // The load (outside the lock) and what follows (under it, with a synced state file),
-    // as one task on the blocking threads: it runs to its end even when the client goes
-    // away, so the name is freed and a replaced instance put back either way.
+    // as one body off the async tasks (`off_workers`): it runs to its end even when the
+    // client goes away, so the name is freed and a replaced instance put back either way.
     off_workers(move || {
         let _reserved = Reserved {
             s: s.clone(),
@@ -252,7 +252,7 @@ async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> A
     .await
 }
 
-/// A name reserved for a load, freed when the load's task ends however it ends (a panic
+/// A name reserved for a load, freed when the load's body ends however it ends (a panic
 /// included).
 struct Reserved {
     s: Arc<Shared>,

@@ -86,7 +86,7 @@ async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResu
     Ok(Json(view(m)).into_response())
 }
 
-/// Takes a window of monitor `name` (on a blocking thread: the grace period sleeps).
+/// Takes a window of monitor `name` (off the async tasks: the grace period sleeps).
 async fn take<T: Send + 'static>(
     s: Arc<Shared>,
     name: String,
