@@ -156,49 +156,50 @@ async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResu
 /// Loads an instance without holding the lock (clang and the verifier take a while),
 /// then puts it in place; `replace` allows an existing one of that name to go.
 async fn put(s: Arc<Shared>, name: String, spec: DynmonSpec, replace: bool) -> ApiResult {
-    // A new name must follow the naming rule; one stored before the rule keeps working.
-    if !lock(&s).by_name.contains_key(&name) {
-        crate::types::check_name(&name).map_err(|e| ApiError::bad(format!("name: {e}")))?;
-    }
-    if s.is_builtin_monitor(&name) {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("{name:?} is a built-in monitor of the config"),
-        ));
-    }
-    // The name is reserved while the load runs (outside the lock: clang and the verifier
-    // take a while), so two requests for one name cannot both get it.
-    let old_iface = {
-        let mut g = lock(&s);
-        if g.pending.contains(&name) {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!("dynamic monitor {name:?} is being loaded by another request"),
-            ));
-        }
-        if !replace && g.by_name.contains_key(&name) {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!("dynamic monitor {name:?} exists: DELETE it first"),
-            ));
-        }
-        g.pending.insert(name.clone());
-        // A replaced instance stays attached while its successor loads (no gap on tcx),
-        // except an XDP one: the interface has room for one XDP program.
-        match g.by_name.get_mut(&name) {
-            Some(d) if d.paths.iter().any(|p| p.xdp) => {
-                // Off the hook, its spec unchanged: a save meanwhile keeps it as it is.
-                let i = d.spec.interface.clone();
-                d.unhook();
-                i
-            }
-            _ => None,
-        }
-    };
-    // The load (outside the lock) and what follows (under it, with a synced state file),
-    // as one body off the async tasks (`off_workers`): it runs to its end even when the
-    // client goes away, so the name is freed and a replaced instance put back either way.
+    // All of it off the async tasks (`off_workers`): the name's reservation, the load
+    // (outside the lock: clang and the verifier take a while) and what follows (under it,
+    // with a synced state file). Once started it runs to its end even when the client
+    // goes away, so the name is freed and a replaced instance put back either way.
     off_workers(move || {
+        // A new name must follow the naming rule; one stored before the rule keeps working.
+        if !lock(&s).by_name.contains_key(&name) {
+            crate::types::check_name(&name).map_err(|e| ApiError::bad(format!("name: {e}")))?;
+        }
+        if s.is_builtin_monitor(&name) {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("{name:?} is a built-in monitor of the config"),
+            ));
+        }
+        // The name is reserved while the load runs (outside the lock: clang and the verifier
+        // take a while), so two requests for one name cannot both get it.
+        let old_iface = {
+            let mut g = lock(&s);
+            if g.pending.contains(&name) {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!("dynamic monitor {name:?} is being loaded by another request"),
+                ));
+            }
+            if !replace && g.by_name.contains_key(&name) {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!("dynamic monitor {name:?} exists: DELETE it first"),
+                ));
+            }
+            g.pending.insert(name.clone());
+            // A replaced instance stays attached while its successor loads (no gap on tcx),
+            // except an XDP one: the interface has room for one XDP program.
+            match g.by_name.get_mut(&name) {
+                Some(d) if d.paths.iter().any(|p| p.xdp) => {
+                    // Off the hook, its spec unchanged: a save meanwhile keeps it as it is.
+                    let i = d.spec.interface.clone();
+                    d.unhook();
+                    i
+                }
+                _ => None,
+            }
+        };
         let _reserved = Reserved {
             s: s.clone(),
             name: name.clone(),
