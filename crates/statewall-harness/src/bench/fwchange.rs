@@ -72,9 +72,14 @@ fn timed(d: &Daemon, path: &str, ops: Vec<Value>) -> anyhow::Result<Timed> {
     })
 }
 
-/// Per op, its runs; the batch; the server ms of the first insert at id 0, 0.2 s after
-/// the batch, and of the inserts at [`UNTOUCHED`].
-type Changes = (Vec<Vec<Timed>>, Timed, Vec<f64>);
+/// Per op, its runs; the batches; the server ms of the first insert at id 0, 0.2 s after
+/// each batch; the server ms of the inserts at [`UNTOUCHED`].
+type Changes = (Vec<Vec<Timed>>, Vec<Timed>, Vec<f64>, Vec<f64>);
+
+/// Batches of the whole ruleset per chain size, each into a firewall made anew, and the
+/// first change after each: single changes after an idle moment, which the disk's sync
+/// decides, so more than one.
+const BATCH_RUNS: usize = 5;
 
 /// Where inserts go into the chain as the batch laid it out (tenths of the chain: no
 /// change has been there yet; at 10,000 rules no free position is left between most
@@ -87,42 +92,52 @@ const UNTOUCHED: [usize; 5] = [3, 4, 5, 6, 7];
 /// was idle: the median of 5 would be decided by that, so each op runs this often.
 const CHANGE_RUNS: usize = 25;
 
-/// A chain of `n` rules through one batch, timed; then the first changes after it.
+/// A chain of `n` rules through a batch, [`BATCH_RUNS`] times, timed; then the first
+/// changes after each.
 struct SizedChain {
     n: usize,
     path: String,
     rules: Vec<Rule>,
-    batch: Timed,
+    batches: Vec<Timed>,
     firsts: Vec<f64>,
+    untouched: Vec<f64>,
 }
 
 fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<SizedChain> {
     let name = format!("chg{n}");
-    d.call("POST", &format!("/api/v1/firewall/{name}"), "{}")?;
-    let path = format!("/api/v1/firewall/{name}/chain/INGRESS/batch");
+    let fw = format!("/api/v1/firewall/{name}");
+    let path = format!("{fw}/chain/INGRESS/batch");
     let rules = crate::bench::firewall::ruleset(n, 17);
-    let batch = timed(
-        d,
-        &path,
-        rules.iter().map(|r| op("append", None, r)).collect(),
-    )?;
-    // The first change a moment after the batch (the daemon brings the generation the
-    // batch retired up to date after answering it, not in the next change).
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let first = timed(d, &path, vec![op("insert", Some(0), extra)])?.server;
-    timed(d, &path, vec![json!({"operation": "delete", "id": 0})])?;
-    let mut firsts = vec![first];
+    let (mut batches, mut firsts) = (Vec::new(), Vec::new());
+    for i in 0..BATCH_RUNS {
+        if i > 0 {
+            d.call("DELETE", &fw, "")?;
+        }
+        d.call("POST", &fw, "{}")?;
+        batches.push(timed(
+            d,
+            &path,
+            rules.iter().map(|r| op("append", None, r)).collect(),
+        )?);
+        // The first change a moment after the batch (the daemon brings the generation
+        // the batch retired up to date after answering it, not in the next change).
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        firsts.push(timed(d, &path, vec![op("insert", Some(0), extra)])?.server);
+        timed(d, &path, vec![json!({"operation": "delete", "id": 0})])?;
+    }
+    let mut untouched = Vec::new();
     for tenth in UNTOUCHED {
         let at = n * tenth / 10;
-        firsts.push(timed(d, &path, vec![op("insert", Some(at), extra)])?.server);
+        untouched.push(timed(d, &path, vec![op("insert", Some(at), extra)])?.server);
         timed(d, &path, vec![json!({"operation": "delete", "id": at})])?;
     }
     Ok(SizedChain {
         n,
         path,
         rules,
-        batch,
+        batches,
         firsts,
+        untouched,
     })
 }
 
@@ -167,29 +182,32 @@ fn changes(d: &Daemon) -> anyhow::Result<[Changes; 2]> {
         d.call("DELETE", &format!("/api/v1/firewall/chg{n}"), "")?;
     }
     Ok([
-        (o_small, small.batch, small.firsts),
-        (o_big, big.batch, big.firsts),
+        (o_small, small.batches, small.firsts, small.untouched),
+        (o_big, big.batches, big.firsts, big.untouched),
     ])
 }
 
-/// nftables on a chain of `n` rules: (`nft -f` of the ruleset, median `nft add rule`), ms.
-fn nft_times(ns: &NetNs, n: usize) -> anyhow::Result<(f64, f64)> {
+/// nftables on a chain of `n` rules: (`nft -f` of the ruleset, each of [`BATCH_RUNS`] into
+/// a table made anew; median `nft add rule`), ms.
+fn nft_times(ns: &NetNs, n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
     let rules = crate::bench::firewall::ruleset(n, 17);
     let script = std::env::temp_dir().join(format!(
         "statewall-bench-fwchange-{}-{n}.nft",
         std::process::id()
     ));
     std::fs::write(&script, crate::bench::fwnft::nft_script(&rules))?;
-    let _ = ns.exec(&["nft", "delete table netdev swbench"]);
-    let t0 = Instant::now();
-    let out = ns.exec(&["nft", "-f", &script.display().to_string()]);
-    let load = t0.elapsed().as_secs_f64() * 1e3;
+    let mut load = Vec::new();
+    for _ in 0..BATCH_RUNS {
+        let _ = ns.exec(&["nft", "delete table netdev swbench"]);
+        let t0 = Instant::now();
+        let out = ns.exec(&["nft", "-f", &script.display().to_string()]);
+        load.push(t0.elapsed().as_secs_f64() * 1e3);
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&script);
+            anyhow::bail!("nft -f: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
     let _ = std::fs::remove_file(&script);
-    anyhow::ensure!(
-        out.status.success(),
-        "nft -f: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut add = Vec::new();
     for _ in 0..RUNS {
         let t0 = Instant::now();
@@ -217,7 +235,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         ),
     )?;
     let ns = NetNs::new("fwchg");
-    let [(small, _, small_first), (big, batch, first)] = changes(&d)?;
+    let [(small, _, small_first, small_untouched), (big, batches, first, untouched)] = changes(&d)?;
     let n = &SIZES[1];
     let (nft_load, nft_add) = &nft_times(&ns, *n)?;
     let mut rows = Vec::new();
@@ -253,35 +271,38 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
     }
     rows.push(ms_row(
         format!("firewall change at {n} rules, the first insert at id 0, 0.2 s after the batch (server)"),
-        vec![first[0]],
-        "1 change through REST",
+        first,
+        &format!("1 change through REST, after each of {BATCH_RUNS} batches"),
         &format!("the same at {} rules", SIZES[0]),
-        small_first[0],
+        median(&small_first),
         Some(1.5),
     ));
     rows.push(ms_row(
         format!("firewall change at {n} rules, insert where the batch left no free position between the neighbours (server)"),
-        first[1..].to_vec(),
+        untouched,
         "1 change through REST, at 3/10 to 7/10 of the chain",
         &format!("the same at {} rules", SIZES[0]),
-        median(&small_first[1..]),
+        median(&small_untouched),
         Some(1.5),
     ));
-    let phases: Vec<String> = batch
+    let phases: Vec<String> = batches[0]
         .phases
         .iter()
+        .map(|(name, _)| (name, phase_median(&batches, name)))
         .filter(|(_, ms)| *ms >= 0.05)
         .map(|(name, ms)| format!("{name} {ms:.1}"))
         .collect();
     rows.push(ms_row(
         format!(
-            "firewall batch of {n} rules (server: {} ms)",
+            "firewall batch of {n} rules (server, medians: {} ms)",
             phases.join(", ")
         ),
-        vec![batch.server],
-        "1 batch through REST",
-        &format!("nft -f of the same {n} rules"),
-        *nft_load,
+        batches.iter().map(|t| t.server).collect(),
+        &format!("1 batch through REST, into a firewall made anew ({BATCH_RUNS} runs)"),
+        &format!(
+            "nft -f of the same {n} rules (median of {BATCH_RUNS}, each into a table made anew)"
+        ),
+        median(nft_load),
         Some(0.5),
     ));
     Ok(rows)
