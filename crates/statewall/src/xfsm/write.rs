@@ -35,6 +35,11 @@ fn write_slots<T: aya::Pod>(
     Ok(())
 }
 
+/// One slot per machine: `v`'s entries, then defaults up to [`MAX_MACHINES`].
+fn per_machine<T: Copy + Default>(v: &[T]) -> impl Iterator<Item = T> + '_ {
+    (0..MAX_MACHINES).map(|i| v.get(i).copied().unwrap_or_default())
+}
+
 /// Writes `c` into the inactive generation and switches to it with one array update.
 /// `known_ports` lists the ports with non-zero prefilter bits in the inactive generation
 /// (`None`: unknown, every port is written).
@@ -50,13 +55,8 @@ pub fn write_tables(
         a.get(&CTL_GEN, 0).map_err(|e| merr(MAP_CTL, e))? & 1
     };
     let new = cur ^ 1;
-    let machine = |i| c.machines.get(i).copied().unwrap_or_default();
-    write_slots(
-        acc,
-        MAP_MACHINES,
-        new * MAX_MACHINES as u32,
-        (0..MAX_MACHINES).map(machine),
-    )?;
+    let machine_base = new * MAX_MACHINES as u32;
+    write_slots(acc, MAP_MACHINES, machine_base, per_machine(&c.machines))?;
     let grants = c.grant_sets.iter().copied().take(MAX_GRANT_SETS as usize);
     write_slots(acc, MAP_GRANT_SETS, new * MAX_GRANT_SETS, grants)?;
     let payloads = c.payloads.iter().copied().take(MAX_PAYLOADS as usize);
@@ -87,21 +87,11 @@ pub fn write_tables(
             }
         }
     }
-    let conds = |i| c.conds.get(i).copied().unwrap_or_default();
-    write_slots(
-        acc,
-        MAP_CONDS,
-        new * MAX_MACHINES as u32,
-        (0..MAX_MACHINES).map(conds),
-    )?;
+    write_slots(acc, MAP_CONDS, machine_base, per_machine(&c.conds))?;
     let updates = c.upd_sets.iter().copied();
     write_slots(acc, MAP_UPDATES, new * MAX_UPD_SETS, updates)?;
-    write_slots(
-        acc,
-        MAP_ACTS,
-        new * MAX_ACT_SETS,
-        c.act_sets.iter().copied(),
-    )?;
+    let acts = c.act_sets.iter().copied();
+    write_slots(acc, MAP_ACTS, new * MAX_ACT_SETS, acts)?;
     {
         let mut h: BpfHashMap<&mut MapData, TransKey, Trans> =
             BpfHashMap::try_from(acc.map_mut(MAP_TRANS).map_err(|e| merr(MAP_TRANS, e))?)
