@@ -60,6 +60,13 @@ fn phase_median(runs: &[Timed], name: &str) -> f64 {
     median(&runs.iter().map(|t| t.phase(name)).collect::<Vec<_>>())
 }
 
+/// Inserts `extra` at `at` (timed), then deletes it again (not timed).
+fn insert_undone(d: &Daemon, path: &str, at: usize, extra: &Rule) -> anyhow::Result<Timed> {
+    let t = timed(d, path, vec![op("insert", Some(at), extra)])?;
+    timed(d, path, vec![json!({"operation": "delete", "id": at})])?;
+    Ok(t)
+}
+
 fn timed(d: &Daemon, path: &str, ops: Vec<Value>) -> anyhow::Result<Timed> {
     let body = json!({ "rules": ops }).to_string();
     let t0 = Instant::now();
@@ -71,10 +78,6 @@ fn timed(d: &Daemon, path: &str, ops: Vec<Value>) -> anyhow::Result<Timed> {
         phases: r.server_phases,
     })
 }
-
-/// Per op, its runs; the batches; the server ms of the first insert at id 0, 0.2 s after
-/// each batch; the server ms of the inserts at [`UNTOUCHED`].
-type Changes = (Vec<Vec<Timed>>, Vec<Timed>, Vec<f64>, Vec<f64>);
 
 /// Batches of the whole ruleset per chain size, each into a firewall made anew, and the
 /// first change after each: single changes after an idle moment, which the disk's sync
@@ -92,8 +95,8 @@ const UNTOUCHED: [usize; 5] = [3, 4, 5, 6, 7];
 /// was idle: the median of 5 would be decided by that, so each op runs this often.
 const CHANGE_RUNS: usize = 25;
 
-/// A chain of `n` rules through a batch, [`BATCH_RUNS`] times, timed; then the first
-/// changes after each.
+/// A chain of `n` rules through a batch, [`BATCH_RUNS`] times, timed; the server ms of
+/// the first insert at id 0, 0.2 s after each batch, and of the inserts at [`UNTOUCHED`].
 struct SizedChain {
     n: usize,
     path: String,
@@ -122,14 +125,11 @@ fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<SizedChain> {
         // The first change a moment after the batch (the daemon brings the generation
         // the batch retired up to date after answering it, not in the next change).
         std::thread::sleep(std::time::Duration::from_millis(200));
-        firsts.push(timed(d, &path, vec![op("insert", Some(0), extra)])?.server);
-        timed(d, &path, vec![json!({"operation": "delete", "id": 0})])?;
+        firsts.push(insert_undone(d, &path, 0, extra)?.server);
     }
     let mut untouched = Vec::new();
     for tenth in UNTOUCHED {
-        let at = n * tenth / 10;
-        untouched.push(timed(d, &path, vec![op("insert", Some(at), extra)])?.server);
-        timed(d, &path, vec![json!({"operation": "delete", "id": at})])?;
+        untouched.push(insert_undone(d, &path, n * tenth / 10, extra)?.server);
     }
     Ok(SizedChain {
         n,
@@ -148,8 +148,7 @@ fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<SizedChain> {
 fn round(d: &Daemon, c: &SizedChain, extra: &Rule, out: &mut [Vec<Timed>]) -> anyhow::Result<()> {
     let (n, path, mid) = (c.n, c.path.as_str(), c.n / 2);
     timed(d, path, vec![op("update", Some(mid), &c.rules[mid])])?;
-    out[0].push(timed(d, path, vec![op("insert", Some(0), extra)])?);
-    timed(d, path, vec![json!({"operation": "delete", "id": 0})])?;
+    out[0].push(insert_undone(d, path, 0, extra)?);
     out[1].push(timed(d, path, vec![op("insert", Some(mid), extra)])?);
     out[4].push(timed(
         d,
@@ -165,8 +164,8 @@ fn round(d: &Daemon, c: &SizedChain, extra: &Rule, out: &mut [Vec<Timed>]) -> an
 
 /// Both chain sizes set up, then their changes measured in alternation (a round on the
 /// small chain, then one on the large), so that both meet the machine, and the disk, in
-/// the same state.
-fn changes(d: &Daemon) -> anyhow::Result<[Changes; 2]> {
+/// the same state: per size, the chain as set up and, per op, its runs.
+fn changes(d: &Daemon) -> anyhow::Result<[(SizedChain, Vec<Vec<Timed>>); 2]> {
     let extra = crate::bench::firewall::ruleset(3, 6).remove(0);
     let chains = [setup(d, SIZES[0], &extra)?, setup(d, SIZES[1], &extra)?];
     let mut out: [Vec<Vec<Timed>>; 2] =
@@ -176,15 +175,12 @@ fn changes(d: &Daemon) -> anyhow::Result<[Changes; 2]> {
             round(d, c, &extra, o)?;
         }
     }
-    let [small, big] = chains;
-    let [o_small, o_big] = out;
     for n in SIZES {
         d.call("DELETE", &format!("/api/v1/firewall/chg{n}"), "")?;
     }
-    Ok([
-        (o_small, small.batches, small.firsts, small.untouched),
-        (o_big, big.batches, big.firsts, big.untouched),
-    ])
+    let [small, big] = chains;
+    let [o_small, o_big] = out;
+    Ok([(small, o_small), (big, o_big)])
 }
 
 /// nftables on a chain of `n` rules: (`nft -f` of the ruleset, each of [`BATCH_RUNS`] into
@@ -235,7 +231,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         ),
     )?;
     let ns = NetNs::new("fwchg");
-    let [(small, _, small_first, small_untouched), (big, batches, first, untouched)] = changes(&d)?;
+    let [(small_chain, small), (big_chain, big)] = changes(&d)?;
     let n = &SIZES[1];
     let (nft_load, nft_add) = &nft_times(&ns, *n)?;
     let mut rows = Vec::new();
@@ -271,24 +267,25 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
     }
     rows.push(ms_row(
         format!("firewall change at {n} rules, the first insert at id 0, 0.2 s after the batch (server)"),
-        first,
+        big_chain.firsts,
         &format!("1 change through REST, after each of {BATCH_RUNS} batches"),
         &format!("the same at {} rules", SIZES[0]),
-        median(&small_first),
+        median(&small_chain.firsts),
         Some(1.5),
     ));
     rows.push(ms_row(
         format!("firewall change at {n} rules, insert where the batch left no free position between the neighbours (server)"),
-        untouched,
+        big_chain.untouched,
         "1 change through REST, at 3/10 to 7/10 of the chain",
         &format!("the same at {} rules", SIZES[0]),
-        median(&small_untouched),
+        median(&small_chain.untouched),
         Some(1.5),
     ));
+    let batches = &big_chain.batches;
     let phases: Vec<String> = batches[0]
         .phases
         .iter()
-        .map(|(name, _)| (name, phase_median(&batches, name)))
+        .map(|(name, _)| (name, phase_median(batches, name)))
         .filter(|(_, ms)| *ms >= 0.05)
         .map(|(name, ms)| format!("{name} {ms:.1}"))
         .collect();
