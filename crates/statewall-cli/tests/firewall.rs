@@ -1,5 +1,5 @@
 //! The firewall classifier: the kernel programs (BPF_PROG_TEST_RUN, real maps) against the
-//! reference `statewall_common::firewall::classify` on random rulesets (up to thousands of rules)
+//! reference `statewall_common::firewall::packet::classify` on random rulesets (up to thousands of rules)
 //! and packets drawn from them: every verdict and every rule's packet count must be equal;
 //! plus deterministic first-match, range, flag and prefix cases.
 
@@ -22,8 +22,10 @@ use statewall_common::firewall::{FwLog, MAP_FW_LOG};
 use statewall_common::{
     ct::{CtConf, CtKey, CtVal, MAP_CT, MAP_CT_CONF},
     firewall::{
-        classify, stats_slot, FwTables, FwVerdict, RuleStats, ACT_ACCEPT, ACT_DROP, ACT_LOG,
-        IFACE_XDP, MAP_FW_BITSETS, MAP_FW_STATS,
+        packet::FwVerdict,
+        packet::{classify, FwTables},
+        stats_slot, RuleStats, ACT_ACCEPT, ACT_DROP, ACT_LOG, IFACE_XDP, MAP_FW_BITSETS,
+        MAP_FW_STATS,
     },
     parse::parse_packet,
     TCX_NEXT, TC_ACT_SHOT,

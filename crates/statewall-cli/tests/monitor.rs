@@ -171,13 +171,15 @@ fn ddos_records_equal_reference() {
             let (what, f) = &cases[rng.random_range(0..cases.len())];
             assert_eq!(mon.test_run(f).unwrap(), TCX_NEXT, "{what}");
             let p = parse_packet(f);
-            if !m::ddos_wants(&p) {
+            if !m::packet::ddos_wants(&p) {
                 seen.insert("ignored");
                 continue;
             }
             let mut k = SessKey::default();
-            m::key_into(&p, &mut k);
-            let s = sessions.entry(k).or_insert((*m::server_addr(&p), 0));
+            m::packet::key_into(&p, &mut k);
+            let s = sessions
+                .entry(k)
+                .or_insert((*m::packet::server_addr(&p), 0));
             if s.1 >= 6 {
                 seen.insert("session full");
                 continue;
@@ -187,7 +189,7 @@ fn ddos_records_equal_reference() {
                 key: k,
                 ..Default::default()
             };
-            m::fill_rec(&p, 0, &mut r);
+            m::packet::fill_rec(&p, 0, &mut r);
             want.push(r);
             seen.insert(what);
         }
@@ -226,20 +228,20 @@ fn ddos_records_equal_reference() {
 fn reference_by_hand() {
     let p = parse_packet(&tcp("10.0.0.2", "10.0.0.1", 40000, 8080, 0x02, 64240, 0).build());
     let mut k = SessKey::default();
-    m::key_into(&p, &mut k);
+    m::packet::key_into(&p, &mut k);
     // 10.0.0.1 as a little-endian u32 (0x0100000a) is below 10.0.0.2 (0x0200000a).
     assert_eq!(&k.saddr[..4], &[10, 0, 0, 1]);
     assert_eq!(k.daddr, [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!((k.sport, k.dport, k.proto), (8080, 40000, 6));
-    assert_eq!(m::server_of(&p), (true, m::METHOD_SYN));
+    assert_eq!(m::packet::server_of(&p), (true, m::METHOD_SYN));
     // One address at both ends: the lower port first.
     let p = parse_packet(&Packet::udp(ip("10.0.0.5"), ip("10.0.0.5"), 9000, 80).build());
-    m::key_into(&p, &mut k);
+    m::packet::key_into(&p, &mut k);
     assert_eq!((k.saddr, k.daddr), (p.saddr, p.saddr));
     assert_eq!((k.sport, k.dport), (80, 9000));
     // IPv6: byte by byte, all 16 of each address.
     let p = parse_packet(&Packet::udp(ip("2001:db8::2"), ip("2001:db8:0:0:1::1"), 7, 8).build());
-    m::key_into(&p, &mut k);
+    m::packet::key_into(&p, &mut k);
     let (lo, hi) = (ip("2001:db8::2"), ip("2001:db8:0:0:1::1"));
     let octets = |a: IpAddr| match a {
         IpAddr::V6(v) => v.octets(),
@@ -250,22 +252,22 @@ fn reference_by_hand() {
     // Little-endian order, not numeric: 1.0.0.2 (0x02000001) sorts after 2.0.0.1
     // (0x01000002) although 1.0.0.2 < 2.0.0.1 numerically.
     let p = parse_packet(&Packet::udp(ip("1.0.0.2"), ip("2.0.0.1"), 5, 6).build());
-    m::key_into(&p, &mut k);
+    m::packet::key_into(&p, &mut k);
     assert_eq!(&k.saddr[..4], &[2, 0, 0, 1]);
     assert_eq!((k.sport, k.dport), (6, 5));
     let p = parse_packet(&tcp("10.0.0.1", "10.0.0.2", 8080, 40000, 0x12, 1, 1).build());
-    assert_eq!(m::server_of(&p), (false, m::METHOD_SYN));
+    assert_eq!(m::packet::server_of(&p), (false, m::METHOD_SYN));
     let p = parse_packet(&Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 2000, 1500).build());
-    assert_eq!(m::server_of(&p), (true, m::METHOD_LOWEST));
+    assert_eq!(m::packet::server_of(&p), (true, m::METHOD_LOWEST));
     let p = parse_packet(&Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 999, 1500).build());
-    assert_eq!(m::server_of(&p), (false, m::METHOD_WELL_KNOWN));
+    assert_eq!(m::packet::server_of(&p), (false, m::METHOD_WELL_KNOWN));
     let p = parse_packet(
         &Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 2000, 3000)
             .payload(&[0; 10])
             .build(),
     );
     let mut r = PktRec::default();
-    m::fill_rec(&p, 5, &mut r);
+    m::packet::fill_rec(&p, 5, &mut r);
     assert_eq!(r.udp_size, 10, "UDP length minus 8");
     assert_eq!(r.pkt_len as usize, 14 + 20 + 8 + 10);
 }
@@ -282,15 +284,15 @@ fn crypto_sessions_equal_reference() {
             let (what, f) = &cases[rng.random_range(0..cases.len())];
             assert_eq!(mon.test_run(f).unwrap(), TCX_NEXT, "{what}");
             let p = parse_packet(f);
-            if !m::crypto_wants(&p) {
+            if !m::packet::crypto_wants(&p) {
                 continue;
             }
             let mut k = SessKey::default();
-            m::key_into(&p, &mut k);
+            m::packet::key_into(&p, &mut k);
             let v = want.entry(k).or_default();
             // The reference with a clock of its own: times are compared for order only.
             let ts = v.alive_ts + 1;
-            m::crypto_add(&p, ts, v);
+            m::packet::crypto_add(&p, ts, v);
         }
         let w = mon.read().unwrap();
         assert_eq!(w.crypto.len(), want.len(), "round {round}");

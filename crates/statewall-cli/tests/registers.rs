@@ -17,8 +17,8 @@ use common::soak_cases;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use statewall::xfsm::{compile, write_tables, RawMachine, RawTrans};
 use statewall_common::{
+    parse::proto,
     parse::{parse_packet, tcp},
-    proto,
     xfsm::{
         field,
         interp::{Acts, Cmp, CondDef, Entry, Interp, Opd, Reg, UpdDef, UpdOp},

@@ -464,8 +464,9 @@ fn kernel_filter_equals_reference() {
     use statewall_common::{
         parse::parse_packet,
         spa::{
-            classify, gcra, rate_key, Class, SpaConf, SpaHeader, KIND_FWKNOP, KIND_PKD,
-            MAP_SPA_CONF, MAP_SPA_EVENTS, MAP_SPA_TAGS,
+            gcra,
+            packet::{classify, rate_key, Class},
+            SpaConf, SpaHeader, KIND_FWKNOP, KIND_PKD, MAP_SPA_CONF, MAP_SPA_EVENTS, MAP_SPA_TAGS,
         },
         TCX_NEXT,
     };

@@ -18,8 +18,8 @@ use statewall::xfsm::{
 };
 use statewall_common::{
     maps::{GrantKey, GrantValue, MAP_GATE_GRANTS},
+    parse::proto,
     parse::{parse_packet, tcp},
-    proto,
     xfsm::{
         field, step, Counter, Event, LockKey, LockVal, Payload, StateKey, StateVal, COUNTERS,
         DIR_EGRESS, DIR_INGRESS, E_KEEP_HARD, MAP_EVENTS, MAP_LOCKS, MAP_ONCE, MAP_STATES,
@@ -190,7 +190,7 @@ fn random_raw(rng: &mut StdRng, n: usize) -> RawMachine {
                 (0, 0)
             },
             payload: if proto == proto::UDP && port != 0 && rng.random_bool(0.5) {
-                Payload::from_bytes(PAYLOADS[rng.random_range(0..PAYLOADS.len())])
+                Some(PAYLOADS[rng.random_range(0..PAYLOADS.len())].to_vec())
             } else {
                 None
             },

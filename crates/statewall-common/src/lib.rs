@@ -47,6 +47,3 @@ pub const TC_ACT_SHOT: i32 = 2;
 pub const XDP_DROP: u32 = 1;
 /// XDP verdict: pass to the stack.
 pub const XDP_PASS: u32 = 2;
-
-/// IP protocol numbers (defined beside the parser, which is the first to need them).
-pub use parse::proto;

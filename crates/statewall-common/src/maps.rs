@@ -66,6 +66,16 @@ pub const FAMILY_V4: u8 = 4;
 /// IPv6 family tag.
 pub const FAMILY_V6: u8 = 6;
 
+/// An address as the kernel's keys and events hold it: `family` [`FAMILY_V6`], or IPv4
+/// in the first 4 bytes.
+pub fn addr_ip(family: u8, a: &[u8; 16]) -> core::net::IpAddr {
+    if family == FAMILY_V6 {
+        core::net::IpAddr::from(*a)
+    } else {
+        core::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}
+
 /// Key of a grant: this source may open new flows to (`proto`, `port`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]

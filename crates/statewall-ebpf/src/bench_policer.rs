@@ -5,7 +5,7 @@
 //! compare-and-swap lock word the machines' registers use.
 
 use aya_ebpf::{macros::map, maps::LruHashMap};
-use statewall_common::{parse::PacketInfo, proto};
+use statewall_common::{parse::proto, parse::PacketInfo};
 
 use crate::bench_synguard::addr_word;
 

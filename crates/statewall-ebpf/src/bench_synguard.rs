@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap},
 };
 use statewall_common::{
+    parse::proto,
     parse::{tcp, PacketInfo},
-    proto,
 };
 
 /// Lock word, window start, SYNs in the window.

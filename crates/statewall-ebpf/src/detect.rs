@@ -13,8 +13,8 @@ use statewall_common::{
         C_DEST_PASSED, C_EXPIRED, DEST_LIMIT, DEST_VERIFY, MAX_DESTS, MAX_PREFIXES, MAX_SYNS,
         SLOT_DESTS, SYN_RETRY_MAX_NS, SYN_RETRY_MIN_NS,
     },
+    parse::proto,
     parse::{tcp, PacketInfo},
-    proto,
 };
 
 /// Allowlisted prefixes (no flags: the LPM trie needs BPF_F_NO_PREALLOC).

@@ -14,7 +14,9 @@ use aya_ebpf::{
 use statewall_common::{
     mem::{copy_bytes, zero_words},
     monitor::{
-        crypto_add, crypto_wants, ddos_wants, fill_slot, ignored_cause, key_into, server_addr,
+        packet::{
+            crypto_add, crypto_wants, ddos_wants, fill_slot, ignored_cause, key_into, server_addr,
+        },
         CryptoVal, DdosSess, PktSlot, SessKey, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
         CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_SLOTS,
         CTL_USED, DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,

@@ -7,11 +7,11 @@
 //! same order as in the twin, so a malformed packet leaves the same partial result.
 
 use statewall_common::mem::copy_bytes;
+use statewall_common::parse::proto;
 use statewall_common::parse::{
     is_ipv6_ext, PacketInfo, Status, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FLAG_FRAG,
     FLAG_L2_GROUP, FLAG_L4, FLAG_NONFIRST_FRAG, MAX_HDR_OFF, MAX_IPV6_EXT, MAX_VLAN,
 };
-use statewall_common::proto;
 
 /// A packet's linear bytes `[start, end)` and its full length.
 pub struct Cursor {

@@ -9,8 +9,10 @@ use aya_ebpf::{
 use statewall_common::{
     parse::PacketInfo,
     spa::{
-        classify, gcra, rate_key, Class, RateKey, SpaBig, SpaConf, SpaCounter, SpaHeader, SpaSmall,
-        KIND_FWKNOP, KIND_PKD, PKD_LEN, SPA_COUNTERS, SPA_MAX, SPA_TAGS_MAX,
+        gcra,
+        packet::{classify, rate_key, Class},
+        RateKey, SpaBig, SpaConf, SpaCounter, SpaHeader, SpaSmall, KIND_FWKNOP, KIND_PKD, PKD_LEN,
+        SPA_COUNTERS, SPA_MAX, SPA_TAGS_MAX,
     },
 };
 

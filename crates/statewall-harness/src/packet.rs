@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 
-use statewall_common::proto;
+use statewall_common::parse::proto;
 
 /// The L4 part of a crafted packet.
 #[derive(Clone, Debug)]

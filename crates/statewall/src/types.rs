@@ -409,16 +409,6 @@ pub fn check_name(name: &str) -> Result<(), ValueError> {
     }
 }
 
-/// An address as the kernel's keys and events hold it: `family` 6 (IPv6) or IPv4 (4, in the
-/// first 4 bytes).
-pub fn addr_ip(family: u8, a: &[u8; 16]) -> IpAddr {
-    if family == statewall_common::maps::FAMILY_V6 {
-        IpAddr::from(*a)
-    } else {
-        IpAddr::from([a[0], a[1], a[2], a[3]])
-    }
-}
-
 /// A fast hasher (a multiply-rotate over 64-bit words). Unseeded ([`FastMap`]) for keys
 /// the configuration decides (the firewall's bitsets, their hashes, prefixes), where a
 /// collision costs time, never a wrong answer; seeded once per process ([`Seeded`]) for

@@ -13,7 +13,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-const STAGES: [&str; 6] = ["gate", "xfsm", "spa", "firewall", "monitor", "dynmon"];
+const STAGES: [&str; 7] = [
+    "gate", "xfsm", "spa", "firewall", "monitor", "dynmon", "detect",
+];
 
 /// A module's path inside the crate (`["xfsm", "doors"]`), from its file.
 fn module_of(src: &Path, file: &Path) -> Vec<String> {
@@ -272,6 +274,9 @@ fn read_tree(crates: &[(&str, &str)]) -> Crate {
                 .find(|q| c.text.contains_key(q));
             if let Some(q) = target {
                 if &q != m {
+                    if std::env::var_os("LAYOUT_PATHS").is_some() {
+                        eprintln!("PATH {} {} {}", m.join("::"), q.join("::"), p.join("::"));
+                    }
                     to.insert(q);
                 }
             }
@@ -722,8 +727,9 @@ fn workspace_file_layers_do_not_grow() {
     );
 }
 
-/// File layers in the workspace today (`LAYOUT_LIST=1` lists every file's).
-const FILE_LAYERS: usize = 10;
+/// File layers in the workspace today (`LAYOUT_LIST=1` lists every file's, `LAYOUT_PATHS=1`
+/// each import with the path that makes it).
+const FILE_LAYERS: usize = 9;
 
 /// Files over 800 lines and functions over 150 (test code excluded). The ones listed are
 /// the debt left: each may only shrink, and a new one fails.

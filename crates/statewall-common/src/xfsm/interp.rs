@@ -305,7 +305,7 @@ impl Interp {
                     || p.tcp_flags & t.tcp_flags.0 == t.tcp_flags.1;
                 let payload_ok = match &t.payload {
                     None => true,
-                    Some(pl) => super::Payload::from_bytes(payload).is_some_and(|x| x.same(pl)),
+                    Some(pl) => payload == pl.as_slice(),
                 };
                 if flags_ok && payload_ok {
                     taken = Some(t.clone());

@@ -35,7 +35,10 @@ pub mod regs;
 
 pub use payload::{Payload, MAX_PAYLOADS, PAYLOAD_MAX, PAYLOAD_NONE};
 
-use self::regs::{CondSet, UpdSet, FLOW_REGS, GLOBAL_REGS};
+use self::regs::{
+    apply, cmp, hash_field, opnd, CondSet, Operand, UpdSet, FLOW_REGS, GLOBAL_REGS, MAX_CONDS,
+    MAX_UPDATES,
+};
 use crate::maps::{GrantKey, FAMILY_V4, FAMILY_V6};
 use crate::parse::proto;
 use crate::parse::{PacketInfo, FLAG_L4, FLAG_NONFIRST_FRAG};
@@ -347,7 +350,7 @@ pub struct TransKey {
     pub port: u16,
     /// Direction the packet travels: [`DIR_INGRESS`] or [`DIR_EGRESS`].
     pub dir: u8,
-    /// The machine's condition vector ([`regs::conditions`]; 0 for a machine without
+    /// The machine's condition vector ([`conditions`]; 0 for a machine without
     /// conditions).
     pub conds: u8,
 }
@@ -1199,6 +1202,155 @@ pub struct Work {
     pub snap: Payload,
 }
 
+// Operands read from the packet, conditions and updates (`regs` holds their compiled
+// form and the arithmetic).
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline(always)]
+fn fnv(mut h: u64, b: u8) -> u64 {
+    h ^= b as u64;
+    h.wrapping_mul(FNV_PRIME)
+}
+
+/// FNV-1a 64 over the packet fields in `mask` ([`hash_field`]), in network byte order.
+#[inline(always)]
+pub fn hash_fields(p: &PacketInfo, mask: u64) -> u64 {
+    let mut h = FNV_OFFSET;
+    let alen = if p.family == 6 { 16 } else { 4 };
+    let mut i = 0;
+    while i < 16 {
+        if mask & hash_field::SRC_IP != 0 && i < alen {
+            h = fnv(h, p.saddr[i]);
+        }
+        i += 1;
+    }
+    i = 0;
+    while i < 16 {
+        if mask & hash_field::DST_IP != 0 && i < alen {
+            h = fnv(h, p.daddr[i]);
+        }
+        i += 1;
+    }
+    if mask & hash_field::PROTO != 0 {
+        h = fnv(h, p.l4proto);
+    }
+    if mask & hash_field::SPORT != 0 {
+        h = fnv(h, (p.sport >> 8) as u8);
+        h = fnv(h, p.sport as u8);
+    }
+    if mask & hash_field::DPORT != 0 {
+        h = fnv(h, (p.dport >> 8) as u8);
+        h = fnv(h, p.dport as u8);
+    }
+    h
+}
+
+/// The value of an operand.
+#[inline(always)]
+pub fn value(
+    o: &Operand,
+    p: &PacketInfo,
+    now: u64,
+    r: &[u64; FLOW_REGS],
+    g: &[u64; GLOBAL_REGS],
+    meta: u64,
+) -> u64 {
+    raw_value(o, p, now, r, g, meta) >> (o.shr & 63)
+}
+
+#[inline(always)]
+fn raw_value(
+    o: &Operand,
+    p: &PacketInfo,
+    now: u64,
+    r: &[u64; FLOW_REGS],
+    g: &[u64; GLOBAL_REGS],
+    meta: u64,
+) -> u64 {
+    let i = o.idx as usize;
+    match o.kind {
+        opnd::CONST => o.k,
+        opnd::REG => r[i & (FLOW_REGS - 1)],
+        opnd::GLOBAL => g[i & (GLOBAL_REGS - 1)],
+        opnd::PKT_LEN => p.pkt_len as u64,
+        opnd::SPORT => p.sport as u64,
+        opnd::DPORT => p.dport as u64,
+        opnd::PROTO => p.l4proto as u64,
+        opnd::TCP_FLAGS => p.tcp_flags as u64,
+        opnd::SINCE => now.saturating_sub(r[i & (FLOW_REGS - 1)]),
+        opnd::GSINCE => now.saturating_sub(g[i & (GLOBAL_REGS - 1)]),
+        opnd::NOW => now,
+        opnd::HASH => hash_fields(p, o.k),
+        opnd::META => meta,
+        opnd::IN_PORT => p.ifindex as u64,
+        _ => 0,
+    }
+}
+
+/// The condition vector: bit `i` set when condition `i` holds.
+#[inline(always)]
+pub fn conditions(
+    cs: &CondSet,
+    p: &PacketInfo,
+    now: u64,
+    r: &[u64; FLOW_REGS],
+    g: &[u64; GLOBAL_REGS],
+    meta: u64,
+) -> u8 {
+    let mut v = 0u8;
+    let mut i = 0;
+    while i < MAX_CONDS {
+        if (i as u32) < cs.n {
+            let c = &cs.c[i];
+            let a = value(&c.a, p, now, r, g, meta);
+            let b = value(&c.b, p, now, r, g, meta);
+            let holds = match c.op {
+                cmp::LT => a < b,
+                cmp::LE => a <= b,
+                cmp::EQ => a == b,
+                cmp::NE => a != b,
+                cmp::GE => a >= b,
+                cmp::GT => a > b,
+                _ => false,
+            };
+            v |= (holds as u8) << i;
+        }
+        i += 1;
+    }
+    v
+}
+
+/// Runs a transition's updates on the registers, in order (each sees the ones before it).
+#[inline(always)]
+pub fn run_updates(
+    us: &UpdSet,
+    p: &PacketInfo,
+    now: u64,
+    r: &mut [u64; FLOW_REGS],
+    g: &mut [u64; GLOBAL_REGS],
+    meta: &mut u64,
+) {
+    let mut i = 0;
+    while i < MAX_UPDATES {
+        if (i as u32) < us.n {
+            let u = &us.u[i];
+            let x = value(&u.src, p, now, r, g, *meta);
+            let d = (u.dst as usize) & 7;
+            if u.dst_kind == opnd::META {
+                *meta = apply(u.op, *meta, x, u.shift);
+            } else if u.dst_kind == opnd::GLOBAL {
+                g[d] = apply(u.op, g[d], x, u.shift);
+            } else {
+                let d = d & (FLOW_REGS - 1);
+                r[d] = apply(u.op, r[d], x, u.shift);
+            }
+        }
+        i += 1;
+    }
+}
+
 /// The condition vector of an extended machine, from the lookup key's registers (read
 /// into `w`).
 #[inline(never)]
@@ -1211,7 +1363,7 @@ fn eval_conds<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u8 {
     let Some(cs) = t.conds(c.generation, m) else {
         return 0;
     };
-    let cv = regs::conditions(cs, c.p, c.now, &w.regs, &w.glob, w.meta);
+    let cv = conditions(cs, c.p, c.now, &w.regs, &w.glob, w.meta);
     if w.mach.flags & M_FIXED == 0 {
         return cv;
     }
@@ -1483,7 +1635,7 @@ fn apply_updates<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work, at_l
     let k = if at_lookup { &w.key } else { &w.ukey };
     // At the lookup key, the conditions read it in this run (`flow_regs`).
     match t.update_regs(k, at_lookup, m, flow, generation, set, |us, r, g| {
-        regs::run_updates(us, p, now, r, g, meta)
+        run_updates(us, p, now, r, g, meta)
     }) {
         RegsOutcome::Done => {}
         RegsOutcome::Full => t.count(Counter::RegsFull),

@@ -158,8 +158,9 @@ pub struct RawTrans {
     pub port: u16,
     /// TCP flags (mask, value).
     pub tcp_flags: (u8, u8),
-    /// UDP payload the packet must carry.
-    pub payload: Option<super::payload::Payload>,
+    /// UDP payload the packet must carry: its bytes, at most
+    /// `super::payload::PAYLOAD_MAX`.
+    pub payload: Option<Vec<u8>>,
     /// Drop the packet (else hand it on).
     pub drop: bool,
     /// State to go to; `None` = stay, keeping the timers.

@@ -1,5 +1,8 @@
 //! Registers, conditions and update functions of extended machines (after OPP and
-//! FlowBlaze): the compiled form the kernel reads, and its evaluation.
+//! FlowBlaze): the compiled form the kernel reads, and the arithmetic of the updates.
+//! Reading a packet's fields into operands, and so evaluating conditions and running
+//! updates, is the parent module's ([`super::conditions`], [`super::run_updates`]): it
+//! needs the parser's packet, and this module needs nothing else of the crate.
 //!
 //! A machine with registers has [`FLOW_REGS`] 64-bit registers per flow (per update key,
 //! in [`MAP_REGS`]) and [`GLOBAL_REGS`] per machine ([`MAP_GLOBALS`]). Up to
@@ -21,8 +24,6 @@
 //! `r - (r >> k) + (x >> k)` (no overflow: the result is at most `max(r, x)`); `hash`
 //! sets the register to FNV-1a 64 over the fields named by its operand mask, in network
 //! byte order.
-
-use crate::parse::PacketInfo;
 
 /// Per-flow registers.
 pub const FLOW_REGS: usize = 4;
@@ -227,123 +228,6 @@ pub struct GlobalRegs {
     pub g: [u64; GLOBAL_REGS],
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-#[inline(always)]
-fn fnv(mut h: u64, b: u8) -> u64 {
-    h ^= b as u64;
-    h.wrapping_mul(FNV_PRIME)
-}
-
-/// FNV-1a 64 over the packet fields in `mask` ([`hash_field`]), in network byte order.
-#[inline(always)]
-pub fn hash_fields(p: &PacketInfo, mask: u64) -> u64 {
-    let mut h = FNV_OFFSET;
-    let alen = if p.family == 6 { 16 } else { 4 };
-    let mut i = 0;
-    while i < 16 {
-        if mask & hash_field::SRC_IP != 0 && i < alen {
-            h = fnv(h, p.saddr[i]);
-        }
-        i += 1;
-    }
-    i = 0;
-    while i < 16 {
-        if mask & hash_field::DST_IP != 0 && i < alen {
-            h = fnv(h, p.daddr[i]);
-        }
-        i += 1;
-    }
-    if mask & hash_field::PROTO != 0 {
-        h = fnv(h, p.l4proto);
-    }
-    if mask & hash_field::SPORT != 0 {
-        h = fnv(h, (p.sport >> 8) as u8);
-        h = fnv(h, p.sport as u8);
-    }
-    if mask & hash_field::DPORT != 0 {
-        h = fnv(h, (p.dport >> 8) as u8);
-        h = fnv(h, p.dport as u8);
-    }
-    h
-}
-
-/// The value of an operand.
-#[inline(always)]
-pub fn value(
-    o: &Operand,
-    p: &PacketInfo,
-    now: u64,
-    r: &[u64; FLOW_REGS],
-    g: &[u64; GLOBAL_REGS],
-    meta: u64,
-) -> u64 {
-    raw_value(o, p, now, r, g, meta) >> (o.shr & 63)
-}
-
-#[inline(always)]
-fn raw_value(
-    o: &Operand,
-    p: &PacketInfo,
-    now: u64,
-    r: &[u64; FLOW_REGS],
-    g: &[u64; GLOBAL_REGS],
-    meta: u64,
-) -> u64 {
-    let i = o.idx as usize;
-    match o.kind {
-        opnd::CONST => o.k,
-        opnd::REG => r[i & (FLOW_REGS - 1)],
-        opnd::GLOBAL => g[i & (GLOBAL_REGS - 1)],
-        opnd::PKT_LEN => p.pkt_len as u64,
-        opnd::SPORT => p.sport as u64,
-        opnd::DPORT => p.dport as u64,
-        opnd::PROTO => p.l4proto as u64,
-        opnd::TCP_FLAGS => p.tcp_flags as u64,
-        opnd::SINCE => now.saturating_sub(r[i & (FLOW_REGS - 1)]),
-        opnd::GSINCE => now.saturating_sub(g[i & (GLOBAL_REGS - 1)]),
-        opnd::NOW => now,
-        opnd::HASH => hash_fields(p, o.k),
-        opnd::META => meta,
-        opnd::IN_PORT => p.ifindex as u64,
-        _ => 0,
-    }
-}
-
-/// The condition vector: bit `i` set when condition `i` holds.
-#[inline(always)]
-pub fn conditions(
-    cs: &CondSet,
-    p: &PacketInfo,
-    now: u64,
-    r: &[u64; FLOW_REGS],
-    g: &[u64; GLOBAL_REGS],
-    meta: u64,
-) -> u8 {
-    let mut v = 0u8;
-    let mut i = 0;
-    while i < MAX_CONDS {
-        if (i as u32) < cs.n {
-            let c = &cs.c[i];
-            let a = value(&c.a, p, now, r, g, meta);
-            let b = value(&c.b, p, now, r, g, meta);
-            let holds = match c.op {
-                cmp::LT => a < b,
-                cmp::LE => a <= b,
-                cmp::EQ => a == b,
-                cmp::NE => a != b,
-                cmp::GE => a >= b,
-                cmp::GT => a > b,
-                _ => false,
-            };
-            v |= (holds as u8) << i;
-        }
-        i += 1;
-    }
-    v
-}
-
 /// The condition vector `cv` with each `table_full` condition set to `full`.
 #[inline(always)]
 pub fn with_table_full(cs: &CondSet, mut cv: u8, full: bool) -> u8 {
@@ -383,35 +267,6 @@ pub fn apply(op: u8, d: u64, x: u64, k: u8) -> u64 {
             d - (d >> k) + (x >> k)
         }
         _ => d,
-    }
-}
-
-/// Runs a transition's updates on the registers, in order (each sees the ones before it).
-#[inline(always)]
-pub fn run_updates(
-    us: &UpdSet,
-    p: &PacketInfo,
-    now: u64,
-    r: &mut [u64; FLOW_REGS],
-    g: &mut [u64; GLOBAL_REGS],
-    meta: &mut u64,
-) {
-    let mut i = 0;
-    while i < MAX_UPDATES {
-        if (i as u32) < us.n {
-            let u = &us.u[i];
-            let x = value(&u.src, p, now, r, g, *meta);
-            let d = (u.dst as usize) & 7;
-            if u.dst_kind == opnd::META {
-                *meta = apply(u.op, *meta, x, u.shift);
-            } else if u.dst_kind == opnd::GLOBAL {
-                g[d] = apply(u.op, g[d], x, u.shift);
-            } else {
-                let d = d & (FLOW_REGS - 1);
-                r[d] = apply(u.op, r[d], x, u.shift);
-            }
-        }
-        i += 1;
     }
 }
 

@@ -15,7 +15,10 @@
 //! ([`super::sessions`]).
 
 use statewall_common::{
-    monitor::{crypto_wants, ddos_wants, fill_rec, key_into, PktRec},
+    monitor::{
+        packet::{crypto_wants, ddos_wants, fill_rec, key_into},
+        PktRec,
+    },
     parse::{parse_packet, PacketInfo},
 };
 

@@ -1,6 +1,6 @@
 //! Why the learned classifier could not read, train, load or classify.
 
-use super::{capture::CaptureError, DetectError};
+use super::{capture::CaptureError, invalid::DetectError, model::ModelError};
 use crate::monitor::MonitorError;
 
 /// The classifier's errors.
@@ -22,15 +22,12 @@ pub enum LearnError {
         /// Where and what.
         err: CaptureError,
     },
-    /// A model file that does not read, or a model and samples that do not fit.
-    #[error("model: {0}")]
-    Model(String),
+    /// A model that does not read, train or fit its samples.
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// Attacker or victim prefixes that do not read, or a manifest that does not.
     #[error("{0}")]
     Labels(String),
-    /// Training failed (one class only, or the forest refused the data).
-    #[error("training: {0}")]
-    Train(String),
     /// The classifier's monitor instance.
     #[error(transparent)]
     Monitor(#[from] MonitorError),

@@ -22,7 +22,7 @@ use super::{
     windows::{samples, Sample, SampleKind, Shape, Windows},
     Prefix,
 };
-use crate::types::addr_ip;
+use statewall_common::maps::addr_ip;
 
 /// Reads a capture file, for samples of `kind`.
 pub fn read_capture(path: &Path, kind: SampleKind) -> Result<capture::Capture, LearnError> {
@@ -168,7 +168,7 @@ pub fn train(
         }
     }
     let refs: Vec<&Sample> = all.iter().collect();
-    Model::train(&refs, &y, shape, params)
+    Ok(Model::train(&refs, &y, shape, params)?)
 }
 
 /// Flow-level results.

@@ -21,10 +21,8 @@ use super::{
     windows::{samples, Sample, SampleKind, Shape},
     ClassifierConfig, DetectConfig,
 };
-use crate::{
-    monitor::{Direction, Extraction, Kind, Monitor, MonitorSpec},
-    types::addr_ip,
-};
+use crate::monitor::{Direction, Extraction, Kind, Monitor, MonitorSpec};
+use statewall_common::maps::addr_ip;
 
 /// The classifier's monitor instance's name.
 pub const MONITOR: &str = "detect-classifier";
@@ -353,7 +351,7 @@ fn lengths(found: &mut [Detection], packets: &[statewall_common::monitor::PktRec
 /// padding (60 bytes or less).
 pub fn ip_len(r: &statewall_common::monitor::PktRec) -> u16 {
     match r.key.proto {
-        statewall_common::proto::UDP => {
+        statewall_common::parse::proto::UDP => {
             let ip = if r.key.family == 6 { 40 } else { 20 };
             r.udp_size.saturating_add(8 + ip)
         }
@@ -450,7 +448,7 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use statewall_common::{monitor::PktRec, proto};
+    use statewall_common::{monitor::PktRec, parse::proto};
 
     fn rec(l4: u8, family: u8, pkt_len: u16, udp_size: u16) -> PktRec {
         PktRec {

@@ -34,6 +34,10 @@
 //! and under `enforce` the pool a miner talks to is blocked (the miner's host keeps its
 //! other traffic).
 //!
+//! Errors: `invalid` is the section's own ([`DetectError`]), `model` the forests',
+//! `error` the learned detectors' (wrapping both); none of them imports this module, which
+//! checks the section by loading its models.
+//!
 //! Owns the `[detect]` section and the stage's tables (`kernel`). May import: `engine`,
 //! `gate` (addresses), `types`. The machines it writes are the text of plain `[[xfsm]]`
 //! machines, which the config reads as it reads the user's.
@@ -42,6 +46,7 @@
 
 pub mod capture;
 pub mod error;
+pub mod invalid;
 pub mod kernel;
 pub mod learn;
 pub mod live;
@@ -55,6 +60,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::types::Dur;
+pub use invalid::DetectError;
 
 /// A mitigation in force, as `GET /api/v1/detect` lists it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -287,16 +293,6 @@ pub struct Configured {
     pub enabled: bool,
     /// Packets per second to one destination at which it fires.
     pub threshold: u64,
-}
-
-/// A `[detect]` value that cannot be used: (key, what is wrong).
-#[derive(Debug, thiserror::Error)]
-#[error("[detect] {key}: {msg}")]
-pub struct DetectError {
-    /// The key.
-    pub key: String,
-    /// What is wrong.
-    pub msg: String,
 }
 
 fn bad(key: &str, msg: impl Into<String>) -> DetectError {

@@ -14,11 +14,36 @@ use smartcore::{
     linalg::basic::matrix::DenseMatrix,
 };
 
-use super::{
-    error::LearnError,
-    sessions,
-    windows::{carries_payload, Sample, SampleKind, Shape, FEATURES},
-};
+use super::windows::{carries_payload, session, Sample, SampleKind, Shape, FEATURES};
+
+/// Why a model could not be read, trained or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A model file could not be read or written.
+    #[error("{path}: {msg}")]
+    File {
+        /// The file.
+        path: String,
+        /// What the system said.
+        msg: String,
+    },
+    /// A model file that does not read, or a model and samples that do not fit.
+    #[error("model: {0}")]
+    Model(String),
+    /// Training failed (one class only, or the forest refused the data).
+    #[error("training: {0}")]
+    Train(String),
+}
+
+impl ModelError {
+    /// A file error.
+    pub fn file(path: &std::path::Path, e: impl std::fmt::Display) -> ModelError {
+        ModelError::File {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        }
+    }
+}
 
 type Forest = RandomForestClassifier<f32, u8, DenseMatrix<f32>, Vec<u8>>;
 
@@ -120,10 +145,10 @@ struct Flat {
 }
 
 impl Flat {
-    fn of(forest: &Forest) -> Result<Flat, LearnError> {
-        let v = serde_json::to_value(forest).map_err(|e| LearnError::Model(e.to_string()))?;
+    fn of(forest: &Forest) -> Result<Flat, ModelError> {
+        let v = serde_json::to_value(forest).map_err(|e| ModelError::Model(e.to_string()))?;
         let bad = |what: &str| {
-            LearnError::Model(format!(
+            ModelError::Model(format!(
                 "the forest's {what} do not read as smartcore 0.4 writes them"
             ))
         };
@@ -132,7 +157,7 @@ impl Flat {
             .ok_or_else(|| bad("classes"))?
             .iter()
             .map(|c| c.as_u64().map(|c| c as u8).ok_or_else(|| bad("classes")))
-            .collect::<Result<Vec<u8>, LearnError>>()?;
+            .collect::<Result<Vec<u8>, ModelError>>()?;
         let mut f = Flat {
             classes,
             ..Default::default()
@@ -185,12 +210,12 @@ impl Flat {
 
     /// The class index the tree at `root` gives `row`.
     #[inline]
-    fn leaf(&self, root: u32, row: &[f32]) -> Result<u32, LearnError> {
+    fn leaf(&self, root: u32, row: &[f32]) -> Result<u32, ModelError> {
         let mut n = self.nodes[root as usize];
         // (Each tree's children lie after their parent: a walk ends within its nodes.)
         while n.output == u32::MAX {
             let x = *row.get(n.feature as usize).ok_or_else(|| {
-                LearnError::Model("a split on a feature the sample does not have".into())
+                ModelError::Model("a split on a feature the sample does not have".into())
             })?;
             n = self.nodes[if (x as f64) <= n.threshold {
                 n.left
@@ -203,7 +228,7 @@ impl Flat {
 
     /// Whether at least `k` trees vote for class 1 (attack): the same answer as counting
     /// every vote, with the walk stopped once the count is reached or can no longer be.
-    fn reaches(&self, row: &[f32], k: usize) -> Result<bool, LearnError> {
+    fn reaches(&self, row: &[f32], k: usize) -> Result<bool, ModelError> {
         let Some(attack) = self.classes.iter().position(|c| *c == 1) else {
             return Ok(false);
         };
@@ -227,13 +252,13 @@ impl Flat {
 
     /// The class a row gets by the majority of the trees, and the trees that voted for
     /// class 1 (attack).
-    fn predict(&self, row: &[f32]) -> Result<(u8, usize), LearnError> {
+    fn predict(&self, row: &[f32]) -> Result<(u8, usize), ModelError> {
         let mut votes = [0usize; 8];
         for &root in &self.roots {
             let out = self.leaf(root, row)?;
             *votes
                 .get_mut(out as usize)
-                .ok_or_else(|| LearnError::Model("more than 8 classes".into()))? += 1;
+                .ok_or_else(|| ModelError::Model("more than 8 classes".into()))? += 1;
         }
         let mut best = 0;
         for i in 1..self.classes.len() {
@@ -267,11 +292,11 @@ fn span(s: &Sample, shape: Shape) -> f32 {
 }
 
 /// Whether the forest judges `s` (every flow sample, or with `payload_only` those that
-/// carry payload; a session sample once the session is [`sessions::MIN_AGE`] windows old).
+/// carry payload; a session sample once the session is [`session::MIN_AGE`] windows old).
 fn judged(s: &Sample, shape: Shape, payload_only: bool) -> bool {
     match shape.kind {
         SampleKind::Packets => !payload_only || carries_payload(s, shape.n),
-        SampleKind::Sessions => sessions::judged(s, shape),
+        SampleKind::Sessions => session::judged(s, shape),
     }
 }
 
@@ -280,20 +305,20 @@ fn judged(s: &Sample, shape: Shape, payload_only: bool) -> bool {
 fn cols(shape: Shape) -> usize {
     match shape.kind {
         SampleKind::Packets => shape.n * FEATURES + 1,
-        SampleKind::Sessions => sessions::FEATURES,
+        SampleKind::Sessions => session::FEATURES,
     }
 }
 
 /// Appends the forest's input for one sample to `out`: a flow sample's rows, then the time
 /// its recorded packets span (a tree splits on one value at a time; the rows' times alone
 /// would take two); a session sample's features as they are.
-fn input_row(s: &Sample, shape: Shape, out: &mut Vec<f32>) -> Result<(), LearnError> {
+fn input_row(s: &Sample, shape: Shape, out: &mut Vec<f32>) -> Result<(), ModelError> {
     let want = match shape.kind {
         SampleKind::Packets => shape.n * FEATURES,
-        SampleKind::Sessions => sessions::FEATURES,
+        SampleKind::Sessions => session::FEATURES,
     };
     if s.x.len() != want {
-        return Err(LearnError::Model(format!(
+        return Err(ModelError::Model(format!(
             "a sample of {} values where the model takes {want}",
             s.x.len()
         )));
@@ -306,8 +331,8 @@ fn input_row(s: &Sample, shape: Shape, out: &mut Vec<f32>) -> Result<(), LearnEr
 }
 
 /// Checks that `p` can be `m`'s forest for samples with payload.
-fn check_payload(m: &Model, p: &Model) -> Result<(), LearnError> {
-    let bad = |why: &str| Err(LearnError::Model(format!("the payload forest: {why}")));
+fn check_payload(m: &Model, p: &Model) -> Result<(), ModelError> {
+    let bad = |why: &str| Err(ModelError::Model(format!("the payload forest: {why}")));
     if m.shape.kind != SampleKind::Packets || m.params.payload_only {
         return bad("only a flow model that judges every sample takes one");
     }
@@ -324,13 +349,13 @@ fn check_payload(m: &Model, p: &Model) -> Result<(), LearnError> {
 }
 
 /// The forest's input for `samples`, one row each.
-fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, LearnError> {
+fn matrix(samples: &[&Sample], shape: Shape) -> Result<DenseMatrix<f32>, ModelError> {
     let cols = cols(shape);
     let mut v = Vec::with_capacity(samples.len() * cols);
     for s in samples {
         input_row(s, shape, &mut v)?;
     }
-    DenseMatrix::new(samples.len(), cols, v, false).map_err(|e| LearnError::Model(e.to_string()))
+    DenseMatrix::new(samples.len(), cols, v, false).map_err(|e| ModelError::Model(e.to_string()))
 }
 
 impl Model {
@@ -340,7 +365,7 @@ impl Model {
         attack: &[bool],
         shape: Shape,
         params: Params,
-    ) -> Result<Model, LearnError> {
+    ) -> Result<Model, ModelError> {
         // Sessions too young to be judged are not trained on.
         let (samples, attack): (Vec<&Sample>, Vec<bool>) = samples
             .iter()
@@ -351,7 +376,7 @@ impl Model {
         let (samples, attack) = (&samples[..], &attack[..]);
         let n_attack = attack.iter().filter(|a| **a).count();
         if n_attack == 0 || n_attack == attack.len() {
-            return Err(LearnError::Train(format!(
+            return Err(ModelError::Train(format!(
                 "training needs both benign and attack samples ({} benign, {n_attack} attack)",
                 attack.len() - n_attack
             )));
@@ -362,7 +387,7 @@ impl Model {
             .with_n_trees(params.trees)
             .with_max_depth(params.max_depth)
             .with_seed(params.seed);
-        let forest = Forest::fit(&x, &y, p).map_err(|e| LearnError::Train(e.to_string()))?;
+        let forest = Forest::fit(&x, &y, p).map_err(|e| ModelError::Train(e.to_string()))?;
         Ok(Model {
             format: FORMAT.into(),
             shape,
@@ -375,7 +400,7 @@ impl Model {
     }
 
     /// Whether each sample is an attack.
-    pub fn predict(&self, samples: &[&Sample]) -> Result<Vec<bool>, LearnError> {
+    pub fn predict(&self, samples: &[&Sample]) -> Result<Vec<bool>, ModelError> {
         if samples.is_empty() {
             return Ok(Vec::new());
         }
@@ -388,14 +413,14 @@ impl Model {
                 (h.join(), second)
             });
             let mut v =
-                first.map_err(|_| LearnError::Model("a classifier thread panicked".into()))??;
+                first.map_err(|_| ModelError::Model("a classifier thread panicked".into()))??;
             v.extend(second?);
             return Ok(v);
         }
         self.predict_on(samples)
     }
 
-    fn predict_on(&self, samples: &[&Sample]) -> Result<Vec<bool>, LearnError> {
+    fn predict_on(&self, samples: &[&Sample]) -> Result<Vec<bool>, ModelError> {
         let mut row = Vec::with_capacity(cols(self.shape));
         samples
             .iter()
@@ -419,7 +444,7 @@ impl Model {
         s: &Sample,
         row: &mut Vec<f32>,
         filled: &mut bool,
-    ) -> Result<bool, LearnError> {
+    ) -> Result<bool, ModelError> {
         if !judged(s, self.shape, self.params.payload_only) {
             return Ok(false);
         }
@@ -436,7 +461,7 @@ impl Model {
 
     /// Attaches the flow model `p` (of the same window and packets, with no second forest
     /// of its own) as the forest for samples with payload ([`Model::payload`]).
-    pub fn with_payload(mut self, mut p: Model) -> Result<Model, LearnError> {
+    pub fn with_payload(mut self, mut p: Model) -> Result<Model, ModelError> {
         p.params.payload_only = true;
         check_payload(&self, &p)?;
         self.payload = Some(Box::new(p));
@@ -444,19 +469,19 @@ impl Model {
     }
 
     /// smartcore's own prediction (what the flat trees are checked against).
-    pub fn predict_smartcore(&self, samples: &[&Sample]) -> Result<Vec<bool>, LearnError> {
+    pub fn predict_smartcore(&self, samples: &[&Sample]) -> Result<Vec<bool>, ModelError> {
         let x = matrix(samples, self.shape)?;
         let y = self
             .forest
             .predict(&x)
-            .map_err(|e| LearnError::Model(e.to_string()))?;
+            .map_err(|e| ModelError::Model(e.to_string()))?;
         Ok(y.into_iter().map(|v| v == 1).collect())
     }
 
     /// Reads a model from its JSON text.
-    pub fn from_json(text: &str) -> Result<Model, LearnError> {
+    pub fn from_json(text: &str) -> Result<Model, ModelError> {
         let mut m: Model = serde_json::from_str(text)
-            .map_err(|e| LearnError::Model(format!("not a model: {e}")))?;
+            .map_err(|e| ModelError::Model(format!("not a model: {e}")))?;
         m.ready()?;
         if let Some(mut p) = m.payload.take() {
             p.ready()?;
@@ -468,21 +493,21 @@ impl Model {
 
     /// Makes a model read from a file ready: its flat trees, then its checks (format,
     /// window, splits within its samples).
-    fn ready(&mut self) -> Result<(), LearnError> {
+    fn ready(&mut self) -> Result<(), ModelError> {
         self.flat = Flat::of(&self.forest)?;
         let m = self;
         if m.format != FORMAT {
-            return Err(LearnError::Model(format!(
+            return Err(ModelError::Model(format!(
                 "format {:?}, expected {FORMAT:?}",
                 m.format
             )));
         }
         let (most, what) = match m.shape.kind {
             SampleKind::Packets => (MAX_PACKETS, "packets a flow"),
-            SampleKind::Sessions => (sessions::MAX_HISTORY, "windows of history"),
+            SampleKind::Sessions => (session::MAX_HISTORY, "windows of history"),
         };
         if !(1..=most).contains(&m.shape.n) || m.shape.t_ns == 0 {
-            return Err(LearnError::Model(format!(
+            return Err(ModelError::Model(format!(
                 "a window of {} ns and {} {what} (1 to {most})",
                 m.shape.t_ns, m.shape.n
             )));
@@ -493,7 +518,7 @@ impl Model {
             .iter()
             .any(|n| n.output == u32::MAX && n.feature as usize >= cols)
         {
-            return Err(LearnError::Model(format!(
+            return Err(ModelError::Model(format!(
                 "a split on feature past the {cols} a sample has"
             )));
         }
@@ -501,9 +526,9 @@ impl Model {
     }
 
     /// Reads a model file.
-    pub fn load(path: &std::path::Path) -> Result<Model, LearnError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LearnError::file(path, e))?;
-        Model::from_json(&text).map_err(|e| LearnError::file(path, e))
+    pub fn load(path: &std::path::Path) -> Result<Model, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, e))?;
+        Model::from_json(&text).map_err(|e| ModelError::file(path, e))
     }
 
     /// The model built into the binary.
@@ -721,7 +746,7 @@ mod tests {
         );
         // Refused: a second forest of another shape; one on a payload forest; a file whose
         // payload forest judges every sample.
-        let refused = |m: Result<Model, LearnError>, why: &str| {
+        let refused = |m: Result<Model, ModelError>, why: &str| {
             let e = m.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains(why), "{why}: {e}");
         };

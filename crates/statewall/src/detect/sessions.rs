@@ -30,36 +30,23 @@
 //! Live, a window is one read of the monitor; offline ([`from_packets`]), a capture's TCP
 //! and UDP packets are cut into windows of `t` from its first packet (empty windows count,
 //! as a live read finds nothing in them) and each packet is added to its session's value
-//! by the function the kernel runs (`statewall_common::monitor::crypto_add`), the table
+//! by the function the kernel runs (`statewall_common::monitor::packet::crypto_add`), the table
 //! bounded as the monitor's is. Both then go through [`History::window`].
 
 use std::collections::HashMap;
 
 use statewall_common::{
-    monitor::{crypto_add, key_into, CryptoVal, SessKey},
+    monitor::{
+        packet::{crypto_add, key_into},
+        CryptoVal, SessKey,
+    },
     parse::PacketInfo,
 };
 
 use super::windows::{Sample, Shape, Windows};
 use crate::types::Seeded;
 
-/// Features per session sample.
-pub const FEATURES: usize = 17;
-
-/// The most windows a session's history may hold.
-pub const MAX_HISTORY: usize = 64;
-
-/// Windows a session must have lived (counting its first) before it is judged: younger
-/// sessions are not mining by rule, neither trained on nor classified. Mining lasts hours;
-/// what a session does in its first seconds (a login, a subscription) says little.
-pub const MIN_AGE: u64 = 2;
-
-/// Whether a session sample of `shape` is old enough to be judged ([`MIN_AGE`]).
-pub fn judged(s: &Sample, shape: Shape) -> bool {
-    let cap = (4 * shape.n.clamp(1, MAX_HISTORY)) as f32;
-    s.x.get(1)
-        .is_some_and(|a| (a * cap).round() as u64 >= MIN_AGE)
-}
+pub use super::windows::session::{judged, FEATURES, MAX_HISTORY, MIN_AGE};
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {

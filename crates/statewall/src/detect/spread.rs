@@ -21,11 +21,11 @@ use std::net::IpAddr;
 
 use statewall_common::{
     detect::{DestKey, DEST_DROP, DEST_LIMIT, DEST_VERIFY},
-    proto,
+    parse::proto,
 };
 
 use super::live::Detection;
-use crate::types::addr_ip;
+use statewall_common::maps::addr_ip;
 
 /// A destination mitigation to put in place.
 #[derive(Clone, Debug, PartialEq)]

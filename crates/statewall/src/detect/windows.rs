@@ -25,13 +25,37 @@ use std::collections::HashMap;
 
 use statewall_common::{
     monitor::{PktRec, SessKey},
-    proto,
+    parse::proto,
 };
 
 use crate::types::Seeded;
 
 /// Features per packet.
 pub const FEATURES: usize = 11;
+
+/// The layout of session samples ([`SampleKind::Sessions`], which [`super::sessions`]
+/// makes): what a model needs to read them.
+pub mod session {
+    use super::{Sample, Shape};
+
+    /// Features per session sample.
+    pub const FEATURES: usize = 17;
+
+    /// The most windows a session's history may hold.
+    pub const MAX_HISTORY: usize = 64;
+
+    /// Windows a session must have lived (counting its first) before it is judged: younger
+    /// sessions are not mining by rule, neither trained on nor classified. Mining lasts hours;
+    /// what a session does in its first seconds (a login, a subscription) says little.
+    pub const MIN_AGE: u64 = 2;
+
+    /// Whether a session sample of `shape` is old enough to be judged ([`MIN_AGE`]).
+    pub fn judged(s: &Sample, shape: Shape) -> bool {
+        let cap = (4 * shape.n.clamp(1, MAX_HISTORY)) as f32;
+        s.x.get(1)
+            .is_some_and(|a| (a * cap).round() as u64 >= MIN_AGE)
+    }
+}
 
 /// The Ethernet header a record's frame length is taken to carry (the IP length is the
 /// rest).

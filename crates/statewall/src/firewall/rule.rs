@@ -210,7 +210,9 @@ pub fn disjoint(a: &Rule, b: &Rule) -> bool {
     };
     let differ = |x: Option<u8>, y: Option<u8>| x.zip(y).is_some_and(|(x, y)| x != y);
     let flags_not_tcp = |x: &Rule, y: &Rule| {
-        x.tcpflags.is_some() && y.proto.is_some_and(|p| p != statewall_common::proto::TCP)
+        x.tcpflags.is_some()
+            && y.proto
+                .is_some_and(|p| p != statewall_common::parse::proto::TCP)
     };
     nets(a.src, b.src)
         || nets(a.dst, b.dst)

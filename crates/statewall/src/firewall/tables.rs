@@ -14,7 +14,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use statewall_common::firewall::{
-    ChainConf, FwTables, LpmKey, ACT_ACCEPT, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN, WILD_SETS,
+    packet::FwTables, ChainConf, LpmKey, ACT_ACCEPT, MAX_CHAINS, MAX_RULES, SMALL_PER_CHAIN,
+    WILD_SETS,
 };
 
 use super::change::{remap_chain, Change, Dirty};

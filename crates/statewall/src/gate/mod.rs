@@ -44,7 +44,7 @@ pub fn key_addr(k: &GrantKey) -> IpAddr {
     addr_ip(k.family, &k.addr)
 }
 
-pub use crate::types::addr_ip;
+pub use statewall_common::maps::addr_ip;
 
 /// Seconds since the epoch, as a float (events carry it).
 pub fn unix_now() -> f64 {

@@ -687,7 +687,7 @@ pub fn merge(per_cpu: &[CryptoVal]) -> CryptoVal {
 
 /// An address of a session as an `IpAddr`.
 pub fn ip(family: u8, a: &[u8; 16]) -> IpAddr {
-    crate::types::addr_ip(family, a)
+    statewall_common::maps::addr_ip(family, a)
 }
 
 /// The daemon's monitor instances, by name.

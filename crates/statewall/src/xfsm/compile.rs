@@ -6,15 +6,15 @@ use crate::xfsm::error::XfsmError;
 use std::collections::{BTreeMap, BTreeSet};
 
 use statewall_common::{
-    proto,
+    parse::proto,
     xfsm::acts::MAX_ACT_SETS,
     xfsm::raw::{Opd, Reg, UpdOp},
     xfsm::regs::{CondSet, FLOW_REGS, GLOBAL_REGS, MAX_CONDS, MAX_UPDATES, MAX_UPD_SETS},
     xfsm::{
-        field, GrantSet, Machine, Scope, Trans, ACT_DROP, ACT_NEXT, DIR_EGRESS, DIR_INGRESS,
-        E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, E_ONCE, E_REVOKE, GRANT_SET_PORTS, MAX_MACHINES,
-        MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_FIXED, M_FLOW_REGS, M_STATELESS, M_UNBOUNDED, NEXT_STAY,
-        SCOPE_FIXED, STATE_DEFAULT,
+        field, GrantSet, Machine, Payload, Scope, Trans, ACT_DROP, ACT_NEXT, DIR_EGRESS,
+        DIR_INGRESS, E_FAIL, E_GRANT, E_KEEP_HARD, E_KEEP_IDLE, E_ONCE, E_REVOKE, GRANT_SET_PORTS,
+        MAX_MACHINES, MAX_PAYLOADS, M_ANY_PORT, M_EXT, M_FIXED, M_FLOW_REGS, M_STATELESS,
+        M_UNBOUNDED, NEXT_STAY, PAYLOAD_MAX, SCOPE_FIXED, STATE_DEFAULT,
     },
 };
 
@@ -539,7 +539,14 @@ fn compile_raw(c: &mut Compiled, r: &RawMachine) -> Result<(), XfsmError> {
             tr.grant_set = m;
         }
         if let Some(p) = &t.payload {
-            tr.payload = c.payload_id(p);
+            let pl = Payload::from_bytes(p).ok_or_else(|| {
+                err(format!(
+                    "transition {}: a payload of {} bytes (at most {PAYLOAD_MAX})",
+                    i + 1,
+                    p.len()
+                ))
+            })?;
+            tr.payload = c.payload_id(&pl);
         }
         (tr.upd, tr.act) = trans_sets(c, t, err)?;
         // The condition vectors this transition covers.

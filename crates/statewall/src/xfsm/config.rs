@@ -555,7 +555,7 @@ pub fn raw_machines(
                             "a payload match needs proto udp and a port".into(),
                         ));
                     }
-                    b.and_then(|b| statewall_common::xfsm::Payload::from_bytes(&b))
+                    b
                 }
                 None => None,
             };

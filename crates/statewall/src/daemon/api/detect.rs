@@ -26,9 +26,8 @@ use crate::{
     daemon::api::call::{parse_body, ApiError},
     daemon::state::{Inner, Shared},
     detect::{live::Learned, Prefix},
-    types::addr_ip,
 };
-use statewall_common::detect::DestKey;
+use statewall_common::{detect::DestKey, maps::addr_ip};
 
 type ApiResult = Result<Response, ApiError>;
 

@@ -1,6 +1,7 @@
 //! The `spa` stage's kernel part: picking SPA candidates out of the traffic cheaply,
 //! rate-limiting them per source, and handing their payload to user space (which verifies
-//! them and grants); the candidate packet itself is always dropped.
+//! them and grants); the candidate packet itself is always dropped. The tables' layouts
+//! and the limiter are here; which packet is a candidate is [`packet`]'s.
 //!
 //! A candidate is a UDP packet (first fragment or unfragmented) that is either
 //! - a **pkd knock**: exactly [`PKD_LEN`] bytes of payload whose first four bytes are a
@@ -12,8 +13,7 @@
 //! pass go to user space by ring buffer ([`SpaRecord`]): the header and up to
 //! [`PKD_LEN`] or [`SPA_MAX`] payload bytes.
 
-use crate::parse::proto;
-use crate::parse::{PacketInfo, FLAG_FRAG, FLAG_L4};
+pub mod packet;
 
 /// Configuration, an `ARRAY` with one [`SpaConf`].
 pub const MAP_SPA_CONF: &str = "SW_SPA_CONF";
@@ -137,34 +137,6 @@ pub const SPA_COUNTER_NAMES: [&str; SPA_COUNTERS as usize] = [
     "oversized",
 ];
 
-/// What a packet is to the stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
-    /// Not a candidate: on to the next stage.
-    Other,
-    /// A UDP packet of pkd length: a candidate if its first four payload bytes are a tag.
-    MaybePkd,
-    /// A fwknop candidate.
-    Fwknop,
-}
-
-/// Classifies a parsed packet (the tag check needs the payload: [`Class::MaybePkd`]).
-/// Only whole datagrams are candidates: a first fragment's payload is a part of one,
-/// which no verifier would accept (and a 56-byte part must not pass for a pkd packet).
-#[inline(always)]
-pub fn classify(p: &PacketInfo, c: &SpaConf) -> Class {
-    if !p.is_ip() || p.l4proto != proto::UDP || p.flags & FLAG_L4 == 0 || p.flags & FLAG_FRAG != 0 {
-        return Class::Other;
-    }
-    if c.fwknop_port != 0 && p.dport == c.fwknop_port {
-        return Class::Fwknop;
-    }
-    if c.pkd != 0 && p.payload_len as usize == PKD_LEN {
-        return Class::MaybePkd;
-    }
-    Class::Other
-}
-
 /// The limiter: with theoretical arrival time `tat` (0 = none yet), may a candidate pass
 /// at `now`? Returns the new `tat` when it may.
 #[inline(always)]
@@ -174,16 +146,6 @@ pub fn gcra(tat: u64, now: u64, c: &SpaConf) -> Option<u64> {
         return None;
     }
     Some(t + c.interval_ns)
-}
-
-/// Limiter key of a packet's source.
-#[inline(always)]
-pub fn rate_key(p: &PacketInfo) -> RateKey {
-    RateKey {
-        addr: p.saddr,
-        family: p.family,
-        _pad: [0; 3],
-    }
 }
 
 #[cfg(feature = "user")]
