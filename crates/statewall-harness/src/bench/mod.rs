@@ -455,6 +455,34 @@ pub fn utc(secs: u64) -> String {
     )
 }
 
+/// A figure with three significant digits below 1 (0.194 ms), two decimals below 10 and
+/// one above, so that a sub-millisecond median is not printed as "0.2".
+fn figure(v: f64, signed: bool) -> String {
+    let a = v.abs();
+    let places = if a > 0.0 && a < 1.0 {
+        3
+    } else if a < 10.0 {
+        2
+    } else {
+        1
+    };
+    if signed {
+        format!("{v:+.places$}")
+    } else {
+        format!("{v:.places$}")
+    }
+}
+
+/// A ratio with two decimals, four below 0.1 (so that 0.0504 against a target of 0.05x
+/// does not read as 0.05 and MISSED).
+fn ratio_text(r: f64) -> String {
+    if r.abs() < 0.1 && r != 0.0 {
+        format!("{r:.4}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
 /// Prints the table as Markdown, then every group that was run again and why.
 pub fn print(report: &Report) {
     println!(
@@ -468,15 +496,15 @@ pub fn print(report: &Report) {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &report.rows {
         println!(
-            "| {} | {:.1} {} | {} | {}: {:.1} | {:.2} | {:+.1} | {} | {} |",
+            "| {} | {} {} | {} | {}: {} | {} | {} | {} | {} |",
             r.name,
-            r.value,
+            figure(r.value, false),
             r.unit,
             if r.each.is_empty() { "-" } else { &r.each },
             r.baseline,
-            r.baseline_value,
-            r.ratio,
-            r.delta,
+            figure(r.baseline_value, false),
+            ratio_text(r.ratio),
+            figure(r.delta, true),
             r.target.as_deref().unwrap_or("-"),
             match r.met {
                 Some(true) => "MET",
@@ -660,6 +688,17 @@ pub fn run(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_keep_three_digits_below_one_and_ratios_below_a_tenth() {
+        assert_eq!(figure(0.194, false), "0.194");
+        assert_eq!(figure(-3.21, true), "-3.21");
+        assert_eq!(figure(1135.24, false), "1135.2");
+        assert_eq!(figure(0.0, true), "+0.00");
+        assert_eq!(ratio_text(0.0504), "0.0504");
+        assert_eq!(ratio_text(0.0496), "0.0496");
+        assert_eq!(ratio_text(1.2345), "1.23");
+    }
 
     fn one_row(target_met: bool) -> Row {
         let mut r = row("x", "empty", &[10.0], vec![50.0], 1, Some(4.0));
