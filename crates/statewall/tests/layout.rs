@@ -694,9 +694,10 @@ fn workspace_rooms_form_no_cycle_and_at_most_eight_layers() {
 
 /// The same files one by one (a file's layer is 1 + the highest layer of the files it
 /// imports; a cycle counts as one): the depth may only shrink. A file-level chain runs
-/// through every layer of the design (CLI, harness, daemon, REST, shared state, config,
-/// stage, engine, common crate), and each adds the files it needs inside its room, so the
-/// number is far above the rooms'; the deepest chain is printed to show where to cut.
+/// through the tiers of the design (CLI, a subcommand or the shell's top, a task or the
+/// harness, the shared state, a stage's top, middle and bottom, a common layout, a common
+/// leaf), so the number is above the rooms'; the deepest chain is printed to show where to
+/// cut.
 #[test]
 fn workspace_file_layers_do_not_grow() {
     let c = read_workspace();
