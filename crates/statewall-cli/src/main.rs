@@ -4,8 +4,7 @@ mod cli;
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Parser, Subcommand};
-use statewall::client;
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -225,8 +224,8 @@ async fn cli_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Reload { paths } => cli::reload::run(paths).await,
         Cmd::Top { interval, paths } => cli::top::command(interval, paths).await,
         Cmd::CheckConfig { file } => cli::check_config::run(file).await,
-        Cmd::Completions { shell } => cli::completions::run(shell).await,
-        Cmd::Manpages { dir } => cli::manpages::run(dir).await,
+        Cmd::Completions { shell } => cli::completions::run(Cli::command(), shell).await,
+        Cmd::Manpages { dir } => cli::manpages::run(Cli::command(), dir).await,
         Cmd::Teardown {
             config,
             paths,

@@ -1,11 +1,7 @@
 //! `statewall completions` (hidden): shell completions from the command line's definition.
 
-use super::prelude::*;
-use crate::Cli;
-
-/// Runs the subcommand.
-pub async fn run(shell: clap_complete::Shell) -> anyhow::Result<i32> {
-    let mut c = Cli::command();
+/// Runs the subcommand on the command line's definition `c` (the binary's root has it).
+pub async fn run(mut c: clap::Command, shell: clap_complete::Shell) -> anyhow::Result<i32> {
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut c, "statewall", &mut buf);
     use std::io::Write;

@@ -4,6 +4,6 @@
 
 pub use super::{api_call, read_json, resolve, Paths};
 pub use anyhow::Context;
-pub use clap::{Args, CommandFactory, Subcommand};
+pub use clap::{Args, Subcommand};
 pub use statewall::{client, config::proto_name};
 pub use std::{net::SocketAddr, path::PathBuf};

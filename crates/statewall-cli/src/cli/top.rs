@@ -51,7 +51,7 @@ pub struct Snapshot {
 }
 
 fn get(socket: &std::path::Path, path: &str) -> Result<Value, String> {
-    let r = crate::client::request_blocking(socket, "GET", path, None)
+    let r = statewall::client::request_blocking(socket, "GET", path, None)
         .map_err(|e| format!("{path}: {e}"))?;
     if r.status != 200 {
         return Err(format!("{path}: HTTP {}: {}", r.status, r.body));
