@@ -1,19 +1,18 @@
 //! Why the learned classifier could not read, train, load or classify.
 
-use super::{capture::CaptureError, invalid::DetectError, model::ModelError};
+use super::{
+    capture::CaptureError,
+    invalid::DetectError,
+    model::{FileError, ModelError},
+};
 use crate::monitor::MonitorError;
 
 /// The classifier's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum LearnError {
     /// A file could not be read or written.
-    #[error("{path}: {msg}")]
-    File {
-        /// The file.
-        path: String,
-        /// What the system said.
-        msg: String,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A capture is broken.
     #[error("{path}: {err}")]
     Capture {
@@ -34,14 +33,4 @@ pub enum LearnError {
     /// `[detect.classifier]`.
     #[error(transparent)]
     Config(#[from] DetectError),
-}
-
-impl LearnError {
-    /// A file error.
-    pub fn file(path: &std::path::Path, e: impl std::fmt::Display) -> LearnError {
-        LearnError::File {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        }
-    }
 }

@@ -17,7 +17,7 @@ use statewall_common::monitor::SessKey;
 use super::{
     capture,
     error::LearnError,
-    model::{Model, Params},
+    model::{FileError, Model, Params},
     sessions,
     windows::{samples, Sample, SampleKind, Shape, Windows},
     Prefix,
@@ -26,7 +26,7 @@ use statewall_common::maps::addr_ip;
 
 /// Reads a capture file, for samples of `kind`.
 pub fn read_capture(path: &Path, kind: SampleKind) -> Result<capture::Capture, LearnError> {
-    let b = std::fs::read(path).map_err(|e| LearnError::file(path, e))?;
+    let b = std::fs::read(path).map_err(|e| FileError::new(path, e))?;
     match kind {
         SampleKind::Packets => capture::read(&b),
         SampleKind::Sessions => capture::read_sessions(&b),
@@ -106,8 +106,8 @@ pub struct Entry {
 impl Manifest {
     /// Reads one; entries resolved against its folder.
     pub fn load(path: &Path) -> Result<(Manifest, PathBuf), LearnError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LearnError::file(path, e))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| LearnError::file(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| FileError::new(path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| FileError::new(path, e))?;
         for (i, e) in m.captures.iter().enumerate() {
             Labels::new(&e.attackers, &e.victims).map_err(|err| {
                 LearnError::Labels(format!(
