@@ -270,7 +270,7 @@ pub fn capture(data: &[u8]) {
         assert!(s
             .samples
             .iter()
-            .all(|s| s.x.len() == sessions::FEATURES && s.x.iter().all(|v| v.is_finite())));
+            .all(|s| s.x.len() == windows::session::FEATURES && s.x.iter().all(|v| v.is_finite())));
         let w = windows::samples(&c.packets, shape);
         assert!(w
             .samples

@@ -163,7 +163,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
     if a.window < 1e-6 {
         anyhow::bail!("--window {}: at least a microsecond", a.window);
     }
-    let max = statewall::detect::sessions::MAX_HISTORY;
+    let max = statewall::detect::windows::session::MAX_HISTORY;
     if a.detector == Detector::Mining && !(1..=max).contains(&a.history) {
         anyhow::bail!("--history {}: 1 to {max} windows", a.history);
     }

@@ -4,8 +4,8 @@
 //!
 //! A mining session is long-lived, low-rate and steady: small requests (share submits)
 //! and answers, and now and then a larger push (a job) from the pool, at intervals set by
-//! the miner's hash rate and the pool's block timing. Its features, [`FEATURES`] of them,
-//! client and server as the monitor found them (`CryptoVal::server`):
+//! the miner's hash rate and the pool's block timing. Its features,
+//! [`FEATURES`](super::windows::session::FEATURES) of them, client and server as the monitor found them (`CryptoVal::server`):
 //! 0. windows it had packets in, of those looked back over (below), over `n`;
 //! 1. windows since it was first seen, at most `4n`, over `4n` (how long-lived);
 //! 2. 3. this window's packets per second from the client, from the server;
@@ -22,8 +22,8 @@
 //!
 //! The windows looked back over are the last `n`, the session's first left out once it has
 //! others (a login's or a subscription's burst is no pattern). A session younger than
-//! [`MIN_AGE`] windows is not judged: not mining by rule, neither trained on nor
-//! classified.
+//! [`MIN_AGE`](super::windows::session::MIN_AGE) windows is not judged: not mining by
+//! rule, neither trained on nor classified.
 //!
 //! Ports are left out on purpose: pools listen on any port.
 //!
@@ -46,7 +46,7 @@ use statewall_common::{
 use super::windows::{Sample, Shape, Windows};
 use crate::types::Seeded;
 
-pub use super::windows::session::{judged, FEATURES, MAX_HISTORY, MIN_AGE};
+use super::windows::session::MAX_HISTORY;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
@@ -302,6 +302,7 @@ pub fn keys(packets: &[(u64, PacketInfo)]) -> impl Iterator<Item = SessKey> + '_
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::windows::session::{judged, FEATURES};
 
     fn key(sport: u16) -> SessKey {
         let mut k = SessKey {
