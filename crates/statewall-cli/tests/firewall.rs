@@ -19,11 +19,11 @@ use statewall::{
     },
 };
 use statewall_common::firewall::{FwLog, MAP_FW_LOG};
+use statewall_common::maps::addr_ip;
 use statewall_common::{
     ct::{CtConf, CtKey, CtVal, MAP_CT, MAP_CT_CONF},
     firewall::{
-        packet::FwVerdict,
-        packet::{classify, FwTables},
+        packet::{classify, FwTables, FwVerdict},
         stats_slot, RuleStats, ACT_ACCEPT, ACT_DROP, ACT_LOG, IFACE_XDP, MAP_FW_BITSETS,
         MAP_FW_STATS,
     },
@@ -206,13 +206,7 @@ const SEC: u64 = 1_000_000_000;
 
 /// The other direction of an earlier packet, with the flags an answer would carry.
 fn reply(rng: &mut StdRng, p: &statewall_common::parse::PacketInfo) -> Option<Vec<u8>> {
-    let ip = |a: [u8; 16]| {
-        if p.family == 6 {
-            IpAddr::from(a)
-        } else {
-            IpAddr::from([a[0], a[1], a[2], a[3]])
-        }
-    };
+    let ip = |a: [u8; 16]| addr_ip(p.family, &a);
     if p.status != 1 || p.flags & 4 == 0 {
         return None;
     }
@@ -312,13 +306,7 @@ fn scenario(
             n if n > 0 && rng.random_bool(0.08) => {
                 let orig = &sent[rng.random_range(n.saturating_sub(8)..n)];
                 let op = parse_packet(orig);
-                let ip = |a: [u8; 16]| {
-                    if op.family == 6 {
-                        IpAddr::from(a)
-                    } else {
-                        IpAddr::from([a[0], a[1], a[2], a[3]])
-                    }
-                };
+                let ip = |a: [u8; 16]| addr_ip(op.family, &a);
                 let l3 = op.l3_off as usize;
                 let q = &orig[l3..orig.len().min(l3 + 64)];
                 let ty = if op.family == 6 { 1 } else { 3 };
@@ -677,13 +665,7 @@ fn kernel_classifier_equals_reference_in_xdp() {
 /// compiler, which the table-based tests share with the kernel.
 fn rule_matches(r: &Rule, p: &statewall_common::parse::PacketInfo, ct: u8) -> bool {
     use statewall_common::parse::{FLAG_L4, FLAG_NONFIRST_FRAG};
-    let ip = |a: [u8; 16]| {
-        if p.family == 6 {
-            IpAddr::from(a)
-        } else {
-            IpAddr::from([a[0], a[1], a[2], a[3]])
-        }
-    };
+    let ip = |a: [u8; 16]| addr_ip(p.family, &a);
     let within = |net: Option<(IpAddr, u8)>, a: [u8; 16]| match net {
         None => true,
         Some((n, len)) => n.is_ipv6() == (p.family == 6) && mask(ip(a), len) == n,

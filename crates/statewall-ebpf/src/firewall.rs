@@ -11,7 +11,7 @@ use aya_ebpf::{
 use statewall_common::{
     ct::{self, CtConf, CtKey, CtVal},
     firewall::{
-        packet::{ports_of, select, tcp_flags_of, FwTables, Selection},
+        packet::{and_word, ports_of, select, tcp_flags_of, FwTables, Selection},
         rule_slot, stats_slot, Bitset, ChainConf, FwGuard, FwLog, LinChain, LinRule, LpmKey,
         RuleStats, ACT_DROP, ACT_LOG, CNT_CT_CREATED, CNT_LOG_LOST, CNT_LOG_QUEUED, COUNTERS,
         IFACE_INSTANCE, IFACE_PRESENT, IFACE_XDP, IFIDX_SLOTS, LINEAR_MAX, LIN_ANY_CT, MAX_CHAINS,
@@ -343,7 +343,7 @@ fn walk_step() -> i64 {
         let word = sw * 64 + w.acc[sw].trailing_zeros() as usize;
         w.acc[sw] &= w.acc[sw] - 1;
         w.word = word as u32;
-        w.pending = statewall_common::firewall::packet::and_word(&t, &w.sel, w.all, false, word);
+        w.pending = and_word(&t, &w.sel, w.all, false, word);
         if w.pending == 0 {
             return 0;
         }
@@ -511,7 +511,8 @@ fn walk<const DIRECT: bool>(
 }
 
 /// Does rule `r` match the packet (`ports` and `flags` as the rules see them,
-/// `statewall_common::firewall::packet::ports_of` and `tcp_flags_of`; `st`: its connection state)?
+/// `statewall_common::firewall::packet::ports_of` and `tcp_flags_of`; `st`: its
+/// connection state)?
 #[inline(always)]
 fn lin_match(r: &LinRule, p: &PacketInfo, (sp, dp): (u16, u16), flags: Option<u8>, st: u8) -> bool {
     if r.family != 0 && r.family != p.family {
