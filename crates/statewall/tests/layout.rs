@@ -255,6 +255,7 @@ fn read_tree(crates: &[(&str, &str)]) -> Crate {
             c.files.insert(m, f.clone());
         }
     }
+    let show_paths = std::env::var_os("LAYOUT_PATHS").is_some();
     for (m, t) in &c.text {
         let mut to = BTreeSet::new();
         // A path relative to a child module (`child::item`, `child::grandchild::Item`,
@@ -274,7 +275,7 @@ fn read_tree(crates: &[(&str, &str)]) -> Crate {
                 .find(|q| c.text.contains_key(q));
             if let Some(q) = target {
                 if &q != m {
-                    if std::env::var_os("LAYOUT_PATHS").is_some() {
+                    if show_paths {
                         eprintln!("PATH {} {} {}", m.join("::"), q.join("::"), p.join("::"));
                     }
                     to.insert(q);

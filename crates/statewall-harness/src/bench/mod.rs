@@ -455,8 +455,8 @@ pub fn utc(secs: u64) -> String {
     )
 }
 
-/// A figure with three significant digits below 1 (0.194 ms), two decimals below 10 and
-/// one above, so that a sub-millisecond median is not printed as "0.2".
+/// A figure with three decimals below 1 (0.194 ms), two below 10 and one above, so that a
+/// sub-millisecond median is not printed as "0.2".
 fn figure(v: f64, signed: bool) -> String {
     let a = v.abs();
     let places = if a > 0.0 && a < 1.0 {
