@@ -19,10 +19,10 @@ use aya::{
 
 use super::{
     btf::Btf,
-    compile::private_dir,
     elf,
     error::{BadObject, DynmonError},
     maps::*,
+    scratch::private_dir,
     spec::{valid_metric_name, PathSpec},
 };
 use crate::types::Direction;
@@ -656,13 +656,4 @@ fn check_shared(
         any |= from.maps.get(name).is_some_and(|m| m.swapped);
     }
     Ok(any)
-}
-
-impl super::openmetrics::PathMaps for LoadedPath {
-    fn spec(&self) -> &PathSpec {
-        &self.spec
-    }
-    fn maps(&self) -> &BTreeMap<String, MapMeta> {
-        &self.maps
-    }
 }

@@ -36,6 +36,7 @@ pub use error::{BadObject, DynmonError};
 mod load;
 mod maps;
 pub mod openmetrics;
+mod scratch;
 mod spec;
 
 pub use bcc::{is_bcc, translate as translate_bcc, EPOCH_MAP, LOG_MAP};
@@ -483,6 +484,15 @@ fn raw_int(b: &[u8]) -> Value {
         4 => json!(u32::from_le_bytes(b.try_into().unwrap())),
         8 => json!(u64::from_le_bytes(b.try_into().unwrap())),
         _ => btf::hex(b),
+    }
+}
+
+impl openmetrics::PathMaps for LoadedPath {
+    fn spec(&self) -> &PathSpec {
+        &self.spec
+    }
+    fn maps(&self) -> &BTreeMap<String, MapMeta> {
+        &self.maps
     }
 }
 

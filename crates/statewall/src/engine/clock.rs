@@ -1,10 +1,9 @@
-//! The kernel programs' clock, seen from user space.
+//! The host's clocks, and conversions between Unix time and the kernel programs' clock.
 //!
 //! Kernel programs read `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) plus the test offset in
-//! `SW_CLOCK[0]`. User space computes expiries in the same clock.
-
-use aya::maps::{Array, MapData};
-use statewall_common::maps::{CLOCK_SLOT_EPOCH_OFFSET, CLOCK_SLOT_TEST_OFFSET};
+//! `SW_CLOCK[0]`; [`crate::engine::Engine::kernel_now`] reads that clock, and user space
+//! computes expiries in it. This file imports nothing of the workspace, so that any
+//! module may tell the time.
 
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn monotonic_ns() -> u64 {
@@ -47,17 +46,4 @@ fn clock_ns(id: libc::clockid_t) -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// The kernel clock: monotonic plus the test offset stored in the map.
-pub fn kernel_now(clock: &Array<&MapData, u64>) -> u64 {
-    monotonic_ns() + clock.get(&CLOCK_SLOT_TEST_OFFSET, 0).unwrap_or(0)
-}
-
-/// Writes the realtime-minus-monotonic offset so kernel programs can make epoch stamps.
-pub fn refresh_epoch_offset(
-    clock: &mut Array<&mut MapData, u64>,
-) -> Result<(), aya::maps::MapError> {
-    let off = realtime_ns().saturating_sub(monotonic_ns());
-    clock.set(CLOCK_SLOT_EPOCH_OFFSET, off, 0)
 }

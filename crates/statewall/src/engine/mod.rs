@@ -40,7 +40,7 @@ use aya::{
     EbpfLoader,
 };
 use serde::Serialize;
-use statewall_common::maps::MAP_CLOCK;
+use statewall_common::maps::{CLOCK_SLOT_EPOCH_OFFSET, CLOCK_SLOT_TEST_OFFSET, MAP_CLOCK};
 
 use crate::{
     engine::ebpf::{PROG_GATE, PROG_XDP_INGRESS},
@@ -579,7 +579,7 @@ impl Engine {
                 .expect("Engine::open opens every pinned map"),
         )
         .expect("Engine::open checked its layout");
-        crate::engine::clock::kernel_now(&arr)
+        clock::monotonic_ns() + arr.get(&CLOCK_SLOT_TEST_OFFSET, 0).unwrap_or(0)
     }
 
     /// Removes the entries at `keys` of hash map `name` that are still `expired` (a packet
@@ -608,7 +608,10 @@ impl Engine {
     pub fn refresh_clock(&mut self) -> Result<()> {
         let mut clock: Array<&mut MapData, u64> =
             Array::try_from(self.map_mut(MAP_CLOCK)?).map_err(|e| map_err(MAP_CLOCK, e))?;
-        crate::engine::clock::refresh_epoch_offset(&mut clock).map_err(|e| map_err(MAP_CLOCK, e))
+        let off = clock::realtime_ns().saturating_sub(clock::monotonic_ns());
+        clock
+            .set(CLOCK_SLOT_EPOCH_OFFSET, off, 0)
+            .map_err(|e| map_err(MAP_CLOCK, e))
     }
 
     /// The maps with ids and fill levels.

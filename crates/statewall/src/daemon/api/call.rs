@@ -44,9 +44,9 @@ impl From<crate::firewall::FirewallError> for ApiError {
     }
 }
 
-impl From<crate::dynmon::DynmonError> for ApiError {
-    fn from(e: crate::dynmon::DynmonError) -> Self {
-        use crate::dynmon::DynmonError as D;
+impl From<crate::dynmon::error::DynmonError> for ApiError {
+    fn from(e: crate::dynmon::error::DynmonError) -> Self {
+        use crate::dynmon::error::DynmonError as D;
         let status = match &e {
             D::Spec(_) | D::Compile(_) | D::Object(_) | D::Verifier(_) | D::Attach(_) => {
                 StatusCode::BAD_REQUEST
@@ -149,7 +149,7 @@ impl Phases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dynmon::{BadObject, DynmonError};
+    use crate::dynmon::error::{BadObject, DynmonError};
 
     #[test]
     fn stage_errors_map_to_their_statuses() {
