@@ -575,7 +575,7 @@ fn superspreader_example_flags_a_sweep_not_a_client() {
         .filter(|(key, _)| key.machine == 1)
         .map(|(key, v)| {
             (
-                statewall::gate::addr_ip(key.family, &key.addrs[0]),
+                statewall_common::maps::addr_ip(key.family, &key.addrs[0]),
                 c.state_name(1, v.state),
             )
         })

@@ -135,7 +135,7 @@ fn debian_knock_client_opens_an_imported_door() {
         let mut v: Vec<(IpAddr, u16)> = k
             .live()
             .iter()
-            .map(|g| (statewall::gate::addr_ip(g.family, &g.addr), g.port))
+            .map(|g| (statewall_common::maps::addr_ip(g.family, &g.addr), g.port))
             .collect();
         v.sort();
         v
@@ -243,7 +243,8 @@ fn established_connection_survives_window_end() {
 }
 
 fn granted(k: &Kernel, addr: IpAddr, port: u16) -> bool {
-    k.live().contains(&statewall::gate::key_for(addr, 6, port))
+    k.live()
+        .contains(&statewall_common::maps::key_for(addr, 6, port))
 }
 
 /// One-time sequences (knockd's file), counter-based and time-based sequences: each

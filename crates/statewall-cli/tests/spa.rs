@@ -819,7 +819,7 @@ fn reset_style_refuses_like_a_closed_port() {
             IpAddr::V6(pair.client_v6)
         };
         k.eng
-            .grant(statewall::gate::key_for(client, 6, 2201), 30, 1)
+            .grant(statewall_common::maps::key_for(client, 6, 2201), 30, 1)
             .unwrap();
         assert_eq!(attempt(2201), Ok(()), "{server}: granted");
     }

@@ -76,6 +76,40 @@ pub fn addr_ip(family: u8, a: &[u8; 16]) -> core::net::IpAddr {
     }
 }
 
+/// An address as the kernel's keys hold it ([`addr_ip`] reads it back): (family,
+/// 16 bytes), IPv4 (an IPv4-mapped IPv6 address included) in the first 4 bytes.
+pub fn ip_bytes(addr: core::net::IpAddr) -> (u8, [u8; 16]) {
+    let v6 = match addr {
+        core::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+        core::net::IpAddr::V6(a) => a,
+    };
+    match v6.to_ipv4_mapped() {
+        Some(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (FAMILY_V4, b)
+        }
+        None => (FAMILY_V6, v6.octets()),
+    }
+}
+
+/// The gate key of a source and (protocol number, port); an IPv4-mapped IPv6 address is
+/// the IPv4 host.
+pub fn key_for(addr: core::net::IpAddr, proto: u8, port: u16) -> GrantKey {
+    let (family, addr) = ip_bytes(addr);
+    GrantKey {
+        proto,
+        port,
+        family,
+        addr,
+    }
+}
+
+/// The address in a grant key.
+pub fn key_addr(k: &GrantKey) -> core::net::IpAddr {
+    addr_ip(k.family, &k.addr)
+}
+
 /// Key of a grant: this source may open new flows to (`proto`, `port`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]

@@ -199,7 +199,7 @@ fn scenes(pair: &Pair, pins: &Pins, cfg: &Config) -> anyhow::Result<()> {
         println!(
             "    [gate +{:6.3}s] grant for {} {}/{} {}",
             v.expires_ns.saturating_sub(start) as f64 / 1e9,
-            statewall::gate::key_addr(&k),
+            statewall_common::maps::key_addr(&k),
             statewall::config::proto_name(k.proto),
             k.port,
             if v.expires_ns <= now {

@@ -279,7 +279,7 @@ impl TestBed {
     }
 }
 
-impl statewall::xfsm::MapAccess for TestBed {
+impl statewall::engine::access::MapAccess for TestBed {
     fn map_mut(&mut self, name: &str) -> statewall::engine::Result<&mut aya::maps::Map> {
         self.ebpf
             .map_mut(name)

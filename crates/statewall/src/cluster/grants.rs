@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use statewall_common::maps::GrantKey;
 
-use crate::gate::{key_addr, key_for};
+use statewall_common::maps::{key_addr, key_for};
 
 /// The value of a shared grant.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -267,7 +267,7 @@ impl Link {
     pub fn share(&self, key: &GrantKey, expires_ns: u64, kernel_now: u64, by: &str, name: &str) {
         tracing::debug!(grant = %suffix(key), by, "cluster: grant to share");
         let g = SharedGrant {
-            source: crate::gate::key_addr(key),
+            source: statewall_common::maps::key_addr(key),
             proto: key.proto,
             port: key.port,
             expires_ms: kernel_to_unix_ms(expires_ns, kernel_now),

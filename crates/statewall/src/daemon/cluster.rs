@@ -57,7 +57,7 @@ fn revoke(s: &Shared, link: &Link, key: &GrantKey, why: &str) {
     let mut inner = s.lock();
     if inner.engine.revoke(key).unwrap_or(false) {
         link.counts.revoked.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(source = %crate::gate::key_addr(key), port = key.port, "cluster: grant revoked ({why})");
+        tracing::info!(source = %statewall_common::maps::key_addr(key), port = key.port, "cluster: grant revoked ({why})");
     }
 }
 

@@ -11,7 +11,8 @@
 //!   `READY=1` around a SIGHUP reload, `STOPPING=1` on the way out ([`sd_notify`]).
 //!
 //! The shell: may import everything below it (stages, `config`, `engine`); nothing
-//! imports it but the CLI. Its shared state is in [`state`], below the REST API.
+//! imports it but the CLI. Its shared state is in [`state`], below the REST API and the
+//! tasks; reading the config and putting it in force is in [`reload`], above the state.
 
 pub mod api;
 pub mod classify;
@@ -20,11 +21,13 @@ pub mod doors;
 pub mod durable;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod spa;
 pub mod state;
 pub mod supervise;
 
-pub use state::{apply, load_config, reload, status, Inner, Overrides, Shared, Status};
+pub use reload::{load_config, reload};
+pub use state::{apply, status, Inner, Overrides, Shared, Status};
 
 use std::{
     net::SocketAddr,
@@ -325,7 +328,7 @@ fn start_stages(
         }
     }
     apply(&mut engine, &cfg)?;
-    state::save_door_sigs(&engine, &cfg);
+    reload::save_door_sigs(&engine, &cfg);
     engine
         .apply_firewall(&cfg.firewall, &cfg.links(), &fw, &[])
         .context("writing the firewall's tables")?;

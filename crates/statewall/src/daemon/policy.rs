@@ -17,7 +17,10 @@ use crate::{
         store::{RawChange, StoreError},
         NodeReport, Refused,
     },
-    daemon::state::{apply_config, load_config_over, Shared},
+    daemon::{
+        reload::{apply_config, load_config_over},
+        state::Shared,
+    },
     engine::EngineError,
     firewall::{FirewallError, FwState},
 };

@@ -1,7 +1,9 @@
-//! The shell's shared state, below the REST API and the lifecycle: what the handlers
-//! share ([`Shared`], [`Inner`] behind its lock), the command-line overrides, and the
-//! operations both the API and the lifecycle use: [`status`], [`apply`] (the config
-//! written into the kernel, stage by stage) and [`reload`].
+//! The shell's shared state, below the REST API, the lifecycle and the daemon's tasks: what
+//! the handlers share ([`Shared`], [`Inner`] behind its lock), the command-line overrides,
+//! and the operations they all use: [`status`] and [`apply`] (a config written into the
+//! kernel, stage by stage). It holds a config as data
+//! ([`crate::config::sections`]); reading one and putting it in force is
+//! [`super::reload`]'s.
 
 use std::{
     collections::BTreeMap,
@@ -14,7 +16,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::{
-    config::Config,
+    config::sections::Config,
     daemon::supervise,
     detect::{Configured, Mitigation, SYN_VERIFIER},
     engine::{Engine, HookState, LinkState, MapState},
@@ -65,61 +67,6 @@ impl Overrides {
         }
     }
 }
-/// Loads the config file (or the defaults) and applies the overrides.
-pub fn load_config(path: Option<&std::path::Path>, ov: &Overrides) -> anyhow::Result<Config> {
-    let mut cfg = match path {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    ov.apply(&mut cfg);
-    cfg.validate(
-        &path
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "(command line)".into()),
-    )?;
-    Ok(cfg)
-}
-/// Loads the config file with the cluster's pushed sections in place of its own
-/// ([`crate::cluster::sections`]), and applies the overrides.
-pub fn load_config_over(
-    path: Option<&std::path::Path>,
-    ov: &Overrides,
-    pushed: &crate::cluster::sections::Sections,
-) -> anyhow::Result<Config> {
-    if pushed.is_empty() {
-        return load_config(path, ov);
-    }
-    let file = path
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(command line)".into());
-    let text = match path {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {file}"))?,
-        None => String::new(),
-    };
-    // Each text alone first, so that a type error points at its own lines (the merged
-    // text is written anew, in another order).
-    let typed = |text: &str, path: String| {
-        toml::from_str::<Config>(text)
-            .map(drop)
-            .map_err(|e| crate::config::ConfigError::Parse {
-                path,
-                message: e.to_string().trim_end().into(),
-            })
-    };
-    typed(&text, file.clone())?;
-    for (name, p) in &pushed.by_name {
-        let what = crate::cluster::sections::header(name);
-        typed(
-            &p.text,
-            format!("the cluster's {what} (revision {})", p.revision),
-        )?;
-    }
-    let origin = format!("{file} with the cluster's {}", pushed.describe());
-    let mut cfg = Config::parse(&pushed.over(&text, &file)?, &origin)?;
-    ov.apply(&mut cfg);
-    cfg.validate(&origin)?;
-    Ok(cfg)
-}
 /// What the handlers share.
 pub struct Shared {
     /// The mutable part.
@@ -131,7 +78,7 @@ pub struct Shared {
     /// Knock doors: events, open sources, triggers.
     pub doors: crate::xfsm::doors::Doors,
     /// SPA verifiers, replay cache and counters.
-    pub spa: Mutex<crate::spa::SpaRuntime>,
+    pub spa: Mutex<crate::spa::runtime::SpaRuntime>,
     /// The latest firewall LOG events.
     pub fw_log: Mutex<crate::firewall::log::LogRing>,
     /// Traffic monitors (their own lock: a read waits a grace period).
@@ -146,10 +93,10 @@ pub struct Shared {
     /// Background tasks and their restarts.
     pub tasks: Arc<supervise::Supervisor>,
     /// SPA actions and stanzas with start/stop commands, as doors for the trigger
-    /// machinery ([`crate::config::spa_trigger_doors`]).
-    pub spa_triggers: Mutex<Vec<crate::config::KnockConfig>>,
+    /// machinery ([`crate::config::sections::spa_trigger_doors`]).
+    pub spa_triggers: Mutex<Vec<crate::xfsm::config::KnockConfig>>,
     /// Candidates on their way from the SPA follower to the verifier thread.
-    pub spa_queue: std::sync::mpsc::SyncSender<crate::spa::Candidate>,
+    pub spa_queue: std::sync::mpsc::SyncSender<crate::spa::runtime::Candidate>,
     /// Candidates turned away by a full queue (counted without the verifier's lock, which
     /// a verification holds).
     pub spa_queue_full: std::sync::atomic::AtomicU64,
@@ -215,7 +162,10 @@ impl Shared {
     }
 
     /// The SPA verdict counts, with `queue_full` when any candidate was turned away.
-    pub fn spa_verdicts(&self, spa: &crate::spa::SpaRuntime) -> BTreeMap<&'static str, u64> {
+    pub fn spa_verdicts(
+        &self,
+        spa: &crate::spa::runtime::SpaRuntime,
+    ) -> BTreeMap<&'static str, u64> {
         let mut out = spa.counts.clone();
         let full = self
             .spa_queue_full
@@ -337,116 +287,6 @@ pub fn status(g: &Inner) -> Status {
             })
             .collect(),
         cluster: None,
-    }
-}
-/// Re-reads the config (with the cluster's pushed sections in place of the file's) and
-/// applies it. A config that does not load changes nothing; a kernel error while applying
-/// rolls back to the previous config. Once the file loads again, pushed sections it made
-/// this host refuse are tried again.
-pub fn reload(s: &Shared) -> anyhow::Result<()> {
-    let path = s.config_path.as_deref();
-    match &s.cluster {
-        Some(link) => {
-            let pushed = link.sections.lock().unwrap_or_else(|p| p.into_inner());
-            apply_config(s, load_config_over(path, &s.overrides, &pushed)?)?;
-            drop(pushed);
-            link.retry_sections();
-            Ok(())
-        }
-        None => apply_config(s, load_config(path, &s.overrides)?),
-    }
-}
-/// Applies a config read anew (a reload, a pushed section). `[daemon]` keys and the
-/// gate's sizes stay as they are (they take effect at the next start). On a kernel error
-/// the previous config is put back.
-pub fn apply_config(s: &Shared, mut new: Config) -> anyhow::Result<()> {
-    let mut g = s.lock();
-    if new.daemon != g.config.daemon {
-        tracing::warn!("[daemon] changes (paths, listeners) take effect at the next start");
-        new.daemon = g.config.daemon.clone();
-    }
-    if new.gate.grants_max != g.config.gate.grants_max
-        || new.gate.flows_max != g.config.gate.flows_max
-    {
-        tracing::warn!(
-            "[gate] grants_max and flows_max changes take effect after `statewall teardown` and a start"
-        );
-        new.gate.grants_max = g.config.gate.grants_max;
-        new.gate.flows_max = g.config.gate.flows_max;
-    }
-    // Monitors the new config adds or changes are loaded first: if one fails, nothing
-    // changes.
-    let new_monitors = s
-        .monitors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .prepare(&new.monitors)?;
-    let mut new_learned = Vec::new();
-    for w in crate::detect::live::Learned::ALL {
-        let c = s.learned(w).lock().unwrap_or_else(|p| p.into_inner());
-        new_learned.push((w, prepare_learned(&c, w, new.detect.as_ref())?));
-    }
-    // Where the firewall's chains run follows the interfaces' hooks: the links first (so
-    // that the reconcile of `apply` keeps them), the interface entries after.
-    let fw = g.fw.clone();
-    let old_links = g.engine.stage_links.clone();
-    g.engine.stage_links = crate::firewall::kernel::fw_link_spots(&fw, &new.links());
-    let applied = apply(&mut g.engine, &new).and_then(|()| {
-        g.engine
-            .apply_firewall(&new.firewall, &new.links(), &fw, &[])
-            .context("placing the firewall's chains")
-    });
-    if let Err(e) = applied {
-        let old = g.config.clone();
-        g.engine.stage_links = old_links;
-        let back = apply(&mut g.engine, &old).and_then(|()| {
-            g.engine
-                .apply_firewall(&old.firewall, &old.links(), &fw, &[])
-                .context("placing the firewall's chains")
-        });
-        return Err(match back {
-            Ok(()) => e.context("rolled back to the previous config"),
-            Err(b) => e.context(format!(
-                "rolling back to the previous config failed too: {b}"
-            )),
-        });
-    }
-    if let Ok(setup) = new.spa.resolve() {
-        let mut spa = s.spa.lock().unwrap_or_else(|p| p.into_inner());
-        spa.setup = setup;
-        // Setup and triggers change together: a candidate reads both under `spa`.
-        *s.spa_triggers.lock().unwrap_or_else(|p| p.into_inner()) =
-            crate::config::spa_trigger_doors(&new.spa);
-        drop(spa);
-    }
-    save_door_sigs(&g.engine, &new);
-    s.monitors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .commit(&new.monitors, new_monitors);
-    for (w, n) in new_learned {
-        s.learned(w)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .commit(n);
-    }
-    g.config = new;
-    tracing::info!("config reloaded");
-    Ok(())
-}
-/// Keeps the door signatures of the xfsm tables in force (see `Engine::door_sigs`).
-pub(crate) fn save_door_sigs(engine: &Engine, cfg: &Config) {
-    let path = cfg.daemon.state_dir.join("xfsm-doors.json");
-    let sigs = engine
-        .stage_ref::<crate::xfsm::kernel::Installed>()
-        .map(|i| i.door_sigs.clone())
-        .unwrap_or_default();
-    let text = serde_json::to_string(&sigs).unwrap_or_default();
-    if let Err(e) = crate::engine::sys::write_synced(&path, text.as_bytes()) {
-        tracing::warn!(
-            "{}: {e}: a restart will drop knocks in progress",
-            path.display()
-        );
     }
 }
 /// Writes a config into the kernel: xfsm tables (before the program that reads them is

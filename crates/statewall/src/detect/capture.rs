@@ -22,15 +22,7 @@ use statewall_common::{
     parse::{parse_packet, PacketInfo},
 };
 
-/// Why a capture could not be read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("capture, byte {offset}: {msg}")]
-pub struct CaptureError {
-    /// Where in the file.
-    pub offset: usize,
-    /// What is wrong.
-    pub msg: String,
-}
+use super::error::CaptureError;
 
 fn err<T>(offset: usize, msg: impl Into<String>) -> Result<T, CaptureError> {
     Err(CaptureError {

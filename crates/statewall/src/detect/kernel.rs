@@ -42,7 +42,7 @@ fn prefix_of(k: &Key<[u8; 20]>) -> Prefix {
     let mut addr = [0u8; 16];
     addr.copy_from_slice(&d[4..20]);
     Prefix {
-        addr: crate::gate::addr_ip(d[0], &addr),
+        addr: statewall_common::maps::addr_ip(d[0], &addr),
         len: (k.prefix_len().saturating_sub(32)) as u8,
     }
 }
@@ -258,7 +258,7 @@ impl Engine {
                 }
                 let r = regs.iter().find(|(rk, _)| rk == k).map(|(_, r)| r.r);
                 let (count, excess) = r.map(|r| (r[1], r[2])).unwrap_or((0, 0));
-                let target = crate::gate::addr_ip(k.family, &k.addrs[0]);
+                let target = statewall_common::maps::addr_ip(k.family, &k.addrs[0]);
                 out.push(Mitigation {
                     detector: d.name.to_string(),
                     target: target.to_string(),
@@ -328,7 +328,7 @@ impl Engine {
         };
         let ours = |k: &StateKey| {
             machines.contains(&(k.machine as usize))
-                && crate::gate::addr_ip(k.family, &k.addrs[0]) == addr
+                && statewall_common::maps::addr_ip(k.family, &k.addrs[0]) == addr
         };
         let mut n = 0;
         for map in [MAP_STATES, MAP_FIXED_STATES] {

@@ -16,8 +16,8 @@ use statewall_common::monitor::SessKey;
 
 use super::{
     capture,
-    error::LearnError,
-    model::{FileError, Model, Params},
+    error::{FileError, LearnError},
+    model::{Model, Params},
     sessions,
     windows::{samples, Sample, SampleKind, Shape, Windows},
     Prefix,

@@ -15,11 +15,12 @@ use serde::Serialize;
 use statewall_common::monitor::SessKey;
 
 use super::{
+    bad,
     error::LearnError,
     model::Model,
     sessions::History,
     windows::{samples, Sample, SampleKind, Shape},
-    ClassifierConfig, DetectConfig,
+    ClassifierConfig, DetectConfig, DetectError,
 };
 use crate::monitor::{Direction, Extraction, Kind, Monitor, MonitorSpec};
 use statewall_common::maps::addr_ip;
@@ -161,10 +162,50 @@ pub fn flow_text(k: &SessKey) -> String {
     format!("{p} {} <-> {}", end(a, k.sport), end(b, k.dport))
 }
 
+/// The model of a learned detector's section for samples of `kind` (the
+/// `[detect.classifier]` packets, the `[detect.mining]` sessions): its file, else the
+/// built-in one.
+pub fn load_model(c: &ClassifierConfig, kind: SampleKind) -> Result<Model, DetectError> {
+    let section = match kind {
+        SampleKind::Packets => "classifier",
+        SampleKind::Sessions => "mining",
+    };
+    let m = match (&c.model, kind) {
+        (Some(p), _) => {
+            Model::load(p).map_err(|e| bad(&format!("{section}.model"), e.to_string()))?
+        }
+        (None, SampleKind::Packets) => Model::builtin(),
+        (None, SampleKind::Sessions) => Model::builtin_mining(),
+    };
+    if m.shape.kind != kind {
+        return Err(bad(
+            &format!("{section}.model"),
+            format!(
+                "a model of {:?} samples where [detect.{section}] takes {kind:?} (statewall detect train --detector {})",
+                m.shape.kind,
+                if kind == SampleKind::Packets { "ddos" } else { "mining" }
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+/// Checks a `[detect]` section: its values ([`DetectConfig::validate`]) and the model each
+/// of its learned detectors reads.
+pub fn check(d: &DetectConfig) -> Result<(), DetectError> {
+    d.validate()?;
+    for w in Learned::ALL {
+        if let Some(c) = w.config(d) {
+            load_model(c, w.kind())?;
+        }
+    }
+    Ok(())
+}
+
 impl Live {
     /// Loads its model (of `kind`'s samples) and attaches its monitor.
     pub fn open(config: &ClassifierConfig, kind: SampleKind) -> Result<Live, LearnError> {
-        let model = config.load_model(kind)?;
+        let model = load_model(config, kind)?;
         let monitor = Monitor::load(monitor_spec(config, &model))?;
         let mut l = Live {
             monitor,

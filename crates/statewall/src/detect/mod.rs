@@ -34,9 +34,10 @@
 //! and under `enforce` the pool a miner talks to is blocked (the miner's host keeps its
 //! other traffic).
 //!
-//! Errors: `invalid` is the section's own ([`DetectError`]), `model` the forests',
-//! `error` the learned detectors' (wrapping both); none of them imports this module, which
-//! checks the section by loading its models.
+//! Errors: `invalid` is the section's own ([`DetectError`]); `error` holds the files',
+//! captures' and forests' errors and the learned detectors' (wrapping them all). Neither
+//! imports this module. This module checks the section's values; `live::check` also
+//! loads its models, so that this module does not import the forests.
 //!
 //! Owns the `[detect]` section and the stage's tables (`kernel`). May import: `engine`,
 //! `gate` (addresses), `types`. The machines it writes are the text of plain `[[xfsm]]`
@@ -160,34 +161,6 @@ fn classifier_destination_sources() -> usize {
 
 fn classifier_destination_limit() -> u32 {
     1000
-}
-
-impl ClassifierConfig {
-    /// Its model for samples of `kind` (the `[detect.classifier]` packets, the
-    /// `[detect.mining]` sessions): the file, else the built-in one.
-    pub fn load_model(&self, kind: windows::SampleKind) -> Result<model::Model, DetectError> {
-        let section = match kind {
-            windows::SampleKind::Packets => "classifier",
-            windows::SampleKind::Sessions => "mining",
-        };
-        let m = match (&self.model, kind) {
-            (Some(p), _) => model::Model::load(p)
-                .map_err(|e| bad(&format!("{section}.model"), e.to_string()))?,
-            (None, windows::SampleKind::Packets) => model::Model::builtin(),
-            (None, windows::SampleKind::Sessions) => model::Model::builtin_mining(),
-        };
-        if m.shape.kind != kind {
-            return Err(bad(
-                &format!("{section}.model"),
-                format!(
-                    "a model of {:?} samples where [detect.{section}] takes {kind:?} (statewall detect train --detector {})",
-                    m.shape.kind,
-                    if kind == windows::SampleKind::Packets { "ddos" } else { "mining" }
-                ),
-            ));
-        }
-        Ok(m)
-    }
 }
 
 impl Default for DetectConfig {
@@ -358,7 +331,7 @@ impl Prefix {
 
     /// The kernel's LPM key of the prefix (`statewall_common::detect::lpm_key`).
     pub fn lpm_key(&self) -> (u32, [u8; 20]) {
-        let (family, bytes) = crate::gate::ip_bytes(self.addr);
+        let (family, bytes) = statewall_common::maps::ip_bytes(self.addr);
         statewall_common::detect::lpm_key(family, &bytes, self.len as u32)
     }
 
@@ -389,7 +362,8 @@ pub const DETECTORS: [(&str, &str, &str); 4] = [
 ];
 
 impl DetectConfig {
-    /// Checks every value; the machines are checked with the other machines.
+    /// Checks every value but the learned detectors' models, which
+    /// [`live::check`] reads as well; the machines are checked with the other machines.
     pub fn validate(&self) -> Result<(), DetectError> {
         self.allow_prefixes()?;
         // (The expiry is re-armed once a second: a shorter one could lapse under a flood.)
@@ -411,10 +385,7 @@ impl DetectConfig {
         if r.ports.contains(&0) {
             return Err(bad("reflection.ports", "port 0"));
         }
-        for (section, c, kind) in [
-            ("classifier", &self.classifier, windows::SampleKind::Packets),
-            ("mining", &self.mining, windows::SampleKind::Sessions),
-        ] {
+        for (section, c) in [("classifier", &self.classifier), ("mining", &self.mining)] {
             let Some(c) = c else { continue };
             if c.interfaces.is_empty() {
                 return Err(bad(&format!("{section}.interfaces"), "name at least one"));
@@ -434,7 +405,6 @@ impl DetectConfig {
                     "at least 1 packet a second (destination_sources = 0 turns destination mitigations off)",
                 ));
             }
-            c.load_model(kind)?;
         }
         Ok(())
     }
@@ -770,7 +740,7 @@ mod tests {
         c.interfaces = vec!["eth0".into()];
         c.model = Some("/nonexistent/model.json".into());
         d.classifier = Some(c.clone());
-        let e = d.validate().unwrap_err();
+        let e = live::check(&d).unwrap_err();
         assert_eq!(e.key, "classifier.model");
         assert!(e.msg.contains("/nonexistent/model.json"), "{e}");
         c.model = None;
@@ -785,13 +755,14 @@ mod tests {
         std::fs::write(&flood_model, model::Model::builtin().to_json()).unwrap();
         c.model = Some(flood_model.clone());
         d.mining = Some(c.clone());
-        let e = d.validate().unwrap_err();
+        assert!(d.validate().is_ok(), "validate reads no model");
+        let e = live::check(&d).unwrap_err();
         std::fs::remove_file(&flood_model).unwrap();
         assert_eq!(e.key, "mining.model");
         assert!(e.msg.contains("--detector mining"), "{e}");
         c.model = None;
         d.mining = Some(c);
-        assert!(d.validate().is_ok());
+        assert!(live::check(&d).is_ok());
         assert!(toml::from_str::<ClassifierConfig>("interfaces = [\"a\"]\nwindow = 3").is_err());
     }
 }

@@ -14,42 +14,8 @@ use smartcore::{
     linalg::basic::matrix::DenseMatrix,
 };
 
+use super::error::{FileError, ModelError};
 use super::windows::{carries_payload, session, Sample, SampleKind, Shape, FEATURES};
-
-/// A file that could not be read or written: which, and what the system (or the parse of
-/// its text) said. Models' and the learners' errors both carry it.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {msg}")]
-pub struct FileError {
-    /// The file.
-    pub path: String,
-    /// What went wrong.
-    pub msg: String,
-}
-
-impl FileError {
-    /// `e` about `path`.
-    pub fn new(path: &std::path::Path, e: impl std::fmt::Display) -> FileError {
-        FileError {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        }
-    }
-}
-
-/// Why a model could not be read, trained or applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    /// A model file could not be read or written.
-    #[error(transparent)]
-    File(#[from] FileError),
-    /// A model file that does not read, or a model and samples that do not fit.
-    #[error("model: {0}")]
-    Model(String),
-    /// Training failed (one class only, or the forest refused the data).
-    #[error("training: {0}")]
-    Train(String),
-}
 
 type Forest = RandomForestClassifier<f32, u8, DenseMatrix<f32>, Vec<u8>>;
 

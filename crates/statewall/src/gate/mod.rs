@@ -1,50 +1,17 @@
-//! The `gate` stage, user side: how a source and a port become the gate's grant key, and
-//! how the kernel's addresses read back. The gate's tables are written through the
-//! [`crate::engine::Engine`] (`apply_gate`, `grant`, `revoke`, the sweepers).
+//! The `gate` stage, user side: the `[gate]` section. How a source and a port become the
+//! gate's grant key and how the kernel's addresses read back belong to the key's layout
+//! (`statewall_common::maps::{key_for, key_addr, ip_bytes, addr_ip}`), which every stage
+//! that grants shares. The gate's tables are written through the [`crate::engine::Engine`]
+//! (`apply_gate`, `grant`, `revoke`, the sweepers).
 //!
 //! Owns the `[gate]` section ([`GateConfig`]) and the gate's tables (`kernel`). Shared by
 //! the stages that grant (knock doors, SPA) and by the shell. May import: `engine`, `types`.
 
 pub mod kernel;
 
-use std::net::IpAddr;
-
 use serde::{Deserialize, Serialize};
-use statewall_common::maps::{GrantKey, FAMILY_V4, FAMILY_V6};
 
 use crate::types::{Dur, PortSpec};
-
-/// The gate key of a source and (protocol number, port); an IPv4-mapped IPv6 address is
-/// the IPv4 host.
-pub fn key_for(addr: IpAddr, proto: u8, port: u16) -> GrantKey {
-    let (family, addr) = ip_bytes(addr);
-    GrantKey {
-        proto,
-        port,
-        family,
-        addr,
-    }
-}
-
-/// An address as the kernel's keys hold it ([`addr_ip`] reads it back): (family,
-/// 16 bytes), IPv4 (an IPv4-mapped IPv6 address included) in the first 4 bytes.
-pub fn ip_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
-    let mut b = [0u8; 16];
-    match crate::types::unmapped(addr) {
-        IpAddr::V4(a) => {
-            b[..4].copy_from_slice(&a.octets());
-            (FAMILY_V4, b)
-        }
-        IpAddr::V6(a) => (FAMILY_V6, a.octets()),
-    }
-}
-
-/// The address in a key.
-pub fn key_addr(k: &GrantKey) -> IpAddr {
-    addr_ip(k.family, &k.addr)
-}
-
-pub use statewall_common::maps::addr_ip;
 
 /// Seconds since the epoch, as a float (events carry it).
 pub fn unix_now() -> f64 {

@@ -9,7 +9,7 @@ pub mod knockd;
 
 pub use error::{ImportError, Why};
 
-use crate::config::Config;
+use crate::config::sections::Config;
 
 /// A converted configuration (knockd's or fwknopd's).
 #[derive(Clone, Debug, PartialEq)]

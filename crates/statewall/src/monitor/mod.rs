@@ -12,6 +12,7 @@
 //! Owns the `[[monitor]]` section and its own object. May import: `engine`, `gate`,
 //! `types`.
 
+pub mod error;
 pub mod files;
 
 use std::{
@@ -28,6 +29,7 @@ use aya::{
 use serde::{Deserialize, Serialize};
 
 use crate::engine::sys::Mapped;
+use error::MonitorError;
 use statewall_common::monitor::{
     CryptoVal, DdosSess, PktRec, PktSlot, SessKey, CNT_CAPTURED, CNT_IGNORED,
     CNT_IGNORED_MALFORMED, CNT_IGNORED_NOT_IP, CNT_IGNORED_PROTOCOL, CNT_PACKETS, CNT_SESSIONS,
@@ -241,49 +243,6 @@ fn realtime_minus_monotonic() -> u64 {
         t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
     };
     ts(libc::CLOCK_REALTIME).wrapping_sub(ts(libc::CLOCK_MONOTONIC))
-}
-
-/// Why a traffic monitor could not be loaded, attached or read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MonitorError {
-    /// A value of its spec is wrong.
-    #[error("monitor {name:?}: {key}: {msg}")]
-    Spec {
-        /// The monitor.
-        name: String,
-        /// The key.
-        key: String,
-        /// What is wrong.
-        msg: String,
-    },
-    /// The kernel refused the object or its program (the verifier's log follows).
-    #[error("{what}: {msg}")]
-    Load {
-        /// What was being loaded.
-        what: String,
-        /// The error, with the verifier's log.
-        msg: String,
-    },
-    /// Attaching to an interface it watches failed.
-    #[error("monitor {name:?}: attaching to {ifname} ({hook}): {msg}")]
-    Attach {
-        /// The monitor.
-        name: String,
-        /// The interface.
-        ifname: String,
-        /// The hook.
-        hook: String,
-        /// The error.
-        msg: String,
-    },
-    /// A map, a test run or the grace period failed.
-    #[error("{what}: {msg}")]
-    Kernel {
-        /// What was being done.
-        what: String,
-        /// The error.
-        msg: String,
-    },
 }
 
 fn merr(what: &str, e: impl std::fmt::Display) -> MonitorError {

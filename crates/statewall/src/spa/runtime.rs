@@ -35,7 +35,7 @@ impl Candidate {
         let data = b.get(n..n + h.len as usize)?;
         Some(Candidate {
             kind: h.kind,
-            src: crate::gate::addr_ip(h.family, &h.saddr),
+            src: statewall_common::maps::addr_ip(h.family, &h.saddr),
             dport: h.dport,
             payload: data.to_vec(),
         })

@@ -379,13 +379,6 @@ fn check_door(d: &KnockDoor) -> Result<(), XfsmError> {
     Ok(())
 }
 
-/// True when a raw machine has a transition on egress (it needs `sw_xfsm_egress`).
-pub fn raw_uses_egress(raws: &[RawMachine]) -> bool {
-    raws.iter()
-        .flat_map(|r| &r.transitions)
-        .any(|t| t.dirs.contains(&DIR_EGRESS))
-}
-
 /// A transition's update set and action set ([`Trans::upd`], [`Trans::act`]: 0 = none),
 /// added to the generation's.
 fn trans_sets(

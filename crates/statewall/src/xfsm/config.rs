@@ -350,6 +350,13 @@ fn default_true() -> bool {
     true
 }
 
+/// True when a raw machine has a transition on egress (it needs `sw_xfsm_egress`).
+pub fn raw_uses_egress(raws: &[statewall_common::xfsm::raw::RawMachine]) -> bool {
+    raws.iter()
+        .flat_map(|r| &r.transitions)
+        .any(|t| t.dirs.contains(&statewall_common::xfsm::DIR_EGRESS))
+}
+
 /// The `[[xfsm]]` machines resolved for [`crate::xfsm::compile`]; errors are (section
 /// and key, message).
 pub fn raw_machines(

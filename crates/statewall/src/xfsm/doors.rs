@@ -117,14 +117,14 @@ pub use crate::gate::unix_now;
 
 /// The source address of an event.
 pub fn event_source(e: &Event) -> IpAddr {
-    crate::gate::addr_ip(e.family, &e.addr)
+    statewall_common::maps::addr_ip(e.family, &e.addr)
 }
 
 /// Gate keys of a door's protected ports for a source.
 pub fn door_keys(k: &KnockConfig, source: IpAddr) -> Vec<GrantKey> {
     k.protected
         .iter()
-        .map(|p| crate::gate::key_for(source, p.proto, p.port))
+        .map(|p| statewall_common::maps::key_for(source, p.proto, p.port))
         .collect()
 }
 

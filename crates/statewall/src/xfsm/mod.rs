@@ -38,8 +38,7 @@ pub mod write;
 pub use door::KnockDoor;
 pub use tables::{Compiled, TKey};
 
-pub use compile::{compile, raw_uses_egress, OPEN, TRANS_PER_GEN};
+pub use compile::{compile, OPEN, TRANS_PER_GEN};
 pub use statewall_common::xfsm::raw::{RawMachine, RawTrans};
 
-pub use crate::engine::access::MapAccess;
 pub use write::write_tables;

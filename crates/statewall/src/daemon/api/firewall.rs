@@ -112,8 +112,8 @@ pub fn on_log(s: &Shared, e: &statewall_common::firewall::FwLog) {
             58 => "ICMPv6".into(),
             n => n.to_string(),
         },
-        src: crate::gate::addr_ip(e.family, &e.saddr),
-        dst: crate::gate::addr_ip(e.family, &e.daddr),
+        src: statewall_common::maps::addr_ip(e.family, &e.saddr),
+        dst: statewall_common::maps::addr_ip(e.family, &e.daddr),
         sport: e.sport,
         dport: e.dport,
         tcpflags: if e.proto == 6 {
@@ -616,8 +616,8 @@ async fn sessions(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Api
                 "NEW"
             };
             json!({
-                "src": crate::gate::addr_ip(k.family, &src),
-                "dst": crate::gate::addr_ip(k.family, &dst),
+                "src": statewall_common::maps::addr_ip(k.family, &src),
+                "dst": statewall_common::maps::addr_ip(k.family, &dst),
                 "sport": sport,
                 "dport": dport,
                 "l4proto": match k.proto { 6 => "TCP", 17 => "UDP", 1 => "ICMP", _ => "ICMPv6" },

@@ -33,7 +33,6 @@ use std::{
     sync::Arc,
 };
 
-use crate::gate::{addr_ip, key_addr};
 use axum::{
     body::Bytes,
     extract::{Path, Query, State},
@@ -44,6 +43,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use statewall_common::maps::{addr_ip, key_addr};
 use statewall_common::maps::{GrantKey, GRANT_BY_API};
 
 use crate::daemon::state::Shared;
@@ -163,7 +163,7 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
 }
 
 async fn reload(State(s): State<Arc<Shared>>) -> ApiResult {
-    match crate::daemon::state::reload(&s) {
+    match crate::daemon::reload::reload(&s) {
         Ok(()) => Ok(Json(json!({"reloaded": true})).into_response()),
         Err(e) => Err(ApiError::bad(format!(
             "{e:#} (the previous config stays in force)"
@@ -210,7 +210,7 @@ pub fn grant_key(addr: IpAddr, proto: &str, port: u16) -> Result<GrantKey, ApiEr
         "udp" => 17,
         other => return Err(ApiError::bad(format!("proto: {other:?} is not tcp or udp"))),
     };
-    Ok(crate::gate::key_for(addr, proto, port))
+    Ok(statewall_common::maps::key_for(addr, proto, port))
 }
 
 async fn grants(State(s): State<Arc<Shared>>) -> ApiResult {

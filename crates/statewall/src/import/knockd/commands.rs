@@ -5,7 +5,7 @@
 use crate::import::error::Why;
 use std::collections::BTreeSet;
 
-use crate::config::PortSpec;
+use crate::types::PortSpec;
 
 /// A firewall front end whose commands are recognised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
