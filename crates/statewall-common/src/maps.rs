@@ -79,17 +79,21 @@ pub fn addr_ip(family: u8, a: &[u8; 16]) -> core::net::IpAddr {
 /// An address as the kernel's keys hold it ([`addr_ip`] reads it back): (family,
 /// 16 bytes), IPv4 (an IPv4-mapped IPv6 address included) in the first 4 bytes.
 pub fn ip_bytes(addr: core::net::IpAddr) -> (u8, [u8; 16]) {
-    let v6 = match addr {
-        core::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
-        core::net::IpAddr::V6(a) => a,
-    };
-    match v6.to_ipv4_mapped() {
-        Some(a) => {
+    match unmapped(addr) {
+        core::net::IpAddr::V4(a) => {
             let mut b = [0u8; 16];
             b[..4].copy_from_slice(&a.octets());
             (FAMILY_V4, b)
         }
-        None => (FAMILY_V6, v6.octets()),
+        core::net::IpAddr::V6(a) => (FAMILY_V6, a.octets()),
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it maps; any other unchanged.
+pub fn unmapped(a: core::net::IpAddr) -> core::net::IpAddr {
+    match a {
+        core::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(core::net::IpAddr::V4).unwrap_or(a),
+        v4 => v4,
     }
 }
 
@@ -275,4 +279,35 @@ mod pod {
     unsafe impl aya::Pod for super::FlowValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GateConf {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::IpAddr;
+
+    #[test]
+    fn addresses_read_back_from_their_key_bytes() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let (f, b) = ip_bytes(v4);
+        assert_eq!((f, &b[4..]), (FAMILY_V4, &[0u8; 12][..]));
+        assert_eq!(addr_ip(f, &b), v4);
+        // An IPv4-mapped IPv6 address is the IPv4 host.
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(ip_bytes(mapped), (f, b));
+        assert_eq!(unmapped(mapped), v4);
+        // Other IPv6 addresses stay IPv6, IPv4-compatible ones included.
+        for a in ["::1", "::", "::192.0.2.7", "2001:db8::1"] {
+            let a: IpAddr = a.parse().unwrap();
+            let (f, b) = ip_bytes(a);
+            assert_eq!(f, FAMILY_V6, "{a}");
+            assert_eq!(addr_ip(f, &b), a);
+            assert_eq!(unmapped(a), a);
+        }
+        let k = key_for(mapped, 6, 22);
+        assert_eq!(
+            (k.family, k.proto, k.port, key_addr(&k)),
+            (FAMILY_V4, 6, 22, v4)
+        );
+    }
 }

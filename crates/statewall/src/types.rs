@@ -61,14 +61,6 @@ pub fn mask(a: IpAddr, len: u8) -> IpAddr {
     }
 }
 
-/// An IPv4-mapped IPv6 address as the IPv4 address it maps; any other unchanged.
-pub fn unmapped(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(a),
-        v4 => v4,
-    }
-}
-
 /// A value written in the config's notation that does not read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {

@@ -2,7 +2,7 @@
 //! the configuration and the API made (the reuse protection stays unless `--purge`).
 
 use super::prelude::*;
-use statewall::daemon::{reload::load_config, state::Overrides};
+use statewall::daemon::{load::load_config, state::Overrides};
 
 /// Runs the subcommand. The paths are the daemon's: its config file's `[daemon]` section
 /// with the command line's options over it, as `statewall daemon` resolves them.

@@ -27,7 +27,8 @@
 //! a gap, and keeps what it could not write for when etcd returns.
 //!
 //! Owns the `[cluster]` section and the keys under the prefix. May import: `types`,
-//! `gate` (grant keys), `engine` (its clock, durable file writes).
+//! `engine` (its clock, durable file writes); the grant keys are the common crate's
+//! (`statewall_common::maps::key_for`).
 
 pub mod blocks;
 pub mod grants;

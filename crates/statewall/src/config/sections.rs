@@ -2,8 +2,8 @@
 //! the stages derive from it (doors, machines, links, map sizes). Reading and checking a
 //! file is [`super`]'s (`Config::load`, `Config::parse`, `Config::validate`), which asks
 //! the stages' own checks (the xfsm compiler, the `[detect]` models); the code below the
-//! loader (the daemon's shared state, the importers) holds a `Config` through this file
-//! and never calls those three (the layout test checks it).
+//! loader (the daemon's shared state, the importers' `Import`) holds a `Config` through
+//! this file and never calls those three (the layout test checks it).
 
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf};
 

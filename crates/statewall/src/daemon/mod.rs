@@ -12,21 +12,21 @@
 //!
 //! The shell: may import everything below it (stages, `config`, `engine`); nothing
 //! imports it but the CLI. Its shared state is in [`state`], below the REST API and the
-//! tasks; reading the config and putting it in force is in [`reload`], above the state.
+//! tasks; reading the config and putting it in force is in [`load`], above the state.
 
 pub mod api;
 pub mod classify;
 pub mod cluster;
 pub mod doors;
 pub mod durable;
+pub mod load;
 pub mod metrics;
 pub mod policy;
-pub mod reload;
 pub mod spa;
 pub mod state;
 pub mod supervise;
 
-pub use reload::{load_config, reload};
+pub use load::{load_config, reload};
 pub use state::{apply, status, Inner, Overrides, Shared, Status};
 
 use std::{
@@ -328,7 +328,7 @@ fn start_stages(
         }
     }
     apply(&mut engine, &cfg)?;
-    reload::save_door_sigs(&engine, &cfg);
+    load::save_door_sigs(&engine, &cfg);
     engine
         .apply_firewall(&cfg.firewall, &cfg.links(), &fw, &[])
         .context("writing the firewall's tables")?;

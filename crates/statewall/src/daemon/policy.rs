@@ -18,7 +18,7 @@ use crate::{
         NodeReport, Refused,
     },
     daemon::{
-        reload::{apply_config, load_config_over},
+        load::{apply_config, load_config_over},
         state::Shared,
     },
     engine::EngineError,

@@ -3,7 +3,7 @@
 //! and the operations they all use: [`status`] and [`apply`] (a config written into the
 //! kernel, stage by stage). It holds a config as data
 //! ([`crate::config::sections`]); reading one and putting it in force is
-//! [`super::reload`]'s.
+//! [`super::load`]'s.
 
 use std::{
     collections::BTreeMap,

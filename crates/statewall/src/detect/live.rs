@@ -193,13 +193,7 @@ pub fn load_model(c: &ClassifierConfig, kind: SampleKind) -> Result<Model, Detec
 /// Checks a `[detect]` section: its values ([`DetectConfig::validate`]) and the model each
 /// of its learned detectors reads.
 pub fn check(d: &DetectConfig) -> Result<(), DetectError> {
-    d.validate()?;
-    for w in Learned::ALL {
-        if let Some(c) = w.config(d) {
-            load_model(c, w.kind())?;
-        }
-    }
-    Ok(())
+    d.validate_with(|c, kind| load_model(c, kind).map(drop))
 }
 
 impl Live {

@@ -40,7 +40,7 @@
 //! loads its models, so that this module does not import the forests.
 //!
 //! Owns the `[detect]` section and the stage's tables (`kernel`). May import: `engine`,
-//! `gate` (addresses), `types`. The machines it writes are the text of plain `[[xfsm]]`
+//! `monitor` (its learned detectors' instances), `types`. The machines it writes are the text of plain `[[xfsm]]`
 //! machines, which the config reads as it reads the user's.
 //!
 //! [`CTL_EXEMPT`]: statewall_common::xfsm::CTL_EXEMPT
@@ -300,7 +300,7 @@ impl Prefix {
         let addr: IpAddr = a
             .trim()
             .parse()
-            .map(crate::types::unmapped)
+            .map(statewall_common::maps::unmapped)
             .map_err(|_| PrefixError(format!("{s:?}: not an IP address or prefix")))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
@@ -321,7 +321,7 @@ impl Prefix {
 
     /// The prefix of `len` bits (at most the address's) holding `addr`.
     pub fn new(addr: IpAddr, len: u8) -> Prefix {
-        let addr = crate::types::unmapped(addr);
+        let addr = statewall_common::maps::unmapped(addr);
         let len = len.min(if addr.is_ipv4() { 32 } else { 128 });
         Prefix {
             addr: crate::types::mask(addr, len),
@@ -337,7 +337,7 @@ impl Prefix {
 
     /// True when `a` is inside.
     pub fn contains(&self, a: IpAddr) -> bool {
-        let a = crate::types::unmapped(a);
+        let a = statewall_common::maps::unmapped(a);
         a.is_ipv4() == self.addr.is_ipv4() && crate::types::mask(a, self.len) == self.addr
     }
 }
@@ -362,9 +362,18 @@ pub const DETECTORS: [(&str, &str, &str); 4] = [
 ];
 
 impl DetectConfig {
-    /// Checks every value but the learned detectors' models, which
-    /// [`live::check`] reads as well; the machines are checked with the other machines.
+    /// Checks every value but the learned detectors' models ([`live::check`] reads them as
+    /// well); the machines are checked with the other machines.
     pub fn validate(&self) -> Result<(), DetectError> {
+        self.validate_with(|_, _| Ok(()))
+    }
+
+    /// [`Self::validate`], with `model` run on each learned detector's section (and the kind
+    /// of samples it takes) once that section's values are checked.
+    pub fn validate_with(
+        &self,
+        model: impl Fn(&ClassifierConfig, windows::SampleKind) -> Result<(), DetectError>,
+    ) -> Result<(), DetectError> {
         self.allow_prefixes()?;
         // (The expiry is re-armed once a second: a shorter one could lapse under a flood.)
         if self.expiry.0 < std::time::Duration::from_secs(2) {
@@ -385,7 +394,10 @@ impl DetectConfig {
         if r.ports.contains(&0) {
             return Err(bad("reflection.ports", "port 0"));
         }
-        for (section, c) in [("classifier", &self.classifier), ("mining", &self.mining)] {
+        for (section, c, kind) in [
+            ("classifier", &self.classifier, windows::SampleKind::Packets),
+            ("mining", &self.mining, windows::SampleKind::Sessions),
+        ] {
             let Some(c) = c else { continue };
             if c.interfaces.is_empty() {
                 return Err(bad(&format!("{section}.interfaces"), "name at least one"));
@@ -405,6 +417,7 @@ impl DetectConfig {
                     "at least 1 packet a second (destination_sources = 0 turns destination mitigations off)",
                 ));
             }
+            model(c, kind)?;
         }
         Ok(())
     }

@@ -606,11 +606,10 @@ impl Engine {
     /// Writes `CLOCK_REALTIME - CLOCK_MONOTONIC` again (the daemon does it every second, so
     /// epoch timestamps follow wall-clock steps).
     pub fn refresh_clock(&mut self) -> Result<()> {
-        let mut clock: Array<&mut MapData, u64> =
+        let mut arr: Array<&mut MapData, u64> =
             Array::try_from(self.map_mut(MAP_CLOCK)?).map_err(|e| map_err(MAP_CLOCK, e))?;
         let off = clock::realtime_ns().saturating_sub(clock::monotonic_ns());
-        clock
-            .set(CLOCK_SLOT_EPOCH_OFFSET, off, 0)
+        arr.set(CLOCK_SLOT_EPOCH_OFFSET, off, 0)
             .map_err(|e| map_err(MAP_CLOCK, e))
     }
 

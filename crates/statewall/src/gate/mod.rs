@@ -4,8 +4,8 @@
 //! that grants shares. The gate's tables are written through the [`crate::engine::Engine`]
 //! (`apply_gate`, `grant`, `revoke`, the sweepers).
 //!
-//! Owns the `[gate]` section ([`GateConfig`]) and the gate's tables (`kernel`). Shared by
-//! the stages that grant (knock doors, SPA) and by the shell. May import: `engine`, `types`.
+//! Owns the `[gate]` section ([`GateConfig`]) and the gate's tables (`kernel`), and the
+//! events' clock ([`unix_now`], which the knock doors name). May import: `engine`, `types`.
 
 pub mod kernel;
 

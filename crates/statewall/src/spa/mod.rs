@@ -10,7 +10,7 @@
 //! matching), `pkd` and `fwknop` (each format and its check), `replay` (the cache),
 //! `config` (the `[spa]` section), `runtime` (the verifier the daemon runs), `kernel`
 //! (what it writes into the kernel), `client` (building and sending packets). May import:
-//! `engine`, `gate`, `types`.
+//! `engine`, `types`.
 
 pub mod client;
 pub mod config;

@@ -544,7 +544,7 @@ pub fn attach_detach(
     }
     let mut g = lock(s);
     let d = g.by_name.get_mut(cube).ok_or_else(|| not_found(cube))?;
-    let kept = |e: crate::dynmon::DynmonError| {
+    let kept = |e: crate::dynmon::error::DynmonError| {
         ApiError::from(e.context(format!("dynamic monitor {cube:?} (nothing changed)")))
     };
     if on {

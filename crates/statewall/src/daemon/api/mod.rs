@@ -163,7 +163,7 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
 }
 
 async fn reload(State(s): State<Arc<Shared>>) -> ApiResult {
-    match crate::daemon::reload::reload(&s) {
+    match crate::daemon::load::reload(&s) {
         Ok(()) => Ok(Json(json!({"reloaded": true})).into_response()),
         Err(e) => Err(ApiError::bad(format!(
             "{e:#} (the previous config stays in force)"
