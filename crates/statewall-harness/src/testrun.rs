@@ -23,6 +23,7 @@ use statewall_common::{
     parse::PacketInfo,
 };
 
+use crate::bench::report::RUNS;
 use statewall::engine::ebpf;
 
 /// A privately loaded copy of the kernel object.
@@ -288,4 +289,36 @@ impl statewall::engine::access::MapAccess for TestBed {
                 msg: "not in the object".into(),
             })
     }
+}
+
+fn ns(d: Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+/// A program to time: tc or XDP, its name, the frame.
+pub type Subject<'a> = (bool, &'a str, &'a [u8]);
+
+/// One run of `prog` on `frame`: the kernel's mean over `repeat` test runs, ns per packet.
+pub fn time(bed: &mut TestBed, (xdp, prog, frame): Subject<'_>, repeat: u32) -> f64 {
+    if xdp {
+        ns(bed.time_xdp(prog, frame, repeat))
+    } else {
+        ns(bed.time_tc(prog, frame, repeat))
+    }
+}
+
+/// Interleaves [`RUNS`] runs of a baseline and a subject; returns (baseline runs, subject
+/// runs).
+pub fn interleave(
+    bed: &mut TestBed,
+    repeat: u32,
+    base: Subject<'_>,
+    subj: Subject<'_>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut b, mut s) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        b.push(time(bed, base, repeat));
+        s.push(time(bed, subj, repeat));
+    }
+    (b, s)
 }

@@ -20,10 +20,8 @@ use statewall::{
 };
 
 use super::{
-    daemon::Daemon,
-    median,
-    spa::{spa_to_open, start_daemon, OPEN_PORT, PORT},
-    Row, RUNS,
+    daemon::{spa_to_open, start_daemon, Daemon, OPEN_PORT, PORT},
+    report::{median, ratio_row, Row, RUNS},
 };
 use crate::{etcd::Etcd, netns::Pair};
 
@@ -173,7 +171,7 @@ fn grant_to_enforced(
         for p in others {
             let to = SocketAddr::from((p.server_v4, PORT));
             let t0 = Instant::now();
-            while p.client.run(|| crate::bench::open::try_connect(to)) {
+            while p.client.run(|| crate::netns::try_connect(to)) {
                 if t0.elapsed() > Duration::from_secs(5) {
                     bail!("a host still lets the source in 5 s after the revocation");
                 }
@@ -195,7 +193,7 @@ fn grant_to_enforced(
                         p.client.run(|| {
                             arrive.now();
                             let t0 = Instant::now();
-                            while !crate::bench::open::try_connect(to) {
+                            while !crate::netns::try_connect(to) {
                                 std::thread::sleep(PROBE_PAUSE);
                                 if t0.elapsed() > Duration::from_secs(5) {
                                     return None;
@@ -299,7 +297,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
     let bound = s1 + 2.0 * txn;
     let row =
         |name: &str, runs: Vec<f64>, each: &str, base_name: &str, base: f64, max: Option<f64>| {
-            super::ratio_row(name, "us", runs, each.into(), base_name, base, max)
+            ratio_row(name, "us", runs, each.into(), base_name, base, max)
         };
     Ok(vec![
         row(

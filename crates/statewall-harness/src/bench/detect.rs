@@ -11,10 +11,10 @@ use statewall_common::{
 };
 
 use crate::{
-    bench::{interleave, ratio_row, row, Row, RUNS},
+    bench::report::{median, ratio_row, row, Row, RUNS},
     packet::Packet,
     rng::Rng,
-    testrun::TestBed,
+    testrun::{interleave, TestBed},
 };
 
 /// The detectors' threshold in this bench (packets a second to one destination).
@@ -243,7 +243,7 @@ fn classifier_acts() -> anyhow::Result<Row> {
         runs.push(acted.unwrap_or(window * 6.0));
     }
     let base = 1.5 * window;
-    let value = crate::bench::median(&runs);
+    let value = median(&runs);
     Ok(Row {
         name:
             "detect, classifier: SYN flood (4 spoofed sources) start to its first drop by a block"
@@ -310,7 +310,7 @@ fn learned_rows(
         std::hint::black_box(v);
         read.push(w.read.as_secs_f64() * 1e3);
     }
-    let base = crate::bench::median(&read);
+    let base = median(&read);
     let window = "reading and decoding that window";
     Ok(vec![
         ratio_row(infer_row, "ms", infer, each.into(), window, base, Some(1.0)),

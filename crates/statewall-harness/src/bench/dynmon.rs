@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
 
-use crate::bench::{median, Row, RUNS};
+use crate::bench::report::{median, Row, RUNS};
 use statewall::dynmon::{self, Direction, Dynmon, DynmonSpec, MetricsFile, PathSpec};
 
 fn spec(source: Option<String>, object: Option<String>) -> anyhow::Result<DynmonSpec> {

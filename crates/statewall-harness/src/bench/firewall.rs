@@ -6,7 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::{bench::Row, packet::Packet, testrun::TestBed};
+use crate::{
+    bench::{
+        report::{row, Row, RUNS},
+        rulesets::{ruleset, SIZES, V4_BLOCKS},
+    },
+    packet::Packet,
+    testrun::TestBed,
+};
 use statewall::{
     engine::ebpf,
     firewall::{
@@ -17,72 +24,6 @@ use statewall::{
 use statewall_common::firewall::{
     ACT_ACCEPT, ACT_DROP, LINEAR_MAX, MAP_FW_BITSETS, MAP_FW_V4, WILD_SETS,
 };
-
-/// Blocks of the IPv4 direct table (1 KiB each) the benchmark gives the kernel: its
-/// 10,000 rules take about 7,250 a generation (the default holds 2,560).
-pub const V4_BLOCKS: u32 = 2 + 2 * 8704;
-
-/// Rule counts measured.
-pub const SIZES: [usize; 6] = [1, 10, 100, 1000, 2048, 10000];
-
-/// A deterministic random ruleset of `n` rules whose last rule alone matches the packet
-/// 192.168.1.1 -> 172.16.5.5 to port 443 of `proto` (6 or 17).
-pub fn ruleset(n: usize, proto: u8) -> Vec<Rule> {
-    let mut x: u64 = 0x9e3779b97f4a7c15 ^ n as u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let mut rules: Vec<Rule> = (0..n.saturating_sub(1))
-        .map(|_| {
-            let r = next();
-            let src_len = 16 + (r % 17) as u8;
-            let src = statewall::firewall::rules::mask(
-                std::net::IpAddr::from([10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8]),
-                src_len,
-            );
-            let dst = (r >> 32) % 3 != 0;
-            let dst_len = 12 + ((r >> 36) % 21) as u8;
-            let dport = 1 + ((r >> 40) % 65000) as u16;
-            Rule {
-                src: Some((src, src_len)),
-                dst: dst.then(|| {
-                    (
-                        statewall::firewall::rules::mask(
-                            std::net::IpAddr::from([
-                                172,
-                                16 + ((r >> 44) % 16) as u8,
-                                (r >> 48) as u8,
-                                1,
-                            ]),
-                            dst_len,
-                        ),
-                        dst_len,
-                    )
-                }),
-                proto: Some(if r >> 56 & 1 == 0 { 6 } else { 17 }),
-                sport: None,
-                dport: Some((dport, dport.saturating_add(((r >> 57) % 4) as u16 * 100))),
-                tcpflags: None,
-                ct: None,
-                action: ACT_DROP,
-            }
-        })
-        .collect();
-    rules.push(Rule {
-        src: Some(("192.168.1.1".parse().unwrap(), 32)),
-        dst: Some(("172.16.5.5".parse().unwrap(), 32)),
-        proto: Some(proto),
-        sport: None,
-        dport: Some((443, 443)),
-        tcpflags: None,
-        ct: None,
-        action: ACT_ACCEPT,
-    });
-    rules
-}
 
 /// The packet every ruleset's last rule matches.
 pub fn packet() -> Vec<u8> {
@@ -132,14 +73,14 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
             "{n} rules: the test packet is not accepted by the last rule"
         );
         let (mut b, mut s) = (Vec::new(), Vec::new());
-        for _ in 0..crate::bench::RUNS {
+        for _ in 0..RUNS {
             b.push(bed.time_tc(ebpf::PROG_EMPTY_TC, &frame, repeat).as_nanos() as f64);
             s.push(
                 bed.time_tc(ebpf::PROG_FW_INGRESS, &frame, repeat)
                     .as_nanos() as f64,
             );
         }
-        rows.push(crate::bench::row(
+        rows.push(row(
             &format!(
                 "firewall, {n} rule{}, packet matching the last",
                 if n == 1 { "" } else { "s" }
@@ -194,12 +135,12 @@ fn xdp_row(bed: &mut TestBed, n: usize, frame: &[u8], repeat: u32) -> anyhow::Re
         "{n} rules: the test packet is not passed by the last rule in XDP"
     );
     let (mut b, mut s) = (Vec::new(), Vec::new());
-    for _ in 0..crate::bench::RUNS {
+    for _ in 0..RUNS {
         b.push(bed.time_xdp(ebpf::PROG_EMPTY_XDP, frame, repeat).as_nanos() as f64);
         s.push(bed.time_xdp(ebpf::PROG_FW_XDP, frame, repeat).as_nanos() as f64);
     }
     mark(bed, 0)?;
-    Ok(crate::bench::row(
+    Ok(row(
         &format!(
             "firewall in XDP, {n} rule{}, packet matching the last",
             if n == 1 { "" } else { "s" }
@@ -293,11 +234,11 @@ fn breakdown(frame: &[u8], repeat: u32) -> anyhow::Result<Vec<Row>> {
     bed.fw_iface(1, 0);
     let mut rows = Vec::new();
     let (mut b, mut s) = (Vec::new(), Vec::new());
-    for _ in 0..crate::bench::RUNS {
+    for _ in 0..RUNS {
         b.push(bed.time_tc(ebpf::PROG_EMPTY_TC, frame, repeat).as_nanos() as f64);
         s.push(bed.time_tc(ebpf::PROG_PARSE_TC, frame, repeat).as_nanos() as f64);
     }
-    rows.push(crate::bench::row(
+    rows.push(row(
         "firewall breakdown: the parser alone (parse probe)",
         "empty tc program",
         &b,
@@ -319,11 +260,11 @@ fn breakdown(frame: &[u8], repeat: u32) -> anyhow::Result<Vec<Row>> {
         t.set_chains(&chains, &[]).map_err(anyhow::Error::msg)?;
         t.write(&mut bed).map_err(anyhow::Error::msg)?;
         let (mut b, mut s) = (Vec::new(), Vec::new());
-        for _ in 0..crate::bench::RUNS {
+        for _ in 0..RUNS {
             b.push(bed.time_tc(ebpf::PROG_EMPTY_TC, frame, repeat).as_nanos() as f64);
             s.push(bed.time_tc(ebpf::PROG_FW_INGRESS, frame, repeat).as_nanos() as f64);
         }
-        rows.push(crate::bench::row(
+        rows.push(row(
             &format!("firewall breakdown: {name}"),
             "empty tc program",
             &b,

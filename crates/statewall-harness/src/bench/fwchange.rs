@@ -11,7 +11,12 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::{
-    bench::{daemon::Daemon, fwnft::spec, median, Row, RUNS},
+    bench::{
+        daemon::Daemon,
+        nft::{nft_script, spec},
+        report::{median, ratio_row, Row, RUNS},
+        rulesets::{ruleset, V4_BLOCKS},
+    },
     netns::NetNs,
 };
 use statewall::firewall::rules::Rule;
@@ -110,7 +115,7 @@ fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<SizedChain> {
     let name = format!("chg{n}");
     let fw = format!("/api/v1/firewall/{name}");
     let path = format!("{fw}/chain/INGRESS/batch");
-    let rules = crate::bench::firewall::ruleset(n, 17);
+    let rules = ruleset(n, 17);
     let (mut batches, mut firsts) = (Vec::new(), Vec::new());
     for i in 0..BATCH_RUNS {
         if i > 0 {
@@ -166,7 +171,7 @@ fn round(d: &Daemon, c: &SizedChain, extra: &Rule, out: &mut [Vec<Timed>]) -> an
 /// small chain, then one on the large), so that both meet the machine, and the disk, in
 /// the same state: per size, the chain as set up and, per op, its runs.
 fn changes(d: &Daemon) -> anyhow::Result<[(SizedChain, Vec<Vec<Timed>>); 2]> {
-    let extra = crate::bench::firewall::ruleset(3, 6).remove(0);
+    let extra = ruleset(3, 6).remove(0);
     let chains = [setup(d, SIZES[0], &extra)?, setup(d, SIZES[1], &extra)?];
     let mut out: [Vec<Vec<Timed>>; 2] =
         std::array::from_fn(|_| (0..OPS.len()).map(|_| Vec::new()).collect());
@@ -186,12 +191,12 @@ fn changes(d: &Daemon) -> anyhow::Result<[(SizedChain, Vec<Vec<Timed>>); 2]> {
 /// nftables on a chain of `n` rules: (`nft -f` of the ruleset, each of [`BATCH_RUNS`] into
 /// a table made anew; median `nft add rule`), ms.
 fn nft_times(ns: &NetNs, n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
-    let rules = crate::bench::firewall::ruleset(n, 17);
+    let rules = ruleset(n, 17);
     let script = std::env::temp_dir().join(format!(
         "statewall-bench-fwchange-{}-{n}.nft",
         std::process::id()
     ));
-    std::fs::write(&script, crate::bench::fwnft::nft_script(&rules))?;
+    std::fs::write(&script, nft_script(&rules))?;
     let mut load = Vec::new();
     for _ in 0..BATCH_RUNS {
         let _ = ns.exec(&["nft", "delete table netdev swbench"]);
@@ -216,7 +221,7 @@ fn nft_times(ns: &NetNs, n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
 }
 
 fn ms_row(name: String, v: Vec<f64>, each: &str, base: &str, b: f64, target: Option<f64>) -> Row {
-    crate::bench::ratio_row(&name, "ms", v, each.into(), base, b, target)
+    ratio_row(&name, "ms", v, each.into(), base, b, target)
 }
 
 /// The rows.
@@ -227,7 +232,7 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         "fwchange",
         &format!(
             "[firewall]\nbitsets_max = 55296\n[maps]\nSW_FW_V4 = {}\n",
-            super::firewall::V4_BLOCKS
+            V4_BLOCKS
         ),
     )?;
     let ns = NetNs::new("fwchg");

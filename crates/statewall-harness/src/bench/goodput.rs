@@ -29,8 +29,10 @@ use anyhow::{bail, Context};
 
 use crate::{
     bench::{
-        fwnft::{nft, nft_counted, nft_hook, nft_script, spec},
-        http, Row,
+        http,
+        nft::{nft, nft_counted, nft_hook, nft_script, spec},
+        report::Row,
+        rulesets::ruleset,
     },
     netns::Pair,
     packet::Packet,
@@ -53,7 +55,7 @@ const SECS: u32 = 2;
 /// 999 random DROP rules that match neither the iperf3 traffic nor the flood, then the
 /// flood's: UDP to port 9 from 198.18.0.0/15.
 fn rules() -> Vec<Rule> {
-    let mut r = crate::bench::firewall::ruleset(1000, 17);
+    let mut r = ruleset(1000, 17);
     r.pop();
     r.push(Rule {
         src: Some(("198.18.0.0".parse().unwrap(), 15)),

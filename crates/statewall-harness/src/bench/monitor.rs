@@ -8,7 +8,7 @@ use std::{net::IpAddr, process::Stdio, time::Duration};
 use anyhow::{bail, Context};
 
 use crate::{
-    bench::{median, Row, RUNS},
+    bench::report::{median, row, Row, RUNS},
     netns::Pair,
     packet::{Packet, L4},
     testrun::TestBed,
@@ -55,14 +55,7 @@ fn cost_row(
         b.push(bed.time_tc(ebpf::PROG_EMPTY_TC, &f, repeat).as_nanos() as f64);
         s.push(m.time(&f, repeat).map_err(anyhow::Error::msg)?.as_nanos() as f64);
     }
-    Ok(crate::bench::row(
-        name,
-        "empty tc program",
-        &b,
-        s,
-        repeat,
-        Some(4.0),
-    ))
+    Ok(row(name, "empty tc program", &b, s, repeat, Some(4.0)))
 }
 
 /// Per-packet cost and swap-and-read rows (no namespaces needed).

@@ -6,7 +6,7 @@
 
 use std::{fmt::Write, path::Path};
 
-use crate::bench::{Report, Row};
+use crate::bench::report::{Report, Row};
 
 const W: f64 = 720.0;
 const H: f64 = 420.0;

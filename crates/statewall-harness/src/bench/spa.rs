@@ -12,9 +12,9 @@ use std::{
 use anyhow::bail;
 use sha2::{Digest, Sha256};
 
-use crate::bench::daemon::Daemon;
+use crate::bench::daemon::{spa_to_open, start_daemon, OPEN_PORT, PORT};
 use crate::{
-    bench::{median, Row, RUNS},
+    bench::report::{median, Row, RUNS},
     netns::Pair,
 };
 use statewall::spa::{self, FwknopMessage, FwknopStanza, PkdAction};
@@ -140,93 +140,6 @@ pub fn verify_rows() -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// The port SPA opens.
-pub(crate) const PORT: u16 = 2222;
-/// A port left open (the floor of a connect).
-pub(crate) const OPEN_PORT: u16 = 2223;
-
-/// A daemon on `pair` with one fwknop stanza for tcp/[`PORT`] and `extra` config text.
-pub(crate) fn start_daemon(
-    pair: &Pair,
-    k: &str,
-    h: &str,
-    tag: &str,
-    extra: &str,
-) -> anyhow::Result<Daemon> {
-    let conf = format!(
-        "[[interface]]\nname = \"{}\"\nnetns = \"{}\"\n\n[[spa.fwknop]]\nsource = [\"ANY\"]\nopen_ports = [\"tcp/{PORT}\"]\nkey_base64 = \"{k}\"\nhmac_key_base64 = \"{h}\"\n{extra}",
-        pair.server_if, pair.server.name
-    );
-    Daemon::start(tag, &conf)
-}
-
-/// `n` times: the time from sending a fresh fwknop packet until tcp/[`PORT`] answers (µs),
-/// and before it the time a connect to an open port takes (the namespaces' floor). The
-/// grant is revoked before each run. Between two connect attempts the client waits
-/// `pause` (zero: it tries again at once, and keeps a CPU busy doing so).
-pub(crate) fn spa_to_open(
-    pair: &Pair,
-    d: &Daemon,
-    (k, h): (&[u8; 32], &[u8; 64]),
-    n: usize,
-    pause: Duration,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let sv = pair.server_v4;
-    let sock = d.socket.clone();
-    let to = SocketAddr::from((sv, PORT));
-    let open = SocketAddr::from((sv, OPEN_PORT));
-    let cv = pair.client_v4;
-    let mut runs = Vec::new();
-    let mut base = Vec::new();
-    for _ in 0..n {
-        // One SPA packet per source per rate_interval (200 ms) after a burst of 5.
-        std::thread::sleep(Duration::from_millis(250));
-        let _ = statewall::client::request_blocking(
-            &sock,
-            "DELETE",
-            &format!("/api/v1/gate/grants?addr={cv}&proto=tcp&port={PORT}"),
-            None,
-        );
-        let m = FwknopMessage {
-            user: "bench".into(),
-            ts: statewall::engine::clock::unix_secs(),
-            allow: cv.into(),
-            access: vec![(6, PORT)],
-            timeout: None,
-        };
-        let pkt = spa::fwknop_packet(&m, k, h, 256)?;
-        let r = pair.client.run(|| -> anyhow::Result<(f64, f64)> {
-            if crate::bench::open::try_connect(to) {
-                bail!("tcp/{PORT} answers before SPA: the gate is not working");
-            }
-            let t0 = Instant::now();
-            while !crate::bench::open::try_connect(open) {
-                if t0.elapsed() > Duration::from_secs(3) {
-                    bail!("no answer from the open port");
-                }
-            }
-            let b = t0.elapsed().as_nanos() as f64 / 1e3;
-            let t0 = Instant::now();
-            spa::send_udp(SocketAddr::from((sv, 62201)), pkt.as_bytes())?;
-            loop {
-                if crate::bench::open::try_connect(to) {
-                    return Ok((t0.elapsed().as_nanos() as f64 / 1e3, b));
-                }
-                if !pause.is_zero() {
-                    std::thread::sleep(pause);
-                }
-                if t0.elapsed() > Duration::from_secs(3) {
-                    let log = std::fs::read_to_string(d.dir.join("daemon.log")).unwrap_or_default();
-                    bail!("no answer within 3 s of the SPA packet; daemon log:\n{log}");
-                }
-            }
-        })?;
-        runs.push(r.0);
-        base.push(r.1);
-    }
-    Ok((runs, base))
-}
-
 /// The replay cache's fsync is part of the figure; writeback of unrelated data (the build
 /// that `make bench` just ran keeps the disk busy for a while) is not. Flushes it, then
 /// waits (at most 60 s) until five synced 64-byte writes in a row take under 1 ms each.
@@ -291,13 +204,13 @@ pub fn open_rows() -> anyhow::Result<Vec<Row>> {
         };
         let pkt = spa::fwknop_packet(&m, &k, &h, 256)?;
         let t = pair.client.run(|| -> anyhow::Result<f64> {
-            if crate::bench::open::try_connect(to) {
+            if crate::netns::try_connect(to) {
                 bail!("tcp/{PORT} answers before SPA with fwknopd");
             }
             let t0 = Instant::now();
             spa::send_udp(SocketAddr::from((sv, 62201)), pkt.as_bytes())?;
             loop {
-                if crate::bench::open::try_connect(to) {
+                if crate::netns::try_connect(to) {
                     return Ok(t0.elapsed().as_nanos() as f64 / 1e3);
                 }
                 if t0.elapsed() > Duration::from_secs(5) {
