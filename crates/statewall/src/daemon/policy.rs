@@ -1,9 +1,9 @@
-//! Firewall changes as the shell makes them ([`commit_firewall`]: kernel first, then memory
-//! and disk; on error nothing changes), and the policy a cluster pushes: the supervised
-//! task `cluster_policy` reads `{prefix}/groups/{group}/policy/` in full, then follows it
-//! by a watch, applies each firewall instance's newest chains and each pushed config
-//! section (`[[knock]]`, `[[xfsm]]`, `[spa]`, `[detect]`, applied like a reload) atomically, keeps the
-//! last good ones when a push is refused, and writes this host's report.
+//! The policy a cluster pushes: the supervised task `cluster_policy` reads
+//! `{prefix}/groups/{group}/policy/` in full, then follows it by a watch, applies each
+//! firewall instance's newest chains (committed as the API commits any firewall change:
+//! [`super::api::firewall::commit_firewall`]) and each pushed config section
+//! (`[[knock]]`, `[[xfsm]]`, `[spa]`, `[detect]`, applied like a reload) atomically, keeps
+//! the last good ones when a push is refused, and writes this host's report.
 //!
 //! An instance under cluster policy refuses changes through the local API (409) until its
 //! policy key is deleted; it may still be attached and detached here (ports are local).
@@ -18,52 +18,11 @@ use crate::{
         NodeReport, Refused,
     },
     daemon::{
+        api::firewall::{commit_firewall, CommitError},
         load::{apply_config, load_config_over},
         state::Shared,
     },
-    engine::EngineError,
-    firewall::{FirewallError, FwState},
 };
-
-/// Why a firewall change was not made.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitError {
-    /// The kernel side refused it (placement, tables).
-    #[error(transparent)]
-    Kernel(#[from] EngineError),
-    /// The state could not be saved, or the change does not read.
-    #[error(transparent)]
-    Firewall(#[from] FirewallError),
-}
-
-/// Applies `new` (kernel first, then memory and disk); on error nothing changes. `moves`
-/// says, per chain, where each rule's counters come from.
-pub fn commit_firewall(
-    s: &Shared,
-    new: FwState,
-    moves: &[(u32, Vec<Option<usize>>)],
-) -> Result<(), CommitError> {
-    let mut g = s.lock();
-    let cfg = g.config.clone();
-    crate::firewall::kernel::check_placement(&new, &cfg.links())?;
-    g.engine
-        .apply_firewall(&cfg.firewall, &cfg.links(), &new, moves)?;
-    let path = cfg.daemon.state_dir.join("firewall.json");
-    new.save(&path)?;
-    g.fw = new;
-    Ok(())
-}
-
-/// Where the firewall instance `name`'s policy comes from, when the cluster manages it:
-/// (the key, the revision in force).
-pub fn managed(s: &Shared, name: &str) -> Option<(String, i64)> {
-    let link = s.cluster.as_ref()?;
-    let key = format!("firewall/{name}");
-    let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
-    p.applied
-        .get(&key)
-        .map(|rev| (format!("{}{key}", link.cfg.policy_prefix()), *rev))
-}
 
 /// Applies one firewall policy value to the instance `name` (made when missing): its
 /// chains replaced at once, their counters from zero.
@@ -183,7 +142,7 @@ pub fn with_kept_sections(
     cfg: crate::config::Config,
     link: &Link,
     path: Option<&std::path::Path>,
-    ov: &crate::daemon::Overrides,
+    ov: &crate::daemon::state::Overrides,
 ) -> crate::config::Config {
     let kept = match Sections::load(&kept_sections(&cfg.daemon.state_dir)) {
         Ok(k) if k.is_empty() => return cfg,

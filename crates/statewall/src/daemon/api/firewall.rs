@@ -8,7 +8,7 @@
 //! | GET | `/api/v1/firewall` | every instance |
 //! | GET/POST/DELETE | `/api/v1/firewall/{name}` | show / create (`{"type"}`) / delete |
 //! | POST | `/api/v1/firewall/{name}/attach`, `/detach` | `{"port", "netns"?}` |
-//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}` (a dynamic monitor's cube: [`crate::daemon::api::dynmon`]) |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}` (served with a dynamic monitor's cube by [`crate::daemon::api::polycube`]) |
 //! | POST | `.../{name}/chain/{CHAIN}/batch` | `{"rules": [{"operation", ...}]}` |
 //! | GET | `.../{name}/chain/{CHAIN}/rule` | rules with ids, then the default stub |
 //! | GET | `.../{name}/chain/{CHAIN}/stats` | per-rule `pkts`, `bytes` |
@@ -35,17 +35,57 @@ use crate::firewall::log::{tcp_flag_names, LogEntry};
 use crate::{
     daemon::api::call::{off_workers, parse_body, parse_large_body, ApiError, Phases},
     daemon::state::Shared,
+    engine::EngineError,
     firewall::{
         batch::{plan_batch, BatchOp, SpecEdit},
-        ChainState, FwState, Port,
+        ChainState, FirewallError, FwState, Port,
     },
 };
 
 type ApiResult = Result<Response, ApiError>;
 
+/// Why a firewall change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The kernel side refused it (placement, tables).
+    #[error(transparent)]
+    Kernel(#[from] EngineError),
+    /// The state could not be saved, or the change does not read.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+}
+
+/// Applies `new` (kernel first, then memory and disk); on error nothing changes. `moves`
+/// says, per chain, where each rule's counters come from.
+pub fn commit_firewall(
+    s: &Shared,
+    new: FwState,
+    moves: &[(u32, Vec<Option<usize>>)],
+) -> Result<(), CommitError> {
+    let mut g = s.lock();
+    let cfg = g.config.clone();
+    crate::firewall::kernel::check_placement(&new, &cfg.links())?;
+    g.engine
+        .apply_firewall(&cfg.firewall, &cfg.links(), &new, moves)?;
+    let path = cfg.daemon.state_dir.join("firewall.json");
+    new.save(&path)?;
+    g.fw = new;
+    Ok(())
+}
+
+/// Where the firewall instance `name`'s policy comes from, when the cluster manages it:
+/// (the key, the revision in force).
+pub fn managed(s: &Shared, name: &str) -> Option<(String, i64)> {
+    let link = s.cluster.as_ref()?;
+    let key = format!("firewall/{name}");
+    let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
+    p.applied
+        .get(&key)
+        .map(|rev| (format!("{}{key}", link.cfg.policy_prefix()), *rev))
+}
+
 /// Applies `new` (kernel first, then memory and disk); on error nothing changes.
 fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Result<(), ApiError> {
-    use crate::daemon::policy::{commit_firewall, CommitError};
     commit_firewall(s, new, moves).map_err(|e| match e {
         CommitError::Kernel(e) => ApiError::bad(e.to_string()),
         CommitError::Firewall(e) => ApiError::internal(e),
@@ -54,7 +94,7 @@ fn commit(s: &Shared, new: FwState, moves: &[(u32, Vec<Option<usize>>)]) -> Resu
 
 /// 409 for a change to an instance whose policy the cluster pushes (`[cluster]`).
 fn refuse_if_managed(s: &Shared, name: &str) -> Result<(), ApiError> {
-    match crate::daemon::policy::managed(s, name) {
+    match managed(s, name) {
         Some((key, rev)) => Err(ApiError(
             axum::http::StatusCode::CONFLICT,
             format!(
@@ -229,11 +269,6 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
                 );
         }
     }
-    for slash in ["", "/"] {
-        r = r
-            .route(&format!("/polycube/v1/attach{slash}"), post(pc_attach))
-            .route(&format!("/polycube/v1/detach{slash}"), post(pc_detach));
-    }
     r
 }
 
@@ -308,19 +343,25 @@ async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiRe
     .await
 }
 
+/// The body of an attach or detach (native, or Polycube's with its `cube`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AttachBody {
+pub struct AttachBody {
+    /// The instance (Polycube's paths only).
     #[serde(default)]
-    cube: Option<String>,
-    port: String,
+    pub cube: Option<String>,
+    /// The interface.
+    pub port: String,
+    /// Its network namespace.
     #[serde(default)]
-    netns: Option<String>,
+    pub netns: Option<String>,
+    /// `first`, `last` or `auto` (where in statewall's chain).
     #[serde(default)]
-    position: Option<String>,
+    pub position: Option<String>,
 }
 
-fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
+/// Attaches the instance `name` to the body's port, or detaches it.
+pub fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
     if let Some(p) = &b.position {
         if !["first", "last", "auto"].contains(&p.to_ascii_lowercase().as_str()) {
             return Err(ApiError::bad(format!(
@@ -362,29 +403,6 @@ async fn attach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: By
 
 async fn detach(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
     off_workers(move || do_attach(&s, &name, parse_body(&body)?, false)).await
-}
-
-/// Polycube's `/attach` and `/detach`: the instance is the body's `cube`.
-fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
-    let b: AttachBody = parse_body(body)?;
-    let name = b
-        .cube
-        .clone()
-        .ok_or_else(|| ApiError::bad("cube: missing"))?;
-    if !s.lock().fw.instances.contains_key(&name) && crate::daemon::api::dynmon::exists(s, &name) {
-        return crate::daemon::api::dynmon::attach_detach(
-            s, &name, &b.port, b.netns, b.position, on,
-        );
-    }
-    do_attach(s, &name, b, on)
-}
-
-async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    off_workers(move || pc_attach_detach(&s, &body, true)).await
-}
-
-async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    off_workers(move || pc_attach_detach(&s, &body, false)).await
 }
 
 #[derive(Deserialize)]

@@ -648,9 +648,11 @@ pub mod polycube {
     //! | DELETE | `/polycube/v1/dynmon/{name}` | unload a dynamic monitor (409 for a config monitor) |
     //! | GET | `/polycube/v1/dynmon/{name}/metrics` | take a window, in Dynmon's shape (config monitors: IPv4 only, integer encodings of COMPAT.md) |
     //!
-    //! The other Dynmon paths (`dataplane-config`, `open-metrics`, attach and detach) are the
-    //! dynamic monitors' own ([`crate::daemon::api::dynmon`]); the firewall's Polycube paths
-    //! are served by the firewall's handlers ([`crate::daemon::api::firewall`]).
+    //! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}`: a firewall instance's cube, else a dynamic monitor's |
+    //!
+    //! The other Dynmon paths (`dataplane-config`, `open-metrics`) are the dynamic monitors'
+    //! own ([`crate::daemon::api::dynmon`]); the firewall's other Polycube paths are served
+    //! by the firewall's handlers ([`crate::daemon::api::firewall`]).
 
     use std::sync::Arc;
 
@@ -659,13 +661,13 @@ pub mod polycube {
         extract::{Path, State},
         http::StatusCode,
         response::{IntoResponse, Response},
-        routing::get,
+        routing::{get, post},
         Json, Router,
     };
 
     use super::{
-        call::{off_workers, ApiError},
-        dynmon, monitor,
+        call::{off_workers, parse_body, ApiError},
+        dynmon, firewall, monitor,
     };
     use crate::daemon::state::Shared;
 
@@ -683,7 +685,9 @@ pub mod polycube {
                 .route(
                     &format!("/polycube/v1/dynmon/{{name}}/metrics{slash}"),
                     get(metrics),
-                );
+                )
+                .route(&format!("/polycube/v1/attach{slash}"), post(pc_attach))
+                .route(&format!("/polycube/v1/detach{slash}"), post(pc_detach));
         }
         r
     }
@@ -726,5 +730,26 @@ pub mod polycube {
             return dynmon::pc_metrics(s, name).await;
         }
         monitor::pc_metrics(s, name).await
+    }
+
+    /// Polycube's `/attach` and `/detach`: the instance is the body's `cube`.
+    fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
+        let b: firewall::AttachBody = parse_body(body)?;
+        let name = b
+            .cube
+            .clone()
+            .ok_or_else(|| ApiError::bad("cube: missing"))?;
+        if !s.lock().fw.instances.contains_key(&name) && dynmon::exists(s, &name) {
+            return dynmon::attach_detach(s, &name, &b.port, b.netns, b.position, on);
+        }
+        firewall::do_attach(s, &name, b, on)
+    }
+
+    async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+        off_workers(move || pc_attach_detach(&s, &body, true)).await
+    }
+
+    async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+        off_workers(move || pc_attach_detach(&s, &body, false)).await
     }
 }
