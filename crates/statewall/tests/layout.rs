@@ -768,10 +768,10 @@ fn workspace_file_layers_do_not_grow() {
 /// The same files counted without collapsing cycles: every import but a few runs down,
 /// and those few count as imports from a lower layer to a higher one. Each cycle needs at
 /// least one; per cycle the fewest imports (three at most) that open it are taken, those
-/// that leave the workspace shallowest among them. At most 5 such imports (none today: no
-/// file cycle is left), and the layers left within [`FILE_LAYERS`]. A cycle counted as one
-/// layer can hide layers: the shell's last one (the daemon's top file, the router, the
-/// firewall routes and the policy push) stood as one layer where its files make four.
+/// that leave the workspace shallowest among them. No such import may be left (none is),
+/// and the layers within [`FILE_LAYERS`]. A cycle counted as one layer can hide layers: the
+/// shell's last one (the daemon's top file, the router, the firewall routes and the policy
+/// push) stood as one layer where its files make four.
 #[test]
 fn few_imports_run_up_and_the_rest_stay_within_the_layers() {
     let c = read_workspace();
@@ -835,8 +835,10 @@ fn few_imports_run_up_and_the_rest_stay_within_the_layers() {
         up.len(),
         names.join(", ")
     );
+    // Issue 18 allows 5; none is left, and a new one (a cycle come back, which the layer
+    // counts collapse and might not show) fails here.
     assert!(
-        up.len() <= 5,
+        up.is_empty(),
         "{} imports run up: {}",
         up.len(),
         names.join(", ")

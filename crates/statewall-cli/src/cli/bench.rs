@@ -7,8 +7,10 @@ use std::path::Path;
 use super::prelude::*;
 use statewall_harness::{
     bench::{
-        self, perpacket,
-        report::{kernel_release, machine, utc, Attempt, Report, Row, ATTEMPTS, STEADY},
+        cluster, detect, dynmon, firewall, fwchange, fwnft, goodput, monitor, open, perpacket,
+        plot,
+        report::{self, kernel_release, machine, utc, Attempt, Report, Row, ATTEMPTS, STEADY},
+        spa,
     },
     testrun::TestBed,
 };
@@ -20,13 +22,13 @@ pub struct BenchArgs {
     #[arg(long, default_value = "target/bench/latest.json")]
     out: PathBuf,
     /// Test-run repetitions per measurement.
-    #[arg(long, default_value_t = bench::report::REPEAT)]
+    #[arg(long, default_value_t = report::REPEAT)]
     repeat: u32,
     /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
     #[arg(long)]
     testrun_only: bool,
-    /// Only this group: open, spa-open, testrun, firewall, monitor, dynmon, spa-verify,
-    /// firewall-nft, monitor-iperf.
+    /// Only this group: open, spa-open, cluster, testrun, detect, firewall,
+    /// firewall-changes, monitor, dynmon, spa-verify, firewall-nft, monitor-iperf, goodput.
     #[arg(long)]
     only: Option<String>,
     /// Measure nothing: draw the figures again from the JSON report at --out.
@@ -49,7 +51,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         let report: Report =
             serde_json::from_str(&text).with_context(|| format!("in {}", out.display()))?;
         let dir = out.parent().unwrap_or(std::path::Path::new("."));
-        for f in bench::plot::draw(&report, dir)? {
+        for f in plot::draw(&report, dir)? {
             println!("figure: {}", f.display());
         }
         return Ok(0);
@@ -57,7 +59,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let report =
         tokio::task::spawn_blocking(move || measure(&out, repeat, !testrun_only, only.as_deref()))
             .await??;
-    bench::report::print(&report);
+    report::print(&report);
     if report.rows.iter().any(|r| r.met == Some(false)) {
         eprintln!("\nsome targets were MISSED");
         return Ok(1);
@@ -98,19 +100,19 @@ const NETNS_GROUPS: [&str; 7] = [
 /// The rows of one group.
 fn group_rows(group: &str, repeat: u32) -> anyhow::Result<Vec<Row>> {
     match group {
-        "open" => bench::open::rows(),
-        "spa-open" => bench::spa::open_rows(),
-        "cluster" => bench::cluster::rows(),
+        "open" => open::rows(),
+        "spa-open" => spa::open_rows(),
+        "cluster" => cluster::rows(),
         "testrun" => Ok(perpacket::testrun_rows(repeat)),
-        "detect" => bench::detect::rows(repeat),
-        "firewall" => bench::firewall::rows(repeat),
-        "firewall-changes" => bench::fwchange::rows(),
-        "monitor" => bench::monitor::rows(repeat),
-        "dynmon" => bench::dynmon::rows(),
-        "spa-verify" => bench::spa::verify_rows(),
-        "firewall-nft" => bench::fwnft::rows(),
-        "monitor-iperf" => bench::monitor::iperf_rows(),
-        "goodput" => bench::goodput::rows(),
+        "detect" => detect::rows(repeat),
+        "firewall" => firewall::rows(repeat),
+        "firewall-changes" => fwchange::rows(),
+        "monitor" => monitor::rows(repeat),
+        "dynmon" => dynmon::rows(),
+        "spa-verify" => spa::verify_rows(),
+        "firewall-nft" => fwnft::rows(),
+        "monitor-iperf" => monitor::iperf_rows(),
+        "goodput" => goodput::rows(),
         _ => anyhow::bail!("no benchmark group {group:?}"),
     }
 }
@@ -193,7 +195,7 @@ fn measure(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
     }
     std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
     let dir = out.parent().unwrap_or(Path::new("."));
-    for f in bench::plot::draw(&report, dir)? {
+    for f in plot::draw(&report, dir)? {
         println!("figure: {}", f.display());
     }
     Ok(report)

@@ -1,7 +1,7 @@
 //! statewall's firewall beside the same ruleset as linear nftables rules, with real traffic
 //! between two namespaces.
 //!
-//! The rulesets are those of [`crate::bench::fw`] (random source and destination prefixes,
+//! The rulesets are those of [`crate::bench::rulesets`] (random source and destination prefixes,
 //! protocols and destination ports), with a last rule that alone matches the test traffic:
 //! UDP 192.168.1.1 -> 172.16.5.5:443. statewall runs them on tcx ingress of the server's
 //! veth; nftables runs them as one rule each in a netdev ingress chain on the same veth (the
@@ -27,7 +27,7 @@ use crate::{
     bench::{
         nft::{nft, nft_counted, nft_hook, nft_script, spec},
         report::{median, Row, RUNS},
-        rulesets::ruleset,
+        rulesets::{ruleset, SIZES},
     },
     netns::Pair,
 };
@@ -38,8 +38,6 @@ use statewall::{
     firewall::{ChainState, FwState, Instance, Port},
 };
 
-/// Rule counts compared.
-pub const SIZES: [usize; 6] = crate::bench::rulesets::SIZES;
 /// Sending time per run.
 const RUN_TIME: Duration = Duration::from_millis(300);
 const CLIENT: &str = "192.168.1.1";

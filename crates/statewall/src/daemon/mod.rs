@@ -27,7 +27,9 @@ pub mod state;
 pub mod supervise;
 
 pub use load::{load_config, reload};
-pub use state::{apply, status, Inner, Overrides, Shared, Status};
+pub use state::{apply, status, Inner, Shared, Status};
+
+use state::Overrides;
 
 use std::{
     net::SocketAddr,

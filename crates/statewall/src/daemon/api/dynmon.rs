@@ -15,7 +15,7 @@
 //! | GET | `/polycube/v1/dynmon/{name}/metrics` | `{"ingress-metrics": [{"name", "value", "timestamp"}], "egress-metrics": [...]}` |
 //! | GET | `/polycube/v1/dynmon/{name}/open-metrics` | the metrics as Prometheus text |
 //! | DELETE | `/polycube/v1/dynmon/{name}` | detach and unload |
-//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port"}` |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port"}`: routed in [`crate::daemon::api::polycube`], which calls [`attach_detach`] for a dynamic monitor's cube |
 //!
 //! A program the verifier rejects gives 400 with the verifier's log; nothing stays loaded.
 

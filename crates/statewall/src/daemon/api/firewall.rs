@@ -1,5 +1,7 @@
 //! Firewall REST: the native paths under `/api/v1/firewall` and the Polycube-compatible
-//! subset under `/polycube/v1` (COMPAT.md section 4), served by the same handlers. Every
+//! subset under `/polycube/v1` (COMPAT.md section 4), served by the same handlers
+//! (`/polycube/v1/attach` and `/detach` are routed in [`crate::daemon::api::polycube`],
+//! since the cube may be a dynamic monitor's). Every
 //! change is applied to a copy of the state, compiled and switched in the kernel with one
 //! update, and only then kept (and saved): a bad operation changes nothing.
 //!
@@ -8,7 +10,7 @@
 //! | GET | `/api/v1/firewall` | every instance |
 //! | GET/POST/DELETE | `/api/v1/firewall/{name}` | show / create (`{"type"}`) / delete |
 //! | POST | `/api/v1/firewall/{name}/attach`, `/detach` | `{"port", "netns"?}` |
-//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}` (served with a dynamic monitor's cube by [`crate::daemon::api::polycube`]) |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}`: routed in [`crate::daemon::api::polycube`], which calls `do_attach` for a firewall's cube |
 //! | POST | `.../{name}/chain/{CHAIN}/batch` | `{"rules": [{"operation", ...}]}` |
 //! | GET | `.../{name}/chain/{CHAIN}/rule` | rules with ids, then the default stub |
 //! | GET | `.../{name}/chain/{CHAIN}/stats` | per-rule `pkts`, `bytes` |
@@ -46,7 +48,7 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Why a firewall change was not made.
 #[derive(Debug, thiserror::Error)]
-pub enum CommitError {
+pub(crate) enum CommitError {
     /// The kernel side refused it (placement, tables).
     #[error(transparent)]
     Kernel(#[from] EngineError),
@@ -57,7 +59,7 @@ pub enum CommitError {
 
 /// Applies `new` (kernel first, then memory and disk); on error nothing changes. `moves`
 /// says, per chain, where each rule's counters come from.
-pub fn commit_firewall(
+pub(crate) fn commit_firewall(
     s: &Shared,
     new: FwState,
     moves: &[(u32, Vec<Option<usize>>)],
@@ -75,7 +77,7 @@ pub fn commit_firewall(
 
 /// Where the firewall instance `name`'s policy comes from, when the cluster manages it:
 /// (the key, the revision in force).
-pub fn managed(s: &Shared, name: &str) -> Option<(String, i64)> {
+fn managed(s: &Shared, name: &str) -> Option<(String, i64)> {
     let link = s.cluster.as_ref()?;
     let key = format!("firewall/{name}");
     let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
@@ -346,7 +348,7 @@ async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiRe
 /// The body of an attach or detach (native, or Polycube's with its `cube`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AttachBody {
+pub(super) struct AttachBody {
     /// The instance (Polycube's paths only).
     #[serde(default)]
     pub cube: Option<String>,
@@ -361,7 +363,7 @@ pub struct AttachBody {
 }
 
 /// Attaches the instance `name` to the body's port, or detaches it.
-pub fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
+pub(super) fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
     if let Some(p) = &b.position {
         if !["first", "last", "auto"].contains(&p.to_ascii_lowercase().as_str()) {
             return Err(ApiError::bad(format!(

@@ -637,9 +637,11 @@ async fn xfsm_events(
 }
 
 pub mod polycube {
-    //! The Polycube Dynmon name space `/polycube/v1/dynmon/{name}` (COMPAT.md sections 4 and 5),
-    //! shared by the config's monitors and the dynamic monitors: a name is looked up among the
-    //! config's monitors first, then among the dynamic ones.
+    //! The Polycube paths that several kinds of cube share: the Dynmon name space
+    //! `/polycube/v1/dynmon/{name}` (COMPAT.md sections 4 and 5), shared by the config's
+    //! monitors and the dynamic monitors (a name is looked up among the config's monitors
+    //! first, then among the dynamic ones), and `/attach`, `/detach`, shared by firewall
+    //! instances and dynamic monitors (a firewall instance's name first).
     //!
     //! | method | path | |
     //! | --- | --- | --- |
@@ -647,7 +649,6 @@ pub mod polycube {
     //! | POST | `/polycube/v1/dynmon/{name}` | load a dynamic monitor (409 for a config monitor's name) |
     //! | DELETE | `/polycube/v1/dynmon/{name}` | unload a dynamic monitor (409 for a config monitor) |
     //! | GET | `/polycube/v1/dynmon/{name}/metrics` | take a window, in Dynmon's shape (config monitors: IPv4 only, integer encodings of COMPAT.md) |
-    //!
     //! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}`: a firewall instance's cube, else a dynamic monitor's |
     //!
     //! The other Dynmon paths (`dataplane-config`, `open-metrics`) are the dynamic monitors'
@@ -673,7 +674,7 @@ pub mod polycube {
 
     type ApiResult = Result<Response, ApiError>;
 
-    /// Adds the shared Dynmon routes.
+    /// Adds the shared Polycube routes.
     pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
         let mut r = r;
         for slash in ["", "/"] {
