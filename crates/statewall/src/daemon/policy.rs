@@ -1,7 +1,7 @@
 //! The policy a cluster pushes: the supervised task `cluster_policy` reads
 //! `{prefix}/groups/{group}/policy/` in full, then follows it by a watch, applies each
 //! firewall instance's newest chains (committed as the API commits any firewall change:
-//! [`super::api::firewall::commit_firewall`]) and each pushed config section
+//! `api::firewall::commit_firewall`) and each pushed config section
 //! (`[[knock]]`, `[[xfsm]]`, `[spa]`, `[detect]`, applied like a reload) atomically, keeps
 //! the last good ones when a push is refused, and writes this host's report.
 //!

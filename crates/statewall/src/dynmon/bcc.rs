@@ -50,7 +50,7 @@ pub(super) const MARKERS: &[&str] = &[
     "pkt_metadata",
 ];
 
-/// Whether `src` is in Polycube's BCC dialect: it uses one of [`MARKERS`] as an
+/// Whether `src` is in Polycube's BCC dialect: it uses one of `MARKERS` as an
 /// identifier (outside comments and strings).
 pub fn is_bcc(src: &str) -> bool {
     let code = code_mask(src);

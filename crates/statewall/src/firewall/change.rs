@@ -1,5 +1,5 @@
-//! One edit's effect on a chain's sets ([`Change`]), worked out before anything changes,
-//! then applied to the entries it touches, which are noted ([`Dirty`]) for the generations
+//! One edit's effect on a chain's sets (`Change`), worked out before anything changes,
+//! then applied to the entries it touches, which are noted (`Dirty`) for the generations
 //! to be brought up to date on those entries only.
 
 use std::collections::{BTreeMap, HashMap};

@@ -2,7 +2,7 @@
 //!
 //! A rule's bit (its *position*) is not its index in the chain: positions keep the order
 //! of any two rules that can match one packet, with gaps between them, so an insert takes
-//! a free position near its neighbours ([`super::place`]; only when there is none do the
+//! a free position near its neighbours (`place`; only when there is none do the
 //! nearest few rules move by one) and changes only the sets that hold the rules it
 //! touches; a delete or an update changes only the sets that hold its rule.
 //! A rule's counters have a slot of their own (its *counter id*, found from its position

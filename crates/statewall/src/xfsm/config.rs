@@ -357,7 +357,7 @@ pub fn raw_uses_egress(raws: &[statewall_common::xfsm::raw::RawMachine]) -> bool
         .any(|t| t.dirs.contains(&statewall_common::xfsm::DIR_EGRESS))
 }
 
-/// The `[[xfsm]]` machines resolved for [`crate::xfsm::compile`]; errors are (section
+/// The `[[xfsm]]` machines resolved for [`compile`](fn@crate::xfsm::compile); errors are (section
 /// and key, message).
 pub fn raw_machines(
     machines: &[XfsmConfig],
@@ -763,7 +763,7 @@ pub fn raw_machines(
     Ok(out)
 }
 
-/// The doors with their fixed sequences only, ready for [`crate::xfsm::compile`] (the
+/// The doors with their fixed sequences only, ready for [`compile`](fn@crate::xfsm::compile) (the
 /// config must be valid); [`crate::xfsm::sequences::expand`] adds the one-time and derived
 /// ones.
 pub fn doors(knocks: &[KnockConfig]) -> Vec<crate::xfsm::door::KnockDoor> {

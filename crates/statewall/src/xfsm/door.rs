@@ -1,4 +1,4 @@
-//! A knock door as the config resolves it, ready for [`super::compile`]: its sequences,
+//! A knock door as the config resolves it, ready for [`compile`](fn@super::compile): its sequences,
 //! timers, lockout and payloads.
 
 use std::collections::BTreeMap;

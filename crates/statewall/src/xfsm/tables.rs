@@ -97,7 +97,7 @@ impl Compiled {
             & !self.switch_mask
     }
 
-    /// The [`CTL_GEN`](statewall_common::xfsm::CTL_GEN) bits that turn the per-packet fast path off: [`CTL_SLOW`](statewall_common::xfsm::CTL_SLOW) when some
+    /// The `CTL_GEN` bits that turn the per-packet fast path off: `CTL_SLOW` when some
     /// enabled machine keys no address or acts on any port of any protocol from DEFAULT,
     /// the per-protocol bits when it acts on any port of that protocol.
     pub fn slow(&self) -> u32 {
