@@ -4,7 +4,7 @@
 //! (one host, and a fleet).
 
 use std::{
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -118,6 +118,19 @@ pub fn start_daemon(
     Daemon::start(tag, &conf)
 }
 
+/// A fresh fwknop packet (now's timestamp, a new random nonce) by which `client` asks for
+/// tcp/[`PORT`], under the keys `k` and `h`.
+pub fn open_packet(client: Ipv4Addr, (k, h): (&[u8; 32], &[u8; 64])) -> anyhow::Result<String> {
+    let m = FwknopMessage {
+        user: "bench".into(),
+        ts: statewall::engine::clock::unix_secs(),
+        allow: client.into(),
+        access: vec![(6, PORT)],
+        timeout: None,
+    };
+    Ok(spa::fwknop_packet(&m, k, h, 256)?)
+}
+
 /// `n` times: the time from sending a fresh fwknop packet until tcp/[`PORT`] answers (µs),
 /// and before it the time a connect to an open port takes (the namespaces' floor). The
 /// grant is revoked before each run. Between two connect attempts the client waits
@@ -145,14 +158,7 @@ pub fn spa_to_open(
             &format!("/api/v1/gate/grants?addr={cv}&proto=tcp&port={PORT}"),
             None,
         );
-        let m = FwknopMessage {
-            user: "bench".into(),
-            ts: statewall::engine::clock::unix_secs(),
-            allow: cv.into(),
-            access: vec![(6, PORT)],
-            timeout: None,
-        };
-        let pkt = spa::fwknop_packet(&m, k, h, 256)?;
+        let pkt = open_packet(cv, (k, h))?;
         let r = pair.client.run(|| -> anyhow::Result<(f64, f64)> {
             if crate::netns::try_connect(to) {
                 bail!("tcp/{PORT} answers before SPA: the gate is not working");

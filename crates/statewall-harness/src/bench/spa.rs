@@ -12,7 +12,7 @@ use std::{
 use anyhow::bail;
 use sha2::{Digest, Sha256};
 
-use crate::bench::daemon::{spa_to_open, start_daemon, OPEN_PORT, PORT};
+use crate::bench::daemon::{open_packet, spa_to_open, start_daemon, OPEN_PORT, PORT};
 use crate::{
     bench::report::{median, Row, RUNS},
     netns::Pair,
@@ -195,14 +195,7 @@ pub fn open_rows() -> anyhow::Result<Vec<Row>> {
             &kb,
             &hb,
         )?;
-        let m = FwknopMessage {
-            user: "bench".into(),
-            ts: statewall::engine::clock::unix_secs(),
-            allow: cv.into(),
-            access: vec![(6, PORT)],
-            timeout: None,
-        };
-        let pkt = spa::fwknop_packet(&m, &k, &h, 256)?;
+        let pkt = open_packet(cv, (&k, &h))?;
         let t = pair.client.run(|| -> anyhow::Result<f64> {
             if crate::netns::try_connect(to) {
                 bail!("tcp/{PORT} answers before SPA with fwknopd");
