@@ -1,9 +1,19 @@
 //! The shell's side of the knock doors: what joins the door bookkeeping
 //! ([`crate::xfsm::doors::Doors`]) to the daemon's state: kernel events read from the
 //! ring buffer, the sweeper that closes doors whose grants ended, and manual open and close
-//! (API, CLI).
+//! (API, CLI: `POST /api/v1/doors/{door}/open` and `/close`, routed here).
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
 
 use statewall_common::{
     maps::{GrantKey, GRANT_BY_API},
@@ -12,6 +22,7 @@ use statewall_common::{
 
 use crate::{
     config::KnockConfig,
+    daemon::api::call::{parse_body, ApiError},
     daemon::state::{Inner, Shared},
     xfsm::doors::{door_keys, event_kind, event_source, unix_now, DoorEvent},
 };
@@ -177,4 +188,46 @@ pub fn manual_close(s: &Shared, door: &str, source: IpAddr) -> Result<bool, Door
     };
     s.doors.closed(&k, source, false);
     Ok(any)
+}
+
+/// Adds the doors' manual open and close (`POST /api/v1/doors/{door}/open`, `/close`).
+pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    r.route("/api/v1/doors/{door}/open", post(door_open))
+        .route("/api/v1/doors/{door}/close", post(door_close))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DoorReq {
+    source: IpAddr,
+    #[serde(default)]
+    seconds: Option<u64>,
+}
+
+async fn door_open(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(door): axum::extract::Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let r: DoorReq = parse_body(&body)?;
+    if r.seconds == Some(0) || r.seconds.is_some_and(|n| n > 86400 * 365) {
+        return Err(ApiError::bad("seconds: from 1 to 31536000"));
+    }
+    let (k, secs) = manual_open(&s, &door, r.source, r.seconds)?;
+    Ok(
+        Json(
+            json!({"door": k.name, "source": r.source, "seconds": secs, "protected": k.protected}),
+        )
+        .into_response(),
+    )
+}
+
+async fn door_close(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(door): axum::extract::Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let r: DoorReq = parse_body(&body)?;
+    let was_open = manual_close(&s, &door, r.source)?;
+    Ok(Json(json!({"door": door, "source": r.source, "was_open": was_open})).into_response())
 }

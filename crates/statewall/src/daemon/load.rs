@@ -3,10 +3,37 @@
 //! ([`apply_config`]). Above the shared state ([`super::state`]) and the stages whose
 //! checks the loader runs; the daemon's lifecycle, the API and the fleet's policy call it.
 
-use anyhow::Context;
+use std::sync::Arc;
 
-use super::state::{apply, prepare_learned, Overrides, Shared};
+use anyhow::Context;
+use axum::{
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use serde_json::json;
+
+use super::{
+    api::call::ApiError,
+    state::{apply, prepare_learned, Overrides, Shared},
+};
 use crate::{config::Config, engine::Engine};
+
+/// Adds `POST /api/v1/reload`: the config file read again and put in force; a 400 with the
+/// error, and nothing changed, when it does not load or apply.
+pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    r.route("/api/v1/reload", post(reload_route))
+}
+
+async fn reload_route(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    match reload(&s) {
+        Ok(()) => Ok(Json(json!({"reloaded": true})).into_response()),
+        Err(e) => Err(ApiError::bad(format!(
+            "{e:#} (the previous config stays in force)"
+        ))),
+    }
+}
 
 /// Loads the config file (or the defaults) and applies the overrides.
 pub fn load_config(path: Option<&std::path::Path>, ov: &Overrides) -> anyhow::Result<Config> {

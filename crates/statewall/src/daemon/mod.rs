@@ -13,6 +13,10 @@
 //! The shell: may import everything below it (stages, `config`, `engine`); nothing
 //! imports it but the CLI. Its shared state is in [`state`], below the REST API and the
 //! tasks; reading the config and putting it in force is in [`load`], above the state.
+//! This file is the top: it starts the stages and the tasks, and composes what joins the
+//! rooms: the router ([`router`]: each room's routes, and [`polycube`], the Polycube paths
+//! several rooms share) and what the fleet's policy task applies ([`policy::Appliers`]).
+//! Listeners, logging and the ring followers' loop are in [`serve`].
 
 pub mod api;
 pub mod classify;
@@ -22,160 +26,34 @@ pub mod durable;
 pub mod load;
 pub mod metrics;
 pub mod policy;
+pub mod serve;
 pub mod spa;
 pub mod state;
 pub mod supervise;
 
 pub use load::{load_config, reload};
+pub use serve::sd_notify;
 pub use state::{apply, status, Inner, Shared, Status};
 
 use state::Overrides;
 
 use std::{
-    net::SocketAddr,
-    os::unix::fs::PermissionsExt,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use anyhow::{bail, Context};
-use axum::{
-    extract::Request,
-    http::StatusCode,
-    middleware::{self, Next},
-    response::Response,
-    Router,
-};
-use tokio::net::{TcpListener, UnixListener};
+use anyhow::Context;
+use axum::{middleware, Router};
 
 use crate::config::Config;
 
 use crate::{engine::pins::Pins, engine::Engine};
 
-/// Follows the pinned ring buffer `map` until `stop`: each record is decoded by `decode`
-/// while the ring holds it, then released, then handed to `handle` (so slow handling never
-/// holds ring space).
-pub async fn follow_ring<T>(
-    s: Arc<Shared>,
-    map: &'static str,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    decode: impl Fn(&[u8]) -> Option<T>,
-    mut handle: impl FnMut(&Shared, T),
-) -> anyhow::Result<()> {
-    use aya::maps::{Map, MapData, RingBuf};
-    let path = {
-        let g = s.lock();
-        g.engine.pins.map(map)
-    };
-    let md = MapData::from_pin(&path)?;
-    let rb: RingBuf<MapData> = RingBuf::try_from(Map::RingBuf(md))?;
-    // SAFETY: the AsyncFd owns the ring buffer, so the fd stays open while registered.
-    let mut fd = unsafe { tokio::io::unix::AsyncFd::register(rb) }
-        .map_err(|_| anyhow::anyhow!("registering ring buffer {map} with the runtime"))?;
-    loop {
-        tokio::select! {
-            r = fd.readable_mut() => {
-                let mut guard = r?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    let v = decode(&item);
-                    drop(item);
-                    if let Some(v) = v {
-                        handle(&s, v);
-                        if supervise::fault(&format!("follower:{map}")) {
-                            panic!("fault injected into the follower of {map} (STATEWALL_FAULTS)");
-                        }
-                    }
-                }
-                guard.clear_ready();
-            }
-            _ = stop.wait_for(|v| *v) => return Ok(()),
-        }
-    }
-}
-
-/// Tells the service manager about the daemon's state (`sd_notify(3)`'s protocol: one
-/// datagram to `$NOTIFY_SOCKET`, a path or, with a leading `@`, an abstract name). A no-op
-/// when the variable is not set; failures are logged, never fatal.
-pub fn sd_notify(msg: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let send = || -> std::io::Result<()> {
-        use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt};
-        let sock = std::os::unix::net::UnixDatagram::unbound()?;
-        let b = path.as_bytes();
-        let addr = match b.strip_prefix(b"@") {
-            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
-            None => std::os::unix::net::SocketAddr::from_pathname(&path)?,
-        };
-        sock.send_to_addr(msg.as_bytes(), &addr)?;
-        Ok(())
-    };
-    if let Err(e) = send() {
-        tracing::warn!("notifying the service manager ({path:?}): {e}");
-    }
-}
-
-/// Sets up logging: `tracing` with the given filter, aya's `log` records bridged in.
-pub fn init_logging(filter: &str) {
-    let _ = tracing_log::LogTracer::init();
-    let f = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(f)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-async fn bearer_auth(token: Arc<String>, req: Request, next: Next) -> Result<Response, StatusCode> {
-    let ok = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-        .unwrap_or(false);
-    if ok {
-        Ok(next.run(req).await)
-    } else {
-        Err(StatusCode::UNAUTHORIZED)
-    }
-}
-
-/// Compares in time independent of where the inputs differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Binds the Unix socket with mode 0600, refusing to steal one a live daemon serves.
-fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "{} is in use: another statewall daemon is running with this socket",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
-    }
-    // Create it with no permissions for others from the start.
-    // SAFETY: umask is process-wide and restored right after bind.
-    let old = unsafe { libc::umask(0o177) };
-    let l = UnixListener::bind(path);
-    unsafe { libc::umask(old) };
-    let l = l.with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
-}
+use serve::{
+    bearer_auth, bind_tcp, bind_unix, follow_ring, init_logging, lock_pins, read_token, serve,
+    Signals, Tasks,
+};
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
@@ -200,7 +78,9 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
         None => None,
     };
     let cfg = match &link {
-        Some(l) => policy::with_kept_sections(cfg, l, config_path.as_deref(), &overrides),
+        Some(l) => policy::with_kept_sections(cfg, l, |kept| {
+            load::load_config_over(config_path.as_deref(), &overrides, kept)
+        }),
         None => cfg,
     };
     let shared = start_stages(cfg, &pins, config_path, overrides, link)?;
@@ -209,7 +89,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let app = crate::daemon::api::router(shared.clone());
+    let app = router(shared.clone());
     serve(&mut tasks, unix, app.clone(), &stop_rx);
     if let Some(l) = tcp {
         tracing::info!(addr = %l.local_addr()?, "REST API on TCP");
@@ -251,50 +131,25 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     Ok(())
 }
 
-/// The TCP listener's bearer token (none without a TCP listener, or with `no_auth`).
-fn read_token(cfg: &Config) -> anyhow::Result<Option<Arc<String>>> {
-    let token = match (
-        &cfg.daemon.listen,
-        &cfg.daemon.token_file,
-        cfg.daemon.no_auth,
-    ) {
-        (Some(_), Some(f), false) => Some(Arc::new(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading token file {}", f.display()))?
-                .trim()
-                .to_string(),
-        )),
-        _ => None,
-    };
-    if token.as_ref().is_some_and(|t| t.is_empty()) {
-        bail!("token file is empty");
-    }
-    Ok(token)
+/// The daemon's REST router: the native API's own routes, each room's (the reload, the
+/// doors, detect, the firewall, the monitors, the dynamic monitors) and the Polycube paths
+/// they share, composed here, where the rooms meet.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let r = load::routes(doors::routes(api::routes(Router::new())));
+    let r = api::firewall::routes(api::detect::routes(r));
+    let r = polycube::routes(api::dynmon::routes(api::monitor::routes(r)));
+    api::finish(r, shared)
 }
 
-/// The pin root, created, and locked against a second daemon.
-fn lock_pins(pins: &Pins) -> anyhow::Result<std::fs::File> {
-    if !pins.on_bpffs() {
-        bail!(crate::engine::EngineError::NoBpffs(pins.root.clone()));
-    }
-    std::fs::create_dir_all(&pins.root)
-        .with_context(|| format!("creating {}", pins.root.display()))?;
-    crate::engine::sys::lock_exclusive(&pins.root).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is in use by another statewall daemon ({e}); stop it first",
-            pins.root.display()
-        )
-    })
-}
-
-async fn bind_tcp(addr: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<TcpListener>> {
-    match addr {
-        Some(a) => Ok(Some(
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding {what} to {a}"))?,
-        )),
-        None => Ok(None),
+/// What the fleet's policy task puts pushed policy in force with: the firewall's commit
+/// and the loader, which sit above it.
+fn appliers() -> policy::Appliers {
+    policy::Appliers {
+        firewall: |s, name, value| Ok(api::firewall::apply_policy(s, name, value)?),
+        load: |s, sections| {
+            load::load_config_over(s.config_path.as_deref(), &s.overrides, sections)
+        },
+        apply: load::apply_config,
     }
 }
 
@@ -386,27 +241,6 @@ fn start_stages(
     Ok(shared)
 }
 
-type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;
-
-/// Serves `app` on `listener` until the stop signal.
-fn serve<L>(tasks: &mut Tasks, listener: L, app: Router, stop: &tokio::sync::watch::Receiver<bool>)
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let mut rx = stop.clone();
-    tasks.spawn(async move {
-        // The router made ready once: served as it is, axum would clone every route for
-        // each connection (`with_state` on a shared router), a cost each request paid.
-        axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|v| *v).await;
-            })
-            .await
-            .map_err(anyhow::Error::from)
-    });
-}
-
 /// The supervised background tasks: kernel events (xfsm state changes), SPA candidates and
 /// firewall LOG hits, each read by a follower, and the sweeper. The SPA follower only
 /// queues candidates: their verification (decryption, the replay cache's fdatasync) runs
@@ -463,7 +297,7 @@ fn spawn_background(
         });
         let (s, rx) = (shared.clone(), stop_rx.clone());
         sup.spawn(tasks, "cluster_policy", stop_rx.clone(), move || {
-            policy::run(s.clone(), link.clone(), rx.clone())
+            policy::run(s.clone(), link.clone(), appliers(), rx.clone())
         });
     }
 }
@@ -482,24 +316,6 @@ fn spawn_follower<T: 'static>(
     shared.tasks.spawn(tasks, task, stop_rx.clone(), move || {
         follow_ring(s.clone(), map, rx.clone(), decode, handle)
     });
-}
-
-/// The daemon's signal streams (SIGTERM, SIGINT, SIGHUP), made before anything is served.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
 }
 
 /// Until SIGTERM or SIGINT: SIGHUP reloads; a server that stops is logged.
@@ -631,5 +447,125 @@ fn sweep_once(s: &Shared, last_err: &mut Option<String>) {
         Ok(0) => {}
         Ok(n) => tracing::info!(expired = n, "grants expired"),
         Err(e) => tracing::warn!("sweeping grants: {e}"),
+    }
+}
+
+pub mod polycube {
+    //! The Polycube paths that several kinds of cube share (composed here, with the routes
+    //! of the rooms they join): the Dynmon name space
+    //! `/polycube/v1/dynmon/{name}` (COMPAT.md sections 4 and 5), shared by the config's
+    //! monitors and the dynamic monitors (a name is looked up among the config's monitors
+    //! first, then among the dynamic ones), and `/attach`, `/detach`, shared by firewall
+    //! instances and dynamic monitors (a firewall instance's name first).
+    //!
+    //! | method | path | |
+    //! | --- | --- | --- |
+    //! | GET | `/polycube/v1/dynmon/{name}` | the monitor as Dynmon shows it (404 when absent) |
+    //! | POST | `/polycube/v1/dynmon/{name}` | load a dynamic monitor (409 for a config monitor's name) |
+    //! | DELETE | `/polycube/v1/dynmon/{name}` | unload a dynamic monitor (409 for a config monitor) |
+    //! | GET | `/polycube/v1/dynmon/{name}/metrics` | take a window, in Dynmon's shape (config monitors: IPv4 only, integer encodings of COMPAT.md) |
+    //! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}`: a firewall instance's cube, else a dynamic monitor's |
+    //!
+    //! The other Dynmon paths (`dataplane-config`, `open-metrics`) are the dynamic monitors'
+    //! own ([`crate::daemon::api::dynmon`]); the firewall's other Polycube paths are served
+    //! by the firewall's handlers ([`crate::daemon::api::firewall`]).
+
+    use std::sync::Arc;
+
+    use axum::{
+        body::Bytes,
+        extract::{Path, State},
+        http::StatusCode,
+        response::{IntoResponse, Response},
+        routing::{get, post},
+        Json, Router,
+    };
+
+    use super::api::{
+        call::{off_workers, parse_body, ApiError},
+        dynmon, firewall, monitor,
+    };
+    use crate::daemon::state::Shared;
+
+    type ApiResult = Result<Response, ApiError>;
+
+    /// Adds the shared Polycube routes.
+    pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+        let mut r = r;
+        for slash in ["", "/"] {
+            r = r
+                .route(
+                    &format!("/polycube/v1/dynmon/{{name}}{slash}"),
+                    get(show).post(create).delete(delete),
+                )
+                .route(
+                    &format!("/polycube/v1/dynmon/{{name}}/metrics{slash}"),
+                    get(metrics),
+                )
+                .route(&format!("/polycube/v1/attach{slash}"), post(pc_attach))
+                .route(&format!("/polycube/v1/detach{slash}"), post(pc_detach));
+        }
+        r
+    }
+
+    async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+        // (The dynamic monitors' lock is held by reads and synced writes: off the workers.)
+        off_workers(move || {
+            monitor::pc_show(&s, &name)
+                .or_else(|| dynmon::pc_show(&s, &name))
+                .map(|v| Json(v).into_response())
+                .ok_or_else(|| monitor::not_found(&name))
+        })
+        .await
+    }
+
+    async fn create(
+        State(s): State<Arc<Shared>>,
+        Path(name): Path<String>,
+        body: Bytes,
+    ) -> ApiResult {
+        dynmon::pc_create(s, name, body).await
+    }
+
+    async fn delete(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+        if s.is_builtin_monitor(&name) {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("{name:?} is a monitor of the config file: remove it there and reload"),
+            ));
+        }
+        dynmon::pc_delete(s, name).await
+    }
+
+    async fn metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+        let (s2, n2) = (s.clone(), name.clone());
+        let dynamic =
+            off_workers(move || Ok(!s2.is_builtin_monitor(&n2) && dynmon::exists(&s2, &n2)))
+                .await?;
+        if dynamic {
+            return dynmon::pc_metrics(s, name).await;
+        }
+        monitor::pc_metrics(s, name).await
+    }
+
+    /// Polycube's `/attach` and `/detach`: the instance is the body's `cube`.
+    fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
+        let b: firewall::AttachBody = parse_body(body)?;
+        let name = b
+            .cube
+            .clone()
+            .ok_or_else(|| ApiError::bad("cube: missing"))?;
+        if !s.lock().fw.instances.contains_key(&name) && dynmon::exists(s, &name) {
+            return dynmon::attach_detach(s, &name, &b.port, b.netns, b.position, on);
+        }
+        firewall::do_attach(s, &name, b, on)
+    }
+
+    async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+        off_workers(move || pc_attach_detach(&s, &body, true)).await
+    }
+
+    async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+        off_workers(move || pc_attach_detach(&s, &body, false)).await
     }
 }

@@ -1,9 +1,13 @@
 //! The policy a cluster pushes: the supervised task `cluster_policy` reads
 //! `{prefix}/groups/{group}/policy/` in full, then follows it by a watch, applies each
-//! firewall instance's newest chains (committed as the API commits any firewall change:
-//! `api::firewall::commit_firewall`) and each pushed config section
-//! (`[[knock]]`, `[[xfsm]]`, `[spa]`, `[detect]`, applied like a reload) atomically, keeps
-//! the last good ones when a push is refused, and writes this host's report.
+//! firewall instance's newest chains (committed as the API commits any firewall change)
+//! and each pushed config section (`[[knock]]`, `[[xfsm]]`, `[spa]`, `[detect]`, applied
+//! like a reload) atomically, keeps the last good ones when a push is refused, and writes
+//! this host's report.
+//!
+//! How a change is put in force is not this module's: the daemon's top hands it the
+//! firewall's commit and the loader as [`Appliers`]. So this task, below both, only follows
+//! the keys, tells new revisions from applied ones, keeps what was refused and reports.
 //!
 //! An instance under cluster policy refuses changes through the local API (409) until its
 //! policy key is deleted; it may still be attached and detached here (ports are local).
@@ -17,38 +21,26 @@ use crate::{
         store::{RawChange, StoreError},
         NodeReport, Refused,
     },
-    daemon::{
-        api::firewall::{commit_firewall, CommitError},
-        load::{apply_config, load_config_over},
-        state::Shared,
-    },
+    config::Config,
+    daemon::state::Shared,
 };
 
-/// Applies one firewall policy value to the instance `name` (made when missing): its
-/// chains replaced at once, their counters from zero.
-fn apply_firewall(s: &Shared, name: &str, value: &[u8]) -> Result<(), CommitError> {
-    let spec = crate::firewall::read_policy(value)?;
-    let mut new = s.lock().fw.clone();
-    if !new.instances.contains_key(name) {
-        new.create(name, "TC")?;
-    }
-    let next = new.instances[name].with(&spec)?;
-    new.instances.insert(name.to_string(), next);
-    new.pending.remove(name);
-    let slot = new.instances[name].slot;
-    let mut moves = Vec::new();
-    if let Some(c) = &spec.ingress {
-        moves.push((slot * 2, vec![None; c.rules.len()]));
-    }
-    if let Some(c) = &spec.egress {
-        moves.push((slot * 2 + 1, vec![None; c.rules.len()]));
-    }
-    commit_firewall(s, new, &moves)
+/// How the pushed policy is put in force: given by the daemon's top ([`crate::daemon`]).
+/// Each leaves everything as it was when it fails.
+#[derive(Clone, Copy)]
+pub struct Appliers {
+    /// Replaces the chains of firewall instance `name` (made when missing) with a policy
+    /// value, their counters from zero.
+    pub firewall: fn(&Shared, &str, &[u8]) -> anyhow::Result<()>,
+    /// The config file read again with these pushed sections over its own (not applied).
+    pub load: fn(&Shared, &Sections) -> anyhow::Result<Config>,
+    /// Puts a config in force, as a reload does.
+    pub apply: fn(&Shared, Config) -> anyhow::Result<()>,
 }
 
 /// Applies a written policy key (`firewall/{name}` under the prefix) unless this
 /// revision is in force already.
-fn on_put(s: &Shared, link: &Link, key: &str, value: &[u8], revision: i64) {
+fn on_put(s: &Shared, ap: &Appliers, link: &Link, key: &str, value: &[u8], revision: i64) {
     {
         let p = link.policy.lock().unwrap_or_else(|p| p.into_inner());
         if p.applied.get(key).is_some_and(|r| *r >= revision)
@@ -60,7 +52,7 @@ fn on_put(s: &Shared, link: &Link, key: &str, value: &[u8], revision: i64) {
     // (Not under the policy lock: an API handler may hold the daemon's lock and ask.)
     let r = match key.strip_prefix("firewall/") {
         Some(name) if crate::types::check_name(name).is_ok() => {
-            apply_firewall(s, name, value).map_err(|e| e.to_string())
+            (ap.firewall)(s, name, value).map_err(|e| e.to_string())
         }
         _ if SECTIONS.contains(&key) => std::str::from_utf8(value)
             .map_err(|_| "not UTF-8 text".to_string())
@@ -69,7 +61,7 @@ fn on_put(s: &Shared, link: &Link, key: &str, value: &[u8], revision: i64) {
                     revision,
                     text: text.into(),
                 };
-                apply_section(s, link, key, Some(p)).map_err(|e| format!("{e:#}"))
+                apply_section(s, ap, link, key, Some(p)).map_err(|e| format!("{e:#}"))
             }),
         _ => {
             Err("not a policy key statewall knows (firewall/NAME, knock, xfsm, spa, detect)".into())
@@ -110,6 +102,7 @@ fn kept_sections(state_dir: &std::path::Path) -> std::path::PathBuf {
 /// apply changes nothing.
 fn apply_section(
     s: &Shared,
+    ap: &Appliers,
     link: &Link,
     name: &str,
     pushed: Option<Pushed>,
@@ -124,9 +117,9 @@ fn apply_section(
         None if next.by_name.remove(name).is_none() => return Ok(()),
         None => {}
     }
-    let cfg = load_config_over(s.config_path.as_deref(), &s.overrides, &next)?;
+    let cfg = (ap.load)(s, &next)?;
     let kept = kept_sections(&cfg.daemon.state_dir);
-    apply_config(s, cfg)?;
+    (ap.apply)(s, cfg)?;
     if let Err(e) = next.save(&kept) {
         tracing::warn!("cluster: {e}: a restart while etcd is away runs older sections");
     }
@@ -137,13 +130,12 @@ fn apply_section(
 /// At start: the config with the pushed sections this host ran last (so that a restart
 /// while etcd is away keeps them), marked as applied at their revisions. When they no
 /// longer load (the file changed under them), the file alone, and the policy task applies
-/// what etcd holds once it is reached.
+/// what etcd holds once it is reached. `load` reads the config file with sections over it.
 pub fn with_kept_sections(
-    cfg: crate::config::Config,
+    cfg: Config,
     link: &Link,
-    path: Option<&std::path::Path>,
-    ov: &crate::daemon::state::Overrides,
-) -> crate::config::Config {
+    load: impl FnOnce(&Sections) -> anyhow::Result<Config>,
+) -> Config {
     let kept = match Sections::load(&kept_sections(&cfg.daemon.state_dir)) {
         Ok(k) if k.is_empty() => return cfg,
         Ok(k) => k,
@@ -152,7 +144,7 @@ pub fn with_kept_sections(
             return cfg;
         }
     };
-    match load_config_over(path, ov, &kept) {
+    match load(&kept) {
         Ok(mut c) => {
             tracing::info!("cluster: running the pushed {}", kept.describe());
             // `[daemon]` as read first: the sockets and pins are bound to it already.
@@ -174,9 +166,9 @@ pub fn with_kept_sections(
 
 /// A policy key deleted: a firewall instance keeps its chains and is local again; a
 /// section gives way to the file's own.
-fn on_delete(s: &Shared, link: &Link, key: &str) {
+fn on_delete(s: &Shared, ap: &Appliers, link: &Link, key: &str) {
     if SECTIONS.contains(&key) {
-        if let Err(e) = apply_section(s, link, key, None) {
+        if let Err(e) = apply_section(s, ap, link, key, None) {
             tracing::warn!(
                 key,
                 "cluster: pushed section withdrawn, but the file's own does not apply ({e:#}): the pushed one stays in force"
@@ -232,6 +224,7 @@ async fn report(link: &Link) -> Result<(), StoreError> {
 pub async fn run(
     s: Arc<Shared>,
     link: Arc<Link>,
+    ap: Appliers,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let every = Duration::from_secs(1);
@@ -242,7 +235,7 @@ pub async fn run(
         |_| {},
         |mut stop| {
             let (s, link) = (s.clone(), link.clone());
-            async move { follow(&s, &link, &mut stop).await }
+            async move { follow(&s, &ap, &link, &mut stop).await }
         },
     )
     .await
@@ -250,11 +243,12 @@ pub async fn run(
 
 async fn follow(
     s: &Shared,
+    ap: &Appliers,
     link: &Link,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
     let prefix = link.cfg.policy_prefix();
-    let rev = read_all(s, link, &prefix).await?;
+    let rev = read_all(s, ap, link, &prefix).await?;
     report(link).await?;
     let mut watch = link.store.watch_prefix(&prefix, rev + 1).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -265,14 +259,14 @@ async fn follow(
                 let (changes, _) = m?;
                 for c in changes {
                     match c {
-                        RawChange::Put(kv) => on_put(s, link, &kv.key[prefix.len()..], &kv.value, kv.revision),
-                        RawChange::Deleted(kv, _) => on_delete(s, link, &kv.key[prefix.len()..]),
+                        RawChange::Put(kv) => on_put(s, ap, link, &kv.key[prefix.len()..], &kv.value, kv.revision),
+                        RawChange::Deleted(kv, _) => on_delete(s, ap, link, &kv.key[prefix.len()..]),
                     }
                 }
                 report(link).await?;
             }
             _ = link.reread.notified() => {
-                read_all(s, link, &prefix).await?;
+                read_all(s, ap, link, &prefix).await?;
                 report(link).await?;
             }
             _ = tick.tick() => report(link).await?,
@@ -283,14 +277,14 @@ async fn follow(
 
 /// Reads the policy in full and applies what is not in force yet (withdraws what is gone);
 /// the revision of the read.
-async fn read_all(s: &Shared, link: &Link, prefix: &str) -> Result<i64, StoreError> {
+async fn read_all(s: &Shared, ap: &Appliers, link: &Link, prefix: &str) -> Result<i64, StoreError> {
     let (kvs, rev) = link.store.read_prefix(prefix).await?;
     let present: Vec<String> = kvs
         .iter()
         .map(|kv| kv.key[prefix.len()..].to_string())
         .collect();
     for kv in &kvs {
-        on_put(s, link, &kv.key[prefix.len()..], &kv.value, kv.revision);
+        on_put(s, ap, link, &kv.key[prefix.len()..], &kv.value, kv.revision);
     }
     // Withdrawn while this host was away.
     let gone: Vec<String> = {
@@ -303,7 +297,7 @@ async fn read_all(s: &Shared, link: &Link, prefix: &str) -> Result<i64, StoreErr
             .collect()
     };
     for k in gone {
-        on_delete(s, link, &k);
+        on_delete(s, ap, link, &k);
     }
     Ok(rev)
 }

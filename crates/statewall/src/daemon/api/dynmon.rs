@@ -15,7 +15,7 @@
 //! | GET | `/polycube/v1/dynmon/{name}/metrics` | `{"ingress-metrics": [{"name", "value", "timestamp"}], "egress-metrics": [...]}` |
 //! | GET | `/polycube/v1/dynmon/{name}/open-metrics` | the metrics as Prometheus text |
 //! | DELETE | `/polycube/v1/dynmon/{name}` | detach and unload |
-//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port"}`: routed in [`crate::daemon::api::polycube`], which calls [`attach_detach`] for a dynamic monitor's cube |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port"}`: routed in [`crate::daemon::polycube`], which calls [`attach_detach`] for a dynamic monitor's cube |
 //!
 //! A program the verifier rejects gives 400 with the verifier's log; nothing stays loaded.
 
@@ -41,7 +41,7 @@ use crate::{
 type ApiResult = Result<Response, ApiError>;
 
 /// Adds the dynmon routes (`/polycube/v1/dynmon/{name}` itself and `.../metrics` are
-/// [`crate::daemon::api::polycube`]'s, shared with the config's monitors).
+/// [`crate::daemon::polycube`]'s, shared with the config's monitors).
 pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
     let mut r = r.route("/api/v1/dynmon", get(list));
     for slash in ["", "/"] {

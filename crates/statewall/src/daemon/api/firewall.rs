@@ -1,6 +1,6 @@
 //! Firewall REST: the native paths under `/api/v1/firewall` and the Polycube-compatible
 //! subset under `/polycube/v1` (COMPAT.md section 4), served by the same handlers
-//! (`/polycube/v1/attach` and `/detach` are routed in [`crate::daemon::api::polycube`],
+//! (`/polycube/v1/attach` and `/detach` are routed in [`crate::daemon::polycube`],
 //! since the cube may be a dynamic monitor's). Every
 //! change is applied to a copy of the state, compiled and switched in the kernel with one
 //! update, and only then kept (and saved): a bad operation changes nothing.
@@ -10,7 +10,7 @@
 //! | GET | `/api/v1/firewall` | every instance |
 //! | GET/POST/DELETE | `/api/v1/firewall/{name}` | show / create (`{"type"}`) / delete |
 //! | POST | `/api/v1/firewall/{name}/attach`, `/detach` | `{"port", "netns"?}` |
-//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}`: routed in [`crate::daemon::api::polycube`], which calls `do_attach` for a firewall's cube |
+//! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}`: routed in [`crate::daemon::polycube`], which calls `do_attach` for a firewall's cube |
 //! | POST | `.../{name}/chain/{CHAIN}/batch` | `{"rules": [{"operation", ...}]}` |
 //! | GET | `.../{name}/chain/{CHAIN}/rule` | rules with ids, then the default stub |
 //! | GET | `.../{name}/chain/{CHAIN}/stats` | per-rule `pkts`, `bytes` |
@@ -73,6 +73,29 @@ pub(crate) fn commit_firewall(
     new.save(&path)?;
     g.fw = new;
     Ok(())
+}
+
+/// Applies one firewall policy value the cluster pushed to the instance `name` (made when
+/// missing): its chains replaced at once, their counters from zero ([`crate::daemon::policy`]
+/// calls it through the daemon's top).
+pub(crate) fn apply_policy(s: &Shared, name: &str, value: &[u8]) -> Result<(), CommitError> {
+    let spec = crate::firewall::read_policy(value)?;
+    let mut new = s.lock().fw.clone();
+    if !new.instances.contains_key(name) {
+        new.create(name, "TC")?;
+    }
+    let next = new.instances[name].with(&spec)?;
+    new.instances.insert(name.to_string(), next);
+    new.pending.remove(name);
+    let slot = new.instances[name].slot;
+    let mut moves = Vec::new();
+    if let Some(c) = &spec.ingress {
+        moves.push((slot * 2, vec![None; c.rules.len()]));
+    }
+    if let Some(c) = &spec.egress {
+        moves.push((slot * 2 + 1, vec![None; c.rules.len()]));
+    }
+    commit_firewall(s, new, &moves)
 }
 
 /// Where the firewall instance `name`'s policy comes from, when the cluster manages it:
@@ -348,7 +371,7 @@ async fn remove(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiRe
 /// The body of an attach or detach (native, or Polycube's with its `cube`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct AttachBody {
+pub(crate) struct AttachBody {
     /// The instance (Polycube's paths only).
     #[serde(default)]
     pub cube: Option<String>,
@@ -363,7 +386,7 @@ pub(super) struct AttachBody {
 }
 
 /// Attaches the instance `name` to the body's port, or detaches it.
-pub(super) fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
+pub(crate) fn do_attach(s: &Shared, name: &str, b: AttachBody, on: bool) -> ApiResult {
     if let Some(p) = &b.position {
         if !["first", "last", "auto"].contains(&p.to_ascii_lowercase().as_str()) {
             return Err(ApiError::bad(format!(

@@ -20,6 +20,12 @@
 //! Bodies are parsed without looking at `Content-Type` (clients that send none are served);
 //! a body that does not parse gets a 400 naming the field. The `/metrics` endpoint lives on
 //! its own listener ([`crate::daemon::metrics`]).
+//!
+//! Each room serves its own paths: this file the status, the gate, the doors' list, the xfsm
+//! machines, SPA and the events; `POST /api/v1/reload` is [`crate::daemon::load`]'s, the doors'
+//! open and close [`crate::daemon::doors`]'s, and the route files below (firewall, detect,
+//! monitors, dynamic monitors) their own. The daemon's top ([`crate::daemon::router`])
+//! composes them, with the Polycube paths that join several rooms.
 
 pub mod call;
 pub mod detect;
@@ -38,7 +44,7 @@ use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
     Json, Router,
 };
 use serde::{Deserialize, Serialize};
@@ -92,11 +98,10 @@ pub async fn refuse_browsers(
     next.run(req).await
 }
 
-/// The router for the native API.
-pub fn router(shared: Arc<Shared>) -> Router {
-    let r = Router::new()
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/reload", post(reload))
+/// Adds the native API's own routes (the rooms' routes, the reload and the doors' open and
+/// close are added beside them where the daemon composes its router: [`crate::daemon`]).
+pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+    r.route("/api/v1/status", get(status))
         .route("/api/v1/gate", get(gate))
         .route(
             "/api/v1/gate/grants",
@@ -104,20 +109,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/v1/gate/flows", get(flows))
         .route("/api/v1/doors", get(doors))
-        .route("/api/v1/doors/{door}/open", post(door_open))
-        .route("/api/v1/doors/{door}/close", post(door_close))
         .route("/api/v1/xfsm", get(xfsm))
         .route("/api/v1/xfsm/machines/{name}", get(xfsm_machine))
         .route("/api/v1/spa", get(spa))
         .route("/api/v1/events", get(xfsm_events))
-        .route("/api/v1/xfsm/events", get(xfsm_events));
-    polycube::routes(dynmon::routes(monitor::routes(firewall::routes(
-        detect::routes(r),
-    ))))
-    .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-    .layer(axum::middleware::from_fn(refuse_browsers))
-    .layer(axum::middleware::from_fn(server_timing))
-    .with_state(shared)
+        .route("/api/v1/xfsm/events", get(xfsm_events))
+}
+
+/// The composed routes made a router: 404 with a JSON error for any other path, browsers
+/// refused, each response timed.
+pub fn finish(r: Router<Arc<Shared>>, shared: Arc<Shared>) -> Router {
+    r.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::from_fn(refuse_browsers))
+        .layer(axum::middleware::from_fn(server_timing))
+        .with_state(shared)
 }
 
 /// Says how long the daemon took for each request (from the request read to the response
@@ -160,15 +165,6 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
             }),
     );
     Ok(Json(st).into_response())
-}
-
-async fn reload(State(s): State<Arc<Shared>>) -> ApiResult {
-    match crate::daemon::load::reload(&s) {
-        Ok(()) => Ok(Json(json!({"reloaded": true})).into_response()),
-        Err(e) => Err(ApiError::bad(format!(
-            "{e:#} (the previous config stays in force)"
-        ))),
-    }
 }
 
 async fn gate(State(s): State<Arc<Shared>>) -> ApiResult {
@@ -499,42 +495,6 @@ async fn doors(State(s): State<Arc<Shared>>) -> ApiResult {
     Ok(Json(json!(out)).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DoorReq {
-    source: IpAddr,
-    #[serde(default)]
-    seconds: Option<u64>,
-}
-
-async fn door_open(
-    State(s): State<Arc<Shared>>,
-    axum::extract::Path(door): axum::extract::Path<String>,
-    body: Bytes,
-) -> ApiResult {
-    let r: DoorReq = parse_body(&body)?;
-    if r.seconds == Some(0) || r.seconds.is_some_and(|n| n > 86400 * 365) {
-        return Err(ApiError::bad("seconds: from 1 to 31536000"));
-    }
-    let (k, secs) = crate::daemon::doors::manual_open(&s, &door, r.source, r.seconds)?;
-    Ok(
-        Json(
-            json!({"door": k.name, "source": r.source, "seconds": secs, "protected": k.protected}),
-        )
-        .into_response(),
-    )
-}
-
-async fn door_close(
-    State(s): State<Arc<Shared>>,
-    axum::extract::Path(door): axum::extract::Path<String>,
-    body: Bytes,
-) -> ApiResult {
-    let r: DoorReq = parse_body(&body)?;
-    let was_open = crate::daemon::doors::manual_close(&s, &door, r.source)?;
-    Ok(Json(json!({"door": door, "source": r.source, "was_open": was_open})).into_response())
-}
-
 async fn xfsm(State(s): State<Arc<Shared>>) -> ApiResult {
     let g = s.lock();
     let counters: serde_json::Map<String, serde_json::Value> = g
@@ -634,123 +594,4 @@ async fn xfsm_events(
         }
     });
     axum::response::sse::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default())
-}
-
-pub mod polycube {
-    //! The Polycube paths that several kinds of cube share: the Dynmon name space
-    //! `/polycube/v1/dynmon/{name}` (COMPAT.md sections 4 and 5), shared by the config's
-    //! monitors and the dynamic monitors (a name is looked up among the config's monitors
-    //! first, then among the dynamic ones), and `/attach`, `/detach`, shared by firewall
-    //! instances and dynamic monitors (a firewall instance's name first).
-    //!
-    //! | method | path | |
-    //! | --- | --- | --- |
-    //! | GET | `/polycube/v1/dynmon/{name}` | the monitor as Dynmon shows it (404 when absent) |
-    //! | POST | `/polycube/v1/dynmon/{name}` | load a dynamic monitor (409 for a config monitor's name) |
-    //! | DELETE | `/polycube/v1/dynmon/{name}` | unload a dynamic monitor (409 for a config monitor) |
-    //! | GET | `/polycube/v1/dynmon/{name}/metrics` | take a window, in Dynmon's shape (config monitors: IPv4 only, integer encodings of COMPAT.md) |
-    //! | POST | `/polycube/v1/attach`, `/polycube/v1/detach` | `{"cube", "port", "position"?}`: a firewall instance's cube, else a dynamic monitor's |
-    //!
-    //! The other Dynmon paths (`dataplane-config`, `open-metrics`) are the dynamic monitors'
-    //! own ([`crate::daemon::api::dynmon`]); the firewall's other Polycube paths are served
-    //! by the firewall's handlers ([`crate::daemon::api::firewall`]).
-
-    use std::sync::Arc;
-
-    use axum::{
-        body::Bytes,
-        extract::{Path, State},
-        http::StatusCode,
-        response::{IntoResponse, Response},
-        routing::{get, post},
-        Json, Router,
-    };
-
-    use super::{
-        call::{off_workers, parse_body, ApiError},
-        dynmon, firewall, monitor,
-    };
-    use crate::daemon::state::Shared;
-
-    type ApiResult = Result<Response, ApiError>;
-
-    /// Adds the shared Polycube routes.
-    pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
-        let mut r = r;
-        for slash in ["", "/"] {
-            r = r
-                .route(
-                    &format!("/polycube/v1/dynmon/{{name}}{slash}"),
-                    get(show).post(create).delete(delete),
-                )
-                .route(
-                    &format!("/polycube/v1/dynmon/{{name}}/metrics{slash}"),
-                    get(metrics),
-                )
-                .route(&format!("/polycube/v1/attach{slash}"), post(pc_attach))
-                .route(&format!("/polycube/v1/detach{slash}"), post(pc_detach));
-        }
-        r
-    }
-
-    async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-        // (The dynamic monitors' lock is held by reads and synced writes: off the workers.)
-        off_workers(move || {
-            monitor::pc_show(&s, &name)
-                .or_else(|| dynmon::pc_show(&s, &name))
-                .map(|v| Json(v).into_response())
-                .ok_or_else(|| monitor::not_found(&name))
-        })
-        .await
-    }
-
-    async fn create(
-        State(s): State<Arc<Shared>>,
-        Path(name): Path<String>,
-        body: Bytes,
-    ) -> ApiResult {
-        dynmon::pc_create(s, name, body).await
-    }
-
-    async fn delete(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-        if s.is_builtin_monitor(&name) {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!("{name:?} is a monitor of the config file: remove it there and reload"),
-            ));
-        }
-        dynmon::pc_delete(s, name).await
-    }
-
-    async fn metrics(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-        let (s2, n2) = (s.clone(), name.clone());
-        let dynamic =
-            off_workers(move || Ok(!s2.is_builtin_monitor(&n2) && dynmon::exists(&s2, &n2)))
-                .await?;
-        if dynamic {
-            return dynmon::pc_metrics(s, name).await;
-        }
-        monitor::pc_metrics(s, name).await
-    }
-
-    /// Polycube's `/attach` and `/detach`: the instance is the body's `cube`.
-    fn pc_attach_detach(s: &Shared, body: &[u8], on: bool) -> ApiResult {
-        let b: firewall::AttachBody = parse_body(body)?;
-        let name = b
-            .cube
-            .clone()
-            .ok_or_else(|| ApiError::bad("cube: missing"))?;
-        if !s.lock().fw.instances.contains_key(&name) && dynmon::exists(s, &name) {
-            return dynmon::attach_detach(s, &name, &b.port, b.netns, b.position, on);
-        }
-        firewall::do_attach(s, &name, b, on)
-    }
-
-    async fn pc_attach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-        off_workers(move || pc_attach_detach(&s, &body, true)).await
-    }
-
-    async fn pc_detach(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-        off_workers(move || pc_attach_detach(&s, &body, false)).await
-    }
 }

@@ -1,5 +1,5 @@
 //! Monitor REST: the native paths under `/api/v1/monitor`, and what the Polycube Dynmon
-//! paths ([`crate::daemon::api::polycube`]) show of the config's monitors.
+//! paths ([`crate::daemon::polycube`]) show of the config's monitors.
 //!
 //! | method | path | |
 //! | --- | --- | --- |
