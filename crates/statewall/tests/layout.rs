@@ -865,7 +865,7 @@ fn subsets(n: usize, k: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// File layers in the workspace: issue 18's 8 (`LAYOUT_LIST=1` lists every file's,
+/// File layers in the workspace: 8, the target, reached (`LAYOUT_LIST=1` lists every file's,
 /// `LAYOUT_PATHS=1` each import with the path that makes it). No file cycle is left, so
 /// the count is the same with cycles collapsed or opened. The shell's chains are the CLI
 /// root, the daemon's top (which composes the router, the Polycube paths the rooms share,

@@ -7,7 +7,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use axum::{
     body::Bytes,
-    extract::State,
+    extract::{Path, State},
     response::{IntoResponse, Response},
     routing::post,
     Json, Router,
@@ -206,7 +206,7 @@ struct DoorReq {
 
 async fn door_open(
     State(s): State<Arc<Shared>>,
-    axum::extract::Path(door): axum::extract::Path<String>,
+    Path(door): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r: DoorReq = parse_body(&body)?;
@@ -224,7 +224,7 @@ async fn door_open(
 
 async fn door_close(
     State(s): State<Arc<Shared>>,
-    axum::extract::Path(door): axum::extract::Path<String>,
+    Path(door): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r: DoorReq = parse_body(&body)?;

@@ -1,7 +1,8 @@
 //! Reading the config and putting it in force: at start ([`load_config`]), on `POST
 //! /api/v1/reload` and `SIGHUP` ([`reload`]), and when the fleet pushes a section
 //! ([`apply_config`]). Above the shared state ([`super::state`]) and the stages whose
-//! checks the loader runs; the daemon's lifecycle, the API and the fleet's policy call it.
+//! checks the loader runs. The daemon's lifecycle calls it, the fleet's policy task through
+//! [`super::policy::Appliers`]; it serves `POST /api/v1/reload` itself ([`routes`]).
 
 use std::sync::Arc;
 

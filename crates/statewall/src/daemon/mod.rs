@@ -51,8 +51,8 @@ use crate::config::Config;
 use crate::{engine::pins::Pins, engine::Engine};
 
 use serve::{
-    bearer_auth, bind_tcp, bind_unix, follow_ring, init_logging, lock_pins, read_token, serve,
-    Signals, Tasks,
+    bearer_auth, bind_tcp, bind_unix, follow_ring, init_logging, lock_pins, read_token,
+    spawn_server, Signals, Tasks,
 };
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -90,7 +90,7 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let app = router(shared.clone());
-    serve(&mut tasks, unix, app.clone(), &stop_rx);
+    spawn_server(&mut tasks, unix, app.clone(), &stop_rx);
     if let Some(l) = tcp {
         tracing::info!(addr = %l.local_addr()?, "REST API on TCP");
         let app: Router = match token {
@@ -99,11 +99,11 @@ pub async fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::
             })),
             None => app,
         };
-        serve(&mut tasks, l, app, &stop_rx);
+        spawn_server(&mut tasks, l, app, &stop_rx);
     }
     if let Some(l) = metrics {
         tracing::info!(addr = %l.local_addr()?, "metrics");
-        serve(
+        spawn_server(
             &mut tasks,
             l,
             crate::daemon::metrics::router(shared.clone()),
@@ -138,7 +138,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let r = load::routes(doors::routes(api::routes(Router::new())));
     let r = api::firewall::routes(api::detect::routes(r));
     let r = polycube::routes(api::dynmon::routes(api::monitor::routes(r)));
-    api::finish(r, shared)
+    api::finish_router(r, shared)
 }
 
 /// What the fleet's policy task puts pushed policy in force with: the firewall's commit
@@ -452,7 +452,8 @@ fn sweep_once(s: &Shared, last_err: &mut Option<String>) {
 
 pub mod polycube {
     //! The Polycube paths that several kinds of cube share (composed here, with the routes
-    //! of the rooms they join): the Dynmon name space
+    //! of the rooms they join; kept in the daemon's top, as a file of its own would stand
+    //! above the route files and put the workspace at 9 layers): the Dynmon name space
     //! `/polycube/v1/dynmon/{name}` (COMPAT.md sections 4 and 5), shared by the config's
     //! monitors and the dynamic monitors (a name is looked up among the config's monitors
     //! first, then among the dynamic ones), and `/attach`, `/detach`, shared by firewall

@@ -130,11 +130,12 @@ fn apply_section(
 /// At start: the config with the pushed sections this host ran last (so that a restart
 /// while etcd is away keeps them), marked as applied at their revisions. When they no
 /// longer load (the file changed under them), the file alone, and the policy task applies
-/// what etcd holds once it is reached. `load` reads the config file with sections over it.
+/// what etcd holds once it is reached. `load_kept` reads the config file with the kept
+/// sections over it.
 pub fn with_kept_sections(
     cfg: Config,
     link: &Link,
-    load: impl FnOnce(&Sections) -> anyhow::Result<Config>,
+    load_kept: impl FnOnce(&Sections) -> anyhow::Result<Config>,
 ) -> Config {
     let kept = match Sections::load(&kept_sections(&cfg.daemon.state_dir)) {
         Ok(k) if k.is_empty() => return cfg,
@@ -144,7 +145,7 @@ pub fn with_kept_sections(
             return cfg;
         }
     };
-    match load(&kept) {
+    match load_kept(&kept) {
         Ok(mut c) => {
             tracing::info!("cluster: running the pushed {}", kept.describe());
             // `[daemon]` as read first: the sockets and pins are bound to it already.

@@ -3,7 +3,8 @@
 //! buffer followers' loop and the daemon's signal streams. The lifecycle that uses them is
 //! the daemon's top ([`crate::daemon`]).
 //!
-//! May import: the shared state and the supervisor below it, the engine's pins.
+//! May import: the shared state and the supervisor below it, the config's data, the
+//! engine's pins.
 
 use std::{net::SocketAddr, os::unix::fs::PermissionsExt, sync::Arc};
 
@@ -195,7 +196,7 @@ pub(super) async fn bind_tcp(
 pub(super) type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;
 
 /// Serves `app` on `listener` until the stop signal.
-pub(super) fn serve<L>(
+pub(super) fn spawn_server<L>(
     tasks: &mut Tasks,
     listener: L,
     app: Router,

@@ -3,7 +3,9 @@
 //! (`/polycube/v1/attach` and `/detach` are routed in [`crate::daemon::polycube`],
 //! since the cube may be a dynamic monitor's). Every
 //! change is applied to a copy of the state, compiled and switched in the kernel with one
-//! update, and only then kept (and saved): a bad operation changes nothing.
+//! update, and only then kept (and saved): a bad operation changes nothing. The same commit
+//! puts the chains the fleet pushes in force (`apply_policy`, handed to
+//! [`crate::daemon::policy`] by the daemon's top).
 //!
 //! | method | path (native; Polycube's under `/polycube/v1/firewall/...`) | |
 //! | --- | --- | --- |

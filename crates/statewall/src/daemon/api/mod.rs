@@ -25,7 +25,8 @@
 //! machines, SPA and the events; `POST /api/v1/reload` is [`crate::daemon::load`]'s, the doors'
 //! open and close [`crate::daemon::doors`]'s, and the route files below (firewall, detect,
 //! monitors, dynamic monitors) their own. The daemon's top ([`crate::daemon::router`])
-//! composes them, with the Polycube paths that join several rooms.
+//! composes them, with the Polycube paths that join several rooms: a new route file is
+//! added there, not to [`routes`].
 
 pub mod call;
 pub mod detect;
@@ -99,7 +100,8 @@ pub async fn refuse_browsers(
 }
 
 /// Adds the native API's own routes (the rooms' routes, the reload and the doors' open and
-/// close are added beside them where the daemon composes its router: [`crate::daemon`]).
+/// close are added beside them where the daemon composes its router:
+/// [`crate::daemon::router`]).
 pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
     r.route("/api/v1/status", get(status))
         .route("/api/v1/gate", get(gate))
@@ -118,7 +120,7 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
 
 /// The composed routes made a router: 404 with a JSON error for any other path, browsers
 /// refused, each response timed.
-pub fn finish(r: Router<Arc<Shared>>, shared: Arc<Shared>) -> Router {
+pub fn finish_router(r: Router<Arc<Shared>>, shared: Arc<Shared>) -> Router {
     r.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::from_fn(refuse_browsers))
         .layer(axum::middleware::from_fn(server_timing))
