@@ -65,6 +65,22 @@ fn phase_median(runs: &[Timed], name: &str) -> f64 {
     median(&runs.iter().map(|t| t.phase(name)).collect::<Vec<_>>())
 }
 
+/// The phases the server reported for `runs` (as the first run names them), their medians
+/// from `min` ms up, with `digits` decimals: "parse 0.01, kernel 0.12".
+fn phase_list(runs: &[Timed], min: f64, digits: usize) -> String {
+    let Some(first) = runs.first() else {
+        return String::new();
+    };
+    first
+        .phases
+        .iter()
+        .map(|(name, _)| (name, phase_median(runs, name)))
+        .filter(|(_, ms)| *ms >= min)
+        .map(|(name, ms)| format!("{name} {ms:.digits$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Inserts `extra` at `at` (timed), then deletes it again (not timed).
 fn insert_undone(d: &Daemon, path: &str, at: usize, extra: &Rule) -> anyhow::Result<Timed> {
     let t = timed(d, path, vec![op("insert", Some(at), extra)])?;
@@ -107,7 +123,7 @@ struct SizedChain {
     path: String,
     rules: Vec<Rule>,
     batches: Vec<Timed>,
-    firsts: Vec<f64>,
+    firsts: Vec<Timed>,
     untouched: Vec<f64>,
 }
 
@@ -130,7 +146,7 @@ fn setup(d: &Daemon, n: usize, extra: &Rule) -> anyhow::Result<SizedChain> {
         // The first change a moment after the batch (the daemon brings the generation
         // the batch retired up to date after answering it, not in the next change).
         std::thread::sleep(std::time::Duration::from_millis(200));
-        firsts.push(insert_undone(d, &path, 0, extra)?.server);
+        firsts.push(insert_undone(d, &path, 0, extra)?);
     }
     let mut untouched = Vec::new();
     for tenth in UNTOUCHED {
@@ -271,11 +287,16 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         ));
     }
     rows.push(ms_row(
-        format!("firewall change at {n} rules, the first insert at id 0, 0.2 s after the batch (server)"),
-        big_chain.firsts,
+        format!(
+            "firewall change at {n} rules, the first insert at id 0, 0.2 s after the batch (server, medians: {} ms; at {}: {} ms)",
+            phase_list(&big_chain.firsts, 0.01, 2),
+            SIZES[0],
+            phase_list(&small_chain.firsts, 0.01, 2),
+        ),
+        server(&big_chain.firsts),
         &format!("1 change through REST, after each of {BATCH_RUNS} batches"),
         &format!("the same at {} rules", SIZES[0]),
-        median(&small_chain.firsts),
+        median(&server(&small_chain.firsts)),
         Some(1.5),
     ));
     rows.push(ms_row(
@@ -287,17 +308,10 @@ pub fn rows() -> anyhow::Result<Vec<Row>> {
         Some(1.5),
     ));
     let batches = &big_chain.batches;
-    let phases: Vec<String> = batches[0]
-        .phases
-        .iter()
-        .map(|(name, _)| (name, phase_median(batches, name)))
-        .filter(|(_, ms)| *ms >= 0.05)
-        .map(|(name, ms)| format!("{name} {ms:.1}"))
-        .collect();
     rows.push(ms_row(
         format!(
             "firewall batch of {n} rules (server, medians: {} ms)",
-            phases.join(", ")
+            phase_list(batches, 0.05, 1)
         ),
         batches.iter().map(|t| t.server).collect(),
         &format!("1 batch through REST, into a firewall made anew ({BATCH_RUNS} runs)"),
