@@ -9,7 +9,9 @@ use statewall_harness::{
     bench::{
         cluster, detect, dynmon, firewall, fwchange, fwnft, goodput, monitor, open, perpacket,
         plot,
-        report::{self, kernel_release, machine, utc, Attempt, Report, Row, ATTEMPTS, STEADY},
+        report::{
+            self, kernel_release, machine, utc, Attempt, Failed, Report, Row, ATTEMPTS, STEADY,
+        },
         spa,
     },
     testrun::TestBed,
@@ -60,11 +62,17 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         tokio::task::spawn_blocking(move || measure(&out, repeat, !testrun_only, only.as_deref()))
             .await??;
     report::print(&report);
+    let mut rc = 0;
+    if !report.failed.is_empty() {
+        let groups: Vec<&str> = report.failed.iter().map(|f| f.group.as_str()).collect();
+        eprintln!("\nnot measured: {}", groups.join(", "));
+        rc = 1;
+    }
     if report.rows.iter().any(|r| r.met == Some(false)) {
         eprintln!("\nsome targets were MISSED");
-        return Ok(1);
+        rc = 1;
     }
-    Ok(0)
+    Ok(rc)
 }
 
 /// The groups of measurements, in the order they run. The time-to-open groups come first:
@@ -153,7 +161,8 @@ fn attempts(
 
 /// Runs every group (the netns ones only with `open`), or only the group `only`; a group
 /// whose probe before and after differs by more than [`STEADY`] runs again, up to
-/// [`ATTEMPTS`] in all. Writes JSON to `out`; returns the report.
+/// [`ATTEMPTS`] in all. A group that fails is recorded as not measured ([`Report::failed`])
+/// and the others run. Writes JSON to `out`; returns the report.
 fn measure(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::Result<Report> {
     if let Some(o) = only {
         anyhow::ensure!(
@@ -184,11 +193,8 @@ fn measure(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
             group,
             || group_rows(group, repeat),
             || perpacket::probe(&mut bed, repeat),
-        )?;
-        report
-            .rows
-            .extend(tries.last().map(|a| a.rows.clone()).unwrap_or_default());
-        report.attempts.extend(tries);
+        );
+        record(&mut report, group, tries);
     }
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;
@@ -201,6 +207,26 @@ fn measure(out: &Path, repeat: u32, open: bool, only: Option<&str>) -> anyhow::R
     Ok(report)
 }
 
+/// Adds a group's attempts to the report: its last attempt's rows, or, when it failed, the
+/// group as not measured, with every cause.
+fn record(report: &mut Report, group: &str, tries: anyhow::Result<Vec<Attempt>>) {
+    match tries {
+        Ok(tries) => {
+            report
+                .rows
+                .extend(tries.last().map(|a| a.rows.clone()).unwrap_or_default());
+            report.attempts.extend(tries);
+        }
+        Err(e) => {
+            eprintln!("{group}: not measured: {e:#}");
+            report.failed.push(Failed {
+                group: group.into(),
+                error: format!("{e:#}"),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +236,27 @@ mod tests {
         let mut r = row("x", "empty", &[10.0], vec![50.0], 1, Some(4.0));
         r.met = Some(target_met);
         r
+    }
+
+    #[test]
+    fn a_failed_group_is_recorded_with_its_causes_and_the_next_is_kept() {
+        let mut report = Report::default();
+        let mut probes = [30.0, 31.0].into_iter();
+        let failing = attempts(
+            "g1",
+            || Err(anyhow::anyhow!("EPERM").context("live frames")),
+            || probes.next().unwrap(),
+        );
+        record(&mut report, "g1", failing);
+        let mut probes = [30.0, 31.0].into_iter();
+        let ok = attempts("g2", || Ok(vec![one_row(true)]), || probes.next().unwrap());
+        record(&mut report, "g2", ok);
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(report.failed[0].group, "g1");
+        assert_eq!(report.failed[0].error, "live frames: EPERM");
+        assert_eq!(report.rows.len(), 1);
+        assert_eq!(report.attempts.len(), 1);
+        assert_eq!(report.attempts[0].group, "g2");
     }
 
     #[test]

@@ -167,7 +167,9 @@ fn flood(
                 (due - sent).min(rate / 10 + 1) as u32
             };
             gen.live_xdp(ebpf::PROG_BENCH_TX, frame, ifindex, burst)
-                .map_err(|e| anyhow::anyhow!("live frames: {e}"))?;
+                .map_err(|e| {
+                    anyhow::Error::from(e).context("live frames (the flood's generator)")
+                })?;
             sent += burst as u64;
         }
         Ok(sent)

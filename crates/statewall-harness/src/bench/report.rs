@@ -75,6 +75,19 @@ pub struct Report {
     pub kernel: String,
     /// CPUs.
     pub cpus: usize,
+    /// Groups that could not be measured, with why: the run goes on with the others, and
+    /// ends in failure.
+    #[serde(default)]
+    pub failed: Vec<Failed>,
+}
+
+/// A group that could not be measured.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct Failed {
+    /// The group.
+    pub group: String,
+    /// Why, with every cause.
+    pub error: String,
 }
 
 /// A group is run again (at most `ATTEMPTS - 1` times) when the probe measured before and
@@ -270,6 +283,9 @@ pub fn print(report: &Report) {
                 "; kept, as the last attempt"
             }
         );
+    }
+    for f in &report.failed {
+        println!("{}: not measured: {}", f.group, f.error);
     }
 }
 
