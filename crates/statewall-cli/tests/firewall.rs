@@ -1630,3 +1630,34 @@ fn adopted_tables_read_the_rule_order_back_from_the_ranks() {
         "counter ids adopted"
     );
 }
+
+/// The guard that tells user space when no classification reads a retired generation
+/// (`SW_FW_GUARD`) leaves each classification with an atomic add, or where the CPU keeps
+/// stores after the loads before them (x86, the loader's choice) a plain one: both
+/// programs decide as the reference, and after their runs every CPU has left as often as
+/// it entered.
+#[test]
+fn the_guard_balances_with_a_plain_or_an_atomic_exit() {
+    use statewall::engine::ebpf::loader_ordered;
+    use statewall_common::firewall::{FwGuard, MAP_FW_GUARD};
+    for ordered in [false, true] {
+        let mut bed = TestBed::with_loader(loader_ordered(ordered), &[(MAP_FW_BITSETS, BITSETS)]);
+        bed.fw_iface(1, 0);
+        let mut t = Tables::new(BITSETS);
+        scenario(0x9a_0000 + ordered as u64, 50, 200, &mut bed, &mut t, false);
+        let g: PerCpuArray<&MapData, FwGuard> = (&*bed.map(MAP_FW_GUARD)).try_into().unwrap();
+        let per_cpu: Vec<FwGuard> = g.get(&0, 0).unwrap().iter().copied().collect();
+        let entered: u64 = per_cpu.iter().map(|c| c.enter).sum();
+        assert!(
+            entered >= 200,
+            "ordered {ordered}: {entered} classifications entered"
+        );
+        for (cpu, c) in per_cpu.iter().enumerate() {
+            assert_eq!(
+                c.enter, c.exit,
+                "ordered {ordered}, CPU {cpu}: entered {}, left {}",
+                c.enter, c.exit
+            );
+        }
+    }
+}

@@ -90,6 +90,13 @@ static SW_FW_STATS: PerCpuArray<RuleStats> =
 #[map(name = "SW_FW_GUARD")]
 static SW_FW_GUARD: PerCpuArray<FwGuard> = PerCpuArray::with_max_entries(1, 0);
 
+/// Non-zero when the CPU never makes a store visible before the loads that precede it
+/// (x86's total store order): the guard's `exit` is then a plain add. Set by the loader
+/// (`statewall::engine::ebpf::loader`, from the architecture it was built for); read-only,
+/// so the verifier keeps only the branch it selects.
+#[no_mangle]
+static SW_FW_STORES_ORDERED: u32 = 0;
+
 #[map(name = "SW_FW_LOG")]
 static SW_FW_LOG: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
 #[map(name = "SW_FW_COUNTERS")]
@@ -390,7 +397,20 @@ pub fn run<const DIRECT: bool, L: Fn(*mut u8, u32, u32, u32) -> bool>(
     let v = classify_chain::<DIRECT, L>(p, chain, &load);
     if let Some(gp) = guard {
         // SAFETY: as above (after the last table read).
-        crate::atomic::fetch_add(unsafe { &mut (*gp).exit }, 1);
+        let e = unsafe { &raw mut (*gp).exit };
+        if unsafe { core::ptr::read_volatile(&SW_FW_STORES_ORDERED) } != 0 {
+            // A plain add, where the CPU keeps it after the table reads before it: no
+            // other CPU writes this slot (no classification nests in another on one
+            // CPU; a count lost to one would only make user space wait its second and
+            // then an RCU grace period). The fence keeps the compiler from moving table
+            // reads below the store.
+            core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+            // SAFETY: this CPU's slot.
+            unsafe { core::ptr::write_volatile(e, core::ptr::read_volatile(e) + 1) };
+        } else {
+            // A full barrier: the reads before it complete first.
+            crate::atomic::fetch_add(e, 1);
+        }
     }
     v
 }

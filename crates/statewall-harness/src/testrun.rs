@@ -54,6 +54,13 @@ impl TestBed {
         TestBed { ebpf }
     }
 
+    /// Loads the object with loader `l` (globals set) and some maps resized.
+    pub fn with_loader<'a>(l: aya::EbpfLoader<'a>, sizes: &[(&'a str, u32)]) -> Self {
+        let ebpf = ebpf::load_private_with(l, sizes)
+            .unwrap_or_else(|e| panic!("loading the eBPF object: {e:#?}"));
+        TestBed { ebpf }
+    }
+
     /// Loads (verifies) program `name` on first use and runs it `repeat` times on `frame`.
     fn exec(
         &mut self,

@@ -121,6 +121,35 @@ pub fn object_id() -> u64 {
     h
 }
 
+/// The object's global that says whether this CPU keeps a store after the loads before
+/// it (the firewall's guard then leaves a classification with a plain add, not an
+/// atomic one).
+pub const GLOBAL_STORES_ORDERED: &str = "SW_FW_STORES_ORDERED";
+
+/// [`GLOBAL_STORES_ORDERED`] for the architecture statewall was built for: x86 keeps
+/// stores in order after loads (total store order); arm64 and the others may not.
+const STORES_ORDERED: bool = cfg!(any(target_arch = "x86_64", target_arch = "x86"));
+
+/// A loader of [`OBJECT`] with its globals set for this machine (every load of the object
+/// goes through it).
+pub fn loader() -> EbpfLoader<'static> {
+    loader_ordered(STORES_ORDERED)
+}
+
+/// [`loader`], with [`GLOBAL_STORES_ORDERED`] as given (a test runs the firewall both
+/// ways).
+pub fn loader_ordered(ordered: bool) -> EbpfLoader<'static> {
+    static YES: u32 = 1;
+    static NO: u32 = 0;
+    let mut l = EbpfLoader::new();
+    l.override_global(
+        GLOBAL_STORES_ORDERED,
+        if ordered { &YES } else { &NO },
+        true,
+    );
+    l
+}
+
 /// Loads the object with private, unpinned maps (tests and benchmarks).
 pub fn load_private() -> Result<Ebpf, aya::EbpfError> {
     load_private_sized(&[])
@@ -128,7 +157,14 @@ pub fn load_private() -> Result<Ebpf, aya::EbpfError> {
 
 /// The same, with some maps resized (`(name, max_entries)`).
 pub fn load_private_sized(sizes: &[(&str, u32)]) -> Result<Ebpf, aya::EbpfError> {
-    let mut l = EbpfLoader::new();
+    load_private_with(loader(), sizes)
+}
+
+/// The same, from loader `l`.
+pub fn load_private_with<'a>(
+    mut l: EbpfLoader<'a>,
+    sizes: &[(&'a str, u32)],
+) -> Result<Ebpf, aya::EbpfError> {
     for (name, n) in sizes {
         l.map_max_entries(name, *n);
     }

@@ -37,7 +37,6 @@ use aya::{
         xdp::{XdpLink, XdpMode},
         LinkOrder, SchedClassifier, TcAttachType, Xdp,
     },
-    EbpfLoader,
 };
 use serde::Serialize;
 use statewall_common::maps::{CLOCK_SLOT_EPOCH_OFFSET, CLOCK_SLOT_TEST_OFFSET, MAP_CLOCK};
@@ -281,7 +280,7 @@ impl Engine {
     }
 
     fn load_and_pin(pins: &Pins, sizes: &[(&'static str, u32)], dir: &Path) -> Result<()> {
-        let mut loader = EbpfLoader::new();
+        let mut loader = ebpf::loader();
         for m in ebpf::PINNED_MAPS {
             loader.map_pin_path(m, pins.map(m));
         }
