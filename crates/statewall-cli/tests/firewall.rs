@@ -1640,6 +1640,7 @@ fn adopted_tables_read_the_rule_order_back_from_the_ranks() {
 fn the_guard_balances_with_a_plain_or_an_atomic_exit() {
     use statewall::engine::ebpf::loader_ordered;
     use statewall_common::firewall::{FwGuard, MAP_FW_GUARD};
+    let mut sizes = Vec::new();
     for ordered in [false, true] {
         let mut bed = TestBed::with_loader(loader_ordered(ordered), &[(MAP_FW_BITSETS, BITSETS)]);
         bed.fw_iface(1, 0);
@@ -1659,5 +1660,15 @@ fn the_guard_balances_with_a_plain_or_an_atomic_exit() {
                 c.enter, c.exit
             );
         }
+        // The loader's value took: the verifier kept another branch of the exit.
+        let prog = bed
+            .ebpf
+            .program(PROG_FW_INGRESS)
+            .expect("the ingress program");
+        sizes.push(prog.info().unwrap().size_translated());
     }
+    assert!(
+        sizes[0].is_some() && sizes[0] != sizes[1],
+        "the same program with either exit: {sizes:?} bytes"
+    );
 }

@@ -90,9 +90,10 @@ static SW_FW_STATS: PerCpuArray<RuleStats> =
 #[map(name = "SW_FW_GUARD")]
 static SW_FW_GUARD: PerCpuArray<FwGuard> = PerCpuArray::with_max_entries(1, 0);
 
-/// Non-zero when the CPU never makes a store visible before the loads that precede it
-/// (x86's total store order): the guard's `exit` is then a plain add. Set by the loader
-/// (`statewall::engine::ebpf::loader`, from the architecture it was built for); read-only,
+/// Non-zero when the guard's `exit` may be a plain add: the CPU never makes a store
+/// visible before the loads that precede it (x86's total store order) and no
+/// classification can be preempted by another on its CPU (not a PREEMPT_RT kernel). Set
+/// by the loader (`statewall::engine::ebpf::loader`, from the running kernel); read-only,
 /// so the verifier keeps only the branch it selects.
 #[no_mangle]
 static SW_FW_STORES_ORDERED: u32 = 0;
@@ -399,14 +400,18 @@ pub fn run<const DIRECT: bool, L: Fn(*mut u8, u32, u32, u32) -> bool>(
         // SAFETY: as above (after the last table read).
         let e = unsafe { &raw mut (*gp).exit };
         if unsafe { core::ptr::read_volatile(&SW_FW_STORES_ORDERED) } != 0 {
-            // A plain add, where the CPU keeps it after the table reads before it: no
-            // other CPU writes this slot (no classification nests in another on one
-            // CPU; a count lost to one would only make user space wait its second and
-            // then an RCU grace period). The fence keeps the compiler from moving table
-            // reads below the store.
-            core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-            // SAFETY: this CPU's slot.
-            unsafe { core::ptr::write_volatile(e, core::ptr::read_volatile(e) + 1) };
+            // A plain add, where the CPU keeps it after the table reads before it. Only
+            // this CPU writes the slot, and only one classification at a time: a count
+            // lost to two interleaved ones would leave `exit` behind `enter` for good,
+            // and every later change would wait its second and an RCU grace period
+            // (hence not on PREEMPT_RT, where a classification can be preempted).
+            // The empty asm (no `nomem`) keeps the compiler from moving table reads
+            // below the store, as the atomic's asm did.
+            // SAFETY: an empty asm block; this CPU's slot.
+            unsafe {
+                core::arch::asm!("", options(nostack, preserves_flags));
+                core::ptr::write_volatile(e, core::ptr::read_volatile(e).wrapping_add(1));
+            }
         } else {
             // A full barrier: the reads before it complete first.
             crate::atomic::fetch_add(e, 1);

@@ -163,6 +163,10 @@ pub const MAP_FW_STATS: &str = "SW_FW_STATS";
 /// generations, user space waits until every CPU that was inside a classification has
 /// left it (usually none was): then nothing reads the retired generation any more.
 pub const MAP_FW_GUARD: &str = "SW_FW_GUARD";
+/// Global set by the loader: non-zero when classifications leave [`MAP_FW_GUARD`] with a
+/// plain add (the CPU keeps a store after the loads before it, and no classification can
+/// be preempted by another on its CPU), else with an atomic one.
+pub const GLOBAL_FW_STORES_ORDERED: &str = "SW_FW_STORES_ORDERED";
 /// LOG rule hits: `RINGBUF` of [`FwLog`].
 pub const MAP_FW_LOG: &str = "SW_FW_LOG";
 /// Stage counters: `PERCPU_ARRAY` of u64, [`COUNTER_NAMES`] order.

@@ -1,6 +1,7 @@
 //! The embedded kernel object and the names of what it holds.
 
 use aya::{Ebpf, EbpfLoader};
+use statewall_common::firewall::GLOBAL_FW_STORES_ORDERED;
 
 /// The compiled `statewall-ebpf` object (built by `build.rs`).
 pub static OBJECT: &[u8] =
@@ -121,29 +122,41 @@ pub fn object_id() -> u64 {
     h
 }
 
-/// The object's global that says whether this CPU keeps a store after the loads before
-/// it (the firewall's guard then leaves a classification with a plain add, not an
-/// atomic one).
-pub const GLOBAL_STORES_ORDERED: &str = "SW_FW_STORES_ORDERED";
-
-/// [`GLOBAL_STORES_ORDERED`] for the architecture statewall was built for: x86 keeps
-/// stores in order after loads (total store order); arm64 and the others may not.
-const STORES_ORDERED: bool = cfg!(any(target_arch = "x86_64", target_arch = "x86"));
-
-/// A loader of [`OBJECT`] with its globals set for this machine (every load of the object
-/// goes through it).
-pub fn loader() -> EbpfLoader<'static> {
-    loader_ordered(STORES_ORDERED)
+/// Whether the firewall's guard may leave a classification with a plain add
+/// ([`GLOBAL_FW_STORES_ORDERED`]): the running kernel is x86 (total store order: a store
+/// stays after the loads before it) and not PREEMPT_RT (where a classification can be
+/// preempted by another on its CPU). Anything else, or a question that cannot be
+/// answered, keeps the atomic add.
+pub fn stores_ordered() -> bool {
+    // SAFETY: `uname` fills the struct it is given.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    // SAFETY: `machine` is NUL-terminated by `uname`.
+    let machine = unsafe { std::ffi::CStr::from_ptr(u.machine.as_ptr()) }.to_bytes();
+    let x86 = machine == b"x86_64"
+        || (machine.len() == 4 && machine[0] == b'i' && machine.ends_with(b"86"));
+    let realtime = std::fs::read_to_string("/sys/kernel/realtime")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    x86 && !realtime
 }
 
-/// [`loader`], with [`GLOBAL_STORES_ORDERED`] as given (a test runs the firewall both
+/// A loader of [`OBJECT`] with its globals set for the running kernel (every load of the
+/// object goes through it).
+pub fn loader() -> EbpfLoader<'static> {
+    loader_ordered(stores_ordered())
+}
+
+/// [`loader`], with [`GLOBAL_FW_STORES_ORDERED`] as given (a test runs the firewall both
 /// ways).
 pub fn loader_ordered(ordered: bool) -> EbpfLoader<'static> {
     static YES: u32 = 1;
     static NO: u32 = 0;
     let mut l = EbpfLoader::new();
     l.override_global(
-        GLOBAL_STORES_ORDERED,
+        GLOBAL_FW_STORES_ORDERED,
         if ordered { &YES } else { &NO },
         true,
     );
