@@ -26,7 +26,9 @@ pub struct BenchArgs {
     /// Test-run repetitions per measurement.
     #[arg(long, default_value_t = report::REPEAT)]
     repeat: u32,
-    /// Only the per-packet test-run figures (skips time-to-open, which starts knockd).
+    /// Only the groups that need no namespaces and no real traffic (skips time-to-open,
+    /// the cluster, firewall changes, SPA-to-open, the nftables and iperf3 rows and
+    /// goodput).
     #[arg(long)]
     testrun_only: bool,
     /// Only this group: open, spa-open, cluster, testrun, detect, firewall,
