@@ -171,6 +171,17 @@ impl Pair {
     /// As [`Pair::new`], the server's veth taking interface index `index` when given (an
     /// index of its namespace: no other interface there has it).
     pub fn with_server_index(tag: &str, index: Option<u32>) -> Self {
+        Self::build(tag, index, 1)
+    }
+
+    /// As [`Pair::new`], each end of the link with `queues` transmit and receive queues
+    /// (a veth end with NAPI has a ring per receive queue, and a frame goes to the queue
+    /// of the one it was sent on: traffic sent from different CPUs need not share one).
+    pub fn with_queues(tag: &str, queues: u32) -> Self {
+        Self::build(tag, None, queues)
+    }
+
+    fn build(tag: &str, index: Option<u32>, queues: u32) -> Self {
         let client = NetNs::new(&format!("{tag}-c"));
         let server = NetNs::new(&format!("{tag}-s"));
         let id = format!(
@@ -180,6 +191,7 @@ impl Pair {
         );
         let client_if = format!("swc{id}");
         let server_if = format!("sws{id}");
+        let q = queues.max(1).to_string();
         match index {
             None => ip_ok(&[
                 "link",
@@ -187,6 +199,10 @@ impl Pair {
                 &client_if,
                 "netns",
                 &client.name,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
                 "type",
                 "veth",
                 "peer",
@@ -194,6 +210,10 @@ impl Pair {
                 &server_if,
                 "netns",
                 &server.name,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
             ]),
             // Made inside the server's namespace, where the index is kept (moved there
             // from another, it would be renumbered).

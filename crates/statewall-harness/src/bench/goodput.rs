@@ -23,6 +23,16 @@
 //! the client's end instead (`FrameSocket`, past the qdisc), and every row says so: the
 //! sender then pays for each frame's skb, and the flat-out row measures the socket as much
 //! as the drop path.
+//!
+//! The veth pair has [`QUEUES`] queues each way. A veth end with NAPI (XDP, or GRO on)
+//! takes frames through a ring per receive queue, the queue the frame was sent on; with
+//! one queue, the flood and iperf3 share one ring of 256 frames, and in XDP (which turns
+//! the peer's TSO off, so iperf3 sends a frame per MTU) iperf3 kept 0.91 of its goodput
+//! at 1,000 kpps and 0.03 flat out, against 1.00 with two queues (a run of `statewall
+//! bench --only goodput` each, 2026-12-06). A NIC has a queue per CPU.
+
+/// Queues each way on the bench's veth pair (one per CPU of the machines it runs on).
+const QUEUES: u32 = 2;
 
 use std::{
     process::Stdio,
@@ -409,7 +419,9 @@ fn flood_row(
 
 /// The rows: per mode, goodput without a flood, then at each rate as a ratio to it.
 pub fn rows() -> anyhow::Result<Vec<Row>> {
-    let pair = Pair::new("goodput");
+    // Two queues each way, one per CPU, as a NIC has: the flood and the legitimate
+    // traffic, sent from different CPUs, reach the server through rings of their own.
+    let pair = Pair::with_queues("goodput", QUEUES);
     let server = pair
         .server
         .command(&["iperf3", "-s", "-p", &IPERF_PORT.to_string()])
