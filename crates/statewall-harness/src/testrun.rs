@@ -41,17 +41,13 @@ impl Default for TestBed {
 impl TestBed {
     /// Loads the object. Panics with the loader's error (and verifier log) on failure.
     pub fn new() -> Self {
-        let ebpf =
-            ebpf::load_private().unwrap_or_else(|e| panic!("loading the eBPF object: {e:#?}"));
-        TestBed { ebpf }
+        Self::with_sizes(&[])
     }
 
     /// Loads the object with some maps resized (`(name, max_entries)`), e.g. a small table
     /// to test what happens when it is full.
     pub fn with_sizes(sizes: &[(&str, u32)]) -> Self {
-        let ebpf = ebpf::load_private_sized(sizes)
-            .unwrap_or_else(|e| panic!("loading the eBPF object: {e:#?}"));
-        TestBed { ebpf }
+        Self::with_loader(ebpf::loader(), sizes)
     }
 
     /// Loads the object with loader `l` (globals set) and some maps resized.

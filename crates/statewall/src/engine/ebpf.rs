@@ -163,17 +163,8 @@ pub fn loader_ordered(ordered: bool) -> EbpfLoader<'static> {
     l
 }
 
-/// Loads the object with private, unpinned maps (tests and benchmarks).
-pub fn load_private() -> Result<Ebpf, aya::EbpfError> {
-    load_private_sized(&[])
-}
-
-/// The same, with some maps resized (`(name, max_entries)`).
-pub fn load_private_sized(sizes: &[(&str, u32)]) -> Result<Ebpf, aya::EbpfError> {
-    load_private_with(loader(), sizes)
-}
-
-/// The same, from loader `l`.
+/// Loads the object from loader `l` ([`loader`], or [`loader_ordered`]) with private,
+/// unpinned maps, some resized (`(name, max_entries)`): tests and benchmarks.
 pub fn load_private_with<'a>(
     mut l: EbpfLoader<'a>,
     sizes: &[(&'a str, u32)],
