@@ -402,7 +402,7 @@ fn windows_do_not_overlap() {
 }
 
 /// Sends `per_session` UDP packets in each of `sessions` sessions from the client (two
-/// sender threads), while another thread takes a window every 1 to 10 ms: returns, per
+/// sender threads), while another thread takes a window every 0.5 to 5 ms: returns, per
 /// session (client port), the packets sent and the packets found over all windows.
 /// `hold_ns`: the tests' held object (see [`Monitor::load_held`]); `None`, the monitor
 /// object statewall loads.
@@ -453,7 +453,7 @@ fn count_across_windows(
             let mut reads = 0;
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_micros(
-                    rng.random_range(1000..10_000),
+                    rng.random_range(500..5_000),
                 ));
                 let w = mon.read().unwrap();
                 tally(&w, &found);
@@ -504,7 +504,7 @@ fn count_across_windows(
 }
 
 /// Swap-on-read with the grace period: 1,000,000 packets in 8 known sessions, windows
-/// taken every 1 to 10 ms, and every packet is in exactly one window.
+/// taken every 0.5 to 5 ms, and every packet is in exactly one window.
 #[test]
 fn swap_on_read_loses_and_duplicates_nothing() {
     let got = count_across_windows(true, 8, 125_000, None);
@@ -557,4 +557,62 @@ fn the_monitor_object_has_no_test_hold() {
     assert!(!has(statewall::monitor::OBJECT));
     let held = std::fs::read(statewall::monitor::HELD_OBJECT_PATH).unwrap();
     assert!(has(&held), "the held object lost its hold");
+}
+
+/// Runs the rest of the thread on CPU `cpu` (BPF_PROG_TEST_RUN runs a tc program on the
+/// caller's CPU).
+fn on_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t, filled by the libc macros' equivalents, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pinning the test thread to CPU {cpu}"
+        );
+    }
+}
+
+/// A crypto session's server is the one its first packet gave, when another CPU's first
+/// packet of it follows within one tick of the kernel's coarse clock (the SYN on CPU 1,
+/// microseconds later the server's answer on CPU 0, whose values the merge reads first):
+/// a CPU's first packet is timed by the precise clock, so the two do not tie.
+#[test]
+fn the_first_packet_names_the_server_across_cpus() {
+    let cpus = aya::util::online_cpus().unwrap();
+    assert!(cpus.len() >= 2, "the test needs two online CPUs: {cpus:?}");
+    let mut mon = Monitor::open(spec(Kind::Crypto)).unwrap();
+    // The SYN makes 10.1.0.2 the server; the answer alone would make 10.1.0.1 the server
+    // (its destination port is below 1024).
+    let syn = tcp("10.1.0.1", "10.1.0.2", 1000, 40000, 0x02, 64240, 0).build();
+    let answer = tcp("10.1.0.2", "10.1.0.1", 40000, 1000, 0x10, 64240, 1).build();
+    for round in 0..50 {
+        on_cpu(cpus[1] as usize);
+        mon.test_run(&syn).unwrap();
+        on_cpu(cpus[0] as usize);
+        mon.test_run(&answer).unwrap();
+        let w = mon.read().unwrap();
+        assert_eq!(w.crypto.len(), 1, "round {round}");
+        let s = &w.crypto[0];
+        let seen: Vec<bool> = s.per_cpu.iter().map(|v| v.start_ts != 0).collect();
+        assert_eq!(
+            seen.iter().filter(|x| **x).count(),
+            2,
+            "round {round}: both CPUs saw it"
+        );
+        assert_eq!(
+            (s.total.method, ip_of(&s.total.server)),
+            (m::METHOD_SYN, ip("10.1.0.2")),
+            "round {round}: per CPU {:?}",
+            s.per_cpu
+                .iter()
+                .map(|v| (v.start_ts, v.method))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+fn ip_of(a: &[u8; 16]) -> IpAddr {
+    statewall::monitor::ip(4, a)
 }

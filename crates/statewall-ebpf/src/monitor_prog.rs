@@ -6,7 +6,10 @@ use crate::atomic::fetch_add;
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     cty::c_void,
-    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_ktime_get_coarse_ns, bpf_loop},
+    },
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
@@ -15,11 +18,12 @@ use statewall_common::{
     mem::{copy_bytes, zero_words},
     monitor::{
         packet::{
-            crypto_add, crypto_wants, ddos_wants, fill_slot, ignored_cause, key_into, server_addr,
+            crypto_add_from, crypto_wants, ddos_wants, fill_slot, ignored_cause, key4_into,
+            key_into, server_addr,
         },
-        CryptoVal, DdosSess, PktSlot, SessKey, CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL,
-        CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_SLOTS,
-        CTL_USED, DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,
+        CryptoVal, DdosSess, PktSlot, SessKey, SessKey4, CNT_PACKETS, CNT_SESSIONS,
+        CNT_SESSION_FULL, CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH,
+        CTL_SESS, CTL_SLOTS, CTL_USED, CTL_V6, DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,
     },
     parse::PacketInfo,
     TCX_NEXT,
@@ -46,6 +50,10 @@ static SW_MON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 
 static SW_DDOS_SESS0: HashMap<SessKey, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
 #[map(name = "SW_DDOS_SESS1")]
 static SW_DDOS_SESS1: HashMap<SessKey, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
+#[map(name = "SW_DDOS_SESS4_0")]
+static SW_DDOS_SESS4_0: HashMap<SessKey4, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
+#[map(name = "SW_DDOS_SESS4_1")]
+static SW_DDOS_SESS4_1: HashMap<SessKey4, DdosSess> = HashMap::with_max_entries(DDOS_SESSIONS, 0);
 #[map(name = "SW_DDOS_PKTS0")]
 static SW_DDOS_PKTS0: Array<PktSlot> =
     Array::with_max_entries(DDOS_SESSIONS * DDOS_PER_SESSION, BPF_F_MMAPABLE);
@@ -56,11 +64,17 @@ static SW_DDOS_PKTS1: Array<PktSlot> =
 static SW_CRYPTO0: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
 #[map(name = "SW_CRYPTO1")]
 static SW_CRYPTO1: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
+#[map(name = "SW_CRYPTO4_0")]
+static SW_CRYPTO4_0: PerCpuHashMap<SessKey4, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
+#[map(name = "SW_CRYPTO4_1")]
+static SW_CRYPTO4_1: PerCpuHashMap<SessKey4, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
 
-/// Per-CPU working memory: the session key (both monitors) and a fresh value (crypto).
+/// Per-CPU working memory: the session key of either family (both monitors) and a fresh
+/// value (crypto).
 #[repr(C)]
 struct Work {
     key: SessKey,
+    key4: SessKey4,
     crypto: CryptoVal,
 }
 
@@ -94,6 +108,14 @@ fn spin(ns: u64) {
     };
 }
 
+/// Notes that buffer `b` has an IPv6 session ([`CTL_V6`]).
+#[inline(always)]
+fn mark_v6(b: u32) {
+    if let Some(f) = SW_MON_CTL.get_ptr_mut(CTL_V6 + b) {
+        unsafe { core::ptr::write_volatile(f, 1) };
+    }
+}
+
 #[inline(always)]
 fn global(v: &'static u32) -> u32 {
     unsafe { core::ptr::read_volatile(v) }
@@ -113,34 +135,56 @@ pub fn sw_monitor(ctx: TcContext) -> i32 {
     // SAFETY: this CPU's working memory.
     let w = unsafe { &mut *w };
     if global(&SW_MON_KIND) == KIND_DDOS {
-        ddos(p, &mut w.key, b);
+        ddos(p, w, b);
     } else {
-        crypto(p, w, b, now());
+        crypto(p, w, b);
     }
     TCX_NEXT
 }
 
-/// Unix time in ns: the monotonic clock plus the offset user space wrote.
+/// Unix time in ns: the monotonic clock (`coarse`: its time at the last tick, 4 ms apart at
+/// 250 Hz, without the TSC read that costs a VM a quarter of a crypto packet's time) plus
+/// the offset user space wrote.
 #[inline(always)]
-fn now() -> u64 {
+fn now(coarse: bool) -> u64 {
     let epoch = SW_MON_CTL.get(CTL_EPOCH).copied().unwrap_or(0);
-    unsafe { bpf_ktime_get_ns() }.wrapping_add(epoch)
+    let t = if coarse {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        unsafe { bpf_ktime_get_ns() }
+    };
+    t.wrapping_add(epoch)
 }
 
 #[inline(always)]
-fn ddos(p: &PacketInfo, key: &mut SessKey, b: u32) {
+fn ddos(p: &PacketInfo, w: &mut Work, b: u32) {
     if !ddos_wants(p) {
         bump(ignored_cause(p));
         return;
     }
-    // (In the per-CPU working memory: a key zeroed on the stack is a `memset` call.)
-    key_into(p, key);
-    let key = &*key;
-    let sess = if b == 0 {
-        &SW_DDOS_SESS0
+    // (Keys in the per-CPU working memory: a key zeroed on the stack is a `memset` call.)
+    if p.family == 4 {
+        key4_into(p, &mut w.key4);
+        let sess = if b == 0 {
+            &SW_DDOS_SESS4_0
+        } else {
+            &SW_DDOS_SESS4_1
+        };
+        ddos_in(p, sess, &w.key4, b)
     } else {
-        &SW_DDOS_SESS1
-    };
+        key_into(p, &mut w.key);
+        let sess = if b == 0 {
+            &SW_DDOS_SESS0
+        } else {
+            &SW_DDOS_SESS1
+        };
+        ddos_in(p, sess, &w.key, b)
+    }
+}
+
+/// The ddos monitor on a packet of session `key` in table `sess` (of buffer `b`).
+#[inline(always)]
+fn ddos_in<K>(p: &PacketInfo, sess: &HashMap<K, DdosSess>, key: &K, b: u32) {
     let s = match sess.get_ptr_mut(key) {
         Some(s) => s,
         None => {
@@ -157,6 +201,9 @@ fn ddos(p: &PacketInfo, key: &mut SessKey, b: u32) {
             // NOEXIST: another CPU may have made it in the meantime; then use theirs.
             if sess.insert(key, &v, BPF_NOEXIST as u64).is_ok() {
                 bump(CNT_SESSIONS);
+                if p.family != 4 {
+                    mark_v6(b);
+                }
             }
             match sess.get_ptr_mut(key) {
                 Some(s) => s,
@@ -210,14 +257,40 @@ fn ddos(p: &PacketInfo, key: &mut SessKey, b: u32) {
 }
 
 #[inline(always)]
-fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
+fn crypto(p: &PacketInfo, w: &mut Work, b: u32) {
     if !crypto_wants(p) {
         bump(ignored_cause(p));
         return;
     }
-    key_into(p, &mut w.key);
-    let m = if b == 0 { &SW_CRYPTO0 } else { &SW_CRYPTO1 };
-    if let Some(v) = m.get_ptr_mut(&w.key) {
+    if p.family == 4 {
+        let first = key4_into(p, &mut w.key4);
+        let m = if b == 0 { &SW_CRYPTO4_0 } else { &SW_CRYPTO4_1 };
+        crypto_in(p, m, &w.key4, first, &mut w.crypto, b)
+    } else {
+        let first = key_into(p, &mut w.key);
+        let m = if b == 0 { &SW_CRYPTO0 } else { &SW_CRYPTO1 };
+        crypto_in(p, m, &w.key, first, &mut w.crypto, b)
+    }
+}
+
+/// The crypto monitor on a packet of session `key` in table `m`; `first` as
+/// [`key_into`] returned; `fresh` is working memory for a new session's value; `b` the
+/// buffer.
+///
+/// A CPU's first packet of a session is timed by the precise clock, the others by the
+/// coarse one: the merge of a session's per-CPU values takes the server from the CPU that
+/// saw it first, which two first packets in one tick would tie on (a SYN's CPU and a
+/// later packet's); its last time is kept to a tick (`crypto_add` keeps the latest).
+#[inline(always)]
+fn crypto_in<K>(
+    p: &PacketInfo,
+    m: &PerCpuHashMap<K, CryptoVal>,
+    key: &K,
+    first: bool,
+    fresh: &mut CryptoVal,
+    b: u32,
+) {
+    if let Some(v) = m.get_ptr_mut(key) {
         // SAFETY: this CPU's value of the session.
         let v = unsafe { &mut *v };
         let d = crate::hold_ns();
@@ -228,19 +301,24 @@ fn crypto(p: &PacketInfo, w: &mut Work, b: u32, ts: u64) {
         {
             spin(d as u64);
         }
-        crypto_add(p, ts, v);
+        let ts = now(v.start_ts != 0);
+        crypto_add_from(p, first, ts, v);
         return;
     }
-    zero_words(&mut w.crypto);
-    crypto_add(p, ts, &mut w.crypto);
+    let ts = now(false);
+    zero_words(fresh);
+    crypto_add_from(p, first, ts, fresh);
     // NOEXIST: a session another CPU made in the meantime must not be replaced (that would
     // zero its counts); add to it instead.
-    if m.insert(&w.key, &w.crypto, BPF_NOEXIST as u64).is_ok() {
+    if m.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
         bump(CNT_SESSIONS);
+        if p.family != 4 {
+            mark_v6(b);
+        }
         return;
     }
-    match m.get_ptr_mut(&w.key) {
-        Some(v) => crypto_add(p, ts, unsafe { &mut *v }),
+    match m.get_ptr_mut(key) {
+        Some(v) => crypto_add_from(p, first, ts, unsafe { &mut *v }),
         None => bump(CNT_TURNED_AWAY),
     }
 }

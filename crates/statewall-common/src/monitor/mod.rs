@@ -16,13 +16,19 @@ pub mod packet;
 
 /// Control array of u64: [`CTL_ACTIVE`], [`CTL_EPOCH`], [`CTL_USED`] + buffer.
 pub const MAP_MON_CTL: &str = "SW_MON_CTL";
-/// ddos sessions, buffer 0 / 1: `HASH` of [`SessKey`] -> [`DdosSess`].
+/// ddos sessions, buffer 0 / 1: `HASH` of [`SessKey`] -> [`DdosSess`] (IPv6 sessions).
 pub const MAP_DDOS_SESS: [&str; 2] = ["SW_DDOS_SESS0", "SW_DDOS_SESS1"];
+/// ddos sessions of IPv4, buffer 0 / 1: `HASH` of [`SessKey4`] -> [`DdosSess`]. The kernel
+/// hashes a lookup's whole key: 16 bytes cost less than half of 40.
+pub const MAP_DDOS_SESS4: [&str; 2] = ["SW_DDOS_SESS4_0", "SW_DDOS_SESS4_1"];
 /// ddos packet records, buffer 0 / 1: `ARRAY` of [`PktSlot`], filled from slot 0 on
 /// (slot [`CTL_USED`] + buffer of [`MAP_MON_CTL`] counts the slots taken).
 pub const MAP_DDOS_PKTS: [&str; 2] = ["SW_DDOS_PKTS0", "SW_DDOS_PKTS1"];
-/// crypto sessions, buffer 0 / 1: `PERCPU_HASH` of [`SessKey`] -> [`CryptoVal`].
+/// crypto sessions, buffer 0 / 1: `PERCPU_HASH` of [`SessKey`] -> [`CryptoVal`] (IPv6
+/// sessions).
 pub const MAP_CRYPTO: [&str; 2] = ["SW_CRYPTO0", "SW_CRYPTO1"];
+/// crypto sessions of IPv4, buffer 0 / 1: `PERCPU_HASH` of [`SessKey4`] -> [`CryptoVal`].
+pub const MAP_CRYPTO4: [&str; 2] = ["SW_CRYPTO4_0", "SW_CRYPTO4_1"];
 /// Counters: `PERCPU_ARRAY` of u64, [`COUNTER_NAMES`] order.
 pub const MAP_MON_STATS: &str = "SW_MON_STATS";
 /// Per-CPU scratch of the monitor program (kernel-private).
@@ -100,8 +106,12 @@ pub const CTL_EPOCH: u32 = 1;
 pub const CTL_USED: u32 = 2;
 /// Slots `CTL_SESS + b`: session numbers handed out in buffer `b`.
 pub const CTL_SESS: u32 = 4;
+/// Slots `CTL_V6 + b`: nonzero once buffer `b` has an IPv6 session (set by the programs,
+/// cleared by the reader): a read skips the IPv6 table otherwise (reading an empty hash
+/// table still walks its buckets).
+pub const CTL_V6: u32 = 6;
 /// Slots in [`MAP_MON_CTL`].
-pub const CTL_SLOTS: u32 = 6;
+pub const CTL_SLOTS: u32 = 8;
 
 /// A session (5-tuple, lower address first). 4-aligned: its addresses are copied a word
 /// at a time ([`packet::key_into`]).
@@ -122,6 +132,43 @@ pub struct SessKey {
     pub family: u8,
     /// Explicit padding.
     pub _pad: [u8; 2],
+}
+
+/// An IPv4 session as the kernel's IPv4 tables key it: [`SessKey`]'s fields with 4-byte
+/// addresses (16 bytes in all).
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessKey4 {
+    /// Lower address.
+    pub saddr: [u8; 4],
+    /// Higher address.
+    pub daddr: [u8; 4],
+    /// Port of `saddr`.
+    pub sport: u16,
+    /// Port of `daddr`.
+    pub dport: u16,
+    /// L4 protocol.
+    pub proto: u8,
+    /// 4.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+
+impl SessKey4 {
+    /// The session as the tables of both families name it (addresses' other bytes zero).
+    pub fn widen(&self) -> SessKey {
+        let mut k = SessKey {
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            family: self.family,
+            ..SessKey::default()
+        };
+        k.saddr[..4].copy_from_slice(&self.saddr);
+        k.daddr[..4].copy_from_slice(&self.daddr);
+        k
+    }
 }
 
 /// A ddos session.
@@ -211,7 +258,8 @@ pub struct CryptoVal {
     pub n_bytes_reverse: u64,
     /// Unix ns of the first packet (on this CPU).
     pub start_ts: u64,
-    /// Unix ns of the latest packet (on this CPU).
+    /// Unix ns of the latest packet (on this CPU), to the kernel's tick: the packets after a
+    /// CPU's first are timed by the coarse clock.
     pub alive_ts: u64,
     /// The server's address.
     pub server: [u8; 16],
@@ -272,6 +320,8 @@ impl PktRec {
 mod pod {
     // SAFETY: plain old data, repr(C), explicit padding.
     unsafe impl aya::Pod for super::SessKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SessKey4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DdosSess {}
     // SAFETY: as above.

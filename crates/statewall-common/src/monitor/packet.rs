@@ -37,13 +37,15 @@ const _: () = assert!(
         && core::mem::offset_of!(SessKey, daddr).is_multiple_of(4)
 );
 
-/// Writes the packet's session key into `k`.
+/// Writes the packet's session key into `k`; returns [`src_is_first`] (which
+/// [`crypto_add_from`] takes, so that the kernel compares the addresses once).
 #[inline(always)]
-pub fn key_into(p: &PacketInfo, k: &mut SessKey) {
+pub fn key_into(p: &PacketInfo, k: &mut SessKey) -> bool {
     use crate::mem::copy_addr;
     // SAFETY (each copy): both types hold their addresses 4-aligned (asserted above and in
     // `crate::parse`).
-    if src_is_first(p) {
+    let first = src_is_first(p);
+    if first {
         unsafe {
             copy_addr(&mut k.saddr, &p.saddr);
             copy_addr(&mut k.daddr, &p.daddr);
@@ -61,6 +63,28 @@ pub fn key_into(p: &PacketInfo, k: &mut SessKey) {
     k.proto = p.l4proto;
     k.family = p.family;
     k._pad = [0; 2];
+    first
+}
+
+/// Writes an IPv4 packet's session key into `k` (the packet's family must be 4); returns
+/// [`src_is_first`]. [`SessKey4::widen`] of it is what [`key_into`] writes.
+#[inline(always)]
+pub fn key4_into(p: &PacketInfo, k: &mut SessKey4) -> bool {
+    let first = src_is_first(p);
+    let (a, b, pa, pb) = if first {
+        (&p.saddr, &p.daddr, p.sport, p.dport)
+    } else {
+        (&p.daddr, &p.saddr, p.dport, p.sport)
+    };
+    // (Four bytes each: one word load and store.)
+    k.saddr = [a[0], a[1], a[2], a[3]];
+    k.daddr = [b[0], b[1], b[2], b[3]];
+    k.sport = pa;
+    k.dport = pb;
+    k.proto = p.l4proto;
+    k.family = p.family;
+    k._pad = [0; 2];
+    first
 }
 
 /// The server of a new session: (the destination is the server, method). First rule that
@@ -167,6 +191,12 @@ pub fn fill_rec(p: &PacketInfo, ts: u64, r: &mut PktRec) {
 /// (`start_ts == 0`).
 #[inline(always)]
 pub fn crypto_add(p: &PacketInfo, ts: u64, v: &mut CryptoVal) {
+    crypto_add_from(p, src_is_first(p), ts, v)
+}
+
+/// [`crypto_add`] of a packet whose [`src_is_first`] is `first` (as [`key_into`] returned).
+#[inline(always)]
+pub fn crypto_add_from(p: &PacketInfo, first: bool, ts: u64, v: &mut CryptoVal) {
     if v.start_ts == 0 {
         let (dst, m) = server_of(p);
         crate::mem::copy_bytes(&mut v.server, if dst { &p.daddr } else { &p.saddr });
@@ -174,12 +204,16 @@ pub fn crypto_add(p: &PacketInfo, ts: u64, v: &mut CryptoVal) {
         v.start_ts = ts;
     }
     let bytes = p.ip_len as u64;
-    if src_is_first(p) {
+    if first {
         v.n_packets += 1;
         v.n_bytes += bytes;
     } else {
         v.n_packets_reverse += 1;
         v.n_bytes_reverse += bytes;
     }
-    v.alive_ts = ts;
+    // The latest time seen: the kernel times a CPU's first packet of a session by the
+    // precise clock and the next by the coarse one, which may be behind it by a tick.
+    if ts > v.alive_ts {
+        v.alive_ts = ts;
+    }
 }

@@ -31,12 +31,12 @@ use serde::{Deserialize, Serialize};
 use crate::engine::sys::Mapped;
 use error::MonitorError;
 use statewall_common::monitor::{
-    CryptoVal, DdosSess, PktRec, PktSlot, SessKey, CNT_CAPTURED, CNT_IGNORED,
+    CryptoVal, DdosSess, PktRec, PktSlot, SessKey, SessKey4, CNT_CAPTURED, CNT_IGNORED,
     CNT_IGNORED_MALFORMED, CNT_IGNORED_NOT_IP, CNT_IGNORED_PROTOCOL, CNT_PACKETS, CNT_SESSIONS,
-    COUNTERS, COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_USED,
+    COUNTERS, COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_USED, CTL_V6,
     DDOS_PER_SESSION, DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION, GLOBAL_TEST_DELAY,
-    GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_DDOS_PKTS, MAP_DDOS_SESS, MAP_MON_CTL,
-    MAP_MON_STATS,
+    GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_CRYPTO4, MAP_DDOS_PKTS, MAP_DDOS_SESS,
+    MAP_DDOS_SESS4, MAP_MON_CTL, MAP_MON_STATS,
 };
 
 /// The compiled monitor object (built by `build.rs`).
@@ -319,10 +319,13 @@ impl Monitor {
             Kind::Ddos => (sessions, total, 1),
             Kind::Crypto => (1, 1, sessions),
         };
+        // IPv4 and IPv6 sessions have a table each, of `sessions` entries.
         for b in 0..2 {
             l.map_max_entries(MAP_DDOS_SESS[b], ds);
+            l.map_max_entries(MAP_DDOS_SESS4[b], ds);
             l.map_max_entries(MAP_DDOS_PKTS[b], dt);
             l.map_max_entries(MAP_CRYPTO[b], cs);
+            l.map_max_entries(MAP_CRYPTO4[b], cs);
         }
         let ebpf = l.load(object).map_err(|e| MonitorError::Load {
             what: format!("loading monitor {:?}", spec.name),
@@ -507,27 +510,19 @@ impl Monitor {
         let grace = t0.elapsed();
         let t1 = Instant::now();
         let mut w = Window::default();
-        let key_size = std::mem::size_of::<SessKey>();
         match self.spec.kind {
             Kind::Ddos => {
-                let vs = std::mem::size_of::<DdosSess>();
-                let (k, v, n) = crate::engine::sys::lookup_batch(
-                    self.map_fd(MAP_DDOS_SESS[b]),
-                    key_size,
-                    vs,
-                    self.spec.sessions(),
-                    true,
-                )
-                .map_err(|e| merr(MAP_DDOS_SESS[b], e))?;
-                let mut by_id = std::collections::HashMap::with_capacity(n);
-                for i in 0..n {
-                    let key: SessKey = pod(&k[i * key_size..]);
-                    let s: DdosSess = pod(&v[i * vs..]);
-                    by_id.insert(s.id, key);
+                let mut sessions = self.sessions::<SessKey4, DdosSess>(MAP_DDOS_SESS4[b], 1)?;
+                if self.take_v6(b)? {
+                    sessions.extend(self.sessions::<SessKey, DdosSess>(MAP_DDOS_SESS[b], 1)?);
+                }
+                let mut by_id = std::collections::HashMap::with_capacity(sessions.len());
+                for (key, s) in sessions {
+                    by_id.insert(s[0].id, key);
                     w.ddos_sessions.push(DdosSession {
                         key,
-                        server: s.server,
-                        n_packets: s.n_packets,
+                        server: s[0].server,
+                        n_packets: s[0].n_packets,
                     });
                 }
                 let used = self.ctl(CTL_USED + b as u32)?;
@@ -566,20 +561,13 @@ impl Monitor {
                 }
             }
             Kind::Crypto => {
-                let vs = std::mem::size_of::<CryptoVal>().div_ceil(8) * 8;
-                let (k, v, n) = crate::engine::sys::lookup_batch(
-                    self.map_fd(MAP_CRYPTO[b]),
-                    key_size,
-                    vs * self.ncpus,
-                    self.spec.sessions(),
-                    true,
-                )
-                .map_err(|e| merr(MAP_CRYPTO[b], e))?;
-                for i in 0..n {
-                    let key: SessKey = pod(&k[i * key_size..]);
-                    let per_cpu: Vec<CryptoVal> = (0..self.ncpus)
-                        .map(|c| pod(&v[(i * self.ncpus + c) * vs..]))
-                        .collect();
+                let mut sessions =
+                    self.sessions::<SessKey4, CryptoVal>(MAP_CRYPTO4[b], self.ncpus)?;
+                if self.take_v6(b)? {
+                    sessions
+                        .extend(self.sessions::<SessKey, CryptoVal>(MAP_CRYPTO[b], self.ncpus)?);
+                }
+                for (key, per_cpu) in sessions {
                     w.crypto.push(CryptoSession {
                         key,
                         total: merge(&per_cpu),
@@ -612,6 +600,62 @@ impl Monitor {
         top.sort_by_key(|t| std::cmp::Reverse(t.1));
         self.last_top = top;
         Ok(w)
+    }
+}
+
+/// A session table's key, as both families' tables name it.
+trait Widen: aya::Pod {
+    fn widen(&self) -> SessKey;
+}
+
+impl Widen for SessKey {
+    fn widen(&self) -> SessKey {
+        *self
+    }
+}
+
+impl Widen for SessKey4 {
+    fn widen(&self) -> SessKey {
+        SessKey4::widen(self)
+    }
+}
+
+impl Monitor {
+    /// Whether buffer `b` may hold IPv6 sessions ([`CTL_V6`]), clearing the note first (a
+    /// session made after it, during an erase-on-read, notes it again for the next read).
+    fn take_v6(&mut self, b: usize) -> Result<bool, MonitorError> {
+        let slot = CTL_V6 + b as u32;
+        if self.ctl(slot)? == 0 {
+            return Ok(false);
+        }
+        self.set_ctl(slot, 0)?;
+        Ok(true)
+    }
+
+    /// Reads and empties session table `map` of keys `K` and values `V`, `per` values a key
+    /// (a per-CPU table's: one per possible CPU, each padded to 8 bytes).
+    fn sessions<K: Widen, V: aya::Pod>(
+        &self,
+        map: &str,
+        per: usize,
+    ) -> Result<Vec<(SessKey, Vec<V>)>, MonitorError> {
+        let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+        let vs = if per > 1 { vs.div_ceil(8) * 8 } else { vs };
+        let (k, v, n) = crate::engine::sys::lookup_batch(
+            self.map_fd(map),
+            ks,
+            vs * per,
+            self.spec.sessions(),
+            true,
+        )
+        .map_err(|e| merr(map, e))?;
+        Ok((0..n)
+            .map(|i| {
+                let key: K = pod(&k[i * ks..]);
+                let vals = (0..per).map(|c| pod(&v[(i * per + c) * vs..])).collect();
+                (key.widen(), vals)
+            })
+            .collect())
     }
 }
 
