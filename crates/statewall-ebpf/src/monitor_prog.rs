@@ -121,7 +121,9 @@ fn global(v: &'static u32) -> u32 {
     unsafe { core::ptr::read_volatile(v) }
 }
 
+// (The body in line, as for the main object's programs: see `main.rs`.)
 #[classifier]
+#[inline(always)]
 pub fn sw_monitor(ctx: TcContext) -> i32 {
     let Some(p) = crate::pkt::scratch() else {
         return TCX_NEXT;
