@@ -629,3 +629,39 @@ fn a_full_grant_table_refuses_counts_and_reports() {
         .count();
     assert_eq!(refused, 3, "{events:?}");
 }
+
+/// The stage runs every machine up to the highest enabled one, whichever that is: with
+/// 1 to 8 machines, only the last drops UDP to port 9999 (the others have transitions on
+/// other ports), and a packet to 9999 is dropped; one to another port passes.
+#[test]
+fn the_highest_machine_runs_at_every_count() {
+    let a: IpAddr = "10.9.0.1".parse().unwrap();
+    let b: IpAddr = "10.9.0.100".parse().unwrap();
+    let hit = Packet::udp(a, b, 40000, 9999).build();
+    let miss = Packet::udp(a, b, 40000, 9998).build();
+    let mut bed = TestBed::new();
+    for n in 1..=8u16 {
+        let mut text = String::new();
+        for i in 0..n {
+            let port = if i + 1 == n { 9999 } else { 1000 + i };
+            text += &format!(
+                "[[xfsm]]\nname = \"m{i}\"\nlookup = [\"src_ip\"]\n\
+                 [[xfsm.transition]]\nproto = \"udp\"\nport = {port}\naction = \"drop\"\n"
+            );
+        }
+        let cfg = statewall::config::Config::parse(&text, "machines.toml").unwrap();
+        let compiled = compile(&[], &cfg.raw_machines().unwrap()).unwrap();
+        assert_eq!(compiled.machines.len(), n as usize);
+        write_tables(&mut bed, &compiled, Some(&[])).unwrap();
+        assert_eq!(
+            bed.run_tc(statewall::engine::ebpf::PROG_XFSM, &hit),
+            statewall_common::TC_ACT_SHOT,
+            "{n} machines: the last one's drop"
+        );
+        assert_eq!(
+            bed.run_tc(statewall::engine::ebpf::PROG_XFSM, &miss),
+            statewall_common::TCX_NEXT,
+            "{n} machines: a port none has"
+        );
+    }
+}
