@@ -512,9 +512,9 @@ impl Monitor {
         let mut w = Window::default();
         match self.spec.kind {
             Kind::Ddos => {
-                let mut sessions = self.sessions::<SessKey4, DdosSess>(MAP_DDOS_SESS4[b], 1)?;
+                let mut sessions = self.sessions::<SessKey4, DdosSess>(MAP_DDOS_SESS4[b], false)?;
                 if self.take_v6(b)? {
-                    sessions.extend(self.sessions::<SessKey, DdosSess>(MAP_DDOS_SESS[b], 1)?);
+                    sessions.extend(self.sessions::<SessKey, DdosSess>(MAP_DDOS_SESS[b], false)?);
                 }
                 let mut by_id = std::collections::HashMap::with_capacity(sessions.len());
                 for (key, s) in sessions {
@@ -561,11 +561,9 @@ impl Monitor {
                 }
             }
             Kind::Crypto => {
-                let mut sessions =
-                    self.sessions::<SessKey4, CryptoVal>(MAP_CRYPTO4[b], self.ncpus)?;
+                let mut sessions = self.sessions::<SessKey4, CryptoVal>(MAP_CRYPTO4[b], true)?;
                 if self.take_v6(b)? {
-                    sessions
-                        .extend(self.sessions::<SessKey, CryptoVal>(MAP_CRYPTO[b], self.ncpus)?);
+                    sessions.extend(self.sessions::<SessKey, CryptoVal>(MAP_CRYPTO[b], true)?);
                 }
                 for (key, per_cpu) in sessions {
                     w.crypto.push(CryptoSession {
@@ -632,15 +630,20 @@ impl Monitor {
         Ok(true)
     }
 
-    /// Reads and empties session table `map` of keys `K` and values `V`, `per` values a key
-    /// (a per-CPU table's: one per possible CPU, each padded to 8 bytes).
+    /// Reads and empties session table `map` of keys `K` and values `V`: one value a key,
+    /// or with `per_cpu` one per possible CPU (each padded to 8 bytes, as the kernel copies
+    /// a per-CPU table's values).
     fn sessions<K: Widen, V: aya::Pod>(
         &self,
         map: &str,
-        per: usize,
+        per_cpu: bool,
     ) -> Result<Vec<(SessKey, Vec<V>)>, MonitorError> {
         let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
-        let vs = if per > 1 { vs.div_ceil(8) * 8 } else { vs };
+        let (vs, per) = if per_cpu {
+            (vs.div_ceil(8) * 8, self.ncpus)
+        } else {
+            (vs, 1)
+        };
         let (k, v, n) = crate::engine::sys::lookup_batch(
             self.map_fd(map),
             ks,
