@@ -108,11 +108,14 @@ fn spin(ns: u64) {
     };
 }
 
-/// Notes that buffer `b` has an IPv6 session ([`CTL_V6`]).
+/// Counts a session the packet made in buffer `b`, and notes an IPv6 one ([`CTL_V6`]).
 #[inline(always)]
-fn mark_v6(b: u32) {
-    if let Some(f) = SW_MON_CTL.get_ptr_mut(CTL_V6 + b) {
-        unsafe { core::ptr::write_volatile(f, 1) };
+fn session_made(p: &PacketInfo, b: u32) {
+    bump(CNT_SESSIONS);
+    if p.family != 4 {
+        if let Some(f) = SW_MON_CTL.get_ptr_mut(CTL_V6 + b) {
+            unsafe { core::ptr::write_volatile(f, 1) };
+        }
     }
 }
 
@@ -202,10 +205,7 @@ fn ddos_in<K>(p: &PacketInfo, sess: &HashMap<K, DdosSess>, key: &K, b: u32) {
             copy_bytes(&mut v.server, server_addr(p));
             // NOEXIST: another CPU may have made it in the meantime; then use theirs.
             if sess.insert(key, &v, BPF_NOEXIST as u64).is_ok() {
-                bump(CNT_SESSIONS);
-                if p.family != 4 {
-                    mark_v6(b);
-                }
+                session_made(p, b);
             }
             match sess.get_ptr_mut(key) {
                 Some(s) => s,
@@ -313,10 +313,7 @@ fn crypto_in<K>(
     // NOEXIST: a session another CPU made in the meantime must not be replaced (that would
     // zero its counts); add to it instead.
     if m.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
-        bump(CNT_SESSIONS);
-        if p.family != 4 {
-            mark_v6(b);
-        }
+        session_made(p, b);
         return;
     }
     match m.get_ptr_mut(key) {

@@ -155,18 +155,18 @@ pub struct SessKey4 {
     pub _pad: [u8; 2],
 }
 
-impl SessKey4 {
-    /// The session as the tables of both families name it (addresses' other bytes zero).
-    pub fn widen(&self) -> SessKey {
+/// The session as the tables of both families name it (addresses' other bytes zero).
+impl From<SessKey4> for SessKey {
+    fn from(k4: SessKey4) -> SessKey {
         let mut k = SessKey {
-            sport: self.sport,
-            dport: self.dport,
-            proto: self.proto,
-            family: self.family,
+            sport: k4.sport,
+            dport: k4.dport,
+            proto: k4.proto,
+            family: k4.family,
             ..SessKey::default()
         };
-        k.saddr[..4].copy_from_slice(&self.saddr);
-        k.daddr[..4].copy_from_slice(&self.daddr);
+        k.saddr[..4].copy_from_slice(&k4.saddr);
+        k.daddr[..4].copy_from_slice(&k4.daddr);
         k
     }
 }

@@ -67,7 +67,7 @@ pub fn key_into(p: &PacketInfo, k: &mut SessKey) -> bool {
 }
 
 /// Writes an IPv4 packet's session key into `k` (the packet's family must be 4); returns
-/// [`src_is_first`]. [`SessKey4::widen`] of it is what [`key_into`] writes.
+/// [`src_is_first`]. `SessKey::from` it is what [`key_into`] writes.
 #[inline(always)]
 pub fn key4_into(p: &PacketInfo, k: &mut SessKey4) -> bool {
     let first = src_is_first(p);

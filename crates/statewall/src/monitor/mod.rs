@@ -601,23 +601,6 @@ impl Monitor {
     }
 }
 
-/// A session table's key, as both families' tables name it.
-trait Widen: aya::Pod {
-    fn widen(&self) -> SessKey;
-}
-
-impl Widen for SessKey {
-    fn widen(&self) -> SessKey {
-        *self
-    }
-}
-
-impl Widen for SessKey4 {
-    fn widen(&self) -> SessKey {
-        SessKey4::widen(self)
-    }
-}
-
 impl Monitor {
     /// Whether buffer `b` may hold IPv6 sessions ([`CTL_V6`]), clearing the note first (a
     /// session made after it, during an erase-on-read, notes it again for the next read).
@@ -630,10 +613,11 @@ impl Monitor {
         Ok(true)
     }
 
-    /// Reads and empties session table `map` of keys `K` and values `V`: one value a key,
+    /// Reads and empties session table `map` of keys `K` (given as the tables of both
+    /// families name them) and values `V`: one value a key,
     /// or with `per_cpu` one per possible CPU (each padded to 8 bytes, as the kernel copies
     /// a per-CPU table's values).
-    fn sessions<K: Widen, V: aya::Pod>(
+    fn sessions<K: aya::Pod + Into<SessKey>, V: aya::Pod>(
         &self,
         map: &str,
         per_cpu: bool,
@@ -656,7 +640,7 @@ impl Monitor {
             .map(|i| {
                 let key: K = pod(&k[i * ks..]);
                 let vals = (0..per).map(|c| pod(&v[(i * per + c) * vs..])).collect();
-                (key.widen(), vals)
+                (key.into(), vals)
             })
             .collect())
     }
