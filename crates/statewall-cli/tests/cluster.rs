@@ -96,6 +96,19 @@ fn hosts(tag: &str, etcd: &Etcd, on_down: [&str; 3], spa_secs: u64) -> Vec<Host>
         .collect()
 }
 
+impl Drop for Host {
+    /// A failing test shows what each daemon logged (its scratch directory goes with it).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- daemon {} ---\n{}",
+                self.p.config.display(),
+                common::logs(&self.p)
+            );
+        }
+    }
+}
+
 impl Host {
     fn d(&self) -> &Daemon {
         self.d.as_ref().unwrap()
@@ -301,6 +314,33 @@ fn etcd_outages_keep_enforcement_and_everything_catches_up() {
             h.opens(24)
         });
     }
+    // The member that is down is out of each host's balance, and the links stay up: no
+    // request goes to it and fails, so no stretch ends (the client's balancer alone kept
+    // sending it a share of the requests: the links went down and read everything again
+    // every second or two).
+    let dead = etcd.endpoints()[0].clone();
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} took {dead} out"), || {
+            h.cluster()["members_out"] == serde_json::json!([dead])
+        });
+    }
+    let resyncs = |h: &Host| h.cluster()["counts"]["resyncs"].as_u64().unwrap();
+    let before: Vec<u64> = hs.iter().map(resyncs).collect();
+    for _ in 0..30 {
+        for (i, h) in hs.iter().enumerate() {
+            assert_eq!(h.cluster()["up"], true, "host {i}: {}", h.cluster());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after: Vec<u64> = hs.iter().map(resyncs).collect();
+    assert_eq!(before, after, "full reads while one member was down");
+    let out = common::cli(&hs[1].p, &["status"]).1;
+    assert!(
+        out.contains(&format!(
+            "etcd reachable (member refusing connections: {dead})"
+        )),
+        "{out}"
+    );
     // Every member down: what is installed is enforced, SPA as each host says.
     etcd.kill(1);
     etcd.kill(2);
@@ -351,6 +391,11 @@ fn etcd_outages_keep_enforcement_and_everything_catches_up() {
         });
         eventually(&format!("host {i} has host 2's grant"), || h.opens(22));
         assert!(h.opens(24));
+    }
+    for (i, h) in hs.iter().enumerate() {
+        eventually(&format!("host {i} put every member back"), || {
+            h.cluster()["members_out"] == serde_json::json!([])
+        });
     }
     eventually("host 2's outbox is empty", || {
         hs[2].cluster()["pending"] == 0

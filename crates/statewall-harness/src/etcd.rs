@@ -306,6 +306,9 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
         for i in 0..self.members.len() {
             self.kill(i);
         }

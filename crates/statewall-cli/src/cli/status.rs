@@ -33,7 +33,20 @@ fn print_status(v: &serde_json::Value) {
     );
     if let Some(c) = v["cluster"].as_object() {
         let link = if c["up"].as_bool() == Some(true) {
-            "etcd reachable".to_string()
+            let out: Vec<&str> = c["members_out"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str())
+                .collect();
+            if out.is_empty() {
+                "etcd reachable".to_string()
+            } else {
+                format!(
+                    "etcd reachable (member refusing connections: {})",
+                    out.join(", ")
+                )
+            }
         } else {
             format!(
                 "etcd UNREACHABLE ({}); enforcing what is installed, SPA: {}",

@@ -243,7 +243,10 @@ fn cluster_lines(c: &Value) -> Vec<String> {
         return Vec::new();
     }
     let link = if c["up"] == true {
-        "etcd reachable".to_string()
+        match c["members_out"].as_array().map_or(0, |a| a.len()) {
+            0 => "etcd reachable".to_string(),
+            n => format!("etcd reachable, {n} member(s) refusing connections"),
+        }
     } else {
         format!(
             "etcd UNREACHABLE ({}), SPA: {}",

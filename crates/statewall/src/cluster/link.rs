@@ -167,6 +167,8 @@ pub struct LinkStatus {
     pub error: Option<String>,
     /// Grants, blocks, their deletes and claims waiting for etcd.
     pub pending: usize,
+    /// Members whose port refused connections, out of the balance until it accepts again.
+    pub members_out: Vec<String>,
     /// What SPA does while etcd is away.
     pub on_cluster_down: OnDown,
     /// Counters.
@@ -366,6 +368,7 @@ impl Link {
                     .clone()
             }),
             pending,
+            members_out: self.store.members_out(),
             on_cluster_down: self.cfg.on_cluster_down,
             counts,
         }

@@ -4,8 +4,17 @@
 //! Leases are shared: a claim or a grant takes the lease of its expiry rounded up to the
 //! next [`LEASE_STEP`] seconds, made once and reused, so that a claim is one transaction
 //! and a grant one put, not a lease grant each.
+//!
+//! The client balances requests over the members, and its balancer keeps sending a share
+//! of them to a member that is down (they fail at once): [`Store::check_members`] takes a
+//! member whose port refuses connections out of the balance and puts it back once it
+//! accepts again, so that a group with one member down goes on as if nothing happened.
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Mutex,
+    time::Duration,
+};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
@@ -70,6 +79,11 @@ pub enum GrantChange {
 pub struct Store {
     client: Client,
     timeout: Duration,
+    /// The configured endpoints, and the connect timeout to probe them with.
+    endpoints: Vec<String>,
+    connect_timeout: Duration,
+    /// Indices of the endpoints taken out of the balance (they refused a connection).
+    out: Mutex<BTreeSet<usize>>,
     replay: String,
     grants: String,
     blocks: String,
@@ -112,11 +126,62 @@ impl Store {
         Ok(Store {
             client,
             timeout: cfg.request_timeout.0,
+            endpoints: cfg.endpoints.clone(),
+            connect_timeout: cfg.connect_timeout.0,
+            out: Default::default(),
             replay: cfg.replay_prefix(),
             grants: cfg.grants_prefix(),
             blocks: cfg.blocks_prefix(),
             leases: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Probes every member's port (a TCP connection, at most the connect timeout): one
+    /// that does not accept is taken out of the client's balance, one that accepts again is
+    /// put back. Called by one task (the daemon's cluster task).
+    pub async fn check_members(&self) {
+        let t = self.connect_timeout;
+        let up = futures_util::future::join_all(self.endpoints.iter().map(|e| async move {
+            let addr = e
+                .split_once("://")
+                .map_or(e.as_str(), |(_, r)| r)
+                .trim_end_matches('/');
+            matches!(
+                tokio::time::timeout(t, tokio::net::TcpStream::connect(addr)).await,
+                Ok(Ok(_))
+            )
+        }))
+        .await;
+        for (i, (e, up)) in self.endpoints.iter().zip(up).enumerate() {
+            let is_out = self.lock_out().contains(&i);
+            if !up && !is_out {
+                match self.client.remove_endpoint(e).await {
+                    Ok(()) => {
+                        self.lock_out().insert(i);
+                        tracing::warn!(endpoint = %e, "cluster: etcd member refuses connections: requests go to the others");
+                    }
+                    Err(err) => tracing::warn!(endpoint = %e, "cluster: {err}"),
+                }
+            } else if up && is_out {
+                match self.client.add_endpoint(e).await {
+                    Ok(()) => {
+                        self.lock_out().remove(&i);
+                        tracing::info!(endpoint = %e, "cluster: etcd member accepts connections again");
+                    }
+                    Err(err) => tracing::warn!(endpoint = %e, "cluster: {err}"),
+                }
+            }
+        }
+    }
+
+    fn lock_out(&self) -> std::sync::MutexGuard<'_, BTreeSet<usize>> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoints taken out of the balance ([`Store::check_members`]).
+    pub fn members_out(&self) -> Vec<String> {
+        let out = self.lock_out();
+        out.iter().map(|&i| self.endpoints[i].clone()).collect()
     }
 
     async fn bounded<T>(

@@ -137,6 +137,7 @@ async fn follow(
     link: &Link,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
+    link.store.check_members().await;
     let (grants, bad, rev) = link.store.grants().await?;
     link.set_up();
     link.counts.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -178,7 +179,9 @@ async fn follow(
             }
             _ = link.wake.notified() => link.flush().await?,
             _ = tick.tick() => {
-                // A probe, so that a silent etcd is noticed; then what failed before.
+                // The members' ports, then a probe, so that a silent etcd is noticed; then
+                // what failed before.
+                link.store.check_members().await;
                 link.store.revision().await?;
                 link.set_up();
                 link.flush().await?;

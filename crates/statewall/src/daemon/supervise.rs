@@ -172,7 +172,7 @@ pub fn fault(name: &str) -> bool {
 
 /// Runs `stretch` (one connected stretch: `Ok` when the daemon stops) again after every
 /// gap until the daemon stops: `on_gap` hears why, and the next try waits `backoff.0`,
-/// doubling up to `backoff.1`.
+/// doubling up to `backoff.1` (a stretch that lasted that long starts it over).
 pub async fn until_stopped<F, Fut>(
     mut stop: tokio::sync::watch::Receiver<bool>,
     backoff: (std::time::Duration, std::time::Duration),
@@ -189,9 +189,14 @@ where
         if *stop.borrow() {
             return Ok(());
         }
+        let t0 = std::time::Instant::now();
         match stretch(stop.clone()).await {
             Ok(()) => return Ok(()),
             Err(e) => {
+                // A stretch that lasted starts the backoff over.
+                if t0.elapsed() >= backoff.1 {
+                    wait = backoff.0;
+                }
                 on_gap(&e);
                 tracing::debug!("{what}: {e}; again in {wait:?}");
             }
