@@ -509,3 +509,64 @@ fn kernel_registers_equal_the_interpreter_on_random_machines() {
     assert!(reach.saturated_high > 0, "no register reached the maximum");
     assert!(reach.zero_after_sub > 0);
 }
+
+/// The time a machine reads as a value (`now`) comes from the precise clock: each of a
+/// flow's packets stores `now` in a register, and the stored time lies between the clock
+/// read just before and just after the test run. A hook whose machines read no time (knock
+/// doors: timeouts only) uses the coarse clock, whose value is the last tick's (up to 4 ms
+/// earlier): with it here, the time stored lags the read before the run, and this fails.
+#[test]
+fn a_machine_that_reads_the_clock_gets_the_precise_one() {
+    let m = RawMachine {
+        name: "stamp".into(),
+        lookup: vec![field::SRC_IP],
+        update: vec![field::SRC_IP],
+        states: vec!["DEFAULT".into()],
+        flow_regs: vec!["t".into()],
+        transitions: vec![RawTrans {
+            state: 0,
+            dirs: vec![DIR_INGRESS],
+            proto: proto::UDP,
+            port: PORTS[0],
+            updates: vec![UpdDef {
+                dst: Reg::Flow(0),
+                op: UpdOp::Set,
+                src: Opd::Now,
+                shr: 0,
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let compiled = compile(&[], &[m]).unwrap();
+    assert!(compiled.reads_clock());
+    let mut bed = TestBed::new();
+    write_tables(&mut bed, &compiled, None).unwrap();
+    bed.freeze(0);
+    let a: IpAddr = "10.1.0.7".parse().unwrap();
+    let b: IpAddr = "10.1.0.2".parse().unwrap();
+    let frame = Packet::udp(a, b, 40000, PORTS[0]).payload(&[1; 8]).build();
+    let stored = |bed: &mut TestBed| {
+        let r: BpfHashMap<&MapData, StateKey, FlowRegs> = (&*bed.map(MAP_REGS)).try_into().unwrap();
+        let v: Vec<FlowRegs> = r.iter().map(|e| e.unwrap().1).collect();
+        assert_eq!(v.len(), 1);
+        v[0].r[0]
+    };
+    for round in 0..5 {
+        let before = bed.kernel_now();
+        assert_eq!(
+            bed.run_tc(statewall::engine::ebpf::PROG_XFSM, &frame),
+            TCX_NEXT
+        );
+        let after = bed.kernel_now();
+        let t = stored(&mut bed);
+        assert!(
+            before <= t && t <= after,
+            "round {round}: stored {t}, clock {before} before the run and {after} after"
+        );
+        // A few hundred microseconds apart: more than a TSC read, less than a tick.
+        while bed.kernel_now() < after + 300_000 {
+            std::hint::spin_loop();
+        }
+    }
+}

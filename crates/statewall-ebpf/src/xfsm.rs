@@ -676,7 +676,7 @@ pub fn actions() -> (u32, u32, u32) {
 /// payload bytes when a transition needs them.
 #[inline(always)]
 pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, load: L) -> u32 {
-    let (packed, now) = match begin(&mut Maps::new(), p, dir, crate::clock::now_ns) {
+    let (packed, now) = match begin(&mut Maps::new(), p, dir, crate::clock::now_ns_of) {
         Some(mut c) => {
             if c.snap {
                 c.snap = capture(p, load);
@@ -692,7 +692,7 @@ pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, l
 /// as [`run`].
 #[inline(always)]
 pub fn run_switch(p: &PacketInfo, sw: &SwitchDef) -> u32 {
-    let (packed, now) = match begin_switch(&mut Maps::new(), p, sw, crate::clock::now_ns) {
+    let (packed, now) = match begin_switch(&mut Maps::new(), p, sw, crate::clock::now_ns_of) {
         Some(c) => (c.pack(), c.now),
         None => return 0,
     };

@@ -152,6 +152,12 @@ pub const CTL_SWITCH_SHIFT: u32 = 24;
 /// Flag in the [`CTL_GEN`] word: some transition matches a UDP payload, so a UDP packet
 /// to a port in the prefilter has its payload captured.
 pub const CTL_PAYLOAD: u32 = 4;
+/// Flag in the [`CTL_GEN`] word: some machine reads the clock as a value (an operand
+/// `now`, `since`, `gsince`), so the packet's time comes from the precise clock. Without
+/// it the time is the coarse clock's (its value at the last tick, 4 ms apart at 250 Hz):
+/// enough for timeouts, lockout windows and event budgets, and without the TSC read that
+/// costs a VM a fifth of a knock packet's time.
+pub const CTL_PRECISE: u32 = 16;
 /// Buckets of the address filter.
 pub const ADDR_BUCKETS: u32 = 4096;
 
@@ -1705,10 +1711,11 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
 
 /// Starts a packet travelling in direction `dir`: counts it and returns the context, or
 /// `None` when no machine can care about it (not L4, a non-first fragment, no machine
-/// enabled, or the fast path rules it out). The clock is read only when needed (`now`).
+/// enabled, or the fast path rules it out). The clock is read only when needed (`now`,
+/// told whether the precise clock is needed: [`CTL_PRECISE`]).
 /// [`Ctx::snap`] says whether the caller must capture the UDP payload ([`wants_payload`]).
 #[inline(always)]
-pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
+pub fn begin<'a, T: Tables, F: FnOnce(bool) -> u64>(
     t: &mut T,
     p: &'a PacketInfo,
     dir: u8,
@@ -1739,13 +1746,13 @@ pub fn begin<'a, T: Tables, F: FnOnce() -> u64>(
         if a == 0 && b == 0 {
             return None;
         }
-        let now = now();
+        let now = now(g & CTL_PRECISE != 0);
         if a <= now && b <= now {
             return None;
         }
         now
     } else {
-        now()
+        now(g & CTL_PRECISE != 0)
     };
     // Machines exempt for an allowlisted source (the `detect` stage's detectors, which act
     // on ingress): asked once the fast path has not ruled the packet out.
@@ -1792,7 +1799,7 @@ pub fn finish<T: Tables>(t: &mut T, c: &Ctx<'_>, grant: u64) {
 /// Starts a frame that arrived on a port of switch `sw`: every frame, IP or not (ARP),
 /// runs the switch's machines of the active generation (ingress); `None` when it has none.
 #[inline(always)]
-pub fn begin_switch<'a, T: Tables, F: FnOnce() -> u64>(
+pub fn begin_switch<'a, T: Tables, F: FnOnce(bool) -> u64>(
     t: &mut T,
     p: &'a PacketInfo,
     sw: &acts::SwitchDef,
@@ -1812,7 +1819,7 @@ pub fn begin_switch<'a, T: Tables, F: FnOnce() -> u64>(
     };
     Some(Ctx {
         p,
-        now: now(),
+        now: now(g & CTL_PRECISE != 0),
         generation,
         pbits,
         mask,
@@ -1868,7 +1875,7 @@ fn run_all<T: Tables>(t: &mut T, c: &Ctx<'_>) -> Verdict {
 /// The tables hold the packet's payload for [`Tables::payload_matches`]. (The kernel runs
 /// the same pieces, with `bpf_loop` driving the machines.)
 pub fn step_verdict<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> Verdict {
-    match begin(t, p, dir, || now) {
+    match begin(t, p, dir, |_| now) {
         Some(c) => run_all(t, &c),
         None => Verdict {
             pass: true,
@@ -1889,7 +1896,7 @@ pub fn step_switch<T: Tables>(
     sw: &acts::SwitchDef,
     now: u64,
 ) -> Verdict {
-    match begin_switch(t, p, sw, || now) {
+    match begin_switch(t, p, sw, |_| now) {
         Some(c) => run_all(t, &c),
         None => Verdict {
             pass: true,

@@ -132,6 +132,22 @@ impl Compiled {
         bits
     }
 
+    /// Whether some condition or update reads the clock as a value (`now`, `since`,
+    /// `gsince`): the kernel then reads the precise clock for the packets of the hook
+    /// ([`CTL_PRECISE`](statewall_common::xfsm::CTL_PRECISE)).
+    pub fn reads_clock(&self) -> bool {
+        use statewall_common::xfsm::regs::{opnd, Operand};
+        let clock = |o: &Operand| matches!(o.kind, opnd::NOW | opnd::SINCE | opnd::GSINCE);
+        self.conds.iter().any(|cs| {
+            cs.c.iter()
+                .take(cs.n as usize)
+                .any(|c| clock(&c.a) || clock(&c.b))
+        }) || self
+            .upd_sets
+            .iter()
+            .any(|u| u.u.iter().take(u.n as usize).any(|x| clock(&x.src)))
+    }
+
     /// The [`CTL_GEN`](statewall_common::xfsm::CTL_GEN) word that switches to generation `generation` holding these tables.
     pub fn ctl_word(&self, generation: u32) -> u32 {
         let payload = if self.payloads.is_empty() {
@@ -139,9 +155,15 @@ impl Compiled {
         } else {
             CTL_PAYLOAD
         };
+        let precise = if self.reads_clock() {
+            statewall_common::xfsm::CTL_PRECISE
+        } else {
+            0
+        };
         generation
             | self.slow()
             | payload
+            | precise
             | self.mask() << 8
             | self.switch_mask << statewall_common::xfsm::CTL_SWITCH_SHIFT
             | if self.exempt_mask != 0 {
