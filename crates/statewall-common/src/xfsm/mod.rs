@@ -361,6 +361,44 @@ pub struct TransKey {
     pub conds: u8,
 }
 
+impl TransKey {
+    /// The key as one 64-bit word.
+    #[inline(always)]
+    fn word(&self) -> u64 {
+        let port = self.port.to_ne_bytes();
+        u64::from_ne_bytes([
+            self.generation,
+            self.machine,
+            self.state,
+            self.proto,
+            port[0],
+            port[1],
+            self.dir,
+            self.conds,
+        ])
+    }
+
+    /// `*self = k` as one 64-bit store: the kernel hashes the key a 32-bit word at a time,
+    /// and a load that spans narrower stores just made waits for them to reach the cache.
+    #[inline(always)]
+    fn store(&mut self, k: TransKey) {
+        // SAFETY: a `TransKey` is 8 bytes (unaligned store).
+        unsafe { core::ptr::write_unaligned(self as *mut TransKey as *mut u64, k.word()) }
+    }
+
+    /// Sets the protocol and port, as one 64-bit store of the whole key.
+    #[inline(always)]
+    fn set_level(&mut self, proto: u8, port: u16) {
+        self.store(TransKey {
+            proto,
+            port,
+            ..*self
+        });
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<TransKey>() == 8);
+
 /// Direction: a packet arriving on the interface (tcx ingress, XDP).
 pub const DIR_INGRESS: u8 = 0;
 /// Direction: a packet leaving through the interface (tcx egress).
@@ -724,15 +762,25 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) {
         }
         a += 1;
     }
-    k.machine = m;
-    k.family = p.family & scope.family;
-    k.proto = p.l4proto & scope.proto;
-    // The table: the fixed one when the scope says so.
-    k.table = (scope.l2 & SCOPE_FIXED) >> 4;
-    k.ports = [
-        (p.sport & scope.p_src[0]) | (p.dport & scope.p_dst[0]),
-        (p.sport & scope.p_src[1]) | (p.dport & scope.p_dst[1]),
+    // Machine, family, protocol and table (the fixed one when the scope says so), then
+    // the ports: a 32-bit store each. The kernel's hash reads the key a 32-bit word at a
+    // time, and a load that spans several narrower stores just made waits until they
+    // reach the cache (some 5 ns a lookup, in `perf` of the knock row).
+    let p0 = ((p.sport & scope.p_src[0]) | (p.dport & scope.p_dst[0])).to_ne_bytes();
+    let p1 = ((p.sport & scope.p_src[1]) | (p.dport & scope.p_dst[1])).to_ne_bytes();
+    let head = [
+        m,
+        p.family & scope.family,
+        p.l4proto & scope.proto,
+        (scope.l2 & SCOPE_FIXED) >> 4,
     ];
+    let w = k as *mut StateKey as *mut u32;
+    // SAFETY: the key starts with these four bytes and the two ports (8 bytes, 8-aligned:
+    // asserted above).
+    unsafe {
+        core::ptr::write(w, u32::from_ne_bytes(head));
+        core::ptr::write(w.add(1), u32::from_ne_bytes([p0[0], p0[1], p1[0], p1[1]]));
+    }
     if scope.bidir != 0 {
         order_ends(k);
     }
@@ -819,6 +867,23 @@ pub fn bucket(k: &StateKey) -> u32 {
     }
     h = h.wrapping_mul(0x9e37_79b1);
     (h >> 16) % ACTIVE_BUCKETS
+}
+
+/// Writes the lock key of a packet's source for machine `m` into `k`, a 32-bit store a
+/// word (as [`build_key_into`]).
+#[inline(always)]
+pub fn lock_key_into(p: &PacketInfo, m: u8, k: &mut LockKey) {
+    let w = k as *mut LockKey as *mut u32;
+    // SAFETY: five 32-bit words: machine, family and padding, then the address (a
+    // `LockKey` is 20 bytes; unaligned stores).
+    unsafe {
+        core::ptr::write_unaligned(w, u32::from_ne_bytes([m, p.family, 0, 0]));
+        let mut i = 0;
+        while i < 4 {
+            core::ptr::write_unaligned(w.add(1 + i), aligned_word(&p.saddr, i));
+            i += 1;
+        }
+    }
 }
 
 /// The lock key of a packet's source for machine `m`.
@@ -1030,8 +1095,10 @@ fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, levels: u8, k: &mut TransKey) -> Op
         }
         // `k` holds generation, machine, state, direction and conditions (kept in the
         // caller's working memory: the BPF stack has no room for more registers here).
-        k.proto = if i < 2 { p.l4proto } else { 0 };
-        k.port = if i == 0 { p.dport } else { 0 };
+        k.set_level(
+            if i < 2 { p.l4proto } else { 0 },
+            if i == 0 { p.dport } else { 0 },
+        );
         if let Some(tr) = t.trans(k) {
             let flags_ok = p.l4proto != proto::TCP || p.tcp_flags & tr.flags_mask == tr.flags_value;
             let payload_ok =
@@ -1389,7 +1456,7 @@ fn lookup_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, state: u8, w: &mut Work
     } else {
         0
     };
-    w.tk = TransKey {
+    w.tk.store(TransKey {
         generation: c.generation as u8,
         machine: m as u8,
         state,
@@ -1397,7 +1464,7 @@ fn lookup_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, state: u8, w: &mut Work
         port: 0,
         dir: c.dir,
         conds: cv,
-    };
+    });
     match find_trans(t, c, w.mach.levels, &mut w.tk) {
         Some(tr) => {
             w.tr = tr;
@@ -1465,7 +1532,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     if !interested && !maybe_active {
         return 0;
     }
-    w.lk = lock_key(p, mm);
+    lock_key_into(p, mm, &mut w.lk);
     w.has_lock = 0;
     if w.mach.fail_max > 0 {
         if let Some(l) = t.lock(&w.lk) {
