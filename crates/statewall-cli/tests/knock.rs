@@ -518,3 +518,63 @@ fn import_skips_a_door_it_cannot_read_unless_strict() {
     assert!(err.contains("--strict"), "{err}");
     assert_eq!(out_strict, out, "the same conversion is printed");
 }
+
+/// A knock in progress survives a restart onto an activity filter whose buckets another
+/// release's hash chose (the filter is pinned, so an upgrade keeps it): writing the stage
+/// marks every state entry's bucket again. A filter set to zero stands for those buckets,
+/// which are elsewhere; without the marking, the second knock finds its source's bucket
+/// empty, does not look its state up, and the sequence starts over.
+#[test]
+fn a_knock_in_progress_survives_a_restart_onto_other_buckets() {
+    use aya::maps::{Array, Map, MapData};
+    use statewall_common::xfsm::{ACTIVE_BUCKETS, MAP_ACTIVE};
+    let pair = Pair::new("kbuck");
+    let dir = std::env::temp_dir().join(format!("sw-kbuck-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = config_on(
+        &pair,
+        "[[knock]]\nname = \"ssh\"\nsequence = \"7000,8000,9000\"\nprotected = [\"tcp/22\"]\n",
+    );
+    cfg.daemon.state_dir = dir.join("state");
+    let k = Kernel::new("kbuck", &cfg);
+    let (v4, sv4) = (IpAddr::V4(pair.client_v4), IpAddr::V4(pair.server_v4));
+    knock_from(&pair, sv4, &steps("7000"));
+    assert_eq!(
+        k.eng.xfsm_states().unwrap().len(),
+        1,
+        "the first step made a state"
+    );
+    let zero_filter = || {
+        let md = MapData::from_pin(k.pins.map(MAP_ACTIVE)).unwrap();
+        let mut a: Array<MapData, u64> = Array::try_from(Map::Array(md)).unwrap();
+        for b in 0..ACTIVE_BUCKETS {
+            a.set(b, 0, 0).unwrap();
+        }
+    };
+    zero_filter();
+    {
+        use statewall::xfsm::kernel::Installed;
+        let mut restarted =
+            statewall::engine::Engine::open(&k.pins, &cfg.map_sizes()).expect("engine");
+        assert!(
+            restarted.adopted,
+            "the restart adopted the running programs"
+        );
+        // The doors last written, as the daemon reads them back from its state directory:
+        // states of doors that did not change are kept.
+        restarted.stage::<Installed>().door_sigs =
+            k.eng.stage_ref::<Installed>().unwrap().door_sigs.clone();
+        statewall::daemon::apply(&mut restarted, &cfg).expect("apply");
+        assert_eq!(
+            restarted.xfsm_states().unwrap().len(),
+            1,
+            "the state was kept"
+        );
+    }
+    knock_from(&pair, sv4, &steps("8000,9000"));
+    assert!(
+        granted(&k, v4, 22),
+        "the sequence went on after the restart"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

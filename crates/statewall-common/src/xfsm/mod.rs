@@ -729,7 +729,8 @@ fn word(a: &[u8; 16], i: usize) -> u32 {
 // `crate::parse`).
 const _: () = assert!(
     core::mem::align_of::<StateKey>() >= 8
-        && core::mem::offset_of!(StateKey, addrs).is_multiple_of(8)
+        && core::mem::size_of::<StateKey>() == 40
+        && core::mem::offset_of!(StateKey, addrs) == 8
 );
 
 /// Word `i` (0 to 3) of an address of `PacketInfo` or `StateKey`.
@@ -739,14 +740,27 @@ fn aligned_word(a: &[u8; 16], i: usize) -> u32 {
     unsafe { crate::mem::addr_word(a, i) }
 }
 
+/// Two 32-bit words as the 64-bit word that holds them in this order in memory.
+#[inline(always)]
+fn words(w: [u32; 2]) -> u64 {
+    let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+    u64::from_ne_bytes([a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+}
+
 /// Fills `k` with the key of `scope` for packet `p` and machine `m`, with no branches (the
 /// masks select the fields).
 #[inline(never)]
 pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) {
+    // The key is written a 64-bit word at a time: the kernel's hash reads it a 32-bit word
+    // at a time and the activity filter's a 64-bit word at a time, and a load that spans
+    // several narrower stores just made waits until they reach the cache (some 5 ns a
+    // lookup, in `perf` of the knock row); one contained in a wider store does not.
+    let kw = k as *mut StateKey as *mut u64;
     let mut a = 0;
     while a < 2 {
         let ms = (scope.a_src[a] as u32).wrapping_mul(0x0101_0101);
         let md = (scope.a_dst[a] as u32).wrapping_mul(0x0101_0101);
+        let mut pair = [0u32; 2];
         let mut i = 0;
         while i < 4 {
             let mut w = (aligned_word(&p.saddr, i) & ms) | (aligned_word(&p.daddr, i) & md);
@@ -756,16 +770,18 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) {
                 let l2d = 0u32.wrapping_sub(((scope.l2 >> (a + 2)) & 1) as u32);
                 w |= (mac_word(&p.smac, i) & l2s) | (mac_word(&p.dmac, i) & l2d);
             }
-            // SAFETY: `i < 4`; the key's addresses are 8-aligned (asserted above).
-            unsafe { core::ptr::write(k.addrs[a].as_mut_ptr().add(4 * i) as *mut u32, w) };
+            pair[i & 1] = w;
+            if i & 1 == 1 {
+                // SAFETY: words 1 to 4 of the key are its addresses (8-aligned: asserted
+                // above).
+                unsafe { core::ptr::write(kw.add(1 + 2 * a + i / 2), words(pair)) };
+            }
             i += 1;
         }
         a += 1;
     }
     // Machine, family, protocol and table (the fixed one when the scope says so), then
-    // the ports: a 32-bit store each. The kernel's hash reads the key a 32-bit word at a
-    // time, and a load that spans several narrower stores just made waits until they
-    // reach the cache (some 5 ns a lookup, in `perf` of the knock row).
+    // the ports.
     let p0 = ((p.sport & scope.p_src[0]) | (p.dport & scope.p_dst[0])).to_ne_bytes();
     let p1 = ((p.sport & scope.p_src[1]) | (p.dport & scope.p_dst[1])).to_ne_bytes();
     let head = [
@@ -774,13 +790,14 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) {
         p.l4proto & scope.proto,
         (scope.l2 & SCOPE_FIXED) >> 4,
     ];
-    let w = k as *mut StateKey as *mut u32;
-    // SAFETY: the key starts with these four bytes and the two ports (8 bytes, 8-aligned:
-    // asserted above).
+    let ports = [p0[0], p0[1], p1[0], p1[1]];
+    // SAFETY: word 0 of the key: the four bytes above and the two ports.
     unsafe {
-        core::ptr::write(w, u32::from_ne_bytes(head));
-        core::ptr::write(w.add(1), u32::from_ne_bytes([p0[0], p0[1], p1[0], p1[1]]));
-    }
+        core::ptr::write(
+            kw,
+            words([u32::from_ne_bytes(head), u32::from_ne_bytes(ports)]),
+        )
+    };
     if scope.bidir != 0 {
         order_ends(k);
     }
@@ -851,22 +868,27 @@ pub fn addr_bucket(a: &[u8; 16]) -> u32 {
 /// [`Work::kbucket`] when the lookup key's bucket was not computed.
 pub const NO_BUCKET: u32 = u32::MAX;
 
-/// Activity-filter bucket of a key (a multiplicative hash of its words).
+/// Activity-filter bucket of a key: its five 64-bit words, each multiplied by a constant
+/// of its own, summed, then mixed. The products do not wait for each other: a chain of ten
+/// dependent multiplies (the filter's hash before) was a tenth of a knock packet's time.
+/// The buckets of pinned filters written with that hash are rebuilt from the state tables
+/// when the stage is written (each entry's [`active_until`]).
 #[inline(always)]
 pub fn bucket(k: &StateKey) -> u32 {
-    let mut h: u32 = (k.machine as u32) | (k.family as u32) << 8 | (k.proto as u32) << 16;
-    h = h.wrapping_mul(0x9e37_79b1) ^ (k.ports[0] as u32 | (k.ports[1] as u32) << 16);
-    let mut a = 0;
-    while a < 2 {
-        let mut i = 0;
-        while i < 4 {
-            h = h.wrapping_mul(0x9e37_79b1) ^ aligned_word(&k.addrs[a], i);
-            i += 1;
-        }
-        a += 1;
+    let w = k as *const StateKey as *const u64;
+    let mut h: u64 = 0;
+    let mut i = 0;
+    while i < 5 {
+        // SAFETY: a key is five 64-bit words, 8-aligned (asserted above).
+        let x = unsafe { core::ptr::read(w.add(i)) };
+        let c =
+            0x9e37_79b9_7f4a_7c15u64.wrapping_add((i as u64).wrapping_mul(0x6a09_e667_f3bc_c908));
+        h = h.wrapping_add(x.wrapping_mul(c));
+        i += 1;
     }
-    h = h.wrapping_mul(0x9e37_79b1);
-    (h >> 16) % ACTIVE_BUCKETS
+    h ^= h >> 31;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    ((h >> 40) as u32) % ACTIVE_BUCKETS
 }
 
 /// Writes the lock key of a packet's source for machine `m` into `k`, a 32-bit store a
@@ -1744,14 +1766,7 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
     t.put_state(&w.ukey, &w.nv);
     // The entry is non-default at most until the first deadline that rolls it back to
     // DEFAULT (a later packet that extends it marks the filters again).
-    let mut until = u64::MAX;
-    if w.nv.idle_deadline != 0 && w.nv.idle_rollback == STATE_DEFAULT {
-        until = w.nv.idle_deadline;
-    }
-    if w.nv.hard_deadline != 0 && w.nv.hard_rollback == STATE_DEFAULT && w.nv.hard_deadline < until
-    {
-        until = w.nv.hard_deadline;
-    }
+    let mut until = active_until(&w.nv);
     if w.mach.flags & M_UNBOUNDED != 0 {
         until = u64::MAX;
     }
@@ -1774,6 +1789,20 @@ pub fn commit_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work)
         }
         i += 1;
     }
+}
+
+/// Until when an entry keeps its key's activity bucket marked: the first deadline that
+/// rolls it back to DEFAULT, or for good when none does.
+#[inline(always)]
+pub fn active_until(v: &StateVal) -> u64 {
+    let mut until = u64::MAX;
+    if v.idle_deadline != 0 && v.idle_rollback == STATE_DEFAULT {
+        until = v.idle_deadline;
+    }
+    if v.hard_deadline != 0 && v.hard_rollback == STATE_DEFAULT && v.hard_deadline < until {
+        until = v.hard_deadline;
+    }
+    until
 }
 
 /// Starts a packet travelling in direction `dir`: counts it and returns the context, or

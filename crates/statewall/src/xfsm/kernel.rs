@@ -145,6 +145,27 @@ impl Engine {
                     .map_err(|e| map_err(MAP_GLOBALS, e))?;
             }
         }
+        self.mark_active()
+    }
+
+    /// Marks every state entry's activity bucket, as the kernel does when it writes one:
+    /// pinned filters written by a release that hashed keys into buckets otherwise would
+    /// send a part-way knock, after an upgrade, to a bucket that says its source has no
+    /// state. Buckets only rise (the kernel writes them meanwhile).
+    fn mark_active(&mut self) -> Result<()> {
+        use statewall_common::xfsm::{active_until, bucket, MAP_ACTIVE};
+        let states = self.xfsm_states()?;
+        if states.is_empty() {
+            return Ok(());
+        }
+        let mut a: Array<&mut MapData, u64> = Array::try_from(self.map_mut_checked(MAP_ACTIVE)?)
+            .map_err(|e| map_err(MAP_ACTIVE, e))?;
+        for (k, v) in &states {
+            let (b, until) = (bucket(k), active_until(v));
+            if a.get(&b, 0).unwrap_or(0) < until {
+                a.set(b, until, 0).map_err(|e| map_err(MAP_ACTIVE, e))?;
+            }
+        }
         Ok(())
     }
 
