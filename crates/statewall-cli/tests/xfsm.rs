@@ -665,3 +665,66 @@ fn the_highest_machine_runs_at_every_count() {
         );
     }
 }
+
+/// A source locked out while its door is open (toggle mode, strict, failures on the close
+/// path) cannot close it: the lockout holds in a door's root states, DEFAULT and OPEN. The
+/// kernel skips the lock lookup only part-way through a sequence, where a source cannot be
+/// locked (the failure that locks it sends it back to its root); a check in DEFAULT alone
+/// lets the close sequence through here.
+#[test]
+fn a_source_locked_out_while_open_cannot_close_the_door() {
+    let mut door = KnockDoor::new("t", vec![(6, 7000), (6, 8000), (6, 9000)], vec![(6, 22)]);
+    door.toggle = true;
+    door.strict = true;
+    door.lockout = Some((2, 60 * SEC, 300 * SEC));
+    let compiled = compile(&[door], &[]).unwrap();
+    let mut bed = TestBed::new();
+    write_tables(&mut bed, &compiled, Some(&[])).unwrap();
+    let (src, server): (IpAddr, IpAddr) =
+        ("10.9.2.1".parse().unwrap(), "10.9.0.100".parse().unwrap());
+    let now = std::cell::Cell::new(1_000 * SEC);
+    let knock = |bed: &mut TestBed, port: u16| {
+        now.set(now.get() + SEC / 10);
+        bed.freeze(now.get());
+        let frame = Packet::tcp(src, server, 40000, port, tcp::SYN).build();
+        bed.run_tc(statewall::engine::ebpf::PROG_XFSM, &frame);
+    };
+    let open = |bed: &mut TestBed| {
+        !kernel_dump(bed, compiled.counter_names.len())
+            .grants
+            .is_empty()
+    };
+    for port in [7000, 8000, 9000] {
+        knock(&mut bed, port);
+    }
+    assert!(open(&mut bed), "the sequence opened the door");
+    // Two failures on the close path (a step, then a wrong knock back to OPEN): locked.
+    for port in [7000, 7777, 7000, 7777] {
+        knock(&mut bed, port);
+    }
+    let d = kernel_dump(&mut bed, compiled.counter_names.len());
+    assert!(
+        d.locks.iter().any(|(_, l)| l.locked_until > now.get()),
+        "locked out: {:?}",
+        d.locks
+    );
+    assert_eq!(d.states.len(), 1);
+    assert_eq!(
+        d.states[0].1.state,
+        statewall_common::xfsm::DOOR_OPEN,
+        "back in OPEN"
+    );
+    // The close sequence while locked: refused, the door stays open.
+    for port in [7000, 8000, 9000] {
+        knock(&mut bed, port);
+    }
+    let d = kernel_dump(&mut bed, compiled.counter_names.len());
+    assert!(open(&mut bed), "a locked source closed the door");
+    assert_eq!(
+        d.counters[Counter::LockedPackets as usize],
+        3,
+        "{:?}",
+        d.counters
+    );
+    bed.freeze(0);
+}

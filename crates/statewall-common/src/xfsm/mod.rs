@@ -297,6 +297,11 @@ pub fn any_port_wants(any_protos: u8, l4proto: u8, tcp_flags: u8) -> bool {
     }
 }
 
+/// A door's OPEN state (doors compile to machines whose states are DEFAULT, OPEN, then
+/// the steps part-way through their sequences): with DEFAULT, the states a failure sends a
+/// source back to.
+pub const DOOR_OPEN: u8 = 1;
+
 /// Machine flag: some non-default state has no hard timeout, so the activity filter cannot
 /// rule a key out (every interesting packet looks the state up).
 pub const M_UNBOUNDED: u8 = 2;
@@ -1556,15 +1561,6 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     }
     lock_key_into(p, mm, &mut w.lk);
     w.has_lock = 0;
-    if w.mach.fail_max > 0 {
-        if let Some(l) = t.lock(&w.lk) {
-            w.has_lock = 1;
-            if l.locked_until > now {
-                t.count(Counter::LockedPackets);
-                return 0;
-            }
-        }
-    }
     let mut found = false;
     crate::mem::zero_words(&mut w.val);
     if maybe_active {
@@ -1599,6 +1595,19 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
             } else {
                 w.val.state = state;
                 t.put_state(&w.key, &w.val);
+            }
+        }
+    }
+    // Lockout (doors only): a source in a root state (DEFAULT, or the door's OPEN) may be
+    // locked out. One part-way through a sequence cannot be: the failure that locks a
+    // source also sends it back to its root, and a locked source takes no step; so its
+    // lock record is not looked up (a hash lookup less for every knock after the first).
+    if w.mach.fail_max > 0 && state <= DOOR_OPEN {
+        if let Some(l) = t.lock(&w.lk) {
+            w.has_lock = 1;
+            if l.locked_until > now {
+                t.count(Counter::LockedPackets);
+                return 0;
             }
         }
     }

@@ -29,7 +29,7 @@ use statewall_common::xfsm::raw::{RawMachine, RawTrans};
 pub const TRANS_PER_GEN: usize = 4096;
 
 /// State id of every door's OPEN state.
-pub const OPEN: u8 = 1;
+pub const OPEN: u8 = statewall_common::xfsm::DOOR_OPEN;
 
 fn step_name((p, port): (u8, u16)) -> String {
     format!("{}/{port}", if p == proto::UDP { "udp" } else { "tcp" })
