@@ -14,16 +14,7 @@ static SW_CLOCK: Array<u64> = Array::with_max_entries(CLOCK_SLOTS, 0);
 /// forward by raising the offset, so timeouts are tested without sleeping.
 #[inline(always)]
 pub fn now_ns() -> u64 {
-    if let Some(f) = SW_CLOCK.get(CLOCK_SLOT_FROZEN) {
-        if *f != 0 {
-            return *f;
-        }
-    }
-    let off = match SW_CLOCK.get(CLOCK_SLOT_TEST_OFFSET) {
-        Some(v) => *v,
-        None => 0,
-    };
-    unsafe { bpf_ktime_get_ns() }.wrapping_add(off)
+    now_ns_of(true)
 }
 
 /// As [`now_ns`]; from the coarse clock (its time at the last tick, 4 ms apart at 250 Hz:

@@ -729,9 +729,9 @@ fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
 }
 
-// The key builder reads and writes addresses a 32-bit word at a time
-// (`crate::mem::addr_word`): the key holds them 8-aligned (the packet's are asserted in
-// `crate::parse`).
+// The key builder reads the packet's addresses a 32-bit word at a time
+// (`crate::mem::addr_word`; the packet's are asserted in `crate::parse`) and writes the
+// key, and the activity filter reads it, a 64-bit word at a time: five words, 8-aligned.
 const _: () = assert!(
     core::mem::align_of::<StateKey>() >= 8
         && core::mem::size_of::<StateKey>() == 40
@@ -897,7 +897,7 @@ pub fn bucket(k: &StateKey) -> u32 {
 }
 
 /// Writes the lock key of a packet's source for machine `m` into `k`, a 32-bit store a
-/// word (as [`build_key_into`]).
+/// word (its 20 bytes hold no 64-bit words; see [`build_key_into`] for why whole words).
 #[inline(always)]
 pub fn lock_key_into(p: &PacketInfo, m: u8, k: &mut LockKey) {
     let w = k as *mut LockKey as *mut u32;
@@ -910,16 +910,6 @@ pub fn lock_key_into(p: &PacketInfo, m: u8, k: &mut LockKey) {
             core::ptr::write_unaligned(w.add(1 + i), aligned_word(&p.saddr, i));
             i += 1;
         }
-    }
-}
-
-/// The lock key of a packet's source for machine `m`.
-pub fn lock_key(p: &PacketInfo, m: u8) -> LockKey {
-    LockKey {
-        machine: m,
-        family: p.family,
-        _pad: [0; 2],
-        addr: p.saddr,
     }
 }
 
