@@ -219,7 +219,9 @@ fn mitigations(d: &Daemon) -> Vec<Value> {
 /// a pool, README "Mining detection"). Under `enforce` the first pool is blocked with its
 /// reason, its miner's shares stop being accepted while the allowlisted pool's and the
 /// WebSocket's traffic go on, and the block lapses after mining stops. Under `monitor` the
-/// same sessions are reported and nothing is blocked.
+/// same sessions are reported and nothing is blocked, and a second miner of the host that
+/// connects to the pool once the first was found is reported in its first window, as a
+/// session of a known miner (the model judges a session from its second window).
 #[test]
 fn mining_is_detected_and_its_pool_blocked() {
     for mode in ["enforce", "monitor"] {
@@ -247,6 +249,7 @@ fn mining_is_detected_and_its_pool_blocked() {
         let stop = AtomicBool::new(false);
         let stop_a = AtomicBool::new(false);
         let (acc_a, acc_b, ws) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        let acc_c = AtomicU64::new(0);
         let pool_a: SocketAddr = "10.77.0.8:3333".parse().unwrap();
         let pool_b: SocketAddr = "10.77.0.9:4444".parse().unwrap();
         let ws_at: SocketAddr = "10.77.0.1:8081".parse().unwrap();
@@ -296,17 +299,52 @@ fn mining_is_detected_and_its_pool_blocked() {
             };
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if mode == "monitor" {
-                    wait_for("mining reported", 240, || {
-                        check();
+                    let flows = |known: Option<bool>| -> Vec<String> {
                         let v = d.get("/api/v1/detect");
                         v["mining"]["last"]
                             .as_array()
-                            .is_some_and(|l| l.iter().any(|x| x["block"] == "10.77.0.8"))
+                            .map(|l| {
+                                l.iter()
+                                    .filter(|x| {
+                                        x["block"] == "10.77.0.8"
+                                            && known.is_none_or(|k| x["known_miner"] == k)
+                                    })
+                                    .map(|x| x["flow"].as_str().unwrap().to_string())
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    };
+                    // The first miner's session, as the model found it.
+                    let mut first = Vec::new();
+                    wait_for("mining reported", 240, || {
+                        check();
+                        first = flows(None);
+                        !first.is_empty()
                     });
                     let before = acc_a.load(Ordering::Relaxed);
                     wait_for("shares accepted on", 60, || {
                         acc_a.load(Ordering::Relaxed) >= before + 3
                     });
+                    assert!(check().iter().all(|m| m["detector"] != "mining"));
+                    // A second miner of the host connects to the pool: its session is mining
+                    // from its first window, before the model could judge it (it judges a
+                    // session from its second), as one of a host known to mine there.
+                    let acc_c = &acc_c;
+                    let stop = &stop;
+                    sc.spawn(move || {
+                        let r = s.run(|| stratum::miner(from, pool_a, "a.2", t, 7, stop, acc_c));
+                        ended_ok(r, stop, "the second miner of the pool");
+                    });
+                    let mut seen = Vec::new();
+                    wait_for(
+                        "the second miner's session taken as one of a known miner",
+                        60,
+                        || {
+                            seen = flows(Some(true));
+                            seen.iter().any(|f| !first.contains(f))
+                        },
+                    );
+                    eprintln!("monitor: model {first:?}, known miner {seen:?}");
                     assert!(check().iter().all(|m| m["detector"] != "mining"));
                     return;
                 }

@@ -182,6 +182,10 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
                         "flow {} classified as an attack ({} packets in a {t} s window)",
                         det.flow, det.packets
                     ),
+                    Learned::Mining if det.known_miner => format!(
+                        "session {} goes to a pool its host was found mining at: {} mines at this pool ({} packets in a {t} s window)",
+                        det.flow, det.source, det.packets
+                    ),
                     Learned::Mining => format!(
                         "session {} classified as mining: {} mines at this pool ({} packets in a {t} s window)",
                         det.flow, det.source, det.packets

@@ -252,7 +252,16 @@ impl Eval {
 pub fn evaluate(c: &capture::Capture, model: &Model, labels: &Labels) -> Result<Eval, LearnError> {
     let l = labelled(c, model.shape, labels);
     let refs: Vec<&Sample> = l.windows.samples.iter().collect();
-    let predicted = model.predict(&refs)?;
+    let mut predicted = model.predict(&refs)?;
+    if model.shape.kind == SampleKind::Sessions {
+        let servers = &l.windows.servers;
+        super::pools::over_windows(
+            &l.windows.samples,
+            model.shape.n,
+            |k| servers.get(k).copied(),
+            &mut predicted,
+        );
+    }
     let mut attack: HashSet<SessKey> = HashSet::new();
     let mut seen: HashSet<SessKey> = HashSet::new();
     for (s, p) in l.windows.samples.iter().zip(&predicted) {

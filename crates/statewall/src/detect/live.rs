@@ -6,6 +6,8 @@
 //!   block drops.
 //! - `[detect.mining]`: a crypto instance; its sessions become samples by the same code as
 //!   a capture's ([`super::sessions::History`]), and each session classified as mining
+//!   (by the model, or as a session of a host the model found mining at the same pool in
+//!   the last windows: [`super::pools`])
 //!   names the miner (the client) and the pool (the server): the pool is the address a
 //!   block drops, so that the miner's host keeps its other traffic.
 
@@ -18,6 +20,7 @@ use super::{
     bad,
     error::LearnError,
     model::Model,
+    pools::Pools,
     sessions::History,
     windows::{samples, Sample, SampleKind, Shape},
     ClassifierConfig, DetectConfig, DetectError,
@@ -92,6 +95,9 @@ pub struct Detection {
     /// Its session key.
     #[serde(skip)]
     pub key: SessKey,
+    /// Mining: taken because the model found its host mining at its pool in the last
+    /// windows, not by the model on its own ([`super::pools`]).
+    pub known_miner: bool,
 }
 
 /// What the last windows gave.
@@ -127,6 +133,8 @@ pub struct Live {
     turned_away_seen: u64,
     /// Mining: the sessions of the last windows.
     history: Option<History>,
+    /// Mining: the (host, pool) pairs the model found in the last windows.
+    pools: Option<Pools>,
 }
 
 /// The monitor spec of the classifier of `c` for `model`.
@@ -208,9 +216,11 @@ impl Live {
             stats: Stats::default(),
             turned_away_seen: 0,
             history: None,
+            pools: None,
         };
         if kind == SampleKind::Sessions {
             l.history = Some(History::new(l.shape()));
+            l.pools = Some(Pools::new(l.model.shape.n));
         }
         Ok(l)
     }
@@ -307,15 +317,22 @@ impl Live {
     /// The samples the model takes for attacks, each with the address a block drops (the
     /// server's when `block_server`).
     fn classify(
-        &self,
+        &mut self,
         samples: &[Sample],
         servers: &HashMap<SessKey, [u8; 16]>,
         block_server: bool,
     ) -> Result<Vec<Detection>, LearnError> {
         let refs: Vec<&Sample> = samples.iter().collect();
-        let verdicts = self.model.predict(&refs)?;
+        let mut verdicts = self.model.predict(&refs)?;
+        let mut turned = vec![false; samples.len()];
+        if let (Some(p), Some(first)) = (&mut self.pools, samples.first()) {
+            let w = first.window as u64;
+            for i in p.window(w, samples, |k| servers.get(k).copied(), &mut verdicts) {
+                turned[i] = true;
+            }
+        }
         let mut out = Vec::new();
-        for (s, attack) in samples.iter().zip(verdicts) {
+        for ((s, attack), known_miner) in samples.iter().zip(verdicts).zip(turned) {
             if !attack {
                 continue;
             }
@@ -338,6 +355,7 @@ impl Live {
                 port,
                 lens: Vec::new(),
                 key: *k,
+                known_miner,
             });
         }
         Ok(out)
@@ -531,6 +549,7 @@ mod tests {
             port,
             lens: Vec::new(),
             key: k,
+            known_miner: false,
         };
         let mut found = vec![d(local, peer, 4000), d(peer, local, 9999)];
         orient(&mut found, &[local]);
@@ -554,6 +573,7 @@ mod tests {
             port: 9999,
             lens: Vec::new(),
             key: SessKey::default(),
+            known_miner: false,
         };
         let found = vec![
             // A lone datagram.

@@ -52,6 +52,7 @@ pub mod kernel;
 pub mod learn;
 pub mod live;
 pub mod model;
+pub mod pools;
 pub mod sessions;
 pub mod spread;
 pub mod windows;

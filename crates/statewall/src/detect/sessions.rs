@@ -283,10 +283,15 @@ pub fn values(
 pub fn from_packets(packets: &[(u64, PacketInfo)], shape: Shape) -> Windows {
     let (windows, turned_away) = values(packets, shape);
     let mut hist = History::new(shape);
+    let mut servers = std::collections::HashMap::new();
+    for (k, v) in windows.iter().flatten() {
+        servers.entry(*k).or_insert(v.server);
+    }
     Windows {
         windows: windows.len(),
         samples: windows.iter().flat_map(|w| hist.window(w)).collect(),
         turned_away,
+        servers,
     }
 }
 

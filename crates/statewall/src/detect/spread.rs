@@ -180,6 +180,7 @@ mod tests {
             port,
             lens: lens.to_vec(),
             key: Default::default(),
+            known_miner: false,
         }
     }
 
