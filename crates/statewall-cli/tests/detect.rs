@@ -747,14 +747,15 @@ fn floods_are_held_to_their_threshold_and_released_after_they_end() {
 }
 
 /// `enforce`, SYN flood: spoofed SYNs to a listening port at about 4,000 a second against a
-/// threshold of 200; every legitimate connection opens (on its SYN's retransmission), the
-/// flood's SYNs are held (counted as dropped in the mitigation), and `statewall detect
-/// release` ends the mitigation by hand.
+/// threshold of 200; the mitigation appears with its reason, every legitimate connection
+/// opens (on its SYN's retransmission), the flood's SYNs are held (counted as dropped in
+/// the mitigation), and `statewall detect release` ends the mitigation by hand. A second
+/// flood brings it back, and it ends by itself its expiry (6 s) after that flood.
 #[test]
 fn a_syn_flood_is_held_and_clients_connect_on_retransmission() {
     let b = bed(
         "dts",
-        "mode = \"enforce\"\nexpiry = \"30s\"\nsyn_flood.threshold = 200\n",
+        "mode = \"enforce\"\nexpiry = \"6s\"\nsyn_flood.threshold = 200\n",
     );
     let sv = b.pair.server_v4;
     let _l = b.pair.server.run(|| TcpListener::bind((sv, 8080))).unwrap();
@@ -770,6 +771,10 @@ fn a_syn_flood_is_held_and_clients_connect_on_retransmission() {
     let ms = mitigations(&b.d);
     let m = row(&ms, "syn_flood").unwrap_or_else(|| panic!("no syn_flood mitigation: {ms:?}"));
     assert_eq!(m["target"], sv.to_string().as_str());
+    assert!(
+        m["reason"].as_str().unwrap().contains("threshold 200/s"),
+        "{m}"
+    );
     let dropped = m["dropped"].as_u64().unwrap();
     assert!(
         dropped * 10 >= sent * 8,
@@ -795,26 +800,74 @@ fn a_syn_flood_is_held_and_clients_connect_on_retransmission() {
     assert!(row(&mitigations(&b.d), "syn_flood").is_none());
     // Released: a connection opens at once.
     assert!(lg.round_trip(&b) < Duration::from_millis(800));
+    // Again, left to its expiry: there half a second after the flood, then gone.
+    flood(&b, "syn", 4000, [10, 100], || {});
+    assert!(row(&mitigations(&b.d), "syn_flood").is_some(), "not back");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        row(&mitigations(&b.d), "syn_flood").is_some(),
+        "ended before its expiry"
+    );
+    eventually("the SYN-flood mitigation expired", || {
+        row(&mitigations(&b.d), "syn_flood").is_none()
+    });
+    assert!(lg.round_trip(&b) < Duration::from_millis(800));
 }
 
-/// `monitor`: the same UDP flood is detected and reported (event, row, packets over the
-/// threshold counted) and nothing is dropped.
+/// `monitor`: the same floods (UDP, ICMP, reflected, SYN) are detected and reported (row
+/// with its reason, packets over the threshold counted) and nothing is dropped; each
+/// report ends after the flood.
 #[test]
 fn monitor_mode_reports_the_flood_and_drops_nothing() {
-    let b = bed("dtm", "expiry = \"2s\"\nudp_flood.threshold = 200\n");
-    let lg = legit(&b);
-    let before = received(&b, "udp");
-    let sent = flood(&b, "udp", 6000, [10, 100], || {
-        lg.round_trip(&b);
-    });
-    let ms = mitigations(&b.d);
-    let got = received(&b, "udp") - before;
-    assert_eq!(got, sent, "monitor mode dropped {} of {sent}", sent - got);
-    let m = row(&ms, "udp_flood").unwrap_or_else(|| panic!("not reported: {ms:?}"));
-    assert!(
-        m["dropped"].as_u64().unwrap() > 1000,
-        "packets over the threshold: {m}"
+    let b = bed(
+        "dtm",
+        "expiry = \"2s\"\nudp_flood.threshold = 200\nicmp_flood.threshold = 200\n\
+         reflection.threshold = 200\nsyn_flood.threshold = 200\n",
     );
+    let sv = b.pair.server_v4;
+    let _l = b.pair.server.run(|| TcpListener::bind((sv, 8080))).unwrap();
+    let lg = legit(&b);
+    for (kind, detector, counted) in [
+        ("udp", "udp_flood", "udp"),
+        ("icmp", "icmp_flood", "icmp"),
+        ("reflection", "reflection", "udp"),
+        ("syn", "syn_flood", "tcp"),
+    ] {
+        let before = received(&b, counted);
+        let sent = flood(&b, kind, 6000, [10, 100], || {
+            lg.round_trip(&b);
+        });
+        let ms = mitigations(&b.d);
+        let got = received(&b, counted) - before;
+        // (The legitimate client's segments are TCP too.)
+        if counted == "tcp" {
+            assert!(
+                got >= sent,
+                "{kind}: monitor mode dropped {} of {sent}",
+                sent - got
+            );
+        } else {
+            assert_eq!(
+                got,
+                sent,
+                "{kind}: monitor mode dropped {} of {sent}",
+                sent - got
+            );
+        }
+        let m = row(&ms, detector).unwrap_or_else(|| panic!("{kind}: not reported: {ms:?}"));
+        assert!(
+            m["reason"].as_str().unwrap().contains("threshold 200/s"),
+            "{m}"
+        );
+        assert!(
+            m["dropped"].as_u64().unwrap() > 1000,
+            "{kind}: packets over the threshold: {m}"
+        );
+        eprintln!("{kind}: {sent} sent, {got} received, reported {m}");
+        eventually(&format!("{kind}: report ended"), || {
+            row(&mitigations(&b.d), detector).is_none()
+        });
+    }
     assert_eq!(b.d.get("/api/v1/detect")["mode"], "monitor");
 }
 
