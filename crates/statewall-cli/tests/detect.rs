@@ -1182,6 +1182,7 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
         let ms = last_rows.lock().unwrap().clone();
         let m = row(&ms, "classifier").unwrap();
         assert_classified(m);
+        eprintln!("{mode}: {}", m["reason"]);
         // After the blocks: at most the allowlisted source's SYNs (500/s) and the
         // legitimate client's segments reached the server, not the other 1,500/s (one
         // source of them blocked by hand from the start).
@@ -1206,15 +1207,17 @@ fn the_classifier_blocks_flood_sources_and_lets_them_go() {
     }
 }
 
-/// A mitigation row the classifier made, with its reason.
+/// A mitigation row the classifier made, with its reason and the forest's score: at least
+/// the built-in bars' 17 of its 25 trees (19 for the payload forest).
 fn assert_classified(m: &Value) {
-    assert!(
-        m["reason"]
-            .as_str()
-            .unwrap()
-            .contains("classified as an attack"),
-        "{m}"
-    );
+    let reason = m["reason"].as_str().unwrap();
+    let (_, score) = reason
+        .split_once("classified as an attack by ")
+        .unwrap_or_else(|| panic!("no score: {m}"));
+    let words: Vec<&str> = score.split(' ').take(4).collect();
+    assert_eq!((words[1], words[3]), ("of", "trees"), "{m}");
+    let (v, n): (u32, u32) = (words[0].parse().unwrap(), words[2].parse().unwrap());
+    assert!(n == 25 && (17..=25).contains(&v), "{m}");
 }
 
 /// An HTTP request flood (ab keeping 10 connections alive, from 10.77.0.200) against the

@@ -179,16 +179,16 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
             Ok(()) => {
                 let reason = match w {
                     Learned::Flows => format!(
-                        "flow {} classified as an attack ({} packets in a {t} s window)",
-                        det.flow, det.packets
+                        "flow {} classified as an attack by {} of {} trees ({} packets in a {t} s window)",
+                        det.flow, det.votes.0, det.votes.1, det.packets
                     ),
                     Learned::Mining if det.known_miner => format!(
                         "session {} goes to a pool its host was found mining at: {} mines at this pool ({} packets in a {t} s window)",
                         det.flow, det.source, det.packets
                     ),
                     Learned::Mining => format!(
-                        "session {} classified as mining: {} mines at this pool ({} packets in a {t} s window)",
-                        det.flow, det.source, det.packets
+                        "session {} classified as mining by {} of {} trees: {} mines at this pool ({} packets in a {t} s window)",
+                        det.flow, det.votes.0, det.votes.1, det.source, det.packets
                     ),
                 };
                 if !known {

@@ -98,6 +98,9 @@ pub struct Detection {
     /// Mining: taken because the model found its host mining at its pool in the last
     /// windows, not by the model on its own ([`super::pools`]).
     pub known_miner: bool,
+    /// The model's score: trees that took the sample for an attack, and trees asked
+    /// ([`Model::votes`]; 0 of 0 when no forest judged it: a known miner's first window).
+    pub votes: (usize, usize),
 }
 
 /// What the last windows gave.
@@ -356,6 +359,7 @@ impl Live {
                 lens: Vec::new(),
                 key: *k,
                 known_miner,
+                votes: self.model.votes(s)?.unwrap_or((0, 0)),
             });
         }
         Ok(out)
@@ -550,6 +554,7 @@ mod tests {
             lens: Vec::new(),
             key: k,
             known_miner: false,
+            votes: (0, 0),
         };
         let mut found = vec![d(local, peer, 4000), d(peer, local, 9999)];
         orient(&mut found, &[local]);
@@ -574,6 +579,7 @@ mod tests {
             lens: Vec::new(),
             key: SessKey::default(),
             known_miner: false,
+            votes: (0, 0),
         };
         let found = vec![
             // A lone datagram.

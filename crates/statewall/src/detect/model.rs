@@ -431,6 +431,37 @@ impl Model {
         }
     }
 
+    /// The score behind a verdict on `s`: (the trees that take it for an attack, the trees
+    /// of the forest that judged it), from the first forest whose bar it reaches (the
+    /// flow forest, then the payload forest), else from the last that judged it; `None`
+    /// when no forest judges it (a session's first window, a payload forest's sample
+    /// without payload). Counts every tree, where [`Model::predict`] stops at the bar: for
+    /// the samples taken, to say why.
+    pub fn votes(&self, s: &Sample) -> Result<Option<(usize, usize)>, ModelError> {
+        let mut row = Vec::with_capacity(cols(self.shape));
+        let mut filled = false;
+        let mut out = None;
+        for m in std::iter::once(self).chain(self.payload.as_deref()) {
+            if !judged(s, m.shape, m.params.payload_only) {
+                continue;
+            }
+            if !filled {
+                input_row(s, m.shape, &mut row)?;
+                filled = true;
+            }
+            let (class, v) = m.flat.predict(&row)?;
+            out = Some((v, m.flat.roots.len()));
+            let taken = match m.params.min_votes {
+                0 => class == 1,
+                k => v >= k as usize,
+            };
+            if taken {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Attaches the flow model `p` (of the same window and packets, with no second forest
     /// of its own) as the forest for samples with payload ([`Model::payload`]).
     pub fn with_payload(mut self, mut p: Model) -> Result<Model, ModelError> {
@@ -619,6 +650,18 @@ mod tests {
                     votes >= k,
                     "{k} of {votes}"
                 );
+            }
+        }
+        // The score a verdict is reported with: every tree counted, the bar's verdict.
+        let mut m9 = Model::from_json(&m.to_json()).unwrap();
+        m9.params.min_votes = 9;
+        for (s, taken) in trefs.iter().zip(&bars[0]) {
+            match m9.votes(s).unwrap() {
+                Some((v, trees)) => {
+                    assert_eq!(trees, 9);
+                    assert_eq!(*taken, v >= 9, "{v} of 9");
+                }
+                None => assert!(!judged(s, m.shape, false) && !taken),
             }
         }
         // Model files that would make a walk loop, panic or allocate without bound are

@@ -181,6 +181,7 @@ mod tests {
             lens: lens.to_vec(),
             key: Default::default(),
             known_miner: false,
+            votes: (0, 0),
         }
     }
 
