@@ -516,10 +516,15 @@ fn bed_on(tag: &str, ingress: &str, detect: &str) -> Bed {
 
 /// A daemon on the server side of a fresh pair, with the config `config` writes for it.
 fn bed_of(tag: &str, config: impl FnOnce(&Pair) -> String) -> Bed {
+    bed_with(tag, &[], config)
+}
+
+/// As [`bed_of`], the daemon started with `args`.
+fn bed_with(tag: &str, args: &[&str], config: impl FnOnce(&Pair) -> String) -> Bed {
     let pair = Pair::new(tag);
     let p = Paths::new(tag);
     std::fs::write(&p.config, config(&pair)).unwrap();
-    let d = Daemon::start(&p, &[]);
+    let d = Daemon::start(&p, args);
     let text = pair
         .server
         .exec_ok(&["cat", &format!("/sys/class/net/{}/address", pair.server_if)]);
@@ -1343,6 +1348,69 @@ fn classifier_bed(tag: &str, mode: &str, extra: &str) -> Bed {
             n = pair.server.name
         )
     })
+}
+
+/// The classifier's blocks are bounded and fail safe: with room for two (`max_blocks`), a
+/// SYN flood from three sources and an allowlisted fourth gets at most two blocked at any
+/// time; the detections past them are refused, counted in the API and in
+/// `statewall_detect_classifier_total{what="refused"}`, and take no held block's place
+/// while its source floods on; the allowlisted source is never blocked.
+#[test]
+fn the_classifier_stops_at_max_blocks_and_evicts_nothing() {
+    let mport = common::free_port();
+    let metrics = format!("127.0.0.1:{mport}");
+    let off = "syn_flood = { enabled = false }\nudp_flood = { enabled = false }\n\
+               icmp_flood = { enabled = false }\nreflection = { enabled = false }\n";
+    let b = bed_with("dlf", &["--metrics-listen", &metrics], |pair| {
+        format!(
+            "[[interface]]\nname = \"{i}\"\nnetns = \"{n}\"\n\n[detect]\nmode = \"enforce\"\n\
+             expiry = \"3s\"\nallowlist = [\"10.103.0.0/16\"]\n{off}\n\
+             [detect.classifier]\ninterfaces = [\"{i}\"]\nnetns = \"{n}\"\nmax_blocks = 2\n",
+            i = pair.server_if,
+            n = pair.server.name
+        )
+    });
+    let sources = ["10.100.1.1", "10.101.2.2", "10.102.3.3", "10.103.4.4"];
+    // The first two held, and when: they stay while their sources flood (4 s at least).
+    let full = std::sync::Mutex::new(None::<(Instant, Vec<String>)>);
+    let most = std::sync::atomic::AtomicUsize::new(0);
+    hping3_syn_flood(&b, &sources, 500, 9, || {
+        let ms = mitigations(&b.d);
+        let held: Vec<String> = ms
+            .iter()
+            .filter(|m| m["detector"] == "classifier")
+            .map(|m| m["target"].as_str().unwrap().to_string())
+            .collect();
+        assert!(held.len() <= 2, "more than max_blocks: {ms:?}");
+        assert!(
+            !held.iter().any(|t| t == "10.103.4.4/32"),
+            "allowlisted: {ms:?}"
+        );
+        most.fetch_max(held.len(), Ordering::Relaxed);
+        let mut f = full.lock().unwrap();
+        match &*f {
+            None if held.len() == 2 => *f = Some((Instant::now(), held)),
+            Some((t, first)) if t.elapsed() < Duration::from_secs(4) => {
+                assert!(
+                    first.iter().all(|x| held.contains(x)),
+                    "a held block gave way: {first:?} then {ms:?}"
+                );
+            }
+            _ => {}
+        }
+    });
+    assert_eq!(most.load(Ordering::Relaxed), 2, "never two blocks");
+    let c = &b.d.get("/api/v1/detect")["classifier"];
+    eprintln!("classifier {c}");
+    let refused = c["refused"].as_u64().unwrap();
+    assert!(refused >= 1, "{c}");
+    let text = common::scrape(mport);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("statewall_detect_classifier_total{what=\"refused\"}"))
+        .unwrap_or_else(|| panic!("no refused count: {text}"));
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{line}");
 }
 
 /// Frame `i` of a UDP flood to port 9999 whose spoofed source (in 10.100.0.0/14) changes
