@@ -751,6 +751,99 @@ fn floods_are_held_to_their_threshold_and_released_after_they_end() {
     assert!(common::logs(&b.p).contains("detect: flood detected"));
 }
 
+/// `enforce`, DNS reflection through a real resolver: nping sends 8,000 queries whose
+/// source is the server (the victim) to a dnsmasq in the client namespace (`--rate 2000`;
+/// it sends them faster here), and dnsmasq answers each to the server with a large TXT
+/// record from port 53. The
+/// reflection detector (threshold 200/s; the UDP-flood detector off, so that the
+/// reflection one is the one that acts) mitigates the server with its reason, the answers
+/// reach the server at about the threshold, a legitimate TCP client's round trips go on,
+/// and the mitigation ends after its expiry.
+#[test]
+fn a_dns_reflection_through_dnsmasq_is_held_and_released() {
+    let b = bed(
+        "dtd",
+        "mode = \"enforce\"\nexpiry = \"2s\"\nreflection.threshold = 200\n\
+         udp_flood = { enabled = false }\n",
+    );
+    let dir = std::env::temp_dir().join(format!("statewall-dns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dns: Vec<Reaped> = statewall_harness::apps::dns_servers(&b.pair, &dir)
+        .into_iter()
+        .map(Reaped)
+        .collect();
+    let lg = legit(&b);
+    lg.round_trip(&b);
+    let query = statewall_harness::apps::query(0x5151, "amp.example", 16);
+    let hex: String = query.iter().map(|x| format!("{x:02x}")).collect();
+    let server = b.pair.server_v4.to_string();
+    let (rate, secs) = (2000u64, 4u64);
+    let before = received(&b, "udp");
+    let t0 = Instant::now();
+    let mut nping = Reaped(spawn(&mut b.pair.client.command(&[
+        "nping",
+        "-q",
+        "--udp",
+        "-S",
+        &server,
+        "-g",
+        "40000",
+        "-p",
+        "53",
+        "--data",
+        &hex,
+        "--rate",
+        &rate.to_string(),
+        "-c",
+        &(rate * secs).to_string(),
+        statewall_harness::apps::REFLECTOR,
+    ])));
+    let mut seen = None;
+    while nping.0.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "nping did not end");
+        lg.round_trip(&b);
+        let ms = mitigations(&b.d);
+        if let Some(m) = row(&ms, "reflection") {
+            seen = Some(m.clone());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs_run = t0.elapsed().as_secs_f64();
+    let got = received(&b, "udp") - before;
+    let m = seen.unwrap_or_else(|| panic!("no reflection mitigation: {:?}", mitigations(&b.d)));
+    assert_eq!(m["target"], server.as_str(), "{m}");
+    assert_eq!(m["scope"], "destination");
+    let reason = m["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("amplifier ports") && reason.contains("threshold 200/s"),
+        "{m}"
+    );
+    // The flood just ended: the mitigation is still there (2 s of expiry from its last
+    // re-arm), with its drops.
+    let dropped = row(&mitigations(&b.d), "reflection")
+        .map(|m| m["dropped"].as_u64().unwrap())
+        .expect("the mitigation ended before its expiry");
+    let bound = 200 * (secs_run.ceil() as u64 + 2);
+    eprintln!(
+        "reflection through dnsmasq: {} queries in {secs_run:.1}s, {got} answers reached the server, {dropped} dropped: {reason}",
+        rate * secs
+    );
+    assert!(
+        got <= bound,
+        "{got} answers reached the server (bound {bound})"
+    );
+    assert!(
+        dropped + got >= rate * secs / 2,
+        "{dropped} dropped and {got} received of {} queries answered",
+        rate * secs
+    );
+    eventually("the reflection mitigation expired", || {
+        row(&mitigations(&b.d), "reflection").is_none()
+    });
+    lg.round_trip(&b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `enforce`, SYN flood: spoofed SYNs to a listening port at about 4,000 a second against a
 /// threshold of 200; the mitigation appears with its reason, every legitimate connection
 /// opens (on its SYN's retransmission), the flood's SYNs are held (counted as dropped in
