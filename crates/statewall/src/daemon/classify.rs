@@ -179,16 +179,16 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
             Ok(()) => {
                 let reason = match w {
                     Learned::Flows => format!(
-                        "flow {} classified as an attack by {} of {} trees ({} packets in a {t} s window)",
-                        det.flow, det.votes.0, det.votes.1, det.packets
+                        "flow {} classified as an attack by {} of {} trees ({} in a {t} s window)",
+                        det.flow, det.votes.0, det.votes.1, packets(det.packets)
                     ),
                     Learned::Mining if det.known_miner => format!(
-                        "session {} goes to a pool its host was found mining at: {} mines at this pool ({} packets in a {t} s window)",
-                        det.flow, det.source, det.packets
+                        "session {} goes to a pool its host was found mining at: {} mines at this pool ({} in a {t} s window)",
+                        det.flow, det.source, packets(det.packets)
                     ),
                     Learned::Mining => format!(
-                        "session {} classified as mining by {} of {} trees: {} mines at this pool ({} packets in a {t} s window)",
-                        det.flow, det.votes.0, det.votes.1, det.source, det.packets
+                        "session {} classified as mining by {} of {} trees: {} mines at this pool ({} in a {t} s window)",
+                        det.flow, det.votes.0, det.votes.1, det.source, packets(det.packets)
                     ),
                 };
                 if !known {
@@ -221,6 +221,15 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
         }
     }
     c.last = found.into_iter().take(LAST_MAX).collect();
+}
+
+/// "1 packet", "10 packets".
+fn packets(n: usize) -> String {
+    if n == 1 {
+        "1 packet".into()
+    } else {
+        format!("{n} packets")
+    }
 }
 
 /// Puts the destination mitigations `plans` in place (or re-arms them) until `until`;
