@@ -969,6 +969,67 @@ fn monitor_mode_reports_the_flood_and_drops_nothing() {
     assert_eq!(b.d.get("/api/v1/detect")["mode"], "monitor");
 }
 
+/// The gateways of the watched namespace join the allowlist (`allow_gateways`, the
+/// default): a route through 10.77.0.254 added to the server's namespace is in force after
+/// a reload, a UDP flood spoofing that address is neither counted nor dropped (the same
+/// flood from spoofed sources that are no gateway is held), and a block of it is refused.
+#[test]
+fn the_gateway_joins_the_allowlist() {
+    let b = bed(
+        "dtg",
+        "mode = \"enforce\"\nexpiry = \"2s\"\nudp_flood.threshold = 200\n",
+    );
+    let in_force = || -> Vec<String> {
+        b.d.get("/api/v1/detect")["allowlist_in_force"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!in_force().contains(&"10.77.0.254/32".to_string()));
+    b.pair.server.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.200.0.0/16",
+        "via",
+        "10.77.0.254",
+        "dev",
+        &b.pair.server_if,
+    ]);
+    b.d.ok("POST", "/api/v1/reload", "");
+    let list = in_force();
+    assert!(list.contains(&"10.77.0.254/32".to_string()), "{list:?}");
+    let before = received(&b, "udp");
+    let gw = IpAddr::from([10, 77, 0, 254]);
+    let dst = IpAddr::from(b.pair.server_v4);
+    let sent = flood_of(
+        &b,
+        6000,
+        7,
+        |rng, _| {
+            let mut f = Packet::udp(gw, dst, rng.random_range(1024..65535), 9999)
+                .payload(&[0u8; 64])
+                .build();
+            f[..6].copy_from_slice(&b.mac);
+            f
+        },
+        || {},
+    );
+    let got = received(&b, "udp") - before;
+    assert_eq!(got, sent, "the gateway's packets dropped: {}", sent - got);
+    let ms = mitigations(&b.d);
+    assert!(row(&ms, "udp_flood").is_none(), "{ms:?}");
+    let (rc, _, err) = cli(&b.p, &["detect", "block", "10.77.0.254"]);
+    assert_ne!(rc, 0, "a block of the gateway was taken");
+    assert!(err.contains("allowlist"), "{err}");
+    // The same flood from sources that are no gateway is held.
+    flood(&b, "udp", 6000, [10, 100], || {});
+    let ms = mitigations(&b.d);
+    assert!(row(&ms, "udp_flood").is_some(), "{ms:?}");
+}
+
 /// The allowlist: a flood spoofing allowlisted sources is neither counted nor dropped; a
 /// block inside the allowlist is refused; a block is dropped in the kernel (counted in its
 /// row), a wider one leaves the allowlisted addresses in it passing, and a release or its

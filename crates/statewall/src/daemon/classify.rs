@@ -98,7 +98,14 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
     let Some(d) = g.config.detect.clone() else {
         return;
     };
-    let allow = d.allow_prefixes().unwrap_or_default();
+    // The allowlist in force (the gateways with the configured prefixes); the configured
+    // ones alone if the kernel's cannot be read.
+    let allow = g
+        .engine
+        .detect_allowlist()
+        .ok()
+        .or_else(|| d.allow_prefixes().ok())
+        .unwrap_or_default();
     let max = w.config(&d).map_or(0, |c| c.max_blocks);
     let mut c = lock(s, w);
     let section = w.section();

@@ -292,9 +292,26 @@ pub fn status(g: &Inner) -> Status {
 /// Writes a config into the kernel: xfsm tables (before the program that reads them is
 /// attached), attachments, then the protected ports.
 pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
-    // The allowlist before the machines it exempts.
+    // The allowlist before the machines it exempts: the configured prefixes, and the
+    // gateways of the interfaces' namespaces unless told not to.
     let allow = match &cfg.detect {
-        Some(d) => d.allow_prefixes()?,
+        Some(d) => {
+            let mut allow = d.allow_prefixes()?;
+            if d.allow_gateways {
+                let mut netns: Vec<Option<String>> = Vec::new();
+                for (ns, _) in cfg.interface_names() {
+                    if !netns.contains(&ns) {
+                        netns.push(ns);
+                    }
+                }
+                for p in crate::detect::gateways::gateways(&netns) {
+                    if !allow.contains(&p) {
+                        allow.push(p);
+                    }
+                }
+            }
+            allow
+        }
         None => Vec::new(),
     };
     engine

@@ -67,6 +67,20 @@ impl Engine {
         Ok(())
     }
 
+    /// The allowlist in force: the prefixes [`Engine::apply_detect_allowlist`] wrote last
+    /// (the configured ones and the gateways), in order.
+    pub fn detect_allowlist(&self) -> Result<Vec<Prefix>> {
+        let t: LpmTrie<&MapData, [u8; 20], u8> =
+            LpmTrie::try_from(self.map_checked(MAP_ALLOW)?).map_err(|e| map_err(MAP_ALLOW, e))?;
+        let mut v: Vec<Prefix> = t
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| prefix_of(&k))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
     /// Blocks `p` until `expires_ns` (kernel clock; 0 = until released). A block that
     /// exists keeps its drop count and takes the new expiry.
     pub fn detect_block(&mut self, p: &Prefix, expires_ns: u64) -> Result<()> {

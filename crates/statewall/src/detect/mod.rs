@@ -47,6 +47,7 @@
 
 pub mod capture;
 pub mod error;
+pub mod gateways;
 pub mod invalid;
 pub mod kernel;
 pub mod learn;
@@ -99,6 +100,9 @@ pub struct DetectConfig {
     /// Prefixes never mitigated: the admin's addresses, the gateway (`"192.0.2.1"`,
     /// `"10.0.0.0/8"`, `"2001:db8::/32"`).
     pub allowlist: Vec<String>,
+    /// The gateways of the watched namespaces (their routes' next hops, read when the
+    /// config is applied) join the allowlist (`detect/gateways.rs`).
+    pub allow_gateways: bool,
     /// How long a mitigation lasts after the last packet over its threshold.
     pub expiry: Dur,
     /// SYNs per second to one destination.
@@ -169,6 +173,7 @@ impl Default for DetectConfig {
         DetectConfig {
             mode: Mode::Monitor,
             allowlist: Vec::new(),
+            allow_gateways: true,
             expiry: Dur::secs(30),
             syn_flood: Detector::default(),
             udp_flood: Detector::default(),

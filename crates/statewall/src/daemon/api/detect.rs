@@ -86,9 +86,21 @@ fn overview(s: &Shared, g: &Inner) -> Result<serde_json::Value, ApiError> {
             (json!(d.mode), json!(d.allowlist), json!(list))
         }
     };
+    // The allowlist in force: the configured prefixes and the gateways.
+    let in_force: Vec<String> = match &g.config.detect {
+        None => Vec::new(),
+        Some(_) => g
+            .engine
+            .detect_allowlist()
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+    };
     Ok(json!({
         "mode": mode,
         "allowlist": allowlist,
+        "allowlist_in_force": in_force,
         "detectors": detectors,
         "counters": counters,
         "mitigations": mitigations,
@@ -127,7 +139,8 @@ async fn block(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
                 .into(),
         ));
     };
-    let allow = d.allow_prefixes().map_err(ApiError::internal)?;
+    let mut allow = d.allow_prefixes().map_err(ApiError::internal)?;
+    allow.extend(g.engine.detect_allowlist().map_err(ApiError::internal)?);
     if let Some(a) = allow.iter().find(|a| a.len <= p.len && a.contains(p.addr)) {
         return Err(ApiError(
             StatusCode::CONFLICT,
