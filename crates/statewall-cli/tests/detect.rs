@@ -758,12 +758,12 @@ fn floods_are_held_to_their_threshold_and_released_after_they_end() {
 /// reflection detector (threshold 200/s; the UDP-flood detector off, so that the
 /// reflection one is the one that acts) mitigates the server with its reason, the answers
 /// reach the server at about the threshold, a legitimate TCP client's round trips go on,
-/// and the mitigation ends after its expiry.
+/// and the mitigation ends after its expiry (5 s).
 #[test]
 fn a_dns_reflection_through_dnsmasq_is_held_and_released() {
     let b = bed(
         "dtd",
-        "mode = \"enforce\"\nexpiry = \"2s\"\nreflection.threshold = 200\n\
+        "mode = \"enforce\"\nexpiry = \"5s\"\nreflection.threshold = 200\n\
          udp_flood = { enabled = false }\n",
     );
     let dir = std::env::temp_dir().join(format!("statewall-dns-{}", std::process::id()));
@@ -818,7 +818,7 @@ fn a_dns_reflection_through_dnsmasq_is_held_and_released() {
         reason.contains("amplifier ports") && reason.contains("threshold 200/s"),
         "{m}"
     );
-    // The flood just ended: the mitigation is still there (2 s of expiry from its last
+    // The flood just ended: the mitigation is still there (5 s of expiry from its last
     // re-arm), with its drops.
     let dropped = row(&mitigations(&b.d), "reflection")
         .map(|m| m["dropped"].as_u64().unwrap())

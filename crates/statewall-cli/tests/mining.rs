@@ -307,7 +307,13 @@ fn mining_is_detected_and_its_pool_blocked() {
                                 l.iter()
                                     .filter(|x| {
                                         x["block"] == "10.77.0.8"
-                                            && known.is_none_or(|k| x["known_miner"] == k)
+                                            && known.is_none_or(|k| {
+                                                // A known miner's first window: no forest
+                                                // judged it (0 of 0 trees).
+                                                x["known_miner"] == k
+                                                    && (!k
+                                                        || x["votes"] == serde_json::json!([0, 0]))
+                                            })
                                     })
                                     .map(|x| x["flow"].as_str().unwrap().to_string())
                                     .collect()

@@ -72,11 +72,13 @@ impl Engine {
     pub fn detect_allowlist(&self) -> Result<Vec<Prefix>> {
         let t: LpmTrie<&MapData, [u8; 20], u8> =
             LpmTrie::try_from(self.map_checked(MAP_ALLOW)?).map_err(|e| map_err(MAP_ALLOW, e))?;
-        let mut v: Vec<Prefix> = t
+        // A walk that fails part-way is an error, not a shorter list (callers fall back to
+        // the configured prefixes).
+        let mut v = t
             .keys()
-            .filter_map(|k| k.ok())
-            .map(|k| prefix_of(&k))
-            .collect();
+            .map(|k| k.map(|k| prefix_of(&k)))
+            .collect::<std::result::Result<Vec<Prefix>, _>>()
+            .map_err(|e| map_err(MAP_ALLOW, e))?;
         v.sort();
         Ok(v)
     }

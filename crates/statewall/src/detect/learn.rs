@@ -258,7 +258,7 @@ pub fn evaluate(c: &capture::Capture, model: &Model, labels: &Labels) -> Result<
         super::pools::over_windows(
             &l.windows.samples,
             model.shape.n,
-            |k| servers.get(k).copied(),
+            |w, k| servers.get(&(w, *k)).copied(),
             &mut predicted,
         );
     }

@@ -362,6 +362,9 @@ impl Live {
                 votes: self.model.votes(s)?.unwrap_or((0, 0)),
             });
         }
+        // The model's own detections first: a block takes its reason from the first
+        // detection of its address.
+        out.sort_by_key(|d| d.known_miner);
         Ok(out)
     }
 }

@@ -96,11 +96,13 @@ impl Pools {
 }
 
 /// Runs [`Pools::window`] over samples in window order (as `from_packets` makes them),
-/// a window at a time; `memory` as for [`Pools::new`]. Returns the samples turned.
+/// a window at a time; `memory` as for [`Pools::new`]; `server` gives a session's server
+/// address in a window, as the monitor found it there (live, each window's read decides
+/// it anew). Returns the samples turned.
 pub fn over_windows(
     samples: &[Sample],
     memory: usize,
-    server: impl Fn(&SessKey) -> Option<[u8; 16]>,
+    server: impl Fn(usize, &SessKey) -> Option<[u8; 16]>,
     verdicts: &mut [bool],
 ) -> Vec<usize> {
     let mut pools = Pools::new(memory);
@@ -112,7 +114,12 @@ pub fn over_windows(
         while j < samples.len() && samples[j].window == w {
             j += 1;
         }
-        let t = pools.window(w as u64, &samples[i..j], &server, &mut verdicts[i..j]);
+        let t = pools.window(
+            w as u64,
+            &samples[i..j],
+            |k| server(w, k),
+            &mut verdicts[i..j],
+        );
         turned.extend(t.into_iter().map(|t| t + i));
         i = j;
     }
@@ -205,7 +212,7 @@ mod tests {
             sample(late, 9),
         ];
         let mut v = [false, true, false, false];
-        let turned = over_windows(&s, 3, |_| None, &mut v);
+        let turned = over_windows(&s, 3, |_, _| None, &mut v);
         assert_eq!(turned, [2]);
         assert_eq!(v, [false, true, true, false]);
     }

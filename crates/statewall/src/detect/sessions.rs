@@ -283,9 +283,13 @@ pub fn values(
 pub fn from_packets(packets: &[(u64, PacketInfo)], shape: Shape) -> Windows {
     let (windows, turned_away) = values(packets, shape);
     let mut hist = History::new(shape);
+    // (A sample's window is its window's index here: `History` numbers the windows it
+    // is given, empty ones included, from 0.)
     let mut servers = std::collections::HashMap::new();
-    for (k, v) in windows.iter().flatten() {
-        servers.entry(*k).or_insert(v.server);
+    for (w, vals) in windows.iter().enumerate() {
+        for (k, v) in vals {
+            servers.insert((w, *k), v.server);
+        }
     }
     Windows {
         windows: windows.len(),

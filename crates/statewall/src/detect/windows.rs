@@ -122,9 +122,9 @@ pub struct Windows {
     pub windows: usize,
     /// (flow, window) of each flow turned away by a full window.
     pub turned_away: Vec<(SessKey, usize)>,
-    /// Sessions ([`SampleKind::Sessions`]): each session's server address, as the monitor
-    /// found it in its first window (empty for packets).
-    pub servers: std::collections::HashMap<SessKey, [u8; 16]>,
+    /// Sessions ([`SampleKind::Sessions`]): each (window, session)'s server address, as
+    /// the monitor found it in that window (empty for packets).
+    pub servers: std::collections::HashMap<(usize, SessKey), [u8; 16]>,
 }
 
 // Bit 0 (arp) is never set: the monitor records IP packets only.
