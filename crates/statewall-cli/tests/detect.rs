@@ -1388,8 +1388,84 @@ fn assert_classified(m: &Value) {
 /// reports the same attacks and blocks nothing.
 #[test]
 fn the_classifier_blocks_an_http_request_flood() {
+    http_attack_is_classified("dlh", "flood", 300.0, |pair, url| {
+        // (Bounded: once blocked, ab waits out its 3 s timeout and gives up.)
+        let _ = pair.client.exec(&[
+            "timeout",
+            "14",
+            "ab",
+            "-q",
+            "-k",
+            "-B",
+            "10.77.0.200",
+            "-c",
+            "10",
+            "-t",
+            "8",
+            "-n",
+            "100000000",
+            "-s",
+            "3",
+            url,
+        ]);
+    });
+}
+
+/// A slow HTTP attack (slowhttptest: slow headers and a slow body at once, 12 s, from
+/// 10.77.0.200) against the server a legitimate client also fetches from (curl bound to
+/// 10.77.0.1): in `enforce` the classifier takes the slow connections for attacks and
+/// blocks their source with its reason and score, its segments then stop reaching the
+/// server, the legitimate client's requests keep working throughout, and the block lapses
+/// after the attack; `monitor` reports it and blocks nothing.
+#[test]
+fn the_classifier_blocks_a_slow_http_attack() {
+    http_attack_is_classified("dls", "slow attack", 100.0, |pair, url| {
+        // slowhttptest cannot bind a source: the client namespace's route gives it the
+        // attacker's while it runs.
+        statewall_harness::apps::route_source(pair, "10.77.0.200");
+        std::thread::scope(|sc| {
+            for slow in ["-H", "-B"] {
+                sc.spawn(move || {
+                    let _ = pair.client.exec(&[
+                        "timeout",
+                        "20",
+                        "slowhttptest",
+                        slow,
+                        "-c",
+                        "100",
+                        "-r",
+                        "50",
+                        "-i",
+                        "2",
+                        "-l",
+                        "12",
+                        "-p",
+                        "3",
+                        "-u",
+                        url,
+                    ]);
+                });
+            }
+        });
+        statewall_harness::apps::route_source(pair, &pair.client_v4.to_string());
+    });
+}
+
+/// An HTTP attack from 10.77.0.200 (`attack` runs it against the URL it is given and
+/// returns once it has ended) against the keep-alive HTTP server, while a legitimate
+/// client (curl from 10.77.0.1) fetches from it, under `enforce` then `monitor`. Under
+/// `enforce` the classifier blocks the attacker with its reason and score, fewer than
+/// `per_s` TCP segments a second reach the server after the block, the client's requests
+/// work throughout, and the block lapses after the attack; under `monitor` the attacks
+/// are reported and nothing is blocked. `what` names the attack in messages.
+fn http_attack_is_classified(
+    tag: &str,
+    what: &str,
+    per_s: f64,
+    attack: impl Fn(&Pair, &str) + Sync,
+) {
     for mode in ["enforce", "monitor"] {
-        let b = classifier_bed("dlh", mode, "");
+        let b = classifier_bed(tag, mode, "");
         let c = &b.pair.client;
         c.exec_ok(&[
             "ip",
@@ -1399,7 +1475,7 @@ fn the_classifier_blocks_an_http_request_flood() {
             "dev",
             &b.pair.client_if,
         ]);
-        let www = std::env::temp_dir().join(format!("statewall-dlh-{}", std::process::id()));
+        let www = std::env::temp_dir().join(format!("statewall-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("index.html"), "<html>statewall</html>\n").unwrap();
         let _server = Reaped(spawn(&mut dataset::keep_alive_http(
@@ -1407,36 +1483,15 @@ fn the_classifier_blocks_an_http_request_flood() {
             &www.to_string_lossy(),
         )));
         let url = format!("http://{}:8080/", b.pair.server_v4);
-        let fetch = || {
-            c.exec(&["curl", "-s", "-o", "/dev/null", "-m", "3", &url])
-                .status
-                .success()
-        };
+        let client = b.pair.client_v4.to_string();
+        let fetch = || dataset::http_get(c, &client, &url);
         eventually("the HTTP server answers", fetch);
         let done = AtomicBool::new(false);
         let (mut fetched, mut seen) = (0, None::<(Instant, u64)>);
         let mut rows = Vec::new();
         std::thread::scope(|sc| {
             sc.spawn(|| {
-                // (Bounded: once blocked, ab waits out its 3 s timeout and gives up.)
-                let _ = c.exec(&[
-                    "timeout",
-                    "14",
-                    "ab",
-                    "-q",
-                    "-k",
-                    "-B",
-                    "10.77.0.200",
-                    "-c",
-                    "10",
-                    "-t",
-                    "8",
-                    "-n",
-                    "100000000",
-                    "-s",
-                    "3",
-                    &url,
-                ]);
+                attack(&b.pair, &url);
                 done.store(true, Ordering::Relaxed);
             });
             while !done.load(Ordering::Relaxed) {
@@ -1470,147 +1525,7 @@ fn the_classifier_blocks_an_http_request_flood() {
             assert!(seen.is_none(), "monitor mode blocks nothing: {rows:?}");
             continue;
         }
-        let (t, before) = seen.expect("the flood's source was never blocked");
-        let m = &rows[0];
-        assert_classified(m);
-        assert!(m["dropped"].as_u64().unwrap() > 0, "{m}");
-        // After the block: the legitimate client's few segments, not the flood's thousands.
-        let secs = t.elapsed().as_secs_f64();
-        let got = received(&b, "tcp") - before;
-        assert!(
-            (got as f64) < secs * 300.0,
-            "{got} TCP segments in {secs:.1}s after the block"
-        );
-        eventually("the classifier's block lapsed after the flood", || {
-            row(&mitigations(&b.d), "classifier").is_none()
-        });
-        assert!(fetch(), "the legitimate client after the flood");
-    }
-}
-
-/// A slow HTTP attack (slowhttptest: slow headers and a slow body at once, 12 s, from
-/// 10.77.0.200) against the server a legitimate client also fetches from (curl bound to
-/// 10.77.0.1): in `enforce` the classifier takes the slow connections for attacks and
-/// blocks their source with its reason and score, its segments then stop reaching the
-/// server, the legitimate client's requests keep working throughout, and the block lapses
-/// after the attack; `monitor` reports it and blocks nothing.
-#[test]
-fn the_classifier_blocks_a_slow_http_attack() {
-    for mode in ["enforce", "monitor"] {
-        let b = classifier_bed("dls", mode, "");
-        let c = &b.pair.client;
-        c.exec_ok(&[
-            "ip",
-            "addr",
-            "add",
-            "10.77.0.200/24",
-            "dev",
-            &b.pair.client_if,
-        ]);
-        let www = std::env::temp_dir().join(format!("statewall-dls-{}", std::process::id()));
-        std::fs::create_dir_all(&www).unwrap();
-        std::fs::write(www.join("index.html"), "<html>statewall</html>\n").unwrap();
-        let _server = Reaped(spawn(&mut dataset::keep_alive_http(
-            &b.pair,
-            &www.to_string_lossy(),
-        )));
-        let url = format!("http://{}:8080/", b.pair.server_v4);
-        let fetch = || {
-            c.exec(&[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-m",
-                "3",
-                "--interface",
-                "10.77.0.1",
-                &url,
-            ])
-            .status
-            .success()
-        };
-        eventually("the HTTP server answers", fetch);
-        // slowhttptest cannot bind a source: the client namespace's route gives it the
-        // attacker's while it runs.
-        let route = |src: &str| {
-            c.exec_ok(&[
-                "ip",
-                "route",
-                "replace",
-                "10.77.0.0/24",
-                "dev",
-                &b.pair.client_if,
-                "proto",
-                "kernel",
-                "scope",
-                "link",
-                "src",
-                src,
-            ])
-        };
-        route("10.77.0.200");
-        let done = AtomicBool::new(false);
-        let (mut fetched, mut seen) = (0, None::<(Instant, u64)>);
-        let mut rows = Vec::new();
-        std::thread::scope(|sc| {
-            for slow in ["-H", "-B"] {
-                let (done, url) = (&done, &url);
-                sc.spawn(move || {
-                    let _ = c.exec(&[
-                        "timeout",
-                        "20",
-                        "slowhttptest",
-                        slow,
-                        "-c",
-                        "100",
-                        "-r",
-                        "50",
-                        "-i",
-                        "2",
-                        "-l",
-                        "12",
-                        "-p",
-                        "3",
-                        "-u",
-                        url,
-                    ]);
-                    done.store(true, Ordering::Relaxed);
-                });
-            }
-            while !done.load(Ordering::Relaxed) {
-                assert!(fetch(), "{mode}: the legitimate client's request failed");
-                fetched += 1;
-                let ms = mitigations(&b.d);
-                for m in &ms {
-                    assert_ne!(m["target"], "10.77.0.1/32", "the legitimate client: {ms:?}");
-                    assert_ne!(m["target"], "10.77.0.2/32", "the server: {ms:?}");
-                }
-                let blocked: Vec<Value> = ms
-                    .into_iter()
-                    .filter(|m| m["detector"] == "classifier" && m["target"] == "10.77.0.200/32")
-                    .collect();
-                if !blocked.is_empty() {
-                    if seen.is_none() {
-                        seen = Some((Instant::now(), received(&b, "tcp")));
-                    }
-                    rows = blocked;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        route(&b.pair.client_v4.to_string());
-        let _ = std::fs::remove_dir_all(&www);
-        let v = b.d.get("/api/v1/detect");
-        let cl = &v["classifier"];
-        eprintln!("{mode}: {fetched} requests by the legitimate client; classifier {cl}");
-        assert!(fetched >= 5, "{fetched}");
-        assert!(cl["stats"]["attacks"].as_u64().unwrap() >= 1, "{cl}");
-        if mode == "monitor" {
-            assert!(seen.is_none(), "monitor mode blocks nothing: {rows:?}");
-            continue;
-        }
-        let (t, before) = seen.expect("the slow attack's source was never blocked");
+        let (t, before) = seen.unwrap_or_else(|| panic!("the {what}'s source was never blocked"));
         let m = &rows[0];
         assert_classified(m);
         assert!(m["dropped"].as_u64().unwrap() > 0, "{m}");
@@ -1622,13 +1537,14 @@ fn the_classifier_blocks_a_slow_http_attack() {
             m["reason"]
         );
         assert!(
-            (got as f64) < secs * 100.0,
+            (got as f64) < secs * per_s,
             "{got} TCP segments in {secs:.1}s after the block"
         );
-        eventually("the classifier's block lapsed after the attack", || {
-            row(&mitigations(&b.d), "classifier").is_none()
-        });
-        assert!(fetch(), "the legitimate client after the attack");
+        eventually(
+            &format!("the classifier's block lapsed after the {what}"),
+            || row(&mitigations(&b.d), "classifier").is_none(),
+        );
+        assert!(fetch(), "the legitimate client after the {what}");
     }
 }
 

@@ -164,23 +164,7 @@ pub fn http_flood(pair: &Pair, rng: &mut Rng, secs: u64) {
 /// the attacker's source while it runs, and its own again after.
 pub fn slow_http(pair: &Pair, rng: &mut Rng, secs: u64) {
     let src = format!("10.77.0.{}", rng.range(200, 203));
-    let route = |src: &str| {
-        pair.client.exec_ok(&[
-            "ip",
-            "route",
-            "replace",
-            "10.77.0.0/24",
-            "dev",
-            &pair.client_if,
-            "proto",
-            "kernel",
-            "scope",
-            "link",
-            "src",
-            src,
-        ])
-    };
-    route(&src);
+    route_source(pair, &src);
     let url = format!("http://{}:8080/", pair.server_v4);
     let runs = ["-H", "-B"]
         .iter()
@@ -204,7 +188,26 @@ pub fn slow_http(pair: &Pair, rng: &mut Rng, secs: u64) {
         })
         .collect();
     run_all(pair, runs);
-    route(&pair.client_v4.to_string());
+    route_source(pair, &pair.client_v4.to_string());
+}
+
+/// Makes `src` the source the client namespace's route to the pair's /24 gives a tool
+/// that binds none (slowhttptest cannot); the client's own address puts it back.
+pub fn route_source(pair: &Pair, src: &str) {
+    pair.client.exec_ok(&[
+        "ip",
+        "route",
+        "replace",
+        "10.77.0.0/24",
+        "dev",
+        &pair.client_if,
+        "proto",
+        "kernel",
+        "scope",
+        "link",
+        "src",
+        src,
+    ]);
 }
 
 /// DNS reflection for `secs`: 1 to 3 streams of spoofed queries (source: the victim, each

@@ -160,17 +160,7 @@ fn benign(pair: &Pair, seed: u64, until: Instant, dns: bool) {
                 };
                 let from = benign_addr(&mut rng);
                 for _ in 0..n {
-                    let _ = c.exec(&[
-                        "curl",
-                        "-s",
-                        "-o",
-                        "/dev/null",
-                        "-m",
-                        "3",
-                        "--interface",
-                        &from,
-                        &format!("http://{server}:8080/"),
-                    ]);
+                    http_get(c, &from, &format!("http://{server}:8080/"));
                 }
                 std::thread::sleep(Duration::from_millis(rng.range(30, 400)));
             }
@@ -516,6 +506,24 @@ class H(h.SimpleHTTPRequestHandler):
 handler = functools.partial(H, directory=sys.argv[1])
 h.ThreadingHTTPServer(('10.77.0.2', 8080), handler).serve_forever()
 "#;
+
+/// One GET of `url` by curl in namespace `ns`, from address `from`, within 3 s: true
+/// when it succeeded.
+pub fn http_get(ns: &crate::netns::NetNs, from: &str, url: &str) -> bool {
+    ns.exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-m",
+        "3",
+        "--interface",
+        from,
+        url,
+    ])
+    .status
+    .success()
+}
 
 /// [`HTTP11`] in the pair's server namespace, serving the folder `www`.
 pub fn keep_alive_http(pair: &Pair, www: &str) -> Command {
