@@ -98,14 +98,13 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
     let Some(d) = g.config.detect.clone() else {
         return;
     };
-    // The allowlist in force (the gateways with the configured prefixes); the configured
-    // ones alone if the kernel's cannot be read.
-    let allow = g
-        .engine
-        .detect_allowlist()
-        .ok()
-        .or_else(|| d.allow_prefixes().ok())
-        .unwrap_or_default();
+    // The allowlist in force (the gateways with the configured prefixes), read only when
+    // there is something to block.
+    let allow = if found.is_empty() {
+        Vec::new()
+    } else {
+        g.engine.detect_allowlist_or(&d)
+    };
     let max = w.config(&d).map_or(0, |c| c.max_blocks);
     let mut c = lock(s, w);
     let section = w.section();

@@ -83,6 +83,15 @@ impl Engine {
         Ok(v)
     }
 
+    /// [`Engine::detect_allowlist`], or the prefixes `d` configures when the kernel's list
+    /// cannot be read (they are in it too): what a block must never touch.
+    pub fn detect_allowlist_or(&self, d: &super::DetectConfig) -> Vec<Prefix> {
+        self.detect_allowlist()
+            .ok()
+            .or_else(|| d.allow_prefixes().ok())
+            .unwrap_or_default()
+    }
+
     /// Blocks `p` until `expires_ns` (kernel clock; 0 = until released). A block that
     /// exists keeps its drop count and takes the new expiry.
     pub fn detect_block(&mut self, p: &Prefix, expires_ns: u64) -> Result<()> {

@@ -139,9 +139,7 @@ async fn block(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
                 .into(),
         ));
     };
-    let mut allow = d.allow_prefixes().map_err(ApiError::internal)?;
-    // (Unreadable, the kernel's list adds nothing: the configured prefixes still refuse.)
-    allow.extend(g.engine.detect_allowlist().unwrap_or_default());
+    let allow = g.engine.detect_allowlist_or(d);
     if let Some(a) = allow.iter().find(|a| a.len <= p.len && a.contains(p.addr)) {
         return Err(ApiError(
             StatusCode::CONFLICT,
