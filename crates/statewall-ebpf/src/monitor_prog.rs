@@ -21,9 +21,10 @@ use statewall_common::{
             crypto_add_from, crypto_wants, ddos_wants, fill_slot, ignored_cause, key4_into,
             key_into, server_addr,
         },
-        CryptoVal, DdosSess, PktSlot, SessKey, SessKey4, CNT_PACKETS, CNT_SESSIONS,
-        CNT_SESSION_FULL, CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE, CTL_EPOCH,
-        CTL_SESS, CTL_SLOTS, CTL_USED, CTL_V6, DDOS_PER_SESSION, DDOS_SESSIONS, KIND_DDOS,
+        AwayRegs, CryptoVal, DdosSess, PktSlot, SessKey, SessKey4, AWAY_BITS, CNT_PACKETS,
+        CNT_SESSIONS, CNT_SESSION_FULL, CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE,
+        CTL_EPOCH, CTL_SESS, CTL_SLOTS, CTL_USED, CTL_V6, DDOS_PER_SESSION, DDOS_SESSIONS,
+        KIND_DDOS,
     },
     parse::PacketInfo,
     TCX_NEXT,
@@ -80,6 +81,39 @@ struct Work {
 
 #[map(name = "SW_MON_WORK")]
 static SW_MON_WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "SW_MON_AWAY")]
+static SW_MON_AWAY: PerCpuArray<AwayRegs> = PerCpuArray::with_max_entries(2, 0);
+
+/// A packet of session `key` turned away in buffer `b`: counted, and its session noted in
+/// the buffer's sketch ([`statewall_common::monitor::MAP_MON_AWAY`]). The key's 32-bit
+/// words are mixed into 64 bits (multiply and fold per word, then a finalizer); the top
+/// [`AWAY_BITS`] pick a register, which keeps the largest rank (leading zeros + 1) of the
+/// bits below.
+#[inline(always)]
+fn turned_away<K>(key: &K, b: u32) {
+    bump(CNT_TURNED_AWAY);
+    let words = key as *const K as *const u32;
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..core::mem::size_of::<K>() / 4 {
+        // SAFETY: the key is 4-aligned and a whole number of words long.
+        let w = unsafe { *words.add(i) } as u64;
+        h = (h ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 29;
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    let i = (h >> (64 - AWAY_BITS)) as usize;
+    let rank = ((h << AWAY_BITS) | (1 << (AWAY_BITS - 1))).leading_zeros() as u8 + 1;
+    let Some(regs) = SW_MON_AWAY.get_ptr_mut(b) else {
+        return;
+    };
+    // SAFETY: this CPU's sketch; `i` is below 2^AWAY_BITS, the array's length.
+    let r = unsafe { &mut (*regs)[i & ((1 << AWAY_BITS) - 1)] };
+    if *r < rank {
+        *r = rank;
+    }
+}
 
 #[inline(always)]
 fn bump(i: u32) {
@@ -211,7 +245,7 @@ fn ddos_in<K>(p: &PacketInfo, sess: &HashMap<K, DdosSess>, key: &K, b: u32) {
                 Some(s) => s,
                 None => {
                     // Full: the session waits for the next window.
-                    bump(CNT_TURNED_AWAY);
+                    turned_away(key, b);
                     return;
                 }
             }
@@ -318,6 +352,6 @@ fn crypto_in<K>(
     }
     match m.get_ptr_mut(key) {
         Some(v) => crypto_add_from(p, first, ts, unsafe { &mut *v }),
-        None => bump(CNT_TURNED_AWAY),
+        None => turned_away(key, b),
     }
 }

@@ -127,7 +127,7 @@ pub fn snapshot(socket: &std::path::Path, rates: &mut Rates) -> Snapshot {
             let st = &c["stats"];
             out.mitigations.push(format!(
                 "{name} ({} model, {}s windows): {} windows, {} flows in the last, {} attacks \
-                 of {} samples, {} of {} blocks held, {} packets unclassified",
+                 of {} samples, {} of {} blocks held, {} flows unclassified ({} packets)",
                 s(&c["model"]),
                 s(&c["window_s"]),
                 s(&st["windows"]),
@@ -136,6 +136,7 @@ pub fn snapshot(socket: &std::path::Path, rates: &mut Rates) -> Snapshot {
                 s(&st["samples"]),
                 s(&c["held"]),
                 s(&c["max_blocks"]),
+                s(&st["unclassified_flows"]),
                 s(&st["unclassified_packets"]),
             ));
         }

@@ -31,6 +31,20 @@ pub const MAP_CRYPTO: [&str; 2] = ["SW_CRYPTO0", "SW_CRYPTO1"];
 pub const MAP_CRYPTO4: [&str; 2] = ["SW_CRYPTO4_0", "SW_CRYPTO4_1"];
 /// Counters: `PERCPU_ARRAY` of u64, [`COUNTER_NAMES`] order.
 pub const MAP_MON_STATS: &str = "SW_MON_STATS";
+/// Sessions turned away, buffer 0 / 1 (the index): `PERCPU_ARRAY` of [`AwayRegs`], a
+/// HyperLogLog sketch of the turned-away sessions' keys (user space merges the CPUs'
+/// registers by their maximum and estimates how many distinct sessions a window turned
+/// away: the flows it could not classify, counted once however many packets they sent).
+pub const MAP_MON_AWAY: &str = "SW_MON_AWAY";
+/// Index bits of [`MAP_MON_AWAY`]'s sketch: 2^10 registers, a standard error of about
+/// 1.04 / 32 = 3.3 %.
+pub const AWAY_BITS: u32 = 10;
+/// Registers of the sketch.
+pub const AWAY_REGS: usize = 1 << AWAY_BITS;
+/// One buffer's sketch: register `i` holds the largest rank (leading zeros + 1 of the
+/// hash's bits below the index) of the keys whose hash's top [`AWAY_BITS`] are `i`.
+pub type AwayRegs = [u8; AWAY_REGS];
+
 /// Per-CPU scratch of the monitor program (kernel-private).
 pub const MAP_MON_WORK: &str = "SW_MON_WORK";
 

@@ -300,12 +300,12 @@ fn learned_counters(f: &mut Family, s: &Shared) {
         (
             crate::detect::live::Learned::Flows,
             "statewall_detect_classifier",
-            "The learned classifier: windows read, samples classified, attacks found, packets its full table turned away, detections refused (max_blocks held or the block table full), allowlisted sources detected, sources of a single packet not blocked.",
+            "The learned classifier: windows read, samples classified, attacks found, flows its full table turned away (distinct each window, estimated) and their packets, detections refused (max_blocks held or the block table full), allowlisted sources detected, sources of a single packet not blocked.",
         ),
         (
             crate::detect::live::Learned::Mining,
             "statewall_detect_mining",
-            "The learned mining detector: windows read, session samples classified, mining sessions found, packets its full table turned away, detections refused (max_blocks held or the block table full), allowlisted pools detected.",
+            "The learned mining detector: windows read, session samples classified, mining sessions found, sessions its full table turned away (distinct each window, estimated) and their packets, detections refused (max_blocks held or the block table full), allowlisted pools detected.",
         ),
     ] {
         let c = s.learned(w).lock().unwrap_or_else(|p| p.into_inner());
@@ -315,6 +315,7 @@ fn learned_counters(f: &mut Family, s: &Shared) {
                 ("windows", st.windows),
                 ("samples", st.samples),
                 ("attacks", st.attacks),
+                ("unclassified_flows", st.unclassified_flows),
                 ("unclassified_packets", st.unclassified_packets),
                 ("refused", c.refused),
                 ("allowlisted", c.allowlisted),

@@ -112,8 +112,11 @@ pub struct Stats {
     pub samples: u64,
     /// Of them, classified as attacks.
     pub attacks: u64,
-    /// Packets the monitor turned away because its session table was full (their flows
-    /// are `unclassified`), all windows.
+    /// Flows the monitor turned away because its session table was full, counted once a
+    /// window however many packets they sent (estimated within a few per cent:
+    /// [`crate::monitor::away`]), all windows: `unclassified`.
+    pub unclassified_flows: u64,
+    /// Their packets, all windows.
     pub unclassified_packets: u64,
     /// The last window: reading and decoding it, ms.
     pub last_read_ms: f64,
@@ -309,6 +312,7 @@ impl Live {
         st.windows += 1;
         st.samples += n as u64;
         st.attacks += found.len() as u64;
+        st.unclassified_flows += w.turned_away;
         st.unclassified_packets += turned_away.saturating_sub(self.turned_away_seen);
         self.turned_away_seen = turned_away;
         st.last_read_ms = read.as_secs_f64() * 1e3;

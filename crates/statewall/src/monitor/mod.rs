@@ -12,6 +12,7 @@
 //! Owns the `[[monitor]]` section and its own object. May import: `engine`, `gate`,
 //! `types`.
 
+pub mod away;
 pub mod error;
 pub mod files;
 
@@ -210,6 +211,9 @@ pub struct Window {
     pub grace: Duration,
     /// Reading and decoding.
     pub read: Duration,
+    /// Distinct sessions turned away because the session table was full (an estimate,
+    /// within a few per cent: [`away`]).
+    pub turned_away: u64,
 }
 
 /// A loaded and attached monitor instance.
@@ -509,7 +513,10 @@ impl Monitor {
         }
         let grace = t0.elapsed();
         let t1 = Instant::now();
-        let mut w = Window::default();
+        let mut w = Window {
+            turned_away: self.take_away(b)?,
+            ..Window::default()
+        };
         match self.spec.kind {
             Kind::Ddos => {
                 let mut sessions = self.sessions::<SessKey4, DdosSess>(MAP_DDOS_SESS4[b], false)?;
