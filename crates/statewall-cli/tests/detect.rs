@@ -1030,6 +1030,97 @@ fn the_gateway_joins_the_allowlist() {
     assert!(row(&ms, "udp_flood").is_some(), "{ms:?}");
 }
 
+/// The admins' addresses join the allowlist (`allow_admins`, the default): an ssh login
+/// with a terminal from the client (10.77.0.1) to a real OpenSSH server in the watched
+/// namespace, recorded by sshd in /run/utmp, puts 10.77.0.1 in the allowlist in force
+/// within seconds (the daemon is not reloaded); a block of it is refused and a UDP flood
+/// spoofing it is not held; after the logout, a reload lets it go. (The test makes
+/// /run/utmp when the machine has none, and removes what it made.)
+#[test]
+fn a_logged_in_admin_joins_the_allowlist() {
+    struct Made(bool);
+    impl Drop for Made {
+        fn drop(&mut self) {
+            if self.0 {
+                let _ = std::fs::remove_file(statewall::detect::admins::UTMP);
+            }
+        }
+    }
+    let utmp = std::path::Path::new(statewall::detect::admins::UTMP);
+    let _made = Made(!utmp.exists() && std::fs::write(utmp, b"").is_ok());
+    let b = bed(
+        "dtm",
+        "mode = \"enforce\"\nexpiry = \"2s\"\nudp_flood.threshold = 200\n",
+    );
+    let in_force = || -> Vec<String> {
+        b.d.get("/api/v1/detect")["allowlist_in_force"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let admin = "10.77.0.1/32".to_string();
+    assert!(!in_force().contains(&admin), "{:?}", in_force());
+    let dir = std::env::temp_dir().join(format!("statewall-dtm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (servers, key) = statewall_harness::mining::servers(&b.pair, &dir);
+    let _servers: Vec<Reaped> = servers.into_iter().map(Reaped).collect();
+    let login = Reaped(spawn(&mut b.pair.client.command(&[
+        "ssh",
+        "-tt",
+        "-i",
+        &key,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-b",
+        "10.77.0.1",
+        &format!("root@{}", b.pair.server_v4),
+        "sleep 30",
+    ])));
+    eventually("the admin's address in the allowlist in force", || {
+        in_force().contains(&admin)
+    });
+    let (rc, _, err) = cli(&b.p, &["detect", "block", "10.77.0.1"]);
+    assert_ne!(rc, 0, "a block of the admin was taken");
+    assert!(err.contains("allowlist"), "{err}");
+    let (src, dst) = (
+        IpAddr::from(b.pair.client_v4),
+        IpAddr::from(b.pair.server_v4),
+    );
+    flood_of(
+        &b,
+        4000,
+        9,
+        |rng, _| {
+            let mut f = Packet::udp(src, dst, rng.random_range(1024..65535), 9999)
+                .payload(&[0u8; 64])
+                .build();
+            f[..6].copy_from_slice(&b.mac);
+            f
+        },
+        || {},
+    );
+    let ms = mitigations(&b.d);
+    assert!(
+        row(&ms, "udp_flood").is_none(),
+        "a flood spoofing the admin held: {ms:?}"
+    );
+    drop(login);
+    eventually("the login record removed", || {
+        statewall::detect::admins::admins()
+            .iter()
+            .all(|p| p.to_string() != admin)
+    });
+    b.d.ok("POST", "/api/v1/reload", "");
+    assert!(!in_force().contains(&admin), "{:?}", in_force());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The allowlist: a flood spoofing allowlisted sources is neither counted nor dropped; a
 /// block inside the allowlist is refused; a block is dropped in the kernel (counted in its
 /// row), a wider one leaves the allowlisted addresses in it passing, and a release or its

@@ -396,6 +396,30 @@ fn sweep_once(s: &Shared, last_err: &mut Option<String>) {
     if let Err(e) = g.engine.sweep_fixed() {
         tracing::warn!("sweeping the fixed state table: {e}");
     }
+    // Admins who logged in since: their addresses join the allowlist in force (those who
+    // logged out leave it at the next apply).
+    if cfg.detect.as_ref().is_some_and(|d| d.allow_admins) {
+        let admins = crate::detect::admins::admins();
+        if !admins.is_empty() {
+            match g.engine.detect_allowlist() {
+                Ok(mut allow) if admins.iter().any(|a| !allow.contains(a)) => {
+                    allow.extend(
+                        admins
+                            .iter()
+                            .filter(|a| !allow.contains(a))
+                            .copied()
+                            .collect::<Vec<_>>(),
+                    );
+                    match g.engine.apply_detect_allowlist(&allow) {
+                        Ok(()) => tracing::info!(?admins, "detect: admins' addresses allowlisted"),
+                        Err(e) => tracing::warn!("allowlisting the admins' addresses: {e}"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("reading the detect allowlist: {e}"),
+            }
+        }
+    }
     match g.engine.detect_sweep() {
         Ok(0) => {}
         Ok(n) => tracing::info!(n, "detect: blocks or destination mitigations expired"),

@@ -293,7 +293,7 @@ pub fn status(g: &Inner) -> Status {
 /// attached), attachments, then the protected ports.
 pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
     // The allowlist before the machines it exempts: the configured prefixes, and the
-    // gateways of the interfaces' namespaces unless told not to.
+    // gateways of the interfaces' namespaces and the admins' addresses unless told not to.
     let allow = match &cfg.detect {
         Some(d) => {
             let mut allow = d.allow_prefixes()?;
@@ -305,6 +305,13 @@ pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
                     }
                 }
                 for p in crate::detect::gateways::gateways(&netns) {
+                    if !allow.contains(&p) {
+                        allow.push(p);
+                    }
+                }
+            }
+            if d.allow_admins {
+                for p in crate::detect::admins::admins() {
                     if !allow.contains(&p) {
                         allow.push(p);
                     }

@@ -45,6 +45,7 @@
 //!
 //! [`CTL_EXEMPT`]: statewall_common::xfsm::CTL_EXEMPT
 
+pub mod admins;
 pub mod capture;
 pub mod error;
 pub mod gateways;
@@ -103,6 +104,9 @@ pub struct DetectConfig {
     /// The gateways of the watched namespaces (their routes' next hops, read when the
     /// config is applied) join the allowlist (`detect/gateways.rs`).
     pub allow_gateways: bool,
+    /// The remote addresses of the users logged in to this host (utmp's login records)
+    /// join the allowlist: at apply, and within a second of a login (`detect/admins.rs`).
+    pub allow_admins: bool,
     /// How long a mitigation lasts after the last packet over its threshold.
     pub expiry: Dur,
     /// SYNs per second to one destination.
@@ -174,6 +178,7 @@ impl Default for DetectConfig {
             mode: Mode::Monitor,
             allowlist: Vec::new(),
             allow_gateways: true,
+            allow_admins: true,
             expiry: Dur::secs(30),
             syn_flood: Detector::default(),
             udp_flood: Detector::default(),
