@@ -35,7 +35,8 @@ bench: build
 # The learned detectors' data (README, "Learned classifier", "Mining detection"):
 # labelled captures between fresh namespaces. Floods over benign traffic in data/*.pcap and
 # data/manifest.json (about 23 minutes: eighteen 25 s attack captures and a 60 s benign one
-# for training; six with other seeds and a 10-minute benign capture held out), the
+# for training; six with other seeds and addresses and a 10-minute benign capture held
+# out), the
 # application attacks over benign traffic with DNS in sets of their own, train-apps and
 # held-out-apps (about 5 minutes: an HTTP request flood, a slow HTTP attack and DNS
 # reflection, two 25 s captures each and one held out), then

@@ -23,8 +23,14 @@ use crate::{
     rng::Rng,
 };
 
-/// The reflecting DNS server's address (in the client namespace).
+/// The reflecting DNS server's address (in the client namespace) in [`Pair::new`]'s
+/// network; [`reflector`] gives it in any pair's.
 pub const REFLECTOR: &str = "10.77.0.60";
+
+/// The reflecting DNS server's address in `pair`'s network (host .60).
+pub fn reflector(pair: &Pair) -> String {
+    pair.host(60)
+}
 /// The names the DNS servers answer: (name, record type).
 const NAMES: [(&str, u16); 4] = [
     ("www.example", 1),
@@ -49,8 +55,9 @@ pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
 }
 
 /// A dnsmasq answering [`NAMES`] on `addr`, port 53, in the namespace of `cmd` (the
-/// binary only: no resolver, no hosts file, no service). `dir` holds its pid file.
-fn dnsmasq(ns: &crate::netns::NetNs, addr: &str, dir: &Path) -> Child {
+/// binary only: no resolver, no hosts file, no service), its A records `a`. `dir` holds
+/// its pid file.
+fn dnsmasq(ns: &crate::netns::NetNs, addr: &str, a: &str, dir: &Path) -> Child {
     let big: String = "statewall-dataset ".repeat(14);
     let pid = dir.join(format!("dnsmasq-{addr}.pid"));
     spawn(&mut ns.command(&[
@@ -66,8 +73,8 @@ fn dnsmasq(ns: &crate::netns::NetNs, addr: &str, dir: &Path) -> Child {
         "root",
         &format!("--pid-file={}", pid.display()),
         "--log-facility=/dev/null",
-        "--address=/www.example/10.77.0.2",
-        "--address=/mail.example/10.77.0.2",
+        &format!("--address=/www.example/{a}"),
+        &format!("--address=/mail.example/{a}"),
         "--txt-record=www.example,statewall",
         &format!("--txt-record=amp.example,{}", big.trim_end()),
     ]))
@@ -80,13 +87,14 @@ pub fn dns_servers(pair: &Pair, dir: &Path) -> Vec<Child> {
         "ip",
         "addr",
         "add",
-        &format!("{REFLECTOR}/24"),
+        &format!("{}/24", reflector(pair)),
         "dev",
         &pair.client_if,
     ]);
+    let server = pair.server_v4.to_string();
     vec![
-        dnsmasq(&pair.server, &pair.server_v4.to_string(), dir),
-        dnsmasq(&pair.client, REFLECTOR, dir),
+        dnsmasq(&pair.server, &server, &server, dir),
+        dnsmasq(&pair.client, &reflector(pair), &server, dir),
     ]
 }
 
@@ -136,14 +144,14 @@ fn run_all(pair: &Pair, runs: Vec<Vec<String>>) {
 /// An HTTP request flood for `secs`: ab from 1 to 3 attacker addresses.
 pub fn http_flood(pair: &Pair, rng: &mut Rng, secs: u64) {
     let url = format!("http://{}:8080/", pair.server_v4);
-    let runs = (200..200 + rng.range(1, 3))
+    let runs = (200..200 + rng.range(1, 3) as u8)
         .map(|i| {
             vec![
                 "ab".into(),
                 "-q".into(),
                 "-k".into(),
                 "-B".into(),
-                format!("10.77.0.{i}"),
+                pair.host(i),
                 "-c".into(),
                 rng.range(2, 30).to_string(),
                 "-t".into(),
@@ -163,7 +171,7 @@ pub fn http_flood(pair: &Pair, rng: &mut Rng, secs: u64) {
 /// at once, each with its own connections and pace. The client namespace's route takes
 /// the attacker's source while it runs, and its own again after.
 pub fn slow_http(pair: &Pair, rng: &mut Rng, secs: u64) {
-    let src = format!("10.77.0.{}", rng.range(200, 203));
+    let src = pair.host(rng.range(200, 203) as u8);
     route_source(pair, &src);
     let url = format!("http://{}:8080/", pair.server_v4);
     let runs = ["-H", "-B"]
@@ -198,7 +206,7 @@ pub fn route_source(pair: &Pair, src: &str) {
         "ip",
         "route",
         "replace",
-        "10.77.0.0/24",
+        &pair.net24(),
         "dev",
         &pair.client_if,
         "proto",
@@ -234,7 +242,7 @@ pub fn dns_reflection(pair: &Pair, rng: &mut Rng, secs: u64) {
                 rate.to_string(),
                 "-c".into(),
                 (rate * secs).to_string(),
-                REFLECTOR.into(),
+                reflector(pair),
             ]
         })
         .collect();

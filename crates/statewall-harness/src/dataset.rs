@@ -1,26 +1,29 @@
 //! Labelled captures for the learned classifier (`make dataset`, `statewall dataset`): real
 //! tools between two namespaces this process creates, the server's veth captured by tcpdump.
 //!
-//! Each capture holds one attack kind (or none) over a background of benign traffic:
-//! - benign, from 10.77.0.1 and 10.77.0.10 to .49 (addresses of the client namespace):
-//!   curl against a Python `http.server`, some requests in bursts of completed handshakes,
-//!   a rate-limited download, iperf3 over TCP and fast iperf3 over UDP (both capped), ping
-//!   (one of them fast), and slow UDP to a closed port;
+//! Each capture holds one attack kind (or none) over a background of benign traffic. The
+//! training sets' captures use 10.77.0.0/24 and spoof from 10.100.0.0/14, the held-out
+//! sets' 10.177.0.0/24 and 10.180.0.0/14 ([`Nets`]); hosts below are of the set's /24:
+//! - benign, from .1 and .10 to .49 (addresses of the client namespace): curl against a
+//!   Python `http.server`, some requests in bursts of completed handshakes, bursts of
+//!   concurrent requests to an overloaded server (its accept queue full: handshakes and
+//!   requests sent again), a rate-limited download, iperf3 over TCP and fast iperf3 over
+//!   UDP (both capped), ping (one of them fast), and slow UDP to a closed port;
 //!   and DNS lookups of a few names (the application kinds' captures; [`crate::apps`]);
 //! - attacks, by hping3: SYN, UDP and ICMP floods, from the client namespace's own attacker
-//!   addresses (10.77.0.200 to .203, answered) or from spoofed sources in 10.100.0.0/14
-//!   (neither namespace has a default route: the server's answers go nowhere). Each flood
+//!   addresses (.200 to .203, answered) or from spoofed sources (neither namespace has a
+//!   default route: the server's answers go nowhere). Each flood
 //!   keeps its source port (`-k`), one flow per source, so that a third or more of a mixed
 //!   capture's flows stay benign; one burst per capture walks the source ports;
 //! - application attacks ([`crate::apps`]): an HTTP request flood (ab), a slow HTTP attack
 //!   (slowhttptest), and DNS reflection (nping's spoofed queries answered by dnsmasq).
 //!
 //! The seed picks addresses, rates, sizes, TTLs, windows and the link MTU; the held-out set
-//! is made with other seeds than the training set.
+//! is made with other seeds and other addresses than the training set.
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -31,10 +34,42 @@ use crate::{
     rng::Rng,
 };
 
-/// The victim.
-pub const VICTIM: &str = "10.77.0.2/32";
-/// Attacker prefixes: the client's own attacker addresses and the spoofed prefix.
-pub const ATTACKERS: &str = "10.77.0.200/30,10.100.0.0/14";
+/// The addresses of a set's captures: the training sets' (10.77.0.0/24, spoofed sources
+/// from 10.100.0.0/14) or the held-out sets' (10.177.0.0/24, spoofed from 10.180.0.0/14),
+/// so that the held-out captures judge a model on addresses it never saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nets {
+    /// The namespaces' network: 10.`lan`.0.0/24 (client .1, server .2, benign .10 to .49,
+    /// the reflector .60, attackers .200 to .203, miners .204 to .207).
+    pub lan: u8,
+    /// The spoofed sources' prefix: 10.`spoofed`.0.0/14.
+    pub spoofed: u8,
+}
+
+impl Nets {
+    /// The addresses of set `set`'s captures (the held-out sets': `held-out...`).
+    pub fn of(set: &str) -> Nets {
+        if set.starts_with("held-out") {
+            Nets {
+                lan: 177,
+                spoofed: 180,
+            }
+        } else {
+            Nets {
+                lan: 77,
+                spoofed: 100,
+            }
+        }
+    }
+
+    /// Attacker prefixes: the client's own attacker addresses and the spoofed prefix.
+    pub fn attackers(self) -> Vec<String> {
+        vec![
+            format!("10.{}.0.200/30", self.lan),
+            format!("10.{}.0.0/14", self.spoofed),
+        ]
+    }
+}
 
 /// A capture's attack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,11 +158,12 @@ impl Plan {
     }
 }
 
-fn benign_addr(rng: &mut Rng) -> String {
+/// A benign source: the client's own address or one of .10 to .49.
+pub(crate) fn benign_addr(pair: &Pair, rng: &mut Rng) -> String {
     if rng.range(0, 9) == 0 {
-        "10.77.0.1".into()
+        pair.host(1)
     } else {
-        format!("10.77.0.{}", rng.range(10, 49))
+        pair.host(rng.range(10, 49) as u8)
     }
 }
 
@@ -141,7 +177,7 @@ fn benign(pair: &Pair, seed: u64, until: Instant, dns: bool) {
             s.spawn(|| {
                 let mut rng = Rng(seed ^ 5);
                 while Instant::now() < until {
-                    let from = benign_addr(&mut rng);
+                    let from = benign_addr(pair, &mut rng);
                     for _ in 0..rng.range(1, 4) {
                         crate::apps::lookup(pair, &from, &mut rng);
                     }
@@ -158,18 +194,51 @@ fn benign(pair: &Pair, seed: u64, until: Instant, dns: bool) {
                 } else {
                     1
                 };
-                let from = benign_addr(&mut rng);
+                let from = benign_addr(pair, &mut rng);
                 for _ in 0..n {
                     http_get(c, &from, &format!("http://{server}:8080/"));
                 }
                 std::thread::sleep(Duration::from_millis(rng.range(30, 400)));
             }
         });
+        // Clients of an overloaded server: bursts of concurrent requests to the busy
+        // server ([`BUSY`]), each burst meeting it idle: the first handshakes complete,
+        // the accept queue fills, and the others' final ACKs and requests are dropped and
+        // sent again, their SYN-ACKs too (a flood's victim's legitimate clients see the
+        // same).
+        s.spawn(|| {
+            let mut rng = Rng(seed ^ 6);
+            let (backlog, pace) = busy(seed);
+            while Instant::now() + Duration::from_secs(4) < until {
+                let kids: Vec<_> = (0..rng.range(3, 10))
+                    .map(|_| {
+                        let from = benign_addr(pair, &mut rng);
+                        spawn(&mut c.command(&[
+                            "curl",
+                            "-s",
+                            "-o",
+                            "/dev/null",
+                            "-m",
+                            "8",
+                            "--interface",
+                            &from,
+                            &format!("http://{server}:8090/"),
+                        ]))
+                    })
+                    .collect();
+                for mut k in kids {
+                    let _ = k.wait();
+                }
+                // (Until its queue is drained: what timed out is still in it.)
+                let drain = (backlog + 2) * pace + rng.range(200, 2000);
+                std::thread::sleep(Duration::from_millis(drain));
+            }
+        });
         // Downloads, rate-limited.
         s.spawn(|| {
             let mut rng = Rng(seed ^ 2);
             while Instant::now() < until {
-                let from = benign_addr(&mut rng);
+                let from = benign_addr(pair, &mut rng);
                 let rate = format!("{}k", rng.range(100, 800));
                 let _ = c.exec(&[
                     "curl",
@@ -190,7 +259,7 @@ fn benign(pair: &Pair, seed: u64, until: Instant, dns: bool) {
         s.spawn(|| {
             let mut rng = Rng(seed ^ 3);
             while Instant::now() + Duration::from_secs(3) < until {
-                let from = benign_addr(&mut rng);
+                let from = benign_addr(pair, &mut rng);
                 let udp = rng.range(0, 1) == 1;
                 let rate = format!("{}M", rng.range(10, 60));
                 let mut a = vec!["iperf3", "-c", &server, "-B", &from, "-t", "2", "-b", &rate];
@@ -207,7 +276,7 @@ fn benign(pair: &Pair, seed: u64, until: Instant, dns: bool) {
         s.spawn(|| {
             let mut rng = Rng(seed ^ 4);
             while Instant::now() + Duration::from_secs(2) < until {
-                let from = benign_addr(&mut rng);
+                let from = benign_addr(pair, &mut rng);
                 if rng.range(0, 2) == 0 {
                     let _ = c.exec(&[
                         "hping3",
@@ -236,11 +305,11 @@ fn benign(pair: &Pair, seed: u64, until: Instant, dns: bool) {
     });
 }
 
-/// An address of the spoofed prefix (10.100.0.0/14).
-fn spoofed_addr(rng: &mut Rng) -> String {
+/// An address of the spoofed prefix (10.`base`.0.0/14).
+fn spoofed_addr(rng: &mut Rng, base: u8) -> String {
     format!(
         "10.{}.{}.{}",
-        rng.range(100, 103),
+        base as u64 + rng.range(0, 3),
         rng.range(0, 255),
         rng.range(1, 254)
     )
@@ -255,11 +324,14 @@ fn flood(pair: &Pair, plan: &Plan, rng: &mut Rng, secs: u64) {
         _ => {}
     }
     let server = pair.server_v4.to_string();
+    let base = Nets::of(&plan.set).spoofed;
     let sources: Vec<String> = if plan.spoofed {
-        (0..rng.range(8, 24)).map(|_| spoofed_addr(rng)).collect()
+        (0..rng.range(8, 24))
+            .map(|_| spoofed_addr(rng, base))
+            .collect()
     } else {
-        (200..200 + rng.range(2, 4))
-            .map(|i| format!("10.77.0.{i}"))
+        (200..200 + rng.range(2, 4) as u8)
+            .map(|i| pair.host(i))
             .collect()
     };
     if plan.kind == Kind::Benign {
@@ -332,7 +404,7 @@ fn flood(pair: &Pair, plan: &Plan, rng: &mut Rng, secs: u64) {
     kids.push(spawn(&mut pair.client.command(&a)));
     if plan.spoofed {
         for _ in 0..plan.walk_sources {
-            let src = spoofed_addr(rng);
+            let src = spoofed_addr(rng, base);
             let mut a: Vec<String> =
                 vec!["hping3".into(), "-q".into(), "-k".into(), "-a".into(), src];
             a.extend(options(rng));
@@ -358,7 +430,8 @@ fn flood(pair: &Pair, plan: &Plan, rng: &mut Rng, secs: u64) {
 /// Makes one capture in `dir`; returns its manifest entry.
 pub fn capture(dir: &Path, plan: &Plan) -> Entry {
     let mut rng = Rng(plan.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ plan.kind as u64);
-    let pair = Pair::new("ds");
+    let nets = Nets::of(&plan.set);
+    let pair = Pair::with_net("ds", nets.lan);
     let (c, s) = (&pair.client, &pair.server);
     let mtu = rng.pick(&["1500", "1400", "1280", "9000"]).to_string();
     for (ns, ifn) in [(c, &pair.client_if), (s, &pair.server_if)] {
@@ -369,7 +442,7 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
             "ip",
             "addr",
             "add",
-            &format!("10.77.0.{i}/24"),
+            &format!("{}/24", pair.host(i)),
             "dev",
             &pair.client_if,
         ]);
@@ -378,6 +451,7 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
     std::fs::write(www.join("index.html"), "<html>statewall dataset</html>\n").unwrap();
     std::fs::write(www.join("big.bin"), vec![0x5a; 4 << 20]).unwrap();
     let www_s = www.to_string_lossy().into_owned();
+    let server_v4 = pair.server_v4.to_string();
     // The application kinds' server speaks HTTP/1.1 (keep-alive: the request flood
     // reuses its connections), the others' HTTP/1.0.
     let http = if plan.kind.is_app() {
@@ -389,12 +463,14 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
             "http.server",
             "8080",
             "--bind",
-            "10.77.0.2",
+            &server_v4,
             "-d",
             &www_s,
         ])
     };
+    let (backlog, pace) = busy(plan.seed);
     let servers = [
+        spawn(&mut busy_http(&pair, backlog, pace as f64 / 1000.0)),
         spawn(&mut { http }),
         spawn(&mut s.command(&["iperf3", "-s", "-p", "5201"])),
         spawn(&mut s.command(&["iperf3", "-s", "-p", "5202"])),
@@ -418,26 +494,12 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
         let mut probe = Rng(plan.seed);
         let up = (0..40).any(|_| {
             std::thread::sleep(Duration::from_millis(50));
-            crate::apps::lookup(&pair, "10.77.0.10", &mut probe)
+            crate::apps::lookup(&pair, &pair.host(10), &mut probe)
         });
         assert!(up, "the server's dnsmasq did not answer");
         (d, kids)
     });
-    let file = dir.join(plan.file());
-    let mut dump = spawn(
-        s.command(&[
-            "tcpdump",
-            "-i",
-            &pair.server_if,
-            "-s",
-            "128",
-            "-U",
-            "-w",
-            &file.to_string_lossy(),
-        ])
-        .stderr(Stdio::null()),
-    );
-    std::thread::sleep(Duration::from_millis(1000));
+    let dump = Dump::server(&pair, &dir.join(plan.file()), &[]);
     let start = Instant::now();
     let until = start + Duration::from_secs(plan.seconds);
     std::thread::scope(|sc| {
@@ -451,10 +513,7 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
             flood(&pair, plan, &mut rng, secs);
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: plain kill(2) of our child; tcpdump writes its buffer out on SIGTERM.
-    unsafe { libc::kill(dump.id() as i32, libc::SIGTERM) };
-    let _ = dump.wait();
+    dump.stop();
     for mut k in servers {
         let _ = k.kill();
         let _ = k.wait();
@@ -474,14 +533,14 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
                 let _ = k.wait();
             }
             let _ = std::fs::remove_dir_all(&d);
-            crate::mining::labels()
+            crate::mining::labels(&pair)
         }
         None => {
-            let mut a: Vec<String> = ATTACKERS.split(',').map(String::from).collect();
+            let mut a = nets.attackers();
             if plan.kind == Kind::Dns {
-                a.push(format!("{}/32", crate::apps::REFLECTOR));
+                a.push(format!("{}/32", crate::apps::reflector(&pair)));
             }
-            (a, vec![VICTIM.into()])
+            (a, vec![format!("{}/32", pair.server_v4)])
         }
     };
     Entry {
@@ -494,8 +553,69 @@ pub fn capture(dir: &Path, plan: &Plan) -> Entry {
     }
 }
 
-/// Python's threading HTTP server over HTTP/1.1 on 10.77.0.2:8080, serving the folder
-/// its first argument names, saying `Connection: keep-alive` (ab reuses a connection only
+/// tcpdump on a pair's server veth, writing a file: 128-byte snap length, each packet
+/// written as it comes.
+pub struct Dump(Child);
+
+impl Dump {
+    /// Starts capturing what passes `pair`'s server veth (and `filter`, tcpdump's filter
+    /// words: none for all) into `file`; returns once tcpdump is listening.
+    pub fn server(pair: &Pair, file: &Path, filter: &[&str]) -> Dump {
+        let f = file.to_string_lossy();
+        let mut a = vec!["tcpdump", "-i", &pair.server_if, "-s", "128", "-U", "-w", &f];
+        a.extend_from_slice(filter);
+        let d = Dump(spawn(pair.server.command(&a).stderr(Stdio::null())));
+        std::thread::sleep(Duration::from_millis(1000));
+        d
+    }
+
+    /// Stops it half a second from now (the last packets in), with the file complete.
+    pub fn stop(mut self) {
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: plain kill(2) of our child; tcpdump writes its buffer out on SIGTERM.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Dump {
+    fn drop(&mut self) {
+        // (After `stop` it has exited: nothing to kill.)
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The busy server's listen backlog and pace (ms between accepts) for a capture's seed.
+fn busy(seed: u64) -> (u64, u64) {
+    let mut rng = Rng(seed ^ 7);
+    (rng.range(1, 3), rng.range(100, 1000))
+}
+
+/// An overloaded HTTP server on port 8090 of the address its first argument names: its
+/// listen backlog the second argument, it answers one connection at a time, accepting the
+/// next only after the third argument's seconds (a server that cannot keep up: the
+/// requests beyond its backlog wait in SYN-RECV, and their handshakes and requests are
+/// sent again).
+const BUSY: &str = r#"import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 8090))
+s.listen(int(sys.argv[2]))
+while True:
+    time.sleep(float(sys.argv[3]))
+    c, _ = s.accept()
+    c.settimeout(2)
+    try:
+        c.recv(4096)
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 23\r\n\r\n<html>statewall</html>\n")
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// Python's threading HTTP server over HTTP/1.1 on port 8080 of the address its second
+/// argument names, serving the folder its first argument names, saying `Connection: keep-alive` (ab reuses a connection only
 /// when told).
 const HTTP11: &str = r#"import functools, http.server as h, sys
 class H(h.SimpleHTTPRequestHandler):
@@ -504,7 +624,7 @@ class H(h.SimpleHTTPRequestHandler):
         self.send_header('Connection', 'keep-alive')
         super().end_headers()
 handler = functools.partial(H, directory=sys.argv[1])
-h.ThreadingHTTPServer(('10.77.0.2', 8080), handler).serve_forever()
+h.ThreadingHTTPServer((sys.argv[2], 8080), handler).serve_forever()
 "#;
 
 /// One GET of `url` by curl in namespace `ns`, from address `from`, within 3 s: true
@@ -525,9 +645,23 @@ pub fn http_get(ns: &crate::netns::NetNs, from: &str, url: &str) -> bool {
     .success()
 }
 
+/// [`BUSY`] in the pair's server namespace on its address, port 8090: listen backlog
+/// `backlog`, one connection accepted every `pace` seconds.
+pub fn busy_http(pair: &Pair, backlog: u64, pace: f64) -> Command {
+    pair.server.command(&[
+        "python3",
+        "-c",
+        BUSY,
+        &pair.server_v4.to_string(),
+        &backlog.to_string(),
+        &pace.to_string(),
+    ])
+}
+
 /// [`HTTP11`] in the pair's server namespace, serving the folder `www`.
 pub fn keep_alive_http(pair: &Pair, www: &str) -> Command {
-    pair.server.command(&["python3", "-c", HTTP11, www])
+    let addr = pair.server_v4.to_string();
+    pair.server.command(&["python3", "-c", HTTP11, www, &addr])
 }
 
 fn tempdir(tag: &str) -> PathBuf {

@@ -1,11 +1,12 @@
 //! The mining captures' long-lived sessions (`make dataset`'s `mining` kind), on top of the
 //! benign background of [`crate::dataset`]:
 //! - miners: Stratum sessions ([`crate::stratum`]) from the client namespace's miner
-//!   addresses (10.77.0.204 to .207, two miners each) to a pool at 10.77.0.3 on a port the
+//!   addresses (hosts .204 to .207 of the pair's network, two miners each) to a pool at
+//!   host .3 on a port the
 //!   seed picks, each miner with its own share interval, reconnecting now and then (a new
 //!   session; none in the capture's last minute);
 //! - the hard negatives, long-lived and periodic as well, from the benign addresses to
-//!   10.77.0.2: eight ssh sessions with keepalives (idle, or a command printing every few
+//!   the server (.2): eight ssh sessions with keepalives (idle, or a command printing every few
 //!   seconds) to a real OpenSSH server; four MQTT publishers and four subscribers through
 //!   a real broker (mosquitto) with their keepalives; four WebSocket dashboards
 //!   ([`crate::websocket`]).
@@ -28,13 +29,18 @@ use crate::{
     stratum, websocket,
 };
 
-/// The pool's address.
-pub const POOL: &str = "10.77.0.3";
-/// The miners' prefix.
-pub const MINERS: &str = "10.77.0.204/30";
+/// The pool's address in `pair`'s network (host .3).
+pub fn pool(pair: &Pair) -> String {
+    pair.host(3)
+}
 
-fn benign_addr(rng: &mut Rng) -> String {
-    format!("10.77.0.{}", rng.range(10, 49))
+/// The miners' prefix in `pair`'s network (hosts .204 to .207).
+pub fn miners(pair: &Pair) -> String {
+    format!("{}/30", pair.host(204))
+}
+
+fn benign_addr(pair: &Pair, rng: &mut Rng) -> String {
+    pair.host(rng.range(10, 49) as u8)
 }
 
 fn sleep_until(t: Instant, stop: &AtomicBool) {
@@ -44,19 +50,20 @@ fn sleep_until(t: Instant, stop: &AtomicBool) {
 }
 
 /// The servers the sessions need, started in the server namespace: an OpenSSH server and
-/// a mosquitto broker on 10.77.0.2, their files in `dir`; the client key's path.
+/// a mosquitto broker on the server's address, their files in `dir`; the client key's path.
 pub fn servers(pair: &Pair, dir: &Path) -> (Vec<Child>, String) {
     let s = &pair.server;
+    let server = pair.server_v4.to_string();
     s.exec_ok(&[
         "ip",
         "addr",
         "add",
-        &format!("{POOL}/24"),
+        &format!("{}/24", pool(pair)),
         "dev",
         &pair.server_if,
     ]);
     for i in 204..208 {
-        let a = format!("10.77.0.{i}/24");
+        let a = format!("{}/24", pair.host(i));
         pair.client
             .exec_ok(&["ip", "addr", "add", &a, "dev", &pair.client_if]);
     }
@@ -73,7 +80,7 @@ pub fn servers(pair: &Pair, dir: &Path) -> (Vec<Child>, String) {
     std::fs::write(
         dir.join("sshd_config"),
         format!(
-            "ListenAddress 10.77.0.2\nPort 22\nHostKey {d}/host_key\nPidFile none\nUsePAM no\n\
+            "ListenAddress {server}\nPort 22\nHostKey {d}/host_key\nPidFile none\nUsePAM no\n\
              PermitRootLogin prohibit-password\nAuthorizedKeysFile {d}/authorized_keys\n\
              StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         ),
@@ -83,7 +90,7 @@ pub fn servers(pair: &Pair, dir: &Path) -> (Vec<Child>, String) {
     std::fs::create_dir_all("/run/sshd").unwrap();
     std::fs::write(
         dir.join("mosquitto.conf"),
-        "listener 1883 10.77.0.2\nallow_anonymous true\npersistence false\nlog_dest none\n",
+        format!("listener 1883 {server}\nallow_anonymous true\npersistence false\nlog_dest none\n"),
     )
     .unwrap();
     let kids = vec![
@@ -94,15 +101,15 @@ pub fn servers(pair: &Pair, dir: &Path) -> (Vec<Child>, String) {
         std::thread::sleep(Duration::from_millis(50));
         let ss = s.exec(&["ss", "-Htln"]);
         let t = String::from_utf8_lossy(&ss.stdout);
-        t.contains("10.77.0.2:22") && t.contains("10.77.0.2:1883")
+        t.contains(&format!("{server}:22")) && t.contains(&format!("{server}:1883"))
     });
     assert!(up, "sshd or mosquitto did not start");
     (kids, format!("{d}/client_key"))
 }
 
-/// The labels of a mining capture: (attackers, victims).
-pub fn labels() -> (Vec<String>, Vec<String>) {
-    (vec![MINERS.into()], vec![format!("{POOL}/32")])
+/// The labels of a mining capture in `pair`'s network: (attackers, victims).
+pub fn labels(pair: &Pair) -> (Vec<String>, Vec<String>) {
+    (vec![miners(pair)], vec![format!("{}/32", pool(pair))])
 }
 
 /// Runs the miners and the long-lived benign sessions until `until`.
@@ -120,8 +127,9 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
     };
     let stop = AtomicBool::new(false);
     let (c, s) = (&pair.client, &pair.server);
-    let pool_addr: SocketAddr = format!("{POOL}:{port}").parse().unwrap();
-    let ws_addr: SocketAddr = "10.77.0.2:8081".parse().unwrap();
+    let server = &pair.server_v4.to_string();
+    let pool_addr: SocketAddr = format!("{}:{port}", pool(pair)).parse().unwrap();
+    let ws_addr = SocketAddr::from((pair.server_v4, 8081));
     let stop = &stop;
     std::thread::scope(|sc| {
         sc.spawn(|| {
@@ -146,7 +154,9 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
             let share = rng.range(2, 30) as f64;
             let mut mrng = Rng(seed ^ (m + 1).wrapping_mul(0x0001_2345_6789));
             sc.spawn(move || {
-                let from: SocketAddr = format!("10.77.0.{}:0", 204 + m % 4).parse().unwrap();
+                let from: SocketAddr = format!("{}:0", pair.host(204 + (m % 4) as u8))
+                    .parse()
+                    .unwrap();
                 sleep_until(Instant::now() + Duration::from_secs(mrng.range(0, 8)), stop);
                 let mut first = true;
                 while !stop.load(Ordering::Relaxed) {
@@ -189,7 +199,9 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
         }
         // WebSocket dashboards.
         for i in 0..4u64 {
-            let from: SocketAddr = format!("{}:0", benign_addr(&mut rng)).parse().unwrap();
+            let from: SocketAddr = format!("{}:0", benign_addr(pair, &mut rng))
+                .parse()
+                .unwrap();
             sc.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let n = std::sync::atomic::AtomicU64::new(0);
@@ -201,7 +213,7 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
         }
         // ssh: idle with keepalives, or printing every few seconds.
         for i in 0..8u64 {
-            let from = benign_addr(&mut rng);
+            let from = benign_addr(pair, &mut rng);
             let alive = rng.range(5, 30).to_string();
             let every = rng.range(2, 20);
             // Each bounded by the capture's length: without a terminal, sshd leaves a
@@ -231,7 +243,7 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
                     &format!("ServerAliveInterval={alive}"),
                     "-b",
                     &from,
-                    "root@10.77.0.2",
+                    &format!("root@{}", pair.server_v4),
                     &cmd,
                 ]));
                 sleep_until(until, stop);
@@ -241,7 +253,7 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
         }
         // MQTT: publishers sending readings, subscribers receiving them.
         for i in 0..4u64 {
-            let from = benign_addr(&mut rng);
+            let from = benign_addr(pair, &mut rng);
             let keep = rng.range(10, 60).to_string();
             let every = rng.range(1, 15);
             let mut prng = Rng(seed ^ (100 + i));
@@ -250,7 +262,7 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
                     .command(&[
                         "mosquitto_pub",
                         "-h",
-                        "10.77.0.2",
+                        server,
                         "-A",
                         &from,
                         "-k",
@@ -282,13 +294,13 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
                 let _ = k.kill();
                 let _ = k.wait();
             });
-            let sub_from = benign_addr(&mut rng);
+            let sub_from = benign_addr(pair, &mut rng);
             let sub_keep = rng.range(10, 60).to_string();
             sc.spawn(move || {
                 let mut k = spawn(&mut c.command(&[
                     "mosquitto_sub",
                     "-h",
-                    "10.77.0.2",
+                    server,
                     "-A",
                     &sub_from,
                     "-k",

@@ -171,17 +171,35 @@ impl Pair {
     /// As [`Pair::new`], the server's veth taking interface index `index` when given (an
     /// index of its namespace: no other interface there has it).
     pub fn with_server_index(tag: &str, index: Option<u32>) -> Self {
-        Self::build(tag, index, 1)
+        Self::build(tag, index, 1, 77)
+    }
+
+    /// As [`Pair::new`] on network `net` instead of 77: client 10.`net`.0.1/24 and
+    /// fd00:`net`::1/64, server .2 and ::2 (the dataset's held-out captures use other
+    /// addresses than its training captures).
+    pub fn with_net(tag: &str, net: u8) -> Self {
+        Self::build(tag, None, 1, net)
+    }
+
+    /// Host `i` of the pair's IPv4 network (10.77.0.`i` for [`Pair::new`]'s).
+    pub fn host(&self, i: u8) -> String {
+        let [a, b, c, _] = self.client_v4.octets();
+        Ipv4Addr::new(a, b, c, i).to_string()
+    }
+
+    /// The pair's IPv4 network, `10.77.0.0/24` for [`Pair::new`]'s.
+    pub fn net24(&self) -> String {
+        format!("{}/24", self.host(0))
     }
 
     /// As [`Pair::new`], each end of the link with `queues` transmit and receive queues
     /// (a veth end with NAPI has a ring per receive queue, and a frame goes to the queue
     /// of the one it was sent on: traffic sent from different CPUs need not share one).
     pub fn with_queues(tag: &str, queues: u32) -> Self {
-        Self::build(tag, None, queues)
+        Self::build(tag, None, queues, 77)
     }
 
-    fn build(tag: &str, index: Option<u32>, queues: u32) -> Self {
+    fn build(tag: &str, index: Option<u32>, queues: u32, net: u8) -> Self {
         let client = NetNs::new(&format!("{tag}-c"));
         let server = NetNs::new(&format!("{tag}-s"));
         let id = format!(
@@ -235,9 +253,12 @@ impl Pair {
                 ]);
             }
         }
-        let (cv4, sv4) = (Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2));
-        let (cv6, sv6): (Ipv6Addr, Ipv6Addr) =
-            ("fd00:77::1".parse().unwrap(), "fd00:77::2".parse().unwrap());
+        let (cv4, sv4) = (Ipv4Addr::new(10, net, 0, 1), Ipv4Addr::new(10, net, 0, 2));
+        // (The network's decimal digits read as hex: fd00:77:: for 77.)
+        let (cv6, sv6): (Ipv6Addr, Ipv6Addr) = (
+            format!("fd00:{net}::1").parse().unwrap(),
+            format!("fd00:{net}::2").parse().unwrap(),
+        );
         for (ns, ifn, v4, v6) in [
             (&client, &client_if, cv4, cv6),
             (&server, &server_if, sv4, sv6),

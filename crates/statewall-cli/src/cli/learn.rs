@@ -306,9 +306,11 @@ pub struct DatasetArgs {
     /// Folder of the captures and their `manifest.json` (extended when it exists).
     #[arg(long, default_value = "data")]
     out: PathBuf,
-    /// `train` or `held-out` (the sets `make model` trains on and evaluates), or
-    /// `train-apps` or `held-out-apps` (the application attacks, kept apart: the built-in
-    /// model is not trained on them).
+    /// `train` or `held-out` (the floods), `train-apps` or `held-out-apps` (the
+    /// application attacks, kept apart: only the payload forest trains on them). The
+    /// held-out sets' captures use other addresses than the training sets' (10.177.0.0/24,
+    /// spoofed sources from 10.180.0.0/14, where training has 10.77.0.0/24 and
+    /// 10.100.0.0/14).
     #[arg(long, default_value = "train")]
     set: String,
     /// First seed (each capture takes its own from it).
