@@ -537,7 +537,15 @@ fn bed_with(tag: &str, args: &[&str], config: impl FnOnce(&Pair) -> String) -> B
 
 /// A counter of the server namespace's `/proc/net/snmp` (`Udp InDatagrams`, ...).
 fn snmp(b: &Bed, group: &str, field: &str) -> u64 {
-    let text = b.pair.server.exec_ok(&["cat", "/proc/net/snmp"]);
+    proc_net(b, "snmp", group, field)
+}
+
+/// A counter of the server namespace's `/proc/net/<file>` (`snmp`, `netstat`).
+fn proc_net(b: &Bed, file: &str, group: &str, field: &str) -> u64 {
+    let text = b
+        .pair
+        .server
+        .exec_ok(&["cat", &format!("/proc/net/{file}")]);
     let mut lines = text.lines().filter(|l| l.starts_with(&format!("{group}:")));
     let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
     let i = names.split_whitespace().position(|n| n == field).unwrap();
@@ -1586,9 +1594,19 @@ fn http_attack_is_classified(
                 done.store(true, Ordering::Relaxed);
             });
             while !done.load(Ordering::Relaxed) {
-                assert!(fetch(), "{mode}: the legitimate client's request failed");
-                fetched += 1;
+                let ok = fetch();
                 let ms = mitigations(&b.d);
+                assert!(
+                    ok,
+                    "{mode}: the legitimate client's request {} failed (a retry {}); \
+                     the server's listen queue overflowed {} times; mitigations {ms:?}; \
+                     classifier {}",
+                    fetched + 1,
+                    if fetch() { "worked" } else { "failed too" },
+                    proc_net(&b, "netstat", "TcpExt", "ListenOverflows"),
+                    b.d.get("/api/v1/detect")["classifier"]
+                );
+                fetched += 1;
                 for m in &ms {
                     assert_ne!(m["target"], "10.77.0.1/32", "the legitimate client: {ms:?}");
                     assert_ne!(m["target"], "10.77.0.2/32", "the server: {ms:?}");

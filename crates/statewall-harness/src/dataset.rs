@@ -562,7 +562,16 @@ impl Dump {
     /// words: none for all) into `file`; returns once tcpdump is listening.
     pub fn server(pair: &Pair, file: &Path, filter: &[&str]) -> Dump {
         let f = file.to_string_lossy();
-        let mut a = vec!["tcpdump", "-i", &pair.server_if, "-s", "128", "-U", "-w", &f];
+        let mut a = vec![
+            "tcpdump",
+            "-i",
+            &pair.server_if,
+            "-s",
+            "128",
+            "-U",
+            "-w",
+            &f,
+        ];
         a.extend_from_slice(filter);
         let d = Dump(spawn(pair.server.command(&a).stderr(Stdio::null())));
         std::thread::sleep(Duration::from_millis(1000));
