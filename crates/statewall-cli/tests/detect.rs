@@ -635,6 +635,16 @@ fn mitigations(d: &Daemon) -> Vec<Value> {
         .clone()
 }
 
+/// The allowlist in force, as GET /api/v1/detect shows it.
+fn allowlist_in_force(d: &Daemon) -> Vec<String> {
+    d.get("/api/v1/detect")["allowlist_in_force"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
 fn row<'a>(ms: &'a [Value], detector: &str) -> Option<&'a Value> {
     ms.iter().find(|m| m["detector"] == detector)
 }
@@ -987,14 +997,7 @@ fn the_gateway_joins_the_allowlist() {
         "dtg",
         "mode = \"enforce\"\nexpiry = \"2s\"\nudp_flood.threshold = 200\n",
     );
-    let in_force = || -> Vec<String> {
-        b.d.get("/api/v1/detect")["allowlist_in_force"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect()
-    };
+    let in_force = || allowlist_in_force(&b.d);
     assert!(!in_force().contains(&"10.77.0.254/32".to_string()));
     b.pair.server.exec_ok(&[
         "ip",
@@ -1060,36 +1063,20 @@ fn a_logged_in_admin_joins_the_allowlist() {
         "dtm",
         "mode = \"enforce\"\nexpiry = \"2s\"\nudp_flood.threshold = 200\n",
     );
-    let in_force = || -> Vec<String> {
-        b.d.get("/api/v1/detect")["allowlist_in_force"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect()
-    };
+    let in_force = || allowlist_in_force(&b.d);
     let admin = "10.77.0.1/32".to_string();
     assert!(!in_force().contains(&admin), "{:?}", in_force());
     let dir = std::env::temp_dir().join(format!("statewall-dtm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (servers, key) = statewall_harness::mining::servers(&b.pair, &dir);
     let _servers: Vec<Reaped> = servers.into_iter().map(Reaped).collect();
-    let login = Reaped(spawn(&mut b.pair.client.command(&[
-        "ssh",
-        "-tt",
-        "-i",
+    let login = Reaped(spawn(&mut statewall_harness::mining::ssh(
+        &b.pair,
         &key,
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-b",
         "10.77.0.1",
-        &format!("root@{}", b.pair.server_v4),
+        &["-tt"],
         "sleep 30",
-    ])));
+    )));
     eventually("the admin's address in the allowlist in force", || {
         in_force().contains(&admin)
     });

@@ -112,6 +112,26 @@ pub fn labels(pair: &Pair) -> (Vec<String>, Vec<String>) {
     (vec![miners(pair)], vec![format!("{}/32", pool(pair))])
 }
 
+/// ssh from the pair's client namespace, bound to `from`, to root on its server with the
+/// key at `key` (no host key check, no prompt), options `opts` more, running `cmd`.
+pub fn ssh(pair: &Pair, key: &str, from: &str, opts: &[&str], cmd: &str) -> Command {
+    let to = format!("root@{}", pair.server_v4);
+    let mut a = vec![
+        "ssh",
+        "-i",
+        key,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+    ];
+    a.extend_from_slice(opts);
+    a.extend(["-b", from, &to, cmd]);
+    pair.client.command(&a)
+}
+
 /// Runs the miners and the long-lived benign sessions until `until`.
 pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
     let mut rng = Rng(seed ^ 0x6d69_6e65);
@@ -227,25 +247,9 @@ pub fn sessions(pair: &Pair, key: &str, seed: u64, until: Instant) {
                 ),
             };
             sc.spawn(move || {
-                let mut k = spawn(&mut c.command(&[
-                    "ssh",
-                    "-i",
-                    key,
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "LogLevel=ERROR",
-                    "-o",
-                    &format!("ServerAliveInterval={alive}"),
-                    "-b",
-                    &from,
-                    &format!("root@{}", pair.server_v4),
-                    &cmd,
-                ]));
+                let alive = format!("ServerAliveInterval={alive}");
+                let opts = ["-o", "LogLevel=ERROR", "-o", &alive];
+                let mut k = spawn(&mut ssh(pair, key, &from, &opts, &cmd));
                 sleep_until(until, stop);
                 let _ = k.kill();
                 let _ = k.wait();

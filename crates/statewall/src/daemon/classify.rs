@@ -168,7 +168,7 @@ fn act(s: &Shared, w: Learned, found: Vec<Detection>, local: &[std::net::IpAddr]
         if d.mode != Mode::Enforce {
             continue;
         }
-        let p = Prefix::new(det.block, if det.block.is_ipv4() { 32 } else { 128 });
+        let p = Prefix::host(det.block);
         let known = c.held.contains_key(&p);
         if existing.contains_key(&p) && !known {
             // Blocked by hand: its expiry stays the one given.

@@ -374,6 +374,26 @@ async fn sweeper(s: Arc<Shared>, rx: tokio::sync::watch::Receiver<bool>) -> anyh
     }
 }
 
+/// Admins who logged in since the allowlist was written: their addresses join the list
+/// in force (those who logged out leave it at the next apply).
+fn allowlist_admins(engine: &mut crate::engine::Engine) {
+    let admins = crate::detect::admins::admins();
+    if admins.is_empty() {
+        return;
+    }
+    let mut allow = match engine.detect_allowlist() {
+        Ok(a) => a,
+        Err(e) => return tracing::warn!("reading the detect allowlist: {e}"),
+    };
+    if !crate::detect::Prefix::join(&mut allow, admins.iter().copied()) {
+        return;
+    }
+    match engine.apply_detect_allowlist(&allow) {
+        Ok(()) => tracing::info!(?admins, "detect: admins' addresses allowlisted"),
+        Err(e) => tracing::warn!("allowlisting the admins' addresses: {e}"),
+    }
+}
+
 /// One tick of [`sweeper`]; `last_err` is the last reconcile error logged (logged again
 /// only when it changes).
 fn sweep_once(s: &Shared, last_err: &mut Option<String>) {
@@ -396,29 +416,8 @@ fn sweep_once(s: &Shared, last_err: &mut Option<String>) {
     if let Err(e) = g.engine.sweep_fixed() {
         tracing::warn!("sweeping the fixed state table: {e}");
     }
-    // Admins who logged in since: their addresses join the allowlist in force (those who
-    // logged out leave it at the next apply).
     if cfg.detect.as_ref().is_some_and(|d| d.allow_admins) {
-        let admins = crate::detect::admins::admins();
-        if !admins.is_empty() {
-            match g.engine.detect_allowlist() {
-                Ok(mut allow) if admins.iter().any(|a| !allow.contains(a)) => {
-                    allow.extend(
-                        admins
-                            .iter()
-                            .filter(|a| !allow.contains(a))
-                            .copied()
-                            .collect::<Vec<_>>(),
-                    );
-                    match g.engine.apply_detect_allowlist(&allow) {
-                        Ok(()) => tracing::info!(?admins, "detect: admins' addresses allowlisted"),
-                        Err(e) => tracing::warn!("allowlisting the admins' addresses: {e}"),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("reading the detect allowlist: {e}"),
-            }
-        }
+        allowlist_admins(&mut g.engine);
     }
     match g.engine.detect_sweep() {
         Ok(0) => {}

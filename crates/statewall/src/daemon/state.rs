@@ -304,18 +304,10 @@ pub fn apply(engine: &mut Engine, cfg: &Config) -> anyhow::Result<()> {
                         netns.push(ns);
                     }
                 }
-                for p in crate::detect::gateways::gateways(&netns) {
-                    if !allow.contains(&p) {
-                        allow.push(p);
-                    }
-                }
+                crate::detect::Prefix::join(&mut allow, crate::detect::gateways::gateways(&netns));
             }
             if d.allow_admins {
-                for p in crate::detect::admins::admins() {
-                    if !allow.contains(&p) {
-                        allow.push(p);
-                    }
-                }
+                crate::detect::Prefix::join(&mut allow, crate::detect::admins::admins());
             }
             allow
         }

@@ -46,22 +46,14 @@ pub fn logged_in(data: &[u8]) -> Vec<Prefix> {
         } else {
             IpAddr::V6(Ipv6Addr::from(b))
         };
-        let addr = match addr {
-            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4),
-            a => a,
-        };
+        // (An IPv4-mapped address is its IPv4 address.)
+        let p = Prefix::host(addr);
         // A local login (the loopback) is no address a packet of the watched interfaces
         // comes from.
-        if addr.is_loopback() || addr.is_unspecified() {
+        if p.addr.is_loopback() || p.addr.is_unspecified() {
             continue;
         }
-        let p = Prefix {
-            addr,
-            len: if addr.is_ipv4() { 32 } else { 128 },
-        };
-        if !out.contains(&p) {
-            out.push(p);
-        }
+        Prefix::join(&mut out, [p]);
     }
     out
 }

@@ -49,15 +49,7 @@ pub fn gateways(netns: &[Option<String>]) -> Vec<Prefix> {
             .into_iter()
             .map(IpAddr::V4)
             .chain(v6.into_iter().map(IpAddr::V6));
-        for a in hops {
-            let p = Prefix {
-                addr: a,
-                len: if a.is_ipv4() { 32 } else { 128 },
-            };
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
+        Prefix::join(&mut out, hops.map(Prefix::host));
     }
     out
 }

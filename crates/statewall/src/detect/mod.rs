@@ -340,6 +340,23 @@ impl Prefix {
         }
     }
 
+    /// The host prefix of `addr` (a /32 or a /128).
+    pub fn host(addr: IpAddr) -> Prefix {
+        Prefix::new(addr, 128)
+    }
+
+    /// Adds to `list` the prefixes of `more` it does not hold yet, in order; true when it
+    /// added any.
+    pub fn join(list: &mut Vec<Prefix>, more: impl IntoIterator<Item = Prefix>) -> bool {
+        let n = list.len();
+        for p in more {
+            if !list.contains(&p) {
+                list.push(p);
+            }
+        }
+        list.len() > n
+    }
+
     /// The kernel's LPM key of the prefix (`statewall_common::detect::lpm_key`).
     pub fn lpm_key(&self) -> (u32, [u8; 20]) {
         let (family, bytes) = statewall_common::maps::ip_bytes(self.addr);
