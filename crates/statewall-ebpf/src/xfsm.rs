@@ -2,8 +2,6 @@
 //! reference) over the BPF maps below.
 
 use aya_ebpf::{
-    cty::c_void,
-    helpers::generated::bpf_loop,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -463,16 +461,6 @@ impl Tables for Maps {
     }
 }
 
-/// State of one packet's machine loop (no pointers: the callback finds the packet in the
-/// per-CPU scratch slot, which keeps every frame of the call chain small).
-struct LoopCtx {
-    now: u64,
-    /// `Ctx::pack`
-    packed: u64,
-    drop: u64,
-    grant: u64,
-}
-
 /// Per-CPU working memory of a machine step (kept off the stack).
 #[map(name = "SW_XFSM_WORK")]
 static SW_XFSM_WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(1, 0);
@@ -512,31 +500,6 @@ fn capture<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, load: L) -
     }
     snap.len = len;
     true
-}
-
-/// `bpf_loop` callback: machine `i`. The verifier checks it with `i` unknown.
-extern "C" fn machine_cb(i: u64, lc: *mut c_void) -> i64 {
-    let lc = unsafe { &mut *(lc as *mut LoopCtx) };
-    let m = i & (MAX_MACHINES as u64 - 1);
-    if (lc.packed >> 32) & (1 << m) != 0 {
-        let Some(p) = crate::pkt::SW_SCRATCH.get_ptr(0) else {
-            return 1;
-        };
-        let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) else {
-            return 1;
-        };
-        let r = sw_xfsm_machine(p, lc.now, lc.packed, m, w);
-        // (The commit's own first test, without the call: most packets leave nothing to
-        // write.)
-        if unsafe { (*w).write != 0 || (*w).tr.upd != 0 } {
-            sw_xfsm_commit(p, m, w);
-        }
-        lc.drop |= r & RUN_DROP;
-        if r & RUN_GRANT != 0 {
-            lc.grant = r;
-        }
-    }
-    0
 }
 
 /// One machine, as a BPF global function: the verifier checks its body once, on its own,
@@ -588,76 +551,47 @@ pub const DROPPED: u32 = 1 << 31;
 /// taken.
 #[inline(always)]
 fn run_machines(p: &PacketInfo, now: u64, packed: u64) -> u32 {
+    let (Some(pp), Some(w)) = (
+        crate::pkt::SW_SCRATCH.get_ptr(0),
+        SW_XFSM_WORK.get_ptr_mut(0),
+    ) else {
+        return 0;
+    };
     // A packet's metadata and actions start empty (the per-CPU working memory holds the
     // last packet's).
-    if let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) {
-        unsafe {
-            (*w).meta = 0;
-            (*w).fx = 0;
-        }
-    }
-    // Field by field with volatile stores: a struct literal's zeroes become a `memset` call
-    // (see `statewall_common::mem`).
-    let mut lc = core::mem::MaybeUninit::<LoopCtx>::uninit();
-    let lp = lc.as_mut_ptr();
-    // SAFETY: every field is written before the value is used.
-    let lc = unsafe {
-        core::ptr::write_volatile(&raw mut (*lp).now, now);
-        core::ptr::write_volatile(&raw mut (*lp).packed, packed);
-        core::ptr::write_volatile(&raw mut (*lp).drop, 0);
-        core::ptr::write_volatile(&raw mut (*lp).grant, 0);
-        lc.assume_init_mut()
-    };
-    // Machines up to the highest enabled one.
-    let n = machines_upto((packed >> 32) as u32);
     unsafe {
-        bpf_loop(
-            n,
-            machine_cb as *mut c_void,
-            lc as *mut LoopCtx as *mut c_void,
-            0,
-        )
-    };
-    finish(&mut Maps::new(), &ctx_of(p, now, packed), lc.grant);
-    if lc.drop != 0 {
+        (*w).meta = 0;
+        (*w).fx = 0;
+    }
+    // The enabled machines in order, each a call of the global functions below: a plain
+    // loop rather than `bpf_loop`, whose callback was one call and return more per machine
+    // (each return costs the CPU's return-stack mitigation where it has one).
+    let mask = (packed >> 32) & 0xff;
+    let (mut drop, mut grant) = (0u64, 0u64);
+    let mut m = 0u64;
+    while m < MAX_MACHINES as u64 && mask >> m != 0 {
+        if mask & (1 << m) != 0 {
+            let r = sw_xfsm_machine(pp, now, packed, m, w);
+            // (The commit's own first test, without the call: most packets leave nothing
+            // to write.)
+            if unsafe { (*w).write != 0 || (*w).tr.upd != 0 } {
+                sw_xfsm_commit(pp, m, w);
+            }
+            drop |= r & RUN_DROP;
+            if r & RUN_GRANT != 0 {
+                grant = r;
+            }
+        }
+        m += 1;
+    }
+    // (The test `finish` makes first, here: a call less for the packets that open nothing.)
+    if grant & RUN_GRANT != 0 {
+        finish(&mut Maps::new(), &ctx_of(p, now, packed), grant);
+    }
+    if drop != 0 {
         return DROPPED;
     }
-    match SW_XFSM_WORK.get(0) {
-        Some(w) => w.fx & !DROPPED,
-        None => 0,
-    }
-}
-
-/// The machines up to the highest one of `mask` (its low [`MAX_MACHINES`] bits), found in
-/// three compares: BPF has no instruction for `leading_zeros`, whose emulation is a chain
-/// of some 40 dependent instructions (about 10 ns a packet, in `perf` of the policer).
-#[inline(always)]
-fn machines_upto(mask: u32) -> u32 {
-    const _: () = assert!(MAX_MACHINES == 8);
-    let m = mask & 0xff;
-    if m >= 0x10 {
-        if m >= 0x40 {
-            if m >= 0x80 {
-                8
-            } else {
-                7
-            }
-        } else if m >= 0x20 {
-            6
-        } else {
-            5
-        }
-    } else if m >= 0x4 {
-        if m >= 0x8 {
-            4
-        } else {
-            3
-        }
-    } else if m >= 0x2 {
-        2
-    } else {
-        m
-    }
+    unsafe { (*w).fx & !DROPPED }
 }
 
 /// The values of the actions [`run`] returned: (mark, DSCP, forward interface (0 =
@@ -672,8 +606,8 @@ pub fn actions() -> (u32, u32, u32) {
 
 /// Runs the stage on the packet in the scratch slot, travelling in direction `dir`:
 /// [`DROPPED`], or the actions to take (0 = none: hand it on). Same pieces as
-/// `statewall_common::xfsm::step`, with `bpf_loop` driving the machines; `load` copies
-/// payload bytes when a transition needs them.
+/// `statewall_common::xfsm::step`, with a global function for each machine's run and
+/// commit; `load` copies payload bytes when a transition needs them.
 #[inline(always)]
 pub fn run<L: FnOnce(*mut u8, u32, u32, u32) -> bool>(p: &PacketInfo, dir: u8, load: L) -> u32 {
     let (packed, now) = match begin(&mut Maps::new(), p, dir, crate::clock::now_ns_of) {

@@ -754,7 +754,7 @@ fn words(w: [u32; 2]) -> u64 {
 
 /// Fills `k` with the key of `scope` for packet `p` and machine `m`, with no branches (the
 /// masks select the fields).
-#[inline(never)]
+#[inline(always)]
 pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) {
     // The key is written a 64-bit word at a time: the kernel's hash reads it a 32-bit word
     // at a time and the activity filter's a 64-bit word at a time, and a load that spans
@@ -1101,7 +1101,7 @@ pub const LEVEL_ANY: u8 = 4;
 
 /// The transition for the packet, most specific key first (protocol and port, then the
 /// protocol, then any), skipping the kinds of key machine `levels` says do not exist.
-#[inline(never)]
+#[inline(always)]
 fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, levels: u8, k: &mut TransKey) -> Option<Trans> {
     let p = c.p;
     let mut i = 0;
@@ -1443,7 +1443,7 @@ pub fn run_updates(
 
 /// The condition vector of an extended machine, from the lookup key's registers (read
 /// into `w`).
-#[inline(never)]
+#[inline(always)]
 fn eval_conds<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u8 {
     // (`w.regs` is zero for a machine without per-flow registers.)
     if w.mach.flags & M_FLOW_REGS != 0 {
@@ -1464,9 +1464,8 @@ fn eval_conds<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u8 {
 
 /// Finds machine `m`'s transition from `state` into `w.tr`; false when there is none. An
 /// extended machine's condition vector is computed first, from the lookup key's registers
-/// (read into `w`). A function of its own: inlined, it would grow [`run_machine`]'s frame
-/// past the combined XDP program's stack.
-#[inline(never)]
+/// (read into `w`).
+#[inline(always)]
 fn lookup_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, state: u8, w: &mut Work) -> bool {
     let cv = if w.mach.flags & M_EXT != 0 {
         eval_conds(t, c, m, w)
@@ -1492,7 +1491,7 @@ fn lookup_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, state: u8, w: &mut Work
 }
 
 /// Records the transition's action set in the packet's working memory (see [`acts`]).
-#[inline(never)]
+#[inline(always)]
 fn take_acts<T: Tables>(t: &T, c: &Ctx<'_>, w: &mut Work) {
     use acts::act;
     t.act_set_into(c.generation, w.tr.act as u32 - 1, &mut w.acts);
@@ -1525,7 +1524,7 @@ pub const RUN_REVOKE: u64 = 4;
 
 /// Runs machine `m` on the packet; returns `RUN_*` bits. The machine must be enabled
 /// (`c.mask`); callers loop over them in index order and call [`commit_machine`] after each.
-#[inline(never)]
+#[inline(always)]
 pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) -> u64 {
     w.write = 0;
     w.tr.upd = 0;
@@ -1720,7 +1719,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
 
 /// Runs the transition's update set on the registers at the lookup key (`at_lookup`) or at
 /// the update key, and clears it from `w.tr`.
-#[inline(never)]
+#[inline(always)]
 fn apply_updates<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work, at_lookup: bool) {
     let set = w.tr.upd as u32 - 1;
     w.tr.upd = 0;
@@ -1728,9 +1727,16 @@ fn apply_updates<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work, at_l
     let (generation, p, now, meta) = (w.tk.generation as u32, c.p, w.now, &mut w.meta);
     let k = if at_lookup { &w.key } else { &w.ukey };
     // At the lookup key, the conditions read it in this run (`flow_regs`).
-    match t.update_regs(k, at_lookup, m, flow, generation, set, |us, r, g| {
-        run_updates(us, p, now, r, g, meta)
-    }) {
+    match t.update_regs(
+        k,
+        at_lookup,
+        m,
+        flow,
+        generation,
+        set,
+        #[inline(always)]
+        |us, r, g| run_updates(us, p, now, r, g, meta),
+    ) {
         RegsOutcome::Done => {}
         RegsOutcome::Full => t.count(Counter::RegsFull),
         RegsOutcome::Busy => t.count(Counter::RegsBusy),
@@ -1968,7 +1974,7 @@ fn run_all<T: Tables>(t: &mut T, c: &Ctx<'_>) -> Verdict {
 
 /// Runs the stage on one parsed packet travelling in direction `dir` at kernel time `now`.
 /// The tables hold the packet's payload for [`Tables::payload_matches`]. (The kernel runs
-/// the same pieces, with `bpf_loop` driving the machines.)
+/// the same pieces, each machine's run and commit a global function of its own.)
 pub fn step_verdict<T: Tables>(t: &mut T, p: &PacketInfo, dir: u8, now: u64) -> Verdict {
     match begin(t, p, dir, |_| now) {
         Some(c) => run_all(t, &c),
