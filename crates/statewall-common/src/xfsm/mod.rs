@@ -808,9 +808,8 @@ pub fn build_key_into(scope: &Scope, p: &PacketInfo, m: u8, k: &mut StateKey) {
     }
 }
 
-/// [`bucket`] as a call of its own: inlined, it grows the key builder's BPF frame, which
-/// is on the deepest call chain of the combined XDP program.
-#[inline(never)]
+/// [`bucket`] of a key.
+#[inline(always)]
 fn bucket_of(k: &StateKey) -> u32 {
     bucket(k)
 }
