@@ -70,10 +70,6 @@ dataset: build
 model-cv: build
 	scripts/detect-cv.py $(DATA)/manifest.json $(BIN) train,train-apps
 
-# (The built-in flood model of 2026-12-07 is the 2026-12-06 flood forest with this
-# recipe's payload forest attached: README, "This model is two makings glued together".
-# Its first step rebuilds that payload forest; its second, a flood forest that was not
-# taken.)
 model: build
 	$(BIN) detect train --manifest $(DATA)/manifest.json --set train,train-apps --window 2 \
 	  --depth 16 --min-votes 19 --out $(DATA)/payload-model.json

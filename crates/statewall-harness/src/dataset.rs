@@ -337,17 +337,36 @@ fn flood(pair: &Pair, plan: &Plan, rng: &mut Rng, secs: u64) {
     if plan.kind == Kind::Benign {
         return;
     }
-    // Each source its own tool options: port, window, size, TTL, rate.
+    // Each source its own tool options: port, window, size, TTL, rate; for SYNs also the
+    // acknowledgment number and the TCP options. hping3 fills a SYN's acknowledgment field
+    // with a random number, which most SYN flooders leave at 0 as every real client does:
+    // a model that saw only hping3's would tell floods by that field alone (a forest did:
+    // it took every lone SYN with a random acknowledgment and none with 0). So half the
+    // sources send 0 (`-L 0`), and some add an MSS or a timestamp option.
     let options = |rng: &mut Rng| -> Vec<String> {
         let mut v: Vec<String> = match plan.kind {
-            Kind::Syn => vec![
-                "-S".into(),
-                "-p".into(),
-                rng.pick(&["8080", "80", "443", "22", "5201", "3306"])
-                    .to_string(),
-                "-w".into(),
-                rng.range(64, 65535).to_string(),
-            ],
+            Kind::Syn => {
+                let mut v: Vec<String> = vec![
+                    "-S".into(),
+                    "-p".into(),
+                    rng.pick(&["8080", "80", "443", "22", "5201", "3306"])
+                        .to_string(),
+                    "-w".into(),
+                    rng.range(64, 65535).to_string(),
+                ];
+                if rng.range(0, 2) == 0 {
+                    v.extend(["-L".into(), "0".into()]);
+                }
+                match rng.range(0, 4) {
+                    0 => v.extend([
+                        "--tcp-mss".into(),
+                        rng.pick(&["1460", "1400", "536"]).to_string(),
+                    ]),
+                    1 => v.push("--tcp-timestamp".into()),
+                    _ => {}
+                }
+                v
+            }
             Kind::Udp => vec![
                 "--udp".into(),
                 "-p".into(),
