@@ -547,16 +547,16 @@ pub extern "C" fn sw_xfsm_commit(p: *const PacketInfo, m: u64, w: *mut Work) -> 
 /// actions' `act` bits (0: none; [`actions`] has their values).
 pub const DROPPED: u32 = 1 << 31;
 
-/// Runs the machines of `packed` on the packet and ends it: [`DROPPED`], or the actions
-/// taken.
+/// Runs the machines of `packed` on the packet `p` (in the per-CPU scratch slot) and ends
+/// it: [`DROPPED`], or the actions taken.
 #[inline(always)]
 fn run_machines(p: &PacketInfo, now: u64, packed: u64) -> u32 {
-    let (Some(pp), Some(w)) = (
-        crate::pkt::SW_SCRATCH.get_ptr(0),
-        SW_XFSM_WORK.get_ptr_mut(0),
-    ) else {
+    let Some(w) = SW_XFSM_WORK.get_ptr_mut(0) else {
         return 0;
     };
+    // `p` is the per-CPU scratch slot (every caller's), the map value the global functions
+    // below take.
+    let pp = p as *const PacketInfo;
     // A packet's metadata and actions start empty (the per-CPU working memory holds the
     // last packet's).
     unsafe {
