@@ -12,9 +12,11 @@ setup:
 build: setup
 	$(CARGO) build
 
-# fmt + clippy + every test (unit, test-run, netns, daemon). One build profile (dev).
+# fmt + clippy + every test (unit, test-run, netns, daemon, doc). One build profile (dev).
+# scripts/test.sh runs two test binaries at once (TEST_JOBS=1: one after another); every
+# binary's output lands in target/test-logs/, all of it in target/test.log.
 test: setup lint
-	$(CARGO) test --workspace 2>&1 | tee target/test.log; exit $${PIPESTATUS[0]}
+	CARGO=$(CARGO) bash scripts/test.sh
 
 lint: setup
 	@mkdir -p target

@@ -481,7 +481,8 @@ fn teardown_removes_config_made_state_and_keeps_reuse_protection() {
         &pair,
         &format!(
             "[[knock]]\nname = \"otp\"\none_time_sequences = \"{}\"\nprotected = [\"tcp/2022\"]\n\n\
-             [[spa.pkd]]\nname = \"pkd\"\nport = 2200\ntag = \"SSHK\"\nkey = \"test\"\n",
+             [[spa.pkd]]\nname = \"pkd\"\nport = 2200\ntag = \"SSHK\"\nkey = \"test\"\n\
+             skew = 3600\n",
             otp.display()
         ),
     );
@@ -498,7 +499,9 @@ fn teardown_removes_config_made_state_and_keeps_reuse_protection() {
     let body = serde_json::json!({"interface": pair.server_if, "netns": pair.server.name,
         "paths": [{"source": pass_all, "metrics": []}]});
     d.ok("POST", "/api/v1/dynmon/passall", &body.to_string());
-    // One pkd packet, kept to be sent again.
+    // One pkd packet, kept to be sent again after the teardown and a restart (the wide skew
+    // keeps it in time however long those take on a loaded machine: past the default 10 s
+    // it would be refused as stale, not as a replay).
     let key = statewall::spa::pkd_bytes::<40>("test").unwrap();
     let ts = statewall::gate::unix_now() as u64;
     let pkt = statewall::spa::pkd_packet(2200, b"SSHK", &key, ts, &[9; 12]);

@@ -35,12 +35,22 @@ fn loaded_programs() -> Vec<String> {
 }
 
 /// Program names on the server interface's tcx ingress, in run order.
-/// How many programs named `count_flows` (the flows example's) the kernel holds.
-fn count_flows() -> usize {
-    loaded_programs()
-        .iter()
-        .filter(|n| *n == "count_flows")
-        .count()
+/// The ids of the programs named `count_flows` (the flows example's) that the daemon holds
+/// (by a program or link descriptor). Other test binaries may load the same example at
+/// the same time: the kernel's whole list would count theirs too.
+fn count_flows(d: &Daemon) -> std::collections::BTreeSet<u32> {
+    let held = d.held_programs();
+    still_loaded(&held)
+}
+
+/// Those of `ids` that are programs named `count_flows` the kernel still has (program ids
+/// are allocated cyclically, so an id does not come back within a test).
+fn still_loaded(ids: &std::collections::BTreeSet<u32>) -> std::collections::BTreeSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter(|p| ids.contains(&p.id()) && p.name_as_str() == Some("count_flows"))
+        .map(|p| p.id())
+        .collect()
 }
 
 /// The dynamic monitors' names, as the daemon lists them.
@@ -462,10 +472,10 @@ fn dynamic_monitors_through_the_daemon() {
     }
 
     // 7. A restart brings the instances back, attached (the specs keep the objects).
-    let progs_before = count_flows();
-    assert_eq!(progs_before, 3, "flows (two copies) and flows2 (one)");
+    let progs_before = count_flows(&d);
+    assert_eq!(progs_before.len(), 3, "flows (two copies) and flows2 (one)");
     assert_eq!(d.stop(), 0);
-    assert_eq!(count_flows(), 0);
+    assert_eq!(still_loaded(&progs_before).len(), 0, "unloaded on stop");
     let d = Daemon::start(&p, &args);
     assert_eq!(dynmon_names(&d), ["flows", "flows2"]);
     assert_eq!(
@@ -489,7 +499,7 @@ fn dynamic_monitors_through_the_daemon() {
     let saved = std::fs::read(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
     std::fs::create_dir_all(file.join("in-the-way")).unwrap();
-    let progs = count_flows();
+    let progs = count_flows(&d);
     let refused = |(code, v): (u16, Value), what: &str, says: &str| {
         assert_eq!(code, 500, "{what}: {v}");
         let msg = v["error"].as_str().unwrap_or_default();
@@ -514,7 +524,7 @@ fn dynamic_monitors_through_the_daemon() {
     assert_eq!(flows2["interface"], Value::Null, "{flows2}");
     assert_ne!(d.get("/api/v1/dynmon/flows")["hooks"], json!([]));
     assert_eq!(
-        count_flows(),
+        count_flows(&d),
         progs,
         "the refused load and attach left no program behind"
     );
@@ -531,7 +541,8 @@ fn dynamic_monitors_through_the_daemon() {
     let (code, _) = curl("DELETE", &format!("{base}/flows2"), None);
     assert_eq!(code, 200);
     assert!(!ingress_chain(&d, &pair).iter().any(|n| n == "count_flows"));
-    assert_eq!(count_flows(), 0);
+    assert_eq!(count_flows(&d).len(), 0);
+    assert_eq!(still_loaded(&progs).len(), 0, "unloaded, not only let go");
     assert!(!udp.passes(9922, b"x"));
     assert!(udp.passes(9923, b"x"));
     assert_eq!(d.get("/api/v1/dynmon"), json!([]));

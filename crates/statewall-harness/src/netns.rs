@@ -202,8 +202,9 @@ impl Pair {
     fn build(tag: &str, index: Option<u32>, queues: u32, net: u8) -> Self {
         let client = NetNs::new(&format!("{tag}-c"));
         let server = NetNs::new(&format!("{tag}-s"));
+        // The x keeps two processes' ids apart (pid 12 link 345, pid 1234 link 5).
         let id = format!(
-            "{}{}",
+            "{}x{}",
             std::process::id() % 100_000,
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
