@@ -473,11 +473,16 @@ fn kernel_gate_equals_reference() {
 }
 
 fn check(sc: Scenario) -> Result<(), TestCaseError> {
-    {
-        let mut bed = TestBed::with_sizes(&[(MAP_GATE_FLOWS, FLOWS_CAP)]);
-        protect(&mut bed, &sc.ports);
+    // One bed for every case, emptied before each: its program stays verified.
+    thread_local!(static BED: std::cell::RefCell<TestBed> =
+        std::cell::RefCell::new(TestBed::with_sizes(&[(MAP_GATE_FLOWS, FLOWS_CAP)])));
+    BED.with(|b| -> Result<(), TestCaseError> {
+        let mut guard = b.borrow_mut();
+        let bed: &mut TestBed = &mut guard;
+        bed.reset();
+        protect(bed, &sc.ports);
         let (tcp, closing, udp) = sc.timeouts;
-        set_conf(&mut bed, conf(tcp, closing, udp));
+        set_conf(bed, conf(tcp, closing, udp));
         let mut now = bed.kernel_now();
         bed.freeze(now);
         let port_of = |i: usize| sc.ports.get(i).map(|p| p.1).unwrap_or(4242);
@@ -490,7 +495,7 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
             };
             let k = key(sc.sources[si], proto, port_of(pi));
             let exp = (now as i64 + secs * 1_000_000_000) as u64;
-            grant(&mut bed, k, exp);
+            grant(bed, k, exp);
             grants.insert(k, exp);
         }
         let mut table = vec![0u8; 65536];
@@ -595,15 +600,10 @@ fn check(sc: Scenario) -> Result<(), TestCaseError> {
             }]
             .fetch_add(1, Ordering::Relaxed);
             prop_assert_eq!(got, want_code, "packet {:?} -> reference {:?}", info, want);
-            prop_assert_eq!(
-                &kernel_flows(&mut bed),
-                &r.flows,
-                "flow table after {:?}",
-                info
-            );
+            prop_assert_eq!(&kernel_flows(bed), &r.flows, "flow table after {:?}", info);
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// tc verdict of `bpf_redirect`.

@@ -37,3 +37,4 @@ pub mod rng;
 pub mod stratum;
 pub mod testrun;
 pub mod websocket;
+mod wipe;

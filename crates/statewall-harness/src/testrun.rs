@@ -30,6 +30,8 @@ use statewall::engine::ebpf;
 pub struct TestBed {
     /// The loaded object: maps by name through [`TestBed::map`].
     pub ebpf: Ebpf,
+    /// The maps handed out by name since the load ([`TestBed::reset`] empties them).
+    touched: std::collections::BTreeSet<String>,
 }
 
 impl Default for TestBed {
@@ -54,7 +56,40 @@ impl TestBed {
     pub fn with_loader<'a>(l: aya::EbpfLoader<'a>, sizes: &[(&'a str, u32)]) -> Self {
         let ebpf = ebpf::load_private_with(l, sizes)
             .unwrap_or_else(|e| panic!("loading the eBPF object: {e:#?}"));
-        TestBed { ebpf }
+        TestBed {
+            ebpf,
+            touched: Default::default(),
+        }
+    }
+
+    /// Empties the maps that can differ from a fresh load's: those the programs loaded so
+    /// far use and those handed out by name ([`TestBed::map`], the map access of the
+    /// table writers). Hash tables and tries lose their keys, arrays are zeroed, ring
+    /// buffers drained; the object's global data is kept. The bed then runs as if just
+    /// loaded, with the programs it has verified kept: for tests that go through many
+    /// scenarios. (Zeroing every array of the object would take longer than verifying the
+    /// programs again: the firewall's alone hold hundreds of thousands of slots.) Panics on
+    /// a map that cannot be emptied in place.
+    pub fn reset(&mut self) {
+        let mut used = std::collections::BTreeSet::new();
+        for (name, p) in self.ebpf.programs() {
+            if p.fd().is_err() {
+                continue;
+            }
+            let ids = p.info().and_then(|i| i.map_ids());
+            match ids {
+                Ok(ids) => used.extend(ids.unwrap_or_default()),
+                Err(e) => panic!("resetting the test bed: the maps of {name}: {e}"),
+            }
+        }
+        let touched = std::mem::take(&mut self.touched);
+        for (name, m) in self.ebpf.maps_mut() {
+            let id = crate::wipe::id(m).unwrap_or_else(|e| panic!("resetting the test bed: {e}"));
+            if used.contains(&id) || touched.contains(name) {
+                crate::wipe::wipe(name, m)
+                    .unwrap_or_else(|e| panic!("resetting the test bed: {e}"));
+            }
+        }
     }
 
     /// Loads (verifies) program `name` on first use and runs it `repeat` times on `frame`.
@@ -216,6 +251,7 @@ impl TestBed {
 
     /// A map of the object, by name.
     pub fn map(&mut self, name: &str) -> &mut Map {
+        self.touched.insert(name.to_string());
         self.ebpf
             .map_mut(name)
             .unwrap_or_else(|| panic!("no map {name}"))
@@ -285,6 +321,7 @@ impl TestBed {
 
 impl statewall::engine::access::MapAccess for TestBed {
     fn map_mut(&mut self, name: &str) -> statewall::engine::Result<&mut aya::maps::Map> {
+        self.touched.insert(name.to_string());
         self.ebpf
             .map_mut(name)
             .ok_or_else(|| statewall::engine::EngineError::Map {
