@@ -16,7 +16,7 @@ build: setup
 # scripts/test.sh runs two test binaries at once (TEST_JOBS=1: one after another); every
 # binary's output lands in target/test-logs/, all of it in target/test.log.
 test: setup lint
-	CARGO=$(CARGO) bash scripts/test.sh
+	CARGO='$(CARGO)' bash scripts/test.sh
 
 lint: setup
 	@mkdir -p target

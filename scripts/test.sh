@@ -9,7 +9,8 @@
 # as one more job.
 #
 #   TEST_JOBS=N   binaries at once (default 2; 1 runs them one after another)
-#   TEST_ARGS=... passed to every test binary (a filter, --nocapture, ...)
+#   TEST_ARGS=... passed to every test binary (a filter, --nocapture, ...), not to the
+#                 doc tests
 #
 # Output: target/test-logs/<binary>.log for each binary, all of them in target/test.log,
 # one line per binary as it ends, the logs of the failed ones in full at the end. Exits
@@ -62,32 +63,41 @@ start() {
 		wait -n
 		running=$((running - 1))
 	done
-	run_one "$@" &
+	# (stdin: not the list being read)
+	run_one "$@" </dev/null &
 	running=$((running + 1))
 }
 declare -A seen
+started=()
 # shellcheck disable=SC2086
 while read -r dir exe; do
 	name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
 	[ -n "${seen[$name]:-}" ] && name="$name-$(basename "$dir")"
 	seen[$name]=1
+	started+=("$name")
 	start "$name" "$dir" "$exe" ${TEST_ARGS:-}
 done < <(order)
 start doc-tests . $CARGO test --workspace --doc
+started+=(doc-tests)
 wait
 
 # Every log in one file, then the verdict.
 failed=()
 : >target/test.log
-for rc in "$logs"/*.rc; do
-	name=$(basename "$rc" .rc)
+for name in "${started[@]}"; do
+	rc=$logs/$name.rc
+	if [ ! -e "$rc" ]; then
+		echo "==== $name: never ended" >>target/test.log
+		failed+=("$name")
+		continue
+	fi
 	{
 		echo "==== $name (rc $(cut -d' ' -f1 "$rc"), $(cut -d' ' -f2 "$rc") s)"
 		cat "$logs/$name.log"
 	} >>target/test.log
 	[ "$(cut -d' ' -f1 "$rc")" = 0 ] || failed+=("$name")
 done
-n=$(ls "$logs"/*.rc | wc -l)
+n=${#started[@]}
 passed=$(grep -h '^test result:' "$logs"/*.log | awk '{s+=$4} END {print s+0}')
 echo "test.sh: $n jobs, $passed tests passed, ${#failed[@]} jobs failed, $(($(date +%s) - t_start)) s with $JOBS at once"
 for name in "${failed[@]}"; do

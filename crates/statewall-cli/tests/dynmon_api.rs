@@ -34,7 +34,6 @@ fn loaded_programs() -> Vec<String> {
         .collect()
 }
 
-/// Program names on the server interface's tcx ingress, in run order.
 /// The ids of the programs named `count_flows` (the flows example's) that the daemon holds
 /// (by a program or link descriptor). Other test binaries may load the same example at
 /// the same time: the kernel's whole list would count theirs too.
@@ -63,6 +62,7 @@ fn dynmon_names(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
+/// Program names on the server interface's tcx ingress, in run order.
 fn ingress_chain(d: &Daemon, pair: &Pair) -> Vec<String> {
     d.programs(Some(&pair.server_if), "ingress")
 }

@@ -62,14 +62,15 @@ impl TestBed {
         }
     }
 
-    /// Empties the maps that can differ from a fresh load's: those the programs loaded so
-    /// far use and those handed out by name ([`TestBed::map`], the map access of the
-    /// table writers). Hash tables and tries lose their keys, arrays are zeroed, ring
-    /// buffers drained; the object's global data is kept. The bed then runs as if just
-    /// loaded, with the programs it has verified kept: for tests that go through many
-    /// scenarios. (Zeroing every array of the object would take longer than verifying the
-    /// programs again: the firewall's alone hold hundreds of thousands of slots.) Panics on
-    /// a map that cannot be emptied in place.
+    /// Empties the maps: every hash table and trie loses its keys and every ring buffer is
+    /// drained; the arrays that can differ from a fresh load's are zeroed, those the
+    /// programs loaded so far use and those handed out by name ([`TestBed::map`], the map
+    /// access of the table writers). (Zeroing every array of the object would take longer
+    /// than verifying the programs again: the firewall's alone hold hundreds of thousands
+    /// of slots.) The object's global data is kept. The bed then runs as if just loaded
+    /// (but for the order in which a full LRU table evicts: `wipe`'s doc), with the
+    /// programs it has verified kept: for tests that go through many scenarios. Panics on a
+    /// map that cannot be emptied in place.
     pub fn reset(&mut self) {
         let mut used = std::collections::BTreeSet::new();
         for (name, p) in self.ebpf.programs() {
@@ -85,10 +86,9 @@ impl TestBed {
         let touched = std::mem::take(&mut self.touched);
         for (name, m) in self.ebpf.maps_mut() {
             let id = crate::wipe::id(m).unwrap_or_else(|e| panic!("resetting the test bed: {e}"));
-            if used.contains(&id) || touched.contains(name) {
-                crate::wipe::wipe(name, m)
-                    .unwrap_or_else(|e| panic!("resetting the test bed: {e}"));
-            }
+            let arrays = used.contains(&id) || touched.contains(name);
+            crate::wipe::wipe(name, m, arrays)
+                .unwrap_or_else(|e| panic!("resetting the test bed: {e}"));
         }
     }
 

@@ -5,8 +5,11 @@
 //! Through the raw `bpf(2)` commands on the map's descriptor: hash tables (plain, LRU,
 //! per-CPU) and tries lose every key; arrays (plain and per-CPU) get zeroes in every slot,
 //! in batches; ring buffers are drained. The object's global-data maps (`.rodata`, `.data`,
-//! `.bss`) keep what the loader put there. A map of another kind is an error: it cannot be
-//! made new in place, and the caller needs a fresh load.
+//! `.bss`) keep what the loader put there, and program arrays are left alone (nothing in
+//! the object fills one). A map of another kind is an error: it cannot be made new in
+//! place, and the caller needs a fresh load. One difference from a fresh load remains: an
+//! LRU table's free lists keep the order its entries were deleted in, so which entry it
+//! evicts first when full again may differ.
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -107,8 +110,10 @@ pub(crate) fn id(m: &Map) -> Result<u32, String> {
     data(m).info().map(|i| i.id()).map_err(|e| e.to_string())
 }
 
-/// Empties map `name` in place (module doc); says what failed and where.
-pub(crate) fn wipe(name: &str, m: &mut Map) -> Result<(), String> {
+/// Empties map `name` in place (module doc); says what failed and where. Arrays are
+/// zeroed only with `arrays` (the object's largest arrays take longer to zero than its
+/// programs take to verify).
+pub(crate) fn wipe(name: &str, m: &mut Map, arrays: bool) -> Result<(), String> {
     if name.starts_with('.') {
         return Ok(());
     }
@@ -124,21 +129,26 @@ pub(crate) fn wipe(name: &str, m: &mut Map) -> Result<(), String> {
     let err = |what: &str, e: std::io::Error| format!("{name}: {what}: {e}");
     match ty {
         HASH | PERCPU_HASH | LRU_HASH | LRU_PERCPU_HASH | LPM_TRIE => {
-            let mut key = vec![0u8; info.key_size() as usize];
+            // Every key first (each from the one before: one pass over the buckets), then
+            // the deletions.
+            let size = info.key_size() as usize;
+            let mut keys: Vec<Vec<u8>> = Vec::new();
             loop {
-                // The first key each time: the one just deleted is gone.
+                let mut next = vec![0u8; size];
                 let mut a = ElemAttr {
                     map_fd: fd,
                     _pad: 0,
-                    key: 0,
-                    value: key.as_mut_ptr() as u64,
+                    key: keys.last().map_or(0, |k| k.as_ptr() as u64),
+                    value: next.as_mut_ptr() as u64,
                     flags: 0,
                 };
                 match bpf(BPF_MAP_GET_NEXT_KEY, &mut a) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                    Ok(()) => keys.push(next),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
                     Err(e) => return Err(err("next key", e)),
                 }
+            }
+            for key in &keys {
                 let mut a = ElemAttr {
                     map_fd: fd,
                     _pad: 0,
@@ -146,9 +156,16 @@ pub(crate) fn wipe(name: &str, m: &mut Map) -> Result<(), String> {
                     value: 0,
                     flags: 0,
                 };
-                bpf(BPF_MAP_DELETE_ELEM, &mut a).map_err(|e| err("delete", e))?;
+                match bpf(BPF_MAP_DELETE_ELEM, &mut a) {
+                    // (A program run since may have evicted it.)
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(err("delete", e)),
+                }
             }
+            Ok(())
         }
+        _ if !arrays => Ok(()),
         ARRAY | PERCPU_ARRAY => {
             let cpus = if ty == PERCPU_ARRAY {
                 aya::util::nr_cpus().map_err(|(f, e)| format!("{name}: {f}: {e}"))?
@@ -178,7 +195,7 @@ pub(crate) fn wipe(name: &str, m: &mut Map) -> Result<(), String> {
             }
             Ok(())
         }
-        // Filled by nothing in a test bed (tail calls are not used): nothing to undo.
+        // Filled by nothing (the object makes no tail calls): nothing to undo.
         PROG_ARRAY => Ok(()),
         t => Err(format!("{name}: map type {t} cannot be emptied in place")),
     }
