@@ -31,8 +31,9 @@ fn bpf(cmd: libc::c_long, attr: &mut MapElemAttr) -> io::Result<()> {
     }
 }
 
-/// Counts the keys of a hash-type map by walking it with `BPF_MAP_GET_NEXT_KEY`.
-pub fn count_keys(fd: RawFd, key_size: usize) -> io::Result<u32> {
+/// Walks the keys of a hash-type map or trie with `BPF_MAP_GET_NEXT_KEY` (each from the
+/// one before: one pass over the buckets), handing each to `f`.
+fn walk_keys(fd: RawFd, key_size: usize, mut f: impl FnMut(&[u8])) -> io::Result<()> {
     let mut cur = vec![0u8; key_size.max(1)];
     let mut next = vec![0u8; key_size.max(1)];
     let mut n = 0u32;
@@ -47,15 +48,46 @@ pub fn count_keys(fd: RawFd, key_size: usize) -> io::Result<u32> {
         match bpf(BPF_MAP_GET_NEXT_KEY, &mut a) {
             Ok(()) => {
                 n += 1;
+                f(&next[..key_size]);
                 std::mem::swap(&mut cur, &mut next);
                 first = false;
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(n),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Err(e) => return Err(e),
         }
         if n > 100_000_000 {
             return Err(io::Error::other("map walk did not terminate"));
         }
+    }
+}
+
+/// Counts the keys of a hash-type map by walking it with `BPF_MAP_GET_NEXT_KEY`.
+pub fn count_keys(fd: RawFd, key_size: usize) -> io::Result<u32> {
+    let mut n = 0u32;
+    walk_keys(fd, key_size, |_| n += 1)?;
+    Ok(n)
+}
+
+/// The keys of a hash-type map or trie, in the kernel's walk order.
+pub fn keys(fd: RawFd, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
+    let mut v = Vec::new();
+    walk_keys(fd, key_size, |k| v.push(k.to_vec()))?;
+    Ok(v)
+}
+
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+
+/// Deletes `key` (`BPF_MAP_DELETE_ELEM`); false when it was not there.
+pub fn map_delete(fd: RawFd, key: &[u8]) -> io::Result<bool> {
+    let mut a = MapElemAttr {
+        map_fd: fd as u32,
+        key: key.as_ptr() as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_DELETE_ELEM, &mut a) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
