@@ -13,58 +13,15 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use aya::maps::{Map, MapData};
-use statewall::engine::sys;
-
-const HASH: u32 = 1;
-const ARRAY: u32 = 2;
-const PROG_ARRAY: u32 = 3;
-const PERCPU_HASH: u32 = 5;
-const PERCPU_ARRAY: u32 = 6;
-const LRU_HASH: u32 = 9;
-const LRU_PERCPU_HASH: u32 = 10;
-const LPM_TRIE: u32 = 11;
-
-/// The descriptor inside any kind of map.
-fn data(m: &Map) -> &MapData {
-    use Map::*;
-    match m {
-        Array(d)
-        | ArrayOfMaps(d)
-        | BloomFilter(d)
-        | CgroupArray(d)
-        | CgroupStorage(d)
-        | CgrpStorage(d)
-        | CpuMap(d)
-        | DevMap(d)
-        | DevMapHash(d)
-        | HashMap(d)
-        | HashOfMaps(d)
-        | InodeStorage(d)
-        | LpmTrie(d)
-        | LruHashMap(d)
-        | PerCpuArray(d)
-        | PerCpuCgroupStorage(d)
-        | PerCpuHashMap(d)
-        | PerCpuLruHashMap(d)
-        | PerfEventArray(d)
-        | ProgramArray(d)
-        | Queue(d)
-        | ReusePortSockArray(d)
-        | RingBuf(d)
-        | SockHash(d)
-        | SockMap(d)
-        | SkStorage(d)
-        | Stack(d)
-        | StackTraceMap(d)
-        | Unsupported(d)
-        | XskMap(d) => d,
-    }
-}
+use aya::maps::{Map, MapType};
+use statewall::engine::{access::map_data, sys};
 
 /// The kernel's id of map `m`.
 pub(crate) fn id(m: &Map) -> Result<u32, String> {
-    data(m).info().map(|i| i.id()).map_err(|e| e.to_string())
+    map_data(m)
+        .info()
+        .map(|i| i.id())
+        .map_err(|e| e.to_string())
 }
 
 /// Empties map `name` in place (module doc); says what failed and where. Arrays are
@@ -79,13 +36,17 @@ pub(crate) fn wipe(name: &str, m: &mut Map, arrays: bool) -> Result<(), String> 
         while rb.next().is_some() {}
         return Ok(());
     }
-    let d = data(m);
+    let d = map_data(m);
     let info = d.info().map_err(|e| format!("{name}: {e}"))?;
     let fd = d.fd().as_fd().as_raw_fd();
-    let ty = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+    let ty = info.map_type().map_err(|e| format!("{name}: {e}"))?;
     let err = |what: &str, e: std::io::Error| format!("{name}: {what}: {e}");
     match ty {
-        HASH | PERCPU_HASH | LRU_HASH | LRU_PERCPU_HASH | LPM_TRIE => {
+        MapType::Hash
+        | MapType::PerCpuHash
+        | MapType::LruHash
+        | MapType::LruPerCpuHash
+        | MapType::LpmTrie => {
             // Every key first, then the deletions (a key a program run since has evicted
             // is simply gone).
             let keys = sys::keys(fd, info.key_size() as usize).map_err(|e| err("keys", e))?;
@@ -95,11 +56,11 @@ pub(crate) fn wipe(name: &str, m: &mut Map, arrays: bool) -> Result<(), String> 
             Ok(())
         }
         _ if !arrays => Ok(()),
-        ARRAY | PERCPU_ARRAY => {
+        MapType::Array | MapType::PerCpuArray => {
             // The kernel's value size for the map's kind (bpf_map_value_size): a per-CPU
             // value is one 8-byte-aligned slot per possible CPU.
             let size = info.value_size() as usize;
-            let slot = if ty == PERCPU_ARRAY {
+            let slot = if ty == MapType::PerCpuArray {
                 let cpus = aya::util::nr_cpus().map_err(|(f, e)| format!("{name}: {f}: {e}"))?;
                 size.div_ceil(8) * 8 * cpus
             } else {
@@ -119,7 +80,7 @@ pub(crate) fn wipe(name: &str, m: &mut Map, arrays: bool) -> Result<(), String> 
             Ok(())
         }
         // Filled by nothing (the object makes no tail calls): nothing to undo.
-        PROG_ARRAY => Ok(()),
-        t => Err(format!("{name}: map type {t} cannot be emptied in place")),
+        MapType::ProgramArray => Ok(()),
+        t => Err(format!("{name}: map type {t:?} cannot be emptied in place")),
     }
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Map, MapData},
+    maps::MapData,
     programs::{
         links::FdLink, tc::TcAttachOptions, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
         Xdp,
@@ -25,7 +25,7 @@ use super::{
     scratch::private_dir,
     spec::{valid_metric_name, PathSpec},
 };
-use crate::types::Direction;
+use crate::{engine::access::map_data, types::Direction};
 
 /// The most a map read may take (keys and values, all CPUs).
 pub(super) const MAX_READ_BYTES: u64 = 256 << 20;
@@ -46,40 +46,6 @@ pub fn map_type_name(t: u32) -> &'static str {
 }
 pub(super) fn per_cpu(t: u32) -> bool {
     matches!(t, T_PERCPU_HASH | T_PERCPU_ARRAY | T_LRU_PERCPU_HASH)
-}
-pub(super) fn map_data(m: &Map) -> &MapData {
-    match m {
-        Map::Array(d)
-        | Map::HashMap(d)
-        | Map::LruHashMap(d)
-        | Map::PerCpuArray(d)
-        | Map::PerCpuHashMap(d)
-        | Map::PerCpuLruHashMap(d)
-        | Map::Queue(d)
-        | Map::Stack(d)
-        | Map::RingBuf(d)
-        | Map::ArrayOfMaps(d)
-        | Map::BloomFilter(d)
-        | Map::CgroupArray(d)
-        | Map::CgroupStorage(d)
-        | Map::CgrpStorage(d)
-        | Map::CpuMap(d)
-        | Map::DevMap(d)
-        | Map::DevMapHash(d)
-        | Map::HashOfMaps(d)
-        | Map::InodeStorage(d)
-        | Map::LpmTrie(d)
-        | Map::PerCpuCgroupStorage(d)
-        | Map::PerfEventArray(d)
-        | Map::ProgramArray(d)
-        | Map::ReusePortSockArray(d)
-        | Map::SockHash(d)
-        | Map::SockMap(d)
-        | Map::SkStorage(d)
-        | Map::StackTraceMap(d)
-        | Map::Unsupported(d)
-        | Map::XskMap(d) => d,
-    }
 }
 /// A link of a path, with an fd of its own for `BPF_LINK_UPDATE`.
 pub(super) struct Attached {

@@ -39,6 +39,7 @@ pub mod openmetrics;
 mod scratch;
 mod spec;
 
+use crate::engine::access::map_data;
 pub use bcc::{is_bcc, translate as translate_bcc, EPOCH_MAP, LOG_MAP};
 pub use compile::{code_field, compile_c, find_clang, object_of};
 use load::*;
