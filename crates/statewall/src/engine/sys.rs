@@ -301,14 +301,37 @@ pub fn lookup_batch(
     max_entries: u32,
     delete: bool,
 ) -> io::Result<(Vec<u8>, Vec<u8>, usize)> {
-    // Up to 4096 entries or 16 MiB a batch, at least 64 entries (a hash bucket holding
-    // more entries than a batch's room fails the batch with ENOSPC).
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    // Batches of at most 4096 entries: the buffers are made for this read alone.
+    let n = lookup_batch_into(
+        fd,
+        (key_size, value_size),
+        max_entries.min(4096),
+        delete,
+        &mut keys,
+        &mut values,
+    )?;
+    keys.truncate(n * key_size);
+    values.truncate(n * value_size);
+    Ok((keys, values, n))
+}
+
+/// [`lookup_batch`] into buffers the caller keeps from one read to the next (a window
+/// read then touches no fresh memory): returns the entries read, the first `n` keys and
+/// values of `keys` and `values` (which may be longer). `sizes` is (key size, value
+/// size). Batches hold `max_entries` entries (at least 64, at most 16 MiB): a map read
+/// with its own size is read in one call, which never fails with ENOSPC (that needs a
+/// bucket holding more entries than the batch's room).
+pub fn lookup_batch_into(
+    fd: RawFd,
+    (key_size, value_size): (usize, usize),
+    max_entries: u32,
+    delete: bool,
+    keys: &mut Vec<u8>,
+    values: &mut Vec<u8>,
+) -> io::Result<usize> {
     let per = (key_size + value_size).max(1);
-    let chunk = ((16usize << 20) / per)
-        .clamp(64, 4096)
-        .min(max_entries.max(1) as usize);
-    let mut keys = Vec::new();
-    let mut values = Vec::new();
+    let chunk = ((16usize << 20) / per).clamp(64, max_entries.max(64) as usize);
     let mut n = 0usize;
     let (mut inb, mut outb) = ([0u8; 8], [0u8; 8]);
     let mut first = true;
@@ -318,8 +341,13 @@ pub fn lookup_batch(
         BPF_MAP_LOOKUP_BATCH
     };
     loop {
-        keys.resize((n + chunk) * key_size, 0);
-        values.resize((n + chunk) * value_size, 0);
+        // (Grows only: a kept buffer is not zeroed again.)
+        if keys.len() < (n + chunk) * key_size {
+            keys.resize((n + chunk) * key_size, 0);
+        }
+        if values.len() < (n + chunk) * value_size {
+            values.resize((n + chunk) * value_size, 0);
+        }
         let mut a = BatchAttr {
             in_batch: if first { 0 } else { inb.as_ptr() as u64 },
             out_batch: outb.as_mut_ptr() as u64,
@@ -340,9 +368,7 @@ pub fn lookup_batch(
         inb = outb;
         first = false;
     }
-    keys.truncate(n * key_size);
-    values.truncate(n * value_size);
-    Ok((keys, values, n))
+    Ok(n)
 }
 
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;

@@ -211,6 +211,8 @@ pub struct Window {
     pub grace: Duration,
     /// Reading and decoding.
     pub read: Duration,
+    /// Of `read`, the time in the kernel's batch reads of the session tables.
+    pub read_kernel: Duration,
     /// Distinct sessions turned away because the session table was full (an estimate,
     /// within a few per cent: [`away`]).
     pub turned_away: u64,
@@ -234,6 +236,9 @@ pub struct Monitor {
     pub last_top: Vec<(SessKey, u64)>,
     packet_maps: [Option<Mapped>; 2],
     ncpus: usize,
+    /// The session tables' batch-read buffers (keys, values), kept from one read to the
+    /// next.
+    scratch: (Vec<u8>, Vec<u8>),
 }
 
 fn realtime_minus_monotonic() -> u64 {
@@ -362,6 +367,7 @@ impl Monitor {
             last_top: Vec::new(),
             packet_maps,
             ncpus,
+            scratch: Default::default(),
         };
         m.set_ctl(CTL_EPOCH, realtime_minus_monotonic())?;
         let name = m.spec.name.clone();
@@ -519,17 +525,22 @@ impl Monitor {
         };
         match self.spec.kind {
             Kind::Ddos => {
-                let mut sessions = self.sessions::<SessKey4, DdosSess>(MAP_DDOS_SESS4[b], false)?;
+                let mut sessions = Vec::new();
+                let mut add = |key: SessKey, s: &[DdosSess]| sessions.push((key, s[0]));
+                w.read_kernel +=
+                    self.sessions::<SessKey4, _>(MAP_DDOS_SESS4[b], false, &mut add)?;
                 if self.take_v6(b)? {
-                    sessions.extend(self.sessions::<SessKey, DdosSess>(MAP_DDOS_SESS[b], false)?);
+                    w.read_kernel +=
+                        self.sessions::<SessKey, _>(MAP_DDOS_SESS[b], false, &mut add)?;
                 }
                 let mut by_id = std::collections::HashMap::with_capacity(sessions.len());
+                w.ddos_sessions.reserve(sessions.len());
                 for (key, s) in sessions {
-                    by_id.insert(s[0].id, key);
+                    by_id.insert(s.id, key);
                     w.ddos_sessions.push(DdosSession {
                         key,
-                        server: s[0].server,
-                        n_packets: s[0].n_packets,
+                        server: s.server,
+                        n_packets: s.n_packets,
                     });
                 }
                 let used = self.ctl(CTL_USED + b as u32)?;
@@ -568,17 +579,19 @@ impl Monitor {
                 }
             }
             Kind::Crypto => {
-                let mut sessions = self.sessions::<SessKey4, CryptoVal>(MAP_CRYPTO4[b], true)?;
-                if self.take_v6(b)? {
-                    sessions.extend(self.sessions::<SessKey, CryptoVal>(MAP_CRYPTO[b], true)?);
-                }
-                for (key, per_cpu) in sessions {
-                    w.crypto.push(CryptoSession {
+                let mut crypto = Vec::new();
+                let mut add = |key: SessKey, per_cpu: &[CryptoVal]| {
+                    crypto.push(CryptoSession {
                         key,
-                        total: merge(&per_cpu),
-                        per_cpu,
-                    });
+                        total: merge(per_cpu),
+                        per_cpu: per_cpu.to_vec(),
+                    })
+                };
+                w.read_kernel += self.sessions::<SessKey4, _>(MAP_CRYPTO4[b], true, &mut add)?;
+                if self.take_v6(b)? {
+                    w.read_kernel += self.sessions::<SessKey, _>(MAP_CRYPTO[b], true, &mut add)?;
                 }
+                w.crypto = crypto;
             }
         }
         self.reads += 1;
@@ -621,35 +634,43 @@ impl Monitor {
     }
 
     /// Reads and empties session table `map` of keys `K` (given as the tables of both
-    /// families name them) and values `V`: one value a key,
-    /// or with `per_cpu` one per possible CPU (each padded to 8 bytes, as the kernel copies
-    /// a per-CPU table's values).
+    /// families name them) and values `V`, handing each session to `add`: one value a
+    /// key, or with `per_cpu` one per possible CPU (each padded to 8 bytes, as the kernel
+    /// copies a per-CPU table's values). Returns the time the kernel's batch read took.
     fn sessions<K: aya::Pod + Into<SessKey>, V: aya::Pod>(
-        &self,
+        &mut self,
         map: &str,
         per_cpu: bool,
-    ) -> Result<Vec<(SessKey, Vec<V>)>, MonitorError> {
+        add: &mut impl FnMut(SessKey, &[V]),
+    ) -> Result<Duration, MonitorError> {
         let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
         let (vs, per) = if per_cpu {
             (vs.div_ceil(8) * 8, self.ncpus)
         } else {
             (vs, 1)
         };
-        let (k, v, n) = crate::engine::sys::lookup_batch(
-            self.map_fd(map),
-            ks,
-            vs * per,
+        let fd = self.map_fd(map);
+        let (keys, values) = &mut self.scratch;
+        let t = Instant::now();
+        // The whole table in one call (kept buffers: no fresh memory per read).
+        let n = crate::engine::sys::lookup_batch_into(
+            fd,
+            (ks, vs * per),
             self.spec.sessions(),
             true,
+            keys,
+            values,
         )
         .map_err(|e| merr(map, e))?;
-        Ok((0..n)
-            .map(|i| {
-                let key: K = pod(&k[i * ks..]);
-                let vals = (0..per).map(|c| pod(&v[(i * per + c) * vs..])).collect();
-                (key.into(), vals)
-            })
-            .collect())
+        let kernel = t.elapsed();
+        let mut vals: Vec<V> = Vec::with_capacity(per);
+        for i in 0..n {
+            let key: K = pod(&keys[i * ks..]);
+            vals.clear();
+            vals.extend((0..per).map(|c| pod::<V>(&values[(i * per + c) * vs..])));
+            add(key.into(), &vals);
+        }
+        Ok(kernel)
     }
 }
 
