@@ -114,6 +114,7 @@ impl Show<'_> {
 /// Runs the demo; `keep` leaves everything in place.
 pub fn run(keep: bool) -> anyhow::Result<()> {
     let pair = Pair::new("demo");
+    crate::leftovers::pins();
     let root = format!("/sys/fs/bpf/statewall-demo-{}", std::process::id());
     let pins = Pins::new(&root);
     let cfg = demo_config(&pair);

@@ -11,7 +11,8 @@
 //! - [`dataset`]: labelled captures for the learned classifier (`statewall dataset`), with
 //!   [`apps`]: its application attacks and DNS;
 //! - [`rng`]: SplitMix64 for reproducible choices;
-//! - [`fuzzing`]: the entry points the fuzz targets and their corpus replay share.
+//! - [`fuzzing`]: the entry points the fuzz targets and their corpus replay share;
+//! - [`leftovers`]: what killed test processes left behind (namespaces, bpffs roots).
 //!
 //! ```no_run
 //! // Run the real gate program on a crafted SYN.
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod etcd;
 pub mod fuzzing;
 pub mod fwknopd;
+pub mod leftovers;
 pub mod mining;
 pub mod netns;
 pub mod packet;

@@ -37,6 +37,7 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(tag: &str) -> Self {
+        statewall_harness::leftovers::pins();
         let id = format!(
             "{}-{}-{tag}",
             std::process::id(),
@@ -353,6 +354,7 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn new(tag: &str, cfg: &statewall::config::Config) -> Kernel {
+        statewall_harness::leftovers::pins();
         let root = format!("/sys/fs/bpf/statewall-test-{}-{tag}", std::process::id());
         let pins = statewall::engine::pins::Pins::new(&root);
         let mut eng = statewall::engine::Engine::open(&pins, &cfg.map_sizes()).expect("engine");
