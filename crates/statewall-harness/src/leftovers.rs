@@ -1,6 +1,7 @@
-//! What test processes that were killed left behind (a cancelled CI run, a ^C): their
-//! network namespaces and their bpffs roots, named after their process id. Each is removed
-//! only when no process of that id exists.
+//! What test processes that were killed left behind (a cancelled CI run, a ^C) in the
+//! bpffs: their roots, named after their process id, each removed only when no process of
+//! that id exists. (Their network namespaces are swept by [`crate::netns`], which stays
+//! below the library.)
 
 use std::path::Path;
 use std::sync::Once;
@@ -12,19 +13,6 @@ fn pid_of(name: &str, prefix: &str) -> Option<u32> {
 
 fn dead(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Namespaces `swt-<pid>-...` of processes that no longer exist.
-pub(crate) fn netns(del: impl Fn(&str)) {
-    let Ok(rd) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if pid_of(&n, "swt-").is_some_and(dead) {
-            del(&n);
-        }
-    }
 }
 
 /// The bpffs roots `/sys/fs/bpf/statewall-test-<pid>...` and `statewall-demo-<pid>` of
@@ -62,7 +50,6 @@ mod tests {
             Some(2978)
         );
         assert_eq!(pid_of("statewall-demo-3234", "statewall-demo-"), Some(3234));
-        assert_eq!(pid_of("swt-12-0-demo", "swt-"), Some(12));
         assert_eq!(pid_of("statewall-test-x-1", "statewall-test-"), None);
         assert_eq!(pid_of("statewall", "statewall-test-"), None);
     }

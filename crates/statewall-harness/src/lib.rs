@@ -12,7 +12,7 @@
 //!   [`apps`]: its application attacks and DNS;
 //! - [`rng`]: SplitMix64 for reproducible choices;
 //! - [`fuzzing`]: the entry points the fuzz targets and their corpus replay share;
-//! - [`leftovers`]: what killed test processes left behind (namespaces, bpffs roots).
+//! - [`leftovers`]: the bpffs roots killed test processes left behind.
 //!
 //! ```no_run
 //! // Run the real gate program on a crafted SYN.

@@ -49,9 +49,21 @@ fn ip_ok(args: &[&str]) {
 
 /// Removes namespaces left behind by test processes that no longer exist.
 fn sweep_stale() {
-    crate::leftovers::netns(|n| {
-        let _ = ip(&["netns", "del", n]);
-    });
+    let Ok(rd) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix("swt-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &n]);
+        }
+    }
 }
 
 impl NetNs {
