@@ -13,11 +13,14 @@ use super::sets::{ChainKernel, Pool, RulesError, NONE};
 
 /// What one edit does to every set: the rules at positions `shift.0..=shift.1` move by
 /// `shift.2`, position `clear` leaves, and position `add` joins the sets of the entries
-/// whose value the new rule accepts.
+/// whose value the new rule accepts. Position `kill` leaves the all-rules set only: the
+/// rule there matches nothing from then on, while its bits stay in the field sets until a
+/// later change clears them (see `Tables::scrub`).
 pub(super) struct Change {
     shift: Option<(u32, u32, i32)>,
     clear: Option<u32>,
     add: Option<u32>,
+    pub(super) kill: Option<u32>,
     memo: HashMap<(u32, bool), u32>,
     /// Per set id: 0 not looked at yet, 1 untouched, 2 holds a position the change moves
     /// or clears.
@@ -65,6 +68,7 @@ impl Change {
             shift,
             clear,
             add,
+            kill: None,
             memo: HashMap::new(),
             touched: Vec::new(),
             incs: Vec::new(),
@@ -190,11 +194,13 @@ fn plan_remap(
             out.push((loc, Some(old), new));
         }
     };
-    put(
-        Loc::All,
-        k.conf.all,
-        c.apply(pool, k.conf.all, r.is_some())?,
-    );
+    let mut all = c.apply(pool, k.conf.all, r.is_some())?;
+    if let Some(q) = c.kill {
+        let mut b = pool.set(all);
+        unset(&mut b, q as usize);
+        all = pool.intern(&b)?;
+    }
+    put(Loc::All, k.conf.all, all);
     // With a wild set, a rule unconstrained on the field joins it instead of the value
     // sets; the value sets take only the rules that constrain the field.
     let wild = k.conf.wild;

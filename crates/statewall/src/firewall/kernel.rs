@@ -84,6 +84,20 @@ impl Engine {
         self.with_fw_tables(|t, e| t.catch_up(e))
     }
 
+    /// Clears the bits updates left in the tables ([`Tables::scrub`]) and switches to
+    /// the result: run after an answer, so that the update's answer does not wait for it
+    /// (the next edit does it first otherwise). Returns whether there was anything.
+    pub fn fw_scrub(&mut self) -> Result<bool> {
+        if !self.fw_tables_ref().is_some_and(Tables::has_stale) {
+            return Ok(false);
+        }
+        if !self.with_fw_tables(|t, _| t.scrub_all())? {
+            return Ok(false);
+        }
+        self.fw_switch()?;
+        Ok(true)
+    }
+
     /// Runs `f` on the (opened) tables and the engine's maps (the tables are taken out of
     /// the engine meanwhile).
     fn with_fw_tables<R>(

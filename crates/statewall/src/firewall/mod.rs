@@ -19,6 +19,7 @@ pub mod log;
 mod place;
 pub mod rule;
 pub mod rules;
+mod scrub;
 pub mod sets;
 pub mod tables;
 pub mod write;

@@ -52,8 +52,13 @@ pub(super) struct ChainModel {
     /// Rank by index: rises with the index, gaps between ([`statewall_common::firewall::MAP_FW_RANK`]).
     pub(super) rank: Vec<u32>,
     /// Rules naming each prefix, by (destination, prefix).
-    named: HashMap<(bool, PKey), u32>,
+    pub(super) named: HashMap<(bool, PKey), u32>,
     pub(super) k: ChainKernel,
+    /// Rules an update replaced whose bits are still in the field sets (their position is
+    /// out of the all-rules set, so they match nothing): cleared by [`Tables::scrub`],
+    /// which every edit runs first.
+    #[allow(clippy::vec_box)]
+    pub(super) stale: Vec<(u32, Box<Rule>)>,
 }
 
 /// The rules themselves, to lay a chain out again.
@@ -62,7 +67,7 @@ fn unboxed(rules: &[Box<Rule>]) -> Vec<Rule> {
 }
 
 impl ChainModel {
-    fn slots(&self) -> Slots<'_> {
+    pub(super) fn slots(&self) -> Slots<'_> {
         Slots {
             pos: &self.pos,
             rules: &self.rules,
@@ -227,7 +232,7 @@ impl Tables {
     }
 
     /// Notes entries of `chain` changed, for both generations.
-    fn mark_keys(&mut self, chain: u32, d: &Dirty) {
+    pub(super) fn mark_keys(&mut self, chain: u32, d: &Dirty) {
         for g in &mut self.dirty {
             g.entry(chain).or_default().add(d);
         }
@@ -300,7 +305,7 @@ impl Tables {
 
     /// Lays chain `ch` out again from scratch: positions spread evenly, counter ids kept
     /// where `keep` says (new ones elsewhere). On an error nothing changed.
-    fn relayout(
+    pub(super) fn relayout(
         &mut self,
         ch: u32,
         chain: Chain,
@@ -375,6 +380,7 @@ impl Tables {
             rank,
             named,
             k,
+            stale: Vec::new(),
         };
         if let Some(old) = self.chains.insert(ch, model) {
             old.k.each_set(|id| self.pool.dec(id));
@@ -418,6 +424,20 @@ impl Tables {
             });
         };
         let conf = m.k.conf;
+        // What an update left to clear, before anything else is placed.
+        self.scrub(ch)?;
+        if let [e] = edits {
+            match self.edit_alone(ch, e) {
+                Ok(true) => {
+                    self.retrack();
+                    self.pool.sweep();
+                    return Ok(());
+                }
+                Ok(false) => {}
+                // (Nothing changed: the usual way below, with its error handling.)
+                Err(_) => self.pool.sweep(),
+            }
+        }
         // What each edit applied undoes it (the error path lays the chain out from there).
         let mut undo: Vec<Undo> = Vec::new();
         let r = if edits.len() > EDITS_MAX {
@@ -616,13 +636,13 @@ impl Tables {
     /// A rule that constrains a field the chain does not look up, or leaves unconstrained
     /// a field without a wild set (which would change every set of the field), is better
     /// added by a layout from scratch (which gives the field its wild set).
-    fn needs_relayout(&self, used: u8, wild: u8, r: &Rule) -> bool {
+    pub(super) fn needs_relayout(&self, used: u8, wild: u8, r: &Rule) -> bool {
         fields(r) & !used != 0 || (self.pool.wild_free() && used & !fields(r) & !wild != 0)
     }
 
     /// Counts the prefixes `r` names up or down; a prefix no rule names any more leaves
     /// its trie (its set is its parent's, which the trie gives without it).
-    fn name(&mut self, ch: u32, r: &Rule, by: i32, d: &mut Dirty) {
+    pub(super) fn name(&mut self, ch: u32, r: &Rule, by: i32, d: &mut Dirty) {
         let m = self.chains.get_mut(&ch).expect("chain");
         for (dst, n) in [(false, r.src), (true, r.dst)] {
             let Some(n) = n else { continue };
@@ -644,7 +664,7 @@ impl Tables {
 
     /// Moves every entry of chain `ch` to its set after change `c`; `r`: the rule that
     /// joins (accepting the values it matches). New prefixes of `r` get their entries.
-    fn remap(
+    pub(super) fn remap(
         &mut self,
         ch: u32,
         c: &mut Change,

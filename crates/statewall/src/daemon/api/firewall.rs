@@ -505,12 +505,17 @@ async fn batch(
             .map_err(ApiError::internal)?;
         drop(g);
         t.mark("journal");
-        // The generation this batch retired is behind by all of it (nothing reads it any
-        // more: the switch waited): written up to date after the answer, so that the next
-        // change writes only its own entries. A change that comes first does it itself.
+        // After the answer: the bits an update left are cleared (`Tables::scrub`), and
+        // the generation this batch retired, behind by all of it (nothing reads it any
+        // more: the switch waited), is written up to date, so that the next change writes
+        // only its own entries. A change that comes first does both itself.
         let s = s.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = s.lock().engine.fw_catch_up() {
+            let mut g = s.lock();
+            if let Err(e) = g.engine.fw_scrub() {
+                tracing::warn!("firewall: clearing what an update left: {e}");
+            }
+            if let Err(e) = g.engine.fw_catch_up() {
                 tracing::warn!("firewall: bringing the retired generation up to date: {e}");
             }
         });
