@@ -1461,6 +1461,32 @@ fn the_retired_generation_catches_up() {
         ACT_ACCEPT,
         "after an insert, the other generation",
     );
+    flip(&mut bed);
+    // An update that moves its rule leaves its old bits for the scrub (written into one
+    // generation and switched to, as the daemon does after answering), then the catch-up:
+    // both generations decide as the rule list.
+    let mut fourth = third.clone();
+    fourth[200] = Rule {
+        ct: None,
+        ..random_rule(&mut rng)
+    };
+    t.edit(0, &[Edit::Update(200, fourth[200].clone())])
+        .unwrap();
+    assert!(t.has_stale(), "the update was made in place");
+    t.write(&mut bed).unwrap();
+    check(&mut bed, &mut rng, &fourth, ACT_ACCEPT, "after an update");
+    assert!(t.scrub_all().unwrap());
+    t.write(&mut bed).unwrap();
+    t.catch_up(&mut bed).unwrap();
+    check(&mut bed, &mut rng, &fourth, ACT_ACCEPT, "after the scrub");
+    flip(&mut bed);
+    check(
+        &mut bed,
+        &mut rng,
+        &fourth,
+        ACT_ACCEPT,
+        "after the scrub, the other generation",
+    );
 }
 
 /// Adjacent rules whose positions are the other way round.
