@@ -60,27 +60,30 @@ impl Tables {
     /// Clears the bits of the rules updates replaced in chain `ch` (their prefixes leave
     /// the tries when no rule names them any more). Returns whether there were any. On an
     /// error (no room for a set), the chain is laid out again from its rules, which leaves
-    /// no stale bit either.
+    /// no stale bit either; when that fails too, the error is returned and the entries not
+    /// cleared stay listed (every edit then fails at its scrub, placing nothing, until
+    /// room is made).
     pub fn scrub(&mut self, ch: u32) -> Result<bool, RulesError> {
-        let Some(m) = self.chains.get_mut(&ch) else {
-            return Ok(false);
-        };
-        if m.stale.is_empty() {
-            return Ok(false);
-        }
-        let stale = std::mem::take(&mut m.stale);
-        for (q, old) in &stale {
-            let mut c = Change::new(None, Some(*q), None);
-            if let Err(e) = self.remap(ch, &mut c, None, std::slice::from_ref(&**old)) {
+        let mut any = false;
+        // An entry leaves the list only once its bits are cleared: if the layout below
+        // fails too, what remains is still known, and still cleared before any placing.
+        while let Some((q, old)) = self.chains.get(&ch).and_then(|m| m.stale.first().cloned()) {
+            any = true;
+            let mut c = Change::new(None, Some(q), None);
+            if let Err(e) = self.remap(ch, &mut c, None, std::slice::from_ref(&*old)) {
                 tracing::warn!("firewall: clearing an updated rule's bits: {e}; laying out");
                 self.pool.sweep();
+                // (A layout from the rules leaves no stale bit and an empty list.)
                 return self.relayout_as_is(ch).map(|()| true);
             }
-            self.name(ch, old, -1, &mut c.d);
+            self.chains.get_mut(&ch).expect("found").stale.remove(0);
+            self.name(ch, &old, -1, &mut c.d);
             self.mark_keys(ch, &c.d);
         }
-        self.pool.sweep();
-        Ok(true)
+        if any {
+            self.pool.sweep();
+        }
+        Ok(any)
     }
 
     /// [`Tables::scrub`] on every chain.
