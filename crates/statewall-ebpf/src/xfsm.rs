@@ -175,6 +175,23 @@ impl Tables for Maps {
         arr(&SW_XFSM_MACH, generation * MAX_MACHINES as u32 + m as u32)
     }
     #[inline(always)]
+    fn machine_into(&self, generation: u32, m: usize, out: &mut Machine) {
+        match SW_XFSM_MACH.get(generation * MAX_MACHINES as u32 + m as u32) {
+            Some(v) => copy_words(out, v),
+            None => zero_words(out),
+        }
+    }
+    #[inline(always)]
+    fn trans_into(&self, k: &TransKey, out: &mut Trans) -> bool {
+        match unsafe { SW_XFSM_TRANS.get(k) } {
+            Some(v) => {
+                copy_words(out, v);
+                true
+            }
+            None => false,
+        }
+    }
+    #[inline(always)]
     fn ports(&self, generation: u32, port: u16) -> u16 {
         arr(&SW_XFSM_PORTS, generation * PORTS_PER_GEN + port as u32)
     }

@@ -535,8 +535,8 @@ pub struct StateVal {
     pub hard_deadline: u64,
 }
 
-/// Lock table key.
-#[repr(C)]
+/// Lock table key (4-aligned: it is written a 32-bit word at a time; 20 bytes, as before).
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockKey {
     /// Machine.
@@ -901,16 +901,20 @@ pub fn bucket(k: &StateKey) -> u32 {
 pub fn lock_key_into(p: &PacketInfo, m: u8, k: &mut LockKey) {
     let w = k as *mut LockKey as *mut u32;
     // SAFETY: five 32-bit words: machine, family and padding, then the address (a
-    // `LockKey` is 20 bytes; unaligned stores).
+    // `LockKey` is 20 bytes, 4-aligned: one store each, where unaligned stores were four
+    // byte stores each in BPF).
     unsafe {
-        core::ptr::write_unaligned(w, u32::from_ne_bytes([m, p.family, 0, 0]));
+        core::ptr::write(w, u32::from_ne_bytes([m, p.family, 0, 0]));
         let mut i = 0;
         while i < 4 {
-            core::ptr::write_unaligned(w.add(1 + i), aligned_word(&p.saddr, i));
+            core::ptr::write(w.add(1 + i), aligned_word(&p.saddr, i));
             i += 1;
         }
     }
 }
+
+const _: () =
+    assert!(core::mem::size_of::<LockKey>() == 20 && core::mem::offset_of!(LockKey, addr) == 4);
 
 /// Prefilter bit of machine `m` for an L4 protocol.
 pub fn port_bit(l4proto: u8, m: usize) -> u16 {
@@ -930,10 +934,27 @@ pub trait Tables {
     fn set_ctl(&mut self, idx: u32, v: u32);
     /// Machine `m` of a generation.
     fn machine(&self, generation: u32, m: usize) -> Machine;
+    /// [`Tables::machine`] into `out` (the kernel copies the map value a word at a time,
+    /// without a copy on the stack between).
+    #[inline(always)]
+    fn machine_into(&self, generation: u32, m: usize, out: &mut Machine) {
+        *out = self.machine(generation, m);
+    }
     /// Prefilter bits of a port in a generation.
     fn ports(&self, generation: u32, port: u16) -> u16;
     /// A transition.
     fn trans(&self, k: &TransKey) -> Option<Trans>;
+    /// [`Tables::trans`] into `out`; false when there is none (`out` unchanged).
+    #[inline(always)]
+    fn trans_into(&self, k: &TransKey, out: &mut Trans) -> bool {
+        match self.trans(k) {
+            Some(t) => {
+                *out = t;
+                true
+            }
+            None => false,
+        }
+    }
     /// A grant set.
     fn grant_set(&self, generation: u32, set: u8) -> GrantSet;
     /// Activity filter bucket.
@@ -1101,7 +1122,7 @@ pub const LEVEL_ANY: u8 = 4;
 /// The transition for the packet, most specific key first (protocol and port, then the
 /// protocol, then any), skipping the kinds of key machine `levels` says do not exist.
 #[inline(always)]
-fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, levels: u8, k: &mut TransKey) -> Option<Trans> {
+fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, levels: u8, k: &mut TransKey, tr: &mut Trans) -> bool {
     let p = c.p;
     let mut i = 0;
     while i < 3 {
@@ -1115,17 +1136,17 @@ fn find_trans<T: Tables>(t: &T, c: &Ctx<'_>, levels: u8, k: &mut TransKey) -> Op
             if i < 2 { p.l4proto } else { 0 },
             if i == 0 { p.dport } else { 0 },
         );
-        if let Some(tr) = t.trans(k) {
+        if t.trans_into(k, tr) {
             let flags_ok = p.l4proto != proto::TCP || p.tcp_flags & tr.flags_mask == tr.flags_value;
             let payload_ok =
                 tr.payload == 0 || (c.snap && t.payload_matches(c.generation, tr.payload));
             if flags_ok && payload_ok {
-                return Some(tr);
+                return true;
             }
         }
         i += 1;
     }
-    None
+    false
 }
 
 /// Sends an event; `what` packs machine, old state, new state and reason, one byte each.
@@ -1480,13 +1501,13 @@ fn lookup_trans<T: Tables>(t: &T, c: &Ctx<'_>, m: usize, state: u8, w: &mut Work
         dir: c.dir,
         conds: cv,
     });
-    match find_trans(t, c, w.mach.levels, &mut w.tk) {
-        Some(tr) => {
-            w.tr = tr;
-            true
-        }
-        None => false,
+    // Read straight into the working memory; a transition that was read and refused
+    // (flags, payload) must leave no update for the commit.
+    if find_trans(t, c, w.mach.levels, &mut w.tk, &mut w.tr) {
+        return true;
     }
+    w.tr.upd = 0;
+    false
 }
 
 /// Records the transition's action set in the packet's working memory (see [`acts`]).
@@ -1532,7 +1553,7 @@ pub fn run_machine<T: Tables>(t: &mut T, c: &Ctx<'_>, m: usize, w: &mut Work) ->
     let p = c.p;
     let now = c.now;
     let mm = m as u8;
-    w.mach = t.machine(c.generation, m);
+    t.machine_into(c.generation, m, &mut w.mach);
     build_key_into(&w.mach.lookup, p, mm, &mut w.key);
     let interested = c.pbits & port_bit(p.l4proto, m) != 0
         || (w.mach.flags & M_ANY_PORT != 0
