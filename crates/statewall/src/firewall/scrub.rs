@@ -108,9 +108,14 @@ impl Tables {
         self.relayout(ch, chain, ids)
     }
 
-    /// One edit alone: an update that can is done by [`Tables::update_later`].
+    /// One edit alone: an update to the rule as it is changes nothing (a tool that
+    /// writes its whole ruleset again sends many); another that can is done by
+    /// [`Tables::update_later`].
     pub(super) fn edit_alone(&mut self, ch: u32, e: &Edit) -> Result<bool, RulesError> {
         match e {
+            Edit::Update(i, r) if self.chains[&ch].rules.get(*i).is_some_and(|o| **o == *r) => {
+                Ok(true)
+            }
             Edit::Update(i, r) => self.update_later(ch, *i, r),
             _ => Ok(false),
         }
@@ -162,6 +167,10 @@ mod tests {
         let q = t.positions(0)[20];
         let id = t.counter_ids(0)[20];
         assert!(holders(&t, q) > 0);
+        // The rule written as it is: nothing moves, nothing is left.
+        t.edit(0, &[Edit::Update(20, rule(20))]).unwrap();
+        assert_eq!(t.positions(0)[20], q);
+        assert!(!t.has_stale());
         let mut new = rule(20);
         new.dport = Some((2000, 2000));
         t.edit(0, &[Edit::Update(20, new.clone())]).unwrap();
