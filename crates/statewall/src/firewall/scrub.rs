@@ -13,7 +13,6 @@ use super::{
     change::Change,
     place::Place,
     rule::Rule,
-    rules::Chain,
     sets::RulesError,
     tables::{Edit, Tables},
 };
@@ -43,16 +42,12 @@ impl Tables {
         let mut c = Change::new(None, None, Some(p));
         c.kill = Some(q);
         self.remap(ch, &mut c, Some(r), &[])?;
-        let m = self.chains.get_mut(&ch).expect("checked");
-        let old = std::mem::replace(&mut m.rules[i], Box::new(r.clone()));
         // The old position is free in the model and the kernel's tables (no rule is
-        // placed there before the scrub: every edit scrubs first).
-        m.k.vacate(q);
-        m.pos[i] = p;
-        m.k.occupy(p, r.action, m.ids[i], m.rank[i]);
+        // placed there before the scrub: every edit scrubs first); the old rule's
+        // prefixes stay named until then.
+        let old = self.put_updated(ch, i, r, p, &mut c);
+        let m = self.chains.get_mut(&ch).expect("checked");
         m.stale.push((q, old));
-        c.d.positions.extend([p, q]);
-        self.name(ch, r, 1, &mut c.d);
         self.mark_keys(ch, &c.d);
         Ok(true)
     }
@@ -74,7 +69,7 @@ impl Tables {
                 tracing::warn!("firewall: clearing an updated rule's bits: {e}; laying out");
                 self.pool.sweep();
                 // (A layout from the rules leaves no stale bit and an empty list.)
-                return self.relayout_as_is(ch).map(|()| true);
+                return self.edit_by_relayout(ch, &[]).map(|()| true);
             }
             self.chains.get_mut(&ch).expect("found").stale.remove(0);
             self.name(ch, &old, -1, &mut c.d);
@@ -94,18 +89,6 @@ impl Tables {
             any |= self.scrub(ch)?;
         }
         Ok(any)
-    }
-
-    /// Chain `ch` laid out again from its rules (counters kept).
-    fn relayout_as_is(&mut self, ch: u32) -> Result<(), RulesError> {
-        let m = &self.chains[&ch];
-        let chain = Chain {
-            rules: m.rules.iter().map(|r| (**r).clone()).collect(),
-            default_action: m.k.conf.default_action,
-            accept_established: m.k.conf.accept_established != 0,
-        };
-        let ids = m.ids.iter().copied().map(Some).collect();
-        self.relayout(ch, chain, ids)
     }
 
     /// One edit alone: an update to the rule as it is changes nothing (a tool that
@@ -129,6 +112,7 @@ mod tests {
     use statewall_common::firewall::{ACT_ACCEPT, ACT_DROP};
 
     use super::*;
+    use crate::firewall::rules::Chain;
 
     fn rule(i: u8) -> Rule {
         Rule {

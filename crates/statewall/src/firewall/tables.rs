@@ -494,7 +494,7 @@ impl Tables {
 
     /// `edits` applied to the rule list, then the chain laid out again (counters follow
     /// their rules).
-    fn edit_by_relayout(&mut self, ch: u32, edits: &[Edit]) -> Result<(), RulesError> {
+    pub(super) fn edit_by_relayout(&mut self, ch: u32, edits: &[Edit]) -> Result<(), RulesError> {
         let m = &self.chains[&ch];
         let mut rules = unboxed(&m.rules);
         let mut ids: Vec<Option<u32>> = m.ids.iter().copied().map(Some).collect();
@@ -616,21 +616,38 @@ impl Tables {
                 let before = [(*m.rules[*i]).clone()];
                 let mut c = Change::new(None, Some(q), Some(p));
                 self.remap(ch, &mut c, Some(r), &before)?;
-                let m = self.chains.get_mut(&ch).expect("checked");
-                let old = std::mem::replace(&mut m.rules[*i], Box::new(r.clone()));
-                if p != q {
-                    m.k.vacate(q);
-                    m.pos[*i] = p;
-                    c.d.positions.push(p);
-                }
-                m.k.occupy(p, r.action, m.ids[*i], m.rank[*i]);
-                self.name(ch, r, 1, &mut c.d);
+                let old = self.put_updated(ch, *i, r, p, &mut c);
                 self.name(ch, &old, -1, &mut c.d);
-                c.d.positions.push(q);
                 self.mark_keys(ch, &c.d);
             }
         }
         Ok(())
+    }
+
+    /// Rule `i` of chain `ch` replaced by `r` at position `p` (its own, or a free one it
+    /// moves to), after the remap `c`: the model's positions, counter id and rank, the
+    /// new rule's prefixes named, the positions noted in `c`. Returns the old rule, whose
+    /// prefixes the caller still names.
+    pub(super) fn put_updated(
+        &mut self,
+        ch: u32,
+        i: usize,
+        r: &Rule,
+        p: u32,
+        c: &mut Change,
+    ) -> Box<Rule> {
+        let m = self.chains.get_mut(&ch).expect("checked");
+        let q = m.pos[i];
+        let old = std::mem::replace(&mut m.rules[i], Box::new(r.clone()));
+        if p != q {
+            m.k.vacate(q);
+            m.pos[i] = p;
+            c.d.positions.push(p);
+        }
+        m.k.occupy(p, r.action, m.ids[i], m.rank[i]);
+        c.d.positions.push(q);
+        self.name(ch, r, 1, &mut c.d);
+        old
     }
 
     /// A rule that constrains a field the chain does not look up, or leaves unconstrained
