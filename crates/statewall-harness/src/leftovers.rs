@@ -3,17 +3,9 @@
 //! that id exists. (Their network namespaces are swept by [`crate::netns`], which stays
 //! below the library.)
 
-use std::path::Path;
 use std::sync::Once;
 
-/// The process id in `name` after `prefix` (`<prefix><pid>-...` or `<prefix><pid>`).
-fn pid_of(name: &str, prefix: &str) -> Option<u32> {
-    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
-}
-
-fn dead(pid: u32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
-}
+use crate::netns::{dead, pid_of};
 
 /// The bpffs roots `/sys/fs/bpf/statewall-test-<pid>...` and `statewall-demo-<pid>` of
 /// processes that no longer exist: their pinned links detached, their pins removed (the
@@ -41,6 +33,8 @@ fn sweep_pins() {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -50,6 +44,7 @@ mod tests {
             Some(2978)
         );
         assert_eq!(pid_of("statewall-demo-3234", "statewall-demo-"), Some(3234));
+        assert_eq!(pid_of("swt-12-0-demo", "swt-"), Some(12));
         assert_eq!(pid_of("statewall-test-x-1", "statewall-test-"), None);
         assert_eq!(pid_of("statewall", "statewall-test-"), None);
     }

@@ -47,6 +47,18 @@ fn ip_ok(args: &[&str]) {
     );
 }
 
+/// The process id in `name` after `prefix` (`<prefix><pid>-...` or `<prefix><pid>`): the
+/// names test processes give what they make, so that a later one can tell what a killed
+/// one left behind.
+pub(crate) fn pid_of(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+}
+
+/// No process of id `pid` exists.
+pub(crate) fn dead(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Removes namespaces left behind by test processes that no longer exist.
 fn sweep_stale() {
     let Ok(rd) = std::fs::read_dir("/run/netns") else {
@@ -54,13 +66,7 @@ fn sweep_stale() {
     };
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = n.strip_prefix("swt-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if pid_of(&n, "swt-").is_some_and(dead) {
             let _ = ip(&["netns", "del", &n]);
         }
     }
