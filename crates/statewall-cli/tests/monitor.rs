@@ -672,3 +672,107 @@ fn the_first_packet_names_the_server_across_cpus() {
 fn ip_of(a: &[u8; 16]) -> IpAddr {
     statewall::monitor::ip(4, a)
 }
+
+/// The crypto index tables of this process's monitors (read through the descriptors it
+/// holds: the monitor keeps its maps to itself).
+fn crypto_index4_maps() -> Vec<aya::maps::MapData> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(md) = aya::maps::MapData::from_id(id) else {
+            continue;
+        };
+        if md
+            .info()
+            .ok()
+            .and_then(|i| i.name_as_str().map(str::to_owned))
+            == Some(m::MAP_CRYPTO_INDEX4.to_string())
+        {
+            out.push(md);
+        }
+    }
+    out
+}
+
+/// A crypto session whose index entry goes away in the middle of a window (as the LRU
+/// index may evict it) takes a second slot, and the read still gives one session with
+/// every packet, CPU by CPU: three packets on one CPU, the entry removed, two on the
+/// other CPU and one more on the first.
+#[test]
+fn a_session_that_lost_its_index_entry_is_read_once() {
+    let cpus = aya::util::online_cpus().unwrap();
+    assert!(cpus.len() >= 2, "the test needs two online CPUs: {cpus:?}");
+    let mut mon = Monitor::open(spec(Kind::Crypto)).unwrap();
+    let out = tcp("10.77.0.1", "10.77.0.2", 40123, 3333, 0x10, 500, 1).build();
+    let back = tcp("10.77.0.2", "10.77.0.1", 3333, 40123, 0x10, 500, 1).build();
+    let p = parse_packet(&out);
+    let mut k4 = m::SessKey4::default();
+    m::packet::key4_into(&p, &mut k4);
+    let mut want = CryptoVal::default();
+    let mut send = |cpu: usize, f: &[u8], want: &mut CryptoVal| {
+        on_cpu(cpus[cpu] as usize);
+        mon.test_run(f).unwrap();
+        let ts = want.alive_ts + 1;
+        m::packet::crypto_add(&parse_packet(f), ts, want);
+    };
+    for f in [&out, &back, &out] {
+        send(0, f, &mut want);
+    }
+    let mut removed = 0;
+    for md in crypto_index4_maps() {
+        let mut h: aya::maps::HashMap<_, m::SessKey4, u64> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(md)).unwrap();
+        if h.remove(&k4).is_ok() {
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "the session's index entry was not found");
+    for (cpu, f) in [(1, &out), (1, &back), (0, &out)] {
+        send(cpu, f, &mut want);
+    }
+    let sessions = mon
+        .counters()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.0 == "sessions")
+        .unwrap()
+        .1;
+    assert_eq!(sessions, 2, "the session took a second slot");
+    let w = mon.read().unwrap();
+    assert_eq!(w.crypto.len(), 1, "{:?}", w.crypto);
+    let s = &w.crypto[0];
+    let g = s.total;
+    assert_eq!(
+        (
+            g.n_packets,
+            g.n_packets_reverse,
+            g.n_bytes,
+            g.n_bytes_reverse
+        ),
+        (
+            want.n_packets,
+            want.n_packets_reverse,
+            want.n_bytes,
+            want.n_bytes_reverse
+        )
+    );
+    let per: Vec<u64> = s
+        .per_cpu
+        .iter()
+        .map(|v| v.n_packets + v.n_packets_reverse)
+        .collect();
+    assert_eq!(
+        (per[cpus[0] as usize], per[cpus[1] as usize]),
+        (4, 2),
+        "per CPU {per:?}"
+    );
+}

@@ -2,29 +2,30 @@
 //! the one statewall loads) and `statewall-monitor-held` (`monitor_held.rs`, for tests
 //! only), which differ only in `crate::hold_ns`.
 
-use crate::atomic::fetch_add;
+use crate::atomic::{cmpxchg, fetch_add};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     cty::c_void,
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_ktime_get_coarse_ns, bpf_loop},
+        generated::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns, bpf_loop},
     },
     macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
 use statewall_common::{
-    mem::{copy_bytes, zero_words},
+    mem::copy_bytes,
     monitor::{
+        crypto_value_index,
         packet::{
             crypto_add_from, crypto_wants, ddos_wants, fill_slot, ignored_cause, key4_into,
             key_into, server_addr,
         },
-        AwayRegs, CryptoVal, DdosSess, PktSlot, SessKey, SessKey4, AWAY_BITS, CNT_PACKETS,
-        CNT_SESSIONS, CNT_SESSION_FULL, CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS, CTL_ACTIVE,
-        CTL_EPOCH, CTL_SESS, CTL_SLOTS, CTL_USED, CTL_V6, DDOS_PER_SESSION, DDOS_SESSIONS,
-        KIND_DDOS,
+        slot_word, AwayRegs, CryptoVal, DdosSess, PktSlot, SessKey, SessKey4, AWAY_BITS,
+        CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL, CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS,
+        CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_SLOTS, CTL_USED, CTL_V6, DDOS_PER_SESSION,
+        DDOS_SESSIONS, KIND_DDOS,
     },
     parse::PacketInfo,
     TCX_NEXT,
@@ -61,14 +62,21 @@ static SW_DDOS_PKTS0: Array<PktSlot> =
 #[map(name = "SW_DDOS_PKTS1")]
 static SW_DDOS_PKTS1: Array<PktSlot> =
     Array::with_max_entries(DDOS_SESSIONS * DDOS_PER_SESSION, BPF_F_MMAPABLE);
-#[map(name = "SW_CRYPTO0")]
-static SW_CRYPTO0: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
-#[map(name = "SW_CRYPTO1")]
-static SW_CRYPTO1: PerCpuHashMap<SessKey, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
-#[map(name = "SW_CRYPTO4_0")]
-static SW_CRYPTO4_0: PerCpuHashMap<SessKey4, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
-#[map(name = "SW_CRYPTO4_1")]
-static SW_CRYPTO4_1: PerCpuHashMap<SessKey4, CryptoVal> = PerCpuHashMap::with_max_entries(1, 0);
+#[map(name = "SW_CRYPTO_IDX")]
+static SW_CRYPTO_IDX: LruHashMap<SessKey, u64> = LruHashMap::with_max_entries(1, 0);
+#[map(name = "SW_CRYPTO_IDX4")]
+static SW_CRYPTO_IDX4: LruHashMap<SessKey4, u64> = LruHashMap::with_max_entries(1, 0);
+#[map(name = "SW_CRYPTO_KEYS")]
+static SW_CRYPTO_KEYS: Array<SessKey> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "SW_CRYPTO_VALS")]
+static SW_CRYPTO_VALS: Array<CryptoVal> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// crypto: sessions per window (set by the loader).
+#[no_mangle]
+static SW_MON_SESSIONS: u32 = 1;
+/// crypto: possible CPUs (set by the loader).
+#[no_mangle]
+static SW_MON_NCPU: u32 = 1;
 
 /// Per-CPU working memory: the session key of either family (both monitors) and a fresh
 /// value (crypto).
@@ -76,7 +84,6 @@ static SW_CRYPTO4_1: PerCpuHashMap<SessKey4, CryptoVal> = PerCpuHashMap::with_ma
 struct Work {
     key: SessKey,
     key4: SessKey4,
-    crypto: CryptoVal,
 }
 
 #[map(name = "SW_MON_WORK")]
@@ -167,7 +174,8 @@ pub fn sw_monitor(ctx: TcContext) -> i32 {
     };
     crate::pkt::parse_tc(&ctx, p);
     bump(CNT_PACKETS);
-    let b = SW_MON_CTL.get(CTL_ACTIVE).copied().unwrap_or(0) as u32 & 1;
+    let window = SW_MON_CTL.get(CTL_ACTIVE).copied().unwrap_or(0) as u32;
+    let b = window & 1;
     let Some(w) = SW_MON_WORK.get_ptr_mut(0) else {
         return TCX_NEXT;
     };
@@ -176,7 +184,7 @@ pub fn sw_monitor(ctx: TcContext) -> i32 {
     if global(&SW_MON_KIND) == KIND_DDOS {
         ddos(p, w, b);
     } else {
-        crypto(p, w, b);
+        crypto(p, w, window);
     }
     TCX_NEXT
 }
@@ -293,65 +301,161 @@ fn ddos_in<K>(p: &PacketInfo, sess: &HashMap<K, DdosSess>, key: &K, b: u32) {
 }
 
 #[inline(always)]
-fn crypto(p: &PacketInfo, w: &mut Work, b: u32) {
+fn crypto(p: &PacketInfo, w: &mut Work, window: u32) {
     if !crypto_wants(p) {
         bump(ignored_cause(p));
         return;
     }
     if p.family == 4 {
         let first = key4_into(p, &mut w.key4);
-        let m = if b == 0 { &SW_CRYPTO4_0 } else { &SW_CRYPTO4_1 };
-        crypto_in(p, m, &w.key4, first, &mut w.crypto, b)
+        crypto_in(p, &SW_CRYPTO_IDX4, &w.key4, first, window)
     } else {
         let first = key_into(p, &mut w.key);
-        let m = if b == 0 { &SW_CRYPTO0 } else { &SW_CRYPTO1 };
-        crypto_in(p, m, &w.key, first, &mut w.crypto, b)
+        crypto_in(p, &SW_CRYPTO_IDX, &w.key, first, window)
     }
 }
 
-/// The crypto monitor on a packet of session `key` in table `m`; `first` as
-/// [`key_into`] returned; `fresh` is working memory for a new session's value; `b` the
-/// buffer.
+/// A session key as the keys' table holds it.
+trait SlotKey {
+    /// Writes the key into `dst`, or with `void` a key of family 0 (a slot given up).
+    fn store(&self, dst: *mut SessKey, void: bool);
+}
+
+impl SlotKey for SessKey4 {
+    #[inline(always)]
+    fn store(&self, dst: *mut SessKey, void: bool) {
+        let s = self as *const SessKey4 as *const u32;
+        let d = dst as *mut u32;
+        // SAFETY: both 4-aligned; SessKey4 is 4 words (addresses, ports, tail), SessKey
+        // 10 (two 4-word addresses, ports, tail).
+        unsafe {
+            core::ptr::write(d, *s);
+            core::ptr::write(d.add(1), 0);
+            core::ptr::write(d.add(2), 0);
+            core::ptr::write(d.add(3), 0);
+            core::ptr::write(d.add(4), *s.add(1));
+            core::ptr::write(d.add(5), 0);
+            core::ptr::write(d.add(6), 0);
+            core::ptr::write(d.add(7), 0);
+            core::ptr::write(d.add(8), *s.add(2));
+            core::ptr::write(d.add(9), if void { 0 } else { *s.add(3) });
+        }
+    }
+}
+
+impl SlotKey for SessKey {
+    #[inline(always)]
+    fn store(&self, dst: *mut SessKey, void: bool) {
+        let s = self as *const SessKey as *const u32;
+        let d = dst as *mut u32;
+        // SAFETY: both SessKey, 4-aligned, 10 words; the tail word is the last.
+        unsafe {
+            for i in 0..9 {
+                core::ptr::write(d.add(i), *s.add(i));
+            }
+            core::ptr::write(d.add(9), if void { 0 } else { *s.add(9) });
+        }
+    }
+}
+
+/// The slot of session `key` in `window`, taking one if its index entry is missing or
+/// stale; `None` when the window's slots are all taken (the session is turned away).
+///
+/// A new slot is claimed by a fetch-and-add on the buffer's count, its key written, then
+/// the index entry made (`NOEXIST`) or renewed (compare-and-swap from the stale entry). A
+/// program that loses that race to another CPU gives its slot up (its key's family 0) and
+/// uses the winner's.
+#[inline(always)]
+fn crypto_slot<K: SlotKey>(
+    p: &PacketInfo,
+    idx: &LruHashMap<K, u64>,
+    key: &K,
+    window: u32,
+) -> Option<u32> {
+    let b = window & 1;
+    let cap = global(&SW_MON_SESSIONS);
+    // The stale entry and what it holds, or null (every path defines both: the verifier
+    // refuses a register read on a path that never wrote it).
+    let (e, old) = match idx.get_ptr_mut(key) {
+        Some(e) => {
+            // SAFETY: the entry's value, a u64 written whole.
+            let v = unsafe { core::ptr::read_volatile(e) };
+            if (v >> 32) as u32 == window {
+                return Some(v as u32);
+            }
+            (e, v)
+        }
+        None => (core::ptr::null_mut(), 0),
+    };
+    let count = SW_MON_CTL.get_ptr_mut(CTL_SESS + b)?;
+    // A full window costs a read, not an atomic (the common case in a flood).
+    if unsafe { core::ptr::read_volatile(count) } >= cap as u64 {
+        turned_away(key, b);
+        return None;
+    }
+    let s = fetch_add(count, 1);
+    if s >= cap as u64 {
+        turned_away(key, b);
+        return None;
+    }
+    let s = s as u32;
+    let k = SW_CRYPTO_KEYS.get_ptr_mut(b * cap + s)?;
+    let mine = slot_word(window, s);
+    let won = if e.is_null() {
+        idx.insert(key, mine, BPF_NOEXIST as u64).is_ok()
+    } else {
+        cmpxchg(e, old, mine) == old
+    };
+    key.store(k, !won);
+    if won {
+        session_made(p, b);
+        return Some(s);
+    }
+    // Another CPU made or renewed the entry first: its slot, if it is this window's.
+    let e = idx.get_ptr_mut(key)?;
+    let v = unsafe { core::ptr::read_volatile(e) };
+    ((v >> 32) as u32 == window).then_some(v as u32)
+}
+
+/// The crypto monitor on a packet of session `key` (index `idx`); `first` as [`key_into`]
+/// returned; `window` the window's number.
 ///
 /// A CPU's first packet of a session is timed by the precise clock, the others by the
 /// coarse one: the merge of a session's per-CPU values takes the server from the CPU that
 /// saw it first, which two first packets in one tick would tie on (a SYN's CPU and a
 /// later packet's); its last time is kept to a tick (`crypto_add` keeps the latest).
 #[inline(always)]
-fn crypto_in<K>(
+fn crypto_in<K: SlotKey>(
     p: &PacketInfo,
-    m: &PerCpuHashMap<K, CryptoVal>,
+    idx: &LruHashMap<K, u64>,
     key: &K,
     first: bool,
-    fresh: &mut CryptoVal,
-    b: u32,
+    window: u32,
 ) {
-    if let Some(v) = m.get_ptr_mut(key) {
-        // SAFETY: this CPU's value of the session.
-        let v = unsafe { &mut *v };
-        let d = crate::hold_ns();
-        if d != 0
-            && SW_MON_STATS
-                .get(CNT_PACKETS)
-                .is_some_and(|n| *n & 1023 == 0)
-        {
-            spin(d as u64);
-        }
-        let ts = now(v.start_ts != 0);
-        crypto_add_from(p, first, ts, v);
+    let Some(s) = crypto_slot(p, idx, key, window) else {
         return;
-    }
-    let ts = now(false);
-    zero_words(fresh);
-    crypto_add_from(p, first, ts, fresh);
-    // NOEXIST: a session another CPU made in the meantime must not be replaced (that would
-    // zero its counts); add to it instead.
-    if m.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
-        session_made(p, b);
+    };
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let i = crypto_value_index(
+        window & 1,
+        cpu,
+        global(&SW_MON_NCPU),
+        global(&SW_MON_SESSIONS),
+        s,
+    );
+    let Some(v) = SW_CRYPTO_VALS.get_ptr_mut(i) else {
         return;
+    };
+    // SAFETY: this CPU's value of the session (no other CPU writes it).
+    let v = unsafe { &mut *v };
+    let d = crate::hold_ns();
+    if d != 0
+        && SW_MON_STATS
+            .get(CNT_PACKETS)
+            .is_some_and(|n| *n & 1023 == 0)
+    {
+        spin(d as u64);
     }
-    match m.get_ptr_mut(key) {
-        Some(v) => crypto_add_from(p, first, ts, unsafe { &mut *v }),
-        None => turned_away(key, b),
-    }
+    let ts = now(v.start_ts != 0);
+    crypto_add_from(p, first, ts, v);
 }

@@ -24,11 +24,43 @@ pub const MAP_DDOS_SESS4: [&str; 2] = ["SW_DDOS_SESS4_0", "SW_DDOS_SESS4_1"];
 /// ddos packet records, buffer 0 / 1: `ARRAY` of [`PktSlot`], filled from slot 0 on
 /// (slot [`CTL_USED`] + buffer of [`MAP_MON_CTL`] counts the slots taken).
 pub const MAP_DDOS_PKTS: [&str; 2] = ["SW_DDOS_PKTS0", "SW_DDOS_PKTS1"];
-/// crypto sessions, buffer 0 / 1: `PERCPU_HASH` of [`SessKey`] -> [`CryptoVal`] (IPv6
-/// sessions).
-pub const MAP_CRYPTO: [&str; 2] = ["SW_CRYPTO0", "SW_CRYPTO1"];
-/// crypto sessions of IPv4, buffer 0 / 1: `PERCPU_HASH` of [`SessKey4`] -> [`CryptoVal`].
-pub const MAP_CRYPTO4: [&str; 2] = ["SW_CRYPTO4_0", "SW_CRYPTO4_1"];
+/// crypto: where a session's slot is, `LRU_HASH` of [`SessKey`] -> [`slot_word`] (IPv6
+/// sessions; [`CRYPTO_INDEX_PER_SESSION`] entries per session of a window). Both buffers
+/// share it: an entry names the window it was made in, and one of an older window is
+/// stale (its session gets a new slot when it is seen again). Never read by user space:
+/// an entry evicted early only costs its session a second slot, which the reader merges.
+pub const MAP_CRYPTO_INDEX: &str = "SW_CRYPTO_IDX";
+/// crypto, IPv4 sessions: `LRU_HASH` of [`SessKey4`] -> [`slot_word`].
+pub const MAP_CRYPTO_INDEX4: &str = "SW_CRYPTO_IDX4";
+/// Entries of the index tables per session of a window: the current window's entries and
+/// room for the stale ones of earlier windows, so that the LRU evicts those first.
+pub const CRYPTO_INDEX_PER_SESSION: u32 = 2;
+/// crypto: the sessions' keys, `ARRAY` of [`SessKey`] (mapped by the reader), slot `s` of
+/// buffer `b` at `b * sessions + s`. A slot given up by the program that took it (another
+/// CPU made the session's entry first) has family 0.
+pub const MAP_CRYPTO_KEYS: &str = "SW_CRYPTO_KEYS";
+/// crypto: the sessions' counts per CPU, `ARRAY` of [`CryptoVal`] (mapped by the reader),
+/// at [`crypto_value_index`]. Each CPU writes its own values without atomics; the reader
+/// zeroes a buffer's values after reading them, so a CPU's value that is all zero is one
+/// that never saw the session.
+pub const MAP_CRYPTO_VALS: &str = "SW_CRYPTO_VALS";
+/// Global set by the loader: sessions per window (crypto: slots per buffer).
+pub const GLOBAL_SESSIONS: &str = "SW_MON_SESSIONS";
+/// Global set by the loader: possible CPUs (crypto: the values' stride).
+pub const GLOBAL_NCPU: &str = "SW_MON_NCPU";
+
+/// An index entry: the window the session's slot belongs to (the high word) and the slot.
+#[inline(always)]
+pub fn slot_word(window: u32, slot: u32) -> u64 {
+    ((window as u64) << 32) | slot as u64
+}
+
+/// Where CPU `cpu`'s counts of slot `slot` in buffer `b` are in [`MAP_CRYPTO_VALS`]: each
+/// buffer and CPU has a run of `sessions` values (a CPU writes its own cache lines only).
+#[inline(always)]
+pub fn crypto_value_index(b: u32, cpu: u32, ncpu: u32, sessions: u32, slot: u32) -> u32 {
+    (b * ncpu + cpu) * sessions + slot
+}
 /// Counters: `PERCPU_ARRAY` of u64, [`COUNTER_NAMES`] order.
 pub const MAP_MON_STATS: &str = "SW_MON_STATS";
 /// Sessions turned away, buffer 0 / 1 (the index): `PERCPU_ARRAY` of [`AwayRegs`], a
@@ -76,7 +108,8 @@ pub const CNT_PACKETS: u32 = 0;
 /// Not counted by the kernel: user space derives it from the others (one counter less per
 /// packet).
 pub const CNT_CAPTURED: u32 = 1;
-/// Counter: sessions started.
+/// Counter: sessions started (crypto: slots taken, so a session whose index entry was
+/// evicted within the window counts twice).
 pub const CNT_SESSIONS: u32 = 2;
 /// Counter: new sessions turned away because the session table was full.
 pub const CNT_TURNED_AWAY: u32 = 3;
@@ -110,7 +143,8 @@ pub const COUNTER_NAMES: [&str; COUNTERS as usize] = [
     "ignored_protocol",
 ];
 
-/// [`MAP_MON_CTL`] slot: the buffer the programs write (0 or 1).
+/// [`MAP_MON_CTL`] slot: the window's number; the programs write buffer `number & 1`, and
+/// crypto's index entries name the window (its low 32 bits) they were made in.
 pub const CTL_ACTIVE: u32 = 0;
 /// Slot: added to the monotonic clock to give Unix time in ns (written by user space).
 pub const CTL_EPOCH: u32 = 1;
@@ -118,9 +152,10 @@ pub const CTL_EPOCH: u32 = 1;
 /// only the first `size` slots hold records). Separate slots, so that user space writing
 /// one never races with programs adding to another.
 pub const CTL_USED: u32 = 2;
-/// Slots `CTL_SESS + b`: session numbers handed out in buffer `b`.
+/// Slots `CTL_SESS + b`: session numbers handed out in buffer `b` (crypto: the slots
+/// taken; may run past the size, only the first `sessions` exist).
 pub const CTL_SESS: u32 = 4;
-/// Slots `CTL_V6 + b`: nonzero once buffer `b` has an IPv6 session (set by the programs,
+/// Slots `CTL_V6 + b` (ddos): nonzero once buffer `b` has an IPv6 session (set by the programs,
 /// cleared by the reader): a read skips the IPv6 table otherwise (reading an empty hash
 /// table still walks its buckets).
 pub const CTL_V6: u32 = 6;
@@ -258,7 +293,7 @@ pub struct PktRec {
     pub _pad: [u8; 2],
 }
 
-/// A crypto session, per CPU.
+/// A crypto session's counts on one CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CryptoVal {

@@ -98,7 +98,7 @@ pub fn rows(repeat: u32) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// One swap-and-read of a crypto monitor (per-CPU hash) holding 1k and 10k sessions.
+/// One swap-and-read of a crypto monitor (mapped slots) holding 1k and 10k sessions.
 fn read_rows() -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for n in [1000u32, 10000] {
@@ -118,7 +118,7 @@ fn read_rows() -> anyhow::Result<Vec<Row>> {
                 .build()
             })
             .collect();
-        let (mut grace, mut read, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut grace, mut read) = (Vec::new(), Vec::new());
         for _ in 0..RUNS {
             for f in &frames {
                 m.test_run(f).map_err(anyhow::Error::msg)?;
@@ -129,7 +129,6 @@ fn read_rows() -> anyhow::Result<Vec<Row>> {
             }
             grace.push(w.grace.as_secs_f64() * 1e3);
             read.push(w.read.as_secs_f64() * 1e3);
-            kernel.push(w.read_kernel.as_secs_f64() * 1e3);
         }
         let (g, r) = (median(&grace), median(&read));
         let target = n == 10000;
@@ -145,24 +144,6 @@ fn read_rows() -> anyhow::Result<Vec<Row>> {
             delta: r - g,
             target: target.then(|| "< 1x".into()),
             met: target.then_some(r < g),
-        });
-        // The breakdown: the kernel's batch read of the session table (one call), the
-        // rest being the decode.
-        let k = median(&kernel);
-        rows.push(Row {
-            name: format!(
-                "crypto monitor, swap-and-read of {n} sessions: of which the kernel's batch read"
-            ),
-            unit: "ms".into(),
-            value: k,
-            runs: kernel,
-            each: format!("1 read of {n} sessions"),
-            baseline: "the whole read and decode".into(),
-            baseline_value: r,
-            ratio: k / r,
-            delta: k - r,
-            target: None,
-            met: None,
         });
         rows.push(Row {
             name: format!("crypto monitor, swap-and-read of {n} sessions: grace period"),

@@ -4,15 +4,18 @@
 //!
 //! A read with swap-on-read flips the active buffer, waits one RCU grace period (so no
 //! program can still be writing into the old buffer, see [`crate::engine::sys::Grace`]), then reads
-//! the old buffer and empties it: sessions by `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, packet
-//! records straight from the memory-mapped packet table. The datapath never waits for a
-//! reader. With erase-on-read the buffer stays the same and is emptied as it is read
-//! (a packet arriving during the read may be lost: that is what swapping avoids).
+//! the old buffer and empties it: ddos sessions by `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, ddos
+//! packet records and crypto sessions straight from memory-mapped arrays (`crypto`). The
+//! datapath never waits for a reader. With erase-on-read a ddos buffer stays the same and
+//! is emptied as it is read; a crypto monitor moves to its other buffer, reads the old one
+//! at once and waits a grace period before zeroing it (either way a packet arriving during
+//! the read may be lost: that is what swapping avoids).
 //!
 //! Owns the `[[monitor]]` section and its own object. May import: `engine`, `gate`,
 //! `types`.
 
 pub mod away;
+mod crypto;
 pub mod error;
 pub mod files;
 
@@ -30,14 +33,16 @@ use aya::{
 use serde::{Deserialize, Serialize};
 
 use crate::engine::sys::Mapped;
+pub use crypto::{merge, CryptoSession};
 use error::MonitorError;
 use statewall_common::monitor::{
     CryptoVal, DdosSess, PktRec, PktSlot, SessKey, SessKey4, CNT_CAPTURED, CNT_IGNORED,
     CNT_IGNORED_MALFORMED, CNT_IGNORED_NOT_IP, CNT_IGNORED_PROTOCOL, CNT_PACKETS, CNT_SESSIONS,
-    COUNTERS, COUNTER_NAMES, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_USED, CTL_V6,
-    DDOS_PER_SESSION, DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_PER_SESSION, GLOBAL_TEST_DELAY,
-    GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS, MAP_CRYPTO, MAP_CRYPTO4, MAP_DDOS_PKTS, MAP_DDOS_SESS,
-    MAP_DDOS_SESS4, MAP_MON_CTL, MAP_MON_STATS,
+    COUNTERS, COUNTER_NAMES, CRYPTO_INDEX_PER_SESSION, CRYPTO_SESSIONS, CTL_ACTIVE, CTL_EPOCH,
+    CTL_SESS, CTL_USED, CTL_V6, DDOS_PER_SESSION, DDOS_SESSIONS, GLOBAL_KIND, GLOBAL_NCPU,
+    GLOBAL_PER_SESSION, GLOBAL_SESSIONS, GLOBAL_TEST_DELAY, GLOBAL_TOTAL, KIND_CRYPTO, KIND_DDOS,
+    MAP_CRYPTO_INDEX, MAP_CRYPTO_INDEX4, MAP_CRYPTO_KEYS, MAP_CRYPTO_VALS, MAP_DDOS_PKTS,
+    MAP_DDOS_SESS, MAP_DDOS_SESS4, MAP_MON_CTL, MAP_MON_STATS,
 };
 
 /// The compiled monitor object (built by `build.rs`).
@@ -182,17 +187,6 @@ pub struct DdosSession {
     pub n_packets: u64,
 }
 
-/// A crypto session of a window, summed over CPUs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CryptoSession {
-    /// Its key.
-    pub key: SessKey,
-    /// The sum (server and method from the CPU that saw the session first).
-    pub total: CryptoVal,
-    /// Per CPU, as the kernel holds them.
-    pub per_cpu: Vec<CryptoVal>,
-}
-
 /// One window read from a monitor.
 #[derive(Clone, Debug, Default)]
 pub struct Window {
@@ -235,6 +229,8 @@ pub struct Monitor {
     /// The last window's busiest sessions (at most 10), by packets, most first.
     pub last_top: Vec<(SessKey, u64)>,
     packet_maps: [Option<Mapped>; 2],
+    /// crypto: the mapped keys' and counts' tables, and where the slots are in them.
+    crypto: Option<(Mapped, Mapped, crypto::Slots)>,
     ncpus: usize,
     /// The session tables' batch-read buffers (keys, values), kept from one read to the
     /// next.
@@ -316,10 +312,14 @@ impl Monitor {
             spec.per_session(),
             spec.total(),
         );
+        let ncpus = aya::util::nr_cpus().map_err(|e| merr("possible CPUs", e.1))?;
+        let ncpu = ncpus as u32;
         let mut l = EbpfLoader::new();
         l.override_global(GLOBAL_KIND, &kind, true)
             .override_global(GLOBAL_PER_SESSION, &per, true)
-            .override_global(GLOBAL_TOTAL, &total, true);
+            .override_global(GLOBAL_TOTAL, &total, true)
+            .override_global(GLOBAL_SESSIONS, &sessions, true)
+            .override_global(GLOBAL_NCPU, &ncpu, true);
         if let Some(ns) = &hold_ns {
             l.override_global(GLOBAL_TEST_DELAY, ns, true);
         }
@@ -328,20 +328,22 @@ impl Monitor {
             Kind::Ddos => (sessions, total, 1),
             Kind::Crypto => (1, 1, sessions),
         };
-        // IPv4 and IPv6 sessions have a table each, of `sessions` entries.
+        // ddos: IPv4 and IPv6 sessions have a table each, of `sessions` entries, per buffer.
         for b in 0..2 {
             l.map_max_entries(MAP_DDOS_SESS[b], ds);
             l.map_max_entries(MAP_DDOS_SESS4[b], ds);
             l.map_max_entries(MAP_DDOS_PKTS[b], dt);
-            l.map_max_entries(MAP_CRYPTO[b], cs);
-            l.map_max_entries(MAP_CRYPTO4[b], cs);
         }
+        // crypto: both families' index, and `sessions` slots per buffer.
+        l.map_max_entries(MAP_CRYPTO_INDEX, cs * CRYPTO_INDEX_PER_SESSION)
+            .map_max_entries(MAP_CRYPTO_INDEX4, cs * CRYPTO_INDEX_PER_SESSION)
+            .map_max_entries(MAP_CRYPTO_KEYS, 2 * cs)
+            .map_max_entries(MAP_CRYPTO_VALS, 2 * ncpu * cs);
         let ebpf = l.load(object).map_err(|e| MonitorError::Load {
             what: format!("loading monitor {:?}", spec.name),
             msg: format!("{e:#}"),
         })?;
         let grace = crate::engine::sys::Grace::new().map_err(|e| merr("grace-period map", e))?;
-        let ncpus = aya::util::nr_cpus().map_err(|e| merr("possible CPUs", e.1))?;
         let mut packet_maps = [None, None];
         if spec.kind == Kind::Ddos {
             for (b, slot) in packet_maps.iter_mut().enumerate() {
@@ -356,6 +358,10 @@ impl Monitor {
                 );
             }
         }
+        let crypto = match spec.kind {
+            Kind::Crypto => Some(map_crypto(&ebpf, sessions, ncpus)?),
+            Kind::Ddos => None,
+        };
         let mut m = Monitor {
             spec,
             ebpf,
@@ -366,6 +372,7 @@ impl Monitor {
             last_sessions: 0,
             last_top: Vec::new(),
             packet_maps,
+            crypto,
             ncpus,
             scratch: Default::default(),
         };
@@ -505,16 +512,16 @@ impl Monitor {
     /// Takes a window: switches buffers (swap) and waits a grace period, then reads the
     /// buffer the programs no longer write and empties it.
     pub fn read(&mut self) -> Result<Window, MonitorError> {
-        let active = self.ctl(CTL_ACTIVE)? as usize & 1;
-        let b = match self.spec.extraction {
-            Extraction::Swap => {
-                self.set_ctl(CTL_ACTIVE, (active ^ 1) as u64)?;
-                active
-            }
-            Extraction::Erase => active,
-        };
+        let window = self.ctl(CTL_ACTIVE)?;
+        let b = window as usize & 1;
+        let swap = self.spec.extraction == Extraction::Swap;
+        // crypto always moves to the next window: its slots and index entries belong to one
+        // (with erase-on-read it reads at once and waits before emptying, see below).
+        if swap || self.spec.kind == Kind::Crypto {
+            self.set_ctl(CTL_ACTIVE, window.wrapping_add(1))?;
+        }
         let t0 = Instant::now();
-        if self.wait && self.spec.extraction == Extraction::Swap {
+        if self.wait && swap {
             self.grace.wait().map_err(|e| merr("grace period", e))?;
         }
         let grace = t0.elapsed();
@@ -526,12 +533,10 @@ impl Monitor {
         match self.spec.kind {
             Kind::Ddos => {
                 let mut sessions = Vec::new();
-                let mut add = |key: SessKey, s: &[DdosSess]| sessions.push((key, s[0]));
-                w.read_kernel +=
-                    self.sessions::<SessKey4, _>(MAP_DDOS_SESS4[b], false, &mut add)?;
+                let mut add = |key: SessKey, s: DdosSess| sessions.push((key, s));
+                w.read_kernel += self.sessions::<SessKey4>(MAP_DDOS_SESS4[b], &mut add)?;
                 if self.take_v6(b)? {
-                    w.read_kernel +=
-                        self.sessions::<SessKey, _>(MAP_DDOS_SESS[b], false, &mut add)?;
+                    w.read_kernel += self.sessions::<SessKey>(MAP_DDOS_SESS[b], &mut add)?;
                 }
                 let mut by_id = std::collections::HashMap::with_capacity(sessions.len());
                 w.ddos_sessions.reserve(sessions.len());
@@ -579,19 +584,32 @@ impl Monitor {
                 }
             }
             Kind::Crypto => {
-                let mut crypto = Vec::new();
-                let mut add = |key: SessKey, per_cpu: &[CryptoVal]| {
-                    crypto.push(CryptoSession {
-                        key,
-                        total: merge(per_cpu),
-                        per_cpu: per_cpu.to_vec(),
-                    })
+                let slots = self.ctl(CTL_SESS + b as u32)? as usize;
+                let (keys, vals, at) = self.crypto.as_ref().expect("crypto tables mapped at load");
+                // SAFETY: the mappings hold the tables whole (`map_crypto`).
+                let (k, v) = unsafe {
+                    (
+                        std::slice::from_raw_parts(keys.as_ptr() as *const SessKey, at.keys()),
+                        std::slice::from_raw_parts(vals.as_ptr() as *const CryptoVal, at.values()),
+                    )
                 };
-                w.read_kernel += self.sessions::<SessKey4, _>(MAP_CRYPTO4[b], true, &mut add)?;
-                if self.take_v6(b)? {
-                    w.read_kernel += self.sessions::<SessKey, _>(MAP_CRYPTO[b], true, &mut add)?;
+                w.crypto = at.read(k, v, b, slots);
+                if !swap && self.wait {
+                    // Erase-on-read: the programs that were writing this buffer as it was read
+                    // (their packets may be missed: what swapping avoids) finish before its
+                    // counts are zeroed for the window after next.
+                    self.grace.wait().map_err(|e| merr("grace period", e))?;
                 }
-                w.crypto = crypto;
+                // The next window that writes the buffer starts from zero.
+                let n = slots.min(at.sessions);
+                for c in 0..at.ncpus {
+                    // SAFETY: a run of `n` values of the writable mapping (`map_crypto`).
+                    unsafe {
+                        let run = (vals.as_ptr() as *mut CryptoVal).add(at.at(b, c, 0));
+                        std::ptr::write_bytes(run, 0, n);
+                    }
+                }
+                self.set_ctl(CTL_SESS + b as u32, 0)?;
             }
         }
         self.reads += 1;
@@ -633,29 +651,22 @@ impl Monitor {
         Ok(true)
     }
 
-    /// Reads and empties session table `map` of keys `K` (given as the tables of both
-    /// families name them) and values `V`, handing each session to `add`: one value a
-    /// key, or with `per_cpu` one per possible CPU (each padded to 8 bytes, as the kernel
-    /// copies a per-CPU table's values). Returns the time the kernel's batch read took.
-    fn sessions<K: aya::Pod + Into<SessKey>, V: aya::Pod>(
+    /// Reads and empties ddos session table `map` of keys `K` (given as the tables of both
+    /// families name them), handing each session to `add`. Returns the time the kernel's
+    /// batch read took.
+    fn sessions<K: aya::Pod + Into<SessKey>>(
         &mut self,
         map: &str,
-        per_cpu: bool,
-        add: &mut impl FnMut(SessKey, &[V]),
+        add: &mut impl FnMut(SessKey, DdosSess),
     ) -> Result<Duration, MonitorError> {
-        let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
-        let (vs, per) = if per_cpu {
-            (vs.div_ceil(8) * 8, self.ncpus)
-        } else {
-            (vs, 1)
-        };
+        let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<DdosSess>());
         let fd = self.map_fd(map);
         let (keys, values) = &mut self.scratch;
         let t = Instant::now();
         // The whole table in one call (kept buffers: no fresh memory per read).
         let n = crate::engine::sys::lookup_batch_into(
             fd,
-            (ks, vs * per),
+            (ks, vs),
             self.spec.sessions(),
             true,
             keys,
@@ -663,44 +674,51 @@ impl Monitor {
         )
         .map_err(|e| merr(map, e))?;
         let kernel = t.elapsed();
-        let mut vals: Vec<V> = Vec::with_capacity(per);
         for i in 0..n {
             let key: K = pod(&keys[i * ks..]);
-            vals.clear();
-            vals.extend((0..per).map(|c| pod::<V>(&values[(i * per + c) * vs..])));
-            add(key.into(), &vals);
+            add(key.into(), pod(&values[i * vs..]));
         }
         Ok(kernel)
     }
+}
+
+/// A crypto monitor's keys' and counts' tables mapped (the counts writable: the reader
+/// zeroes them), for `sessions` slots per buffer and `ncpus` possible CPUs.
+fn map_crypto(
+    ebpf: &Ebpf,
+    sessions: u32,
+    ncpus: usize,
+) -> Result<(Mapped, Mapped, crypto::Slots), MonitorError> {
+    let at = crypto::Slots {
+        sessions: sessions as usize,
+        ncpus,
+    };
+    let map = |name: &str, bytes: usize, writable: bool| {
+        let fd = match ebpf.map(name) {
+            Some(aya::maps::Map::Array(d)) => d.fd().as_fd().as_raw_fd(),
+            _ => return Err(merr(name, "not an array")),
+        };
+        Mapped::new(fd, bytes, writable).map_err(|e| merr(&format!("mapping {name}"), e))
+    };
+    Ok((
+        map(
+            MAP_CRYPTO_KEYS,
+            at.keys() * std::mem::size_of::<SessKey>(),
+            false,
+        )?,
+        map(
+            MAP_CRYPTO_VALS,
+            at.values() * std::mem::size_of::<CryptoVal>(),
+            true,
+        )?,
+        at,
+    ))
 }
 
 fn pod<T: aya::Pod>(b: &[u8]) -> T {
     assert!(b.len() >= std::mem::size_of::<T>());
     // SAFETY: T is plain old data and the slice is long enough.
     unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) }
-}
-
-/// Sums a crypto session over CPUs: counts added, first and last times over all, server
-/// and method from the CPU that saw the session first.
-pub fn merge(per_cpu: &[CryptoVal]) -> CryptoVal {
-    let mut t = CryptoVal::default();
-    let mut first: Option<&CryptoVal> = None;
-    for v in per_cpu.iter().filter(|v| v.start_ts != 0) {
-        t.n_packets += v.n_packets;
-        t.n_packets_reverse += v.n_packets_reverse;
-        t.n_bytes += v.n_bytes;
-        t.n_bytes_reverse += v.n_bytes_reverse;
-        t.alive_ts = t.alive_ts.max(v.alive_ts);
-        if first.is_none_or(|f| v.start_ts < f.start_ts) {
-            first = Some(v);
-        }
-    }
-    if let Some(f) = first {
-        t.start_ts = f.start_ts;
-        t.server = f.server;
-        t.method = f.method;
-    }
-    t
 }
 
 /// An address of a session as an `IpAddr`.
