@@ -361,10 +361,12 @@ impl SlotKey for SessKey {
 /// The slot of session `key` in `window`, taking one if its index entry is missing or
 /// stale; `None` when the window's slots are all taken (the session is turned away).
 ///
-/// A new slot is claimed by a fetch-and-add on the buffer's count, its key written, then
-/// the index entry made (`NOEXIST`) or renewed (compare-and-swap from the stale entry). A
-/// program that loses that race to another CPU gives its slot up (its key's family 0) and
-/// uses the winner's.
+/// A new slot is claimed by a fetch-and-add on the buffer's count, the index entry made
+/// (`NOEXIST`) or renewed (compare-and-swap from the stale entry), then the slot's key
+/// written. A program that loses that race to another CPU gives its slot up (its key's
+/// family 0) and uses the winner's. An entry of another window is stale, a later one too
+/// (a program still running in the window before a switch): renewing that costs the
+/// session a second slot in the later window, which the read merges.
 #[inline(always)]
 fn crypto_slot<K: SlotKey>(
     p: &PacketInfo,
@@ -374,8 +376,9 @@ fn crypto_slot<K: SlotKey>(
 ) -> Option<u32> {
     let b = window & 1;
     let cap = global(&SW_MON_SESSIONS);
-    // The stale entry and what it holds, or null (every path defines both: the verifier
-    // refuses a register read on a path that never wrote it).
+    // The stale entry and what it holds, or null and 0. Both defined on every path: with an
+    // `Option` of the pair, LLVM spilled the unset half on the `None` path, and the
+    // verifier refuses reading a register that was never written.
     let (e, old) = match idx.get_ptr_mut(key) {
         Some(e) => {
             // SAFETY: the entry's value, a u64 written whole.
@@ -406,15 +409,22 @@ fn crypto_slot<K: SlotKey>(
     } else {
         cmpxchg(e, old, mine) == old
     };
-    key.store(k, !won);
-    if won {
-        session_made(p, b);
-        return Some(s);
+    if !won {
+        // Another CPU made or renewed the entry first: its slot, if it is this window's
+        // (this one given up); else (evicted again, or a later window's) this slot stays
+        // the packet's, unpublished, and the read merges it with the session's other.
+        if let Some(e) = idx.get_ptr_mut(key) {
+            // SAFETY: as above.
+            let v = unsafe { core::ptr::read_volatile(e) };
+            if (v >> 32) as u32 == window {
+                key.store(k, true);
+                return Some(v as u32);
+            }
+        }
     }
-    // Another CPU made or renewed the entry first: its slot, if it is this window's.
-    let e = idx.get_ptr_mut(key)?;
-    let v = unsafe { core::ptr::read_volatile(e) };
-    ((v >> 32) as u32 == window).then_some(v as u32)
+    key.store(k, false);
+    session_made(p, b);
+    Some(s)
 }
 
 /// The crypto monitor on a packet of session `key` (index `idx`); `first` as [`key_into`]
@@ -436,13 +446,11 @@ fn crypto_in<K: SlotKey>(
         return;
     };
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let i = crypto_value_index(
-        window & 1,
-        cpu,
-        global(&SW_MON_NCPU),
-        global(&SW_MON_SESSIONS),
-        s,
-    );
+    let ncpu = global(&SW_MON_NCPU);
+    if cpu >= ncpu {
+        return;
+    }
+    let i = crypto_value_index(window & 1, cpu, ncpu, global(&SW_MON_SESSIONS), s);
     let Some(v) = SW_CRYPTO_VALS.get_ptr_mut(i) else {
         return;
     };

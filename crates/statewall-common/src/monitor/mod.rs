@@ -9,8 +9,10 @@
 //! session is first seen ([`packet::server_of`]).
 //!
 //! Each monitor instance is its own load of the monitor object, with its sizes set by the
-//! loader; every table exists twice (buffer 0 and 1) and [`MonCtl::active`] says which one
-//! the programs write. A read flips it, waits a grace period and reads the other one.
+//! loader. Every table exists for two buffers (0 and 1): the ddos tables twice, crypto's
+//! keys and counts with both buffers in one array each (its index is shared, its entries
+//! naming their window); [`CTL_ACTIVE`] says which buffer the programs write. A read
+//! switches it, waits a grace period and reads the other one.
 
 pub mod packet;
 

@@ -4,7 +4,7 @@
 //! zeroes the counts it read. Layouts: `statewall_common::monitor::MAP_CRYPTO_KEYS` and
 //! `MAP_CRYPTO_VALS`.
 
-use statewall_common::monitor::{crypto_value_index, CryptoVal, SessKey};
+use statewall_common::monitor::{CryptoVal, SessKey};
 
 use crate::types::Seeded;
 
@@ -20,7 +20,8 @@ pub struct CryptoSession {
 }
 
 /// Where a crypto monitor's sessions are in its two mapped tables: `sessions` slots per
-/// buffer, `ncpus` possible CPUs.
+/// buffer, `ncpus` CPU ids (`statewall_common::monitor::crypto_value_index`: a buffer's
+/// values are one run, CPU after CPU).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Slots {
     pub(crate) sessions: usize,
@@ -38,26 +39,14 @@ impl Slots {
         2 * self.ncpus * self.sessions
     }
 
-    /// The value index of CPU `cpu`'s counts of slot `s` in buffer `b`.
-    pub(crate) fn at(&self, b: usize, cpu: usize, s: usize) -> usize {
-        crypto_value_index(
-            b as u32,
-            cpu as u32,
-            self.ncpus as u32,
-            self.sessions as u32,
-            s as u32,
-        ) as usize
-    }
-
-    /// The sessions of the first `n` slots of buffer `b` (at most the slots there are), in
-    /// `keys` and `vals` (the whole tables), which no program writes any more. A slot
-    /// given up (family 0) is skipped; a session that holds two slots (its index entry was
-    /// evicted, or two CPUs renewed it at once) is merged into one, CPU by CPU.
+    /// The sessions of the first `n` slots of one buffer, whose keys and values (`keys`:
+    /// its `sessions` keys; `vals`: its values, CPU after CPU) no program writes any more.
+    /// A slot given up (family 0) is skipped; a session that holds two slots (its index
+    /// entry was evicted, or two CPUs renewed it at once) is merged into one, CPU by CPU.
     pub(crate) fn read(
         &self,
         keys: &[SessKey],
         vals: &[CryptoVal],
-        b: usize,
         n: usize,
     ) -> Vec<CryptoSession> {
         let n = n.min(self.sessions);
@@ -66,11 +55,13 @@ impl Slots {
         let mut seen: std::collections::HashMap<SessKey, usize, Seeded> =
             std::collections::HashMap::with_capacity_and_hasher(n, Seeded::default());
         for s in 0..n {
-            let key = keys[b * self.sessions + s];
+            let key = keys[s];
             if key.family == 0 {
                 continue;
             }
-            let per_cpu: Vec<CryptoVal> = (0..self.ncpus).map(|c| vals[self.at(b, c, s)]).collect();
+            let per_cpu: Vec<CryptoVal> = (0..self.ncpus)
+                .map(|c| vals[c * self.sessions + s])
+                .collect();
             match seen.get(&key) {
                 Some(&i) => {
                     let o = &mut out[i];

@@ -7,9 +7,8 @@
 //! the old buffer and empties it: ddos sessions by `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, ddos
 //! packet records and crypto sessions straight from memory-mapped arrays (`crypto`). The
 //! datapath never waits for a reader. With erase-on-read a ddos buffer stays the same and
-//! is emptied as it is read; a crypto monitor moves to its other buffer, reads the old one
-//! at once and waits a grace period before zeroing it (either way a packet arriving during
-//! the read may be lost: that is what swapping avoids).
+//! is emptied as it is read (a packet arriving during the read may be lost: that is what
+//! swapping avoids); a crypto monitor reads as with swap-on-read.
 //!
 //! Owns the `[[monitor]]` section and its own object. May import: `engine`, `gate`,
 //! `types`.
@@ -74,7 +73,8 @@ pub enum Extraction {
     /// Two buffers: switch, wait a grace period, read the old one.
     #[default]
     Swap,
-    /// One buffer, emptied as it is read.
+    /// One buffer, emptied as it is read (ddos; a crypto monitor reads as with `swap`, its
+    /// sessions' slots belonging to one window).
     Erase,
 }
 
@@ -231,6 +231,7 @@ pub struct Monitor {
     packet_maps: [Option<Mapped>; 2],
     /// crypto: the mapped keys' and counts' tables, and where the slots are in them.
     crypto: Option<(Mapped, Mapped, crypto::Slots)>,
+    /// Possible CPUs (a per-CPU table's values).
     ncpus: usize,
     /// The session tables' batch-read buffers (keys, values), kept from one read to the
     /// next.
@@ -248,6 +249,17 @@ fn realtime_minus_monotonic() -> u64 {
         t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
     };
     ts(libc::CLOCK_REALTIME).wrapping_sub(ts(libc::CLOCK_MONOTONIC))
+}
+
+/// One more than the highest possible CPU id (`bpf_get_smp_processor_id`'s bound; the
+/// possible set, "0-3" or "0,2-3", may have gaps).
+fn cpu_ids() -> std::io::Result<usize> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    s.trim()
+        .split(',')
+        .map(|r| r.rsplit('-').next().unwrap_or(r).parse::<usize>())
+        .try_fold(0, |m, c| c.map(|c| m.max(c + 1)))
+        .map_err(std::io::Error::other)
 }
 
 fn merr(what: &str, e: impl std::fmt::Display) -> MonitorError {
@@ -312,8 +324,20 @@ impl Monitor {
             spec.per_session(),
             spec.total(),
         );
-        let ncpus = aya::util::nr_cpus().map_err(|e| merr("possible CPUs", e.1))?;
+        // CPU ids run up to the highest possible one (the possible set may have gaps).
+        let ncpus = cpu_ids().map_err(|e| merr("/sys/devices/system/cpu/possible", e))?;
         let ncpu = ncpus as u32;
+        if 2 * ncpus as u64 * sessions as u64 > u32::MAX as u64 {
+            return Err(MonitorError::Spec {
+                name: spec.name.clone(),
+                key: "sessions".into(),
+                msg: format!(
+                    "{sessions} sessions on {ncpus} CPUs: the counts' table needs \
+                     2 x CPUs x sessions entries, at most {}",
+                    u32::MAX
+                ),
+            });
+        }
         let mut l = EbpfLoader::new();
         l.override_global(GLOBAL_KIND, &kind, true)
             .override_global(GLOBAL_PER_SESSION, &per, true)
@@ -373,7 +397,7 @@ impl Monitor {
             last_top: Vec::new(),
             packet_maps,
             crypto,
-            ncpus,
+            ncpus: aya::util::nr_cpus().map_err(|e| merr("possible CPUs", e.1))?,
             scratch: Default::default(),
         };
         m.set_ctl(CTL_EPOCH, realtime_minus_monotonic())?;
@@ -514,10 +538,10 @@ impl Monitor {
     pub fn read(&mut self) -> Result<Window, MonitorError> {
         let window = self.ctl(CTL_ACTIVE)?;
         let b = window as usize & 1;
-        let swap = self.spec.extraction == Extraction::Swap;
-        // crypto always moves to the next window: its slots and index entries belong to one
-        // (with erase-on-read it reads at once and waits before emptying, see below).
-        if swap || self.spec.kind == Kind::Crypto {
+        // crypto switches buffers with either extraction: its slots and index entries belong
+        // to one window, so erase-on-read reads it as swap-on-read does.
+        let swap = self.spec.extraction == Extraction::Swap || self.spec.kind == Kind::Crypto;
+        if swap {
             self.set_ctl(CTL_ACTIVE, window.wrapping_add(1))?;
         }
         let t0 = Instant::now();
@@ -586,28 +610,26 @@ impl Monitor {
             Kind::Crypto => {
                 let slots = self.ctl(CTL_SESS + b as u32)? as usize;
                 let (keys, vals, at) = self.crypto.as_ref().expect("crypto tables mapped at load");
-                // SAFETY: the mappings hold the tables whole (`map_crypto`).
+                let n = slots.min(at.sessions);
+                let run = at.ncpus * at.sessions;
+                // Buffer b only, which no program writes after the grace period.
+                // SAFETY: the mappings hold both buffers' keys and values (`map_crypto`).
                 let (k, v) = unsafe {
                     (
-                        std::slice::from_raw_parts(keys.as_ptr() as *const SessKey, at.keys()),
-                        std::slice::from_raw_parts(vals.as_ptr() as *const CryptoVal, at.values()),
+                        std::slice::from_raw_parts(
+                            (keys.as_ptr() as *const SessKey).add(b * at.sessions),
+                            at.sessions,
+                        ),
+                        std::slice::from_raw_parts_mut(
+                            (vals.as_ptr() as *mut CryptoVal).add(b * run),
+                            run,
+                        ),
                     )
                 };
-                w.crypto = at.read(k, v, b, slots);
-                if !swap && self.wait {
-                    // Erase-on-read: the programs that were writing this buffer as it was read
-                    // (their packets may be missed: what swapping avoids) finish before its
-                    // counts are zeroed for the window after next.
-                    self.grace.wait().map_err(|e| merr("grace period", e))?;
-                }
+                w.crypto = at.read(k, v, n);
                 // The next window that writes the buffer starts from zero.
-                let n = slots.min(at.sessions);
                 for c in 0..at.ncpus {
-                    // SAFETY: a run of `n` values of the writable mapping (`map_crypto`).
-                    unsafe {
-                        let run = (vals.as_ptr() as *mut CryptoVal).add(at.at(b, c, 0));
-                        std::ptr::write_bytes(run, 0, n);
-                    }
+                    v[c * at.sessions..][..n].fill(CryptoVal::default());
                 }
                 self.set_ctl(CTL_SESS + b as u32, 0)?;
             }
@@ -683,7 +705,7 @@ impl Monitor {
 }
 
 /// A crypto monitor's keys' and counts' tables mapped (the counts writable: the reader
-/// zeroes them), for `sessions` slots per buffer and `ncpus` possible CPUs.
+/// zeroes them), for `sessions` slots per buffer and `ncpus` CPU ids.
 fn map_crypto(
     ebpf: &Ebpf,
     sessions: u32,
