@@ -96,7 +96,7 @@ pub struct MonitorSpec {
     /// ingress, egress or both.
     #[serde(default)]
     pub direction: Direction,
-    /// Sessions per window (ddos 1024, crypto 10000).
+    /// Sessions per window (ddos 1024 for each address family, crypto 10000 for both).
     #[serde(default)]
     pub sessions: Option<u32>,
     /// ddos: packets captured per session and window (100).
