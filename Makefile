@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/statewall
 
-.PHONY: setup build test lint demo bench soak deb clean dataset model model-cv
+.PHONY: setup build test fmt-check lint demo bench soak deb clean dataset model model-cv
 
 setup:
 	@bash scripts/setup.sh
@@ -13,15 +13,19 @@ build: setup
 	$(CARGO) build
 
 # fmt + clippy + every test (unit, test-run, netns, daemon, doc). One build profile (dev).
-# scripts/test.sh runs two test binaries at once (TEST_JOBS=1: one after another); every
-# binary's output lands in target/test-logs/, all of it in target/test.log.
-test: setup lint
+# scripts/test.sh lints while it builds the tests (clippy-driver in place of rustc, every
+# warning an error: what `make lint`'s clippy checks, in the same build), then runs two
+# test binaries at once (TEST_JOBS=1: one after another); every binary's output lands in
+# target/test-logs/, all of it in target/test.log.
+test: setup fmt-check
 	CARGO='$(CARGO)' bash scripts/test.sh
 
-lint: setup
+fmt-check: setup
 	@mkdir -p target
 	$(CARGO) fmt --all -- --check
 	cd crates/statewall-ebpf && $(CARGO) fmt -- --check
+
+lint: fmt-check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 demo: build

@@ -8,7 +8,15 @@
 # Each binary runs in its package's directory, as `cargo test` runs it; the doc tests run
 # as one more job.
 #
+# The build is also the lint: clippy-driver compiles the workspace's crates in place of
+# rustc (what `cargo clippy` itself does, through RUSTC_WORKSPACE_WRAPPER and CLIPPY_ARGS),
+# every warning an error, so that one build checks what `cargo clippy --workspace
+# --all-targets -- -D warnings` checks (the same targets: lib, bins, unit and integration
+# tests) and makes the test binaries: the dependencies are compiled once, not once more
+# for clippy's check.
+#
 #   TEST_JOBS=N   binaries at once (default 2; 1 runs them one after another)
+#   TEST_LINT=0   build with plain rustc (no lints; the artifacts of a plain `cargo test`)
 #   TEST_ARGS=... passed to every test binary (a filter, --nocapture, ...), not to the
 #                 doc tests
 #
@@ -23,9 +31,14 @@ logs=target/test-logs
 rm -rf "$logs"
 mkdir -p "$logs"
 
-# Build, and list "package-dir executable" for every test binary.
-$CARGO test --workspace --no-run --message-format=json-render-diagnostics >"$logs/build.json" ||
-	exit $?
+# Build (and lint), and list "package-dir executable" for every test binary.
+lint=()
+if [ "${TEST_LINT:-1}" != 0 ]; then
+	lint=(env RUSTC_WORKSPACE_WRAPPER=clippy-driver
+		CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__)
+fi
+"${lint[@]}" $CARGO test --workspace --no-run --message-format=json-render-diagnostics \
+	>"$logs/build.json" || exit $?
 sed -n 's/.*"manifest_path":"\([^"]*\)\/Cargo.toml".*"profile":{[^}]*"test":true[^}]*}.*"executable":"\([^"]*\)".*/\1 \2/p' \
 	"$logs/build.json" >"$logs/binaries"
 [ -s "$logs/binaries" ] || {
@@ -77,7 +90,8 @@ while read -r dir exe; do
 	started+=("$name")
 	start "$name" "$dir" "$exe" ${TEST_ARGS:-}
 done < <(order)
-start doc-tests . $CARGO test --workspace --doc
+# (With the build's wrapper: a different one would build the library again.)
+start doc-tests . "${lint[@]}" $CARGO test --workspace --doc
 started+=(doc-tests)
 wait
 
