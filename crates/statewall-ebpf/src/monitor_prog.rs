@@ -22,7 +22,7 @@ use statewall_common::{
             crypto_add_from, crypto_wants, ddos_wants, fill_slot, ignored_cause, key4_into,
             key_into, server_addr,
         },
-        slot_word, AwayRegs, CryptoVal, DdosSess, PktSlot, SessKey, SessKey4, AWAY_BITS,
+        slot_in, slot_word, AwayRegs, CryptoVal, DdosSess, PktSlot, SessKey, SessKey4, AWAY_BITS,
         CNT_PACKETS, CNT_SESSIONS, CNT_SESSION_FULL, CNT_TABLE_FULL, CNT_TURNED_AWAY, COUNTERS,
         CTL_ACTIVE, CTL_EPOCH, CTL_SESS, CTL_SLOTS, CTL_USED, CTL_V6, DDOS_PER_SESSION,
         DDOS_SESSIONS, KIND_DDOS,
@@ -74,12 +74,11 @@ static SW_CRYPTO_VALS: Array<CryptoVal> = Array::with_max_entries(1, BPF_F_MMAPA
 /// crypto: sessions per window (set by the loader).
 #[no_mangle]
 static SW_MON_SESSIONS: u32 = 1;
-/// crypto: possible CPUs (set by the loader).
+/// crypto: one more than the highest possible CPU id (set by the loader).
 #[no_mangle]
 static SW_MON_NCPU: u32 = 1;
 
-/// Per-CPU working memory: the session key of either family (both monitors) and a fresh
-/// value (crypto).
+/// Per-CPU working memory: the session key of either family (both monitors).
 #[repr(C)]
 struct Work {
     key: SessKey,
@@ -149,7 +148,7 @@ fn spin(ns: u64) {
     };
 }
 
-/// Counts a session the packet made in buffer `b`, and notes an IPv6 one ([`CTL_V6`]).
+/// ddos: counts a session the packet made in buffer `b`, and notes an IPv6 one ([`CTL_V6`]).
 #[inline(always)]
 fn session_made(p: &PacketInfo, b: u32) {
     bump(CNT_SESSIONS);
@@ -368,12 +367,7 @@ impl SlotKey for SessKey {
 /// (a program still running in the window before a switch): renewing that costs the
 /// session a second slot in the later window, which the read merges.
 #[inline(always)]
-fn crypto_slot<K: SlotKey>(
-    p: &PacketInfo,
-    idx: &LruHashMap<K, u64>,
-    key: &K,
-    window: u32,
-) -> Option<u32> {
+fn crypto_slot<K: SlotKey>(idx: &LruHashMap<K, u64>, key: &K, window: u32) -> Option<u32> {
     let b = window & 1;
     let cap = global(&SW_MON_SESSIONS);
     // The stale entry and what it holds, or null and 0. Both defined on every path: with an
@@ -383,8 +377,8 @@ fn crypto_slot<K: SlotKey>(
         Some(e) => {
             // SAFETY: the entry's value, a u64 written whole.
             let v = unsafe { core::ptr::read_volatile(e) };
-            if (v >> 32) as u32 == window {
-                return Some(v as u32);
+            if let Some(s) = slot_in(v, window) {
+                return Some(s);
             }
             (e, v)
         }
@@ -415,15 +409,15 @@ fn crypto_slot<K: SlotKey>(
         // the packet's, unpublished, and the read merges it with the session's other.
         if let Some(e) = idx.get_ptr_mut(key) {
             // SAFETY: as above.
-            let v = unsafe { core::ptr::read_volatile(e) };
-            if (v >> 32) as u32 == window {
+            if let Some(theirs) = slot_in(unsafe { core::ptr::read_volatile(e) }, window) {
                 key.store(k, true);
-                return Some(v as u32);
+                return Some(theirs);
             }
         }
     }
     key.store(k, false);
-    session_made(p, b);
+    // (Not `session_made`: both families share the slots, and no read looks for IPv6.)
+    bump(CNT_SESSIONS);
     Some(s)
 }
 
@@ -442,7 +436,7 @@ fn crypto_in<K: SlotKey>(
     first: bool,
     window: u32,
 ) {
-    let Some(s) = crypto_slot(p, idx, key, window) else {
+    let Some(s) = crypto_slot(idx, key, window) else {
         return;
     };
     let cpu = unsafe { bpf_get_smp_processor_id() };

@@ -48,13 +48,20 @@ pub const MAP_CRYPTO_KEYS: &str = "SW_CRYPTO_KEYS";
 pub const MAP_CRYPTO_VALS: &str = "SW_CRYPTO_VALS";
 /// Global set by the loader: sessions per window (crypto: slots per buffer).
 pub const GLOBAL_SESSIONS: &str = "SW_MON_SESSIONS";
-/// Global set by the loader: possible CPUs (crypto: the values' stride).
+/// Global set by the loader: one more than the highest possible CPU id (crypto: the values'
+/// stride).
 pub const GLOBAL_NCPU: &str = "SW_MON_NCPU";
 
 /// An index entry: the window the session's slot belongs to (the high word) and the slot.
 #[inline(always)]
 pub fn slot_word(window: u32, slot: u32) -> u64 {
     ((window as u64) << 32) | slot as u64
+}
+
+/// The slot an index entry `word` names, if it was made in `window` (else it is stale).
+#[inline(always)]
+pub fn slot_in(word: u64, window: u32) -> Option<u32> {
+    ((word >> 32) as u32 == window).then_some(word as u32)
 }
 
 /// Where CPU `cpu`'s counts of slot `slot` in buffer `b` are in [`MAP_CRYPTO_VALS`]: each

@@ -4,7 +4,7 @@
 //! zeroes the counts it read. Layouts: `statewall_common::monitor::MAP_CRYPTO_KEYS` and
 //! `MAP_CRYPTO_VALS`.
 
-use statewall_common::monitor::{CryptoVal, SessKey};
+use statewall_common::monitor::{crypto_value_index, CryptoVal, SessKey};
 
 use crate::types::Seeded;
 
@@ -20,8 +20,7 @@ pub struct CryptoSession {
 }
 
 /// Where a crypto monitor's sessions are in its two mapped tables: `sessions` slots per
-/// buffer, `ncpus` CPU ids (`statewall_common::monitor::crypto_value_index`: a buffer's
-/// values are one run, CPU after CPU).
+/// buffer, `ncpus` CPU ids (a buffer's values are one run, CPU after CPU).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Slots {
     pub(crate) sessions: usize,
@@ -29,6 +28,19 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
+    /// Where CPU `cpu`'s counts of slot `s` of buffer `b` are
+    /// (`statewall_common::monitor::crypto_value_index`); buffer 0's index is also the place
+    /// within one buffer's run of values.
+    fn at(&self, b: usize, cpu: usize, s: usize) -> usize {
+        crypto_value_index(
+            b as u32,
+            cpu as u32,
+            self.ncpus as u32,
+            self.sessions as u32,
+            s as u32,
+        ) as usize
+    }
+
     /// Keys in the keys' table (both buffers).
     pub(crate) fn keys(&self) -> usize {
         2 * self.sessions
@@ -36,7 +48,12 @@ impl Slots {
 
     /// Values in the counts' table (both buffers, every CPU).
     pub(crate) fn values(&self) -> usize {
-        2 * self.ncpus * self.sessions
+        self.at(2, 0, 0)
+    }
+
+    /// Buffer `b`'s keys and values in the two tables: (first key, first value, values).
+    pub(crate) fn buffer(&self, b: usize) -> (usize, usize, usize) {
+        (b * self.sessions, self.at(b, 0, 0), self.at(1, 0, 0))
     }
 
     /// The sessions of the first `n` slots of one buffer, whose keys and values (`keys`:
@@ -59,9 +76,7 @@ impl Slots {
             if key.family == 0 {
                 continue;
             }
-            let per_cpu: Vec<CryptoVal> = (0..self.ncpus)
-                .map(|c| vals[c * self.sessions + s])
-                .collect();
+            let per_cpu: Vec<CryptoVal> = (0..self.ncpus).map(|c| vals[self.at(0, c, s)]).collect();
             match seen.get(&key) {
                 Some(&i) => {
                     let o = &mut out[i];
@@ -81,6 +96,15 @@ impl Slots {
             }
         }
         out
+    }
+
+    /// Zeroes the counts of the first `n` slots of one buffer (`vals`, as [`Slots::read`]
+    /// takes them): the next window that writes it starts from zero.
+    pub(crate) fn zero(&self, vals: &mut [CryptoVal], n: usize) {
+        let n = n.min(self.sessions);
+        for c in 0..self.ncpus {
+            vals[self.at(0, c, 0)..][..n].fill(CryptoVal::default());
+        }
     }
 }
 

@@ -610,27 +610,23 @@ impl Monitor {
             Kind::Crypto => {
                 let slots = self.ctl(CTL_SESS + b as u32)? as usize;
                 let (keys, vals, at) = self.crypto.as_ref().expect("crypto tables mapped at load");
-                let n = slots.min(at.sessions);
-                let run = at.ncpus * at.sessions;
+                let (k0, v0, run) = at.buffer(b);
                 // Buffer b only, which no program writes after the grace period.
                 // SAFETY: the mappings hold both buffers' keys and values (`map_crypto`).
                 let (k, v) = unsafe {
                     (
                         std::slice::from_raw_parts(
-                            (keys.as_ptr() as *const SessKey).add(b * at.sessions),
+                            (keys.as_ptr() as *const SessKey).add(k0),
                             at.sessions,
                         ),
                         std::slice::from_raw_parts_mut(
-                            (vals.as_ptr() as *mut CryptoVal).add(b * run),
+                            (vals.as_ptr() as *mut CryptoVal).add(v0),
                             run,
                         ),
                     )
                 };
-                w.crypto = at.read(k, v, n);
-                // The next window that writes the buffer starts from zero.
-                for c in 0..at.ncpus {
-                    v[c * at.sessions..][..n].fill(CryptoVal::default());
-                }
+                w.crypto = at.read(k, v, slots);
+                at.zero(v, slots);
                 self.set_ctl(CTL_SESS + b as u32, 0)?;
             }
         }
