@@ -119,12 +119,37 @@ impl Certs {
     }
 }
 
-/// `n` free loopback ports (held together while chosen, so that they differ).
+/// `n` free loopback ports (held together while chosen, so that they differ), below the
+/// kernel's ephemeral range: a port the kernel hands out for `bind(0)` or an outgoing
+/// connection was free when chosen here and could be taken by another process (another
+/// test binary) before etcd bound it, or while a stopped member was down ("bind: address
+/// already in use", seen once in `make test`). Below that range only a process that picks
+/// ports as this does could take one; the start is drawn from the process id and a counter.
 fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FLOOR: u32 = 10_000;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|l| *l > FLOOR + 1024)
+        .unwrap_or(32_768);
+    let span = low - FLOOR;
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = (std::process::id().wrapping_mul(7919) ^ seq.wrapping_mul(104_729)) % span;
+    let mut held = Vec::with_capacity(n);
+    for i in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = (FLOOR + (start + i) % span) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "{n} free loopback ports below {low}");
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 impl Etcd {
